@@ -1,0 +1,32 @@
+# The two commands: `make demo` and `make test`. Both do all set-up first (tools/setup.sh).
+BUILD ?= build
+BUILD_ASAN ?= build-asan
+JOBS ?= $(shell nproc)
+MODEL_DIR ?= models
+
+.PHONY: all setup build test test-asan demo clean
+
+all: build
+
+setup:
+	@bash tools/setup.sh
+
+build: setup
+	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release >/dev/null
+	@cmake --build $(BUILD) -j$(JOBS)
+
+test: build
+	cd $(BUILD) && ctest --output-on-failure -j$(JOBS)
+
+# The same suite under AddressSanitizer + UndefinedBehaviorSanitizer (CI runs both).
+test-asan: setup
+	@cmake -S . -B $(BUILD_ASAN) -DCMAKE_BUILD_TYPE=Debug -DLT_SANITIZE=ON >/dev/null
+	@cmake --build $(BUILD_ASAN) -j$(JOBS)
+	cd $(BUILD_ASAN) && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 ctest --output-on-failure -j$(JOBS)
+
+demo: build
+	@bash tools/fetch_smollm2.sh $(MODEL_DIR)
+	@bash tools/demo.sh $(BUILD)/loratune $(MODEL_DIR)/SmolLM2-135M-Instruct.Q4_1.gguf
+
+clean:
+	rm -rf $(BUILD) $(BUILD_ASAN)

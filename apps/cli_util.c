@@ -1,0 +1,39 @@
+/* cli_util.c - small option-parsing helpers shared by the subcommands. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "commands.h"
+
+int lt_cli_wants_help(int argc, char **argv) {
+    for (int i = 1; i < argc; i++)
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) return 1;
+    return 0;
+}
+
+int lt_cli_parse_int(const char *cmd, const char *opt, const char *val, long *out) {
+    char *end;
+    errno = 0;
+    long v = val ? strtol(val, &end, 10) : 0;
+    if (!val || errno || end == val || *end) {
+        fprintf(stderr, "loratune %s: %s: expected an integer, got '%s'\n", cmd, opt,
+                val ? val : "(nothing)");
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+int lt_cli_parse_float(const char *cmd, const char *opt, const char *val, double *out) {
+    char *end;
+    errno = 0;
+    double v = val ? strtod(val, &end) : 0;
+    if (!val || errno || end == val || *end) {
+        fprintf(stderr, "loratune %s: %s: expected a number, got '%s'\n", cmd, opt,
+                val ? val : "(nothing)");
+        return -1;
+    }
+    *out = v;
+    return 0;
+}

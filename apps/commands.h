@@ -1,0 +1,18 @@
+/* commands.h - the loratune subcommands; each lives in apps/cmd_<name>.c.
+ * A command gets argv starting at its own name, prints its results to stdout, errors to
+ * stderr, and returns the process exit code. */
+#ifndef LT_APPS_COMMANDS_H
+#define LT_APPS_COMMANDS_H
+
+int cmd_info(int argc, char **argv);
+int cmd_inspect(int argc, char **argv);
+int cmd_tokenize(int argc, char **argv);
+int cmd_generate(int argc, char **argv);
+
+/* Shared option helpers (apps/cli_util.c). */
+int lt_cli_wants_help(int argc, char **argv);
+/* Parses a number option value; prints "loratune CMD: --opt: expected ..." and returns -1 on error. */
+int lt_cli_parse_int(const char *cmd, const char *opt, const char *val, long *out);
+int lt_cli_parse_float(const char *cmd, const char *opt, const char *val, double *out);
+
+#endif

@@ -1,0 +1,43 @@
+/* loratune.c - the command-line entry point: dispatches to apps/cmd_<name>.c. */
+#include <stdio.h>
+#include <string.h>
+
+#include "commands.h"
+
+typedef struct {
+    const char *name;
+    int (*fn)(int argc, char **argv);
+    const char *help;
+} command;
+
+static const command k_commands[] = {
+    {"info", cmd_info, "hardware and build features"},
+    {"inspect", cmd_inspect, "architecture, parameters, dtypes, tokenizer of a model"},
+    {"tokenize", cmd_tokenize, "text to token ids (or ids to text with --decode)"},
+    {"generate", cmd_generate, "generate text from a prompt or a chat message"},
+};
+
+static void usage(FILE *f) {
+    fprintf(f, "usage: loratune COMMAND [options]   (loratune COMMAND --help for details)\n\n"
+               "commands:\n");
+    for (size_t i = 0; i < sizeof k_commands / sizeof k_commands[0]; i++)
+        fprintf(f, "  %-10s %s\n", k_commands[i].name, k_commands[i].help);
+    fprintf(f, "\nMODEL is a Hugging Face folder, a .gguf file, or a llama2.c .bin (with "
+               "--tokenizer).\n");
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+        usage(stdout);
+        return 0;
+    }
+    for (size_t i = 0; i < sizeof k_commands / sizeof k_commands[0]; i++)
+        if (!strcmp(argv[1], k_commands[i].name)) return k_commands[i].fn(argc - 1, argv + 1);
+    fprintf(stderr, "loratune: unknown command '%s'\n\n", argv[1]);
+    usage(stderr);
+    return 2;
+}

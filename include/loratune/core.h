@@ -1,0 +1,118 @@
+/* core.h - status codes, error messages, dtypes, tensor views, file mapping.
+ *
+ * Every library call returns an lt_status (LT_OK = 0, errors negative). On error the
+ * human-readable message (naming the file, field or line and what was expected) is
+ * available from lt_errmsg() on the same thread until the next failing call.
+ * Only apps/ prints or exits. */
+#ifndef LORATUNE_CORE_H
+#define LORATUNE_CORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum {
+    LT_OK = 0,
+    LT_ERR_IO = -1,          /* open/read/write/mmap failed */
+    LT_ERR_FORMAT = -2,      /* malformed file or data */
+    LT_ERR_NOMEM = -3,       /* allocation failed */
+    LT_ERR_ARG = -4,         /* bad argument / config value */
+    LT_ERR_UNSUPPORTED = -5, /* valid but not supported (yet) */
+    LT_ERR_NOTFOUND = -6,    /* missing key, tensor, file */
+    LT_ERR_INTERNAL = -7,    /* broken invariant */
+} lt_status;
+
+/* Message of the last failing call on this thread (never NULL; "" if none). */
+const char *lt_errmsg(void);
+/* Sets the thread's message (printf-style) and returns code, so callers can
+ * `return lt_error(LT_ERR_FORMAT, "%s: header: expected ...", path);` */
+lt_status lt_error(lt_status code, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
+/* Prepends "prefix: " to the current message (for adding context on the way up). */
+lt_status lt_error_wrap(lt_status code, const char *prefix);
+const char *lt_status_name(lt_status s);
+
+/* ---- dtypes -------------------------------------------------------------------------- */
+typedef enum {
+    LT_DTYPE_F32 = 0,
+    LT_DTYPE_F16,
+    LT_DTYPE_BF16,
+    LT_DTYPE_F64,
+    LT_DTYPE_I8,
+    LT_DTYPE_U8,
+    LT_DTYPE_I16,
+    LT_DTYPE_I32,
+    LT_DTYPE_I64,
+    LT_DTYPE_BOOL,
+    /* ggml block-quantized types (GGUF) */
+    LT_DTYPE_Q4_0,
+    LT_DTYPE_Q4_1,
+    LT_DTYPE_Q5_0,
+    LT_DTYPE_Q5_1,
+    LT_DTYPE_Q8_0,
+    LT_DTYPE_Q2_K,
+    LT_DTYPE_Q3_K,
+    LT_DTYPE_Q4_K,
+    LT_DTYPE_Q5_K,
+    LT_DTYPE_Q6_K,
+    LT_DTYPE_Q8_K,
+    LT_DTYPE_COUNT
+} lt_dtype;
+
+const char *lt_dtype_name(lt_dtype t);          /* "F32", "Q4_K", ... */
+int lt_dtype_from_name(const char *name, lt_dtype *out); /* safetensors names; 0 ok, -1 unknown */
+int64_t lt_dtype_block_elems(lt_dtype t);       /* 1 for scalar types, 32 or 256 for quants */
+int64_t lt_dtype_block_bytes(lt_dtype t);       /* bytes per block */
+/* Bytes for n elements (n must be a multiple of the block size); -1 on overflow or misfit. */
+int64_t lt_dtype_nbytes(lt_dtype t, int64_t n);
+
+float lt_f16_to_f32(uint16_t h);
+uint16_t lt_f32_to_f16(float f);   /* round to nearest even, like numpy/torch */
+float lt_bf16_to_f32(uint16_t h);
+uint16_t lt_f32_to_bf16(float f);  /* round to nearest even, NaN kept NaN, like torch */
+
+/* Converts n elements of src (dtype t) to float32. Handles F32/F16/BF16/F64/ints and all
+ * quantized types (implemented in src/quant/). n must be a multiple of the block size. */
+lt_status lt_to_f32(lt_dtype t, const void *src, float *dst, int64_t n);
+
+/* ---- tensor views -------------------------------------------------------------------- */
+#define LT_MAX_DIMS 4
+/* A borrowed view of a tensor stored in a file or buffer. shape is outermost-first
+ * (row-major, as in safetensors / PyTorch): a [out][in] matrix has shape {out, in}. */
+typedef struct {
+    const char *name;  /* NUL-terminated, owned by the container */
+    lt_dtype dtype;
+    int ndim;
+    int64_t shape[LT_MAX_DIMS];
+    const void *data;  /* owned by the container (often mmap'd) */
+    size_t nbytes;
+} lt_tensor_view;
+
+int64_t lt_tensor_numel(const lt_tensor_view *t);
+
+/* ---- files --------------------------------------------------------------------------- */
+/* A read-only memory map of a whole file. */
+typedef struct {
+    const uint8_t *data;
+    size_t size;
+} lt_mapped_file;
+
+lt_status lt_file_map(const char *path, lt_mapped_file *out);
+void lt_file_unmap(lt_mapped_file *m); /* safe on zeroed struct */
+/* Reads a whole (small) file into a NUL-terminated malloc'd buffer; caller frees. */
+lt_status lt_file_read_all(const char *path, char **out, size_t *len);
+/* Writes buf to path atomically: temp file in the same folder, fsync, rename, fsync dir. */
+lt_status lt_file_write_atomic(const char *path, const void *buf, size_t len);
+int lt_path_is_dir(const char *path);
+int lt_path_exists(const char *path);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

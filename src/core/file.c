@@ -1,0 +1,144 @@
+/* file.c - read-only mmap of whole files, small-file reads, atomic writes. */
+#define _GNU_SOURCE
+#include "loratune/core.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+lt_status lt_file_map(const char *path, lt_mapped_file *out) {
+    memset(out, 0, sizeof *out);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return lt_error(LT_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+        int e = errno;
+        close(fd);
+        return lt_error(LT_ERR_IO, "%s: cannot stat: %s", path, strerror(e));
+    }
+    if (!S_ISREG(st.st_mode)) {
+        close(fd);
+        return lt_error(LT_ERR_IO, "%s: not a regular file", path);
+    }
+    if (st.st_size == 0) { /* mmap of 0 bytes fails; an empty map is valid */
+        close(fd);
+        return LT_OK;
+    }
+    void *p = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+    int e = errno;
+    close(fd);
+    if (p == MAP_FAILED) return lt_error(LT_ERR_IO, "%s: mmap failed: %s", path, strerror(e));
+    out->data = p;
+    out->size = (size_t)st.st_size;
+    return LT_OK;
+}
+
+void lt_file_unmap(lt_mapped_file *m) {
+    if (m && m->data) munmap((void *)m->data, m->size);
+    if (m) {
+        m->data = NULL;
+        m->size = 0;
+    }
+}
+
+lt_status lt_file_read_all(const char *path, char **out, size_t *len) {
+    *out = NULL;
+    if (len) *len = 0;
+    FILE *f = fopen(path, "rb");
+    if (!f) return lt_error(LT_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    size_t cap = 4096, n = 0;
+    char *buf = malloc(cap);
+    if (!buf) {
+        fclose(f);
+        return lt_error(LT_ERR_NOMEM, "%s: out of memory", path);
+    }
+    for (;;) {
+        if (cap - n < 2) {
+            char *nb = realloc(buf, cap * 2);
+            if (!nb) {
+                free(buf);
+                fclose(f);
+                return lt_error(LT_ERR_NOMEM, "%s: out of memory", path);
+            }
+            buf = nb;
+            cap *= 2;
+        }
+        size_t r = fread(buf + n, 1, cap - n - 1, f);
+        n += r;
+        if (r == 0) break;
+    }
+    int err = ferror(f);
+    fclose(f);
+    if (err) {
+        free(buf);
+        return lt_error(LT_ERR_IO, "%s: read error", path);
+    }
+    buf[n] = 0;
+    *out = buf;
+    if (len) *len = n;
+    return LT_OK;
+}
+
+lt_status lt_file_write_atomic(const char *path, const void *buf, size_t len) {
+    size_t pl = strlen(path);
+    char *tmp = malloc(pl + 32);
+    char *dirc = strdup(path);
+    if (!tmp || !dirc) {
+        free(tmp);
+        free(dirc);
+        return lt_error(LT_ERR_NOMEM, "%s: out of memory", path);
+    }
+    snprintf(tmp, pl + 32, "%s.tmp.%ld", path, (long)getpid());
+    lt_status st = LT_OK;
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        st = lt_error(LT_ERR_IO, "%s: cannot create: %s", tmp, strerror(errno));
+        goto done;
+    }
+    const uint8_t *p = buf;
+    size_t left = len;
+    while (left > 0) {
+        ssize_t w = write(fd, p, left);
+        if (w < 0) {
+            if (errno == EINTR) continue;
+            st = lt_error(LT_ERR_IO, "%s: write failed: %s", tmp, strerror(errno));
+            break;
+        }
+        p += w;
+        left -= (size_t)w;
+    }
+    if (st == LT_OK && fsync(fd) != 0)
+        st = lt_error(LT_ERR_IO, "%s: fsync failed: %s", tmp, strerror(errno));
+    close(fd);
+    if (st == LT_OK && rename(tmp, path) != 0)
+        st = lt_error(LT_ERR_IO, "%s: rename failed: %s", path, strerror(errno));
+    if (st != LT_OK) {
+        unlink(tmp);
+        goto done;
+    }
+    int dfd = open(dirname(dirc), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd >= 0) {
+        fsync(dfd);
+        close(dfd);
+    }
+done:
+    free(tmp);
+    free(dirc);
+    return st;
+}
+
+int lt_path_is_dir(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+int lt_path_exists(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0;
+}

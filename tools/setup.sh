@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# setup.sh - installs what loratune's build and tests need on a Debian machine:
+# Debian packages (compiler, CMake, OpenBLAS, PCRE2, jansson, ...) and the Python test
+# peers (tools/requirements.txt) in .venv, with uv. Idempotent and quick when all is there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PKGS="build-essential cmake pkg-config git ca-certificates unzip libopenblas-dev libpcre2-dev libjansson-dev libomp-dev python3 python3-venv"
+missing=""
+for p in $PKGS; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+done
+if [ -n "$missing" ]; then
+  echo "setup: installing Debian packages:$missing"
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $missing >/dev/null
+fi
+
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  echo "setup: creating .venv"
+  "$PY" -m venv .venv
+fi
+if [ ! -x .venv/bin/uv ]; then
+  .venv/bin/python -m pip install -q --disable-pip-version-check uv
+fi
+stamp=.venv/.requirements.sha
+want=$(sha256sum tools/requirements.txt | cut -d' ' -f1)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  echo "setup: installing Python test peers (tools/requirements.txt)"
+  .venv/bin/uv pip install -q --python .venv/bin/python -r tools/requirements.txt
+  echo "$want" > "$stamp"
+fi

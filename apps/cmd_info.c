@@ -1,8 +1,124 @@
-/* cmd_info.c - placeholder until the owner of this command lands it. */
+/* cmd_info.c - `loratune info [--json]`: the machine (CPU, SIMD features, cores, memory,
+ * CUDA devices), the build (compiler, type, sanitizers, OpenMP, BLAS) and the kernel level and
+ * thread count loratune picks from them. A table by default, lt_hwinfo_to_json with --json. */
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
 #include "commands.h"
+#include "loratune/hwinfo.h"
+
+static void usage(FILE *f) {
+    fprintf(f, "usage: loratune info [--json]\n\n"
+               "Shows the CPU (model, cores, SIMD features), memory, CUDA devices, how this\n"
+               "loratune was built (compiler, build type, sanitizers, OpenMP, BLAS) and the\n"
+               "kernel level and thread count it uses.\n\n"
+               "options:\n"
+               "  --json     print everything as one JSON object\n"
+               "  -h, --help this help\n");
+}
+
+static void print_features(const char *label, uint32_t bits) {
+    int n;
+    const lt_cpu_feature *k = lt_cpu_features_known(&n);
+    printf("  %-16s", label);
+    int any = 0;
+    for (int i = 0; i < n; i++)
+        if (bits & k[i]) {
+            printf(" %s", lt_cpu_feature_name(k[i]));
+            any = 1;
+        }
+    if (!any) printf(" (none)");
+    printf("\n");
+}
+
+/* _OPENMP dates to spec versions */
+static const char *omp_name(int v) {
+    if (v >= 202111) return "5.2";
+    if (v >= 202011) return "5.1";
+    if (v >= 201811) return "5.0";
+    if (v >= 201511) return "4.5";
+    if (v >= 201307) return "4.0";
+    return "3.x or older";
+}
+
+static void print_gib(const char *label, int64_t bytes) {
+    if (bytes > 0) printf("  %-16s %.1f GiB\n", label, (double)bytes / (1024.0 * 1024 * 1024));
+    else printf("  %-16s unknown\n", label);
+}
+
 int cmd_info(int argc, char **argv) {
-    (void)argc; (void)argv;
-    fprintf(stderr, "loratune info: not built yet\n");
-    return 1;
+    if (lt_cli_wants_help(argc, argv)) {
+        usage(stdout);
+        return 0;
+    }
+    int json = 0;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--json")) {
+            json = 1;
+        } else {
+            fprintf(stderr, "loratune info: unknown option '%s'\n", argv[i]);
+            usage(stderr);
+            return 2;
+        }
+    }
+    lt_hwinfo hw;
+    if (lt_hwinfo_detect(&hw) != LT_OK) {
+        fprintf(stderr, "loratune info: %s\n", lt_errmsg());
+        return 1;
+    }
+    if (json) {
+        char *s;
+        if (lt_hwinfo_to_json(&hw, &s) != LT_OK) {
+            fprintf(stderr, "loratune info: %s\n", lt_errmsg());
+            return 1;
+        }
+        puts(s);
+        free(s);
+        return 0;
+    }
+    printf("CPU\n");
+    printf("  %-16s %s\n", "model", hw.cpu_model[0] ? hw.cpu_model : "unknown");
+    if (hw.cpu_vendor[0]) printf("  %-16s %s\n", "vendor", hw.cpu_vendor);
+    printf("  %-16s %s\n", "arch", hw.arch);
+    printf("  %-16s %d physical, %d logical, %d usable by this process, %d socket%s\n", "cores",
+           hw.physical_cores, hw.logical_cores, hw.affinity_cores, hw.sockets,
+           hw.sockets == 1 ? "" : "s");
+    print_features("features", hw.cpu_features);
+    printf("Memory\n");
+    print_gib("total", hw.ram_total_bytes);
+    print_gib("available", hw.ram_available_bytes);
+    printf("CUDA\n");
+    if (!hw.cuda_built) {
+        printf("  %-16s not built\n", "status");
+    } else if (hw.cuda_device_count == 0) {
+        printf("  %-16s %s\n", "status", hw.cuda_error);
+    } else {
+        for (int i = 0; i < hw.cuda_device_count; i++) {
+            const lt_cuda_device *d = &hw.cuda_devices[i];
+            char label[24];
+            snprintf(label, sizeof label, "device %d", i);
+            printf("  %-16s %s, %.1f GiB, compute %d.%d, %d SMs\n", label, d->name,
+                   (double)d->memory_bytes / (1024.0 * 1024 * 1024), d->cc_major, d->cc_minor,
+                   d->multiprocessors);
+        }
+    }
+    printf("Build\n");
+    printf("  %-16s %s\n", "compiler", hw.compiler);
+    printf("  %-16s %s\n", "build type", hw.build_type);
+    printf("  %-16s %s\n", "git revision", hw.git_rev[0] ? hw.git_rev : "unknown");
+    printf("  %-16s %s\n", "sanitizers", hw.sanitizers);
+    print_features("compiled for", hw.compiled_features);
+    if (hw.openmp_version)
+        printf("  %-16s %s (%d), %d threads\n", "OpenMP", omp_name(hw.openmp_version),
+               hw.openmp_version, hw.openmp_max_threads);
+    else
+        printf("  %-16s off\n", "OpenMP");
+    printf("  %-16s %s\n", "BLAS", hw.blas_config[0] ? hw.blas_config : hw.blas);
+    printf("  %-16s core %s, %d threads, %s\n", "", hw.blas_core, hw.blas_threads,
+           hw.blas_parallel);
+    printf("Runtime\n");
+    printf("  %-16s %s\n", "kernels", hw.kernel_level);
+    printf("  %-16s %d\n", "threads", hw.threads);
+    return 0;
 }

@@ -88,6 +88,23 @@ lt_status lt_gguf_writer_add_tensor(lt_gguf_writer *w, const char *name, lt_dtyp
  * general.alignment was set. */
 lt_status lt_gguf_writer_write(lt_gguf_writer *w, const char *path);
 
+/* ---- additions (gguf owner) ---------------------------------------------------------- */
+/* Opens a GGUF image held in memory (borrowed: must outlive the handle); name is used in
+ * error messages. Same validation as lt_gguf_open. */
+lt_status lt_gguf_open_mem(const void *data, size_t size, const char *name, lt_gguf **out);
+uint32_t lt_gguf_version(const lt_gguf *g);   /* 2 or 3 */
+uint32_t lt_gguf_alignment(const lt_gguf *g); /* general.alignment or 32 */
+/* Absolute file offset of tensor i's data. */
+uint64_t lt_gguf_tensor_offset(const lt_gguf *g, size_t i);
+lt_status lt_gguf_get_u64(const lt_gguf *g, const char *key, uint64_t *out); /* ints >= 0 */
+lt_status lt_gguf_get_f64(const lt_gguf *g, const char *key, double *out);   /* f32/f64 */
+/* "u8", "string", ... ("?" if unknown) and ggml type names ("Q4_K"; NULL if unknown). */
+const char *lt_gguf_type_name(lt_gguf_type t);
+const char *lt_gguf_ggml_type_name(uint32_t ggml_type);
+/* Any fixed-size scalar type (u8..i64, f32, f64, bool); *v is read as that C type. */
+lt_status lt_gguf_writer_set_scalar(lt_gguf_writer *w, const char *key, lt_gguf_type type,
+                                    const void *v);
+
 #ifdef __cplusplus
 }
 #endif

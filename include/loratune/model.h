@@ -1,0 +1,152 @@
+/* model.h - Llama-family decoder models (llama, mistral, qwen2): config, fp32 weights, CPU
+ * forward with a KV cache.
+ *
+ * One model, three file forms: a Hugging Face folder (config.json + safetensors), a GGUF file
+ * (general.architecture llama or qwen2), a llama2.c .bin checkpoint. Whatever the form, the
+ * loaded lt_model is in the Hugging Face layout:
+ *   - matrices are [out][in] row-major (y = W x, as torch.nn.Linear stores them);
+ *   - q/k projection rows are in HF's "half-split" rotary order (rotate_half): within each
+ *     head, row i < head_dim/2 is the first element of the pair rotated by inv_freq[i] and
+ *     row i + head_dim/2 the second. llama2.c and llama.cpp's llama-arch GGUFs store the
+ *     interleaved-pair order (rows 2i, 2i+1 form a pair); the loaders permute them back.
+ * All weights are float32 for now (quantized/half files are dequantized at load), in one
+ * allocation (lt_model.params) that the lt_model_weights pointers point into.
+ *
+ * Ownership: lt_model and lt_kv_cache are owned by the caller and freed with their _free
+ * (safe on NULL). Paths and token arrays passed in are borrowed. */
+#ifndef LORATUNE_MODEL_H
+#define LORATUNE_MODEL_H
+
+#include "loratune/core.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum { LT_ARCH_LLAMA = 0, LT_ARCH_MISTRAL, LT_ARCH_QWEN2 } lt_arch;
+const char *lt_arch_name(lt_arch a); /* "llama", "mistral", "qwen2" */
+
+typedef enum {
+    LT_ROPE_SCALING_NONE = 0,
+    LT_ROPE_SCALING_LINEAR,  /* inv_freq / factor */
+    LT_ROPE_SCALING_LLAMA3,  /* transformers' _compute_llama3_parameters */
+} lt_rope_scaling_type;
+
+typedef struct {
+    lt_rope_scaling_type type;
+    float factor;
+    float low_freq_factor;                  /* llama3 only */
+    float high_freq_factor;                 /* llama3 only */
+    int original_max_position_embeddings;   /* llama3 only */
+} lt_rope_scaling;
+
+typedef struct {
+    lt_arch arch;
+    int dim;          /* hidden_size */
+    int n_layers;     /* num_hidden_layers */
+    int n_heads;      /* num_attention_heads */
+    int n_kv_heads;   /* num_key_value_heads (divides n_heads) */
+    int head_dim;     /* config head_dim, else dim / n_heads; even */
+    int ffn_dim;      /* intermediate_size */
+    int vocab_size;
+    int max_seq_len;  /* max_position_embeddings / context_length / llama2.c seq_len */
+    float norm_eps;   /* rms_norm_eps */
+    float rope_theta;
+    lt_rope_scaling rope_scaling;
+    int sliding_window;   /* 0 = full causal attention; else attend to the last W positions */
+    int tied_embeddings;  /* LM head shares the token embedding */
+    int qkv_bias;         /* q/k/v projections have biases (qwen2; llama attention_bias) */
+    int bos_id, eos_id;   /* -1 if none */
+    int n_eos_ids;        /* how many eos ids the config listed (eos_id is the first) */
+    int eos_ids[8];       /* the first up to 8 of them */
+    lt_dtype dtype;       /* torch_dtype / stored dtype of the weights (informational) */
+} lt_model_config;
+
+/* Reads a Hugging Face config.json. Errors name the field and what was expected. */
+lt_status lt_model_config_load_hf(const char *config_json_path, lt_model_config *out);
+/* Checks the invariants the forward relies on (also done by every loader). `what` names the
+ * source in messages. */
+lt_status lt_model_config_validate(const lt_model_config *c, const char *what);
+/* Fills inv_freq[head_dim/2] from rope_theta and rope_scaling, in float32 as transformers
+ * does (default, linear, llama3). */
+void lt_rope_inv_freq(const lt_model_config *c, float *inv_freq);
+/* Number of float parameters the weights of this config hold (lm_head counted only when
+ * untied). */
+int64_t lt_model_config_n_params(const lt_model_config *c);
+
+/* The weights, llm.c style: each field points into lt_model.params; per-layer tensors are
+ * stacked over L. D = dim, L = n_layers, H = n_heads, KV = n_kv_heads, hd = head_dim,
+ * F = ffn_dim, V = vocab_size. */
+typedef struct {
+    float *tok_embd;   /* (V, D) */
+    float *attn_norm;  /* (L, D)      input_layernorm */
+    float *wq;         /* (L, H*hd, D) */
+    float *wk;         /* (L, KV*hd, D) */
+    float *wv;         /* (L, KV*hd, D) */
+    float *bq;         /* (L, H*hd)   NULL unless qkv_bias */
+    float *bk;         /* (L, KV*hd)  NULL unless qkv_bias */
+    float *bv;         /* (L, KV*hd)  NULL unless qkv_bias */
+    float *wo;         /* (L, D, H*hd) */
+    float *ffn_norm;   /* (L, D)      post_attention_layernorm */
+    float *w_gate;     /* (L, F, D) */
+    float *w_up;       /* (L, F, D) */
+    float *w_down;     /* (L, D, F) */
+    float *out_norm;   /* (D) */
+    float *lm_head;    /* (V, D)      == tok_embd when tied */
+} lt_model_weights;
+
+typedef enum { LT_MODEL_FORMAT_HF = 0, LT_MODEL_FORMAT_GGUF, LT_MODEL_FORMAT_LLAMA2C } lt_model_format;
+
+typedef struct lt_model {
+    lt_model_config config;
+    lt_model_weights w;
+    float *params;     /* the one allocation; n_params floats */
+    int64_t n_params;
+    float *inv_freq;   /* (hd/2) rotary inverse frequencies (GGUF rope_freqs applied) */
+    /* where it came from (for inspect) */
+    lt_model_format format;
+    char *path;                               /* as given to lt_model_load */
+    int64_t file_bytes;                       /* total size of the weight files */
+    int n_stored_tensors;                     /* tensors read from the file(s) */
+    int stored_dtype_tensors[LT_DTYPE_COUNT]; /* stored tensors per dtype */
+    int64_t stored_dtype_params[LT_DTYPE_COUNT];
+    int gguf_qk_permuted;                     /* 1 if q/k rows were un-permuted at load */
+} lt_model;
+
+typedef struct {
+    int max_seq_len; /* 0 = keep the config's; else override (e.g. llama2.c seq_len) */
+} lt_model_load_opts;
+
+/* path: a folder with config.json + model.safetensors[.index.json], a .gguf file, or a
+ * llama2.c .bin. opts may be NULL. *out is new, free with lt_model_free. */
+lt_status lt_model_load(const char *path, const lt_model_load_opts *opts, lt_model **out);
+lt_status lt_model_load_hf(const char *dir, lt_model **out);
+lt_status lt_model_load_gguf(const char *path, lt_model **out);
+lt_status lt_model_load_llama2c(const char *path, lt_model **out);
+/* Allocates a model with zeroed weights for a validated config (for tests / training). */
+lt_status lt_model_create(const lt_model_config *c, lt_model **out);
+void lt_model_free(lt_model *m); /* safe on NULL */
+
+/* Sets OpenMP and OpenBLAS thread counts (n <= 0: leave as they are). */
+void lt_set_num_threads(int n);
+
+/* ---- inference -------------------------------------------------------------------------- */
+/* KV cache plus every activation buffer the forward needs, allocated once: the forward never
+ * allocates. k, v: (L, ctx, KV*hd). Prompts longer than max_batch are run in chunks. */
+typedef struct lt_kv_cache lt_kv_cache;
+/* ctx_len <= 0: the model's max_seq_len; max_batch <= 0: 64. */
+lt_status lt_kv_cache_create(const lt_model *m, int ctx_len, int max_batch, lt_kv_cache **out);
+void lt_kv_cache_free(lt_kv_cache *kv); /* safe on NULL */
+int lt_kv_cache_ctx(const lt_kv_cache *kv);
+
+/* Runs tokens[0..n) at positions pos0..pos0+n-1, attending to cached positions < pos0 (which
+ * must have been filled by earlier calls on the same cache), and stores their k/v.
+ * logits: NULL, or [n][V] when all_logits, or [V] for the last token only.
+ * Errors (LT_ERR_ARG): token id out of range, pos0 + n > ctx. */
+lt_status lt_model_forward(const lt_model *m, lt_kv_cache *kv, const int32_t *tokens, int n,
+                           int pos0, float *logits, int all_logits);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

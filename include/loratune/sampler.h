@@ -1,0 +1,69 @@
+/* sampler.h - next-token sampling and the generation loop.
+ *
+ * The sampler applies, in transformers' order, temperature, then top-k (keep every token whose
+ * logit is >= the k-th largest), then top-p (nucleus: sort ascending, drop the tokens whose
+ * cumulative probability is <= 1 - top_p, always keeping the most probable one), then draws
+ * from the renormalised softmax with a seeded xoshiro256** generator: the same seed and the
+ * same logits give the same ids on every machine. temperature <= 0 means greedy (argmax, the
+ * first index on ties).
+ *
+ * Ownership: the sampler owns its scratch buffers (sized for vocab_size at create, so
+ * sampling never allocates); logits passed in are borrowed and modified in place. */
+#ifndef LORATUNE_SAMPLER_H
+#define LORATUNE_SAMPLER_H
+
+#include "loratune/core.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct {
+    float temperature; /* <= 0: greedy */
+    int top_k;         /* <= 0: off */
+    float top_p;       /* >= 1 or <= 0: off */
+    uint64_t seed;
+} lt_sampler_params;
+
+typedef struct lt_sampler lt_sampler;
+
+lt_status lt_sampler_create(const lt_sampler_params *p, int vocab_size, lt_sampler **out);
+void lt_sampler_free(lt_sampler *s); /* safe on NULL */
+/* Picks the next id from logits[vocab_size] (modified in place). */
+int32_t lt_sampler_sample(lt_sampler *s, float *logits);
+/* The generator itself (exposed for tests): next 64 bits, and a uniform double in [0, 1). */
+uint64_t lt_sampler_next_u64(lt_sampler *s);
+double lt_sampler_uniform(lt_sampler *s);
+
+/* ---- generation loop ----------------------------------------------------------------- */
+struct lt_model;
+struct lt_kv_cache;
+struct lt_tokenizer;
+
+/* Called for every generated token (not for a stop id) with the newly decodable text (may be
+ * empty while a multi-byte UTF-8 character is still incomplete), and once more at the end
+ * with id -1 if held-back text remains. Return non-zero to stop. */
+typedef int (*lt_token_cb)(void *user, int32_t id, const char *text, size_t len);
+
+typedef struct {
+    int max_tokens;           /* new tokens at most */
+    const int32_t *stop_ids;  /* extra stop ids (e.g. "<|im_end|>"), borrowed; may be NULL */
+    int n_stop_ids;
+    int stop_at_eos;          /* stop at the model config's eos ids (and the tokenizer's) */
+    lt_token_cb on_token;     /* may be NULL */
+    void *user;
+} lt_generate_opts;
+
+/* Runs prompt[0..n_prompt) through the model (one batched prefill), then samples up to
+ * max_tokens ids. A stop id ends generation and is included in *out_ids but not printed.
+ * tok may be NULL (no text callback then: on_token gets len 0). *out_ids (generated ids
+ * only) is malloc'd, caller frees; out_ids may be NULL. The cache must hold
+ * n_prompt + max_tokens positions (generation stops early at the context end). */
+lt_status lt_generate(const struct lt_model *m, struct lt_kv_cache *kv,
+                      const struct lt_tokenizer *tok, lt_sampler *s, const int32_t *prompt,
+                      int n_prompt, const lt_generate_opts *o, int32_t **out_ids, int *n_out);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

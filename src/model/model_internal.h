@@ -1,0 +1,35 @@
+/* model_internal.h - limits and helpers shared by the model loaders (internal).
+ *
+ * The limits bound every size read from a file before any arithmetic on it, so products of
+ * two or three of them fit in int64 and a lying header is caught before allocating. */
+#ifndef LT_MODEL_INTERNAL_H
+#define LT_MODEL_INTERNAL_H
+
+#include <stdlib.h>
+
+#include "loratune/model.h"
+
+#define LT_MAX_DIM 65536
+#define LT_MAX_LAYERS 1024
+#define LT_MAX_HEADS 1024
+#define LT_MAX_FFN (1 << 20)
+#define LT_MAX_VOCAB (1 << 22)
+#define LT_MAX_SEQ (1 << 22)
+
+/* Points the weight fields of m into m->params (already allocated) for m->config. */
+void lt_model_wire(lt_model *m);
+/* Allocates model + params for a validated config (zeroed). */
+lt_status lt_model_alloc(const lt_model_config *c, lt_model **out);
+
+/* Reorders the rows of w (n_heads heads of head_dim rows, each row `cols` floats) from the
+ * interleaved-pair rotary order (llama2.c, llama.cpp GGUF) to HF's half-split order:
+ * hf row h*hd + j*hd/2 + i = interleaved row h*hd + 2i + j. tmp holds head_dim*cols floats. */
+void lt_permute_rows_interleaved_to_hf(float *w, int n_heads, int head_dim, int64_t cols,
+                                       float *tmp);
+
+/* Checks view t (tensor `name` of file `src`; NULL = missing) against the expected shape
+ * (ndim dims, outermost-first), converts it to float32 into dst and counts its dtype in m. */
+lt_status lt_model_take(lt_model *m, const char *src, const char *name, const lt_tensor_view *t,
+                        int ndim, int64_t d0, int64_t d1, float *dst);
+
+#endif

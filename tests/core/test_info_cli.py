@@ -1,0 +1,113 @@
+"""test_info_cli.py - `loratune info` checked against the machine as Python sees it:
+/proc/cpuinfo flags and (physical id, core id) pairs, /proc/meminfo, os.cpu_count() and
+os.sched_getaffinity(); plus --help, the table form and a bad option."""
+import json
+import os
+import subprocess
+import sys
+
+PASSED = 0
+FAILED = 0
+
+
+def check(cond, msg):
+    global PASSED, FAILED
+    if cond:
+        PASSED += 1
+    else:
+        FAILED += 1
+        print("FAIL:", msg, file=sys.stderr)
+
+
+LT = os.environ["LORATUNE"]
+
+
+def run(*args):
+    return subprocess.run([LT, *args], capture_output=True, text=True)
+
+
+def cpuinfo():
+    flags, pairs, model = set(), set(), None
+    pid = None
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            k, _, v = line.partition(":")
+            k, v = k.strip(), v.strip()
+            if k in ("flags", "Features") and not flags:
+                flags = set(v.split())
+            elif k == "physical id":
+                pid = v
+            elif k == "core id" and pid is not None:
+                pairs.add((pid, v))
+            elif k == "model name" and model is None:
+                model = v
+    return flags, pairs, model
+
+
+def meminfo():
+    out = {}
+    with open("/proc/meminfo") as f:
+        for line in f:
+            k, _, v = line.partition(":")
+            out[k] = int(v.split()[0]) * 1024
+    return out
+
+
+def main():
+    r = run("info", "--json")
+    check(r.returncode == 0, f"info --json exit {r.returncode}: {r.stderr}")
+    try:
+        hw = json.loads(r.stdout)
+    except ValueError as e:
+        check(False, f"info --json is not JSON: {e}")
+        print(f"{PASSED} passed, {FAILED} failed")
+        return 1
+    for key in ("cpu", "memory", "cuda", "build", "runtime"):
+        check(key in hw, f"missing key {key}")
+    cpu, mem, build, rt = hw["cpu"], hw["memory"], hw["build"], hw["runtime"]
+
+    flags, pairs, model = cpuinfo()
+    check(cpu["logical_cores"] == os.cpu_count(), f"logical {cpu['logical_cores']} vs {os.cpu_count()}")
+    check(cpu["affinity_cores"] == len(os.sched_getaffinity(0)), "affinity cores")
+    if pairs:
+        check(cpu["physical_cores"] == len(pairs), f"physical {cpu['physical_cores']} vs {len(pairs)}")
+    if model:
+        check(cpu["model"] == model, f"model {cpu['model']!r} vs {model!r}")
+    check(len(cpu["features"]) > 0, "no features listed")
+    for name, val in cpu["features"].items():
+        check(val == (name in flags), f"feature {name}: {val} vs /proc/cpuinfo {name in flags}")
+
+    mi = meminfo()
+    check(mem["total_bytes"] == mi["MemTotal"], "MemTotal")
+    avail = mi["MemAvailable"]
+    check(abs(mem["available_bytes"] - avail) < 0.1 * avail + 256 * 2**20, "MemAvailable")
+
+    check(hw["cuda"]["built"] is False and hw["cuda"]["status"] == "not built", "cuda not built")
+    check(build["blas"]["name"] == "OpenBLAS" and build["blas"]["config"].startswith("OpenBLAS"),
+          f"blas {build['blas']}")
+    check(build["openmp"]["enabled"] is True, "openmp")
+    check(build["build_type"] != "", "build type")
+
+    lvl = rt["kernel_level"]
+    check(lvl in ("avx512", "avx2", "neon", "scalar"), f"kernel level {lvl}")
+    if lvl == "avx2":
+        check({"avx2", "fma"} <= flags, "avx2 level without avx2/fma")
+    if lvl == "avx512":
+        check({"avx512f", "avx512bw", "avx512vl"} <= flags, "avx512 level without avx512")
+    check(1 <= rt["threads"] <= min(cpu["physical_cores"], cpu["affinity_cores"]), "threads")
+
+    r = run("info")
+    check(r.returncode == 0 and "kernels" in r.stdout and str(rt["threads"]) in r.stdout,
+          f"table form: {r.stdout}")
+    check("not built" in r.stdout, "table shows CUDA not built")
+    r = run("info", "--help")
+    check(r.returncode == 0 and "usage: loratune info" in r.stdout, "--help")
+    r = run("info", "--bogus")
+    check(r.returncode == 2 and "--bogus" in r.stderr, "bad option")
+
+    print(f"{PASSED} passed, {FAILED} failed")
+    return 1 if FAILED else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,8 +1,218 @@
-/* cmd_generate.c - placeholder until the owner of this command lands it. */
+/* cmd_generate.c - `loratune generate`: load a model and its tokenizer, encode a prompt (or a
+ * chat message through the model's chat template), sample, and stream the text to stdout.
+ * Timing goes to stderr so stdout holds only the generated text. */
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
 #include "commands.h"
+#include "loratune/chat.h"
+#include "loratune/model.h"
+#include "loratune/sampler.h"
+#include "loratune/tokenizer.h"
+
+static void usage(FILE *f) {
+    fprintf(f,
+            "usage: loratune generate --model MODEL [--tokenizer FILE] [--prompt TEXT | --chat TEXT]\n"
+            "                         [--system TEXT] [--max-tokens N] [--temp T] [--top-k K]\n"
+            "                         [--top-p P] [--seed S] [--threads N] [--ctx N] [--quiet]\n\n"
+            "  --model MODEL      Hugging Face folder, .gguf, or llama2.c .bin (needs --tokenizer)\n"
+            "  --tokenizer FILE   tokenizer.json / tokenizer.model / llama2.c tokenizer .bin / .gguf\n"
+            "  --prompt TEXT      plain text continued by the model (default: empty, i.e. BOS only)\n"
+            "  --chat TEXT        a user message, rendered with the model's chat template\n"
+            "                     (add_generation_prompt); stops at EOS or the end-of-turn token\n"
+            "  --system TEXT      a system message for --chat\n"
+            "  --max-tokens N     new tokens at most (default 256)\n"
+            "  --temp T           temperature, 0 = greedy (default 0.8)\n"
+            "  --top-k K          keep the K most likely tokens (default 0 = off)\n"
+            "  --top-p P          nucleus sampling (default 0.95; 1 = off)\n"
+            "  --seed S           random seed (default: from the clock)\n"
+            "  --threads N        OpenMP / OpenBLAS threads (default: as the environment says)\n"
+            "  --ctx N            context length (default: the model's, at most 4096)\n"
+            "  --quiet            no timing line on stderr\n");
+}
+
+static int on_token(void *user, int32_t id, const char *text, size_t len) {
+    (void)user;
+    (void)id;
+    if (len) {
+        fwrite(text, 1, len, stdout);
+        fflush(stdout);
+    }
+    return 0;
+}
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
 int cmd_generate(int argc, char **argv) {
-    (void)argc; (void)argv;
-    fprintf(stderr, "loratune generate: not built yet\n");
-    return 1;
+    const char *model_path = NULL, *tok_path = NULL, *prompt = NULL, *chat = NULL, *system = NULL;
+    long max_tokens = 256, top_k = 0, threads = 0, ctx = 0;
+    double temp = 0.8, top_p = 0.95;
+    long long seed = -1;
+    int quiet = 0;
+    if (lt_cli_wants_help(argc, argv)) {
+        usage(stdout);
+        return 0;
+    }
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        long lv;
+        if (!strcmp(a, "--quiet")) {
+            quiet = 1;
+            continue;
+        }
+        if (!v) {
+            fprintf(stderr, "loratune generate: unknown or incomplete option '%s'\n\n", a);
+            usage(stderr);
+            return 2;
+        }
+        i++;
+        if (!strcmp(a, "--model")) model_path = v;
+        else if (!strcmp(a, "--tokenizer")) tok_path = v;
+        else if (!strcmp(a, "--prompt")) prompt = v;
+        else if (!strcmp(a, "--chat")) chat = v;
+        else if (!strcmp(a, "--system")) system = v;
+        else if (!strcmp(a, "--max-tokens")) {
+            if (lt_cli_parse_int("generate", a, v, &max_tokens) || max_tokens < 0) return 2;
+        } else if (!strcmp(a, "--top-k")) {
+            if (lt_cli_parse_int("generate", a, v, &top_k) || top_k < 0) return 2;
+        } else if (!strcmp(a, "--threads")) {
+            if (lt_cli_parse_int("generate", a, v, &threads)) return 2;
+        } else if (!strcmp(a, "--ctx")) {
+            if (lt_cli_parse_int("generate", a, v, &ctx) || ctx < 0) return 2;
+        } else if (!strcmp(a, "--seed")) {
+            if (lt_cli_parse_int("generate", a, v, &lv)) return 2;
+            seed = lv;
+        } else if (!strcmp(a, "--temp")) {
+            if (lt_cli_parse_float("generate", a, v, &temp) || temp < 0) return 2;
+        } else if (!strcmp(a, "--top-p")) {
+            if (lt_cli_parse_float("generate", a, v, &top_p) || top_p <= 0 || top_p > 1) {
+                fprintf(stderr, "loratune generate: --top-p: expected a number in (0, 1]\n");
+                return 2;
+            }
+        } else {
+            fprintf(stderr, "loratune generate: unknown option '%s'\n\n", a);
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (!model_path) {
+        fprintf(stderr, "loratune generate: --model is required\n\n");
+        usage(stderr);
+        return 2;
+    }
+    if (prompt && chat) {
+        fprintf(stderr, "loratune generate: give --prompt or --chat, not both\n");
+        return 2;
+    }
+    if (system && !chat) {
+        fprintf(stderr, "loratune generate: --system needs --chat\n");
+        return 2;
+    }
+    lt_set_num_threads((int)threads);
+
+    int rc = 1;
+    lt_model *m = NULL;
+    lt_tokenizer *tok = NULL;
+    lt_chat_template *ct = NULL;
+    lt_kv_cache *kv = NULL;
+    lt_sampler *s = NULL;
+    char *rendered = NULL;
+    int32_t *ids = NULL, *out = NULL;
+    size_t n_ids = 0;
+    int n_out = 0;
+    size_t plen = strlen(model_path);
+    int is_bin = plen > 4 && !strcmp(model_path + plen - 4, ".bin") && !lt_path_is_dir(model_path);
+    if (is_bin && !tok_path) {
+        fprintf(stderr, "loratune generate: %s is a llama2.c checkpoint: pass --tokenizer "
+                        "(tokenizer.bin or tokenizer.model)\n", model_path);
+        return 2;
+    }
+    if (lt_model_load(model_path, NULL, &m)) goto fail;
+    if (lt_tokenizer_load(tok_path ? tok_path : model_path, &tok)) goto fail;
+    if (lt_tokenizer_vocab_size(tok) > m->config.vocab_size) {
+        fprintf(stderr, "loratune generate: the tokenizer has %d tokens, the model only %d\n",
+                lt_tokenizer_vocab_size(tok), m->config.vocab_size);
+        goto done;
+    }
+
+    int32_t stop[8];
+    int n_stop = 0;
+    if (chat) {
+        lt_status st = lt_model_chat_template(tok_path && lt_path_is_dir(tok_path) ? tok_path : model_path,
+                                              tok, &ct);
+        if (st == LT_ERR_NOTFOUND) {
+            fprintf(stderr, "loratune generate: %s has no chat template; use --prompt\n", model_path);
+            goto done;
+        }
+        if (st) goto fail;
+        lt_chat_message msgs[2];
+        size_t nm = 0;
+        if (system) msgs[nm++] = (lt_chat_message){"system", system};
+        msgs[nm++] = (lt_chat_message){"user", chat};
+        if (lt_chat_render(ct, msgs, nm, 1, &rendered)) goto fail;
+        /* the template's text already holds BOS where the model wants it: no add_special */
+        if (lt_tokenizer_encode(tok, rendered, strlen(rendered), 0, 1, &ids, &n_ids)) goto fail;
+        static const char *eot[] = {"<|im_end|>", "<|eot_id|>", "<|end_of_text|>", "<|endoftext|>",
+                                    "<|end|>", "</s>"};
+        for (size_t i = 0; i < sizeof eot / sizeof eot[0] && n_stop < 8; i++) {
+            int32_t id = lt_tokenizer_find(tok, eot[i]);
+            if (id >= 0) stop[n_stop++] = id;
+        }
+    } else {
+        const char *text = prompt ? prompt : "";
+        if (lt_tokenizer_encode(tok, text, strlen(text), 1, 1, &ids, &n_ids)) goto fail;
+        if (n_ids == 0) { /* an empty prompt: start from BOS */
+            int32_t bos = lt_tokenizer_bos(tok) >= 0 ? lt_tokenizer_bos(tok) : m->config.bos_id;
+            if (bos < 0) {
+                fprintf(stderr, "loratune generate: empty prompt and no BOS token: give --prompt\n");
+                goto done;
+            }
+            free(ids);
+            ids = malloc(sizeof(int32_t));
+            if (!ids) goto done;
+            ids[0] = bos;
+            n_ids = 1;
+        }
+    }
+    if (ctx == 0) ctx = m->config.max_seq_len < 4096 ? m->config.max_seq_len : 4096;
+    if ((long)n_ids >= ctx) {
+        fprintf(stderr, "loratune generate: the prompt has %zu tokens, the context only %ld\n", n_ids,
+                ctx);
+        goto done;
+    }
+    if (lt_kv_cache_create(m, (int)ctx, 256, &kv)) goto fail;
+    lt_sampler_params sp = {.temperature = (float)temp, .top_k = (int)top_k, .top_p = (float)top_p,
+                            .seed = seed >= 0 ? (uint64_t)seed : (uint64_t)time(NULL)};
+    if (lt_sampler_create(&sp, m->config.vocab_size, &s)) goto fail;
+    lt_generate_opts go = {.max_tokens = (int)max_tokens, .stop_ids = stop, .n_stop_ids = n_stop,
+                           .stop_at_eos = 1, .on_token = on_token};
+    double t0 = now_s();
+    if (lt_generate(m, kv, tok, s, ids, (int)n_ids, &go, &out, &n_out)) goto fail;
+    double dt = now_s() - t0;
+    printf("\n");
+    fflush(stdout);
+    if (!quiet)
+        fprintf(stderr, "[%zu prompt tokens, %d generated, %.1f tokens/s]\n", n_ids, n_out,
+                dt > 0 ? (n_ids + n_out) / dt : 0.0);
+    rc = 0;
+    goto done;
+fail:
+    fprintf(stderr, "loratune generate: %s\n", lt_errmsg());
+done:
+    free(out);
+    free(ids);
+    free(rendered);
+    lt_sampler_free(s);
+    lt_kv_cache_free(kv);
+    lt_chat_template_free(ct);
+    lt_tokenizer_free(tok);
+    lt_model_free(m);
+    return rc;
 }

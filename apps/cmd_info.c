@@ -85,9 +85,11 @@ int cmd_info(int argc, char **argv) {
            hw.physical_cores, hw.logical_cores, hw.affinity_cores, hw.sockets,
            hw.sockets == 1 ? "" : "s");
     print_features("features", hw.cpu_features);
+    if (hw.cgroup_cpus > 0) printf("  %-16s %.2f CPUs (cgroup quota)\n", "limit", hw.cgroup_cpus);
     printf("Memory\n");
     print_gib("total", hw.ram_total_bytes);
     print_gib("available", hw.ram_available_bytes);
+    if (hw.cgroup_memory_bytes > 0) print_gib("cgroup limit", hw.cgroup_memory_bytes);
     printf("CUDA\n");
     if (!hw.cuda_built) {
         printf("  %-16s not built\n", "status");
@@ -117,6 +119,7 @@ int cmd_info(int argc, char **argv) {
     printf("  %-16s %s\n", "BLAS", hw.blas_config[0] ? hw.blas_config : hw.blas);
     printf("  %-16s core %s, %d threads, %s\n", "", hw.blas_core, hw.blas_threads,
            hw.blas_parallel);
+    if (hw.blas_note[0]) printf("  %-16s warning: %s\n", "", hw.blas_note);
     printf("Runtime\n");
     printf("  %-16s %s\n", "kernels", hw.kernel_level);
     printf("  %-16s %d\n", "threads", hw.threads);

@@ -8,7 +8,7 @@ from the GGUF vocabulary, the prompt from the GGUF's Jinja chat template), so th
 cross-check our tokenizer and chat template.
 
 Usage (any machine with PyPI; not needed by CI):
-    python3 -m venv .venv-golden && .venv-golden/bin/pip install torch transformers==4.57.1 gguf==0.17.1 accelerate==1.11.0
+    python3 -m venv .venv-golden && .venv/bin/uv pip install --python .venv-golden/bin/python -r tools/golden-requirements.txt
     .venv-golden/bin/python tools/gen_smollm2_goldens.py models/SmolLM2-135M-Instruct.Q4_1.gguf tests/data/smollm2
 
 Writes into OUT:

@@ -28,6 +28,7 @@ extern "C" {
 #endif
 
 typedef struct lt_chat_template lt_chat_template;
+struct lt_gguf;
 
 /* One message; both strings borrowed, NUL-terminated UTF-8. Roles: "system", "user",
  * "assistant" everywhere; "tool" only where the family's template renders it generically
@@ -57,6 +58,10 @@ lt_status lt_chat_template_from_string(const char *jinja, size_t len, lt_chat_te
  * absent, a chat_template.jinja next to the file is used. bos_token / eos_token are taken as
  * strings or {"content": ...} objects; absent or null -> "". */
 lt_status lt_chat_template_from_config(const char *tokenizer_config_path, lt_chat_template **out);
+/* Reads a GGUF's "tokenizer.chat_template"; bos/eos are the pieces of
+ * tokenizer.ggml.bos_token_id / eos_token_id in tokenizer.ggml.tokens ("" if the id is absent).
+ * g is borrowed. */
+lt_status lt_chat_template_from_gguf(const struct lt_gguf *g, lt_chat_template **out);
 /* Sets the strings the template knows as bos_token / eos_token (copied; NULL -> ""). */
 lt_status lt_chat_template_set_special(lt_chat_template *t, const char *bos, const char *eos);
 void lt_chat_template_free(lt_chat_template *t); /* safe on NULL */
@@ -80,7 +85,7 @@ const char *lt_chat_template_source(const lt_chat_template *t);
  * enforces (Llama 2, Mistral), NULL role/content. */
 lt_status lt_chat_render(const lt_chat_template *t, const lt_chat_message *msgs, size_t n,
                          int add_generation_prompt, char **out);
-/* Same, also giving the length and, if spans != NULL, one lt_chat_span per message. */
+/* Same, also giving the length and, if spans != NULL, filling spans[0..n) (one per message). */
 lt_status lt_chat_render_spans(const lt_chat_template *t, const lt_chat_message *msgs, size_t n,
                                int add_generation_prompt, char **out, size_t *out_len,
                                lt_chat_span *spans);

@@ -2,7 +2,7 @@
  * that follow from it.
  *
  * lt_hwinfo_detect() fills a plain struct from cpuid / getauxval, /proc/cpuinfo, sysfs CPU
- * topology, /proc/meminfo, sched_getaffinity, OpenBLAS and OpenMP queries and compile-time
+ * topology, /proc/meminfo, cgroup limits, sched_getaffinity, OpenBLAS and OpenMP queries and compile-time
  * macros. It never fails for lack of a source: a value it cannot find is 0 or "" (and the
  * physical core count falls back to the logical count). No allocation is kept. */
 #ifndef LORATUNE_HWINFO_H
@@ -61,6 +61,10 @@ typedef struct {
     /* memory, from /proc/meminfo */
     int64_t ram_total_bytes;
     int64_t ram_available_bytes; /* MemAvailable */
+    /* container limits of this process's cgroup (v2 cpu.max / memory.max, or v1 CFS quota /
+     * memory.limit_in_bytes); 0 = no limit found */
+    double cgroup_cpus;          /* quota / period, e.g. 2.5 */
+    int64_t cgroup_memory_bytes;
     /* CUDA */
     int cuda_built;           /* 1 when built with LT_CUDA */
     int cuda_device_count;
@@ -79,10 +83,14 @@ typedef struct {
     char blas_core[64];       /* openblas_get_corename() */
     int blas_threads;
     char blas_parallel[16];   /* "sequential", "pthreads", "openmp" */
+    char blas_note[160];      /* a warning when OpenBLAS picked kernels older than the CPU
+                                 (its DYNAMIC_ARCH falls back to "Prescott" on CPUs it does
+                                 not know), "" otherwise */
     /* what follows for loratune's CPU backend */
     char kernel_level[16];    /* "avx512", "avx2", "neon" or "scalar": best level both the CPU
                                  and the compiled code support */
-    int threads;              /* physical cores, at most affinity_cores, at least 1 */
+    int threads;              /* physical cores, at most affinity_cores and the cgroup CPU
+                                 quota (rounded up), at least 1 */
 } lt_hwinfo;
 
 /* Fills *out (zeroed first). Always returns LT_OK today; kept an lt_status for later sources. */

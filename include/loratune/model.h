@@ -115,17 +115,30 @@ typedef struct lt_model {
 
 typedef struct {
     int max_seq_len; /* 0 = keep the config's; else override (e.g. llama2.c seq_len) */
+    int config_only; /* 1: read the config and check every tensor's presence and shape, but
+                        allocate and convert no weights (params and w.* stay NULL): for
+                        inspecting large models */
 } lt_model_load_opts;
 
 /* path: a folder with config.json + model.safetensors[.index.json], a .gguf file, or a
  * llama2.c .bin. opts may be NULL. *out is new, free with lt_model_free. */
 lt_status lt_model_load(const char *path, const lt_model_load_opts *opts, lt_model **out);
-lt_status lt_model_load_hf(const char *dir, lt_model **out);
-lt_status lt_model_load_gguf(const char *path, lt_model **out);
-lt_status lt_model_load_llama2c(const char *path, lt_model **out);
+/* The per-form loaders (lt_model_load dispatches to them); opts may be NULL. */
+lt_status lt_model_load_hf(const char *dir, const lt_model_load_opts *opts, lt_model **out);
+lt_status lt_model_load_gguf(const char *path, const lt_model_load_opts *opts, lt_model **out);
+lt_status lt_model_load_llama2c(const char *path, const lt_model_load_opts *opts, lt_model **out);
 /* Allocates a model with zeroed weights for a validated config (for tests / training). */
 lt_status lt_model_create(const lt_model_config *c, lt_model **out);
 void lt_model_free(lt_model *m); /* safe on NULL */
+
+/* The chat template that comes with a model: tokenizer_config.json (or chat_template.jinja) of
+ * a Hugging Face folder, or tokenizer.chat_template of a GGUF (bos/eos strings then taken from
+ * tok's pieces when tok is given). LT_ERR_NOTFOUND when the model has none (a llama2.c .bin
+ * never has). *out owned by the caller (lt_chat_template_free). */
+struct lt_chat_template;
+struct lt_tokenizer;
+lt_status lt_model_chat_template(const char *model_path, const struct lt_tokenizer *tok,
+                                 struct lt_chat_template **out);
 
 /* Sets OpenMP and OpenBLAS thread counts (n <= 0: leave as they are). */
 void lt_set_num_threads(int n);

@@ -315,6 +315,68 @@ static void read_meminfo(lt_hwinfo *hw) {
     fclose(f);
 }
 
+/* cgroup limits. /proc/self/cgroup lines are "id:controllers:path"; v2 has id 0 and no
+ * controllers. Inside a cgroup namespace the path is "/" and the files sit at the mount root,
+ * so the root is tried after the full path. */
+static int read_ll_file(const char *dir, const char *path, const char *file, long long *a,
+                        long long *b, int *is_max) {
+    char p[1024], buf[128];
+    snprintf(p, sizeof p, "%s%s/%s", dir, path, file);
+    if (!read_sys_line(p, buf, sizeof buf)) {
+        snprintf(p, sizeof p, "%s/%s", dir, file);
+        if (!read_sys_line(p, buf, sizeof buf)) return 0;
+    }
+    *is_max = !strncmp(buf, "max", 3);
+    *a = *is_max ? -1 : atoll(buf);
+    const char *sp = strchr(buf, ' ');
+    if (b) *b = sp ? atoll(sp + 1) : 0;
+    return 1;
+}
+
+static void read_cgroup(lt_hwinfo *hw) {
+    FILE *f = fopen("/proc/self/cgroup", "r");
+    if (!f) return;
+    char line[1024];
+    const int64_t unlimited = (int64_t)1 << 60; /* v1 reports "no limit" as ~2^63 */
+    while (fgets(line, sizeof line, f)) {
+        trim(line);
+        char *c1 = strchr(line, ':');
+        char *c2 = c1 ? strchr(c1 + 1, ':') : NULL;
+        if (!c2) continue;
+        *c1 = 0;
+        *c2 = 0;
+        const char *ctrl = c1 + 1, *path = c2 + 1;
+        long long a, b;
+        int is_max;
+        if (!strcmp(line, "0") && !*ctrl) { /* v2 */
+            if (read_ll_file("/sys/fs/cgroup", path, "cpu.max", &a, &b, &is_max) && !is_max &&
+                a > 0 && b > 0)
+                hw->cgroup_cpus = (double)a / (double)b;
+            if (read_ll_file("/sys/fs/cgroup", path, "memory.max", &a, NULL, &is_max) &&
+                !is_max && a > 0 && a < unlimited)
+                hw->cgroup_memory_bytes = a;
+        } else if (strstr(ctrl, "cpu") && !strstr(ctrl, "cpuset") && !hw->cgroup_cpus) {
+            long long q, per;
+            if ((read_ll_file("/sys/fs/cgroup/cpu", path, "cpu.cfs_quota_us", &q, NULL, &is_max) ||
+                 read_ll_file("/sys/fs/cgroup/cpu,cpuacct", path, "cpu.cfs_quota_us", &q, NULL,
+                              &is_max)) &&
+                q > 0 &&
+                (read_ll_file("/sys/fs/cgroup/cpu", path, "cpu.cfs_period_us", &per, NULL,
+                              &is_max) ||
+                 read_ll_file("/sys/fs/cgroup/cpu,cpuacct", path, "cpu.cfs_period_us", &per,
+                              NULL, &is_max)) &&
+                per > 0)
+                hw->cgroup_cpus = (double)q / (double)per;
+        } else if (!strcmp(ctrl, "memory") && !hw->cgroup_memory_bytes) {
+            if (read_ll_file("/sys/fs/cgroup/memory", path, "memory.limit_in_bytes", &a, NULL,
+                             &is_max) &&
+                a > 0 && a < unlimited)
+                hw->cgroup_memory_bytes = a;
+        }
+    }
+    fclose(f);
+}
+
 /* ---- CUDA -------------------------------------------------------------------------------- */
 
 static void detect_cuda(lt_hwinfo *hw) {
@@ -377,6 +439,7 @@ lt_status lt_hwinfo_detect(lt_hwinfo *out) {
     hw->affinity_cores = sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set)
                                                                      : hw->logical_cores;
     read_meminfo(hw);
+    read_cgroup(hw);
     detect_cuda(hw);
 
     /* build */
@@ -413,6 +476,17 @@ lt_status lt_hwinfo_detect(lt_hwinfo *out) {
     default: copy_str(hw->blas_parallel, sizeof hw->blas_parallel, "unknown"); break;
     }
 
+    /* OpenBLAS 0.3.21 does not know e.g. virtualised Sapphire Rapids and runs SSE3 kernels */
+    static const char *k_old_cores[] = {"Prescott", "Core2", "Penryn", "Dunnington", "Nehalem",
+                                        "Atom", "Katmai", "Coppermine", "Northwood", "Banias",
+                                        "Athlon", "Opteron", "Opteron_SSE3", "Barcelona", NULL};
+    int old = 0;
+    for (int i = 0; k_old_cores[i]; i++) old |= !strcmp(hw->blas_core, k_old_cores[i]);
+    if (old && (hw->cpu_features & LT_CPU_AVX2))
+        snprintf(hw->blas_note, sizeof hw->blas_note,
+                 "OpenBLAS chose %s kernels (no AVX) on an AVX2 CPU; set OPENBLAS_CORETYPE=%s",
+                 hw->blas_core, (hw->cpu_features & LT_CPU_AVX512F) ? "SkylakeX" : "Haswell");
+
     /* kernels: the best level the CPU runs and the compiler was allowed to emit */
     uint32_t both = hw->cpu_features & hw->compiled_features;
     const uint32_t k512 = LT_CPU_AVX512F | LT_CPU_AVX512BW | LT_CPU_AVX512VL | LT_CPU_FMA;
@@ -424,6 +498,11 @@ lt_status lt_hwinfo_detect(lt_hwinfo *out) {
     copy_str(hw->kernel_level, sizeof hw->kernel_level, lvl);
     int t = hw->physical_cores;
     if (hw->affinity_cores > 0 && t > hw->affinity_cores) t = hw->affinity_cores;
+    if (hw->cgroup_cpus > 0) {
+        int q = (int)hw->cgroup_cpus;
+        if (q < hw->cgroup_cpus) q++;
+        if (t > q) t = q;
+    }
     hw->threads = t > 0 ? t : 1;
     return LT_OK;
 }
@@ -441,11 +520,13 @@ static json_t *feature_obj(uint32_t bits) {
 lt_status lt_hwinfo_to_json(const lt_hwinfo *hw, char **json) {
     *json = NULL;
     json_t *root = json_pack(
-        "{s:{s:s, s:s, s:s, s:i, s:i, s:i, s:i, s:o}, s:{s:I, s:I}}", "cpu", "arch", hw->arch,
-        "vendor", hw->cpu_vendor, "model", hw->cpu_model, "logical_cores", hw->logical_cores,
-        "physical_cores", hw->physical_cores, "sockets", hw->sockets, "affinity_cores",
-        hw->affinity_cores, "features", feature_obj(hw->cpu_features), "memory", "total_bytes",
-        (json_int_t)hw->ram_total_bytes, "available_bytes", (json_int_t)hw->ram_available_bytes);
+        "{s:{s:s, s:s, s:s, s:i, s:i, s:i, s:i, s:o}, s:{s:I, s:I}, s:{s:f, s:I}}",
+        "cpu", "arch", hw->arch, "vendor", hw->cpu_vendor, "model", hw->cpu_model,
+        "logical_cores", hw->logical_cores, "physical_cores", hw->physical_cores, "sockets",
+        hw->sockets, "affinity_cores", hw->affinity_cores, "features",
+        feature_obj(hw->cpu_features), "memory", "total_bytes", (json_int_t)hw->ram_total_bytes,
+        "available_bytes", (json_int_t)hw->ram_available_bytes, "cgroup", "cpus",
+        hw->cgroup_cpus, "memory_bytes", (json_int_t)hw->cgroup_memory_bytes);
     if (!root) return lt_error(LT_ERR_NOMEM, "hwinfo: cannot build JSON");
     json_t *devs = json_array();
     for (int i = 0; i < hw->cuda_device_count; i++) {
@@ -463,14 +544,14 @@ lt_status lt_hwinfo_to_json(const lt_hwinfo *hw, char **json) {
                                   hw->cuda_error[0] ? hw->cuda_error : "ok"));
     json_object_set_new(
         root, "build",
-        json_pack("{s:s, s:s, s:s, s:s, s:o, s:{s:b, s:i, s:i}, s:{s:s, s:s, s:s, s:i, s:s}}",
+        json_pack("{s:s, s:s, s:s, s:s, s:o, s:{s:b, s:i, s:i}, s:{s:s, s:s, s:s, s:i, s:s, s:s}}",
                   "compiler", hw->compiler, "build_type", hw->build_type, "git_rev", hw->git_rev,
                   "sanitizers", hw->sanitizers, "compiled_features",
                   feature_obj(hw->compiled_features), "openmp", "enabled",
                   hw->openmp_version != 0, "version", hw->openmp_version, "max_threads",
                   hw->openmp_max_threads, "blas", "name", hw->blas, "config", hw->blas_config,
                   "core", hw->blas_core, "threads", hw->blas_threads, "parallel",
-                  hw->blas_parallel));
+                  hw->blas_parallel, "note", hw->blas_note));
     json_object_set_new(root, "runtime",
                         json_pack("{s:s, s:i}", "kernel_level", hw->kernel_level, "threads",
                                   hw->threads));

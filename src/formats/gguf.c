@@ -24,6 +24,10 @@
 #include <string.h>
 #include <unistd.h>
 
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "gguf.c hands out raw little-endian array data: big-endian hosts are not supported"
+#endif
+
 #define GGUF_MAGIC "GGUF"
 #define GGUF_DEFAULT_ALIGNMENT 32u
 #define GGUF_N_TYPES 13
@@ -35,17 +39,22 @@ static const struct {
     int lt; /* lt_dtype, or -1 when known to ggml but not supported here */
     const char *name;
 } k_ggml_types[] = {
-    {0, LT_DTYPE_F32, "F32"},       {1, LT_DTYPE_F16, "F16"},       {2, LT_DTYPE_Q4_0, "Q4_0"},
-    {3, LT_DTYPE_Q4_1, "Q4_1"},     {6, LT_DTYPE_Q5_0, "Q5_0"},     {7, LT_DTYPE_Q5_1, "Q5_1"},
-    {8, LT_DTYPE_Q8_0, "Q8_0"},     {9, -1, "Q8_1"},                {10, LT_DTYPE_Q2_K, "Q2_K"},
-    {11, LT_DTYPE_Q3_K, "Q3_K"},    {12, LT_DTYPE_Q4_K, "Q4_K"},    {13, LT_DTYPE_Q5_K, "Q5_K"},
-    {14, LT_DTYPE_Q6_K, "Q6_K"},    {15, LT_DTYPE_Q8_K, "Q8_K"},    {16, -1, "IQ2_XXS"},
-    {17, -1, "IQ2_XS"},             {18, -1, "IQ3_XXS"},            {19, -1, "IQ1_S"},
-    {20, -1, "IQ4_NL"},             {21, -1, "IQ3_S"},              {22, -1, "IQ2_S"},
-    {23, -1, "IQ4_XS"},             {24, LT_DTYPE_I8, "I8"},        {25, LT_DTYPE_I16, "I16"},
-    {26, LT_DTYPE_I32, "I32"},      {27, LT_DTYPE_I64, "I64"},      {28, LT_DTYPE_F64, "F64"},
-    {29, -1, "IQ1_M"},              {30, LT_DTYPE_BF16, "BF16"},    {34, -1, "TQ1_0"},
-    {35, -1, "TQ2_0"},              {39, -1, "MXFP4"},
+    {0, LT_DTYPE_F32, "F32"},    {1, LT_DTYPE_F16, "F16"},
+    {2, LT_DTYPE_Q4_0, "Q4_0"},  {3, LT_DTYPE_Q4_1, "Q4_1"},
+    {6, LT_DTYPE_Q5_0, "Q5_0"},  {7, LT_DTYPE_Q5_1, "Q5_1"},
+    {8, LT_DTYPE_Q8_0, "Q8_0"},  {9, -1, "Q8_1"},
+    {10, LT_DTYPE_Q2_K, "Q2_K"}, {11, LT_DTYPE_Q3_K, "Q3_K"},
+    {12, LT_DTYPE_Q4_K, "Q4_K"}, {13, LT_DTYPE_Q5_K, "Q5_K"},
+    {14, LT_DTYPE_Q6_K, "Q6_K"}, {15, LT_DTYPE_Q8_K, "Q8_K"},
+    {16, -1, "IQ2_XXS"},         {17, -1, "IQ2_XS"},
+    {18, -1, "IQ3_XXS"},         {19, -1, "IQ1_S"},
+    {20, -1, "IQ4_NL"},          {21, -1, "IQ3_S"},
+    {22, -1, "IQ2_S"},           {23, -1, "IQ4_XS"},
+    {24, LT_DTYPE_I8, "I8"},     {25, LT_DTYPE_I16, "I16"},
+    {26, LT_DTYPE_I32, "I32"},   {27, LT_DTYPE_I64, "I64"},
+    {28, LT_DTYPE_F64, "F64"},   {29, -1, "IQ1_M"},
+    {30, LT_DTYPE_BF16, "BF16"}, {34, -1, "TQ1_0"},
+    {35, -1, "TQ2_0"},           {39, -1, "MXFP4"},
 };
 #define N_GGML_TYPES (sizeof k_ggml_types / sizeof k_ggml_types[0])
 
@@ -86,28 +95,44 @@ const char *lt_gguf_type_name(lt_gguf_type t) {
 /* Bytes of a fixed-size value type; 0 for string/array/unknown. */
 static size_t type_size(uint32_t t) {
     switch (t) {
-    case LT_GGUF_UINT8: case LT_GGUF_INT8: case LT_GGUF_BOOL: return 1;
-    case LT_GGUF_UINT16: case LT_GGUF_INT16: return 2;
-    case LT_GGUF_UINT32: case LT_GGUF_INT32: case LT_GGUF_FLOAT32: return 4;
-    case LT_GGUF_UINT64: case LT_GGUF_INT64: case LT_GGUF_FLOAT64: return 8;
-    default: return 0;
+    case LT_GGUF_UINT8:
+    case LT_GGUF_INT8:
+    case LT_GGUF_BOOL:
+        return 1;
+    case LT_GGUF_UINT16:
+    case LT_GGUF_INT16:
+        return 2;
+    case LT_GGUF_UINT32:
+    case LT_GGUF_INT32:
+    case LT_GGUF_FLOAT32:
+        return 4;
+    case LT_GGUF_UINT64:
+    case LT_GGUF_INT64:
+    case LT_GGUF_FLOAT64:
+        return 8;
+    default:
+        return 0;
     }
 }
 
-static uint16_t le16(const uint8_t *p) { return (uint16_t)(p[0] | (p[1] << 8)); }
+static uint16_t le16(const uint8_t *p) {
+    return (uint16_t)(p[0] | (p[1] << 8));
+}
 static uint32_t le32(const uint8_t *p) {
     return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
 }
-static uint64_t le64(const uint8_t *p) { return (uint64_t)le32(p) | ((uint64_t)le32(p + 4) << 32); }
+static uint64_t le64(const uint8_t *p) {
+    return (uint64_t)le32(p) | ((uint64_t)le32(p + 4) << 32);
+}
 
 /* ---- reader --------------------------------------------------------------------------- */
 typedef struct {
-    char *key;               /* NUL-terminated copy */
+    char *key; /* NUL-terminated copy */
     lt_gguf_type type;
-    lt_gguf_type elem_type;  /* arrays only */
-    uint64_t n;              /* array element count; string byte length for STRING */
-    const uint8_t *data;     /* scalar value, string bytes or first array element */
-    uint64_t *str_offs;      /* string arrays: offset of element i's u64 length from data */
+    lt_gguf_type elem_type; /* arrays only */
+    uint64_t n;             /* array element count; string byte length for STRING */
+    const uint8_t *data;    /* scalar value, string bytes or first array element */
+    uint64_t *str_offs;     /* string arrays: offset of element i's u64 length from data */
 } gguf_kv;
 
 struct lt_gguf {
@@ -133,7 +158,9 @@ typedef struct {
     const char *path;
 } cursor;
 
-static size_t left(const cursor *c) { return c->size - c->pos; }
+static size_t left(const cursor *c) {
+    return c->size - c->pos;
+}
 
 static lt_status trunc_err(const cursor *c, const char *what, size_t need) {
     return lt_error(LT_ERR_FORMAT,
@@ -171,15 +198,14 @@ static lt_status rd_str(cursor *c, const char *what, const uint8_t **s, uint64_t
 
 /* A key or tensor name: non-empty, no NUL byte; returns a malloc'd NUL-terminated copy. */
 static lt_status rd_name(cursor *c, const char *what, char **out) {
-    const uint8_t *s;
-    uint64_t len;
+    const uint8_t *s = NULL;
+    uint64_t len = 0;
     size_t at = c->pos;
     lt_status st = rd_str(c, what, &s, &len);
     if (st) return st;
     if (len == 0) return lt_error(LT_ERR_FORMAT, "%s: offset %zu: empty %s", c->path, at, what);
     if (memchr(s, 0, (size_t)len))
-        return lt_error(LT_ERR_FORMAT, "%s: offset %zu: %s contains a NUL byte", c->path, at,
-                        what);
+        return lt_error(LT_ERR_FORMAT, "%s: offset %zu: %s contains a NUL byte", c->path, at, what);
     char *k = malloc((size_t)len + 1);
     if (!k) return lt_error(LT_ERR_NOMEM, "%s: out of memory reading %s", c->path, what);
     memcpy(k, s, (size_t)len);
@@ -205,7 +231,7 @@ static lt_status parse_kv(cursor *c, size_t idx, gguf_kv *kv) {
     const char *key = kv->key;
     char w1[300], w2[300];
     snprintf(w1, sizeof w1, "kv '%.200s' value", key);
-    uint32_t t;
+    uint32_t t = 0;
     if ((st = rd_u32(c, w1, &t))) return st;
     if (t >= GGUF_N_TYPES)
         return lt_error(LT_ERR_FORMAT, "%s: kv '%s': unknown value type %u (expected 0..12)",
@@ -221,8 +247,8 @@ static lt_status parse_kv(cursor *c, size_t idx, gguf_kv *kv) {
         if (t == LT_GGUF_BOOL) return check_bools(c, kv->data, 1, key);
         return LT_OK;
     }
-    uint32_t et;
-    uint64_t n;
+    uint32_t et = 0;
+    uint64_t n = 0;
     if ((st = rd_u32(c, w1, &et))) return st;
     if (et == LT_GGUF_ARRAY)
         return lt_error(LT_ERR_UNSUPPORTED, "%s: kv '%s': arrays of arrays are not supported",
@@ -256,8 +282,8 @@ static lt_status parse_kv(cursor *c, size_t idx, gguf_kv *kv) {
     kv->str_offs = malloc((size_t)(n ? n : 1) * sizeof(uint64_t));
     if (!kv->str_offs) return lt_error(LT_ERR_NOMEM, "%s: kv '%s': out of memory", c->path, key);
     for (uint64_t i = 0; i < n; i++) {
-        const uint8_t *s;
-        uint64_t len;
+        const uint8_t *s = NULL;
+        uint64_t len = 0;
         kv->str_offs[i] = (uint64_t)(c->p + c->pos - kv->data);
         snprintf(w2, sizeof w2, "kv '%.200s' string #%" PRIu64, key, i);
         if ((st = rd_str(c, w2, &s, &len))) return st;
@@ -265,8 +291,8 @@ static lt_status parse_kv(cursor *c, size_t idx, gguf_kv *kv) {
     return LT_OK;
 }
 
-/* qsort/bsearch on a thread-local table would not be reentrant; sort index arrays with
- * an explicit comparison context instead (small merge sort). */
+/* C11 qsort has no context argument: index arrays are sorted with a small merge sort that
+ * takes one (O(n log n), so duplicate checks stay fast on hostile counts). */
 typedef int (*idx_cmp)(const void *ctx, size_t a, size_t b);
 
 static void sort_idx(size_t *v, size_t *tmp, size_t n, idx_cmp cmp, const void *ctx) {
@@ -275,9 +301,12 @@ static void sort_idx(size_t *v, size_t *tmp, size_t n, idx_cmp cmp, const void *
     sort_idx(v, tmp, h, cmp, ctx);
     sort_idx(v + h, tmp, n - h, cmp, ctx);
     size_t i = 0, j = h, k = 0;
-    while (i < h && j < n) tmp[k++] = cmp(ctx, v[j], v[i]) < 0 ? v[j++] : v[i++];
-    while (i < h) tmp[k++] = v[i++];
-    while (j < n) tmp[k++] = v[j++];
+    while (i < h && j < n)
+        tmp[k++] = cmp(ctx, v[j], v[i]) < 0 ? v[j++] : v[i++];
+    while (i < h)
+        tmp[k++] = v[i++];
+    while (j < n)
+        tmp[k++] = v[j++];
     memcpy(v, tmp, n * sizeof *v);
 }
 
@@ -301,7 +330,8 @@ static size_t *sorted_index(const lt_gguf *g, size_t n, idx_cmp cmp) {
         free(tmp);
         return NULL;
     }
-    for (size_t i = 0; i < n; i++) v[i] = i;
+    for (size_t i = 0; i < n; i++)
+        v[i] = i;
     sort_idx(v, tmp, n, cmp, g);
     free(tmp);
     return v;
@@ -317,26 +347,27 @@ static lt_status parse_tensor(lt_gguf *g, cursor *c, size_t idx) {
     t->name = name;
     char w1[300];
     snprintf(w1, sizeof w1, "tensor '%.200s' info", name);
-    uint32_t nd;
+    uint32_t nd = 0;
     if ((st = rd_u32(c, w1, &nd))) return st;
     if (nd < 1 || nd > LT_MAX_DIMS)
-        return lt_error(LT_ERR_FORMAT, "%s: tensor '%s': n_dims %u, expected 1..%d", c->path,
-                        name, nd, LT_MAX_DIMS);
+        return lt_error(LT_ERR_FORMAT, "%s: tensor '%s': n_dims %u, expected 1..%d", c->path, name,
+                        nd, LT_MAX_DIMS);
     int64_t ne[LT_MAX_DIMS];
     int64_t numel = 1;
     for (uint32_t d = 0; d < nd; d++) {
-        uint64_t v;
+        uint64_t v = 0;
         if ((st = rd_u64(c, w1, &v))) return st;
         if (v == 0 || v > (uint64_t)INT64_MAX)
-            return lt_error(LT_ERR_FORMAT, "%s: tensor '%s': ne[%u] = %" PRIu64
-                            ", expected 1..2^63-1", c->path, name, d, v);
+            return lt_error(LT_ERR_FORMAT,
+                            "%s: tensor '%s': ne[%u] = %" PRIu64 ", expected 1..2^63-1", c->path,
+                            name, d, v);
         ne[d] = (int64_t)v;
         if (numel > INT64_MAX / ne[d])
             return lt_error(LT_ERR_FORMAT, "%s: tensor '%s': element count overflows int64",
                             c->path, name);
         numel *= ne[d];
     }
-    uint32_t gt;
+    uint32_t gt = 0;
     if ((st = rd_u32(c, w1, &gt))) return st;
     lt_dtype dt;
     if (lt_gguf_dtype_from_ggml(gt, &dt) != 0) {
@@ -345,8 +376,7 @@ static lt_status parse_tensor(lt_gguf *g, cursor *c, size_t idx) {
             return lt_error(LT_ERR_UNSUPPORTED,
                             "%s: tensor '%s': ggml type %u (%s) is not supported", c->path, name,
                             gt, tn);
-        return lt_error(LT_ERR_FORMAT, "%s: tensor '%s': unknown ggml type %u", c->path, name,
-                        gt);
+        return lt_error(LT_ERR_FORMAT, "%s: tensor '%s': unknown ggml type %u", c->path, name, gt);
     }
     int64_t be = lt_dtype_block_elems(dt);
     if (ne[0] % be != 0)
@@ -357,7 +387,7 @@ static lt_status parse_tensor(lt_gguf *g, cursor *c, size_t idx) {
     int64_t nb = lt_dtype_nbytes(dt, numel);
     if (nb < 0 || (uint64_t)nb > SIZE_MAX)
         return lt_error(LT_ERR_FORMAT, "%s: tensor '%s': byte size overflows", c->path, name);
-    uint64_t off;
+    uint64_t off = 0;
     if ((st = rd_u64(c, w1, &off))) return st;
     if (off % g->alignment != 0)
         return lt_error(LT_ERR_FORMAT,
@@ -365,14 +395,26 @@ static lt_status parse_tensor(lt_gguf *g, cursor *c, size_t idx) {
                         c->path, name, off, g->alignment);
     t->dtype = dt;
     t->ndim = (int)nd;
-    for (uint32_t d = 0; d < nd; d++) t->shape[d] = ne[nd - 1 - d]; /* outermost first */
+    for (uint32_t d = 0; d < nd; d++)
+        t->shape[d] = ne[nd - 1 - d]; /* outermost first */
     t->nbytes = (size_t)nb;
     g->offsets[idx] = off;
     return LT_OK;
 }
 
+/* Doubles *cap (at most to max) and reallocs *p; 0 on allocation failure. */
+static int grow(void **p, size_t *cap, size_t elem, size_t max) {
+    size_t nc = *cap ? *cap * 2 : 16;
+    if (nc > max) nc = max;
+    void *np = realloc(*p, nc * elem);
+    if (!np) return 0;
+    *p = np;
+    *cap = nc;
+    return 1;
+}
+
 /* Minimal encoded sizes, used to bound counts before allocating from them. */
-#define MIN_KV_BYTES (8 + 1 + 4 + 1)          /* key len, 1-byte key, type, u8 value */
+#define MIN_KV_BYTES (8 + 1 + 4 + 1)             /* key len, 1-byte key, type, u8 value */
 #define MIN_TENSOR_BYTES (8 + 1 + 4 + 8 + 4 + 8) /* name len, name, n_dims, ne, type, offset */
 
 static lt_status parse(lt_gguf *g) {
@@ -393,7 +435,7 @@ static lt_status parse(lt_gguf *g) {
     if (g->version != 2 && g->version != 3)
         return lt_error(LT_ERR_FORMAT, "%s: unknown GGUF version %u (expected 2 or 3)", g->path,
                         g->version);
-    uint64_t n_tensors, n_kv;
+    uint64_t n_tensors = 0, n_kv = 0;
     if ((st = rd_u64(&c, "n_tensors", &n_tensors))) return st;
     if ((st = rd_u64(&c, "n_kv", &n_kv))) return st;
     if (n_kv > left(&c) / MIN_KV_BYTES)
@@ -402,12 +444,17 @@ static lt_status parse(lt_gguf *g) {
                         g->path, n_kv, left(&c));
     if (n_tensors > left(&c) / MIN_TENSOR_BYTES)
         return lt_error(LT_ERR_FORMAT,
-                        "%s: header: n_tensors %" PRIu64 " is more than the %zu bytes left can hold",
+                        "%s: header: n_tensors %" PRIu64
+                        " is more than the %zu bytes left can hold",
                         g->path, n_tensors, left(&c));
 
-    g->kv = calloc(n_kv ? (size_t)n_kv : 1, sizeof *g->kv);
-    if (!g->kv) return lt_error(LT_ERR_NOMEM, "%s: out of memory", g->path);
+    /* arrays grow with the entries actually parsed, so a count that the file does not back
+     * up costs no more memory than the entries that are really there */
+    size_t cap = 0;
     for (size_t i = 0; i < (size_t)n_kv; i++) {
+        if (i == cap && !grow((void **)&g->kv, &cap, sizeof *g->kv, (size_t)n_kv))
+            return lt_error(LT_ERR_NOMEM, "%s: out of memory", g->path);
+        memset(&g->kv[i], 0, sizeof g->kv[i]);
         g->n_kv = i + 1; /* so close() frees the partial entry */
         if ((st = parse_kv(&c, i, &g->kv[i]))) return st;
     }
@@ -439,10 +486,12 @@ static lt_status parse(lt_gguf *g) {
                         "%s: n_tensors %" PRIu64 " is more than the %zu bytes left can hold",
                         g->path, n_tensors, left(&c));
     size_t nt = (size_t)n_tensors;
-    g->tensors = calloc(nt ? nt : 1, sizeof *g->tensors);
-    g->offsets = calloc(nt ? nt : 1, sizeof *g->offsets);
-    if (!g->tensors || !g->offsets) return lt_error(LT_ERR_NOMEM, "%s: out of memory", g->path);
+    size_t cap_t = 0, cap_o = 0;
     for (size_t i = 0; i < nt; i++) {
+        if (i == cap_t && (!grow((void **)&g->tensors, &cap_t, sizeof *g->tensors, nt) ||
+                           !grow((void **)&g->offsets, &cap_o, sizeof *g->offsets, nt)))
+            return lt_error(LT_ERR_NOMEM, "%s: out of memory", g->path);
+        memset(&g->tensors[i], 0, sizeof g->tensors[i]);
         g->n_tensors = i + 1;
         if ((st = parse_tensor(g, &c, i))) return st;
     }
@@ -460,9 +509,10 @@ static lt_status parse(lt_gguf *g) {
     g->data_start = c.pos + pad;
     if (nt == 0) return LT_OK;
     if (pad > left(&c))
-        return lt_error(LT_ERR_FORMAT,
-                        "%s: truncated: data section should start at offset %zu, file has %zu bytes",
-                        g->path, c.pos + pad, g->size);
+        return lt_error(
+            LT_ERR_FORMAT,
+            "%s: truncated: data section should start at offset %zu, file has %zu bytes", g->path,
+            c.pos + pad, g->size);
     size_t data_size = g->size - g->data_start;
     for (size_t i = 0; i < nt; i++) {
         lt_tensor_view *t = &g->tensors[i];
@@ -535,7 +585,8 @@ void lt_gguf_close(lt_gguf *g) {
     }
     free(g->kv);
     free(g->kv_sorted);
-    for (size_t i = 0; i < g->n_tensors; i++) free((char *)g->tensors[i].name);
+    for (size_t i = 0; i < g->n_tensors; i++)
+        free((char *)g->tensors[i].name);
     free(g->tensors);
     free(g->offsets);
     free(g->tensor_sorted);
@@ -544,12 +595,22 @@ void lt_gguf_close(lt_gguf *g) {
     free(g);
 }
 
-const char *lt_gguf_path(const lt_gguf *g) { return g->path; }
-uint32_t lt_gguf_version(const lt_gguf *g) { return g->version; }
-uint32_t lt_gguf_alignment(const lt_gguf *g) { return g->alignment; }
+const char *lt_gguf_path(const lt_gguf *g) {
+    return g->path;
+}
+uint32_t lt_gguf_version(const lt_gguf *g) {
+    return g->version;
+}
+uint32_t lt_gguf_alignment(const lt_gguf *g) {
+    return g->alignment;
+}
 
-size_t lt_gguf_n_kv(const lt_gguf *g) { return g->n_kv; }
-const char *lt_gguf_kv_key(const lt_gguf *g, size_t i) { return i < g->n_kv ? g->kv[i].key : NULL; }
+size_t lt_gguf_n_kv(const lt_gguf *g) {
+    return g->n_kv;
+}
+const char *lt_gguf_kv_key(const lt_gguf *g, size_t i) {
+    return i < g->n_kv ? g->kv[i].key : NULL;
+}
 lt_gguf_type lt_gguf_kv_type(const lt_gguf *g, size_t i) {
     return i < g->n_kv ? g->kv[i].type : (lt_gguf_type)-1;
 }
@@ -586,15 +647,32 @@ static int kv_int(const gguf_kv *kv, int *neg, uint64_t *mag) {
     int64_t s;
     *neg = 0;
     switch (kv->type) {
-    case LT_GGUF_UINT8: *mag = p[0]; return 0;
-    case LT_GGUF_UINT16: *mag = le16(p); return 0;
-    case LT_GGUF_UINT32: *mag = le32(p); return 0;
-    case LT_GGUF_UINT64: *mag = le64(p); return 0;
-    case LT_GGUF_INT8: s = (int8_t)p[0]; break;
-    case LT_GGUF_INT16: s = (int16_t)le16(p); break;
-    case LT_GGUF_INT32: s = (int32_t)le32(p); break;
-    case LT_GGUF_INT64: s = (int64_t)le64(p); break;
-    default: return -1;
+    case LT_GGUF_UINT8:
+        *mag = p[0];
+        return 0;
+    case LT_GGUF_UINT16:
+        *mag = le16(p);
+        return 0;
+    case LT_GGUF_UINT32:
+        *mag = le32(p);
+        return 0;
+    case LT_GGUF_UINT64:
+        *mag = le64(p);
+        return 0;
+    case LT_GGUF_INT8:
+        s = (int8_t)p[0];
+        break;
+    case LT_GGUF_INT16:
+        s = (int16_t)le16(p);
+        break;
+    case LT_GGUF_INT32:
+        s = (int32_t)le32(p);
+        break;
+    case LT_GGUF_INT64:
+        s = (int64_t)le64(p);
+        break;
+    default:
+        return -1;
     }
     *neg = s < 0;
     *mag = s < 0 ? (uint64_t)0 - (uint64_t)s : (uint64_t)s;
@@ -602,7 +680,7 @@ static int kv_int(const gguf_kv *kv, int *neg, uint64_t *mag) {
 }
 
 static lt_status get_int(const lt_gguf *g, const char *key, int *neg, uint64_t *mag) {
-    const gguf_kv *kv;
+    const gguf_kv *kv = NULL;
     lt_status st = find_kv(g, key, &kv);
     if (st) return st;
     if (kv_int(kv, neg, mag) != 0) return wrong_type(g, kv, "an integer");
@@ -615,8 +693,8 @@ lt_status lt_gguf_get_u32(const lt_gguf *g, const char *key, uint32_t *out) {
     lt_status st = get_int(g, key, &neg, &m);
     if (st) return st;
     if (neg || m > UINT32_MAX)
-        return lt_error(LT_ERR_FORMAT, "%s: key '%s' = %s%" PRIu64 " does not fit in u32",
-                        g->path, key, neg ? "-" : "", m);
+        return lt_error(LT_ERR_FORMAT, "%s: key '%s' = %s%" PRIu64 " does not fit in u32", g->path,
+                        key, neg ? "-" : "", m);
     *out = (uint32_t)m;
     return LT_OK;
 }
@@ -627,8 +705,8 @@ lt_status lt_gguf_get_u64(const lt_gguf *g, const char *key, uint64_t *out) {
     lt_status st = get_int(g, key, &neg, &m);
     if (st) return st;
     if (neg)
-        return lt_error(LT_ERR_FORMAT, "%s: key '%s' = -%" PRIu64 " does not fit in u64",
-                        g->path, key, m);
+        return lt_error(LT_ERR_FORMAT, "%s: key '%s' = -%" PRIu64 " does not fit in u64", g->path,
+                        key, m);
     *out = m;
     return LT_OK;
 }
@@ -646,7 +724,7 @@ lt_status lt_gguf_get_i64(const lt_gguf *g, const char *key, int64_t *out) {
 }
 
 lt_status lt_gguf_get_f64(const lt_gguf *g, const char *key, double *out) {
-    const gguf_kv *kv;
+    const gguf_kv *kv = NULL;
     lt_status st = find_kv(g, key, &kv);
     if (st) return st;
     if (kv->type == LT_GGUF_FLOAT32) {
@@ -672,7 +750,7 @@ lt_status lt_gguf_get_f32(const lt_gguf *g, const char *key, float *out) {
 }
 
 lt_status lt_gguf_get_bool(const lt_gguf *g, const char *key, int *out) {
-    const gguf_kv *kv;
+    const gguf_kv *kv = NULL;
     lt_status st = find_kv(g, key, &kv);
     if (st) return st;
     if (kv->type != LT_GGUF_BOOL) return wrong_type(g, kv, "bool");
@@ -681,7 +759,7 @@ lt_status lt_gguf_get_bool(const lt_gguf *g, const char *key, int *out) {
 }
 
 lt_status lt_gguf_get_str(const lt_gguf *g, const char *key, const char **s, size_t *len) {
-    const gguf_kv *kv;
+    const gguf_kv *kv = NULL;
     lt_status st = find_kv(g, key, &kv);
     if (st) return st;
     if (kv->type != LT_GGUF_STRING) return wrong_type(g, kv, "string");
@@ -690,9 +768,9 @@ lt_status lt_gguf_get_str(const lt_gguf *g, const char *key, const char **s, siz
     return LT_OK;
 }
 
-lt_status lt_gguf_get_arr(const lt_gguf *g, const char *key, lt_gguf_type *elem_type,
-                          uint64_t *n, const void **data) {
-    const gguf_kv *kv;
+lt_status lt_gguf_get_arr(const lt_gguf *g, const char *key, lt_gguf_type *elem_type, uint64_t *n,
+                          const void **data) {
+    const gguf_kv *kv = NULL;
     lt_status st = find_kv(g, key, &kv);
     if (st) return st;
     if (kv->type != LT_GGUF_ARRAY) return wrong_type(g, kv, "array");
@@ -704,21 +782,24 @@ lt_status lt_gguf_get_arr(const lt_gguf *g, const char *key, lt_gguf_type *elem_
 
 lt_status lt_gguf_get_arr_str(const lt_gguf *g, const char *key, uint64_t i, const char **s,
                               size_t *len) {
-    const gguf_kv *kv;
+    const gguf_kv *kv = NULL;
     lt_status st = find_kv(g, key, &kv);
     if (st) return st;
     if (kv->type != LT_GGUF_ARRAY || kv->elem_type != LT_GGUF_STRING)
         return lt_error(LT_ERR_FORMAT, "%s: key '%s' is not an array of strings", g->path, key);
     if (i >= kv->n)
-        return lt_error(LT_ERR_ARG, "%s: key '%s': index %" PRIu64 " out of range (%" PRIu64
-                        " strings)", g->path, key, i, kv->n);
+        return lt_error(LT_ERR_ARG,
+                        "%s: key '%s': index %" PRIu64 " out of range (%" PRIu64 " strings)",
+                        g->path, key, i, kv->n);
     const uint8_t *p = kv->data + kv->str_offs[i];
     *len = (size_t)le64(p);
     *s = (const char *)p + 8;
     return LT_OK;
 }
 
-size_t lt_gguf_n_tensors(const lt_gguf *g) { return g->n_tensors; }
+size_t lt_gguf_n_tensors(const lt_gguf *g) {
+    return g->n_tensors;
+}
 const lt_tensor_view *lt_gguf_tensor(const lt_gguf *g, size_t i) {
     return i < g->n_tensors ? &g->tensors[i] : NULL;
 }
@@ -779,17 +860,20 @@ void lt_gguf_writer_free(lt_gguf_writer *w) {
         free(w->kv[i].key);
         free(w->kv[i].val);
     }
-    for (size_t i = 0; i < w->n_t; i++) free(w->t[i].name);
+    for (size_t i = 0; i < w->n_t; i++)
+        free(w->t[i].name);
     free(w->kv);
     free(w->t);
     free(w);
 }
 
 static void put64(uint8_t *p, uint64_t v) {
-    for (int i = 0; i < 8; i++) p[i] = (uint8_t)(v >> (8 * i));
+    for (int i = 0; i < 8; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
 }
 static void put32(uint8_t *p, uint32_t v) {
-    for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> (8 * i));
+    for (int i = 0; i < 4; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
 }
 
 /* Appends a kv whose serialized value (after the type) is val[0..len): takes val. */
@@ -890,14 +974,16 @@ lt_status lt_gguf_writer_set_arr(lt_gguf_writer *w, const char *key, lt_gguf_typ
     put64(b + 4, n);
     if (n) memcpy(b + 12, data, (size_t)n * sz);
     if (elem_type == LT_GGUF_BOOL)
-        for (uint64_t i = 0; i < n; i++) b[12 + i] = b[12 + i] != 0;
+        for (uint64_t i = 0; i < n; i++)
+            b[12 + i] = b[12 + i] != 0;
     return add_kv(w, key, LT_GGUF_ARRAY, b, 12 + (size_t)n * sz);
 }
 
-lt_status lt_gguf_writer_set_arr_str(lt_gguf_writer *w, const char *key,
-                                     const char *const *strs, uint64_t n) {
+lt_status lt_gguf_writer_set_arr_str(lt_gguf_writer *w, const char *key, const char *const *strs,
+                                     uint64_t n) {
     size_t total = 12;
-    for (uint64_t i = 0; i < n; i++) total += 8 + strlen(strs[i]);
+    for (uint64_t i = 0; i < n; i++)
+        total += 8 + strlen(strs[i]);
     uint8_t *b = malloc(total);
     if (!b) return lt_error(LT_ERR_NOMEM, "gguf writer: out of memory");
     put32(b, LT_GGUF_STRING);
@@ -912,22 +998,23 @@ lt_status lt_gguf_writer_set_arr_str(lt_gguf_writer *w, const char *key,
     return add_kv(w, key, LT_GGUF_ARRAY, b, total);
 }
 
-lt_status lt_gguf_writer_add_tensor(lt_gguf_writer *w, const char *name, lt_dtype dtype,
-                                    int ndim, const int64_t *shape, const void *data,
-                                    size_t nbytes) {
+lt_status lt_gguf_writer_add_tensor(lt_gguf_writer *w, const char *name, lt_dtype dtype, int ndim,
+                                    const int64_t *shape, const void *data, size_t nbytes) {
     if (!name || !*name) return lt_error(LT_ERR_ARG, "gguf writer: empty tensor name");
-    uint32_t gt;
+    if (!data && nbytes > 0)
+        return lt_error(LT_ERR_ARG, "gguf writer: tensor '%s': data is NULL", name);
+    uint32_t gt = 0;
     if (lt_gguf_dtype_to_ggml(dtype, &gt) != 0)
         return lt_error(LT_ERR_ARG, "gguf writer: tensor '%s': dtype %s has no ggml type", name,
                         lt_dtype_name(dtype));
     if (ndim < 1 || ndim > LT_MAX_DIMS)
-        return lt_error(LT_ERR_ARG, "gguf writer: tensor '%s': ndim %d, expected 1..%d", name,
-                        ndim, LT_MAX_DIMS);
+        return lt_error(LT_ERR_ARG, "gguf writer: tensor '%s': ndim %d, expected 1..%d", name, ndim,
+                        LT_MAX_DIMS);
     int64_t numel = 1;
     for (int d = 0; d < ndim; d++) {
         if (shape[d] <= 0 || numel > INT64_MAX / shape[d])
-            return lt_error(LT_ERR_ARG, "gguf writer: tensor '%s': bad shape[%d] = %" PRId64,
-                            name, d, shape[d]);
+            return lt_error(LT_ERR_ARG, "gguf writer: tensor '%s': bad shape[%d] = %" PRId64, name,
+                            d, shape[d]);
         numel *= shape[d];
     }
     if (shape[ndim - 1] % lt_dtype_block_elems(dtype) != 0)
@@ -937,8 +1024,8 @@ lt_status lt_gguf_writer_add_tensor(lt_gguf_writer *w, const char *name, lt_dtyp
                         name, shape[ndim - 1], lt_dtype_name(dtype), lt_dtype_block_elems(dtype));
     int64_t nb = lt_dtype_nbytes(dtype, numel);
     if (nb < 0 || (uint64_t)nb != nbytes)
-        return lt_error(LT_ERR_ARG, "gguf writer: tensor '%s': nbytes %zu, expected %" PRId64,
-                        name, nbytes, nb);
+        return lt_error(LT_ERR_ARG, "gguf writer: tensor '%s': nbytes %zu, expected %" PRId64, name,
+                        nbytes, nb);
     for (size_t i = 0; i < w->n_t; i++)
         if (strcmp(w->t[i].name, name) == 0)
             return lt_error(LT_ERR_ARG, "gguf writer: duplicate tensor name '%s'", name);
@@ -1024,7 +1111,8 @@ lt_status lt_gguf_writer_write(lt_gguf_writer *w, const char *path) {
         ws_u64(&s, nl);
         ws_put(&s, t->name, nl);
         ws_u32(&s, (uint32_t)t->ndim);
-        for (int d = t->ndim - 1; d >= 0; d--) ws_u64(&s, (uint64_t)t->shape[d]); /* ne[] */
+        for (int d = t->ndim - 1; d >= 0; d--)
+            ws_u64(&s, (uint64_t)t->shape[d]); /* ne[] */
         ws_u32(&s, t->ggml_type);
         ws_u64(&s, off);
         off += t->nbytes + (al - t->nbytes % al) % al;
@@ -1054,8 +1142,10 @@ lt_status lt_gguf_writer_write(lt_gguf_writer *w, const char *path) {
         char *slash = strrchr(dir, '/');
         const char *d = ".";
         if (slash) {
-            if (slash == dir) slash[1] = 0;
-            else *slash = 0;
+            if (slash == dir)
+                slash[1] = 0;
+            else
+                *slash = 0;
             d = dir;
         }
         int dfd = open(d, O_RDONLY | O_DIRECTORY | O_CLOEXEC);

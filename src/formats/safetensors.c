@@ -11,8 +11,9 @@
  * the file; numel x dtype size == end - begin with overflow checks; at most LT_MAX_DIMS
  * dims and LT_ST_MAX_TENSORS tensors. Views point into the read-only maps (zero-copy), so
  * their data may be unaligned for its dtype when a file was written without care.
- * Before jansson sees the header, a lexical pre-scan bounds nesting depth and array length,
- * so a hostile header cannot make the parser allocate far more than the header's size.
+ * Before jansson sees the header, a lexical pre-scan bounds nesting depth, array length and
+ * key counts, so a hostile header cannot make the parser allocate far more than the header's
+ * size (jansson needs some tens of bytes per value; valid headers have few values per byte).
  *
  * Tensor order of lt_safetensors_tensor(): shards by file name, within a shard by offset.
  *
@@ -35,6 +36,7 @@
 #define LT_ST_MAX_TENSORS 1000000
 #define LT_ST_SCAN_MAX_DEPTH 8
 #define LT_ST_SCAN_MAX_ARRAY 64
+#define LT_ST_SCAN_MAX_KEYS 65536 /* per nested object (tensor entry, __metadata__) */
 
 typedef struct {
     char *path;
@@ -108,12 +110,22 @@ static lt_status st_prescan(const char *path, const uint8_t *h, size_t n) {
             is_array[depth] = c == '[';
         } else if (c == '}' || c == ']') {
             if (depth > 0) depth--;
-        } else if (c == ',' && depth > 0 && is_array[depth]) {
-            if (++elems[depth] >= LT_ST_SCAN_MAX_ARRAY)
+        } else if (c == ',' && depth > 0) {
+            ++elems[depth];
+            if (is_array[depth] && elems[depth] >= LT_ST_SCAN_MAX_ARRAY)
                 return lt_error(LT_ERR_FORMAT,
                                 "%s: header: JSON array with more than %d elements at byte %zu "
                                 "(a shape has at most %d dims, data_offsets 2)",
                                 path, LT_ST_SCAN_MAX_ARRAY, i + 8, LT_MAX_DIMS);
+            if (!is_array[depth] && depth == 1 && elems[depth] > LT_ST_MAX_TENSORS)
+                return lt_error(LT_ERR_FORMAT,
+                                "%s: header: more than %d entries, over the cap on tensors", path,
+                                LT_ST_MAX_TENSORS + 1);
+            if (!is_array[depth] && depth > 1 && elems[depth] >= LT_ST_SCAN_MAX_KEYS)
+                return lt_error(LT_ERR_FORMAT,
+                                "%s: header: JSON object with more than %d keys at byte %zu "
+                                "(a tensor entry has 3, __metadata__ is expected to be small)",
+                                path, LT_ST_SCAN_MAX_KEYS, i + 8);
         }
     }
     return LT_OK;

@@ -239,10 +239,18 @@ static lt_status config_from_json(const char *path, json_t *root, lt_model_confi
     double x;
     if ((st = get_num(path, root, "", "rms_norm_eps", 1, 1e-6, &x))) return st;
     c->norm_eps = (float)x;
-    if ((st = get_num(path, root, "", "rope_theta", 1, 10000.0, &x))) return st;
-    c->rope_theta = (float)x;
-    if ((st = parse_rope_scaling(path, json_object_get(root, "rope_scaling"), &c->rope_scaling)))
-        return st;
+    /* transformers >= 5 writes rope_theta and the scaling into one "rope_parameters" object */
+    json_t *rp = json_object_get(root, "rope_parameters");
+    if (rp && json_is_object(rp) && !json_object_get(root, "rope_theta")) {
+        if ((st = get_num(path, rp, "rope_parameters.", "rope_theta", 1, 10000.0, &x))) return st;
+        c->rope_theta = (float)x;
+        if ((st = parse_rope_scaling(path, rp, &c->rope_scaling))) return st;
+    } else {
+        if ((st = get_num(path, root, "", "rope_theta", 1, 10000.0, &x))) return st;
+        c->rope_theta = (float)x;
+        if ((st = parse_rope_scaling(path, json_object_get(root, "rope_scaling"), &c->rope_scaling)))
+            return st;
+    }
     json_t *prf = json_object_get(root, "partial_rotary_factor");
     if (prf && !json_is_null(prf) && (!json_is_number(prf) || json_number_value(prf) != 1.0))
         return lt_error(LT_ERR_UNSUPPORTED, "%s: partial_rotary_factor != 1 is not supported", path);

@@ -4,8 +4,8 @@
  * Streaming: the text of the generated tokens is obtained by decoding a window (the last few
  * prompt tokens + all generated ids) and emitting what goes past the text printed so far, so
  * that a sentencepiece leading space or a UTF-8 character split across byte tokens comes out
- * right; an incomplete UTF-8 tail (or U+FFFD from undecodable bytes) is held back until a
- * later token completes it, and flushed at the end. */
+ * right; an incomplete UTF-8 tail (or up to 3 trailing U+FFFD from undecodable bytes) is held
+ * back until a later token completes it, and flushed at the end. */
 #include "loratune/sampler.h"
 
 #include <stdlib.h>
@@ -18,9 +18,12 @@
 
 /* Length of the prefix of s that ends on a complete UTF-8 character and not on U+FFFD. */
 static size_t stable_len(const char *s, size_t n) {
-    if (n >= 3 && (unsigned char)s[n - 3] == 0xEF && (unsigned char)s[n - 2] == 0xBF &&
-        (unsigned char)s[n - 1] == 0xBD)
-        return n - 3;
+    /* decoders replace each byte of an incomplete sequence by U+FFFD (HF ByteFallback) or the
+     * maximal subpart by one: hold back up to 3 of them */
+    for (int k = 0; k < 3 && n >= 3 && (unsigned char)s[n - 3] == 0xEF &&
+                    (unsigned char)s[n - 2] == 0xBF && (unsigned char)s[n - 1] == 0xBD;
+         k++)
+        n -= 3;
     for (size_t back = 1; back <= 4 && back <= n; back++) {
         unsigned char c = (unsigned char)s[n - back];
         if ((c & 0xC0) == 0x80) continue; /* continuation byte */

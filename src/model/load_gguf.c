@@ -126,7 +126,9 @@ static lt_status gguf_config(const lt_gguf *g, lt_model_config *c, char *arch, s
     return lt_model_config_validate(c, path);
 }
 
-lt_status lt_model_load_gguf(const char *path, lt_model **out) {
+#define OFF(base, off) ((base) ? (base) + (off) : NULL)
+
+lt_status lt_model_load_gguf(const char *path, const lt_model_load_opts *opts, lt_model **out) {
     *out = NULL;
     lt_gguf *g = NULL;
     lt_status st = lt_gguf_open(path, &g);
@@ -136,7 +138,7 @@ lt_status lt_model_load_gguf(const char *path, lt_model **out) {
     lt_model *m = NULL;
     float *tmp = NULL;
     if ((st = gguf_config(g, &c, arch, sizeof arch))) goto fail;
-    if ((st = lt_model_alloc(&c, &m))) goto fail;
+    if ((st = lt_model_alloc(&c, LT_CONFIG_ONLY(opts), &m))) goto fail;
     int64_t D = c.dim, L = c.n_layers, F = c.ffn_dim, V = c.vocab_size;
     int64_t QD = (int64_t)c.n_heads * c.head_dim, KD = (int64_t)c.n_kv_heads * c.head_dim;
     lt_model_weights *w = &m->w;
@@ -154,20 +156,20 @@ lt_status lt_model_load_gguf(const char *path, lt_model **out) {
         snprintf(name, sizeof name, "blk.%lld.%s", (long long)l, suffix);                     \
         TAKE(name, nd, a, b, dst);                                                            \
     } while (0)
-        LAYER("attn_norm.weight", 1, D, 0, w->attn_norm + l * D);
-        LAYER("attn_q.weight", 2, QD, D, w->wq + l * QD * D);
-        LAYER("attn_k.weight", 2, KD, D, w->wk + l * KD * D);
-        LAYER("attn_v.weight", 2, KD, D, w->wv + l * KD * D);
+        LAYER("attn_norm.weight", 1, D, 0, OFF(w->attn_norm, l * D));
+        LAYER("attn_q.weight", 2, QD, D, OFF(w->wq, l * QD * D));
+        LAYER("attn_k.weight", 2, KD, D, OFF(w->wk, l * KD * D));
+        LAYER("attn_v.weight", 2, KD, D, OFF(w->wv, l * KD * D));
         if (c.qkv_bias) {
-            LAYER("attn_q.bias", 1, QD, 0, w->bq + l * QD);
-            LAYER("attn_k.bias", 1, KD, 0, w->bk + l * KD);
-            LAYER("attn_v.bias", 1, KD, 0, w->bv + l * KD);
+            LAYER("attn_q.bias", 1, QD, 0, OFF(w->bq, l * QD));
+            LAYER("attn_k.bias", 1, KD, 0, OFF(w->bk, l * KD));
+            LAYER("attn_v.bias", 1, KD, 0, OFF(w->bv, l * KD));
         }
-        LAYER("attn_output.weight", 2, D, QD, w->wo + l * D * QD);
-        LAYER("ffn_norm.weight", 1, D, 0, w->ffn_norm + l * D);
-        LAYER("ffn_gate.weight", 2, F, D, w->w_gate + l * F * D);
-        LAYER("ffn_up.weight", 2, F, D, w->w_up + l * F * D);
-        LAYER("ffn_down.weight", 2, D, F, w->w_down + l * D * F);
+        LAYER("attn_output.weight", 2, D, QD, OFF(w->wo, l * D * QD));
+        LAYER("ffn_norm.weight", 1, D, 0, OFF(w->ffn_norm, l * D));
+        LAYER("ffn_gate.weight", 2, F, D, OFF(w->w_gate, l * F * D));
+        LAYER("ffn_up.weight", 2, F, D, OFF(w->w_up, l * F * D));
+        LAYER("ffn_down.weight", 2, D, F, OFF(w->w_down, l * D * F));
 #undef LAYER
     }
     TAKE("output_norm.weight", 1, D, 0, w->out_norm);
@@ -193,7 +195,7 @@ lt_status lt_model_load_gguf(const char *path, lt_model **out) {
         free(tmp);
         tmp = NULL;
     }
-    if (c.arch == LT_ARCH_LLAMA) {
+    if (c.arch == LT_ARCH_LLAMA && m->params) {
         tmp = malloc(sizeof(float) * (size_t)(c.head_dim * D));
         if (!tmp) {
             st = lt_error(LT_ERR_NOMEM, "%s: out of memory", path);
@@ -202,6 +204,10 @@ lt_status lt_model_load_gguf(const char *path, lt_model **out) {
         for (int64_t l = 0; l < L; l++) {
             lt_permute_rows_interleaved_to_hf(w->wq + l * QD * D, c.n_heads, c.head_dim, D, tmp);
             lt_permute_rows_interleaved_to_hf(w->wk + l * KD * D, c.n_kv_heads, c.head_dim, D, tmp);
+            if (c.qkv_bias) { /* the converter permutes q/k biases along with the weights */
+                lt_permute_rows_interleaved_to_hf(w->bq + l * QD, c.n_heads, c.head_dim, 1, tmp);
+                lt_permute_rows_interleaved_to_hf(w->bk + l * KD, c.n_kv_heads, c.head_dim, 1, tmp);
+            }
         }
         m->gguf_qk_permuted = 1;
         free(tmp);

@@ -31,7 +31,10 @@ static int64_t folder_safetensors_bytes(const char *dir) {
     return total;
 }
 
-lt_status lt_model_load_hf(const char *dir, lt_model **out) {
+/* In config-only mode the weight pointers are NULL; OFF() keeps the destination NULL. */
+#define OFF(base, off) ((base) ? (base) + (off) : NULL)
+
+lt_status lt_model_load_hf(const char *dir, const lt_model_load_opts *opts, lt_model **out) {
     *out = NULL;
     char cfg_path[4096];
     snprintf(cfg_path, sizeof cfg_path, "%s/config.json", dir);
@@ -43,7 +46,7 @@ lt_status lt_model_load_hf(const char *dir, lt_model **out) {
     lt_safetensors *sf = NULL;
     if ((st = lt_safetensors_open(dir, &sf))) return st;
     lt_model *m = NULL;
-    if ((st = lt_model_alloc(&c, &m))) {
+    if ((st = lt_model_alloc(&c, LT_CONFIG_ONLY(opts), &m))) {
         lt_safetensors_close(sf);
         return lt_error_wrap(st, dir);
     }
@@ -64,20 +67,20 @@ lt_status lt_model_load_hf(const char *dir, lt_model **out) {
         snprintf(name, sizeof name, "model.layers.%lld.%s", (long long)l, suffix);            \
         TAKE(name, nd, a, b, dst);                                                            \
     } while (0)
-        LAYER("input_layernorm.weight", 1, D, 0, w->attn_norm + l * D);
-        LAYER("self_attn.q_proj.weight", 2, QD, D, w->wq + l * QD * D);
-        LAYER("self_attn.k_proj.weight", 2, KD, D, w->wk + l * KD * D);
-        LAYER("self_attn.v_proj.weight", 2, KD, D, w->wv + l * KD * D);
+        LAYER("input_layernorm.weight", 1, D, 0, OFF(w->attn_norm, l * D));
+        LAYER("self_attn.q_proj.weight", 2, QD, D, OFF(w->wq, l * QD * D));
+        LAYER("self_attn.k_proj.weight", 2, KD, D, OFF(w->wk, l * KD * D));
+        LAYER("self_attn.v_proj.weight", 2, KD, D, OFF(w->wv, l * KD * D));
         if (c.qkv_bias) {
-            LAYER("self_attn.q_proj.bias", 1, QD, 0, w->bq + l * QD);
-            LAYER("self_attn.k_proj.bias", 1, KD, 0, w->bk + l * KD);
-            LAYER("self_attn.v_proj.bias", 1, KD, 0, w->bv + l * KD);
+            LAYER("self_attn.q_proj.bias", 1, QD, 0, OFF(w->bq, l * QD));
+            LAYER("self_attn.k_proj.bias", 1, KD, 0, OFF(w->bk, l * KD));
+            LAYER("self_attn.v_proj.bias", 1, KD, 0, OFF(w->bv, l * KD));
         }
-        LAYER("self_attn.o_proj.weight", 2, D, QD, w->wo + l * D * QD);
-        LAYER("post_attention_layernorm.weight", 1, D, 0, w->ffn_norm + l * D);
-        LAYER("mlp.gate_proj.weight", 2, F, D, w->w_gate + l * F * D);
-        LAYER("mlp.up_proj.weight", 2, F, D, w->w_up + l * F * D);
-        LAYER("mlp.down_proj.weight", 2, D, F, w->w_down + l * D * F);
+        LAYER("self_attn.o_proj.weight", 2, D, QD, OFF(w->wo, l * D * QD));
+        LAYER("post_attention_layernorm.weight", 1, D, 0, OFF(w->ffn_norm, l * D));
+        LAYER("mlp.gate_proj.weight", 2, F, D, OFF(w->w_gate, l * F * D));
+        LAYER("mlp.up_proj.weight", 2, F, D, OFF(w->w_up, l * F * D));
+        LAYER("mlp.down_proj.weight", 2, D, F, OFF(w->w_down, l * D * F));
 #undef LAYER
     }
     TAKE("model.norm.weight", 1, D, 0, w->out_norm);

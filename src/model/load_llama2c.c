@@ -13,15 +13,16 @@
 
 #include "model_internal.h"
 
-lt_status lt_model_load_llama2c(const char *path, lt_model **out) {
+lt_status lt_model_load_llama2c(const char *path, const lt_model_load_opts *opts, lt_model **out) {
     *out = NULL;
     lt_mapped_file f;
     lt_status st = lt_file_map(path, &f);
     if (st) return st;
     if (f.size < 28) {
+        size_t have = f.size;
         lt_file_unmap(&f);
         return lt_error(LT_ERR_FORMAT, "%s: file has %zu bytes, shorter than the 28-byte llama2.c header",
-                        path, f.size);
+                        path, have);
     }
     int32_t h[7];
     memcpy(h, f.data, sizeof h);
@@ -53,12 +54,13 @@ lt_status lt_model_load_llama2c(const char *path, lt_model **out) {
                      3 * L * F * D + D + 2 * S * (hd / 2) + (untied ? V * D : 0);
     int64_t expected = 28 + 4 * floats;
     if ((uint64_t)expected != f.size) {
+        size_t have = f.size;
         lt_file_unmap(&f);
         return lt_error(LT_ERR_FORMAT,
                         "%s: header says %lld bytes (dim %lld, hidden_dim %lld, n_layers %lld, "
                         "n_heads %lld, n_kv_heads %lld, vocab_size %d, seq_len %lld), file has %zu",
                         path, (long long)expected, (long long)D, (long long)F, (long long)L,
-                        (long long)H, (long long)KV, h[5], (long long)S, f.size);
+                        (long long)H, (long long)KV, h[5], (long long)S, have);
     }
 
     lt_model_config c;
@@ -81,14 +83,14 @@ lt_status lt_model_load_llama2c(const char *path, lt_model **out) {
     c.eos_ids[0] = c.eos_id;
     c.dtype = LT_DTYPE_F32;
     lt_model *m;
-    if ((st = lt_model_alloc(&c, &m))) {
+    if ((st = lt_model_alloc(&c, LT_CONFIG_ONLY(opts), &m))) {
         lt_file_unmap(&f);
         return lt_error_wrap(st, path);
     }
     const uint8_t *p = f.data + 28;
 #define TAKE(dst, count)                                                                      \
     do {                                                                                      \
-        memcpy((dst), p, (size_t)(count) * 4);                                                \
+        if (m->params) memcpy((dst), p, (size_t)(count) * 4);                                 \
         p += (size_t)(count) * 4;                                                             \
         m->n_stored_tensors++;                                                                \
         m->stored_dtype_tensors[LT_DTYPE_F32]++;                                              \
@@ -111,12 +113,12 @@ lt_status lt_model_load_llama2c(const char *path, lt_model **out) {
 #undef TAKE
     lt_file_unmap(&f);
 
-    float *tmp = malloc(sizeof(float) * (size_t)(hd * D));
-    if (!tmp) {
+    float *tmp = m->params ? malloc(sizeof(float) * (size_t)(hd * D)) : NULL;
+    if (m->params && !tmp) {
         lt_model_free(m);
         return lt_error(LT_ERR_NOMEM, "%s: out of memory", path);
     }
-    for (int64_t l = 0; l < L; l++) {
+    for (int64_t l = 0; l < L && m->params; l++) {
         lt_permute_rows_interleaved_to_hf(w->wq + l * D * D, (int)H, (int)hd, D, tmp);
         lt_permute_rows_interleaved_to_hf(w->wk + l * KD * D, (int)KV, (int)hd, D, tmp);
     }

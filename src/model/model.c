@@ -43,7 +43,7 @@ void lt_model_wire(lt_model *m) {
     }
 }
 
-lt_status lt_model_alloc(const lt_model_config *c, lt_model **out) {
+lt_status lt_model_alloc(const lt_model_config *c, int config_only, lt_model **out) {
     *out = NULL;
     lt_status st = lt_model_config_validate(c, "model config");
     if (st) return st;
@@ -56,21 +56,21 @@ lt_status lt_model_alloc(const lt_model_config *c, lt_model **out) {
         free(m);
         return lt_error(LT_ERR_NOMEM, "model: %lld parameters do not fit in memory", (long long)n);
     }
-    m->params = calloc((size_t)m->n_params, sizeof(float));
+    if (!config_only) m->params = calloc((size_t)m->n_params, sizeof(float));
     m->inv_freq = calloc((size_t)c->head_dim / 2, sizeof(float));
-    if (!m->params || !m->inv_freq) {
+    if ((!config_only && !m->params) || !m->inv_freq) {
         lt_model_free(m);
         return lt_error(LT_ERR_NOMEM, "model: out of memory for %lld parameters (%.1f MiB)",
                         (long long)lt_model_config_n_params(c),
                         (double)lt_model_config_n_params(c) * 4.0 / 1048576.0);
     }
-    lt_model_wire(m);
+    if (!config_only) lt_model_wire(m);
     lt_rope_inv_freq(c, m->inv_freq);
     *out = m;
     return LT_OK;
 }
 
-lt_status lt_model_create(const lt_model_config *c, lt_model **out) { return lt_model_alloc(c, out); }
+lt_status lt_model_create(const lt_model_config *c, lt_model **out) { return lt_model_alloc(c, 0, out); }
 
 void lt_model_free(lt_model *m) {
     if (!m) return;
@@ -107,17 +107,17 @@ static int ends_with(const char *s, const char *suf) {
 lt_status lt_model_load(const char *path, const lt_model_load_opts *opts, lt_model **out) {
     *out = NULL;
     lt_status st;
-    if (lt_path_is_dir(path)) st = lt_model_load_hf(path, out);
+    if (lt_path_is_dir(path)) st = lt_model_load_hf(path, opts, out);
     else if (!lt_path_exists(path)) return lt_error(LT_ERR_NOTFOUND, "%s: no such file or folder", path);
-    else if (ends_with(path, ".gguf")) st = lt_model_load_gguf(path, out);
-    else if (ends_with(path, ".bin")) st = lt_model_load_llama2c(path, out);
+    else if (ends_with(path, ".gguf")) st = lt_model_load_gguf(path, opts, out);
+    else if (ends_with(path, ".bin")) st = lt_model_load_llama2c(path, opts, out);
     else if (ends_with(path, "config.json")) {
         /* a config.json path: load its folder */
         char *dir = strdup(path);
         if (!dir) return lt_error(LT_ERR_NOMEM, "out of memory");
         char *slash = strrchr(dir, '/');
         if (slash) *slash = 0; else strcpy(dir, ".");
-        st = lt_model_load_hf(dir, out);
+        st = lt_model_load_hf(dir, opts, out);
         free(dir);
     } else {
         return lt_error(LT_ERR_UNSUPPORTED,
@@ -158,6 +158,7 @@ lt_status lt_model_take(lt_model *m, const char *src, const char *name, const lt
     if (need < 0 || (uint64_t)need > t->nbytes)
         return lt_error(LT_ERR_FORMAT, "%s: tensor %s: %zu bytes of %s data, expected %lld", src,
                         name, t->nbytes, lt_dtype_name(t->dtype), (long long)need);
+    if (!dst) return LT_OK;
     lt_status st = lt_to_f32(t->dtype, t->data, dst, n);
     if (st) {
         char pre[512];

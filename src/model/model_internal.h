@@ -18,8 +18,9 @@
 
 /* Points the weight fields of m into m->params (already allocated) for m->config. */
 void lt_model_wire(lt_model *m);
-/* Allocates model + params for a validated config (zeroed). */
-lt_status lt_model_alloc(const lt_model_config *c, lt_model **out);
+/* Allocates model + params for a validated config (zeroed); with config_only no params. */
+lt_status lt_model_alloc(const lt_model_config *c, int config_only, lt_model **out);
+#define LT_CONFIG_ONLY(opts) ((opts) && (opts)->config_only)
 
 /* Reorders the rows of w (n_heads heads of head_dim rows, each row `cols` floats) from the
  * interleaved-pair rotary order (llama2.c, llama.cpp GGUF) to HF's half-split order:
@@ -28,7 +29,7 @@ void lt_permute_rows_interleaved_to_hf(float *w, int n_heads, int head_dim, int6
                                        float *tmp);
 
 /* Checks view t (tensor `name` of file `src`; NULL = missing) against the expected shape
- * (ndim dims, outermost-first), converts it to float32 into dst and counts its dtype in m. */
+ * (ndim dims, outermost-first) and converts it to float32 into dst (dst NULL: check only). */
 lt_status lt_model_take(lt_model *m, const char *src, const char *name, const lt_tensor_view *t,
                         int ndim, int64_t d0, int64_t d1, float *dst);
 

@@ -23,7 +23,9 @@
 #define QK 32
 #define QK_K 256
 
-static float f16at(const uint8_t *p) { return lt_f16_to_f32((uint16_t)(p[0] | (p[1] << 8))); }
+static float f16at(const uint8_t *p) {
+    return lt_f16_to_f32((uint16_t)(p[0] | (p[1] << 8)));
+}
 static uint32_t u32at(const uint8_t *p) {
     return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
 }
@@ -88,7 +90,8 @@ void lt_dequant_row_q8_0(const void *src, float *y, int64_t n) {
     const uint8_t *b = src;
     for (int64_t i = 0; i < n / QK; i++, b += 34, y += QK) {
         const float d = f16at(b);
-        for (int j = 0; j < QK; j++) y[j] = (float)(int8_t)b[2 + j] * d;
+        for (int j = 0; j < QK; j++)
+            y[j] = (float)(int8_t)b[2 + j] * d;
     }
 }
 
@@ -161,8 +164,10 @@ void lt_dequant_row_q4_k(const void *src, float *y, int64_t n) {
             const float d1 = d * (float)sc, m1 = dmin * (float)m;
             scale_min_k4(is + 1, scales, &sc, &m);
             const float d2 = d * (float)sc, m2 = dmin * (float)m;
-            for (int l = 0; l < 32; l++) *y++ = d1 * (float)(q[l] & 0xF) - m1;
-            for (int l = 0; l < 32; l++) *y++ = d2 * (float)(q[l] >> 4) - m2;
+            for (int l = 0; l < 32; l++)
+                *y++ = d1 * (float)(q[l] & 0xF) - m1;
+            for (int l = 0; l < 32; l++)
+                *y++ = d2 * (float)(q[l] >> 4) - m2;
         }
     }
 }
@@ -173,7 +178,8 @@ void lt_dequant_row_q5_k(const void *src, float *y, int64_t n) {
         const float d = f16at(b), dmin = f16at(b + 2);
         const uint8_t *scales = b + 4, *qh = b + 16, *ql = b + 48;
         uint8_t u1 = 1, u2 = 2;
-        for (int is = 0; is < 8; is += 2, ql += 32, u1 = (uint8_t)(u1 << 2), u2 = (uint8_t)(u2 << 2)) {
+        for (int is = 0; is < 8;
+             is += 2, ql += 32, u1 = (uint8_t)(u1 << 2), u2 = (uint8_t)(u2 << 2)) {
             uint8_t sc, m;
             scale_min_k4(is, scales, &sc, &m);
             const float d1 = d * (float)sc, m1 = dmin * (float)m;
@@ -214,7 +220,8 @@ void lt_dequant_row_q8_k(const void *src, float *y, int64_t n) {
     for (int64_t i = 0; i < n / QK_K; i++, b += 292, y += QK_K) {
         float d;
         memcpy(&d, b, 4);
-        for (int j = 0; j < QK_K; j++) y[j] = d * (float)(int8_t)b[4 + j];
+        for (int j = 0; j < QK_K; j++)
+            y[j] = d * (float)(int8_t)b[4 + j];
     }
 }
 
@@ -229,7 +236,8 @@ void lt_quant_row_q8_0(const float *x, void *dst, int64_t n) {
     uint8_t *b = dst;
     for (int64_t i = 0; i < n / QK; i++, b += 34, x += QK) {
         float amax = 0.0f;
-        for (int j = 0; j < QK; j++) amax = fmaxf(amax, fabsf(x[j]));
+        for (int j = 0; j < QK; j++)
+            amax = fmaxf(amax, fabsf(x[j]));
         const float d = amax / 127.0f;
         const float id = d != 0.0f ? 1.0f / d : 0.0f;
         put_f16(b, d);
@@ -290,9 +298,15 @@ lt_status lt_quantize(lt_dtype t, const float *src, void *dst, int64_t n) {
         return lt_error(LT_ERR_ARG, "quantize %s: n = %lld is not a multiple of %d",
                         lt_dtype_name(t), (long long)n, QK);
     switch (t) {
-    case LT_DTYPE_Q8_0: lt_quant_row_q8_0(src, dst, n); return LT_OK;
-    case LT_DTYPE_Q4_0: lt_quant_row_q4_0(src, dst, n); return LT_OK;
-    case LT_DTYPE_Q4_1: lt_quant_row_q4_1(src, dst, n); return LT_OK;
+    case LT_DTYPE_Q8_0:
+        lt_quant_row_q8_0(src, dst, n);
+        return LT_OK;
+    case LT_DTYPE_Q4_0:
+        lt_quant_row_q4_0(src, dst, n);
+        return LT_OK;
+    case LT_DTYPE_Q4_1:
+        lt_quant_row_q4_1(src, dst, n);
+        return LT_OK;
     default:
         return lt_error(LT_ERR_UNSUPPORTED, "quantize: no quantizer for %s", lt_dtype_name(t));
     }
@@ -304,13 +318,17 @@ lt_status lt_to_f32(lt_dtype t, const void *src, float *dst, int64_t n) {
         return lt_error(LT_ERR_ARG, "lt_to_f32: unknown dtype %d", (int)t);
     int64_t be = lt_dtype_block_elems(t);
     if (n < 0 || n % be != 0)
-        return lt_error(LT_ERR_ARG, "lt_to_f32 %s: n = %lld is not a multiple of the block size %lld",
+        return lt_error(LT_ERR_ARG,
+                        "lt_to_f32 %s: n = %lld is not a multiple of the block size %lld",
                         lt_dtype_name(t), (long long)n, (long long)be);
     const uint8_t *p = src;
     switch (t) {
-    case LT_DTYPE_F32: if (n) memcpy(dst, src, (size_t)n * 4); break;
+    case LT_DTYPE_F32:
+        if (n) memcpy(dst, src, (size_t)n * 4);
+        break;
     case LT_DTYPE_F16:
-        for (int64_t i = 0; i < n; i++) dst[i] = f16at(p + 2 * i);
+        for (int64_t i = 0; i < n; i++)
+            dst[i] = f16at(p + 2 * i);
         break;
     case LT_DTYPE_BF16:
         for (int64_t i = 0; i < n; i++)
@@ -323,9 +341,18 @@ lt_status lt_to_f32(lt_dtype t, const void *src, float *dst, int64_t n) {
             dst[i] = (float)v;
         }
         break;
-    case LT_DTYPE_I8: for (int64_t i = 0; i < n; i++) dst[i] = (float)(int8_t)p[i]; break;
-    case LT_DTYPE_U8: for (int64_t i = 0; i < n; i++) dst[i] = (float)p[i]; break;
-    case LT_DTYPE_BOOL: for (int64_t i = 0; i < n; i++) dst[i] = p[i] ? 1.0f : 0.0f; break;
+    case LT_DTYPE_I8:
+        for (int64_t i = 0; i < n; i++)
+            dst[i] = (float)(int8_t)p[i];
+        break;
+    case LT_DTYPE_U8:
+        for (int64_t i = 0; i < n; i++)
+            dst[i] = (float)p[i];
+        break;
+    case LT_DTYPE_BOOL:
+        for (int64_t i = 0; i < n; i++)
+            dst[i] = p[i] ? 1.0f : 0.0f;
+        break;
     case LT_DTYPE_I16:
         for (int64_t i = 0; i < n; i++) {
             int16_t v;
@@ -347,18 +374,41 @@ lt_status lt_to_f32(lt_dtype t, const void *src, float *dst, int64_t n) {
             dst[i] = (float)v;
         }
         break;
-    case LT_DTYPE_Q4_0: lt_dequant_row_q4_0(src, dst, n); break;
-    case LT_DTYPE_Q4_1: lt_dequant_row_q4_1(src, dst, n); break;
-    case LT_DTYPE_Q5_0: lt_dequant_row_q5_0(src, dst, n); break;
-    case LT_DTYPE_Q5_1: lt_dequant_row_q5_1(src, dst, n); break;
-    case LT_DTYPE_Q8_0: lt_dequant_row_q8_0(src, dst, n); break;
-    case LT_DTYPE_Q2_K: lt_dequant_row_q2_k(src, dst, n); break;
-    case LT_DTYPE_Q3_K: lt_dequant_row_q3_k(src, dst, n); break;
-    case LT_DTYPE_Q4_K: lt_dequant_row_q4_k(src, dst, n); break;
-    case LT_DTYPE_Q5_K: lt_dequant_row_q5_k(src, dst, n); break;
-    case LT_DTYPE_Q6_K: lt_dequant_row_q6_k(src, dst, n); break;
-    case LT_DTYPE_Q8_K: lt_dequant_row_q8_k(src, dst, n); break;
-    case LT_DTYPE_COUNT: break;
+    case LT_DTYPE_Q4_0:
+        lt_dequant_row_q4_0(src, dst, n);
+        break;
+    case LT_DTYPE_Q4_1:
+        lt_dequant_row_q4_1(src, dst, n);
+        break;
+    case LT_DTYPE_Q5_0:
+        lt_dequant_row_q5_0(src, dst, n);
+        break;
+    case LT_DTYPE_Q5_1:
+        lt_dequant_row_q5_1(src, dst, n);
+        break;
+    case LT_DTYPE_Q8_0:
+        lt_dequant_row_q8_0(src, dst, n);
+        break;
+    case LT_DTYPE_Q2_K:
+        lt_dequant_row_q2_k(src, dst, n);
+        break;
+    case LT_DTYPE_Q3_K:
+        lt_dequant_row_q3_k(src, dst, n);
+        break;
+    case LT_DTYPE_Q4_K:
+        lt_dequant_row_q4_k(src, dst, n);
+        break;
+    case LT_DTYPE_Q5_K:
+        lt_dequant_row_q5_k(src, dst, n);
+        break;
+    case LT_DTYPE_Q6_K:
+        lt_dequant_row_q6_k(src, dst, n);
+        break;
+    case LT_DTYPE_Q8_K:
+        lt_dequant_row_q8_k(src, dst, n);
+        break;
+    case LT_DTYPE_COUNT:
+        break;
     }
     return LT_OK;
 }

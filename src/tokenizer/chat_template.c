@@ -16,6 +16,8 @@
  * failure is reported as LT_ERR_NOMEM once at the end. */
 #include "loratune/chat.h"
 
+#include "loratune/gguf.h"
+
 #include <jansson.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -33,7 +35,8 @@ static void sb_put(sbuf *b, const char *s, size_t n) {
     if (b->oom) return;
     if (b->n + n + 1 > b->cap) {
         size_t cap = b->cap ? b->cap : 256;
-        while (cap < b->n + n + 1) cap *= 2;
+        while (cap < b->n + n + 1)
+            cap *= 2;
         char *p = realloc(b->p, cap);
         if (!p) {
             b->oom = 1;
@@ -46,8 +49,12 @@ static void sb_put(sbuf *b, const char *s, size_t n) {
     b->n += n;
     b->p[b->n] = 0;
 }
-static void sb_puts(sbuf *b, const char *s) { sb_put(b, s, strlen(s)); }
-static void sb_putc(sbuf *b, char c) { sb_put(b, &c, 1); }
+static void sb_puts(sbuf *b, const char *s) {
+    sb_put(b, s, strlen(s));
+}
+static void sb_putc(sbuf *b, char c) {
+    sb_put(b, &c, 1);
+}
 static void sb_putlen(sbuf *b, size_t v) {
     char tmp[32];
     int k = snprintf(tmp, sizeof tmp, "%zu:", v);
@@ -98,8 +105,8 @@ static void py_strip(const char *s, size_t n, size_t *b, size_t *e) {
 
 /* ---- known templates ---------------------------------------------------------------- */
 enum { F_CHATML, F_LLAMA3, F_LLAMA31, F_LLAMA2, F_MISTRAL, F_ZEPHYR };
-static const char *const family_names[] = {"chatml", "llama3", "llama3.1", "llama2", "mistral",
-                                           "zephyr"};
+static const char *const family_names[] = {"chatml", "llama3",  "llama3.1",
+                                           "llama2", "mistral", "zephyr"};
 enum { SYS_NONE, SYS_FIRST, SYS_LAST }; /* where Mistral folds the system prompt */
 
 typedef struct {
@@ -163,7 +170,8 @@ static const char T_MISTRAL_LEGACY_V01[] =
     "roles are supported!') }}{% endif %}{% endfor %}";
 static const char T_ZEPHYR[] =
     "{% for message in messages %}\n{% if message['role'] == 'user' %}\n{{ '<|user|>\n' + "
-    "message['content'] + eos_token }}\n{% elif message['role'] == 'system' %}\n{{ '<|system|>\n' + "
+    "message['content'] + eos_token }}\n{% elif message['role'] == 'system' %}\n{{ '<|system|>\n' "
+    "+ "
     "message['content'] + eos_token }}\n{% elif message['role'] == 'assistant' %}\n{{ "
     "'<|assistant|>\n'  + message['content'] + eos_token }}\n{% endif %}\n{% if loop.last and "
     "add_generation_prompt %}\n{{ '<|assistant|>' }}\n{% endif %}\n{% endfor %}";
@@ -487,11 +495,24 @@ static int canon_string(const char *s, size_t n, size_t *i, sbuf *out) {
         if (s[k] == '\\' && k + 1 < n) {
             char e = s[++k];
             switch (e) {
-            case 'n': sb_putc(&lit, '\n'); break;
-            case 't': sb_putc(&lit, '\t'); break;
-            case 'r': sb_putc(&lit, '\r'); break;
-            case '\\': case '\'': case '"': sb_putc(&lit, e); break;
-            default: sb_putc(&lit, '\\'); sb_putc(&lit, e); break;
+            case 'n':
+                sb_putc(&lit, '\n');
+                break;
+            case 't':
+                sb_putc(&lit, '\t');
+                break;
+            case 'r':
+                sb_putc(&lit, '\r');
+                break;
+            case '\\':
+            case '\'':
+            case '"':
+                sb_putc(&lit, e);
+                break;
+            default:
+                sb_putc(&lit, '\\');
+                sb_putc(&lit, e);
+                break;
             }
         } else {
             sb_putc(&lit, s[k]);
@@ -533,16 +554,18 @@ static int canonicalise(const char *src, size_t len, sbuf *out) {
     if (n && s[n - 1] == '\n') n--;
 
     size_t pos = 0;
-    int strip_next = 0;    /* 0 none, 1 all whitespace (`-}}`), 2 one newline (trim_blocks) */
+    int strip_next = 0; /* 0 none, 1 all whitespace (`-}}`), 2 one newline (trim_blocks) */
     int rc = 0;
     for (;;) {
         size_t t = pos;
-        while (t + 1 < n && !(s[t] == '{' && (s[t + 1] == '{' || s[t + 1] == '%' || s[t + 1] == '#')))
+        while (t + 1 < n &&
+               !(s[t] == '{' && (s[t + 1] == '{' || s[t + 1] == '%' || s[t + 1] == '#')))
             t++;
         if (t + 1 >= n) t = n;
         size_t a = pos, z = t;
         if (strip_next == 1)
-            while (a < z && is_jws(s[a])) a++;
+            while (a < z && is_jws(s[a]))
+                a++;
         else if (strip_next == 2 && a < z && s[a] == '\n')
             a++;
         /* Jinja's line_starting: the previous lexeme (tag end plus what it swallowed)
@@ -552,10 +575,12 @@ static int canonicalise(const char *src, size_t len, sbuf *out) {
             char kind = s[t + 1];
             char mod = t + 2 < n ? s[t + 2] : 0;
             if (mod == '-') {
-                while (z > a && is_jws(s[z - 1])) z--;
+                while (z > a && is_jws(s[z - 1]))
+                    z--;
             } else if (mod != '+' && kind != '{') { /* lstrip_blocks */
                 size_t l = z;
-                while (l > a && s[l - 1] != '\n') l--;
+                while (l > a && s[l - 1] != '\n')
+                    l--;
                 int only_blank = 1;
                 for (size_t q = l; q < z; q++)
                     if (s[q] != ' ' && s[q] != '\t') only_blank = 0;
@@ -575,7 +600,8 @@ static int canonicalise(const char *src, size_t len, sbuf *out) {
         char endmod = 0;
         if (kind == '#') {
             size_t e = p;
-            while (e + 1 < n && !(s[e] == '#' && s[e + 1] == '}')) e++;
+            while (e + 1 < n && !(s[e] == '#' && s[e + 1] == '}'))
+                e++;
             if (e + 1 >= n) {
                 rc = -1;
                 break;
@@ -597,7 +623,7 @@ static int canonicalise(const char *src, size_t len, sbuf *out) {
                 continue;
             }
             if (depth == 0) {
-                if ((c == '-' || c == '+') && q + 2 < n + 0 && s[q + 1] == close && s[q + 2] == '}') {
+                if ((c == '-' || c == '+') && q + 2 < n && s[q + 1] == close && s[q + 2] == '}') {
                     endmod = c;
                     q += 3;
                     done = 1;
@@ -616,7 +642,8 @@ static int canonicalise(const char *src, size_t len, sbuf *out) {
             }
             if (is_word(c)) {
                 if (prev_word) sb_putc(out, ' ');
-                while (q < n && is_word(s[q])) sb_putc(out, s[q++]);
+                while (q < n && is_word(s[q]))
+                    sb_putc(out, s[q++]);
                 prev_word = 1;
                 continue;
             }
@@ -663,7 +690,7 @@ static char *dup_n(const char *s, size_t n) {
 static const known_tpl *guess_family(const char *s) {
     if (strstr(s, "<|start_header_id|>"))
         return known_by_name(strstr(s, "Cutting Knowledge Date") ? "llama3.1-instruct"
-                                                                   : "llama3-instruct");
+                                                                 : "llama3-instruct");
     if (strstr(s, "<|im_start|>")) {
         if (strstr(s, "You are a helpful AI assistant named SmolLM"))
             return known_by_name("smollm2-instruct");
@@ -746,12 +773,24 @@ void lt_chat_template_free(lt_chat_template *t) {
 const char *lt_chat_template_family(const lt_chat_template *t) {
     return t ? family_names[t->k->family] : "";
 }
-const char *lt_chat_template_name(const lt_chat_template *t) { return t ? t->k->name : ""; }
-int lt_chat_template_is_exact(const lt_chat_template *t) { return t && t->exact; }
-int lt_chat_template_is_recognised(const lt_chat_template *t) { return t && t->recognised; }
-const char *lt_chat_template_bos(const lt_chat_template *t) { return t ? t->bos : ""; }
-const char *lt_chat_template_eos(const lt_chat_template *t) { return t ? t->eos : ""; }
-const char *lt_chat_template_source(const lt_chat_template *t) { return t ? t->source : ""; }
+const char *lt_chat_template_name(const lt_chat_template *t) {
+    return t ? t->k->name : "";
+}
+int lt_chat_template_is_exact(const lt_chat_template *t) {
+    return t && t->exact;
+}
+int lt_chat_template_is_recognised(const lt_chat_template *t) {
+    return t && t->recognised;
+}
+const char *lt_chat_template_bos(const lt_chat_template *t) {
+    return t ? t->bos : "";
+}
+const char *lt_chat_template_eos(const lt_chat_template *t) {
+    return t ? t->eos : "";
+}
+const char *lt_chat_template_source(const lt_chat_template *t) {
+    return t ? t->source : "";
+}
 
 /* ---- tokenizer_config.json ---------------------------------------------------------- */
 /* bos_token / eos_token: a string, an AddedToken object {"content": ...}, null or absent. */
@@ -778,11 +817,12 @@ lt_status lt_chat_template_from_config(const char *path, lt_chat_template **out)
     if (!out || !path) return lt_error(LT_ERR_ARG, "lt_chat_template_from_config: NULL argument");
     *out = NULL;
     json_error_t jerr;
-    json_t *root = json_load_file(path, JSON_REJECT_DUPLICATES, &jerr);
+    /* INT_AS_REAL: real configs hold integers beyond int64 (model_max_length = 1e30) */
+    json_t *root = json_load_file(path, JSON_REJECT_DUPLICATES | JSON_DECODE_INT_AS_REAL, &jerr);
     if (!root) {
         if (!lt_path_exists(path)) return lt_error(LT_ERR_IO, "%s: cannot open file", path);
-        return lt_error(LT_ERR_FORMAT, "%s: line %d column %d: not valid JSON: %s", path,
-                        jerr.line, jerr.column, jerr.text);
+        return lt_error(LT_ERR_FORMAT, "%s: line %d column %d: not valid JSON: %s", path, jerr.line,
+                        jerr.column, jerr.text);
     }
     lt_status st = LT_OK;
     char *tpl = NULL, *bos = NULL, *eos = NULL;
@@ -867,6 +907,51 @@ done:
     return st;
 }
 
+/* ---- GGUF --------------------------------------------------------------------------- */
+/* The piece of the token whose id is stored under id_key, or "" when the key is absent. */
+static lt_status gguf_special(const lt_gguf *g, const char *id_key, char **out) {
+    *out = NULL;
+    uint32_t id;
+    const char *s = "";
+    size_t n = 0;
+    lt_status st = lt_gguf_get_u32(g, id_key, &id);
+    if (st == LT_OK) {
+        st = lt_gguf_get_arr_str(g, "tokenizer.ggml.tokens", id, &s, &n);
+        if (st != LT_OK)
+            return lt_error(LT_ERR_FORMAT,
+                            "%s: %s = %u: no such entry in tokenizer.ggml.tokens (%s)",
+                            lt_gguf_path(g), id_key, id, lt_errmsg());
+    } else if (st != LT_ERR_NOTFOUND) {
+        return st;
+    }
+    *out = dup_n(s, n);
+    return *out ? LT_OK : lt_error(LT_ERR_NOMEM, "out of memory");
+}
+
+lt_status lt_chat_template_from_gguf(const lt_gguf *g, lt_chat_template **out) {
+    if (!out || !g) return lt_error(LT_ERR_ARG, "lt_chat_template_from_gguf: NULL argument");
+    *out = NULL;
+    const char *s;
+    size_t len;
+    lt_status st = lt_gguf_get_str(g, "tokenizer.chat_template", &s, &len);
+    if (st == LT_ERR_NOTFOUND)
+        return lt_error(LT_ERR_NOTFOUND, "%s: no \"tokenizer.chat_template\" key", lt_gguf_path(g));
+    if (st != LT_OK) return st;
+    char *bos = NULL, *eos = NULL;
+    if ((st = gguf_special(g, "tokenizer.ggml.bos_token_id", &bos)) == LT_OK &&
+        (st = gguf_special(g, "tokenizer.ggml.eos_token_id", &eos)) == LT_OK &&
+        (st = lt_chat_template_from_string(s, len, out)) == LT_OK) {
+        free((*out)->bos);
+        free((*out)->eos);
+        (*out)->bos = bos;
+        (*out)->eos = eos;
+        return LT_OK;
+    }
+    free(bos);
+    free(eos);
+    return st;
+}
+
 /* ---- renderers ---------------------------------------------------------------------- */
 typedef struct {
     const lt_chat_template *t;
@@ -877,7 +962,9 @@ typedef struct {
     lt_chat_span *sp; /* may be NULL */
 } render_ctx;
 
-static int role_is(const lt_chat_message *m, const char *r) { return strcmp(m->role, r) == 0; }
+static int role_is(const lt_chat_message *m, const char *r) {
+    return strcmp(m->role, r) == 0;
+}
 
 static void span_begin(render_ctx *c, size_t i) {
     if (c->sp) c->sp[i].begin = c->b.n;
@@ -1065,7 +1152,8 @@ static lt_status render_mistral(render_ctx *c) {
     size_t start = (k->sys_mode != SYS_NONE && role_is(&c->m[0], "system")) ? 1 : 0;
     for (size_t i = start; i < c->n; i++) {
         int is_user = role_is(&c->m[i], "user");
-        if (is_user != ((i - start) % 2 == 0)) return alternation_error(c, i, k->sys_mode != SYS_NONE);
+        if (is_user != ((i - start) % 2 == 0))
+            return alternation_error(c, i, k->sys_mode != SYS_NONE);
     }
     for (size_t i = start; i < c->n; i++)
         if (!role_is(&c->m[i], "user") && !role_is(&c->m[i], "assistant"))
@@ -1134,20 +1222,33 @@ lt_status lt_chat_render_spans(const lt_chat_template *t, const lt_chat_message 
                         t->k->name);
     for (size_t i = 0; i < n; i++) {
         if (!msgs[i].role || !msgs[i].content)
-            return lt_error(LT_ERR_ARG, "chat template '%s': message %zu has a NULL %s",
-                            t->k->name, i, msgs[i].role ? "content" : "role");
+            return lt_error(LT_ERR_ARG, "chat template '%s': message %zu has a NULL %s", t->k->name,
+                            i, msgs[i].role ? "content" : "role");
     }
     if (spans) memset(spans, 0, n * sizeof *spans);
     render_ctx c = {t, msgs, n, add_generation_prompt != 0, {0}, spans};
     lt_status st;
     switch (t->k->family) {
-    case F_CHATML: st = render_chatml(&c); break;
-    case F_LLAMA3: st = render_llama3(&c); break;
-    case F_LLAMA31: st = render_llama31(&c); break;
-    case F_LLAMA2: st = render_llama2(&c); break;
-    case F_MISTRAL: st = render_mistral(&c); break;
-    case F_ZEPHYR: st = render_zephyr(&c); break;
-    default: st = lt_error(LT_ERR_INTERNAL, "chat template: bad family %d", t->k->family);
+    case F_CHATML:
+        st = render_chatml(&c);
+        break;
+    case F_LLAMA3:
+        st = render_llama3(&c);
+        break;
+    case F_LLAMA31:
+        st = render_llama31(&c);
+        break;
+    case F_LLAMA2:
+        st = render_llama2(&c);
+        break;
+    case F_MISTRAL:
+        st = render_mistral(&c);
+        break;
+    case F_ZEPHYR:
+        st = render_zephyr(&c);
+        break;
+    default:
+        st = lt_error(LT_ERR_INTERNAL, "chat template: bad family %d", t->k->family);
     }
     if (st == LT_OK && c.b.oom) st = lt_error(LT_ERR_NOMEM, "out of memory rendering a chat");
     if (st == LT_OK && !c.b.p) sb_put(&c.b, "", 0);

@@ -336,7 +336,7 @@ static lt_status repl_cb(void *u, size_t ms, size_t me) {
     return st;
 }
 
-/* Normalizes arena[off..off+len) and appends the result to the arena; *noff/*nlen. */
+/* Normalizes arena[off, off+len) and appends the result to the arena (at *noff, *nlen). */
 static lt_status normalize(enc_ctx *c, size_t off, size_t len, size_t *noff, size_t *nlen) {
     const hf_tok *h = c->h;
     buf_t cur = {0}, nxt = {0};

@@ -425,7 +425,7 @@ static lt_status find_bos_eos(hf_tok *h, const char *path, int32_t *bos, int32_t
             return st;
         }
         json_error_t err;
-        json_t *cfg = json_loadb(txt, len, 0, &err);
+        json_t *cfg = json_loadb(txt, len, JSON_DECODE_INT_AS_REAL, &err);
         free(txt);
         if (!cfg) {
             st = lt_error(LT_ERR_FORMAT, "%s: line %d column %d: %s", cp, err.line, err.column,

@@ -10,7 +10,9 @@
 #ifndef LT_HF_TOKENIZER_H
 #define LT_HF_TOKENIZER_H
 
+#ifndef PCRE2_CODE_UNIT_WIDTH
 #define PCRE2_CODE_UNIT_WIDTH 8
+#endif
 #include <pcre2.h>
 
 #include "tokenizer_impl.h"

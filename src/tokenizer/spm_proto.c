@@ -24,8 +24,8 @@
 typedef struct {
     const uint8_t *base; /* start of the whole file, for offsets in messages */
     const uint8_t *p, *end;
-    const char *src;     /* file name */
-    const char *what;    /* message being read, for messages */
+    const char *src;  /* file name */
+    const char *what; /* message being read, for messages */
 } pb_reader;
 
 typedef struct {
@@ -36,7 +36,9 @@ typedef struct {
     size_t len;          /* wire 2 */
 } pb_field;
 
-static size_t pb_off(const pb_reader *r) { return (size_t)(r->p - r->base); }
+static size_t pb_off(const pb_reader *r) {
+    return (size_t)(r->p - r->base);
+}
 
 static lt_status pb_varint(pb_reader *r, uint64_t *out) {
     uint64_t v = 0;
@@ -58,9 +60,8 @@ static lt_status pb_varint(pb_reader *r, uint64_t *out) {
             return LT_OK;
         }
     }
-    return lt_error(LT_ERR_FORMAT,
-                    "%s: protobuf: %s: varint at offset %zu is longer than 10 bytes", r->src,
-                    r->what, start);
+    return lt_error(LT_ERR_FORMAT, "%s: protobuf: %s: varint at offset %zu is longer than 10 bytes",
+                    r->src, r->what, start);
 }
 
 /* Reads the next field; returns LT_OK with f filled. Caller checks r->p < r->end first. */
@@ -70,9 +71,8 @@ static lt_status pb_next(pb_reader *r, pb_field *f) {
     lt_status st = pb_varint(r, &key);
     if (st != LT_OK) return st;
     if ((key >> 3) == 0 || (key >> 3) > 0x1fffffff)
-        return lt_error(LT_ERR_FORMAT,
-                        "%s: protobuf: %s: invalid field number %llu at offset %zu", r->src,
-                        r->what, (unsigned long long)(key >> 3), start);
+        return lt_error(LT_ERR_FORMAT, "%s: protobuf: %s: invalid field number %llu at offset %zu",
+                        r->src, r->what, (unsigned long long)(key >> 3), start);
     f->field = (uint32_t)(key >> 3);
     f->wire = (int)(key & 7);
     f->data = NULL;
@@ -90,7 +90,8 @@ static lt_status pb_next(pb_reader *r, pb_field *f) {
                             "%s: protobuf: %s: field %u at offset %zu needs %zu bytes, %zu left",
                             r->src, r->what, f->field, start, k, left);
         uint64_t v = 0;
-        for (size_t i = 0; i < k; i++) v |= (uint64_t)r->p[i] << (8 * i);
+        for (size_t i = 0; i < k; i++)
+            v |= (uint64_t)r->p[i] << (8 * i);
         r->p += k;
         f->v = v;
         return LT_OK;
@@ -130,7 +131,9 @@ static pb_reader pb_sub(const pb_reader *r, const pb_field *f, const char *what)
 }
 
 /* proto int32: the varint is the 64-bit two's complement value, truncated. */
-static int32_t pb_i32(uint64_t v) { return (int32_t)(uint32_t)v; }
+static int32_t pb_i32(uint64_t v) {
+    return (int32_t)(uint32_t)v;
+}
 
 static lt_status parse_piece(spm_model *m, const pb_reader *parent, const pb_field *pf) {
     pb_reader r = pb_sub(parent, pf, "ModelProto.pieces");
@@ -267,8 +270,8 @@ static lt_status check_id(const spm_model *m, const char *name, int32_t id, int3
         return LT_OK;
     }
     if (id >= m->n)
-        return lt_error(LT_ERR_FORMAT, "%s: TrainerSpec.%s = %d is outside the %d pieces",
-                        m->src, name, id, m->n);
+        return lt_error(LT_ERR_FORMAT, "%s: TrainerSpec.%s = %d is outside the %d pieces", m->src,
+                        name, id, m->n);
     *dst = id;
     return LT_OK;
 }
@@ -307,8 +310,7 @@ lt_status spm_proto_parse(spm_model *m, const uint8_t *buf, size_t size) {
             if ((st = parse_normalizer(m, &o, &r, &f)) != LT_OK) return st;
         }
     }
-    if (m->n == 0)
-        return lt_error(LT_ERR_FORMAT, "%s: ModelProto has no pieces (field 1)", m->src);
+    if (m->n == 0) return lt_error(LT_ERR_FORMAT, "%s: ModelProto has no pieces (field 1)", m->src);
     if (!have_trainer)
         return lt_error(LT_ERR_FORMAT,
                         "%s: ModelProto has no trainer_spec (field 2), so the model type is "

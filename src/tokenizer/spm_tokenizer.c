@@ -26,7 +26,6 @@
  * Invariants: see spm_internal.h. Encode allocates O(text length); nothing is sized from
  * a count read from a file without checking it against the file size first. */
 #include <limits.h>
-#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -37,8 +36,8 @@
  * repeated here so this file does not depend on it). */
 lt_status lt_tokenizer_load_gguf_bpe(const struct lt_gguf *g, lt_tokenizer **out);
 
-static const char SPM_SPACE[] = "\xE2\x96\x81"; /* U+2581 */
-static const char SPM_REPLACEMENT[] = "\xEF\xBF\xBD"; /* U+FFFD */
+static const char SPM_SPACE[] = "\xE2\x96\x81";         /* U+2581 */
+static const char SPM_REPLACEMENT[] = "\xEF\xBF\xBD";   /* U+FFFD */
 static const char SPM_UNK_SURFACE[] = " \xE2\x81\x87 "; /* " ⁇ " */
 
 /* ---- vocabulary ------------------------------------------------------------------------ */
@@ -55,7 +54,8 @@ static uint64_t spm_hash(const char *s, size_t len) {
 void spm_model_init(spm_model *m, const char *src, const char *kind) {
     memset(m, 0, sizeof *m);
     m->unk_id = m->bos_id = m->eos_id = m->pad_id = -1;
-    for (int i = 0; i < 256; i++) m->byte_ids[i] = -1;
+    for (int i = 0; i < 256; i++)
+        m->byte_ids[i] = -1;
     m->add_dummy_prefix = 1;
     m->escape_ws = 1;
     m->add_bos = 1;
@@ -69,7 +69,8 @@ void spm_model_init(spm_model *m, const char *src, const char *kind) {
 
 void spm_model_clear(spm_model *m) {
     if (!m) return;
-    for (int32_t i = 0; i < m->n; i++) free(m->pieces[i].text);
+    for (int32_t i = 0; i < m->n; i++)
+        free(m->pieces[i].text);
     free(m->pieces);
     free(m->slots);
     free(m->unk_surface);
@@ -79,19 +80,22 @@ void spm_model_clear(spm_model *m) {
     memset(m, 0, sizeof *m);
 }
 
-static const char *spm_src(const spm_model *m) { return m->src ? m->src : "(tokenizer)"; }
+static const char *spm_src(const spm_model *m) {
+    return m->src ? m->src : "(tokenizer)";
+}
 
 lt_status spm_model_add(spm_model *m, const char *text, size_t len, float score, int type) {
-    if (m->n == INT32_MAX)
-        return lt_error(LT_ERR_FORMAT, "%s: too many pieces", spm_src(m));
-    if (len == 0)
+    if (m->n == INT32_MAX) return lt_error(LT_ERR_FORMAT, "%s: too many pieces", spm_src(m));
+    if (len == 0 && !m->lenient)
         return lt_error(LT_ERR_FORMAT, "%s: piece %d: empty piece text", spm_src(m), m->n);
-    if (len > UINT32_MAX || memchr(text, 0, len))
-        return lt_error(LT_ERR_FORMAT, "%s: piece %d: piece text contains a NUL byte",
-                        spm_src(m), m->n);
+    if (len > UINT32_MAX)
+        return lt_error(LT_ERR_FORMAT, "%s: piece %d: piece text too long", spm_src(m), m->n);
+    if (!m->lenient && memchr(text, 0, len))
+        return lt_error(LT_ERR_FORMAT, "%s: piece %d: piece text contains a NUL byte", spm_src(m),
+                        m->n);
     if (type < SPM_NORMAL || type > SPM_BYTE)
-        return lt_error(LT_ERR_FORMAT, "%s: piece %d: type %d (expected 1..6)", spm_src(m),
-                        m->n, type);
+        return lt_error(LT_ERR_FORMAT, "%s: piece %d: type %d (expected 1..6)", spm_src(m), m->n,
+                        type);
     if (m->n == m->cap) {
         int32_t nc = m->cap ? (m->cap > INT32_MAX / 2 ? INT32_MAX : m->cap * 2) : 256;
         spm_piece *np = realloc(m->pieces, (size_t)nc * sizeof *np);
@@ -101,7 +105,7 @@ lt_status spm_model_add(spm_model *m, const char *text, size_t len, float score,
     }
     char *t = malloc(len + 1);
     if (!t) return lt_error(LT_ERR_NOMEM, "%s: out of memory", spm_src(m));
-    memcpy(t, text, len);
+    if (len) memcpy(t, text, len);
     t[len] = 0;
     spm_piece *p = &m->pieces[m->n++];
     p->text = t;
@@ -113,12 +117,13 @@ lt_status spm_model_add(spm_model *m, const char *text, size_t len, float score,
 
 int32_t spm_model_lookup(const spm_model *m, const char *s, size_t len) {
     if (!m->slots) return -1;
-    uint32_t i = (uint32_t)spm_hash(s, len) & m->mask;
+    uint32_t h = (uint32_t)spm_hash(s, len);
+    uint32_t i = h & m->mask;
     for (;;) {
-        int32_t id = m->slots[i];
+        int32_t id = m->slots[i].id;
         if (id < 0) return -1;
         const spm_piece *p = &m->pieces[id];
-        if (p->len == len && memcmp(p->text, s, len) == 0) return id;
+        if (m->slots[i].hash == h && p->len == len && memcmp(p->text, s, len) == 0) return id;
         i = (i + 1) & m->mask;
     }
 }
@@ -136,7 +141,7 @@ static int spm_byte_piece(const char *s, size_t len) {
     return v;
 }
 
-/* ids of pieces of the given types, longest text first (ties: lower id first) */
+/* ids of non-empty pieces of the given types, longest text first (ties: lower id first) */
 static _Thread_local const spm_model *spm_sort_model;
 static int spm_cmp_len_desc(const void *a, const void *b) {
     int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
@@ -145,9 +150,10 @@ static int spm_cmp_len_desc(const void *a, const void *b) {
     return x < y ? -1 : x > y;
 }
 static lt_status spm_collect(spm_model *m, int t1, int t2, int32_t **out, int32_t *nout) {
+#define SPM_PICK(i) (m->pieces[i].len > 0 && (m->pieces[i].type == t1 || m->pieces[i].type == t2))
     int32_t k = 0;
     for (int32_t i = 0; i < m->n; i++)
-        if (m->pieces[i].type == t1 || m->pieces[i].type == t2) k++;
+        if (SPM_PICK(i)) k++;
     *out = NULL;
     *nout = 0;
     if (!k) return LT_OK;
@@ -155,7 +161,8 @@ static lt_status spm_collect(spm_model *m, int t1, int t2, int32_t **out, int32_
     if (!ids) return lt_error(LT_ERR_NOMEM, "%s: out of memory", spm_src(m));
     k = 0;
     for (int32_t i = 0; i < m->n; i++)
-        if (m->pieces[i].type == t1 || m->pieces[i].type == t2) ids[k++] = i;
+        if (SPM_PICK(i)) ids[k++] = i;
+#undef SPM_PICK
     spm_sort_model = m; /* qsort has no context argument in C11 */
     qsort(ids, (size_t)k, sizeof *ids, spm_cmp_len_desc);
     *out = ids;
@@ -165,20 +172,27 @@ static lt_status spm_collect(spm_model *m, int t1, int t2, int32_t **out, int32_
 
 lt_status spm_model_finish(spm_model *m, int strict_dupes) {
     if (m->n <= 0) return lt_error(LT_ERR_FORMAT, "%s: vocabulary has no pieces", spm_src(m));
+    if (m->n > (1 << 28))
+        return lt_error(LT_ERR_FORMAT, "%s: %d pieces (at most %d supported)", spm_src(m), m->n,
+                        1 << 28);
     uint32_t cap = 16;
-    while (cap < (uint32_t)m->n * 2u) cap *= 2; /* n < 2^31 so this stops at <= 2^32/... */
+    while (cap < (uint32_t)m->n * 2u)
+        cap *= 2; /* load factor <= 1/2 */
     m->slots = malloc((size_t)cap * sizeof *m->slots);
     if (!m->slots) return lt_error(LT_ERR_NOMEM, "%s: out of memory", spm_src(m));
-    for (uint32_t i = 0; i < cap; i++) m->slots[i] = -1;
+    for (uint32_t i = 0; i < cap; i++)
+        m->slots[i].id = -1;
     m->mask = cap - 1;
     int32_t unk = -1;
     for (int32_t id = 0; id < m->n; id++) {
         spm_piece *p = &m->pieces[id];
-        uint32_t i = (uint32_t)spm_hash(p->text, p->len) & m->mask;
+        uint32_t h = (uint32_t)spm_hash(p->text, p->len);
+        uint32_t i = h & m->mask;
         for (;;) {
-            int32_t o = m->slots[i];
+            int32_t o = m->slots[i].id;
             if (o < 0) {
-                m->slots[i] = id;
+                m->slots[i].id = id;
+                m->slots[i].hash = h;
                 break;
             }
             if (m->pieces[o].len == p->len && memcmp(m->pieces[o].text, p->text, p->len) == 0) {
@@ -186,7 +200,7 @@ lt_status spm_model_finish(spm_model *m, int strict_dupes) {
                     return lt_error(LT_ERR_FORMAT,
                                     "%s: piece %d '%s' repeats piece %d (pieces must be unique)",
                                     spm_src(m), id, p->text, o);
-                m->slots[i] = id; /* later id wins, as llama.cpp's token_to_id */
+                m->slots[i].id = id; /* later id wins, as llama.cpp's token_to_id */
                 break;
             }
             i = (i + 1) & m->mask;
@@ -220,10 +234,14 @@ lt_status spm_model_finish(spm_model *m, int strict_dupes) {
         memcpy(m->unk_surface, SPM_UNK_SURFACE, sizeof SPM_UNK_SURFACE);
         m->unk_surface_len = sizeof SPM_UNK_SURFACE - 1;
     }
-    lt_status st = spm_collect(m, SPM_USER_DEFINED, SPM_USER_DEFINED, &m->user_defined,
-                               &m->n_user);
+    lt_status st = spm_collect(m, SPM_USER_DEFINED, SPM_USER_DEFINED, &m->user_defined, &m->n_user);
+    if (st == LT_OK) st = spm_collect(m, SPM_CONTROL, SPM_UNKNOWN, &m->specials, &m->n_specials);
     if (st != LT_OK) return st;
-    return spm_collect(m, SPM_CONTROL, SPM_UNKNOWN, &m->specials, &m->n_specials);
+    for (int32_t k = 0; k < m->n_user; k++)
+        m->user_first[(uint8_t)m->pieces[m->user_defined[k]].text[0]] = 1;
+    for (int32_t k = 0; k < m->n_specials; k++)
+        m->special_first[(uint8_t)m->pieces[m->specials[k]].text[0]] = 1;
+    return LT_OK;
 }
 
 /* ---- growable id list ------------------------------------------------------------------- */
@@ -260,8 +278,7 @@ static size_t spm_utf8_len(const uint8_t *s, size_t n) {
     }
     if ((c & 0xF0) == 0xE0) {
         if (n < 3 || (s[1] & 0xC0) != 0x80 || (s[2] & 0xC0) != 0x80) return 0;
-        uint32_t cp = ((uint32_t)(c & 0x0F) << 12) | ((uint32_t)(s[1] & 0x3F) << 6) |
-                      (s[2] & 0x3F);
+        uint32_t cp = ((uint32_t)(c & 0x0F) << 12) | ((uint32_t)(s[1] & 0x3F) << 6) | (s[2] & 0x3F);
         return (cp >= 0x800 && (cp < 0xD800 || cp > 0xDFFF)) ? 3 : 0;
     }
     if ((c & 0xF8) == 0xF0) {
@@ -284,7 +301,8 @@ static lt_status spm_normalize(const spm_model *m, const char *text, size_t len,
     *out = NULL;
     *outlen = 0;
     if (m->remove_extra_ws)
-        while (i < len && s[i] == ' ') i++;
+        while (i < len && s[i] == ' ')
+            i++;
     if (i == len) return LT_OK;
     if (len > (SIZE_MAX - 8) / 3) return lt_error(LT_ERR_NOMEM, "text too long");
     char *buf = malloc(3 * len + 8); /* each byte grows to at most 3; plus the prefix */
@@ -300,7 +318,8 @@ static lt_status spm_normalize(const spm_model *m, const char *text, size_t len,
         size_t clen = cl ? cl : 3;
         i += cl ? cl : 1;
         if (prev_space)
-            while (clen && *c == ' ') c++, clen--;
+            while (clen && *c == ' ')
+                c++, clen--;
         if (clen) {
             for (size_t k = 0; k < clen; k++) {
                 if (c[k] == ' ' && m->escape_ws) {
@@ -315,7 +334,8 @@ static lt_status spm_normalize(const spm_model *m, const char *text, size_t len,
         if (!m->remove_extra_ws) prev_space = 0;
     }
     if (m->remove_extra_ws)
-        while (o >= spl && memcmp(buf + o - spl, sp, spl) == 0) o -= spl;
+        while (o >= spl && memcmp(buf + o - spl, sp, spl) == 0)
+            o -= spl;
     *out = buf;
     *outlen = o;
     return LT_OK;
@@ -448,8 +468,8 @@ static lt_status spm_resegment(spm_bpe *b, uint32_t off, uint32_t len, spm_emit_
         n--;
         uint32_t o = stack[n * 2], l = stack[n * 2 + 1];
         int32_t id = spm_model_lookup(b->m, b->s + o, l);
-        if (id >= 0 && b->rev_left && b->m->pieces[id].type == SPM_UNUSED &&
-            b->rev_left[id] > 0 && (uint32_t)b->rev_left[id] < l) {
+        if (id >= 0 && b->rev_left && b->m->pieces[id].type == SPM_UNUSED && b->rev_left[id] > 0 &&
+            (uint32_t)b->rev_left[id] < l) {
             uint32_t ll = (uint32_t)b->rev_left[id];
             if (n + 2 > cap) {
                 uint32_t *ns = malloc(cap * 4 * sizeof *ns);
@@ -487,7 +507,8 @@ static lt_status spm_bpe_encode(const spm_model *m, const char *s, size_t len, s
             free(b.sym);
             return lt_error(LT_ERR_NOMEM, "out of memory");
         }
-        for (int32_t i = 0; i < m->n; i++) b.rev_left[i] = -1;
+        for (int32_t i = 0; i < m->n; i++)
+            b.rev_left[i] = -1;
     }
     /* split into characters / whole user-defined pieces */
     int32_t nsym = 0;
@@ -495,7 +516,7 @@ static lt_status spm_bpe_encode(const spm_model *m, const char *s, size_t len, s
     while (pos < len) {
         uint32_t clen = 0;
         uint8_t freeze = 0;
-        for (int32_t k = 0; k < m->n_user; k++) {
+        for (int32_t k = 0; m->user_first[(uint8_t)s[pos]] && k < m->n_user; k++) {
             const spm_piece *p = &m->pieces[m->user_defined[k]];
             if (p->len <= len - pos && memcmp(s + pos, p->text, p->len) == 0) {
                 clen = p->len;
@@ -517,7 +538,8 @@ static lt_status spm_bpe_encode(const spm_model *m, const char *s, size_t len, s
         nsym++;
         pos += clen;
     }
-    for (int32_t i = 1; i < nsym && st == LT_OK; i++) st = spm_maybe_add(&b, i - 1, i);
+    for (int32_t i = 1; i < nsym && st == LT_OK; i++)
+        st = spm_maybe_add(&b, i - 1, i);
     while (b.nheap > 0 && st == LT_OK) {
         spm_pair p = spm_heap_pop(&b);
         spm_sym *l = &b.sym[p.left], *r = &b.sym[p.right];
@@ -552,6 +574,7 @@ static lt_status spm_encode_fragment(const spm_model *m, const char *text, size_
 
 /* the special piece (CONTROL/UNKNOWN) starting at text[0..len), or -1 */
 static int32_t spm_match_special(const spm_model *m, const char *text, size_t len) {
+    if (!m->special_first[(uint8_t)text[0]]) return -1;
     for (int32_t k = 0; k < m->n_specials; k++) {
         const spm_piece *p = &m->pieces[m->specials[k]];
         if (p->len <= len && memcmp(text, p->text, p->len) == 0) return m->specials[k];
@@ -559,8 +582,8 @@ static int32_t spm_match_special(const spm_model *m, const char *text, size_t le
     return -1;
 }
 
-static lt_status spm_encode(const lt_tokenizer *t, const char *text, size_t len,
-                            int add_special, int parse_special, int32_t **ids, size_t *n) {
+static lt_status spm_encode(const lt_tokenizer *t, const char *text, size_t len, int add_special,
+                            int parse_special, int32_t **ids, size_t *n) {
     const spm_model *m = t->impl;
     spm_ids out = {0};
     lt_status st = LT_OK;
@@ -609,7 +632,8 @@ static lt_status spm_buf_put(spm_buf *b, const char *s, size_t len) {
     if (len > SIZE_MAX - b->n - 1) return lt_error(LT_ERR_NOMEM, "out of memory");
     if (b->n + len + 1 > b->cap) {
         size_t nc = b->cap ? b->cap : 64;
-        while (nc < b->n + len + 1) nc = nc > SIZE_MAX / 2 ? b->n + len + 1 : nc * 2;
+        while (nc < b->n + len + 1)
+            nc = nc > SIZE_MAX / 2 ? b->n + len + 1 : nc * 2;
         char *na = realloc(b->a, nc);
         if (!na) return lt_error(LT_ERR_NOMEM, "out of memory");
         b->a = na;
@@ -655,8 +679,8 @@ static lt_status spm_put_unescaped(spm_buf *b, const char *s, size_t len) {
     return st;
 }
 
-static lt_status spm_decode(const lt_tokenizer *t, const int32_t *ids, size_t n,
-                            int skip_special, char **text, size_t *len) {
+static lt_status spm_decode(const lt_tokenizer *t, const int32_t *ids, size_t n, int skip_special,
+                            char **text, size_t *len) {
     const spm_model *m = t->impl;
     spm_buf b = {0};
     lt_status st = spm_buf_put(&b, "", 0);
@@ -672,8 +696,8 @@ static lt_status spm_decode(const lt_tokenizer *t, const int32_t *ids, size_t n,
     for (size_t i = 0; i <= n && st == LT_OK; i++) {
         int32_t id = i < n ? ids[i] : -1;
         if (i < n && (id < 0 || id >= m->n)) {
-            st = lt_error(LT_ERR_ARG, "decode: token id %d at position %zu is outside [0, %d)",
-                          id, i, m->n);
+            st = lt_error(LT_ERR_ARG, "decode: token id %d at position %zu is outside [0, %d)", id,
+                          i, m->n);
             break;
         }
         const spm_piece *p = i < n ? &m->pieces[id] : NULL;
@@ -790,8 +814,7 @@ lt_status lt_tokenizer_load_spm(const char *model_path, lt_tokenizer **out) {
 }
 
 static int32_t spm_rd_i32(const uint8_t *p) {
-    uint32_t v = (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
-                 (uint32_t)p[3] << 24;
+    uint32_t v = (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
     return (int32_t)v;
 }
 
@@ -904,8 +927,8 @@ static lt_status spm_gguf_id(const lt_gguf *g, const char *key, int32_t n, int32
             *dst = -1;
             return LT_OK;
         }
-        return lt_error(LT_ERR_FORMAT, "%s: %s = %lld is outside the %d tokens",
-                        lt_gguf_path(g), key, (long long)v, n);
+        return lt_error(LT_ERR_FORMAT, "%s: %s = %lld is outside the %d tokens", lt_gguf_path(g),
+                        key, (long long)v, n);
     }
     *dst = (int32_t)v;
     return LT_OK;
@@ -959,6 +982,7 @@ static lt_status spm_load_gguf_llama(const lt_gguf *g, lt_tokenizer **out) {
     spm_model m;
     spm_model_init(&m, path, "gguf-spm");
     if (!m.src) return lt_error(LT_ERR_NOMEM, "out of memory");
+    m.lenient = 1; /* converted vocabularies sometimes hold "" or NUL pieces; harmless here */
     for (uint64_t i = 0; i < n && st == LT_OK; i++) {
         const char *s;
         size_t len;

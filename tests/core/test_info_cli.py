@@ -62,7 +62,7 @@ def main():
         check(False, f"info --json is not JSON: {e}")
         print(f"{PASSED} passed, {FAILED} failed")
         return 1
-    for key in ("cpu", "memory", "cuda", "build", "runtime"):
+    for key in ("cpu", "memory", "cgroup", "cuda", "build", "runtime"):
         check(key in hw, f"missing key {key}")
     cpu, mem, build, rt = hw["cpu"], hw["memory"], hw["build"], hw["runtime"]
 
@@ -82,7 +82,29 @@ def main():
     avail = mi["MemAvailable"]
     check(abs(mem["available_bytes"] - avail) < 0.1 * avail + 256 * 2**20, "MemAvailable")
 
-    check(hw["cuda"]["built"] is False and hw["cuda"]["status"] == "not built", "cuda not built")
+    # cgroup limits, read here only where the files sit at the mount root (namespaced)
+    cg = hw["cgroup"]
+    want_cpus = None
+    if os.path.exists("/sys/fs/cgroup/cpu.max"):
+        q, p = open("/sys/fs/cgroup/cpu.max").read().split()
+        want_cpus = 0.0 if q == "max" else int(q) / int(p)
+    elif os.path.exists("/sys/fs/cgroup/cpu/cpu.cfs_quota_us") and all(
+            l.split(":")[2].strip() == "/" for l in open("/proc/self/cgroup") if ":cpu" in l):
+        q = int(open("/sys/fs/cgroup/cpu/cpu.cfs_quota_us").read())
+        p = int(open("/sys/fs/cgroup/cpu/cpu.cfs_period_us").read())
+        want_cpus = 0.0 if q <= 0 else q / p
+    if want_cpus is not None:
+        check(abs(cg["cpus"] - want_cpus) < 1e-9, f"cgroup cpus {cg['cpus']} vs {want_cpus}")
+    if cg["cpus"] > 0:
+        check(rt["threads"] <= -(-cg["cpus"] // 1), "threads above the cgroup CPU quota")
+    check(cg["memory_bytes"] >= 0, "cgroup memory")
+
+    cuda = hw["cuda"]
+    if cuda["built"]:  # an LT_CUDA build: devices listed, or the reason why none were
+        check(cuda["device_count"] == len(cuda["devices"]), "cuda device count")
+        check((cuda["device_count"] > 0) == (cuda["status"] == "ok"), f"cuda status {cuda['status']}")
+    else:
+        check(cuda["status"] == "not built" and cuda["device_count"] == 0, "cuda not built")
     check(build["blas"]["name"] == "OpenBLAS" and build["blas"]["config"].startswith("OpenBLAS"),
           f"blas {build['blas']}")
     check(build["openmp"]["enabled"] is True, "openmp")
@@ -99,7 +121,10 @@ def main():
     r = run("info")
     check(r.returncode == 0 and "kernels" in r.stdout and str(rt["threads"]) in r.stdout,
           f"table form: {r.stdout}")
-    check("not built" in r.stdout, "table shows CUDA not built")
+    if not cuda["built"]:
+        check("not built" in r.stdout, "table shows CUDA not built")
+    for d in cuda["devices"]:
+        check(d["name"] in r.stdout, f"table shows CUDA device {d['name']}")
     r = run("info", "--help")
     check(r.returncode == 0 and "usage: loratune info" in r.stdout, "--help")
     r = run("info", "--bogus")

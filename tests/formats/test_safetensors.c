@@ -112,6 +112,7 @@ static const char *g_dir;
 static const char *tpath(const char *name) { return lt_path_join_(g_dir, name); }
 
 static void write_bytes(const char *path, const void *buf, size_t n) {
+    unlink(path); /* a fresh file: truncating one makes ext4 flush it (auto_da_alloc), slowly */
     FILE *f = fopen(path, "wb");
     if (n) fwrite(buf, 1, n, f);
     fclose(f);
@@ -552,6 +553,22 @@ static void test_bad(void) {
         h[0] = '{';
         h[n] = 0;
         CHECK_ERR(open_close(mkfile("deep.st", h, 0, 0)), LT_ERR_FORMAT, "nested deeper");
+        free(h);
+        /* too many tensors, too many metadata keys */
+        size_t cap = 1000002 * 16 + 64;
+        h = malloc(cap);
+        o = 0;
+        h[o++] = '{';
+        for (int i = 0; i < 1000002; i++) o += (size_t)snprintf(h + o, cap - o, "\"%x\":0,", i);
+        strcpy(h + o, "\"x\":0}");
+        CHECK_ERR(open_close(mkfile("many.st", h, 0, 0)), LT_ERR_FORMAT,
+                  "more than 1000001 entries");
+        strcpy(h, "{\"__metadata__\":{");
+        o = strlen(h);
+        for (int i = 0; i < 70000; i++) o += (size_t)snprintf(h + o, cap - o, "\"%x\":\"\",", i);
+        strcpy(h + o, "\"x\":\"\"}}");
+        CHECK_ERR(open_close(mkfile("manymeta.st", h, 0, 0)), LT_ERR_FORMAT,
+                  "JSON object with more than 65536 keys");
         free(h);
     }
     /* NUL-free garbage: random printable bytes, with and without a plausible length */

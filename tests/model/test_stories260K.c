@@ -151,6 +151,22 @@ int main(void) {
     for (int i = 0; i < 512; i++)
         d = fmaxf(d, fmaxf(fabsf(l_bin[i] - l_gguf[i]), fabsf(l_bin[i] - l_hf[i])));
     CHECK(d <= 1e-5f, "the three forms' step-0 logits differ by %g", d);
+    /* un-permuting the .bin and the .gguf must give the HF fixture's weights bit for bit */
+    lt_model *mb = NULL, *mg = NULL, *mh = NULL;
+    CHECK_OK(lt_model_load(lt_fixture("stories260K/stories260K.bin"), NULL, &mb));
+    CHECK_OK(lt_model_load(lt_fixture("stories260K/stories260K.gguf"), NULL, &mg));
+    CHECK_OK(lt_model_load(lt_fixture("stories260K-hf"), NULL, &mh));
+    if (mb && mg && mh) {
+        size_t nb = sizeof(float) * (size_t)mb->n_params;
+        CHECK(mh->n_params == mb->n_params && !memcmp(mb->params, mh->params, nb),
+              ".bin weights == HF weights");
+        CHECK(mg->n_params == mb->n_params + 512 * 64 && !memcmp(mb->params, mg->params, nb) &&
+                  !memcmp(mg->w.lm_head, mb->w.tok_embd, sizeof(float) * 512 * 64),
+              ".gguf weights == HF weights (+ its explicit output.weight)");
+    }
+    lt_model_free(mb);
+    lt_model_free(mg);
+    lt_model_free(mh);
     check_generate(lt_fixture("stories260K/stories260K.bin"), lt_fixture("stories260K/tok512.model"));
     check_prefill(lt_fixture("stories260K/stories260K.bin"));
     free(ref_text);

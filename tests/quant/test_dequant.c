@@ -32,8 +32,8 @@ static void check_type(lt_dtype t) {
     float *ref = load(name, ".f32", &nref);
     if (!raw || !ref) goto done;
     int64_t n = (int64_t)(nref / 4);
-    CHECK(lt_dtype_nbytes(t, n) == (int64_t)nraw, "%s: %zu raw bytes for %lld values", name,
-          nraw, (long long)n);
+    CHECK(lt_dtype_nbytes(t, n) == (int64_t)nraw, "%s: %zu raw bytes for %lld values", name, nraw,
+          (long long)n);
     if (lt_dtype_nbytes(t, n) != (int64_t)nraw) goto done;
     float *out = malloc((size_t)n * 4);
     /* unaligned source: copy behind one byte */
@@ -69,10 +69,11 @@ static void check_quantizer(lt_dtype t) {
     uint8_t *q = calloc(1, nout);
     CHECK_OK(lt_quantize(t, in, q, n));
     size_t k = 0;
-    while (k < nout && q[k] == ref[k]) k++;
-    CHECK(k == nout, "%s quantize: first differing byte %zu of %zu (block %zu): got 0x%02x want 0x%02x",
-          name, k, nout, k / (size_t)lt_dtype_block_bytes(t), k < nout ? q[k] : 0,
-          k < nout ? ref[k] : 0);
+    while (k < nout && q[k] == ref[k])
+        k++;
+    CHECK(k == nout,
+          "%s quantize: first differing byte %zu of %zu (block %zu): got 0x%02x want 0x%02x", name,
+          k, nout, k / (size_t)lt_dtype_block_bytes(t), k < nout ? q[k] : 0, k < nout ? ref[k] : 0);
     /* round trip: dequantized values within half a step of the input */
     float *back = malloc((size_t)n * 4);
     CHECK_OK(lt_to_f32(t, q, back, n));
@@ -100,12 +101,12 @@ done:
 
 int main(void) {
     const lt_dtype types[] = {
-        LT_DTYPE_Q4_0, LT_DTYPE_Q4_1, LT_DTYPE_Q5_0, LT_DTYPE_Q5_1, LT_DTYPE_Q8_0,
-        LT_DTYPE_Q2_K, LT_DTYPE_Q3_K, LT_DTYPE_Q4_K, LT_DTYPE_Q5_K, LT_DTYPE_Q6_K,
-        LT_DTYPE_Q8_K, LT_DTYPE_F16,  LT_DTYPE_BF16, LT_DTYPE_F64,  LT_DTYPE_I8,
-        LT_DTYPE_I16,  LT_DTYPE_I32,  LT_DTYPE_I64,
+        LT_DTYPE_Q4_0, LT_DTYPE_Q4_1, LT_DTYPE_Q5_0, LT_DTYPE_Q5_1, LT_DTYPE_Q8_0, LT_DTYPE_Q2_K,
+        LT_DTYPE_Q3_K, LT_DTYPE_Q4_K, LT_DTYPE_Q5_K, LT_DTYPE_Q6_K, LT_DTYPE_Q8_K, LT_DTYPE_F16,
+        LT_DTYPE_BF16, LT_DTYPE_F64,  LT_DTYPE_I8,   LT_DTYPE_I16,  LT_DTYPE_I32,  LT_DTYPE_I64,
     };
-    for (size_t i = 0; i < sizeof types / sizeof types[0]; i++) check_type(types[i]);
+    for (size_t i = 0; i < sizeof types / sizeof types[0]; i++)
+        check_type(types[i]);
     check_quantizer(LT_DTYPE_Q8_0);
     check_quantizer(LT_DTYPE_Q4_0);
     check_quantizer(LT_DTYPE_Q4_1);

@@ -70,7 +70,8 @@ static int load_cases(void) {
 
 static void print_ids(const char *what, const int32_t *ids, size_t n) {
     fprintf(stderr, "  %s:", what);
-    for (size_t i = 0; i < n; i++) fprintf(stderr, " %d", ids[i]);
+    for (size_t i = 0; i < n; i++)
+        fprintf(stderr, " %d", ids[i]);
     fprintf(stderr, "\n");
 }
 

@@ -1,0 +1,487 @@
+/* ops_cpu.c - CPU reference forward/backward of the training ops (see ops.h, docs/OPS.md).
+ *
+ * Every op is a plain loop or a cblas_sgemm, kept close to the math so it can serve as the
+ * reference the fast paths are tested against. Invariants: no allocation; backward ops add
+ * into gradients (except rope_bwd and cross-entropy's dlogits, which write); reductions that
+ * decide a loss or a norm are accumulated in double. */
+#include "loratune/ops.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <string.h>
+
+/* ---- linear ---------------------------------------------------------------------------- */
+void lt_op_matmul_fwd(float *out, const float *inp, const float *w, const float *bias, int N, int C,
+                      int OC) {
+    /* out[N][OC] = inp[N][C] @ w[OC][C]^T */
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, OC, C, 1.0f, inp, C, w, C, 0.0f, out,
+                OC);
+    if (bias)
+        for (int n = 0; n < N; n++)
+            for (int o = 0; o < OC; o++)
+                out[(int64_t)n * OC + o] += bias[o];
+}
+
+void lt_op_matmul_bwd(float *dinp, float *dw, float *dbias, const float *dout, const float *inp,
+                      const float *w, int N, int C, int OC) {
+    if (dinp) /* dinp[N][C] += dout[N][OC] @ w[OC][C] */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, C, OC, 1.0f, dout, OC, w, C, 1.0f,
+                    dinp, C);
+    if (dw) /* dw[OC][C] += dout^T @ inp */
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, OC, C, N, 1.0f, dout, OC, inp, C, 1.0f,
+                    dw, C);
+    if (dbias)
+        for (int n = 0; n < N; n++)
+            for (int o = 0; o < OC; o++)
+                dbias[o] += dout[(int64_t)n * OC + o];
+}
+
+/* ---- embedding ------------------------------------------------------------------------- */
+lt_status lt_op_embedding_fwd(float *out, const int32_t *tokens, const float *wte, int N, int C,
+                              int V) {
+    for (int n = 0; n < N; n++) {
+        int32_t t = tokens[n];
+        if (t < 0 || t >= V)
+            return lt_error(LT_ERR_ARG, "embedding: token %d at position %d is outside [0, %d)",
+                            (int)t, n, V);
+        memcpy(out + (int64_t)n * C, wte + (int64_t)t * C, sizeof(float) * (size_t)C);
+    }
+    return LT_OK;
+}
+
+void lt_op_embedding_bwd(float *dwte, const float *dout, const int32_t *tokens, int N, int C) {
+    for (int n = 0; n < N; n++) {
+        float *d = dwte + (int64_t)tokens[n] * C;
+        const float *g = dout + (int64_t)n * C;
+        for (int c = 0; c < C; c++)
+            d[c] += g[c];
+    }
+}
+
+/* ---- RMSNorm ----------------------------------------------------------------------------- */
+void lt_op_rmsnorm_fwd(float *out, float *rstd, const float *inp, const float *w, int N, int C,
+                       float eps) {
+    for (int n = 0; n < N; n++) {
+        const float *x = inp + (int64_t)n * C;
+        double ss = 0.0;
+        for (int c = 0; c < C; c++)
+            ss += (double)x[c] * x[c];
+        float r = 1.0f / sqrtf((float)(ss / C) + eps);
+        rstd[n] = r;
+        float *o = out + (int64_t)n * C;
+        for (int c = 0; c < C; c++)
+            o[c] = w[c] * (x[c] * r);
+    }
+}
+
+void lt_op_rmsnorm_bwd(float *dinp, float *dw, const float *dout, const float *inp, const float *w,
+                       const float *rstd, int N, int C) {
+    /* xhat = x r; dL/dx = r (dxhat - xhat * mean(dxhat * xhat)), dxhat = dout * w */
+    for (int n = 0; n < N; n++) {
+        const float *x = inp + (int64_t)n * C, *g = dout + (int64_t)n * C;
+        float r = rstd[n];
+        double dot = 0.0;
+        for (int c = 0; c < C; c++)
+            dot += (double)(g[c] * w[c]) * (x[c] * r);
+        float m = (float)(dot / C);
+        if (dinp) {
+            float *d = dinp + (int64_t)n * C;
+            for (int c = 0; c < C; c++)
+                d[c] += r * (g[c] * w[c] - x[c] * r * m);
+        }
+        if (dw)
+            for (int c = 0; c < C; c++)
+                dw[c] += g[c] * (x[c] * r);
+    }
+}
+
+/* ---- rotary -------------------------------------------------------------------------------- */
+void lt_rope_tables(float *cos_t, float *sin_t, const float *inv_freq, int n_pos, int HD) {
+    int half = HD / 2;
+    for (int p = 0; p < n_pos; p++)
+        for (int i = 0; i < half; i++) {
+            float a = (float)p * inv_freq[i];
+            cos_t[(int64_t)p * half + i] = cosf(a);
+            sin_t[(int64_t)p * half + i] = sinf(a);
+        }
+}
+
+/* Rotates every pair of x by +angle (sign = 1) or -angle (sign = -1). */
+static void rope_rotate(float *out, const float *inp, const int32_t *pos, const float *cos_t,
+                        const float *sin_t, int N, int NH, int HD, int interleaved, float sign) {
+    int half = HD / 2;
+    for (int n = 0; n < N; n++) {
+        const float *cs = cos_t + (int64_t)pos[n] * half, *sn = sin_t + (int64_t)pos[n] * half;
+        for (int h = 0; h < NH; h++) {
+            const float *x = inp + ((int64_t)n * NH + h) * HD;
+            float *y = out + ((int64_t)n * NH + h) * HD;
+            for (int i = 0; i < half; i++) {
+                int i0 = interleaved ? 2 * i : i, i1 = interleaved ? 2 * i + 1 : i + half;
+                float c = cs[i], s = sign * sn[i];
+                float x0 = x[i0], x1 = x[i1]; /* read both first: out may alias inp */
+                y[i0] = x0 * c - x1 * s;
+                y[i1] = x1 * c + x0 * s;
+            }
+        }
+    }
+}
+
+void lt_op_rope_fwd(float *out, const float *inp, const int32_t *pos, const float *cos_t,
+                    const float *sin_t, int N, int NH, int HD, int interleaved) {
+    rope_rotate(out, inp, pos, cos_t, sin_t, N, NH, HD, interleaved, 1.0f);
+}
+
+void lt_op_rope_bwd(float *dinp, const float *dout, const int32_t *pos, const float *cos_t,
+                    const float *sin_t, int N, int NH, int HD, int interleaved) {
+    /* The rotation is orthogonal, so its transpose is the rotation by -angle. */
+    rope_rotate(dinp, dout, pos, cos_t, sin_t, N, NH, HD, interleaved, -1.0f);
+}
+
+/* ---- attention ----------------------------------------------------------------------------- */
+static inline int attn_allowed(const int32_t *seq_row, int t, int s, int window) {
+    if (s > t) return 0;
+    if (seq_row && seq_row[s] != seq_row[t]) return 0;
+    if (window > 0 && t - s >= window) return 0;
+    return 1;
+}
+
+static inline float dotf(const float *a, const float *b, int n) {
+    float acc = 0.0f;
+    for (int i = 0; i < n; i++)
+        acc += a[i] * b[i];
+    return acc;
+}
+
+void lt_op_attention_fwd(float *out, float *lse, const float *q, const float *k, const float *v,
+                         const int32_t *seq, int B, int T, int NH, int NKV, int HD, int window) {
+    const float scale = 1.0f / sqrtf((float)HD);
+    const int group = NH / NKV;
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < NH; h++) {
+            const int32_t *seq_row = seq ? seq + (int64_t)b * T : NULL;
+            int kh = h / group;
+            for (int t = 0; t < T; t++) {
+                const float *qt = q + (((int64_t)b * T + t) * NH + h) * HD;
+                float *ot = out + (((int64_t)b * T + t) * NH + h) * HD;
+                /* pass 1: max and sum of exp -> log-sum-exp */
+                float mx = -INFINITY;
+                for (int s = 0; s <= t; s++) {
+                    if (!attn_allowed(seq_row, t, s, window)) continue;
+                    float sc = dotf(qt, k + (((int64_t)b * T + s) * NKV + kh) * HD, HD) * scale;
+                    if (sc > mx) mx = sc;
+                }
+                double sum = 0.0;
+                for (int s = 0; s <= t; s++) {
+                    if (!attn_allowed(seq_row, t, s, window)) continue;
+                    float sc = dotf(qt, k + (((int64_t)b * T + s) * NKV + kh) * HD, HD) * scale;
+                    sum += exp((double)(sc - mx));
+                }
+                float l = mx + (float)log(sum); /* s = t is always allowed: sum >= 1 */
+                lse[((int64_t)b * NH + h) * T + t] = l;
+                /* pass 2: out = sum_s p_s v_s */
+                for (int d = 0; d < HD; d++)
+                    ot[d] = 0.0f;
+                for (int s = 0; s <= t; s++) {
+                    if (!attn_allowed(seq_row, t, s, window)) continue;
+                    float sc = dotf(qt, k + (((int64_t)b * T + s) * NKV + kh) * HD, HD) * scale;
+                    float p = expf(sc - l);
+                    const float *vs = v + (((int64_t)b * T + s) * NKV + kh) * HD;
+                    for (int d = 0; d < HD; d++)
+                        ot[d] += p * vs[d];
+                }
+            }
+        }
+}
+
+void lt_op_attention_bwd(float *dq, float *dk, float *dv, const float *dout, const float *q,
+                         const float *k, const float *v, const float *out, const float *lse,
+                         const int32_t *seq, int B, int T, int NH, int NKV, int HD, int window) {
+    const float scale = 1.0f / sqrtf((float)HD);
+    const int group = NH / NKV;
+    /* One thread per (b, kv head): the query heads of a group all add into that kv head. */
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int b = 0; b < B; b++)
+        for (int kh = 0; kh < NKV; kh++) {
+            const int32_t *seq_row = seq ? seq + (int64_t)b * T : NULL;
+            for (int h = kh * group; h < (kh + 1) * group; h++)
+                for (int t = 0; t < T; t++) {
+                    int64_t qi = (((int64_t)b * T + t) * NH + h) * HD;
+                    const float *qt = q + qi, *got = dout + qi;
+                    float l = lse[((int64_t)b * NH + h) * T + t];
+                    /* D = sum_s p_s dp_s = dout . out (softmax backward) */
+                    float D = dotf(got, out + qi, HD);
+                    for (int s = 0; s <= t; s++) {
+                        if (!attn_allowed(seq_row, t, s, window)) continue;
+                        int64_t ki = (((int64_t)b * T + s) * NKV + kh) * HD;
+                        const float *ks = k + ki, *vs = v + ki;
+                        float p = expf(dotf(qt, ks, HD) * scale - l);
+                        float dp = dotf(got, vs, HD);
+                        float ds = p * (dp - D) * scale; /* d(score before scaling) */
+                        if (dq)
+                            for (int d = 0; d < HD; d++)
+                                dq[qi + d] += ds * ks[d];
+                        if (dk)
+                            for (int d = 0; d < HD; d++)
+                                dk[ki + d] += ds * qt[d];
+                        if (dv)
+                            for (int d = 0; d < HD; d++)
+                                dv[ki + d] += p * got[d];
+                    }
+                }
+        }
+}
+
+/* ---- SwiGLU -------------------------------------------------------------------------------- */
+void lt_op_swiglu_fwd(float *out, const float *gate, const float *up, int64_t n) {
+    for (int64_t i = 0; i < n; i++) {
+        float g = gate[i];
+        out[i] = g / (1.0f + expf(-g)) * up[i];
+    }
+}
+
+void lt_op_swiglu_bwd(float *dgate, float *dup, const float *dout, const float *gate,
+                      const float *up, int64_t n) {
+    for (int64_t i = 0; i < n; i++) {
+        float g = gate[i], sig = 1.0f / (1.0f + expf(-g));
+        if (dgate) dgate[i] += dout[i] * up[i] * sig * (1.0f + g * (1.0f - sig));
+        if (dup) dup[i] += dout[i] * g * sig;
+    }
+}
+
+/* ---- cross-entropy -------------------------------------------------------------------------- */
+lt_status lt_op_cross_entropy(float *dlogits, lt_ce_stats *stats, const float *logits,
+                              const int32_t *targets, int N, int V, int ignore_index,
+                              float grad_scale) {
+    int64_t count = 0;
+    for (int n = 0; n < N; n++) {
+        int32_t t = targets[n];
+        if (t == ignore_index) continue;
+        if (t < 0 || t >= V)
+            return lt_error(LT_ERR_ARG,
+                            "cross_entropy: target %d at row %d is neither the ignore index %d "
+                            "nor in [0, %d)",
+                            (int)t, n, ignore_index, V);
+        count++;
+    }
+    float gs = grad_scale != 0.0f ? grad_scale : (count ? 1.0f / (float)count : 0.0f);
+    double sum = 0.0;
+    for (int n = 0; n < N; n++) {
+        const float *x = logits + (int64_t)n * V;
+        int32_t t = targets[n];
+        if (t == ignore_index) {
+            if (dlogits) memset(dlogits + (int64_t)n * V, 0, sizeof(float) * (size_t)V);
+            continue;
+        }
+        float mx = x[0];
+        for (int i = 1; i < V; i++)
+            if (x[i] > mx) mx = x[i];
+        double se = 0.0;
+        for (int i = 0; i < V; i++)
+            se += exp((double)(x[i] - mx));
+        double lse = mx + log(se);
+        sum += lse - x[t];
+        if (dlogits) { /* may alias logits: x[i] is read before d[i] is written */
+            float *d = dlogits + (int64_t)n * V;
+            for (int i = 0; i < V; i++) {
+                float p = (float)exp((double)x[i] - lse);
+                d[i] = (p - (i == t ? 1.0f : 0.0f)) * gs;
+            }
+        }
+    }
+    if (stats) {
+        stats->sum = sum;
+        stats->count = count;
+        stats->mean = count ? (float)(sum / (double)count) : NAN;
+    }
+    return LT_OK;
+}
+
+/* ---- optimizer ------------------------------------------------------------------------------- */
+void lt_op_adamw_step(float *p, const float *g, float *m, float *v, int64_t n,
+                      const lt_adamw_cfg *cfg, int64_t step) {
+    /* Scalars are formed in double and rounded once, as torch does with Python floats. */
+    const float decay = (float)(1.0 - (double)cfg->lr * cfg->weight_decay);
+    const float w1 = (float)(1.0 - (double)cfg->beta1);
+    const float w2 = (float)(1.0 - (double)cfg->beta2);
+    const double bc1 = 1.0 - pow((double)cfg->beta1, (double)step);
+    const double bc2 = 1.0 - pow((double)cfg->beta2, (double)step);
+    const float step_size = (float)((double)cfg->lr / bc1);
+    const float bc2_sqrt = (float)sqrt(bc2);
+    for (int64_t i = 0; i < n; i++) {
+        p[i] *= decay;
+        m[i] += w1 * (g[i] - m[i]); /* torch.lerp for weight < 0.5 */
+        v[i] = v[i] * cfg->beta2 + w2 * (g[i] * g[i]);
+        float denom = sqrtf(v[i]) / bc2_sqrt + cfg->eps;
+        p[i] -= step_size * (m[i] / denom);
+    }
+}
+
+double lt_op_global_norm(const float *const *bufs, const int64_t *ns, int nbufs) {
+    double ss = 0.0;
+    for (int b = 0; b < nbufs; b++)
+        for (int64_t i = 0; i < ns[b]; i++)
+            ss += (double)bufs[b][i] * bufs[b][i];
+    return sqrt(ss);
+}
+
+float lt_op_clip_coef(double norm, float max_norm) {
+    double c = (double)max_norm / (norm + 1e-6);
+    return c < 1.0 ? (float)c : 1.0f;
+}
+
+void lt_op_scale(float *x, int64_t n, float s) {
+    for (int64_t i = 0; i < n; i++)
+        x[i] *= s;
+}
+
+/* ---- LoRA / DoRA -------------------------------------------------------------------------- */
+float lt_lora_scale(float alpha, int r, int rslora) {
+    return rslora ? (float)(alpha / sqrt((double)r)) : alpha / (float)r;
+}
+
+float lt_lora_init_bound(int C) {
+    /* kaiming_uniform_(a=sqrt(5)): gain = sqrt(2/(1+a^2)) = sqrt(1/3), std = gain/sqrt(C),
+     * bound = sqrt(3) * std = 1/sqrt(C). */
+    return (float)(sqrt(3.0) * sqrt(2.0 / 6.0) / sqrt((double)C));
+}
+
+static uint64_t splitmix64(uint64_t *s) {
+    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+void lt_lora_init(float *A, float *B, int r, int C, int OC, uint64_t seed) {
+    float bound = lt_lora_init_bound(C);
+    uint64_t s = seed;
+    for (int64_t i = 0; i < (int64_t)r * C; i++) {
+        float u = (float)(splitmix64(&s) >> 40) * (1.0f / 16777216.0f); /* [0, 1) */
+        A[i] = -bound + 2.0f * bound * u;
+    }
+    memset(B, 0, sizeof(float) * (size_t)OC * (size_t)r);
+}
+
+/* xd = x * mask into buf (returns x itself when there is no mask) */
+static const float *apply_mask(float *buf, const float *x, const float *mask, int64_t n) {
+    if (!mask) return x;
+    for (int64_t i = 0; i < n; i++)
+        buf[i] = x[i] * mask[i];
+    return buf;
+}
+
+void lt_op_lora_fwd(float *y, float *xa, const float *x, const float *W, const float *bias,
+                    const float *A, const float *B, const float *mask, int N, int C, int OC, int r,
+                    float scale, float *scratch) {
+    const float *xd = apply_mask(scratch, x, mask, (int64_t)N * C); /* [N][C] */
+    lt_op_matmul_fwd(y, x, W, bias, N, C, OC);                      /* frozen base */
+    lt_op_matmul_fwd(xa, xd, A, NULL, N, C, r);                     /* xa[N][r] */
+    /* y += scale * xa @ B^T */
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, OC, r, scale, xa, r, B, r, 1.0f, y, OC);
+}
+
+void lt_op_lora_bwd(float *dx, float *dA, float *dB, const float *dy, const float *x,
+                    const float *W, const float *A, const float *B, const float *xa,
+                    const float *mask, int N, int C, int OC, int r, float scale, float *scratch) {
+    float *xdbuf = scratch;                       /* [N][C] */
+    float *dxa = scratch + (int64_t)N * (C + OC); /* [N][r] */
+    /* dxa = scale * dy @ B */
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, r, OC, scale, dy, OC, B, r, 0.0f, dxa,
+                r);
+    if (dB) /* dB += scale * dy^T @ xa */
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, OC, r, N, scale, dy, OC, xa, r, 1.0f,
+                    dB, r);
+    if (dA) {
+        const float *xd = apply_mask(xdbuf, x, mask, (int64_t)N * C);
+        lt_op_matmul_bwd(NULL, dA, NULL, dxa, xd, A, N, C, r); /* dA += dxa^T @ xd */
+    }
+    if (dx) {
+        lt_op_matmul_bwd(dx, NULL, NULL, dy, x, W, N, C, OC); /* dx += dy @ W */
+        if (!mask) {
+            lt_op_matmul_bwd(dx, NULL, NULL, dxa, x, A, N, C, r); /* dx += dxa @ A */
+        } else {
+            memset(xdbuf, 0, sizeof(float) * (size_t)N * (size_t)C);
+            lt_op_matmul_bwd(xdbuf, NULL, NULL, dxa, x, A, N, C, r);
+            for (int64_t i = 0; i < (int64_t)N * C; i++)
+                dx[i] += xdbuf[i] * mask[i];
+        }
+    }
+}
+
+void lt_op_dora_fwd(float *y, float *wnorm, float *xa, const float *x, const float *W,
+                    const float *bias, const float *A, const float *B, const float *mag,
+                    const float *mask, int N, int C, int OC, int r, float scale, float *scratch) {
+    float *xdbuf = scratch, *P = scratch + (int64_t)N * C; /* [N][C], [N][OC] */
+    /* wnorm[o] = || W[o] + scale * sum_k B[o][k] A[k] || */
+    for (int o = 0; o < OC; o++) {
+        double ss = 0.0;
+        for (int c = 0; c < C; c++) {
+            float ba = 0.0f;
+            for (int j = 0; j < r; j++)
+                ba += B[(int64_t)o * r + j] * A[(int64_t)j * C + c];
+            float w = W[(int64_t)o * C + c] + scale * ba;
+            ss += (double)w * w;
+        }
+        wnorm[o] = (float)sqrt(ss);
+    }
+    const float *xd = apply_mask(xdbuf, x, mask, (int64_t)N * C);
+    lt_op_matmul_fwd(y, x, W, bias, N, C, OC); /* base result, with bias */
+    lt_op_matmul_fwd(P, xd, W, NULL, N, C, OC);
+    for (int n = 0; n < N; n++)
+        for (int o = 0; o < OC; o++)
+            y[(int64_t)n * OC + o] += (mag[o] / wnorm[o] - 1.0f) * P[(int64_t)n * OC + o];
+    lt_op_matmul_fwd(xa, xd, A, NULL, N, C, r);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, OC, r, scale, xa, r, B, r, 0.0f, P, OC);
+    for (int n = 0; n < N; n++)
+        for (int o = 0; o < OC; o++)
+            y[(int64_t)n * OC + o] += mag[o] / wnorm[o] * P[(int64_t)n * OC + o];
+}
+
+void lt_op_dora_bwd(float *dx, float *dA, float *dB, float *dmag, const float *dy, const float *x,
+                    const float *W, const float *A, const float *B, const float *mag,
+                    const float *wnorm, const float *xa, const float *mask, int N, int C, int OC,
+                    int r, float scale, float *scratch) {
+    float *xdbuf = scratch;                       /* [N][C] */
+    float *P = scratch + (int64_t)N * C;          /* [N][OC] */
+    float *dxa = scratch + (int64_t)N * (C + OC); /* [N][r] */
+    const float *xd = apply_mask(xdbuf, x, mask, (int64_t)N * C);
+    if (dmag) { /* dmag[o] += sum_n dy * (xd W^T + scale xa B^T) / wnorm (wnorm constant) */
+        lt_op_matmul_fwd(P, xd, W, NULL, N, C, OC);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, OC, r, scale, xa, r, B, r, 1.0f, P,
+                    OC);
+        for (int o = 0; o < OC; o++) {
+            double acc = 0.0;
+            for (int n = 0; n < N; n++)
+                acc += (double)dy[(int64_t)n * OC + o] * P[(int64_t)n * OC + o];
+            dmag[o] += (float)(acc / wnorm[o]);
+        }
+    }
+    /* P = dy * g (g = mag / wnorm per output column): the gradient of the LoRA output */
+    for (int n = 0; n < N; n++)
+        for (int o = 0; o < OC; o++)
+            P[(int64_t)n * OC + o] = dy[(int64_t)n * OC + o] * (mag[o] / wnorm[o]);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, r, OC, scale, P, OC, B, r, 0.0f, dxa,
+                r); /* dxa = scale * dyg @ B */
+    if (dB)
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, OC, r, N, scale, P, OC, xa, r, 1.0f,
+                    dB, r);
+    if (dA) lt_op_matmul_bwd(NULL, dA, NULL, dxa, xd, A, N, C, r);
+    if (!dx) return;
+    if (!mask) { /* y = g * (x W^T + scale xa B^T) + bias */
+        lt_op_matmul_bwd(dx, NULL, NULL, P, x, W, N, C, OC);
+        lt_op_matmul_bwd(dx, NULL, NULL, dxa, x, A, N, C, r);
+        return;
+    }
+    /* x reaches y directly through the base result and, masked, through (g-1) xd W^T and
+     * the LoRA path. */
+    lt_op_matmul_bwd(dx, NULL, NULL, dy, x, W, N, C, OC);
+    for (int n = 0; n < N; n++)
+        for (int o = 0; o < OC; o++)
+            P[(int64_t)n * OC + o] = dy[(int64_t)n * OC + o] * (mag[o] / wnorm[o] - 1.0f);
+    memset(xdbuf, 0, sizeof(float) * (size_t)N * (size_t)C);
+    lt_op_matmul_bwd(xdbuf, NULL, NULL, P, x, W, N, C, OC);
+    lt_op_matmul_bwd(xdbuf, NULL, NULL, dxa, x, A, N, C, r);
+    for (int64_t i = 0; i < (int64_t)N * C; i++)
+        dx[i] += xdbuf[i] * mask[i];
+}

@@ -1,0 +1,305 @@
+"""test_hf_tokenizer_peer.py - `loratune tokenize` against the PyPI `tokenizers` package.
+
+For each tokenizer below, every text is encoded by one `loratune tokenize --json` process
+(each stdin line a JSON string) and by tokenizers' encode_batch, and the ids must be
+identical; then the ids are decoded by one `loratune tokenize --decode --json` process and
+by decode_batch, and the texts must be identical.
+
+Texts: every raw line of every fixture dataset file (datasets/*/*.jsonl and *.json), plus
+every string value found inside those JSON documents (question/answer, instruction/input/
+output, text, ... at any depth), plus hand-written hard strings (unicode, emoji, CJK,
+combining marks, Arabic, digit runs, whitespace runs, CRLF, tabs, contractions, special
+tokens embedded in text). The hard strings are also checked with add_special_tokens=False,
+encode_special_tokens=True (our --no-parse-special) and skip_special_tokens=True.
+
+Tokenizers: SmolLM tokenizer.json (merges as strings and as pairs; truncation/padding of
+that fine-tuning repo switched off in the reference), GPT-2 tokenizer.json, the GPT-2 GGUF
+fixture and a GGUF built here from SmolLM (tokenizer.ggml.pre "smollm"), and tokenizer.json
+files built here with tokenizers itself: Llama 2 style (from the llama2-spm tokenizer.model:
+BPE with byte_fallback + unk, Prepend/Replace normalizer, Replace/ByteFallback/Fuse/Strip
+decoder, BOS template), the same with a Metaspace pre-tokenizer/decoder, a Llama 3 style
+(Split regex + ByteLevel without regex, ignore_merges, BOS template, added tokens with
+lstrip/rstrip/single_word) and a Qwen2 style regex.
+"""
+import glob
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+import gguf
+import sentencepiece as spm
+from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, pre_tokenizers
+from tokenizers import processors
+
+LT = os.environ["LORATUNE"]
+FIX = os.environ["LT_FIXTURES"]
+TOK = os.path.join(FIX, "tokenizers")
+
+passed = 0
+failed = 0
+
+
+def check(cond, msg):
+    global passed, failed
+    if cond:
+        passed += 1
+    else:
+        failed += 1
+        print("FAIL:", msg)
+
+
+def strings_in(obj, out):
+    if isinstance(obj, str):
+        out.append(obj)
+    elif isinstance(obj, dict):
+        for v in obj.values():
+            strings_in(v, out)
+    elif isinstance(obj, list):
+        for v in obj:
+            strings_in(v, out)
+
+
+def dataset_texts():
+    texts = []
+    files = sorted(glob.glob(os.path.join(FIX, "datasets/*/*.jsonl")) +
+                   glob.glob(os.path.join(FIX, "datasets/*/*.json")))
+    for path in files:
+        with open(path, encoding="utf-8") as f:
+            raw = f.read()
+        lines = raw.split("\n")
+        if lines and lines[-1] == "":
+            lines.pop()
+        texts.extend(lines)
+        if path.endswith(".jsonl"):
+            for line in lines:
+                if line.strip():
+                    strings_in(json.loads(line), texts)
+        else:
+            strings_in(json.loads(raw), texts)
+    return files, texts
+
+
+HARD = [
+    "", " ", "  ", "\n", "\n\n\n", "\r\n", "a\r\nb\r\n", "\t", "\ttab\t\ttabs  ",
+    "Hello world", " Hello world", "Hello  world   ", "   leading spaces",
+    "I'M I'm you're WE'VE they'll she'd it's ’s 's", "don't DON'T Don'T",
+    "12345678", "1 22 333 4444 55555", "3.14159 -42 1e10 0x1F", "٣٤٥ ①②③ ½",
+    "café résumé naïve", "e\u0301 a\u0300\u0301 combining",
+    "日本語のテキスト、中文文本。한국어", "مرحبا بالعالم", "שלום עולם",
+    "emoji 😀👍🏽 👨‍👩‍👧‍👦 🇫🇷", "math ∑∫√∞ ≤≥ ≠", "zero\u200bwidth\u200djoin",
+    "nbsp\u00a0here\u3000ideo", "<|im_start|>user\nHi<|im_end|>\n",
+    "text<|endoftext|>more <|endoftext|> end<|endoftext|>", "<|im_start|><|im_end|>",
+    "<s>bos</s> <unk> [PAD]", "  <|im_start|>  spaced  <|im_end|>  ",
+    "<user>x</user> <user> hello there hello therefore", "▁meta▁space ▁",
+    "<0x0A> <0xFF>", "~!@#$%^&*()_+{}|:\"<>?`-=[]\\;',./", "a" * 300,
+    "word " * 50, "\x00nul\x01ctl\x7f", "x\u0085y\u2028z\u2029w", "ſ K Ǆ ǅ ǆ",
+    "https://example.com/path?q=1&r=2#frag", "def f(x):\n    return x ** 2\n",
+    "  \n  \n\t\n", "ÀÉÎÕÜ àéîõü ßẞ", "Ꭰꭰ ΑΒΓ αβγ ЖЗИ жзи",
+]
+
+
+def ours(args, lines):
+    r = subprocess.run([LT, "tokenize", *args], input="".join(l + "\n" for l in lines),
+                       capture_output=True, text=True, encoding="utf-8", errors="strict")
+    if r.returncode != 0:
+        print("loratune failed:", args, r.stderr[-2000:])
+        return None
+    out = r.stdout.split("\n")
+    if out and out[-1] == "":
+        out.pop()
+    return out
+
+
+def encode_ours(src, texts, extra=()):
+    out = ours([*src, "--json", *extra], [json.dumps(t) for t in texts])
+    if out is None:
+        return None
+    return [[int(x) for x in l.split()] for l in out]
+
+
+def decode_ours(src, ids, extra=()):
+    out = ours([*src, "--decode", "--json", *extra], [" ".join(map(str, i)) for i in ids])
+    if out is None:
+        return None
+    return [json.loads(l) for l in out]
+
+
+def compare(name, what, texts, got, want):
+    if got is None:
+        check(False, f"{name} {what}: loratune failed")
+        return
+    if len(got) != len(want):
+        check(False, f"{name} {what}: {len(got)} outputs for {len(want)} inputs")
+        return
+    bad = [i for i in range(len(want)) if got[i] != want[i]]
+    for i in bad[:3]:
+        print(f"  {name} {what} mismatch on {texts[i]!r:.200}\n    ours: {got[i]!r:.300}\n"
+              f"    ref:  {want[i]!r:.300}")
+    check(not bad, f"{name} {what}: {len(bad)} of {len(want)} differ")
+
+
+def run_peer(name, src, ref, texts, hard_only=False):
+    """src: loratune args naming the tokenizer; ref: tokenizers.Tokenizer."""
+    ref.no_truncation()
+    ref.no_padding()
+    want = [e.ids for e in ref.encode_batch(texts, add_special_tokens=True)]
+    got = encode_ours(src, texts)
+    compare(name, "encode", texts, got, want)
+    dec_want = ref.decode_batch(want, skip_special_tokens=False)
+    compare(name, "decode", texts, decode_ours(src, want), dec_want)
+    # options, on the hard strings
+    want = [e.ids for e in ref.encode_batch(HARD, add_special_tokens=False)]
+    compare(name, "encode --no-add-special", HARD, encode_ours(src, HARD, ["--no-add-special"]),
+            want)
+    ref.encode_special_tokens = True
+    want = [e.ids for e in ref.encode_batch(HARD, add_special_tokens=True)]
+    ref.encode_special_tokens = False
+    compare(name, "encode --no-parse-special", HARD,
+            encode_ours(src, HARD, ["--no-parse-special"]), want)
+    ids = [e.ids for e in ref.encode_batch(HARD, add_special_tokens=True)]
+    compare(name, "decode --skip-special", HARD, decode_ours(src, ids, ["--skip-special"]),
+            ref.decode_batch(ids, skip_special_tokens=True))
+    return len(texts)
+
+
+def spm_tokenizer_json(path, metaspace):
+    """A Llama 2 style tokenizer.json built with tokenizers from the sentencepiece model:
+    merges derived from the vocabulary the way transformers' converter does."""
+    sp = spm.SentencePieceProcessor(model_file=path)
+    n = sp.get_piece_size()
+    vocab = {sp.id_to_piece(i): i for i in range(n)}
+    merges = []
+    for piece, pid in vocab.items():
+        local = []
+        for k in range(1, len(piece)):
+            l, r = piece[:k], piece[k:]
+            if l in vocab and r in vocab:
+                local.append((l, r, pid))
+        local.sort(key=lambda x: (vocab[x[0]], vocab[x[1]]))
+        merges.extend(local)
+    merges.sort(key=lambda x: x[2])
+    bpe = models.BPE(vocab=vocab, merges=[(l, r) for l, r, _ in merges], unk_token="<unk>",
+                     fuse_unk=True, byte_fallback=True)
+    tok = Tokenizer(bpe)
+    tok.add_special_tokens([AddedToken(sp.id_to_piece(i), normalized=False, special=True)
+                            for i in range(n) if sp.is_control(i) or sp.is_unknown(i)])
+    if metaspace:
+        tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first",
+                                                     split=False)
+        tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="first", split=False)
+    else:
+        tok.normalizer = normalizers.Sequence([normalizers.Prepend("▁"),
+                                               normalizers.Replace(" ", "▁")])
+        tok.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(),
+                                         decoders.Fuse(), decoders.Strip(" ", 1, 0)])
+    tok.post_processor = processors.TemplateProcessing(
+        single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", vocab["<s>"])])
+    return tok
+
+
+LLAMA3_RE = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+"
+             r"[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
+QWEN2_RE = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+"
+            r"[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
+
+
+def regex_variant(base_json, pattern, ignore_merges, bos, extra_added):
+    d = json.load(open(base_json, encoding="utf-8"))
+    d["pre_tokenizer"] = {"type": "Sequence", "pretokenizers": [
+        {"type": "Split", "pattern": {"Regex": pattern}, "behavior": "Isolated", "invert": False},
+        {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": False}]}
+    d["model"]["ignore_merges"] = ignore_merges
+    if bos:
+        d["post_processor"] = {"type": "Sequence", "processors": [
+            {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": False,
+             "use_regex": True},
+            {"type": "TemplateProcessing",
+             "single": [{"SpecialToken": {"id": bos, "type_id": 0}},
+                        {"Sequence": {"id": "A", "type_id": 0}}],
+             "pair": [{"SpecialToken": {"id": bos, "type_id": 0}},
+                      {"Sequence": {"id": "A", "type_id": 0}},
+                      {"SpecialToken": {"id": bos, "type_id": 1}},
+                      {"Sequence": {"id": "B", "type_id": 1}}],
+             "special_tokens": {bos: {"id": bos, "ids": [d["model"]["vocab"][bos]],
+                                      "tokens": [bos]}}}]}
+    tok = Tokenizer.from_str(json.dumps(d))
+    tok.add_tokens(extra_added)
+    return tok
+
+
+def smollm_gguf(path):
+    d = json.load(open(os.path.join(TOK, "smollm/tokenizer.json"), encoding="utf-8"))
+    vocab = d["model"]["vocab"]
+    tokens = [None] * len(vocab)
+    for k, v in vocab.items():
+        tokens[v] = k
+    specials = {a["id"] for a in d["added_tokens"] if a["special"] and a["id"] < len(tokens)}
+    types = [3 if i in specials else 1 for i in range(len(tokens))]
+    w = gguf.GGUFWriter(path, "llama")
+    w.add_tokenizer_model("gpt2")
+    w.add_tokenizer_pre("smollm")
+    w.add_token_list(tokens)
+    w.add_token_types(types)
+    w.add_token_merges(d["model"]["merges"])
+    w.add_bos_token_id(0)
+    w.add_eos_token_id(0)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
+def main():
+    files, texts = dataset_texts()
+    print(f"{len(texts)} dataset texts from {len(files)} files, {len(HARD)} hard strings")
+    texts = texts + HARD
+    total = 0
+    tmp = tempfile.mkdtemp(prefix="lt_hf_peer_")
+
+    for name, rel in [("smollm", "smollm/tokenizer.json"),
+                      ("smollm-pairs", "smollm/tokenizer.merges-as-pairs.json"),
+                      ("gpt2", "gpt2/tokenizer.json")]:
+        p = os.path.join(TOK, rel)
+        total += run_peer(name, ["--tokenizer", p], Tokenizer.from_file(p), texts)
+
+    # the same tokenizer through a model folder
+    check(ours(["--model", os.path.join(TOK, "smollm")], ["<|im_start|>hi"]) ==
+          [" ".join(map(str, Tokenizer.from_file(os.path.join(TOK, "smollm/tokenizer.json"))
+                        .encode("<|im_start|>hi").ids))], "--model folder")
+
+    # GGUF "gpt2" vocabularies
+    gpt2 = Tokenizer.from_file(os.path.join(TOK, "gpt2/tokenizer.json"))
+    total += run_peer("gguf-gpt2", ["--model", os.path.join(TOK, "gpt2/ggml-vocab-gpt-2.gguf")],
+                      gpt2, texts)
+    gp = os.path.join(tmp, "smollm.gguf")
+    smollm_gguf(gp)
+    total += run_peer("gguf-smollm", ["--model", gp],
+                      Tokenizer.from_file(os.path.join(TOK, "smollm/tokenizer.json")), texts)
+
+    # tokenizer.json files built here with tokenizers itself
+    spm_model = os.path.join(TOK, "llama2-spm/tokenizer.model")
+    for name, meta in [("llama2-legacy", False), ("llama2-metaspace", True)]:
+        tok = spm_tokenizer_json(spm_model, meta)
+        p = os.path.join(tmp, name + ".json")
+        tok.save(p)
+        total += run_peer(name, ["--tokenizer", p], Tokenizer.from_file(p), texts)
+
+    extra = [AddedToken("<user>", special=True, lstrip=True, rstrip=True, normalized=False),
+             AddedToken("</user>", special=True, normalized=False),
+             AddedToken("hello there", special=False, single_word=True, normalized=True)]
+    for name, pat, im in [("llama3-style", LLAMA3_RE, True), ("qwen2-style", QWEN2_RE, False)]:
+        tok = regex_variant(os.path.join(TOK, "gpt2/tokenizer.json"), pat, im, "<|endoftext|>",
+                            extra)
+        p = os.path.join(tmp, name + ".json")
+        tok.save(p)
+        total += run_peer(name, ["--tokenizer", p], Tokenizer.from_file(p), texts)
+
+    print(f"compared {total} texts in all ({len(texts)} per tokenizer)")
+    print(f"{passed} passed, {failed} failed")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -13,24 +13,25 @@
 #include "loratune/tokenizer.h"
 
 static void usage(FILE *f) {
-    fprintf(f,
-            "usage: loratune generate --model MODEL [--tokenizer FILE] [--prompt TEXT | --chat TEXT]\n"
-            "                         [--system TEXT] [--max-tokens N] [--temp T] [--top-k K]\n"
-            "                         [--top-p P] [--seed S] [--threads N] [--ctx N] [--quiet]\n\n"
-            "  --model MODEL      Hugging Face folder, .gguf, or llama2.c .bin (needs --tokenizer)\n"
-            "  --tokenizer FILE   tokenizer.json / tokenizer.model / llama2.c tokenizer .bin / .gguf\n"
-            "  --prompt TEXT      plain text continued by the model (default: empty, i.e. BOS only)\n"
-            "  --chat TEXT        a user message, rendered with the model's chat template\n"
-            "                     (add_generation_prompt); stops at EOS or the end-of-turn token\n"
-            "  --system TEXT      a system message for --chat\n"
-            "  --max-tokens N     new tokens at most (default 256)\n"
-            "  --temp T           temperature, 0 = greedy (default 0.8)\n"
-            "  --top-k K          keep the K most likely tokens (default 0 = off)\n"
-            "  --top-p P          nucleus sampling (default 0.95; 1 = off)\n"
-            "  --seed S           random seed (default: from the clock)\n"
-            "  --threads N        OpenMP / OpenBLAS threads (default: as the environment says)\n"
-            "  --ctx N            context length (default: the model's, at most 4096)\n"
-            "  --quiet            no timing line on stderr\n");
+    fprintf(
+        f,
+        "usage: loratune generate --model MODEL [--tokenizer FILE] [--prompt TEXT | --chat TEXT]\n"
+        "                         [--system TEXT] [--max-tokens N] [--temp T] [--top-k K]\n"
+        "                         [--top-p P] [--seed S] [--threads N] [--ctx N] [--quiet]\n\n"
+        "  --model MODEL      Hugging Face folder, .gguf, or llama2.c .bin (needs --tokenizer)\n"
+        "  --tokenizer FILE   tokenizer.json / tokenizer.model / llama2.c tokenizer .bin / .gguf\n"
+        "  --prompt TEXT      plain text continued by the model (default: empty, i.e. BOS only)\n"
+        "  --chat TEXT        a user message, rendered with the model's chat template\n"
+        "                     (add_generation_prompt); stops at EOS or the end-of-turn token\n"
+        "  --system TEXT      a system message for --chat\n"
+        "  --max-tokens N     new tokens at most (default 256)\n"
+        "  --temp T           temperature, 0 = greedy (default 0.8)\n"
+        "  --top-k K          keep the K most likely tokens (default 0 = off)\n"
+        "  --top-p P          nucleus sampling (default 0.95; 1 = off)\n"
+        "  --seed S           random seed (default: from the clock)\n"
+        "  --threads N        OpenMP / OpenBLAS threads (default: as the environment says)\n"
+        "  --ctx N            context length (default: the model's, at most 4096)\n"
+        "  --quiet            no timing line on stderr\n");
 }
 
 static int on_token(void *user, int32_t id, const char *text, size_t len) {
@@ -73,11 +74,16 @@ int cmd_generate(int argc, char **argv) {
             return 2;
         }
         i++;
-        if (!strcmp(a, "--model")) model_path = v;
-        else if (!strcmp(a, "--tokenizer")) tok_path = v;
-        else if (!strcmp(a, "--prompt")) prompt = v;
-        else if (!strcmp(a, "--chat")) chat = v;
-        else if (!strcmp(a, "--system")) system = v;
+        if (!strcmp(a, "--model"))
+            model_path = v;
+        else if (!strcmp(a, "--tokenizer"))
+            tok_path = v;
+        else if (!strcmp(a, "--prompt"))
+            prompt = v;
+        else if (!strcmp(a, "--chat"))
+            chat = v;
+        else if (!strcmp(a, "--system"))
+            system = v;
         else if (!strcmp(a, "--max-tokens")) {
             if (lt_cli_parse_int("generate", a, v, &max_tokens) || max_tokens < 0) return 2;
         } else if (!strcmp(a, "--top-k")) {
@@ -130,8 +136,10 @@ int cmd_generate(int argc, char **argv) {
     size_t plen = strlen(model_path);
     int is_bin = plen > 4 && !strcmp(model_path + plen - 4, ".bin") && !lt_path_is_dir(model_path);
     if (is_bin && !tok_path) {
-        fprintf(stderr, "loratune generate: %s is a llama2.c checkpoint: pass --tokenizer "
-                        "(tokenizer.bin or tokenizer.model)\n", model_path);
+        fprintf(stderr,
+                "loratune generate: %s is a llama2.c checkpoint: pass --tokenizer "
+                "(tokenizer.bin or tokenizer.model)\n",
+                model_path);
         return 2;
     }
     if (lt_model_load(model_path, NULL, &m)) goto fail;
@@ -145,10 +153,11 @@ int cmd_generate(int argc, char **argv) {
     int32_t stop[8];
     int n_stop = 0;
     if (chat) {
-        lt_status st = lt_model_chat_template(tok_path && lt_path_is_dir(tok_path) ? tok_path : model_path,
-                                              tok, &ct);
+        lt_status st = lt_model_chat_template(
+            tok_path && lt_path_is_dir(tok_path) ? tok_path : model_path, tok, &ct);
         if (st == LT_ERR_NOTFOUND) {
-            fprintf(stderr, "loratune generate: %s has no chat template; use --prompt\n", model_path);
+            fprintf(stderr, "loratune generate: %s has no chat template; use --prompt\n",
+                    model_path);
             goto done;
         }
         if (st) goto fail;
@@ -159,8 +168,8 @@ int cmd_generate(int argc, char **argv) {
         if (lt_chat_render(ct, msgs, nm, 1, &rendered)) goto fail;
         /* the template's text already holds BOS where the model wants it: no add_special */
         if (lt_tokenizer_encode(tok, rendered, strlen(rendered), 0, 1, &ids, &n_ids)) goto fail;
-        static const char *eot[] = {"<|im_end|>", "<|eot_id|>", "<|end_of_text|>", "<|endoftext|>",
-                                    "<|end|>", "</s>"};
+        static const char *eot[] = {"<|im_end|>",    "<|eot_id|>", "<|end_of_text|>",
+                                    "<|endoftext|>", "<|end|>",    "</s>"};
         for (size_t i = 0; i < sizeof eot / sizeof eot[0] && n_stop < 8; i++) {
             int32_t id = lt_tokenizer_find(tok, eot[i]);
             if (id >= 0) stop[n_stop++] = id;
@@ -171,7 +180,8 @@ int cmd_generate(int argc, char **argv) {
         if (n_ids == 0) { /* an empty prompt: start from BOS */
             int32_t bos = lt_tokenizer_bos(tok) >= 0 ? lt_tokenizer_bos(tok) : m->config.bos_id;
             if (bos < 0) {
-                fprintf(stderr, "loratune generate: empty prompt and no BOS token: give --prompt\n");
+                fprintf(stderr,
+                        "loratune generate: empty prompt and no BOS token: give --prompt\n");
                 goto done;
             }
             free(ids);
@@ -183,16 +193,21 @@ int cmd_generate(int argc, char **argv) {
     }
     if (ctx == 0) ctx = m->config.max_seq_len < 4096 ? m->config.max_seq_len : 4096;
     if ((long)n_ids >= ctx) {
-        fprintf(stderr, "loratune generate: the prompt has %zu tokens, the context only %ld\n", n_ids,
-                ctx);
+        fprintf(stderr, "loratune generate: the prompt has %zu tokens, the context only %ld\n",
+                n_ids, ctx);
         goto done;
     }
     if (lt_kv_cache_create(m, (int)ctx, 256, &kv)) goto fail;
-    lt_sampler_params sp = {.temperature = (float)temp, .top_k = (int)top_k, .top_p = (float)top_p,
+    lt_sampler_params sp = {.temperature = (float)temp,
+                            .top_k = (int)top_k,
+                            .top_p = (float)top_p,
                             .seed = seed >= 0 ? (uint64_t)seed : (uint64_t)time(NULL)};
     if (lt_sampler_create(&sp, m->config.vocab_size, &s)) goto fail;
-    lt_generate_opts go = {.max_tokens = (int)max_tokens, .stop_ids = stop, .n_stop_ids = n_stop,
-                           .stop_at_eos = 1, .on_token = on_token};
+    lt_generate_opts go = {.max_tokens = (int)max_tokens,
+                           .stop_ids = stop,
+                           .n_stop_ids = n_stop,
+                           .stop_at_eos = 1,
+                           .on_token = on_token};
     double t0 = now_s();
     if (lt_generate(m, kv, tok, s, ids, (int)n_ids, &go, &out, &n_out)) goto fail;
     double dt = now_s() - t0;

@@ -14,10 +14,11 @@
 #include "loratune/tokenizer.h"
 
 static void usage(FILE *f) {
-    fprintf(f, "usage: loratune inspect MODEL [--json] [--tokenizer FILE]\n\n"
-               "MODEL is a Hugging Face folder, a .gguf file or a llama2.c .bin.\n"
-               "  --json            print one JSON object\n"
-               "  --tokenizer FILE  tokenizer to report (default: the model's own; a .bin has none)\n");
+    fprintf(
+        f, "usage: loratune inspect MODEL [--json] [--tokenizer FILE]\n\n"
+           "MODEL is a Hugging Face folder, a .gguf file or a llama2.c .bin.\n"
+           "  --json            print one JSON object\n"
+           "  --tokenizer FILE  tokenizer to report (default: the model's own; a .bin has none)\n");
 }
 
 static const char *rope_name(lt_rope_scaling_type t) {
@@ -45,9 +46,12 @@ int cmd_inspect(int argc, char **argv) {
         return 0;
     }
     for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--json")) json = 1;
-        else if (!strcmp(argv[i], "--tokenizer") && i + 1 < argc) tokfile = argv[++i];
-        else if (argv[i][0] != '-' && !model) model = argv[i];
+        if (!strcmp(argv[i], "--json"))
+            json = 1;
+        else if (!strcmp(argv[i], "--tokenizer") && i + 1 < argc)
+            tokfile = argv[++i];
+        else if (argv[i][0] != '-' && !model)
+            model = argv[i];
         else {
             fprintf(stderr, "loratune inspect: unknown or incomplete option '%s'\n\n", argv[i]);
             usage(stderr);
@@ -77,8 +81,10 @@ int cmd_inspect(int argc, char **argv) {
     lt_chat_template *ct = NULL;
     char why[512] = "none";
     lt_status cst = lt_model_chat_template(model, tok, &ct);
-    if (cst == LT_ERR_NOTFOUND) snprintf(why, sizeof why, "none");
-    else if (cst) snprintf(why, sizeof why, "unreadable: %s", lt_errmsg());
+    if (cst == LT_ERR_NOTFOUND)
+        snprintf(why, sizeof why, "none");
+    else if (cst)
+        snprintf(why, sizeof why, "unreadable: %s", lt_errmsg());
 
     json_t *o = json_object();
     json_object_set_new(o, "path", json_string(model));
@@ -154,11 +160,13 @@ int cmd_inspect(int argc, char **argv) {
         printf("model:           %s (%s, %lld bytes)\n", model, format_name(m->format),
                (long long)m->file_bytes);
         printf("architecture:    %s\n", lt_arch_name(c->arch));
-        printf("hidden_size:     %d\nlayers:          %d\nheads:           %d (kv heads %d, head_dim %d)\n",
+        printf("hidden_size:     %d\nlayers:          %d\nheads:           %d (kv heads %d, "
+               "head_dim %d)\n",
                c->dim, c->n_layers, c->n_heads, c->n_kv_heads, c->head_dim);
         printf("ffn size:        %d\nvocab_size:      %d\ncontext:         %d\n", c->ffn_dim,
                c->vocab_size, c->max_seq_len);
-        printf("rms_norm_eps:    %g\nrope_theta:      %g\n", (double)c->norm_eps, (double)c->rope_theta);
+        printf("rms_norm_eps:    %g\nrope_theta:      %g\n", (double)c->norm_eps,
+               (double)c->rope_theta);
         printf("rope_scaling:    %s", rope_name(c->rope_scaling.type));
         if (c->rope_scaling.type != LT_ROPE_SCALING_NONE)
             printf(" (factor %g)", (double)c->rope_scaling.factor);
@@ -177,14 +185,16 @@ int cmd_inspect(int argc, char **argv) {
                        m->stored_dtype_tensors[d], (long long)m->stored_dtype_params[d]);
         printf("\n");
         if (tok)
-            printf("tokenizer:       %s, vocab %d\n", lt_tokenizer_kind(tok), lt_tokenizer_vocab_size(tok));
+            printf("tokenizer:       %s, vocab %d\n", lt_tokenizer_kind(tok),
+                   lt_tokenizer_vocab_size(tok));
         else
             printf("tokenizer:       %s\n", tok_note_copy);
         if (ct)
             printf("chat template:   %s (%s, %s)\n", lt_chat_template_family(ct),
                    lt_chat_template_name(ct),
-                   lt_chat_template_is_exact(ct) ? "exact match"
-                   : lt_chat_template_is_recognised(ct) ? "family guess" : "unrecognised");
+                   lt_chat_template_is_exact(ct)        ? "exact match"
+                   : lt_chat_template_is_recognised(ct) ? "family guess"
+                                                        : "unrecognised");
         else
             printf("chat template:   %s\n", why);
     }

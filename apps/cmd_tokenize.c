@@ -48,6 +48,21 @@ static void put_json_string(const char *s, size_t n, FILE *f) {
     fputc('"', f);
 }
 
+static void put_ids(const int32_t *ids, size_t n, FILE *f) {
+    char tmp[16];
+    for (size_t i = 0; i < n; i++) {
+        int k = (int)sizeof tmp;
+        uint32_t v = (uint32_t)ids[i]; /* ids are never negative */
+        do {
+            tmp[--k] = (char)('0' + v % 10);
+            v /= 10;
+        } while (v);
+        if (i) fputc(' ', f);
+        fwrite(tmp + k, 1, sizeof tmp - (size_t)k, f);
+    }
+    fputc('\n', f);
+}
+
 int cmd_tokenize(int argc, char **argv) {
     const char *model = NULL, *tokfile = NULL;
     int decode = 0, json = 0, add_special = 1, parse_special = 1, skip_special = 0;
@@ -127,8 +142,7 @@ int cmd_tokenize(int argc, char **argv) {
                 rc = 1;
                 break;
             }
-            for (size_t i = 0; i < n; i++) printf(i ? " %d" : "%d", (int)ids[i]);
-            putchar('\n');
+            put_ids(ids, n, stdout);
             free(ids);
         } else {
             size_t n = 0;

@@ -28,38 +28,38 @@ const char *lt_arch_name(lt_arch a); /* "llama", "mistral", "qwen2" */
 
 typedef enum {
     LT_ROPE_SCALING_NONE = 0,
-    LT_ROPE_SCALING_LINEAR,  /* inv_freq / factor */
-    LT_ROPE_SCALING_LLAMA3,  /* transformers' _compute_llama3_parameters */
+    LT_ROPE_SCALING_LINEAR, /* inv_freq / factor */
+    LT_ROPE_SCALING_LLAMA3, /* transformers' _compute_llama3_parameters */
 } lt_rope_scaling_type;
 
 typedef struct {
     lt_rope_scaling_type type;
     float factor;
-    float low_freq_factor;                  /* llama3 only */
-    float high_freq_factor;                 /* llama3 only */
-    int original_max_position_embeddings;   /* llama3 only */
+    float low_freq_factor;                /* llama3 only */
+    float high_freq_factor;               /* llama3 only */
+    int original_max_position_embeddings; /* llama3 only */
 } lt_rope_scaling;
 
 typedef struct {
     lt_arch arch;
-    int dim;          /* hidden_size */
-    int n_layers;     /* num_hidden_layers */
-    int n_heads;      /* num_attention_heads */
-    int n_kv_heads;   /* num_key_value_heads (divides n_heads) */
-    int head_dim;     /* config head_dim, else dim / n_heads; even */
-    int ffn_dim;      /* intermediate_size */
+    int dim;        /* hidden_size */
+    int n_layers;   /* num_hidden_layers */
+    int n_heads;    /* num_attention_heads */
+    int n_kv_heads; /* num_key_value_heads (divides n_heads) */
+    int head_dim;   /* config head_dim, else dim / n_heads; even */
+    int ffn_dim;    /* intermediate_size */
     int vocab_size;
-    int max_seq_len;  /* max_position_embeddings / context_length / llama2.c seq_len */
-    float norm_eps;   /* rms_norm_eps */
+    int max_seq_len; /* max_position_embeddings / context_length / llama2.c seq_len */
+    float norm_eps;  /* rms_norm_eps */
     float rope_theta;
     lt_rope_scaling rope_scaling;
-    int sliding_window;   /* 0 = full causal attention; else attend to the last W positions */
-    int tied_embeddings;  /* LM head shares the token embedding */
-    int qkv_bias;         /* q/k/v projections have biases (qwen2; llama attention_bias) */
-    int bos_id, eos_id;   /* -1 if none */
-    int n_eos_ids;        /* how many eos ids the config listed (eos_id is the first) */
-    int eos_ids[8];       /* the first up to 8 of them */
-    lt_dtype dtype;       /* torch_dtype / stored dtype of the weights (informational) */
+    int sliding_window;  /* 0 = full causal attention; else attend to the last W positions */
+    int tied_embeddings; /* LM head shares the token embedding */
+    int qkv_bias;        /* q/k/v projections have biases (qwen2; llama attention_bias) */
+    int bos_id, eos_id;  /* -1 if none */
+    int n_eos_ids;       /* how many eos ids the config listed (eos_id is the first) */
+    int eos_ids[8];      /* the first up to 8 of them */
+    lt_dtype dtype;      /* torch_dtype / stored dtype of the weights (informational) */
 } lt_model_config;
 
 /* Reads a Hugging Face config.json. Errors name the field and what was expected. */
@@ -78,31 +78,35 @@ int64_t lt_model_config_n_params(const lt_model_config *c);
  * stacked over L. D = dim, L = n_layers, H = n_heads, KV = n_kv_heads, hd = head_dim,
  * F = ffn_dim, V = vocab_size. */
 typedef struct {
-    float *tok_embd;   /* (V, D) */
-    float *attn_norm;  /* (L, D)      input_layernorm */
-    float *wq;         /* (L, H*hd, D) */
-    float *wk;         /* (L, KV*hd, D) */
-    float *wv;         /* (L, KV*hd, D) */
-    float *bq;         /* (L, H*hd)   NULL unless qkv_bias */
-    float *bk;         /* (L, KV*hd)  NULL unless qkv_bias */
-    float *bv;         /* (L, KV*hd)  NULL unless qkv_bias */
-    float *wo;         /* (L, D, H*hd) */
-    float *ffn_norm;   /* (L, D)      post_attention_layernorm */
-    float *w_gate;     /* (L, F, D) */
-    float *w_up;       /* (L, F, D) */
-    float *w_down;     /* (L, D, F) */
-    float *out_norm;   /* (D) */
-    float *lm_head;    /* (V, D)      == tok_embd when tied */
+    float *tok_embd;  /* (V, D) */
+    float *attn_norm; /* (L, D)      input_layernorm */
+    float *wq;        /* (L, H*hd, D) */
+    float *wk;        /* (L, KV*hd, D) */
+    float *wv;        /* (L, KV*hd, D) */
+    float *bq;        /* (L, H*hd)   NULL unless qkv_bias */
+    float *bk;        /* (L, KV*hd)  NULL unless qkv_bias */
+    float *bv;        /* (L, KV*hd)  NULL unless qkv_bias */
+    float *wo;        /* (L, D, H*hd) */
+    float *ffn_norm;  /* (L, D)      post_attention_layernorm */
+    float *w_gate;    /* (L, F, D) */
+    float *w_up;      /* (L, F, D) */
+    float *w_down;    /* (L, D, F) */
+    float *out_norm;  /* (D) */
+    float *lm_head;   /* (V, D)      == tok_embd when tied */
 } lt_model_weights;
 
-typedef enum { LT_MODEL_FORMAT_HF = 0, LT_MODEL_FORMAT_GGUF, LT_MODEL_FORMAT_LLAMA2C } lt_model_format;
+typedef enum {
+    LT_MODEL_FORMAT_HF = 0,
+    LT_MODEL_FORMAT_GGUF,
+    LT_MODEL_FORMAT_LLAMA2C
+} lt_model_format;
 
 typedef struct lt_model {
     lt_model_config config;
     lt_model_weights w;
-    float *params;     /* the one allocation; n_params floats */
+    float *params; /* the one allocation; n_params floats */
     int64_t n_params;
-    float *inv_freq;   /* (hd/2) rotary inverse frequencies (GGUF rope_freqs applied) */
+    float *inv_freq; /* (hd/2) rotary inverse frequencies (GGUF rope_freqs applied) */
     /* where it came from (for inspect) */
     lt_model_format format;
     char *path;                               /* as given to lt_model_load */
@@ -110,7 +114,7 @@ typedef struct lt_model {
     int n_stored_tensors;                     /* tensors read from the file(s) */
     int stored_dtype_tensors[LT_DTYPE_COUNT]; /* stored tensors per dtype */
     int64_t stored_dtype_params[LT_DTYPE_COUNT];
-    int gguf_qk_permuted;                     /* 1 if q/k rows were un-permuted at load */
+    int qk_permuted_at_load; /* 1 if q/k rows came interleaved (llama2.c, llama GGUF) */
 } lt_model;
 
 typedef struct {

@@ -8,7 +8,7 @@
  * first index on ties).
  *
  * Ownership: the sampler owns its scratch buffers (sized for vocab_size at create, so
- * sampling never allocates); logits passed in are borrowed and modified in place. */
+ * sampling never allocates); logits passed in are borrowed (not modified). */
 #ifndef LORATUNE_SAMPLER_H
 #define LORATUNE_SAMPLER_H
 
@@ -29,8 +29,8 @@ typedef struct lt_sampler lt_sampler;
 
 lt_status lt_sampler_create(const lt_sampler_params *p, int vocab_size, lt_sampler **out);
 void lt_sampler_free(lt_sampler *s); /* safe on NULL */
-/* Picks the next id from logits[vocab_size] (modified in place). */
-int32_t lt_sampler_sample(lt_sampler *s, float *logits);
+/* Picks the next id from logits[vocab_size]. */
+int32_t lt_sampler_sample(lt_sampler *s, const float *logits);
 /* The generator itself (exposed for tests): next 64 bits, and a uniform double in [0, 1). */
 uint64_t lt_sampler_next_u64(lt_sampler *s);
 double lt_sampler_uniform(lt_sampler *s);
@@ -46,11 +46,11 @@ struct lt_tokenizer;
 typedef int (*lt_token_cb)(void *user, int32_t id, const char *text, size_t len);
 
 typedef struct {
-    int max_tokens;           /* new tokens at most */
-    const int32_t *stop_ids;  /* extra stop ids (e.g. "<|im_end|>"), borrowed; may be NULL */
+    int max_tokens;          /* new tokens at most */
+    const int32_t *stop_ids; /* extra stop ids (e.g. "<|im_end|>"), borrowed; may be NULL */
     int n_stop_ids;
-    int stop_at_eos;          /* stop at the model config's eos ids (and the tokenizer's) */
-    lt_token_cb on_token;     /* may be NULL */
+    int stop_at_eos;      /* stop at the model config's eos ids (and the tokenizer's) */
+    lt_token_cb on_token; /* may be NULL */
     void *user;
 } lt_generate_opts;
 

@@ -15,16 +15,19 @@
 
 const char *lt_arch_name(lt_arch a) {
     switch (a) {
-    case LT_ARCH_LLAMA: return "llama";
-    case LT_ARCH_MISTRAL: return "mistral";
-    case LT_ARCH_QWEN2: return "qwen2";
+    case LT_ARCH_LLAMA:
+        return "llama";
+    case LT_ARCH_MISTRAL:
+        return "mistral";
+    case LT_ARCH_QWEN2:
+        return "qwen2";
     }
     return "?";
 }
 
 lt_status lt_model_config_validate(const lt_model_config *c, const char *what) {
-#define RANGE(field, name, lo, hi)                                                            \
-    if ((int64_t)(field) < (lo) || (int64_t)(field) > (hi))                                    \
+#define RANGE(field, name, lo, hi)                                                                 \
+    if ((int64_t)(field) < (lo) || (int64_t)(field) > (hi))                                        \
         return lt_error(LT_ERR_FORMAT, "%s: %s = %lld: expected an integer in [%lld, %lld]", what, \
                         name, (long long)(field), (long long)(lo), (long long)(hi));
     RANGE(c->dim, "hidden_size", 1, LT_MAX_DIM);
@@ -37,8 +40,9 @@ lt_status lt_model_config_validate(const lt_model_config *c, const char *what) {
     RANGE(c->max_seq_len, "max_position_embeddings", 1, LT_MAX_SEQ);
 #undef RANGE
     if (c->n_heads % c->n_kv_heads != 0)
-        return lt_error(LT_ERR_FORMAT, "%s: num_key_value_heads = %d must divide num_attention_heads = %d",
-                        what, c->n_kv_heads, c->n_heads);
+        return lt_error(LT_ERR_FORMAT,
+                        "%s: num_key_value_heads = %d must divide num_attention_heads = %d", what,
+                        c->n_kv_heads, c->n_heads);
     if (c->head_dim % 2 != 0)
         return lt_error(LT_ERR_FORMAT, "%s: head_dim = %d: expected an even number (rotary pairs)",
                         what, c->head_dim);
@@ -57,20 +61,23 @@ lt_status lt_model_config_validate(const lt_model_config *c, const char *what) {
                         what, (double)r->factor);
     if (r->type == LT_ROPE_SCALING_LLAMA3) {
         if (!(r->low_freq_factor > 0.0f) || !(r->high_freq_factor > r->low_freq_factor))
-            return lt_error(LT_ERR_FORMAT,
-                            "%s: rope_scaling: expected 0 < low_freq_factor (%g) < high_freq_factor (%g)",
-                            what, (double)r->low_freq_factor, (double)r->high_freq_factor);
+            return lt_error(
+                LT_ERR_FORMAT,
+                "%s: rope_scaling: expected 0 < low_freq_factor (%g) < high_freq_factor (%g)", what,
+                (double)r->low_freq_factor, (double)r->high_freq_factor);
         if (r->original_max_position_embeddings < 1)
             return lt_error(LT_ERR_FORMAT,
-                            "%s: rope_scaling.original_max_position_embeddings = %d: expected a positive integer",
+                            "%s: rope_scaling.original_max_position_embeddings = %d: expected a "
+                            "positive integer",
                             what, r->original_max_position_embeddings);
     }
     if (c->sliding_window < 0)
         return lt_error(LT_ERR_FORMAT, "%s: sliding_window = %d: expected >= 0", what,
                         c->sliding_window);
     if (c->bos_id >= c->vocab_size || c->eos_id >= c->vocab_size)
-        return lt_error(LT_ERR_FORMAT, "%s: bos_token_id %d / eos_token_id %d outside vocab_size %d",
-                        what, c->bos_id, c->eos_id, c->vocab_size);
+        return lt_error(LT_ERR_FORMAT,
+                        "%s: bos_token_id %d / eos_token_id %d outside vocab_size %d", what,
+                        c->bos_id, c->eos_id, c->vocab_size);
     return LT_OK;
 }
 
@@ -171,7 +178,7 @@ static lt_status parse_rope_scaling(const char *path, json_t *rs, lt_rope_scalin
         return lt_error(LT_ERR_FORMAT, "%s: rope_scaling.rope_type: expected a string", path);
     const char *type = json_string_value(t);
     lt_status st;
-    double x;
+    double x = 0;
     if (!strcmp(type, "default")) return LT_OK;
     if (!strcmp(type, "linear")) {
         out->type = LT_ROPE_SCALING_LINEAR;
@@ -190,33 +197,39 @@ static lt_status parse_rope_scaling(const char *path, json_t *rs, lt_rope_scalin
         json_t *o = json_object_get(rs, "original_max_position_embeddings");
         if (!o || !json_is_integer(o) || json_integer_value(o) < 1 ||
             json_integer_value(o) > LT_MAX_SEQ)
-            return lt_error(LT_ERR_FORMAT,
-                            "%s: rope_scaling.original_max_position_embeddings: expected a positive integer",
-                            path);
+            return lt_error(
+                LT_ERR_FORMAT,
+                "%s: rope_scaling.original_max_position_embeddings: expected a positive integer",
+                path);
         out->original_max_position_embeddings = (int)json_integer_value(o);
         return LT_OK;
     }
-    return lt_error(LT_ERR_UNSUPPORTED,
-                    "%s: rope_scaling.rope_type = \"%s\" is not supported (expected default, linear or llama3)",
-                    path, type);
+    return lt_error(
+        LT_ERR_UNSUPPORTED,
+        "%s: rope_scaling.rope_type = \"%s\" is not supported (expected default, linear or llama3)",
+        path, type);
 }
 
 static lt_status config_from_json(const char *path, json_t *root, lt_model_config *c) {
     lt_status st;
     memset(c, 0, sizeof *c);
-    if (!json_is_object(root))
-        return lt_error(LT_ERR_FORMAT, "%s: expected a JSON object", path);
+    if (!json_is_object(root)) return lt_error(LT_ERR_FORMAT, "%s: expected a JSON object", path);
     json_t *mt = json_object_get(root, "model_type");
     if (!mt || !json_is_string(mt))
-        return lt_error(LT_ERR_FORMAT, "%s: missing field \"model_type\" (expected a string)", path);
+        return lt_error(LT_ERR_FORMAT, "%s: missing field \"model_type\" (expected a string)",
+                        path);
     const char *type = json_string_value(mt);
-    if (!strcmp(type, "llama")) c->arch = LT_ARCH_LLAMA;
-    else if (!strcmp(type, "mistral")) c->arch = LT_ARCH_MISTRAL;
-    else if (!strcmp(type, "qwen2")) c->arch = LT_ARCH_QWEN2;
+    if (!strcmp(type, "llama"))
+        c->arch = LT_ARCH_LLAMA;
+    else if (!strcmp(type, "mistral"))
+        c->arch = LT_ARCH_MISTRAL;
+    else if (!strcmp(type, "qwen2"))
+        c->arch = LT_ARCH_QWEN2;
     else
-        return lt_error(LT_ERR_UNSUPPORTED,
-                        "%s: model_type = \"%s\" is not supported (expected llama, mistral or qwen2)",
-                        path, type);
+        return lt_error(
+            LT_ERR_UNSUPPORTED,
+            "%s: model_type = \"%s\" is not supported (expected llama, mistral or qwen2)", path,
+            type);
 
     if ((st = get_int(path, root, "hidden_size", 0, 0, &c->dim))) return st;
     if ((st = get_int(path, root, "intermediate_size", 0, 0, &c->ffn_dim))) return st;
@@ -231,12 +244,13 @@ static lt_status config_from_json(const char *path, json_t *root, lt_model_confi
     if ((st = get_int(path, root, "head_dim", 1, 0, &c->head_dim))) return st;
     if (c->head_dim == 0) {
         if (c->dim % c->n_heads != 0)
-            return lt_error(LT_ERR_FORMAT,
-                            "%s: num_attention_heads = %d must divide hidden_size = %d (no head_dim given)",
-                            path, c->n_heads, c->dim);
+            return lt_error(
+                LT_ERR_FORMAT,
+                "%s: num_attention_heads = %d must divide hidden_size = %d (no head_dim given)",
+                path, c->n_heads, c->dim);
         c->head_dim = c->dim / c->n_heads;
     }
-    double x;
+    double x = 0;
     if ((st = get_num(path, root, "", "rms_norm_eps", 1, 1e-6, &x))) return st;
     c->norm_eps = (float)x;
     /* transformers >= 5 writes rope_theta and the scaling into one "rope_parameters" object */
@@ -248,20 +262,23 @@ static lt_status config_from_json(const char *path, json_t *root, lt_model_confi
     } else {
         if ((st = get_num(path, root, "", "rope_theta", 1, 10000.0, &x))) return st;
         c->rope_theta = (float)x;
-        if ((st = parse_rope_scaling(path, json_object_get(root, "rope_scaling"), &c->rope_scaling)))
+        if ((st =
+                 parse_rope_scaling(path, json_object_get(root, "rope_scaling"), &c->rope_scaling)))
             return st;
     }
     json_t *prf = json_object_get(root, "partial_rotary_factor");
     if (prf && !json_is_null(prf) && (!json_is_number(prf) || json_number_value(prf) != 1.0))
-        return lt_error(LT_ERR_UNSUPPORTED, "%s: partial_rotary_factor != 1 is not supported", path);
+        return lt_error(LT_ERR_UNSUPPORTED, "%s: partial_rotary_factor != 1 is not supported",
+                        path);
 
     json_t *act = json_object_get(root, "hidden_act");
     if (act && !json_is_null(act)) {
         if (!json_is_string(act))
             return lt_error(LT_ERR_FORMAT, "%s: hidden_act: expected a string", path);
         if (strcmp(json_string_value(act), "silu") != 0)
-            return lt_error(LT_ERR_UNSUPPORTED, "%s: hidden_act = \"%s\": only \"silu\" is supported",
-                            path, json_string_value(act));
+            return lt_error(LT_ERR_UNSUPPORTED,
+                            "%s: hidden_act = \"%s\": only \"silu\" is supported", path,
+                            json_string_value(act));
     }
     int b;
     if ((st = get_bool(path, root, "mlp_bias", 0, &b))) return st;
@@ -282,7 +299,8 @@ static lt_status config_from_json(const char *path, json_t *root, lt_model_confi
         int use;
         if ((st = get_bool(path, root, "use_sliding_window", 0, &use))) return st;
         if (use)
-            return lt_error(LT_ERR_UNSUPPORTED, "%s: use_sliding_window = true is not supported", path);
+            return lt_error(LT_ERR_UNSUPPORTED, "%s: use_sliding_window = true is not supported",
+                            path);
     }
     if (c->sliding_window >= c->max_seq_len) c->sliding_window = 0;
 
@@ -293,9 +311,10 @@ static lt_status config_from_json(const char *path, json_t *root, lt_model_confi
         size_t n = json_array_size(eos);
         for (size_t i = 0; i < n; i++) {
             json_t *e = json_array_get(eos, i);
-            if (!json_is_integer(e) || json_integer_value(e) < 0 || json_integer_value(e) > 0x7fffffff)
-                return lt_error(LT_ERR_FORMAT, "%s: eos_token_id[%zu]: expected a non-negative integer",
-                                path, i);
+            if (!json_is_integer(e) || json_integer_value(e) < 0 ||
+                json_integer_value(e) > 0x7fffffff)
+                return lt_error(LT_ERR_FORMAT,
+                                "%s: eos_token_id[%zu]: expected a non-negative integer", path, i);
             if (c->n_eos_ids < 8) c->eos_ids[c->n_eos_ids] = (int)json_integer_value(e);
             if (i == 0) c->eos_id = (int)json_integer_value(e);
             c->n_eos_ids++;
@@ -313,12 +332,16 @@ static lt_status config_from_json(const char *path, json_t *root, lt_model_confi
     if (!dt || json_is_null(dt)) dt = json_object_get(root, "dtype");
     if (dt && json_is_string(dt)) {
         const char *s = json_string_value(dt);
-        if (!strcmp(s, "float16")) c->dtype = LT_DTYPE_F16;
-        else if (!strcmp(s, "bfloat16")) c->dtype = LT_DTYPE_BF16;
-        else if (!strcmp(s, "float32")) c->dtype = LT_DTYPE_F32;
+        if (!strcmp(s, "float16"))
+            c->dtype = LT_DTYPE_F16;
+        else if (!strcmp(s, "bfloat16"))
+            c->dtype = LT_DTYPE_BF16;
+        else if (!strcmp(s, "float32"))
+            c->dtype = LT_DTYPE_F32;
         else
             return lt_error(LT_ERR_FORMAT,
-                            "%s: torch_dtype = \"%s\": expected float32, float16 or bfloat16", path, s);
+                            "%s: torch_dtype = \"%s\": expected float32, float16 or bfloat16", path,
+                            s);
     }
     return lt_model_config_validate(c, path);
 }

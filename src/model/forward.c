@@ -7,6 +7,7 @@
  *   causal GQA attention over cached positions (query head h reads kv head h / (H/KV))
  *   x += att Wo^T;  xb = rmsnorm(x) * ffn_norm;  x += (silu(xb Wg^T) * (xb Wu^T)) Wd^T
  * then logits = rmsnorm(x) * out_norm  lm_head^T.
+ * Matmuls below SMALL_MATMUL multiply-adds run as plain loops (see there).
  * Every buffer lives in lt_kv_cache and is allocated once in lt_kv_cache_create. */
 #include <cblas.h>
 #include <math.h>
@@ -58,16 +59,26 @@ lt_status lt_kv_cache_create(const lt_model *m, int ctx_len, int max_batch, lt_k
                         (long long)total, ctx_len);
     }
     float *p = kv->block;
-    kv->k = p; p += cache;
-    kv->v = p; p += cache;
-    kv->x = p; p += B * kv->dim;
-    kv->xb = p; p += B * kv->dim;
-    kv->q = p; p += B * kv->q_dim;
-    kv->att = p; p += B * kv->q_dim;
-    kv->hg = p; p += B * kv->ffn_dim;
-    kv->hu = p; p += B * kv->ffn_dim;
-    kv->cosb = p; p += B * kv->half;
-    kv->sinb = p; p += B * kv->half;
+    kv->k = p;
+    p += cache;
+    kv->v = p;
+    p += cache;
+    kv->x = p;
+    p += B * kv->dim;
+    kv->xb = p;
+    p += B * kv->dim;
+    kv->q = p;
+    p += B * kv->q_dim;
+    kv->att = p;
+    p += B * kv->q_dim;
+    kv->hg = p;
+    p += B * kv->ffn_dim;
+    kv->hu = p;
+    p += B * kv->ffn_dim;
+    kv->cosb = p;
+    p += B * kv->half;
+    kv->sinb = p;
+    p += B * kv->half;
     kv->scores = p;
     *out = kv;
     return LT_OK;
@@ -79,7 +90,9 @@ void lt_kv_cache_free(lt_kv_cache *kv) {
     free(kv);
 }
 
-int lt_kv_cache_ctx(const lt_kv_cache *kv) { return kv->ctx; }
+int lt_kv_cache_ctx(const lt_kv_cache *kv) {
+    return kv->ctx;
+}
 
 /* out[n][D] = x[n][D] / sqrt(mean(x^2) + eps) * w[D] (HF LlamaRMSNorm, float32) */
 static void rmsnorm(float *out, const float *x, const float *w, int n, int D, float eps) {
@@ -87,9 +100,11 @@ static void rmsnorm(float *out, const float *x, const float *w, int n, int D, fl
         const float *xr = x + (int64_t)t * D;
         float *o = out + (int64_t)t * D;
         double ss = 0.0;
-        for (int i = 0; i < D; i++) ss += (double)xr[i] * xr[i];
+        for (int i = 0; i < D; i++)
+            ss += (double)xr[i] * xr[i];
         float inv = 1.0f / sqrtf((float)(ss / D) + eps);
-        for (int i = 0; i < D; i++) o[i] = w[i] * (xr[i] * inv);
+        for (int i = 0; i < D; i++)
+            o[i] = w[i] * (xr[i] * inv);
     }
 }
 
@@ -105,7 +120,8 @@ static void matmul_beta(float *y, const float *x, const float *W, int n, int out
             for (int o = 0; o < out; o++) {
                 const float *wr = W + (int64_t)o * in, *xr = x + (int64_t)t * in;
                 float acc = 0.0f;
-                for (int i = 0; i < in; i++) acc += wr[i] * xr[i];
+                for (int i = 0; i < in; i++)
+                    acc += wr[i] * xr[i];
                 float *yo = y + (int64_t)t * out + o;
                 *yo = beta == 0.0f ? acc : *yo + acc;
             }
@@ -122,7 +138,8 @@ static void matmul(float *y, const float *x, const float *W, const float *bias, 
     matmul_beta(y, x, W, n, out, in, 0.0f);
     if (bias)
         for (int t = 0; t < n; t++)
-            for (int o = 0; o < out; o++) y[(int64_t)t * out + o] += bias[o];
+            for (int o = 0; o < out; o++)
+                y[(int64_t)t * out + o] += bias[o];
 }
 
 /* Rotates n_heads heads of each of n rows (row stride `stride`) by cos/sin of its position. */
@@ -190,7 +207,8 @@ static void forward_chunk(const lt_model *m, lt_kv_cache *kv, const int32_t *tok
                 for (int j = start; j <= pos; j++) {
                     const float *kj = K + (int64_t)j * KD + (int64_t)kvh * hd;
                     float s = 0.0f;
-                    for (int i = 0; i < hd; i++) s += qh[i] * kj[i];
+                    for (int i = 0; i < hd; i++)
+                        s += qh[i] * kj[i];
                     s *= scale;
                     sc[j] = s;
                     if (s > mx) mx = s;
@@ -202,11 +220,13 @@ static void forward_chunk(const lt_model *m, lt_kv_cache *kv, const int32_t *tok
                 }
                 float inv = 1.0f / sum;
                 float *o = kv->att + (int64_t)t * QD + (int64_t)h * hd;
-                for (int i = 0; i < hd; i++) o[i] = 0.0f;
+                for (int i = 0; i < hd; i++)
+                    o[i] = 0.0f;
                 for (int j = start; j <= pos; j++) {
                     const float *vj = Vv + (int64_t)j * KD + (int64_t)kvh * hd;
                     float p = sc[j] * inv;
-                    for (int i = 0; i < hd; i++) o[i] += p * vj[i];
+                    for (int i = 0; i < hd; i++)
+                        o[i] += p * vj[i];
                 }
             }
         /* x += att Wo^T (beta = 1 accumulates into the residual) */

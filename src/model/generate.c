@@ -27,8 +27,11 @@ static size_t stable_len(const char *s, size_t n) {
     for (size_t back = 1; back <= 4 && back <= n; back++) {
         unsigned char c = (unsigned char)s[n - back];
         if ((c & 0xC0) == 0x80) continue; /* continuation byte */
-        size_t need = c < 0x80 ? 1 : (c & 0xE0) == 0xC0 ? 2 : (c & 0xF0) == 0xE0 ? 3
-                                                        : (c & 0xF8) == 0xF0 ? 4 : 1;
+        size_t need = c < 0x80             ? 1
+                      : (c & 0xE0) == 0xC0 ? 2
+                      : (c & 0xF0) == 0xE0 ? 3
+                      : (c & 0xF8) == 0xF0 ? 4
+                                           : 1;
         return back < need ? n - back : n;
     }
     return n;
@@ -54,8 +57,9 @@ lt_status lt_generate(const lt_model *m, lt_kv_cache *kv, const lt_tokenizer *to
     if (n_prompt < 1) return lt_error(LT_ERR_ARG, "generate: empty prompt (add BOS at least)");
     int ctx = lt_kv_cache_ctx(kv);
     if (n_prompt >= ctx)
-        return lt_error(LT_ERR_ARG, "generate: prompt of %d tokens leaves no room in a context of %d",
-                        n_prompt, ctx);
+        return lt_error(LT_ERR_ARG,
+                        "generate: prompt of %d tokens leaves no room in a context of %d", n_prompt,
+                        ctx);
     int max_new = o->max_tokens;
     if (max_new > ctx - n_prompt) max_new = ctx - n_prompt;
     if (max_new < 0) max_new = 0;
@@ -112,7 +116,8 @@ lt_status lt_generate(const lt_model *m, lt_kv_cache *kv, const lt_tokenizer *to
     /* flush any held-back tail */
     if (tok && o->on_token && n_gen > 0) {
         int n_text = n_gen - (is_stop(m, tok, o, gen[n_gen - 1]) ? 1 : 0);
-        if ((st = lt_tokenizer_decode(tok, win, (size_t)(tail + n_text), 1, &text, &tlen))) goto done;
+        if ((st = lt_tokenizer_decode(tok, win, (size_t)(tail + n_text), 1, &text, &tlen)))
+            goto done;
         if (tlen > printed) o->on_token(o->user, -1, text + printed, tlen - printed);
     }
 done:

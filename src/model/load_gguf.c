@@ -28,7 +28,7 @@ static lt_status key_i(const lt_gguf *g, const char *arch, const char *suffix, i
     if (st == LT_ERR_NOTFOUND)
         return lt_error(LT_ERR_FORMAT, "%s: missing metadata key %s (expected an integer)",
                         lt_gguf_path(g), key);
-    if (st) return lt_error_wrap(st, lt_gguf_path(g));
+    if (st) return st; /* the reader's message already names the file and key */
     if (*out < 0 || *out > 0x7fffffff)
         return lt_error(LT_ERR_FORMAT, "%s: %s = %lld: out of range", lt_gguf_path(g), key,
                         (long long)*out);
@@ -47,7 +47,7 @@ static lt_status key_f(const lt_gguf *g, const char *arch, const char *suffix, i
     if (st == LT_ERR_NOTFOUND)
         return lt_error(LT_ERR_FORMAT, "%s: missing metadata key %s (expected a number)",
                         lt_gguf_path(g), key);
-    if (st) return lt_error_wrap(st, lt_gguf_path(g));
+    if (st) return st; /* the reader's message already names the file and key */
     return LT_OK;
 }
 
@@ -59,16 +59,20 @@ static lt_status gguf_config(const lt_gguf *g, lt_model_config *c, char *arch, s
     size_t len;
     lt_status st = lt_gguf_get_str(g, "general.architecture", &s, &len);
     if (st)
-        return lt_error(LT_ERR_FORMAT, "%s: missing metadata key general.architecture (a string)", path);
+        return lt_error(LT_ERR_FORMAT, "%s: missing metadata key general.architecture (a string)",
+                        path);
     if (len >= arch_cap) len = arch_cap - 1;
     memcpy(arch, s, len);
     arch[len] = 0;
-    if (!strcmp(arch, "llama")) c->arch = LT_ARCH_LLAMA;
-    else if (!strcmp(arch, "qwen2")) c->arch = LT_ARCH_QWEN2;
+    if (!strcmp(arch, "llama"))
+        c->arch = LT_ARCH_LLAMA;
+    else if (!strcmp(arch, "qwen2"))
+        c->arch = LT_ARCH_QWEN2;
     else
-        return lt_error(LT_ERR_UNSUPPORTED,
-                        "%s: general.architecture = \"%s\" is not supported (expected llama or qwen2)",
-                        path, arch);
+        return lt_error(
+            LT_ERR_UNSUPPORTED,
+            "%s: general.architecture = \"%s\" is not supported (expected llama or qwen2)", path,
+            arch);
     int64_t v;
     if ((st = key_i(g, arch, "embedding_length", 1, 0, &v))) return st;
     c->dim = (int)v;
@@ -83,15 +87,16 @@ static lt_status gguf_config(const lt_gguf *g, lt_model_config *c, char *arch, s
     if ((st = key_i(g, arch, "context_length", 0, 2048, &v))) return st;
     c->max_seq_len = (int)v;
     if (c->n_heads < 1)
-        return lt_error(LT_ERR_FORMAT, "%s: %s.attention.head_count = 0: expected a positive integer",
-                        path, arch);
+        return lt_error(LT_ERR_FORMAT,
+                        "%s: %s.attention.head_count = 0: expected a positive integer", path, arch);
     if ((st = key_i(g, arch, "attention.key_length", 0, c->dim / c->n_heads, &v))) return st;
     c->head_dim = (int)v;
     if ((st = key_i(g, arch, "rope.dimension_count", 0, c->head_dim, &v))) return st;
     if (v != c->head_dim)
-        return lt_error(LT_ERR_UNSUPPORTED,
-                        "%s: %s.rope.dimension_count = %lld != head dim %d: partial rotary is not supported",
-                        path, arch, (long long)v, c->head_dim);
+        return lt_error(
+            LT_ERR_UNSUPPORTED,
+            "%s: %s.rope.dimension_count = %lld != head dim %d: partial rotary is not supported",
+            path, arch, (long long)v, c->head_dim);
     const lt_tensor_view *te = lt_gguf_find_tensor(g, "token_embd.weight");
     int64_t vdef = te && te->ndim == 2 ? te->shape[0] : 0;
     if ((st = key_i(g, arch, "vocab_size", 0, vdef, &v))) return st;
@@ -106,17 +111,20 @@ static lt_status gguf_config(const lt_gguf *g, lt_model_config *c, char *arch, s
             if ((st = key_f(g, arch, "rope.scaling.factor", 1, 1.0f, &c->rope_scaling.factor)))
                 return st;
         } else if (!(len == 4 && !memcmp(s, "none", 4))) {
-            return lt_error(LT_ERR_UNSUPPORTED, "%s: %s = \"%.*s\" is not supported (none or linear)",
-                            path, key, (int)(len > 32 ? 32 : len), s);
+            return lt_error(LT_ERR_UNSUPPORTED,
+                            "%s: %s = \"%.*s\" is not supported (none or linear)", path, key,
+                            (int)(len > 32 ? 32 : len), s);
         }
     }
     c->tied_embeddings = lt_gguf_find_tensor(g, "output.weight") == NULL;
     c->qkv_bias = lt_gguf_find_tensor(g, "blk.0.attn_q.bias") != NULL;
     c->bos_id = c->eos_id = -1;
     uint32_t u;
-    if (lt_gguf_get_u32(g, "tokenizer.ggml.bos_token_id", &u) == LT_OK && u < (uint32_t)c->vocab_size)
+    if (lt_gguf_get_u32(g, "tokenizer.ggml.bos_token_id", &u) == LT_OK &&
+        u < (uint32_t)c->vocab_size)
         c->bos_id = (int)u;
-    if (lt_gguf_get_u32(g, "tokenizer.ggml.eos_token_id", &u) == LT_OK && u < (uint32_t)c->vocab_size) {
+    if (lt_gguf_get_u32(g, "tokenizer.ggml.eos_token_id", &u) == LT_OK &&
+        u < (uint32_t)c->vocab_size) {
         c->eos_id = (int)u;
         c->n_eos_ids = 1;
         c->eos_ids[0] = c->eos_id;
@@ -138,43 +146,52 @@ lt_status lt_model_load_gguf(const char *path, const lt_model_load_opts *opts, l
     lt_model *m = NULL;
     float *tmp = NULL;
     if ((st = gguf_config(g, &c, arch, sizeof arch))) goto fail;
-    if ((st = lt_model_alloc(&c, LT_CONFIG_ONLY(opts), &m))) goto fail;
+    /* Pass 0 checks every tensor against the metadata without any weights; only then pass 1
+     * allocates and converts, so lying metadata cannot make us allocate more than the file
+     * backs. */
     int64_t D = c.dim, L = c.n_layers, F = c.ffn_dim, V = c.vocab_size;
     int64_t QD = (int64_t)c.n_heads * c.head_dim, KD = (int64_t)c.n_kv_heads * c.head_dim;
-    lt_model_weights *w = &m->w;
+    lt_model_weights *w = NULL;
     char name[128];
-#define TAKE(nm, nd, a, b, dst)                                                               \
-    do {                                                                                      \
-        if ((st = lt_model_take(m, path, (nm), lt_gguf_find_tensor(g, (nm)), (nd), (a), (b),   \
-                                (dst))))                                                      \
-            goto fail;                                                                        \
+    for (int pass = 0; pass < 2; pass++) {
+        if (pass == 1 && LT_CONFIG_ONLY(opts)) break;
+        lt_model_free(m);
+        m = NULL;
+        if ((st = lt_model_alloc(&c, pass == 0, &m))) goto fail;
+        w = &m->w;
+#define TAKE(nm, nd, a, b, dst)                                                                    \
+    do {                                                                                           \
+        if ((st = lt_model_take(m, path, (nm), lt_gguf_find_tensor(g, (nm)), (nd), (a), (b),       \
+                                (dst))))                                                           \
+            goto fail;                                                                             \
     } while (0)
-    TAKE("token_embd.weight", 2, V, D, w->tok_embd);
-    for (int64_t l = 0; l < L; l++) {
-#define LAYER(suffix, nd, a, b, dst)                                                          \
-    do {                                                                                      \
-        snprintf(name, sizeof name, "blk.%lld.%s", (long long)l, suffix);                     \
-        TAKE(name, nd, a, b, dst);                                                            \
+        TAKE("token_embd.weight", 2, V, D, w->tok_embd);
+        for (int64_t l = 0; l < L; l++) {
+#define LAYER(suffix, nd, a, b, dst)                                                               \
+    do {                                                                                           \
+        snprintf(name, sizeof name, "blk.%lld.%s", (long long)l, suffix);                          \
+        TAKE(name, nd, a, b, dst);                                                                 \
     } while (0)
-        LAYER("attn_norm.weight", 1, D, 0, OFF(w->attn_norm, l * D));
-        LAYER("attn_q.weight", 2, QD, D, OFF(w->wq, l * QD * D));
-        LAYER("attn_k.weight", 2, KD, D, OFF(w->wk, l * KD * D));
-        LAYER("attn_v.weight", 2, KD, D, OFF(w->wv, l * KD * D));
-        if (c.qkv_bias) {
-            LAYER("attn_q.bias", 1, QD, 0, OFF(w->bq, l * QD));
-            LAYER("attn_k.bias", 1, KD, 0, OFF(w->bk, l * KD));
-            LAYER("attn_v.bias", 1, KD, 0, OFF(w->bv, l * KD));
-        }
-        LAYER("attn_output.weight", 2, D, QD, OFF(w->wo, l * D * QD));
-        LAYER("ffn_norm.weight", 1, D, 0, OFF(w->ffn_norm, l * D));
-        LAYER("ffn_gate.weight", 2, F, D, OFF(w->w_gate, l * F * D));
-        LAYER("ffn_up.weight", 2, F, D, OFF(w->w_up, l * F * D));
-        LAYER("ffn_down.weight", 2, D, F, OFF(w->w_down, l * D * F));
+            LAYER("attn_norm.weight", 1, D, 0, OFF(w->attn_norm, l * D));
+            LAYER("attn_q.weight", 2, QD, D, OFF(w->wq, l * QD * D));
+            LAYER("attn_k.weight", 2, KD, D, OFF(w->wk, l * KD * D));
+            LAYER("attn_v.weight", 2, KD, D, OFF(w->wv, l * KD * D));
+            if (c.qkv_bias) {
+                LAYER("attn_q.bias", 1, QD, 0, OFF(w->bq, l * QD));
+                LAYER("attn_k.bias", 1, KD, 0, OFF(w->bk, l * KD));
+                LAYER("attn_v.bias", 1, KD, 0, OFF(w->bv, l * KD));
+            }
+            LAYER("attn_output.weight", 2, D, QD, OFF(w->wo, l * D * QD));
+            LAYER("ffn_norm.weight", 1, D, 0, OFF(w->ffn_norm, l * D));
+            LAYER("ffn_gate.weight", 2, F, D, OFF(w->w_gate, l * F * D));
+            LAYER("ffn_up.weight", 2, F, D, OFF(w->w_up, l * F * D));
+            LAYER("ffn_down.weight", 2, D, F, OFF(w->w_down, l * D * F));
 #undef LAYER
-    }
-    TAKE("output_norm.weight", 1, D, 0, w->out_norm);
-    if (!c.tied_embeddings) TAKE("output.weight", 2, V, D, w->lm_head);
+        }
+        TAKE("output_norm.weight", 1, D, 0, w->out_norm);
+        if (!c.tied_embeddings) TAKE("output.weight", 2, V, D, w->lm_head);
 #undef TAKE
+    }
     const lt_tensor_view *rf = lt_gguf_find_tensor(g, "rope_freqs.weight");
     if (rf) {
         int half = c.head_dim / 2;
@@ -186,8 +203,8 @@ lt_status lt_model_load_gguf(const char *path, const lt_model_load_opts *opts, l
         if ((st = lt_model_take(m, path, "rope_freqs.weight", rf, 1, half, 0, factors))) goto fail;
         for (int i = 0; i < half; i++) {
             if (!(factors[i] > 0.0f)) {
-                st = lt_error(LT_ERR_FORMAT, "%s: rope_freqs.weight[%d] = %g: expected > 0", path, i,
-                              (double)factors[i]);
+                st = lt_error(LT_ERR_FORMAT, "%s: rope_freqs.weight[%d] = %g: expected > 0", path,
+                              i, (double)factors[i]);
                 goto fail;
             }
             m->inv_freq[i] /= factors[i];
@@ -209,10 +226,10 @@ lt_status lt_model_load_gguf(const char *path, const lt_model_load_opts *opts, l
                 lt_permute_rows_interleaved_to_hf(w->bk + l * KD, c.n_kv_heads, c.head_dim, 1, tmp);
             }
         }
-        m->gguf_qk_permuted = 1;
         free(tmp);
         tmp = NULL;
     }
+    m->qk_permuted_at_load = c.arch == LT_ARCH_LLAMA;
     for (size_t i = 0; i < lt_gguf_n_tensors(g); i++) {
         const lt_tensor_view *t = lt_gguf_tensor(g, i);
         if ((unsigned)t->dtype >= LT_DTYPE_COUNT) continue;

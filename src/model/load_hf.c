@@ -46,54 +46,64 @@ lt_status lt_model_load_hf(const char *dir, const lt_model_load_opts *opts, lt_m
     lt_safetensors *sf = NULL;
     if ((st = lt_safetensors_open(dir, &sf))) return st;
     lt_model *m = NULL;
-    if ((st = lt_model_alloc(&c, LT_CONFIG_ONLY(opts), &m))) {
-        lt_safetensors_close(sf);
-        return lt_error_wrap(st, dir);
-    }
-    int64_t D = c.dim, L = c.n_layers, F = c.ffn_dim, V = c.vocab_size;
-    int64_t QD = (int64_t)c.n_heads * c.head_dim, KD = (int64_t)c.n_kv_heads * c.head_dim;
-    lt_model_weights *w = &m->w;
-    char name[256];
-#define TAKE(nm, nd, a, b, dst)                                                               \
-    do {                                                                                      \
-        if ((st = lt_model_take(m, dir, (nm), lt_safetensors_find(sf, (nm)), (nd), (a), (b),   \
-                                (dst))))                                                      \
-            goto fail;                                                                        \
-    } while (0)
-    TAKE("model.embed_tokens.weight", 2, V, D, w->tok_embd);
-    for (int64_t l = 0; l < L; l++) {
-#define LAYER(suffix, nd, a, b, dst)                                                          \
-    do {                                                                                      \
-        snprintf(name, sizeof name, "model.layers.%lld.%s", (long long)l, suffix);            \
-        TAKE(name, nd, a, b, dst);                                                            \
-    } while (0)
-        LAYER("input_layernorm.weight", 1, D, 0, OFF(w->attn_norm, l * D));
-        LAYER("self_attn.q_proj.weight", 2, QD, D, OFF(w->wq, l * QD * D));
-        LAYER("self_attn.k_proj.weight", 2, KD, D, OFF(w->wk, l * KD * D));
-        LAYER("self_attn.v_proj.weight", 2, KD, D, OFF(w->wv, l * KD * D));
-        if (c.qkv_bias) {
-            LAYER("self_attn.q_proj.bias", 1, QD, 0, OFF(w->bq, l * QD));
-            LAYER("self_attn.k_proj.bias", 1, KD, 0, OFF(w->bk, l * KD));
-            LAYER("self_attn.v_proj.bias", 1, KD, 0, OFF(w->bv, l * KD));
+    /* Pass 0 checks every tensor against the config without any weights; only then pass 1
+     * allocates and converts, so a config.json that lies about the sizes cannot make us
+     * allocate more than the files back. */
+    for (int pass = 0; pass < 2; pass++) {
+        if (pass == 1 && LT_CONFIG_ONLY(opts)) break;
+        lt_model_free(m);
+        m = NULL;
+        if ((st = lt_model_alloc(&c, pass == 0, &m))) {
+            lt_safetensors_close(sf);
+            return lt_error_wrap(st, dir);
         }
-        LAYER("self_attn.o_proj.weight", 2, D, QD, OFF(w->wo, l * D * QD));
-        LAYER("post_attention_layernorm.weight", 1, D, 0, OFF(w->ffn_norm, l * D));
-        LAYER("mlp.gate_proj.weight", 2, F, D, OFF(w->w_gate, l * F * D));
-        LAYER("mlp.up_proj.weight", 2, F, D, OFF(w->w_up, l * F * D));
-        LAYER("mlp.down_proj.weight", 2, D, F, OFF(w->w_down, l * D * F));
+        int64_t D = c.dim, L = c.n_layers, F = c.ffn_dim, V = c.vocab_size;
+        int64_t QD = (int64_t)c.n_heads * c.head_dim, KD = (int64_t)c.n_kv_heads * c.head_dim;
+        lt_model_weights *w = &m->w;
+        char name[256];
+#define TAKE(nm, nd, a, b, dst)                                                                    \
+    do {                                                                                           \
+        if ((st = lt_model_take(m, dir, (nm), lt_safetensors_find(sf, (nm)), (nd), (a), (b),       \
+                                (dst))))                                                           \
+            goto fail;                                                                             \
+    } while (0)
+        TAKE("model.embed_tokens.weight", 2, V, D, w->tok_embd);
+        for (int64_t l = 0; l < L; l++) {
+#define LAYER(suffix, nd, a, b, dst)                                                               \
+    do {                                                                                           \
+        snprintf(name, sizeof name, "model.layers.%lld.%s", (long long)l, suffix);                 \
+        TAKE(name, nd, a, b, dst);                                                                 \
+    } while (0)
+            LAYER("input_layernorm.weight", 1, D, 0, OFF(w->attn_norm, l * D));
+            LAYER("self_attn.q_proj.weight", 2, QD, D, OFF(w->wq, l * QD * D));
+            LAYER("self_attn.k_proj.weight", 2, KD, D, OFF(w->wk, l * KD * D));
+            LAYER("self_attn.v_proj.weight", 2, KD, D, OFF(w->wv, l * KD * D));
+            if (c.qkv_bias) {
+                LAYER("self_attn.q_proj.bias", 1, QD, 0, OFF(w->bq, l * QD));
+                LAYER("self_attn.k_proj.bias", 1, KD, 0, OFF(w->bk, l * KD));
+                LAYER("self_attn.v_proj.bias", 1, KD, 0, OFF(w->bv, l * KD));
+            }
+            LAYER("self_attn.o_proj.weight", 2, D, QD, OFF(w->wo, l * D * QD));
+            LAYER("post_attention_layernorm.weight", 1, D, 0, OFF(w->ffn_norm, l * D));
+            LAYER("mlp.gate_proj.weight", 2, F, D, OFF(w->w_gate, l * F * D));
+            LAYER("mlp.up_proj.weight", 2, F, D, OFF(w->w_up, l * F * D));
+            LAYER("mlp.down_proj.weight", 2, D, F, OFF(w->w_down, l * D * F));
 #undef LAYER
-    }
-    TAKE("model.norm.weight", 1, D, 0, w->out_norm);
-    if (!c.tied_embeddings) {
-        if (!lt_safetensors_find(sf, "lm_head.weight")) {
-            st = lt_error(LT_ERR_NOTFOUND,
-                          "%s: missing tensor lm_head.weight (config.json has tie_word_embeddings "
-                          "false)", dir);
-            goto fail;
         }
-        TAKE("lm_head.weight", 2, V, D, w->lm_head);
-    }
+        TAKE("model.norm.weight", 1, D, 0, w->out_norm);
+        if (!c.tied_embeddings) {
+            if (!lt_safetensors_find(sf, "lm_head.weight")) {
+                st = lt_error(
+                    LT_ERR_NOTFOUND,
+                    "%s: missing tensor lm_head.weight (config.json has tie_word_embeddings "
+                    "false)",
+                    dir);
+                goto fail;
+            }
+            TAKE("lm_head.weight", 2, V, D, w->lm_head);
+        }
 #undef TAKE
+    }
     for (size_t i = 0; i < lt_safetensors_count(sf); i++) {
         const lt_tensor_view *t = lt_safetensors_tensor(sf, i);
         if ((unsigned)t->dtype >= LT_DTYPE_COUNT) continue;

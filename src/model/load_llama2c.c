@@ -21,14 +21,15 @@ lt_status lt_model_load_llama2c(const char *path, const lt_model_load_opts *opts
     if (f.size < 28) {
         size_t have = f.size;
         lt_file_unmap(&f);
-        return lt_error(LT_ERR_FORMAT, "%s: file has %zu bytes, shorter than the 28-byte llama2.c header",
-                        path, have);
+        return lt_error(LT_ERR_FORMAT,
+                        "%s: file has %zu bytes, shorter than the 28-byte llama2.c header", path,
+                        have);
     }
     int32_t h[7];
     memcpy(h, f.data, sizeof h);
-    static const char *names[7] = {"dim", "hidden_dim", "n_layers", "n_heads", "n_kv_heads",
-                                   "vocab_size", "seq_len"};
-    static const int64_t maxv[7] = {LT_MAX_DIM, LT_MAX_FFN, LT_MAX_LAYERS, LT_MAX_HEADS,
+    static const char *names[7] = {"dim",        "hidden_dim", "n_layers", "n_heads",
+                                   "n_kv_heads", "vocab_size", "seq_len"};
+    static const int64_t maxv[7] = {LT_MAX_DIM,   LT_MAX_FFN,   LT_MAX_LAYERS, LT_MAX_HEADS,
                                     LT_MAX_HEADS, LT_MAX_VOCAB, LT_MAX_SEQ};
     int untied = h[5] < 0;
     int64_t hv[7];
@@ -44,10 +45,11 @@ lt_status lt_model_load_llama2c(const char *path, const lt_model_load_opts *opts
     int64_t D = hv[0], F = hv[1], L = hv[2], H = hv[3], KV = hv[4], V = hv[5], S = hv[6];
     if (D % H != 0 || H % KV != 0 || (D / H) % 2 != 0) {
         lt_file_unmap(&f);
-        return lt_error(LT_ERR_FORMAT,
-                        "%s: header: expected n_heads (%lld) to divide dim (%lld) with an even head "
-                        "size, and n_kv_heads (%lld) to divide n_heads",
-                        path, (long long)H, (long long)D, (long long)KV);
+        return lt_error(
+            LT_ERR_FORMAT,
+            "%s: header: expected n_heads (%lld) to divide dim (%lld) with an even head "
+            "size, and n_kv_heads (%lld) to divide n_heads",
+            path, (long long)H, (long long)D, (long long)KV);
     }
     int64_t hd = D / H, KD = KV * hd;
     int64_t floats = V * D + L * D + L * D * D + 2 * L * KD * D + L * D * D + L * D +
@@ -88,13 +90,13 @@ lt_status lt_model_load_llama2c(const char *path, const lt_model_load_opts *opts
         return lt_error_wrap(st, path);
     }
     const uint8_t *p = f.data + 28;
-#define TAKE(dst, count)                                                                      \
-    do {                                                                                      \
-        if (m->params) memcpy((dst), p, (size_t)(count) * 4);                                 \
-        p += (size_t)(count) * 4;                                                             \
-        m->n_stored_tensors++;                                                                \
-        m->stored_dtype_tensors[LT_DTYPE_F32]++;                                              \
-        m->stored_dtype_params[LT_DTYPE_F32] += (count);                                      \
+#define TAKE(dst, count)                                                                           \
+    do {                                                                                           \
+        if (m->params) memcpy((dst), p, (size_t)(count)*4);                                        \
+        p += (size_t)(count)*4;                                                                    \
+        m->n_stored_tensors++;                                                                     \
+        m->stored_dtype_tensors[LT_DTYPE_F32]++;                                                   \
+        m->stored_dtype_params[LT_DTYPE_F32] += (count);                                           \
     } while (0)
     lt_model_weights *w = &m->w;
     TAKE(w->tok_embd, V * D);
@@ -125,7 +127,7 @@ lt_status lt_model_load_llama2c(const char *path, const lt_model_load_opts *opts
     free(tmp);
     m->format = LT_MODEL_FORMAT_LLAMA2C;
     m->file_bytes = (int64_t)expected;
-    m->gguf_qk_permuted = 1;
+    m->qk_permuted_at_load = 1;
     *out = m;
     return LT_OK;
 }

@@ -18,28 +18,43 @@ void lt_model_wire(lt_model *m) {
     int64_t QD = (int64_t)c->n_heads * c->head_dim, KD = (int64_t)c->n_kv_heads * c->head_dim;
     float *p = m->params;
     lt_model_weights *w = &m->w;
-    w->tok_embd = p; p += V * D;
-    w->attn_norm = p; p += L * D;
-    w->wq = p; p += L * QD * D;
-    w->wk = p; p += L * KD * D;
-    w->wv = p; p += L * KD * D;
+    w->tok_embd = p;
+    p += V * D;
+    w->attn_norm = p;
+    p += L * D;
+    w->wq = p;
+    p += L * QD * D;
+    w->wk = p;
+    p += L * KD * D;
+    w->wv = p;
+    p += L * KD * D;
     if (c->qkv_bias) {
-        w->bq = p; p += L * QD;
-        w->bk = p; p += L * KD;
-        w->bv = p; p += L * KD;
+        w->bq = p;
+        p += L * QD;
+        w->bk = p;
+        p += L * KD;
+        w->bv = p;
+        p += L * KD;
     } else {
         w->bq = w->bk = w->bv = NULL;
     }
-    w->wo = p; p += L * D * QD;
-    w->ffn_norm = p; p += L * D;
-    w->w_gate = p; p += L * F * D;
-    w->w_up = p; p += L * F * D;
-    w->w_down = p; p += L * D * F;
-    w->out_norm = p; p += D;
+    w->wo = p;
+    p += L * D * QD;
+    w->ffn_norm = p;
+    p += L * D;
+    w->w_gate = p;
+    p += L * F * D;
+    w->w_up = p;
+    p += L * F * D;
+    w->w_down = p;
+    p += L * D * F;
+    w->out_norm = p;
+    p += D;
     if (c->tied_embeddings) {
         w->lm_head = w->tok_embd;
     } else {
-        w->lm_head = p; p += V * D;
+        w->lm_head = p;
+        p += V * D;
     }
 }
 
@@ -70,7 +85,9 @@ lt_status lt_model_alloc(const lt_model_config *c, int config_only, lt_model **o
     return LT_OK;
 }
 
-lt_status lt_model_create(const lt_model_config *c, lt_model **out) { return lt_model_alloc(c, 0, out); }
+lt_status lt_model_create(const lt_model_config *c, lt_model **out) {
+    return lt_model_alloc(c, 0, out);
+}
 
 void lt_model_free(lt_model *m) {
     if (!m) return;
@@ -107,22 +124,30 @@ static int ends_with(const char *s, const char *suf) {
 lt_status lt_model_load(const char *path, const lt_model_load_opts *opts, lt_model **out) {
     *out = NULL;
     lt_status st;
-    if (lt_path_is_dir(path)) st = lt_model_load_hf(path, opts, out);
-    else if (!lt_path_exists(path)) return lt_error(LT_ERR_NOTFOUND, "%s: no such file or folder", path);
-    else if (ends_with(path, ".gguf")) st = lt_model_load_gguf(path, opts, out);
-    else if (ends_with(path, ".bin")) st = lt_model_load_llama2c(path, opts, out);
+    if (lt_path_is_dir(path))
+        st = lt_model_load_hf(path, opts, out);
+    else if (!lt_path_exists(path))
+        return lt_error(LT_ERR_NOTFOUND, "%s: no such file or folder", path);
+    else if (ends_with(path, ".gguf"))
+        st = lt_model_load_gguf(path, opts, out);
+    else if (ends_with(path, ".bin"))
+        st = lt_model_load_llama2c(path, opts, out);
     else if (ends_with(path, "config.json")) {
         /* a config.json path: load its folder */
         char *dir = strdup(path);
         if (!dir) return lt_error(LT_ERR_NOMEM, "out of memory");
         char *slash = strrchr(dir, '/');
-        if (slash) *slash = 0; else strcpy(dir, ".");
+        if (slash)
+            *slash = 0;
+        else
+            strcpy(dir, ".");
         st = lt_model_load_hf(dir, opts, out);
         free(dir);
     } else {
         return lt_error(LT_ERR_UNSUPPORTED,
                         "%s: unknown model form (expected a Hugging Face folder, a .gguf file or a "
-                        "llama2.c .bin)", path);
+                        "llama2.c .bin)",
+                        path);
     }
     if (st) return st;
     lt_model *m = *out;
@@ -148,8 +173,10 @@ lt_status lt_model_take(lt_model *m, const char *src, const char *name, const lt
         for (int i = 0; i < t->ndim && i < LT_MAX_DIMS && k < sizeof got - 24; i++)
             k += (size_t)snprintf(got + k, sizeof got - k, "%s%lld", i ? ", " : "",
                                   (long long)t->shape[i]);
-        if (ndim == 1) snprintf(want, sizeof want, "[%lld]", (long long)d0);
-        else snprintf(want, sizeof want, "[%lld, %lld]", (long long)d0, (long long)d1);
+        if (ndim == 1)
+            snprintf(want, sizeof want, "[%lld]", (long long)d0);
+        else
+            snprintf(want, sizeof want, "[%lld, %lld]", (long long)d0, (long long)d1);
         return lt_error(LT_ERR_FORMAT, "%s: tensor %s has shape [%s], expected %s from the config",
                         src, name, got, want);
     }

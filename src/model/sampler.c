@@ -13,9 +13,9 @@
 struct lt_sampler {
     lt_sampler_params p;
     int vocab;
-    uint64_t s[4];    /* xoshiro256** state */
-    int32_t *idx;     /* (V) candidate ids, sorted by logit descending */
-    double *prob;     /* (V) their probabilities */
+    uint64_t s[4]; /* xoshiro256** state */
+    int32_t *idx;  /* (V) candidate ids, sorted by logit descending */
+    double *prob;  /* (V) their probabilities */
 };
 
 static uint64_t splitmix64(uint64_t *x) {
@@ -25,7 +25,9 @@ static uint64_t splitmix64(uint64_t *x) {
     return z ^ (z >> 31);
 }
 
-static inline uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+static inline uint64_t rotl(uint64_t x, int k) {
+    return (x << k) | (x >> (64 - k));
+}
 
 uint64_t lt_sampler_next_u64(lt_sampler *s) {
     uint64_t *st = s->s;
@@ -60,7 +62,8 @@ lt_status lt_sampler_create(const lt_sampler_params *p, int vocab_size, lt_sampl
         return lt_error(LT_ERR_NOMEM, "sampler: out of memory");
     }
     uint64_t x = p->seed;
-    for (int i = 0; i < 4; i++) s->s[i] = splitmix64(&x);
+    for (int i = 0; i < 4; i++)
+        s->s[i] = splitmix64(&x);
     *out = s;
     return LT_OK;
 }
@@ -88,14 +91,17 @@ static int32_t argmax(const float *x, int n) {
     return best;
 }
 
-int32_t lt_sampler_sample(lt_sampler *s, float *logits) {
+int32_t lt_sampler_sample(lt_sampler *s, const float *logits) {
     int V = s->vocab;
     if (!(s->p.temperature > 0.0f)) return argmax(logits, V);
-    for (int i = 0; i < V; i++) logits[i] /= s->p.temperature;
+    /* temperature does not change the order; it is applied inside the softmax, in double, as
+     * (logit - max) / T so that a tiny T cannot overflow to inf - inf */
+    double inv_t = 1.0 / (double)s->p.temperature;
 
     /* candidates sorted by logit descending */
     int n = V;
-    for (int i = 0; i < V; i++) s->idx[i] = i;
+    for (int i = 0; i < V; i++)
+        s->idx[i] = i;
     int use_k = s->p.top_k > 0 && s->p.top_k < V;
     int use_p = s->p.top_p > 0.0f && s->p.top_p < 1.0f;
     if (use_k || use_p) {
@@ -105,18 +111,20 @@ int32_t lt_sampler_sample(lt_sampler *s, float *logits) {
     if (use_k) { /* keep every logit >= the k-th largest (ties kept, like transformers) */
         float kth = logits[s->idx[s->p.top_k - 1]];
         n = s->p.top_k;
-        while (n < V && logits[s->idx[n]] >= kth) n++;
+        while (n < V && logits[s->idx[n]] >= kth)
+            n++;
     }
     /* softmax over the candidates, in double */
     float mx = logits[s->idx[0]];
     if (!use_k && !use_p) mx = logits[argmax(logits, V)];
     double sum = 0.0;
     for (int r = 0; r < n; r++) {
-        double e = exp((double)logits[s->idx[r]] - (double)mx);
+        double e = exp(((double)logits[s->idx[r]] - (double)mx) * inv_t);
         s->prob[r] = e;
         sum += e;
     }
-    for (int r = 0; r < n; r++) s->prob[r] /= sum;
+    for (int r = 0; r < n; r++)
+        s->prob[r] /= sum;
     if (use_p) {
         /* transformers: ascending cumulative sum; drop where cum <= 1 - top_p; keep the top.
          * The ascending cumulative sum at descending rank r is the tail sum from r. */
@@ -132,7 +140,8 @@ int32_t lt_sampler_sample(lt_sampler *s, float *logits) {
         n = keep;
     }
     double total = 0.0;
-    for (int r = 0; r < n; r++) total += s->prob[r];
+    for (int r = 0; r < n; r++)
+        total += s->prob[r];
     double u = lt_sampler_uniform(s) * total, acc = 0.0;
     for (int r = 0; r < n; r++) {
         acc += s->prob[r];

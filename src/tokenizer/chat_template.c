@@ -470,6 +470,11 @@ static const known_tpl KNOWN[] = {
 enum { N_KNOWN = sizeof KNOWN / sizeof KNOWN[0] };
 static const known_tpl FALLBACK = {"generic-chatml", F_CHATML, NULL, 0, 0, 0, 0, 0, 0, NULL};
 
+/* noinline: once inlined, gcc's -Wstring-compare compares each literal with each table
+ * entry and warns about the (intended) mismatches. */
+#if defined(__GNUC__)
+__attribute__((noinline))
+#endif
 static const known_tpl *known_by_name(const char *name) {
     for (size_t i = 0; i < N_KNOWN; i++)
         if (strcmp(KNOWN[i].name, name) == 0) return &KNOWN[i];

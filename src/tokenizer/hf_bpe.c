@@ -233,21 +233,14 @@ static size_t utf8_len(uint8_t c) {
     return 1;
 }
 
-static lt_status sym_add(sym **s, size_t *n, size_t *cap, int32_t id, uint32_t len) {
-    if (*n == *cap) {
-        size_t nc = *cap * 2;
-        sym *p = realloc(*s, nc * sizeof(sym));
-        if (!p) return lt_error(LT_ERR_NOMEM, "out of memory (BPE)");
-        *s = p;
-        *cap = nc;
-    }
-    sym *y = &(*s)[*n];
+/* s has room for every symbol: each character adds at most its bytes plus prefix/suffix */
+static void sym_add(sym *s, size_t *n, int32_t id, uint32_t len) {
+    sym *y = &s[*n];
     y->id = id;
     y->len = len;
     y->prev = (int32_t)*n - 1;
     y->next = (int32_t)*n + 1;
     (*n)++;
-    return LT_OK;
 }
 
 lt_status hf_bpe_word(const hf_tok *h, const char *w, size_t len, int32_t **ids, size_t *n,
@@ -259,12 +252,16 @@ lt_status hf_bpe_word(const hf_tok *h, const char *w, size_t len, int32_t **ids,
     }
     size_t pl = h->cont_prefix ? strlen(h->cont_prefix) : 0;
     size_t sl = h->eow_suffix ? strlen(h->eow_suffix) : 0;
-    size_t scap = len + 8, ns = 0;
-    sym *s = malloc(scap * sizeof(sym));
-    hent *hp = NULL;
-    char *buf = malloc(pl + sl + 8);
+    size_t scap = len * (1 + pl + sl) + 8, ns = 0;
+    sym s_stack[96];
+    hent h_stack[2 * 96 + 1];
+    char b_stack[64];
+    int small = scap <= 96 && pl + sl + 8 <= sizeof b_stack;
+    sym *s = small ? s_stack : malloc(scap * sizeof(sym));
+    hent *hp = small ? h_stack : malloc(sizeof(hent) * (scap * 2 + 1));
+    char *buf = small ? b_stack : malloc(pl + sl + 8);
     lt_status st = LT_OK;
-    if (!s || !buf) {
+    if (!s || !buf || !hp) {
         st = lt_error(LT_ERR_NOMEM, "out of memory (BPE)");
         goto done;
     }
@@ -288,10 +285,10 @@ lt_status hf_bpe_word(const hf_tok *h, const char *w, size_t len, int32_t **ids,
         int32_t id = hf_vocab_get(h, buf, bl);
         if (id >= 0) {
             if (unk_id >= 0) {
-                if ((st = sym_add(&s, &ns, &scap, unk_id, unk_len)) != LT_OK) goto done;
+                sym_add(s, &ns, unk_id, unk_len);
                 unk_id = -1;
             }
-            if ((st = sym_add(&s, &ns, &scap, id, (uint32_t)bl)) != LT_OK) goto done;
+            sym_add(s, &ns, id, (uint32_t)bl);
             continue;
         }
         if (h->byte_fallback) {
@@ -300,8 +297,7 @@ lt_status hf_bpe_word(const hf_tok *h, const char *w, size_t len, int32_t **ids,
                 if (h->byte_ids[(uint8_t)buf[k]] < 0) ok = 0;
             if (ok) {
                 for (size_t k = 0; k < bl; k++)
-                    if ((st = sym_add(&s, &ns, &scap, h->byte_ids[(uint8_t)buf[k]], 1)) != LT_OK)
-                        goto done;
+                    sym_add(s, &ns, h->byte_ids[(uint8_t)buf[k]], 1);
                 continue;
             }
         }
@@ -309,22 +305,16 @@ lt_status hf_bpe_word(const hf_tok *h, const char *w, size_t len, int32_t **ids,
             if (unk_id >= 0 && h->fuse_unk) {
                 unk_len += (uint32_t)bl;
             } else {
-                if (unk_id >= 0 && (st = sym_add(&s, &ns, &scap, unk_id, unk_len)) != LT_OK)
-                    goto done;
+                if (unk_id >= 0) sym_add(s, &ns, unk_id, unk_len);
                 unk_id = h->unk_id;
                 unk_len = (uint32_t)bl;
             }
         }
     }
-    if (unk_id >= 0 && (st = sym_add(&s, &ns, &scap, unk_id, unk_len)) != LT_OK) goto done;
+    if (unk_id >= 0) sym_add(s, &ns, unk_id, unk_len);
     if (ns == 0) goto done;
     s[ns - 1].next = -1;
 
-    hp = malloc(sizeof(hent) * (ns * 2 + 1));
-    if (!hp) {
-        st = lt_error(LT_ERR_NOMEM, "out of memory (BPE)");
-        goto done;
-    }
     size_t nh = 0;
     for (size_t i = 0; i + 1 < ns; i++) {
         uint32_t r;
@@ -355,14 +345,93 @@ lt_status hf_bpe_word(const hf_tok *h, const char *w, size_t len, int32_t **ids,
     for (int32_t i = 0; i >= 0; i = s[i].next)
         if ((st = hf_ids_push(ids, n, cap, s[i].id)) != LT_OK) goto done;
 done:
-    free(s);
-    free(hp);
-    free(buf);
+    if (!small) {
+        free(s);
+        free(hp);
+        free(buf);
+    }
     return st;
+}
+
+/* ---- cache ------------------------------------------------------------------------------- */
+#define HF_CACHE_CAP 32768u
+#define HF_CACHE_MAXW 64u
+
+void hf_cache_create(hf_tok *h) {
+    hf_cache *c = calloc(1, sizeof *c);
+    if (!c) return;
+    c->ents = calloc(HF_CACHE_CAP, sizeof(hf_cache_ent));
+    if (!c->ents || pthread_mutex_init(&c->mu, NULL) != 0) {
+        free(c->ents);
+        free(c);
+        return;
+    }
+    c->cap = HF_CACHE_CAP;
+    h->cache = c;
+}
+
+static void cache_clear(hf_cache *c) {
+    for (uint32_t i = 0; i < c->cap; i++) {
+        free(c->ents[i].key);
+        c->ents[i].key = NULL;
+    }
+    c->count = 0;
+}
+
+static void cache_free(hf_cache *c) {
+    if (!c) return;
+    cache_clear(c);
+    free(c->ents);
+    pthread_mutex_destroy(&c->mu);
+    free(c);
+}
+
+lt_status hf_bpe_word_cached(const hf_tok *h, const char *w, size_t len, int32_t **ids,
+                             size_t *n, size_t *cap) {
+    hf_cache *c = h->cache;
+    if (!c || len > HF_CACHE_MAXW) return hf_bpe_word(h, w, len, ids, n, cap);
+    uint64_t hs = hf_hash(w, len);
+    uint32_t mask = c->cap - 1, i = (uint32_t)hs & mask;
+    lt_status st = LT_OK;
+    pthread_mutex_lock(&c->mu);
+    for (;; i = (i + 1) & mask) {
+        hf_cache_ent *e = &c->ents[i];
+        if (!e->key) break;
+        if (e->hash == hs && e->klen == len && memcmp(e->key, w, len) == 0) {
+            for (uint32_t k = 0; !st && k < e->nids; k++) st = hf_ids_push(ids, n, cap, e->ids[k]);
+            pthread_mutex_unlock(&c->mu);
+            return st;
+        }
+    }
+    pthread_mutex_unlock(&c->mu);
+    size_t n0 = *n;
+    if ((st = hf_bpe_word(h, w, len, ids, n, cap))) return st;
+    size_t nn = *n - n0;
+    char *blob = malloc(len + 1 + 4 + nn * sizeof(int32_t));
+    if (!blob) return LT_OK; /* the cache is only an optimisation */
+    memcpy(blob, w, len);
+    int32_t *cid = (int32_t *)(blob + ((len + 4) & ~(size_t)3));
+    if (nn) memcpy(cid, *ids + n0, nn * sizeof(int32_t));
+    pthread_mutex_lock(&c->mu);
+    if (c->count >= c->cap / 4 * 3) cache_clear(c);
+    for (i = (uint32_t)hs & mask;; i = (i + 1) & mask) {
+        hf_cache_ent *e = &c->ents[i];
+        if (!e->key) {
+            *e = (hf_cache_ent){hs, blob, (uint32_t)len, (uint32_t)nn, cid};
+            c->count++;
+            blob = NULL;
+            break;
+        }
+        if (e->hash == hs && e->klen == len && memcmp(e->key, w, len) == 0) break;
+    }
+    pthread_mutex_unlock(&c->mu);
+    free(blob);
+    return LT_OK;
 }
 
 void hf_tok_free(hf_tok *h) {
     if (!h) return;
+    cache_free(h->cache);
     for (int32_t i = 0; i < h->n_ids; i++) free(h->pieces ? h->pieces[i] : NULL);
     free(h->pieces);
     free(h->piece_len);
@@ -394,6 +463,7 @@ void hf_tok_free(hf_tok *h) {
     free(h->dec);
     free(h->post_pre);
     free(h->post_post);
+    pcre2_code_free(h->word_re);
     free((char *)h->src);
     free(h);
 }

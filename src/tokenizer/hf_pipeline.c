@@ -195,7 +195,7 @@ static lt_status pieces_push(pieces_t *p, size_t off, size_t len, int32_t id, in
 typedef struct {
     const hf_tok *h;
     pcre2_match_data *md;
-    pcre2_code *wre; /* \w for single_word */
+    const pcre2_code *wre; /* \w for single_word */
     buf_t arena;     /* split texts */
     int parse_special;
 } enc_ctx;
@@ -559,6 +559,7 @@ static lt_status encode_text(enc_ctx *c, size_t off, size_t len, int at_start, i
                              size_t *n, size_t *cap) {
     const hf_tok *h = c->h;
     pieces_t a = {0}, b = {0};
+    if (len == 0) return LT_OK; /* tokenizers drops empty splits before pre-tokenizing */
     lt_status st = pieces_push(&a, off, len, -1, at_start);
     for (int i = 0; !st && i < h->n_pre; i++) {
         b.n = 0;
@@ -568,7 +569,7 @@ static lt_status encode_text(enc_ctx *c, size_t off, size_t len, int at_start, i
         b = t;
     }
     for (size_t k = 0; !st && k < a.n; k++)
-        st = hf_bpe_word(h, c->arena.p + a.v[k].off, a.v[k].len, ids, n, cap);
+        st = hf_bpe_word_cached(h, c->arena.p + a.v[k].off, a.v[k].len, ids, n, cap);
     free(a.v);
     free(b.v);
     return st;
@@ -584,12 +585,9 @@ static lt_status hf_encode(const lt_tokenizer *t, const char *text, size_t len,
     lt_status st = LT_OK;
     *out = NULL;
     *nout = 0;
-    int errc;
-    PCRE2_SIZE erro;
     c.md = pcre2_match_data_create(1, NULL);
-    c.wre = pcre2_compile((PCRE2_SPTR) "^\\w", PCRE2_ZERO_TERMINATED, PCRE2_UTF | PCRE2_UCP,
-                          &errc, &erro, NULL);
-    if (!c.md || !c.wre) {
+    c.wre = h->word_re;
+    if (!c.md) {
         st = lt_error(LT_ERR_NOMEM, "out of memory (regex)");
         goto done;
     }
@@ -619,7 +617,6 @@ static lt_status hf_encode(const lt_tokenizer *t, const char *text, size_t len,
     if (!st && !ids) st = hf_ids_push(&ids, &n, &cap, 0), n = 0; /* never return NULL */
 done:
     pcre2_match_data_free(c.md);
-    pcre2_code_free(c.wre);
     free(c.arena.p);
     free(p1.v);
     free(p2.v);
@@ -887,6 +884,13 @@ lt_status hf_tok_wrap(hf_tok *h, int32_t bos, int32_t eos, lt_tokenizer **out) {
         if (h->pre[i].type == HF_PRE_BYTELEVEL) bytelevel = 1;
     for (int i = 0; i < h->n_dec; i++)
         if (h->dec[i].type == HF_DEC_BYTELEVEL) bytelevel = 1;
+    lt_status st = hf_regex_compile(h->src, "^\\w", 3, &h->word_re);
+    if (st) {
+        free(t);
+        hf_tok_free(h);
+        return st;
+    }
+    hf_cache_create(h);
     memset(h->added_first, 0, sizeof h->added_first);
     for (int i = 0; i < h->n_added; i++)
         if (h->added[i].len)

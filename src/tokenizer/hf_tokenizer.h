@@ -15,6 +15,8 @@
 #endif
 #include <pcre2.h>
 
+#include <pthread.h>
+
 #include "tokenizer_impl.h"
 
 struct lt_gguf;
@@ -29,6 +31,21 @@ typedef struct {
     uint32_t cap;   /* power of two */
     int32_t *slots; /* ids, -1 empty */
 } hf_strmap;
+
+/* Cache of BPE results per pre-token (like tokenizers' own): words up to 64 bytes, the
+ * table is emptied when 3/4 full. Guarded by mu: encode may run on several threads. */
+typedef struct {
+    uint64_t hash;
+    char *key; /* NULL = empty slot; key and ids in one allocation */
+    uint32_t klen, nids;
+    int32_t *ids;
+} hf_cache_ent;
+
+typedef struct {
+    pthread_mutex_t mu;
+    hf_cache_ent *ents; /* [cap] */
+    uint32_t cap, count;
+} hf_cache;
 
 typedef struct {
     char *content;
@@ -103,6 +120,8 @@ typedef struct {
     int32_t *post_pre, *post_post;
     int n_post_pre, n_post_post;
     int has_post;
+    hf_cache *cache;     /* NULL = no cache (allocation failed) */
+    pcre2_code *word_re; /* ^\w, for single_word added tokens (compiled by hf_tok_wrap) */
     const char *kind;
     const char *src; /* file name for messages (owned) */
 } hf_tok;
@@ -124,6 +143,10 @@ lt_status hf_merge_add(hf_tok *h, const char *a, size_t alen, const char *b, siz
 /* Appends the ids of one pre-token (BPE with the model's options) to *ids. */
 lt_status hf_bpe_word(const hf_tok *h, const char *w, size_t len, int32_t **ids, size_t *n,
                       size_t *cap);
+/* hf_bpe_word through the cache */
+lt_status hf_bpe_word_cached(const hf_tok *h, const char *w, size_t len, int32_t **ids,
+                             size_t *n, size_t *cap);
+void hf_cache_create(hf_tok *h);
 lt_status hf_ids_push(int32_t **ids, size_t *n, size_t *cap, int32_t id);
 /* Allocates pieces/piece_len/in_model/special for n ids (all empty). */
 lt_status hf_tok_alloc_ids(hf_tok *h, int32_t n);

@@ -17,8 +17,11 @@ static int n_calls, empty_after_lead, bad_piece;
 static int valid_utf8(const unsigned char *s, size_t n) {
     size_t i = 0;
     while (i < n) {
-        size_t k = s[i] < 0x80 ? 1 : (s[i] & 0xE0) == 0xC0 ? 2 : (s[i] & 0xF0) == 0xE0 ? 3
-                                   : (s[i] & 0xF8) == 0xF0 ? 4 : 0;
+        size_t k = s[i] < 0x80             ? 1
+                   : (s[i] & 0xE0) == 0xC0 ? 2
+                   : (s[i] & 0xF0) == 0xE0 ? 3
+                   : (s[i] & 0xF8) == 0xF0 ? 4
+                                           : 0;
         if (!k || i + k > n) return 0;
         for (size_t j = 1; j < k; j++)
             if ((s[i + j] & 0xC0) != 0x80) return 0;
@@ -48,16 +51,30 @@ int main(void) {
     int32_t chain[] = {1, 3 + 0xC3, 3 + 0xA9, word, 3 + 0xE2, 3 + 0x82, 3 + 0xAC, 2};
     int n_chain = (int)(sizeof chain / sizeof chain[0]);
 
-    lt_model_config c = {.arch = LT_ARCH_LLAMA, .dim = 512, .n_layers = 1, .n_heads = 8,
-                         .n_kv_heads = 8, .head_dim = 64, .ffn_dim = 4, .vocab_size = 512,
-                         .max_seq_len = 32, .norm_eps = 1e-5f, .rope_theta = 10000.0f,
-                         .bos_id = 1, .eos_id = 2, .n_eos_ids = 1, .eos_ids = {2}};
+    lt_model_config c = {.arch = LT_ARCH_LLAMA,
+                         .dim = 512,
+                         .n_layers = 1,
+                         .n_heads = 8,
+                         .n_kv_heads = 8,
+                         .head_dim = 64,
+                         .ffn_dim = 4,
+                         .vocab_size = 512,
+                         .max_seq_len = 32,
+                         .norm_eps = 1e-5f,
+                         .rope_theta = 10000.0f,
+                         .bos_id = 1,
+                         .eos_id = 2,
+                         .n_eos_ids = 1,
+                         .eos_ids = {2}};
     lt_model *m = NULL;
     CHECK_OK(lt_model_create(&c, &m));
     if (!m) LT_TEST_END();
-    for (int v = 0; v < 512; v++) m->w.tok_embd[v * 512 + v] = 1.0f; /* one-hot */
-    for (int i = 0; i < 512; i++) m->w.attn_norm[i] = m->w.ffn_norm[i] = m->w.out_norm[i] = 1.0f;
-    for (int k = 0; k + 1 < n_chain; k++) m->w.lm_head[chain[k + 1] * 512 + chain[k]] = 1.0f;
+    for (int v = 0; v < 512; v++)
+        m->w.tok_embd[v * 512 + v] = 1.0f; /* one-hot */
+    for (int i = 0; i < 512; i++)
+        m->w.attn_norm[i] = m->w.ffn_norm[i] = m->w.out_norm[i] = 1.0f;
+    for (int k = 0; k + 1 < n_chain; k++)
+        m->w.lm_head[chain[k + 1] * 512 + chain[k]] = 1.0f;
 
     lt_kv_cache *kv = NULL;
     lt_sampler *s = NULL;

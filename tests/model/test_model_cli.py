@@ -103,6 +103,9 @@ rc, out, err = run("generate", "--model", os.path.join(S, "stories260K.bin"), "-
 check(rc == 0 and out == ref["text"] + "\n", f"bin greedy text (rc {rc}, {err}):\n{out[:200]}")
 rc, out, err = run("generate", "--model", HF, "--temp", "0", "--max-tokens", "256", "--quiet")
 check(rc == 0 and out == ref["text"] + "\n", f"hf greedy text (rc {rc}, {err}):\n{out[:200]}")
+rc, out, err = run("generate", "--model", os.path.join(S, "stories260K.gguf"), "--temp", "0",
+                   "--max-tokens", "256", "--quiet")
+check(rc == 0 and out == ref["text"] + "\n", f"gguf greedy text (rc {rc}, {err}):\n{out[:200]}")
 # seeded sampling reproduces; another seed (very likely) differs
 a = run("generate", "--model", HF, "--prompt", "Once upon a time", "--temp", "1", "--top-p", "0.9",
         "--seed", "7", "--max-tokens", "60", "--quiet")

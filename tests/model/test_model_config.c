@@ -51,8 +51,8 @@ static void test_hf_configs(void) {
           (long long)lt_model_config_n_params(&c)); /* SmolLM2-135M's published count */
 
     /* JSON_REJECT_DUPLICATES: a duplicated key is rejected */
-    CHECK_ERR(lt_model_config_load_hf(write_cfg(smollm(", \"hidden_size\": 64")), &c), LT_ERR_FORMAT,
-              "duplicate");
+    CHECK_ERR(lt_model_config_load_hf(write_cfg(smollm(", \"hidden_size\": 64")), &c),
+              LT_ERR_FORMAT, "duplicate");
 
     /* eos as a list: first kept, all noted */
     const char *list_cfg =
@@ -81,8 +81,9 @@ static void test_hf_configs(void) {
         "\"vocab_size\": 100}";
     CHECK_ERR(lt_model_config_load_hf(write_cfg(bad_gqa), &c), LT_ERR_FORMAT,
               "num_key_value_heads = 5 must divide num_attention_heads = 9");
-    CHECK_ERR(lt_model_config_load_hf(write_cfg("{\"model_type\": \"llama\", \"hidden_size\": 64}"), &c),
-              LT_ERR_FORMAT, "missing field \"intermediate_size\"");
+    CHECK_ERR(
+        lt_model_config_load_hf(write_cfg("{\"model_type\": \"llama\", \"hidden_size\": 64}"), &c),
+        LT_ERR_FORMAT, "missing field \"intermediate_size\"");
     CHECK_ERR(lt_model_config_load_hf(write_cfg("{\"hidden_size\": 64}"), &c), LT_ERR_FORMAT,
               "model_type");
     CHECK_ERR(lt_model_config_load_hf(write_cfg("{\"model_type\": \"gpt2\"}"), &c),
@@ -115,8 +116,9 @@ static void test_hf_configs(void) {
     snprintf(cfg2, sizeof cfg2, "%.*s\"rope_scaling\": {\"rope_type\": \"yarn\", \"factor\": 4}%s",
              (int)(p - tmp), tmp, p + strlen("\"rope_scaling\": null"));
     CHECK_ERR(lt_model_config_load_hf(write_cfg(cfg2), &c), LT_ERR_UNSUPPORTED, "yarn");
-    snprintf(cfg2, sizeof cfg2, "%.*s\"rope_scaling\": {\"rope_type\": \"llama3\", \"factor\": 8}%s",
-             (int)(p - tmp), tmp, p + strlen("\"rope_scaling\": null"));
+    snprintf(cfg2, sizeof cfg2,
+             "%.*s\"rope_scaling\": {\"rope_type\": \"llama3\", \"factor\": 8}%s", (int)(p - tmp),
+             tmp, p + strlen("\"rope_scaling\": null"));
     CHECK_ERR(lt_model_config_load_hf(write_cfg(cfg2), &c), LT_ERR_FORMAT, "low_freq_factor");
     snprintf(cfg2, sizeof cfg2, "%.*s\"rope_scaling\": {\"type\": \"linear\", \"factor\": 2.0}%s",
              (int)(p - tmp), tmp, p + strlen("\"rope_scaling\": null"));
@@ -168,9 +170,12 @@ static void test_rope(void) {
     for (int i = 0; i < 64; i++) {
         double r = ref_llama3(500000.0, 128, i, 8, 1, 4, 8192);
         double base = pow(500000.0, -(2.0 * i) / 128);
-        if (fabs(r - base) < 1e-12 * base) n_kept++;
-        else if (fabs(r - base / 8) < 1e-12 * base) n_scaled++;
-        else n_mid++;
+        if (fabs(r - base) < 1e-12 * base)
+            n_kept++;
+        else if (fabs(r - base / 8) < 1e-12 * base)
+            n_scaled++;
+        else
+            n_mid++;
         worst = fmax(worst, fabs(inv[i] - r) / r);
     }
     CHECK(worst < 2e-6, "llama3 inv_freq relative error %g", worst);

@@ -46,7 +46,8 @@ static void test_llama2c(void) {
     write_file(tpath("extra.bin"), buf, f.size + 1);
     CHECK_ERR(lt_model_load(tpath("extra.bin"), NULL, &m), LT_ERR_FORMAT, "file has 1056541");
     write_file(tpath("short.bin"), buf, 10);
-    CHECK_ERR(lt_model_load(tpath("short.bin"), NULL, &m), LT_ERR_FORMAT, "file has 10 bytes, shorter than the 28-byte");
+    CHECK_ERR(lt_model_load(tpath("short.bin"), NULL, &m), LT_ERR_FORMAT,
+              "file has 10 bytes, shorter than the 28-byte");
     int32_t *h = (int32_t *)buf;
     int32_t saved[7];
     memcpy(saved, h, sizeof saved);
@@ -114,13 +115,14 @@ static const char *tiny_config(int qwen, int drop_kv) {
              "\"vocab_size\": %d, \"max_position_embeddings\": 64, \"rms_norm_eps\": 1e-6, "
              "\"rope_theta\": 10000.0, \"attention_bias\": true, \"tie_word_embeddings\": false, "
              "\"torch_dtype\": \"float32\"}",
-             qwen ? "qwen2" : "llama", D, F, L, H, drop_kv ? "" : "\"num_key_value_heads\": 2, ", HD,
-             V);
+             qwen ? "qwen2" : "llama", D, F, L, H, drop_kv ? "" : "\"num_key_value_heads\": 2, ",
+             HD, V);
     return buf;
 }
 
 /* name_skip: tensor left out; bad_shape: tensor written with a wrong shape */
-static void write_hf(const tiny *t, const char *folder, const char *name_skip, const char *bad_shape) {
+static void write_hf(const tiny *t, const char *folder, const char *name_skip,
+                     const char *bad_shape) {
     mkdir(folder, 0755);
     char p[800];
     snprintf(p, sizeof p, "%s/config.json", folder);
@@ -130,17 +132,17 @@ static void write_hf(const tiny *t, const char *folder, const char *name_skip, c
     static uint16_t bf[L][3][F * D];
     char names[64][80];
     int k = 0;
-#define ADD(nm, dt, a, b, data, bytes)                                                         \
-    do {                                                                                       \
-        snprintf(names[k], 80, "%s", nm);                                                      \
-        if (!name_skip || strcmp(names[k], name_skip)) {                                       \
-            int64_t shp[2] = {(a), (b)};                                                       \
-            int nd = (b) ? 2 : 1;                                                              \
-            if (bad_shape && !strcmp(names[k], bad_shape)) shp[0] -= 1;                        \
-            CHECK_OK(lt_st_writer_add(w, names[k], dt, nd, shp, data,                          \
-                                      (size_t)(shp[0] * ((b) ? (b) : 1)) * (bytes)));          \
-        }                                                                                      \
-        k++;                                                                                   \
+#define ADD(nm, dt, a, b, data, bytes)                                                             \
+    do {                                                                                           \
+        snprintf(names[k], 80, "%s", nm);                                                          \
+        if (!name_skip || strcmp(names[k], name_skip)) {                                           \
+            int64_t shp[2] = {(a), (b)};                                                           \
+            int nd = (b) ? 2 : 1;                                                                  \
+            if (bad_shape && !strcmp(names[k], bad_shape)) shp[0] -= 1;                            \
+            CHECK_OK(lt_st_writer_add(w, names[k], dt, nd, shp, data,                              \
+                                      (size_t)(shp[0] * ((b) ? (b) : 1)) * (bytes)));              \
+        }                                                                                          \
+        k++;                                                                                       \
     } while (0)
     char nm[80];
     ADD("model.embed_tokens.weight", LT_DTYPE_F32, V, D, t->emb, 4);
@@ -180,8 +182,8 @@ static void hf_to_gguf_rows(const float *in, float *out, int n_head, int cols) {
     for (int h = 0; h < n_head; h++)
         for (int i = 0; i < HD / 2; i++)
             for (int j = 0; j < 2; j++)
-                memcpy(out + ((h * HD) + i * 2 + j) * cols, in + ((h * HD) + j * (HD / 2) + i) * cols,
-                       sizeof(float) * cols);
+                memcpy(out + ((h * HD) + i * 2 + j) * cols,
+                       in + ((h * HD) + j * (HD / 2) + i) * cols, sizeof(float) * cols);
 }
 
 static void write_gguf(const tiny *t, const char *path, int qwen) {
@@ -206,13 +208,13 @@ static void write_gguf(const tiny *t, const char *path, int qwen) {
     static float pq[L][QD * D], pk[L][KD * D], pbq[L][QD], pbk[L][KD];
     char names[40][64];
     int k = 0;
-#define ADD(nm, a0, b0, data)                                                                  \
-    do {                                                                                       \
-        snprintf(names[k], 64, "%s", nm);                                                      \
-        int64_t shp[2] = {(a0), (b0)};                                                         \
-        CHECK_OK(lt_gguf_writer_add_tensor(w, names[k], LT_DTYPE_F32, (b0) ? 2 : 1, shp, data, \
-                                           sizeof(float) * (size_t)((a0) * ((b0) ? (b0) : 1)))); \
-        k++;                                                                                   \
+#define ADD(nm, a0, b0, data)                                                                      \
+    do {                                                                                           \
+        snprintf(names[k], 64, "%s", nm);                                                          \
+        int64_t shp[2] = {(a0), (b0)};                                                             \
+        CHECK_OK(lt_gguf_writer_add_tensor(w, names[k], LT_DTYPE_F32, (b0) ? 2 : 1, shp, data,     \
+                                           sizeof(float) * (size_t)((a0) * ((b0) ? (b0) : 1))));   \
+        k++;                                                                                       \
     } while (0)
     char nm[64];
     ADD("token_embd.weight", V, D, t->emb);
@@ -264,7 +266,8 @@ static void logits_of(const lt_model *m, float *out) {
 
 static float maxdiff(const float *a, const float *b, int n) {
     float d = 0;
-    for (int i = 0; i < n; i++) d = fmaxf(d, fabsf(a[i] - b[i]));
+    for (int i = 0; i < n; i++)
+        d = fmaxf(d, fabsf(a[i] - b[i]));
     return d;
 }
 
@@ -372,6 +375,18 @@ static void test_forms(void) {
     lt_gguf_writer_free(gw);
     CHECK_ERR(lt_model_load(tpath("meta.gguf"), NULL, &m), LT_ERR_FORMAT, "llama.embedding_length");
     CHECK_OK(lt_gguf_writer_create(&gw));
+    CHECK_OK(lt_gguf_writer_set_str(gw, "general.architecture", "llama"));
+    CHECK_OK(lt_gguf_writer_set_u32(gw, "llama.block_count", 1024));
+    CHECK_OK(lt_gguf_writer_set_u32(gw, "llama.embedding_length", 65536));
+    CHECK_OK(lt_gguf_writer_set_u32(gw, "llama.feed_forward_length", 1 << 20));
+    CHECK_OK(lt_gguf_writer_set_u32(gw, "llama.attention.head_count", 1024));
+    CHECK_OK(lt_gguf_writer_set_u32(gw, "llama.vocab_size", 1 << 22));
+    CHECK_OK(lt_gguf_writer_set_f32(gw, "llama.attention.layer_norm_rms_epsilon", 1e-5f));
+    CHECK_OK(lt_gguf_writer_write(gw, tpath("meta.gguf")));
+    lt_gguf_writer_free(gw);
+    CHECK_ERR(lt_model_load(tpath("meta.gguf"), NULL, &m), LT_ERR_NOTFOUND,
+              "missing tensor token_embd.weight");
+    CHECK_OK(lt_gguf_writer_create(&gw));
     CHECK_OK(lt_gguf_writer_set_str(gw, "general.architecture", "gpt2"));
     CHECK_OK(lt_gguf_writer_write(gw, tpath("meta.gguf")));
     lt_gguf_writer_free(gw);
@@ -385,14 +400,24 @@ static void test_forms(void) {
     CHECK_ERR(lt_model_load(bad, NULL, &m), LT_ERR_NOTFOUND,
               "missing tensor model.layers.1.mlp.up_proj.weight");
     write_hf(&t, bad, NULL, "model.layers.0.self_attn.k_proj.weight");
-    CHECK_ERR(lt_model_load(bad, NULL, &m), LT_ERR_FORMAT,
-              "tensor model.layers.0.self_attn.k_proj.weight has shape [15, 24], expected [16, 24]");
+    CHECK_ERR(
+        lt_model_load(bad, NULL, &m), LT_ERR_FORMAT,
+        "tensor model.layers.0.self_attn.k_proj.weight has shape [15, 24], expected [16, 24]");
     write_hf(&t, bad, "lm_head.weight", NULL);
     CHECK_ERR(lt_model_load(bad, NULL, &m), LT_ERR_NOTFOUND, "lm_head.weight");
     char p[800];
     snprintf(p, sizeof p, "%s/config.json", bad);
     write_file(p, tiny_config(0, 1), strlen(tiny_config(0, 1)));
-    CHECK_ERR(lt_model_load(bad, NULL, &m), LT_ERR_FORMAT, "k_proj.weight has shape [16, 24], expected [32, 24]");
+    CHECK_ERR(lt_model_load(bad, NULL, &m), LT_ERR_FORMAT,
+              "k_proj.weight has shape [16, 24], expected [32, 24]");
+    /* a config claiming ~10^14 parameters over a tiny file: the tensors are checked before
+     * anything is allocated (under ASan a huge allocation would abort the test) */
+    const char *huge = "{\"model_type\": \"llama\", \"hidden_size\": 65536, "
+                       "\"intermediate_size\": 1048576, \"num_hidden_layers\": 1024, "
+                       "\"num_attention_heads\": 1024, \"vocab_size\": 4194304}";
+    write_file(p, huge, strlen(huge));
+    CHECK_ERR(lt_model_load(bad, NULL, &m), LT_ERR_FORMAT,
+              "model.embed_tokens.weight has shape [50, 24], expected [4194304, 65536]");
     snprintf(p, sizeof p, "%s/model.safetensors", bad);
     remove(p);
     CHECK(lt_model_load(bad, NULL, &m) != LT_OK && m == NULL, "no safetensors: %s", lt_errmsg());
@@ -413,10 +438,20 @@ static void test_forms(void) {
  * tokens, and rotary attention depends only on relative positions, so its logits equal those
  * of running just those W tokens from position 0 without a window. */
 static void test_sliding_window(void) {
-    lt_model_config c = {.arch = LT_ARCH_MISTRAL, .dim = 32, .n_layers = 1, .n_heads = 4,
-                         .n_kv_heads = 2, .head_dim = 8, .ffn_dim = 48, .vocab_size = 50,
-                         .max_seq_len = 64, .norm_eps = 1e-5f, .rope_theta = 10000.0f,
-                         .bos_id = 1, .eos_id = 2, .sliding_window = 4};
+    lt_model_config c = {.arch = LT_ARCH_MISTRAL,
+                         .dim = 32,
+                         .n_layers = 1,
+                         .n_heads = 4,
+                         .n_kv_heads = 2,
+                         .head_dim = 8,
+                         .ffn_dim = 48,
+                         .vocab_size = 50,
+                         .max_seq_len = 64,
+                         .norm_eps = 1e-5f,
+                         .rope_theta = 10000.0f,
+                         .bos_id = 1,
+                         .eos_id = 2,
+                         .sliding_window = 4};
     lt_model *m = NULL;
     CHECK_OK(lt_model_create(&c, &m));
     if (!m) return;
@@ -435,7 +470,8 @@ static void test_sliding_window(void) {
     CHECK_OK(lt_model_forward(m, kv, ids, 12, 0, full, 0));
     lt_kv_cache_free(kv);
     CHECK(maxdiff(a, b, 50) < 1e-4f, "window 4 == last 4 tokens alone: %g", maxdiff(a, b, 50));
-    CHECK(maxdiff(a, full, 50) > 1e-3f, "and differs from full attention: %g", maxdiff(a, full, 50));
+    CHECK(maxdiff(a, full, 50) > 1e-3f, "and differs from full attention: %g",
+          maxdiff(a, full, 50));
     lt_model_free(m);
 }
 

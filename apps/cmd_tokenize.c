@@ -15,35 +15,44 @@
 #include "loratune/tokenizer.h"
 
 static void usage(FILE *f) {
-    fprintf(f,
-            "usage: loratune tokenize (--model MODEL | --tokenizer FILE) [--decode] [--json]\n"
-            "                         [--no-special] [--no-add-special] [--no-parse-special]\n"
-            "                         [--skip-special]\n\n"
-            "Reads stdin line by line. Encode: prints the token ids of each line, space-separated.\n"
-            "Decode (--decode): each line holds ids; prints the text.\n\n"
-            "  --model MODEL       a model folder (tokenizer.json or tokenizer.model inside) or a .gguf\n"
-            "  --tokenizer FILE    a tokenizer.json, tokenizer.model, llama2.c .bin or .gguf\n"
-            "  --json              encode: each input line is a JSON string; decode: print each\n"
-            "                      text as a JSON string\n"
-            "  --no-add-special    do not add BOS/EOS (default: as the tokenizer's post-processor,\n"
-            "                      i.e. Hugging Face encode(add_special_tokens=True))\n"
-            "  --no-parse-special  special tokens written in the text are plain text (Hugging Face\n"
-            "                      encode_special_tokens=True; non-special added tokens still match)\n"
-            "  --skip-special      decode: drop special tokens (skip_special_tokens=True)\n"
-            "  --no-special        all three of the above\n");
+    fprintf(
+        f,
+        "usage: loratune tokenize (--model MODEL | --tokenizer FILE) [--decode] [--json]\n"
+        "                         [--no-special] [--no-add-special] [--no-parse-special]\n"
+        "                         [--skip-special]\n\n"
+        "Reads stdin line by line. Encode: prints the token ids of each line, space-separated.\n"
+        "Decode (--decode): each line holds ids; prints the text.\n\n"
+        "  --model MODEL       a model folder (tokenizer.json or tokenizer.model inside) or a "
+        ".gguf\n"
+        "  --tokenizer FILE    a tokenizer.json, tokenizer.model, llama2.c .bin or .gguf\n"
+        "  --json              encode: each input line is a JSON string; decode: print each\n"
+        "                      text as a JSON string\n"
+        "  --no-add-special    do not add BOS/EOS (default: as the tokenizer's post-processor,\n"
+        "                      i.e. Hugging Face encode(add_special_tokens=True))\n"
+        "  --no-parse-special  special tokens written in the text are plain text (Hugging Face\n"
+        "                      encode_special_tokens=True; non-special added tokens still match)\n"
+        "  --skip-special      decode: drop special tokens (skip_special_tokens=True)\n"
+        "  --no-special        all three of the above\n");
 }
 
 static void put_json_string(const char *s, size_t n, FILE *f) {
     fputc('"', f);
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)s[i];
-        if (c == '"') fputs("\\\"", f);
-        else if (c == '\\') fputs("\\\\", f);
-        else if (c == '\n') fputs("\\n", f);
-        else if (c == '\r') fputs("\\r", f);
-        else if (c == '\t') fputs("\\t", f);
-        else if (c < 0x20 || c == 0x7f) fprintf(f, "\\u%04x", c);
-        else fputc(c, f);
+        if (c == '"')
+            fputs("\\\"", f);
+        else if (c == '\\')
+            fputs("\\\\", f);
+        else if (c == '\n')
+            fputs("\\n", f);
+        else if (c == '\r')
+            fputs("\\r", f);
+        else if (c == '\t')
+            fputs("\\t", f);
+        else if (c < 0x20 || c == 0x7f)
+            fprintf(f, "\\u%04x", c);
+        else
+            fputc(c, f);
     }
     fputc('"', f);
 }
@@ -73,8 +82,10 @@ int cmd_tokenize(int argc, char **argv) {
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if ((!strcmp(a, "--model") || !strcmp(a, "--tokenizer")) && i + 1 < argc) {
-            if (!strcmp(a, "--model")) model = argv[++i];
-            else tokfile = argv[++i];
+            if (!strcmp(a, "--model"))
+                model = argv[++i];
+            else
+                tokfile = argv[++i];
         } else if (!strcmp(a, "--decode")) {
             decode = 1;
         } else if (!strcmp(a, "--json")) {
@@ -124,7 +135,8 @@ int cmd_tokenize(int argc, char **argv) {
                 json_error_t err;
                 js = json_loadb(line, len, JSON_DECODE_ANY | JSON_ALLOW_NUL, &err);
                 if (!js || !json_is_string(js)) {
-                    fprintf(stderr, "loratune tokenize: stdin line %ld: expected a JSON string%s%s\n",
+                    fprintf(stderr,
+                            "loratune tokenize: stdin line %ld: expected a JSON string%s%s\n",
                             lineno, js ? "" : ": ", js ? "" : err.text);
                     json_decref(js);
                     rc = 1;
@@ -135,7 +147,8 @@ int cmd_tokenize(int argc, char **argv) {
             }
             int32_t *ids = NULL;
             size_t n = 0;
-            lt_status st = lt_tokenizer_encode(tok, text, tlen, add_special, parse_special, &ids, &n);
+            lt_status st =
+                lt_tokenizer_encode(tok, text, tlen, add_special, parse_special, &ids, &n);
             json_decref(js);
             if (st != LT_OK) {
                 fprintf(stderr, "loratune tokenize: stdin line %ld: %s\n", lineno, lt_errmsg());
@@ -149,7 +162,8 @@ int cmd_tokenize(int argc, char **argv) {
             char *p = line, *end = line + len;
             int bad = 0;
             while (p < end) {
-                while (p < end && (*p == ' ' || *p == '\t' || *p == '\r' || *p == ',')) p++;
+                while (p < end && (*p == ' ' || *p == '\t' || *p == '\r' || *p == ','))
+                    p++;
                 if (p >= end) break;
                 char *q;
                 long v = strtol(p, &q, 10);
@@ -171,7 +185,8 @@ int cmd_tokenize(int argc, char **argv) {
                 p = q;
             }
             if (bad) {
-                fprintf(stderr, "loratune tokenize: stdin line %ld: expected token ids (integers)\n",
+                fprintf(stderr,
+                        "loratune tokenize: stdin line %ld: expected token ids (integers)\n",
                         lineno);
                 rc = 1;
                 break;
@@ -183,8 +198,10 @@ int cmd_tokenize(int argc, char **argv) {
                 rc = 1;
                 break;
             }
-            if (json) put_json_string(text, tlen, stdout);
-            else fwrite(text, 1, tlen, stdout);
+            if (json)
+                put_json_string(text, tlen, stdout);
+            else
+                fwrite(text, 1, tlen, stdout);
             putchar('\n');
             free(text);
         }

@@ -13,7 +13,8 @@
 
 uint64_t hf_hash(const char *s, size_t len) {
     uint64_t h = 1469598103934665603ull;
-    for (size_t i = 0; i < len; i++) h = (h ^ (uint8_t)s[i]) * 1099511628211ull;
+    for (size_t i = 0; i < len; i++)
+        h = (h ^ (uint8_t)s[i]) * 1099511628211ull;
     return h;
 }
 
@@ -28,7 +29,8 @@ static uint64_t mix64(uint64_t x) {
 
 lt_status hf_strmap_init(hf_strmap *m, uint32_t n) {
     uint32_t cap = 16;
-    while (cap < 2u * n + 16u && cap < (1u << 30)) cap <<= 1;
+    while (cap < 2u * n + 16u && cap < (1u << 30))
+        cap <<= 1;
     m->slots = malloc(sizeof(int32_t) * cap);
     if (!m->slots) return lt_error(LT_ERR_NOMEM, "out of memory (vocabulary map)");
     memset(m->slots, 0xff, sizeof(int32_t) * cap);
@@ -42,8 +44,8 @@ void hf_strmap_free(hf_strmap *m) {
     m->cap = 0;
 }
 
-int32_t hf_strmap_get(const hf_strmap *m, char *const *pieces, const uint32_t *plen,
-                      const char *s, size_t len) {
+int32_t hf_strmap_get(const hf_strmap *m, char *const *pieces, const uint32_t *plen, const char *s,
+                      size_t len) {
     if (!m->cap) return -1;
     uint32_t mask = m->cap - 1, i = (uint32_t)hf_hash(s, len) & mask;
     for (;;) {
@@ -104,7 +106,8 @@ void hf_tok_finish_bytes(hf_tok *h) {
 
 lt_status hf_merges_init(hf_tok *h, uint32_t n) {
     uint32_t cap = 16;
-    while (cap < 2u * n + 16u && cap < (1u << 30)) cap <<= 1;
+    while (cap < 2u * n + 16u && cap < (1u << 30))
+        cap <<= 1;
     h->mkeys = malloc(sizeof(uint64_t) * cap);
     h->mrank = malloc(sizeof(uint32_t) * cap);
     h->mres = malloc(sizeof(int32_t) * cap);
@@ -386,8 +389,8 @@ static void cache_free(hf_cache *c) {
     free(c);
 }
 
-lt_status hf_bpe_word_cached(const hf_tok *h, const char *w, size_t len, int32_t **ids,
-                             size_t *n, size_t *cap) {
+lt_status hf_bpe_word_cached(const hf_tok *h, const char *w, size_t len, int32_t **ids, size_t *n,
+                             size_t *cap) {
     hf_cache *c = h->cache;
     if (!c || len > HF_CACHE_MAXW) return hf_bpe_word(h, w, len, ids, n, cap);
     uint64_t hs = hf_hash(w, len);
@@ -398,7 +401,8 @@ lt_status hf_bpe_word_cached(const hf_tok *h, const char *w, size_t len, int32_t
         hf_cache_ent *e = &c->ents[i];
         if (!e->key) break;
         if (e->hash == hs && e->klen == len && memcmp(e->key, w, len) == 0) {
-            for (uint32_t k = 0; !st && k < e->nids; k++) st = hf_ids_push(ids, n, cap, e->ids[k]);
+            for (uint32_t k = 0; !st && k < e->nids; k++)
+                st = hf_ids_push(ids, n, cap, e->ids[k]);
             pthread_mutex_unlock(&c->mu);
             return st;
         }
@@ -432,7 +436,8 @@ lt_status hf_bpe_word_cached(const hf_tok *h, const char *w, size_t len, int32_t
 void hf_tok_free(hf_tok *h) {
     if (!h) return;
     cache_free(h->cache);
-    for (int32_t i = 0; i < h->n_ids; i++) free(h->pieces ? h->pieces[i] : NULL);
+    for (int32_t i = 0; i < h->n_ids; i++)
+        free(h->pieces ? h->pieces[i] : NULL);
     free(h->pieces);
     free(h->piece_len);
     free(h->in_model);
@@ -443,7 +448,10 @@ void hf_tok_free(hf_tok *h) {
     free(h->mres);
     free(h->cont_prefix);
     free(h->eow_suffix);
-    for (int i = 0; i < h->n_added; i++) free(h->added[i].content);
+    for (int i = 0; i < h->n_added; i++) {
+        if (h->added[i].pat != h->added[i].content) free(h->added[i].pat);
+        free(h->added[i].content);
+    }
     free(h->added);
     for (int i = 0; i < h->n_norm; i++) {
         free(h->norm[i].a);

@@ -4,7 +4,8 @@
  * Keys read: tokenizer.ggml.tokens (strings), .token_type (int32, optional: 3 = control
  * -> special added token, 4 = user-defined -> non-special added token), .merges ("a b"
  * strings, rank = index), .bos_token_id / .eos_token_id, .add_bos_token / .add_eos_token
- * (default false, as GPT-2), .pre (pre-tokenizer regex set; see hf_tokenizer.h). The
+ * (default false, as GPT-2), .pre (pre-tokenizer regex set, see hf_tokenizer.h; llama-bpe
+ * also turns on ignore_merges as Llama 3's tokenizer.json does). The
  * decoder is ByteLevel. Everything is validated against the counts before use. */
 #include "hf_tokenizer.h"
 
@@ -59,6 +60,7 @@ static lt_status set_pre(hf_tok *h, const char *pre, size_t n) {
         return st ? st : add_bytelevel(h, 1);
     }
     if (!strcmp(name, "llama-bpe") || !strcmp(name, "llama3")) {
+        h->ignore_merges = 1; /* Llama 3's tokenizer.json says so (llama.cpp does the same) */
         lt_status st = add_split(h, k_llama3_pattern);
         return st ? st : add_bytelevel(h, 0);
     }
@@ -86,8 +88,10 @@ static lt_status build(const lt_gguf *g, hf_tok *h, int32_t *bos, int32_t *eos) 
     if ((st = lt_gguf_get_arr(g, "tokenizer.ggml.tokens", &et, &nt, &data)))
         return lt_error_wrap(st, h->src);
     if (et != LT_GGUF_STRING || nt == 0 || nt > INT32_MAX)
-        return lt_error(LT_ERR_FORMAT, "%s: tokenizer.ggml.tokens: expected a non-empty array "
-                        "of strings", h->src);
+        return lt_error(LT_ERR_FORMAT,
+                        "%s: tokenizer.ggml.tokens: expected a non-empty array "
+                        "of strings",
+                        h->src);
     int32_t n = (int32_t)nt;
     if ((st = hf_tok_alloc_ids(h, n))) return st;
     for (int32_t i = 0; i < n; i++) {
@@ -99,7 +103,8 @@ static lt_status build(const lt_gguf *g, hf_tok *h, int32_t *bos, int32_t *eos) 
         h->in_model[i] = 1;
     }
     if ((st = hf_strmap_init(&h->vocab, (uint32_t)n))) return st;
-    for (int32_t i = 0; i < n; i++) hf_strmap_put(&h->vocab, h->pieces, h->piece_len, i);
+    for (int32_t i = 0; i < n; i++)
+        hf_strmap_put(&h->vocab, h->pieces, h->piece_len, i);
     /* token types -> added tokens */
     uint64_t ntt = 0;
     const void *tt = NULL;
@@ -107,8 +112,10 @@ static lt_status build(const lt_gguf *g, hf_tok *h, int32_t *bos, int32_t *eos) 
         if ((st = lt_gguf_get_arr(g, "tokenizer.ggml.token_type", &et, &ntt, &tt)))
             return lt_error_wrap(st, h->src);
         if ((et != LT_GGUF_INT32 && et != LT_GGUF_UINT32) || ntt != nt)
-            return lt_error(LT_ERR_FORMAT, "%s: tokenizer.ggml.token_type: expected %d int32 "
-                            "values", h->src, (int)n);
+            return lt_error(LT_ERR_FORMAT,
+                            "%s: tokenizer.ggml.token_type: expected %d int32 "
+                            "values",
+                            h->src, (int)n);
     }
     h->added = calloc(1, sizeof(hf_added));
     if (!h->added) return lt_error(LT_ERR_NOMEM, "out of memory");
@@ -138,8 +145,10 @@ static lt_status build(const lt_gguf *g, hf_tok *h, int32_t *bos, int32_t *eos) 
         if ((st = lt_gguf_get_arr(g, "tokenizer.ggml.merges", &et, &nm, &data)))
             return lt_error_wrap(st, h->src);
         if (et != LT_GGUF_STRING || nm > (1u << 28))
-            return lt_error(LT_ERR_FORMAT, "%s: tokenizer.ggml.merges: expected an array of "
-                            "strings", h->src);
+            return lt_error(LT_ERR_FORMAT,
+                            "%s: tokenizer.ggml.merges: expected an array of "
+                            "strings",
+                            h->src);
     }
     if ((st = hf_merges_init(h, (uint32_t)nm))) return st;
     for (uint64_t i = 0; i < nm; i++) {

@@ -25,7 +25,8 @@ typedef struct {
 static lt_status buf_reserve(buf_t *b, size_t extra) {
     if (b->n + extra <= b->cap) return LT_OK;
     size_t nc = b->cap ? b->cap : 256;
-    while (nc < b->n + extra) nc *= 2;
+    while (nc < b->n + extra)
+        nc *= 2;
     char *p = realloc(b->p, nc);
     if (!p) return lt_error(LT_ERR_NOMEM, "out of memory (tokenizer buffer)");
     b->p = p;
@@ -71,13 +72,20 @@ static size_t utf8_valid(const uint8_t *s, size_t n, size_t *bad) {
     if (c < 0x80) return 1;
     size_t need;
     uint8_t lo = 0x80, hi = 0xbf;
-    if (c >= 0xc2 && c <= 0xdf) need = 1;
-    else if (c == 0xe0) need = 2, lo = 0xa0;
-    else if ((c >= 0xe1 && c <= 0xec) || c == 0xee || c == 0xef) need = 2;
-    else if (c == 0xed) need = 2, hi = 0x9f;
-    else if (c == 0xf0) need = 3, lo = 0x90;
-    else if (c >= 0xf1 && c <= 0xf3) need = 3;
-    else if (c == 0xf4) need = 3, hi = 0x8f;
+    if (c >= 0xc2 && c <= 0xdf)
+        need = 1;
+    else if (c == 0xe0)
+        need = 2, lo = 0xa0;
+    else if ((c >= 0xe1 && c <= 0xec) || c == 0xee || c == 0xef)
+        need = 2;
+    else if (c == 0xed)
+        need = 2, hi = 0x9f;
+    else if (c == 0xf0)
+        need = 3, lo = 0x90;
+    else if (c >= 0xf1 && c <= 0xf3)
+        need = 3;
+    else if (c == 0xf4)
+        need = 3, hi = 0x8f;
     else {
         *bad = 1;
         return 0;
@@ -144,9 +152,8 @@ static uint32_t bl_char(uint8_t b) {
 }
 
 static int bl_byte(uint32_t cp) {
-    if (cp < 256) return ((cp >= 33 && cp <= 126) || (cp >= 161 && cp <= 172) || cp >= 174)
-                             ? (int)cp
-                             : -1;
+    if (cp < 256)
+        return ((cp >= 33 && cp <= 126) || (cp >= 161 && cp <= 172) || cp >= 174) ? (int)cp : -1;
     if (cp <= 288) return (int)(cp - 256);
     if (cp <= 322) return (int)(cp - 289 + 127);
     if (cp == 323) return 173;
@@ -161,8 +168,9 @@ static int is_ws(uint32_t c) {
 }
 
 static int is_word_char(uint32_t c, pcre2_match_data *md, const pcre2_code *wre) {
-    if (c < 0x80) return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') ||
-                         (c >= 'A' && c <= 'Z') || c == '_';
+    if (c < 0x80)
+        return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+               c == '_';
     char tmp[4];
     size_t l = put_cp(tmp, c);
     return pcre2_match(wre, (PCRE2_SPTR)tmp, l, 0, PCRE2_NO_UTF_CHECK, md, NULL) >= 0;
@@ -196,7 +204,7 @@ typedef struct {
     const hf_tok *h;
     pcre2_match_data *md;
     const pcre2_code *wre; /* \w for single_word */
-    buf_t arena;     /* split texts */
+    buf_t arena;           /* split texts */
     int parse_special;
 } enc_ctx;
 
@@ -219,23 +227,24 @@ static lt_status split_added(enc_ctx *c, size_t base, size_t n, int normalized, 
             if (!h->added_first[normalized][(uint8_t)s[mstart]]) continue;
             for (int k = 0; k < h->n_added; k++) {
                 const hf_added *a = &h->added[k];
-                if (a->normalized != normalized || a->len == 0 || a->len > n - mstart) continue;
-                if ((uint8_t)a->content[0] != (uint8_t)s[mstart]) continue;
-                if (memcmp(a->content, s + mstart, a->len)) continue;
-                if (best < 0 || a->len > h->added[best].len) best = k;
+                if (a->normalized != normalized || a->plen == 0 || a->plen > n - mstart) continue;
+                if ((uint8_t)a->pat[0] != (uint8_t)s[mstart]) continue;
+                if (memcmp(a->pat, s + mstart, a->plen)) continue;
+                if (best < 0 || a->plen > h->added[best].plen) best = k;
             }
             if (best >= 0) break;
         }
         if (best < 0) break;
         const hf_added *a = &h->added[best];
-        size_t mst = mstart, mend = mstart + a->len;
+        size_t mst = mstart, mend = mstart + a->plen;
         pos = mend;
         if (!c->parse_special && a->special) continue;
         if (a->single_word) {
             int sw = 1;
             if (mst > 0) {
                 size_t k = mst - 1, cl;
-                while (k > 0 && ((uint8_t)s[k] & 0xc0) == 0x80) k--;
+                while (k > 0 && ((uint8_t)s[k] & 0xc0) == 0x80)
+                    k--;
                 if (is_word_char(get_cp(s + k, n - k, &cl), c->md, c->wre)) sw = 0;
             }
             if (mend < n) {
@@ -248,7 +257,8 @@ static lt_status split_added(enc_ctx *c, size_t base, size_t n, int normalized, 
             size_t ns = mst;
             while (ns > 0) {
                 size_t k = ns - 1, cl;
-                while (k > 0 && ((uint8_t)s[k] & 0xc0) == 0x80) k--;
+                while (k > 0 && ((uint8_t)s[k] & 0xc0) == 0x80)
+                    k--;
                 if (!is_ws(get_cp(s + k, n - k, &cl))) break;
                 ns = k;
             }
@@ -261,9 +271,8 @@ static lt_status split_added(enc_ctx *c, size_t base, size_t n, int normalized, 
                 mend += cl;
             }
         }
-        if (mst > start_offset &&
-            (st = pieces_push(out, base + start_offset, mst - start_offset, -1,
-                              at_start && start_offset == 0)))
+        if (mst > start_offset && (st = pieces_push(out, base + start_offset, mst - start_offset,
+                                                    -1, at_start && start_offset == 0)))
             return st;
         if ((st = pieces_push(out, base + mst, mend - mst, a->id, 0))) return st;
         start_offset = mend;
@@ -356,11 +365,6 @@ static lt_status normalize(enc_ctx *c, size_t off, size_t len, size_t *noff, siz
             if (!st) st = buf_put(&nxt, cur.p + r.last, cur.n - r.last);
             break;
         }
-        case HF_NORM_LOWERCASE_ASCII:
-            st = buf_put(&nxt, cur.p, cur.n);
-            for (size_t k = 0; !st && k < nxt.n; k++)
-                if (nxt.p[k] >= 'A' && nxt.p[k] <= 'Z') nxt.p[k] = (char)(nxt.p[k] + 32);
-            break;
         }
         buf_t t = cur;
         cur = nxt;
@@ -424,14 +428,16 @@ static lt_status split_by(enc_ctx *c, const pcre2_code *re, const char *lit, siz
     }
     if (st) goto done;
     if (invert)
-        for (size_t i = 0; i < m.n; i++) m.v[i].match = !m.v[i].match;
+        for (size_t i = 0; i < m.n; i++)
+            m.v[i].match = !m.v[i].match;
     /* behaviors, as tokenizers' NormalizedString::split */
     mlist r = {0};
     switch (behavior) {
     case HF_SPLIT_ISOLATED:
         r = m;
         m.v = NULL;
-        for (size_t i = 0; i < r.n; i++) r.v[i].match = 0;
+        for (size_t i = 0; i < r.n; i++)
+            r.v[i].match = 0;
         break;
     case HF_SPLIT_REMOVED:
         r = m;
@@ -449,8 +455,10 @@ static lt_status split_by(enc_ctx *c, const pcre2_code *re, const char *lit, siz
         for (size_t i = 0; !st && i < m.n; i++) {
             int merge = behavior == HF_SPLIT_MERGED_PREV ? (m.v[i].match && !prev_match)
                                                          : (m.v[i].match == prev_match);
-            if (merge && r.n) r.v[r.n - 1].len = m.v[i].off + m.v[i].len - r.v[r.n - 1].off;
-            else st = mlist_push(&r, m.v[i].off, m.v[i].len, 0);
+            if (merge && r.n)
+                r.v[r.n - 1].len = m.v[i].off + m.v[i].len - r.v[r.n - 1].off;
+            else
+                st = mlist_push(&r, m.v[i].off, m.v[i].len, 0);
             prev_match = m.v[i].match;
         }
         break;
@@ -516,8 +524,8 @@ static lt_status pretok_step(enc_ctx *c, const hf_pre *p, const piece_t *in, pie
         return st;
     }
     case HF_PRE_SPLIT:
-        return split_by(c, p->re, p->lit, p->litlen, p->behavior, p->invert, off, len,
-                        in->at_start, out);
+        return split_by(c, p->re, p->lit, p->litlen, p->behavior, p->invert, off, len, in->at_start,
+                        out);
     case HF_PRE_METASPACE: {
         size_t no = c->arena.n;
         const char *rp = p->repl;
@@ -563,7 +571,8 @@ static lt_status encode_text(enc_ctx *c, size_t off, size_t len, int at_start, i
     lt_status st = pieces_push(&a, off, len, -1, at_start);
     for (int i = 0; !st && i < h->n_pre; i++) {
         b.n = 0;
-        for (size_t k = 0; !st && k < a.n; k++) st = pretok_step(c, &h->pre[i], &a.v[k], &b);
+        for (size_t k = 0; !st && k < a.n; k++)
+            st = pretok_step(c, &h->pre[i], &a.v[k], &b);
         pieces_t t = a;
         a = b;
         b = t;
@@ -575,8 +584,8 @@ static lt_status encode_text(enc_ctx *c, size_t off, size_t len, int at_start, i
     return st;
 }
 
-static lt_status hf_encode(const lt_tokenizer *t, const char *text, size_t len,
-                           int add_special, int parse_special, int32_t **out, size_t *nout) {
+static lt_status hf_encode(const lt_tokenizer *t, const char *text, size_t len, int add_special,
+                           int parse_special, int32_t **out, size_t *nout) {
     const hf_tok *h = t->impl;
     enc_ctx c = {.h = h, .parse_special = parse_special};
     int32_t *ids = NULL;
@@ -594,7 +603,8 @@ static lt_status hf_encode(const lt_tokenizer *t, const char *text, size_t len,
     if ((st = put_lossy(&c.arena, text, len))) goto done;
     size_t tlen = c.arena.n;
     if (add_special && h->has_post)
-        for (int i = 0; !st && i < h->n_post_pre; i++) st = hf_ids_push(&ids, &n, &cap, h->post_pre[i]);
+        for (int i = 0; !st && i < h->n_post_pre; i++)
+            st = hf_ids_push(&ids, &n, &cap, h->post_pre[i]);
     if (!st) st = split_added(&c, 0, tlen, 0, 1, &p1);
     for (size_t i = 0; !st && i < p1.n; i++) {
         piece_t q = p1.v[i];
@@ -607,8 +617,10 @@ static lt_status hf_encode(const lt_tokenizer *t, const char *text, size_t len,
         p2.n = 0;
         if ((st = split_added(&c, noff, nlen, 1, q.at_start, &p2))) break;
         for (size_t k = 0; !st && k < p2.n; k++) {
-            if (p2.v[k].id >= 0) st = hf_ids_push(&ids, &n, &cap, p2.v[k].id);
-            else st = encode_text(&c, p2.v[k].off, p2.v[k].len, p2.v[k].at_start, &ids, &n, &cap);
+            if (p2.v[k].id >= 0)
+                st = hf_ids_push(&ids, &n, &cap, p2.v[k].id);
+            else
+                st = encode_text(&c, p2.v[k].off, p2.v[k].len, p2.v[k].at_start, &ids, &n, &cap);
         }
     }
     if (add_special && h->has_post)
@@ -656,9 +668,10 @@ static int byte_token(const char *s, size_t n, uint8_t *b) {
     int v = 0;
     for (int k = 3; k < 5; k++) {
         char ch = s[k];
-        int d = ch >= '0' && ch <= '9' ? ch - '0'
-              : ch >= 'a' && ch <= 'f' ? ch - 'a' + 10
-              : ch >= 'A' && ch <= 'F' ? ch - 'A' + 10 : -1;
+        int d = ch >= '0' && ch <= '9'   ? ch - '0'
+                : ch >= 'a' && ch <= 'f' ? ch - 'a' + 10
+                : ch >= 'A' && ch <= 'F' ? ch - 'A' + 10
+                                         : -1;
         if (d < 0) return 0;
         v = v * 16 + d;
     }
@@ -774,12 +787,16 @@ static lt_status dec_step(const hf_dec *d, buf_t *ar, const spans *in, spans *ou
             const char *s = ar->p + in->v[i].off;
             size_t n = in->v[i].len, a = 0, e = n;
             for (int k = 0; k < d->start; k++) {
-                if (a + d->alen <= e && memcmp(s + a, d->a, d->alen) == 0) a += d->alen;
-                else break;
+                if (a + d->alen <= e && memcmp(s + a, d->a, d->alen) == 0)
+                    a += d->alen;
+                else
+                    break;
             }
             for (int k = 0; k < d->stop; k++) {
-                if (e >= a + d->alen && memcmp(s + e - d->alen, d->a, d->alen) == 0) e -= d->alen;
-                else break;
+                if (e >= a + d->alen && memcmp(s + e - d->alen, d->a, d->alen) == 0)
+                    e -= d->alen;
+                else
+                    break;
             }
             st = spans_push(out, in->v[i].off + a, e - a);
         }
@@ -798,8 +815,8 @@ static lt_status dec_step(const hf_dec *d, buf_t *ar, const spans *in, spans *ou
     return st;
 }
 
-static lt_status hf_decode(const lt_tokenizer *t, const int32_t *ids, size_t n,
-                           int skip_special, char **text, size_t *tlen) {
+static lt_status hf_decode(const lt_tokenizer *t, const int32_t *ids, size_t n, int skip_special,
+                           char **text, size_t *tlen) {
     const hf_tok *h = t->impl;
     buf_t ar = {0};
     spans a = {0}, b = {0};
@@ -831,7 +848,8 @@ static lt_status hf_decode(const lt_tokenizer *t, const int32_t *ids, size_t n,
             b = tt;
         }
         buf_t o = {0};
-        for (size_t i = 0; !st && i < a.n; i++) st = buf_put(&o, ar.p + a.v[i].off, a.v[i].len);
+        for (size_t i = 0; !st && i < a.n; i++)
+            st = buf_put(&o, ar.p + a.v[i].off, a.v[i].len);
         free(ar.p);
         ar = o;
     }
@@ -864,13 +882,45 @@ static int hf_is_special(const lt_tokenizer *t, int32_t id) {
     return id >= 0 && id < h->n_ids && h->special[id];
 }
 
-static void hf_free_impl(void *p) { hf_tok_free(p); }
+static void hf_free_impl(void *p) {
+    hf_tok_free(p);
+}
 
-static const lt_tokenizer_ops k_ops_bytelevel = {"hf-bpe-bytelevel", hf_encode, hf_decode,
-                                                 hf_piece, hf_find, hf_is_special,
-                                                 hf_free_impl};
-static const lt_tokenizer_ops k_ops_plain = {"hf-bpe", hf_encode, hf_decode, hf_piece, hf_find,
-                                             hf_is_special, hf_free_impl};
+static const lt_tokenizer_ops k_ops_bytelevel = {
+    "hf-bpe-bytelevel", hf_encode, hf_decode, hf_piece, hf_find, hf_is_special, hf_free_impl};
+static const lt_tokenizer_ops k_ops_plain = {"hf-bpe", hf_encode,     hf_decode,   hf_piece,
+                                             hf_find,  hf_is_special, hf_free_impl};
+
+/* Normalized added tokens are matched in normalized text by their normalized content. */
+static lt_status added_patterns(hf_tok *h) {
+    enc_ctx c = {.h = h};
+    lt_status st = LT_OK;
+    c.md = pcre2_match_data_create(1, NULL);
+    if (!c.md) return lt_error(LT_ERR_NOMEM, "out of memory (regex)");
+    for (int i = 0; !st && i < h->n_added; i++) {
+        hf_added *a = &h->added[i];
+        a->normalized = a->normalized ? 1 : 0;
+        a->pat = a->content;
+        a->plen = a->len;
+        if (!a->normalized || !h->n_norm) continue;
+        c.arena.n = 0;
+        size_t noff, nlen;
+        if ((st = buf_put(&c.arena, a->content, a->len))) break;
+        if ((st = normalize(&c, 0, a->len, &noff, &nlen))) break;
+        char *p = malloc(nlen + 1);
+        if (!p) {
+            st = lt_error(LT_ERR_NOMEM, "out of memory");
+            break;
+        }
+        memcpy(p, c.arena.p + noff, nlen);
+        p[nlen] = 0;
+        a->pat = p;
+        a->plen = nlen;
+    }
+    pcre2_match_data_free(c.md);
+    free(c.arena.p);
+    return st;
+}
 
 lt_status hf_tok_wrap(hf_tok *h, int32_t bos, int32_t eos, lt_tokenizer **out) {
     *out = NULL;
@@ -891,10 +941,15 @@ lt_status hf_tok_wrap(hf_tok *h, int32_t bos, int32_t eos, lt_tokenizer **out) {
         return st;
     }
     hf_cache_create(h);
+    if ((st = added_patterns(h))) {
+        free(t);
+        hf_tok_free(h);
+        return st;
+    }
     memset(h->added_first, 0, sizeof h->added_first);
     for (int i = 0; i < h->n_added; i++)
-        if (h->added[i].len)
-            h->added_first[h->added[i].normalized ? 1 : 0][(uint8_t)h->added[i].content[0]] = 1;
+        if (h->added[i].plen)
+            h->added_first[h->added[i].normalized ? 1 : 0][(uint8_t)h->added[i].pat[0]] = 1;
     t->ops = bytelevel ? &k_ops_bytelevel : &k_ops_plain;
     t->impl = h;
     t->vocab_size = h->n_ids;

@@ -56,8 +56,8 @@ static const char *jtype(json_t *o) {
 }
 
 /* pattern: {"String": s} or {"Regex": r}; exactly one of *lit / *re is set */
-static lt_status parse_pattern(hf_tok *h, json_t *o, const char *what, char **lit,
-                               size_t *litlen, pcre2_code **re) {
+static lt_status parse_pattern(hf_tok *h, json_t *o, const char *what, char **lit, size_t *litlen,
+                               pcre2_code **re) {
     json_t *p = json_object_get(o, "pattern");
     json_t *s = json_object_get(p, "String"), *r = json_object_get(p, "Regex");
     if (json_is_string(s)) {
@@ -67,8 +67,10 @@ static lt_status parse_pattern(hf_tok *h, json_t *o, const char *what, char **li
     }
     if (json_is_string(r))
         return hf_regex_compile(h->src, json_string_value(r), json_string_length(r), re);
-    return lt_error(LT_ERR_FORMAT, "%s: %s: expected \"pattern\": {\"String\": ...} or "
-                    "{\"Regex\": ...}", h->src, what);
+    return lt_error(LT_ERR_FORMAT,
+                    "%s: %s: expected \"pattern\": {\"String\": ...} or "
+                    "{\"Regex\": ...}",
+                    h->src, what);
 }
 
 static int prepend_scheme(json_t *o) {
@@ -103,8 +105,10 @@ static lt_status add_norm(hf_tok *h, json_t *o, int depth) {
     if (!strcmp(t, "Sequence")) {
         json_t *arr = json_object_get(o, "normalizers");
         if (!json_is_array(arr))
-            return lt_error(LT_ERR_FORMAT, "%s: normalizer Sequence: expected \"normalizers\" "
-                            "array", h->src);
+            return lt_error(LT_ERR_FORMAT,
+                            "%s: normalizer Sequence: expected \"normalizers\" "
+                            "array",
+                            h->src);
         for (size_t i = 0; i < json_array_size(arr); i++) {
             lt_status st = add_norm(h, json_array_get(arr, i), depth + 1);
             if (st) return st;
@@ -135,14 +139,13 @@ static lt_status add_norm(hf_tok *h, json_t *o, int depth) {
             pcre2_code_free(nm.re);
             return lt_error(LT_ERR_NOMEM, "out of memory");
         }
-    } else if (!strcmp(t, "NFC") || !strcmp(t, "NFD") || !strcmp(t, "NFKC") ||
-               !strcmp(t, "NFKD")) {
+    } else if (!strcmp(t, "NFC") || !strcmp(t, "NFD") || !strcmp(t, "NFKC") || !strcmp(t, "NFKD")) {
         return lt_error(LT_ERR_UNSUPPORTED,
                         "%s: normalizer type '%s' is not supported (Unicode normalization "
-                        "tables are not built in)", h->src, t);
+                        "tables are not built in)",
+                        h->src, t);
     } else {
-        return lt_error(LT_ERR_UNSUPPORTED, "%s: normalizer type '%s' is not supported", h->src,
-                        t);
+        return lt_error(LT_ERR_UNSUPPORTED, "%s: normalizer type '%s' is not supported", h->src, t);
     }
     hf_norm *q = realloc(h->norm, sizeof(hf_norm) * (h->n_norm + 1));
     if (!q) {
@@ -180,8 +183,10 @@ static lt_status add_pre(hf_tok *h, json_t *o, int depth) {
     if (!strcmp(t, "Sequence")) {
         json_t *arr = json_object_get(o, "pretokenizers");
         if (!json_is_array(arr))
-            return lt_error(LT_ERR_FORMAT, "%s: pre_tokenizer Sequence: expected "
-                            "\"pretokenizers\" array", h->src);
+            return lt_error(LT_ERR_FORMAT,
+                            "%s: pre_tokenizer Sequence: expected "
+                            "\"pretokenizers\" array",
+                            h->src);
         for (size_t i = 0; i < json_array_size(arr); i++)
             if ((st = add_pre(h, json_array_get(arr, i), depth + 1))) return st;
         return LT_OK;
@@ -196,17 +201,21 @@ static lt_status add_pre(hf_tok *h, json_t *o, int depth) {
         p.type = HF_PRE_SPLIT;
         json_t *b = json_object_get(o, "behavior");
         const char *bs = json_is_string(b) ? json_string_value(b) : "";
-        if (!strcmp(bs, "Removed")) p.behavior = HF_SPLIT_REMOVED;
-        else if (!strcmp(bs, "Isolated")) p.behavior = HF_SPLIT_ISOLATED;
-        else if (!strcmp(bs, "MergedWithPrevious")) p.behavior = HF_SPLIT_MERGED_PREV;
-        else if (!strcmp(bs, "MergedWithNext")) p.behavior = HF_SPLIT_MERGED_NEXT;
-        else if (!strcmp(bs, "Contiguous")) p.behavior = HF_SPLIT_CONTIGUOUS;
+        if (!strcmp(bs, "Removed"))
+            p.behavior = HF_SPLIT_REMOVED;
+        else if (!strcmp(bs, "Isolated"))
+            p.behavior = HF_SPLIT_ISOLATED;
+        else if (!strcmp(bs, "MergedWithPrevious"))
+            p.behavior = HF_SPLIT_MERGED_PREV;
+        else if (!strcmp(bs, "MergedWithNext"))
+            p.behavior = HF_SPLIT_MERGED_NEXT;
+        else if (!strcmp(bs, "Contiguous"))
+            p.behavior = HF_SPLIT_CONTIGUOUS;
         else
-            return lt_error(LT_ERR_FORMAT, "%s: pre_tokenizer Split: unknown behavior '%s'",
-                            h->src, bs);
+            return lt_error(LT_ERR_FORMAT, "%s: pre_tokenizer Split: unknown behavior '%s'", h->src,
+                            bs);
         p.invert = jbool(o, "invert", 0);
-        if ((st = parse_pattern(h, o, "pre_tokenizer Split", &p.lit, &p.litlen, &p.re)))
-            return st;
+        if ((st = parse_pattern(h, o, "pre_tokenizer Split", &p.lit, &p.litlen, &p.re))) return st;
     } else if (!strcmp(t, "Digits")) {
         /* Rust char::is_numeric == \p{N}; runs of digits are kept together otherwise */
         p.type = HF_PRE_SPLIT;
@@ -220,8 +229,8 @@ static lt_status add_pre(hf_tok *h, json_t *o, int depth) {
         p.prepend_scheme = prepend_scheme(o);
         p.split = jbool(o, "split", 1);
     } else {
-        return lt_error(LT_ERR_UNSUPPORTED, "%s: pre_tokenizer type '%s' is not supported",
-                        h->src, t);
+        return lt_error(LT_ERR_UNSUPPORTED, "%s: pre_tokenizer type '%s' is not supported", h->src,
+                        t);
     }
     return push_pre(h, &p);
 }
@@ -259,8 +268,10 @@ static lt_status add_dec(hf_tok *h, json_t *o, int depth) {
         if ((st = parse_pattern(h, o, "decoder Replace", &d.a, &d.alen, &re))) return st;
         if (re) {
             pcre2_code_free(re);
-            return lt_error(LT_ERR_UNSUPPORTED, "%s: decoder Replace with a Regex pattern is "
-                            "not supported", h->src);
+            return lt_error(LT_ERR_UNSUPPORTED,
+                            "%s: decoder Replace with a Regex pattern is "
+                            "not supported",
+                            h->src);
         }
         d.blen = json_string_length(c);
         d.b = dupn(json_string_value(c), d.blen);
@@ -271,8 +282,10 @@ static lt_status add_dec(hf_tok *h, json_t *o, int depth) {
         if (!json_is_string(c) || !json_is_integer(s0) || !json_is_integer(s1) ||
             json_integer_value(s0) < 0 || json_integer_value(s1) < 0 ||
             json_integer_value(s0) > 1000000 || json_integer_value(s1) > 1000000)
-            return lt_error(LT_ERR_FORMAT, "%s: decoder Strip: expected \"content\" string and "
-                            "\"start\"/\"stop\" counts", h->src);
+            return lt_error(LT_ERR_FORMAT,
+                            "%s: decoder Strip: expected \"content\" string and "
+                            "\"start\"/\"stop\" counts",
+                            h->src);
         d.alen = json_string_length(c);
         d.a = dupn(json_string_value(c), d.alen);
         d.start = (int)json_integer_value(s0);
@@ -300,8 +313,8 @@ static lt_status add_dec(hf_tok *h, json_t *o, int depth) {
 /* ---- post-processors ----------------------------------------------------------------- */
 static lt_status ids_append(hf_tok *h, int32_t **v, int *n, int32_t id, const char *what) {
     if (id < 0 || id >= h->n_ids)
-        return lt_error(LT_ERR_FORMAT, "%s: post_processor %s: token id %d is out of range",
-                        h->src, what, (int)id);
+        return lt_error(LT_ERR_FORMAT, "%s: post_processor %s: token id %d is out of range", h->src,
+                        what, (int)id);
     int32_t *q = realloc(*v, sizeof(int32_t) * (*n + 1));
     if (!q) return lt_error(LT_ERR_NOMEM, "out of memory");
     *v = q;
@@ -322,8 +335,10 @@ static lt_status add_post(hf_tok *h, json_t *o, int depth) {
     if (!strcmp(t, "Sequence")) {
         json_t *arr = json_object_get(o, "processors");
         if (!json_is_array(arr))
-            return lt_error(LT_ERR_FORMAT, "%s: post_processor Sequence: expected "
-                            "\"processors\" array", h->src);
+            return lt_error(LT_ERR_FORMAT,
+                            "%s: post_processor Sequence: expected "
+                            "\"processors\" array",
+                            h->src);
         for (size_t i = 0; i < json_array_size(arr); i++)
             if ((st = add_post(h, json_array_get(arr, i), depth + 1))) return st;
         return LT_OK;
@@ -332,8 +347,10 @@ static lt_status add_post(hf_tok *h, json_t *o, int depth) {
     } else if (!strcmp(t, "TemplateProcessing")) {
         json_t *single = json_object_get(o, "single"), *sp = json_object_get(o, "special_tokens");
         if (!json_is_array(single))
-            return lt_error(LT_ERR_FORMAT, "%s: post_processor TemplateProcessing: expected "
-                            "\"single\" array", h->src);
+            return lt_error(LT_ERR_FORMAT,
+                            "%s: post_processor TemplateProcessing: expected "
+                            "\"single\" array",
+                            h->src);
         int after = 0;
         for (size_t i = 0; !st && i < json_array_size(single); i++) {
             json_t *it = json_array_get(single, i);
@@ -343,10 +360,12 @@ static lt_status add_post(hf_tok *h, json_t *o, int depth) {
                 continue;
             }
             json_t *name = json_object_get(stok, "id");
-            json_t *ent = json_object_get(sp, json_string_value(name) ? json_string_value(name) : "");
+            json_t *ent =
+                json_object_get(sp, json_string_value(name) ? json_string_value(name) : "");
             json_t *ids = json_object_get(ent, "ids");
             if (!json_is_string(name) || !json_is_array(ids)) {
-                st = lt_error(LT_ERR_FORMAT, "%s: post_processor TemplateProcessing: single[%zu]: "
+                st = lt_error(LT_ERR_FORMAT,
+                              "%s: post_processor TemplateProcessing: single[%zu]: "
                               "expected a SpecialToken listed in special_tokens with \"ids\"",
                               h->src, i);
                 break;
@@ -364,16 +383,18 @@ static lt_status add_post(hf_tok *h, json_t *o, int depth) {
         json_t *cls = json_array_get(json_object_get(o, "cls"), 1);
         json_t *sep = json_array_get(json_object_get(o, "sep"), 1);
         if (!json_is_integer(cls) || !json_is_integer(sep))
-            return lt_error(LT_ERR_FORMAT, "%s: post_processor %s: expected \"cls\" and \"sep\" "
-                            "as [token, id]", h->src, t);
+            return lt_error(LT_ERR_FORMAT,
+                            "%s: post_processor %s: expected \"cls\" and \"sep\" "
+                            "as [token, id]",
+                            h->src, t);
         int64_t c = json_integer_value(cls), s = json_integer_value(sep);
         st = ids_append(h, &pre, &npre, c < 0 || c > INT32_MAX ? -1 : (int32_t)c, t);
         if (!st)
             st = ids_append(h, &h->post_post, &h->n_post_post,
                             s < 0 || s > INT32_MAX ? -1 : (int32_t)s, t);
     } else {
-        return lt_error(LT_ERR_UNSUPPORTED, "%s: post_processor type '%s' is not supported",
-                        h->src, t);
+        return lt_error(LT_ERR_UNSUPPORTED, "%s: post_processor type '%s' is not supported", h->src,
+                        t);
     }
     h->has_post = 1;
     for (int i = 0; !st && i < h->n_post_pre; i++)
@@ -481,8 +502,10 @@ static lt_status load_model(hf_tok *h, json_t *model, json_t *added) {
                *c = json_object_get(a, "content");
         int64_t v = json_is_integer(id) ? json_integer_value(id) : -1;
         if (v < 0 || v >= limit || !json_is_string(c))
-            return lt_error(LT_ERR_FORMAT, "%s: added_tokens[%zu]: expected \"id\" in [0, %lld) "
-                            "and \"content\" string", h->src, i, (long long)limit);
+            return lt_error(LT_ERR_FORMAT,
+                            "%s: added_tokens[%zu]: expected \"id\" in [0, %lld) "
+                            "and \"content\" string",
+                            h->src, i, (long long)limit);
         if (v > maxid) maxid = v;
     }
     lt_status st = hf_tok_alloc_ids(h, (int32_t)(maxid + 1));
@@ -550,8 +573,10 @@ static lt_status load_model(hf_tok *h, json_t *model, json_t *added) {
             const char *s = json_string_value(m), *sp = strchr(s, ' ');
             size_t l = json_string_length(m);
             if (!sp || memchr(sp + 1, ' ', l - (size_t)(sp + 1 - s)))
-                return lt_error(LT_ERR_FORMAT, "%s: model.merges[%zu]: expected \"a b\" (two "
-                                "tokens separated by one space), got '%s'", h->src, i, s);
+                return lt_error(LT_ERR_FORMAT,
+                                "%s: model.merges[%zu]: expected \"a b\" (two "
+                                "tokens separated by one space), got '%s'",
+                                h->src, i, s);
             a = s;
             al = (size_t)(sp - s);
             b = sp + 1;
@@ -563,8 +588,10 @@ static lt_status load_model(hf_tok *h, json_t *model, json_t *added) {
             b = json_string_value(json_array_get(m, 1));
             bl = json_string_length(json_array_get(m, 1));
         } else {
-            return lt_error(LT_ERR_FORMAT, "%s: model.merges[%zu]: expected \"a b\" or [\"a\", "
-                            "\"b\"]", h->src, i);
+            return lt_error(LT_ERR_FORMAT,
+                            "%s: model.merges[%zu]: expected \"a b\" or [\"a\", "
+                            "\"b\"]",
+                            h->src, i);
         }
         if ((st = hf_merge_add(h, a, al, b, bl, (uint32_t)i))) return st;
     }
@@ -591,7 +618,8 @@ lt_status lt_tokenizer_load_hf(const char *path, lt_tokenizer **out) {
     h->src = dupn(path, strlen(path));
     json_t *model = json_object_get(root, "model");
     json_t *added = json_object_get(root, "added_tokens");
-    if (!h->src) st = lt_error(LT_ERR_NOMEM, "out of memory");
+    if (!h->src)
+        st = lt_error(LT_ERR_NOMEM, "out of memory");
     else if (!json_is_object(root))
         st = lt_error(LT_ERR_FORMAT, "%s: expected a JSON object at the top level", path);
     else if (!json_is_object(model))

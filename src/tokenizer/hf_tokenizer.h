@@ -50,11 +50,14 @@ typedef struct {
 typedef struct {
     char *content;
     size_t len;
+    char *pat; /* what is matched: content, or for normalized tokens the normalized content
+                  (as tokenizers does); owned when != content */
+    size_t plen;
     int32_t id;
     int special, single_word, lstrip, rstrip, normalized;
 } hf_added;
 
-enum { HF_NORM_PREPEND, HF_NORM_REPLACE, HF_NORM_REPLACE_RE, HF_NORM_LOWERCASE_ASCII };
+enum { HF_NORM_PREPEND, HF_NORM_REPLACE, HF_NORM_REPLACE_RE };
 typedef struct {
     int type;
     char *a, *b; /* PREPEND: a; REPLACE: a -> b */
@@ -63,8 +66,13 @@ typedef struct {
 } hf_norm;
 
 enum { HF_PRE_BYTELEVEL, HF_PRE_SPLIT, HF_PRE_METASPACE };
-enum { HF_SPLIT_REMOVED, HF_SPLIT_ISOLATED, HF_SPLIT_MERGED_PREV, HF_SPLIT_MERGED_NEXT,
-       HF_SPLIT_CONTIGUOUS };
+enum {
+    HF_SPLIT_REMOVED,
+    HF_SPLIT_ISOLATED,
+    HF_SPLIT_MERGED_PREV,
+    HF_SPLIT_MERGED_NEXT,
+    HF_SPLIT_CONTIGUOUS
+};
 enum { HF_PREPEND_ALWAYS, HF_PREPEND_FIRST, HF_PREPEND_NEVER };
 typedef struct {
     int type;
@@ -72,14 +80,20 @@ typedef struct {
     pcre2_code *re;                  /* SPLIT (regex) and BYTELEVEL with use_regex */
     char *lit;                       /* SPLIT with a String pattern */
     size_t litlen;
-    int behavior, invert;            /* SPLIT */
-    char repl[8];                    /* METASPACE replacement, UTF-8 */
+    int behavior, invert; /* SPLIT */
+    char repl[8];         /* METASPACE replacement, UTF-8 */
     size_t repl_len;
-    int prepend_scheme, split;       /* METASPACE */
+    int prepend_scheme, split; /* METASPACE */
 } hf_pre;
 
-enum { HF_DEC_BYTELEVEL, HF_DEC_REPLACE, HF_DEC_BYTEFALLBACK, HF_DEC_FUSE, HF_DEC_STRIP,
-       HF_DEC_METASPACE };
+enum {
+    HF_DEC_BYTELEVEL,
+    HF_DEC_REPLACE,
+    HF_DEC_BYTEFALLBACK,
+    HF_DEC_FUSE,
+    HF_DEC_STRIP,
+    HF_DEC_METASPACE
+};
 typedef struct {
     int type;
     char *a, *b; /* REPLACE a -> b; STRIP: a = the char; METASPACE: a = replacement */
@@ -90,22 +104,22 @@ typedef struct {
 
 typedef struct {
     /* vocabulary: model vocab and added tokens share one id space */
-    char **pieces;      /* [n_ids] */
+    char **pieces; /* [n_ids] */
     uint32_t *piece_len;
-    uint8_t *in_model;  /* [n_ids] 1 if the id is in model.vocab */
-    uint8_t *special;   /* [n_ids] 1 for special added tokens */
+    uint8_t *in_model; /* [n_ids] 1 if the id is in model.vocab */
+    uint8_t *special;  /* [n_ids] 1 for special added tokens */
     int32_t n_ids;
-    hf_strmap vocab;    /* piece -> id, over in_model ids */
+    hf_strmap vocab; /* piece -> id, over in_model ids */
     /* merges: key (left id << 32 | right id) -> rank, result id */
-    uint64_t *mkeys;    /* [mcap], UINT64_MAX empty */
+    uint64_t *mkeys; /* [mcap], UINT64_MAX empty */
     uint32_t *mrank;
     int32_t *mres;
     uint32_t mcap, n_merges;
     /* BPE options */
     int byte_fallback, fuse_unk, ignore_merges;
-    int32_t unk_id;     /* -1 none */
+    int32_t unk_id;                 /* -1 none */
     char *cont_prefix, *eow_suffix; /* NULL if none */
-    int32_t byte_ids[256]; /* id of "<0xNN>", -1 if absent */
+    int32_t byte_ids[256];          /* id of "<0xNN>", -1 if absent */
     /* pipeline */
     hf_added *added;
     int n_added;
@@ -132,8 +146,8 @@ lt_status hf_strmap_init(hf_strmap *m, uint32_t n);
 void hf_strmap_free(hf_strmap *m);
 /* Inserts id (pieces[id] is the key); keeps an existing entry for the same key. */
 void hf_strmap_put(hf_strmap *m, char *const *pieces, const uint32_t *plen, int32_t id);
-int32_t hf_strmap_get(const hf_strmap *m, char *const *pieces, const uint32_t *plen,
-                      const char *s, size_t len);
+int32_t hf_strmap_get(const hf_strmap *m, char *const *pieces, const uint32_t *plen, const char *s,
+                      size_t len);
 int32_t hf_vocab_get(const hf_tok *h, const char *s, size_t len);
 lt_status hf_merges_init(hf_tok *h, uint32_t n);
 /* Adds merge (a, b) with the given rank; errors name the merge when a part or the result
@@ -144,8 +158,8 @@ lt_status hf_merge_add(hf_tok *h, const char *a, size_t alen, const char *b, siz
 lt_status hf_bpe_word(const hf_tok *h, const char *w, size_t len, int32_t **ids, size_t *n,
                       size_t *cap);
 /* hf_bpe_word through the cache */
-lt_status hf_bpe_word_cached(const hf_tok *h, const char *w, size_t len, int32_t **ids,
-                             size_t *n, size_t *cap);
+lt_status hf_bpe_word_cached(const hf_tok *h, const char *w, size_t len, int32_t **ids, size_t *n,
+                             size_t *cap);
 void hf_cache_create(hf_tok *h);
 lt_status hf_ids_push(int32_t **ids, size_t *n, size_t *cap, int32_t id);
 /* Allocates pieces/piece_len/in_model/special for n ids (all empty). */

@@ -26,8 +26,8 @@ static const char *write_tmp(const char *dir, const char *name, const char *text
 }
 
 /* a tiny byte-level BPE: vocab a b c ab abc, merges "a b" then "ab c" */
-#define TINY_MODEL(extra_model)                                                               \
-    "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0, \"b\": 1, \"c\": 2, \"ab\": 3, "   \
+#define TINY_MODEL(extra_model)                                                                    \
+    "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0, \"b\": 1, \"c\": 2, \"ab\": 3, "        \
     "\"abc\": 4, \"<unk>\": 5}, \"merges\": [\"a b\", [\"ab\", \"c\"]]" extra_model "}"
 
 static int encode_eq(lt_tokenizer *t, const char *text, int add, const int32_t *want, size_t nw) {
@@ -37,7 +37,8 @@ static int encode_eq(lt_tokenizer *t, const char *text, int add, const int32_t *
     int ok = n == nw && (nw == 0 || memcmp(ids, want, nw * sizeof(int32_t)) == 0);
     if (!ok) {
         fprintf(stderr, "  encode '%s' gave:", text);
-        for (size_t i = 0; i < n; i++) fprintf(stderr, " %d", (int)ids[i]);
+        for (size_t i = 0; i < n; i++)
+            fprintf(stderr, " %d", (int)ids[i]);
         fprintf(stderr, "\n");
     }
     free(ids);
@@ -56,10 +57,10 @@ int main(void) {
               "top level");
     CHECK_ERR(lt_tokenizer_load_hf(write_tmp(dir, "c.json", "{\"version\": \"1.0\"}"), &t),
               LT_ERR_FORMAT, "missing \"model\"");
-    CHECK_ERR(lt_tokenizer_load_hf(write_tmp(dir, "d.json",
-                                             "{\"model\": {\"type\": \"Unigram\", \"vocab\": []}}"),
-                                   &t),
-              LT_ERR_UNSUPPORTED, "Unigram");
+    CHECK_ERR(
+        lt_tokenizer_load_hf(
+            write_tmp(dir, "d.json", "{\"model\": {\"type\": \"Unigram\", \"vocab\": []}}"), &t),
+        LT_ERR_UNSUPPORTED, "Unigram");
     CHECK_ERR(lt_tokenizer_load_hf(
                   write_tmp(dir, "e.json",
                             "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0, \"b\": 1}, "
@@ -72,12 +73,12 @@ int main(void) {
                             "\"merges\": [[\"a\", \"b\"]]}}"),
                   &t),
               LT_ERR_FORMAT, "merge of 'a' and 'b' is not in the vocabulary");
-    CHECK_ERR(lt_tokenizer_load_hf(
-                  write_tmp(dir, "g.json",
-                            "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, "
-                            "\"merges\": [\"a\"]}}"),
-                  &t),
-              LT_ERR_FORMAT, "model.merges[0]");
+    CHECK_ERR(
+        lt_tokenizer_load_hf(write_tmp(dir, "g.json",
+                                       "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, "
+                                       "\"merges\": [\"a\"]}}"),
+                             &t),
+        LT_ERR_FORMAT, "model.merges[0]");
     CHECK_ERR(lt_tokenizer_load_hf(write_tmp(dir, "h.json",
                                              TINY_MODEL("") ", \"pre_tokenizer\": {\"type\": "
                                                             "\"BertPreTokenizer\"}}"),
@@ -100,16 +101,17 @@ int main(void) {
                                                             "\"WordPiece\"}}"),
                                    &t),
               LT_ERR_UNSUPPORTED, "WordPiece");
+    CHECK_ERR(
+        lt_tokenizer_load_hf(
+            write_tmp(dir, "l.json", "{\"model\": {\"vocab\": {\"a\": 99999999}, \"merges\": []}}"),
+            &t),
+        LT_ERR_FORMAT, "model.vocab['a']");
     CHECK_ERR(lt_tokenizer_load_hf(
-                  write_tmp(dir, "l.json",
-                            "{\"model\": {\"vocab\": {\"a\": 99999999}, \"merges\": []}}"),
-                  &t),
-              LT_ERR_FORMAT, "model.vocab['a']");
-    CHECK_ERR(lt_tokenizer_load_hf(write_tmp(dir, "m.json", TINY_MODEL(", \"unk_token\": \"?\"") "}"),
-                                   &t),
+                  write_tmp(dir, "m.json", TINY_MODEL(", \"unk_token\": \"?\"") "}"), &t),
               LT_ERR_FORMAT, "unk_token '?'");
-    CHECK_ERR(lt_tokenizer_load_hf(write_tmp(dir, "n.json", "{\"model\": {\"vocab\": {\"a\": 0, "
-                                                            "\"a\": 1}, \"merges\": []}}"),
+    CHECK_ERR(lt_tokenizer_load_hf(write_tmp(dir, "n.json",
+                                             "{\"model\": {\"vocab\": {\"a\": 0, "
+                                             "\"a\": 1}, \"merges\": []}}"),
                                    &t),
               LT_ERR_FORMAT, "duplicate");
     CHECK_ERR(lt_tokenizer_load_hf(write_tmp(dir, "o.json", ""), &t), LT_ERR_FORMAT, NULL);
@@ -134,7 +136,8 @@ int main(void) {
         lt_tokenizer_free(t);
     }
     CHECK_OK(lt_tokenizer_load_hf(
-        write_tmp(dir, "tiny2.json", TINY_MODEL(", \"unk_token\": \"<unk>\", \"fuse_unk\": true") "}"),
+        write_tmp(dir, "tiny2.json",
+                  TINY_MODEL(", \"unk_token\": \"<unk>\", \"fuse_unk\": true") "}"),
         &t));
     if (t) {
         CHECK(encode_eq(t, "axxb", 1, (int32_t[]){0, 5, 1}, 3), "fused unk");
@@ -175,8 +178,8 @@ int main(void) {
     CHECK_OK(lt_gguf_open(lt_fixture("tokenizers/gpt2/ggml-vocab-gpt-2.gguf"), &g));
     if (g) CHECK_OK(lt_tokenizer_load_gguf_bpe(g, &t2));
     if (t && t2) {
-        static const int32_t want[] = {15496, 995, 0, 314, 6, 44, 17031, 2231, 30924, 1279, 91,
-                                       320, 62, 9688, 91, 29, 7220};
+        static const int32_t want[] = {15496, 995, 0,   314, 6,    44, 17031, 2231, 30924,
+                                       1279,  91,  320, 62,  9688, 91, 29,    7220};
         const char *txt = "Hello world! I'M 12345678 <|im_start|>user";
         CHECK(encode_eq(t, txt, 1, want, 17), "gpt2 json encode");
         CHECK(encode_eq(t2, txt, 1, want, 17), "gpt2 gguf encode");

@@ -14,16 +14,23 @@ encode_special_tokens=True (our --no-parse-special) and skip_special_tokens=True
 
 Tokenizers: SmolLM tokenizer.json (merges as strings and as pairs; truncation/padding of
 that fine-tuning repo switched off in the reference), GPT-2 tokenizer.json, the GPT-2 GGUF
-fixture and a GGUF built here from SmolLM (tokenizer.ggml.pre "smollm"), and tokenizer.json
+fixture, GGUFs built here with the gguf package (from SmolLM with tokenizer.ggml.pre "smollm";
+from GPT-2's vocabulary with "llama-bpe" and "qwen2", against the matching tokenizer.json
+variants below), and tokenizer.json
 files built here with tokenizers itself: Llama 2 style (from the llama2-spm tokenizer.model:
 BPE with byte_fallback + unk, Prepend/Replace normalizer, Replace/ByteFallback/Fuse/Strip
-decoder, BOS template), the same with a Metaspace pre-tokenizer/decoder, a Llama 3 style
+decoder, BOS template), the same with a Metaspace pre-tokenizer/decoder (prepend "first"
+without split, and "always" with split), a Llama 3 style
 (Split regex + ByteLevel without regex, ignore_merges, BOS template, added tokens with
-lstrip/rstrip/single_word) and a Qwen2 style regex.
+lstrip/rstrip/single_word), a Qwen2 style regex, and one with every Split behavior and a
+Regex Replace normalizer. SmolLM and GPT-2 run on every text (the merges-as-pairs file shares
+the reference ids of tokenizer.json: same vocabulary, merges and pipeline); the derived
+tokenizers on every 7th text plus the hard strings, to keep the test near two minutes.
 """
 import glob
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -96,7 +103,7 @@ HARD = [
     "<0x0A> <0xFF>", "~!@#$%^&*()_+{}|:\"<>?`-=[]\\;',./", "a" * 300,
     "word " * 50, "\x00nul\x01ctl\x7f", "x\u0085y\u2028z\u2029w", "ſ K Ǆ ǅ ǆ",
     "https://example.com/path?q=1&r=2#frag", "def f(x):\n    return x ** 2\n",
-    "  \n  \n\t\n", "ÀÉÎÕÜ àéîõü ßẞ", "Ꭰꭰ ΑΒΓ αβγ ЖЗИ жзи",
+    "  \n  \n\t\n", "x tab\tab y tab\t\tab tab ab tba ba", "ÀÉÎÕÜ àéîõü ßẞ", "Ꭰꭰ ΑΒΓ αβγ ЖЗИ жзи",
 ]
 
 
@@ -189,9 +196,10 @@ def spm_tokenizer_json(path, metaspace):
     tok.add_special_tokens([AddedToken(sp.id_to_piece(i), normalized=False, special=True)
                             for i in range(n) if sp.is_control(i) or sp.is_unknown(i)])
     if metaspace:
-        tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first",
-                                                     split=False)
-        tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="first", split=False)
+        scheme, split = metaspace
+        tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme=scheme,
+                                                     split=split)
+        tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme=scheme, split=split)
     else:
         tok.normalizer = normalizers.Sequence([normalizers.Prepend("▁"),
                                                normalizers.Replace(" ", "▁")])
@@ -232,8 +240,8 @@ def regex_variant(base_json, pattern, ignore_merges, bos, extra_added):
     return tok
 
 
-def smollm_gguf(path):
-    d = json.load(open(os.path.join(TOK, "smollm/tokenizer.json"), encoding="utf-8"))
+def gguf_from_json(src, path, pre, bos, add_bos):
+    d = json.load(open(src, encoding="utf-8"))
     vocab = dict(d["model"]["vocab"])
     for a in d["added_tokens"]:
         vocab.setdefault(a["content"], a["id"])
@@ -244,12 +252,13 @@ def smollm_gguf(path):
     types = [3 if i in specials else 1 for i in range(len(tokens))]
     w = gguf.GGUFWriter(path, "llama")
     w.add_tokenizer_model("gpt2")
-    w.add_tokenizer_pre("smollm")
+    w.add_tokenizer_pre(pre)
     w.add_token_list(tokens)
     w.add_token_types(types)
-    w.add_token_merges(d["model"]["merges"])
-    w.add_bos_token_id(0)
-    w.add_eos_token_id(0)
+    w.add_token_merges([m if isinstance(m, str) else " ".join(m) for m in d["model"]["merges"]])
+    w.add_bos_token_id(bos)
+    w.add_eos_token_id(bos)
+    w.add_add_bos_token(add_bos)
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
@@ -288,12 +297,21 @@ def main():
     total += run_peer("gguf-gpt2", ["--model", os.path.join(TOK, "gpt2/ggml-vocab-gpt-2.gguf")],
                       gpt2, some)[0]
     gp = os.path.join(tmp, "smollm.gguf")
-    smollm_gguf(gp)
+    gguf_from_json(sm_path, gp, "smollm", 0, False)
     total += run_peer("gguf-smollm", ["--model", gp], Tokenizer.from_file(sm_path), some)[0]
+    # llama-bpe (Llama 3 regex, ignore_merges, BOS added) and qwen2 (no BOS) from GPT-2's vocab
+    gpt2_path = os.path.join(TOK, "gpt2/tokenizer.json")
+    for pre, pat, im, bos in [("llama-bpe", LLAMA3_RE, True, "<|endoftext|>"),
+                              ("qwen2", QWEN2_RE, False, None)]:
+        gp = os.path.join(tmp, pre + ".gguf")
+        gguf_from_json(gpt2_path, gp, pre, 50256, bos is not None)
+        total += run_peer("gguf-" + pre, ["--model", gp],
+                          regex_variant(gpt2_path, pat, im, bos, []), some)[0]
 
     # tokenizer.json files built here with tokenizers itself
     spm_model = os.path.join(TOK, "llama2-spm/tokenizer.model")
-    for name, meta in [("llama2-legacy", False), ("llama2-metaspace", True)]:
+    for name, meta in [("llama2-legacy", None), ("llama2-metaspace", ("first", False)),
+                       ("llama2-metaspace-split", ("always", True))]:
         tok = spm_tokenizer_json(spm_model, meta)
         p = os.path.join(tmp, name + ".json")
         tok.save(p)
@@ -309,6 +327,33 @@ def main():
         tok.save(p)
         total += run_peer(name, ["--tokenizer", p], Tokenizer.from_file(p), some)[0]
 
+    # every Split behavior, invert, String and Regex patterns, a Regex Replace normalizer
+    d = json.load(open(os.path.join(TOK, "gpt2/tokenizer.json"), encoding="utf-8"))
+    d["normalizer"] = {"type": "Sequence", "normalizers": [
+        {"type": "Replace", "pattern": {"Regex": "\\t+"}, "content": " "},
+        {"type": "Replace", "pattern": {"String": "ab"}, "content": "ba"}]}
+    d["pre_tokenizer"] = {"type": "Sequence", "pretokenizers": [
+        {"type": "Split", "pattern": {"Regex": "[.,!?]"}, "behavior": "MergedWithPrevious",
+         "invert": False},
+        {"type": "Split", "pattern": {"String": "\n"}, "behavior": "Removed", "invert": False},
+        {"type": "Split", "pattern": {"Regex": "\\p{N}+"}, "behavior": "Contiguous",
+         "invert": True},
+        {"type": "Split", "pattern": {"String": " "}, "behavior": "MergedWithNext",
+         "invert": False},
+        {"type": "Split", "pattern": {"Regex": "\\p{Lu}"}, "behavior": "Isolated",
+         "invert": True},
+        {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True,
+         "use_regex": False}]}
+    p = os.path.join(tmp, "split-behaviors.json")
+    with open(p, "w", encoding="utf-8") as f:
+        json.dump(d, f)
+    tok = Tokenizer.from_file(p)
+    # a normalized added token is matched by its normalized form ("tba ba")
+    tok.add_tokens([AddedToken("tab\tab", normalized=True, special=False)])
+    tok.save(p)
+    total += run_peer("split-behaviors", ["--tokenizer", p], Tokenizer.from_file(p), some)[0]
+
+    shutil.rmtree(tmp, ignore_errors=True)
     print(f"compared {total} texts in all, each encode and decode")
     print(f"{passed} passed, {failed} failed")
     return 1 if failed else 0

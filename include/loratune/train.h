@@ -1,0 +1,215 @@
+/* train.h - the CPU training engine: LoRA / DoRA / full fine-tuning of a Llama-family lt_model.
+ *
+ * Flow: fill an lt_train_config (start from lt_train_config_default), optionally size it with
+ * lt_train_plan (config only, no weights), create an lt_trainer on a loaded lt_model, then per
+ * optimizer step call lt_trainer_accumulate once per micro-batch and lt_trainer_step once.
+ *
+ * Invariants:
+ *   - Every buffer a step needs is allocated by lt_trainer_create, through one allocator that
+ *     records bytes per lt_mem_category; lt_train_plan computes the same numbers from the
+ *     configs (the same layout code), so plan == allocation exactly. accumulate / step / eval
+ *     never allocate (lt_trainer_mem reports the allocation count to check it).
+ *   - Trainable values and gradients are fp32; AdamW moments are fp32.
+ *   - Frozen base weights: base_dtype F32 uses the lt_model's fp32 weights directly (zero
+ *     copy). BF16 / F16 keeps a rounded 16-bit copy of every frozen matrix in the trainer and
+ *     dequantizes it into a workspace before each matmul; the lt_model still holds its fp32
+ *     weights (counted in the plan; see docs/TRAINING.md).
+ *   - Full fine-tuning trains the lt_model's fp32 weights IN PLACE (no copy).
+ *   - Gradients of one optimizer step: grads accumulate (+=) over micro-batches; step clips,
+ *     applies AdamW and zeroes them.
+ *
+ * Ownership: the lt_model passed to lt_trainer_create is borrowed and must outlive the trainer
+ * (full FT writes into it). Batches and their arrays are borrowed for the call. Tensor names
+ * and value/grad pointers returned by the enumeration are owned by the trainer. */
+#ifndef LORATUNE_TRAIN_H
+#define LORATUNE_TRAIN_H
+
+#include <stdint.h>
+
+#include "loratune/core.h"
+#include "loratune/model.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum {
+    LT_METHOD_LORA = 0,
+    LT_METHOD_DORA,
+    LT_METHOD_FULL,
+    LT_METHOD_QLORA, /* reserved: LT_ERR_UNSUPPORTED for now */
+} lt_train_method;
+const char *lt_train_method_name(lt_train_method m); /* "lora", "dora", "full", "qlora" */
+/* "lora"|"dora"|"full"|"qlora" -> method; LT_ERR_ARG naming the value otherwise. */
+lt_status lt_train_method_parse(const char *s, lt_train_method *out);
+
+/* LoRA / DoRA target bits, in this order (also the order tensors are enumerated in). */
+enum {
+    LT_TARGET_Q = 1 << 0,
+    LT_TARGET_K = 1 << 1,
+    LT_TARGET_V = 1 << 2,
+    LT_TARGET_O = 1 << 3,
+    LT_TARGET_GATE = 1 << 4,
+    LT_TARGET_UP = 1 << 5,
+    LT_TARGET_DOWN = 1 << 6,
+    LT_TARGET_ALL = 0x7f,
+};
+#define LT_N_TARGETS 7
+/* "q_proj" ... "down_proj" for target index 0..6. */
+const char *lt_target_name(int target_index);
+/* Parses "q,v", "q_proj,v_proj", "all" (also "all-linear") into a mask; LT_ERR_ARG naming the
+ * unknown entry. */
+lt_status lt_target_mask_parse(const char *s, unsigned *out);
+
+typedef struct {
+    lt_train_method method;
+    struct {
+        int r;          /* rank >= 1 */
+        float alpha;    /* scale = alpha / r (alpha / sqrt(r) with rslora) */
+        float dropout;  /* in [0, 1) */
+        int rslora;     /* 0/1 */
+        unsigned targets;           /* LT_TARGET_* mask, non-zero */
+        int layer_begin, layer_end; /* layers [begin, end); end <= 0 means n_layers */
+    } lora; /* LORA / DORA */
+    struct {
+        int layer_begin, layer_end; /* layers whose params train; end <= 0 means n_layers */
+        int freeze_embeddings;      /* 1: embed_tokens frozen (with tied embeddings the head is
+                                       the same tensor and is frozen too) */
+    } full; /* FULL: the final norm and an untied lm_head always train */
+    int batch_size;     /* B: the largest micro-batch rows (buffers sized for it) */
+    int seq_len;        /* T: the largest row length; positions must be in [0, T) */
+    int grad_checkpoint;/* 1: keep only each layer's input; recompute the layer in backward */
+    lt_dtype base_dtype;/* LT_DTYPE_F32 / BF16 / F16 for the frozen weights */
+    float lr, beta1, beta2, eps, weight_decay; /* AdamW (torch.optim.AdamW semantics) */
+    float grad_clip;    /* global-norm clip; <= 0: no clipping */
+    int grad_accum;     /* micro-batches per optimizer step (informational for callers and
+                           lt_train_plan; accumulate/step do not enforce it) */
+    uint64_t seed;      /* LoRA init and dropout masks */
+    int keep_logits;    /* 1: also keep the fp32 logits [B][T][V] of the last accumulate/eval
+                           (for tests; an extra activation buffer) */
+    int ce_chunk_rows;  /* rows of logits computed at once in the LM head + loss; 0 = auto */
+} lt_train_config;
+
+/* Defaults: LORA r=8 alpha=16 dropout 0, targets q,v, all layers; B=1, T=512, no checkpoint,
+ * F32 base; lr 1e-4, betas (0.9, 0.999), eps 1e-8, wd 0.01, clip 1.0, accum 1, seed 42. */
+void lt_train_config_default(lt_train_config *c);
+/* Checks c against the model config; LT_ERR_ARG with a message naming the field
+ * ("lora.r: expected >= 1, got 0"), LT_ERR_UNSUPPORTED for qlora. */
+lt_status lt_train_config_validate(const lt_model_config *mc, const lt_train_config *c);
+
+/* ---- memory plan ------------------------------------------------------------------------ */
+typedef enum {
+    LT_MEM_WEIGHTS = 0,  /* frozen base weights held by the trainer (16-bit copies) */
+    LT_MEM_TRAINABLE,    /* trainable params the trainer holds (LoRA A/B, DoRA magnitudes) */
+    LT_MEM_GRADS,        /* fp32 gradients */
+    LT_MEM_OPTIMIZER,    /* AdamW m and v */
+    LT_MEM_ACTIVATIONS,  /* what the forward saves for backward (+ kept logits) */
+    LT_MEM_WORKSPACE,    /* per-layer recompute / gradient scratch, logit chunk, tables */
+    LT_MEM_COUNT
+} lt_mem_category;
+const char *lt_mem_category_name(lt_mem_category c); /* "weights", "trainable", ... */
+
+typedef struct {
+    /* Exactly what lt_trainer_create allocates, per category. */
+    int64_t alloc[LT_MEM_COUNT];
+    int64_t alloc_total;
+    int64_t n_allocs; /* allocation calls lt_trainer_create makes */
+    /* Bytes per category INCLUDING what lives in the lt_model (its fp32 weights: frozen ones
+     * in WEIGHTS, trained-in-place ones in TRAINABLE), for a budget table. */
+    int64_t bytes[LT_MEM_COUNT];
+    int64_t model_bytes;    /* fp32 weights the lt_model holds (n_params * 4) */
+    int64_t overhead_bytes; /* estimate: binary, libraries, BLAS/OpenMP thread buffers */
+    int64_t peak_bytes;     /* predicted peak RSS: model_bytes + alloc_total + overhead */
+    int64_t n_trainable;    /* trainable parameters (floats) */
+    int64_t n_params;       /* base model parameters */
+    int n_tensors;          /* trainable tensors */
+} lt_train_plan_t;
+
+/* From the configs alone (no weights). Validates like lt_train_config_validate. */
+lt_status lt_train_plan(const lt_model_config *mc, const lt_train_config *c, lt_train_plan_t *out);
+
+/* ---- trainer ------------------------------------------------------------------------------ */
+typedef struct lt_trainer lt_trainer;
+
+/* m is borrowed (must outlive the trainer; full FT trains its weights in place; BF16/F16 base
+ * rounds nothing in m). LoRA A is initialised by lt_lora_init(seed), B = 0, DoRA magnitude =
+ * row norms of W (+ scale B A); use lt_trainer_set to load other values. *out is new. */
+lt_status lt_trainer_create(lt_model *m, const lt_train_config *c, lt_trainer **out);
+void lt_trainer_free(lt_trainer *tr); /* safe on NULL */
+
+/* One micro-batch. tokens/targets[B*T] (target LT_IGNORE_INDEX = -100: not counted; targets
+ * are already shifted: targets[t] is what position t must predict); pos[B*T] per-token
+ * positions (NULL: 0..T-1 in each row); seq[B*T] sequence ids (NULL: one sequence per row;
+ * tokens attend only to earlier tokens of the same id in their row). B <= config batch_size,
+ * T <= config seq_len. */
+typedef struct {
+    int B, T;
+    const int32_t *tokens;
+    const int32_t *targets;
+    const int32_t *pos;
+    const int32_t *seq;
+} lt_batch;
+/* Targets != -100 in the batch (to build the step's normaliser). */
+int64_t lt_batch_count(const lt_batch *b);
+
+typedef struct {
+    double loss_sum; /* sum of token losses over counted tokens */
+    int64_t count;   /* counted tokens */
+    float loss;      /* loss_sum / count (NaN if count == 0) */
+} lt_loss_stats;
+
+/* Forward + backward of one micro-batch; gradients are ADDED to the step's gradients for the
+ * loss sum(token losses) * grad_scale. grad_scale = 0 means 1 / (counted tokens of this batch)
+ * (the batch's mean loss). For transformers' accumulation normalisation pass
+ * 1 / (counted tokens over all micro-batches of the step). out may be NULL.
+ * LT_ERR_ARG for bad tokens / targets / positions / shapes (gradients then undefined until
+ * lt_trainer_zero_grad). */
+lt_status lt_trainer_accumulate(lt_trainer *tr, const lt_batch *b, float grad_scale,
+                                lt_loss_stats *out);
+/* Forward only (loss, and logits when keep_logits). Gradients untouched. */
+lt_status lt_trainer_eval(lt_trainer *tr, const lt_batch *b, lt_loss_stats *out);
+/* Optimizer step: global grad norm (returned in *grad_norm, may be NULL; the PRE-clip norm),
+ * clip to grad_clip, AdamW with learning rate lr (lr < 0: config lr), zero gradients. */
+lt_status lt_trainer_step(lt_trainer *tr, float lr, float *grad_norm);
+void lt_trainer_zero_grad(lt_trainer *tr);
+int64_t lt_trainer_step_count(const lt_trainer *tr); /* optimizer steps taken */
+/* [B][T][V] fp32 logits of the last accumulate / eval (the batch's B, T, rows packed
+ * contiguously), NULL unless keep_logits. Valid until the next call. */
+const float *lt_trainer_logits(const lt_trainer *tr);
+/* The plan the trainer was built from and the bytes / allocation calls recorded so far
+ * (bytes[LT_MEM_COUNT], n_allocs may be NULL). */
+const lt_train_plan_t *lt_trainer_plan(const lt_trainer *tr);
+void lt_trainer_mem(const lt_trainer *tr, int64_t *bytes, int64_t *n_allocs);
+const lt_train_config *lt_trainer_config(const lt_trainer *tr);
+
+/* ---- trainable tensors --------------------------------------------------------------------- */
+/* Names: LoRA / DoRA as PEFT saves adapters
+ *   "base_model.model.model.layers.<l>.self_attn.q_proj.lora_A.weight"   [r][in]
+ *   "base_model.model.model.layers.<l>.self_attn.q_proj.lora_B.weight"   [out][r]
+ *   "base_model.model.model.layers.<l>.self_attn.q_proj.lora_magnitude_vector" [out] (DoRA)
+ *   (mlp.gate_proj / up_proj / down_proj under ".mlp."); full FT: Hugging Face names
+ *   "model.embed_tokens.weight", "model.layers.<l>.input_layernorm.weight",
+ *   "model.layers.<l>.self_attn.q_proj.weight" / ".bias", ..., "model.norm.weight",
+ *   "lm_head.weight" (absent when tied). */
+typedef struct {
+    const char *name; /* owned by the trainer */
+    int ndim;         /* 1 or 2 */
+    int64_t shape[2];
+    int64_t numel;
+    float *value; /* the live parameter (writable: changes take effect at the next call) */
+    float *grad;  /* its accumulated gradient */
+} lt_train_tensor;
+
+int lt_trainer_n_tensors(const lt_trainer *tr);
+/* i in [0, n); LT_ERR_ARG otherwise. */
+lt_status lt_trainer_tensor(const lt_trainer *tr, int i, lt_train_tensor *out);
+/* LT_ERR_NOTFOUND naming the name if absent. */
+lt_status lt_trainer_find(const lt_trainer *tr, const char *name, lt_train_tensor *out);
+/* Copies n floats into the named tensor; LT_ERR_ARG if n != numel. For DoRA, setting lora_A /
+ * lora_B does NOT re-derive the magnitude: set it too if wanted. */
+lt_status lt_trainer_set(lt_trainer *tr, const char *name, const float *data, int64_t n);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,184 @@
+/* plan.c - training config defaults, validation, parsing helpers and the memory plan.
+ *
+ * lt_train_plan runs the trainer's layout in counting mode (trainer_layout.c), so its
+ * per-category bytes are exactly what lt_trainer_create allocates; the predicted peak adds the
+ * lt_model's fp32 weights and a fixed process-overhead estimate (docs/TRAINING.md). */
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+
+#include "trainer_internal.h"
+
+const char *lt_train_method_name(lt_train_method m) {
+    switch (m) {
+    case LT_METHOD_LORA: return "lora";
+    case LT_METHOD_DORA: return "dora";
+    case LT_METHOD_FULL: return "full";
+    case LT_METHOD_QLORA: return "qlora";
+    }
+    return "?";
+}
+
+lt_status lt_train_method_parse(const char *s, lt_train_method *out) {
+    for (int m = 0; m <= LT_METHOD_QLORA; m++)
+        if (s && !strcasecmp(s, lt_train_method_name((lt_train_method)m))) {
+            *out = (lt_train_method)m;
+            return LT_OK;
+        }
+    return lt_error(LT_ERR_ARG, "method: expected lora, dora, full or qlora, got '%s'",
+                    s ? s : "(null)");
+}
+
+lt_status lt_target_mask_parse(const char *s, unsigned *out) {
+    if (!s || !*s) return lt_error(LT_ERR_ARG, "lora targets: empty list");
+    if (!strcmp(s, "all") || !strcmp(s, "all-linear")) {
+        *out = LT_TARGET_ALL;
+        return LT_OK;
+    }
+    static const char *shorts[LT_N_TARGETS] = {"q", "k", "v", "o", "gate", "up", "down"};
+    unsigned mask = 0;
+    const char *p = s;
+    while (*p) {
+        const char *e = strchr(p, ',');
+        size_t len = e ? (size_t)(e - p) : strlen(p);
+        int found = -1;
+        for (int t = 0; t < LT_N_TARGETS; t++) {
+            const char *ln = lt_target_name(t);
+            if ((strlen(shorts[t]) == len && !strncmp(p, shorts[t], len)) ||
+                (strlen(ln) == len && !strncmp(p, ln, len)))
+                found = t;
+        }
+        if (found < 0)
+            return lt_error(LT_ERR_ARG,
+                            "lora targets: unknown target '%.*s' (expected q,k,v,o,gate,up,down "
+                            "or their *_proj names, or 'all')",
+                            (int)len, p);
+        mask |= 1u << found;
+        p += len;
+        if (*p == ',') p++;
+    }
+    *out = mask;
+    return LT_OK;
+}
+
+const char *lt_mem_category_name(lt_mem_category c) {
+    static const char *n[LT_MEM_COUNT] = {"weights",     "trainable", "grads",
+                                          "optimizer",   "activations", "workspace"};
+    return (c >= 0 && c < LT_MEM_COUNT) ? n[c] : "?";
+}
+
+void lt_train_config_default(lt_train_config *c) {
+    memset(c, 0, sizeof *c);
+    c->method = LT_METHOD_LORA;
+    c->lora.r = 8;
+    c->lora.alpha = 16.0f;
+    c->lora.targets = LT_TARGET_Q | LT_TARGET_V;
+    c->batch_size = 1;
+    c->seq_len = 512;
+    c->base_dtype = LT_DTYPE_F32;
+    c->lr = 1e-4f;
+    c->beta1 = 0.9f;
+    c->beta2 = 0.999f;
+    c->eps = 1e-8f;
+    c->weight_decay = 0.01f;
+    c->grad_clip = 1.0f;
+    c->grad_accum = 1;
+    c->seed = 42;
+}
+
+static lt_status check_range(const char *field, int b, int e, int L) {
+    int ee = e <= 0 ? L : e;
+    if (b < 0 || b >= L || ee > L || ee <= b)
+        return lt_error(LT_ERR_ARG,
+                        "%s.layer_begin/layer_end: expected 0 <= begin < end <= %d (end <= 0 = "
+                        "all), got [%d, %d)",
+                        field, L, b, e);
+    return LT_OK;
+}
+
+lt_status lt_train_config_validate(const lt_model_config *mc, const lt_train_config *c) {
+    if (c->method == LT_METHOD_QLORA)
+        return lt_error(LT_ERR_UNSUPPORTED,
+                        "method qlora: not supported yet (needs quantized base weights)");
+    if (c->method < LT_METHOD_LORA || c->method > LT_METHOD_FULL)
+        return lt_error(LT_ERR_ARG, "method: expected lora, dora or full, got %d", (int)c->method);
+    if (c->batch_size < 1)
+        return lt_error(LT_ERR_ARG, "batch_size: expected >= 1, got %d", c->batch_size);
+    if (c->seq_len < 1) return lt_error(LT_ERR_ARG, "seq_len: expected >= 1, got %d", c->seq_len);
+    if ((int64_t)c->batch_size * c->seq_len > (1 << 24))
+        return lt_error(LT_ERR_ARG, "batch_size * seq_len: expected <= 16777216, got %lld",
+                        (long long)c->batch_size * c->seq_len);
+    if (c->base_dtype != LT_DTYPE_F32 && c->base_dtype != LT_DTYPE_BF16 &&
+        c->base_dtype != LT_DTYPE_F16)
+        return lt_error(LT_ERR_ARG, "base_dtype: expected F32, BF16 or F16, got %s",
+                        lt_dtype_name(c->base_dtype));
+    if (!(c->lr >= 0) || !isfinite(c->lr))
+        return lt_error(LT_ERR_ARG, "lr: expected a finite value >= 0, got %g", (double)c->lr);
+    if (!(c->beta1 >= 0 && c->beta1 < 1))
+        return lt_error(LT_ERR_ARG, "beta1: expected [0, 1), got %g", (double)c->beta1);
+    if (!(c->beta2 >= 0 && c->beta2 < 1))
+        return lt_error(LT_ERR_ARG, "beta2: expected [0, 1), got %g", (double)c->beta2);
+    if (!(c->eps > 0)) return lt_error(LT_ERR_ARG, "eps: expected > 0, got %g", (double)c->eps);
+    if (!(c->weight_decay >= 0))
+        return lt_error(LT_ERR_ARG, "weight_decay: expected >= 0, got %g", (double)c->weight_decay);
+    if (c->grad_accum < 1)
+        return lt_error(LT_ERR_ARG, "grad_accum: expected >= 1, got %d", c->grad_accum);
+    if (c->ce_chunk_rows < 0)
+        return lt_error(LT_ERR_ARG, "ce_chunk_rows: expected >= 0, got %d", c->ce_chunk_rows);
+    if (c->method == LT_METHOD_FULL) {
+        lt_status st = check_range("full", c->full.layer_begin, c->full.layer_end, mc->n_layers);
+        if (st) return st;
+    } else {
+        if (c->lora.r < 1) return lt_error(LT_ERR_ARG, "lora.r: expected >= 1, got %d", c->lora.r);
+        if (!(c->lora.alpha > 0) || !isfinite(c->lora.alpha))
+            return lt_error(LT_ERR_ARG, "lora.alpha: expected > 0, got %g", (double)c->lora.alpha);
+        if (!(c->lora.dropout >= 0 && c->lora.dropout < 1))
+            return lt_error(LT_ERR_ARG, "lora.dropout: expected [0, 1), got %g",
+                            (double)c->lora.dropout);
+        if (c->lora.targets == 0 || (c->lora.targets & ~(unsigned)LT_TARGET_ALL))
+            return lt_error(LT_ERR_ARG,
+                            "lora.targets: expected a non-empty mask of LT_TARGET_* bits, got 0x%x",
+                            c->lora.targets);
+        lt_status st = check_range("lora", c->lora.layer_begin, c->lora.layer_end, mc->n_layers);
+        if (st) return st;
+    }
+    return LT_OK;
+}
+
+int64_t lt_train_overhead_bytes_(void) {
+    /* Measured on the test machine: binary + libc/OpenBLAS/OpenMP/jansson text and data,
+     * thread stacks and OpenBLAS's per-thread GEMM buffers as touched by the step. A constant
+     * estimate; bench/bench_train_step records the real peak against it. */
+    return (int64_t)48 << 20;
+}
+
+lt_status lt_train_plan(const lt_model_config *mc, const lt_train_config *c, lt_train_plan_t *out) {
+    memset(out, 0, sizeof *out);
+    lt_status st = lt_model_config_validate(mc, "train plan");
+    if (st) return st;
+    st = lt_train_config_validate(mc, c);
+    if (st) return st;
+    st = lt_trainer_layout_(NULL, mc, c, out->alloc, &out->n_tensors, &out->n_trainable);
+    if (st) return st;
+    /* the trainer struct itself is one more recorded allocation (workspace) */
+    out->alloc[LT_MEM_WORKSPACE] += ((int64_t)sizeof(lt_trainer) + 63) & ~(int64_t)63;
+    out->n_allocs = 1;
+    for (int k = 0; k < LT_MEM_COUNT; k++) {
+        out->alloc_total += out->alloc[k];
+        if (out->alloc[k] && k != LT_MEM_WORKSPACE) out->n_allocs++;
+    }
+    if (out->alloc[LT_MEM_WORKSPACE]) out->n_allocs++;
+    out->n_params = lt_model_config_n_params(mc);
+    out->model_bytes = out->n_params * 4;
+    for (int k = 0; k < LT_MEM_COUNT; k++) out->bytes[k] = out->alloc[k];
+    if (c->method == LT_METHOD_FULL) {
+        out->bytes[LT_MEM_TRAINABLE] += out->n_trainable * 4;
+        out->bytes[LT_MEM_WEIGHTS] += (out->n_params - out->n_trainable) * 4;
+    } else {
+        out->bytes[LT_MEM_WEIGHTS] += out->model_bytes;
+    }
+    out->overhead_bytes = lt_train_overhead_bytes_();
+    out->peak_bytes = out->model_bytes + out->alloc_total + out->overhead_bytes;
+    return LT_OK;
+}

@@ -1,0 +1,435 @@
+/* trainer.c - model-level forward with saved activations, hand-written backward, AdamW step.
+ *
+ * Per layer l (x = xs[l], the residual stream entering the layer):
+ *   xn1 = rmsnorm(x); q,k,v = lin(xn1) (+LoRA/DoRA); rope(q,k); att = attention(q,k,v)
+ *   xmid = x + lin_o(att); xn2 = rmsnorm(xmid); gate,up = lin(xn2); h = silu(gate)*up
+ *   xs[l+1] = xmid + lin_down(h)
+ * then xf = rmsnorm(xs[L]); logits = xf head^T in row chunks, cross-entropy writing dlogits
+ * in place, dxf accumulated chunk by chunk. Backward runs the layers in reverse with dres the
+ * gradient of the residual stream. With grad_checkpoint only xs[] is kept and a layer's
+ * forward is recomputed into the single activation set right before its backward (same code,
+ * same inputs: the recomputed values are bit-identical).
+ * Invariants: no allocation after lt_trainer_create (every buffer comes from the layout);
+ * gradients accumulate across micro-batches until lt_trainer_step / lt_trainer_zero_grad. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "trainer_internal.h"
+
+/* ---- the recording allocator: every byte the trainer owns goes through here ------------- */
+static void *rec_alloc(lt_trainer *tr, int64_t *bytes, int64_t *n_allocs, int cat, int64_t n) {
+    (void)tr;
+    size_t sz = (size_t)((n + 63) & ~(int64_t)63);
+    void *p = aligned_alloc(64, sz ? sz : 64);
+    if (!p) return NULL;
+    memset(p, 0, sz);
+    bytes[cat] += (int64_t)sz;
+    (*n_allocs)++;
+    return p;
+}
+
+static const float *weight(lt_trainer *tr, const lt_lin *li) {
+    if (!li->W16) return li->W;
+    int64_t n = (int64_t)li->OC * li->C;
+    if (tr->c.base_dtype == LT_DTYPE_BF16)
+        for (int64_t i = 0; i < n; i++) tr->wdeq[i] = lt_bf16_to_f32(li->W16[i]);
+    else
+        for (int64_t i = 0; i < n; i++) tr->wdeq[i] = lt_f16_to_f32(li->W16[i]);
+    return tr->wdeq;
+}
+
+static const float *head_weight(lt_trainer *tr) {
+    if (!tr->head16) return tr->head;
+    lt_lin li;
+    memset(&li, 0, sizeof li);
+    li.W16 = tr->head16;
+    li.OC = tr->mc.vocab_size;
+    li.C = tr->mc.dim;
+    return weight(tr, &li);
+}
+
+/* Deterministic dropout mask for (micro-batch, layer, target): the forward and the
+ * recompute / backward regenerate the same mask, so it is never stored. */
+static const float *dropout_mask(lt_trainer *tr, int l, int t, int64_t n) {
+    float p = tr->c.lora.dropout;
+    if (!(p > 0)) return NULL;
+    uint64_t s = tr->c.seed ^ (tr->micro * 0x9E3779B97F4A7C15ull) ^ ((uint64_t)(l * 8 + t) << 48);
+    float keep = 1.0f / (1.0f - p);
+    for (int64_t i = 0; i < n; i++) {
+        uint64_t z = (s += 0x9E3779B97F4A7C15ull);
+        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+        z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+        z ^= z >> 31;
+        float u = (float)(z >> 40) * (1.0f / 16777216.0f);
+        tr->mask[i] = u < p ? 0.0f : keep;
+    }
+    return tr->mask;
+}
+
+static void lin_fwd(lt_trainer *tr, int l, int t, float *y, const float *x, float *xa, int N) {
+    lt_lin *li = &tr->lin[l * LT_N_TARGETS + t];
+    const float *W = weight(tr, li);
+    if (!li->A) {
+        lt_op_matmul_fwd(y, x, W, li->bias, N, li->C, li->OC);
+        return;
+    }
+    const float *mask = dropout_mask(tr, l, t, (int64_t)N * li->C);
+    if (li->mag)
+        lt_op_dora_fwd(y, li->wnorm, xa, x, W, li->bias, li->A, li->B, li->mag, mask, N, li->C,
+                       li->OC, tr->r, tr->scale, tr->scratch);
+    else
+        lt_op_lora_fwd(y, xa, x, W, li->bias, li->A, li->B, mask, N, li->C, li->OC, tr->r,
+                       tr->scale, tr->scratch);
+}
+
+static void lin_bwd(lt_trainer *tr, int l, int t, float *dx, const float *dy, const float *x,
+                    const float *xa, int N) {
+    lt_lin *li = &tr->lin[l * LT_N_TARGETS + t];
+    if (!li->A && !dx && !li->dW && !li->dbias) return;
+    const float *W = weight(tr, li);
+    if (!li->A) {
+        lt_op_matmul_bwd(dx, li->dW, li->dbias, dy, x, W, N, li->C, li->OC);
+        return;
+    }
+    const float *mask = dropout_mask(tr, l, t, (int64_t)N * li->C);
+    if (li->mag)
+        lt_op_dora_bwd(dx, li->dA, li->dB, li->dmag, dy, x, W, li->A, li->B, li->mag, li->wnorm,
+                       xa, mask, N, li->C, li->OC, tr->r, tr->scale, tr->scratch);
+    else
+        lt_op_lora_bwd(dx, li->dA, li->dB, dy, x, W, li->A, li->B, xa, mask, N, li->C, li->OC,
+                       tr->r, tr->scale, tr->scratch);
+}
+
+static lt_layer_acts *acts_of(lt_trainer *tr, int l) {
+    return tr->c.grad_checkpoint ? &tr->acts[0] : &tr->acts[l];
+}
+
+static void layer_fwd(lt_trainer *tr, int l, const int32_t *pos, const int32_t *seq, int B,
+                      int T) {
+    const lt_model_config *mc = &tr->mc;
+    const int N = B * T, D = mc->dim, QD = mc->n_heads * mc->head_dim;
+    lt_layer_acts *a = acts_of(tr, l);
+    const float *x = tr->xs + (int64_t)l * N * D;
+    float *xo = tr->xs + (int64_t)(l + 1) * N * D;
+    lt_op_rmsnorm_fwd(a->xn1, a->rstd1, x, tr->attn_norm[l], N, D, mc->norm_eps);
+    lin_fwd(tr, l, 0, a->q, a->xn1, a->xa[0], N);
+    lin_fwd(tr, l, 1, a->k, a->xn1, a->xa[1], N);
+    lin_fwd(tr, l, 2, a->v, a->xn1, a->xa[2], N);
+    lt_op_rope_fwd(a->q, a->q, pos, tr->cos_t, tr->sin_t, N, mc->n_heads, mc->head_dim, 0);
+    lt_op_rope_fwd(a->k, a->k, pos, tr->cos_t, tr->sin_t, N, mc->n_kv_heads, mc->head_dim, 0);
+    lt_op_attention_fwd(a->att, a->lse, a->q, a->k, a->v, seq, B, T, mc->n_heads, mc->n_kv_heads,
+                        mc->head_dim, mc->sliding_window);
+    lin_fwd(tr, l, 3, tr->tmp, a->att, a->xa[3], N);
+    for (int64_t i = 0; i < (int64_t)N * D; i++) a->xmid[i] = x[i] + tr->tmp[i];
+    lt_op_rmsnorm_fwd(a->xn2, a->rstd2, a->xmid, tr->ffn_norm[l], N, D, mc->norm_eps);
+    lin_fwd(tr, l, 4, a->gate, a->xn2, a->xa[4], N);
+    lin_fwd(tr, l, 5, a->up, a->xn2, a->xa[5], N);
+    lt_op_swiglu_fwd(a->h, a->gate, a->up, (int64_t)N * mc->ffn_dim);
+    lin_fwd(tr, l, 6, tr->tmp, a->h, a->xa[6], N);
+    for (int64_t i = 0; i < (int64_t)N * D; i++) xo[i] = a->xmid[i] + tr->tmp[i];
+    (void)QD;
+}
+
+/* dres holds d(xs[l+1]) on entry and d(xs[l]) on exit (when need_dx). */
+static void layer_bwd(lt_trainer *tr, int l, const int32_t *pos, const int32_t *seq, int B, int T,
+                      int need_dx) {
+    const lt_model_config *mc = &tr->mc;
+    const int N = B * T, D = mc->dim, F = mc->ffn_dim;
+    const int QD = mc->n_heads * mc->head_dim, KVD = mc->n_kv_heads * mc->head_dim;
+    lt_layer_acts *a = acts_of(tr, l);
+    const float *x = tr->xs + (int64_t)l * N * D;
+    /* MLP: xs[l+1] = xmid + down(h) */
+    memset(tr->dh, 0, sizeof(float) * (size_t)N * F);
+    lin_bwd(tr, l, 6, tr->dh, tr->dres, a->h, a->xa[6], N);
+    memset(tr->dgate, 0, sizeof(float) * (size_t)N * F);
+    memset(tr->dup, 0, sizeof(float) * (size_t)N * F);
+    lt_op_swiglu_bwd(tr->dgate, tr->dup, tr->dh, a->gate, a->up, (int64_t)N * F);
+    memset(tr->dxn, 0, sizeof(float) * (size_t)N * D);
+    lin_bwd(tr, l, 4, tr->dxn, tr->dgate, a->xn2, a->xa[4], N);
+    lin_bwd(tr, l, 5, tr->dxn, tr->dup, a->xn2, a->xa[5], N);
+    lt_op_rmsnorm_bwd(tr->dres, tr->dffn_norm[l], tr->dxn, a->xmid, tr->ffn_norm[l], a->rstd2, N,
+                      D);
+    /* attention: xmid = x + o(att) */
+    memset(tr->datt, 0, sizeof(float) * (size_t)N * QD);
+    lin_bwd(tr, l, 3, tr->datt, tr->dres, a->att, a->xa[3], N);
+    memset(tr->dq, 0, sizeof(float) * (size_t)N * QD);
+    memset(tr->dk, 0, sizeof(float) * (size_t)N * KVD);
+    memset(tr->dv, 0, sizeof(float) * (size_t)N * KVD);
+    lt_op_attention_bwd(tr->dq, tr->dk, tr->dv, tr->datt, a->q, a->k, a->v, a->att, a->lse, seq, B,
+                        T, mc->n_heads, mc->n_kv_heads, mc->head_dim, mc->sliding_window);
+    lt_op_rope_bwd(tr->dq, tr->dq, pos, tr->cos_t, tr->sin_t, N, mc->n_heads, mc->head_dim, 0);
+    lt_op_rope_bwd(tr->dk, tr->dk, pos, tr->cos_t, tr->sin_t, N, mc->n_kv_heads, mc->head_dim, 0);
+    int want_dxn = need_dx || tr->dattn_norm[l];
+    float *dxn = want_dxn ? tr->dxn : NULL;
+    if (dxn) memset(dxn, 0, sizeof(float) * (size_t)N * D);
+    lin_bwd(tr, l, 0, dxn, tr->dq, a->xn1, a->xa[0], N);
+    lin_bwd(tr, l, 1, dxn, tr->dk, a->xn1, a->xa[1], N);
+    lin_bwd(tr, l, 2, dxn, tr->dv, a->xn1, a->xa[2], N);
+    if (want_dxn)
+        lt_op_rmsnorm_bwd(need_dx ? tr->dres : NULL, tr->dattn_norm[l], tr->dxn, x,
+                          tr->attn_norm[l], a->rstd1, N, D);
+}
+
+static lt_status check_batch(lt_trainer *tr, const lt_batch *b, const int32_t **pos) {
+    if (!b || !b->tokens || !b->targets)
+        return lt_error(LT_ERR_ARG, "train batch: tokens and targets are required");
+    if (b->B < 1 || b->B > tr->c.batch_size)
+        return lt_error(LT_ERR_ARG, "train batch: B: expected 1..%d (the config's batch_size), got %d",
+                        tr->c.batch_size, b->B);
+    if (b->T < 1 || b->T > tr->c.seq_len)
+        return lt_error(LT_ERR_ARG, "train batch: T: expected 1..%d (the config's seq_len), got %d",
+                        tr->c.seq_len, b->T);
+    int64_t N = (int64_t)b->B * b->T;
+    if (b->pos) {
+        for (int64_t i = 0; i < N; i++)
+            if (b->pos[i] < 0 || b->pos[i] >= tr->c.seq_len)
+                return lt_error(LT_ERR_ARG,
+                                "train batch: pos[%lld] = %d: expected [0, %d) (the config's seq_len)",
+                                (long long)i, (int)b->pos[i], tr->c.seq_len);
+        *pos = b->pos;
+    } else {
+        for (int64_t i = 0; i < N; i++) tr->pos_buf[i] = (int32_t)(i % b->T);
+        *pos = tr->pos_buf;
+    }
+    return LT_OK;
+}
+
+int64_t lt_batch_count(const lt_batch *b) {
+    int64_t n = 0;
+    for (int64_t i = 0; i < (int64_t)b->B * b->T; i++) n += b->targets[i] != LT_IGNORE_INDEX;
+    return n;
+}
+
+static lt_status embed_fwd(lt_trainer *tr, const int32_t *tokens, int N) {
+    const int D = tr->mc.dim, V = tr->mc.vocab_size;
+    if (!tr->embd16) return lt_op_embedding_fwd(tr->xs, tokens, tr->embd, N, D, V);
+    for (int n = 0; n < N; n++) {
+        int32_t t = tokens[n];
+        if (t < 0 || t >= V)
+            return lt_error(LT_ERR_ARG, "embedding: token %d at position %d is outside [0, %d)",
+                            (int)t, n, V);
+        const uint16_t *e = tr->embd16 + (int64_t)t * D;
+        float *o = tr->xs + (int64_t)n * D;
+        for (int c = 0; c < D; c++)
+            o[c] = tr->c.base_dtype == LT_DTYPE_BF16 ? lt_bf16_to_f32(e[c]) : lt_f16_to_f32(e[c]);
+    }
+    return LT_OK;
+}
+
+/* Forward (all layers, saving for backward unless checkpointing) then, when train, the head,
+ * loss and the whole backward. */
+static lt_status run(lt_trainer *tr, const lt_batch *b, float grad_scale, lt_loss_stats *out,
+                     int train) {
+    const int32_t *pos = NULL;
+    lt_status st = check_batch(tr, b, &pos);
+    if (st) return st;
+    const lt_model_config *mc = &tr->mc;
+    const int B = b->B, T = b->T, N = B * T, D = mc->dim, V = mc->vocab_size, L = mc->n_layers;
+    tr->micro++;
+    st = embed_fwd(tr, b->tokens, N);
+    if (st) return st;
+    for (int l = 0; l < L; l++) layer_fwd(tr, l, pos, b->seq, B, T);
+    const float *xL = tr->xs + (int64_t)L * N * D;
+    lt_op_rmsnorm_fwd(tr->xf, tr->rstdf, xL, tr->out_norm, N, D, mc->norm_eps);
+
+    int64_t count = lt_batch_count(b);
+    float gs = grad_scale != 0.0f ? grad_scale : (count ? 1.0f / (float)count : 0.0f);
+    int do_bwd = train && gs != 0.0f;
+    const float *H = head_weight(tr);
+    if (do_bwd) memset(tr->dxn, 0, sizeof(float) * (size_t)N * D);
+    double sum = 0;
+    for (int n0 = 0; n0 < N; n0 += tr->chunk) {
+        int nc = N - n0 < tr->chunk ? N - n0 : tr->chunk;
+        const float *xf = tr->xf + (int64_t)n0 * D;
+        lt_op_matmul_fwd(tr->logits, xf, H, NULL, nc, D, V);
+        if (tr->logits_keep)
+            memcpy(tr->logits_keep + (int64_t)n0 * V, tr->logits, sizeof(float) * (size_t)nc * V);
+        lt_ce_stats cs;
+        /* gs is never 0 here when do_bwd; with !do_bwd dlogits are not wanted */
+        st = lt_op_cross_entropy(do_bwd ? tr->logits : NULL, &cs, tr->logits, b->targets + n0, nc,
+                                 V, LT_IGNORE_INDEX, do_bwd ? gs : 1.0f);
+        if (st) return st;
+        sum += cs.sum;
+        if (do_bwd)
+            lt_op_matmul_bwd(tr->dxn + (int64_t)n0 * D, tr->dhead, NULL, tr->logits, xf, H, nc, D,
+                             V);
+    }
+    if (tr->logits_keep) {
+        tr->logits_B = B;
+        tr->logits_T = T;
+    }
+    if (out) {
+        out->loss_sum = sum;
+        out->count = count;
+        out->loss = count ? (float)(sum / (double)count) : NAN;
+    }
+    if (!do_bwd) return LT_OK;
+
+    memset(tr->dres, 0, sizeof(float) * (size_t)N * D);
+    lt_op_rmsnorm_bwd(tr->dres, tr->dout_norm, tr->dxn, xL, tr->out_norm, tr->rstdf, N, D);
+    int need_embed = tr->dembd != NULL;
+    for (int l = L - 1; l >= tr->bwd_stop; l--) {
+        if (tr->c.grad_checkpoint) layer_fwd(tr, l, pos, b->seq, B, T);
+        layer_bwd(tr, l, pos, b->seq, B, T, l > tr->bwd_stop || need_embed);
+    }
+    if (need_embed) lt_op_embedding_bwd(tr->dembd, tr->dres, b->tokens, N, D);
+    return LT_OK;
+}
+
+lt_status lt_trainer_accumulate(lt_trainer *tr, const lt_batch *b, float grad_scale,
+                                lt_loss_stats *out) {
+    return run(tr, b, grad_scale, out, 1);
+}
+
+lt_status lt_trainer_eval(lt_trainer *tr, const lt_batch *b, lt_loss_stats *out) {
+    return run(tr, b, 0.0f, out, 0);
+}
+
+void lt_trainer_zero_grad(lt_trainer *tr) {
+    for (int i = 0; i < tr->n_tt; i++)
+        memset(tr->tt[i].grad, 0, sizeof(float) * (size_t)tr->tt[i].numel);
+}
+
+lt_status lt_trainer_step(lt_trainer *tr, float lr, float *grad_norm) {
+    /* norm over all gradients: they are carved consecutively, but go tensor by tensor so the
+     * alignment padding does not matter */
+    double ss = 0;
+    for (int i = 0; i < tr->n_tt; i++) {
+        const float *g = tr->tt[i].grad;
+        int64_t n = tr->tt[i].numel;
+        const float *bufs[1] = {g};
+        double nr = lt_op_global_norm(bufs, &n, 1);
+        ss += nr * nr;
+    }
+    double norm = sqrt(ss);
+    if (grad_norm) *grad_norm = (float)norm;
+    if (tr->c.grad_clip > 0) {
+        float coef = lt_op_clip_coef(norm, tr->c.grad_clip);
+        if (coef < 1.0f)
+            for (int i = 0; i < tr->n_tt; i++) lt_op_scale(tr->tt[i].grad, tr->tt[i].numel, coef);
+    }
+    lt_adamw_cfg ac = {lr < 0 ? tr->c.lr : lr, tr->c.beta1, tr->c.beta2, tr->c.eps,
+                       tr->c.weight_decay};
+    tr->step++;
+    for (int i = 0; i < tr->n_tt; i++)
+        lt_op_adamw_step(tr->tt[i].value, tr->tt[i].grad, tr->tt[i].m, tr->tt[i].v,
+                         tr->tt[i].numel, &ac, tr->step);
+    lt_trainer_zero_grad(tr);
+    return LT_OK;
+}
+
+int64_t lt_trainer_step_count(const lt_trainer *tr) { return tr->step; }
+const float *lt_trainer_logits(const lt_trainer *tr) { return tr->logits_keep; }
+const lt_train_plan_t *lt_trainer_plan(const lt_trainer *tr) { return &tr->plan; }
+const lt_train_config *lt_trainer_config(const lt_trainer *tr) { return &tr->c; }
+void lt_trainer_mem(const lt_trainer *tr, int64_t *bytes, int64_t *n_allocs) {
+    if (bytes) memcpy(bytes, tr->mem_bytes, sizeof tr->mem_bytes);
+    if (n_allocs) *n_allocs = tr->n_allocs;
+}
+
+int lt_trainer_n_tensors(const lt_trainer *tr) { return tr->n_tt; }
+
+lt_status lt_trainer_tensor(const lt_trainer *tr, int i, lt_train_tensor *out) {
+    if (i < 0 || i >= tr->n_tt)
+        return lt_error(LT_ERR_ARG, "trainer tensor index %d: expected [0, %d)", i, tr->n_tt);
+    const lt_tt *t = &tr->tt[i];
+    out->name = t->name;
+    out->ndim = t->ndim;
+    out->shape[0] = t->shape[0];
+    out->shape[1] = t->shape[1];
+    out->numel = t->numel;
+    out->value = t->value;
+    out->grad = t->grad;
+    return LT_OK;
+}
+
+lt_status lt_trainer_find(const lt_trainer *tr, const char *name, lt_train_tensor *out) {
+    for (int i = 0; i < tr->n_tt; i++) {
+        const char *n = tr->tt[i].name;
+        size_t ln = strlen(n);
+        /* accept "<magnitude>.weight" too (PEFT versions differ in this key) */
+        if (!strcmp(n, name) || (!strncmp(n, name, ln) && !strcmp(name + ln, ".weight") &&
+                                 strstr(n, "lora_magnitude_vector")))
+            return lt_trainer_tensor(tr, i, out);
+    }
+    return lt_error(LT_ERR_NOTFOUND, "trainer: no trainable tensor named '%s'", name);
+}
+
+lt_status lt_trainer_set(lt_trainer *tr, const char *name, const float *data, int64_t n) {
+    lt_train_tensor t;
+    lt_status st = lt_trainer_find(tr, name, &t);
+    if (st) return st;
+    if (n != t.numel)
+        return lt_error(LT_ERR_ARG, "trainer set '%s': expected %lld values, got %lld", name,
+                        (long long)t.numel, (long long)n);
+    memcpy(t.value, data, sizeof(float) * (size_t)n);
+    return LT_OK;
+}
+
+/* ---- create / free ------------------------------------------------------------------------ */
+lt_status lt_trainer_create(lt_model *m, const lt_train_config *c, lt_trainer **out) {
+    *out = NULL;
+    if (!m || !m->params)
+        return lt_error(LT_ERR_ARG, "trainer: the model has no weights (loaded config-only?)");
+    lt_train_plan_t plan;
+    lt_status st = lt_train_plan(&m->config, c, &plan);
+    if (st) return st;
+    int64_t bytes[LT_MEM_COUNT] = {0}, nalloc = 0;
+    lt_trainer *tr = rec_alloc(NULL, bytes, &nalloc, LT_MEM_WORKSPACE, (int64_t)sizeof(lt_trainer));
+    if (!tr) return lt_error(LT_ERR_NOMEM, "trainer: out of memory");
+    int64_t lay[LT_MEM_COUNT];
+    st = lt_trainer_layout_(NULL, &m->config, c, lay, NULL, NULL);
+    if (st) {
+        free(tr);
+        return st;
+    }
+    for (int k = 0; k < LT_MEM_COUNT; k++) {
+        if (!lay[k]) continue;
+        tr->block[k] = rec_alloc(tr, bytes, &nalloc, k, lay[k]);
+        if (!tr->block[k]) {
+            for (int j = 0; j < k; j++) free(tr->block[j]);
+            free(tr);
+            return lt_error(LT_ERR_NOMEM, "trainer: out of memory allocating %lld bytes of %s",
+                            (long long)lay[k], lt_mem_category_name((lt_mem_category)k));
+        }
+    }
+    tr->m = m;
+    tr->mc = m->config;
+    tr->c = *c;
+    tr->plan = plan;
+    memcpy(tr->mem_bytes, bytes, sizeof bytes);
+    tr->n_allocs = nalloc;
+    st = lt_trainer_layout_(tr, &m->config, c, lay, NULL, NULL);
+    if (st) {
+        lt_trainer_free(tr);
+        return st;
+    }
+    tr->scale = c->method == LT_METHOD_FULL ? 0.0f
+                                            : lt_lora_scale(c->lora.alpha, c->lora.r, c->lora.rslora);
+    lt_rope_tables(tr->cos_t, tr->sin_t, m->inv_freq, c->seq_len, m->config.head_dim);
+    /* LoRA init (A Kaiming-uniform, B zero) and DoRA magnitude = row norms of the base weight
+     * (what the model uses: the rounded copy for 16-bit bases) since B A = 0 at init. */
+    for (int i = 0; i < m->config.n_layers * LT_N_TARGETS; i++) {
+        lt_lin *li = &tr->lin[i];
+        if (!li->A) continue;
+        uint64_t seed = c->seed * 0x100000001B3ull + (uint64_t)i * 0x9E3779B97F4A7C15ull + 1;
+        lt_lora_init(li->A, li->B, c->lora.r, li->C, li->OC, seed);
+        if (li->mag) {
+            const float *W = weight(tr, li);
+            for (int o = 0; o < li->OC; o++) {
+                double s = 0;
+                for (int k = 0; k < li->C; k++) s += (double)W[(int64_t)o * li->C + k] * W[(int64_t)o * li->C + k];
+                li->mag[o] = (float)sqrt(s);
+            }
+        }
+    }
+    *out = tr;
+    return LT_OK;
+}
+
+void lt_trainer_free(lt_trainer *tr) {
+    if (!tr) return;
+    for (int k = 0; k < LT_MEM_COUNT; k++) free(tr->block[k]);
+    free(tr);
+}

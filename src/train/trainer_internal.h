@@ -1,0 +1,104 @@
+/* trainer_internal.h - the lt_trainer struct and the layout function shared by lt_train_plan
+ * (counting pass) and lt_trainer_create (carving pass), so the plan IS the allocation.
+ *
+ * N = B*T tokens, D dim, QD = NH*HD, KVD = NKV*HD, F ffn, V vocab, L layers, r LoRA rank. */
+#ifndef LT_TRAINER_INTERNAL_H
+#define LT_TRAINER_INTERNAL_H
+
+#include "loratune/ops.h"
+#include "loratune/train.h"
+
+/* One linear of one layer: the frozen or trained base weight plus its adapter. */
+typedef struct {
+    int C, OC;
+    float *W;         /* [OC][C] fp32 weight in the lt_model (NULL-free; source of truth for F32) */
+    uint16_t *W16;    /* [OC][C] 16-bit copy when frozen and base_dtype is BF16/F16, else NULL */
+    const float *bias;/* [OC] or NULL (rounded copy when 16-bit) */
+    float *dW, *dbias;/* full FT gradients (NULL when frozen) */
+    /* adapter (NULL when none) */
+    float *A, *B, *mag;    /* [r][C], [OC][r], [OC] (DoRA) */
+    float *dA, *dB, *dmag;
+    float *wnorm;          /* [OC] DoRA saved norm */
+} lt_lin;
+
+/* What the forward of one layer saves for backward. */
+typedef struct {
+    float *xn1, *rstd1;      /* [N][D], [N] */
+    float *q, *k, *v;        /* [N][QD], [N][KVD], [N][KVD] (q, k after rope) */
+    float *att, *lse;        /* [N][QD], [B][NH][T] */
+    float *xmid;             /* [N][D] residual after attention */
+    float *xn2, *rstd2;      /* [N][D], [N] */
+    float *gate, *up, *h;    /* [N][F] each */
+    float *xa[LT_N_TARGETS]; /* [N][r] per adapted target (NULL otherwise) */
+} lt_layer_acts;
+
+typedef struct {
+    char *name;
+    int ndim;
+    int64_t shape[2], numel;
+    float *value, *grad, *m, *v;
+} lt_tt; /* trainable tensor */
+
+struct lt_trainer {
+    lt_model *m;
+    lt_model_config mc;
+    lt_train_config c;
+    lt_train_plan_t plan;
+    int64_t mem_bytes[LT_MEM_COUNT];
+    int64_t n_allocs;
+    void *block[LT_MEM_COUNT]; /* one allocation per category */
+    int64_t step;
+    uint64_t micro; /* micro-batches run (dropout stream) */
+    float scale;    /* LoRA scale */
+    int r;
+    int half;       /* base weights in 16-bit */
+    int bwd_stop;   /* lowest layer whose backward runs */
+    int embed_trainable, head_trainable, norm_trainable;
+    int layer_trains[1]; /* placeholder (unused) */
+
+    /* model pieces */
+    lt_lin *lin;         /* [L][7] */
+    const float **attn_norm, **ffn_norm; /* [L] pointers (rounded copies when 16-bit) */
+    float **dattn_norm, **dffn_norm;     /* [L] grads or NULL */
+    const float *out_norm;
+    float *dout_norm;
+    const float *embd;   /* [V][D] fp32 (model) unless embd16 */
+    uint16_t *embd16;
+    float *dembd;
+    const float *head;   /* [V][D] */
+    uint16_t *head16;
+    float *dhead;
+
+    /* trainable tensors */
+    int n_tt;
+    lt_tt *tt;
+
+    /* activations */
+    float *xs;           /* [L+1][N][D] layer inputs (xs[L] = last layer output) */
+    lt_layer_acts *acts; /* [L] (no checkpointing) or [1] (recompute set) */
+    float *xf, *rstdf;   /* [N][D], [N] final norm */
+    float *logits_keep;  /* [N][V] or NULL */
+
+    /* workspace */
+    float *tmp;          /* [N][D] */
+    float *dres, *dxn;   /* [N][D] */
+    float *dq, *dk, *dv, *datt; /* [N][QD], [N][KVD], [N][KVD], [N][QD] */
+    float *dgate, *dup, *dh;    /* [N][F] */
+    float *scratch;      /* LoRA/DoRA scratch: max LT_LORA_SCRATCH */
+    float *mask;         /* [N][max C] dropout mask or NULL */
+    float *wdeq;         /* dequantized weight [max OC*C] or NULL */
+    float *logits;       /* [chunk][V] */
+    int chunk;
+    float *cos_t, *sin_t;/* [T][HD/2] */
+    int32_t *pos_buf;    /* [N] */
+    int logits_B, logits_T;
+};
+
+/* Counting pass when tr == NULL (fills bytes[] only), carving pass otherwise (tr->block must
+ * hold bytes[] per category from a counting pass). Also fills n_tensors / n_trainable. */
+lt_status lt_trainer_layout_(lt_trainer *tr, const lt_model_config *mc, const lt_train_config *c,
+                             int64_t bytes[LT_MEM_COUNT], int *n_tensors, int64_t *n_trainable);
+/* Overhead estimate used for the predicted peak. */
+int64_t lt_train_overhead_bytes_(void);
+
+#endif

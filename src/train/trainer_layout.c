@@ -1,0 +1,389 @@
+/* trainer_layout.c - every buffer of a training step, sized and placed in one function.
+ *
+ * lt_trainer_layout_ runs twice: a counting pass (tr == NULL) that only adds bytes per
+ * lt_mem_category -- this is lt_train_plan -- and a carving pass that points every field of
+ * the trainer into the one block allocated per category. Because both passes are the same
+ * code, the plan equals the allocation by construction; test_plan checks the recorded
+ * allocator totals against it. Every carve is rounded up to 64 bytes (cache line / SIMD). */
+#include <stdio.h>
+#include <string.h>
+
+#include "trainer_internal.h"
+
+typedef struct {
+    lt_trainer *tr;
+    int64_t off[LT_MEM_COUNT];
+} carver;
+
+static void *carve(carver *cv, int cat, int64_t bytes) {
+    int64_t b = (bytes + 63) & ~(int64_t)63;
+    void *p = cv->tr ? (char *)cv->tr->block[cat] + cv->off[cat] : NULL;
+    cv->off[cat] += b;
+    return p;
+}
+#define CARVE_F(cv, cat, n) ((float *)carve(cv, cat, (int64_t)(n) * (int64_t)sizeof(float)))
+
+static const char *k_tnames[LT_N_TARGETS] = {"q_proj",    "k_proj",  "v_proj",   "o_proj",
+                                             "gate_proj", "up_proj", "down_proj"};
+const char *lt_target_name(int i) { return (i >= 0 && i < LT_N_TARGETS) ? k_tnames[i] : "?"; }
+static const char *target_block(int t) { return t < 4 ? "self_attn" : "mlp"; }
+
+/* Adds one trainable tensor: value (NULL -> carved in TRAINABLE), grad, m, v, name. */
+static void add_tensor(carver *cv, int *idx, int ndim, int64_t s0, int64_t s1, float *value,
+                       const char *name) {
+    int64_t n = ndim == 1 ? s0 : s0 * s1;
+    lt_tt *t = cv->tr ? &cv->tr->tt[*idx] : NULL;
+    float *val = value ? value : CARVE_F(cv, LT_MEM_TRAINABLE, n);
+    float *g = CARVE_F(cv, LT_MEM_GRADS, n);
+    float *m = CARVE_F(cv, LT_MEM_OPTIMIZER, n);
+    float *v = CARVE_F(cv, LT_MEM_OPTIMIZER, n);
+    size_t len = strlen(name) + 1;
+    char *nm = (char *)carve(cv, LT_MEM_WORKSPACE, (int64_t)len);
+    if (t) {
+        memcpy(nm, name, len);
+        t->name = nm;
+        t->ndim = ndim;
+        t->shape[0] = s0;
+        t->shape[1] = ndim == 1 ? 1 : s1;
+        t->numel = n;
+        t->value = val;
+        t->grad = g;
+        t->m = m;
+        t->v = v;
+    }
+    (*idx)++;
+}
+
+/* x rounded through the 16-bit base dtype (what the frozen copy holds) */
+static float round16(float x, lt_dtype dt) {
+    return dt == LT_DTYPE_BF16 ? lt_bf16_to_f32(lt_f32_to_bf16(x)) : lt_f16_to_f32(lt_f32_to_f16(x));
+}
+static void to16(uint16_t *dst, const float *src, int64_t n, lt_dtype dt) {
+    for (int64_t i = 0; i < n; i++)
+        dst[i] = dt == LT_DTYPE_BF16 ? lt_f32_to_bf16(src[i]) : lt_f32_to_f16(src[i]);
+}
+
+static int in_range(int l, int b, int e, int L) { return l >= b && l < (e <= 0 ? L : e); }
+
+lt_status lt_trainer_layout_(lt_trainer *tr, const lt_model_config *mc, const lt_train_config *c,
+                             int64_t bytes[LT_MEM_COUNT], int *n_tensors, int64_t *n_trainable) {
+    carver cv;
+    memset(&cv, 0, sizeof cv);
+    cv.tr = tr;
+    const int L = mc->n_layers, D = mc->dim, HD = mc->head_dim, NH = mc->n_heads;
+    const int QD = NH * HD, KVD = mc->n_kv_heads * HD, F = mc->ffn_dim, V = mc->vocab_size;
+    const int64_t N = (int64_t)c->batch_size * c->seq_len;
+    const int full = c->method == LT_METHOD_FULL, dora = c->method == LT_METHOD_DORA;
+    const int half = c->base_dtype != LT_DTYPE_F32;
+    const int r = full ? 0 : c->lora.r;
+    const lt_model_weights *w = tr ? &tr->m->w : NULL;
+    const int Cs[LT_N_TARGETS] = {D, D, D, QD, D, D, F};
+    const int OCs[LT_N_TARGETS] = {QD, KVD, KVD, D, F, F, D};
+
+    /* which params train */
+    int lb = full ? c->full.layer_begin : c->lora.layer_begin;
+    int le = full ? c->full.layer_end : c->lora.layer_end;
+    if (le <= 0) le = L;
+    int embed_tr = full && !c->full.freeze_embeddings;
+    int head_tr = full && (mc->tied_embeddings ? embed_tr : 1);
+    int norm_tr = full;
+
+    /* ---- bookkeeping (workspace) ---- */
+    int n_tt = 0;
+    if (full) {
+        n_tt = embed_tr + (le - lb) * (2 + 7 + (mc->qkv_bias ? 3 : 0)) + 1 +
+               (!mc->tied_embeddings ? 1 : 0);
+    } else {
+        int nt = 0;
+        for (int t = 0; t < LT_N_TARGETS; t++) nt += (c->lora.targets >> t) & 1;
+        n_tt = (le - lb) * nt * (dora ? 3 : 2);
+    }
+    lt_lin *lin = (lt_lin *)carve(&cv, LT_MEM_WORKSPACE, (int64_t)L * LT_N_TARGETS * sizeof(lt_lin));
+    const float **anorm = (const float **)carve(&cv, LT_MEM_WORKSPACE, (int64_t)L * sizeof(void *));
+    const float **fnorm = (const float **)carve(&cv, LT_MEM_WORKSPACE, (int64_t)L * sizeof(void *));
+    float **danorm = (float **)carve(&cv, LT_MEM_WORKSPACE, (int64_t)L * sizeof(void *));
+    float **dfnorm = (float **)carve(&cv, LT_MEM_WORKSPACE, (int64_t)L * sizeof(void *));
+    lt_tt *tts = (lt_tt *)carve(&cv, LT_MEM_WORKSPACE, (int64_t)n_tt * sizeof(lt_tt));
+    int nacts = c->grad_checkpoint ? 1 : L;
+    lt_layer_acts *acts =
+        (lt_layer_acts *)carve(&cv, LT_MEM_WORKSPACE, (int64_t)nacts * sizeof(lt_layer_acts));
+    if (tr) {
+        memset(lin, 0, (size_t)L * LT_N_TARGETS * sizeof(lt_lin));
+        memset(acts, 0, (size_t)nacts * sizeof(lt_layer_acts));
+        tr->lin = lin;
+        tr->attn_norm = anorm;
+        tr->ffn_norm = fnorm;
+        tr->dattn_norm = danorm;
+        tr->dffn_norm = dfnorm;
+        tr->tt = tts;
+        tr->n_tt = n_tt;
+        tr->acts = acts;
+        tr->embed_trainable = embed_tr;
+        tr->head_trainable = head_tr;
+        tr->norm_trainable = norm_tr;
+        tr->bwd_stop = embed_tr ? 0 : lb;
+        tr->half = half;
+        tr->r = r;
+    }
+
+    /* ---- trainable tensors, frozen copies, wiring ---- */
+    char name[256];
+    int idx = 0;
+    int64_t wmax = 0; /* largest 16-bit matrix to dequantize (floats) */
+    /* embedding */
+    if (full && embed_tr) {
+        add_tensor(&cv, &idx, 2, V, D, w ? w->tok_embd : NULL, "model.embed_tokens.weight");
+        if (tr) tr->dembd = tr->tt[idx - 1].grad;
+    }
+    if (tr) tr->embd = w->tok_embd;
+    if (!embed_tr && half) {
+        uint16_t *e16 = (uint16_t *)carve(&cv, LT_MEM_WEIGHTS, (int64_t)V * D * 2);
+        if (tr) {
+            tr->embd16 = e16;
+            to16(e16, w->tok_embd, (int64_t)V * D, c->base_dtype);
+        }
+    }
+    for (int l = 0; l < L; l++) {
+        int ltr = in_range(l, lb, le, L);
+        int ftr = full && ltr;
+        const int64_t off[LT_N_TARGETS] = {(int64_t)l * QD * D, (int64_t)l * KVD * D,
+                                           (int64_t)l * KVD * D, (int64_t)l * D * QD,
+                                           (int64_t)l * F * D,  (int64_t)l * F * D,
+                                           (int64_t)l * D * F};
+        float *wsrc[LT_N_TARGETS] = {NULL};
+        float *bsrc[3] = {NULL};
+        if (w) {
+            float *ws[LT_N_TARGETS] = {w->wq, w->wk, w->wv, w->wo, w->w_gate, w->w_up, w->w_down};
+            for (int t = 0; t < LT_N_TARGETS; t++) wsrc[t] = ws[t] + off[t];
+            if (mc->qkv_bias) {
+                bsrc[0] = w->bq + (int64_t)l * QD;
+                bsrc[1] = w->bk + (int64_t)l * KVD;
+                bsrc[2] = w->bv + (int64_t)l * KVD;
+            }
+        }
+        /* norms */
+        for (int which = 0; which < 2; which++) {
+            float *src = w ? (which ? w->ffn_norm : w->attn_norm) + (int64_t)l * D : NULL;
+            const float *val = src;
+            float *grad = NULL;
+            if (ftr) {
+                snprintf(name, sizeof name, "model.layers.%d.%s.weight", l,
+                         which ? "post_attention_layernorm" : "input_layernorm");
+                add_tensor(&cv, &idx, 1, D, 0, src, name);
+                if (tr) grad = tr->tt[idx - 1].grad;
+            } else if (half) {
+                float *cp = CARVE_F(&cv, LT_MEM_WEIGHTS, D);
+                if (tr) {
+                    for (int i = 0; i < D; i++) cp[i] = round16(src[i], c->base_dtype);
+                    val = cp;
+                }
+            }
+            if (tr) {
+                (which ? fnorm : anorm)[l] = val;
+                (which ? dfnorm : danorm)[l] = grad;
+            }
+        }
+        for (int t = 0; t < LT_N_TARGETS; t++) {
+            lt_lin *li = tr ? &lin[l * LT_N_TARGETS + t] : NULL;
+            int C = Cs[t], OC = OCs[t];
+            if (li) {
+                li->C = C;
+                li->OC = OC;
+                li->W = wsrc[t];
+                li->bias = t < 3 ? bsrc[t] : NULL;
+            }
+            if (ftr) {
+                snprintf(name, sizeof name, "model.layers.%d.%s.%s.weight", l, target_block(t),
+                         k_tnames[t]);
+                add_tensor(&cv, &idx, 2, OC, C, wsrc[t], name);
+                if (li) li->dW = tr->tt[idx - 1].grad;
+                if (t < 3 && mc->qkv_bias) {
+                    snprintf(name, sizeof name, "model.layers.%d.self_attn.%s.bias", l,
+                             k_tnames[t]);
+                    add_tensor(&cv, &idx, 1, OC, 0, bsrc[t], name);
+                    if (li) li->dbias = tr->tt[idx - 1].grad;
+                }
+            } else {
+                if (half) {
+                    uint16_t *h = (uint16_t *)carve(&cv, LT_MEM_WEIGHTS, (int64_t)OC * C * 2);
+                    if (li) {
+                        li->W16 = h;
+                        to16(h, wsrc[t], (int64_t)OC * C, c->base_dtype);
+                    }
+                    if ((int64_t)OC * C > wmax) wmax = (int64_t)OC * C;
+                    if (t < 3 && mc->qkv_bias) {
+                        float *bc = CARVE_F(&cv, LT_MEM_WEIGHTS, OC);
+                        if (li) {
+                            for (int i = 0; i < OC; i++) bc[i] = round16(bsrc[t][i], c->base_dtype);
+                            li->bias = bc;
+                        }
+                    }
+                }
+                if (!full && ltr && ((c->lora.targets >> t) & 1)) {
+                    const char *pre = "base_model.model.model.layers";
+                    snprintf(name, sizeof name, "%s.%d.%s.%s.lora_A.weight", pre, l,
+                             target_block(t), k_tnames[t]);
+                    add_tensor(&cv, &idx, 2, r, C, NULL, name);
+                    if (li) {
+                        li->A = tr->tt[idx - 1].value;
+                        li->dA = tr->tt[idx - 1].grad;
+                    }
+                    snprintf(name, sizeof name, "%s.%d.%s.%s.lora_B.weight", pre, l,
+                             target_block(t), k_tnames[t]);
+                    add_tensor(&cv, &idx, 2, OC, r, NULL, name);
+                    if (li) {
+                        li->B = tr->tt[idx - 1].value;
+                        li->dB = tr->tt[idx - 1].grad;
+                    }
+                    if (dora) {
+                        snprintf(name, sizeof name, "%s.%d.%s.%s.lora_magnitude_vector", pre, l,
+                                 target_block(t), k_tnames[t]);
+                        add_tensor(&cv, &idx, 1, OC, 0, NULL, name);
+                        float *wn = CARVE_F(&cv, LT_MEM_ACTIVATIONS, OC);
+                        if (li) {
+                            li->mag = tr->tt[idx - 1].value;
+                            li->dmag = tr->tt[idx - 1].grad;
+                            li->wnorm = wn;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    /* final norm, head */
+    if (full) {
+        add_tensor(&cv, &idx, 1, D, 0, w ? w->out_norm : NULL, "model.norm.weight");
+        if (tr) {
+            tr->out_norm = w->out_norm;
+            tr->dout_norm = tr->tt[idx - 1].grad;
+        }
+    } else {
+        float *cp = half ? CARVE_F(&cv, LT_MEM_WEIGHTS, D) : NULL;
+        if (tr && cp)
+            for (int i = 0; i < D; i++) cp[i] = round16(w->out_norm[i], c->base_dtype);
+        if (tr) tr->out_norm = cp ? cp : w->out_norm;
+    }
+    if (mc->tied_embeddings) {
+        if (tr) {
+            tr->head = w->tok_embd;
+            tr->head16 = tr->embd16;
+            tr->dhead = tr->dembd;
+        }
+        if (half && !head_tr && (int64_t)V * D > wmax) wmax = (int64_t)V * D;
+    } else if (head_tr) {
+        add_tensor(&cv, &idx, 2, V, D, w ? w->lm_head : NULL, "lm_head.weight");
+        if (tr) {
+            tr->head = w->lm_head;
+            tr->dhead = tr->tt[idx - 1].grad;
+        }
+    } else {
+        if (half) {
+            uint16_t *h16 = (uint16_t *)carve(&cv, LT_MEM_WEIGHTS, (int64_t)V * D * 2);
+            if (tr) {
+                tr->head16 = h16;
+                to16(h16, w->lm_head, (int64_t)V * D, c->base_dtype);
+            }
+            if ((int64_t)V * D > wmax) wmax = (int64_t)V * D;
+        }
+        if (tr) tr->head = w->lm_head;
+    }
+    if (idx != n_tt) return lt_error(LT_ERR_INTERNAL, "train layout: %d tensors, expected %d", idx, n_tt);
+
+    /* ---- activations ---- */
+    float *xs = CARVE_F(&cv, LT_MEM_ACTIVATIONS, (int64_t)(L + 1) * N * D);
+    for (int a = 0; a < nacts; a++) {
+        lt_layer_acts *ac = tr ? &acts[a] : NULL;
+        lt_layer_acts tmp;
+        if (!ac) ac = &tmp;
+        int l = c->grad_checkpoint ? -1 : a;
+        ac->xn1 = CARVE_F(&cv, LT_MEM_ACTIVATIONS, N * D);
+        ac->rstd1 = CARVE_F(&cv, LT_MEM_ACTIVATIONS, N);
+        ac->q = CARVE_F(&cv, LT_MEM_ACTIVATIONS, N * QD);
+        ac->k = CARVE_F(&cv, LT_MEM_ACTIVATIONS, N * KVD);
+        ac->v = CARVE_F(&cv, LT_MEM_ACTIVATIONS, N * KVD);
+        ac->att = CARVE_F(&cv, LT_MEM_ACTIVATIONS, N * QD);
+        ac->lse = CARVE_F(&cv, LT_MEM_ACTIVATIONS, N * NH);
+        ac->xmid = CARVE_F(&cv, LT_MEM_ACTIVATIONS, N * D);
+        ac->xn2 = CARVE_F(&cv, LT_MEM_ACTIVATIONS, N * D);
+        ac->rstd2 = CARVE_F(&cv, LT_MEM_ACTIVATIONS, N);
+        ac->gate = CARVE_F(&cv, LT_MEM_ACTIVATIONS, N * F);
+        ac->up = CARVE_F(&cv, LT_MEM_ACTIVATIONS, N * F);
+        ac->h = CARVE_F(&cv, LT_MEM_ACTIVATIONS, N * F);
+        for (int t = 0; t < LT_N_TARGETS; t++) {
+            ac->xa[t] = NULL;
+            int adapted = !full && ((c->lora.targets >> t) & 1) &&
+                          (l < 0 ? 1 : in_range(l, lb, le, L));
+            if (adapted) ac->xa[t] = CARVE_F(&cv, LT_MEM_ACTIVATIONS, N * r);
+        }
+    }
+    float *xf = CARVE_F(&cv, LT_MEM_ACTIVATIONS, N * D);
+    float *rstdf = CARVE_F(&cv, LT_MEM_ACTIVATIONS, N);
+    float *lk = c->keep_logits ? CARVE_F(&cv, LT_MEM_ACTIVATIONS, N * V) : NULL;
+
+    /* ---- workspace ---- */
+    int chunk = c->ce_chunk_rows > 0 ? c->ce_chunk_rows : (1 << 22) / V;
+    if (chunk < 1) chunk = 1;
+    if (chunk > N) chunk = (int)N;
+    int64_t scr = 0, maxC = 0;
+    if (!full)
+        for (int t = 0; t < LT_N_TARGETS; t++)
+            if ((c->lora.targets >> t) & 1) {
+                int64_t s = LT_LORA_SCRATCH(N, Cs[t], OCs[t], r);
+                if (s > scr) scr = s;
+                if (Cs[t] > maxC) maxC = Cs[t];
+            }
+    if (tr) {
+        tr->xs = xs;
+        tr->xf = xf;
+        tr->rstdf = rstdf;
+        tr->logits_keep = lk;
+        tr->chunk = chunk;
+    }
+#define WS_F(field, n)                                                                         \
+    do {                                                                                       \
+        float *p_ = CARVE_F(&cv, LT_MEM_WORKSPACE, (n));                                       \
+        if (tr) tr->field = p_;                                                                \
+    } while (0)
+    WS_F(tmp, N * D);
+    WS_F(dres, N * D);
+    WS_F(dxn, N * D);
+    WS_F(dq, N * QD);
+    WS_F(datt, N * QD);
+    WS_F(dk, N * KVD);
+    WS_F(dv, N * KVD);
+    WS_F(dgate, N * F);
+    WS_F(dup, N * F);
+    WS_F(dh, N * F);
+    if (scr) WS_F(scratch, scr);
+    if (!full && c->lora.dropout > 0) WS_F(mask, N * maxC);
+    if (wmax) WS_F(wdeq, wmax);
+    WS_F(logits, (int64_t)chunk * V);
+    WS_F(cos_t, (int64_t)c->seq_len * (HD / 2));
+    WS_F(sin_t, (int64_t)c->seq_len * (HD / 2));
+    {
+        int32_t *pb = (int32_t *)carve(&cv, LT_MEM_WORKSPACE, N * (int64_t)sizeof(int32_t));
+        if (tr) tr->pos_buf = pb;
+    }
+#undef WS_F
+
+    for (int k = 0; k < LT_MEM_COUNT; k++) bytes[k] = cv.off[k];
+    if (n_tensors) *n_tensors = n_tt;
+    if (n_trainable) {
+        /* recount from the tensor shapes (counting pass has no tt array) */
+        int64_t nt = 0;
+        if (full) {
+            int64_t per_layer = 2 * (int64_t)D + (int64_t)QD * D + 2 * (int64_t)KVD * D +
+                                (int64_t)D * QD + 3 * (int64_t)F * D +
+                                (mc->qkv_bias ? QD + 2 * KVD : 0);
+            nt = (embed_tr ? (int64_t)V * D : 0) + (le - lb) * per_layer + D +
+                 (!mc->tied_embeddings ? (int64_t)V * D : 0);
+        } else {
+            for (int t = 0; t < LT_N_TARGETS; t++)
+                if ((c->lora.targets >> t) & 1)
+                    nt += (int64_t)(le - lb) *
+                          ((int64_t)r * Cs[t] + (int64_t)OCs[t] * r + (dora ? OCs[t] : 0));
+        }
+        *n_trainable = nt;
+    }
+    return LT_OK;
+}

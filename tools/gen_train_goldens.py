@@ -1,0 +1,481 @@
+#!/usr/bin/env python3
+"""gen_train_goldens.py - transformers + PEFT goldens for the CPU training engine.
+
+Writes tests/data/train/<case>/manifest.json plus raw little-endian float32 tensor files, in the
+format of the training-engine spec (documented in docs/TRAIN_GOLDENS.md), and the tiny random
+Qwen2 model tests/data/train/random_qwen2/{config.json,model.safetensors} that half the cases use.
+
+For every case (model x method x base dtype):
+  batches  grad_accum*steps micro-batches, B=2, T=16, from a seeded numpy Generator. Row 0 packs
+           two sequences (pos restarts at 0, seq id 0 then 1), row 1 holds one sequence of 16.
+           Each sequence has a prompt of P tokens; targets are already shifted:
+           targets[t] = tokens[t+1] for P-1 <= t <= L-2 within the sequence, else -100
+           (prompt positions and each sequence's last token).
+  forward  HF model, float32, attn_implementation="eager", position_ids = pos, attention_mask =
+           explicit additive 4D float mask (B,1,T,T): 0 where s<=t and seq[s]==seq[t], else
+           torch.finfo(float32).min (transformers returns a 4D mask as-is). The generator
+           asserts that every packed sequence's logits equal those of the sequence run alone
+           with default causal masking and positions 0..L-1 (proves mask + positions).
+  loss     F.cross_entropy(logits.view(-1,V), targets.view(-1), ignore_index=-100,
+           reduction="sum") / count.
+  init     LoRA/DoRA: peft.get_peft_model(LoraConfig(...)), then lora_A := U(-1/sqrt(in),
+           1/sqrt(in)) and lora_B := N(0, 0.05^2) from a seeded torch.Generator (B non-zero so
+           that A gets gradients); DoRA magnitude re-initialised by PEFT's own
+           DoraLinearLayer.update_layer (row norms of W + scaling*B@A, the same call PEFT makes
+           when the adapter is created). Full FT: the HF weights as loaded; requires_grad=False
+           on frozen tensors.
+  first    one forward/backward of micro_batches[0]: loss, count, logits, every trainable grad.
+  after    a fresh copy of init, torch.optim.AdamW(trainable params in one group, foreach=False);
+           per step: zero_grad; total = counted tokens over the step's micro-batches;
+           backward(ce_sum_i / total) for each micro-batch (accumulates);
+           clip_grad_norm_(params, grad_clip, foreach=False); opt.step().
+  checks   packed == unpacked logits; gradient checkpointing (transformers, non-reentrant)
+           reproduces the `first` gradients; at least one step is actually clipped.
+
+Determinism: torch.manual_seed, one CPU thread, torch.use_deterministic_algorithms(True); two
+runs give byte-identical files (checked when the goldens were made).
+
+Run (CPU torch lives in the golden venv, not in CI; < 1 minute):
+  /work/main/.venv-golden/bin/python tools/gen_train_goldens.py
+Needs torch, transformers==4.57.1, peft==0.17.1 (tools/golden-requirements.txt).
+"""
+import copy
+import json
+import math
+import os
+import shutil
+import sys
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+torch.set_num_threads(1)
+torch.use_deterministic_algorithms(True)
+
+import peft  # noqa: E402
+import transformers  # noqa: E402
+from peft import LoraConfig, get_peft_model, get_peft_model_state_dict  # noqa: E402
+from transformers import AutoModelForCausalLM, Qwen2Config, Qwen2ForCausalLM  # noqa: E402
+
+ROOT = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+OUT = os.path.join(ROOT, "tests", "data", "train")
+FIXTURES = os.environ.get("LT_FIXTURES", "/work/shared/fixtures")
+STORIES = os.path.join(FIXTURES, "stories260K-hf")
+RANDOM_DIR = os.path.join(OUT, "random_qwen2")
+
+ALL7 = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+B, T = 2, 16
+LORA_B_STD = 0.05
+OPTIM = {"lr": 1e-3, "betas": [0.9, 0.999], "eps": 1e-8, "weight_decay": 0.01}
+
+# grad_clip values are chosen between the observed pre-clip gradient norms, so that some steps
+# clip and (in most cases) some do not; the generator asserts that at least one step clips and
+# that no norm lies within 0.1% of the threshold (no knife-edge for the C comparison).
+CASES = [
+    dict(name="qwen2_lora_all", model="random", method="lora", r=4, alpha=8, rslora=False,
+         targets=ALL7, layers=[0, 1], base_dtype="f32", grad_clip=1.0, grad_accum=2, steps=3),
+    dict(name="qwen2_lora_rslora_qv_l1", model="random", method="lora", r=2, alpha=4, rslora=True,
+         targets=["q_proj", "v_proj"], layers=[1], base_dtype="f32", grad_clip=0.23,
+         grad_accum=3, steps=2),
+    dict(name="qwen2_dora_qkvo", model="random", method="dora", r=4, alpha=8, rslora=False,
+         targets=["q_proj", "k_proj", "v_proj", "o_proj"], layers=[0, 1], base_dtype="f32",
+         grad_clip=0.84, grad_accum=2, steps=3),
+    dict(name="qwen2_full", model="random", method="full", freeze_embeddings=False,
+         layers=[0, 1], base_dtype="f32", grad_clip=2.65, grad_accum=2, steps=3),
+    dict(name="qwen2_full_l1_noemb", model="random", method="full", freeze_embeddings=True,
+         layers=[1], base_dtype="f32", grad_clip=1.48, grad_accum=2, steps=3),
+    dict(name="qwen2_lora_bf16", model="random", method="lora", r=4, alpha=8, rslora=False,
+         targets=ALL7, layers=[0, 1], base_dtype="bf16", grad_clip=0.9, grad_accum=2, steps=3),
+    dict(name="stories_lora_qv", model="stories", method="lora", r=4, alpha=8, rslora=False,
+         targets=["q_proj", "v_proj"], layers=[0, 1, 2, 3, 4], base_dtype="f32", grad_clip=7.45,
+         grad_accum=2, steps=3),
+    dict(name="stories_dora_all", model="stories", method="dora", r=2, alpha=4, rslora=False,
+         targets=ALL7, layers=[0, 1, 2, 3, 4], base_dtype="f32", grad_clip=7.0, grad_accum=2,
+         steps=3),
+    # 'after' is stored only for this subset (size budget); grads are stored for all tensors.
+    dict(name="stories_full", model="stories", method="full", freeze_embeddings=False,
+         layers=[0, 1, 2, 3, 4], base_dtype="f32", grad_clip=20.0, grad_accum=2, steps=3,
+         after_subset=["model.embed_tokens.weight", "model.layers.0.", "model.layers.4.",
+                       "model.norm.weight"]),
+]
+
+
+# ----------------------------------------------------------------------------- random model
+
+def make_random_qwen2():
+    """Tiny Qwen2: GQA 4/2 heads, head_dim 8, q/k/v bias, untied lm_head, float32."""
+    cfg = Qwen2Config(vocab_size=96, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, head_dim=8,
+                      max_position_embeddings=64, rope_theta=10000.0, rms_norm_eps=1e-6,
+                      hidden_act="silu", tie_word_embeddings=False, use_sliding_window=False,
+                      sliding_window=None, attention_dropout=0.0, bos_token_id=1,
+                      eos_token_id=2, torch_dtype="float32")
+    torch.manual_seed(1234)
+    model = Qwen2ForCausalLM(cfg).to(torch.float32)
+    # HF init gives zero biases and unit norms, which would hide a missing bias or norm weight;
+    # draw every tensor from our own generator instead, scaled so that logits have std ~1.
+    g = torch.Generator().manual_seed(20261125)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            n = torch.randn(p.shape, generator=g, dtype=torch.float32)
+            if name.endswith("norm.weight"):
+                p.copy_(1.0 + 0.1 * n)
+            elif name.endswith(".bias"):
+                p.copy_(0.1 * n)
+            elif name == "model.embed_tokens.weight":
+                p.copy_(0.5 * n)
+            else:  # Linear weight [out, in]
+                p.copy_(n / math.sqrt(p.shape[1]))
+    if os.path.isdir(RANDOM_DIR):
+        shutil.rmtree(RANDOM_DIR)
+    model.save_pretrained(RANDOM_DIR, safe_serialization=True)
+    gen_cfg = os.path.join(RANDOM_DIR, "generation_config.json")
+    if os.path.exists(gen_cfg):
+        os.remove(gen_cfg)
+    from safetensors import safe_open
+    with safe_open(os.path.join(RANDOM_DIR, "model.safetensors"), "pt") as f:
+        keys = set(f.keys())
+    assert "lm_head.weight" in keys and "model.layers.0.self_attn.q_proj.bias" in keys, keys
+    with open(os.path.join(RANDOM_DIR, "config.json")) as f:
+        saved = json.load(f)
+    assert saved["model_type"] == "qwen2" and saved["tie_word_embeddings"] is False
+    assert saved["use_sliding_window"] is False and saved["attention_dropout"] == 0.0
+
+
+def load_base(case):
+    path = RANDOM_DIR if case["model"] == "random" else STORIES
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32,
+                                                 attn_implementation="eager")
+    model.eval()  # dropout is 0 everywhere anyway
+    if case["base_dtype"] == "bf16":
+        with torch.no_grad():
+            for p in model.parameters():
+                p.copy_(p.to(torch.bfloat16).to(torch.float32))
+    return model
+
+
+# ----------------------------------------------------------------------------- batches
+
+def make_batches(case, vocab, seed):
+    rng = np.random.default_rng(seed)
+    n = case["grad_accum"] * case["steps"]
+    split_choices = [7, 5, 9, 6, 10, 8]
+    mbs = []
+    for i in range(n):
+        tokens = rng.integers(0, vocab, size=(B, T)).astype(np.int64)
+        targets = np.full((B, T), -100, dtype=np.int64)
+        pos = np.zeros((B, T), dtype=np.int64)
+        seq = np.zeros((B, T), dtype=np.int64)
+        a = split_choices[i % len(split_choices)]
+        rows = [[(0, a), (a, T)], [(0, T)]]  # row 0 packs two sequences, row 1 one
+        prompts = []  # [row, start, length, prompt_len] per sequence
+        for b, segs in enumerate(rows):
+            for sid, (s, e) in enumerate(segs):
+                L = e - s
+                # prompt length 2..4 (so every sequence has >= 1 masked prompt position) and
+                # at least 2 counted targets left
+                P = int(rng.integers(2, min(4, L - 2) + 1))
+                prompts.append([b, s, L, P])
+                pos[b, s:e] = np.arange(L)
+                seq[b, s:e] = sid
+                for t in range(P - 1, L - 1):
+                    targets[b, s + t] = tokens[b, s + t + 1]
+        mbs.append({"B": B, "T": T, "tokens": tokens, "targets": targets, "pos": pos,
+                    "seq": seq, "segs": rows, "sequences": prompts})
+    return mbs
+
+
+def additive_mask(seq):
+    """seq [B,T] -> float32 [B,1,T,T]: 0 where s<=t and same sequence, else finfo.min."""
+    s = torch.as_tensor(seq)
+    Tn = s.shape[1]
+    causal = torch.tril(torch.ones(Tn, Tn, dtype=torch.bool))
+    ok = causal[None] & (s[:, :, None] == s[:, None, :])
+    m = torch.zeros(ok.shape, dtype=torch.float32)
+    m[~ok] = torch.finfo(torch.float32).min
+    return m[:, None]
+
+
+def forward(model, mb):
+    out = model(input_ids=torch.as_tensor(mb["tokens"]), position_ids=torch.as_tensor(mb["pos"]),
+                attention_mask=additive_mask(mb["seq"]), use_cache=False)
+    logits = out.logits
+    tgt = torch.as_tensor(mb["targets"])
+    ce_sum = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tgt.reshape(-1),
+                             ignore_index=-100, reduction="sum")
+    return logits, ce_sum, int((tgt != -100).sum())
+
+
+def check_packing(model, mbs):
+    """Packed-row logits must equal each sequence run alone (default causal mask, pos 0..L-1)."""
+    worst = 0.0
+    with torch.no_grad():
+        for mb in mbs:
+            logits, _, _ = forward(model, mb)
+            for b, segs in enumerate(mb["segs"]):
+                for (s, e) in segs:
+                    ids = torch.as_tensor(mb["tokens"][b, s:e])[None]
+                    alone = model(input_ids=ids, position_ids=torch.arange(e - s)[None],
+                                  use_cache=False).logits[0]
+                    d = (alone - logits[b, s:e]).abs().max().item()
+                    worst = max(worst, d / max(1.0, alone.abs().max().item()))
+    assert worst < 1e-5, f"packed vs unpacked logits differ by {worst}"
+    return worst
+
+
+# ----------------------------------------------------------------------------- trainables
+
+def build(case, vocab_seed):
+    """Fresh model with the case's initial trainable values. Returns (model, [(name, param)])."""
+    torch.manual_seed(4321)  # PEFT's own init (overwritten below) draws from the global RNG
+    model = load_base(case)
+    if case["method"] == "full":
+        layers = set(case["layers"])
+        for name, p in model.named_parameters():  # tied lm_head is not listed separately
+            if name == "model.embed_tokens.weight":
+                p.requires_grad_(not case["freeze_embeddings"])
+            elif name.startswith("model.layers."):
+                p.requires_grad_(int(name.split(".")[2]) in layers)
+            else:  # model.norm.weight, lm_head.weight (untied)
+                p.requires_grad_(True)
+        return model, [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+
+    cfg = LoraConfig(r=case["r"], lora_alpha=case["alpha"], lora_dropout=0.0,
+                     target_modules=list(case["targets"]), layers_to_transform=list(case["layers"]),
+                     use_rslora=case["rslora"], use_dora=case["method"] == "dora", bias="none",
+                     task_type="CAUSAL_LM")
+    model = get_peft_model(model, cfg)
+    model.eval()
+    g = torch.Generator().manual_seed(vocab_seed)
+    from peft.tuners.lora import LoraLayer
+    with torch.no_grad():
+        for _, mod in model.named_modules():  # module order is deterministic
+            if not isinstance(mod, LoraLayer) or "default" not in mod.lora_A:
+                continue
+            A = mod.lora_A["default"].weight  # [r, in]
+            Bw = mod.lora_B["default"].weight  # [out, r]
+            bound = 1.0 / math.sqrt(A.shape[1])
+            A.copy_((torch.rand(A.shape, generator=g) * 2 - 1) * bound)
+            Bw.copy_(torch.randn(Bw.shape, generator=g) * LORA_B_STD)
+            if case["method"] == "dora":
+                # PEFT's own magnitude init, now with the non-zero B.
+                mod.lora_magnitude_vector["default"].update_layer(
+                    base_layer=mod.get_base_layer(), lora_A=A, lora_B=Bw,
+                    scaling=mod.scaling["default"])
+                mag = mod.lora_magnitude_vector["default"].weight
+                ref = torch.linalg.norm(mod.get_base_layer().weight
+                                        + mod.scaling["default"] * (Bw @ A), dim=1)
+                assert torch.equal(mag, ref) and mag.requires_grad
+    sd = get_peft_model_state_dict(model)
+    by_ptr = {p.data_ptr(): p for p in model.parameters() if p.requires_grad}
+    named = []
+    for k, v in sd.items():
+        p = by_ptr.get(v.data_ptr())
+        assert p is not None and p.shape == v.shape, f"no trainable param for saved key {k}"
+        named.append((k, p))
+    assert len(named) == len(by_ptr), "trainable params missing from the saved state dict"
+    return model, named
+
+
+def scaling_of(case):
+    return case["alpha"] / (math.sqrt(case["r"]) if case["rslora"] else case["r"])
+
+
+# ----------------------------------------------------------------------------- writing
+
+def write_f32(folder, fname, t):
+    arr = t.detach().to(torch.float32).contiguous().numpy().astype("<f4")
+    with open(os.path.join(folder, fname), "wb") as f:
+        f.write(arr.tobytes())
+    return {"file": fname, "shape": list(arr.shape)}
+
+
+def run_case(ci, case):
+    folder = os.path.join(OUT, case["name"])
+    if os.path.isdir(folder):
+        shutil.rmtree(folder)
+    os.makedirs(folder)
+    seed_batches, seed_lora = 1000 + ci, 2000 + ci
+
+    # first: one forward/backward on micro_batches[0]
+    model, named = build(case, seed_lora)
+    vocab = model.config.vocab_size
+    mbs = make_batches(case, vocab, seed_batches)
+    packing_err = check_packing(model, mbs)
+    names = [n for n, _ in named]
+    init = {n: p.detach().clone() for n, p in named}
+    logits, ce_sum, count = forward(model, mbs[0])
+    loss0 = ce_sum / count
+    loss0.backward()
+    grads = {n: p.grad.detach().clone() for n, p in named}
+    assert all(g.abs().max() > 0 for g in grads.values()), "a trainable tensor got no gradient"
+
+    # gradient checkpointing must reproduce the same gradients (what the C engine must match)
+    model_ck, named_ck = build(case, seed_lora)
+    model_ck.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model_ck.train()
+    assert any(getattr(m, "gradient_checkpointing", False) for m in model_ck.modules())
+    _, ce_ck, _ = forward(model_ck, mbs[0])
+    (ce_ck / count).backward()
+    ck_err = 0.0
+    for (n, p) in named_ck:
+        ck_err = max(ck_err, ((p.grad - grads[n]).abs().max() /
+                              grads[n].abs().max().clamp_min(1e-30)).item())
+    assert ck_err < 1e-5, f"checkpointed gradients differ by {ck_err}"
+    del model_ck, named_ck
+
+    # after: AdamW with accumulation and clipping, from a fresh copy of init
+    model, named = build(case, seed_lora)
+    params = [p for _, p in named]
+    for n, p in named:
+        assert torch.equal(p, init[n])
+    opt = torch.optim.AdamW(params, lr=OPTIM["lr"], betas=tuple(OPTIM["betas"]), eps=OPTIM["eps"],
+                            weight_decay=OPTIM["weight_decay"], foreach=False)
+    losses, norms, step_counts = [], [], []
+    A = case["grad_accum"]
+    for s in range(case["steps"]):
+        opt.zero_grad(set_to_none=True)
+        step_mbs = mbs[s * A:(s + 1) * A]
+        total = sum(int((mb["targets"] != -100).sum()) for mb in step_mbs)
+        step_sum = 0.0
+        for mb in step_mbs:
+            _, ce, _ = forward(model, mb)
+            (ce / total).backward()
+            step_sum += ce.item()
+        norm = torch.nn.utils.clip_grad_norm_(params, case["grad_clip"], foreach=False)
+        opt.step()
+        losses.append(float(np.float32(step_sum / total)))
+        norms.append(float(norm))
+        step_counts.append(total)
+    assert any(nv > case["grad_clip"] for nv in norms), f"no step clipped: {norms}"
+    assert all(abs(nv - case["grad_clip"]) > 1e-3 * case["grad_clip"] for nv in norms), norms
+    final = {n: p.detach().clone() for n, p in named}
+    for n in names:
+        assert not torch.equal(final[n], init[n]), f"{n} did not change"
+
+    # manifest + tensor files (file index = position in `names`)
+    man = {
+        "generator": "tools/gen_train_goldens.py",
+        "torch": torch.__version__.split("+")[0],
+        "transformers": transformers.__version__,
+        "peft": peft.__version__,
+        "model": ("data:tests/data/train/random_qwen2" if case["model"] == "random"
+                  else "fixture:stories260K-hf"),
+        "method": case["method"],
+    }
+    if case["method"] == "full":
+        man["full"] = {"freeze_embeddings": case["freeze_embeddings"], "layers": case["layers"]}
+    else:
+        man["lora"] = {"r": case["r"], "alpha": case["alpha"], "rslora": case["rslora"],
+                       "dropout": 0.0, "targets": list(case["targets"]), "layers": case["layers"]}
+    man["base_dtype"] = case["base_dtype"]
+    man["optim"] = {**OPTIM, "grad_clip": case["grad_clip"], "grad_accum": case["grad_accum"],
+                    "steps": case["steps"]}
+    man["micro_batches"] = [
+        {"B": mb["B"], "T": mb["T"], "tokens": mb["tokens"].ravel().tolist(),
+         "targets": mb["targets"].ravel().tolist(), "pos": mb["pos"].ravel().tolist(),
+         "seq": mb["seq"].ravel().tolist()} for mb in mbs]
+    man["names"] = names
+    if case["method"] == "full":
+        man["init"] = {}
+    else:
+        man["init"] = {n: write_f32(folder, f"init_{i}.f32", init[n]) for i, n in enumerate(names)}
+    man["first"] = {
+        "loss": float(np.float32(loss0.item())), "count": count,
+        "logits": write_f32(folder, "logits0.f32", logits),
+        "grads": {n: write_f32(folder, f"grad_{i}.f32", grads[n]) for i, n in enumerate(names)},
+    }
+    subset = case.get("after_subset")
+    keep = [n for n in names if subset is None or any(
+        n == s or (s.endswith(".") and n.startswith(s)) for s in subset)]
+    man["after"] = {n: write_f32(folder, f"after_{i}.f32", final[n])
+                    for i, n in enumerate(names) if n in keep}
+    man["losses"] = losses
+    man["extra"] = {
+        "grad_norms_preclip": norms,
+        "step_token_counts": step_counts,
+        "micro_batch_token_counts": [int((mb["targets"] != -100).sum()) for mb in mbs],
+        "sequences": [mb["sequences"] for mb in mbs],
+        "packed_vs_unpacked_max_rel_diff": float(np.float32(packing_err)),
+        "checkpointing_grad_max_rel_diff": float(np.float32(ck_err)),
+    }
+    notes = {
+        "targets": "already shifted (HF convention: labels of the prompt tokens are -100, then "
+                   "shift by one): targets[t] = tokens[t+1] inside the same sequence for "
+                   "prompt_len-1 <= t <= len-2; -100 for t < prompt_len-1 and on each sequence's "
+                   "last token. No padding. extra.sequences lists [row, start, length, "
+                   "prompt_len] of every sequence of every micro-batch.",
+        "mask": "additive float32 (B,1,T,T) mask, 0 where s<=t and seq[s]==seq[t], else "
+                "finfo(float32).min; eager attention; position_ids = pos.",
+        "loss": "first.loss = CE sum over micro_batches[0] / first.count; losses[k] = CE sum over "
+                "step k's micro-batches / their total counted tokens, at the parameters before "
+                "step k's update.",
+        "optimizer": "torch.optim.AdamW(all trainable params in ONE group, foreach=False): weight "
+                     "decay applies to every trainable tensor, norms and biases included. "
+                     "clip_grad_norm_(grad_clip) on the global L2 norm of all trainable grads "
+                     "before each step (extra.grad_norms_preclip = its return value).",
+        "checkpointing": "transformers gradient checkpointing (non-reentrant) gives the same "
+                         "first.grads within extra.checkpointing_grad_max_rel_diff: one golden "
+                         "serves both modes.",
+        "files": "raw little-endian float32, row-major, shape as given; init_<i>/grad_<i>/"
+                 "after_<i> where i is the index of the tensor in `names`.",
+    }
+    if case["method"] == "full":
+        notes["init"] = ("full FT: init is empty; initial values are the model's weights as "
+                         "loaded" + (" (rounded to bf16)" if case["base_dtype"] == "bf16" else "")
+                         + ". names are Hugging Face state-dict names of the trainable tensors.")
+        notes["trainable"] = ("embed_tokens per freeze_embeddings; every tensor of the listed "
+                              "layers; model.norm.weight and lm_head.weight always (when untied).")
+        if case["model"] == "stories":
+            notes["tied"] = ("stories260K ties lm_head to the embeddings: the shared tensor "
+                             "appears once, as model.embed_tokens.weight, and its gradient sums "
+                             "the embedding and the LM-head uses.")
+        if subset:
+            notes["after_subset"] = ("size budget: all parameters are trained, but `after` holds "
+                                     "only " + ", ".join(subset) + " (prefixes ending in '.' "
+                                     "match whole layers); first.grads holds every tensor.")
+    else:
+        notes["init"] = (
+            f"peft.get_peft_model(LoraConfig(r, lora_alpha, lora_dropout=0, target_modules, "
+            f"layers_to_transform, use_rslora, use_dora, bias='none')); scaling = "
+            f"{scaling_of(case)!r} (alpha/{'sqrt(r)' if case['rslora'] else 'r'}). Then, per "
+            f"adapted module in module order, from torch.Generator().manual_seed({seed_lora}): "
+            f"lora_A = U(-1/sqrt(in), 1/sqrt(in)) [r,in], lora_B = N(0, {LORA_B_STD}^2) [out,r] "
+            f"(non-zero so that lora_A gets gradients).")
+        if case["method"] == "dora":
+            notes["init"] += (" DoRA magnitude [out] re-initialised with PEFT's "
+                              "DoraLinearLayer.update_layer on the new A, B: "
+                              "||W + scaling*B@A|| over each output row (dim=1), W the frozen "
+                              "base weight (without bias). The weight norm is detached in the "
+                              "forward (PEFT semantics). With a biased base layer (qwen2 q/k/v) "
+                              "PEFT's output is (m/||W+s*B@A||) * (W x + s*B@A x) + bias: the "
+                              "bias is not rescaled.")
+        notes["names"] = ("keys of peft.get_peft_model_state_dict (= adapter_model.safetensors "
+                          "names), in that order.")
+    if case["base_dtype"] == "bf16":
+        notes["base_dtype"] = ("every base-model tensor (embeddings, norms, biases, lm_head, all "
+                               "linear weights) was rounded w.to(bfloat16).to(float32) before "
+                               "PEFT wrapped the model; compute and LoRA params are float32.")
+    man["notes"] = notes
+    with open(os.path.join(folder, "manifest.json"), "w") as f:
+        json.dump(man, f, indent=1)
+        f.write("\n")
+    print(f"{case['name']:26s} loss0={loss0.item():.5f} count={count} losses="
+          f"{[round(x, 5) for x in losses]} norms={[round(x, 4) for x in norms]} "
+          f"clipped={[nv > case['grad_clip'] for nv in norms]} pack={packing_err:.1e} "
+          f"ckpt={ck_err:.1e}")
+
+
+def main():
+    torch.manual_seed(0)
+    os.makedirs(OUT, exist_ok=True)
+    make_random_qwen2()
+    only = sys.argv[1:]
+    for ci, case in enumerate(CASES):
+        if not only or case["name"] in only:
+            run_case(ci, case)
+
+
+if __name__ == "__main__":
+    main()

@@ -8,6 +8,7 @@ int cmd_info(int argc, char **argv);
 int cmd_inspect(int argc, char **argv);
 int cmd_tokenize(int argc, char **argv);
 int cmd_generate(int argc, char **argv);
+int cmd_plan(int argc, char **argv);
 
 /* Shared option helpers (apps/cli_util.c). */
 int lt_cli_wants_help(int argc, char **argv);

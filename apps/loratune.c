@@ -15,6 +15,7 @@ static const command k_commands[] = {
     {"inspect", cmd_inspect, "architecture, parameters, dtypes, tokenizer of a model"},
     {"tokenize", cmd_tokenize, "text to token ids (or ids to text with --decode)"},
     {"generate", cmd_generate, "generate text from a prompt or a chat message"},
+    {"plan", cmd_plan, "memory budget of a training run (from the config alone)"},
 };
 
 static void usage(FILE *f) {

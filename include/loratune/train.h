@@ -64,30 +64,30 @@ lt_status lt_target_mask_parse(const char *s, unsigned *out);
 typedef struct {
     lt_train_method method;
     struct {
-        int r;          /* rank >= 1 */
-        float alpha;    /* scale = alpha / r (alpha / sqrt(r) with rslora) */
-        float dropout;  /* in [0, 1) */
-        int rslora;     /* 0/1 */
+        int r;                      /* rank >= 1 */
+        float alpha;                /* scale = alpha / r (alpha / sqrt(r) with rslora) */
+        float dropout;              /* in [0, 1) */
+        int rslora;                 /* 0/1 */
         unsigned targets;           /* LT_TARGET_* mask, non-zero */
         int layer_begin, layer_end; /* layers [begin, end); end <= 0 means n_layers */
-    } lora; /* LORA / DORA */
+    } lora;                         /* LORA / DORA */
     struct {
         int layer_begin, layer_end; /* layers whose params train; end <= 0 means n_layers */
         int freeze_embeddings;      /* 1: embed_tokens frozen (with tied embeddings the head is
                                        the same tensor and is frozen too) */
-    } full; /* FULL: the final norm and an untied lm_head always train */
-    int batch_size;     /* B: the largest micro-batch rows (buffers sized for it) */
-    int seq_len;        /* T: the largest row length; positions must be in [0, T) */
-    int grad_checkpoint;/* 1: keep only each layer's input; recompute the layer in backward */
-    lt_dtype base_dtype;/* LT_DTYPE_F32 / BF16 / F16 for the frozen weights */
+    } full;                         /* FULL: the final norm and an untied lm_head always train */
+    int batch_size;                 /* B: the largest micro-batch rows (buffers sized for it) */
+    int seq_len;                    /* T: the largest row length; positions must be in [0, T) */
+    int grad_checkpoint; /* 1: keep only each layer's input; recompute the layer in backward */
+    lt_dtype base_dtype; /* LT_DTYPE_F32 / BF16 / F16 for the frozen weights */
     float lr, beta1, beta2, eps, weight_decay; /* AdamW (torch.optim.AdamW semantics) */
-    float grad_clip;    /* global-norm clip; <= 0: no clipping */
-    int grad_accum;     /* micro-batches per optimizer step (informational for callers and
-                           lt_train_plan; accumulate/step do not enforce it) */
-    uint64_t seed;      /* LoRA init and dropout masks */
-    int keep_logits;    /* 1: also keep the fp32 logits [B][T][V] of the last accumulate/eval
-                           (for tests; an extra activation buffer) */
-    int ce_chunk_rows;  /* rows of logits computed at once in the LM head + loss; 0 = auto */
+    float grad_clip;                           /* global-norm clip; <= 0: no clipping */
+    int grad_accum;    /* micro-batches per optimizer step (informational for callers and
+                          lt_train_plan; accumulate/step do not enforce it) */
+    uint64_t seed;     /* LoRA init and dropout masks */
+    int keep_logits;   /* 1: also keep the fp32 logits [B][T][V] of the last accumulate/eval
+                          (for tests; an extra activation buffer) */
+    int ce_chunk_rows; /* rows of logits computed at once in the LM head + loss; 0 = auto */
 } lt_train_config;
 
 /* Defaults: LORA r=8 alpha=16 dropout 0, targets q,v, all layers; B=1, T=512, no checkpoint,
@@ -99,12 +99,12 @@ lt_status lt_train_config_validate(const lt_model_config *mc, const lt_train_con
 
 /* ---- memory plan ------------------------------------------------------------------------ */
 typedef enum {
-    LT_MEM_WEIGHTS = 0,  /* frozen base weights held by the trainer (16-bit copies) */
-    LT_MEM_TRAINABLE,    /* trainable params the trainer holds (LoRA A/B, DoRA magnitudes) */
-    LT_MEM_GRADS,        /* fp32 gradients */
-    LT_MEM_OPTIMIZER,    /* AdamW m and v */
-    LT_MEM_ACTIVATIONS,  /* what the forward saves for backward (+ kept logits) */
-    LT_MEM_WORKSPACE,    /* per-layer recompute / gradient scratch, logit chunk, tables */
+    LT_MEM_WEIGHTS = 0, /* frozen base weights held by the trainer (16-bit copies) */
+    LT_MEM_TRAINABLE,   /* trainable params the trainer holds (LoRA A/B, DoRA magnitudes) */
+    LT_MEM_GRADS,       /* fp32 gradients */
+    LT_MEM_OPTIMIZER,   /* AdamW m and v */
+    LT_MEM_ACTIVATIONS, /* what the forward saves for backward (+ kept logits) */
+    LT_MEM_WORKSPACE,   /* per-layer recompute / gradient scratch, logit chunk, tables */
     LT_MEM_COUNT
 } lt_mem_category;
 const char *lt_mem_category_name(lt_mem_category c); /* "weights", "trainable", ... */
@@ -162,8 +162,8 @@ typedef struct {
  * loss sum(token losses) * grad_scale. grad_scale = 0 means 1 / (counted tokens of this batch)
  * (the batch's mean loss). For transformers' accumulation normalisation pass
  * 1 / (counted tokens over all micro-batches of the step). out may be NULL.
- * LT_ERR_ARG for bad tokens / targets / positions / shapes (gradients then undefined until
- * lt_trainer_zero_grad). */
+ * LT_ERR_ARG for bad tokens / targets / positions / shapes, detected before any work
+ * (gradients unchanged). */
 lt_status lt_trainer_accumulate(lt_trainer *tr, const lt_batch *b, float grad_scale,
                                 lt_loss_stats *out);
 /* Forward only (loss, and logits when keep_logits). Gradients untouched. */

@@ -5,7 +5,7 @@
  * -> special added token, 4 = user-defined -> non-special added token), .merges ("a b"
  * strings, rank = index), .bos_token_id / .eos_token_id, .add_bos_token / .add_eos_token
  * (default false, as GPT-2), .pre (pre-tokenizer regex set, see hf_tokenizer.h; llama-bpe
- * also turns on ignore_merges as Llama 3's tokenizer.json does). The
+ * also turns on ignore_merges as Llama 3's tokenizer.json does, qwen2 adds its NFC). The
  * decoder is ByteLevel. Everything is validated against the counts before use. */
 #include "hf_tokenizer.h"
 
@@ -65,6 +65,13 @@ static lt_status set_pre(hf_tok *h, const char *pre, size_t n) {
         return st ? st : add_bytelevel(h, 0);
     }
     if (!strcmp(name, "qwen2")) {
+        /* Qwen2's tokenizer.json normalizes to NFC; llama.cpp does not, but the model was
+         * trained on HF's ids, so they are what fine-tuning must reproduce. */
+        hf_norm *nm = calloc(1, sizeof *nm);
+        if (!nm) return lt_error(LT_ERR_NOMEM, "out of memory");
+        nm->type = HF_NORM_NFC;
+        h->norm = nm;
+        h->n_norm = 1;
         lt_status st = add_split(h, k_qwen2_pattern);
         return st ? st : add_bytelevel(h, 0);
     }

@@ -4,7 +4,8 @@
  * Mirrors the PyPI `tokenizers` package step by step:
  *  encode: text -> (invalid UTF-8 replaced by U+FFFD first, as Rust's from_utf8_lossy)
  *          -> split out non-normalized added tokens (leftmost-longest, single_word / lstrip /
- *          rstrip) -> normalize each remaining piece -> split out normalized added tokens ->
+ *          rstrip) -> normalize each remaining piece (Prepend, Replace, NFC/NFD/NFKC/NFKD,
+ *          Lowercase in the file's order) -> split out normalized added tokens ->
  *          pre-tokenize (a list of splits, each step maps every split to sub-splits, empty
  *          ones dropped) -> BPE each split -> template ids around the whole when add_special.
  *  decode: ids -> pieces (special ones dropped with skip_special) -> decoder chain over the
@@ -15,6 +16,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <utf8proc.h>
 
 /* ---- growable byte buffer ------------------------------------------------------------ */
 typedef struct {
@@ -345,7 +347,54 @@ static lt_status repl_cb(void *u, size_t ms, size_t me) {
     return st;
 }
 
-/* Normalizes arena[off, off+len) and appends the result to the arena (at *noff, *nlen). */
+/* Unicode normalization form of s[0..n) (valid UTF-8: encode replaced invalid bytes first)
+ * appended to out, through utf8proc with the options of its utf8proc_NFC/NFD/NFKC/NFKD. */
+static lt_status put_unicode_form(buf_t *out, const char *s, size_t n, int type) {
+    if (n == 0) return LT_OK;
+    utf8proc_option_t opt = UTF8PROC_STABLE;
+    if (type == HF_NORM_NFC || type == HF_NORM_NFKC)
+        opt |= UTF8PROC_COMPOSE;
+    else
+        opt |= UTF8PROC_DECOMPOSE;
+    if (type == HF_NORM_NFKC || type == HF_NORM_NFKD) opt |= UTF8PROC_COMPAT;
+    utf8proc_uint8_t *r = NULL;
+    utf8proc_ssize_t rl = utf8proc_map((const utf8proc_uint8_t *)s, (utf8proc_ssize_t)n, &r, opt);
+    if (rl < 0) {
+        free(r);
+        if (rl == UTF8PROC_ERROR_NOMEM || rl == UTF8PROC_ERROR_OVERFLOW)
+            return lt_error(LT_ERR_NOMEM, "out of memory (Unicode normalizer)");
+        return lt_error(LT_ERR_INTERNAL, "Unicode normalizer failed: %s", utf8proc_errmsg(rl));
+    }
+    lt_status st = buf_put(out, r, (size_t)rl);
+    free(r);
+    return st;
+}
+
+/* Rust's char::to_lowercase on every char: the full mapping, which differs from the simple
+ * one (utf8proc_tolower) only for U+0130 (SpecialCasing.txt's one unconditional lowercase
+ * entry); final sigma is not special (that is str::to_lowercase, not char's). */
+static lt_status put_lowercase(buf_t *out, const char *s, size_t n) {
+    lt_status st = buf_reserve(out, n + n / 2 + 4);
+    for (size_t i = 0; !st && i < n;) {
+        size_t cl;
+        uint32_t cp = get_cp(s + i, n - i, &cl);
+        i += cl;
+        char tmp[8];
+        size_t tl;
+        if (cp == 0x130) {
+            memcpy(tmp, "i\xcc\x87", 3); /* i + U+0307 */
+            tl = 3;
+        } else {
+            tl = put_cp(tmp, (uint32_t)utf8proc_tolower((utf8proc_int32_t)cp));
+        }
+        st = buf_put(out, tmp, tl);
+    }
+    return st;
+}
+
+/* Normalizes arena[off, off+len) and appends the result to the arena (at *noff, *nlen).
+ * Every normalizer maps the whole string: tokenizers tracks alignments while doing so, but
+ * the ids only depend on the resulting text. */
 static lt_status normalize(enc_ctx *c, size_t off, size_t len, size_t *noff, size_t *nlen) {
     const hf_tok *h = c->h;
     buf_t cur = {0}, nxt = {0};
@@ -365,6 +414,15 @@ static lt_status normalize(enc_ctx *c, size_t off, size_t len, size_t *noff, siz
             if (!st) st = buf_put(&nxt, cur.p + r.last, cur.n - r.last);
             break;
         }
+        case HF_NORM_NFC:
+        case HF_NORM_NFD:
+        case HF_NORM_NFKC:
+        case HF_NORM_NFKD:
+            st = put_unicode_form(&nxt, cur.p, cur.n, nm->type);
+            break;
+        case HF_NORM_LOWERCASE:
+            st = put_lowercase(&nxt, cur.p, cur.n);
+            break;
         }
         buf_t t = cur;
         cur = nxt;

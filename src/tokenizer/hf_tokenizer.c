@@ -3,14 +3,14 @@
  *
  * Supported: model BPE (vocab; merges as "a b" strings or ["a","b"] pairs; unk_token,
  * fuse_unk, byte_fallback, ignore_merges, continuing_subword_prefix, end_of_word_suffix);
- * normalizers Sequence/Prepend/Replace; pre-tokenizers Sequence/ByteLevel/Split/Digits/
- * Metaspace; decoders Sequence/ByteLevel/Replace/ByteFallback/Fuse/Strip/Metaspace;
- * post-processors TemplateProcessing/RobertaProcessing/BertProcessing/ByteLevel/Sequence;
- * added_tokens with all their flags. Anything else is LT_ERR_UNSUPPORTED naming the type.
- * truncation and padding are ignored (they are settings of a training run, not of the
- * vocabulary). BOS/EOS: tokenizer_config.json next to the file (bos_token / eos_token)
- * if present, else the post-processor's template (special before $A = BOS, after = EOS),
- * else well-known special tokens ("<s>", "<|begin_of_text|>" / "</s>", "<|end_of_text|>",
+ * normalizers Sequence/Prepend/Replace/NFC/NFD/NFKC/NFKD/Lowercase; pre-tokenizers
+ * Sequence/ByteLevel/Split/Digits/Metaspace; decoders Sequence/ByteLevel/Replace/
+ * ByteFallback/Fuse/Strip/Metaspace; post-processors TemplateProcessing/RobertaProcessing/
+ * BertProcessing/ByteLevel/Sequence; added_tokens with all their flags. Anything else is
+ * LT_ERR_UNSUPPORTED naming the type. truncation and padding are ignored (they are settings of a
+ * training run, not of the vocabulary). BOS/EOS: tokenizer_config.json next to the file (bos_token
+ * / eos_token) if present, else the post-processor's template (special before $A = BOS, after =
+ * EOS), else well-known special tokens ("<s>", "<|begin_of_text|>" / "</s>", "<|end_of_text|>",
  * "<|endoftext|>"). */
 #include "hf_tokenizer.h"
 
@@ -139,11 +139,16 @@ static lt_status add_norm(hf_tok *h, json_t *o, int depth) {
             pcre2_code_free(nm.re);
             return lt_error(LT_ERR_NOMEM, "out of memory");
         }
-    } else if (!strcmp(t, "NFC") || !strcmp(t, "NFD") || !strcmp(t, "NFKC") || !strcmp(t, "NFKD")) {
-        return lt_error(LT_ERR_UNSUPPORTED,
-                        "%s: normalizer type '%s' is not supported (Unicode normalization "
-                        "tables are not built in)",
-                        h->src, t);
+    } else if (!strcmp(t, "NFC")) {
+        nm.type = HF_NORM_NFC;
+    } else if (!strcmp(t, "NFD")) {
+        nm.type = HF_NORM_NFD;
+    } else if (!strcmp(t, "NFKC")) {
+        nm.type = HF_NORM_NFKC;
+    } else if (!strcmp(t, "NFKD")) {
+        nm.type = HF_NORM_NFKD;
+    } else if (!strcmp(t, "Lowercase")) {
+        nm.type = HF_NORM_LOWERCASE;
     } else {
         return lt_error(LT_ERR_UNSUPPORTED, "%s: normalizer type '%s' is not supported", h->src, t);
     }

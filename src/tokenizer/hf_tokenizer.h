@@ -23,7 +23,8 @@ struct lt_gguf;
 
 /* Loads a GGUF vocabulary whose tokenizer.ggml.model is "gpt2" (byte-level BPE). The
  * pre-tokenizer comes from tokenizer.ggml.pre: "gpt-2"/"default" (GPT-2 regex), "smollm"
- * (digits one by one, then GPT-2 regex), "llama-bpe"/"llama3" (Llama 3 regex), "qwen2". */
+ * (digits one by one, then GPT-2 regex), "llama-bpe"/"llama3" (Llama 3 regex), "qwen2"
+ * (NFC normalizer as in Qwen2's tokenizer.json, which llama.cpp skips; Qwen2 regex). */
 lt_status lt_tokenizer_load_gguf_bpe(const struct lt_gguf *g, lt_tokenizer **out);
 
 /* ---- internal representation ----------------------------------------------------------- */
@@ -57,7 +58,18 @@ typedef struct {
     int special, single_word, lstrip, rstrip, normalized;
 } hf_added;
 
-enum { HF_NORM_PREPEND, HF_NORM_REPLACE, HF_NORM_REPLACE_RE };
+/* NFC..NFKD through utf8proc (Unicode 15.0 with libutf8proc 2.8; tokenizers' tables are
+ * Unicode 9.0, see docs/TOKENIZERS.md); LOWERCASE is Rust's char::to_lowercase per char. */
+enum {
+    HF_NORM_PREPEND,
+    HF_NORM_REPLACE,
+    HF_NORM_REPLACE_RE,
+    HF_NORM_NFC,
+    HF_NORM_NFD,
+    HF_NORM_NFKC,
+    HF_NORM_NFKD,
+    HF_NORM_LOWERCASE
+};
 typedef struct {
     int type;
     char *a, *b; /* PREPEND: a; REPLACE: a -> b */

@@ -18,8 +18,7 @@
 #include "trainer_internal.h"
 
 /* ---- the recording allocator: every byte the trainer owns goes through here ------------- */
-static void *rec_alloc(lt_trainer *tr, int64_t *bytes, int64_t *n_allocs, int cat, int64_t n) {
-    (void)tr;
+static void *rec_alloc(int64_t *bytes, int64_t *n_allocs, int cat, int64_t n) {
     size_t sz = (size_t)((n + 63) & ~(int64_t)63);
     void *p = aligned_alloc(64, sz ? sz : 64);
     if (!p) return NULL;
@@ -32,10 +31,11 @@ static void *rec_alloc(lt_trainer *tr, int64_t *bytes, int64_t *n_allocs, int ca
 static const float *weight(lt_trainer *tr, const lt_lin *li) {
     if (!li->W16) return li->W;
     int64_t n = (int64_t)li->OC * li->C;
-    if (tr->c.base_dtype == LT_DTYPE_BF16)
-        for (int64_t i = 0; i < n; i++) tr->wdeq[i] = lt_bf16_to_f32(li->W16[i]);
-    else
-        for (int64_t i = 0; i < n; i++) tr->wdeq[i] = lt_f16_to_f32(li->W16[i]);
+    const int bf = tr->c.base_dtype == LT_DTYPE_BF16;
+    /* elementwise, so threads do not change the result */
+#pragma omp parallel for schedule(static) if (n > 65536)
+    for (int64_t i = 0; i < n; i++)
+        tr->wdeq[i] = bf ? lt_bf16_to_f32(li->W16[i]) : lt_f16_to_f32(li->W16[i]);
     return tr->wdeq;
 }
 
@@ -94,8 +94,8 @@ static void lin_bwd(lt_trainer *tr, int l, int t, float *dx, const float *dy, co
     }
     const float *mask = dropout_mask(tr, l, t, (int64_t)N * li->C);
     if (li->mag)
-        lt_op_dora_bwd(dx, li->dA, li->dB, li->dmag, dy, x, W, li->A, li->B, li->mag, li->wnorm,
-                       xa, mask, N, li->C, li->OC, tr->r, tr->scale, tr->scratch);
+        lt_op_dora_bwd(dx, li->dA, li->dB, li->dmag, dy, x, W, li->A, li->B, li->mag, li->wnorm, xa,
+                       mask, N, li->C, li->OC, tr->r, tr->scale, tr->scratch);
     else
         lt_op_lora_bwd(dx, li->dA, li->dB, dy, x, W, li->A, li->B, xa, mask, N, li->C, li->OC,
                        tr->r, tr->scale, tr->scratch);
@@ -105,10 +105,9 @@ static lt_layer_acts *acts_of(lt_trainer *tr, int l) {
     return tr->c.grad_checkpoint ? &tr->acts[0] : &tr->acts[l];
 }
 
-static void layer_fwd(lt_trainer *tr, int l, const int32_t *pos, const int32_t *seq, int B,
-                      int T) {
+static void layer_fwd(lt_trainer *tr, int l, const int32_t *pos, const int32_t *seq, int B, int T) {
     const lt_model_config *mc = &tr->mc;
-    const int N = B * T, D = mc->dim, QD = mc->n_heads * mc->head_dim;
+    const int N = B * T, D = mc->dim;
     lt_layer_acts *a = acts_of(tr, l);
     const float *x = tr->xs + (int64_t)l * N * D;
     float *xo = tr->xs + (int64_t)(l + 1) * N * D;
@@ -121,14 +120,17 @@ static void layer_fwd(lt_trainer *tr, int l, const int32_t *pos, const int32_t *
     lt_op_attention_fwd(a->att, a->lse, a->q, a->k, a->v, seq, B, T, mc->n_heads, mc->n_kv_heads,
                         mc->head_dim, mc->sliding_window);
     lin_fwd(tr, l, 3, tr->tmp, a->att, a->xa[3], N);
-    for (int64_t i = 0; i < (int64_t)N * D; i++) a->xmid[i] = x[i] + tr->tmp[i];
+#pragma omp parallel for schedule(static) if ((int64_t)N * D > 65536)
+    for (int64_t i = 0; i < (int64_t)N * D; i++)
+        a->xmid[i] = x[i] + tr->tmp[i];
     lt_op_rmsnorm_fwd(a->xn2, a->rstd2, a->xmid, tr->ffn_norm[l], N, D, mc->norm_eps);
     lin_fwd(tr, l, 4, a->gate, a->xn2, a->xa[4], N);
     lin_fwd(tr, l, 5, a->up, a->xn2, a->xa[5], N);
     lt_op_swiglu_fwd(a->h, a->gate, a->up, (int64_t)N * mc->ffn_dim);
     lin_fwd(tr, l, 6, tr->tmp, a->h, a->xa[6], N);
-    for (int64_t i = 0; i < (int64_t)N * D; i++) xo[i] = a->xmid[i] + tr->tmp[i];
-    (void)QD;
+#pragma omp parallel for schedule(static) if ((int64_t)N * D > 65536)
+    for (int64_t i = 0; i < (int64_t)N * D; i++)
+        xo[i] = a->xmid[i] + tr->tmp[i];
 }
 
 /* dres holds d(xs[l+1]) on entry and d(xs[l]) on exit (when need_dx). */
@@ -175,21 +177,36 @@ static lt_status check_batch(lt_trainer *tr, const lt_batch *b, const int32_t **
     if (!b || !b->tokens || !b->targets)
         return lt_error(LT_ERR_ARG, "train batch: tokens and targets are required");
     if (b->B < 1 || b->B > tr->c.batch_size)
-        return lt_error(LT_ERR_ARG, "train batch: B: expected 1..%d (the config's batch_size), got %d",
+        return lt_error(LT_ERR_ARG,
+                        "train batch: B: expected 1..%d (the config's batch_size), got %d",
                         tr->c.batch_size, b->B);
     if (b->T < 1 || b->T > tr->c.seq_len)
         return lt_error(LT_ERR_ARG, "train batch: T: expected 1..%d (the config's seq_len), got %d",
                         tr->c.seq_len, b->T);
     int64_t N = (int64_t)b->B * b->T;
+    /* checked up front so a bad batch never leaves half-accumulated gradients */
+    const int V = tr->mc.vocab_size;
+    for (int64_t i = 0; i < N; i++) {
+        if (b->tokens[i] < 0 || b->tokens[i] >= V)
+            return lt_error(LT_ERR_ARG, "train batch: token %d at position %lld is outside [0, %d)",
+                            (int)b->tokens[i], (long long)i, V);
+        if (b->targets[i] != LT_IGNORE_INDEX && (b->targets[i] < 0 || b->targets[i] >= V))
+            return lt_error(
+                LT_ERR_ARG,
+                "train batch: target %d at position %lld is neither -100 nor in [0, %d)",
+                (int)b->targets[i], (long long)i, V);
+    }
     if (b->pos) {
         for (int64_t i = 0; i < N; i++)
             if (b->pos[i] < 0 || b->pos[i] >= tr->c.seq_len)
-                return lt_error(LT_ERR_ARG,
-                                "train batch: pos[%lld] = %d: expected [0, %d) (the config's seq_len)",
-                                (long long)i, (int)b->pos[i], tr->c.seq_len);
+                return lt_error(
+                    LT_ERR_ARG,
+                    "train batch: pos[%lld] = %d: expected [0, %d) (the config's seq_len)",
+                    (long long)i, (int)b->pos[i], tr->c.seq_len);
         *pos = b->pos;
     } else {
-        for (int64_t i = 0; i < N; i++) tr->pos_buf[i] = (int32_t)(i % b->T);
+        for (int64_t i = 0; i < N; i++)
+            tr->pos_buf[i] = (int32_t)(i % b->T);
         *pos = tr->pos_buf;
     }
     return LT_OK;
@@ -197,7 +214,8 @@ static lt_status check_batch(lt_trainer *tr, const lt_batch *b, const int32_t **
 
 int64_t lt_batch_count(const lt_batch *b) {
     int64_t n = 0;
-    for (int64_t i = 0; i < (int64_t)b->B * b->T; i++) n += b->targets[i] != LT_IGNORE_INDEX;
+    for (int64_t i = 0; i < (int64_t)b->B * b->T; i++)
+        n += b->targets[i] != LT_IGNORE_INDEX;
     return n;
 }
 
@@ -229,7 +247,8 @@ static lt_status run(lt_trainer *tr, const lt_batch *b, float grad_scale, lt_los
     tr->micro++;
     st = embed_fwd(tr, b->tokens, N);
     if (st) return st;
-    for (int l = 0; l < L; l++) layer_fwd(tr, l, pos, b->seq, B, T);
+    for (int l = 0; l < L; l++)
+        layer_fwd(tr, l, pos, b->seq, B, T);
     const float *xL = tr->xs + (int64_t)L * N * D;
     lt_op_rmsnorm_fwd(tr->xf, tr->rstdf, xL, tr->out_norm, N, D, mc->norm_eps);
 
@@ -307,28 +326,39 @@ lt_status lt_trainer_step(lt_trainer *tr, float lr, float *grad_norm) {
     if (tr->c.grad_clip > 0) {
         float coef = lt_op_clip_coef(norm, tr->c.grad_clip);
         if (coef < 1.0f)
-            for (int i = 0; i < tr->n_tt; i++) lt_op_scale(tr->tt[i].grad, tr->tt[i].numel, coef);
+            for (int i = 0; i < tr->n_tt; i++)
+                lt_op_scale(tr->tt[i].grad, tr->tt[i].numel, coef);
     }
     lt_adamw_cfg ac = {lr < 0 ? tr->c.lr : lr, tr->c.beta1, tr->c.beta2, tr->c.eps,
                        tr->c.weight_decay};
     tr->step++;
     for (int i = 0; i < tr->n_tt; i++)
-        lt_op_adamw_step(tr->tt[i].value, tr->tt[i].grad, tr->tt[i].m, tr->tt[i].v,
-                         tr->tt[i].numel, &ac, tr->step);
+        lt_op_adamw_step(tr->tt[i].value, tr->tt[i].grad, tr->tt[i].m, tr->tt[i].v, tr->tt[i].numel,
+                         &ac, tr->step);
     lt_trainer_zero_grad(tr);
     return LT_OK;
 }
 
-int64_t lt_trainer_step_count(const lt_trainer *tr) { return tr->step; }
-const float *lt_trainer_logits(const lt_trainer *tr) { return tr->logits_keep; }
-const lt_train_plan_t *lt_trainer_plan(const lt_trainer *tr) { return &tr->plan; }
-const lt_train_config *lt_trainer_config(const lt_trainer *tr) { return &tr->c; }
+int64_t lt_trainer_step_count(const lt_trainer *tr) {
+    return tr->step;
+}
+const float *lt_trainer_logits(const lt_trainer *tr) {
+    return tr->logits_keep;
+}
+const lt_train_plan_t *lt_trainer_plan(const lt_trainer *tr) {
+    return &tr->plan;
+}
+const lt_train_config *lt_trainer_config(const lt_trainer *tr) {
+    return &tr->c;
+}
 void lt_trainer_mem(const lt_trainer *tr, int64_t *bytes, int64_t *n_allocs) {
     if (bytes) memcpy(bytes, tr->mem_bytes, sizeof tr->mem_bytes);
     if (n_allocs) *n_allocs = tr->n_allocs;
 }
 
-int lt_trainer_n_tensors(const lt_trainer *tr) { return tr->n_tt; }
+int lt_trainer_n_tensors(const lt_trainer *tr) {
+    return tr->n_tt;
+}
 
 lt_status lt_trainer_tensor(const lt_trainer *tr, int i, lt_train_tensor *out) {
     if (i < 0 || i >= tr->n_tt)
@@ -376,7 +406,7 @@ lt_status lt_trainer_create(lt_model *m, const lt_train_config *c, lt_trainer **
     lt_status st = lt_train_plan(&m->config, c, &plan);
     if (st) return st;
     int64_t bytes[LT_MEM_COUNT] = {0}, nalloc = 0;
-    lt_trainer *tr = rec_alloc(NULL, bytes, &nalloc, LT_MEM_WORKSPACE, (int64_t)sizeof(lt_trainer));
+    lt_trainer *tr = rec_alloc(bytes, &nalloc, LT_MEM_WORKSPACE, (int64_t)sizeof(lt_trainer));
     if (!tr) return lt_error(LT_ERR_NOMEM, "trainer: out of memory");
     int64_t lay[LT_MEM_COUNT];
     st = lt_trainer_layout_(NULL, &m->config, c, lay, NULL, NULL);
@@ -386,9 +416,10 @@ lt_status lt_trainer_create(lt_model *m, const lt_train_config *c, lt_trainer **
     }
     for (int k = 0; k < LT_MEM_COUNT; k++) {
         if (!lay[k]) continue;
-        tr->block[k] = rec_alloc(tr, bytes, &nalloc, k, lay[k]);
+        tr->block[k] = rec_alloc(bytes, &nalloc, k, lay[k]);
         if (!tr->block[k]) {
-            for (int j = 0; j < k; j++) free(tr->block[j]);
+            for (int j = 0; j < k; j++)
+                free(tr->block[j]);
             free(tr);
             return lt_error(LT_ERR_NOMEM, "trainer: out of memory allocating %lld bytes of %s",
                             (long long)lay[k], lt_mem_category_name((lt_mem_category)k));
@@ -400,13 +431,17 @@ lt_status lt_trainer_create(lt_model *m, const lt_train_config *c, lt_trainer **
     tr->plan = plan;
     memcpy(tr->mem_bytes, bytes, sizeof bytes);
     tr->n_allocs = nalloc;
-    st = lt_trainer_layout_(tr, &m->config, c, lay, NULL, NULL);
+    int64_t carved[LT_MEM_COUNT];
+    st = lt_trainer_layout_(tr, &m->config, c, carved, NULL, NULL);
+    if (!st && memcmp(carved, lay, sizeof lay))
+        st = lt_error(LT_ERR_INTERNAL, "trainer: the carving pass differs from the plan");
     if (st) {
         lt_trainer_free(tr);
         return st;
     }
-    tr->scale = c->method == LT_METHOD_FULL ? 0.0f
-                                            : lt_lora_scale(c->lora.alpha, c->lora.r, c->lora.rslora);
+    tr->scale = c->method == LT_METHOD_FULL
+                    ? 0.0f
+                    : lt_lora_scale(c->lora.alpha, c->lora.r, c->lora.rslora);
     lt_rope_tables(tr->cos_t, tr->sin_t, m->inv_freq, c->seq_len, m->config.head_dim);
     /* LoRA init (A Kaiming-uniform, B zero) and DoRA magnitude = row norms of the base weight
      * (what the model uses: the rounded copy for 16-bit bases) since B A = 0 at init. */
@@ -419,7 +454,8 @@ lt_status lt_trainer_create(lt_model *m, const lt_train_config *c, lt_trainer **
             const float *W = weight(tr, li);
             for (int o = 0; o < li->OC; o++) {
                 double s = 0;
-                for (int k = 0; k < li->C; k++) s += (double)W[(int64_t)o * li->C + k] * W[(int64_t)o * li->C + k];
+                for (int k = 0; k < li->C; k++)
+                    s += (double)W[(int64_t)o * li->C + k] * W[(int64_t)o * li->C + k];
                 li->mag[o] = (float)sqrt(s);
             }
         }
@@ -430,6 +466,7 @@ lt_status lt_trainer_create(lt_model *m, const lt_train_config *c, lt_trainer **
 
 void lt_trainer_free(lt_trainer *tr) {
     if (!tr) return;
-    for (int k = 0; k < LT_MEM_COUNT; k++) free(tr->block[k]);
+    for (int k = 0; k < LT_MEM_COUNT; k++)
+        free(tr->block[k]);
     free(tr);
 }

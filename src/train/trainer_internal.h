@@ -11,14 +11,14 @@
 /* One linear of one layer: the frozen or trained base weight plus its adapter. */
 typedef struct {
     int C, OC;
-    float *W;         /* [OC][C] fp32 weight in the lt_model (NULL-free; source of truth for F32) */
-    uint16_t *W16;    /* [OC][C] 16-bit copy when frozen and base_dtype is BF16/F16, else NULL */
-    const float *bias;/* [OC] or NULL (rounded copy when 16-bit) */
-    float *dW, *dbias;/* full FT gradients (NULL when frozen) */
+    float *W;      /* [OC][C] fp32 weight in the lt_model (NULL-free; source of truth for F32) */
+    uint16_t *W16; /* [OC][C] 16-bit copy when frozen and base_dtype is BF16/F16, else NULL */
+    const float *bias; /* [OC] or NULL (rounded copy when 16-bit) */
+    float *dW, *dbias; /* full FT gradients (NULL when frozen) */
     /* adapter (NULL when none) */
-    float *A, *B, *mag;    /* [r][C], [OC][r], [OC] (DoRA) */
+    float *A, *B, *mag; /* [r][C], [OC][r], [OC] (DoRA) */
     float *dA, *dB, *dmag;
-    float *wnorm;          /* [OC] DoRA saved norm */
+    float *wnorm; /* [OC] DoRA saved norm */
 } lt_lin;
 
 /* What the forward of one layer saves for backward. */
@@ -51,21 +51,20 @@ struct lt_trainer {
     uint64_t micro; /* micro-batches run (dropout stream) */
     float scale;    /* LoRA scale */
     int r;
-    int half;       /* base weights in 16-bit */
-    int bwd_stop;   /* lowest layer whose backward runs */
+    int half;     /* base weights in 16-bit */
+    int bwd_stop; /* lowest layer whose backward runs */
     int embed_trainable, head_trainable, norm_trainable;
-    int layer_trains[1]; /* placeholder (unused) */
 
     /* model pieces */
-    lt_lin *lin;         /* [L][7] */
+    lt_lin *lin;                         /* [L][7] */
     const float **attn_norm, **ffn_norm; /* [L] pointers (rounded copies when 16-bit) */
     float **dattn_norm, **dffn_norm;     /* [L] grads or NULL */
     const float *out_norm;
     float *dout_norm;
-    const float *embd;   /* [V][D] fp32 (model) unless embd16 */
+    const float *embd; /* [V][D] fp32 (model) unless embd16 */
     uint16_t *embd16;
     float *dembd;
-    const float *head;   /* [V][D] */
+    const float *head; /* [V][D] */
     uint16_t *head16;
     float *dhead;
 
@@ -80,17 +79,17 @@ struct lt_trainer {
     float *logits_keep;  /* [N][V] or NULL */
 
     /* workspace */
-    float *tmp;          /* [N][D] */
-    float *dres, *dxn;   /* [N][D] */
+    float *tmp;                 /* [N][D] */
+    float *dres, *dxn;          /* [N][D] */
     float *dq, *dk, *dv, *datt; /* [N][QD], [N][KVD], [N][KVD], [N][QD] */
     float *dgate, *dup, *dh;    /* [N][F] */
-    float *scratch;      /* LoRA/DoRA scratch: max LT_LORA_SCRATCH */
-    float *mask;         /* [N][max C] dropout mask or NULL */
-    float *wdeq;         /* dequantized weight [max OC*C] or NULL */
-    float *logits;       /* [chunk][V] */
+    float *scratch;             /* LoRA/DoRA scratch: max LT_LORA_SCRATCH */
+    float *mask;                /* [N][max C] dropout mask or NULL */
+    float *wdeq;                /* dequantized weight [max OC*C] or NULL */
+    float *logits;              /* [chunk][V] */
     int chunk;
-    float *cos_t, *sin_t;/* [T][HD/2] */
-    int32_t *pos_buf;    /* [N] */
+    float *cos_t, *sin_t; /* [T][HD/2] */
+    int32_t *pos_buf;     /* [N] */
     int logits_B, logits_T;
 };
 

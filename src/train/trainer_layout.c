@@ -25,15 +25,20 @@ static void *carve(carver *cv, int cat, int64_t bytes) {
 
 static const char *k_tnames[LT_N_TARGETS] = {"q_proj",    "k_proj",  "v_proj",   "o_proj",
                                              "gate_proj", "up_proj", "down_proj"};
-const char *lt_target_name(int i) { return (i >= 0 && i < LT_N_TARGETS) ? k_tnames[i] : "?"; }
-static const char *target_block(int t) { return t < 4 ? "self_attn" : "mlp"; }
+const char *lt_target_name(int i) {
+    return (i >= 0 && i < LT_N_TARGETS) ? k_tnames[i] : "?";
+}
+static const char *target_block(int t) {
+    return t < 4 ? "self_attn" : "mlp";
+}
 
-/* Adds one trainable tensor: value (NULL -> carved in TRAINABLE), grad, m, v, name. */
-static void add_tensor(carver *cv, int *idx, int ndim, int64_t s0, int64_t s1, float *value,
-                       const char *name) {
+/* Adds one trainable tensor: value (in_model: the lt_model's weight, trained in place; else
+ * carved in TRAINABLE), grad, m, v, name. value is NULL in the counting pass. */
+static void add_tensor_(carver *cv, int *idx, int ndim, int64_t s0, int64_t s1, int in_model,
+                        float *value, const char *name) {
     int64_t n = ndim == 1 ? s0 : s0 * s1;
     lt_tt *t = cv->tr ? &cv->tr->tt[*idx] : NULL;
-    float *val = value ? value : CARVE_F(cv, LT_MEM_TRAINABLE, n);
+    float *val = in_model ? value : CARVE_F(cv, LT_MEM_TRAINABLE, n);
     float *g = CARVE_F(cv, LT_MEM_GRADS, n);
     float *m = CARVE_F(cv, LT_MEM_OPTIMIZER, n);
     float *v = CARVE_F(cv, LT_MEM_OPTIMIZER, n);
@@ -56,14 +61,21 @@ static void add_tensor(carver *cv, int *idx, int ndim, int64_t s0, int64_t s1, f
 
 /* x rounded through the 16-bit base dtype (what the frozen copy holds) */
 static float round16(float x, lt_dtype dt) {
-    return dt == LT_DTYPE_BF16 ? lt_bf16_to_f32(lt_f32_to_bf16(x)) : lt_f16_to_f32(lt_f32_to_f16(x));
+    return dt == LT_DTYPE_BF16 ? lt_bf16_to_f32(lt_f32_to_bf16(x))
+                               : lt_f16_to_f32(lt_f32_to_f16(x));
 }
 static void to16(uint16_t *dst, const float *src, int64_t n, lt_dtype dt) {
     for (int64_t i = 0; i < n; i++)
         dst[i] = dt == LT_DTYPE_BF16 ? lt_f32_to_bf16(src[i]) : lt_f32_to_f16(src[i]);
 }
 
-static int in_range(int l, int b, int e, int L) { return l >= b && l < (e <= 0 ? L : e); }
+/* a tensor of the lt_model (full FT) / one the trainer owns (adapters) */
+#define add_model_tensor(cv, idx, nd, s0, s1, val, nm) add_tensor_(cv, idx, nd, s0, s1, 1, val, nm)
+#define add_own_tensor(cv, idx, nd, s0, s1, nm) add_tensor_(cv, idx, nd, s0, s1, 0, NULL, nm)
+
+static int in_range(int l, int b, int e, int L) {
+    return l >= b && l < (e <= 0 ? L : e);
+}
 
 lt_status lt_trainer_layout_(lt_trainer *tr, const lt_model_config *mc, const lt_train_config *c,
                              int64_t bytes[LT_MEM_COUNT], int *n_tensors, int64_t *n_trainable) {
@@ -95,10 +107,12 @@ lt_status lt_trainer_layout_(lt_trainer *tr, const lt_model_config *mc, const lt
                (!mc->tied_embeddings ? 1 : 0);
     } else {
         int nt = 0;
-        for (int t = 0; t < LT_N_TARGETS; t++) nt += (c->lora.targets >> t) & 1;
+        for (int t = 0; t < LT_N_TARGETS; t++)
+            nt += (c->lora.targets >> t) & 1;
         n_tt = (le - lb) * nt * (dora ? 3 : 2);
     }
-    lt_lin *lin = (lt_lin *)carve(&cv, LT_MEM_WORKSPACE, (int64_t)L * LT_N_TARGETS * sizeof(lt_lin));
+    lt_lin *lin =
+        (lt_lin *)carve(&cv, LT_MEM_WORKSPACE, (int64_t)L * LT_N_TARGETS * sizeof(lt_lin));
     const float **anorm = (const float **)carve(&cv, LT_MEM_WORKSPACE, (int64_t)L * sizeof(void *));
     const float **fnorm = (const float **)carve(&cv, LT_MEM_WORKSPACE, (int64_t)L * sizeof(void *));
     float **danorm = (float **)carve(&cv, LT_MEM_WORKSPACE, (int64_t)L * sizeof(void *));
@@ -132,7 +146,7 @@ lt_status lt_trainer_layout_(lt_trainer *tr, const lt_model_config *mc, const lt
     int64_t wmax = 0; /* largest 16-bit matrix to dequantize (floats) */
     /* embedding */
     if (full && embed_tr) {
-        add_tensor(&cv, &idx, 2, V, D, w ? w->tok_embd : NULL, "model.embed_tokens.weight");
+        add_model_tensor(&cv, &idx, 2, V, D, w ? w->tok_embd : NULL, "model.embed_tokens.weight");
         if (tr) tr->dembd = tr->tt[idx - 1].grad;
     }
     if (tr) tr->embd = w->tok_embd;
@@ -146,15 +160,15 @@ lt_status lt_trainer_layout_(lt_trainer *tr, const lt_model_config *mc, const lt
     for (int l = 0; l < L; l++) {
         int ltr = in_range(l, lb, le, L);
         int ftr = full && ltr;
-        const int64_t off[LT_N_TARGETS] = {(int64_t)l * QD * D, (int64_t)l * KVD * D,
-                                           (int64_t)l * KVD * D, (int64_t)l * D * QD,
-                                           (int64_t)l * F * D,  (int64_t)l * F * D,
-                                           (int64_t)l * D * F};
+        const int64_t off[LT_N_TARGETS] = {
+            (int64_t)l * QD * D, (int64_t)l * KVD * D, (int64_t)l * KVD * D, (int64_t)l * D * QD,
+            (int64_t)l * F * D,  (int64_t)l * F * D,   (int64_t)l * D * F};
         float *wsrc[LT_N_TARGETS] = {NULL};
         float *bsrc[3] = {NULL};
         if (w) {
             float *ws[LT_N_TARGETS] = {w->wq, w->wk, w->wv, w->wo, w->w_gate, w->w_up, w->w_down};
-            for (int t = 0; t < LT_N_TARGETS; t++) wsrc[t] = ws[t] + off[t];
+            for (int t = 0; t < LT_N_TARGETS; t++)
+                wsrc[t] = ws[t] + off[t];
             if (mc->qkv_bias) {
                 bsrc[0] = w->bq + (int64_t)l * QD;
                 bsrc[1] = w->bk + (int64_t)l * KVD;
@@ -169,12 +183,13 @@ lt_status lt_trainer_layout_(lt_trainer *tr, const lt_model_config *mc, const lt
             if (ftr) {
                 snprintf(name, sizeof name, "model.layers.%d.%s.weight", l,
                          which ? "post_attention_layernorm" : "input_layernorm");
-                add_tensor(&cv, &idx, 1, D, 0, src, name);
+                add_model_tensor(&cv, &idx, 1, D, 0, src, name);
                 if (tr) grad = tr->tt[idx - 1].grad;
             } else if (half) {
                 float *cp = CARVE_F(&cv, LT_MEM_WEIGHTS, D);
                 if (tr) {
-                    for (int i = 0; i < D; i++) cp[i] = round16(src[i], c->base_dtype);
+                    for (int i = 0; i < D; i++)
+                        cp[i] = round16(src[i], c->base_dtype);
                     val = cp;
                 }
             }
@@ -195,12 +210,12 @@ lt_status lt_trainer_layout_(lt_trainer *tr, const lt_model_config *mc, const lt
             if (ftr) {
                 snprintf(name, sizeof name, "model.layers.%d.%s.%s.weight", l, target_block(t),
                          k_tnames[t]);
-                add_tensor(&cv, &idx, 2, OC, C, wsrc[t], name);
+                add_model_tensor(&cv, &idx, 2, OC, C, wsrc[t], name);
                 if (li) li->dW = tr->tt[idx - 1].grad;
                 if (t < 3 && mc->qkv_bias) {
                     snprintf(name, sizeof name, "model.layers.%d.self_attn.%s.bias", l,
                              k_tnames[t]);
-                    add_tensor(&cv, &idx, 1, OC, 0, bsrc[t], name);
+                    add_model_tensor(&cv, &idx, 1, OC, 0, bsrc[t], name);
                     if (li) li->dbias = tr->tt[idx - 1].grad;
                 }
             } else {
@@ -214,7 +229,8 @@ lt_status lt_trainer_layout_(lt_trainer *tr, const lt_model_config *mc, const lt
                     if (t < 3 && mc->qkv_bias) {
                         float *bc = CARVE_F(&cv, LT_MEM_WEIGHTS, OC);
                         if (li) {
-                            for (int i = 0; i < OC; i++) bc[i] = round16(bsrc[t][i], c->base_dtype);
+                            for (int i = 0; i < OC; i++)
+                                bc[i] = round16(bsrc[t][i], c->base_dtype);
                             li->bias = bc;
                         }
                     }
@@ -223,14 +239,14 @@ lt_status lt_trainer_layout_(lt_trainer *tr, const lt_model_config *mc, const lt
                     const char *pre = "base_model.model.model.layers";
                     snprintf(name, sizeof name, "%s.%d.%s.%s.lora_A.weight", pre, l,
                              target_block(t), k_tnames[t]);
-                    add_tensor(&cv, &idx, 2, r, C, NULL, name);
+                    add_own_tensor(&cv, &idx, 2, r, C, name);
                     if (li) {
                         li->A = tr->tt[idx - 1].value;
                         li->dA = tr->tt[idx - 1].grad;
                     }
                     snprintf(name, sizeof name, "%s.%d.%s.%s.lora_B.weight", pre, l,
                              target_block(t), k_tnames[t]);
-                    add_tensor(&cv, &idx, 2, OC, r, NULL, name);
+                    add_own_tensor(&cv, &idx, 2, OC, r, name);
                     if (li) {
                         li->B = tr->tt[idx - 1].value;
                         li->dB = tr->tt[idx - 1].grad;
@@ -238,7 +254,7 @@ lt_status lt_trainer_layout_(lt_trainer *tr, const lt_model_config *mc, const lt
                     if (dora) {
                         snprintf(name, sizeof name, "%s.%d.%s.%s.lora_magnitude_vector", pre, l,
                                  target_block(t), k_tnames[t]);
-                        add_tensor(&cv, &idx, 1, OC, 0, NULL, name);
+                        add_own_tensor(&cv, &idx, 1, OC, 0, name);
                         float *wn = CARVE_F(&cv, LT_MEM_ACTIVATIONS, OC);
                         if (li) {
                             li->mag = tr->tt[idx - 1].value;
@@ -252,7 +268,7 @@ lt_status lt_trainer_layout_(lt_trainer *tr, const lt_model_config *mc, const lt
     }
     /* final norm, head */
     if (full) {
-        add_tensor(&cv, &idx, 1, D, 0, w ? w->out_norm : NULL, "model.norm.weight");
+        add_model_tensor(&cv, &idx, 1, D, 0, w ? w->out_norm : NULL, "model.norm.weight");
         if (tr) {
             tr->out_norm = w->out_norm;
             tr->dout_norm = tr->tt[idx - 1].grad;
@@ -260,7 +276,8 @@ lt_status lt_trainer_layout_(lt_trainer *tr, const lt_model_config *mc, const lt
     } else {
         float *cp = half ? CARVE_F(&cv, LT_MEM_WEIGHTS, D) : NULL;
         if (tr && cp)
-            for (int i = 0; i < D; i++) cp[i] = round16(w->out_norm[i], c->base_dtype);
+            for (int i = 0; i < D; i++)
+                cp[i] = round16(w->out_norm[i], c->base_dtype);
         if (tr) tr->out_norm = cp ? cp : w->out_norm;
     }
     if (mc->tied_embeddings) {
@@ -271,7 +288,7 @@ lt_status lt_trainer_layout_(lt_trainer *tr, const lt_model_config *mc, const lt
         }
         if (half && !head_tr && (int64_t)V * D > wmax) wmax = (int64_t)V * D;
     } else if (head_tr) {
-        add_tensor(&cv, &idx, 2, V, D, w ? w->lm_head : NULL, "lm_head.weight");
+        add_model_tensor(&cv, &idx, 2, V, D, w ? w->lm_head : NULL, "lm_head.weight");
         if (tr) {
             tr->head = w->lm_head;
             tr->dhead = tr->tt[idx - 1].grad;
@@ -287,7 +304,8 @@ lt_status lt_trainer_layout_(lt_trainer *tr, const lt_model_config *mc, const lt
         }
         if (tr) tr->head = w->lm_head;
     }
-    if (idx != n_tt) return lt_error(LT_ERR_INTERNAL, "train layout: %d tensors, expected %d", idx, n_tt);
+    if (idx != n_tt)
+        return lt_error(LT_ERR_INTERNAL, "train layout: %d tensors, expected %d", idx, n_tt);
 
     /* ---- activations ---- */
     float *xs = CARVE_F(&cv, LT_MEM_ACTIVATIONS, (int64_t)(L + 1) * N * D);
@@ -311,8 +329,8 @@ lt_status lt_trainer_layout_(lt_trainer *tr, const lt_model_config *mc, const lt
         ac->h = CARVE_F(&cv, LT_MEM_ACTIVATIONS, N * F);
         for (int t = 0; t < LT_N_TARGETS; t++) {
             ac->xa[t] = NULL;
-            int adapted = !full && ((c->lora.targets >> t) & 1) &&
-                          (l < 0 ? 1 : in_range(l, lb, le, L));
+            int adapted =
+                !full && ((c->lora.targets >> t) & 1) && (l < 0 ? 1 : in_range(l, lb, le, L));
             if (adapted) ac->xa[t] = CARVE_F(&cv, LT_MEM_ACTIVATIONS, N * r);
         }
     }
@@ -339,10 +357,10 @@ lt_status lt_trainer_layout_(lt_trainer *tr, const lt_model_config *mc, const lt
         tr->logits_keep = lk;
         tr->chunk = chunk;
     }
-#define WS_F(field, n)                                                                         \
-    do {                                                                                       \
-        float *p_ = CARVE_F(&cv, LT_MEM_WORKSPACE, (n));                                       \
-        if (tr) tr->field = p_;                                                                \
+#define WS_F(field, n)                                                                             \
+    do {                                                                                           \
+        float *p_ = CARVE_F(&cv, LT_MEM_WORKSPACE, (n));                                           \
+        if (tr) tr->field = p_;                                                                    \
     } while (0)
     WS_F(tmp, N * D);
     WS_F(dres, N * D);
@@ -366,7 +384,8 @@ lt_status lt_trainer_layout_(lt_trainer *tr, const lt_model_config *mc, const lt
     }
 #undef WS_F
 
-    for (int k = 0; k < LT_MEM_COUNT; k++) bytes[k] = cv.off[k];
+    for (int k = 0; k < LT_MEM_COUNT; k++)
+        bytes[k] = cv.off[k];
     if (n_tensors) *n_tensors = n_tt;
     if (n_trainable) {
         /* recount from the tensor shapes (counting pass has no tt array) */

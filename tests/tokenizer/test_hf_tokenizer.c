@@ -3,7 +3,8 @@
  * Malformed files are written to a temp folder; each must fail with the right code and a
  * message naming what is wrong. Encode checks use the SmolLM and GPT-2 fixtures against ids
  * that the `tokenizers` package gives (the full comparison over the datasets is in
- * test_hf_tokenizer_peer.py); the small hand-made BPE checks follow from its merges by hand. */
+ * test_hf_tokenizer_peer.py); the small hand-made BPE checks follow from its merges by hand
+ * and, for the Unicode normalizers, from the Unicode definitions of the characters used. */
 #include "lt_test.h"
 
 #include <time.h>
@@ -91,11 +92,19 @@ int main(void) {
                                            "\"Isolated\", \"invert\": false}}"),
                   &t),
               LT_ERR_FORMAT, "(?<bad");
+    /* an unknown normalizer is named, also after supported ones in a Sequence */
     CHECK_ERR(lt_tokenizer_load_hf(write_tmp(dir, "j.json",
                                              TINY_MODEL("") ", \"normalizer\": {\"type\": "
-                                                            "\"NFKC\"}}"),
+                                                            "\"Sequence\", \"normalizers\": "
+                                                            "[{\"type\": \"NFC\"}, {\"type\": "
+                                                            "\"BertNormalizer\"}]}}"),
                                    &t),
-              LT_ERR_UNSUPPORTED, "NFKC");
+              LT_ERR_UNSUPPORTED, "normalizer type 'BertNormalizer'");
+    CHECK_ERR(lt_tokenizer_load_hf(write_tmp(dir, "j2.json",
+                                             TINY_MODEL("") ", \"normalizer\": {\"type\": "
+                                                            "\"Strip\"}}"),
+                                   &t),
+              LT_ERR_UNSUPPORTED, "'Strip'");
     CHECK_ERR(lt_tokenizer_load_hf(write_tmp(dir, "k.json",
                                              TINY_MODEL("") ", \"decoder\": {\"type\": "
                                                             "\"WordPiece\"}}"),
@@ -143,6 +152,50 @@ int main(void) {
         CHECK(encode_eq(t, "axxb", 1, (int32_t[]){0, 5, 1}, 3), "fused unk");
         lt_tokenizer_free(t);
     }
+
+    /* ---- Unicode normalizers on the tiny model (vocab a b c ab abc <unk>): the expected
+     * ids follow from the Unicode definitions; the comparison with tokenizers over many
+     * texts is in test_hf_tokenizer_peer.py ---- */
+    static const struct {
+        const char *norm, *text;
+        int32_t want[3];
+        size_t nwant;
+    } uni[] = {
+        {"NFC", "abc", {4}, 1},
+        {"NFKC", "\xef\xbd\x81\xef\xbd\x82\xef\xbd\x83", {4}, 1}, /* full-width abc */
+        {"NFKD", "\xef\xbd\x81\x62\xef\xbd\x83", {4}, 1},         /* full-width a, c */
+        {"NFC", "\xef\xbd\x81\xef\xbd\x82\xef\xbd\x83", {5}, 1},  /* NFC keeps them */
+        {"NFD", "\xc3\xa1", {0, 5}, 2},                           /* a + U+0301 (unk, fused) */
+        {"NFC", "a\xcc\x81", {5}, 1},                             /* U+00E1: one unk */
+        {"Lowercase", "ABC", {4}, 1},
+        {"Lowercase", "\xc4\xb0", {5, 5}, 2}, /* U+0130 -> i + U+0307 (two, unfused) */
+    };
+    for (size_t i = 0; i < sizeof uni / sizeof uni[0]; i++) {
+        char json[512], name[32];
+        snprintf(json, sizeof json,
+                 TINY_MODEL(", \"unk_token\": \"<unk>\", \"fuse_unk\": %s") ", "
+                                                                            "\"normalizer\": "
+                                                                            "{\"type\": \"%s\"}}",
+                 uni[i].nwant == 2 && uni[i].want[0] == 5 ? "false" : "true", uni[i].norm);
+        snprintf(name, sizeof name, "uni%zu.json", i);
+        CHECK_OK(lt_tokenizer_load_hf(write_tmp(dir, name, json), &t));
+        if (t)
+            CHECK(encode_eq(t, uni[i].text, 1, uni[i].want, uni[i].nwant), "%s on case %zu",
+                  uni[i].norm, i);
+        lt_tokenizer_free(t);
+        t = NULL;
+    }
+    /* a normalized added token is matched by its normalized form: "AB" lowercased is "ab" */
+    CHECK_OK(lt_tokenizer_load_hf(
+        write_tmp(dir, "lower_added.json",
+                  TINY_MODEL("") ", \"normalizer\": {\"type\": \"Lowercase\"}, "
+                                 "\"added_tokens\": [{\"id\": 6, \"content\": \"CA\", "
+                                 "\"single_word\": false, \"lstrip\": false, \"rstrip\": false, "
+                                 "\"normalized\": true, \"special\": false}]}"),
+        &t));
+    if (t) CHECK(encode_eq(t, "cabCAB", 1, (int32_t[]){6, 1, 6, 1}, 4), "normalized added token");
+    lt_tokenizer_free(t);
+    t = NULL;
 
     /* ---- SmolLM fixture (ids from tokenizers 0.22.1) ---- */
     clock_t c0 = clock();

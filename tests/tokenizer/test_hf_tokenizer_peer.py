@@ -9,21 +9,25 @@ Texts: every raw line of every fixture dataset file (datasets/*/*.jsonl and *.js
 every string value found inside those JSON documents (question/answer, instruction/input/
 output, text, ... at any depth), plus hand-written hard strings (unicode, emoji, CJK,
 combining marks, Arabic, digit runs, whitespace runs, CRLF, tabs, contractions, special
-tokens embedded in text). The hard strings are also checked with add_special_tokens=False,
+tokens embedded in text) and NORM_HARD strings for Unicode normalization and case. The hard
+strings are also checked with add_special_tokens=False,
 encode_special_tokens=True (our --no-parse-special) and skip_special_tokens=True.
 
 Tokenizers: SmolLM tokenizer.json (merges as strings and as pairs; truncation/padding of
 that fine-tuning repo switched off in the reference), GPT-2 tokenizer.json, the GPT-2 GGUF
 fixture, GGUFs built here with the gguf package (from SmolLM with tokenizer.ggml.pre "smollm";
 from GPT-2's vocabulary with "llama-bpe" and "qwen2", against the matching tokenizer.json
-variants below), and tokenizer.json
+variants below; qwen2 with NFC), and tokenizer.json
 files built here with tokenizers itself: Llama 2 style (from the llama2-spm tokenizer.model:
 BPE with byte_fallback + unk, Prepend/Replace normalizer, Replace/ByteFallback/Fuse/Strip
 decoder, BOS template), the same with a Metaspace pre-tokenizer/decoder (prepend "first"
 without split, and "always" with split), a Llama 3 style
 (Split regex + ByteLevel without regex, ignore_merges, BOS template, added tokens with
 lstrip/rstrip/single_word), a Qwen2 style regex, and one with every Split behavior and a
-Regex Replace normalizer. SmolLM and GPT-2 run on every text (the merges-as-pairs file shares
+Regex Replace normalizer, and Qwen2 style ones with the NFC, NFD, NFKC, NFKD and
+Lowercase+NFC normalizers (on every 29th text plus the hard strings; NEWER_UNICODE strings,
+where tokenizers' older Unicode tables differ by design, are compared with unicodedata
+instead). SmolLM and GPT-2 run on every text (the merges-as-pairs file shares
 the reference ids of tokenizer.json: same vocabulary, merges and pipeline); the derived
 tokenizers on every 7th text plus the hard strings, to keep the test near two minutes.
 """
@@ -34,6 +38,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import unicodedata
 
 import gguf
 import sentencepiece as spm
@@ -104,6 +109,29 @@ HARD = [
     "word " * 50, "\x00nul\x01ctl\x7f", "x\u0085y\u2028z\u2029w", "ſ K Ǆ ǅ ǆ",
     "https://example.com/path?q=1&r=2#frag", "def f(x):\n    return x ** 2\n",
     "  \n  \n\t\n", "x tab\tab y tab\t\tab tab ab tba ba", "ÀÉÎÕÜ àéîõü ßẞ", "Ꭰꭰ ΑΒΓ αβγ ЖЗИ жзи",
+]
+
+# Unicode normalization and case: composed/decomposed pairs, canonical reordering, composition
+# exclusions, Hangul jamo vs syllables, compatibility characters, special casings. Also in the
+# comparison of every tokenizer (they add little time there).
+NORM_HARD = [
+    "e\u0301 vs \u00e9", "cafe\u0301 café cafe\u0301 au lait café au lait", "\u0301abc \u0301",
+    "\u1100\u1161\u11a8 \uac01 \u1100\u1161 \uac00\u11a8 " + "\u1112\u1161\u11ab\u1100\u116e\u11a8",
+    "ﬁnance ﬂow ﬃ ﬀ ﬆ \ufb01", "１２３ ４５６ ＡＢＣ ａｂｃ ＨＥＬＬＯ ｗｏｒｌｄ！", "\u212b \u00c5 A\u030a \u212b\u0301",
+    "\u212a Kelvin K \u2126 \u03a9 Ohm", "ΣΊΣΥΦΟΣ ὈΔΥΣΣΕΎΣ σς ΑΣ", "İstanbul İİ i\u0307 I\u0307 ı",
+    "Ǆ ǅ ǆ Ⅻ ⅻ ß ẞ ŉ ǰ", "½ ① ² ™ ℌ ㎏ ㍻ ﷺ ﴾", "a\u0301\u0327 a\u0327\u0301 q\u0307\u0323 \u1e0b\u0323",
+    "\u0958 \u0915\u093c \u2adc \u0344 \u0f73 \u1e9b\u0323", "ÉCOLE École e\u0301cole", "\u00c5\u0301 A\u0301\u030a",
+    "e\u0301<|endoftext|>\u0301x", "<user>e\u0301</user>\u0301", "\u3300 \u30ac \u30ab\u3099 \uff76\uff9e",
+    "\u0130\u0049\u0131 \u03a3\u0345 \u1f80 \u1fb3", "Å" * 40 + "A\u030a" * 40,
+]
+# Characters newer than Unicode 9.0: tokenizers' NFC..NFKD tables (crate
+# unicode-normalization-alignments 0.1.12) are Unicode 9.0 and its Lowercase (Rust's char) is
+# newer than utf8proc's Unicode 15.0, so these differ from tokenizers by design; they are
+# checked against Python's unicodedata (Unicode 14.0) instead.
+NEWER_UNICODE = [
+    "a\u07fd\u0301 NKo (Unicode 11)", "a\u1df6\u0301 (Unicode 10)", "\u32ff Reiwa (Unicode 12.1)",
+    "\ua7f2 \U00010781 modifier letters (Unicode 14)", "\u0d3b\u0d3c \u1715 \u08d3",
+    "\U00010d50\U00010d51 \u1c89 \ua7cb cased (Unicode 16)",
 ]
 
 
@@ -216,8 +244,9 @@ QWEN2_RE = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s
             r"[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
 
 
-def regex_variant(base_json, pattern, ignore_merges, bos, extra_added):
+def regex_variant(base_json, pattern, ignore_merges, bos, extra_added, normalizer=None):
     d = json.load(open(base_json, encoding="utf-8"))
+    d["normalizer"] = normalizer
     d["pre_tokenizer"] = {"type": "Sequence", "pretokenizers": [
         {"type": "Split", "pattern": {"Regex": pattern}, "behavior": "Isolated", "invert": False},
         {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": False}]}
@@ -267,10 +296,13 @@ def gguf_from_json(src, path, pre, bos, add_bos):
 
 def main():
     files, texts = dataset_texts()
-    texts = list(dict.fromkeys(texts + HARD))  # unique, in order
-    print(f"{len(texts)} distinct texts from {len(files)} dataset files + {len(HARD)} hard strings")
+    texts = list(dict.fromkeys(texts + HARD + NORM_HARD))  # unique, in order
+    print(f"{len(texts)} distinct texts from {len(files)} dataset files + "
+          f"{len(HARD) + len(NORM_HARD)} hard strings")
     # the derived tokenizers (GGUF, built here) get every 7th text plus the hard strings
-    some = list(dict.fromkeys(texts[::7] + HARD))
+    some = list(dict.fromkeys(texts[::7] + HARD + NORM_HARD))
+    # the Unicode normalizer variants every 29th
+    few = list(dict.fromkeys(texts[::29] + HARD + NORM_HARD))
     total = 0
     tmp = tempfile.mkdtemp(prefix="lt_hf_peer_")
 
@@ -301,12 +333,13 @@ def main():
     total += run_peer("gguf-smollm", ["--model", gp], Tokenizer.from_file(sm_path), some)[0]
     # llama-bpe (Llama 3 regex, ignore_merges, BOS added) and qwen2 (no BOS) from GPT-2's vocab
     gpt2_path = os.path.join(TOK, "gpt2/tokenizer.json")
-    for pre, pat, im, bos in [("llama-bpe", LLAMA3_RE, True, "<|endoftext|>"),
-                              ("qwen2", QWEN2_RE, False, None)]:
+    # qwen2 gets NFC, as Qwen2's tokenizer.json (llama.cpp skips it; see docs)
+    for pre, pat, im, bos, nm in [("llama-bpe", LLAMA3_RE, True, "<|endoftext|>", None),
+                                  ("qwen2", QWEN2_RE, False, None, {"type": "NFC"})]:
         gp = os.path.join(tmp, pre + ".gguf")
         gguf_from_json(gpt2_path, gp, pre, 50256, bos is not None)
         total += run_peer("gguf-" + pre, ["--model", gp],
-                          regex_variant(gpt2_path, pat, im, bos, []), some)[0]
+                          regex_variant(gpt2_path, pat, im, bos, [], nm), some)[0]
 
     # tokenizer.json files built here with tokenizers itself
     spm_model = os.path.join(TOK, "llama2-spm/tokenizer.model")
@@ -326,6 +359,36 @@ def main():
         p = os.path.join(tmp, name + ".json")
         tok.save(p)
         total += run_peer(name, ["--tokenizer", p], Tokenizer.from_file(p), some)[0]
+
+    # Unicode normalizers: Qwen2 style (NFC, Qwen2 regex, ByteLevel without regex, no BOS) and
+    # the same with NFD, NFKC, NFKD and Lowercase (in a Sequence, before NFC). Added tokens:
+    # normalized ones are matched by their normalized form, the others only as written.
+    uni_added = extra + [AddedToken("cafe\u0301 au lait", special=False, normalized=True),
+                         AddedToken("ﬁ１", special=False, normalized=True),
+                         AddedToken("\u00c5ngstr\u00f6m", special=False, normalized=True),
+                         AddedToken("e\u0301t\u00e9", special=False, normalized=False)]
+    lower_nfc = {"type": "Sequence", "normalizers": [{"type": "Lowercase"}, {"type": "NFC"}]}
+    for name, nm in [("qwen2-nfc", {"type": "NFC"}), ("nfd", {"type": "NFD"}),
+                     ("nfkc", {"type": "NFKC"}), ("nfkd", {"type": "NFKD"}),
+                     ("lowercase-nfc", lower_nfc)]:
+        tok = regex_variant(gpt2_path, QWEN2_RE, False, None, uni_added, nm)
+        p = os.path.join(tmp, name + ".json")
+        tok.save(p)
+        total += run_peer(name, ["--tokenizer", p], Tokenizer.from_file(p), few)[0]
+        # characters newer than tokenizers' Unicode tables: ours against unicodedata. A
+        # byte-level decode gives back the normalized text exactly.
+        got = encode_ours(["--tokenizer", p], NEWER_UNICODE, ["--no-add-special"])
+        back = decode_ours(["--tokenizer", p], got) if got is not None else None
+        if name == "lowercase-nfc":
+            want = [unicodedata.normalize("NFC", "".join(ch.lower() for ch in t))
+                    for t in NEWER_UNICODE]
+        else:
+            want = [unicodedata.normalize(nm["type"], t) for t in NEWER_UNICODE]
+        compare(name, "newer-Unicode text vs unicodedata", NEWER_UNICODE, back, want)
+        ref = Tokenizer.from_file(p).normalizer
+        n_diff = sum(ref.normalize_str(t) != w for t, w in zip(NEWER_UNICODE, want))
+        print(f"{name}: tokenizers differs on {n_diff} of {len(NEWER_UNICODE)} newer-Unicode "
+              f"strings (its tables are older; documented)")
 
     # every Split behavior, invert, String and Regex patterns, a Regex Replace normalizer
     d = json.load(open(os.path.join(TOK, "gpt2/tokenizer.json"), encoding="utf-8"))

@@ -1,0 +1,222 @@
+/* cmd_plan.c - `loratune plan`: the memory budget of a training run, from the model's config
+ * alone (a Hugging Face folder needs only config.json; a GGUF / llama2.c file is opened
+ * config-only), as a table or --json. The numbers are lt_train_plan's: exactly what the
+ * trainer allocates per category, plus the model's fp32 weights and an overhead estimate. */
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "commands.h"
+#include "loratune/model.h"
+#include "loratune/train.h"
+
+static void usage(FILE *f) {
+    fprintf(f,
+            "usage: loratune plan --model MODEL --method lora|dora|full|qlora [options]\n\n"
+            "Prints the bytes a training step needs by category and the predicted peak memory,\n"
+            "from the model's config alone (a Hugging Face folder with only config.json works).\n"
+            "  --batch-size B        micro-batch rows (default 1)\n"
+            "  --max-seq-len T       tokens per row (default 512)\n"
+            "  --grad-checkpoint     keep only each layer's input; recompute in backward\n"
+            "  --lora-rank R         LoRA / DoRA rank (default 8)\n"
+            "  --lora-targets LIST   q,k,v,o,gate,up,down (comma-separated) or all (default q,v)\n"
+            "  --lora-layers A:B     adapt layers [A, B) (default all)\n"
+            "  --base-dtype D        f32|bf16|f16: dtype of the frozen weights (default f32)\n"
+            "  --keep-logits         also plan the full [B][T][V] logits buffer\n"
+            "  --json                print one JSON object\n");
+}
+
+static lt_status load_config(const char *path, lt_model_config *out) {
+    if (lt_path_is_dir(path)) {
+        char cfg[4096];
+        snprintf(cfg, sizeof cfg, "%s/config.json", path);
+        lt_status st = lt_model_config_load_hf(cfg, out);
+        if (st) return st;
+        return lt_model_config_validate(out, cfg);
+    }
+    lt_model_load_opts o = {.config_only = 1};
+    lt_model *m = NULL;
+    lt_status st = lt_model_load(path, &o, &m);
+    if (st) return st;
+    *out = m->config;
+    lt_model_free(m);
+    return LT_OK;
+}
+
+static void targets_str(unsigned mask, char *buf, size_t n) {
+    buf[0] = 0;
+    if (mask == LT_TARGET_ALL) {
+        snprintf(buf, n, "all");
+        return;
+    }
+    for (int t = 0; t < LT_N_TARGETS; t++)
+        if ((mask >> t) & 1) {
+            size_t l = strlen(buf);
+            snprintf(buf + l, n - l, "%s%s", l ? "," : "", lt_target_name(t));
+        }
+}
+
+static double mib(int64_t b) {
+    return (double)b / (1024.0 * 1024.0);
+}
+
+int cmd_plan(int argc, char **argv) {
+    const char *model = NULL, *method = NULL;
+    int json = 0;
+    lt_train_config c;
+    lt_train_config_default(&c);
+    if (lt_cli_wants_help(argc, argv)) {
+        usage(stdout);
+        return 0;
+    }
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        long n;
+        if (!strcmp(a, "--json")) {
+            json = 1;
+        } else if (!strcmp(a, "--grad-checkpoint")) {
+            c.grad_checkpoint = 1;
+        } else if (!strcmp(a, "--keep-logits")) {
+            c.keep_logits = 1;
+        } else if (!strcmp(a, "--model") && v) {
+            model = v;
+            i++;
+        } else if (!strcmp(a, "--method") && v) {
+            method = v;
+            i++;
+        } else if (!strcmp(a, "--batch-size") && v) {
+            if (lt_cli_parse_int("plan", a, v, &n)) return 2;
+            c.batch_size = (int)n;
+            i++;
+        } else if (!strcmp(a, "--max-seq-len") && v) {
+            if (lt_cli_parse_int("plan", a, v, &n)) return 2;
+            c.seq_len = (int)n;
+            i++;
+        } else if (!strcmp(a, "--lora-rank") && v) {
+            if (lt_cli_parse_int("plan", a, v, &n)) return 2;
+            c.lora.r = (int)n;
+            i++;
+        } else if (!strcmp(a, "--lora-targets") && v) {
+            if (lt_target_mask_parse(v, &c.lora.targets)) {
+                fprintf(stderr, "loratune plan: --lora-targets: %s\n", lt_errmsg());
+                return 2;
+            }
+            i++;
+        } else if (!strcmp(a, "--lora-layers") && v) {
+            if (sscanf(v, "%d:%d", &c.lora.layer_begin, &c.lora.layer_end) != 2) {
+                fprintf(stderr, "loratune plan: --lora-layers: expected A:B, got '%s'\n", v);
+                return 2;
+            }
+            i++;
+        } else if (!strcmp(a, "--base-dtype") && v) {
+            if (!strcmp(v, "f32"))
+                c.base_dtype = LT_DTYPE_F32;
+            else if (!strcmp(v, "bf16"))
+                c.base_dtype = LT_DTYPE_BF16;
+            else if (!strcmp(v, "f16"))
+                c.base_dtype = LT_DTYPE_F16;
+            else {
+                fprintf(stderr,
+                        "loratune plan: --base-dtype: expected f32, bf16 or f16, got '%s'\n", v);
+                return 2;
+            }
+            i++;
+        } else if (a[0] != '-' && !model) {
+            model = a;
+        } else {
+            fprintf(stderr, "loratune plan: unknown or incomplete option '%s'\n\n", a);
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (!model || !method) {
+        fprintf(stderr, "loratune plan: --model and --method are required\n\n");
+        usage(stderr);
+        return 2;
+    }
+    if (lt_train_method_parse(method, &c.method)) {
+        fprintf(stderr, "loratune plan: --method: %s\n", lt_errmsg());
+        return 2;
+    }
+    if (c.method == LT_METHOD_QLORA) {
+        fprintf(stderr, "loratune plan: method qlora is not supported yet (quantized base "
+                        "weights are a later issue); use lora, dora or full\n");
+        return 1;
+    }
+    if (c.method == LT_METHOD_FULL) c.full.layer_begin = 0;
+    lt_model_config mc;
+    if (load_config(model, &mc)) {
+        fprintf(stderr, "loratune plan: %s\n", lt_errmsg());
+        return 1;
+    }
+    lt_train_plan_t p;
+    if (lt_train_plan(&mc, &c, &p)) {
+        fprintf(stderr, "loratune plan: %s\n", lt_errmsg());
+        return 1;
+    }
+    char tg[128];
+    targets_str(c.lora.targets, tg, sizeof tg);
+    const char *bd = c.base_dtype == LT_DTYPE_BF16  ? "bf16"
+                     : c.base_dtype == LT_DTYPE_F16 ? "f16"
+                                                    : "f32";
+    if (json) {
+        json_t *o = json_object(), *by = json_object(), *al = json_object();
+        json_object_set_new(o, "model", json_string(model));
+        json_object_set_new(o, "arch", json_string(lt_arch_name(mc.arch)));
+        json_object_set_new(o, "method", json_string(lt_train_method_name(c.method)));
+        if (c.method != LT_METHOD_FULL) {
+            json_object_set_new(o, "lora_rank", json_integer(c.lora.r));
+            json_object_set_new(o, "lora_targets", json_string(tg));
+        }
+        json_object_set_new(o, "batch_size", json_integer(c.batch_size));
+        json_object_set_new(o, "seq_len", json_integer(c.seq_len));
+        json_object_set_new(o, "grad_checkpoint", json_boolean(c.grad_checkpoint));
+        json_object_set_new(o, "base_dtype", json_string(bd));
+        json_object_set_new(o, "n_params", json_integer(p.n_params));
+        json_object_set_new(o, "n_trainable", json_integer(p.n_trainable));
+        json_object_set_new(o, "n_tensors", json_integer(p.n_tensors));
+        for (int k = 0; k < LT_MEM_COUNT; k++) {
+            json_object_set_new(by, lt_mem_category_name((lt_mem_category)k),
+                                json_integer(p.bytes[k]));
+            json_object_set_new(al, lt_mem_category_name((lt_mem_category)k),
+                                json_integer(p.alloc[k]));
+        }
+        json_object_set_new(o, "bytes", by);
+        json_object_set_new(o, "allocated_by_trainer", al);
+        json_object_set_new(o, "model_bytes", json_integer(p.model_bytes));
+        json_object_set_new(o, "overhead_bytes", json_integer(p.overhead_bytes));
+        json_object_set_new(o, "peak_bytes", json_integer(p.peak_bytes));
+        char *s = json_dumps(o, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+        printf("%s\n", s);
+        free(s);
+        json_decref(o);
+        return 0;
+    }
+    printf("model        %s (%s, %d layers, dim %d, vocab %d, %.2fM params)\n", model,
+           lt_arch_name(mc.arch), mc.n_layers, mc.dim, mc.vocab_size, (double)p.n_params / 1e6);
+    if (c.method == LT_METHOD_FULL)
+        printf("method       full fine-tuning (%.2fM trainable params, %d tensors)\n",
+               (double)p.n_trainable / 1e6, p.n_tensors);
+    else
+        printf("method       %s r=%d on %s (%.3fM trainable params, %d tensors)\n",
+               lt_train_method_name(c.method), c.lora.r, tg, (double)p.n_trainable / 1e6,
+               p.n_tensors);
+    printf("batch        %d x %d tokens, gradient checkpointing %s, frozen weights %s\n\n",
+           c.batch_size, c.seq_len, c.grad_checkpoint ? "on" : "off", bd);
+    printf("%-16s %16s %12s\n", "category", "bytes", "MiB");
+    static const char *notes[LT_MEM_COUNT] = {
+        "frozen base weights (the model's fp32 + any 16-bit copies)",
+        "trainable parameters (fp32)",
+        "fp32 gradients",
+        "AdamW m and v (fp32)",
+        "saved for backward",
+        "scratch, logits chunk, rope tables"};
+    for (int k = 0; k < LT_MEM_COUNT; k++)
+        printf("%-16s %16lld %12.2f  %s\n", lt_mem_category_name((lt_mem_category)k),
+               (long long)p.bytes[k], mib(p.bytes[k]), notes[k]);
+    printf("%-16s %16lld %12.2f  %s\n", "overhead (est.)", (long long)p.overhead_bytes,
+           mib(p.overhead_bytes), "binary, libraries, BLAS/OpenMP buffers");
+    printf("%-16s %16lld %12.2f\n", "predicted peak", (long long)p.peak_bytes, mib(p.peak_bytes));
+    return 0;
+}

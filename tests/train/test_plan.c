@@ -1,0 +1,325 @@
+/* test_plan.c - the memory plan against what lt_trainer_create really allocates.
+ *
+ * For a grid of (model, method, targets, B, T, checkpointing, base dtype) configs:
+ *   - plan.alloc[category] == bytes recorded by the trainer's allocator, and the same number of
+ *     allocation calls;
+ *   - no allocation happens in accumulate / step / eval (the recorded count stays put);
+ *   - checkpointing shrinks the activations (plan and recorded) when the model has >= 2 layers.
+ * Plus: a plan from a folder holding only config.json equals the plan from the full model;
+ * bad config values fail with a message naming the field; qlora is "not supported yet";
+ * `loratune plan` (the program next to this test binary) prints the same numbers as --json. */
+#include <jansson.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "loratune/model.h"
+#include "loratune/train.h"
+#include "lt_test.h"
+
+static void fill_batch(int32_t *tok, int32_t *tgt, int N, int V) {
+    for (int i = 0; i < N; i++) {
+        tok[i] = (i * 7 + 3) % V;
+        tgt[i] = i % 5 == 0 ? -100 : (i * 11 + 1) % V;
+    }
+}
+
+static void grid(const char *model_path) {
+    lt_model *m = NULL;
+    CHECK_OK(lt_model_load(model_path, NULL, &m));
+    if (!m) return;
+    const lt_train_method methods[3] = {LT_METHOD_LORA, LT_METHOD_DORA, LT_METHOD_FULL};
+    const unsigned targets[2] = {LT_TARGET_Q | LT_TARGET_V, LT_TARGET_ALL};
+    const int Bs[2] = {1, 2}, Ts[2] = {8, 16};
+    int ncfg = 0;
+    for (int mi = 0; mi < 3; mi++)
+        for (int ti = 0; ti < 2; ti++)
+            for (int bi = 0; bi < 2; bi++)
+                for (int dt = 0; dt < 2; dt++) {
+                    if (methods[mi] == LT_METHOD_FULL && ti == 1) continue;
+                    int64_t act[2] = {0, 0}, rec_act[2] = {0, 0};
+                    for (int ck = 0; ck <= 1; ck++) {
+                        lt_train_config c;
+                        lt_train_config_default(&c);
+                        c.method = methods[mi];
+                        c.lora.r = 4;
+                        c.lora.targets = targets[ti];
+                        c.lora.dropout = bi ? 0.1f : 0.0f;
+                        c.batch_size = Bs[bi];
+                        c.seq_len = Ts[bi];
+                        c.grad_checkpoint = ck;
+                        c.base_dtype = dt ? LT_DTYPE_BF16 : LT_DTYPE_F32;
+                        c.keep_logits = bi;
+                        if (methods[mi] == LT_METHOD_FULL && dt) c.full.layer_begin = 1;
+                        lt_train_plan_t p;
+                        CHECK_OK(lt_train_plan(&m->config, &c, &p));
+                        lt_trainer *tr = NULL;
+                        CHECK_OK(lt_trainer_create(m, &c, &tr));
+                        if (!tr) continue;
+                        int64_t bytes[LT_MEM_COUNT], na = 0;
+                        lt_trainer_mem(tr, bytes, &na);
+                        for (int k = 0; k < LT_MEM_COUNT; k++)
+                            CHECK(bytes[k] == p.alloc[k],
+                                  "%s cfg %d: %s planned %lld, allocated %lld", model_path, ncfg,
+                                  lt_mem_category_name((lt_mem_category)k), (long long)p.alloc[k],
+                                  (long long)bytes[k]);
+                        CHECK(na == p.n_allocs, "allocs %lld vs planned %lld", (long long)na,
+                              (long long)p.n_allocs);
+                        /* independent of the layout code: per-tensor 64-byte padding only */
+                        int64_t nt4 = p.n_trainable * 4, pad = 64 * (int64_t)p.n_tensors;
+                        CHECK(p.alloc[LT_MEM_GRADS] >= nt4 && p.alloc[LT_MEM_GRADS] < nt4 + pad,
+                              "grads %lld for %lld trainable", (long long)p.alloc[LT_MEM_GRADS],
+                              (long long)p.n_trainable);
+                        CHECK(p.alloc[LT_MEM_OPTIMIZER] >= 2 * nt4 &&
+                                  p.alloc[LT_MEM_OPTIMIZER] < 2 * (nt4 + pad),
+                              "optimizer %lld", (long long)p.alloc[LT_MEM_OPTIMIZER]);
+                        if (c.method == LT_METHOD_FULL)
+                            CHECK(p.alloc[LT_MEM_TRAINABLE] == 0, "full FT trains in place");
+                        else
+                            CHECK(p.alloc[LT_MEM_TRAINABLE] >= nt4 &&
+                                      p.alloc[LT_MEM_TRAINABLE] < nt4 + pad,
+                                  "trainable %lld", (long long)p.alloc[LT_MEM_TRAINABLE]);
+                        if (c.base_dtype == LT_DTYPE_F32)
+                            CHECK(p.alloc[LT_MEM_WEIGHTS] == 0, "f32 base: zero copy");
+                        else
+                            CHECK(p.alloc[LT_MEM_WEIGHTS] > 0, "16-bit copies planned");
+                        CHECK(p.peak_bytes == p.model_bytes + p.alloc_total + p.overhead_bytes,
+                              "peak sum");
+                        act[ck] = p.alloc[LT_MEM_ACTIVATIONS];
+                        rec_act[ck] = bytes[LT_MEM_ACTIVATIONS];
+                        /* the hot path does not allocate */
+                        int N = c.batch_size * c.seq_len;
+                        int32_t tok[64], tgt[64];
+                        fill_batch(tok, tgt, N, m->config.vocab_size);
+                        lt_batch b = {c.batch_size, c.seq_len, tok, tgt, NULL, NULL};
+                        lt_loss_stats ls;
+                        for (int s = 0; s < 2; s++) {
+                            CHECK_OK(lt_trainer_accumulate(tr, &b, 0.0f, &ls));
+                            CHECK_OK(lt_trainer_step(tr, -1.0f, NULL));
+                        }
+                        CHECK_OK(lt_trainer_eval(tr, &b, &ls));
+                        CHECK(isfinite(ls.loss), "loss %g", (double)ls.loss);
+                        int64_t na2 = 0;
+                        lt_trainer_mem(tr, NULL, &na2);
+                        CHECK(na2 == na, "allocations during steps: %lld -> %lld", (long long)na,
+                              (long long)na2);
+                        lt_trainer_free(tr);
+                        ncfg++;
+                    }
+                    if (m->config.n_layers >= 2) {
+                        CHECK(act[1] < act[0], "checkpointing: activations %lld -> %lld",
+                              (long long)act[0], (long long)act[1]);
+                        CHECK(rec_act[1] < rec_act[0], "recorded activations %lld -> %lld",
+                              (long long)rec_act[0], (long long)rec_act[1]);
+                    }
+                }
+    printf("%s: %d configs: plan == allocation\n", model_path, ncfg);
+    lt_model_free(m);
+}
+
+static void config_only(void) {
+    /* a folder with only config.json */
+    const char *dir = lt_tmpdir();
+    char dst[1024], *buf = NULL;
+    size_t len = 0;
+    CHECK_OK(lt_file_read_all(lt_srcpath("tests/data/train/random_qwen2/config.json"), &buf, &len));
+    snprintf(dst, sizeof dst, "%s/config.json", dir);
+    CHECK_OK(lt_file_write_atomic(dst, buf, len));
+    free(buf);
+    lt_model_config mc;
+    CHECK_OK(lt_model_config_load_hf(dst, &mc));
+    lt_model *m = NULL;
+    CHECK_OK(lt_model_load(lt_srcpath("tests/data/train/random_qwen2"), NULL, &m));
+    if (!m) return;
+    lt_train_config c;
+    lt_train_config_default(&c);
+    c.method = LT_METHOD_DORA;
+    c.batch_size = 2;
+    c.seq_len = 16;
+    lt_train_plan_t a, b;
+    CHECK_OK(lt_train_plan(&mc, &c, &a));
+    CHECK_OK(lt_train_plan(&m->config, &c, &b));
+    CHECK(memcmp(&a, &b, sizeof a) == 0, "config-only plan differs from the loaded model's");
+    CHECK(a.n_params == m->n_params, "n_params %lld vs %lld", (long long)a.n_params,
+          (long long)m->n_params);
+    /* trainable count by hand: q,v of 2 layers, r=8: A[8][32] + B[out][8] + mag[out] */
+    int64_t want = 2 * ((8 * 32 + 32 * 8 + 32) + (8 * 32 + 16 * 8 + 16));
+    CHECK(a.n_trainable == want, "n_trainable %lld, expected %lld", (long long)a.n_trainable,
+          (long long)want);
+    remove(dst);
+    lt_model_free(m);
+}
+
+static void bad_values(void) {
+    lt_model_config mc;
+    CHECK_OK(lt_model_config_load_hf(lt_srcpath("tests/data/train/random_qwen2/config.json"), &mc));
+    lt_train_config c;
+    lt_train_plan_t p;
+    lt_train_config_default(&c);
+    c.lora.r = 0;
+    CHECK_ERR(lt_train_plan(&mc, &c, &p), LT_ERR_ARG, "lora.r");
+    lt_train_config_default(&c);
+    c.batch_size = 0;
+    CHECK_ERR(lt_train_plan(&mc, &c, &p), LT_ERR_ARG, "batch_size");
+    lt_train_config_default(&c);
+    c.seq_len = -3;
+    CHECK_ERR(lt_train_plan(&mc, &c, &p), LT_ERR_ARG, "seq_len");
+    lt_train_config_default(&c);
+    c.lora.layer_begin = 1;
+    c.lora.layer_end = 5;
+    CHECK_ERR(lt_train_plan(&mc, &c, &p), LT_ERR_ARG, "lora.layer_begin");
+    lt_train_config_default(&c);
+    c.lora.targets = 0;
+    CHECK_ERR(lt_train_plan(&mc, &c, &p), LT_ERR_ARG, "lora.targets");
+    lt_train_config_default(&c);
+    c.lora.dropout = 1.0f;
+    CHECK_ERR(lt_train_plan(&mc, &c, &p), LT_ERR_ARG, "lora.dropout");
+    lt_train_config_default(&c);
+    c.base_dtype = LT_DTYPE_Q4_0;
+    CHECK_ERR(lt_train_plan(&mc, &c, &p), LT_ERR_ARG, "base_dtype");
+    lt_train_config_default(&c);
+    c.method = LT_METHOD_QLORA;
+    CHECK_ERR(lt_train_plan(&mc, &c, &p), LT_ERR_UNSUPPORTED, "not supported yet");
+    unsigned mask = 0;
+    CHECK_ERR(lt_target_mask_parse("q,x_proj", &mask), LT_ERR_ARG, "unknown target 'x_proj'");
+    CHECK_OK(lt_target_mask_parse("q_proj,v", &mask));
+    CHECK(mask == (LT_TARGET_Q | LT_TARGET_V), "mask 0x%x", mask);
+    CHECK_OK(lt_target_mask_parse("all", &mask));
+    CHECK(mask == LT_TARGET_ALL, "mask 0x%x", mask);
+    lt_train_method meth;
+    CHECK_ERR(lt_train_method_parse("adapter", &meth), LT_ERR_ARG, "method");
+    /* a trainer needs weights */
+    lt_model *m = NULL;
+    lt_model_load_opts o = {0, 1};
+    CHECK_OK(lt_model_load(lt_srcpath("tests/data/train/random_qwen2"), &o, &m));
+    lt_trainer *tr = NULL;
+    lt_train_config_default(&c);
+    CHECK_ERR(lt_trainer_create(m, &c, &tr), LT_ERR_ARG, "no weights");
+    lt_model_free(m);
+    /* batch checks */
+    CHECK_OK(lt_model_load(lt_srcpath("tests/data/train/random_qwen2"), NULL, &m));
+    c.batch_size = 1;
+    c.seq_len = 4;
+    CHECK_OK(lt_trainer_create(m, &c, &tr));
+    if (tr) {
+        int32_t tok[8] = {1, 2, 3, 4, 5, 6, 7, 8}, tgt[8] = {2, 3, 4, -100, 6, 7, 8, 9};
+        int32_t pos[4] = {0, 1, 2, 4};
+        lt_batch b = {2, 4, tok, tgt, NULL, NULL};
+        CHECK_ERR(lt_trainer_accumulate(tr, &b, 0, NULL), LT_ERR_ARG, "B: expected 1..1");
+        b.B = 1;
+        b.pos = pos;
+        CHECK_ERR(lt_trainer_accumulate(tr, &b, 0, NULL), LT_ERR_ARG, "pos[3] = 4");
+        b.pos = NULL;
+        tok[1] = 96;
+        CHECK_ERR(lt_trainer_accumulate(tr, &b, 0, NULL), LT_ERR_ARG, "token 96");
+        tok[1] = 2;
+        tgt[0] = 500;
+        CHECK_ERR(lt_trainer_accumulate(tr, &b, 0, NULL), LT_ERR_ARG, "target 500");
+        lt_train_tensor t;
+        int dirty = 0; /* a rejected batch left the gradients untouched */
+        for (int i = 0; i < lt_trainer_n_tensors(tr); i++) {
+            lt_trainer_tensor(tr, i, &t);
+            for (int64_t k = 0; k < t.numel; k++) dirty |= t.grad[k] != 0.0f;
+        }
+        CHECK(!dirty, "gradients changed by rejected batches");
+        CHECK_ERR(lt_trainer_find(tr, "nope", &t), LT_ERR_NOTFOUND, "nope");
+        float x[4] = {0};
+        CHECK_ERR(lt_trainer_set(
+                      tr, "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight", x, 4),
+                  LT_ERR_ARG, "expected 256 values");
+    }
+    lt_trainer_free(tr);
+    lt_model_free(m);
+}
+
+/* runs cmd, returns its exit status and output (stdout + stderr) in out */
+static int run_cmd(const char *cmd, char *out, size_t n) {
+    FILE *f = popen(cmd, "r");
+    if (!f) return -1;
+    size_t k = fread(out, 1, n - 1, f);
+    out[k] = 0;
+    int st = pclose(f);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static void cli(void) {
+    char exe[1024];
+    ssize_t k = readlink("/proc/self/exe", exe, sizeof exe - 16);
+    if (k <= 0) return;
+    exe[k] = 0;
+    char *slash = strrchr(exe, '/');
+    if (!slash) return;
+    strcpy(slash + 1, "loratune");
+    if (access(exe, X_OK) != 0) {
+        printf("cli: %s not built, skipped\n", exe);
+        return;
+    }
+    /* a folder holding only config.json */
+    const char *dir = lt_tmpdir();
+    char cfg[1024], *buf = NULL;
+    size_t len = 0;
+    CHECK_OK(lt_file_read_all(lt_srcpath("tests/data/train/random_qwen2/config.json"), &buf, &len));
+    snprintf(cfg, sizeof cfg, "%s/config.json", dir);
+    CHECK_OK(lt_file_write_atomic(cfg, buf, len));
+    free(buf);
+    static char out[65536];
+    char cmd[4096];
+    snprintf(cmd, sizeof cmd,
+             "'%s' plan --model '%s' --method dora --batch-size 3 --max-seq-len 20 "
+             "--grad-checkpoint --lora-rank 4 --lora-targets q,k,down --json 2>&1",
+             exe, dir);
+    int rc = run_cmd(cmd, out, sizeof out);
+    CHECK(rc == 0, "loratune plan exit %d: %s", rc, out);
+    json_error_t jerr;
+    json_t *j = json_loads(out, 0, &jerr);
+    CHECK(j != NULL, "plan --json output is not JSON: %s", out);
+    lt_model_config mc;
+    CHECK_OK(lt_model_config_load_hf(cfg, &mc));
+    lt_train_config c;
+    lt_train_config_default(&c);
+    c.method = LT_METHOD_DORA;
+    c.batch_size = 3;
+    c.seq_len = 20;
+    c.grad_checkpoint = 1;
+    c.lora.r = 4;
+    c.lora.targets = LT_TARGET_Q | LT_TARGET_K | LT_TARGET_DOWN;
+    lt_train_plan_t p;
+    CHECK_OK(lt_train_plan(&mc, &c, &p));
+    if (j) {
+        CHECK(json_integer_value(json_object_get(j, "peak_bytes")) == p.peak_bytes, "peak");
+        CHECK(json_integer_value(json_object_get(j, "n_trainable")) == p.n_trainable, "trainable");
+        json_t *by = json_object_get(j, "bytes");
+        for (int i = 0; i < LT_MEM_COUNT; i++)
+            CHECK(json_integer_value(
+                      json_object_get(by, lt_mem_category_name((lt_mem_category)i))) == p.bytes[i],
+                  "bytes.%s", lt_mem_category_name((lt_mem_category)i));
+        json_decref(j);
+    }
+    snprintf(cmd, sizeof cmd, "'%s' plan --model '%s' --method full 2>&1", exe, dir);
+    rc = run_cmd(cmd, out, sizeof out);
+    CHECK(rc == 0 && strstr(out, "predicted peak") && strstr(out, "activations"),
+          "table: exit %d: %s", rc, out);
+    snprintf(cmd, sizeof cmd, "'%s' plan --model '%s' --method qlora 2>&1", exe, dir);
+    rc = run_cmd(cmd, out, sizeof out);
+    CHECK(rc == 1 && strstr(out, "not supported yet"), "qlora: exit %d: %s", rc, out);
+    snprintf(cmd, sizeof cmd, "'%s' plan --model '%s' --method lora --lora-rank 0 2>&1", exe, dir);
+    rc = run_cmd(cmd, out, sizeof out);
+    CHECK(rc != 0 && strstr(out, "lora.r"), "rank 0: exit %d: %s", rc, out);
+    snprintf(cmd, sizeof cmd, "'%s' plan --model '%s' --method lora --lora-targets q,w 2>&1", exe,
+             dir);
+    rc = run_cmd(cmd, out, sizeof out);
+    CHECK(rc != 0 && strstr(out, "unknown target 'w'"), "bad target: exit %d: %s", rc, out);
+    remove(cfg);
+    rmdir(dir);
+}
+
+int main(void) {
+    lt_set_num_threads(1); /* tiny matrices: threads only add contention on CI */
+    grid(lt_srcpath("tests/data/train/random_qwen2"));
+    grid(lt_fixture("stories260K-hf"));
+    config_only();
+    bad_values();
+    cli();
+    LT_TEST_END();
+}

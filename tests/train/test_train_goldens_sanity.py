@@ -113,8 +113,8 @@ def main():
             m = json.load(f)
         check(all(k in m for k in KEYS), f"{case}: manifest lacks {[k for k in KEYS if k not in m]}")
         mdir = model_dir(m["model"])
+        check(os.path.isdir(mdir), f"{case}: model {mdir} not found")
         if not os.path.isdir(mdir):
-            print(f"skip {case}: model {mdir} not found", file=sys.stderr)
             continue
         with open(os.path.join(mdir, "config.json")) as f:
             V = json.load(f)["vocab_size"]

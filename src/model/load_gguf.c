@@ -134,7 +134,29 @@ static lt_status gguf_config(const lt_gguf *g, lt_model_config *c, char *arch, s
     return lt_model_config_validate(c, path);
 }
 
-#define OFF(base, off) ((base) ? (base) + (off) : NULL)
+static const lt_tensor_view *find_tensor(const void *g, const char *name) {
+    return lt_gguf_find_tensor(g, name);
+}
+
+static const lt_model_tensor_names GGUF_NAMES = {
+    .tok_embd = "token_embd.weight",
+    .out_norm = "output_norm.weight",
+    .lm_head = "output.weight", /* untied means it is there: no untied_why */
+    .layer_fmt = "blk.%lld.%s",
+    .attn_norm = "attn_norm.weight",
+    .wq = "attn_q.weight",
+    .wk = "attn_k.weight",
+    .wv = "attn_v.weight",
+    .bq = "attn_q.bias",
+    .bk = "attn_k.bias",
+    .bv = "attn_v.bias",
+    .wo = "attn_output.weight",
+    .ffn_norm = "ffn_norm.weight",
+    .w_gate = "ffn_gate.weight",
+    .w_up = "ffn_up.weight",
+    .w_down = "ffn_down.weight",
+    .find = find_tensor,
+};
 
 lt_status lt_model_load_gguf(const char *path, const lt_model_load_opts *opts, lt_model **out) {
     *out = NULL;
@@ -149,49 +171,16 @@ lt_status lt_model_load_gguf(const char *path, const lt_model_load_opts *opts, l
     /* Pass 0 checks every tensor against the metadata without any weights; only then pass 1
      * allocates and converts, so lying metadata cannot make us allocate more than the file
      * backs. */
-    int64_t D = c.dim, L = c.n_layers, F = c.ffn_dim, V = c.vocab_size;
-    int64_t QD = (int64_t)c.n_heads * c.head_dim, KD = (int64_t)c.n_kv_heads * c.head_dim;
-    lt_model_weights *w = NULL;
-    char name[128];
     for (int pass = 0; pass < 2; pass++) {
         if (pass == 1 && LT_CONFIG_ONLY(opts)) break;
         lt_model_free(m);
         m = NULL;
         if ((st = lt_model_alloc(&c, pass == 0, &m))) goto fail;
-        w = &m->w;
-#define TAKE(nm, nd, a, b, dst)                                                                    \
-    do {                                                                                           \
-        if ((st = lt_model_take(m, path, (nm), lt_gguf_find_tensor(g, (nm)), (nd), (a), (b),       \
-                                (dst))))                                                           \
-            goto fail;                                                                             \
-    } while (0)
-        TAKE("token_embd.weight", 2, V, D, w->tok_embd);
-        for (int64_t l = 0; l < L; l++) {
-#define LAYER(suffix, nd, a, b, dst)                                                               \
-    do {                                                                                           \
-        snprintf(name, sizeof name, "blk.%lld.%s", (long long)l, suffix);                          \
-        TAKE(name, nd, a, b, dst);                                                                 \
-    } while (0)
-            LAYER("attn_norm.weight", 1, D, 0, OFF(w->attn_norm, l * D));
-            LAYER("attn_q.weight", 2, QD, D, OFF(w->wq, l * QD * D));
-            LAYER("attn_k.weight", 2, KD, D, OFF(w->wk, l * KD * D));
-            LAYER("attn_v.weight", 2, KD, D, OFF(w->wv, l * KD * D));
-            if (c.qkv_bias) {
-                LAYER("attn_q.bias", 1, QD, 0, OFF(w->bq, l * QD));
-                LAYER("attn_k.bias", 1, KD, 0, OFF(w->bk, l * KD));
-                LAYER("attn_v.bias", 1, KD, 0, OFF(w->bv, l * KD));
-            }
-            LAYER("attn_output.weight", 2, D, QD, OFF(w->wo, l * D * QD));
-            LAYER("ffn_norm.weight", 1, D, 0, OFF(w->ffn_norm, l * D));
-            LAYER("ffn_gate.weight", 2, F, D, OFF(w->w_gate, l * F * D));
-            LAYER("ffn_up.weight", 2, F, D, OFF(w->w_up, l * F * D));
-            LAYER("ffn_down.weight", 2, D, F, OFF(w->w_down, l * D * F));
-#undef LAYER
-        }
-        TAKE("output_norm.weight", 1, D, 0, w->out_norm);
-        if (!c.tied_embeddings) TAKE("output.weight", 2, V, D, w->lm_head);
-#undef TAKE
+        if ((st = lt_model_take_named(m, path, &GGUF_NAMES, g))) goto fail;
     }
+    int64_t D = c.dim, L = c.n_layers;
+    int64_t QD = (int64_t)c.n_heads * c.head_dim, KD = (int64_t)c.n_kv_heads * c.head_dim;
+    lt_model_weights *w = &m->w;
     const lt_tensor_view *rf = lt_gguf_find_tensor(g, "rope_freqs.weight");
     if (rf) {
         int half = c.head_dim / 2;

@@ -31,8 +31,30 @@ static int64_t folder_safetensors_bytes(const char *dir) {
     return total;
 }
 
-/* In config-only mode the weight pointers are NULL; OFF() keeps the destination NULL. */
-#define OFF(base, off) ((base) ? (base) + (off) : NULL)
+static const lt_tensor_view *find_tensor(const void *sf, const char *name) {
+    return lt_safetensors_find(sf, name);
+}
+
+static const lt_model_tensor_names HF_NAMES = {
+    .tok_embd = "model.embed_tokens.weight",
+    .out_norm = "model.norm.weight",
+    .lm_head = "lm_head.weight",
+    .layer_fmt = "model.layers.%lld.%s",
+    .attn_norm = "input_layernorm.weight",
+    .wq = "self_attn.q_proj.weight",
+    .wk = "self_attn.k_proj.weight",
+    .wv = "self_attn.v_proj.weight",
+    .bq = "self_attn.q_proj.bias",
+    .bk = "self_attn.k_proj.bias",
+    .bv = "self_attn.v_proj.bias",
+    .wo = "self_attn.o_proj.weight",
+    .ffn_norm = "post_attention_layernorm.weight",
+    .w_gate = "mlp.gate_proj.weight",
+    .w_up = "mlp.up_proj.weight",
+    .w_down = "mlp.down_proj.weight",
+    .find = find_tensor,
+    .untied_why = "config.json has tie_word_embeddings false",
+};
 
 lt_status lt_model_load_hf(const char *dir, const lt_model_load_opts *opts, lt_model **out) {
     *out = NULL;
@@ -57,52 +79,7 @@ lt_status lt_model_load_hf(const char *dir, const lt_model_load_opts *opts, lt_m
             lt_safetensors_close(sf);
             return lt_error_wrap(st, dir);
         }
-        int64_t D = c.dim, L = c.n_layers, F = c.ffn_dim, V = c.vocab_size;
-        int64_t QD = (int64_t)c.n_heads * c.head_dim, KD = (int64_t)c.n_kv_heads * c.head_dim;
-        lt_model_weights *w = &m->w;
-        char name[256];
-#define TAKE(nm, nd, a, b, dst)                                                                    \
-    do {                                                                                           \
-        if ((st = lt_model_take(m, dir, (nm), lt_safetensors_find(sf, (nm)), (nd), (a), (b),       \
-                                (dst))))                                                           \
-            goto fail;                                                                             \
-    } while (0)
-        TAKE("model.embed_tokens.weight", 2, V, D, w->tok_embd);
-        for (int64_t l = 0; l < L; l++) {
-#define LAYER(suffix, nd, a, b, dst)                                                               \
-    do {                                                                                           \
-        snprintf(name, sizeof name, "model.layers.%lld.%s", (long long)l, suffix);                 \
-        TAKE(name, nd, a, b, dst);                                                                 \
-    } while (0)
-            LAYER("input_layernorm.weight", 1, D, 0, OFF(w->attn_norm, l * D));
-            LAYER("self_attn.q_proj.weight", 2, QD, D, OFF(w->wq, l * QD * D));
-            LAYER("self_attn.k_proj.weight", 2, KD, D, OFF(w->wk, l * KD * D));
-            LAYER("self_attn.v_proj.weight", 2, KD, D, OFF(w->wv, l * KD * D));
-            if (c.qkv_bias) {
-                LAYER("self_attn.q_proj.bias", 1, QD, 0, OFF(w->bq, l * QD));
-                LAYER("self_attn.k_proj.bias", 1, KD, 0, OFF(w->bk, l * KD));
-                LAYER("self_attn.v_proj.bias", 1, KD, 0, OFF(w->bv, l * KD));
-            }
-            LAYER("self_attn.o_proj.weight", 2, D, QD, OFF(w->wo, l * D * QD));
-            LAYER("post_attention_layernorm.weight", 1, D, 0, OFF(w->ffn_norm, l * D));
-            LAYER("mlp.gate_proj.weight", 2, F, D, OFF(w->w_gate, l * F * D));
-            LAYER("mlp.up_proj.weight", 2, F, D, OFF(w->w_up, l * F * D));
-            LAYER("mlp.down_proj.weight", 2, D, F, OFF(w->w_down, l * D * F));
-#undef LAYER
-        }
-        TAKE("model.norm.weight", 1, D, 0, w->out_norm);
-        if (!c.tied_embeddings) {
-            if (!lt_safetensors_find(sf, "lm_head.weight")) {
-                st = lt_error(
-                    LT_ERR_NOTFOUND,
-                    "%s: missing tensor lm_head.weight (config.json has tie_word_embeddings "
-                    "false)",
-                    dir);
-                goto fail;
-            }
-            TAKE("lm_head.weight", 2, V, D, w->lm_head);
-        }
-#undef TAKE
+        if ((st = lt_model_take_named(m, dir, &HF_NAMES, sf))) goto fail;
     }
     for (size_t i = 0; i < lt_safetensors_count(sf); i++) {
         const lt_tensor_view *t = lt_safetensors_tensor(sf, i);

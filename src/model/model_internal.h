@@ -33,4 +33,23 @@ void lt_permute_rows_interleaved_to_hf(float *w, int n_heads, int head_dim, int6
 lt_status lt_model_take(lt_model *m, const char *src, const char *name, const lt_tensor_view *t,
                         int ndim, int64_t d0, int64_t d1, float *dst);
 
+/* The names one file form gives lt_model's tensors: whole-model names, and layer_fmt (a
+ * printf pattern taking the layer as long long, then the per-layer suffix) with the suffixes.
+ * find(file, name) returns the file's view of a tensor, NULL when absent. untied_why, when
+ * not NULL, is said in the error for an untied model whose file lacks lm_head. */
+typedef struct {
+    const char *tok_embd, *out_norm, *lm_head;
+    const char *layer_fmt;
+    const char *attn_norm, *wq, *wk, *wv, *bq, *bk, *bv, *wo, *ffn_norm, *w_gate, *w_up, *w_down;
+    const lt_tensor_view *(*find)(const void *file, const char *name);
+    const char *untied_why;
+} lt_model_tensor_names;
+
+/* lt_model_take for every tensor m->config asks for, found by n->find in file (borrowed), in
+ * lt_model_weights' order (bq/bk/bv only with qkv_bias, lm_head only when untied); with
+ * m->params NULL it only checks. src names the file or folder in errors. Stops at the first
+ * error. */
+lt_status lt_model_take_named(lt_model *m, const char *src, const lt_model_tensor_names *n,
+                              const void *file);
+
 #endif

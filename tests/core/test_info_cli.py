@@ -3,27 +3,10 @@
 os.sched_getaffinity(); plus --help, the table form and a bad option."""
 import json
 import os
-import subprocess
 import sys
 
-PASSED = 0
-FAILED = 0
-
-
-def check(cond, msg):
-    global PASSED, FAILED
-    if cond:
-        PASSED += 1
-    else:
-        FAILED += 1
-        print("FAIL:", msg, file=sys.stderr)
-
-
-LT = os.environ["LORATUNE"]
-
-
-def run(*args):
-    return subprocess.run([LT, *args], capture_output=True, text=True)
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from ltcheck import check, finish, run  # noqa: E402
 
 
 def cpuinfo():
@@ -60,8 +43,7 @@ def main():
         hw = json.loads(r.stdout)
     except ValueError as e:
         check(False, f"info --json is not JSON: {e}")
-        print(f"{PASSED} passed, {FAILED} failed")
-        return 1
+        return finish()
     for key in ("cpu", "memory", "cgroup", "cuda", "build", "runtime"):
         check(key in hw, f"missing key {key}")
     cpu, mem, build, rt = hw["cpu"], hw["memory"], hw["build"], hw["runtime"]
@@ -130,8 +112,7 @@ def main():
     r = run("info", "--bogus")
     check(r.returncode == 2 and "--bogus" in r.stderr, "bad option")
 
-    print(f"{PASSED} passed, {FAILED} failed")
-    return 1 if FAILED else 0
+    return finish()
 
 
 if __name__ == "__main__":

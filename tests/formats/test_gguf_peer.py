@@ -21,22 +21,14 @@ import numpy as np
 import gguf
 from gguf import GGMLQuantizationType as Q, GGUFValueType as V, quants
 
-PASS = 0
-FAIL = 0
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from ltcheck import FIXTURES, check, finish, tool  # noqa: E402
+
 SEED = 4242  # differs from tools/gen_quant_goldens.py
 
 
-def check(cond, msg):
-    global PASS, FAIL
-    if cond:
-        PASS += 1
-    else:
-        FAIL += 1
-        print("FAIL:", msg, file=sys.stderr)
-
-
-def tool():
-    exe = os.path.join(os.path.dirname(os.environ["LORATUNE"]), "test_gguf")
+def gguf_tool():
+    exe = tool("test_gguf")
     if not os.path.exists(exe):
         raise SystemExit(f"test_gguf not found next to LORATUNE: {exe}")
     return exe
@@ -81,7 +73,7 @@ def deq(t):
 
 def compare_dump(path, label):
     r = gguf.GGUFReader(path)
-    p = subprocess.run([tool(), "--dump", path], capture_output=True, text=True)
+    p = subprocess.run([gguf_tool(), "--dump", path], capture_output=True, text=True)
     check(p.returncode == 0, f"{label}: --dump failed: {p.stderr.strip()}")
     if p.returncode != 0:
         return
@@ -251,7 +243,7 @@ def test_our_writer(tmp, rng, align):
     out = os.path.join(tmp, "ours.gguf")
     with open(sp, "w") as f:
         json.dump(spec, f)
-    p = subprocess.run([tool(), "--write", sp, out], capture_output=True, text=True)
+    p = subprocess.run([gguf_tool(), "--write", sp, out], capture_output=True, text=True)
     check(p.returncode == 0, f"--write failed: {p.stderr.strip()}")
     if p.returncode != 0:
         return
@@ -282,7 +274,6 @@ def test_our_writer(tmp, rng, align):
 
 def main():
     rng = np.random.default_rng(SEED)
-    fx = os.environ.get("LT_FIXTURES", os.path.join(os.path.dirname(__file__), "../../../shared/fixtures"))
     with tempfile.TemporaryDirectory() as tmp:
         p1 = os.path.join(tmp, "peer.gguf")
         write_peer_file(p1, rng)
@@ -295,9 +286,8 @@ def main():
     # GGUFReader needs ~5 s of CPU per 32k-token vocab file; the gpt-2 vocab (50k tokens and
     # 50k merges) is left to test_gguf to keep this test fast
     for rel in ["stories260K/stories260K.gguf", "tokenizers/llama2-spm/ggml-vocab-llama-spm.gguf"]:
-        compare_dump(os.path.join(fx, rel), rel)
-    print(f"{PASS} passed, {FAIL} failed")
-    return 1 if FAIL else 0
+        compare_dump(os.path.join(FIXTURES, rel), rel)
+    return finish()
 
 
 if __name__ == "__main__":

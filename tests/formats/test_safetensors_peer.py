@@ -19,21 +19,11 @@ import numpy as np
 import safetensors
 import safetensors.numpy as stnp
 
-PASSED = 0
-FAILED = 0
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import ltcheck  # noqa: E402
+from ltcheck import FIXTURES, check  # noqa: E402
 
-
-def check(cond, msg):
-    global PASSED, FAILED
-    if cond:
-        PASSED += 1
-    else:
-        FAILED += 1
-        print("FAIL:", msg, file=sys.stderr)
-
-
-TOOL = os.path.join(os.path.dirname(os.environ["LORATUNE"]), "test_safetensors")
-FIXTURES = os.environ.get("LT_FIXTURES", "/work/shared/fixtures")
+TOOL = ltcheck.tool("test_safetensors")
 
 NP_TO_ST = {
     "float32": "F32", "float16": "F16", "float64": "F64", "int8": "I8", "uint8": "U8",
@@ -170,10 +160,9 @@ def main():
     check(r.returncode != 0 and "'bad'" in r.stderr, f"writer accepted bad nbytes: {r.stderr}")
     check(not os.path.exists(os.path.join(tmp, "bad.safetensors")), "bad file written")
 
-    if FAILED == 0:
+    if ltcheck.failed == 0:
         subprocess.run(["rm", "-rf", tmp])
-    print(f"{PASSED} passed, {FAILED} failed")
-    return 1 if FAILED else 0
+    return ltcheck.finish()
 
 
 if __name__ == "__main__":

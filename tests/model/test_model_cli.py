@@ -10,30 +10,21 @@ reproduce its output; bad arguments fail with a message. Prints "N passed, M fai
 import json
 import os
 import struct
-import subprocess
 import sys
 
 import gguf
 from safetensors.numpy import load_file
 
-BIN = os.environ["LORATUNE"]
-FIX = os.environ.get("LT_FIXTURES", os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "fixtures"))
-S = os.path.join(FIX, "stories260K")
-HF = os.path.join(FIX, "stories260K-hf")
-passed = failed = 0
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import ltcheck  # noqa: E402
+from ltcheck import FIXTURES, check  # noqa: E402
 
-
-def check(cond, what):
-    global passed, failed
-    if cond:
-        passed += 1
-    else:
-        failed += 1
-        print("FAIL:", what, file=sys.stderr)
+S = os.path.join(FIXTURES, "stories260K")
+HF = os.path.join(FIXTURES, "stories260K-hf")
 
 
 def run(*args):
-    p = subprocess.run([BIN, *args], capture_output=True, timeout=300)
+    p = ltcheck.run(*args, text=False, timeout=300)
     return p.returncode, p.stdout.decode("utf-8", "replace"), p.stderr.decode("utf-8", "replace")
 
 
@@ -125,5 +116,4 @@ check(rc == 2, "bad top-p")
 rc, out, err = run("generate", "--model", "/nonexistent/model")
 check(rc == 1 and "/nonexistent/model" in err, f"missing model: {err}")
 
-print(f"{passed} passed, {failed} failed")
-sys.exit(1 if failed else 0)
+sys.exit(ltcheck.finish())

@@ -17,6 +17,9 @@ import numpy as np
 import gguf
 from gguf import GGMLQuantizationType as Q, quants
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from ltcheck import check, finish, tool  # noqa: E402
+
 SEED = 777001
 N_BLOCKS = 64
 F16_FIELDS = {"Q4_0": [0], "Q4_1": [0, 2], "Q5_0": [0], "Q5_1": [0, 2], "Q8_0": [0],
@@ -38,9 +41,8 @@ def blocks(rng, qt):
 
 
 def main():
-    exe = os.path.join(os.path.dirname(os.environ["LORATUNE"]), "test_gguf")
+    exe = tool("test_gguf")
     rng = np.random.default_rng(SEED)
-    passed = failed = 0
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "blocks.gguf")
         w = gguf.GGUFWriter(path, "llama")
@@ -56,26 +58,21 @@ def main():
         w.close()
         p = subprocess.run([exe, "--dump", path], capture_output=True, text=True)
         if p.returncode != 0:
-            print(f"FAIL: test_gguf --dump: {p.stderr.strip()}", file=sys.stderr)
-            print("0 passed, 1 failed")
-            return 1
+            check(False, f"test_gguf --dump: {p.stderr.strip()}")
+            return finish()
         got = {t["name"]: np.frombuffer(bytes.fromhex(t["f32"]), np.float32)
                for t in json.loads(p.stdout)["tensors"]}
     for name, w32 in want.items():
         g32 = got.get(name)
-        if g32 is not None and g32.shape == w32.shape and \
-                np.array_equal(g32.view(np.uint32), w32.view(np.uint32)):
-            passed += 1
-            continue
-        failed += 1
         if g32 is None or g32.shape != w32.shape:
-            print(f"FAIL: {name}: missing or wrong length", file=sys.stderr)
+            check(False, f"{name}: missing or wrong length")
             continue
-        k = int(np.nonzero(g32.view(np.uint32) != w32.view(np.uint32))[0][0])
-        print(f"FAIL: {name}: first mismatch at {k} (block {k // gguf.GGML_QUANT_SIZES[Q[name]][0]}):"
-              f" ours {g32[k]!r} vs gguf {w32[k]!r}", file=sys.stderr)
-    print(f"{passed} passed, {failed} failed")
-    return 1 if failed else 0
+        bad = np.nonzero(g32.view(np.uint32) != w32.view(np.uint32))[0]
+        k = int(bad[0]) if len(bad) else 0
+        check(len(bad) == 0,
+              f"{name}: first mismatch at {k} (block {k // gguf.GGML_QUANT_SIZES[Q[name]][0]}):"
+              f" ours {g32[k]!r} vs gguf {w32[k]!r}")
+    return finish()
 
 
 if __name__ == "__main__":

@@ -25,22 +25,13 @@ import jinja2
 import jinja2.ext
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-SRC = os.environ.get("LT_SOURCE_DIR", os.path.join(os.path.dirname(__file__), "..", ".."))
-BIN = os.path.join(os.path.dirname(os.environ["LORATUNE"]), "test_chat_template")
-DATA = os.path.join(SRC, "tests", "data", "chat_templates")
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from ltcheck import SOURCE_DIR, check, finish, tool  # noqa: E402
+
+BIN = tool("test_chat_template")
+DATA = os.path.join(SOURCE_DIR, "tests", "data", "chat_templates")
 
 ARG_STATUS = "invalid argument"  # lt_status_name(LT_ERR_ARG)
-passed = 0
-failed = 0
-
-
-def check(cond, what):
-    global passed, failed
-    if cond:
-        passed += 1
-    else:
-        failed += 1
-        print("FAIL:", what)
 
 
 def make_env():
@@ -300,8 +291,7 @@ def main():
             print("%-40s ok; exact kept under %d edits; we refuse where Jinja renders: %s"
                   % (fname, kept, ", ".join(strict) or "-"))
         check_gguf(tmp)
-    print("%d passed, %d failed" % (passed, failed))
-    return 1 if failed else 0
+    return finish()
 
 
 if __name__ == "__main__":

@@ -35,7 +35,6 @@ import glob
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import unicodedata
@@ -45,21 +44,10 @@ import sentencepiece as spm
 from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, pre_tokenizers
 from tokenizers import processors
 
-LT = os.environ["LORATUNE"]
-FIX = os.environ["LT_FIXTURES"]
-TOK = os.path.join(FIX, "tokenizers")
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from ltcheck import FIXTURES, check, finish, tokenize  # noqa: E402
 
-passed = 0
-failed = 0
-
-
-def check(cond, msg):
-    global passed, failed
-    if cond:
-        passed += 1
-    else:
-        failed += 1
-        print("FAIL:", msg)
+TOK = os.path.join(FIXTURES, "tokenizers")
 
 
 def strings_in(obj, out):
@@ -75,8 +63,8 @@ def strings_in(obj, out):
 
 def dataset_texts():
     texts = []
-    files = sorted(glob.glob(os.path.join(FIX, "datasets/*/*.jsonl")) +
-                   glob.glob(os.path.join(FIX, "datasets/*/*.json")))
+    files = sorted(glob.glob(os.path.join(FIXTURES, "datasets/*/*.jsonl")) +
+                   glob.glob(os.path.join(FIXTURES, "datasets/*/*.json")))
     for path in files:
         with open(path, encoding="utf-8") as f:
             raw = f.read()
@@ -135,27 +123,15 @@ NEWER_UNICODE = [
 ]
 
 
-def ours(args, lines):
-    r = subprocess.run([LT, "tokenize", *args], input="".join(l + "\n" for l in lines),
-                       capture_output=True, text=True, encoding="utf-8", errors="strict")
-    if r.returncode != 0:
-        print("loratune failed:", args, r.stderr[-2000:])
-        return None
-    out = r.stdout.split("\n")
-    if out and out[-1] == "":
-        out.pop()
-    return out
-
-
 def encode_ours(src, texts, extra=()):
-    out = ours([*src, "--json", *extra], [json.dumps(t) for t in texts])
+    out = tokenize([*src, "--json", *extra], [json.dumps(t) for t in texts])
     if out is None:
         return None
     return [[int(x) for x in l.split()] for l in out]
 
 
 def decode_ours(src, ids, extra=()):
-    out = ours([*src, "--decode", "--json", *extra], [" ".join(map(str, i)) for i in ids])
+    out = tokenize([*src, "--decode", "--json", *extra], [" ".join(map(str, i)) for i in ids])
     if out is None:
         return None
     return [json.loads(l) for l in out]
@@ -322,7 +298,7 @@ def main():
     ref = Tokenizer.from_file(sm_path)
     ref.no_truncation()
     ref.no_padding()
-    check(ours(["--model", os.path.join(TOK, "smollm")], ["<|im_start|>hi"]) ==
+    check(tokenize(["--model", os.path.join(TOK, "smollm")], ["<|im_start|>hi"]) ==
           [" ".join(map(str, ref.encode("<|im_start|>hi").ids))], "--model folder")
 
     # GGUF "gpt2" vocabularies
@@ -418,8 +394,7 @@ def main():
 
     shutil.rmtree(tmp, ignore_errors=True)
     print(f"compared {total} texts in all, each encode and decode")
-    print(f"{passed} passed, {failed} failed")
-    return 1 if failed else 0
+    return finish()
 
 
 if __name__ == "__main__":

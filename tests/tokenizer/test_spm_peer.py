@@ -20,7 +20,6 @@ import glob
 import json
 import os
 import random
-import subprocess
 import sys
 
 import struct
@@ -28,19 +27,8 @@ import tempfile
 
 import sentencepiece as spm
 
-LORATUNE = os.environ.get("LORATUNE", "loratune")
-FIX = os.environ.get("LT_FIXTURES", os.path.join(os.path.dirname(__file__), "../../../shared/fixtures"))
-
-passed = failed = 0
-
-
-def check(cond, msg):
-    global passed, failed
-    if cond:
-        passed += 1
-    else:
-        failed += 1
-        print("FAIL:", msg)
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from ltcheck import FIXTURES, check, finish, tokenize  # noqa: E402
 
 
 def strings(v):
@@ -56,24 +44,12 @@ def strings(v):
 
 def dataset_texts():
     texts = []
-    for path in sorted(glob.glob(os.path.join(FIX, "datasets", "*", "*.jsonl"))):
+    for path in sorted(glob.glob(os.path.join(FIXTURES, "datasets", "*", "*.jsonl"))):
         with open(path, encoding="utf-8") as f:
             for line in f:
                 if line.strip():
                     texts.extend(strings(json.loads(line)))
     return texts
-
-
-def run(args, lines):
-    inp = "".join(l + "\n" for l in lines).encode("utf-8")
-    r = subprocess.run([LORATUNE, "tokenize"] + args, input=inp, capture_output=True)
-    if r.returncode != 0:
-        print("loratune tokenize", " ".join(args), "failed:", r.stderr.decode(errors="replace")[:2000])
-        return None
-    out = r.stdout.decode("utf-8").split("\n")
-    if out and out[-1] == "":
-        out.pop()
-    return out
 
 
 def first_diff(a, b):
@@ -89,7 +65,7 @@ def test_model(name, path, texts):
 
     # encode
     want = sp.encode(texts)  # batch call: one list of ids per text
-    out = run(["--tokenizer", path, "--json", "--no-special"], [json.dumps(t) for t in texts])
+    out = tokenize(["--tokenizer", path, "--json", "--no-special"], [json.dumps(t) for t in texts])
     got = [[int(x) for x in l.split()] for l in out] if out is not None else []
     ok = 0
     shown = 0
@@ -120,8 +96,8 @@ def test_model(name, path, texts):
                 s.append(rnd.randrange(n))
         seqs.append(s)
     want_txt = sp.decode(seqs)
-    out = run(["--tokenizer", path, "--decode", "--json", "--skip-special"],
-              [" ".join(map(str, s)) for s in seqs])
+    out = tokenize(["--tokenizer", path, "--decode", "--json", "--skip-special"],
+                   [" ".join(map(str, s)) for s in seqs])
     got_txt = [json.loads(l) for l in out] if out is not None else []
     ok_text = sum(1 for w, g in zip(want_txt[:len(texts)], got_txt[:len(texts)]) if w == g)
     ok_rand = sum(1 for w, g in zip(want_txt[len(texts):], got_txt[len(texts):]) if w == g)
@@ -227,7 +203,8 @@ def test_synthetic(tmpdir):
             continue
         n = sp.vocab_size()
         want = sp.encode(texts)  # batch call: one list of ids per text
-        out = run(["--tokenizer", path, "--json", "--no-special"], [json.dumps(t) for t in texts])
+        out = tokenize(["--tokenizer", path, "--json", "--no-special"],
+                       [json.dumps(t) for t in texts])
         got = [[int(x) for x in l.split()] for l in out] if out is not None else []
         ok = sum(1 for w, g in zip(want, got) if w == g)
         shown = 0
@@ -237,8 +214,8 @@ def test_synthetic(tmpdir):
                 print(f"{name}: encode {t!r}:\n  want {w} {[sp.id_to_piece(i) for i in w]}\n  got  {g}")
         seqs = want + [[rnd.randrange(n) for _ in range(rnd.randint(1, 8))] for _ in range(500)]
         want_txt = sp.decode(seqs)
-        out = run(["--tokenizer", path, "--decode", "--json", "--skip-special"],
-                  [" ".join(map(str, s)) for s in seqs])
+        out = tokenize(["--tokenizer", path, "--decode", "--json", "--skip-special"],
+                       [" ".join(map(str, s)) for s in seqs])
         got_txt = [json.loads(l) for l in out] if out is not None else []
         dok = sum(1 for w, g in zip(want_txt, got_txt) if w == g)
         for s, w, g in zip(seqs, want_txt, got_txt):
@@ -255,10 +232,9 @@ def main():
         test_synthetic(tmpdir)
     texts = dataset_texts()
     check(len(texts) > 20000, f"expected the fixture datasets' texts, got {len(texts)}")
-    test_model("llama2-spm", os.path.join(FIX, "tokenizers/llama2-spm/tokenizer.model"), texts)
-    test_model("tok512", os.path.join(FIX, "stories260K/tok512.model"), texts)
-    print(f"{passed} passed, {failed} failed")
-    return 1 if failed else 0
+    test_model("llama2-spm", os.path.join(FIXTURES, "tokenizers/llama2-spm/tokenizer.model"), texts)
+    test_model("tok512", os.path.join(FIXTURES, "stories260K/tok512.model"), texts)
+    return finish()
 
 
 if __name__ == "__main__":

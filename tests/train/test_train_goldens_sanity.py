@@ -21,23 +21,10 @@ import sys
 import numpy as np
 from safetensors.numpy import load_file
 
-PASSED = 0
-FAILED = 0
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from ltcheck import FIXTURES, SOURCE_DIR, check, finish  # noqa: E402
 
-
-def check(cond, msg):
-    global PASSED, FAILED
-    if cond:
-        PASSED += 1
-    else:
-        FAILED += 1
-        print("FAIL:", msg, file=sys.stderr)
-
-
-SRC = os.environ.get("LT_SOURCE_DIR",
-                     os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
-FIXTURES = os.environ.get("LT_FIXTURES", "/work/shared/fixtures")
-DATA = os.path.join(SRC, "tests", "data", "train")
+DATA = os.path.join(SOURCE_DIR, "tests", "data", "train")
 CASES = ["qwen2_lora_all", "qwen2_lora_rslora_qv_l1", "qwen2_dora_qkvo", "qwen2_full",
          "qwen2_full_l1_noemb", "qwen2_lora_bf16", "stories_lora_qv", "stories_dora_all",
          "stories_full"]
@@ -47,7 +34,7 @@ KEYS = ["generator", "torch", "transformers", "peft", "model", "method", "base_d
 
 def model_dir(ref):
     kind, rest = ref.split(":", 1)
-    return os.path.join(SRC, rest) if kind == "data" else os.path.join(FIXTURES, rest)
+    return os.path.join(SOURCE_DIR, rest) if kind == "data" else os.path.join(FIXTURES, rest)
 
 
 def load_tensor(folder, entry, what):
@@ -187,8 +174,7 @@ def main():
                                      axis=1)
                 check(np.allclose(mag, ref, rtol=1e-5, atol=0), f"{case}: {mod} DoRA magnitude")
 
-    print(f"{PASSED} passed, {FAILED} failed")
-    return 1 if FAILED else 0
+    return finish()
 
 
 if __name__ == "__main__":

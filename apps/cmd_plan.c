@@ -24,6 +24,8 @@ static void usage(FILE *f) {
             "  --lora-layers A:B     adapt layers [A, B) (default all)\n"
             "  --base-dtype D        f32|bf16|f16: dtype of the frozen weights (default f32)\n"
             "  --keep-logits         also plan the full [B][T][V] logits buffer\n"
+            "  --keep-base-fp32      bf16/f16 LoRA/DoRA: keep the model's fp32 weights (by\n"
+            "                        default the trainer releases them after copying)\n"
             "  --json                print one JSON object\n");
 }
 
@@ -77,6 +79,8 @@ int cmd_plan(int argc, char **argv) {
             json = 1;
         } else if (!strcmp(a, "--grad-checkpoint")) {
             c.grad_checkpoint = 1;
+        } else if (!strcmp(a, "--keep-base-fp32")) {
+            c.release_base_fp32 = 0;
         } else if (!strcmp(a, "--keep-logits")) {
             c.keep_logits = 1;
         } else if (!strcmp(a, "--model") && v) {
@@ -187,6 +191,9 @@ int cmd_plan(int argc, char **argv) {
         json_object_set_new(o, "model_bytes", json_integer(p.model_bytes));
         json_object_set_new(o, "overhead_bytes", json_integer(p.overhead_bytes));
         json_object_set_new(o, "peak_bytes", json_integer(p.peak_bytes));
+        json_object_set_new(o, "released_base", json_boolean(p.released_base));
+        json_object_set_new(o, "steady_bytes", json_integer(p.steady_bytes));
+        json_object_set_new(o, "create_peak_bytes", json_integer(p.create_peak_bytes));
         char *s = json_dumps(o, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
         printf("%s\n", s);
         free(s);
@@ -205,8 +212,10 @@ int cmd_plan(int argc, char **argv) {
     printf("batch        %d x %d tokens, gradient checkpointing %s, frozen weights %s\n\n",
            c.batch_size, c.seq_len, c.grad_checkpoint ? "on" : "off", bd);
     printf("%-16s %16s %12s\n", "category", "bytes", "MiB");
-    static const char *notes[LT_MEM_COUNT] = {
-        "frozen base weights (the model's fp32 + any 16-bit copies)",
+    const char *notes[LT_MEM_COUNT] = {
+        p.released_base ? "frozen base: 16-bit copy (the model's fp32 weights are released)"
+        : c.base_dtype == LT_DTYPE_F32 ? "frozen base: the model's fp32 weights"
+                                       : "frozen base: the model's fp32 + 16-bit copies",
         "trainable parameters (fp32)",
         "fp32 gradients",
         "AdamW m and v (fp32)",
@@ -218,5 +227,9 @@ int cmd_plan(int argc, char **argv) {
     printf("%-16s %16lld %12.2f  %s\n", "overhead (est.)", (long long)p.overhead_bytes,
            mib(p.overhead_bytes), "binary, libraries, BLAS/OpenMP buffers");
     printf("%-16s %16lld %12.2f\n", "predicted peak", (long long)p.peak_bytes, mib(p.peak_bytes));
+    if (p.released_base)
+        printf("  (max of: creating the trainer, fp32 model + 16-bit copy %.2f MiB; training "
+               "%.2f MiB)\n",
+               mib(p.create_peak_bytes), mib(p.steady_bytes));
     return 0;
 }

@@ -10,7 +10,9 @@
  *     row i + head_dim/2 the second. llama2.c and llama.cpp's llama-arch GGUFs store the
  *     interleaved-pair order (rows 2i, 2i+1 form a pair); the loaders permute them back.
  * All weights are float32 for now (quantized/half files are dequantized at load), in one
- * allocation (lt_model.params) that the lt_model_weights pointers point into.
+ * allocation (lt_model.params, its own anonymous mapping so freeing it returns the memory to
+ * the OS) that the lt_model_weights pointers point into. A trainer with a 16-bit frozen base
+ * may release them (lt_model_release_weights): the model is then config-only.
  *
  * Ownership: lt_model and lt_kv_cache are owned by the caller and freed with their _free
  * (safe on NULL). Paths and token arrays passed in are borrowed. */
@@ -115,6 +117,7 @@ typedef struct lt_model {
     int stored_dtype_tensors[LT_DTYPE_COUNT]; /* stored tensors per dtype */
     int64_t stored_dtype_params[LT_DTYPE_COUNT];
     int qk_permuted_at_load; /* 1 if q/k rows came interleaved (llama2.c, llama GGUF) */
+    int weights_released;    /* 1 after lt_model_release_weights (params and w.* are NULL) */
 } lt_model;
 
 typedef struct {
@@ -134,6 +137,15 @@ lt_status lt_model_load_llama2c(const char *path, const lt_model_load_opts *opts
 /* Allocates a model with zeroed weights for a validated config (for tests / training). */
 lt_status lt_model_create(const lt_model_config *c, lt_model **out);
 void lt_model_free(lt_model *m); /* safe on NULL */
+/* Frees the fp32 weights (m->params, returned to the OS at once) and sets params and every
+ * lt_model_weights pointer to NULL; config, inv_freq and the load info stay. For a trainer that
+ * holds its own 16-bit copy of the frozen base (lt_train_config.release_base_fp32). Anything
+ * that needs the weights afterwards (lt_model_forward, lt_trainer_create, ...) fails with
+ * LT_ERR_ARG (see lt_model_check_weights). Safe on NULL and when already released. */
+void lt_model_release_weights(lt_model *m);
+/* LT_OK when m holds its fp32 weights; else LT_ERR_ARG "<what>: model weights were released to
+ * a trainer holding a 16-bit copy" (or "... loaded config-only (no weights)"). */
+lt_status lt_model_check_weights(const lt_model *m, const char *what);
 
 /* The chat template that comes with a model: tokenizer_config.json (or chat_template.jinja) of
  * a Hugging Face folder, or tokenizer.chat_template of a GGUF (bos/eos strings then taken from

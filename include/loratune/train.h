@@ -11,16 +11,20 @@
  *     never allocate (lt_trainer_mem reports the allocation count to check it).
  *   - Trainable values and gradients are fp32; AdamW moments are fp32.
  *   - Frozen base weights: base_dtype F32 uses the lt_model's fp32 weights directly (zero
- *     copy). BF16 / F16 keeps a rounded 16-bit copy of every frozen matrix in the trainer and
- *     dequantizes it into a workspace before each matmul; the lt_model still holds its fp32
- *     weights (counted in the plan; see docs/TRAINING.md).
+ *     copy). BF16 / F16 keeps a complete frozen copy in the trainer (16-bit matrices, embedding
+ *     and untied head; norms / biases as rounded fp32) and dequantizes a matrix into a
+ *     workspace before each matmul. For LoRA / DoRA it then, by default
+ *     (release_base_fp32), releases the lt_model's fp32 weights (lt_model_release_weights), so
+ *     a 16-bit base really halves the frozen weights; the plan counts the moment both exist
+ *     (docs/TRAINING.md).
  *   - Full fine-tuning trains the lt_model's fp32 weights IN PLACE (no copy).
  *   - Gradients of one optimizer step: grads accumulate (+=) over micro-batches; step clips,
  *     applies AdamW and zeroes them.
  *
  * Ownership: the lt_model passed to lt_trainer_create is borrowed and must outlive the trainer
- * (full FT writes into it). Batches and their arrays are borrowed for the call. Tensor names
- * and value/grad pointers returned by the enumeration are owned by the trainer. */
+ * (full FT writes into it; a 16-bit LoRA / DoRA base releases its fp32 weights). Batches and their
+ * arrays are borrowed for the call. Tensor names and value/grad pointers returned by the
+ * enumeration are owned by the trainer. */
 #ifndef LORATUNE_TRAIN_H
 #define LORATUNE_TRAIN_H
 
@@ -82,17 +86,27 @@ typedef struct {
     lt_dtype base_dtype; /* LT_DTYPE_F32 / BF16 / F16 for the frozen weights */
     float lr, beta1, beta2, eps, weight_decay; /* AdamW (torch.optim.AdamW semantics) */
     float grad_clip;                           /* global-norm clip; <= 0: no clipping */
-    int grad_accum;    /* micro-batches per optimizer step (informational for callers and
-                          lt_train_plan; accumulate/step do not enforce it) */
-    uint64_t seed;     /* LoRA init and dropout masks */
-    int keep_logits;   /* 1: also keep the fp32 logits [B][T][V] of the last accumulate/eval
-                          (for tests; an extra activation buffer) */
-    int ce_chunk_rows; /* rows of logits computed at once in the LM head + loss; 0 = auto */
+    int grad_accum;        /* micro-batches per optimizer step (informational for callers and
+                              lt_train_plan; accumulate/step do not enforce it) */
+    uint64_t seed;         /* LoRA init and dropout masks */
+    int keep_logits;       /* 1: also keep the fp32 logits [B][T][V] of the last accumulate/eval
+                              (for tests; an extra activation buffer) */
+    int ce_chunk_rows;     /* rows of logits computed at once in the LM head + loss; 0 = auto */
+    int release_base_fp32; /* 1 (default): with method LORA / DORA and base_dtype BF16 / F16,
+                              lt_trainer_create releases the lt_model's fp32 weights once its
+                              16-bit copies are made (lt_model_release_weights): the model can
+                              then not run lt_model_forward or another trainer -- reload it.
+                              Ignored (nothing released) for an F32 base, which uses the
+                              model's weights, and for FULL, which trains them in place. */
 } lt_train_config;
 
 /* Defaults: LORA r=8 alpha=16 dropout 0, targets q,v, all layers; B=1, T=512, no checkpoint,
- * F32 base; lr 1e-4, betas (0.9, 0.999), eps 1e-8, wd 0.01, clip 1.0, accum 1, seed 42. */
+ * F32 base, release_base_fp32 1; lr 1e-4, betas (0.9, 0.999), eps 1e-8, wd 0.01, clip 1.0,
+ * accum 1, seed 42. */
 void lt_train_config_default(lt_train_config *c);
+/* 1 when lt_trainer_create will release the model's fp32 weights under config c (LORA / DORA,
+ * base BF16 / F16, release_base_fp32). */
+int lt_train_releases_base(const lt_train_config *c);
 /* Checks c against the model config; LT_ERR_ARG with a message naming the field
  * ("lora.r: expected >= 1, got 0"), LT_ERR_UNSUPPORTED for qlora. */
 lt_status lt_train_config_validate(const lt_model_config *mc, const lt_train_config *c);
@@ -114,15 +128,25 @@ typedef struct {
     int64_t alloc[LT_MEM_COUNT];
     int64_t alloc_total;
     int64_t n_allocs; /* allocation calls lt_trainer_create makes */
-    /* Bytes per category INCLUDING what lives in the lt_model (its fp32 weights: frozen ones
-     * in WEIGHTS, trained-in-place ones in TRAINABLE), for a budget table. */
+    /* Bytes per category while training (the budget table): alloc plus what the lt_model
+     * still holds then -- its fp32 weights, frozen ones in WEIGHTS, trained-in-place ones in
+     * TRAINABLE -- unless released_base (then WEIGHTS is just the trainer's 16-bit copy). */
     int64_t bytes[LT_MEM_COUNT];
-    int64_t model_bytes;    /* fp32 weights the lt_model holds (n_params * 4) */
+    int64_t model_bytes;    /* fp32 weights the loaded lt_model holds (n_params * 4) */
     int64_t overhead_bytes; /* estimate: binary, libraries, BLAS/OpenMP thread buffers */
-    int64_t peak_bytes;     /* predicted peak RSS: model_bytes + alloc_total + overhead */
+    int64_t peak_bytes;     /* predicted peak RSS: max(create_peak_bytes, steady_bytes) */
     int64_t n_trainable;    /* trainable parameters (floats) */
     int64_t n_params;       /* base model parameters */
     int n_tensors;          /* trainable tensors */
+    int released_base;      /* 1: lt_trainer_create releases the model's fp32 weights */
+    /* steady state (training) = sum of bytes[] + overhead: alloc_total + overhead, plus
+     * model_bytes unless released_base */
+    int64_t steady_bytes;
+    /* inside lt_trainer_create, before the release (released_base only; else = steady_bytes):
+     * model_bytes + alloc[WEIGHTS] (the copies being made) + create_touched_bytes + overhead.
+     * The other blocks are allocated but first written after the release. */
+    int64_t create_peak_bytes;
+    int64_t create_touched_bytes; /* workspace bookkeeping written while the copies are made */
 } lt_train_plan_t;
 
 /* From the configs alone (no weights). Validates like lt_train_config_validate. */
@@ -132,8 +156,10 @@ lt_status lt_train_plan(const lt_model_config *mc, const lt_train_config *c, lt_
 typedef struct lt_trainer lt_trainer;
 
 /* m is borrowed (must outlive the trainer; full FT trains its weights in place; BF16/F16 base
- * rounds nothing in m). LoRA A is initialised by lt_lora_init(seed), B = 0, DoRA magnitude =
- * row norms of W (+ scale B A); use lt_trainer_set to load other values. *out is new. */
+ * rounds nothing in m, and with release_base_fp32 frees m's fp32 weights: m stays config-only
+ * after the trainer is freed). LT_ERR_ARG if m has no weights (config-only or released). LoRA A is
+ * initialised by lt_lora_init(seed), B = 0, DoRA magnitude = row norms of W (+ scale B A); use
+ * lt_trainer_set to load other values. *out is new. */
 lt_status lt_trainer_create(lt_model *m, const lt_train_config *c, lt_trainer **out);
 void lt_trainer_free(lt_trainer *tr); /* safe on NULL */
 

@@ -247,8 +247,8 @@ static void forward_chunk(const lt_model *m, lt_kv_cache *kv, const int32_t *tok
 lt_status lt_model_forward(const lt_model *m, lt_kv_cache *kv, const int32_t *tokens, int n,
                            int pos0, float *logits, int all_logits) {
     const lt_model_config *c = &m->config;
-    if (!m->params)
-        return lt_error(LT_ERR_ARG, "forward: the model was loaded config-only (no weights)");
+    lt_status st = lt_model_check_weights(m, "forward"); /* config-only or released */
+    if (st) return st;
     if (n < 1 || pos0 < 0 || (int64_t)pos0 + n > kv->ctx)
         return lt_error(LT_ERR_ARG, "forward: positions %d..%lld do not fit the context of %d",
                         pos0, (long long)pos0 + n - 1, kv->ctx);

@@ -1,14 +1,19 @@
 /* model.c - lt_model allocation, wiring of the weight pointers into the one parameter block,
- * load dispatch on the path's form, rotary row permutations, thread settings.
+ * load dispatch on the path's form, rotary row permutations, thread settings, weight release.
  *
  * Invariant: m->params holds exactly lt_model_config_n_params(&m->config) floats in the order
- * of lt_model_weights' fields; lm_head aliases tok_embd when tied. */
+ * of lt_model_weights' fields; lm_head aliases tok_embd when tied. params is its own anonymous
+ * mapping (zero pages, page aligned) followed by one PROT_NONE guard page, so that releasing
+ * it gives the memory back to the OS whatever malloc's thresholds (and ASan's quarantine) are,
+ * and a write past the end still faults. params == NULL: config-only or released. */
 #include "loratune/model.h"
 
 #include <cblas.h>
 #include <omp.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "model_internal.h"
 
@@ -58,6 +63,29 @@ void lt_model_wire(lt_model *m) {
     }
 }
 
+/* bytes of the params mapping for n floats: whole pages + the guard page */
+static size_t params_map_bytes(int64_t n) {
+    size_t pg = (size_t)sysconf(_SC_PAGESIZE);
+    size_t b = (size_t)n * sizeof(float);
+    return (b + pg - 1) / pg * pg + pg;
+}
+
+static float *params_map(int64_t n) {
+    size_t sz = params_map_bytes(n), pg = (size_t)sysconf(_SC_PAGESIZE);
+    void *p = mmap(NULL, sz, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) return NULL;
+    if (mprotect((char *)p + sz - pg, pg, PROT_NONE)) {
+        munmap(p, sz);
+        return NULL;
+    }
+    return (float *)p;
+}
+
+static void params_unmap(lt_model *m) {
+    if (m->params) munmap(m->params, params_map_bytes(m->n_params));
+    m->params = NULL;
+}
+
 lt_status lt_model_alloc(const lt_model_config *c, int config_only, lt_model **out) {
     *out = NULL;
     lt_status st = lt_model_config_validate(c, "model config");
@@ -66,12 +94,12 @@ lt_status lt_model_alloc(const lt_model_config *c, int config_only, lt_model **o
     if (!m) return lt_error(LT_ERR_NOMEM, "model: out of memory");
     m->config = *c;
     m->n_params = lt_model_config_n_params(c);
-    if (m->n_params <= 0 || (uint64_t)m->n_params > SIZE_MAX / sizeof(float)) {
+    if (m->n_params <= 0 || (uint64_t)m->n_params > SIZE_MAX / sizeof(float) / 2) {
         int64_t n = m->n_params;
         free(m);
         return lt_error(LT_ERR_NOMEM, "model: %lld parameters do not fit in memory", (long long)n);
     }
-    if (!config_only) m->params = calloc((size_t)m->n_params, sizeof(float));
+    if (!config_only) m->params = params_map(m->n_params);
     m->inv_freq = calloc((size_t)c->head_dim / 2, sizeof(float));
     if ((!config_only && !m->params) || !m->inv_freq) {
         lt_model_free(m);
@@ -91,10 +119,29 @@ lt_status lt_model_create(const lt_model_config *c, lt_model **out) {
 
 void lt_model_free(lt_model *m) {
     if (!m) return;
-    free(m->params);
+    params_unmap(m);
     free(m->inv_freq);
     free(m->path);
     free(m);
+}
+
+void lt_model_release_weights(lt_model *m) {
+    if (!m || !m->params) return;
+    params_unmap(m);
+    memset(&m->w, 0, sizeof m->w);
+    m->weights_released = 1;
+}
+
+lt_status lt_model_check_weights(const lt_model *m, const char *what) {
+    if (!m) return lt_error(LT_ERR_ARG, "%s: no model", what);
+    if (m->weights_released)
+        return lt_error(LT_ERR_ARG,
+                        "%s: model weights were released to a trainer holding a 16-bit copy "
+                        "(lt_train_config.release_base_fp32); reload the model",
+                        what);
+    if (!m->params)
+        return lt_error(LT_ERR_ARG, "%s: the model was loaded config-only (no weights)", what);
+    return LT_OK;
 }
 
 void lt_permute_rows_interleaved_to_hf(float *w, int n_heads, int head_dim, int64_t cols,

@@ -2,7 +2,9 @@
  *
  * lt_train_plan runs the trainer's layout in counting mode (trainer_layout.c), so its
  * per-category bytes are exactly what lt_trainer_create allocates; the predicted peak adds the
- * lt_model's fp32 weights and a fixed process-overhead estimate (docs/TRAINING.md). */
+ * lt_model's fp32 weights and a fixed process-overhead estimate (docs/TRAINING.md). With a
+ * released 16-bit base the peak is the larger of two moments: inside lt_trainer_create (fp32
+ * model + the 16-bit copies being made) and training (the trainer's blocks, no fp32 model). */
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -89,6 +91,12 @@ void lt_train_config_default(lt_train_config *c) {
     c->grad_clip = 1.0f;
     c->grad_accum = 1;
     c->seed = 42;
+    c->release_base_fp32 = 1;
+}
+
+int lt_train_releases_base(const lt_train_config *c) {
+    return c->release_base_fp32 && c->base_dtype != LT_DTYPE_F32 &&
+           (c->method == LT_METHOD_LORA || c->method == LT_METHOD_DORA);
 }
 
 static lt_status check_range(const char *field, int b, int e, int L) {
@@ -164,7 +172,8 @@ lt_status lt_train_plan(const lt_model_config *mc, const lt_train_config *c, lt_
     if (st) return st;
     st = lt_train_config_validate(mc, c);
     if (st) return st;
-    st = lt_trainer_layout_(NULL, mc, c, out->alloc, &out->n_tensors, &out->n_trainable);
+    int64_t ws_head = 0;
+    st = lt_trainer_layout_(NULL, mc, c, out->alloc, &out->n_tensors, &out->n_trainable, &ws_head);
     if (st) return st;
     /* the trainer struct itself is one more recorded allocation (workspace) */
     out->alloc[LT_MEM_WORKSPACE] += ((int64_t)sizeof(lt_trainer) + 63) & ~(int64_t)63;
@@ -176,15 +185,27 @@ lt_status lt_train_plan(const lt_model_config *mc, const lt_train_config *c, lt_
     if (out->alloc[LT_MEM_WORKSPACE]) out->n_allocs++;
     out->n_params = lt_model_config_n_params(mc);
     out->model_bytes = out->n_params * 4;
+    out->released_base = lt_train_releases_base(c);
     for (int k = 0; k < LT_MEM_COUNT; k++)
         out->bytes[k] = out->alloc[k];
     if (c->method == LT_METHOD_FULL) {
         out->bytes[LT_MEM_TRAINABLE] += out->n_trainable * 4;
         out->bytes[LT_MEM_WEIGHTS] += (out->n_params - out->n_trainable) * 4;
-    } else {
+    } else if (!out->released_base) {
         out->bytes[LT_MEM_WEIGHTS] += out->model_bytes;
     }
     out->overhead_bytes = lt_train_overhead_bytes_();
-    out->peak_bytes = out->model_bytes + out->alloc_total + out->overhead_bytes;
+    out->steady_bytes =
+        (out->released_base ? 0 : out->model_bytes) + out->alloc_total + out->overhead_bytes;
+    if (out->released_base) {
+        /* the trainer struct (its own allocation) is written too */
+        out->create_touched_bytes = ws_head + (((int64_t)sizeof(lt_trainer) + 63) & ~(int64_t)63);
+        out->create_peak_bytes = out->model_bytes + out->alloc[LT_MEM_WEIGHTS] +
+                                 out->create_touched_bytes + out->overhead_bytes;
+    } else {
+        out->create_peak_bytes = out->steady_bytes;
+    }
+    out->peak_bytes =
+        out->create_peak_bytes > out->steady_bytes ? out->create_peak_bytes : out->steady_bytes;
     return LT_OK;
 }

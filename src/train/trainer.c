@@ -18,11 +18,13 @@
 #include "trainer_internal.h"
 
 /* ---- the recording allocator: every byte the trainer owns goes through here ------------- */
+/* Not zeroed here: lt_trainer_create zeroes each block when it first writes it, so that with a
+ * released base the blocks other than WEIGHTS are not touched (not resident) while the fp32
+ * model still exists. */
 static void *rec_alloc(int64_t *bytes, int64_t *n_allocs, int cat, int64_t n) {
     size_t sz = (size_t)((n + 63) & ~(int64_t)63);
     void *p = aligned_alloc(64, sz ? sz : 64);
     if (!p) return NULL;
-    memset(p, 0, sz);
     bytes[cat] += (int64_t)sz;
     (*n_allocs)++;
     return p;
@@ -398,18 +400,37 @@ lt_status lt_trainer_set(lt_trainer *tr, const char *name, const float *data, in
 }
 
 /* ---- create / free ------------------------------------------------------------------------ */
+/* With a released base nothing may point into the model: every frozen matrix, the embedding
+ * and the head must have their 16-bit copy (norms / biases point at rounded copies in WEIGHTS,
+ * set by the layout). Checked before releasing, so a layout bug cannot become a dangling read. */
+static lt_status detach_base(lt_trainer *tr) {
+    const int L = tr->mc.n_layers;
+    for (int i = 0; i < L * LT_N_TARGETS; i++) {
+        if (!tr->lin[i].W16)
+            return lt_error(LT_ERR_INTERNAL, "trainer: layer %d %s has no 16-bit copy",
+                            i / LT_N_TARGETS, lt_target_name(i % LT_N_TARGETS));
+        tr->lin[i].W = NULL;
+    }
+    if (!tr->embd16 || !tr->head16 || tr->dembd || tr->dhead)
+        return lt_error(LT_ERR_INTERNAL, "trainer: embedding / head not copied to 16-bit");
+    tr->embd = NULL;
+    tr->head = NULL;
+    return LT_OK;
+}
+
 lt_status lt_trainer_create(lt_model *m, const lt_train_config *c, lt_trainer **out) {
     *out = NULL;
-    if (!m || !m->params)
-        return lt_error(LT_ERR_ARG, "trainer: the model has no weights (loaded config-only?)");
+    lt_status st = lt_model_check_weights(m, "trainer");
+    if (st) return st;
     lt_train_plan_t plan;
-    lt_status st = lt_train_plan(&m->config, c, &plan);
+    st = lt_train_plan(&m->config, c, &plan);
     if (st) return st;
     int64_t bytes[LT_MEM_COUNT] = {0}, nalloc = 0;
     lt_trainer *tr = rec_alloc(bytes, &nalloc, LT_MEM_WORKSPACE, (int64_t)sizeof(lt_trainer));
     if (!tr) return lt_error(LT_ERR_NOMEM, "trainer: out of memory");
-    int64_t lay[LT_MEM_COUNT];
-    st = lt_trainer_layout_(NULL, &m->config, c, lay, NULL, NULL);
+    memset(tr, 0, sizeof *tr);
+    int64_t lay[LT_MEM_COUNT], ws_head = 0;
+    st = lt_trainer_layout_(NULL, &m->config, c, lay, NULL, NULL, &ws_head);
     if (st) {
         free(tr);
         return st;
@@ -431,13 +452,26 @@ lt_status lt_trainer_create(lt_model *m, const lt_train_config *c, lt_trainer **
     tr->plan = plan;
     memcpy(tr->mem_bytes, bytes, sizeof bytes);
     tr->n_allocs = nalloc;
+    /* the carving pass writes only WEIGHTS and the head of WORKSPACE (trainer_internal.h) */
+    if (tr->block[LT_MEM_WEIGHTS])
+        memset(tr->block[LT_MEM_WEIGHTS], 0, (size_t)lay[LT_MEM_WEIGHTS]);
+    memset(tr->block[LT_MEM_WORKSPACE], 0, (size_t)ws_head);
     int64_t carved[LT_MEM_COUNT];
-    st = lt_trainer_layout_(tr, &m->config, c, carved, NULL, NULL);
+    st = lt_trainer_layout_(tr, &m->config, c, carved, NULL, NULL, NULL);
     if (!st && memcmp(carved, lay, sizeof lay))
         st = lt_error(LT_ERR_INTERNAL, "trainer: the carving pass differs from the plan");
+    if (!st && plan.released_base) st = detach_base(tr);
     if (st) {
         lt_trainer_free(tr);
         return st;
+    }
+    /* From here on the trainer reads only its own copies: give the fp32 weights back before
+     * touching the other blocks, so the two never need to be resident together. */
+    if (plan.released_base) lt_model_release_weights(m);
+    for (int k = 0; k < LT_MEM_COUNT; k++) {
+        if (!tr->block[k] || k == LT_MEM_WEIGHTS) continue;
+        int64_t from = k == LT_MEM_WORKSPACE ? ws_head : 0;
+        memset((char *)tr->block[k] + from, 0, (size_t)(lay[k] - from));
     }
     tr->scale = c->method == LT_METHOD_FULL
                     ? 0.0f

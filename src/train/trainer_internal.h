@@ -11,8 +11,9 @@
 /* One linear of one layer: the frozen or trained base weight plus its adapter. */
 typedef struct {
     int C, OC;
-    float *W;      /* [OC][C] fp32 weight in the lt_model (NULL-free; source of truth for F32) */
-    uint16_t *W16; /* [OC][C] 16-bit copy when frozen and base_dtype is BF16/F16, else NULL */
+    float *W;          /* [OC][C] fp32 weight in the lt_model (source of truth for F32 and full
+                          FT; NULL once the model's weights are released -- W16 is then set) */
+    uint16_t *W16;     /* [OC][C] 16-bit copy when frozen and base_dtype is BF16/F16, else NULL */
     const float *bias; /* [OC] or NULL (rounded copy when 16-bit) */
     float *dW, *dbias; /* full FT gradients (NULL when frozen) */
     /* adapter (NULL when none) */
@@ -94,9 +95,14 @@ struct lt_trainer {
 };
 
 /* Counting pass when tr == NULL (fills bytes[] only), carving pass otherwise (tr->block must
- * hold bytes[] per category from a counting pass). Also fills n_tensors / n_trainable. */
+ * hold bytes[] per category from a counting pass). Also fills n_tensors / n_trainable and
+ * ws_head (may be NULL): the leading bytes of the WORKSPACE block that the carving pass writes
+ * (bookkeeping: lin, tensor table, names); it writes nothing else but the WEIGHTS block (the
+ * 16-bit copies), so everything else may stay untouched until the model's weights are
+ * released. */
 lt_status lt_trainer_layout_(lt_trainer *tr, const lt_model_config *mc, const lt_train_config *c,
-                             int64_t bytes[LT_MEM_COUNT], int *n_tensors, int64_t *n_trainable);
+                             int64_t bytes[LT_MEM_COUNT], int *n_tensors, int64_t *n_trainable,
+                             int64_t *ws_head);
 /* Overhead estimate used for the predicted peak. */
 int64_t lt_train_overhead_bytes_(void);
 

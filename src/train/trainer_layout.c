@@ -78,7 +78,8 @@ static int in_range(int l, int b, int e, int L) {
 }
 
 lt_status lt_trainer_layout_(lt_trainer *tr, const lt_model_config *mc, const lt_train_config *c,
-                             int64_t bytes[LT_MEM_COUNT], int *n_tensors, int64_t *n_trainable) {
+                             int64_t bytes[LT_MEM_COUNT], int *n_tensors, int64_t *n_trainable,
+                             int64_t *ws_head) {
     carver cv;
     memset(&cv, 0, sizeof cv);
     cv.tr = tr;
@@ -306,6 +307,9 @@ lt_status lt_trainer_layout_(lt_trainer *tr, const lt_model_config *mc, const lt
     }
     if (idx != n_tt)
         return lt_error(LT_ERR_INTERNAL, "train layout: %d tensors, expected %d", idx, n_tt);
+    /* up to here the carving pass wrote WEIGHTS and this much of WORKSPACE; below only
+     * pointers are computed */
+    if (ws_head) *ws_head = cv.off[LT_MEM_WORKSPACE];
 
     /* ---- activations ---- */
     float *xs = CARVE_F(&cv, LT_MEM_ACTIVATIONS, (int64_t)(L + 1) * N * D);

@@ -7,9 +7,13 @@
  *   - checkpointing shrinks the activations (plan and recorded) when the model has >= 2 layers.
  * Plus: a plan from a folder holding only config.json equals the plan from the full model;
  * bad config values fail with a message naming the field; qlora is "not supported yet";
+ * a bf16 LoRA base releases the model's fp32 weights (RSS measured, the model refuses to run
+ * after), and the plan's two moments (creation, steady) add up;
  * `loratune plan` (the program next to this test binary) prints the same numbers as --json. */
 #include <jansson.h>
+#include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -54,9 +58,19 @@ static void grid(const char *model_path) {
                         if (methods[mi] == LT_METHOD_FULL && dt) c.full.layer_begin = 1;
                         lt_train_plan_t p;
                         CHECK_OK(lt_train_plan(&m->config, &c, &p));
+                        if (m->weights_released) { /* the previous config released them */
+                            lt_model_free(m);
+                            m = NULL;
+                            CHECK_OK(lt_model_load(model_path, NULL, &m));
+                            if (!m) return;
+                        }
                         lt_trainer *tr = NULL;
                         CHECK_OK(lt_trainer_create(m, &c, &tr));
                         if (!tr) continue;
+                        int rel = c.method != LT_METHOD_FULL && dt;
+                        CHECK(p.released_base == rel && m->weights_released == rel,
+                              "cfg %d: released %d, model released %d, expected %d", ncfg,
+                              p.released_base, m->weights_released, rel);
                         int64_t bytes[LT_MEM_COUNT], na = 0;
                         lt_trainer_mem(tr, bytes, &na);
                         for (int k = 0; k < LT_MEM_COUNT; k++)
@@ -84,8 +98,28 @@ static void grid(const char *model_path) {
                             CHECK(p.alloc[LT_MEM_WEIGHTS] == 0, "f32 base: zero copy");
                         else
                             CHECK(p.alloc[LT_MEM_WEIGHTS] > 0, "16-bit copies planned");
-                        CHECK(p.peak_bytes == p.model_bytes + p.alloc_total + p.overhead_bytes,
-                              "peak sum");
+                        int64_t sum = p.overhead_bytes;
+                        for (int k = 0; k < LT_MEM_COUNT; k++)
+                            sum += p.bytes[k];
+                        CHECK(p.steady_bytes == sum && sum == (rel ? 0 : p.model_bytes) +
+                                                                  p.alloc_total + p.overhead_bytes,
+                              "cfg %d: steady %lld, bytes[] + overhead %lld", ncfg,
+                              (long long)p.steady_bytes, (long long)sum);
+                        if (rel)
+                            CHECK(p.create_peak_bytes == p.model_bytes + p.alloc[LT_MEM_WEIGHTS] +
+                                                             p.create_touched_bytes +
+                                                             p.overhead_bytes &&
+                                      p.create_touched_bytes > 0 &&
+                                      p.create_touched_bytes < p.alloc[LT_MEM_WORKSPACE] &&
+                                      p.bytes[LT_MEM_WEIGHTS] == p.alloc[LT_MEM_WEIGHTS],
+                                  "cfg %d: creation peak", ncfg);
+                        else
+                            CHECK(p.create_peak_bytes == p.steady_bytes,
+                                  "cfg %d: no release: one moment", ncfg);
+                        CHECK(p.peak_bytes == (p.create_peak_bytes > p.steady_bytes
+                                                   ? p.create_peak_bytes
+                                                   : p.steady_bytes),
+                              "peak = max(creation, steady)");
                         act[ck] = p.alloc[LT_MEM_ACTIVATIONS];
                         rec_act[ck] = bytes[LT_MEM_ACTIVATIONS];
                         /* the hot path does not allocate */
@@ -220,7 +254,8 @@ static void bad_values(void) {
         int dirty = 0; /* a rejected batch left the gradients untouched */
         for (int i = 0; i < lt_trainer_n_tensors(tr); i++) {
             lt_trainer_tensor(tr, i, &t);
-            for (int64_t k = 0; k < t.numel; k++) dirty |= t.grad[k] != 0.0f;
+            for (int64_t k = 0; k < t.numel; k++)
+                dirty |= t.grad[k] != 0.0f;
         }
         CHECK(!dirty, "gradients changed by rejected batches");
         CHECK_ERR(lt_trainer_find(tr, "nope", &t), LT_ERR_NOTFOUND, "nope");
@@ -231,6 +266,146 @@ static void bad_values(void) {
     }
     lt_trainer_free(tr);
     lt_model_free(m);
+}
+
+/* VmRSS / VmHWM of this process in bytes, -1 if unreadable */
+static int64_t proc_status_kb(const char *key) {
+    FILE *f = fopen("/proc/self/status", "r");
+    if (!f) return -1;
+    char line[256];
+    int64_t v = -1;
+    size_t kl = strlen(key);
+    while (fgets(line, sizeof line, f))
+        if (!strncmp(line, key, kl) && line[kl] == ':') v = atoll(line + kl + 1) * 1024;
+    fclose(f);
+    return v;
+}
+
+/* A 16-bit LoRA base releases the model's fp32 weights: measured in RSS, and the model then
+ * refuses everything that needs them. Model: SmolLM-like random shape, dim 256, 3 layers,
+ * 4 heads (2 kv) of 64, ffn 768, vocab 4096, untied: 4.5M params = 17.8 MB fp32, 8.9 MB bf16.
+ * B=2, T=128 makes the other trainer blocks (activations, workspace) larger than the copies, so
+ * the creation peak shows whether they were first touched after the release. */
+static void released_base(void) {
+    lt_model_config mc;
+    memset(&mc, 0, sizeof mc);
+    mc.arch = LT_ARCH_LLAMA;
+    mc.dim = 256;
+    mc.n_layers = 3;
+    mc.n_heads = 4;
+    mc.n_kv_heads = 2;
+    mc.head_dim = 64;
+    mc.ffn_dim = 768;
+    mc.vocab_size = 4096;
+    mc.max_seq_len = 128;
+    mc.norm_eps = 1e-5f;
+    mc.rope_theta = 10000.0f;
+    mc.bos_id = mc.eos_id = -1;
+    mc.dtype = LT_DTYPE_F32;
+    lt_model *m = NULL;
+    CHECK_OK(lt_model_create(&mc, &m));
+    if (!m) return;
+    uint32_t x = 12345; /* touch every page: the params mapping starts as zero pages */
+    for (int64_t i = 0; i < m->n_params; i++) {
+        x = x * 1664525u + 1013904223u;
+        m->params[i] = ((float)(x >> 8) / 16777216.0f - 0.5f) * 0.1f;
+    }
+    for (int64_t i = 0; i < (int64_t)mc.n_layers * mc.dim; i++)
+        m->w.attn_norm[i] = m->w.ffn_norm[i] = 1.0f;
+    lt_kv_cache *kv = NULL;
+    CHECK_OK(lt_kv_cache_create(m, 16, 4, &kv));
+    int32_t tok[4] = {1, 2, 3, 4};
+    static float logits[4096];
+    CHECK_OK(lt_model_forward(m, kv, tok, 4, 0, logits, 0));
+
+    lt_train_config c;
+    lt_train_config_default(&c);
+    c.lora.r = 4;
+    c.batch_size = 2;
+    c.seq_len = 128;
+    c.base_dtype = LT_DTYPE_BF16;
+    lt_train_plan_t p;
+    CHECK_OK(lt_train_plan(&mc, &c, &p));
+    CHECK(p.released_base, "bf16 LoRA releases by default");
+    int64_t rss0 = proc_status_kb("VmRSS");
+    /* "5" resets VmHWM to the current RSS (Linux >= 4.0) */
+    FILE *cr = fopen("/proc/self/clear_refs", "w");
+    int hwm_ok = cr && fputs("5", cr) >= 0;
+    if (cr) hwm_ok &= fclose(cr) == 0;
+    lt_trainer *tr = NULL;
+    CHECK_OK(lt_trainer_create(m, &c, &tr));
+    int64_t rss1 = proc_status_kb("VmRSS"), hwm = proc_status_kb("VmHWM");
+    CHECK(m->weights_released && !m->params && !m->w.wq && !m->w.tok_embd && !m->w.lm_head,
+          "model weights released");
+    /* what keeping the fp32 model would have cost, minus what we see: ~ model_bytes */
+    int64_t saved = rss0 + p.alloc_total - rss1;
+    printf("released bf16 base: model %.1f MB fp32, copies %.1f MB, trainer %.1f MB; RSS %+.1f MB "
+           "(saved %.1f MB vs keeping the model)\n",
+           p.model_bytes / 1e6, p.alloc[LT_MEM_WEIGHTS] / 1e6, p.alloc_total / 1e6,
+           (rss1 - rss0) / 1e6, saved / 1e6);
+    CHECK(rss0 > 0 && rss1 > 0, "VmRSS unreadable");
+    CHECK(saved >= p.model_bytes / 2, "RSS saved %lld bytes, expected about %lld (model fp32)",
+          (long long)saved, (long long)p.model_bytes);
+    if (hwm_ok && hwm > 0) {
+        /* the plan's peak over what was resident before (model + overhead): max(copies +
+         * bookkeeping during creation, all blocks - model after). Touching every block before
+         * the release would instead rise by alloc_total. Slack: ASan's shadow (1/8 of the
+         * blocks) and 4 MiB of allocator / page-granularity noise. */
+        int64_t rise = hwm - rss0, want = p.peak_bytes - p.model_bytes - p.overhead_bytes;
+        int64_t bound = want + p.alloc_total / 8 + ((int64_t)4 << 20);
+        printf("peak RSS rose %.1f MB (plan: %.1f MB; touching all blocks before the release: "
+               "%.1f MB)\n",
+               rise / 1e6, want / 1e6, p.alloc_total / 1e6);
+        CHECK(want ==
+                  (p.alloc[LT_MEM_WEIGHTS] + p.create_touched_bytes > p.alloc_total - p.model_bytes
+                       ? p.alloc[LT_MEM_WEIGHTS] + p.create_touched_bytes
+                       : p.alloc_total - p.model_bytes),
+              "plan peak");
+        CHECK(bound < p.alloc_total, "test too weak: bound %lld >= all blocks %lld",
+              (long long)bound, (long long)p.alloc_total);
+        CHECK(rise <= bound, "creation peak rose %lld bytes, expected <= %lld", (long long)rise,
+              (long long)bound);
+    } else {
+        printf("creation peak: /proc/self/clear_refs not writable, not measured\n");
+    }
+    /* the trainer works from its copies alone */
+    int32_t ttok[256], ttgt[256];
+    fill_batch(ttok, ttgt, 256, mc.vocab_size);
+    lt_batch b = {2, 128, ttok, ttgt, NULL, NULL};
+    lt_loss_stats ls;
+    CHECK_OK(lt_trainer_accumulate(tr, &b, 0.0f, &ls));
+    CHECK_OK(lt_trainer_step(tr, -1.0f, NULL));
+    CHECK(isfinite(ls.loss) && ls.loss > 7.0f && ls.loss < 10.0f, "loss %g (ln 4096 = 8.3)",
+          (double)ls.loss);
+    /* and the model refuses what needs the weights */
+    CHECK_ERR(lt_model_check_weights(m, "generate"), LT_ERR_ARG,
+              "model weights were released to a trainer holding a 16-bit copy");
+    CHECK(lt_model_forward(m, kv, tok, 4, 0, logits, 0) == LT_ERR_ARG, "forward after release");
+    lt_trainer *tr2 = NULL;
+    CHECK_ERR(lt_trainer_create(m, &c, &tr2), LT_ERR_ARG, "released to a trainer");
+    lt_model_release_weights(m); /* twice: no-op */
+    lt_trainer_free(tr);
+    lt_kv_cache_free(kv);
+    lt_model_free(m);
+
+    /* opt-out, an F32 base and full FT keep the model's weights */
+    const lt_train_method meths[3] = {LT_METHOD_DORA, LT_METHOD_LORA, LT_METHOD_FULL};
+    for (int k = 0; k < 3; k++) {
+        CHECK_OK(lt_model_load(lt_srcpath("tests/data/train/random_qwen2"), NULL, &m));
+        if (!m) return;
+        lt_train_config_default(&c);
+        c.method = meths[k];
+        c.base_dtype = k == 1 ? LT_DTYPE_F32 : LT_DTYPE_F16;
+        c.release_base_fp32 = k != 0;
+        c.seq_len = 8;
+        CHECK_OK(lt_train_plan(&m->config, &c, &p));
+        CHECK(!p.released_base, "case %d: plan says released", k);
+        CHECK_OK(lt_trainer_create(m, &c, &tr));
+        CHECK(!m->weights_released && m->params, "case %d: weights kept", k);
+        CHECK_OK(lt_model_check_weights(m, "kept"));
+        lt_trainer_free(tr);
+        lt_model_free(m);
+    }
 }
 
 /* runs cmd, returns its exit status and output (stdout + stderr) in out */
@@ -320,6 +495,7 @@ int main(void) {
     grid(lt_fixture("stories260K-hf"));
     config_only();
     bad_values();
+    released_base();
     cli();
     LT_TEST_END();
 }

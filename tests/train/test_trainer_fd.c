@@ -2,7 +2,8 @@
  * and checkpointing on == off.
  *
  * Covers what the PEFT goldens do not: a Mistral-style config with a sliding window, tied
- * embeddings (the embedding gets gradients from both ends), no q/k/v bias, an F16 base, and
+ * embeddings (the embedding gets gradients from both ends), no q/k/v bias, an F16 base, a
+ * 16-bit base whose fp32 weights were released (the trainer runs on its copies alone), and
  * LoRA dropout with checkpointing. Model: dim 16, 2 layers, 4 heads, 2 kv heads, head_dim 4,
  * ffn 24, vocab 29, random weights; batch B=2, T=7, row 0 packs two sequences, some targets
  * are -100.
@@ -185,7 +186,9 @@ int main(void) {
     c.lora.rslora = 1;
     fd_case("dora all rslora, window+tied", mw, &c);
     c.base_dtype = LT_DTYPE_F16;
+    c.release_base_fp32 = 0; /* mw is used again below; the released case runs last */
     fd_case("dora all, f16 base, window+tied", mw, &c);
+    c.release_base_fp32 = 1;
     c.base_dtype = LT_DTYPE_F32;
     c.method = LT_METHOD_LORA;
     c.lora.targets = LT_TARGET_K | LT_TARGET_DOWN;
@@ -221,6 +224,22 @@ int main(void) {
     c.base_dtype = LT_DTYPE_BF16;
     c.full.layer_begin = 1;
     ckpt_case("full layer 1 bf16, bias", mq, &c);
+
+    /* last uses of each model: 16-bit bases with the fp32 weights released -- the trainer
+     * must work from its own copies alone (any read of the model would now fault) */
+    lt_train_config_default(&c);
+    c.batch_size = B_;
+    c.seq_len = T_;
+    c.lora.r = 3;
+    c.lora.targets = LT_TARGET_ALL;
+    c.method = LT_METHOD_DORA;
+    c.base_dtype = LT_DTYPE_F16;
+    fd_case("dora all, f16 base released, tied", mw, &c);
+    CHECK(mw->weights_released && !mw->params, "mw: weights released");
+    c.method = LT_METHOD_LORA;
+    c.base_dtype = LT_DTYPE_BF16;
+    fd_case("lora all, bf16 released, bias+untied", mq, &c);
+    CHECK(mq->weights_released && !mq->params && !mq->w.lm_head, "mq: weights released");
 
     lt_model_free(mw);
     lt_model_free(mq);

@@ -1,7 +1,9 @@
 /* test_trainer_golden.c - the trainer against transformers + PEFT goldens.
  *
  * Every case in tests/data/train/<case>/manifest.json (written by tools/gen_train_goldens.py,
- * format in docs/TRAINING.md) is run twice, with gradient checkpointing off and on:
+ * format in docs/TRAINING.md) is run twice, with gradient checkpointing off and on (a bf16
+ * LoRA / DoRA base then has its fp32 model weights released, the default; a third run keeps
+ * them, release_base_fp32 = 0):
  *   - micro-batch 0 alone: loss, logits [B][T][V], every trainable gradient;
  *   - `steps` optimizer steps of `grad_accum` micro-batches each, the loss normalised by the
  *     step's total counted tokens: per-step loss, pre-clip grad norm, and every tensor in
@@ -172,8 +174,13 @@ static void run_case(const char *dir, const char *cname) {
     json_t *gnorms = json_object_get(extra, "grad_norms_preclip");
     json_t *losses = json_object_get(m, "losses");
 
-    for (int ck = 0; ck <= 1; ck++) {
+    /* a 16-bit base runs a third pass with the model's fp32 weights kept (passes 0, 1 release
+     * them for LoRA / DoRA: the default) */
+    int npass = c.base_dtype != LT_DTYPE_F32 ? 3 : 2;
+    for (int pass = 0; pass < npass; pass++) {
+        int ck = pass & 1;
         c.grad_checkpoint = ck;
+        c.release_base_fp32 = pass < 2;
         lt_model *mdl = NULL;
         CHECK_OK(lt_model_load(model_path, NULL, &mdl));
         if (!mdl) break;
@@ -183,6 +190,9 @@ static void run_case(const char *dir, const char *cname) {
             lt_model_free(mdl);
             break;
         }
+        int rel = lt_train_releases_base(&c);
+        CHECK(mdl->weights_released == rel && (mdl->params == NULL) == rel,
+              "%s: model weights released %d, expected %d", cname, mdl->weights_released, rel);
         CHECK(lt_trainer_n_tensors(tr) == (int)json_array_size(names),
               "%s: %d trainable tensors, golden has %zu", cname, lt_trainer_n_tensors(tr),
               json_array_size(names));
@@ -271,10 +281,10 @@ static void run_case(const char *dir, const char *cname) {
             }
             free(g);
         }
-        printf("%-26s ckpt=%d  loss %.2e  logits %.2e  grads %.2e (%s)  step-loss %.2e  "
+        printf("%-26s ckpt=%d%s  loss %.2e  logits %.2e  grads %.2e (%s)  step-loss %.2e  "
                "gnorm %.2e  after %.2f of allowed (%s)\n",
-               cname, ck, w_loss, w_logit, w_grad, w_grad_name, w_sloss, w_norm, w_after,
-               w_after_name);
+               cname, ck, rel ? " released" : "", w_loss, w_logit, w_grad, w_grad_name, w_sloss,
+               w_norm, w_after, w_after_name);
         CHECK(w_loss <= TOL_LOSS, "%s ckpt=%d: loss rel err %.3g", cname, ck, w_loss);
         CHECK(w_logit <= TOL_LOGITS, "%s ckpt=%d: logits rel err %.3g", cname, ck, w_logit);
         CHECK(w_grad <= TOL_GRAD, "%s ckpt=%d: grad rel err %.3g (%s)", cname, ck, w_grad,

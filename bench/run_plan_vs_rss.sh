@@ -11,14 +11,14 @@
 # binary and libraries (rss_start), OpenBLAS/OpenMP buffers and thread stacks, malloc slack.
 #
 # Environment: STEPS [1] WARMUP [0] THREADS [2] BUILD [build-bench] OUTDIR [/tmp/loratune-bench]
-#   SIZES_135M ["1x128 4x512"]  SIZES_SMALL ["1x128 4x512 8x1024"]  (BATCHxSEQ)
+#   SIZES_135M ["1x128 2x512"]  SIZES_SMALL ["1x128 4x512 8x1024"]  (BATCHxSEQ)
 #   METHODS ["lora dora full"]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 STEPS=${STEPS:-1} WARMUP=${WARMUP:-0} THREADS=${THREADS:-2} BUILD=${BUILD:-build-bench}
 OUTDIR=${OUTDIR:-/tmp/loratune-bench}
-SIZES_135M=${SIZES_135M:-1x128 4x512} SIZES_SMALL=${SIZES_SMALL:-1x128 4x512 8x1024}
-METHODS=${METHODS:-lora dora full}
+SIZES_135M=${SIZES_135M-1x128 2x512} SIZES_SMALL=${SIZES_SMALL-1x128 4x512 8x1024}
+METHODS=${METHODS-lora dora full}
 mkdir -p "$OUTDIR"
 OUT="$OUTDIR/plan-vs-rss-$(date -u +%Y%m%dT%H%M%S).jsonl"
 if [ ! -x "$BUILD/bench_train_step" ]; then

@@ -158,12 +158,14 @@ lt_status lt_train_config_validate(const lt_model_config *mc, const lt_train_con
     return LT_OK;
 }
 
-int64_t lt_train_overhead_bytes_(void) {
-    /* Measured (Release, 2 threads, SmolLM2-135M-shaped random models, 2-4 layers, LoRA and
-     * full FT): peak RSS - (trainer allocations + model fp32 weights) was 7-22 MiB: binary,
-     * libc / OpenBLAS / OpenMP text and data, thread stacks and OpenBLAS's GEMM buffers. A
-     * constant estimate; bench/bench_train_step records the real peak against the plan. */
-    return (int64_t)16 << 20;
+int64_t lt_train_overhead_bytes_(int64_t planned_bytes) {
+    /* Process memory beyond the planned buffers and the model's weights: binary, libc /
+     * OpenBLAS / OpenMP text and data, thread stacks, OpenBLAS's GEMM buffers, malloc and
+     * page-table bookkeeping. Calibrated with bench/run_plan_vs_rss.sh (30 configs, 2-core
+     * machine, 2026-11-25, bench/RESULTS.md): measured peak RSS - (model + allocations) was
+     * 6.3 MiB for the smallest runs and grew with the planned bytes (22 MiB at 3 GB, full FT),
+     * about 6 MiB + 0.6%. A fixed 16 MiB overestimated small runs by up to 17%. */
+    return ((int64_t)6 << 20) + planned_bytes / 160;
 }
 
 lt_status lt_train_plan(const lt_model_config *mc, const lt_train_config *c, lt_train_plan_t *out) {
@@ -194,7 +196,8 @@ lt_status lt_train_plan(const lt_model_config *mc, const lt_train_config *c, lt_
     } else if (!out->released_base) {
         out->bytes[LT_MEM_WEIGHTS] += out->model_bytes;
     }
-    out->overhead_bytes = lt_train_overhead_bytes_();
+    out->overhead_bytes =
+        lt_train_overhead_bytes_((out->released_base ? 0 : out->model_bytes) + out->alloc_total);
     out->steady_bytes =
         (out->released_base ? 0 : out->model_bytes) + out->alloc_total + out->overhead_bytes;
     if (out->released_base) {

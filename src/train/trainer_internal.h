@@ -104,6 +104,6 @@ lt_status lt_trainer_layout_(lt_trainer *tr, const lt_model_config *mc, const lt
                              int64_t bytes[LT_MEM_COUNT], int *n_tensors, int64_t *n_trainable,
                              int64_t *ws_head);
 /* Overhead estimate used for the predicted peak. */
-int64_t lt_train_overhead_bytes_(void);
+int64_t lt_train_overhead_bytes_(int64_t planned_bytes);
 
 #endif

@@ -14,14 +14,14 @@
 #   TORCH_BF16 [1]   0: skip the bf16-autocast torch runs
 #   TORCH_THREADS ["2,1"]  thread counts tried for torch fp32 (each runs STEPS timed steps)
 #   BUILD [build-bench]  a Release build folder (configured and built here if needed)
-#   PY [/work/main/.venv-golden/bin/python]  OUTDIR [/tmp/loratune-bench]
+#   PY [.venv-golden/bin/python]  OUTDIR [/tmp/loratune-bench]
 # Usage: bench/run_speed.sh            (from the repository root)
 #        BATCH=1 SEQ=512 bench/run_speed.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BATCH=${BATCH:-4} SEQ=${SEQ:-512} STEPS=${STEPS:-2} WARMUP=${WARMUP:-1} THREADS=${THREADS:-2}
 SHAPE=${SHAPE:-smollm2-135m} TORCH_BF16=${TORCH_BF16:-1} TORCH_THREADS=${TORCH_THREADS:-2,1}
-BUILD=${BUILD:-build-bench} PY=${PY:-/work/main/.venv-golden/bin/python}
+BUILD=${BUILD:-build-bench} PY=${PY:-.venv-golden/bin/python}
 OUTDIR=${OUTDIR:-/tmp/loratune-bench}
 mkdir -p "$OUTDIR"
 OUT="$OUTDIR/speed-$(date -u +%Y%m%dT%H%M%S).jsonl"

@@ -1,6 +1,6 @@
 """torch_train_step.py - the PyTorch side of the training-step speed benchmark.
 
-Runs with /work/main/.venv-golden/bin/python (CPU torch, transformers, peft). Builds the same
+Runs with .venv-golden/bin/python (CPU torch, transformers, peft). Builds the same
 shapes as bench_train_step.c with transformers' LlamaForCausalLM(LlamaConfig(...)) (random
 init, float32), wraps it in PEFT LoRA (or trains every parameter for --method full), and times
 W warm-up + N optimizer steps on synthetic random tokens with every target counted:

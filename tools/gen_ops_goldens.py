@@ -23,7 +23,7 @@ References used (outside our code):
                 makes PEFT take its training-with-dropout path.
 
 Run (CPU torch lives in the golden venv, not in CI):
-  /work/main/.venv-golden/bin/python tools/gen_ops_goldens.py
+  .venv-golden/bin/python tools/gen_ops_goldens.py
 Needs torch, transformers and peft==0.17.1.
 """
 import json

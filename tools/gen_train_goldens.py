@@ -38,7 +38,7 @@ Determinism: torch.manual_seed, one CPU thread, torch.use_deterministic_algorith
 runs give byte-identical files (checked when the goldens were made).
 
 Run (CPU torch lives in the golden venv, not in CI; < 1 minute):
-  /work/main/.venv-golden/bin/python tools/gen_train_goldens.py
+  .venv-golden/bin/python tools/gen_train_goldens.py
 Needs torch, transformers==4.57.1, peft==0.17.1 (tools/golden-requirements.txt).
 """
 import json
@@ -61,7 +61,7 @@ from transformers import AutoModelForCausalLM, Qwen2Config, Qwen2ForCausalLM  # 
 
 ROOT = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 OUT = os.path.join(ROOT, "tests", "data", "train")
-FIXTURES = os.environ.get("LT_FIXTURES", "/work/shared/fixtures")
+FIXTURES = os.environ.get("LT_FIXTURES", os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "fixtures"))
 STORIES = os.path.join(FIXTURES, "stories260K-hf")
 RANDOM_DIR = os.path.join(OUT, "random_qwen2")
 

@@ -22,6 +22,7 @@
  * header lists "__metadata__" first (keys sorted) and the tensors in data order. Data is
  * streamed into a temp file next to the target, fsync'd, then renamed over it. */
 #include "loratune/safetensors.h"
+#include "core/json_file.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -448,16 +449,9 @@ static int st_cstr_cmp(const void *a, const void *b) {
 }
 
 static lt_status st_load_index(lt_safetensors *st, const char *ipath) {
-    char *text = NULL;
-    size_t len = 0;
-    lt_status s = lt_file_read_all(ipath, &text, &len);
+    json_t *root = NULL;
+    lt_status s = lt_json_load_file(ipath, JSON_REJECT_DUPLICATES, &root);
     if (s) return s;
-    json_error_t jerr;
-    json_t *root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
-    free(text);
-    if (!root)
-        return lt_error(LT_ERR_FORMAT, "%s: JSON: %s (line %d, column %d)", ipath, jerr.text,
-                        jerr.line, jerr.column);
     const char **files = NULL;
     char *dir = NULL, *spath = NULL;
     json_t *wm = json_object_get(root, "weight_map");

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "model_internal.h"
+#include "core/json_file.h"
 
 const char *lt_arch_name(lt_arch a) {
     switch (a) {
@@ -347,16 +348,9 @@ static lt_status config_from_json(const char *path, json_t *root, lt_model_confi
 }
 
 lt_status lt_model_config_load_hf(const char *config_json_path, lt_model_config *out) {
-    char *text = NULL;
-    size_t len = 0;
-    lt_status st = lt_file_read_all(config_json_path, &text, &len);
+    json_t *root = NULL;
+    lt_status st = lt_json_load_file(config_json_path, JSON_REJECT_DUPLICATES, &root);
     if (st) return st;
-    json_error_t err;
-    json_t *root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &err);
-    free(text);
-    if (!root)
-        return lt_error(LT_ERR_FORMAT, "%s: line %d: invalid JSON: %s", config_json_path, err.line,
-                        err.text);
     st = config_from_json(config_json_path, root, out);
     json_decref(root);
     return st;

@@ -15,6 +15,7 @@
  * Invariants: the renderers never read past msgs[n-1]; all allocation goes through sbuf, whose
  * failure is reported as LT_ERR_NOMEM once at the end. */
 #include "loratune/chat.h"
+#include "core/json_file.h"
 
 #include "loratune/gguf.h"
 
@@ -821,15 +822,12 @@ static lt_status special_from_json(const char *path, json_t *root, const char *k
 lt_status lt_chat_template_from_config(const char *path, lt_chat_template **out) {
     if (!out || !path) return lt_error(LT_ERR_ARG, "lt_chat_template_from_config: NULL argument");
     *out = NULL;
-    json_error_t jerr;
     /* INT_AS_REAL: real configs hold integers beyond int64 (model_max_length = 1e30) */
-    json_t *root = json_load_file(path, JSON_REJECT_DUPLICATES | JSON_DECODE_INT_AS_REAL, &jerr);
-    if (!root) {
-        if (!lt_path_exists(path)) return lt_error(LT_ERR_IO, "%s: cannot open file", path);
-        return lt_error(LT_ERR_FORMAT, "%s: line %d column %d: not valid JSON: %s", path, jerr.line,
-                        jerr.column, jerr.text);
-    }
-    lt_status st = LT_OK;
+    json_t *root = NULL;
+    lt_status st =
+        lt_json_load_file(path, JSON_REJECT_DUPLICATES | JSON_DECODE_INT_AS_REAL, &root);
+    if (st == LT_ERR_FORMAT) return lt_error_wrap(st, "tokenizer config is not valid JSON");
+    if (st) return st;
     char *tpl = NULL, *bos = NULL, *eos = NULL;
     size_t tpl_len = 0;
     if (!json_is_object(root)) {
@@ -1028,16 +1026,13 @@ static lt_status render_chatml(render_ctx *c) {
     return LT_OK;
 }
 
-/* Llama 3: (bos_token on the first) + '<|start_header_id|>' + role + '<|end_header_id|>\n\n' +
- * content|trim + '<|eot_id|>'. */
-static lt_status render_llama3(render_ctx *c) {
-    for (size_t i = 0; i < c->n; i++)
-        if (!role_is(&c->m[i], "system") && !role_is(&c->m[i], "user") &&
-            !role_is(&c->m[i], "assistant") && !role_is(&c->m[i], "tool"))
-            return role_error(c, i, "system, user, assistant and tool");
-    for (size_t i = 0; i < c->n; i++) {
+/* The Llama 3 / 3.1 turns from message `start` on: '<|start_header_id|>' + role +
+ * '<|end_header_id|>\n\n' + content|trim + '<|eot_id|>' (bos_token before message 0 when
+ * bos_first), then the generation prompt. */
+static lt_status put_llama3_turns(render_ctx *c, size_t start, int bos_first) {
+    for (size_t i = start; i < c->n; i++) {
         span_begin(c, i);
-        if (i == 0) sb_puts(&c->b, c->t->bos);
+        if (bos_first && i == 0) sb_puts(&c->b, c->t->bos);
         sb_puts(&c->b, "<|start_header_id|>");
         sb_puts(&c->b, c->m[i].role);
         sb_puts(&c->b, "<|end_header_id|>\n\n");
@@ -1047,6 +1042,16 @@ static lt_status render_llama3(render_ctx *c) {
     }
     if (c->add_gen) sb_puts(&c->b, "<|start_header_id|>assistant<|end_header_id|>\n\n");
     return LT_OK;
+}
+
+/* Llama 3: (bos_token on the first) + '<|start_header_id|>' + role + '<|end_header_id|>\n\n' +
+ * content|trim + '<|eot_id|>'. */
+static lt_status render_llama3(render_ctx *c) {
+    for (size_t i = 0; i < c->n; i++)
+        if (!role_is(&c->m[i], "system") && !role_is(&c->m[i], "user") &&
+            !role_is(&c->m[i], "assistant") && !role_is(&c->m[i], "tool"))
+            return role_error(c, i, "system, user, assistant and tool");
+    return put_llama3_turns(c, 0, 1);
 }
 
 /* Llama 3.1 without tools (tools undefined -> none, no builtin_tools, no tool messages):
@@ -1070,17 +1075,7 @@ static lt_status render_llama31(render_ctx *c) {
     }
     sb_puts(&c->b, "<|eot_id|>");
     if (start) span_end(c, 0);
-    for (size_t i = start; i < c->n; i++) {
-        span_begin(c, i);
-        sb_puts(&c->b, "<|start_header_id|>");
-        sb_puts(&c->b, c->m[i].role);
-        sb_puts(&c->b, "<|end_header_id|>\n\n");
-        put_content_trimmed(c, i, c->m[i].content);
-        sb_puts(&c->b, "<|eot_id|>");
-        span_end(c, i);
-    }
-    if (c->add_gen) sb_puts(&c->b, "<|start_header_id|>assistant<|end_header_id|>\n\n");
-    return LT_OK;
+    return put_llama3_turns(c, start, 0);
 }
 
 /* Llama 2: optional system message folded into the first turn as

@@ -13,6 +13,7 @@
  * EOS), else well-known special tokens ("<s>", "<|begin_of_text|>" / "</s>", "<|end_of_text|>",
  * "<|endoftext|>"). */
 #include "hf_tokenizer.h"
+#include "core/json_file.h"
 
 #include <jansson.h>
 #include <stdlib.h>
@@ -443,19 +444,9 @@ static lt_status find_bos_eos(hf_tok *h, const char *path, int32_t *bos, int32_t
     strcpy(cp + dl, "tokenizer_config.json");
     int have_cfg = 0;
     if (lt_path_exists(cp)) {
-        char *txt = NULL;
-        size_t len = 0;
-        lt_status st = lt_file_read_all(cp, &txt, &len);
+        json_t *cfg = NULL;
+        lt_status st = lt_json_load_file(cp, JSON_DECODE_INT_AS_REAL, &cfg);
         if (st) {
-            free(cp);
-            return st;
-        }
-        json_error_t err;
-        json_t *cfg = json_loadb(txt, len, JSON_DECODE_INT_AS_REAL, &err);
-        free(txt);
-        if (!cfg) {
-            st = lt_error(LT_ERR_FORMAT, "%s: line %d column %d: %s", cp, err.line, err.column,
-                          err.text);
             free(cp);
             return st;
         }
@@ -605,16 +596,9 @@ static lt_status load_model(hf_tok *h, json_t *model, json_t *added) {
 
 lt_status lt_tokenizer_load_hf(const char *path, lt_tokenizer **out) {
     *out = NULL;
-    char *txt = NULL;
-    size_t len = 0;
-    lt_status st = lt_file_read_all(path, &txt, &len);
+    json_t *root = NULL;
+    lt_status st = lt_json_load_file(path, JSON_REJECT_DUPLICATES, &root);
     if (st) return st;
-    json_error_t err;
-    json_t *root = json_loadb(txt, len, JSON_REJECT_DUPLICATES, &err);
-    free(txt);
-    if (!root)
-        return lt_error(LT_ERR_FORMAT, "%s: line %d column %d: %s", path, err.line, err.column,
-                        err.text);
     hf_tok *h = calloc(1, sizeof *h);
     if (!h) {
         json_decref(root);

@@ -192,7 +192,7 @@ typedef struct {
  * (gradients unchanged). */
 lt_status lt_trainer_accumulate(lt_trainer *tr, const lt_batch *b, float grad_scale,
                                 lt_loss_stats *out);
-/* Forward only (loss, and logits when keep_logits). Gradients untouched. */
+/* Forward only (loss, and logits when keep_logits), without dropout. Gradients untouched. */
 lt_status lt_trainer_eval(lt_trainer *tr, const lt_batch *b, lt_loss_stats *out);
 /* Optimizer step: global grad norm (returned in *grad_norm, may be NULL; the PRE-clip norm),
  * clip to grad_clip, AdamW with learning rate lr (lr < 0: config lr), zero gradients. */
@@ -234,6 +234,16 @@ lt_status lt_trainer_find(const lt_trainer *tr, const char *name, lt_train_tenso
 /* Copies n floats into the named tensor; LT_ERR_ARG if n != numel. For DoRA, setting lora_A /
  * lora_B does NOT re-derive the magnitude: set it too if wanted. */
 lt_status lt_trainer_set(lt_trainer *tr, const char *name, const float *data, int64_t n);
+
+/* ---- state for checkpoints ---------------------------------------------------------------- */
+/* AdamW moments of trainable tensor i (numel floats each, writable: a resumed run copies the
+ * saved moments in). LT_ERR_ARG for i outside [0, n). */
+lt_status lt_trainer_opt_state(const lt_trainer *tr, int i, float **m, float **v);
+/* Counters a resumed run must restore for bit-identical continuation: optimizer steps taken
+ * (AdamW bias correction) and training micro-batches run (the dropout mask stream; evaluation
+ * does not advance it). */
+void lt_trainer_get_counters(const lt_trainer *tr, int64_t *step, uint64_t *micro);
+void lt_trainer_set_counters(lt_trainer *tr, int64_t step, uint64_t micro);
 
 #ifdef __cplusplus
 }

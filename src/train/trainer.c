@@ -55,7 +55,7 @@ static const float *head_weight(lt_trainer *tr) {
  * recompute / backward regenerate the same mask, so it is never stored. */
 static const float *dropout_mask(lt_trainer *tr, int l, int t, int64_t n) {
     float p = tr->c.lora.dropout;
-    if (!(p > 0)) return NULL;
+    if (!(p > 0) || !tr->training) return NULL; /* evaluation runs without dropout */
     uint64_t s = tr->c.seed ^ (tr->micro * 0x9E3779B97F4A7C15ull) ^ ((uint64_t)(l * 8 + t) << 48);
     float keep = 1.0f / (1.0f - p);
     for (int64_t i = 0; i < n; i++) {
@@ -246,7 +246,8 @@ static lt_status run(lt_trainer *tr, const lt_batch *b, float grad_scale, lt_los
     if (st) return st;
     const lt_model_config *mc = &tr->mc;
     const int B = b->B, T = b->T, N = B * T, D = mc->dim, V = mc->vocab_size, L = mc->n_layers;
-    tr->micro++;
+    if (train) tr->micro++;
+    tr->training = train;
     st = embed_fwd(tr, b->tokens, N);
     if (st) return st;
     for (int l = 0; l < L; l++)
@@ -339,6 +340,24 @@ lt_status lt_trainer_step(lt_trainer *tr, float lr, float *grad_norm) {
                          &ac, tr->step);
     lt_trainer_zero_grad(tr);
     return LT_OK;
+}
+
+lt_status lt_trainer_opt_state(const lt_trainer *tr, int i, float **m, float **v) {
+    if (i < 0 || i >= tr->n_tt)
+        return lt_error(LT_ERR_ARG, "trainer tensor index %d: expected [0, %d)", i, tr->n_tt);
+    if (m) *m = tr->tt[i].m;
+    if (v) *v = tr->tt[i].v;
+    return LT_OK;
+}
+
+void lt_trainer_get_counters(const lt_trainer *tr, int64_t *step, uint64_t *micro) {
+    if (step) *step = tr->step;
+    if (micro) *micro = tr->micro;
+}
+
+void lt_trainer_set_counters(lt_trainer *tr, int64_t step, uint64_t micro) {
+    tr->step = step;
+    tr->micro = micro;
 }
 
 int64_t lt_trainer_step_count(const lt_trainer *tr) {

@@ -50,6 +50,7 @@ struct lt_trainer {
     void *block[LT_MEM_COUNT]; /* one allocation per category */
     int64_t step;
     uint64_t micro; /* micro-batches run (dropout stream) */
+    int training;   /* 1 inside accumulate, 0 inside eval (no dropout) */
     float scale;    /* LoRA scale */
     int r;
     int half;     /* base weights in 16-bit */

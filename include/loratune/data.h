@@ -1,0 +1,132 @@
+/* data.h - fine-tuning data: JSONL / JSON in the shapes mlx-lm and TRL accept, validated with
+ * errors naming file, line and field, tokenized with the model's chat template into examples
+ * with a loss mask, and cut into lt_batch micro-batches (padding or packing, seeded shuffling).
+ *
+ * Formats (lt_data_format):
+ *   text        {"text": "..."}                                   loss on every token
+ *   completions {"prompt": "...", "completion": "..."}            loss on the completion
+ *   chat        {"messages": [{"role","content"}...], "tools"?}   loss on assistant turns
+ *   alpaca      {"instruction", "input"?, "output", "system"?}     loss on output
+ *   sharegpt    {"conversations": [{"from","value"}...]}           loss on gpt turns
+ * in JSONL (one object per line) or a JSON file holding a list of such objects. AUTO detects
+ * the format from the first record's keys; every record must then have that shape.
+ *
+ * Where the data lives: a folder with train.jsonl and optional valid.jsonl / test.jsonl (the
+ * mlx-lm convention; .json accepted too), or one file, split into train / valid by a seeded
+ * shuffle (valid_fraction).
+ *
+ * Ownership: everything lt_data_* returns is owned by the returned object; the tokenizer and
+ * template are borrowed for the lt_data_open call only. */
+#ifndef LORATUNE_DATA_H
+#define LORATUNE_DATA_H
+
+#include <stdint.h>
+
+#include "loratune/core.h"
+#include "loratune/train.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+struct lt_tokenizer;
+struct lt_chat_template;
+
+typedef enum {
+    LT_DATA_AUTO = 0,
+    LT_DATA_TEXT,
+    LT_DATA_COMPLETIONS,
+    LT_DATA_CHAT,
+    LT_DATA_ALPACA,
+    LT_DATA_SHAREGPT,
+} lt_data_format;
+/* "auto", "text", "completions", "chat", "alpaca", "sharegpt" */
+const char *lt_data_format_name(lt_data_format f);
+/* Also accepts "prompt-completion" for completions and "messages" for chat; LT_ERR_ARG naming
+ * the value and the accepted names otherwise. */
+lt_status lt_data_format_parse(const char *s, lt_data_format *out);
+
+typedef struct {
+    lt_data_format format; /* AUTO: detect */
+    int max_seq_len;       /* examples longer than this are truncated (counted in the summary) */
+    int train_on_prompt;   /* 1: loss on every token, not only completions / assistant turns */
+    double valid_fraction; /* single-file input: fraction held out for validation (default 0.1;
+                              at least 1 example when the file has >= 2) */
+    uint64_t seed;         /* the single-file split */
+} lt_data_opts;
+void lt_data_opts_default(lt_data_opts *o); /* AUTO, 2048, 0, 0.1, 42 */
+
+/* One tokenized example: n tokens, mask[i] = 1 when token i is a loss target (predicted from
+ * the tokens before it). */
+typedef struct {
+    int32_t *tokens;
+    uint8_t *mask;
+    int n;
+    int n_orig; /* length before truncation (n < n_orig when truncated) */
+} lt_example;
+
+typedef enum { LT_SPLIT_TRAIN = 0, LT_SPLIT_VALID, LT_SPLIT_TEST, LT_SPLIT_COUNT } lt_split;
+const char *lt_split_name(lt_split s); /* "train", "valid", "test" */
+
+typedef struct {
+    lt_data_format format;  /* detected or given */
+    int64_t n_examples;
+    int64_t n_tokens;       /* after truncation */
+    int64_t n_loss_tokens;  /* tokens counted in the loss */
+    int64_t n_truncated;    /* examples longer than max_seq_len */
+    int min_len, max_len;   /* before truncation */
+    double mean_len;
+    int64_t hist[16];       /* examples per length bucket [hist_edges[i], hist_edges[i+1]) */
+    int hist_edges[17];
+    int n_buckets;
+    char source[512];       /* the file the split came from (and "(split of ...)" when split) */
+} lt_data_summary;
+
+typedef struct lt_data lt_data;
+
+/* Reads, validates and tokenizes path (a folder or one file). Errors: LT_ERR_FORMAT (or
+ * LT_ERR_IO) with "FILE:LINE: field 'messages': expected a list of {role, content}" style
+ * messages naming the first bad record. tpl may be NULL (then chat / completions / alpaca /
+ * sharegpt data is refused with a clear error). tok may be NULL for a structure-only check
+ * (lt_data_summary then counts characters, not tokens, and no examples exist). *out is new. */
+lt_status lt_data_open(const char *path, const struct lt_tokenizer *tok,
+                       const struct lt_chat_template *tpl, const lt_data_opts *o, lt_data **out);
+void lt_data_free(lt_data *d); /* safe on NULL */
+int64_t lt_data_count(const lt_data *d, lt_split s); /* 0 when the split is absent */
+const lt_example *lt_data_example(const lt_data *d, lt_split s, int64_t i);
+lt_status lt_data_summary_get(const lt_data *d, lt_split s, lt_data_summary *out);
+/* Prints a human summary of every present split (examples, tokens, length histogram,
+ * truncated examples) to f (a FILE *). */
+void lt_data_summary_print(const lt_data *d, void *f);
+
+/* ---- batches --------------------------------------------------------------------------- */
+typedef struct lt_batcher lt_batcher;
+typedef struct {
+    int batch_size; /* rows per micro-batch */
+    int seq_len;    /* T: longest row (= max_seq_len; unpacked batches are cut to their longest
+                       example) */
+    int pack;       /* 1: several examples per row, with their own positions and sequence ids */
+    int shuffle;    /* 1: seeded order, reshuffled every epoch; 0: file order (evaluation) */
+    uint64_t seed;
+} lt_batcher_opts;
+
+/* Batches of split s. Targets are shifted (targets[t] = tokens[t+1] when that token is a loss
+ * target, else LT_IGNORE_INDEX); padding has target LT_IGNORE_INDEX; packed rows never predict
+ * across examples. *out is new. */
+lt_status lt_batcher_create(const lt_data *d, lt_split s, const lt_batcher_opts *o,
+                            lt_batcher **out);
+void lt_batcher_free(lt_batcher *b); /* safe on NULL */
+/* Micro-batches in one pass over the split. */
+int64_t lt_batcher_epoch_batches(const lt_batcher *b);
+/* The next micro-batch; after the last one of an epoch the next call starts a new epoch
+ * (reshuffled). b's arrays belong to the batcher and stay valid until the next call. */
+lt_status lt_batcher_next(lt_batcher *bt, lt_batch *b);
+/* Position (for checkpoints): epoch number and batches already taken in it. The order of
+ * every epoch is a pure function of (seed, epoch), so set_state resumes exactly. */
+void lt_batcher_get_state(const lt_batcher *b, int64_t *epoch, int64_t *index);
+lt_status lt_batcher_set_state(lt_batcher *b, int64_t epoch, int64_t index);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -7,6 +7,7 @@
 #include <time.h>
 
 #include "commands.h"
+#include "loratune/adapter.h"
 #include "loratune/chat.h"
 #include "loratune/model.h"
 #include "loratune/sampler.h"
@@ -17,7 +18,8 @@ static void usage(FILE *f) {
         f,
         "usage: loratune generate --model MODEL [--tokenizer FILE] [--prompt TEXT | --chat TEXT]\n"
         "                         [--system TEXT] [--max-tokens N] [--temp T] [--top-k K]\n"
-        "                         [--top-p P] [--seed S] [--threads N] [--ctx N] [--quiet]\n\n"
+        "                         [--top-p P] [--seed S] [--threads N] [--ctx N] [--quiet]\n"
+        "                         [--adapter PATH] [--prompt-ids IDS] [--logits-out FILE]\n\n"
         "  --model MODEL      Hugging Face folder, .gguf, or llama2.c .bin (needs --tokenizer)\n"
         "  --tokenizer FILE   tokenizer.json / tokenizer.model / llama2.c tokenizer .bin / .gguf\n"
         "  --prompt TEXT      plain text continued by the model (default: empty, i.e. BOS only)\n"
@@ -31,7 +33,13 @@ static void usage(FILE *f) {
         "  --seed S           random seed (default: from the clock)\n"
         "  --threads N        OpenMP / OpenBLAS threads (default: as the environment says)\n"
         "  --ctx N            context length (default: the model's, at most 4096)\n"
-        "  --quiet            no timing line on stderr\n");
+        "  --quiet            no timing line on stderr\n"
+        "  --adapter PATH     apply a LoRA / DoRA adapter without merging: a PEFT folder\n"
+        "                     (adapter_config.json + adapter_model.safetensors), an mlx-lm\n"
+        "                     folder (adapters.safetensors) or a llama.cpp adapter .gguf\n"
+        "  --prompt-ids IDS   the prompt as comma-separated token ids (instead of --prompt)\n"
+        "  --logits-out FILE  write the float32 logits of every prompt position ([n][vocab],\n"
+        "                     little endian) to FILE and stop without generating (for tests)\n");
 }
 
 static int on_token(void *user, int32_t id, const char *text, size_t len) {
@@ -52,6 +60,7 @@ static double now_s(void) {
 
 int cmd_generate(int argc, char **argv) {
     const char *model_path = NULL, *tok_path = NULL, *prompt = NULL, *chat = NULL, *system = NULL;
+    const char *adapter_path = NULL, *prompt_ids = NULL, *logits_out = NULL;
     long max_tokens = 256, top_k = 0, threads = 0, ctx = 0;
     double temp = 0.8, top_p = 0.95;
     long long seed = -1;
@@ -84,6 +93,12 @@ int cmd_generate(int argc, char **argv) {
             chat = v;
         else if (!strcmp(a, "--system"))
             system = v;
+        else if (!strcmp(a, "--adapter"))
+            adapter_path = v;
+        else if (!strcmp(a, "--prompt-ids"))
+            prompt_ids = v;
+        else if (!strcmp(a, "--logits-out"))
+            logits_out = v;
         else if (!strcmp(a, "--max-tokens")) {
             if (lt_cli_parse_int("generate", a, v, &max_tokens) || max_tokens < 0) return 2;
         } else if (!strcmp(a, "--top-k")) {
@@ -113,6 +128,10 @@ int cmd_generate(int argc, char **argv) {
         usage(stderr);
         return 2;
     }
+    if (prompt_ids && (prompt || chat)) {
+        fprintf(stderr, "loratune generate: give --prompt-ids or --prompt / --chat, not both\n");
+        return 2;
+    }
     if (prompt && chat) {
         fprintf(stderr, "loratune generate: give --prompt or --chat, not both\n");
         return 2;
@@ -129,6 +148,8 @@ int cmd_generate(int argc, char **argv) {
     lt_chat_template *ct = NULL;
     lt_kv_cache *kv = NULL;
     lt_sampler *s = NULL;
+    lt_adapter *ad = NULL;
+    float *logits = NULL;
     char *rendered = NULL;
     int32_t *ids = NULL, *out = NULL;
     size_t n_ids = 0;
@@ -143,6 +164,55 @@ int cmd_generate(int argc, char **argv) {
         return 2;
     }
     if (lt_model_load(model_path, NULL, &m)) goto fail;
+    if (adapter_path) {
+        if (lt_adapter_load(adapter_path, &m->config, &ad)) goto fail;
+        if (lt_model_set_adapter(m, ad)) goto fail;
+        if (!quiet)
+            fprintf(stderr, "[adapter %s: %s r=%d scale %g, %d layers]\n", adapter_path,
+                    lt_train_method_name(ad->method), ad->r, (double)lt_adapter_scale(ad),
+                    ad->layer_end - ad->layer_begin);
+    }
+    if (prompt_ids) { /* ids given: the tokenizer is only needed to print generated text */
+        const char *p = prompt_ids;
+        size_t cap = strlen(p) / 2 + 2;
+        ids = malloc(sizeof(int32_t) * cap);
+        if (!ids) goto done;
+        while (*p) {
+            char *e;
+            long id = strtol(p, &e, 10);
+            if (e == p || id < 0 || id >= m->config.vocab_size || (*e && *e != ',') ||
+                n_ids >= cap) {
+                fprintf(stderr,
+                        "loratune generate: --prompt-ids: expected comma-separated ids "
+                        "in [0, %d) at '%s'\n",
+                        m->config.vocab_size, p);
+                goto done;
+            }
+            ids[n_ids++] = (int32_t)id;
+            p = *e ? e + 1 : e;
+        }
+        if (!n_ids) {
+            fprintf(stderr, "loratune generate: --prompt-ids: no ids\n");
+            goto done;
+        }
+    }
+    if (logits_out) {
+        if (!prompt_ids) {
+            fprintf(stderr, "loratune generate: --logits-out needs --prompt-ids\n");
+            goto done;
+        }
+        size_t V = (size_t)m->config.vocab_size;
+        if (lt_kv_cache_create(m, (int)n_ids, 0, &kv)) goto fail;
+        if (!(logits = malloc(sizeof(float) * V * n_ids))) goto done;
+        if (lt_model_forward(m, kv, ids, (int)n_ids, 0, logits, 1)) goto fail;
+        FILE *f = fopen(logits_out, "wb");
+        if (!f || fwrite(logits, sizeof(float), V * n_ids, f) != V * n_ids || fclose(f)) {
+            fprintf(stderr, "loratune generate: %s: cannot write\n", logits_out);
+            goto done;
+        }
+        rc = 0;
+        goto done;
+    }
     if (lt_tokenizer_load(tok_path ? tok_path : model_path, &tok)) goto fail;
     if (lt_tokenizer_vocab_size(tok) > m->config.vocab_size) {
         fprintf(stderr, "loratune generate: the tokenizer has %d tokens, the model only %d\n",
@@ -174,7 +244,7 @@ int cmd_generate(int argc, char **argv) {
             int32_t id = lt_tokenizer_find(tok, eot[i]);
             if (id >= 0) stop[n_stop++] = id;
         }
-    } else {
+    } else if (!prompt_ids) {
         const char *text = prompt ? prompt : "";
         if (lt_tokenizer_encode(tok, text, strlen(text), 1, 1, &ids, &n_ids)) goto fail;
         if (n_ids == 0) { /* an empty prompt: start from BOS */
@@ -223,11 +293,13 @@ fail:
 done:
     free(out);
     free(ids);
+    free(logits);
     free(rendered);
     lt_sampler_free(s);
     lt_kv_cache_free(kv);
     lt_chat_template_free(ct);
     lt_tokenizer_free(tok);
     lt_model_free(m);
+    lt_adapter_free(ad); /* after the model that borrowed it */
     return rc;
 }

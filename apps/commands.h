@@ -9,6 +9,14 @@ int cmd_inspect(int argc, char **argv);
 int cmd_tokenize(int argc, char **argv);
 int cmd_generate(int argc, char **argv);
 int cmd_plan(int argc, char **argv);
+int cmd_fuse(int argc, char **argv);
+int cmd_train(int argc, char **argv);
+int cmd_eval(int argc, char **argv);
+int cmd_data(int argc, char **argv);
+int cmd_runs(int argc, char **argv);
+int cmd_models(int argc, char **argv);
+/* `loratune data add` (apps/cmd_data_add.c), a subcommand of cmd_data. */
+int data_add(int argc, char **argv);
 
 /* Shared option helpers (apps/cli_util.c). */
 int lt_cli_wants_help(int argc, char **argv);

@@ -34,12 +34,13 @@ typedef struct lt_adapter {
     int r;
     float alpha;
     int rslora;
-    float dropout;  /* recorded for the configs written (PEFT lora_dropout) */
-    unsigned targets; /* LT_TARGET_* */
-    int n_layers;     /* of the model it belongs to */
-    int layer_begin, layer_end;
-    char base_model[512]; /* name or path of the base (PEFT base_model_name_or_path) */
-    lt_adapter_lin *lin;  /* [n_layers][LT_N_TARGETS]; A == NULL where not adapted */
+    float dropout;              /* recorded for the configs written (PEFT lora_dropout) */
+    unsigned targets;           /* LT_TARGET_* */
+    int n_layers;               /* of the model it belongs to */
+    int layer_begin, layer_end; /* the adapted layers lie in [begin, end); targets is the
+                                   union over them (readers and from_trainer set both) */
+    char base_model[512];       /* name or path of the base (PEFT base_model_name_or_path) */
+    lt_adapter_lin *lin;        /* [n_layers][LT_N_TARGETS]; A == NULL where not adapted */
 } lt_adapter;
 
 /* scale = alpha / r, or alpha / sqrt(r) with rslora. */
@@ -53,7 +54,12 @@ lt_status lt_adapter_from_trainer(const lt_trainer *tr, const char *base_model, 
  * (LT_ERR_ARG naming the first mismatch). */
 lt_status lt_adapter_to_trainer(const lt_adapter *a, lt_trainer *tr);
 
-/* Writers. dir is created if missing; files are written atomically.
+/* Writers. dir is created if missing; files are written atomically. PEFT and mlx-lm need the
+ * same targets on every layer of [layer_begin, layer_end) (LT_ERR_UNSUPPORTED otherwise);
+ * mlx-lm also needs layer_end == the model's n_layers (it adapts the last num_layers layers)
+ * and stores scale, not alpha (read back as alpha = scale * r, rslora 0). GGUF: DoRA is
+ * LT_ERR_UNSUPPORTED (llama.cpp has none); rslora is written as alpha * sqrt(r) (llama.cpp
+ * scales by alpha / r). docs/ADAPTERS.md has the layouts.
  *   PEFT:   dir/adapter_model.safetensors + dir/adapter_config.json
  *   mlx-lm: dir/adapters.safetensors + dir/adapter_config.json (mlx-lm's keys and layout)
  *   GGUF:   a llama.cpp LoRA adapter file (general.type = "adapter", adapter.type = "lora",
@@ -71,6 +77,7 @@ lt_status lt_adapter_load(const char *path, const lt_model_config *mc, lt_adapte
 
 /* Inference without merging: lt_model_forward adds the adapter's low-rank products (and DoRA's
  * rescaling) to every adapted linear. a is borrowed and must outlive its use; NULL detaches.
+ * DoRA's row factors are computed from the weights here: call it again after changing them.
  * LT_ERR_ARG when its shapes do not fit m. */
 lt_status lt_model_set_adapter(lt_model *m, const lt_adapter *a);
 

@@ -90,6 +90,22 @@ lt_status lt_chat_render_spans(const lt_chat_template *t, const lt_chat_message 
                                int add_generation_prompt, char **out, size_t *out_len,
                                lt_chat_span *spans);
 
+/* Tool definitions (function calling). 1 when the template renders a `tools` list: Llama 3.1
+ * (tools in the first user message, tools_in_user_message's default) and Mistral v0.3
+ * ([AVAILABLE_TOOLS] before the last user message). Other templates ignore tools or have no
+ * such variable; loratune refuses to drop them silently. */
+int lt_chat_template_supports_tools(const lt_chat_template *t);
+/* lt_chat_render_spans with tools: tools_json is the UTF-8 JSON text of a list of tool
+ * definitions as transformers' apply_chat_template(tools=...) passes them (JSON schemas,
+ * {"type": "function", "function": {...}}); rendered byte-identically to Jinja with
+ * transformers' tojson (json.dumps, ensure_ascii=False). NULL = no tools (same as
+ * lt_chat_render_spans); an empty list "[]" renders as the template renders an empty list.
+ * LT_ERR_UNSUPPORTED when the template does not render tools; assistant tool calls and tool
+ * results are not supported. */
+lt_status lt_chat_render_tools(const lt_chat_template *t, const lt_chat_message *msgs, size_t n,
+                               const char *tools_json, int add_generation_prompt, char **out,
+                               size_t *out_len, lt_chat_span *spans);
+
 #ifdef __cplusplus
 }
 #endif

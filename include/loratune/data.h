@@ -62,36 +62,53 @@ typedef struct {
     int32_t *tokens;
     uint8_t *mask;
     int n;
-    int n_orig; /* length before truncation (n < n_orig when truncated) */
+    int n_orig;        /* length before truncation (n < n_orig when truncated) */
+    int64_t line;      /* 1-based line of the record in its source file (JSON lists: where the
+                          object starts) */
+    int mask_fallback; /* 1: a token straddles a turn boundary; the mask's boundaries come from
+                          prefix tokenizations (docs/DATA.md) */
 } lt_example;
 
 typedef enum { LT_SPLIT_TRAIN = 0, LT_SPLIT_VALID, LT_SPLIT_TEST, LT_SPLIT_COUNT } lt_split;
 const char *lt_split_name(lt_split s); /* "train", "valid", "test" */
 
 typedef struct {
-    lt_data_format format;  /* detected or given */
+    lt_data_format format; /* detected or given */
     int64_t n_examples;
-    int64_t n_tokens;       /* after truncation */
-    int64_t n_loss_tokens;  /* tokens counted in the loss */
-    int64_t n_truncated;    /* examples longer than max_seq_len */
-    int min_len, max_len;   /* before truncation */
+    int64_t n_tokens;      /* after truncation */
+    int64_t n_loss_tokens; /* tokens counted in the loss */
+    int64_t n_truncated;   /* examples longer than max_seq_len */
+    int min_len, max_len;  /* before truncation */
     double mean_len;
-    int64_t hist[16];       /* examples per length bucket [hist_edges[i], hist_edges[i+1]) */
+    int64_t hist[16]; /* examples per length bucket [hist_edges[i], hist_edges[i+1]) */
     int hist_edges[17];
     int n_buckets;
-    char source[512];       /* the file the split came from (and "(split of ...)" when split) */
+    char source[512];  /* the file the split came from (and "(split of ...)" when split) */
+    int counts_tokens; /* 1: lengths are tokens; 0: structure-only check (tok == NULL), lengths
+                          are characters (code points) of the text fields */
+    int64_t n_no_loss; /* examples with no loss token left (e.g. the answer truncated away) */
+    int64_t n_mask_fallback; /* chat-shaped examples whose turns could not be tokenized apart
+                               (a token straddles a turn boundary): mask from prefix
+                               tokenizations instead, see docs/DATA.md */
 } lt_data_summary;
 
 typedef struct lt_data lt_data;
 
-/* Reads, validates and tokenizes path (a folder or one file). Errors: LT_ERR_FORMAT (or
- * LT_ERR_IO) with "FILE:LINE: field 'messages': expected a list of {role, content}" style
- * messages naming the first bad record. tpl may be NULL (then chat / completions / alpaca /
- * sharegpt data is refused with a clear error). tok may be NULL for a structure-only check
- * (lt_data_summary then counts characters, not tokens, and no examples exist). *out is new. */
+/* Reads, validates and tokenizes path (a folder or one file). Errors name the first bad
+ * record: LT_ERR_FORMAT "FILE:LINE: 'messages' must be a list of {role, content}, got a string"
+ * (also invalid JSON / UTF-8 with the column, a record of another format, empty strings,
+ * unknown roles, an empty file), LT_ERR_NOTFOUND for a folder without train.jsonl, LT_ERR_IO
+ * when the path can't be read, LT_ERR_UNSUPPORTED for what is valid but not supported (tool
+ * calls; tools on a template that can't render them; chat-shaped data when tpl is NULL).
+ * tpl may be NULL: only text data then. tok may be NULL for a structure-only check: records
+ * are validated and counted (lt_data_count), lengths are characters, lt_data_example returns
+ * NULL, no batcher can be made. Chat-shaped data: loss masks and tools as docs/DATA.md says.
+ * *out is new. */
 lt_status lt_data_open(const char *path, const struct lt_tokenizer *tok,
                        const struct lt_chat_template *tpl, const lt_data_opts *o, lt_data **out);
 void lt_data_free(lt_data *d); /* safe on NULL */
+/* The format detected (or given) for the data. */
+lt_data_format lt_data_get_format(const lt_data *d);
 int64_t lt_data_count(const lt_data *d, lt_split s); /* 0 when the split is absent */
 const lt_example *lt_data_example(const lt_data *d, lt_split s, int64_t i);
 lt_status lt_data_summary_get(const lt_data *d, lt_split s, lt_data_summary *out);
@@ -103,20 +120,25 @@ void lt_data_summary_print(const lt_data *d, void *f);
 typedef struct lt_batcher lt_batcher;
 typedef struct {
     int batch_size; /* rows per micro-batch */
-    int seq_len;    /* T: longest row (= max_seq_len; unpacked batches are cut to their longest
-                       example) */
+    int seq_len;    /* the longest row (use max_seq_len; give the trainer this seq_len). An
+                       example of n tokens fills min(n - 1, seq_len) positions: its last token
+                       is only a target. Each batch is cut to its longest row (b->T <= seq_len) */
     int pack;       /* 1: several examples per row, with their own positions and sequence ids */
     int shuffle;    /* 1: seeded order, reshuffled every epoch; 0: file order (evaluation) */
     uint64_t seed;
 } lt_batcher_opts;
 
 /* Batches of split s. Targets are shifted (targets[t] = tokens[t+1] when that token is a loss
- * target, else LT_IGNORE_INDEX); padding has target LT_IGNORE_INDEX; packed rows never predict
- * across examples. *out is new. */
+ * target, else LT_IGNORE_INDEX); padding (token 0) has target LT_IGNORE_INDEX; packed rows
+ * never predict across examples. A batch has batch_size rows except the epoch's last one
+ * (fewer: every example appears exactly once per epoch). pos / seq are set only when packing
+ * (positions restart at 0 for every example; seq ids 0, 1, ... per example in the row) and are
+ * NULL otherwise. d is borrowed and must outlive the batcher. *out is new. */
 lt_status lt_batcher_create(const lt_data *d, lt_split s, const lt_batcher_opts *o,
                             lt_batcher **out);
 void lt_batcher_free(lt_batcher *b); /* safe on NULL */
-/* Micro-batches in one pass over the split. */
+/* Micro-batches in one pass over the split (the current epoch's: with packing the count
+ * depends on the epoch's order). */
 int64_t lt_batcher_epoch_batches(const lt_batcher *b);
 /* The next micro-batch; after the last one of an epoch the next call starts a new epoch
  * (reshuffled). b's arrays belong to the batcher and stay valid until the next call. */

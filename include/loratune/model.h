@@ -118,6 +118,12 @@ typedef struct lt_model {
     int64_t stored_dtype_params[LT_DTYPE_COUNT];
     int qk_permuted_at_load; /* 1 if q/k rows came interleaved (llama2.c, llama GGUF) */
     int weights_released;    /* 1 after lt_model_release_weights (params and w.* are NULL) */
+    /* inference without merging (lt_model_set_adapter in adapter.h): the borrowed adapter
+     * lt_model_forward applies, and for DoRA the per-output-row factors
+     * mag / ||W + scale B A||_row it precomputed ([L*7] pointers, NULL where not DoRA-adapted;
+     * one allocation owned by the model) */
+    const struct lt_adapter *adapter;
+    float **adapter_dora_scale;
 } lt_model;
 
 typedef struct {

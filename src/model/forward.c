@@ -8,12 +8,15 @@
  *   x += att Wo^T;  xb = rmsnorm(x) * ffn_norm;  x += (silu(xb Wg^T) * (xb Wu^T)) Wd^T
  * then logits = rmsnorm(x) * out_norm  lm_head^T.
  * Matmuls below SMALL_MATMUL multiply-adds run as plain loops (see there).
+ * With an adapter attached (lt_model_set_adapter), every adapted linear adds its low-rank
+ * product, and for DoRA rescales the rows (see linear() and src/adapter/adapter_apply.c).
  * Every buffer lives in lt_kv_cache and is allocated once in lt_kv_cache_create. */
 #include <cblas.h>
 #include <math.h>
 #include <omp.h>
 #include <string.h>
 
+#include "loratune/adapter.h"
 #include "model_internal.h"
 
 struct lt_kv_cache {
@@ -25,6 +28,8 @@ struct lt_kv_cache {
     float *hg, *hu;     /* (B, F) */
     float *cosb, *sinb; /* (B, hd/2) */
     float *scores;      /* (n_threads, ctx) */
+    float *ad_u, *ad_y; /* (B, maxd) adapter scratch: x A^T, and a DoRA output summed into x */
+    int maxd;           /* max(D, QD, KD, F): any linear's in / out, and any adapter rank */
     float *block;       /* the one allocation */
 };
 
@@ -49,9 +54,13 @@ lt_status lt_kv_cache_create(const lt_model *m, int ctx_len, int max_batch, lt_k
     kv->ffn_dim = c->ffn_dim;
     kv->half = c->head_dim / 2;
     int64_t B = max_batch;
+    kv->maxd = kv->dim;
+    if (kv->q_dim > kv->maxd) kv->maxd = kv->q_dim;
+    if (kv->kv_dim > kv->maxd) kv->maxd = kv->kv_dim;
+    if (kv->ffn_dim > kv->maxd) kv->maxd = kv->ffn_dim;
     int64_t cache = (int64_t)c->n_layers * ctx_len * kv->kv_dim;
     int64_t total = 2 * cache + 2 * B * kv->dim + 2 * B * kv->q_dim + 2 * B * kv->ffn_dim +
-                    2 * B * kv->half + (int64_t)kv->n_threads * ctx_len;
+                    2 * B * kv->half + (int64_t)kv->n_threads * ctx_len + 2 * B * kv->maxd;
     if ((uint64_t)total > SIZE_MAX / sizeof(float) ||
         !(kv->block = malloc((size_t)total * sizeof(float)))) {
         free(kv);
@@ -80,6 +89,10 @@ lt_status lt_kv_cache_create(const lt_model *m, int ctx_len, int max_batch, lt_k
     kv->sinb = p;
     p += B * kv->half;
     kv->scores = p;
+    p += (int64_t)kv->n_threads * ctx_len;
+    kv->ad_u = p;
+    p += B * kv->maxd;
+    kv->ad_y = p;
     *out = kv;
     return LT_OK;
 }
@@ -142,6 +155,46 @@ static void matmul(float *y, const float *x, const float *W, const float *bias, 
                 y[(int64_t)t * out + o] += bias[o];
 }
 
+/* Linear t (0..6: q k v o gate up down) of layer l: y[n][out] = x[n][in] W^T (+ bias), or with
+ * beta 1 y += x W^T (the residual adds of o and down). With an adapter attached that adapts it:
+ * LoRA adds scale (x A^T) B^T; DoRA computes d * (x W^T + scale (x A^T) B^T) with the rows'
+ * factors d precomputed by lt_model_set_adapter, then adds the bias (PEFT does not rescale
+ * it). Uses kv->ad_u / ad_y; allocates nothing. */
+static void linear(const lt_model *m, lt_kv_cache *kv, int l, int t, float *y, const float *x,
+                   const float *W, const float *bias, int n, int out, int in, float beta) {
+    const lt_adapter *a = m->adapter;
+    const lt_adapter_lin *L = a ? &a->lin[l * LT_N_TARGETS + t] : NULL;
+    if (!L || !L->A) {
+        matmul_beta(y, x, W, n, out, in, beta);
+        if (bias)
+            for (int i = 0; i < n; i++)
+                for (int o = 0; o < out; o++)
+                    y[(int64_t)i * out + o] += bias[o];
+        return;
+    }
+    const float *d = m->adapter_dora_scale ? m->adapter_dora_scale[l * LT_N_TARGETS + t] : NULL;
+    float *dst = d && beta != 0.0f ? kv->ad_y : y;
+    int r = a->r;
+    float s = lt_adapter_scale(a);
+    matmul_beta(dst, x, W, n, out, in, d ? 0.0f : beta);
+    matmul_beta(kv->ad_u, x, L->A, n, r, in, 0.0f);
+    for (int64_t i = 0; i < (int64_t)n * r; i++)
+        kv->ad_u[i] *= s;
+    matmul_beta(dst, kv->ad_u, L->B, n, out, r, 1.0f);
+    if (d) {
+        for (int i = 0; i < n; i++)
+            for (int o = 0; o < out; o++)
+                dst[(int64_t)i * out + o] *= d[o];
+        if (dst != y)
+            for (int64_t i = 0; i < (int64_t)n * out; i++)
+                y[i] += dst[i];
+    }
+    if (bias)
+        for (int i = 0; i < n; i++)
+            for (int o = 0; o < out; o++)
+                y[(int64_t)i * out + o] += bias[o];
+}
+
 /* Rotates n_heads heads of each of n rows (row stride `stride`) by cos/sin of its position. */
 static void rope(float *x, int n, int stride, int n_heads, int hd, const float *cosb,
                  const float *sinb) {
@@ -181,12 +234,12 @@ static void forward_chunk(const lt_model *m, lt_kv_cache *kv, const int32_t *tok
         float *kc = kv->k + ((int64_t)l * ctx + pos0) * KD; /* rows pos0.. of this layer */
         float *vc = kv->v + ((int64_t)l * ctx + pos0) * KD;
         rmsnorm(kv->xb, kv->x, w->attn_norm + (int64_t)l * D, n, D, c->norm_eps);
-        matmul(kv->q, kv->xb, w->wq + (int64_t)l * QD * D, w->bq ? w->bq + (int64_t)l * QD : NULL,
-               n, QD, D);
-        matmul(kc, kv->xb, w->wk + (int64_t)l * KD * D, w->bk ? w->bk + (int64_t)l * KD : NULL, n,
-               KD, D);
-        matmul(vc, kv->xb, w->wv + (int64_t)l * KD * D, w->bv ? w->bv + (int64_t)l * KD : NULL, n,
-               KD, D);
+        linear(m, kv, l, 0, kv->q, kv->xb, w->wq + (int64_t)l * QD * D,
+               w->bq ? w->bq + (int64_t)l * QD : NULL, n, QD, D, 0.0f);
+        linear(m, kv, l, 1, kc, kv->xb, w->wk + (int64_t)l * KD * D,
+               w->bk ? w->bk + (int64_t)l * KD : NULL, n, KD, D, 0.0f);
+        linear(m, kv, l, 2, vc, kv->xb, w->wv + (int64_t)l * KD * D,
+               w->bv ? w->bv + (int64_t)l * KD : NULL, n, KD, D, 0.0f);
         rope(kv->q, n, QD, H, hd, kv->cosb, kv->sinb);
         rope(kc, n, KD, KV, hd, kv->cosb, kv->sinb);
 
@@ -230,16 +283,16 @@ static void forward_chunk(const lt_model *m, lt_kv_cache *kv, const int32_t *tok
                 }
             }
         /* x += att Wo^T (beta = 1 accumulates into the residual) */
-        matmul_beta(kv->x, kv->att, w->wo + (int64_t)l * D * QD, n, D, QD, 1.0f);
+        linear(m, kv, l, 3, kv->x, kv->att, w->wo + (int64_t)l * D * QD, NULL, n, D, QD, 1.0f);
 
         rmsnorm(kv->xb, kv->x, w->ffn_norm + (int64_t)l * D, n, D, c->norm_eps);
-        matmul(kv->hg, kv->xb, w->w_gate + (int64_t)l * F * D, NULL, n, F, D);
-        matmul(kv->hu, kv->xb, w->w_up + (int64_t)l * F * D, NULL, n, F, D);
+        linear(m, kv, l, 4, kv->hg, kv->xb, w->w_gate + (int64_t)l * F * D, NULL, n, F, D, 0.0f);
+        linear(m, kv, l, 5, kv->hu, kv->xb, w->w_up + (int64_t)l * F * D, NULL, n, F, D, 0.0f);
         for (int64_t i = 0; i < (int64_t)n * F; i++) {
             float g = kv->hg[i];
             kv->hg[i] = g / (1.0f + expf(-g)) * kv->hu[i];
         }
-        matmul_beta(kv->x, kv->hg, w->w_down + (int64_t)l * D * F, n, D, F, 1.0f);
+        linear(m, kv, l, 6, kv->x, kv->hg, w->w_down + (int64_t)l * D * F, NULL, n, D, F, 1.0f);
     }
     rmsnorm(kv->xb, kv->x, w->out_norm, n, D, c->norm_eps);
 }

@@ -120,6 +120,7 @@ lt_status lt_model_create(const lt_model_config *c, lt_model **out) {
 void lt_model_free(lt_model *m) {
     if (!m) return;
     params_unmap(m);
+    free(m->adapter_dora_scale);
     free(m->inv_freq);
     free(m->path);
     free(m);

@@ -963,7 +963,171 @@ typedef struct {
     int add_gen;
     sbuf b;
     lt_chat_span *sp; /* may be NULL */
+    json_t *tools;    /* tool definitions (a list), NULL when none */
 } render_ctx;
+
+/* ---- Python's json.dumps, as transformers' tojson filter calls it ---------------------- */
+/* tojson(x, indent=None|N) = json.dumps(x, ensure_ascii=False, indent=indent): separators
+ * ", " / ": " without indent, "," + newline + indent with it; empty containers "[]" / "{}";
+ * strings escape only '"', '\\' and control characters; floats as Python's repr. Object keys
+ * keep their order (jansson keeps insertion order, as Python dicts do). */
+static void py_json_str(sbuf *b, const char *s, size_t n) {
+    sb_putc(b, '"');
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        char tmp[8];
+        switch (c) {
+        case '"':
+            sb_puts(b, "\\\"");
+            break;
+        case '\\':
+            sb_puts(b, "\\\\");
+            break;
+        case '\n':
+            sb_puts(b, "\\n");
+            break;
+        case '\r':
+            sb_puts(b, "\\r");
+            break;
+        case '\t':
+            sb_puts(b, "\\t");
+            break;
+        case '\b':
+            sb_puts(b, "\\b");
+            break;
+        case '\f':
+            sb_puts(b, "\\f");
+            break;
+        default:
+            if (c < 0x20) {
+                snprintf(tmp, sizeof tmp, "\\u%04x", c);
+                sb_puts(b, tmp);
+            } else {
+                sb_putc(b, (char)c);
+            }
+        }
+    }
+    sb_putc(b, '"');
+}
+
+/* Python's float repr: the shortest digits that round-trip, fixed notation when the decimal
+ * exponent is in [-4, 16), else d.ddde+XX. */
+static void py_float(sbuf *b, double v) {
+    char tmp[64];
+    if (v != v) {
+        sb_puts(b, "NaN");
+        return;
+    }
+    if (v > 1.7976931348623157e308 || v < -1.7976931348623157e308) {
+        sb_puts(b, v > 0 ? "Infinity" : "-Infinity");
+        return;
+    }
+    int p = 1;
+    for (; p < 17; p++) {
+        snprintf(tmp, sizeof tmp, "%.*e", p - 1, v);
+        if (strtod(tmp, NULL) == v) break;
+    }
+    snprintf(tmp, sizeof tmp, "%.*e", p - 1, v);
+    /* tmp = [-]d[.ddd]e[+-]XX */
+    char digits[32];
+    int nd = 0, neg = tmp[0] == '-';
+    const char *q = tmp + neg;
+    for (; *q && *q != 'e'; q++)
+        if (*q != '.') digits[nd++] = *q;
+    int exp10 = atoi(q + 1);
+    while (nd > 1 && digits[nd - 1] == '0')
+        nd--;
+    digits[nd] = 0;
+    if (neg) sb_putc(b, '-');
+    if (exp10 >= -5 + 1 && exp10 < 16) {
+        if (exp10 < 0) {
+            sb_puts(b, "0.");
+            for (int i = 0; i < -exp10 - 1; i++)
+                sb_putc(b, '0');
+            sb_puts(b, digits);
+        } else {
+            for (int i = 0; i <= exp10; i++)
+                sb_putc(b, i < nd ? digits[i] : '0');
+            sb_putc(b, '.');
+            if (nd > exp10 + 1)
+                sb_puts(b, digits + exp10 + 1);
+            else
+                sb_putc(b, '0');
+        }
+    } else {
+        sb_putc(b, digits[0]);
+        if (nd > 1) {
+            sb_putc(b, '.');
+            sb_puts(b, digits + 1);
+        }
+        snprintf(tmp, sizeof tmp, "e%c%02d", exp10 < 0 ? '-' : '+', exp10 < 0 ? -exp10 : exp10);
+        sb_puts(b, tmp);
+    }
+}
+
+static void py_json(sbuf *b, const json_t *v, int indent, int level) {
+    char tmp[32];
+    switch (json_typeof(v)) {
+    case JSON_OBJECT:
+    case JSON_ARRAY: {
+        int is_obj = json_is_object(v);
+        size_t n = is_obj ? json_object_size(v) : json_array_size(v);
+        if (!n) {
+            sb_puts(b, is_obj ? "{}" : "[]");
+            return;
+        }
+        sb_putc(b, is_obj ? '{' : '[');
+        size_t i = 0;
+        const char *key;
+        json_t *val;
+        void *it = is_obj ? json_object_iter((json_t *)v) : NULL;
+        for (i = 0; i < n; i++) {
+            if (i) sb_puts(b, indent >= 0 ? "," : ", ");
+            if (indent >= 0) {
+                sb_putc(b, '\n');
+                for (int k = 0; k < indent * (level + 1); k++)
+                    sb_putc(b, ' ');
+            }
+            if (is_obj) {
+                key = json_object_iter_key(it);
+                val = json_object_iter_value(it);
+                py_json_str(b, key, strlen(key));
+                sb_puts(b, ": ");
+                it = json_object_iter_next((json_t *)v, it);
+            } else {
+                val = json_array_get(v, i);
+            }
+            py_json(b, val, indent, level + 1);
+        }
+        if (indent >= 0) {
+            sb_putc(b, '\n');
+            for (int k = 0; k < indent * level; k++)
+                sb_putc(b, ' ');
+        }
+        sb_putc(b, is_obj ? '}' : ']');
+        return;
+    }
+    case JSON_STRING:
+        py_json_str(b, json_string_value(v), json_string_length(v));
+        return;
+    case JSON_INTEGER:
+        snprintf(tmp, sizeof tmp, "%lld", (long long)json_integer_value(v));
+        sb_puts(b, tmp);
+        return;
+    case JSON_REAL:
+        py_float(b, json_real_value(v));
+        return;
+    case JSON_TRUE:
+        sb_puts(b, "true");
+        return;
+    case JSON_FALSE:
+        sb_puts(b, "false");
+        return;
+    default:
+        sb_puts(b, "null");
+        return;
+    }
+}
 
 static int role_is(const lt_chat_message *m, const char *r) {
     return strcmp(m->role, r) == 0;
@@ -1066,6 +1230,8 @@ static lt_status render_llama31(render_ctx *c) {
     size_t start = 0;
     sb_puts(&c->b, c->t->bos);
     sb_puts(&c->b, "<|start_header_id|>system<|end_header_id|>\n\n");
+    /* tools is not none (tools_in_user_message defaults to true, no builtin_tools) */
+    if (c->tools) sb_puts(&c->b, "Environment: ipython\n");
     sb_puts(&c->b, "Cutting Knowledge Date: December 2023\n");
     sb_puts(&c->b, "Today Date: 26 Jul 2024\n\n");
     if (role_is(&c->m[0], "system")) {
@@ -1075,6 +1241,33 @@ static lt_status render_llama31(render_ctx *c) {
     }
     sb_puts(&c->b, "<|eot_id|>");
     if (start) span_end(c, 0);
+    if (c->tools) {
+        /* the first message after the system one becomes the user turn holding the tools */
+        if (start >= c->n)
+            return lt_error(LT_ERR_ARG,
+                            "chat template '%s': tools need a first user message "
+                            "to go into, and there is none",
+                            c->t->k->name);
+        if (!role_is(&c->m[start], "user"))
+            return lt_error(LT_ERR_ARG,
+                            "chat template '%s': with tools, message %zu must be the "
+                            "user's (the template puts the tool definitions into it), not '%s'",
+                            c->t->k->name, start, c->m[start].role);
+        span_begin(c, start);
+        sb_puts(&c->b, "<|start_header_id|>user<|end_header_id|>\n\n");
+        sb_puts(&c->b, "Given the following functions, please respond with a JSON for a function "
+                       "call with its proper arguments that best answers the given prompt.\n\n");
+        sb_puts(&c->b, "Respond in the format {\"name\": function name, \"parameters\": "
+                       "dictionary of argument name and its value}.Do not use variables.\n\n");
+        for (size_t i = 0; i < json_array_size(c->tools); i++) {
+            py_json(&c->b, json_array_get(c->tools, i), 4, 0);
+            sb_puts(&c->b, "\n\n");
+        }
+        put_content_trimmed(c, start, c->m[start].content);
+        sb_puts(&c->b, "<|eot_id|>");
+        span_end(c, start);
+        start++;
+    }
     return put_llama3_turns(c, start, 0);
 }
 
@@ -1162,9 +1355,51 @@ static lt_status render_mistral(render_ctx *c) {
                                   ? "a first system message, then user and assistant"
                                   : "user and assistant only");
     if (start && c->sp) memset(&c->sp[0], 0, sizeof c->sp[0]);
+    size_t last_user = c->n;
+    for (size_t i = start; i < c->n; i++)
+        if (role_is(&c->m[i], "user")) last_user = i;
+    if (c->tools)
+        for (size_t i = 0; i < json_array_size(c->tools); i++)
+            if (!json_is_object(json_object_get(json_array_get(c->tools, i), "function")))
+                return lt_error(LT_ERR_ARG,
+                                "chat template '%s': tools[%zu] has no 'function' "
+                                "object (expected {\"type\": \"function\", \"function\": {...}})",
+                                k->name, i);
     sb_puts(&c->b, c->t->bos);
     for (size_t i = start; i < c->n; i++) {
         span_begin(c, i);
+        /* `tools is not none and (message == user_messages[-1])`: dict equality, so an earlier
+         * user message with the same content gets the tools too */
+        if (c->tools && role_is(&c->m[i], "user") &&
+            !strcmp(c->m[i].content, c->m[last_user].content)) {
+            sb_puts(&c->b, "[AVAILABLE_TOOLS] [");
+            size_t nt = json_array_size(c->tools);
+            for (size_t j = 0; j < nt; j++) {
+                json_t *fn = json_object_get(json_array_get(c->tools, j), "function");
+                sb_puts(&c->b, "{\"type\": \"function\", \"function\": {");
+                const char *key;
+                json_t *val;
+                int first = 1;
+                json_object_foreach(fn, key, val) {
+                    if (!strcmp(key, "return")) continue;
+                    if (!first) sb_puts(&c->b, ", ");
+                    first = 0;
+                    sb_putc(&c->b, '"');
+                    sb_puts(&c->b, key);
+                    sb_puts(&c->b, "\": ");
+                    if (json_is_string(val)) { /* '"' + val + '"', unescaped */
+                        sb_putc(&c->b, '"');
+                        sb_put(&c->b, json_string_value(val), json_string_length(val));
+                        sb_putc(&c->b, '"');
+                    } else {
+                        py_json(&c->b, val, -1, 0);
+                    }
+                }
+                sb_puts(&c->b, "}}");
+                sb_puts(&c->b, j + 1 < nt ? ", " : "]");
+            }
+            sb_puts(&c->b, "[/AVAILABLE_TOOLS]");
+        }
         if (role_is(&c->m[i], "user")) {
             sb_puts(&c->b, k->user_prefix);
             int with_sys = start && ((k->sys_mode == SYS_FIRST && i == start) ||
@@ -1211,9 +1446,51 @@ static lt_status render_zephyr(render_ctx *c) {
     return LT_OK;
 }
 
+static lt_status render_any(const lt_chat_template *t, const lt_chat_message *msgs, size_t n,
+                            json_t *tools, int add_generation_prompt, char **out, size_t *out_len,
+                            lt_chat_span *spans);
+
+int lt_chat_template_supports_tools(const lt_chat_template *t) {
+    if (!t) return 0;
+    return t->k->family == F_LLAMA31 || !strcmp(t->k->name, "mistral-7b-instruct-v0.3");
+}
+
+lt_status lt_chat_render_tools(const lt_chat_template *t, const lt_chat_message *msgs, size_t n,
+                               const char *tools_json, int add_generation_prompt, char **out,
+                               size_t *out_len, lt_chat_span *spans) {
+    if (out) *out = NULL;
+    if (out_len) *out_len = 0;
+    if (!tools_json)
+        return render_any(t, msgs, n, NULL, add_generation_prompt, out, out_len, spans);
+    if (!t || !out) return lt_error(LT_ERR_ARG, "lt_chat_render: NULL template or output");
+    if (!lt_chat_template_supports_tools(t))
+        return lt_error(LT_ERR_UNSUPPORTED,
+                        "chat template '%s' does not render tool definitions (known templates "
+                        "that do: llama3.1-instruct, mistral-7b-instruct-v0.3)",
+                        t->k->name);
+    json_error_t e;
+    json_t *tools = json_loads(tools_json, 0, &e);
+    if (!tools || !json_is_array(tools)) {
+        json_decref(tools);
+        return lt_error(LT_ERR_ARG,
+                        "chat template '%s': tools: expected a JSON list of tool "
+                        "definitions",
+                        t->k->name);
+    }
+    lt_status st = render_any(t, msgs, n, tools, add_generation_prompt, out, out_len, spans);
+    json_decref(tools);
+    return st;
+}
+
 lt_status lt_chat_render_spans(const lt_chat_template *t, const lt_chat_message *msgs, size_t n,
                                int add_generation_prompt, char **out, size_t *out_len,
                                lt_chat_span *spans) {
+    return render_any(t, msgs, n, NULL, add_generation_prompt, out, out_len, spans);
+}
+
+static lt_status render_any(const lt_chat_template *t, const lt_chat_message *msgs, size_t n,
+                            json_t *tools, int add_generation_prompt, char **out, size_t *out_len,
+                            lt_chat_span *spans) {
     if (out) *out = NULL;
     if (out_len) *out_len = 0;
     if (!t || !out) return lt_error(LT_ERR_ARG, "lt_chat_render: NULL template or output");
@@ -1226,7 +1503,7 @@ lt_status lt_chat_render_spans(const lt_chat_template *t, const lt_chat_message 
                             i, msgs[i].role ? "content" : "role");
     }
     if (spans) memset(spans, 0, n * sizeof *spans);
-    render_ctx c = {t, msgs, n, add_generation_prompt != 0, {0}, spans};
+    render_ctx c = {t, msgs, n, add_generation_prompt != 0, {0}, spans, tools};
     lt_status st;
     switch (t->k->family) {
     case F_CHATML:

@@ -5,6 +5,7 @@
  * into gradients (except rope_bwd and cross-entropy's dlogits, which write); reductions that
  * decide a loss or a norm are accumulated in double. */
 #include "loratune/ops.h"
+#include "ops_fast.h" /* lt_gemm: cblas_sgemm, or split over OpenMP inside a step */
 
 #include <cblas.h>
 #include <math.h>
@@ -14,7 +15,7 @@
 void lt_op_matmul_fwd(float *out, const float *inp, const float *w, const float *bias, int N, int C,
                       int OC) {
     /* out[N][OC] = inp[N][C] @ w[OC][C]^T */
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, OC, C, 1.0f, inp, C, w, C, 0.0f, out,
+    lt_gemm(CblasNoTrans, CblasTrans, N, OC, C, 1.0f, inp, C, w, C, 0.0f, out,
                 OC);
     if (bias)
         for (int n = 0; n < N; n++)
@@ -25,10 +26,10 @@ void lt_op_matmul_fwd(float *out, const float *inp, const float *w, const float 
 void lt_op_matmul_bwd(float *dinp, float *dw, float *dbias, const float *dout, const float *inp,
                       const float *w, int N, int C, int OC) {
     if (dinp) /* dinp[N][C] += dout[N][OC] @ w[OC][C] */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, C, OC, 1.0f, dout, OC, w, C, 1.0f,
+        lt_gemm(CblasNoTrans, CblasNoTrans, N, C, OC, 1.0f, dout, OC, w, C, 1.0f,
                     dinp, C);
     if (dw) /* dw[OC][C] += dout^T @ inp */
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, OC, C, N, 1.0f, dout, OC, inp, C, 1.0f,
+        lt_gemm(CblasTrans, CblasNoTrans, OC, C, N, 1.0f, dout, OC, inp, C, 1.0f,
                     dw, C);
     if (dbias)
         for (int n = 0; n < N; n++)
@@ -378,7 +379,7 @@ void lt_op_lora_fwd(float *y, float *xa, const float *x, const float *W, const f
     lt_op_matmul_fwd(y, x, W, bias, N, C, OC);                      /* frozen base */
     lt_op_matmul_fwd(xa, xd, A, NULL, N, C, r);                     /* xa[N][r] */
     /* y += scale * xa @ B^T */
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, OC, r, scale, xa, r, B, r, 1.0f, y, OC);
+    lt_gemm(CblasNoTrans, CblasTrans, N, OC, r, scale, xa, r, B, r, 1.0f, y, OC);
 }
 
 void lt_op_lora_bwd(float *dx, float *dA, float *dB, const float *dy, const float *x,
@@ -387,10 +388,10 @@ void lt_op_lora_bwd(float *dx, float *dA, float *dB, const float *dy, const floa
     float *xdbuf = scratch;                       /* [N][C] */
     float *dxa = scratch + (int64_t)N * (C + OC); /* [N][r] */
     /* dxa = scale * dy @ B */
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, r, OC, scale, dy, OC, B, r, 0.0f, dxa,
+    lt_gemm(CblasNoTrans, CblasNoTrans, N, r, OC, scale, dy, OC, B, r, 0.0f, dxa,
                 r);
     if (dB) /* dB += scale * dy^T @ xa */
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, OC, r, N, scale, dy, OC, xa, r, 1.0f,
+        lt_gemm(CblasTrans, CblasNoTrans, OC, r, N, scale, dy, OC, xa, r, 1.0f,
                     dB, r);
     if (dA) {
         const float *xd = apply_mask(xdbuf, x, mask, (int64_t)N * C);
@@ -432,7 +433,7 @@ void lt_op_dora_fwd(float *y, float *wnorm, float *xa, const float *x, const flo
         for (int o = 0; o < OC; o++)
             y[(int64_t)n * OC + o] += (mag[o] / wnorm[o] - 1.0f) * P[(int64_t)n * OC + o];
     lt_op_matmul_fwd(xa, xd, A, NULL, N, C, r);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, OC, r, scale, xa, r, B, r, 0.0f, P, OC);
+    lt_gemm(CblasNoTrans, CblasTrans, N, OC, r, scale, xa, r, B, r, 0.0f, P, OC);
     for (int n = 0; n < N; n++)
         for (int o = 0; o < OC; o++)
             y[(int64_t)n * OC + o] += mag[o] / wnorm[o] * P[(int64_t)n * OC + o];
@@ -448,7 +449,7 @@ void lt_op_dora_bwd(float *dx, float *dA, float *dB, float *dmag, const float *d
     const float *xd = apply_mask(xdbuf, x, mask, (int64_t)N * C);
     if (dmag) { /* dmag[o] += sum_n dy * (xd W^T + scale xa B^T) / wnorm (wnorm constant) */
         lt_op_matmul_fwd(P, xd, W, NULL, N, C, OC);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, OC, r, scale, xa, r, B, r, 1.0f, P,
+        lt_gemm(CblasNoTrans, CblasTrans, N, OC, r, scale, xa, r, B, r, 1.0f, P,
                     OC);
         for (int o = 0; o < OC; o++) {
             double acc = 0.0;
@@ -461,10 +462,10 @@ void lt_op_dora_bwd(float *dx, float *dA, float *dB, float *dmag, const float *d
     for (int n = 0; n < N; n++)
         for (int o = 0; o < OC; o++)
             P[(int64_t)n * OC + o] = dy[(int64_t)n * OC + o] * (mag[o] / wnorm[o]);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, r, OC, scale, P, OC, B, r, 0.0f, dxa,
+    lt_gemm(CblasNoTrans, CblasNoTrans, N, r, OC, scale, P, OC, B, r, 0.0f, dxa,
                 r); /* dxa = scale * dyg @ B */
     if (dB)
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, OC, r, N, scale, P, OC, xa, r, 1.0f,
+        lt_gemm(CblasTrans, CblasNoTrans, OC, r, N, scale, P, OC, xa, r, 1.0f,
                     dB, r);
     if (dA) lt_op_matmul_bwd(NULL, dA, NULL, dxa, xd, A, N, C, r);
     if (!dx) return;

@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ops_fast.h"
 #include "trainer_internal.h"
 
 /* ---- the recording allocator: every byte the trainer owns goes through here ------------- */
@@ -113,22 +114,22 @@ static void layer_fwd(lt_trainer *tr, int l, const int32_t *pos, const int32_t *
     lt_layer_acts *a = acts_of(tr, l);
     const float *x = tr->xs + (int64_t)l * N * D;
     float *xo = tr->xs + (int64_t)(l + 1) * N * D;
-    lt_op_rmsnorm_fwd(a->xn1, a->rstd1, x, tr->attn_norm[l], N, D, mc->norm_eps);
+    lt_fast_rmsnorm_fwd(a->xn1, a->rstd1, x, tr->attn_norm[l], N, D, mc->norm_eps);
     lin_fwd(tr, l, 0, a->q, a->xn1, a->xa[0], N);
     lin_fwd(tr, l, 1, a->k, a->xn1, a->xa[1], N);
     lin_fwd(tr, l, 2, a->v, a->xn1, a->xa[2], N);
-    lt_op_rope_fwd(a->q, a->q, pos, tr->cos_t, tr->sin_t, N, mc->n_heads, mc->head_dim, 0);
-    lt_op_rope_fwd(a->k, a->k, pos, tr->cos_t, tr->sin_t, N, mc->n_kv_heads, mc->head_dim, 0);
-    lt_op_attention_fwd(a->att, a->lse, a->q, a->k, a->v, seq, B, T, mc->n_heads, mc->n_kv_heads,
-                        mc->head_dim, mc->sliding_window);
+    lt_fast_rope_fwd(a->q, a->q, pos, tr->cos_t, tr->sin_t, N, mc->n_heads, mc->head_dim, 0);
+    lt_fast_rope_fwd(a->k, a->k, pos, tr->cos_t, tr->sin_t, N, mc->n_kv_heads, mc->head_dim, 0);
+    lt_fast_attention_fwd(a->att, a->lse, a->q, a->k, a->v, seq, B, T, mc->n_heads, mc->n_kv_heads,
+                          mc->head_dim, mc->sliding_window);
     lin_fwd(tr, l, 3, tr->tmp, a->att, a->xa[3], N);
 #pragma omp parallel for schedule(static) if ((int64_t)N * D > 65536)
     for (int64_t i = 0; i < (int64_t)N * D; i++)
         a->xmid[i] = x[i] + tr->tmp[i];
-    lt_op_rmsnorm_fwd(a->xn2, a->rstd2, a->xmid, tr->ffn_norm[l], N, D, mc->norm_eps);
+    lt_fast_rmsnorm_fwd(a->xn2, a->rstd2, a->xmid, tr->ffn_norm[l], N, D, mc->norm_eps);
     lin_fwd(tr, l, 4, a->gate, a->xn2, a->xa[4], N);
     lin_fwd(tr, l, 5, a->up, a->xn2, a->xa[5], N);
-    lt_op_swiglu_fwd(a->h, a->gate, a->up, (int64_t)N * mc->ffn_dim);
+    lt_fast_swiglu_fwd(a->h, a->gate, a->up, (int64_t)N * mc->ffn_dim);
     lin_fwd(tr, l, 6, tr->tmp, a->h, a->xa[6], N);
 #pragma omp parallel for schedule(static) if ((int64_t)N * D > 65536)
     for (int64_t i = 0; i < (int64_t)N * D; i++)
@@ -146,13 +147,11 @@ static void layer_bwd(lt_trainer *tr, int l, const int32_t *pos, const int32_t *
     /* MLP: xs[l+1] = xmid + down(h) */
     memset(tr->dh, 0, sizeof(float) * (size_t)N * F);
     lin_bwd(tr, l, 6, tr->dh, tr->dres, a->h, a->xa[6], N);
-    memset(tr->dgate, 0, sizeof(float) * (size_t)N * F);
-    memset(tr->dup, 0, sizeof(float) * (size_t)N * F);
-    lt_op_swiglu_bwd(tr->dgate, tr->dup, tr->dh, a->gate, a->up, (int64_t)N * F);
+    lt_fast_swiglu_bwd_write(tr->dgate, tr->dup, tr->dh, a->gate, a->up, (int64_t)N * F);
     memset(tr->dxn, 0, sizeof(float) * (size_t)N * D);
     lin_bwd(tr, l, 4, tr->dxn, tr->dgate, a->xn2, a->xa[4], N);
     lin_bwd(tr, l, 5, tr->dxn, tr->dup, a->xn2, a->xa[5], N);
-    lt_op_rmsnorm_bwd(tr->dres, tr->dffn_norm[l], tr->dxn, a->xmid, tr->ffn_norm[l], a->rstd2, N,
+    lt_fast_rmsnorm_bwd(tr->dres, tr->dffn_norm[l], tr->dxn, a->xmid, tr->ffn_norm[l], a->rstd2, N,
                       D);
     /* attention: xmid = x + o(att) */
     memset(tr->datt, 0, sizeof(float) * (size_t)N * QD);
@@ -160,10 +159,10 @@ static void layer_bwd(lt_trainer *tr, int l, const int32_t *pos, const int32_t *
     memset(tr->dq, 0, sizeof(float) * (size_t)N * QD);
     memset(tr->dk, 0, sizeof(float) * (size_t)N * KVD);
     memset(tr->dv, 0, sizeof(float) * (size_t)N * KVD);
-    lt_op_attention_bwd(tr->dq, tr->dk, tr->dv, tr->datt, a->q, a->k, a->v, a->att, a->lse, seq, B,
-                        T, mc->n_heads, mc->n_kv_heads, mc->head_dim, mc->sliding_window);
-    lt_op_rope_bwd(tr->dq, tr->dq, pos, tr->cos_t, tr->sin_t, N, mc->n_heads, mc->head_dim, 0);
-    lt_op_rope_bwd(tr->dk, tr->dk, pos, tr->cos_t, tr->sin_t, N, mc->n_kv_heads, mc->head_dim, 0);
+    lt_fast_attention_bwd(tr->dq, tr->dk, tr->dv, tr->datt, a->q, a->k, a->v, a->att, a->lse, seq,
+                          B, T, mc->n_heads, mc->n_kv_heads, mc->head_dim, mc->sliding_window);
+    lt_fast_rope_bwd(tr->dq, tr->dq, pos, tr->cos_t, tr->sin_t, N, mc->n_heads, mc->head_dim, 0);
+    lt_fast_rope_bwd(tr->dk, tr->dk, pos, tr->cos_t, tr->sin_t, N, mc->n_kv_heads, mc->head_dim, 0);
     int want_dxn = need_dx || tr->dattn_norm[l];
     float *dxn = want_dxn ? tr->dxn : NULL;
     if (dxn) memset(dxn, 0, sizeof(float) * (size_t)N * D);
@@ -171,7 +170,7 @@ static void layer_bwd(lt_trainer *tr, int l, const int32_t *pos, const int32_t *
     lin_bwd(tr, l, 1, dxn, tr->dk, a->xn1, a->xa[1], N);
     lin_bwd(tr, l, 2, dxn, tr->dv, a->xn1, a->xa[2], N);
     if (want_dxn)
-        lt_op_rmsnorm_bwd(need_dx ? tr->dres : NULL, tr->dattn_norm[l], tr->dxn, x,
+        lt_fast_rmsnorm_bwd(need_dx ? tr->dres : NULL, tr->dattn_norm[l], tr->dxn, x,
                           tr->attn_norm[l], a->rstd1, N, D);
 }
 
@@ -239,8 +238,8 @@ static lt_status embed_fwd(lt_trainer *tr, const int32_t *tokens, int N) {
 
 /* Forward (all layers, saving for backward unless checkpointing) then, when train, the head,
  * loss and the whole backward. */
-static lt_status run(lt_trainer *tr, const lt_batch *b, float grad_scale, lt_loss_stats *out,
-                     int train) {
+static lt_status run_step(lt_trainer *tr, const lt_batch *b, float grad_scale,
+                          lt_loss_stats *out, int train) {
     const int32_t *pos = NULL;
     lt_status st = check_batch(tr, b, &pos);
     if (st) return st;
@@ -253,7 +252,7 @@ static lt_status run(lt_trainer *tr, const lt_batch *b, float grad_scale, lt_los
     for (int l = 0; l < L; l++)
         layer_fwd(tr, l, pos, b->seq, B, T);
     const float *xL = tr->xs + (int64_t)L * N * D;
-    lt_op_rmsnorm_fwd(tr->xf, tr->rstdf, xL, tr->out_norm, N, D, mc->norm_eps);
+    lt_fast_rmsnorm_fwd(tr->xf, tr->rstdf, xL, tr->out_norm, N, D, mc->norm_eps);
 
     int64_t count = lt_batch_count(b);
     float gs = grad_scale != 0.0f ? grad_scale : (count ? 1.0f / (float)count : 0.0f);
@@ -269,7 +268,7 @@ static lt_status run(lt_trainer *tr, const lt_batch *b, float grad_scale, lt_los
             memcpy(tr->logits_keep + (int64_t)n0 * V, tr->logits, sizeof(float) * (size_t)nc * V);
         lt_ce_stats cs;
         /* gs is never 0 here when do_bwd; with !do_bwd dlogits are not wanted */
-        st = lt_op_cross_entropy(do_bwd ? tr->logits : NULL, &cs, tr->logits, b->targets + n0, nc,
+        st = lt_fast_cross_entropy(do_bwd ? tr->logits : NULL, &cs, tr->logits, b->targets + n0, nc,
                                  V, LT_IGNORE_INDEX, do_bwd ? gs : 1.0f);
         if (st) return st;
         sum += cs.sum;
@@ -289,7 +288,7 @@ static lt_status run(lt_trainer *tr, const lt_batch *b, float grad_scale, lt_los
     if (!do_bwd) return LT_OK;
 
     memset(tr->dres, 0, sizeof(float) * (size_t)N * D);
-    lt_op_rmsnorm_bwd(tr->dres, tr->dout_norm, tr->dxn, xL, tr->out_norm, tr->rstdf, N, D);
+    lt_fast_rmsnorm_bwd(tr->dres, tr->dout_norm, tr->dxn, xL, tr->out_norm, tr->rstdf, N, D);
     int need_embed = tr->dembd != NULL;
     for (int l = L - 1; l >= tr->bwd_stop; l--) {
         if (tr->c.grad_checkpoint) layer_fwd(tr, l, pos, b->seq, B, T);
@@ -297,6 +296,16 @@ static lt_status run(lt_trainer *tr, const lt_batch *b, float grad_scale, lt_los
     }
     if (need_embed) lt_op_embedding_bwd(tr->dembd, tr->dres, b->tokens, N, D);
     return LT_OK;
+}
+
+/* One thread pool for the step: OpenBLAS single-threaded and every GEMM split over OpenMP by
+ * lt_gemm (two pools on the same cores spin against each other; bench/RESULTS.md). */
+static lt_status run(lt_trainer *tr, const lt_batch *b, float grad_scale, lt_loss_stats *out,
+                     int train) {
+    int blas_threads = getenv("LT_TWO_POOLS") ? -1 : lt_blas_threads_single();
+    lt_status st = run_step(tr, b, grad_scale, out, train);
+    if (blas_threads >= 0) lt_blas_threads_restore(blas_threads);
+    return st;
 }
 
 lt_status lt_trainer_accumulate(lt_trainer *tr, const lt_batch *b, float grad_scale,

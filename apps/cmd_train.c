@@ -1,0 +1,290 @@
+/* cmd_train.c - `loratune train`: the command-line front end of lt_run (include/loratune/run.h).
+ * Options come, lowest priority first, from the defaults, the checkpoint named by --resume
+ * (its saved options), the -c/--config YAML file, then the command line. Events go to a
+ * terminal progress printer, or as JSON lines to stdout with --json. SIGINT / SIGTERM ask the
+ * run to stop: it saves a checkpoint and the command exits with 130; a second signal exits at
+ * once. Exit codes: 0 done (or early stop), 1 error or NaN/inf stop, 2 bad usage, 130
+ * interrupted. */
+#include <jansson.h>
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "commands.h"
+#include "train_track.h"
+#include "loratune/run.h"
+
+static void usage(FILE *f) {
+    fprintf(f, "usage: loratune train --model MODEL --data DATA --out DIR [options]\n"
+               "       loratune train -c config.yaml [options]\n"
+               "       loratune train --resume DIR [options]\n\n"
+               "Fine-tunes MODEL on DATA (LoRA, DoRA or full), evaluating, checkpointing and\n"
+               "writing the adapter (PEFT, mlx-lm, llama.cpp GGUF) or the model to DIR.\n\n"
+               "  -c, --config FILE      YAML file of option: value (keys = the long options)\n");
+    for (int i = 0; i < lt_run_opt_count(); i++) {
+        const lt_run_opt_info *in = lt_run_opt_get(i);
+        char head[64];
+        snprintf(head, sizeof head, "--%s%s%s", in->name, in->arg ? " " : "",
+                 in->arg ? in->arg : "");
+        fprintf(f, "  %-22s %s\n", head, in->help);
+    }
+    fprintf(f, "\nFlags also take --no-FLAG (to turn off what a config file turned on).\n"
+               "See docs/TRAIN_CLI.md.\n");
+    fprintf(f, "\n%s", train_track_help);
+}
+
+/* ---- signals ---------------------------------------------------------------------------- */
+static lt_run *volatile g_run;
+static volatile sig_atomic_t g_signals;
+
+static void on_signal(int sig) {
+    (void)sig;
+    if (g_signals++ > 0) _exit(130);
+    if (g_run) lt_run_request_stop(g_run);
+}
+
+/* ---- event printers ---------------------------------------------------------------------- */
+static void json_sink(void *ctx, const json_t *ev) {
+    (void)ctx;
+    json_dumpf(ev, stdout, JSON_COMPACT | JSON_REAL_PRECISION(17));
+    fputc('\n', stdout);
+    fflush(stdout);
+}
+
+typedef struct {
+    double last_print;
+    long long total;
+} human_ctx;
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static void fmt_dur(double s, char *b, size_t n) {
+    if (!(s >= 0) || s > 1e7)
+        snprintf(b, n, "?");
+    else if (s < 60)
+        snprintf(b, n, "%.0fs", s);
+    else if (s < 3600)
+        snprintf(b, n, "%dm%02ds", (int)s / 60, (int)s % 60);
+    else
+        snprintf(b, n, "%dh%02dm", (int)s / 3600, ((int)s % 3600) / 60);
+}
+
+static double num(const json_t *ev, const char *k) {
+    return json_number_value(json_object_get(ev, k));
+}
+static long long inum(const json_t *ev, const char *k) {
+    return (long long)json_integer_value(json_object_get(ev, k));
+}
+static const char *str(const json_t *ev, const char *k) {
+    const char *s = json_string_value(json_object_get(ev, k));
+    return s ? s : "";
+}
+
+static void human_sink(void *ctx, const json_t *ev) {
+    human_ctx *h = ctx;
+    const char *e = str(ev, "event");
+    char b1[32], b2[32];
+    if (!strcmp(e, "start")) {
+        h->total = inum(ev, "steps");
+        printf("training: %lld steps (warmup %lld), %lld batches per epoch, %lld train / %lld "
+               "valid examples, %lld trainable parameters\n",
+               h->total, inum(ev, "warmup_steps"), inum(ev, "epoch_batches"),
+               inum(ev, "train_examples"), inum(ev, "valid_examples"),
+               inum(ev, "trainable_params"));
+        if (inum(ev, "resumed_from") >= 0) {
+            printf("resumed after step %lld", inum(ev, "resumed_from"));
+            json_t *ch = json_object_get(ev, "changed_options");
+            if (json_array_size(ch)) {
+                printf(" (options changed since the checkpoint:");
+                size_t i;
+                json_t *v;
+                json_array_foreach(ch, i, v) printf(" %s", json_string_value(v));
+                printf("; losses will not match an uninterrupted run)");
+            }
+            printf("\n");
+        }
+    } else if (!strcmp(e, "step")) {
+        long long st = inum(ev, "step");
+        double t = now_s();
+        if (st == 1 || st == h->total || t - h->last_print >= 0.5) {
+            h->last_print = t;
+            fmt_dur(num(ev, "eta_s"), b1, sizeof b1);
+            printf("step %6lld/%lld  epoch %5.2f  loss %.4f  lr %.3e  %7.0f tok/s  mem %5.0f MiB  "
+                   "eta %s\n",
+                   st, h->total, num(ev, "epoch"), num(ev, "loss"), num(ev, "lr"),
+                   num(ev, "tokens_per_sec"), num(ev, "peak_rss_bytes") / 1048576.0, b1);
+        }
+    } else if (!strcmp(e, "eval")) {
+        fmt_dur(num(ev, "elapsed_s"), b2, sizeof b2);
+        printf("eval @ step %lld: val_loss %.4f  val_ppl %.3f  (%lld tokens)%s  [%s]\n",
+               inum(ev, "step"), num(ev, "val_loss"), num(ev, "val_ppl"), inum(ev, "val_tokens"),
+               json_is_true(json_object_get(ev, "improved")) ? "  best" : "", b2);
+    } else if (!strcmp(e, "skip")) {
+        printf("step %lld skipped: %s (%lld in a row); weights not updated\n", inum(ev, "step"),
+               str(ev, "reason"), inum(ev, "consecutive"));
+    } else if (!strcmp(e, "checkpoint")) {
+        printf("checkpoint: %s\n", str(ev, "path"));
+    } else if (!strcmp(e, "early_stop")) {
+        printf("early stop at step %lld: %lld evaluations without improvement (best val_loss "
+               "%.4f)\n",
+               inum(ev, "step"), inum(ev, "evals_without_improvement"), num(ev, "best_val_loss"));
+    } else if (!strcmp(e, "interrupted")) {
+        printf("interrupted after step %lld; checkpoint %s\n", inum(ev, "step"),
+               str(ev, "checkpoint"));
+    } else if (!strcmp(e, "saved")) {
+        printf("saved %s: %s\n", str(ev, "what"), str(ev, "path"));
+    } else if (!strcmp(e, "done")) {
+        fmt_dur(num(ev, "elapsed_s"), b1, sizeof b1);
+        printf("%s after step %lld in %s", str(ev, "outcome"), inum(ev, "step"), b1);
+        if (json_object_get(ev, "final_val_loss"))
+            printf("; final val_loss %.4f", num(ev, "final_val_loss"));
+        printf("\n");
+    }
+    fflush(stdout);
+}
+
+/* ---- argument handling ------------------------------------------------------------------ */
+static int is_config_opt(const char *a) {
+    return !strcmp(a, "-c") || !strcmp(a, "--config");
+}
+
+/* Applies argv options to o (skipping -c/--config and their value). 0 ok, 2 usage error. */
+static int apply_args(int argc, char **argv, lt_run_opts *o) {
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (is_config_opt(a)) {
+            i++;
+            continue;
+        }
+        if (strncmp(a, "--", 2) != 0) {
+            fprintf(stderr, "loratune train: unexpected argument '%s' (options start with --)\n",
+                    a);
+            return 2;
+        }
+        char key[128];
+        const char *val = NULL;
+        const char *eq = strchr(a, '=');
+        if (eq) {
+            snprintf(key, sizeof key, "%.*s", (int)(eq - a), a);
+            val = eq + 1;
+        } else {
+            snprintf(key, sizeof key, "%s", a);
+        }
+        int flag = lt_run_opt_is_flag(key);
+        if (flag < 0 && !strncmp(key, "--no-", 5) && lt_run_opt_is_flag(key + 5) == 1 && !eq) {
+            if (lt_run_opts_set(o, key + 5, "false")) goto bad;
+            continue;
+        }
+        if (flag == 1 && !eq) {
+            val = "true";
+        } else if (flag == 0 && !eq) {
+            if (i + 1 >= argc) {
+                fprintf(stderr, "loratune train: %s: missing value\n", key);
+                return 2;
+            }
+            val = argv[++i];
+        }
+        if (lt_run_opts_set(o, key, val)) goto bad;
+        continue;
+    bad:
+        fprintf(stderr, "loratune train: --%s\n", lt_errmsg());
+        return 2;
+    }
+    return 0;
+}
+
+int cmd_train(int argc, char **argv) {
+    if (lt_cli_wants_help(argc, argv)) {
+        usage(stdout);
+        return 0;
+    }
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    argc = train_track_take_args(argc, argv); /* --store/--experiment/--run-name/--mlflow/--no-track */
+    lt_run_opts o;
+    lt_run_opts_default(&o);
+    const char *config = NULL, *resume = NULL;
+    for (int i = 1; i < argc; i++) {
+        if (is_config_opt(argv[i])) {
+            if (i + 1 >= argc) {
+                fprintf(stderr, "loratune train: %s: missing value (a YAML file)\n", argv[i]);
+                return 2;
+            }
+            config = argv[++i];
+        } else if (!strcmp(argv[i], "--resume") && i + 1 < argc) {
+            resume = argv[++i];
+        } else if (!strncmp(argv[i], "--resume=", 9)) {
+            resume = argv[i] + 9;
+        }
+    }
+    if (resume) { /* the checkpoint's own options first: `train --resume DIR` alone works */
+        char file[LT_RUN_PATH_MAX + 64];
+        if (lt_checkpoint_resolve(resume, file, sizeof file) || lt_checkpoint_load_opts(file, &o)) {
+            fprintf(stderr, "loratune train: --resume: %s\n", lt_errmsg());
+            return 1;
+        }
+    }
+    if (config && lt_run_opts_load_yaml(&o, config)) {
+        fprintf(stderr, "loratune train: %s\n", lt_errmsg());
+        return 2;
+    }
+    int rc = apply_args(argc, argv, &o);
+    if (rc) return rc;
+    if (lt_run_opts_validate(&o, 1)) {
+        fprintf(stderr, "loratune train: --%s\n\n", lt_errmsg());
+        usage(stderr);
+        return 2;
+    }
+
+    lt_run *r = NULL;
+    if (!o.json) fprintf(stdout, "loading %s and %s ...\n", o.model, o.data);
+    fflush(stdout);
+    if (lt_run_create(&o, &r)) {
+        fprintf(stderr, "loratune train: %s\n", lt_errmsg());
+        return 1;
+    }
+    human_ctx hc = {0};
+    lt_run_add_sink(r, o.json ? json_sink : human_sink, &hc);
+    lt_recorder *rec = train_track_start(&o); /* the tracking store (apps/train_track.c) */
+    if (rec) lt_run_add_sink(r, lt_recorder_sink, rec);
+
+    g_run = r;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+
+    lt_run_outcome oc;
+    lt_status st = lt_run_train(r, &oc);
+    g_run = NULL;
+    signal(SIGINT, SIG_DFL);
+    signal(SIGTERM, SIG_DFL);
+    if (st) {
+        fprintf(stderr, "loratune train: %s\n", lt_errmsg());
+        rc = 1;
+    } else if (oc == LT_RUN_NONFINITE) {
+        fprintf(stderr, "loratune train: %s\n", lt_errmsg());
+        rc = 1;
+    } else if (oc == LT_RUN_INTERRUPTED) {
+        fprintf(stderr, "loratune train: interrupted; continue with: loratune train --resume %s\n",
+                o.out);
+        rc = 130;
+    } else {
+        rc = 0;
+    }
+    train_track_finish(rec, rc, o.json);
+    lt_run_free(r);
+    return rc;
+}

@@ -1,0 +1,102 @@
+/* bench_gemm.c - the machine's measured GEMM peak, the denominator of bench/RESULTS.md's
+ * "fraction of GEMM peak" column.
+ *
+ * fp32: OpenBLAS cblas_sgemm (row-major, C = A B^T as a linear layer computes it) on square
+ * 2048^3 and on the SmolLM2-135M MLP shape at B4 x T512 (M 2048 tokens, N 1536, K 576), with
+ * the requested OpenMP/OpenBLAS thread count; best of --reps after one untimed call.
+ * bf16: cblas_sbgemm when the loaded OpenBLAS exports it (looked up at run time; Debian 12's
+ * 0.3.21 does not), else reported as absent.
+ * Prints ONE JSON line: {"sgemm_gflops": best over shapes, "shapes": [...], "sbgemm_gflops":
+ * null or a number, ...}.
+ * Usage: bench_gemm [--threads N] [--reps R] */
+#include <cblas.h>
+#include <dlfcn.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "loratune/hwinfo.h"
+#include "loratune/model.h"
+
+static double now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static float *rnd(int64_t n) {
+    float *p = malloc(sizeof(float) * (size_t)n);
+    uint64_t s = 12345;
+    for (int64_t i = 0; i < n; i++) {
+        s = s * 6364136223846793005ull + 1442695040888963407ull;
+        p[i] = (float)((double)(s >> 40) / 16777216.0 - 0.5);
+    }
+    return p;
+}
+
+typedef void (*sbgemm_fn)(int, int, int, int, int, int, float, const uint16_t *, int,
+                          const uint16_t *, int, float, float *, int);
+
+int main(int argc, char **argv) {
+    int threads = 0, reps = 5;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--threads") && i + 1 < argc) threads = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--reps") && i + 1 < argc) reps = atoi(argv[++i]);
+        else {
+            fprintf(stderr, "usage: bench_gemm [--threads N] [--reps R]\n");
+            return 2;
+        }
+    }
+    lt_hwinfo hw;
+    lt_hwinfo_detect(&hw);
+    if (threads <= 0) threads = hw.threads;
+    lt_set_num_threads(threads);
+    const int shapes[2][3] = {{2048, 2048, 2048}, {2048, 1536, 576}};
+    double best_all = 0, per[2];
+    for (int s = 0; s < 2; s++) {
+        int M = shapes[s][0], N = shapes[s][1], K = shapes[s][2];
+        float *A = rnd((int64_t)M * K), *B = rnd((int64_t)N * K), *C = rnd((int64_t)M * N);
+        double best = 1e30;
+        for (int r = 0; r <= reps; r++) {
+            double t0 = now();
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1.0f, A, K, B, K, 0.0f,
+                        C, N);
+            double dt = now() - t0;
+            if (r > 0 && dt < best) best = dt;
+        }
+        per[s] = 2.0 * M * N * K / best / 1e9;
+        if (per[s] > best_all) best_all = per[s];
+        free(A), free(B), free(C);
+    }
+    double sb = -1;
+    sbgemm_fn sbgemm = (sbgemm_fn)(uintptr_t)dlsym(RTLD_DEFAULT, "cblas_sbgemm");
+    if (sbgemm) {
+        int M = 2048, N = 1536, K = 576;
+        uint16_t *A = calloc((size_t)M * K, 2), *B = calloc((size_t)N * K, 2);
+        float *C = calloc((size_t)M * N, 4);
+        double best = 1e30;
+        for (int r = 0; r <= reps; r++) {
+            double t0 = now();
+            sbgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1.0f, A, K, B, K, 0.0f, C, N);
+            double dt = now() - t0;
+            if (r > 0 && dt < best) best = dt;
+        }
+        sb = 2.0 * M * N * K / best / 1e9;
+        free(A), free(B), free(C);
+    }
+    double la[1] = {0};
+    FILE *f = fopen("/proc/loadavg", "r");
+    if (f) {
+        if (fscanf(f, "%lf", &la[0]) != 1) la[0] = -1;
+        fclose(f);
+    }
+    char sbs[32] = "null";
+    if (sb >= 0) snprintf(sbs, sizeof sbs, "%.1f", sb);
+    printf("{\"bench\":\"gemm\",\"threads\":%d,\"reps\":%d,\"sgemm_gflops\":%.1f,"
+           "\"sgemm_2048cube_gflops\":%.1f,\"sgemm_2048x1536x576_gflops\":%.1f,"
+           "\"sbgemm_gflops\":%s,\"blas\":\"%s\",\"loadavg\":%.2f}\n",
+           threads, reps, best_all, per[0], per[1], sbs, openblas_get_config(), la[0]);
+    return 0;
+}

@@ -1,0 +1,203 @@
+/* run.h - a training run as a library: options (one table shared by the command line, the
+ * YAML config file and any other driver such as a web server), learning-rate schedules,
+ * checkpoints, and the loop (train / evaluate / early stop / save), reporting through events.
+ *
+ * Flow (what `loratune train` does, and what any other front end should do):
+ *   lt_run_opts o;  lt_run_opts_default(&o);
+ *   lt_run_opts_load_yaml(&o, "config.yaml");          optional; keys = long option names
+ *   lt_run_opts_set(&o, "lora-rank", "16");            the command line, one call per option
+ *   lt_run *r;  lt_run_create(&o, &r);                 loads model, tokenizer, data, trainer,
+ *                                                      and the checkpoint named by o.resume
+ *   lt_run_add_sink(r, my_sink, ctx);                  events: JSON objects (see below)
+ *   lt_run_train(r, &outcome);                         until done / early stop / stop request
+ *   lt_run_free(r);
+ * lt_run_request_stop may be called from a signal handler or another thread: the loop
+ * abandons the current optimizer step (weights untouched, data position rewound), saves a
+ * checkpoint and returns with outcome LT_RUN_INTERRUPTED.
+ *
+ * Events (each a JSON object with "event": kind, passed to every sink in the order added;
+ * the object is borrowed for the call):
+ *   start      steps, epoch_batches, train_examples, valid_examples, trainable_params,
+ *              resumed_from (step), config {...}
+ *   step       step, epoch, loss, lr, grad_norm, tokens, tokens_per_sec, peak_rss_bytes,
+ *              elapsed_s, eta_s
+ *   eval       step, val_loss, val_ppl, val_tokens, val_batches, best_val_loss, elapsed_s
+ *   skip       step, reason ("nonfinite_loss" | "nonfinite_grad"), loss, consecutive
+ *   checkpoint step, path
+ *   early_stop step, best_val_loss, evals_without_improvement
+ *   interrupted step (last completed), checkpoint
+ *   saved      what ("peft" | "mlx" | "gguf" | "hf"), path
+ *   done       step, outcome ("done" | "early_stop" | "interrupted" | "nonfinite"),
+ *              final_val_loss (when evaluated), elapsed_s
+ * Steps are optimizer steps, counted from 1; a skipped (non-finite) step still counts (it used
+ * its batches) but does not update the weights.
+ *
+ * Checkpoints: OUT/checkpoints/step-NNNNNNNN.safetensors, one file written atomically (temp
+ * file, fsync, rename, fsync folder): trainable tensors under their trainer names, AdamW
+ * moments as "optimizer.m.<name>" / "optimizer.v.<name>", and metadata "loratune.state" (JSON:
+ * step, trainer step/micro counters, batcher epoch/index, early-stop state, consecutive
+ * non-finite steps, seed, the resolved options). A resumed run with the same options produces
+ * bit-identical losses. The last keep_checkpoints files are kept.
+ *
+ * Outputs (OUT): run_config.yaml (the resolved options: `-c OUT/run_config.yaml` reproduces
+ * the run); LoRA / DoRA: the PEFT adapter (adapter_model.safetensors + adapter_config.json),
+ * OUT/mlx-lm/ (mlx-lm adapter), OUT/adapter.gguf (llama.cpp, LoRA only); full fine-tuning: a
+ * Hugging Face folder (config.json + model.safetensors) in OUT.
+ *
+ * Fault injection (tests): env LT_FAULT_NAN_STEPS="3,4" makes the gradients of those
+ * optimizer steps NaN (read by lt_run_create).
+ *
+ * Ownership: lt_run_opts is a plain value (fixed-size strings, copyable). lt_run owns the
+ * model, tokenizer, data and trainer it loads; sink contexts are borrowed. */
+#ifndef LORATUNE_RUN_H
+#define LORATUNE_RUN_H
+
+#include <stdint.h>
+
+#include "loratune/core.h"
+#include "loratune/data.h"
+#include "loratune/train.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+struct json_t; /* jansson */
+
+#define LT_RUN_PATH_MAX 1024
+
+typedef enum { LT_LR_CONSTANT = 0, LT_LR_LINEAR, LT_LR_COSINE } lt_lr_schedule;
+const char *lt_lr_schedule_name(lt_lr_schedule s); /* "constant", "linear", "cosine" */
+
+/* Multiplier of the base learning rate at optimizer step `step` (0-based: the lr used by the
+ * step-th update), as transformers' get_constant_schedule_with_warmup /
+ * get_linear_schedule_with_warmup / get_cosine_schedule_with_warmup (num_cycles 0.5):
+ *   warmup:   step < warmup: step / max(1, warmup)
+ *   constant: 1
+ *   linear:   max(0, (total - step) / max(1, total - warmup))
+ *   cosine:   max(0, 0.5 (1 + cos(pi * progress))), progress = (step - warmup) / max(1, total -
+ * warmup) computed in double. */
+double lt_lr_lambda(lt_lr_schedule s, int64_t step, int64_t warmup, int64_t total);
+
+typedef struct {
+    /* what and where */
+    char model[LT_RUN_PATH_MAX];     /* required */
+    char tokenizer[LT_RUN_PATH_MAX]; /* "" = from the model */
+    char data[LT_RUN_PATH_MAX];      /* required: folder (train/valid/test.jsonl) or one file */
+    lt_data_format data_format;
+    double valid_fraction; /* single-file data: held-out fraction */
+    lt_train_method method;
+    char out[LT_RUN_PATH_MAX];     /* required for training */
+    char resume[LT_RUN_PATH_MAX];  /* "" or a run folder / checkpoints folder / checkpoint file */
+    char adapter[LT_RUN_PATH_MAX]; /* "" or an adapter to start from (PEFT / mlx-lm / GGUF) */
+    /* length of the run */
+    int64_t iters; /* optimizer steps; 0: from epochs */
+    double epochs; /* used when iters == 0 */
+    /* batches */
+    int batch_size, grad_accum, max_seq_len, pack, train_on_prompt;
+    /* optimizer and schedule */
+    double lr;
+    lt_lr_schedule lr_schedule;
+    double warmup; /* steps (>= 1), or a fraction of the steps when < 1 */
+    double weight_decay, grad_clip;
+    /* adapter */
+    int lora_rank;
+    double lora_alpha, lora_dropout;
+    unsigned lora_targets;                /* LT_TARGET_* */
+    int lora_layer_begin, lora_layer_end; /* [begin, end); end 0 = all */
+    int lora_last_layers;                 /* > 0: the last N layers (mlx-lm's num_layers) */
+    int rslora, grad_checkpoint;
+    lt_dtype base_dtype; /* F32 / BF16 / F16 */
+    /* evaluation and saving */
+    int64_t eval_every;   /* 0: only at the end */
+    int64_t eval_batches; /* 0: the whole validation split */
+    int64_t save_every;   /* 0: only at the end / on interruption */
+    int keep_checkpoints; /* >= 1 */
+    int early_stop;       /* evaluations without improvement before stopping; 0 off */
+    int max_nonfinite;    /* consecutive non-finite steps before stopping */
+    /* misc */
+    uint64_t seed;
+    int threads; /* 0: as the environment says */
+    int json;    /* front ends: print events as JSON lines */
+} lt_run_opts;
+
+void lt_run_opts_default(lt_run_opts *o);
+
+/* Sets one option by its long name ("lora-rank", "lora_rank" and "--lora-rank" are the same
+ * key) from its text value; flags take true/false/yes/no/on/off/1/0. LT_ERR_ARG with
+ * "lora-rank: expected an integer >= 1, got 'x'" or "unknown option 'lora-rnak' (did you mean
+ * 'lora-rank'?)". Setting iters clears epochs and the other way round. */
+lt_status lt_run_opts_set(lt_run_opts *o, const char *key, const char *value);
+/* 1 when key names a flag (a boolean option: no value on the command line). -1 unknown. */
+int lt_run_opt_is_flag(const char *key);
+/* Reads a YAML mapping of option -> scalar (a sequence is accepted for lora-targets) and sets
+ * each; errors "FILE:LINE: lora-rank: expected ..." and unknown keys are errors. */
+lt_status lt_run_opts_load_yaml(lt_run_opts *o, const char *path);
+/* Checks what must hold across options before a run (model/data/out given, ...). */
+lt_status lt_run_opts_validate(const lt_run_opts *o, int need_out);
+/* The resolved options (all but resume) as YAML text / as a JSON object of strings; text
+ * that lt_run_opts_set reads back to the same values. *out malloc'd / new reference. */
+lt_status lt_run_opts_to_yaml(const lt_run_opts *o, char **out);
+struct json_t *lt_run_opts_to_json(const lt_run_opts *o);
+
+/* The option table, for --help texts and forms. */
+typedef struct {
+    const char *name; /* long name, with dashes */
+    const char *arg;  /* "N", "PATH", ... or NULL for a flag */
+    const char *help;
+} lt_run_opt_info;
+int lt_run_opt_count(void);
+const lt_run_opt_info *lt_run_opt_get(int i);
+
+/* ---- the run ----------------------------------------------------------------------------- */
+typedef struct lt_run lt_run;
+typedef void (*lt_run_sink)(void *ctx, const struct json_t *event);
+
+typedef enum {
+    LT_RUN_DONE = 0,
+    LT_RUN_EARLY_STOP,
+    LT_RUN_INTERRUPTED,
+    LT_RUN_NONFINITE, /* max_nonfinite consecutive skipped steps */
+} lt_run_outcome;
+const char *lt_run_outcome_name(lt_run_outcome o);
+
+/* Loads everything (and the checkpoint of o->resume). Does not need o->out unless training. */
+lt_status lt_run_create(const lt_run_opts *o, lt_run **out);
+void lt_run_free(lt_run *r); /* safe on NULL */
+lt_status lt_run_add_sink(lt_run *r, lt_run_sink fn, void *ctx);
+/* Async-signal-safe; also safe from another thread. */
+void lt_run_request_stop(lt_run *r);
+
+/* The loop. LT_OK for every outcome (LT_RUN_NONFINITE also sets the message naming the steps
+ * and the last good checkpoint); errors are I/O and the like. */
+lt_status lt_run_train(lt_run *r, lt_run_outcome *outcome);
+
+typedef struct {
+    double loss; /* sum of token losses / tokens */
+    double ppl;  /* exp(loss) */
+    double loss_sum;
+    int64_t tokens; /* counted (target) tokens */
+    int64_t batches;
+} lt_eval_result;
+/* Loss over split s (max_batches 0: all of it), batches in file order, no dropout. */
+lt_status lt_run_evaluate(lt_run *r, lt_split s, int64_t max_batches, lt_eval_result *out);
+
+/* Borrowed views of what the run holds (valid until lt_run_free). */
+lt_trainer *lt_run_trainer(lt_run *r);
+const lt_data *lt_run_data(const lt_run *r);
+const lt_run_opts *lt_run_options(const lt_run *r);
+int64_t lt_run_total_steps(const lt_run *r);
+int64_t lt_run_step(const lt_run *r); /* optimizer steps completed (incl. resumed ones) */
+
+/* ---- checkpoints ------------------------------------------------------------------------- */
+/* path: a checkpoint file, a checkpoints folder or a run folder (OUT): the newest checkpoint
+ * it holds, in *out (n bytes). LT_ERR_NOTFOUND naming path when there is none. */
+lt_status lt_checkpoint_resolve(const char *path, char *out, size_t n);
+/* The options saved in a checkpoint, applied on top of *o (so the command line can still
+ * override them afterwards). */
+lt_status lt_checkpoint_load_opts(const char *ckpt_file, lt_run_opts *o);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,586 @@
+/* run.c - the training loop as a library (see run.h): loads the model, tokenizer, data and
+ * trainer from lt_run_opts, then per optimizer step copies grad_accum micro-batches out of the
+ * batcher, accumulates them with transformers' normalisation (1 / tokens of the whole step),
+ * checks loss and gradients for NaN/inf (skip, or stop after max_nonfinite in a row), steps
+ * AdamW with the scheduled learning rate, and evaluates / saves / stops early on schedule.
+ * Everything it reports goes out as JSON events to the sinks; nothing here prints.
+ *
+ * Invariants: a step is either applied whole or not at all: a stop request between
+ * micro-batches rewinds the batcher and the trainer's counters to the step's start and zeroes
+ * the gradients, so the checkpoint written then equals the state after the previous step.
+ * Evaluation never changes training state (own batchers, no dropout, no counters). */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+
+#include "loratune/export.h"
+#include "run_internal.h"
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static int64_t peak_rss_bytes(void) {
+    struct rusage ru;
+    if (getrusage(RUSAGE_SELF, &ru) != 0) return 0;
+    return (int64_t)ru.ru_maxrss * 1024; /* Linux: KiB */
+}
+
+const char *lt_run_outcome_name(lt_run_outcome o) {
+    switch (o) {
+    case LT_RUN_DONE:
+        return "done";
+    case LT_RUN_EARLY_STOP:
+        return "early_stop";
+    case LT_RUN_INTERRUPTED:
+        return "interrupted";
+    case LT_RUN_NONFINITE:
+        return "nonfinite";
+    }
+    return "?";
+}
+
+void lt_run_emit_(lt_run *r, json_t *ev) {
+    if (!ev) return;
+    for (int i = 0; i < r->n_sinks; i++)
+        r->sinks[i].fn(r->sinks[i].ctx, ev);
+    json_decref(ev);
+}
+
+lt_status lt_run_add_sink(lt_run *r, lt_run_sink fn, void *ctx) {
+    if (!fn) return lt_error(LT_ERR_ARG, "run: sink function is NULL");
+    if (r->n_sinks >= LT_RUN_MAX_SINKS)
+        return lt_error(LT_ERR_ARG, "run: at most %d sinks", LT_RUN_MAX_SINKS);
+    r->sinks[r->n_sinks].fn = fn;
+    r->sinks[r->n_sinks].ctx = ctx;
+    r->n_sinks++;
+    return LT_OK;
+}
+
+void lt_run_request_stop(lt_run *r) {
+    if (r) atomic_store(&r->stop, 1);
+}
+
+lt_trainer *lt_run_trainer(lt_run *r) {
+    return r->tr;
+}
+const lt_data *lt_run_data(const lt_run *r) {
+    return r->data;
+}
+const lt_run_opts *lt_run_options(const lt_run *r) {
+    return &r->o;
+}
+int64_t lt_run_total_steps(const lt_run *r) {
+    return r->total_steps;
+}
+int64_t lt_run_step(const lt_run *r) {
+    return r->step;
+}
+
+void lt_run_free(lt_run *r) {
+    if (!r) return;
+    for (int s = 0; s < LT_SPLIT_COUNT; s++)
+        lt_batcher_free(r->eval_b[s]);
+    lt_batcher_free(r->train_b);
+    lt_trainer_free(r->tr);
+    lt_data_free(r->data);
+    lt_chat_template_free(r->tpl);
+    lt_tokenizer_free(r->tok);
+    lt_model_free(r->model);
+    json_decref(r->resumed_config);
+    free(r->mb_buf);
+    free(r->mbs);
+    free(r);
+}
+
+static lt_status parse_faults(lt_run *r) {
+    const char *e = getenv("LT_FAULT_NAN_STEPS");
+    if (!e || !*e) return LT_OK;
+    const char *p = e;
+    while (*p) {
+        char *end;
+        long long v = strtoll(p, &end, 10);
+        if (end == p || v < 1 || (*end && *end != ','))
+            return lt_error(LT_ERR_ARG,
+                            "LT_FAULT_NAN_STEPS: expected comma-separated steps >= 1, got '%s'", e);
+        if (r->n_fault_steps < LT_RUN_MAX_FAULTS) r->fault_steps[r->n_fault_steps++] = v;
+        p = *end ? end + 1 : end;
+    }
+    return LT_OK;
+}
+
+static lt_status build_train_config(lt_run *r, const lt_adapter *a) {
+    const lt_run_opts *o = &r->o;
+    lt_train_config *c = &r->tc;
+    lt_train_config_default(c);
+    int L = r->model->config.n_layers;
+    c->method = o->method;
+    c->lora.r = o->lora_rank;
+    c->lora.alpha = (float)o->lora_alpha;
+    c->lora.dropout = (float)o->lora_dropout;
+    c->lora.rslora = o->rslora;
+    c->lora.targets = o->lora_targets;
+    if (o->lora_last_layers > 0) {
+        if (o->lora_last_layers > L)
+            return lt_error(LT_ERR_ARG, "lora-layers: %d layers asked for, the model has %d",
+                            o->lora_last_layers, L);
+        c->lora.layer_begin = L - o->lora_last_layers;
+        c->lora.layer_end = L;
+    } else if (o->lora_layer_end > 0) {
+        if (o->lora_layer_end > L)
+            return lt_error(LT_ERR_ARG, "lora-layers: %d:%d is outside the model's %d layers",
+                            o->lora_layer_begin, o->lora_layer_end, L);
+        c->lora.layer_begin = o->lora_layer_begin;
+        c->lora.layer_end = o->lora_layer_end;
+    }
+    if (a) { /* the adapter decides its own shape */
+        c->method = a->method;
+        c->lora.r = a->r;
+        c->lora.alpha = a->alpha;
+        c->lora.rslora = a->rslora;
+        c->lora.targets = a->targets;
+        c->lora.layer_begin = a->layer_begin;
+        c->lora.layer_end = a->layer_end;
+    }
+    c->batch_size = o->batch_size;
+    c->seq_len = o->max_seq_len;
+    c->grad_checkpoint = o->grad_checkpoint;
+    c->base_dtype = o->base_dtype;
+    c->lr = (float)o->lr;
+    c->weight_decay = (float)o->weight_decay;
+    c->grad_clip = (float)o->grad_clip;
+    c->grad_accum = o->grad_accum;
+    c->seed = o->seed;
+    lt_status s = lt_train_config_validate(&r->model->config, c);
+    return s ? lt_error_wrap(s, "training configuration") : LT_OK;
+}
+
+lt_status lt_run_create(const lt_run_opts *opts, lt_run **out) {
+    *out = NULL;
+    lt_status s = lt_run_opts_validate(opts, 0);
+    if (s) return s;
+    lt_run *r = calloc(1, sizeof *r);
+    if (!r) return lt_error(LT_ERR_NOMEM, "run: out of memory");
+    r->o = *opts;
+    atomic_init(&r->stop, 0);
+    r->best_val = INFINITY;
+    r->resumed_from = -1;
+    r->last_ckpt_step = -1;
+    r->last_eval_step = -1;
+    r->last_val_loss = NAN;
+    lt_adapter *a = NULL;
+    if ((s = parse_faults(r))) goto fail;
+    lt_set_num_threads(r->o.threads);
+
+    if ((s = lt_model_load(r->o.model, NULL, &r->model))) goto fail;
+    const char *tokp = r->o.tokenizer[0] ? r->o.tokenizer : r->o.model;
+    if ((s = lt_tokenizer_load(tokp, &r->tok))) goto fail;
+    s = lt_model_chat_template(lt_path_is_dir(tokp) ? tokp : r->o.model, r->tok, &r->tpl);
+    if (s == LT_ERR_NOTFOUND)
+        r->tpl = NULL; /* plain text data still works; chat data says what is missing */
+    else if (s)
+        goto fail;
+
+    lt_data_opts dop;
+    lt_data_opts_default(&dop);
+    dop.format = r->o.data_format;
+    dop.max_seq_len = r->o.max_seq_len;
+    dop.train_on_prompt = r->o.train_on_prompt;
+    dop.valid_fraction = r->o.valid_fraction;
+    dop.seed = r->o.seed;
+    if ((s = lt_data_open(r->o.data, r->tok, r->tpl, &dop, &r->data))) goto fail;
+
+    if (r->o.adapter[0]) {
+        if ((s = lt_adapter_load(r->o.adapter, &r->model->config, &a))) goto fail;
+    }
+    if ((s = build_train_config(r, a))) goto fail;
+    if ((s = lt_trainer_create(r->model, &r->tc, &r->tr))) goto fail;
+    if (a && (s = lt_adapter_to_trainer(a, r->tr))) goto fail;
+
+    if (lt_data_count(r->data, LT_SPLIT_TRAIN) > 0) {
+        lt_batcher_opts bo = {.batch_size = r->o.batch_size,
+                              .seq_len = r->o.max_seq_len,
+                              .pack = r->o.pack,
+                              .shuffle = 1,
+                              .seed = r->o.seed};
+        if ((s = lt_batcher_create(r->data, LT_SPLIT_TRAIN, &bo, &r->train_b))) goto fail;
+        r->epoch_batches = lt_batcher_epoch_batches(r->train_b);
+    }
+    if (r->o.iters > 0)
+        r->total_steps = r->o.iters;
+    else if (r->epoch_batches > 0)
+        r->total_steps = (int64_t)ceil(r->o.epochs * (double)r->epoch_batches / r->o.grad_accum);
+    if (r->total_steps < 1) r->total_steps = 1;
+    r->warmup_steps = r->o.warmup > 0 && r->o.warmup < 1
+                          ? (int64_t)ceil(r->o.warmup * (double)r->total_steps)
+                          : (int64_t)r->o.warmup;
+
+    size_t cell = (size_t)r->o.batch_size * (size_t)r->o.max_seq_len;
+    r->mb_buf = malloc((size_t)r->o.grad_accum * 4 * cell * sizeof(int32_t));
+    r->mbs = calloc((size_t)r->o.grad_accum, sizeof *r->mbs);
+    if (!r->mb_buf || !r->mbs) {
+        s = lt_error(LT_ERR_NOMEM, "run: out of memory for %d micro-batches", r->o.grad_accum);
+        goto fail;
+    }
+    if (r->o.out[0]) snprintf(r->ckpt_dir, sizeof r->ckpt_dir, "%s/checkpoints", r->o.out);
+    if (r->o.resume[0]) {
+        char file[LT_RUN_PATH_MAX + 64];
+        if ((s = lt_checkpoint_resolve(r->o.resume, file, sizeof file))) goto fail;
+        if (!r->train_b) {
+            s = lt_error(LT_ERR_ARG, "resume: %s has no training split", r->o.data);
+            goto fail;
+        }
+        if ((s = lt_run_load_checkpoint_(r, file))) goto fail;
+    }
+    lt_adapter_free(a);
+    *out = r;
+    return LT_OK;
+fail:
+    lt_adapter_free(a);
+    lt_run_free(r);
+    return s;
+}
+
+/* ---- evaluation ------------------------------------------------------------------------- */
+
+/* *aborted = 1 when a stop request cut it short (then *out is partial). */
+static lt_status evaluate(lt_run *r, lt_split sp, int64_t max_batches, lt_eval_result *out,
+                          int *aborted) {
+    memset(out, 0, sizeof *out);
+    if (aborted) *aborted = 0;
+    if (sp < 0 || sp >= LT_SPLIT_COUNT) return lt_error(LT_ERR_ARG, "evaluate: bad split");
+    if (lt_data_count(r->data, sp) == 0)
+        return lt_error(LT_ERR_NOTFOUND, "%s: no %s split", r->o.data, lt_split_name(sp));
+    lt_status s;
+    if (!r->eval_b[sp]) {
+        lt_batcher_opts bo = {.batch_size = r->o.batch_size,
+                              .seq_len = r->o.max_seq_len,
+                              .pack = r->o.pack,
+                              .shuffle = 0,
+                              .seed = r->o.seed};
+        if ((s = lt_batcher_create(r->data, sp, &bo, &r->eval_b[sp]))) return s;
+    }
+    lt_batcher *b = r->eval_b[sp];
+    if ((s = lt_batcher_set_state(b, 0, 0))) return s;
+    int64_t nb = lt_batcher_epoch_batches(b);
+    if (max_batches > 0 && max_batches < nb) nb = max_batches;
+    for (int64_t i = 0; i < nb; i++) {
+        if (aborted && atomic_load(&r->stop)) {
+            *aborted = 1;
+            break;
+        }
+        lt_batch bt;
+        lt_loss_stats ls;
+        if ((s = lt_batcher_next(b, &bt))) return s;
+        if ((s = lt_trainer_eval(r->tr, &bt, &ls))) return s;
+        out->loss_sum += ls.loss_sum;
+        out->tokens += ls.count;
+        out->batches++;
+    }
+    out->loss = out->tokens ? out->loss_sum / (double)out->tokens : NAN;
+    out->ppl = exp(out->loss);
+    return LT_OK;
+}
+
+lt_status lt_run_evaluate(lt_run *r, lt_split s, int64_t max_batches, lt_eval_result *out) {
+    return evaluate(r, s, max_batches, out, NULL);
+}
+
+/* Validation inside the loop: event, early-stop bookkeeping. *aborted on a stop request. */
+static lt_status run_eval(lt_run *r, double t0, int *aborted) {
+    lt_eval_result ev;
+    lt_status s = evaluate(r, LT_SPLIT_VALID, r->o.eval_batches, &ev, aborted);
+    if (s || *aborted) return s;
+    int improved = ev.loss < r->best_val;
+    if (r->step > 0 || r->resumed_from >= 0) { /* the step-0 baseline is not a "failed" eval */
+        if (improved)
+            r->evals_no_improve = 0;
+        else
+            r->evals_no_improve++;
+    }
+    if (improved) r->best_val = ev.loss;
+    r->last_eval_step = r->step;
+    r->last_val_loss = ev.loss;
+    lt_run_emit_(r, json_pack("{s:s, s:I, s:f, s:f, s:I, s:I, s:f, s:b, s:f}", "event", "eval",
+                              "step", (json_int_t)r->step, "val_loss", ev.loss, "val_ppl", ev.ppl,
+                              "val_tokens", (json_int_t)ev.tokens, "val_batches",
+                              (json_int_t)ev.batches, "best_val_loss", r->best_val, "improved",
+                              improved, "elapsed_s", now_s() - t0));
+    return LT_OK;
+}
+
+/* ---- outputs ---------------------------------------------------------------------------- */
+
+static lt_status save_outputs(lt_run *r) {
+    const char *out = r->o.out;
+    char path[LT_RUN_PATH_MAX + 64];
+    lt_status s;
+    if (r->o.method == LT_METHOD_FULL) {
+        if ((s = lt_model_save_hf(r->model, r->o.model, out, LT_DTYPE_F32))) return s;
+        lt_run_emit_(r, json_pack("{s:s, s:s, s:s}", "event", "saved", "what", "hf", "path", out));
+        return LT_OK;
+    }
+    lt_adapter *a = NULL;
+    if ((s = lt_adapter_from_trainer(r->tr, r->o.model, &a))) return s;
+    if ((s = lt_adapter_save_peft(a, out))) goto done;
+    lt_run_emit_(r, json_pack("{s:s, s:s, s:s}", "event", "saved", "what", "peft", "path", out));
+    snprintf(path, sizeof path, "%s/mlx-lm", out);
+    if ((s = lt_adapter_save_mlx(a, &r->model->config, path))) goto done;
+    lt_run_emit_(r, json_pack("{s:s, s:s, s:s}", "event", "saved", "what", "mlx", "path", path));
+    if (a->method == LT_METHOD_LORA) { /* llama.cpp has no DoRA adapters */
+        snprintf(path, sizeof path, "%s/adapter.gguf", out);
+        if ((s = lt_adapter_save_gguf(a, &r->model->config, LT_DTYPE_F32, path))) goto done;
+        lt_run_emit_(r,
+                     json_pack("{s:s, s:s, s:s}", "event", "saved", "what", "gguf", "path", path));
+    }
+done:
+    lt_adapter_free(a);
+    return s;
+}
+
+static lt_status write_run_config(lt_run *r) {
+    lt_status s = lt_mkdir_p_(r->o.out);
+    if (s) return s;
+    char *y = NULL;
+    if ((s = lt_run_opts_to_yaml(&r->o, &y))) return s;
+    char path[LT_RUN_PATH_MAX + 32];
+    snprintf(path, sizeof path, "%s/run_config.yaml", r->o.out);
+    s = lt_file_write_atomic(path, y, strlen(y));
+    free(y);
+    return s;
+}
+
+/* ---- the loop --------------------------------------------------------------------------- */
+
+/* Copies the batcher's next micro-batch into slot k (the batcher's arrays live only until its
+ * next call, and a step needs all of its micro-batches' token counts before the first
+ * accumulate). */
+static lt_status fetch(lt_run *r, int k) {
+    lt_batch b;
+    lt_status s = lt_batcher_next(r->train_b, &b);
+    if (s) return s;
+    size_t cell = (size_t)r->o.batch_size * (size_t)r->o.max_seq_len;
+    if (b.B > r->o.batch_size || b.T > r->o.max_seq_len || b.B < 1 || b.T < 1)
+        return lt_error(LT_ERR_INTERNAL, "batcher gave a %dx%d batch for %dx%d buffers", b.B, b.T,
+                        r->o.batch_size, r->o.max_seq_len);
+    int32_t *base = r->mb_buf + (size_t)k * 4 * cell;
+    size_t n = (size_t)b.B * (size_t)b.T;
+    lt_batch *d = &r->mbs[k];
+    *d = b;
+    memcpy(base, b.tokens, n * sizeof(int32_t));
+    memcpy(base + cell, b.targets, n * sizeof(int32_t));
+    d->tokens = base;
+    d->targets = base + cell;
+    d->pos = NULL;
+    d->seq = NULL;
+    if (b.pos) {
+        memcpy(base + 2 * cell, b.pos, n * sizeof(int32_t));
+        d->pos = base + 2 * cell;
+    }
+    if (b.seq) {
+        memcpy(base + 3 * cell, b.seq, n * sizeof(int32_t));
+        d->seq = base + 3 * cell;
+    }
+    return LT_OK;
+}
+
+static int is_fault_step(const lt_run *r, int64_t step) {
+    for (int i = 0; i < r->n_fault_steps; i++)
+        if (r->fault_steps[i] == step) return 1;
+    return 0;
+}
+
+/* 1 when every gradient is finite. */
+static int grads_finite(lt_trainer *tr) {
+    int n = lt_trainer_n_tensors(tr);
+    for (int i = 0; i < n; i++) {
+        lt_train_tensor t;
+        if (lt_trainer_tensor(tr, i, &t)) return 0;
+        uint32_t bad = 0; /* exponent all ones: inf or NaN (integer ops vectorise) */
+        for (int64_t j = 0; j < t.numel; j++) {
+            uint32_t u;
+            memcpy(&u, &t.grad[j], 4);
+            bad |= (u & 0x7f800000u) == 0x7f800000u;
+        }
+        if (bad) return 0;
+    }
+    return 1;
+}
+
+lt_status lt_run_train(lt_run *r, lt_run_outcome *outcome) {
+    lt_run_outcome oc = LT_RUN_DONE;
+    if (outcome) *outcome = oc;
+    if (!r->o.out[0]) return lt_error(LT_ERR_ARG, "out: required (an output folder)");
+    if (!r->train_b) return lt_error(LT_ERR_NOTFOUND, "%s: no training examples", r->o.data);
+    lt_status s = write_run_config(r);
+    if (s) return s;
+    int has_valid = lt_data_count(r->data, LT_SPLIT_VALID) > 0;
+    double t0 = now_s();
+    int64_t n_trainable = 0;
+    for (int i = 0; i < lt_trainer_n_tensors(r->tr); i++) {
+        lt_train_tensor t;
+        if (!lt_trainer_tensor(r->tr, i, &t)) n_trainable += t.numel;
+    }
+    json_t *start =
+        json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:s, s:o}", "event", "start", "steps",
+                  (json_int_t)r->total_steps, "warmup_steps", (json_int_t)r->warmup_steps,
+                  "epoch_batches", (json_int_t)r->epoch_batches, "train_examples",
+                  (json_int_t)lt_data_count(r->data, LT_SPLIT_TRAIN), "valid_examples",
+                  (json_int_t)lt_data_count(r->data, LT_SPLIT_VALID), "trainable_params",
+                  (json_int_t)n_trainable, "resumed_from", (json_int_t)r->resumed_from, "out",
+                  r->o.out, "config", lt_run_opts_to_json(&r->o));
+    if (start && r->resumed_config) { /* options that differ from the checkpoint's */
+        json_t *now = json_object_get(start, "config"), *changed = json_array();
+        const char *k;
+        json_t *v;
+        json_object_foreach(r->resumed_config, k, v) {
+            json_t *w = json_object_get(now, k);
+            if (!w || !json_equal(v, w)) json_array_append_new(changed, json_string(k));
+        }
+        json_object_set_new(start, "changed_options", changed);
+    }
+    lt_run_emit_(r, start);
+
+    int aborted = 0;
+    if (has_valid && r->resumed_from < 0 && r->step == 0) {
+        if ((s = run_eval(r, t0, &aborted))) return s;
+    }
+    double train_time = 0;
+    int64_t steps_this_session = 0;
+    while (!aborted && r->step < r->total_steps) {
+        if (atomic_load(&r->stop)) {
+            aborted = 1;
+            break;
+        }
+        double ts = now_s();
+        int64_t be, bi, tstep0;
+        uint64_t micro0;
+        lt_batcher_get_state(r->train_b, &be, &bi);
+        lt_trainer_get_counters(r->tr, &tstep0, &micro0);
+        int64_t count = 0;
+        for (int k = 0; k < r->o.grad_accum; k++) {
+            if ((s = fetch(r, k))) return s;
+            count += lt_batch_count(&r->mbs[k]);
+        }
+        double loss_sum = 0;
+        int64_t counted = 0;
+        if (count > 0) {
+            for (int k = 0; k < r->o.grad_accum; k++) {
+                if (atomic_load(&r->stop)) { /* abandon the step: back to its start */
+                    lt_trainer_zero_grad(r->tr);
+                    lt_trainer_set_counters(r->tr, tstep0, micro0);
+                    if ((s = lt_batcher_set_state(r->train_b, be, bi))) return s;
+                    aborted = 1;
+                    break;
+                }
+                lt_loss_stats ls;
+                if ((s = lt_trainer_accumulate(r->tr, &r->mbs[k], 1.0f / (float)count, &ls)))
+                    return s;
+                loss_sum += ls.loss_sum;
+                counted += ls.count;
+            }
+            if (aborted) break;
+        }
+        int64_t this_step = r->step + 1;
+        double loss = counted ? loss_sum / (double)counted : NAN;
+        if (count > 0 && is_fault_step(r, this_step)) {
+            lt_train_tensor t;
+            if (!lt_trainer_tensor(r->tr, 0, &t) && t.numel > 0) t.grad[0] = NAN;
+        }
+        const char *bad = count == 0             ? "no_loss_tokens"
+                          : !isfinite(loss)      ? "nonfinite_loss"
+                          : !grads_finite(r->tr) ? "nonfinite_grad"
+                                                 : NULL;
+        double lr =
+            r->o.lr * lt_lr_lambda(r->o.lr_schedule, r->step, r->warmup_steps, r->total_steps);
+        if (bad) {
+            lt_trainer_zero_grad(r->tr);
+            r->step = this_step;
+            if (count > 0) r->consecutive_nonfinite++;
+            json_t *ev = json_pack("{s:s, s:I, s:s, s:i, s:f}", "event", "skip", "step",
+                                   (json_int_t)this_step, "reason", bad, "consecutive",
+                                   r->consecutive_nonfinite, "lr", lr);
+            json_object_set_new(ev, "loss", isfinite(loss) ? json_real(loss) : json_null());
+            lt_run_emit_(r, ev);
+            if (r->consecutive_nonfinite >= r->o.max_nonfinite) {
+                oc = LT_RUN_NONFINITE;
+                if (outcome) *outcome = oc;
+                char last[sizeof r->last_ckpt + 64];
+                if (r->last_ckpt_step >= 0)
+                    snprintf(last, sizeof last, "%s (step %lld)", r->last_ckpt,
+                             (long long)r->last_ckpt_step);
+                else
+                    snprintf(last, sizeof last, "none saved yet");
+                lt_error(LT_ERR_ARG,
+                         "stopped: %d consecutive steps (%lld-%lld) had NaN/inf loss or "
+                         "gradients and were skipped; the weights were not updated by them. "
+                         "Last good checkpoint: %s. Try a lower --lr or --grad-clip.",
+                         r->consecutive_nonfinite,
+                         (long long)(this_step - r->consecutive_nonfinite + 1),
+                         (long long)this_step, last);
+                lt_run_emit_(r, json_pack("{s:s, s:I, s:s, s:f, s:s}", "event", "done", "step",
+                                          (json_int_t)r->step, "outcome", "nonfinite", "elapsed_s",
+                                          now_s() - t0, "message", lt_errmsg()));
+                return LT_OK;
+            }
+        } else {
+            float gn = 0;
+            if ((s = lt_trainer_step(r->tr, (float)lr, &gn))) return s;
+            r->consecutive_nonfinite = 0;
+            r->step = this_step;
+            r->tokens_total += counted;
+            double dt = now_s() - ts;
+            train_time += dt;
+            steps_this_session++;
+            double per = train_time / (double)steps_this_session;
+            lt_run_emit_(
+                r, json_pack("{s:s, s:I, s:f, s:f, s:f, s:f, s:I, s:f, s:I, s:f, s:f}", "event",
+                             "step", "step", (json_int_t)r->step, "epoch",
+                             (double)be +
+                                 (double)bi / (double)(r->epoch_batches ? r->epoch_batches : 1),
+                             "loss", loss, "lr", lr, "grad_norm", (double)gn, "tokens",
+                             (json_int_t)counted, "tokens_per_sec", dt > 0 ? counted / dt : 0.0,
+                             "peak_rss_bytes", (json_int_t)peak_rss_bytes(), "elapsed_s",
+                             now_s() - t0, "eta_s", per * (double)(r->total_steps - r->step)));
+        }
+        if (has_valid && r->o.eval_every > 0 && r->step % r->o.eval_every == 0 &&
+            r->step < r->total_steps) {
+            if ((s = run_eval(r, t0, &aborted))) return s;
+            if (aborted) break;
+            if (r->o.early_stop > 0 && r->evals_no_improve >= r->o.early_stop) {
+                oc = LT_RUN_EARLY_STOP;
+                lt_run_emit_(r, json_pack("{s:s, s:I, s:f, s:i}", "event", "early_stop", "step",
+                                          (json_int_t)r->step, "best_val_loss", r->best_val,
+                                          "evals_without_improvement", r->evals_no_improve));
+                break;
+            }
+        }
+        if (r->o.save_every > 0 && r->step % r->o.save_every == 0 && r->step < r->total_steps) {
+            if ((s = lt_run_save_checkpoint_(r))) return s;
+        }
+    }
+    if (aborted) {
+        oc = LT_RUN_INTERRUPTED;
+        if (r->last_ckpt_step != r->step && (s = lt_run_save_checkpoint_(r))) return s;
+        lt_run_emit_(r, json_pack("{s:s, s:I, s:s}", "event", "interrupted", "step",
+                                  (json_int_t)r->step, "checkpoint", r->last_ckpt));
+    } else {
+        if (has_valid && r->last_eval_step != r->step) {
+            if ((s = run_eval(r, t0, &aborted))) return s;
+        }
+        if (r->last_ckpt_step != r->step && (s = lt_run_save_checkpoint_(r))) return s;
+        if ((s = save_outputs(r))) return s;
+    }
+    json_t *done = json_pack("{s:s, s:I, s:s, s:f}", "event", "done", "step", (json_int_t)r->step,
+                             "outcome", lt_run_outcome_name(oc), "elapsed_s", now_s() - t0);
+    if (done && r->last_eval_step == r->step && isfinite(r->last_val_loss))
+        json_object_set_new(done, "final_val_loss", json_real(r->last_val_loss));
+    lt_run_emit_(r, done);
+    if (outcome) *outcome = oc;
+    return LT_OK;
+}

@@ -1,0 +1,66 @@
+/* run_internal.h - the lt_run struct shared by run.c (the loop) and checkpoint.c. */
+#ifndef LT_RUN_INTERNAL_H
+#define LT_RUN_INTERNAL_H
+
+#include <jansson.h>
+#include <stdatomic.h>
+
+#include "loratune/adapter.h"
+#include "loratune/chat.h"
+#include "loratune/model.h"
+#include "loratune/run.h"
+#include "loratune/tokenizer.h"
+
+#define LT_RUN_MAX_SINKS 16
+#define LT_RUN_MAX_FAULTS 64
+
+struct lt_run {
+    lt_run_opts o;
+    lt_model *model;
+    lt_tokenizer *tok;
+    lt_chat_template *tpl;
+    lt_data *data;
+    lt_train_config tc;
+    lt_trainer *tr;
+    lt_batcher *train_b;                /* NULL when there is no training split */
+    lt_batcher *eval_b[LT_SPLIT_COUNT]; /* created on first evaluation of a split */
+    struct {
+        lt_run_sink fn;
+        void *ctx;
+    } sinks[LT_RUN_MAX_SINKS];
+    int n_sinks;
+    atomic_int stop;
+
+    int64_t total_steps, warmup_steps, epoch_batches;
+    /* state saved in checkpoints */
+    int64_t step;    /* optimizer steps done (skipped ones included) */
+    double best_val; /* +inf before the first evaluation */
+    int evals_no_improve;
+    int consecutive_nonfinite;
+    int64_t tokens_total;   /* loss tokens trained on */
+    int64_t resumed_from;   /* -1: fresh run */
+    json_t *resumed_config; /* options stored in the checkpoint (NULL: fresh) */
+
+    /* one optimizer step's micro-batches, copied out of the batcher */
+    int32_t *mb_buf; /* grad_accum * 4 arrays of batch_size * max_seq_len */
+    lt_batch *mbs;
+    int has_pos, has_seq;
+
+    int64_t fault_steps[LT_RUN_MAX_FAULTS];
+    int n_fault_steps;
+
+    char ckpt_dir[LT_RUN_PATH_MAX + 32];
+    char last_ckpt[LT_RUN_PATH_MAX + 64];
+    int64_t last_ckpt_step;
+    int64_t last_eval_step;
+    double last_val_loss;
+};
+
+void lt_run_emit_(lt_run *r, json_t *ev); /* sends to every sink, then drops the reference */
+
+/* checkpoint.c */
+lt_status lt_run_save_checkpoint_(lt_run *r);
+lt_status lt_run_load_checkpoint_(lt_run *r, const char *file);
+lt_status lt_mkdir_p_(const char *path);
+
+#endif

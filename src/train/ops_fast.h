@@ -1,0 +1,69 @@
+/* ops_fast.h - fast CPU twins of some reference training ops (ops.h, ops_cpu.c).
+ *
+ * Same signatures and semantics as the lt_op_* they shadow (docs/OPS.md); results agree with
+ * the reference within float rounding (tests/train/test_ops_fast.c states the tolerance per
+ * op). Where the fast path does not apply (no AVX2/FMA at compile time, head_dim not a multiple
+ * of 8 or above LT_FAST_MAX_HD) the reference op runs. Internal to the library: the trainer
+ * calls these, tests compare them with the reference. */
+#ifndef LT_OPS_FAST_H
+#define LT_OPS_FAST_H
+
+#include "loratune/ops.h"
+
+#include <cblas.h>
+
+#define LT_FAST_MAX_HD 128
+
+/* C = alpha op(A) op(B) + beta C, row-major, as cblas_sgemm. When OpenBLAS runs single-threaded
+ * (the trainer sets that for the length of a step: one thread pool, no OpenBLAS threads spinning
+ * against OpenMP's) and OpenMP has several threads and the product is big enough, the larger of
+ * M and N is split across OpenMP threads, each calling the single-threaded BLAS on its slice
+ * (each element is still computed by one BLAS call over the whole K: the same sums). Otherwise
+ * it is cblas_sgemm itself. */
+void lt_gemm(enum CBLAS_TRANSPOSE ta, enum CBLAS_TRANSPOSE tb, int M, int N, int K, float alpha,
+             const float *A, int lda, const float *B, int ldb, float beta, float *C, int ldc);
+
+/* Makes OpenBLAS single-threaded (so lt_gemm splits work over OpenMP) when OpenMP has more than
+ * one thread; returns the previous OpenBLAS thread count for lt_blas_threads_restore. */
+int lt_blas_threads_single(void);
+void lt_blas_threads_restore(int n);
+
+/* 1 when the attention fast path runs for this head dim (AVX2+FMA build, HD % 8 == 0,
+ * HD <= LT_FAST_MAX_HD); 0 when the calls below fall back to the reference. */
+int lt_fast_attention_supported(int HD);
+
+/* Flash-style attention: query blocks x key blocks, scores by small register-tiled kernels,
+ * online softmax with a vectorised exp; the backward recomputes P from lse per block. Forward
+ * OpenMP-parallel over (b, head, query block), backward over (b, kv head) like the reference. */
+void lt_fast_attention_fwd(float *out, float *lse, const float *q, const float *k, const float *v,
+                           const int32_t *seq, int B, int T, int NH, int NKV, int HD, int window);
+void lt_fast_attention_bwd(float *dq, float *dk, float *dv, const float *dout, const float *q,
+                           const float *k, const float *v, const float *out, const float *lse,
+                           const int32_t *seq, int B, int T, int NH, int NKV, int HD, int window);
+
+/* Cross-entropy with a vectorised float exp, OpenMP over rows (per-row sums in double). */
+lt_status lt_fast_cross_entropy(float *dlogits, lt_ce_stats *stats, const float *logits,
+                                const int32_t *targets, int N, int V, int ignore_index,
+                                float grad_scale);
+
+/* Elementwise / per-row ops, OpenMP-parallel (rows independent: same result for any thread
+ * count), vectorised exp in SwiGLU. */
+void lt_fast_swiglu_fwd(float *out, const float *gate, const float *up, int64_t n);
+/* Writes (not adds) dgate and dup: the trainer's buffers are fresh per layer. */
+void lt_fast_swiglu_bwd_write(float *dgate, float *dup, const float *dout, const float *gate,
+                              const float *up, int64_t n);
+void lt_fast_rmsnorm_fwd(float *out, float *rstd, const float *inp, const float *w, int N, int C,
+                         float eps);
+void lt_fast_rmsnorm_bwd(float *dinp, float *dw, const float *dout, const float *inp,
+                         const float *w, const float *rstd, int N, int C);
+
+/* Rotary embedding, rows in parallel (the reference's arithmetic: identical results). */
+void lt_fast_rope_fwd(float *out, const float *inp, const int32_t *pos, const float *cos_t,
+                      const float *sin_t, int N, int NH, int HD, int interleaved);
+void lt_fast_rope_bwd(float *dinp, const float *dout, const int32_t *pos, const float *cos_t,
+                      const float *sin_t, int N, int NH, int HD, int interleaved);
+
+/* exp of 8 floats / of a float array (relative error <= 2 ulp; 0 below -87.3). For tests. */
+void lt_fast_expf_array(float *y, const float *x, int64_t n);
+
+#endif

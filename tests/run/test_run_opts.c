@@ -1,0 +1,220 @@
+/* test_run_opts.c - run options (setter, YAML config, dumps that read back), their error
+ * messages, and the learning-rate schedules against transformers' schedulers
+ * (tests/data/run/lr_schedules.json from tools/gen_schedule_goldens.py). */
+#include <jansson.h>
+#include <math.h>
+
+#include "loratune/run.h"
+#include "lt_test.h"
+
+static const char *write_tmp(const char *dir, const char *name, const char *text) {
+    static char path[8][1024];
+    static int k = 0;
+    char *p = path[k++ & 7];
+    snprintf(p, 1024, "%s/%s", dir, name);
+    FILE *f = fopen(p, "w");
+    fputs(text, f);
+    fclose(f);
+    return p;
+}
+
+static int same_opts(const lt_run_opts *a, const lt_run_opts *b) {
+    json_t *ja = lt_run_opts_to_json(a), *jb = lt_run_opts_to_json(b);
+    int eq = json_equal(ja, jb);
+    json_decref(ja);
+    json_decref(jb);
+    return eq;
+}
+
+static void test_set(void) {
+    lt_run_opts o;
+    lt_run_opts_default(&o);
+    CHECK(o.method == LT_METHOD_LORA && o.lora_rank == 8 && o.base_dtype == LT_DTYPE_F32 &&
+              o.lora_targets == (LT_TARGET_Q | LT_TARGET_V) && o.epochs == 1 && o.iters == 0,
+          "defaults");
+    CHECK_OK(lt_run_opts_set(&o, "lora-rank", "16"));
+    CHECK_OK(lt_run_opts_set(&o, "lora_alpha", "32"));
+    CHECK_OK(lt_run_opts_set(&o, "--lora-dropout", "0.05"));
+    CHECK_OK(lt_run_opts_set(&o, "lora-targets", "all"));
+    CHECK_OK(lt_run_opts_set(&o, "lora-layers", "4"));
+    CHECK_OK(lt_run_opts_set(&o, "method", "dora"));
+    CHECK_OK(lt_run_opts_set(&o, "pack", "yes"));
+    CHECK_OK(lt_run_opts_set(&o, "lr-schedule", "cosine"));
+    CHECK_OK(lt_run_opts_set(&o, "warmup", "0.1"));
+    CHECK_OK(lt_run_opts_set(&o, "base-dtype", "bf16"));
+    CHECK_OK(lt_run_opts_set(&o, "epochs", "2.5"));
+    CHECK(o.lora_rank == 16 && o.lora_alpha == 32 && o.lora_dropout == 0.05 &&
+              o.lora_targets == LT_TARGET_ALL && o.lora_last_layers == 4 &&
+              o.method == LT_METHOD_DORA && o.pack == 1 && o.lr_schedule == LT_LR_COSINE &&
+              o.warmup == 0.1 && o.base_dtype == LT_DTYPE_BF16 && o.epochs == 2.5,
+          "values set");
+    CHECK_OK(lt_run_opts_set(&o, "iters", "300"));
+    CHECK(o.iters == 300 && o.epochs == 0, "iters clears epochs");
+    CHECK_OK(lt_run_opts_set(&o, "lora-layers", "2:5"));
+    CHECK(o.lora_layer_begin == 2 && o.lora_layer_end == 5 && o.lora_last_layers == 0, "A:B");
+    CHECK(lt_run_opt_is_flag("pack") == 1 && lt_run_opt_is_flag("--lr") == 0 &&
+              lt_run_opt_is_flag("nope") == -1,
+          "flags");
+
+    /* every issue option name exists */
+    static const char *names[] = {"model",
+                                  "data",
+                                  "data-format",
+                                  "method",
+                                  "out",
+                                  "resume",
+                                  "iters",
+                                  "epochs",
+                                  "batch-size",
+                                  "grad-accum",
+                                  "max-seq-len",
+                                  "pack",
+                                  "train-on-prompt",
+                                  "lr",
+                                  "lr-schedule",
+                                  "warmup",
+                                  "weight-decay",
+                                  "grad-clip",
+                                  "lora-rank",
+                                  "lora-alpha",
+                                  "lora-dropout",
+                                  "lora-targets",
+                                  "lora-layers",
+                                  "rslora",
+                                  "grad-checkpoint",
+                                  "eval-every",
+                                  "save-every",
+                                  "seed",
+                                  "json",
+                                  "base-dtype",
+                                  "early-stop",
+                                  "eval-batches"};
+    for (size_t i = 0; i < sizeof names / sizeof *names; i++)
+        CHECK(lt_run_opt_is_flag(names[i]) >= 0, "option %s missing", names[i]);
+
+    /* errors name the option and what was expected */
+    CHECK_ERR(lt_run_opts_set(&o, "lora-rank", "0"), LT_ERR_ARG,
+              "lora-rank: expected an integer in [1, 65536], got '0'");
+    CHECK_ERR(lt_run_opts_set(&o, "batch-size", "four"), LT_ERR_ARG,
+              "batch-size: expected an integer");
+    CHECK_ERR(lt_run_opts_set(&o, "lr", "-1"), LT_ERR_ARG, "lr: expected a number > 0, got '-1'");
+    CHECK_ERR(lt_run_opts_set(&o, "lora-dropout", "1"), LT_ERR_ARG,
+              "lora-dropout: expected a number in [0, 1)");
+    CHECK_ERR(lt_run_opts_set(&o, "method", "qlora"), LT_ERR_ARG,
+              "method: expected lora, dora or full, got 'qlora'");
+    CHECK_ERR(lt_run_opts_set(&o, "lr-schedule", "step"), LT_ERR_ARG,
+              "lr-schedule: expected constant, linear or cosine");
+    CHECK_ERR(lt_run_opts_set(&o, "lora-targets", "q,x"), LT_ERR_ARG, "lora-targets: expected");
+    CHECK_ERR(lt_run_opts_set(&o, "lora-layers", "5:2"), LT_ERR_ARG, "lora-layers: expected N");
+    CHECK_ERR(lt_run_opts_set(&o, "base-dtype", "q4"), LT_ERR_ARG,
+              "base-dtype: expected f32, bf16 or f16, got 'q4'");
+    CHECK_ERR(lt_run_opts_set(&o, "pack", "maybe"), LT_ERR_ARG, "pack: expected true or false");
+    CHECK_ERR(lt_run_opts_set(&o, "warmup", "2.5"), LT_ERR_ARG, "warmup: expected whole steps");
+    CHECK_ERR(lt_run_opts_set(&o, "data-format", "csv"), LT_ERR_ARG, "data-format: expected auto");
+    CHECK_ERR(lt_run_opts_set(&o, "lora-rnak", "4"), LT_ERR_ARG,
+              "unknown option 'lora-rnak' (did you mean 'lora-rank'?)");
+    CHECK_ERR(lt_run_opts_set(&o, "zzzzzzzzzzzz", "4"), LT_ERR_ARG,
+              "unknown option 'zzzzzzzzzzzz'");
+    lt_run_opts v;
+    lt_run_opts_default(&v);
+    CHECK_ERR(lt_run_opts_validate(&v, 1), LT_ERR_ARG, "model: required");
+}
+
+static void test_yaml(const char *dir) {
+    lt_run_opts o;
+    lt_run_opts_default(&o);
+    const char *cfg = write_tmp(dir, "a.yaml",
+                                "# a comment\n"
+                                "model: m.gguf\n"
+                                "data: \"data dir\"\n"
+                                "out: out\n"
+                                "lora_rank: 4\n"
+                                "lora-targets: [q, k, down]\n"
+                                "grad-checkpoint: true\n"
+                                "iters: 12\n"
+                                "lr: 2e-4\n"
+                                "lr_schedule: cosine\n");
+    CHECK_OK(lt_run_opts_load_yaml(&o, cfg));
+    CHECK(!strcmp(o.model, "m.gguf") && !strcmp(o.data, "data dir") && o.lora_rank == 4 &&
+              o.lora_targets == (LT_TARGET_Q | LT_TARGET_K | LT_TARGET_DOWN) && o.grad_checkpoint &&
+              o.iters == 12 && o.lr == 2e-4 && o.lr_schedule == LT_LR_COSINE,
+          "yaml values");
+
+    /* the dump reads back to the same options */
+    CHECK_OK(lt_run_opts_set(&o, "valid-fraction", "0.125"));
+    CHECK_OK(lt_run_opts_set(&o, "lora-alpha", "0.1"));
+    CHECK_OK(lt_run_opts_set(&o, "tokenizer", "weird \"name\"\\x"));
+    char *y = NULL;
+    CHECK_OK(lt_run_opts_to_yaml(&o, &y));
+    const char *back = write_tmp(dir, "back.yaml", y ? y : "");
+    lt_run_opts o2;
+    lt_run_opts_default(&o2);
+    CHECK_OK(lt_run_opts_load_yaml(&o2, back));
+    CHECK(same_opts(&o, &o2) && o2.lora_alpha == 0.1 && !strcmp(o2.tokenizer, o.tokenizer),
+          "yaml dump reads back to the same options:\n%s", y ? y : "");
+    free(y);
+
+    /* errors: FILE:LINE, the key, what was expected */
+    lt_run_opts_default(&o);
+    const char *bad = write_tmp(dir, "bad.yaml", "model: m\nlora-rank: many\n");
+    CHECK_ERR(lt_run_opts_load_yaml(&o, bad), LT_ERR_ARG,
+              "bad.yaml:2: lora-rank: expected an integer");
+    const char *unk = write_tmp(dir, "unk.yaml", "model: m\n\nlearning_rate: 1e-4\n");
+    CHECK_ERR(lt_run_opts_load_yaml(&o, unk), LT_ERR_ARG,
+              "unk.yaml:3: unknown option 'learning-rate'");
+    const char *res = write_tmp(dir, "res.yaml", "resume: x\n");
+    CHECK_ERR(lt_run_opts_load_yaml(&o, res), LT_ERR_ARG,
+              "res.yaml:1: option 'resume' is not allowed");
+    const char *lst = write_tmp(dir, "lst.yaml", "- model\n- data\n");
+    CHECK_ERR(lt_run_opts_load_yaml(&o, lst), LT_ERR_FORMAT, "lst.yaml:1: expected a mapping");
+    const char *nest = write_tmp(dir, "nest.yaml", "lr: {a: 1}\n");
+    CHECK_ERR(lt_run_opts_load_yaml(&o, nest), LT_ERR_FORMAT,
+              "nest.yaml:1: lr: expected a single value");
+    const char *syn = write_tmp(dir, "syn.yaml", "lr: 1\nseed: \"42\n");
+    CHECK_ERR(lt_run_opts_load_yaml(&o, syn), LT_ERR_FORMAT,
+              "syn.yaml:3: YAML: found unexpected end of stream");
+    CHECK_ERR(lt_run_opts_load_yaml(&o, "/nonexistent/x.yaml"), LT_ERR_IO, "/nonexistent/x.yaml");
+}
+
+static void test_schedules(void) {
+    json_error_t je;
+    json_t *g = json_load_file(lt_srcpath("tests/data/run/lr_schedules.json"), 0, &je);
+    CHECK(g != NULL, "golden: %s", je.text);
+    if (!g) return;
+    size_t i;
+    json_t *c;
+    int n_cases = 0;
+    json_array_foreach(json_object_get(g, "cases"), i, c) {
+        const char *name = json_string_value(json_object_get(c, "schedule"));
+        lt_lr_schedule s = !strcmp(name, "constant") ? LT_LR_CONSTANT
+                           : !strcmp(name, "linear") ? LT_LR_LINEAR
+                                                     : LT_LR_COSINE;
+        double lr = json_number_value(json_object_get(c, "lr"));
+        int64_t w = json_integer_value(json_object_get(c, "warmup"));
+        int64_t tot = json_integer_value(json_object_get(c, "total"));
+        json_t *lrs = json_object_get(c, "lrs");
+        double worst = 0;
+        for (size_t k = 0; k < json_array_size(lrs); k++) {
+            double want = json_number_value(json_array_get(lrs, k));
+            double got = lr * lt_lr_lambda(s, (int64_t)k, w, tot);
+            double d = fabs(got - want) / (lr);
+            if (d > worst) worst = d;
+        }
+        CHECK(worst <= 1e-15 && json_array_size(lrs) == (size_t)tot,
+              "%s lr %g warmup %lld total %lld: max |diff|/lr %g", name, lr, (long long)w,
+              (long long)tot, worst);
+        n_cases++;
+    }
+    CHECK(n_cases >= 10, "golden cases: %d", n_cases);
+    json_decref(g);
+}
+
+int main(void) {
+    const char *dir = lt_tmpdir();
+    test_set();
+    test_yaml(dir);
+    test_schedules();
+    char file[256];
+    CHECK_ERR(lt_checkpoint_resolve(dir, file, sizeof file), LT_ERR_NOTFOUND, "no checkpoint");
+    LT_TEST_END();
+}

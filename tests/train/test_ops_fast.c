@@ -1,0 +1,209 @@
+/* test_ops_fast.c - every fast op of src/train/ops_fast.c against its reference twin in ops.h.
+ *
+ * The reference ops are themselves checked against PyTorch (test_ops_torch) and finite
+ * differences (test_ops_fd); here the fast path must agree with them on the same inputs:
+ *   attention fwd/bwd : max |fast - ref| <= 2e-5 * max |ref| per tensor (out, lse, dq, dk, dv)
+ *                       (float sums in a different order, float instead of double exp sums)
+ *   cross-entropy     : loss sum rel 1e-6, dlogits <= 1e-5 * max |ref|
+ *   SwiGLU            : <= 1e-6 * max |ref| (vectorised exp, <= 2 ulp)
+ *   RMSNorm           : identical (same arithmetic, rows in parallel)
+ *   exp               : rel 3e-7 against expf on [-87, 88], 0 below -87.3
+ * Attention shapes cover T not a multiple of the blocks (32 queries, 64 keys), head dims 8,
+ * 40 (a 32-wide tile plus a remainder) and 64, GQA, packed sequences and a sliding window. */
+#include <stdint.h>
+
+#include "loratune/ops.h"
+#include "lt_test.h"
+#include "train/ops_fast.h"
+
+static uint64_t rng_state = 0x9876543ull;
+static float frand(void) { /* uniform in [-1, 1) */
+    rng_state = rng_state * 6364136223846793005ull + 1442695040888963407ull;
+    return (float)((double)(rng_state >> 40) / 16777216.0 * 2.0 - 1.0);
+}
+static float *frnd(int64_t n, float scale) {
+    float *p = malloc(sizeof(float) * (size_t)n);
+    for (int64_t i = 0; i < n; i++)
+        p[i] = frand() * scale;
+    return p;
+}
+static float *fzero(int64_t n) { return calloc((size_t)n, sizeof(float)); }
+
+/* max |a - b| / max |b| (0 when both are 0) */
+static double relerr(const float *a, const float *b, int64_t n, int64_t *at) {
+    double mx = 0, err = 0;
+    *at = 0;
+    for (int64_t i = 0; i < n; i++) {
+        if (fabs(b[i]) > mx) mx = fabs(b[i]);
+        double e = fabs((double)a[i] - b[i]);
+        if (!(e <= err)) err = e, *at = i; /* NaN counts as the worst */
+    }
+    return mx > 0 ? err / mx : err;
+}
+
+#define CMP(what, a, b, n, tol)                                                                \
+    do {                                                                                       \
+        int64_t at_;                                                                           \
+        double e_ = relerr(a, b, n, &at_);                                                     \
+        CHECK(e_ <= (tol), "%s: rel err %.3g at %lld (fast %.9g, ref %.9g)", what, e_,         \
+              (long long)at_, (a)[at_], (b)[at_]);                                             \
+    } while (0)
+
+static void attention_case(const char *name, int B, int T, int NH, int NKV, int HD, int packed,
+                           int window) {
+    int64_t N = (int64_t)B * T, nq = N * NH * HD, nk = N * NKV * HD, nl = (int64_t)B * NH * T;
+    float *q = frnd(nq, 2.0f), *k = frnd(nk, 2.0f), *v = frnd(nk, 1.0f), *dout = frnd(nq, 1.0f);
+    int32_t *seq = NULL;
+    if (packed) { /* row b: sequences of lengths 37, 20, rest */
+        seq = malloc(sizeof(int32_t) * (size_t)N);
+        for (int b = 0; b < B; b++)
+            for (int t = 0; t < T; t++)
+                seq[(int64_t)b * T + t] = t < 37 ? 0 : t < 57 ? 1 : 2;
+    }
+    float *o_ref = fzero(nq), *o_fast = fzero(nq), *l_ref = fzero(nl), *l_fast = fzero(nl);
+    lt_op_attention_fwd(o_ref, l_ref, q, k, v, seq, B, T, NH, NKV, HD, window);
+    lt_fast_attention_fwd(o_fast, l_fast, q, k, v, seq, B, T, NH, NKV, HD, window);
+    char what[128];
+    snprintf(what, sizeof what, "%s out", name);
+    CMP(what, o_fast, o_ref, nq, 2e-5);
+    snprintf(what, sizeof what, "%s lse", name);
+    CMP(what, l_fast, l_ref, nl, 2e-5);
+    /* backward adds: start from the same non-zero gradients */
+    float *dq0 = frnd(nq, 0.1f), *dk0 = frnd(nk, 0.1f), *dv0 = frnd(nk, 0.1f);
+    float *dq_r = malloc(sizeof(float) * nq), *dk_r = malloc(sizeof(float) * nk),
+          *dv_r = malloc(sizeof(float) * nk), *dq_f = malloc(sizeof(float) * nq),
+          *dk_f = malloc(sizeof(float) * nk), *dv_f = malloc(sizeof(float) * nk);
+    memcpy(dq_r, dq0, sizeof(float) * nq), memcpy(dq_f, dq0, sizeof(float) * nq);
+    memcpy(dk_r, dk0, sizeof(float) * nk), memcpy(dk_f, dk0, sizeof(float) * nk);
+    memcpy(dv_r, dv0, sizeof(float) * nk), memcpy(dv_f, dv0, sizeof(float) * nk);
+    lt_op_attention_bwd(dq_r, dk_r, dv_r, dout, q, k, v, o_ref, l_ref, seq, B, T, NH, NKV, HD,
+                        window);
+    lt_fast_attention_bwd(dq_f, dk_f, dv_f, dout, q, k, v, o_ref, l_ref, seq, B, T, NH, NKV, HD,
+                          window);
+    snprintf(what, sizeof what, "%s dq", name);
+    CMP(what, dq_f, dq_r, nq, 2e-5);
+    snprintf(what, sizeof what, "%s dk", name);
+    CMP(what, dk_f, dk_r, nk, 2e-5);
+    snprintf(what, sizeof what, "%s dv", name);
+    CMP(what, dv_f, dv_r, nk, 2e-5);
+    free(q), free(k), free(v), free(dout), free(seq), free(o_ref), free(o_fast), free(l_ref);
+    free(l_fast), free(dq0), free(dk0), free(dv0), free(dq_r), free(dk_r), free(dv_r);
+    free(dq_f), free(dk_f), free(dv_f);
+}
+
+static void cross_entropy_case(void) {
+    const int N = 7, V = 1003;
+    float *x = frnd((int64_t)N * V, 4.0f);
+    x[2 * V + 5] = 80.0f; /* needs the max subtraction */
+    int32_t tg[7] = {3, -100, 5, 1002, 0, -100, 17};
+    float *d_ref = fzero((int64_t)N * V), *d_fast = frnd((int64_t)N * V, 1.0f);
+    lt_ce_stats s_ref, s_fast;
+    CHECK_OK(lt_op_cross_entropy(d_ref, &s_ref, x, tg, N, V, -100, 0.0f));
+    CHECK_OK(lt_fast_cross_entropy(d_fast, &s_fast, x, tg, N, V, -100, 0.0f));
+    CHECK(s_fast.count == s_ref.count, "count %lld vs %lld", (long long)s_fast.count,
+          (long long)s_ref.count);
+    CHECK(fabs(s_fast.sum - s_ref.sum) <= 1e-6 * fabs(s_ref.sum), "loss sum %.9g vs %.9g",
+          s_fast.sum, s_ref.sum);
+    CMP("cross-entropy dlogits", d_fast, d_ref, (int64_t)N * V, 1e-5);
+    /* in place, explicit grad_scale */
+    float *x2 = malloc(sizeof(float) * N * V);
+    memcpy(x2, x, sizeof(float) * N * V);
+    CHECK_OK(lt_op_cross_entropy(d_ref, &s_ref, x, tg, N, V, -100, 0.25f));
+    CHECK_OK(lt_fast_cross_entropy(x2, &s_fast, x2, tg, N, V, -100, 0.25f));
+    CMP("cross-entropy dlogits in place", x2, d_ref, (int64_t)N * V, 1e-5);
+    int32_t bad[7] = {3, -100, 5, 1003, 0, -100, 17};
+    CHECK_ERR(lt_fast_cross_entropy(NULL, &s_fast, x, bad, N, V, -100, 0.0f), LT_ERR_ARG,
+              "row 3");
+    free(x), free(x2), free(d_ref), free(d_fast);
+}
+
+static void elementwise_cases(void) {
+    const int64_t n = 100003; /* not a multiple of 8, above the OpenMP threshold */
+    float *g = frnd(n, 12.0f), *u = frnd(n, 1.0f), *go = frnd(n, 1.0f);
+    float *o_ref = fzero(n), *o_fast = fzero(n);
+    lt_op_swiglu_fwd(o_ref, g, u, n);
+    lt_fast_swiglu_fwd(o_fast, g, u, n);
+    CMP("swiglu fwd", o_fast, o_ref, n, 1e-6);
+    float *dg_r = fzero(n), *du_r = fzero(n), *dg_f = frnd(n, 1.0f), *du_f = frnd(n, 1.0f);
+    lt_op_swiglu_bwd(dg_r, du_r, go, g, u, n);
+    lt_fast_swiglu_bwd_write(dg_f, du_f, go, g, u, n); /* writes: the junk is overwritten */
+    CMP("swiglu dgate", dg_f, dg_r, n, 1e-6);
+    CMP("swiglu dup", du_f, du_r, n, 1e-6);
+
+    const int N = 300, C = 72;
+    float *x = frnd((int64_t)N * C, 3.0f), *w = frnd(C, 1.0f), *dy = frnd((int64_t)N * C, 1.0f);
+    float *y_r = fzero((int64_t)N * C), *y_f = fzero((int64_t)N * C), *r_r = fzero(N),
+          *r_f = fzero(N);
+    lt_op_rmsnorm_fwd(y_r, r_r, x, w, N, C, 1e-5f);
+    lt_fast_rmsnorm_fwd(y_f, r_f, x, w, N, C, 1e-5f);
+    CHECK(!memcmp(y_r, y_f, sizeof(float) * N * C) && !memcmp(r_r, r_f, sizeof(float) * N),
+          "rmsnorm forward differs from the reference");
+    float *dx_r = frnd((int64_t)N * C, 1.0f), *dx_f = malloc(sizeof(float) * N * C);
+    memcpy(dx_f, dx_r, sizeof(float) * N * C);
+    float *dw_r = frnd(C, 1.0f), *dw_f = malloc(sizeof(float) * C);
+    memcpy(dw_f, dw_r, sizeof(float) * C);
+    lt_op_rmsnorm_bwd(dx_r, dw_r, dy, x, w, r_r, N, C);
+    lt_fast_rmsnorm_bwd(dx_f, dw_f, dy, x, w, r_r, N, C);
+    CHECK(!memcmp(dx_r, dx_f, sizeof(float) * N * C) && !memcmp(dw_r, dw_f, sizeof(float) * C),
+          "rmsnorm backward differs from the reference");
+
+    /* rope: rows in parallel, identical to the reference (both directions, both layouts) */
+    {
+        const int Nr = 300, NHr = 4, HDr = 64, np_ = 50;
+        int64_t nr = (int64_t)Nr * NHr * HDr;
+        float *cs = fzero((int64_t)np_ * HDr / 2), *sn = fzero((int64_t)np_ * HDr / 2);
+        float inv[32];
+        for (int i = 0; i < HDr / 2; i++)
+            inv[i] = powf(10000.0f, -2.0f * i / HDr);
+        lt_rope_tables(cs, sn, inv, np_, HDr);
+        int32_t *ps = malloc(sizeof(int32_t) * Nr);
+        for (int i = 0; i < Nr; i++)
+            ps[i] = (i * 7) % np_;
+        float *xr = frnd(nr, 1.0f), *y_ref = fzero(nr), *y_fst = fzero(nr);
+        for (int il = 0; il < 2; il++) {
+            lt_op_rope_fwd(y_ref, xr, ps, cs, sn, Nr, NHr, HDr, il);
+            lt_fast_rope_fwd(y_fst, xr, ps, cs, sn, Nr, NHr, HDr, il);
+            CHECK(!memcmp(y_ref, y_fst, sizeof(float) * nr), "rope fwd (interleaved %d) differs", il);
+            lt_op_rope_bwd(y_ref, xr, ps, cs, sn, Nr, NHr, HDr, il);
+            lt_fast_rope_bwd(y_fst, xr, ps, cs, sn, Nr, NHr, HDr, il);
+            CHECK(!memcmp(y_ref, y_fst, sizeof(float) * nr), "rope bwd (interleaved %d) differs", il);
+        }
+        free(cs), free(sn), free(ps), free(xr), free(y_ref), free(y_fst);
+    }
+
+    /* exp over its range and beyond */
+    const int ne = 20001;
+    float *ex = fzero(ne), *ey = fzero(ne);
+    for (int i = 0; i < ne; i++)
+        ex[i] = -100.0f + 188.0f * (float)i / (float)(ne - 1);
+    ex[0] = -INFINITY;
+    lt_fast_expf_array(ey, ex, ne);
+    double worst = 0;
+    int bad = -1;
+    for (int i = 0; i < ne; i++) {
+        double ref = ex[i] < -87.3f ? 0.0 : exp((double)ex[i]);
+        double e = ref > 0 ? fabs(ey[i] - ref) / ref : fabs((double)ey[i]);
+        if (!(e <= worst)) worst = e, bad = i;
+    }
+    CHECK(worst <= 3e-7, "exp: rel err %.3g at x = %.9g", worst, bad >= 0 ? ex[bad] : 0.0f);
+    free(g), free(u), free(go), free(o_ref), free(o_fast), free(dg_r), free(du_r), free(dg_f);
+    free(du_f), free(x), free(w), free(dy), free(y_r), free(y_f), free(r_r), free(r_f);
+    free(dx_r), free(dx_f), free(dw_r), free(dw_f), free(ex), free(ey);
+}
+
+int main(void) {
+#if defined(__AVX2__) && defined(__FMA__)
+    CHECK(lt_fast_attention_supported(64) && lt_fast_attention_supported(8) &&
+              !lt_fast_attention_supported(12),
+          "an AVX2+FMA build must take the fast attention path for head dims 8 and 64 only");
+#endif
+    attention_case("hd64 gqa", 2, 133, 4, 2, 64, 0, 0);
+    attention_case("hd64 packed", 2, 100, 4, 2, 64, 1, 0);
+    attention_case("hd40 window", 1, 150, 3, 1, 40, 0, 45);
+    attention_case("hd8 packed window", 2, 70, 2, 2, 8, 1, 5);
+    attention_case("hd64 T1", 1, 1, 2, 1, 64, 0, 0);
+    attention_case("hd12 fallback", 1, 9, 2, 1, 12, 0, 0);
+    cross_entropy_case();
+    elementwise_cases();
+    LT_TEST_END();
+}

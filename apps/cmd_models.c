@@ -197,8 +197,7 @@ int cmd_models(int argc, char **argv) {
         }
         printf("model '%s' version %ld -> %s\n", pos[0], version, lt_stage_name(st_val));
         if (mlflow) {
-            /* the MLflow version registered for this loratune version (tag loratune.version) is
-             * assumed to carry the same number when both registries were fed by loratune */
+            /* the MLflow version tagged loratune.version=N (see lt_mlflow_set_stage) */
             if (lt_mlflow_set_stage(mlflow, pos[0], (int)version, st_val, !keep_others) != LT_OK)
                 fprintf(stderr, "loratune models promote: warning: MLflow stage not changed: %s\n",
                         lt_errmsg());

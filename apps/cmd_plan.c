@@ -143,11 +143,6 @@ int cmd_plan(int argc, char **argv) {
         fprintf(stderr, "loratune plan: --method: %s\n", lt_errmsg());
         return 2;
     }
-    if (c.method == LT_METHOD_QLORA) {
-        fprintf(stderr, "loratune plan: method qlora is not supported yet (quantized base "
-                        "weights are a later issue); use lora, dora or full\n");
-        return 1;
-    }
     if (c.method == LT_METHOD_FULL) c.full.layer_begin = 0;
     lt_model_config mc;
     if (load_config(model, &mc)) {
@@ -209,11 +204,19 @@ int cmd_plan(int argc, char **argv) {
         printf("method       %s r=%d on %s (%.3fM trainable params, %d tensors)\n",
                lt_train_method_name(c.method), c.lora.r, tg, (double)p.n_trainable / 1e6,
                p.n_tensors);
-    printf("batch        %d x %d tokens, gradient checkpointing %s, frozen weights %s\n\n",
-           c.batch_size, c.seq_len, c.grad_checkpoint ? "on" : "off", bd);
+    if (c.method == LT_METHOD_QLORA)
+        printf("batch        %d x %d tokens, gradient checkpointing %s, frozen linears NF4 "
+               "(double-quantized), embedding and norms %s\n\n",
+               c.batch_size, c.seq_len, c.grad_checkpoint ? "on" : "off",
+               c.base_dtype == LT_DTYPE_F16 ? "f16" : "bf16");
+    else
+        printf("batch        %d x %d tokens, gradient checkpointing %s, frozen weights %s\n\n",
+               c.batch_size, c.seq_len, c.grad_checkpoint ? "on" : "off", bd);
     printf("%-16s %16s %12s\n", "category", "bytes", "MiB");
     const char *notes[LT_MEM_COUNT] = {
-        p.released_base ? "frozen base: 16-bit copy (the model's fp32 weights are released)"
+        c.method == LT_METHOD_QLORA
+            ? "frozen base: NF4 linears + 16-bit embedding (the fp32 weights are released)"
+        : p.released_base ? "frozen base: 16-bit copy (the model's fp32 weights are released)"
         : c.base_dtype == LT_DTYPE_F32 ? "frozen base: the model's fp32 weights"
                                        : "frozen base: the model's fp32 + 16-bit copies",
         "trainable parameters (fp32)",
@@ -228,8 +231,9 @@ int cmd_plan(int argc, char **argv) {
            mib(p.overhead_bytes), "binary, libraries, BLAS/OpenMP buffers");
     printf("%-16s %16lld %12.2f\n", "predicted peak", (long long)p.peak_bytes, mib(p.peak_bytes));
     if (p.released_base)
-        printf("  (max of: creating the trainer, fp32 model + 16-bit copy %.2f MiB; training "
+        printf("  (max of: creating the trainer, fp32 model + %s copy %.2f MiB; training "
                "%.2f MiB)\n",
-               mib(p.create_peak_bytes), mib(p.steady_bytes));
+               c.method == LT_METHOD_QLORA ? "NF4" : "16-bit", mib(p.create_peak_bytes),
+               mib(p.steady_bytes));
     return 0;
 }

@@ -99,6 +99,17 @@ static void human_sink(void *ctx, const json_t *ev) {
                h->total, inum(ev, "warmup_steps"), inum(ev, "epoch_batches"),
                inum(ev, "train_examples"), inum(ev, "valid_examples"),
                inum(ev, "trainable_params"));
+        if (json_object_get(ev, "planned_peak_bytes")) {
+            const json_t *cfg = json_object_get(ev, "config");
+            const char *bs = json_string_value(json_object_get(cfg, "batch-size"));
+            const char *sl = json_string_value(json_object_get(cfg, "max-seq-len"));
+            printf("sizes: batch %s%s, max-seq-len %s%s; planned peak %.2f GiB of a %.2f GiB "
+                   "memory budget\n",
+                   bs ? bs : "?", json_is_true(json_object_get(ev, "auto_batch_size")) ? " (auto)" : "",
+                   sl ? sl : "?", json_is_true(json_object_get(ev, "auto_max_seq_len")) ? " (auto)" : "",
+                   num(ev, "planned_peak_bytes") / 1073741824.0,
+                   num(ev, "memory_budget_bytes") / 1073741824.0);
+        }
         if (inum(ev, "resumed_from") >= 0) {
             printf("resumed after step %lld", inum(ev, "resumed_from"));
             json_t *ch = json_object_get(ev, "changed_options");

@@ -16,6 +16,10 @@
 #   TORCH_BF16 [1]   0: skip the bf16-autocast torch runs
 #   TORCH_THREADS ["2,1"]  thread counts tried for torch fp32 (each runs STEPS timed steps)
 #   MLX [1]  0: skip mlx-lm;  MLX_BF16 [0]  1: also mlx-lm with a bf16 model
+#   MLX_BLAS ["stock,openblas"]  mlx-lm runs: "stock" = the wheel as installed (mlx[cpu] on
+#     Linux bundles the reference netlib BLAS, single-threaded), "openblas" = the same with the
+#     system OpenBLAS LD_PRELOADed (same numerics, ~9x faster); the best is kept
+#   WORKLOADS ["lora-r8-qv lora-r16-all full"]
 #   MLXPY [.venv/bin/python]
 #   BUILD [build-bench]  a Release build folder (configured and built here if needed)
 #   PY [.venv-golden/bin/python]  OUTDIR [/tmp/loratune-bench]
@@ -27,6 +31,8 @@ BATCH=${BATCH:-4} SEQ=${SEQ:-512} STEPS=${STEPS:-2} WARMUP=${WARMUP:-1} THREADS=
 SHAPE=${SHAPE:-smollm2-135m} TORCH_BF16=${TORCH_BF16:-1} TORCH_THREADS=${TORCH_THREADS:-2,1}
 BUILD=${BUILD:-build-bench} PY=${PY:-.venv-golden/bin/python}
 MLX=${MLX:-1} MLX_BF16=${MLX_BF16:-0} MLXPY=${MLXPY:-.venv/bin/python}
+MLX_BLAS=${MLX_BLAS:-stock,openblas} WORKLOADS=${WORKLOADS:-lora-r8-qv lora-r16-all full}
+OPENBLAS_SO=$(ldconfig -p | awk '/libopenblas\.so\.0 /{print $NF; exit}')
 OUTDIR=${OUTDIR:-/tmp/loratune-bench}
 mkdir -p "$OUTDIR"
 OUT="$OUTDIR/speed-$(date -u +%Y%m%dT%H%M%S).jsonl"
@@ -62,20 +68,31 @@ run_workload() { # name, loratune args, torch args
   if [ "$MLX" = 1 ]; then
     local dts=f32
     [ "$MLX_BF16" = 1 ] && dts="f32 bf16"
+    local bl pre
     for dt in $dts; do
-      echo "## $name: mlx-lm $dt" >&2
-      "$MLXPY" bench/mlx_train_step.py --shape "$SHAPE" --batch "$BATCH" --seq "$SEQ" \
-        --warmup "$WARMUP" --steps "$STEPS" --dtype "$dt" $th_args \
-        | sed "s/^{/{\"workload\": \"$name\", /" >>"$OUT"
+      for bl in ${MLX_BLAS//,/ }; do
+        pre=""
+        [ "$bl" = openblas ] && pre="$OPENBLAS_SO"
+        echo "## $name: mlx-lm $dt, BLAS $bl" >&2
+        LD_PRELOAD="$pre" "$MLXPY" bench/mlx_train_step.py --shape "$SHAPE" --batch "$BATCH" \
+          --seq "$SEQ" --warmup "$WARMUP" --steps "$STEPS" --dtype "$dt" $th_args \
+          | sed "s/^{/{\"workload\": \"$name\", \"mlx_blas\": \"$bl\", /" >>"$OUT"
+      done
     done
   fi
 }
 
 T0=$(date +%s)
 "$BUILD/bench_gemm" --threads "${THREADS%%,*}" >>"$OUT"
-run_workload "lora-r8-qv" "--method lora --rank 8 --targets q,v" "--method lora --rank 8 --targets q,v"
-run_workload "lora-r16-all" "--method lora --rank 16 --targets all" "--method lora --rank 16 --targets all"
-run_workload "full" "--method full" "--method full"
+for w in $WORKLOADS; do
+  case $w in
+    lora-r8-qv) a="--method lora --rank 8 --targets q,v" ;;
+    lora-r16-all) a="--method lora --rank 16 --targets all" ;;
+    full) a="--method full" ;;
+    *) echo "run_speed.sh: unknown workload '$w'" >&2; exit 2 ;;
+  esac
+  run_workload "$w" "$a" "$a"
+done
 "$BUILD/bench_gemm" --threads "${THREADS%%,*}" >>"$OUT"
 echo "# loadavg at end: $(cat /proc/loadavg)  total $(( $(date +%s) - T0 )) s" >&2
 

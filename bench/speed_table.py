@@ -43,7 +43,7 @@ def main():
         ratio = lambda a, b: f"{a['tokens_per_s'] / b['tokens_per_s']:.2f}" if a and b else "-"
         print(f"| {w} | {tps(lt)} | {tps(th)}"
               f"{' (' + str(th['threads']) + ', ' + th['autocast'] + ')' if th else ''} | "
-              f"{tps(ml)}{' (' + ml['autocast'] + ')' if ml else ''} | {ratio(lt, th)} | "
+              f"{tps(ml)}{' (' + ml['autocast'] + ', ' + ml.get('mlx_blas', 'stock') + ' BLAS)' if ml else ''} | {ratio(lt, th)} | "
               f"{ratio(lt, ml)} | {frac(lt)} / {frac(th)} / {frac(ml)} | "
               f"{mib(lt['peak_measured']) + ' (' + mib(lt['peak_predicted']) + ')' if lt else '-'}"
               f" / {mib(th['peak_rss']) if th else '-'} / {mib(ml['peak_rss']) if ml else '-'} |")
@@ -52,7 +52,7 @@ def main():
           "and loadavg at its end:")
     for r in work:
         tag = r["bench"] + ("" if r["bench"] == "loratune" else f" {r.get('autocast')}") + \
-            f" thr {r.get('threads')}"
+            (f" {r['mlx_blas']}-BLAS" if "mlx_blas" in r else f" thr {r.get('threads')}")
         print(f"  {r['workload']:14s} {tag:24s} s/step {r['s_per_step']:8.2f}  "
               f"cpu_util {r['cpu_util']:.2f}  loadavg {r['loadavg']:.2f}")
     for r in gemm:

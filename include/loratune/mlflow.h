@@ -64,7 +64,9 @@ lt_status lt_mlflow_push_run(lt_store *s, int64_t run_id, const char *uri, char 
  * (a flat JSON object of strings, may be NULL); the new version number in *version. */
 lt_status lt_mlflow_register_version(const char *uri, const char *name, const char *mlflow_run_id,
                                      const char *source, const char *tags_json, int *version);
-/* Synchronous: transition-stage (stage "None", "Staging", "Production", "Archived"). */
+/* Synchronous: transition-stage (stage "None", "Staging", "Production", "Archived") of the
+ * MLflow version tagged loratune.version=version (registered by loratune), else of the MLflow
+ * version with that number. */
 lt_status lt_mlflow_set_stage(const char *uri, const char *name, int version, lt_stage stage,
                               int archive_others);
 

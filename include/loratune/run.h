@@ -94,7 +94,9 @@ typedef struct {
     int64_t iters; /* optimizer steps; 0: from epochs */
     double epochs; /* used when iters == 0 */
     /* batches */
-    int batch_size, grad_accum, max_seq_len, pack, train_on_prompt;
+    int batch_size, grad_accum, max_seq_len, pack, train_on_prompt; /* batch_size / max_seq_len
+                                     0: automatic (lt_train_plan_fit); lt_run_create resolves them */
+    int64_t memory_budget; /* bytes the automatic sizes may plan for; 0: 80% of MemAvailable */
     /* optimizer and schedule */
     double lr;
     lt_lr_schedule lr_schedule;

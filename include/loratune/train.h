@@ -152,6 +152,16 @@ typedef struct {
 /* From the configs alone (no weights). Validates like lt_train_config_validate. */
 lt_status lt_train_plan(const lt_model_config *mc, const lt_train_config *c, lt_train_plan_t *out);
 
+/* Automatic sizes: c->batch_size <= 0 and / or c->seq_len <= 0 mean "the largest whose
+ * predicted peak (plan.peak_bytes) fits budget bytes", searched in [1, max_batch] and
+ * [16, max_seq] (the sequence length first, at the given or smallest batch; then the batch at
+ * that length). Given values are kept. Fills *batch, *seq_len and, if not NULL, the plan of the
+ * result. LT_ERR_NOMEM naming the budget and the smallest plan's peak when even that does not
+ * fit. */
+lt_status lt_train_plan_fit(const lt_model_config *mc, const lt_train_config *c, int64_t budget,
+                            int max_batch, int max_seq, int *batch, int *seq_len,
+                            lt_train_plan_t *plan);
+
 /* ---- trainer ------------------------------------------------------------------------------ */
 typedef struct lt_trainer lt_trainer;
 

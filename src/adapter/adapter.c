@@ -213,12 +213,15 @@ lt_status lt_adapter_from_trainer(const lt_trainer *tr, const char *base_model, 
     *out = NULL;
     const lt_train_config *c = lt_trainer_config(tr);
     const lt_model_config *mc = &tr->mc;
-    if (c->method != LT_METHOD_LORA && c->method != LT_METHOD_DORA)
+    if (c->method != LT_METHOD_LORA && c->method != LT_METHOD_DORA &&
+        c->method != LT_METHOD_QLORA)
         return lt_error(LT_ERR_ARG, "adapter from trainer: method %s has no adapter",
                         lt_train_method_name(c->method));
+    /* a QLoRA adapter is a LoRA adapter (PEFT saves it the same way; the base is quantized at
+     * load time by whoever uses it) */
+    lt_train_method am = c->method == LT_METHOD_QLORA ? LT_METHOD_LORA : c->method;
     lt_adapter *a;
-    lt_status st =
-        lt_adapter_new_(c->method, c->lora.r, c->lora.alpha, c->lora.rslora, mc->n_layers, &a);
+    lt_status st = lt_adapter_new_(am, c->lora.r, c->lora.alpha, c->lora.rslora, mc->n_layers, &a);
     if (st) return st;
     a->dropout = c->lora.dropout;
     if (base_model) snprintf(a->base_model, sizeof a->base_model, "%s", base_model);
@@ -260,7 +263,8 @@ lt_status lt_adapter_to_trainer(const lt_adapter *a, lt_trainer *tr) {
     const lt_train_config *c = lt_trainer_config(tr);
     const lt_model_config *mc = &tr->mc;
     const char *w = "adapter to trainer";
-    if (c->method != a->method)
+    lt_train_method tm = c->method == LT_METHOD_QLORA ? LT_METHOD_LORA : c->method;
+    if (tm != a->method)
         return lt_error(LT_ERR_ARG, "%s: method: the adapter is %s, the trainer %s", w,
                         lt_train_method_name(a->method), lt_train_method_name(c->method));
     if (c->lora.r != a->r)

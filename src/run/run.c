@@ -13,16 +13,27 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <sys/resource.h>
 #include <time.h>
 
 #include "loratune/export.h"
+#include "loratune/hwinfo.h"
 #include "run_internal.h"
 
 static double now_s(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static int64_t current_rss_bytes(void) {
+    FILE *f = fopen("/proc/self/statm", "r");
+    long long pages = 0, rss = 0;
+    if (!f) return 0;
+    if (fscanf(f, "%lld %lld", &pages, &rss) != 2) rss = 0;
+    fclose(f);
+    return (int64_t)rss * (int64_t)sysconf(_SC_PAGESIZE);
 }
 
 static int64_t peak_rss_bytes(void) {
@@ -147,7 +158,7 @@ static lt_status build_train_config(lt_run *r, const lt_adapter *a) {
         c->lora.layer_begin = a->layer_begin;
         c->lora.layer_end = a->layer_end;
     }
-    c->batch_size = o->batch_size;
+    c->batch_size = o->batch_size > 0 ? o->batch_size : 1; /* auto: resolve_sizes sets it */
     c->seq_len = o->max_seq_len;
     c->grad_checkpoint = o->grad_checkpoint;
     c->base_dtype = o->base_dtype;
@@ -158,6 +169,56 @@ static lt_status build_train_config(lt_run *r, const lt_adapter *a) {
     c->seed = o->seed;
     lt_status s = lt_train_config_validate(&r->model->config, c);
     return s ? lt_error_wrap(s, "training configuration") : LT_OK;
+}
+
+/* Automatic batch size / sequence length: the largest the memory plan fits in the budget
+ * (default 80% of the RAM available now plus what this process already holds, which the plan
+ * counts: the loaded model). The sequence length is also capped at the longest example
+ * (before truncation) of the train / valid splits; if memory forces it below that, the data is
+ * read again truncated to it. Batch is capped at 64 and at the training examples. */
+static lt_status resolve_sizes(lt_run *r, const lt_data_opts *dop) {
+    if (!r->auto_batch && !r->auto_seq) return LT_OK;
+    int64_t budget = r->o.memory_budget;
+    if (budget <= 0) {
+        lt_hwinfo hw;
+        if (lt_hwinfo_detect(&hw) || hw.ram_available_bytes <= 0)
+            return lt_error(LT_ERR_UNSUPPORTED,
+                            "memory-budget: cannot read the available RAM; give --memory-budget "
+                            "or --batch-size and --max-seq-len");
+        budget = (int64_t)(0.8 * (double)(hw.ram_available_bytes + current_rss_bytes()));
+    }
+    int longest = 2;
+    for (int sp = LT_SPLIT_TRAIN; sp <= LT_SPLIT_VALID; sp++) {
+        lt_data_summary sum;
+        if (lt_data_count(r->data, (lt_split)sp) > 0 &&
+            !lt_data_summary_get(r->data, (lt_split)sp, &sum) && sum.max_len > longest)
+            longest = sum.max_len;
+    }
+    int max_seq = r->auto_seq ? (longest < r->o.max_seq_len ? longest : r->o.max_seq_len)
+                              : r->o.max_seq_len;
+    int64_t ntrain = lt_data_count(r->data, LT_SPLIT_TRAIN);
+    int max_batch = ntrain > 0 && ntrain < 64 ? (int)ntrain : 64;
+    lt_train_config c = r->tc;
+    if (r->auto_batch) c.batch_size = 0;
+    if (r->auto_seq) c.seq_len = 0;
+    lt_train_plan_t plan;
+    int B = 0, T = 0;
+    lt_status s = lt_train_plan_fit(&r->model->config, &c, budget, max_batch, max_seq, &B, &T, &plan);
+    if (s) return lt_error_wrap(s, "automatic batch size / sequence length");
+    if (r->auto_seq && T < longest) { /* memory, not the data, decided: truncate to T */
+        lt_data_free(r->data);
+        r->data = NULL;
+        lt_data_opts d2 = *dop;
+        d2.max_seq_len = T;
+        if ((s = lt_data_open(r->o.data, r->tok, r->tpl, &d2, &r->data))) return s;
+    }
+    r->o.batch_size = B;
+    r->o.max_seq_len = T;
+    r->tc.batch_size = B;
+    r->tc.seq_len = T;
+    r->memory_budget = budget;
+    r->planned_peak = plan.peak_bytes;
+    return LT_OK;
 }
 
 lt_status lt_run_create(const lt_run_opts *opts, lt_run **out) {
@@ -186,6 +247,10 @@ lt_status lt_run_create(const lt_run_opts *opts, lt_run **out) {
     else if (s)
         goto fail;
 
+    r->auto_batch = r->o.batch_size <= 0;
+    r->auto_seq = r->o.max_seq_len <= 0;
+    if (r->auto_seq) /* tokenize up to the context, then fit (resolve_sizes) */
+        r->o.max_seq_len = r->model->config.max_seq_len > 1 ? r->model->config.max_seq_len : 2048;
     lt_data_opts dop;
     lt_data_opts_default(&dop);
     dop.format = r->o.data_format;
@@ -199,6 +264,7 @@ lt_status lt_run_create(const lt_run_opts *opts, lt_run **out) {
         if ((s = lt_adapter_load(r->o.adapter, &r->model->config, &a))) goto fail;
     }
     if ((s = build_train_config(r, a))) goto fail;
+    if ((s = resolve_sizes(r, &dop))) goto fail;
     if ((s = lt_trainer_create(r->model, &r->tc, &r->tr))) goto fail;
     if (a && (s = lt_adapter_to_trainer(a, r->tr))) goto fail;
 
@@ -434,6 +500,12 @@ lt_status lt_run_train(lt_run *r, lt_run_outcome *outcome) {
                   (json_int_t)lt_data_count(r->data, LT_SPLIT_VALID), "trainable_params",
                   (json_int_t)n_trainable, "resumed_from", (json_int_t)r->resumed_from, "out",
                   r->o.out, "config", lt_run_opts_to_json(&r->o));
+    if (start && (r->auto_batch || r->auto_seq)) {
+        json_object_set_new(start, "auto_batch_size", json_boolean(r->auto_batch));
+        json_object_set_new(start, "auto_max_seq_len", json_boolean(r->auto_seq));
+        json_object_set_new(start, "memory_budget_bytes", json_integer(r->memory_budget));
+        json_object_set_new(start, "planned_peak_bytes", json_integer(r->planned_peak));
+    }
     if (start && r->resumed_config) { /* options that differ from the checkpoint's */
         json_t *now = json_object_get(start, "config"), *changed = json_array();
         const char *k;

@@ -32,6 +32,9 @@ struct lt_run {
     atomic_int stop;
 
     int64_t total_steps, warmup_steps, epoch_batches;
+    /* automatic sizes (lt_train_plan_fit): what was asked, the budget and the planned peak */
+    int auto_batch, auto_seq;
+    int64_t memory_budget, planned_peak;
     /* state saved in checkpoints */
     int64_t step;    /* optimizer steps done (skipped ones included) */
     double best_val; /* +inf before the first evaluation */

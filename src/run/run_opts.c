@@ -44,6 +44,7 @@ typedef enum {
     O_RSLORA,
     O_GRAD_CHECKPOINT,
     O_BASE_DTYPE,
+    O_MEMORY_BUDGET,
     O_EVAL_EVERY,
     O_EVAL_BATCHES,
     O_SAVE_EVERY,
@@ -66,7 +67,8 @@ static const lt_run_opt_info k_opts[O_COUNT] = {
                        "auto|text|completions|chat|alpaca|sharegpt (default auto)"},
     [O_VALID_FRACTION] = {"valid-fraction", "X",
                           "one-file data: fraction held out for validation (default 0.1)"},
-    [O_METHOD] = {"method", "M", "lora|dora|full (default lora)"},
+    [O_METHOD] = {"method", "M",
+                  "lora|dora|full|qlora (qlora: LoRA over an NF4-quantized base; default lora)"},
     [O_OUT] = {"out", "DIR",
                "output folder: adapter / model, checkpoints/, run_config.yaml (required)"},
     [O_RESUME] =
@@ -76,10 +78,14 @@ static const lt_run_opt_info k_opts[O_COUNT] = {
     [O_ITERS] = {"iters", "N", "optimizer steps (overrides --epochs)"},
     [O_EPOCHS] = {"epochs", "X",
                   "passes over the training data when --iters is not given (default 1)"},
-    [O_BATCH_SIZE] = {"batch-size", "N", "rows per micro-batch (default 4)"},
+    [O_BATCH_SIZE] = {"batch-size", "N|auto",
+                      "rows per micro-batch; auto: the largest that fits --memory-budget "
+                      "(default auto)"},
     [O_GRAD_ACCUM] = {"grad-accum", "N", "micro-batches per optimizer step (default 1)"},
-    [O_MAX_SEQ_LEN] = {"max-seq-len", "N",
-                       "tokens per row; longer examples are truncated (default 512)"},
+    [O_MAX_SEQ_LEN] = {"max-seq-len", "N|auto",
+                       "tokens per row; longer examples are truncated; auto: the longest "
+                       "example, as far as --memory-budget and the model's context allow "
+                       "(default auto)"},
     [O_PACK] = {"pack", NULL, "pack several examples into each row"},
     [O_TRAIN_ON_PROMPT] = {"train-on-prompt", NULL, "loss on prompts / user turns too"},
     [O_LR] = {"lr", "X", "peak learning rate (default 1e-4)"},
@@ -99,6 +105,9 @@ static const lt_run_opt_info k_opts[O_COUNT] = {
                            "recompute activations in backward (less memory)"},
     [O_BASE_DTYPE] = {"base-dtype", "D",
                       "f32|bf16|f16: precision of the frozen base (default f32)"},
+    [O_MEMORY_BUDGET] = {"memory-budget", "SIZE",
+                         "peak memory the automatic sizes may plan for, e.g. 6G, 800M or "
+                         "bytes; 0 = 80% of the RAM available at start (default 0)"},
     [O_EVAL_EVERY] = {"eval-every", "N",
                       "validation every N steps, 0 = only before and after (default 200)"},
     [O_EVAL_BATCHES] = {"eval-batches", "N",
@@ -143,9 +152,9 @@ void lt_run_opts_default(lt_run_opts *o) {
     o->method = LT_METHOD_LORA;
     o->iters = 0;
     o->epochs = 1.0;
-    o->batch_size = 4;
+    o->batch_size = 0; /* auto */
     o->grad_accum = 1;
-    o->max_seq_len = 512;
+    o->max_seq_len = 0; /* auto */
     o->lr = 1e-4;
     o->lr_schedule = LT_LR_LINEAR;
     o->warmup = 0;
@@ -310,8 +319,10 @@ lt_status lt_run_opts_set(lt_run_opts *o, const char *key, const char *value) {
         o->valid_fraction = f;
         return LT_OK;
     case O_METHOD:
-        if (strcmp(value, "lora") && strcmp(value, "dora") && strcmp(value, "full"))
-            return lt_error(LT_ERR_ARG, "%s: expected lora, dora or full, got '%s'", nm, value);
+        if (strcmp(value, "lora") && strcmp(value, "dora") && strcmp(value, "full") &&
+            strcmp(value, "qlora"))
+            return lt_error(LT_ERR_ARG, "%s: expected lora, dora, full or qlora, got '%s'", nm,
+                            value);
         return lt_train_method_parse(value, &o->method);
     case O_ITERS:
         if ((st = parse_i64(nm, value, 1, INT64_MAX, &i64))) return st;
@@ -324,7 +335,13 @@ lt_status lt_run_opts_set(lt_run_opts *o, const char *key, const char *value) {
         o->iters = 0;
         return LT_OK;
     case O_BATCH_SIZE:
-        if ((st = parse_i64(nm, value, 1, 1 << 20, &i64))) return st;
+        if (!strcmp(value, "auto")) {
+            o->batch_size = 0;
+            return LT_OK;
+        }
+        if ((st = parse_i64(nm, value, 1, 1 << 20, &i64)))
+            return lt_error(LT_ERR_ARG, "%s: expected auto or an integer in [1, %d], got '%s'", nm,
+                            1 << 20, value);
         o->batch_size = (int)i64;
         return LT_OK;
     case O_GRAD_ACCUM:
@@ -332,7 +349,13 @@ lt_status lt_run_opts_set(lt_run_opts *o, const char *key, const char *value) {
         o->grad_accum = (int)i64;
         return LT_OK;
     case O_MAX_SEQ_LEN:
-        if ((st = parse_i64(nm, value, 2, 1 << 24, &i64))) return st;
+        if (!strcmp(value, "auto")) {
+            o->max_seq_len = 0;
+            return LT_OK;
+        }
+        if ((st = parse_i64(nm, value, 2, 1 << 24, &i64)))
+            return lt_error(LT_ERR_ARG, "%s: expected auto or an integer in [2, %d], got '%s'", nm,
+                            1 << 24, value);
         o->max_seq_len = (int)i64;
         return LT_OK;
     case O_PACK:
@@ -440,6 +463,27 @@ lt_status lt_run_opts_set(lt_run_opts *o, const char *key, const char *value) {
         else
             return lt_error(LT_ERR_ARG, "%s: expected f32, bf16 or f16, got '%s'", nm, value);
         return LT_OK;
+    case O_MEMORY_BUDGET: {
+        char *end;
+        errno = 0;
+        double x = strtod(value, &end);
+        double mul = 1;
+        if (end != value && *end) {
+            char u = (char)toupper((unsigned char)*end);
+            mul = u == 'K' ? 1024.0 : u == 'M' ? 1048576.0 : u == 'G' ? 1073741824.0
+                : u == 'T' ? 1099511627776.0 : 0;
+            if (mul > 0) end++;
+            if (mul > 0 && (*end == 'i' || *end == 'I')) end++;
+            if (mul > 0 && (*end == 'B' || *end == 'b')) end++;
+        }
+        if (errno || end == value || *end || !(mul > 0) || !(x >= 0) || x * mul > 9e18)
+            return lt_error(LT_ERR_ARG,
+                            "%s: expected a size such as 6G, 800M, 1.5GiB or bytes (0 = 80%% of "
+                            "the available RAM), got '%s'",
+                            nm, value);
+        o->memory_budget = (int64_t)(x * mul);
+        return LT_OK;
+    }
     case O_EVAL_EVERY:
         if ((st = parse_i64(nm, value, 0, INT64_MAX, &i64))) return st;
         o->eval_every = i64;
@@ -522,12 +566,14 @@ static const char *format_opt(const lt_run_opts *o, int id, char *buf, size_t n)
         if (o->iters) return NULL;
         return fmt_double(o->epochs, buf, n);
     case O_BATCH_SIZE:
+        if (!o->batch_size) return "auto";
         snprintf(buf, n, "%d", o->batch_size);
         return buf;
     case O_GRAD_ACCUM:
         snprintf(buf, n, "%d", o->grad_accum);
         return buf;
     case O_MAX_SEQ_LEN:
+        if (!o->max_seq_len) return "auto";
         snprintf(buf, n, "%d", o->max_seq_len);
         return buf;
     case O_PACK:
@@ -578,6 +624,9 @@ static const char *format_opt(const lt_run_opts *o, int id, char *buf, size_t n)
         return o->base_dtype == LT_DTYPE_BF16  ? "bf16"
                : o->base_dtype == LT_DTYPE_F16 ? "f16"
                                                : "f32";
+    case O_MEMORY_BUDGET:
+        snprintf(buf, n, "%lld", (long long)o->memory_budget);
+        return buf;
     case O_EVAL_EVERY:
         snprintf(buf, n, "%lld", (long long)o->eval_every);
         return buf;
@@ -671,7 +720,7 @@ lt_status lt_run_opts_validate(const lt_run_opts *o, int need_out) {
     if (o->lora_last_layers > 0 && o->lora_layer_end > 0)
         return lt_error(LT_ERR_ARG, "lora-layers: give N or A:B, not both");
     if (o->method == LT_METHOD_FULL && o->adapter[0])
-        return lt_error(LT_ERR_ARG, "adapter: only with method lora or dora");
+        return lt_error(LT_ERR_ARG, "adapter: only with method lora, dora or qlora");
     return LT_OK;
 }
 

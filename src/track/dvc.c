@@ -354,7 +354,7 @@ static lt_status add_gitignore(const char *path, const char *root) {
     else
         snprintf(dir, sizeof dir, ".");
     snprintf(g, sizeof g, "%s/.gitignore", dir);
-    char line[PATH_MAX];
+    char line[PATH_MAX + 2];
     snprintf(line, sizeof line, "/%s", name);
     char *text = NULL;
     size_t len = 0;
@@ -396,7 +396,7 @@ lt_status lt_dvc_add(const char *path, const char *cache, int write_dvc_file, co
     if (st != LT_OK) goto done;
     if (out->is_dir) {
         for (int i = 0; i < es.n && st == LT_OK; i++) {
-            char f[PATH_MAX];
+            char f[2 * PATH_MAX + 2];
             snprintf(f, sizeof f, "%s/%s", clean, es.e[i].rel);
             st = cache_put_file(cache, es.e[i].md5, f);
         }

@@ -746,6 +746,32 @@ lt_status lt_mlflow_set_stage(const char *uri, const char *name, int version, lt
     static const char *const names[] = {"None", "Staging", "Production", "Archived"};
     char ver[16];
     snprintf(ver, sizeof ver, "%d", version);
+    /* the MLflow version that loratune registered for this one (tag loratune.version) */
+    char *en = url_escape(name);
+    size_t ql = (en ? strlen(en) : 0) + 64;
+    char *q = malloc(ql);
+    if (en && q) {
+        json_t *out = NULL;
+        char err[256];
+        snprintf(q, ql, "filter=name%%3D%%27%s%%27&max_results=1000", en);
+        if (http_call(uri, "GET", "/api/2.0/mlflow/model-versions/search", q, &out, err, NULL) ==
+            HTTP_OK) {
+            size_t i, j;
+            json_t *mv, *t;
+            json_array_foreach(json_object_get(out, "model_versions"), i, mv) {
+                json_array_foreach(json_object_get(mv, "tags"), j, t) {
+                    const char *k = json_string_value(json_object_get(t, "key"));
+                    const char *v = json_string_value(json_object_get(t, "value"));
+                    const char *mvv = json_string_value(json_object_get(mv, "version"));
+                    if (k && v && mvv && !strcmp(k, "loratune.version") && atoi(v) == version)
+                        snprintf(ver, sizeof ver, "%s", mvv);
+                }
+            }
+        }
+        json_decref(out);
+    }
+    free(en);
+    free(q);
     json_t *body = json_pack("{s:s,s:s,s:s,s:b}", "name", name, "version", ver, "stage",
                              names[(unsigned)stage < 4 ? stage : 0], "archive_existing_versions",
                              archive_others),

@@ -95,8 +95,16 @@ void lt_train_config_default(lt_train_config *c) {
 }
 
 int lt_train_releases_base(const lt_train_config *c) {
+    if (c->method == LT_METHOD_QLORA) return c->release_base_fp32;
     return c->release_base_fp32 && c->base_dtype != LT_DTYPE_F32 &&
            (c->method == LT_METHOD_LORA || c->method == LT_METHOD_DORA);
+}
+
+void lt_train_config_normalize_(lt_train_config *c) {
+    /* QLoRA keeps the embedding, head and norms unquantized in 16 bits (as PEFT + bitsandbytes
+     * keep them in the compute dtype): an F32 base_dtype means BF16 there */
+    if (c->method == LT_METHOD_QLORA && c->base_dtype == LT_DTYPE_F32)
+        c->base_dtype = LT_DTYPE_BF16;
 }
 
 static lt_status check_range(const char *field, int b, int e, int L) {
@@ -110,11 +118,9 @@ static lt_status check_range(const char *field, int b, int e, int L) {
 }
 
 lt_status lt_train_config_validate(const lt_model_config *mc, const lt_train_config *c) {
-    if (c->method == LT_METHOD_QLORA)
-        return lt_error(LT_ERR_UNSUPPORTED,
-                        "method qlora: not supported yet (needs quantized base weights)");
-    if (c->method < LT_METHOD_LORA || c->method > LT_METHOD_FULL)
-        return lt_error(LT_ERR_ARG, "method: expected lora, dora or full, got %d", (int)c->method);
+    if (c->method < LT_METHOD_LORA || c->method > LT_METHOD_QLORA)
+        return lt_error(LT_ERR_ARG, "method: expected lora, dora, full or qlora, got %d",
+                        (int)c->method);
     if (c->batch_size < 1)
         return lt_error(LT_ERR_ARG, "batch_size: expected >= 1, got %d", c->batch_size);
     if (c->seq_len < 1) return lt_error(LT_ERR_ARG, "seq_len: expected >= 1, got %d", c->seq_len);
@@ -168,8 +174,12 @@ int64_t lt_train_overhead_bytes_(int64_t planned_bytes) {
     return ((int64_t)6 << 20) + planned_bytes / 160;
 }
 
-lt_status lt_train_plan(const lt_model_config *mc, const lt_train_config *c, lt_train_plan_t *out) {
+lt_status lt_train_plan(const lt_model_config *mc, const lt_train_config *cin,
+                        lt_train_plan_t *out) {
     memset(out, 0, sizeof *out);
+    lt_train_config cn = *cin;
+    lt_train_config_normalize_(&cn);
+    const lt_train_config *c = &cn;
     lt_status st = lt_model_config_validate(mc, "train plan");
     if (st) return st;
     st = lt_train_config_validate(mc, c);

@@ -32,6 +32,13 @@ static void *rec_alloc(int64_t *bytes, int64_t *n_allocs, int cat, int64_t n) {
 }
 
 static const float *weight(lt_trainer *tr, const lt_lin *li) {
+    if (li->q4) { /* QLoRA: dequantize NF4 row blocks (64 weights per block, any split works) */
+        const int64_t n = (int64_t)li->OC * li->C, chunk = 64 * 1024;
+#pragma omp parallel for schedule(static) if (n > 65536)
+        for (int64_t s = 0; s < n; s += chunk)
+            lt_nf4_dequantize(li->q4, s, n - s < chunk ? n - s : chunk, tr->wdeq + s);
+        return tr->wdeq;
+    }
     if (!li->W16) return li->W;
     int64_t n = (int64_t)li->OC * li->C;
     const int bf = tr->c.base_dtype == LT_DTYPE_BF16;
@@ -434,7 +441,7 @@ lt_status lt_trainer_set(lt_trainer *tr, const char *name, const float *data, in
 static lt_status detach_base(lt_trainer *tr) {
     const int L = tr->mc.n_layers;
     for (int i = 0; i < L * LT_N_TARGETS; i++) {
-        if (!tr->lin[i].W16)
+        if (!tr->lin[i].W16 && !tr->lin[i].q4)
             return lt_error(LT_ERR_INTERNAL, "trainer: layer %d %s has no 16-bit copy",
                             i / LT_N_TARGETS, lt_target_name(i % LT_N_TARGETS));
         tr->lin[i].W = NULL;
@@ -446,8 +453,11 @@ static lt_status detach_base(lt_trainer *tr) {
     return LT_OK;
 }
 
-lt_status lt_trainer_create(lt_model *m, const lt_train_config *c, lt_trainer **out) {
+lt_status lt_trainer_create(lt_model *m, const lt_train_config *cin, lt_trainer **out) {
     *out = NULL;
+    lt_train_config cn = *cin;
+    lt_train_config_normalize_(&cn);
+    const lt_train_config *c = &cn;
     lt_status st = lt_model_check_weights(m, "trainer");
     if (st) return st;
     lt_train_plan_t plan;

@@ -5,6 +5,7 @@
 #ifndef LT_TRAINER_INTERNAL_H
 #define LT_TRAINER_INTERNAL_H
 
+#include "loratune/nf4.h"
 #include "loratune/ops.h"
 #include "loratune/train.h"
 
@@ -14,6 +15,7 @@ typedef struct {
     float *W;          /* [OC][C] fp32 weight in the lt_model (source of truth for F32 and full
                           FT; NULL once the model's weights are released -- W16 is then set) */
     uint16_t *W16;     /* [OC][C] 16-bit copy when frozen and base_dtype is BF16/F16, else NULL */
+    lt_nf4 *q4;        /* QLoRA: the frozen weight in NF4 (double-quantized), else NULL */
     const float *bias; /* [OC] or NULL (rounded copy when 16-bit) */
     float *dW, *dbias; /* full FT gradients (NULL when frozen) */
     /* adapter (NULL when none) */
@@ -104,6 +106,9 @@ struct lt_trainer {
 lt_status lt_trainer_layout_(lt_trainer *tr, const lt_model_config *mc, const lt_train_config *c,
                              int64_t bytes[LT_MEM_COUNT], int *n_tensors, int64_t *n_trainable,
                              int64_t *ws_head);
+/* QLoRA with an F32 base_dtype -> BF16 for the unquantized parts; lt_train_plan and
+ * lt_trainer_create apply it to their copy of the config. */
+void lt_train_config_normalize_(lt_train_config *c);
 /* Overhead estimate used for the predicted peak. */
 int64_t lt_train_overhead_bytes_(int64_t planned_bytes);
 

@@ -87,7 +87,8 @@ lt_status lt_trainer_layout_(lt_trainer *tr, const lt_model_config *mc, const lt
     const int QD = NH * HD, KVD = mc->n_kv_heads * HD, F = mc->ffn_dim, V = mc->vocab_size;
     const int64_t N = (int64_t)c->batch_size * c->seq_len;
     const int full = c->method == LT_METHOD_FULL, dora = c->method == LT_METHOD_DORA;
-    const int half = c->base_dtype != LT_DTYPE_F32;
+    const int qlora = c->method == LT_METHOD_QLORA;
+    const int half = c->base_dtype != LT_DTYPE_F32; /* QLoRA: always (lt_train_config_normalize_) */
     const int r = full ? 0 : c->lora.r;
     const lt_model_weights *w = tr ? &tr->m->w : NULL;
     const int Cs[LT_N_TARGETS] = {D, D, D, QD, D, D, F};
@@ -145,6 +146,7 @@ lt_status lt_trainer_layout_(lt_trainer *tr, const lt_model_config *mc, const lt
     char name[256];
     int idx = 0;
     int64_t wmax = 0; /* largest 16-bit matrix to dequantize (floats) */
+    int64_t nf4_scratch_n = 0; /* QLoRA: absmax values of the largest matrix (quantize scratch) */
     /* embedding */
     if (full && embed_tr) {
         add_model_tensor(&cv, &idx, 2, V, D, w ? w->tok_embd : NULL, "model.embed_tokens.weight");
@@ -220,7 +222,34 @@ lt_status lt_trainer_layout_(lt_trainer *tr, const lt_model_config *mc, const lt
                     if (li) li->dbias = tr->tt[idx - 1].grad;
                 }
             } else {
-                if (half) {
+                if (qlora) { /* NF4, double-quantized; the scratch is carved once below */
+                    lt_nf4_sizes_t qs;
+                    lt_nf4_sizes((int64_t)OC * C, 1, &qs);
+                    lt_nf4 *q = (lt_nf4 *)carve(&cv, LT_MEM_WEIGHTS, (int64_t)sizeof(lt_nf4));
+                    uint8_t *codes = (uint8_t *)carve(&cv, LT_MEM_WEIGHTS, qs.codes_bytes);
+                    uint8_t *qa = (uint8_t *)carve(&cv, LT_MEM_WEIGHTS, qs.qabsmax_bytes);
+                    float *a2 = (float *)carve(&cv, LT_MEM_WEIGHTS, qs.absmax2_bytes);
+                    if (qs.n_blocks > nf4_scratch_n) nf4_scratch_n = qs.n_blocks;
+                    if (li) {
+                        memset(q, 0, sizeof *q);
+                        q->n = (int64_t)OC * C;
+                        q->double_quant = 1;
+                        q->codes = codes;
+                        q->qabsmax = qa;
+                        q->absmax2 = a2;
+                        li->q4 = q;
+                        li->W16 = NULL;
+                    }
+                    if ((int64_t)OC * C > wmax) wmax = (int64_t)OC * C;
+                    if (t < 3 && mc->qkv_bias) {
+                        float *bc = CARVE_F(&cv, LT_MEM_WEIGHTS, OC);
+                        if (li) {
+                            for (int i = 0; i < OC; i++)
+                                bc[i] = round16(bsrc[t][i], c->base_dtype);
+                            li->bias = bc;
+                        }
+                    }
+                } else if (half) {
                     uint16_t *h = (uint16_t *)carve(&cv, LT_MEM_WEIGHTS, (int64_t)OC * C * 2);
                     if (li) {
                         li->W16 = h;
@@ -307,6 +336,20 @@ lt_status lt_trainer_layout_(lt_trainer *tr, const lt_model_config *mc, const lt
     }
     if (idx != n_tt)
         return lt_error(LT_ERR_INTERNAL, "train layout: %d tensors, expected %d", idx, n_tt);
+    if (qlora) { /* quantize every frozen matrix (the model's fp32 weights are still there) */
+        float *scr = CARVE_F(&cv, LT_MEM_WEIGHTS, nf4_scratch_n);
+        if (tr)
+            for (int i = 0; i < L * LT_N_TARGETS; i++) {
+                lt_lin *li = &lin[i];
+                if (!li->q4) continue;
+                lt_status qs = lt_nf4_quantize(li->W, li->q4, scr);
+                if (qs) {
+                    snprintf(name, sizeof name, "QLoRA: layer %d %s", i / LT_N_TARGETS,
+                             k_tnames[i % LT_N_TARGETS]);
+                    return lt_error_wrap(qs, name);
+                }
+            }
+    }
     /* up to here the carving pass wrote WEIGHTS and this much of WORKSPACE; below only
      * pointers are computed */
     if (ws_head) *ws_head = cv.off[LT_MEM_WORKSPACE];

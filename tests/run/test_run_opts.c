@@ -96,12 +96,35 @@ static void test_set(void) {
     CHECK_ERR(lt_run_opts_set(&o, "lora-rank", "0"), LT_ERR_ARG,
               "lora-rank: expected an integer in [1, 65536], got '0'");
     CHECK_ERR(lt_run_opts_set(&o, "batch-size", "four"), LT_ERR_ARG,
-              "batch-size: expected an integer");
+              "batch-size: expected auto or an integer in [1, 1048576], got 'four'");
+    CHECK_ERR(lt_run_opts_set(&o, "max-seq-len", "1"), LT_ERR_ARG,
+              "max-seq-len: expected auto or an integer in [2, 16777216], got '1'");
+    /* automatic sizes: the default, "auto" sets it back; memory budget sizes */
+    {
+        lt_run_opts d;
+        lt_run_opts_default(&d);
+        CHECK(d.batch_size == 0 && d.max_seq_len == 0 && d.memory_budget == 0,
+              "batch size and sequence length are automatic by default");
+        CHECK_OK(lt_run_opts_set(&d, "batch-size", "8"));
+        CHECK_OK(lt_run_opts_set(&d, "batch-size", "auto"));
+        CHECK(d.batch_size == 0, "batch-size auto");
+        CHECK_OK(lt_run_opts_set(&d, "memory-budget", "6G"));
+        CHECK(d.memory_budget == 6LL << 30, "6G = 6 GiB");
+        CHECK_OK(lt_run_opts_set(&d, "memory-budget", "1.5GiB"));
+        CHECK(d.memory_budget == 3LL << 29, "1.5GiB");
+        CHECK_OK(lt_run_opts_set(&d, "memory-budget", "800M"));
+        CHECK(d.memory_budget == 800LL << 20, "800M");
+        CHECK_OK(lt_run_opts_set(&d, "memory-budget", "123456"));
+        CHECK(d.memory_budget == 123456, "plain bytes");
+        CHECK_ERR(lt_run_opts_set(&d, "memory-budget", "12Q"), LT_ERR_ARG,
+                  "memory-budget: expected a size such as 6G");
+        CHECK_ERR(lt_run_opts_set(&d, "memory-budget", "-1G"), LT_ERR_ARG, "memory-budget");
+    }
     CHECK_ERR(lt_run_opts_set(&o, "lr", "-1"), LT_ERR_ARG, "lr: expected a number > 0, got '-1'");
     CHECK_ERR(lt_run_opts_set(&o, "lora-dropout", "1"), LT_ERR_ARG,
               "lora-dropout: expected a number in [0, 1)");
-    CHECK_ERR(lt_run_opts_set(&o, "method", "qlora"), LT_ERR_ARG,
-              "method: expected lora, dora or full, got 'qlora'");
+    CHECK_ERR(lt_run_opts_set(&o, "method", "sft"), LT_ERR_ARG,
+              "method: expected lora, dora, full or qlora, got 'sft'");
     CHECK_ERR(lt_run_opts_set(&o, "lr-schedule", "step"), LT_ERR_ARG,
               "lr-schedule: expected constant, linear or cosine");
     CHECK_ERR(lt_run_opts_set(&o, "lora-targets", "q,x"), LT_ERR_ARG, "lora-targets: expected");

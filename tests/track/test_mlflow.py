@@ -158,12 +158,16 @@ def main():
                 check(exp.name == "track-test", f"experiment {exp.name}")
                 check(len(client.get_metric_history(mid, "train_loss")) == 6, "full train_loss history")
 
-            # 2. registry
+            # 2. registry; a version made outside loratune first, so MLflow's numbers are one
+            # ahead of loratune's (promote must find its version by tag, not by number)
+            client.create_registered_model("tiny-lora")
+            client.create_model_version("tiny-lora", f"runs:/{mid}/other", run_id=mid)
             rr = ltcheck.run("models", "register", "live", "--name", "tiny-lora", "--mlflow", uri, cwd=tmp)
-            check(rr.returncode == 0 and "MLflow: registered model 'tiny-lora' version 1" in rr.stdout,
+            check(rr.returncode == 0 and "version 1" in rr.stdout and
+                  "MLflow: registered model 'tiny-lora' version 2" in rr.stdout,
                   f"models register: {rr.stdout} {rr.stderr}")
             try:
-                mv = client.get_model_version("tiny-lora", "1")
+                mv = client.get_model_version("tiny-lora", "2")
                 check(mv.run_id == mid, f"version's run {mv.run_id} != {mid}")
                 sha = hashlib.sha256(open(MODEL, "rb").read()).hexdigest()
                 check(mv.tags.get("loratune.base_sha256") == sha, f"base sha256 tag {mv.tags}")
@@ -174,8 +178,10 @@ def main():
                              "--mlflow", uri, cwd=tmp)
             check(rp.returncode == 0 and "warning" not in rp.stderr, f"promote: {rp.stderr}")
             try:
-                check(client.get_model_version("tiny-lora", "1").current_stage == "Staging",
-                      "MLflow stage after promote")
+                check(client.get_model_version("tiny-lora", "2").current_stage == "Staging",
+                      "MLflow stage after promote (the version loratune registered)")
+                check(client.get_model_version("tiny-lora", "1").current_stage == "None",
+                      "the other MLflow version is untouched")
             except Exception as e:  # noqa: BLE001
                 check(False, f"stage: {e}")
 

@@ -280,6 +280,29 @@ int main(void) {
         lt_store_close(s);
     }
 
+    /* damaged pages (valid header): every read names the file and says it is damaged */
+    {
+        char wal2[720];
+        snprintf(wal2, sizeof wal2, "%s-wal", cdb);
+        unlink(wal2);
+        FILE *cf = fopen(cdb, "r+b");
+        fseek(cf, 0, SEEK_END);
+        long sz = ftell(cf);
+        for (long off = 2 * 4096; off + 300 < sz; off += 4096) {
+            fseek(cf, off + 8, SEEK_SET);
+            for (int i = 0; i < 200; i++) fputc(0xff, cf);
+        }
+        fclose(cf);
+        lt_store *ds = NULL;
+        lt_status dst = lt_store_open(cdir, &ds);
+        char *dt = NULL;
+        if (dst == LT_OK) dst = lt_store_runs_json(ds, NULL, 0, &dt);
+        CHECK(dst == LT_ERR_FORMAT && strstr(lt_errmsg(), "damaged") && strstr(lt_errmsg(), cdb),
+              "damaged pages: %s: %s", lt_status_name(dst), lt_errmsg());
+        free(dt);
+        lt_store_close(ds);
+    }
+
     /* a store from a newer loratune */
     char ndir[600], ndb[700];
     snprintf(ndir, sizeof ndir, "%s/newer", tmp);

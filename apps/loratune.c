@@ -17,9 +17,9 @@ static const command k_commands[] = {
     {"generate", cmd_generate, "generate text from a prompt or a chat message"},
     {"plan", cmd_plan, "memory budget of a training run (from the config alone)"},
     {"fuse", cmd_fuse, "merge an adapter into a model; write it as an HF folder or GGUF"},
-    {"train", cmd_train, "fine-tune a model: LoRA, DoRA or full (docs/TRAIN_CLI.md)"},
+    {"train", cmd_train, "fine-tune a model: LoRA, DoRA, QLoRA or full (docs/TRAIN_CLI.md)"},
     {"eval", cmd_eval, "loss and perplexity of a model (+ adapter) on data"},
-    {"data", cmd_data, "validate fine-tuning data and summarize it (data check)"},
+    {"data", cmd_data, "check and summarize data (data check), version it for DVC (data add)"},
     {"runs", cmd_runs, "tracked runs: list, show, compare, delete, reproduce, push"},
     {"models", cmd_models, "model registry: register, list, show, promote"},
 };

@@ -20,6 +20,7 @@
 #     Linux bundles the reference netlib BLAS, single-threaded), "openblas" = the same with the
 #     system OpenBLAS LD_PRELOADed (same numerics, ~9x faster); the best is kept
 #   WORKLOADS ["lora-r8-qv lora-r16-all full"]
+#   NO_BUILD [0]  1: use the programs already in BUILD as they are
 #   MLXPY [.venv/bin/python]
 #   BUILD [build-bench]  a Release build folder (configured and built here if needed)
 #   PY [.venv-golden/bin/python]  OUTDIR [/tmp/loratune-bench]
@@ -40,7 +41,7 @@ OUT="$OUTDIR/speed-$(date -u +%Y%m%dT%H%M%S).jsonl"
 if [ ! -x "$BUILD/bench_train_step" ] || [ ! -x "$BUILD/bench_gemm" ]; then
   cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release >/dev/null
 fi
-cmake --build "$BUILD" -j2 --target bench_train_step bench_gemm >/dev/null
+[ "${NO_BUILD:-0}" = 1 ] || cmake --build "$BUILD" -j2 --target bench_train_step bench_gemm >/dev/null
 
 echo "# run_speed.sh  $(date -u '+%Y-%m-%d %H:%M:%S UTC')  shape $SHAPE  batch $BATCH  seq $SEQ" \
      " warmup $WARMUP  steps $STEPS" >&2

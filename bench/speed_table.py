@@ -14,7 +14,7 @@ import sys
 def main():
     rows = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
     gemm = [r for r in rows if r.get("bench") == "gemm"]
-    peak = max((r["sgemm_gflops"] for r in gemm), default=None)
+    peak = max((r.get("sgemm_peak_gflops", r["sgemm_gflops"]) for r in gemm), default=None)
     sb = [r["sbgemm_gflops"] for r in gemm if r.get("sbgemm_gflops") is not None]
     work = [r for r in rows if "workload" in r]
     if not work:
@@ -24,7 +24,7 @@ def main():
         r["bench"] == "loratune" for r in work) else work[0]
     print(f"shape {first['shape']}, batch {first['batch']}, seq {first['seq']}, "
           f"{first['warmup']} warm-up + {first['steps']} timed steps per process")
-    print(f"measured fp32 GEMM peak (OpenBLAS sgemm, best of {len(gemm)} runs): "
+    print(f"measured fp32 GEMM peak (OpenBLAS sgemm, max(2 threads, 2 x 1 thread), best of {len(gemm)} runs): "
           f"{peak if peak else '-'} GFLOP/s; bf16 GEMM: "
           f"{max(sb) if sb else 'none (no sbgemm in this OpenBLAS)'}")
     print("| workload | loratune tok/s | torch tok/s (thr, dtype) | mlx-lm tok/s (dtype) | "
@@ -58,7 +58,8 @@ def main():
     for r in gemm:
         print(f"  gemm thr {r['threads']}: sgemm {r['sgemm_gflops']} GFLOP/s "
               f"(2048^3 {r['sgemm_2048cube_gflops']}, 2048x1536x576 "
-              f"{r['sgemm_2048x1536x576_gflops']}) loadavg {r['loadavg']:.2f}")
+              f"{r['sgemm_2048x1536x576_gflops']}; 1 thread {r.get('sgemm_1thread_gflops', '-')}; "
+              f"peak used {r.get('sgemm_peak_gflops', r['sgemm_gflops'])}) loadavg {r['loadavg']:.2f}")
 
 
 if __name__ == "__main__":

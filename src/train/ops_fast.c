@@ -90,8 +90,8 @@ static inline __m256 exp8(__m256 x) {
     y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(1.6666665459e-1f));
     y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(5.0000001201e-1f));
     y = _mm256_fmadd_ps(y, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
-    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)),
-                                  23);
+    __m256i e =
+        _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
     y = _mm256_mul_ps(y, _mm256_castsi256_ps(e));
     return _mm256_andnot_ps(under, y);
 }
@@ -328,8 +328,9 @@ void lt_fast_attention_fwd(float *out, float *lse, const float *q, const float *
                         if (alpha != 1.0f) {
                             __m256 av = _mm256_set1_ps(alpha);
                             for (int d = 0; d < HD; d += 8)
-                                _mm256_storeu_ps(O + i * HD + d,
-                                                 _mm256_mul_ps(av, _mm256_loadu_ps(O + i * HD + d)));
+                                _mm256_storeu_ps(
+                                    O + i * HD + d,
+                                    _mm256_mul_ps(av, _mm256_loadu_ps(O + i * HD + d)));
                         }
                     }
                     acc_rows(O, HD, nq, S, BK, 1, vbase + s0 * ks, ks, nk, HD);
@@ -500,7 +501,8 @@ lt_status lt_fast_cross_entropy(float *dlogits, lt_ce_stats *stats, const float 
     return LT_OK;
 }
 
-/* ---- SwiGLU, RMSNorm -------------------------------------------------------------------------- */
+/* ---- SwiGLU, RMSNorm --------------------------------------------------------------------------
+ */
 void lt_fast_swiglu_fwd(float *out, const float *gate, const float *up, int64_t n) {
 #pragma omp parallel for schedule(static) if (n > 65536)
     for (int64_t c = 0; c < n; c += 4096) {
@@ -509,7 +511,8 @@ void lt_fast_swiglu_fwd(float *out, const float *gate, const float *up, int64_t 
         const __m256 one = _mm256_set1_ps(1.0f);
         for (; i + 8 <= e; i += 8) {
             __m256 g = _mm256_loadu_ps(gate + i);
-            __m256 s = _mm256_div_ps(one, _mm256_add_ps(one, exp8(_mm256_sub_ps(_mm256_setzero_ps(), g))));
+            __m256 s =
+                _mm256_div_ps(one, _mm256_add_ps(one, exp8(_mm256_sub_ps(_mm256_setzero_ps(), g))));
             _mm256_storeu_ps(out + i, _mm256_mul_ps(_mm256_mul_ps(g, s), _mm256_loadu_ps(up + i)));
         }
 #endif
@@ -529,11 +532,13 @@ void lt_fast_swiglu_bwd_write(float *dgate, float *dup, const float *dout, const
         const __m256 one = _mm256_set1_ps(1.0f);
         for (; i + 8 <= e; i += 8) {
             __m256 g = _mm256_loadu_ps(gate + i), go = _mm256_loadu_ps(dout + i);
-            __m256 s = _mm256_div_ps(one, _mm256_add_ps(one, exp8(_mm256_sub_ps(_mm256_setzero_ps(), g))));
+            __m256 s =
+                _mm256_div_ps(one, _mm256_add_ps(one, exp8(_mm256_sub_ps(_mm256_setzero_ps(), g))));
             /* dgate = dout up s (1 + g (1 - s)), dup = dout g s */
             __m256 t = _mm256_fmadd_ps(g, _mm256_sub_ps(one, s), one);
-            _mm256_storeu_ps(dgate + i,
-                             _mm256_mul_ps(_mm256_mul_ps(_mm256_mul_ps(go, _mm256_loadu_ps(up + i)), s), t));
+            _mm256_storeu_ps(
+                dgate + i,
+                _mm256_mul_ps(_mm256_mul_ps(_mm256_mul_ps(go, _mm256_loadu_ps(up + i)), s), t));
             _mm256_storeu_ps(dup + i, _mm256_mul_ps(_mm256_mul_ps(go, g), s));
         }
 #endif

@@ -27,7 +27,9 @@ static float *frnd(int64_t n, float scale) {
         p[i] = frand() * scale;
     return p;
 }
-static float *fzero(int64_t n) { return calloc((size_t)n, sizeof(float)); }
+static float *fzero(int64_t n) {
+    return calloc((size_t)n, sizeof(float));
+}
 
 /* max |a - b| / max |b| (0 when both are 0) */
 static double relerr(const float *a, const float *b, int64_t n, int64_t *at) {
@@ -41,12 +43,12 @@ static double relerr(const float *a, const float *b, int64_t n, int64_t *at) {
     return mx > 0 ? err / mx : err;
 }
 
-#define CMP(what, a, b, n, tol)                                                                \
-    do {                                                                                       \
-        int64_t at_;                                                                           \
-        double e_ = relerr(a, b, n, &at_);                                                     \
-        CHECK(e_ <= (tol), "%s: rel err %.3g at %lld (fast %.9g, ref %.9g)", what, e_,         \
-              (long long)at_, (a)[at_], (b)[at_]);                                             \
+#define CMP(what, a, b, n, tol)                                                                    \
+    do {                                                                                           \
+        int64_t at_;                                                                               \
+        double e_ = relerr(a, b, n, &at_);                                                         \
+        CHECK(e_ <= (tol), "%s: rel err %.3g at %lld (fast %.9g, ref %.9g)", what, e_,             \
+              (long long)at_, (a)[at_], (b)[at_]);                                                 \
     } while (0)
 
 static void attention_case(const char *name, int B, int T, int NH, int NKV, int HD, int packed,
@@ -112,8 +114,7 @@ static void cross_entropy_case(void) {
     CHECK_OK(lt_fast_cross_entropy(x2, &s_fast, x2, tg, N, V, -100, 0.25f));
     CMP("cross-entropy dlogits in place", x2, d_ref, (int64_t)N * V, 1e-5);
     int32_t bad[7] = {3, -100, 5, 1003, 0, -100, 17};
-    CHECK_ERR(lt_fast_cross_entropy(NULL, &s_fast, x, bad, N, V, -100, 0.0f), LT_ERR_ARG,
-              "row 3");
+    CHECK_ERR(lt_fast_cross_entropy(NULL, &s_fast, x, bad, N, V, -100, 0.0f), LT_ERR_ARG, "row 3");
     free(x), free(x2), free(d_ref), free(d_fast);
 }
 
@@ -163,10 +164,12 @@ static void elementwise_cases(void) {
         for (int il = 0; il < 2; il++) {
             lt_op_rope_fwd(y_ref, xr, ps, cs, sn, Nr, NHr, HDr, il);
             lt_fast_rope_fwd(y_fst, xr, ps, cs, sn, Nr, NHr, HDr, il);
-            CHECK(!memcmp(y_ref, y_fst, sizeof(float) * nr), "rope fwd (interleaved %d) differs", il);
+            CHECK(!memcmp(y_ref, y_fst, sizeof(float) * nr), "rope fwd (interleaved %d) differs",
+                  il);
             lt_op_rope_bwd(y_ref, xr, ps, cs, sn, Nr, NHr, HDr, il);
             lt_fast_rope_bwd(y_fst, xr, ps, cs, sn, Nr, NHr, HDr, il);
-            CHECK(!memcmp(y_ref, y_fst, sizeof(float) * nr), "rope bwd (interleaved %d) differs", il);
+            CHECK(!memcmp(y_ref, y_fst, sizeof(float) * nr), "rope bwd (interleaved %d) differs",
+                  il);
         }
         free(cs), free(sn), free(ps), free(xr), free(y_ref), free(y_fst);
     }

@@ -217,6 +217,8 @@ const float *lt_trainer_logits(const lt_trainer *tr);
 const lt_train_plan_t *lt_trainer_plan(const lt_trainer *tr);
 void lt_trainer_mem(const lt_trainer *tr, int64_t *bytes, int64_t *n_allocs);
 const lt_train_config *lt_trainer_config(const lt_trainer *tr);
+/* The configuration of the model the trainer was built on (a copy the trainer owns). */
+const lt_model_config *lt_trainer_model_config(const lt_trainer *tr);
 
 /* ---- trainable tensors --------------------------------------------------------------------- */
 /* Names: LoRA / DoRA as PEFT saves adapters

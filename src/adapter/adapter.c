@@ -13,7 +13,6 @@
 
 #include "adapter_internal.h"
 #include "core/json_file.h"
-#include "train/trainer_internal.h"
 
 float lt_adapter_scale(const lt_adapter *a) {
     return a->rslora ? a->alpha / sqrtf((float)a->r) : a->alpha / (float)a->r;
@@ -212,7 +211,7 @@ static void peft_name(char *buf, size_t n, int l, int t, const char *leaf) {
 lt_status lt_adapter_from_trainer(const lt_trainer *tr, const char *base_model, lt_adapter **out) {
     *out = NULL;
     const lt_train_config *c = lt_trainer_config(tr);
-    const lt_model_config *mc = &tr->mc;
+    const lt_model_config *mc = lt_trainer_model_config(tr);
     if (c->method != LT_METHOD_LORA && c->method != LT_METHOD_DORA &&
         c->method != LT_METHOD_QLORA)
         return lt_error(LT_ERR_ARG, "adapter from trainer: method %s has no adapter",
@@ -261,7 +260,7 @@ lt_status lt_adapter_from_trainer(const lt_trainer *tr, const char *base_model, 
 
 lt_status lt_adapter_to_trainer(const lt_adapter *a, lt_trainer *tr) {
     const lt_train_config *c = lt_trainer_config(tr);
-    const lt_model_config *mc = &tr->mc;
+    const lt_model_config *mc = lt_trainer_model_config(tr);
     const char *w = "adapter to trainer";
     lt_train_method tm = c->method == LT_METHOD_QLORA ? LT_METHOD_LORA : c->method;
     if (tm != a->method)

@@ -388,6 +388,9 @@ const lt_train_plan_t *lt_trainer_plan(const lt_trainer *tr) {
 const lt_train_config *lt_trainer_config(const lt_trainer *tr) {
     return &tr->c;
 }
+const lt_model_config *lt_trainer_model_config(const lt_trainer *tr) {
+    return &tr->mc;
+}
 void lt_trainer_mem(const lt_trainer *tr, int64_t *bytes, int64_t *n_allocs) {
     if (bytes) memcpy(bytes, tr->mem_bytes, sizeof tr->mem_bytes);
     if (n_allocs) *n_allocs = tr->n_allocs;

@@ -222,38 +222,31 @@ lt_status lt_trainer_layout_(lt_trainer *tr, const lt_model_config *mc, const lt
                     if (li) li->dbias = tr->tt[idx - 1].grad;
                 }
             } else {
-                if (qlora) { /* NF4, double-quantized; the scratch is carved once below */
-                    lt_nf4_sizes_t qs;
-                    lt_nf4_sizes((int64_t)OC * C, 1, &qs);
-                    lt_nf4 *q = (lt_nf4 *)carve(&cv, LT_MEM_WEIGHTS, (int64_t)sizeof(lt_nf4));
-                    uint8_t *codes = (uint8_t *)carve(&cv, LT_MEM_WEIGHTS, qs.codes_bytes);
-                    uint8_t *qa = (uint8_t *)carve(&cv, LT_MEM_WEIGHTS, qs.qabsmax_bytes);
-                    float *a2 = (float *)carve(&cv, LT_MEM_WEIGHTS, qs.absmax2_bytes);
-                    if (qs.n_blocks > nf4_scratch_n) nf4_scratch_n = qs.n_blocks;
-                    if (li) {
-                        memset(q, 0, sizeof *q);
-                        q->n = (int64_t)OC * C;
-                        q->double_quant = 1;
-                        q->codes = codes;
-                        q->qabsmax = qa;
-                        q->absmax2 = a2;
-                        li->q4 = q;
-                        li->W16 = NULL;
-                    }
-                    if ((int64_t)OC * C > wmax) wmax = (int64_t)OC * C;
-                    if (t < 3 && mc->qkv_bias) {
-                        float *bc = CARVE_F(&cv, LT_MEM_WEIGHTS, OC);
+                if (half) { /* QLoRA is always half (lt_train_config_normalize_) */
+                    if (qlora) { /* NF4, double-quantized; the scratch is carved once below */
+                        lt_nf4_sizes_t qs;
+                        lt_nf4_sizes((int64_t)OC * C, 1, &qs);
+                        lt_nf4 *q = (lt_nf4 *)carve(&cv, LT_MEM_WEIGHTS, (int64_t)sizeof(lt_nf4));
+                        uint8_t *codes = (uint8_t *)carve(&cv, LT_MEM_WEIGHTS, qs.codes_bytes);
+                        uint8_t *qa = (uint8_t *)carve(&cv, LT_MEM_WEIGHTS, qs.qabsmax_bytes);
+                        float *a2 = (float *)carve(&cv, LT_MEM_WEIGHTS, qs.absmax2_bytes);
+                        if (qs.n_blocks > nf4_scratch_n) nf4_scratch_n = qs.n_blocks;
                         if (li) {
-                            for (int i = 0; i < OC; i++)
-                                bc[i] = round16(bsrc[t][i], c->base_dtype);
-                            li->bias = bc;
+                            memset(q, 0, sizeof *q);
+                            q->n = (int64_t)OC * C;
+                            q->double_quant = 1;
+                            q->codes = codes;
+                            q->qabsmax = qa;
+                            q->absmax2 = a2;
+                            li->q4 = q;
                         }
-                    }
-                } else if (half) {
-                    uint16_t *h = (uint16_t *)carve(&cv, LT_MEM_WEIGHTS, (int64_t)OC * C * 2);
-                    if (li) {
-                        li->W16 = h;
-                        to16(h, wsrc[t], (int64_t)OC * C, c->base_dtype);
+                    } else {
+                        uint16_t *h =
+                            (uint16_t *)carve(&cv, LT_MEM_WEIGHTS, (int64_t)OC * C * 2);
+                        if (li) {
+                            li->W16 = h;
+                            to16(h, wsrc[t], (int64_t)OC * C, c->base_dtype);
+                        }
                     }
                     if ((int64_t)OC * C > wmax) wmax = (int64_t)OC * C;
                     if (t < 3 && mc->qkv_bias) {

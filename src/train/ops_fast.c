@@ -550,39 +550,28 @@ void lt_fast_swiglu_bwd_write(float *dgate, float *dup, const float *dout, const
     }
 }
 
+/* RMSNorm and rope are row-independent: the fast versions run the reference on slices of
+ * ROWS rows in parallel, so their results are the reference's, bit for bit. */
+#define ROWS 16
+
 void lt_fast_rmsnorm_fwd(float *out, float *rstd, const float *inp, const float *w, int N, int C,
                          float eps) {
-    /* the reference loop, rows in parallel: identical results */
 #pragma omp parallel for schedule(static) if ((int64_t)N * C > 65536)
-    for (int n = 0; n < N; n++) {
-        const float *x = inp + (int64_t)n * C;
-        double ss = 0.0;
-        for (int c = 0; c < C; c++)
-            ss += (double)x[c] * x[c];
-        float r = 1.0f / sqrtf((float)(ss / C) + eps);
-        rstd[n] = r;
-        float *o = out + (int64_t)n * C;
-        for (int c = 0; c < C; c++)
-            o[c] = w[c] * (x[c] * r);
+    for (int n0 = 0; n0 < N; n0 += ROWS) {
+        int64_t o = (int64_t)n0 * C;
+        lt_op_rmsnorm_fwd(out + o, rstd + n0, inp + o, w, N - n0 < ROWS ? N - n0 : ROWS, C, eps);
     }
 }
 
 void lt_fast_rmsnorm_bwd(float *dinp, float *dw, const float *dout, const float *inp,
                          const float *w, const float *rstd, int N, int C) {
-    /* dinp rows in parallel (the reference's arithmetic); dw summed over rows in row order as
-     * the reference does, so both are identical to it */
+    /* dinp: slices in parallel; dw: summed over rows in row order, as the reference does */
     if (dinp) {
 #pragma omp parallel for schedule(static) if ((int64_t)N * C > 65536)
-        for (int n = 0; n < N; n++) {
-            const float *x = inp + (int64_t)n * C, *g = dout + (int64_t)n * C;
-            float r = rstd[n];
-            double dot = 0.0;
-            for (int c = 0; c < C; c++)
-                dot += (double)(g[c] * w[c]) * (x[c] * r);
-            float m = (float)(dot / C);
-            float *d = dinp + (int64_t)n * C;
-            for (int c = 0; c < C; c++)
-                d[c] += r * (g[c] * w[c] - x[c] * r * m);
+        for (int n0 = 0; n0 < N; n0 += ROWS) {
+            int64_t o = (int64_t)n0 * C;
+            lt_op_rmsnorm_bwd(dinp + o, NULL, dout + o, inp + o, w, rstd + n0,
+                              N - n0 < ROWS ? N - n0 : ROWS, C);
         }
     }
     if (dw)
@@ -594,33 +583,22 @@ void lt_fast_rmsnorm_bwd(float *dinp, float *dw, const float *dout, const float 
         }
 }
 
-/* ---- rotary ---------------------------------------------------------------------------------- */
-static void rope_rows(float *out, const float *inp, const int32_t *pos, const float *cos_t,
-                      const float *sin_t, int N, int NH, int HD, int interleaved, float sign) {
-    const int half = HD / 2;
-#pragma omp parallel for schedule(static) if ((int64_t)N * NH * HD > 65536)
-    for (int n = 0; n < N; n++) {
-        const float *cs = cos_t + (int64_t)pos[n] * half, *sn = sin_t + (int64_t)pos[n] * half;
-        for (int h = 0; h < NH; h++) {
-            const float *x = inp + ((int64_t)n * NH + h) * HD;
-            float *y = out + ((int64_t)n * NH + h) * HD;
-            for (int i = 0; i < half; i++) {
-                int i0 = interleaved ? 2 * i : i, i1 = interleaved ? 2 * i + 1 : i + half;
-                float c = cs[i], s = sign * sn[i];
-                float x0 = x[i0], x1 = x[i1]; /* out may alias inp */
-                y[i0] = x0 * c - x1 * s;
-                y[i1] = x1 * c + x0 * s;
-            }
-        }
-    }
-}
-
 void lt_fast_rope_fwd(float *out, const float *inp, const int32_t *pos, const float *cos_t,
                       const float *sin_t, int N, int NH, int HD, int interleaved) {
-    rope_rows(out, inp, pos, cos_t, sin_t, N, NH, HD, interleaved, 1.0f);
+#pragma omp parallel for schedule(static) if ((int64_t)N * NH * HD > 65536)
+    for (int n0 = 0; n0 < N; n0 += ROWS) {
+        int64_t o = (int64_t)n0 * NH * HD;
+        lt_op_rope_fwd(out + o, inp + o, pos + n0, cos_t, sin_t, N - n0 < ROWS ? N - n0 : ROWS, NH,
+                       HD, interleaved);
+    }
 }
 
 void lt_fast_rope_bwd(float *dinp, const float *dout, const int32_t *pos, const float *cos_t,
                       const float *sin_t, int N, int NH, int HD, int interleaved) {
-    rope_rows(dinp, dout, pos, cos_t, sin_t, N, NH, HD, interleaved, -1.0f);
+#pragma omp parallel for schedule(static) if ((int64_t)N * NH * HD > 65536)
+    for (int n0 = 0; n0 < N; n0 += ROWS) {
+        int64_t o = (int64_t)n0 * NH * HD;
+        lt_op_rope_bwd(dinp + o, dout + o, pos + n0, cos_t, sin_t, N - n0 < ROWS ? N - n0 : ROWS,
+                       NH, HD, interleaved);
+    }
 }

@@ -118,7 +118,7 @@ static lt_status user_version(lt_store *s, int *v) {
 }
 
 static lt_status migrate(lt_store *s) {
-    int v;
+    int v = 0;
     lt_status st = user_version(s, &v);
     if (st != LT_OK) return st;
     if (v > LT_STORE_SCHEMA_VERSION)
@@ -174,12 +174,22 @@ lt_status lt_store_open(const char *dir, lt_store **out) {
     }
     sqlite3_busy_timeout(s->db, LT_STORE_BUSY_MS);
     sqlite3_extended_result_codes(s->db, 1);
-    /* journal_mode=WAL is persistent; setting it again is a no-op read */
-    if ((st = lt_store_exec(s, "PRAGMA journal_mode=WAL")) != LT_OK ||
-        (st = lt_store_exec(s, "PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON")) != LT_OK ||
-        (st = migrate(s)) != LT_OK) {
-        lt_store_close(s);
-        return st;
+    /* journal_mode=WAL is persistent; setting it again is a no-op read. While another process
+     * creates the database or switches it to WAL, SQLite answers SQLITE_BUSY here without
+     * calling the busy handler (the mode change needs an exclusive lock, a fresh WAL index is
+     * being built), so the set-up is retried for as long as the busy timeout would wait. */
+    for (int waited_ms = 0;; waited_ms += 20) {
+        if ((st = lt_store_exec(s, "PRAGMA journal_mode=WAL")) == LT_OK &&
+            (st = lt_store_exec(s, "PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON")) ==
+                LT_OK &&
+            (st = migrate(s)) == LT_OK)
+            break;
+        int ec = sqlite3_errcode(s->db) & 0xff;
+        if ((ec != SQLITE_BUSY && ec != SQLITE_LOCKED) || waited_ms >= LT_STORE_BUSY_MS) {
+            lt_store_close(s);
+            return st;
+        }
+        usleep(20000);
     }
     *out = s;
     return LT_OK;

@@ -280,7 +280,10 @@ int main(void) {
         lt_store_close(s);
     }
 
-    /* damaged pages (valid header): every read names the file and says it is damaged */
+    /* damaged pages (valid header): every read names the file and says it is damaged.
+     * The b-tree page-type byte of every page but page 1 is overwritten: SQLite checks that
+     * byte whenever it loads a page, whereas garbage in a cell pointer array is masked to the
+     * page size and caught or not depending on the bytes it lands on. */
     {
         char wal2[720];
         snprintf(wal2, sizeof wal2, "%s-wal", cdb);
@@ -288,9 +291,9 @@ int main(void) {
         FILE *cf = fopen(cdb, "r+b");
         fseek(cf, 0, SEEK_END);
         long sz = ftell(cf);
-        for (long off = 2 * 4096; off + 300 < sz; off += 4096) {
-            fseek(cf, off + 8, SEEK_SET);
-            for (int i = 0; i < 200; i++) fputc(0xff, cf);
+        for (long off = 4096; off + 4096 <= sz; off += 4096) {
+            fseek(cf, off, SEEK_SET);
+            fputc(0xff, cf);
         }
         fclose(cf);
         lt_store *ds = NULL;

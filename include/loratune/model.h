@@ -124,6 +124,7 @@ typedef struct lt_model {
      * one allocation owned by the model) */
     const struct lt_adapter *adapter;
     float **adapter_dora_scale;
+    struct lt_model_source *src; /* lazy: the mapped weight file(s) (opts.lazy), else NULL */
 } lt_model;
 
 typedef struct {
@@ -131,6 +132,12 @@ typedef struct {
     int config_only; /* 1: read the config and check every tensor's presence and shape, but
                         allocate and convert no weights (params and w.* stay NULL): for
                         inspecting large models */
+    int lazy;        /* 1: like config_only, but the weight files stay memory-mapped and the
+                        weights are read from them one tensor (or row range) at a time
+                        (lt_model_weight_rows): a trainer builds its NF4 / 16-bit copies tensor
+                        by tensor, or uses frozen tensors in place (zero-copy, block-quantized
+                        GGUF tensors kept quantized). HF folders and GGUF only; ignored for
+                        llama2.c .bin (loaded whole). */
 } lt_model_load_opts;
 
 /* path: a folder with config.json + model.safetensors[.index.json], a .gguf file, or a
@@ -152,6 +159,50 @@ void lt_model_release_weights(lt_model *m);
 /* LT_OK when m holds its fp32 weights; else LT_ERR_ARG "<what>: model weights were released to
  * a trainer holding a 16-bit copy" (or "... loaded config-only (no weights)"). */
 lt_status lt_model_check_weights(const lt_model *m, const char *what);
+
+/* ---- the weights one at a time (lazy models, and loaded ones alike) ----------------------- */
+typedef enum {
+    LT_W_TOK_EMBD = 0, /* (V, D) */
+    LT_W_ATTN_NORM,    /* per layer (D) */
+    LT_W_WQ,           /* per layer (H*hd, D) */
+    LT_W_WK,           /* per layer (KV*hd, D) */
+    LT_W_WV,           /* per layer (KV*hd, D) */
+    LT_W_BQ,           /* per layer (H*hd), qkv_bias only */
+    LT_W_BK,           /* per layer (KV*hd), qkv_bias only */
+    LT_W_BV,           /* per layer (KV*hd), qkv_bias only */
+    LT_W_WO,           /* per layer (D, H*hd) */
+    LT_W_FFN_NORM,     /* per layer (D) */
+    LT_W_GATE,         /* per layer (F, D) */
+    LT_W_UP,           /* per layer (F, D) */
+    LT_W_DOWN,         /* per layer (D, F) */
+    LT_W_OUT_NORM,     /* (D) */
+    LT_W_LM_HEAD,      /* (V, D), untied only */
+    LT_W_COUNT
+} lt_weight_id;
+const char *lt_weight_id_name(lt_weight_id id); /* "wq", "tok_embd", ... */
+
+/* 1 when m was loaded with opts.lazy (its weights live in the mapped file). */
+int lt_model_is_lazy(const lt_model *m);
+/* The file's view of weight id of layer (0 for whole-model weights) of a lazy model: its
+ * dtype, shape and mapped bytes, in the FILE's row order (see lt_model_weight_interleaved);
+ * NULL when m is not lazy or the model has no such weight (biases without qkv_bias, lm_head of
+ * a tied model). */
+const lt_tensor_view *lt_model_weight_view(const lt_model *m, lt_weight_id id, int layer);
+/* 1 when the file stores that weight's rows in the interleaved-pair rotary order (llama-arch
+ * GGUF wq / wk / bq / bk): row r of the model's (HF) order is file row
+ * h*hd + 2*i + j for r = h*hd + j*hd/2 + i. Lazy models only; else 0. */
+int lt_model_weight_interleaved(const lt_model *m, lt_weight_id id);
+/* Rows [row0, row0 + nrows) of the weight as float32 in the model's (HF) layout into dst
+ * (nrows * cols floats; a 1-D weight is one row). Converts from the file's dtype (block-
+ * quantized rows must hold whole blocks) and undoes the interleaved order. Works on lazy and
+ * loaded models (copying from the fp32 weights); LT_ERR_ARG for a missing weight or a bad
+ * range, LT_ERR_ARG via lt_model_check_weights when neither lazy nor holding weights. Thread-
+ * safe (reads only). */
+lt_status lt_model_weight_rows(const lt_model *m, lt_weight_id id, int layer, int64_t row0,
+                               int64_t nrows, float *dst);
+/* Lazy models: drop the weight's mapped pages from this process's resident set (they are
+ * read back from the file if touched again). For weights already copied elsewhere. */
+void lt_model_weight_evict(const lt_model *m, lt_weight_id id, int layer);
 
 /* The chat template that comes with a model: tokenizer_config.json (or chat_template.jinja) of
  * a Hugging Face folder, or tokenizer.chat_template of a GGUF (bos/eos strings then taken from

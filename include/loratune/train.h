@@ -146,11 +146,23 @@ typedef struct {
      * model_bytes + alloc[WEIGHTS] (the copies being made) + create_touched_bytes + overhead.
      * The other blocks are allocated but first written after the release. */
     int64_t create_peak_bytes;
-    int64_t create_touched_bytes; /* workspace bookkeeping written while the copies are made */
+    int64_t create_touched_bytes; /* workspace bookkeeping written while the copies are made
+                                     (lazy: the largest file tensor converted, resident until
+                                     evicted) */
+    /* lazy model (lt_train_plan_model): model_bytes = 0; frozen tensors used in place from the
+     * mapped file (zero-copy, or kept block-quantized) are counted in mapped_bytes and in
+     * bytes[WEIGHTS]: they become resident (file-backed pages) as the steps read them */
+    int lazy;
+    int64_t mapped_bytes;
 } lt_train_plan_t;
 
 /* From the configs alone (no weights). Validates like lt_train_config_validate. */
 lt_status lt_train_plan(const lt_model_config *mc, const lt_train_config *c, lt_train_plan_t *out);
+/* The plan for this model: lt_train_plan for a loaded (fp32) one; for a lazy one
+ * (lt_model_load_opts.lazy) the tensors' stored dtypes decide what is used in place from the
+ * mapped file and what is copied -- exactly what lt_trainer_create(m, c) will do. */
+lt_status lt_train_plan_model(const struct lt_model *m, const lt_train_config *c,
+                              lt_train_plan_t *out);
 
 /* Automatic sizes: c->batch_size <= 0 and / or c->seq_len <= 0 mean "the largest whose
  * predicted peak (plan.peak_bytes) fits budget bytes", searched in [1, max_batch] and
@@ -161,6 +173,10 @@ lt_status lt_train_plan(const lt_model_config *mc, const lt_train_config *c, lt_
 lt_status lt_train_plan_fit(const lt_model_config *mc, const lt_train_config *c, int64_t budget,
                             int max_batch, int max_seq, int *batch, int *seq_len,
                             lt_train_plan_t *plan);
+/* lt_train_plan_fit with lt_train_plan_model's plans (a lazy model's in-place tensors). */
+lt_status lt_train_plan_fit_model(const struct lt_model *m, const lt_train_config *c,
+                                  int64_t budget, int max_batch, int max_seq, int *batch,
+                                  int *seq_len, lt_train_plan_t *plan);
 
 /* ---- trainer ------------------------------------------------------------------------------ */
 typedef struct lt_trainer lt_trainer;

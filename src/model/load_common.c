@@ -20,41 +20,49 @@ lt_status lt_model_take_named(lt_model *m, const char *src, const lt_model_tenso
     lt_model_weights *w = &m->w;
     lt_status st;
     char name[256];
-#define TAKE(nm, nd, a, b, dst)                                                                    \
+    int64_t l = 0; /* the layer TAKE records views under */
+#define TAKE_ID(id, nm, nd, a, b, dst)                                                             \
     do {                                                                                           \
-        if ((st = lt_model_take(m, src, (nm), n->find(file, (nm)), (nd), (a), (b), (dst))))        \
-            return st;                                                                             \
+        const lt_tensor_view *v_ = n->find(file, (nm));                                            \
+        if ((st = lt_model_take(m, src, (nm), v_, (nd), (a), (b), (dst)))) return st;              \
+        if (m->src) m->src->views[(int64_t)(id) * L + l] = v_;                                    \
     } while (0)
-    TAKE(n->tok_embd, 2, V, D, w->tok_embd);
-    for (int64_t l = 0; l < L; l++) {
-#define LAYER(suffix, nd, a, b, dst)                                                               \
+#define TAKE(nm, nd, a, b, dst) TAKE_ID(ID_, nm, nd, a, b, dst)
+    {
+        enum { ID_ = LT_W_TOK_EMBD };
+        TAKE(n->tok_embd, 2, V, D, w->tok_embd);
+    }
+    for (l = 0; l < L; l++) {
+#define LAYER(id, suffix, nd, a, b, dst)                                                           \
     do {                                                                                           \
         snprintf(name, sizeof name, n->layer_fmt, (long long)l, (suffix));                         \
-        TAKE(name, nd, a, b, dst);                                                                 \
+        TAKE_ID(id, name, nd, a, b, dst);                                                          \
     } while (0)
-        LAYER(n->attn_norm, 1, D, 0, OFF(w->attn_norm, l * D));
-        LAYER(n->wq, 2, QD, D, OFF(w->wq, l * QD * D));
-        LAYER(n->wk, 2, KD, D, OFF(w->wk, l * KD * D));
-        LAYER(n->wv, 2, KD, D, OFF(w->wv, l * KD * D));
+        LAYER(LT_W_ATTN_NORM, n->attn_norm, 1, D, 0, OFF(w->attn_norm, l * D));
+        LAYER(LT_W_WQ, n->wq, 2, QD, D, OFF(w->wq, l * QD * D));
+        LAYER(LT_W_WK, n->wk, 2, KD, D, OFF(w->wk, l * KD * D));
+        LAYER(LT_W_WV, n->wv, 2, KD, D, OFF(w->wv, l * KD * D));
         if (c->qkv_bias) {
-            LAYER(n->bq, 1, QD, 0, OFF(w->bq, l * QD));
-            LAYER(n->bk, 1, KD, 0, OFF(w->bk, l * KD));
-            LAYER(n->bv, 1, KD, 0, OFF(w->bv, l * KD));
+            LAYER(LT_W_BQ, n->bq, 1, QD, 0, OFF(w->bq, l * QD));
+            LAYER(LT_W_BK, n->bk, 1, KD, 0, OFF(w->bk, l * KD));
+            LAYER(LT_W_BV, n->bv, 1, KD, 0, OFF(w->bv, l * KD));
         }
-        LAYER(n->wo, 2, D, QD, OFF(w->wo, l * D * QD));
-        LAYER(n->ffn_norm, 1, D, 0, OFF(w->ffn_norm, l * D));
-        LAYER(n->w_gate, 2, F, D, OFF(w->w_gate, l * F * D));
-        LAYER(n->w_up, 2, F, D, OFF(w->w_up, l * F * D));
-        LAYER(n->w_down, 2, D, F, OFF(w->w_down, l * D * F));
+        LAYER(LT_W_WO, n->wo, 2, D, QD, OFF(w->wo, l * D * QD));
+        LAYER(LT_W_FFN_NORM, n->ffn_norm, 1, D, 0, OFF(w->ffn_norm, l * D));
+        LAYER(LT_W_GATE, n->w_gate, 2, F, D, OFF(w->w_gate, l * F * D));
+        LAYER(LT_W_UP, n->w_up, 2, F, D, OFF(w->w_up, l * F * D));
+        LAYER(LT_W_DOWN, n->w_down, 2, D, F, OFF(w->w_down, l * D * F));
 #undef LAYER
     }
-    TAKE(n->out_norm, 1, D, 0, w->out_norm);
+    l = 0;
+    TAKE_ID(LT_W_OUT_NORM, n->out_norm, 1, D, 0, w->out_norm);
     if (!c->tied_embeddings) {
         if (n->untied_why && !n->find(file, n->lm_head))
             return lt_error(LT_ERR_NOTFOUND, "%s: missing tensor %s (%s)", src, n->lm_head,
                             n->untied_why);
-        TAKE(n->lm_head, 2, V, D, w->lm_head);
+        TAKE_ID(LT_W_LM_HEAD, n->lm_head, 2, V, D, w->lm_head);
     }
 #undef TAKE
+#undef TAKE_ID
     return LT_OK;
 }

@@ -158,6 +158,10 @@ static const lt_model_tensor_names GGUF_NAMES = {
     .find = find_tensor,
 };
 
+static void close_gguf(void *g) {
+    lt_gguf_close(g);
+}
+
 lt_status lt_model_load_gguf(const char *path, const lt_model_load_opts *opts, lt_model **out) {
     *out = NULL;
     lt_gguf *g = NULL;
@@ -165,17 +169,23 @@ lt_status lt_model_load_gguf(const char *path, const lt_model_load_opts *opts, l
     if (st) return st;
     lt_model_config c;
     char arch[32];
-    lt_model *m = NULL;
+    lt_model *m = NULL, *g_owner = NULL; /* lazy: g_owner closes g */
     float *tmp = NULL;
     if ((st = gguf_config(g, &c, arch, sizeof arch))) goto fail;
     /* Pass 0 checks every tensor against the metadata without any weights; only then pass 1
      * allocates and converts, so lying metadata cannot make us allocate more than the file
      * backs. */
-    for (int pass = 0; pass < 2; pass++) {
-        if (pass == 1 && LT_CONFIG_ONLY(opts)) break;
+    const int lazy = opts && opts->lazy;
+    for (int pass = 0; pass < 2; pass++) { /* a lazy model stops after pass 0, keeping g */
+        if (pass == 1 && (LT_CONFIG_ONLY(opts) || lazy)) break;
         lt_model_free(m);
         m = NULL;
         if ((st = lt_model_alloc(&c, pass == 0, &m))) goto fail;
+        if (lazy) {
+            st = lt_model_source_attach(m, g, close_gguf, c.arch == LT_ARCH_LLAMA);
+            g_owner = m;
+            if (st) goto fail;
+        }
         if ((st = lt_model_take_named(m, path, &GGUF_NAMES, g))) goto fail;
     }
     int64_t D = c.dim, L = c.n_layers;
@@ -229,12 +239,12 @@ lt_status lt_model_load_gguf(const char *path, const lt_model_load_opts *opts, l
     struct stat sb;
     m->file_bytes = stat(path, &sb) == 0 ? (int64_t)sb.st_size : 0;
     m->format = LT_MODEL_FORMAT_GGUF;
-    lt_gguf_close(g);
+    if (!g_owner) lt_gguf_close(g);
     *out = m;
     return LT_OK;
 fail:
     free(tmp);
     lt_model_free(m);
-    lt_gguf_close(g);
+    if (!g_owner) lt_gguf_close(g);
     return st;
 }

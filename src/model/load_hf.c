@@ -56,6 +56,10 @@ static const lt_model_tensor_names HF_NAMES = {
     .untied_why = "config.json has tie_word_embeddings false",
 };
 
+static void close_sf(void *sf) {
+    lt_safetensors_close(sf);
+}
+
 lt_status lt_model_load_hf(const char *dir, const lt_model_load_opts *opts, lt_model **out) {
     *out = NULL;
     char cfg_path[4096];
@@ -67,17 +71,24 @@ lt_status lt_model_load_hf(const char *dir, const lt_model_load_opts *opts, lt_m
     if (st) return st;
     lt_safetensors *sf = NULL;
     if ((st = lt_safetensors_open(dir, &sf))) return st;
+    lt_model *sf_owner = NULL; /* lazy: the model that closes sf */
     lt_model *m = NULL;
+    const int lazy = opts && opts->lazy;
     /* Pass 0 checks every tensor against the config without any weights; only then pass 1
      * allocates and converts, so a config.json that lies about the sizes cannot make us
-     * allocate more than the files back. */
+     * allocate more than the files back. A lazy model stops after pass 0, keeping the files. */
     for (int pass = 0; pass < 2; pass++) {
-        if (pass == 1 && LT_CONFIG_ONLY(opts)) break;
+        if (pass == 1 && (LT_CONFIG_ONLY(opts) || lazy)) break;
         lt_model_free(m);
         m = NULL;
         if ((st = lt_model_alloc(&c, pass == 0, &m))) {
             lt_safetensors_close(sf);
             return lt_error_wrap(st, dir);
+        }
+        if (lazy) {
+            st = lt_model_source_attach(m, sf, close_sf, 0);
+            sf_owner = m;
+            if (st) goto fail;
         }
         if ((st = lt_model_take_named(m, dir, &HF_NAMES, sf))) goto fail;
     }
@@ -88,13 +99,13 @@ lt_status lt_model_load_hf(const char *dir, const lt_model_load_opts *opts, lt_m
         m->stored_dtype_tensors[t->dtype]++;
         m->stored_dtype_params[t->dtype] += lt_tensor_numel(t);
     }
-    lt_safetensors_close(sf);
+    if (!sf_owner) lt_safetensors_close(sf);
     m->format = LT_MODEL_FORMAT_HF;
     m->file_bytes = folder_safetensors_bytes(dir);
     *out = m;
     return LT_OK;
 fail:
-    lt_safetensors_close(sf);
+    if (!sf_owner) lt_safetensors_close(sf);
     lt_model_free(m);
     return st;
 }

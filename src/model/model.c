@@ -120,6 +120,7 @@ lt_status lt_model_create(const lt_model_config *c, lt_model **out) {
 void lt_model_free(lt_model *m) {
     if (!m) return;
     params_unmap(m);
+    lt_model_source_free(m->src);
     free(m->adapter_dora_scale);
     free(m->inv_freq);
     free(m->path);
@@ -139,6 +140,11 @@ lt_status lt_model_check_weights(const lt_model *m, const char *what) {
         return lt_error(LT_ERR_ARG,
                         "%s: model weights were released to a trainer holding a 16-bit copy "
                         "(lt_train_config.release_base_fp32); reload the model",
+                        what);
+    if (!m->params && m->src)
+        return lt_error(LT_ERR_ARG,
+                        "%s: the model was loaded lazily (its weights stay in the file); load it "
+                        "whole",
                         what);
     if (!m->params)
         return lt_error(LT_ERR_ARG, "%s: the model was loaded config-only (no weights)", what);

@@ -45,9 +45,23 @@ typedef struct {
     const char *untied_why;
 } lt_model_tensor_names;
 
+/* A lazy model's weight file(s), kept open (mapped) while the model lives. views[id * L + l]
+ * (whole-model weights at l = 0) are borrowed from sf / g. close(file) frees the container. */
+struct lt_model_source {
+    void *file;
+    void (*close)(void *file);
+    const lt_tensor_view **views; /* [LT_W_COUNT * n_layers] */
+    int interleaved_qk;           /* llama-arch GGUF: wq/wk/bq/bk rows interleaved */
+};
+/* Makes m lazy over file (ownership passes to m, also on error). */
+lt_status lt_model_source_attach(lt_model *m, void *file, void (*close)(void *file),
+                                 int interleaved_qk);
+void lt_model_source_free(struct lt_model_source *s); /* safe on NULL */
+
 /* lt_model_take for every tensor m->config asks for, found by n->find in file (borrowed), in
  * lt_model_weights' order (bq/bk/bv only with qkv_bias, lm_head only when untied); with
- * m->params NULL it only checks. src names the file or folder in errors. Stops at the first
+ * m->params NULL it only checks. A lazy model (m->src set) records each view in
+ * m->src->views. src names the file or folder in errors. Stops at the first
  * error. */
 lt_status lt_model_take_named(lt_model *m, const char *src, const lt_model_tensor_names *n,
                               const void *file);

@@ -203,7 +203,7 @@ static lt_status resolve_sizes(lt_run *r, const lt_data_opts *dop) {
     if (r->auto_seq) c.seq_len = 0;
     lt_train_plan_t plan;
     int B = 0, T = 0;
-    lt_status s = lt_train_plan_fit(&r->model->config, &c, budget, max_batch, max_seq, &B, &T, &plan);
+    lt_status s = lt_train_plan_fit_model(r->model, &c, budget, max_batch, max_seq, &B, &T, &plan);
     if (s) return lt_error_wrap(s, "automatic batch size / sequence length");
     if (r->auto_seq && T < longest) { /* memory, not the data, decided: truncate to T */
         lt_data_free(r->data);
@@ -238,7 +238,12 @@ lt_status lt_run_create(const lt_run_opts *opts, lt_run **out) {
     if ((s = parse_faults(r))) goto fail;
     lt_set_num_threads(r->o.threads);
 
-    if ((s = lt_model_load(r->o.model, NULL, &r->model))) goto fail;
+    { /* adapters train over a lazy model: the frozen base stays in the (mapped) file and the
+         trainer copies / quantizes it tensor by tensor or uses it in place; full FT needs it
+         whole */
+        lt_model_load_opts lo = {.lazy = r->o.method != LT_METHOD_FULL};
+        if ((s = lt_model_load(r->o.model, &lo, &r->model))) goto fail;
+    }
     const char *tokp = r->o.tokenizer[0] ? r->o.tokenizer : r->o.model;
     if ((s = lt_tokenizer_load(tokp, &r->tok))) goto fail;
     s = lt_model_chat_template(lt_path_is_dir(tokp) ? tokp : r->o.model, r->tok, &r->tpl);

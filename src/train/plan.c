@@ -174,8 +174,17 @@ int64_t lt_train_overhead_bytes_(int64_t planned_bytes) {
     return ((int64_t)6 << 20) + planned_bytes / 160;
 }
 
-lt_status lt_train_plan(const lt_model_config *mc, const lt_train_config *cin,
+lt_status lt_train_plan(const lt_model_config *mc, const lt_train_config *c,
                         lt_train_plan_t *out) {
+    return lt_train_plan_src_(mc, NULL, c, out);
+}
+
+lt_status lt_train_plan_model(const lt_model *m, const lt_train_config *c, lt_train_plan_t *out) {
+    return lt_train_plan_src_(&m->config, lt_model_is_lazy(m) ? m : NULL, c, out);
+}
+
+lt_status lt_train_plan_src_(const lt_model_config *mc, const lt_model *src,
+                             const lt_train_config *cin, lt_train_plan_t *out) {
     memset(out, 0, sizeof *out);
     lt_train_config cn = *cin;
     lt_train_config_normalize_(&cn);
@@ -185,7 +194,9 @@ lt_status lt_train_plan(const lt_model_config *mc, const lt_train_config *cin,
     st = lt_train_config_validate(mc, c);
     if (st) return st;
     int64_t ws_head = 0;
-    st = lt_trainer_layout_(NULL, mc, c, out->alloc, &out->n_tensors, &out->n_trainable, &ws_head);
+    lt_layout_src_info si;
+    st = lt_trainer_layout_(NULL, mc, src, c, out->alloc, &out->n_tensors, &out->n_trainable,
+                            &ws_head, &si);
     if (st) return st;
     /* the trainer struct itself is one more recorded allocation (workspace) */
     out->alloc[LT_MEM_WORKSPACE] += ((int64_t)sizeof(lt_trainer) + 63) & ~(int64_t)63;
@@ -196,10 +207,24 @@ lt_status lt_train_plan(const lt_model_config *mc, const lt_train_config *cin,
     }
     if (out->alloc[LT_MEM_WORKSPACE]) out->n_allocs++;
     out->n_params = lt_model_config_n_params(mc);
-    out->model_bytes = out->n_params * 4;
-    out->released_base = lt_train_releases_base(c);
     for (int k = 0; k < LT_MEM_COUNT; k++)
         out->bytes[k] = out->alloc[k];
+    if (src) {
+        /* a lazy model holds no fp32 weights: the frozen tensors used in place are resident
+         * (file-backed) as the steps touch them; while lt_trainer_create converts a tensor its
+         * mapped pages are resident too, until it is evicted */
+        out->lazy = 1;
+        out->mapped_bytes = si.mapped_bytes;
+        out->bytes[LT_MEM_WEIGHTS] += si.mapped_bytes;
+        out->overhead_bytes = lt_train_overhead_bytes_(out->alloc_total + si.mapped_bytes);
+        out->steady_bytes = out->alloc_total + si.mapped_bytes + out->overhead_bytes;
+        out->create_touched_bytes = si.convert_max_bytes;
+        out->create_peak_bytes = out->steady_bytes + si.convert_max_bytes;
+        out->peak_bytes = out->create_peak_bytes;
+        return LT_OK;
+    }
+    out->model_bytes = out->n_params * 4;
+    out->released_base = lt_train_releases_base(c);
     if (c->method == LT_METHOD_FULL) {
         out->bytes[LT_MEM_TRAINABLE] += out->n_trainable * 4;
         out->bytes[LT_MEM_WEIGHTS] += (out->n_params - out->n_trainable) * 4;

@@ -12,6 +12,7 @@
  * Invariants: no allocation after lt_trainer_create (every buffer comes from the layout);
  * gradients accumulate across micro-batches until lt_trainer_step / lt_trainer_zero_grad. */
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -31,7 +32,22 @@ static void *rec_alloc(int64_t *bytes, int64_t *n_allocs, int cat, int64_t n) {
     return p;
 }
 
+/* Rows of a lazy model's weight into wdeq, in parallel row ranges (each a pure function of
+ * the file). Errors were ruled out by lt_trainer_create (it reads a row of every such weight
+ * and every dtype here converts any whole-block row). */
+static const float *rows_into(lt_trainer *tr, const lt_model *m, lt_weight_id id, int layer,
+                              int64_t rows, int64_t cols) {
+    int64_t per = 65536 / (cols > 0 ? cols : 1);
+    if (per < 1) per = 1;
+#pragma omp parallel for schedule(static) if (rows * cols > 65536)
+    for (int64_t r = 0; r < rows; r += per)
+        lt_model_weight_rows(m, id, layer, r, rows - r < per ? rows - r : per,
+                             tr->wdeq + r * cols);
+    return tr->wdeq;
+}
+
 static const float *weight(lt_trainer *tr, const lt_lin *li) {
+    if (li->rsrc) return rows_into(tr, li->rsrc, li->wid, li->layer, li->OC, li->C);
     if (li->q4) { /* QLoRA: dequantize NF4 row blocks (64 weights per block, any split works) */
         const int64_t n = (int64_t)li->OC * li->C, chunk = 64 * 1024;
 #pragma omp parallel for schedule(static) if (n > 65536)
@@ -50,6 +66,8 @@ static const float *weight(lt_trainer *tr, const lt_lin *li) {
 }
 
 static const float *head_weight(lt_trainer *tr) {
+    if (tr->head_src)
+        return rows_into(tr, tr->head_src, tr->head_wid, 0, tr->mc.vocab_size, tr->mc.dim);
     if (!tr->head16) return tr->head;
     lt_lin li;
     memset(&li, 0, sizeof li);
@@ -229,12 +247,18 @@ int64_t lt_batch_count(const lt_batch *b) {
 
 static lt_status embed_fwd(lt_trainer *tr, const int32_t *tokens, int N) {
     const int D = tr->mc.dim, V = tr->mc.vocab_size;
-    if (!tr->embd16) return lt_op_embedding_fwd(tr->xs, tokens, tr->embd, N, D, V);
+    if (!tr->embd16 && !tr->embd_src) return lt_op_embedding_fwd(tr->xs, tokens, tr->embd, N, D, V);
     for (int n = 0; n < N; n++) {
         int32_t t = tokens[n];
         if (t < 0 || t >= V)
             return lt_error(LT_ERR_ARG, "embedding: token %d at position %d is outside [0, %d)",
                             (int)t, n, V);
+        if (tr->embd_src) { /* a row of the mapped file (block-quantized GGUF embeddings) */
+            lt_status st =
+                lt_model_weight_rows(tr->embd_src, LT_W_TOK_EMBD, 0, t, 1, tr->xs + (int64_t)n * D);
+            if (st) return st;
+            continue;
+        }
         const uint16_t *e = tr->embd16 + (int64_t)t * D;
         float *o = tr->xs + (int64_t)n * D;
         for (int c = 0; c < D; c++)
@@ -456,22 +480,121 @@ static lt_status detach_base(lt_trainer *tr) {
     return LT_OK;
 }
 
+/* ---- a lazy model: the trainer's copies are filled from the mapped file, one tensor at a
+ * time, each tensor's pages dropped from the resident set once copied ---- */
+static int own_weight(const lt_trainer *tr, const void *p) {
+    const char *b = (const char *)tr->block[LT_MEM_WEIGHTS];
+    return p && b && (const char *)p >= b && (const char *)p < b + tr->mem_bytes[LT_MEM_WEIGHTS];
+}
+
+static void round_vec(float *x, int64_t n, lt_dtype dt) {
+    for (int64_t i = 0; i < n; i++)
+        x[i] = dt == LT_DTYPE_BF16 ? lt_bf16_to_f32(lt_f32_to_bf16(x[i]))
+                                   : lt_f16_to_f32(lt_f32_to_f16(x[i]));
+}
+
+/* a vector (norm, bias) copy: fp32, rounded through the 16-bit base when half */
+static lt_status fill_vec(lt_trainer *tr, lt_weight_id id, int l, const float *dst, int64_t n) {
+    float *d = (float *)(uintptr_t)dst;
+    lt_status st = lt_model_weight_rows(tr->m, id, l, 0, 1, d);
+    if (!st && tr->half) round_vec(d, n, tr->c.base_dtype);
+    return st;
+}
+
+/* a matrix copy: rows x cols into an fp32 (W32) or 16-bit (W16) copy, staged through wdeq in
+ * row chunks (or one row in a small buffer when wdeq is smaller) */
+static lt_status fill_mat(lt_trainer *tr, lt_weight_id id, int l, int64_t rows, int64_t cols,
+                          float *W32, uint16_t *W16) {
+    lt_status st = LT_OK;
+    if (W32) {
+        st = lt_model_weight_rows(tr->m, id, l, 0, rows, W32);
+    } else {
+        float *stage = tr->wdeq;
+        int64_t per = tr->wdeq_n / cols;
+        if (per < 1) {
+            stage = malloc(sizeof(float) * (size_t)cols);
+            if (!stage) return lt_error(LT_ERR_NOMEM, "trainer: out of memory");
+            per = 1;
+        }
+        const int bf = tr->c.base_dtype == LT_DTYPE_BF16;
+        for (int64_t r = 0; r < rows && !st; r += per) {
+            int64_t n = rows - r < per ? rows - r : per;
+            st = lt_model_weight_rows(tr->m, id, l, r, n, stage);
+            for (int64_t i = 0; !st && i < n * cols; i++)
+                W16[r * cols + i] = bf ? lt_f32_to_bf16(stage[i]) : lt_f32_to_f16(stage[i]);
+        }
+        if (stage != tr->wdeq) free(stage);
+    }
+    lt_model_weight_evict(tr->m, id, l);
+    return st;
+}
+
+static lt_status fill_from_file(lt_trainer *tr) {
+    const int L = tr->mc.n_layers, D = tr->mc.dim, V = tr->mc.vocab_size;
+    const lt_weight_id bids[3] = {LT_W_BQ, LT_W_BK, LT_W_BV};
+    static const lt_weight_id wids[LT_N_TARGETS] = {LT_W_WQ,   LT_W_WK, LT_W_WV,  LT_W_WO,
+                                                    LT_W_GATE, LT_W_UP, LT_W_DOWN};
+    lt_status st = LT_OK;
+    char what[128];
+    for (int l = 0; l < L && !st; l++) {
+        snprintf(what, sizeof what, "trainer: layer %d norms", l);
+        if ((st = fill_vec(tr, LT_W_ATTN_NORM, l, tr->attn_norm[l], D)) ||
+            (st = fill_vec(tr, LT_W_FFN_NORM, l, tr->ffn_norm[l], D)))
+            break;
+        for (int t = 0; t < LT_N_TARGETS && !st; t++) {
+            lt_lin *li = &tr->lin[l * LT_N_TARGETS + t];
+            snprintf(what, sizeof what, "trainer: layer %d %s", l, lt_target_name(t));
+            if (t < 3 && li->bias && (st = fill_vec(tr, bids[t], l, li->bias, li->OC))) break;
+            if (li->rsrc) { /* read per use: make sure its rows convert */
+                st = lt_model_weight_rows(tr->m, li->wid, l, 0, 1, tr->wdeq);
+            } else if (li->q4) {
+                st = lt_model_weight_rows(tr->m, wids[t], l, 0, li->OC, tr->wdeq);
+                if (!st) st = lt_nf4_quantize(tr->wdeq, li->q4, tr->nf4_scr);
+                lt_model_weight_evict(tr->m, wids[t], l);
+            } else if (own_weight(tr, li->W16)) {
+                st = fill_mat(tr, wids[t], l, li->OC, li->C, NULL, li->W16);
+            } else if (own_weight(tr, li->W)) {
+                st = fill_mat(tr, wids[t], l, li->OC, li->C, li->W, NULL);
+            }
+        }
+    }
+    if (!st) {
+        snprintf(what, sizeof what, "trainer: final norm");
+        st = fill_vec(tr, LT_W_OUT_NORM, 0, tr->out_norm, D);
+    }
+    if (!st) {
+        snprintf(what, sizeof what, "trainer: token embedding");
+        if (tr->embd_src) st = lt_model_weight_rows(tr->m, LT_W_TOK_EMBD, 0, 0, 1, tr->wdeq);
+        else if (own_weight(tr, tr->embd16)) st = fill_mat(tr, LT_W_TOK_EMBD, 0, V, D, NULL, tr->embd16);
+        else if (own_weight(tr, tr->embd)) st = fill_mat(tr, LT_W_TOK_EMBD, 0, V, D, (float *)(uintptr_t)tr->embd, NULL);
+    }
+    if (!st && !tr->mc.tied_embeddings) {
+        snprintf(what, sizeof what, "trainer: lm_head");
+        if (tr->head_src) st = lt_model_weight_rows(tr->m, LT_W_LM_HEAD, 0, 0, 1, tr->wdeq);
+        else if (own_weight(tr, tr->head16)) st = fill_mat(tr, LT_W_LM_HEAD, 0, V, D, NULL, tr->head16);
+        else if (own_weight(tr, tr->head)) st = fill_mat(tr, LT_W_LM_HEAD, 0, V, D, (float *)(uintptr_t)tr->head, NULL);
+    }
+    return st ? lt_error_wrap(st, what) : LT_OK;
+}
+
 lt_status lt_trainer_create(lt_model *m, const lt_train_config *cin, lt_trainer **out) {
     *out = NULL;
     lt_train_config cn = *cin;
     lt_train_config_normalize_(&cn);
     const lt_train_config *c = &cn;
-    lt_status st = lt_model_check_weights(m, "trainer");
+    const int lazy = lt_model_is_lazy(m);
+    lt_status st = lazy ? LT_OK : lt_model_check_weights(m, "trainer");
     if (st) return st;
     lt_train_plan_t plan;
-    st = lt_train_plan(&m->config, c, &plan);
+    st = lt_train_plan_model(m, c, &plan);
     if (st) return st;
+    const lt_model *src = lazy ? m : NULL;
     int64_t bytes[LT_MEM_COUNT] = {0}, nalloc = 0;
     lt_trainer *tr = rec_alloc(bytes, &nalloc, LT_MEM_WORKSPACE, (int64_t)sizeof(lt_trainer));
     if (!tr) return lt_error(LT_ERR_NOMEM, "trainer: out of memory");
     memset(tr, 0, sizeof *tr);
     int64_t lay[LT_MEM_COUNT], ws_head = 0;
-    st = lt_trainer_layout_(NULL, &m->config, c, lay, NULL, NULL, &ws_head);
+    st = lt_trainer_layout_(NULL, &m->config, src, c, lay, NULL, NULL, &ws_head, NULL);
     if (st) {
         free(tr);
         return st;
@@ -498,9 +621,10 @@ lt_status lt_trainer_create(lt_model *m, const lt_train_config *cin, lt_trainer 
         memset(tr->block[LT_MEM_WEIGHTS], 0, (size_t)lay[LT_MEM_WEIGHTS]);
     memset(tr->block[LT_MEM_WORKSPACE], 0, (size_t)ws_head);
     int64_t carved[LT_MEM_COUNT];
-    st = lt_trainer_layout_(tr, &m->config, c, carved, NULL, NULL, NULL);
+    st = lt_trainer_layout_(tr, &m->config, src, c, carved, NULL, NULL, NULL, NULL);
     if (!st && memcmp(carved, lay, sizeof lay))
         st = lt_error(LT_ERR_INTERNAL, "trainer: the carving pass differs from the plan");
+    if (!st && lazy) st = fill_from_file(tr);
     if (!st && plan.released_base) st = detach_base(tr);
     if (st) {
         lt_trainer_free(tr);

@@ -16,6 +16,13 @@ typedef struct {
                           FT; NULL once the model's weights are released -- W16 is then set) */
     uint16_t *W16;     /* [OC][C] 16-bit copy when frozen and base_dtype is BF16/F16, else NULL */
     lt_nf4 *q4;        /* QLoRA: the frozen weight in NF4 (double-quantized), else NULL */
+    /* lazy model: W / W16 may point into the mapped file (in_place, zero-copy); with all of
+     * W, W16, q4 NULL the rows are read from rsrc (weight wid of layer) per matmul --
+     * block-quantized GGUF tensors, interleaved q/k rows, other dtypes */
+    const lt_model *rsrc;
+    lt_weight_id wid;
+    int layer;
+    int in_place;
     const float *bias; /* [OC] or NULL (rounded copy when 16-bit) */
     float *dW, *dbias; /* full FT gradients (NULL when frozen) */
     /* adapter (NULL when none) */
@@ -71,6 +78,11 @@ struct lt_trainer {
     const float *head; /* [V][D] */
     uint16_t *head16;
     float *dhead;
+    /* lazy model: embedding / head rows read from the file when embd / embd16 (head /
+     * head16) are NULL (embd_src / head_src set, head_wid = LM_HEAD or TOK_EMBD when tied) */
+    const lt_model *embd_src, *head_src;
+    lt_weight_id head_wid;
+    float *nf4_scr; /* QLoRA: quantization scratch (absmax of the largest matrix) */
 
     /* trainable tensors */
     int n_tt;
@@ -90,6 +102,7 @@ struct lt_trainer {
     float *scratch;             /* LoRA/DoRA scratch: max LT_LORA_SCRATCH */
     float *mask;                /* [N][max C] dropout mask or NULL */
     float *wdeq;                /* dequantized weight [max OC*C] or NULL */
+    int64_t wdeq_n;             /* its floats */
     float *logits;              /* [chunk][V] */
     int chunk;
     float *cos_t, *sin_t; /* [T][HD/2] */
@@ -103,9 +116,20 @@ struct lt_trainer {
  * (bookkeeping: lin, tensor table, names); it writes nothing else but the WEIGHTS block (the
  * 16-bit copies), so everything else may stay untouched until the model's weights are
  * released. */
-lt_status lt_trainer_layout_(lt_trainer *tr, const lt_model_config *mc, const lt_train_config *c,
-                             int64_t bytes[LT_MEM_COUNT], int *n_tensors, int64_t *n_trainable,
-                             int64_t *ws_head);
+/* src: a lazy model (lt_model_is_lazy) whose tensors' dtypes decide what is used in place
+ * and what is copied (the carving pass then leaves the copies for lt_trainer_create to fill
+ * from the file); NULL: an lt_model holding fp32 weights (or a config-only plan). */
+typedef struct {
+    int64_t mapped_bytes;      /* frozen tensors used in place from the mapped file */
+    int64_t convert_max_bytes; /* largest file tensor converted into a copy (transient) */
+} lt_layout_src_info;
+lt_status lt_trainer_layout_(lt_trainer *tr, const lt_model_config *mc, const lt_model *src,
+                             const lt_train_config *c, int64_t bytes[LT_MEM_COUNT],
+                             int *n_tensors, int64_t *n_trainable, int64_t *ws_head,
+                             lt_layout_src_info *si);
+/* lt_train_plan for a config and an optional lazy model (see lt_trainer_layout_). */
+lt_status lt_train_plan_src_(const lt_model_config *mc, const lt_model *src,
+                             const lt_train_config *c, lt_train_plan_t *out);
 /* QLoRA with an F32 base_dtype -> BF16 for the unquantized parts; lt_train_plan and
  * lt_trainer_create apply it to their copy of the config. */
 void lt_train_config_normalize_(lt_train_config *c);

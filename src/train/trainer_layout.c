@@ -77,12 +77,49 @@ static int in_range(int l, int b, int e, int L) {
     return l >= b && l < (e <= 0 ? L : e);
 }
 
-lt_status lt_trainer_layout_(lt_trainer *tr, const lt_model_config *mc, const lt_train_config *c,
-                             int64_t bytes[LT_MEM_COUNT], int *n_tensors, int64_t *n_trainable,
-                             int64_t *ws_head) {
+/* ---- lazy sources: what is used in place from the mapped file ---- */
+static const lt_weight_id k_wids[LT_N_TARGETS] = {LT_W_WQ,   LT_W_WK, LT_W_WV,  LT_W_WO,
+                                                  LT_W_GATE, LT_W_UP, LT_W_DOWN};
+
+/* a float dtype lt_to_f32 reads by rows: F32/F16/BF16 or a ggml block type */
+static int rowable(lt_dtype t) {
+    return t == LT_DTYPE_F32 || t == LT_DTYPE_F16 || t == LT_DTYPE_BF16 ||
+           (t >= LT_DTYPE_Q4_0 && t <= LT_DTYPE_Q8_K);
+}
+/* A frozen tensor of a lazy model is used in place when it is no wider than the base dtype
+ * asks for (a block-quantized GGUF tensor always: it stays quantized); else it is copied. */
+static int in_place_ok(const lt_tensor_view *v, lt_dtype base) {
+    if (!v || !rowable(v->dtype)) return 0;
+    double bpw = (double)lt_dtype_block_bytes(v->dtype) / (double)lt_dtype_block_elems(v->dtype);
+    return bpw <= (base == LT_DTYPE_F32 ? 4.0 : 2.0);
+}
+/* how an in-place tensor is read: 1 = directly as fp32 (W), 2 = directly as the 16-bit base
+ * dtype (W16), 0 = through lt_model_weight_rows per use */
+static int direct_kind(const lt_model *src, lt_weight_id id, const lt_tensor_view *v,
+                       lt_dtype base) {
+    if (lt_model_weight_interleaved(src, id)) return 0;
+    uintptr_t a = (uintptr_t)v->data;
+    if (v->dtype == LT_DTYPE_F32 && !(a & 3)) return 1;
+    if (base != LT_DTYPE_F32 && v->dtype == base && !(a & 1)) return 2;
+    return 0;
+}
+
+lt_status lt_trainer_layout_(lt_trainer *tr, const lt_model_config *mc, const lt_model *src,
+                             const lt_train_config *c, int64_t bytes[LT_MEM_COUNT],
+                             int *n_tensors, int64_t *n_trainable, int64_t *ws_head,
+                             lt_layout_src_info *si) {
     carver cv;
     memset(&cv, 0, sizeof cv);
     cv.tr = tr;
+    int64_t mapped = 0, conv_max = 0;
+    if (src && !lt_model_is_lazy(src)) src = NULL;
+    if (src && c->method == LT_METHOD_FULL)
+        return lt_error(LT_ERR_ARG, "full fine-tuning trains every weight: load the model whole, "
+                                    "not lazily");
+#define CONVERTS(v)                                                                                \
+    do {                                                                                           \
+        if ((v) && (int64_t)(v)->nbytes > conv_max) conv_max = (int64_t)(v)->nbytes;              \
+    } while (0)
     const int L = mc->n_layers, D = mc->dim, HD = mc->head_dim, NH = mc->n_heads;
     const int QD = NH * HD, KVD = mc->n_kv_heads * HD, F = mc->ffn_dim, V = mc->vocab_size;
     const int64_t N = (int64_t)c->batch_size * c->seq_len;
@@ -91,6 +128,7 @@ lt_status lt_trainer_layout_(lt_trainer *tr, const lt_model_config *mc, const lt
     const int half = c->base_dtype != LT_DTYPE_F32; /* QLoRA: always (lt_train_config_normalize_) */
     const int r = full ? 0 : c->lora.r;
     const lt_model_weights *w = tr ? &tr->m->w : NULL;
+    const int lazy = src != NULL;
     const int Cs[LT_N_TARGETS] = {D, D, D, QD, D, D, F};
     const int OCs[LT_N_TARGETS] = {QD, KVD, KVD, D, F, F, D};
 
@@ -152,12 +190,37 @@ lt_status lt_trainer_layout_(lt_trainer *tr, const lt_model_config *mc, const lt
         add_model_tensor(&cv, &idx, 2, V, D, w ? w->tok_embd : NULL, "model.embed_tokens.weight");
         if (tr) tr->dembd = tr->tt[idx - 1].grad;
     }
-    if (tr) tr->embd = w->tok_embd;
-    if (!embed_tr && half) {
-        uint16_t *e16 = (uint16_t *)carve(&cv, LT_MEM_WEIGHTS, (int64_t)V * D * 2);
-        if (tr) {
-            tr->embd16 = e16;
-            to16(e16, w->tok_embd, (int64_t)V * D, c->base_dtype);
+    int emb_f32 = 1; /* the embedding (and a tied head) is read as fp32 without a copy */
+    if (src) { /* never trained here (full FT refused above) */
+        const lt_tensor_view *ev = lt_model_weight_view(src, LT_W_TOK_EMBD, 0);
+        if (in_place_ok(ev, c->base_dtype)) {
+            mapped += (int64_t)ev->nbytes;
+            int dk = direct_kind(src, LT_W_TOK_EMBD, ev, c->base_dtype);
+            emb_f32 = dk == 1;
+            if (tr) {
+                if (dk == 1) tr->embd = (const float *)ev->data;
+                else if (dk == 2) tr->embd16 = (uint16_t *)(uintptr_t)ev->data;
+                else tr->embd_src = src;
+            }
+        } else if (half) {
+            CONVERTS(ev);
+            uint16_t *e16 = (uint16_t *)carve(&cv, LT_MEM_WEIGHTS, (int64_t)V * D * 2);
+            if (tr) tr->embd16 = e16; /* filled from the file by lt_trainer_create */
+            emb_f32 = 0;
+        } else {
+            CONVERTS(ev);
+            float *e = CARVE_F(&cv, LT_MEM_WEIGHTS, (int64_t)V * D);
+            if (tr) tr->embd = e;
+        }
+    } else {
+        if (tr) tr->embd = w->tok_embd;
+        if (!embed_tr && half) {
+            uint16_t *e16 = (uint16_t *)carve(&cv, LT_MEM_WEIGHTS, (int64_t)V * D * 2);
+            if (tr) {
+                tr->embd16 = e16;
+                to16(e16, w->tok_embd, (int64_t)V * D, c->base_dtype);
+            }
+            emb_f32 = 0;
         }
     }
     for (int l = 0; l < L; l++) {
@@ -168,7 +231,7 @@ lt_status lt_trainer_layout_(lt_trainer *tr, const lt_model_config *mc, const lt
             (int64_t)l * F * D,  (int64_t)l * F * D,   (int64_t)l * D * F};
         float *wsrc[LT_N_TARGETS] = {NULL};
         float *bsrc[3] = {NULL};
-        if (w) {
+        if (w && !lazy) {
             float *ws[LT_N_TARGETS] = {w->wq, w->wk, w->wv, w->wo, w->w_gate, w->w_up, w->w_down};
             for (int t = 0; t < LT_N_TARGETS; t++)
                 wsrc[t] = ws[t] + off[t];
@@ -180,19 +243,20 @@ lt_status lt_trainer_layout_(lt_trainer *tr, const lt_model_config *mc, const lt
         }
         /* norms */
         for (int which = 0; which < 2; which++) {
-            float *src = w ? (which ? w->ffn_norm : w->attn_norm) + (int64_t)l * D : NULL;
-            const float *val = src;
+            float *nsrc = w && !lazy ? (which ? w->ffn_norm : w->attn_norm) + (int64_t)l * D : NULL;
+            const float *val = nsrc;
             float *grad = NULL;
             if (ftr) {
                 snprintf(name, sizeof name, "model.layers.%d.%s.weight", l,
                          which ? "post_attention_layernorm" : "input_layernorm");
-                add_model_tensor(&cv, &idx, 1, D, 0, src, name);
+                add_model_tensor(&cv, &idx, 1, D, 0, nsrc, name);
                 if (tr) grad = tr->tt[idx - 1].grad;
-            } else if (half) {
+            } else if (half || lazy) {
                 float *cp = CARVE_F(&cv, LT_MEM_WEIGHTS, D);
                 if (tr) {
-                    for (int i = 0; i < D; i++)
-                        cp[i] = round16(src[i], c->base_dtype);
+                    if (!lazy) /* a lazy source is read by lt_trainer_create */
+                        for (int i = 0; i < D; i++)
+                            cp[i] = round16(nsrc[i], c->base_dtype);
                     val = cp;
                 }
             }
@@ -222,7 +286,35 @@ lt_status lt_trainer_layout_(lt_trainer *tr, const lt_model_config *mc, const lt
                     if (li) li->dbias = tr->tt[idx - 1].grad;
                 }
             } else {
-                if (half) { /* QLoRA is always half (lt_train_config_normalize_) */
+                const lt_tensor_view *sv = src ? lt_model_weight_view(src, k_wids[t], l) : NULL;
+                const int inpl = src && !qlora && in_place_ok(sv, c->base_dtype);
+                if (inpl) {
+                    /* used where it lies in the mapped file: zero-copy, or dequantized per use */
+                    mapped += (int64_t)sv->nbytes;
+                    int dk = direct_kind(src, k_wids[t], sv, c->base_dtype);
+                    if (li) {
+                        li->in_place = 1;
+                        if (dk == 1) li->W = (float *)(uintptr_t)sv->data;
+                        else if (dk == 2) li->W16 = (uint16_t *)(uintptr_t)sv->data;
+                        else {
+                            li->rsrc = src;
+                            li->wid = k_wids[t];
+                            li->layer = l;
+                        }
+                    }
+                    if (dk != 1 && (int64_t)OC * C > wmax) wmax = (int64_t)OC * C;
+                } else if (src && !half) { /* an fp32 copy of another dtype */
+                    CONVERTS(sv);
+                    float *cp = CARVE_F(&cv, LT_MEM_WEIGHTS, (int64_t)OC * C);
+                    if (li) li->W = cp;
+                }
+                if (src && t < 3 && mc->qkv_bias) { /* bias copy, filled from the file */
+                    float *bc = CARVE_F(&cv, LT_MEM_WEIGHTS, OC);
+                    if (li) li->bias = bc;
+                }
+                if (half && !inpl) {
+                    /* QLoRA is always half (lt_train_config_normalize_) */
+                    CONVERTS(sv);
                     if (qlora) { /* NF4, double-quantized; the scratch is carved once below */
                         lt_nf4_sizes_t qs;
                         lt_nf4_sizes((int64_t)OC * C, 1, &qs);
@@ -245,11 +337,11 @@ lt_status lt_trainer_layout_(lt_trainer *tr, const lt_model_config *mc, const lt
                             (uint16_t *)carve(&cv, LT_MEM_WEIGHTS, (int64_t)OC * C * 2);
                         if (li) {
                             li->W16 = h;
-                            to16(h, wsrc[t], (int64_t)OC * C, c->base_dtype);
+                            if (!lazy) to16(h, wsrc[t], (int64_t)OC * C, c->base_dtype);
                         }
                     }
                     if ((int64_t)OC * C > wmax) wmax = (int64_t)OC * C;
-                    if (t < 3 && mc->qkv_bias) {
+                    if (!lazy && t < 3 && mc->qkv_bias) {
                         float *bc = CARVE_F(&cv, LT_MEM_WEIGHTS, OC);
                         if (li) {
                             for (int i = 0; i < OC; i++)
@@ -297,19 +389,44 @@ lt_status lt_trainer_layout_(lt_trainer *tr, const lt_model_config *mc, const lt
             tr->dout_norm = tr->tt[idx - 1].grad;
         }
     } else {
-        float *cp = half ? CARVE_F(&cv, LT_MEM_WEIGHTS, D) : NULL;
-        if (tr && cp)
+        float *cp = half || lazy ? CARVE_F(&cv, LT_MEM_WEIGHTS, D) : NULL;
+        if (tr && cp && !lazy)
             for (int i = 0; i < D; i++)
                 cp[i] = round16(w->out_norm[i], c->base_dtype);
         if (tr) tr->out_norm = cp ? cp : w->out_norm;
     }
     if (mc->tied_embeddings) {
         if (tr) {
-            tr->head = w->tok_embd;
+            tr->head = tr->embd;
             tr->head16 = tr->embd16;
+            tr->head_src = tr->embd_src;
+            tr->head_wid = LT_W_TOK_EMBD;
             tr->dhead = tr->dembd;
         }
-        if (half && !head_tr && (int64_t)V * D > wmax) wmax = (int64_t)V * D;
+        if (!emb_f32 && !head_tr && (int64_t)V * D > wmax) wmax = (int64_t)V * D;
+    } else if (lazy) {
+        const lt_tensor_view *hv = lt_model_weight_view(src, LT_W_LM_HEAD, 0);
+        int dk = -1;
+        if (in_place_ok(hv, c->base_dtype)) {
+            mapped += (int64_t)hv->nbytes;
+            dk = direct_kind(src, LT_W_LM_HEAD, hv, c->base_dtype);
+            if (tr) {
+                if (dk == 1) tr->head = (const float *)hv->data;
+                else if (dk == 2) tr->head16 = (uint16_t *)(uintptr_t)hv->data;
+                else tr->head_src = src;
+                tr->head_wid = LT_W_LM_HEAD;
+            }
+        } else if (half) {
+            CONVERTS(hv);
+            uint16_t *h16 = (uint16_t *)carve(&cv, LT_MEM_WEIGHTS, (int64_t)V * D * 2);
+            if (tr) tr->head16 = h16;
+        } else {
+            CONVERTS(hv);
+            dk = 1;
+            float *h = CARVE_F(&cv, LT_MEM_WEIGHTS, (int64_t)V * D);
+            if (tr) tr->head = h;
+        }
+        if (dk != 1 && (int64_t)V * D > wmax) wmax = (int64_t)V * D;
     } else if (head_tr) {
         add_model_tensor(&cv, &idx, 2, V, D, w ? w->lm_head : NULL, "lm_head.weight");
         if (tr) {
@@ -329,9 +446,11 @@ lt_status lt_trainer_layout_(lt_trainer *tr, const lt_model_config *mc, const lt
     }
     if (idx != n_tt)
         return lt_error(LT_ERR_INTERNAL, "train layout: %d tensors, expected %d", idx, n_tt);
-    if (qlora) { /* quantize every frozen matrix (the model's fp32 weights are still there) */
+    if (qlora) { /* quantize every frozen matrix (the model's fp32 weights are still there;
+                    a lazy model's are quantized tensor by tensor by lt_trainer_create) */
         float *scr = CARVE_F(&cv, LT_MEM_WEIGHTS, nf4_scratch_n);
-        if (tr)
+        if (tr) tr->nf4_scr = scr;
+        if (tr && !lazy)
             for (int i = 0; i < L * LT_N_TARGETS; i++) {
                 lt_lin *li = &lin[i];
                 if (!li->q4) continue;
@@ -415,6 +534,7 @@ lt_status lt_trainer_layout_(lt_trainer *tr, const lt_model_config *mc, const lt
     if (scr) WS_F(scratch, scr);
     if (!full && c->lora.dropout > 0) WS_F(mask, N * maxC);
     if (wmax) WS_F(wdeq, wmax);
+    if (tr) tr->wdeq_n = wmax;
     WS_F(logits, (int64_t)chunk * V);
     WS_F(cos_t, (int64_t)c->seq_len * (HD / 2));
     WS_F(sin_t, (int64_t)c->seq_len * (HD / 2));
@@ -426,6 +546,11 @@ lt_status lt_trainer_layout_(lt_trainer *tr, const lt_model_config *mc, const lt
 
     for (int k = 0; k < LT_MEM_COUNT; k++)
         bytes[k] = cv.off[k];
+    if (si) {
+        si->mapped_bytes = mapped;
+        si->convert_max_bytes = conv_max;
+    }
+#undef CONVERTS
     if (n_tensors) *n_tensors = n_tt;
     if (n_trainable) {
         /* recount from the tensor shapes (counting pass has no tt array) */

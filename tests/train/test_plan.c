@@ -225,7 +225,7 @@ static void bad_values(void) {
     CHECK_ERR(lt_train_method_parse("adapter", &meth), LT_ERR_ARG, "method");
     /* a trainer needs weights */
     lt_model *m = NULL;
-    lt_model_load_opts o = {0, 1};
+    lt_model_load_opts o = {.config_only = 1};
     CHECK_OK(lt_model_load(lt_srcpath("tests/data/train/random_qwen2"), &o, &m));
     lt_trainer *tr = NULL;
     lt_train_config_default(&c);

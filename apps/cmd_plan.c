@@ -145,15 +145,27 @@ int cmd_plan(int argc, char **argv) {
     }
     if (c.method == LT_METHOD_FULL) c.full.layer_begin = 0;
     lt_model_config mc;
-    if (load_config(model, &mc)) {
+    /* adapters train over the lazily loaded model (`loratune train` does the same): its
+     * tensors' dtypes decide what is used in place; a folder with only config.json (or full
+     * FT) is planned from the config as an fp32 model */
+    lt_model *lazy = NULL;
+    if (c.method != LT_METHOD_FULL) {
+        lt_model_load_opts lo = {.lazy = 1};
+        if (lt_model_load(model, &lo, &lazy)) lazy = NULL;
+    }
+    if (lazy) {
+        mc = lazy->config;
+    } else if (load_config(model, &mc)) {
         fprintf(stderr, "loratune plan: %s\n", lt_errmsg());
         return 1;
     }
     lt_train_plan_t p;
-    if (lt_train_plan(&mc, &c, &p)) {
+    if (lazy ? lt_train_plan_model(lazy, &c, &p) : lt_train_plan(&mc, &c, &p)) {
         fprintf(stderr, "loratune plan: %s\n", lt_errmsg());
+        lt_model_free(lazy);
         return 1;
     }
+    lt_model_free(lazy);
     char tg[128];
     targets_str(c.lora.targets, tg, sizeof tg);
     const char *bd = c.base_dtype == LT_DTYPE_BF16  ? "bf16"
@@ -189,6 +201,8 @@ int cmd_plan(int argc, char **argv) {
         json_object_set_new(o, "released_base", json_boolean(p.released_base));
         json_object_set_new(o, "steady_bytes", json_integer(p.steady_bytes));
         json_object_set_new(o, "create_peak_bytes", json_integer(p.create_peak_bytes));
+        json_object_set_new(o, "lazy", json_boolean(p.lazy));
+        json_object_set_new(o, "mapped_bytes", json_integer(p.mapped_bytes));
         char *s = json_dumps(o, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
         printf("%s\n", s);
         free(s);
@@ -213,8 +227,13 @@ int cmd_plan(int argc, char **argv) {
         printf("batch        %d x %d tokens, gradient checkpointing %s, frozen weights %s\n\n",
                c.batch_size, c.seq_len, c.grad_checkpoint ? "on" : "off", bd);
     printf("%-16s %16s %12s\n", "category", "bytes", "MiB");
+    char lazy_note[160];
+    snprintf(lazy_note, sizeof lazy_note,
+             "frozen base: %.2f MiB read in place from the mapped file + copies",
+             mib(p.mapped_bytes));
     const char *notes[LT_MEM_COUNT] = {
-        c.method == LT_METHOD_QLORA
+        p.lazy ? lazy_note
+        : c.method == LT_METHOD_QLORA
             ? "frozen base: NF4 linears + 16-bit embedding (the fp32 weights are released)"
         : p.released_base ? "frozen base: 16-bit copy (the model's fp32 weights are released)"
         : c.base_dtype == LT_DTYPE_F32 ? "frozen base: the model's fp32 weights"
@@ -230,6 +249,10 @@ int cmd_plan(int argc, char **argv) {
     printf("%-16s %16lld %12.2f  %s\n", "overhead (est.)", (long long)p.overhead_bytes,
            mib(p.overhead_bytes), "binary, libraries, BLAS/OpenMP buffers");
     printf("%-16s %16lld %12.2f\n", "predicted peak", (long long)p.peak_bytes, mib(p.peak_bytes));
+    if (p.lazy)
+        printf("  (the model stays in its file; training %.2f MiB, + %.2f MiB of the largest "
+               "tensor being converted while the trainer is created)\n",
+               mib(p.steady_bytes), mib(p.create_touched_bytes));
     if (p.released_base)
         printf("  (max of: creating the trainer, fp32 model + %s copy %.2f MiB; training "
                "%.2f MiB)\n",

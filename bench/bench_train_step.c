@@ -2,10 +2,12 @@
  * plan against the process's real peak RSS. Prints ONE JSON line on stdout (progress on stderr).
  *
  *   bench_train_step [--shape smollm2-135m|smollm2-360m|small|tiny | --model PATH]
- *                    [--method lora|dora|full] [--targets q,v|all] [--rank R] [--alpha A]
+ *                    [--method lora|dora|full|qlora] [--targets q,v|all] [--rank R] [--alpha A]
  *                    [--batch B] [--seq T] [--accum K] [--grad-checkpoint] [--base-dtype f32|bf16]
- *                    [--warmup W] [--steps N] [--threads N] [--seed S]
+ *                    [--warmup W] [--steps N] [--threads N] [--seed S] [--whole]
  *
+ * --model PATH trains lazily like `loratune train` (the weights stay in the mapped file; the
+ * trainer copies / quantizes tensor by tensor or uses them in place) unless --whole or full FT.
  * A named shape gets random weights (seeded ~normal(0, 0.02) as transformers' initializer_range,
  * norm weights 1), so no file is needed; every page of the weights is written, so the model's
  * fp32 weights are really resident like a loaded model's. Tokens are uniform random in [0, V),
@@ -150,9 +152,10 @@ static int cmp_double(const void *a, const void *b) {
 static void usage(FILE *f) {
     fprintf(f,
             "usage: bench_train_step [--shape smollm2-135m|smollm2-360m|small|tiny | --model PATH]\n"
-            "  [--method lora|dora|full] [--targets q,v|all] [--rank R] [--alpha A]\n"
+            "  [--method lora|dora|full|qlora] [--targets q,v|all] [--rank R] [--alpha A]\n"
             "  [--batch B] [--seq T] [--accum K] [--grad-checkpoint] [--base-dtype f32|bf16|f16]\n"
-            "  [--warmup W] [--steps N] [--threads N] [--seed S] [--plan-only]\n");
+            "  [--warmup W] [--steps N] [--threads N] [--seed S] [--plan-only] [--whole]\n"
+            "  --whole: load --model whole (fp32) instead of lazily (adapters only)\n");
 }
 
 static int die(const char *what, lt_status st) {
@@ -165,7 +168,7 @@ int main(int argc, char **argv) {
     const char *shape = "tiny", *model_path = NULL, *method = "lora", *targets = "q,v";
     const char *base = "f32";
     int rank = 8, batch = 4, seq = 512, accum = 1, ckpt = 0, warmup = 1, steps = 3, threads = 0;
-    int plan_only = 0;
+    int plan_only = 0, whole = 0;
     double alpha = -1;
     uint64_t seed = 1234;
     for (int i = 1; i < argc; i++) {
@@ -187,6 +190,7 @@ int main(int argc, char **argv) {
         else if (OPT("--threads")) threads = atoi(v);
         else if (OPT("--seed")) seed = strtoull(v, NULL, 10);
         else if (!strcmp(a, "--grad-checkpoint")) ckpt = 1;
+        else if (!strcmp(a, "--whole")) whole = 1;
         else if (!strcmp(a, "--plan-only")) plan_only = 1;
         else if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             usage(stdout);
@@ -245,8 +249,18 @@ int main(int argc, char **argv) {
     tc.seed = seed;
     if (seq > mc.max_seq_len) mc.max_seq_len = seq;
 
+    /* a model file trains lazily (as `loratune train` does) unless full FT or --whole: the
+     * plan then depends on the file's dtypes */
+    lt_model *m = NULL;
+    double t0 = now_s();
+    if (model_path && tc.method != LT_METHOD_FULL && !whole) {
+        lt_model_load_opts lo = {.lazy = 1};
+        if ((st = lt_model_load(model_path, &lo, &m))) return die(model_path, st);
+        if (seq > m->config.max_seq_len) m->config.max_seq_len = seq;
+    }
     lt_train_plan_t plan;
-    if ((st = lt_train_plan(&mc, &tc, &plan))) return die("lt_train_plan", st);
+    if ((st = m ? lt_train_plan_model(m, &tc, &plan) : lt_train_plan(&mc, &tc, &plan)))
+        return die("lt_train_plan", st);
 
     /* FLOPs per optimizer step (see the top of the file) */
     int64_t D = mc.dim, L = mc.n_layers, F = mc.ffn_dim, V = mc.vocab_size;
@@ -279,9 +293,9 @@ int main(int argc, char **argv) {
         return 0;
     }
 
-    lt_model *m = NULL;
-    double t0 = now_s();
-    if (model_path) {
+    if (m) {
+        /* lazy: loaded above */
+    } else if (model_path) {
         if ((st = lt_model_load(model_path, NULL, &m))) return die(model_path, st);
     } else {
         if ((st = lt_model_create(&mc, &m))) return die("lt_model_create", st);

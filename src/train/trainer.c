@@ -290,23 +290,52 @@ static lt_status run_step(lt_trainer *tr, const lt_batch *b, float grad_scale,
     int do_bwd = train && gs != 0.0f;
     const float *H = head_weight(tr);
     if (do_bwd) memset(tr->dxn, 0, sizeof(float) * (size_t)N * D);
+    /* The head and the loss run only where a target counts: prompt tokens (masked), padding
+     * and packing boundaries are -100 and contribute neither loss nor gradient, so their rows
+     * are skipped -- gathered into tmp, their input gradients (in dres, free until the
+     * backward) scattered back into dxn. Kept logits need every row. */
+    const float *xh = tr->xf;
+    const int32_t *th = b->targets;
+    float *dxh = tr->dxn;
+    int nh = N;
+    if (!tr->logits_keep) {
+        int k = 0;
+        for (int i = 0; i < N; i++)
+            if (b->targets[i] != LT_IGNORE_INDEX) {
+                tr->head_idx[k] = i;
+                tr->head_tgt[k++] = b->targets[i];
+            }
+        if (k < N) {
+            nh = k;
+            for (int j = 0; j < nh; j++)
+                memcpy(tr->tmp + (int64_t)j * D, tr->xf + (int64_t)tr->head_idx[j] * D,
+                       sizeof(float) * (size_t)D);
+            xh = tr->tmp;
+            th = tr->head_tgt;
+            dxh = tr->dres;
+            if (do_bwd) memset(dxh, 0, sizeof(float) * (size_t)nh * D);
+        }
+    }
     double sum = 0;
-    for (int n0 = 0; n0 < N; n0 += tr->chunk) {
-        int nc = N - n0 < tr->chunk ? N - n0 : tr->chunk;
-        const float *xf = tr->xf + (int64_t)n0 * D;
+    for (int n0 = 0; n0 < nh; n0 += tr->chunk) {
+        int nc = nh - n0 < tr->chunk ? nh - n0 : tr->chunk;
+        const float *xf = xh + (int64_t)n0 * D;
         lt_op_matmul_fwd(tr->logits, xf, H, NULL, nc, D, V);
         if (tr->logits_keep)
             memcpy(tr->logits_keep + (int64_t)n0 * V, tr->logits, sizeof(float) * (size_t)nc * V);
         lt_ce_stats cs;
         /* gs is never 0 here when do_bwd; with !do_bwd dlogits are not wanted */
-        st = lt_fast_cross_entropy(do_bwd ? tr->logits : NULL, &cs, tr->logits, b->targets + n0, nc,
-                                 V, LT_IGNORE_INDEX, do_bwd ? gs : 1.0f);
+        st = lt_fast_cross_entropy(do_bwd ? tr->logits : NULL, &cs, tr->logits, th + n0, nc, V,
+                                   LT_IGNORE_INDEX, do_bwd ? gs : 1.0f);
         if (st) return st;
         sum += cs.sum;
         if (do_bwd)
-            lt_op_matmul_bwd(tr->dxn + (int64_t)n0 * D, tr->dhead, NULL, tr->logits, xf, H, nc, D,
-                             V);
+            lt_op_matmul_bwd(dxh + (int64_t)n0 * D, tr->dhead, NULL, tr->logits, xf, H, nc, D, V);
     }
+    if (do_bwd && dxh != tr->dxn)
+        for (int j = 0; j < nh; j++)
+            memcpy(tr->dxn + (int64_t)tr->head_idx[j] * D, dxh + (int64_t)j * D,
+                   sizeof(float) * (size_t)D);
     if (tr->logits_keep) {
         tr->logits_B = B;
         tr->logits_T = T;

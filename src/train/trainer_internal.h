@@ -107,6 +107,8 @@ struct lt_trainer {
     int chunk;
     float *cos_t, *sin_t; /* [T][HD/2] */
     int32_t *pos_buf;     /* [N] */
+    int32_t *head_idx;    /* [N] positions whose target counts (the head runs only there) */
+    int32_t *head_tgt;    /* [N] their targets */
     int logits_B, logits_T;
 };
 

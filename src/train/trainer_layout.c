@@ -541,6 +541,12 @@ lt_status lt_trainer_layout_(lt_trainer *tr, const lt_model_config *mc, const lt
     {
         int32_t *pb = (int32_t *)carve(&cv, LT_MEM_WORKSPACE, N * (int64_t)sizeof(int32_t));
         if (tr) tr->pos_buf = pb;
+        int32_t *hi = (int32_t *)carve(&cv, LT_MEM_WORKSPACE, N * (int64_t)sizeof(int32_t));
+        int32_t *ht = (int32_t *)carve(&cv, LT_MEM_WORKSPACE, N * (int64_t)sizeof(int32_t));
+        if (tr) {
+            tr->head_idx = hi;
+            tr->head_tgt = ht;
+        }
     }
 #undef WS_F
 

@@ -177,6 +177,16 @@ lt_status lt_train_plan_fit(const lt_model_config *mc, const lt_train_config *c,
 lt_status lt_train_plan_fit_model(const struct lt_model *m, const lt_train_config *c,
                                   int64_t budget, int max_batch, int max_seq, int *batch,
                                   int *seq_len, lt_train_plan_t *plan);
+/* lt_train_plan_fit_model for a whole training run (lt_run): the sizes are the largest with
+ * plan.peak_bytes + *reserve <= budget, where *reserve (may be NULL) is what the process holds
+ * besides the plan -- resident_bytes (its resident set now, with the model, tokenizer and data
+ * loaded) less the plan's model_bytes -- plus an estimate of what writing the outputs allocates
+ * while the trainer exists (adapter copies; a full fine-tune's Hugging Face tokenizer.json).
+ * The LT_ERR_NOMEM message names the budget, the smallest plan and the reserve. */
+lt_status lt_train_plan_fit_run(const struct lt_model *m, const lt_train_config *c,
+                                int64_t budget, int64_t resident_bytes, int max_batch,
+                                int max_seq, int *batch, int *seq_len, lt_train_plan_t *plan,
+                                int64_t *reserve);
 
 /* ---- trainer ------------------------------------------------------------------------------ */
 typedef struct lt_trainer lt_trainer;

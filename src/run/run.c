@@ -203,7 +203,9 @@ static lt_status resolve_sizes(lt_run *r, const lt_data_opts *dop) {
     if (r->auto_seq) c.seq_len = 0;
     lt_train_plan_t plan;
     int B = 0, T = 0;
-    lt_status s = lt_train_plan_fit_model(r->model, &c, budget, max_batch, max_seq, &B, &T, &plan);
+    int64_t reserve = 0; /* what this process holds / will allocate besides the plan */
+    lt_status s = lt_train_plan_fit_run(r->model, &c, budget, current_rss_bytes(), max_batch,
+                                        max_seq, &B, &T, &plan, &reserve);
     if (s) return lt_error_wrap(s, "automatic batch size / sequence length");
     if (r->auto_seq && T < longest) { /* memory, not the data, decided: truncate to T */
         lt_data_free(r->data);
@@ -217,7 +219,8 @@ static lt_status resolve_sizes(lt_run *r, const lt_data_opts *dop) {
     r->tc.batch_size = B;
     r->tc.seq_len = T;
     r->memory_budget = budget;
-    r->planned_peak = plan.peak_bytes;
+    r->planned_peak = plan.peak_bytes + reserve;
+    r->reserved_bytes = reserve;
     return LT_OK;
 }
 
@@ -510,6 +513,7 @@ lt_status lt_run_train(lt_run *r, lt_run_outcome *outcome) {
         json_object_set_new(start, "auto_max_seq_len", json_boolean(r->auto_seq));
         json_object_set_new(start, "memory_budget_bytes", json_integer(r->memory_budget));
         json_object_set_new(start, "planned_peak_bytes", json_integer(r->planned_peak));
+        json_object_set_new(start, "reserved_bytes", json_integer(r->reserved_bytes));
     }
     if (start && r->resumed_config) { /* options that differ from the checkpoint's */
         json_t *now = json_object_get(start, "config"), *changed = json_array();

@@ -35,6 +35,8 @@ struct lt_run {
     /* automatic sizes (lt_train_plan_fit): what was asked, the budget and the planned peak */
     int auto_batch, auto_seq;
     int64_t memory_budget, planned_peak;
+    int64_t reserved_bytes; /* of planned_peak: held besides the trainer's plan (tokenizer, data,
+                               output writing; lt_train_plan_fit_run) */
     /* state saved in checkpoints */
     int64_t step;    /* optimizer steps done (skipped ones included) */
     double best_val; /* +inf before the first evaluation */

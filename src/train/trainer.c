@@ -36,18 +36,18 @@ static void *rec_alloc(int64_t *bytes, int64_t *n_allocs, int cat, int64_t n) {
  * the file). Errors were ruled out by lt_trainer_create (it reads a row of every such weight
  * and every dtype here converts any whole-block row). */
 static const float *rows_into(lt_trainer *tr, const lt_model *m, lt_weight_id id, int layer,
-                              int64_t rows, int64_t cols) {
+                              int64_t row0, int64_t rows, int64_t cols) {
     int64_t per = 65536 / (cols > 0 ? cols : 1);
     if (per < 1) per = 1;
 #pragma omp parallel for schedule(static) if (rows * cols > 65536)
     for (int64_t r = 0; r < rows; r += per)
-        lt_model_weight_rows(m, id, layer, r, rows - r < per ? rows - r : per,
+        lt_model_weight_rows(m, id, layer, row0 + r, rows - r < per ? rows - r : per,
                              tr->wdeq + r * cols);
     return tr->wdeq;
 }
 
 static const float *weight(lt_trainer *tr, const lt_lin *li) {
-    if (li->rsrc) return rows_into(tr, li->rsrc, li->wid, li->layer, li->OC, li->C);
+    if (li->rsrc) return rows_into(tr, li->rsrc, li->wid, li->layer, 0, li->OC, li->C);
     if (li->q4) { /* QLoRA: dequantize NF4 row blocks (64 weights per block, any split works) */
         const int64_t n = (int64_t)li->OC * li->C, chunk = 64 * 1024;
 #pragma omp parallel for schedule(static) if (n > 65536)
@@ -65,16 +65,40 @@ static const float *weight(lt_trainer *tr, const lt_lin *li) {
     return tr->wdeq;
 }
 
-static const float *head_weight(lt_trainer *tr) {
-    if (tr->head_src)
-        return rows_into(tr, tr->head_src, tr->head_wid, 0, tr->mc.vocab_size, tr->mc.dim);
-    if (!tr->head16) return tr->head;
+/* head rows [v0, v0 + n) as fp32 (in wdeq unless the head is fp32 already) */
+static const float *head_rows(lt_trainer *tr, int64_t v0, int64_t n) {
+    const int64_t D = tr->mc.dim;
+    if (tr->head_src) return rows_into(tr, tr->head_src, tr->head_wid, 0, v0, n, D);
+    if (!tr->head16) return tr->head + v0 * D;
     lt_lin li;
     memset(&li, 0, sizeof li);
-    li.W16 = tr->head16;
-    li.OC = tr->mc.vocab_size;
-    li.C = tr->mc.dim;
+    li.W16 = tr->head16 + v0 * D;
+    li.OC = (int)n;
+    li.C = (int)D;
     return weight(tr, &li);
+}
+
+static const float *head_weight(lt_trainer *tr) {
+    return head_rows(tr, 0, tr->mc.vocab_size);
+}
+
+/* The head a vocabulary block at a time (tr->head_vb > 0): logits[nc][V] = x @ H^T, and
+ * dx[nc][D] += dlogits @ H; each block of H dequantized once per call. */
+static void head_fwd_blocked(lt_trainer *tr, float *logits, const float *x, int nc) {
+    const int D = tr->mc.dim, V = tr->mc.vocab_size;
+    for (int v0 = 0; v0 < V; v0 += tr->head_vb) {
+        int n = V - v0 < tr->head_vb ? V - v0 : tr->head_vb;
+        const float *Hb = head_rows(tr, v0, n);
+        lt_gemm(CblasNoTrans, CblasTrans, nc, n, D, 1.0f, x, D, Hb, D, 0.0f, logits + v0, V);
+    }
+}
+static void head_dx_blocked(lt_trainer *tr, float *dx, const float *dlogits, int nc) {
+    const int D = tr->mc.dim, V = tr->mc.vocab_size;
+    for (int v0 = 0; v0 < V; v0 += tr->head_vb) {
+        int n = V - v0 < tr->head_vb ? V - v0 : tr->head_vb;
+        const float *Hb = head_rows(tr, v0, n);
+        lt_gemm(CblasNoTrans, CblasNoTrans, nc, D, n, 1.0f, dlogits + v0, V, Hb, D, 1.0f, dx, D);
+    }
 }
 
 /* Deterministic dropout mask for (micro-batch, layer, target): the forward and the
@@ -288,7 +312,7 @@ static lt_status run_step(lt_trainer *tr, const lt_batch *b, float grad_scale,
     int64_t count = lt_batch_count(b);
     float gs = grad_scale != 0.0f ? grad_scale : (count ? 1.0f / (float)count : 0.0f);
     int do_bwd = train && gs != 0.0f;
-    const float *H = head_weight(tr);
+    const float *H = tr->head_vb ? NULL : head_weight(tr);
     if (do_bwd) memset(tr->dxn, 0, sizeof(float) * (size_t)N * D);
     /* The head and the loss run only where a target counts: prompt tokens (masked), padding
      * and packing boundaries are -100 and contribute neither loss nor gradient, so their rows
@@ -320,7 +344,10 @@ static lt_status run_step(lt_trainer *tr, const lt_batch *b, float grad_scale,
     for (int n0 = 0; n0 < nh; n0 += tr->chunk) {
         int nc = nh - n0 < tr->chunk ? nh - n0 : tr->chunk;
         const float *xf = xh + (int64_t)n0 * D;
-        lt_op_matmul_fwd(tr->logits, xf, H, NULL, nc, D, V);
+        if (tr->head_vb)
+            head_fwd_blocked(tr, tr->logits, xf, nc);
+        else
+            lt_op_matmul_fwd(tr->logits, xf, H, NULL, nc, D, V);
         if (tr->logits_keep)
             memcpy(tr->logits_keep + (int64_t)n0 * V, tr->logits, sizeof(float) * (size_t)nc * V);
         lt_ce_stats cs;
@@ -329,7 +356,9 @@ static lt_status run_step(lt_trainer *tr, const lt_batch *b, float grad_scale,
                                    LT_IGNORE_INDEX, do_bwd ? gs : 1.0f);
         if (st) return st;
         sum += cs.sum;
-        if (do_bwd)
+        if (do_bwd && tr->head_vb)
+            head_dx_blocked(tr, dxh + (int64_t)n0 * D, tr->logits, nc);
+        else if (do_bwd)
             lt_op_matmul_bwd(dxh + (int64_t)n0 * D, tr->dhead, NULL, tr->logits, xf, H, nc, D, V);
     }
     if (do_bwd && dxh != tr->dxn)

@@ -105,6 +105,8 @@ struct lt_trainer {
     int64_t wdeq_n;             /* its floats */
     float *logits;              /* [chunk][V] */
     int chunk;
+    int head_vb; /* > 0: the head is dequantized and applied in vocabulary blocks of head_vb
+                    rows (chunk = all rows, logits [N][V]); 0: whole (head_weight) */
     float *cos_t, *sin_t; /* [T][HD/2] */
     int32_t *pos_buf;     /* [N] */
     int32_t *head_idx;    /* [N] positions whose target counts (the head runs only there) */

@@ -184,6 +184,7 @@ lt_status lt_trainer_layout_(lt_trainer *tr, const lt_model_config *mc, const lt
     char name[256];
     int idx = 0;
     int64_t wmax = 0; /* largest 16-bit matrix to dequantize (floats) */
+    int head_deq = 0; /* the head is dequantized before use (16-bit / in-place file rows) */
     int64_t nf4_scratch_n = 0; /* QLoRA: absmax values of the largest matrix (quantize scratch) */
     /* embedding */
     if (full && embed_tr) {
@@ -403,7 +404,7 @@ lt_status lt_trainer_layout_(lt_trainer *tr, const lt_model_config *mc, const lt
             tr->head_wid = LT_W_TOK_EMBD;
             tr->dhead = tr->dembd;
         }
-        if (!emb_f32 && !head_tr && (int64_t)V * D > wmax) wmax = (int64_t)V * D;
+        if (!emb_f32 && !head_tr) head_deq = 1;
     } else if (lazy) {
         const lt_tensor_view *hv = lt_model_weight_view(src, LT_W_LM_HEAD, 0);
         int dk = -1;
@@ -426,7 +427,7 @@ lt_status lt_trainer_layout_(lt_trainer *tr, const lt_model_config *mc, const lt
             float *h = CARVE_F(&cv, LT_MEM_WEIGHTS, (int64_t)V * D);
             if (tr) tr->head = h;
         }
-        if (dk != 1 && (int64_t)V * D > wmax) wmax = (int64_t)V * D;
+        if (dk != 1) head_deq = 1;
     } else if (head_tr) {
         add_model_tensor(&cv, &idx, 2, V, D, w ? w->lm_head : NULL, "lm_head.weight");
         if (tr) {
@@ -440,7 +441,7 @@ lt_status lt_trainer_layout_(lt_trainer *tr, const lt_model_config *mc, const lt
                 tr->head16 = h16;
                 to16(h16, w->lm_head, (int64_t)V * D, c->base_dtype);
             }
-            if ((int64_t)V * D > wmax) wmax = (int64_t)V * D;
+            head_deq = 1;
         }
         if (tr) tr->head = w->lm_head;
     }
@@ -501,6 +502,24 @@ lt_status lt_trainer_layout_(lt_trainer *tr, const lt_model_config *mc, const lt
     int chunk = c->ce_chunk_rows > 0 ? c->ce_chunk_rows : (1 << 22) / V;
     if (chunk < 1) chunk = 1;
     if (chunk > N) chunk = (int)N;
+    /* A head to dequantize costs V*D floats at once, plus chunk*V of logits. When the model is
+     * wide (D > tokens, e.g. an 8B at seq 512) it is cheaper to take all rows' logits (N*V)
+     * and dequantize the head a vocabulary block at a time (vb*D): the head runs block by
+     * block (fwd and dX), each block dequantized once per pass. */
+    int64_t vb = 0;
+    if (head_deq) {
+        int64_t b = ((int64_t)1 << 22) / D;
+        if (b < 1) b = 1;
+        if (b > V) b = V;
+        int64_t whole = (int64_t)V * D + (int64_t)chunk * V, blocked = N * V + b * D;
+        if (!c->keep_logits && c->ce_chunk_rows <= 0 && blocked < whole) {
+            vb = b;
+            chunk = (int)N;
+            if (b * D > wmax) wmax = b * D;
+        } else if ((int64_t)V * D > wmax) {
+            wmax = (int64_t)V * D;
+        }
+    }
     int64_t scr = 0, maxC = 0;
     if (!full)
         for (int t = 0; t < LT_N_TARGETS; t++)
@@ -515,6 +534,7 @@ lt_status lt_trainer_layout_(lt_trainer *tr, const lt_model_config *mc, const lt
         tr->rstdf = rstdf;
         tr->logits_keep = lk;
         tr->chunk = chunk;
+        tr->head_vb = (int)vb;
     }
 #define WS_F(field, n)                                                                             \
     do {                                                                                           \

@@ -335,7 +335,34 @@ int main(void) {
     } else {
         lt_train_config_default(&c);
         lt_train_plan_t pw;
+        /* the in-place Q8_0 head (tied embedding) of a lazy model at 24 tokens would run in
+         * vocabulary blocks (D > tokens: cheaper than dequantizing it whole); a fixed CE chunk
+         * keeps it whole, as the fp32 head of the loaded model is, for the exact comparison */
+        c.ce_chunk_rows = 24;
         compare2("smollm2 q4_1 lora f32", sm, c, c, 12, 0, 0, &p, &pw);
+        /* the blocked head against the whole one: the same logits, dX summed block by block */
+        lt_train_config cblk = c;
+        cblk.ce_chunk_rows = 0;
+        compare2("smollm2 q4_1 lora f32, head in vocabulary blocks", sm, c, cblk, 12, 1e-6, 1e-5,
+                 NULL, NULL);
+        {
+            lt_model *ml = NULL;
+            lt_model_load_opts lo = {.lazy = 1};
+            CHECK_OK(lt_model_load(sm, &lo, &ml));
+            lt_train_plan_t pb, pu;
+            cblk.batch_size = c.batch_size = 2;
+            cblk.seq_len = c.seq_len = 12;
+            if (ml && !lt_train_plan_model(ml, &cblk, &pb) && !lt_train_plan_model(ml, &c, &pu)) {
+                int64_t V = ml->config.vocab_size, D = ml->config.dim;
+                /* blocked: a (4 Mi / D)-row block of the head instead of all V rows */
+                CHECK(pu.alloc[LT_MEM_WORKSPACE] - pb.alloc[LT_MEM_WORKSPACE] >=
+                          (V - ((1 << 22) / D)) * D * 4,
+                      "the head runs in vocabulary blocks: workspace %lld vs %lld",
+                      (long long)pb.alloc[LT_MEM_WORKSPACE], (long long)pu.alloc[LT_MEM_WORKSPACE]);
+            }
+            lt_model_free(ml);
+        }
+        c.ce_chunk_rows = 0;
         CHECK(p.peak_bytes < pw.peak_bytes / 2, "smollm2: lazy peak %lld < half the loaded %lld",
               (long long)p.peak_bytes, (long long)pw.peak_bytes);
         CHECK(p.mapped_bytes == quant_bytes(sm), "smollm2: mapped %lld == quantized bytes %lld",

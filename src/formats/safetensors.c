@@ -172,6 +172,9 @@ static lt_status st_push(lt_safetensors *st, const lt_tensor_view *v) {
 
 static lt_status st_parse_metadata(lt_safetensors *st, const char *path, json_t *m,
                                    int keep) {
+    /* null is "no metadata" (the format's metadata is optional; mlx's save_safetensors, and so
+     * every mlx-lm adapter, writes "__metadata__": null) */
+    if (json_is_null(m)) return LT_OK;
     if (!json_is_object(m))
         return lt_error(LT_ERR_FORMAT, "%s: __metadata__: expected an object of strings", path);
     const char *k;

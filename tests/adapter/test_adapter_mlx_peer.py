@@ -92,6 +92,21 @@ def main():
         check(lp is not None and float(np.abs(lp - lg).max()) <= 1e-5,
               f"{name}: same adapter via the PEFT folder gives the same logits")
 
+    # the same adapter as mlx itself writes it (mx.save_safetensors: "__metadata__": null, as
+    # mlx-lm's trainer saves adapters): we read it and give the same logits
+    own = os.path.join(tmp, "lora_mlx_own")
+    os.makedirs(own)
+    src = os.path.join(tmp, "lora_mlx")
+    arrs = mx.load(os.path.join(src, "adapters.safetensors"))
+    mx.save_safetensors(os.path.join(own, "adapters.safetensors"), arrs)
+    shutil.copy(os.path.join(src, "adapter_config.json"), own)
+    raw = open(os.path.join(own, "adapters.safetensors"), "rb").read(4096)
+    print("mlx header starts:", raw[8:80])
+    lg_own, err = ours(tmp, own)
+    lg_ref, _ = ours(tmp, src)
+    check(lg_own is not None and lg_ref is not None and float(np.abs(lg_own - lg_ref).max()) == 0,
+          f"adapter saved by mx.save_safetensors reads the same: {err[-300:]!r}")
+
     # a wrong shape: both refuse; ours names the tensor and the file
     bad = os.path.join(tmp, "bad_mlx")
     os.makedirs(bad)

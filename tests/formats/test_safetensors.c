@@ -536,6 +536,11 @@ static void test_bad(void) {
               "__metadata__: key 'k': expected a string");
     CHECK_ERR(open_close(mkfile("meta2.st", "{\"__metadata__\":[\"k\"]}", 0, 0)), LT_ERR_FORMAT,
               "__metadata__: expected an object");
+    /* null metadata = none (what mlx's save_safetensors writes) */
+    CHECK_OK(open_close(mkfile("metanull.st",
+                               "{\"__metadata__\":null,\"w\":{\"dtype\":\"F32\",\"shape\":[1],"
+                               "\"data_offsets\":[0,4]}}",
+                               4, 0)));
     /* hostile shapes stop in the pre-scan instead of reaching the JSON parser */
     {
         size_t n = 200000;

@@ -20,18 +20,14 @@ lt_status lt_model_take_named(lt_model *m, const char *src, const lt_model_tenso
     lt_model_weights *w = &m->w;
     lt_status st;
     char name[256];
-    int64_t l = 0; /* the layer TAKE records views under */
+    int64_t l = 0; /* the layer TAKE_ID records views under */
 #define TAKE_ID(id, nm, nd, a, b, dst)                                                             \
     do {                                                                                           \
         const lt_tensor_view *v_ = n->find(file, (nm));                                            \
         if ((st = lt_model_take(m, src, (nm), v_, (nd), (a), (b), (dst)))) return st;              \
         if (m->src) m->src->views[(int64_t)(id) * L + l] = v_;                                    \
     } while (0)
-#define TAKE(nm, nd, a, b, dst) TAKE_ID(ID_, nm, nd, a, b, dst)
-    {
-        enum { ID_ = LT_W_TOK_EMBD };
-        TAKE(n->tok_embd, 2, V, D, w->tok_embd);
-    }
+    TAKE_ID(LT_W_TOK_EMBD, n->tok_embd, 2, V, D, w->tok_embd);
     for (l = 0; l < L; l++) {
 #define LAYER(id, suffix, nd, a, b, dst)                                                           \
     do {                                                                                           \
@@ -62,7 +58,6 @@ lt_status lt_model_take_named(lt_model *m, const char *src, const lt_model_tenso
                             n->untied_why);
         TAKE_ID(LT_W_LM_HEAD, n->lm_head, 2, V, D, w->lm_head);
     }
-#undef TAKE
 #undef TAKE_ID
     return LT_OK;
 }

@@ -32,7 +32,7 @@ struct lt_run {
     atomic_int stop;
 
     int64_t total_steps, warmup_steps, epoch_batches;
-    /* automatic sizes (lt_train_plan_fit): what was asked, the budget and the planned peak */
+    /* automatic sizes (lt_train_plan_fit_run): what was asked, the budget and the planned peak */
     int auto_batch, auto_seq;
     int64_t memory_budget, planned_peak;
     int64_t reserved_bytes; /* of planned_peak: held besides the trainer's plan (tokenizer, data,

@@ -10,17 +10,21 @@
  * sat just under the budget peaked 14-20 MiB (LoRA / QLoRA) and 36-43 MiB (full fine-tuning:
  * the Hugging Face export regenerates tokenizer.json) above it on SmolLM2-135M
  * (tests/train/test_budget_grid.py). */
+#include <stdio.h>
+
 #include "trainer_internal.h"
 
+/* the plan at (B, T) into *p (may be NULL) and its peak into *peak */
 static lt_status peak_at(const lt_model_config *mc, const lt_model *src, const lt_train_config *c,
-                         int B, int T, int64_t *peak) {
+                         int B, int T, int64_t *peak, lt_train_plan_t *p) {
     lt_train_config t = *c;
     t.batch_size = B;
     t.seq_len = T;
-    lt_train_plan_t p;
-    lt_status s = lt_train_plan_src_(mc, src, &t, &p);
+    lt_train_plan_t tmp;
+    if (!p) p = &tmp;
+    lt_status s = lt_train_plan_src_(mc, src, &t, p);
     if (s) return s;
-    *peak = p.peak_bytes;
+    *peak = p->peak_bytes;
     return LT_OK;
 }
 
@@ -30,8 +34,8 @@ static lt_status largest(const lt_model_config *mc, const lt_model *src, const l
     while (lo < hi) {
         int mid = lo + (hi - lo + 1) / 2;
         int64_t pk;
-        lt_status s = vary_batch ? peak_at(mc, src, c, mid, fixed, &pk)
-                                 : peak_at(mc, src, c, fixed, mid, &pk);
+        lt_status s = vary_batch ? peak_at(mc, src, c, mid, fixed, &pk, NULL)
+                                 : peak_at(mc, src, c, fixed, mid, &pk, NULL);
         if (s) return s;
         if (pk <= budget)
             lo = mid;
@@ -75,33 +79,26 @@ static lt_status fit(const lt_model_config *mc, const lt_model *src, const lt_tr
     const int min_t = max_seq < 16 ? max_seq : 16;
     int B = auto_b ? 1 : c->batch_size, T = auto_t ? min_t : c->seq_len;
     int64_t pk;
-    lt_status s = peak_at(mc, src, c, B, T, &pk);
+    lt_train_plan_t p0;
+    lt_status s = peak_at(mc, src, c, B, T, &pk, &p0);
     if (s) return s;
     int64_t reserve = 0;
     if (run) { /* n_trainable and model_bytes do not depend on B, T */
-        lt_train_config t = *c;
-        t.batch_size = B;
-        t.seq_len = T;
-        lt_train_plan_t p0;
-        if ((s = lt_train_plan_src_(mc, src, &t, &p0))) return s;
         int64_t held = resident_bytes - p0.model_bytes; /* the plan counts a loaded model */
         reserve = (held > 0 ? held : 0) + output_bytes(mc, c, &p0);
     }
     if (pk > budget - reserve) {
-        if (!run)
-            return lt_error(LT_ERR_NOMEM,
-                            "memory budget %.2f GiB is below the smallest plan (batch %d, "
-                            "sequence %d): %.2f GiB predicted peak; raise --memory-budget, use "
-                            "--base-dtype bf16, --grad-checkpoint, fewer LoRA targets or a "
-                            "smaller model",
-                            gib(budget), B, T, gib(pk));
+        char split[160] = "";
+        if (run)
+            snprintf(split, sizeof split,
+                     " (%.2f GiB training + %.2f GiB the run holds besides: tokenizer, data, "
+                     "output writing)",
+                     gib(pk), gib(reserve));
         return lt_error(LT_ERR_NOMEM,
                         "memory budget %.2f GiB is below the smallest plan (batch %d, sequence "
-                        "%d): %.2f GiB predicted peak (%.2f GiB training + %.2f GiB the run holds "
-                        "besides: tokenizer, data, output writing); raise --memory-budget, use "
-                        "--base-dtype bf16, --grad-checkpoint, fewer LoRA targets or a smaller "
-                        "model",
-                        gib(budget), B, T, gib(pk + reserve), gib(pk), gib(reserve));
+                        "%d): %.2f GiB predicted peak%s; raise --memory-budget, use --base-dtype "
+                        "bf16, --grad-checkpoint, fewer LoRA targets or a smaller model",
+                        gib(budget), B, T, gib(pk + reserve), split);
     }
     budget -= reserve;
     /* the sequence length first (at the smallest or given batch): it decides what data fits */

@@ -545,17 +545,12 @@ static int own_weight(const lt_trainer *tr, const void *p) {
     return p && b && (const char *)p >= b && (const char *)p < b + tr->mem_bytes[LT_MEM_WEIGHTS];
 }
 
-static void round_vec(float *x, int64_t n, lt_dtype dt) {
-    for (int64_t i = 0; i < n; i++)
-        x[i] = dt == LT_DTYPE_BF16 ? lt_bf16_to_f32(lt_f32_to_bf16(x[i]))
-                                   : lt_f16_to_f32(lt_f32_to_f16(x[i]));
-}
-
 /* a vector (norm, bias) copy: fp32, rounded through the 16-bit base when half */
 static lt_status fill_vec(lt_trainer *tr, lt_weight_id id, int l, const float *dst, int64_t n) {
     float *d = (float *)(uintptr_t)dst;
     lt_status st = lt_model_weight_rows(tr->m, id, l, 0, 1, d);
-    if (!st && tr->half) round_vec(d, n, tr->c.base_dtype);
+    for (int64_t i = 0; !st && tr->half && i < n; i++)
+        d[i] = lt_round16_(d[i], tr->c.base_dtype);
     return st;
 }
 
@@ -574,12 +569,10 @@ static lt_status fill_mat(lt_trainer *tr, lt_weight_id id, int l, int64_t rows, 
             if (!stage) return lt_error(LT_ERR_NOMEM, "trainer: out of memory");
             per = 1;
         }
-        const int bf = tr->c.base_dtype == LT_DTYPE_BF16;
         for (int64_t r = 0; r < rows && !st; r += per) {
             int64_t n = rows - r < per ? rows - r : per;
             st = lt_model_weight_rows(tr->m, id, l, r, n, stage);
-            for (int64_t i = 0; !st && i < n * cols; i++)
-                W16[r * cols + i] = bf ? lt_f32_to_bf16(stage[i]) : lt_f32_to_f16(stage[i]);
+            if (!st) lt_to16_(W16 + r * cols, stage, n * cols, tr->c.base_dtype);
         }
         if (stage != tr->wdeq) free(stage);
     }
@@ -590,8 +583,7 @@ static lt_status fill_mat(lt_trainer *tr, lt_weight_id id, int l, int64_t rows, 
 static lt_status fill_from_file(lt_trainer *tr) {
     const int L = tr->mc.n_layers, D = tr->mc.dim, V = tr->mc.vocab_size;
     const lt_weight_id bids[3] = {LT_W_BQ, LT_W_BK, LT_W_BV};
-    static const lt_weight_id wids[LT_N_TARGETS] = {LT_W_WQ,   LT_W_WK, LT_W_WV,  LT_W_WO,
-                                                    LT_W_GATE, LT_W_UP, LT_W_DOWN};
+    const lt_weight_id *wids = lt_target_wids_;
     lt_status st = LT_OK;
     char what[128];
     for (int l = 0; l < L && !st; l++) {

@@ -16,13 +16,12 @@ typedef struct {
                           FT; NULL once the model's weights are released -- W16 is then set) */
     uint16_t *W16;     /* [OC][C] 16-bit copy when frozen and base_dtype is BF16/F16, else NULL */
     lt_nf4 *q4;        /* QLoRA: the frozen weight in NF4 (double-quantized), else NULL */
-    /* lazy model: W / W16 may point into the mapped file (in_place, zero-copy); with all of
-     * W, W16, q4 NULL the rows are read from rsrc (weight wid of layer) per matmul --
-     * block-quantized GGUF tensors, interleaved q/k rows, other dtypes */
+    /* lazy model: W / W16 may point into the mapped file (zero-copy); with all of W, W16, q4
+     * NULL the rows are read from rsrc (weight wid of layer) per matmul -- block-quantized
+     * GGUF tensors, interleaved q/k rows, other dtypes */
     const lt_model *rsrc;
     lt_weight_id wid;
     int layer;
-    int in_place;
     const float *bias; /* [OC] or NULL (rounded copy when 16-bit) */
     float *dW, *dbias; /* full FT gradients (NULL when frozen) */
     /* adapter (NULL when none) */
@@ -137,6 +136,11 @@ lt_status lt_train_plan_src_(const lt_model_config *mc, const lt_model *src,
 /* QLoRA with an F32 base_dtype -> BF16 for the unquantized parts; lt_train_plan and
  * lt_trainer_create apply it to their copy of the config. */
 void lt_train_config_normalize_(lt_train_config *c);
+/* The model weight of each LoRA target (q, k, v, o, gate, up, down). */
+extern const lt_weight_id lt_target_wids_[LT_N_TARGETS];
+/* x rounded through the 16-bit dtype dt (BF16 / F16), and n values converted to it. */
+float lt_round16_(float x, lt_dtype dt);
+void lt_to16_(uint16_t *dst, const float *src, int64_t n, lt_dtype dt);
 /* Overhead estimate used for the predicted peak. */
 int64_t lt_train_overhead_bytes_(int64_t planned_bytes);
 

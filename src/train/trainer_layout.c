@@ -60,11 +60,11 @@ static void add_tensor_(carver *cv, int *idx, int ndim, int64_t s0, int64_t s1, 
 }
 
 /* x rounded through the 16-bit base dtype (what the frozen copy holds) */
-static float round16(float x, lt_dtype dt) {
+float lt_round16_(float x, lt_dtype dt) {
     return dt == LT_DTYPE_BF16 ? lt_bf16_to_f32(lt_f32_to_bf16(x))
                                : lt_f16_to_f32(lt_f32_to_f16(x));
 }
-static void to16(uint16_t *dst, const float *src, int64_t n, lt_dtype dt) {
+void lt_to16_(uint16_t *dst, const float *src, int64_t n, lt_dtype dt) {
     for (int64_t i = 0; i < n; i++)
         dst[i] = dt == LT_DTYPE_BF16 ? lt_f32_to_bf16(src[i]) : lt_f32_to_f16(src[i]);
 }
@@ -78,8 +78,8 @@ static int in_range(int l, int b, int e, int L) {
 }
 
 /* ---- lazy sources: what is used in place from the mapped file ---- */
-static const lt_weight_id k_wids[LT_N_TARGETS] = {LT_W_WQ,   LT_W_WK, LT_W_WV,  LT_W_WO,
-                                                  LT_W_GATE, LT_W_UP, LT_W_DOWN};
+const lt_weight_id lt_target_wids_[LT_N_TARGETS] = {LT_W_WQ,   LT_W_WK, LT_W_WV,  LT_W_WO,
+                                                    LT_W_GATE, LT_W_UP, LT_W_DOWN};
 
 /* a float dtype lt_to_f32 reads by rows: F32/F16/BF16 or a ggml block type */
 static int rowable(lt_dtype t) {
@@ -219,7 +219,7 @@ lt_status lt_trainer_layout_(lt_trainer *tr, const lt_model_config *mc, const lt
             uint16_t *e16 = (uint16_t *)carve(&cv, LT_MEM_WEIGHTS, (int64_t)V * D * 2);
             if (tr) {
                 tr->embd16 = e16;
-                to16(e16, w->tok_embd, (int64_t)V * D, c->base_dtype);
+                lt_to16_(e16, w->tok_embd, (int64_t)V * D, c->base_dtype);
             }
             emb_f32 = 0;
         }
@@ -257,7 +257,7 @@ lt_status lt_trainer_layout_(lt_trainer *tr, const lt_model_config *mc, const lt
                 if (tr) {
                     if (!lazy) /* a lazy source is read by lt_trainer_create */
                         for (int i = 0; i < D; i++)
-                            cp[i] = round16(nsrc[i], c->base_dtype);
+                            cp[i] = lt_round16_(nsrc[i], c->base_dtype);
                     val = cp;
                 }
             }
@@ -287,19 +287,19 @@ lt_status lt_trainer_layout_(lt_trainer *tr, const lt_model_config *mc, const lt
                     if (li) li->dbias = tr->tt[idx - 1].grad;
                 }
             } else {
-                const lt_tensor_view *sv = src ? lt_model_weight_view(src, k_wids[t], l) : NULL;
+                const lt_weight_id wid = lt_target_wids_[t];
+                const lt_tensor_view *sv = src ? lt_model_weight_view(src, wid, l) : NULL;
                 const int inpl = src && !qlora && in_place_ok(sv, c->base_dtype);
                 if (inpl) {
                     /* used where it lies in the mapped file: zero-copy, or dequantized per use */
                     mapped += (int64_t)sv->nbytes;
-                    int dk = direct_kind(src, k_wids[t], sv, c->base_dtype);
+                    int dk = direct_kind(src, wid, sv, c->base_dtype);
                     if (li) {
-                        li->in_place = 1;
                         if (dk == 1) li->W = (float *)(uintptr_t)sv->data;
                         else if (dk == 2) li->W16 = (uint16_t *)(uintptr_t)sv->data;
                         else {
                             li->rsrc = src;
-                            li->wid = k_wids[t];
+                            li->wid = wid;
                             li->layer = l;
                         }
                     }
@@ -338,7 +338,7 @@ lt_status lt_trainer_layout_(lt_trainer *tr, const lt_model_config *mc, const lt
                             (uint16_t *)carve(&cv, LT_MEM_WEIGHTS, (int64_t)OC * C * 2);
                         if (li) {
                             li->W16 = h;
-                            if (!lazy) to16(h, wsrc[t], (int64_t)OC * C, c->base_dtype);
+                            if (!lazy) lt_to16_(h, wsrc[t], (int64_t)OC * C, c->base_dtype);
                         }
                     }
                     if ((int64_t)OC * C > wmax) wmax = (int64_t)OC * C;
@@ -346,7 +346,7 @@ lt_status lt_trainer_layout_(lt_trainer *tr, const lt_model_config *mc, const lt
                         float *bc = CARVE_F(&cv, LT_MEM_WEIGHTS, OC);
                         if (li) {
                             for (int i = 0; i < OC; i++)
-                                bc[i] = round16(bsrc[t][i], c->base_dtype);
+                                bc[i] = lt_round16_(bsrc[t][i], c->base_dtype);
                             li->bias = bc;
                         }
                     }
@@ -393,7 +393,7 @@ lt_status lt_trainer_layout_(lt_trainer *tr, const lt_model_config *mc, const lt
         float *cp = half || lazy ? CARVE_F(&cv, LT_MEM_WEIGHTS, D) : NULL;
         if (tr && cp && !lazy)
             for (int i = 0; i < D; i++)
-                cp[i] = round16(w->out_norm[i], c->base_dtype);
+                cp[i] = lt_round16_(w->out_norm[i], c->base_dtype);
         if (tr) tr->out_norm = cp ? cp : w->out_norm;
     }
     if (mc->tied_embeddings) {
@@ -439,7 +439,7 @@ lt_status lt_trainer_layout_(lt_trainer *tr, const lt_model_config *mc, const lt
             uint16_t *h16 = (uint16_t *)carve(&cv, LT_MEM_WEIGHTS, (int64_t)V * D * 2);
             if (tr) {
                 tr->head16 = h16;
-                to16(h16, w->lm_head, (int64_t)V * D, c->base_dtype);
+                lt_to16_(h16, w->lm_head, (int64_t)V * D, c->base_dtype);
             }
             head_deq = 1;
         }

@@ -218,6 +218,8 @@ typedef struct {
     double loss_sum; /* sum of token losses over counted tokens */
     int64_t count;   /* counted tokens */
     float loss;      /* loss_sum / count (NaN if count == 0) */
+    int64_t positions; /* positions the step computed: B * T less those after each row's last
+                          counted target (they feed no loss; unless keep_logits) */
 } lt_loss_stats;
 
 /* Forward + backward of one micro-batch; gradients are ADDED to the step's gradients for the

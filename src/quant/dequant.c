@@ -1,4 +1,5 @@
-/* dequant.c - scalar reference (de)quantization of ggml block formats, and lt_to_f32.
+/* dequant.c - scalar reference (de)quantization of ggml block formats, and lt_to_f32 (which
+ * runs the AVX2 twins of dequant_simd.c where they exist: same bits).
  *
  * Block layouts (bytes, little-endian f16 fields) as in ggml-common.h:
  *   Q4_0 (32 elems, 18 B): f16 d, u8 qs[16]               y = d * (q - 8)
@@ -16,6 +17,7 @@
  * results are bit-exact; the build uses ISO C mode, where GCC does not contract a*b+c into
  * an FMA (which would change the rounding). Everything reads bytes, so src may be unaligned. */
 #include "loratune/quant.h"
+#include "quant_internal.h"
 
 #include <math.h>
 #include <string.h>
@@ -321,6 +323,7 @@ lt_status lt_to_f32(lt_dtype t, const void *src, float *dst, int64_t n) {
         return lt_error(LT_ERR_ARG,
                         "lt_to_f32 %s: n = %lld is not a multiple of the block size %lld",
                         lt_dtype_name(t), (long long)n, (long long)be);
+    if (lt_to_f32_simd(t, src, dst, n)) return LT_OK;
     const uint8_t *p = src;
     switch (t) {
     case LT_DTYPE_F32:

@@ -266,14 +266,42 @@ static void mask_scores(float *S, int nq, int nk, int t0, int s0, const int32_t 
 }
 #endif
 
+/* Rows of different lengths (off != NULL): row b is positions [off[b], off[b+1]) of q, k, v,
+ * out and its lse block starts at off[b] * NH (the uniform layout's (b * NH + h) * T + t is
+ * the same formula with off[b] = b * T). Without the fast path, the reference op row by row. */
+static int row_len(const int32_t *off, int b, int T) { return off ? off[b + 1] - off[b] : T; }
+static int64_t row_start(const int32_t *off, int b, int T) {
+    return off ? off[b] : (int64_t)b * T;
+}
+
 void lt_fast_attention_fwd(float *out, float *lse, const float *q, const float *k, const float *v,
                            const int32_t *seq, int B, int T, int NH, int NKV, int HD, int window) {
-#if LT_FAST_SIMD
+    lt_fast_attention_fwd_var(out, lse, q, k, v, seq, NULL, B, T, NH, NKV, HD, window);
+}
+
+void lt_fast_attention_fwd_var(float *out, float *lse, const float *q, const float *k,
+                               const float *v, const int32_t *seq, const int32_t *off, int B, int T,
+                               int NH, int NKV, int HD, int window) {
     if (!lt_fast_attention_supported(HD)) {
-#endif
-        lt_op_attention_fwd(out, lse, q, k, v, seq, B, T, NH, NKV, HD, window);
+        if (!off) {
+            lt_op_attention_fwd(out, lse, q, k, v, seq, B, T, NH, NKV, HD, window);
+            return;
+        }
+        const int64_t qs = (int64_t)NH * HD, ks = (int64_t)NKV * HD;
+        for (int b = 0; b < B; b++) {
+            const int64_t r = off[b];
+            if (row_len(off, b, T) > 0)
+                lt_op_attention_fwd(out + r * qs, lse + r * NH, q + r * qs, k + r * ks, v + r * ks,
+                                    seq ? seq + r : NULL, 1, row_len(off, b, T), NH, NKV, HD,
+                                    window);
+        }
         return;
+    }
 #if LT_FAST_SIMD
+    if (off) { /* T: the longest row */
+        T = 0;
+        for (int b = 0; b < B; b++)
+            if (row_len(off, b, 0) > T) T = row_len(off, b, 0);
     }
     const float scale = 1.0f / sqrtf((float)HD);
     const int group = NH / NKV, nqb = (T + BQ - 1) / BQ;
@@ -284,11 +312,14 @@ void lt_fast_attention_fwd(float *out, float *lse, const float *q, const float *
         for (int h = 0; h < NH; h++)
             for (int qbr = 0; qbr < nqb; qbr++) {
                 const int qb = nqb - 1 - qbr; /* biggest first */
-                const int kh = h / group, t0 = qb * BQ, nq = T - t0 < BQ ? T - t0 : BQ;
-                const int32_t *seq_row = seq ? seq + (int64_t)b * T : NULL;
-                const float *qrow = q + ((int64_t)b * T + t0) * qs + (int64_t)h * HD;
-                const float *kbase = k + (int64_t)b * T * ks + (int64_t)kh * HD;
-                const float *vbase = v + (int64_t)b * T * ks + (int64_t)kh * HD;
+                const int Tb = row_len(off, b, T);
+                const int64_t rs = row_start(off, b, T);
+                const int kh = h / group, t0 = qb * BQ, nq = Tb - t0 < BQ ? Tb - t0 : BQ;
+                if (nq <= 0) continue; /* a shorter row */
+                const int32_t *seq_row = seq ? seq + rs : NULL;
+                const float *qrow = q + (rs + t0) * qs + (int64_t)h * HD;
+                const float *kbase = k + rs * ks + (int64_t)kh * HD;
+                const float *vbase = v + rs * ks + (int64_t)kh * HD;
                 _Alignas(32) float Kt[LT_FAST_MAX_HD * BK];
                 _Alignas(32) float S[BQ * BK];
                 _Alignas(32) float O[BQ * LT_FAST_MAX_HD];
@@ -337,10 +368,10 @@ void lt_fast_attention_fwd(float *out, float *lse, const float *q, const float *
                 }
                 for (int i = 0; i < nq; i++) {
                     float inv = 1.0f / l[i];
-                    float *orow = out + ((int64_t)b * T + t0 + i) * qs + (int64_t)h * HD;
+                    float *orow = out + (rs + t0 + i) * qs + (int64_t)h * HD;
                     for (int d = 0; d < HD; d++)
                         orow[d] = O[i * HD + d] * inv;
-                    lse[((int64_t)b * NH + h) * T + t0 + i] = m[i] + logf(l[i]);
+                    lse[rs * NH + (int64_t)h * Tb + t0 + i] = m[i] + logf(l[i]);
                 }
             }
 #endif
@@ -349,15 +380,34 @@ void lt_fast_attention_fwd(float *out, float *lse, const float *q, const float *
 void lt_fast_attention_bwd(float *dq, float *dk, float *dv, const float *dout, const float *q,
                            const float *k, const float *v, const float *out, const float *lse,
                            const int32_t *seq, int B, int T, int NH, int NKV, int HD, int window) {
-#if LT_FAST_SIMD
+    lt_fast_attention_bwd_var(dq, dk, dv, dout, q, k, v, out, lse, seq, NULL, B, T, NH, NKV, HD,
+                              window);
+}
+
+void lt_fast_attention_bwd_var(float *dq, float *dk, float *dv, const float *dout, const float *q,
+                               const float *k, const float *v, const float *out, const float *lse,
+                               const int32_t *seq, const int32_t *off, int B, int T, int NH,
+                               int NKV, int HD, int window) {
     if (!lt_fast_attention_supported(HD) || !dq || !dk || !dv) {
-#endif
-        lt_op_attention_bwd(dq, dk, dv, dout, q, k, v, out, lse, seq, B, T, NH, NKV, HD, window);
+        if (!off) {
+            lt_op_attention_bwd(dq, dk, dv, dout, q, k, v, out, lse, seq, B, T, NH, NKV, HD,
+                                window);
+            return;
+        }
+        const int64_t qs = (int64_t)NH * HD, ks = (int64_t)NKV * HD;
+        for (int b = 0; b < B; b++) {
+            const int64_t r = off[b];
+            if (row_len(off, b, T) > 0)
+                lt_op_attention_bwd(dq ? dq + r * qs : NULL, dk ? dk + r * ks : NULL,
+                                    dv ? dv + r * ks : NULL, dout + r * qs, q + r * qs, k + r * ks,
+                                    v + r * ks, out + r * qs, lse + r * NH, seq ? seq + r : NULL, 1,
+                                    row_len(off, b, T), NH, NKV, HD, window);
+        }
         return;
-#if LT_FAST_SIMD
     }
+#if LT_FAST_SIMD
     const float scale = 1.0f / sqrtf((float)HD);
-    const int group = NH / NKV, nkb = (T + BK - 1) / BK;
+    const int group = NH / NKV, T_all = T;
     const int64_t qs = (int64_t)NH * HD, ks = (int64_t)NKV * HD;
     /* One task per (b, kv head, key block): it owns dk/dv of its keys. dq rows are shared by
      * the key blocks of a (b, kv head), so the key blocks of one (b, kv head) run in order
@@ -365,9 +415,12 @@ void lt_fast_attention_bwd(float *dq, float *dk, float *dv, const float *dout, c
 #pragma omp parallel for collapse(2) schedule(dynamic, 1)
     for (int b = 0; b < B; b++)
         for (int kh = 0; kh < NKV; kh++) {
-            const int32_t *seq_row = seq ? seq + (int64_t)b * T : NULL;
-            const float *kbase = k + (int64_t)b * T * ks + (int64_t)kh * HD;
-            const float *vbase = v + (int64_t)b * T * ks + (int64_t)kh * HD;
+            const int T = row_len(off, b, T_all); /* this row's length */
+            const int64_t rs = row_start(off, b, T_all);
+            const int nkb = (T + BK - 1) / BK;
+            const int32_t *seq_row = seq ? seq + rs : NULL;
+            const float *kbase = k + rs * ks + (int64_t)kh * HD;
+            const float *vbase = v + rs * ks + (int64_t)kh * HD;
             _Alignas(32) float Kt[LT_FAST_MAX_HD * BK], Vt[LT_FAST_MAX_HD * BK];
             _Alignas(32) float dKb[BK * LT_FAST_MAX_HD], dVb[BK * LT_FAST_MAX_HD];
             _Alignas(32) float S[BQ * BK], dP[BQ * BK];
@@ -383,8 +436,8 @@ void lt_fast_attention_bwd(float *dq, float *dk, float *dv, const float *dout, c
                 for (int h = kh * group; h < (kh + 1) * group; h++)
                     for (int t0 = s0; t0 < t_end; t0 += BQ) {
                         const int nq = t_end - t0 < BQ ? t_end - t0 : BQ;
-                        const int64_t r0 = ((int64_t)b * T + t0) * qs + (int64_t)h * HD;
-                        const float *lrow = lse + ((int64_t)b * NH + h) * T + t0;
+                        const int64_t r0 = (rs + t0) * qs + (int64_t)h * HD;
+                        const float *lrow = lse + rs * NH + (int64_t)h * T + t0;
                         scores(S, q + r0, qs, nq, Kt, HD);
                         mask_scores(S, nq, nk, t0, s0, seq_row, window, scale);
                         scores(dP, dout + r0, qs, nq, Vt, HD);
@@ -415,8 +468,8 @@ void lt_fast_attention_bwd(float *dq, float *dk, float *dv, const float *dout, c
                         acc_rows(dVb, HD, nk, S, 1, BK, dout + r0, qs, nq, HD);
                     }
                 for (int j = 0; j < nk; j++) {
-                    float *dkr = dk + ((int64_t)b * T + s0 + j) * ks + (int64_t)kh * HD;
-                    float *dvr = dv + ((int64_t)b * T + s0 + j) * ks + (int64_t)kh * HD;
+                    float *dkr = dk + (rs + s0 + j) * ks + (int64_t)kh * HD;
+                    float *dvr = dv + (rs + s0 + j) * ks + (int64_t)kh * HD;
                     for (int d = 0; d < HD; d++) {
                         dkr[d] += dKb[j * HD + d];
                         dvr[d] += dVb[j * HD + d];

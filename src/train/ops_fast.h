@@ -41,6 +41,19 @@ void lt_fast_attention_bwd(float *dq, float *dk, float *dv, const float *dout, c
                            const float *k, const float *v, const float *out, const float *lse,
                            const int32_t *seq, int B, int T, int NH, int NKV, int HD, int window);
 
+/* The same over rows of different lengths laid end to end: row b is positions [off[b],
+ * off[b+1]) (off[0] = 0; an empty row is allowed), seq (when given) indexed by position like
+ * q; lse holds row b's [NH][len] block from off[b] * NH. off == NULL is the uniform [B][T]
+ * layout (T is then the row length; with off it is not used). Without the fast path, the
+ * reference op runs row by row. */
+void lt_fast_attention_fwd_var(float *out, float *lse, const float *q, const float *k,
+                               const float *v, const int32_t *seq, const int32_t *off, int B, int T,
+                               int NH, int NKV, int HD, int window);
+void lt_fast_attention_bwd_var(float *dq, float *dk, float *dv, const float *dout, const float *q,
+                               const float *k, const float *v, const float *out, const float *lse,
+                               const int32_t *seq, const int32_t *off, int B, int T, int NH,
+                               int NKV, int HD, int window);
+
 /* Cross-entropy with a vectorised float exp, OpenMP over rows (per-row sums in double). */
 lt_status lt_fast_cross_entropy(float *dlogits, lt_ce_stats *stats, const float *logits,
                                 const int32_t *targets, int N, int V, int ignore_index,

@@ -57,11 +57,11 @@ static const float *weight(lt_trainer *tr, const lt_lin *li) {
     }
     if (!li->W16) return li->W;
     int64_t n = (int64_t)li->OC * li->C;
-    const int bf = tr->c.base_dtype == LT_DTYPE_BF16;
-    /* elementwise, so threads do not change the result */
-#pragma omp parallel for schedule(static) if (n > 65536)
-    for (int64_t i = 0; i < n; i++)
-        tr->wdeq[i] = bf ? lt_bf16_to_f32(li->W16[i]) : lt_f16_to_f32(li->W16[i]);
+    const lt_dtype dt = tr->c.base_dtype == LT_DTYPE_BF16 ? LT_DTYPE_BF16 : LT_DTYPE_F16;
+    const int64_t chunk = 64 * 1024; /* elementwise, so threads do not change the result */
+#pragma omp parallel for schedule(static) if (n > chunk)
+    for (int64_t s = 0; s < n; s += chunk)
+        lt_to_f32(dt, li->W16 + s, tr->wdeq + s, n - s < chunk ? n - s : chunk);
     return tr->wdeq;
 }
 
@@ -157,9 +157,18 @@ static lt_layer_acts *acts_of(lt_trainer *tr, int l) {
     return tr->c.grad_checkpoint ? &tr->acts[0] : &tr->acts[l];
 }
 
-static void layer_fwd(lt_trainer *tr, int l, const int32_t *pos, const int32_t *seq, int B, int T) {
+/* The step's positions: N of them, in B rows of T (off == NULL) or rows of different lengths
+ * laid end to end (off, see lt_fast_attention_fwd_var). Everything but attention is per
+ * position. */
+typedef struct {
+    const int32_t *pos, *seq, *off;
+    int B, T, N;
+} step_rows;
+
+static void layer_fwd(lt_trainer *tr, int l, const step_rows *sr) {
     const lt_model_config *mc = &tr->mc;
-    const int N = B * T, D = mc->dim;
+    const int N = sr->N, D = mc->dim;
+    const int32_t *pos = sr->pos;
     lt_layer_acts *a = acts_of(tr, l);
     const float *x = tr->xs + (int64_t)l * N * D;
     float *xo = tr->xs + (int64_t)(l + 1) * N * D;
@@ -169,8 +178,8 @@ static void layer_fwd(lt_trainer *tr, int l, const int32_t *pos, const int32_t *
     lin_fwd(tr, l, 2, a->v, a->xn1, a->xa[2], N);
     lt_fast_rope_fwd(a->q, a->q, pos, tr->cos_t, tr->sin_t, N, mc->n_heads, mc->head_dim, 0);
     lt_fast_rope_fwd(a->k, a->k, pos, tr->cos_t, tr->sin_t, N, mc->n_kv_heads, mc->head_dim, 0);
-    lt_fast_attention_fwd(a->att, a->lse, a->q, a->k, a->v, seq, B, T, mc->n_heads, mc->n_kv_heads,
-                          mc->head_dim, mc->sliding_window);
+    lt_fast_attention_fwd_var(a->att, a->lse, a->q, a->k, a->v, sr->seq, sr->off, sr->B, sr->T,
+                              mc->n_heads, mc->n_kv_heads, mc->head_dim, mc->sliding_window);
     lin_fwd(tr, l, 3, tr->tmp, a->att, a->xa[3], N);
 #pragma omp parallel for schedule(static) if ((int64_t)N * D > 65536)
     for (int64_t i = 0; i < (int64_t)N * D; i++)
@@ -186,10 +195,10 @@ static void layer_fwd(lt_trainer *tr, int l, const int32_t *pos, const int32_t *
 }
 
 /* dres holds d(xs[l+1]) on entry and d(xs[l]) on exit (when need_dx). */
-static void layer_bwd(lt_trainer *tr, int l, const int32_t *pos, const int32_t *seq, int B, int T,
-                      int need_dx) {
+static void layer_bwd(lt_trainer *tr, int l, const step_rows *sr, int need_dx) {
     const lt_model_config *mc = &tr->mc;
-    const int N = B * T, D = mc->dim, F = mc->ffn_dim;
+    const int N = sr->N, D = mc->dim, F = mc->ffn_dim;
+    const int32_t *pos = sr->pos;
     const int QD = mc->n_heads * mc->head_dim, KVD = mc->n_kv_heads * mc->head_dim;
     lt_layer_acts *a = acts_of(tr, l);
     const float *x = tr->xs + (int64_t)l * N * D;
@@ -208,8 +217,9 @@ static void layer_bwd(lt_trainer *tr, int l, const int32_t *pos, const int32_t *
     memset(tr->dq, 0, sizeof(float) * (size_t)N * QD);
     memset(tr->dk, 0, sizeof(float) * (size_t)N * KVD);
     memset(tr->dv, 0, sizeof(float) * (size_t)N * KVD);
-    lt_fast_attention_bwd(tr->dq, tr->dk, tr->dv, tr->datt, a->q, a->k, a->v, a->att, a->lse, seq,
-                          B, T, mc->n_heads, mc->n_kv_heads, mc->head_dim, mc->sliding_window);
+    lt_fast_attention_bwd_var(tr->dq, tr->dk, tr->dv, tr->datt, a->q, a->k, a->v, a->att, a->lse,
+                              sr->seq, sr->off, sr->B, sr->T, mc->n_heads, mc->n_kv_heads,
+                              mc->head_dim, mc->sliding_window);
     lt_fast_rope_bwd(tr->dq, tr->dq, pos, tr->cos_t, tr->sin_t, N, mc->n_heads, mc->head_dim, 0);
     lt_fast_rope_bwd(tr->dk, tr->dk, pos, tr->cos_t, tr->sin_t, N, mc->n_kv_heads, mc->head_dim, 0);
     int want_dxn = need_dx || tr->dattn_norm[l];
@@ -299,13 +309,41 @@ static lt_status run_step(lt_trainer *tr, const lt_batch *b, float grad_scale,
     lt_status st = check_batch(tr, b, &pos);
     if (st) return st;
     const lt_model_config *mc = &tr->mc;
-    const int B = b->B, T = b->T, N = B * T, D = mc->dim, V = mc->vocab_size, L = mc->n_layers;
+    const int B = b->B, T = b->T, D = mc->dim, V = mc->vocab_size, L = mc->n_layers;
+    step_rows sr = {pos, b->seq, NULL, B, T, B * T};
+    const int32_t *tokens = b->tokens, *targets = b->targets;
+    /* Positions after a row's last counted target feed no loss and, attention being causal,
+     * nothing that does: they are dropped and the rows laid end to end (padding, a trailing
+     * prompt without its completion). Same sums for every kept position; kept logits need the
+     * whole batch. */
+    if (!tr->logits_keep) {
+        int n = 0;
+        tr->c_off[0] = 0;
+        for (int r = 0; r < B; r++) {
+            int len = 0;
+            for (int t = T; t > 0 && !len; t--)
+                if (targets[(int64_t)r * T + t - 1] != LT_IGNORE_INDEX) len = t;
+            const int64_t src = (int64_t)r * T;
+            memcpy(tr->c_tok + n, tokens + src, sizeof(int32_t) * (size_t)len);
+            memcpy(tr->c_tgt + n, targets + src, sizeof(int32_t) * (size_t)len);
+            memcpy(tr->c_pos + n, pos + src, sizeof(int32_t) * (size_t)len);
+            if (b->seq) memcpy(tr->c_seq + n, b->seq + src, sizeof(int32_t) * (size_t)len);
+            n += len;
+            tr->c_off[r + 1] = n;
+        }
+        if (n > 0 && n < B * T) {
+            sr = (step_rows){tr->c_pos, b->seq ? tr->c_seq : NULL, tr->c_off, B, T, n};
+            tokens = tr->c_tok;
+            targets = tr->c_tgt;
+        }
+    }
+    const int N = sr.N;
     if (train) tr->micro++;
     tr->training = train;
-    st = embed_fwd(tr, b->tokens, N);
+    st = embed_fwd(tr, tokens, N);
     if (st) return st;
     for (int l = 0; l < L; l++)
-        layer_fwd(tr, l, pos, b->seq, B, T);
+        layer_fwd(tr, l, &sr);
     const float *xL = tr->xs + (int64_t)L * N * D;
     lt_fast_rmsnorm_fwd(tr->xf, tr->rstdf, xL, tr->out_norm, N, D, mc->norm_eps);
 
@@ -319,15 +357,15 @@ static lt_status run_step(lt_trainer *tr, const lt_batch *b, float grad_scale,
      * are skipped -- gathered into tmp, their input gradients (in dres, free until the
      * backward) scattered back into dxn. Kept logits need every row. */
     const float *xh = tr->xf;
-    const int32_t *th = b->targets;
+    const int32_t *th = targets;
     float *dxh = tr->dxn;
     int nh = N;
     if (!tr->logits_keep) {
         int k = 0;
         for (int i = 0; i < N; i++)
-            if (b->targets[i] != LT_IGNORE_INDEX) {
+            if (targets[i] != LT_IGNORE_INDEX) {
                 tr->head_idx[k] = i;
-                tr->head_tgt[k++] = b->targets[i];
+                tr->head_tgt[k++] = targets[i];
             }
         if (k < N) {
             nh = k;
@@ -373,6 +411,7 @@ static lt_status run_step(lt_trainer *tr, const lt_batch *b, float grad_scale,
         out->loss_sum = sum;
         out->count = count;
         out->loss = count ? (float)(sum / (double)count) : NAN;
+        out->positions = N;
     }
     if (!do_bwd) return LT_OK;
 
@@ -380,10 +419,10 @@ static lt_status run_step(lt_trainer *tr, const lt_batch *b, float grad_scale,
     lt_fast_rmsnorm_bwd(tr->dres, tr->dout_norm, tr->dxn, xL, tr->out_norm, tr->rstdf, N, D);
     int need_embed = tr->dembd != NULL;
     for (int l = L - 1; l >= tr->bwd_stop; l--) {
-        if (tr->c.grad_checkpoint) layer_fwd(tr, l, pos, b->seq, B, T);
-        layer_bwd(tr, l, pos, b->seq, B, T, l > tr->bwd_stop || need_embed);
+        if (tr->c.grad_checkpoint) layer_fwd(tr, l, &sr);
+        layer_bwd(tr, l, &sr, l > tr->bwd_stop || need_embed);
     }
-    if (need_embed) lt_op_embedding_bwd(tr->dembd, tr->dres, b->tokens, N, D);
+    if (need_embed) lt_op_embedding_bwd(tr->dembd, tr->dres, tokens, N, D);
     return LT_OK;
 }
 

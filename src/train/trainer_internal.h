@@ -110,6 +110,10 @@ struct lt_trainer {
     int32_t *pos_buf;     /* [N] */
     int32_t *head_idx;    /* [N] positions whose target counts (the head runs only there) */
     int32_t *head_tgt;    /* [N] their targets */
+    /* the step's batch compacted (run_step): rows cut after their last counted target and laid
+     * end to end, row b at positions [c_off[b], c_off[b+1]) */
+    int32_t *c_tok, *c_tgt, *c_pos, *c_seq; /* [N] */
+    int32_t *c_off;                         /* [batch_size + 1] */
     int logits_B, logits_T;
 };
 

@@ -567,6 +567,20 @@ lt_status lt_trainer_layout_(lt_trainer *tr, const lt_model_config *mc, const lt
             tr->head_idx = hi;
             tr->head_tgt = ht;
         }
+        /* the step's batch without the positions after each row's last counted target */
+        int32_t *ct = (int32_t *)carve(&cv, LT_MEM_WORKSPACE, N * (int64_t)sizeof(int32_t));
+        int32_t *cg = (int32_t *)carve(&cv, LT_MEM_WORKSPACE, N * (int64_t)sizeof(int32_t));
+        int32_t *cp = (int32_t *)carve(&cv, LT_MEM_WORKSPACE, N * (int64_t)sizeof(int32_t));
+        int32_t *cs = (int32_t *)carve(&cv, LT_MEM_WORKSPACE, N * (int64_t)sizeof(int32_t));
+        int32_t *co = (int32_t *)carve(&cv, LT_MEM_WORKSPACE,
+                                       ((int64_t)c->batch_size + 1) * (int64_t)sizeof(int32_t));
+        if (tr) {
+            tr->c_tok = ct;
+            tr->c_tgt = cg;
+            tr->c_pos = cp;
+            tr->c_seq = cs;
+            tr->c_off = co;
+        }
     }
 #undef WS_F
 

@@ -93,6 +93,55 @@ static void attention_case(const char *name, int B, int T, int NH, int NKV, int 
     free(dq_f), free(dk_f), free(dv_f);
 }
 
+/* Rows of different lengths end to end (the trainer's padding-free layout): the _var ops
+ * against the reference op run on each row alone (B = 1, T = its length). */
+static void attention_var_case(const char *name, int HD, int packed, int window) {
+    enum { NB = 5 };
+    const int len[NB] = {50, 0, 129, 7, 64}, NH = 6, NKV = 2;
+    int32_t off[NB + 1] = {0};
+    for (int b = 0; b < NB; b++)
+        off[b + 1] = off[b] + len[b];
+    const int64_t N = off[NB], qs = (int64_t)NH * HD, ks = (int64_t)NKV * HD;
+    float *q = frnd(N * qs, 2.0f), *k = frnd(N * ks, 2.0f), *v = frnd(N * ks, 1.0f);
+    float *dout = frnd(N * qs, 1.0f);
+    int32_t *seq = NULL;
+    if (packed) { /* sequences of 23 positions, ids from 3 up per row */
+        seq = malloc(sizeof(int32_t) * (size_t)N);
+        for (int b = 0; b < NB; b++)
+            for (int t = 0; t < len[b]; t++)
+                seq[off[b] + t] = 3 + t / 23;
+    }
+    float *o_ref = fzero(N * qs), *o_var = fzero(N * qs), *l_ref = fzero(N * NH),
+          *l_var = fzero(N * NH);
+    float *dq_r = fzero(N * qs), *dk_r = fzero(N * ks), *dv_r = fzero(N * ks);
+    float *dq_v = fzero(N * qs), *dk_v = fzero(N * ks), *dv_v = fzero(N * ks);
+    for (int b = 0; b < NB; b++) {
+        const int64_t r = off[b];
+        if (!len[b]) continue;
+        lt_op_attention_fwd(o_ref + r * qs, l_ref + r * NH, q + r * qs, k + r * ks, v + r * ks,
+                            seq ? seq + r : NULL, 1, len[b], NH, NKV, HD, window);
+        lt_op_attention_bwd(dq_r + r * qs, dk_r + r * ks, dv_r + r * ks, dout + r * qs, q + r * qs,
+                            k + r * ks, v + r * ks, o_ref + r * qs, l_ref + r * NH,
+                            seq ? seq + r : NULL, 1, len[b], NH, NKV, HD, window);
+    }
+    lt_fast_attention_fwd_var(o_var, l_var, q, k, v, seq, off, NB, 0, NH, NKV, HD, window);
+    lt_fast_attention_bwd_var(dq_v, dk_v, dv_v, dout, q, k, v, o_ref, l_ref, seq, off, NB, 0, NH,
+                              NKV, HD, window);
+    char what[128];
+    snprintf(what, sizeof what, "%s out", name);
+    CMP(what, o_var, o_ref, N * qs, 2e-5);
+    snprintf(what, sizeof what, "%s lse", name);
+    CMP(what, l_var, l_ref, N * NH, 2e-5);
+    snprintf(what, sizeof what, "%s dq", name);
+    CMP(what, dq_v, dq_r, N * qs, 2e-5);
+    snprintf(what, sizeof what, "%s dk", name);
+    CMP(what, dk_v, dk_r, N * ks, 2e-5);
+    snprintf(what, sizeof what, "%s dv", name);
+    CMP(what, dv_v, dv_r, N * ks, 2e-5);
+    free(q), free(k), free(v), free(dout), free(seq), free(o_ref), free(o_var), free(l_ref);
+    free(l_var), free(dq_r), free(dk_r), free(dv_r), free(dq_v), free(dk_v), free(dv_v);
+}
+
 static void cross_entropy_case(void) {
     const int N = 7, V = 1003;
     float *x = frnd((int64_t)N * V, 4.0f);
@@ -206,6 +255,10 @@ int main(void) {
     attention_case("hd8 packed window", 2, 70, 2, 2, 8, 1, 5);
     attention_case("hd64 T1", 1, 1, 2, 1, 64, 0, 0);
     attention_case("hd12 fallback", 1, 9, 2, 1, 12, 0, 0);
+    attention_var_case("var hd64", 64, 0, 0);
+    attention_var_case("var hd64 packed", 64, 1, 0);
+    attention_var_case("var hd32 packed window", 32, 1, 17);
+    attention_var_case("var hd12 fallback", 12, 1, 0);
     cross_entropy_case();
     elementwise_cases();
     LT_TEST_END();

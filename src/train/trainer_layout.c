@@ -558,30 +558,21 @@ lt_status lt_trainer_layout_(lt_trainer *tr, const lt_model_config *mc, const lt
     WS_F(logits, (int64_t)chunk * V);
     WS_F(cos_t, (int64_t)c->seq_len * (HD / 2));
     WS_F(sin_t, (int64_t)c->seq_len * (HD / 2));
-    {
-        int32_t *pb = (int32_t *)carve(&cv, LT_MEM_WORKSPACE, N * (int64_t)sizeof(int32_t));
-        if (tr) tr->pos_buf = pb;
-        int32_t *hi = (int32_t *)carve(&cv, LT_MEM_WORKSPACE, N * (int64_t)sizeof(int32_t));
-        int32_t *ht = (int32_t *)carve(&cv, LT_MEM_WORKSPACE, N * (int64_t)sizeof(int32_t));
-        if (tr) {
-            tr->head_idx = hi;
-            tr->head_tgt = ht;
-        }
-        /* the step's batch without the positions after each row's last counted target */
-        int32_t *ct = (int32_t *)carve(&cv, LT_MEM_WORKSPACE, N * (int64_t)sizeof(int32_t));
-        int32_t *cg = (int32_t *)carve(&cv, LT_MEM_WORKSPACE, N * (int64_t)sizeof(int32_t));
-        int32_t *cp = (int32_t *)carve(&cv, LT_MEM_WORKSPACE, N * (int64_t)sizeof(int32_t));
-        int32_t *cs = (int32_t *)carve(&cv, LT_MEM_WORKSPACE, N * (int64_t)sizeof(int32_t));
-        int32_t *co = (int32_t *)carve(&cv, LT_MEM_WORKSPACE,
-                                       ((int64_t)c->batch_size + 1) * (int64_t)sizeof(int32_t));
-        if (tr) {
-            tr->c_tok = ct;
-            tr->c_tgt = cg;
-            tr->c_pos = cp;
-            tr->c_seq = cs;
-            tr->c_off = co;
-        }
-    }
+#define WS_I(field, n)                                                                             \
+    do {                                                                                           \
+        int32_t *p_ = (int32_t *)carve(&cv, LT_MEM_WORKSPACE, (int64_t)(n) * 4);                  \
+        if (tr) tr->field = p_;                                                                    \
+    } while (0)
+    WS_I(pos_buf, N);
+    WS_I(head_idx, N);
+    WS_I(head_tgt, N);
+    /* the step's batch without the positions after each row's last counted target */
+    WS_I(c_tok, N);
+    WS_I(c_tgt, N);
+    WS_I(c_pos, N);
+    WS_I(c_seq, N);
+    WS_I(c_off, (int64_t)c->batch_size + 1);
+#undef WS_I
 #undef WS_F
 
     for (int k = 0; k < LT_MEM_COUNT; k++)

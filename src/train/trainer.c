@@ -293,10 +293,8 @@ static lt_status embed_fwd(lt_trainer *tr, const int32_t *tokens, int N) {
             if (st) return st;
             continue;
         }
-        const uint16_t *e = tr->embd16 + (int64_t)t * D;
-        float *o = tr->xs + (int64_t)n * D;
-        for (int c = 0; c < D; c++)
-            o[c] = tr->c.base_dtype == LT_DTYPE_BF16 ? lt_bf16_to_f32(e[c]) : lt_f16_to_f32(e[c]);
+        lt_to_f32(tr->c.base_dtype == LT_DTYPE_BF16 ? LT_DTYPE_BF16 : LT_DTYPE_F16,
+                  tr->embd16 + (int64_t)t * D, tr->xs + (int64_t)n * D, D);
     }
     return LT_OK;
 }
@@ -317,21 +315,23 @@ static lt_status run_step(lt_trainer *tr, const lt_batch *b, float grad_scale,
      * prompt without its completion). Same sums for every kept position; kept logits need the
      * whole batch. */
     if (!tr->logits_keep) {
-        int n = 0;
         tr->c_off[0] = 0;
         for (int r = 0; r < B; r++) {
-            int len = 0;
-            for (int t = T; t > 0 && !len; t--)
-                if (targets[(int64_t)r * T + t - 1] != LT_IGNORE_INDEX) len = t;
-            const int64_t src = (int64_t)r * T;
-            memcpy(tr->c_tok + n, tokens + src, sizeof(int32_t) * (size_t)len);
-            memcpy(tr->c_tgt + n, targets + src, sizeof(int32_t) * (size_t)len);
-            memcpy(tr->c_pos + n, pos + src, sizeof(int32_t) * (size_t)len);
-            if (b->seq) memcpy(tr->c_seq + n, b->seq + src, sizeof(int32_t) * (size_t)len);
-            n += len;
-            tr->c_off[r + 1] = n;
+            int len = T;
+            while (len > 0 && targets[(int64_t)r * T + len - 1] == LT_IGNORE_INDEX)
+                len--;
+            tr->c_off[r + 1] = tr->c_off[r] + len;
         }
-        if (n > 0 && n < B * T) {
+        const int n = tr->c_off[B];
+        if (n > 0 && n < B * T) { /* something to drop: copy the kept rows */
+            for (int r = 0; r < B; r++) {
+                const int64_t src = (int64_t)r * T, at = tr->c_off[r];
+                const size_t len = sizeof(int32_t) * (size_t)(tr->c_off[r + 1] - at);
+                memcpy(tr->c_tok + at, tokens + src, len);
+                memcpy(tr->c_tgt + at, targets + src, len);
+                memcpy(tr->c_pos + at, pos + src, len);
+                if (b->seq) memcpy(tr->c_seq + at, b->seq + src, len);
+            }
             sr = (step_rows){tr->c_pos, b->seq ? tr->c_seq : NULL, tr->c_off, B, T, n};
             tokens = tr->c_tok;
             targets = tr->c_tgt;

@@ -26,7 +26,7 @@
 #   EVAL_BATCHES [0] the common evaluator on the first N batches only (0 = all; smoke tests)
 #   MLX_PAD_FIX [0] 1: mlx-lm without its extra pad target (see bench/mlx_wikisql.py)
 #   LT [build/loratune]  PY [.venv-golden/bin/python]  MLXPY [.venv/bin/python]
-#   GGUF [models/SmolLM2-135M-Instruct.Q4_1.gguf]  FIXTURES [$LT_FIXTURES or ../shared/fixtures]
+#   GGUF [models/SmolLM2-135M-Instruct.Q4_1.gguf]  FIXTURES [$LT_FIXTURES or tests/fixtures]
 #   OUTDIR [/tmp/loratune-wikisql]
 # Usage: bench/run_wikisql.sh        STEPS=2 EVAL_BASE=0 EVAL_OWN=0 EVAL_BATCHES=1 bench/run_wikisql.sh
 set -euo pipefail
@@ -36,7 +36,7 @@ EVAL_BASE=${EVAL_BASE:-1} EVAL_OWN=${EVAL_OWN:-1} MLX_PAD_FIX=${MLX_PAD_FIX:-0}
 EVAL_BATCHES=${EVAL_BATCHES:-0}
 LT=${LT:-build/loratune} PY=${PY:-.venv-golden/bin/python} MLXPY=${MLXPY:-.venv/bin/python}
 GGUF=${GGUF:-models/SmolLM2-135M-Instruct.Q4_1.gguf}
-FIXTURES=${FIXTURES:-${LT_FIXTURES:-../shared/fixtures}}
+FIXTURES=${FIXTURES:-${LT_FIXTURES:-tests/fixtures}}
 OUTDIR=${OUTDIR:-/tmp/loratune-wikisql}
 BATCH=4 SEQ=256 LR=1e-4 WD=0.01 RANK=8 ALPHA=16 SEED=0
 OPENBLAS_SO=$(ldconfig -p | awk '/libopenblas\.so\.0 / && !p {p = $NF} END {print p}')

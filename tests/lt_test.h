@@ -2,7 +2,7 @@
  *
  * CHECK(cond, fmt, ...) counts a pass or prints the failure with file:line and goes on;
  * LT_TEST_END() prints "N passed, N failed" and returns non-zero on any failure.
- * lt_fixture("stories260K/stories260K.bin") gives a path under ../shared/fixtures,
+ * lt_fixture("stories260K/stories260K.bin") gives a path under tests/fixtures,
  * lt_srcpath("tests/data/x") a path under the source tree (both set by CMake). */
 #ifndef LT_TEST_H
 #define LT_TEST_H

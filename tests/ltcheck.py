@@ -14,7 +14,7 @@ import sys
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 # The built program (CMake: $<TARGET_FILE:loratune>); the C peer tools sit next to it.
 LORATUNE = os.environ.get("LORATUNE", "loratune")
-FIXTURES = os.environ.get("LT_FIXTURES", os.path.join(ROOT, "..", "shared", "fixtures"))
+FIXTURES = os.environ.get("LT_FIXTURES", os.path.join(ROOT, "tests", "fixtures"))
 SOURCE_DIR = os.environ.get("LT_SOURCE_DIR", ROOT)
 
 passed = 0

@@ -7,7 +7,7 @@
 set -euo pipefail
 lt=$1
 model=$2
-data=${3:-../shared/fixtures/datasets/wikisql-mlx}
+data=${3:-tests/fixtures/datasets/wikisql-mlx}
 out=${DEMO_OUT:-$(dirname "$lt")/demo-run}
 iters=${DEMO_ITERS:-40}
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }

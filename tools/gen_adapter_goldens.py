@@ -43,7 +43,7 @@ SMOL_V = 2048
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--build", default="build", help="CMake build folder with the test programs")
-    ap.add_argument("--fixtures", default=os.path.join(ROOT, "..", "shared", "fixtures"))
+    ap.add_argument("--fixtures", default=os.path.join(ROOT, "tests", "fixtures"))
     ap.add_argument("--models", default=os.path.join(ROOT, "models"))
     args = ap.parse_args()
     base_dir = os.path.join(args.fixtures, "stories260K-hf")

@@ -61,7 +61,7 @@ from transformers import AutoModelForCausalLM, Qwen2Config, Qwen2ForCausalLM  # 
 
 ROOT = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 OUT = os.path.join(ROOT, "tests", "data", "train")
-FIXTURES = os.environ.get("LT_FIXTURES", os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "fixtures"))
+FIXTURES = os.environ.get("LT_FIXTURES", os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "fixtures"))
 STORIES = os.path.join(FIXTURES, "stories260K-hf")
 RANDOM_DIR = os.path.join(OUT, "random_qwen2")
 

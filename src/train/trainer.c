@@ -431,6 +431,15 @@ static lt_status run_step(lt_trainer *tr, const lt_batch *b, float grad_scale,
 static lt_status run(lt_trainer *tr, const lt_batch *b, float grad_scale, lt_loss_stats *out,
                      int train) {
     int blas_threads = getenv("LT_TWO_POOLS") ? -1 : lt_blas_threads_single();
+#ifdef LT_TEST_PLANT_STEP_ALLOC
+    /* A planted defect, compiled only into tests/train/test_plan_planted: one allocation per
+     * OpenMP thread in every step, which test_plan's allocation count must catch. */
+#pragma omp parallel
+    {
+        void *volatile planted = malloc(64);
+        free(planted);
+    }
+#endif
     lt_status st = run_step(tr, b, grad_scale, out, train);
     if (blas_threads >= 0) lt_blas_threads_restore(blas_threads);
     return st;

@@ -3,13 +3,18 @@
  * For a grid of (model, method, targets, B, T, checkpointing, base dtype) configs:
  *   - plan.alloc[category] == bytes recorded by the trainer's allocator, and the same number of
  *     allocation calls;
- *   - no allocation happens in accumulate / step / eval (the recorded count stays put);
+ *   - no allocation happens in accumulate / step / eval: every malloc / calloc / realloc /
+ *     aligned allocation of the whole process, in any thread, is counted (tests/alloc_count.h);
+ *     the counter itself is checked on planted allocations (this thread, OpenMP workers), and
+ *     test_plan_planted builds the library's step with a planted allocation
+ *     (LT_TEST_PLANT_STEP_ALLOC) and expects this check to catch it;
  *   - checkpointing shrinks the activations (plan and recorded) when the model has >= 2 layers.
  * Plus: a plan from a folder holding only config.json equals the plan from the full model;
  * bad config values fail with a message naming the field;
  * a bf16 LoRA base releases the model's fp32 weights (RSS measured, the model refuses to run
  * after), and the plan's two moments (creation, steady) add up;
  * `loratune plan` (the program next to this test binary) prints the same numbers as --json. */
+#define _GNU_SOURCE 1 /* dl_iterate_phdr, for alloc_count.h */
 #include <jansson.h>
 #include <math.h>
 #include <stdio.h>
@@ -18,9 +23,21 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "alloc_count.h"
 #include "loratune/model.h"
 #include "loratune/train.h"
 #include "lt_test.h"
+
+/* Built twice: test_plan, where the step must not allocate, and test_plan_planted, whose
+ * trainer.c allocates in every step (LT_TEST_PLANT_STEP_ALLOC): there the same count must be
+ * non-zero, or the check above could not fail. */
+#ifdef LT_TEST_PLANT_STEP_ALLOC
+#define STEP_ALLOCS_OK(n) ((n) > 0)
+#define STEP_ALLOCS_WANT "> 0 (planted allocation in the step)"
+#else
+#define STEP_ALLOCS_OK(n) ((n) == 0)
+#define STEP_ALLOCS_WANT "0"
+#endif
 
 static void fill_batch(int32_t *tok, int32_t *tgt, int N, int V) {
     for (int i = 0; i < N; i++) {
@@ -37,6 +54,7 @@ static void grid(const char *model_path) {
     const unsigned targets[2] = {LT_TARGET_Q | LT_TARGET_V, LT_TARGET_ALL};
     const int Bs[2] = {1, 2}, Ts[2] = {8, 16};
     int ncfg = 0;
+    long others[LT_ALLOC_NKIND] = {0};
     for (int mi = 0; mi < 3; mi++)
         for (int ti = 0; ti < 2; ti++)
             for (int bi = 0; bi < 2; bi++)
@@ -128,11 +146,19 @@ static void grid(const char *model_path) {
                         fill_batch(tok, tgt, N, m->config.vocab_size);
                         lt_batch b = {c.batch_size, c.seq_len, tok, tgt, NULL, NULL};
                         lt_loss_stats ls;
+                        lt_alloc_count_begin();
                         for (int s = 0; s < 2; s++) {
                             CHECK_OK(lt_trainer_accumulate(tr, &b, 0.0f, &ls));
                             CHECK_OK(lt_trainer_step(tr, -1.0f, NULL));
                         }
                         CHECK_OK(lt_trainer_eval(tr, &b, &ls));
+                        long kinds[LT_ALLOC_NKIND];
+                        long nalloc = lt_alloc_count_end(kinds);
+                        CHECK(STEP_ALLOCS_OK(nalloc),
+                              "cfg %d: %ld allocations by loratune during 2 steps + eval, "
+                              "expected " STEP_ALLOCS_WANT, ncfg, nalloc);
+                        for (int k = 0; k < LT_ALLOC_NKIND; k++)
+                            others[k] += kinds[k];
                         CHECK(isfinite(ls.loss), "loss %g", (double)ls.loss);
                         int64_t na2 = 0;
                         lt_trainer_mem(tr, NULL, &na2);
@@ -148,7 +174,10 @@ static void grid(const char *model_path) {
                               (long long)rec_act[0], (long long)rec_act[1]);
                     }
                 }
-    printf("%s: %d configs: plan == allocation\n", model_path, ncfg);
+    printf("%s: %d configs: plan == allocation; in the steps: %ld allocations by loratune, %ld by "
+           "%s, %ld by %s (their own bookkeeping)\n",
+           model_path, ncfg, others[LT_ALLOC_OURS], others[LT_ALLOC_GOMP], lt_alloc_kind_name[LT_ALLOC_GOMP],
+           others[LT_ALLOC_BLAS], lt_alloc_kind_name[LT_ALLOC_BLAS]);
     lt_model_free(m);
 }
 
@@ -489,9 +518,51 @@ static void cli(void) {
     rmdir(dir);
 }
 
+/* The counter counts: planted allocations in this thread and in OpenMP workers. */
+static void counter_counts(void) {
+    lt_alloc_count_begin();
+    void *volatile p = malloc(24);
+    free(p);
+    p = calloc(3, 8);
+    p = realloc(p, 4096);
+    free(p);
+    void *q = NULL;
+    CHECK(posix_memalign(&q, 64, 100) == 0 && q, "posix_memalign");
+    free(q);
+    long n = lt_alloc_count_end(NULL);
+    CHECK(n == 4, "counter: %ld allocations counted, 4 planted", n);
+    long nt = 0;
+    volatile long warm = 0;
+#pragma omp parallel num_threads(2) reduction(+ : warm)
+    warm += 1; /* the threads are made (libc allocates their stacks) before counting */
+    lt_alloc_count_begin();
+#pragma omp parallel num_threads(2) reduction(+ : nt)
+    {
+        void *volatile r = malloc(32);
+        free(r);
+        nt += 1;
+    }
+    long kinds[LT_ALLOC_NKIND];
+    n = lt_alloc_count_end(kinds);
+    CHECK(n == nt && nt >= 1, "counter over %ld OpenMP threads: %ld allocations (%ld libgomp, %ld OpenBLAS)", nt, n, kinds[1], kinds[2]);
+    p = malloc(8); /* outside a span: not counted */
+    free(p);
+    lt_alloc_count_begin();
+    CHECK(lt_alloc_count_end(NULL) == 0, "counter: empty span");
+    /* an allocation made for us by libc is ours */
+    lt_alloc_count_begin();
+    char *volatile d = strdup("planted");
+    free(d);
+    CHECK(lt_alloc_count_end(NULL) == 1, "counter: strdup is counted as ours");
+}
+
 int main(void) {
+    counter_counts();
     lt_set_num_threads(1); /* tiny matrices: threads only add contention on CI */
     grid(lt_srcpath("tests/data/train/random_qwen2"));
+#ifdef LT_TEST_PLANT_STEP_ALLOC
+    LT_TEST_END(); /* the planted build checks the allocation count only */
+#endif
     grid(lt_fixture("stories260K-hf"));
     config_only();
     bad_values();

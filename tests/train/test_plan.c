@@ -508,8 +508,16 @@ static void cli(void) {
     c.lora.r = 4;
     c.lora.targets = LT_TARGET_Q | LT_TARGET_K | LT_TARGET_DOWN;
     lt_train_plan_t p;
-    CHECK_OK(lt_train_plan(&mc, &c, &p));
+    /* no weight files: planned over the files the config describes, loaded lazily */
+    CHECK_OK(lt_train_plan_assumed(&mc, mc.dtype, &c, &p));
     if (j) {
+        json_t *as = json_object_get(j, "assumptions");
+        CHECK(json_is_true(json_object_get(j, "lazy")) &&
+                  json_is_false(json_object_get(j, "weight_files")) &&
+                  json_is_string(json_object_get(j, "weights_dtype")) &&
+                  !strcmp(json_string_value(json_object_get(j, "weights_dtype")), "f32") &&
+                  json_array_size(as) == 3,
+              "config-only: lazy, no weight files, f32 weights, 3 assumptions: %s", out);
         CHECK(json_integer_value(json_object_get(j, "peak_bytes")) == p.peak_bytes, "peak");
         CHECK(json_integer_value(json_object_get(j, "n_trainable")) == p.n_trainable, "trainable");
         json_t *by = json_object_get(j, "bytes");
@@ -519,6 +527,23 @@ static void cli(void) {
                   "bytes.%s", lt_mem_category_name((lt_mem_category)i));
         json_decref(j);
     }
+    /* with the files: the lazy model's plan, nothing assumed */
+    snprintf(cmd, sizeof cmd,
+             "'%s' plan --model '%s' --method dora --batch-size 3 --max-seq-len 20 "
+             "--grad-checkpoint --lora-rank 4 --lora-targets q,k,down --json 2>&1",
+             exe, lt_srcpath("tests/data/train/random_qwen2"));
+    rc = run_cmd(cmd, out, sizeof out);
+    j = rc == 0 ? json_loads(out, 0, &jerr) : NULL;
+    CHECK(j && json_integer_value(json_object_get(j, "peak_bytes")) == p.peak_bytes &&
+              json_is_true(json_object_get(j, "weight_files")) &&
+              json_array_size(json_object_get(j, "assumptions")) == 0,
+          "with the files: the same peak, no assumptions: exit %d: %s", rc, out);
+    json_decref(j);
+    snprintf(cmd, sizeof cmd, "'%s' plan --model '%s' --method qlora 2>&1", exe, dir);
+    rc = run_cmd(cmd, out, sizeof out);
+    CHECK(rc == 0 && strstr(out, "assumed") && strstr(out, "torch_dtype") &&
+              strstr(out, "lazy load"),
+          "table lists the assumptions: exit %d: %s", rc, out);
     snprintf(cmd, sizeof cmd, "'%s' plan --model '%s' --method full 2>&1", exe, dir);
     rc = run_cmd(cmd, out, sizeof out);
     CHECK(rc == 0 && strstr(out, "predicted peak") && strstr(out, "activations"),

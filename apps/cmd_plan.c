@@ -1,7 +1,11 @@
-/* cmd_plan.c - `loratune plan`: the memory budget of a training run, from the model's config
- * alone (a Hugging Face folder needs only config.json; a GGUF / llama2.c file is opened
- * config-only), as a table or --json. The numbers are lt_train_plan's: exactly what the
- * trainer allocates per category, plus the model's fp32 weights and an overhead estimate. */
+/* cmd_plan.c - `loratune plan`: the memory budget of a training run, as a table or --json.
+ * The numbers are lt_train_plan*'s: exactly what the trainer allocates per category, plus what
+ * the model holds (fp32 weights of a whole-loaded model, or the mapped tensors a lazy one reads
+ * in place) and an overhead estimate. Adapters are planned over the lazily loaded model, as
+ * `loratune train` loads it; a Hugging Face folder with only config.json (weights not
+ * downloaded yet) is planned over the files that config describes (lt_train_plan_assumed),
+ * and the output lists what was assumed. */
+#include <dirent.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,8 +18,11 @@
 static void usage(FILE *f) {
     fprintf(f,
             "usage: loratune plan --model MODEL --method lora|dora|full|qlora [options]\n\n"
-            "Prints the bytes a training step needs by category and the predicted peak memory,\n"
-            "from the model's config alone (a Hugging Face folder with only config.json works).\n"
+            "Prints the bytes a training step needs by category and the predicted peak memory\n"
+            "of `loratune train` with the same options. MODEL may be a Hugging Face folder with\n"
+            "only config.json (weights not downloaded yet): the plan then assumes the weight\n"
+            "files that config describes (stored as its torch_dtype, loaded lazily as train\n"
+            "does) and lists its assumptions.\n"
             "  --batch-size B        micro-batch rows (default 1)\n"
             "  --max-seq-len T       tokens per row (default 512)\n"
             "  --grad-checkpoint     keep only each layer's input; recompute in backward\n"
@@ -44,6 +51,24 @@ static lt_status load_config(const char *path, lt_model_config *out) {
     *out = m->config;
     lt_model_free(m);
     return LT_OK;
+}
+
+/* 1 when the folder holds a *.safetensors file (the weights, or some shards of them) */
+static int has_weight_files(const char *dir) {
+    DIR *d = opendir(dir);
+    if (!d) return 0;
+    int found = 0;
+    struct dirent *e;
+    while (!found && (e = readdir(d))) {
+        size_t n = strlen(e->d_name);
+        found = n > 12 && !strcmp(e->d_name + n - 12, ".safetensors");
+    }
+    closedir(d);
+    return found;
+}
+
+static const char *dtype_short(lt_dtype t) {
+    return t == LT_DTYPE_BF16 ? "bf16" : t == LT_DTYPE_F16 ? "f16" : "f32";
 }
 
 static void targets_str(unsigned mask, char *buf, size_t n) {
@@ -146,26 +171,67 @@ int cmd_plan(int argc, char **argv) {
     if (c.method == LT_METHOD_FULL) c.full.layer_begin = 0;
     lt_model_config mc;
     /* adapters train over the lazily loaded model (`loratune train` does the same): its
-     * tensors' dtypes decide what is used in place; a folder with only config.json (or full
-     * FT) is planned from the config as an fp32 model */
+     * tensors' dtypes decide what is used in place. A folder without weight files is planned
+     * over the files its config.json describes; full FT loads the model whole as fp32, so its
+     * config is all the plan needs */
+    const int files = !lt_path_is_dir(model) || has_weight_files(model);
     lt_model *lazy = NULL;
-    if (c.method != LT_METHOD_FULL) {
+    if (c.method != LT_METHOD_FULL && files) {
         lt_model_load_opts lo = {.lazy = 1};
-        if (lt_model_load(model, &lo, &lazy)) lazy = NULL;
-    }
-    if (lazy) {
+        if (lt_model_load(model, &lo, &lazy)) {
+            fprintf(stderr, "loratune plan: %s\n", lt_errmsg());
+            return 1;
+        }
         mc = lazy->config;
     } else if (load_config(model, &mc)) {
         fprintf(stderr, "loratune plan: %s\n", lt_errmsg());
         return 1;
     }
     lt_train_plan_t p;
-    if (lazy ? lt_train_plan_model(lazy, &c, &p) : lt_train_plan(&mc, &c, &p)) {
+    lt_status pst = lazy     ? lt_train_plan_model(lazy, &c, &p)
+                    : !files ? lt_train_plan_assumed(&mc, mc.dtype, &c, &p)
+                             : lt_train_plan(&mc, &c, &p);
+    lt_model_free(lazy);
+    if (pst) {
         fprintf(stderr, "loratune plan: %s\n", lt_errmsg());
-        lt_model_free(lazy);
         return 1;
     }
-    lt_model_free(lazy);
+    /* what a plan without the weight files takes for granted (said in both outputs) */
+    char as[3][640];
+    int n_as = 0;
+    if (!files) {
+        snprintf(as[n_as++], sizeof as[0],
+                 "no weight files (*.safetensors) in %s: planned from config.json as `loratune "
+                 "train` would load the files it describes",
+                 model);
+        if (c.method == LT_METHOD_FULL) {
+            snprintf(as[n_as++], sizeof as[0],
+                     "full fine-tuning loads the whole model as fp32, whatever dtype the files "
+                     "hold (config.json: %s)",
+                     mc.dtype_stated ? dtype_short(mc.dtype) : "no torch_dtype");
+        } else {
+            if (mc.dtype_stated)
+                snprintf(as[n_as++], sizeof as[0],
+                         "weights stored as %s (config.json torch_dtype), every tensor in that "
+                         "dtype, in Hugging Face row order",
+                         dtype_short(mc.dtype));
+            else
+                snprintf(as[n_as++], sizeof as[0],
+                         "weights stored as f32: config.json states no torch_dtype (float32 "
+                         "assumed; a 16-bit checkpoint needs about half the in-place bytes)");
+            char conv[160] = "";
+            if (p.create_touched_bytes > 0)
+                snprintf(conv, sizeof conv,
+                         ", the rest copied tensor by tensor%s (the largest file tensor, %.2f "
+                         "MiB, resident while converted)",
+                         c.method == LT_METHOD_QLORA ? ", linears to NF4" : "",
+                         mib(p.create_touched_bytes));
+            snprintf(as[n_as++], sizeof as[0],
+                     "lazy load, as train does: %.2f MiB of frozen tensors read in place from "
+                     "the mapped files%s",
+                     mib(p.mapped_bytes), conv);
+        }
+    }
     char tg[128];
     targets_str(c.lora.targets, tg, sizeof tg);
     const char *bd = c.base_dtype == LT_DTYPE_BF16  ? "bf16"
@@ -203,6 +269,13 @@ int cmd_plan(int argc, char **argv) {
         json_object_set_new(o, "create_peak_bytes", json_integer(p.create_peak_bytes));
         json_object_set_new(o, "lazy", json_boolean(p.lazy));
         json_object_set_new(o, "mapped_bytes", json_integer(p.mapped_bytes));
+        json_object_set_new(o, "weight_files", json_boolean(files));
+        if (!files && c.method != LT_METHOD_FULL)
+            json_object_set_new(o, "weights_dtype", json_string(dtype_short(mc.dtype)));
+        json_t *aj = json_array();
+        for (int i = 0; i < n_as; i++)
+            json_array_append_new(aj, json_string(as[i]));
+        json_object_set_new(o, "assumptions", aj);
         char *s = json_dumps(o, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
         printf("%s\n", s);
         free(s);
@@ -226,6 +299,9 @@ int cmd_plan(int argc, char **argv) {
     else
         printf("batch        %d x %d tokens, gradient checkpointing %s, frozen weights %s\n\n",
                c.batch_size, c.seq_len, c.grad_checkpoint ? "on" : "off", bd);
+    for (int i = 0; i < n_as; i++)
+        printf("%-12s %s\n", i ? "" : "assumed", as[i]);
+    if (n_as) printf("\n");
     printf("%-16s %16s %12s\n", "category", "bytes", "MiB");
     char lazy_note[160];
     snprintf(lazy_note, sizeof lazy_note,

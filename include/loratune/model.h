@@ -62,6 +62,8 @@ typedef struct {
     int n_eos_ids;       /* how many eos ids the config listed (eos_id is the first) */
     int eos_ids[8];      /* the first up to 8 of them */
     lt_dtype dtype;      /* torch_dtype / stored dtype of the weights (informational) */
+    int dtype_stated;    /* 1: the file stated dtype (config.json torch_dtype / dtype, GGUF's
+                            first tensor); 0: it said nothing and F32 is assumed */
 } lt_model_config;
 
 /* Reads a Hugging Face config.json. Errors name the field and what was expected. */
@@ -180,6 +182,10 @@ typedef enum {
     LT_W_COUNT
 } lt_weight_id;
 const char *lt_weight_id_name(lt_weight_id id); /* "wq", "tok_embd", ... */
+/* rows x cols of weight id (one layer's, for per-layer weights) in the model's (HF) layout for
+ * config c (a 1-D weight: 1 x n); returns 0 when c has no such weight (biases without
+ * qkv_bias, lm_head of a tied model) or id is out of range, 1 otherwise. */
+int lt_model_weight_shape(const lt_model_config *c, lt_weight_id id, int64_t *rows, int64_t *cols);
 
 /* 1 when m was loaded with opts.lazy (its weights live in the mapped file). */
 int lt_model_is_lazy(const lt_model *m);

@@ -163,6 +163,16 @@ lt_status lt_train_plan(const lt_model_config *mc, const lt_train_config *c, lt_
  * mapped file and what is copied -- exactly what lt_trainer_create(m, c) will do. */
 lt_status lt_train_plan_model(const struct lt_model *m, const lt_train_config *c,
                               lt_train_plan_t *out);
+/* lt_train_plan_model of the lazily loaded Hugging Face folder that config mc describes, before
+ * its weight files are there (planning a download; `loratune plan` on a folder with only
+ * config.json): every tensor assumed stored as weights_dtype (F32 / F16 / BF16; pass
+ * mc->dtype, config.json's torch_dtype), aligned, in Hugging Face row order -- so exactly the
+ * tensors the trainer would use in place and those it would copy (NF4 for QLoRA) tensor by
+ * tensor, as lt_trainer_create on the real files does. Full fine-tuning loads the model whole
+ * as fp32 whatever the files hold: the plan is lt_train_plan's. LT_ERR_ARG for another dtype
+ * (and as lt_train_plan for bad configs). */
+lt_status lt_train_plan_assumed(const lt_model_config *mc, lt_dtype weights_dtype,
+                                const lt_train_config *c, lt_train_plan_t *out);
 
 /* Automatic sizes: c->batch_size <= 0 and / or c->seq_len <= 0 mean "the largest whose
  * predicted peak (plan.peak_bytes) fits budget bytes", searched in [1, max_batch] and

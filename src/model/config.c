@@ -328,21 +328,26 @@ static lt_status config_from_json(const char *path, json_t *root, lt_model_confi
         }
     }
 
+    /* the checkpoint's dtype: older transformers write torch_dtype, newer ones dtype */
     c->dtype = LT_DTYPE_F32;
-    json_t *dt = json_object_get(root, "torch_dtype");
-    if (!dt || json_is_null(dt)) dt = json_object_get(root, "dtype");
-    if (dt && json_is_string(dt)) {
-        const char *s = json_string_value(dt);
-        if (!strcmp(s, "float16"))
+    const char *dkey = "torch_dtype";
+    json_t *dt = json_object_get(root, dkey);
+    if (!dt || json_is_null(dt)) dt = json_object_get(root, dkey = "dtype");
+    if (dt && !json_is_null(dt)) {
+        const char *s = json_is_string(dt) ? json_string_value(dt) : NULL;
+        if (s && !strcmp(s, "float16"))
             c->dtype = LT_DTYPE_F16;
-        else if (!strcmp(s, "bfloat16"))
+        else if (s && !strcmp(s, "bfloat16"))
             c->dtype = LT_DTYPE_BF16;
-        else if (!strcmp(s, "float32"))
+        else if (s && !strcmp(s, "float32"))
             c->dtype = LT_DTYPE_F32;
+        else if (s)
+            return lt_error(LT_ERR_FORMAT, "%s: %s = \"%s\": expected float32, float16 or bfloat16",
+                            path, dkey, s);
         else
             return lt_error(LT_ERR_FORMAT,
-                            "%s: torch_dtype = \"%s\": expected float32, float16 or bfloat16", path,
-                            s);
+                            "%s: %s: expected a string (float32, float16 or bfloat16)", path, dkey);
+        c->dtype_stated = 1;
     }
     return lt_model_config_validate(c, path);
 }

@@ -131,6 +131,7 @@ static lt_status gguf_config(const lt_gguf *g, lt_model_config *c, char *arch, s
     }
     const lt_tensor_view *q0 = lt_gguf_find_tensor(g, "blk.0.attn_q.weight");
     c->dtype = q0 ? q0->dtype : LT_DTYPE_F32;
+    c->dtype_stated = q0 != NULL;
     return lt_model_config_validate(c, path);
 }
 

@@ -64,9 +64,8 @@ int lt_model_weight_interleaved(const lt_model *m, lt_weight_id id) {
            (id == LT_W_WQ || id == LT_W_WK || id == LT_W_BQ || id == LT_W_BK);
 }
 
-/* rows x cols of the weight in the model's layout (a 1-D weight: 1 x n); 0 if absent */
-static int weight_shape(const lt_model_config *c, lt_weight_id id, int64_t *rows,
-                        int64_t *cols) {
+int lt_model_weight_shape(const lt_model_config *c, lt_weight_id id, int64_t *rows,
+                          int64_t *cols) {
     int64_t D = c->dim, F = c->ffn_dim, V = c->vocab_size;
     int64_t QD = (int64_t)c->n_heads * c->head_dim, KD = (int64_t)c->n_kv_heads * c->head_dim;
     int64_t r = 1, k = 0;
@@ -115,7 +114,7 @@ static int64_t file_row(int64_t r, int hd) {
 lt_status lt_model_weight_rows(const lt_model *m, lt_weight_id id, int layer, int64_t row0,
                                int64_t nrows, float *dst) {
     int64_t rows, cols;
-    if (!m || (unsigned)id >= LT_W_COUNT || !weight_shape(&m->config, id, &rows, &cols))
+    if (!m || (unsigned)id >= LT_W_COUNT || !lt_model_weight_shape(&m->config, id, &rows, &cols))
         return lt_error(LT_ERR_ARG, "model weight %s: the model has no such weight",
                         lt_weight_id_name(id));
     if (per_layer(id) && (layer < 0 || layer >= m->config.n_layers))

@@ -4,7 +4,10 @@
  * per-category bytes are exactly what lt_trainer_create allocates; the predicted peak adds the
  * lt_model's fp32 weights and a fixed process-overhead estimate (docs/TRAINING.md). With a
  * released 16-bit base the peak is the larger of two moments: inside lt_trainer_create (fp32
- * model + the 16-bit copies being made) and training (the trainer's blocks, no fp32 model). */
+ * model + the 16-bit copies being made) and training (the trainer's blocks, no fp32 model).
+ * Over a lazy model (what `train` uses for adapters) the frozen tensors' stored dtypes decide
+ * what is read in place from the mapped files; lt_train_plan_assumed plans the same over the
+ * files a config describes before they exist (every tensor in the config's torch_dtype). */
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -180,10 +183,25 @@ lt_status lt_train_plan(const lt_model_config *mc, const lt_train_config *c,
 }
 
 lt_status lt_train_plan_model(const lt_model *m, const lt_train_config *c, lt_train_plan_t *out) {
-    return lt_train_plan_src_(&m->config, lt_model_is_lazy(m) ? m : NULL, c, out);
+    const lt_base_files f = {.lazy = m};
+    return lt_train_plan_src_(&m->config, lt_model_is_lazy(m) ? &f : NULL, c, out);
 }
 
-lt_status lt_train_plan_src_(const lt_model_config *mc, const lt_model *src,
+lt_status lt_train_plan_assumed(const lt_model_config *mc, lt_dtype weights_dtype,
+                                const lt_train_config *c, lt_train_plan_t *out) {
+    if (weights_dtype != LT_DTYPE_F32 && weights_dtype != LT_DTYPE_F16 &&
+        weights_dtype != LT_DTYPE_BF16) {
+        memset(out, 0, sizeof *out);
+        return lt_error(LT_ERR_ARG, "weights dtype: expected F32, F16 or BF16, got %s",
+                        lt_dtype_name(weights_dtype));
+    }
+    /* full fine-tuning loads the model whole as fp32, whatever the files hold */
+    if (c->method == LT_METHOD_FULL) return lt_train_plan_src_(mc, NULL, c, out);
+    const lt_base_files f = {.lazy = NULL, .dtype = weights_dtype};
+    return lt_train_plan_src_(mc, &f, c, out);
+}
+
+lt_status lt_train_plan_src_(const lt_model_config *mc, const lt_base_files *src,
                              const lt_train_config *cin, lt_train_plan_t *out) {
     memset(out, 0, sizeof *out);
     lt_train_config cn = *cin;

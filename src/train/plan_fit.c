@@ -15,8 +15,9 @@
 #include "trainer_internal.h"
 
 /* the plan at (B, T) into *p (may be NULL) and its peak into *peak */
-static lt_status peak_at(const lt_model_config *mc, const lt_model *src, const lt_train_config *c,
-                         int B, int T, int64_t *peak, lt_train_plan_t *p) {
+static lt_status peak_at(const lt_model_config *mc, const lt_base_files *src,
+                         const lt_train_config *c, int B, int T, int64_t *peak,
+                         lt_train_plan_t *p) {
     lt_train_config t = *c;
     t.batch_size = B;
     t.seq_len = T;
@@ -29,8 +30,9 @@ static lt_status peak_at(const lt_model_config *mc, const lt_model *src, const l
 }
 
 /* Largest v in [lo, hi] with fits(v), given fits(lo); monotone. */
-static lt_status largest(const lt_model_config *mc, const lt_model *src, const lt_train_config *c,
-                         int64_t budget, int fixed, int lo, int hi, int vary_batch, int *out) {
+static lt_status largest(const lt_model_config *mc, const lt_base_files *src,
+                         const lt_train_config *c, int64_t budget, int fixed, int lo, int hi,
+                         int vary_batch, int *out) {
     while (lo < hi) {
         int mid = lo + (hi - lo + 1) / 2;
         int64_t pk;
@@ -67,7 +69,7 @@ static int64_t output_bytes(const lt_model_config *mc, const lt_train_config *c,
     return b;
 }
 
-static lt_status fit(const lt_model_config *mc, const lt_model *src, const lt_train_config *c,
+static lt_status fit(const lt_model_config *mc, const lt_base_files *src, const lt_train_config *c,
                      int64_t budget, int run, int64_t resident_bytes, int max_batch, int max_seq,
                      int *batch, int *seq_len, lt_train_plan_t *plan, int64_t *reserve_out) {
     if (budget <= 0)
@@ -123,13 +125,15 @@ lt_status lt_train_plan_fit(const lt_model_config *mc, const lt_train_config *c,
 lt_status lt_train_plan_fit_model(const lt_model *m, const lt_train_config *c, int64_t budget,
                                   int max_batch, int max_seq, int *batch, int *seq_len,
                                   lt_train_plan_t *plan) {
-    return fit(&m->config, lt_model_is_lazy(m) ? m : NULL, c, budget, 0, 0, max_batch, max_seq,
+    const lt_base_files f = {.lazy = m};
+    return fit(&m->config, lt_model_is_lazy(m) ? &f : NULL, c, budget, 0, 0, max_batch, max_seq,
                batch, seq_len, plan, NULL);
 }
 
 lt_status lt_train_plan_fit_run(const lt_model *m, const lt_train_config *c, int64_t budget,
                                 int64_t resident_bytes, int max_batch, int max_seq, int *batch,
                                 int *seq_len, lt_train_plan_t *plan, int64_t *reserve) {
-    return fit(&m->config, lt_model_is_lazy(m) ? m : NULL, c, budget, 1, resident_bytes, max_batch,
+    const lt_base_files f = {.lazy = m};
+    return fit(&m->config, lt_model_is_lazy(m) ? &f : NULL, c, budget, 1, resident_bytes, max_batch,
                max_seq, batch, seq_len, plan, reserve);
 }

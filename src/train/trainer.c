@@ -686,7 +686,7 @@ lt_status lt_trainer_create(lt_model *m, const lt_train_config *cin, lt_trainer 
     lt_train_plan_t plan;
     st = lt_train_plan_model(m, c, &plan);
     if (st) return st;
-    const lt_model *src = lazy ? m : NULL;
+    const lt_base_files files = {.lazy = m}, *src = lazy ? &files : NULL;
     int64_t bytes[LT_MEM_COUNT] = {0}, nalloc = 0;
     lt_trainer *tr = rec_alloc(bytes, &nalloc, LT_MEM_WORKSPACE, (int64_t)sizeof(lt_trainer));
     if (!tr) return lt_error(LT_ERR_NOMEM, "trainer: out of memory");

@@ -123,19 +123,24 @@ struct lt_trainer {
  * (bookkeeping: lin, tensor table, names); it writes nothing else but the WEIGHTS block (the
  * 16-bit copies), so everything else may stay untouched until the model's weights are
  * released. */
-/* src: a lazy model (lt_model_is_lazy) whose tensors' dtypes decide what is used in place
+/* files: the weight files of a lazy base, whose tensors' dtypes decide what is used in place
  * and what is copied (the carving pass then leaves the copies for lt_trainer_create to fill
- * from the file); NULL: an lt_model holding fp32 weights (or a config-only plan). */
+ * from the file); NULL: an lt_model holding fp32 weights (or a plan of one). */
+typedef struct {
+    const lt_model *lazy; /* a lazy model (lt_model_is_lazy): its mapped tensors; NULL: files
+                             assumed from the config (counting pass only: lt_train_plan_assumed)
+                             -- every tensor stored as dtype, aligned, in HF row order */
+    lt_dtype dtype;       /* lazy NULL: the assumed files' dtype (F32 / F16 / BF16) */
+} lt_base_files;
 typedef struct {
     int64_t mapped_bytes;      /* frozen tensors used in place from the mapped file */
     int64_t convert_max_bytes; /* largest file tensor converted into a copy (transient) */
 } lt_layout_src_info;
-lt_status lt_trainer_layout_(lt_trainer *tr, const lt_model_config *mc, const lt_model *src,
-                             const lt_train_config *c, int64_t bytes[LT_MEM_COUNT],
-                             int *n_tensors, int64_t *n_trainable, int64_t *ws_head,
-                             lt_layout_src_info *si);
-/* lt_train_plan for a config and an optional lazy model (see lt_trainer_layout_). */
-lt_status lt_train_plan_src_(const lt_model_config *mc, const lt_model *src,
+lt_status lt_trainer_layout_(lt_trainer *tr, const lt_model_config *mc, const lt_base_files *files,
+                             const lt_train_config *c, int64_t bytes[LT_MEM_COUNT], int *n_tensors,
+                             int64_t *n_trainable, int64_t *ws_head, lt_layout_src_info *si);
+/* lt_train_plan for a config and optional weight files (see lt_trainer_layout_). */
+lt_status lt_train_plan_src_(const lt_model_config *mc, const lt_base_files *files,
                              const lt_train_config *c, lt_train_plan_t *out);
 /* QLoRA with an F32 base_dtype -> BF16 for the unquantized parts; lt_train_plan and
  * lt_trainer_create apply it to their copy of the config. */

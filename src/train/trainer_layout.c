@@ -4,7 +4,10 @@
  * lt_mem_category -- this is lt_train_plan -- and a carving pass that points every field of
  * the trainer into the one block allocated per category. Because both passes are the same
  * code, the plan equals the allocation by construction; test_plan checks the recorded
- * allocator totals against it. Every carve is rounded up to 64 bytes (cache line / SIMD). */
+ * allocator totals against it. Every carve is rounded up to 64 bytes (cache line / SIMD).
+ * A lazy base's decisions (in place or copied) read only each file tensor's dtype, bytes and
+ * alignment, so the counting pass can also run over weight files assumed from a config
+ * (lt_train_plan_assumed: a plan before the files are downloaded) through the same code. */
 #include <stdio.h>
 #include <string.h>
 
@@ -93,6 +96,23 @@ static int in_place_ok(const lt_tensor_view *v, lt_dtype base) {
     double bpw = (double)lt_dtype_block_bytes(v->dtype) / (double)lt_dtype_block_elems(v->dtype);
     return bpw <= (base == LT_DTYPE_F32 ? 4.0 : 2.0);
 }
+/* The file's view of weight id (layer l): the lazy model's, or, for assumed files, one made up
+ * in *tmp from the config (the dtype, the shape, the bytes; data NULL, which counts as
+ * aligned: only the counting pass sees it). NULL when there is no such weight. */
+static const lt_tensor_view *file_view(const lt_base_files *f, const lt_model_config *mc,
+                                       lt_weight_id id, int l, lt_tensor_view *tmp) {
+    if (f->lazy) return lt_model_weight_view(f->lazy, id, l);
+    int64_t rows, cols;
+    if (!lt_model_weight_shape(mc, id, &rows, &cols)) return NULL;
+    memset(tmp, 0, sizeof *tmp);
+    tmp->name = lt_weight_id_name(id);
+    tmp->dtype = f->dtype;
+    tmp->ndim = rows == 1 ? 1 : 2;
+    tmp->shape[0] = rows == 1 ? cols : rows;
+    tmp->shape[1] = rows == 1 ? 0 : cols;
+    tmp->nbytes = (size_t)lt_dtype_nbytes(f->dtype, rows * cols);
+    return tmp;
+}
 /* how an in-place tensor is read: 1 = directly as fp32 (W), 2 = directly as the 16-bit base
  * dtype (W16), 0 = through lt_model_weight_rows per use */
 static int direct_kind(const lt_model *src, lt_weight_id id, const lt_tensor_view *v,
@@ -104,16 +124,21 @@ static int direct_kind(const lt_model *src, lt_weight_id id, const lt_tensor_vie
     return 0;
 }
 
-lt_status lt_trainer_layout_(lt_trainer *tr, const lt_model_config *mc, const lt_model *src,
-                             const lt_train_config *c, int64_t bytes[LT_MEM_COUNT],
-                             int *n_tensors, int64_t *n_trainable, int64_t *ws_head,
-                             lt_layout_src_info *si) {
+lt_status lt_trainer_layout_(lt_trainer *tr, const lt_model_config *mc, const lt_base_files *files,
+                             const lt_train_config *c, int64_t bytes[LT_MEM_COUNT], int *n_tensors,
+                             int64_t *n_trainable, int64_t *ws_head, lt_layout_src_info *si) {
     carver cv;
     memset(&cv, 0, sizeof cv);
     cv.tr = tr;
     int64_t mapped = 0, conv_max = 0;
-    if (src && !lt_model_is_lazy(src)) src = NULL;
-    if (src && c->method == LT_METHOD_FULL)
+    if (files && files->lazy && !lt_model_is_lazy(files->lazy)) files = NULL;
+    /* src: the lazy model whose mapped tensors the carving pass points into (NULL for assumed
+     * files, which only the counting pass plans over) */
+    const lt_model *src = files ? files->lazy : NULL;
+    lt_tensor_view vtmp;
+    if (files && !src && tr)
+        return lt_error(LT_ERR_INTERNAL, "train layout: assumed weight files cannot be carved");
+    if (files && c->method == LT_METHOD_FULL)
         return lt_error(LT_ERR_ARG, "full fine-tuning trains every weight: load the model whole, "
                                     "not lazily");
 #define CONVERTS(v)                                                                                \
@@ -128,7 +153,7 @@ lt_status lt_trainer_layout_(lt_trainer *tr, const lt_model_config *mc, const lt
     const int half = c->base_dtype != LT_DTYPE_F32; /* QLoRA: always (lt_train_config_normalize_) */
     const int r = full ? 0 : c->lora.r;
     const lt_model_weights *w = tr ? &tr->m->w : NULL;
-    const int lazy = src != NULL;
+    const int lazy = files != NULL;
     const int Cs[LT_N_TARGETS] = {D, D, D, QD, D, D, F};
     const int OCs[LT_N_TARGETS] = {QD, KVD, KVD, D, F, F, D};
 
@@ -192,8 +217,8 @@ lt_status lt_trainer_layout_(lt_trainer *tr, const lt_model_config *mc, const lt
         if (tr) tr->dembd = tr->tt[idx - 1].grad;
     }
     int emb_f32 = 1; /* the embedding (and a tied head) is read as fp32 without a copy */
-    if (src) { /* never trained here (full FT refused above) */
-        const lt_tensor_view *ev = lt_model_weight_view(src, LT_W_TOK_EMBD, 0);
+    if (lazy) { /* never trained here (full FT refused above) */
+        const lt_tensor_view *ev = file_view(files, mc, LT_W_TOK_EMBD, 0, &vtmp);
         if (in_place_ok(ev, c->base_dtype)) {
             mapped += (int64_t)ev->nbytes;
             int dk = direct_kind(src, LT_W_TOK_EMBD, ev, c->base_dtype);
@@ -288,8 +313,8 @@ lt_status lt_trainer_layout_(lt_trainer *tr, const lt_model_config *mc, const lt
                 }
             } else {
                 const lt_weight_id wid = lt_target_wids_[t];
-                const lt_tensor_view *sv = src ? lt_model_weight_view(src, wid, l) : NULL;
-                const int inpl = src && !qlora && in_place_ok(sv, c->base_dtype);
+                const lt_tensor_view *sv = lazy ? file_view(files, mc, wid, l, &vtmp) : NULL;
+                const int inpl = lazy && !qlora && in_place_ok(sv, c->base_dtype);
                 if (inpl) {
                     /* used where it lies in the mapped file: zero-copy, or dequantized per use */
                     mapped += (int64_t)sv->nbytes;
@@ -304,12 +329,12 @@ lt_status lt_trainer_layout_(lt_trainer *tr, const lt_model_config *mc, const lt
                         }
                     }
                     if (dk != 1 && (int64_t)OC * C > wmax) wmax = (int64_t)OC * C;
-                } else if (src && !half) { /* an fp32 copy of another dtype */
+                } else if (lazy && !half) { /* an fp32 copy of another dtype */
                     CONVERTS(sv);
                     float *cp = CARVE_F(&cv, LT_MEM_WEIGHTS, (int64_t)OC * C);
                     if (li) li->W = cp;
                 }
-                if (src && t < 3 && mc->qkv_bias) { /* bias copy, filled from the file */
+                if (lazy && t < 3 && mc->qkv_bias) { /* bias copy, filled from the file */
                     float *bc = CARVE_F(&cv, LT_MEM_WEIGHTS, OC);
                     if (li) li->bias = bc;
                 }
@@ -406,7 +431,7 @@ lt_status lt_trainer_layout_(lt_trainer *tr, const lt_model_config *mc, const lt
         }
         if (!emb_f32 && !head_tr) head_deq = 1;
     } else if (lazy) {
-        const lt_tensor_view *hv = lt_model_weight_view(src, LT_W_LM_HEAD, 0);
+        const lt_tensor_view *hv = file_view(files, mc, LT_W_LM_HEAD, 0, &vtmp);
         int dk = -1;
         if (in_place_ok(hv, c->base_dtype)) {
             mapped += (int64_t)hv->nbytes;

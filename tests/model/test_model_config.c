@@ -33,6 +33,36 @@ static const char *smollm(const char *extra) {
     return buf;
 }
 
+/* the same config without torch_dtype, with extra appended (e.g. another dtype field) */
+static const char *smollm_dtype(const char *extra) {
+    static char buf[2048];
+    snprintf(buf, sizeof buf, "%s", smollm(""));
+    char *d = strstr(buf, ", \"torch_dtype\": \"bfloat16\"}");
+    if (d) snprintf(d, sizeof buf - (size_t)(d - buf), "%s}", extra);
+    return buf;
+}
+
+static void test_dtype_fields(void) {
+    lt_model_config c;
+    CHECK_OK(lt_model_config_load_hf(write_cfg(smollm_dtype("")), &c));
+    CHECK(c.dtype == LT_DTYPE_F32 && !c.dtype_stated, "no torch_dtype: F32 assumed, not stated");
+    CHECK_OK(lt_model_config_load_hf(write_cfg(smollm_dtype(", \"torch_dtype\": null")), &c));
+    CHECK(c.dtype == LT_DTYPE_F32 && !c.dtype_stated, "torch_dtype null: not stated");
+    CHECK_OK(lt_model_config_load_hf(write_cfg(smollm_dtype(", \"dtype\": \"float16\"")), &c));
+    CHECK(c.dtype == LT_DTYPE_F16 && c.dtype_stated, "dtype (newer transformers' key)");
+    CHECK_OK(lt_model_config_load_hf(write_cfg(smollm("")), &c));
+    CHECK(c.dtype == LT_DTYPE_BF16 && c.dtype_stated, "torch_dtype bfloat16 stated");
+    /* errors name the file and the key that was read */
+    const char *p = write_cfg(smollm_dtype(", \"torch_dtype\": \"float8_e4m3fn\""));
+    CHECK_ERR(lt_model_config_load_hf(p, &c), LT_ERR_FORMAT,
+              "torch_dtype = \"float8_e4m3fn\": expected float32, float16 or bfloat16");
+    CHECK(strstr(lt_errmsg(), p) != NULL, "names the file: %s", lt_errmsg());
+    CHECK_ERR(lt_model_config_load_hf(write_cfg(smollm_dtype(", \"dtype\": \"int8\"")), &c),
+              LT_ERR_FORMAT, "dtype = \"int8\"");
+    CHECK_ERR(lt_model_config_load_hf(write_cfg(smollm_dtype(", \"torch_dtype\": 16")), &c),
+              LT_ERR_FORMAT, "torch_dtype: expected a string");
+}
+
 static void test_hf_configs(void) {
     lt_model_config c;
     CHECK_OK(lt_model_config_load_hf(lt_fixture("stories260K-hf/config.json"), &c));
@@ -198,6 +228,7 @@ int main(void) {
     CHECK(dir != NULL, "tmpdir");
     if (!dir) LT_TEST_END();
     test_hf_configs();
+    test_dtype_fields();
     test_rope();
     char p[600];
     snprintf(p, sizeof p, "%s/config.json", dir);

@@ -9,7 +9,9 @@
  *     test_plan_planted builds the library's step with a planted allocation
  *     (LT_TEST_PLANT_STEP_ALLOC) and expects this check to catch it;
  *   - checkpointing shrinks the activations (plan and recorded) when the model has >= 2 layers.
- * Plus: a plan from a folder holding only config.json equals the plan from the full model;
+ * Plus: a plan from a folder holding only config.json equals the plan from the full model
+ * (loaded whole: lt_train_plan; lazily: lt_train_plan_assumed == lt_train_plan_model, for every
+ * method and base dtype);
  * bad config values fail with a message naming the field;
  * a bf16 LoRA base releases the model's fp32 weights (RSS measured, the model refuses to run
  * after), and the plan's two moments (creation, steady) add up;
@@ -211,6 +213,52 @@ static void config_only(void) {
     CHECK(a.n_trainable == want, "n_trainable %lld, expected %lld", (long long)a.n_trainable,
           (long long)want);
     remove(dst);
+    rmdir(dir);
+    lt_model_free(m);
+
+    /* the lazily loaded folder (what `train` plans over) against the files the config
+     * describes, assumed: every method, base dtype and checkpointing the same to the byte */
+    lt_model_load_opts lo = {.lazy = 1};
+    CHECK_OK(lt_model_load(lt_srcpath("tests/data/train/random_qwen2"), &lo, &m));
+    if (!m) return;
+    CHECK(mc.dtype == LT_DTYPE_F32 && mc.dtype_stated, "random_qwen2: dtype float32 stated");
+    const lt_train_method methods[] = {LT_METHOD_LORA, LT_METHOD_DORA, LT_METHOD_QLORA};
+    const lt_dtype bases[] = {LT_DTYPE_F32, LT_DTYPE_BF16, LT_DTYPE_F16};
+    int n = 0;
+    for (int i = 0; i < 3; i++)
+        for (int j = 0; j < 3; j++)
+            for (int ck = 0; ck < 2; ck++) {
+                lt_train_config_default(&c);
+                c.method = methods[i];
+                c.base_dtype = bases[j];
+                c.grad_checkpoint = ck;
+                c.lora.targets = LT_TARGET_ALL;
+                c.batch_size = 2;
+                c.seq_len = 16;
+                CHECK_OK(lt_train_plan_assumed(&mc, mc.dtype, &c, &a));
+                CHECK_OK(lt_train_plan_model(m, &c, &b));
+                CHECK(a.lazy && memcmp(&a, &b, sizeof a) == 0,
+                      "%s base %s ckpt %d: assumed files plan %lld (mapped %lld) vs lazy model "
+                      "%lld (mapped %lld)",
+                      lt_train_method_name(c.method), lt_dtype_name(c.base_dtype), ck,
+                      (long long)a.peak_bytes, (long long)a.mapped_bytes, (long long)b.peak_bytes,
+                      (long long)b.mapped_bytes);
+                n++;
+            }
+    /* full fine-tuning loads the model whole: the assumed-files plan is lt_train_plan's */
+    lt_train_config_default(&c);
+    c.method = LT_METHOD_FULL;
+    CHECK_OK(lt_train_plan_assumed(&mc, LT_DTYPE_BF16, &c, &a));
+    CHECK_OK(lt_train_plan(&mc, &c, &b));
+    CHECK(!a.lazy && memcmp(&a, &b, sizeof a) == 0, "full FT: assumed files plan = loaded plan");
+    /* 16-bit files halve what is read in place (LoRA, f32 base: every frozen tensor in place) */
+    lt_train_config_default(&c);
+    CHECK_OK(lt_train_plan_assumed(&mc, LT_DTYPE_F32, &c, &a));
+    CHECK_OK(lt_train_plan_assumed(&mc, LT_DTYPE_BF16, &c, &b));
+    CHECK(a.mapped_bytes > 0 && b.mapped_bytes * 2 == a.mapped_bytes,
+          "mapped bytes f32 %lld, bf16 %lld", (long long)a.mapped_bytes, (long long)b.mapped_bytes);
+    CHECK_ERR(lt_train_plan_assumed(&mc, LT_DTYPE_Q4_0, &c, &a), LT_ERR_ARG, "weights dtype");
+    printf("assumed weight files: %d configs equal the lazy model's plan\n", n);
     lt_model_free(m);
 }
 
@@ -489,8 +537,16 @@ static void cli(void) {
     c.lora.r = 4;
     c.lora.targets = LT_TARGET_Q | LT_TARGET_K | LT_TARGET_DOWN;
     lt_train_plan_t p;
-    CHECK_OK(lt_train_plan(&mc, &c, &p));
+    /* no weight files: planned over the files the config describes, loaded lazily */
+    CHECK_OK(lt_train_plan_assumed(&mc, mc.dtype, &c, &p));
     if (j) {
+        json_t *as = json_object_get(j, "assumptions");
+        CHECK(json_is_true(json_object_get(j, "lazy")) &&
+                  json_is_false(json_object_get(j, "weight_files")) &&
+                  json_is_string(json_object_get(j, "weights_dtype")) &&
+                  !strcmp(json_string_value(json_object_get(j, "weights_dtype")), "f32") &&
+                  json_array_size(as) == 3,
+              "config-only: lazy, no weight files, f32 weights, 3 assumptions: %s", out);
         CHECK(json_integer_value(json_object_get(j, "peak_bytes")) == p.peak_bytes, "peak");
         CHECK(json_integer_value(json_object_get(j, "n_trainable")) == p.n_trainable, "trainable");
         json_t *by = json_object_get(j, "bytes");
@@ -500,6 +556,23 @@ static void cli(void) {
                   "bytes.%s", lt_mem_category_name((lt_mem_category)i));
         json_decref(j);
     }
+    /* with the files: the lazy model's plan, nothing assumed */
+    snprintf(cmd, sizeof cmd,
+             "'%s' plan --model '%s' --method dora --batch-size 3 --max-seq-len 20 "
+             "--grad-checkpoint --lora-rank 4 --lora-targets q,k,down --json 2>&1",
+             exe, lt_srcpath("tests/data/train/random_qwen2"));
+    rc = run_cmd(cmd, out, sizeof out);
+    j = rc == 0 ? json_loads(out, 0, &jerr) : NULL;
+    CHECK(j && json_integer_value(json_object_get(j, "peak_bytes")) == p.peak_bytes &&
+              json_is_true(json_object_get(j, "weight_files")) &&
+              json_array_size(json_object_get(j, "assumptions")) == 0,
+          "with the files: the same peak, no assumptions: exit %d: %s", rc, out);
+    json_decref(j);
+    snprintf(cmd, sizeof cmd, "'%s' plan --model '%s' --method qlora 2>&1", exe, dir);
+    rc = run_cmd(cmd, out, sizeof out);
+    CHECK(rc == 0 && strstr(out, "assumed") && strstr(out, "torch_dtype") &&
+              strstr(out, "lazy load"),
+          "table lists the assumptions: exit %d: %s", rc, out);
     snprintf(cmd, sizeof cmd, "'%s' plan --model '%s' --method full 2>&1", exe, dir);
     rc = run_cmd(cmd, out, sizeof out);
     CHECK(rc == 0 && strstr(out, "predicted peak") && strstr(out, "activations"),

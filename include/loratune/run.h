@@ -37,7 +37,12 @@
  * moments as "optimizer.m.<name>" / "optimizer.v.<name>", and metadata "loratune.state" (JSON:
  * step, trainer step/micro counters, batcher epoch/index, early-stop state, consecutive
  * non-finite steps, seed, the resolved options). A resumed run with the same options produces
- * bit-identical losses. The last keep_checkpoints files are kept.
+ * bit-identical losses. The run's last keep_checkpoints files are kept (pruning removes only
+ * checkpoints the run wrote or resumed from in OUT, never another run's files; temp files of
+ * a killed write are removed when OUT is next locked).
+ *
+ * OUT is locked (lt_dir_lock_open: OUT/.loratune.lock) from lt_run_create to lt_run_free, so
+ * a second run or an export into OUT fails with LT_ERR_BUSY naming OUT and the holder's pid.
  *
  * Outputs (OUT): run_config.yaml (the resolved options: `-c OUT/run_config.yaml` reproduces
  * the run); LoRA / DoRA: the PEFT adapter (adapter_model.safetensors + adapter_config.json),
@@ -163,7 +168,8 @@ typedef enum {
 } lt_run_outcome;
 const char *lt_run_outcome_name(lt_run_outcome o);
 
-/* Loads everything (and the checkpoint of o->resume). Does not need o->out unless training. */
+/* Locks o->out when given (LT_ERR_BUSY when another run or export holds it), then loads
+ * everything (and the checkpoint of o->resume). Does not need o->out unless training. */
 lt_status lt_run_create(const lt_run_opts *o, lt_run **out);
 void lt_run_free(lt_run *r); /* safe on NULL */
 lt_status lt_run_add_sink(lt_run *r, lt_run_sink fn, void *ctx);

@@ -70,7 +70,8 @@ static const lt_run_opt_info k_opts[O_COUNT] = {
     [O_METHOD] = {"method", "M",
                   "lora|dora|full|qlora (qlora: LoRA over an NF4-quantized base; default lora)"},
     [O_OUT] = {"out", "DIR",
-               "output folder: adapter / model, checkpoints/, run_config.yaml (required)"},
+               "output folder: adapter / model, checkpoints/, run_config.yaml (required); "
+               "locked while the run lasts (DIR/.loratune.lock)"},
     [O_RESUME] =
         {"resume", "DIR",
          "continue from the newest checkpoint of DIR (a run folder, its checkpoints/ or a file)"},

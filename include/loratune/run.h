@@ -27,6 +27,8 @@
  *   early_stop step, best_val_loss, evals_without_improvement
  *   interrupted step (last completed), checkpoint
  *   saved      what ("peft" | "mlx" | "gguf" | "hf"), path
+ *   skipped    what ("gguf"), path (not written), reason: an output the run cannot write
+ *              (a DoRA run has no llama.cpp adapter.gguf: llama.cpp has no DoRA)
  *   done       step, outcome ("done" | "early_stop" | "interrupted" | "nonfinite"),
  *              final_val_loss (when evaluated), elapsed_s
  * Steps are optimizer steps, counted from 1; a skipped (non-finite) step still counts (it used

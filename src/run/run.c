@@ -411,11 +411,16 @@ static lt_status save_outputs(lt_run *r) {
     snprintf(path, sizeof path, "%s/mlx-lm", out);
     if ((s = lt_adapter_save_mlx(a, &r->model->config, path))) goto done;
     lt_run_emit_(r, json_pack("{s:s, s:s, s:s}", "event", "saved", "what", "mlx", "path", path));
-    if (a->method == LT_METHOD_LORA) { /* llama.cpp has no DoRA adapters */
-        snprintf(path, sizeof path, "%s/adapter.gguf", out);
+    snprintf(path, sizeof path, "%s/adapter.gguf", out);
+    if (a->method == LT_METHOD_LORA) {
         if ((s = lt_adapter_save_gguf(a, &r->model->config, LT_DTYPE_F32, path))) goto done;
         lt_run_emit_(r,
                      json_pack("{s:s, s:s, s:s}", "event", "saved", "what", "gguf", "path", path));
+    } else { /* llama.cpp has no DoRA adapters: say so rather than leave the file missing */
+        lt_run_emit_(r, json_pack("{s:s, s:s, s:s, s:s}", "event", "skipped", "what", "gguf",
+                                  "path", path, "reason",
+                                  "llama.cpp has no DoRA adapters; for llama.cpp, merge the "
+                                  "adapter into the model with loratune fuse"));
     }
 done:
     lt_adapter_free(a);

@@ -8,7 +8,8 @@
 - SIGINT: checkpoint at the last completed step, exit 130, resume equal again;
 - NaN/inf (fault hook LT_FAULT_NAN_STEPS): skipped steps leave weights and moments untouched;
   K in a row stop the run with a message naming the steps and the last good checkpoint;
-- early stopping; bad options / config keys named in the error; `loratune eval` wiring.
+- early stopping; bad options / config keys named in the error; `loratune eval` wiring;
+- a DoRA run says (skipped event / stderr line) that it writes no adapter.gguf.
 The uninterrupted run is the reference for the resumed one; the numbers themselves are checked
 against independent computations in test_run_eval.c / test_run_opts.c.
 """
@@ -294,6 +295,20 @@ def main():
     check(r.returncode == 2 and "--split: expected train, valid or test" in r.stderr, "eval --split")
     r = ltcheck.run("eval", "--model", MODEL, "--data", DATA, "--lora-rank", "4")
     check(r.returncode == 2 and "unknown option '--lora-rank'" in r.stderr, "eval rejects train options")
+
+    # ---- DoRA: no llama.cpp adapter, and the run says so --------------------------------
+    dora = ["--model", MODEL, "--data", DATA, "--batch-size", "2", "--max-seq-len", "48",
+            "--threads", "1", "--method", "dora", "--iters", "2", "--eval-every", "0"]
+    I = os.path.join(TMP, "I")
+    r, ev_i = train(*dora, "--out", I, "--json")
+    sk = by(ev_i, "skipped")
+    check(r.returncode == 0 and not os.path.exists(os.path.join(I, "adapter.gguf")) and
+          len(sk) == 1 and sk[0]["what"] == "gguf" and sk[0]["path"].endswith("adapter.gguf") and
+          "DoRA" in sk[0]["reason"] and [e["what"] for e in by(ev_i, "saved")] == ["peft", "mlx"],
+          f"DoRA --json: skipped event: {sk} {r.stderr[-300:]}")
+    r = ltcheck.run("train", *dora, "--out", os.path.join(TMP, "I2"))
+    check(r.returncode == 0 and "adapter.gguf" in r.stderr and "DoRA" in r.stderr,
+          f"DoRA text mode: a line on stderr: {r.stderr[-300:]}")
 
     # ---- full fine-tuning: a Hugging Face folder that eval (and transformers) loads -------
     H = os.path.join(TMP, "H")

@@ -14,12 +14,13 @@
 static void usage(FILE *f) {
     fprintf(
         f,
-        "usage: loratune eval --model MODEL --data FILE|DIR [--adapter DIR] [options]\n\n"
+        "usage: loratune eval --model MODEL --data FILE|DIR [--adapter PATH] [options]\n\n"
         "Mean token loss and perplexity over a data split (loss tokens as in training:\n"
         "completions / assistant turns unless --train-on-prompt).\n"
         "  --model MODEL          Hugging Face folder, .gguf, or llama2.c .bin\n"
         "  --tokenizer PATH       tokenizer, when not with the model\n"
-        "  --adapter DIR          a LoRA / DoRA adapter (PEFT or mlx-lm folder, llama.cpp .gguf)\n"
+        "  --adapter PATH         a LoRA / DoRA adapter: a PEFT or mlx-lm folder (or its\n"
+        "                         .safetensors file), or a llama.cpp adapter .gguf\n"
         "  --data FILE|DIR        a data file, or a folder with train/valid/test.jsonl\n"
         "  --split S              train|valid|test (default: a folder's test split, else\n"
         "                         valid; all of a single file)\n"

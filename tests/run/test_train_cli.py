@@ -9,6 +9,7 @@
 - NaN/inf (fault hook LT_FAULT_NAN_STEPS): skipped steps leave weights and moments untouched;
   K in a row stop the run with a message naming the steps and the last good checkpoint;
 - early stopping; bad options / config keys named in the error; `loratune eval` wiring;
+- `--adapter` given one of a folder adapter's files (eval, generate, fuse);
 - a DoRA run says (skipped event / stderr line) that it writes no adapter.gguf.
 The uninterrupted run is the reference for the resumed one; the numbers themselves are checked
 against independent computations in test_run_eval.c / test_run_opts.c.
@@ -291,6 +292,35 @@ def main():
     e1 = json.loads(r.stdout) if r.returncode == 0 else {}
     check(e1.get("loss") == ev_evals[-1]["val_loss"],
           f"eval --adapter OUT = the run's final val loss: {e1} vs {ev_evals[-1]['val_loss']}")
+    # --adapter names one of a folder adapter's files: its folder, with that file's reader
+    for f in ("adapter_model.safetensors", "mlx-lm/adapters.safetensors",
+              "mlx-lm/adapter_config.json"):
+        r = ltcheck.run("eval", *ev_args, "--adapter", os.path.join(A, f))
+        ef = json.loads(r.stdout) if r.returncode == 0 else {}
+        check(ef.get("loss") == e1.get("loss"), f"eval --adapter OUT/{f}: {ef} {r.stderr[-300:]}")
+    mixed = os.path.join(TMP, "mixed")  # mlx-lm weights beside a PEFT config
+    os.makedirs(mixed)
+    shutil.copy(os.path.join(A, "adapter_config.json"), mixed)
+    shutil.copy(os.path.join(A, "mlx-lm", "adapters.safetensors"), mixed)
+    r = ltcheck.run("eval", *ev_args, "--adapter", os.path.join(mixed, "adapters.safetensors"))
+    check(r.returncode == 1 and "is not an mlx-lm config" in r.stderr,
+          f"adapters.safetensors beside a PEFT config: {r.stderr[-300:]}")
+    r = ltcheck.run("eval", *ev_args, "--adapter", os.path.join(A, "run_config.yaml"))
+    check(r.returncode == 1 and "expected a PEFT or mlx-lm adapter folder" in r.stderr and
+          "magic" not in r.stderr, f"eval --adapter a YAML file: {r.stderr[-300:]}")
+    gen = ["generate", "--model", MODEL, "--prompt", "Once", "--temp", "0", "--max-tokens", "12",
+           "--quiet", "--adapter"]
+    g0 = ltcheck.run(*gen, A)
+    g1 = ltcheck.run(*gen, os.path.join(A, "adapter_model.safetensors"))
+    check(g0.returncode == 0 and g0.stdout == g1.stdout and g0.stdout.strip(),
+          f"generate --adapter OUT/adapter_model.safetensors = OUT: {g1.stderr[-300:]}")
+    fz = [os.path.join(TMP, n) for n in ("fz0.gguf", "fz1.gguf")]
+    r0 = ltcheck.run("fuse", "--model", MODEL, "--adapter", os.path.join(A, "mlx-lm"), "--out", fz[0])
+    r1 = ltcheck.run("fuse", "--model", MODEL, "--adapter",
+                     os.path.join(A, "mlx-lm", "adapters.safetensors"), "--out", fz[1])
+    check(r0.returncode == 0 and r1.returncode == 0 and
+          open(fz[0], "rb").read() == open(fz[1], "rb").read(),
+          f"fuse --adapter OUT/mlx-lm/adapters.safetensors = OUT/mlx-lm: {r1.stderr[-300:]}")
     r = ltcheck.run("eval", "--model", MODEL, "--data", DATA, "--split", "dev")
     check(r.returncode == 2 and "--split: expected train, valid or test" in r.stderr, "eval --split")
     r = ltcheck.run("eval", "--model", MODEL, "--data", DATA, "--lora-rank", "4")

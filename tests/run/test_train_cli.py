@@ -9,7 +9,7 @@
 - NaN/inf (fault hook LT_FAULT_NAN_STEPS): skipped steps leave weights and moments untouched;
   K in a row stop the run with a message naming the steps and the last good checkpoint;
 - early stopping; bad options / config keys named in the error; `loratune eval` wiring;
-- `--adapter` given one of a folder adapter's files (eval, generate, fuse);
+- `--adapter` given one of a folder adapter's files (eval, generate, fuse); eval --help sizes;
 - a DoRA run says (skipped event / stderr line) that it writes no adapter.gguf.
 The uninterrupted run is the reference for the resumed one; the numbers themselves are checked
 against independent computations in test_run_eval.c / test_run_opts.c.
@@ -321,6 +321,13 @@ def main():
     check(r0.returncode == 0 and r1.returncode == 0 and
           open(fz[0], "rb").read() == open(fz[1], "rb").read(),
           f"fuse --adapter OUT/mlx-lm/adapters.safetensors = OUT/mlx-lm: {r1.stderr[-300:]}")
+    # eval --help says what the code does: automatic sizes, not fixed numbers
+    h = ltcheck.run("eval", "--help").stdout
+    check("default 4" not in h and "default 512" not in h and "--batch-size N|auto" in h and
+          "--max-seq-len N|auto" in h and "--memory-budget" in h, f"eval --help sizes:\n{h}")
+    r = ltcheck.run("eval", "--model", MODEL, "--data", DATA, "--memory-budget", "1G", "--json")
+    check(r.returncode == 0 and "loss" in json.loads(r.stdout or "{}"),
+          f"eval --memory-budget: {r.stderr[-300:]}")
     r = ltcheck.run("eval", "--model", MODEL, "--data", DATA, "--split", "dev")
     check(r.returncode == 2 and "--split: expected train, valid or test" in r.stderr, "eval --split")
     r = ltcheck.run("eval", "--model", MODEL, "--data", DATA, "--lora-rank", "4")

@@ -12,26 +12,32 @@
 #include "loratune/run.h"
 
 static void usage(FILE *f) {
-    fprintf(
-        f,
-        "usage: loratune eval --model MODEL --data FILE|DIR [--adapter DIR] [options]\n\n"
-        "Mean token loss and perplexity over a data split (loss tokens as in training:\n"
-        "completions / assistant turns unless --train-on-prompt).\n"
-        "  --model MODEL          Hugging Face folder, .gguf, or llama2.c .bin\n"
-        "  --tokenizer PATH       tokenizer, when not with the model\n"
-        "  --adapter DIR          a LoRA / DoRA adapter (PEFT or mlx-lm folder, llama.cpp .gguf)\n"
-        "  --data FILE|DIR        a data file, or a folder with train/valid/test.jsonl\n"
-        "  --split S              train|valid|test (default: a folder's test split, else\n"
-        "                         valid; all of a single file)\n"
-        "  --data-format F        auto|text|completions|chat|alpaca|sharegpt\n"
-        "  --batch-size N         rows per batch (default 4)\n"
-        "  --max-seq-len N        tokens per row, longer examples truncated (default 512)\n"
-        "  --pack                 pack examples into rows (same loss, fewer padded tokens)\n"
-        "  --train-on-prompt      count prompt tokens too\n"
-        "  --eval-batches N       only the first N batches (default all)\n"
-        "  --base-dtype D         f32|bf16|f16 (default f32)\n"
-        "  --threads N            OpenMP / OpenBLAS threads\n"
-        "  --json                 print one JSON object\n");
+    fprintf(f,
+            "usage: loratune eval --model MODEL --data FILE|DIR [--adapter PATH] [options]\n\n"
+            "Mean token loss and perplexity over a data split (loss tokens as in training:\n"
+            "completions / assistant turns unless --train-on-prompt).\n"
+            "  --model MODEL          Hugging Face folder, .gguf, or llama2.c .bin\n"
+            "  --tokenizer PATH       tokenizer, when not with the model\n"
+            "  --adapter PATH         a LoRA / DoRA adapter: a PEFT or mlx-lm folder (or its\n"
+            "                         .safetensors file), or a llama.cpp adapter .gguf\n"
+            "  --data FILE|DIR        a data file, or a folder with train/valid/test.jsonl\n"
+            "  --split S              train|valid|test (default: a folder's test split, else\n"
+            "                         valid; all of a single file)\n"
+            "  --data-format F        auto|text|completions|chat|alpaca|sharegpt\n"
+            "  --batch-size N|auto    rows per batch (default auto: the largest whose memory plan\n"
+            "                         fits --memory-budget, at most 64 and at most the examples\n"
+            "                         of the train split (of the file, for a single file))\n"
+            "  --max-seq-len N|auto   tokens per row, longer examples truncated (default auto:\n"
+            "                         the longest train / valid example, capped by the model's\n"
+            "                         context and by --memory-budget)\n"
+            "  --memory-budget SIZE   what the automatic sizes may plan for (6G, 800M, bytes;\n"
+            "                         default 80%% of the RAM available at start)\n"
+            "  --pack                 pack examples into rows (same loss, fewer padded tokens)\n"
+            "  --train-on-prompt      count prompt tokens too\n"
+            "  --eval-batches N       only the first N batches (default all)\n"
+            "  --base-dtype D         f32|bf16|f16 (default f32)\n"
+            "  --threads N            OpenMP / OpenBLAS threads\n"
+            "  --json                 print one JSON object\n");
 }
 
 int cmd_eval(int argc, char **argv) {
@@ -42,7 +48,7 @@ int cmd_eval(int argc, char **argv) {
     static const char *allowed[] = {
         "model",       "tokenizer", "adapter",         "data",         "data-format", "batch-size",
         "max-seq-len", "pack",      "train-on-prompt", "eval-batches", "base-dtype",  "threads",
-        "json",        "seed"};
+        "json",        "seed",      "memory-budget"};
     lt_run_opts o;
     lt_run_opts_default(&o);
     const char *split = NULL;

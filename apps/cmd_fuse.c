@@ -12,19 +12,20 @@
 #include "loratune/model.h"
 
 static void usage(FILE *f) {
-    fprintf(f,
-            "usage: loratune fuse --model MODEL [--adapter DIR] --out PATH [--format hf|gguf]\n"
-            "                     [--dtype f32|bf16|f16|q8_0]\n\n"
-            "Merges the adapter into the model's weights (W + scale B A; DoRA rescaled per\n"
-            "output row, as PEFT's merge_and_unload) and writes the merged model with its\n"
-            "tokenizer and chat template. Without --adapter the model is converted as it is.\n\n"
-            "  --model MODEL      a Hugging Face folder, a .gguf or a llama2.c .bin\n"
-            "  --adapter DIR      a PEFT or mlx-lm adapter folder, or a llama.cpp adapter .gguf\n"
-            "  --out PATH         output folder (hf) or file (gguf)\n"
-            "  --format hf|gguf   default: gguf when PATH ends in .gguf, else hf\n"
-            "  --dtype T          hf: f32 (default), bf16, f16; gguf: f16 (default), f32, q8_0\n"
-            "                     (1-D tensors stay f32 in a GGUF; q8_0 rows not a multiple of\n"
-            "                     32 are written f16)\n");
+    fprintf(f, "usage: loratune fuse --model MODEL [--adapter PATH] --out PATH [--format hf|gguf]\n"
+               "                     [--dtype f32|bf16|f16|q8_0]\n\n"
+               "Merges the adapter into the model's weights (W + scale B A; DoRA rescaled per\n"
+               "output row, as PEFT's merge_and_unload) and writes the merged model with its\n"
+               "tokenizer and chat template. Without --adapter the model is converted as it is.\n\n"
+               "  --model MODEL      a Hugging Face folder, a .gguf or a llama2.c .bin\n"
+               "  --adapter PATH     a PEFT or mlx-lm adapter folder (or its .safetensors file),\n"
+               "                     or a llama.cpp adapter .gguf\n"
+               "  --out PATH         output folder (hf) or file (gguf); refused while another\n"
+               "                     loratune process writes there (its lock: .loratune.lock)\n"
+               "  --format hf|gguf   default: gguf when PATH ends in .gguf, else hf\n"
+               "  --dtype T          hf: f32 (default), bf16, f16; gguf: f16 (default), f32, q8_0\n"
+               "                     (1-D tensors stay f32 in a GGUF; q8_0 rows not a multiple of\n"
+               "                     32 are written f16)\n");
 }
 
 static int fail(const char *what) {
@@ -93,8 +94,13 @@ int cmd_fuse(int argc, char **argv) {
     clock_gettime(CLOCK_MONOTONIC, &t0);
     lt_model *m = NULL;
     lt_adapter *ad = NULL;
+    lt_dir_lock *lock = NULL; /* taken before the slow part: a busy --out fails at once */
     int rc = 0;
-    if (lt_model_load(model, NULL, &m)) return fail(NULL);
+    if (lt_export_lock(out, gguf, &lock)) return fail(NULL);
+    if (lt_model_load(model, NULL, &m)) {
+        rc = fail(NULL);
+        goto done;
+    }
     if (adapter) {
         if (lt_adapter_load(adapter, &m->config, &ad) || lt_adapter_merge(m, ad)) {
             rc = fail(NULL);
@@ -114,5 +120,6 @@ int cmd_fuse(int argc, char **argv) {
 done:
     lt_adapter_free(ad);
     lt_model_free(m);
+    lt_dir_lock_close(lock);
     return rc;
 }

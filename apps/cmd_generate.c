@@ -36,7 +36,8 @@ static void usage(FILE *f) {
         "  --quiet            no timing line on stderr\n"
         "  --adapter PATH     apply a LoRA / DoRA adapter without merging: a PEFT folder\n"
         "                     (adapter_config.json + adapter_model.safetensors), an mlx-lm\n"
-        "                     folder (adapters.safetensors) or a llama.cpp adapter .gguf\n"
+        "                     folder (adapters.safetensors), either folder's .safetensors\n"
+        "                     file, or a llama.cpp adapter .gguf\n"
         "  --prompt-ids IDS   the prompt as comma-separated token ids (instead of --prompt)\n"
         "  --logits-out FILE  write the float32 logits of every prompt position ([n][vocab],\n"
         "                     little endian) to FILE and stop without generating (for tests)\n");

@@ -152,6 +152,10 @@ static void human_sink(void *ctx, const json_t *ev) {
                str(ev, "checkpoint"));
     } else if (!strcmp(e, "saved")) {
         printf("saved %s: %s\n", str(ev, "what"), str(ev, "path"));
+    } else if (!strcmp(e, "skipped")) {
+        fflush(stdout);
+        fprintf(stderr, "loratune train: not written: %s (%s): %s\n", str(ev, "path"),
+                str(ev, "what"), str(ev, "reason"));
     } else if (!strcmp(e, "done")) {
         fmt_dur(num(ev, "elapsed_s"), b1, sizeof b1);
         printf("%s after step %lld in %s", str(ev, "outcome"), inum(ev, "step"), b1);

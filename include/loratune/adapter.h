@@ -72,7 +72,10 @@ lt_status lt_adapter_save_gguf(const lt_adapter *a, const lt_model_config *mc, l
 
 /* Reads a PEFT folder, an mlx-lm folder (told apart by their adapter_config.json) or a
  * llama.cpp adapter GGUF; checks every shape against mc and names the file and tensor on a
- * mismatch. *out is new. */
+ * mismatch. A folder adapter's own file stands for its folder: DIR/adapter_model.safetensors
+ * reads DIR as PEFT, DIR/adapters.safetensors as mlx-lm (LT_ERR_FORMAT when the
+ * adapter_config.json beside it is the other kind's), DIR/adapter_config.json as DIR. Any
+ * other file must be a GGUF (else LT_ERR_FORMAT saying what is expected). *out is new. */
 lt_status lt_adapter_load(const char *path, const lt_model_config *mc, lt_adapter **out);
 
 /* Inference without merging: lt_model_forward adds the adapter's low-rank products (and DoRA's

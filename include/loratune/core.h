@@ -23,6 +23,7 @@ typedef enum {
     LT_ERR_UNSUPPORTED = -5, /* valid but not supported (yet) */
     LT_ERR_NOTFOUND = -6,    /* missing key, tensor, file */
     LT_ERR_INTERNAL = -7,    /* broken invariant */
+    LT_ERR_BUSY = -8,        /* in use by another writer (lt_dir_lock) */
 } lt_status;
 
 /* Message of the last failing call on this thread (never NULL; "" if none). */
@@ -111,6 +112,33 @@ lt_status lt_file_read_all(const char *path, char **out, size_t *len);
 lt_status lt_file_write_atomic(const char *path, const void *buf, size_t len);
 int lt_path_is_dir(const char *path);
 int lt_path_exists(const char *path);
+
+/* ---- folder locks -------------------------------------------------------------------- */
+/* An advisory, exclusive lock on a folder that one writer owns (a training run's output
+ * folder, an export's folder), so that a second writer fails at once instead of mixing its
+ * files in: an open-file-description lock (fcntl F_OFD_SETLK, F_WRLCK, whole file) on
+ * DIR/.loratune.lock, a file holding the holder's pid. It lasts until lt_dir_lock_close or
+ * until the holder ends in any way (the kernel releases it, SIGKILL included; a lock file left
+ * behind is taken over). Two handles conflict even within one process. Other tools see it
+ * with POSIX record locks (lockf, fcntl F_SETLK / F_GETLK), not with flock(2). */
+#define LT_DIR_LOCK_NAME ".loratune.lock"
+typedef struct lt_dir_lock lt_dir_lock;
+enum {
+    /* Lock only a folder that has a lock file (a loratune writer's, alive or dead); otherwise
+     * *out = NULL and LT_OK, and the folder is neither created nor changed. */
+    LT_DIR_LOCK_EXISTING = 1u,
+    /* A lock held by this same process is no conflict: *out = NULL and LT_OK (an export into
+     * a folder its caller holds, e.g. a training run saving its full fine-tune). */
+    LT_DIR_LOCK_REENTER = 2u,
+};
+/* Creates dir (and its parents) when missing, unless LT_DIR_LOCK_EXISTING, and locks it.
+ * LT_ERR_BUSY when it is held: "DIR: in use by another loratune process (pid N), which holds
+ * the lock DIR/.loratune.lock; wait for it to finish or write somewhere else". *out is the
+ * caller's (NULL when there was nothing to lock: see the flags). */
+lt_status lt_dir_lock_open(const char *dir, unsigned flags, lt_dir_lock **out);
+/* Removes the lock file and releases the lock; removes dir too when lt_dir_lock_open created it
+ * and it is still empty (a writer that failed before writing leaves nothing). Safe on NULL. */
+void lt_dir_lock_close(lt_dir_lock *l);
 
 #ifdef __cplusplus
 }

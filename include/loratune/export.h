@@ -14,7 +14,9 @@
  * src_model_path may be NULL: then no tokenizer is written.
  *
  * Both writers read m (borrowed) and never change it; every file is written atomically
- * (temp file, fsync, rename). */
+ * (temp file, fsync, rename). They hold the folder lock of lt_export_lock while they write:
+ * LT_ERR_BUSY ("DIR: in use by another loratune process (pid N) ...") when a training run
+ * or another export of another process is writing there. */
 #ifndef LORATUNE_EXPORT_H
 #define LORATUNE_EXPORT_H
 
@@ -41,6 +43,14 @@ lt_status lt_model_save_hf(const lt_model *m, const char *src_model_path, const 
  * F16, as the converter does), general.file_type, tokenizer.* keys and the chat template. */
 lt_status lt_model_save_gguf(const lt_model *m, const char *src_model_path, const char *path,
                              lt_dtype type);
+
+/* The lock (lt_dir_lock_open) the writers take for out: for a Hugging Face folder (gguf 0),
+ * the folder itself (created when missing); for a GGUF (gguf 1), the file's folder, and only
+ * when a loratune writer has a lock file there (a run folder; *lock NULL otherwise). A lock
+ * already held by this process is no conflict (*lock NULL). A caller may take it before the
+ * slow load and merge, to fail early; the writers then run under it. Close with
+ * lt_dir_lock_close. */
+lt_status lt_export_lock(const char *out, int gguf, lt_dir_lock **lock);
 
 #ifdef __cplusplus
 }

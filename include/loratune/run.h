@@ -27,6 +27,8 @@
  *   early_stop step, best_val_loss, evals_without_improvement
  *   interrupted step (last completed), checkpoint
  *   saved      what ("peft" | "mlx" | "gguf" | "hf"), path
+ *   skipped    what ("gguf"), path (not written), reason: an output the run cannot write
+ *              (a DoRA run has no llama.cpp adapter.gguf: llama.cpp has no DoRA)
  *   done       step, outcome ("done" | "early_stop" | "interrupted" | "nonfinite"),
  *              final_val_loss (when evaluated), elapsed_s
  * Steps are optimizer steps, counted from 1; a skipped (non-finite) step still counts (it used
@@ -37,7 +39,12 @@
  * moments as "optimizer.m.<name>" / "optimizer.v.<name>", and metadata "loratune.state" (JSON:
  * step, trainer step/micro counters, batcher epoch/index, early-stop state, consecutive
  * non-finite steps, seed, the resolved options). A resumed run with the same options produces
- * bit-identical losses. The last keep_checkpoints files are kept.
+ * bit-identical losses. The run's last keep_checkpoints files are kept (pruning removes only
+ * checkpoints the run wrote or resumed from in OUT, never another run's files; temp files of
+ * a killed write are removed when OUT is next locked).
+ *
+ * OUT is locked (lt_dir_lock_open: OUT/.loratune.lock) from lt_run_create to lt_run_free, so
+ * a second run or an export into OUT fails with LT_ERR_BUSY naming OUT and the holder's pid.
  *
  * Outputs (OUT): run_config.yaml (the resolved options: `-c OUT/run_config.yaml` reproduces
  * the run); LoRA / DoRA: the PEFT adapter (adapter_model.safetensors + adapter_config.json),
@@ -163,7 +170,8 @@ typedef enum {
 } lt_run_outcome;
 const char *lt_run_outcome_name(lt_run_outcome o);
 
-/* Loads everything (and the checkpoint of o->resume). Does not need o->out unless training. */
+/* Locks o->out when given (LT_ERR_BUSY when another run or export holds it), then loads
+ * everything (and the checkpoint of o->resume). Does not need o->out unless training. */
 lt_status lt_run_create(const lt_run_opts *o, lt_run **out);
 void lt_run_free(lt_run *r); /* safe on NULL */
 lt_status lt_run_add_sink(lt_run *r, lt_run_sink fn, void *ctx);

@@ -1,5 +1,6 @@
 /* adapter.c - the in-memory lt_adapter: creation, checks, the trainer bridge, and the reader
- * dispatch (PEFT / mlx-lm folder told apart by adapter_config.json, GGUF by its magic).
+ * dispatch (PEFT / mlx-lm folder told apart by adapter_config.json, GGUF by its magic; a
+ * folder adapter's own file stands for its folder).
  *
  * Invariant: lin[l * LT_N_TARGETS + t].A != NULL exactly for the adapted (layer, target);
  * then B is allocated too, and mag iff method == DORA. Shapes are PEFT's (A [r][in],
@@ -309,17 +310,27 @@ lt_status lt_adapter_to_trainer(const lt_adapter *a, lt_trainer *tr) {
 
 /* ---- reader dispatch ------------------------------------------------------------------- */
 
-lt_status lt_adapter_load(const char *path, const lt_model_config *mc, lt_adapter **out) {
-    *out = NULL;
-    if (!lt_path_exists(path)) return lt_error(LT_ERR_NOTFOUND, "%s: no such adapter", path);
-    if (!lt_path_is_dir(path)) return lt_adapter_load_gguf_(path, mc, out);
+enum { ANY_FOLDER, PEFT_FOLDER, MLX_FOLDER };
+
+/* A PEFT or mlx-lm folder, told apart by its adapter_config.json; want names the one a file
+ * given inside it asked for (adapter_model.safetensors: PEFT, adapters.safetensors: mlx-lm). */
+static lt_status load_folder(const char *dir, int want, const char *given,
+                             const lt_model_config *mc, lt_adapter **out) {
     char cfg_path[4096];
-    snprintf(cfg_path, sizeof cfg_path, "%s/adapter_config.json", path);
-    if (!lt_path_exists(cfg_path))
+    snprintf(cfg_path, sizeof cfg_path, "%s/adapter_config.json", dir);
+    if (!lt_path_exists(cfg_path)) {
+        if (want != ANY_FOLDER)
+            return lt_error(LT_ERR_NOTFOUND,
+                            "%s: no adapter_config.json beside it (a %s adapter is a folder "
+                            "with adapter_config.json and %s)",
+                            given, want == PEFT_FOLDER ? "PEFT" : "mlx-lm",
+                            want == PEFT_FOLDER ? "adapter_model.safetensors"
+                                                : "adapters.safetensors");
         return lt_error(LT_ERR_NOTFOUND,
                         "%s: missing adapter_config.json (expected a PEFT or "
                         "mlx-lm adapter folder)",
-                        path);
+                        dir);
+    }
     json_t *cfg;
     lt_status st = lt_json_load_file(cfg_path, JSON_REJECT_DUPLICATES, &cfg);
     if (st) return st;
@@ -327,10 +338,17 @@ lt_status lt_adapter_load(const char *path, const lt_model_config *mc, lt_adapte
         json_decref(cfg);
         return lt_error(LT_ERR_FORMAT, "%s: expected a JSON object", cfg_path);
     }
-    if (json_object_get(cfg, "peft_type"))
-        st = lt_adapter_load_peft_(path, cfg, cfg_path, mc, out);
-    else if (json_object_get(cfg, "lora_parameters") || json_object_get(cfg, "fine_tune_type"))
-        st = lt_adapter_load_mlx_(path, cfg, cfg_path, mc, out);
+    int peft = json_object_get(cfg, "peft_type") != NULL;
+    int mlx = !peft &&
+              (json_object_get(cfg, "lora_parameters") || json_object_get(cfg, "fine_tune_type"));
+    if ((want == PEFT_FOLDER && !peft) || (want == MLX_FOLDER && !mlx))
+        st = lt_error(LT_ERR_FORMAT, "%s: %s beside it is not %s config (no %s)", given, cfg_path,
+                      want == PEFT_FOLDER ? "a PEFT" : "an mlx-lm",
+                      want == PEFT_FOLDER ? "peft_type" : "lora_parameters / fine_tune_type");
+    else if (peft)
+        st = lt_adapter_load_peft_(dir, cfg, cfg_path, mc, out);
+    else if (mlx)
+        st = lt_adapter_load_mlx_(dir, cfg, cfg_path, mc, out);
     else
         st = lt_error(LT_ERR_FORMAT,
                       "%s: neither PEFT (peft_type) nor mlx-lm (lora_parameters / "
@@ -338,9 +356,43 @@ lt_status lt_adapter_load(const char *path, const lt_model_config *mc, lt_adapte
                       cfg_path);
     json_decref(cfg);
     if (st) return st;
-    if ((st = lt_adapter_check_fits_(*out, mc, path))) {
+    if ((st = lt_adapter_check_fits_(*out, mc, dir))) {
         lt_adapter_free(*out);
         *out = NULL;
     }
     return st;
+}
+
+lt_status lt_adapter_load(const char *path, const lt_model_config *mc, lt_adapter **out) {
+    *out = NULL;
+    if (!lt_path_exists(path)) return lt_error(LT_ERR_NOTFOUND, "%s: no such adapter", path);
+    if (lt_path_is_dir(path)) return load_folder(path, ANY_FOLDER, path, mc, out);
+    /* a file: one of a folder adapter's own files stands for its folder */
+    const char *sl = strrchr(path, '/'), *base = sl ? sl + 1 : path;
+    int want = !strcmp(base, "adapter_model.safetensors") ? PEFT_FOLDER
+               : !strcmp(base, "adapters.safetensors")    ? MLX_FOLDER
+               : !strcmp(base, "adapter_config.json")     ? ANY_FOLDER
+                                                          : -1;
+    if (want >= 0) {
+        char dir[4096];
+        if (!sl)
+            snprintf(dir, sizeof dir, ".");
+        else if ((size_t)(sl - path) >= sizeof dir)
+            return lt_error(LT_ERR_ARG, "%s: path too long", path);
+        else
+            snprintf(dir, sizeof dir, "%.*s", sl == path ? 1 : (int)(sl - path), path);
+        return load_folder(dir, want, path, mc, out);
+    }
+    char magic[4] = {0};
+    FILE *f = fopen(path, "rb");
+    if (!f) return lt_error(LT_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    size_t got = fread(magic, 1, 4, f);
+    fclose(f);
+    if (got != 4 || memcmp(magic, "GGUF", 4))
+        return lt_error(LT_ERR_FORMAT,
+                        "%s: not an adapter: expected a PEFT or mlx-lm adapter folder (the "
+                        "folder with adapter_config.json, or its adapter_model.safetensors / "
+                        "adapters.safetensors) or a llama.cpp adapter .gguf",
+                        path);
+    return lt_adapter_load_gguf_(path, mc, out);
 }

@@ -111,6 +111,7 @@ lt_status lt_model_save_gguf(const lt_model *m, const char *src_model_path, cons
     int is_qwen = c->arch == LT_ARCH_QWEN2;
     const char *arch = is_qwen ? "qwen2" : "llama";
     lt_gguf_writer *w = NULL;
+    lt_dir_lock *lock = NULL;
     arena a = {0};
     float *ref = NULL, *factors = NULL;
     if ((st = lt_gguf_writer_create(&w))) return st;
@@ -209,10 +210,12 @@ lt_status lt_model_save_gguf(const lt_model *m, const char *src_model_path, cons
         }
         if (differ) TRY(add(w, &a, "rope_freqs.weight", factors, half, 0, type, 0, 0));
     }
+    TRY(lt_export_lock(path, 1, &lock));
     st = lt_gguf_writer_write(w, path);
 done:
 #undef TRY
 #undef KEY
+    lt_dir_lock_close(lock);
     lt_gguf_writer_free(w);
     for (int i = 0; i < a.n; i++)
         free(a.bufs[i]);

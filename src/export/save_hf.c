@@ -315,11 +315,13 @@ lt_status lt_model_save_hf(const lt_model *m, const char *src_model_path, const 
     }
     /* check the tokenizer source before writing anything */
     lt_gguf *g = NULL;
+    lt_dir_lock *lock = NULL;
     int src_dir = src_model_path && lt_path_is_dir(src_model_path);
     if (src_model_path && !src_dir && ends_with(src_model_path, ".gguf")) {
         if ((st = lt_gguf_open(src_model_path, &g))) return st;
         if ((st = lt_export_check_gguf_vocab(g))) goto done;
     }
+    if ((st = lt_export_lock(dir, 0, &lock))) goto done; /* creates dir */
     if ((st = lt_export_mkdirs(dir))) goto done;
     char p[4096], q[4096];
     snprintf(p, sizeof p, "%s/model.safetensors", dir);
@@ -351,5 +353,6 @@ lt_status lt_model_save_hf(const lt_model *m, const char *src_model_path, const 
     }
 done:
     lt_gguf_close(g);
+    lt_dir_lock_close(lock);
     return st;
 }

@@ -8,9 +8,14 @@
  * step, trainer counters (optimizer steps, micro-batches: AdamW bias correction and the
  * dropout stream), batcher position (epoch, index: the data order is a function of the seed
  * and the epoch), early-stop and non-finite state, and the resolved options. Invariant: with
- * the same options, loading it and continuing reproduces the uninterrupted run bit for bit. */
+ * the same options, loading it and continuing reproduces the uninterrupted run bit for bit.
+ *
+ * The run holds OUT's lock (lt_dir_lock) for its whole life (lt_run_take_out_), and pruning
+ * touches only the checkpoints the run owns (written by it, or its history when it resumed
+ * from OUT/checkpoints), never another run's checkpoints or temp files. */
 #include <dirent.h>
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -51,9 +56,8 @@ static int is_ckpt_name(const char *n, long long *step) {
     return 0;
 }
 
-/* Steps of the checkpoints in dir, ascending (malloc'd; *n count). Removes leftover temp
- * files of interrupted writes when clean_tmp. */
-static lt_status list_ckpts(const char *dir, long long **steps, int *n, int clean_tmp) {
+/* Steps of the checkpoints in dir, ascending (malloc'd; *n count). */
+static lt_status list_ckpts(const char *dir, long long **steps, int *n) {
     *steps = NULL;
     *n = 0;
     DIR *d = opendir(dir);
@@ -74,11 +78,6 @@ static lt_status list_ckpts(const char *dir, long long **steps, int *n, int clea
                 *steps = p;
             }
             (*steps)[(*n)++] = s;
-        } else if (clean_tmp && !strncmp(e->d_name, "step-", 5) &&
-                   strstr(e->d_name, ".safetensors.tmp.")) {
-            char p[LT_RUN_PATH_MAX + 300];
-            snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
-            unlink(p);
         }
     }
     closedir(d);
@@ -91,6 +90,82 @@ static lt_status list_ckpts(const char *dir, long long **steps, int *n, int clea
     return st;
 }
 
+/* ---- the output folder and pruning ---------------------------------------------------- */
+
+lt_status lt_run_take_out_(lt_run *r) {
+    lt_status s = lt_dir_lock_open(r->o.out, 0, &r->out_lock);
+    if (s) return s;
+    DIR *d = opendir(r->ckpt_dir);
+    if (!d) return LT_OK; /* no checkpoints yet */
+    struct dirent *e;
+    while ((e = readdir(d))) /* lt_st_writer_write's temp files: step-N.safetensors.tmp.XXXXXX */
+        if (!strncmp(e->d_name, "step-", 5) && strstr(e->d_name, ".safetensors.tmp.")) {
+            char p[LT_RUN_PATH_MAX + 300];
+            snprintf(p, sizeof p, "%s/%s", r->ckpt_dir, e->d_name);
+            unlink(p);
+        }
+    closedir(d);
+    return LT_OK;
+}
+
+/* Adds step to the checkpoints this run owns (ascending, no duplicates). */
+static lt_status own_add(lt_run *r, int64_t step) {
+    if (r->n_own && r->own_ckpts[r->n_own - 1] >= step) {
+        for (int i = 0; i < r->n_own; i++)
+            if (r->own_ckpts[i] == step) return LT_OK;
+    }
+    if (r->n_own == r->cap_own) {
+        int cap = r->cap_own ? 2 * r->cap_own : 16;
+        int64_t *p = realloc(r->own_ckpts, (size_t)cap * sizeof *p);
+        if (!p) return lt_error(LT_ERR_NOMEM, "checkpoint: out of memory");
+        r->own_ckpts = p;
+        r->cap_own = cap;
+    }
+    int i = r->n_own++;
+    for (; i > 0 && r->own_ckpts[i - 1] > step; i--)
+        r->own_ckpts[i] = r->own_ckpts[i - 1];
+    r->own_ckpts[i] = step;
+    return LT_OK;
+}
+
+/* Resuming from a checkpoint of OUT/checkpoints itself: the checkpoints up to it are this
+ * run's history, so they are pruned as its own. */
+static void own_history(lt_run *r, const char *file, int64_t step) {
+    char a[PATH_MAX], b[PATH_MAX], dir[LT_RUN_PATH_MAX + 64];
+    snprintf(dir, sizeof dir, "%s", file);
+    char *sl = strrchr(dir, '/');
+    if (sl)
+        *sl = 0;
+    else
+        snprintf(dir, sizeof dir, ".");
+    if (!r->ckpt_dir[0] || !realpath(dir, a) || !realpath(r->ckpt_dir, b) || strcmp(a, b)) return;
+    long long *steps;
+    int k;
+    if (list_ckpts(r->ckpt_dir, &steps, &k)) return;
+    for (int i = 0; i < k; i++)
+        if (steps[i] <= step && own_add(r, steps[i])) break;
+    free(steps);
+}
+
+/* Keeps the newest keep_checkpoints of the checkpoints this run owns: the ones it wrote, and
+ * when it resumed from OUT/checkpoints, the ones up to the resumed step. Checkpoints of
+ * another run and temp files are never touched (a failed write removes its own temp file; a
+ * killed one's are removed when the folder is taken next, lt_run_take_out_). */
+static void prune(lt_run *r) {
+    int drop = r->n_own - r->o.keep_checkpoints;
+    if (drop <= 0) return;
+    for (int i = 0; i < drop; i++) {
+        char p[LT_RUN_PATH_MAX + 96];
+        snprintf(p, sizeof p, "%s/step-%08lld.safetensors", r->ckpt_dir,
+                 (long long)r->own_ckpts[i]);
+        unlink(p);
+    }
+    memmove(r->own_ckpts, r->own_ckpts + drop, (size_t)(r->n_own - drop) * sizeof *r->own_ckpts);
+    r->n_own -= drop;
+}
+
+/* ---- resume ---------------------------------------------------------------------------- */
+
 lt_status lt_checkpoint_resolve(const char *path, char *out, size_t n) {
     if (!lt_path_exists(path)) return lt_error(LT_ERR_NOTFOUND, "%s: no such file or folder", path);
     if (!lt_path_is_dir(path)) {
@@ -102,7 +177,7 @@ lt_status lt_checkpoint_resolve(const char *path, char *out, size_t n) {
     if (!lt_path_is_dir(dir)) snprintf(dir, sizeof dir, "%s", path);
     long long *steps;
     int k;
-    lt_status st = list_ckpts(dir, &steps, &k, 0);
+    lt_status st = list_ckpts(dir, &steps, &k);
     if (st) return st;
     if (k == 0) {
         free(steps);
@@ -233,24 +308,13 @@ lt_status lt_run_load_checkpoint_(lt_run *r, const char *file) {
     r->tokens_total = json_integer_value(json_object_get(j, "tokens"));
     r->resumed_from = step;
     r->last_ckpt_step = step;
+    own_history(r, file, step);
     snprintf(r->last_ckpt, sizeof r->last_ckpt, "%s", file);
     r->resumed_config = json_incref(json_object_get(j, "config"));
 done:
     json_decref(j);
     lt_safetensors_close(st);
     return s;
-}
-
-static void prune(lt_run *r) {
-    long long *steps;
-    int k;
-    if (list_ckpts(r->ckpt_dir, &steps, &k, 1)) return;
-    for (int i = 0; i + r->o.keep_checkpoints < k; i++) {
-        char p[LT_RUN_PATH_MAX + 96];
-        snprintf(p, sizeof p, "%s/step-%08lld.safetensors", r->ckpt_dir, steps[i]);
-        unlink(p);
-    }
-    free(steps);
 }
 
 lt_status lt_run_save_checkpoint_(lt_run *r) {
@@ -312,6 +376,7 @@ lt_status lt_run_save_checkpoint_(lt_run *r) {
     if ((s = lt_st_writer_write(w, path))) goto done;
     snprintf(r->last_ckpt, sizeof r->last_ckpt, "%s", path);
     r->last_ckpt_step = r->step;
+    if ((s = own_add(r, r->step))) goto done;
     prune(r);
     lt_run_emit_(r, json_pack("{s:s, s:I, s:s}", "event", "checkpoint", "step", (json_int_t)r->step,
                               "path", path));

@@ -106,6 +106,8 @@ void lt_run_free(lt_run *r) {
     json_decref(r->resumed_config);
     free(r->mb_buf);
     free(r->mbs);
+    free(r->own_ckpts);
+    lt_dir_lock_close(r->out_lock); /* last: OUT is written until here */
     free(r);
 }
 
@@ -238,6 +240,10 @@ lt_status lt_run_create(const lt_run_opts *opts, lt_run **out) {
     r->last_eval_step = -1;
     r->last_val_loss = NAN;
     lt_adapter *a = NULL;
+    if (r->o.out[0]) { /* first, so that a second run into OUT fails before loading anything */
+        snprintf(r->ckpt_dir, sizeof r->ckpt_dir, "%s/checkpoints", r->o.out);
+        if ((s = lt_run_take_out_(r))) goto fail;
+    }
     if ((s = parse_faults(r))) goto fail;
     lt_set_num_threads(r->o.threads);
 
@@ -301,7 +307,6 @@ lt_status lt_run_create(const lt_run_opts *opts, lt_run **out) {
         s = lt_error(LT_ERR_NOMEM, "run: out of memory for %d micro-batches", r->o.grad_accum);
         goto fail;
     }
-    if (r->o.out[0]) snprintf(r->ckpt_dir, sizeof r->ckpt_dir, "%s/checkpoints", r->o.out);
     if (r->o.resume[0]) {
         char file[LT_RUN_PATH_MAX + 64];
         if ((s = lt_checkpoint_resolve(r->o.resume, file, sizeof file))) goto fail;
@@ -406,11 +411,16 @@ static lt_status save_outputs(lt_run *r) {
     snprintf(path, sizeof path, "%s/mlx-lm", out);
     if ((s = lt_adapter_save_mlx(a, &r->model->config, path))) goto done;
     lt_run_emit_(r, json_pack("{s:s, s:s, s:s}", "event", "saved", "what", "mlx", "path", path));
-    if (a->method == LT_METHOD_LORA) { /* llama.cpp has no DoRA adapters */
-        snprintf(path, sizeof path, "%s/adapter.gguf", out);
+    snprintf(path, sizeof path, "%s/adapter.gguf", out);
+    if (a->method == LT_METHOD_LORA) {
         if ((s = lt_adapter_save_gguf(a, &r->model->config, LT_DTYPE_F32, path))) goto done;
         lt_run_emit_(r,
                      json_pack("{s:s, s:s, s:s}", "event", "saved", "what", "gguf", "path", path));
+    } else { /* llama.cpp has no DoRA adapters: say so rather than leave the file missing */
+        lt_run_emit_(r, json_pack("{s:s, s:s, s:s, s:s}", "event", "skipped", "what", "gguf",
+                                  "path", path, "reason",
+                                  "llama.cpp has no DoRA adapters; for llama.cpp, merge the "
+                                  "adapter into the model with loratune fuse"));
     }
 done:
     lt_adapter_free(a);

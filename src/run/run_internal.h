@@ -54,9 +54,12 @@ struct lt_run {
     int64_t fault_steps[LT_RUN_MAX_FAULTS];
     int n_fault_steps;
 
+    lt_dir_lock *out_lock; /* OUT's lock (lt_dir_lock), held from lt_run_create to lt_run_free */
     char ckpt_dir[LT_RUN_PATH_MAX + 32];
     char last_ckpt[LT_RUN_PATH_MAX + 64];
     int64_t last_ckpt_step;
+    int64_t *own_ckpts; /* steps of the checkpoints this run owns (prune), ascending */
+    int n_own, cap_own;
     int64_t last_eval_step;
     double last_val_loss;
 };
@@ -67,5 +70,8 @@ void lt_run_emit_(lt_run *r, json_t *ev); /* sends to every sink, then drops the
 lt_status lt_run_save_checkpoint_(lt_run *r);
 lt_status lt_run_load_checkpoint_(lt_run *r, const char *file);
 lt_status lt_mkdir_p_(const char *path);
+/* Locks OUT (created if missing) for the run's life and removes the temp files that killed
+ * checkpoint writes left in OUT/checkpoints (no other writer can be there now). */
+lt_status lt_run_take_out_(lt_run *r);
 
 #endif

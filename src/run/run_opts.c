@@ -70,11 +70,14 @@ static const lt_run_opt_info k_opts[O_COUNT] = {
     [O_METHOD] = {"method", "M",
                   "lora|dora|full|qlora (qlora: LoRA over an NF4-quantized base; default lora)"},
     [O_OUT] = {"out", "DIR",
-               "output folder: adapter / model, checkpoints/, run_config.yaml (required)"},
+               "output folder: adapter / model, checkpoints/, run_config.yaml (required); "
+               "locked while the run lasts (DIR/.loratune.lock)"},
     [O_RESUME] =
         {"resume", "DIR",
          "continue from the newest checkpoint of DIR (a run folder, its checkpoints/ or a file)"},
-    [O_ADAPTER] = {"adapter", "DIR", "start from this adapter (PEFT / mlx-lm folder or .gguf)"},
+    [O_ADAPTER] = {"adapter", "PATH",
+                   "start from this adapter (PEFT / mlx-lm folder or its .safetensors, or "
+                   ".gguf)"},
     [O_ITERS] = {"iters", "N", "optimizer steps (overrides --epochs)"},
     [O_EPOCHS] = {"epochs", "X",
                   "passes over the training data when --iters is not given (default 1)"},

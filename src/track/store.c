@@ -537,7 +537,8 @@ lt_status lt_store_log_metric(lt_store *s, int64_t run_id, const char *key, int6
     return lt_store_log_metrics(s, run_id, 1, &key, &step, &value);
 }
 
-/* Collects (path, sha256, size) for a file or every regular file under a folder. */
+/* Collects (path, sha256, size) for a file or every regular file under a folder, but a
+ * writer's lock file (LT_DIR_LOCK_NAME: a run's folder is logged while the run holds it). */
 typedef struct {
     char *path;
     char sha[65];
@@ -551,6 +552,7 @@ static lt_status collect(const char *path, art_row **rows, int *n, int *cap) {
         lt_status rc = lt_dir_list_sorted(path, &names, &nn);
         if (rc != LT_OK) return rc;
         for (int i = 0; i < nn && rc == LT_OK; i++) {
+            if (!strcmp(names[i], LT_DIR_LOCK_NAME)) continue;
             size_t l = strlen(path) + strlen(names[i]) + 2;
             char *c = malloc(l);
             if (!c)

@@ -8,7 +8,9 @@
 - SIGINT: checkpoint at the last completed step, exit 130, resume equal again;
 - NaN/inf (fault hook LT_FAULT_NAN_STEPS): skipped steps leave weights and moments untouched;
   K in a row stop the run with a message naming the steps and the last good checkpoint;
-- early stopping; bad options / config keys named in the error; `loratune eval` wiring.
+- early stopping; bad options / config keys named in the error; `loratune eval` wiring;
+- `--adapter` given one of a folder adapter's files (eval, generate, fuse); eval --help sizes;
+- a DoRA run says (skipped event / stderr line) that it writes no adapter.gguf.
 The uninterrupted run is the reference for the resumed one; the numbers themselves are checked
 against independent computations in test_run_eval.c / test_run_opts.c.
 """
@@ -290,10 +292,60 @@ def main():
     e1 = json.loads(r.stdout) if r.returncode == 0 else {}
     check(e1.get("loss") == ev_evals[-1]["val_loss"],
           f"eval --adapter OUT = the run's final val loss: {e1} vs {ev_evals[-1]['val_loss']}")
+    # --adapter names one of a folder adapter's files: its folder, with that file's reader
+    for f in ("adapter_model.safetensors", "mlx-lm/adapters.safetensors",
+              "mlx-lm/adapter_config.json"):
+        r = ltcheck.run("eval", *ev_args, "--adapter", os.path.join(A, f))
+        ef = json.loads(r.stdout) if r.returncode == 0 else {}
+        check(ef.get("loss") == e1.get("loss"), f"eval --adapter OUT/{f}: {ef} {r.stderr[-300:]}")
+    mixed = os.path.join(TMP, "mixed")  # mlx-lm weights beside a PEFT config
+    os.makedirs(mixed)
+    shutil.copy(os.path.join(A, "adapter_config.json"), mixed)
+    shutil.copy(os.path.join(A, "mlx-lm", "adapters.safetensors"), mixed)
+    r = ltcheck.run("eval", *ev_args, "--adapter", os.path.join(mixed, "adapters.safetensors"))
+    check(r.returncode == 1 and "is not an mlx-lm config" in r.stderr,
+          f"adapters.safetensors beside a PEFT config: {r.stderr[-300:]}")
+    r = ltcheck.run("eval", *ev_args, "--adapter", os.path.join(A, "run_config.yaml"))
+    check(r.returncode == 1 and "expected a PEFT or mlx-lm adapter folder" in r.stderr and
+          "magic" not in r.stderr, f"eval --adapter a YAML file: {r.stderr[-300:]}")
+    gen = ["generate", "--model", MODEL, "--prompt", "Once", "--temp", "0", "--max-tokens", "12",
+           "--quiet", "--adapter"]
+    g0 = ltcheck.run(*gen, A)
+    g1 = ltcheck.run(*gen, os.path.join(A, "adapter_model.safetensors"))
+    check(g0.returncode == 0 and g0.stdout == g1.stdout and g0.stdout.strip(),
+          f"generate --adapter OUT/adapter_model.safetensors = OUT: {g1.stderr[-300:]}")
+    fz = [os.path.join(TMP, n) for n in ("fz0.gguf", "fz1.gguf")]
+    r0 = ltcheck.run("fuse", "--model", MODEL, "--adapter", os.path.join(A, "mlx-lm"), "--out", fz[0])
+    r1 = ltcheck.run("fuse", "--model", MODEL, "--adapter",
+                     os.path.join(A, "mlx-lm", "adapters.safetensors"), "--out", fz[1])
+    check(r0.returncode == 0 and r1.returncode == 0 and
+          open(fz[0], "rb").read() == open(fz[1], "rb").read(),
+          f"fuse --adapter OUT/mlx-lm/adapters.safetensors = OUT/mlx-lm: {r1.stderr[-300:]}")
+    # eval --help says what the code does: automatic sizes, not fixed numbers
+    h = ltcheck.run("eval", "--help").stdout
+    check("default 4" not in h and "default 512" not in h and "--batch-size N|auto" in h and
+          "--max-seq-len N|auto" in h and "--memory-budget" in h, f"eval --help sizes:\n{h}")
+    r = ltcheck.run("eval", "--model", MODEL, "--data", DATA, "--memory-budget", "1G", "--json")
+    check(r.returncode == 0 and "loss" in json.loads(r.stdout or "{}"),
+          f"eval --memory-budget: {r.stderr[-300:]}")
     r = ltcheck.run("eval", "--model", MODEL, "--data", DATA, "--split", "dev")
     check(r.returncode == 2 and "--split: expected train, valid or test" in r.stderr, "eval --split")
     r = ltcheck.run("eval", "--model", MODEL, "--data", DATA, "--lora-rank", "4")
     check(r.returncode == 2 and "unknown option '--lora-rank'" in r.stderr, "eval rejects train options")
+
+    # ---- DoRA: no llama.cpp adapter, and the run says so --------------------------------
+    dora = ["--model", MODEL, "--data", DATA, "--batch-size", "2", "--max-seq-len", "48",
+            "--threads", "1", "--method", "dora", "--iters", "2", "--eval-every", "0"]
+    I = os.path.join(TMP, "I")
+    r, ev_i = train(*dora, "--out", I, "--json")
+    sk = by(ev_i, "skipped")
+    check(r.returncode == 0 and not os.path.exists(os.path.join(I, "adapter.gguf")) and
+          len(sk) == 1 and sk[0]["what"] == "gguf" and sk[0]["path"].endswith("adapter.gguf") and
+          "DoRA" in sk[0]["reason"] and [e["what"] for e in by(ev_i, "saved")] == ["peft", "mlx"],
+          f"DoRA --json: skipped event: {sk} {r.stderr[-300:]}")
+    r = ltcheck.run("train", *dora, "--out", os.path.join(TMP, "I2"))
+    check(r.returncode == 0 and "adapter.gguf" in r.stderr and "DoRA" in r.stderr,
+          f"DoRA text mode: a line on stderr: {r.stderr[-300:]}")
 
     # ---- full fine-tuning: a Hugging Face folder that eval (and transformers) loads -------
     H = os.path.join(TMP, "H")

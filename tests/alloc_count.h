@@ -86,7 +86,9 @@ static inline void lt_alloc_note(const void *caller) {
 #endif
 
 #ifdef LT_ALLOC_COUNT_ASAN
-#include <sanitizer/allocator_interface.h>
+/* from the sanitizer runtime (declared here: gcc ships no sanitizer/allocator_interface.h) */
+int __sanitizer_install_malloc_and_free_hooks(void (*malloc_hook)(const volatile void *, size_t),
+                                              void (*free_hook)(const volatile void *));
 
 /* Called by the sanitizer's allocator: the caller of malloc is the first frame past the
  * sanitizer runtime's own frames (found with glibc's unwinder, which needs no frame pointers). */

@@ -5,8 +5,8 @@ Our machines have a folder of shared fixtures beside the repository; a user's cl
 Every file the demo, the tests and the benchmarks read is carried in the repository
 (tests/fixtures/, each folder with its SOURCE.md). This test fails if any tracked file outside
 docs/ names the shared folder again: as a relative path (dot-dot slash, then its name), as
-its fixture path (its name, slash, fixtures) or as a quoted path component (its name in quotes, as
-an os.path.join argument would be). CI does have the shared folder beside its clone, so only this test catches a
+its fixture path (its name, slash, fixtures) or as quoted path components next to ".." or
+"fixtures" (as os.path.join arguments would be). CI does have the shared folder beside its clone, so only this test catches a
 regression there.
 
 It also checks that the fixture files the C and Python tests name exist under tests/fixtures, and
@@ -22,9 +22,11 @@ from ltcheck import FIXTURES, SOURCE_DIR, check, finish  # noqa: E402
 
 # Built from pieces so that this file does not name the folder itself.
 SH = "sha" + "red"
+Q = "[\"']"
 PATTERNS = [re.compile(re.escape("../" + SH)),
             re.compile(re.escape(SH + "/fixtures")),
-            re.compile("[\"']" + SH + "[\"']")]
+            re.compile(Q + r"\.\." + Q + r"\s*,\s*" + Q + SH + Q),
+            re.compile(Q + SH + Q + r"\s*,\s*" + Q + "fixtures" + Q)]
 
 
 def tracked_files(root):
@@ -58,8 +60,11 @@ def main():
     check(len(offending_lines('FIX = os.path.join(ROOT, "..", "' + SH + '", "fixtures")')) == 1,
           "planted os.path.join component not found")
     check(len(offending_lines("set(X ${CMAKE_SOURCE_DIR}/../" + SH + ")")) == 1, "planted CMake path not found")
+    check(len(offending_lines("FIX = os.path.join(ROOT, '" + SH + "', 'fixtures')")) == 1,
+          "planted os.path.join without .. not found")
     check(offending_lines("shared by the subcommands; shared_ptr; a shared machine") == [],
           "ordinary uses of the word are flagged")
+    check(offending_lines('    "' + SH + '": 28710,') == [], "a vocabulary entry is flagged")
 
     files = tracked_files(SOURCE_DIR)
     check(len(files) > 100, f"only {len(files)} files found under {SOURCE_DIR}")

@@ -100,8 +100,10 @@ static void lt_alloc_hook_malloc(const volatile void *p, size_t n) {
     lt_alloc_in_hook = 1;
     void *fr[32];
     int nf = backtrace(fr, 32), i = 0;
-    while (i < nf && lt_alloc_kind_of(fr[i]) != LT_ALLOC_ASAN_KIND) i++; /* this hook */
-    while (i < nf && lt_alloc_kind_of(fr[i]) == LT_ALLOC_ASAN_KIND) i++; /* the runtime */
+    /* [the runtime's backtrace interceptor] this hook [the runtime's allocator] caller */
+    while (i < nf && lt_alloc_kind_of(fr[i]) == LT_ALLOC_ASAN_KIND) i++;
+    while (i < nf && lt_alloc_kind_of(fr[i]) != LT_ALLOC_ASAN_KIND) i++;
+    while (i < nf && lt_alloc_kind_of(fr[i]) == LT_ALLOC_ASAN_KIND) i++;
     lt_alloc_note(i < nf ? fr[i] : NULL);
     lt_alloc_in_hook = 0;
 }

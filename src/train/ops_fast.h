@@ -23,6 +23,27 @@
 void lt_gemm(enum CBLAS_TRANSPOSE ta, enum CBLAS_TRANSPOSE tb, int M, int N, int K, float alpha,
              const float *A, int lda, const float *B, int ldb, float beta, float *C, int ldc);
 
+/* Linear, LoRA and DoRA forward/backward over lt_gemm (ops_fast_linear.c): same signatures and
+ * semantics as lt_op_matmul_* / lt_op_lora_* / lt_op_dora_* (ops.h), whose reference runs the
+ * same composition over a plain-loop GEMM. */
+void lt_fast_matmul_fwd(float *out, const float *inp, const float *w, const float *bias, int N,
+                        int C, int OC);
+void lt_fast_matmul_bwd(float *dinp, float *dw, float *dbias, const float *dout, const float *inp,
+                        const float *w, int N, int C, int OC);
+void lt_fast_lora_fwd(float *y, float *xa, const float *x, const float *W, const float *bias,
+                      const float *A, const float *B, const float *mask, int N, int C, int OC,
+                      int r, float scale, float *scratch);
+void lt_fast_lora_bwd(float *dx, float *dA, float *dB, const float *dy, const float *x,
+                      const float *W, const float *A, const float *B, const float *xa,
+                      const float *mask, int N, int C, int OC, int r, float scale, float *scratch);
+void lt_fast_dora_fwd(float *y, float *wnorm, float *xa, const float *x, const float *W,
+                      const float *bias, const float *A, const float *B, const float *mag,
+                      const float *mask, int N, int C, int OC, int r, float scale, float *scratch);
+void lt_fast_dora_bwd(float *dx, float *dA, float *dB, float *dmag, const float *dy,
+                      const float *x, const float *W, const float *A, const float *B,
+                      const float *mag, const float *wnorm, const float *xa, const float *mask,
+                      int N, int C, int OC, int r, float scale, float *scratch);
+
 /* Makes OpenBLAS single-threaded (so lt_gemm splits work over OpenMP) when OpenMP has more than
  * one thread; returns the previous OpenBLAS thread count for lt_blas_threads_restore. */
 int lt_blas_threads_single(void);

@@ -8,9 +8,16 @@
  *   SwiGLU            : <= 1e-6 * max |ref| (vectorised exp, <= 2 ulp)
  *   RMSNorm           : identical (same arithmetic, rows in parallel)
  *   exp               : rel 3e-7 against expf on [-87, 88], 0 below -87.3
+ *   linear, LoRA, DoRA: <= 2e-5 * max |ref| per output / gradient (the fast twins run OpenBLAS,
+ *                       split over OpenMP threads for the big shape; the reference a plain-loop
+ *                       GEMM with double sums); tiny and odd shapes, bias, dropout masks,
+ *                       gradients accumulated onto non-zero values
  * Attention shapes cover T not a multiple of the blocks (32 queries, 64 keys), head dims 8,
  * 40 (a 32-wide tile plus a remainder) and 64, GQA, packed sequences and a sliding window. */
 #include <stdint.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 #include "loratune/ops.h"
 #include "lt_test.h"
@@ -243,6 +250,104 @@ static void elementwise_cases(void) {
     free(dx_r), free(dx_f), free(dw_r), free(dw_f), free(ex), free(ey);
 }
 
+/* lt_fast_{matmul,lora,dora}_{fwd,bwd} against lt_op_*: same composition (ops_linear.inc), a
+ * different GEMM. Backward outputs start from the same non-zero values (they add). */
+static void linear_case(int N, int C, int OC, int r, int with_bias, int with_mask) {
+    char what[96];
+    snprintf(what, sizeof what, "linear N%d C%d OC%d r%d%s%s", N, C, OC, r,
+             with_bias ? " bias" : "", with_mask ? " mask" : "");
+    int64_t nx = (int64_t)N * C, ny = (int64_t)N * OC, nw = (int64_t)OC * C;
+    int64_t na = (int64_t)r * C, nb = (int64_t)OC * r, nxa = (int64_t)N * r;
+    int64_t nscr = (int64_t)N * (C + OC + r);
+    float *x = frnd(nx, 1.0f), *W = frnd(nw, 0.5f), *bias = with_bias ? frnd(OC, 0.5f) : NULL;
+    float *A = frnd(na, 0.5f), *Bm = frnd(nb, 0.5f), *dy = frnd(ny, 1.0f);
+    float *mag = frnd(OC, 1.0f), *mask = NULL;
+    for (int o = 0; o < OC; o++)
+        mag[o] = 1.0f + 0.5f * fabsf(mag[o]);
+    if (with_mask) {
+        mask = malloc(sizeof(float) * (size_t)nx);
+        for (int64_t i = 0; i < nx; i++)
+            mask[i] = frand() > -0.6f ? 1.25f : 0.0f; /* keep 80%, scaled */
+    }
+    float *dx0 = frnd(nx, 0.1f), *dw0 = frnd(nw, 0.1f), *db0 = frnd(OC, 0.1f);
+    float *dA0 = frnd(na, 0.1f), *dB0 = frnd(nb, 0.1f), *dm0 = frnd(OC, 0.1f);
+    float *o[2][9], *scr = fzero(nscr);
+    for (int k = 0; k < 2; k++) {
+        o[k][0] = fzero(ny);  /* y */
+        o[k][1] = fzero(nxa); /* xa */
+        o[k][2] = malloc(sizeof(float) * (size_t)nx), memcpy(o[k][2], dx0, sizeof(float) * (size_t)nx);
+        o[k][3] = malloc(sizeof(float) * (size_t)nw), memcpy(o[k][3], dw0, sizeof(float) * (size_t)nw);
+        o[k][4] = malloc(sizeof(float) * (size_t)OC), memcpy(o[k][4], db0, sizeof(float) * (size_t)OC);
+        o[k][5] = malloc(sizeof(float) * (size_t)na), memcpy(o[k][5], dA0, sizeof(float) * (size_t)na);
+        o[k][6] = malloc(sizeof(float) * (size_t)nb), memcpy(o[k][6], dB0, sizeof(float) * (size_t)nb);
+        o[k][7] = malloc(sizeof(float) * (size_t)OC), memcpy(o[k][7], dm0, sizeof(float) * (size_t)OC);
+        o[k][8] = fzero(OC); /* wnorm */
+    }
+    const float tol = 2e-5f;
+    char msg[160];
+#define LCMP(label, i, n)                                                                          \
+    do {                                                                                           \
+        snprintf(msg, sizeof msg, "%s: %s", what, label);                                          \
+        CMP(msg, o[1][i], o[0][i], n, tol);                                                        \
+    } while (0)
+    /* [0] = reference, [1] = fast */
+    lt_op_matmul_fwd(o[0][0], x, W, bias, N, C, OC);
+    lt_fast_matmul_fwd(o[1][0], x, W, bias, N, C, OC);
+    LCMP("matmul fwd", 0, ny);
+    lt_op_matmul_bwd(o[0][2], o[0][3], o[0][4], dy, x, W, N, C, OC);
+    lt_fast_matmul_bwd(o[1][2], o[1][3], o[1][4], dy, x, W, N, C, OC);
+    LCMP("matmul dx", 2, nx);
+    LCMP("matmul dw", 3, nw);
+    LCMP("matmul dbias", 4, OC);
+
+    lt_op_lora_fwd(o[0][0], o[0][1], x, W, bias, A, Bm, mask, N, C, OC, r, 0.75f, scr);
+    lt_fast_lora_fwd(o[1][0], o[1][1], x, W, bias, A, Bm, mask, N, C, OC, r, 0.75f, scr);
+    LCMP("lora y", 0, ny);
+    LCMP("lora xa", 1, nxa);
+    lt_op_lora_bwd(o[0][2], o[0][5], o[0][6], dy, x, W, A, Bm, o[0][1], mask, N, C, OC, r, 0.75f, scr);
+    lt_fast_lora_bwd(o[1][2], o[1][5], o[1][6], dy, x, W, A, Bm, o[0][1], mask, N, C, OC, r, 0.75f,
+                     scr);
+    LCMP("lora dx", 2, nx);
+    LCMP("lora dA", 5, na);
+    LCMP("lora dB", 6, nb);
+
+    lt_op_dora_fwd(o[0][0], o[0][8], o[0][1], x, W, bias, A, Bm, mag, mask, N, C, OC, r, 0.75f, scr);
+    lt_fast_dora_fwd(o[1][0], o[1][8], o[1][1], x, W, bias, A, Bm, mag, mask, N, C, OC, r, 0.75f,
+                     scr);
+    LCMP("dora y", 0, ny);
+    LCMP("dora wnorm", 8, OC);
+    LCMP("dora xa", 1, nxa);
+    lt_op_dora_bwd(o[0][2], o[0][5], o[0][6], o[0][7], dy, x, W, A, Bm, mag, o[0][8], o[0][1], mask,
+                   N, C, OC, r, 0.75f, scr);
+    lt_fast_dora_bwd(o[1][2], o[1][5], o[1][6], o[1][7], dy, x, W, A, Bm, mag, o[0][8], o[0][1],
+                     mask, N, C, OC, r, 0.75f, scr);
+    LCMP("dora dx", 2, nx);
+    LCMP("dora dA", 5, na);
+    LCMP("dora dB", 6, nb);
+    LCMP("dora dmag", 7, OC);
+#undef LCMP
+    for (int k = 0; k < 2; k++)
+        for (int i = 0; i < 9; i++)
+            free(o[k][i]);
+    free(x), free(W), free(bias), free(A), free(Bm), free(dy), free(mag), free(mask), free(scr);
+    free(dx0), free(dw0), free(db0), free(dA0), free(dB0), free(dm0);
+}
+
+static void linear_cases(void) {
+    linear_case(1, 1, 1, 1, 0, 0);
+    linear_case(7, 13, 5, 3, 1, 0);
+    linear_case(33, 65, 17, 8, 1, 1);
+    linear_case(5, 40, 96, 2, 0, 1);
+    /* big enough for lt_gemm's OpenMP split (OpenBLAS single-threaded, as inside a step) */
+#ifdef _OPENMP
+    omp_set_num_threads(2);
+#endif
+    int blas = lt_blas_threads_single();
+    linear_case(300, 576, 192, 16, 1, 1);
+    linear_case(257, 192, 576, 8, 0, 0);
+    lt_blas_threads_restore(blas);
+}
+
 int main(void) {
 #if defined(__AVX2__) && defined(__FMA__)
     CHECK(lt_fast_attention_supported(64) && lt_fast_attention_supported(8) &&
@@ -261,5 +366,6 @@ int main(void) {
     attention_var_case("var hd12 fallback", 12, 1, 0);
     cross_entropy_case();
     elementwise_cases();
+    linear_cases();
     LT_TEST_END();
 }

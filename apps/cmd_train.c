@@ -30,7 +30,10 @@ static void usage(FILE *f) {
         char head[64];
         snprintf(head, sizeof head, "--%s%s%s", in->name, in->arg ? " " : "",
                  in->arg ? in->arg : "");
-        fprintf(f, "  %-22s %s\n", head, in->help);
+        if (in->def && in->def[0] && in->type != LT_OPT_BOOL)
+            fprintf(f, "  %-22s %s (default %s)\n", head, in->help, in->def);
+        else
+            fprintf(f, "  %-22s %s\n", head, in->help);
     }
     fprintf(f, "\nFlags also take --no-FLAG (to turn off what a config file turned on).\n"
                "See docs/TRAIN_CLI.md.\n");

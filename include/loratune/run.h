@@ -149,14 +149,67 @@ lt_status lt_run_opts_validate(const lt_run_opts *o, int need_out);
 lt_status lt_run_opts_to_yaml(const lt_run_opts *o, char **out);
 struct json_t *lt_run_opts_to_json(const lt_run_opts *o);
 
-/* The option table, for --help texts and forms. */
+/* ---- the option table ---------------------------------------------------------------------
+ * One static table describes every option: its name, type, the lt_run_opts field it sets, the
+ * default, the accepted range or choices, whether it is a hyperparameter (and how a search
+ * should sample it) and its help line. lt_run_opts_default, lt_run_opts_set, the dumps
+ * (run_config.yaml, checkpoints, the start event's config), the YAML reader, `loratune train
+ * --help` and any form generator or search-space builder all read it, so an option added to
+ * the table is everywhere at once. Invariant: for every option i and every value v that
+ * lt_run_opts_set accepts, lt_run_opts_set(o, name, lt_run_opt_format(o, i)) leaves o unchanged. */
+typedef enum {
+    LT_OPT_STRING = 0, /* text (paths): a char[LT_RUN_PATH_MAX] field */
+    LT_OPT_BOOL,       /* an int 0 / 1; a flag on the command line; true/false/yes/no/on/off/1/0 */
+    LT_OPT_INT,        /* an int, int64_t or uint64_t field, in [min, max] */
+    LT_OPT_FLOAT,      /* a double field, in [min, max] (a bound excluded where *_open) */
+    LT_OPT_ENUM,       /* one of choices (an enum field: the choice's value) */
+    LT_OPT_SIZE,       /* bytes (int64_t): a number with an optional K/M/G/T[i][B] suffix */
+    LT_OPT_LIST,       /* a comma-separated set of choices, or "all" (unsigned bit mask: bit i
+                          is choices[i]) */
+    LT_OPT_LAYERS,     /* lora-layers: N (the last N), A:B (layers A..B-1) or all; three int
+                          fields from offset: lora_layer_begin, lora_layer_end, lora_last_layers */
+} lt_run_opt_type;
+
+/* How a hyperparameter search samples an option (lt_run_opt_info.tune). */
+typedef enum {
+    LT_TUNE_NO = 0,  /* not a hyperparameter (paths, sizes of the run, output, ...) */
+    LT_TUNE_LINEAR,  /* uniform in [tune_min, tune_max] (integers rounded) */
+    LT_TUNE_LOG,     /* log-uniform in [tune_min, tune_max] */
+    LT_TUNE_CHOICE,  /* one of choices (ENUM, LIST: a subset; BOOL: true / false) */
+} lt_run_opt_tune;
+
+/* lt_run_opt_info.flags */
+#define LT_OPT_AUTO 1u      /* "auto" is accepted and stored as 0 (batch-size, max-seq-len) */
+#define LT_OPT_NO_CONFIG 2u /* not accepted in a config file (resume) */
+#define LT_OPT_NO_RECORD 4u /* not part of the resolved options (run_config.yaml, checkpoints,
+                               the start event's config): resume, json */
+
 typedef struct {
-    const char *name; /* long name, with dashes */
-    const char *arg;  /* "N", "PATH", ... or NULL for a flag */
-    const char *help;
+    const char *name;        /* long name with dashes, also the config key ("lora-rank") */
+    const char *arg;         /* placeholder for --help ("N", "PATH"); NULL for a flag (BOOL) */
+    const char *help;        /* one line, without the default */
+    lt_run_opt_type type;
+    size_t offset, size;     /* where in lt_run_opts (offsetof / sizeof the field; LAYERS: the
+                                three ints) */
+    double min, max;         /* INT / FLOAT / SIZE: accepted range; max INFINITY: no upper
+                                bound */
+    int min_open, max_open;  /* FLOAT: the bound itself is not accepted */
+    const char *const *choices; /* ENUM / LIST: the names, NULL-terminated; else NULL */
+    const char *def;         /* the default as text (what lt_run_opts_default sets; "" = empty);
+                                NULL: no default of its own (iters: from epochs) */
+    unsigned flags;          /* LT_OPT_* */
+    lt_run_opt_tune tune;    /* LT_TUNE_NO: not a hyperparameter */
+    double tune_min, tune_max; /* LINEAR / LOG: a suggested search range (within min..max) */
 } lt_run_opt_info;
+
 int lt_run_opt_count(void);
-const lt_run_opt_info *lt_run_opt_get(int i);
+const lt_run_opt_info *lt_run_opt_get(int i); /* 0 <= i < lt_run_opt_count(); else NULL */
+/* Index of the option key names ("lora-rank", "lora_rank", "--lora-rank"); -1 unknown. */
+int lt_run_opt_find(const char *key);
+/* The value of option i in o as the text lt_run_opts_set reads back ("" for an empty path;
+ * doubles in their shortest exact form), for forms and search spaces. Returns buf (n >= 64
+ * bytes), a string field of o or a static string; NULL when i is out of range. */
+const char *lt_run_opt_format(const lt_run_opts *o, int i, char *buf, size_t n);
 
 /* ---- the run ----------------------------------------------------------------------------- */
 typedef struct lt_run lt_run;

@@ -96,6 +96,7 @@ int cmd_eval(int argc, char **argv) {
     int single_file = !lt_path_is_dir(o.data);
     if (single_file) o.valid_fraction = 0; /* evaluate the whole file */
     o.eval_every = 0;
+    o.keep_blas_threads = getenv("LT_TWO_POOLS") != NULL; /* A/B measurements (docs/OPS.md) */
     lt_run *r = NULL;
     if (lt_run_create(&o, &r)) {
         fprintf(stderr, "loratune eval: %s\n", lt_errmsg());

@@ -258,6 +258,10 @@ int cmd_train(int argc, char **argv) {
     }
     int rc = apply_args(argc, argv, &o);
     if (rc) return rc;
+    /* test and measurement hooks: environment only, never recorded (docs/TRAIN_CLI.md) */
+    const char *fault = getenv("LT_FAULT_NAN_STEPS");
+    if (fault) snprintf(o.fault_nan_steps, sizeof o.fault_nan_steps, "%s", fault);
+    o.keep_blas_threads = getenv("LT_TWO_POOLS") != NULL;
     if (lt_run_opts_validate(&o, 1)) {
         fprintf(stderr, "loratune train: --%s\n\n", lt_errmsg());
         usage(stderr);

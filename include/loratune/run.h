@@ -51,8 +51,8 @@
  * OUT/mlx-lm/ (mlx-lm adapter), OUT/adapter.gguf (llama.cpp, LoRA only); full fine-tuning: a
  * Hugging Face folder (config.json + model.safetensors) in OUT.
  *
- * Fault injection (tests): env LT_FAULT_NAN_STEPS="3,4" makes the gradients of those
- * optimizer steps NaN (read by lt_run_create).
+ * Fault injection (tests): lt_run_opts.fault_nan_steps = "3,4" makes the gradients of those
+ * optimizer steps NaN (`loratune train` takes it from the environment, LT_FAULT_NAN_STEPS).
  *
  * Ownership: lt_run_opts is a plain value (fixed-size strings, copyable). lt_run owns the
  * model, tokenizer, data and trainer it loads; sink contexts are borrowed. */
@@ -128,6 +128,12 @@ typedef struct {
     uint64_t seed;
     int threads; /* 0: as the environment says */
     int json;    /* front ends: print events as JSON lines */
+    /* set by C code only: not in the option table (not in a config file, on the command line,
+       in run_config.yaml or in checkpoints) */
+    char fault_nan_steps[256]; /* tests: comma-separated optimizer steps (>= 1) whose gradients
+                                  are made NaN (`loratune train` maps $LT_FAULT_NAN_STEPS here) */
+    int keep_blas_threads;     /* lt_train_config.keep_blas_threads (`loratune train` / `eval`
+                                  map $LT_TWO_POOLS here) */
 } lt_run_opts;
 
 void lt_run_opts_default(lt_run_opts *o);

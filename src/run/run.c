@@ -112,15 +112,15 @@ void lt_run_free(lt_run *r) {
 }
 
 static lt_status parse_faults(lt_run *r) {
-    const char *e = getenv("LT_FAULT_NAN_STEPS");
-    if (!e || !*e) return LT_OK;
+    const char *e = r->o.fault_nan_steps;
+    if (!*e) return LT_OK;
     const char *p = e;
     while (*p) {
         char *end;
         long long v = strtoll(p, &end, 10);
         if (end == p || v < 1 || (*end && *end != ','))
             return lt_error(LT_ERR_ARG,
-                            "LT_FAULT_NAN_STEPS: expected comma-separated steps >= 1, got '%s'", e);
+                            "fault_nan_steps: expected comma-separated steps >= 1, got '%s'", e);
         if (r->n_fault_steps < LT_RUN_MAX_FAULTS) r->fault_steps[r->n_fault_steps++] = v;
         p = *end ? end + 1 : end;
     }
@@ -169,6 +169,7 @@ static lt_status build_train_config(lt_run *r, const lt_adapter *a) {
     c->grad_clip = (float)o->grad_clip;
     c->grad_accum = o->grad_accum;
     c->seed = o->seed;
+    c->keep_blas_threads = o->keep_blas_threads;
     lt_status s = lt_train_config_validate(&r->model->config, c);
     return s ? lt_error_wrap(s, "training configuration") : LT_OK;
 }

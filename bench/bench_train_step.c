@@ -247,6 +247,7 @@ int main(int argc, char **argv) {
     tc.grad_checkpoint = ckpt;
     tc.grad_accum = accum;
     tc.seed = seed;
+    tc.keep_blas_threads = getenv("LT_TWO_POOLS") != NULL; /* A/B: OpenBLAS's own threads too */
     if (seq > mc.max_seq_len) mc.max_seq_len = seq;
 
     /* a model file trains lazily (as `loratune train` does) unless full FT or --whole: the

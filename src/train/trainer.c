@@ -430,7 +430,7 @@ static lt_status run_step(lt_trainer *tr, const lt_batch *b, float grad_scale,
  * lt_gemm (two pools on the same cores spin against each other; bench/RESULTS.md). */
 static lt_status run(lt_trainer *tr, const lt_batch *b, float grad_scale, lt_loss_stats *out,
                      int train) {
-    int blas_threads = getenv("LT_TWO_POOLS") ? -1 : lt_blas_threads_single();
+    int blas_threads = tr->c.keep_blas_threads ? -1 : lt_blas_threads_single();
 #ifdef LT_TEST_PLANT_STEP_ALLOC
     /* A planted defect, compiled only into tests/train/test_plan_planted: one allocation per
      * OpenMP thread in every step, which test_plan's allocation count must catch. */

@@ -210,6 +210,30 @@ lt_status lt_model_weight_rows(const lt_model *m, lt_weight_id id, int layer, in
  * read back from the file if touched again). For weights already copied elsewhere. */
 void lt_model_weight_evict(const lt_model *m, lt_weight_id id, int layer);
 
+/* ---- the weight provider: fp32 rows for a matmul, however the weights are stored --------- */
+/* Rows [row0, row0 + nrows) of weight id of layer (0 for whole-model weights) as float32 in
+ * the model's (HF) layout, read-only, in *out: a pointer straight into the weights when they
+ * already are that (a loaded model; a lazy model's F32 tensor, aligned, in HF row order:
+ * zero-copy), else scratch (nrows * cols floats, the caller's) with the rows converted into it.
+ * Large conversions run over OpenMP threads in row blocks (each a pure function of the file,
+ * so the result does not depend on the threads), none inside a parallel region. Allocates
+ * nothing. Errors (*out NULL) as lt_model_weight_rows. Thread-safe (reads only). */
+lt_status lt_model_weight_f32(const lt_model *m, lt_weight_id id, int layer, int64_t row0,
+                              int64_t nrows, float *scratch, const float **out);
+/* 1 when lt_model_weight_f32 gives that weight without converting (scratch is not used). */
+int lt_model_weight_is_f32(const lt_model *m, lt_weight_id id, int layer);
+/* LT_OK when every weight m's config asks for can be read through lt_model_weight_f32: a
+ * loaded model holding its weights (else lt_model_check_weights' error), or a lazy one whose
+ * tensors convert row by row (LT_ERR_UNSUPPORTED naming the first whose rows do not hold
+ * whole quantization blocks). `what` starts the message. */
+lt_status lt_model_check_readable(const lt_model *m, const char *what);
+
+/* The seven linears of a layer, numbered as adapters and the trainer number their targets
+ * (LT_TARGET_* bit t): 0 q, 1 k, 2 v, 3 o, 4 gate, 5 up, 6 down. */
+#define LT_MODEL_N_LIN 7
+/* The weight of linear t (0..6): LT_W_WQ ... LT_W_DOWN; LT_W_COUNT when t is out of range. */
+lt_weight_id lt_model_lin_weight(int t);
+
 /* The chat template that comes with a model: tokenizer_config.json (or chat_template.jinja) of
  * a Hugging Face folder, or tokenizer.chat_template of a GGUF (bos/eos strings then taken from
  * tok's pieces when tok is given). LT_ERR_NOTFOUND when the model has none (a llama2.c .bin

@@ -150,6 +150,7 @@ int cmd_generate(int argc, char **argv) {
     lt_kv_cache *kv = NULL;
     lt_sampler *s = NULL;
     lt_adapter *ad = NULL;
+    lt_model_delta *delta = NULL;
     float *logits = NULL;
     char *rendered = NULL;
     int32_t *ids = NULL, *out = NULL;
@@ -167,7 +168,7 @@ int cmd_generate(int argc, char **argv) {
     if (lt_model_load(model_path, NULL, &m)) goto fail;
     if (adapter_path) {
         if (lt_adapter_load(adapter_path, &m->config, &ad)) goto fail;
-        if (lt_model_set_adapter(m, ad)) goto fail;
+        if (lt_adapter_delta_create(ad, m, &delta)) goto fail;
         if (!quiet)
             fprintf(stderr, "[adapter %s: %s r=%d scale %g, %d layers]\n", adapter_path,
                     lt_train_method_name(ad->method), ad->r, (double)lt_adapter_scale(ad),
@@ -205,7 +206,7 @@ int cmd_generate(int argc, char **argv) {
         size_t V = (size_t)m->config.vocab_size;
         if (lt_kv_cache_create(m, (int)n_ids, 0, &kv)) goto fail;
         if (!(logits = malloc(sizeof(float) * V * n_ids))) goto done;
-        if (lt_model_forward(m, kv, ids, (int)n_ids, 0, logits, 1)) goto fail;
+        if (lt_model_forward(m, delta, kv, ids, (int)n_ids, 0, logits, 1)) goto fail;
         FILE *f = fopen(logits_out, "wb");
         if (!f || fwrite(logits, sizeof(float), V * n_ids, f) != V * n_ids || fclose(f)) {
             fprintf(stderr, "loratune generate: %s: cannot write\n", logits_out);
@@ -280,7 +281,7 @@ int cmd_generate(int argc, char **argv) {
                            .stop_at_eos = 1,
                            .on_token = on_token};
     double t0 = now_s();
-    if (lt_generate(m, kv, tok, s, ids, (int)n_ids, &go, &out, &n_out)) goto fail;
+    if (lt_generate(m, delta, kv, tok, s, ids, (int)n_ids, &go, &out, &n_out)) goto fail;
     double dt = now_s() - t0;
     printf("\n");
     fflush(stdout);
@@ -300,7 +301,8 @@ done:
     lt_kv_cache_free(kv);
     lt_chat_template_free(ct);
     lt_tokenizer_free(tok);
+    lt_adapter_delta_free(delta); /* before the adapter it borrows from */
+    lt_adapter_free(ad);
     lt_model_free(m);
-    lt_adapter_free(ad); /* after the model that borrowed it */
     return rc;
 }

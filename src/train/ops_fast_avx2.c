@@ -60,6 +60,7 @@ static inline float hmax8(__m256 v) {
     s = _mm_max_ss(s, _mm_movehdup_ps(s));
     return _mm_cvtss_f32(s);
 }
+
 static void expf_array_avx2(float *y, const float *x, int64_t n) {
     int64_t i = 0;
     for (; i + 8 <= n; i += 8)
@@ -69,13 +70,6 @@ static void expf_array_avx2(float *y, const float *x, int64_t n) {
 }
 
 /* ---- attention ----------------------------------------------------------------------------- */
-static inline int allowed(const int32_t *seq_row, int t, int s, int window) {
-    if (s > t) return 0;
-    if (seq_row && seq_row[s] != seq_row[t]) return 0;
-    if (window > 0 && t - s >= window) return 0;
-    return 1;
-}
-
 /* S[i][0..BK) = sum_d A_i[d] Bt[d][0..BK) for i < na; A_i = a + i*as. Bt is [HD][BK]. */
 static void scores(float *S, const float *a, int64_t as, int na, const float *Bt, int HD) {
     int i = 0;
@@ -192,20 +186,33 @@ static void transpose_block(float *Bt, const float *rows, int64_t rs, int n, int
             Bt[d * BK + j] = 0.0f;
 }
 
-/* Scales the scores by `scale` and sets disallowed (or j >= nk) entries to -inf. A block is
- * entirely allowed when its last key precedes its first query, nothing is packed and the
- * window reaches back to its first key. */
+/* Scales the scores by `scale` and sets disallowed (or j >= nk) entries to -inf. Query t sees
+ * key s = s0 + j iff s <= t, t - s < window (window > 0) and seq_row[s] == seq_row[t]: the first
+ * two leave the range lo <= j < hi, compared 8 lanes at a time; the sequence ids are loaded
+ * only for lanes inside the range (a masked load never reads past the row). */
 static void mask_scores(float *S, int nq, int nk, int t0, int s0, const int32_t *seq_row,
                         int window, float scale) {
-    int full = s0 + nk - 1 <= t0 && !seq_row && (window <= 0 || t0 + nq - 1 - s0 < window);
+    const __m256 sc = _mm256_set1_ps(scale), ninf = _mm256_set1_ps(-INFINITY);
+    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
     for (int i = 0; i < nq; i++) {
         float *srow = S + i * BK;
-        for (int j = 0; j < BK; j++) {
-            int ok = j < nk && (full || allowed(seq_row, t0 + i, s0 + j, window));
-            srow[j] = ok ? srow[j] * scale : -INFINITY;
+        const int t = t0 + i;
+        int lo = window > 0 && t - window + 1 - s0 > 0 ? t - window + 1 - s0 : 0;
+        int hi = t - s0 + 1 < nk ? t - s0 + 1 : nk;
+        const __m256i vlo = _mm256_set1_epi32(lo - 1), vhi = _mm256_set1_epi32(hi);
+        const __m256i st = _mm256_set1_epi32(seq_row ? seq_row[t] : 0);
+        for (int j = 0; j < BK; j += 8) {
+            __m256i jj = _mm256_add_epi32(_mm256_set1_epi32(j), lane);
+            __m256i in = _mm256_and_si256(_mm256_cmpgt_epi32(jj, vlo), _mm256_cmpgt_epi32(vhi, jj));
+            if (seq_row)
+                in = _mm256_and_si256(
+                    in, _mm256_cmpeq_epi32(_mm256_maskload_epi32(seq_row + s0 + j, in), st));
+            __m256 v = _mm256_mul_ps(_mm256_load_ps(srow + j), sc);
+            _mm256_store_ps(srow + j, _mm256_blendv_ps(ninf, v, _mm256_castsi256_ps(in)));
         }
     }
 }
+
 /* HD % 8 == 0, HD <= LT_FAST_MAX_HD (ops_fast.c checked) */
 static void attention_fwd_var_avx2(float *out, float *lse, const float *q, const float *k,
                                    const float *v, const int32_t *seq, const int32_t *off, int B,

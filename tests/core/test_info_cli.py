@@ -37,6 +37,7 @@ def meminfo():
 
 
 def main():
+    os.environ.pop("LORATUNE_CPU", None)  # the uncapped program (the cap: test_cpu_dispatch.py)
     r = run("info", "--json")
     check(r.returncode == 0, f"info --json exit {r.returncode}: {r.stderr}")
     try:

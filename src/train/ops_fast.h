@@ -2,9 +2,9 @@
  *
  * Same signatures and semantics as the lt_op_* they shadow (docs/OPS.md); results agree with
  * the reference within float rounding (tests/train/test_ops_fast.c states the tolerance per
- * op). Where the fast path does not apply (no AVX2/FMA at compile time, head_dim not a multiple
- * of 8 or above LT_FAST_MAX_HD) the reference op runs. Internal to the library: the trainer
- * calls these, tests compare them with the reference. */
+ * op). Where the fast path does not apply (dispatch level below avx2: lt_ops_fast_kernel_level,
+ * head_dim not a multiple of 8 or above LT_FAST_MAX_HD) the reference op runs. Internal to the
+ * library: the trainer calls these, tests compare them with the reference at every level. */
 #ifndef LT_OPS_FAST_H
 #define LT_OPS_FAST_H
 
@@ -49,8 +49,8 @@ void lt_fast_dora_bwd(float *dx, float *dA, float *dB, float *dmag, const float 
 int lt_blas_threads_single(void);
 void lt_blas_threads_restore(int n);
 
-/* 1 when the attention fast path runs for this head dim (AVX2+FMA build, HD % 8 == 0,
- * HD <= LT_FAST_MAX_HD); 0 when the calls below fall back to the reference. */
+/* 1 when the attention fast path runs for this head dim (dispatch level avx2 or above,
+ * HD % 8 == 0, HD <= LT_FAST_MAX_HD); 0 when the calls below fall back to the reference. */
 int lt_fast_attention_supported(int HD);
 
 /* Flash-style attention: query blocks x key blocks, scores by small register-tiled kernels,

@@ -1,97 +1,259 @@
 """test_mlflow_auth.py - MLflow credentials come from MLflow's own environment variables, read by
-the loratune program (apps/) and passed to the library (which reads no environment): a fake
-MLflow server on loopback records the headers of every request of `train --mlflow URI`.
+the loratune program (apps/) and handed to the library (which reads no environment); checked
+against a real MLflow server with authentication: `mlflow server --app-name basic-auth` (PyPI,
+pinned, with the mlflow[auth] extra's Flask-WTF / WTForms) started by this test on loopback,
+configured by a basic_auth.ini in a temp dir (MLFLOW_AUTH_CONFIG_PATH: admin user and password,
+a SQLite user database, default permission READ). What loratune mirrored is read back with
+MLflow's own Python client, authenticated the same way; users and permissions with MLflow's
+AuthServiceClient as the admin.
 
-1. MLFLOW_TRACKING_TOKEN=T: every request carries "Authorization: Bearer T".
-2. MLFLOW_TRACKING_USERNAME / _PASSWORD: every request carries HTTP basic auth of the pair.
-3. Neither: no Authorization header. MLFLOW_TRACKING_URI in the environment stands for --mlflow.
+1. MLFLOW_TRACKING_USERNAME / _PASSWORD of a user the test created (the password holds a ':'):
+   the run is mirrored (FINISHED, every store param, the whole train_loss history) and the
+   server gave that user MANAGE on the experiment it created (so it saw the user's requests).
+2. No credentials (MLFLOW_TRACKING_URI standing for --mlflow) and a wrong password: the server
+   answers 401; training still exits 0 and warns with the server, the endpoint and "HTTP 401";
+   nothing reaches the server (no experiment) and the store records no MLflow run.
+3. MLFLOW_TRACKING_TOKEN: open-source MLflow has no token auth, but its auth app takes a custom
+   `authorization_function` (basic_auth.ini; MLflow's documented hook for token / JWT schemes).
+   The test's one (lt_bearer_auth.py, written to the temp dir) maps "Authorization: Bearer T"
+   of one known token to a user and leaves every other request to MLflow's own
+   authenticate_request_basic_auth, so cases 1-2 still meet MLflow's basic auth. A run sent with
+   the token is mirrored and owned by the token's user; a wrong token gets 401 like case 2.
 """
-import base64
-import http.server
 import json
 import os
+import secrets
+import shutil
+import signal
+import socket
 import subprocess
 import sys
 import tempfile
-import threading
+import time
+import urllib.request
 
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # no network from the test
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 import ltcheck  # noqa: E402
 from ltcheck import check  # noqa: E402
 
 MODEL = os.path.join(ltcheck.FIXTURES, "stories260K", "stories260K.gguf")
 DATA = os.path.join(ltcheck.FIXTURES, "datasets", "wikisql-mlx", "train.jsonl")
+MLFLOW = os.path.join(os.path.dirname(sys.executable), "mlflow")
+CRED_VARS = ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_TOKEN", "MLFLOW_TRACKING_USERNAME",
+             "MLFLOW_TRACKING_PASSWORD")
+ITERS = 3
+
+ADMIN = ("admin", "admin-pw-" + secrets.token_hex(6))  # MLflow wants >= 12 characters
+ANN = ("ann", "ann:pw-" + secrets.token_hex(6))         # basic auth splits at the first ':'
+TOKEN_USER = ("tok-bot", "unused-pw-" + secrets.token_hex(6))
+TOKEN = "lt-" + secrets.token_hex(12)
+
+BEARER_AUTH = '''"""Bearer tokens for MLflow's auth app (authorization_function in basic_auth.ini):
+LT_MLFLOW_TOKENS="token=user" names the one token; other requests get MLflow's basic auth."""
+import os
+
+from flask import request
+from werkzeug.datastructures import Authorization
+
+from mlflow.server.auth import authenticate_request_basic_auth, make_basic_auth_response
+
+TOKEN, USER = os.environ["LT_MLFLOW_TOKENS"].split("=", 1)
 
 
-class Fake(http.server.BaseHTTPRequestHandler):
-    seen = []  # (path, Authorization header or None)
-
-    def answer(self):
-        Fake.seen.append((self.path.split("?")[0], self.headers.get("Authorization")))
-        n = int(self.headers.get("Content-Length") or 0)
-        if n:
-            self.rfile.read(n)
-        if "experiments/get-by-name" in self.path:
-            body = {"experiment": {"experiment_id": "1"}}
-        elif self.path.endswith("runs/create"):
-            body = {"run": {"info": {"run_id": "fake-run"}}}
-        else:
-            body = {}
-        data = json.dumps(body).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    do_GET = answer
-    do_POST = answer
-
-    def log_message(self, *a):
-        pass
+def authenticate():
+    h = request.headers.get("Authorization", "")
+    if h[:7].lower() == "bearer ":
+        if h[7:] == TOKEN:
+            return Authorization("bearer", {"username": USER})
+        return make_basic_auth_response()
+    return authenticate_request_basic_auth()
+'''
 
 
-def train(tmp, name, env_extra, with_flag, uri):
-    env = dict(os.environ)
-    for k in ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_TOKEN", "MLFLOW_TRACKING_USERNAME",
-              "MLFLOW_TRACKING_PASSWORD"):
-        env.pop(k, None)
-    env.update(env_extra)
-    env["LORATUNE_STORE"] = os.path.join(tmp, "store")
-    args = [ltcheck.LORATUNE, "train", "--model", MODEL, "--data", "data.jsonl", "--iters", "2",
-            "--batch-size", "2", "--max-seq-len", "32", "--eval-every", "0", "--threads", "1",
-            "--json", "--out", "out_" + name]
-    if with_flag:
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def start_server(tmp):
+    with open(os.path.join(tmp, "lt_bearer_auth.py"), "w") as f:
+        f.write(BEARER_AUTH)
+    ini = os.path.join(tmp, "basic_auth.ini")
+    with open(ini, "w") as f:
+        f.write("[mlflow]\n"
+                "default_permission = READ\n"
+                f"database_uri = sqlite:///{os.path.join(tmp, 'basic_auth.db')}\n"
+                f"admin_username = {ADMIN[0]}\n"
+                f"admin_password = {ADMIN[1]}\n"
+                "authorization_function = lt_bearer_auth:authenticate\n")
+    port = free_port()
+    env = {k: v for k, v in os.environ.items()
+           if k not in CRED_VARS and not k.startswith("MLFLOW_AUTH_")}
+    env.update(MLFLOW_AUTH_CONFIG_PATH=ini, LT_MLFLOW_TOKENS=f"{TOKEN}={TOKEN_USER[0]}",
+               MLFLOW_FLASK_SERVER_SECRET_KEY=secrets.token_hex(16),  # the auth app's CSRF key
+               PYTHONPATH=tmp + os.pathsep + env.get("PYTHONPATH", ""),
+               MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")  # no background job workers
+    log = open(os.path.join(tmp, "mlflow.log"), "w")
+    p = subprocess.Popen(
+        [MLFLOW, "server", "--app-name", "basic-auth", "--host", "127.0.0.1", "--port", str(port),
+         "--workers", "1", "--backend-store-uri", "sqlite:///" + os.path.join(tmp, "mlflow.db"),
+         "--default-artifact-root", os.path.join(tmp, "mlartifacts")],
+        cwd=tmp, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    uri = f"http://127.0.0.1:{port}"
+    t0 = time.time()
+    while time.time() - t0 < 300:  # ~15 s on an idle 2-core machine; far more under load
+        if p.poll() is not None:
+            break
+        try:
+            with urllib.request.urlopen(uri + "/health", timeout=2) as r:  # /health: no login
+                if r.status == 200:
+                    return p, uri
+        except OSError:
+            time.sleep(0.5)
+    print(open(os.path.join(tmp, "mlflow.log")).read()[-3000:], file=sys.stderr)
+    return p, None
+
+
+def stop_server(p):
+    try:  # the whole process group: mlflow runs uvicorn as a child
+        os.killpg(p.pid, signal.SIGTERM)
+        p.wait(15)
+    except (OSError, subprocess.TimeoutExpired):
+        try:
+            os.killpg(p.pid, signal.SIGKILL)
+        except OSError:
+            pass
+        p.wait()
+
+
+def login(**creds):
+    """This process's MLflow client authenticates with these (MLflow reads the variables at
+    each request): user=(name, password) or token=T."""
+    for k in CRED_VARS[1:]:
+        os.environ.pop(k, None)
+    if "user" in creds:
+        name, password = creds["user"]
+        os.environ["MLFLOW_TRACKING_USERNAME"] = name
+        os.environ["MLFLOW_TRACKING_PASSWORD"] = password
+    if "token" in creds:
+        os.environ["MLFLOW_TRACKING_TOKEN"] = creds["token"]
+
+
+def train(tmp, name, cred_env, uri, flag=True):
+    """`loratune train` with exactly cred_env of the MLflow variables; its result."""
+    env = {k: v for k, v in os.environ.items() if k not in CRED_VARS}
+    env.update(cred_env)
+    env["LORATUNE_MLFLOW_FLUSH_S"] = "3"  # bounds the wait when the server refuses
+    args = [ltcheck.LORATUNE, "train", "--model", MODEL, "--data", "data.jsonl", "--iters",
+            str(ITERS), "--batch-size", "2", "--max-seq-len", "32", "--eval-every", "0",
+            "--threads", "1", "--json", "--experiment", "auth-" + name, "--run-name", name,
+            "--out", "out_" + name]
+    if flag:
         args += ["--mlflow", uri]
-    Fake.seen = []
-    r = subprocess.run(args, cwd=tmp, capture_output=True, text=True, env=env, timeout=600)
-    check(r.returncode == 0, f"{name}: train failed: {r.stderr[-2000:]}")
-    check(len(Fake.seen) >= 3, f"{name}: the fake server saw {len(Fake.seen)} requests")
-    return Fake.seen
+    r = subprocess.run(args, cwd=tmp, capture_output=True, text=True, env=env, timeout=300)
+    steps = [json.loads(x) for x in r.stdout.splitlines() if x.startswith("{")]
+    steps = [e for e in steps if e.get("event") == "step"]
+    check(r.returncode == 0 and len(steps) == ITERS,
+          f"{name}: train exit {r.returncode}, {len(steps)} steps: {r.stderr[-2000:]}")
+    sr = ltcheck.run("runs", "show", name, "--json", "--history", cwd=tmp)
+    check(sr.returncode == 0, f"{name}: runs show: {sr.stderr}")
+    return r, (json.loads(sr.stdout) if sr.returncode == 0 else None)
+
+
+def mirrored(client, auth, name, st, creds, user):
+    """Cases 1 / 3: the run reached MLflow whole (read with the same credentials), sent as
+    user (the admin reads the permission MLflow gave the experiment's creator)."""
+    mid = st["tags"].get("mlflow.run_id") if st else None
+    check(bool(mid), f"{name}: the store records no MLflow run id")
+    if not mid:
+        return
+    try:
+        login(**creds)
+        mr = client.get_run(mid)
+        check(mr.info.status == "FINISHED", f"{name}: status {mr.info.status}")
+        check(mr.info.run_name == name, f"{name}: run name {mr.info.run_name}")
+        check(mr.data.params == st["params"], f"{name}: params differ: "
+              f"{set(mr.data.params.items()) ^ set(st['params'].items())}")
+        got = sorted((m.step, m.value) for m in client.get_metric_history(mid, "train_loss"))
+        want = sorted((s, v) for s, v, _ in st["metric_history"]["train_loss"])
+        check(len(got) == ITERS and got == want, f"{name}: train_loss {got} vs store {want}")
+        login(user=ADMIN)
+        perm = auth.get_user_permission(user, "experiment", mr.info.experiment_id).permission
+        check(perm == "MANAGE", f"{name}: {user}'s permission on its experiment: {perm}")
+    except Exception as e:  # noqa: BLE001
+        check(False, f"{name}: MLflow run {mid}: {e}")
+    finally:
+        login(user=ADMIN)
+
+
+def refused(client, name, r, st, uri):
+    """Case 2: 401, training unharmed, a warning that names the server and the status."""
+    err = r.stderr
+    check("MLflow mirror incomplete" in err and f"{uri}/api/2.0/mlflow/" in err and
+          "HTTP 401" in err and "loratune runs push" in err,
+          f"{name}: the warning should name the server, the endpoint and HTTP 401: {err[-800:]}")
+    check(st is not None and not st["tags"].get("mlflow.run_id"), f"{name}: an MLflow run id?")
+    check(client.get_experiment_by_name("auth-" + name) is None,
+          f"{name}: the server created experiment auth-{name}")
 
 
 def main():
-    tmp = tempfile.mkdtemp(prefix="lt_mlflow_auth_")
-    with open(DATA) as f:
-        lines = f.readlines()[:8]
-    with open(os.path.join(tmp, "data.jsonl"), "w") as f:
-        f.writelines(lines)
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Fake)
-    uri = f"http://127.0.0.1:{srv.server_address[1]}"
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
     try:
-        seen = train(tmp, "token", {"MLFLOW_TRACKING_TOKEN": "t0k"}, True, uri)
-        check(all(a == "Bearer t0k" for _, a in seen), f"token: headers {seen[:4]}")
-        seen = train(tmp, "basic", {"MLFLOW_TRACKING_USERNAME": "ann",
-                                    "MLFLOW_TRACKING_PASSWORD": "pw:1"}, True, uri)
-        want = "Basic " + base64.b64encode(b"ann:pw:1").decode()
-        check(all(a == want for _, a in seen), f"basic: headers {seen[:4]}, want {want}")
-        seen = train(tmp, "none", {"MLFLOW_TRACKING_URI": uri}, False, uri)
-        check(all(a is None for _, a in seen), f"none: headers {seen[:4]}")
-        check(any(p.endswith("runs/create") for p, _ in seen),
-              f"MLFLOW_TRACKING_URI stands for --mlflow: {seen[:4]}")
+        from mlflow.server import get_app_client
+        from mlflow.tracking import MlflowClient
+    except ImportError as e:
+        check(False, f"mlflow not installed in the test venv: {e}")
+        return ltcheck.finish()
+    tmp = tempfile.mkdtemp(prefix="lt_mlflow_auth_")
+    saved = {k: os.environ.get(k) for k in CRED_VARS}
+    server = None
+    try:
+        with open(DATA) as f:
+            lines = f.readlines()[:8]
+        with open(os.path.join(tmp, "data.jsonl"), "w") as f:
+            f.writelines(lines)
+        server, uri = start_server(tmp)
+        check(uri is not None, "mlflow server --app-name basic-auth did not start")
+        if not uri:
+            return ltcheck.finish()
+        client = MlflowClient(tracking_uri=uri)
+        login(user=ADMIN)
+        auth = get_app_client("basic-auth", tracking_uri=uri)
+        auth.create_user(*ANN)
+        auth.create_user(*TOKEN_USER)
+
+        # 1. basic auth of a valid user
+        r, st = train(tmp, "basic", {"MLFLOW_TRACKING_USERNAME": ANN[0],
+                                     "MLFLOW_TRACKING_PASSWORD": ANN[1]}, uri)
+        check("warning" not in r.stderr, f"basic: {r.stderr[-800:]}")
+        mirrored(client, auth, "basic", st, {"user": ANN}, ANN[0])
+
+        # 2. no credentials (MLFLOW_TRACKING_URI for --mlflow), a wrong password
+        r, st = train(tmp, "none", {"MLFLOW_TRACKING_URI": uri}, uri, flag=False)
+        refused(client, "none", r, st, uri)
+        r, st = train(tmp, "wrongpw", {"MLFLOW_TRACKING_USERNAME": ANN[0],
+                                       "MLFLOW_TRACKING_PASSWORD": ANN[1] + "x"}, uri)
+        refused(client, "wrongpw", r, st, uri)
+
+        # 3. a bearer token, a wrong one
+        r, st = train(tmp, "token", {"MLFLOW_TRACKING_TOKEN": TOKEN}, uri)
+        check("warning" not in r.stderr, f"token: {r.stderr[-800:]}")
+        mirrored(client, auth, "token", st, {"token": TOKEN}, TOKEN_USER[0])
+        r, st = train(tmp, "wrongtoken", {"MLFLOW_TRACKING_TOKEN": TOKEN[:-1]}, uri)
+        refused(client, "wrongtoken", r, st, uri)
     finally:
-        srv.shutdown()
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        if server:
+            stop_server(server)
+        shutil.rmtree(tmp, ignore_errors=True)
     return ltcheck.finish()
 
 

@@ -48,7 +48,7 @@ lt_status lt_model_set_adapter(lt_model *m, const lt_adapter *a) {
     int64_t total = 0;
     for (int i = 0; i < n; i++)
         if (a->lin[i].A) total += a->lin[i].out;
-    float **tab = malloc(sizeof(float *) * (size_t)n + sizeof(float) * (size_t)total);
+    float **tab = lt_malloc(sizeof(float *) * (size_t)n + sizeof(float) * (size_t)total);
     if (!tab) return lt_error(LT_ERR_NOMEM, "set adapter: out of memory");
     float *p = (float *)(tab + n);
     float s = lt_adapter_scale(a);
@@ -56,7 +56,7 @@ lt_status lt_model_set_adapter(lt_model *m, const lt_adapter *a) {
     int max_in = 0;
     for (int i = 0; i < n; i++)
         if (a->lin[i].A && a->lin[i].in > max_in) max_in = a->lin[i].in;
-    if (!(row = malloc(sizeof(float) * (size_t)(max_in > 0 ? max_in : 1)))) {
+    if (!(row = lt_malloc(sizeof(float) * (size_t)(max_in > 0 ? max_in : 1)))) {
         free(tab);
         return lt_error(LT_ERR_NOMEM, "set adapter: out of memory");
     }

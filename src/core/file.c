@@ -53,14 +53,14 @@ lt_status lt_file_read_all(const char *path, char **out, size_t *len) {
     FILE *f = fopen(path, "rb");
     if (!f) return lt_error(LT_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
     size_t cap = 4096, n = 0;
-    char *buf = malloc(cap);
+    char *buf = lt_malloc(cap);
     if (!buf) {
         fclose(f);
         return lt_error(LT_ERR_NOMEM, "%s: out of memory", path);
     }
     for (;;) {
         if (cap - n < 2) {
-            char *nb = realloc(buf, cap * 2);
+            char *nb = lt_realloc(buf, cap * 2);
             if (!nb) {
                 free(buf);
                 fclose(f);
@@ -87,8 +87,8 @@ lt_status lt_file_read_all(const char *path, char **out, size_t *len) {
 
 lt_status lt_file_write_atomic(const char *path, const void *buf, size_t len) {
     size_t pl = strlen(path);
-    char *tmp = malloc(pl + 32);
-    char *dirc = strdup(path);
+    char *tmp = lt_malloc(pl + 32);
+    char *dirc = lt_strdup(path);
     if (!tmp || !dirc) {
         free(tmp);
         free(dirc);

@@ -230,7 +230,7 @@ lt_status lt_run_create(const lt_run_opts *opts, lt_run **out) {
     *out = NULL;
     lt_status s = lt_run_opts_validate(opts, 0);
     if (s) return s;
-    lt_run *r = calloc(1, sizeof *r);
+    lt_run *r = lt_calloc(1, sizeof *r);
     if (!r) return lt_error(LT_ERR_NOMEM, "run: out of memory");
     r->o = *opts;
     atomic_init(&r->stop, 0);
@@ -301,8 +301,8 @@ lt_status lt_run_create(const lt_run_opts *opts, lt_run **out) {
                           : (int64_t)r->o.warmup;
 
     size_t cell = (size_t)r->o.batch_size * (size_t)r->o.max_seq_len;
-    r->mb_buf = malloc((size_t)r->o.grad_accum * 4 * cell * sizeof(int32_t));
-    r->mbs = calloc((size_t)r->o.grad_accum, sizeof *r->mbs);
+    r->mb_buf = lt_malloc((size_t)r->o.grad_accum * 4 * cell * sizeof(int32_t));
+    r->mbs = lt_calloc((size_t)r->o.grad_accum, sizeof *r->mbs);
     if (!r->mb_buf || !r->mbs) {
         s = lt_error(LT_ERR_NOMEM, "run: out of memory for %d micro-batches", r->o.grad_accum);
         goto fail;

@@ -61,7 +61,7 @@ static lt_status walk(const char *base, const char *rel, entries *out) {
         } else if (S_ISREG(sb.st_mode)) {
             if (out->n == out->cap) {
                 out->cap = out->cap ? out->cap * 2 : 32;
-                entry *ne = realloc(out->e, (size_t)out->cap * sizeof *ne);
+                entry *ne = lt_realloc(out->e, (size_t)out->cap * sizeof *ne);
                 if (!ne) {
                     st = lt_error(LT_ERR_NOMEM, "%s: out of memory", full);
                     break;
@@ -69,7 +69,7 @@ static lt_status walk(const char *base, const char *rel, entries *out) {
                 out->e = ne;
             }
             entry *e = &out->e[out->n];
-            if (!(e->rel = strdup(r))) {
+            if (!(e->rel = lt_strdup(r))) {
                 st = lt_error(LT_ERR_NOMEM, "%s: out of memory", full);
                 break;
             }
@@ -98,7 +98,7 @@ static void entries_free(entries *es) {
 static int append(char **buf, size_t *len, size_t *cap, const char *s, size_t n) {
     if (*len + n + 1 > *cap) {
         size_t nc = (*cap ? *cap * 2 : 1024) + n;
-        char *b = realloc(*buf, nc);
+        char *b = lt_realloc(*buf, nc);
         if (!b) return -1;
         *buf = b;
         *cap = nc;

@@ -18,7 +18,7 @@ static lt_status hash_file(const char *path, const EVP_MD *md, char *hex, int64_
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) return lt_error(LT_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
     EVP_MD_CTX *ctx = EVP_MD_CTX_new();
-    unsigned char *buf = malloc(1 << 20);
+    unsigned char *buf = lt_malloc(1 << 20);
     lt_status st = LT_OK;
     int64_t total = 0;
     if (!ctx || !buf || !EVP_DigestInit_ex(ctx, md, NULL)) {
@@ -71,11 +71,11 @@ lt_status lt_dir_list_sorted(const char *dir, char ***names, int *n) {
         if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
         if (*n == cap) {
             cap = cap ? cap * 2 : 16;
-            char **nn = realloc(*names, (size_t)cap * sizeof *nn);
+            char **nn = lt_realloc(*names, (size_t)cap * sizeof *nn);
             if (!nn) goto oom;
             *names = nn;
         }
-        if (!((*names)[*n] = strdup(e->d_name))) goto oom;
+        if (!((*names)[*n] = lt_strdup(e->d_name))) goto oom;
         (*n)++;
     }
     closedir(d);
@@ -96,7 +96,7 @@ void lt_dir_list_free(char **names, int n) {
 }
 
 lt_status lt_mkdirs(const char *dir) {
-    char *p = strdup(dir);
+    char *p = lt_strdup(dir);
     if (!p) return lt_error(LT_ERR_NOMEM, "%s: out of memory", dir);
     for (char *c = p + 1;; c++) {
         if (*c == '/' || *c == 0) {
@@ -118,7 +118,7 @@ lt_status lt_mkdirs(const char *dir) {
 
 lt_status lt_file_copy(const char *src, const char *dst, unsigned mode) {
     size_t l = strlen(dst) + 32;
-    char *tmp = malloc(l);
+    char *tmp = lt_malloc(l);
     if (!tmp) return lt_error(LT_ERR_NOMEM, "%s: out of memory", dst);
     snprintf(tmp, l, "%s.tmp.%ld", dst, (long)getpid());
     lt_status st = LT_OK;
@@ -134,7 +134,7 @@ lt_status lt_file_copy(const char *src, const char *dst, unsigned mode) {
         st = lt_error(LT_ERR_IO, "%s: cannot create: %s", tmp, strerror(errno));
         goto done;
     }
-    buf = malloc(1 << 20);
+    buf = lt_malloc(1 << 20);
     if (!buf) {
         st = lt_error(LT_ERR_NOMEM, "%s: out of memory", dst);
         goto done;

@@ -48,7 +48,7 @@ static size_t on_body(char *p, size_t sz, size_t n, void *ud) {
     membuf *m = ud;
     size_t add = sz * n;
     if (m->len + add > (64u << 20)) return 0; /* refuse absurd answers */
-    char *b = realloc(m->buf, m->len + add + 1);
+    char *b = lt_realloc(m->buf, m->len + add + 1);
     if (!b) return 0;
     memcpy(b + m->len, p, add);
     m->len += add;
@@ -70,7 +70,7 @@ static http_result http_call(const char *uri, const char *method, const char *en
     while (ul && uri[ul - 1] == '/')
         ul--;
     size_t n = ul + strlen(endpoint) + (body ? strlen(body) : 0) + 8;
-    char *url = malloc(n);
+    char *url = lt_malloc(n);
     if (!url) {
         snprintf(err, 256, "out of memory");
         return HTTP_REJECTED;
@@ -174,7 +174,7 @@ static lt_status call_sync(const char *uri, const char *method, const char *endp
 static char *url_escape(const char *s) {
     pthread_once(&g_curl_once, curl_init_once);
     char *e = curl_easy_escape(NULL, s, 0);
-    char *r = e ? strdup(e) : NULL;
+    char *r = e ? lt_strdup(e) : NULL;
     curl_free(e);
     return r;
 }
@@ -184,7 +184,11 @@ static lt_status experiment_id(const char *uri, const char *name, char *id, size
     char *en = url_escape(name);
     if (!en) return lt_error(LT_ERR_NOMEM, "MLflow: out of memory");
     size_t ql = strlen(en) + 32;
-    char *q = malloc(ql);
+    char *q = lt_malloc(ql);
+    if (!q) {
+        free(en);
+        return lt_error(LT_ERR_NOMEM, "MLflow: out of memory");
+    }
     snprintf(q, ql, "experiment_name=%s", en);
     free(en);
     json_t *out = NULL;
@@ -318,11 +322,15 @@ static void push_item(lt_mlflow *m, qitem *it) {
 }
 
 static qitem *new_item(qkind k, const char *key, const char *value) {
-    qitem *it = calloc(1, sizeof *it);
+    qitem *it = lt_calloc(1, sizeof *it);
     if (!it) return NULL;
     it->kind = k;
-    it->key = key ? strdup(key) : NULL;
-    it->value = value ? strdup(value) : NULL;
+    it->key = key ? lt_strdup(key) : NULL;
+    it->value = value ? lt_strdup(value) : NULL;
+    if ((key && !it->key) || (value && !it->value)) { /* out of memory: no half item */
+        free_item(it);
+        return NULL;
+    }
     return it;
 }
 
@@ -504,15 +512,16 @@ lt_status lt_mlflow_open(const char *uri, const char *experiment, const char *ru
     lt_status st = lt_mlflow_check_uri(uri);
     if (st != LT_OK) return st;
     pthread_once(&g_curl_once, curl_init_once);
-    lt_mlflow *m = calloc(1, sizeof *m);
+    lt_mlflow *m = lt_calloc(1, sizeof *m);
     if (!m) return lt_error(LT_ERR_NOMEM, "MLflow: out of memory");
-    m->uri = strdup(uri);
-    m->experiment = strdup(experiment && *experiment ? experiment : "Default");
-    m->run_name = run_name ? strdup(run_name) : NULL;
+    m->uri = lt_strdup(uri);
+    m->experiment = lt_strdup(experiment && *experiment ? experiment : "Default");
+    m->run_name = run_name ? lt_strdup(run_name) : NULL;
     m->start_time = start_time > 0 ? start_time : now_s();
     pthread_mutex_init(&m->mu, NULL);
     pthread_cond_init(&m->cv, NULL);
-    if (!m->uri || !m->experiment || pthread_create(&m->thread, NULL, sender, m) != 0) {
+    if (!m->uri || !m->experiment || (run_name && !m->run_name) ||
+        pthread_create(&m->thread, NULL, sender, m) != 0) {
         free(m->uri);
         free(m->experiment);
         free(m->run_name);
@@ -749,7 +758,7 @@ lt_status lt_mlflow_set_stage(const char *uri, const char *name, int version, lt
     /* the MLflow version that loratune registered for this one (tag loratune.version) */
     char *en = url_escape(name);
     size_t ql = (en ? strlen(en) : 0) + 64;
-    char *q = malloc(ql);
+    char *q = lt_malloc(ql);
     if (en && q) {
         json_t *out = NULL;
         char err[256];

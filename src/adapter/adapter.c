@@ -13,6 +13,7 @@
 #include <sys/stat.h>
 
 #include "adapter_internal.h"
+#include "core/io.h"
 #include "core/json_file.h"
 
 float lt_adapter_scale(const lt_adapter *a) {
@@ -156,7 +157,7 @@ lt_status lt_adapter_check_fits_(const lt_adapter *a, const lt_model_config *mc,
 
 lt_status lt_adapter_mkdir_(const char *dir) {
     if (lt_path_is_dir(dir)) return LT_OK;
-    if (mkdir(dir, 0777) != 0 && errno != EEXIST)
+    if (lt_io_mkdir(dir, 0777) != 0 && errno != EEXIST)
         return lt_error(LT_ERR_IO, "%s: cannot create folder: %s", dir, strerror(errno));
     return LT_OK;
 }

@@ -15,6 +15,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "core/io.h"
 #include "export_internal.h"
 #include "loratune/safetensors.h"
 
@@ -28,7 +29,7 @@ lt_status lt_export_mkdirs(const char *dir) {
         if (p[i] != '/' && p[i] != 0) continue;
         char c = p[i];
         p[i] = 0;
-        if (mkdir(p, 0777) != 0 && errno != EEXIST)
+        if (lt_io_mkdir(p, 0777) != 0 && errno != EEXIST)
             return lt_error(LT_ERR_IO, "%s: cannot create folder: %s", p, strerror(errno));
         p[i] = c;
     }

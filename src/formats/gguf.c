@@ -24,6 +24,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "core/io.h"
+
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "gguf.c hands out raw little-endian array data: big-endian hosts are not supported"
 #endif
@@ -1057,7 +1059,7 @@ typedef struct {
 
 static void ws_put(wstream *s, const void *p, size_t n) {
     if (s->st || n == 0) return;
-    if (fwrite(p, 1, n, s->f) != n)
+    if (lt_io_fwrite(p, 1, n, s->f) != n)
         s->st = lt_error(LT_ERR_IO, "%s: write failed: %s", s->path, strerror(errno));
     s->pos += n;
 }
@@ -1086,7 +1088,7 @@ lt_status lt_gguf_writer_write(lt_gguf_writer *w, const char *path) {
     char *tmp = lt_malloc(pl + 32);
     if (!tmp) return lt_error(LT_ERR_NOMEM, "%s: out of memory", path);
     snprintf(tmp, pl + 32, "%s.tmp.%ld", path, (long)getpid());
-    wstream s = {fopen(tmp, "wb"), tmp, 0, LT_OK};
+    wstream s = {lt_io_fopen(tmp, "wb"), tmp, 0, LT_OK};
     if (!s.f) {
         lt_status st = lt_error(LT_ERR_IO, "%s: cannot create: %s", tmp, strerror(errno));
         free(tmp);
@@ -1122,13 +1124,13 @@ lt_status lt_gguf_writer_write(lt_gguf_writer *w, const char *path) {
         ws_put(&s, w->t[i].data, w->t[i].nbytes);
         ws_pad(&s, al);
     }
-    if (!s.st && fflush(s.f) != 0)
+    if (!s.st && lt_io_fflush(s.f) != 0)
         s.st = lt_error(LT_ERR_IO, "%s: write failed: %s", tmp, strerror(errno));
-    if (!s.st && fsync(fileno(s.f)) != 0)
+    if (!s.st && lt_io_fsync(fileno(s.f)) != 0)
         s.st = lt_error(LT_ERR_IO, "%s: fsync failed: %s", tmp, strerror(errno));
-    if (fclose(s.f) != 0 && !s.st)
+    if (lt_io_fclose(s.f) != 0 && !s.st)
         s.st = lt_error(LT_ERR_IO, "%s: close failed: %s", tmp, strerror(errno));
-    if (!s.st && rename(tmp, path) != 0)
+    if (!s.st && lt_io_rename(tmp, path) != 0)
         s.st = lt_error(LT_ERR_IO, "%s: rename failed: %s", path, strerror(errno));
     if (s.st) {
         unlink(tmp);
@@ -1136,24 +1138,6 @@ lt_status lt_gguf_writer_write(lt_gguf_writer *w, const char *path) {
         return s.st;
     }
     free(tmp);
-    /* make the rename durable */
-    char *dir = lt_strdup(path);
-    if (dir) {
-        char *slash = strrchr(dir, '/');
-        const char *d = ".";
-        if (slash) {
-            if (slash == dir)
-                slash[1] = 0;
-            else
-                *slash = 0;
-            d = dir;
-        }
-        int dfd = open(d, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        if (dfd >= 0) {
-            fsync(dfd);
-            close(dfd);
-        }
-        free(dir);
-    }
+    lt_io_sync_parent(path); /* make the rename durable */
     return LT_OK;
 }

@@ -22,6 +22,7 @@
  * header lists "__metadata__" first (keys sorted) and the tensors in data order. Data is
  * streamed into a temp file next to the target, fsync'd, then renamed over it. */
 #include "loratune/safetensors.h"
+#include "core/io.h"
 #include "core/json_file.h"
 
 #include <errno.h>
@@ -789,21 +790,6 @@ static int st_went_layout_cmp(const void *a, const void *b) {
     return strcmp(x->name, y->name);
 }
 
-static lt_status st_write_all(int fd, const void *buf, size_t len, const char *tmp) {
-    const uint8_t *p = buf;
-    while (len > 0) {
-        size_t chunk = len > (1u << 30) ? (1u << 30) : len;
-        ssize_t r = write(fd, p, chunk);
-        if (r < 0) {
-            if (errno == EINTR) continue;
-            return lt_error(LT_ERR_IO, "%s: write failed: %s", tmp, strerror(errno));
-        }
-        p += r;
-        len -= (size_t)r;
-    }
-    return LT_OK;
-}
-
 /* Builds the header JSON (unpadded, malloc'd) for entries in data order. */
 static lt_status st_header_json(lt_st_writer *w, st_wentry **ord, char **out) {
     *out = NULL;
@@ -878,7 +864,7 @@ lt_status lt_st_writer_write(lt_st_writer *w, const char *path) {
         }
     }
     qsort(ord, w->n, sizeof *ord, st_went_layout_cmp);
-    char *hdr = NULL, *tmp = NULL, *dirc = NULL;
+    char *hdr = NULL, *tmp = NULL;
     int fd = -1;
     lt_status s = st_header_json(w, ord, &hdr);
     if (s) goto done;
@@ -895,7 +881,7 @@ lt_status lt_st_writer_write(lt_st_writer *w, const char *path) {
         goto done;
     }
     snprintf(tmp, pl + 16, "%s.tmp.XXXXXX", path);
-    fd = mkstemp(tmp);
+    fd = lt_io_mkstemp(tmp);
     if (fd < 0) {
         s = lt_error(LT_ERR_IO, "%s: cannot create temp file: %s", tmp, strerror(errno));
         free(tmp);
@@ -906,36 +892,28 @@ lt_status lt_st_writer_write(lt_st_writer *w, const char *path) {
     uint8_t lenb[8];
     uint64_t n = hl + pad;
     for (int i = 0; i < 8; i++) lenb[i] = (uint8_t)(n >> (8 * i));
-    s = st_write_all(fd, lenb, 8, tmp);
-    if (!s) s = st_write_all(fd, hdr, hl, tmp);
-    if (!s && pad) s = st_write_all(fd, "        ", pad, tmp);
-    for (size_t i = 0; i < w->n && !s; i++) s = st_write_all(fd, ord[i]->data, ord[i]->nbytes, tmp);
-    if (!s && fsync(fd) != 0) s = lt_error(LT_ERR_IO, "%s: fsync failed: %s", tmp, strerror(errno));
-    if (close(fd) != 0 && !s) s = lt_error(LT_ERR_IO, "%s: close failed: %s", tmp, strerror(errno));
+    s = lt_io_write_all(fd, lenb, 8, tmp);
+    if (!s) s = lt_io_write_all(fd, hdr, hl, tmp);
+    if (!s && pad) s = lt_io_write_all(fd, "        ", pad, tmp);
+    for (size_t i = 0; i < w->n && !s; i++)
+        s = lt_io_write_all(fd, ord[i]->data, ord[i]->nbytes, tmp);
+    if (!s && lt_io_fsync(fd) != 0)
+        s = lt_error(LT_ERR_IO, "%s: fsync failed: %s", tmp, strerror(errno));
+    if (lt_io_close(fd) != 0 && !s)
+        s = lt_error(LT_ERR_IO, "%s: close failed: %s", tmp, strerror(errno));
     fd = -1;
-    if (!s && rename(tmp, path) != 0)
+    if (!s && lt_io_rename(tmp, path) != 0)
         s = lt_error(LT_ERR_IO, "%s: rename from %s failed: %s", path, tmp, strerror(errno));
     if (s) {
         unlink(tmp);
         goto done;
     }
-    /* make the rename durable */
-    dirc = st_strdup(path);
-    if (dirc) {
-        char *sl = strrchr(dirc, '/');
-        const char *dn = sl ? (sl == dirc ? "/" : (*sl = 0, dirc)) : ".";
-        int dfd = open(dn, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        if (dfd >= 0) {
-            fsync(dfd);
-            close(dfd);
-        }
-    }
+    lt_io_sync_parent(path); /* make the rename durable */
 done:
     if (fd >= 0) {
         close(fd);
         unlink(tmp);
     }
-    free(dirc);
     free(tmp);
     free(hdr);
     free(ord);

@@ -23,6 +23,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "core/io.h"
 #include "loratune/safetensors.h"
 #include "run_internal.h"
 
@@ -37,7 +38,7 @@ lt_status lt_mkdir_p_(const char *path) {
         if (buf[i] == '/' || buf[i] == 0) {
             char c = buf[i];
             buf[i] = 0;
-            if (mkdir(buf, 0755) != 0 && errno != EEXIST)
+            if (lt_io_mkdir(buf, 0755) != 0 && errno != EEXIST)
                 return lt_error(LT_ERR_IO, "%s: cannot create folder: %s", buf, strerror(errno));
             buf[i] = c;
         }

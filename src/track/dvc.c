@@ -15,6 +15,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "core/io.h"
 #include "fsutil.h"
 #include "loratune/track.h"
 
@@ -366,7 +367,7 @@ static lt_status add_gitignore(const char *path, const char *root) {
             }
         free(text);
     }
-    FILE *f = fopen(g, "a");
+    FILE *f = lt_io_fopen(g, "a");
     if (!f) return lt_error(LT_ERR_IO, "%s: cannot write: %s", g, strerror(errno));
     /* make sure the entry starts on its own line */
     if (len > 0) {
@@ -377,8 +378,9 @@ static lt_status add_gitignore(const char *path, const char *root) {
             fclose(r);
         }
     }
-    fprintf(f, "%s\n", line);
-    fclose(f);
+    int bad = fprintf(f, "%s\n", line) < 0;
+    if (lt_io_fclose(f) != 0 || bad)
+        return lt_error(LT_ERR_IO, "%s: write failed: %s", g, strerror(errno));
     return LT_OK;
 }
 

@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "core/io.h"
 #include "loratune/track.h"
 
 static lt_status hash_file(const char *path, const EVP_MD *md, char *hex, int64_t *size) {
@@ -102,7 +103,7 @@ lt_status lt_mkdirs(const char *dir) {
         if (*c == '/' || *c == 0) {
             char save = *c;
             *c = 0;
-            if (mkdir(p, 0755) != 0 && errno != EEXIST) {
+            if (lt_io_mkdir(p, 0755) != 0 && errno != EEXIST) {
                 lt_status st =
                     lt_error(LT_ERR_IO, "%s: cannot create folder: %s", p, strerror(errno));
                 free(p);
@@ -129,7 +130,7 @@ lt_status lt_file_copy(const char *src, const char *dst, unsigned mode) {
         goto done;
     }
     unlink(tmp);
-    out = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    out = lt_io_open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     if (out < 0) {
         st = lt_error(LT_ERR_IO, "%s: cannot create: %s", tmp, strerror(errno));
         goto done;
@@ -147,22 +148,16 @@ lt_status lt_file_copy(const char *src, const char *dst, unsigned mode) {
             goto done;
         }
         if (r == 0) break;
-        for (ssize_t off = 0; off < r;) {
-            ssize_t w = write(out, buf + off, (size_t)(r - off));
-            if (w < 0 && errno == EINTR) continue;
-            if (w < 0) {
-                st = lt_error(LT_ERR_IO, "%s: write failed: %s", tmp, strerror(errno));
-                goto done;
-            }
-            off += w;
-        }
+        if ((st = lt_io_write_all(out, buf, (size_t)r, tmp))) goto done;
     }
-    if (fsync(out) != 0) st = lt_error(LT_ERR_IO, "%s: fsync failed: %s", tmp, strerror(errno));
+    if (lt_io_fsync(out) != 0)
+        st = lt_error(LT_ERR_IO, "%s: fsync failed: %s", tmp, strerror(errno));
     if (st == LT_OK && fchmod(out, (mode_t)mode) != 0)
         st = lt_error(LT_ERR_IO, "%s: chmod failed: %s", tmp, strerror(errno));
-    close(out);
+    if (lt_io_close(out) != 0 && st == LT_OK)
+        st = lt_error(LT_ERR_IO, "%s: close failed: %s", tmp, strerror(errno));
     out = -1;
-    if (st == LT_OK && rename(tmp, dst) != 0)
+    if (st == LT_OK && lt_io_rename(tmp, dst) != 0)
         st = lt_error(LT_ERR_IO, "%s: rename failed: %s", dst, strerror(errno));
 done:
     if (out >= 0) close(out);

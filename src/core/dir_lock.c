@@ -102,6 +102,7 @@ lt_status lt_dir_lock_open(const char *dir, unsigned flags, lt_dir_lock **out) {
     if (l) l->path = lt_malloc(pl);
     if (!l || !l->dir || !l->path) {
         if (l) free(l->dir);
+        if (l) free(l->path);
         free(l);
         return lt_error(LT_ERR_NOMEM, "%s: out of memory", dir);
     }

@@ -449,21 +449,23 @@ static lt_status boundary_by_prefix(const tok_ctx *k, const char *r, size_t at, 
  * header, and nothing for Mistral / Llama 2 (their " " before the content is the model's to
  * generate). The turn must start with g; otherwise (or for a first-message turn) the content's
  * start is used. */
-static size_t turn_begin(const tok_ctx *k, const conv_t *c, const char *tools_json, size_t i,
-                         const lt_chat_span *sp, const char *r) {
+static lt_status turn_begin(const tok_ctx *k, const conv_t *c, const char *tools_json, size_t i,
+                            const lt_chat_span *sp, const char *r, size_t *out) {
     size_t cb = sp[i].content_begin;
-    if (i == 0) return cb;
+    *out = cb;
+    if (i == 0) return LT_OK;
     char *a = NULL, *b = NULL;
-    size_t la = 0, lb = 0, res = cb;
-    if (lt_chat_render_tools(k->tpl, c->m, i, tools_json, 1, &a, &la, NULL) == LT_OK &&
-        lt_chat_render_tools(k->tpl, c->m, i, tools_json, 0, &b, &lb, NULL) == LT_OK && la >= lb &&
-        !memcmp(a, b, lb)) {
+    size_t la = 0, lb = 0;
+    lt_status sa = lt_chat_render_tools(k->tpl, c->m, i, tools_json, 1, &a, &la, NULL);
+    lt_status sb = sa ? sa : lt_chat_render_tools(k->tpl, c->m, i, tools_json, 0, &b, &lb, NULL);
+    if (sa == LT_OK && sb == LT_OK && la >= lb && !memcmp(a, b, lb)) {
         size_t g = la - lb, s0 = sp[i].begin;
-        if (s0 + g <= cb && !memcmp(r + s0, a + lb, g)) res = s0 + g;
+        if (s0 + g <= cb && !memcmp(r + s0, a + lb, g)) *out = s0 + g;
     }
     free(a);
     free(b);
-    return res;
+    /* a prefix the template cannot render: the content's start; out of memory is an error */
+    return sb == LT_ERR_NOMEM ? sb : LT_OK;
 }
 
 static lt_status chat_mask(tok_ctx *k, const conv_t *c, const char *tools_json,
@@ -474,7 +476,12 @@ static lt_status chat_mask(tok_ctx *k, const conv_t *c, const char *tools_json,
     if (!bd) return lt_error(LT_ERR_NOMEM, "out of memory");
     for (size_t i = 0; i < c->n; i++) {
         if (strcmp(c->m[i].role, "assistant") || sp[i].end <= sp[i].content_begin) continue;
-        size_t b = turn_begin(k, c, tools_json, i, sp, r), e = sp[i].end;
+        size_t b, e = sp[i].end;
+        lt_status st = turn_begin(k, c, tools_json, i, sp, r, &b);
+        if (st) {
+            free(bd);
+            return st;
+        }
         if (nb && b < bd[nb - 1]) b = bd[nb - 1];
         bd[nb++] = b;
         bd[nb++] = e;
@@ -584,12 +591,15 @@ static lt_status tokenize_conv(tok_ctx *k, const rec_ctx *x, lt_data_format fmt,
         }
         size_t len = 0;
         if ((st = lt_chat_render_tools(k->tpl, c->m, c->n, tools_json, 0, &r, &len, sp))) {
-            st = lt_error(LT_ERR_FORMAT, "%s:%lld: %s", x->path, (long long)x->line, lt_errmsg());
+            char where[600];
+            snprintf(where, sizeof where, "%s:%lld", x->path, (long long)x->line);
+            st = lt_error_wrap(st == LT_ERR_NOMEM ? st : LT_ERR_FORMAT, where);
             goto done;
         }
         if ((st = lt_tokenizer_encode(k->tok, r, len, 0, 1, &ids, &n))) goto done;
         e->tokens = ids;
         e->n = (int)n;
+        ids = NULL; /* e owns them: freed once, below, on an error */
         e->mask = lt_malloc(n ? n : 1);
         if (!e->mask) {
             st = lt_error(LT_ERR_NOMEM, "out of memory");
@@ -598,14 +608,15 @@ static lt_status tokenize_conv(tok_ctx *k, const rec_ctx *x, lt_data_format fmt,
         if (k->o->train_on_prompt) {
             memset(e->mask, 1, n);
             if (n) e->mask[0] = 0;
-        } else if ((st = chat_mask(k, c, tools_json, sp, r, len, ids, n, e->mask, fallback))) {
+        } else if ((st = chat_mask(k, c, tools_json, sp, r, len, e->tokens, n, e->mask,
+                                   fallback))) {
             goto done;
         }
-        ids = NULL;
     }
     if (ids) {
         e->tokens = ids;
         e->n = (int)n;
+        ids = NULL;
         e->mask = lt_malloc(n ? n : 1);
         if (!e->mask) {
             st = lt_error(LT_ERR_NOMEM, "out of memory");
@@ -613,7 +624,6 @@ static lt_status tokenize_conv(tok_ctx *k, const rec_ctx *x, lt_data_format fmt,
         }
         memset(e->mask, 1, n);
         if (n) e->mask[0] = 0;
-        ids = NULL;
     }
     if (e->n < 2 && st == LT_OK)
         st = lt_error(LT_ERR_FORMAT,

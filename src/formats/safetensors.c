@@ -799,7 +799,12 @@ static lt_status st_header_json(lt_st_writer *w, st_wentry **ord, char **out) {
     if (w->nmeta) {
         size_t *mi = lt_malloc(w->nmeta * sizeof *mi);
         json_t *m = json_object();
-        if (!mi || !m || json_object_set_new(root, "__metadata__", m)) {
+        int bad = !mi || !m;
+        if (bad)
+            json_decref(m); /* NULL-safe; set_new below takes m even when it fails */
+        else
+            bad = json_object_set_new(root, "__metadata__", m) != 0;
+        if (bad) {
             free(mi);
             json_decref(root);
             return lt_error(LT_ERR_NOMEM, "safetensors writer: out of memory");

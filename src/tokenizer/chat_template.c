@@ -920,10 +920,13 @@ static lt_status gguf_special(const lt_gguf *g, const char *id_key, char **out) 
     lt_status st = lt_gguf_get_u32(g, id_key, &id);
     if (st == LT_OK) {
         st = lt_gguf_get_arr_str(g, "tokenizer.ggml.tokens", id, &s, &n);
-        if (st != LT_OK)
+        if (st != LT_OK) {
+            char why[256]; /* a copy: lt_error writes the buffer lt_errmsg() points into */
+            snprintf(why, sizeof why, "%s", lt_errmsg());
             return lt_error(LT_ERR_FORMAT,
                             "%s: %s = %u: no such entry in tokenizer.ggml.tokens (%s)",
-                            lt_gguf_path(g), id_key, id, lt_errmsg());
+                            lt_gguf_path(g), id_key, id, why);
+        }
     } else if (st != LT_ERR_NOTFOUND) {
         return st;
     }

@@ -66,9 +66,9 @@ void lt_free(void *p);                          /* safe on NULL */
  * these functions does. While no thread has it armed, the cost is one relaxed atomic load per
  * allocation / I/O call.
  *
- * Allocations (lt_malloc & co; also the trainer's and the model's page-mapped blocks, which
- * count as one allocation each; libraries the library uses (jansson, PCRE2, SQLite, ...)
- * allocate on their own and are not counted):
+ * Allocations (lt_malloc & co, and the model's page-mapped parameter block, which counts as
+ * one; the libraries loratune uses (jansson, PCRE2, SQLite, ...) allocate on their own and are
+ * not counted):
  *   n >= 1: the n-th call from now fails (returns NULL); with repeat, every later one too.
  *   n == 0: counts only, nothing fails.   n < 0: off (counting stops).
  * lt_alloc_count() is the number of calls counted, and lt_alloc_failures() the number failed,

@@ -1,4 +1,5 @@
-/* cli_util.c - small option-parsing helpers shared by the subcommands. */
+/* cli_util.c - small option-parsing helpers shared by the subcommands, and the environment
+ * variables the library does not read (store folder, MLflow server). */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -36,4 +37,18 @@ int lt_cli_parse_float(const char *cmd, const char *opt, const char *val, double
     }
     *out = v;
     return 0;
+}
+
+const char *lt_cli_store_dir(const char *given) {
+    if (given && *given) return given;
+    const char *e = getenv("LORATUNE_STORE");
+    return e && *e ? e : NULL;
+}
+
+lt_mlflow_server lt_cli_mlflow_server(const char *uri) {
+    lt_mlflow_server s = {.uri = uri ? uri : getenv("MLFLOW_TRACKING_URI"),
+                          .token = getenv("MLFLOW_TRACKING_TOKEN"),
+                          .username = getenv("MLFLOW_TRACKING_USERNAME"),
+                          .password = getenv("MLFLOW_TRACKING_PASSWORD")};
+    return s;
 }

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "commands.h"
+#include "loratune/model.h"
 #include "loratune/run.h"
 
 static void usage(FILE *f) {
@@ -96,6 +97,8 @@ int cmd_eval(int argc, char **argv) {
     int single_file = !lt_path_is_dir(o.data);
     if (single_file) o.valid_fraction = 0; /* evaluate the whole file */
     o.eval_every = 0;
+    o.keep_blas_threads = getenv("LT_TWO_POOLS") != NULL; /* A/B measurements (docs/OPS.md) */
+    if (o.threads > 0) lt_set_num_threads(o.threads);     /* OpenBLAS's count is process-wide */
     lt_run *r = NULL;
     if (lt_run_create(&o, &r)) {
         fprintf(stderr, "loratune eval: %s\n", lt_errmsg());

@@ -1,5 +1,7 @@
 /* cmd_generate.c - `loratune generate`: load a model and its tokenizer, encode a prompt (or a
  * chat message through the model's chat template), sample, and stream the text to stdout.
+ * The model is loaded lazily (HF folders and GGUFs: the weights stay as stored in the mapped
+ * file, no fp32 copy); an adapter is applied without merging (lt_adapter_delta_create).
  * Timing goes to stderr so stdout holds only the generated text. */
 #include <stdio.h>
 #include <stdlib.h>
@@ -43,20 +45,21 @@ static void usage(FILE *f) {
         "                     little endian) to FILE and stop without generating (for tests)\n");
 }
 
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* user: a double, set to the time of the first token (the end of the prefill) */
 static int on_token(void *user, int32_t id, const char *text, size_t len) {
-    (void)user;
-    (void)id;
+    double *t_first = user;
+    if (id >= 0 && *t_first == 0) *t_first = now_s();
     if (len) {
         fwrite(text, 1, len, stdout);
         fflush(stdout);
     }
     return 0;
-}
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
 int cmd_generate(int argc, char **argv) {
@@ -150,6 +153,7 @@ int cmd_generate(int argc, char **argv) {
     lt_kv_cache *kv = NULL;
     lt_sampler *s = NULL;
     lt_adapter *ad = NULL;
+    lt_model_delta *delta = NULL;
     float *logits = NULL;
     char *rendered = NULL;
     int32_t *ids = NULL, *out = NULL;
@@ -164,10 +168,11 @@ int cmd_generate(int argc, char **argv) {
                 model_path);
         return 2;
     }
-    if (lt_model_load(model_path, NULL, &m)) goto fail;
+    lt_model_load_opts lo = {.lazy = 1}; /* ignored for a llama2.c .bin (loaded whole) */
+    if (lt_model_load(model_path, &lo, &m)) goto fail;
     if (adapter_path) {
         if (lt_adapter_load(adapter_path, &m->config, &ad)) goto fail;
-        if (lt_model_set_adapter(m, ad)) goto fail;
+        if (lt_adapter_delta_create(ad, m, &delta)) goto fail;
         if (!quiet)
             fprintf(stderr, "[adapter %s: %s r=%d scale %g, %d layers]\n", adapter_path,
                     lt_train_method_name(ad->method), ad->r, (double)lt_adapter_scale(ad),
@@ -205,7 +210,7 @@ int cmd_generate(int argc, char **argv) {
         size_t V = (size_t)m->config.vocab_size;
         if (lt_kv_cache_create(m, (int)n_ids, 0, &kv)) goto fail;
         if (!(logits = malloc(sizeof(float) * V * n_ids))) goto done;
-        if (lt_model_forward(m, kv, ids, (int)n_ids, 0, logits, 1)) goto fail;
+        if (lt_model_forward(m, delta, kv, ids, (int)n_ids, 0, logits, 1)) goto fail;
         FILE *f = fopen(logits_out, "wb");
         if (!f || fwrite(logits, sizeof(float), V * n_ids, f) != V * n_ids || fclose(f)) {
             fprintf(stderr, "loratune generate: %s: cannot write\n", logits_out);
@@ -279,14 +284,17 @@ int cmd_generate(int argc, char **argv) {
                            .n_stop_ids = n_stop,
                            .stop_at_eos = 1,
                            .on_token = on_token};
+    double t_first = 0;
+    go.user = &t_first;
     double t0 = now_s();
-    if (lt_generate(m, kv, tok, s, ids, (int)n_ids, &go, &out, &n_out)) goto fail;
-    double dt = now_s() - t0;
+    if (lt_generate(m, delta, kv, tok, s, ids, (int)n_ids, &go, &out, &n_out)) goto fail;
+    double t1 = now_s(), dt = t1 - t0;
     printf("\n");
     fflush(stdout);
-    if (!quiet)
-        fprintf(stderr, "[%zu prompt tokens, %d generated, %.1f tokens/s]\n", n_ids, n_out,
-                dt > 0 ? (n_ids + n_out) / dt : 0.0);
+    if (!quiet) /* decode: the n_out - 1 forwards after the first token */
+        fprintf(stderr, "[%zu prompt tokens, %d generated, %.1f tokens/s; decode %.1f tokens/s]\n",
+                n_ids, n_out, dt > 0 ? (n_ids + n_out) / dt : 0.0,
+                n_out > 1 && t1 > t_first && t_first > 0 ? (n_out - 1) / (t1 - t_first) : 0.0);
     rc = 0;
     goto done;
 fail:
@@ -300,7 +308,8 @@ done:
     lt_kv_cache_free(kv);
     lt_chat_template_free(ct);
     lt_tokenizer_free(tok);
+    lt_adapter_delta_free(delta); /* before the adapter it borrows from */
+    lt_adapter_free(ad);
     lt_model_free(m);
-    lt_adapter_free(ad); /* after the model that borrowed it */
     return rc;
 }

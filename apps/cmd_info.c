@@ -1,24 +1,45 @@
 /* cmd_info.c - `loratune info [--json]`: the machine (CPU, SIMD features, cores, memory,
- * CUDA devices), the build (compiler, type, sanitizers, OpenMP, BLAS) and the kernel level and
- * thread count loratune picks from them. A table by default, lt_hwinfo_to_json with --json. */
+ * CUDA devices), the build (compiler, type, sanitizers, OpenMP, BLAS), the kernel level and
+ * thread count loratune picks from them, and the level each kernel family runs (run-time
+ * dispatch). A table by default, lt_hwinfo_to_json with --json (plus runtime.kernels). */
+#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "commands.h"
 #include "loratune/hwinfo.h"
+#include "loratune/nf4.h"
+#include "loratune/ops.h"
+#include "loratune/quant.h"
+
+/* the kernel families of the run-time dispatch and the level each runs now */
+typedef struct {
+    const char *key, *label, *what;
+    lt_cpu_level (*level)(void);
+} kernel_family;
+
+static const kernel_family k_families[] = {
+    {"attention_elementwise", "attention", "attention, cross-entropy, SwiGLU",
+     lt_ops_fast_kernel_level},
+    {"dequantization", "dequantization", "F16, BF16, Q4_0..Q8_0, Q4_K..Q6_K to fp32",
+     lt_quant_kernel_level},
+    {"nf4", "NF4", "QLoRA base weights to fp32", lt_nf4_kernel_level},
+};
+enum { N_FAMILIES = sizeof k_families / sizeof k_families[0] };
 
 static void usage(FILE *f) {
     fprintf(f, "usage: loratune info [--json]\n\n"
                "Shows the CPU (model, cores, SIMD features), memory, CUDA devices, how this\n"
                "loratune was built (compiler, build type, sanitizers, OpenMP, BLAS) and the\n"
-               "kernel level and thread count it uses.\n\n"
+               "kernel level and thread count it uses, and the level of each kernel family\n"
+               "(LORATUNE_CPU=baseline|avx2|avx512 caps it).\n\n"
                "options:\n"
                "  --json     print everything as one JSON object\n"
                "  -h, --help this help\n");
 }
 
-static void print_features(const char *label, uint32_t bits) {
+static void print_features(const char *label, uint32_t bits, const char *none) {
     int n;
     const lt_cpu_feature *k = lt_cpu_features_known(&n);
     printf("  %-16s", label);
@@ -28,7 +49,7 @@ static void print_features(const char *label, uint32_t bits) {
             printf(" %s", lt_cpu_feature_name(k[i]));
             any = 1;
         }
-    if (!any) printf(" (none)");
+    if (!any) printf(" %s", none);
     printf("\n");
 }
 
@@ -73,6 +94,24 @@ int cmd_info(int argc, char **argv) {
             fprintf(stderr, "loratune info: %s\n", lt_errmsg());
             return 1;
         }
+        /* runtime.kernels: the families live above core, so they are added here */
+        json_t *root = json_loads(s, 0, NULL);
+        free(s);
+        s = NULL;
+        json_t *rt = root ? json_object_get(root, "runtime") : NULL;
+        if (rt) {
+            json_t *fam = json_object();
+            for (int i = 0; i < N_FAMILIES; i++)
+                json_object_set_new(fam, k_families[i].key,
+                                    json_string(lt_cpu_level_name(k_families[i].level())));
+            json_object_set_new(rt, "kernels", fam);
+            s = json_dumps(root, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+        }
+        json_decref(root);
+        if (!s) {
+            fprintf(stderr, "loratune info: cannot build JSON\n");
+            return 1;
+        }
         puts(s);
         free(s);
         return 0;
@@ -84,7 +123,7 @@ int cmd_info(int argc, char **argv) {
     printf("  %-16s %d physical, %d logical, %d usable by this process, %d socket%s\n", "cores",
            hw.physical_cores, hw.logical_cores, hw.affinity_cores, hw.sockets,
            hw.sockets == 1 ? "" : "s");
-    print_features("features", hw.cpu_features);
+    print_features("features", hw.cpu_features, "(none)");
     if (hw.cgroup_cpus > 0) printf("  %-16s %.2f CPUs (cgroup quota)\n", "limit", hw.cgroup_cpus);
     printf("Memory\n");
     print_gib("total", hw.ram_total_bytes);
@@ -110,7 +149,7 @@ int cmd_info(int argc, char **argv) {
     printf("  %-16s %s\n", "build type", hw.build_type);
     printf("  %-16s %s\n", "git revision", hw.git_rev[0] ? hw.git_rev : "unknown");
     printf("  %-16s %s\n", "sanitizers", hw.sanitizers);
-    print_features("compiled for", hw.compiled_features);
+    print_features("compiled for", hw.compiled_features, "baseline (SIMD kernels: run-time dispatch)");
     if (hw.openmp_version)
         printf("  %-16s %s (%d), %d threads\n", "OpenMP", omp_name(hw.openmp_version),
                hw.openmp_version, hw.openmp_max_threads);
@@ -121,7 +160,13 @@ int cmd_info(int argc, char **argv) {
            hw.blas_parallel);
     if (hw.blas_note[0]) printf("  %-16s warning: %s\n", "", hw.blas_note);
     printf("Runtime\n");
-    printf("  %-16s %s\n", "kernels", hw.kernel_level);
+    printf("  %-16s %s (CPU %s", "kernels", hw.kernel_level, hw.cpu_level);
+    if (lt_cpu_max_level() < LT_CPU_LEVEL_COUNT - 1)
+        printf(", capped at %s by LORATUNE_CPU", hw.kernel_level_max);
+    printf(")\n");
+    for (int i = 0; i < N_FAMILIES; i++)
+        printf("    %-14s %-8s %s\n", k_families[i].label,
+               lt_cpu_level_name(k_families[i].level()), k_families[i].what);
     printf("  %-16s %d\n", "threads", hw.threads);
     return 0;
 }

@@ -50,8 +50,9 @@ static void fmt_time(double t, char *buf, size_t n) {
 }
 
 /* The MLflow run of a store run: its tag, or a fresh push. */
-static lt_status mlflow_run_of(lt_store *s, int64_t run_id, const char *uri, char id[64]) {
-    return lt_mlflow_push_run(s, run_id, uri, id);
+static lt_status mlflow_run_of(lt_store *s, int64_t run_id, const lt_mlflow_server *srv,
+                               char id[64]) {
+    return lt_mlflow_push_run(s, run_id, srv, id);
 }
 
 int cmd_models(int argc, char **argv) {
@@ -133,7 +134,8 @@ int cmd_models(int argc, char **argv) {
         }
     }
     lt_store *s;
-    if (lt_store_open(store, &s) != LT_OK) return fail(sub);
+    if (lt_store_open(lt_cli_store_dir(store), &s) != LT_OK) return fail(sub);
+    lt_mlflow_server srv = lt_cli_mlflow_server(mlflow);
     int rc = 0;
     char *text = NULL;
     if (is_reg) {
@@ -177,10 +179,10 @@ int cmd_models(int argc, char **argv) {
             json_decref(tags);
             json_decref(j);
             char source[128];
-            lt_status ms = mlflow_run_of(s, run, mlflow, mid);
+            lt_status ms = mlflow_run_of(s, run, &srv, mid);
             if (ms == LT_OK) {
                 snprintf(source, sizeof source, "runs:/%s/model", mid);
-                ms = lt_mlflow_register_version(mlflow, name, mid, source, tj, &mv);
+                ms = lt_mlflow_register_version(&srv, name, mid, source, tj, &mv);
             }
             free(tj);
             if (ms != LT_OK) { /* the local registry has it; MLflow is a mirror */
@@ -198,7 +200,7 @@ int cmd_models(int argc, char **argv) {
         printf("model '%s' version %ld -> %s\n", pos[0], version, lt_stage_name(st_val));
         if (mlflow) {
             /* the MLflow version tagged loratune.version=N (see lt_mlflow_set_stage) */
-            if (lt_mlflow_set_stage(mlflow, pos[0], (int)version, st_val, !keep_others) != LT_OK)
+            if (lt_mlflow_set_stage(&srv, pos[0], (int)version, st_val, !keep_others) != LT_OK)
                 fprintf(stderr, "loratune models promote: warning: MLflow stage not changed: %s\n",
                         lt_errmsg());
         }

@@ -409,8 +409,8 @@ static int do_push(lt_store *s, int nref, char **refs, const char *uri) {
         fprintf(stderr, "loratune runs push: expected at least one RUN\n");
         return 2;
     }
-    if (!uri || !*uri) uri = getenv("MLFLOW_TRACKING_URI");
-    if (!uri || !*uri) {
+    lt_mlflow_server srv = lt_cli_mlflow_server(uri && *uri ? uri : NULL);
+    if (!srv.uri || !*srv.uri) {
         fprintf(
             stderr,
             "loratune runs push: no MLflow server: give --mlflow URI or set MLFLOW_TRACKING_URI\n");
@@ -420,7 +420,7 @@ static int do_push(lt_store *s, int nref, char **refs, const char *uri) {
         int64_t id;
         char mlid[64];
         if (lt_store_run_resolve(s, refs[i], &id) != LT_OK ||
-            lt_mlflow_push_run(s, id, uri, mlid) != LT_OK)
+            lt_mlflow_push_run(s, id, &srv, mlid) != LT_OK)
             return fail("push");
         printf("run #%lld -> MLflow run %s\n", (long long)id, mlid);
     }
@@ -450,7 +450,7 @@ int cmd_runs(int argc, char **argv) {
             return i >= argc ? 2 : 0;
         }
         lt_store *s;
-        if (lt_store_open(store, &s) != LT_OK) return fail(sub);
+        if (lt_store_open(lt_cli_store_dir(store), &s) != LT_OK) return fail(sub);
         int rc = cmd_runs_reproduce(s, argv[i], argc - i - 1, argv + i + 1);
         lt_store_close(s);
         return rc;
@@ -505,7 +505,7 @@ int cmd_runs(int argc, char **argv) {
         return 2;
     }
     lt_store *s;
-    if (lt_store_open(store, &s) != LT_OK) {
+    if (lt_store_open(lt_cli_store_dir(store), &s) != LT_OK) {
         free(refs);
         return fail(sub);
     }

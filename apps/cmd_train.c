@@ -16,6 +16,7 @@
 
 #include "commands.h"
 #include "train_track.h"
+#include "loratune/model.h"
 #include "loratune/run.h"
 
 static void usage(FILE *f) {
@@ -30,7 +31,10 @@ static void usage(FILE *f) {
         char head[64];
         snprintf(head, sizeof head, "--%s%s%s", in->name, in->arg ? " " : "",
                  in->arg ? in->arg : "");
-        fprintf(f, "  %-22s %s\n", head, in->help);
+        if (in->def && in->def[0] && in->type != LT_OPT_BOOL)
+            fprintf(f, "  %-22s %s (default %s)\n", head, in->help, in->def);
+        else
+            fprintf(f, "  %-22s %s\n", head, in->help);
     }
     fprintf(f, "\nFlags also take --no-FLAG (to turn off what a config file turned on).\n"
                "See docs/TRAIN_CLI.md.\n");
@@ -255,25 +259,28 @@ int cmd_train(int argc, char **argv) {
     }
     int rc = apply_args(argc, argv, &o);
     if (rc) return rc;
+    /* test and measurement hooks: environment only, never recorded (docs/TRAIN_CLI.md) */
+    const char *fault = getenv("LT_FAULT_NAN_STEPS");
+    if (fault) snprintf(o.fault_nan_steps, sizeof o.fault_nan_steps, "%s", fault);
+    o.keep_blas_threads = getenv("LT_TWO_POOLS") != NULL;
     if (lt_run_opts_validate(&o, 1)) {
         fprintf(stderr, "loratune train: --%s\n\n", lt_errmsg());
         usage(stderr);
         return 2;
     }
 
+    if (o.threads > 0) lt_set_num_threads(o.threads); /* OpenBLAS's count is process-wide */
     lt_run *r = NULL;
     if (!o.json) fprintf(stdout, "loading %s and %s ...\n", o.model, o.data);
     fflush(stdout);
-    if (lt_run_create(&o, &r)) {
+    if (lt_run_new(&o, &r)) {
         fprintf(stderr, "loratune train: %s\n", lt_errmsg());
         return 1;
     }
     human_ctx hc = {0};
-    lt_run_add_sink(r, o.json ? json_sink : human_sink, &hc);
-    lt_recorder *rec = train_track_start(&o); /* the tracking store (apps/train_track.c) */
-    if (rec) lt_run_add_sink(r, lt_recorder_sink, rec);
+    lt_run_add_sink(r, o.json ? json_sink : human_sink, &hc); /* --json: the stage events too */
 
-    g_run = r;
+    g_run = r; /* a signal while loading cancels it; while training, checkpoints and stops */
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_signal;
@@ -281,8 +288,18 @@ int cmd_train(int argc, char **argv) {
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
 
+    lt_status st = lt_run_prepare(r);
+    if (st) {
+        g_run = NULL;
+        fprintf(stderr, "loratune train: %s\n", lt_errmsg());
+        lt_run_free(r);
+        return st == LT_ERR_CANCELLED ? 130 : 1;
+    }
+    lt_recorder *rec = train_track_start(&o); /* the tracking store (apps/train_track.c) */
+    if (rec) lt_run_add_sink(r, lt_recorder_sink, rec);
+
     lt_run_outcome oc;
-    lt_status st = lt_run_train(r, &oc);
+    st = lt_run_train(r, &oc);
     g_run = NULL;
     signal(SIGINT, SIG_DFL);
     signal(SIGTERM, SIG_DFL);

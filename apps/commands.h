@@ -4,6 +4,8 @@
 #ifndef LT_APPS_COMMANDS_H
 #define LT_APPS_COMMANDS_H
 
+#include "loratune/mlflow.h"
+
 int cmd_info(int argc, char **argv);
 int cmd_inspect(int argc, char **argv);
 int cmd_tokenize(int argc, char **argv);
@@ -23,5 +25,12 @@ int lt_cli_wants_help(int argc, char **argv);
 /* Parses a number option value; prints "loratune CMD: --opt: expected ..." and returns -1 on error. */
 int lt_cli_parse_int(const char *cmd, const char *opt, const char *val, long *out);
 int lt_cli_parse_float(const char *cmd, const char *opt, const char *val, double *out);
+
+/* The environment, read here and passed to the library as arguments (the library reads none):
+ * the tracking store folder: given (--store), else $LORATUNE_STORE, else NULL (the library's
+ * default, .loratune); the MLflow server: uri given (--mlflow), else $MLFLOW_TRACKING_URI (uri
+ * NULL when neither), credentials from $MLFLOW_TRACKING_TOKEN / _USERNAME / _PASSWORD. */
+const char *lt_cli_store_dir(const char *given);
+lt_mlflow_server lt_cli_mlflow_server(const char *uri);
 
 #endif

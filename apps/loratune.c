@@ -1,8 +1,11 @@
-/* loratune.c - the command-line entry point: dispatches to apps/cmd_<name>.c. */
+/* loratune.c - the command-line entry point: dispatches to apps/cmd_<name>.c, after applying
+ * LORATUNE_CPU=baseline|avx2|avx512 (a cap on the SIMD kernels' level, lt_cpu_set_max_level). */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "commands.h"
+#include "loratune/hwinfo.h"
 
 typedef struct {
     const char *name;
@@ -30,10 +33,21 @@ static void usage(FILE *f) {
     for (size_t i = 0; i < sizeof k_commands / sizeof k_commands[0]; i++)
         fprintf(f, "  %-10s %s\n", k_commands[i].name, k_commands[i].help);
     fprintf(f, "\nMODEL is a Hugging Face folder, a .gguf file, or a llama2.c .bin (with "
-               "--tokenizer).\n");
+               "--tokenizer).\n"
+               "LORATUNE_CPU=baseline|avx2|avx512 in the environment caps the SIMD kernels' level\n"
+               "(default: the best this CPU runs; `loratune info` shows what is used).\n");
 }
 
 int main(int argc, char **argv) {
+    const char *cpu = getenv("LORATUNE_CPU");
+    if (cpu && *cpu) {
+        lt_cpu_level max;
+        if (lt_cpu_level_parse(cpu, &max) != LT_OK) {
+            fprintf(stderr, "loratune: LORATUNE_CPU: %s\n", lt_errmsg());
+            return 2;
+        }
+        lt_cpu_set_max_level(max);
+    }
     if (argc < 2) {
         usage(stderr);
         return 2;

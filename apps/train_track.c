@@ -1,13 +1,16 @@
 /* train_track.c - `loratune train` records itself: tracking options, the command line, the
  * recorder (src/track/recorder.c) hooked in as a run sink. Tracking never fails training:
- * problems become warnings on stderr. Environment: LORATUNE_STORE (store folder),
- * MLFLOW_TRACKING_URI (MLflow mirror), LORATUNE_EXPERIMENT, LORATUNE_NO_TRACK=1. */
+ * problems become warnings on stderr. Environment (read here, not by the library):
+ * LORATUNE_STORE (store folder), MLFLOW_TRACKING_URI / _TOKEN / _USERNAME / _PASSWORD (MLflow
+ * mirror), LORATUNE_EXPERIMENT, LORATUNE_NO_TRACK=1. */
 #include "train_track.h"
 
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "commands.h"
 
 static struct {
     const char *store, *experiment, *name, *mlflow;
@@ -97,11 +100,14 @@ lt_recorder *train_track_start(const lt_run_opts *o) {
     json_t *cfg = lt_run_opts_to_json(o);
     char *cfg_text = cfg ? json_dumps(cfg, JSON_COMPACT) : NULL;
     json_decref(cfg);
-    const char *mlflow = g_tt.mlflow ? g_tt.mlflow : getenv("MLFLOW_TRACKING_URI");
+    lt_mlflow_server srv = lt_cli_mlflow_server(g_tt.mlflow);
     const char *exp = g_tt.experiment ? g_tt.experiment : getenv("LORATUNE_EXPERIMENT");
     const char *flush = getenv("LORATUNE_MLFLOW_FLUSH_S");
-    lt_recorder_opts ro = {.store_dir = g_tt.store,
-                           .mlflow_uri = mlflow,
+    lt_recorder_opts ro = {.store_dir = lt_cli_store_dir(g_tt.store),
+                           .mlflow_uri = srv.uri,
+                           .mlflow_token = srv.token,
+                           .mlflow_username = srv.username,
+                           .mlflow_password = srv.password,
                            .experiment = exp,
                            .name = g_tt.name,
                            .kind = "train",

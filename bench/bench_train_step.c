@@ -155,7 +155,8 @@ static void usage(FILE *f) {
             "  [--method lora|dora|full|qlora] [--targets q,v|all] [--rank R] [--alpha A]\n"
             "  [--batch B] [--seq T] [--accum K] [--grad-checkpoint] [--base-dtype f32|bf16|f16]\n"
             "  [--warmup W] [--steps N] [--threads N] [--seed S] [--plan-only] [--whole]\n"
-            "  --whole: load --model whole (fp32) instead of lazily (adapters only)\n");
+            "  --whole: load --model whole (fp32) instead of lazily (adapters only)\n"
+            "  LORATUNE_CPU=baseline|avx2|avx512 caps the SIMD kernels' level, as for loratune\n");
 }
 
 static int die(const char *what, lt_status st) {
@@ -165,6 +166,7 @@ static int die(const char *what, lt_status st) {
 
 int main(int argc, char **argv) {
     int64_t rss_start = proc_status_bytes("VmRSS:");
+    lt_status st;
     const char *shape = "tiny", *model_path = NULL, *method = "lora", *targets = "q,v";
     const char *base = "f32";
     int rank = 8, batch = 4, seq = 512, accum = 1, ckpt = 0, warmup = 1, steps = 3, threads = 0;
@@ -207,13 +209,18 @@ int main(int argc, char **argv) {
         return 2;
     }
 
+    const char *cpu = getenv("LORATUNE_CPU");
+    if (cpu && *cpu) {
+        lt_cpu_level max;
+        if ((st = lt_cpu_level_parse(cpu, &max))) return die("LORATUNE_CPU", st);
+        lt_cpu_set_max_level(max);
+    }
     lt_hwinfo hw;
     lt_hwinfo_detect(&hw);
     if (threads <= 0) threads = hw.threads;
     lt_set_num_threads(threads);
     lt_hwinfo_detect(&hw); /* again: report the thread counts now in effect */
 
-    lt_status st;
     lt_model_config mc;
     if (model_path) {
         lt_model_load_opts lo = {0};
@@ -247,6 +254,7 @@ int main(int argc, char **argv) {
     tc.grad_checkpoint = ckpt;
     tc.grad_accum = accum;
     tc.seed = seed;
+    tc.keep_blas_threads = getenv("LT_TWO_POOLS") != NULL; /* A/B: OpenBLAS's own threads too */
     if (seq > mc.max_seq_len) mc.max_seq_len = seq;
 
     /* a model file trains lazily (as `loratune train` does) unless full FT or --whole: the
@@ -375,6 +383,8 @@ int main(int argc, char **argv) {
            batch, seq, accum, ckpt, base);
     printf("\"warmup\":%d,\"steps\":%d,\"threads\":%d,\"blas_threads\":%d,", warmup, steps, threads,
            hw.blas_threads);
+    printf("\"kernel_level\":\"%s\",\"compiled_features\":%u,", hw.kernel_level,
+           (unsigned)hw.compiled_features);
     printf("\"tokens_per_s\":%.2f,\"s_per_step\":%.4f,\"s_per_step_min\":%.4f,"
            "\"s_per_step_median\":%.4f,\"cpu_util\":%.2f,",
            tok * steps / wall_timed, sps, step_s[0], median, cpu_timed / wall_timed);

@@ -101,10 +101,10 @@ static void lt_alloc_hook_malloc(const volatile void *p, size_t n) {
     lt_alloc_in_hook = 1;
     void *fr[32];
     int nf = backtrace(fr, 32), i = 0;
-    /* ASan intercepts backtrace() itself (gcc 12's runtime does): its frame may come first */
+    /* [the runtime's backtrace interceptor] this hook [the runtime's allocator] caller */
     while (i < nf && lt_alloc_kind_of(fr[i]) == LT_ALLOC_ASAN_KIND) i++;
-    while (i < nf && lt_alloc_kind_of(fr[i]) != LT_ALLOC_ASAN_KIND) i++; /* this hook */
-    while (i < nf && lt_alloc_kind_of(fr[i]) == LT_ALLOC_ASAN_KIND) i++; /* the runtime */
+    while (i < nf && lt_alloc_kind_of(fr[i]) != LT_ALLOC_ASAN_KIND) i++;
+    while (i < nf && lt_alloc_kind_of(fr[i]) == LT_ALLOC_ASAN_KIND) i++;
     /* libc allocating for the sanitizer runtime itself (its thread start calls
      * pthread_getattr_np, in any thread, at any time) is not ours; libc for anyone else is */
     int j = i;

@@ -4,7 +4,9 @@ environment CMake passes in (see CMakeLists.txt).
 A test does `sys.path.insert(0, <its folder>/..)`, `import ltcheck`, calls check(cond, msg)
 for every assertion and ends with `sys.exit(ltcheck.finish())`. Invariant: finish() prints
 "N passed, M failed" as the test's last stdout line and returns non-zero iff a check failed
-(ctest looks at the exit code; people and the lead's scripts read that line).
+(ctest looks at the exit code; people and the lead's scripts read that line). A test that
+cannot run here (a tool or CPU it needs is missing) says why and exits 77: CTest reports it
+as skipped, not passed.
 Not named test_*.py on purpose: CMake runs every tests/**/test_*.py as a test.
 """
 import os

@@ -78,11 +78,15 @@ lt_status lt_adapter_save_gguf(const lt_adapter *a, const lt_model_config *mc, l
  * other file must be a GGUF (else LT_ERR_FORMAT saying what is expected). *out is new. */
 lt_status lt_adapter_load(const char *path, const lt_model_config *mc, lt_adapter **out);
 
-/* Inference without merging: lt_model_forward adds the adapter's low-rank products (and DoRA's
- * rescaling) to every adapted linear. a is borrowed and must outlive its use; NULL detaches.
- * DoRA's row factors are computed from the weights here: call it again after changing them.
- * LT_ERR_ARG when its shapes do not fit m. */
-lt_status lt_model_set_adapter(lt_model *m, const lt_adapter *a);
+/* Inference without merging: the delta lt_model_forward / lt_generate take, which adds the
+ * adapter's low-rank products (and DoRA's rescaling) to every adapted linear of m. It borrows
+ * a's tensors (a must outlive it) and owns the rest: for DoRA the row factors
+ * mag / ||W + scale B A||_row, computed here from m's weights read through the provider (m
+ * loaded whole or lazily; create it again after changing them). m is borrowed only during the
+ * call. LT_ERR_ARG when a's shapes do not fit m. *out is new (lt_adapter_delta_free), NULL on
+ * error. */
+lt_status lt_adapter_delta_create(const lt_adapter *a, const lt_model *m, lt_model_delta **out);
+void lt_adapter_delta_free(lt_model_delta *d); /* safe on NULL */
 
 /* Merges a into m's fp32 weights (W <- W'), as PEFT's merge_and_unload. */
 lt_status lt_adapter_merge(lt_model *m, const lt_adapter *a);

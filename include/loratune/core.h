@@ -25,6 +25,7 @@ typedef enum {
     LT_ERR_NOTFOUND = -6,    /* missing key, tensor, file */
     LT_ERR_INTERNAL = -7,    /* broken invariant */
     LT_ERR_BUSY = -8,        /* in use by another writer (lt_dir_lock) */
+    LT_ERR_CANCELLED = -9,   /* stopped on request (a progress callback, lt_run_request_stop) */
 } lt_status;
 
 /* Message of the last failing call on this thread (never NULL; "" if none). */

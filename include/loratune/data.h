@@ -53,6 +53,11 @@ typedef struct {
     double valid_fraction; /* single-file input: fraction held out for validation (default 0.1;
                               at least 1 example when the file has >= 2) */
     uint64_t seed;         /* the single-file split */
+    /* Optional progress hook: called after each record is read (and tokenized) with the
+       records read so far, on the calling thread; a non-zero return stops reading and
+       lt_data_open fails with LT_ERR_CANCELLED. */
+    int (*progress)(void *ctx, int64_t records);
+    void *progress_ctx;
 } lt_data_opts;
 void lt_data_opts_default(lt_data_opts *o); /* AUTO, 2048, 0, 0.1, 42 */
 

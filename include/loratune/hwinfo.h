@@ -1,5 +1,5 @@
-/* hwinfo.h - what machine and build loratune runs on, and the kernel level and thread count
- * that follow from it.
+/* hwinfo.h - what machine and build loratune runs on, the kernel level and thread count that
+ * follow from it, and the run-time choice of SIMD kernels (lt_cpu_level).
  *
  * lt_hwinfo_detect() fills a plain struct from cpuid / getauxval, /proc/cpuinfo, sysfs CPU
  * topology, /proc/meminfo, cgroup limits, sched_getaffinity, OpenBLAS and OpenMP queries and compile-time
@@ -87,11 +87,46 @@ typedef struct {
                                  (its DYNAMIC_ARCH falls back to "Prescott" on CPUs it does
                                  not know), "" otherwise */
     /* what follows for loratune's CPU backend */
-    char kernel_level[16];    /* "avx512", "avx2", "neon" or "scalar": best level both the CPU
-                                 and the compiled code support */
+    char kernel_level[16];    /* the dispatch level in use, lt_cpu_level_name(
+                                 lt_cpu_level_active()): "avx512", "avx2" or "baseline" */
+    char cpu_level[16];       /* the best level this CPU runs, lt_cpu_level_detected() */
+    char kernel_level_max[16]; /* the cap of lt_cpu_set_max_level ("avx512" when not capped) */
     int threads;              /* physical cores, at most affinity_cores and the cgroup CPU
                                  quota (rounded up), at least 1 */
 } lt_hwinfo;
+
+/* ---- run-time kernel dispatch -------------------------------------------------------------
+ * The library is compiled for the x86-64 baseline (SSE2; unless built with LT_NATIVE=ON), except
+ * the SIMD kernels: the files named *_avx2.c / *_avx512.c are compiled for that level alone
+ * (CMakeLists.txt) and reached only through their family's dispatch, which at every call runs
+ * the best variant it has at or below lt_cpu_level_active(). Families and their levels:
+ * attention / cross-entropy / SwiGLU (lt_ops_fast_kernel_level, ops.h), dequantization
+ * (lt_quant_kernel_level, quant.h), NF4 (lt_nf4_kernel_level, nf4.h). docs/OPS.md "CPU
+ * dispatch". */
+typedef enum {
+    LT_CPU_LEVEL_BASELINE = 0, /* scalar twins: the x86-64 baseline (SSE2), or another arch */
+    LT_CPU_LEVEL_AVX2 = 1,     /* AVX2 + FMA + F16C */
+    LT_CPU_LEVEL_AVX512 = 2,   /* the AVX2 level + AVX512F + AVX512BW + AVX512VL */
+} lt_cpu_level;
+#define LT_CPU_LEVEL_COUNT 3
+
+/* The best level this CPU runs (cpuid, counted only where the OS saves the registers: XCR0).
+ * Detected once, on the first call of any lt_cpu_level_* function; thread-safe. */
+lt_cpu_level lt_cpu_level_detected(void);
+/* Caps the level every kernel family may use, for the whole process (default: no cap). A cap
+ * above the CPU's level changes nothing. For programs (apps/ maps LORATUNE_CPU onto it) and
+ * tests; set it before work starts: a kernel call already running keeps the level it took.
+ * LT_ERR_ARG when max is not a level. */
+lt_status lt_cpu_set_max_level(lt_cpu_level max);
+lt_cpu_level lt_cpu_max_level(void);
+/* min(lt_cpu_level_detected(), the cap): the level the dispatch runs. */
+lt_cpu_level lt_cpu_level_active(void);
+/* The level a kernel family whose best variant is `best` runs: min(active, best). */
+lt_cpu_level lt_cpu_level_for(lt_cpu_level best);
+/* "baseline", "avx2", "avx512"; NULL when l is not a level. */
+const char *lt_cpu_level_name(lt_cpu_level l);
+/* The inverse of lt_cpu_level_name; LT_ERR_ARG naming the accepted names otherwise. */
+lt_status lt_cpu_level_parse(const char *name, lt_cpu_level *out);
 
 /* Fills *out (zeroed first). Always returns LT_OK today; kept an lt_status for later sources. */
 lt_status lt_hwinfo_detect(lt_hwinfo *out);

@@ -1,5 +1,5 @@
-/* model.h - Llama-family decoder models (llama, mistral, qwen2): config, fp32 weights, CPU
- * forward with a KV cache.
+/* model.h - Llama-family decoder models (llama, mistral, qwen2): config, weights (fp32, or
+ * lazily as stored), CPU forward with a KV cache.
  *
  * One model, three file forms: a Hugging Face folder (config.json + safetensors), a GGUF file
  * (general.architecture llama or qwen2), a llama2.c .bin checkpoint. Whatever the form, the
@@ -9,10 +9,13 @@
  *     head, row i < head_dim/2 is the first element of the pair rotated by inv_freq[i] and
  *     row i + head_dim/2 the second. llama2.c and llama.cpp's llama-arch GGUFs store the
  *     interleaved-pair order (rows 2i, 2i+1 form a pair); the loaders permute them back.
- * All weights are float32 for now (quantized/half files are dequantized at load), in one
+ * Loaded whole, all weights are float32 (quantized/half files are dequantized at load), in one
  * allocation (lt_model.params, its own anonymous mapping so freeing it returns the memory to
  * the OS) that the lt_model_weights pointers point into. A trainer with a 16-bit frozen base
- * may release them (lt_model_release_weights): the model is then config-only.
+ * may release them (lt_model_release_weights): the model is then config-only. Loaded lazily
+ * (lt_model_load_opts.lazy), the weights stay as stored in the mapped file; the forward and
+ * the trainer read them through the weight provider (lt_model_weight_f32), so the same
+ * forward runs on both.
  *
  * Ownership: lt_model and lt_kv_cache are owned by the caller and freed with their _free
  * (safe on NULL). Paths and token arrays passed in are borrowed. */
@@ -120,12 +123,6 @@ typedef struct lt_model {
     int64_t stored_dtype_params[LT_DTYPE_COUNT];
     int qk_permuted_at_load; /* 1 if q/k rows came interleaved (llama2.c, llama GGUF) */
     int weights_released;    /* 1 after lt_model_release_weights (params and w.* are NULL) */
-    /* inference without merging (lt_model_set_adapter in adapter.h): the borrowed adapter
-     * lt_model_forward applies, and for DoRA the per-output-row factors
-     * mag / ||W + scale B A||_row it precomputed ([L*7] pointers, NULL where not DoRA-adapted;
-     * one allocation owned by the model) */
-    const struct lt_adapter *adapter;
-    float **adapter_dora_scale;
     struct lt_model_source *src; /* lazy: the mapped weight file(s) (opts.lazy), else NULL */
 } lt_model;
 
@@ -210,6 +207,30 @@ lt_status lt_model_weight_rows(const lt_model *m, lt_weight_id id, int layer, in
  * read back from the file if touched again). For weights already copied elsewhere. */
 void lt_model_weight_evict(const lt_model *m, lt_weight_id id, int layer);
 
+/* ---- the weight provider: fp32 rows for a matmul, however the weights are stored --------- */
+/* Rows [row0, row0 + nrows) of weight id of layer (0 for whole-model weights) as float32 in
+ * the model's (HF) layout, read-only, in *out: a pointer straight into the weights when they
+ * already are that (a loaded model; a lazy model's F32 tensor, aligned, in HF row order:
+ * zero-copy), else scratch (nrows * cols floats, the caller's) with the rows converted into it.
+ * Large conversions run over OpenMP threads in row blocks (each a pure function of the file,
+ * so the result does not depend on the threads), none inside a parallel region. Allocates
+ * nothing. Errors (*out NULL) as lt_model_weight_rows. Thread-safe (reads only). */
+lt_status lt_model_weight_f32(const lt_model *m, lt_weight_id id, int layer, int64_t row0,
+                              int64_t nrows, float *scratch, const float **out);
+/* 1 when lt_model_weight_f32 gives that weight without converting (scratch is not used). */
+int lt_model_weight_is_f32(const lt_model *m, lt_weight_id id, int layer);
+/* LT_OK when every weight m's config asks for can be read through lt_model_weight_f32: a
+ * loaded model holding its weights (else lt_model_check_weights' error), or a lazy one whose
+ * tensors convert row by row (LT_ERR_UNSUPPORTED naming the first whose rows do not hold
+ * whole quantization blocks). `what` starts the message. */
+lt_status lt_model_check_readable(const lt_model *m, const char *what);
+
+/* The seven linears of a layer, numbered as adapters and the trainer number their targets
+ * (LT_TARGET_* bit t): 0 q, 1 k, 2 v, 3 o, 4 gate, 5 up, 6 down. */
+#define LT_MODEL_N_LIN 7
+/* The weight of linear t (0..6): LT_W_WQ ... LT_W_DOWN; LT_W_COUNT when t is out of range. */
+lt_weight_id lt_model_lin_weight(int t);
+
 /* The chat template that comes with a model: tokenizer_config.json (or chat_template.jinja) of
  * a Hugging Face folder, or tokenizer.chat_template of a GGUF (bos/eos strings then taken from
  * tok's pieces when tok is given). LT_ERR_NOTFOUND when the model has none (a llama2.c .bin
@@ -223,6 +244,27 @@ lt_status lt_model_chat_template(const char *model_path, const struct lt_tokeniz
 void lt_set_num_threads(int n);
 
 /* ---- inference -------------------------------------------------------------------------- */
+/* A low-rank update of the linears that lt_model_forward applies without merging: what the
+ * forward needs of an adapter, filled by the adapter layer (lt_adapter_delta_create in
+ * adapter.h) so that model/ depends on nothing above it. For linear t of layer l,
+ * lin[l * LT_MODEL_N_LIN + t]:
+ *   LoRA (d NULL): y = x W^T + scale (x A^T) B^T (+ bias)
+ *   DoRA:          y = d * (x W^T + scale (x A^T) B^T) (+ bias),  d = mag / ||W + scale B A||_row
+ * (PEFT's forward; the bias is not rescaled). d depends on W: a DoRA delta belongs to the
+ * weights it was computed from. Everything it points to is borrowed by the forward. */
+typedef struct {
+    const float *A; /* (r, in); NULL: the linear is not adapted */
+    const float *B; /* (out, r) */
+    const float *d; /* (out) DoRA's row factors; NULL for LoRA */
+} lt_model_delta_lin;
+
+typedef struct lt_model_delta {
+    int n_layers; /* of the model it was made for */
+    int r;        /* rank of every adapted linear, 1 <= r <= min(in, out) of each */
+    float scale;
+    const lt_model_delta_lin *lin; /* (n_layers * LT_MODEL_N_LIN) */
+} lt_model_delta;
+
 /* KV cache plus every activation buffer the forward needs, allocated once: the forward never
  * allocates. k, v: (L, ctx, KV*hd). Prompts longer than max_batch are run in chunks. */
 typedef struct lt_kv_cache lt_kv_cache;
@@ -232,11 +274,14 @@ void lt_kv_cache_free(lt_kv_cache *kv); /* safe on NULL */
 int lt_kv_cache_ctx(const lt_kv_cache *kv);
 
 /* Runs tokens[0..n) at positions pos0..pos0+n-1, attending to cached positions < pos0 (which
- * must have been filled by earlier calls on the same cache), and stores their k/v.
+ * must have been filled by earlier calls on the same cache, with the same delta), and stores
+ * their k/v. m may be loaded whole or lazily (weights read through lt_model_weight_f32).
+ * delta: the adapter to apply without merging, or NULL for the base model (borrowed).
  * logits: NULL, or [n][V] when all_logits, or [V] for the last token only.
- * Errors (LT_ERR_ARG): token id out of range, pos0 + n > ctx. */
-lt_status lt_model_forward(const lt_model *m, lt_kv_cache *kv, const int32_t *tokens, int n,
-                           int pos0, float *logits, int all_logits);
+ * Errors (LT_ERR_ARG): token id out of range, pos0 + n > ctx, a delta for another model;
+ * lt_model_check_readable's. */
+lt_status lt_model_forward(const lt_model *m, const lt_model_delta *delta, lt_kv_cache *kv,
+                           const int32_t *tokens, int n, int pos0, float *logits, int all_logits);
 
 #ifdef __cplusplus
 }

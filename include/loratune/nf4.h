@@ -20,6 +20,7 @@
 #include <stdint.h>
 
 #include "loratune/core.h"
+#include "loratune/hwinfo.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -61,6 +62,9 @@ lt_status lt_quantize_blockwise8(const float *x, int64_t n, uint8_t *out, float 
 float lt_nf4_block_absmax(const lt_nf4 *q, int64_t b);
 /* Dequantizes elements [begin, begin + count) into out[count] (any range: a row or a tile). */
 void lt_nf4_dequantize(const lt_nf4 *q, int64_t begin, int64_t count, float *out);
+/* The level lt_nf4_dequantize's kernel runs (run-time dispatch, hwinfo.h): avx512, avx2 or
+ * baseline, all with the same bits. */
+lt_cpu_level lt_nf4_kernel_level(void);
 
 #ifdef __cplusplus
 }

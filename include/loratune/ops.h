@@ -25,6 +25,7 @@
 #include <stdint.h>
 
 #include "loratune/core.h"
+#include "loratune/hwinfo.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -158,6 +159,11 @@ void lt_op_dora_bwd(float *dx, float *dA, float *dB, float *dmag, const float *d
                     const float *W, const float *A, const float *B, const float *mag,
                     const float *wnorm, const float *xa, const float *mask, int N, int C, int OC,
                     int r, float scale, float *scratch);
+
+/* The level of the fast twins the trainer runs instead of some of these (attention,
+ * cross-entropy, SwiGLU: src/train/ops_fast.c; run-time dispatch, hwinfo.h): avx2 or
+ * baseline (where attention is the reference op above). */
+lt_cpu_level lt_ops_fast_kernel_level(void);
 
 #ifdef __cplusplus
 }

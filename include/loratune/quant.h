@@ -10,6 +10,7 @@
 #define LORATUNE_QUANT_H
 
 #include "loratune/core.h"
+#include "loratune/hwinfo.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -34,6 +35,10 @@ void lt_dequant_row_q8_k(const void *src, float *dst, int64_t n);
 void lt_quant_row_q8_0(const float *src, void *dst, int64_t n);
 void lt_quant_row_q4_0(const float *src, void *dst, int64_t n);
 void lt_quant_row_q4_1(const float *src, void *dst, int64_t n);
+
+/* The level lt_to_f32's kernels run (run-time dispatch, hwinfo.h): avx2 (F16, BF16, Q4_0..Q8_0,
+ * Q4_K..Q6_K; bit-identical to the scalar reference) or baseline. */
+lt_cpu_level lt_quant_kernel_level(void);
 
 /* Quantizes n floats (n a multiple of 32) to Q8_0, Q4_0 or Q4_1; LT_ERR_UNSUPPORTED for
  * other types, LT_ERR_ARG if n is not a multiple of the block size. */

@@ -36,8 +36,9 @@ extern "C" {
 struct json_t;
 
 typedef struct {
-    const char *store_dir;   /* NULL: lt_store_default_dir() */
+    const char *store_dir;   /* NULL: LT_STORE_DEFAULT_DIR */
     const char *mlflow_uri;  /* NULL or "": no mirror */
+    const char *mlflow_token, *mlflow_username, *mlflow_password; /* lt_mlflow_server: NULL none */
     const char *experiment;  /* NULL: "default" */
     const char *name;        /* optional run name */
     const char *kind;        /* NULL: "train" */

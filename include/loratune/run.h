@@ -6,17 +6,42 @@
  *   lt_run_opts o;  lt_run_opts_default(&o);
  *   lt_run_opts_load_yaml(&o, "config.yaml");          optional; keys = long option names
  *   lt_run_opts_set(&o, "lora-rank", "16");            the command line, one call per option
- *   lt_run *r;  lt_run_create(&o, &r);                 loads model, tokenizer, data, trainer,
- *                                                      and the checkpoint named by o.resume
+ *   lt_run *r;  lt_run_new(&o, &r);                    checks the options
  *   lt_run_add_sink(r, my_sink, ctx);                  events: JSON objects (see below)
+ *   lt_run_prepare(r);                                 loads model, tokenizer, data, trainer,
+ *                                                      and the checkpoint named by o.resume
  *   lt_run_train(r, &outcome);                         until done / early stop / stop request
+ *   lt_run_get_result(r, &result);                     losses, steps, outputs, why it stopped
  *   lt_run_free(r);
- * lt_run_request_stop may be called from a signal handler or another thread: the loop
- * abandons the current optimizer step (weights untouched, data position rewound), saves a
- * checkpoint and returns with outcome LT_RUN_INTERRUPTED.
+ * (lt_run_create = lt_run_new + lt_run_prepare, for callers that need no stage events; many
+ * runs over one loaded model and tokenized data: lt_run_shared_load + lt_run_new_from.)
+ * lt_run_request_stop may be called from a signal handler or another thread: lt_run_prepare
+ * returns LT_ERR_CANCELLED at its next check (between stages, after every record while
+ * tokenizing); the loop abandons the current optimizer step (weights untouched, data position
+ * rewound), saves a checkpoint and returns with outcome LT_RUN_INTERRUPTED.
+ *
+ * Threads: sinks are called on the thread that calls lt_run_prepare / lt_run_train. o.threads
+ * (> 0) is the OpenMP thread count of the run's parallel work: set for the calling thread only
+ * (omp_set_num_threads is per thread) while lt_run_prepare / lt_run_train / lt_run_evaluate
+ * run, and restored when they return, so runs on different threads each use their own.
+ * What stays process-wide: OpenBLAS's thread count (the trainer sets it to 1 for each step and
+ * restores it after, lt_train_config.keep_blas_threads; set it for the process with
+ * lt_set_num_threads, as `loratune train --threads` does) and the automatic sizes' view of
+ * memory (the process's RSS). Distinct runs share no other state; each locks its own OUT.
  *
  * Events (each a JSON object with "event": kind, passed to every sink in the order added;
  * the object is borrowed for the call):
+ *   stage      lt_run_prepare's progress, in this order; every one has stage, elapsed_s
+ *              (since lt_run_prepare began):
+ *              loading_model     model, lazy, shared (borrowed from an lt_run_shared)
+ *              tokenizing        data, examples (records read so far), done (false: at the
+ *                                start, with max_seq_len, then at most every 0.5 s; true: once
+ *                                read, examples = all splits), shared (true: the shared
+ *                                data); again after planning when memory cuts the length
+ *              planning          auto_batch_size, auto_max_seq_len, memory_budget_bytes
+ *              creating_trainer  method, batch_size, max_seq_len, base_dtype
+ *              resuming          checkpoint (with o.resume)
+ *              ready             steps, train_examples, valid_examples, batch_size, max_seq_len
  *   start      steps, epoch_batches, train_examples, valid_examples, trainable_params,
  *              resumed_from (step), config {...}
  *   step       step, epoch, loss, lr, grad_norm, tokens, tokens_per_sec, peak_rss_bytes,
@@ -43,7 +68,7 @@
  * checkpoints the run wrote or resumed from in OUT, never another run's files; temp files of
  * a killed write are removed when OUT is next locked).
  *
- * OUT is locked (lt_dir_lock_open: OUT/.loratune.lock) from lt_run_create to lt_run_free, so
+ * OUT is locked (lt_dir_lock_open: OUT/.loratune.lock) from lt_run_prepare to lt_run_free, so
  * a second run or an export into OUT fails with LT_ERR_BUSY naming OUT and the holder's pid.
  *
  * Outputs (OUT): run_config.yaml (the resolved options: `-c OUT/run_config.yaml` reproduces
@@ -51,11 +76,13 @@
  * OUT/mlx-lm/ (mlx-lm adapter), OUT/adapter.gguf (llama.cpp, LoRA only); full fine-tuning: a
  * Hugging Face folder (config.json + model.safetensors) in OUT.
  *
- * Fault injection (tests): env LT_FAULT_NAN_STEPS="3,4" makes the gradients of those
- * optimizer steps NaN (read by lt_run_create).
+ * Fault injection (tests): lt_run_opts.fault_nan_steps = "3,4" makes the gradients of those
+ * optimizer steps NaN (`loratune train` takes it from the environment, LT_FAULT_NAN_STEPS).
  *
  * Ownership: lt_run_opts is a plain value (fixed-size strings, copyable). lt_run owns the
- * model, tokenizer, data and trainer it loads; sink contexts are borrowed. */
+ * model, tokenizer, data and trainer it loads; a run made from an lt_run_shared borrows the
+ * shared model, tokenizer and data (the shared object must outlive it); sink contexts are
+ * borrowed. The library reads no environment variables. */
 #ifndef LORATUNE_RUN_H
 #define LORATUNE_RUN_H
 
@@ -126,16 +153,24 @@ typedef struct {
     int max_nonfinite;    /* consecutive non-finite steps before stopping */
     /* misc */
     uint64_t seed;
-    int threads; /* 0: as the environment says */
+    int threads; /* OpenMP threads of the run's work, on its thread (see Threads above); 0: as
+                    the environment says */
     int json;    /* front ends: print events as JSON lines */
+    /* set by C code only: not in the option table (not in a config file, on the command line,
+       in run_config.yaml or in checkpoints) */
+    char fault_nan_steps[256]; /* tests: comma-separated optimizer steps (>= 1) whose gradients
+                                  are made NaN (`loratune train` maps $LT_FAULT_NAN_STEPS here) */
+    int keep_blas_threads;     /* lt_train_config.keep_blas_threads (`loratune train` / `eval`
+                                  map $LT_TWO_POOLS here) */
 } lt_run_opts;
 
-void lt_run_opts_default(lt_run_opts *o);
+void lt_run_opts_default(lt_run_opts *o); /* every option's default (the table's def) */
 
 /* Sets one option by its long name ("lora-rank", "lora_rank" and "--lora-rank" are the same
  * key) from its text value; flags take true/false/yes/no/on/off/1/0. LT_ERR_ARG with
  * "lora-rank: expected an integer >= 1, got 'x'" or "unknown option 'lora-rnak' (did you mean
- * 'lora-rank'?)". Setting iters clears epochs and the other way round. */
+ * 'lora-rank'?)"; ranges and choices are the option table's. Setting iters clears epochs and
+ * the other way round. */
 lt_status lt_run_opts_set(lt_run_opts *o, const char *key, const char *value);
 /* 1 when key names a flag (a boolean option: no value on the command line). -1 unknown. */
 int lt_run_opt_is_flag(const char *key);
@@ -144,19 +179,73 @@ int lt_run_opt_is_flag(const char *key);
 lt_status lt_run_opts_load_yaml(lt_run_opts *o, const char *path);
 /* Checks what must hold across options before a run (model/data/out given, ...). */
 lt_status lt_run_opts_validate(const lt_run_opts *o, int need_out);
-/* The resolved options (all but resume) as YAML text / as a JSON object of strings; text
- * that lt_run_opts_set reads back to the same values. *out malloc'd / new reference. */
+/* The resolved options (all but resume and json: LT_OPT_NO_RECORD) as YAML text / as a JSON object
+ * of strings; text that lt_run_opts_set reads back to the same values. *out malloc'd / new
+ * reference. */
 lt_status lt_run_opts_to_yaml(const lt_run_opts *o, char **out);
 struct json_t *lt_run_opts_to_json(const lt_run_opts *o);
 
-/* The option table, for --help texts and forms. */
+/* ---- the option table ---------------------------------------------------------------------
+ * One static table describes every option: its name, type, the lt_run_opts field it sets, the
+ * default, the accepted range or choices, whether it is a hyperparameter (and how a search
+ * should sample it) and its help line. lt_run_opts_default, lt_run_opts_set, the dumps
+ * (run_config.yaml, checkpoints, the start event's config), the YAML reader, `loratune train
+ * --help` and any form generator or search-space builder all read it, so an option added to
+ * the table is everywhere at once. Invariant: for every option i and every value v that
+ * lt_run_opts_set accepts, lt_run_opts_set(o, name, lt_run_opt_format(o, i)) leaves o unchanged. */
+typedef enum {
+    LT_OPT_STRING = 0, /* text (paths): a char[LT_RUN_PATH_MAX] field */
+    LT_OPT_BOOL,       /* an int 0 / 1; a flag on the command line; true/false/yes/no/on/off/1/0 */
+    LT_OPT_INT,        /* an int, int64_t or uint64_t field, in [min, max] */
+    LT_OPT_FLOAT,      /* a double field, in [min, max] (a bound excluded where *_open) */
+    LT_OPT_ENUM,       /* one of choices (an enum field: the choice's value) */
+    LT_OPT_SIZE,       /* bytes (int64_t): a number with an optional K/M/G/T[i][B] suffix */
+    LT_OPT_LIST,       /* a comma-separated set of choices, or "all" (unsigned bit mask: bit i
+                          is choices[i]) */
+    LT_OPT_LAYERS,     /* lora-layers: N (the last N), A:B (layers A..B-1) or all; three int
+                          fields from offset: lora_layer_begin, lora_layer_end, lora_last_layers */
+} lt_run_opt_type;
+
+/* How a hyperparameter search samples an option (lt_run_opt_info.tune). */
+typedef enum {
+    LT_TUNE_NO = 0,  /* not a hyperparameter (paths, sizes of the run, output, ...) */
+    LT_TUNE_LINEAR,  /* uniform in [tune_min, tune_max] (integers rounded) */
+    LT_TUNE_LOG,     /* log-uniform in [tune_min, tune_max] */
+    LT_TUNE_CHOICE,  /* one of choices (ENUM, LIST: a subset; BOOL: true / false) */
+} lt_run_opt_tune;
+
+/* lt_run_opt_info.flags */
+#define LT_OPT_AUTO 1u      /* "auto" is accepted and stored as 0 (batch-size, max-seq-len) */
+#define LT_OPT_NO_CONFIG 2u /* not accepted in a config file (resume) */
+#define LT_OPT_NO_RECORD 4u /* not part of the resolved options (run_config.yaml, checkpoints,
+                               the start event's config): resume, json */
+
 typedef struct {
-    const char *name; /* long name, with dashes */
-    const char *arg;  /* "N", "PATH", ... or NULL for a flag */
-    const char *help;
+    const char *name;        /* long name with dashes, also the config key ("lora-rank") */
+    const char *arg;         /* placeholder for --help ("N", "PATH"); NULL for a flag (BOOL) */
+    const char *help;        /* one line, without the default */
+    lt_run_opt_type type;
+    size_t offset, size;     /* where in lt_run_opts (offsetof / sizeof the field; LAYERS: the
+                                three ints) */
+    double min, max;         /* INT / FLOAT / SIZE: accepted range; max INFINITY: no upper
+                                bound */
+    int min_open, max_open;  /* FLOAT: the bound itself is not accepted */
+    const char *const *choices; /* ENUM / LIST: the names, NULL-terminated; else NULL */
+    const char *def;         /* the default as text (what lt_run_opts_default sets; "" = empty);
+                                NULL: no default of its own (iters: from epochs) */
+    unsigned flags;          /* LT_OPT_* (bits above 0xff are the table's own) */
+    lt_run_opt_tune tune;    /* LT_TUNE_NO: not a hyperparameter */
+    double tune_min, tune_max; /* LINEAR / LOG: a suggested search range (within min..max) */
 } lt_run_opt_info;
+
 int lt_run_opt_count(void);
-const lt_run_opt_info *lt_run_opt_get(int i);
+const lt_run_opt_info *lt_run_opt_get(int i); /* 0 <= i < lt_run_opt_count(); else NULL */
+/* Index of the option key names ("lora-rank", "lora_rank", "--lora-rank"); -1 unknown. */
+int lt_run_opt_find(const char *key);
+/* The value of option i in o as the text lt_run_opts_set reads back ("" for an empty path;
+ * doubles in their shortest exact form), for forms and search spaces. Returns buf (n >= 64
+ * bytes), a string field of o or a static string; NULL when i is out of range. */
+const char *lt_run_opt_format(const lt_run_opts *o, int i, char *buf, size_t n);
 
 /* ---- the run ----------------------------------------------------------------------------- */
 typedef struct lt_run lt_run;
@@ -170,17 +259,81 @@ typedef enum {
 } lt_run_outcome;
 const char *lt_run_outcome_name(lt_run_outcome o);
 
-/* Locks o->out when given (LT_ERR_BUSY when another run or export holds it), then loads
- * everything (and the checkpoint of o->resume). Does not need o->out unless training. */
+/* In stages, so that a front end sees progress and can cancel:
+ *   lt_run_new      checks and copies the options (no I/O, no lock);
+ *   lt_run_add_sink as many as needed, before lt_run_prepare to see its stage events;
+ *   lt_run_prepare  locks o->out when given (LT_ERR_BUSY when another run or export holds
+ *                   it), loads the model, tokenizer and data, sizes and creates the trainer,
+ *                   loads the checkpoint of o->resume; "stage" events; checks the stop flag
+ *                   between stages and after every record while tokenizing: a stop request
+ *                   (lt_run_request_stop, from another thread or a signal handler) makes it
+ *                   return LT_ERR_CANCELLED. Called once; after a failure only lt_run_free.
+ * Does not need o->out unless training. *out is new (lt_run_free). */
+lt_status lt_run_new(const lt_run_opts *o, lt_run **out);
+lt_status lt_run_prepare(lt_run *r);
+/* lt_run_new + lt_run_prepare (no sinks yet, so no stage events). */
 lt_status lt_run_create(const lt_run_opts *o, lt_run **out);
 void lt_run_free(lt_run *r); /* safe on NULL */
-lt_status lt_run_add_sink(lt_run *r, lt_run_sink fn, void *ctx);
-/* Async-signal-safe; also safe from another thread. */
+lt_status lt_run_add_sink(lt_run *r, lt_run_sink fn, void *ctx); /* ctx borrowed */
+/* Async-signal-safe; also safe from another thread. Before or during lt_run_prepare: it
+ * returns LT_ERR_CANCELLED; during lt_run_train: a checkpoint and LT_RUN_INTERRUPTED. */
 void lt_run_request_stop(lt_run *r);
 
+/* ---- many runs over one model, tokenizer and tokenized data (HPO trials, server jobs) ------
+ * lt_run_shared_load loads what runs over the same base and data have in common, as
+ * lt_run_prepare would for options o: the model (lazily mapped: only lora / dora / qlora, full
+ * fine-tuning trains the model in place), the tokenizer and chat template, and the data
+ * tokenized with o's data options (max-seq-len, auto: the model's context). Stage events
+ * (loading_model, tokenizing) go to fn(ctx, event) when fn is given. *out is new.
+ *
+ * A run made from it (lt_run_new_from / lt_run_create_from) BORROWS the model, tokenizer,
+ * template and data instead of loading them: the shared object must outlive every run made
+ * from it (lt_run_shared_free after their lt_run_free). Runs only read it, so runs on several
+ * threads may use one shared object at once. The run's options must match the shared
+ * object's model, tokenizer, data, data-format, train-on-prompt and (one-file data)
+ * valid-fraction and seed: LT_ERR_ARG naming the option otherwise. The run uses the shared
+ * tokenized data when it holds the same examples the run would tokenize (same max-seq-len, or
+ * no example longer than either length; with auto sizes, while memory does not force a
+ * shorter length); otherwise it tokenizes its own copy (with the shared tokenizer). Every
+ * other option (lr, rank, targets, batch sizes, out, resume, adapter, ...) is the run's own.
+ * Losses are those of an lt_run_create run with the same options, bit for bit. Automatic
+ * sizes count the process's RSS, so concurrent runs should give batch-size and max-seq-len. */
+typedef struct lt_run_shared lt_run_shared;
+lt_status lt_run_shared_load(const lt_run_opts *o, lt_run_sink fn, void *ctx, lt_run_shared **out);
+void lt_run_shared_free(lt_run_shared *s); /* safe on NULL; after the runs made from it */
+const lt_data *lt_run_shared_data(const lt_run_shared *s); /* borrowed */
+lt_status lt_run_new_from(const lt_run_shared *shared, const lt_run_opts *o, lt_run **out);
+lt_status lt_run_create_from(const lt_run_shared *shared, const lt_run_opts *o, lt_run **out);
+
 /* The loop. LT_OK for every outcome (LT_RUN_NONFINITE also sets the message naming the steps
- * and the last good checkpoint); errors are I/O and the like. */
+ * and the last good checkpoint); errors are I/O and the like. LT_ERR_ARG when r was not
+ * prepared. */
 lt_status lt_run_train(lt_run *r, lt_run_outcome *outcome);
+
+/* What a run did, without scraping events (lt_run_get_result). Strings are borrowed from the
+ * run (valid until lt_run_free). Read on the thread that runs r, or after lt_run_train. */
+typedef struct {
+    int finished;           /* 1 once lt_run_train returned; else the state so far */
+    lt_status status;       /* what lt_run_train returned (LT_OK for every outcome) */
+    lt_run_outcome outcome; /* done, early_stop, interrupted, nonfinite */
+    const char *message;    /* "" when done; else why it stopped (the error, the non-finite
+                               steps, the early stop, the stop request) */
+    int64_t steps;          /* optimizer steps completed (resumed and skipped ones included) */
+    int64_t total_steps;
+    int64_t tokens;         /* loss tokens trained on (resumed ones included) */
+    double train_loss;      /* loss of the last applied step of this session; NaN: none */
+    double last_val_loss;   /* NaN: never evaluated */
+    int64_t last_val_step;  /* -1: never evaluated */
+    double best_val_loss;   /* NaN: never evaluated */
+    double tokens_per_sec;  /* loss tokens / seconds in the steps of this session */
+    double train_s;         /* seconds in the steps of this session */
+    double elapsed_s;       /* lt_run_train's wall time (evaluations and saving included) */
+    int64_t peak_rss_bytes; /* the process's peak RSS so far (every run in the process) */
+    const char *out;        /* OUT */
+    const char *checkpoint; /* the last checkpoint written or resumed from; "" none */
+    const char *peft, *mlx, *gguf, *hf; /* outputs written; "" when not (DoRA: no gguf) */
+} lt_run_result;
+void lt_run_get_result(const lt_run *r, lt_run_result *out);
 
 typedef struct {
     double loss; /* sum of token losses / tokens */

@@ -37,6 +37,7 @@ double lt_sampler_uniform(lt_sampler *s);
 
 /* ---- generation loop ----------------------------------------------------------------- */
 struct lt_model;
+struct lt_model_delta;
 struct lt_kv_cache;
 struct lt_tokenizer;
 
@@ -56,12 +57,14 @@ typedef struct {
 
 /* Runs prompt[0..n_prompt) through the model (one batched prefill), then samples up to
  * max_tokens ids. A stop id ends generation and is included in *out_ids but not printed.
+ * delta: an adapter applied without merging (lt_adapter_delta_create), or NULL; borrowed.
  * tok may be NULL (no text callback then: on_token gets len 0). *out_ids (generated ids
  * only) is malloc'd, caller frees; out_ids may be NULL. The cache must hold
  * n_prompt + max_tokens positions (generation stops early at the context end). */
-lt_status lt_generate(const struct lt_model *m, struct lt_kv_cache *kv,
-                      const struct lt_tokenizer *tok, lt_sampler *s, const int32_t *prompt,
-                      int n_prompt, const lt_generate_opts *o, int32_t **out_ids, int *n_out);
+lt_status lt_generate(const struct lt_model *m, const struct lt_model_delta *delta,
+                      struct lt_kv_cache *kv, const struct lt_tokenizer *tok, lt_sampler *s,
+                      const int32_t *prompt, int n_prompt, const lt_generate_opts *o,
+                      int32_t **out_ids, int *n_out);
 
 #ifdef __cplusplus
 }

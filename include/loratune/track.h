@@ -1,8 +1,9 @@
 /* track.h - experiment tracking: an embedded SQLite store of experiments, runs, parameters,
  * metric series, tags, artifacts, the hardware of each run, and a model registry.
  *
- * Where: a folder (default ".loratune" in the working directory, or $LORATUNE_STORE, or what
- * the caller passes) holding store.db. The folder and database are created on first use.
+ * Where: a folder (what the caller passes, default ".loratune" in the working directory)
+ * holding store.db; the library reads no environment (the loratune program maps
+ * $LORATUNE_STORE onto --store). The folder and database are created on first use.
  *
  * Invariants:
  *   - WAL journal, synchronous=NORMAL, a busy timeout (LT_STORE_BUSY_MS) and every write in a
@@ -37,10 +38,8 @@ extern "C" {
 
 typedef struct lt_store lt_store;
 
-/* $LORATUNE_STORE when set and non-empty, else LT_STORE_DEFAULT_DIR. */
-const char *lt_store_default_dir(void);
 /* Opens (creating the folder and database when missing, migrating an older schema) the store
- * in folder dir (NULL: lt_store_default_dir()). Errors: LT_ERR_IO (folder can't be created,
+ * in folder dir (NULL or "": LT_STORE_DEFAULT_DIR). Errors: LT_ERR_IO (folder can't be created,
  * database can't be opened), LT_ERR_FORMAT ("not a database", integrity failure),
  * LT_ERR_UNSUPPORTED (schema newer than this build). */
 lt_status lt_store_open(const char *dir, lt_store **out);

@@ -98,6 +98,12 @@ typedef struct {
                               then not run lt_model_forward or another trainer -- reload it.
                               Ignored (nothing released) for an F32 base, which uses the
                               model's weights, and for FULL, which trains them in place. */
+    int keep_blas_threads; /* 0 (default): OpenBLAS is set to one thread for the length of each
+                              lt_trainer_accumulate / lt_trainer_eval (one OpenMP pool splits
+                              every GEMM) and restored after; 1: OpenBLAS's threads are left
+                              alone (two pools: A/B measurements, docs/OPS.md). OpenBLAS's
+                              thread count is process-wide: concurrent trainers' steps see each
+                              other's setting (same results: lt_gemm splits only M / N). */
 } lt_train_config;
 
 /* Defaults: LORA r=8 alpha=16 dropout 0, targets q,v, all layers; B=1, T=512, no checkpoint,

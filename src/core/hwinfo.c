@@ -11,7 +11,9 @@
 #include <cblas.h>
 #include <jansson.h>
 #include <omp.h>
+#include <pthread.h>
 #include <sched.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -232,6 +234,75 @@ static uint32_t compiled_features(void) {
     f |= LT_CPU_ARM_BF16;
 #endif
     return f;
+}
+
+/* ---- dispatch level ------------------------------------------------------------------------ */
+
+static const char *const k_level_names[LT_CPU_LEVEL_COUNT] = {"baseline", "avx2", "avx512"};
+
+#if defined(LT_HW_X86)
+/* the level a set of feature bits (as detect_x86 gives them) runs */
+static lt_cpu_level level_of(uint32_t f) {
+    const uint32_t avx2 = LT_CPU_AVX2 | LT_CPU_FMA | LT_CPU_F16C;
+    const uint32_t avx512 = avx2 | LT_CPU_AVX512F | LT_CPU_AVX512BW | LT_CPU_AVX512VL;
+    if ((f & avx512) == avx512) return LT_CPU_LEVEL_AVX512;
+    if ((f & avx2) == avx2) return LT_CPU_LEVEL_AVX2;
+    return LT_CPU_LEVEL_BASELINE;
+}
+#endif
+
+static lt_cpu_level g_detected = LT_CPU_LEVEL_BASELINE;
+static pthread_once_t g_detect_once = PTHREAD_ONCE_INIT;
+static atomic_int g_max_level = LT_CPU_LEVEL_COUNT - 1;
+
+static void detect_level(void) {
+#if defined(LT_HW_X86)
+    char brand[64], vendor[32];
+    g_detected = level_of(detect_x86(brand, sizeof brand, vendor, sizeof vendor));
+#else
+    g_detected = LT_CPU_LEVEL_BASELINE;
+#endif
+}
+
+lt_cpu_level lt_cpu_level_detected(void) {
+    pthread_once(&g_detect_once, detect_level);
+    return g_detected;
+}
+
+lt_status lt_cpu_set_max_level(lt_cpu_level max) {
+    if ((unsigned)max >= LT_CPU_LEVEL_COUNT)
+        return lt_error(LT_ERR_ARG, "cpu level %d: expected 0 (baseline) to %d (%s)", (int)max,
+                        LT_CPU_LEVEL_COUNT - 1, k_level_names[LT_CPU_LEVEL_COUNT - 1]);
+    atomic_store_explicit(&g_max_level, (int)max, memory_order_relaxed);
+    return LT_OK;
+}
+
+lt_cpu_level lt_cpu_max_level(void) {
+    return (lt_cpu_level)atomic_load_explicit(&g_max_level, memory_order_relaxed);
+}
+
+lt_cpu_level lt_cpu_level_active(void) {
+    lt_cpu_level d = lt_cpu_level_detected(), m = lt_cpu_max_level();
+    return d < m ? d : m;
+}
+
+lt_cpu_level lt_cpu_level_for(lt_cpu_level best) {
+    lt_cpu_level a = lt_cpu_level_active();
+    return a < best ? a : best;
+}
+
+const char *lt_cpu_level_name(lt_cpu_level l) {
+    return (unsigned)l < LT_CPU_LEVEL_COUNT ? k_level_names[l] : NULL;
+}
+
+lt_status lt_cpu_level_parse(const char *name, lt_cpu_level *out) {
+    for (int l = 0; l < LT_CPU_LEVEL_COUNT; l++)
+        if (name && !strcmp(name, k_level_names[l])) {
+            *out = (lt_cpu_level)l;
+            return LT_OK;
+        }
+    return lt_error(LT_ERR_ARG, "cpu level '%s': expected baseline, avx2 or avx512",
+                    name ? name : "(null)");
 }
 
 /* ---- /proc and /sys -------------------------------------------------------------------- */
@@ -487,15 +558,11 @@ lt_status lt_hwinfo_detect(lt_hwinfo *out) {
                  "OpenBLAS chose %s kernels (no AVX) on an AVX2 CPU; set OPENBLAS_CORETYPE=%s",
                  hw->blas_core, (hw->cpu_features & LT_CPU_AVX512F) ? "SkylakeX" : "Haswell");
 
-    /* kernels: the best level the CPU runs and the compiler was allowed to emit */
-    uint32_t both = hw->cpu_features & hw->compiled_features;
-    const uint32_t k512 = LT_CPU_AVX512F | LT_CPU_AVX512BW | LT_CPU_AVX512VL | LT_CPU_FMA;
-    const uint32_t k256 = LT_CPU_AVX2 | LT_CPU_FMA;
-    const char *lvl = "scalar";
-    if ((both & k512) == k512) lvl = "avx512";
-    else if ((both & k256) == k256) lvl = "avx2";
-    else if (both & LT_CPU_NEON) lvl = "neon";
-    copy_str(hw->kernel_level, sizeof hw->kernel_level, lvl);
+    /* kernels: the level the dispatch runs (the CPU's, at most the cap) */
+    copy_str(hw->kernel_level, sizeof hw->kernel_level, lt_cpu_level_name(lt_cpu_level_active()));
+    copy_str(hw->cpu_level, sizeof hw->cpu_level, lt_cpu_level_name(lt_cpu_level_detected()));
+    copy_str(hw->kernel_level_max, sizeof hw->kernel_level_max,
+             lt_cpu_level_name(lt_cpu_max_level()));
     int t = hw->physical_cores;
     if (hw->affinity_cores > 0 && t > hw->affinity_cores) t = hw->affinity_cores;
     if (hw->cgroup_cpus > 0) {
@@ -553,8 +620,9 @@ lt_status lt_hwinfo_to_json(const lt_hwinfo *hw, char **json) {
                   "core", hw->blas_core, "threads", hw->blas_threads, "parallel",
                   hw->blas_parallel, "note", hw->blas_note));
     json_object_set_new(root, "runtime",
-                        json_pack("{s:s, s:i}", "kernel_level", hw->kernel_level, "threads",
-                                  hw->threads));
+                        json_pack("{s:s, s:s, s:s, s:i}", "kernel_level", hw->kernel_level,
+                                  "cpu_level", hw->cpu_level, "kernel_level_max",
+                                  hw->kernel_level_max, "threads", hw->threads));
     *json = json_dumps(root, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
     json_decref(root);
     return *json ? LT_OK : lt_error(LT_ERR_NOMEM, "hwinfo: cannot build JSON");

@@ -43,6 +43,7 @@ const char *lt_status_name(lt_status s) {
     case LT_ERR_NOTFOUND: return "not found";
     case LT_ERR_INTERNAL: return "internal error";
     case LT_ERR_BUSY: return "busy";
+    case LT_ERR_CANCELLED: return "cancelled";
     }
     return "unknown status";
 }

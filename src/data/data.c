@@ -416,6 +416,7 @@ typedef struct {
     const lt_chat_template *tpl;
     const lt_data_opts *o;
     int64_t n_fallback;
+    int64_t n_records; /* read so far, every file (the progress hook) */
 } tok_ctx;
 
 static int64_t utf8_chars(const char *s) {
@@ -703,6 +704,11 @@ static lt_status load_file(lt_data *d, const char *path, split_t *sp, tok_ctx *k
             free(e.mask);
             break;
         }
+        if (k->o->progress && k->o->progress(k->o->progress_ctx, ++k->n_records)) {
+            st = lt_error(LT_ERR_CANCELLED, "%s:%lld: reading stopped on request", path,
+                          (long long)line);
+            break;
+        }
     }
     lt_data_reader_close(&rd);
     (void)d;
@@ -857,7 +863,7 @@ lt_status lt_data_open(const char *path, const lt_tokenizer *tok, const lt_chat_
     if (!d) return lt_error(LT_ERR_NOMEM, "out of memory");
     d->max_seq_len = o.max_seq_len;
     d->has_tokens = tok != NULL;
-    tok_ctx k = {tok, tpl, &o, 0};
+    tok_ctx k = {tok, tpl, &o, 0, 0};
     lt_data_format fmt = o.format;
     char detected_at[600] = "";
     lt_status st = LT_OK;

@@ -49,9 +49,9 @@ static int is_stop(const lt_model *m, const lt_tokenizer *tok, const lt_generate
     return tok && lt_tokenizer_eos(tok) == id;
 }
 
-lt_status lt_generate(const lt_model *m, lt_kv_cache *kv, const lt_tokenizer *tok, lt_sampler *s,
-                      const int32_t *prompt, int n_prompt, const lt_generate_opts *o,
-                      int32_t **out_ids, int *n_out) {
+lt_status lt_generate(const lt_model *m, const lt_model_delta *delta, lt_kv_cache *kv,
+                      const lt_tokenizer *tok, lt_sampler *s, const int32_t *prompt, int n_prompt,
+                      const lt_generate_opts *o, int32_t **out_ids, int *n_out) {
     if (out_ids) *out_ids = NULL;
     if (n_out) *n_out = 0;
     if (n_prompt < 1) return lt_error(LT_ERR_ARG, "generate: empty prompt (add BOS at least)");
@@ -85,7 +85,7 @@ lt_status lt_generate(const lt_model *m, lt_kv_cache *kv, const lt_tokenizer *to
         free(text);
         text = NULL;
     }
-    if ((st = lt_model_forward(m, kv, prompt, n_prompt, 0, logits, 0))) goto done;
+    if ((st = lt_model_forward(m, delta, kv, prompt, n_prompt, 0, logits, 0))) goto done;
     int stopped = 0;
     while (n_gen < max_new && !stopped) {
         int32_t id = lt_sampler_sample(s, logits);
@@ -110,7 +110,8 @@ lt_status lt_generate(const lt_model *m, lt_kv_cache *kv, const lt_tokenizer *to
         }
         if (n_gen < max_new && !stopped) {
             int32_t cur = id;
-            if ((st = lt_model_forward(m, kv, &cur, 1, n_prompt + n_gen - 1, logits, 0))) goto done;
+            if ((st = lt_model_forward(m, delta, kv, &cur, 1, n_prompt + n_gen - 1, logits, 0)))
+                goto done;
         }
     }
     /* flush any held-back tail */

@@ -123,7 +123,6 @@ void lt_model_free(lt_model *m) {
     if (!m) return;
     params_unmap(m);
     lt_model_source_free(m->src);
-    free(m->adapter_dora_scale);
     free(m->inv_freq);
     free(m->path);
     free(m);

@@ -57,6 +57,9 @@ struct lt_model_source {
 lt_status lt_model_source_attach(lt_model *m, void *file, void (*close)(void *file),
                                  int interleaved_qk);
 void lt_model_source_free(struct lt_model_source *s); /* safe on NULL */
+/* The fp32 weight id of layer of a loaded model (n floats per layer), NULL when it has none. */
+const float *lt_model_loaded_weight_(const lt_model *m, lt_weight_id id, int64_t layer,
+                                     int64_t n);
 
 /* lt_model_take for every tensor m->config asks for, found by n->find in file (borrowed), in
  * lt_model_weights' order (bq/bk/bv only with qkv_bias, lm_head only when untied); with

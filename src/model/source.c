@@ -96,8 +96,8 @@ int lt_model_weight_shape(const lt_model_config *c, lt_weight_id id, int64_t *ro
     return 1;
 }
 
-/* the fp32 weight of a loaded model */
-static const float *loaded_ptr(const lt_model *m, lt_weight_id id, int64_t layer, int64_t n) {
+const float *lt_model_loaded_weight_(const lt_model *m, lt_weight_id id, int64_t layer,
+                                     int64_t n) {
     const lt_model_weights *w = &m->w;
     const float *p[LT_W_COUNT] = {w->tok_embd, w->attn_norm, w->wq,     w->wk,   w->wv,
                                   w->bq,       w->bk,        w->bv,     w->wo,   w->ffn_norm,
@@ -127,7 +127,7 @@ lt_status lt_model_weight_rows(const lt_model *m, lt_weight_id id, int layer, in
     if (!lt_model_is_lazy(m)) {
         lt_status st = lt_model_check_weights(m, "model weight rows");
         if (st) return st;
-        const float *p = loaded_ptr(m, id, layer, rows * cols);
+        const float *p = lt_model_loaded_weight_(m, id, layer, rows * cols);
         memcpy(dst, p + row0 * cols, sizeof(float) * (size_t)(nrows * cols));
         return LT_OK;
     }
@@ -138,6 +138,14 @@ lt_status lt_model_weight_rows(const lt_model *m, lt_weight_id id, int layer, in
     const int il = lt_model_weight_interleaved(m, id);
     const int hd = m->config.head_dim;
     if (rows == 1) { /* a vector: whole, then un-interleave its elements */
+        if (il && lt_dtype_block_elems(v->dtype) == 1) { /* element by element, no scratch */
+            const int64_t eb = lt_dtype_block_bytes(v->dtype);
+            for (int64_t r = 0; r < cols; r++) {
+                lt_status st = lt_to_f32(v->dtype, base + file_row(r, hd) * eb, dst + r, 1);
+                if (st) return st;
+            }
+            return LT_OK;
+        }
         lt_status st = lt_to_f32(v->dtype, base, dst, cols);
         if (st || !il) return st;
         float *tmp = lt_malloc(sizeof(float) * (size_t)cols);

@@ -1,5 +1,6 @@
 /* dequant.c - scalar reference (de)quantization of ggml block formats, and lt_to_f32 (which
- * runs the AVX2 twins of dequant_simd.c where they exist: same bits).
+ * runs the AVX2 twins of dequant_avx2.c where they exist and the dispatch level allows:
+ * same bits).
  *
  * Block layouts (bytes, little-endian f16 fields) as in ggml-common.h:
  *   Q4_0 (32 elems, 18 B): f16 d, u8 qs[16]               y = d * (q - 8)
@@ -16,6 +17,7 @@
  * The float expressions keep ggml's evaluation order (e.g. (d * sc) * q - dmin * m) so that
  * results are bit-exact; the build uses ISO C mode, where GCC does not contract a*b+c into
  * an FMA (which would change the rounding). Everything reads bytes, so src may be unaligned. */
+#include "loratune/hwinfo.h"
 #include "loratune/quant.h"
 #include "quant_internal.h"
 
@@ -315,6 +317,14 @@ lt_status lt_quantize(lt_dtype t, const float *src, void *dst, int64_t n) {
 }
 
 /* ---- lt_to_f32 ------------------------------------------------------------------------ */
+lt_cpu_level lt_quant_kernel_level(void) {
+#if LT_X86_KERNELS
+    return lt_cpu_level_for(LT_CPU_LEVEL_AVX2);
+#else
+    return LT_CPU_LEVEL_BASELINE;
+#endif
+}
+
 lt_status lt_to_f32(lt_dtype t, const void *src, float *dst, int64_t n) {
     if ((unsigned)t >= LT_DTYPE_COUNT)
         return lt_error(LT_ERR_ARG, "lt_to_f32: unknown dtype %d", (int)t);
@@ -323,7 +333,10 @@ lt_status lt_to_f32(lt_dtype t, const void *src, float *dst, int64_t n) {
         return lt_error(LT_ERR_ARG,
                         "lt_to_f32 %s: n = %lld is not a multiple of the block size %lld",
                         lt_dtype_name(t), (long long)n, (long long)be);
-    if (lt_to_f32_simd(t, src, dst, n)) return LT_OK;
+#if LT_X86_KERNELS
+    if (lt_quant_kernel_level() >= LT_CPU_LEVEL_AVX2 && lt_to_f32_avx2(t, src, dst, n))
+        return LT_OK;
+#endif
     const uint8_t *p = src;
     switch (t) {
     case LT_DTYPE_F32:

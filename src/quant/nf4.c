@@ -6,17 +6,17 @@
  *   of the first midpoint >= scaled (torch.bucketize, right=False).
  *   8-bit absmax: normed = v / absmax2, binary search for the last map entry <= normed with
  *   map[0] taken as -1 (as bitsandbytes' quantize_cpu does), then the right neighbour when it
- *   is strictly closer. The mean of absmax is summed in double and rounded once. */
+ *   is strictly closer. The mean of absmax is summed in double and rounded once.
+ * lt_nf4_dequantize runs the twin of nf4_avx2.c / nf4_avx512.c that the dispatch level allows
+ * (the same products: same bits). */
 #include <math.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "loratune/hwinfo.h"
 #include "loratune/nf4.h"
-
-#if defined(__AVX2__)
-#include <immintrin.h>
-#endif
+#include "quant_internal.h"
 
 static const float NF4_CODE[16] = {
     -1.0f,
@@ -276,38 +276,27 @@ float lt_nf4_block_absmax(const lt_nf4 *q, int64_t b) {
     return dyn_map[q->qabsmax[b]] * q->absmax2[b / LT_NF4_ABSMAX_BLOCK] + q->offset;
 }
 
-#if defined(__AVX2__)
-/* 8 codes from the 4 bytes at p (high nibble first) times a: the 16-entry table as two 8-lane
- * permutes, bit 3 of the code picking between them; the same product as the scalar loop */
-static inline void nf4_8(const uint8_t *p, __m256 a, __m256 t0, __m256 t1, float *out) {
-    uint32_t w;
-    memcpy(&w, p, 4);
-    __m128i b = _mm_cvtsi32_si128((int)w);
-    __m256i x = _mm256_cvtepu8_epi32(_mm_unpacklo_epi8(b, b)); /* b0 b0 b1 b1 b2 b2 b3 b3 */
-    __m256i c = _mm256_and_si256(_mm256_srlv_epi32(x, _mm256_setr_epi32(4, 0, 4, 0, 4, 0, 4, 0)),
-                                 _mm256_set1_epi32(15));
-    __m256 lo = _mm256_permutevar8x32_ps(t0, c), hi = _mm256_permutevar8x32_ps(t1, c);
-    __m256 v = _mm256_blendv_ps(lo, hi, _mm256_castsi256_ps(_mm256_slli_epi32(c, 28)));
-    _mm256_storeu_ps(out, _mm256_mul_ps(v, a));
-}
+lt_cpu_level lt_nf4_kernel_level(void) {
+#if LT_X86_KERNELS
+    return lt_cpu_level_for(LT_CPU_LEVEL_AVX512);
+#else
+    return LT_CPU_LEVEL_BASELINE;
 #endif
+}
 
 void lt_nf4_dequantize(const lt_nf4 *q, int64_t begin, int64_t count, float *out) {
-    int64_t i = begin, end = begin + count;
-#if defined(__AVX2__)
-    const __m256 t0 = _mm256_loadu_ps(NF4_CODE), t1 = _mm256_loadu_ps(NF4_CODE + 8);
+#if LT_X86_KERNELS
+    switch (lt_nf4_kernel_level()) {
+    case LT_CPU_LEVEL_AVX512: lt_nf4_dequantize_avx512(q, begin, count, out); return;
+    case LT_CPU_LEVEL_AVX2: lt_nf4_dequantize_avx2(q, begin, count, out); return;
+    case LT_CPU_LEVEL_BASELINE: break;
+    }
 #endif
+    int64_t i = begin, end = begin + count;
     while (i < end) {
         int64_t b = i / LT_NF4_BLOCK;
         int64_t be = (b + 1) * LT_NF4_BLOCK < end ? (b + 1) * LT_NF4_BLOCK : end;
         float a = lt_nf4_block_absmax(q, b);
-#if defined(__AVX2__)
-        if (!(i & 1)) {
-            const __m256 av = _mm256_set1_ps(a);
-            for (; i + 8 <= be; i += 8)
-                nf4_8(q->codes + (i >> 1), av, t0, t1, out + (i - begin));
-        }
-#endif
         for (; i < be; i++) {
             uint8_t byte = q->codes[i >> 1];
             out[i - begin] = NF4_CODE[(i & 1) ? (byte & 15) : (byte >> 4)] * a;

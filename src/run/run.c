@@ -1,14 +1,20 @@
-/* run.c - the training loop as a library (see run.h): loads the model, tokenizer, data and
- * trainer from lt_run_opts, then per optimizer step copies grad_accum micro-batches out of the
- * batcher, accumulates them with transformers' normalisation (1 / tokens of the whole step),
- * checks loss and gradients for NaN/inf (skip, or stop after max_nonfinite in a row), steps
- * AdamW with the scheduled learning rate, and evaluates / saves / stops early on schedule.
- * Everything it reports goes out as JSON events to the sinks; nothing here prints.
+/* run.c - the training loop as a library (see run.h): prepares in stages (loading_model,
+ * tokenizing, planning, creating_trainer, resuming: stage events, the stop flag checked in
+ * between and per record while tokenizing) the model, tokenizer, data and trainer from
+ * lt_run_opts, or borrows the model, tokenizer and data of an lt_run_shared; then per optimizer
+ * step copies grad_accum micro-batches out of the batcher, accumulates them with transformers'
+ * normalisation (1 / tokens of the whole step), checks loss and gradients for NaN/inf (skip, or
+ * stop after max_nonfinite in a row), steps AdamW with the scheduled learning rate, and evaluates /
+ * saves / stops early on schedule. Everything it reports goes out as JSON events to the sinks;
+ * nothing here prints.
  *
  * Invariants: a step is either applied whole or not at all: a stop request between
  * micro-batches rewinds the batcher and the trainer's counters to the step's start and zeroes
  * the gradients, so the checkpoint written then equals the state after the previous step.
- * Evaluation never changes training state (own batchers, no dropout, no counters). */
+ * Evaluation never changes training state (own batchers, no dropout, no counters). A run never
+ * writes what it borrows from an lt_run_shared (the lazy model is only read; re-tokenized data
+ * is the run's own), and keeps no process-global state: its OpenMP thread count is set for
+ * the calling thread only and restored (threads_enter / threads_leave). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,6 +22,9 @@
 #include <unistd.h>
 #include <sys/resource.h>
 #include <time.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 #include "loratune/export.h"
 #include "loratune/hwinfo.h"
@@ -93,16 +102,19 @@ int64_t lt_run_step(const lt_run *r) {
     return r->step;
 }
 
+/* Frees what the run owns; the parts of a shared object (lt_run_create_from) are borrowed. */
 void lt_run_free(lt_run *r) {
     if (!r) return;
     for (int s = 0; s < LT_SPLIT_COUNT; s++)
         lt_batcher_free(r->eval_b[s]);
     lt_batcher_free(r->train_b);
     lt_trainer_free(r->tr);
-    lt_data_free(r->data);
-    lt_chat_template_free(r->tpl);
-    lt_tokenizer_free(r->tok);
-    lt_model_free(r->model);
+    lt_data_free(r->own_data);
+    if (!r->shared) {
+        lt_chat_template_free(r->tpl);
+        lt_tokenizer_free(r->tok);
+        lt_model_free(r->model);
+    }
     json_decref(r->resumed_config);
     free(r->mb_buf);
     free(r->mbs);
@@ -111,16 +123,23 @@ void lt_run_free(lt_run *r) {
     free(r);
 }
 
+/* The data the run reads from now on (owned by the run; a shared object's data is not freed). */
+static void set_own_data(lt_run *r, lt_data *d) {
+    lt_data_free(r->own_data);
+    r->own_data = d;
+    r->data = d;
+}
+
 static lt_status parse_faults(lt_run *r) {
-    const char *e = getenv("LT_FAULT_NAN_STEPS");
-    if (!e || !*e) return LT_OK;
+    const char *e = r->o.fault_nan_steps;
+    if (!*e) return LT_OK;
     const char *p = e;
     while (*p) {
         char *end;
         long long v = strtoll(p, &end, 10);
         if (end == p || v < 1 || (*end && *end != ','))
             return lt_error(LT_ERR_ARG,
-                            "LT_FAULT_NAN_STEPS: expected comma-separated steps >= 1, got '%s'", e);
+                            "fault_nan_steps: expected comma-separated steps >= 1, got '%s'", e);
         if (r->n_fault_steps < LT_RUN_MAX_FAULTS) r->fault_steps[r->n_fault_steps++] = v;
         p = *end ? end + 1 : end;
     }
@@ -169,8 +188,167 @@ static lt_status build_train_config(lt_run *r, const lt_adapter *a) {
     c->grad_clip = (float)o->grad_clip;
     c->grad_accum = o->grad_accum;
     c->seed = o->seed;
+    c->keep_blas_threads = o->keep_blas_threads;
     lt_status s = lt_train_config_validate(&r->model->config, c);
     return s ? lt_error_wrap(s, "training configuration") : LT_OK;
+}
+
+/* ---- threads ------------------------------------------------------------------------------ */
+
+/* opts.threads for the OpenMP regions the calling thread starts while the run works (prepare,
+ * train, evaluate). omp_set_num_threads sets the nthreads-var ICV of the calling thread only
+ * (OpenMP 4.5 §2.3: a data-environment ICV; libgomp gives each thread its own copy on the first
+ * write), so other threads, and runs on them, keep theirs; the previous value is restored when
+ * the call returns. OpenBLAS's thread count is process-wide and not touched here (the trainer
+ * keeps OpenBLAS single-threaded during steps: lt_train_config.keep_blas_threads). */
+static int threads_enter(const lt_run *r) {
+#ifdef _OPENMP
+    int prev = omp_get_max_threads();
+    if (r->o.threads > 0) omp_set_num_threads(r->o.threads);
+    return prev;
+#else
+    (void)r;
+    return 0;
+#endif
+}
+
+static void threads_leave(const lt_run *r, int prev) {
+#ifdef _OPENMP
+    if (r->o.threads > 0) omp_set_num_threads(prev);
+#else
+    (void)r;
+    (void)prev;
+#endif
+}
+
+/* ---- preparation: stages ------------------------------------------------------------------ */
+
+/* {"event":"stage","stage":name,"elapsed_s":...} plus the fields of extra (a new reference, may
+ * be NULL). */
+static void emit_stage(lt_run *r, const char *name, json_t *extra) {
+    json_t *ev = json_pack("{s:s, s:s, s:f}", "event", "stage", "stage", name, "elapsed_s",
+                           now_s() - r->t_prepare);
+    if (ev && extra) json_object_update(ev, extra);
+    json_decref(extra);
+    lt_run_emit_(r, ev);
+}
+
+/* LT_ERR_CANCELLED when a stop was requested; checked between the stages. */
+static lt_status check_stop(lt_run *r, const char *before) {
+    if (!atomic_load(&r->stop)) return LT_OK;
+    return lt_error(LT_ERR_CANCELLED, "run: stopped on request before %s", before);
+}
+
+/* lt_data_opts.progress while tokenizing: the stop flag on every record, an event at most
+ * every 0.5 s. */
+static int on_tokenized(void *ctx, int64_t records) {
+    lt_run *r = ctx;
+    if (atomic_load(&r->stop)) return 1;
+    double t = now_s();
+    if (t - r->progress_t >= 0.5) {
+        r->progress_t = t;
+        emit_stage(r, "tokenizing",
+                   json_pack("{s:s, s:I, s:b}", "data", r->o.data, "examples", (json_int_t)records,
+                             "done", 0));
+    }
+    return 0;
+}
+
+static int64_t data_examples(const lt_data *d) {
+    int64_t n = 0;
+    for (int s = 0; s < LT_SPLIT_COUNT; s++)
+        n += lt_data_count(d, (lt_split)s);
+    return n;
+}
+
+/* The longest example (before truncation) of every split. */
+static int data_longest(const lt_data *d) {
+    int longest = 0;
+    for (int s = 0; s < LT_SPLIT_COUNT; s++) {
+        lt_data_summary sum;
+        if (lt_data_count(d, (lt_split)s) > 0 && !lt_data_summary_get(d, (lt_split)s, &sum) &&
+            sum.max_len > longest)
+            longest = sum.max_len;
+    }
+    return longest;
+}
+
+/* Tokenizes the run's data to max_seq_len into a data object the run owns (stage events with
+ * the examples read so far; the stop flag checked on every record). */
+static lt_status tokenize(lt_run *r, int max_seq_len) {
+    lt_data_opts dop;
+    lt_data_opts_default(&dop);
+    dop.format = r->o.data_format;
+    dop.max_seq_len = max_seq_len;
+    dop.train_on_prompt = r->o.train_on_prompt;
+    dop.valid_fraction = r->o.valid_fraction;
+    dop.seed = r->o.seed;
+    dop.progress = on_tokenized;
+    dop.progress_ctx = r;
+    r->progress_t = now_s();
+    emit_stage(r, "tokenizing",
+               json_pack("{s:s, s:I, s:b, s:i}", "data", r->o.data, "examples", (json_int_t)0,
+                         "done", 0, "max_seq_len", max_seq_len));
+    lt_data *d = NULL;
+    lt_status s = lt_data_open(r->o.data, r->tok, r->tpl, &dop, &d);
+    if (s == LT_ERR_CANCELLED)
+        return lt_error(LT_ERR_CANCELLED, "run: stopped on request while tokenizing (%s)",
+                        lt_errmsg());
+    if (s) return s;
+    set_own_data(r, d);
+    emit_stage(r, "tokenizing",
+               json_pack("{s:s, s:I, s:b}", "data", r->o.data, "examples",
+                         (json_int_t)data_examples(d), "done", 1));
+    return LT_OK;
+}
+
+/* Stage loading_model: model (lazy unless full FT), tokenizer, chat template. */
+static lt_status load_model(lt_run *r) {
+    int lazy = r->o.method != LT_METHOD_FULL;
+    emit_stage(r, "loading_model",
+               json_pack("{s:s, s:b, s:b}", "model", r->o.model, "lazy", lazy, "shared",
+                         r->shared != NULL));
+    if (r->shared) return LT_OK; /* borrowed from the shared object (run_new) */
+    /* adapters train over a lazy model: the frozen base stays in the (mapped) file and the
+       trainer copies / quantizes it tensor by tensor or uses it in place; full FT needs it
+       whole */
+    lt_model_load_opts lo = {.lazy = lazy};
+    lt_status s = lt_model_load(r->o.model, &lo, &r->model);
+    if (s) return s;
+    const char *tokp = r->o.tokenizer[0] ? r->o.tokenizer : r->o.model;
+    if ((s = lt_tokenizer_load(tokp, &r->tok))) return s;
+    s = lt_model_chat_template(lt_path_is_dir(tokp) ? tokp : r->o.model, r->tok, &r->tpl);
+    if (s == LT_ERR_NOTFOUND) {
+        r->tpl = NULL; /* plain text data still works; chat data says what is missing */
+        s = LT_OK;
+    }
+    return s;
+}
+
+/* The length the data is tokenized to: max_seq_len, or with auto the model's context (the
+ * fit, resolve_sizes, may then cut it). */
+static int tokenize_len(const lt_run_opts *o, const lt_model *m) {
+    if (o->max_seq_len > 0) return o->max_seq_len;
+    return m->config.max_seq_len > 1 ? m->config.max_seq_len : 2048;
+}
+
+/* Stage tokenizing: the shared object's data when it is what this run would tokenize (same
+ * examples: tokenized to the same length, or no example longer than either length), else the
+ * run's own. */
+static lt_status load_data(lt_run *r) {
+    int len = tokenize_len(&r->o, r->model);
+    const lt_run_shared *sh = r->shared;
+    if (sh) {
+        int longest = data_longest(sh->data);
+        if (sh->max_seq_len == len || (longest <= len && longest <= sh->max_seq_len)) {
+            r->data = sh->data;
+            emit_stage(r, "tokenizing",
+                       json_pack("{s:s, s:I, s:b, s:b}", "data", r->o.data, "examples",
+                                 (json_int_t)data_examples(sh->data), "done", 1, "shared", 1));
+            return LT_OK;
+        }
+    }
+    return tokenize(r, len);
 }
 
 /* Automatic batch size / sequence length: the largest the memory plan fits in the budget
@@ -178,7 +356,7 @@ static lt_status build_train_config(lt_run *r, const lt_adapter *a) {
  * counts: the loaded model). The sequence length is also capped at the longest example
  * (before truncation) of the train / valid splits; if memory forces it below that, the data is
  * read again truncated to it. Batch is capped at 64 and at the training examples. */
-static lt_status resolve_sizes(lt_run *r, const lt_data_opts *dop) {
+static lt_status resolve_sizes(lt_run *r) {
     if (!r->auto_batch && !r->auto_seq) return LT_OK;
     int64_t budget = r->o.memory_budget;
     if (budget <= 0) {
@@ -210,11 +388,7 @@ static lt_status resolve_sizes(lt_run *r, const lt_data_opts *dop) {
                                         max_seq, &B, &T, &plan, &reserve);
     if (s) return lt_error_wrap(s, "automatic batch size / sequence length");
     if (r->auto_seq && T < longest) { /* memory, not the data, decided: truncate to T */
-        lt_data_free(r->data);
-        r->data = NULL;
-        lt_data_opts d2 = *dop;
-        d2.max_seq_len = T;
-        if ((s = lt_data_open(r->o.data, r->tok, r->tpl, &d2, &r->data))) return s;
+        if ((s = tokenize(r, T))) return s;
     }
     r->o.batch_size = B;
     r->o.max_seq_len = T;
@@ -226,69 +400,26 @@ static lt_status resolve_sizes(lt_run *r, const lt_data_opts *dop) {
     return LT_OK;
 }
 
-lt_status lt_run_create(const lt_run_opts *opts, lt_run **out) {
-    *out = NULL;
-    lt_status s = lt_run_opts_validate(opts, 0);
+/* Stage creating_trainer: the trainer (with the adapter's values), the training batcher, the
+ * step count and the micro-batch buffers. */
+static lt_status create_trainer(lt_run *r, const lt_adapter *a) {
+    emit_stage(r, "creating_trainer",
+               json_pack("{s:s, s:i, s:i, s:s}", "method", lt_train_method_name(r->tc.method),
+                         "batch_size", r->o.batch_size, "max_seq_len", r->o.max_seq_len,
+                         "base_dtype",
+                         r->tc.base_dtype == LT_DTYPE_BF16  ? "bf16"
+                         : r->tc.base_dtype == LT_DTYPE_F16 ? "f16"
+                                                            : "f32"));
+    lt_status s = lt_trainer_create(r->model, &r->tc, &r->tr);
     if (s) return s;
-    lt_run *r = lt_calloc(1, sizeof *r);
-    if (!r) return lt_error(LT_ERR_NOMEM, "run: out of memory");
-    r->o = *opts;
-    atomic_init(&r->stop, 0);
-    r->best_val = INFINITY;
-    r->resumed_from = -1;
-    r->last_ckpt_step = -1;
-    r->last_eval_step = -1;
-    r->last_val_loss = NAN;
-    lt_adapter *a = NULL;
-    if (r->o.out[0]) { /* first, so that a second run into OUT fails before loading anything */
-        snprintf(r->ckpt_dir, sizeof r->ckpt_dir, "%s/checkpoints", r->o.out);
-        if ((s = lt_run_take_out_(r))) goto fail;
-    }
-    if ((s = parse_faults(r))) goto fail;
-    lt_set_num_threads(r->o.threads);
-
-    { /* adapters train over a lazy model: the frozen base stays in the (mapped) file and the
-         trainer copies / quantizes it tensor by tensor or uses it in place; full FT needs it
-         whole */
-        lt_model_load_opts lo = {.lazy = r->o.method != LT_METHOD_FULL};
-        if ((s = lt_model_load(r->o.model, &lo, &r->model))) goto fail;
-    }
-    const char *tokp = r->o.tokenizer[0] ? r->o.tokenizer : r->o.model;
-    if ((s = lt_tokenizer_load(tokp, &r->tok))) goto fail;
-    s = lt_model_chat_template(lt_path_is_dir(tokp) ? tokp : r->o.model, r->tok, &r->tpl);
-    if (s == LT_ERR_NOTFOUND)
-        r->tpl = NULL; /* plain text data still works; chat data says what is missing */
-    else if (s)
-        goto fail;
-
-    r->auto_batch = r->o.batch_size <= 0;
-    r->auto_seq = r->o.max_seq_len <= 0;
-    if (r->auto_seq) /* tokenize up to the context, then fit (resolve_sizes) */
-        r->o.max_seq_len = r->model->config.max_seq_len > 1 ? r->model->config.max_seq_len : 2048;
-    lt_data_opts dop;
-    lt_data_opts_default(&dop);
-    dop.format = r->o.data_format;
-    dop.max_seq_len = r->o.max_seq_len;
-    dop.train_on_prompt = r->o.train_on_prompt;
-    dop.valid_fraction = r->o.valid_fraction;
-    dop.seed = r->o.seed;
-    if ((s = lt_data_open(r->o.data, r->tok, r->tpl, &dop, &r->data))) goto fail;
-
-    if (r->o.adapter[0]) {
-        if ((s = lt_adapter_load(r->o.adapter, &r->model->config, &a))) goto fail;
-    }
-    if ((s = build_train_config(r, a))) goto fail;
-    if ((s = resolve_sizes(r, &dop))) goto fail;
-    if ((s = lt_trainer_create(r->model, &r->tc, &r->tr))) goto fail;
-    if (a && (s = lt_adapter_to_trainer(a, r->tr))) goto fail;
-
+    if (a && (s = lt_adapter_to_trainer(a, r->tr))) return s;
     if (lt_data_count(r->data, LT_SPLIT_TRAIN) > 0) {
         lt_batcher_opts bo = {.batch_size = r->o.batch_size,
                               .seq_len = r->o.max_seq_len,
                               .pack = r->o.pack,
                               .shuffle = 1,
                               .seed = r->o.seed};
-        if ((s = lt_batcher_create(r->data, LT_SPLIT_TRAIN, &bo, &r->train_b))) goto fail;
+        if ((s = lt_batcher_create(r->data, LT_SPLIT_TRAIN, &bo, &r->train_b))) return s;
         r->epoch_batches = lt_batcher_epoch_batches(r->train_b);
     }
     if (r->o.iters > 0)
@@ -303,26 +434,219 @@ lt_status lt_run_create(const lt_run_opts *opts, lt_run **out) {
     size_t cell = (size_t)r->o.batch_size * (size_t)r->o.max_seq_len;
     r->mb_buf = lt_malloc((size_t)r->o.grad_accum * 4 * cell * sizeof(int32_t));
     r->mbs = lt_calloc((size_t)r->o.grad_accum, sizeof *r->mbs);
-    if (!r->mb_buf || !r->mbs) {
-        s = lt_error(LT_ERR_NOMEM, "run: out of memory for %d micro-batches", r->o.grad_accum);
-        goto fail;
+    if (!r->mb_buf || !r->mbs)
+        return lt_error(LT_ERR_NOMEM, "run: out of memory for %d micro-batches", r->o.grad_accum);
+    return LT_OK;
+}
+
+static lt_status prepare(lt_run *r) {
+    lt_status s;
+    lt_adapter *a = NULL;
+    if (r->o.out[0]) { /* first, so that a second run into OUT fails before loading anything */
+        snprintf(r->ckpt_dir, sizeof r->ckpt_dir, "%s/checkpoints", r->o.out);
+        if ((s = lt_run_take_out_(r))) return s;
     }
+    if ((s = check_stop(r, "loading the model")) || (s = load_model(r))) return s;
+
+    r->auto_batch = r->o.batch_size <= 0;
+    r->auto_seq = r->o.max_seq_len <= 0;
+    if ((s = check_stop(r, "tokenizing")) || (s = load_data(r))) return s;
+    if (r->auto_seq) r->o.max_seq_len = tokenize_len(&r->o, r->model); /* resolve_sizes fits it */
+
+    if ((s = check_stop(r, "planning"))) return s;
+    emit_stage(r, "planning",
+               json_pack("{s:b, s:b, s:I}", "auto_batch_size", r->auto_batch, "auto_max_seq_len",
+                         r->auto_seq, "memory_budget_bytes", (json_int_t)r->o.memory_budget));
+    if (r->o.adapter[0] && (s = lt_adapter_load(r->o.adapter, &r->model->config, &a))) goto done;
+    if ((s = build_train_config(r, a))) goto done;
+    if ((s = resolve_sizes(r))) goto done;
+
+    if ((s = check_stop(r, "creating the trainer")) || (s = create_trainer(r, a))) goto done;
     if (r->o.resume[0]) {
         char file[LT_RUN_PATH_MAX + 64];
-        if ((s = lt_checkpoint_resolve(r->o.resume, file, sizeof file))) goto fail;
+        if ((s = check_stop(r, "resuming"))) goto done;
+        if ((s = lt_checkpoint_resolve(r->o.resume, file, sizeof file))) goto done;
+        emit_stage(r, "resuming", json_pack("{s:s}", "checkpoint", file));
         if (!r->train_b) {
             s = lt_error(LT_ERR_ARG, "resume: %s has no training split", r->o.data);
-            goto fail;
+            goto done;
         }
-        if ((s = lt_run_load_checkpoint_(r, file))) goto fail;
+        if ((s = lt_run_load_checkpoint_(r, file))) goto done;
     }
+    if ((s = check_stop(r, "training"))) goto done;
+    emit_stage(r, "ready",
+               json_pack("{s:I, s:I, s:I, s:i, s:i}", "steps", (json_int_t)r->total_steps,
+                         "train_examples", (json_int_t)lt_data_count(r->data, LT_SPLIT_TRAIN),
+                         "valid_examples", (json_int_t)lt_data_count(r->data, LT_SPLIT_VALID),
+                         "batch_size", r->o.batch_size, "max_seq_len", r->o.max_seq_len));
+done:
     lt_adapter_free(a);
+    return s;
+}
+
+lt_status lt_run_prepare(lt_run *r) {
+    if (!r) return lt_error(LT_ERR_ARG, "run: NULL");
+    if (r->prepared || r->prepare_failed)
+        return lt_error(LT_ERR_ARG, "run: lt_run_prepare is called once per run");
+    r->t_prepare = now_s();
+    int prev = threads_enter(r);
+    lt_status s = prepare(r);
+    threads_leave(r, prev);
+    r->prepared = s == LT_OK;
+    r->prepare_failed = s != LT_OK;
+    return s;
+}
+
+static lt_status run_new(const lt_run_shared *sh, const lt_run_opts *opts, lt_run **out) {
+    *out = NULL;
+    lt_status s = lt_run_opts_validate(opts, 0);
+    if (s) return s;
+    if (sh && (s = lt_run_shared_check_(sh, opts))) return s;
+    lt_run *r = lt_calloc(1, sizeof *r);
+    if (!r) return lt_error(LT_ERR_NOMEM, "run: out of memory");
+    r->o = *opts;
+    atomic_init(&r->stop, 0);
+    r->best_val = INFINITY;
+    r->resumed_from = -1;
+    r->last_ckpt_step = -1;
+    r->last_eval_step = -1;
+    r->last_val_loss = NAN;
+    r->last_train_loss = NAN;
+    if (sh) { /* borrowed: the shared object outlives the run */
+        r->shared = sh;
+        r->model = sh->model;
+        r->tok = sh->tok;
+        r->tpl = sh->tpl;
+    }
+    if ((s = parse_faults(r))) {
+        lt_run_free(r);
+        return s;
+    }
     *out = r;
     return LT_OK;
-fail:
-    lt_adapter_free(a);
+}
+
+lt_status lt_run_new(const lt_run_opts *opts, lt_run **out) {
+    return run_new(NULL, opts, out);
+}
+
+lt_status lt_run_new_from(const lt_run_shared *shared, const lt_run_opts *opts, lt_run **out) {
+    if (!shared) {
+        *out = NULL;
+        return lt_error(LT_ERR_ARG, "run: shared object is NULL");
+    }
+    return run_new(shared, opts, out);
+}
+
+static lt_status create(const lt_run_shared *sh, const lt_run_opts *opts, lt_run **out) {
+    lt_run *r = NULL;
+    lt_status s = run_new(sh, opts, &r);
+    if (!s) s = lt_run_prepare(r);
+    if (s) {
+        lt_run_free(r);
+        *out = NULL;
+        return s;
+    }
+    *out = r;
+    return LT_OK;
+}
+
+lt_status lt_run_create(const lt_run_opts *opts, lt_run **out) {
+    return create(NULL, opts, out);
+}
+
+lt_status lt_run_create_from(const lt_run_shared *shared, const lt_run_opts *opts, lt_run **out) {
+    if (!shared) {
+        *out = NULL;
+        return lt_error(LT_ERR_ARG, "run: shared object is NULL");
+    }
+    return create(shared, opts, out);
+}
+
+/* ---- shared model, tokenizer and data ----------------------------------------------------- */
+
+lt_status lt_run_shared_load(const lt_run_opts *opts, lt_run_sink fn, void *ctx,
+                             lt_run_shared **out) {
+    *out = NULL;
+    if (opts->method == LT_METHOD_FULL)
+        return lt_error(LT_ERR_ARG,
+                        "method: full fine-tuning trains the model in place, so runs cannot share "
+                        "it (lt_run_shared is for lora, dora and qlora runs)");
+    lt_run_opts o = *opts; /* a run that only loads: no output folder, nothing to resume */
+    o.out[0] = o.resume[0] = o.adapter[0] = 0;
+    lt_run *r = NULL;
+    lt_status s = lt_run_new(&o, &r);
+    if (s) return s;
+    if (fn) lt_run_add_sink(r, fn, ctx);
+    r->t_prepare = now_s();
+    lt_run_shared *sh = lt_calloc(1, sizeof *sh);
+    if (!sh) s = lt_error(LT_ERR_NOMEM, "run: out of memory");
+    if (!s) s = load_model(r);
+    if (!s) {
+        sh->max_seq_len = tokenize_len(&r->o, r->model);
+        s = tokenize(r, sh->max_seq_len);
+    }
+    if (s) {
+        free(sh);
+        lt_run_free(r);
+        return s;
+    }
+    sh->o = o;
+    sh->model = r->model;
+    sh->tok = r->tok;
+    sh->tpl = r->tpl;
+    sh->data = r->own_data;
+    r->model = NULL; /* moved to sh */
+    r->tok = NULL;
+    r->tpl = NULL;
+    r->own_data = r->data = NULL;
     lt_run_free(r);
-    return s;
+    *out = sh;
+    return LT_OK;
+}
+
+void lt_run_shared_free(lt_run_shared *sh) {
+    if (!sh) return;
+    lt_data_free(sh->data);
+    lt_chat_template_free(sh->tpl);
+    lt_tokenizer_free(sh->tok);
+    lt_model_free(sh->model);
+    free(sh);
+}
+
+const lt_data *lt_run_shared_data(const lt_run_shared *sh) {
+    return sh ? sh->data : NULL;
+}
+
+/* What a run from sh must have in common with it: the model and tokenizer it loaded, and the
+ * data options its examples were tokenized with (the length may differ: load_data). */
+lt_status lt_run_shared_check_(const lt_run_shared *sh, const lt_run_opts *o) {
+    const lt_run_opts *so = &sh->o;
+    const char *differs = NULL;
+    if (o->method == LT_METHOD_FULL)
+        return lt_error(LT_ERR_ARG,
+                        "method: full fine-tuning trains the model in place; a run from a shared "
+                        "model must be lora, dora or qlora");
+    if (strcmp(o->model, so->model))
+        differs = "model";
+    else if (strcmp(o->tokenizer, so->tokenizer))
+        differs = "tokenizer";
+    else if (strcmp(o->data, so->data))
+        differs = "data";
+    else if (o->data_format != so->data_format)
+        differs = "data-format";
+    else if (o->train_on_prompt != so->train_on_prompt)
+        differs = "train-on-prompt";
+    else if (!lt_path_is_dir(o->data) && o->valid_fraction != so->valid_fraction)
+        differs = "valid-fraction";
+    else if (!lt_path_is_dir(o->data) && o->seed != so->seed) /* the single-file split */
+        differs = "seed";
+    if (differs)
+        return lt_error(LT_ERR_ARG,
+                        "%s: the run's value differs from the shared object's (lt_run_shared_load "
+                        "loaded the model, tokenizer and data with its own options)",
+                        differs);
+    return LT_OK;
 }
 
 /* ---- evaluation ------------------------------------------------------------------------- */
@@ -367,7 +691,14 @@ static lt_status evaluate(lt_run *r, lt_split sp, int64_t max_batches, lt_eval_r
 }
 
 lt_status lt_run_evaluate(lt_run *r, lt_split s, int64_t max_batches, lt_eval_result *out) {
-    return evaluate(r, s, max_batches, out, NULL);
+    if (!r || !r->prepared) {
+        if (out) memset(out, 0, sizeof *out);
+        return lt_error(LT_ERR_ARG, "run: not prepared (lt_run_prepare)");
+    }
+    int prev = threads_enter(r);
+    lt_status st = evaluate(r, s, max_batches, out, NULL);
+    threads_leave(r, prev);
+    return st;
 }
 
 /* Validation inside the loop: event, early-stop bookkeeping. *aborted on a stop request. */
@@ -401,19 +732,23 @@ static lt_status save_outputs(lt_run *r) {
     lt_status s;
     if (r->o.method == LT_METHOD_FULL) {
         if ((s = lt_model_save_hf(r->model, r->o.model, out, LT_DTYPE_F32))) return s;
+        snprintf(r->saved[LT_SAVED_HF], sizeof r->saved[0], "%s", out);
         lt_run_emit_(r, json_pack("{s:s, s:s, s:s}", "event", "saved", "what", "hf", "path", out));
         return LT_OK;
     }
     lt_adapter *a = NULL;
     if ((s = lt_adapter_from_trainer(r->tr, r->o.model, &a))) return s;
     if ((s = lt_adapter_save_peft(a, out))) goto done;
+    snprintf(r->saved[LT_SAVED_PEFT], sizeof r->saved[0], "%s", out);
     lt_run_emit_(r, json_pack("{s:s, s:s, s:s}", "event", "saved", "what", "peft", "path", out));
     snprintf(path, sizeof path, "%s/mlx-lm", out);
     if ((s = lt_adapter_save_mlx(a, &r->model->config, path))) goto done;
+    snprintf(r->saved[LT_SAVED_MLX], sizeof r->saved[0], "%s", path);
     lt_run_emit_(r, json_pack("{s:s, s:s, s:s}", "event", "saved", "what", "mlx", "path", path));
     snprintf(path, sizeof path, "%s/adapter.gguf", out);
     if (a->method == LT_METHOD_LORA) {
         if ((s = lt_adapter_save_gguf(a, &r->model->config, LT_DTYPE_F32, path))) goto done;
+        snprintf(r->saved[LT_SAVED_GGUF], sizeof r->saved[0], "%s", path);
         lt_run_emit_(r,
                      json_pack("{s:s, s:s, s:s}", "event", "saved", "what", "gguf", "path", path));
     } else { /* llama.cpp has no DoRA adapters: say so rather than leave the file missing */
@@ -496,7 +831,7 @@ static int grads_finite(lt_trainer *tr) {
     return 1;
 }
 
-lt_status lt_run_train(lt_run *r, lt_run_outcome *outcome) {
+static lt_status train(lt_run *r, lt_run_outcome *outcome) {
     lt_run_outcome oc = LT_RUN_DONE;
     if (outcome) *outcome = oc;
     if (!r->o.out[0]) return lt_error(LT_ERR_ARG, "out: required (an output folder)");
@@ -627,6 +962,9 @@ lt_status lt_run_train(lt_run *r, lt_run_outcome *outcome) {
             r->tokens_total += counted;
             double dt = now_s() - ts;
             train_time += dt;
+            r->last_train_loss = loss;
+            r->session_train_s = train_time;
+            r->session_tokens += counted;
             steps_this_session++;
             double per = train_time / (double)steps_this_session;
             lt_run_emit_(
@@ -674,4 +1012,59 @@ lt_status lt_run_train(lt_run *r, lt_run_outcome *outcome) {
     lt_run_emit_(r, done);
     if (outcome) *outcome = oc;
     return LT_OK;
+}
+
+lt_status lt_run_train(lt_run *r, lt_run_outcome *outcome) {
+    if (outcome) *outcome = LT_RUN_DONE;
+    if (!r || !r->prepared) return lt_error(LT_ERR_ARG, "run: not prepared (lt_run_prepare)");
+    double t0 = now_s();
+    int prev = threads_enter(r);
+    lt_run_outcome oc = LT_RUN_DONE;
+    lt_status s = train(r, &oc);
+    threads_leave(r, prev);
+    r->finished = 1;
+    r->train_status = s;
+    r->outcome = oc;
+    r->train_elapsed_s = now_s() - t0;
+    if (s || oc == LT_RUN_NONFINITE) /* the message lt_errmsg() also holds now */
+        snprintf(r->result_msg, sizeof r->result_msg, "%s", lt_errmsg());
+    else if (oc == LT_RUN_EARLY_STOP)
+        snprintf(r->result_msg, sizeof r->result_msg,
+                 "early stop at step %lld: %d evaluations without improvement (best val_loss %g)",
+                 (long long)r->step, r->evals_no_improve, r->best_val);
+    else if (oc == LT_RUN_INTERRUPTED)
+        snprintf(r->result_msg, sizeof r->result_msg,
+                 "stopped on request after step %lld (checkpoint %s)", (long long)r->step,
+                 r->last_ckpt);
+    else
+        r->result_msg[0] = 0;
+    if (outcome) *outcome = oc;
+    return s;
+}
+
+void lt_run_get_result(const lt_run *r, lt_run_result *out) {
+    memset(out, 0, sizeof *out);
+    if (!r) return;
+    out->finished = r->finished;
+    out->status = r->train_status;
+    out->outcome = r->outcome;
+    out->message = r->result_msg;
+    out->steps = r->step;
+    out->total_steps = r->total_steps;
+    out->tokens = r->tokens_total;
+    out->train_loss = r->last_train_loss;
+    out->last_val_loss = r->last_eval_step >= 0 ? r->last_val_loss : NAN;
+    out->last_val_step = r->last_eval_step;
+    out->best_val_loss = isfinite(r->best_val) ? r->best_val : NAN;
+    out->tokens_per_sec =
+        r->session_train_s > 0 ? (double)r->session_tokens / r->session_train_s : 0.0;
+    out->train_s = r->session_train_s;
+    out->elapsed_s = r->train_elapsed_s;
+    out->peak_rss_bytes = peak_rss_bytes();
+    out->out = r->o.out;
+    out->checkpoint = r->last_ckpt;
+    out->peft = r->saved[LT_SAVED_PEFT];
+    out->mlx = r->saved[LT_SAVED_MLX];
+    out->gguf = r->saved[LT_SAVED_GGUF];
+    out->hf = r->saved[LT_SAVED_HF];
 }

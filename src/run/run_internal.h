@@ -1,4 +1,5 @@
-/* run_internal.h - the lt_run struct shared by run.c (the loop) and checkpoint.c. */
+/* run_internal.h - the lt_run and lt_run_shared structs shared by run.c (preparation, the
+ * loop) and checkpoint.c. */
 #ifndef LT_RUN_INTERNAL_H
 #define LT_RUN_INTERNAL_H
 
@@ -14,12 +15,24 @@
 #define LT_RUN_MAX_SINKS 16
 #define LT_RUN_MAX_FAULTS 64
 
+/* What runs over one model and data share (lt_run_shared_load owns it all; runs borrow). */
+struct lt_run_shared {
+    lt_run_opts o;   /* the options it was loaded with (model, tokenizer, data options) */
+    lt_model *model; /* lazy: read-only while runs use it (no run trains it in place) */
+    lt_tokenizer *tok;
+    lt_chat_template *tpl; /* NULL: the model has none */
+    lt_data *data;
+    int max_seq_len; /* what data was tokenized to */
+};
+
 struct lt_run {
     lt_run_opts o;
+    const lt_run_shared *shared; /* borrowed (lt_run_new_from): model, tok, tpl are its own */
     lt_model *model;
     lt_tokenizer *tok;
     lt_chat_template *tpl;
-    lt_data *data;
+    lt_data *data;     /* in use: own_data, or the shared object's */
+    lt_data *own_data; /* tokenized by this run (freed with it); NULL when data is shared */
     lt_train_config tc;
     lt_trainer *tr;
     lt_batcher *train_b;                /* NULL when there is no training split */
@@ -30,6 +43,9 @@ struct lt_run {
     } sinks[LT_RUN_MAX_SINKS];
     int n_sinks;
     atomic_int stop;
+    int prepared, prepare_failed; /* lt_run_prepare ran (once) */
+    double t_prepare;             /* when it began: the stage events' elapsed_s */
+    double progress_t;            /* the last tokenizing progress event */
 
     int64_t total_steps, warmup_steps, epoch_batches;
     /* automatic sizes (lt_train_plan_fit_run): what was asked, the budget and the planned peak */
@@ -62,9 +78,23 @@ struct lt_run {
     int n_own, cap_own;
     int64_t last_eval_step;
     double last_val_loss;
+
+    /* lt_run_get_result */
+    double last_train_loss; /* of the last applied step of this session (NaN: none) */
+    double session_train_s; /* seconds in applied steps, this session */
+    int64_t session_tokens; /* loss tokens of those steps */
+    int finished;           /* lt_run_train returned */
+    lt_status train_status;
+    lt_run_outcome outcome;
+    double train_elapsed_s;
+    char result_msg[LT_RUN_PATH_MAX + 1024];
+    char saved[4][LT_RUN_PATH_MAX + 64]; /* peft, mlx, gguf, hf outputs written ("" not) */
 };
+enum { LT_SAVED_PEFT = 0, LT_SAVED_MLX, LT_SAVED_GGUF, LT_SAVED_HF };
 
 void lt_run_emit_(lt_run *r, json_t *ev); /* sends to every sink, then drops the reference */
+/* LT_OK when a run with options o may borrow sh (run.c). */
+lt_status lt_run_shared_check_(const lt_run_shared *sh, const lt_run_opts *o);
 
 /* checkpoint.c */
 lt_status lt_run_save_checkpoint_(lt_run *r);

@@ -1,12 +1,15 @@
-/* run_opts.c - the options of a training run: one table (name, argument, help) and one setter
- * used by the command line, the YAML config file, checkpoints (which store the resolved
- * options as strings) and any other front end. Invariant: for every option,
- * lt_run_opts_set(o, name, format(o, name)) leaves o unchanged, so the YAML / JSON dumps
- * reproduce a run. */
+/* run_opts.c - the options of a training run: one declarative table (name, type, the
+ * lt_run_opts field, default, range or choices, tunability, help) from which everything else
+ * is derived: the defaults, the setter used by the command line, the YAML config file and
+ * checkpoints (which store the resolved options as strings), the formatter behind the YAML /
+ * JSON dumps, `--help`, and the public iteration API (lt_run_opt_get) for forms and search
+ * spaces. Invariant: for every option, lt_run_opts_set(o, name, format(o, name)) leaves o
+ * unchanged, so the dumps reproduce a run. Adding an option is adding a row (and a field). */
 #include <ctype.h>
 #include <errno.h>
 #include <jansson.h>
 #include <math.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,168 +17,226 @@
 
 #include "loratune/run.h"
 
-typedef enum {
-    O_MODEL,
-    O_TOKENIZER,
-    O_DATA,
-    O_DATA_FORMAT,
-    O_VALID_FRACTION,
-    O_METHOD,
-    O_OUT,
-    O_RESUME,
-    O_ADAPTER,
-    O_ITERS,
-    O_EPOCHS,
-    O_BATCH_SIZE,
-    O_GRAD_ACCUM,
-    O_MAX_SEQ_LEN,
-    O_PACK,
-    O_TRAIN_ON_PROMPT,
-    O_LR,
-    O_LR_SCHEDULE,
-    O_WARMUP,
-    O_WEIGHT_DECAY,
-    O_GRAD_CLIP,
-    O_LORA_RANK,
-    O_LORA_ALPHA,
-    O_LORA_DROPOUT,
-    O_LORA_TARGETS,
-    O_LORA_LAYERS,
-    O_RSLORA,
-    O_GRAD_CHECKPOINT,
-    O_BASE_DTYPE,
-    O_MEMORY_BUDGET,
-    O_EVAL_EVERY,
-    O_EVAL_BATCHES,
-    O_SAVE_EVERY,
-    O_KEEP_CHECKPOINTS,
-    O_EARLY_STOP,
-    O_MAX_NONFINITE,
-    O_SEED,
-    O_THREADS,
-    O_JSON,
-    O_COUNT
-} opt_id;
-
-static const lt_run_opt_info k_opts[O_COUNT] = {
-    [O_MODEL] = {"model", "MODEL",
-                 "base model: Hugging Face folder, .gguf, or llama2.c .bin (required)"},
-    [O_TOKENIZER] = {"tokenizer", "PATH", "tokenizer, when not with the model (llama2.c .bin)"},
-    [O_DATA] = {"data", "DATA",
-                "folder with train.jsonl [valid.jsonl test.jsonl], or one file (required)"},
-    [O_DATA_FORMAT] = {"data-format", "F",
-                       "auto|text|completions|chat|alpaca|sharegpt (default auto)"},
-    [O_VALID_FRACTION] = {"valid-fraction", "X",
-                          "one-file data: fraction held out for validation (default 0.1)"},
-    [O_METHOD] = {"method", "M",
-                  "lora|dora|full|qlora (qlora: LoRA over an NF4-quantized base; default lora)"},
-    [O_OUT] = {"out", "DIR",
-               "output folder: adapter / model, checkpoints/, run_config.yaml (required); "
-               "locked while the run lasts (DIR/.loratune.lock)"},
-    [O_RESUME] =
-        {"resume", "DIR",
-         "continue from the newest checkpoint of DIR (a run folder, its checkpoints/ or a file)"},
-    [O_ADAPTER] = {"adapter", "PATH",
-                   "start from this adapter (PEFT / mlx-lm folder or its .safetensors, or "
-                   ".gguf)"},
-    [O_ITERS] = {"iters", "N", "optimizer steps (overrides --epochs)"},
-    [O_EPOCHS] = {"epochs", "X",
-                  "passes over the training data when --iters is not given (default 1)"},
-    [O_BATCH_SIZE] = {"batch-size", "N|auto",
-                      "rows per micro-batch; auto: the largest that fits --memory-budget "
-                      "(default auto)"},
-    [O_GRAD_ACCUM] = {"grad-accum", "N", "micro-batches per optimizer step (default 1)"},
-    [O_MAX_SEQ_LEN] = {"max-seq-len", "N|auto",
-                       "tokens per row; longer examples are truncated; auto: the longest "
-                       "example, as far as --memory-budget and the model's context allow "
-                       "(default auto)"},
-    [O_PACK] = {"pack", NULL, "pack several examples into each row"},
-    [O_TRAIN_ON_PROMPT] = {"train-on-prompt", NULL, "loss on prompts / user turns too"},
-    [O_LR] = {"lr", "X", "peak learning rate (default 1e-4)"},
-    [O_LR_SCHEDULE] = {"lr-schedule", "S", "constant|linear|cosine, after warmup (default linear)"},
-    [O_WARMUP] = {"warmup", "N",
-                  "linear warmup steps, or a fraction of the steps when < 1 (default 0)"},
-    [O_WEIGHT_DECAY] = {"weight-decay", "X", "AdamW decoupled weight decay (default 0.01)"},
-    [O_GRAD_CLIP] = {"grad-clip", "X", "global gradient-norm clip, 0 = off (default 1.0)"},
-    [O_LORA_RANK] = {"lora-rank", "R", "LoRA / DoRA rank (default 8)"},
-    [O_LORA_ALPHA] = {"lora-alpha", "X", "LoRA alpha: scale alpha/r (default 16)"},
-    [O_LORA_DROPOUT] = {"lora-dropout", "X", "dropout on the LoRA input, in [0, 1) (default 0)"},
-    [O_LORA_TARGETS] = {"lora-targets", "LIST", "q,k,v,o,gate,up,down or all (default q,v)"},
-    [O_LORA_LAYERS] = {"lora-layers", "N|A:B|all",
-                       "the last N layers, layers [A, B), or all (default all)"},
-    [O_RSLORA] = {"rslora", NULL, "rank-stabilised scale alpha/sqrt(r)"},
-    [O_GRAD_CHECKPOINT] = {"grad-checkpoint", NULL,
-                           "recompute activations in backward (less memory)"},
-    [O_BASE_DTYPE] = {"base-dtype", "D",
-                      "f32|bf16|f16: precision of the frozen base (default f32)"},
-    [O_MEMORY_BUDGET] = {"memory-budget", "SIZE",
-                         "peak memory the automatic sizes may plan for, e.g. 6G, 800M or "
-                         "bytes; 0 = 80% of the RAM available at start (default 0)"},
-    [O_EVAL_EVERY] = {"eval-every", "N",
-                      "validation every N steps, 0 = only before and after (default 200)"},
-    [O_EVAL_BATCHES] = {"eval-batches", "N",
-                        "validation batches per evaluation, 0 = the whole split (default 0)"},
-    [O_SAVE_EVERY] = {"save-every", "N",
-                      "checkpoint every N steps, 0 = only at the end (default 100)"},
-    [O_KEEP_CHECKPOINTS] = {"keep-checkpoints", "N", "checkpoints kept, the newest (default 3)"},
-    [O_EARLY_STOP] = {"early-stop", "N",
-                      "stop after N evaluations without a better val loss, 0 = off (default 0)"},
-    [O_MAX_NONFINITE] =
-        {"max-nonfinite", "K",
-         "stop after K consecutive steps with NaN/inf loss or gradients (default 5)"},
-    [O_SEED] = {"seed", "S", "seed of adapter init, dropout, shuffling and splitting (default 42)"},
-    [O_THREADS] = {"threads", "N",
-                   "OpenMP / OpenBLAS threads, 0 = as the environment says (default 0)"},
-    [O_JSON] = {"json", NULL, "print one JSON object per event on stdout"},
+/* Internal flags of a row (beside the public LT_OPT_* flags). */
+enum {
+    R_OMIT_EMPTY = 1u << 8,    /* STRING: not recorded when empty (optional paths) */
+    R_OMIT_ZERO = 1u << 9,     /* not recorded when 0 (iters: epochs decide) */
+    R_YIELD = 1u << 10,        /* not recorded when the exclusive partner is non-zero (epochs) */
+    R_UNSIGNED = 1u << 11,     /* INT: a uint64_t field (seed) */
+    R_WHOLE_ABOVE1 = 1u << 12, /* FLOAT: whole numbers when >= 1 (warmup: steps or a fraction) */
+    R_EXCL = 1u << 13,         /* setting it zeroes the option .excl (iters <-> epochs) */
 };
 
+typedef struct {
+    lt_run_opt_info in;
+    int excl;                   /* R_EXCL: setting this option zeroes that one (iters <-> epochs) */
+    const int *values;          /* ENUM: the value of each choice; NULL: the index */
+    const char *const *aliases; /* ENUM / LIST: "alias", "name" pairs, NULL-terminated */
+    const char *note;           /* added to the "expected" of an error */
+} opt_row;
+
+#define FIELD(f) offsetof(lt_run_opts, f), sizeof(((lt_run_opts *)0)->f)
+#define NOMAX INFINITY
+
+static const char *const k_format_names[] = {"auto",   "text",     "completions", "chat",
+                                             "alpaca", "sharegpt", NULL};
+static const int k_format_values[] = {LT_DATA_AUTO, LT_DATA_TEXT,   LT_DATA_COMPLETIONS,
+                                      LT_DATA_CHAT, LT_DATA_ALPACA, LT_DATA_SHAREGPT};
+static const char *const k_format_aliases[] = {
+    "prompt-completion", "completions", "completion", "completions", "messages", "chat", NULL};
+static const char *const k_method_names[] = {"lora", "dora", "full", "qlora", NULL};
+static const int k_method_values[] = {LT_METHOD_LORA, LT_METHOD_DORA, LT_METHOD_FULL,
+                                      LT_METHOD_QLORA};
+static const char *const k_schedule_names[] = {"constant", "linear", "cosine", NULL};
+static const int k_schedule_values[] = {LT_LR_CONSTANT, LT_LR_LINEAR, LT_LR_COSINE};
+static const char *const k_dtype_names[] = {"f32", "bf16", "f16", NULL};
+static const int k_dtype_values[] = {LT_DTYPE_F32, LT_DTYPE_BF16, LT_DTYPE_F16};
+static const char *const k_dtype_aliases[] = {"fp32", "f32", "float32", "f32", "bfloat16", "bf16",
+                                              "fp16", "f16", "float16", "f16", NULL};
+/* bit i of lt_run_opts.lora_targets = LT_TARGET_* in this order */
+static const char *const k_target_names[] = {"q", "k", "v", "o", "gate", "up", "down", NULL};
+static const char *const k_target_aliases[] = {
+    "q_proj",    "q",    "k_proj",  "k",  "v_proj",    "v",    "o_proj", "o",
+    "gate_proj", "gate", "up_proj", "up", "down_proj", "down", NULL};
+
+enum { O_ITERS = 9, O_EPOCHS = 10 }; /* rows that refer to each other (test_run_opts checks) */
+
+static const opt_row k_rows[] = {
+    /* what and where */
+    {.in = {"model", "MODEL", "base model: Hugging Face folder, .gguf, or llama2.c .bin (required)",
+            LT_OPT_STRING, FIELD(model), .def = ""}},
+    {.in = {"tokenizer", "PATH", "tokenizer, when not with the model (llama2.c .bin)",
+            LT_OPT_STRING, FIELD(tokenizer), .def = "", .flags = R_OMIT_EMPTY}},
+    {.in = {"data", "DATA",
+            "folder with train.jsonl [valid.jsonl test.jsonl], or one file (required)",
+            LT_OPT_STRING, FIELD(data), .def = ""}},
+    {.in = {"data-format", "F", "the records' shape: auto|text|completions|chat|alpaca|sharegpt",
+            LT_OPT_ENUM, FIELD(data_format), .choices = k_format_names, .def = "auto"},
+     .values = k_format_values,
+     .aliases = k_format_aliases},
+    {.in = {"valid-fraction", "X", "one-file data: fraction held out for validation", LT_OPT_FLOAT,
+            FIELD(valid_fraction), 0, 1, 0, 1, .def = "0.1"}},
+    {.in = {"method", "M", "lora|dora|full|qlora (qlora: LoRA over an NF4-quantized base)",
+            LT_OPT_ENUM, FIELD(method), .choices = k_method_names, .def = "lora"},
+     .values = k_method_values},
+    {.in =
+         {"out", "DIR",
+          "output folder: adapter / model, checkpoints/, run_config.yaml (required); locked while "
+          "the run lasts (DIR/.loratune.lock)",
+          LT_OPT_STRING, FIELD(out), .def = ""}},
+    {.in = {"resume", "DIR",
+            "continue from the newest checkpoint of DIR (a run folder, its checkpoints/ or a file)",
+            LT_OPT_STRING, FIELD(resume), .def = "", .flags = LT_OPT_NO_CONFIG | LT_OPT_NO_RECORD}},
+    {.in = {"adapter", "PATH",
+            "start from this adapter (PEFT / mlx-lm folder or its .safetensors, or .gguf)",
+            LT_OPT_STRING, FIELD(adapter), .def = "", .flags = R_OMIT_EMPTY}},
+    /* length of the run */
+    [O_ITERS] = {.in = {"iters", "N", "optimizer steps (overrides --epochs)", LT_OPT_INT,
+                        FIELD(iters), 1, NOMAX, .flags = R_OMIT_ZERO | R_EXCL},
+                 .excl = O_EPOCHS},
+    [O_EPOCHS] = {.in = {"epochs", "X", "passes over the training data when --iters is not given",
+                         LT_OPT_FLOAT, FIELD(epochs), 0, NOMAX, 1, .def = "1",
+                         .flags = R_YIELD | R_EXCL},
+                  .excl = O_ITERS},
+    /* batches */
+    {.in = {"batch-size", "N|auto",
+            "rows per micro-batch; auto: the largest that fits --memory-budget", LT_OPT_INT,
+            FIELD(batch_size), 1, 1 << 20, .def = "auto", .flags = LT_OPT_AUTO, .tune = LT_TUNE_LOG,
+            .tune_min = 1, .tune_max = 32}},
+    {.in = {"grad-accum", "N", "micro-batches per optimizer step", LT_OPT_INT, FIELD(grad_accum), 1,
+            1 << 20, .def = "1", .tune = LT_TUNE_LOG, .tune_min = 1, .tune_max = 16}},
+    {.in = {"max-seq-len", "N|auto",
+            "tokens per row; longer examples are truncated; auto: the longest example, as far as "
+            "--memory-budget and the model's context allow",
+            LT_OPT_INT, FIELD(max_seq_len), 2, 1 << 24, .def = "auto", .flags = LT_OPT_AUTO}},
+    {.in = {"pack", NULL, "pack several examples into each row", LT_OPT_BOOL, FIELD(pack),
+            .def = "false"}},
+    {.in = {"train-on-prompt", NULL, "loss on prompts / user turns too", LT_OPT_BOOL,
+            FIELD(train_on_prompt), .def = "false"}},
+    /* optimizer and schedule */
+    {.in = {"lr", "X", "peak learning rate", LT_OPT_FLOAT, FIELD(lr), 0, NOMAX, 1, .def = "1e-4",
+            .tune = LT_TUNE_LOG, .tune_min = 1e-5, .tune_max = 1e-2}},
+    {.in = {"lr-schedule", "S", "constant|linear|cosine, after warmup", LT_OPT_ENUM,
+            FIELD(lr_schedule), .choices = k_schedule_names, .def = "linear",
+            .tune = LT_TUNE_CHOICE},
+     .values = k_schedule_values},
+    {.in = {"warmup", "N", "linear warmup steps, or a fraction of the steps when < 1", LT_OPT_FLOAT,
+            FIELD(warmup), 0, NOMAX, .def = "0", .flags = R_WHOLE_ABOVE1, .tune = LT_TUNE_LINEAR,
+            .tune_min = 0, .tune_max = 0.1}},
+    {.in = {"weight-decay", "X", "AdamW decoupled weight decay", LT_OPT_FLOAT, FIELD(weight_decay),
+            0, NOMAX, .def = "0.01", .tune = LT_TUNE_LINEAR, .tune_min = 0, .tune_max = 0.1}},
+    {.in = {"grad-clip", "X", "global gradient-norm clip, 0 = off", LT_OPT_FLOAT, FIELD(grad_clip),
+            0, NOMAX, .def = "1.0", .tune = LT_TUNE_LINEAR, .tune_min = 0.25, .tune_max = 2}},
+    /* adapter */
+    {.in = {"lora-rank", "R", "LoRA / DoRA rank", LT_OPT_INT, FIELD(lora_rank), 1, 65536,
+            .def = "8", .tune = LT_TUNE_LOG, .tune_min = 4, .tune_max = 64}},
+    {.in = {"lora-alpha", "X", "LoRA alpha: scale alpha/r", LT_OPT_FLOAT, FIELD(lora_alpha), 0,
+            NOMAX, 1, .def = "16", .tune = LT_TUNE_LOG, .tune_min = 4, .tune_max = 64}},
+    {.in = {"lora-dropout", "X", "dropout on the LoRA input, in [0, 1)", LT_OPT_FLOAT,
+            FIELD(lora_dropout), 0, 1, 0, 1, .def = "0", .tune = LT_TUNE_LINEAR, .tune_min = 0,
+            .tune_max = 0.2}},
+    {.in = {"lora-targets", "LIST", "q,k,v,o,gate,up,down or all", LT_OPT_LIST, FIELD(lora_targets),
+            .choices = k_target_names, .def = "q,v", .tune = LT_TUNE_CHOICE},
+     .aliases = k_target_aliases,
+     .note = "or their *_proj names"},
+    {.in = {"lora-layers", "N|A:B|all", "the last N layers, layers [A, B), or all", LT_OPT_LAYERS,
+            offsetof(lt_run_opts, lora_layer_begin), 3 * sizeof(int), .def = "all"}},
+    {.in = {"rslora", NULL, "rank-stabilised scale alpha/sqrt(r)", LT_OPT_BOOL, FIELD(rslora),
+            .def = "false", .tune = LT_TUNE_CHOICE}},
+    {.in = {"grad-checkpoint", NULL, "recompute activations in backward (less memory)", LT_OPT_BOOL,
+            FIELD(grad_checkpoint), .def = "false"}},
+    {.in = {"base-dtype", "D", "f32|bf16|f16: precision of the frozen base", LT_OPT_ENUM,
+            FIELD(base_dtype), .choices = k_dtype_names, .def = "f32"},
+     .values = k_dtype_values,
+     .aliases = k_dtype_aliases},
+    {.in = {"memory-budget", "SIZE",
+            "peak memory the automatic sizes may plan for, e.g. 6G, 800M or bytes; 0 = 80% of the "
+            "RAM "
+            "available at start",
+            LT_OPT_SIZE, FIELD(memory_budget), 0, 9e18, .def = "0"},
+     .note = "0 = 80% of the available RAM"},
+    /* evaluation and saving */
+    {.in = {"eval-every", "N", "validation every N steps, 0 = only before and after", LT_OPT_INT,
+            FIELD(eval_every), 0, NOMAX, .def = "200"}},
+    {.in = {"eval-batches", "N", "validation batches per evaluation, 0 = the whole split",
+            LT_OPT_INT, FIELD(eval_batches), 0, NOMAX, .def = "0"}},
+    {.in = {"save-every", "N", "checkpoint every N steps, 0 = only at the end", LT_OPT_INT,
+            FIELD(save_every), 0, NOMAX, .def = "100"}},
+    {.in = {"keep-checkpoints", "N", "checkpoints kept, the newest", LT_OPT_INT,
+            FIELD(keep_checkpoints), 1, 1000000, .def = "3"}},
+    {.in = {"early-stop", "N", "stop after N evaluations without a better val loss, 0 = off",
+            LT_OPT_INT, FIELD(early_stop), 0, 1000000, .def = "0"}},
+    {.in = {"max-nonfinite", "K", "stop after K consecutive steps with NaN/inf loss or gradients",
+            LT_OPT_INT, FIELD(max_nonfinite), 1, 1000000, .def = "5"}},
+    /* misc */
+    {.in = {"seed", "S", "seed of adapter init, dropout, shuffling and splitting", LT_OPT_INT,
+            FIELD(seed), 0, NOMAX, .def = "42", .flags = R_UNSIGNED}},
+    {.in = {"threads", "N", "OpenMP / OpenBLAS threads, 0 = as the environment says", LT_OPT_INT,
+            FIELD(threads), 0, 4096, .def = "0"}},
+    {.in = {"json", NULL, "print one JSON object per event on stdout", LT_OPT_BOOL, FIELD(json),
+            .def = "false", .flags = LT_OPT_NO_RECORD}},
+};
+#define N_OPTS ((int)(sizeof k_rows / sizeof *k_rows))
+
+_Static_assert(sizeof(lt_data_format) == sizeof(int) && sizeof(lt_train_method) == sizeof(int) &&
+                   sizeof(lt_lr_schedule) == sizeof(int) && sizeof(lt_dtype) == sizeof(int),
+               "ENUM options are stored as int");
+_Static_assert(offsetof(lt_run_opts, lora_layer_end) ==
+                       offsetof(lt_run_opts, lora_layer_begin) + sizeof(int) &&
+                   offsetof(lt_run_opts, lora_last_layers) ==
+                       offsetof(lt_run_opts, lora_layer_begin) + 2 * sizeof(int),
+               "LAYERS: three consecutive ints");
+
 int lt_run_opt_count(void) {
-    return O_COUNT;
+    return N_OPTS;
 }
 const lt_run_opt_info *lt_run_opt_get(int i) {
-    return (i >= 0 && i < O_COUNT) ? &k_opts[i] : NULL;
+    return (i >= 0 && i < N_OPTS) ? &k_rows[i].in : NULL;
 }
 
 const char *lt_lr_schedule_name(lt_lr_schedule s) {
-    switch (s) {
-    case LT_LR_CONSTANT:
-        return "constant";
-    case LT_LR_LINEAR:
-        return "linear";
-    case LT_LR_COSINE:
-        return "cosine";
-    }
+    for (int i = 0; k_schedule_names[i]; i++)
+        if (k_schedule_values[i] == (int)s) return k_schedule_names[i];
     return "?";
 }
 
-void lt_run_opts_default(lt_run_opts *o) {
-    memset(o, 0, sizeof *o);
-    o->data_format = LT_DATA_AUTO;
-    o->valid_fraction = 0.1;
-    o->method = LT_METHOD_LORA;
-    o->iters = 0;
-    o->epochs = 1.0;
-    o->batch_size = 0; /* auto */
-    o->grad_accum = 1;
-    o->max_seq_len = 0; /* auto */
-    o->lr = 1e-4;
-    o->lr_schedule = LT_LR_LINEAR;
-    o->warmup = 0;
-    o->weight_decay = 0.01;
-    o->grad_clip = 1.0;
-    o->lora_rank = 8;
-    o->lora_alpha = 16;
-    o->lora_dropout = 0;
-    o->lora_targets = LT_TARGET_Q | LT_TARGET_V;
-    o->base_dtype = LT_DTYPE_F32;
-    o->eval_every = 200;
-    o->eval_batches = 0;
-    o->save_every = 100;
-    o->keep_checkpoints = 3;
-    o->early_stop = 0;
-    o->max_nonfinite = 5;
-    o->seed = 42;
+/* ---- field access ---------------------------------------------------------------------- */
+
+static void *field(lt_run_opts *o, const opt_row *r) {
+    return (char *)o + r->in.offset;
 }
+static const void *cfield(const lt_run_opts *o, const opt_row *r) {
+    return (const char *)o + r->in.offset;
+}
+
+static int64_t get_int(const lt_run_opts *o, const opt_row *r) {
+    const void *p = cfield(o, r);
+    if (r->in.size == sizeof(int32_t)) {
+        int32_t v;
+        memcpy(&v, p, sizeof v);
+        return v;
+    }
+    int64_t v;
+    memcpy(&v, p, sizeof v); /* int64_t, or uint64_t read back by the caller */
+    return v;
+}
+
+static void put_int(lt_run_opts *o, const opt_row *r, int64_t v) {
+    void *p = field(o, r);
+    if (r->in.size == sizeof(int32_t)) {
+        int32_t x = (int32_t)v;
+        memcpy(p, &x, sizeof x);
+    } else {
+        memcpy(p, &v, sizeof v);
+    }
+}
+
+/* Zeroes an option's field (the exclusive partner of iters / epochs). */
+static void zero_field(lt_run_opts *o, const opt_row *r) {
+    memset(field(o, r), 0, r->in.size);
+}
+
+/* ---- keys ------------------------------------------------------------------------------- */
 
 /* "lora_rank" / "--lora-rank" -> "lora-rank" in buf. */
 static void norm_key(const char *key, char *buf, size_t n) {
@@ -187,17 +248,18 @@ static void norm_key(const char *key, char *buf, size_t n) {
     buf[i] = 0;
 }
 
-static int find_opt(const char *key) {
+int lt_run_opt_find(const char *key) {
+    if (!key) return -1;
     char k[128];
     norm_key(key, k, sizeof k);
-    for (int i = 0; i < O_COUNT; i++)
-        if (!strcmp(k_opts[i].name, k)) return i;
+    for (int i = 0; i < N_OPTS; i++)
+        if (!strcmp(k_rows[i].in.name, k)) return i;
     return -1;
 }
 
 int lt_run_opt_is_flag(const char *key) {
-    int i = find_opt(key);
-    return i < 0 ? -1 : k_opts[i].arg == NULL;
+    int i = lt_run_opt_find(key);
+    return i < 0 ? -1 : k_rows[i].in.type == LT_OPT_BOOL;
 }
 
 static int edit_distance(const char *a, const char *b) {
@@ -222,313 +284,269 @@ static lt_status unknown_key(const char *key) {
     char k[128];
     norm_key(key, k, sizeof k);
     int best = -1, bd = 99;
-    for (int i = 0; i < O_COUNT; i++) {
-        int e = edit_distance(k, k_opts[i].name);
+    for (int i = 0; i < N_OPTS; i++) {
+        int e = edit_distance(k, k_rows[i].in.name);
         if (e < bd) bd = e, best = i;
     }
     if (best >= 0 && bd <= 3)
         return lt_error(LT_ERR_ARG, "unknown option '%s' (did you mean '%s'?)", k,
-                        k_opts[best].name);
+                        k_rows[best].in.name);
     return lt_error(LT_ERR_ARG, "unknown option '%s' (see loratune train --help)", k);
 }
 
-static lt_status parse_i64(const char *name, const char *v, int64_t lo, int64_t hi, int64_t *out) {
+/* ---- parsing by type -------------------------------------------------------------------- */
+
+/* "a, b or c" from a NULL-terminated list (sep between all but the last two). */
+static void join_choices(const char *const *c, const char *sep, const char *last, char *buf,
+                         size_t n) {
+    size_t k = 0;
+    int cnt = 0;
+    while (c[cnt])
+        cnt++;
+    buf[0] = 0;
+    for (int i = 0; i < cnt && k < n; i++)
+        k += (size_t)snprintf(buf + k, n - k, "%s%s",
+                              i == 0         ? ""
+                              : i == cnt - 1 ? last
+                                             : sep,
+                              c[i]);
+}
+
+static lt_status bad_int(const opt_row *r, const char *v) {
+    const lt_run_opt_info *in = &r->in;
+    const char *au = in->flags & LT_OPT_AUTO ? "auto or " : "";
+    if (isinf(in->max))
+        return lt_error(LT_ERR_ARG, "%s: expected %san integer >= %lld, got '%s'", in->name, au,
+                        (long long)in->min, v);
+    return lt_error(LT_ERR_ARG, "%s: expected %san integer in [%lld, %lld], got '%s'", in->name, au,
+                    (long long)in->min, (long long)in->max, v);
+}
+
+static lt_status parse_int(lt_run_opts *o, const opt_row *r, const char *v) {
+    const lt_run_opt_info *in = &r->in;
+    if ((in->flags & LT_OPT_AUTO) && !strcmp(v, "auto")) {
+        put_int(o, r, 0);
+        return LT_OK;
+    }
     char *end;
     errno = 0;
+    if (r->in.flags & R_UNSIGNED) { /* the whole uint64_t range */
+        unsigned long long x = strtoull(v, &end, 10);
+        if (errno || end == v || *end || v[0] == '-') return bad_int(r, v);
+        uint64_t u = x;
+        memcpy(field(o, r), &u, sizeof u);
+        return LT_OK;
+    }
     long long x = strtoll(v, &end, 10);
     while (end && isspace((unsigned char)*end))
         end++;
-    if (errno || end == v || *end || x < lo || x > hi) {
-        if (hi == INT64_MAX)
-            return lt_error(LT_ERR_ARG, "%s: expected an integer >= %lld, got '%s'", name,
-                            (long long)lo, v);
-        return lt_error(LT_ERR_ARG, "%s: expected an integer in [%lld, %lld], got '%s'", name,
-                        (long long)lo, (long long)hi, v);
-    }
-    *out = x;
+    int64_t hi = isinf(in->max) ? INT64_MAX : (int64_t)in->max;
+    if (errno || end == v || *end || x < (int64_t)in->min || x > hi) return bad_int(r, v);
+    put_int(o, r, x);
     return LT_OK;
 }
 
-/* lo_open / hi_open: exclusive bounds. */
-static lt_status parse_f64(const char *name, const char *v, double lo, int lo_open, double hi,
-                           int hi_open, double *out) {
+static lt_status parse_float(lt_run_opts *o, const opt_row *r, const char *v) {
+    const lt_run_opt_info *in = &r->in;
     char *end;
     errno = 0;
     double x = strtod(v, &end);
     while (end && isspace((unsigned char)*end))
         end++;
-    int bad = errno || end == v || *end || !isfinite(x) || x < lo || (lo_open && x == lo) ||
-              x > hi || (hi_open && x == hi);
+    double lo = in->min, hi = in->max;
+    int bad = errno || end == v || *end || !isfinite(x) || x < lo || (in->min_open && x == lo) ||
+              x > hi || (in->max_open && x == hi);
     if (bad) {
         if (isinf(hi))
-            return lt_error(LT_ERR_ARG, "%s: expected a number %s %g, got '%s'", name,
-                            lo_open ? ">" : ">=", lo, v);
-        return lt_error(LT_ERR_ARG, "%s: expected a number in %c%g, %g%c, got '%s'", name,
-                        lo_open ? '(' : '[', lo, hi, hi_open ? ')' : ']', v);
+            return lt_error(LT_ERR_ARG, "%s: expected a number %s %g, got '%s'", in->name,
+                            in->min_open ? ">" : ">=", lo, v);
+        return lt_error(LT_ERR_ARG, "%s: expected a number in %c%g, %g%c, got '%s'", in->name,
+                        in->min_open ? '(' : '[', lo, hi, in->max_open ? ')' : ']', v);
     }
-    *out = x;
+    if ((r->in.flags & R_WHOLE_ABOVE1) && x >= 1 && x != floor(x))
+        return lt_error(LT_ERR_ARG,
+                        "%s: expected whole steps (>= 1) or a fraction in [0, 1), got '%s'",
+                        in->name, v);
+    memcpy(field(o, r), &x, sizeof x);
     return LT_OK;
 }
 
-static lt_status parse_bool(const char *name, const char *v, int *out) {
+static lt_status parse_bool(lt_run_opts *o, const opt_row *r, const char *v) {
     static const char *yes[] = {"true", "yes", "on", "1", "True", "TRUE", "Yes"};
     static const char *no[] = {"false", "no", "off", "0", "False", "FALSE", "No"};
+    int b = -1;
     for (size_t i = 0; i < sizeof yes / sizeof *yes; i++)
-        if (!strcmp(v, yes[i])) return *out = 1, LT_OK;
+        if (!strcmp(v, yes[i])) b = 1;
     for (size_t i = 0; i < sizeof no / sizeof *no; i++)
-        if (!strcmp(v, no[i])) return *out = 0, LT_OK;
-    return lt_error(LT_ERR_ARG, "%s: expected true or false, got '%s'", name, v);
+        if (!strcmp(v, no[i])) b = 0;
+    if (b < 0) return lt_error(LT_ERR_ARG, "%s: expected true or false, got '%s'", r->in.name, v);
+    put_int(o, r, b);
+    return LT_OK;
 }
 
-static lt_status set_path(const char *name, const char *v, char *dst) {
+static lt_status parse_string(lt_run_opts *o, const opt_row *r, const char *v) {
     size_t n = strlen(v);
-    if (n >= LT_RUN_PATH_MAX)
-        return lt_error(LT_ERR_ARG, "%s: path longer than %d bytes", name, LT_RUN_PATH_MAX - 1);
-    memcpy(dst, v, n + 1);
+    if (n >= r->in.size)
+        return lt_error(LT_ERR_ARG, "%s: path longer than %zu bytes", r->in.name, r->in.size - 1);
+    memcpy(field(o, r), v, n + 1);
     return LT_OK;
+}
+
+/* Index of name among choices (or through an alias); -1 when none. len: bytes of name. */
+static int choice_index(const opt_row *r, const char *name, size_t len) {
+    for (int k = 0; k < 2; k++) {
+        for (int i = 0; r->in.choices[i]; i++)
+            if (strlen(r->in.choices[i]) == len && !strncmp(r->in.choices[i], name, len)) return i;
+        if (!r->aliases) return -1;
+        for (int i = 0; r->aliases[i]; i += 2) /* an alias resolves to its name, once */
+            if (strlen(r->aliases[i]) == len && !strncmp(r->aliases[i], name, len)) {
+                name = r->aliases[i + 1];
+                len = strlen(name);
+                break;
+            }
+    }
+    return -1;
+}
+
+static lt_status parse_enum(lt_run_opts *o, const opt_row *r, const char *v) {
+    int i = choice_index(r, v, strlen(v));
+    if (i < 0) {
+        char names[256];
+        join_choices(r->in.choices, ", ", " or ", names, sizeof names);
+        return lt_error(LT_ERR_ARG, "%s: expected %s, got '%s'", r->in.name, names, v);
+    }
+    put_int(o, r, r->values ? r->values[i] : i);
+    return LT_OK;
+}
+
+static unsigned list_all(const opt_row *r) {
+    unsigned m = 0;
+    for (int i = 0; r->in.choices[i]; i++)
+        m |= 1u << i;
+    return m;
+}
+
+static lt_status parse_list(lt_run_opts *o, const opt_row *r, const char *v) {
+    unsigned mask = 0;
+    if (!strcmp(v, "all") || !strcmp(v, "all-linear")) {
+        mask = list_all(r);
+    } else {
+        const char *p = v;
+        if (!*p) goto bad;
+        while (*p) {
+            const char *e = strchr(p, ',');
+            size_t len = e ? (size_t)(e - p) : strlen(p);
+            int i = choice_index(r, p, len);
+            if (i < 0) goto bad;
+            mask |= 1u << i;
+            p += len;
+            if (*p == ',') p++;
+        }
+    }
+    memcpy(field(o, r), &mask, sizeof mask);
+    return LT_OK;
+bad:;
+    char names[256];
+    join_choices(r->in.choices, ",", ",", names, sizeof names);
+    return lt_error(LT_ERR_ARG, "%s: expected a comma-separated list of %s%s%s%s or all, got '%s'",
+                    r->in.name, names, r->note ? " (" : "", r->note ? r->note : "",
+                    r->note ? ")" : "", v);
+}
+
+static lt_status parse_size(lt_run_opts *o, const opt_row *r, const char *v) {
+    char *end;
+    errno = 0;
+    double x = strtod(v, &end);
+    double mul = 1;
+    if (end != v && *end) {
+        char u = (char)toupper((unsigned char)*end);
+        mul = u == 'K'   ? 1024.0
+              : u == 'M' ? 1048576.0
+              : u == 'G' ? 1073741824.0
+              : u == 'T' ? 1099511627776.0
+                         : 0;
+        if (mul > 0) end++;
+        if (mul > 0 && (*end == 'i' || *end == 'I')) end++;
+        if (mul > 0 && (*end == 'B' || *end == 'b')) end++;
+    }
+    if (errno || end == v || *end || !(mul > 0) || !(x >= r->in.min) || x * mul > r->in.max)
+        return lt_error(
+            LT_ERR_ARG, "%s: expected a size such as 6G, 800M, 1.5GiB or bytes%s%s%s, got '%s'",
+            r->in.name, r->note ? " (" : "", r->note ? r->note : "", r->note ? ")" : "", v);
+    put_int(o, r, (int64_t)(x * mul));
+    return LT_OK;
+}
+
+/* lora-layers: fields begin, end, last (three ints from the row's offset). */
+static lt_status parse_layers(lt_run_opts *o, const opt_row *r, const char *v) {
+    int *f = field(o, r);
+    int a, c, n = 0;
+    if (!strcmp(v, "all") || !strcmp(v, "-1")) {
+        f[0] = f[1] = f[2] = 0;
+        return LT_OK;
+    }
+    if (sscanf(v, "%d:%d%n", &a, &c, &n) == 2 && !v[n] && a >= 0 && c > a) {
+        f[0] = a;
+        f[1] = c;
+        f[2] = 0;
+        return LT_OK;
+    }
+    char *end;
+    errno = 0;
+    long long x = strtoll(v, &end, 10);
+    while (end && isspace((unsigned char)*end))
+        end++;
+    if (!errno && end != v && !*end && x >= 1 && x <= (1 << 20)) {
+        f[0] = f[1] = 0;
+        f[2] = (int)x;
+        return LT_OK;
+    }
+    return lt_error(LT_ERR_ARG,
+                    "%s: expected N (the last N layers), A:B (layers A..B-1, A < B) or all, got "
+                    "'%s'",
+                    r->in.name, v);
+}
+
+static lt_status set_row(lt_run_opts *o, const opt_row *r, const char *v) {
+    switch (r->in.type) {
+    case LT_OPT_STRING:
+        return parse_string(o, r, v);
+    case LT_OPT_BOOL:
+        return parse_bool(o, r, v);
+    case LT_OPT_INT:
+        return parse_int(o, r, v);
+    case LT_OPT_FLOAT:
+        return parse_float(o, r, v);
+    case LT_OPT_ENUM:
+        return parse_enum(o, r, v);
+    case LT_OPT_SIZE:
+        return parse_size(o, r, v);
+    case LT_OPT_LIST:
+        return parse_list(o, r, v);
+    case LT_OPT_LAYERS:
+        return parse_layers(o, r, v);
+    }
+    return lt_error(LT_ERR_INTERNAL, "%s: option of unknown type", r->in.name);
 }
 
 lt_status lt_run_opts_set(lt_run_opts *o, const char *key, const char *value) {
-    int id = find_opt(key);
+    int id = lt_run_opt_find(key);
     if (id < 0) return unknown_key(key);
-    const char *nm = k_opts[id].name;
-    if (!value) return lt_error(LT_ERR_ARG, "%s: missing value", nm);
-    int64_t i64;
-    double f;
-    int b = 0;
-    lt_status st = LT_OK;
-    switch ((opt_id)id) {
-    case O_MODEL:
-        return set_path(nm, value, o->model);
-    case O_TOKENIZER:
-        return set_path(nm, value, o->tokenizer);
-    case O_DATA:
-        return set_path(nm, value, o->data);
-    case O_OUT:
-        return set_path(nm, value, o->out);
-    case O_RESUME:
-        return set_path(nm, value, o->resume);
-    case O_ADAPTER:
-        return set_path(nm, value, o->adapter);
-    case O_DATA_FORMAT:
-        if (lt_data_format_parse(value, &o->data_format))
-            return lt_error(LT_ERR_ARG,
-                            "%s: expected auto, text, completions, chat, alpaca or sharegpt, "
-                            "got '%s'",
-                            nm, value);
-        return LT_OK;
-    case O_VALID_FRACTION:
-        if ((st = parse_f64(nm, value, 0, 0, 1, 1, &f))) return st;
-        o->valid_fraction = f;
-        return LT_OK;
-    case O_METHOD:
-        if (strcmp(value, "lora") && strcmp(value, "dora") && strcmp(value, "full") &&
-            strcmp(value, "qlora"))
-            return lt_error(LT_ERR_ARG, "%s: expected lora, dora, full or qlora, got '%s'", nm,
-                            value);
-        return lt_train_method_parse(value, &o->method);
-    case O_ITERS:
-        if ((st = parse_i64(nm, value, 1, INT64_MAX, &i64))) return st;
-        o->iters = i64;
-        o->epochs = 0;
-        return LT_OK;
-    case O_EPOCHS:
-        if ((st = parse_f64(nm, value, 0, 1, INFINITY, 0, &f))) return st;
-        o->epochs = f;
-        o->iters = 0;
-        return LT_OK;
-    case O_BATCH_SIZE:
-        if (!strcmp(value, "auto")) {
-            o->batch_size = 0;
-            return LT_OK;
-        }
-        if ((st = parse_i64(nm, value, 1, 1 << 20, &i64)))
-            return lt_error(LT_ERR_ARG, "%s: expected auto or an integer in [1, %d], got '%s'", nm,
-                            1 << 20, value);
-        o->batch_size = (int)i64;
-        return LT_OK;
-    case O_GRAD_ACCUM:
-        if ((st = parse_i64(nm, value, 1, 1 << 20, &i64))) return st;
-        o->grad_accum = (int)i64;
-        return LT_OK;
-    case O_MAX_SEQ_LEN:
-        if (!strcmp(value, "auto")) {
-            o->max_seq_len = 0;
-            return LT_OK;
-        }
-        if ((st = parse_i64(nm, value, 2, 1 << 24, &i64)))
-            return lt_error(LT_ERR_ARG, "%s: expected auto or an integer in [2, %d], got '%s'", nm,
-                            1 << 24, value);
-        o->max_seq_len = (int)i64;
-        return LT_OK;
-    case O_PACK:
-        if ((st = parse_bool(nm, value, &b))) return st;
-        o->pack = b;
-        return LT_OK;
-    case O_TRAIN_ON_PROMPT:
-        if ((st = parse_bool(nm, value, &b))) return st;
-        o->train_on_prompt = b;
-        return LT_OK;
-    case O_RSLORA:
-        if ((st = parse_bool(nm, value, &b))) return st;
-        o->rslora = b;
-        return LT_OK;
-    case O_GRAD_CHECKPOINT:
-        if ((st = parse_bool(nm, value, &b))) return st;
-        o->grad_checkpoint = b;
-        return LT_OK;
-    case O_JSON:
-        if ((st = parse_bool(nm, value, &b))) return st;
-        o->json = b;
-        return LT_OK;
-    case O_LR:
-        if ((st = parse_f64(nm, value, 0, 1, INFINITY, 0, &f))) return st;
-        o->lr = f;
-        return LT_OK;
-    case O_LR_SCHEDULE:
-        if (!strcmp(value, "constant"))
-            o->lr_schedule = LT_LR_CONSTANT;
-        else if (!strcmp(value, "linear"))
-            o->lr_schedule = LT_LR_LINEAR;
-        else if (!strcmp(value, "cosine"))
-            o->lr_schedule = LT_LR_COSINE;
-        else
-            return lt_error(LT_ERR_ARG, "%s: expected constant, linear or cosine, got '%s'", nm,
-                            value);
-        return LT_OK;
-    case O_WARMUP:
-        if ((st = parse_f64(nm, value, 0, 0, INFINITY, 0, &f))) return st;
-        if (f >= 1 && f != floor(f))
-            return lt_error(LT_ERR_ARG,
-                            "%s: expected whole steps (>= 1) or a fraction in [0, 1), got '%s'", nm,
-                            value);
-        o->warmup = f;
-        return LT_OK;
-    case O_WEIGHT_DECAY:
-        if ((st = parse_f64(nm, value, 0, 0, INFINITY, 0, &f))) return st;
-        o->weight_decay = f;
-        return LT_OK;
-    case O_GRAD_CLIP:
-        if ((st = parse_f64(nm, value, 0, 0, INFINITY, 0, &f))) return st;
-        o->grad_clip = f;
-        return LT_OK;
-    case O_LORA_RANK:
-        if ((st = parse_i64(nm, value, 1, 65536, &i64))) return st;
-        o->lora_rank = (int)i64;
-        return LT_OK;
-    case O_LORA_ALPHA:
-        if ((st = parse_f64(nm, value, 0, 1, INFINITY, 0, &f))) return st;
-        o->lora_alpha = f;
-        return LT_OK;
-    case O_LORA_DROPOUT:
-        if ((st = parse_f64(nm, value, 0, 0, 1, 1, &f))) return st;
-        o->lora_dropout = f;
-        return LT_OK;
-    case O_LORA_TARGETS: {
-        unsigned m;
-        if (lt_target_mask_parse(value, &m))
-            return lt_error(LT_ERR_ARG,
-                            "%s: expected a comma-separated list of q,k,v,o,gate,up,down (or "
-                            "their *_proj names) or all, got '%s'",
-                            nm, value);
-        o->lora_targets = m;
-        return LT_OK;
-    }
-    case O_LORA_LAYERS: {
-        int a, c, n = 0;
-        if (!strcmp(value, "all") || !strcmp(value, "-1")) {
-            o->lora_layer_begin = o->lora_layer_end = o->lora_last_layers = 0;
-            return LT_OK;
-        }
-        if (sscanf(value, "%d:%d%n", &a, &c, &n) == 2 && !value[n] && a >= 0 && c > a) {
-            o->lora_layer_begin = a;
-            o->lora_layer_end = c;
-            o->lora_last_layers = 0;
-            return LT_OK;
-        }
-        if (!parse_i64(nm, value, 1, 1 << 20, &i64)) {
-            o->lora_last_layers = (int)i64;
-            o->lora_layer_begin = o->lora_layer_end = 0;
-            return LT_OK;
-        }
-        return lt_error(LT_ERR_ARG,
-                        "%s: expected N (the last N layers), A:B (layers A..B-1, A < B) or all, "
-                        "got '%s'",
-                        nm, value);
-    }
-    case O_BASE_DTYPE:
-        if (!strcmp(value, "f32") || !strcmp(value, "fp32") || !strcmp(value, "float32"))
-            o->base_dtype = LT_DTYPE_F32;
-        else if (!strcmp(value, "bf16") || !strcmp(value, "bfloat16"))
-            o->base_dtype = LT_DTYPE_BF16;
-        else if (!strcmp(value, "f16") || !strcmp(value, "fp16") || !strcmp(value, "float16"))
-            o->base_dtype = LT_DTYPE_F16;
-        else
-            return lt_error(LT_ERR_ARG, "%s: expected f32, bf16 or f16, got '%s'", nm, value);
-        return LT_OK;
-    case O_MEMORY_BUDGET: {
-        char *end;
-        errno = 0;
-        double x = strtod(value, &end);
-        double mul = 1;
-        if (end != value && *end) {
-            char u = (char)toupper((unsigned char)*end);
-            mul = u == 'K' ? 1024.0 : u == 'M' ? 1048576.0 : u == 'G' ? 1073741824.0
-                : u == 'T' ? 1099511627776.0 : 0;
-            if (mul > 0) end++;
-            if (mul > 0 && (*end == 'i' || *end == 'I')) end++;
-            if (mul > 0 && (*end == 'B' || *end == 'b')) end++;
-        }
-        if (errno || end == value || *end || !(mul > 0) || !(x >= 0) || x * mul > 9e18)
-            return lt_error(LT_ERR_ARG,
-                            "%s: expected a size such as 6G, 800M, 1.5GiB or bytes (0 = 80%% of "
-                            "the available RAM), got '%s'",
-                            nm, value);
-        o->memory_budget = (int64_t)(x * mul);
-        return LT_OK;
-    }
-    case O_EVAL_EVERY:
-        if ((st = parse_i64(nm, value, 0, INT64_MAX, &i64))) return st;
-        o->eval_every = i64;
-        return LT_OK;
-    case O_EVAL_BATCHES:
-        if ((st = parse_i64(nm, value, 0, INT64_MAX, &i64))) return st;
-        o->eval_batches = i64;
-        return LT_OK;
-    case O_SAVE_EVERY:
-        if ((st = parse_i64(nm, value, 0, INT64_MAX, &i64))) return st;
-        o->save_every = i64;
-        return LT_OK;
-    case O_KEEP_CHECKPOINTS:
-        if ((st = parse_i64(nm, value, 1, 1000000, &i64))) return st;
-        o->keep_checkpoints = (int)i64;
-        return LT_OK;
-    case O_EARLY_STOP:
-        if ((st = parse_i64(nm, value, 0, 1000000, &i64))) return st;
-        o->early_stop = (int)i64;
-        return LT_OK;
-    case O_MAX_NONFINITE:
-        if ((st = parse_i64(nm, value, 1, 1000000, &i64))) return st;
-        o->max_nonfinite = (int)i64;
-        return LT_OK;
-    case O_SEED: {
-        char *end;
-        errno = 0;
-        unsigned long long s = strtoull(value, &end, 10);
-        if (errno || end == value || *end || value[0] == '-')
-            return lt_error(LT_ERR_ARG, "%s: expected an integer >= 0, got '%s'", nm, value);
-        o->seed = s;
-        return LT_OK;
-    }
-    case O_THREADS:
-        if ((st = parse_i64(nm, value, 0, 4096, &i64))) return st;
-        o->threads = (int)i64;
-        return LT_OK;
-    case O_COUNT:
-        break;
-    }
-    return lt_error(LT_ERR_INTERNAL, "option table out of step");
+    const opt_row *r = &k_rows[id];
+    if (!value) return lt_error(LT_ERR_ARG, "%s: missing value", r->in.name);
+    lt_status st = set_row(o, r, value);
+    if (!st && (r->in.flags & R_EXCL))
+        zero_field(o, &k_rows[r->excl]); /* iters clears epochs, and back */
+    return st;
 }
+
+void lt_run_opts_default(lt_run_opts *o) {
+    memset(o, 0, sizeof *o);
+    for (int i = 0; i < N_OPTS; i++) /* the table's defaults are valid values (test_run_opts) */
+        if (k_rows[i].in.def && k_rows[i].in.def[0]) set_row(o, &k_rows[i], k_rows[i].in.def);
+}
+
+/* ---- formatting ------------------------------------------------------------------------- */
 
 /* Shortest %.Ng text that reads back to exactly x. */
 static const char *fmt_double(double x, char *buf, size_t n) {
@@ -539,136 +557,87 @@ static const char *fmt_double(double x, char *buf, size_t n) {
     return buf;
 }
 
-/* The value of option id as text lt_run_opts_set reads back; NULL when it should not be
- * written (resume, empty optional paths). Doubles in their shortest exact form. */
-static const char *format_opt(const lt_run_opts *o, int id, char *buf, size_t n) {
-    switch ((opt_id)id) {
-    case O_MODEL:
-        return o->model;
-    case O_TOKENIZER:
-        return o->tokenizer[0] ? o->tokenizer : NULL;
-    case O_DATA:
-        return o->data;
-    case O_OUT:
-        return o->out;
-    case O_RESUME:
-        return NULL;
-    case O_ADAPTER:
-        return o->adapter[0] ? o->adapter : NULL;
-    case O_DATA_FORMAT:
-        return lt_data_format_name(o->data_format);
-    case O_VALID_FRACTION:
-        return fmt_double(o->valid_fraction, buf, n);
-    case O_METHOD:
-        return lt_train_method_name(o->method);
-    case O_ITERS:
-        if (!o->iters) return NULL;
-        snprintf(buf, n, "%lld", (long long)o->iters);
+static const char *format_row(const lt_run_opts *o, const opt_row *r, char *buf, size_t n) {
+    const void *p = cfield(o, r);
+    switch (r->in.type) {
+    case LT_OPT_STRING:
+        return (const char *)p;
+    case LT_OPT_BOOL:
+        return get_int(o, r) ? "true" : "false";
+    case LT_OPT_INT: {
+        int64_t v = get_int(o, r);
+        if ((r->in.flags & LT_OPT_AUTO) && v == 0) return "auto";
+        if (r->in.flags & R_UNSIGNED)
+            snprintf(buf, n, "%llu", (unsigned long long)(uint64_t)v);
+        else
+            snprintf(buf, n, "%lld", (long long)v);
         return buf;
-    case O_EPOCHS:
-        if (o->iters) return NULL;
-        return fmt_double(o->epochs, buf, n);
-    case O_BATCH_SIZE:
-        if (!o->batch_size) return "auto";
-        snprintf(buf, n, "%d", o->batch_size);
+    }
+    case LT_OPT_SIZE:
+        snprintf(buf, n, "%lld", (long long)get_int(o, r));
         return buf;
-    case O_GRAD_ACCUM:
-        snprintf(buf, n, "%d", o->grad_accum);
-        return buf;
-    case O_MAX_SEQ_LEN:
-        if (!o->max_seq_len) return "auto";
-        snprintf(buf, n, "%d", o->max_seq_len);
-        return buf;
-    case O_PACK:
-        return o->pack ? "true" : "false";
-    case O_TRAIN_ON_PROMPT:
-        return o->train_on_prompt ? "true" : "false";
-    case O_LR:
-        return fmt_double(o->lr, buf, n);
-    case O_LR_SCHEDULE:
-        return lt_lr_schedule_name(o->lr_schedule);
-    case O_WARMUP:
-        return fmt_double(o->warmup, buf, n);
-    case O_WEIGHT_DECAY:
-        return fmt_double(o->weight_decay, buf, n);
-    case O_GRAD_CLIP:
-        return fmt_double(o->grad_clip, buf, n);
-    case O_LORA_RANK:
-        snprintf(buf, n, "%d", o->lora_rank);
-        return buf;
-    case O_LORA_ALPHA:
-        return fmt_double(o->lora_alpha, buf, n);
-    case O_LORA_DROPOUT:
-        return fmt_double(o->lora_dropout, buf, n);
-    case O_LORA_TARGETS: {
-        if (o->lora_targets == LT_TARGET_ALL) return "all";
-        static const char *shorts[LT_N_TARGETS] = {"q", "k", "v", "o", "gate", "up", "down"};
+    case LT_OPT_FLOAT: {
+        double x;
+        memcpy(&x, p, sizeof x);
+        return fmt_double(x, buf, n);
+    }
+    case LT_OPT_ENUM: {
+        int v = (int)get_int(o, r);
+        for (int i = 0; r->in.choices[i]; i++)
+            if ((r->values ? r->values[i] : i) == v) return r->in.choices[i];
+        return "?";
+    }
+    case LT_OPT_LIST: {
+        unsigned m;
+        memcpy(&m, p, sizeof m);
+        if (m == list_all(r)) return "all";
         buf[0] = 0;
-        for (int t = 0; t < LT_N_TARGETS; t++)
-            if ((o->lora_targets >> t) & 1) {
+        for (int i = 0; r->in.choices[i]; i++)
+            if ((m >> i) & 1) {
                 size_t l = strlen(buf);
-                snprintf(buf + l, n - l, "%s%s", l ? "," : "", shorts[t]);
+                snprintf(buf + l, n - l, "%s%s", l ? "," : "", r->in.choices[i]);
             }
         return buf;
     }
-    case O_LORA_LAYERS:
-        if (o->lora_last_layers > 0)
-            snprintf(buf, n, "%d", o->lora_last_layers);
-        else if (o->lora_layer_end > 0)
-            snprintf(buf, n, "%d:%d", o->lora_layer_begin, o->lora_layer_end);
+    case LT_OPT_LAYERS: {
+        const int *f = p;
+        if (f[2] > 0)
+            snprintf(buf, n, "%d", f[2]);
+        else if (f[1] > 0)
+            snprintf(buf, n, "%d:%d", f[0], f[1]);
         else
             snprintf(buf, n, "all");
         return buf;
-    case O_RSLORA:
-        return o->rslora ? "true" : "false";
-    case O_GRAD_CHECKPOINT:
-        return o->grad_checkpoint ? "true" : "false";
-    case O_BASE_DTYPE:
-        return o->base_dtype == LT_DTYPE_BF16  ? "bf16"
-               : o->base_dtype == LT_DTYPE_F16 ? "f16"
-                                               : "f32";
-    case O_MEMORY_BUDGET:
-        snprintf(buf, n, "%lld", (long long)o->memory_budget);
-        return buf;
-    case O_EVAL_EVERY:
-        snprintf(buf, n, "%lld", (long long)o->eval_every);
-        return buf;
-    case O_EVAL_BATCHES:
-        snprintf(buf, n, "%lld", (long long)o->eval_batches);
-        return buf;
-    case O_SAVE_EVERY:
-        snprintf(buf, n, "%lld", (long long)o->save_every);
-        return buf;
-    case O_KEEP_CHECKPOINTS:
-        snprintf(buf, n, "%d", o->keep_checkpoints);
-        return buf;
-    case O_EARLY_STOP:
-        snprintf(buf, n, "%d", o->early_stop);
-        return buf;
-    case O_MAX_NONFINITE:
-        snprintf(buf, n, "%d", o->max_nonfinite);
-        return buf;
-    case O_SEED:
-        snprintf(buf, n, "%llu", (unsigned long long)o->seed);
-        return buf;
-    case O_THREADS:
-        snprintf(buf, n, "%d", o->threads);
-        return buf;
-    case O_JSON:
-        return NULL; /* how to print, not what to compute */
-    case O_COUNT:
-        break;
     }
-    return NULL;
+    }
+    return "?";
+}
+
+const char *lt_run_opt_format(const lt_run_opts *o, int i, char *buf, size_t n) {
+    if (i < 0 || i >= N_OPTS || !buf || n == 0) return NULL;
+    return format_row(o, &k_rows[i], buf, n);
+}
+
+/* The value of option i as recorded in the resolved options (run_config.yaml, checkpoints,
+ * the start event); NULL when it is not recorded: resume and json, empty optional paths, and
+ * whichever of iters / epochs is not in use. */
+static const char *recorded(const lt_run_opts *o, int i, char *buf, size_t n) {
+    const opt_row *r = &k_rows[i];
+    unsigned f = r->in.flags;
+    if (f & LT_OPT_NO_RECORD) return NULL;
+    if ((f & R_OMIT_EMPTY) && !*(const char *)cfield(o, r)) return NULL;
+    if ((f & R_OMIT_ZERO) && get_int(o, r) == 0) return NULL;
+    if ((f & R_YIELD) && get_int(o, &k_rows[r->excl]) != 0) return NULL;
+    return format_row(o, r, buf, n);
 }
 
 struct json_t *lt_run_opts_to_json(const lt_run_opts *o) {
     json_t *j = json_object();
     if (!j) return NULL;
     char buf[256];
-    for (int i = 0; i < O_COUNT; i++) {
-        const char *v = format_opt(o, i, buf, sizeof buf);
-        if (v) json_object_set_new(j, k_opts[i].name, json_string(v));
+    for (int i = 0; i < N_OPTS; i++) {
+        const char *v = recorded(o, i, buf, sizeof buf);
+        if (v) json_object_set_new(j, k_rows[i].in.name, json_string(v));
     }
     return j;
 }
@@ -701,16 +670,15 @@ lt_status lt_run_opts_to_yaml(const lt_run_opts *o, char **out) {
                             "# loratune train: the resolved options of this run\n"
                             "# (loratune train -c run_config.yaml reproduces it)\n");
     char buf[256], q[4 * LT_RUN_PATH_MAX + 8];
-    for (int i = 0; i < O_COUNT; i++) {
-        const char *v = format_opt(o, i, buf, sizeof buf);
+    for (int i = 0; i < N_OPTS; i++) {
+        const char *v = recorded(o, i, buf, sizeof buf);
         if (!v) continue;
-        int is_path = i == O_MODEL || i == O_TOKENIZER || i == O_DATA || i == O_OUT ||
-                      i == O_ADAPTER || i == O_LORA_LAYERS; /* YAML 1.1 reads 2:5 as 125 */
-        if (is_path)
+        lt_run_opt_type t = k_rows[i].in.type;
+        if (t == LT_OPT_STRING || t == LT_OPT_LAYERS) /* paths; YAML 1.1 reads 2:5 as 125 */
             yaml_quote(v, q, sizeof q);
         else
             snprintf(q, sizeof q, "%s", v);
-        len += (size_t)snprintf(s + len, cap - len, "%s: %s\n", k_opts[i].name, q);
+        len += (size_t)snprintf(s + len, cap - len, "%s: %s\n", k_rows[i].in.name, q);
     }
     *out = s;
     return LT_OK;
@@ -809,11 +777,13 @@ lt_status lt_run_opts_load_yaml(lt_run_opts *o, const char *path) {
             snprintf(key, sizeof key, "%s", (const char *)ev.data.scalar.value);
             key_line = line;
             have_key = 1;
-            if (find_opt(key) < 0 || !strcmp(key, "resume") || !strcmp(key, "config")) {
-                if (find_opt(key) < 0)
+            int id = lt_run_opt_find(key);
+            if (id < 0 || (k_rows[id].in.flags & LT_OPT_NO_CONFIG)) {
+                if (id < 0)
                     unknown_key(key);
                 else
-                    lt_error(LT_ERR_ARG, "option '%s' is not allowed in a config file", key);
+                    lt_error(LT_ERR_ARG, "option '%s' is not allowed in a config file",
+                             k_rows[id].in.name);
                 char msg[1024];
                 snprintf(msg, sizeof msg, "%s:%d: %s", path, key_line, lt_errmsg());
                 st = lt_error(LT_ERR_ARG, "%s", msg);
@@ -828,7 +798,8 @@ lt_status lt_run_opts_load_yaml(lt_run_opts *o, const char *path) {
         if (t == YAML_SCALAR_EVENT) {
             snprintf(val, sizeof val, "%s", (const char *)ev.data.scalar.value);
             yaml_event_delete(&ev);
-        } else if (t == YAML_SEQUENCE_START_EVENT && find_opt(key) == O_LORA_TARGETS) {
+        } else if (t == YAML_SEQUENCE_START_EVENT &&
+                   k_rows[lt_run_opt_find(key)].in.type == LT_OPT_LIST) {
             yaml_event_delete(&ev);
             val[0] = 0;
             for (;;) {
@@ -842,8 +813,9 @@ lt_status lt_run_opts_load_yaml(lt_run_opts *o, const char *path) {
                     break;
                 }
                 if (ev.type != YAML_SCALAR_EVENT) {
-                    st = lt_error(LT_ERR_FORMAT, "%s:%d: lora-targets: expected a list of names",
-                                  path, (int)ev.start_mark.line + 1);
+                    st =
+                        lt_error(LT_ERR_FORMAT, "%s:%d: %s: expected a list of names", path,
+                                 (int)ev.start_mark.line + 1, k_rows[lt_run_opt_find(key)].in.name);
                     yaml_event_delete(&ev);
                     break;
                 }

@@ -61,11 +61,12 @@ typedef enum { HTTP_OK = 0, HTTP_RETRY, HTTP_REJECTED } http_result;
 
 /* One request. method "GET" (body = query string) or "POST" (body = JSON). On HTTP_OK *out
  * is the parsed answer (new reference, may be an empty object). err (256) says why not. */
-static http_result http_call(const char *uri, const char *method, const char *endpoint,
+static http_result http_call(const lt_mlflow_server *srv, const char *method, const char *endpoint,
                              const char *body, json_t **out, char *err, long *code_out) {
     pthread_once(&g_curl_once, curl_init_once);
     *out = NULL;
     err[0] = 0;
+    const char *uri = srv->uri;
     size_t ul = strlen(uri);
     while (ul && uri[ul - 1] == '/')
         ul--;
@@ -88,15 +89,13 @@ static http_result http_call(const char *uri, const char *method, const char *en
     membuf mb = {0};
     struct curl_slist *h = curl_slist_append(NULL, "Content-Type: application/json");
     char auth[1100];
-    const char *tok = getenv("MLFLOW_TRACKING_TOKEN");
-    if (tok && *tok) {
-        snprintf(auth, sizeof auth, "Authorization: Bearer %s", tok);
+    if (srv->token && *srv->token) {
+        snprintf(auth, sizeof auth, "Authorization: Bearer %s", srv->token);
         h = curl_slist_append(h, auth);
     }
-    const char *user = getenv("MLFLOW_TRACKING_USERNAME"), *pw = getenv("MLFLOW_TRACKING_PASSWORD");
-    if (user && *user) {
-        curl_easy_setopt(c, CURLOPT_USERNAME, user);
-        curl_easy_setopt(c, CURLOPT_PASSWORD, pw ? pw : "");
+    if (srv->username && *srv->username) {
+        curl_easy_setopt(c, CURLOPT_USERNAME, srv->username);
+        curl_easy_setopt(c, CURLOPT_PASSWORD, srv->password ? srv->password : "");
     }
     curl_easy_setopt(c, CURLOPT_URL, url);
     curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
@@ -136,8 +135,8 @@ static http_result http_call(const char *uri, const char *method, const char *en
 }
 
 /* A synchronous call with up to 4 tries (0.25, 0.5, 1 s apart) for retryable failures. */
-static lt_status call_sync(const char *uri, const char *method, const char *endpoint, json_t *body,
-                           json_t **out, const char **error_code) {
+static lt_status call_sync(const lt_mlflow_server *srv, const char *method, const char *endpoint,
+                           json_t *body, json_t **out, const char **error_code) {
     char *b = body ? json_dumps(body, JSON_COMPACT | JSON_REAL_PRECISION(17)) : NULL;
     char err[256];
     http_result r = HTTP_RETRY;
@@ -152,7 +151,7 @@ static lt_status call_sync(const char *uri, const char *method, const char *endp
             }
             nanosleep(&ts, NULL);
         }
-        r = http_call(uri, method, endpoint, b, out, err, NULL);
+        r = http_call(srv, method, endpoint, b, out, err, NULL);
         if (r != HTTP_RETRY) break;
         json_decref(*out);
         *out = NULL;
@@ -180,7 +179,7 @@ static char *url_escape(const char *s) {
 }
 
 /* experiment id by name, creating it when missing */
-static lt_status experiment_id(const char *uri, const char *name, char *id, size_t n) {
+static lt_status experiment_id(const lt_mlflow_server *srv, const char *name, char *id, size_t n) {
     char *en = url_escape(name);
     if (!en) return lt_error(LT_ERR_NOMEM, "MLflow: out of memory");
     size_t ql = strlen(en) + 32;
@@ -200,7 +199,7 @@ static lt_status experiment_id(const char *uri, const char *name, char *id, size
             struct timespec ts = {0, 250000000L};
             nanosleep(&ts, NULL);
         }
-        r = http_call(uri, "GET", "/api/2.0/mlflow/experiments/get-by-name", q, &out, err, NULL);
+        r = http_call(srv, "GET", "/api/2.0/mlflow/experiments/get-by-name", q, &out, err, NULL);
     }
     free(q);
     if (r == HTTP_OK) {
@@ -215,7 +214,7 @@ static lt_status experiment_id(const char *uri, const char *name, char *id, size
     if (r == HTTP_RETRY) return lt_error(LT_ERR_IO, "MLflow: %s", err);
     json_t *body = json_pack("{s:s}", "name", name);
     const char *ec;
-    lt_status st = call_sync(uri, "POST", "/api/2.0/mlflow/experiments/create", body, &out, &ec);
+    lt_status st = call_sync(srv, "POST", "/api/2.0/mlflow/experiments/create", body, &out, &ec);
     json_decref(body);
     if (st != LT_OK) return st;
     const char *v = json_string_value(json_object_get(out, "experiment_id"));
@@ -224,15 +223,15 @@ static lt_status experiment_id(const char *uri, const char *name, char *id, size
     return *id ? LT_OK : lt_error(LT_ERR_FORMAT, "MLflow: experiments/create: no experiment_id");
 }
 
-static lt_status create_run(const char *uri, const char *exp_id, const char *name, double start,
-                            char out_id[64]) {
+static lt_status create_run(const lt_mlflow_server *srv, const char *exp_id, const char *name,
+                            double start, char out_id[64]) {
     json_t *body =
         json_pack("{s:s,s:I}", "experiment_id", exp_id, "start_time", (json_int_t)(start * 1000.0));
     if (name && *name) json_object_set_new(body, "run_name", json_string(name));
     json_object_set_new(body, "tags",
                         json_pack("[{s:s,s:s}]", "key", "mlflow.source.name", "value", "loratune"));
     json_t *out;
-    lt_status st = call_sync(uri, "POST", "/api/2.0/mlflow/runs/create", body, &out, NULL);
+    lt_status st = call_sync(srv, "POST", "/api/2.0/mlflow/runs/create", body, &out, NULL);
     json_decref(body);
     if (st != LT_OK) return st;
     const char *id = json_string_value(
@@ -281,6 +280,8 @@ typedef struct qitem {
 
 struct lt_mlflow {
     char *uri, *experiment, *run_name;
+    char token[1024], username[256], password[256]; /* copies of the server's credentials */
+    lt_mlflow_server srv;                           /* uri and the copies above */
     double start_time;
     pthread_t thread;
     pthread_mutex_t mu;
@@ -419,8 +420,8 @@ static void *sender(void *arg) {
         if (!m->run_id[0]) {
             char id[64] = "";
             lt_status st =
-                exp_id[0] ? LT_OK : experiment_id(m->uri, m->experiment, exp_id, sizeof exp_id);
-            if (st == LT_OK) st = create_run(m->uri, exp_id, m->run_name, m->start_time, id);
+                exp_id[0] ? LT_OK : experiment_id(&m->srv, m->experiment, exp_id, sizeof exp_id);
+            if (st == LT_OK) st = create_run(&m->srv, exp_id, m->run_name, m->start_time, id);
             if (st != LT_OK) {
                 set_err(m, lt_errmsg());
                 if (backoff(m, &delay)) break;
@@ -480,7 +481,7 @@ static void *sender(void *arg) {
         json_t *out = NULL;
         char err[256];
         http_result r =
-            text ? http_call(m->uri, "POST", endpoint, text, &out, err, NULL) : HTTP_RETRY;
+            text ? http_call(&m->srv, "POST", endpoint, text, &out, err, NULL) : HTTP_RETRY;
         free(text);
         json_decref(out);
         if (r == HTTP_RETRY) {
@@ -506,11 +507,18 @@ static void *sender(void *arg) {
     return NULL;
 }
 
-lt_status lt_mlflow_open(const char *uri, const char *experiment, const char *run_name,
+lt_status lt_mlflow_open(const lt_mlflow_server *srv, const char *experiment, const char *run_name,
                          double start_time, lt_mlflow **out) {
     *out = NULL;
-    lt_status st = lt_mlflow_check_uri(uri);
+    lt_status st = lt_mlflow_check_uri(srv ? srv->uri : NULL);
     if (st != LT_OK) return st;
+    const char *uri = srv->uri;
+    const char *cred[3] = {srv->token, srv->username, srv->password};
+    static const char *const what[3] = {"token", "user name", "password"};
+    static const size_t cap[3] = {1024, 256, 256};
+    for (int i = 0; i < 3; i++)
+        if (cred[i] && strlen(cred[i]) >= cap[i])
+            return lt_error(LT_ERR_ARG, "MLflow %s: longer than %zu bytes", what[i], cap[i] - 1);
     pthread_once(&g_curl_once, curl_init_once);
     lt_mlflow *m = lt_calloc(1, sizeof *m);
     if (!m) return lt_error(LT_ERR_NOMEM, "MLflow: out of memory");
@@ -518,6 +526,10 @@ lt_status lt_mlflow_open(const char *uri, const char *experiment, const char *ru
     m->experiment = lt_strdup(experiment && *experiment ? experiment : "Default");
     m->run_name = run_name ? lt_strdup(run_name) : NULL;
     m->start_time = start_time > 0 ? start_time : now_s();
+    snprintf(m->token, sizeof m->token, "%s", cred[0] ? cred[0] : "");
+    snprintf(m->username, sizeof m->username, "%s", cred[1] ? cred[1] : "");
+    snprintf(m->password, sizeof m->password, "%s", cred[2] ? cred[2] : "");
+    m->srv = (lt_mlflow_server){m->uri, m->token, m->username, m->password};
     pthread_mutex_init(&m->mu, NULL);
     pthread_cond_init(&m->cv, NULL);
     if (!m->uri || !m->experiment || (run_name && !m->run_name) ||
@@ -563,19 +575,19 @@ int lt_mlflow_close(lt_mlflow *m, double timeout_s, char run_id[64], char *msg, 
 }
 
 /* ---- push ------------------------------------------------------------------------------ */
-static lt_status log_batch(const char *uri, const char *run_id, json_t *metrics, json_t *params,
-                           json_t *tags) {
+static lt_status log_batch(const lt_mlflow_server *srv, const char *run_id, json_t *metrics,
+                           json_t *params, json_t *tags) {
     json_t *body = json_pack("{s:s,s:O,s:O,s:O}", "run_id", run_id, "metrics", metrics, "params",
                              params, "tags", tags);
     json_t *out;
-    lt_status st = call_sync(uri, "POST", "/api/2.0/mlflow/runs/log-batch", body, &out, NULL);
+    lt_status st = call_sync(srv, "POST", "/api/2.0/mlflow/runs/log-batch", body, &out, NULL);
     json_decref(body);
     json_decref(out);
     return st;
 }
 
 /* Steps the server already has for (run, key), as a JSON object {"step": true}. */
-static json_t *server_steps(const char *uri, const char *run_id, const char *key) {
+static json_t *server_steps(const lt_mlflow_server *srv, const char *run_id, const char *key) {
     json_t *have = json_object();
     char *ek = url_escape(key);
     char q[1024];
@@ -583,7 +595,7 @@ static json_t *server_steps(const char *uri, const char *run_id, const char *key
     free(ek);
     json_t *out = NULL;
     char err[256];
-    if (http_call(uri, "GET", "/api/2.0/mlflow/metrics/get-history", q, &out, err, NULL) ==
+    if (http_call(srv, "GET", "/api/2.0/mlflow/metrics/get-history", q, &out, err, NULL) ==
         HTTP_OK) {
         size_t i;
         json_t *p;
@@ -598,9 +610,10 @@ static json_t *server_steps(const char *uri, const char *run_id, const char *key
     return have;
 }
 
-lt_status lt_mlflow_push_run(lt_store *s, int64_t run_id, const char *uri, char mlflow_run_id[64]) {
+lt_status lt_mlflow_push_run(lt_store *s, int64_t run_id, const lt_mlflow_server *srv,
+                             char mlflow_run_id[64]) {
     mlflow_run_id[0] = 0;
-    lt_status st = lt_mlflow_check_uri(uri);
+    lt_status st = lt_mlflow_check_uri(srv ? srv->uri : NULL);
     if (st != LT_OK) return st;
     char *text;
     if ((st = lt_store_run_to_json(s, run_id, 1, &text)) != LT_OK) return st;
@@ -616,7 +629,7 @@ lt_status lt_mlflow_push_run(lt_store *s, int64_t run_id, const char *uri, char 
         snprintf(q, sizeof q, "run_id=%s", existing);
         json_t *out = NULL;
         char err[256];
-        if (http_call(uri, "GET", "/api/2.0/mlflow/runs/get", q, &out, err, NULL) == HTTP_OK) {
+        if (http_call(srv, "GET", "/api/2.0/mlflow/runs/get", q, &out, err, NULL) == HTTP_OK) {
             snprintf(id, sizeof id, "%s", existing);
             resumed = 1;
         }
@@ -625,8 +638,8 @@ lt_status lt_mlflow_push_run(lt_store *s, int64_t run_id, const char *uri, char 
     if (!id[0]) {
         char exp[64];
         const char *en = json_string_value(json_object_get(r, "experiment"));
-        if ((st = experiment_id(uri, en ? en : "Default", exp, sizeof exp)) != LT_OK ||
-            (st = create_run(uri, exp, json_string_value(json_object_get(r, "name")),
+        if ((st = experiment_id(srv, en ? en : "Default", exp, sizeof exp)) != LT_OK ||
+            (st = create_run(srv, exp, json_string_value(json_object_get(r, "name")),
                              json_number_value(json_object_get(r, "start_time")), id)) != LT_OK)
             goto out;
         char tag[64];
@@ -642,7 +655,7 @@ lt_status lt_mlflow_push_run(lt_store *s, int64_t run_id, const char *uri, char 
         snprintf(val, sizeof val, "%s", json_string_value(v) ? json_string_value(v) : "");
         json_array_append_new(params, json_pack("{s:s,s:s}", "key", k, "value", val));
         if (json_array_size(params) == 100) {
-            if ((st = log_batch(uri, id, none, params, none)) != LT_OK) break;
+            if ((st = log_batch(srv, id, none, params, none)) != LT_OK) break;
             json_array_clear(params);
         }
     }
@@ -665,14 +678,14 @@ lt_status lt_mlflow_push_run(lt_store *s, int64_t run_id, const char *uri, char 
         if (extra[i][1])
             json_array_append_new(tags,
                                   json_pack("{s:s,s:s}", "key", extra[i][0], "value", extra[i][1]));
-    if (st == LT_OK) st = log_batch(uri, id, none, params, tags);
+    if (st == LT_OK) st = log_batch(srv, id, none, params, tags);
     json_decref(params);
     json_decref(tags);
     /* metrics, 1000 per request, skipping steps the server has (a resumed push) */
     json_t *metrics = json_array();
     json_object_foreach(json_object_get(r, "metric_history"), k, v) {
         if (st != LT_OK) break;
-        json_t *have = resumed ? server_steps(uri, id, k) : json_object();
+        json_t *have = resumed ? server_steps(srv, id, k) : json_object();
         size_t i;
         json_t *p;
         json_array_foreach(v, i, p) {
@@ -685,13 +698,13 @@ lt_status lt_mlflow_push_run(lt_store *s, int64_t run_id, const char *uri, char 
                                   metric_json(k, json_is_number(val) ? json_number_value(val) : NAN,
                                               json_number_value(json_array_get(p, 2)), step));
             if (json_array_size(metrics) == 1000) {
-                if ((st = log_batch(uri, id, metrics, none, none)) != LT_OK) break;
+                if ((st = log_batch(srv, id, metrics, none, none)) != LT_OK) break;
                 json_array_clear(metrics);
             }
         }
         json_decref(have);
     }
-    if (st == LT_OK && json_array_size(metrics)) st = log_batch(uri, id, metrics, none, none);
+    if (st == LT_OK && json_array_size(metrics)) st = log_batch(srv, id, metrics, none, none);
     json_decref(metrics);
     json_decref(none);
     if (st == LT_OK) {
@@ -709,7 +722,7 @@ lt_status lt_mlflow_push_run(lt_store *s, int64_t run_id, const char *uri, char 
             json_object_set_new(body, "end_time",
                                 json_integer((json_int_t)(json_number_value(et) * 1000.0)));
         json_t *out;
-        st = call_sync(uri, "POST", "/api/2.0/mlflow/runs/update", body, &out, NULL);
+        st = call_sync(srv, "POST", "/api/2.0/mlflow/runs/update", body, &out, NULL);
         json_decref(body);
         json_decref(out);
     }
@@ -719,13 +732,14 @@ out:
     return st;
 }
 
-lt_status lt_mlflow_register_version(const char *uri, const char *name, const char *mlflow_run_id,
-                                     const char *source, const char *tags_json, int *version) {
-    lt_status st = lt_mlflow_check_uri(uri);
+lt_status lt_mlflow_register_version(const lt_mlflow_server *srv, const char *name,
+                                     const char *mlflow_run_id, const char *source,
+                                     const char *tags_json, int *version) {
+    lt_status st = lt_mlflow_check_uri(srv ? srv->uri : NULL);
     if (st != LT_OK) return st;
     json_t *body = json_pack("{s:s}", "name", name), *out;
     const char *ec;
-    st = call_sync(uri, "POST", "/api/2.0/mlflow/registered-models/create", body, &out, &ec);
+    st = call_sync(srv, "POST", "/api/2.0/mlflow/registered-models/create", body, &out, &ec);
     json_decref(body);
     json_decref(out);
     if (st != LT_OK && !(ec && !strcmp(ec, "RESOURCE_ALREADY_EXISTS"))) return st;
@@ -738,7 +752,7 @@ lt_status lt_mlflow_register_version(const char *uri, const char *name, const ch
         tags, json_pack("{s:s,s:s}", "key", k, "value", json_string_value(v)));
     json_decref(tj);
     json_object_set_new(body, "tags", tags);
-    st = call_sync(uri, "POST", "/api/2.0/mlflow/model-versions/create", body, &out, NULL);
+    st = call_sync(srv, "POST", "/api/2.0/mlflow/model-versions/create", body, &out, NULL);
     json_decref(body);
     if (st != LT_OK) return st;
     const char *ver =
@@ -748,9 +762,9 @@ lt_status lt_mlflow_register_version(const char *uri, const char *name, const ch
     return ver ? LT_OK : lt_error(LT_ERR_FORMAT, "MLflow: model-versions/create: no version");
 }
 
-lt_status lt_mlflow_set_stage(const char *uri, const char *name, int version, lt_stage stage,
-                              int archive_others) {
-    lt_status st = lt_mlflow_check_uri(uri);
+lt_status lt_mlflow_set_stage(const lt_mlflow_server *srv, const char *name, int version,
+                              lt_stage stage, int archive_others) {
+    lt_status st = lt_mlflow_check_uri(srv ? srv->uri : NULL);
     if (st != LT_OK) return st;
     static const char *const names[] = {"None", "Staging", "Production", "Archived"};
     char ver[16];
@@ -763,7 +777,7 @@ lt_status lt_mlflow_set_stage(const char *uri, const char *name, int version, lt
         json_t *out = NULL;
         char err[256];
         snprintf(q, ql, "filter=name%%3D%%27%s%%27&max_results=1000", en);
-        if (http_call(uri, "GET", "/api/2.0/mlflow/model-versions/search", q, &out, err, NULL) ==
+        if (http_call(srv, "GET", "/api/2.0/mlflow/model-versions/search", q, &out, err, NULL) ==
             HTTP_OK) {
             size_t i, j;
             json_t *mv, *t;
@@ -786,7 +800,7 @@ lt_status lt_mlflow_set_stage(const char *uri, const char *name, int version, lt
                              archive_others),
            *out;
     st =
-        call_sync(uri, "POST", "/api/2.0/mlflow/model-versions/transition-stage", body, &out, NULL);
+        call_sync(srv, "POST", "/api/2.0/mlflow/model-versions/transition-stage", body, &out, NULL);
     json_decref(body);
     json_decref(out);
     return st;

@@ -70,7 +70,7 @@ lt_status lt_recorder_start(const lt_recorder_opts *o, lt_recorder **out) {
     *out = NULL;
     lt_recorder *r = lt_calloc(1, sizeof *r);
     if (!r) return lt_error(LT_ERR_NOMEM, "recorder: out of memory");
-    const char *dir = o->store_dir && *o->store_dir ? o->store_dir : lt_store_default_dir();
+    const char *dir = o->store_dir && *o->store_dir ? o->store_dir : LT_STORE_DEFAULT_DIR;
     lt_status st = lt_store_open(dir, &r->store);
     if (st != LT_OK) {
         free(r);
@@ -106,8 +106,9 @@ lt_status lt_recorder_start(const lt_recorder_opts *o, lt_recorder **out) {
     if (by) note(r, lt_store_set_tag(r->store, r->run_id, "data.versioned_by", by));
     r->flush_s = o->mlflow_flush_s > 0 ? o->mlflow_flush_s : 10.0;
     if (o->mlflow_uri && *o->mlflow_uri) {
-        if ((st = lt_mlflow_open(o->mlflow_uri, o->experiment, o->name, now_s(), &r->mlflow)) !=
-            LT_OK) {
+        lt_mlflow_server srv = {o->mlflow_uri, o->mlflow_token, o->mlflow_username,
+                                o->mlflow_password};
+        if ((st = lt_mlflow_open(&srv, o->experiment, o->name, now_s(), &r->mlflow)) != LT_OK) {
             note(r, st);
         } else {
             json_t *cfg = o->config_json ? json_loads(o->config_json, 0, NULL) : NULL;

@@ -59,11 +59,6 @@ static double now_s(void) {
     return (double)tv.tv_sec + tv.tv_usec * 1e-6;
 }
 
-const char *lt_store_default_dir(void) {
-    const char *e = getenv("LORATUNE_STORE");
-    return (e && *e) ? e : LT_STORE_DEFAULT_DIR;
-}
-
 lt_status lt_store_sqlerr(lt_store *s, lt_status code, const char *what) {
     int ec = s->db ? sqlite3_extended_errcode(s->db) & 0xff : SQLITE_ERROR;
     const char *msg = s->db ? sqlite3_errmsg(s->db) : "no database";
@@ -144,7 +139,7 @@ fail:
 
 lt_status lt_store_open(const char *dir, lt_store **out) {
     *out = NULL;
-    if (!dir || !*dir) dir = lt_store_default_dir();
+    if (!dir || !*dir) dir = LT_STORE_DEFAULT_DIR;
     lt_status st = lt_mkdirs(dir);
     if (st != LT_OK) return st;
     { /* keep the store (database, data cache) out of git */

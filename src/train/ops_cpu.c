@@ -1,41 +1,38 @@
 /* ops_cpu.c - CPU reference forward/backward of the training ops (see ops.h, docs/OPS.md).
  *
- * Every op is a plain loop or a cblas_sgemm, kept close to the math so it can serve as the
- * reference the fast paths are tested against. Invariants: no allocation; backward ops add
+ * Every op is a plain loop (matrix products too: ref_gemm, no BLAS, no OpenMP), kept close to
+ * the math so it can serve as the reference the fast paths are tested against, independent of
+ * them. The linear, LoRA and DoRA compositions are ops_linear.inc, shared with their fast twins
+ * (ops_fast_linear.c) over a different GEMM; PyTorch goldens check the composition
+ * (test_ops_torch). Invariants: no allocation; backward ops add
  * into gradients (except rope_bwd and cross-entropy's dlogits, which write); reductions that
  * decide a loss or a norm are accumulated in double. */
 #include "loratune/ops.h"
-#include "ops_fast.h" /* lt_gemm: cblas_sgemm, or split over OpenMP inside a step */
 
-#include <cblas.h>
 #include <math.h>
 #include <string.h>
 
-/* ---- linear ---------------------------------------------------------------------------- */
-void lt_op_matmul_fwd(float *out, const float *inp, const float *w, const float *bias, int N, int C,
-                      int OC) {
-    /* out[N][OC] = inp[N][C] @ w[OC][C]^T */
-    lt_gemm(CblasNoTrans, CblasTrans, N, OC, C, 1.0f, inp, C, w, C, 0.0f, out,
-                OC);
-    if (bias)
-        for (int n = 0; n < N; n++)
-            for (int o = 0; o < OC; o++)
-                out[(int64_t)n * OC + o] += bias[o];
+/* ---- linear, LoRA, DoRA: ops_linear.inc over a plain GEMM ---------------------------- */
+/* C = alpha op(A) op(B) + beta C, row-major; ta / tb: 1 = transposed. Plain loops with double
+ * sums: the reference does not share the fast path's BLAS or its OpenMP split. */
+static void ref_gemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
+                     const float *B, int ldb, float beta, float *C, int ldc) {
+    for (int i = 0; i < M; i++)
+        for (int j = 0; j < N; j++) {
+            double acc = 0.0;
+            for (int k = 0; k < K; k++) {
+                float a = ta ? A[(int64_t)k * lda + i] : A[(int64_t)i * lda + k];
+                float b = tb ? B[(int64_t)j * ldb + k] : B[(int64_t)k * ldb + j];
+                acc += (double)a * b;
+            }
+            float *c = C + (int64_t)i * ldc + j;
+            *c = (float)(alpha * acc) + (beta == 0.0f ? 0.0f : beta * *c);
+        }
 }
 
-void lt_op_matmul_bwd(float *dinp, float *dw, float *dbias, const float *dout, const float *inp,
-                      const float *w, int N, int C, int OC) {
-    if (dinp) /* dinp[N][C] += dout[N][OC] @ w[OC][C] */
-        lt_gemm(CblasNoTrans, CblasNoTrans, N, C, OC, 1.0f, dout, OC, w, C, 1.0f,
-                    dinp, C);
-    if (dw) /* dw[OC][C] += dout^T @ inp */
-        lt_gemm(CblasTrans, CblasNoTrans, OC, C, N, 1.0f, dout, OC, inp, C, 1.0f,
-                    dw, C);
-    if (dbias)
-        for (int n = 0; n < N; n++)
-            for (int o = 0; o < OC; o++)
-                dbias[o] += dout[(int64_t)n * OC + o];
-}
+#define LT_LIN(name) lt_op_##name
+#define LT_LIN_GEMM ref_gemm
+#include "ops_linear.inc"
 
 /* ---- embedding ------------------------------------------------------------------------- */
 lt_status lt_op_embedding_fwd(float *out, const int32_t *tokens, const float *wte, int N, int C,
@@ -362,127 +359,4 @@ void lt_lora_init(float *A, float *B, int r, int C, int OC, uint64_t seed) {
         A[i] = -bound + 2.0f * bound * u;
     }
     memset(B, 0, sizeof(float) * (size_t)OC * (size_t)r);
-}
-
-/* xd = x * mask into buf (returns x itself when there is no mask) */
-static const float *apply_mask(float *buf, const float *x, const float *mask, int64_t n) {
-    if (!mask) return x;
-    for (int64_t i = 0; i < n; i++)
-        buf[i] = x[i] * mask[i];
-    return buf;
-}
-
-void lt_op_lora_fwd(float *y, float *xa, const float *x, const float *W, const float *bias,
-                    const float *A, const float *B, const float *mask, int N, int C, int OC, int r,
-                    float scale, float *scratch) {
-    const float *xd = apply_mask(scratch, x, mask, (int64_t)N * C); /* [N][C] */
-    lt_op_matmul_fwd(y, x, W, bias, N, C, OC);                      /* frozen base */
-    lt_op_matmul_fwd(xa, xd, A, NULL, N, C, r);                     /* xa[N][r] */
-    /* y += scale * xa @ B^T */
-    lt_gemm(CblasNoTrans, CblasTrans, N, OC, r, scale, xa, r, B, r, 1.0f, y, OC);
-}
-
-void lt_op_lora_bwd(float *dx, float *dA, float *dB, const float *dy, const float *x,
-                    const float *W, const float *A, const float *B, const float *xa,
-                    const float *mask, int N, int C, int OC, int r, float scale, float *scratch) {
-    float *xdbuf = scratch;                       /* [N][C] */
-    float *dxa = scratch + (int64_t)N * (C + OC); /* [N][r] */
-    /* dxa = scale * dy @ B */
-    lt_gemm(CblasNoTrans, CblasNoTrans, N, r, OC, scale, dy, OC, B, r, 0.0f, dxa,
-                r);
-    if (dB) /* dB += scale * dy^T @ xa */
-        lt_gemm(CblasTrans, CblasNoTrans, OC, r, N, scale, dy, OC, xa, r, 1.0f,
-                    dB, r);
-    if (dA) {
-        const float *xd = apply_mask(xdbuf, x, mask, (int64_t)N * C);
-        lt_op_matmul_bwd(NULL, dA, NULL, dxa, xd, A, N, C, r); /* dA += dxa^T @ xd */
-    }
-    if (dx) {
-        lt_op_matmul_bwd(dx, NULL, NULL, dy, x, W, N, C, OC); /* dx += dy @ W */
-        if (!mask) {
-            lt_op_matmul_bwd(dx, NULL, NULL, dxa, x, A, N, C, r); /* dx += dxa @ A */
-        } else {
-            memset(xdbuf, 0, sizeof(float) * (size_t)N * (size_t)C);
-            lt_op_matmul_bwd(xdbuf, NULL, NULL, dxa, x, A, N, C, r);
-            for (int64_t i = 0; i < (int64_t)N * C; i++)
-                dx[i] += xdbuf[i] * mask[i];
-        }
-    }
-}
-
-void lt_op_dora_fwd(float *y, float *wnorm, float *xa, const float *x, const float *W,
-                    const float *bias, const float *A, const float *B, const float *mag,
-                    const float *mask, int N, int C, int OC, int r, float scale, float *scratch) {
-    float *xdbuf = scratch, *P = scratch + (int64_t)N * C; /* [N][C], [N][OC] */
-    /* wnorm[o] = || W[o] + scale * sum_k B[o][k] A[k] || */
-    for (int o = 0; o < OC; o++) {
-        double ss = 0.0;
-        for (int c = 0; c < C; c++) {
-            float ba = 0.0f;
-            for (int j = 0; j < r; j++)
-                ba += B[(int64_t)o * r + j] * A[(int64_t)j * C + c];
-            float w = W[(int64_t)o * C + c] + scale * ba;
-            ss += (double)w * w;
-        }
-        wnorm[o] = (float)sqrt(ss);
-    }
-    const float *xd = apply_mask(xdbuf, x, mask, (int64_t)N * C);
-    lt_op_matmul_fwd(y, x, W, bias, N, C, OC); /* base result, with bias */
-    lt_op_matmul_fwd(P, xd, W, NULL, N, C, OC);
-    for (int n = 0; n < N; n++)
-        for (int o = 0; o < OC; o++)
-            y[(int64_t)n * OC + o] += (mag[o] / wnorm[o] - 1.0f) * P[(int64_t)n * OC + o];
-    lt_op_matmul_fwd(xa, xd, A, NULL, N, C, r);
-    lt_gemm(CblasNoTrans, CblasTrans, N, OC, r, scale, xa, r, B, r, 0.0f, P, OC);
-    for (int n = 0; n < N; n++)
-        for (int o = 0; o < OC; o++)
-            y[(int64_t)n * OC + o] += mag[o] / wnorm[o] * P[(int64_t)n * OC + o];
-}
-
-void lt_op_dora_bwd(float *dx, float *dA, float *dB, float *dmag, const float *dy, const float *x,
-                    const float *W, const float *A, const float *B, const float *mag,
-                    const float *wnorm, const float *xa, const float *mask, int N, int C, int OC,
-                    int r, float scale, float *scratch) {
-    float *xdbuf = scratch;                       /* [N][C] */
-    float *P = scratch + (int64_t)N * C;          /* [N][OC] */
-    float *dxa = scratch + (int64_t)N * (C + OC); /* [N][r] */
-    const float *xd = apply_mask(xdbuf, x, mask, (int64_t)N * C);
-    if (dmag) { /* dmag[o] += sum_n dy * (xd W^T + scale xa B^T) / wnorm (wnorm constant) */
-        lt_op_matmul_fwd(P, xd, W, NULL, N, C, OC);
-        lt_gemm(CblasNoTrans, CblasTrans, N, OC, r, scale, xa, r, B, r, 1.0f, P,
-                    OC);
-        for (int o = 0; o < OC; o++) {
-            double acc = 0.0;
-            for (int n = 0; n < N; n++)
-                acc += (double)dy[(int64_t)n * OC + o] * P[(int64_t)n * OC + o];
-            dmag[o] += (float)(acc / wnorm[o]);
-        }
-    }
-    /* P = dy * g (g = mag / wnorm per output column): the gradient of the LoRA output */
-    for (int n = 0; n < N; n++)
-        for (int o = 0; o < OC; o++)
-            P[(int64_t)n * OC + o] = dy[(int64_t)n * OC + o] * (mag[o] / wnorm[o]);
-    lt_gemm(CblasNoTrans, CblasNoTrans, N, r, OC, scale, P, OC, B, r, 0.0f, dxa,
-                r); /* dxa = scale * dyg @ B */
-    if (dB)
-        lt_gemm(CblasTrans, CblasNoTrans, OC, r, N, scale, P, OC, xa, r, 1.0f,
-                    dB, r);
-    if (dA) lt_op_matmul_bwd(NULL, dA, NULL, dxa, xd, A, N, C, r);
-    if (!dx) return;
-    if (!mask) { /* y = g * (x W^T + scale xa B^T) + bias */
-        lt_op_matmul_bwd(dx, NULL, NULL, P, x, W, N, C, OC);
-        lt_op_matmul_bwd(dx, NULL, NULL, dxa, x, A, N, C, r);
-        return;
-    }
-    /* x reaches y directly through the base result and, masked, through (g-1) xd W^T and
-     * the LoRA path. */
-    lt_op_matmul_bwd(dx, NULL, NULL, dy, x, W, N, C, OC);
-    for (int n = 0; n < N; n++)
-        for (int o = 0; o < OC; o++)
-            P[(int64_t)n * OC + o] = dy[(int64_t)n * OC + o] * (mag[o] / wnorm[o] - 1.0f);
-    memset(xdbuf, 0, sizeof(float) * (size_t)N * (size_t)C);
-    lt_op_matmul_bwd(xdbuf, NULL, NULL, P, x, W, N, C, OC);
-    lt_op_matmul_bwd(xdbuf, NULL, NULL, dxa, x, A, N, C, r);
-    for (int64_t i = 0; i < (int64_t)N * C; i++)
-        dx[i] += xdbuf[i] * mask[i];
 }

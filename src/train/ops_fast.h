@@ -2,9 +2,9 @@
  *
  * Same signatures and semantics as the lt_op_* they shadow (docs/OPS.md); results agree with
  * the reference within float rounding (tests/train/test_ops_fast.c states the tolerance per
- * op). Where the fast path does not apply (no AVX2/FMA at compile time, head_dim not a multiple
- * of 8 or above LT_FAST_MAX_HD) the reference op runs. Internal to the library: the trainer
- * calls these, tests compare them with the reference. */
+ * op). Where the fast path does not apply (dispatch level below avx2: lt_ops_fast_kernel_level,
+ * head_dim not a multiple of 8 or above LT_FAST_MAX_HD) the reference op runs. Internal to the
+ * library: the trainer calls these, tests compare them with the reference at every level. */
 #ifndef LT_OPS_FAST_H
 #define LT_OPS_FAST_H
 
@@ -23,13 +23,34 @@
 void lt_gemm(enum CBLAS_TRANSPOSE ta, enum CBLAS_TRANSPOSE tb, int M, int N, int K, float alpha,
              const float *A, int lda, const float *B, int ldb, float beta, float *C, int ldc);
 
+/* Linear, LoRA and DoRA forward/backward over lt_gemm (ops_fast_linear.c): same signatures and
+ * semantics as lt_op_matmul_* / lt_op_lora_* / lt_op_dora_* (ops.h), whose reference runs the
+ * same composition over a plain-loop GEMM. */
+void lt_fast_matmul_fwd(float *out, const float *inp, const float *w, const float *bias, int N,
+                        int C, int OC);
+void lt_fast_matmul_bwd(float *dinp, float *dw, float *dbias, const float *dout, const float *inp,
+                        const float *w, int N, int C, int OC);
+void lt_fast_lora_fwd(float *y, float *xa, const float *x, const float *W, const float *bias,
+                      const float *A, const float *B, const float *mask, int N, int C, int OC,
+                      int r, float scale, float *scratch);
+void lt_fast_lora_bwd(float *dx, float *dA, float *dB, const float *dy, const float *x,
+                      const float *W, const float *A, const float *B, const float *xa,
+                      const float *mask, int N, int C, int OC, int r, float scale, float *scratch);
+void lt_fast_dora_fwd(float *y, float *wnorm, float *xa, const float *x, const float *W,
+                      const float *bias, const float *A, const float *B, const float *mag,
+                      const float *mask, int N, int C, int OC, int r, float scale, float *scratch);
+void lt_fast_dora_bwd(float *dx, float *dA, float *dB, float *dmag, const float *dy,
+                      const float *x, const float *W, const float *A, const float *B,
+                      const float *mag, const float *wnorm, const float *xa, const float *mask,
+                      int N, int C, int OC, int r, float scale, float *scratch);
+
 /* Makes OpenBLAS single-threaded (so lt_gemm splits work over OpenMP) when OpenMP has more than
  * one thread; returns the previous OpenBLAS thread count for lt_blas_threads_restore. */
 int lt_blas_threads_single(void);
 void lt_blas_threads_restore(int n);
 
-/* 1 when the attention fast path runs for this head dim (AVX2+FMA build, HD % 8 == 0,
- * HD <= LT_FAST_MAX_HD); 0 when the calls below fall back to the reference. */
+/* 1 when the attention fast path runs for this head dim (dispatch level avx2 or above,
+ * HD % 8 == 0, HD <= LT_FAST_MAX_HD); 0 when the calls below fall back to the reference. */
 int lt_fast_attention_supported(int HD);
 
 /* Flash-style attention: query blocks x key blocks, scores by small register-tiled kernels,

@@ -123,15 +123,15 @@ static void lin_fwd(lt_trainer *tr, int l, int t, float *y, const float *x, floa
     lt_lin *li = &tr->lin[l * LT_N_TARGETS + t];
     const float *W = weight(tr, li);
     if (!li->A) {
-        lt_op_matmul_fwd(y, x, W, li->bias, N, li->C, li->OC);
+        lt_fast_matmul_fwd(y, x, W, li->bias, N, li->C, li->OC);
         return;
     }
     const float *mask = dropout_mask(tr, l, t, (int64_t)N * li->C);
     if (li->mag)
-        lt_op_dora_fwd(y, li->wnorm, xa, x, W, li->bias, li->A, li->B, li->mag, mask, N, li->C,
+        lt_fast_dora_fwd(y, li->wnorm, xa, x, W, li->bias, li->A, li->B, li->mag, mask, N, li->C,
                        li->OC, tr->r, tr->scale, tr->scratch);
     else
-        lt_op_lora_fwd(y, xa, x, W, li->bias, li->A, li->B, mask, N, li->C, li->OC, tr->r,
+        lt_fast_lora_fwd(y, xa, x, W, li->bias, li->A, li->B, mask, N, li->C, li->OC, tr->r,
                        tr->scale, tr->scratch);
 }
 
@@ -141,15 +141,15 @@ static void lin_bwd(lt_trainer *tr, int l, int t, float *dx, const float *dy, co
     if (!li->A && !dx && !li->dW && !li->dbias) return;
     const float *W = weight(tr, li);
     if (!li->A) {
-        lt_op_matmul_bwd(dx, li->dW, li->dbias, dy, x, W, N, li->C, li->OC);
+        lt_fast_matmul_bwd(dx, li->dW, li->dbias, dy, x, W, N, li->C, li->OC);
         return;
     }
     const float *mask = dropout_mask(tr, l, t, (int64_t)N * li->C);
     if (li->mag)
-        lt_op_dora_bwd(dx, li->dA, li->dB, li->dmag, dy, x, W, li->A, li->B, li->mag, li->wnorm, xa,
+        lt_fast_dora_bwd(dx, li->dA, li->dB, li->dmag, dy, x, W, li->A, li->B, li->mag, li->wnorm, xa,
                        mask, N, li->C, li->OC, tr->r, tr->scale, tr->scratch);
     else
-        lt_op_lora_bwd(dx, li->dA, li->dB, dy, x, W, li->A, li->B, xa, mask, N, li->C, li->OC,
+        lt_fast_lora_bwd(dx, li->dA, li->dB, dy, x, W, li->A, li->B, xa, mask, N, li->C, li->OC,
                        tr->r, tr->scale, tr->scratch);
 }
 
@@ -385,7 +385,7 @@ static lt_status run_step(lt_trainer *tr, const lt_batch *b, float grad_scale,
         if (tr->head_vb)
             head_fwd_blocked(tr, tr->logits, xf, nc);
         else
-            lt_op_matmul_fwd(tr->logits, xf, H, NULL, nc, D, V);
+            lt_fast_matmul_fwd(tr->logits, xf, H, NULL, nc, D, V);
         if (tr->logits_keep)
             memcpy(tr->logits_keep + (int64_t)n0 * V, tr->logits, sizeof(float) * (size_t)nc * V);
         lt_ce_stats cs;
@@ -397,7 +397,7 @@ static lt_status run_step(lt_trainer *tr, const lt_batch *b, float grad_scale,
         if (do_bwd && tr->head_vb)
             head_dx_blocked(tr, dxh + (int64_t)n0 * D, tr->logits, nc);
         else if (do_bwd)
-            lt_op_matmul_bwd(dxh + (int64_t)n0 * D, tr->dhead, NULL, tr->logits, xf, H, nc, D, V);
+            lt_fast_matmul_bwd(dxh + (int64_t)n0 * D, tr->dhead, NULL, tr->logits, xf, H, nc, D, V);
     }
     if (do_bwd && dxh != tr->dxn)
         for (int j = 0; j < nh; j++)
@@ -430,7 +430,7 @@ static lt_status run_step(lt_trainer *tr, const lt_batch *b, float grad_scale,
  * lt_gemm (two pools on the same cores spin against each other; bench/RESULTS.md). */
 static lt_status run(lt_trainer *tr, const lt_batch *b, float grad_scale, lt_loss_stats *out,
                      int train) {
-    int blas_threads = getenv("LT_TWO_POOLS") ? -1 : lt_blas_threads_single();
+    int blas_threads = tr->c.keep_blas_threads ? -1 : lt_blas_threads_single();
 #ifdef LT_TEST_PLANT_STEP_ALLOC
     /* A planted defect, compiled only into tests/train/test_plan_planted: one allocation per
      * OpenMP thread in every step, which test_plan's allocation count must catch. */

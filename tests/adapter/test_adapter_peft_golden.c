@@ -13,8 +13,8 @@
  *     adapter rebuilt here (so the committed files are what the writer writes, and our reader
  *     reads PEFT's writer);
  *   - the writer's adapter_model.safetensors is byte-identical to the committed one;
- *   - lt_model_forward with the adapter (no merging) matches PEFT's logits: max |diff| <= 1e-4
- *     (fp32; logits are O(10));
+ *   - lt_model_forward with the adapter's delta (no merging) matches PEFT's logits:
+ *     max |diff| <= 1e-4 (fp32; logits are O(10));
  *   - the same on SmolLM2-135M-Instruct Q4_1 (models/, as test_smollm2_golden) with smol_dora,
  *     tolerance 2e-3 (test_smollm2_golden's: the base alone agrees to ~6e-5). */
 #include <math.h>
@@ -260,13 +260,14 @@ int main(int argc, char **argv) {
         CHECK(n == sizeof(float) * T_TOK * V, "%s: %zu bytes of logits", nm, n);
         if (n == sizeof(float) * T_TOK * V) {
             float base_move = 0.0f, d = 0.0f;
-            CHECK_OK(lt_model_forward(m, kv, toks, T_TOK, 0, lg, 1));
+            CHECK_OK(lt_model_forward(m, NULL, kv, toks, T_TOK, 0, lg, 1));
             for (int64_t j = 0; j < (int64_t)T_TOK * V; j++) {
                 float x = fabsf(lg[j] - ((float *)ref)[j]);
                 if (x > base_move) base_move = x;
             }
-            CHECK_OK(lt_model_set_adapter(m, ours));
-            CHECK_OK(lt_model_forward(m, kv, toks, T_TOK, 0, lg, 1));
+            lt_model_delta *dl = NULL;
+            CHECK_OK(lt_adapter_delta_create(ours, m, &dl));
+            CHECK_OK(lt_model_forward(m, dl, kv, toks, T_TOK, 0, lg, 1));
             int shown = 0;
             for (int64_t j = 0; j < (int64_t)T_TOK * V; j++) {
                 float x = fabsf(lg[j] - ((float *)ref)[j]);
@@ -280,7 +281,7 @@ int main(int argc, char **argv) {
                   base_move);
             printf("%s: max |ours - PEFT| %.3g (the adapter moves the logits by up to %.3g)\n", nm,
                    d, base_move);
-            CHECK_OK(lt_model_set_adapter(m, NULL));
+            lt_adapter_delta_free(dl);
         }
         free(ref);
     next:
@@ -316,7 +317,7 @@ int main(int argc, char **argv) {
     if (sl && skv && sg && n == sizeof(float) * SMOL_T * SMOL_V && n0 == n) {
         const float *r = (const float *)ref, *r0 = (const float *)ref0;
         float d = 0.0f, d0 = 0.0f, moved = 0.0f;
-        CHECK_OK(lt_model_forward(sm, skv, smol_toks, SMOL_T, 0, sg, 1));
+        CHECK_OK(lt_model_forward(sm, NULL, skv, smol_toks, SMOL_T, 0, sg, 1));
         for (int t = 0; t < SMOL_T; t++)
             for (int v = 0; v < SMOL_V; v++) {
                 float x = fabsf(sg[(int64_t)t * SV + v] - r0[t * SMOL_V + v]);
@@ -324,8 +325,10 @@ int main(int argc, char **argv) {
                 x = fabsf(r[t * SMOL_V + v] - r0[t * SMOL_V + v]);
                 if (x > moved) moved = x;
             }
-        CHECK_OK(lt_model_set_adapter(sm, sl));
-        CHECK_OK(lt_model_forward(sm, skv, smol_toks, SMOL_T, 0, sg, 1));
+        lt_model_delta *sd = NULL;
+        CHECK_OK(lt_adapter_delta_create(sl, sm, &sd));
+        CHECK_OK(lt_model_forward(sm, sd, skv, smol_toks, SMOL_T, 0, sg, 1));
+        lt_adapter_delta_free(sd);
         for (int t = 0; t < SMOL_T; t++)
             for (int v = 0; v < SMOL_V; v++) {
                 float x = fabsf(sg[(int64_t)t * SV + v] - r[t * SMOL_V + v]);

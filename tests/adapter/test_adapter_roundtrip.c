@@ -1,6 +1,6 @@
 /* test_adapter_roundtrip.c - lt_adapter: trainer <-> adapter, the PEFT / mlx-lm / GGUF writers
  * and readers round trip (exactly for f32; f16 GGUF within f16 rounding), and inference
- * without merging (lt_model_forward with lt_model_set_adapter) against the trainer's own
+ * without merging (lt_model_forward with lt_adapter_delta_create's delta) against the trainer's own
  * forward of the same adapter (lt_trainer_eval logits; the trainer is checked against PyTorch
  * by tests/train), for LoRA and DoRA, on stories260K (GQA, llama arch: q/k rows permuted in
  * GGUF). PEFT / mlx-lm / llama.cpp themselves are compared in test_adapter_peft_golden.c and
@@ -103,9 +103,10 @@ static void run(lt_train_method method, unsigned targets, int lb, int le, int rs
     float *lg = malloc(sizeof(float) * 12 * V), *lg0 = malloc(sizeof(float) * 12 * V);
     lt_kv_cache *kv = NULL;
     CHECK_OK(lt_kv_cache_create(m, 64, 5, &kv)); /* batch 5: chunks of the prompt */
-    CHECK_OK(lt_model_forward(m, kv, toks, 12, 0, lg0, 1));
-    CHECK_OK(lt_model_set_adapter(m, a));
-    CHECK_OK(lt_model_forward(m, kv, toks, 12, 0, lg, 1));
+    CHECK_OK(lt_model_forward(m, NULL, kv, toks, 12, 0, lg0, 1));
+    lt_model_delta *dl = NULL;
+    CHECK_OK(lt_adapter_delta_create(a, m, &dl));
+    CHECK_OK(lt_model_forward(m, dl, kv, toks, 12, 0, lg, 1));
     float d = max_abs_diff(lg, ref, 12 * V), moved = max_abs_diff(lg, lg0, 12 * V);
     CHECK(d < 1e-4f, "%s: forward with adapter vs trainer logits: max diff %g", name, d);
     CHECK(moved > 1e-2f, "%s: the adapter moves the logits (max %g)", name, moved);
@@ -113,15 +114,15 @@ static void run(lt_train_method method, unsigned targets, int lb, int le, int rs
     float *step = malloc(sizeof(float) * V);
     float dd = 0.0f;
     for (int p = 0; p < 12; p++) {
-        CHECK_OK(lt_model_forward(m, kv, toks + p, 1, p, step, 0));
+        CHECK_OK(lt_model_forward(m, dl, kv, toks + p, 1, p, step, 0));
         float x = max_abs_diff(step, lg + (int64_t)p * V, V);
         if (x > dd) dd = x;
     }
     CHECK(dd < 1e-4f, "%s: decode vs prefill with adapter: %g", name, dd);
     free(step);
-    CHECK_OK(lt_model_set_adapter(m, NULL));
-    CHECK_OK(lt_model_forward(m, kv, toks, 12, 0, lg, 1));
-    CHECK(max_abs_diff(lg, lg0, 12 * V) == 0.0f, "%s: detaching restores the base", name);
+    lt_adapter_delta_free(dl);
+    CHECK_OK(lt_model_forward(m, NULL, kv, toks, 12, 0, lg, 1));
+    CHECK(max_abs_diff(lg, lg0, 12 * V) == 0.0f, "%s: without the delta, the base", name);
 
     /* writers / readers */
     const char *dir = lt_tmpdir();

@@ -127,23 +127,45 @@ int main(void) {
 #if defined(__SANITIZE_ADDRESS__)
     CHECK(strstr(hw.sanitizers, "address") != NULL, "sanitizers '%s'", hw.sanitizers);
 #endif
-    /* the kernel level is supported by both the CPU and the compiled code */
-    const char *lvl = hw.kernel_level;
-    if (!strcmp(lvl, "avx512")) {
-        CHECK(lt_hwinfo_has(&hw, LT_CPU_AVX512F) && (hw.compiled_features & LT_CPU_AVX512F), "512");
-    } else if (!strcmp(lvl, "avx2")) {
-        CHECK(has_word(flags, "avx2") && has_word(flags, "fma") &&
-                  (hw.compiled_features & LT_CPU_AVX2),
-              "avx2 level");
-#ifdef __AVX512F__
-        CHECK(!has_word(flags, "avx512bw"), "avx2 chosen although avx512 is usable");
-#endif
-    } else {
-        CHECK(!strcmp(lvl, "scalar") || !strcmp(lvl, "neon"), "level '%s'", lvl);
-#if defined(__AVX2__) && defined(__FMA__)
-        CHECK(!has_word(flags, "avx2"), "scalar chosen although avx2 is usable");
-#endif
+    /* the dispatch level: the CPU's (from its flags), capped by lt_cpu_set_max_level */
+    lt_cpu_level want = LT_CPU_LEVEL_BASELINE;
+    if (has_word(flags, "avx2") && has_word(flags, "fma") && has_word(flags, "f16c")) {
+        want = LT_CPU_LEVEL_AVX2;
+        if (has_word(flags, "avx512f") && has_word(flags, "avx512bw") &&
+            has_word(flags, "avx512vl"))
+            want = LT_CPU_LEVEL_AVX512;
     }
+    if (flags[0])
+        CHECK(lt_cpu_level_detected() == want, "detected level %s, /proc/cpuinfo flags say %s",
+              lt_cpu_level_name(lt_cpu_level_detected()), lt_cpu_level_name(want));
+    want = lt_cpu_level_detected();
+    CHECK(!strcmp(hw.cpu_level, lt_cpu_level_name(want)) &&
+              !strcmp(hw.kernel_level, hw.cpu_level) && !strcmp(hw.kernel_level_max, "avx512"),
+          "uncapped: kernel level %s, cpu level %s, max %s", hw.kernel_level, hw.cpu_level,
+          hw.kernel_level_max);
+    for (int l = 0; l < LT_CPU_LEVEL_COUNT; l++) {
+        lt_cpu_level p = LT_CPU_LEVEL_COUNT;
+        const char *name = lt_cpu_level_name((lt_cpu_level)l);
+        CHECK(name && lt_cpu_level_parse(name, &p) == LT_OK && p == (lt_cpu_level)l,
+              "level %d name / parse", l);
+        CHECK_OK(lt_cpu_set_max_level((lt_cpu_level)l));
+        lt_cpu_level act = l < (int)want ? (lt_cpu_level)l : want;
+        CHECK(lt_cpu_max_level() == (lt_cpu_level)l && lt_cpu_level_active() == act &&
+                  lt_cpu_level_for(LT_CPU_LEVEL_AVX2) ==
+                      (act < LT_CPU_LEVEL_AVX2 ? act : LT_CPU_LEVEL_AVX2),
+              "cap %s: active %s", name, lt_cpu_level_name(lt_cpu_level_active()));
+        lt_hwinfo h2;
+        CHECK_OK(lt_hwinfo_detect(&h2));
+        CHECK(!strcmp(h2.kernel_level, lt_cpu_level_name(act)) &&
+                  !strcmp(h2.kernel_level_max, name) && !strcmp(h2.cpu_level, hw.cpu_level),
+              "cap %s: hwinfo says %s (max %s, cpu %s)", name, h2.kernel_level,
+              h2.kernel_level_max, h2.cpu_level);
+    }
+    lt_cpu_level p;
+    CHECK_ERR(lt_cpu_level_parse("sse4", &p), LT_ERR_ARG, "baseline, avx2 or avx512");
+    CHECK_ERR(lt_cpu_set_max_level((lt_cpu_level)LT_CPU_LEVEL_COUNT), LT_ERR_ARG, "cpu level 3");
+    CHECK(lt_cpu_level_name((lt_cpu_level)LT_CPU_LEVEL_COUNT) == NULL, "name of a bad level");
+    CHECK(lt_cpu_max_level() == LT_CPU_LEVEL_AVX512, "a bad cap changed the cap");
 
     /* JSON carries the same values */
     char *js = NULL;
@@ -153,15 +175,17 @@ int main(void) {
     CHECK(root != NULL, "JSON does not parse: %s", root ? "" : err.text);
     if (root) {
         json_int_t lc = -1, pcj = -1, th = -1, mt = -1;
-        const char *lv = "", *model = "";
+        const char *lv = "", *model = "", *cl = "", *lm = "";
         int cuda = -1;
-        CHECK(json_unpack(root, "{s:{s:I, s:I, s:s}, s:{s:I}, s:{s:b}, s:{s:s, s:I}}", "cpu",
-                          "logical_cores", &lc, "physical_cores", &pcj, "model", &model, "memory",
-                          "total_bytes", &mt, "cuda", "built", &cuda, "runtime", "kernel_level",
-                          &lv, "threads", &th) == 0,
+        CHECK(json_unpack(root, "{s:{s:I, s:I, s:s}, s:{s:I}, s:{s:b}, s:{s:s, s:s, s:s, s:I}}",
+                          "cpu", "logical_cores", &lc, "physical_cores", &pcj, "model", &model,
+                          "memory", "total_bytes", &mt, "cuda", "built", &cuda, "runtime",
+                          "kernel_level", &lv, "cpu_level", &cl, "kernel_level_max", &lm,
+                          "threads", &th) == 0,
               "JSON layout");
         CHECK(lc == hw.logical_cores && pcj == hw.physical_cores && th == hw.threads &&
                   mt == hw.ram_total_bytes && !strcmp(lv, hw.kernel_level) &&
+                  !strcmp(cl, hw.cpu_level) && !strcmp(lm, hw.kernel_level_max) &&
                   !strcmp(model, hw.cpu_model) && cuda == hw.cuda_built,
               "JSON values differ from the struct");
         json_t *feat = json_object_get(json_object_get(root, "cpu"), "features");

@@ -37,6 +37,7 @@ def meminfo():
 
 
 def main():
+    os.environ.pop("LORATUNE_CPU", None)  # the uncapped program (the cap: test_cpu_dispatch.py)
     r = run("info", "--json")
     check(r.returncode == 0, f"info --json exit {r.returncode}: {r.stderr}")
     try:
@@ -93,11 +94,19 @@ def main():
     check(build["build_type"] != "", "build type")
 
     lvl = rt["kernel_level"]
-    check(lvl in ("avx512", "avx2", "neon", "scalar"), f"kernel level {lvl}")
-    if lvl == "avx2":
-        check({"avx2", "fma"} <= flags, "avx2 level without avx2/fma")
-    if lvl == "avx512":
-        check({"avx512f", "avx512bw", "avx512vl"} <= flags, "avx512 level without avx512")
+    check(lvl in ("avx512", "avx2", "baseline"), f"kernel level {lvl}")
+    want = "baseline"
+    if {"avx2", "fma", "f16c"} <= flags:
+        want = "avx512" if {"avx512f", "avx512bw", "avx512vl"} <= flags else "avx2"
+    if flags:
+        check(rt["cpu_level"] == want, f"cpu level {rt['cpu_level']}, flags say {want}")
+    check(lvl == rt["cpu_level"] and rt["kernel_level_max"] == "avx512", f"uncapped: {rt}")
+    order = ["baseline", "avx2", "avx512"]
+    best = {"attention_elementwise": "avx2", "dequantization": "avx2", "nf4": "avx512"}
+    check(set(rt.get("kernels", {})) == set(best), f"kernel families {rt.get('kernels')}")
+    for fam, top in best.items():
+        expect = order[min(order.index(lvl), order.index(top))]
+        check(rt.get("kernels", {}).get(fam) == expect, f"{fam}: {rt.get('kernels')} at {lvl}")
     check(1 <= rt["threads"] <= min(cpu["physical_cores"], cpu["affinity_cores"]), "threads")
 
     r = run("info")

@@ -205,7 +205,7 @@ static double max_abs_diff(const float *a, const float *b, int64_t n) {
 static float *logits_of(const lt_model *m, const int32_t *ids, int n) {
     lt_kv_cache *kv = NULL;
     float *lg = malloc(sizeof(float) * (size_t)n * m->config.vocab_size);
-    if (lt_kv_cache_create(m, n, n, &kv) || lt_model_forward(m, kv, ids, n, 0, lg, 1)) {
+    if (lt_kv_cache_create(m, n, n, &kv) || lt_model_forward(m, NULL, kv, ids, n, 0, lg, 1)) {
         free(lg);
         lg = NULL;
     }

@@ -43,10 +43,10 @@ static void check_case(const char *name) {
         const float *r = (const float *)ref.data;
         for (int pass = 0; pass < 2; pass++) {
             if (pass == 0) {
-                CHECK_OK(lt_model_forward(m, kv, tok, T, 0, lg, 1));
+                CHECK_OK(lt_model_forward(m, NULL, kv, tok, T, 0, lg, 1));
             } else {
                 for (int t = 0; t < T; t++)
-                    CHECK_OK(lt_model_forward(m, kv, tok + t, 1, t, lg + (size_t)t * V, 0));
+                    CHECK_OK(lt_model_forward(m, NULL, kv, tok + t, 1, t, lg + (size_t)t * V, 0));
             }
             float maxd = 0;
             size_t at = 0;

@@ -84,7 +84,7 @@ int main(void) {
     lt_generate_opts o = {.max_tokens = 20, .stop_at_eos = 1, .on_token = on_tok};
     int32_t *ids = NULL;
     int n = 0;
-    CHECK_OK(lt_generate(m, kv, tok, s, chain, 1, &o, &ids, &n));
+    CHECK_OK(lt_generate(m, NULL, kv, tok, s, chain, 1, &o, &ids, &n));
     CHECK(n == n_chain - 1 && ids && !memcmp(ids, chain + 1, sizeof(int32_t) * (size_t)n),
           "the hand-made model follows the chain (%d ids)", n);
     char *want = NULL;

@@ -260,7 +260,7 @@ static void logits_of(const lt_model *m, float *out) {
     static const int32_t ids[6] = {1, 7, 42, 3, 3, 49};
     lt_kv_cache *kv = NULL;
     CHECK_OK(lt_kv_cache_create(m, 0, 0, &kv));
-    if (kv) CHECK_OK(lt_model_forward(m, kv, ids, 6, 0, out, 1));
+    if (kv) CHECK_OK(lt_model_forward(m, NULL, kv, ids, 6, 0, out, 1));
     lt_kv_cache_free(kv);
 }
 
@@ -357,7 +357,7 @@ static void test_forms(void) {
         CHECK_OK(lt_kv_cache_create(m, 8, 4, &kv));
         int32_t one = 1;
         float lg1[V];
-        if (kv) CHECK_ERR(lt_model_forward(m, kv, &one, 1, 0, lg1, 0), LT_ERR_ARG, "config-only");
+        if (kv) CHECK_ERR(lt_model_forward(m, NULL, kv, &one, 1, 0, lg1, 0), LT_ERR_ARG, "config-only");
         lt_kv_cache_free(kv);
         lt_model_free(m);
     }
@@ -460,14 +460,14 @@ static void test_sliding_window(void) {
     float a[50], b[50], full[50];
     lt_kv_cache *kv = NULL;
     CHECK_OK(lt_kv_cache_create(m, 0, 0, &kv));
-    CHECK_OK(lt_model_forward(m, kv, ids, 12, 0, a, 0));
+    CHECK_OK(lt_model_forward(m, NULL, kv, ids, 12, 0, a, 0));
     lt_kv_cache_free(kv);
     m->config.sliding_window = 0;
     CHECK_OK(lt_kv_cache_create(m, 0, 0, &kv));
-    CHECK_OK(lt_model_forward(m, kv, ids + 8, 4, 0, b, 0));
+    CHECK_OK(lt_model_forward(m, NULL, kv, ids + 8, 4, 0, b, 0));
     lt_kv_cache_free(kv);
     CHECK_OK(lt_kv_cache_create(m, 0, 0, &kv));
-    CHECK_OK(lt_model_forward(m, kv, ids, 12, 0, full, 0));
+    CHECK_OK(lt_model_forward(m, NULL, kv, ids, 12, 0, full, 0));
     lt_kv_cache_free(kv);
     CHECK(maxdiff(a, b, 50) < 1e-4f, "window 4 == last 4 tokens alone: %g", maxdiff(a, b, 50));
     CHECK(maxdiff(a, full, 50) > 1e-3f, "and differs from full attention: %g",

@@ -94,7 +94,7 @@ int main(void) {
               n_in, k);
         /* 3. logits at every position, on the reference ids */
         float *logits = malloc(n_in * (size_t)V * sizeof(float));
-        CHECK_OK(lt_model_forward(m, kv, want_ids, (int)n_in, 0, logits, 1));
+        CHECK_OK(lt_model_forward(m, NULL, kv, want_ids, (int)n_in, 0, logits, 1));
         int am_bad = 0;
         for (size_t t = 0; t < n_in && t < n_am; t++)
             if (argmax(logits + t * V, V) != want_am[t]) am_bad++;
@@ -128,7 +128,7 @@ int main(void) {
         int32_t *seq = malloc((n_in + n_gen) * sizeof *seq);
         memcpy(seq, want_ids, n_in * sizeof *seq);
         float *last = malloc((size_t)V * sizeof(float));
-        lt_status st = lt_model_forward(m, kv, want_ids, (int)n_in, 0, last, 0);
+        lt_status st = lt_model_forward(m, NULL, kv, want_ids, (int)n_in, 0, last, 0);
         size_t match = 0;
         int diverged = 0;
         for (size_t g = 0; g < n_gen && st == LT_OK; g++) {
@@ -136,7 +136,7 @@ int main(void) {
             if (!diverged && nxt == want_gen[g]) match++;
             else diverged = 1;
             seq[n_in + g] = nxt;
-            if (g + 1 < n_gen) st = lt_model_forward(m, kv, &nxt, 1, (int)(n_in + g), last, 0);
+            if (g + 1 < n_gen) st = lt_model_forward(m, NULL, kv, &nxt, 1, (int)(n_in + g), last, 0);
         }
         CHECK(st == LT_OK, "%s: forward: %s", name, lt_errmsg());
         printf("%-12s greedy: %zu/%zu tokens identical to transformers\n", name, match, n_gen);

@@ -41,7 +41,7 @@ static void check_form(const char *path, float *first_logits_out) {
     lt_kv_cache *kv = NULL;
     CHECK_OK(lt_kv_cache_create(m, 512, 16, &kv));
     float logits[512];
-    CHECK_OK(lt_model_forward(m, kv, &ref_ids[0], 1, 0, logits, 0));
+    CHECK_OK(lt_model_forward(m, NULL, kv, &ref_ids[0], 1, 0, logits, 0));
     float maxd = 0;
     for (int i = 0; i < 512; i++) {
         float d = fabsf(logits[i] - ref_logits[i]);
@@ -59,7 +59,7 @@ static void check_form(const char *path, float *first_logits_out) {
             mismatch = t;
             break;
         }
-        if (t < 256) CHECK_OK(lt_model_forward(m, kv, &ref_ids[t], 1, t, logits, 0));
+        if (t < 256) CHECK_OK(lt_model_forward(m, NULL, kv, &ref_ids[t], 1, t, logits, 0));
     }
     CHECK(mismatch < 0, "%s: greedy id %d differs from the reference", path, mismatch);
     lt_kv_cache_free(kv);
@@ -79,7 +79,7 @@ static void check_generate(const char *path, const char *tok_path) {
     lt_generate_opts o = {.max_tokens = 256, .stop_at_eos = 1};
     int32_t *ids = NULL;
     int n = 0;
-    CHECK_OK(lt_generate(m, kv, NULL, s, ref_ids, 1, &o, &ids, &n));
+    CHECK_OK(lt_generate(m, NULL, kv, NULL, s, ref_ids, 1, &o, &ids, &n));
     CHECK(n == 256 && ids && !memcmp(ids, ref_ids + 1, 256 * sizeof(int32_t)),
           "lt_generate greedy: %d ids, differ from the reference", n);
     lt_tokenizer *tok = NULL;
@@ -111,11 +111,11 @@ static void check_prefill(const char *path) {
     CHECK_OK(lt_kv_cache_create(m, 128, 64, &a));
     CHECK_OK(lt_kv_cache_create(m, 128, 7, &b));
     CHECK_OK(lt_kv_cache_create(m, 128, 1, &c));
-    CHECK_OK(lt_model_forward(m, a, ref_ids, N, 0, batch, 1));
-    CHECK_OK(lt_model_forward(m, b, ref_ids, 25, 0, chunked, 1));
-    CHECK_OK(lt_model_forward(m, b, ref_ids + 25, N - 25, 25, chunked + 25 * V, 1));
+    CHECK_OK(lt_model_forward(m, NULL, a, ref_ids, N, 0, batch, 1));
+    CHECK_OK(lt_model_forward(m, NULL, b, ref_ids, 25, 0, chunked, 1));
+    CHECK_OK(lt_model_forward(m, NULL, b, ref_ids + 25, N - 25, 25, chunked + 25 * V, 1));
     for (int t = 0; t < N; t++)
-        CHECK_OK(lt_model_forward(m, c, ref_ids + t, 1, t, step + t * V, 0));
+        CHECK_OK(lt_model_forward(m, NULL, c, ref_ids + t, 1, t, step + t * V, 0));
     float d1 = 0, d2 = 0;
     for (int i = 0; i < N * V; i++) {
         d1 = fmaxf(d1, fabsf(batch[i] - step[i]));
@@ -127,15 +127,15 @@ static void check_prefill(const char *path) {
     float last[V];
     lt_kv_cache *d = NULL;
     CHECK_OK(lt_kv_cache_create(m, 128, 16, &d));
-    CHECK_OK(lt_model_forward(m, d, ref_ids, N, 0, last, 0));
+    CHECK_OK(lt_model_forward(m, NULL, d, ref_ids, N, 0, last, 0));
     float d3 = 0;
     for (int i = 0; i < V; i++)
         d3 = fmaxf(d3, fabsf(last[i] - batch[(N - 1) * V + i]));
     CHECK(d3 <= 5e-5f, "last-only logits differ by %g", d3);
     /* argument checks */
     int32_t bad = 512;
-    CHECK_ERR(lt_model_forward(m, d, &bad, 1, 0, last, 0), LT_ERR_ARG, "outside the vocabulary");
-    CHECK_ERR(lt_model_forward(m, d, ref_ids, 2, 127, last, 0), LT_ERR_ARG, "context");
+    CHECK_ERR(lt_model_forward(m, NULL, d, &bad, 1, 0, last, 0), LT_ERR_ARG, "outside the vocabulary");
+    CHECK_ERR(lt_model_forward(m, NULL, d, ref_ids, 2, 127, last, 0), LT_ERR_ARG, "context");
     lt_kv_cache_free(a);
     lt_kv_cache_free(b);
     lt_kv_cache_free(c);

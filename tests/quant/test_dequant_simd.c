@@ -1,6 +1,8 @@
-/* test_dequant_simd.c - lt_to_f32 (AVX2 kernels where the build has them) against the scalar
- * reference converters of dequant.c, which test_dequant.c holds to gguf-py's goldens bit for
- * bit; and lt_nf4_dequantize over arbitrary ranges against code value x block absmax.
+/* test_dequant_simd.c - lt_to_f32 (the AVX2 kernels at dispatch level avx2 and above) against
+ * the scalar reference converters of dequant.c, which test_dequant.c holds to gguf-py's goldens
+ * bit for bit; and lt_nf4_dequantize (scalar, AVX2, AVX-512) over arbitrary ranges against code
+ * value x block absmax. Everything runs at every dispatch level this CPU has
+ * (lt_cpu_set_max_level), so an AVX-512 machine checks all three variants.
  *
  * The goldens are a few blocks each; here every ggml type gets 2000 blocks of random bytes
  * (random scales too: the odd inf / NaN scale must come out the same way), read from an
@@ -19,6 +21,8 @@ static uint32_t next_u32(void) {
     rng ^= rng << 17;
     return (uint32_t)(rng >> 16);
 }
+
+static const char *level_name(void) { return lt_cpu_level_name(lt_cpu_level_active()); }
 
 static int same(float a, float b) {
     if (a != a && b != b) return 1;
@@ -45,8 +49,8 @@ static void check_blocks(lt_dtype t, row_fn ref) {
     memset(got, 0xff, (size_t)n * 4);
     CHECK_OK(lt_to_f32(t, src, got, n));
     int64_t k = first_diff(got, want, n);
-    CHECK(k < 0, "%s: value %lld (block %lld): got %.9g (0x%08x), scalar %.9g (0x%08x)",
-          lt_dtype_name(t), (long long)k, (long long)(k / be), k < 0 ? 0 : got[k],
+    CHECK(k < 0, "[%s] %s: value %lld (block %lld): got %.9g (0x%08x), scalar %.9g (0x%08x)",
+          level_name(), lt_dtype_name(t), (long long)k, (long long)(k / be), k < 0 ? 0 : got[k],
           k < 0 ? 0u : *(uint32_t *)&got[k], k < 0 ? 0 : want[k],
           k < 0 ? 0u : *(uint32_t *)&want[k]);
     /* one block alone, and a run ending in the last block: no kernel reads or writes past n */
@@ -55,7 +59,7 @@ static void check_blocks(lt_dtype t, row_fn ref) {
         one[i] = -7.0f;
     CHECK_OK(lt_to_f32(t, src + (nblk - 1) * bb, one, be));
     CHECK(first_diff(one, want + (nblk - 1) * be, be) < 0 && one[be] == -7.0f,
-          "%s: the last block alone", lt_dtype_name(t));
+          "[%s] %s: the last block alone", level_name(), lt_dtype_name(t));
     free(raw);
     free(want);
     free(got);
@@ -77,8 +81,8 @@ static void check_16bit(lt_dtype t) {
         float w = t == LT_DTYPE_F16 ? lt_f16_to_f32(h) : lt_bf16_to_f32(h);
         if (!same(got[i], w)) bad = i;
     }
-    CHECK(bad < 0, "%s: value %lld differs from the scalar conversion", lt_dtype_name(t),
-          (long long)bad);
+    CHECK(bad < 0, "[%s] %s: value %lld differs from the scalar conversion", level_name(),
+          lt_dtype_name(t), (long long)bad);
     free(raw);
     free(got);
 }
@@ -113,8 +117,8 @@ static void check_nf4(int double_quant) {
                             lt_nf4_block_absmax(&q, e / LT_NF4_BLOCK);
             if (!same(got[i], w)) bad = i;
         }
-        CHECK(bad < 0 && got[c] == -7.0f, "nf4 (double quant %d) [%lld, +%lld): element %lld",
-              double_quant, (long long)b0, (long long)c, (long long)bad);
+        CHECK(bad < 0 && got[c] == -7.0f,
+              "[%s] nf4 (double quant %d) [%lld, +%lld): element %lld", level_name(), double_quant, (long long)b0, (long long)c, (long long)bad);
     }
     free(x);
     free(got);
@@ -125,7 +129,7 @@ static void check_nf4(int double_quant) {
     free(scratch);
 }
 
-int main(void) {
+static void run_all(void) {
     check_blocks(LT_DTYPE_Q4_0, lt_dequant_row_q4_0);
     check_blocks(LT_DTYPE_Q4_1, lt_dequant_row_q4_1);
     check_blocks(LT_DTYPE_Q5_0, lt_dequant_row_q5_0);
@@ -141,5 +145,26 @@ int main(void) {
     check_16bit(LT_DTYPE_BF16);
     check_nf4(0);
     check_nf4(1);
+}
+
+static lt_cpu_level min_level(int a, lt_cpu_level b) { return a < (int)b ? (lt_cpu_level)a : b; }
+
+int main(void) {
+    /* every cap, those above the CPU's level too (which must change nothing: run on an AVX2
+     * machine, the avx512 cap runs the avx2 kernels again, as the uncapped program does) */
+    const int top = (int)lt_cpu_level_detected();
+    for (int cap = LT_CPU_LEVEL_BASELINE; cap < LT_CPU_LEVEL_COUNT; cap++) {
+        CHECK_OK(lt_cpu_set_max_level((lt_cpu_level)cap));
+        const int l = cap < top ? cap : top;
+        CHECK(lt_cpu_level_active() == (lt_cpu_level)l &&
+                  lt_quant_kernel_level() == min_level(l, LT_CPU_LEVEL_AVX2) &&
+                  lt_nf4_kernel_level() == min_level(l, LT_CPU_LEVEL_AVX512),
+              "cap %s: dequantization %s, nf4 %s", lt_cpu_level_name((lt_cpu_level)cap),
+              lt_cpu_level_name(lt_quant_kernel_level()), lt_cpu_level_name(lt_nf4_kernel_level()));
+        printf("cap %s, level %s: dequantization %s, nf4 %s\n",
+               lt_cpu_level_name((lt_cpu_level)cap), level_name(),
+               lt_cpu_level_name(lt_quant_kernel_level()), lt_cpu_level_name(lt_nf4_kernel_level()));
+        run_all();
+    }
     LT_TEST_END();
 }

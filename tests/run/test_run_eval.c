@@ -2,7 +2,7 @@
  * through the trainer's forward) against an independent computation: every example alone
  * through the inference forward (lt_model_forward, src/model/, checked against transformers
  * elsewhere) with the cross-entropy summed here in double. Also with a trained adapter, loaded
- * back from the PEFT folder the run wrote (lt_model_set_adapter on the inference side,
+ * back from the PEFT folder the run wrote (lt_adapter_delta_create on the inference side,
  * --adapter on the run side). stories260K, a few examples of wikisql. */
 #include <math.h>
 #include <stdio.h>
@@ -26,8 +26,8 @@ static void head_lines(const char *src, const char *dst, int n) {
 }
 
 /* Sum of -log p(target) over the loss tokens of split s, each example alone. */
-static void reference(const lt_model *m, const lt_data *d, lt_split s, double *sum,
-                      int64_t *count) {
+static void reference(const lt_model *m, const lt_model_delta *delta, const lt_data *d, lt_split s,
+                      double *sum, int64_t *count) {
     *sum = 0;
     *count = 0;
     int V = m->config.vocab_size;
@@ -36,7 +36,7 @@ static void reference(const lt_model *m, const lt_data *d, lt_split s, double *s
         lt_kv_cache *kv = NULL;
         float *logits = malloc((size_t)ex->n * V * sizeof(float));
         CHECK_OK(lt_kv_cache_create(m, ex->n, ex->n, &kv));
-        CHECK_OK(lt_model_forward(m, kv, ex->tokens, ex->n, 0, logits, 1));
+        CHECK_OK(lt_model_forward(m, delta, kv, ex->tokens, ex->n, 0, logits, 1));
         for (int t = 1; t < ex->n; t++) {
             if (!ex->mask[t]) continue;
             const float *l = logits + (size_t)(t - 1) * V;
@@ -85,7 +85,7 @@ int main(void) {
         CHECK_OK(lt_run_evaluate(r, LT_SPLIT_VALID, 0, &ev));
         double ref;
         int64_t cnt;
-        reference(m, lt_run_data(r), LT_SPLIT_VALID, &ref, &cnt);
+        reference(m, NULL, lt_run_data(r), LT_SPLIT_VALID, &ref, &cnt);
         CHECK(ev.tokens == cnt && cnt > 100, "pack %d: tokens %lld, reference %lld", pack,
               (long long)ev.tokens, (long long)cnt);
         CHECK(fabs(ev.loss_sum - ref) <= 1e-5 * ref, "pack %d: loss sum %.9g, reference %.9g", pack,
@@ -129,11 +129,12 @@ int main(void) {
             if (r) CHECK_OK(lt_run_evaluate(r, LT_SPLIT_VALID, 0, &ea));
             lt_adapter *a = NULL;
             CHECK_OK(lt_adapter_load(out, &m->config, &a));
-            CHECK_OK(lt_model_set_adapter(m, a));
+            lt_model_delta *dl = NULL;
+            CHECK_OK(lt_adapter_delta_create(a, m, &dl));
             double refa;
             int64_t cnta;
-            if (r) reference(m, lt_run_data(r), LT_SPLIT_VALID, &refa, &cnta);
-            CHECK_OK(lt_model_set_adapter(m, NULL));
+            if (r) reference(m, dl, lt_run_data(r), LT_SPLIT_VALID, &refa, &cnta);
+            lt_adapter_delta_free(dl);
             lt_adapter_free(a);
             CHECK(r && ea.tokens == cnta && fabs(ea.loss_sum - refa) <= 1e-5 * refa &&
                       fabs(ea.loss - trained.loss) <= 1e-5 * trained.loss,

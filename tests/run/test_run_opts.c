@@ -1,5 +1,6 @@
-/* test_run_opts.c - run options (setter, YAML config, dumps that read back), their error
- * messages, and the learning-rate schedules against transformers' schedulers
+/* test_run_opts.c - run options (the option table: setter, formatter, defaults, ranges and
+ * choices, the iteration API; YAML config, dumps that read back), their error messages, and
+ * the learning-rate schedules against transformers' schedulers
  * (tests/data/run/lr_schedules.json from tools/gen_schedule_goldens.py). */
 #include <jansson.h>
 #include <math.h>
@@ -143,6 +144,180 @@ static void test_set(void) {
     CHECK_ERR(lt_run_opts_validate(&v, 1), LT_ERR_ARG, "model: required");
 }
 
+/* Values to try for option in: bounds, a middle, every choice, the default. */
+static int sample_values(const lt_run_opt_info *in, char vals[][64], int max) {
+    int n = 0;
+#define ADD(...) (n < max ? snprintf(vals[n++], 64, __VA_ARGS__) : 0)
+    if (in->def && in->def[0]) ADD("%s", in->def);
+    switch (in->type) {
+    case LT_OPT_STRING:
+        ADD("some dir/with \"quotes\" and \\ and: colons");
+        ADD("x");
+        break;
+    case LT_OPT_BOOL:
+        ADD("true");
+        ADD("false");
+        ADD("yes");
+        break;
+    case LT_OPT_INT:
+    case LT_OPT_SIZE:
+        ADD("%.0f", in->min);
+        ADD("%.0f", in->min + 1);
+        ADD("%.0f", isinf(in->max) ? in->min + 123456789 : in->max);
+        if (!isinf(in->max)) ADD("%.0f", floor((in->min + in->max) / 2));
+        if (in->type == LT_OPT_SIZE) ADD("1.5G");
+        if (in->flags & LT_OPT_AUTO) ADD("auto");
+        if (in->tune != LT_TUNE_NO) ADD("%.0f", in->tune_max);
+        break;
+    case LT_OPT_FLOAT:
+        if (!in->min_open) ADD("%.17g", in->min);
+        ADD("%.17g", in->min + 0.1);
+        ADD("%.17g", in->min + 0.30000000000000004);
+        if (isinf(in->max)) ADD("12345");
+        if (in->tune != LT_TUNE_NO) ADD("%.17g", (in->tune_min + in->tune_max) / 3);
+        break;
+    case LT_OPT_ENUM:
+        for (int i = 0; in->choices[i]; i++)
+            ADD("%s", in->choices[i]);
+        break;
+    case LT_OPT_LIST:
+        for (int i = 0; in->choices[i]; i++)
+            ADD("%s", in->choices[i]);
+        if (in->choices[0] && in->choices[1]) ADD("%s,%s", in->choices[1], in->choices[0]);
+        ADD("all");
+        break;
+    case LT_OPT_LAYERS:
+        ADD("3");
+        ADD("2:5");
+        ADD("0:1");
+        ADD("all");
+        break;
+    }
+#undef ADD
+    return n;
+}
+
+/* The option table: every option round-trips set -> format -> set; defaults come from it;
+ * out-of-range values and bad choices are errors naming the option and what it expects. */
+static void test_table(void) {
+    int n = lt_run_opt_count();
+    CHECK(n >= 39 && lt_run_opt_get(n) == NULL && lt_run_opt_get(-1) == NULL, "count %d", n);
+    lt_run_opts d;
+    lt_run_opts_default(&d);
+    for (int i = 0; i < n; i++) {
+        const lt_run_opt_info *in = lt_run_opt_get(i);
+        CHECK(lt_run_opt_find(in->name) == i, "%s: find", in->name);
+        CHECK((in->arg == NULL) == (in->type == LT_OPT_BOOL) && in->help && in->help[0],
+              "%s: arg / help", in->name);
+        CHECK(in->offset + in->size <= sizeof(lt_run_opts), "%s: field", in->name);
+        CHECK(((in->type == LT_OPT_ENUM || in->type == LT_OPT_LIST) == (in->choices != NULL)),
+              "%s: choices", in->name);
+        for (int j = 0; j < i; j++)
+            CHECK(strcmp(lt_run_opt_get(j)->name, in->name), "%s: twice", in->name);
+        /* a tunable option says how to sample it, within what it accepts */
+        if (in->tune == LT_TUNE_LINEAR || in->tune == LT_TUNE_LOG)
+            CHECK((in->type == LT_OPT_INT || in->type == LT_OPT_FLOAT) &&
+                      in->tune_min < in->tune_max && in->tune_min >= in->min &&
+                      in->tune_max <= in->max && (in->tune != LT_TUNE_LOG || in->tune_min > 0),
+                  "%s: search range [%g, %g] in [%g, %g]", in->name, in->tune_min, in->tune_max,
+                  in->min, in->max);
+        if (in->tune == LT_TUNE_CHOICE)
+            CHECK(in->type == LT_OPT_ENUM || in->type == LT_OPT_LIST || in->type == LT_OPT_BOOL,
+                  "%s: choice", in->name);
+        /* the default text is what lt_run_opts_default set */
+        char buf[LT_RUN_PATH_MAX];
+        if (in->def) {
+            lt_run_opts e = d;
+            CHECK_OK(lt_run_opts_set(&e, in->name, in->def));
+            CHECK(!memcmp(&e, &d, sizeof e), "%s: default '%s'", in->name, in->def);
+            const char *f = lt_run_opt_format(&d, i, buf, sizeof buf);
+            lt_run_opts g = d;
+            CHECK(f && !lt_run_opts_set(&g, in->name, f) && !memcmp(&g, &d, sizeof g),
+                  "%s: default formats as '%s'", in->name, f ? f : "(null)");
+        }
+        /* round trip of sample values */
+        char vals[16][64];
+        int nv = sample_values(in, vals, 16);
+        for (int k = 0; k < nv; k++) {
+            lt_run_opts a = d;
+            lt_status st = lt_run_opts_set(&a, in->name, vals[k]);
+            CHECK(st == LT_OK, "%s = '%s': %s", in->name, vals[k], lt_errmsg());
+            if (st) continue;
+            const char *f = lt_run_opt_format(&a, i, buf, sizeof buf);
+            lt_run_opts b = a;
+            CHECK(f && !lt_run_opts_set(&b, in->name, f) && !memcmp(&a, &b, sizeof a),
+                  "%s: '%s' -> '%s' does not read back", in->name, vals[k], f ? f : "(null)");
+        }
+        /* what is refused names the option and what it expects */
+        char bad[4][64];
+        int nb = 0;
+        switch (in->type) {
+        case LT_OPT_INT:
+            snprintf(bad[nb++], 64, "%.0f", in->min - 1);
+            if (!isinf(in->max)) snprintf(bad[nb++], 64, "%.0f", in->max + 1);
+            snprintf(bad[nb++], 64, "1.5");
+            break;
+        case LT_OPT_FLOAT:
+            snprintf(bad[nb++], 64, "%g", in->min_open ? in->min : in->min - 1);
+            if (!isinf(in->max)) snprintf(bad[nb++], 64, "%g", in->max_open ? in->max : in->max + 1);
+            snprintf(bad[nb++], 64, "nan");
+            break;
+        case LT_OPT_ENUM:
+        case LT_OPT_LIST:
+        case LT_OPT_BOOL:
+        case LT_OPT_LAYERS:
+        case LT_OPT_SIZE:
+            snprintf(bad[nb++], 64, "bogus");
+            break;
+        case LT_OPT_STRING:
+            break;
+        }
+        for (int k = 0; k < nb; k++) {
+            lt_run_opts a = d;
+            char want[128];
+            snprintf(want, sizeof want, "%s: expected ", in->name);
+            CHECK_ERR(lt_run_opts_set(&a, in->name, bad[k]), LT_ERR_ARG, want);
+            CHECK(strstr(lt_errmsg(), bad[k]) && !memcmp(&a, &d, sizeof a),
+                  "%s = '%s': the message quotes the value, the options are unchanged: %s",
+                  in->name, bad[k], lt_errmsg());
+            if (in->type == LT_OPT_INT && !isinf(in->max)) {
+                char range[96];
+                snprintf(range, sizeof range, "[%.0f, %.0f]", in->min, in->max);
+                CHECK(strstr(lt_errmsg(), range), "%s: range %s in '%s'", in->name, range,
+                      lt_errmsg());
+            }
+            if (in->type == LT_OPT_ENUM)
+                for (int c = 0; in->choices[c]; c++)
+                    CHECK(strstr(lt_errmsg(), in->choices[c]), "%s: choice %s in '%s'", in->name,
+                          in->choices[c], lt_errmsg());
+        }
+    }
+    /* aliases read as their names */
+    lt_run_opts a = d;
+    CHECK_OK(lt_run_opts_set(&a, "base-dtype", "bfloat16"));
+    CHECK_OK(lt_run_opts_set(&a, "data-format", "messages"));
+    CHECK_OK(lt_run_opts_set(&a, "lora-targets", "q_proj,down_proj"));
+    CHECK(a.base_dtype == LT_DTYPE_BF16 && a.data_format == LT_DATA_CHAT &&
+              a.lora_targets == (LT_TARGET_Q | LT_TARGET_DOWN),
+          "aliases");
+    CHECK(lt_run_opt_find("--lora_rank") == lt_run_opt_find("lora-rank") &&
+              lt_run_opt_find("lora-rank") >= 0 && lt_run_opt_find("nope") == -1,
+          "find normalises keys");
+    /* what is recorded: not resume / json; the dump of every option reads back */
+    CHECK_OK(lt_run_opts_set(&a, "resume", "somewhere"));
+    CHECK_OK(lt_run_opts_set(&a, "json", "true"));
+    json_t *j = lt_run_opts_to_json(&a);
+    CHECK(j && !json_object_get(j, "resume") && !json_object_get(j, "json") &&
+              json_object_get(j, "lora-rank") && !json_object_get(j, "iters") &&
+              json_object_get(j, "epochs"),
+          "recorded options");
+    json_decref(j);
+    const lt_run_opt_info *lr = lt_run_opt_get(lt_run_opt_find("lr"));
+    CHECK(lr->tune == LT_TUNE_LOG && lr->min == 0 && lr->min_open, "lr is a log-scale hyperparameter");
+    const lt_run_opt_info *out = lt_run_opt_get(lt_run_opt_find("out"));
+    CHECK(out->tune == LT_TUNE_NO, "out is not a hyperparameter");
+}
+
 static void test_yaml(const char *dir) {
     lt_run_opts o;
     lt_run_opts_default(&o);
@@ -235,6 +410,7 @@ static void test_schedules(void) {
 int main(void) {
     const char *dir = lt_tmpdir();
     test_set();
+    test_table();
     test_yaml(dir);
     test_schedules();
     char file[256];

@@ -8,9 +8,18 @@
  *   SwiGLU            : <= 1e-6 * max |ref| (vectorised exp, <= 2 ulp)
  *   RMSNorm           : identical (same arithmetic, rows in parallel)
  *   exp               : rel 3e-7 against expf on [-87, 88], 0 below -87.3
+ *   linear, LoRA, DoRA: <= 2e-5 * max |ref| per output / gradient (the fast twins run OpenBLAS,
+ *                       split over OpenMP threads for the big shape; the reference a plain-loop
+ *                       GEMM with double sums); tiny and odd shapes, bias, dropout masks,
+ *                       gradients accumulated onto non-zero values
  * Attention shapes cover T not a multiple of the blocks (32 queries, 64 keys), head dims 8,
- * 40 (a 32-wide tile plus a remainder) and 64, GQA, packed sequences and a sliding window. */
+ * 40 (a 32-wide tile plus a remainder) and 64, GQA, packed sequences and a sliding window.
+ * Everything runs at every dispatch level this CPU has (lt_cpu_set_max_level: baseline, avx2,
+ * avx512), so a CI machine with AVX-512 checks each variant; messages name the level. */
 #include <stdint.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 #include "loratune/ops.h"
 #include "lt_test.h"
@@ -31,6 +40,8 @@ static float *fzero(int64_t n) {
     return calloc((size_t)n, sizeof(float));
 }
 
+static const char *level_name(void) { return lt_cpu_level_name(lt_cpu_level_active()); }
+
 /* max |a - b| / max |b| (0 when both are 0) */
 static double relerr(const float *a, const float *b, int64_t n, int64_t *at) {
     double mx = 0, err = 0;
@@ -47,8 +58,8 @@ static double relerr(const float *a, const float *b, int64_t n, int64_t *at) {
     do {                                                                                           \
         int64_t at_;                                                                               \
         double e_ = relerr(a, b, n, &at_);                                                         \
-        CHECK(e_ <= (tol), "%s: rel err %.3g at %lld (fast %.9g, ref %.9g)", what, e_,             \
-              (long long)at_, (a)[at_], (b)[at_]);                                                 \
+        CHECK(e_ <= (tol), "[%s] %s: rel err %.3g at %lld (fast %.9g, ref %.9g)", level_name(),   \
+              what, e_, (long long)at_, (a)[at_], (b)[at_]);                                       \
     } while (0)
 
 static void attention_case(const char *name, int B, int T, int NH, int NKV, int HD, int packed,
@@ -151,10 +162,10 @@ static void cross_entropy_case(void) {
     lt_ce_stats s_ref, s_fast;
     CHECK_OK(lt_op_cross_entropy(d_ref, &s_ref, x, tg, N, V, -100, 0.0f));
     CHECK_OK(lt_fast_cross_entropy(d_fast, &s_fast, x, tg, N, V, -100, 0.0f));
-    CHECK(s_fast.count == s_ref.count, "count %lld vs %lld", (long long)s_fast.count,
-          (long long)s_ref.count);
-    CHECK(fabs(s_fast.sum - s_ref.sum) <= 1e-6 * fabs(s_ref.sum), "loss sum %.9g vs %.9g",
-          s_fast.sum, s_ref.sum);
+    CHECK(s_fast.count == s_ref.count, "[%s] count %lld vs %lld", level_name(),
+          (long long)s_fast.count, (long long)s_ref.count);
+    CHECK(fabs(s_fast.sum - s_ref.sum) <= 1e-6 * fabs(s_ref.sum), "[%s] loss sum %.9g vs %.9g",
+          level_name(), s_fast.sum, s_ref.sum);
     CMP("cross-entropy dlogits", d_fast, d_ref, (int64_t)N * V, 1e-5);
     /* in place, explicit grad_scale */
     float *x2 = malloc(sizeof(float) * N * V);
@@ -187,7 +198,7 @@ static void elementwise_cases(void) {
     lt_op_rmsnorm_fwd(y_r, r_r, x, w, N, C, 1e-5f);
     lt_fast_rmsnorm_fwd(y_f, r_f, x, w, N, C, 1e-5f);
     CHECK(!memcmp(y_r, y_f, sizeof(float) * N * C) && !memcmp(r_r, r_f, sizeof(float) * N),
-          "rmsnorm forward differs from the reference");
+          "[%s] rmsnorm forward differs from the reference", level_name());
     float *dx_r = frnd((int64_t)N * C, 1.0f), *dx_f = malloc(sizeof(float) * N * C);
     memcpy(dx_f, dx_r, sizeof(float) * N * C);
     float *dw_r = frnd(C, 1.0f), *dw_f = malloc(sizeof(float) * C);
@@ -195,7 +206,7 @@ static void elementwise_cases(void) {
     lt_op_rmsnorm_bwd(dx_r, dw_r, dy, x, w, r_r, N, C);
     lt_fast_rmsnorm_bwd(dx_f, dw_f, dy, x, w, r_r, N, C);
     CHECK(!memcmp(dx_r, dx_f, sizeof(float) * N * C) && !memcmp(dw_r, dw_f, sizeof(float) * C),
-          "rmsnorm backward differs from the reference");
+          "[%s] rmsnorm backward differs from the reference", level_name());
 
     /* rope: rows in parallel, identical to the reference (both directions, both layouts) */
     {
@@ -213,12 +224,12 @@ static void elementwise_cases(void) {
         for (int il = 0; il < 2; il++) {
             lt_op_rope_fwd(y_ref, xr, ps, cs, sn, Nr, NHr, HDr, il);
             lt_fast_rope_fwd(y_fst, xr, ps, cs, sn, Nr, NHr, HDr, il);
-            CHECK(!memcmp(y_ref, y_fst, sizeof(float) * nr), "rope fwd (interleaved %d) differs",
-                  il);
+            CHECK(!memcmp(y_ref, y_fst, sizeof(float) * nr), "[%s] rope fwd (interleaved %d) differs",
+                  level_name(), il);
             lt_op_rope_bwd(y_ref, xr, ps, cs, sn, Nr, NHr, HDr, il);
             lt_fast_rope_bwd(y_fst, xr, ps, cs, sn, Nr, NHr, HDr, il);
-            CHECK(!memcmp(y_ref, y_fst, sizeof(float) * nr), "rope bwd (interleaved %d) differs",
-                  il);
+            CHECK(!memcmp(y_ref, y_fst, sizeof(float) * nr), "[%s] rope bwd (interleaved %d) differs",
+                  level_name(), il);
         }
         free(cs), free(sn), free(ps), free(xr), free(y_ref), free(y_fst);
     }
@@ -237,18 +248,112 @@ static void elementwise_cases(void) {
         double e = ref > 0 ? fabs(ey[i] - ref) / ref : fabs((double)ey[i]);
         if (!(e <= worst)) worst = e, bad = i;
     }
-    CHECK(worst <= 3e-7, "exp: rel err %.3g at x = %.9g", worst, bad >= 0 ? ex[bad] : 0.0f);
+    CHECK(worst <= 3e-7, "[%s] exp: rel err %.3g at x = %.9g", level_name(), worst,
+          bad >= 0 ? ex[bad] : 0.0f);
     free(g), free(u), free(go), free(o_ref), free(o_fast), free(dg_r), free(du_r), free(dg_f);
     free(du_f), free(x), free(w), free(dy), free(y_r), free(y_f), free(r_r), free(r_f);
     free(dx_r), free(dx_f), free(dw_r), free(dw_f), free(ex), free(ey);
 }
 
-int main(void) {
-#if defined(__AVX2__) && defined(__FMA__)
-    CHECK(lt_fast_attention_supported(64) && lt_fast_attention_supported(8) &&
-              !lt_fast_attention_supported(12),
-          "an AVX2+FMA build must take the fast attention path for head dims 8 and 64 only");
+/* lt_fast_{matmul,lora,dora}_{fwd,bwd} against lt_op_*: same composition (ops_linear.inc), a
+ * different GEMM. Backward outputs start from the same non-zero values (they add). */
+static void linear_case(int N, int C, int OC, int r, int with_bias, int with_mask) {
+    char what[96];
+    snprintf(what, sizeof what, "linear N%d C%d OC%d r%d%s%s", N, C, OC, r,
+             with_bias ? " bias" : "", with_mask ? " mask" : "");
+    int64_t nx = (int64_t)N * C, ny = (int64_t)N * OC, nw = (int64_t)OC * C;
+    int64_t na = (int64_t)r * C, nb = (int64_t)OC * r, nxa = (int64_t)N * r;
+    int64_t nscr = (int64_t)N * (C + OC + r);
+    float *x = frnd(nx, 1.0f), *W = frnd(nw, 0.5f), *bias = with_bias ? frnd(OC, 0.5f) : NULL;
+    float *A = frnd(na, 0.5f), *Bm = frnd(nb, 0.5f), *dy = frnd(ny, 1.0f);
+    float *mag = frnd(OC, 1.0f), *mask = NULL;
+    for (int o = 0; o < OC; o++)
+        mag[o] = 1.0f + 0.5f * fabsf(mag[o]);
+    if (with_mask) {
+        mask = malloc(sizeof(float) * (size_t)nx);
+        for (int64_t i = 0; i < nx; i++)
+            mask[i] = frand() > -0.6f ? 1.25f : 0.0f; /* keep 80%, scaled */
+    }
+    float *dx0 = frnd(nx, 0.1f), *dw0 = frnd(nw, 0.1f), *db0 = frnd(OC, 0.1f);
+    float *dA0 = frnd(na, 0.1f), *dB0 = frnd(nb, 0.1f), *dm0 = frnd(OC, 0.1f);
+    float *o[2][9], *scr = fzero(nscr);
+    for (int k = 0; k < 2; k++) {
+        o[k][0] = fzero(ny);  /* y */
+        o[k][1] = fzero(nxa); /* xa */
+        o[k][2] = malloc(sizeof(float) * (size_t)nx), memcpy(o[k][2], dx0, sizeof(float) * (size_t)nx);
+        o[k][3] = malloc(sizeof(float) * (size_t)nw), memcpy(o[k][3], dw0, sizeof(float) * (size_t)nw);
+        o[k][4] = malloc(sizeof(float) * (size_t)OC), memcpy(o[k][4], db0, sizeof(float) * (size_t)OC);
+        o[k][5] = malloc(sizeof(float) * (size_t)na), memcpy(o[k][5], dA0, sizeof(float) * (size_t)na);
+        o[k][6] = malloc(sizeof(float) * (size_t)nb), memcpy(o[k][6], dB0, sizeof(float) * (size_t)nb);
+        o[k][7] = malloc(sizeof(float) * (size_t)OC), memcpy(o[k][7], dm0, sizeof(float) * (size_t)OC);
+        o[k][8] = fzero(OC); /* wnorm */
+    }
+    const float tol = 2e-5f;
+    char msg[160];
+#define LCMP(label, i, n)                                                                          \
+    do {                                                                                           \
+        snprintf(msg, sizeof msg, "%s: %s", what, label);                                          \
+        CMP(msg, o[1][i], o[0][i], n, tol);                                                        \
+    } while (0)
+    /* [0] = reference, [1] = fast */
+    lt_op_matmul_fwd(o[0][0], x, W, bias, N, C, OC);
+    lt_fast_matmul_fwd(o[1][0], x, W, bias, N, C, OC);
+    LCMP("matmul fwd", 0, ny);
+    lt_op_matmul_bwd(o[0][2], o[0][3], o[0][4], dy, x, W, N, C, OC);
+    lt_fast_matmul_bwd(o[1][2], o[1][3], o[1][4], dy, x, W, N, C, OC);
+    LCMP("matmul dx", 2, nx);
+    LCMP("matmul dw", 3, nw);
+    LCMP("matmul dbias", 4, OC);
+
+    lt_op_lora_fwd(o[0][0], o[0][1], x, W, bias, A, Bm, mask, N, C, OC, r, 0.75f, scr);
+    lt_fast_lora_fwd(o[1][0], o[1][1], x, W, bias, A, Bm, mask, N, C, OC, r, 0.75f, scr);
+    LCMP("lora y", 0, ny);
+    LCMP("lora xa", 1, nxa);
+    lt_op_lora_bwd(o[0][2], o[0][5], o[0][6], dy, x, W, A, Bm, o[0][1], mask, N, C, OC, r, 0.75f, scr);
+    lt_fast_lora_bwd(o[1][2], o[1][5], o[1][6], dy, x, W, A, Bm, o[0][1], mask, N, C, OC, r, 0.75f,
+                     scr);
+    LCMP("lora dx", 2, nx);
+    LCMP("lora dA", 5, na);
+    LCMP("lora dB", 6, nb);
+
+    lt_op_dora_fwd(o[0][0], o[0][8], o[0][1], x, W, bias, A, Bm, mag, mask, N, C, OC, r, 0.75f, scr);
+    lt_fast_dora_fwd(o[1][0], o[1][8], o[1][1], x, W, bias, A, Bm, mag, mask, N, C, OC, r, 0.75f,
+                     scr);
+    LCMP("dora y", 0, ny);
+    LCMP("dora wnorm", 8, OC);
+    LCMP("dora xa", 1, nxa);
+    lt_op_dora_bwd(o[0][2], o[0][5], o[0][6], o[0][7], dy, x, W, A, Bm, mag, o[0][8], o[0][1], mask,
+                   N, C, OC, r, 0.75f, scr);
+    lt_fast_dora_bwd(o[1][2], o[1][5], o[1][6], o[1][7], dy, x, W, A, Bm, mag, o[0][8], o[0][1],
+                     mask, N, C, OC, r, 0.75f, scr);
+    LCMP("dora dx", 2, nx);
+    LCMP("dora dA", 5, na);
+    LCMP("dora dB", 6, nb);
+    LCMP("dora dmag", 7, OC);
+#undef LCMP
+    for (int k = 0; k < 2; k++)
+        for (int i = 0; i < 9; i++)
+            free(o[k][i]);
+    free(x), free(W), free(bias), free(A), free(Bm), free(dy), free(mag), free(mask), free(scr);
+    free(dx0), free(dw0), free(db0), free(dA0), free(dB0), free(dm0);
+}
+
+static void linear_cases(void) {
+    linear_case(1, 1, 1, 1, 0, 0);
+    linear_case(7, 13, 5, 3, 1, 0);
+    linear_case(33, 65, 17, 8, 1, 1);
+    linear_case(5, 40, 96, 2, 0, 1);
+    /* big enough for lt_gemm's OpenMP split (OpenBLAS single-threaded, as inside a step) */
+#ifdef _OPENMP
+    omp_set_num_threads(2);
 #endif
+    int blas = lt_blas_threads_single();
+    linear_case(300, 576, 192, 16, 1, 1);
+    linear_case(257, 192, 576, 8, 0, 0);
+    lt_blas_threads_restore(blas);
+}
+
+static void run_all(void) {
     attention_case("hd64 gqa", 2, 133, 4, 2, 64, 0, 0);
     attention_case("hd64 packed", 2, 100, 4, 2, 64, 1, 0);
     attention_case("hd40 window", 1, 150, 3, 1, 40, 0, 45);
@@ -261,5 +366,30 @@ int main(void) {
     attention_var_case("var hd12 fallback", 12, 1, 0);
     cross_entropy_case();
     elementwise_cases();
+}
+
+int main(void) {
+    /* every cap, those above the CPU's level too (which must change nothing: run on an AVX2
+     * machine, the avx512 cap runs the avx2 kernels again, as the uncapped program does) */
+    const int top = (int)lt_cpu_level_detected();
+    for (int cap = LT_CPU_LEVEL_BASELINE; cap < LT_CPU_LEVEL_COUNT; cap++) {
+        CHECK_OK(lt_cpu_set_max_level((lt_cpu_level)cap));
+        const int l = cap < top ? cap : top;
+        const lt_cpu_level want = l < LT_CPU_LEVEL_AVX2 ? (lt_cpu_level)l : LT_CPU_LEVEL_AVX2;
+        CHECK(lt_cpu_level_active() == (lt_cpu_level)l && lt_ops_fast_kernel_level() == want,
+              "cap %s: active %s, fast ops %s", lt_cpu_level_name((lt_cpu_level)cap),
+              level_name(), lt_cpu_level_name(lt_ops_fast_kernel_level()));
+        /* the fast attention path exactly at avx2 and above, for head dims 8 and 64 only */
+        const int fast = l >= LT_CPU_LEVEL_AVX2;
+        CHECK(lt_fast_attention_supported(64) == fast && lt_fast_attention_supported(8) == fast &&
+                  !lt_fast_attention_supported(12),
+              "[%s] fast attention path for head dims 8, 64, 12: %d %d %d", level_name(),
+              lt_fast_attention_supported(8), lt_fast_attention_supported(64),
+              lt_fast_attention_supported(12));
+        printf("cap %s, level %s: fast ops %s\n", lt_cpu_level_name((lt_cpu_level)cap),
+               level_name(), lt_cpu_level_name(lt_ops_fast_kernel_level()));
+        run_all();
+    }
+    linear_cases(); /* OpenBLAS vs the plain-loop GEMM: no kernel of ours to dispatch */
     LT_TEST_END();
 }

@@ -393,7 +393,7 @@ static void released_base(void) {
     CHECK_OK(lt_kv_cache_create(m, 16, 4, &kv));
     int32_t tok[4] = {1, 2, 3, 4};
     static float logits[4096];
-    CHECK_OK(lt_model_forward(m, kv, tok, 4, 0, logits, 0));
+    CHECK_OK(lt_model_forward(m, NULL, kv, tok, 4, 0, logits, 0));
 
     lt_train_config c;
     lt_train_config_default(&c);
@@ -457,7 +457,7 @@ static void released_base(void) {
     /* and the model refuses what needs the weights */
     CHECK_ERR(lt_model_check_weights(m, "generate"), LT_ERR_ARG,
               "model weights were released to a trainer holding a 16-bit copy");
-    CHECK(lt_model_forward(m, kv, tok, 4, 0, logits, 0) == LT_ERR_ARG, "forward after release");
+    CHECK(lt_model_forward(m, NULL, kv, tok, 4, 0, logits, 0) == LT_ERR_ARG, "forward after release");
     lt_trainer *tr2 = NULL;
     CHECK_ERR(lt_trainer_create(m, &c, &tr2), LT_ERR_ARG, "released to a trainer");
     lt_model_release_weights(m); /* twice: no-op */

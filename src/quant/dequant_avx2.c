@@ -1,4 +1,6 @@
-/* dequant_simd.c - AVX2 twins of the row converters in dequant.c, used by lt_to_f32.
+/* dequant_avx2.c - AVX2 twins of the row converters in dequant.c, used by lt_to_f32 when the
+ * dispatch level is avx2 or above (compiled with -mavx2 -mfma -mf16c: nothing here may run
+ * before lt_to_f32 chose it).
  *
  * A trainer over a lazy model converts every frozen 16-bit or ggml-quantized weight to fp32
  * before each matmul (forward, backward, checkpoint recompute), so these loops run over the
@@ -8,14 +10,16 @@
  * which tests/quant/test_dequant.c checks against gguf-py. The one exception is a NaN f16:
  * F16C returns it quieted where the scalar keeps the payload (both are NaN).
  * Sources may be unaligned (loadu everywhere); n is a whole number of blocks (lt_to_f32
- * checked it). Without AVX2/F16C at compile time lt_to_f32_simd handles nothing. */
+ * checked it). */
+#include <immintrin.h>
 #include <string.h>
 
 #include "loratune/quant.h"
 #include "quant_internal.h"
 
-#if defined(__AVX2__) && defined(__F16C__)
-#include <immintrin.h>
+#if !defined(__AVX2__) || !defined(__F16C__)
+#error "dequant_avx2.c is compiled with -mavx2 -mf16c (CMakeLists.txt: files named *_avx2.c)"
+#endif
 
 static inline float f16le(const uint8_t *p) {
     return lt_f16_to_f32((uint16_t)(p[0] | (p[1] << 8)));
@@ -205,7 +209,7 @@ static void bf16(const uint8_t *p, float *y, int64_t n) {
         y[i] = lt_bf16_to_f32((uint16_t)(p[2 * i] | (p[2 * i + 1] << 8)));
 }
 
-int lt_to_f32_simd(lt_dtype t, const void *src, float *dst, int64_t n) {
+int lt_to_f32_avx2(lt_dtype t, const void *src, float *dst, int64_t n) {
     const uint8_t *p = src;
     switch (t) {
     case LT_DTYPE_F16: f16(p, dst, n); return 1;
@@ -221,12 +225,3 @@ int lt_to_f32_simd(lt_dtype t, const void *src, float *dst, int64_t n) {
     default: return 0;
     }
 }
-
-#else
-
-int lt_to_f32_simd(lt_dtype t, const void *src, float *dst, int64_t n) {
-    (void)t, (void)src, (void)dst, (void)n;
-    return 0;
-}
-
-#endif

@@ -36,7 +36,7 @@ static atomic_long lt_alloc_calls[LT_ALLOC_NKIND];
 static atomic_int lt_alloc_counting;
 
 /* address ranges (PT_LOAD segments) of libgomp, OpenBLAS and the sanitizer runtime */
-enum { LT_ALLOC_MAXR = 32, LT_ALLOC_ASAN_KIND = 100 };
+enum { LT_ALLOC_MAXR = 32, LT_ALLOC_ASAN_KIND = 100, LT_ALLOC_LIBC_KIND = 101 };
 static struct {
     uintptr_t lo, hi;
     int kind;
@@ -50,6 +50,7 @@ static int lt_alloc_phdr_cb(struct dl_phdr_info *info, size_t size, void *data) 
     int kind = strstr(n, "libgomp") ? LT_ALLOC_GOMP
                : strstr(n, "libopenblas") ? LT_ALLOC_BLAS
                : strstr(n, "libasan") || strstr(n, "libubsan") ? LT_ALLOC_ASAN_KIND
+               : strstr(n, "/libc.so") ? LT_ALLOC_LIBC_KIND /* counted as ours, see the hook */
                                                               : -1;
     if (kind < 0) return 0;
     for (int i = 0; i < info->dlpi_phnum && lt_alloc_nranges < LT_ALLOC_MAXR; i++)
@@ -104,6 +105,14 @@ static void lt_alloc_hook_malloc(const volatile void *p, size_t n) {
     while (i < nf && lt_alloc_kind_of(fr[i]) == LT_ALLOC_ASAN_KIND) i++;
     while (i < nf && lt_alloc_kind_of(fr[i]) != LT_ALLOC_ASAN_KIND) i++;
     while (i < nf && lt_alloc_kind_of(fr[i]) == LT_ALLOC_ASAN_KIND) i++;
+    /* libc allocating for the sanitizer runtime itself (its thread start calls
+     * pthread_getattr_np, in any thread, at any time) is not ours; libc for anyone else is */
+    int j = i;
+    while (j < nf && lt_alloc_kind_of(fr[j]) == LT_ALLOC_LIBC_KIND) j++;
+    if (j > i && j < nf && lt_alloc_kind_of(fr[j]) == LT_ALLOC_ASAN_KIND) {
+        lt_alloc_in_hook = 0;
+        return;
+    }
     lt_alloc_note(i < nf ? fr[i] : NULL);
     lt_alloc_in_hook = 0;
 }

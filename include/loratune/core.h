@@ -1,4 +1,5 @@
-/* core.h - status codes, error messages, dtypes, tensor views, file mapping.
+/* core.h - status codes, error messages, the allocator, dtypes, tensor views, file mapping,
+ * and the fault injection tests use on allocations and output I/O.
  *
  * Every library call returns an lt_status (LT_OK = 0, errors negative). On error the
  * human-readable message (naming the file, field or line and what was expected) is
@@ -39,6 +40,66 @@ lt_status lt_error(lt_status code, const char *fmt, ...)
 /* Prepends "prefix: " to the current message (for adding context on the way up). */
 lt_status lt_error_wrap(lt_status code, const char *prefix);
 const char *lt_status_name(lt_status s);
+
+/* ---- memory ---------------------------------------------------------------------------
+ * Every heap allocation of the library goes through these, so that a test can make the N-th
+ * one fail (lt_alloc_fail_after). They behave exactly as malloc / calloc / realloc / strdup /
+ * strndup / aligned_alloc / free; lt_free is free. What the library hands out as "malloc'd"
+ * comes from them and may be released with free() or lt_free(). A library call that gets NULL
+ * from one of them returns LT_ERR_NOMEM (or the status of what it was doing) with a message,
+ * and leaves nothing allocated behind. */
+void *lt_malloc(size_t n);
+void *lt_calloc(size_t count, size_t size);
+void *lt_realloc(void *p, size_t n); /* on NULL, p is untouched (still owned by the caller) */
+char *lt_strdup(const char *s);
+char *lt_strndup(const char *s, size_t n);
+void *lt_aligned_alloc(size_t align, size_t n); /* n a multiple of align, as C11 asks */
+void lt_free(void *p);                          /* safe on NULL */
+
+/* ---- fault injection (tests only) ------------------------------------------------------
+ * As SQLite's test_malloc.c / test_vfs.c: a test makes the N-th allocation, or the N-th
+ * output I/O call, fail, and walks N = 1, 2, ... over an operation, checking that every
+ * failure comes back as a clean error status (no crash, no leak, no partial file).
+ *
+ * Scope: the state is per thread. Only calls made by the thread that armed the injector are
+ * counted and failed; other threads (OpenMP workers, the MLflow sender, another request of a
+ * server) never see it. Nothing in the library or the environment arms it: only a caller of
+ * these functions does. While no thread has it armed, the cost is one relaxed atomic load per
+ * allocation / I/O call.
+ *
+ * Allocations (lt_malloc & co, and the model's page-mapped parameter block, which counts as
+ * one; the libraries loratune uses (jansson, PCRE2, SQLite, ...) allocate on their own and are
+ * not counted):
+ *   n >= 1: the n-th call from now fails (returns NULL); with repeat, every later one too.
+ *   n == 0: counts only, nothing fails.   n < 0: off (counting stops).
+ * lt_alloc_count() is the number of calls counted, and lt_alloc_failures() the number failed,
+ * on this thread since it was last armed; failures of "benign" allocations (of code that copes
+ * by doing without, e.g. an optional cache) are not in lt_alloc_failures(). A walk: for
+ * N = 1, 2, ...: lt_alloc_fail_after(N, 0), run the operation, expect LT_ERR_NOMEM when
+ * lt_alloc_failures() > 0 (success otherwise), and stop once lt_alloc_count() < N (the
+ * operation no longer reaches call N); tests/lt_fault.h does this. */
+void lt_alloc_fail_after(long n, int repeat);
+long lt_alloc_count(void);
+long lt_alloc_failures(void);
+
+/* Output I/O: the primitives every file writer uses (temp file, writes, fsync, close,
+ * rename; folder creation). ops is a mask of the calls counted; a failed call does nothing
+ * (LT_IO_CLOSE still closes the descriptor) and sets errno to err (EIO, ENOSPC, ...).
+ * Reads, the best-effort fsync of a folder after a rename, and removing a temp file after a
+ * failure are not counted. Same n / repeat / per-thread rules as lt_alloc_fail_after (no I/O
+ * call is benign). */
+enum {
+    LT_IO_OPEN = 1,   /* creating the (temp) file: open, mkstemp, fopen */
+    LT_IO_WRITE = 2,  /* write, fwrite, fflush */
+    LT_IO_FSYNC = 4,  /* fsync of the file */
+    LT_IO_CLOSE = 8,  /* close, fclose */
+    LT_IO_RENAME = 16,
+    LT_IO_MKDIR = 32,
+    LT_IO_ALL = 63
+};
+void lt_io_fail_after(long n, unsigned ops, int err, int repeat);
+long lt_io_count(void);
+long lt_io_failures(void);
 
 /* ---- dtypes -------------------------------------------------------------------------- */
 typedef enum {

@@ -13,6 +13,7 @@
 #include <sys/stat.h>
 
 #include "adapter_internal.h"
+#include "core/io.h"
 #include "core/json_file.h"
 
 float lt_adapter_scale(const lt_adapter *a) {
@@ -70,9 +71,9 @@ lt_status lt_adapter_new_(lt_train_method method, int r, float alpha, int rslora
                         lt_train_method_name(method));
     if (r < 1 || n_layers < 1)
         return lt_error(LT_ERR_ARG, "adapter: rank %d / layers %d: expected >= 1", r, n_layers);
-    lt_adapter *a = calloc(1, sizeof *a);
+    lt_adapter *a = lt_calloc(1, sizeof *a);
     if (!a) return lt_error(LT_ERR_NOMEM, "adapter: out of memory");
-    a->lin = calloc((size_t)n_layers * LT_N_TARGETS, sizeof *a->lin);
+    a->lin = lt_calloc((size_t)n_layers * LT_N_TARGETS, sizeof *a->lin);
     if (!a->lin) {
         free(a);
         return lt_error(LT_ERR_NOMEM, "adapter: out of memory");
@@ -90,9 +91,9 @@ lt_status lt_adapter_alloc_lin_(lt_adapter *a, const lt_model_config *mc, int l,
     lt_adapter_lin *L = &a->lin[l * LT_N_TARGETS + t];
     lt_adapter_dims_(mc, t, &L->in, &L->out);
     if (L->A) return LT_OK;
-    L->A = calloc((size_t)a->r * L->in, sizeof(float));
-    L->B = calloc((size_t)L->out * a->r, sizeof(float));
-    if (a->method == LT_METHOD_DORA) L->mag = calloc((size_t)L->out, sizeof(float));
+    L->A = lt_calloc((size_t)a->r * L->in, sizeof(float));
+    L->B = lt_calloc((size_t)L->out * a->r, sizeof(float));
+    if (a->method == LT_METHOD_DORA) L->mag = lt_calloc((size_t)L->out, sizeof(float));
     if (!L->A || !L->B || (a->method == LT_METHOD_DORA && !L->mag)) {
         free(L->A), free(L->B), free(L->mag);
         L->A = L->B = L->mag = NULL;
@@ -156,7 +157,7 @@ lt_status lt_adapter_check_fits_(const lt_adapter *a, const lt_model_config *mc,
 
 lt_status lt_adapter_mkdir_(const char *dir) {
     if (lt_path_is_dir(dir)) return LT_OK;
-    if (mkdir(dir, 0777) != 0 && errno != EEXIST)
+    if (lt_io_mkdir(dir, 0777) != 0 && errno != EEXIST)
         return lt_error(LT_ERR_IO, "%s: cannot create folder: %s", dir, strerror(errno));
     return LT_OK;
 }
@@ -165,7 +166,7 @@ lt_status lt_adapter_write_json_(json_t *v, const char *path) {
     char *s = json_dumps(v, JSON_INDENT(2) | JSON_SORT_KEYS | JSON_REAL_PRECISION(9));
     if (!s) return lt_error(LT_ERR_NOMEM, "%s: out of memory serialising JSON", path);
     size_t n = strlen(s);
-    char *buf = realloc(s, n + 2);
+    char *buf = lt_realloc(s, n + 2);
     if (!buf) {
         free(s);
         return lt_error(LT_ERR_NOMEM, "%s: out of memory", path);
@@ -183,7 +184,7 @@ lt_status lt_adapter_take_(const char *file, const lt_tensor_view *t, float *dst
         return lt_error(LT_ERR_UNSUPPORTED, "%s: tensor %s: dtype %s (expected F32, F16 or BF16)",
                         file, t->name, lt_dtype_name(t->dtype));
     if (!transpose || t->ndim != 2) return lt_to_f32(t->dtype, t->data, dst, n);
-    float *tmp = malloc((size_t)n * sizeof(float));
+    float *tmp = lt_malloc((size_t)n * sizeof(float));
     if (!tmp) return lt_error(LT_ERR_NOMEM, "%s: out of memory for %s", file, t->name);
     lt_status st = lt_to_f32(t->dtype, t->data, tmp, n);
     if (!st) {

@@ -65,8 +65,8 @@ lt_status lt_adapter_delta_create(const lt_adapter *a, const lt_model *m, lt_mod
             if (a->lin[i].in > max_in) max_in = a->lin[i].in;
         }
     if (dora && (st = lt_model_check_readable(m, "adapter delta"))) return st;
-    lt_model_delta *d =
-        malloc(sizeof *d + sizeof(lt_model_delta_lin) * (size_t)n + sizeof(float) * (size_t)total);
+    lt_model_delta *d = lt_malloc(sizeof *d + sizeof(lt_model_delta_lin) * (size_t)n +
+                                  sizeof(float) * (size_t)total);
     if (!d) return lt_error(LT_ERR_NOMEM, "adapter delta: out of memory");
     lt_model_delta_lin *lin = (lt_model_delta_lin *)(d + 1);
     float *f = (float *)(lin + n);
@@ -82,7 +82,7 @@ lt_status lt_adapter_delta_create(const lt_adapter *a, const lt_model *m, lt_mod
     if (dora && total > 0) {
         const int nt = omp_get_max_threads() > 0 ? omp_get_max_threads() : 1;
         const int64_t wb = max_in > DORA_WBLOCK ? max_in : DORA_WBLOCK; /* >= one row */
-        float *wbuf = malloc(sizeof(float) * ((size_t)wb + (size_t)nt * max_in));
+        float *wbuf = lt_malloc(sizeof(float) * ((size_t)wb + (size_t)nt * max_in));
         if (!wbuf) {
             free(d);
             return lt_error(LT_ERR_NOMEM, "adapter delta: out of memory");

@@ -55,7 +55,7 @@ lt_status lt_adapter_save_gguf(const lt_adapter *a, const lt_model_config *mc, l
     if (st) return st;
     lt_gguf_writer *w = NULL;
     int nl = a->n_layers * LT_N_TARGETS, nb = 0;
-    void **bufs = calloc((size_t)nl * 2, sizeof *bufs);
+    void **bufs = lt_calloc((size_t)nl * 2, sizeof *bufs);
     float *tmp = NULL;
     char name[128];
     if (!bufs) return lt_error(LT_ERR_NOMEM, "%s: out of memory", path);
@@ -83,13 +83,13 @@ lt_status lt_adapter_save_gguf(const lt_adapter *a, const lt_model_config *mc, l
                 const float *src = k == 0 ? L->A : L->B;
                 if (k == 1 && permuted(mc, t)) {
                     free(tmp);
-                    if (!(tmp = malloc(n * sizeof(float)))) goto nomem;
+                    if (!(tmp = lt_malloc(n * sizeof(float)))) goto nomem;
                     permute_hf_to_interleaved(L->B, tmp, t == 0 ? mc->n_heads : mc->n_kv_heads,
                                               mc->head_dim, a->r);
                     src = tmp;
                 }
                 size_t es = dtype == LT_DTYPE_F32 ? 4 : 2;
-                void *buf = malloc(n * es);
+                void *buf = lt_malloc(n * es);
                 if (!buf) goto nomem;
                 bufs[nb++] = buf;
                 for (size_t i = 0; i < n; i++) {
@@ -212,7 +212,7 @@ lt_status lt_adapter_load_gguf_(const char *path, const lt_model_config *mc, lt_
         if ((st = lt_to_f32(tv->dtype, tv->data, dst, e0 * e1))) goto done;
         if (k == 1 && permuted(mc, t)) {
             free(tmp);
-            if (!(tmp = malloc(sizeof(float) * (size_t)mc->head_dim * r))) {
+            if (!(tmp = lt_malloc(sizeof(float) * (size_t)mc->head_dim * r))) {
                 st = lt_error(LT_ERR_NOMEM, "%s: out of memory", path);
                 goto done;
             }

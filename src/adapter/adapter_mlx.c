@@ -44,7 +44,7 @@ lt_status lt_adapter_save_mlx(const lt_adapter *a, const lt_model_config *mc, co
     int nl = a->n_layers * LT_N_TARGETS, nb = 0;
     char path[4096], name[256];
     /* transposed copies live until the write: one buffer per A and B */
-    float **bufs = calloc((size_t)nl * 2, sizeof *bufs);
+    float **bufs = lt_calloc((size_t)nl * 2, sizeof *bufs);
     if (!bufs) {
         st = lt_error(LT_ERR_NOMEM, "%s: out of memory", dir);
         goto done;
@@ -59,7 +59,7 @@ lt_status lt_adapter_save_mlx(const lt_adapter *a, const lt_model_config *mc, co
             for (int k = 0; k < 2; k++) {
                 int R = k == 0 ? r : L->out, C = k == 0 ? L->in : r; /* stored [R][C] */
                 const float *src = k == 0 ? L->A : L->B;
-                buf = malloc(sizeof(float) * (size_t)R * C);
+                buf = lt_malloc(sizeof(float) * (size_t)R * C);
                 if (!buf) {
                     st = lt_error(LT_ERR_NOMEM, "%s: out of memory", dir);
                     goto done;

@@ -185,7 +185,7 @@ lt_status lt_adapter_load_peft_(const char *dir, json_t *cfg, const char *cp,
                         cp);
     }
     int L = mc->n_layers;
-    char *want_layer = calloc((size_t)L, 1);
+    char *want_layer = lt_calloc((size_t)L, 1);
     if (!want_layer) return lt_error(LT_ERR_NOMEM, "adapter: out of memory");
     json_t *lt = json_object_get(cfg, "layers_to_transform");
     if (!lt || json_is_null(lt)) {

@@ -37,7 +37,7 @@ struct lt_dir_lock {
 /* mkdir -p; *created = 1 when the last component was made here. */
 static lt_status mkdir_p(const char *dir, int *created) {
     *created = 0;
-    char *p = strdup(dir);
+    char *p = lt_strdup(dir);
     if (!p) return lt_error(LT_ERR_NOMEM, "%s: out of memory", dir);
     size_t n = strlen(p);
     while (n > 1 && p[n - 1] == '/')
@@ -96,12 +96,13 @@ lt_status lt_dir_lock_open(const char *dir, unsigned flags, lt_dir_lock **out) {
     *out = NULL;
     if (!dir || !*dir) return lt_error(LT_ERR_ARG, "lt_dir_lock_open: a folder is required");
     int existing = (flags & LT_DIR_LOCK_EXISTING) != 0;
-    lt_dir_lock *l = calloc(1, sizeof *l);
+    lt_dir_lock *l = lt_calloc(1, sizeof *l);
     size_t pl = strlen(dir) + sizeof "/" LT_DIR_LOCK_NAME;
-    if (l) l->dir = strdup(dir);
-    if (l) l->path = malloc(pl);
+    if (l) l->dir = lt_strdup(dir);
+    if (l) l->path = lt_malloc(pl);
     if (!l || !l->dir || !l->path) {
         if (l) free(l->dir);
+        if (l) free(l->path);
         free(l);
         return lt_error(LT_ERR_NOMEM, "%s: out of memory", dir);
     }

@@ -1,16 +1,18 @@
-/* file.c - read-only mmap of whole files, small-file reads, atomic writes. */
+/* file.c - read-only mmap of whole files, small-file reads, atomic writes (through the hooked
+ * output primitives of io.h). */
 #define _GNU_SOURCE
 #include "loratune/core.h"
 
 #include <errno.h>
 #include <fcntl.h>
-#include <libgen.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+#include "core/io.h"
 
 lt_status lt_file_map(const char *path, lt_mapped_file *out) {
     memset(out, 0, sizeof *out);
@@ -53,14 +55,14 @@ lt_status lt_file_read_all(const char *path, char **out, size_t *len) {
     FILE *f = fopen(path, "rb");
     if (!f) return lt_error(LT_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
     size_t cap = 4096, n = 0;
-    char *buf = malloc(cap);
+    char *buf = lt_malloc(cap);
     if (!buf) {
         fclose(f);
         return lt_error(LT_ERR_NOMEM, "%s: out of memory", path);
     }
     for (;;) {
         if (cap - n < 2) {
-            char *nb = realloc(buf, cap * 2);
+            char *nb = lt_realloc(buf, cap * 2);
             if (!nb) {
                 free(buf);
                 fclose(f);
@@ -87,49 +89,29 @@ lt_status lt_file_read_all(const char *path, char **out, size_t *len) {
 
 lt_status lt_file_write_atomic(const char *path, const void *buf, size_t len) {
     size_t pl = strlen(path);
-    char *tmp = malloc(pl + 32);
-    char *dirc = strdup(path);
-    if (!tmp || !dirc) {
-        free(tmp);
-        free(dirc);
-        return lt_error(LT_ERR_NOMEM, "%s: out of memory", path);
-    }
+    char *tmp = lt_malloc(pl + 32);
+    if (!tmp) return lt_error(LT_ERR_NOMEM, "%s: out of memory", path);
     snprintf(tmp, pl + 32, "%s.tmp.%ld", path, (long)getpid());
     lt_status st = LT_OK;
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    int fd = lt_io_open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0) {
         st = lt_error(LT_ERR_IO, "%s: cannot create: %s", tmp, strerror(errno));
         goto done;
     }
-    const uint8_t *p = buf;
-    size_t left = len;
-    while (left > 0) {
-        ssize_t w = write(fd, p, left);
-        if (w < 0) {
-            if (errno == EINTR) continue;
-            st = lt_error(LT_ERR_IO, "%s: write failed: %s", tmp, strerror(errno));
-            break;
-        }
-        p += w;
-        left -= (size_t)w;
-    }
-    if (st == LT_OK && fsync(fd) != 0)
+    st = lt_io_write_all(fd, buf, len, tmp);
+    if (st == LT_OK && lt_io_fsync(fd) != 0)
         st = lt_error(LT_ERR_IO, "%s: fsync failed: %s", tmp, strerror(errno));
-    close(fd);
-    if (st == LT_OK && rename(tmp, path) != 0)
+    if (lt_io_close(fd) != 0 && st == LT_OK)
+        st = lt_error(LT_ERR_IO, "%s: close failed: %s", tmp, strerror(errno));
+    if (st == LT_OK && lt_io_rename(tmp, path) != 0)
         st = lt_error(LT_ERR_IO, "%s: rename failed: %s", path, strerror(errno));
     if (st != LT_OK) {
         unlink(tmp);
         goto done;
     }
-    int dfd = open(dirname(dirc), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dfd >= 0) {
-        fsync(dfd);
-        close(dfd);
-    }
+    lt_io_sync_parent(path); /* make the rename durable */
 done:
     free(tmp);
-    free(dirc);
     return st;
 }
 

@@ -340,8 +340,8 @@ static void read_topology(lt_hwinfo *hw) {
     long nconf = sysconf(_SC_NPROCESSORS_CONF);
     if (nconf <= 0) return;
     if (nconf > MAXC) nconf = MAXC;
-    char(*sib)[64] = calloc((size_t)nconf, 64);
-    int *pkg = calloc((size_t)nconf, sizeof *pkg);
+    char(*sib)[64] = lt_calloc((size_t)nconf, 64);
+    int *pkg = lt_calloc((size_t)nconf, sizeof *pkg);
     if (!sib || !pkg) {
         free(sib);
         free(pkg);

@@ -100,19 +100,19 @@ lt_status lt_batcher_create(const lt_data *d, lt_split s, const lt_batcher_opts 
         return lt_error(LT_ERR_NOTFOUND, "batcher: the %s split has no examples", lt_split_name(s));
     if (!lt_data_example(d, s, 0))
         return lt_error(LT_ERR_ARG, "batcher: the data was opened without a tokenizer");
-    lt_batcher *b = calloc(1, sizeof *b);
+    lt_batcher *b = lt_calloc(1, sizeof *b);
     if (!b) return lt_error(LT_ERR_NOMEM, "out of memory");
     b->d = d;
     b->split = s;
     b->o = *o;
     b->n_ex = n;
     size_t bt = (size_t)o->batch_size * (size_t)o->seq_len;
-    b->order = malloc((size_t)n * sizeof *b->order);
-    b->row_start = malloc((size_t)(n + 1) * sizeof *b->row_start);
-    b->tokens = malloc(bt * sizeof(int32_t));
-    b->targets = malloc(bt * sizeof(int32_t));
-    b->pos = malloc(bt * sizeof(int32_t));
-    b->seq = malloc(bt * sizeof(int32_t));
+    b->order = lt_malloc((size_t)n * sizeof *b->order);
+    b->row_start = lt_malloc((size_t)(n + 1) * sizeof *b->row_start);
+    b->tokens = lt_malloc(bt * sizeof(int32_t));
+    b->targets = lt_malloc(bt * sizeof(int32_t));
+    b->pos = lt_malloc(bt * sizeof(int32_t));
+    b->seq = lt_malloc(bt * sizeof(int32_t));
     if (!b->order || !b->row_start || !b->tokens || !b->targets || !b->pos || !b->seq) {
         lt_batcher_free(b);
         return lt_error(LT_ERR_NOMEM, "out of memory for the batcher");

@@ -88,7 +88,7 @@ struct lt_data {
 static lt_status push_example(split_t *sp, const lt_example *e) {
     if (sp->n == sp->cap) {
         int64_t cap = sp->cap ? sp->cap * 2 : 256;
-        lt_example *p = realloc(sp->ex, (size_t)cap * sizeof *p);
+        lt_example *p = lt_realloc(sp->ex, (size_t)cap * sizeof *p);
         if (!p) return lt_error(LT_ERR_NOMEM, "out of memory holding the examples");
         sp->ex = p;
         sp->cap = cap;
@@ -125,7 +125,7 @@ static void conv_clear(conv_t *c) {
 static lt_status conv_push(conv_t *c, const char *role, const char *content) {
     if (c->n == c->cap) {
         size_t cap = c->cap ? c->cap * 2 : 8;
-        lt_chat_message *p = realloc(c->m, cap * sizeof *p);
+        lt_chat_message *p = lt_realloc(c->m, cap * sizeof *p);
         if (!p) return lt_error(LT_ERR_NOMEM, "out of memory");
         c->m = p;
         c->cap = cap;
@@ -362,7 +362,7 @@ static lt_status chat_from_alpaca(const rec_ctx *x, const json_t *r, conv_t *c) 
     const char *user = ins;
     if (inp && *inp) {
         size_t a = strlen(ins), b = strlen(inp);
-        char *u = conv_own(c, malloc(a + b + 3));
+        char *u = conv_own(c, lt_malloc(a + b + 3));
         if (!u) return lt_error(LT_ERR_NOMEM, "out of memory");
         memcpy(u, ins, a);
         memcpy(u + a, "\n\n", 2);
@@ -450,32 +450,39 @@ static lt_status boundary_by_prefix(const tok_ctx *k, const char *r, size_t at, 
  * header, and nothing for Mistral / Llama 2 (their " " before the content is the model's to
  * generate). The turn must start with g; otherwise (or for a first-message turn) the content's
  * start is used. */
-static size_t turn_begin(const tok_ctx *k, const conv_t *c, const char *tools_json, size_t i,
-                         const lt_chat_span *sp, const char *r) {
+static lt_status turn_begin(const tok_ctx *k, const conv_t *c, const char *tools_json, size_t i,
+                            const lt_chat_span *sp, const char *r, size_t *out) {
     size_t cb = sp[i].content_begin;
-    if (i == 0) return cb;
+    *out = cb;
+    if (i == 0) return LT_OK;
     char *a = NULL, *b = NULL;
-    size_t la = 0, lb = 0, res = cb;
-    if (lt_chat_render_tools(k->tpl, c->m, i, tools_json, 1, &a, &la, NULL) == LT_OK &&
-        lt_chat_render_tools(k->tpl, c->m, i, tools_json, 0, &b, &lb, NULL) == LT_OK && la >= lb &&
-        !memcmp(a, b, lb)) {
+    size_t la = 0, lb = 0;
+    lt_status sa = lt_chat_render_tools(k->tpl, c->m, i, tools_json, 1, &a, &la, NULL);
+    lt_status sb = sa ? sa : lt_chat_render_tools(k->tpl, c->m, i, tools_json, 0, &b, &lb, NULL);
+    if (sa == LT_OK && sb == LT_OK && la >= lb && !memcmp(a, b, lb)) {
         size_t g = la - lb, s0 = sp[i].begin;
-        if (s0 + g <= cb && !memcmp(r + s0, a + lb, g)) res = s0 + g;
+        if (s0 + g <= cb && !memcmp(r + s0, a + lb, g)) *out = s0 + g;
     }
     free(a);
     free(b);
-    return res;
+    /* a prefix the template cannot render: the content's start; out of memory is an error */
+    return sb == LT_ERR_NOMEM ? sb : LT_OK;
 }
 
 static lt_status chat_mask(tok_ctx *k, const conv_t *c, const char *tools_json,
                            const lt_chat_span *sp, const char *r, size_t len, const int32_t *ids,
                            size_t n, uint8_t *mask, int *fallback) {
     /* boundary byte offsets, ascending: b0 e0 b1 e1 ... (assistant turns) */
-    size_t nb = 0, *bd = malloc((2 * c->n + 2) * sizeof *bd);
+    size_t nb = 0, *bd = lt_malloc((2 * c->n + 2) * sizeof *bd);
     if (!bd) return lt_error(LT_ERR_NOMEM, "out of memory");
     for (size_t i = 0; i < c->n; i++) {
         if (strcmp(c->m[i].role, "assistant") || sp[i].end <= sp[i].content_begin) continue;
-        size_t b = turn_begin(k, c, tools_json, i, sp, r), e = sp[i].end;
+        size_t b, e = sp[i].end;
+        lt_status st = turn_begin(k, c, tools_json, i, sp, r, &b);
+        if (st) {
+            free(bd);
+            return st;
+        }
         if (nb && b < bd[nb - 1]) b = bd[nb - 1];
         bd[nb++] = b;
         bd[nb++] = e;
@@ -483,7 +490,7 @@ static lt_status chat_mask(tok_ctx *k, const conv_t *c, const char *tools_json,
     memset(mask, 0, n);
     *fallback = 0;
     lt_status st = LT_OK;
-    size_t *tb = malloc((nb + 1) * sizeof *tb); /* token index of each boundary */
+    size_t *tb = lt_malloc((nb + 1) * sizeof *tb); /* token index of each boundary */
     if (!tb) {
         st = lt_error(LT_ERR_NOMEM, "out of memory");
         goto done;
@@ -535,7 +542,7 @@ static lt_status tokenize_conv(tok_ctx *k, const rec_ctx *x, lt_data_format fmt,
         if ((st = lt_tokenizer_encode(k->tok, c->text, strlen(c->text), 1, 1, &ids, &n))) goto done;
         int32_t eos = lt_tokenizer_eos(k->tok);
         if (eos >= 0 && (n == 0 || ids[n - 1] != eos)) {
-            int32_t *p = realloc(ids, (n + 1) * sizeof *p);
+            int32_t *p = lt_realloc(ids, (n + 1) * sizeof *p);
             if (!p) {
                 st = lt_error(LT_ERR_NOMEM, "out of memory");
                 goto done;
@@ -578,20 +585,23 @@ static lt_status tokenize_conv(tok_ctx *k, const rec_ctx *x, lt_data_format fmt,
                 goto done;
             }
         }
-        sp = calloc(c->n, sizeof *sp);
+        sp = lt_calloc(c->n, sizeof *sp);
         if (!sp) {
             st = lt_error(LT_ERR_NOMEM, "out of memory");
             goto done;
         }
         size_t len = 0;
         if ((st = lt_chat_render_tools(k->tpl, c->m, c->n, tools_json, 0, &r, &len, sp))) {
-            st = lt_error(LT_ERR_FORMAT, "%s:%lld: %s", x->path, (long long)x->line, lt_errmsg());
+            char where[600];
+            snprintf(where, sizeof where, "%s:%lld", x->path, (long long)x->line);
+            st = lt_error_wrap(st == LT_ERR_NOMEM ? st : LT_ERR_FORMAT, where);
             goto done;
         }
         if ((st = lt_tokenizer_encode(k->tok, r, len, 0, 1, &ids, &n))) goto done;
         e->tokens = ids;
         e->n = (int)n;
-        e->mask = malloc(n ? n : 1);
+        ids = NULL; /* e owns them: freed once, below, on an error */
+        e->mask = lt_malloc(n ? n : 1);
         if (!e->mask) {
             st = lt_error(LT_ERR_NOMEM, "out of memory");
             goto done;
@@ -599,22 +609,22 @@ static lt_status tokenize_conv(tok_ctx *k, const rec_ctx *x, lt_data_format fmt,
         if (k->o->train_on_prompt) {
             memset(e->mask, 1, n);
             if (n) e->mask[0] = 0;
-        } else if ((st = chat_mask(k, c, tools_json, sp, r, len, ids, n, e->mask, fallback))) {
+        } else if ((st = chat_mask(k, c, tools_json, sp, r, len, e->tokens, n, e->mask,
+                                   fallback))) {
             goto done;
         }
-        ids = NULL;
     }
     if (ids) {
         e->tokens = ids;
         e->n = (int)n;
-        e->mask = malloc(n ? n : 1);
+        ids = NULL;
+        e->mask = lt_malloc(n ? n : 1);
         if (!e->mask) {
             st = lt_error(LT_ERR_NOMEM, "out of memory");
             goto done;
         }
         memset(e->mask, 1, n);
         if (n) e->mask[0] = 0;
-        ids = NULL;
     }
     if (e->n < 2 && st == LT_OK)
         st = lt_error(LT_ERR_FORMAT,
@@ -785,10 +795,10 @@ static lt_status split_single(lt_data *d, const lt_data_opts *o) {
     if (o->valid_fraction > 0 && n >= 2 && nv < 1) nv = 1;
     if (nv >= n) nv = n - 1;
     if (nv <= 0) return LT_OK;
-    int64_t *perm = malloc((size_t)n * sizeof *perm);
-    uint8_t *is_valid = calloc((size_t)n, 1);
-    lt_example *keep = malloc((size_t)(n - nv) * sizeof *keep);
-    lt_example *val = malloc((size_t)nv * sizeof *val);
+    int64_t *perm = lt_malloc((size_t)n * sizeof *perm);
+    uint8_t *is_valid = lt_calloc((size_t)n, 1);
+    lt_example *keep = lt_malloc((size_t)(n - nv) * sizeof *keep);
+    lt_example *val = lt_malloc((size_t)nv * sizeof *val);
     if (!perm || !is_valid || !keep || !val) {
         free(perm);
         free(is_valid);
@@ -849,7 +859,7 @@ lt_status lt_data_open(const char *path, const lt_tokenizer *tok, const lt_chat_
     if ((unsigned)o.format > LT_DATA_SHAREGPT)
         return lt_error(LT_ERR_ARG, "data: bad format %d", (int)o.format);
     if (!lt_path_exists(path)) return lt_error(LT_ERR_IO, "%s: no such file or folder", path);
-    lt_data *d = calloc(1, sizeof *d);
+    lt_data *d = lt_calloc(1, sizeof *d);
     if (!d) return lt_error(LT_ERR_NOMEM, "out of memory");
     d->max_seq_len = o.max_seq_len;
     d->has_tokens = tok != NULL;

@@ -17,7 +17,7 @@ lt_status lt_export_lock(const char *out, int gguf, lt_dir_lock **lock) {
     const char *sl = strrchr(out, '/');
     if (!sl) return lt_dir_lock_open(".", LT_DIR_LOCK_EXISTING | LT_DIR_LOCK_REENTER, lock);
     size_t n = sl == out ? 1 : (size_t)(sl - out);
-    char *dir = malloc(n + 1);
+    char *dir = lt_malloc(n + 1);
     if (!dir) return lt_error(LT_ERR_NOMEM, "%s: out of memory", out);
     memcpy(dir, out, n);
     dir[n] = 0;

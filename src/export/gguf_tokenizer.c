@@ -26,7 +26,7 @@ static lt_status copy_kv(lt_gguf_writer *w, const lt_gguf *g, size_t i) {
         const char *s;
         size_t n;
         if ((st = lt_gguf_get_str(g, key, &s, &n))) return st;
-        char *c = malloc(n + 1);
+        char *c = lt_malloc(n + 1);
         if (!c) return lt_error(LT_ERR_NOMEM, "out of memory");
         memcpy(c, s, n);
         c[n] = 0;
@@ -40,13 +40,13 @@ static lt_status copy_kv(lt_gguf_writer *w, const lt_gguf *g, size_t i) {
         const void *data;
         if ((st = lt_gguf_get_arr(g, key, &et, &n, &data))) return st;
         if (et != LT_GGUF_STRING) return lt_gguf_writer_set_arr(w, key, et, data, n);
-        char **strs = calloc(n ? n : 1, sizeof *strs);
+        char **strs = lt_calloc(n ? n : 1, sizeof *strs);
         if (!strs) return lt_error(LT_ERR_NOMEM, "out of memory");
         for (uint64_t k = 0; k < n && !st; k++) {
             const char *s;
             size_t l;
             if ((st = lt_gguf_get_arr_str(g, key, k, &s, &l))) break;
-            if (!(strs[k] = malloc(l + 1))) {
+            if (!(strs[k] = lt_malloc(l + 1))) {
                 st = lt_error(LT_ERR_NOMEM, "out of memory");
                 break;
             }
@@ -216,8 +216,8 @@ static lt_status from_tokenizer_json(lt_gguf_writer *w, const char *path, json_t
         }
         if ((size_t)id + 1 > n) n = (size_t)id + 1;
     }
-    tokens = calloc(n, sizeof *tokens);
-    types = calloc(n, sizeof *types);
+    tokens = lt_calloc(n, sizeof *tokens);
+    types = lt_calloc(n, sizeof *types);
     if (!tokens || !types) {
         st = lt_error(LT_ERR_NOMEM, "out of memory");
         goto done;
@@ -225,20 +225,26 @@ static lt_status from_tokenizer_json(lt_gguf_writer *w, const char *path, json_t
     json_object_foreach(vocab, k, v) {
         size_t id = (size_t)json_integer_value(v);
         free(tokens[id]);
-        tokens[id] = strdup(k);
+        if (!(tokens[id] = lt_strdup(k))) {
+            st = lt_error(LT_ERR_NOMEM, "out of memory");
+            goto done;
+        }
         types[id] = 1;
     }
     json_array_foreach(added, i, v) {
         size_t id = (size_t)json_integer_value(json_object_get(v, "id"));
         free(tokens[id]);
-        tokens[id] = strdup(json_string_value(json_object_get(v, "content")));
+        if (!(tokens[id] = lt_strdup(json_string_value(json_object_get(v, "content"))))) {
+            st = lt_error(LT_ERR_NOMEM, "out of memory");
+            goto done;
+        }
         types[id] = json_is_true(json_object_get(v, "special")) ? 3 : 4;
     }
     for (i = 0; i < n; i++) {
         if (!tokens[i]) { /* a hole in the ids: llama.cpp's converter pads with [PADi] */
             char b[32];
             snprintf(b, sizeof b, "[PAD%zu]", i);
-            tokens[i] = strdup(b);
+            tokens[i] = lt_strdup(b);
             types[i] = 5;
         }
         if (!tokens[i]) {
@@ -247,20 +253,20 @@ static lt_status from_tokenizer_json(lt_gguf_writer *w, const char *path, json_t
         }
     }
     nm = json_array_size(mj);
-    merges = calloc(nm ? nm : 1, sizeof *merges);
+    merges = lt_calloc(nm ? nm : 1, sizeof *merges);
     if (!merges) {
         st = lt_error(LT_ERR_NOMEM, "out of memory");
         goto done;
     }
     json_array_foreach(mj, i, v) {
         if (json_is_string(v)) {
-            merges[i] = strdup(json_string_value(v));
+            merges[i] = lt_strdup(json_string_value(v));
         } else if (json_array_size(v) == 2 && json_is_string(json_array_get(v, 0)) &&
                    json_is_string(json_array_get(v, 1))) {
             const char *a = json_string_value(json_array_get(v, 0));
             const char *b = json_string_value(json_array_get(v, 1));
             size_t la = strlen(a), lb = strlen(b);
-            if ((merges[i] = malloc(la + lb + 2))) {
+            if ((merges[i] = lt_malloc(la + lb + 2))) {
                 memcpy(merges[i], a, la);
                 merges[i][la] = ' ';
                 memcpy(merges[i] + la + 1, b, lb + 1);
@@ -330,9 +336,9 @@ static lt_status from_spm(lt_gguf_writer *w, const char *path) {
     float *scores = NULL;
     int32_t *types = NULL;
     if (!st) {
-        tokens = calloc((size_t)m.n + 1, sizeof *tokens);
-        scores = calloc((size_t)m.n + 1, sizeof *scores);
-        types = calloc((size_t)m.n + 1, sizeof *types);
+        tokens = lt_calloc((size_t)m.n + 1, sizeof *tokens);
+        scores = lt_calloc((size_t)m.n + 1, sizeof *scores);
+        types = lt_calloc((size_t)m.n + 1, sizeof *types);
         if (!tokens || !scores || !types) st = lt_error(LT_ERR_NOMEM, "out of memory");
     }
     for (int32_t i = 0; !st && i < m.n; i++) {

@@ -170,7 +170,7 @@ lt_status lt_export_hf_tokenizer_from_gguf(const lt_gguf *g, const char *dir, in
     json_t *tj = json_object(), *cfg = json_object();
     json_t *vocab = json_object(), *merges = json_array(), *added = json_array();
     json_t *added_dec = json_object();
-    json_t **tok = calloc((size_t)nt, sizeof *tok); /* borrowed from vocab's keys */
+    json_t **tok = lt_calloc((size_t)nt, sizeof *tok); /* borrowed from vocab's keys */
     if (!tok) {
         st = lt_error(LT_ERR_NOMEM, "out of memory");
         goto done;

@@ -43,12 +43,12 @@ typedef struct {
 static void *arena_alloc(arena *a, size_t n) {
     if (a->n == a->cap) {
         int cap = a->cap ? 2 * a->cap : 64;
-        void **b = realloc(a->bufs, sizeof(void *) * (size_t)cap);
+        void **b = lt_realloc(a->bufs, sizeof(void *) * (size_t)cap);
         if (!b) return NULL;
         a->bufs = b;
         a->cap = cap;
     }
-    void *p = malloc(n ? n : 1);
+    void *p = lt_malloc(n ? n : 1);
     if (p) a->bufs[a->n++] = p;
     return p;
 }
@@ -196,8 +196,8 @@ lt_status lt_model_save_gguf(const lt_model *m, const char *src_model_path, cons
         lt_model_config plain = *c;
         if (plain.rope_scaling.type == LT_ROPE_SCALING_LLAMA3)
             plain.rope_scaling.type = LT_ROPE_SCALING_NONE;
-        ref = malloc(sizeof(float) * (size_t)half);
-        factors = malloc(sizeof(float) * (size_t)half);
+        ref = lt_malloc(sizeof(float) * (size_t)half);
+        factors = lt_malloc(sizeof(float) * (size_t)half);
         if (!ref || !factors) {
             st = lt_error(LT_ERR_NOMEM, "out of memory");
             goto done;

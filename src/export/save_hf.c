@@ -15,6 +15,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "core/io.h"
 #include "export_internal.h"
 #include "loratune/safetensors.h"
 
@@ -28,7 +29,7 @@ lt_status lt_export_mkdirs(const char *dir) {
         if (p[i] != '/' && p[i] != 0) continue;
         char c = p[i];
         p[i] = 0;
-        if (mkdir(p, 0777) != 0 && errno != EEXIST)
+        if (lt_io_mkdir(p, 0777) != 0 && errno != EEXIST)
             return lt_error(LT_ERR_IO, "%s: cannot create folder: %s", p, strerror(errno));
         p[i] = c;
     }
@@ -40,7 +41,7 @@ lt_status lt_export_write_json(const char *path, const json_t *j) {
     char *s = json_dumps(j, JSON_INDENT(2) | JSON_REAL_PRECISION(9));
     if (!s) return lt_error(LT_ERR_NOMEM, "%s: cannot serialise JSON", path);
     size_t n = strlen(s);
-    char *t = realloc(s, n + 2);
+    char *t = lt_realloc(s, n + 2);
     if (!t) {
         free(s);
         return lt_error(LT_ERR_NOMEM, "out of memory");
@@ -206,8 +207,8 @@ static int collect(const lt_model *m, tensor_ref *t, const float *zeros) {
 static lt_status write_weights(const lt_model *m, const char *path, lt_dtype dtype) {
     const lt_model_config *c = &m->config;
     int cap = 3 + c->n_layers * 13;
-    tensor_ref *t = calloc((size_t)cap, sizeof *t);
-    float *zeros = calloc((size_t)c->dim, sizeof(float));
+    tensor_ref *t = lt_calloc((size_t)cap, sizeof *t);
+    float *zeros = lt_calloc((size_t)c->dim, sizeof(float));
     lt_st_writer *w = NULL;
     uint16_t *half = NULL;
     lt_status st = LT_OK;
@@ -220,7 +221,7 @@ static lt_status write_weights(const lt_model *m, const char *path, lt_dtype dty
     for (int i = 0; i < n; i++)
         total += t[i].shape[0] * (t[i].ndim == 2 ? t[i].shape[1] : 1);
     if (dtype != LT_DTYPE_F32) {
-        half = malloc(sizeof(uint16_t) * (size_t)total);
+        half = lt_malloc(sizeof(uint16_t) * (size_t)total);
         if (!half) {
             st = lt_error(LT_ERR_NOMEM, "%s: out of memory for %lld 16-bit values", path,
                           (long long)total);
@@ -299,7 +300,7 @@ lt_status lt_model_save_hf(const lt_model *m, const char *src_model_path, const 
                         dir);
     if (m->inv_freq) { /* a GGUF's rope_freqs tensor has no config.json form */
         int half = c->head_dim / 2;
-        float *ref = malloc(sizeof(float) * (size_t)half);
+        float *ref = lt_malloc(sizeof(float) * (size_t)half);
         if (!ref) return lt_error(LT_ERR_NOMEM, "out of memory");
         lt_rope_inv_freq(c, ref);
         int differ = 0;

@@ -24,6 +24,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "core/io.h"
+
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "gguf.c hands out raw little-endian array data: big-endian hosts are not supported"
 #endif
@@ -206,7 +208,7 @@ static lt_status rd_name(cursor *c, const char *what, char **out) {
     if (len == 0) return lt_error(LT_ERR_FORMAT, "%s: offset %zu: empty %s", c->path, at, what);
     if (memchr(s, 0, (size_t)len))
         return lt_error(LT_ERR_FORMAT, "%s: offset %zu: %s contains a NUL byte", c->path, at, what);
-    char *k = malloc((size_t)len + 1);
+    char *k = lt_malloc((size_t)len + 1);
     if (!k) return lt_error(LT_ERR_NOMEM, "%s: out of memory reading %s", c->path, what);
     memcpy(k, s, (size_t)len);
     k[len] = 0;
@@ -279,7 +281,7 @@ static lt_status parse_kv(cursor *c, size_t idx, gguf_kv *kv) {
                         "%s: offset %zu: kv '%s': array of %" PRIu64
                         " strings needs more than the %zu bytes left in the file",
                         c->path, at, key, n, left(c));
-    kv->str_offs = malloc((size_t)(n ? n : 1) * sizeof(uint64_t));
+    kv->str_offs = lt_malloc((size_t)(n ? n : 1) * sizeof(uint64_t));
     if (!kv->str_offs) return lt_error(LT_ERR_NOMEM, "%s: kv '%s': out of memory", c->path, key);
     for (uint64_t i = 0; i < n; i++) {
         const uint8_t *s = NULL;
@@ -324,7 +326,7 @@ static int cmp_toff(const void *ctx, size_t a, size_t b) {
 }
 
 static size_t *sorted_index(const lt_gguf *g, size_t n, idx_cmp cmp) {
-    size_t *v = malloc((n ? n : 1) * sizeof *v), *tmp = malloc((n ? n : 1) * sizeof *tmp);
+    size_t *v = lt_malloc((n ? n : 1) * sizeof *v), *tmp = lt_malloc((n ? n : 1) * sizeof *tmp);
     if (!v || !tmp) {
         free(v);
         free(tmp);
@@ -406,7 +408,7 @@ static lt_status parse_tensor(lt_gguf *g, cursor *c, size_t idx) {
 static int grow(void **p, size_t *cap, size_t elem, size_t max) {
     size_t nc = *cap ? *cap * 2 : 16;
     if (nc > max) nc = max;
-    void *np = realloc(*p, nc * elem);
+    void *np = lt_realloc(*p, nc * elem);
     if (!np) return 0;
     *p = np;
     *cap = nc;
@@ -550,8 +552,8 @@ static lt_status open_common(lt_gguf *g, lt_gguf **out) {
 
 lt_status lt_gguf_open(const char *path, lt_gguf **out) {
     *out = NULL;
-    lt_gguf *g = calloc(1, sizeof *g);
-    if (!g || !(g->path = strdup(path))) {
+    lt_gguf *g = lt_calloc(1, sizeof *g);
+    if (!g || !(g->path = lt_strdup(path))) {
         free(g);
         return lt_error(LT_ERR_NOMEM, "%s: out of memory", path);
     }
@@ -567,8 +569,8 @@ lt_status lt_gguf_open(const char *path, lt_gguf **out) {
 
 lt_status lt_gguf_open_mem(const void *data, size_t size, const char *name, lt_gguf **out) {
     *out = NULL;
-    lt_gguf *g = calloc(1, sizeof *g);
-    if (!g || !(g->path = strdup(name ? name : "<memory>"))) {
+    lt_gguf *g = lt_calloc(1, sizeof *g);
+    if (!g || !(g->path = lt_strdup(name ? name : "<memory>"))) {
         free(g);
         return lt_error(LT_ERR_NOMEM, "%s: out of memory", name ? name : "<memory>");
     }
@@ -848,7 +850,7 @@ struct lt_gguf_writer {
 };
 
 lt_status lt_gguf_writer_create(lt_gguf_writer **out) {
-    *out = calloc(1, sizeof **out);
+    *out = lt_calloc(1, sizeof **out);
     if (!*out) return lt_error(LT_ERR_NOMEM, "gguf writer: out of memory");
     (*out)->alignment = GGUF_DEFAULT_ALIGNMENT;
     return LT_OK;
@@ -900,7 +902,7 @@ static lt_status add_kv(lt_gguf_writer *w, const char *key, uint32_t type, uint8
     }
     if (w->n_kv == w->cap_kv) {
         size_t nc = w->cap_kv ? w->cap_kv * 2 : 16;
-        wkv *nk = realloc(w->kv, nc * sizeof *nk);
+        wkv *nk = lt_realloc(w->kv, nc * sizeof *nk);
         if (!nk) {
             st = lt_error(LT_ERR_NOMEM, "gguf writer: out of memory");
             goto fail;
@@ -908,7 +910,7 @@ static lt_status add_kv(lt_gguf_writer *w, const char *key, uint32_t type, uint8
         w->kv = nk;
         w->cap_kv = nc;
     }
-    char *k = strdup(key);
+    char *k = lt_strdup(key);
     if (!k) {
         st = lt_error(LT_ERR_NOMEM, "gguf writer: out of memory");
         goto fail;
@@ -926,7 +928,7 @@ lt_status lt_gguf_writer_set_scalar(lt_gguf_writer *w, const char *key, lt_gguf_
     if (sz == 0)
         return lt_error(LT_ERR_ARG, "gguf writer: key '%s': type %d is not a scalar type",
                         key ? key : "", (int)type);
-    uint8_t *b = malloc(sz);
+    uint8_t *b = lt_malloc(sz);
     if (!b) return lt_error(LT_ERR_NOMEM, "gguf writer: out of memory");
     memcpy(b, v, sz);
     if (type == LT_GGUF_BOOL) b[0] = b[0] != 0;
@@ -952,7 +954,7 @@ lt_status lt_gguf_writer_set_bool(lt_gguf_writer *w, const char *key, int v) {
 
 lt_status lt_gguf_writer_set_str(lt_gguf_writer *w, const char *key, const char *v) {
     size_t n = strlen(v);
-    uint8_t *b = malloc(8 + n);
+    uint8_t *b = lt_malloc(8 + n);
     if (!b) return lt_error(LT_ERR_NOMEM, "gguf writer: out of memory");
     put64(b, n);
     memcpy(b + 8, v, n);
@@ -968,7 +970,7 @@ lt_status lt_gguf_writer_set_arr(lt_gguf_writer *w, const char *key, lt_gguf_typ
                         "lt_gguf_writer_set_arr_str for strings)",
                         key ? key : "", (int)elem_type);
     if (n > (SIZE_MAX - 12) / sz) return lt_error(LT_ERR_ARG, "gguf writer: array too long");
-    uint8_t *b = malloc(12 + (size_t)n * sz);
+    uint8_t *b = lt_malloc(12 + (size_t)n * sz);
     if (!b) return lt_error(LT_ERR_NOMEM, "gguf writer: out of memory");
     put32(b, (uint32_t)elem_type);
     put64(b + 4, n);
@@ -984,7 +986,7 @@ lt_status lt_gguf_writer_set_arr_str(lt_gguf_writer *w, const char *key, const c
     size_t total = 12;
     for (uint64_t i = 0; i < n; i++)
         total += 8 + strlen(strs[i]);
-    uint8_t *b = malloc(total);
+    uint8_t *b = lt_malloc(total);
     if (!b) return lt_error(LT_ERR_NOMEM, "gguf writer: out of memory");
     put32(b, LT_GGUF_STRING);
     put64(b + 4, n);
@@ -1031,14 +1033,14 @@ lt_status lt_gguf_writer_add_tensor(lt_gguf_writer *w, const char *name, lt_dtyp
             return lt_error(LT_ERR_ARG, "gguf writer: duplicate tensor name '%s'", name);
     if (w->n_t == w->cap_t) {
         size_t nc = w->cap_t ? w->cap_t * 2 : 16;
-        wtensor *nt = realloc(w->t, nc * sizeof *nt);
+        wtensor *nt = lt_realloc(w->t, nc * sizeof *nt);
         if (!nt) return lt_error(LT_ERR_NOMEM, "gguf writer: out of memory");
         w->t = nt;
         w->cap_t = nc;
     }
     wtensor *t = &w->t[w->n_t];
     memset(t, 0, sizeof *t);
-    if (!(t->name = strdup(name))) return lt_error(LT_ERR_NOMEM, "gguf writer: out of memory");
+    if (!(t->name = lt_strdup(name))) return lt_error(LT_ERR_NOMEM, "gguf writer: out of memory");
     t->ggml_type = gt;
     t->ndim = ndim;
     memcpy(t->shape, shape, (size_t)ndim * sizeof *shape);
@@ -1057,7 +1059,7 @@ typedef struct {
 
 static void ws_put(wstream *s, const void *p, size_t n) {
     if (s->st || n == 0) return;
-    if (fwrite(p, 1, n, s->f) != n)
+    if (lt_io_fwrite(p, 1, n, s->f) != n)
         s->st = lt_error(LT_ERR_IO, "%s: write failed: %s", s->path, strerror(errno));
     s->pos += n;
 }
@@ -1083,10 +1085,10 @@ static void ws_pad(wstream *s, uint32_t align) {
 
 lt_status lt_gguf_writer_write(lt_gguf_writer *w, const char *path) {
     size_t pl = strlen(path);
-    char *tmp = malloc(pl + 32);
+    char *tmp = lt_malloc(pl + 32);
     if (!tmp) return lt_error(LT_ERR_NOMEM, "%s: out of memory", path);
     snprintf(tmp, pl + 32, "%s.tmp.%ld", path, (long)getpid());
-    wstream s = {fopen(tmp, "wb"), tmp, 0, LT_OK};
+    wstream s = {lt_io_fopen(tmp, "wb"), tmp, 0, LT_OK};
     if (!s.f) {
         lt_status st = lt_error(LT_ERR_IO, "%s: cannot create: %s", tmp, strerror(errno));
         free(tmp);
@@ -1122,13 +1124,13 @@ lt_status lt_gguf_writer_write(lt_gguf_writer *w, const char *path) {
         ws_put(&s, w->t[i].data, w->t[i].nbytes);
         ws_pad(&s, al);
     }
-    if (!s.st && fflush(s.f) != 0)
+    if (!s.st && lt_io_fflush(s.f) != 0)
         s.st = lt_error(LT_ERR_IO, "%s: write failed: %s", tmp, strerror(errno));
-    if (!s.st && fsync(fileno(s.f)) != 0)
+    if (!s.st && lt_io_fsync(fileno(s.f)) != 0)
         s.st = lt_error(LT_ERR_IO, "%s: fsync failed: %s", tmp, strerror(errno));
-    if (fclose(s.f) != 0 && !s.st)
+    if (lt_io_fclose(s.f) != 0 && !s.st)
         s.st = lt_error(LT_ERR_IO, "%s: close failed: %s", tmp, strerror(errno));
-    if (!s.st && rename(tmp, path) != 0)
+    if (!s.st && lt_io_rename(tmp, path) != 0)
         s.st = lt_error(LT_ERR_IO, "%s: rename failed: %s", path, strerror(errno));
     if (s.st) {
         unlink(tmp);
@@ -1136,24 +1138,6 @@ lt_status lt_gguf_writer_write(lt_gguf_writer *w, const char *path) {
         return s.st;
     }
     free(tmp);
-    /* make the rename durable */
-    char *dir = strdup(path);
-    if (dir) {
-        char *slash = strrchr(dir, '/');
-        const char *d = ".";
-        if (slash) {
-            if (slash == dir)
-                slash[1] = 0;
-            else
-                *slash = 0;
-            d = dir;
-        }
-        int dfd = open(d, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        if (dfd >= 0) {
-            fsync(dfd);
-            close(dfd);
-        }
-        free(dir);
-    }
+    lt_io_sync_parent(path); /* make the rename durable */
     return LT_OK;
 }

@@ -22,6 +22,7 @@
  * header lists "__metadata__" first (keys sorted) and the tensors in data order. Data is
  * streamed into a temp file next to the target, fsync'd, then renamed over it. */
 #include "loratune/safetensors.h"
+#include "core/io.h"
 #include "core/json_file.h"
 
 #include <errno.h>
@@ -70,7 +71,7 @@ static int st_dtype_known_unsupported(const char *s) {
 
 static char *st_strdup(const char *s) {
     size_t l = strlen(s) + 1;
-    char *p = malloc(l);
+    char *p = lt_malloc(l);
     if (p) memcpy(p, s, l);
     return p;
 }
@@ -161,7 +162,7 @@ static int st_range_cmp(const void *a, const void *b) {
 static lt_status st_push(lt_safetensors *st, const lt_tensor_view *v) {
     if (st->n == st->cap) {
         size_t nc = st->cap ? st->cap * 2 : 64;
-        lt_tensor_view *nt = realloc(st->tensors, nc * sizeof *nt);
+        lt_tensor_view *nt = lt_realloc(st->tensors, nc * sizeof *nt);
         if (!nt) return lt_error(LT_ERR_NOMEM, "safetensors: out of memory");
         st->tensors = nt;
         st->cap = nc;
@@ -186,8 +187,8 @@ static lt_status st_parse_metadata(lt_safetensors *st, const char *path, json_t 
     }
     if (!keep) return LT_OK;
     size_t n = json_object_size(m);
-    st->meta_keys = calloc(n ? n : 1, sizeof(char *));
-    st->meta_vals = calloc(n ? n : 1, sizeof(char *));
+    st->meta_keys = lt_calloc(n ? n : 1, sizeof(char *));
+    st->meta_vals = lt_calloc(n ? n : 1, sizeof(char *));
     if (!st->meta_keys || !st->meta_vals) return lt_error(LT_ERR_NOMEM, "%s: out of memory", path);
     json_object_foreach(m, k, v) {
         st->meta_keys[st->nmeta] = st_strdup(k);
@@ -275,7 +276,7 @@ static lt_status st_parse_entry(const char *path, const char *name, json_t *e, l
 
 /* Maps and validates one file; appends its tensors (in offset order) to st. */
 static lt_status st_load_file(lt_safetensors *st, const char *path, int keep_meta) {
-    st_shard *ns = realloc(st->shards, (st->nshards + 1) * sizeof *ns);
+    st_shard *ns = lt_realloc(st->shards, (st->nshards + 1) * sizeof *ns);
     if (!ns) return lt_error(LT_ERR_NOMEM, "%s: out of memory", path);
     st->shards = ns;
     st_shard *sh = &st->shards[st->nshards];
@@ -325,7 +326,7 @@ static lt_status st_load_file(lt_safetensors *st, const char *path, int keep_met
                      path, nent, LT_ST_MAX_TENSORS);
         goto done;
     }
-    rg = malloc((nent ? nent : 1) * sizeof *rg);
+    rg = lt_malloc((nent ? nent : 1) * sizeof *rg);
     if (!rg) {
         s = lt_error(LT_ERR_NOMEM, "%s: out of memory", path);
         goto done;
@@ -400,7 +401,7 @@ static lt_status st_load_file(lt_safetensors *st, const char *path, int keep_met
         goto done;
     }
     /* reorder this file's views by offset */
-    lt_tensor_view *tmp = malloc((nr ? nr : 1) * sizeof *tmp);
+    lt_tensor_view *tmp = lt_malloc((nr ? nr : 1) * sizeof *tmp);
     if (!tmp) {
         s = lt_error(LT_ERR_NOMEM, "%s: out of memory", path);
         goto done;
@@ -422,7 +423,7 @@ static int st_view_ptr_cmp(const void *a, const void *b) {
 
 /* Builds the by-name index; a name seen twice is an error (only possible across shards). */
 static lt_status st_build_index(lt_safetensors *st, const char *path) {
-    st->by_name = malloc((st->n ? st->n : 1) * sizeof *st->by_name);
+    st->by_name = lt_malloc((st->n ? st->n : 1) * sizeof *st->by_name);
     if (!st->by_name) return lt_error(LT_ERR_NOMEM, "%s: out of memory", path);
     for (size_t i = 0; i < st->n; i++) st->by_name[i] = &st->tensors[i];
     qsort(st->by_name, st->n, sizeof *st->by_name, st_view_ptr_cmp);
@@ -464,10 +465,10 @@ static lt_status st_load_index(lt_safetensors *st, const char *ipath) {
         goto done;
     }
     size_t nw = json_object_size(wm);
-    files = malloc((nw ? nw : 1) * sizeof *files);
+    files = lt_malloc((nw ? nw : 1) * sizeof *files);
     const char *slash = strrchr(ipath, '/');
     size_t dl = slash ? (size_t)(slash - ipath) + 1 : 0;
-    dir = malloc(dl + 1);
+    dir = lt_malloc(dl + 1);
     if (!files || !dir) {
         s = lt_error(LT_ERR_NOMEM, "%s: out of memory", ipath);
         goto done;
@@ -500,7 +501,7 @@ static lt_status st_load_index(lt_safetensors *st, const char *ipath) {
     for (size_t i = 0; i < nu; i++) {
         size_t pl = dl + strlen(files[i]) + 1;
         free(spath);
-        spath = malloc(pl);
+        spath = lt_malloc(pl);
         if (!spath) {
             s = lt_error(LT_ERR_NOMEM, "%s: out of memory", ipath);
             goto done;
@@ -559,12 +560,12 @@ static int st_ends_with(const char *s, const char *suf) {
 lt_status lt_safetensors_open(const char *path, lt_safetensors **out) {
     *out = NULL;
     if (!path) return lt_error(LT_ERR_ARG, "safetensors: path is NULL");
-    lt_safetensors *st = calloc(1, sizeof *st);
+    lt_safetensors *st = lt_calloc(1, sizeof *st);
     if (!st) return lt_error(LT_ERR_NOMEM, "%s: out of memory", path);
     lt_status s;
     if (lt_path_is_dir(path)) {
         size_t pl = strlen(path) + 64;
-        char *p = malloc(pl);
+        char *p = lt_malloc(pl);
         if (!p) {
             free(st);
             return lt_error(LT_ERR_NOMEM, "%s: out of memory", path);
@@ -663,7 +664,7 @@ struct lt_st_writer {
 };
 
 lt_status lt_st_writer_create(lt_st_writer **out) {
-    *out = calloc(1, sizeof **out);
+    *out = lt_calloc(1, sizeof **out);
     return *out ? LT_OK : lt_error(LT_ERR_NOMEM, "safetensors writer: out of memory");
 }
 
@@ -693,9 +694,9 @@ lt_status lt_st_writer_set_metadata(lt_st_writer *w, const char *key, const char
     }
     if (w->nmeta == w->mcap) {
         size_t nc = w->mcap ? w->mcap * 2 : 8;
-        char **nk = realloc(w->mkeys, nc * sizeof *nk);
+        char **nk = lt_realloc(w->mkeys, nc * sizeof *nk);
         if (nk) w->mkeys = nk;
-        char **nv = realloc(w->mvals, nc * sizeof *nv);
+        char **nv = lt_realloc(w->mvals, nc * sizeof *nv);
         if (nv) w->mvals = nv;
         if (!nk || !nv) return lt_error(LT_ERR_NOMEM, "safetensors writer: out of memory");
         w->mcap = nc;
@@ -743,7 +744,7 @@ lt_status lt_st_writer_add(lt_st_writer *w, const char *name, lt_dtype dtype, in
         return lt_error(LT_ERR_ARG, "safetensors writer: tensor '%s': data is NULL", name);
     if (w->n == w->cap) {
         size_t nc = w->cap ? w->cap * 2 : 64;
-        st_wentry *ne = realloc(w->ents, nc * sizeof *ne);
+        st_wentry *ne = lt_realloc(w->ents, nc * sizeof *ne);
         if (!ne) return lt_error(LT_ERR_NOMEM, "safetensors writer: out of memory");
         w->ents = ne;
         w->cap = nc;
@@ -789,21 +790,6 @@ static int st_went_layout_cmp(const void *a, const void *b) {
     return strcmp(x->name, y->name);
 }
 
-static lt_status st_write_all(int fd, const void *buf, size_t len, const char *tmp) {
-    const uint8_t *p = buf;
-    while (len > 0) {
-        size_t chunk = len > (1u << 30) ? (1u << 30) : len;
-        ssize_t r = write(fd, p, chunk);
-        if (r < 0) {
-            if (errno == EINTR) continue;
-            return lt_error(LT_ERR_IO, "%s: write failed: %s", tmp, strerror(errno));
-        }
-        p += r;
-        len -= (size_t)r;
-    }
-    return LT_OK;
-}
-
 /* Builds the header JSON (unpadded, malloc'd) for entries in data order. */
 static lt_status st_header_json(lt_st_writer *w, st_wentry **ord, char **out) {
     *out = NULL;
@@ -811,9 +797,14 @@ static lt_status st_header_json(lt_st_writer *w, st_wentry **ord, char **out) {
     if (!root) return lt_error(LT_ERR_NOMEM, "safetensors writer: out of memory");
     lt_status s = LT_OK;
     if (w->nmeta) {
-        size_t *mi = malloc(w->nmeta * sizeof *mi);
+        size_t *mi = lt_malloc(w->nmeta * sizeof *mi);
         json_t *m = json_object();
-        if (!mi || !m || json_object_set_new(root, "__metadata__", m)) {
+        int bad = !mi || !m;
+        if (bad)
+            json_decref(m); /* NULL-safe; set_new below takes m even when it fails */
+        else
+            bad = json_object_set_new(root, "__metadata__", m) != 0;
+        if (bad) {
             free(mi);
             json_decref(root);
             return lt_error(LT_ERR_NOMEM, "safetensors writer: out of memory");
@@ -866,7 +857,7 @@ static lt_status st_header_json(lt_st_writer *w, st_wentry **ord, char **out) {
 
 lt_status lt_st_writer_write(lt_st_writer *w, const char *path) {
     if (!w || !path) return lt_error(LT_ERR_ARG, "safetensors writer: NULL writer or path");
-    st_wentry **ord = malloc((w->n ? w->n : 1) * sizeof *ord);
+    st_wentry **ord = lt_malloc((w->n ? w->n : 1) * sizeof *ord);
     if (!ord) return lt_error(LT_ERR_NOMEM, "%s: out of memory", path);
     for (size_t i = 0; i < w->n; i++) ord[i] = &w->ents[i];
     qsort(ord, w->n, sizeof *ord, st_went_name_cmp);
@@ -878,7 +869,7 @@ lt_status lt_st_writer_write(lt_st_writer *w, const char *path) {
         }
     }
     qsort(ord, w->n, sizeof *ord, st_went_layout_cmp);
-    char *hdr = NULL, *tmp = NULL, *dirc = NULL;
+    char *hdr = NULL, *tmp = NULL;
     int fd = -1;
     lt_status s = st_header_json(w, ord, &hdr);
     if (s) goto done;
@@ -889,13 +880,13 @@ lt_status lt_st_writer_write(lt_st_writer *w, const char *path) {
         goto done;
     }
     size_t pl = strlen(path);
-    tmp = malloc(pl + 16);
+    tmp = lt_malloc(pl + 16);
     if (!tmp) {
         s = lt_error(LT_ERR_NOMEM, "%s: out of memory", path);
         goto done;
     }
     snprintf(tmp, pl + 16, "%s.tmp.XXXXXX", path);
-    fd = mkstemp(tmp);
+    fd = lt_io_mkstemp(tmp);
     if (fd < 0) {
         s = lt_error(LT_ERR_IO, "%s: cannot create temp file: %s", tmp, strerror(errno));
         free(tmp);
@@ -906,36 +897,28 @@ lt_status lt_st_writer_write(lt_st_writer *w, const char *path) {
     uint8_t lenb[8];
     uint64_t n = hl + pad;
     for (int i = 0; i < 8; i++) lenb[i] = (uint8_t)(n >> (8 * i));
-    s = st_write_all(fd, lenb, 8, tmp);
-    if (!s) s = st_write_all(fd, hdr, hl, tmp);
-    if (!s && pad) s = st_write_all(fd, "        ", pad, tmp);
-    for (size_t i = 0; i < w->n && !s; i++) s = st_write_all(fd, ord[i]->data, ord[i]->nbytes, tmp);
-    if (!s && fsync(fd) != 0) s = lt_error(LT_ERR_IO, "%s: fsync failed: %s", tmp, strerror(errno));
-    if (close(fd) != 0 && !s) s = lt_error(LT_ERR_IO, "%s: close failed: %s", tmp, strerror(errno));
+    s = lt_io_write_all(fd, lenb, 8, tmp);
+    if (!s) s = lt_io_write_all(fd, hdr, hl, tmp);
+    if (!s && pad) s = lt_io_write_all(fd, "        ", pad, tmp);
+    for (size_t i = 0; i < w->n && !s; i++)
+        s = lt_io_write_all(fd, ord[i]->data, ord[i]->nbytes, tmp);
+    if (!s && lt_io_fsync(fd) != 0)
+        s = lt_error(LT_ERR_IO, "%s: fsync failed: %s", tmp, strerror(errno));
+    if (lt_io_close(fd) != 0 && !s)
+        s = lt_error(LT_ERR_IO, "%s: close failed: %s", tmp, strerror(errno));
     fd = -1;
-    if (!s && rename(tmp, path) != 0)
+    if (!s && lt_io_rename(tmp, path) != 0)
         s = lt_error(LT_ERR_IO, "%s: rename from %s failed: %s", path, tmp, strerror(errno));
     if (s) {
         unlink(tmp);
         goto done;
     }
-    /* make the rename durable */
-    dirc = st_strdup(path);
-    if (dirc) {
-        char *sl = strrchr(dirc, '/');
-        const char *dn = sl ? (sl == dirc ? "/" : (*sl = 0, dirc)) : ".";
-        int dfd = open(dn, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        if (dfd >= 0) {
-            fsync(dfd);
-            close(dfd);
-        }
-    }
+    lt_io_sync_parent(path); /* make the rename durable */
 done:
     if (fd >= 0) {
         close(fd);
         unlink(tmp);
     }
-    free(dirc);
     free(tmp);
     free(hdr);
     free(ord);

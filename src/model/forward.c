@@ -53,7 +53,7 @@ lt_status lt_kv_cache_create(const lt_model *m, int ctx_len, int max_batch, lt_k
         return lt_error(LT_ERR_ARG, "kv cache: context %d too large (max %d)", ctx_len, LT_MAX_SEQ);
     if (max_batch <= 0) max_batch = 64;
     if (max_batch > ctx_len) max_batch = ctx_len;
-    lt_kv_cache *kv = calloc(1, sizeof *kv);
+    lt_kv_cache *kv = lt_calloc(1, sizeof *kv);
     if (!kv) return lt_error(LT_ERR_NOMEM, "kv cache: out of memory");
     kv->ctx = ctx_len;
     kv->max_batch = max_batch;
@@ -76,7 +76,7 @@ lt_status lt_kv_cache_create(const lt_model *m, int ctx_len, int max_batch, lt_k
                     2 * B * kv->half + (int64_t)kv->n_threads * ctx_len + 2 * B * kv->maxd +
                     (int64_t)kv->n_threads * kv->wblock + kv->maxd;
     if ((uint64_t)total > SIZE_MAX / sizeof(float) ||
-        !(kv->block = malloc((size_t)total * sizeof(float)))) {
+        !(kv->block = lt_malloc((size_t)total * sizeof(float)))) {
         free(kv);
         return lt_error(LT_ERR_NOMEM, "kv cache: out of memory for %lld floats (context %d)",
                         (long long)total, ctx_len);

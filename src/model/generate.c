@@ -65,8 +65,8 @@ lt_status lt_generate(const lt_model *m, const lt_model_delta *delta, lt_kv_cach
     if (max_new < 0) max_new = 0;
     int V = m->config.vocab_size;
     int tail = n_prompt < PROMPT_TAIL ? n_prompt : PROMPT_TAIL;
-    float *logits = malloc(sizeof(float) * (size_t)V);
-    int32_t *win = malloc(sizeof(int32_t) * (size_t)(tail + max_new + 1));
+    float *logits = lt_malloc(sizeof(float) * (size_t)V);
+    int32_t *win = lt_malloc(sizeof(int32_t) * (size_t)(tail + max_new + 1));
     if (!logits || !win) {
         free(logits);
         free(win);
@@ -125,7 +125,7 @@ done:
     free(text);
     free(logits);
     if (st == LT_OK && out_ids) {
-        int32_t *ids = malloc(sizeof(int32_t) * (size_t)(n_gen ? n_gen : 1));
+        int32_t *ids = lt_malloc(sizeof(int32_t) * (size_t)(n_gen ? n_gen : 1));
         if (!ids) {
             free(win);
             return lt_error(LT_ERR_NOMEM, "generate: out of memory");

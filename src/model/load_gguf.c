@@ -195,7 +195,7 @@ lt_status lt_model_load_gguf(const char *path, const lt_model_load_opts *opts, l
     const lt_tensor_view *rf = lt_gguf_find_tensor(g, "rope_freqs.weight");
     if (rf) {
         int half = c.head_dim / 2;
-        float *factors = tmp = malloc(sizeof(float) * (size_t)half);
+        float *factors = tmp = lt_malloc(sizeof(float) * (size_t)half);
         if (!factors) {
             st = lt_error(LT_ERR_NOMEM, "%s: out of memory", path);
             goto fail;
@@ -213,7 +213,7 @@ lt_status lt_model_load_gguf(const char *path, const lt_model_load_opts *opts, l
         tmp = NULL;
     }
     if (c.arch == LT_ARCH_LLAMA && m->params) {
-        tmp = malloc(sizeof(float) * (size_t)(c.head_dim * D));
+        tmp = lt_malloc(sizeof(float) * (size_t)(c.head_dim * D));
         if (!tmp) {
             st = lt_error(LT_ERR_NOMEM, "%s: out of memory", path);
             goto fail;

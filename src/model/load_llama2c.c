@@ -115,7 +115,7 @@ lt_status lt_model_load_llama2c(const char *path, const lt_model_load_opts *opts
 #undef TAKE
     lt_file_unmap(&f);
 
-    float *tmp = m->params ? malloc(sizeof(float) * (size_t)(hd * D)) : NULL;
+    float *tmp = m->params ? lt_malloc(sizeof(float) * (size_t)(hd * D)) : NULL;
     if (m->params && !tmp) {
         lt_model_free(m);
         return lt_error(LT_ERR_NOMEM, "%s: out of memory", path);

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "model_internal.h"
+#include "core/alloc.h"
 
 void lt_model_wire(lt_model *m) {
     const lt_model_config *c = &m->config;
@@ -71,6 +72,7 @@ static size_t params_map_bytes(int64_t n) {
 }
 
 static float *params_map(int64_t n) {
+    if (lt_alloc_fault_()) return NULL; /* the allocation fault injector counts this one */
     size_t sz = params_map_bytes(n), pg = (size_t)sysconf(_SC_PAGESIZE);
     void *p = mmap(NULL, sz, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (p == MAP_FAILED) return NULL;
@@ -90,7 +92,7 @@ lt_status lt_model_alloc(const lt_model_config *c, int config_only, lt_model **o
     *out = NULL;
     lt_status st = lt_model_config_validate(c, "model config");
     if (st) return st;
-    lt_model *m = calloc(1, sizeof *m);
+    lt_model *m = lt_calloc(1, sizeof *m);
     if (!m) return lt_error(LT_ERR_NOMEM, "model: out of memory");
     m->config = *c;
     m->n_params = lt_model_config_n_params(c);
@@ -100,7 +102,7 @@ lt_status lt_model_alloc(const lt_model_config *c, int config_only, lt_model **o
         return lt_error(LT_ERR_NOMEM, "model: %lld parameters do not fit in memory", (long long)n);
     }
     if (!config_only) m->params = params_map(m->n_params);
-    m->inv_freq = calloc((size_t)c->head_dim / 2, sizeof(float));
+    m->inv_freq = lt_calloc((size_t)c->head_dim / 2, sizeof(float));
     if ((!config_only && !m->params) || !m->inv_freq) {
         lt_model_free(m);
         return lt_error(LT_ERR_NOMEM, "model: out of memory for %lld parameters (%.1f MiB)",
@@ -187,7 +189,7 @@ lt_status lt_model_load(const char *path, const lt_model_load_opts *opts, lt_mod
         st = lt_model_load_llama2c(path, opts, out);
     else if (ends_with(path, "config.json")) {
         /* a config.json path: load its folder */
-        char *dir = strdup(path);
+        char *dir = lt_strdup(path);
         if (!dir) return lt_error(LT_ERR_NOMEM, "out of memory");
         char *slash = strrchr(dir, '/');
         if (slash)
@@ -204,7 +206,11 @@ lt_status lt_model_load(const char *path, const lt_model_load_opts *opts, lt_mod
     }
     if (st) return st;
     lt_model *m = *out;
-    if (!m->path) m->path = strdup(path);
+    if (!m->path && !(m->path = lt_strdup(path))) {
+        lt_model_free(m);
+        *out = NULL;
+        return lt_error(LT_ERR_NOMEM, "%s: out of memory", path);
+    }
     if (opts && opts->max_seq_len > 0) {
         if (opts->max_seq_len > LT_MAX_SEQ) {
             lt_model_free(m);

@@ -51,12 +51,12 @@ lt_status lt_sampler_create(const lt_sampler_params *p, int vocab_size, lt_sampl
     if (vocab_size < 1) return lt_error(LT_ERR_ARG, "sampler: vocab_size %d", vocab_size);
     if (!isfinite(p->temperature) || !isfinite(p->top_p))
         return lt_error(LT_ERR_ARG, "sampler: temperature and top_p must be finite numbers");
-    lt_sampler *s = calloc(1, sizeof *s);
+    lt_sampler *s = lt_calloc(1, sizeof *s);
     if (!s) return lt_error(LT_ERR_NOMEM, "sampler: out of memory");
     s->p = *p;
     s->vocab = vocab_size;
-    s->idx = malloc(sizeof(int32_t) * (size_t)vocab_size);
-    s->prob = malloc(sizeof(double) * (size_t)vocab_size);
+    s->idx = lt_malloc(sizeof(int32_t) * (size_t)vocab_size);
+    s->prob = lt_malloc(sizeof(double) * (size_t)vocab_size);
     if (!s->idx || !s->prob) {
         lt_sampler_free(s);
         return lt_error(LT_ERR_NOMEM, "sampler: out of memory");

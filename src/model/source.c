@@ -22,9 +22,9 @@ const char *lt_weight_id_name(lt_weight_id id) {
 
 lt_status lt_model_source_attach(lt_model *m, void *file, void (*close)(void *file),
                                  int interleaved_qk) {
-    struct lt_model_source *s = calloc(1, sizeof *s);
+    struct lt_model_source *s = lt_calloc(1, sizeof *s);
     int64_t n = (int64_t)LT_W_COUNT * m->config.n_layers;
-    if (s) s->views = calloc((size_t)n, sizeof *s->views);
+    if (s) s->views = lt_calloc((size_t)n, sizeof *s->views);
     if (!s || !s->views) {
         free(s);
         close(file);
@@ -148,7 +148,7 @@ lt_status lt_model_weight_rows(const lt_model *m, lt_weight_id id, int layer, in
         }
         lt_status st = lt_to_f32(v->dtype, base, dst, cols);
         if (st || !il) return st;
-        float *tmp = malloc(sizeof(float) * (size_t)cols);
+        float *tmp = lt_malloc(sizeof(float) * (size_t)cols);
         if (!tmp) return lt_error(LT_ERR_NOMEM, "model weight %s: out of memory",
                                   lt_weight_id_name(id));
         memcpy(tmp, dst, sizeof(float) * (size_t)cols);

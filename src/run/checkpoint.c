@@ -23,6 +23,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "core/io.h"
 #include "loratune/safetensors.h"
 #include "run_internal.h"
 
@@ -37,7 +38,7 @@ lt_status lt_mkdir_p_(const char *path) {
         if (buf[i] == '/' || buf[i] == 0) {
             char c = buf[i];
             buf[i] = 0;
-            if (mkdir(buf, 0755) != 0 && errno != EEXIST)
+            if (lt_io_mkdir(buf, 0755) != 0 && errno != EEXIST)
                 return lt_error(LT_ERR_IO, "%s: cannot create folder: %s", buf, strerror(errno));
             buf[i] = c;
         }
@@ -70,7 +71,7 @@ static lt_status list_ckpts(const char *dir, long long **steps, int *n) {
         if (is_ckpt_name(e->d_name, &s)) {
             if (*n == cap) {
                 cap = cap ? 2 * cap : 16;
-                long long *p = realloc(*steps, (size_t)cap * sizeof *p);
+                long long *p = lt_realloc(*steps, (size_t)cap * sizeof *p);
                 if (!p) {
                     st = lt_error(LT_ERR_NOMEM, "%s: out of memory", dir);
                     break;
@@ -116,7 +117,7 @@ static lt_status own_add(lt_run *r, int64_t step) {
     }
     if (r->n_own == r->cap_own) {
         int cap = r->cap_own ? 2 * r->cap_own : 16;
-        int64_t *p = realloc(r->own_ckpts, (size_t)cap * sizeof *p);
+        int64_t *p = lt_realloc(r->own_ckpts, (size_t)cap * sizeof *p);
         if (!p) return lt_error(LT_ERR_NOMEM, "checkpoint: out of memory");
         r->own_ckpts = p;
         r->cap_own = cap;
@@ -321,7 +322,7 @@ lt_status lt_run_save_checkpoint_(lt_run *r) {
     lt_status s = lt_mkdir_p_(r->ckpt_dir);
     if (s) return s;
     int n = lt_trainer_n_tensors(r->tr);
-    char **names = calloc((size_t)n * 2 + 1, sizeof *names);
+    char **names = lt_calloc((size_t)n * 2 + 1, sizeof *names);
     lt_st_writer *w = NULL;
     json_t *j = NULL;
     char *meta = NULL;
@@ -334,8 +335,8 @@ lt_status lt_run_save_checkpoint_(lt_run *r) {
         if ((s = lt_trainer_opt_state(r->tr, i, &m, &v))) break;
         size_t bytes = (size_t)t.numel * sizeof(float);
         size_t ln = strlen(t.name) + 16;
-        names[2 * i] = malloc(ln);
-        names[2 * i + 1] = malloc(ln);
+        names[2 * i] = lt_malloc(ln);
+        names[2 * i + 1] = lt_malloc(ln);
         if (!names[2 * i] || !names[2 * i + 1]) {
             s = lt_error(LT_ERR_NOMEM, "checkpoint: out of memory");
             break;

@@ -432,8 +432,8 @@ static lt_status create_trainer(lt_run *r, const lt_adapter *a) {
                           : (int64_t)r->o.warmup;
 
     size_t cell = (size_t)r->o.batch_size * (size_t)r->o.max_seq_len;
-    r->mb_buf = malloc((size_t)r->o.grad_accum * 4 * cell * sizeof(int32_t));
-    r->mbs = calloc((size_t)r->o.grad_accum, sizeof *r->mbs);
+    r->mb_buf = lt_malloc((size_t)r->o.grad_accum * 4 * cell * sizeof(int32_t));
+    r->mbs = lt_calloc((size_t)r->o.grad_accum, sizeof *r->mbs);
     if (!r->mb_buf || !r->mbs)
         return lt_error(LT_ERR_NOMEM, "run: out of memory for %d micro-batches", r->o.grad_accum);
     return LT_OK;
@@ -502,7 +502,7 @@ static lt_status run_new(const lt_run_shared *sh, const lt_run_opts *opts, lt_ru
     lt_status s = lt_run_opts_validate(opts, 0);
     if (s) return s;
     if (sh && (s = lt_run_shared_check_(sh, opts))) return s;
-    lt_run *r = calloc(1, sizeof *r);
+    lt_run *r = lt_calloc(1, sizeof *r);
     if (!r) return lt_error(LT_ERR_NOMEM, "run: out of memory");
     r->o = *opts;
     atomic_init(&r->stop, 0);
@@ -579,7 +579,7 @@ lt_status lt_run_shared_load(const lt_run_opts *opts, lt_run_sink fn, void *ctx,
     if (s) return s;
     if (fn) lt_run_add_sink(r, fn, ctx);
     r->t_prepare = now_s();
-    lt_run_shared *sh = calloc(1, sizeof *sh);
+    lt_run_shared *sh = lt_calloc(1, sizeof *sh);
     if (!sh) s = lt_error(LT_ERR_NOMEM, "run: out of memory");
     if (!s) s = load_model(r);
     if (!s) {

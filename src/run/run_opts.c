@@ -664,7 +664,7 @@ static void yaml_quote(const char *s, char *out, size_t n) {
 
 lt_status lt_run_opts_to_yaml(const lt_run_opts *o, char **out) {
     size_t cap = 4096 + 4 * 6 * LT_RUN_PATH_MAX, len = 0;
-    char *s = malloc(cap);
+    char *s = lt_malloc(cap);
     if (!s) return lt_error(LT_ERR_NOMEM, "run options: out of memory");
     len += (size_t)snprintf(s, cap,
                             "# loratune train: the resolved options of this run\n"

@@ -38,7 +38,7 @@ static void sb_put(sbuf *b, const char *s, size_t n) {
         size_t cap = b->cap ? b->cap : 256;
         while (cap < b->n + n + 1)
             cap *= 2;
-        char *p = realloc(b->p, cap);
+        char *p = lt_realloc(b->p, cap);
         if (!p) {
             b->oom = 1;
             return;
@@ -685,7 +685,7 @@ struct lt_chat_template {
 };
 
 static char *dup_n(const char *s, size_t n) {
-    char *p = malloc(n + 1);
+    char *p = lt_malloc(n + 1);
     if (!p) return NULL;
     if (n) memcpy(p, s, n);
     p[n] = 0;
@@ -720,7 +720,7 @@ lt_status lt_chat_template_from_string(const char *jinja, size_t len, lt_chat_te
     if (!out) return lt_error(LT_ERR_ARG, "lt_chat_template_from_string: out is NULL");
     *out = NULL;
     if (!jinja && len) return lt_error(LT_ERR_ARG, "lt_chat_template_from_string: NULL template");
-    lt_chat_template *t = calloc(1, sizeof *t);
+    lt_chat_template *t = lt_calloc(1, sizeof *t);
     if (!t) return lt_error(LT_ERR_NOMEM, "out of memory");
     t->source = dup_n(jinja ? jinja : "", len);
     t->bos = dup_n("", 0);
@@ -877,7 +877,7 @@ lt_status lt_chat_template_from_config(const char *path, lt_chat_template **out)
         /* transformers >= 4.43 may keep the template in chat_template.jinja beside the config */
         const char *slash = strrchr(path, '/');
         size_t dl = slash ? (size_t)(slash - path + 1) : 0;
-        char *jp = malloc(dl + 32);
+        char *jp = lt_malloc(dl + 32);
         if (!jp) {
             st = lt_error(LT_ERR_NOMEM, "out of memory");
             goto done;
@@ -920,10 +920,13 @@ static lt_status gguf_special(const lt_gguf *g, const char *id_key, char **out) 
     lt_status st = lt_gguf_get_u32(g, id_key, &id);
     if (st == LT_OK) {
         st = lt_gguf_get_arr_str(g, "tokenizer.ggml.tokens", id, &s, &n);
-        if (st != LT_OK)
+        if (st != LT_OK) {
+            char why[256]; /* a copy: lt_error writes the buffer lt_errmsg() points into */
+            snprintf(why, sizeof why, "%s", lt_errmsg());
             return lt_error(LT_ERR_FORMAT,
                             "%s: %s = %u: no such entry in tokenizer.ggml.tokens (%s)",
-                            lt_gguf_path(g), id_key, id, lt_errmsg());
+                            lt_gguf_path(g), id_key, id, why);
+        }
     } else if (st != LT_ERR_NOTFOUND) {
         return st;
     }
@@ -1292,7 +1295,7 @@ static lt_status render_llama2(render_ctx *c) {
         if (i == start && start == 1) {
             sys_len = strlen(c->m[0].content);
             user_off = (sizeof pre - 1) + sys_len + (sizeof mid - 1);
-            joined = malloc(user_off + clen + 1);
+            joined = lt_malloc(user_off + clen + 1);
             if (!joined) return lt_error(LT_ERR_NOMEM, "out of memory");
             memcpy(joined, pre, sizeof pre - 1);
             memcpy(joined + sizeof pre - 1, c->m[0].content, sys_len);

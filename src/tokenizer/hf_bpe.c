@@ -11,6 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/alloc.h"
+
 uint64_t hf_hash(const char *s, size_t len) {
     uint64_t h = 1469598103934665603ull;
     for (size_t i = 0; i < len; i++)
@@ -31,7 +33,7 @@ lt_status hf_strmap_init(hf_strmap *m, uint32_t n) {
     uint32_t cap = 16;
     while (cap < 2u * n + 16u && cap < (1u << 30))
         cap <<= 1;
-    m->slots = malloc(sizeof(int32_t) * cap);
+    m->slots = lt_malloc(sizeof(int32_t) * cap);
     if (!m->slots) return lt_error(LT_ERR_NOMEM, "out of memory (vocabulary map)");
     memset(m->slots, 0xff, sizeof(int32_t) * cap);
     m->cap = cap;
@@ -76,17 +78,17 @@ int32_t hf_vocab_get(const hf_tok *h, const char *s, size_t len) {
 
 lt_status hf_tok_alloc_ids(hf_tok *h, int32_t n) {
     h->n_ids = n;
-    h->pieces = calloc((size_t)n + 1, sizeof(char *));
-    h->piece_len = calloc((size_t)n + 1, sizeof(uint32_t));
-    h->in_model = calloc((size_t)n + 1, 1);
-    h->special = calloc((size_t)n + 1, 1);
+    h->pieces = lt_calloc((size_t)n + 1, sizeof(char *));
+    h->piece_len = lt_calloc((size_t)n + 1, sizeof(uint32_t));
+    h->in_model = lt_calloc((size_t)n + 1, 1);
+    h->special = lt_calloc((size_t)n + 1, 1);
     if (!h->pieces || !h->piece_len || !h->in_model || !h->special)
         return lt_error(LT_ERR_NOMEM, "out of memory (%d token ids)", (int)n);
     return LT_OK;
 }
 
 lt_status hf_tok_set_piece(hf_tok *h, int32_t id, const char *s, size_t len) {
-    char *p = malloc(len + 1);
+    char *p = lt_malloc(len + 1);
     if (!p) return lt_error(LT_ERR_NOMEM, "out of memory (token piece)");
     memcpy(p, s, len);
     p[len] = 0;
@@ -108,9 +110,9 @@ lt_status hf_merges_init(hf_tok *h, uint32_t n) {
     uint32_t cap = 16;
     while (cap < 2u * n + 16u && cap < (1u << 30))
         cap <<= 1;
-    h->mkeys = malloc(sizeof(uint64_t) * cap);
-    h->mrank = malloc(sizeof(uint32_t) * cap);
-    h->mres = malloc(sizeof(int32_t) * cap);
+    h->mkeys = lt_malloc(sizeof(uint64_t) * cap);
+    h->mrank = lt_malloc(sizeof(uint32_t) * cap);
+    h->mres = lt_malloc(sizeof(int32_t) * cap);
     if (!h->mkeys || !h->mrank || !h->mres)
         return lt_error(LT_ERR_NOMEM, "out of memory (%u merges)", n);
     memset(h->mkeys, 0xff, sizeof(uint64_t) * cap);
@@ -148,7 +150,7 @@ lt_status hf_merge_add(hf_tok *h, const char *a, size_t alen, const char *b, siz
         blen -= pl;
     }
     char stackbuf[256];
-    char *m = alen + blen <= sizeof stackbuf ? stackbuf : malloc(alen + blen);
+    char *m = alen + blen <= sizeof stackbuf ? stackbuf : lt_malloc(alen + blen);
     if (!m) return lt_error(LT_ERR_NOMEM, "out of memory");
     memcpy(m, a, alen);
     memcpy(m + alen, b, blen);
@@ -176,7 +178,7 @@ lt_status hf_merge_add(hf_tok *h, const char *a, size_t alen, const char *b, siz
 lt_status hf_ids_push(int32_t **ids, size_t *n, size_t *cap, int32_t id) {
     if (*n == *cap) {
         size_t nc = *cap ? *cap * 2 : 64;
-        int32_t *p = realloc(*ids, nc * sizeof(int32_t));
+        int32_t *p = lt_realloc(*ids, nc * sizeof(int32_t));
         if (!p) return lt_error(LT_ERR_NOMEM, "out of memory (token ids)");
         *ids = p;
         *cap = nc;
@@ -260,9 +262,9 @@ lt_status hf_bpe_word(const hf_tok *h, const char *w, size_t len, int32_t **ids,
     hent h_stack[2 * 96 + 1];
     char b_stack[64];
     int small = scap <= 96 && pl + sl + 8 <= sizeof b_stack;
-    sym *s = small ? s_stack : malloc(scap * sizeof(sym));
-    hent *hp = small ? h_stack : malloc(sizeof(hent) * (scap * 2 + 1));
-    char *buf = small ? b_stack : malloc(pl + sl + 8);
+    sym *s = small ? s_stack : lt_malloc(scap * sizeof(sym));
+    hent *hp = small ? h_stack : lt_malloc(sizeof(hent) * (scap * 2 + 1));
+    char *buf = small ? b_stack : lt_malloc(pl + sl + 8);
     lt_status st = LT_OK;
     if (!s || !buf || !hp) {
         st = lt_error(LT_ERR_NOMEM, "out of memory (BPE)");
@@ -361,9 +363,11 @@ done:
 #define HF_CACHE_MAXW 64u
 
 void hf_cache_create(hf_tok *h) {
-    hf_cache *c = calloc(1, sizeof *c);
+    lt_alloc_benign_begin_(); /* without a cache, words are merged every time */
+    hf_cache *c = lt_calloc(1, sizeof *c);
+    if (c) c->ents = lt_calloc(HF_CACHE_CAP, sizeof(hf_cache_ent));
+    lt_alloc_benign_end_();
     if (!c) return;
-    c->ents = calloc(HF_CACHE_CAP, sizeof(hf_cache_ent));
     if (!c->ents || pthread_mutex_init(&c->mu, NULL) != 0) {
         free(c->ents);
         free(c);
@@ -411,7 +415,9 @@ lt_status hf_bpe_word_cached(const hf_tok *h, const char *w, size_t len, int32_t
     size_t n0 = *n;
     if ((st = hf_bpe_word(h, w, len, ids, n, cap))) return st;
     size_t nn = *n - n0;
-    char *blob = malloc(len + 1 + 4 + nn * sizeof(int32_t));
+    lt_alloc_benign_begin_();
+    char *blob = lt_malloc(len + 1 + 4 + nn * sizeof(int32_t));
+    lt_alloc_benign_end_();
     if (!blob) return LT_OK; /* the cache is only an optimisation */
     memcpy(blob, w, len);
     int32_t *cid = (int32_t *)(blob + ((len + 4) & ~(size_t)3));

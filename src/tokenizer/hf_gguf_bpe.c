@@ -22,7 +22,7 @@ static const char k_qwen2_pattern[] =
     "[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
 
 static lt_status push_pre(hf_tok *h, const hf_pre *p) {
-    hf_pre *q = realloc(h->pre, sizeof(hf_pre) * (h->n_pre + 1));
+    hf_pre *q = lt_realloc(h->pre, sizeof(hf_pre) * (h->n_pre + 1));
     if (!q) return lt_error(LT_ERR_NOMEM, "out of memory");
     h->pre = q;
     h->pre[h->n_pre++] = *p;
@@ -67,7 +67,7 @@ static lt_status set_pre(hf_tok *h, const char *pre, size_t n) {
     if (!strcmp(name, "qwen2")) {
         /* Qwen2's tokenizer.json normalizes to NFC; llama.cpp does not, but the model was
          * trained on HF's ids, so they are what fine-tuning must reproduce. */
-        hf_norm *nm = calloc(1, sizeof *nm);
+        hf_norm *nm = lt_calloc(1, sizeof *nm);
         if (!nm) return lt_error(LT_ERR_NOMEM, "out of memory");
         nm->type = HF_NORM_NFC;
         h->norm = nm;
@@ -124,20 +124,20 @@ static lt_status build(const lt_gguf *g, hf_tok *h, int32_t *bos, int32_t *eos) 
                             "values",
                             h->src, (int)n);
     }
-    h->added = calloc(1, sizeof(hf_added));
+    h->added = lt_calloc(1, sizeof(hf_added));
     if (!h->added) return lt_error(LT_ERR_NOMEM, "out of memory");
     for (int32_t i = 0; tt && i < n; i++) {
         int32_t ty;
         memcpy(&ty, (const char *)tt + 4 * (size_t)i, 4);
         if (ty != 3 && ty != 4) continue;
         if (h->piece_len[i] == 0) continue;
-        hf_added *q = realloc(h->added, sizeof(hf_added) * (h->n_added + 1));
+        hf_added *q = lt_realloc(h->added, sizeof(hf_added) * (h->n_added + 1));
         if (!q) return lt_error(LT_ERR_NOMEM, "out of memory");
         h->added = q;
         hf_added *a = &h->added[h->n_added++];
         memset(a, 0, sizeof *a);
         a->len = h->piece_len[i];
-        a->content = malloc(a->len + 1);
+        a->content = lt_malloc(a->len + 1);
         if (!a->content) return lt_error(LT_ERR_NOMEM, "out of memory");
         memcpy(a->content, h->pieces[i], a->len + 1);
         a->id = i;
@@ -178,7 +178,7 @@ static lt_status build(const lt_gguf *g, hf_tok *h, int32_t *bos, int32_t *eos) 
         (st = lt_gguf_get_str(g, "tokenizer.ggml.pre", &pre, &pl)))
         return lt_error_wrap(st, h->src);
     if ((st = set_pre(h, pre, pl))) return st;
-    h->dec = calloc(1, sizeof(hf_dec));
+    h->dec = lt_calloc(1, sizeof(hf_dec));
     if (!h->dec) return lt_error(LT_ERR_NOMEM, "out of memory");
     h->dec[0].type = HF_DEC_BYTELEVEL;
     h->n_dec = 1;
@@ -192,14 +192,14 @@ static lt_status build(const lt_gguf *g, hf_tok *h, int32_t *bos, int32_t *eos) 
     if (lt_gguf_find_key(g, "tokenizer.ggml.add_eos_token") >= 0)
         lt_gguf_get_bool(g, "tokenizer.ggml.add_eos_token", &add_eos);
     if (add_bos && *bos >= 0) {
-        h->post_pre = malloc(sizeof(int32_t));
+        h->post_pre = lt_malloc(sizeof(int32_t));
         if (!h->post_pre) return lt_error(LT_ERR_NOMEM, "out of memory");
         h->post_pre[0] = *bos;
         h->n_post_pre = 1;
         h->has_post = 1;
     }
     if (add_eos && *eos >= 0) {
-        h->post_post = malloc(sizeof(int32_t));
+        h->post_post = lt_malloc(sizeof(int32_t));
         if (!h->post_post) return lt_error(LT_ERR_NOMEM, "out of memory");
         h->post_post[0] = *eos;
         h->n_post_post = 1;
@@ -210,11 +210,11 @@ static lt_status build(const lt_gguf *g, hf_tok *h, int32_t *bos, int32_t *eos) 
 
 lt_status lt_tokenizer_load_gguf_bpe(const lt_gguf *g, lt_tokenizer **out) {
     *out = NULL;
-    hf_tok *h = calloc(1, sizeof *h);
+    hf_tok *h = lt_calloc(1, sizeof *h);
     if (!h) return lt_error(LT_ERR_NOMEM, "out of memory");
     const char *p = lt_gguf_path(g);
     size_t pl = p ? strlen(p) : 4;
-    char *src = malloc(pl + 1);
+    char *src = lt_malloc(pl + 1);
     if (!src) {
         free(h);
         return lt_error(LT_ERR_NOMEM, "out of memory");

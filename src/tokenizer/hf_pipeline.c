@@ -29,7 +29,7 @@ static lt_status buf_reserve(buf_t *b, size_t extra) {
     size_t nc = b->cap ? b->cap : 256;
     while (nc < b->n + extra)
         nc *= 2;
-    char *p = realloc(b->p, nc);
+    char *p = lt_realloc(b->p, nc);
     if (!p) return lt_error(LT_ERR_NOMEM, "out of memory (tokenizer buffer)");
     b->p = p;
     b->cap = nc;
@@ -193,7 +193,7 @@ typedef struct {
 static lt_status pieces_push(pieces_t *p, size_t off, size_t len, int32_t id, int at_start) {
     if (p->n == p->cap) {
         size_t nc = p->cap ? p->cap * 2 : 64;
-        piece_t *q = realloc(p->v, nc * sizeof(piece_t));
+        piece_t *q = lt_realloc(p->v, nc * sizeof(piece_t));
         if (!q) return lt_error(LT_ERR_NOMEM, "out of memory (pre-tokenizer)");
         p->v = q;
         p->cap = nc;
@@ -452,7 +452,7 @@ typedef struct {
 static lt_status mlist_push(mlist *m, size_t off, size_t len, int match) {
     if (m->n == m->cap) {
         size_t nc = m->cap ? m->cap * 2 : 32;
-        mpiece *q = realloc(m->v, nc * sizeof(mpiece));
+        mpiece *q = lt_realloc(m->v, nc * sizeof(mpiece));
         if (!q) return lt_error(LT_ERR_NOMEM, "out of memory (pre-tokenizer)");
         m->v = q;
         m->cap = nc;
@@ -712,7 +712,7 @@ typedef struct {
 static lt_status spans_push(spans *s, size_t off, size_t len) {
     if (s->n == s->cap) {
         size_t nc = s->cap ? s->cap * 2 : 64;
-        span *q = realloc(s->v, nc * sizeof(span));
+        span *q = lt_realloc(s->v, nc * sizeof(span));
         if (!q) return lt_error(LT_ERR_NOMEM, "out of memory (decoder)");
         s->v = q;
         s->cap = nc;
@@ -965,7 +965,7 @@ static lt_status added_patterns(hf_tok *h) {
         size_t noff, nlen;
         if ((st = buf_put(&c.arena, a->content, a->len))) break;
         if ((st = normalize(&c, 0, a->len, &noff, &nlen))) break;
-        char *p = malloc(nlen + 1);
+        char *p = lt_malloc(nlen + 1);
         if (!p) {
             st = lt_error(LT_ERR_NOMEM, "out of memory");
             break;
@@ -982,7 +982,7 @@ static lt_status added_patterns(hf_tok *h) {
 
 lt_status hf_tok_wrap(hf_tok *h, int32_t bos, int32_t eos, lt_tokenizer **out) {
     *out = NULL;
-    lt_tokenizer *t = calloc(1, sizeof *t);
+    lt_tokenizer *t = lt_calloc(1, sizeof *t);
     if (!t) {
         hf_tok_free(h);
         return lt_error(LT_ERR_NOMEM, "out of memory");

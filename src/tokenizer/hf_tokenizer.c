@@ -37,7 +37,7 @@ lt_status hf_regex_compile(const char *src, const char *pat, size_t len, pcre2_c
 }
 
 static char *dupn(const char *s, size_t n) {
-    char *p = malloc(n + 1);
+    char *p = lt_malloc(n + 1);
     if (p) {
         memcpy(p, s, n);
         p[n] = 0;
@@ -153,7 +153,7 @@ static lt_status add_norm(hf_tok *h, json_t *o, int depth) {
     } else {
         return lt_error(LT_ERR_UNSUPPORTED, "%s: normalizer type '%s' is not supported", h->src, t);
     }
-    hf_norm *q = realloc(h->norm, sizeof(hf_norm) * (h->n_norm + 1));
+    hf_norm *q = lt_realloc(h->norm, sizeof(hf_norm) * (h->n_norm + 1));
     if (!q) {
         free(nm.a);
         free(nm.b);
@@ -167,7 +167,7 @@ static lt_status add_norm(hf_tok *h, json_t *o, int depth) {
 
 /* ---- pre-tokenizers ------------------------------------------------------------------ */
 static lt_status push_pre(hf_tok *h, hf_pre *p) {
-    hf_pre *q = realloc(h->pre, sizeof(hf_pre) * (h->n_pre + 1));
+    hf_pre *q = lt_realloc(h->pre, sizeof(hf_pre) * (h->n_pre + 1));
     if (!q) {
         pcre2_code_free(p->re);
         free(p->lit);
@@ -305,7 +305,7 @@ static lt_status add_dec(hf_tok *h, json_t *o, int depth) {
     } else {
         return lt_error(LT_ERR_UNSUPPORTED, "%s: decoder type '%s' is not supported", h->src, t);
     }
-    hf_dec *q = realloc(h->dec, sizeof(hf_dec) * (h->n_dec + 1));
+    hf_dec *q = lt_realloc(h->dec, sizeof(hf_dec) * (h->n_dec + 1));
     if (!q) {
         free(d.a);
         free(d.b);
@@ -321,7 +321,7 @@ static lt_status ids_append(hf_tok *h, int32_t **v, int *n, int32_t id, const ch
     if (id < 0 || id >= h->n_ids)
         return lt_error(LT_ERR_FORMAT, "%s: post_processor %s: token id %d is out of range", h->src,
                         what, (int)id);
-    int32_t *q = realloc(*v, sizeof(int32_t) * (*n + 1));
+    int32_t *q = lt_realloc(*v, sizeof(int32_t) * (*n + 1));
     if (!q) return lt_error(LT_ERR_NOMEM, "out of memory");
     *v = q;
     q[(*n)++] = id;
@@ -438,7 +438,7 @@ static lt_status find_bos_eos(hf_tok *h, const char *path, int32_t *bos, int32_t
     *bos = *eos = -1;
     const char *slash = strrchr(path, '/');
     size_t dl = slash ? (size_t)(slash - path + 1) : 0;
-    char *cp = malloc(dl + 32);
+    char *cp = lt_malloc(dl + 32);
     if (!cp) return lt_error(LT_ERR_NOMEM, "out of memory");
     memcpy(cp, path, dl);
     strcpy(cp + dl, "tokenizer_config.json");
@@ -518,7 +518,7 @@ static lt_status load_model(hf_tok *h, json_t *model, json_t *added) {
     for (int32_t i = 0; i <= maxid; i++)
         if (h->in_model[i]) hf_strmap_put(&h->vocab, h->pieces, h->piece_len, i);
     /* added tokens */
-    h->added = calloc(na + 1, sizeof(hf_added));
+    h->added = lt_calloc(na + 1, sizeof(hf_added));
     if (!h->added) return lt_error(LT_ERR_NOMEM, "out of memory");
     for (size_t i = 0; i < na; i++) {
         json_t *a = json_array_get(added, i), *c = json_object_get(a, "content");
@@ -599,7 +599,7 @@ lt_status lt_tokenizer_load_hf(const char *path, lt_tokenizer **out) {
     json_t *root = NULL;
     lt_status st = lt_json_load_file(path, JSON_REJECT_DUPLICATES, &root);
     if (st) return st;
-    hf_tok *h = calloc(1, sizeof *h);
+    hf_tok *h = lt_calloc(1, sizeof *h);
     if (!h) {
         json_decref(root);
         return lt_error(LT_ERR_NOMEM, "out of memory");

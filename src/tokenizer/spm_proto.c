@@ -343,7 +343,7 @@ lt_status spm_proto_parse(spm_model *m, const uint8_t *buf, size_t size) {
     (void)unk; /* the UNKNOWN piece type decides, as in sentencepiece */
     if (o.has_unk_surface) {
         free(m->unk_surface);
-        m->unk_surface = malloc(o.unk_surface_len + 1);
+        m->unk_surface = lt_malloc(o.unk_surface_len + 1);
         if (!m->unk_surface) return lt_error(LT_ERR_NOMEM, "out of memory");
         memcpy(m->unk_surface, o.unk_surface, o.unk_surface_len);
         m->unk_surface[o.unk_surface_len] = 0;

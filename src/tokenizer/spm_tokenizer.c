@@ -62,7 +62,7 @@ void spm_model_init(spm_model *m, const char *src, const char *kind) {
     m->kind = kind;
     if (src) {
         size_t n = strlen(src);
-        m->src = malloc(n + 1);
+        m->src = lt_malloc(n + 1);
         if (m->src) memcpy(m->src, src, n + 1);
     }
 }
@@ -98,12 +98,12 @@ lt_status spm_model_add(spm_model *m, const char *text, size_t len, float score,
                         type);
     if (m->n == m->cap) {
         int32_t nc = m->cap ? (m->cap > INT32_MAX / 2 ? INT32_MAX : m->cap * 2) : 256;
-        spm_piece *np = realloc(m->pieces, (size_t)nc * sizeof *np);
+        spm_piece *np = lt_realloc(m->pieces, (size_t)nc * sizeof *np);
         if (!np) return lt_error(LT_ERR_NOMEM, "%s: out of memory", spm_src(m));
         m->pieces = np;
         m->cap = nc;
     }
-    char *t = malloc(len + 1);
+    char *t = lt_malloc(len + 1);
     if (!t) return lt_error(LT_ERR_NOMEM, "%s: out of memory", spm_src(m));
     if (len) memcpy(t, text, len);
     t[len] = 0;
@@ -157,7 +157,7 @@ static lt_status spm_collect(spm_model *m, int t1, int t2, int32_t **out, int32_
     *out = NULL;
     *nout = 0;
     if (!k) return LT_OK;
-    int32_t *ids = malloc((size_t)k * sizeof *ids);
+    int32_t *ids = lt_malloc((size_t)k * sizeof *ids);
     if (!ids) return lt_error(LT_ERR_NOMEM, "%s: out of memory", spm_src(m));
     k = 0;
     for (int32_t i = 0; i < m->n; i++)
@@ -178,7 +178,7 @@ lt_status spm_model_finish(spm_model *m, int strict_dupes) {
     uint32_t cap = 16;
     while (cap < (uint32_t)m->n * 2u)
         cap *= 2; /* load factor <= 1/2 */
-    m->slots = malloc((size_t)cap * sizeof *m->slots);
+    m->slots = lt_malloc((size_t)cap * sizeof *m->slots);
     if (!m->slots) return lt_error(LT_ERR_NOMEM, "%s: out of memory", spm_src(m));
     for (uint32_t i = 0; i < cap; i++)
         m->slots[i].id = -1;
@@ -229,7 +229,7 @@ lt_status spm_model_finish(spm_model *m, int strict_dupes) {
             return lt_error(LT_ERR_FORMAT, "%s: special token id %d is outside the %d pieces",
                             spm_src(m), *ids[i], m->n);
     if (!m->unk_surface) {
-        m->unk_surface = malloc(sizeof SPM_UNK_SURFACE);
+        m->unk_surface = lt_malloc(sizeof SPM_UNK_SURFACE);
         if (!m->unk_surface) return lt_error(LT_ERR_NOMEM, "%s: out of memory", spm_src(m));
         memcpy(m->unk_surface, SPM_UNK_SURFACE, sizeof SPM_UNK_SURFACE);
         m->unk_surface_len = sizeof SPM_UNK_SURFACE - 1;
@@ -255,7 +255,7 @@ static lt_status spm_ids_push(spm_ids *v, int32_t id) {
     if (v->n == v->cap) {
         size_t nc = v->cap ? v->cap * 2 : 64;
         if (nc > SIZE_MAX / sizeof(int32_t)) return lt_error(LT_ERR_NOMEM, "out of memory");
-        int32_t *na = realloc(v->a, nc * sizeof *na);
+        int32_t *na = lt_realloc(v->a, nc * sizeof *na);
         if (!na) return lt_error(LT_ERR_NOMEM, "out of memory");
         v->a = na;
         v->cap = nc;
@@ -305,7 +305,7 @@ static lt_status spm_normalize(const spm_model *m, const char *text, size_t len,
             i++;
     if (i == len) return LT_OK;
     if (len > (SIZE_MAX - 8) / 3) return lt_error(LT_ERR_NOMEM, "text too long");
-    char *buf = malloc(3 * len + 8); /* each byte grows to at most 3; plus the prefix */
+    char *buf = lt_malloc(3 * len + 8); /* each byte grows to at most 3; plus the prefix */
     if (!buf) return lt_error(LT_ERR_NOMEM, "out of memory");
     if (m->add_dummy_prefix) {
         memcpy(buf, sp, spl);
@@ -373,7 +373,7 @@ static lt_status spm_heap_push(spm_bpe *b, spm_pair p) {
     if (b->nheap == b->capheap) {
         size_t nc = b->capheap ? b->capheap * 2 : 64;
         if (nc > SIZE_MAX / sizeof(spm_pair)) return lt_error(LT_ERR_NOMEM, "out of memory");
-        spm_pair *nh = realloc(b->heap, nc * sizeof *nh);
+        spm_pair *nh = lt_realloc(b->heap, nc * sizeof *nh);
         if (!nh) return lt_error(LT_ERR_NOMEM, "out of memory");
         b->heap = nh;
         b->capheap = nc;
@@ -472,7 +472,7 @@ static lt_status spm_resegment(spm_bpe *b, uint32_t off, uint32_t len, spm_emit_
             (uint32_t)b->rev_left[id] < l) {
             uint32_t ll = (uint32_t)b->rev_left[id];
             if (n + 2 > cap) {
-                uint32_t *ns = malloc(cap * 4 * sizeof *ns);
+                uint32_t *ns = lt_malloc(cap * 4 * sizeof *ns);
                 if (!ns) {
                     st = lt_error(LT_ERR_NOMEM, "out of memory");
                     break;
@@ -499,10 +499,10 @@ static lt_status spm_bpe_encode(const spm_model *m, const char *s, size_t len, s
         return lt_error(LT_ERR_ARG, "text fragment of %zu bytes is too long", len);
     spm_bpe b = {m, s, NULL, NULL, 0, 0, NULL};
     lt_status st = LT_OK;
-    b.sym = malloc(len * sizeof *b.sym);
+    b.sym = lt_malloc(len * sizeof *b.sym);
     if (!b.sym) return lt_error(LT_ERR_NOMEM, "out of memory");
     if (m->has_unused) {
-        b.rev_left = malloc((size_t)m->n * sizeof *b.rev_left);
+        b.rev_left = lt_malloc((size_t)m->n * sizeof *b.rev_left);
         if (!b.rev_left) {
             free(b.sym);
             return lt_error(LT_ERR_NOMEM, "out of memory");
@@ -613,7 +613,7 @@ static lt_status spm_encode(const lt_tokenizer *t, const char *text, size_t len,
         return st;
     }
     if (!out.a) { /* empty result: still hand back a freeable pointer */
-        out.a = malloc(sizeof(int32_t));
+        out.a = lt_malloc(sizeof(int32_t));
         if (!out.a) return lt_error(LT_ERR_NOMEM, "out of memory");
     }
     *ids = out.a;
@@ -634,7 +634,7 @@ static lt_status spm_buf_put(spm_buf *b, const char *s, size_t len) {
         size_t nc = b->cap ? b->cap : 64;
         while (nc < b->n + len + 1)
             nc = nc > SIZE_MAX / 2 ? b->n + len + 1 : nc * 2;
-        char *na = realloc(b->a, nc);
+        char *na = lt_realloc(b->a, nc);
         if (!na) return lt_error(LT_ERR_NOMEM, "out of memory");
         b->a = na;
         b->cap = nc;
@@ -690,7 +690,7 @@ static lt_status spm_decode(const lt_tokenizer *t, const int32_t *ids, size_t n,
     *text = NULL;
     *len = 0;
     if (st == LT_OK && n) {
-        bytes = malloc(n);
+        bytes = lt_malloc(n);
         if (!bytes) st = lt_error(LT_ERR_NOMEM, "out of memory");
     }
     for (size_t i = 0; i <= n && st == LT_OK; i++) {
@@ -771,8 +771,8 @@ static const lt_tokenizer_ops spm_ops_gguf = {
 
 lt_status spm_model_wrap(spm_model *m, lt_tokenizer **out) {
     *out = NULL;
-    lt_tokenizer *t = calloc(1, sizeof *t);
-    spm_model *heap = malloc(sizeof *heap);
+    lt_tokenizer *t = lt_calloc(1, sizeof *t);
+    spm_model *heap = lt_malloc(sizeof *heap);
     if (!t || !heap) {
         free(t);
         free(heap);
@@ -847,7 +847,7 @@ lt_status lt_tokenizer_load_llama2c(const char *bin_path, lt_tokenizer **out) {
             st = lt_error(LT_ERR_FORMAT, "%s: no tokens after the header", bin_path);
     }
     if (st == LT_OK) {
-        tmp = malloc((size_t)maxlen * 3 + 1); /* ' ' -> U+2581 grows 3x */
+        tmp = lt_malloc((size_t)maxlen * 3 + 1); /* ' ' -> U+2581 grows 3x */
         if (!tmp) st = lt_error(LT_ERR_NOMEM, "out of memory");
     }
     while (st == LT_OK && pos < size) {

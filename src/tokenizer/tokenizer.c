@@ -16,7 +16,7 @@ lt_status lt_tokenizer_load(const char *path, lt_tokenizer **out) {
     *out = NULL;
     if (lt_path_is_dir(path)) {
         size_t n = strlen(path) + 32;
-        char *p = malloc(n);
+        char *p = lt_malloc(n);
         if (!p) return lt_error(LT_ERR_NOMEM, "out of memory");
         lt_status st;
         snprintf(p, n, "%s/tokenizer.json", path);

@@ -15,6 +15,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "core/io.h"
 #include "fsutil.h"
 #include "loratune/track.h"
 
@@ -61,7 +62,7 @@ static lt_status walk(const char *base, const char *rel, entries *out) {
         } else if (S_ISREG(sb.st_mode)) {
             if (out->n == out->cap) {
                 out->cap = out->cap ? out->cap * 2 : 32;
-                entry *ne = realloc(out->e, (size_t)out->cap * sizeof *ne);
+                entry *ne = lt_realloc(out->e, (size_t)out->cap * sizeof *ne);
                 if (!ne) {
                     st = lt_error(LT_ERR_NOMEM, "%s: out of memory", full);
                     break;
@@ -69,7 +70,7 @@ static lt_status walk(const char *base, const char *rel, entries *out) {
                 out->e = ne;
             }
             entry *e = &out->e[out->n];
-            if (!(e->rel = strdup(r))) {
+            if (!(e->rel = lt_strdup(r))) {
                 st = lt_error(LT_ERR_NOMEM, "%s: out of memory", full);
                 break;
             }
@@ -98,7 +99,7 @@ static void entries_free(entries *es) {
 static int append(char **buf, size_t *len, size_t *cap, const char *s, size_t n) {
     if (*len + n + 1 > *cap) {
         size_t nc = (*cap ? *cap * 2 : 1024) + n;
-        char *b = realloc(*buf, nc);
+        char *b = lt_realloc(*buf, nc);
         if (!b) return -1;
         *buf = b;
         *cap = nc;
@@ -366,7 +367,7 @@ static lt_status add_gitignore(const char *path, const char *root) {
             }
         free(text);
     }
-    FILE *f = fopen(g, "a");
+    FILE *f = lt_io_fopen(g, "a");
     if (!f) return lt_error(LT_ERR_IO, "%s: cannot write: %s", g, strerror(errno));
     /* make sure the entry starts on its own line */
     if (len > 0) {
@@ -377,8 +378,9 @@ static lt_status add_gitignore(const char *path, const char *root) {
             fclose(r);
         }
     }
-    fprintf(f, "%s\n", line);
-    fclose(f);
+    int bad = fprintf(f, "%s\n", line) < 0;
+    if (lt_io_fclose(f) != 0 || bad)
+        return lt_error(LT_ERR_IO, "%s: write failed: %s", g, strerror(errno));
     return LT_OK;
 }
 

@@ -12,13 +12,14 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "core/io.h"
 #include "loratune/track.h"
 
 static lt_status hash_file(const char *path, const EVP_MD *md, char *hex, int64_t *size) {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) return lt_error(LT_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
     EVP_MD_CTX *ctx = EVP_MD_CTX_new();
-    unsigned char *buf = malloc(1 << 20);
+    unsigned char *buf = lt_malloc(1 << 20);
     lt_status st = LT_OK;
     int64_t total = 0;
     if (!ctx || !buf || !EVP_DigestInit_ex(ctx, md, NULL)) {
@@ -71,11 +72,11 @@ lt_status lt_dir_list_sorted(const char *dir, char ***names, int *n) {
         if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
         if (*n == cap) {
             cap = cap ? cap * 2 : 16;
-            char **nn = realloc(*names, (size_t)cap * sizeof *nn);
+            char **nn = lt_realloc(*names, (size_t)cap * sizeof *nn);
             if (!nn) goto oom;
             *names = nn;
         }
-        if (!((*names)[*n] = strdup(e->d_name))) goto oom;
+        if (!((*names)[*n] = lt_strdup(e->d_name))) goto oom;
         (*n)++;
     }
     closedir(d);
@@ -96,13 +97,13 @@ void lt_dir_list_free(char **names, int n) {
 }
 
 lt_status lt_mkdirs(const char *dir) {
-    char *p = strdup(dir);
+    char *p = lt_strdup(dir);
     if (!p) return lt_error(LT_ERR_NOMEM, "%s: out of memory", dir);
     for (char *c = p + 1;; c++) {
         if (*c == '/' || *c == 0) {
             char save = *c;
             *c = 0;
-            if (mkdir(p, 0755) != 0 && errno != EEXIST) {
+            if (lt_io_mkdir(p, 0755) != 0 && errno != EEXIST) {
                 lt_status st =
                     lt_error(LT_ERR_IO, "%s: cannot create folder: %s", p, strerror(errno));
                 free(p);
@@ -118,7 +119,7 @@ lt_status lt_mkdirs(const char *dir) {
 
 lt_status lt_file_copy(const char *src, const char *dst, unsigned mode) {
     size_t l = strlen(dst) + 32;
-    char *tmp = malloc(l);
+    char *tmp = lt_malloc(l);
     if (!tmp) return lt_error(LT_ERR_NOMEM, "%s: out of memory", dst);
     snprintf(tmp, l, "%s.tmp.%ld", dst, (long)getpid());
     lt_status st = LT_OK;
@@ -129,12 +130,12 @@ lt_status lt_file_copy(const char *src, const char *dst, unsigned mode) {
         goto done;
     }
     unlink(tmp);
-    out = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    out = lt_io_open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     if (out < 0) {
         st = lt_error(LT_ERR_IO, "%s: cannot create: %s", tmp, strerror(errno));
         goto done;
     }
-    buf = malloc(1 << 20);
+    buf = lt_malloc(1 << 20);
     if (!buf) {
         st = lt_error(LT_ERR_NOMEM, "%s: out of memory", dst);
         goto done;
@@ -147,22 +148,16 @@ lt_status lt_file_copy(const char *src, const char *dst, unsigned mode) {
             goto done;
         }
         if (r == 0) break;
-        for (ssize_t off = 0; off < r;) {
-            ssize_t w = write(out, buf + off, (size_t)(r - off));
-            if (w < 0 && errno == EINTR) continue;
-            if (w < 0) {
-                st = lt_error(LT_ERR_IO, "%s: write failed: %s", tmp, strerror(errno));
-                goto done;
-            }
-            off += w;
-        }
+        if ((st = lt_io_write_all(out, buf, (size_t)r, tmp))) goto done;
     }
-    if (fsync(out) != 0) st = lt_error(LT_ERR_IO, "%s: fsync failed: %s", tmp, strerror(errno));
+    if (lt_io_fsync(out) != 0)
+        st = lt_error(LT_ERR_IO, "%s: fsync failed: %s", tmp, strerror(errno));
     if (st == LT_OK && fchmod(out, (mode_t)mode) != 0)
         st = lt_error(LT_ERR_IO, "%s: chmod failed: %s", tmp, strerror(errno));
-    close(out);
+    if (lt_io_close(out) != 0 && st == LT_OK)
+        st = lt_error(LT_ERR_IO, "%s: close failed: %s", tmp, strerror(errno));
     out = -1;
-    if (st == LT_OK && rename(tmp, dst) != 0)
+    if (st == LT_OK && lt_io_rename(tmp, dst) != 0)
         st = lt_error(LT_ERR_IO, "%s: rename failed: %s", dst, strerror(errno));
 done:
     if (out >= 0) close(out);

@@ -48,7 +48,7 @@ static size_t on_body(char *p, size_t sz, size_t n, void *ud) {
     membuf *m = ud;
     size_t add = sz * n;
     if (m->len + add > (64u << 20)) return 0; /* refuse absurd answers */
-    char *b = realloc(m->buf, m->len + add + 1);
+    char *b = lt_realloc(m->buf, m->len + add + 1);
     if (!b) return 0;
     memcpy(b + m->len, p, add);
     m->len += add;
@@ -71,7 +71,7 @@ static http_result http_call(const lt_mlflow_server *srv, const char *method, co
     while (ul && uri[ul - 1] == '/')
         ul--;
     size_t n = ul + strlen(endpoint) + (body ? strlen(body) : 0) + 8;
-    char *url = malloc(n);
+    char *url = lt_malloc(n);
     if (!url) {
         snprintf(err, 256, "out of memory");
         return HTTP_REJECTED;
@@ -173,7 +173,7 @@ static lt_status call_sync(const lt_mlflow_server *srv, const char *method, cons
 static char *url_escape(const char *s) {
     pthread_once(&g_curl_once, curl_init_once);
     char *e = curl_easy_escape(NULL, s, 0);
-    char *r = e ? strdup(e) : NULL;
+    char *r = e ? lt_strdup(e) : NULL;
     curl_free(e);
     return r;
 }
@@ -183,7 +183,11 @@ static lt_status experiment_id(const lt_mlflow_server *srv, const char *name, ch
     char *en = url_escape(name);
     if (!en) return lt_error(LT_ERR_NOMEM, "MLflow: out of memory");
     size_t ql = strlen(en) + 32;
-    char *q = malloc(ql);
+    char *q = lt_malloc(ql);
+    if (!q) {
+        free(en);
+        return lt_error(LT_ERR_NOMEM, "MLflow: out of memory");
+    }
     snprintf(q, ql, "experiment_name=%s", en);
     free(en);
     json_t *out = NULL;
@@ -319,11 +323,15 @@ static void push_item(lt_mlflow *m, qitem *it) {
 }
 
 static qitem *new_item(qkind k, const char *key, const char *value) {
-    qitem *it = calloc(1, sizeof *it);
+    qitem *it = lt_calloc(1, sizeof *it);
     if (!it) return NULL;
     it->kind = k;
-    it->key = key ? strdup(key) : NULL;
-    it->value = value ? strdup(value) : NULL;
+    it->key = key ? lt_strdup(key) : NULL;
+    it->value = value ? lt_strdup(value) : NULL;
+    if ((key && !it->key) || (value && !it->value)) { /* out of memory: no half item */
+        free_item(it);
+        return NULL;
+    }
     return it;
 }
 
@@ -512,11 +520,11 @@ lt_status lt_mlflow_open(const lt_mlflow_server *srv, const char *experiment, co
         if (cred[i] && strlen(cred[i]) >= cap[i])
             return lt_error(LT_ERR_ARG, "MLflow %s: longer than %zu bytes", what[i], cap[i] - 1);
     pthread_once(&g_curl_once, curl_init_once);
-    lt_mlflow *m = calloc(1, sizeof *m);
+    lt_mlflow *m = lt_calloc(1, sizeof *m);
     if (!m) return lt_error(LT_ERR_NOMEM, "MLflow: out of memory");
-    m->uri = strdup(uri);
-    m->experiment = strdup(experiment && *experiment ? experiment : "Default");
-    m->run_name = run_name ? strdup(run_name) : NULL;
+    m->uri = lt_strdup(uri);
+    m->experiment = lt_strdup(experiment && *experiment ? experiment : "Default");
+    m->run_name = run_name ? lt_strdup(run_name) : NULL;
     m->start_time = start_time > 0 ? start_time : now_s();
     snprintf(m->token, sizeof m->token, "%s", cred[0] ? cred[0] : "");
     snprintf(m->username, sizeof m->username, "%s", cred[1] ? cred[1] : "");
@@ -524,7 +532,8 @@ lt_status lt_mlflow_open(const lt_mlflow_server *srv, const char *experiment, co
     m->srv = (lt_mlflow_server){m->uri, m->token, m->username, m->password};
     pthread_mutex_init(&m->mu, NULL);
     pthread_cond_init(&m->cv, NULL);
-    if (!m->uri || !m->experiment || pthread_create(&m->thread, NULL, sender, m) != 0) {
+    if (!m->uri || !m->experiment || (run_name && !m->run_name) ||
+        pthread_create(&m->thread, NULL, sender, m) != 0) {
         free(m->uri);
         free(m->experiment);
         free(m->run_name);
@@ -763,7 +772,7 @@ lt_status lt_mlflow_set_stage(const lt_mlflow_server *srv, const char *name, int
     /* the MLflow version that loratune registered for this one (tag loratune.version) */
     char *en = url_escape(name);
     size_t ql = (en ? strlen(en) : 0) + 64;
-    char *q = malloc(ql);
+    char *q = lt_malloc(ql);
     if (en && q) {
         json_t *out = NULL;
         char err[256];

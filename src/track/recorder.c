@@ -68,7 +68,7 @@ static lt_status version_data(lt_recorder *r, const char *store_dir, const char 
 
 lt_status lt_recorder_start(const lt_recorder_opts *o, lt_recorder **out) {
     *out = NULL;
-    lt_recorder *r = calloc(1, sizeof *r);
+    lt_recorder *r = lt_calloc(1, sizeof *r);
     if (!r) return lt_error(LT_ERR_NOMEM, "recorder: out of memory");
     const char *dir = o->store_dir && *o->store_dir ? o->store_dir : LT_STORE_DEFAULT_DIR;
     lt_status st = lt_store_open(dir, &r->store);

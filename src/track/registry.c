@@ -33,14 +33,16 @@ static double now_s(void) {
     return (double)tv.tv_sec + tv.tv_usec * 1e-6;
 }
 
-/* First value of a one-row query with an int64 parameter; NULL when no row / NULL. */
-static char *query_text(lt_store *s, const char *sql, int64_t id) {
+/* First value of a one-row query with an int64 parameter; NULL when no row / NULL, and also
+ * (with *oom set) when out of memory. */
+static char *query_text(lt_store *s, const char *sql, int64_t id, int *oom) {
     sqlite3_stmt *st;
     if (lt_store_prepare(s, sql, &st) != LT_OK) return NULL;
     sqlite3_bind_int64(st, 1, id);
     char *r = NULL;
-    if (sqlite3_step(st) == SQLITE_ROW && sqlite3_column_text(st, 0))
-        r = strdup((const char *)sqlite3_column_text(st, 0));
+    if (sqlite3_step(st) == SQLITE_ROW && sqlite3_column_text(st, 0) &&
+        !(r = lt_strdup((const char *)sqlite3_column_text(st, 0))))
+        *oom = 1;
     sqlite3_finalize(st);
     return r;
 }
@@ -49,33 +51,38 @@ lt_status lt_registry_register(lt_store *s, int64_t run_id, const lt_registry_de
                                int *version) {
     if (!d->name || !*d->name) return lt_error(LT_ERR_ARG, "models register: --name is empty");
     /* defaults from the run: base model from its "model" param, paths from its artifacts */
+    int oom = 0;
     char *base =
         d->base_name
-            ? strdup(d->base_name)
-            : query_text(s, "SELECT value FROM params WHERE run_id=?1 AND key='model'", run_id);
+            ? lt_strdup(d->base_name)
+            : query_text(s, "SELECT value FROM params WHERE run_id=?1 AND key='model'", run_id,
+                         &oom);
     /* the folder a run saved (tags adapter_path / merged_path, set by the recorder), else
      * the first artifact file of that kind */
     char *adapter =
         d->adapter_path
-            ? strdup(d->adapter_path)
+            ? lt_strdup(d->adapter_path)
             : query_text(
                   s,
                   "SELECT coalesce((SELECT value FROM tags WHERE run_id=?1 AND key='adapter_path'),"
                   " (SELECT path FROM artifacts WHERE run_id=?1 AND kind='adapter' ORDER BY path "
                   "LIMIT 1))",
-                  run_id);
+                  run_id, &oom);
     char *merged =
         d->merged_path
-            ? strdup(d->merged_path)
+            ? lt_strdup(d->merged_path)
             : query_text(
                   s,
                   "SELECT coalesce((SELECT value FROM tags WHERE run_id=?1 AND key='merged_path'),"
                   " (SELECT path FROM artifacts WHERE run_id=?1 AND kind='merged' ORDER BY path "
                   "LIMIT 1))",
-                  run_id);
+                  run_id, &oom);
     char sha[65] = "";
     lt_status rc = LT_OK;
-    if (d->base_sha256)
+    if (oom || (d->base_name && !base) || (d->adapter_path && !adapter) ||
+        (d->merged_path && !merged))
+        rc = lt_error(LT_ERR_NOMEM, "models register: out of memory");
+    else if (d->base_sha256)
         snprintf(sha, sizeof sha, "%s", d->base_sha256);
     else if (base && lt_path_exists(base) && !lt_path_is_dir(base))
         rc = lt_file_sha256(base, sha, NULL);

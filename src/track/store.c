@@ -144,18 +144,18 @@ lt_status lt_store_open(const char *dir, lt_store **out) {
     if (st != LT_OK) return st;
     { /* keep the store (database, data cache) out of git */
         size_t gl = strlen(dir) + 16;
-        char *gi = malloc(gl);
+        char *gi = lt_malloc(gl);
         if (gi) {
             snprintf(gi, gl, "%s/.gitignore", dir);
             if (!lt_path_exists(gi)) lt_file_write_atomic(gi, "*\n", 2);
             free(gi);
         }
     }
-    lt_store *s = calloc(1, sizeof *s);
+    lt_store *s = lt_calloc(1, sizeof *s);
     if (!s) return lt_error(LT_ERR_NOMEM, "%s: out of memory", dir);
-    s->dir = strdup(dir);
+    s->dir = lt_strdup(dir);
     size_t n = strlen(dir) + 16;
-    s->path = malloc(n);
+    s->path = lt_malloc(n);
     if (!s->dir || !s->path) {
         lt_store_close(s);
         return lt_error(LT_ERR_NOMEM, "%s: out of memory", dir);
@@ -469,7 +469,7 @@ static lt_status flatten(lt_store *s, int64_t run_id, const char *prefix, json_t
         return LT_OK;
     }
     char *text = json_is_string(v)
-                     ? strdup(json_string_value(v))
+                     ? lt_strdup(json_string_value(v))
                      : json_dumps(v, JSON_ENCODE_ANY | JSON_COMPACT | JSON_REAL_PRECISION(9));
     if (!text) return lt_error(LT_ERR_NOMEM, "params: out of memory");
     lt_status rc = lt_store_log_param(s, run_id, prefix ? prefix : "value", text);
@@ -549,7 +549,7 @@ static lt_status collect(const char *path, art_row **rows, int *n, int *cap) {
         for (int i = 0; i < nn && rc == LT_OK; i++) {
             if (!strcmp(names[i], LT_DIR_LOCK_NAME)) continue;
             size_t l = strlen(path) + strlen(names[i]) + 2;
-            char *c = malloc(l);
+            char *c = lt_malloc(l);
             if (!c)
                 rc = lt_error(LT_ERR_NOMEM, "%s: out of memory", path);
             else {
@@ -563,7 +563,7 @@ static lt_status collect(const char *path, art_row **rows, int *n, int *cap) {
     }
     if (*n == *cap) {
         int nc = *cap ? *cap * 2 : 8;
-        art_row *r = realloc(*rows, (size_t)nc * sizeof *r);
+        art_row *r = lt_realloc(*rows, (size_t)nc * sizeof *r);
         if (!r) return lt_error(LT_ERR_NOMEM, "%s: out of memory", path);
         *rows = r;
         *cap = nc;
@@ -571,7 +571,7 @@ static lt_status collect(const char *path, art_row **rows, int *n, int *cap) {
     art_row *r = &(*rows)[*n];
     lt_status rc = lt_file_sha256(path, r->sha, &r->size);
     if (rc != LT_OK) return rc;
-    if (!(r->path = strdup(path))) return lt_error(LT_ERR_NOMEM, "%s: out of memory", path);
+    if (!(r->path = lt_strdup(path))) return lt_error(LT_ERR_NOMEM, "%s: out of memory", path);
     (*n)++;
     return LT_OK;
 }

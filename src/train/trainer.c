@@ -25,7 +25,7 @@
  * model still exists. */
 static void *rec_alloc(int64_t *bytes, int64_t *n_allocs, int cat, int64_t n) {
     size_t sz = (size_t)((n + 63) & ~(int64_t)63);
-    void *p = aligned_alloc(64, sz ? sz : 64);
+    void *p = lt_aligned_alloc(64, sz ? sz : 64);
     if (!p) return NULL;
     bytes[cat] += (int64_t)sz;
     (*n_allocs)++;
@@ -436,7 +436,7 @@ static lt_status run(lt_trainer *tr, const lt_batch *b, float grad_scale, lt_los
      * OpenMP thread in every step, which test_plan's allocation count must catch. */
 #pragma omp parallel
     {
-        void *volatile planted = malloc(64);
+        void *volatile planted = lt_malloc(64);
         free(planted);
     }
 #endif
@@ -613,7 +613,7 @@ static lt_status fill_mat(lt_trainer *tr, lt_weight_id id, int l, int64_t rows, 
         float *stage = tr->wdeq;
         int64_t per = tr->wdeq_n / cols;
         if (per < 1) {
-            stage = malloc(sizeof(float) * (size_t)cols);
+            stage = lt_malloc(sizeof(float) * (size_t)cols);
             if (!stage) return lt_error(LT_ERR_NOMEM, "trainer: out of memory");
             per = 1;
         }

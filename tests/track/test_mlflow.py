@@ -13,61 +13,29 @@ import hashlib
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # no network from the test
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 import ltcheck  # noqa: E402
 from ltcheck import check  # noqa: E402
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import mlflow_server  # noqa: E402
+
 MODEL = os.path.join(ltcheck.FIXTURES, "stories260K", "stories260K.gguf")
 DATA = os.path.join(ltcheck.FIXTURES, "datasets", "wikisql-mlx", "train.jsonl")
 TRAIN = ["--model", MODEL, "--data", "data.jsonl", "--iters", "6", "--batch-size", "2",
          "--max-seq-len", "64", "--eval-every", "3", "--threads", "1", "--experiment", "track-test"]
-MLFLOW = os.path.join(os.path.dirname(sys.executable), "mlflow")
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def start_server(tmp):
-    port = free_port()
     env = dict(os.environ)
     env.pop("MLFLOW_TRACKING_URI", None)
-    env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"  # no background job workers
-    log = open(os.path.join(tmp, "mlflow.log"), "w")
-    p = subprocess.Popen(
-        [MLFLOW, "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-         "--backend-store-uri", "sqlite:///" + os.path.join(tmp, "mlflow.db"),
-         "--default-artifact-root", os.path.join(tmp, "mlartifacts")],
-        cwd=tmp, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    return p, f"http://127.0.0.1:{port}"
-
-
-def wait_server(tmp, p, uri):
-    t0 = time.time()
-    while time.time() - t0 < 300:  # ~15 s on an idle 2-core machine; far more under load
-        if p.poll() is not None:
-            break
-        try:
-            with urllib.request.urlopen(uri + "/health", timeout=2) as r:
-                if r.status == 200:
-                    return p, uri
-        except OSError:
-            time.sleep(0.5)
-    print(open(os.path.join(tmp, "mlflow.log")).read()[-3000:], file=sys.stderr)
-    return p, None
+    return mlflow_server.start(tmp, env)
 
 
 def train(tmp, name, *extra, env=None):
@@ -125,7 +93,7 @@ def main():
         # 3 first (no server yet): a dead port; training is not blocked
         dead = uri
         while dead == uri:
-            dead = f"http://127.0.0.1:{free_port()}"
+            dead = f"http://127.0.0.1:{mlflow_server.free_port()}"
         env = dict(os.environ, LORATUNE_MLFLOW_FLUSH_S="2")
         t0 = time.time()
         r, loss_down = train(tmp, "offline", "--mlflow", dead, env=env)
@@ -135,7 +103,7 @@ def main():
               f"warning with the way out: {r.stderr[-800:]}")
         check(dt < 60, f"training with the server down took {dt:.1f}s")
 
-        server, uri = wait_server(tmp, server, uri)
+        server, uri = mlflow_server.wait(tmp, server, uri)
         check(uri is not None, "mlflow server did not start")
         if not uri:
             return ltcheck.finish()
@@ -199,16 +167,8 @@ def main():
                 ltcheck.run("runs", "push", "offline", "--mlflow", uri, cwd=tmp)
                 check(len(client.get_metric_history(pid, "train_loss")) == 6, "re-push: no duplicates")
     finally:
-        if server:  # the whole process group: mlflow runs uvicorn as a child
-            try:
-                os.killpg(server.pid, signal.SIGTERM)
-                server.wait(15)
-            except (OSError, subprocess.TimeoutExpired):
-                try:
-                    os.killpg(server.pid, signal.SIGKILL)
-                except OSError:
-                    pass
-                server.wait()
+        if server:
+            mlflow_server.stop(server)
         shutil.rmtree(tmp, ignore_errors=True)
     return ltcheck.finish()
 

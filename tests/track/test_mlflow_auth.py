@@ -24,22 +24,20 @@ import json
 import os
 import secrets
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # no network from the test
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 import ltcheck  # noqa: E402
 from ltcheck import check  # noqa: E402
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import mlflow_server  # noqa: E402
+
 MODEL = os.path.join(ltcheck.FIXTURES, "stories260K", "stories260K.gguf")
 DATA = os.path.join(ltcheck.FIXTURES, "datasets", "wikisql-mlx", "train.jsonl")
-MLFLOW = os.path.join(os.path.dirname(sys.executable), "mlflow")
 CRED_VARS = ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_TOKEN", "MLFLOW_TRACKING_USERNAME",
              "MLFLOW_TRACKING_PASSWORD")
 ITERS = 3
@@ -71,14 +69,6 @@ def authenticate():
 '''
 
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
 def start_server(tmp):
     with open(os.path.join(tmp, "lt_bearer_auth.py"), "w") as f:
         f.write(BEARER_AUTH)
@@ -90,44 +80,13 @@ def start_server(tmp):
                 f"admin_username = {ADMIN[0]}\n"
                 f"admin_password = {ADMIN[1]}\n"
                 "authorization_function = lt_bearer_auth:authenticate\n")
-    port = free_port()
     env = {k: v for k, v in os.environ.items()
            if k not in CRED_VARS and not k.startswith("MLFLOW_AUTH_")}
     env.update(MLFLOW_AUTH_CONFIG_PATH=ini, LT_MLFLOW_TOKENS=f"{TOKEN}={TOKEN_USER[0]}",
                MLFLOW_FLASK_SERVER_SECRET_KEY=secrets.token_hex(16),  # the auth app's CSRF key
-               PYTHONPATH=tmp + os.pathsep + env.get("PYTHONPATH", ""),
-               MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")  # no background job workers
-    log = open(os.path.join(tmp, "mlflow.log"), "w")
-    p = subprocess.Popen(
-        [MLFLOW, "server", "--app-name", "basic-auth", "--host", "127.0.0.1", "--port", str(port),
-         "--workers", "1", "--backend-store-uri", "sqlite:///" + os.path.join(tmp, "mlflow.db"),
-         "--default-artifact-root", os.path.join(tmp, "mlartifacts")],
-        cwd=tmp, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    uri = f"http://127.0.0.1:{port}"
-    t0 = time.time()
-    while time.time() - t0 < 300:  # ~15 s on an idle 2-core machine; far more under load
-        if p.poll() is not None:
-            break
-        try:
-            with urllib.request.urlopen(uri + "/health", timeout=2) as r:  # /health: no login
-                if r.status == 200:
-                    return p, uri
-        except OSError:
-            time.sleep(0.5)
-    print(open(os.path.join(tmp, "mlflow.log")).read()[-3000:], file=sys.stderr)
-    return p, None
-
-
-def stop_server(p):
-    try:  # the whole process group: mlflow runs uvicorn as a child
-        os.killpg(p.pid, signal.SIGTERM)
-        p.wait(15)
-    except (OSError, subprocess.TimeoutExpired):
-        try:
-            os.killpg(p.pid, signal.SIGKILL)
-        except OSError:
-            pass
-        p.wait()
+               PYTHONPATH=tmp + os.pathsep + env.get("PYTHONPATH", ""))
+    p, uri = mlflow_server.start(tmp, env, ("--app-name", "basic-auth"))
+    return mlflow_server.wait(tmp, p, uri)  # /health needs no login
 
 
 def login(**creds):
@@ -252,7 +211,7 @@ def main():
             else:
                 os.environ[k] = v
         if server:
-            stop_server(server)
+            mlflow_server.stop(server)
         shutil.rmtree(tmp, ignore_errors=True)
     return ltcheck.finish()
 

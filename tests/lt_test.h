@@ -65,6 +65,16 @@ static inline const char *lt_fixture(const char *rel) {
 }
 static inline const char *lt_srcpath(const char *rel) { return lt_path_join_(LT_SOURCE_DIR, rel); }
 /* A fresh temp folder for the test (mkdtemp under $TMPDIR or /tmp). */
+/* The first n lines of the text file src written to dst (a small data set out of a fixture). */
+static inline void lt_head_lines(const char *src, const char *dst, int n) {
+    FILE *in = fopen(src, "r"), *out = fopen(dst, "w");
+    char line[8192];
+    for (int i = 0; in && out && i < n && fgets(line, sizeof line, in); i++)
+        fputs(line, out);
+    if (in) fclose(in);
+    if (out) fclose(out);
+}
+
 static inline const char *lt_tmpdir(void) {
     static char buf[512];
     const char *t = getenv("TMPDIR");

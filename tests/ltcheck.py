@@ -9,6 +9,7 @@ cannot run here (a tool or CPU it needs is missing) says why and exits 77: CTest
 as skipped, not passed.
 Not named test_*.py on purpose: CMake runs every tests/**/test_*.py as a test.
 """
+import json
 import os
 import subprocess
 import sys
@@ -42,6 +43,17 @@ def finish():
 def tool(name):
     """Path of a C test program built next to the loratune program (test_gguf, ...)."""
     return os.path.join(os.path.dirname(LORATUNE), name)
+
+
+def sanitizer_build():
+    """True when loratune was built with sanitizers (`info --json`: build.sanitizers), where RSS
+    figures include ASan's shadow memory and are not comparable."""
+    r = run("info", "--json")
+    try:
+        return json.loads(r.stdout)["build"]["sanitizers"] not in ("", "none")
+    except (ValueError, KeyError, TypeError):
+        check(False, f"loratune info --json: build.sanitizers missing: {r.stdout[:300]}")
+        return False
 
 
 def run(*args, **kw):

@@ -46,24 +46,15 @@ static lt_status clean_out(void *ctx) {
     return LT_OK;
 }
 
-static void head_lines(const char *src, const char *dst, int n) {
-    FILE *in = fopen(src, "r"), *out = fopen(dst, "w");
-    char line[8192];
-    for (int i = 0; in && out && i < n && fgets(line, sizeof line, in); i++)
-        fputs(line, out);
-    if (in) fclose(in);
-    if (out) fclose(out);
-}
-
 int main(void) {
     const char *tmp = lt_fault_tmpdir();
     char data[600], p[700];
     snprintf(data, sizeof data, "%s/data", tmp);
     mkdir(data, 0755);
     snprintf(p, sizeof p, "%s/train.jsonl", data);
-    head_lines(lt_fixture("datasets/wikisql-mlx/train.jsonl"), p, 12);
+    lt_head_lines(lt_fixture("datasets/wikisql-mlx/train.jsonl"), p, 12);
     snprintf(p, sizeof p, "%s/valid.jsonl", data);
-    head_lines(lt_fixture("datasets/wikisql-mlx/valid.jsonl"), p, 4);
+    lt_head_lines(lt_fixture("datasets/wikisql-mlx/valid.jsonl"), p, 4);
 
     lt_run_opts o;
     lt_run_opts_default(&o);

@@ -205,15 +205,6 @@ static int check_files(void *ctx, lt_status st, long n) {
     return ok;
 }
 
-static void head_lines(const char *src, const char *dst, int n) {
-    FILE *in = fopen(src, "r"), *out = fopen(dst, "w");
-    char line[8192];
-    for (int i = 0; in && out && i < n && fgets(line, sizeof line, in); i++)
-        fputs(line, out);
-    if (in) fclose(in);
-    if (out) fclose(out);
-}
-
 /* Adds 0.25 to every trainable value (the state the new version is written from). */
 static void change_trainer(lt_trainer *tr) {
     for (int i = 0; i < lt_trainer_n_tensors(tr); i++) {
@@ -230,7 +221,7 @@ int main(void) {
     snprintf(data, sizeof data, "%s/data", tmp);
     mkdir(data, 0755);
     snprintf(p, sizeof p, "%s/train.jsonl", data);
-    head_lines(lt_fixture("datasets/wikisql-mlx/train.jsonl"), p, 12);
+    lt_head_lines(lt_fixture("datasets/wikisql-mlx/train.jsonl"), p, 12);
     snprintf(out, sizeof out, "%s/run", tmp);
 
     const char *gguf = lt_fixture("stories260K/stories260K.gguf");

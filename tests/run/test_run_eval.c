@@ -15,16 +15,6 @@
 #include "loratune/tokenizer.h"
 #include "lt_test.h"
 
-/* The first n lines of src into dst. */
-static void head_lines(const char *src, const char *dst, int n) {
-    FILE *in = fopen(src, "r"), *out = fopen(dst, "w");
-    char line[8192];
-    for (int i = 0; i < n && fgets(line, sizeof line, in); i++)
-        fputs(line, out);
-    fclose(in);
-    fclose(out);
-}
-
 /* Sum of -log p(target) over the loss tokens of split s, each example alone. */
 static void reference(const lt_model *m, const lt_model_delta *delta, const lt_data *d, lt_split s,
                       double *sum, int64_t *count) {
@@ -60,9 +50,9 @@ int main(void) {
     snprintf(data, sizeof data, "%s/data", dir);
     mkdir(data, 0755);
     snprintf(path, sizeof path, "%s/train.jsonl", data);
-    head_lines(lt_fixture("datasets/wikisql-mlx/train.jsonl"), path, 24);
+    lt_head_lines(lt_fixture("datasets/wikisql-mlx/train.jsonl"), path, 24);
     snprintf(path, sizeof path, "%s/valid.jsonl", data);
-    head_lines(lt_fixture("datasets/wikisql-mlx/valid.jsonl"), path, 9);
+    lt_head_lines(lt_fixture("datasets/wikisql-mlx/valid.jsonl"), path, 9);
     snprintf(out, sizeof out, "%s/out", dir);
 
     lt_model *m = NULL;

@@ -23,16 +23,6 @@
 #include "loratune/run.h"
 #include "lt_test.h"
 
-/* The first n lines of src into dst. */
-static void head_lines(const char *src, const char *dst, int n) {
-    FILE *in = fopen(src, "r"), *out = fopen(dst, "w");
-    char line[8192];
-    for (int i = 0; i < n && fgets(line, sizeof line, in); i++)
-        fputs(line, out);
-    fclose(in);
-    fclose(out);
-}
-
 /* What a run reported: every step / eval number, the stage names, the OpenMP threads the
  * sink's thread had at the first step. */
 #define MAXEV 64
@@ -173,9 +163,9 @@ int main(void) {
     mkdir(g_data, 0755);
     char path[1100];
     snprintf(path, sizeof path, "%s/train.jsonl", g_data);
-    head_lines(lt_fixture("datasets/wikisql-mlx/train.jsonl"), path, 24);
+    lt_head_lines(lt_fixture("datasets/wikisql-mlx/train.jsonl"), path, 24);
     snprintf(path, sizeof path, "%s/valid.jsonl", g_data);
-    head_lines(lt_fixture("datasets/wikisql-mlx/valid.jsonl"), path, 9);
+    lt_head_lines(lt_fixture("datasets/wikisql-mlx/valid.jsonl"), path, 9);
 
     /* OpenMP: a run's threads apply to its own thread only (checked below) */
     int global0 = omp_get_max_threads();

@@ -121,21 +121,12 @@ def longest_example():
         return None
 
 
-def sanitizer_build():
-    r = ltcheck.run("info", "--json")
-    try:
-        return json.loads(r.stdout)["build"]["sanitizers"] not in ("", "none")
-    except (ValueError, KeyError, TypeError):
-        check(False, f"loratune info --json: build.sanitizers missing: {r.stdout[:300]}")
-        return False
-
-
 def main():
     if not os.path.exists(MODEL):
         print(f"SKIP: {MODEL} is missing (`make models` / tools/fetch_smollm2.sh fetch it; "
               f"`make test` does that first)")
         return 0
-    san = sanitizer_build()
+    san = ltcheck.sanitizer_build()
     tmp = tempfile.mkdtemp(prefix="lt_budget_grid_")
     os.environ["LORATUNE_STORE"] = os.path.join(tmp, "store")
     t_all = time.time()

@@ -131,17 +131,8 @@ def bad_configs(tmp):
           f"no torch_dtype: f32 assumed and said: {p and p.get('assumptions')}")
 
 
-def sanitizer_build():
-    r = ltcheck.run("info", "--json")
-    try:
-        return json.loads(r.stdout)["build"]["sanitizers"] not in ("", "none")
-    except (ValueError, KeyError, TypeError):
-        check(False, f"loratune info --json: build.sanitizers missing: {r.stdout[:300]}")
-        return False
-
-
 def main():
-    san = sanitizer_build()
+    san = ltcheck.sanitizer_build()
     mk = ltcheck.tool("make_random_model")
     if not os.path.exists(mk):
         check(False, f"{mk} is missing (CMake builds it with loratune)")

@@ -14,6 +14,7 @@
  * a dead inode: every acquirer therefore checks that the path still names the inode it
  * locked, and starts over when it does not. */
 #define _GNU_SOURCE
+#include "core/io.h"
 #include "loratune/core.h"
 
 #include <errno.h>
@@ -33,32 +34,6 @@ struct lt_dir_lock {
     char *dir;
     char *path; /* dir/.loratune.lock */
 };
-
-/* mkdir -p; *created = 1 when the last component was made here. */
-static lt_status mkdir_p(const char *dir, int *created) {
-    *created = 0;
-    char *p = lt_strdup(dir);
-    if (!p) return lt_error(LT_ERR_NOMEM, "%s: out of memory", dir);
-    size_t n = strlen(p);
-    while (n > 1 && p[n - 1] == '/')
-        p[--n] = 0;
-    for (size_t i = 1; i <= n; i++) {
-        if (p[i] != '/' && p[i] != 0) continue;
-        char c = p[i];
-        p[i] = 0;
-        if (mkdir(p, 0755) == 0) {
-            if (i == n) *created = 1;
-        } else if (errno != EEXIST) {
-            lt_status st = lt_error(LT_ERR_IO, "%s: cannot create folder: %s", p, strerror(errno));
-            free(p);
-            return st;
-        }
-        p[i] = c;
-    }
-    free(p);
-    if (!lt_path_is_dir(dir)) return lt_error(LT_ERR_IO, "%s: exists and is not a folder", dir);
-    return LT_OK;
-}
 
 /* The pid the holder wrote into the lock file; -1 when it is not there (yet). A holder writes
  * it right after locking: wait a little for one that has just locked. */
@@ -118,7 +93,7 @@ lt_status lt_dir_lock_open(const char *dir, unsigned flags, lt_dir_lock **out) {
         }
         if (!existing) {
             int created = 0;
-            if ((st = mkdir_p(dir, &created))) break;
+            if ((st = lt_mkdir_p(dir, 0755, &created))) break;
             if (created) l->created_dir = 1;
         }
         int fd = open(l->path, O_RDWR | O_CLOEXEC | (existing ? 0 : O_CREAT), 0644);

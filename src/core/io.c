@@ -115,3 +115,29 @@ void lt_io_sync_parent(const char *path) {
         close(dfd);
     }
 }
+
+lt_status lt_mkdir_p(const char *dir, unsigned mode, int *created) {
+    if (created) *created = 0;
+    if (!dir[0]) return lt_error(LT_ERR_ARG, "folder name is empty");
+    char *p = lt_strdup(dir);
+    if (!p) return lt_error(LT_ERR_NOMEM, "%s: out of memory", dir);
+    size_t n = strlen(p);
+    while (n > 1 && p[n - 1] == '/')
+        p[--n] = 0;
+    for (size_t i = 1; i <= n; i++) {
+        if (p[i] != '/' && p[i] != 0) continue;
+        char c = p[i];
+        p[i] = 0;
+        if (lt_io_mkdir(p, mode) == 0) {
+            if (i == n && created) *created = 1;
+        } else if (errno != EEXIST) {
+            lt_status st = lt_error(LT_ERR_IO, "%s: cannot create folder: %s", p, strerror(errno));
+            free(p);
+            return st;
+        }
+        p[i] = c;
+    }
+    free(p);
+    if (!lt_path_is_dir(dir)) return lt_error(LT_ERR_IO, "%s: exists and is not a folder", dir);
+    return LT_OK;
+}

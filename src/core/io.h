@@ -19,6 +19,11 @@ int lt_io_fsync(int fd);                                            /* LT_IO_FSY
 int lt_io_close(int fd);                                            /* LT_IO_CLOSE */
 int lt_io_rename(const char *from, const char *to);                 /* LT_IO_RENAME */
 int lt_io_mkdir(const char *path, unsigned mode);                   /* LT_IO_MKDIR */
+
+/* mkdir -p through lt_io_mkdir: every missing folder of dir made with mode. *created (may be
+ * NULL) = 1 when dir itself was made here. Errors name the folder that could not be made, or
+ * say dir exists and is not a folder. */
+lt_status lt_mkdir_p(const char *dir, unsigned mode, int *created);
 FILE *lt_io_fopen(const char *path, const char *mode);              /* LT_IO_OPEN */
 size_t lt_io_fwrite(const void *p, size_t size, size_t n, FILE *f); /* LT_IO_WRITE */
 int lt_io_fflush(FILE *f);                                          /* LT_IO_WRITE */

@@ -8,7 +8,6 @@
 #include "loratune/gguf.h"
 
 /* mkdir -p. */
-lt_status lt_export_mkdirs(const char *dir);
 /* json_dumps (2-space indent, floats with 9 significant digits) + atomic write; takes no
  * reference. */
 lt_status lt_export_write_json(const char *path, const json_t *j);

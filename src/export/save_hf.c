@@ -19,24 +19,6 @@
 #include "export_internal.h"
 #include "loratune/safetensors.h"
 
-lt_status lt_export_mkdirs(const char *dir) {
-    char p[4096];
-    size_t n = strlen(dir);
-    if (n == 0 || n >= sizeof p)
-        return lt_error(LT_ERR_ARG, "output folder name is empty or too long");
-    memcpy(p, dir, n + 1);
-    for (size_t i = 1; i <= n; i++) {
-        if (p[i] != '/' && p[i] != 0) continue;
-        char c = p[i];
-        p[i] = 0;
-        if (lt_io_mkdir(p, 0777) != 0 && errno != EEXIST)
-            return lt_error(LT_ERR_IO, "%s: cannot create folder: %s", p, strerror(errno));
-        p[i] = c;
-    }
-    if (!lt_path_is_dir(dir)) return lt_error(LT_ERR_IO, "%s: exists and is not a folder", dir);
-    return LT_OK;
-}
-
 lt_status lt_export_write_json(const char *path, const json_t *j) {
     char *s = json_dumps(j, JSON_INDENT(2) | JSON_REAL_PRECISION(9));
     if (!s) return lt_error(LT_ERR_NOMEM, "%s: cannot serialise JSON", path);
@@ -323,7 +305,7 @@ lt_status lt_model_save_hf(const lt_model *m, const char *src_model_path, const 
         if ((st = lt_export_check_gguf_vocab(g))) goto done;
     }
     if ((st = lt_export_lock(dir, 0, &lock))) goto done; /* creates dir */
-    if ((st = lt_export_mkdirs(dir))) goto done;
+    if ((st = lt_mkdir_p(dir, 0777, NULL))) goto done;
     char p[4096], q[4096];
     snprintf(p, sizeof p, "%s/model.safetensors", dir);
     if ((st = write_weights(m, p, dtype))) goto done;

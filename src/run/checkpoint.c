@@ -29,24 +29,6 @@
 
 #define LT_CKPT_FORMAT 1
 
-lt_status lt_mkdir_p_(const char *path) {
-    char buf[LT_RUN_PATH_MAX + 64];
-    size_t n = strlen(path);
-    if (n >= sizeof buf) return lt_error(LT_ERR_ARG, "%s: path too long", path);
-    memcpy(buf, path, n + 1);
-    for (size_t i = 1; i <= n; i++) {
-        if (buf[i] == '/' || buf[i] == 0) {
-            char c = buf[i];
-            buf[i] = 0;
-            if (lt_io_mkdir(buf, 0755) != 0 && errno != EEXIST)
-                return lt_error(LT_ERR_IO, "%s: cannot create folder: %s", buf, strerror(errno));
-            buf[i] = c;
-        }
-    }
-    if (!lt_path_is_dir(path)) return lt_error(LT_ERR_IO, "%s: not a folder", path);
-    return LT_OK;
-}
-
 static int is_ckpt_name(const char *n, long long *step) {
     int used = 0;
     long long s;
@@ -319,7 +301,7 @@ done:
 }
 
 lt_status lt_run_save_checkpoint_(lt_run *r) {
-    lt_status s = lt_mkdir_p_(r->ckpt_dir);
+    lt_status s = lt_mkdir_p(r->ckpt_dir, 0755, NULL);
     if (s) return s;
     int n = lt_trainer_n_tensors(r->tr);
     char **names = lt_calloc((size_t)n * 2 + 1, sizeof *names);

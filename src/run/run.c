@@ -28,6 +28,7 @@
 
 #include "loratune/export.h"
 #include "loratune/hwinfo.h"
+#include "core/io.h"
 #include "run_internal.h"
 
 static double now_s(void) {
@@ -763,7 +764,7 @@ done:
 }
 
 static lt_status write_run_config(lt_run *r) {
-    lt_status s = lt_mkdir_p_(r->o.out);
+    lt_status s = lt_mkdir_p(r->o.out, 0755, NULL);
     if (s) return s;
     char *y = NULL;
     if ((s = lt_run_opts_to_yaml(&r->o, &y))) return s;

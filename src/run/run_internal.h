@@ -99,7 +99,6 @@ lt_status lt_run_shared_check_(const lt_run_shared *sh, const lt_run_opts *o);
 /* checkpoint.c */
 lt_status lt_run_save_checkpoint_(lt_run *r);
 lt_status lt_run_load_checkpoint_(lt_run *r, const char *file);
-lt_status lt_mkdir_p_(const char *path);
 /* Locks OUT (created if missing) for the run's life and removes the temp files that killed
  * checkpoint writes left in OUT/checkpoints (no other writer can be there now). */
 lt_status lt_run_take_out_(lt_run *r);

@@ -243,7 +243,7 @@ static lt_status cache_put_file(const char *cache, const char *md5, const char *
     object_path(cache, md5, obj, sizeof obj);
     if (lt_path_exists(obj)) return LT_OK;
     snprintf(dir, sizeof dir, "%s/files/md5/%.2s", cache, md5);
-    lt_status st = lt_mkdirs(dir);
+    lt_status st = lt_mkdir_p(dir, 0755, NULL);
     return st == LT_OK ? lt_file_copy(src, obj, 0444) : st;
 }
 
@@ -252,7 +252,7 @@ static lt_status cache_put_bytes(const char *cache, const char *md5, const char 
     object_path(cache, md5, obj, sizeof obj);
     if (lt_path_exists(obj)) return LT_OK;
     snprintf(dir, sizeof dir, "%s/files/md5/%.2s", cache, md5);
-    lt_status st = lt_mkdirs(dir);
+    lt_status st = lt_mkdir_p(dir, 0755, NULL);
     if (st != LT_OK) return st;
     if ((st = lt_file_write_atomic(obj, buf, n)) != LT_OK) return st;
     chmod(obj, 0444);
@@ -299,7 +299,7 @@ lt_status lt_dvc_init(const char *dir) {
     char p[PATH_MAX];
     snprintf(p, sizeof p, "%s/.dvc", dir);
     if (lt_path_is_dir(p)) return LT_OK;
-    lt_status st = lt_mkdirs(p);
+    lt_status st = lt_mkdir_p(p, 0755, NULL);
     if (st != LT_OK) return st;
     snprintf(p, sizeof p, "%s/.dvc/config", dir);
     if ((st = lt_file_write_atomic(p, "", 0)) != LT_OK) return st;
@@ -480,7 +480,7 @@ static lt_status restore_file(const char *cache, const char *md5, const char *de
     char *slash = strrchr(dir, '/');
     if (slash && slash != dir) {
         *slash = 0;
-        if ((st = lt_mkdirs(dir)) != LT_OK) return st;
+        if ((st = lt_mkdir_p(dir, 0755, NULL)) != LT_OK) return st;
     }
     return lt_file_copy(obj, dest, 0644);
 }
@@ -503,7 +503,7 @@ lt_status lt_dvc_checkout(const char *cache, const char *md5, const char *dest) 
         return lt_error(LT_ERR_FORMAT, "%s: line %d: expected a DVC folder manifest (JSON list)",
                         obj, je.line);
     }
-    if ((st = lt_mkdirs(dest)) != LT_OK) {
+    if ((st = lt_mkdir_p(dest, 0755, NULL)) != LT_OK) {
         json_decref(j);
         return st;
     }

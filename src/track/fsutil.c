@@ -96,27 +96,6 @@ void lt_dir_list_free(char **names, int n) {
     free(names);
 }
 
-lt_status lt_mkdirs(const char *dir) {
-    char *p = lt_strdup(dir);
-    if (!p) return lt_error(LT_ERR_NOMEM, "%s: out of memory", dir);
-    for (char *c = p + 1;; c++) {
-        if (*c == '/' || *c == 0) {
-            char save = *c;
-            *c = 0;
-            if (lt_io_mkdir(p, 0755) != 0 && errno != EEXIST) {
-                lt_status st =
-                    lt_error(LT_ERR_IO, "%s: cannot create folder: %s", p, strerror(errno));
-                free(p);
-                return st;
-            }
-            *c = save;
-            if (!save) break;
-        }
-    }
-    free(p);
-    return lt_path_is_dir(dir) ? LT_OK : lt_error(LT_ERR_IO, "%s: exists and is not a folder", dir);
-}
-
 lt_status lt_file_copy(const char *src, const char *dst, unsigned mode) {
     size_t l = strlen(dst) + 32;
     char *tmp = lt_malloc(l);

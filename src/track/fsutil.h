@@ -13,7 +13,5 @@ lt_status lt_dir_list_sorted(const char *dir, char ***names, int *n);
 void lt_dir_list_free(char **names, int n);
 /* Copies src to dst (temp file + rename in dst's folder), with mode. */
 lt_status lt_file_copy(const char *src, const char *dst, unsigned mode);
-/* mkdir -p */
-lt_status lt_mkdirs(const char *dir);
 
 #endif

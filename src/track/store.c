@@ -18,6 +18,7 @@
 
 #include "fsutil.h"
 #include "loratune/hwinfo.h"
+#include "core/io.h"
 #include "store_db.h"
 
 /* ---- migrations: MIGRATIONS[i] takes user_version i to i + 1 --------------------------- */
@@ -140,7 +141,7 @@ fail:
 lt_status lt_store_open(const char *dir, lt_store **out) {
     *out = NULL;
     if (!dir || !*dir) dir = LT_STORE_DEFAULT_DIR;
-    lt_status st = lt_mkdirs(dir);
+    lt_status st = lt_mkdir_p(dir, 0755, NULL);
     if (st != LT_OK) return st;
     { /* keep the store (database, data cache) out of git */
         size_t gl = strlen(dir) + 16;

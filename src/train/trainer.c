@@ -32,22 +32,19 @@ static void *rec_alloc(int64_t *bytes, int64_t *n_allocs, int cat, int64_t n) {
     return p;
 }
 
-/* Rows of a lazy model's weight into wdeq, in parallel row ranges (each a pure function of
- * the file). Errors were ruled out by lt_trainer_create (it reads a row of every such weight
- * and every dtype here converts any whole-block row). */
+/* Rows of a lazy model's weight as fp32 through the model's weight provider (converted into
+ * wdeq in parallel row blocks, each a pure function of the file). Errors were ruled out by
+ * lt_trainer_create (it reads a row of every such weight and every dtype here converts any
+ * whole-block row). */
 static const float *rows_into(lt_trainer *tr, const lt_model *m, lt_weight_id id, int layer,
-                              int64_t row0, int64_t rows, int64_t cols) {
-    int64_t per = 65536 / (cols > 0 ? cols : 1);
-    if (per < 1) per = 1;
-#pragma omp parallel for schedule(static) if (rows * cols > 65536)
-    for (int64_t r = 0; r < rows; r += per)
-        lt_model_weight_rows(m, id, layer, row0 + r, rows - r < per ? rows - r : per,
-                             tr->wdeq + r * cols);
-    return tr->wdeq;
+                              int64_t row0, int64_t rows) {
+    const float *w = NULL;
+    lt_model_weight_f32(m, id, layer, row0, rows, tr->wdeq, &w);
+    return w;
 }
 
 static const float *weight(lt_trainer *tr, const lt_lin *li) {
-    if (li->rsrc) return rows_into(tr, li->rsrc, li->wid, li->layer, 0, li->OC, li->C);
+    if (li->rsrc) return rows_into(tr, li->rsrc, li->wid, li->layer, 0, li->OC);
     if (li->q4) { /* QLoRA: dequantize NF4 row blocks (64 weights per block, any split works) */
         const int64_t n = (int64_t)li->OC * li->C, chunk = 64 * 1024;
 #pragma omp parallel for schedule(static) if (n > 65536)
@@ -68,7 +65,7 @@ static const float *weight(lt_trainer *tr, const lt_lin *li) {
 /* head rows [v0, v0 + n) as fp32 (in wdeq unless the head is fp32 already) */
 static const float *head_rows(lt_trainer *tr, int64_t v0, int64_t n) {
     const int64_t D = tr->mc.dim;
-    if (tr->head_src) return rows_into(tr, tr->head_src, tr->head_wid, 0, v0, n, D);
+    if (tr->head_src) return rows_into(tr, tr->head_src, tr->head_wid, 0, v0, n);
     if (!tr->head16) return tr->head + v0 * D;
     lt_lin li;
     memset(&li, 0, sizeof li);

@@ -32,6 +32,10 @@ extern "C" {
 #endif
 
 /* ---- linear ---------------------------------------------------------------------------- */
+/* C[M][N] = alpha op(A) op(B) + beta C, row-major, ta / tb 1 = transposed: plain loops with
+ * double sums (the reference GEMM; no BLAS, no threads). */
+void lt_op_gemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
+                const float *B, int ldb, float beta, float *C, int ldc);
 /* out[N][OC] = inp[N][C] @ w[OC][C]^T (+ bias[OC]; bias may be NULL). */
 void lt_op_matmul_fwd(float *out, const float *inp, const float *w, const float *bias, int N, int C,
                       int OC);

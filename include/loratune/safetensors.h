@@ -33,6 +33,13 @@ lt_status lt_st_writer_set_metadata(lt_st_writer *w, const char *key, const char
 /* data is borrowed until lt_st_writer_write; shape outermost-first. */
 lt_status lt_st_writer_add(lt_st_writer *w, const char *name, lt_dtype dtype, int ndim,
                            const int64_t *shape, const void *data, size_t nbytes);
+/* A tensor whose bytes are produced while writing: fill(ctx, offset, dst, n) writes bytes
+ * [offset, offset + n) of it into dst (the writer streams through a bounded buffer, so the
+ * tensor never needs a whole host copy: trainer tensors on a device, say). */
+typedef lt_status (*lt_st_fill_fn)(void *ctx, size_t offset, void *dst, size_t n);
+lt_status lt_st_writer_add_fn(lt_st_writer *w, const char *name, lt_dtype dtype, int ndim,
+                              const int64_t *shape, size_t nbytes, lt_st_fill_fn fill,
+                              void *ctx);
 /* Writes atomically (temp file, fsync, rename). Tensors sorted by name like the reference. */
 lt_status lt_st_writer_write(lt_st_writer *w, const char *path);
 

@@ -23,8 +23,8 @@
  *
  * Ownership: the lt_model passed to lt_trainer_create is borrowed and must outlive the trainer
  * (full FT writes into it; a 16-bit LoRA / DoRA base releases its fp32 weights). Batches and their
- * arrays are borrowed for the call. Tensor names and value/grad pointers returned by the
- * enumeration are owned by the trainer. */
+ * arrays are borrowed for the call. Tensor names returned by the enumeration are owned by the
+ * trainer; tensor data is reached only by copies (lt_trainer_read / lt_trainer_write). */
 #ifndef LORATUNE_TRAIN_H
 #define LORATUNE_TRAIN_H
 
@@ -213,6 +213,11 @@ typedef struct lt_trainer lt_trainer;
  * initialised by lt_lora_init(seed), B = 0, DoRA magnitude = row norms of W (+ scale B A); use
  * lt_trainer_set to load other values. *out is new. */
 lt_status lt_trainer_create(lt_model *m, const lt_train_config *c, lt_trainer **out);
+/* The same on a given backend (backend.h; NULL = lt_backend_cpu()): every op of a step and
+ * every buffer of the trainer are that backend's. */
+struct lt_backend;
+lt_status lt_trainer_create_on(lt_model *m, const lt_train_config *c, const struct lt_backend *be,
+                               lt_trainer **out);
 void lt_trainer_free(lt_trainer *tr); /* safe on NULL */
 
 /* One micro-batch. tokens/targets[B*T] (target LT_IGNORE_INDEX = -100: not counted; targets
@@ -274,27 +279,44 @@ const lt_model_config *lt_trainer_model_config(const lt_trainer *tr);
  *   "model.layers.<l>.self_attn.q_proj.weight" / ".bias", ..., "model.norm.weight",
  *   "lm_head.weight" (absent when tied). */
 typedef struct {
+    int index;        /* for lt_trainer_read / lt_trainer_write */
     const char *name; /* owned by the trainer */
     int ndim;         /* 1 or 2 */
     int64_t shape[2];
     int64_t numel;
-    float *value; /* the live parameter (writable: changes take effect at the next call) */
-    float *grad;  /* its accumulated gradient */
 } lt_train_tensor;
+/* The values of a trainable tensor live in the trainer's backend (device memory for a GPU
+ * backend): they are read and written through these copies, never through pointers. */
+typedef enum {
+    LT_TENSOR_VALUE = 0, /* the parameter (a write takes effect at the next call) */
+    LT_TENSOR_GRAD,      /* its accumulated gradient */
+    LT_TENSOR_ADAM_M,    /* AdamW first moment */
+    LT_TENSOR_ADAM_V,    /* AdamW second moment */
+} lt_tensor_part;
+const char *lt_tensor_part_name(lt_tensor_part part); /* "value", "grad", "adam_m", "adam_v" */
 
 int lt_trainer_n_tensors(const lt_trainer *tr);
 /* i in [0, n); LT_ERR_ARG otherwise. */
 lt_status lt_trainer_tensor(const lt_trainer *tr, int i, lt_train_tensor *out);
 /* LT_ERR_NOTFOUND naming the name if absent. */
 lt_status lt_trainer_find(const lt_trainer *tr, const char *name, lt_train_tensor *out);
-/* Copies n floats into the named tensor; LT_ERR_ARG if n != numel. For DoRA, setting lora_A /
- * lora_B does NOT re-derive the magnitude: set it too if wanted. */
+/* Copies elements [offset, offset + n) of part of tensor i to / from the host (the whole
+ * tensor: offset 0, n = numel). LT_ERR_ARG for i outside [0, n_tensors), an unknown part or a
+ * range outside [0, numel) (naming the tensor). */
+lt_status lt_trainer_read(const lt_trainer *tr, int i, lt_tensor_part part, int64_t offset,
+                          float *dst, int64_t n);
+lt_status lt_trainer_write(lt_trainer *tr, int i, lt_tensor_part part, int64_t offset,
+                           const float *src, int64_t n);
+/* Copies n floats into the named tensor's value; LT_ERR_ARG if n != numel. For DoRA, setting
+ * lora_A / lora_B does NOT re-derive the magnitude: set it too if wanted. */
 lt_status lt_trainer_set(lt_trainer *tr, const char *name, const float *data, int64_t n);
+/* Reductions the backend computes over the step's gradients (nothing copied to the host):
+ * 1 when every gradient element is finite, and the global L2 norm (as lt_trainer_step's). */
+int lt_trainer_grads_finite(const lt_trainer *tr);
+double lt_trainer_grad_norm(const lt_trainer *tr);
 
 /* ---- state for checkpoints ---------------------------------------------------------------- */
-/* AdamW moments of trainable tensor i (numel floats each, writable: a resumed run copies the
- * saved moments in). LT_ERR_ARG for i outside [0, n). */
-lt_status lt_trainer_opt_state(const lt_trainer *tr, int i, float **m, float **v);
+/* AdamW moments: lt_trainer_read / lt_trainer_write with LT_TENSOR_ADAM_M / LT_TENSOR_ADAM_V. */
 /* Counters a resumed run must restore for bit-identical continuation: optimizer steps taken
  * (AdamW bias correction) and training micro-batches run (the dropout mask stream; evaluation
  * does not advance it). */

@@ -248,7 +248,7 @@ lt_status lt_adapter_from_trainer(const lt_trainer *tr, const char *base_model, 
                                   name, (long long)tt.numel, (long long)numel[k]);
                     break;
                 }
-                memcpy(dst[k], tt.value, sizeof(float) * (size_t)numel[k]);
+                st = lt_trainer_read(tr, tt.index, LT_TENSOR_VALUE, 0, dst[k], numel[k]);
             }
         }
     if (st) {

@@ -654,6 +654,8 @@ typedef struct {
     int64_t shape[LT_MAX_DIMS];
     const void *data;
     size_t nbytes;
+    lt_st_fill_fn fill; /* data produced while writing (lt_st_writer_add_fn), else NULL */
+    void *fill_ctx;
 } st_wentry;
 
 struct lt_st_writer {
@@ -760,6 +762,33 @@ lt_status lt_st_writer_add(lt_st_writer *w, const char *name, lt_dtype dtype, in
     e->nbytes = nbytes;
     w->n++;
     return LT_OK;
+}
+
+lt_status lt_st_writer_add_fn(lt_st_writer *w, const char *name, lt_dtype dtype, int ndim,
+                              const int64_t *shape, size_t nbytes, lt_st_fill_fn fill,
+                              void *ctx) {
+    if (!fill) return lt_error(LT_ERR_ARG, "safetensors writer: tensor '%s': no fill function",
+                               name ? name : "?");
+    static const char none = 0; /* a non-NULL data pointer for the checks; never read */
+    lt_status s = lt_st_writer_add(w, name, dtype, ndim, shape, &none, nbytes);
+    if (s) return s;
+    w->ents[w->n - 1].data = NULL;
+    w->ents[w->n - 1].fill = fill;
+    w->ents[w->n - 1].fill_ctx = ctx;
+    return LT_OK;
+}
+
+/* bytes of an entry into fd: borrowed data at once, produced data through buf (cap bytes) */
+#define ST_FILL_CHUNK ((size_t)1 << 20)
+static lt_status st_write_entry(int fd, const st_wentry *e, char *buf, const char *tmp) {
+    if (!e->fill) return lt_io_write_all(fd, e->data, e->nbytes, tmp);
+    lt_status s = LT_OK;
+    for (size_t off = 0; off < e->nbytes && !s; off += ST_FILL_CHUNK) {
+        size_t n = e->nbytes - off < ST_FILL_CHUNK ? e->nbytes - off : ST_FILL_CHUNK;
+        s = e->fill(e->fill_ctx, off, buf, n);
+        if (!s) s = lt_io_write_all(fd, buf, n, tmp);
+    }
+    return s;
 }
 
 /* The Python package orders by dtype (declaration order of its Rust enum, reversed), then
@@ -900,8 +929,13 @@ lt_status lt_st_writer_write(lt_st_writer *w, const char *path) {
     s = lt_io_write_all(fd, lenb, 8, tmp);
     if (!s) s = lt_io_write_all(fd, hdr, hl, tmp);
     if (!s && pad) s = lt_io_write_all(fd, "        ", pad, tmp);
+    char *fbuf = NULL;
+    for (size_t i = 0; i < w->n && !s && !fbuf; i++)
+        if (ord[i]->fill && !(fbuf = lt_malloc(ST_FILL_CHUNK)))
+            s = lt_error(LT_ERR_NOMEM, "%s: out of memory", path);
     for (size_t i = 0; i < w->n && !s; i++)
-        s = lt_io_write_all(fd, ord[i]->data, ord[i]->nbytes, tmp);
+        s = st_write_entry(fd, ord[i], fbuf, tmp);
+    free(fbuf);
     if (!s && lt_io_fsync(fd) != 0)
         s = lt_error(LT_ERR_IO, "%s: fsync failed: %s", tmp, strerror(errno));
     if (lt_io_close(fd) != 0 && !s)

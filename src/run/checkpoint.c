@@ -222,8 +222,8 @@ lt_status lt_checkpoint_load_opts(const char *ckpt_file, lt_run_opts *o) {
     return s;
 }
 
-static lt_status copy_tensor(lt_safetensors *st, const char *file, const char *name, float *dst,
-                             const lt_train_tensor *t) {
+static lt_status copy_tensor(lt_safetensors *st, const char *file, const char *name,
+                             lt_trainer *tr, lt_tensor_part part, const lt_train_tensor *t) {
     const lt_tensor_view *v = lt_safetensors_find(st, name);
     if (!v)
         return lt_error(LT_ERR_FORMAT,
@@ -237,8 +237,7 @@ static lt_status copy_tensor(lt_safetensors *st, const char *file, const char *n
                         "trainer's tensor), got %s with %lld",
                         file, name, (long long)t->numel, lt_dtype_name(v->dtype),
                         (long long)lt_tensor_numel(v));
-    memcpy(dst, v->data, (size_t)t->numel * sizeof(float));
-    return LT_OK;
+    return lt_trainer_write(tr, t->index, part, 0, (const float *)v->data, t->numel);
 }
 
 lt_status lt_run_load_checkpoint_(lt_run *r, const char *file) {
@@ -258,14 +257,12 @@ lt_status lt_run_load_checkpoint_(lt_run *r, const char *file) {
     char name[512];
     for (int i = 0; i < n && !s; i++) {
         lt_train_tensor t;
-        float *m, *v;
         if ((s = lt_trainer_tensor(r->tr, i, &t))) break;
-        if ((s = lt_trainer_opt_state(r->tr, i, &m, &v))) break;
-        if ((s = copy_tensor(st, file, t.name, t.value, &t))) break;
+        if ((s = copy_tensor(st, file, t.name, r->tr, LT_TENSOR_VALUE, &t))) break;
         snprintf(name, sizeof name, "optimizer.m.%s", t.name);
-        if ((s = copy_tensor(st, file, name, m, &t))) break;
+        if ((s = copy_tensor(st, file, name, r->tr, LT_TENSOR_ADAM_M, &t))) break;
         snprintf(name, sizeof name, "optimizer.v.%s", t.name);
-        s = copy_tensor(st, file, name, v, &t);
+        s = copy_tensor(st, file, name, r->tr, LT_TENSOR_ADAM_V, &t);
     }
     if (s) goto done;
     json_t *c = json_object_get(j, "counters");
@@ -300,21 +297,38 @@ done:
     return s;
 }
 
+/* a trainer tensor part streamed into the checkpoint (lt_st_writer_add_fn) */
+typedef struct {
+    lt_trainer *tr;
+    int index;
+    lt_tensor_part part;
+} part_src;
+static lt_status fill_part(void *ctx, size_t offset, void *dst, size_t n) {
+    const part_src *ps = ctx;
+    return lt_trainer_read(ps->tr, ps->index, ps->part, (int64_t)(offset / sizeof(float)),
+                           (float *)dst, (int64_t)(n / sizeof(float)));
+}
+
 lt_status lt_run_save_checkpoint_(lt_run *r) {
     lt_status s = lt_mkdir_p(r->ckpt_dir, 0755, NULL);
     if (s) return s;
     int n = lt_trainer_n_tensors(r->tr);
     char **names = lt_calloc((size_t)n * 2 + 1, sizeof *names);
+    part_src *srcs = lt_calloc((size_t)n * 3 + 1, sizeof *srcs);
     lt_st_writer *w = NULL;
     json_t *j = NULL;
     char *meta = NULL;
-    if (!names) return lt_error(LT_ERR_NOMEM, "checkpoint: out of memory");
+    if (!names || !srcs) {
+        free(names);
+        free(srcs);
+        return lt_error(LT_ERR_NOMEM, "checkpoint: out of memory");
+    }
     if ((s = lt_st_writer_create(&w))) goto done;
     for (int i = 0; i < n && !s; i++) {
         lt_train_tensor t;
-        float *m, *v;
         if ((s = lt_trainer_tensor(r->tr, i, &t))) break;
-        if ((s = lt_trainer_opt_state(r->tr, i, &m, &v))) break;
+        for (int k = 0; k < 3; k++)
+            srcs[3 * i + k] = (part_src){r->tr, i, (lt_tensor_part)(LT_TENSOR_VALUE + (k ? k + 1 : 0))};
         size_t bytes = (size_t)t.numel * sizeof(float);
         size_t ln = strlen(t.name) + 16;
         names[2 * i] = lt_malloc(ln);
@@ -325,9 +339,12 @@ lt_status lt_run_save_checkpoint_(lt_run *r) {
         }
         snprintf(names[2 * i], ln, "optimizer.m.%s", t.name);
         snprintf(names[2 * i + 1], ln, "optimizer.v.%s", t.name);
-        if ((s = lt_st_writer_add(w, t.name, LT_DTYPE_F32, t.ndim, t.shape, t.value, bytes)) ||
-            (s = lt_st_writer_add(w, names[2 * i], LT_DTYPE_F32, t.ndim, t.shape, m, bytes)) ||
-            (s = lt_st_writer_add(w, names[2 * i + 1], LT_DTYPE_F32, t.ndim, t.shape, v, bytes)))
+        if ((s = lt_st_writer_add_fn(w, t.name, LT_DTYPE_F32, t.ndim, t.shape, bytes, fill_part,
+                                     &srcs[3 * i])) ||
+            (s = lt_st_writer_add_fn(w, names[2 * i], LT_DTYPE_F32, t.ndim, t.shape, bytes,
+                                     fill_part, &srcs[3 * i + 1])) ||
+            (s = lt_st_writer_add_fn(w, names[2 * i + 1], LT_DTYPE_F32, t.ndim, t.shape, bytes,
+                                     fill_part, &srcs[3 * i + 2])))
             break;
     }
     if (s) goto done;
@@ -367,6 +384,7 @@ done:
     for (int i = 0; i < 2 * n; i++)
         free(names[i]);
     free(names);
+    free(srcs);
     free(meta);
     json_decref(j);
     lt_st_writer_free(w);

@@ -815,23 +815,6 @@ static int is_fault_step(const lt_run *r, int64_t step) {
     return 0;
 }
 
-/* 1 when every gradient is finite. */
-static int grads_finite(lt_trainer *tr) {
-    int n = lt_trainer_n_tensors(tr);
-    for (int i = 0; i < n; i++) {
-        lt_train_tensor t;
-        if (lt_trainer_tensor(tr, i, &t)) return 0;
-        uint32_t bad = 0; /* exponent all ones: inf or NaN (integer ops vectorise) */
-        for (int64_t j = 0; j < t.numel; j++) {
-            uint32_t u;
-            memcpy(&u, &t.grad[j], 4);
-            bad |= (u & 0x7f800000u) == 0x7f800000u;
-        }
-        if (bad) return 0;
-    }
-    return 1;
-}
-
 static lt_status train(lt_run *r, lt_run_outcome *outcome) {
     lt_run_outcome oc = LT_RUN_DONE;
     if (outcome) *outcome = oc;
@@ -917,11 +900,13 @@ static lt_status train(lt_run *r, lt_run_outcome *outcome) {
         double loss = counted ? loss_sum / (double)counted : NAN;
         if (count > 0 && is_fault_step(r, this_step)) {
             lt_train_tensor t;
-            if (!lt_trainer_tensor(r->tr, 0, &t) && t.numel > 0) t.grad[0] = NAN;
+            const float nan = NAN;
+            if (!lt_trainer_tensor(r->tr, 0, &t) && t.numel > 0)
+                lt_trainer_write(r->tr, 0, LT_TENSOR_GRAD, 0, &nan, 1);
         }
         const char *bad = count == 0             ? "no_loss_tokens"
                           : !isfinite(loss)      ? "nonfinite_loss"
-                          : !grads_finite(r->tr) ? "nonfinite_grad"
+                          : !lt_trainer_grads_finite(r->tr) ? "nonfinite_grad"
                                                  : NULL;
         double lr =
             r->o.lr * lt_lr_lambda(r->o.lr_schedule, r->step, r->warmup_steps, r->total_steps);

@@ -16,62 +16,88 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "ops_fast.h"
+#include "loratune/backend.h"
 #include "trainer_internal.h"
+
+/* every op of a step goes through the trainer's backend (backend.h) */
+#define OP(name, ...) tr->be->op->name(tr->be, __VA_ARGS__)
 
 /* ---- the recording allocator: every byte the trainer owns goes through here ------------- */
 /* Not zeroed here: lt_trainer_create zeroes each block when it first writes it, so that with a
  * released base the blocks other than WEIGHTS are not touched (not resident) while the fp32
  * model still exists. */
-static void *rec_alloc(int64_t *bytes, int64_t *n_allocs, int cat, int64_t n) {
+static void *rec_alloc(const lt_backend *be, int64_t *bytes, int64_t *n_allocs, int cat,
+                       int64_t n) {
     size_t sz = (size_t)((n + 63) & ~(int64_t)63);
-    void *p = lt_aligned_alloc(64, sz ? sz : 64);
+    void *p = be->op->alloc(be, sz ? sz : 64);
     if (!p) return NULL;
     bytes[cat] += (int64_t)sz;
     (*n_allocs)++;
     return p;
 }
 
-/* Rows of a lazy model's weight as fp32 through the model's weight provider (converted into
- * wdeq in parallel row blocks, each a pure function of the file). Errors were ruled out by
+/* Rows of a lazy model's weight as fp32 through the model's weight provider (converted in
+ * parallel row blocks, each a pure function of the file). Errors were ruled out by
  * lt_trainer_create (it reads a row of every such weight and every dtype here converts any
  * whole-block row). */
-static const float *rows_into(lt_trainer *tr, const lt_model *m, lt_weight_id id, int layer,
-                              int64_t row0, int64_t rows) {
-    const float *w = NULL;
-    lt_model_weight_f32(m, id, layer, row0, rows, tr->wdeq, &w);
-    return w;
+typedef struct {
+    const lt_model *m;
+    lt_weight_id id;
+    int layer;
+} lazy_src;
+static lt_status lazy_rows(const void *ctx, int64_t row0, int64_t n, float *scratch,
+                           const float **out) {
+    const lazy_src *ls = ctx;
+    return lt_model_weight_f32(ls->m, ls->id, ls->layer, row0, n, scratch, out);
 }
 
-static const float *weight(lt_trainer *tr, const lt_lin *li) {
-    if (li->rsrc) return rows_into(tr, li->rsrc, li->wid, li->layer, 0, li->OC);
-    if (li->q4) { /* QLoRA: dequantize NF4 row blocks (64 weights per block, any split works) */
-        const int64_t n = (int64_t)li->OC * li->C, chunk = 64 * 1024;
-#pragma omp parallel for schedule(static) if (n > 65536)
-        for (int64_t s = 0; s < n; s += chunk)
-            lt_nf4_dequantize(li->q4, s, n - s < chunk ? n - s : chunk, tr->wdeq + s);
-        return tr->wdeq;
+/* A frozen or trained matrix as stored (fp32, 16-bit copy, NF4, or rows of the mapped file),
+ * for the backend's weight_f32 / matmul_w. ls: storage for a lazy source (must outlive w). */
+static void lin_view(const lt_trainer *tr, const lt_lin *li, lazy_src *ls, lt_weight_view *w) {
+    memset(w, 0, sizeof *w);
+    w->rows = li->OC;
+    w->cols = li->C;
+    if (li->rsrc) {
+        *ls = (lazy_src){li->rsrc, li->wid, li->layer};
+        w->rows_fn = lazy_rows;
+        w->ctx = ls;
+    } else if (li->q4) {
+        w->nf4 = li->q4;
+    } else if (li->W16) {
+        w->dtype = tr->c.base_dtype == LT_DTYPE_BF16 ? LT_DTYPE_BF16 : LT_DTYPE_F16;
+        w->data = li->W16;
+    } else {
+        w->dtype = LT_DTYPE_F32;
+        w->data = li->W;
     }
-    if (!li->W16) return li->W;
-    int64_t n = (int64_t)li->OC * li->C;
-    const lt_dtype dt = tr->c.base_dtype == LT_DTYPE_BF16 ? LT_DTYPE_BF16 : LT_DTYPE_F16;
-    const int64_t chunk = 64 * 1024; /* elementwise, so threads do not change the result */
-#pragma omp parallel for schedule(static) if (n > chunk)
-    for (int64_t s = 0; s < n; s += chunk)
-        lt_to_f32(dt, li->W16 + s, tr->wdeq + s, n - s < chunk ? n - s : chunk);
-    return tr->wdeq;
+}
+
+/* The whole matrix as fp32: the weight itself, or converted into wdeq by the backend. */
+static const float *weight(lt_trainer *tr, const lt_lin *li) {
+    lazy_src ls;
+    lt_weight_view w;
+    lin_view(tr, li, &ls, &w);
+    const float *out = NULL;
+    OP(weight_f32, &w, 0, w.rows, tr->wdeq, &out);
+    return out;
 }
 
 /* head rows [v0, v0 + n) as fp32 (in wdeq unless the head is fp32 already) */
 static const float *head_rows(lt_trainer *tr, int64_t v0, int64_t n) {
     const int64_t D = tr->mc.dim;
-    if (tr->head_src) return rows_into(tr, tr->head_src, tr->head_wid, 0, v0, n);
-    if (!tr->head16) return tr->head + v0 * D;
     lt_lin li;
     memset(&li, 0, sizeof li);
-    li.W16 = tr->head16 + v0 * D;
     li.OC = (int)n;
     li.C = (int)D;
+    if (tr->head_src) {
+        lazy_src ls = {tr->head_src, tr->head_wid, 0};
+        lt_weight_view w = {.rows = tr->mc.vocab_size, .cols = D, .rows_fn = lazy_rows, .ctx = &ls};
+        const float *out = NULL;
+        OP(weight_f32, &w, v0, n, tr->wdeq, &out);
+        return out;
+    }
+    if (tr->head16) li.W16 = tr->head16 + v0 * D;
+    else li.W = (float *)(uintptr_t)(tr->head + v0 * D);
     return weight(tr, &li);
 }
 
@@ -86,7 +112,7 @@ static void head_fwd_blocked(lt_trainer *tr, float *logits, const float *x, int 
     for (int v0 = 0; v0 < V; v0 += tr->head_vb) {
         int n = V - v0 < tr->head_vb ? V - v0 : tr->head_vb;
         const float *Hb = head_rows(tr, v0, n);
-        lt_gemm(CblasNoTrans, CblasTrans, nc, n, D, 1.0f, x, D, Hb, D, 0.0f, logits + v0, V);
+        OP(gemm, 0, 1, nc, n, D, 1.0f, x, D, Hb, D, 0.0f, logits + v0, V);
     }
 }
 static void head_dx_blocked(lt_trainer *tr, float *dx, const float *dlogits, int nc) {
@@ -94,7 +120,7 @@ static void head_dx_blocked(lt_trainer *tr, float *dx, const float *dlogits, int
     for (int v0 = 0; v0 < V; v0 += tr->head_vb) {
         int n = V - v0 < tr->head_vb ? V - v0 : tr->head_vb;
         const float *Hb = head_rows(tr, v0, n);
-        lt_gemm(CblasNoTrans, CblasNoTrans, nc, D, n, 1.0f, dlogits + v0, V, Hb, D, 1.0f, dx, D);
+        OP(gemm, 0, 0, nc, D, n, 1.0f, dlogits + v0, V, Hb, D, 1.0f, dx, D);
     }
 }
 
@@ -104,15 +130,7 @@ static const float *dropout_mask(lt_trainer *tr, int l, int t, int64_t n) {
     float p = tr->c.lora.dropout;
     if (!(p > 0) || !tr->training) return NULL; /* evaluation runs without dropout */
     uint64_t s = tr->c.seed ^ (tr->micro * 0x9E3779B97F4A7C15ull) ^ ((uint64_t)(l * 8 + t) << 48);
-    float keep = 1.0f / (1.0f - p);
-    for (int64_t i = 0; i < n; i++) {
-        uint64_t z = (s += 0x9E3779B97F4A7C15ull);
-        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-        z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-        z ^= z >> 31;
-        float u = (float)(z >> 40) * (1.0f / 16777216.0f);
-        tr->mask[i] = u < p ? 0.0f : keep;
-    }
+    OP(dropout_mask, tr->mask, n, p, s);
     return tr->mask;
 }
 
@@ -120,15 +138,15 @@ static void lin_fwd(lt_trainer *tr, int l, int t, float *y, const float *x, floa
     lt_lin *li = &tr->lin[l * LT_N_TARGETS + t];
     const float *W = weight(tr, li);
     if (!li->A) {
-        lt_fast_matmul_fwd(y, x, W, li->bias, N, li->C, li->OC);
+        OP(matmul_fwd, y, x, W, li->bias, N, li->C, li->OC);
         return;
     }
     const float *mask = dropout_mask(tr, l, t, (int64_t)N * li->C);
     if (li->mag)
-        lt_fast_dora_fwd(y, li->wnorm, xa, x, W, li->bias, li->A, li->B, li->mag, mask, N, li->C,
+        OP(dora_fwd, y, li->wnorm, xa, x, W, li->bias, li->A, li->B, li->mag, mask, N, li->C,
                        li->OC, tr->r, tr->scale, tr->scratch);
     else
-        lt_fast_lora_fwd(y, xa, x, W, li->bias, li->A, li->B, mask, N, li->C, li->OC, tr->r,
+        OP(lora_fwd, y, xa, x, W, li->bias, li->A, li->B, mask, N, li->C, li->OC, tr->r,
                        tr->scale, tr->scratch);
 }
 
@@ -138,15 +156,15 @@ static void lin_bwd(lt_trainer *tr, int l, int t, float *dx, const float *dy, co
     if (!li->A && !dx && !li->dW && !li->dbias) return;
     const float *W = weight(tr, li);
     if (!li->A) {
-        lt_fast_matmul_bwd(dx, li->dW, li->dbias, dy, x, W, N, li->C, li->OC);
+        OP(matmul_bwd, dx, li->dW, li->dbias, dy, x, W, N, li->C, li->OC);
         return;
     }
     const float *mask = dropout_mask(tr, l, t, (int64_t)N * li->C);
     if (li->mag)
-        lt_fast_dora_bwd(dx, li->dA, li->dB, li->dmag, dy, x, W, li->A, li->B, li->mag, li->wnorm, xa,
+        OP(dora_bwd, dx, li->dA, li->dB, li->dmag, dy, x, W, li->A, li->B, li->mag, li->wnorm, xa,
                        mask, N, li->C, li->OC, tr->r, tr->scale, tr->scratch);
     else
-        lt_fast_lora_bwd(dx, li->dA, li->dB, dy, x, W, li->A, li->B, xa, mask, N, li->C, li->OC,
+        OP(lora_bwd, dx, li->dA, li->dB, dy, x, W, li->A, li->B, xa, mask, N, li->C, li->OC,
                        tr->r, tr->scale, tr->scratch);
 }
 
@@ -169,26 +187,22 @@ static void layer_fwd(lt_trainer *tr, int l, const step_rows *sr) {
     lt_layer_acts *a = acts_of(tr, l);
     const float *x = tr->xs + (int64_t)l * N * D;
     float *xo = tr->xs + (int64_t)(l + 1) * N * D;
-    lt_fast_rmsnorm_fwd(a->xn1, a->rstd1, x, tr->attn_norm[l], N, D, mc->norm_eps);
+    OP(rmsnorm_fwd, a->xn1, a->rstd1, x, tr->attn_norm[l], N, D, mc->norm_eps);
     lin_fwd(tr, l, 0, a->q, a->xn1, a->xa[0], N);
     lin_fwd(tr, l, 1, a->k, a->xn1, a->xa[1], N);
     lin_fwd(tr, l, 2, a->v, a->xn1, a->xa[2], N);
-    lt_fast_rope_fwd(a->q, a->q, pos, tr->cos_t, tr->sin_t, N, mc->n_heads, mc->head_dim, 0);
-    lt_fast_rope_fwd(a->k, a->k, pos, tr->cos_t, tr->sin_t, N, mc->n_kv_heads, mc->head_dim, 0);
-    lt_fast_attention_fwd_var(a->att, a->lse, a->q, a->k, a->v, sr->seq, sr->off, sr->B, sr->T,
+    OP(rope_fwd, a->q, a->q, pos, tr->cos_t, tr->sin_t, N, mc->n_heads, mc->head_dim, 0);
+    OP(rope_fwd, a->k, a->k, pos, tr->cos_t, tr->sin_t, N, mc->n_kv_heads, mc->head_dim, 0);
+    OP(attention_fwd, a->att, a->lse, a->q, a->k, a->v, sr->seq, sr->off, sr->B, sr->T,
                               mc->n_heads, mc->n_kv_heads, mc->head_dim, mc->sliding_window);
     lin_fwd(tr, l, 3, tr->tmp, a->att, a->xa[3], N);
-#pragma omp parallel for schedule(static) if ((int64_t)N * D > 65536)
-    for (int64_t i = 0; i < (int64_t)N * D; i++)
-        a->xmid[i] = x[i] + tr->tmp[i];
-    lt_fast_rmsnorm_fwd(a->xn2, a->rstd2, a->xmid, tr->ffn_norm[l], N, D, mc->norm_eps);
+    OP(add, a->xmid, x, tr->tmp, (int64_t)N * D);
+    OP(rmsnorm_fwd, a->xn2, a->rstd2, a->xmid, tr->ffn_norm[l], N, D, mc->norm_eps);
     lin_fwd(tr, l, 4, a->gate, a->xn2, a->xa[4], N);
     lin_fwd(tr, l, 5, a->up, a->xn2, a->xa[5], N);
-    lt_fast_swiglu_fwd(a->h, a->gate, a->up, (int64_t)N * mc->ffn_dim);
+    OP(swiglu_fwd, a->h, a->gate, a->up, (int64_t)N * mc->ffn_dim);
     lin_fwd(tr, l, 6, tr->tmp, a->h, a->xa[6], N);
-#pragma omp parallel for schedule(static) if ((int64_t)N * D > 65536)
-    for (int64_t i = 0; i < (int64_t)N * D; i++)
-        xo[i] = a->xmid[i] + tr->tmp[i];
+    OP(add, xo, a->xmid, tr->tmp, (int64_t)N * D);
 }
 
 /* dres holds d(xs[l+1]) on entry and d(xs[l]) on exit (when need_dx). */
@@ -200,33 +214,33 @@ static void layer_bwd(lt_trainer *tr, int l, const step_rows *sr, int need_dx) {
     lt_layer_acts *a = acts_of(tr, l);
     const float *x = tr->xs + (int64_t)l * N * D;
     /* MLP: xs[l+1] = xmid + down(h) */
-    memset(tr->dh, 0, sizeof(float) * (size_t)N * F);
+    OP(zero, tr->dh, sizeof(float) * (size_t)N * F);
     lin_bwd(tr, l, 6, tr->dh, tr->dres, a->h, a->xa[6], N);
-    lt_fast_swiglu_bwd_write(tr->dgate, tr->dup, tr->dh, a->gate, a->up, (int64_t)N * F);
-    memset(tr->dxn, 0, sizeof(float) * (size_t)N * D);
+    OP(swiglu_bwd, tr->dgate, tr->dup, tr->dh, a->gate, a->up, (int64_t)N * F);
+    OP(zero, tr->dxn, sizeof(float) * (size_t)N * D);
     lin_bwd(tr, l, 4, tr->dxn, tr->dgate, a->xn2, a->xa[4], N);
     lin_bwd(tr, l, 5, tr->dxn, tr->dup, a->xn2, a->xa[5], N);
-    lt_fast_rmsnorm_bwd(tr->dres, tr->dffn_norm[l], tr->dxn, a->xmid, tr->ffn_norm[l], a->rstd2, N,
+    OP(rmsnorm_bwd, tr->dres, tr->dffn_norm[l], tr->dxn, a->xmid, tr->ffn_norm[l], a->rstd2, N,
                       D);
     /* attention: xmid = x + o(att) */
-    memset(tr->datt, 0, sizeof(float) * (size_t)N * QD);
+    OP(zero, tr->datt, sizeof(float) * (size_t)N * QD);
     lin_bwd(tr, l, 3, tr->datt, tr->dres, a->att, a->xa[3], N);
-    memset(tr->dq, 0, sizeof(float) * (size_t)N * QD);
-    memset(tr->dk, 0, sizeof(float) * (size_t)N * KVD);
-    memset(tr->dv, 0, sizeof(float) * (size_t)N * KVD);
-    lt_fast_attention_bwd_var(tr->dq, tr->dk, tr->dv, tr->datt, a->q, a->k, a->v, a->att, a->lse,
+    OP(zero, tr->dq, sizeof(float) * (size_t)N * QD);
+    OP(zero, tr->dk, sizeof(float) * (size_t)N * KVD);
+    OP(zero, tr->dv, sizeof(float) * (size_t)N * KVD);
+    OP(attention_bwd, tr->dq, tr->dk, tr->dv, tr->datt, a->q, a->k, a->v, a->att, a->lse,
                               sr->seq, sr->off, sr->B, sr->T, mc->n_heads, mc->n_kv_heads,
                               mc->head_dim, mc->sliding_window);
-    lt_fast_rope_bwd(tr->dq, tr->dq, pos, tr->cos_t, tr->sin_t, N, mc->n_heads, mc->head_dim, 0);
-    lt_fast_rope_bwd(tr->dk, tr->dk, pos, tr->cos_t, tr->sin_t, N, mc->n_kv_heads, mc->head_dim, 0);
+    OP(rope_bwd, tr->dq, tr->dq, pos, tr->cos_t, tr->sin_t, N, mc->n_heads, mc->head_dim, 0);
+    OP(rope_bwd, tr->dk, tr->dk, pos, tr->cos_t, tr->sin_t, N, mc->n_kv_heads, mc->head_dim, 0);
     int want_dxn = need_dx || tr->dattn_norm[l];
     float *dxn = want_dxn ? tr->dxn : NULL;
-    if (dxn) memset(dxn, 0, sizeof(float) * (size_t)N * D);
+    if (dxn) OP(zero, dxn, sizeof(float) * (size_t)N * D);
     lin_bwd(tr, l, 0, dxn, tr->dq, a->xn1, a->xa[0], N);
     lin_bwd(tr, l, 1, dxn, tr->dk, a->xn1, a->xa[1], N);
     lin_bwd(tr, l, 2, dxn, tr->dv, a->xn1, a->xa[2], N);
     if (want_dxn)
-        lt_fast_rmsnorm_bwd(need_dx ? tr->dres : NULL, tr->dattn_norm[l], tr->dxn, x,
+        OP(rmsnorm_bwd, need_dx ? tr->dres : NULL, tr->dattn_norm[l], tr->dxn, x,
                           tr->attn_norm[l], a->rstd1, N, D);
 }
 
@@ -278,20 +292,24 @@ int64_t lt_batch_count(const lt_batch *b) {
 
 static lt_status embed_fwd(lt_trainer *tr, const int32_t *tokens, int N) {
     const int D = tr->mc.dim, V = tr->mc.vocab_size;
-    if (!tr->embd16 && !tr->embd_src) return lt_op_embedding_fwd(tr->xs, tokens, tr->embd, N, D, V);
+    if (!tr->embd16 && !tr->embd_src) return OP(embedding_fwd, tr->xs, tokens, tr->embd, N, D, V);
+    /* a 16-bit copy, or rows of the mapped file (block-quantized GGUF embeddings): each token's
+     * row converted by the backend (tokens were checked by check_batch) */
+    lazy_src ls = {tr->embd_src, LT_W_TOK_EMBD, 0};
+    lt_weight_view w = {.rows = V, .cols = D};
+    if (tr->embd_src) {
+        w.rows_fn = lazy_rows;
+        w.ctx = &ls;
+    } else {
+        w.dtype = tr->c.base_dtype == LT_DTYPE_BF16 ? LT_DTYPE_BF16 : LT_DTYPE_F16;
+        w.data = tr->embd16;
+    }
     for (int n = 0; n < N; n++) {
-        int32_t t = tokens[n];
-        if (t < 0 || t >= V)
-            return lt_error(LT_ERR_ARG, "embedding: token %d at position %d is outside [0, %d)",
-                            (int)t, n, V);
-        if (tr->embd_src) { /* a row of the mapped file (block-quantized GGUF embeddings) */
-            lt_status st =
-                lt_model_weight_rows(tr->embd_src, LT_W_TOK_EMBD, 0, t, 1, tr->xs + (int64_t)n * D);
-            if (st) return st;
-            continue;
-        }
-        lt_to_f32(tr->c.base_dtype == LT_DTYPE_BF16 ? LT_DTYPE_BF16 : LT_DTYPE_F16,
-                  tr->embd16 + (int64_t)t * D, tr->xs + (int64_t)n * D, D);
+        float *row = tr->xs + (int64_t)n * D;
+        const float *got = NULL;
+        lt_status st = OP(weight_f32, &w, tokens[n], 1, row, &got);
+        if (st) return st;
+        if (got != row) OP(copy, row, got, sizeof(float) * (size_t)D);
     }
     return LT_OK;
 }
@@ -324,10 +342,10 @@ static lt_status run_step(lt_trainer *tr, const lt_batch *b, float grad_scale,
             for (int r = 0; r < B; r++) {
                 const int64_t src = (int64_t)r * T, at = tr->c_off[r];
                 const size_t len = sizeof(int32_t) * (size_t)(tr->c_off[r + 1] - at);
-                memcpy(tr->c_tok + at, tokens + src, len);
-                memcpy(tr->c_tgt + at, targets + src, len);
-                memcpy(tr->c_pos + at, pos + src, len);
-                if (b->seq) memcpy(tr->c_seq + at, b->seq + src, len);
+                OP(set, tr->c_tok + at, tokens + src, len);
+                OP(set, tr->c_tgt + at, targets + src, len);
+                OP(set, tr->c_pos + at, pos + src, len);
+                if (b->seq) OP(set, tr->c_seq + at, b->seq + src, len);
             }
             sr = (step_rows){tr->c_pos, b->seq ? tr->c_seq : NULL, tr->c_off, B, T, n};
             tokens = tr->c_tok;
@@ -342,13 +360,13 @@ static lt_status run_step(lt_trainer *tr, const lt_batch *b, float grad_scale,
     for (int l = 0; l < L; l++)
         layer_fwd(tr, l, &sr);
     const float *xL = tr->xs + (int64_t)L * N * D;
-    lt_fast_rmsnorm_fwd(tr->xf, tr->rstdf, xL, tr->out_norm, N, D, mc->norm_eps);
+    OP(rmsnorm_fwd, tr->xf, tr->rstdf, xL, tr->out_norm, N, D, mc->norm_eps);
 
     int64_t count = lt_batch_count(b);
     float gs = grad_scale != 0.0f ? grad_scale : (count ? 1.0f / (float)count : 0.0f);
     int do_bwd = train && gs != 0.0f;
     const float *H = tr->head_vb ? NULL : head_weight(tr);
-    if (do_bwd) memset(tr->dxn, 0, sizeof(float) * (size_t)N * D);
+    if (do_bwd) OP(zero, tr->dxn, sizeof(float) * (size_t)N * D);
     /* The head and the loss run only where a target counts: prompt tokens (masked), padding
      * and packing boundaries are -100 and contribute neither loss nor gradient, so their rows
      * are skipped -- gathered into tmp, their input gradients (in dres, free until the
@@ -366,13 +384,11 @@ static lt_status run_step(lt_trainer *tr, const lt_batch *b, float grad_scale,
             }
         if (k < N) {
             nh = k;
-            for (int j = 0; j < nh; j++)
-                memcpy(tr->tmp + (int64_t)j * D, tr->xf + (int64_t)tr->head_idx[j] * D,
-                       sizeof(float) * (size_t)D);
+            OP(gather_rows, tr->tmp, tr->xf, tr->head_idx, nh, D);
             xh = tr->tmp;
             th = tr->head_tgt;
             dxh = tr->dres;
-            if (do_bwd) memset(dxh, 0, sizeof(float) * (size_t)nh * D);
+            if (do_bwd) OP(zero, dxh, sizeof(float) * (size_t)nh * D);
         }
     }
     double sum = 0;
@@ -382,24 +398,22 @@ static lt_status run_step(lt_trainer *tr, const lt_batch *b, float grad_scale,
         if (tr->head_vb)
             head_fwd_blocked(tr, tr->logits, xf, nc);
         else
-            lt_fast_matmul_fwd(tr->logits, xf, H, NULL, nc, D, V);
+            OP(matmul_fwd, tr->logits, xf, H, NULL, nc, D, V);
         if (tr->logits_keep)
-            memcpy(tr->logits_keep + (int64_t)n0 * V, tr->logits, sizeof(float) * (size_t)nc * V);
+            OP(copy, tr->logits_keep + (int64_t)n0 * V, tr->logits, sizeof(float) * (size_t)nc * V);
         lt_ce_stats cs;
         /* gs is never 0 here when do_bwd; with !do_bwd dlogits are not wanted */
-        st = lt_fast_cross_entropy(do_bwd ? tr->logits : NULL, &cs, tr->logits, th + n0, nc, V,
+        st = OP(cross_entropy, do_bwd ? tr->logits : NULL, &cs, tr->logits, th + n0, nc, V,
                                    LT_IGNORE_INDEX, do_bwd ? gs : 1.0f);
         if (st) return st;
         sum += cs.sum;
         if (do_bwd && tr->head_vb)
             head_dx_blocked(tr, dxh + (int64_t)n0 * D, tr->logits, nc);
         else if (do_bwd)
-            lt_fast_matmul_bwd(dxh + (int64_t)n0 * D, tr->dhead, NULL, tr->logits, xf, H, nc, D, V);
+            OP(matmul_bwd, dxh + (int64_t)n0 * D, tr->dhead, NULL, tr->logits, xf, H, nc, D, V);
     }
     if (do_bwd && dxh != tr->dxn)
-        for (int j = 0; j < nh; j++)
-            memcpy(tr->dxn + (int64_t)tr->head_idx[j] * D, dxh + (int64_t)j * D,
-                   sizeof(float) * (size_t)D);
+        OP(scatter_rows, tr->dxn, dxh, tr->head_idx, nh, D);
     if (tr->logits_keep) {
         tr->logits_B = B;
         tr->logits_T = T;
@@ -412,14 +426,14 @@ static lt_status run_step(lt_trainer *tr, const lt_batch *b, float grad_scale,
     }
     if (!do_bwd) return LT_OK;
 
-    memset(tr->dres, 0, sizeof(float) * (size_t)N * D);
-    lt_fast_rmsnorm_bwd(tr->dres, tr->dout_norm, tr->dxn, xL, tr->out_norm, tr->rstdf, N, D);
+    OP(zero, tr->dres, sizeof(float) * (size_t)N * D);
+    OP(rmsnorm_bwd, tr->dres, tr->dout_norm, tr->dxn, xL, tr->out_norm, tr->rstdf, N, D);
     int need_embed = tr->dembd != NULL;
     for (int l = L - 1; l >= tr->bwd_stop; l--) {
         if (tr->c.grad_checkpoint) layer_fwd(tr, l, &sr);
         layer_bwd(tr, l, &sr, l > tr->bwd_stop || need_embed);
     }
-    if (need_embed) lt_op_embedding_bwd(tr->dembd, tr->dres, tokens, N, D);
+    if (need_embed) OP(embedding_bwd, tr->dembd, tr->dres, tokens, N, D);
     return LT_OK;
 }
 
@@ -427,7 +441,7 @@ static lt_status run_step(lt_trainer *tr, const lt_batch *b, float grad_scale,
  * lt_gemm (two pools on the same cores spin against each other; bench/RESULTS.md). */
 static lt_status run(lt_trainer *tr, const lt_batch *b, float grad_scale, lt_loss_stats *out,
                      int train) {
-    int blas_threads = tr->c.keep_blas_threads ? -1 : lt_blas_threads_single();
+    int token = tr->be->op->step_begin ? OP(step_begin, tr->c.keep_blas_threads) : 0;
 #ifdef LT_TEST_PLANT_STEP_ALLOC
     /* A planted defect, compiled only into tests/train/test_plan_planted: one allocation per
      * OpenMP thread in every step, which test_plan's allocation count must catch. */
@@ -438,7 +452,7 @@ static lt_status run(lt_trainer *tr, const lt_batch *b, float grad_scale, lt_los
     }
 #endif
     lt_status st = run_step(tr, b, grad_scale, out, train);
-    if (blas_threads >= 0) lt_blas_threads_restore(blas_threads);
+    if (tr->be->op->step_end) OP(step_end, token);
     return st;
 }
 
@@ -453,43 +467,44 @@ lt_status lt_trainer_eval(lt_trainer *tr, const lt_batch *b, lt_loss_stats *out)
 
 void lt_trainer_zero_grad(lt_trainer *tr) {
     for (int i = 0; i < tr->n_tt; i++)
-        memset(tr->tt[i].grad, 0, sizeof(float) * (size_t)tr->tt[i].numel);
+        OP(zero, tr->tt[i].grad, sizeof(float) * (size_t)tr->tt[i].numel);
+}
+
+/* sum of squares over all gradients: they are carved consecutively, but go tensor by tensor so
+ * the alignment padding does not matter */
+static double grad_sumsq(const lt_trainer *tr) {
+    double ss = 0;
+    for (int i = 0; i < tr->n_tt; i++)
+        ss += OP(sumsq, tr->tt[i].grad, tr->tt[i].numel);
+    return ss;
+}
+
+double lt_trainer_grad_norm(const lt_trainer *tr) {
+    return sqrt(grad_sumsq(tr));
+}
+
+int lt_trainer_grads_finite(const lt_trainer *tr) {
+    for (int i = 0; i < tr->n_tt; i++)
+        if (!OP(all_finite, tr->tt[i].grad, tr->tt[i].numel)) return 0;
+    return 1;
 }
 
 lt_status lt_trainer_step(lt_trainer *tr, float lr, float *grad_norm) {
-    /* norm over all gradients: they are carved consecutively, but go tensor by tensor so the
-     * alignment padding does not matter */
-    double ss = 0;
-    for (int i = 0; i < tr->n_tt; i++) {
-        const float *g = tr->tt[i].grad;
-        int64_t n = tr->tt[i].numel;
-        const float *bufs[1] = {g};
-        double nr = lt_op_global_norm(bufs, &n, 1);
-        ss += nr * nr;
-    }
-    double norm = sqrt(ss);
+    double norm = sqrt(grad_sumsq(tr));
     if (grad_norm) *grad_norm = (float)norm;
     if (tr->c.grad_clip > 0) {
         float coef = lt_op_clip_coef(norm, tr->c.grad_clip);
         if (coef < 1.0f)
             for (int i = 0; i < tr->n_tt; i++)
-                lt_op_scale(tr->tt[i].grad, tr->tt[i].numel, coef);
+                OP(scale, tr->tt[i].grad, tr->tt[i].numel, coef);
     }
     lt_adamw_cfg ac = {lr < 0 ? tr->c.lr : lr, tr->c.beta1, tr->c.beta2, tr->c.eps,
                        tr->c.weight_decay};
     tr->step++;
     for (int i = 0; i < tr->n_tt; i++)
-        lt_op_adamw_step(tr->tt[i].value, tr->tt[i].grad, tr->tt[i].m, tr->tt[i].v, tr->tt[i].numel,
-                         &ac, tr->step);
+        OP(adamw, tr->tt[i].value, tr->tt[i].grad, tr->tt[i].m, tr->tt[i].v, tr->tt[i].numel, &ac,
+           tr->step);
     lt_trainer_zero_grad(tr);
-    return LT_OK;
-}
-
-lt_status lt_trainer_opt_state(const lt_trainer *tr, int i, float **m, float **v) {
-    if (i < 0 || i >= tr->n_tt)
-        return lt_error(LT_ERR_ARG, "trainer tensor index %d: expected [0, %d)", i, tr->n_tt);
-    if (m) *m = tr->tt[i].m;
-    if (v) *v = tr->tt[i].v;
     return LT_OK;
 }
 
@@ -531,13 +546,12 @@ lt_status lt_trainer_tensor(const lt_trainer *tr, int i, lt_train_tensor *out) {
     if (i < 0 || i >= tr->n_tt)
         return lt_error(LT_ERR_ARG, "trainer tensor index %d: expected [0, %d)", i, tr->n_tt);
     const lt_tt *t = &tr->tt[i];
+    out->index = i;
     out->name = t->name;
     out->ndim = t->ndim;
     out->shape[0] = t->shape[0];
     out->shape[1] = t->shape[1];
     out->numel = t->numel;
-    out->value = t->value;
-    out->grad = t->grad;
     return LT_OK;
 }
 
@@ -553,6 +567,51 @@ lt_status lt_trainer_find(const lt_trainer *tr, const char *name, lt_train_tenso
     return lt_error(LT_ERR_NOTFOUND, "trainer: no trainable tensor named '%s'", name);
 }
 
+const char *lt_tensor_part_name(lt_tensor_part part) {
+    static const char *const names[] = {"value", "grad", "adam_m", "adam_v"};
+    return (unsigned)part < 4 ? names[part] : "?";
+}
+
+/* the backend buffer of part of tensor i, after checking i, part and n */
+static lt_status part_of(const lt_trainer *tr, int i, lt_tensor_part part, int64_t offset,
+                         int64_t n, float **buf) {
+    if (i < 0 || i >= tr->n_tt)
+        return lt_error(LT_ERR_ARG, "trainer tensor index %d: expected [0, %d)", i, tr->n_tt);
+    const lt_tt *t = &tr->tt[i];
+    switch (part) {
+    case LT_TENSOR_VALUE: *buf = t->value; break;
+    case LT_TENSOR_GRAD: *buf = t->grad; break;
+    case LT_TENSOR_ADAM_M: *buf = t->m; break;
+    case LT_TENSOR_ADAM_V: *buf = t->v; break;
+    default: return lt_error(LT_ERR_ARG, "trainer tensor '%s': unknown part %d", t->name, (int)part);
+    }
+    if (offset < 0 || n < 0 || offset > t->numel || n > t->numel - offset)
+        return lt_error(LT_ERR_ARG,
+                        "trainer tensor '%s' %s: values [%lld, %lld) are outside its %lld",
+                        t->name, lt_tensor_part_name(part), (long long)offset,
+                        (long long)(offset + n), (long long)t->numel);
+    *buf += offset;
+    return LT_OK;
+}
+
+lt_status lt_trainer_read(const lt_trainer *tr, int i, lt_tensor_part part, int64_t offset,
+                          float *dst, int64_t n) {
+    float *buf = NULL;
+    lt_status st = part_of(tr, i, part, offset, n, &buf);
+    if (st) return st;
+    OP(get, dst, buf, sizeof(float) * (size_t)n);
+    return LT_OK;
+}
+
+lt_status lt_trainer_write(lt_trainer *tr, int i, lt_tensor_part part, int64_t offset,
+                           const float *src, int64_t n) {
+    float *buf = NULL;
+    lt_status st = part_of(tr, i, part, offset, n, &buf);
+    if (st) return st;
+    OP(set, buf, src, sizeof(float) * (size_t)n);
+    return LT_OK;
+}
+
 lt_status lt_trainer_set(lt_trainer *tr, const char *name, const float *data, int64_t n) {
     lt_train_tensor t;
     lt_status st = lt_trainer_find(tr, name, &t);
@@ -560,8 +619,7 @@ lt_status lt_trainer_set(lt_trainer *tr, const char *name, const float *data, in
     if (n != t.numel)
         return lt_error(LT_ERR_ARG, "trainer set '%s': expected %lld values, got %lld", name,
                         (long long)t.numel, (long long)n);
-    memcpy(t.value, data, sizeof(float) * (size_t)n);
-    return LT_OK;
+    return lt_trainer_write(tr, t.index, LT_TENSOR_VALUE, 0, data, n);
 }
 
 /* ---- create / free ------------------------------------------------------------------------ */
@@ -673,7 +731,13 @@ static lt_status fill_from_file(lt_trainer *tr) {
 }
 
 lt_status lt_trainer_create(lt_model *m, const lt_train_config *cin, lt_trainer **out) {
+    return lt_trainer_create_on(m, cin, lt_backend_cpu(), out);
+}
+
+lt_status lt_trainer_create_on(lt_model *m, const lt_train_config *cin, const lt_backend *be,
+                               lt_trainer **out) {
     *out = NULL;
+    if (!be) be = lt_backend_cpu();
     lt_train_config cn = *cin;
     lt_train_config_normalize_(&cn);
     const lt_train_config *c = &cn;
@@ -685,22 +749,25 @@ lt_status lt_trainer_create(lt_model *m, const lt_train_config *cin, lt_trainer 
     if (st) return st;
     const lt_base_files files = {.lazy = m}, *src = lazy ? &files : NULL;
     int64_t bytes[LT_MEM_COUNT] = {0}, nalloc = 0;
-    lt_trainer *tr = rec_alloc(bytes, &nalloc, LT_MEM_WORKSPACE, (int64_t)sizeof(lt_trainer));
+    /* the struct is host memory (counted as workspace); the blocks are the backend's */
+    const lt_backend *host = lt_backend_cpu();
+    lt_trainer *tr = rec_alloc(host, bytes, &nalloc, LT_MEM_WORKSPACE, (int64_t)sizeof(lt_trainer));
     if (!tr) return lt_error(LT_ERR_NOMEM, "trainer: out of memory");
     memset(tr, 0, sizeof *tr);
     int64_t lay[LT_MEM_COUNT], ws_head = 0;
     st = lt_trainer_layout_(NULL, &m->config, src, c, lay, NULL, NULL, &ws_head, NULL);
     if (st) {
-        free(tr);
+        host->op->free(host, tr);
         return st;
     }
+    tr->be = be;
     for (int k = 0; k < LT_MEM_COUNT; k++) {
         if (!lay[k]) continue;
-        tr->block[k] = rec_alloc(bytes, &nalloc, k, lay[k]);
+        tr->block[k] = rec_alloc(be, bytes, &nalloc, k, lay[k]);
         if (!tr->block[k]) {
             for (int j = 0; j < k; j++)
-                free(tr->block[j]);
-            free(tr);
+                be->op->free(be, tr->block[j]);
+            host->op->free(host, tr);
             return lt_error(LT_ERR_NOMEM, "trainer: out of memory allocating %lld bytes of %s",
                             (long long)lay[k], lt_mem_category_name((lt_mem_category)k));
         }
@@ -761,6 +828,6 @@ lt_status lt_trainer_create(lt_model *m, const lt_train_config *cin, lt_trainer 
 void lt_trainer_free(lt_trainer *tr) {
     if (!tr) return;
     for (int k = 0; k < LT_MEM_COUNT; k++)
-        free(tr->block[k]);
-    free(tr);
+        tr->be->op->free(tr->be, tr->block[k]);
+    lt_free(tr);
 }

@@ -5,6 +5,7 @@
 #ifndef LT_TRAINER_INTERNAL_H
 #define LT_TRAINER_INTERNAL_H
 
+#include "loratune/backend.h"
 #include "loratune/nf4.h"
 #include "loratune/ops.h"
 #include "loratune/train.h"
@@ -49,6 +50,7 @@ typedef struct {
 } lt_tt; /* trainable tensor */
 
 struct lt_trainer {
+    const lt_backend *be; /* where the step runs (every op, every block) */
     lt_model *m;
     lt_model_config mc;
     lt_train_config c;

@@ -23,6 +23,7 @@
 #include "adapter/adapter_internal.h"
 #include "loratune/adapter.h"
 #include "lt_test.h"
+#include "lt_trainer_test.h"
 
 #define T_TOK 12
 static const int32_t toks[T_TOK] = {1, 403, 407, 261, 378, 439, 297, 261, 270, 356, 410, 46};
@@ -68,8 +69,10 @@ static lt_adapter *make(lt_model *m, const spec *s) {
         lt_train_tensor t;
         lt_trainer_tensor(tr, i, &t);
         int mag = strstr(t.name, "magnitude") != NULL;
+        float *val = lt_tt_get(tr, i, LT_TENSOR_VALUE);
         for (int64_t k = 0; k < t.numel; k++)
-            t.value[k] = mag ? t.value[k] * (1.0f + 0.3f * frand()) : 0.2f * frand();
+            val[k] = mag ? val[k] * (1.0f + 0.3f * frand()) : 0.2f * frand();
+        lt_tt_put(tr, i, LT_TENSOR_VALUE, val);
     }
     if (lt_adapter_from_trainer(tr, "stories260K-hf", &a)) a = NULL;
     lt_trainer_free(tr);

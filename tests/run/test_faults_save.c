@@ -33,6 +33,7 @@
 #include "loratune/run.h"
 #include "lt_fault.h"
 #include "lt_test.h"
+#include "lt_trainer_test.h"
 #include "run/run_internal.h"
 
 /* ---- a folder's files, in memory ------------------------------------------------------- */
@@ -210,8 +211,10 @@ static void change_trainer(lt_trainer *tr) {
     for (int i = 0; i < lt_trainer_n_tensors(tr); i++) {
         lt_train_tensor t;
         if (lt_trainer_tensor(tr, i, &t)) continue;
+        float *val = lt_tt_get(tr, i, LT_TENSOR_VALUE);
         for (int64_t k = 0; k < t.numel; k++)
-            t.value[k] += 0.25f;
+            val[k] += 0.25f;
+        lt_tt_put(tr, i, LT_TENSOR_VALUE, val);
     }
 }
 

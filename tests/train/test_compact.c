@@ -18,6 +18,7 @@
 #include "loratune/ops.h"
 #include "loratune/train.h"
 #include "lt_test.h"
+#include "lt_trainer_test.h"
 
 enum { B = 3, T = 40 };
 static const int useful[B] = {40, 25, 13}; /* last counted target + 1, per row */
@@ -42,7 +43,7 @@ static void grads_of(lt_trainer *tr, result *r) {
     for (int i = 0; i < n; i++) {
         lt_train_tensor t;
         lt_trainer_tensor(tr, i, &t);
-        memcpy(r->grads + k, t.grad, sizeof(float) * (size_t)t.numel);
+        CHECK_OK(lt_trainer_read(tr, i, LT_TENSOR_GRAD, 0, r->grads + k, t.numel));
         k += t.numel;
     }
 }

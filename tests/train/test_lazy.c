@@ -21,6 +21,7 @@
 #include "loratune/gguf.h"
 #include "loratune/train.h"
 #include "lt_test.h"
+#include "lt_trainer_test.h"
 
 #define NSTEP 2
 
@@ -57,7 +58,7 @@ static lt_status run(lt_model *m, const lt_train_config *c, const lt_batch *b, r
             for (int i = 0; i < n; i++) {
                 lt_train_tensor t;
                 lt_trainer_tensor(tr, i, &t);
-                memcpy(o->grads + k, t.grad, sizeof(float) * (size_t)t.numel);
+                CHECK_OK(lt_trainer_read(tr, i, LT_TENSOR_GRAD, 0, o->grads + k, t.numel));
                 k += t.numel;
             }
         }

@@ -25,6 +25,7 @@
 #include "loratune/ops.h"
 #include "loratune/train.h"
 #include "lt_test.h"
+#include "lt_trainer_test.h"
 
 #define TOL_LOSS 1e-5
 #define TOL_LOGITS 1e-5
@@ -230,7 +231,9 @@ static void run_case(const char *dir, const char *cname) {
                   (long long)n);
             float *g = read_f32(dir, json_string_value(json_object_get(val, "file")), n);
             if (g && n == t.numel) {
-                double e = rel_err(t.grad, g, n);
+                float *tg = lt_tt_get(tr, t.index, LT_TENSOR_GRAD);
+                double e = rel_err(tg, g, n);
+                free(tg);
                 if (e > w_grad || e != e) {
                     w_grad = e;
                     w_grad_name = key;
@@ -272,7 +275,9 @@ static void run_case(const char *dir, const char *cname) {
             float *g = read_f32(dir, json_string_value(json_object_get(val, "file")), n);
             if (g && n == t.numel) {
                 /* measured in units of the allowed error (see TOL_AFTER_LR) */
-                double mb = 0, e = rel_err2(t.value, g, n, &mb);
+                float *tv = lt_tt_get(tr, t.index, LT_TENSOR_VALUE);
+                double mb = 0, e = rel_err2(tv, g, n, &mb);
+                free(tv);
                 e = e * mb / (TOL_AFTER * mb + TOL_AFTER_LR * c.lr);
                 if (e > w_after || e != e) {
                     w_after = e;

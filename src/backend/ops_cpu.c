@@ -1,6 +1,6 @@
 /* ops_cpu.c - CPU reference forward/backward of the training ops (see ops.h, docs/OPS.md).
  *
- * Every op is a plain loop (matrix products too: ref_gemm, no BLAS, no OpenMP), kept close to
+ * Every op is a plain loop (matrix products too: lt_op_gemm, no BLAS, no OpenMP), kept close to
  * the math so it can serve as the reference the fast paths are tested against, independent of
  * them. The linear, LoRA and DoRA compositions are ops_linear.inc, shared with their fast twins
  * (ops_fast_linear.c) over a different GEMM; PyTorch goldens check the composition
@@ -15,8 +15,8 @@
 /* ---- linear, LoRA, DoRA: ops_linear.inc over a plain GEMM ---------------------------- */
 /* C = alpha op(A) op(B) + beta C, row-major; ta / tb: 1 = transposed. Plain loops with double
  * sums: the reference does not share the fast path's BLAS or its OpenMP split. */
-static void ref_gemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
-                     const float *B, int ldb, float beta, float *C, int ldc) {
+void lt_op_gemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
+                const float *B, int ldb, float beta, float *C, int ldc) {
     for (int i = 0; i < M; i++)
         for (int j = 0; j < N; j++) {
             double acc = 0.0;
@@ -31,7 +31,7 @@ static void ref_gemm(int ta, int tb, int M, int N, int K, float alpha, const flo
 }
 
 #define LT_LIN(name) lt_op_##name
-#define LT_LIN_GEMM ref_gemm
+#define LT_LIN_GEMM lt_op_gemm
 #include "ops_linear.inc"
 
 /* ---- embedding ------------------------------------------------------------------------- */

@@ -23,7 +23,7 @@
 
 #include "loratune/ops.h"
 #include "lt_test.h"
-#include "train/ops_fast.h"
+#include "backend/ops_fast.h"
 
 static uint64_t rng_state = 0x9876543ull;
 static float frand(void) { /* uniform in [-1, 1) */

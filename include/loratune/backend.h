@@ -1,0 +1,205 @@
+/* backend.h - where the training and inference arithmetic runs: memory and an op table per
+ * backend, in the manner of ggml-backend.
+ *
+ * A backend owns memory (alloc / free / set / get / copy / zero / sync) and implements the ops
+ * of ops.h through a function table; a NULL entry is an op the backend does not have
+ * (lt_backend_supports). Pointers passed to the ops are the backend's memory: host memory for
+ * the CPU backends, device memory for a GPU backend; the host reads and writes it only through
+ * set / get. The trainer (src/train/) and the model's forward call nothing else.
+ *
+ * Backends compiled now:
+ *   lt_backend_cpu()  the fast CPU ops (OpenMP, BLAS, run-time dispatched SIMD: hwinfo.h)
+ *   lt_backend_ref()  the reference: ops.h's plain loops (no BLAS, no threads, no SIMD), the
+ *                     oracle every other backend is checked against (tests/backend/)
+ * Both are stateless singletons (safe to use from several threads at once).
+ *
+ * Op semantics are those of ops.h (shapes, "backward ops ADD into gradients", NULL = not
+ * wanted) with these differences, which every backend shares:
+ *   - attention takes rows of different lengths laid end to end (off, as
+ *     lt_fast_attention_fwd_var in the CPU backend); off NULL is the uniform [B][T] layout;
+ *   - swiglu_bwd WRITES dgate and dup (fresh buffers per layer);
+ *   - sumsq returns the sum of squares in double (the global norm is its square root, summed
+ *     over tensors); all_finite is 1 when no element is NaN or infinite;
+ *   - matmul by storage format: weight_f32 gives rows of a weight as fp32 wherever and however
+ *     it is stored (lt_weight_view: F32 in place, F16 / BF16 / GGUF blocks / NF4 dequantized
+ *     into the caller's scratch, or rows from the owner's function), so dequantization happens
+ *     where the weights live; matmul_w multiplies by such a weight. */
+#ifndef LORATUNE_BACKEND_H
+#define LORATUNE_BACKEND_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "loratune/core.h"
+#include "loratune/nf4.h"
+#include "loratune/ops.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum {
+    LT_OP_GEMM = 0,
+    LT_OP_MATMUL,
+    LT_OP_MATMUL_W,
+    LT_OP_WEIGHT_F32,
+    LT_OP_EMBEDDING,
+    LT_OP_RMSNORM,
+    LT_OP_ROPE,
+    LT_OP_ATTENTION,
+    LT_OP_SWIGLU,
+    LT_OP_CROSS_ENTROPY,
+    LT_OP_LORA,
+    LT_OP_DORA,
+    LT_OP_DROPOUT_MASK,
+    LT_OP_ADAMW,
+    LT_OP_SUMSQ,
+    LT_OP_ALL_FINITE,
+    LT_OP_SCALE,
+    LT_OP_ADD,
+    LT_OP_GATHER_ROWS,
+    LT_OP_SCATTER_ROWS,
+    LT_OP_COUNT
+} lt_op;
+const char *lt_op_name(lt_op op); /* "gemm", "matmul", ... */
+
+/* A weight matrix [rows][cols] as it is stored. Exactly one of:
+ *   nf4 != NULL            NF4 (QLoRA), row-major over rows * cols values;
+ *   data != NULL           rows of dtype: F32, F16, BF16 or a GGUF block type (each row whole
+ *                          blocks), row-major;
+ *   rows_fn != NULL        any other storage (interleaved rows, a lazy file): the owner's
+ *                          function converts rows [row0, row0 + n) into scratch (or points *out
+ *                          into fp32 rows it has) and returns LT_OK. */
+typedef struct {
+    int64_t rows, cols;
+    lt_dtype dtype;
+    const void *data;
+    const lt_nf4 *nf4;
+    lt_status (*rows_fn)(const void *ctx, int64_t row0, int64_t n, float *scratch,
+                         const float **out);
+    const void *ctx;
+} lt_weight_view;
+
+typedef struct lt_backend lt_backend;
+
+/* The op table. Every function takes the backend first. */
+typedef struct {
+    /* ---- memory ---- */
+    void *(*alloc)(const lt_backend *be, size_t bytes); /* 64-byte aligned; NULL when out */
+    void (*free)(const lt_backend *be, void *p);          /* NULL is fine */
+    void (*set)(const lt_backend *be, void *dst, const void *host_src, size_t bytes);
+    void (*get)(const lt_backend *be, void *host_dst, const void *src, size_t bytes);
+    void (*copy)(const lt_backend *be, void *dst, const void *src, size_t bytes);
+    void (*zero)(const lt_backend *be, void *dst, size_t bytes);
+    void (*sync)(const lt_backend *be);
+    /* around each trainer step (may be NULL): the CPU backend makes OpenBLAS single-threaded
+     * so one OpenMP pool splits every GEMM (unless keep_threads), and step_end restores what
+     * step_begin returned */
+    int (*step_begin)(const lt_backend *be, int keep_threads);
+    void (*step_end)(const lt_backend *be, int token);
+    /* 1 when the backend supports weights stored as dt (in lt_weight_view.data) */
+    int (*supports_dtype)(const lt_backend *be, lt_dtype dt);
+
+    /* ---- linear algebra ---- */
+    /* C[M][N] = alpha op(A) op(B) + beta C, row-major, ta / tb 1 = transposed (cblas_sgemm) */
+    void (*gemm)(const lt_backend *be, int ta, int tb, int M, int N, int K, float alpha,
+                 const float *A, int lda, const float *B, int ldb, float beta, float *C, int ldc);
+    void (*matmul_fwd)(const lt_backend *be, float *out, const float *inp, const float *w,
+                       const float *bias, int N, int C, int OC);
+    void (*matmul_bwd)(const lt_backend *be, float *dinp, float *dw, float *dbias,
+                       const float *dout, const float *inp, const float *w, int N, int C, int OC);
+    /* rows [row0, row0 + n) of w as fp32: *out points into w (F32 data) or at scratch
+     * (n * cols floats) holding them converted. */
+    lt_status (*weight_f32)(const lt_backend *be, const lt_weight_view *w, int64_t row0,
+                            int64_t n, float *scratch, const float **out);
+    /* out[N][w->rows] = inp[N][w->cols] @ w^T (+ bias), w in its storage format; scratch:
+     * w->rows * w->cols floats unless w is F32 data (may then be NULL). */
+    lt_status (*matmul_w)(const lt_backend *be, float *out, const float *inp,
+                          const lt_weight_view *w, const float *bias, int N, float *scratch);
+
+    /* ---- the model's ops (ops.h) ---- */
+    lt_status (*embedding_fwd)(const lt_backend *be, float *out, const int32_t *tokens,
+                               const float *wte, int N, int C, int V);
+    void (*embedding_bwd)(const lt_backend *be, float *dwte, const float *dout,
+                          const int32_t *tokens, int N, int C);
+    void (*rmsnorm_fwd)(const lt_backend *be, float *out, float *rstd, const float *inp,
+                        const float *w, int N, int C, float eps);
+    void (*rmsnorm_bwd)(const lt_backend *be, float *dinp, float *dw, const float *dout,
+                        const float *inp, const float *w, const float *rstd, int N, int C);
+    void (*rope_fwd)(const lt_backend *be, float *out, const float *inp, const int32_t *pos,
+                     const float *cos_t, const float *sin_t, int N, int NH, int HD,
+                     int interleaved);
+    void (*rope_bwd)(const lt_backend *be, float *dinp, const float *dout, const int32_t *pos,
+                     const float *cos_t, const float *sin_t, int N, int NH, int HD,
+                     int interleaved);
+    void (*attention_fwd)(const lt_backend *be, float *out, float *lse, const float *q,
+                          const float *k, const float *v, const int32_t *seq, const int32_t *off,
+                          int B, int T, int NH, int NKV, int HD, int window);
+    void (*attention_bwd)(const lt_backend *be, float *dq, float *dk, float *dv,
+                          const float *dout, const float *q, const float *k, const float *v,
+                          const float *out, const float *lse, const int32_t *seq,
+                          const int32_t *off, int B, int T, int NH, int NKV, int HD, int window);
+    void (*swiglu_fwd)(const lt_backend *be, float *out, const float *gate, const float *up,
+                       int64_t n);
+    void (*swiglu_bwd)(const lt_backend *be, float *dgate, float *dup, const float *dout,
+                       const float *gate, const float *up, int64_t n);
+    lt_status (*cross_entropy)(const lt_backend *be, float *dlogits, lt_ce_stats *stats,
+                               const float *logits, const int32_t *targets, int N, int V,
+                               int ignore_index, float grad_scale);
+    void (*lora_fwd)(const lt_backend *be, float *y, float *xa, const float *x, const float *W,
+                     const float *bias, const float *A, const float *B, const float *mask, int N,
+                     int C, int OC, int r, float scale, float *scratch);
+    void (*lora_bwd)(const lt_backend *be, float *dx, float *dA, float *dB, const float *dy,
+                     const float *x, const float *W, const float *A, const float *B,
+                     const float *xa, const float *mask, int N, int C, int OC, int r, float scale,
+                     float *scratch);
+    void (*dora_fwd)(const lt_backend *be, float *y, float *wnorm, float *xa, const float *x,
+                     const float *W, const float *bias, const float *A, const float *B,
+                     const float *mag, const float *mask, int N, int C, int OC, int r,
+                     float scale, float *scratch);
+    void (*dora_bwd)(const lt_backend *be, float *dx, float *dA, float *dB, float *dmag,
+                     const float *dy, const float *x, const float *W, const float *A,
+                     const float *B, const float *mag, const float *wnorm, const float *xa,
+                     const float *mask, int N, int C, int OC, int r, float scale,
+                     float *scratch);
+    /* mask[n] = 0 with probability p, else 1 / (1 - p), from a counter-based stream of seed
+     * (the same seed gives the same mask on every backend: lt_dropout_mask_value) */
+    void (*dropout_mask)(const lt_backend *be, float *mask, int64_t n, float p, uint64_t seed);
+
+    /* ---- optimizer and reductions ---- */
+    void (*adamw)(const lt_backend *be, float *p, const float *g, float *m, float *v, int64_t n,
+                  const lt_adamw_cfg *cfg, int64_t step);
+    double (*sumsq)(const lt_backend *be, const float *x, int64_t n);
+    int (*all_finite)(const lt_backend *be, const float *x, int64_t n);
+    void (*scale)(const lt_backend *be, float *x, int64_t n, float s);
+    /* y[n] = a[n] + b[n] (y may equal a or b) */
+    void (*add)(const lt_backend *be, float *y, const float *a, const float *b, int64_t n);
+    /* dst[j][D] = src[idx[j]][D] and dst[idx[j]][D] = src[j][D], j < n (idx: backend memory) */
+    void (*gather_rows)(const lt_backend *be, float *dst, const float *src, const int32_t *idx,
+                        int n, int D);
+    void (*scatter_rows)(const lt_backend *be, float *dst, const float *src, const int32_t *idx,
+                         int n, int D);
+} lt_backend_ops;
+
+struct lt_backend {
+    const char *name;         /* "cpu", "ref" */
+    const lt_backend_ops *op; /* call as be->op->rmsnorm_fwd(be, ...) */
+    void *ctx;                /* the backend's own state (none for the CPU backends) */
+};
+
+const lt_backend *lt_backend_cpu(void);
+const lt_backend *lt_backend_ref(void);
+/* By name ("cpu", "ref"); NULL for a backend not compiled in. */
+const lt_backend *lt_backend_by_name(const char *name);
+
+/* 1 when the backend has op (its table entry is not NULL); for LT_OP_MATMUL_W and
+ * LT_OP_WEIGHT_F32, also that it reads weights stored as dt (ignored for other ops). */
+int lt_backend_supports(const lt_backend *be, lt_op op, lt_dtype dt);
+
+/* The dropout stream every backend implements: element i of the mask for seed and p. */
+float lt_dropout_mask_value(uint64_t seed, int64_t i, float p);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

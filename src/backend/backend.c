@@ -1,0 +1,115 @@
+/* backend.c - what every backend shares: op names, lt_backend_supports, lookup by name and the
+ * dropout stream (backend.h). */
+#include "loratune/backend.h"
+
+#include "backend_internal.h"
+
+#include <string.h>
+
+/* ---- host memory (both CPU backends) ------------------------------------------------------ */
+void *lt_host_alloc_(const lt_backend *be, size_t bytes) {
+    size_t sz = (bytes + 63) & ~(size_t)63;
+    return lt_aligned_alloc(64, sz ? sz : 64);
+}
+void lt_host_free_(const lt_backend *be, void *p) {
+    lt_free(p);
+}
+void lt_host_copy_(const lt_backend *be, void *dst, const void *src, size_t bytes) {
+    if (bytes) memmove(dst, src, bytes);
+}
+void lt_host_zero_(const lt_backend *be, void *dst, size_t bytes) {
+    if (bytes) memset(dst, 0, bytes);
+}
+void lt_host_sync_(const lt_backend *be) {
+}
+
+int lt_host_supports_dtype_(const lt_backend *be, lt_dtype dt) {
+    switch (dt) {
+    case LT_DTYPE_F32:
+    case LT_DTYPE_F16:
+    case LT_DTYPE_BF16:
+    case LT_DTYPE_Q4_0:
+    case LT_DTYPE_Q4_1:
+    case LT_DTYPE_Q5_0:
+    case LT_DTYPE_Q5_1:
+    case LT_DTYPE_Q8_0:
+    case LT_DTYPE_Q2_K:
+    case LT_DTYPE_Q3_K:
+    case LT_DTYPE_Q4_K:
+    case LT_DTYPE_Q5_K:
+    case LT_DTYPE_Q6_K:
+    case LT_DTYPE_Q8_K: return 1;
+    default: return 0;
+    }
+}
+
+static const char *const op_names[LT_OP_COUNT] = {
+    [LT_OP_GEMM] = "gemm",
+    [LT_OP_MATMUL] = "matmul",
+    [LT_OP_MATMUL_W] = "matmul_w",
+    [LT_OP_WEIGHT_F32] = "weight_f32",
+    [LT_OP_EMBEDDING] = "embedding",
+    [LT_OP_RMSNORM] = "rmsnorm",
+    [LT_OP_ROPE] = "rope",
+    [LT_OP_ATTENTION] = "attention",
+    [LT_OP_SWIGLU] = "swiglu",
+    [LT_OP_CROSS_ENTROPY] = "cross_entropy",
+    [LT_OP_LORA] = "lora",
+    [LT_OP_DORA] = "dora",
+    [LT_OP_DROPOUT_MASK] = "dropout_mask",
+    [LT_OP_ADAMW] = "adamw",
+    [LT_OP_SUMSQ] = "sumsq",
+    [LT_OP_ALL_FINITE] = "all_finite",
+    [LT_OP_SCALE] = "scale",
+    [LT_OP_ADD] = "add",
+    [LT_OP_GATHER_ROWS] = "gather_rows",
+    [LT_OP_SCATTER_ROWS] = "scatter_rows",
+};
+
+const char *lt_op_name(lt_op op) {
+    return (unsigned)op < LT_OP_COUNT ? op_names[op] : "?";
+}
+
+int lt_backend_supports(const lt_backend *be, lt_op op, lt_dtype dt) {
+    const lt_backend_ops *o = be->op;
+    switch (op) {
+    case LT_OP_GEMM: return o->gemm != NULL;
+    case LT_OP_MATMUL: return o->matmul_fwd && o->matmul_bwd;
+    case LT_OP_MATMUL_W: return o->matmul_w && o->supports_dtype && o->supports_dtype(be, dt);
+    case LT_OP_WEIGHT_F32: return o->weight_f32 && o->supports_dtype && o->supports_dtype(be, dt);
+    case LT_OP_EMBEDDING: return o->embedding_fwd && o->embedding_bwd;
+    case LT_OP_RMSNORM: return o->rmsnorm_fwd && o->rmsnorm_bwd;
+    case LT_OP_ROPE: return o->rope_fwd && o->rope_bwd;
+    case LT_OP_ATTENTION: return o->attention_fwd && o->attention_bwd;
+    case LT_OP_SWIGLU: return o->swiglu_fwd && o->swiglu_bwd;
+    case LT_OP_CROSS_ENTROPY: return o->cross_entropy != NULL;
+    case LT_OP_LORA: return o->lora_fwd && o->lora_bwd;
+    case LT_OP_DORA: return o->dora_fwd && o->dora_bwd;
+    case LT_OP_DROPOUT_MASK: return o->dropout_mask != NULL;
+    case LT_OP_ADAMW: return o->adamw != NULL;
+    case LT_OP_SUMSQ: return o->sumsq != NULL;
+    case LT_OP_ALL_FINITE: return o->all_finite != NULL;
+    case LT_OP_SCALE: return o->scale != NULL;
+    case LT_OP_ADD: return o->add != NULL;
+    case LT_OP_GATHER_ROWS: return o->gather_rows != NULL;
+    case LT_OP_SCATTER_ROWS: return o->scatter_rows != NULL;
+    default: return 0;
+    }
+}
+
+const lt_backend *lt_backend_by_name(const char *name) {
+    if (!name) return NULL;
+    if (!strcmp(name, "cpu")) return lt_backend_cpu();
+    if (!strcmp(name, "ref")) return lt_backend_ref();
+    return NULL;
+}
+
+/* splitmix64 of a counter: element i of the stream of seed, a 24-bit uniform in [0, 1) */
+float lt_dropout_mask_value(uint64_t seed, int64_t i, float p) {
+    uint64_t z = seed + (uint64_t)(i + 1) * 0x9E3779B97F4A7C15ull;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    z ^= z >> 31;
+    float u = (float)(z >> 40) * (1.0f / 16777216.0f);
+    return u < p ? 0.0f : 1.0f / (1.0f - p);
+}

@@ -1,0 +1,236 @@
+/* backend_ref.c - the reference backend: ops.h's plain loops (ops_cpu.c; matrix products by
+ * lt_op_gemm, no BLAS, no OpenMP, no SIMD kernels of its own), one thread. The oracle the
+ * other backends are checked against (tests/backend/test_backend_ops.c); not for speed. */
+#include <math.h>
+#include <string.h>
+
+#include "backend_internal.h"
+
+static lt_status ref_weight_f32(const lt_backend *be, const lt_weight_view *w, int64_t row0,
+                                int64_t n, float *scratch, const float **out) {
+    if (w->rows_fn) return w->rows_fn(w->ctx, row0, n, scratch, out);
+    const int64_t cols = w->cols;
+    if (w->nf4) {
+        lt_nf4_dequantize(w->nf4, row0 * cols, n * cols, scratch);
+        *out = scratch;
+        return LT_OK;
+    }
+    if (w->dtype == LT_DTYPE_F32) {
+        *out = (const float *)w->data + row0 * cols;
+        return LT_OK;
+    }
+    if (!lt_host_supports_dtype_(be, w->dtype))
+        return lt_error(LT_ERR_UNSUPPORTED, "ref backend: weights stored as %s",
+                        lt_dtype_name(w->dtype));
+    const int64_t rb = lt_dtype_nbytes(w->dtype, cols);
+    const char *src = (const char *)w->data + row0 * rb;
+    for (int64_t r = 0; r < n; r++)
+        lt_to_f32(w->dtype, src + r * rb, scratch + r * cols, cols);
+    *out = scratch;
+    return LT_OK;
+}
+
+static void ref_matmul_fwd(const lt_backend *be, float *out, const float *inp, const float *w,
+                           const float *bias, int N, int C, int OC) {
+    lt_op_matmul_fwd(out, inp, w, bias, N, C, OC);
+}
+
+static lt_status ref_matmul_w(const lt_backend *be, float *out, const float *inp,
+                              const lt_weight_view *w, const float *bias, int N, float *scratch) {
+    const float *W;
+    lt_status st = ref_weight_f32(be, w, 0, w->rows, scratch, &W);
+    if (st) return st;
+    lt_op_matmul_fwd(out, inp, W, bias, N, (int)w->cols, (int)w->rows);
+    return LT_OK;
+}
+
+static void ref_gemm(const lt_backend *be, int ta, int tb, int M, int N, int K, float alpha,
+                     const float *A, int lda, const float *B, int ldb, float beta, float *C,
+                     int ldc) {
+    lt_op_gemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+static void ref_matmul_bwd(const lt_backend *be, float *dinp, float *dw, float *dbias,
+                           const float *dout, const float *inp, const float *w, int N, int C,
+                           int OC) {
+    lt_op_matmul_bwd(dinp, dw, dbias, dout, inp, w, N, C, OC);
+}
+static lt_status ref_embedding_fwd(const lt_backend *be, float *out, const int32_t *tokens,
+                                   const float *wte, int N, int C, int V) {
+    return lt_op_embedding_fwd(out, tokens, wte, N, C, V);
+}
+static void ref_embedding_bwd(const lt_backend *be, float *dwte, const float *dout,
+                              const int32_t *tokens, int N, int C) {
+    lt_op_embedding_bwd(dwte, dout, tokens, N, C);
+}
+static void ref_rmsnorm_fwd(const lt_backend *be, float *out, float *rstd, const float *inp,
+                            const float *w, int N, int C, float eps) {
+    lt_op_rmsnorm_fwd(out, rstd, inp, w, N, C, eps);
+}
+static void ref_rmsnorm_bwd(const lt_backend *be, float *dinp, float *dw, const float *dout,
+                            const float *inp, const float *w, const float *rstd, int N, int C) {
+    lt_op_rmsnorm_bwd(dinp, dw, dout, inp, w, rstd, N, C);
+}
+static void ref_rope_fwd(const lt_backend *be, float *out, const float *inp, const int32_t *pos,
+                         const float *cos_t, const float *sin_t, int N, int NH, int HD, int il) {
+    lt_op_rope_fwd(out, inp, pos, cos_t, sin_t, N, NH, HD, il);
+}
+static void ref_rope_bwd(const lt_backend *be, float *dinp, const float *dout, const int32_t *pos,
+                         const float *cos_t, const float *sin_t, int N, int NH, int HD, int il) {
+    lt_op_rope_bwd(dinp, dout, pos, cos_t, sin_t, N, NH, HD, il);
+}
+/* row b of the packed layout: [off[b], off[b+1]) (off NULL: [b*T, (b+1)*T)) */
+static int row_span(const int32_t *off, int b, int T, int64_t *start) {
+    *start = off ? off[b] : (int64_t)b * T;
+    return off ? off[b + 1] - off[b] : T;
+}
+static void ref_attention_fwd(const lt_backend *be, float *out, float *lse, const float *q,
+                              const float *k, const float *v, const int32_t *seq,
+                              const int32_t *off, int B, int T, int NH, int NKV, int HD,
+                              int window) {
+    const int64_t qs = (int64_t)NH * HD, ks = (int64_t)NKV * HD;
+    for (int b = 0; b < B; b++) {
+        int64_t r;
+        int len = row_span(off, b, T, &r);
+        if (len > 0)
+            lt_op_attention_fwd(out + r * qs, lse + r * NH, q + r * qs, k + r * ks, v + r * ks,
+                                seq ? seq + r : NULL, 1, len, NH, NKV, HD, window);
+    }
+}
+static void ref_attention_bwd(const lt_backend *be, float *dq, float *dk, float *dv,
+                              const float *dout, const float *q, const float *k, const float *v,
+                              const float *out, const float *lse, const int32_t *seq,
+                              const int32_t *off, int B, int T, int NH, int NKV, int HD,
+                              int window) {
+    const int64_t qs = (int64_t)NH * HD, ks = (int64_t)NKV * HD;
+    for (int b = 0; b < B; b++) {
+        int64_t r;
+        int len = row_span(off, b, T, &r);
+        if (len > 0)
+            lt_op_attention_bwd(dq + r * qs, dk + r * ks, dv + r * ks, dout + r * qs, q + r * qs,
+                                k + r * ks, v + r * ks, out + r * qs, lse + r * NH,
+                                seq ? seq + r : NULL, 1, len, NH, NKV, HD, window);
+    }
+}
+static void ref_swiglu_fwd(const lt_backend *be, float *out, const float *gate, const float *up,
+                           int64_t n) {
+    lt_op_swiglu_fwd(out, gate, up, n);
+}
+static void ref_swiglu_bwd(const lt_backend *be, float *dgate, float *dup, const float *dout,
+                           const float *gate, const float *up, int64_t n) {
+    memset(dgate, 0, sizeof(float) * (size_t)n); /* the backend op writes */
+    memset(dup, 0, sizeof(float) * (size_t)n);
+    lt_op_swiglu_bwd(dgate, dup, dout, gate, up, n);
+}
+static lt_status ref_cross_entropy(const lt_backend *be, float *dlogits, lt_ce_stats *stats,
+                                   const float *logits, const int32_t *targets, int N, int V,
+                                   int ignore_index, float grad_scale) {
+    return lt_op_cross_entropy(dlogits, stats, logits, targets, N, V, ignore_index, grad_scale);
+}
+static void ref_lora_fwd(const lt_backend *be, float *y, float *xa, const float *x, const float *W,
+                         const float *bias, const float *A, const float *B, const float *mask,
+                         int N, int C, int OC, int r, float scale, float *scratch) {
+    lt_op_lora_fwd(y, xa, x, W, bias, A, B, mask, N, C, OC, r, scale, scratch);
+}
+static void ref_lora_bwd(const lt_backend *be, float *dx, float *dA, float *dB, const float *dy,
+                         const float *x, const float *W, const float *A, const float *B,
+                         const float *xa, const float *mask, int N, int C, int OC, int r,
+                         float scale, float *scratch) {
+    lt_op_lora_bwd(dx, dA, dB, dy, x, W, A, B, xa, mask, N, C, OC, r, scale, scratch);
+}
+static void ref_dora_fwd(const lt_backend *be, float *y, float *wnorm, float *xa, const float *x,
+                         const float *W, const float *bias, const float *A, const float *B,
+                         const float *mag, const float *mask, int N, int C, int OC, int r,
+                         float scale, float *scratch) {
+    lt_op_dora_fwd(y, wnorm, xa, x, W, bias, A, B, mag, mask, N, C, OC, r, scale, scratch);
+}
+static void ref_dora_bwd(const lt_backend *be, float *dx, float *dA, float *dB, float *dmag,
+                         const float *dy, const float *x, const float *W, const float *A,
+                         const float *B, const float *mag, const float *wnorm, const float *xa,
+                         const float *mask, int N, int C, int OC, int r, float scale,
+                         float *scratch) {
+    lt_op_dora_bwd(dx, dA, dB, dmag, dy, x, W, A, B, mag, wnorm, xa, mask, N, C, OC, r, scale,
+                   scratch);
+}
+static void ref_dropout_mask(const lt_backend *be, float *mask, int64_t n, float p,
+                             uint64_t seed) {
+    for (int64_t i = 0; i < n; i++)
+        mask[i] = lt_dropout_mask_value(seed, i, p);
+}
+static void ref_adamw(const lt_backend *be, float *p, const float *g, float *m, float *v,
+                      int64_t n, const lt_adamw_cfg *cfg, int64_t step) {
+    lt_op_adamw_step(p, g, m, v, n, cfg, step);
+}
+static double ref_sumsq(const lt_backend *be, const float *x, int64_t n) {
+    const float *bufs[1] = {x};
+    double nr = lt_op_global_norm(bufs, &n, 1);
+    return nr * nr;
+}
+static int ref_all_finite(const lt_backend *be, const float *x, int64_t n) {
+    for (int64_t i = 0; i < n; i++)
+        if (!isfinite(x[i])) return 0;
+    return 1;
+}
+static void ref_scale(const lt_backend *be, float *x, int64_t n, float s) {
+    lt_op_scale(x, n, s);
+}
+static void ref_add(const lt_backend *be, float *y, const float *a, const float *b, int64_t n) {
+    for (int64_t i = 0; i < n; i++)
+        y[i] = a[i] + b[i];
+}
+static void ref_gather_rows(const lt_backend *be, float *dst, const float *src, const int32_t *idx,
+                            int n, int D) {
+    for (int j = 0; j < n; j++)
+        for (int c = 0; c < D; c++)
+            dst[(int64_t)j * D + c] = src[(int64_t)idx[j] * D + c];
+}
+static void ref_scatter_rows(const lt_backend *be, float *dst, const float *src,
+                             const int32_t *idx, int n, int D) {
+    for (int j = 0; j < n; j++)
+        for (int c = 0; c < D; c++)
+            dst[(int64_t)idx[j] * D + c] = src[(int64_t)j * D + c];
+}
+
+static const lt_backend_ops ref_ops = {
+    .alloc = lt_host_alloc_,
+    .free = lt_host_free_,
+    .set = lt_host_copy_,
+    .get = lt_host_copy_,
+    .copy = lt_host_copy_,
+    .zero = lt_host_zero_,
+    .sync = lt_host_sync_,
+    .supports_dtype = lt_host_supports_dtype_,
+    .gemm = ref_gemm,
+    .matmul_fwd = ref_matmul_fwd,
+    .matmul_bwd = ref_matmul_bwd,
+    .weight_f32 = ref_weight_f32,
+    .matmul_w = ref_matmul_w,
+    .embedding_fwd = ref_embedding_fwd,
+    .embedding_bwd = ref_embedding_bwd,
+    .rmsnorm_fwd = ref_rmsnorm_fwd,
+    .rmsnorm_bwd = ref_rmsnorm_bwd,
+    .rope_fwd = ref_rope_fwd,
+    .rope_bwd = ref_rope_bwd,
+    .attention_fwd = ref_attention_fwd,
+    .attention_bwd = ref_attention_bwd,
+    .swiglu_fwd = ref_swiglu_fwd,
+    .swiglu_bwd = ref_swiglu_bwd,
+    .cross_entropy = ref_cross_entropy,
+    .lora_fwd = ref_lora_fwd,
+    .lora_bwd = ref_lora_bwd,
+    .dora_fwd = ref_dora_fwd,
+    .dora_bwd = ref_dora_bwd,
+    .dropout_mask = ref_dropout_mask,
+    .adamw = ref_adamw,
+    .sumsq = ref_sumsq,
+    .all_finite = ref_all_finite,
+    .scale = ref_scale,
+    .add = ref_add,
+    .gather_rows = ref_gather_rows,
+    .scatter_rows = ref_scatter_rows,
+};
+
+static const lt_backend ref_backend = {"ref", &ref_ops, NULL};
+
+const lt_backend *lt_backend_ref(void) {
+    return &ref_backend;
+}

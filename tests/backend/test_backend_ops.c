@@ -1,0 +1,707 @@
+/* test_backend_ops.c - every op of every compiled backend against the reference backend, in
+ * the manner of llama.cpp's test-backend-ops: a table of {op, shape, dtype, tolerance}, forward
+ * and backward.
+ *
+ * The oracle is lt_backend_ref() (ops.h's plain loops) run with the CPU dispatch capped at the
+ * baseline, so its conversions (F16 / BF16 / GGUF blocks / NF4) are the scalar twins too: it
+ * shares no BLAS, no OpenMP split and no SIMD kernel with what it checks. Each backend under
+ * test runs at every dispatch level this CPU has (baseline, avx2, avx512). Inputs are made on
+ * the host, put into the backend's memory with set, results read back with get (the same code
+ * would check a device backend). Backward ops get gradient buffers pre-filled with random
+ * values, so "adds into" (and, for swiglu_bwd, "writes") is checked too.
+ *
+ * Error: max |x - ref| / max(max |ref|, 1e-30) per output, against the row's tolerance; ops
+ * marked exact must match bit for bit. The test checks itself: a backend with one op planted
+ * wrong must fail its rows. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "loratune/backend.h"
+#include "loratune/hwinfo.h"
+#include "loratune/nf4.h"
+#include "loratune/quant.h"
+#include "lt_test.h"
+
+/* ---- random inputs ------------------------------------------------------------------------ */
+static uint64_t rng = 0x1234567ull;
+static float frand(void) { /* uniform in [-1, 1) */
+    rng = rng * 6364136223846793005ull + 1442695040888963407ull;
+    return (float)((rng >> 40) * (1.0 / 8388608.0)) - 1.0f;
+}
+static float *hrand(int64_t n, float scale) {
+    float *x = malloc(sizeof(float) * (size_t)(n > 0 ? n : 1));
+    for (int64_t i = 0; i < n; i++)
+        x[i] = scale * frand();
+    return x;
+}
+
+/* ---- backend memory for one case ------------------------------------------------------------ */
+typedef struct {
+    const lt_backend *be;
+    void *p[64];
+    int n;
+} arena;
+static void *a_alloc(arena *a, size_t bytes) {
+    void *p = a->be->op->alloc(a->be, bytes ? bytes : 4);
+    if (!p || a->n == 64) {
+        fprintf(stderr, "arena: out of memory / slots\n");
+        exit(2);
+    }
+    a->p[a->n++] = p;
+    return p;
+}
+static float *a_up(arena *a, const float *host, int64_t n) { /* a copy of host in the backend */
+    float *d = a_alloc(a, sizeof(float) * (size_t)n);
+    a->be->op->set(a->be, d, host, sizeof(float) * (size_t)n);
+    return d;
+}
+static void *a_upb(arena *a, const void *host, size_t bytes) {
+    void *d = a_alloc(a, bytes);
+    a->be->op->set(a->be, d, host, bytes);
+    return d;
+}
+static float *a_down(arena *a, const float *dev, int64_t n) { /* malloc'd host copy */
+    a->be->op->sync(a->be);
+    float *h = malloc(sizeof(float) * (size_t)(n > 0 ? n : 1));
+    a->be->op->get(a->be, h, dev, sizeof(float) * (size_t)n);
+    return h;
+}
+static void a_free(arena *a) {
+    for (int i = 0; i < a->n; i++)
+        a->be->op->free(a->be, a->p[i]);
+    a->n = 0;
+}
+
+/* ---- comparison --------------------------------------------------------------------------- */
+static double rel_err(const float *x, const float *ref, int64_t n) {
+    double md = 0, mr = 1e-30;
+    int nan = 0;
+    for (int64_t i = 0; i < n; i++) {
+        double d = fabs((double)x[i] - ref[i]);
+        nan |= d != d && !(x[i] != x[i] && ref[i] != ref[i]); /* NaN on one side only */
+        if (d > md) md = d;
+        if (fabs(ref[i]) > mr) mr = fabs(ref[i]);
+    }
+    return nan ? NAN : md / mr;
+}
+
+/* One case: the op's outputs under the backend and under the reference. */
+typedef struct {
+    const char *name; /* output name */
+    float *got, *want;
+    int64_t n;
+} out_pair;
+typedef struct {
+    out_pair o[8];
+    int n;
+    lt_status st_got, st_want;
+    double extra_got, extra_want; /* scalar results (sumsq, CE sums, all_finite) */
+} result;
+static void result_free(result *r) {
+    for (int i = 0; i < r->n; i++) {
+        free(r->o[i].got);
+        free(r->o[i].want);
+    }
+}
+
+/* ---- the table ------------------------------------------------------------------------------- */
+typedef struct {
+    lt_op op;
+    int d[8];     /* the op's shape arguments (see each runner) */
+    lt_dtype dt;  /* weights' storage (matmul_w / weight_f32); F32 elsewhere */
+    int variant;  /* runner-specific: transposes, masks, bias, seq ids, ... */
+    double tol;   /* relative (see rel_err); 0 = bit-exact */
+} tcase;
+
+/* Runs case c on backend be, writing each output's host copy into got (want = NULL) or want. */
+typedef void (*runner)(const lt_backend *be, const tcase *c, result *r, int is_ref);
+
+/* Each runner makes its inputs from a seed fixed per case, so both backends see the same. */
+#define SEED(c) (0x9E3779B97F4A7C15ull * (uint64_t)((c)->op * 131 + (c)->variant * 7 + (c)->d[0] + 1000 * (c)->d[1] + 17 * (c)->d[2]))
+
+static void put(result *r, int is_ref, int k, const char *name, float *h, int64_t n) {
+    if (!is_ref) {
+        r->o[k] = (out_pair){name, h, NULL, n};
+        if (k >= r->n) r->n = k + 1;
+    } else {
+        r->o[k].want = h;
+    }
+}
+
+/* gemm: d = {M, N, K}, variant bits: 1 = A transposed, 2 = B transposed, 4 = padded lda/ldb/ldc,
+ * 8 = beta 0.5 (adds into C) */
+static void run_gemm(const lt_backend *be, const tcase *c, result *r, int is_ref) {
+    rng = SEED(c);
+    const int M = c->d[0], N = c->d[1], K = c->d[2], ta = c->variant & 1, tb = (c->variant >> 1) & 1;
+    const int pad = c->variant & 4 ? 3 : 0;
+    const int lda = (ta ? M : K) + pad, ldb = (tb ? K : N) + pad, ldc = N + pad;
+    const int64_t na = (int64_t)(ta ? K : M) * lda, nb = (int64_t)(tb ? N : K) * ldb,
+                  nc = (int64_t)M * ldc;
+    float *A = hrand(na, 1), *B = hrand(nb, 1), *C = hrand(nc, 1);
+    arena a = {.be = be};
+    float *dA = a_up(&a, A, na), *dB = a_up(&a, B, nb), *dC = a_up(&a, C, nc);
+    be->op->gemm(be, ta, tb, M, N, K, 0.75f, dA, lda, dB, ldb, c->variant & 8 ? 0.5f : 0.0f, dC,
+                 ldc);
+    put(r, is_ref, 0, "C", a_down(&a, dC, nc), nc);
+    a_free(&a);
+    free(A), free(B), free(C);
+}
+
+/* matmul / lora / dora: d = {N, C, OC, r}; variant bits: 1 = bias, 2 = dropout mask */
+static void run_linear(const lt_backend *be, const tcase *c, result *r, int is_ref) {
+    rng = SEED(c);
+    const int N = c->d[0], C = c->d[1], OC = c->d[2], R = c->d[3] > 0 ? c->d[3] : 1;
+    const int64_t nx = (int64_t)N * C, ny = (int64_t)N * OC, nw = (int64_t)OC * C;
+    float *x = hrand(nx, 1), *W = hrand(nw, 0.5f), *bias = hrand(OC, 0.5f), *A = hrand((int64_t)R * C, 0.5f),
+          *Bm = hrand((int64_t)OC * R, 0.5f), *dy = hrand(ny, 1), *mag = hrand(OC, 1);
+    for (int o = 0; o < OC; o++)
+        mag[o] = 1.0f + 0.5f * mag[o];
+    float *mask = malloc(sizeof(float) * (size_t)nx);
+    for (int64_t i = 0; i < nx; i++)
+        mask[i] = frand() < -0.6f ? 0.0f : 1.0f / 0.8f;
+    float *gx = hrand(nx, 1), *gw = hrand(nw, 1), *gb = hrand(OC, 1), *gA = hrand((int64_t)R * C, 1),
+          *gB = hrand((int64_t)OC * R, 1), *gm = hrand(OC, 1);
+    arena a = {.be = be};
+    float *dx = a_up(&a, x, nx), *dW = a_up(&a, W, nw), *dbias = c->variant & 1 ? a_up(&a, bias, OC) : NULL;
+    float *dA = a_up(&a, A, (int64_t)R * C), *dB = a_up(&a, Bm, (int64_t)OC * R), *dmag = a_up(&a, mag, OC);
+    float *dmask = c->variant & 2 ? a_up(&a, mask, nx) : NULL, *ddy = a_up(&a, dy, ny);
+    float *y = a_alloc(&a, sizeof(float) * (size_t)ny), *xa = a_alloc(&a, sizeof(float) * (size_t)N * R);
+    float *wn = a_alloc(&a, sizeof(float) * (size_t)OC);
+    float *scr = a_alloc(&a, sizeof(float) * (size_t)LT_LORA_SCRATCH(N, C, OC, R));
+    float *egx = a_up(&a, gx, nx), *egw = a_up(&a, gw, nw), *egb = a_up(&a, gb, OC),
+          *egA = a_up(&a, gA, (int64_t)R * C), *egB = a_up(&a, gB, (int64_t)OC * R), *egm = a_up(&a, gm, OC);
+    const float scale = 1.7f;
+    if (c->op == LT_OP_MATMUL) {
+        be->op->matmul_fwd(be, y, dx, dW, dbias, N, C, OC);
+        be->op->matmul_bwd(be, egx, egw, dbias ? egb : NULL, ddy, dx, dW, N, C, OC);
+        put(r, is_ref, 0, "y", a_down(&a, y, ny), ny);
+        put(r, is_ref, 1, "dx", a_down(&a, egx, nx), nx);
+        put(r, is_ref, 2, "dW", a_down(&a, egw, nw), nw);
+        put(r, is_ref, 3, "dbias", a_down(&a, egb, OC), OC);
+    } else if (c->op == LT_OP_LORA) {
+        be->op->lora_fwd(be, y, xa, dx, dW, dbias, dA, dB, dmask, N, C, OC, R, scale, scr);
+        be->op->lora_bwd(be, egx, egA, egB, ddy, dx, dW, dA, dB, xa, dmask, N, C, OC, R, scale, scr);
+        put(r, is_ref, 0, "y", a_down(&a, y, ny), ny);
+        put(r, is_ref, 1, "xa", a_down(&a, xa, (int64_t)N * R), (int64_t)N * R);
+        put(r, is_ref, 2, "dx", a_down(&a, egx, nx), nx);
+        put(r, is_ref, 3, "dA", a_down(&a, egA, (int64_t)R * C), (int64_t)R * C);
+        put(r, is_ref, 4, "dB", a_down(&a, egB, (int64_t)OC * R), (int64_t)OC * R);
+    } else {
+        be->op->dora_fwd(be, y, wn, xa, dx, dW, dbias, dA, dB, dmag, dmask, N, C, OC, R, scale, scr);
+        be->op->dora_bwd(be, egx, egA, egB, egm, ddy, dx, dW, dA, dB, dmag, wn, xa, dmask, N, C, OC,
+                         R, scale, scr);
+        put(r, is_ref, 0, "y", a_down(&a, y, ny), ny);
+        put(r, is_ref, 1, "wnorm", a_down(&a, wn, OC), OC);
+        put(r, is_ref, 2, "dx", a_down(&a, egx, nx), nx);
+        put(r, is_ref, 3, "dA", a_down(&a, egA, (int64_t)R * C), (int64_t)R * C);
+        put(r, is_ref, 4, "dB", a_down(&a, egB, (int64_t)OC * R), (int64_t)OC * R);
+        put(r, is_ref, 5, "dmag", a_down(&a, egm, OC), OC);
+    }
+    a_free(&a);
+    free(x), free(W), free(bias), free(A), free(Bm), free(dy), free(mag), free(mask);
+    free(gx), free(gw), free(gb), free(gA), free(gB), free(gm);
+}
+
+/* A weight [OC][C] stored as c->dt (made from fp32 values by the library's quantizers, or
+ * rounded for F16 / BF16), NF4 when c->variant & 1. Returns the storage (host) and its view. */
+typedef struct {
+    void *bytes;
+    size_t nbytes;
+    lt_nf4 q;
+    uint8_t *nf4_block;
+} stored_w;
+static void make_weight(const tcase *c, int OC, int C, stored_w *sw, lt_weight_view *v) {
+    float *w = hrand((int64_t)OC * C, 0.5f);
+    memset(sw, 0, sizeof *sw);
+    memset(v, 0, sizeof *v);
+    v->rows = OC;
+    v->cols = C;
+    if (c->variant & 1) { /* NF4, double-quantized */
+        lt_nf4_sizes_t s;
+        lt_nf4_sizes((int64_t)OC * C, 1, &s);
+        sw->nf4_block = calloc(1, (size_t)s.total_bytes + 64);
+        sw->q.n = (int64_t)OC * C;
+        sw->q.double_quant = 1;
+        sw->q.codes = sw->nf4_block;
+        sw->q.qabsmax = sw->nf4_block + s.codes_bytes;
+        sw->q.absmax2 = (float *)(sw->nf4_block + ((s.codes_bytes + s.qabsmax_bytes + 15) & ~15));
+        float *scr = malloc(sizeof(float) * (size_t)(s.n_blocks + 1));
+        if (lt_nf4_quantize(w, &sw->q, scr)) exit(2);
+        free(scr);
+        v->nf4 = &sw->q;
+    } else {
+        sw->nbytes = (size_t)lt_dtype_nbytes(c->dt, (int64_t)OC * C);
+        sw->bytes = malloc(sw->nbytes);
+        if (c->dt == LT_DTYPE_F32) memcpy(sw->bytes, w, sw->nbytes);
+        else if (c->dt == LT_DTYPE_F16 || c->dt == LT_DTYPE_BF16) {
+            uint16_t *h = sw->bytes;
+            for (int64_t i = 0; i < (int64_t)OC * C; i++) {
+                uint32_t u;
+                memcpy(&u, &w[i], 4);
+                if (c->dt == LT_DTYPE_BF16) h[i] = (uint16_t)((u + 0x7fffu + ((u >> 16) & 1)) >> 16);
+                else { /* F16 by the C compiler's conversion */
+                    _Float16 f = (_Float16)w[i];
+                    memcpy(&h[i], &f, 2);
+                }
+            }
+        } else if (lt_quantize(c->dt, w, sw->bytes, (int64_t)OC * C)) {
+            fprintf(stderr, "cannot quantize to %s: %s\n", lt_dtype_name(c->dt), lt_errmsg());
+            exit(2);
+        }
+        v->dtype = c->dt;
+        v->data = sw->bytes;
+    }
+    free(w);
+}
+
+/* matmul_w / weight_f32: d = {N, C, OC, row0, nrows}; variant 1 = NF4. The backend reads the
+ * stored bytes from its own memory (set), the NF4 structure from the host. */
+static void run_weight(const lt_backend *be, const tcase *c, result *r, int is_ref) {
+    rng = SEED(c);
+    const int N = c->d[0], C = c->d[1], OC = c->d[2];
+    stored_w sw;
+    lt_weight_view v;
+    make_weight(c, OC, C, &sw, &v);
+    float *x = hrand((int64_t)N * C, 1), *bias = hrand(OC, 0.5f);
+    arena a = {.be = be};
+    lt_weight_view dv = v;
+    if (v.data) dv.data = a_upb(&a, v.data, sw.nbytes);
+    float *scr = a_alloc(&a, sizeof(float) * (size_t)OC * C);
+    if (c->op == LT_OP_MATMUL_W) {
+        float *dx = a_up(&a, x, (int64_t)N * C), *db = a_up(&a, bias, OC);
+        float *y = a_alloc(&a, sizeof(float) * (size_t)N * OC);
+        lt_status st = be->op->matmul_w(be, y, dx, &dv, db, N, scr);
+        if (is_ref) r->st_want = st;
+        else r->st_got = st;
+        put(r, is_ref, 0, "y", a_down(&a, y, (int64_t)N * OC), (int64_t)N * OC);
+    } else {
+        const int row0 = c->d[3], nr = c->d[4];
+        const float *out = NULL;
+        lt_status st = be->op->weight_f32(be, &dv, row0, nr, scr, &out);
+        if (is_ref) r->st_want = st;
+        else r->st_got = st;
+        put(r, is_ref, 0, "rows", a_down(&a, st ? scr : out, (int64_t)nr * C), (int64_t)nr * C);
+    }
+    a_free(&a);
+    free(x), free(bias), free(sw.bytes), free(sw.nf4_block);
+}
+
+/* rmsnorm: d = {N, C} */
+static void run_rmsnorm(const lt_backend *be, const tcase *c, result *r, int is_ref) {
+    rng = SEED(c);
+    const int N = c->d[0], C = c->d[1];
+    const int64_t n = (int64_t)N * C;
+    float *x = hrand(n, 2), *w = hrand(C, 1), *dy = hrand(n, 1), *gx = hrand(n, 1), *gw = hrand(C, 1);
+    arena a = {.be = be};
+    float *dx = a_up(&a, x, n), *dw = a_up(&a, w, C), *ddy = a_up(&a, dy, n);
+    float *egx = a_up(&a, gx, n), *egw = a_up(&a, gw, C);
+    float *y = a_alloc(&a, sizeof(float) * (size_t)n), *rs = a_alloc(&a, sizeof(float) * (size_t)N);
+    be->op->rmsnorm_fwd(be, y, rs, dx, dw, N, C, 1e-5f);
+    be->op->rmsnorm_bwd(be, egx, egw, ddy, dx, dw, rs, N, C);
+    put(r, is_ref, 0, "y", a_down(&a, y, n), n);
+    put(r, is_ref, 1, "rstd", a_down(&a, rs, N), N);
+    put(r, is_ref, 2, "dx", a_down(&a, egx, n), n);
+    put(r, is_ref, 3, "dw", a_down(&a, egw, C), C);
+    a_free(&a);
+    free(x), free(w), free(dy), free(gx), free(gw);
+}
+
+/* rope: d = {N, NH, HD}; variant 1 = interleaved pairs */
+static void run_rope(const lt_backend *be, const tcase *c, result *r, int is_ref) {
+    rng = SEED(c);
+    const int N = c->d[0], NH = c->d[1], HD = c->d[2], npos = N + 3;
+    const int64_t n = (int64_t)N * NH * HD;
+    float *inv = malloc(sizeof(float) * (size_t)(HD / 2 + 1));
+    for (int i = 0; i < HD / 2; i++)
+        inv[i] = powf(10000.0f, -2.0f * i / HD);
+    float *ct = malloc(sizeof(float) * (size_t)npos * (HD / 2 + 1)), *stt = malloc(sizeof(float) * (size_t)npos * (HD / 2 + 1));
+    lt_rope_tables(ct, stt, inv, npos, HD);
+    int32_t *pos = malloc(sizeof(int32_t) * (size_t)N);
+    for (int i = 0; i < N; i++)
+        pos[i] = (i * 7 + 2) % npos;
+    float *x = hrand(n, 1), *dy = hrand(n, 1);
+    arena a = {.be = be};
+    float *dx = a_up(&a, x, n), *ddy = a_up(&a, dy, n), *dct = a_up(&a, ct, (int64_t)npos * (HD / 2)),
+          *dst = a_up(&a, stt, (int64_t)npos * (HD / 2));
+    int32_t *dpos = a_upb(&a, pos, sizeof(int32_t) * (size_t)N);
+    float *y = a_alloc(&a, sizeof(float) * (size_t)n), *g = a_alloc(&a, sizeof(float) * (size_t)n);
+    be->op->rope_fwd(be, y, dx, dpos, dct, dst, N, NH, HD, c->variant & 1);
+    be->op->rope_bwd(be, g, ddy, dpos, dct, dst, N, NH, HD, c->variant & 1);
+    put(r, is_ref, 0, "y", a_down(&a, y, n), n);
+    put(r, is_ref, 1, "dx", a_down(&a, g, n), n);
+    a_free(&a);
+    free(inv), free(ct), free(stt), free(pos), free(x), free(dy);
+}
+
+/* attention: d = {B, T, NH, NKV, HD, window}; variant bits: 1 = sequence ids (packed
+ * documents), 2 = rows of different lengths laid end to end (off, one row empty) */
+static void run_attention(const lt_backend *be, const tcase *c, result *r, int is_ref) {
+    rng = SEED(c);
+    const int B = c->d[0], T = c->d[1], NH = c->d[2], NKV = c->d[3], HD = c->d[4], win = c->d[5];
+    int32_t off[17];
+    off[0] = 0;
+    for (int b = 0; b < B; b++) /* row lengths T, T-1, ..., at least 0 */
+        off[b + 1] = off[b] + (c->variant & 2 ? (T - b * 3 > 0 ? T - b * 3 : 0) : T);
+    const int N = off[B];
+    const int64_t nq = (int64_t)N * NH * HD, nk = (int64_t)N * NKV * HD;
+    float *q = hrand(nq, 1), *k = hrand(nk, 1), *v = hrand(nk, 1), *dout = hrand(nq, 1);
+    float *gq = hrand(nq, 1), *gk = hrand(nk, 1), *gv = hrand(nk, 1);
+    int32_t *seq = malloc(sizeof(int32_t) * (size_t)(N + 1));
+    for (int i = 0; i < N; i++)
+        seq[i] = i / 5; /* documents of 5 positions */
+    arena a = {.be = be};
+    float *dq = a_up(&a, q, nq), *dk = a_up(&a, k, nk), *dv = a_up(&a, v, nk), *ddo = a_up(&a, dout, nq);
+    float *egq = a_up(&a, gq, nq), *egk = a_up(&a, gk, nk), *egv = a_up(&a, gv, nk);
+    int32_t *dseq = c->variant & 1 ? a_upb(&a, seq, sizeof(int32_t) * (size_t)(N + 1)) : NULL;
+    int32_t *doff = c->variant & 2 ? a_upb(&a, off, sizeof(int32_t) * (size_t)(B + 1)) : NULL;
+    float *o = a_alloc(&a, sizeof(float) * (size_t)(nq ? nq : 1)),
+          *lse = a_alloc(&a, sizeof(float) * (size_t)(N * NH + 1));
+    be->op->attention_fwd(be, o, lse, dq, dk, dv, dseq, doff, B, T, NH, NKV, HD, win);
+    be->op->attention_bwd(be, egq, egk, egv, ddo, dq, dk, dv, o, lse, dseq, doff, B, T, NH, NKV, HD,
+                          win);
+    put(r, is_ref, 0, "out", a_down(&a, o, nq), nq);
+    put(r, is_ref, 1, "lse", a_down(&a, lse, (int64_t)N * NH), (int64_t)N * NH);
+    put(r, is_ref, 2, "dq", a_down(&a, egq, nq), nq);
+    put(r, is_ref, 3, "dk", a_down(&a, egk, nk), nk);
+    put(r, is_ref, 4, "dv", a_down(&a, egv, nk), nk);
+    a_free(&a);
+    free(q), free(k), free(v), free(dout), free(gq), free(gk), free(gv), free(seq);
+}
+
+/* swiglu: d = {n} (the backward writes: the pre-filled buffers must not leak through) */
+static void run_swiglu(const lt_backend *be, const tcase *c, result *r, int is_ref) {
+    rng = SEED(c);
+    const int64_t n = c->d[0];
+    float *g = hrand(n, 4), *u = hrand(n, 2), *dy = hrand(n, 1), *pre = hrand(n, 1);
+    arena a = {.be = be};
+    float *dg = a_up(&a, g, n), *du = a_up(&a, u, n), *ddy = a_up(&a, dy, n);
+    float *y = a_alloc(&a, sizeof(float) * (size_t)n), *eg = a_up(&a, pre, n), *eu = a_up(&a, pre, n);
+    be->op->swiglu_fwd(be, y, dg, du, n);
+    be->op->swiglu_bwd(be, eg, eu, ddy, dg, du, n);
+    put(r, is_ref, 0, "y", a_down(&a, y, n), n);
+    put(r, is_ref, 1, "dgate", a_down(&a, eg, n), n);
+    put(r, is_ref, 2, "dup", a_down(&a, eu, n), n);
+    a_free(&a);
+    free(g), free(u), free(dy), free(pre);
+}
+
+/* cross-entropy: d = {N, V}; every third target ignored; variant 1 = grad_scale 0 (1/count) */
+static void run_ce(const lt_backend *be, const tcase *c, result *r, int is_ref) {
+    rng = SEED(c);
+    const int N = c->d[0], V = c->d[1];
+    const int64_t n = (int64_t)N * V;
+    float *lg = hrand(n, 6);
+    int32_t *t = malloc(sizeof(int32_t) * (size_t)N);
+    for (int i = 0; i < N; i++)
+        t[i] = i % 3 == 2 ? LT_IGNORE_INDEX : (i * 131 + 7) % V;
+    arena a = {.be = be};
+    float *dl = a_up(&a, lg, n), *dd = a_alloc(&a, sizeof(float) * (size_t)n);
+    int32_t *dt = a_upb(&a, t, sizeof(int32_t) * (size_t)N);
+    lt_ce_stats s;
+    lt_status st = be->op->cross_entropy(be, dd, &s, dl, dt, N, V, LT_IGNORE_INDEX,
+                                         c->variant & 1 ? 0.0f : 0.37f);
+    if (is_ref) r->st_want = st, r->extra_want = s.sum;
+    else r->st_got = st, r->extra_got = s.sum;
+    put(r, is_ref, 0, "dlogits", a_down(&a, dd, n), n);
+    a_free(&a);
+    free(lg), free(t);
+}
+
+/* embedding: d = {N, C, V} */
+static void run_embedding(const lt_backend *be, const tcase *c, result *r, int is_ref) {
+    rng = SEED(c);
+    const int N = c->d[0], C = c->d[1], V = c->d[2];
+    float *wte = hrand((int64_t)V * C, 1), *dy = hrand((int64_t)N * C, 1), *g = hrand((int64_t)V * C, 1);
+    int32_t *tok = malloc(sizeof(int32_t) * (size_t)N);
+    for (int i = 0; i < N; i++)
+        tok[i] = (i * 5 + 1) % V; /* repeats: the backward scatter-adds */
+    arena a = {.be = be};
+    float *dw = a_up(&a, wte, (int64_t)V * C), *ddy = a_up(&a, dy, (int64_t)N * C), *eg = a_up(&a, g, (int64_t)V * C);
+    int32_t *dtok = a_upb(&a, tok, sizeof(int32_t) * (size_t)N);
+    float *y = a_alloc(&a, sizeof(float) * (size_t)N * C);
+    lt_status st = be->op->embedding_fwd(be, y, dtok, dw, N, C, V);
+    if (is_ref) r->st_want = st;
+    else r->st_got = st;
+    be->op->embedding_bwd(be, eg, ddy, dtok, N, C);
+    put(r, is_ref, 0, "y", a_down(&a, y, (int64_t)N * C), (int64_t)N * C);
+    put(r, is_ref, 1, "dwte", a_down(&a, eg, (int64_t)V * C), (int64_t)V * C);
+    a_free(&a);
+    free(wte), free(dy), free(g), free(tok);
+}
+
+/* optimizer and reductions: d = {n}; variant 1 (all_finite) = a NaN planted, 2 = an inf */
+static void run_vec(const lt_backend *be, const tcase *c, result *r, int is_ref) {
+    rng = SEED(c);
+    const int64_t n = c->d[0];
+    float *x = hrand(n, 1), *y = hrand(n, 1), *m = hrand(n, 0.1f), *v = hrand(n, 0.1f);
+    for (int64_t i = 0; i < n; i++)
+        v[i] = fabsf(v[i]);
+    if (c->variant & 1) x[n / 2] = NAN;
+    if (c->variant & 2) x[n - 1] = -INFINITY;
+    arena a = {.be = be};
+    float *dx = a_up(&a, x, n), *dy = a_up(&a, y, n), *dm = a_up(&a, m, n), *dv = a_up(&a, v, n);
+    double extra = 0;
+    switch (c->op) {
+    case LT_OP_ADAMW: {
+        lt_adamw_cfg cfg = {1e-3f, 0.9f, 0.999f, 1e-8f, 0.01f};
+        be->op->adamw(be, dx, dy, dm, dv, n, &cfg, 3);
+        put(r, is_ref, 0, "p", a_down(&a, dx, n), n);
+        put(r, is_ref, 1, "m", a_down(&a, dm, n), n);
+        put(r, is_ref, 2, "v", a_down(&a, dv, n), n);
+        break;
+    }
+    case LT_OP_SUMSQ: extra = be->op->sumsq(be, dx, n); break;
+    case LT_OP_ALL_FINITE: extra = be->op->all_finite(be, dx, n); break;
+    case LT_OP_SCALE:
+        be->op->scale(be, dx, n, 0.3f);
+        put(r, is_ref, 0, "x", a_down(&a, dx, n), n);
+        break;
+    case LT_OP_ADD:
+        be->op->add(be, dm, dx, dy, n);
+        be->op->add(be, dx, dx, dy, n); /* in place */
+        put(r, is_ref, 0, "y", a_down(&a, dm, n), n);
+        put(r, is_ref, 1, "x += y", a_down(&a, dx, n), n);
+        break;
+    case LT_OP_DROPOUT_MASK:
+        be->op->dropout_mask(be, dm, n, 0.3f, 0xABCDEFull + (uint64_t)n);
+        put(r, is_ref, 0, "mask", a_down(&a, dm, n), n);
+        break;
+    default: break;
+    }
+    if (is_ref) r->extra_want = extra;
+    else r->extra_got = extra;
+    a_free(&a);
+    free(x), free(y), free(m), free(v);
+}
+
+/* gather / scatter rows: d = {rows, D, n} */
+static void run_rows(const lt_backend *be, const tcase *c, result *r, int is_ref) {
+    rng = SEED(c);
+    const int rows = c->d[0], D = c->d[1], n = c->d[2];
+    float *src = hrand((int64_t)rows * D, 1), *dst = hrand((int64_t)rows * D, 1);
+    int32_t *idx = malloc(sizeof(int32_t) * (size_t)n);
+    for (int j = 0; j < n; j++)
+        idx[j] = (int32_t)((j * 3 + 1) % rows); /* distinct while n <= rows and 3 coprime */
+    arena a = {.be = be};
+    float *ds = a_up(&a, src, (int64_t)rows * D), *dd = a_up(&a, dst, (int64_t)rows * D);
+    int32_t *di = a_upb(&a, idx, sizeof(int32_t) * (size_t)n);
+    if (c->op == LT_OP_GATHER_ROWS) be->op->gather_rows(be, dd, ds, di, n, D);
+    else be->op->scatter_rows(be, dd, ds, di, n, D);
+    put(r, is_ref, 0, "dst", a_down(&a, dd, (int64_t)rows * D), (int64_t)rows * D);
+    a_free(&a);
+    free(src), free(dst), free(idx);
+}
+
+static runner runner_of(lt_op op) {
+    switch (op) {
+    case LT_OP_GEMM: return run_gemm;
+    case LT_OP_MATMUL:
+    case LT_OP_LORA:
+    case LT_OP_DORA: return run_linear;
+    case LT_OP_MATMUL_W:
+    case LT_OP_WEIGHT_F32: return run_weight;
+    case LT_OP_RMSNORM: return run_rmsnorm;
+    case LT_OP_ROPE: return run_rope;
+    case LT_OP_ATTENTION: return run_attention;
+    case LT_OP_SWIGLU: return run_swiglu;
+    case LT_OP_CROSS_ENTROPY: return run_ce;
+    case LT_OP_EMBEDDING: return run_embedding;
+    case LT_OP_GATHER_ROWS:
+    case LT_OP_SCATTER_ROWS: return run_rows;
+    default: return run_vec;
+    }
+}
+
+/* Tolerances: f32 ops whose sums the fast path orders differently (BLAS blocking, OpenMP
+ * splits, vectorised exp with <= 2 ulp): 2e-5 of the output's largest value; elementwise
+ * arithmetic the fast path does identically: exact. Quantized weights are decoded from the same
+ * bytes by both sides, so the product's tolerance is f32's. */
+#define TF 2e-5
+static const tcase k_cases[] = {
+    /* gemm {M, N, K}: tiny, odd, large enough for the OpenMP split, every transpose, padding */
+    {LT_OP_GEMM, {1, 1, 1}, LT_DTYPE_F32, 0, TF},
+    {LT_OP_GEMM, {3, 5, 7}, LT_DTYPE_F32, 1 | 4 | 8, TF},
+    {LT_OP_GEMM, {17, 9, 33}, LT_DTYPE_F32, 2, TF},
+    {LT_OP_GEMM, {70, 300, 64}, LT_DTYPE_F32, 3 | 8, TF},
+    {LT_OP_GEMM, {300, 40, 96}, LT_DTYPE_F32, 0, TF},
+    /* matmul / lora / dora {N, C, OC, r} */
+    {LT_OP_MATMUL, {1, 1, 1}, LT_DTYPE_F32, 0, TF},
+    {LT_OP_MATMUL, {3, 5, 7}, LT_DTYPE_F32, 1, TF},
+    {LT_OP_MATMUL, {64, 256, 96}, LT_DTYPE_F32, 1, TF},
+    {LT_OP_LORA, {1, 1, 1, 1}, LT_DTYPE_F32, 0, TF},
+    {LT_OP_LORA, {5, 9, 7, 3}, LT_DTYPE_F32, 1 | 2, TF},
+    {LT_OP_LORA, {64, 192, 160, 8}, LT_DTYPE_F32, 2, TF},
+    {LT_OP_DORA, {1, 2, 1, 1}, LT_DTYPE_F32, 0, TF},
+    {LT_OP_DORA, {5, 9, 7, 3}, LT_DTYPE_F32, 1 | 2, TF},
+    {LT_OP_DORA, {48, 128, 96, 4}, LT_DTYPE_F32, 1, TF},
+    /* weights by storage format: matmul_w {N, C, OC}, weight_f32 {N, C, OC, row0, nrows} */
+    {LT_OP_MATMUL_W, {3, 64, 5}, LT_DTYPE_F32, 0, TF},
+    {LT_OP_MATMUL_W, {7, 96, 33}, LT_DTYPE_F16, 0, TF},
+    {LT_OP_MATMUL_W, {7, 96, 33}, LT_DTYPE_BF16, 0, TF},
+    {LT_OP_MATMUL_W, {5, 64, 9}, LT_DTYPE_Q4_0, 0, TF},
+    {LT_OP_MATMUL_W, {5, 64, 9}, LT_DTYPE_Q4_1, 0, TF},
+    {LT_OP_MATMUL_W, {5, 96, 9}, LT_DTYPE_Q8_0, 0, TF},
+    {LT_OP_MATMUL_W, {4, 128, 40}, LT_DTYPE_F32, 1 /* NF4 */, TF},
+    {LT_OP_MATMUL_W, {40, 512, 300}, LT_DTYPE_BF16, 0, TF},
+    {LT_OP_MATMUL_W, {40, 512, 300}, LT_DTYPE_F32, 1 /* NF4 */, TF},
+    {LT_OP_WEIGHT_F32, {1, 64, 9, 4, 3}, LT_DTYPE_F16, 0, 0},
+    {LT_OP_WEIGHT_F32, {1, 64, 9, 1, 7}, LT_DTYPE_BF16, 0, 0},
+    {LT_OP_WEIGHT_F32, {1, 64, 9, 2, 5}, LT_DTYPE_Q4_1, 0, 0},
+    {LT_OP_WEIGHT_F32, {1, 64, 9, 8, 1}, LT_DTYPE_Q8_0, 0, 0},
+    {LT_OP_WEIGHT_F32, {1, 128, 9, 3, 4}, LT_DTYPE_F32, 1 /* NF4 */, 0},
+    {LT_OP_WEIGHT_F32, {1, 1024, 300, 17, 260}, LT_DTYPE_BF16, 0, 0},
+    /* rmsnorm {N, C} */
+    {LT_OP_RMSNORM, {1, 1}, LT_DTYPE_F32, 0, TF},
+    {LT_OP_RMSNORM, {3, 7}, LT_DTYPE_F32, 0, TF},
+    {LT_OP_RMSNORM, {33, 576}, LT_DTYPE_F32, 0, TF},
+    /* rope {N, NH, HD}: the fast twin does the reference's arithmetic */
+    {LT_OP_ROPE, {1, 1, 2}, LT_DTYPE_F32, 0, 0},
+    {LT_OP_ROPE, {7, 3, 10}, LT_DTYPE_F32, 1, 0},
+    {LT_OP_ROPE, {40, 9, 64}, LT_DTYPE_F32, 0, 0},
+    /* attention {B, T, NH, NKV, HD, window}: head dims the fast path takes (multiples of 8)
+     * and not (6), GQA, sliding window, packed documents, ragged rows with an empty one */
+    {LT_OP_ATTENTION, {1, 1, 1, 1, 8, 0}, LT_DTYPE_F32, 0, TF},
+    {LT_OP_ATTENTION, {2, 7, 4, 2, 6, 0}, LT_DTYPE_F32, 0, TF},
+    {LT_OP_ATTENTION, {2, 33, 4, 2, 16, 0}, LT_DTYPE_F32, 1, TF},
+    {LT_OP_ATTENTION, {3, 40, 6, 2, 64, 9}, LT_DTYPE_F32, 0, TF},
+    {LT_OP_ATTENTION, {5, 12, 3, 1, 32, 0}, LT_DTYPE_F32, 2 | 1, TF},
+    {LT_OP_ATTENTION, {2, 70, 2, 2, 128, 0}, LT_DTYPE_F32, 2, TF},
+    /* swiglu {n}: below and above the OpenMP threshold */
+    {LT_OP_SWIGLU, {1}, LT_DTYPE_F32, 0, 1e-6},
+    {LT_OP_SWIGLU, {1001}, LT_DTYPE_F32, 0, 1e-6},
+    {LT_OP_SWIGLU, {70001}, LT_DTYPE_F32, 0, 1e-6},
+    /* cross-entropy {N, V} */
+    {LT_OP_CROSS_ENTROPY, {1, 1}, LT_DTYPE_F32, 0, 1e-5},
+    {LT_OP_CROSS_ENTROPY, {7, 13}, LT_DTYPE_F32, 1, 1e-5},
+    {LT_OP_CROSS_ENTROPY, {37, 5003}, LT_DTYPE_F32, 0, 1e-5},
+    /* embedding {N, C, V} */
+    {LT_OP_EMBEDDING, {1, 1, 1}, LT_DTYPE_F32, 0, 0},
+    {LT_OP_EMBEDDING, {19, 24, 7}, LT_DTYPE_F32, 0, 0},
+    /* optimizer, reductions, elementwise {n} */
+    {LT_OP_ADAMW, {1}, LT_DTYPE_F32, 0, 0},
+    {LT_OP_ADAMW, {4099}, LT_DTYPE_F32, 0, 0},
+    {LT_OP_SUMSQ, {1}, LT_DTYPE_F32, 0, 1e-12},
+    {LT_OP_SUMSQ, {100003}, LT_DTYPE_F32, 0, 1e-12},
+    {LT_OP_ALL_FINITE, {1}, LT_DTYPE_F32, 0, 0},
+    {LT_OP_ALL_FINITE, {1000}, LT_DTYPE_F32, 0, 0},
+    {LT_OP_ALL_FINITE, {1000}, LT_DTYPE_F32, 1, 0},
+    {LT_OP_ALL_FINITE, {1001}, LT_DTYPE_F32, 2, 0},
+    {LT_OP_SCALE, {1}, LT_DTYPE_F32, 0, 0},
+    {LT_OP_SCALE, {5000}, LT_DTYPE_F32, 0, 0},
+    {LT_OP_ADD, {3}, LT_DTYPE_F32, 0, 0},
+    {LT_OP_ADD, {70001}, LT_DTYPE_F32, 0, 0},
+    {LT_OP_DROPOUT_MASK, {1}, LT_DTYPE_F32, 0, 0},
+    {LT_OP_DROPOUT_MASK, {999}, LT_DTYPE_F32, 0, 0},
+    {LT_OP_GATHER_ROWS, {1, 1, 1}, LT_DTYPE_F32, 0, 0},
+    {LT_OP_GATHER_ROWS, {11, 7, 5}, LT_DTYPE_F32, 0, 0},
+    {LT_OP_SCATTER_ROWS, {11, 7, 5}, LT_DTYPE_F32, 0, 0},
+};
+#define N_CASES ((int)(sizeof k_cases / sizeof k_cases[0]))
+
+/* Runs the table on be at the current dispatch level; returns the failing rows. */
+static int run_table(const lt_backend *be, const char *label, int quiet) {
+    int failed = 0;
+    for (int i = 0; i < N_CASES; i++) {
+        const tcase *c = &k_cases[i];
+        if (!lt_backend_supports(be, c->op, c->dt)) {
+            printf("  %-6s %-14s not supported by this backend\n", label, lt_op_name(c->op));
+            continue;
+        }
+        result r;
+        memset(&r, 0, sizeof r);
+        runner run = runner_of(c->op);
+        run(be, c, &r, 0);
+        lt_cpu_level lvl = lt_cpu_max_level();
+        lt_cpu_set_max_level(LT_CPU_LEVEL_BASELINE); /* the oracle: scalar everything */
+        run(lt_backend_ref(), c, &r, 1);
+        lt_cpu_set_max_level(lvl);
+        int bad = r.st_got != r.st_want;
+        double worst = 0;
+        const char *wname = "";
+        for (int k = 0; k < r.n; k++) {
+            double e = rel_err(r.o[k].got, r.o[k].want, r.o[k].n);
+            if (c->tol == 0 && memcmp(r.o[k].got, r.o[k].want, sizeof(float) * (size_t)r.o[k].n))
+                e = e > 0 ? e : 1e-30, bad = 1;
+            if (!(e <= c->tol)) bad = 1;
+            if (!(e <= worst)) worst = e, wname = r.o[k].name;
+        }
+        double xe = fabs(r.extra_got - r.extra_want) / fmax(fabs(r.extra_want), 1e-30);
+        if (!(xe <= c->tol)) bad = 1;
+        if (xe > worst) worst = xe, wname = "scalar";
+        char shape[96];
+        snprintf(shape, sizeof shape, "%d,%d,%d,%d,%d,%d", c->d[0], c->d[1], c->d[2], c->d[3],
+                 c->d[4], c->d[5]);
+        if (!quiet || bad)
+            printf("  %-6s %-13s %-5s v%-2d [%s] worst %.2e (%s) tol %.0e %s\n", label,
+                   lt_op_name(c->op), c->variant & 1 && (c->op == LT_OP_MATMUL_W || c->op == LT_OP_WEIGHT_F32) ? "NF4" : lt_dtype_name(c->dt),
+                   c->variant, shape, worst, wname, c->tol, bad ? "FAIL" : "ok");
+        failed += bad;
+        result_free(&r);
+    }
+    return failed;
+}
+
+/* ---- a planted defect: the table must catch each ---------------------------------------- */
+static lt_backend_ops planted_ops;
+static void bad_rmsnorm_bwd(const lt_backend *be, float *dinp, float *dw, const float *dout,
+                            const float *inp, const float *w, const float *rstd, int N, int C) {
+    lt_backend_cpu()->op->rmsnorm_bwd(lt_backend_cpu(), dinp, NULL, dout, inp, w, rstd, N, C);
+    (void)dw; /* forgets the weight gradient */
+}
+static void bad_swiglu_bwd(const lt_backend *be, float *dgate, float *dup, const float *dout,
+                           const float *gate, const float *up, int64_t n) {
+    /* adds instead of writing */
+    float *tg = malloc(sizeof(float) * (size_t)n), *tu = malloc(sizeof(float) * (size_t)n);
+    lt_backend_cpu()->op->swiglu_bwd(lt_backend_cpu(), tg, tu, dout, gate, up, n);
+    for (int64_t i = 0; i < n; i++)
+        dgate[i] += tg[i], dup[i] += tu[i];
+    free(tg), free(tu);
+}
+static void bad_dropout(const lt_backend *be, float *mask, int64_t n, float p, uint64_t seed) {
+    lt_backend_cpu()->op->dropout_mask(lt_backend_cpu(), mask, n, p, seed + 1); /* other stream */
+}
+
+int main(void) {
+    const lt_backend *backends[] = {lt_backend_cpu()};
+    const lt_cpu_level top = lt_cpu_level_detected();
+    printf("%d cases; oracle: %s at the baseline level\n", N_CASES, lt_backend_ref()->name);
+    for (size_t b = 0; b < sizeof backends / sizeof backends[0]; b++) {
+        for (int lvl = LT_CPU_LEVEL_BASELINE; lvl <= (int)top; lvl++) {
+            CHECK_OK(lt_cpu_set_max_level((lt_cpu_level)lvl));
+            char label[32];
+            snprintf(label, sizeof label, "%s/%s", backends[b]->name,
+                     lt_cpu_level_name((lt_cpu_level)lvl));
+            printf("%s:\n", label);
+            int f = run_table(backends[b], backends[b]->name, 0);
+            CHECK(f == 0, "%s: %d of %d cases differ from the reference", label, f, N_CASES);
+        }
+        lt_cpu_set_max_level(top);
+    }
+    /* the table can fail: three planted defects, each must fail its rows */
+    planted_ops = *lt_backend_cpu()->op;
+    planted_ops.rmsnorm_bwd = bad_rmsnorm_bwd;
+    planted_ops.swiglu_bwd = bad_swiglu_bwd;
+    planted_ops.dropout_mask = bad_dropout;
+    const lt_backend planted = {"planted", &planted_ops, NULL};
+    printf("planted defects (rmsnorm dw dropped, swiglu_bwd adds, dropout stream shifted):\n");
+    int f = run_table(&planted, "plant", 1);
+    /* 3 rmsnorm rows, 3 swiglu rows, and the 999-element dropout row: the shifted stream's
+     * first element happens to equal the true one (a fixed seed: always so), so the 1-element
+     * row passes */
+    CHECK(f == 3 + 3 + 1, "planted backend: %d failing rows, expected 7", f);
+    /* unsupported ops are reported, not run */
+    lt_backend_ops none = *lt_backend_cpu()->op;
+    none.dora_bwd = NULL;
+    none.supports_dtype = NULL;
+    const lt_backend partial = {"partial", &none, NULL};
+    CHECK(!lt_backend_supports(&partial, LT_OP_DORA, LT_DTYPE_F32), "NULL entry = unsupported");
+    CHECK(!lt_backend_supports(&partial, LT_OP_MATMUL_W, LT_DTYPE_F32), "no dtype check = none");
+    CHECK(lt_backend_supports(lt_backend_cpu(), LT_OP_MATMUL_W, LT_DTYPE_Q4_K), "cpu reads Q4_K");
+    CHECK(!lt_backend_supports(lt_backend_cpu(), LT_OP_MATMUL_W, LT_DTYPE_I32), "not I32");
+    CHECK(lt_backend_by_name("cpu") == lt_backend_cpu() && lt_backend_by_name("ref") == lt_backend_ref() &&
+              !lt_backend_by_name("cuda-none"),
+          "lookup by name");
+    LT_TEST_END();
+}

@@ -23,7 +23,8 @@
  *   - matmul by storage format: weight_f32 gives rows of a weight as fp32 wherever and however
  *     it is stored (lt_weight_view: F32 in place, F16 / BF16 / GGUF blocks / NF4 dequantized
  *     into the caller's scratch, or rows from the owner's function), so dequantization happens
- *     where the weights live; matmul_w multiplies by such a weight. */
+ *     where the weights live; matmul_w multiplies by such weights a block of rows at a time
+ *     (the model's forward: generation on a Q4_1 GGUF never makes an fp32 copy). */
 #ifndef LORATUNE_BACKEND_H
 #define LORATUNE_BACKEND_H
 
@@ -59,6 +60,9 @@ typedef enum {
     LT_OP_ADD,
     LT_OP_GATHER_ROWS,
     LT_OP_SCATTER_ROWS,
+    LT_OP_ATTENTION_KV,
+    LT_OP_ADD_BIAS,
+    LT_OP_SCALE_ROWS,
     LT_OP_COUNT
 } lt_op;
 const char *lt_op_name(lt_op op); /* "gemm", "matmul", ... */
@@ -81,6 +85,13 @@ typedef struct {
 } lt_weight_view;
 
 typedef struct lt_backend lt_backend;
+
+/* One product of matmul_w: y[N][w->rows] = x[N][w->cols] W^T (beta 0), or y += x W^T (beta 1). */
+typedef struct {
+    const lt_weight_view *w;
+    float *y;
+    float beta;
+} lt_matmul_job;
 
 /* The op table. Every function takes the backend first. */
 typedef struct {
@@ -112,10 +123,15 @@ typedef struct {
      * (n * cols floats) holding them converted. */
     lt_status (*weight_f32)(const lt_backend *be, const lt_weight_view *w, int64_t row0,
                             int64_t n, float *scratch, const float **out);
-    /* out[N][w->rows] = inp[N][w->cols] @ w^T (+ bias), w in its storage format; scratch:
-     * w->rows * w->cols floats unless w is F32 data (may then be NULL). */
-    lt_status (*matmul_w)(const lt_backend *be, float *out, const float *inp,
-                          const lt_weight_view *w, const float *bias, int N, float *scratch);
+    /* The products jobs[0..nj) (nj <= 4), all reading x[N][C] (C = every job's w->cols), with
+     * weights in their storage format: one call, so a backend can run q, k and v (gate and up)
+     * in one parallel region. A weight not stored as fp32 is converted a block of rows at a
+     * time into scratch (n_scratch floats, split between the backend's threads: size it with
+     * matmul_w_scratch), so no whole fp32 copy is made. LT_ERR_ARG when scratch is too small,
+     * the weight's own error when its rows cannot be read. */
+    lt_status (*matmul_w)(const lt_backend *be, const lt_matmul_job *jobs, int nj, const float *x,
+                          int N, float *scratch, int64_t n_scratch);
+    int64_t (*matmul_w_scratch)(const lt_backend *be, int64_t max_cols);
 
     /* ---- the model's ops (ops.h) ---- */
     lt_status (*embedding_fwd)(const lt_backend *be, float *out, const int32_t *tokens,
@@ -179,6 +195,20 @@ typedef struct {
                         int n, int D);
     void (*scatter_rows)(const lt_backend *be, float *dst, const float *src, const int32_t *idx,
                          int n, int D);
+
+    /* ---- inference ---- */
+    /* Attention over a KV cache: the queries q[N][NH][HD] of positions pos0 .. pos0 + N - 1
+     * attend the cached keys / values k, v[pos0 + N][NKV][HD] at positions s <= their own
+     * (and pos - s < window when window > 0), scores scaled by 1/sqrt(HD); out[N][NH][HD].
+     * scratch: attention_kv_scratch(ctx) floats for a cache of ctx positions. */
+    void (*attention_kv)(const lt_backend *be, float *out, const float *q, const float *k,
+                         const float *v, int N, int pos0, int NH, int NKV, int HD, int window,
+                         float *scratch, int64_t n_scratch);
+    int64_t (*attention_kv_scratch)(const lt_backend *be, int ctx);
+    /* y[N][C] += bias[C] (every row) */
+    void (*add_bias)(const lt_backend *be, float *y, const float *bias, int N, int C);
+    /* y[N][C] *= s[C] (every row) */
+    void (*scale_rows)(const lt_backend *be, float *y, const float *s, int N, int C);
 } lt_backend_ops;
 
 struct lt_backend {

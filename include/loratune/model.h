@@ -22,6 +22,7 @@
 #ifndef LORATUNE_MODEL_H
 #define LORATUNE_MODEL_H
 
+#include "loratune/backend.h"
 #include "loratune/core.h"
 
 #ifdef __cplusplus
@@ -219,6 +220,17 @@ lt_status lt_model_weight_f32(const lt_model *m, lt_weight_id id, int layer, int
                               int64_t nrows, float *scratch, const float **out);
 /* 1 when lt_model_weight_f32 gives that weight without converting (scratch is not used). */
 int lt_model_weight_is_f32(const lt_model *m, lt_weight_id id, int layer);
+/* The weight [rows][cols] as a backend reads it (backend.h: weight_f32, matmul_w): fp32 data
+ * in place when the provider has it as fp32, else the provider's rows (whatever the file
+ * stores: 16-bit, GGUF blocks, interleaved q/k rows), converted where the backend converts.
+ * src is the view's context and must outlive it. */
+typedef struct {
+    const lt_model *m;
+    lt_weight_id id;
+    int layer;
+} lt_weight_src;
+void lt_model_weight_bview(const lt_model *m, lt_weight_id id, int layer, int64_t rows,
+                           int64_t cols, lt_weight_src *src, lt_weight_view *out);
 /* LT_OK when every weight m's config asks for can be read through lt_model_weight_f32: a
  * loaded model holding its weights (else lt_model_check_weights' error), or a lazy one whose
  * tensors convert row by row (LT_ERR_UNSUPPORTED naming the first whose rows do not hold

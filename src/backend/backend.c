@@ -64,6 +64,9 @@ static const char *const op_names[LT_OP_COUNT] = {
     [LT_OP_ADD] = "add",
     [LT_OP_GATHER_ROWS] = "gather_rows",
     [LT_OP_SCATTER_ROWS] = "scatter_rows",
+    [LT_OP_ATTENTION_KV] = "attention_kv",
+    [LT_OP_ADD_BIAS] = "add_bias",
+    [LT_OP_SCALE_ROWS] = "scale_rows",
 };
 
 const char *lt_op_name(lt_op op) {
@@ -75,7 +78,8 @@ int lt_backend_supports(const lt_backend *be, lt_op op, lt_dtype dt) {
     switch (op) {
     case LT_OP_GEMM: return o->gemm != NULL;
     case LT_OP_MATMUL: return o->matmul_fwd && o->matmul_bwd;
-    case LT_OP_MATMUL_W: return o->matmul_w && o->supports_dtype && o->supports_dtype(be, dt);
+    case LT_OP_MATMUL_W:
+        return o->matmul_w && o->matmul_w_scratch && o->supports_dtype && o->supports_dtype(be, dt);
     case LT_OP_WEIGHT_F32: return o->weight_f32 && o->supports_dtype && o->supports_dtype(be, dt);
     case LT_OP_EMBEDDING: return o->embedding_fwd && o->embedding_bwd;
     case LT_OP_RMSNORM: return o->rmsnorm_fwd && o->rmsnorm_bwd;
@@ -93,6 +97,9 @@ int lt_backend_supports(const lt_backend *be, lt_op op, lt_dtype dt) {
     case LT_OP_ADD: return o->add != NULL;
     case LT_OP_GATHER_ROWS: return o->gather_rows != NULL;
     case LT_OP_SCATTER_ROWS: return o->scatter_rows != NULL;
+    case LT_OP_ATTENTION_KV: return o->attention_kv && o->attention_kv_scratch;
+    case LT_OP_ADD_BIAS: return o->add_bias != NULL;
+    case LT_OP_SCALE_ROWS: return o->scale_rows != NULL;
     default: return 0;
     }
 }

@@ -54,15 +54,6 @@ static lt_status cpu_weight_f32(const lt_backend *be, const lt_weight_view *w, i
     return LT_OK;
 }
 
-static lt_status cpu_matmul_w(const lt_backend *be, float *out, const float *inp,
-                              const lt_weight_view *w, const float *bias, int N, float *scratch) {
-    const float *W;
-    lt_status st = cpu_weight_f32(be, w, 0, w->rows, scratch, &W);
-    if (st) return st;
-    lt_fast_matmul_fwd(out, inp, W, bias, N, (int)w->cols, (int)w->rows);
-    return LT_OK;
-}
-
 /* ---- ops ------------------------------------------------------------------------------------ */
 static void cpu_gemm(const lt_backend *be, int ta, int tb, int M, int N, int K, float alpha,
                      const float *A, int lda, const float *B, int ldb, float beta, float *C,
@@ -213,7 +204,8 @@ static const lt_backend_ops cpu_ops = {
     .matmul_fwd = cpu_matmul_fwd,
     .matmul_bwd = cpu_matmul_bwd,
     .weight_f32 = cpu_weight_f32,
-    .matmul_w = cpu_matmul_w,
+    .matmul_w = lt_cpu_matmul_w_,
+    .matmul_w_scratch = lt_cpu_matmul_w_scratch_,
     .embedding_fwd = cpu_embedding_fwd,
     .embedding_bwd = cpu_embedding_bwd,
     .rmsnorm_fwd = cpu_rmsnorm_fwd,
@@ -237,6 +229,10 @@ static const lt_backend_ops cpu_ops = {
     .add = cpu_add,
     .gather_rows = cpu_gather_rows,
     .scatter_rows = cpu_scatter_rows,
+    .attention_kv = lt_cpu_attention_kv_,
+    .attention_kv_scratch = lt_cpu_attention_kv_scratch_,
+    .add_bias = lt_host_add_bias_,
+    .scale_rows = lt_host_scale_rows_,
 };
 
 static const lt_backend cpu_backend = {"cpu", &cpu_ops, NULL};

@@ -13,4 +13,16 @@ void lt_host_sync_(const lt_backend *be);
 /* F32, F16, BF16 and the GGUF block types (lt_to_f32 converts them all) */
 int lt_host_supports_dtype_(const lt_backend *be, lt_dtype dt);
 
+/* inference ops (backend_cpu_infer.c); add_bias / scale_rows are plain loops both CPU
+ * backends share */
+lt_status lt_cpu_matmul_w_(const lt_backend *be, const lt_matmul_job *jobs, int nj,
+                           const float *x, int n, float *scratch, int64_t n_scratch);
+int64_t lt_cpu_matmul_w_scratch_(const lt_backend *be, int64_t max_cols);
+void lt_cpu_attention_kv_(const lt_backend *be, float *out, const float *q, const float *k,
+                          const float *v, int n, int pos0, int H, int KV, int hd, int window,
+                          float *scratch, int64_t n_scratch);
+int64_t lt_cpu_attention_kv_scratch_(const lt_backend *be, int ctx);
+void lt_host_add_bias_(const lt_backend *be, float *y, const float *bias, int n, int C);
+void lt_host_scale_rows_(const lt_backend *be, float *y, const float *s, int n, int C);
+
 #endif

@@ -35,13 +35,63 @@ static void ref_matmul_fwd(const lt_backend *be, float *out, const float *inp, c
     lt_op_matmul_fwd(out, inp, w, bias, N, C, OC);
 }
 
-static lt_status ref_matmul_w(const lt_backend *be, float *out, const float *inp,
-                              const lt_weight_view *w, const float *bias, int N, float *scratch) {
-    const float *W;
-    lt_status st = ref_weight_f32(be, w, 0, w->rows, scratch, &W);
-    if (st) return st;
-    lt_op_matmul_fwd(out, inp, W, bias, N, (int)w->cols, (int)w->rows);
+/* blocks of rows as large as scratch allows, converted then multiplied by the plain GEMM */
+static lt_status ref_matmul_w(const lt_backend *be, const lt_matmul_job *jobs, int nj,
+                              const float *x, int N, float *scratch, int64_t n_scratch) {
+    if (nj < 1 || nj > 4) return lt_error(LT_ERR_ARG, "matmul_w: %d jobs, expected 1..4", nj);
+    for (int j = 0; j < nj; j++) {
+        const lt_weight_view *w = jobs[j].w;
+        const int C = (int)w->cols, OC = (int)w->rows;
+        int64_t per = n_scratch / C;
+        if (per < 1)
+            return lt_error(LT_ERR_ARG, "matmul_w: scratch of %lld floats is less than a row of %d",
+                            (long long)n_scratch, C);
+        for (int64_t r0 = 0; r0 < OC; r0 += per) {
+            const int64_t nr = OC - r0 < per ? OC - r0 : per;
+            const float *W;
+            lt_status st = ref_weight_f32(be, w, r0, nr, scratch, &W);
+            if (st) return st;
+            lt_op_gemm(0, 1, N, (int)nr, C, 1.0f, x, C, W, C, jobs[j].beta, jobs[j].y + r0, OC);
+        }
+    }
     return LT_OK;
+}
+static int64_t ref_matmul_w_scratch(const lt_backend *be, int64_t max_cols) {
+    return max_cols > 65536 ? max_cols : 65536;
+}
+
+/* the textbook loop: scores in double, softmax, weighted sum of values */
+static void ref_attention_kv(const lt_backend *be, float *out, const float *q, const float *k,
+                             const float *v, int N, int pos0, int H, int KV, int hd, int window,
+                             float *scratch, int64_t n_scratch) {
+    const int QD = H * hd, KD = KV * hd, group = H / KV;
+    const double scale = 1.0 / sqrt((double)hd);
+    for (int t = 0; t < N; t++)
+        for (int h = 0; h < H; h++) {
+            const int pos = pos0 + t, kvh = h / group;
+            const int start = window > 0 && pos - window + 1 > 0 ? pos - window + 1 : 0;
+            const float *qh = q + (int64_t)t * QD + (int64_t)h * hd;
+            double mx = -INFINITY, sum = 0;
+            for (int j = start; j <= pos; j++) {
+                double s = 0;
+                for (int i = 0; i < hd; i++)
+                    s += (double)qh[i] * k[(int64_t)j * KD + (int64_t)kvh * hd + i];
+                scratch[j] = (float)(s * scale);
+                if (scratch[j] > mx) mx = scratch[j];
+            }
+            for (int j = start; j <= pos; j++)
+                sum += exp(scratch[j] - mx);
+            float *o = out + (int64_t)t * QD + (int64_t)h * hd;
+            for (int i = 0; i < hd; i++) {
+                double acc = 0;
+                for (int j = start; j <= pos; j++)
+                    acc += exp(scratch[j] - mx) / sum * v[(int64_t)j * KD + (int64_t)kvh * hd + i];
+                o[i] = (float)acc;
+            }
+        }
+}
+static int64_t ref_attention_kv_scratch(const lt_backend *be, int ctx) {
+    return ctx;
 }
 
 static void ref_gemm(const lt_backend *be, int ta, int tb, int M, int N, int K, float alpha,
@@ -204,6 +254,7 @@ static const lt_backend_ops ref_ops = {
     .matmul_bwd = ref_matmul_bwd,
     .weight_f32 = ref_weight_f32,
     .matmul_w = ref_matmul_w,
+    .matmul_w_scratch = ref_matmul_w_scratch,
     .embedding_fwd = ref_embedding_fwd,
     .embedding_bwd = ref_embedding_bwd,
     .rmsnorm_fwd = ref_rmsnorm_fwd,
@@ -227,6 +278,10 @@ static const lt_backend_ops ref_ops = {
     .add = ref_add,
     .gather_rows = ref_gather_rows,
     .scatter_rows = ref_scatter_rows,
+    .attention_kv = ref_attention_kv,
+    .attention_kv_scratch = ref_attention_kv_scratch,
+    .add_bias = lt_host_add_bias_,
+    .scale_rows = lt_host_scale_rows_,
 };
 
 static const lt_backend ref_backend = {"ref", &ref_ops, NULL};

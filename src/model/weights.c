@@ -6,6 +6,7 @@
  * Invariant: the conversion of a row range is a pure function of the file (lt_to_f32 row by
  * row), so splitting a range over threads or into blocks gives the same floats; callers that
  * bound their scratch read a weight a block of rows at a time. */
+#include <string.h>
 #include <omp.h>
 #include <stdint.h>
 
@@ -73,6 +74,29 @@ lt_status lt_model_weight_f32(const lt_model *m, lt_weight_id id, int layer, int
     }
     if (st == LT_OK) *out = scratch;
     return st;
+}
+
+static lt_status view_rows(const void *ctx, int64_t row0, int64_t n, float *scratch,
+                           const float **out) {
+    const lt_weight_src *s = ctx;
+    return lt_model_weight_f32(s->m, s->id, s->layer, row0, n, scratch, out);
+}
+
+void lt_model_weight_bview(const lt_model *m, lt_weight_id id, int layer, int64_t rows,
+                          int64_t cols, lt_weight_src *src, lt_weight_view *out) {
+    memset(out, 0, sizeof *out);
+    out->rows = rows;
+    out->cols = cols;
+    const float *W = NULL;
+    if (lt_model_weight_is_f32(m, id, layer) &&
+        lt_model_weight_f32(m, id, layer, 0, rows, NULL, &W) == LT_OK && W) {
+        out->dtype = LT_DTYPE_F32;
+        out->data = W;
+        return;
+    }
+    *src = (lt_weight_src){m, id, layer};
+    out->rows_fn = view_rows;
+    out->ctx = src;
 }
 
 lt_status lt_model_check_readable(const lt_model *m, const char *what) {

@@ -256,36 +256,85 @@ static void make_weight(const tcase *c, int OC, int C, stored_w *sw, lt_weight_v
     free(w);
 }
 
-/* matmul_w / weight_f32: d = {N, C, OC, row0, nrows}; variant 1 = NF4. The backend reads the
- * stored bytes from its own memory (set), the NF4 structure from the host. */
+/* matmul_w / weight_f32: d = {N, C, OC, row0, nrows}; variant bits: 1 = NF4, 2 = three jobs
+ * at once (OC, OC + 3 and 5 rows; the second accumulates: beta 1), 4 = scratch of one row
+ * only (a row at a time, one thread). The backend reads the stored bytes from its own memory
+ * (set), the NF4 structure from the host. */
 static void run_weight(const lt_backend *be, const tcase *c, result *r, int is_ref) {
     rng = SEED(c);
     const int N = c->d[0], C = c->d[1], OC = c->d[2];
-    stored_w sw;
-    lt_weight_view v;
-    make_weight(c, OC, C, &sw, &v);
-    float *x = hrand((int64_t)N * C, 1), *bias = hrand(OC, 0.5f);
+    const int nj = c->op == LT_OP_MATMUL_W && (c->variant & 2) ? 3 : 1;
+    const int rows[3] = {OC, OC + 3, 5};
+    stored_w sw[3];
+    lt_weight_view v[3], dv[3];
     arena a = {.be = be};
-    lt_weight_view dv = v;
-    if (v.data) dv.data = a_upb(&a, v.data, sw.nbytes);
-    float *scr = a_alloc(&a, sizeof(float) * (size_t)OC * C);
+    for (int j = 0; j < nj; j++) {
+        make_weight(c, rows[j], C, &sw[j], &v[j]);
+        dv[j] = v[j];
+        if (v[j].data) dv[j].data = a_upb(&a, v[j].data, sw[j].nbytes);
+    }
+    float *x = hrand((int64_t)N * C, 1);
+    lt_status st;
     if (c->op == LT_OP_MATMUL_W) {
-        float *dx = a_up(&a, x, (int64_t)N * C), *db = a_up(&a, bias, OC);
-        float *y = a_alloc(&a, sizeof(float) * (size_t)N * OC);
-        lt_status st = be->op->matmul_w(be, y, dx, &dv, db, N, scr);
-        if (is_ref) r->st_want = st;
-        else r->st_got = st;
-        put(r, is_ref, 0, "y", a_down(&a, y, (int64_t)N * OC), (int64_t)N * OC);
+        const int64_t nscr = c->variant & 4 ? C : be->op->matmul_w_scratch(be, C);
+        float *scr = a_alloc(&a, sizeof(float) * (size_t)nscr);
+        float *dx = a_up(&a, x, (int64_t)N * C), *y[3];
+        lt_matmul_job jobs[3];
+        for (int j = 0; j < nj; j++) {
+            float *y0 = hrand((int64_t)N * rows[j], 1); /* beta 1 adds into it */
+            y[j] = a_up(&a, y0, (int64_t)N * rows[j]);
+            free(y0);
+            jobs[j] = (lt_matmul_job){&dv[j], y[j], j == 1 ? 1.0f : 0.0f};
+        }
+        st = be->op->matmul_w(be, jobs, nj, dx, N, scr, nscr);
+        static const char *names[3] = {"y0", "y1 (+=)", "y2"};
+        for (int j = 0; j < nj; j++)
+            put(r, is_ref, j, names[j], a_down(&a, y[j], (int64_t)N * rows[j]), (int64_t)N * rows[j]);
     } else {
         const int row0 = c->d[3], nr = c->d[4];
+        float *scr = a_alloc(&a, sizeof(float) * (size_t)nr * C);
         const float *out = NULL;
-        lt_status st = be->op->weight_f32(be, &dv, row0, nr, scr, &out);
-        if (is_ref) r->st_want = st;
-        else r->st_got = st;
+        st = be->op->weight_f32(be, &dv[0], row0, nr, scr, &out);
         put(r, is_ref, 0, "rows", a_down(&a, st ? scr : out, (int64_t)nr * C), (int64_t)nr * C);
     }
+    if (is_ref) r->st_want = st;
+    else r->st_got = st;
     a_free(&a);
-    free(x), free(bias), free(sw.bytes), free(sw.nf4_block);
+    free(x);
+    for (int j = 0; j < nj; j++)
+        free(sw[j].bytes), free(sw[j].nf4_block);
+}
+
+/* attention over a KV cache: d = {N, pos0, NH, NKV, HD, window} */
+static void run_attention_kv(const lt_backend *be, const tcase *c, result *r, int is_ref) {
+    rng = SEED(c);
+    const int N = c->d[0], pos0 = c->d[1], NH = c->d[2], NKV = c->d[3], HD = c->d[4], win = c->d[5];
+    const int ctx = pos0 + N + 2;
+    const int64_t nq = (int64_t)N * NH * HD, nk = (int64_t)ctx * NKV * HD;
+    float *q = hrand(nq, 1), *k = hrand(nk, 1), *v = hrand(nk, 1);
+    arena a = {.be = be};
+    float *dq = a_up(&a, q, nq), *dk = a_up(&a, k, nk), *dv = a_up(&a, v, nk);
+    float *o = a_alloc(&a, sizeof(float) * (size_t)nq);
+    const int64_t ns = be->op->attention_kv_scratch(be, ctx);
+    float *scr = a_alloc(&a, sizeof(float) * (size_t)ns);
+    be->op->attention_kv(be, o, dq, dk, dv, N, pos0, NH, NKV, HD, win, scr, ns);
+    put(r, is_ref, 0, "out", a_down(&a, o, nq), nq);
+    a_free(&a);
+    free(q), free(k), free(v);
+}
+
+/* add_bias / scale_rows: d = {N, C} */
+static void run_bias(const lt_backend *be, const tcase *c, result *r, int is_ref) {
+    rng = SEED(c);
+    const int N = c->d[0], C = c->d[1];
+    float *y = hrand((int64_t)N * C, 1), *b = hrand(C, 1);
+    arena a = {.be = be};
+    float *dy = a_up(&a, y, (int64_t)N * C), *db = a_up(&a, b, C);
+    if (c->op == LT_OP_ADD_BIAS) be->op->add_bias(be, dy, db, N, C);
+    else be->op->scale_rows(be, dy, db, N, C);
+    put(r, is_ref, 0, "y", a_down(&a, dy, (int64_t)N * C), (int64_t)N * C);
+    a_free(&a);
+    free(y), free(b);
 }
 
 /* rmsnorm: d = {N, C} */
@@ -510,6 +559,9 @@ static runner runner_of(lt_op op) {
     case LT_OP_EMBEDDING: return run_embedding;
     case LT_OP_GATHER_ROWS:
     case LT_OP_SCATTER_ROWS: return run_rows;
+    case LT_OP_ATTENTION_KV: return run_attention_kv;
+    case LT_OP_ADD_BIAS:
+    case LT_OP_SCALE_ROWS: return run_bias;
     default: return run_vec;
     }
 }
@@ -546,6 +598,10 @@ static const tcase k_cases[] = {
     {LT_OP_MATMUL_W, {4, 128, 40}, LT_DTYPE_F32, 1 /* NF4 */, TF},
     {LT_OP_MATMUL_W, {40, 512, 300}, LT_DTYPE_BF16, 0, TF},
     {LT_OP_MATMUL_W, {40, 512, 300}, LT_DTYPE_F32, 1 /* NF4 */, TF},
+    {LT_OP_MATMUL_W, {1, 576, 192}, LT_DTYPE_Q4_1, 2, TF},     /* decode: q, k, v at once */
+    {LT_OP_MATMUL_W, {6, 64, 40}, LT_DTYPE_F32, 2, TF},        /* fp32 in place, beta 1 */
+    {LT_OP_MATMUL_W, {3, 64, 17}, LT_DTYPE_Q8_0, 2 | 4, TF},   /* one row at a time */
+    {LT_OP_MATMUL_W, {2, 256, 70}, LT_DTYPE_F32, 1 | 2 | 4, TF}, /* NF4, row by row */
     {LT_OP_WEIGHT_F32, {1, 64, 9, 4, 3}, LT_DTYPE_F16, 0, 0},
     {LT_OP_WEIGHT_F32, {1, 64, 9, 1, 7}, LT_DTYPE_BF16, 0, 0},
     {LT_OP_WEIGHT_F32, {1, 64, 9, 2, 5}, LT_DTYPE_Q4_1, 0, 0},
@@ -597,6 +653,15 @@ static const tcase k_cases[] = {
     {LT_OP_GATHER_ROWS, {1, 1, 1}, LT_DTYPE_F32, 0, 0},
     {LT_OP_GATHER_ROWS, {11, 7, 5}, LT_DTYPE_F32, 0, 0},
     {LT_OP_SCATTER_ROWS, {11, 7, 5}, LT_DTYPE_F32, 0, 0},
+    /* inference: attention over a KV cache {N, pos0, NH, NKV, HD, window}: one token after a
+     * long prefix (decode), a prefill, GQA, a sliding window, odd head dims */
+    {LT_OP_ATTENTION_KV, {1, 0, 1, 1, 2, 0}, LT_DTYPE_F32, 0, TF},
+    {LT_OP_ATTENTION_KV, {1, 40, 9, 3, 64, 0}, LT_DTYPE_F32, 0, TF},
+    {LT_OP_ATTENTION_KV, {13, 5, 4, 2, 10, 0}, LT_DTYPE_F32, 0, TF},
+    {LT_OP_ATTENTION_KV, {9, 30, 6, 2, 32, 7}, LT_DTYPE_F32, 0, TF},
+    {LT_OP_ADD_BIAS, {1, 1}, LT_DTYPE_F32, 0, 0},
+    {LT_OP_ADD_BIAS, {5, 33}, LT_DTYPE_F32, 0, 0},
+    {LT_OP_SCALE_ROWS, {5, 33}, LT_DTYPE_F32, 0, 0},
 };
 #define N_CASES ((int)(sizeof k_cases / sizeof k_cases[0]))
 

@@ -1,0 +1,251 @@
+/* backend_cpu_infer.c - the CPU backend's inference ops (what the model's forward runs, for
+ * generation): products by weights in their storage format a block of rows at a time
+ * (matmul_w), attention over a KV cache, row-broadcast bias and scaling.
+ *
+ * matmul_w: a weight stored as fp32 is multiplied whole through BLAS (sgemm for a prefill,
+ * sgemv for one token; below SMALL_MATMUL multiply-adds a plain loop); any other is cut into
+ * blocks of rows, each converted into a per-thread slice of scratch and multiplied there
+ * (rows_dot), OpenMP over the blocks of every job together (q, k and v in one fork / join). */
+#include <cblas.h>
+#include <math.h>
+#include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "backend_internal.h"
+
+static int max_threads(void) {
+#ifdef _OPENMP
+    int n = omp_get_max_threads();
+    return n > 0 ? n : 1;
+#else
+    return 1;
+#endif
+}
+static int thread_num(void) {
+#ifdef _OPENMP
+    return omp_get_thread_num();
+#else
+    return 0;
+#endif
+}
+
+/* Floats of weight rows one thread converts and multiplies at a time (256 KiB: stays in L2),
+ * or one row when a row is longer. */
+#define WBLOCK (64 * 1024)
+
+/* Below this many multiply-adds a call is done in a plain loop: waking OpenBLAS's threads
+ * costs more than the work (it made stories260K decoding 10x slower on 2 cores). */
+#define SMALL_MATMUL (1 << 16)
+
+/* y[n][out] = x[n][in] W[out][in]^T; beta 0 overwrites y, 1 accumulates */
+static void matmul_beta(float *y, const float *x, const float *W, int n, int out, int in,
+                        float beta) {
+    if ((int64_t)n * out * in < SMALL_MATMUL) {
+        for (int t = 0; t < n; t++)
+            for (int o = 0; o < out; o++) {
+                const float *wr = W + (int64_t)o * in, *xr = x + (int64_t)t * in;
+                float acc = 0.0f;
+                for (int i = 0; i < in; i++)
+                    acc += wr[i] * xr[i];
+                float *yo = y + (int64_t)t * out + o;
+                *yo = beta == 0.0f ? acc : *yo + acc;
+            }
+    } else if (n == 1) {
+        cblas_sgemv(CblasRowMajor, CblasNoTrans, out, in, 1.0f, W, in, x, 1, beta, y, 1);
+    } else {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, out, in, 1.0f, x, in, W, in, beta,
+                    y, out);
+    }
+}
+
+/* 8 floats as one value (GCC / Clang vector extension: one AVX register, or two SSE ones);
+ * LOAD8 reads one from any float address. Lane k of an accumulator sums the products at
+ * i = k mod 8. Passed by pointer: a vector argument's ABI differs with and without AVX. */
+typedef float v8f __attribute__((vector_size(32)));
+typedef float v8f_any __attribute__((vector_size(32), aligned(4), may_alias));
+#define LOAD8(p) (*(const v8f_any *)(p))
+
+/* sum of the 8 lanes of *a, pairwise, then the tail i in [in8, in) of w . x */
+static inline float lanes_sum(const v8f *a, const float *w, const float *x, int in8, int in) {
+    const v8f v = *a;
+    float s = ((v[0] + v[1]) + (v[2] + v[3])) + ((v[4] + v[5]) + (v[6] + v[7]));
+    for (int i = in8; i < in; i++)
+        s += w[i] * x[i];
+    return s;
+}
+
+/* y[t][o] = (beta 0) or += (beta 1) dot(x[t], W[o]) for t < n, o < nr; y rows ldy apart. Each
+ * dot is summed in 8 lanes (lane k takes the i = k mod 8; products rounded, then added), the
+ * lanes added pairwise, then the tail: the same order for every row and token whatever the
+ * blocking or the threads. Four rows at a time (a group's rows past nr repeat its first row and
+ * are dropped), every token against them while they are in L1 (wider tiles, 4 rows x 2 tokens
+ * or 8 rows, measured no faster on Zen 4). */
+static void rows_dot(float *y, int64_t ldy, const float *x, const float *W, int n, int nr, int in,
+                     float beta) {
+    const int in8 = in & ~7;
+    for (int o = 0; o < nr; o += 4) {
+        const int g = nr - o < 4 ? nr - o : 4;
+        const float *w0 = W + (int64_t)o * in;
+        const float *w1 = g > 1 ? w0 + in : w0, *w2 = g > 2 ? w0 + 2 * in : w0,
+                    *w3 = g > 3 ? w0 + 3 * in : w0;
+        for (int t = 0; t < n; t++) {
+            const float *xt = x + (int64_t)t * in;
+            v8f a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
+            for (int i = 0; i < in8; i += 8) {
+                const v8f xv = LOAD8(xt + i);
+                a0 += LOAD8(w0 + i) * xv;
+                a1 += LOAD8(w1 + i) * xv;
+                a2 += LOAD8(w2 + i) * xv;
+                a3 += LOAD8(w3 + i) * xv;
+            }
+            const float r[4] = {lanes_sum(&a0, w0, xt, in8, in), lanes_sum(&a1, w1, xt, in8, in),
+                                lanes_sum(&a2, w2, xt, in8, in), lanes_sum(&a3, w3, xt, in8, in)};
+            float *yt = y + (int64_t)t * ldy + o;
+            for (int j = 0; j < g; j++)
+                yt[j] = beta == 0.0f ? r[j] : yt[j] + r[j];
+        }
+    }
+}
+
+/* rows [r0, r0 + n) of w into dst (one thread: the caller's parallel loop splits the rows) */
+static lt_status rows_serial(const lt_weight_view *w, int64_t r0, int64_t n, float *dst,
+                             const float **out) {
+    if (w->rows_fn) return w->rows_fn(w->ctx, r0, n, dst, out);
+    if (w->nf4) {
+        lt_nf4_dequantize(w->nf4, r0 * w->cols, n * w->cols, dst);
+    } else if (w->dtype == LT_DTYPE_F32) {
+        *out = (const float *)w->data + r0 * w->cols;
+        return LT_OK;
+    } else {
+        const int64_t rb = lt_dtype_nbytes(w->dtype, w->cols);
+        for (int64_t r = 0; r < n; r++)
+            lt_to_f32(w->dtype, (const char *)w->data + (r0 + r) * rb, dst + r * w->cols, w->cols);
+    }
+    *out = dst;
+    return LT_OK;
+}
+
+int64_t lt_cpu_matmul_w_scratch_(const lt_backend *be, int64_t max_cols) {
+    return (int64_t)max_threads() * (max_cols > WBLOCK ? max_cols : WBLOCK);
+}
+
+lt_status lt_cpu_matmul_w_(const lt_backend *be, const lt_matmul_job *jobs, int nj,
+                           const float *x, int n, float *scratch, int64_t n_scratch) {
+    if (nj < 1 || nj > 4) return lt_error(LT_ERR_ARG, "matmul_w: %d jobs, expected 1..4", nj);
+    const int in = (int)jobs[0].w->cols;
+    int nt = max_threads();
+    if (n_scratch / nt < in) nt = (int)(n_scratch / in);
+    if (nt < 1)
+        return lt_error(LT_ERR_ARG, "matmul_w: scratch of %lld floats is less than a row of %d",
+                        (long long)n_scratch, in);
+    const int64_t slice = n_scratch / nt;
+    int64_t per = (slice < WBLOCK ? slice : WBLOCK) / in;
+    if (per > 4) per &= ~(int64_t)3;
+    if (per < 1) per = 1;
+    int64_t first[5], nblk = 0, work = 0; /* job j's blocks are [first[j], first[j + 1]) */
+    for (int j = 0; j < nj; j++) {
+        const lt_weight_view *w = jobs[j].w;
+        first[j] = nblk;
+        if (w->cols != in)
+            return lt_error(LT_ERR_ARG, "matmul_w: job %d has %lld columns, job 0 %d", j,
+                            (long long)w->cols, in);
+        if (!w->rows_fn && !w->nf4 && w->dtype == LT_DTYPE_F32) {
+            matmul_beta(jobs[j].y, x, w->data, n, (int)w->rows, in, jobs[j].beta);
+            continue;
+        }
+        if (!w->rows_fn && !w->nf4 && !lt_host_supports_dtype_(be, w->dtype))
+            return lt_error(LT_ERR_UNSUPPORTED, "cpu backend: weights stored as %s",
+                            lt_dtype_name(w->dtype));
+        nblk += (w->rows + per - 1) / per;
+        work += (int64_t)n * w->rows * in;
+    }
+    first[nj] = nblk;
+    int failed = 0;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nt) if (nblk > 1 && work >= SMALL_MATMUL)
+    for (int64_t b = 0; b < nblk; b++) {
+        int j = 0;
+        while (b >= first[j + 1])
+            j++;
+        const lt_matmul_job *jb = &jobs[j];
+        const int64_t r0 = (b - first[j]) * per, nr = jb->w->rows - r0 < per ? jb->w->rows - r0 : per;
+        const float *W;
+        if (rows_serial(jb->w, r0, nr, scratch + thread_num() * slice, &W)) {
+#pragma omp atomic write
+            failed = 1;
+            continue;
+        }
+        rows_dot(jb->y + r0, jb->w->rows, x, W, n, (int)nr, in, jb->beta);
+    }
+    for (int j = 0; failed && j < nj; j++) { /* again here, for the message (thread-local) */
+        const float *W;
+        lt_status st = rows_serial(jobs[j].w, 0, 1, scratch, &W);
+        if (st) return st;
+    }
+    return failed ? lt_error(LT_ERR_INTERNAL, "matmul_w: a weight is unreadable") : LT_OK;
+}
+
+int64_t lt_cpu_attention_kv_scratch_(const lt_backend *be, int ctx) {
+    return (int64_t)max_threads() * ctx;
+}
+
+void lt_cpu_attention_kv_(const lt_backend *be, float *out, const float *q, const float *k,
+                          const float *v, int n, int pos0, int H, int KV, int hd, int window,
+                          float *scratch, int64_t n_scratch) {
+    const int QD = H * hd, KD = KV * hd, group = H / KV, need = pos0 + n;
+    const float scale = 1.0f / sqrtf((float)hd);
+    int nt = max_threads();
+    if (n_scratch / nt < need) nt = (int)(n_scratch / need);
+    if (nt < 1) nt = 1; /* the caller sized scratch with attention_kv_scratch */
+    const int64_t slice = n_scratch / nt;
+    /* threads only when there is enough work to pay for waking them */
+    int64_t work = (int64_t)n * H * need * hd;
+#pragma omp parallel for collapse(2) schedule(static) num_threads(nt) if (work > 65536)
+    for (int t = 0; t < n; t++)
+        for (int h = 0; h < H; h++) {
+            float *sc = scratch + (int64_t)thread_num() * slice;
+            int pos = pos0 + t;
+            int start = 0;
+            if (window > 0 && pos - window + 1 > 0) start = pos - window + 1;
+            const float *qh = q + (int64_t)t * QD + (int64_t)h * hd;
+            int kvh = h / group;
+            float mx = -INFINITY;
+            for (int j = start; j <= pos; j++) {
+                const float *kj = k + (int64_t)j * KD + (int64_t)kvh * hd;
+                float s = 0.0f;
+                for (int i = 0; i < hd; i++)
+                    s += qh[i] * kj[i];
+                s *= scale;
+                sc[j] = s;
+                if (s > mx) mx = s;
+            }
+            float sum = 0.0f;
+            for (int j = start; j <= pos; j++) {
+                sc[j] = expf(sc[j] - mx);
+                sum += sc[j];
+            }
+            float inv = 1.0f / sum;
+            float *o = out + (int64_t)t * QD + (int64_t)h * hd;
+            for (int i = 0; i < hd; i++)
+                o[i] = 0.0f;
+            for (int j = start; j <= pos; j++) {
+                const float *vj = v + (int64_t)j * KD + (int64_t)kvh * hd;
+                float p = sc[j] * inv;
+                for (int i = 0; i < hd; i++)
+                    o[i] += p * vj[i];
+            }
+        }
+}
+
+void lt_host_add_bias_(const lt_backend *be, float *y, const float *bias, int n, int C) {
+    for (int i = 0; i < n; i++)
+        for (int o = 0; o < C; o++)
+            y[(int64_t)i * C + o] += bias[o];
+}
+
+void lt_host_scale_rows_(const lt_backend *be, float *y, const float *s, int n, int C) {
+    for (int i = 0; i < n; i++)
+        for (int o = 0; o < C; o++)
+            y[(int64_t)i * C + o] *= s[o];
+}

@@ -222,6 +222,13 @@ const lt_backend *lt_backend_ref(void);
 /* By name ("cpu", "ref"); NULL for a backend not compiled in. */
 const lt_backend *lt_backend_by_name(const char *name);
 
+/* The CUDA backend on GPU `device` (built when CMake found nvcc: -DLT_CUDA=AUTO|ON|OFF).
+ * LT_ERR_UNSUPPORTED when loratune was built without CUDA or the machine has no GPU, with a
+ * message saying which. Free with lt_backend_cuda_free (safe on NULL). */
+lt_status lt_backend_cuda_create(int device, lt_backend **out);
+void lt_backend_cuda_free(lt_backend *be);
+int lt_backend_cuda_compiled(void); /* 1 when built with CUDA */
+
 /* 1 when the backend has op (its table entry is not NULL); for LT_OP_MATMUL_W and
  * LT_OP_WEIGHT_F32, also that it reads weights stored as dt (ignored for other ops). */
 int lt_backend_supports(const lt_backend *be, lt_op op, lt_dtype dt);

@@ -120,3 +120,18 @@ float lt_dropout_mask_value(uint64_t seed, int64_t i, float p) {
     float u = (float)(z >> 40) * (1.0f / 16777216.0f);
     return u < p ? 0.0f : 1.0f / (1.0f - p);
 }
+
+#if !LT_CUDA
+/* built without CUDA (no nvcc, or -DLT_CUDA=OFF): the CUDA backend is absent, and says so */
+lt_status lt_backend_cuda_create(int device, lt_backend **out) {
+    *out = NULL;
+    return lt_error(LT_ERR_UNSUPPORTED, "cuda backend: loratune was built without CUDA "
+                                        "(configure with -DLT_CUDA=ON where nvcc is installed)");
+}
+void lt_backend_cuda_free(lt_backend *be) {
+    (void)be;
+}
+int lt_backend_cuda_compiled(void) {
+    return 0;
+}
+#endif

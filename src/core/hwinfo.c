@@ -92,8 +92,12 @@ const lt_cpu_feature *lt_cpu_features_known(int *n) {
 
 int lt_hwinfo_has(const lt_hwinfo *hw, lt_cpu_feature f) { return (hw->cpu_features & f) == f; }
 
+/* src cut to cap - 1 bytes (a CPU model name, a kernel level: truncation is intended) */
 static void copy_str(char *dst, size_t cap, const char *src) {
-    snprintf(dst, cap, "%s", src ? src : "");
+    size_t n = src ? strlen(src) : 0;
+    if (n >= cap) n = cap - 1;
+    if (n) memcpy(dst, src, n);
+    dst[n] = '\0';
 }
 
 static char *trim(char *s) {

@@ -1,0 +1,873 @@
+/* backend_cuda.cu - the CUDA backend (backend.h), first step: device memory and every op of the
+ * table in fp32, checked against the reference backend by tests/backend/test_backend_ops.c.
+ *
+ * GEMMs through cuBLAS (fp32, no TF32: the checking mode); the model ops are plain kernels
+ * written for correctness first: attention keeps O(T) memory (log-sum-exp saved, the backward
+ * recomputes scores) but is not yet a tiled FlashAttention kernel; weights by storage format
+ * are converted on the device for F32, F16, BF16, Q4_0, Q4_1, Q8_0 (NF4 and provider rows are
+ * reported unsupported). Reductions that return to the host (sumsq, all_finite, the
+ * cross-entropy sums) go through a small device buffer the backend owns; every other op
+ * allocates nothing. One stream (the legacy default), synchronised by get / sync.
+ * Deterministic: no floating-point atomics except in the attention backward's dk / dv. */
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+extern "C" {
+#include "loratune/backend.h"
+}
+
+typedef struct {
+    int device;
+    cublasHandle_t blas;
+    double *red;   /* reduction buffer: RED doubles */
+    double *h_red; /* its host copy */
+} cuda_ctx;
+#define RED 4096
+
+static cuda_ctx *CX(const lt_backend *be) {
+    return (cuda_ctx *)be->ctx;
+}
+static unsigned blocks(int64_t n, int t) {
+    int64_t b = (n + t - 1) / t;
+    return (unsigned)(b < 65535 * 16 ? (b > 0 ? b : 1) : 65535 * 16);
+}
+#define GRID_LOOP(i, n)                                                                           \
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < (n);                    \
+         i += (int64_t)blockDim.x * gridDim.x)
+
+/* ---- memory --------------------------------------------------------------------------------- */
+static void *cu_alloc(const lt_backend *be, size_t bytes) {
+    void *p = NULL;
+    if (cudaMalloc(&p, bytes ? bytes : 64) != cudaSuccess) return NULL;
+    return p;
+}
+static void cu_free(const lt_backend *be, void *p) {
+    if (p) cudaFree(p);
+}
+static void cu_set(const lt_backend *be, void *dst, const void *src, size_t n) {
+    if (n) cudaMemcpy(dst, src, n, cudaMemcpyHostToDevice);
+}
+static void cu_get(const lt_backend *be, void *dst, const void *src, size_t n) {
+    if (n) cudaMemcpy(dst, src, n, cudaMemcpyDeviceToHost);
+}
+static void cu_copy(const lt_backend *be, void *dst, const void *src, size_t n) {
+    if (n) cudaMemcpy(dst, src, n, cudaMemcpyDeviceToDevice);
+}
+static void cu_zero(const lt_backend *be, void *dst, size_t n) {
+    if (n) cudaMemset(dst, 0, n);
+}
+static void cu_sync(const lt_backend *be) {
+    cudaDeviceSynchronize();
+}
+static int cu_supports_dtype(const lt_backend *be, lt_dtype dt) {
+    return dt == LT_DTYPE_F32 || dt == LT_DTYPE_F16 || dt == LT_DTYPE_BF16 || dt == LT_DTYPE_Q4_0 ||
+           dt == LT_DTYPE_Q4_1 || dt == LT_DTYPE_Q8_0;
+}
+
+/* ---- GEMM (row-major through column-major cuBLAS: C^T = op(B)^T op(A)^T) ---------------------- */
+static void cu_gemm(const lt_backend *be, int ta, int tb, int M, int N, int K, float alpha,
+                    const float *A, int lda, const float *B, int ldb, float beta, float *C,
+                    int ldc) {
+    if (M <= 0 || N <= 0) return;
+    cublasSgemm(CX(be)->blas, tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N, N, M,
+                K, &alpha, B, ldb, A, lda, &beta, C, ldc);
+}
+
+__global__ void k_add_bias(float *y, const float *b, int64_t N, int C) {
+    GRID_LOOP(i, N * C) y[i] += b[i % C];
+}
+__global__ void k_scale_rows(float *y, const float *s, int64_t N, int C) {
+    GRID_LOOP(i, N * C) y[i] *= s[i % C];
+}
+/* db[o] += sum_n dout[n][o] (one thread per column, rows in order: deterministic) */
+__global__ void k_colsum_add(float *db, const float *d, int N, int C) {
+    GRID_LOOP(o, C) {
+        double s = 0;
+        for (int n = 0; n < N; n++)
+            s += d[(int64_t)n * C + o];
+        db[o] += (float)s;
+    }
+}
+__global__ void k_mul(float *y, const float *a, const float *b, int64_t n) {
+    GRID_LOOP(i, n) y[i] = a[i] * b[i];
+}
+__global__ void k_fma_into(float *y, const float *a, const float *b, int64_t n) { /* y += a*b */
+    GRID_LOOP(i, n) y[i] += a[i] * b[i];
+}
+
+static void cu_add_bias(const lt_backend *be, float *y, const float *b, int N, int C) {
+    k_add_bias<<<blocks((int64_t)N * C, 256), 256>>>(y, b, N, C);
+}
+static void cu_scale_rows(const lt_backend *be, float *y, const float *s, int N, int C) {
+    k_scale_rows<<<blocks((int64_t)N * C, 256), 256>>>(y, s, N, C);
+}
+
+static void cu_matmul_fwd(const lt_backend *be, float *out, const float *inp, const float *w,
+                          const float *bias, int N, int C, int OC) {
+    cu_gemm(be, 0, 1, N, OC, C, 1.0f, inp, C, w, C, 0.0f, out, OC);
+    if (bias) cu_add_bias(be, out, bias, N, OC);
+}
+static void cu_matmul_bwd(const lt_backend *be, float *dinp, float *dw, float *dbias,
+                          const float *dout, const float *inp, const float *w, int N, int C,
+                          int OC) {
+    if (dinp) cu_gemm(be, 0, 0, N, C, OC, 1.0f, dout, OC, w, C, 1.0f, dinp, C);
+    if (dw) cu_gemm(be, 1, 0, OC, C, N, 1.0f, dout, OC, inp, C, 1.0f, dw, C);
+    if (dbias) k_colsum_add<<<blocks(OC, 128), 128>>>(dbias, dout, N, OC);
+}
+
+/* ---- LoRA / DoRA: the composition of ops_linear.inc over cuBLAS ------------------------------- */
+static const float *masked(float *buf, const float *x, const float *mask, int64_t n) {
+    if (!mask) return x;
+    k_mul<<<blocks(n, 256), 256>>>(buf, x, mask, n);
+    return buf;
+}
+static void cu_lora_fwd(const lt_backend *be, float *y, float *xa, const float *x, const float *W,
+                        const float *bias, const float *A, const float *B, const float *mask,
+                        int N, int C, int OC, int r, float scale, float *scratch) {
+    const float *xd = masked(scratch, x, mask, (int64_t)N * C);
+    cu_matmul_fwd(be, y, x, W, bias, N, C, OC);
+    cu_matmul_fwd(be, xa, xd, A, NULL, N, C, r);
+    cu_gemm(be, 0, 1, N, OC, r, scale, xa, r, B, r, 1.0f, y, OC);
+}
+static void cu_lora_bwd(const lt_backend *be, float *dx, float *dA, float *dB, const float *dy,
+                        const float *x, const float *W, const float *A, const float *B,
+                        const float *xa, const float *mask, int N, int C, int OC, int r,
+                        float scale, float *scratch) {
+    float *xdbuf = scratch, *dxa = scratch + (int64_t)N * (C + OC);
+    cu_gemm(be, 0, 0, N, r, OC, scale, dy, OC, B, r, 0.0f, dxa, r);
+    if (dB) cu_gemm(be, 1, 0, OC, r, N, scale, dy, OC, xa, r, 1.0f, dB, r);
+    if (dA) {
+        const float *xd = masked(xdbuf, x, mask, (int64_t)N * C);
+        cu_matmul_bwd(be, NULL, dA, NULL, dxa, xd, A, N, C, r);
+    }
+    if (dx) {
+        cu_matmul_bwd(be, dx, NULL, NULL, dy, x, W, N, C, OC);
+        if (!mask) {
+            cu_matmul_bwd(be, dx, NULL, NULL, dxa, x, A, N, C, r);
+        } else {
+            cudaMemset(xdbuf, 0, sizeof(float) * (size_t)N * C);
+            cu_matmul_bwd(be, xdbuf, NULL, NULL, dxa, x, A, N, C, r);
+            k_fma_into<<<blocks((int64_t)N * C, 256), 256>>>(dx, xdbuf, mask, (int64_t)N * C);
+        }
+    }
+}
+/* wnorm[o] = || W[o] + scale (B A)[o] || (one block per row, double sums) */
+__global__ void k_dora_norm(float *wnorm, const float *W, const float *A, const float *B, int C,
+                            int r, float scale) {
+    const int o = blockIdx.x;
+    __shared__ double part[256];
+    double ss = 0;
+    for (int c = threadIdx.x; c < C; c += blockDim.x) {
+        float ba = 0.0f;
+        for (int j = 0; j < r; j++)
+            ba += B[(int64_t)o * r + j] * A[(int64_t)j * C + c];
+        float w = W[(int64_t)o * C + c] + scale * ba;
+        ss += (double)w * w;
+    }
+    part[threadIdx.x] = ss;
+    __syncthreads();
+    for (int s = blockDim.x / 2; s > 0; s >>= 1) {
+        if (threadIdx.x < s) part[threadIdx.x] += part[threadIdx.x + s];
+        __syncthreads();
+    }
+    if (threadIdx.x == 0) wnorm[o] = (float)sqrt(part[0]);
+}
+/* y[n][o] += (mag[o] / wnorm[o] - sub) * P[n][o] */
+__global__ void k_dora_add(float *y, const float *P, const float *mag, const float *wnorm,
+                           float sub, int64_t N, int OC) {
+    GRID_LOOP(i, N * OC) {
+        int o = (int)(i % OC);
+        y[i] += (mag[o] / wnorm[o] - sub) * P[i];
+    }
+}
+/* P[n][o] = dy[n][o] * (mag[o] / wnorm[o] - sub) */
+__global__ void k_dora_scale(float *P, const float *dy, const float *mag, const float *wnorm,
+                             float sub, int64_t N, int OC) {
+    GRID_LOOP(i, N * OC) {
+        int o = (int)(i % OC);
+        P[i] = dy[i] * (mag[o] / wnorm[o] - sub);
+    }
+}
+/* dmag[o] += sum_n dy[n][o] P[n][o] / wnorm[o] */
+__global__ void k_dora_dmag(float *dmag, const float *dy, const float *P, const float *wnorm, int N,
+                            int OC) {
+    GRID_LOOP(o, OC) {
+        double acc = 0;
+        for (int n = 0; n < N; n++)
+            acc += (double)dy[(int64_t)n * OC + o] * P[(int64_t)n * OC + o];
+        dmag[o] += (float)(acc / wnorm[o]);
+    }
+}
+static void cu_dora_fwd(const lt_backend *be, float *y, float *wnorm, float *xa, const float *x,
+                        const float *W, const float *bias, const float *A, const float *B,
+                        const float *mag, const float *mask, int N, int C, int OC, int r,
+                        float scale, float *scratch) {
+    float *xdbuf = scratch, *P = scratch + (int64_t)N * C;
+    k_dora_norm<<<OC, 256>>>(wnorm, W, A, B, C, r, scale);
+    const float *xd = masked(xdbuf, x, mask, (int64_t)N * C);
+    cu_matmul_fwd(be, y, x, W, bias, N, C, OC);
+    cu_matmul_fwd(be, P, xd, W, NULL, N, C, OC);
+    k_dora_add<<<blocks((int64_t)N * OC, 256), 256>>>(y, P, mag, wnorm, 1.0f, N, OC);
+    cu_matmul_fwd(be, xa, xd, A, NULL, N, C, r);
+    cu_gemm(be, 0, 1, N, OC, r, scale, xa, r, B, r, 0.0f, P, OC);
+    k_dora_add<<<blocks((int64_t)N * OC, 256), 256>>>(y, P, mag, wnorm, 0.0f, N, OC);
+}
+static void cu_dora_bwd(const lt_backend *be, float *dx, float *dA, float *dB, float *dmag,
+                        const float *dy, const float *x, const float *W, const float *A,
+                        const float *B, const float *mag, const float *wnorm, const float *xa,
+                        const float *mask, int N, int C, int OC, int r, float scale,
+                        float *scratch) {
+    float *xdbuf = scratch, *P = scratch + (int64_t)N * C, *dxa = scratch + (int64_t)N * (C + OC);
+    const float *xd = masked(xdbuf, x, mask, (int64_t)N * C);
+    if (dmag) {
+        cu_matmul_fwd(be, P, xd, W, NULL, N, C, OC);
+        cu_gemm(be, 0, 1, N, OC, r, scale, xa, r, B, r, 1.0f, P, OC);
+        k_dora_dmag<<<blocks(OC, 128), 128>>>(dmag, dy, P, wnorm, N, OC);
+    }
+    k_dora_scale<<<blocks((int64_t)N * OC, 256), 256>>>(P, dy, mag, wnorm, 0.0f, N, OC);
+    cu_gemm(be, 0, 0, N, r, OC, scale, P, OC, B, r, 0.0f, dxa, r);
+    if (dB) cu_gemm(be, 1, 0, OC, r, N, scale, P, OC, xa, r, 1.0f, dB, r);
+    if (dA) cu_matmul_bwd(be, NULL, dA, NULL, dxa, xd, A, N, C, r);
+    if (!dx) return;
+    if (!mask) {
+        cu_matmul_bwd(be, dx, NULL, NULL, P, x, W, N, C, OC);
+        cu_matmul_bwd(be, dx, NULL, NULL, dxa, x, A, N, C, r);
+        return;
+    }
+    cu_matmul_bwd(be, dx, NULL, NULL, dy, x, W, N, C, OC);
+    k_dora_scale<<<blocks((int64_t)N * OC, 256), 256>>>(P, dy, mag, wnorm, 1.0f, N, OC);
+    cudaMemset(xdbuf, 0, sizeof(float) * (size_t)N * C);
+    cu_matmul_bwd(be, xdbuf, NULL, NULL, P, x, W, N, C, OC);
+    cu_matmul_bwd(be, xdbuf, NULL, NULL, dxa, x, A, N, C, r);
+    k_fma_into<<<blocks((int64_t)N * C, 256), 256>>>(dx, xdbuf, mask, (int64_t)N * C);
+}
+
+/* ---- weights by storage format -------------------------------------------------------------- */
+__device__ float f16_val(const uint8_t *p) {
+    uint16_t h = (uint16_t)(p[0] | (p[1] << 8));
+    return __half2float(*(const __half *)&h);
+}
+/* element i of n values stored as dt from src (rows of whole blocks for the quant types) */
+__global__ void k_to_f32(float *dst, const uint8_t *src, int dt, int64_t n) {
+    GRID_LOOP(i, n) {
+        float v = 0.0f;
+        if (dt == LT_DTYPE_F32) {
+            v = ((const float *)src)[i];
+        } else if (dt == LT_DTYPE_F16) {
+            v = f16_val(src + 2 * i);
+        } else if (dt == LT_DTYPE_BF16) {
+            uint32_t u = (uint32_t)(src[2 * i] | (src[2 * i + 1] << 8)) << 16;
+            v = __uint_as_float(u);
+        } else {
+            const int64_t b = i / 32, j = i % 32;
+            if (dt == LT_DTYPE_Q8_0) {
+                const uint8_t *q = src + b * 34;
+                v = (float)(int8_t)q[2 + j] * f16_val(q);
+            } else if (dt == LT_DTYPE_Q4_0) {
+                const uint8_t *q = src + b * 18;
+                int x = j < 16 ? (q[2 + j] & 0x0F) : (q[2 + j - 16] >> 4);
+                v = (float)(x - 8) * f16_val(q);
+            } else { /* Q4_1 */
+                const uint8_t *q = src + b * 20;
+                int x = j < 16 ? (q[4 + j] & 0x0F) : (q[4 + j - 16] >> 4);
+                v = (float)x * f16_val(q) + f16_val(q + 2);
+            }
+        }
+        dst[i] = v;
+    }
+}
+static lt_status cu_weight_f32(const lt_backend *be, const lt_weight_view *w, int64_t row0,
+                               int64_t n, float *scratch, const float **out) {
+    if (w->rows_fn || w->nf4 || !cu_supports_dtype(be, w->dtype))
+        return lt_error(LT_ERR_UNSUPPORTED, "cuda backend: weights stored as %s",
+                        w->nf4 ? "NF4" : w->rows_fn ? "provider rows" : lt_dtype_name(w->dtype));
+    if (w->dtype == LT_DTYPE_F32) {
+        *out = (const float *)w->data + row0 * w->cols;
+        return LT_OK;
+    }
+    const uint8_t *src = (const uint8_t *)w->data + lt_dtype_nbytes(w->dtype, row0 * w->cols);
+    k_to_f32<<<blocks(n * w->cols, 256), 256>>>(scratch, src, (int)w->dtype, n * w->cols);
+    *out = scratch;
+    return LT_OK;
+}
+static int64_t cu_matmul_w_scratch(const lt_backend *be, int64_t max_cols) {
+    return max_cols > (1 << 22) ? max_cols : (1 << 22); /* 16 MiB of rows at a time */
+}
+static lt_status cu_matmul_w(const lt_backend *be, const lt_matmul_job *jobs, int nj,
+                             const float *x, int N, float *scratch, int64_t n_scratch) {
+    if (nj < 1 || nj > 4) return lt_error(LT_ERR_ARG, "matmul_w: %d jobs, expected 1..4", nj);
+    for (int j = 0; j < nj; j++) {
+        const lt_weight_view *w = jobs[j].w;
+        const int C = (int)w->cols, OC = (int)w->rows;
+        int64_t per = n_scratch / C;
+        if (per < 1)
+            return lt_error(LT_ERR_ARG, "matmul_w: scratch of %lld floats is less than a row of %d",
+                            (long long)n_scratch, C);
+        for (int64_t r0 = 0; r0 < OC; r0 += per) {
+            const int64_t nr = OC - r0 < per ? OC - r0 : per;
+            const float *W;
+            lt_status st = cu_weight_f32(be, w, r0, nr, scratch, &W);
+            if (st) return st;
+            cu_gemm(be, 0, 1, N, (int)nr, C, 1.0f, x, C, W, C, jobs[j].beta, jobs[j].y + r0, OC);
+        }
+    }
+    return LT_OK;
+}
+
+/* ---- embedding, norms, rope, SwiGLU ------------------------------------------------------------ */
+__global__ void k_embed(float *out, const int32_t *tok, const float *wte, int64_t N, int C) {
+    GRID_LOOP(i, N * C) out[i] = wte[(int64_t)tok[i / C] * C + i % C];
+}
+/* one thread per column, tokens in order: the reference's summation order */
+__global__ void k_embed_bwd(float *dwte, const float *dout, const int32_t *tok, int N, int C) {
+    GRID_LOOP(c, C) {
+        for (int n = 0; n < N; n++)
+            dwte[(int64_t)tok[n] * C + c] += dout[(int64_t)n * C + c];
+    }
+}
+static lt_status cu_embedding_fwd(const lt_backend *be, float *out, const int32_t *tokens,
+                                  const float *wte, int N, int C, int V) {
+    /* tokens are device memory: checked on a host copy (they come from data) */
+    int32_t *h = (int32_t *)malloc(sizeof(int32_t) * (size_t)(N > 0 ? N : 1));
+    if (!h) return lt_error(LT_ERR_NOMEM, "embedding: out of memory");
+    cudaMemcpy(h, tokens, sizeof(int32_t) * (size_t)N, cudaMemcpyDeviceToHost);
+    for (int n = 0; n < N; n++)
+        if (h[n] < 0 || h[n] >= V) {
+            lt_status e = lt_error(LT_ERR_ARG, "embedding: token %d at position %d is outside [0, %d)",
+                                   (int)h[n], n, V);
+            free(h);
+            return e;
+        }
+    free(h);
+    k_embed<<<blocks((int64_t)N * C, 256), 256>>>(out, tokens, wte, N, C);
+    return LT_OK;
+}
+static void cu_embedding_bwd(const lt_backend *be, float *dwte, const float *dout,
+                             const int32_t *tokens, int N, int C) {
+    k_embed_bwd<<<blocks(C, 128), 128>>>(dwte, dout, tokens, N, C);
+}
+
+/* one block per row; the reference's math (sum of squares in double) */
+__global__ void k_rmsnorm(float *out, float *rstd, const float *inp, const float *w, int C,
+                          float eps) {
+    const int n = blockIdx.x;
+    const float *x = inp + (int64_t)n * C;
+    __shared__ double part[256];
+    double ss = 0;
+    for (int c = threadIdx.x; c < C; c += blockDim.x)
+        ss += (double)x[c] * x[c];
+    part[threadIdx.x] = ss;
+    __syncthreads();
+    for (int s = blockDim.x / 2; s > 0; s >>= 1) {
+        if (threadIdx.x < s) part[threadIdx.x] += part[threadIdx.x + s];
+        __syncthreads();
+    }
+    const float r = 1.0f / sqrtf((float)(part[0] / C) + eps);
+    if (threadIdx.x == 0) rstd[n] = r;
+    for (int c = threadIdx.x; c < C; c += blockDim.x)
+        out[(int64_t)n * C + c] = w[c] * (x[c] * r);
+}
+/* dinp[n] += r (dxh - xh * mean(dxh . xh)), xh = x r, dxh = dout w */
+__global__ void k_rmsnorm_bwd_x(float *dinp, const float *dout, const float *inp, const float *w,
+                                const float *rstd, int C) {
+    const int n = blockIdx.x;
+    const float *x = inp + (int64_t)n * C, *dy = dout + (int64_t)n * C;
+    const float r = rstd[n];
+    __shared__ double part[256];
+    double s = 0;
+    for (int c = threadIdx.x; c < C; c += blockDim.x)
+        s += (double)(dy[c] * w[c]) * (x[c] * r);
+    part[threadIdx.x] = s;
+    __syncthreads();
+    for (int k = blockDim.x / 2; k > 0; k >>= 1) {
+        if (threadIdx.x < k) part[threadIdx.x] += part[threadIdx.x + k];
+        __syncthreads();
+    }
+    const float mean = (float)(part[0] / C);
+    for (int c = threadIdx.x; c < C; c += blockDim.x)
+        dinp[(int64_t)n * C + c] += r * (dy[c] * w[c] - x[c] * r * mean);
+}
+__global__ void k_rmsnorm_bwd_w(float *dw, const float *dout, const float *inp, const float *rstd,
+                                int N, int C) {
+    GRID_LOOP(c, C) {
+        double s = 0;
+        for (int n = 0; n < N; n++)
+            s += (double)dout[(int64_t)n * C + c] * (inp[(int64_t)n * C + c] * rstd[n]);
+        dw[c] += (float)s;
+    }
+}
+static void cu_rmsnorm_fwd(const lt_backend *be, float *out, float *rstd, const float *inp,
+                           const float *w, int N, int C, float eps) {
+    if (N > 0) k_rmsnorm<<<N, 256>>>(out, rstd, inp, w, C, eps);
+}
+static void cu_rmsnorm_bwd(const lt_backend *be, float *dinp, float *dw, const float *dout,
+                           const float *inp, const float *w, const float *rstd, int N, int C) {
+    if (dinp && N > 0) k_rmsnorm_bwd_x<<<N, 256>>>(dinp, dout, inp, w, rstd, C);
+    if (dw) k_rmsnorm_bwd_w<<<blocks(C, 128), 128>>>(dw, dout, inp, rstd, N, C);
+}
+
+/* each pair (i, j) of each head of each row rotated by sign * angle of its position */
+__global__ void k_rope(float *out, const float *inp, const int32_t *pos, const float *ct,
+                       const float *st, int64_t N, int NH, int HD, int il, float sign) {
+    const int half = HD / 2;
+    GRID_LOOP(k, N * NH * half) {
+        const int64_t n = k / ((int64_t)NH * half);
+        const int h = (int)(k / half % NH), i = (int)(k % half);
+        const int64_t base = (n * NH + h) * HD;
+        const int64_t a = base + (il ? 2 * i : i), b = base + (il ? 2 * i + 1 : i + half);
+        const float c = ct[(int64_t)pos[n] * half + i], s = sign * st[(int64_t)pos[n] * half + i];
+        const float x0 = inp[a], x1 = inp[b];
+        out[a] = x0 * c - x1 * s;
+        out[b] = x1 * c + x0 * s;
+    }
+}
+static void cu_rope_fwd(const lt_backend *be, float *out, const float *inp, const int32_t *pos,
+                        const float *ct, const float *st, int N, int NH, int HD, int il) {
+    k_rope<<<blocks((int64_t)N * NH * (HD / 2), 256), 256>>>(out, inp, pos, ct, st, N, NH, HD, il,
+                                                             1.0f);
+}
+static void cu_rope_bwd(const lt_backend *be, float *dinp, const float *dout, const int32_t *pos,
+                        const float *ct, const float *st, int N, int NH, int HD, int il) {
+    k_rope<<<blocks((int64_t)N * NH * (HD / 2), 256), 256>>>(dinp, dout, pos, ct, st, N, NH, HD,
+                                                             il, -1.0f);
+}
+
+__global__ void k_swiglu(float *out, const float *g, const float *u, int64_t n) {
+    GRID_LOOP(i, n) out[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+}
+__global__ void k_swiglu_bwd(float *dg, float *du, const float *dout, const float *g,
+                             const float *u, int64_t n) {
+    GRID_LOOP(i, n) {
+        const float s = 1.0f / (1.0f + expf(-g[i]));
+        dg[i] = dout[i] * u[i] * s * (1.0f + g[i] * (1.0f - s));
+        du[i] = dout[i] * g[i] * s;
+    }
+}
+static void cu_swiglu_fwd(const lt_backend *be, float *out, const float *g, const float *u,
+                          int64_t n) {
+    k_swiglu<<<blocks(n, 256), 256>>>(out, g, u, n);
+}
+static void cu_swiglu_bwd(const lt_backend *be, float *dg, float *du, const float *dout,
+                          const float *g, const float *u, int64_t n) {
+    k_swiglu_bwd<<<blocks(n, 256), 256>>>(dg, du, dout, g, u, n);
+}
+
+/* ---- attention (O(T) memory: lse saved, scores recomputed) ---------------------------------- */
+__device__ int row_of(const int32_t *off, int b, int T, int64_t *start) {
+    *start = off ? off[b] : (int64_t)b * T;
+    return off ? off[b + 1] - off[b] : T;
+}
+__device__ bool allowed(const int32_t *seq, int64_t r, int t, int s, int window) {
+    if (s > t) return false;
+    if (seq && seq[r + s] != seq[r + t]) return false;
+    if (window > 0 && t - s >= window) return false;
+    return true;
+}
+/* one thread per (row b, query t, head h): two passes over the keys (max, then sum-exp and the
+ * weighted values accumulated in out) */
+__global__ void k_attn_fwd(float *out, float *lse, const float *q, const float *k, const float *v,
+                           const int32_t *seq, const int32_t *off, int B, int T, int NH, int NKV,
+                           int HD, int window) {
+    const int64_t total = (int64_t)B * T * NH;
+    GRID_LOOP(id, total) {
+        const int h = (int)(id % NH), t = (int)(id / NH % T), b = (int)(id / NH / T);
+        int64_t r;
+        const int len = row_of(off, b, T, &r);
+        if (t >= len) continue;
+        const int kvh = h / (NH / NKV);
+        const float sc = rsqrtf((float)HD);
+        const float *qt = q + ((r + t) * NH + h) * HD;
+        float mx = -INFINITY;
+        for (int s = 0; s <= t; s++) {
+            if (!allowed(seq, r, t, s, window)) continue;
+            const float *ks = k + ((r + s) * NKV + kvh) * HD;
+            float d = 0;
+            for (int i = 0; i < HD; i++)
+                d += qt[i] * ks[i];
+            mx = fmaxf(mx, d * sc);
+        }
+        float *o = out + ((r + t) * NH + h) * HD;
+        for (int i = 0; i < HD; i++)
+            o[i] = 0;
+        double sum = 0;
+        for (int s = 0; s <= t; s++) {
+            if (!allowed(seq, r, t, s, window)) continue;
+            const float *ks = k + ((r + s) * NKV + kvh) * HD, *vs = v + ((r + s) * NKV + kvh) * HD;
+            float d = 0;
+            for (int i = 0; i < HD; i++)
+                d += qt[i] * ks[i];
+            const float p = expf(d * sc - mx);
+            sum += p;
+            for (int i = 0; i < HD; i++)
+                o[i] += p * vs[i];
+        }
+        const float inv = (float)(1.0 / sum);
+        for (int i = 0; i < HD; i++)
+            o[i] *= inv;
+        lse[r * NH + (int64_t)h * len + t] = mx + (float)log(sum);
+    }
+}
+/* one thread per (row, query, head): P recomputed from lse; dq written for its own query, dk and
+ * dv added with atomics (the query heads of a group and the queries of a key share them) */
+__global__ void k_attn_bwd(float *dq, float *dk, float *dv, const float *dout, const float *q,
+                           const float *k, const float *v, const float *out, const float *lse,
+                           const int32_t *seq, const int32_t *off, int B, int T, int NH, int NKV,
+                           int HD, int window) {
+    const int64_t total = (int64_t)B * T * NH;
+    GRID_LOOP(id, total) {
+        const int h = (int)(id % NH), t = (int)(id / NH % T), b = (int)(id / NH / T);
+        int64_t r;
+        const int len = row_of(off, b, T, &r);
+        if (t >= len) continue;
+        const int kvh = h / (NH / NKV);
+        const float sc = rsqrtf((float)HD);
+        const int64_t qi = ((r + t) * NH + h) * HD;
+        const float L = lse[r * NH + (int64_t)h * len + t];
+        float D = 0;
+        for (int i = 0; i < HD; i++)
+            D += dout[qi + i] * out[qi + i];
+        for (int s = 0; s <= t; s++) {
+            if (!allowed(seq, r, t, s, window)) continue;
+            const int64_t ki = ((r + s) * NKV + kvh) * HD;
+            float d = 0, dpv = 0;
+            for (int i = 0; i < HD; i++) {
+                d += q[qi + i] * k[ki + i];
+                dpv += dout[qi + i] * v[ki + i];
+            }
+            const float p = expf(d * sc - L);
+            const float ds = p * (dpv - D) * sc;
+            for (int i = 0; i < HD; i++) {
+                dq[qi + i] += ds * k[ki + i];
+                atomicAdd(&dk[ki + i], ds * q[qi + i]);
+                atomicAdd(&dv[ki + i], p * dout[qi + i]);
+            }
+        }
+    }
+}
+static void cu_attention_fwd(const lt_backend *be, float *out, float *lse, const float *q,
+                             const float *k, const float *v, const int32_t *seq,
+                             const int32_t *off, int B, int T, int NH, int NKV, int HD,
+                             int window) {
+    k_attn_fwd<<<blocks((int64_t)B * T * NH, 64), 64>>>(out, lse, q, k, v, seq, off, B, T, NH, NKV,
+                                                        HD, window);
+}
+static void cu_attention_bwd(const lt_backend *be, float *dq, float *dk, float *dv,
+                             const float *dout, const float *q, const float *k, const float *v,
+                             const float *out, const float *lse, const int32_t *seq,
+                             const int32_t *off, int B, int T, int NH, int NKV, int HD,
+                             int window) {
+    k_attn_bwd<<<blocks((int64_t)B * T * NH, 64), 64>>>(dq, dk, dv, dout, q, k, v, out, lse, seq,
+                                                        off, B, T, NH, NKV, HD, window);
+}
+
+/* queries of positions pos0 + t over the cache: online softmax, one thread per (t, h) */
+__global__ void k_attn_kv(float *out, const float *q, const float *k, const float *v, int N,
+                          int pos0, int H, int KV, int hd, int window) {
+    GRID_LOOP(id, (int64_t)N * H) {
+        const int h = (int)(id % H), t = (int)(id / H), pos = pos0 + t, kvh = h / (H / KV);
+        const int start = window > 0 && pos - window + 1 > 0 ? pos - window + 1 : 0;
+        const float sc = 1.0f / sqrtf((float)hd);
+        const float *qh = q + (int64_t)t * H * hd + (int64_t)h * hd;
+        float *o = out + (int64_t)t * H * hd + (int64_t)h * hd;
+        float mx = -INFINITY, sum = 0;
+        for (int i = 0; i < hd; i++)
+            o[i] = 0;
+        for (int j = start; j <= pos; j++) {
+            const float *kj = k + ((int64_t)j * KV + kvh) * hd, *vj = v + ((int64_t)j * KV + kvh) * hd;
+            float s = 0;
+            for (int i = 0; i < hd; i++)
+                s += qh[i] * kj[i];
+            s *= sc;
+            const float nm = fmaxf(mx, s), a = expf(mx - nm), p = expf(s - nm);
+            sum = sum * a + p;
+            for (int i = 0; i < hd; i++)
+                o[i] = o[i] * a + p * vj[i];
+            mx = nm;
+        }
+        for (int i = 0; i < hd; i++)
+            o[i] /= sum;
+    }
+}
+static void cu_attention_kv(const lt_backend *be, float *out, const float *q, const float *k,
+                            const float *v, int N, int pos0, int H, int KV, int hd, int window,
+                            float *scratch, int64_t n_scratch) {
+    k_attn_kv<<<blocks((int64_t)N * H, 64), 64>>>(out, q, k, v, N, pos0, H, KV, hd, window);
+}
+static int64_t cu_attention_kv_scratch(const lt_backend *be, int ctx) {
+    return 1;
+}
+
+/* ---- cross-entropy: one block per row, per-row loss into the reduction buffer ----------------- */
+__global__ void k_ce(float *dl, double *rowloss, const float *lg, const int32_t *tg, int V,
+                     int ignore, float gs, int *bad) {
+    const int n = blockIdx.x;
+    const float *z = lg + (int64_t)n * V;
+    const int t = tg[n];
+    __shared__ double part[256];
+    __shared__ float smx;
+    if (t == ignore) {
+        if (dl)
+            for (int i = threadIdx.x; i < V; i += blockDim.x)
+                dl[(int64_t)n * V + i] = 0.0f;
+        if (threadIdx.x == 0) rowloss[n] = 0;
+        return;
+    }
+    if (t < 0 || t >= V) {
+        if (threadIdx.x == 0) *bad = n + 1;
+        return;
+    }
+    float m = -INFINITY;
+    for (int i = threadIdx.x; i < V; i += blockDim.x)
+        m = fmaxf(m, z[i]);
+    part[threadIdx.x] = m;
+    __syncthreads();
+    for (int s = blockDim.x / 2; s > 0; s >>= 1) {
+        if (threadIdx.x < s) part[threadIdx.x] = fmax(part[threadIdx.x], part[threadIdx.x + s]);
+        __syncthreads();
+    }
+    if (threadIdx.x == 0) smx = (float)part[0];
+    __syncthreads();
+    const float mx = smx;
+    double se = 0;
+    for (int i = threadIdx.x; i < V; i += blockDim.x)
+        se += exp((double)(z[i] - mx));
+    __syncthreads();
+    part[threadIdx.x] = se;
+    __syncthreads();
+    for (int s = blockDim.x / 2; s > 0; s >>= 1) {
+        if (threadIdx.x < s) part[threadIdx.x] += part[threadIdx.x + s];
+        __syncthreads();
+    }
+    const double sum = part[0];
+    if (threadIdx.x == 0) rowloss[n] = log(sum) + mx - z[t];
+    if (dl) {
+        const float lz = (float)(log(sum) + mx);
+        for (int i = threadIdx.x; i < V; i += blockDim.x) {
+            float p = expf(z[i] - lz);
+            dl[(int64_t)n * V + i] = (p - (i == t ? 1.0f : 0.0f)) * gs;
+        }
+    }
+}
+static lt_status cu_cross_entropy(const lt_backend *be, float *dlogits, lt_ce_stats *stats,
+                                  const float *logits, const int32_t *targets, int N, int V,
+                                  int ignore_index, float grad_scale) {
+    cuda_ctx *c = CX(be);
+    int32_t *ht = (int32_t *)malloc(sizeof(int32_t) * (size_t)(N > 0 ? N : 1));
+    if (!ht) return lt_error(LT_ERR_NOMEM, "cross-entropy: out of memory");
+    cudaMemcpy(ht, targets, sizeof(int32_t) * (size_t)N, cudaMemcpyDeviceToHost);
+    int64_t count = 0;
+    for (int n = 0; n < N; n++) {
+        if (ht[n] == ignore_index) continue;
+        if (ht[n] < 0 || ht[n] >= V) {
+            lt_status e = lt_error(LT_ERR_ARG,
+                                   "cross-entropy: target %d at row %d is neither %d nor in [0, %d)",
+                                   (int)ht[n], n, ignore_index, V);
+            free(ht);
+            return e;
+        }
+        count++;
+    }
+    free(ht);
+    const float gs = grad_scale != 0.0f ? grad_scale : (count ? 1.0f / (float)count : 0.0f);
+    double sum = 0;
+    for (int n0 = 0; n0 < N; n0 += RED - 1) {
+        const int nc = N - n0 < RED - 1 ? N - n0 : RED - 1;
+        int *bad = (int *)(c->red + RED - 1);
+        cudaMemset(bad, 0, sizeof(int));
+        k_ce<<<nc, 256>>>(dlogits ? dlogits + (int64_t)n0 * V : NULL, c->red,
+                          logits + (int64_t)n0 * V, targets + n0, V, ignore_index, gs, bad);
+        cudaMemcpy(c->h_red, c->red, sizeof(double) * (size_t)nc, cudaMemcpyDeviceToHost);
+        for (int i = 0; i < nc; i++)
+            sum += c->h_red[i];
+    }
+    stats->sum = sum;
+    stats->count = count;
+    stats->mean = count ? (float)(sum / (double)count) : NAN;
+    return LT_OK;
+}
+
+/* ---- optimizer, reductions, elementwise --------------------------------------------------- */
+__global__ void k_adamw(float *p, const float *g, float *m, float *v, int64_t n, float lr,
+                        float b1, float b2, float eps, float wd, float bc1, float bc2s) {
+    GRID_LOOP(i, n) {
+        p[i] *= 1.0f - lr * wd;
+        m[i] = m[i] + (1.0f - b1) * (g[i] - m[i]);
+        v[i] = b2 * v[i] + (1.0f - b2) * g[i] * g[i];
+        p[i] -= lr / bc1 * m[i] / (sqrtf(v[i]) / bc2s + eps);
+    }
+}
+static void cu_adamw(const lt_backend *be, float *p, const float *g, float *m, float *v, int64_t n,
+                     const lt_adamw_cfg *cfg, int64_t step) {
+    const float bc1 = 1.0f - powf(cfg->beta1, (float)step),
+                bc2s = sqrtf(1.0f - powf(cfg->beta2, (float)step));
+    k_adamw<<<blocks(n, 256), 256>>>(p, g, m, v, n, cfg->lr, cfg->beta1, cfg->beta2, cfg->eps,
+                                     cfg->weight_decay, bc1, bc2s);
+}
+/* partial sums of squares (kind 0) or non-finite counts (kind 1), one per block */
+__global__ void k_reduce(double *out, const float *x, int64_t n, int kind) {
+    __shared__ double part[256];
+    double s = 0;
+    GRID_LOOP(i, n) s += kind ? (double)!isfinite(x[i]) : (double)x[i] * x[i];
+    part[threadIdx.x] = s;
+    __syncthreads();
+    for (int k = blockDim.x / 2; k > 0; k >>= 1) {
+        if (threadIdx.x < k) part[threadIdx.x] += part[threadIdx.x + k];
+        __syncthreads();
+    }
+    if (threadIdx.x == 0) out[blockIdx.x] = part[0];
+}
+static double reduce(const lt_backend *be, const float *x, int64_t n, int kind) {
+    cuda_ctx *c = CX(be);
+    unsigned nb = blocks(n, 256);
+    if (nb > 1024) nb = 1024;
+    k_reduce<<<nb, 256>>>(c->red, x, n, kind);
+    cudaMemcpy(c->h_red, c->red, sizeof(double) * nb, cudaMemcpyDeviceToHost);
+    double s = 0;
+    for (unsigned i = 0; i < nb; i++)
+        s += c->h_red[i];
+    return s;
+}
+static double cu_sumsq(const lt_backend *be, const float *x, int64_t n) {
+    return reduce(be, x, n, 0);
+}
+static int cu_all_finite(const lt_backend *be, const float *x, int64_t n) {
+    return reduce(be, x, n, 1) == 0;
+}
+__global__ void k_scale(float *x, int64_t n, float s) {
+    GRID_LOOP(i, n) x[i] *= s;
+}
+__global__ void k_add(float *y, const float *a, const float *b, int64_t n) {
+    GRID_LOOP(i, n) y[i] = a[i] + b[i];
+}
+static void cu_scale(const lt_backend *be, float *x, int64_t n, float s) {
+    k_scale<<<blocks(n, 256), 256>>>(x, n, s);
+}
+static void cu_add(const lt_backend *be, float *y, const float *a, const float *b, int64_t n) {
+    k_add<<<blocks(n, 256), 256>>>(y, a, b, n);
+}
+__global__ void k_gather(float *dst, const float *src, const int32_t *idx, int64_t n, int D) {
+    GRID_LOOP(i, n * D) dst[i] = src[(int64_t)idx[i / D] * D + i % D];
+}
+__global__ void k_scatter(float *dst, const float *src, const int32_t *idx, int64_t n, int D) {
+    GRID_LOOP(i, n * D) dst[(int64_t)idx[i / D] * D + i % D] = src[i];
+}
+static void cu_gather_rows(const lt_backend *be, float *dst, const float *src, const int32_t *idx,
+                           int n, int D) {
+    k_gather<<<blocks((int64_t)n * D, 256), 256>>>(dst, src, idx, n, D);
+}
+static void cu_scatter_rows(const lt_backend *be, float *dst, const float *src, const int32_t *idx,
+                            int n, int D) {
+    k_scatter<<<blocks((int64_t)n * D, 256), 256>>>(dst, src, idx, n, D);
+}
+/* lt_dropout_mask_value on the device (the same stream as every backend) */
+__global__ void k_dropout(float *mask, int64_t n, float p, unsigned long long seed) {
+    GRID_LOOP(i, n) {
+        unsigned long long z = seed + (unsigned long long)(i + 1) * 0x9E3779B97F4A7C15ull;
+        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+        z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+        z ^= z >> 31;
+        float u = (float)(z >> 40) * (1.0f / 16777216.0f);
+        mask[i] = u < p ? 0.0f : 1.0f / (1.0f - p);
+    }
+}
+static void cu_dropout_mask(const lt_backend *be, float *mask, int64_t n, float p, uint64_t seed) {
+    k_dropout<<<blocks(n, 256), 256>>>(mask, n, p, (unsigned long long)seed);
+}
+
+static const lt_backend_ops cuda_ops = [] {
+    lt_backend_ops o;
+    memset(&o, 0, sizeof o);
+    o.alloc = cu_alloc;
+    o.free = cu_free;
+    o.set = cu_set;
+    o.get = cu_get;
+    o.copy = cu_copy;
+    o.zero = cu_zero;
+    o.sync = cu_sync;
+    o.supports_dtype = cu_supports_dtype;
+    o.gemm = cu_gemm;
+    o.matmul_fwd = cu_matmul_fwd;
+    o.matmul_bwd = cu_matmul_bwd;
+    o.weight_f32 = cu_weight_f32;
+    o.matmul_w = cu_matmul_w;
+    o.matmul_w_scratch = cu_matmul_w_scratch;
+    o.embedding_fwd = cu_embedding_fwd;
+    o.embedding_bwd = cu_embedding_bwd;
+    o.rmsnorm_fwd = cu_rmsnorm_fwd;
+    o.rmsnorm_bwd = cu_rmsnorm_bwd;
+    o.rope_fwd = cu_rope_fwd;
+    o.rope_bwd = cu_rope_bwd;
+    o.attention_fwd = cu_attention_fwd;
+    o.attention_bwd = cu_attention_bwd;
+    o.swiglu_fwd = cu_swiglu_fwd;
+    o.swiglu_bwd = cu_swiglu_bwd;
+    o.cross_entropy = cu_cross_entropy;
+    o.lora_fwd = cu_lora_fwd;
+    o.lora_bwd = cu_lora_bwd;
+    o.dora_fwd = cu_dora_fwd;
+    o.dora_bwd = cu_dora_bwd;
+    o.dropout_mask = cu_dropout_mask;
+    o.adamw = cu_adamw;
+    o.sumsq = cu_sumsq;
+    o.all_finite = cu_all_finite;
+    o.scale = cu_scale;
+    o.add = cu_add;
+    o.gather_rows = cu_gather_rows;
+    o.scatter_rows = cu_scatter_rows;
+    o.attention_kv = cu_attention_kv;
+    o.attention_kv_scratch = cu_attention_kv_scratch;
+    o.add_bias = cu_add_bias;
+    o.scale_rows = cu_scale_rows;
+    return o;
+}();
+
+extern "C" lt_status lt_backend_cuda_create(int device, lt_backend **out) {
+    *out = NULL;
+    int n = 0;
+    cudaError_t e = cudaGetDeviceCount(&n);
+    if (e != cudaSuccess || n == 0)
+        return lt_error(LT_ERR_UNSUPPORTED, "cuda backend: no GPU (%s)",
+                        e != cudaSuccess ? cudaGetErrorString(e) : "0 devices");
+    if (device < 0 || device >= n)
+        return lt_error(LT_ERR_ARG, "cuda backend: device %d, expected 0..%d", device, n - 1);
+    cudaSetDevice(device);
+    cuda_ctx *c = (cuda_ctx *)calloc(1, sizeof *c);
+    lt_backend *be = (lt_backend *)calloc(1, sizeof *be);
+    if (!c || !be) {
+        free(c), free(be);
+        return lt_error(LT_ERR_NOMEM, "cuda backend: out of memory");
+    }
+    c->device = device;
+    if (cublasCreate(&c->blas) != CUBLAS_STATUS_SUCCESS ||
+        cudaMalloc(&c->red, sizeof(double) * RED) != cudaSuccess ||
+        !(c->h_red = (double *)malloc(sizeof(double) * RED))) {
+        if (c->blas) cublasDestroy(c->blas);
+        if (c->red) cudaFree(c->red);
+        free(c->h_red), free(c), free(be);
+        return lt_error(LT_ERR_NOMEM, "cuda backend: cannot set up device %d", device);
+    }
+    cublasSetMathMode(c->blas, CUBLAS_DEFAULT_MATH); /* fp32, no TF32: the checking mode */
+    be->name = "cuda";
+    be->op = &cuda_ops;
+    be->ctx = c;
+    *out = be;
+    return LT_OK;
+}
+
+extern "C" void lt_backend_cuda_free(lt_backend *be) {
+    if (!be) return;
+    cuda_ctx *c = CX(be);
+    cublasDestroy(c->blas);
+    cudaFree(c->red);
+    free(c->h_red);
+    free(c);
+    free(be);
+}
+
+extern "C" int lt_backend_cuda_compiled(void) {
+    return 1;
+}

@@ -218,6 +218,10 @@ struct lt_backend {
 };
 
 const lt_backend *lt_backend_cpu(void);
+/* The CPU backends' thread count: OpenMP's for the calling thread and OpenBLAS's, which is
+ * process-wide (n <= 0: leave as they are). For front ends (apps/, tests, bench): the library
+ * itself never calls it; a run's own count (lt_run_opts.threads) is set per thread. */
+void lt_set_num_threads(int n);
 const lt_backend *lt_backend_ref(void);
 /* By name ("cpu", "ref"); NULL for a backend not compiled in. */
 const lt_backend *lt_backend_by_name(const char *name);

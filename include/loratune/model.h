@@ -252,8 +252,6 @@ struct lt_tokenizer;
 lt_status lt_model_chat_template(const char *model_path, const struct lt_tokenizer *tok,
                                  struct lt_chat_template **out);
 
-/* Sets OpenMP and OpenBLAS thread counts (n <= 0: leave as they are). */
-void lt_set_num_threads(int n);
 
 /* ---- inference -------------------------------------------------------------------------- */
 /* A low-rank update of the linears that lt_model_forward applies without merging: what the

@@ -2,6 +2,9 @@
  * one thread pool, BLAS through lt_gemm, SIMD kernels chosen at run time). Stateless. */
 #include <math.h>
 #include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 #include "loratune/backend.h"
 #include "backend_internal.h"
@@ -234,6 +237,14 @@ static const lt_backend_ops cpu_ops = {
     .add_bias = lt_host_add_bias_,
     .scale_rows = lt_host_scale_rows_,
 };
+
+void lt_set_num_threads(int n) {
+    if (n <= 0) return;
+#ifdef _OPENMP
+    omp_set_num_threads(n);
+#endif
+    openblas_set_num_threads(n);
+}
 
 static const lt_backend cpu_backend = {"cpu", &cpu_ops, NULL};
 

@@ -8,8 +8,6 @@
  * and a write past the end still faults. params == NULL: config-only or released. */
 #include "loratune/model.h"
 
-#include <cblas.h>
-#include <omp.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -163,12 +161,6 @@ void lt_permute_rows_interleaved_to_hf(float *w, int n_heads, int head_dim, int6
                 memcpy(head + (int64_t)(j * half + i) * cols, tmp + (int64_t)(2 * i + j) * cols,
                        sizeof(float) * (size_t)cols);
     }
-}
-
-void lt_set_num_threads(int n) {
-    if (n <= 0) return;
-    omp_set_num_threads(n);
-    openblas_set_num_threads(n);
 }
 
 static int ends_with(const char *s, const char *suf) {

@@ -8,6 +8,7 @@
  * and a write past the end still faults. params == NULL: config-only or released. */
 #include "loratune/model.h"
 
+#include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>

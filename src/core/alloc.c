@@ -8,7 +8,7 @@
 #include <string.h>
 
 #include "core/alloc.h"
-#include "core/fault.h"
+#include "fault.h"
 #include "loratune/core.h"
 
 atomic_int lt_fault_armed_;

@@ -10,7 +10,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "core/fault.h"
+#include "fault.h"
 
 static _Thread_local lt_fault t_io;
 static _Thread_local unsigned t_io_ops;

@@ -1,4 +1,4 @@
-/* io.c - output I/O primitives with a fault injector (see io.h and include/loratune/core.h).
+/* io.c - output I/O primitives with a fault injector (see io.h and include/core/loratune/core.h).
  * The injector is thread-local, as the allocation one (alloc.c), and shares its "any armed"
  * flag, so the normal path is one relaxed atomic load and the libc call. */
 #include "core/io.h"

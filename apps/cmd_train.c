@@ -1,4 +1,4 @@
-/* cmd_train.c - `loratune train`: the command-line front end of lt_run (include/loratune/run.h).
+/* cmd_train.c - `loratune train`: the command-line front end of lt_run ("loratune/run.h").
  * Options come, lowest priority first, from the defaults, the checkpoint named by --resume
  * (its saved options), the -c/--config YAML file, then the command line. Events go to a
  * terminal progress printer, or as JSON lines to stdout with --json. SIGINT / SIGTERM ask the

@@ -15,6 +15,7 @@
 #include "adapter_internal.h"
 #include "core/io.h"
 #include "core/json_file.h"
+#include "loratune/quant.h"
 
 float lt_adapter_scale(const lt_adapter *a) {
     return a->rslora ? a->alpha / sqrtf((float)a->r) : a->alpha / (float)a->r;

@@ -17,7 +17,8 @@
 
 #include "adapter_internal.h"
 #include "loratune/gguf.h"
-#include "model/model_internal.h"
+#include "loratune/model.h"
+#include "loratune/quant.h"
 
 static const char *gguf_lin[LT_N_TARGETS] = {"attn_q",   "attn_k", "attn_v",  "attn_output",
                                              "ffn_gate", "ffn_up", "ffn_down"};

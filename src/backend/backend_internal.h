@@ -3,6 +3,7 @@
 #define LT_BACKEND_INTERNAL_H
 
 #include "loratune/backend.h"
+#include "loratune/quant.h"
 
 /* host memory, for the CPU backends: 64-byte aligned lt_aligned_alloc, memmove, memset */
 void *lt_host_alloc_(const lt_backend *be, size_t bytes);

@@ -1,5 +1,5 @@
 /* alloc.c - the library's allocator (lt_malloc & co, plain libc underneath) and the allocation
- * fault injector of the tests (include/loratune/core.h, "fault injection").
+ * fault injector of the tests (include/core/loratune/core.h, "fault injection").
  *
  * The injector's state is thread-local: arming it on one thread changes nothing for the
  * others. lt_fault_armed_ (shared with io.c) says whether any thread has an injector on, so
@@ -8,7 +8,7 @@
 #include <string.h>
 
 #include "core/alloc.h"
-#include "core/fault.h"
+#include "fault.h"
 #include "loratune/core.h"
 
 atomic_int lt_fault_armed_;

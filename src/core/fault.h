@@ -1,5 +1,5 @@
 /* fault.h - the injector state shared by alloc.c (allocations) and io.c (output I/O); see
- * "fault injection" in include/loratune/core.h. Internal to core/.
+ * "fault injection" in include/core/loratune/core.h. Internal to core/.
  *
  * Invariant: lt_fault_armed_ counts the injectors (allocation or I/O, any thread) that are on;
  * while it is 0 a hooked call costs one relaxed load of it and nothing else. */

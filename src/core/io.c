@@ -1,4 +1,4 @@
-/* io.c - output I/O primitives with a fault injector (see io.h and include/loratune/core.h).
+/* io.c - output I/O primitives with a fault injector (see io.h and include/core/loratune/core.h).
  * The injector is thread-local, as the allocation one (alloc.c), and shares its "any armed"
  * flag, so the normal path is one relaxed atomic load and the libc call. */
 #include "core/io.h"
@@ -10,7 +10,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "core/fault.h"
+#include "fault.h"
 
 static _Thread_local lt_fault t_io;
 static _Thread_local unsigned t_io_ops;

@@ -1,5 +1,5 @@
 /* json_file.c - lt_json_load_file: whole-file read, jansson parse, a message with the position. */
-#include "json_file.h"
+#include "core/json_file.h"
 
 #include <stdlib.h>
 

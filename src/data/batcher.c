@@ -19,7 +19,6 @@
 #include <string.h>
 
 #include "data_internal.h"
-#include "loratune/ops.h"
 
 static uint64_t splitmix64(uint64_t *x) {
     uint64_t z = (*x += 0x9e3779b97f4a7c15ull);
@@ -141,6 +140,13 @@ void lt_batcher_free(lt_batcher *b) {
 int64_t lt_batcher_epoch_batches(const lt_batcher *b) {
     if (!b) return 0;
     return (b->n_rows + b->o.batch_size - 1) / b->o.batch_size;
+}
+
+int64_t lt_batch_count(const lt_batch *b) {
+    int64_t n = 0;
+    for (int64_t i = 0; i < (int64_t)b->B * b->T; i++)
+        n += b->targets[i] != LT_IGNORE_INDEX;
+    return n;
 }
 
 lt_status lt_batcher_next(lt_batcher *bt, lt_batch *out) {

@@ -16,7 +16,7 @@
 
 #include "core/json_file.h"
 #include "export_internal.h"
-#include "tokenizer/spm_internal.h"
+#include "loratune/tokenizer.h"
 
 static lt_status copy_kv(lt_gguf_writer *w, const lt_gguf *g, size_t i) {
     const char *key = lt_gguf_kv_key(g, i);
@@ -323,54 +323,30 @@ done:
 }
 
 static lt_status from_spm(lt_gguf_writer *w, const char *path) {
-    lt_mapped_file f = {0};
-    lt_status st = lt_file_map(path, &f);
-    if (st) return st;
-    spm_model m;
-    spm_model_init(&m, path, "spm");
-    if (!m.src) st = lt_error(LT_ERR_NOMEM, "out of memory");
-    if (!st) st = spm_proto_parse(&m, f.data, f.size);
-    lt_file_unmap(&f);
-    if (!st) st = spm_model_finish(&m, 1); /* fills unk_id from the UNKNOWN piece */
-    char **tokens = NULL;
-    float *scores = NULL;
-    int32_t *types = NULL;
-    if (!st) {
-        tokens = lt_calloc((size_t)m.n + 1, sizeof *tokens);
-        scores = lt_calloc((size_t)m.n + 1, sizeof *scores);
-        types = lt_calloc((size_t)m.n + 1, sizeof *types);
-        if (!tokens || !scores || !types) st = lt_error(LT_ERR_NOMEM, "out of memory");
-    }
-    for (int32_t i = 0; !st && i < m.n; i++) {
-        tokens[i] = m.pieces[i].text;
-        scores[i] = m.pieces[i].score;
-        types[i] = m.pieces[i].type;
-    }
+    lt_spm_vocab v;
+    lt_status st = lt_spm_vocab_load(path, &v);
     if (!st) st = lt_gguf_writer_set_str(w, "tokenizer.ggml.model", "llama");
     if (!st) st = lt_gguf_writer_set_str(w, "tokenizer.ggml.pre", "default");
     if (!st)
-        st = lt_gguf_writer_set_arr_str(w, "tokenizer.ggml.tokens", (const char *const *)tokens,
-                                        (uint64_t)m.n);
+        st = lt_gguf_writer_set_arr_str(w, "tokenizer.ggml.tokens", (const char *const *)v.pieces,
+                                        (uint64_t)v.n);
     if (!st)
-        st = lt_gguf_writer_set_arr(w, "tokenizer.ggml.scores", LT_GGUF_FLOAT32, scores,
-                                    (uint64_t)m.n);
+        st = lt_gguf_writer_set_arr(w, "tokenizer.ggml.scores", LT_GGUF_FLOAT32, v.scores,
+                                    (uint64_t)v.n);
     if (!st)
-        st = lt_gguf_writer_set_arr(w, "tokenizer.ggml.token_type", LT_GGUF_INT32, types,
-                                    (uint64_t)m.n);
-    if (!st && m.bos_id >= 0)
-        st = lt_gguf_writer_set_u32(w, "tokenizer.ggml.bos_token_id", (uint32_t)m.bos_id);
-    if (!st && m.eos_id >= 0)
-        st = lt_gguf_writer_set_u32(w, "tokenizer.ggml.eos_token_id", (uint32_t)m.eos_id);
-    if (!st && m.unk_id >= 0)
-        st = lt_gguf_writer_set_u32(w, "tokenizer.ggml.unknown_token_id", (uint32_t)m.unk_id);
-    if (!st && m.pad_id >= 0)
-        st = lt_gguf_writer_set_u32(w, "tokenizer.ggml.padding_token_id", (uint32_t)m.pad_id);
+        st = lt_gguf_writer_set_arr(w, "tokenizer.ggml.token_type", LT_GGUF_INT32, v.types,
+                                    (uint64_t)v.n);
+    if (!st && v.bos_id >= 0)
+        st = lt_gguf_writer_set_u32(w, "tokenizer.ggml.bos_token_id", (uint32_t)v.bos_id);
+    if (!st && v.eos_id >= 0)
+        st = lt_gguf_writer_set_u32(w, "tokenizer.ggml.eos_token_id", (uint32_t)v.eos_id);
+    if (!st && v.unk_id >= 0)
+        st = lt_gguf_writer_set_u32(w, "tokenizer.ggml.unknown_token_id", (uint32_t)v.unk_id);
+    if (!st && v.pad_id >= 0)
+        st = lt_gguf_writer_set_u32(w, "tokenizer.ggml.padding_token_id", (uint32_t)v.pad_id);
     if (!st) st = lt_gguf_writer_set_bool(w, "tokenizer.ggml.add_bos_token", 1);
     if (!st) st = lt_gguf_writer_set_bool(w, "tokenizer.ggml.add_eos_token", 0);
-    free(tokens);
-    free(scores);
-    free(types);
-    spm_model_clear(&m);
+    lt_spm_vocab_free(&v);
     return st;
 }
 

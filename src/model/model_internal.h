@@ -22,12 +22,6 @@ void lt_model_wire(lt_model *m);
 lt_status lt_model_alloc(const lt_model_config *c, int config_only, lt_model **out);
 #define LT_CONFIG_ONLY(opts) ((opts) && (opts)->config_only)
 
-/* Reorders the rows of w (n_heads heads of head_dim rows, each row `cols` floats) from the
- * interleaved-pair rotary order (llama2.c, llama.cpp GGUF) to HF's half-split order:
- * hf row h*hd + j*hd/2 + i = interleaved row h*hd + 2i + j. tmp holds head_dim*cols floats. */
-void lt_permute_rows_interleaved_to_hf(float *w, int n_heads, int head_dim, int64_t cols,
-                                       float *tmp);
-
 /* Checks view t (tensor `name` of file `src`; NULL = missing) against the expected shape
  * (ndim dims, outermost-first) and converts it to float32 into dst (dst NULL: check only). */
 lt_status lt_model_take(lt_model *m, const char *src, const char *name, const lt_tensor_view *t,

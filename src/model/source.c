@@ -10,6 +10,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "loratune/quant.h"
 #include "model_internal.h"
 
 static const char *k_names[LT_W_COUNT] = {

@@ -1,4 +1,4 @@
-/* nf4.c - NF4 quantization / dequantization (see include/loratune/nf4.h for the layout).
+/* nf4.c - NF4 quantization / dequantization (see include/quant/loratune/nf4.h for the layout).
  *
  * Bit-exactness with bitsandbytes comes from doing each step in the same float arithmetic:
  *   4-bit: scaled = x * (1 / absmax) for full blocks, x / absmax for the last partial block

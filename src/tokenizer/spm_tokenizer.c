@@ -813,6 +813,53 @@ lt_status lt_tokenizer_load_spm(const char *model_path, lt_tokenizer **out) {
     return spm_model_wrap(&m, out);
 }
 
+lt_status lt_spm_vocab_load(const char *model_path, lt_spm_vocab *out) {
+    memset(out, 0, sizeof *out);
+    lt_mapped_file f = {0};
+    lt_status st = lt_file_map(model_path, &f);
+    if (st != LT_OK) return st;
+    spm_model m;
+    spm_model_init(&m, model_path, "spm");
+    if (!m.src) st = lt_error(LT_ERR_NOMEM, "out of memory");
+    if (st == LT_OK) st = spm_proto_parse(&m, f.data, f.size);
+    lt_file_unmap(&f);
+    if (st == LT_OK) st = spm_model_finish(&m, 1); /* fills unk_id from the UNKNOWN piece */
+    if (st == LT_OK) {
+        out->pieces = lt_calloc((size_t)m.n + 1, sizeof *out->pieces);
+        out->scores = lt_calloc((size_t)m.n + 1, sizeof *out->scores);
+        out->types = lt_calloc((size_t)m.n + 1, sizeof *out->types);
+        if (!out->pieces || !out->scores || !out->types) st = lt_error(LT_ERR_NOMEM, "out of memory");
+    }
+    if (st != LT_OK) {
+        spm_model_clear(&m);
+        lt_spm_vocab_free(out);
+        return st;
+    }
+    for (int32_t i = 0; i < m.n; i++) { /* the texts move to out */
+        out->pieces[i] = m.pieces[i].text;
+        m.pieces[i].text = NULL;
+        out->scores[i] = m.pieces[i].score;
+        out->types[i] = m.pieces[i].type;
+    }
+    out->n = m.n;
+    out->unk_id = m.unk_id;
+    out->bos_id = m.bos_id;
+    out->eos_id = m.eos_id;
+    out->pad_id = m.pad_id;
+    spm_model_clear(&m);
+    return LT_OK;
+}
+
+void lt_spm_vocab_free(lt_spm_vocab *v) {
+    if (!v) return;
+    for (int32_t i = 0; v->pieces && i < v->n; i++)
+        free(v->pieces[i]);
+    free(v->pieces);
+    free(v->scores);
+    free(v->types);
+    memset(v, 0, sizeof *v);
+}
+
 static int32_t spm_rd_i32(const uint8_t *p) {
     uint32_t v = (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
     return (int32_t)v;

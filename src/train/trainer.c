@@ -283,13 +283,6 @@ static lt_status check_batch(lt_trainer *tr, const lt_batch *b, const int32_t **
     return LT_OK;
 }
 
-int64_t lt_batch_count(const lt_batch *b) {
-    int64_t n = 0;
-    for (int64_t i = 0; i < (int64_t)b->B * b->T; i++)
-        n += b->targets[i] != LT_IGNORE_INDEX;
-    return n;
-}
-
 static lt_status embed_fwd(lt_trainer *tr, const int32_t *tokens, int N) {
     const int D = tr->mc.dim, V = tr->mc.vocab_size;
     if (!tr->embd16 && !tr->embd_src) return OP(embedding_fwd, tr->xs, tokens, tr->embd, N, D, V);

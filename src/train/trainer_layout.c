@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "loratune/quant.h"
 #include "trainer_internal.h"
 
 typedef struct {

@@ -1,4 +1,4 @@
-/* test_faults_hook.c - the fault injectors themselves (include/loratune/core.h, "fault
+/* test_faults_hook.c - the fault injectors themselves (include/core/loratune/core.h, "fault
  * injection"): which call fails, counting, the persistent mode, benign allocations, that the
  * state is per thread, and that the I/O primitives fail without side effects (a failed close
  * still releases the descriptor) and with the errno asked for. The walks that use them are

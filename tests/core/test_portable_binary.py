@@ -2,17 +2,18 @@
 kernel files (src/**/*_avx2.c, *_avx512.c, reached only through the run-time dispatch), the
 library and the `loratune` program hold no instruction beyond the x86-64 baseline (SSE2).
 
-How: `objdump -d` of liblt.a, member by member, and of the linked program, function by
-function. An instruction is beyond the baseline when it touches a ymm / zmm / mask register,
+How: `objdump -d` of the library (one archive per layer: liblt_core.a, liblt_quant.a, ...),
+member by member, and of the linked program, function by function. An instruction is beyond the baseline when it touches a ymm / zmm / mask register,
 is VEX / EVEX encoded (the SIMD mnemonics that start with "v") or is one of the SSE3, SSSE3,
 SSE4.1/4.2, POPCNT, LZCNT, BMI1/2, MOVBE, F16C or FMA mnemonics below. Checks:
-- liblt.a: such instructions only in members named *_avx2.c.o / *_avx512.c.o, and no AVX-512
+- the archives: such instructions only in members named *_avx2.c.o / *_avx512.c.o, and no AVX-512
   in the *_avx2 ones; those members really hold AVX2 / AVX-512 code (the scan sees them);
 - the program: such instructions only in functions defined in those members (matched by name:
   what comes from the other members was checked clean in the archive);
 - the classifier itself, on sample lines.
 A build with LT_NATIVE=ON is not meant to be portable: the test exits 77 (CTest: skipped).
 The real execution under CPU models without AVX-512 / AVX is test_cpu_emulated.py. """
+import glob
 import json
 import os
 import platform
@@ -25,7 +26,9 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import ltcheck  # noqa: E402
 from ltcheck import check, finish  # noqa: E402
 
-LIBRARY = os.environ.get("LT_LIBRARY", os.path.join(os.path.dirname(ltcheck.LORATUNE), "liblt.a"))
+# the layers' archives (CMake passes them, ":"-separated); by hand: every liblt_*.a next to the program
+LIBRARIES = (os.environ["LT_LIBRARIES"].split(os.pathsep) if os.environ.get("LT_LIBRARIES") else
+             sorted(glob.glob(os.path.join(os.path.dirname(ltcheck.LORATUNE), "liblt_*.a"))))
 
 # beyond SSE2 without a "v" prefix or a ymm/zmm operand (pextrw / pinsrw are SSE2: not listed;
 # tzcnt is not either: it is what objdump calls `rep bsf`, which older CPUs run as bsf)
@@ -131,7 +134,12 @@ def main():
         print(f"built with LT_NATIVE (compiled for {' '.join(compiled)}): not portable by design")
         return 77
 
-    bad, funcs = scan(LIBRARY)
+    check(len(LIBRARIES) >= 12, f"library archives: {LIBRARIES}")
+    bad, funcs = {}, {}
+    for lib in LIBRARIES:
+        b, f = scan(lib)
+        bad.update(b)
+        funcs.update(f)
     dispatched = {m for m in funcs if DISPATCHED.search(m)}
     check(len(dispatched) >= 4, f"dispatched members found: {sorted(dispatched)}")
     kinds = {}

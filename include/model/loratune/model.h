@@ -196,6 +196,12 @@ const lt_tensor_view *lt_model_weight_view(const lt_model *m, lt_weight_id id, i
  * GGUF wq / wk / bq / bk): row r of the model's (HF) order is file row
  * h*hd + 2*i + j for r = h*hd + j*hd/2 + i. Lazy models only; else 0. */
 int lt_model_weight_interleaved(const lt_model *m, lt_weight_id id);
+/* Reorders the rows of w (n_heads heads of head_dim rows, each row `cols` floats) from the
+ * interleaved-pair rotary order (llama2.c, llama.cpp GGUF) to HF's half-split order:
+ * hf row h*hd + j*hd/2 + i = interleaved row h*hd + 2i + j. tmp holds head_dim*cols floats.
+ * (The loaders use it on q/k weights, the GGUF adapter reader on LoRA B of q/k.) */
+void lt_permute_rows_interleaved_to_hf(float *w, int n_heads, int head_dim, int64_t cols,
+                                       float *tmp);
 /* Rows [row0, row0 + nrows) of the weight as float32 in the model's (HF) layout into dst
  * (nrows * cols floats; a 1-D weight is one row). Converts from the file's dtype (block-
  * quantized rows must hold whole blocks) and undoes the interleaved order. Works on lazy and

@@ -45,6 +45,22 @@ int lt_tokenizer_is_special(const lt_tokenizer *t, int32_t id);
 int32_t lt_tokenizer_find(const lt_tokenizer *t, const char *piece); /* -1 if absent */
 const char *lt_tokenizer_kind(const lt_tokenizer *t); /* "hf-bpe-bytelevel", "spm", ... */
 
+/* The vocabulary of a sentencepiece tokenizer.model as plain arrays (what a GGUF's
+ * tokenizer.ggml.tokens / scores / token_type carry): piece i's text, merge score and type
+ * (sentencepiece's numbering, as GGUF's: 1 normal, 2 unknown, 3 control, 4 user-defined,
+ * 5 unused, 6 byte), and the special ids (-1: none). The file is read and checked as
+ * lt_tokenizer_load_spm does. Everything is owned by *out; lt_spm_vocab_free releases it
+ * (safe on a zeroed struct, which is what *out is after an error). */
+typedef struct {
+    int32_t n;
+    char **pieces;  /* [n], NUL-terminated */
+    float *scores;  /* [n] */
+    int32_t *types; /* [n] */
+    int32_t unk_id, bos_id, eos_id, pad_id;
+} lt_spm_vocab;
+lt_status lt_spm_vocab_load(const char *model_path, lt_spm_vocab *out);
+void lt_spm_vocab_free(lt_spm_vocab *v);
+
 #ifdef __cplusplus
 }
 #endif

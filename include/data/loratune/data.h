@@ -23,7 +23,6 @@
 #include <stdint.h>
 
 #include "loratune/core.h"
-#include "loratune/train.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -122,6 +121,21 @@ lt_status lt_data_summary_get(const lt_data *d, lt_split s, lt_data_summary *out
 void lt_data_summary_print(const lt_data *d, void *f);
 
 /* ---- batches --------------------------------------------------------------------------- */
+/* One micro-batch. tokens/targets[B*T] (target LT_IGNORE_INDEX = -100: not counted; targets
+ * are already shifted: targets[t] is what position t must predict); pos[B*T] per-token
+ * positions (NULL: 0..T-1 in each row); seq[B*T] sequence ids (NULL: one sequence per row;
+ * tokens attend only to earlier tokens of the same id in their row). What the
+ * trainer takes (train.h): B <= its config's batch_size, T <= its seq_len. */
+typedef struct {
+    int B, T;
+    const int32_t *tokens;
+    const int32_t *targets;
+    const int32_t *pos;
+    const int32_t *seq;
+} lt_batch;
+/* Targets != -100 in the batch (to build the step's normaliser). */
+int64_t lt_batch_count(const lt_batch *b);
+
 typedef struct lt_batcher lt_batcher;
 typedef struct {
     int batch_size; /* rows per micro-batch */

@@ -31,6 +31,7 @@
 #include <stdint.h>
 
 #include "loratune/core.h"
+#include "loratune/data.h"
 #include "loratune/model.h"
 
 #ifdef __cplusplus
@@ -220,20 +221,7 @@ lt_status lt_trainer_create_on(lt_model *m, const lt_train_config *c, const stru
                                lt_trainer **out);
 void lt_trainer_free(lt_trainer *tr); /* safe on NULL */
 
-/* One micro-batch. tokens/targets[B*T] (target LT_IGNORE_INDEX = -100: not counted; targets
- * are already shifted: targets[t] is what position t must predict); pos[B*T] per-token
- * positions (NULL: 0..T-1 in each row); seq[B*T] sequence ids (NULL: one sequence per row;
- * tokens attend only to earlier tokens of the same id in their row). B <= config batch_size,
- * T <= config seq_len. */
-typedef struct {
-    int B, T;
-    const int32_t *tokens;
-    const int32_t *targets;
-    const int32_t *pos;
-    const int32_t *seq;
-} lt_batch;
-/* Targets != -100 in the batch (to build the step's normaliser). */
-int64_t lt_batch_count(const lt_batch *b);
+/* lt_batch, lt_batch_count: a micro-batch (data.h, which makes them) */
 
 typedef struct {
     double loss_sum; /* sum of token losses over counted tokens */

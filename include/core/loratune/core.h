@@ -140,9 +140,9 @@ uint16_t lt_f32_to_f16(float f);   /* round to nearest even, like numpy/torch */
 float lt_bf16_to_f32(uint16_t h);
 uint16_t lt_f32_to_bf16(float f);  /* round to nearest even, NaN kept NaN, like torch */
 
-/* Converts n elements of src (dtype t) to float32. Handles F32/F16/BF16/F64/ints and all
- * quantized types (implemented in src/quant/). n must be a multiple of the block size. */
-lt_status lt_to_f32(lt_dtype t, const void *src, float *dst, int64_t n);
+/* A target id that no loss counts (PyTorch's ignore_index): the data layer writes it into
+ * micro-batches (data.h), the cross-entropy ops skip it (ops.h). */
+#define LT_IGNORE_INDEX (-100)
 
 /* ---- tensor views -------------------------------------------------------------------- */
 #define LT_MAX_DIMS 4

@@ -1,4 +1,4 @@
-/* alloc.h - internal side of the allocator (the public side is in include/loratune/core.h). */
+/* alloc.h - internal side of the allocator (the public side is in include/core/loratune/core.h). */
 #ifndef LT_CORE_ALLOC_H
 #define LT_CORE_ALLOC_H
 

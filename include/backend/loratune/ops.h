@@ -96,7 +96,7 @@ void lt_op_swiglu_bwd(float *dgate, float *dup, const float *dout, const float *
                       const float *up, int64_t n);
 
 /* ---- cross-entropy ------------------------------------------------------------------------ */
-#define LT_IGNORE_INDEX (-100)
+/* targets equal to LT_IGNORE_INDEX (core.h) are not counted */
 typedef struct {
     double sum;    /* sum over counted tokens of -log softmax(logits)[target] (double) */
     int64_t count; /* tokens whose target != ignore_index */

@@ -1,6 +1,6 @@
 /* io.h - the output I/O primitives every file writer of the library goes through (temp file,
  * writes, fsync, close, rename, folder creation), so that a test can make the N-th one fail
- * (lt_io_fail_after in include/loratune/core.h; SQLite's test_vfs idea). Each behaves as the
+ * (lt_io_fail_after in include/core/loratune/core.h; SQLite's test_vfs idea). Each behaves as the
  * libc call it names (same return values, errno set on failure); a failure injected into one
  * does nothing (lt_io_close / lt_io_fclose still release the file) and sets the injected errno.
  * Reads and the clean-up after a failure (unlink of a temp file) are not hooked. */

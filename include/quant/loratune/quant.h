@@ -5,7 +5,7 @@
  * (tests/quant/test_dequant.c checks committed goldens produced by the latter).
  * Every row function takes n elements, n a multiple of the type's block size (32 for
  * Q4_0..Q8_0, 256 for the K-quants); src holds n / block_elems blocks, packed, any alignment.
- * lt_to_f32 (core.h) dispatches to these for every lt_dtype. */
+ * lt_to_f32 (below) dispatches to these for every lt_dtype. */
 #ifndef LORATUNE_QUANT_H
 #define LORATUNE_QUANT_H
 
@@ -15,6 +15,10 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
+
+/* Converts n elements of src (dtype t) to float32. Handles F32/F16/BF16/F64/ints and all
+ * quantized types. n must be a multiple of the block size. */
+lt_status lt_to_f32(lt_dtype t, const void *src, float *dst, int64_t n);
 
 void lt_dequant_row_q4_0(const void *src, float *dst, int64_t n);
 void lt_dequant_row_q4_1(const void *src, float *dst, int64_t n);

@@ -115,7 +115,15 @@ static void human_sink(void *ctx, const json_t *ev) {
                    num(ev, "memory_budget_bytes") / 1073741824.0);
         }
         if (inum(ev, "resumed_from") >= 0) {
-            printf("resumed after step %lld", inum(ev, "resumed_from"));
+            size_t i;
+            json_t *v;
+            json_array_foreach(json_object_get(ev, "skipped_checkpoints"), i, v) {
+                fflush(stdout);
+                fprintf(stderr, "loratune train: passed over a damaged checkpoint: %s\n",
+                        str(v, "reason"));
+            }
+            printf("resumed after step %lld from %s", inum(ev, "resumed_from"),
+                   str(ev, "resumed_checkpoint"));
             json_t *ch = json_object_get(ev, "changed_options");
             if (json_array_size(ch)) {
                 printf(" (options changed since the checkpoint:");
@@ -249,6 +257,13 @@ int cmd_train(int argc, char **argv) {
     if (resume) { /* the checkpoint's own options first: `train --resume DIR` alone works */
         char file[LT_RUN_PATH_MAX + 64];
         if (lt_checkpoint_resolve(resume, file, sizeof file) || lt_checkpoint_load_opts(file, &o)) {
+            fprintf(stderr, "loratune train: --resume: %s\n", lt_errmsg());
+            return 1;
+        }
+        /* outputs go where the checkpoint is now (its run folder), not to the folder recorded
+         * in it: a run folder moved since must not write into whatever sits at the old path.
+         * --out on the command line still decides. */
+        if (lt_checkpoint_run_dir(file, o.out, sizeof o.out)) {
             fprintf(stderr, "loratune train: --resume: %s\n", lt_errmsg());
             return 1;
         }

@@ -23,11 +23,45 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <openssl/evp.h>
+
 #include "core/io.h"
 #include "loratune/safetensors.h"
 #include "run_internal.h"
 
-#define LT_CKPT_FORMAT 1
+/* 2: a SHA-256 of every tensor in the state ("sha256": {name: hex}) and of the state itself
+ * (metadata "loratune.state.sha256"); 1 (before): neither, still read (fields checked) */
+#define LT_CKPT_FORMAT 2
+
+/* ---- integrity --------------------------------------------------------------------------- */
+typedef struct {
+    EVP_MD_CTX *md;
+} sha_ctx;
+static int sha_begin(sha_ctx *c) {
+    c->md = EVP_MD_CTX_new();
+    return c->md && EVP_DigestInit_ex(c->md, EVP_sha256(), NULL) == 1;
+}
+static void sha_add(sha_ctx *c, const void *p, size_t n) {
+    if (n) EVP_DigestUpdate(c->md, p, n);
+}
+static void sha_hex(sha_ctx *c, char hex[65]) {
+    unsigned char d[32];
+    unsigned int n = 0;
+    EVP_DigestFinal_ex(c->md, d, &n);
+    EVP_MD_CTX_free(c->md);
+    c->md = NULL;
+    for (int i = 0; i < 32; i++)
+        snprintf(hex + 2 * i, 3, "%02x", d[i]);
+}
+static void sha_of(const void *p, size_t n, char hex[65]) {
+    sha_ctx c;
+    if (!sha_begin(&c)) {
+        snprintf(hex, 65, "?");
+        return;
+    }
+    sha_add(&c, p, n);
+    sha_hex(&c, hex);
+}
 
 static int is_ckpt_name(const char *n, long long *step) {
     int used = 0;
@@ -149,11 +183,14 @@ static void prune(lt_run *r) {
 
 /* ---- resume ---------------------------------------------------------------------------- */
 
-lt_status lt_checkpoint_resolve(const char *path, char *out, size_t n) {
+static lt_status verify_file(const char *file);
+
+lt_status lt_checkpoint_pick(const char *path, char *out, size_t n, json_t **skipped) {
+    if (skipped) *skipped = NULL;
     if (!lt_path_exists(path)) return lt_error(LT_ERR_NOTFOUND, "%s: no such file or folder", path);
-    if (!lt_path_is_dir(path)) {
+    if (!lt_path_is_dir(path)) { /* the file the user named: that one or nothing */
         if ((size_t)snprintf(out, n, "%s", path) >= n) return lt_error(LT_ERR_ARG, "path too long");
-        return LT_OK;
+        return verify_file(path);
     }
     char dir[LT_RUN_PATH_MAX + 32];
     snprintf(dir, sizeof dir, "%s/checkpoints", path);
@@ -169,10 +206,54 @@ lt_status lt_checkpoint_resolve(const char *path, char *out, size_t n) {
                         "folder)",
                         path);
     }
-    int w = snprintf(out, n, "%s/step-%08lld.safetensors", dir, steps[k - 1]);
+    /* the newest that verifies; each damaged one on the way is reported */
+    json_t *bad = json_array();
+    char reasons[2048] = "";
+    st = LT_ERR_FORMAT;
+    for (int i = k - 1; i >= 0; i--) {
+        int w = snprintf(out, n, "%s/step-%08lld.safetensors", dir, steps[i]);
+        if (w < 0 || (size_t)w >= n) {
+            st = lt_error(LT_ERR_ARG, "%s: path too long", path);
+            break;
+        }
+        if ((st = verify_file(out)) == LT_OK) break;
+        json_array_append_new(bad, json_pack("{s:s, s:s}", "checkpoint", out, "reason", lt_errmsg()));
+        size_t used = strlen(reasons);
+        snprintf(reasons + used, sizeof reasons - used, "%s%s", used ? "; " : "", lt_errmsg());
+    }
     free(steps);
-    if (w < 0 || (size_t)w >= n) return lt_error(LT_ERR_ARG, "%s: path too long", path);
+    if (st) {
+        json_decref(bad);
+        return lt_error(LT_ERR_FORMAT, "%s: no usable checkpoint: %s", path, reasons);
+    }
+    if (skipped && json_array_size(bad)) *skipped = bad;
+    else json_decref(bad);
     return LT_OK;
+}
+
+lt_status lt_checkpoint_run_dir(const char *ckpt_file, char *out, size_t n) {
+    char buf[LT_RUN_PATH_MAX + 64];
+    if ((size_t)snprintf(buf, sizeof buf, "%s", ckpt_file) >= sizeof buf)
+        return lt_error(LT_ERR_ARG, "%s: path too long", ckpt_file);
+    char *slash = strrchr(buf, '/');
+    if (!slash) {
+        snprintf(buf, sizeof buf, ".");
+    } else {
+        *slash = '\0'; /* the folder holding the file */
+        const char *base = strrchr(buf, '/') ? strrchr(buf, '/') + 1 : buf;
+        if (!strcmp(base, "checkpoints")) {
+            if (base == buf) snprintf(buf, sizeof buf, ".");
+            else buf[base - buf - 1] = '\0';
+        }
+        if (!buf[0]) snprintf(buf, sizeof buf, "/");
+    }
+    if ((size_t)snprintf(out, n, "%s", buf) >= n)
+        return lt_error(LT_ERR_ARG, "%s: run folder path too long", ckpt_file);
+    return LT_OK;
+}
+
+lt_status lt_checkpoint_resolve(const char *path, char *out, size_t n) {
+    return lt_checkpoint_pick(path, out, n, NULL);
 }
 
 static lt_status read_state(const char *file, lt_safetensors **st_out, json_t **state) {
@@ -191,16 +272,119 @@ static lt_status read_state(const char *file, lt_safetensors **st_out, json_t **
         lt_safetensors_close(st);
         return lt_error(LT_ERR_FORMAT, "%s: loratune.state: malformed JSON", file);
     }
-    if (json_integer_value(json_object_get(j, "format")) != LT_CKPT_FORMAT) {
+    const json_int_t fmt = json_integer_value(json_object_get(j, "format"));
+    if (fmt < 1 || fmt > LT_CKPT_FORMAT) {
         json_decref(j);
         lt_safetensors_close(st);
-        return lt_error(LT_ERR_FORMAT, "%s: loratune.state: format %lld, expected %d", file,
-                        (long long)json_integer_value(json_object_get(j, "format")),
-                        LT_CKPT_FORMAT);
+        return lt_error(LT_ERR_FORMAT, "%s: loratune.state: format %lld, expected 1..%d", file,
+                        (long long)fmt, LT_CKPT_FORMAT);
     }
     *st_out = st;
     *state = j;
     return LT_OK;
+}
+
+/* an integer field >= 0 (and <= max when max >= 0), or the error naming it */
+static lt_status int_field(const char *file, const json_t *obj, const char *key, const char *in,
+                           int64_t max, int64_t *out) {
+    const json_t *v = json_object_get(obj, key);
+    if (!json_is_integer(v))
+        return lt_error(LT_ERR_FORMAT, "%s: loratune.state: %s%s%s: expected an integer, got %s",
+                        file, in, in[0] ? "." : "", key,
+                        !v ? "nothing" : json_is_null(v) ? "null" : json_is_string(v) ? "a string"
+                                                                                   : "another type");
+    int64_t x = json_integer_value(v);
+    if (x < 0 || (max >= 0 && x > max))
+        return lt_error(LT_ERR_FORMAT, "%s: loratune.state: %s%s%s = %lld: expected 0..%lld", file,
+                        in, in[0] ? "." : "", key, (long long)x, (long long)(max >= 0 ? max : INT64_MAX));
+    if (out) *out = x;
+    return LT_OK;
+}
+
+/* Everything a resume trusts, checked before any of it is used: the state's checksum and its
+ * fields (types, ranges, consistency), every tensor's checksum (format 2), every value finite
+ * and the second moments >= 0. */
+static lt_status verify(const char *file, lt_safetensors *st, json_t *j) {
+    const int64_t format = json_integer_value(json_object_get(j, "format"));
+    if (format >= 2) {
+        const char *meta = lt_safetensors_metadata(st, "loratune.state");
+        const char *want = lt_safetensors_metadata(st, "loratune.state.sha256");
+        char got[65];
+        sha_of(meta, strlen(meta), got);
+        if (!want || strcmp(got, want))
+            return lt_error(LT_ERR_FORMAT, "%s: loratune.state does not match its checksum "
+                                           "(the checkpoint is damaged)", file);
+    }
+    int64_t step, tstep, micro;
+    lt_status s;
+    const json_t *c = json_object_get(j, "counters");
+    if (!json_is_object(c))
+        return lt_error(LT_ERR_FORMAT, "%s: loratune.state: counters: expected an object", file);
+    if ((s = int_field(file, j, "step", "", 1000000000000LL, &step)) ||
+        (s = int_field(file, c, "trainer_step", "counters", step, &tstep)) ||
+        (s = int_field(file, c, "micro", "counters", -1, &micro)) ||
+        (s = int_field(file, c, "batch_epoch", "counters", 1000000000LL, NULL)) ||
+        (s = int_field(file, c, "batch_index", "counters", 1000000000LL, NULL)) ||
+        (s = int_field(file, j, "evals_without_improvement", "", 1000000000LL, NULL)) ||
+        (s = int_field(file, j, "consecutive_nonfinite", "", step, NULL)) ||
+        (s = int_field(file, j, "tokens", "", -1, NULL)))
+        return s;
+    const json_t *cfg = json_object_get(j, "config");
+    const char *ga = json_string_value(json_object_get(cfg, "grad-accum"));
+    const int64_t accum = ga && atoll(ga) > 0 ? atoll(ga) : 1;
+    if (micro > step * accum)
+        return lt_error(LT_ERR_FORMAT,
+                        "%s: loratune.state: counters.micro = %lld: more micro-batches than "
+                        "%lld steps of %lld",
+                        file, (long long)micro, (long long)step, (long long)accum);
+    const json_t *bv = json_object_get(j, "best_val_loss");
+    if (bv && !(json_is_number(bv) && isfinite(json_number_value(bv))))
+        return lt_error(LT_ERR_FORMAT, "%s: loratune.state: best_val_loss: expected a finite number",
+                        file);
+    const json_t *sums = json_object_get(j, "sha256");
+    if (format >= 2 && !json_is_object(sums))
+        return lt_error(LT_ERR_FORMAT, "%s: loratune.state: sha256: expected an object", file);
+    size_t n = lt_safetensors_count(st);
+    for (size_t i = 0; i < n; i++) {
+        const lt_tensor_view *v = lt_safetensors_tensor(st, i);
+        if (v->dtype != LT_DTYPE_F32) continue; /* copy_tensor names it */
+        const int64_t cnt = lt_tensor_numel(v);
+        const float *x = (const float *)v->data;
+        if (format >= 2) {
+            char got[65];
+            const char *want = json_string_value(json_object_get(sums, v->name));
+            sha_of(v->data, (size_t)cnt * sizeof(float), got);
+            if (!want || strcmp(got, want))
+                return lt_error(LT_ERR_FORMAT, "%s: tensor '%s' does not match its checksum (the "
+                                               "checkpoint is damaged)",
+                                file, v->name);
+        }
+        const int second = !strncmp(v->name, "optimizer.v.", 12);
+        for (int64_t k = 0; k < cnt; k++) {
+            float f;
+            memcpy(&f, x + k, sizeof f); /* the data may be unaligned */
+            if (!isfinite(f) || (second && f < 0))
+                return lt_error(LT_ERR_FORMAT, "%s: tensor '%s'[%lld] = %g: expected a finite%s "
+                                               "value",
+                                file, v->name, (long long)k, (double)f, second ? ", >= 0" : "");
+        }
+    }
+    return LT_OK;
+}
+
+static lt_status verify_file(const char *file) {
+    return lt_checkpoint_verify(file);
+}
+
+lt_status lt_checkpoint_verify(const char *file) {
+    lt_safetensors *st;
+    json_t *j;
+    lt_status s = read_state(file, &st, &j);
+    if (s) return s;
+    s = verify(file, st, j);
+    json_decref(j);
+    lt_safetensors_close(st);
+    return s;
 }
 
 lt_status lt_checkpoint_load_opts(const char *ckpt_file, lt_run_opts *o) {
@@ -245,6 +429,7 @@ lt_status lt_run_load_checkpoint_(lt_run *r, const char *file) {
     json_t *j;
     lt_status s = read_state(file, &st, &j);
     if (s) return s;
+    if ((s = verify(file, st, j))) goto done;
     int n = lt_trainer_n_tensors(r->tr);
     size_t nsaved = lt_safetensors_count(st);
     if (nsaved != (size_t)n * 3) {
@@ -309,6 +494,37 @@ static lt_status fill_part(void *ctx, size_t offset, void *dst, size_t n) {
                            (float *)dst, (int64_t)(n / sizeof(float)));
 }
 
+/* state["sha256"] = {name: SHA-256 of the bytes written} for every part (read from the backend
+ * through the same fill function the writer streams, in 1 MiB pieces) */
+static lt_status tensor_sums(lt_run *r, part_src *srcs, char **names, int n, json_t *j) {
+    json_t *sums = json_object();
+    float *buf = lt_malloc((size_t)1 << 20);
+    lt_status s = sums && buf ? LT_OK : lt_error(LT_ERR_NOMEM, "checkpoint: out of memory");
+    for (int i = 0; i < n && !s; i++) {
+        lt_train_tensor t;
+        if ((s = lt_trainer_tensor(r->tr, i, &t))) break;
+        const size_t bytes = (size_t)t.numel * sizeof(float);
+        for (int k = 0; k < 3 && !s; k++) {
+            sha_ctx c;
+            if (!sha_begin(&c)) {
+                s = lt_error(LT_ERR_NOMEM, "checkpoint: cannot start SHA-256");
+                break;
+            }
+            for (size_t off = 0; off < bytes && !s; off += (size_t)1 << 20) {
+                size_t m = bytes - off < ((size_t)1 << 20) ? bytes - off : (size_t)1 << 20;
+                if (!(s = fill_part(&srcs[3 * i + k], off, buf, m))) sha_add(&c, buf, m);
+            }
+            char hex[65];
+            sha_hex(&c, hex);
+            json_object_set_new(sums, k == 0 ? t.name : names[2 * i + k - 1], json_string(hex));
+        }
+    }
+    free(buf);
+    if (!s) json_object_set(j, "sha256", sums);
+    json_decref(sums);
+    return s;
+}
+
 lt_status lt_run_save_checkpoint_(lt_run *r) {
     lt_status s = lt_mkdir_p(r->ckpt_dir, 0755, NULL);
     if (s) return s;
@@ -364,12 +580,17 @@ lt_status lt_run_save_checkpoint_(lt_run *r) {
         goto done;
     }
     if (isfinite(r->best_val)) json_object_set_new(j, "best_val_loss", json_real(r->best_val));
+    if ((s = tensor_sums(r, srcs, names, n, j))) goto done;
     meta = json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS | JSON_REAL_PRECISION(17));
     if (!meta) {
         s = lt_error(LT_ERR_NOMEM, "checkpoint: cannot serialise the state");
         goto done;
     }
-    if ((s = lt_st_writer_set_metadata(w, "loratune.state", meta))) goto done;
+    char state_sum[65];
+    sha_of(meta, strlen(meta), state_sum);
+    if ((s = lt_st_writer_set_metadata(w, "loratune.state", meta)) ||
+        (s = lt_st_writer_set_metadata(w, "loratune.state.sha256", state_sum)))
+        goto done;
     if ((s = lt_st_writer_set_metadata(w, "format", "pt"))) goto done;
     char path[sizeof r->last_ckpt];
     snprintf(path, sizeof path, "%s/step-%08lld.safetensors", r->ckpt_dir, (long long)r->step);

@@ -117,6 +117,7 @@ void lt_run_free(lt_run *r) {
         lt_model_free(r->model);
     }
     json_decref(r->resumed_config);
+    json_decref(r->resume_skipped);
     free(r->mb_buf);
     free(r->mbs);
     free(r->own_ckpts);
@@ -466,8 +467,14 @@ static lt_status prepare(lt_run *r) {
     if (r->o.resume[0]) {
         char file[LT_RUN_PATH_MAX + 64];
         if ((s = check_stop(r, "resuming"))) goto done;
-        if ((s = lt_checkpoint_resolve(r->o.resume, file, sizeof file))) goto done;
-        emit_stage(r, "resuming", json_pack("{s:s}", "checkpoint", file));
+        json_t *skipped = NULL;
+        if ((s = lt_checkpoint_pick(r->o.resume, file, sizeof file, &skipped))) goto done;
+        json_t *extra = json_pack("{s:s}", "checkpoint", file);
+        if (skipped) {
+            json_object_set(extra, "skipped", skipped);
+            r->resume_skipped = skipped;
+        }
+        emit_stage(r, "resuming", extra);
         if (!r->train_b) {
             s = lt_error(LT_ERR_ARG, "resume: %s has no training split", r->o.data);
             goto done;
@@ -843,6 +850,10 @@ static lt_status train(lt_run *r, lt_run_outcome *outcome) {
         json_object_set_new(start, "memory_budget_bytes", json_integer(r->memory_budget));
         json_object_set_new(start, "planned_peak_bytes", json_integer(r->planned_peak));
         json_object_set_new(start, "reserved_bytes", json_integer(r->reserved_bytes));
+    }
+    if (start && r->resumed_from >= 0) {
+        json_object_set_new(start, "resumed_checkpoint", json_string(r->last_ckpt));
+        if (r->resume_skipped) json_object_set(start, "skipped_checkpoints", r->resume_skipped);
     }
     if (start && r->resumed_config) { /* options that differ from the checkpoint's */
         json_t *now = json_object_get(start, "config"), *changed = json_array();

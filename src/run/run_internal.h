@@ -61,6 +61,7 @@ struct lt_run {
     int64_t tokens_total;   /* loss tokens trained on */
     int64_t resumed_from;   /* -1: fresh run */
     json_t *resumed_config; /* options stored in the checkpoint (NULL: fresh) */
+    json_t *resume_skipped; /* damaged newer checkpoints passed over by the resume (or NULL) */
 
     /* one optimizer step's micro-batches, copied out of the batcher */
     int32_t *mb_buf; /* grad_accum * 4 arrays of batch_size * max_seq_len */

@@ -354,8 +354,21 @@ int64_t lt_run_step(const lt_run *r); /* optimizer steps completed (incl. resume
 
 /* ---- checkpoints ------------------------------------------------------------------------- */
 /* path: a checkpoint file, a checkpoints folder or a run folder (OUT): the newest checkpoint
- * it holds, in *out (n bytes). LT_ERR_NOTFOUND naming path when there is none. */
+ * it holds that verifies (lt_checkpoint_verify), in *out (n bytes); a damaged newer one is
+ * passed over. A file named directly must verify itself. LT_ERR_NOTFOUND naming path when there
+ * is none, LT_ERR_FORMAT listing each checkpoint's fault when none verifies. */
 lt_status lt_checkpoint_resolve(const char *path, char *out, size_t n);
+/* The same, and in *skipped (when not NULL; NULL when none) a new JSON array of the newer
+ * checkpoints passed over: [{"checkpoint": file, "reason": message}]. */
+lt_status lt_checkpoint_pick(const char *path, char *out, size_t n, struct json_t **skipped);
+/* Checks a checkpoint before anything trusts it: the SHA-256 of its state and of every
+ * tensor (format 2), every state field's type and range (step, counters, early-stop and
+ * non-finite counts, tokens, best_val_loss) and their consistency, every value finite (second
+ * moments >= 0). LT_ERR_FORMAT naming the file and the field or tensor. */
+lt_status lt_checkpoint_verify(const char *file);
+/* The run folder a checkpoint file belongs to: DIR for DIR/checkpoints/step-N.safetensors,
+ * else the folder holding the file. */
+lt_status lt_checkpoint_run_dir(const char *ckpt_file, char *out, size_t n);
 /* The options saved in a checkpoint, applied on top of *o (so the command line can still
  * override them afterwards). */
 lt_status lt_checkpoint_load_opts(const char *ckpt_file, lt_run_opts *o);

@@ -27,7 +27,7 @@
 #include <sys/auxv.h>
 #define LT_HW_ARM 1
 #endif
-#ifdef LT_CUDA
+#if LT_CUDA
 #include <cuda_runtime_api.h>
 #endif
 
@@ -455,7 +455,7 @@ static void read_cgroup(lt_hwinfo *hw) {
 /* ---- CUDA -------------------------------------------------------------------------------- */
 
 static void detect_cuda(lt_hwinfo *hw) {
-#ifdef LT_CUDA
+#if LT_CUDA
     hw->cuda_built = 1;
     int n = 0;
     cudaError_t e = cudaGetDeviceCount(&n);

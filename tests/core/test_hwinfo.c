@@ -114,7 +114,7 @@ int main(void) {
           "MemAvailable %lld kB vs %lld bytes", av, (long long)hw.ram_available_bytes);
 
     /* build facts */
-#ifdef LT_CUDA
+#if LT_CUDA
     CHECK(hw.cuda_built == 1, "cuda built");
 #else
     CHECK(hw.cuda_built == 0 && !strcmp(hw.cuda_error, "not built"), "cuda not built");

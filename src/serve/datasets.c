@@ -32,7 +32,7 @@ struct lt_upload {
     int64_t bytes;     /* received and counted in s->used_bytes */
     int over;          /* 1: past max_upload, 2: past the quota (the rest is dropped) */
     int io_error;      /* errno of a failed write */
-    int first;         /* first non-blank byte ('[' means a JSON list) */
+    int first;         /* first non-blank byte ('[' means a JSON list); -1 none yet */
     EVP_MD_CTX *sha;
 };
 
@@ -115,6 +115,7 @@ lt_upload *lt_upload_begin(lt_server *s, const char *name, int64_t content_lengt
     }
     u->s = s;
     u->fd = -1;
+    u->first = -1;
     clean_name(name, u->name, sizeof u->name);
     u->sha = EVP_MD_CTX_new();
     if (lt_serve_new_id("ds_", u->id) || !u->sha || !EVP_DigestInit_ex(u->sha, EVP_sha256(), NULL)) {
@@ -153,7 +154,7 @@ void lt_upload_feed(lt_upload *u, const char *data, size_t n) {
         return;
     }
     u->bytes += (int64_t)n;
-    for (size_t i = 0; i < n && !u->first; i++)
+    for (size_t i = 0; i < n && u->first < 0; i++)
         if (data[i] != ' ' && data[i] != '\n' && data[i] != '\r' && data[i] != '\t')
             u->first = (unsigned char)data[i];
     EVP_DigestUpdate(u->sha, data, n);
@@ -273,7 +274,7 @@ enum MHD_Result lt_upload_end(lt_upload *u, struct MHD_Connection *c) {
         lt_upload_abort(u);
         return r;
     }
-    if (!u->bytes || !u->first) {
+    if (!u->bytes) {
         r = lt_reply_error(c, MHD_HTTP_BAD_REQUEST, "empty",
                            "the upload is empty: send the JSONL (or JSON) file as the body");
         lt_upload_abort(u);
@@ -421,11 +422,11 @@ enum MHD_Result lt_dataset_validate(lt_server *s, struct MHD_Connection *c, cons
                 return lt_reply_error(c, 400, "bad_request", "data-format: expected one of auto, "
                                       "text, completions, chat, alpaca, sharegpt");
         } else if (!strcmp(key, "max-seq-len")) {
-            if (!json_is_integer(v) || json_integer_value(v) < 2 ||
-                json_integer_value(v) > (1 << 24))
+            double x = json_number_value(v);
+            if (!json_is_number(v) || x != (double)(int64_t)x || x < 2 || x > (1 << 24))
                 return lt_reply_error(c, 400, "bad_request",
                                       "max-seq-len: expected an integer in 2..16777216");
-            o.max_seq_len = (int)json_integer_value(v);
+            o.max_seq_len = (int)x;
         } else if (!strcmp(key, "train-on-prompt")) {
             if (!json_is_boolean(v))
                 return lt_reply_error(c, 400, "bad_request", "train-on-prompt: expected a boolean");
@@ -436,17 +437,22 @@ enum MHD_Result lt_dataset_validate(lt_server *s, struct MHD_Connection *c, cons
                                       "valid-fraction: expected a number in [0, 1)");
             o.valid_fraction = json_number_value(v);
         } else if (!strcmp(key, "seed")) {
-            if (!json_is_integer(v) || json_integer_value(v) < 0)
-                return lt_reply_error(c, 400, "bad_request", "seed: expected an integer >= 0");
-            o.seed = (uint64_t)json_integer_value(v);
+            double x = json_number_value(v);
+            if (!json_is_number(v) || x != (double)(int64_t)x || x < 0 || x > 9.007199254740992e15)
+                return lt_reply_error(c, 400, "bad_request",
+                                      "seed: expected an integer in 0..2^53");
+            o.seed = json_is_integer(v) ? (uint64_t)json_integer_value(v) : (uint64_t)x;
         } else {
             return lt_reply_error(c, 400, "bad_request",
                                   "unknown key '%s' (expected model, data-format, max-seq-len, "
                                   "train-on-prompt, valid-fraction, seed)", key);
         }
     }
-    if (model_name && lt_model_path(s, model_name, model, sizeof model))
-        return lt_reply_error(c, 400, "bad_request", "model: %s", lt_errmsg());
+    lt_status mst = model_name ? lt_model_path(s, model_name, model, sizeof model) : LT_OK;
+    if (mst)
+        return lt_reply_error(c, mst == LT_ERR_NOTFOUND ? 404 : 400,
+                              mst == LT_ERR_NOTFOUND ? "not_found" : "bad_request", "model: %s",
+                              lt_errmsg());
     json_t *res = validate(path, name, model_name ? model : NULL, &o);
     json_object_set_new(res, "dataset", json_string(id));
     return lt_reply_json(c, MHD_HTTP_OK, res);

@@ -425,11 +425,19 @@ enum MHD_Result lt_jobs_create(lt_server *s, struct MHD_Connection *c, const jso
                               "characters");
     lt_run_opts o;
     lt_run_opts_default(&o);
+    /* a well-formed reference to nothing is a 404, a malformed one a 400 */
     if (lt_dataset_path(s, json_string_value(ds), o.data, sizeof o.data))
-        return lt_reply_error(c, 400, "bad_request", "dataset: no dataset '%s'",
-                              json_string_value(ds));
-    if (lt_model_path(s, json_string_value(model), o.model, sizeof o.model))
-        return lt_reply_error(c, 400, "bad_request", "model: %s", lt_errmsg());
+        return lt_serve_id_valid(json_string_value(ds), "ds_")
+                   ? lt_reply_error(c, 404, "not_found", "dataset: no dataset '%s'",
+                                    json_string_value(ds))
+                   : lt_reply_error(c, 400, "bad_request",
+                                    "dataset: '%s' is not a dataset id (ds_ and 16 hex digits)",
+                                    json_string_value(ds));
+    lt_status mst = lt_model_path(s, json_string_value(model), o.model, sizeof o.model);
+    if (mst)
+        return lt_reply_error(c, mst == LT_ERR_NOTFOUND ? 404 : 400,
+                              mst == LT_ERR_NOTFOUND ? "not_found" : "bad_request", "model: %s",
+                              lt_errmsg());
     json_t *given = json_object();
     json_object_foreach(opts, key, v) {
         char buf[64];
@@ -492,6 +500,34 @@ enum MHD_Result lt_jobs_create(lt_server *s, struct MHD_Connection *c, const jso
     pthread_cond_broadcast(&s->cv);
     pthread_mutex_unlock(&s->mu);
     return lt_reply_json(c, MHD_HTTP_CREATED, out);
+}
+
+/* The run option table (run.h) as jobs take it: what a form or a client needs to build
+ * "options". server: 1 for the options the server sets itself (paths, json). */
+enum MHD_Result lt_options_list(lt_server *s, struct MHD_Connection *c) {
+    static const char *const types[] = {"string", "bool", "int",   "float",
+                                        "enum",   "size", "list", "layers"};
+    json_t *arr = json_array();
+    for (int i = 0; i < lt_run_opt_count(); i++) {
+        const lt_run_opt_info *in = lt_run_opt_get(i);
+        json_t *o = json_pack("{s:s,s:s,s:s,s:b,s:b}", "name", in->name, "type",
+                              (unsigned)in->type < 8 ? types[in->type] : "?", "help", in->help,
+                              "server", in->type == LT_OPT_STRING || !strcmp(in->name, "json"),
+                              "auto", (in->flags & LT_OPT_AUTO) != 0);
+        json_object_set_new(o, "default", in->def ? json_string(in->def) : json_null());
+        if (in->type == LT_OPT_INT || in->type == LT_OPT_FLOAT || in->type == LT_OPT_SIZE) {
+            json_object_set_new(o, "min", json_real(in->min));
+            if (in->max < 1e300) json_object_set_new(o, "max", json_real(in->max));
+        }
+        if (in->choices) {
+            json_t *ch = json_array();
+            for (const char *const *p = in->choices; *p; p++)
+                json_array_append_new(ch, json_string(*p));
+            json_object_set_new(o, "choices", ch);
+        }
+        json_array_append_new(arr, o);
+    }
+    return lt_reply_json(c, MHD_HTTP_OK, json_pack("{s:o}", "options", arr));
 }
 
 enum MHD_Result lt_jobs_list(lt_server *s, struct MHD_Connection *c) {

@@ -110,6 +110,7 @@ enum MHD_Result lt_models_list(lt_server *s, struct MHD_Connection *c);
 lt_status lt_jobs_init(lt_server *s);  /* loads the queue, starts the worker */
 void lt_jobs_shutdown(lt_server *s);   /* stops the run, joins the worker, frees the jobs */
 enum MHD_Result lt_jobs_create(lt_server *s, struct MHD_Connection *c, const json_t *body);
+enum MHD_Result lt_options_list(lt_server *s, struct MHD_Connection *c);
 enum MHD_Result lt_jobs_list(lt_server *s, struct MHD_Connection *c);
 enum MHD_Result lt_job_get(lt_server *s, struct MHD_Connection *c, const char *id);
 enum MHD_Result lt_job_cancel(lt_server *s, struct MHD_Connection *c, const char *id);

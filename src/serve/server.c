@@ -33,7 +33,9 @@ double lt_serve_now(void) {
     return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
-enum MHD_Result lt_reply_json(struct MHD_Connection *c, unsigned status, json_t *body) {
+/* A JSON reply with one extra header (hname NULL: none); takes body. */
+static enum MHD_Result reply_json_hdr(struct MHD_Connection *c, unsigned status, json_t *body,
+                                      const char *hname, const char *hval) {
     char *text = body ? json_dumps(body, JSON_COMPACT | JSON_REAL_PRECISION(17)) : NULL;
     json_decref(body);
     if (!text) return MHD_NO;
@@ -46,36 +48,41 @@ enum MHD_Result lt_reply_json(struct MHD_Connection *c, unsigned status, json_t 
     MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
     MHD_add_response_header(r, "X-Content-Type-Options", "nosniff");
     MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+    if (hname) MHD_add_response_header(r, hname, hval);
     enum MHD_Result ret = MHD_queue_response(c, status, r);
     MHD_destroy_response(r);
     return ret;
 }
 
+enum MHD_Result lt_reply_json(struct MHD_Connection *c, unsigned status, json_t *body) {
+    return reply_json_hdr(c, status, body, NULL, NULL);
+}
+
+static json_t *error_body(const char *code, const char *fmt, va_list ap) {
+    char msg[2048];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    return json_pack("{s:{s:s,s:s}}", "error", "code", code, "message", msg);
+}
+
 enum MHD_Result lt_reply_error(struct MHD_Connection *c, unsigned status, const char *code,
                                const char *fmt, ...) {
-    char msg[2048];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
+    json_t *o = error_body(code, fmt, ap);
     va_end(ap);
-    json_t *o = json_pack("{s:{s:s,s:s}}", "error", "code", code, "message", msg);
-    if (status == MHD_HTTP_UNAUTHORIZED) {
-        char *text = json_dumps(o, JSON_COMPACT);
-        json_decref(o);
-        if (!text) return MHD_NO;
-        struct MHD_Response *r =
-            MHD_create_response_from_buffer(strlen(text), text, MHD_RESPMEM_MUST_FREE);
-        if (!r) {
-            free(text);
-            return MHD_NO;
-        }
-        MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
-        MHD_add_response_header(r, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer realm=\"loratune\"");
-        enum MHD_Result ret = MHD_queue_response(c, status, r);
-        MHD_destroy_response(r);
-        return ret;
-    }
+    if (status == MHD_HTTP_UNAUTHORIZED)
+        return reply_json_hdr(c, status, o, MHD_HTTP_HEADER_WWW_AUTHENTICATE,
+                              "Bearer realm=\"loratune\"");
     return lt_reply_json(c, status, o);
+}
+
+static enum MHD_Result reply_405(struct MHD_Connection *c, const char *allow, const char *fmt,
+                                 ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    json_t *o = error_body("method_not_allowed", fmt, ap);
+    va_end(ap);
+    return reply_json_hdr(c, MHD_HTTP_METHOD_NOT_ALLOWED, o, MHD_HTTP_HEADER_ALLOW, allow);
 }
 
 int lt_serve_id_valid(const char *id, const char *prefix) {
@@ -119,6 +126,7 @@ typedef enum {
     R_HEALTH,
     R_OPENAPI,
     R_MODELS,
+    R_OPTIONS,
     R_DATASETS,      /* GET list, POST upload */
     R_DATASET,       /* GET */
     R_DATASET_CHECK, /* POST validate */
@@ -134,6 +142,7 @@ typedef enum {
 
 typedef struct {
     route_kind route;
+    const char *allow; /* the methods of the path (static) */
     char id[64];
     char file[64];
     int is_post;
@@ -163,7 +172,19 @@ static int split_path(const char *url, char seg[6][64]) {
     return n;
 }
 
+/* The methods each route takes (the Allow header of a 405). */
+static const char *allowed(route_kind k) {
+    switch (k) {
+    case R_DATASETS:
+    case R_JOBS: return "GET, HEAD, POST";
+    case R_DATASET_CHECK:
+    case R_JOB_CANCEL: return "POST";
+    default: return "GET, HEAD";
+    }
+}
+
 static int pick(request *q, route_kind k, int method_ok) {
+    q->allow = allowed(k);
     if (!method_ok) return -1;
     q->route = k;
     return 1;
@@ -183,6 +204,7 @@ static int route(const char *method, const char *url, request *q) {
     const char *a = seg[1];
     if (n == 2 && !strcmp(a, "health")) return pick(q, R_HEALTH, get);
     if (n == 2 && !strcmp(a, "models")) return pick(q, R_MODELS, get);
+    if (n == 2 && !strcmp(a, "options")) return pick(q, R_OPTIONS, get);
     if (n == 2 && !strcmp(a, "datasets")) return pick(q, R_DATASETS, get || post);
     if (n == 2 && !strcmp(a, "jobs")) return pick(q, R_JOBS, get || post);
     if (n == 2 && !strcmp(a, "runs")) return pick(q, R_RUNS, get);
@@ -243,8 +265,8 @@ static int first_checks(lt_server *s, struct MHD_Connection *c, const char *meth
     if (r == 0) return lt_reply_error(c, MHD_HTTP_NOT_FOUND, "not_found", "no such endpoint: %s %s",
                                       method, url);
     if (r < 0)
-        return lt_reply_error(c, MHD_HTTP_METHOD_NOT_ALLOWED, "method_not_allowed",
-                              "%s is not allowed on %s", method, url);
+        return reply_405(c, q->allow, "%s is not allowed on %s (allowed: %s)", method, url,
+                         q->allow);
     const char *hosth = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_HOST);
     const char *origin = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Origin");
     if (origin && strcmp(origin, "null") && !origin_matches(origin, hosth))
@@ -280,6 +302,9 @@ static int first_checks(lt_server *s, struct MHD_Connection *c, const char *meth
                                   "application/json), got '%s'",
                                   ct);
         const char *name = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "name");
+        if (name && strlen(name) > 255)
+            return lt_reply_error(c, MHD_HTTP_BAD_REQUEST, "bad_request",
+                                  "name: at most 255 characters");
         int too_big = 0;
         char err[512];
         q->up = lt_upload_begin(s, name, clen, &too_big, err, sizeof err);
@@ -343,6 +368,7 @@ static enum MHD_Result dispatch(lt_server *s, struct MHD_Connection *c, request 
     case R_HEALTH: r = reply_health(s, c); break;
     case R_OPENAPI: r = reply_openapi(c); break;
     case R_MODELS: r = lt_models_list(s, c); break;
+    case R_OPTIONS: r = lt_options_list(s, c); break;
     case R_DATASETS:
         if (q->up) {
             r = lt_upload_end(q->up, c);

@@ -134,6 +134,17 @@ def run_checks(srv, u, work):
               "/api/runs/{id}/metrics", "/api/models", "/openapi.json"):
         check(p in documented, f"{p} not in the OpenAPI document")
 
+    r = requests.get(u + "/api/options")
+    opts = {o["name"]: o for o in r.json()["options"]}
+    for o in r.json()["options"]:
+        conforms(SPEC, "Option", o, f"option {o['name']}")
+    help_text = ltcheck.run("train", "--help").stdout
+    for name in ("lora-rank", "iters", "lr", "batch-size", "model", "out"):
+        check(name in opts and f"--{name}" in help_text, f"option {name} in /api/options and --help")
+    check(opts.get("out", {}).get("server") is True and opts.get("lora-rank", {}).get("server") is False,
+          "server-owned flags")
+    check(opts.get("lora-rank", {}).get("type") == "int" and opts["lora-rank"].get("min") == 1,
+          f"lora-rank: {opts.get('lora-rank')}")
     r = requests.get(u + "/api/models")
     names = [m["name"] for m in r.json()["models"]]
     check(servekit.MODEL in names, f"models: {names}")
@@ -286,11 +297,15 @@ def run_checks(srv, u, work):
     okb = {"dataset": ds["id"], "model": servekit.MODEL}
     job({}, contains="dataset", what="job without dataset")
     job({"dataset": ds["id"]}, contains="model", what="job without model")
-    job({**okb, "dataset": "ds_0000000000000000"}, contains="no dataset", what="unknown dataset")
+    job({**okb, "dataset": "ds_0000000000000000"}, 404, "not_found", "no dataset",
+        what="unknown dataset")
+    job({**okb, "dataset": "../datasets/" + ds["id"]}, contains="not a dataset id",
+        what="dataset path traversal")
     job({**okb, "dataset": 7}, contains="dataset", what="dataset not a string")
     job({**okb, "model": "../stories260K/stories260K.gguf"}, contains="model", what="model ..")
     job({**okb, "model": "/etc/passwd"}, contains="model", what="model absolute")
-    job({**okb, "model": "nope.gguf"}, contains="no model", what="unknown model")
+    job({**okb, "model": "nope.gguf"}, 404, "not_found", "no model", what="unknown model")
+    job({**okb, "model": ".."}, contains="model", what="model ..")
     job({**okb, "options": {"out": "/tmp/x"}}, code="bad_option", contains="out",
         what="out from a client")
     job({**okb, "options": {"data": "/etc/passwd"}}, code="bad_option", contains="data",
@@ -361,7 +376,9 @@ def run_checks(srv, u, work):
     # ---- routes, methods -------------------------------------------------------------------
     expect_error(requests.get(u + "/api/nothing"), 404, "not_found", what="unknown endpoint")
     expect_error(requests.get(u + "/"), 404, what="root")
-    expect_error(requests.delete(u + "/api/jobs"), 405, "method_not_allowed", what="DELETE jobs")
+    r = requests.delete(u + "/api/jobs")
+    expect_error(r, 405, "method_not_allowed", what="DELETE jobs")
+    check(r.headers.get("Allow") == "GET, HEAD, POST", f"Allow: {r.headers.get('Allow')}")
     expect_error(requests.put(u + "/api/health"), 405, what="PUT health")
     expect_error(requests.get(u + "/api/jobs/" + long_id + "/cancel"), 405, what="GET cancel")
 

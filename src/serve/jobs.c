@@ -134,6 +134,13 @@ static lt_status job_opts(lt_server *s, const lt_job *j, lt_run_opts *o) {
     return lt_run_opts_validate(o, 1);
 }
 
+static int cancel_asked(lt_server *s, const lt_job *j) {
+    pthread_mutex_lock(&s->mu);
+    int c = j->cancel_requested;
+    pthread_mutex_unlock(&s->mu);
+    return c;
+}
+
 static void run_job(lt_server *s, lt_job *j) {
     lt_run_opts o;
     lt_run *r = NULL;
@@ -157,7 +164,7 @@ static void run_job(lt_server *s, lt_job *j) {
     st = lt_run_prepare(r);
     if (st) {
         snprintf(msg, sizeof msg, "%s", lt_errmsg());
-        final = st == LT_ERR_CANCELLED ? (j->cancel_requested ? JOB_CANCELLED : JOB_INTERRUPTED)
+        final = st == LT_ERR_CANCELLED ? (cancel_asked(s, j) ? JOB_CANCELLED : JOB_INTERRUPTED)
                                        : JOB_FAILED;
         goto end;
     }
@@ -194,7 +201,7 @@ static void run_job(lt_server *s, lt_job *j) {
         snprintf(msg, sizeof msg, "%s", lt_errmsg());
         final = JOB_FAILED;
     } else if (oc == LT_RUN_INTERRUPTED) {
-        final = j->cancel_requested ? JOB_CANCELLED : JOB_INTERRUPTED;
+        final = cancel_asked(s, j) ? JOB_CANCELLED : JOB_INTERRUPTED;
         snprintf(msg, sizeof msg, "%s", res.message);
     } else {
         final = JOB_DONE;
@@ -345,6 +352,10 @@ lt_status lt_jobs_init(lt_server *s) {
         }
     }
     closedir(d);
+    return LT_OK;
+}
+
+lt_status lt_jobs_start(lt_server *s) {
     if (pthread_create(&s->worker, NULL, worker_main, s))
         return lt_error(LT_ERR_INTERNAL, "could not start the job worker thread");
     s->worker_started = 1;

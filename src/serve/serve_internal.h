@@ -107,7 +107,8 @@ lt_status lt_model_path(lt_server *s, const char *name, char *out, size_t n);
 enum MHD_Result lt_models_list(lt_server *s, struct MHD_Connection *c);
 
 /* ---- jobs (jobs.c) ---- */
-lt_status lt_jobs_init(lt_server *s);  /* loads the queue, starts the worker */
+lt_status lt_jobs_init(lt_server *s);  /* loads the queue */
+lt_status lt_jobs_start(lt_server *s); /* starts the worker (once the server listens) */
 void lt_jobs_shutdown(lt_server *s);   /* stops the run, joins the worker, frees the jobs */
 enum MHD_Result lt_jobs_create(lt_server *s, struct MHD_Connection *c, const json_t *body);
 enum MHD_Result lt_options_list(lt_server *s, struct MHD_Connection *c);

@@ -534,6 +534,7 @@ lt_status lt_serve_start(const lt_serve_opts *o, lt_server **out) {
     }
     const union MHD_DaemonInfo *di = MHD_get_daemon_info(s->mhd, MHD_DAEMON_INFO_BIND_PORT);
     s->port = di ? di->port : o->port;
+    if ((st = lt_jobs_start(s))) goto fail; /* only now: a failed start runs no job */
     *out = s;
     return LT_OK;
 fail:

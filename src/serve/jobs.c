@@ -126,6 +126,8 @@ static lt_status job_opts(lt_server *s, const lt_job *j, lt_run_opts *o) {
     int n = snprintf(o->out, sizeof o->out, "%s/jobs/%s/out", s->work, j->id);
     if (n >= (int)sizeof o->out) return lt_error(LT_ERR_ARG, "work folder path too long");
     if (s->job_threads > 0) o->threads = s->job_threads;
+    if (json_is_true(json_object_get(j->record, "resume"))) /* from OUT's newest checkpoint */
+        snprintf(o->resume, sizeof o->resume, "%s", o->out);
     const char *key;
     json_t *v;
     json_object_foreach(json_object_get(j->record, "options"), key, v) {
@@ -584,6 +586,49 @@ enum MHD_Result lt_job_cancel(lt_server *s, struct MHD_Connection *c, const char
     json_t *o = json_deep_copy(j->record);
     json_object_set_new(o, "cancel_requested", json_true());
     pthread_mutex_unlock(&s->mu);
+    return lt_reply_json(c, MHD_HTTP_ACCEPTED, o);
+}
+
+/* Queues an interrupted or cancelled job again, to continue from its newest checkpoint (the
+ * run's bit-exact resume); it keeps its place in the queue (its seq). */
+enum MHD_Result lt_job_resume(lt_server *s, struct MHD_Connection *c, const char *id) {
+    pthread_mutex_lock(&s->mu);
+    lt_job *j = find_job(s, id);
+    if (!j) {
+        pthread_mutex_unlock(&s->mu);
+        return lt_reply_error(c, MHD_HTTP_NOT_FOUND, "not_found", "no job '%s'", id);
+    }
+    lt_job_status st = j->status;
+    char out[LT_SERVE_PATH + 64], ck[LT_SERVE_PATH + 128];
+    snprintf(out, sizeof out, "%s/jobs/%s/out", s->work, j->id);
+    if (st != JOB_INTERRUPTED && st != JOB_CANCELLED) {
+        pthread_mutex_unlock(&s->mu);
+        return lt_reply_error(c, MHD_HTTP_CONFLICT, "conflict",
+                              "job '%s' is %s: only an interrupted or cancelled job resumes", id,
+                              lt_job_status_name(st));
+    }
+    if (lt_checkpoint_resolve(out, ck, sizeof ck)) {
+        pthread_mutex_unlock(&s->mu);
+        return lt_reply_error(c, MHD_HTTP_CONFLICT, "conflict",
+                              "job '%s' has no checkpoint to resume from", id);
+    }
+    j->cancel_requested = 0;
+    json_object_set_new(j->record, "resume", json_true());
+    json_object_del(j->record, "finished");
+    json_object_del(j->record, "error");
+    json_object_del(j->record, "result");
+    const char *base = strrchr(ck, '/');
+    char msg[LT_SERVE_PATH + 160];
+    snprintf(msg, sizeof msg, "resuming from checkpoint %s", base ? base + 1 : ck);
+    job_event(s, j, "queued", msg);
+    set_status(s, j, JOB_QUEUED);
+    lt_status ps = persist(s, j);
+    json_t *o = json_deep_copy(j->record);
+    pthread_mutex_unlock(&s->mu);
+    if (ps) {
+        json_decref(o);
+        return lt_reply_error(c, 500, "io_error", "%s", lt_errmsg());
+    }
     return lt_reply_json(c, MHD_HTTP_ACCEPTED, o);
 }
 

@@ -115,6 +115,7 @@ enum MHD_Result lt_options_list(lt_server *s, struct MHD_Connection *c);
 enum MHD_Result lt_jobs_list(lt_server *s, struct MHD_Connection *c);
 enum MHD_Result lt_job_get(lt_server *s, struct MHD_Connection *c, const char *id);
 enum MHD_Result lt_job_cancel(lt_server *s, struct MHD_Connection *c, const char *id);
+enum MHD_Result lt_job_resume(lt_server *s, struct MHD_Connection *c, const char *id);
 enum MHD_Result lt_job_events(lt_server *s, struct MHD_Connection *c, const char *id);
 enum MHD_Result lt_job_download(lt_server *s, struct MHD_Connection *c, const char *id,
                                 const char *file);

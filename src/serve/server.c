@@ -133,6 +133,7 @@ typedef enum {
     R_JOBS,          /* GET list, POST create */
     R_JOB,           /* GET */
     R_JOB_CANCEL,    /* POST */
+    R_JOB_RESUME,    /* POST */
     R_JOB_EVENTS,    /* GET (SSE) */
     R_JOB_ADAPTER,   /* GET download */
     R_RUNS,          /* GET */
@@ -178,7 +179,8 @@ static const char *allowed(route_kind k) {
     case R_DATASETS:
     case R_JOBS: return "GET, HEAD, POST";
     case R_DATASET_CHECK:
-    case R_JOB_CANCEL: return "POST";
+    case R_JOB_CANCEL:
+    case R_JOB_RESUME: return "POST";
     default: return "GET, HEAD";
     }
 }
@@ -215,6 +217,7 @@ static int route(const char *method, const char *url, request *q) {
     } else if (!strcmp(a, "jobs")) {
         if (n == 3) return pick(q, R_JOB, get);
         if (n == 4 && !strcmp(seg[3], "cancel")) return pick(q, R_JOB_CANCEL, post);
+        if (n == 4 && !strcmp(seg[3], "resume")) return pick(q, R_JOB_RESUME, post);
         if (n == 4 && !strcmp(seg[3], "events")) return pick(q, R_JOB_EVENTS, get);
         if (n == 5 && !strcmp(seg[3], "adapter")) {
             snprintf(q->file, sizeof q->file, "%s", seg[4]);
@@ -392,6 +395,7 @@ static enum MHD_Result dispatch(lt_server *s, struct MHD_Connection *c, request 
         break;
     case R_JOB: r = lt_job_get(s, c, q->id); break;
     case R_JOB_CANCEL: r = lt_job_cancel(s, c, q->id); break;
+    case R_JOB_RESUME: r = lt_job_resume(s, c, q->id); break;
     case R_JOB_EVENTS: r = lt_job_events(s, c, q->id); break;
     case R_JOB_ADAPTER: r = lt_job_download(s, c, q->id, q->file); break;
     case R_RUNS: r = lt_runs_list(s, c); break;

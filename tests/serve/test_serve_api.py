@@ -360,6 +360,12 @@ def run_checks(srv, u, work):
                  what="cancel a cancelled job")
     expect_error(requests.get(u + f"/api/jobs/{j2}/adapter/adapter_model.safetensors"), 409,
                  what="download from a cancelled job")
+    expect_error(requests.post(u + f"/api/jobs/{j2}/resume"), 409, "conflict", "no checkpoint",
+                 what="resume without a checkpoint")
+    expect_error(requests.post(u + "/api/jobs/job_0000000000000000/resume"), 404,
+                 what="resume unknown")
+    expect_error(requests.post(u + f"/api/jobs/{long_id}/resume"), 409, "conflict",
+                 what="resume a running job")
     for f in ("../job.json", "job.json", "out", "..%2Fjob.json", "checkpoints"):
         st, _ = raw_get(srv.port, f"/api/jobs/{long_id}/adapter/{f}")
         check(st == 404, f"download {f!r}: {st}")

@@ -12,7 +12,8 @@
 - restart: with one job running and one queued, the server is SIGKILLed; the restarted server
   lists the running one as interrupted and keeps the queued one (same id, options), which then
   runs; cancelling it while it runs ends it as cancelled with a checkpoint; SIGTERM mid-run
-  leaves the job interrupted.
+  leaves the job interrupted, and POST .../resume after a restart continues it from its
+  checkpoint: steps 1..N once each, losses equal to an uninterrupted `loratune train` run.
 """
 import hashlib
 import json
@@ -39,6 +40,8 @@ except ImportError as e:
 
 TMP = tempfile.mkdtemp(prefix="lt_serve_train_")
 SPEC = servekit.load_spec()
+RESUME_OPTS = {"iters": 600, "batch-size": 1, "max-seq-len": 32, "threads": 1, "eval-every": 0,
+               "save-every": 100000, "seed": 5, "lora-dropout": 0.1}
 OPTS = {"iters": 10, "batch-size": 2, "max-seq-len": 48, "lora-rank": 4, "lr": 5e-3,
         "eval-every": 5, "threads": 1, "seed": 3, "lora-targets": "all"}
 
@@ -54,6 +57,26 @@ def wait_status(u, jid, want, limit=120):
     return s
 
 
+def ds_lines():
+    return servekit.wikisql_lines(40)
+
+
+def cli_losses(lines, opts):
+    """The step losses of `loratune train --json` with opts on a file of lines."""
+    d = tempfile.mkdtemp(dir=TMP)
+    data = os.path.join(d, "data.jsonl")
+    with open(data, "w") as f:
+        f.writelines(lines)
+    args = ["train", "--json", "--model", os.path.join(servekit.MODELS, servekit.MODEL), "--data",
+            data, "--out", os.path.join(d, "out"), "--no-track"]
+    for k, v in opts.items():
+        args += [f"--{k}", str(v)]
+    r = ltcheck.run(*args)
+    check(r.returncode == 0, f"loratune train: {r.stderr[-500:]}")
+    return [e["loss"] for e in (json.loads(l) for l in r.stdout.splitlines() if l.strip())
+            if e["event"] == "step"]
+
+
 def upload(u, lines, name="wikisql.jsonl"):
     r = requests.post(u + "/api/datasets", params={"name": name}, data="".join(lines).encode(),
                       headers={"Content-Type": "application/octet-stream"})
@@ -63,7 +86,7 @@ def upload(u, lines, name="wikisql.jsonl"):
 
 def train_job(srv, work):
     u = srv.url
-    lines = servekit.wikisql_lines(40)
+    lines = ds_lines()
     ds = upload(u, lines)
     r = requests.post(u + "/api/jobs", json={"dataset": ds, "model": servekit.MODEL,
                                              "options": OPTS, "name": "ten steps"})
@@ -114,10 +137,10 @@ def train_job(srv, work):
     r = ltcheck.run(*args)
     check(r.returncode == 0, f"loratune train: {r.stderr[-500:]}")
     cli = [json.loads(l) for l in r.stdout.splitlines() if l.strip()]
-    cli_losses = [e["loss"] for e in cli if e["event"] == "step"]
+    cli_losses_ = [e["loss"] for e in cli if e["event"] == "step"]
     srv_losses = [d["loss"] for d in steps]
-    check(len(cli_losses) == 10 and cli_losses == srv_losses,
-          f"losses differ from the CLI's:\n {srv_losses}\n {cli_losses}")
+    check(len(cli_losses_) == 10 and cli_losses_ == srv_losses,
+          f"losses differ from the CLI's:\n {srv_losses}\n {cli_losses_}")
     cli_val = [e["val_loss"] for e in cli if e["event"] == "eval"]
     srv_val = [d["val_loss"] for _, k, d in evs if k == "eval"]
     check(cli_val == srv_val, f"val losses {srv_val} vs CLI {cli_val}")
@@ -212,12 +235,13 @@ def restart_checks(work, ds):
               f"last event {evs[-1:]}")
         ck = os.path.join(work, "jobs", j2, "out", "checkpoints")
         check(os.path.isdir(ck) and os.listdir(ck), "cancel left no checkpoint")
-        # SIGTERM while a job runs: it checkpoints and is interrupted
+        # SIGTERM while a job runs: it checkpoints and is interrupted; resumed after a restart,
+        # it continues from the checkpoint with the losses of an uninterrupted run
         r = requests.post(u + "/api/jobs", json={"dataset": ds, "model": servekit.MODEL,
-                                                 "options": long_opts})
+                                                 "options": RESUME_OPTS})
         j3 = r.json()["id"]
         with requests.get(u + f"/api/jobs/{j3}/events", stream=True, timeout=120) as resp:
-            list(sse_events(resp, stop=lambda k, d: k == "step", limit_s=120))
+            list(sse_events(resp, stop=lambda k, d: k == "step" and d["step"] >= 20, limit_s=120))
     finally:
         rc, out, err = srv.stop(signal.SIGTERM)
     check(rc == 0, f"SIGTERM exit {rc}: {err[-500:]}")
@@ -226,6 +250,28 @@ def restart_checks(work, ds):
     check(j3rec["status"] == "interrupted", f"j3 after SIGTERM: {j3rec['status']}")
     ck = os.path.join(work, "jobs", j3, "out", "checkpoints")
     check(os.path.isdir(ck) and os.listdir(ck), "SIGTERM left no checkpoint")
+
+    srv = Server(work)
+    u = srv.url
+    try:
+        r = requests.post(u + f"/api/jobs/{j3}/resume")
+        check(r.status_code == 202 and r.json()["status"] == "queued", f"resume: {r.text[:300]}")
+        with requests.get(u + f"/api/jobs/{j3}/events", stream=True, timeout=300) as resp:
+            evs = [(k, d) for _, k, d in sse_events(resp, limit_s=300)]
+        check(evs and evs[-1][1].get("status") == "done", f"resumed job ends with {evs[-1:]}")
+        steps = [d for k, d in evs if k == "step"]
+        check([d["step"] for d in steps] == list(range(1, RESUME_OPTS["iters"] + 1)),
+              "steps of the two sessions are not 1..N once each")
+        starts = [d for k, d in evs if k == "start"]
+        check(len(starts) == 2 and starts[1]["resumed_from"] >= 20, f"start events {starts}")
+        expect = cli_losses(ds_lines(), RESUME_OPTS)
+        check([d["loss"] for d in steps] == expect,
+              "interrupted + resumed losses differ from an uninterrupted `loratune train` run")
+        expect_code = requests.post(u + f"/api/jobs/{j3}/resume").status_code
+        check(expect_code == 409, f"resume of a done job: {expect_code}")
+    finally:
+        rc, _, err = srv.stop()
+    check(rc == 0, f"exit {rc}: {err[-500:]}")
 
 
 def main():

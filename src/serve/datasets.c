@@ -23,6 +23,8 @@
 #include "loratune/tokenizer.h"
 #include "serve/serve_internal.h"
 
+#define LT_SERVE_CHECK_ON_UPLOAD_MAX (64ll << 20)
+
 struct lt_upload {
     lt_server *s;
     char id[LT_SERVE_ID_LEN + 1];
@@ -309,7 +311,10 @@ enum MHD_Result lt_upload_end(lt_upload *u, struct MHD_Connection *c) {
         snprintf(hex + 2 * i, 3, "%02x", md[i]);
     lt_data_opts o;
     lt_data_opts_default(&o);
-    json_t *val = validate(file, u->name, NULL, &o);
+    /* the structure check reads the whole file: done here for uploads a client can wait for;
+       a bigger one is checked on POST .../validate */
+    json_t *val = u->bytes <= LT_SERVE_CHECK_ON_UPLOAD_MAX ? validate(file, u->name, NULL, &o)
+                                                           : json_null();
     json_t *meta = json_pack("{s:s,s:s,s:s,s:I,s:s,s:f,s:O}", "id", u->id, "name", u->name, "file",
                              fname, "size", (json_int_t)u->bytes, "sha256", hex, "created",
                              lt_serve_now(), "validation", val);

@@ -91,7 +91,48 @@ def one_round(u, ds, round_no):
     return dt
 
 
+def hwm_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    return -1
+
+
+def big_upload():
+    """A 320 MiB chunked upload is streamed to disk: the server's peak RSS grows by far less
+    than the body, and the stored file has the body's sha256."""
+    srv = Server(os.path.join(TMP, "work-big"), "--quota", str(1 << 30), "--max-upload",
+                 str(512 << 20))
+    try:
+        before = hwm_kib(srv.proc.pid)
+        line = ('{"text": "' + "streamed upload " * 60 + '"}\n').encode()
+        per_chunk = (1 << 20) // len(line)
+        chunk = line * per_chunk
+        n_chunks = 320
+        h = hashlib.sha256()
+
+        def body():
+            for _ in range(n_chunks):
+                h.update(chunk)
+                yield chunk
+        r = requests.post(srv.url + "/api/datasets?name=big.jsonl", data=body(), timeout=300,
+                          headers={"Content-Type": "application/octet-stream"})
+        check(r.status_code == 201, f"big upload: {r.status_code} {r.text[:200]}")
+        d = r.json()
+        check(d.get("size") == len(chunk) * n_chunks and d.get("sha256") == h.hexdigest(),
+              "big upload: size / sha256 differ from what was sent")
+        check(d.get("validation") is None, "an upload over 64 MiB was checked in the request")
+        grew = hwm_kib(srv.proc.pid) - before
+        print(f"320 MiB upload: server peak RSS grew {grew / 1024:.1f} MiB")
+        check(grew < 32 * 1024, f"peak RSS grew {grew} KiB during a 320 MiB upload")
+    finally:
+        rc, _, err = srv.stop()
+        check(rc == 0, f"server exit {rc}: {err[-500:]}")
+
+
 def main():
+    big_upload()
     work = os.path.join(TMP, "work")
     srv = Server(work, "--quota", str(1 << 30))
     u = srv.url

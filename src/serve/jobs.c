@@ -70,28 +70,42 @@ static void set_status(lt_server *s, lt_job *j, lt_job_status st) {
     pthread_cond_broadcast(&s->cv);
 }
 
-/* Under s->mu: appends one event line. Errors are ignored (the job goes on; a stream then
- * misses the line). */
-static void append_event(lt_server *s, lt_job *j, const json_t *ev) {
+/* Under s->mu: appends one event line. While a job runs, callers ignore a failure (the job
+ * goes on; a stream then misses the line); at start it is an error. */
+static lt_status append_event(lt_server *s, lt_job *j, const json_t *ev) {
     char p[LT_SERVE_PATH + 96];
     job_file(s, j, "events.jsonl", p, sizeof p);
     char *text = json_dumps(ev, JSON_COMPACT | JSON_REAL_PRECISION(17));
-    if (!text) return;
+    if (!text) return lt_error(LT_ERR_NOMEM, "%s: could not serialize an event", p);
+    lt_status st = LT_OK;
     FILE *f = lt_io_fopen(p, "a");
-    if (f) {
+    if (!f) {
+        st = lt_error(LT_ERR_IO, "%s: %s", p, strerror(errno));
+    } else {
         size_t n = strlen(text);
         int ok = lt_io_fwrite(text, 1, n, f) == n && lt_io_fwrite("\n", 1, 1, f) == 1;
-        if (lt_io_fclose(f) == 0 && ok) j->n_events++;
+        int e = errno;
+        if (lt_io_fclose(f) != 0 && ok) {
+            ok = 0;
+            e = errno;
+        }
+        if (ok)
+            j->n_events++;
+        else
+            st = lt_error(LT_ERR_IO, "%s: write failed: %s", p, strerror(e));
     }
     free(text);
     pthread_cond_broadcast(&s->cv);
+    return st;
 }
 
-static void job_event(lt_server *s, lt_job *j, const char *status, const char *message) {
+static lt_status job_event(lt_server *s, lt_job *j, const char *status, const char *message) {
     json_t *ev = json_pack("{s:s,s:s,s:s}", "event", "job", "job", j->id, "status", status);
+    if (!ev) return lt_error(LT_ERR_NOMEM, "out of memory");
     if (message && *message) json_object_set_new(ev, "message", json_string(message));
-    append_event(s, j, ev);
+    lt_status st = append_event(s, j, ev);
     json_decref(ev);
+    return st;
 }
 
 /* ---- the worker ------------------------------------------------------------------------- */
@@ -340,14 +354,15 @@ lt_status lt_jobs_init(lt_server *s) {
         snprintf(p, sizeof p, "%s/%s/events.jsonl", dir, e->d_name);
         j->n_events = count_lines(p);
         if (js == JOB_RUNNING) { /* its server ended while it ran */
-            job_event(s, j, "interrupted", "the server stopped while this job ran");
-            json_object_set_new(j->record, "error",
-                                json_string("the server stopped while this job ran"));
+            const char *why = "the server stopped while this job ran";
+            json_object_set_new(j->record, "error", json_string(why));
             json_object_set_new(j->record, "finished", json_real(lt_serve_now()));
             set_status(s, j, JOB_INTERRUPTED);
-            persist(s, j);
+            /* the record first: a failure here leaves it "running", to be retried next start */
+            st = persist(s, j);
+            if (!st) st = job_event(s, j, "interrupted", why);
         }
-        if ((st = add_job(s, j))) {
+        if (st || (st = add_job(s, j))) {
             free_job(j);
             closedir(d);
             return st;

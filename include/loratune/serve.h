@@ -35,11 +35,11 @@ extern "C" {
 #endif
 
 typedef struct {
-    const char *host;       /* numeric IPv4 / IPv6 address or "localhost"; NULL: 127.0.0.1 */
-    int port;               /* 0: any free port (lt_serve_port tells which) */
-    const char *workdir;    /* NULL: "loratune-work" */
-    const char *token;      /* NULL or "": none (allowed on loopback addresses only) */
-    const char *models_dir; /* models jobs may name; NULL: WORKDIR/models */
+    const char *host;         /* numeric IPv4 / IPv6 address or "localhost"; NULL: 127.0.0.1 */
+    int port;                 /* 0: any free port (lt_serve_port tells which) */
+    const char *workdir;      /* NULL: "loratune-work" */
+    const char *token;        /* NULL or "": none (allowed on loopback addresses only) */
+    const char *models_dir;   /* models jobs may name; NULL: WORKDIR/models */
     int64_t max_body_bytes;   /* JSON request bodies; 0: 1 MiB */
     int64_t max_upload_bytes; /* one dataset upload; 0: 10 GiB */
     int64_t quota_bytes;      /* all stored datasets together; 0: 50 GiB */
@@ -56,7 +56,7 @@ typedef struct lt_server lt_server;
  * LT_ERR_ARG for a bad host, or a non-loopback host without a token. Strings in o are copied.
  * *out is new (lt_serve_stop). */
 lt_status lt_serve_start(const lt_serve_opts *o, lt_server **out);
-int lt_serve_port(const lt_server *s);          /* the port listened on */
+int lt_serve_port(const lt_server *s);            /* the port listened on */
 const char *lt_serve_workdir(const lt_server *s); /* borrowed */
 /* Stops listening and the worker, closes the work folder, frees s. Safe on NULL. */
 void lt_serve_stop(lt_server *s);

@@ -31,10 +31,10 @@ struct lt_upload {
     char name[256];
     char tmp[LT_SERVE_PATH];
     int fd;
-    int64_t bytes;     /* received and counted in s->used_bytes */
-    int over;          /* 1: past max_upload, 2: past the quota (the rest is dropped) */
-    int io_error;      /* errno of a failed write */
-    int first;         /* first non-blank byte ('[' means a JSON list); -1 none yet */
+    int64_t bytes; /* received and counted in s->used_bytes */
+    int over;      /* 1: past max_upload, 2: past the quota (the rest is dropped) */
+    int io_error;  /* errno of a failed write */
+    int first;     /* first non-blank byte ('[' means a JSON list); -1 none yet */
     EVP_MD_CTX *sha;
 };
 
@@ -91,8 +91,8 @@ static void clean_name(const char *in, char *out, size_t n) {
     if (!w) snprintf(out, n, "data.jsonl");
 }
 
-lt_upload *lt_upload_begin(lt_server *s, const char *name, int64_t content_length,
-                           int *too_big, char *err, size_t errn) {
+lt_upload *lt_upload_begin(lt_server *s, const char *name, int64_t content_length, int *too_big,
+                           char *err, size_t errn) {
     *too_big = 0;
     if (content_length > s->max_upload) {
         *too_big = 1;
@@ -105,9 +105,10 @@ lt_upload *lt_upload_begin(lt_server *s, const char *name, int64_t content_lengt
     pthread_mutex_unlock(&s->mu);
     if (content_length > left) {
         *too_big = 1;
-        snprintf(err, errn, "upload of %lld bytes does not fit the datasets quota (%lld of %lld "
-                 "bytes left)", (long long)content_length, (long long)(left > 0 ? left : 0),
-                 (long long)s->quota);
+        snprintf(err, errn,
+                 "upload of %lld bytes does not fit the datasets quota (%lld of %lld "
+                 "bytes left)",
+                 (long long)content_length, (long long)(left > 0 ? left : 0), (long long)s->quota);
         return NULL;
     }
     lt_upload *u = lt_calloc(1, sizeof *u);
@@ -120,7 +121,8 @@ lt_upload *lt_upload_begin(lt_server *s, const char *name, int64_t content_lengt
     u->first = -1;
     clean_name(name, u->name, sizeof u->name);
     u->sha = EVP_MD_CTX_new();
-    if (lt_serve_new_id("ds_", u->id) || !u->sha || !EVP_DigestInit_ex(u->sha, EVP_sha256(), NULL)) {
+    if (lt_serve_new_id("ds_", u->id) || !u->sha ||
+        !EVP_DigestInit_ex(u->sha, EVP_sha256(), NULL)) {
         snprintf(err, errn, "could not start the upload");
         lt_upload_abort(u);
         return NULL;
@@ -197,9 +199,9 @@ static json_t *summary_json(const lt_data *d, int max_seq_len) {
     for (int sp = 0; sp < LT_SPLIT_COUNT; sp++) {
         lt_data_summary m;
         if (lt_data_summary_get(d, (lt_split)sp, &m)) continue;
-        json_t *o = json_pack("{s:I,s:s,s:i,s:f,s:i}", "examples", (json_int_t)m.n_examples,
-                              "unit", m.counts_tokens ? "tokens" : "characters", "min_len",
-                              m.min_len, "mean_len", m.mean_len, "max_len", m.max_len);
+        json_t *o = json_pack("{s:I,s:s,s:i,s:f,s:i}", "examples", (json_int_t)m.n_examples, "unit",
+                              m.counts_tokens ? "tokens" : "characters", "min_len", m.min_len,
+                              "mean_len", m.mean_len, "max_len", m.max_len);
         if (m.counts_tokens) {
             json_object_set_new(o, "tokens", json_integer(m.n_tokens));
             json_object_set_new(o, "loss_tokens", json_integer(m.n_loss_tokens));
@@ -228,8 +230,8 @@ static json_t *validate(const char *path, const char *name, const char *model,
             if (st == LT_ERR_NOTFOUND) st = LT_OK;
         }
         if (st) {
-            res = json_pack("{s:b,s:[{s:n,s:s}]}", "ok", 0, "errors", "line", "message",
-                            lt_errmsg());
+            res =
+                json_pack("{s:b,s:[{s:n,s:s}]}", "ok", 0, "errors", "line", "message", lt_errmsg());
             goto done;
         }
     }
@@ -313,8 +315,8 @@ enum MHD_Result lt_upload_end(lt_upload *u, struct MHD_Connection *c) {
     lt_data_opts_default(&o);
     /* the structure check reads the whole file: done here for uploads a client can wait for;
        a bigger one is checked on POST .../validate */
-    json_t *val = u->bytes <= LT_SERVE_CHECK_ON_UPLOAD_MAX ? validate(file, u->name, NULL, &o)
-                                                           : json_null();
+    json_t *val =
+        u->bytes <= LT_SERVE_CHECK_ON_UPLOAD_MAX ? validate(file, u->name, NULL, &o) : json_null();
     json_t *meta = json_pack("{s:s,s:s,s:s,s:I,s:s,s:f,s:O}", "id", u->id, "name", u->name, "file",
                              fname, "size", (json_int_t)u->bytes, "sha256", hex, "created",
                              lt_serve_now(), "validation", val);
@@ -419,12 +421,14 @@ enum MHD_Result lt_dataset_validate(lt_server *s, struct MHD_Connection *c, cons
     json_object_foreach((json_t *)body, key, v) {
         if (!strcmp(key, "model")) {
             if (!json_is_string(v))
-                return lt_reply_error(c, 400, "bad_request", "model: expected a string (a name "
+                return lt_reply_error(c, 400, "bad_request",
+                                      "model: expected a string (a name "
                                       "from GET /api/models)");
             model_name = json_string_value(v);
         } else if (!strcmp(key, "data-format")) {
             if (!json_is_string(v) || lt_data_format_parse(json_string_value(v), &o.format))
-                return lt_reply_error(c, 400, "bad_request", "data-format: expected one of auto, "
+                return lt_reply_error(c, 400, "bad_request",
+                                      "data-format: expected one of auto, "
                                       "text, completions, chat, alpaca, sharegpt");
         } else if (!strcmp(key, "max-seq-len")) {
             double x = json_number_value(v);
@@ -450,7 +454,8 @@ enum MHD_Result lt_dataset_validate(lt_server *s, struct MHD_Connection *c, cons
         } else {
             return lt_reply_error(c, 400, "bad_request",
                                   "unknown key '%s' (expected model, data-format, max-seq-len, "
-                                  "train-on-prompt, valid-fraction, seed)", key);
+                                  "train-on-prompt, valid-fraction, seed)",
+                                  key);
         }
     }
     lt_status mst = model_name ? lt_model_path(s, model_name, model, sizeof model) : LT_OK;
@@ -473,8 +478,10 @@ static int model_name_ok(const char *n) {
 
 lt_status lt_model_path(lt_server *s, const char *name, char *out, size_t n) {
     if (!model_name_ok(name))
-        return lt_error(LT_ERR_ARG, "'%s' is not a model name (one entry of the server's models "
-                        "folder, as GET /api/models lists)", name ? name : "");
+        return lt_error(LT_ERR_ARG,
+                        "'%s' is not a model name (one entry of the server's models "
+                        "folder, as GET /api/models lists)",
+                        name ? name : "");
     snprintf(out, n, "%s/%s", s->models, name);
     struct stat st;
     if (stat(out, &st)) return lt_error(LT_ERR_NOTFOUND, "no model '%s' (GET /api/models)", name);
@@ -492,9 +499,10 @@ enum MHD_Result lt_models_list(lt_server *s, struct MHD_Connection *c) {
             snprintf(p, sizeof p, "%s/%s", s->models, e->d_name);
             struct stat st;
             if (stat(p, &st)) continue;
-            json_array_append_new(arr, json_pack("{s:s,s:s,s:I}", "name", e->d_name, "kind",
-                                                 S_ISDIR(st.st_mode) ? "folder" : "file", "size",
-                                                 (json_int_t)(S_ISDIR(st.st_mode) ? 0 : st.st_size)));
+            json_array_append_new(arr,
+                                  json_pack("{s:s,s:s,s:I}", "name", e->d_name, "kind",
+                                            S_ISDIR(st.st_mode) ? "folder" : "file", "size",
+                                            (json_int_t)(S_ISDIR(st.st_mode) ? 0 : st.st_size)));
         }
         closedir(d);
     }

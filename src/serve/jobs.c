@@ -23,8 +23,8 @@
 #include "loratune/recorder.h"
 #include "serve/serve_internal.h"
 
-static const char *const k_status_names[] = {"queued",    "running",  "done",
-                                             "failed",    "cancelled", "interrupted"};
+static const char *const k_status_names[] = {"queued", "running",   "done",
+                                             "failed", "cancelled", "interrupted"};
 
 const char *lt_job_status_name(lt_job_status s) {
     return (unsigned)s < 6 ? k_status_names[s] : "?";
@@ -230,9 +230,10 @@ static void run_job(lt_server *s, lt_job *j) {
         json_object_set_new(result, "val_loss", json_real(res.last_val_loss));
     if (rec) {
         char warn[512];
-        lt_recorder_finish(rec, final == JOB_DONE        ? LT_TRACK_FINISHED
-                                : final == JOB_FAILED    ? LT_TRACK_FAILED
-                                                         : LT_TRACK_KILLED,
+        lt_recorder_finish(rec,
+                           final == JOB_DONE     ? LT_TRACK_FINISHED
+                           : final == JOB_FAILED ? LT_TRACK_FAILED
+                                                 : LT_TRACK_KILLED,
                            warn, sizeof warn);
     }
 end:
@@ -424,8 +425,10 @@ enum MHD_Result lt_jobs_create(lt_server *s, struct MHD_Connection *c, const jso
     json_object_foreach((json_t *)body, key, v) {
         if (strcmp(key, "kind") && strcmp(key, "dataset") && strcmp(key, "model") &&
             strcmp(key, "options") && strcmp(key, "name"))
-            return lt_reply_error(c, 400, "bad_request", "unknown key '%s' (expected kind, "
-                                  "dataset, model, options, name)", key);
+            return lt_reply_error(c, 400, "bad_request",
+                                  "unknown key '%s' (expected kind, "
+                                  "dataset, model, options, name)",
+                                  key);
     }
     json_t *kind = json_object_get(body, "kind");
     if (kind && !json_is_string(kind))
@@ -433,8 +436,10 @@ enum MHD_Result lt_jobs_create(lt_server *s, struct MHD_Connection *c, const jso
     if (kind && strcmp(json_string_value(kind), "train")) {
         const char *k = json_string_value(kind);
         if (!strcmp(k, "tune") || !strcmp(k, "compare"))
-            return lt_reply_error(c, 400, "unsupported", "kind: '%s' jobs are not built yet; "
-                                  "only \"train\"", k);
+            return lt_reply_error(c, 400, "unsupported",
+                                  "kind: '%s' jobs are not built yet; "
+                                  "only \"train\"",
+                                  k);
         return lt_reply_error(c, 400, "bad_request", "kind: expected \"train\", got '%s'", k);
     }
     json_t *ds = json_object_get(body, "dataset"), *model = json_object_get(body, "model");
@@ -449,7 +454,8 @@ enum MHD_Result lt_jobs_create(lt_server *s, struct MHD_Connection *c, const jso
         return lt_reply_error(c, 400, "bad_request",
                               "options: expected an object of run options (\"lora-rank\": 8, ...)");
     if (name && (!json_is_string(name) || strlen(json_string_value(name)) > 200))
-        return lt_reply_error(c, 400, "bad_request", "name: expected a string of at most 200 "
+        return lt_reply_error(c, 400, "bad_request",
+                              "name: expected a string of at most 200 "
                               "characters");
     lt_run_opts o;
     lt_run_opts_default(&o);
@@ -533,7 +539,7 @@ enum MHD_Result lt_jobs_create(lt_server *s, struct MHD_Connection *c, const jso
 /* The run option table (run.h) as jobs take it: what a form or a client needs to build
  * "options". server: 1 for the options the server sets itself (paths, json). */
 enum MHD_Result lt_options_list(lt_server *s, struct MHD_Connection *c) {
-    static const char *const types[] = {"string", "bool", "int",   "float",
+    static const char *const types[] = {"string", "bool", "int",  "float",
                                         "enum",   "size", "list", "layers"};
     json_t *arr = json_array();
     for (int i = 0; i < lt_run_opt_count(); i++) {
@@ -808,8 +814,7 @@ enum MHD_Result lt_job_download(lt_server *s, struct MHD_Connection *c, const ch
     struct stat sb;
     if (fd < 0 || fstat(fd, &sb) || !S_ISREG(sb.st_mode)) {
         if (fd >= 0) close(fd);
-        return lt_reply_error(c, MHD_HTTP_NOT_FOUND, "not_found",
-                              "job '%s' wrote no %s", id, file);
+        return lt_reply_error(c, MHD_HTTP_NOT_FOUND, "not_found", "job '%s' wrote no %s", id, file);
     }
     struct MHD_Response *r = MHD_create_response_from_fd((uint64_t)sb.st_size, fd); /* takes fd */
     if (!r) {
@@ -819,9 +824,9 @@ enum MHD_Result lt_job_download(lt_server *s, struct MHD_Connection *c, const ch
     char disp[160];
     snprintf(disp, sizeof disp, "attachment; filename=\"%s-%s\"", id, file);
     MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE,
-                            strstr(file, ".json") ? "application/json"
-                                                  : strstr(file, ".yaml") ? "application/yaml"
-                                                                           : "application/octet-stream");
+                            strstr(file, ".json")   ? "application/json"
+                            : strstr(file, ".yaml") ? "application/yaml"
+                                                    : "application/octet-stream");
     MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_DISPOSITION, disp);
     enum MHD_Result ret = MHD_queue_response(c, MHD_HTTP_OK, r);
     MHD_destroy_response(r);

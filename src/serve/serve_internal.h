@@ -43,7 +43,7 @@ typedef struct {
 struct lt_server {
     char host[256];
     int port;
-    char work[900];                /* short enough for every path made under it */
+    char work[900]; /* short enough for every path made under it */
     char models[1024];
     char token[512];
     int has_token;
@@ -90,8 +90,8 @@ typedef struct lt_upload lt_upload;
 lt_status lt_datasets_init(lt_server *s); /* folders, leftover uploads, quota in use */
 /* An upload: begin (content_length -1 when unknown; 413-worthy sizes give LT_ERR_ARG with
  * *too_big = 1), feed, end (the reply). */
-lt_upload *lt_upload_begin(lt_server *s, const char *name, int64_t content_length,
-                           int *too_big, char *err, size_t errn);
+lt_upload *lt_upload_begin(lt_server *s, const char *name, int64_t content_length, int *too_big,
+                           char *err, size_t errn);
 void lt_upload_feed(lt_upload *u, const char *data, size_t n);
 enum MHD_Result lt_upload_end(lt_upload *u, struct MHD_Connection *c);
 void lt_upload_abort(lt_upload *u); /* safe on NULL */

@@ -177,11 +177,14 @@ static int split_path(const char *url, char seg[6][64]) {
 static const char *allowed(route_kind k) {
     switch (k) {
     case R_DATASETS:
-    case R_JOBS: return "GET, HEAD, POST";
+    case R_JOBS:
+        return "GET, HEAD, POST";
     case R_DATASET_CHECK:
     case R_JOB_CANCEL:
-    case R_JOB_RESUME: return "POST";
-    default: return "GET, HEAD";
+    case R_JOB_RESUME:
+        return "POST";
+    default:
+        return "GET, HEAD";
     }
 }
 
@@ -262,11 +265,12 @@ static int origin_matches(const char *origin, const char *host) {
 }
 
 /* The checks of the first call; returns MHD_YES after queuing a reply, or -1 to go on. */
-static int first_checks(lt_server *s, struct MHD_Connection *c, const char *method,
-                        const char *url, request *q) {
+static int first_checks(lt_server *s, struct MHD_Connection *c, const char *method, const char *url,
+                        request *q) {
     int r = route(method, url, q);
-    if (r == 0) return lt_reply_error(c, MHD_HTTP_NOT_FOUND, "not_found", "no such endpoint: %s %s",
-                                      method, url);
+    if (r == 0)
+        return lt_reply_error(c, MHD_HTTP_NOT_FOUND, "not_found", "no such endpoint: %s %s", method,
+                              url);
     if (r < 0)
         return reply_405(c, q->allow, "%s is not allowed on %s (allowed: %s)", method, url,
                          q->allow);
@@ -290,15 +294,15 @@ static int first_checks(lt_server *s, struct MHD_Connection *c, const char *meth
         if (!token_ok(s, auth + 7))
             return lt_reply_error(c, MHD_HTTP_UNAUTHORIZED, "unauthorized", "wrong token");
     }
-    const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND,
-                                                 MHD_HTTP_HEADER_CONTENT_LENGTH);
+    const char *cl =
+        MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
     long long clen = cl ? atoll(cl) : -1;
     if (!q->is_post) return -1;
     const char *ct = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
     if (q->route == R_DATASETS) {
         if (ct && strncasecmp(ct, "application/octet-stream", 24) &&
-            strncasecmp(ct, "application/x-ndjson", 20) && strncasecmp(ct, "application/jsonl", 17) &&
-            strncasecmp(ct, "application/json", 16))
+            strncasecmp(ct, "application/x-ndjson", 20) &&
+            strncasecmp(ct, "application/jsonl", 17) && strncasecmp(ct, "application/json", 16))
             return lt_reply_error(c, MHD_HTTP_UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type",
                                   "upload the file itself as the body (Content-Type "
                                   "application/octet-stream, application/x-ndjson or "
@@ -312,9 +316,9 @@ static int first_checks(lt_server *s, struct MHD_Connection *c, const char *meth
         char err[512];
         q->up = lt_upload_begin(s, name, clen, &too_big, err, sizeof err);
         if (!q->up)
-            return too_big ? lt_reply_error(c, MHD_HTTP_CONTENT_TOO_LARGE, "too_large", "%s", err)
-                           : lt_reply_error(c, MHD_HTTP_INTERNAL_SERVER_ERROR, "internal", "%s",
-                                            err);
+            return too_big
+                       ? lt_reply_error(c, MHD_HTTP_CONTENT_TOO_LARGE, "too_large", "%s", err)
+                       : lt_reply_error(c, MHD_HTTP_INTERNAL_SERVER_ERROR, "internal", "%s", err);
         return -1;
     }
     /* every other POST takes a JSON body (or none) */
@@ -368,10 +372,18 @@ static enum MHD_Result dispatch(lt_server *s, struct MHD_Connection *c, request 
     }
     enum MHD_Result r = MHD_NO;
     switch (q->route) {
-    case R_HEALTH: r = reply_health(s, c); break;
-    case R_OPENAPI: r = reply_openapi(c); break;
-    case R_MODELS: r = lt_models_list(s, c); break;
-    case R_OPTIONS: r = lt_options_list(s, c); break;
+    case R_HEALTH:
+        r = reply_health(s, c);
+        break;
+    case R_OPENAPI:
+        r = reply_openapi(c);
+        break;
+    case R_MODELS:
+        r = lt_models_list(s, c);
+        break;
+    case R_OPTIONS:
+        r = lt_options_list(s, c);
+        break;
     case R_DATASETS:
         if (q->up) {
             r = lt_upload_end(q->up, c);
@@ -380,8 +392,12 @@ static enum MHD_Result dispatch(lt_server *s, struct MHD_Connection *c, request 
             r = lt_datasets_list(s, c);
         }
         break;
-    case R_DATASET: r = lt_dataset_get(s, c, q->id); break;
-    case R_DATASET_CHECK: r = lt_dataset_validate(s, c, q->id, body); break;
+    case R_DATASET:
+        r = lt_dataset_get(s, c, q->id);
+        break;
+    case R_DATASET_CHECK:
+        r = lt_dataset_validate(s, c, q->id, body);
+        break;
     case R_JOBS:
         if (q->is_post) {
             if (!body)
@@ -393,24 +409,40 @@ static enum MHD_Result dispatch(lt_server *s, struct MHD_Connection *c, request 
             r = lt_jobs_list(s, c);
         }
         break;
-    case R_JOB: r = lt_job_get(s, c, q->id); break;
-    case R_JOB_CANCEL: r = lt_job_cancel(s, c, q->id); break;
-    case R_JOB_RESUME: r = lt_job_resume(s, c, q->id); break;
-    case R_JOB_EVENTS: r = lt_job_events(s, c, q->id); break;
-    case R_JOB_ADAPTER: r = lt_job_download(s, c, q->id, q->file); break;
-    case R_RUNS: r = lt_runs_list(s, c); break;
-    case R_RUN: r = lt_run_get(s, c, q->id, 0); break;
-    case R_RUN_METRICS: r = lt_run_get(s, c, q->id, 1); break;
-    default: r = lt_reply_error(c, MHD_HTTP_NOT_FOUND, "not_found", "no such endpoint");
+    case R_JOB:
+        r = lt_job_get(s, c, q->id);
+        break;
+    case R_JOB_CANCEL:
+        r = lt_job_cancel(s, c, q->id);
+        break;
+    case R_JOB_RESUME:
+        r = lt_job_resume(s, c, q->id);
+        break;
+    case R_JOB_EVENTS:
+        r = lt_job_events(s, c, q->id);
+        break;
+    case R_JOB_ADAPTER:
+        r = lt_job_download(s, c, q->id, q->file);
+        break;
+    case R_RUNS:
+        r = lt_runs_list(s, c);
+        break;
+    case R_RUN:
+        r = lt_run_get(s, c, q->id, 0);
+        break;
+    case R_RUN_METRICS:
+        r = lt_run_get(s, c, q->id, 1);
+        break;
+    default:
+        r = lt_reply_error(c, MHD_HTTP_NOT_FOUND, "not_found", "no such endpoint");
     }
     json_decref(body);
     return r;
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
-                                  const char *method, const char *version,
-                                  const char *upload_data, size_t *upload_data_size,
-                                  void **con_cls) {
+                                  const char *method, const char *version, const char *upload_data,
+                                  size_t *upload_data_size, void **con_cls) {
     lt_server *s = cls;
     request *q = *con_cls;
     if (!q) {
@@ -489,8 +521,10 @@ lt_status lt_serve_start(const lt_serve_opts *o, lt_server **out) {
         a6->sin6_port = htons((uint16_t)o->port);
         v6 = 1;
     } else {
-        return lt_error(LT_ERR_ARG, "--host: expected a numeric IPv4 / IPv6 address or "
-                                    "localhost, got '%s'", host);
+        return lt_error(LT_ERR_ARG,
+                        "--host: expected a numeric IPv4 / IPv6 address or "
+                        "localhost, got '%s'",
+                        host);
     }
     if (has_token && strlen(o->token) >= 512)
         return lt_error(LT_ERR_ARG, "--token: at most 511 characters");
@@ -524,16 +558,18 @@ lt_status lt_serve_start(const lt_serve_opts *o, lt_server **out) {
     if ((st = lt_datasets_init(s))) goto fail;
     if ((st = lt_jobs_init(s))) goto fail;
 
-    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION |
-                     (v6 ? MHD_USE_IPv6 : 0);
+    unsigned flags =
+        MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION | (v6 ? MHD_USE_IPv6 : 0);
     s->mhd = MHD_start_daemon(
         flags, (uint16_t)o->port, NULL, NULL, on_request, s, MHD_OPTION_SOCK_ADDR,
         (struct sockaddr *)&ss, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)s->timeout_s,
         MHD_OPTION_CONNECTION_LIMIT, (unsigned)s->max_conn, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
         (size_t)64 * 1024, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_END);
     if (!s->mhd) {
-        st = lt_error(LT_ERR_IO, "could not listen on %s port %d (in use, or not an address "
-                                 "of this machine?)", host, o->port);
+        st = lt_error(LT_ERR_IO,
+                      "could not listen on %s port %d (in use, or not an address "
+                      "of this machine?)",
+                      host, o->port);
         goto fail;
     }
     const union MHD_DaemonInfo *di = MHD_get_daemon_info(s->mhd, MHD_DAEMON_INFO_BIND_PORT);

@@ -129,8 +129,8 @@ int main(void) {
     lt_fault_ops ops = {reset_running, start_stop, check_left, NULL};
     lt_fault_plan alloc = {.kind = LT_FAULT_ALLOC, .full = 400, .max_runs = 400};
     lt_fault_walk("serve start + stop", &alloc, &ops, &c);
-    lt_fault_plan io = {.kind = LT_FAULT_IO, .ops = LT_IO_ALL, .err = EIO, .full = 200,
-                        .max_runs = 200};
+    lt_fault_plan io = {
+        .kind = LT_FAULT_IO, .ops = LT_IO_ALL, .err = EIO, .full = 200, .max_runs = 200};
     lt_fault_walk("serve start + stop: I/O EIO", &io, &ops, &c);
     lt_fault_rmtree(tmp);
     LT_TEST_END();

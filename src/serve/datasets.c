@@ -463,7 +463,10 @@ enum MHD_Result lt_dataset_validate(lt_server *s, struct MHD_Connection *c, cons
         return lt_reply_error(c, mst == LT_ERR_NOTFOUND ? 404 : 400,
                               mst == LT_ERR_NOTFOUND ? "not_found" : "bad_request", "model: %s",
                               lt_errmsg());
-    json_t *res = validate(path, name, model_name ? model : NULL, &o);
+    json_t *raw = validate(path, name, model_name ? model : NULL, &o);
+    json_t *res = raw ? lt_serve_scrub_json(s, raw) : NULL; /* a model error names its path */
+    json_decref(raw);
+    if (!res) return lt_reply_error(c, 500, "internal", "out of memory");
     json_object_set_new(res, "dataset", json_string(id));
     return lt_reply_json(c, MHD_HTTP_OK, res);
 }

@@ -75,7 +75,9 @@ static void set_status(lt_server *s, lt_job *j, lt_job_status st) {
 static lt_status append_event(lt_server *s, lt_job *j, const json_t *ev) {
     char p[LT_SERVE_PATH + 96];
     job_file(s, j, "events.jsonl", p, sizeof p);
-    char *text = json_dumps(ev, JSON_COMPACT | JSON_REAL_PRECISION(17));
+    json_t *clean = lt_serve_scrub_json(s, ev); /* clients see WORK/..., not our paths */
+    char *text = clean ? json_dumps(clean, JSON_COMPACT | JSON_REAL_PRECISION(17)) : NULL;
+    json_decref(clean);
     if (!text) return lt_error(LT_ERR_NOMEM, "%s: could not serialize an event", p);
     lt_status st = LT_OK;
     FILE *f = lt_io_fopen(p, "a");
@@ -250,9 +252,13 @@ end:
     }
     json_object_set_new(j->record, "files", files);
     if (result) json_object_set_new(j->record, "result", result);
-    if (*msg) json_object_set_new(j->record, "error", json_string(msg));
+    if (*msg) {
+        char *clean = lt_serve_scrub(s, msg);
+        json_object_set_new(j->record, "error", json_string(clean ? clean : "(out of memory)"));
+        lt_free(clean);
+    }
     json_object_set_new(j->record, "finished", json_real(lt_serve_now()));
-    job_event(s, j, lt_job_status_name(final), msg);
+    job_event(s, j, lt_job_status_name(final), msg); /* scrubbed by append_event */
     set_status(s, j, final);
     persist(s, j);
     pthread_mutex_unlock(&s->mu);

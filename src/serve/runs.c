@@ -16,9 +16,12 @@ static lt_store *open_store(lt_server *s) {
     return st;
 }
 
-static enum MHD_Result reply_text_json(struct MHD_Connection *c, char *text, const char *wrap) {
-    json_t *v = text ? json_loads(text, 0, NULL) : NULL;
+static enum MHD_Result reply_text_json(lt_server *s, struct MHD_Connection *c, char *text,
+                                       const char *wrap) {
+    json_t *raw = text ? json_loads(text, 0, NULL) : NULL;
     free(text);
+    json_t *v = raw ? lt_serve_scrub_json(s, raw) : NULL;
+    json_decref(raw);
     if (!v) return lt_reply_error(c, 500, "internal", "the tracking store gave no JSON");
     return lt_reply_json(c, MHD_HTTP_OK, wrap ? json_pack("{s:o}", wrap, v) : v);
 }
@@ -32,7 +35,7 @@ enum MHD_Result lt_runs_list(lt_server *s, struct MHD_Connection *c) {
     if (r == LT_ERR_NOTFOUND) /* no job has run yet: no experiment "serve" */
         return lt_reply_json(c, MHD_HTTP_OK, json_pack("{s:[]}", "runs"));
     if (r) return lt_reply_error(c, 500, "store", "tracking store: %s", lt_errmsg());
-    return reply_text_json(c, text, "runs");
+    return reply_text_json(s, c, text, "runs");
 }
 
 enum MHD_Result lt_run_get(lt_server *s, struct MHD_Connection *c, const char *id,
@@ -59,6 +62,10 @@ enum MHD_Result lt_run_get(lt_server *s, struct MHD_Connection *c, const char *i
         json_decref(o);
         return lt_reply_error(c, MHD_HTTP_NOT_FOUND, "not_found", "no run '%s'", id);
     }
+    json_t *clean = lt_serve_scrub_json(s, o);
+    json_decref(o);
+    o = clean;
+    if (!o) return lt_reply_error(c, 500, "internal", "out of memory");
     if (metrics_only) {
         json_t *m = json_pack("{s:I,s:O?,s:O?}", "run_id", (json_int_t)v, "metrics",
                               json_object_get(o, "metrics"), "history",

@@ -84,6 +84,11 @@ lt_status lt_serve_new_id(const char *prefix, char out[LT_SERVE_ID_LEN + 1]);
 /* Writes a JSON object to path atomically. */
 lt_status lt_serve_write_json(const char *path, const json_t *obj);
 double lt_serve_now(void); /* seconds since the epoch */
+/* What clients see of the server's own paths: text with the work folder's absolute path
+ * written "WORK" and the models folder's "MODELS" (lt_malloc'd; NULL when out of memory), and
+ * a deep copy of a JSON value with every string so rewritten (new reference). */
+char *lt_serve_scrub(const lt_server *s, const char *text);
+json_t *lt_serve_scrub_json(const lt_server *s, const json_t *v);
 
 /* ---- datasets (datasets.c) ---- */
 typedef struct lt_upload lt_upload;

@@ -8,12 +8,14 @@
  * JSON body is gathered up to max_body bytes; an upload is streamed to disk); the last call
  * (no more data) dispatches. A body that grows past its limit is read and dropped, then 413. */
 #include <arpa/inet.h>
+#include <limits.h>
 #include <netinet/in.h>
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
 #include <openssl/sha.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
@@ -58,17 +60,103 @@ enum MHD_Result lt_reply_json(struct MHD_Connection *c, unsigned status, json_t 
     return reply_json_hdr(c, status, body, NULL, NULL);
 }
 
-static json_t *error_body(const char *code, const char *fmt, va_list ap) {
+/* Every connection's socket context is its server (set by on_connection), so that replies
+ * made from anywhere can scrub the server's paths. */
+static void on_connection(void *cls, struct MHD_Connection *c, void **socket_context,
+                          enum MHD_ConnectionNotificationCode toe) {
+    if (toe == MHD_CONNECTION_NOTIFY_STARTED) *socket_context = cls;
+}
+
+static lt_server *server_of(struct MHD_Connection *c) {
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    return ci ? ci->socket_context : NULL;
+}
+
+/* Occurrences of from replaced by to in text, appended to out (lt_malloc'd). */
+static char *replace_all(const char *text, const char *from, const char *to) {
+    size_t fl = strlen(from), tl = strlen(to), n = 0;
+    for (const char *p = text; fl && (p = strstr(p, from)); p += fl)
+        n++;
+    char *out = lt_malloc(strlen(text) + n * (tl > fl ? tl - fl : 0) + 1);
+    if (!out) return NULL;
+    char *w = out;
+    for (const char *p = text; *p;) {
+        if (fl && !strncmp(p, from, fl)) {
+            memcpy(w, to, tl);
+            w += tl;
+            p += fl;
+        } else {
+            *w++ = *p++;
+        }
+    }
+    *w = 0;
+    return out;
+}
+
+char *lt_serve_scrub(const lt_server *s, const char *text) {
+    /* the longer prefix first: the models folder may lie inside the work folder */
+    int models_first = strlen(s->models) > strlen(s->work);
+    const char *a = models_first ? s->models : s->work, *an = models_first ? "MODELS" : "WORK";
+    const char *b = models_first ? s->work : s->models, *bn = models_first ? "WORK" : "MODELS";
+    char *t1 = a[0] == '/' ? replace_all(text, a, an) : lt_strdup(text);
+    if (!t1 || b[0] != '/') return t1;
+    char *t2 = replace_all(t1, b, bn);
+    lt_free(t1);
+    return t2;
+}
+
+json_t *lt_serve_scrub_json(const lt_server *s, const json_t *v) {
+    if (json_is_string(v)) {
+        char *t = lt_serve_scrub(s, json_string_value(v));
+        json_t *r = t ? json_string(t) : NULL;
+        lt_free(t);
+        return r;
+    }
+    if (json_is_object(v)) { /* NULL, not a partial copy, when anything inside fails */
+        json_t *o = json_object();
+        const char *k;
+        json_t *x;
+        json_object_foreach((json_t *)v, k, x) {
+            json_t *y = o ? lt_serve_scrub_json(s, x) : NULL;
+            if (!y || json_object_set_new(o, k, y)) {
+                json_decref(o);
+                return NULL;
+            }
+        }
+        return o;
+    }
+    if (json_is_array(v)) {
+        json_t *a = json_array();
+        size_t i;
+        json_t *x;
+        json_array_foreach(v, i, x) {
+            json_t *y = a ? lt_serve_scrub_json(s, x) : NULL;
+            if (!y || json_array_append_new(a, y)) {
+                json_decref(a);
+                return NULL;
+            }
+        }
+        return a;
+    }
+    return json_deep_copy(v);
+}
+
+static json_t *error_body(struct MHD_Connection *c, const char *code, const char *fmt, va_list ap) {
     char msg[2048];
     vsnprintf(msg, sizeof msg, fmt, ap);
-    return json_pack("{s:{s:s,s:s}}", "error", "code", code, "message", msg);
+    lt_server *s = server_of(c);
+    char *clean = s ? lt_serve_scrub(s, msg) : NULL;
+    json_t *o = json_pack("{s:{s:s,s:s}}", "error", "code", code, "message", clean ? clean : msg);
+    lt_free(clean);
+    return o;
 }
 
 enum MHD_Result lt_reply_error(struct MHD_Connection *c, unsigned status, const char *code,
                                const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
-    json_t *o = error_body(code, fmt, ap);
+    json_t *o = error_body(c, code, fmt, ap);
     va_end(ap);
     if (status == MHD_HTTP_UNAUTHORIZED)
         return reply_json_hdr(c, status, o, MHD_HTTP_HEADER_WWW_AUTHENTICATE,
@@ -80,7 +168,7 @@ static enum MHD_Result reply_405(struct MHD_Connection *c, const char *allow, co
                                  ...) {
     va_list ap;
     va_start(ap, fmt);
-    json_t *o = error_body("method_not_allowed", fmt, ap);
+    json_t *o = error_body(c, "method_not_allowed", fmt, ap);
     va_end(ap);
     return reply_json_hdr(c, MHD_HTTP_METHOD_NOT_ALLOWED, o, MHD_HTTP_HEADER_ALLOW, allow);
 }
@@ -555,6 +643,11 @@ lt_status lt_serve_start(const lt_serve_opts *o, lt_server **out) {
 
     lt_status st = lt_dir_lock_open(s->work, 0, &s->lock);
     if (st) goto fail;
+    char abs[PATH_MAX]; /* absolute from now on: what lt_serve_scrub hides from clients */
+    if (realpath(s->work, abs) && strlen(abs) < sizeof s->work)
+        snprintf(s->work, sizeof s->work, "%s", abs);
+    if (realpath(s->models, abs) && strlen(abs) < sizeof s->models)
+        snprintf(s->models, sizeof s->models, "%s", abs);
     if ((st = lt_datasets_init(s))) goto fail;
     if ((st = lt_jobs_init(s))) goto fail;
 
@@ -564,7 +657,8 @@ lt_status lt_serve_start(const lt_serve_opts *o, lt_server **out) {
         flags, (uint16_t)o->port, NULL, NULL, on_request, s, MHD_OPTION_SOCK_ADDR,
         (struct sockaddr *)&ss, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)s->timeout_s,
         MHD_OPTION_CONNECTION_LIMIT, (unsigned)s->max_conn, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
-        (size_t)64 * 1024, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_END);
+        (size_t)64 * 1024, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
+        MHD_OPTION_NOTIFY_CONNECTION, on_connection, s, MHD_OPTION_END);
     if (!s->mhd) {
         st = lt_error(LT_ERR_IO,
                       "could not listen on %s port %d (in use, or not an address "

@@ -6,6 +6,7 @@
 - the losses equal, bit for bit, those of `loratune train --json` run by hand with the same
   options on the same file (the server drives the same library calls as the command line);
 - the tracking store's metric series (GET /api/runs/{id}/metrics) hold the same losses;
+- events, job records and runs name the server's folders WORK/ and MODELS/, never their paths;
 - the adapter download is the file the run wrote, its sha256 the one the store recorded, and it
   loads with the safetensors library (lora_A / lora_B of the asked rank);
 - a finished stream replays from the start, and from Last-Event-ID;
@@ -158,6 +159,16 @@ def train_job(srv, work):
     run = requests.get(u + f"/api/runs/{run_id}").json()
     conforms(SPEC, "Run", run, "run")
     check(run.get("status") == "finished" and run.get("name") == jid, f"run {run.get('status')}")
+
+    # clients see WORK/... and MODELS/..., never the server's own folders
+    blob = json.dumps([d for _, _, d in evs]) + json.dumps(job) + json.dumps(run) + json.dumps(m)
+    for secret in (os.path.realpath(work), os.path.realpath(servekit.MODELS)):
+        check(secret not in blob, f"the server's path {secret} reaches clients")
+    peft = [d["path"] for _, k, d in evs if k == "saved" and d["what"] == "peft"]
+    check(peft == [f"WORK/jobs/{jid}/out"], f"saved peft path {peft}")
+    loading = [d for _, k, d in evs if k == "stage" and d["stage"] == "loading_model"]
+    check(loading and loading[0].get("model") == "MODELS/" + servekit.MODEL,
+          f"loading_model {loading[:1]}")
 
     # the adapter download
     r = requests.get(u + f"/api/jobs/{jid}/adapter/adapter_model.safetensors")

@@ -28,6 +28,7 @@ except ImportError as e:
 
 TMP = tempfile.mkdtemp(prefix="lt_serve_load_")
 N_SSE, N_UP = 64, 16
+sanitized = False
 
 
 def rss_kib(pid):
@@ -125,13 +126,16 @@ def big_upload():
         check(d.get("validation") is None, "an upload over 64 MiB was checked in the request")
         grew = hwm_kib(srv.proc.pid) - before
         print(f"320 MiB upload: server peak RSS grew {grew / 1024:.1f} MiB")
-        check(grew < 32 * 1024, f"peak RSS grew {grew} KiB during a 320 MiB upload")
+        check(grew < (96 if sanitized else 32) * 1024,
+              f"peak RSS grew {grew} KiB during a 320 MiB upload")
     finally:
         rc, _, err = srv.stop()
         check(rc == 0, f"server exit {rc}: {err[-500:]}")
 
 
 def main():
+    global sanitized
+    sanitized = ltcheck.sanitizer_build()
     big_upload()
     work = os.path.join(TMP, "work")
     srv = Server(work, "--quota", str(1 << 30))
@@ -147,8 +151,11 @@ def main():
             time.sleep(0.5)
             rss.append(rss_kib(srv.proc.pid))
             print(f"round {rnd}: {dt:.1f}s, server RSS {rss[-1] / 1024:.1f} MiB")
-        # flat: the third round adds at most 8 MiB over the second (SQLite / allocator noise)
-        check(rss[2] - rss[1] <= 8 * 1024, f"RSS grows under repeated load: {rss} KiB")
+        # flat: the third round adds at most 8 MiB over the second (SQLite / allocator noise).
+        # Not under ASan, whose quarantine holds freed memory: there LeakSanitizer checks
+        # instead, at the server's exit (its exit code, checked below)
+        if not sanitized:
+            check(rss[2] - rss[1] <= 8 * 1024, f"RSS grows under repeated load: {rss} KiB")
         r = requests.get(u + "/api/health")
         check(r.status_code == 200 and r.json()["queued"] == 0, f"health after load: {r.text}")
     finally:

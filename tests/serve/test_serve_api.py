@@ -393,6 +393,8 @@ def run_checks(srv, u, work):
     expect_error(r, 403, "forbidden_host", what="DNS-rebinding Host")
     r = requests.post(u + "/api/jobs", json=okb, headers={"Origin": "http://evil.example"})
     expect_error(r, 403, "forbidden_origin", what="cross-origin POST")
+    r = requests.post(u + f"/api/jobs/{long_id}/cancel", headers={"Origin": "null"})
+    expect_error(r, 403, "forbidden_origin", what="Origin null (a sandboxed frame)")
     r = requests.get(u + "/api/health", headers={"Origin": f"http://127.0.0.1:{srv.port}"})
     check(r.status_code == 200, "same-origin request refused")
 

@@ -1,0 +1,142 @@
+/* cmd_serve.c - `loratune serve`: the REST API server (src/serve/, docs/SERVER.md) in the
+ * foreground until SIGINT / SIGTERM. The token comes from --token or $LORATUNE_TOKEN (read here:
+ * the library reads no environment). Prints "listening on http://HOST:PORT" once it listens
+ * (with --port 0, the port the system chose). Exit codes: 0 stopped by a signal, 1 could not
+ * start, 2 bad usage. */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "commands.h"
+#include "loratune/serve.h"
+
+static void usage(FILE *f) {
+    fprintf(f,
+            "usage: loratune serve [--host 127.0.0.1] [--port 8080] [--workdir DIR] [--token T]\n"
+            "                      [--models DIR] [--max-body BYTES] [--max-upload BYTES]\n"
+            "                      [--quota BYTES] [--timeout S] [--job-threads N]\n\n"
+            "Serves the REST API (OpenAPI 3.1 at /openapi.json; docs/SERVER.md): dataset upload\n"
+            "and validation, a persistent queue of train jobs with live events (SSE), runs and\n"
+            "metrics, adapter downloads.\n\n"
+            "  --host ADDR        address to listen on (default 127.0.0.1); any non-loopback\n"
+            "                     address needs a token\n"
+            "  --port N           port (default 8080; 0: any free port)\n"
+            "  --workdir DIR      datasets, jobs, outputs and the tracking store (default\n"
+            "                     loratune-work)\n"
+            "  --token T          require 'Authorization: Bearer T' (default $LORATUNE_TOKEN)\n"
+            "  --models DIR       the models jobs may name (default WORKDIR/models)\n"
+            "  --max-body BYTES   largest JSON request body (default 1048576)\n"
+            "  --max-upload BYTES largest dataset upload (default 10 GiB)\n"
+            "  --quota BYTES      all stored datasets together (default 50 GiB)\n"
+            "  --timeout S        close connections idle for S seconds (default 60)\n"
+            "  --job-threads N    threads of a job whose options don't set threads (default:\n"
+            "                     as the environment says)\n");
+}
+
+static int parse_size(const char *opt, const char *v, int64_t *out) {
+    char *end;
+    long long x = strtoll(v, &end, 10);
+    if (end == v || *end || x <= 0) {
+        fprintf(stderr, "loratune serve: %s: expected a number of bytes > 0, got '%s'\n", opt, v);
+        return -1;
+    }
+    *out = x;
+    return 0;
+}
+
+int cmd_serve(int argc, char **argv) {
+    if (lt_cli_wants_help(argc, argv)) {
+        usage(stdout);
+        return 0;
+    }
+    lt_serve_opts o = {.host = "127.0.0.1", .port = 8080};
+    const char *env_token = getenv("LORATUNE_TOKEN");
+    o.token = env_token && *env_token ? env_token : NULL;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!v) {
+            fprintf(stderr, "loratune serve: %s: unknown option or missing value\n\n", a);
+            usage(stderr);
+            return 2;
+        }
+        i++;
+        long lv;
+        if (!strcmp(a, "--host"))
+            o.host = v;
+        else if (!strcmp(a, "--port")) {
+            if (lt_cli_parse_int("serve", a, v, &lv)) return 2;
+            if (lv < 0 || lv > 65535) {
+                fprintf(stderr, "loratune serve: --port: expected 0..65535, got %ld\n", lv);
+                return 2;
+            }
+            o.port = (int)lv;
+        } else if (!strcmp(a, "--workdir"))
+            o.workdir = v;
+        else if (!strcmp(a, "--token"))
+            o.token = v;
+        else if (!strcmp(a, "--models"))
+            o.models_dir = v;
+        else if (!strcmp(a, "--max-body")) {
+            if (parse_size(a, v, &o.max_body_bytes)) return 2;
+        } else if (!strcmp(a, "--max-upload")) {
+            if (parse_size(a, v, &o.max_upload_bytes)) return 2;
+        } else if (!strcmp(a, "--quota")) {
+            if (parse_size(a, v, &o.quota_bytes)) return 2;
+        } else if (!strcmp(a, "--timeout")) {
+            if (lt_cli_parse_int("serve", a, v, &lv)) return 2;
+            if (lv < 1 || lv > 86400) {
+                fprintf(stderr, "loratune serve: --timeout: expected 1..86400 seconds\n");
+                return 2;
+            }
+            o.timeout_s = (int)lv;
+        } else if (!strcmp(a, "--job-threads")) {
+            if (lt_cli_parse_int("serve", a, v, &lv)) return 2;
+            if (lv < 0 || lv > 4096) {
+                fprintf(stderr, "loratune serve: --job-threads: expected 0..4096\n");
+                return 2;
+            }
+            o.job_threads = (int)lv;
+        } else {
+            fprintf(stderr, "loratune serve: unknown option '%s'\n\n", a);
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (o.token && !*o.token) o.token = NULL;
+    if (!o.token && !lt_serve_host_is_loopback(o.host)) {
+        fprintf(stderr,
+                "loratune serve: refusing to listen on %s without a token: anyone who can reach "
+                "it could train, read and download. Give --token T (or LORATUNE_TOKEN), or keep "
+                "the default --host 127.0.0.1.\n",
+                o.host);
+        return 2;
+    }
+
+    /* signals are waited for here, not handled: every thread blocks them */
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    lt_server *s = NULL;
+    if (lt_serve_start(&o, &s)) {
+        fprintf(stderr, "loratune serve: %s\n", lt_errmsg());
+        return 1;
+    }
+    const char *h = o.host;
+    int v6 = strchr(h, ':') != NULL;
+    printf("listening on http://%s%s%s:%d (work folder %s%s)\n", v6 ? "[" : "", h, v6 ? "]" : "",
+           lt_serve_port(s), lt_serve_workdir(s), o.token ? "; token required" : "");
+    fflush(stdout);
+    int sig = 0;
+    sigwait(&set, &sig);
+    printf("stopping (%s): the running job, if any, checkpoints and is marked interrupted\n",
+           sig == SIGINT ? "SIGINT" : "SIGTERM");
+    fflush(stdout);
+    lt_serve_stop(s);
+    return 0;
+}

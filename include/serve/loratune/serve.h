@@ -1,0 +1,69 @@
+/* serve.h - `loratune serve`: an HTTP server (libmicrohttpd) with a REST API over the library:
+ * datasets (streamed upload, validation with line-level errors), a persistent queue of train
+ * jobs run one at a time on a worker thread, Server-Sent Events of a job's run events, runs and
+ * metrics from the tracking store, adapter downloads, and its own OpenAPI 3.1 document
+ * (GET /openapi.json). docs/SERVER.md documents the API and the security model.
+ *
+ * Work folder (opts.workdir, locked with lt_dir_lock while the server runs):
+ *   datasets/<id>/data.jsonl|data.json + meta.json   uploaded datasets (ids chosen here)
+ *   uploads/<id>.part                                 uploads in progress (removed at start)
+ *   jobs/<id>/job.json + events.jsonl + out/          the queue; a job's events and run OUT
+ *   store/                                            the tracking store (track.h)
+ * No path given by a client ever reaches the file system: datasets and jobs are named by ids
+ * this server made (checked against ^(ds|job)_[0-9a-f]{16}$), models by the names of the
+ * entries of opts.models_dir, downloads by a fixed list of file names.
+ *
+ * Safety: the server refuses to start on a non-loopback address without a token; with a token
+ * every /api/ request but /api/health needs "Authorization: Bearer TOKEN" (compared in
+ * constant time); without one, the Host header must name a loopback host (DNS rebinding) and a
+ * cross-origin Origin header is refused (CSRF). Bodies are limited (JSON: max_body_bytes;
+ * uploads: max_upload_bytes and the total quota_bytes of stored datasets): 413 beyond.
+ * Idle connections are closed after timeout_s.
+ *
+ * Threads: libmicrohttpd serves each connection on its own thread; one worker thread runs the
+ * jobs. lt_serve_start returns once listening; lt_serve_stop (from any one thread) stops the
+ * running job (it checkpoints and is marked interrupted), ends event streams, and frees. */
+#ifndef LORATUNE_SERVE_H
+#define LORATUNE_SERVE_H
+
+#include <stdint.h>
+
+#include "loratune/core.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct {
+    const char *host;         /* numeric IPv4 / IPv6 address or "localhost"; NULL: 127.0.0.1 */
+    int port;                 /* 0: any free port (lt_serve_port tells which) */
+    const char *workdir;      /* NULL: "loratune-work" */
+    const char *token;        /* NULL or "": none (allowed on loopback addresses only) */
+    const char *models_dir;   /* models jobs may name; NULL: WORKDIR/models */
+    int64_t max_body_bytes;   /* JSON request bodies; 0: 1 MiB */
+    int64_t max_upload_bytes; /* one dataset upload; 0: 10 GiB */
+    int64_t quota_bytes;      /* all stored datasets together; 0: 50 GiB */
+    int timeout_s;            /* idle connection timeout; 0: 60 */
+    int max_connections;      /* 0: 512 */
+    int job_threads;          /* threads of a job's run when its options don't say; 0: as the
+                                 environment says */
+} lt_serve_opts;
+
+typedef struct lt_server lt_server;
+
+/* Opens (creating) the work folder, locks it (LT_ERR_BUSY when another server holds it), loads
+ * the job queue (a job that was running is marked interrupted), starts the worker and listens.
+ * LT_ERR_ARG for a bad host, or a non-loopback host without a token. Strings in o are copied.
+ * *out is new (lt_serve_stop). */
+lt_status lt_serve_start(const lt_serve_opts *o, lt_server **out);
+int lt_serve_port(const lt_server *s);            /* the port listened on */
+const char *lt_serve_workdir(const lt_server *s); /* borrowed */
+/* Stops listening and the worker, closes the work folder, frees s. Safe on NULL. */
+void lt_serve_stop(lt_server *s);
+/* Whether host is a loopback address (127.0.0.0/8, ::1, "localhost"). */
+int lt_serve_host_is_loopback(const char *host);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,513 @@
+/* datasets.c - the server's datasets and models: streamed uploads into WORK/datasets/<id>/
+ * (never whole in memory; size limit per upload and a quota over all of them), listing, and
+ * validation through the data layer (lt_data_open: the same checks and FILE:LINE errors as
+ * `loratune data check`, the file named by the dataset's name instead of the server's path).
+ *
+ * Invariants: a dataset folder exists only complete (the upload is written to
+ * WORK/uploads/<id>.part, fsynced, and renamed into place; meta.json written atomically last,
+ * and a folder without meta.json is not listed); s->used_bytes counts stored datasets plus the
+ * bytes of uploads in flight, and an upload past the quota is cut off and removed. */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <openssl/evp.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "core/io.h"
+#include "loratune/chat.h"
+#include "loratune/data.h"
+#include "loratune/model.h"
+#include "loratune/tokenizer.h"
+#include "serve_internal.h"
+
+#define LT_SERVE_CHECK_ON_UPLOAD_MAX (64ll << 20)
+
+struct lt_upload {
+    lt_server *s;
+    char id[LT_SERVE_ID_LEN + 1];
+    char name[256];
+    char tmp[LT_SERVE_PATH];
+    int fd;
+    int64_t bytes; /* received and counted in s->used_bytes */
+    int over;      /* 1: past max_upload, 2: past the quota (the rest is dropped) */
+    int io_error;  /* errno of a failed write */
+    int first;     /* first non-blank byte ('[' means a JSON list); -1 none yet */
+    EVP_MD_CTX *sha;
+};
+
+lt_status lt_datasets_init(lt_server *s) {
+    char p[LT_SERVE_PATH + 64];
+    snprintf(p, sizeof p, "%s/datasets", s->work);
+    lt_status st = lt_mkdir_p(p, 0700, NULL);
+    if (st) return st;
+    snprintf(p, sizeof p, "%s/uploads", s->work);
+    if ((st = lt_mkdir_p(p, 0700, NULL))) return st;
+    DIR *d = opendir(p); /* uploads cut off by a previous server's end */
+    if (d) {
+        struct dirent *e;
+        while ((e = readdir(d))) {
+            if (e->d_name[0] == '.') continue;
+            char f[LT_SERVE_PATH + 400];
+            snprintf(f, sizeof f, "%s/%s", p, e->d_name);
+            unlink(f);
+        }
+        closedir(d);
+    }
+    snprintf(p, sizeof p, "%s/datasets", s->work);
+    d = opendir(p);
+    if (!d) return lt_error(LT_ERR_IO, "%s: %s", p, strerror(errno));
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (!lt_serve_id_valid(e->d_name, "ds_")) continue;
+        char m[LT_SERVE_PATH + 400];
+        snprintf(m, sizeof m, "%s/%s/meta.json", p, e->d_name);
+        json_t *meta = json_load_file(m, 0, NULL);
+        if (meta) s->used_bytes += json_integer_value(json_object_get(meta, "size"));
+        json_decref(meta);
+    }
+    closedir(d);
+    return LT_OK;
+}
+
+/* ---- upload ----------------------------------------------------------------------------- */
+static void release(lt_upload *u) {
+    pthread_mutex_lock(&u->s->mu);
+    u->s->used_bytes -= u->bytes;
+    pthread_mutex_unlock(&u->s->mu);
+    u->bytes = 0;
+}
+
+/* A display name: the client's file name without folders, printable ASCII, at most 200. */
+static void clean_name(const char *in, char *out, size_t n) {
+    const char *b = in ? strrchr(in, '/') : NULL;
+    b = b ? b + 1 : in;
+    size_t w = 0;
+    for (; b && *b && w + 1 < n && w < 200; b++)
+        if ((unsigned char)*b >= 0x20 && (unsigned char)*b < 0x7f && *b != '\\') out[w++] = *b;
+    out[w] = 0;
+    if (!w) snprintf(out, n, "data.jsonl");
+}
+
+lt_upload *lt_upload_begin(lt_server *s, const char *name, int64_t content_length, int *too_big,
+                           char *err, size_t errn) {
+    *too_big = 0;
+    if (content_length > s->max_upload) {
+        *too_big = 1;
+        snprintf(err, errn, "upload of %lld bytes is over the limit of %lld bytes per dataset",
+                 (long long)content_length, (long long)s->max_upload);
+        return NULL;
+    }
+    pthread_mutex_lock(&s->mu);
+    int64_t left = s->quota - s->used_bytes;
+    pthread_mutex_unlock(&s->mu);
+    if (content_length > left) {
+        *too_big = 1;
+        snprintf(err, errn,
+                 "upload of %lld bytes does not fit the datasets quota (%lld of %lld "
+                 "bytes left)",
+                 (long long)content_length, (long long)(left > 0 ? left : 0), (long long)s->quota);
+        return NULL;
+    }
+    lt_upload *u = lt_calloc(1, sizeof *u);
+    if (!u) {
+        snprintf(err, errn, "out of memory");
+        return NULL;
+    }
+    u->s = s;
+    u->fd = -1;
+    u->first = -1;
+    clean_name(name, u->name, sizeof u->name);
+    u->sha = EVP_MD_CTX_new();
+    if (lt_serve_new_id("ds_", u->id) || !u->sha ||
+        !EVP_DigestInit_ex(u->sha, EVP_sha256(), NULL)) {
+        snprintf(err, errn, "could not start the upload");
+        lt_upload_abort(u);
+        return NULL;
+    }
+    snprintf(u->tmp, sizeof u->tmp, "%s/uploads/%s.part", s->work, u->id);
+    u->fd = lt_io_open(u->tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (u->fd < 0) {
+        snprintf(err, errn, "%s: %s", u->tmp, strerror(errno));
+        lt_upload_abort(u);
+        return NULL;
+    }
+    return u;
+}
+
+void lt_upload_feed(lt_upload *u, const char *data, size_t n) {
+    if (u->over || u->io_error) return; /* dropping the rest */
+    lt_server *s = u->s;
+    if (u->bytes + (int64_t)n > s->max_upload) {
+        u->over = 1;
+    } else {
+        pthread_mutex_lock(&s->mu);
+        if (s->used_bytes + (int64_t)n > s->quota)
+            u->over = 2;
+        else
+            s->used_bytes += (int64_t)n;
+        pthread_mutex_unlock(&s->mu);
+    }
+    if (u->over) { /* cut off: the file goes now, the 413 when the body has been read */
+        release(u);
+        lt_io_close(u->fd);
+        u->fd = -1;
+        unlink(u->tmp);
+        return;
+    }
+    u->bytes += (int64_t)n;
+    for (size_t i = 0; i < n && u->first < 0; i++)
+        if (data[i] != ' ' && data[i] != '\n' && data[i] != '\r' && data[i] != '\t')
+            u->first = (unsigned char)data[i];
+    EVP_DigestUpdate(u->sha, data, n);
+    if (lt_io_write_all(u->fd, data, n, u->tmp)) u->io_error = errno ? errno : EIO;
+}
+
+void lt_upload_abort(lt_upload *u) {
+    if (!u) return;
+    if (u->bytes) release(u);
+    if (u->fd >= 0) {
+        lt_io_close(u->fd);
+        unlink(u->tmp);
+    }
+    EVP_MD_CTX_free(u->sha);
+    lt_free(u);
+}
+
+/* Replaces every occurrence of path in msg by name. */
+static void rename_in(const char *msg, const char *path, const char *name, char *out, size_t n) {
+    size_t pl = strlen(path), w = 0;
+    for (const char *p = msg; *p && w + 1 < n;) {
+        if (pl && !strncmp(p, path, pl)) {
+            w += snprintf(out + w, n - w, "%s", name);
+            if (w >= n) {
+                w = n - 1;
+                break;
+            }
+            p += pl;
+        } else {
+            out[w++] = *p++;
+        }
+    }
+    out[w] = 0;
+}
+
+static json_t *summary_json(const lt_data *d, int max_seq_len) {
+    json_t *splits = json_object();
+    for (int sp = 0; sp < LT_SPLIT_COUNT; sp++) {
+        lt_data_summary m;
+        if (lt_data_summary_get(d, (lt_split)sp, &m)) continue;
+        json_t *o = json_pack("{s:I,s:s,s:i,s:f,s:i}", "examples", (json_int_t)m.n_examples, "unit",
+                              m.counts_tokens ? "tokens" : "characters", "min_len", m.min_len,
+                              "mean_len", m.mean_len, "max_len", m.max_len);
+        if (m.counts_tokens) {
+            json_object_set_new(o, "tokens", json_integer(m.n_tokens));
+            json_object_set_new(o, "loss_tokens", json_integer(m.n_loss_tokens));
+            json_object_set_new(o, "truncated", json_integer(m.n_truncated));
+        }
+        json_object_set_new(splits, lt_split_name((lt_split)sp), o);
+    }
+    return json_pack("{s:b,s:[],s:s,s:i,s:o}", "ok", 1, "errors", "format",
+                     lt_data_format_name(lt_data_get_format(d)), "max_seq_len", max_seq_len,
+                     "splits", splits);
+}
+
+/* Validates the data file: {"ok", "errors": [{"line", "message"}], "format", "splits"}. The
+ * data layer stops at the first bad record, so errors holds one entry. */
+static json_t *validate(const char *path, const char *name, const char *model,
+                        const lt_data_opts *o) {
+    lt_tokenizer *tok = NULL;
+    lt_chat_template *tpl = NULL;
+    lt_data *d = NULL;
+    json_t *res = NULL;
+    lt_status st = LT_OK;
+    if (model) {
+        st = lt_tokenizer_load(model, &tok);
+        if (!st) {
+            st = lt_model_chat_template(model, tok, &tpl);
+            if (st == LT_ERR_NOTFOUND) st = LT_OK;
+        }
+        if (st) {
+            res =
+                json_pack("{s:b,s:[{s:n,s:s}]}", "ok", 0, "errors", "line", "message", lt_errmsg());
+            goto done;
+        }
+    }
+    st = lt_data_open(path, tok, tpl, o, &d);
+    if (st) {
+        char msg[2048];
+        rename_in(lt_errmsg(), path, name, msg, sizeof msg);
+        json_t *line = json_null();
+        size_t nl = strlen(name);
+        if (!strncmp(msg, name, nl) && msg[nl] == ':') {
+            char *end;
+            long v = strtol(msg + nl + 1, &end, 10);
+            if (end > msg + nl + 1 && *end == ':' && v > 0) {
+                json_decref(line);
+                line = json_integer(v);
+            }
+        }
+        res = json_pack("{s:b,s:[{s:o,s:s}],s:s}", "ok", 0, "errors", "line", line, "message", msg,
+                        "code", lt_status_name(st));
+    } else {
+        res = summary_json(d, o->max_seq_len);
+    }
+done:
+    lt_data_free(d);
+    lt_chat_template_free(tpl);
+    lt_tokenizer_free(tok);
+    return res;
+}
+
+enum MHD_Result lt_upload_end(lt_upload *u, struct MHD_Connection *c) {
+    lt_server *s = u->s;
+    enum MHD_Result r;
+    if (u->over) {
+        r = lt_reply_error(c, MHD_HTTP_CONTENT_TOO_LARGE, "too_large",
+                           u->over == 1 ? "upload is over the limit of %lld bytes per dataset"
+                                        : "upload does not fit the datasets quota of %lld bytes",
+                           (long long)(u->over == 1 ? s->max_upload : s->quota));
+        lt_upload_abort(u);
+        return r;
+    }
+    if (u->io_error) {
+        r = lt_reply_error(c, MHD_HTTP_INSUFFICIENT_STORAGE, "io_error",
+                           "could not store the upload: %s", strerror(u->io_error));
+        lt_upload_abort(u);
+        return r;
+    }
+    if (!u->bytes) {
+        r = lt_reply_error(c, MHD_HTTP_BAD_REQUEST, "empty",
+                           "the upload is empty: send the JSONL (or JSON) file as the body");
+        lt_upload_abort(u);
+        return r;
+    }
+    char dir[LT_SERVE_PATH + 64], file[LT_SERVE_PATH + 96], meta_path[LT_SERVE_PATH + 96];
+    snprintf(dir, sizeof dir, "%s/datasets/%s", s->work, u->id);
+    const char *fname = u->first == '[' ? "data.json" : "data.jsonl";
+    snprintf(file, sizeof file, "%s/%s", dir, fname);
+    snprintf(meta_path, sizeof meta_path, "%s/meta.json", dir);
+    if (lt_io_fsync(u->fd) || lt_io_close(u->fd)) {
+        u->fd = -1;
+        unlink(u->tmp);
+        r = lt_reply_error(c, MHD_HTTP_INSUFFICIENT_STORAGE, "io_error",
+                           "could not store the upload: %s", strerror(errno));
+        lt_upload_abort(u);
+        return r;
+    }
+    u->fd = -1;
+    if (lt_mkdir_p(dir, 0700, NULL) || lt_io_rename(u->tmp, file)) {
+        unlink(u->tmp);
+        r = lt_reply_error(c, MHD_HTTP_INTERNAL_SERVER_ERROR, "io_error", "%s", lt_errmsg());
+        lt_upload_abort(u);
+        return r;
+    }
+    lt_io_sync_parent(file);
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned mdn = 0;
+    char hex[2 * EVP_MAX_MD_SIZE + 1] = "";
+    EVP_DigestFinal_ex(u->sha, md, &mdn);
+    for (unsigned i = 0; i < mdn; i++)
+        snprintf(hex + 2 * i, 3, "%02x", md[i]);
+    lt_data_opts o;
+    lt_data_opts_default(&o);
+    /* the structure check reads the whole file: done here for uploads a client can wait for;
+       a bigger one is checked on POST .../validate */
+    json_t *val =
+        u->bytes <= LT_SERVE_CHECK_ON_UPLOAD_MAX ? validate(file, u->name, NULL, &o) : json_null();
+    json_t *meta = json_pack("{s:s,s:s,s:s,s:I,s:s,s:f,s:O}", "id", u->id, "name", u->name, "file",
+                             fname, "size", (json_int_t)u->bytes, "sha256", hex, "created",
+                             lt_serve_now(), "validation", val);
+    json_decref(val);
+    if (!meta || lt_serve_write_json(meta_path, meta)) {
+        json_decref(meta);
+        unlink(file);
+        rmdir(dir);
+        r = lt_reply_error(c, MHD_HTTP_INTERNAL_SERVER_ERROR, "io_error", "%s", lt_errmsg());
+        lt_upload_abort(u);
+        return r;
+    }
+    json_object_del(meta, "file");
+    u->bytes = 0; /* stays counted: the dataset now holds it */
+    lt_upload_abort(u);
+    return lt_reply_json(c, MHD_HTTP_CREATED, meta);
+}
+
+/* ---- list / get / validate ------------------------------------------------------------- */
+static json_t *load_meta(lt_server *s, const char *id) {
+    char p[LT_SERVE_PATH + 96];
+    snprintf(p, sizeof p, "%s/datasets/%s/meta.json", s->work, id);
+    json_t *m = json_load_file(p, 0, NULL);
+    if (m && !json_is_object(m)) {
+        json_decref(m);
+        return NULL;
+    }
+    if (m) json_object_del(m, "file");
+    return m;
+}
+
+lt_status lt_dataset_path(lt_server *s, const char *id, char *out, size_t n) {
+    if (!lt_serve_id_valid(id, "ds_")) return lt_error(LT_ERR_NOTFOUND, "no dataset '%s'", id);
+    char p[LT_SERVE_PATH + 96];
+    snprintf(p, sizeof p, "%s/datasets/%s/meta.json", s->work, id);
+    json_t *m = json_load_file(p, 0, NULL);
+    const char *f = json_string_value(json_object_get(m, "file"));
+    if (!f || (strcmp(f, "data.jsonl") && strcmp(f, "data.json"))) {
+        json_decref(m);
+        return lt_error(LT_ERR_NOTFOUND, "no dataset '%s'", id);
+    }
+    snprintf(out, n, "%s/datasets/%s/%s", s->work, id, f);
+    json_decref(m);
+    return LT_OK;
+}
+
+enum MHD_Result lt_datasets_list(lt_server *s, struct MHD_Connection *c) {
+    char p[LT_SERVE_PATH + 64];
+    snprintf(p, sizeof p, "%s/datasets", s->work);
+    json_t *arr = json_array();
+    DIR *d = opendir(p);
+    if (d) {
+        struct dirent *e;
+        while ((e = readdir(d))) {
+            if (!lt_serve_id_valid(e->d_name, "ds_")) continue;
+            json_t *m = load_meta(s, e->d_name);
+            if (m) json_array_append_new(arr, m);
+        }
+        closedir(d);
+    }
+    /* newest first */
+    size_t n = json_array_size(arr);
+    for (size_t i = 1; i < n; i++)
+        for (size_t j = i; j > 0; j--) {
+            double a = json_number_value(json_object_get(json_array_get(arr, j - 1), "created"));
+            double b = json_number_value(json_object_get(json_array_get(arr, j), "created"));
+            if (a >= b) break;
+            json_t *x = json_incref(json_array_get(arr, j));
+            json_array_remove(arr, j);
+            json_array_insert_new(arr, j - 1, x);
+        }
+    pthread_mutex_lock(&s->mu);
+    json_t *o = json_pack("{s:o,s:I,s:I}", "datasets", arr, "used_bytes", (json_int_t)s->used_bytes,
+                          "quota_bytes", (json_int_t)s->quota);
+    pthread_mutex_unlock(&s->mu);
+    return lt_reply_json(c, MHD_HTTP_OK, o);
+}
+
+enum MHD_Result lt_dataset_get(lt_server *s, struct MHD_Connection *c, const char *id) {
+    json_t *m = lt_serve_id_valid(id, "ds_") ? load_meta(s, id) : NULL;
+    if (!m) return lt_reply_error(c, MHD_HTTP_NOT_FOUND, "not_found", "no dataset '%s'", id);
+    return lt_reply_json(c, MHD_HTTP_OK, m);
+}
+
+/* body: {"model"?: name, "data-format"?, "max-seq-len"?, "train-on-prompt"?, "valid-fraction"?,
+ * "seed"?}; anything else is a 400 naming the key. */
+enum MHD_Result lt_dataset_validate(lt_server *s, struct MHD_Connection *c, const char *id,
+                                    const json_t *body) {
+    char path[LT_SERVE_PATH + 96], model[LT_SERVE_PATH + 300];
+    if (lt_dataset_path(s, id, path, sizeof path))
+        return lt_reply_error(c, MHD_HTTP_NOT_FOUND, "not_found", "no dataset '%s'", id);
+    json_t *meta = load_meta(s, id);
+    char name[256];
+    const char *mn = json_string_value(json_object_get(meta, "name"));
+    snprintf(name, sizeof name, "%s", mn ? mn : "data");
+    json_decref(meta);
+    lt_data_opts o;
+    lt_data_opts_default(&o);
+    const char *model_name = NULL;
+    const char *key;
+    json_t *v;
+    json_object_foreach((json_t *)body, key, v) {
+        if (!strcmp(key, "model")) {
+            if (!json_is_string(v))
+                return lt_reply_error(c, 400, "bad_request",
+                                      "model: expected a string (a name "
+                                      "from GET /api/models)");
+            model_name = json_string_value(v);
+        } else if (!strcmp(key, "data-format")) {
+            if (!json_is_string(v) || lt_data_format_parse(json_string_value(v), &o.format))
+                return lt_reply_error(c, 400, "bad_request",
+                                      "data-format: expected one of auto, "
+                                      "text, completions, chat, alpaca, sharegpt");
+        } else if (!strcmp(key, "max-seq-len")) {
+            double x = json_number_value(v);
+            if (!json_is_number(v) || x != (double)(int64_t)x || x < 2 || x > (1 << 24))
+                return lt_reply_error(c, 400, "bad_request",
+                                      "max-seq-len: expected an integer in 2..16777216");
+            o.max_seq_len = (int)x;
+        } else if (!strcmp(key, "train-on-prompt")) {
+            if (!json_is_boolean(v))
+                return lt_reply_error(c, 400, "bad_request", "train-on-prompt: expected a boolean");
+            o.train_on_prompt = json_is_true(v);
+        } else if (!strcmp(key, "valid-fraction")) {
+            if (!json_is_number(v) || !(json_number_value(v) >= 0 && json_number_value(v) < 1))
+                return lt_reply_error(c, 400, "bad_request",
+                                      "valid-fraction: expected a number in [0, 1)");
+            o.valid_fraction = json_number_value(v);
+        } else if (!strcmp(key, "seed")) {
+            double x = json_number_value(v);
+            if (!json_is_number(v) || x != (double)(int64_t)x || x < 0 || x > 9.007199254740992e15)
+                return lt_reply_error(c, 400, "bad_request",
+                                      "seed: expected an integer in 0..2^53");
+            o.seed = json_is_integer(v) ? (uint64_t)json_integer_value(v) : (uint64_t)x;
+        } else {
+            return lt_reply_error(c, 400, "bad_request",
+                                  "unknown key '%s' (expected model, data-format, max-seq-len, "
+                                  "train-on-prompt, valid-fraction, seed)",
+                                  key);
+        }
+    }
+    lt_status mst = model_name ? lt_model_path(s, model_name, model, sizeof model) : LT_OK;
+    if (mst)
+        return lt_reply_error(c, mst == LT_ERR_NOTFOUND ? 404 : 400,
+                              mst == LT_ERR_NOTFOUND ? "not_found" : "bad_request", "model: %s",
+                              lt_errmsg());
+    json_t *raw = validate(path, name, model_name ? model : NULL, &o);
+    json_t *res = raw ? lt_serve_scrub_json(s, raw) : NULL; /* a model error names its path */
+    json_decref(raw);
+    if (!res) return lt_reply_error(c, 500, "internal", "out of memory");
+    json_object_set_new(res, "dataset", json_string(id));
+    return lt_reply_json(c, MHD_HTTP_OK, res);
+}
+
+/* ---- models ----------------------------------------------------------------------------- */
+static int model_name_ok(const char *n) {
+    if (!n || !*n || n[0] == '.' || strlen(n) > 255) return 0;
+    for (const char *p = n; *p; p++)
+        if (*p == '/' || *p == '\\' || (unsigned char)*p < 0x20) return 0;
+    return 1;
+}
+
+lt_status lt_model_path(lt_server *s, const char *name, char *out, size_t n) {
+    if (!model_name_ok(name))
+        return lt_error(LT_ERR_ARG,
+                        "'%s' is not a model name (one entry of the server's models "
+                        "folder, as GET /api/models lists)",
+                        name ? name : "");
+    snprintf(out, n, "%s/%s", s->models, name);
+    struct stat st;
+    if (stat(out, &st)) return lt_error(LT_ERR_NOTFOUND, "no model '%s' (GET /api/models)", name);
+    return LT_OK;
+}
+
+enum MHD_Result lt_models_list(lt_server *s, struct MHD_Connection *c) {
+    json_t *arr = json_array();
+    DIR *d = opendir(s->models);
+    if (d) {
+        struct dirent *e;
+        while ((e = readdir(d))) {
+            if (!model_name_ok(e->d_name)) continue;
+            char p[LT_SERVE_PATH + 300];
+            snprintf(p, sizeof p, "%s/%s", s->models, e->d_name);
+            struct stat st;
+            if (stat(p, &st)) continue;
+            json_array_append_new(arr,
+                                  json_pack("{s:s,s:s,s:I}", "name", e->d_name, "kind",
+                                            S_ISDIR(st.st_mode) ? "folder" : "file", "size",
+                                            (json_int_t)(S_ISDIR(st.st_mode) ? 0 : st.st_size)));
+        }
+        closedir(d);
+    }
+    return lt_reply_json(c, MHD_HTTP_OK, json_pack("{s:o}", "models", arr));
+}

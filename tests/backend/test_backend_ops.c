@@ -268,10 +268,20 @@ static void run_weight(const lt_backend *be, const tcase *c, result *r, int is_r
     stored_w sw[3];
     lt_weight_view v[3], dv[3];
     arena a = {.be = be};
+    lt_nf4 dq[3]; /* NF4 with its arrays in the backend's memory */
     for (int j = 0; j < nj; j++) {
         make_weight(c, rows[j], C, &sw[j], &v[j]);
         dv[j] = v[j];
         if (v[j].data) dv[j].data = a_upb(&a, v[j].data, sw[j].nbytes);
+        if (v[j].nf4) {
+            lt_nf4_sizes_t z;
+            lt_nf4_sizes(sw[j].q.n, 1, &z);
+            dq[j] = sw[j].q;
+            dq[j].codes = a_upb(&a, sw[j].q.codes, (size_t)z.codes_bytes);
+            dq[j].qabsmax = a_upb(&a, sw[j].q.qabsmax, (size_t)z.qabsmax_bytes);
+            dq[j].absmax2 = a_upb(&a, sw[j].q.absmax2, (size_t)z.absmax2_bytes);
+            dv[j].nf4 = &dq[j];
+        }
     }
     float *x = hrand((int64_t)N * C, 1);
     lt_status st;

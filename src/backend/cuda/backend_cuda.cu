@@ -4,8 +4,8 @@
  * GEMMs through cuBLAS (fp32, no TF32: the checking mode); the model ops are plain kernels
  * written for correctness first: attention keeps O(T) memory (log-sum-exp saved, the backward
  * recomputes scores) but is not yet a tiled FlashAttention kernel; weights by storage format
- * are converted on the device for F32, F16, BF16, Q4_0, Q4_1, Q8_0 (NF4 and provider rows are
- * reported unsupported). Reductions that return to the host (sumsq, all_finite, the
+ * are converted on the device for F32, F16, BF16, Q4_0, Q4_1, Q8_0 and NF4 (the lt_nf4's arrays
+ * in device memory); provider rows (host memory) are reported unsupported. Reductions that return to the host (sumsq, all_finite, the
  * cross-entropy sums) go through a small device buffer the backend owns; every other op
  * allocates nothing. One stream (the legacy default), synchronised by get / sync.
  * Deterministic: no floating-point atomics except in the attention backward's dk / dv. */
@@ -25,6 +25,7 @@ typedef struct {
     cublasHandle_t blas;
     double *red;   /* reduction buffer: RED doubles */
     double *h_red; /* its host copy */
+    float *nf4_tab; /* device: the 16 NF4 code values, then bitsandbytes' 256-entry dynamic map */
 } cuda_ctx;
 #define RED 4096
 
@@ -280,11 +281,31 @@ __global__ void k_to_f32(float *dst, const uint8_t *src, int dt, int64_t n) {
         dst[i] = v;
     }
 }
+/* NF4 elements [begin, begin + n): the lt_nf4's arrays are device memory (tab: code, map) */
+__global__ void k_nf4(float *dst, const uint8_t *codes, const float *absmax, const uint8_t *qabsmax,
+                      const float *absmax2, float offset, int dq, const float *tab, int64_t begin,
+                      int64_t n) {
+    GRID_LOOP(k, n) {
+        const int64_t i = begin + k, b = i / LT_NF4_BLOCK;
+        const float a = dq ? tab[16 + qabsmax[b]] * absmax2[b / LT_NF4_ABSMAX_BLOCK] + offset
+                           : absmax[b];
+        const uint8_t byte = codes[i >> 1];
+        dst[k] = tab[(i & 1) ? (byte & 15) : (byte >> 4)] * a;
+    }
+}
 static lt_status cu_weight_f32(const lt_backend *be, const lt_weight_view *w, int64_t row0,
                                int64_t n, float *scratch, const float **out) {
-    if (w->rows_fn || w->nf4 || !cu_supports_dtype(be, w->dtype))
+    if (w->nf4) { /* the struct on the host, its arrays on the device */
+        const lt_nf4 *q = w->nf4;
+        k_nf4<<<blocks(n * w->cols, 256), 256>>>(scratch, q->codes, q->absmax, q->qabsmax,
+                                                 q->absmax2, q->offset, q->double_quant,
+                                                 CX(be)->nf4_tab, row0 * w->cols, n * w->cols);
+        *out = scratch;
+        return LT_OK;
+    }
+    if (w->rows_fn || !cu_supports_dtype(be, w->dtype))
         return lt_error(LT_ERR_UNSUPPORTED, "cuda backend: weights stored as %s",
-                        w->nf4 ? "NF4" : w->rows_fn ? "provider rows" : lt_dtype_name(w->dtype));
+                        w->rows_fn ? "provider rows" : lt_dtype_name(w->dtype));
     if (w->dtype == LT_DTYPE_F32) {
         *out = (const float *)w->data + row0 * w->cols;
         return LT_OK;
@@ -844,13 +865,17 @@ extern "C" lt_status lt_backend_cuda_create(int device, lt_backend **out) {
     c->device = device;
     if (cublasCreate(&c->blas) != CUBLAS_STATUS_SUCCESS ||
         cudaMalloc(&c->red, sizeof(double) * RED) != cudaSuccess ||
+        cudaMalloc(&c->nf4_tab, sizeof(float) * (16 + 256)) != cudaSuccess ||
         !(c->h_red = (double *)malloc(sizeof(double) * RED))) {
         if (c->blas) cublasDestroy(c->blas);
         if (c->red) cudaFree(c->red);
+        if (c->nf4_tab) cudaFree(c->nf4_tab);
         free(c->h_red), free(c), free(be);
         return lt_error(LT_ERR_NOMEM, "cuda backend: cannot set up device %d", device);
     }
     cublasSetMathMode(c->blas, CUBLAS_DEFAULT_MATH); /* fp32, no TF32: the checking mode */
+    cudaMemcpy(c->nf4_tab, lt_nf4_code(), sizeof(float) * 16, cudaMemcpyHostToDevice);
+    cudaMemcpy(c->nf4_tab + 16, lt_nf4_dynamic_map(), sizeof(float) * 256, cudaMemcpyHostToDevice);
     be->name = "cuda";
     be->op = &cuda_ops;
     be->ctx = c;
@@ -863,6 +888,7 @@ extern "C" void lt_backend_cuda_free(lt_backend *be) {
     cuda_ctx *c = CX(be);
     cublasDestroy(c->blas);
     cudaFree(c->red);
+    cudaFree(c->nf4_tab);
     free(c->h_red);
     free(c);
     free(be);

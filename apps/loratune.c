@@ -25,6 +25,7 @@ static const command k_commands[] = {
     {"data", cmd_data, "check and summarize data (data check), version it for DVC (data add)"},
     {"runs", cmd_runs, "tracked runs: list, show, compare, delete, reproduce, push"},
     {"models", cmd_models, "model registry: register, list, show, promote"},
+    {"study", cmd_study, "ask/tell hyperparameter study: create, ask, tell, show (docs/TUNE.md)"},
 };
 
 static void usage(FILE *f) {

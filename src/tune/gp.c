@@ -15,6 +15,7 @@
 
 #define SQRT5 2.23606797749978969641
 #define LOG_2PI 1.83787706640934548356
+#define PRIOR_LS_SD 0.75 /* sd of log length scales in the prior */
 
 void lt_gp_bounds(int d, double *lo, double *hi) {
     lo[0] = log(1e-2), hi[0] = log(1e2);             /* signal variance (y standardized) */
@@ -124,13 +125,21 @@ done:
 }
 
 double lt_gp_log_prior(int d, const double *theta, double *grad) {
-    const double mu = sqrt(2.0) + 0.5 * log((double)d), var = 3.0;
+    /* length scales: log ls ~ N(log(sqrt(d) / 2), PRIOR_LS_SD^2) (inputs in [0,1]^d: the
+     * typical distance between points grows as sqrt(d)); signal variance of the standardized
+     * values: log sv ~ N(0, 1); noise: log noise ~ N(log 1e-4, 3^2) */
+    const double mu = log(0.5 * sqrt((double)d)), var = PRIOR_LS_SD * PRIOR_LS_SD;
     double lp = 0;
     for (int i = 0; i < d; i++) {
         double t = theta[1 + i] - mu;
-        lp += -0.5 * t * t / var - 0.5 * log(2 * M_PI * var);
+        lp += -0.5 * t * t / var;
         if (grad) grad[1 + i] += -t / var;
     }
+    lp += -0.5 * theta[0] * theta[0];
+    if (grad) grad[0] += -theta[0];
+    double tn = theta[d + 1] - log(1e-4);
+    lp += -0.5 * tn * tn / 9;
+    if (grad) grad[d + 1] += -tn / 9;
     return lp;
 }
 
@@ -247,7 +256,7 @@ lt_status lt_gp_fit(lt_gp *gp, const double *theta0, int n_random, uint64_t seed
             memcpy(th, theta0, sizeof th);
         } else if (s == (theta0 ? 1 : 0)) { /* default: sv 1, ls at the prior's median, small noise */
             th[0] = 0;
-            for (int i = 0; i < d; i++) th[1 + i] = gp->prior ? sqrt(2.0) + 0.5 * log(d) : log(0.5);
+            for (int i = 0; i < d; i++) th[1 + i] = gp->prior ? log(0.5 * sqrt((double)d)) : log(0.5);
             th[d + 1] = log(1e-4);
         } else {
             for (int i = 0; i < m; i++) th[i] = lo[i] + (hi[i] - lo[i]) * gsl_rng_uniform(rng);

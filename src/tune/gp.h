@@ -7,8 +7,8 @@
  * values the tests compare against). Inputs are what the caller passes (the sampler snaps them
  * first: space.h); y is used as given (the sampler standardizes it).
  * Linear algebra: K + noise I = L L^T by LAPACK dpotrf; solves by dpotrs / dtrtrs.
- * Fitting: maximum of the log marginal likelihood (+ an optional log-normal prior on the length
- * scales) over box bounds, by GSL's BFGS (vector_bfgs2) on a sigmoid map of each bound
+ * Fitting: maximum of the log marginal likelihood (+ optional log-normal priors, lt_gp_log_prior)
+ * over box bounds, by GSL's BFGS (vector_bfgs2) on a sigmoid map of each bound
  * interval, from several starts; the analytic gradient is used. */
 #ifndef LT_TUNE_GP_H
 #define LT_TUNE_GP_H
@@ -24,7 +24,7 @@ typedef struct {
     double *theta; /* (d + 2) current hyperparameters */
     double *L;     /* (n, n) column-major lower Cholesky factor of K + noise I */
     double *alpha; /* (n) (K + noise I)^-1 y */
-    int prior;     /* 1: the fit adds the log-normal length-scale prior (lt_gp_log_prior) */
+    int prior;     /* 1: the fit adds lt_gp_log_prior (the sampler); 0: plain likelihood */
 } lt_gp;
 
 /* Copies X (n, d) and y (n); theta starts at log sv 0, log ls 0, log noise log(1e-4). */
@@ -35,8 +35,10 @@ void lt_gp_bounds(int d, double *lo, double *hi);
 /* log p(y | X, theta) and, when grad != NULL, its gradient in theta (d + 2). LT_ERR_ARG when
  * K + noise I is not positive definite at theta. */
 lt_status lt_gp_lml(const lt_gp *gp, const double *theta, double *lml, double *grad);
-/* log prior density of theta: log ls_i ~ N(sqrt2 + log(d)/2, 3) (Hvarfner et al. 2024, the
- * BoTorch default), flat in sv and noise; + gradient into grad (added). */
+/* log prior density of theta (up to a constant), its gradient added into grad (may be NULL):
+ * log ls_i ~ N(log(sqrt(d) / 2), 0.75^2), log sv ~ N(0, 1), log noise ~ N(log 1e-4, 3^2).
+ * Without it, 10-30 points often fit one tiny length scale ("all noise" along that axis) and
+ * the search wanders to the corners; see docs/TUNE.md. */
 double lt_gp_log_prior(int d, const double *theta, double *grad);
 /* Sets theta (factorizes). */
 lt_status lt_gp_set_theta(lt_gp *gp, const double *theta);

@@ -1,6 +1,7 @@
 /* sampler.c - random, Sobol and GP-BO suggestions (see sampler.h; the method: docs/TUNE.md).
  *
- * GP-BO step: values standardized (mean 0, sd 1); running trials enter as "pessimistic
+ * GP-BO step: values warped (asinh of the robustly scaled values: warp_values) and standardized
+ * (mean 0, sd 1); running trials enter as "pessimistic
  * constant liars" (at the worst value seen) so parallel asks spread out; the GP is fitted by
  * marginal likelihood (+ the length-scale prior) from the last fit's hyperparameters and two
  * more starts; log EI is maximised over scrambled Sobol candidates and perturbations of the
@@ -15,6 +16,7 @@
 #include <gsl/gsl_randist.h>
 #include <gsl/gsl_rng.h>
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "gp.h"
@@ -121,12 +123,33 @@ static double refine(acq_ctx *c, double *x, double a0) {
     return best;
 }
 
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* y -> asinh((y - median) / scale), scale the median absolute deviation (x 1.4826, the sd of a
+ * normal sample): values near the median keep their spacing, outliers (a diverged run, the
+ * corners of Branin or Levy) are pulled in logarithmically, so that they do not flatten the
+ * standardized differences among the good trials the search cares about. The order of the
+ * values (and so the best trial) is unchanged. tmp has room for n. */
+static void warp_values(int n, double *y, double *tmp) {
+    memcpy(tmp, y, sizeof(double) * (size_t)n);
+    qsort(tmp, (size_t)n, sizeof(double), cmp_double);
+    double med = n % 2 ? tmp[n / 2] : 0.5 * (tmp[n / 2 - 1] + tmp[n / 2]);
+    for (int i = 0; i < n; i++) tmp[i] = fabs(y[i] - med);
+    qsort(tmp, (size_t)n, sizeof(double), cmp_double);
+    double mad = 1.4826 * (n % 2 ? tmp[n / 2] : 0.5 * (tmp[n / 2 - 1] + tmp[n / 2]));
+    if (!(mad > 0)) mad = tmp[n - 1] > 0 ? tmp[n - 1] : 1;
+    for (int i = 0; i < n; i++) y[i] = asinh((y[i] - med) / mad);
+}
+
 lt_status lt_tune_gp_next(const lt_space *sp, int n, const double *X, const double *y, int np,
                           const double *P, uint64_t seed, double *theta, double *x) {
     int dims = sp->dims, N = n + np;
     lt_status st = LT_OK;
     double *Xa = lt_malloc(sizeof(double) * (size_t)N * (size_t)dims);
-    double *ya = lt_malloc(sizeof(double) * (size_t)N);
+    double *ya = lt_malloc(sizeof(double) * (size_t)N), *tmp = lt_malloc(sizeof(double) * (size_t)N);
     int mc = N_SOBOL_CANDIDATES + N_BEST_LOCAL * N_LOCAL_PER_BEST;
     double *C = lt_malloc(sizeof(double) * (size_t)mc * (size_t)dims);
     double *cm = lt_malloc(sizeof(double) * (size_t)mc), *cv = lt_malloc(sizeof(double) * (size_t)mc);
@@ -141,20 +164,22 @@ lt_status lt_tune_gp_next(const lt_space *sp, int n, const double *X, const doub
     gsl_qrng *q = sp->n <= 40 ? gsl_qrng_alloc(gsl_qrng_sobol, (unsigned)sp->n) : NULL;
     lt_gp gp = {0};
     gsl_error_handler_t *old = gsl_set_error_handler_off();
-    if (!Xa || !ya || !C || !cm || !cv || !ca || !num || !order || !u || !shift || !xb || !r ||
+    if (!Xa || !ya || !tmp || !C || !cm || !cv || !ca || !num || !order || !u || !shift || !xb || !r ||
         (sp->n <= 40 && !q)) {
         st = lt_error(LT_ERR_NOMEM, "study: out of memory (GP step, %d trials)", N);
         goto done;
     }
-    /* standardize; liars at the worst standardized value */
+    /* warp (heavy tails tamed, order kept), standardize; liars at the worst value */
+    for (int i = 0; i < n; i++) ya[i] = y[i];
+    warp_values(n, ya, tmp);
     double mean = 0, sd = 0, worst = -INFINITY, best = INFINITY;
-    for (int i = 0; i < n; i++) mean += y[i];
+    for (int i = 0; i < n; i++) mean += ya[i];
     mean /= n;
-    for (int i = 0; i < n; i++) sd += (y[i] - mean) * (y[i] - mean);
+    for (int i = 0; i < n; i++) sd += (ya[i] - mean) * (ya[i] - mean);
     sd = sqrt(sd / n);
     if (!(sd > 0)) sd = 1;
     for (int i = 0; i < n; i++) {
-        ya[i] = (y[i] - mean) / sd;
+        ya[i] = (ya[i] - mean) / sd;
         worst = ya[i] > worst ? ya[i] : worst;
         best = ya[i] < best ? ya[i] : best;
     }
@@ -248,6 +273,7 @@ done:
     gsl_rng_free(r);
     lt_free(Xa);
     lt_free(ya);
+    lt_free(tmp);
     lt_free(C);
     lt_free(cm);
     lt_free(cv);

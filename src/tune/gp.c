@@ -279,6 +279,20 @@ lt_status lt_gp_fit(lt_gp *gp, const double *theta0, int n_random, uint64_t seed
     return lt_gp_set_theta(gp, best_th);
 }
 
+lt_status lt_gp_fit_from(lt_gp *gp, const double *theta0, int max_iter) {
+    int d = gp->d, m = d + 2;
+    double lo[m], hi[m], th[m], g[m], cur[m];
+    lt_gp_bounds(d, lo, hi);
+    fit_ctx c = {gp, lo, hi, cur, g, 0};
+    gsl_error_handler_t *old = gsl_set_error_handler_off();
+    for (int i = 0; i < m; i++)
+        th[i] = theta0[i] < lo[i] ? lo[i] : theta0[i] > hi[i] ? hi[i] : theta0[i];
+    double v = fit_one(&c, th, max_iter);
+    gsl_set_error_handler(old);
+    if (v == -INFINITY) return lt_gp_fit(gp, NULL, 1, 0, max_iter);
+    return lt_gp_set_theta(gp, th);
+}
+
 lt_status lt_gp_predict(const lt_gp *gp, int m, const double *Xs, double *mean, double *var) {
     int n = gp->n, d = gp->d;
     double *V = lt_malloc(sizeof(double) * (size_t)n * (size_t)(m > 0 ? m : 1));

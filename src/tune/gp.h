@@ -45,6 +45,9 @@ lt_status lt_gp_set_theta(lt_gp *gp, const double *theta);
 /* Fits theta (bounded maximum of lml [+ prior]) from the starts: theta0 (may be NULL), the
  * bounds' centre-ish default, and n_random draws from the seed; keeps the best, factorizes. */
 lt_status lt_gp_fit(lt_gp *gp, const double *theta0, int n_random, uint64_t seed, int max_iter);
+/* One run from theta0 (the last fit, after a point was added); falls back to lt_gp_fit when the
+ * kernel does not factorize there. */
+lt_status lt_gp_fit_from(lt_gp *gp, const double *theta0, int max_iter);
 /* Posterior of the latent f at m points Xs (m, d): mean (m) and variance (m, >= 0). */
 lt_status lt_gp_predict(const lt_gp *gp, int m, const double *Xs, double *mean, double *var);
 

@@ -26,6 +26,9 @@
 #define N_BEST_LOCAL 5
 #define N_REFINE 3
 #define FIT_MAX_ITER 60
+#define WARM_MAX_ITER 20
+#define REFIT_EVERY 5
+#define FULL_FIT_BELOW 40 /* trials: below, every step fits fully (cheap there) */
 #define NM_MAX_ITER 120
 
 uint64_t lt_tune_stream_seed(uint64_t seed, uint64_t stream) {
@@ -191,7 +194,15 @@ lt_status lt_tune_gp_next(const lt_space *sp, int n, const double *X, const doub
     for (int i = 0; i < N; i++) lt_space_snap(sp, Xa + (size_t)i * dims);
     if ((st = lt_gp_init(&gp, N, dims, Xa, ya))) goto done;
     gp.prior = 1;
-    if ((st = lt_gp_fit(&gp, isfinite(theta[0]) ? theta : NULL, 1, seed, FIT_MAX_ITER))) goto done;
+    /* A full fit (the last fit's theta, the default start and a random one, FIT_MAX_ITER
+     * iterations each) below FULL_FIT_BELOW trials and every REFIT_EVERY-th step after; in
+     * between, a short run from the last fit's theta (the data changed by a point or two), so
+     * that an ask at 100 trials stays near 50 ms. */
+    if (isfinite(theta[0]) && N >= FULL_FIT_BELOW && N % REFIT_EVERY != 0)
+        st = lt_gp_fit_from(&gp, theta, WARM_MAX_ITER);
+    else
+        st = lt_gp_fit(&gp, isfinite(theta[0]) ? theta : NULL, 1, seed, FIT_MAX_ITER);
+    if (st) goto done;
     memcpy(theta, gp.theta, sizeof(double) * (size_t)(dims + 2));
 
     /* candidates: scrambled Sobol points, then perturbations of the best trials */

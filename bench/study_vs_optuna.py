@@ -185,7 +185,7 @@ def tables(res):
         out.append("| sampler | median wall | max wall | median CPU | max CPU |")
         out.append("| --- | ---: | ---: | ---: | ---: |")
         for s, t in res["ask_at_100"].items():
-            w, c = t["wall"], t["cpu"]
+            w, c = (t["wall"], t["cpu"]) if isinstance(t, dict) else (t, [math.nan])
             out.append(f"| {s} | {statistics.median(w):.4f} | {max(w):.4f} | "
                        f"{statistics.median(c):.4f} | {max(c):.4f} |")
     return "\n".join(out)
@@ -194,7 +194,7 @@ def tables(res):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--loratune", default="build/loratune")
-    ap.add_argument("--seeds", type=int, default=20)
+    ap.add_argument("--seeds", type=int, default=20, help="0: only the time per ask")
     ap.add_argument("--evals", type=int, default=30)
     ap.add_argument("--functions", default=",".join(FUNCS))
     ap.add_argument("--samplers", default=",".join(SAMPLERS))
@@ -236,6 +236,8 @@ def main():
                 vals, _, _ = run_one(args, s, fname, seed, args.evals)
                 res["runs"][fname][s].append(vals)
             res["wall_s"][fname][s] = time.perf_counter() - t0
+            if not args.seeds:
+                continue
             print(f"{fname:10s} {s:14s} median regret@{min(30, args.evals)} "
                   f"{statistics.median(regret_at(v, min(30, args.evals), FUNCS[fname][2]) for v in res['runs'][fname][s]):.4g}"
                   f"  ({res['wall_s'][fname][s]:.0f} s)", flush=True)

@@ -165,7 +165,7 @@ typedef struct {
     const lt_gp *gp;
     const double *lo, *hi;
     double *theta, *g; /* scratch (d + 2) */
-    int failed;
+    lt_status err;     /* an allocation failed (not a mere non-factorizable theta) */
 } fit_ctx;
 
 static void u_to_theta(const fit_ctx *c, const gsl_vector *u, double *theta, double *ds) {
@@ -182,8 +182,9 @@ static void fit_fdf(const gsl_vector *u, void *p, double *f, gsl_vector *df) {
     double ds[d + 2];
     u_to_theta(c, u, c->theta, ds);
     double lml;
-    if (lt_gp_lml(c->gp, c->theta, &lml, df ? c->g : NULL) != LT_OK) {
-        c->failed = 1;
+    lt_status st = lt_gp_lml(c->gp, c->theta, &lml, df ? c->g : NULL);
+    if (st != LT_OK) {
+        if (st == LT_ERR_NOMEM) c->err = st;
         *f = 1e30;
         if (df) gsl_vector_set_zero(df);
         return;
@@ -212,6 +213,7 @@ static double fit_one(fit_ctx *c, double *theta, int max_iter) {
     if (!u || !mz) {
         gsl_vector_free(u);
         gsl_multimin_fdfminimizer_free(mz);
+        c->err = lt_error(LT_ERR_NOMEM, "gp: out of memory (minimizer)");
         return -INFINITY;
     }
     for (int i = 0; i < m; i++) {
@@ -223,7 +225,7 @@ static double fit_one(fit_ctx *c, double *theta, int max_iter) {
     double best = -INFINITY;
     if (gsl_multimin_fdfminimizer_set(mz, &fn, u, 0.1, 0.1) == GSL_SUCCESS) {
         for (int it = 0; it < max_iter; it++) {
-            if (gsl_multimin_fdfminimizer_iterate(mz) != GSL_SUCCESS) break;
+            if (gsl_multimin_fdfminimizer_iterate(mz) != GSL_SUCCESS || c->err) break;
             if (gsl_multimin_test_gradient(mz->gradient, 1e-5) == GSL_SUCCESS) break;
         }
         double f = mz->f;
@@ -241,7 +243,7 @@ lt_status lt_gp_fit(lt_gp *gp, const double *theta0, int n_random, uint64_t seed
     int d = gp->d, m = d + 2;
     double lo[m], hi[m], th[m], best_th[m], g[m], cur[m];
     lt_gp_bounds(d, lo, hi);
-    fit_ctx c = {gp, lo, hi, cur, g, 0};
+    fit_ctx c = {gp, lo, hi, cur, g, LT_OK};
     gsl_error_handler_t *old = gsl_set_error_handler_off();
     gsl_rng *rng = gsl_rng_alloc(gsl_rng_mt19937);
     if (!rng) {
@@ -264,6 +266,7 @@ lt_status lt_gp_fit(lt_gp *gp, const double *theta0, int n_random, uint64_t seed
         }
         for (int i = 0; i < m; i++) th[i] = th[i] < lo[i] ? lo[i] : th[i] > hi[i] ? hi[i] : th[i];
         double v = fit_one(&c, th, max_iter);
+        if (c.err) break;
         if (v > best) {
             best = v;
             memcpy(best_th, th, sizeof th);
@@ -271,6 +274,7 @@ lt_status lt_gp_fit(lt_gp *gp, const double *theta0, int n_random, uint64_t seed
     }
     gsl_rng_free(rng);
     gsl_set_error_handler(old);
+    if (c.err) return c.err;
     if (best == -INFINITY) {
         /* no start gave a factorizable kernel: fall back to a large noise */
         for (int i = 0; i < m; i++) best_th[i] = 0.5 * (lo[i] + hi[i]);
@@ -283,12 +287,13 @@ lt_status lt_gp_fit_from(lt_gp *gp, const double *theta0, int max_iter) {
     int d = gp->d, m = d + 2;
     double lo[m], hi[m], th[m], g[m], cur[m];
     lt_gp_bounds(d, lo, hi);
-    fit_ctx c = {gp, lo, hi, cur, g, 0};
+    fit_ctx c = {gp, lo, hi, cur, g, LT_OK};
     gsl_error_handler_t *old = gsl_set_error_handler_off();
     for (int i = 0; i < m; i++)
         th[i] = theta0[i] < lo[i] ? lo[i] : theta0[i] > hi[i] ? hi[i] : theta0[i];
     double v = fit_one(&c, th, max_iter);
     gsl_set_error_handler(old);
+    if (c.err) return c.err;
     if (v == -INFINITY) return lt_gp_fit(gp, NULL, 1, 0, max_iter);
     return lt_gp_set_theta(gp, th);
 }

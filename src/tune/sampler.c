@@ -76,12 +76,17 @@ typedef struct {
     double *x;      /* (dims) the point being refined; its numeric coordinates vary */
     const int *num; /* (nnum) model coordinates of the numeric params */
     int nnum;
+    lt_status err;  /* a prediction failed (out of memory) */
 } acq_ctx;
 
-static double acq_at(const acq_ctx *c, double *x) {
+static double acq_at(acq_ctx *c, double *x) {
     lt_space_snap(c->sp, x);
     double m, v;
-    if (lt_gp_predict(c->gp, 1, x, &m, &v) != LT_OK) return -INFINITY;
+    lt_status st = lt_gp_predict(c->gp, 1, x, &m, &v);
+    if (st != LT_OK) {
+        c->err = st;
+        return -INFINITY;
+    }
     return lt_log_ei(m, v, c->best);
 }
 
@@ -103,13 +108,14 @@ static double refine(acq_ctx *c, double *x, double a0) {
     gsl_multimin_fminimizer *mz =
         gsl_multimin_fminimizer_alloc(gsl_multimin_fminimizer_nmsimplex2, (size_t)c->nnum);
     double best = a0;
+    if (!v || !step || !mz) c->err = lt_error(LT_ERR_NOMEM, "study: out of memory (minimizer)");
     if (v && step && mz) {
         for (int i = 0; i < c->nnum; i++) gsl_vector_set(v, (size_t)i, x[c->num[i]]);
         gsl_vector_set_all(step, 0.05);
         gsl_multimin_function fn = {nm_f, (size_t)c->nnum, c};
         if (gsl_multimin_fminimizer_set(mz, &fn, v, step) == GSL_SUCCESS) {
             for (int it = 0; it < NM_MAX_ITER; it++) {
-                if (gsl_multimin_fminimizer_iterate(mz) != GSL_SUCCESS) break;
+                if (gsl_multimin_fminimizer_iterate(mz) != GSL_SUCCESS || c->err) break;
                 if (gsl_multimin_fminimizer_size(mz) < 1e-4) break;
             }
             for (int i = 0; i < c->nnum; i++) work[c->num[i]] = gsl_vector_get(mz->x, (size_t)i);
@@ -248,7 +254,7 @@ lt_status lt_tune_gp_next(const lt_space *sp, int n, const double *X, const doub
     int nn = 0;
     for (int pi = 0; pi < sp->n; pi++)
         if (sp->p[pi].type != LT_PARAM_CATEGORICAL) num[nn++] = sp->p[pi].dim;
-    acq_ctx ac = {sp, &gp, best, NULL, num, nn};
+    acq_ctx ac = {sp, &gp, best, NULL, num, nn, LT_OK};
     for (int t = 0; t < N_REFINE; t++) {
         int bi = -1;
         for (int i = 0; i < k; i++)
@@ -274,6 +280,10 @@ lt_status lt_tune_gp_next(const lt_space *sp, int n, const double *X, const doub
             double a = acq_at(&ac, xc);
             if (a > ab) ab = a, memcpy(xb, xc, xbytes);
         }
+    }
+    if (ac.err) {
+        st = ac.err;
+        goto done;
     }
     memcpy(x, xb, xbytes);
     lt_space_snap(sp, x);

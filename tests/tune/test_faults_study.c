@@ -26,7 +26,7 @@ static const char *k_space =
 static lt_status setup(void *p) {
     ctx_t *c = p;
     char path[700];
-    snprintf(path, sizeof path, "%s/study.json", c->dir);
+    snprintf(path, sizeof path, "%.600s/study.json", c->dir);
     FILE *f = fopen(path, "wb");
     if (!f) return lt_error(LT_ERR_IO, "%s: cannot write", path);
     fwrite(c->base, 1, c->base_len, f);
@@ -78,7 +78,7 @@ int main(void) {
     snprintf(c.dir, sizeof c.dir, "%s/lt-faults-study-XXXXXX", lt_tmpdir());
     CHECK(mkdtemp(c.dir) != NULL, "mkdtemp");
     char sdir[700];
-    snprintf(sdir, sizeof sdir, "%s/s", c.dir);
+    snprintf(sdir, sizeof sdir, "%.600s/s", c.dir);
     lt_study *s;
     lt_study_options o = {.seed = 3, .n_startup = 6};
     CHECK_OK(lt_study_create(sdir, k_space, &o, &s));
@@ -90,9 +90,9 @@ int main(void) {
         CHECK_OK(lt_study_tell(s, t, LT_TRIAL_COMPLETE, (log10(lr) + 3) * (log10(lr) + 3)));
     }
     lt_study_close(s);
-    snprintf(c.dir, sizeof c.dir, "%s", sdir);
+    snprintf(c.dir, sizeof c.dir, "%.700s", sdir);
     char path[700];
-    snprintf(path, sizeof path, "%s/study.json", c.dir);
+    snprintf(path, sizeof path, "%.600s/study.json", c.dir);
     CHECK_OK(lt_file_read_all(path, &c.base, &c.base_len));
 
     lt_fault_plan alloc = {LT_FAULT_ALLOC, 0, 0, 0, 400, 700};

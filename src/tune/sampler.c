@@ -24,12 +24,13 @@
 #define N_SOBOL_CANDIDATES 1024
 #define N_LOCAL_PER_BEST 64
 #define N_BEST_LOCAL 5
-#define N_REFINE 3
+#define N_REFINE 6        /* candidates refined by Nelder-Mead (3 from REFINE_LESS_FROM on) */
+#define REFINE_LESS_FROM 60 /* trials: past it, less refinement keeps the ask near 50 ms */
 #define FIT_MAX_ITER 60
 #define WARM_MAX_ITER 20
 #define REFIT_EVERY 5
 #define FULL_FIT_BELOW 40 /* trials: below, every step fits fully (cheap there) */
-#define NM_MAX_ITER 120
+#define NM_MAX_ITER 200     /* iterations per refinement (120 from REFINE_LESS_FROM on) */
 
 uint64_t lt_tune_stream_seed(uint64_t seed, uint64_t stream) {
     uint64_t z = seed + 0x9e3779b97f4a7c15ull * (stream + 1);
@@ -76,6 +77,7 @@ typedef struct {
     double *x;      /* (dims) the point being refined; its numeric coordinates vary */
     const int *num; /* (nnum) model coordinates of the numeric params */
     int nnum;
+    int nm_iter;    /* Nelder-Mead iterations per refinement */
     lt_status err;  /* a prediction failed (out of memory) */
 } acq_ctx;
 
@@ -114,7 +116,7 @@ static double refine(acq_ctx *c, double *x, double a0) {
         gsl_vector_set_all(step, 0.05);
         gsl_multimin_function fn = {nm_f, (size_t)c->nnum, c};
         if (gsl_multimin_fminimizer_set(mz, &fn, v, step) == GSL_SUCCESS) {
-            for (int it = 0; it < NM_MAX_ITER; it++) {
+            for (int it = 0; it < c->nm_iter; it++) {
                 if (gsl_multimin_fminimizer_iterate(mz) != GSL_SUCCESS || c->err) break;
                 if (gsl_multimin_fminimizer_size(mz) < 1e-4) break;
             }
@@ -254,8 +256,9 @@ lt_status lt_tune_gp_next(const lt_space *sp, int n, const double *X, const doub
     int nn = 0;
     for (int pi = 0; pi < sp->n; pi++)
         if (sp->p[pi].type != LT_PARAM_CATEGORICAL) num[nn++] = sp->p[pi].dim;
-    acq_ctx ac = {sp, &gp, best, NULL, num, nn, LT_OK};
-    for (int t = 0; t < N_REFINE; t++) {
+    int less = N >= REFINE_LESS_FROM;
+    acq_ctx ac = {sp, &gp, best, NULL, num, nn, less ? 120 : NM_MAX_ITER, LT_OK};
+    for (int t = 0; t < (less ? 3 : N_REFINE); t++) {
         int bi = -1;
         for (int i = 0; i < k; i++)
             if (bi < 0 || ca[i] > ca[bi]) bi = i;

@@ -164,7 +164,7 @@ def regret_at(vals, k, fmin):
 
 def tables(res):
     out = []
-    ks = [k for k in (30, 50) if k <= res["evals"]]
+    ks = [k for k in (30, 50) if k <= res["evals"]] if res["seeds"] else []
     for k in ks:
         out.append(f"Median simple regret at {k} evaluations ({res['seeds']} seeds; "
                    "in brackets: 25th-75th percentile)\n")

@@ -18,6 +18,7 @@ int cmd_data(int argc, char **argv);
 int cmd_runs(int argc, char **argv);
 int cmd_models(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
+int cmd_study(int argc, char **argv);
 /* `loratune data add` (apps/cmd_data_add.c), a subcommand of cmd_data. */
 int data_add(int argc, char **argv);
 

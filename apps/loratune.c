@@ -26,6 +26,7 @@ static const command k_commands[] = {
     {"runs", cmd_runs, "tracked runs: list, show, compare, delete, reproduce, push"},
     {"models", cmd_models, "model registry: register, list, show, promote"},
     {"serve", cmd_serve, "REST API server: datasets, train jobs, live events (docs/SERVER.md)"},
+    {"study", cmd_study, "ask/tell hyperparameter study: create, ask, tell, show (docs/TUNE.md)"},
 };
 
 static void usage(FILE *f) {

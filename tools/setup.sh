@@ -2,10 +2,11 @@
 # setup.sh - installs what loratune's build and tests need on a Debian machine:
 # Debian packages (compiler, CMake, OpenBLAS, PCRE2, jansson, ...) and the Python test
 # peers (tools/requirements.txt) in .venv, with uv. Idempotent and quick when all is there.
+# `tools/setup.sh --bench` also installs the benchmark anchors (Optuna + torch) in .venv-bench.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PKGS="build-essential cmake pkg-config git ca-certificates unzip libopenblas-dev libpcre2-dev libjansson-dev libutf8proc-dev libyaml-dev libomp-dev python3 python3-venv libsqlite3-dev libcurl4-openssl-dev libssl-dev libmicrohttpd-dev qemu-user"
+PKGS="build-essential cmake pkg-config git ca-certificates unzip libopenblas-dev libpcre2-dev libjansson-dev libutf8proc-dev libyaml-dev libomp-dev python3 python3-venv libsqlite3-dev libcurl4-openssl-dev libssl-dev libmicrohttpd-dev qemu-user libgsl-dev liblapacke-dev"
 missing=""
 for p in $PKGS; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
@@ -31,4 +32,15 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "setup: installing Python test peers (tools/requirements.txt)"
   .venv/bin/uv pip install -q --python .venv/bin/python -r tools/requirements.txt
   echo "$want" > "$stamp"
+fi
+# --bench: also the benchmark anchors (tools/bench-requirements.txt) in .venv-bench
+if [ "${1:-}" = "--bench" ]; then
+  [ -x .venv-bench/bin/python ] || "$PY" -m venv .venv-bench
+  bstamp=.venv-bench/.requirements.sha
+  bwant=$(sha256sum tools/bench-requirements.txt | cut -d' ' -f1)
+  if [ "$(cat "$bstamp" 2>/dev/null)" != "$bwant" ]; then
+    echo "setup: installing benchmark anchors (tools/bench-requirements.txt) in .venv-bench"
+    .venv/bin/uv pip install -q --python .venv-bench/bin/python -r tools/bench-requirements.txt
+    echo "$bwant" > "$bstamp"
+  fi
 fi

@@ -1,0 +1,109 @@
+/* tune.h - hyperparameter search as an ask/tell study: a search space, a study persisted in a
+ * folder, and its samplers (random, Sobol, Gaussian-process Bayesian optimization).
+ *
+ * A study lives in a folder DIR as DIR/study.json (space, direction, sampler, seed, trials with
+ * params, state, value and intermediate values, the GP's last fitted hyperparameters). Every
+ * change is written atomically (temp file, fsync, rename: lt_file_write_atomic), so a process
+ * killed at any moment, SIGKILL included, leaves either the state before or after its change,
+ * never a torn file. An open study holds the folder's lock (lt_dir_lock), so two processes never
+ * interleave their changes: the second gets LT_ERR_BUSY (the CLI waits and retries).
+ *
+ * Driving it (what `loratune study` and a tuner do):
+ *     lt_study_create(dir, space_json, &opt, &s)  or  lt_study_open(dir, &s)
+ *     loop: lt_study_ask(s, &trial)            -> parameters (lt_study_trial_params_json,
+ *                                                 lt_study_param_number / _choice)
+ *           run it; lt_study_report(s, trial, step, value) for intermediate values
+ *           lt_study_tell(s, trial, LT_TRIAL_COMPLETE, value)   (or FAILED / PRUNED)
+ *     lt_study_close(s)
+ * Trials are numbered 0, 1, 2, ... in the order they were asked. Each ask is deterministic in
+ * (seed, trial number, the trials told so far), so a resumed study continues as the killed one
+ * would have.
+ *
+ * Space JSON (the CLI's SPACE.json): an object mapping each parameter name to
+ *     {"type": "float", "low": a, "high": b, "log": false}
+ *     {"type": "int", "low": a, "high": b, "log": false}
+ *     {"type": "categorical", "choices": [...]}        (strings, numbers, booleans or null)
+ * low < high (int: low <= high; integers), log needs low > 0. Method: docs/TUNE.md.
+ *
+ * Ownership: strings passed in are borrowed for the call; char ** results are malloc'd and the
+ * caller frees them; an lt_study is used by one thread at a time. */
+#ifndef LORATUNE_TUNE_H
+#define LORATUNE_TUNE_H
+
+#include <stdint.h>
+
+#include "loratune/core.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define LT_STUDY_FILE "study.json"
+
+typedef enum {
+    LT_SAMPLER_AUTO = 0, /* Sobol for the first n_startup trials, then GP */
+    LT_SAMPLER_GP,       /* GP-BO (its first trials are Sobol too: a GP needs data) */
+    LT_SAMPLER_RANDOM,   /* independent uniform draws (log-uniform for log params) */
+    LT_SAMPLER_SOBOL,    /* scrambled Sobol points only */
+    LT_SAMPLER_TPE,      /* part of the CLI contract; not implemented yet (LT_ERR_UNSUPPORTED) */
+} lt_sampler_kind;
+const char *lt_sampler_name(lt_sampler_kind k); /* "auto", "gp", "random", "sobol", "tpe" */
+int lt_sampler_from_name(const char *name, lt_sampler_kind *out); /* 0 ok, -1 unknown */
+
+typedef enum {
+    LT_TRIAL_RUNNING = 0, /* asked, not told yet */
+    LT_TRIAL_COMPLETE,
+    LT_TRIAL_FAILED,
+    LT_TRIAL_PRUNED,
+} lt_trial_state;
+const char *lt_trial_state_name(lt_trial_state s); /* "running", "complete", "failed", "pruned" */
+
+typedef struct {
+    int maximize;            /* 0: minimize the value (default), 1: maximize */
+    lt_sampler_kind sampler; /* default LT_SAMPLER_AUTO */
+    uint64_t seed;           /* default 0 */
+    int n_startup;           /* Sobol trials before the GP; <= 0: clamp(dims + 1, 5, 10) */
+} lt_study_options;
+
+typedef struct lt_study lt_study;
+
+/* Makes folder dir (parents too) and a new study in it. space_json is the space's JSON text;
+ * errors name the parameter and field ("space: lr: low: expected a number"). LT_ERR_ARG when
+ * dir already holds a study. opt NULL = defaults. On success *out is the caller's (locked). */
+lt_status lt_study_create(const char *dir, const char *space_json, const lt_study_options *opt,
+                          lt_study **out);
+/* Opens the study in dir, locking the folder. LT_ERR_NOTFOUND when dir has no study.json,
+ * LT_ERR_FORMAT naming the file and field when it is malformed, LT_ERR_BUSY when another
+ * process holds it. */
+lt_status lt_study_open(const char *dir, lt_study **out);
+void lt_study_close(lt_study *s); /* releases the lock; NULL ok */
+
+/* A new trial: its parameters are sampled and the trial is stored as running before this
+ * returns. *trial = its number. */
+lt_status lt_study_ask(lt_study *s, int *trial);
+/* Ends a running trial: LT_TRIAL_COMPLETE with its value (finite), or LT_TRIAL_FAILED /
+ * LT_TRIAL_PRUNED (value ignored). LT_ERR_NOTFOUND for an unknown trial, LT_ERR_ARG for one
+ * already told ("trial 3 was already told (complete, value 0.25)") or a non-finite value. */
+lt_status lt_study_tell(lt_study *s, int trial, lt_trial_state state, double value);
+/* Records an intermediate value (e.g. validation loss at a training step) of a running trial. */
+lt_status lt_study_report(lt_study *s, int trial, int64_t step, double value);
+
+int lt_study_n_trials(const lt_study *s);
+int lt_study_n_params(const lt_study *s);
+const char *lt_study_param_name(const lt_study *s, int i);
+lt_status lt_study_trial_state(const lt_study *s, int trial, lt_trial_state *state, double *value);
+/* Value of a float / int parameter of a trial (ints are exact in a double). */
+lt_status lt_study_param_number(const lt_study *s, int trial, const char *name, double *out);
+/* The chosen category of a categorical parameter as JSON text ("\"mlp\"", "16", "true");
+ * malloc'd. */
+lt_status lt_study_param_choice_json(const lt_study *s, int trial, const char *name, char **out);
+/* {"trial": N, "params": {...}} (the CLI's `ask --json` line); malloc'd. */
+lt_status lt_study_trial_json(const lt_study *s, int trial, char **out);
+/* {"direction", "sampler", "seed", "space", "n_trials", "n_complete", "trials": [...],
+ *  "best": {trial, value, params} or null}; malloc'd. *best_trial = -1 when none complete. */
+lt_status lt_study_summary_json(const lt_study *s, char **out, int *best_trial);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,28 @@
+/* sampler.h - the samplers of a study (internal to src/tune): what the next trial's parameters
+ * are, given the space and the trials so far. Deterministic in (seed, trial number, trials). */
+#ifndef LT_TUNE_SAMPLER_H
+#define LT_TUNE_SAMPLER_H
+
+#include <jansson.h>
+
+#include "loratune/tune.h"
+#include "space.h"
+
+/* A generator seeded from (seed, stream): splitmix64 of both, so trials draw independent
+ * streams and a resumed study draws what the killed one would have. */
+uint64_t lt_tune_stream_seed(uint64_t seed, uint64_t stream);
+
+/* Parameters for trial number `trial` (a new params object in *params). trials is the study's
+ * trial array (objects with "state", "params", "value"); the trial being asked is not in it.
+ * theta (dims + 2) holds the GP's last hyperparameters (NaN in theta[0]: none) and is updated
+ * when the GP runs; *used_gp says whether it did. */
+lt_status lt_tune_suggest(const lt_space *sp, const lt_study_options *opt, const json_t *trials,
+                          int trial, double *theta, int *used_gp, json_t **params);
+
+/* The GP-BO step alone (exposed for tests and the benchmark): X (n, dims) snapped inputs of the
+ * complete trials, y (n) their values to minimise, P (np, dims) running trials' inputs; writes
+ * the chosen point (dims, snapped) into x. */
+lt_status lt_tune_gp_next(const lt_space *sp, int n, const double *X, const double *y, int np,
+                          const double *P, uint64_t seed, double *theta, double *x);
+
+#endif

@@ -1,0 +1,420 @@
+/* study.c - an ask/tell study persisted in a folder (tune.h).
+ *
+ * The file DIR/study.json, kept in memory as its jansson tree and rewritten whole after each
+ * change through lt_file_write_atomic (temp file, fsync, rename), so that a kill at any point
+ * leaves the old or the new file. A failed write puts the tree back as it was, so the handle
+ * and the file never disagree. The folder's lock is held from open/create to close.
+ *
+ *   {"format": "loratune-study", "version": 1, "direction": "minimize", "sampler": "auto",
+ *    "seed": 0, "n_startup": 5, "space": {...}, "gp_theta": [...] | null,
+ *    "trials": [{"trial": 0, "state": "complete", "params": {...}, "value": 1.5,
+ *                "intermediate": [[step, value], ...], "asked_at": T, "told_at": T}, ...]} */
+#include <jansson.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "core/json_file.h"
+#include "loratune/tune.h"
+#include "sampler.h"
+#include "space.h"
+
+#define STUDY_FORMAT "loratune-study"
+#define STUDY_VERSION 1
+
+struct lt_study {
+    char *path;        /* DIR/study.json */
+    lt_dir_lock *lock;
+    json_t *root;
+    json_t *trials;    /* borrowed from root */
+    lt_space space;
+    lt_study_options opt;
+};
+
+static const char *k_samplers[] = {"auto", "gp", "random", "sobol", "tpe"};
+static const char *k_states[] = {"running", "complete", "failed", "pruned"};
+
+const char *lt_sampler_name(lt_sampler_kind k) {
+    return (unsigned)k < 5 ? k_samplers[k] : "?";
+}
+int lt_sampler_from_name(const char *name, lt_sampler_kind *out) {
+    for (int i = 0; i < 5; i++)
+        if (name && !strcmp(name, k_samplers[i])) return *out = (lt_sampler_kind)i, 0;
+    return -1;
+}
+const char *lt_trial_state_name(lt_trial_state s) { return (unsigned)s < 4 ? k_states[s] : "?"; }
+static int state_from_name(const char *name) {
+    for (int i = 0; i < 4; i++)
+        if (name && !strcmp(name, k_states[i])) return i;
+    return -1;
+}
+
+void lt_study_close(lt_study *s) {
+    if (!s) return;
+    lt_space_free(&s->space);
+    json_decref(s->root);
+    lt_dir_lock_close(s->lock);
+    lt_free(s->path);
+    lt_free(s);
+}
+
+static lt_status study_alloc(const char *dir, lt_study **out) {
+    *out = NULL;
+    lt_study *s = lt_calloc(1, sizeof *s);
+    size_t n = strlen(dir) + sizeof(LT_STUDY_FILE) + 2;
+    if (!s || !(s->path = lt_malloc(n))) {
+        lt_free(s);
+        return lt_error(LT_ERR_NOMEM, "%s: out of memory", dir);
+    }
+    snprintf(s->path, n, "%s/%s", dir, LT_STUDY_FILE);
+    *out = s;
+    return LT_OK;
+}
+
+static lt_status study_write(lt_study *s) {
+    char *text = json_dumps(s->root, JSON_INDENT(1) | JSON_REAL_PRECISION(17));
+    if (!text) return lt_error(LT_ERR_NOMEM, "%s: out of memory", s->path);
+    size_t n = strlen(text);
+    text[n] = '\n'; /* json_dumps leaves room for its NUL; write "...}\n" */
+    lt_status st = lt_file_write_atomic(s->path, text, n + 1);
+    free(text);
+    return st;
+}
+
+static int default_startup(const lt_space *sp) {
+    int n = sp->dims + 1;
+    return n < 5 ? 5 : n > 10 ? 10 : n;
+}
+
+lt_status lt_study_create(const char *dir, const char *space_json, const lt_study_options *opt,
+                          lt_study **out) {
+    lt_study *s;
+    lt_status st = study_alloc(dir, &s);
+    if (st) return st;
+    lt_study_options o = {0};
+    if (opt) o = *opt;
+    json_error_t err;
+    json_t *sj = NULL;
+    if (o.sampler == LT_SAMPLER_TPE) {
+        st = lt_error(LT_ERR_UNSUPPORTED, "sampler tpe: not implemented yet (use gp, auto, "
+                                          "random or sobol)");
+        goto fail;
+    }
+    if ((unsigned)o.sampler > LT_SAMPLER_TPE) {
+        st = lt_error(LT_ERR_ARG, "study: unknown sampler %d", (int)o.sampler);
+        goto fail;
+    }
+    if (!(sj = json_loads(space_json, JSON_REJECT_DUPLICATES, &err))) {
+        st = lt_error(LT_ERR_FORMAT, "space: line %d column %d: invalid JSON: %s", err.line,
+                      err.column, err.text);
+        goto fail;
+    }
+    if ((st = lt_space_parse(sj, "space", &s->space))) goto fail;
+    if (o.n_startup <= 0) o.n_startup = default_startup(&s->space);
+    if (lt_path_exists(s->path)) {
+        st = lt_error(LT_ERR_ARG, "%s: already holds a study (%s); open it, or create the study "
+                                  "in another folder", dir, s->path);
+        goto fail;
+    }
+    if ((st = lt_dir_lock_open(dir, 0, &s->lock))) goto fail;
+    if (lt_path_exists(s->path)) { /* made between the check and the lock */
+        st = lt_error(LT_ERR_ARG, "%s: already holds a study (%s)", dir, s->path);
+        goto fail;
+    }
+    s->opt = o;
+    json_t *space = lt_space_to_json(&s->space);
+    s->root = json_pack("{s:s, s:i, s:s, s:s, s:I, s:i, s:o, s:n, s:[]}", "format", STUDY_FORMAT,
+                        "version", STUDY_VERSION, "direction",
+                        o.maximize ? "maximize" : "minimize", "sampler",
+                        lt_sampler_name(o.sampler), "seed", (json_int_t)o.seed, "n_startup",
+                        o.n_startup, "space", space, "gp_theta", "trials");
+    if (!s->root) {
+        st = lt_error(LT_ERR_NOMEM, "%s: out of memory", dir);
+        goto fail;
+    }
+    s->trials = json_object_get(s->root, "trials");
+    if ((st = study_write(s))) goto fail;
+    json_decref(sj);
+    *out = s;
+    return LT_OK;
+fail:
+    json_decref(sj);
+    lt_study_close(s);
+    return st;
+}
+
+static lt_status bad(const lt_study *s, const char *field, const char *want) {
+    return lt_error(LT_ERR_FORMAT, "%s: %s: expected %s", s->path, field, want);
+}
+
+/* Checks the tree read from the file; fills s->space, s->opt, s->trials. */
+static lt_status study_validate(lt_study *s) {
+    json_t *r = s->root;
+    if (!json_is_object(r)) return bad(s, "(top)", "an object");
+    if (!json_is_string(json_object_get(r, "format")) ||
+        strcmp(json_string_value(json_object_get(r, "format")), STUDY_FORMAT))
+        return bad(s, "format", "\"" STUDY_FORMAT "\"");
+    if (json_integer_value(json_object_get(r, "version")) != STUDY_VERSION)
+        return bad(s, "version", "1 (a study written by a newer loratune?)");
+    const char *dir = json_string_value(json_object_get(r, "direction"));
+    if (!dir || (strcmp(dir, "minimize") && strcmp(dir, "maximize")))
+        return bad(s, "direction", "\"minimize\" or \"maximize\"");
+    s->opt.maximize = !strcmp(dir, "maximize");
+    if (lt_sampler_from_name(json_string_value(json_object_get(r, "sampler")), &s->opt.sampler))
+        return bad(s, "sampler", "one of auto, gp, random, sobol, tpe");
+    json_t *seed = json_object_get(r, "seed"), *n0 = json_object_get(r, "n_startup");
+    if (!json_is_integer(seed)) return bad(s, "seed", "an integer");
+    s->opt.seed = (uint64_t)json_integer_value(seed);
+    if (!json_is_integer(n0) || json_integer_value(n0) < 1 || json_integer_value(n0) > 1000000)
+        return bad(s, "n_startup", "an integer >= 1");
+    s->opt.n_startup = (int)json_integer_value(n0);
+    char what[4200];
+    snprintf(what, sizeof what, "%s: space", s->path);
+    lt_status st = lt_space_parse(json_object_get(r, "space"), what, &s->space);
+    if (st) return st;
+    json_t *th = json_object_get(r, "gp_theta");
+    if (th && !json_is_null(th)) {
+        if (!json_is_array(th) || json_array_size(th) != (size_t)s->space.dims + 2)
+            return bad(s, "gp_theta", "null or an array of dims + 2 numbers");
+        size_t i;
+        json_t *v;
+        json_array_foreach(th, i, v) if (!json_is_number(v)) return bad(s, "gp_theta", "numbers");
+    }
+    s->trials = json_object_get(r, "trials");
+    if (!json_is_array(s->trials)) return bad(s, "trials", "an array");
+    double x[s->space.dims];
+    size_t i;
+    json_t *t;
+    json_array_foreach(s->trials, i, t) {
+        char f[64];
+        snprintf(f, sizeof f, "trials[%zu]", i);
+        if (!json_is_object(t)) return bad(s, f, "an object");
+        if (json_integer_value(json_object_get(t, "trial")) != (json_int_t)i ||
+            !json_is_integer(json_object_get(t, "trial")))
+            return bad(s, f, "\"trial\" equal to its position");
+        int state = state_from_name(json_string_value(json_object_get(t, "state")));
+        if (state < 0) return bad(s, f, "\"state\" one of running, complete, failed, pruned");
+        json_t *v = json_object_get(t, "value");
+        if (state == LT_TRIAL_COMPLETE ? !json_is_number(v) : !(v == NULL || json_is_null(v)))
+            return bad(s, f, state == LT_TRIAL_COMPLETE ? "a number \"value\" (complete)"
+                                                         : "\"value\" null unless complete");
+        snprintf(what, sizeof what, "%s: %s", s->path, f);
+        if ((st = lt_space_params_to_model(&s->space, json_object_get(t, "params"), what, x)))
+            return st;
+        json_t *im = json_object_get(t, "intermediate");
+        if (!json_is_array(im)) return bad(s, f, "an \"intermediate\" array");
+        size_t j;
+        json_t *e;
+        json_array_foreach(im, j, e) {
+            if (!json_is_array(e) || json_array_size(e) != 2 ||
+                !json_is_integer(json_array_get(e, 0)) || !json_is_number(json_array_get(e, 1)))
+                return bad(s, f, "\"intermediate\" entries [step, value]");
+        }
+    }
+    return LT_OK;
+}
+
+lt_status lt_study_open(const char *dir, lt_study **out) {
+    lt_study *s;
+    lt_status st = study_alloc(dir, &s);
+    if (st) return st;
+    if (!lt_path_exists(s->path)) {
+        st = lt_error(LT_ERR_NOTFOUND, "%s: no study here (%s is missing; make one with "
+                                       "`loratune study create`)", dir, LT_STUDY_FILE);
+        goto fail;
+    }
+    if ((st = lt_dir_lock_open(dir, 0, &s->lock))) goto fail;
+    if ((st = lt_json_load_file(s->path, JSON_REJECT_DUPLICATES, &s->root))) goto fail;
+    if ((st = study_validate(s))) goto fail;
+    *out = s;
+    return LT_OK;
+fail:
+    lt_study_close(s);
+    return st;
+}
+
+int lt_study_n_trials(const lt_study *s) { return (int)json_array_size(s->trials); }
+int lt_study_n_params(const lt_study *s) { return s->space.n; }
+const char *lt_study_param_name(const lt_study *s, int i) {
+    return i >= 0 && i < s->space.n ? s->space.p[i].name : NULL;
+}
+
+static json_t *trial_at(const lt_study *s, int trial) {
+    if (trial < 0) return NULL;
+    return json_array_get(s->trials, (size_t)trial);
+}
+
+static lt_status unknown_trial(const lt_study *s, int trial) {
+    return lt_error(LT_ERR_NOTFOUND, "%s: no trial %d (the study has trials 0..%d)", s->path,
+                    trial, lt_study_n_trials(s) - 1);
+}
+
+lt_status lt_study_ask(lt_study *s, int *trial) {
+    int n = lt_study_n_trials(s);
+    int dims = s->space.dims;
+    double theta[dims + 2];
+    theta[0] = NAN;
+    json_t *th = json_object_get(s->root, "gp_theta");
+    if (json_is_array(th))
+        for (int i = 0; i < dims + 2; i++) theta[i] = json_number_value(json_array_get(th, (size_t)i));
+    json_t *params = NULL, *old_theta = json_incref(th);
+    int used_gp = 0;
+    lt_status st = lt_tune_suggest(&s->space, &s->opt, s->trials, n, theta, &used_gp, &params);
+    if (st) {
+        json_decref(old_theta);
+        return st;
+    }
+    json_t *t = json_pack("{s:i, s:s, s:o, s:n, s:[], s:I}", "trial", n, "state", "running",
+                          "params", params, "value", "intermediate", "asked_at",
+                          (json_int_t)time(NULL));
+    if (!t || json_array_append_new(s->trials, t)) {
+        json_decref(old_theta);
+        return lt_error(LT_ERR_NOMEM, "%s: out of memory", s->path);
+    }
+    if (used_gp) {
+        json_t *a = json_array();
+        for (int i = 0; a && i < dims + 2; i++) json_array_append_new(a, json_real(theta[i]));
+        if (!a || json_object_set_new(s->root, "gp_theta", a)) {
+            st = lt_error(LT_ERR_NOMEM, "%s: out of memory", s->path);
+            goto undo;
+        }
+    }
+    if ((st = study_write(s))) goto undo;
+    json_decref(old_theta);
+    *trial = n;
+    return LT_OK;
+undo:
+    json_array_remove(s->trials, (size_t)n);
+    json_object_set(s->root, "gp_theta", old_theta ? old_theta : json_null());
+    json_decref(old_theta);
+    return st;
+}
+
+lt_status lt_study_tell(lt_study *s, int trial, lt_trial_state state, double value) {
+    json_t *t = trial_at(s, trial);
+    if (!t) return unknown_trial(s, trial);
+    const char *cur = json_string_value(json_object_get(t, "state"));
+    if (strcmp(cur, "running")) {
+        json_t *v = json_object_get(t, "value");
+        if (json_is_number(v))
+            return lt_error(LT_ERR_ARG, "%s: trial %d was already told (%s, value %.17g)",
+                            s->path, trial, cur, json_number_value(v));
+        return lt_error(LT_ERR_ARG, "%s: trial %d was already told (%s)", s->path, trial, cur);
+    }
+    if (state == LT_TRIAL_RUNNING || (unsigned)state > LT_TRIAL_PRUNED)
+        return lt_error(LT_ERR_ARG, "%s: trial %d: tell needs complete, failed or pruned",
+                        s->path, trial);
+    if (state == LT_TRIAL_COMPLETE && !isfinite(value))
+        return lt_error(LT_ERR_ARG, "%s: trial %d: value %g is not a finite number (tell "
+                                    "--state failed instead?)", s->path, trial, value);
+    json_t *snap = json_deep_copy(t);
+    json_t *nv = state == LT_TRIAL_COMPLETE ? json_real(value) : json_null();
+    if (!snap || !nv || json_object_set_new(t, "state", json_string(lt_trial_state_name(state))) ||
+        json_object_set_new(t, "value", nv) ||
+        json_object_set_new(t, "told_at", json_integer((json_int_t)time(NULL)))) {
+        if (snap) json_array_set_new(s->trials, (size_t)trial, snap);
+        return lt_error(LT_ERR_NOMEM, "%s: out of memory", s->path);
+    }
+    lt_status st = study_write(s);
+    if (st) json_array_set_new(s->trials, (size_t)trial, snap);
+    else json_decref(snap);
+    return st;
+}
+
+lt_status lt_study_report(lt_study *s, int trial, int64_t step, double value) {
+    json_t *t = trial_at(s, trial);
+    if (!t) return unknown_trial(s, trial);
+    if (strcmp(json_string_value(json_object_get(t, "state")), "running"))
+        return lt_error(LT_ERR_ARG, "%s: trial %d is no longer running", s->path, trial);
+    if (!isfinite(value))
+        return lt_error(LT_ERR_ARG, "%s: trial %d: intermediate value is not finite", s->path,
+                        trial);
+    json_t *im = json_object_get(t, "intermediate");
+    json_t *e = json_pack("[I, f]", (json_int_t)step, value);
+    if (!e || json_array_append_new(im, e)) return lt_error(LT_ERR_NOMEM, "out of memory");
+    lt_status st = study_write(s);
+    if (st) json_array_remove(im, json_array_size(im) - 1);
+    return st;
+}
+
+lt_status lt_study_trial_state(const lt_study *s, int trial, lt_trial_state *state, double *value) {
+    json_t *t = trial_at(s, trial);
+    if (!t) return unknown_trial(s, trial);
+    *state = (lt_trial_state)state_from_name(json_string_value(json_object_get(t, "state")));
+    if (value) *value = json_is_number(json_object_get(t, "value"))
+                            ? json_number_value(json_object_get(t, "value")) : NAN;
+    return LT_OK;
+}
+
+static lt_status param_of(const lt_study *s, int trial, const char *name, json_t **v, int *pi) {
+    json_t *t = trial_at(s, trial);
+    if (!t) return unknown_trial(s, trial);
+    *pi = lt_space_find(&s->space, name);
+    if (*pi < 0) return lt_error(LT_ERR_NOTFOUND, "%s: no parameter '%s'", s->path, name);
+    *v = json_object_get(json_object_get(t, "params"), name);
+    return LT_OK;
+}
+
+lt_status lt_study_param_number(const lt_study *s, int trial, const char *name, double *out) {
+    json_t *v = NULL;
+    int pi = 0;
+    lt_status st = param_of(s, trial, name, &v, &pi);
+    if (st) return st;
+    if (s->space.p[pi].type == LT_PARAM_CATEGORICAL)
+        return lt_error(LT_ERR_ARG, "%s: parameter '%s' is categorical (use its choice)", s->path,
+                        name);
+    *out = json_number_value(v);
+    return LT_OK;
+}
+
+lt_status lt_study_param_choice_json(const lt_study *s, int trial, const char *name, char **out) {
+    json_t *v = NULL;
+    int pi = 0;
+    lt_status st = param_of(s, trial, name, &v, &pi);
+    if (st) return st;
+    *out = json_dumps(v, JSON_ENCODE_ANY | JSON_REAL_PRECISION(17));
+    return *out ? LT_OK : lt_error(LT_ERR_NOMEM, "out of memory");
+}
+
+static char *dump(json_t *o) {
+    char *t = json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(17));
+    json_decref(o);
+    return t;
+}
+
+lt_status lt_study_trial_json(const lt_study *s, int trial, char **out) {
+    json_t *t = trial_at(s, trial);
+    if (!t) return unknown_trial(s, trial);
+    *out = dump(json_pack("{s:i, s:O}", "trial", trial, "params", json_object_get(t, "params")));
+    return *out ? LT_OK : lt_error(LT_ERR_NOMEM, "out of memory");
+}
+
+lt_status lt_study_summary_json(const lt_study *s, char **out, int *best_trial) {
+    int best = -1, n_complete = 0;
+    double bv = 0;
+    size_t i;
+    json_t *t;
+    json_array_foreach(s->trials, i, t) {
+        if (strcmp(json_string_value(json_object_get(t, "state")), "complete")) continue;
+        double v = json_number_value(json_object_get(t, "value"));
+        n_complete++;
+        if (best < 0 || (s->opt.maximize ? v > bv : v < bv)) best = (int)i, bv = v;
+    }
+    json_t *b = json_null();
+    if (best >= 0) {
+        t = json_array_get(s->trials, (size_t)best);
+        b = json_pack("{s:i, s:f, s:O}", "trial", best, "value", bv, "params",
+                      json_object_get(t, "params"));
+    }
+    json_t *o = json_pack("{s:s, s:s, s:I, s:i, s:O, s:i, s:i, s:O, s:o}", "direction",
+                          s->opt.maximize ? "maximize" : "minimize", "sampler",
+                          lt_sampler_name(s->opt.sampler), "seed", (json_int_t)s->opt.seed,
+                          "n_startup", s->opt.n_startup, "space",
+                          json_object_get(s->root, "space"), "n_trials", lt_study_n_trials(s),
+                          "n_complete", n_complete, "trials", s->trials, "best", b);
+    if (best_trial) *best_trial = best;
+    *out = o ? dump(o) : NULL;
+    return *out ? LT_OK : lt_error(LT_ERR_NOMEM, "out of memory");
+}

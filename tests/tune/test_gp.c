@@ -1,0 +1,191 @@
+/* test_gp.c - the GP-BO numerics against outside references (tests/data/tune/gp_goldens.json,
+ * written by tools/gen_gp_goldens.py): the log marginal likelihood and its gradient
+ * (scikit-learn, fixed hyperparameters), the latent posterior mean and variance, the fitted
+ * likelihood (ours must reach scikit-learn's L-BFGS-B maximum within the same bounds), log h /
+ * log EI (scipy: the integral definition), and GSL's Sobol points (scipy's Joe-Kuo sequence and
+ * GSL's documented 2-d example). Plus the kernel's snapping of ints and categoricals, and one
+ * GP-BO step on a 1-d quadratic. */
+#include <jansson.h>
+#include <math.h>
+
+#include "lt_test.h"
+#include "tune/gp.h"
+#include "tune/sampler.h"
+#include "tune/space.h"
+
+static int close_to(double a, double b, double rel, double abs_tol) {
+    return fabs(a - b) <= abs_tol + rel * fabs(b);
+}
+
+static void load_matrix(json_t *a, double *out, int cols) {
+    size_t i, j;
+    json_t *row, *v;
+    json_array_foreach(a, i, row) {
+        if (json_is_array(row)) {
+            json_array_foreach(row, j, v) out[i * (size_t)cols + j] = json_number_value(v);
+        } else {
+            out[i] = json_number_value(row);
+        }
+    }
+}
+
+static void gp_case(json_t *c) {
+    int n = (int)json_integer_value(json_object_get(c, "n"));
+    int d = (int)json_integer_value(json_object_get(c, "d"));
+    int m = (int)json_array_size(json_object_get(c, "Xs"));
+    double X[n * d], y[n], th[d + 2], g_ref[d + 2], Xs[m * d], mean_ref[m], var_ref[m];
+    load_matrix(json_object_get(c, "X"), X, d);
+    load_matrix(json_object_get(c, "y"), y, 1);
+    load_matrix(json_object_get(c, "theta"), th, 1);
+    load_matrix(json_object_get(c, "grad"), g_ref, 1);
+    load_matrix(json_object_get(c, "Xs"), Xs, d);
+    load_matrix(json_object_get(c, "mean"), mean_ref, 1);
+    load_matrix(json_object_get(c, "var"), var_ref, 1);
+    double lml_ref = json_number_value(json_object_get(c, "lml"));
+    double fit_ref = json_number_value(json_object_get(c, "fit_lml"));
+
+    lt_gp gp;
+    CHECK_OK(lt_gp_init(&gp, n, d, X, y));
+    double lml, g[d + 2];
+    CHECK_OK(lt_gp_lml(&gp, th, &lml, g));
+    CHECK(close_to(lml, lml_ref, 1e-9, 1e-9), "n=%d d=%d: lml %.15g, scikit-learn %.15g", n, d,
+          lml, lml_ref);
+    for (int i = 0; i < d + 2; i++)
+        CHECK(close_to(g[i], g_ref[i], 1e-7, 1e-7), "n=%d d=%d: dlml/dtheta[%d] %.12g, "
+              "scikit-learn %.12g", n, d, i, g[i], g_ref[i]);
+    /* the analytic gradient against central differences of our own lml too */
+    for (int i = 0; i < d + 2; i++) {
+        double tp[d + 2], tm[d + 2], lp, lm;
+        memcpy(tp, th, sizeof tp), memcpy(tm, th, sizeof tm);
+        tp[i] += 1e-5, tm[i] -= 1e-5;
+        CHECK_OK(lt_gp_lml(&gp, tp, &lp, NULL));
+        CHECK_OK(lt_gp_lml(&gp, tm, &lm, NULL));
+        CHECK(close_to(g[i], (lp - lm) / 2e-5, 1e-4, 1e-5), "n=%d d=%d: grad[%d] %.9g vs "
+              "finite difference %.9g", n, d, i, g[i], (lp - lm) / 2e-5);
+    }
+    CHECK_OK(lt_gp_set_theta(&gp, th));
+    double mean[m], var[m];
+    CHECK_OK(lt_gp_predict(&gp, m, Xs, mean, var));
+    for (int i = 0; i < m; i++) {
+        CHECK(close_to(mean[i], mean_ref[i], 1e-8, 1e-8), "n=%d d=%d: mean[%d] %.12g, "
+              "scikit-learn %.12g", n, d, i, mean[i], mean_ref[i]);
+        CHECK(close_to(var[i], var_ref[i], 1e-6, 1e-9), "n=%d d=%d: var[%d] %.12g, "
+              "scikit-learn %.12g", n, d, i, var[i], var_ref[i]);
+    }
+    /* fit: plain likelihood (no prior), as scikit-learn maximises it */
+    gp.prior = 0;
+    CHECK_OK(lt_gp_fit(&gp, NULL, 20, 7, 300));
+    double fitted;
+    CHECK_OK(lt_gp_lml(&gp, gp.theta, &fitted, NULL));
+    CHECK(fitted >= fit_ref - 1e-3 * (1 + fabs(fit_ref)), "n=%d d=%d: fitted lml %.9g below "
+          "scikit-learn's maximum %.9g", n, d, fitted, fit_ref);
+    printf("gp n=%d d=%d: lml %.12g (sklearn %.12g), fitted %.9g (sklearn %.9g)\n", n, d, lml,
+           lml_ref, fitted, fit_ref);
+    lt_gp_free(&gp);
+}
+
+static void sobol_case(json_t *pts, int d) {
+    int n = (int)json_array_size(pts);
+    double ref[n * d], got[n * d];
+    load_matrix(pts, ref, d);
+    CHECK_OK(lt_sobol_points(d, n, got));
+    int bad = 0;
+    for (int i = 0; i < n * d; i++)
+        if (got[i] != ref[i] && bad++ < 3)
+            CHECK(0, "sobol d=%d: point %d coord %d: GSL %.17g, scipy %.17g", d, i / d, i % d,
+                  got[i], ref[i]);
+    CHECK(bad == 0, "sobol d=%d: %d coordinates differ from scipy's", d, bad);
+}
+
+static void snapping(void) {
+    const char *text = "{\"k\": {\"type\": \"int\", \"low\": 1, \"high\": 64, \"log\": true},"
+                       " \"n\": {\"type\": \"int\", \"low\": -2, \"high\": 2},"
+                       " \"c\": {\"type\": \"categorical\", \"choices\": [\"a\", 2, null]}}";
+    json_t *j = json_loads(text, 0, NULL);
+    lt_space sp;
+    CHECK_OK(lt_space_parse(j, "space", &sp));
+    CHECK(sp.dims == 5, "dims %d, wanted 1 + 1 + 3", sp.dims);
+    /* n: 5 integers over [-2.5, 2.5]: u = 0.5 is 0, 0.59 rounds to 0 (0.45 -> 0), 0.71 to 1 */
+    double x[5] = {0.5, 0.59, 0.2, 0.7, 0.1};
+    lt_space_snap(&sp, x);
+    CHECK(fabs(x[1] - 0.5) < 1e-12, "n: 0.59 snapped to %g, wanted 0.5 (the integer 0)", x[1]);
+    CHECK(x[2] == 0 && x[3] == 1 && x[4] == 0, "c: one-hot of the largest: %g %g %g", x[2], x[3],
+          x[4]);
+    /* k (log int 1..64): the snapped coordinate is an integer's: log(k) = log(0.5) + u * span */
+    double k = exp(log(0.5) + x[0] * (log(64.5) - log(0.5)));
+    CHECK(fabs(k - round(k)) < 1e-9, "k: snapped value %.12g is not an integer", k);
+    json_t *p = lt_space_params_from_model(&sp, x);
+    CHECK(json_integer_value(json_object_get(p, "n")) == 0 &&
+              json_integer_value(json_object_get(p, "c")) == 2 &&
+              json_integer_value(json_object_get(p, "k")) == (json_int_t)round(k),
+          "params from the snapped point: %s", json_dumps(p, JSON_COMPACT));
+    double back[5];
+    CHECK_OK(lt_space_params_to_model(&sp, p, "test", back));
+    for (int i = 0; i < 5; i++) CHECK(fabs(back[i] - x[i]) < 1e-12, "round trip coord %d", i);
+    json_decref(p);
+    /* bad spaces name the field */
+    json_t *b = json_loads("{\"lr\": {\"type\": \"float\", \"low\": 1, \"high\": \"x\"}}", 0, NULL);
+    lt_space sb;
+    CHECK_ERR(lt_space_parse(b, "space", &sb), LT_ERR_FORMAT, "space: lr: high: expected a number");
+    json_decref(b);
+    b = json_loads("{\"r\": {\"type\": \"int\", \"low\": 0, \"high\": 8, \"log\": true}}", 0, NULL);
+    CHECK_ERR(lt_space_parse(b, "space", &sb), LT_ERR_FORMAT, "r: log: needs low > 0");
+    json_decref(b);
+    lt_space_free(&sp);
+    json_decref(j);
+}
+
+/* One GP-BO step on f(x) = (x - 0.3)^2 over [0, 1] from 6 spread points: the next point
+ * must land near the minimum. */
+static void bo_step(void) {
+    json_t *j = json_loads("{\"x\": {\"type\": \"float\", \"low\": 0, \"high\": 1}}", 0, NULL);
+    lt_space sp;
+    CHECK_OK(lt_space_parse(j, "space", &sp));
+    double X[6] = {0.05, 0.2, 0.45, 0.6, 0.8, 0.95}, y[6], theta[3] = {NAN, 0, 0}, x[1];
+    for (int i = 0; i < 6; i++) y[i] = (X[i] - 0.3) * (X[i] - 0.3);
+    CHECK_OK(lt_tune_gp_next(&sp, 6, X, y, 0, NULL, 1, theta, x));
+    CHECK(fabs(x[0] - 0.3) < 0.1, "GP-BO step chose x = %g, the minimum is at 0.3", x[0]);
+    lt_space_free(&sp);
+    json_decref(j);
+}
+
+int main(void) {
+    json_error_t err;
+    json_t *g = json_load_file(lt_srcpath("tests/data/tune/gp_goldens.json"), 0, &err);
+    CHECK(g != NULL, "gp_goldens.json: %s", err.text);
+    if (!g) LT_TEST_END();
+    size_t i;
+    json_t *c;
+    json_array_foreach(json_object_get(g, "gp"), i, c) gp_case(c);
+    json_array_foreach(json_object_get(g, "log_h"), i, c) {
+        double z = json_number_value(json_object_get(c, "z"));
+        double ref = json_number_value(json_object_get(c, "log_h"));
+        double got = lt_log_h(z);
+        CHECK(close_to(got, ref, 1e-10, 1e-11), "log_h(%g) = %.15g, scipy %.15g", z, got, ref);
+    }
+    json_array_foreach(json_object_get(g, "log_ei"), i, c) {
+        double ref = json_number_value(json_object_get(c, "log_ei"));
+        double got = lt_log_ei(json_number_value(json_object_get(c, "mean")),
+                               json_number_value(json_object_get(c, "var")),
+                               json_number_value(json_object_get(c, "best")));
+        CHECK(close_to(got, ref, 1e-10, 1e-11), "log_ei case %zu = %.15g, scipy %.15g", i, got, ref);
+    }
+    /* far in the tail (below -1/sqrt(eps)) the asymptote: finite and decreasing */
+    CHECK(isfinite(lt_log_h(-1e9)) && lt_log_h(-1e9) < lt_log_h(-1e8) &&
+              lt_log_h(-1e8) < lt_log_h(-30), "log_h tail: %g %g", lt_log_h(-1e9), lt_log_h(-1e8));
+    json_t *sob = json_object_get(g, "sobol");
+    for (int d = 1; d <= 2; d++) { /* beyond 2 dims GSL's direction numbers are not scipy's */
+        char key[8];
+        snprintf(key, sizeof key, "%d", d);
+        sobol_case(json_object_get(sob, key), d);
+    }
+    /* GSL's manual (Quasi-Random Sequences, example): the first 2-d Sobol points */
+    double first[10], doc[10] = {0.5, 0.5, 0.75, 0.25, 0.25, 0.75, 0.375, 0.375, 0.875, 0.875};
+    CHECK_OK(lt_sobol_points(2, 5, first));
+    CHECK(!memcmp(first, doc, sizeof doc), "GSL's documented 2-d Sobol points differ");
+    CHECK_ERR(lt_sobol_points(41, 1, first), LT_ERR_ARG, "1..40");
+    snapping();
+    bo_step();
+    json_decref(g);
+    LT_TEST_END();
+}

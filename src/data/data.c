@@ -210,6 +210,17 @@ static lt_status str_field(const rec_ctx *x, const json_t *obj, const char *key,
     if (!allow_empty && json_string_length(v) == 0)
         return lt_error(LT_ERR_FORMAT, "%s:%lld: %s must be a non-empty string", x->path,
                         (long long)x->line, field);
+    if (!allow_empty) {
+        /* "   " or "\n\t" is as empty as "": nothing to train on (or a field filled by mistake) */
+        const char *t = json_string_value(v);
+        size_t i = 0, n = json_string_length(v);
+        while (i < n && (t[i] == ' ' || t[i] == '\t' || t[i] == '\n' || t[i] == '\r'))
+            i++;
+        if (i == n)
+            return lt_error(LT_ERR_FORMAT,
+                            "%s:%lld: %s holds only whitespace: expected a non-empty string",
+                            x->path, (long long)x->line, field);
+    }
     if (strlen(json_string_value(v)) != json_string_length(v))
         return lt_error(LT_ERR_FORMAT, "%s:%lld: %s contains a NUL character (\\u0000)", x->path,
                         (long long)x->line, field);

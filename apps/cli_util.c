@@ -45,6 +45,16 @@ const char *lt_cli_store_dir(const char *given) {
     return e && *e ? e : NULL;
 }
 
+void lt_cli_store_warn(const struct lt_store *s, const char *cmd) {
+    const char *why = lt_store_damaged(s);
+    if (why)
+        fprintf(stderr,
+                "loratune %s: warning: %s is damaged (PRAGMA quick_check: %s): shown as it "
+                "reads, and writes are refused until it is recovered (sqlite3 STORE.db "
+                "\".recover\" | sqlite3 NEW.db)\n",
+                cmd, lt_store_db_path(s), why);
+}
+
 lt_mlflow_server lt_cli_mlflow_server(const char *uri) {
     lt_mlflow_server s = {.uri = uri ? uri : getenv("MLFLOW_TRACKING_URI"),
                           .token = getenv("MLFLOW_TRACKING_TOKEN"),

@@ -35,6 +35,9 @@ const char *lt_cli_store_dir(const char *given);
  * command ("runs list"). */
 struct lt_store;
 void lt_cli_store_warn(const struct lt_store *s, const char *cmd);
+/* Prints each line of m->warnings (what loading ignored) on stderr as "loratune CMD: warning:". */
+struct lt_model;
+void lt_cli_model_warn(const struct lt_model *m, const char *cmd);
 lt_mlflow_server lt_cli_mlflow_server(const char *uri);
 
 #endif

@@ -28,7 +28,10 @@ lt_status lt_model_take_named(lt_model *m, const char *src, const lt_model_tenso
     do {                                                                                           \
         const lt_tensor_view *v_ = n->find(file, (nm));                                            \
         if ((st = lt_model_take(m, src, (nm), v_, (nd), (a), (b), (dst)))) return st;              \
-        if (m->src) m->src->views[(int64_t)(id) * L + l] = v_;                                    \
+        if (m->src) { /* the finite check paged it in: let it go until it is used */              \
+            m->src->views[(int64_t)(id) * L + l] = v_;                                            \
+            lt_model_weight_evict(m, (id), (int)l);                                                \
+        }                                                                                          \
     } while (0)
     TAKE_ID(LT_W_TOK_EMBD, n->tok_embd, 2, V, D, w->tok_embd);
     for (l = 0; l < L; l++) {

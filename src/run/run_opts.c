@@ -726,9 +726,12 @@ lt_status lt_run_opts_load_yaml(lt_run_opts *o, const char *path) {
      * is reported as such and not as the shape of the half-read value before it. */
     for (;;) {
         if (!yaml_parser_parse(&p, &ev)) {
-            st = lt_error(LT_ERR_FORMAT, "%s:%zu: YAML: %s%s%s", path, p.problem_mark.line + 1,
-                          p.problem ? p.problem : "syntax error", p.context ? " " : "",
-                          p.context ? p.context : "");
+            char ctx[160] = "";
+            if (p.context) /* e.g. "while parsing a flow sequence": where that began */
+                snprintf(ctx, sizeof ctx, " %s started on line %zu", p.context,
+                         p.context_mark.line + 1);
+            st = lt_error(LT_ERR_FORMAT, "%s:%zu: YAML: %s%s", path, p.problem_mark.line + 1,
+                          p.problem ? p.problem : "syntax error", ctx);
             yaml_parser_delete(&p);
             free(text);
             return st;

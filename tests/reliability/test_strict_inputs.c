@@ -57,6 +57,8 @@ int main(void) {
              "first on line 2");
     yaml_err("dup2.yaml", "model: m\nlora-rank: 8\nlora_rank: 16\n", "dup2.yaml:3:", "set twice");
     yaml_err("unclosed.yaml", "model: m\nlora_rank: [8\nlora_alpha: 16\n", "unclosed.yaml:", "YAML:");
+    yaml_err("unclosed3.yaml", "model: m\nlora_rank: [8\nlora_alpha: 16\n", "flow sequence",
+             "started on line 2");
     {   /* the unclosed '[' is not described as a list value */
         lt_run_opts o;
         lt_run_opts_default(&o);

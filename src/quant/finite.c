@@ -166,6 +166,8 @@ lt_status lt_check_finite(lt_dtype t, const void *data, int64_t n, int64_t cols,
         snprintf(at, sizeof at, "[%lld]", (long long)first);
     return lt_error(LT_ERR_FORMAT, "%s: %lld of %lld values are not finite (first: %s at %s)%s%s",
                     where, (long long)bad, (long long)n,
-                    isnan(firstv) ? "nan" : firstv > 0 ? "inf" : "-inf", at, why ? ": " : "",
-                    why ? why : "");
+                    isnan(firstv) ? "nan"
+                    : firstv > 0  ? "inf"
+                                  : "-inf",
+                    at, why ? ": " : "", why ? why : "");
 }

@@ -64,8 +64,7 @@ static void quant_types(void) {
                 float one = 1.0f;
                 memcpy(blk + b * bb, &one, 4);
             }
-        CHECK(ref_bad(t, blk, n) == 0, "%s: the random blocks dequantize finite",
-              lt_dtype_name(t));
+        CHECK(ref_bad(t, blk, n) == 0, "%s: the random blocks dequantize finite", lt_dtype_name(t));
         CHECK_OK(lt_check_finite(t, blk, n, 0, "x", NULL));
         /* every byte pair of block 1 made NaN, then +inf: the check agrees with the reference */
         int scales = 0, agree = 1;
@@ -84,16 +83,18 @@ static void quant_types(void) {
                 int64_t r = ref_bad(t, blk, n), g = got_bad(t, blk, n);
                 if (r != g) {
                     agree = 0;
-                    CHECK(0, "%s: scale-like bytes at %lld = %s: reference %lld non-finite, "
-                             "check %lld",
+                    CHECK(0,
+                          "%s: scale-like bytes at %lld = %s: reference %lld non-finite, "
+                          "check %lld",
                           lt_dtype_name(t), (long long)o, v ? "inf" : "nan", (long long)r,
                           (long long)g);
                 }
                 if (r) scales++;
                 memcpy(p, save, o + 3 < bb ? 4 : 2);
             }
-        CHECK(agree && scales > 0, "%s: the check agrees with the dequantized values at every "
-                                   "byte position (%d positions are scales)",
+        CHECK(agree && scales > 0,
+              "%s: the check agrees with the dequantized values at every "
+              "byte position (%d positions are scales)",
               lt_dtype_name(t), scales);
         free(blk);
     }
@@ -137,8 +138,7 @@ static void adapter_writers(void) {
     if (L->B) L->B[2 * a->r + 1] = NAN;
     struct stat sb;
     snprintf(p, sizeof p, "%s/peft", dir);
-    CHECK_ERR(lt_adapter_save_peft(a, p), LT_ERR_FORMAT,
-              "layers.1.self_attn.q_proj.lora_B: 1 of");
+    CHECK_ERR(lt_adapter_save_peft(a, p), LT_ERR_FORMAT, "layers.1.self_attn.q_proj.lora_B: 1 of");
     CHECK(strstr(lt_errmsg(), "nan at [2][1]") != NULL, "first bad value placed: %s", lt_errmsg());
     CHECK(stat(p, &sb) != 0, "PEFT: nothing written at %s", p);
     snprintf(p, sizeof p, "%s/mlx", dir);

@@ -38,7 +38,8 @@ static void data_err(const char *name, const char *text, const char *want1, cons
     lt_data *d = NULL;
     /* structure only (no tokenizer): the checks are the reader's and the record's */
     lt_status st = lt_data_open(put(name, text), NULL, NULL, &o, &d);
-    CHECK(st == LT_ERR_FORMAT && strstr(lt_errmsg(), want1) && (!want2 || strstr(lt_errmsg(), want2)),
+    CHECK(st == LT_ERR_FORMAT && strstr(lt_errmsg(), want1) &&
+              (!want2 || strstr(lt_errmsg(), want2)),
           "%s: status %s, message '%s', wanted '%s' and '%s'", name, lt_status_name(st),
           lt_errmsg(), want1, want2 ? want2 : "");
     lt_data_free(d);
@@ -48,18 +49,20 @@ int main(void) {
     g_dir = lt_tmpdir();
 
     /* ---- YAML ---- */
-    {   /* the control: the same options once each load */
+    { /* the control: the same options once each load */
         lt_run_opts o;
         lt_run_opts_default(&o);
-        CHECK_OK(lt_run_opts_load_yaml(&o, put("ok.yaml", "model: m\nlora_rank: 8\nlora_alpha: 16\n")));
+        CHECK_OK(
+            lt_run_opts_load_yaml(&o, put("ok.yaml", "model: m\nlora_rank: 8\nlora_alpha: 16\n")));
     }
-    yaml_err("dup.yaml", "model: m\nlora_rank: 8\nlora_alpha: 16\nlora_rank: 16\n", "dup.yaml:4:",
-             "first on line 2");
+    yaml_err("dup.yaml", "model: m\nlora_rank: 8\nlora_alpha: 16\nlora_rank: 16\n",
+             "dup.yaml:4:", "first on line 2");
     yaml_err("dup2.yaml", "model: m\nlora-rank: 8\nlora_rank: 16\n", "dup2.yaml:3:", "set twice");
-    yaml_err("unclosed.yaml", "model: m\nlora_rank: [8\nlora_alpha: 16\n", "unclosed.yaml:", "YAML:");
+    yaml_err("unclosed.yaml", "model: m\nlora_rank: [8\nlora_alpha: 16\n",
+             "unclosed.yaml:", "YAML:");
     yaml_err("unclosed3.yaml", "model: m\nlora_rank: [8\nlora_alpha: 16\n", "flow sequence",
              "started on line 2");
-    {   /* the unclosed '[' is not described as a list value */
+    { /* the unclosed '[' is not described as a list value */
         lt_run_opts o;
         lt_run_opts_default(&o);
         lt_run_opts_load_yaml(&o, put("unclosed2.yaml", "model: m\nlora_rank: [8\n"));
@@ -77,14 +80,16 @@ int main(void) {
     }
     data_err("dupkey.jsonl", "{\"text\": \"a b\"}\n{\"text\": \"x\", \"text\": \"y\"}\n",
              "dupkey.jsonl:2:", "duplicate");
-    data_err("dupkey.json", "[\n{\"text\": \"a\"},\n{\"prompt\": \"p\", \"completion\": \"c\", "
-             "\"prompt\": \"q\"}\n]\n", "dupkey.json:3:", "duplicate");
+    data_err("dupkey.json",
+             "[\n{\"text\": \"a\"},\n{\"prompt\": \"p\", \"completion\": \"c\", "
+             "\"prompt\": \"q\"}\n]\n",
+             "dupkey.json:3:", "duplicate");
     data_err("nested.jsonl",
              "{\"messages\": [{\"role\": \"user\", \"content\": \"hi\", \"content\": \"ho\"}, "
              "{\"role\": \"assistant\", \"content\": \"x\"}]}\n",
              "nested.jsonl:1:", "duplicate");
-    data_err("ws.jsonl", "{\"text\": \"fine\"}\n{\"text\": \"  \\n\\t \"}\n", "ws.jsonl:2:",
-             "'text' holds only whitespace");
+    data_err("ws.jsonl", "{\"text\": \"fine\"}\n{\"text\": \"  \\n\\t \"}\n",
+             "ws.jsonl:2:", "'text' holds only whitespace");
     data_err("ws_completion.jsonl", "{\"prompt\": \"q\", \"completion\": \" \"}\n",
              "ws_completion.jsonl:1:", "'completion' holds only whitespace");
     data_err("ws_chat.jsonl",

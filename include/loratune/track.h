@@ -13,9 +13,10 @@
  *   - lt_store_open runs PRAGMA quick_check: a damaged store is opened read-only (see
  *     lt_store_damaged) and writes are refused with how to recover.
  *   - The schema version is PRAGMA user_version; lt_store_open applies the missing migrations
- *     in one transaction, after copying a non-empty database to store.db.vN.bak. A store written by a newer loratune (user_version greater than
- *     LT_STORE_SCHEMA_VERSION) or a file that is not a SQLite database is refused with an
- *     error naming the file, never opened half-way.
+ *     in one transaction, after copying a non-empty database to store.db.vN.bak. A store
+ *     written by a newer loratune (user_version greater than LT_STORE_SCHEMA_VERSION) or a
+ *     file that is not a SQLite database is refused with an error naming the file, never
+ *     opened half-way.
  *   - Runs are identified by a small integer id (per store) and a 32-hex uuid; every
  *     lt_store_* lookup accepts "ID", "#ID", "last", a uuid (or a unique prefix of >= 6 hex
  *     digits) or a run name.

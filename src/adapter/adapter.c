@@ -13,9 +13,9 @@
 #include <sys/stat.h>
 
 #include "adapter_internal.h"
-#include "loratune/quant.h"
 #include "core/io.h"
 #include "core/json_file.h"
+#include "loratune/quant.h"
 
 float lt_adapter_scale(const lt_adapter *a) {
     return a->rslora ? a->alpha / sqrtf((float)a->r) : a->alpha / (float)a->r;
@@ -153,10 +153,10 @@ lt_status lt_adapter_check_finite_(const lt_adapter *a, const char *what, const 
             for (int k = 0; k < 3; k++) {
                 if (!parts[k].x) continue;
                 char where[700];
-                snprintf(where, sizeof where, "%s: layers.%d.%s.%s", what, l,
-                         lt_adapter_module_(t), parts[k].leaf);
-                lt_status st = lt_check_finite(LT_DTYPE_F32, parts[k].x, parts[k].n,
-                                               parts[k].cols, where, why);
+                snprintf(where, sizeof where, "%s: layers.%d.%s.%s", what, l, lt_adapter_module_(t),
+                         parts[k].leaf);
+                lt_status st = lt_check_finite(LT_DTYPE_F32, parts[k].x, parts[k].n, parts[k].cols,
+                                               where, why);
                 if (st) return st;
             }
         }

@@ -16,8 +16,8 @@
 #include <string.h>
 
 #include "adapter_internal.h"
-#include "loratune/quant.h"
 #include "loratune/gguf.h"
+#include "loratune/quant.h"
 #include "model/model_internal.h"
 
 static const char *gguf_lin[LT_N_TARGETS] = {"attn_q",   "attn_k", "attn_v",  "attn_output",

@@ -151,8 +151,8 @@ static lt_status st_prescan(const char *path, const uint8_t *h, size_t n, size_t
                         "%s: header: %llu JSON values in a %zu-byte file: parsing them would "
                         "take about %llu MB, more than %d times the file (a model's header "
                         "holds about ten values per tensor beside its data); refusing it",
-                        path, (unsigned long long)values, fsize,
-                        (unsigned long long)(need >> 20), LT_ST_PARSE_PER_FILE_BYTE);
+                        path, (unsigned long long)values, fsize, (unsigned long long)(need >> 20),
+                        LT_ST_PARSE_PER_FILE_BYTE);
     return LT_OK;
 }
 

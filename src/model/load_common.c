@@ -28,8 +28,8 @@ lt_status lt_model_take_named(lt_model *m, const char *src, const lt_model_tenso
     do {                                                                                           \
         const lt_tensor_view *v_ = n->find(file, (nm));                                            \
         if ((st = lt_model_take(m, src, (nm), v_, (nd), (a), (b), (dst)))) return st;              \
-        if (m->src) { /* the finite check paged it in: let it go until it is used */              \
-            m->src->views[(int64_t)(id) * L + l] = v_;                                            \
+        if (m->src) { /* the finite check paged it in: let it go until it is used */               \
+            m->src->views[(int64_t)(id)*L + l] = v_;                                               \
             lt_model_weight_evict(m, (id), (int)l);                                                \
         }                                                                                          \
     } while (0)
@@ -103,9 +103,8 @@ static int split_layer(const lt_model_tensor_names *n, const char *name, long lo
 lt_status lt_model_check_unused(lt_model *m, const char *src, const lt_model_tensor_names *n,
                                 const void *file) {
     const lt_model_config *c = &m->config;
-    const char *suffixes[] = {n->attn_norm, n->wq,     n->wk,   n->wv,     n->wo,
-                              n->ffn_norm,  n->w_gate, n->w_up, n->w_down, n->bq,
-                              n->bk,        n->bv};
+    const char *suffixes[] = {n->attn_norm, n->wq,   n->wk,     n->wv, n->wo, n->ffn_norm,
+                              n->w_gate,    n->w_up, n->w_down, n->bq, n->bk, n->bv};
     int n_suffixes = c->qkv_bias ? 12 : 9;
     size_t nt = n->count(file), unused = 0;
     char first[3][160];

@@ -15,9 +15,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "core/alloc.h"
 #include "loratune/quant.h"
 #include "model_internal.h"
-#include "core/alloc.h"
 
 void lt_model_wire(lt_model *m) {
     const lt_model_config *c = &m->config;

@@ -92,8 +92,8 @@ static lt_status get_id(const lt_gguf *g, const char *src, const char *key, int3
     if (st) return lt_error_wrap(st, src);
     if (v < 0 || v >= n)
         return lt_error(LT_ERR_FORMAT,
-                        "%s: %s = %lld is outside the vocabulary (%d tokens, ids 0..%d)", src,
-                        key, (long long)v, n, n - 1);
+                        "%s: %s = %lld is outside the vocabulary (%d tokens, ids 0..%d)", src, key,
+                        (long long)v, n, n - 1);
     *out = (int32_t)v;
     return LT_OK;
 }

@@ -154,8 +154,7 @@ static lt_status backup_before_migration(lt_store *s, int v) {
     int r = bk ? sqlite3_backup_step(bk, -1) : SQLITE_ERROR;
     if (bk) sqlite3_backup_finish(bk);
     if (r != SQLITE_DONE) {
-        rc = lt_error(LT_ERR_IO, "%s: the pre-migration backup failed: %s", tmp,
-                      sqlite3_errmsg(b));
+        rc = lt_error(LT_ERR_IO, "%s: the pre-migration backup failed: %s", tmp, sqlite3_errmsg(b));
         goto out;
     }
     sqlite3_close(b);
@@ -267,8 +266,7 @@ lt_status lt_store_open(const char *dir, lt_store **out) {
      * being built), so the set-up is retried for as long as the busy timeout would wait. */
     for (int waited_ms = 0;; waited_ms += 20) {
         if ((st = lt_store_exec(s, "PRAGMA journal_mode=WAL")) == LT_OK &&
-            (st = lt_store_exec(s, "PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON")) ==
-                LT_OK &&
+            (st = lt_store_exec(s, "PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON")) == LT_OK &&
             (st = quick_check(s)) == LT_OK && (st = migrate(s)) == LT_OK)
             break;
         int ec = sqlite3_errcode(s->db) & 0xff;

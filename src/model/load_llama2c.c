@@ -95,7 +95,7 @@ lt_status lt_model_load_llama2c(const char *path, const lt_model_load_opts *opts
     do {                                                                                           \
         if (m->params) {                                                                           \
             char where_[600];                                                                      \
-            snprintf(where_, sizeof where_, "%s: %s", path, #dst + 3);                             \
+            snprintf(where_, sizeof where_, "%s: %s", path, &(#dst)[3]);                           \
             if ((st = lt_check_finite(LT_DTYPE_F32, p, (count), D, where_,                         \
                                       "the model file is damaged"))) {                             \
                 lt_model_free(m);                                                                  \

@@ -5,6 +5,7 @@
  *     NaN / inf at a time (every scale field of the block, found by trying every 2-byte
  *     position: a position that makes the dequantized block non-finite is a scale);
  *   - F16 / BF16 / F32 bits, message pieces (count, first index as [row][col]);
+ *   - a llama2.c model with a NaN weight is refused naming the tensor and the place;
  *   - every adapter writer (PEFT, mlx-lm, GGUF) refuses an adapter with a NaN in lora_B, names
  *     the tensor, and leaves no file behind. */
 #include <stdio.h>
@@ -153,7 +154,36 @@ static void adapter_writers(void) {
     lt_model_free(m);
 }
 
+/* llama2.c: a NaN in the token embedding (the first floats after the 28-byte header) */
+static void llama2c_model(void) {
+    const char *dir = lt_tmpdir();
+    char *buf = NULL;
+    size_t n = 0;
+    CHECK_OK(lt_file_read_all(lt_fixture("stories260K/stories260K.bin"), &buf, &n));
+    if (!buf || n < 28 + 64 * 4) return;
+    lt_model *m = NULL;
+    char p[700];
+    snprintf(p, sizeof p, "%s/ok.bin", dir);
+    FILE *f = fopen(p, "wb");
+    fwrite(buf, 1, n, f);
+    fclose(f);
+    CHECK_OK(lt_model_load(p, NULL, &m)); /* the control */
+    lt_model_free(m);
+    m = NULL;
+    float nan = NAN;
+    memcpy(buf + 28 + (64 + 3) * 4, &nan, 4); /* row 1, column 3 of tok_embd [512][64] */
+    snprintf(p, sizeof p, "%s/nan.bin", dir);
+    f = fopen(p, "wb");
+    fwrite(buf, 1, n, f);
+    fclose(f);
+    CHECK_ERR(lt_model_load(p, NULL, &m), LT_ERR_FORMAT, "nan.bin: tok_embd: 1 of");
+    CHECK(strstr(lt_errmsg(), "nan at [1][3]") != NULL, "placed: %s", lt_errmsg());
+    lt_model_free(m);
+    free(buf);
+}
+
 int main(void) {
+    llama2c_model();
     quant_types();
     float_types();
     adapter_writers();

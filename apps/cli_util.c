@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "commands.h"
+#include "loratune/model.h"
 
 int lt_cli_wants_help(int argc, char **argv) {
     for (int i = 1; i < argc; i++)
@@ -43,6 +44,27 @@ const char *lt_cli_store_dir(const char *given) {
     if (given && *given) return given;
     const char *e = getenv("LORATUNE_STORE");
     return e && *e ? e : NULL;
+}
+
+void lt_cli_model_warn(const struct lt_model *m, const char *cmd) {
+    if (!m) return;
+    const char *p = m->warnings;
+    while (*p) {
+        const char *nl = strchr(p, '\n');
+        int n = nl ? (int)(nl - p) : (int)strlen(p);
+        fprintf(stderr, "loratune %s: warning: %.*s\n", cmd, n, p);
+        p += n + (nl ? 1 : 0);
+    }
+}
+
+void lt_cli_store_warn(const struct lt_store *s, const char *cmd) {
+    const char *why = lt_store_damaged(s);
+    if (why)
+        fprintf(stderr,
+                "loratune %s: warning: %s is damaged (PRAGMA quick_check: %s): shown as it "
+                "reads, and writes are refused until it is recovered (sqlite3 STORE.db "
+                "\".recover\" | sqlite3 NEW.db)\n",
+                cmd, lt_store_db_path(s), why);
 }
 
 lt_mlflow_server lt_cli_mlflow_server(const char *uri) {

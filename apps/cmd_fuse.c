@@ -101,6 +101,7 @@ int cmd_fuse(int argc, char **argv) {
         rc = fail(NULL);
         goto done;
     }
+    lt_cli_model_warn(m, "fuse");
     if (adapter) {
         if (lt_adapter_load(adapter, &m->config, &ad) || lt_adapter_merge(m, ad)) {
             rc = fail(NULL);

@@ -170,6 +170,7 @@ int cmd_generate(int argc, char **argv) {
     }
     lt_model_load_opts lo = {.lazy = 1}; /* ignored for a llama2.c .bin (loaded whole) */
     if (lt_model_load(model_path, &lo, &m)) goto fail;
+    lt_cli_model_warn(m, "generate");
     if (adapter_path) {
         if (lt_adapter_load(adapter_path, &m->config, &ad)) goto fail;
         if (lt_adapter_delta_create(ad, m, &delta)) goto fail;
@@ -237,6 +238,13 @@ int cmd_generate(int argc, char **argv) {
             goto done;
         }
         if (st) goto fail;
+        if (!lt_chat_template_is_recognised(ct))
+            fprintf(stderr,
+                    "loratune generate: warning: the chat template of %s is not one loratune "
+                    "recognises (it never runs Jinja): the conversation is rendered as generic "
+                    "ChatML (<|im_start|>ROLE ... <|im_end|>), which may not be the format the "
+                    "model was trained on\n",
+                    model_path);
         lt_chat_message msgs[2];
         size_t nm = 0;
         if (system) msgs[nm++] = (lt_chat_message){"system", system};

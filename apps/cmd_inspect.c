@@ -68,6 +68,7 @@ int cmd_inspect(int argc, char **argv) {
         fprintf(stderr, "loratune inspect: %s\n", lt_errmsg());
         return 1;
     }
+    lt_cli_model_warn(m, "inspect");
     const lt_model_config *c = &m->config;
     lt_tokenizer *tok = NULL;
     const char *tok_note = NULL;

@@ -135,6 +135,7 @@ int cmd_models(int argc, char **argv) {
     }
     lt_store *s;
     if (lt_store_open(lt_cli_store_dir(store), &s) != LT_OK) return fail(sub);
+    lt_cli_store_warn(s, "models");
     lt_mlflow_server srv = lt_cli_mlflow_server(mlflow);
     int rc = 0;
     char *text = NULL;

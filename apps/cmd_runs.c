@@ -451,6 +451,7 @@ int cmd_runs(int argc, char **argv) {
         }
         lt_store *s;
         if (lt_store_open(lt_cli_store_dir(store), &s) != LT_OK) return fail(sub);
+        lt_cli_store_warn(s, "runs reproduce");
         int rc = cmd_runs_reproduce(s, argv[i], argc - i - 1, argv + i + 1);
         lt_store_close(s);
         return rc;
@@ -508,6 +509,11 @@ int cmd_runs(int argc, char **argv) {
     if (lt_store_open(lt_cli_store_dir(store), &s) != LT_OK) {
         free(refs);
         return fail(sub);
+    }
+    {
+        char cmd[64];
+        snprintf(cmd, sizeof cmd, "runs %s", sub);
+        lt_cli_store_warn(s, cmd);
     }
     int rc;
     if (!strcmp(sub, "list"))

@@ -33,6 +33,13 @@ int lt_cli_parse_float(const char *cmd, const char *opt, const char *val, double
  * default, .loratune); the MLflow server: uri given (--mlflow), else $MLFLOW_TRACKING_URI (uri
  * NULL when neither), credentials from $MLFLOW_TRACKING_TOKEN / _USERNAME / _PASSWORD. */
 const char *lt_cli_store_dir(const char *given);
+/* Prints a warning on stderr when the opened store is damaged (read-only); cmd names the
+ * command ("runs list"). */
+struct lt_store;
+void lt_cli_store_warn(const struct lt_store *s, const char *cmd);
+/* Prints each line of m->warnings (what loading ignored) on stderr as "loratune CMD: warning:". */
+struct lt_model;
+void lt_cli_model_warn(const struct lt_model *m, const char *cmd);
 lt_mlflow_server lt_cli_mlflow_server(const char *uri);
 
 #endif

@@ -131,6 +131,38 @@ lt_status lt_adapter_check_regular_(const lt_adapter *a, const char *what) {
     return LT_OK;
 }
 
+lt_status lt_adapter_check_finite_(const lt_adapter *a, const char *what, const char *why) {
+    float scale = lt_adapter_scale(a);
+    if (!isfinite(a->alpha) || !isfinite(scale))
+        return lt_error(LT_ERR_FORMAT,
+                        "%s: the adapter's scale is not a finite float32 (alpha %g, r %d, "
+                        "scale %g): expected a finite lora_alpha / mlx-lm scale%s%s",
+                        what, (double)a->alpha, a->r, (double)scale, why ? "; " : "",
+                        why ? why : "");
+    for (int l = 0; l < a->n_layers; l++)
+        for (int t = 0; t < LT_N_TARGETS; t++) {
+            const lt_adapter_lin *L = &a->lin[l * LT_N_TARGETS + t];
+            if (!L->A) continue;
+            struct {
+                const float *x;
+                int64_t n, cols;
+                const char *leaf;
+            } parts[3] = {{L->A, (int64_t)a->r * L->in, L->in, "lora_A"},
+                          {L->B, (int64_t)L->out * a->r, a->r, "lora_B"},
+                          {L->mag, L->out, 0, "lora_magnitude_vector"}};
+            for (int k = 0; k < 3; k++) {
+                if (!parts[k].x) continue;
+                char where[700];
+                snprintf(where, sizeof where, "%s: layers.%d.%s.%s", what, l, lt_adapter_module_(t),
+                         parts[k].leaf);
+                lt_status st = lt_check_finite(LT_DTYPE_F32, parts[k].x, parts[k].n, parts[k].cols,
+                                               where, why);
+                if (st) return st;
+            }
+        }
+    return LT_OK;
+}
+
 lt_status lt_adapter_check_fits_(const lt_adapter *a, const lt_model_config *mc, const char *what) {
     if (a->n_layers != mc->n_layers)
         return lt_error(LT_ERR_ARG, "%s: the adapter is for %d layers, the model has %d", what,
@@ -365,7 +397,20 @@ static lt_status load_folder(const char *dir, int want, const char *given,
     return st;
 }
 
+static lt_status load_any(const char *path, const lt_model_config *mc, lt_adapter **out);
+
 lt_status lt_adapter_load(const char *path, const lt_model_config *mc, lt_adapter **out) {
+    lt_status st = load_any(path, mc, out);
+    if (st) return st;
+    /* once, here: a damaged adapter is refused before generate or fuse uses it */
+    if ((st = lt_adapter_check_finite_(*out, path, "the adapter is damaged"))) {
+        lt_adapter_free(*out);
+        *out = NULL;
+    }
+    return st;
+}
+
+static lt_status load_any(const char *path, const lt_model_config *mc, lt_adapter **out) {
     *out = NULL;
     if (!lt_path_exists(path)) return lt_error(LT_ERR_NOTFOUND, "%s: no such adapter", path);
     if (lt_path_is_dir(path)) return load_folder(path, ANY_FOLDER, path, mc, out);

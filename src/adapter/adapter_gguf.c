@@ -54,6 +54,7 @@ lt_status lt_adapter_save_gguf(const lt_adapter *a, const lt_model_config *mc, l
                         lt_dtype_name(dtype));
     lt_status st = lt_adapter_check_fits_(a, mc, path);
     if (st) return st;
+    if ((st = lt_adapter_check_finite_(a, path, "refusing to write it"))) return st;
     lt_gguf_writer *w = NULL;
     int nl = a->n_layers * LT_N_TARGETS, nb = 0;
     void **bufs = lt_calloc((size_t)nl * 2, sizeof *bufs);
@@ -102,6 +103,13 @@ lt_status lt_adapter_save_gguf(const lt_adapter *a, const lt_model_config *mc, l
                 }
                 snprintf(name, sizeof name, "blk.%d.%s.weight.%s", l, gguf_lin[t],
                          k == 0 ? "lora_a" : "lora_b");
+                { /* what is written, after the conversion (a value past f16's range is inf) */
+                    char where[700];
+                    snprintf(where, sizeof where, "%s: tensor %s", path, name);
+                    if ((st = lt_check_finite(dtype, buf, (int64_t)n, shape[1], where,
+                                              "refusing to write it")))
+                        goto done;
+                }
                 if ((st = lt_gguf_writer_add_tensor(w, name, dtype, 2, shape, buf, n * es)))
                     goto done;
             }

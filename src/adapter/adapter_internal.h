@@ -24,6 +24,9 @@ void lt_adapter_refresh_(lt_adapter *a);
  * each: what PEFT / mlx-lm configs can say. LT_ERR_UNSUPPORTED naming `what` otherwise. */
 lt_status lt_adapter_check_regular_(const lt_adapter *a, const char *what);
 /* Shapes of every lin against mc (LT_ERR_ARG naming `what`, the layer and target). */
+/* NaN / inf in any tensor of a, or a non-finite scale: LT_ERR_FORMAT naming what (the file)
+ * and the tensor (layers.L.MODULE.lora_A), followed by why. */
+lt_status lt_adapter_check_finite_(const lt_adapter *a, const char *what, const char *why);
 lt_status lt_adapter_check_fits_(const lt_adapter *a, const lt_model_config *mc, const char *what);
 /* Creates dir (one level) if missing. */
 lt_status lt_adapter_mkdir_(const char *dir);

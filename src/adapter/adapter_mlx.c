@@ -20,6 +20,7 @@ lt_status lt_adapter_save_mlx(const lt_adapter *a, const lt_model_config *mc, co
     lt_status st = lt_adapter_check_fits_(a, mc, dir);
     if (st) return st;
     if ((st = lt_adapter_check_regular_(a, dir))) return st;
+    if ((st = lt_adapter_check_finite_(a, dir, "refusing to write it"))) return st;
     if (a->layer_end != mc->n_layers)
         return lt_error(LT_ERR_UNSUPPORTED,
                         "%s: mlx-lm adapts the last num_layers layers; this "

@@ -25,6 +25,7 @@ static json_t *num(float v) {
 lt_status lt_adapter_save_peft(const lt_adapter *a, const char *dir) {
     lt_status st = lt_adapter_check_regular_(a, dir);
     if (st) return st;
+    if ((st = lt_adapter_check_finite_(a, dir, "refusing to write it"))) return st;
     if ((st = lt_adapter_mkdir_(dir))) return st;
     json_t *c = json_object();
     json_t *tm = json_array();

@@ -210,6 +210,17 @@ static lt_status str_field(const rec_ctx *x, const json_t *obj, const char *key,
     if (!allow_empty && json_string_length(v) == 0)
         return lt_error(LT_ERR_FORMAT, "%s:%lld: %s must be a non-empty string", x->path,
                         (long long)x->line, field);
+    if (!allow_empty) {
+        /* "   " or "\n\t" is as empty as "": nothing to train on (or a field filled by mistake) */
+        const char *t = json_string_value(v);
+        size_t i = 0, n = json_string_length(v);
+        while (i < n && (t[i] == ' ' || t[i] == '\t' || t[i] == '\n' || t[i] == '\r'))
+            i++;
+        if (i == n)
+            return lt_error(LT_ERR_FORMAT,
+                            "%s:%lld: %s holds only whitespace: expected a non-empty string",
+                            x->path, (long long)x->line, field);
+    }
     if (strlen(json_string_value(v)) != json_string_length(v))
         return lt_error(LT_ERR_FORMAT, "%s:%lld: %s contains a NUL character (\\u0000)", x->path,
                         (long long)x->line, field);
@@ -647,6 +658,19 @@ done:
     return st;
 }
 
+int64_t lt_data_record_limit(int max_seq_len) {
+    int64_t l = (int64_t)LT_DATA_RECORD_BYTES_PER_TOKEN * (max_seq_len > 0 ? max_seq_len : 0);
+    return l > LT_DATA_RECORD_MIN_LIMIT ? l : LT_DATA_RECORD_MIN_LIMIT;
+}
+
+/* Bytes of text the record would tokenize (before the chat template's own few). */
+static int64_t conv_bytes(const conv_t *c) {
+    int64_t n = c->text ? (int64_t)strlen(c->text) : 0;
+    for (size_t i = 0; i < c->n; i++)
+        if (c->m[i].content) n += (int64_t)strlen(c->m[i].content);
+    return n;
+}
+
 /* ---- files and splits ------------------------------------------------------------------- */
 static lt_status load_file(lt_data *d, const char *path, split_t *sp, tok_ctx *k,
                            lt_data_format *fmt, char *detected_at, size_t da_cap) {
@@ -679,6 +703,18 @@ static lt_status load_file(lt_data *d, const char *path, split_t *sp, tok_ctx *k
         rec_ctx x = {path, line, *fmt, detected_at[0] ? detected_at : NULL, k->o->train_on_prompt};
         conv_t c = {0};
         st = record_to_conv(&x, rec, &c);
+        if (st == LT_OK) {
+            int64_t nb = conv_bytes(&c), lim = lt_data_record_limit(k->o->max_seq_len);
+            if (nb > lim)
+                st = lt_error(LT_ERR_FORMAT,
+                              "%s:%lld: the record holds %lld bytes of text, more than the "
+                              "limit of %lld bytes per record (%d bytes per token of "
+                              "max_seq_len %d, at least %d MiB): only the first %d tokens "
+                              "would be used; split it into records, or raise max_seq_len",
+                              path, (long long)line, (long long)nb, (long long)lim,
+                              LT_DATA_RECORD_BYTES_PER_TOKEN, k->o->max_seq_len,
+                              LT_DATA_RECORD_MIN_LIMIT >> 20, k->o->max_seq_len);
+        }
         lt_example e = {0};
         int fb = 0;
         if (st == LT_OK) {

@@ -142,7 +142,7 @@ lt_status lt_data_reader_open(const char *path, lt_data_reader *r) {
     if (r->buf[p] == '[') {
         json_error_t e;
         r->is_list = 1;
-        r->list = json_loadb(r->buf + r->pos, r->len - r->pos, 0, &e);
+        r->list = json_loadb(r->buf + r->pos, r->len - r->pos, JSON_REJECT_DUPLICATES, &e);
         if (!r->list) {
             st = lt_error(LT_ERR_FORMAT, "%s:%d: invalid JSON at column %d: %s", path, e.line,
                           e.column, e.text);
@@ -193,14 +193,14 @@ lt_status lt_data_reader_next(lt_data_reader *r, json_t **rec, int64_t *line) {
             k++;
         if (k == n) continue; /* blank line */
         json_error_t e;
-        json_t *v = json_loadb(s, n, JSON_DECODE_ANY, &e);
+        json_t *v = json_loadb(s, n, JSON_DECODE_ANY | JSON_REJECT_DUPLICATES, &e);
         if (!v) {
             lt_status st = lt_error(LT_ERR_FORMAT, "%s:%lld: invalid JSON at column %d: %s",
                                     r->path, (long long)ln, e.column, e.text);
             if (!r->n_records) { /* a pretty-printed object instead of JSON Lines? */
                 json_error_t e2;
                 size_t bom = r->len >= 3 && !memcmp(r->buf, "\xEF\xBB\xBF", 3) ? 3 : 0;
-                json_t *all = json_loadb(r->buf + bom, r->len - bom, 0, &e2);
+                json_t *all = json_loadb(r->buf + bom, r->len - bom, JSON_REJECT_DUPLICATES, &e2);
                 if (all && json_is_object(all))
                     st = lt_error(LT_ERR_FORMAT,
                                   "%s: the file is one JSON object over several lines: expected "

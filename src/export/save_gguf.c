@@ -37,7 +37,8 @@ static void permute_hf_to_interleaved(const float *src, float *dst, int n_heads,
 typedef struct {
     void **bufs; /* owned output buffers */
     int n, cap;
-    float *tmp; /* scratch for permuted rows */
+    float *tmp;       /* scratch for permuted rows */
+    const char *path; /* the file being written (errors) */
 } arena;
 
 static void *arena_alloc(arena *a, size_t n) {
@@ -58,6 +59,13 @@ static void *arena_alloc(arena *a, size_t n) {
 static lt_status add(lt_gguf_writer *w, arena *a, const char *name, const float *src, int64_t rows,
                      int64_t cols, lt_dtype type, int perm_heads, int hd) {
     int64_t ne = rows * (cols ? cols : 1);
+    char where[700];
+    snprintf(where, sizeof where, "%s: tensor %s", a->path, name);
+    /* nothing non-finite is written: the source (a merge gone wrong) and, below, what the
+     * conversion made of it (past f16's range is inf) */
+    lt_status cst = lt_check_finite(LT_DTYPE_F32, src, ne, cols, where,
+                                    "refusing to write it (was the adapter or its alpha broken?)");
+    if (cst) return cst;
     if (perm_heads > 0) {
         float *p = arena_alloc(a, sizeof(float) * (size_t)ne);
         if (!p) return lt_error(LT_ERR_NOMEM, "out of memory");
@@ -82,6 +90,11 @@ static lt_status add(lt_gguf_writer *w, arena *a, const char *name, const float 
         lt_status st = lt_quantize(t, src, dst, ne);
         if (st) return st;
     }
+    if (t != LT_DTYPE_F32 &&
+        (cst = lt_check_finite(t, dst, ne, cols, where,
+                               "outside the range of the converted type; refusing to write it "
+                               "(export as f32)")))
+        return cst;
     return lt_gguf_writer_add_tensor(w, name, t, nd, shape, dst, (size_t)nb);
 }
 
@@ -113,6 +126,7 @@ lt_status lt_model_save_gguf(const lt_model *m, const char *src_model_path, cons
     lt_gguf_writer *w = NULL;
     lt_dir_lock *lock = NULL;
     arena a = {0};
+    a.path = path;
     float *ref = NULL, *factors = NULL;
     if ((st = lt_gguf_writer_create(&w))) return st;
     char key[128], name[128];

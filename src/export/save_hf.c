@@ -17,6 +17,7 @@
 
 #include "core/io.h"
 #include "export_internal.h"
+#include "loratune/quant.h"
 #include "loratune/safetensors.h"
 
 lt_status lt_export_write_json(const char *path, const json_t *j) {
@@ -217,6 +218,15 @@ static lt_status write_weights(const lt_model *m, const char *path, lt_dtype dty
         int64_t ne = t[i].shape[0] * (t[i].ndim == 2 ? t[i].shape[1] : 1);
         const void *data = t[i].src;
         size_t nb = sizeof(float) * (size_t)ne;
+        char where[4400];
+        snprintf(where, sizeof where, "%s: tensor %s", path, t[i].name);
+        int64_t cols = t[i].ndim == 2 ? t[i].shape[1] : 0;
+        /* nothing non-finite is written: the source (a merge gone wrong: huge alpha, NaN
+         * adapter) and, below, the 16-bit values (past f16's range is inf) */
+        if ((st = lt_check_finite(LT_DTYPE_F32, t[i].src, ne, cols, where,
+                                  "refusing to write it (was the adapter or its alpha "
+                                  "broken?)")))
+            goto done;
         if (half) {
             uint16_t *h = half + off;
             for (int64_t k = 0; k < ne; k++)
@@ -225,6 +235,10 @@ static lt_status write_weights(const lt_model *m, const char *path, lt_dtype dty
             data = h;
             nb = sizeof(uint16_t) * (size_t)ne;
             off += ne;
+            if ((st = lt_check_finite(dtype, h, ne, cols, where,
+                                      "outside the range of the 16-bit type; refusing to write "
+                                      "it (export as f32)")))
+                goto done;
         }
         if ((st = lt_st_writer_add(w, t[i].name, dtype, t[i].ndim, t[i].shape, data, nb)))
             goto done;

@@ -418,6 +418,7 @@ static int grow(void **p, size_t *cap, size_t elem, size_t max) {
 /* Minimal encoded sizes, used to bound counts before allocating from them. */
 #define MIN_KV_BYTES (8 + 1 + 4 + 1)             /* key len, 1-byte key, type, u8 value */
 #define MIN_TENSOR_BYTES (8 + 1 + 4 + 8 + 4 + 8) /* name len, name, n_dims, ne, type, offset */
+#define MAX_KV 65536
 
 static lt_status parse(lt_gguf *g) {
     cursor c = {g->base, 0, g->size, g->path};
@@ -440,6 +441,14 @@ static lt_status parse(lt_gguf *g) {
     uint64_t n_tensors = 0, n_kv = 0;
     if ((st = rd_u64(&c, "n_tensors", &n_tensors))) return st;
     if ((st = rd_u64(&c, "n_kv", &n_kv))) return st;
+    /* Bounded memory per input byte: an entry costs ~100 bytes here (its record, key copy,
+     * sort index) against 14 in the file at least, so the count is capped too: metadata is
+     * tens to hundreds of keys (a vocabulary is one array key). */
+    if (n_kv > MAX_KV)
+        return lt_error(LT_ERR_FORMAT,
+                        "%s: header: n_kv %" PRIu64 " is more than the cap of %d metadata keys "
+                        "(a model has tens to hundreds; a vocabulary is one array key)",
+                        g->path, n_kv, MAX_KV);
     if (n_kv > left(&c) / MIN_KV_BYTES)
         return lt_error(LT_ERR_FORMAT,
                         "%s: header: n_kv %" PRIu64 " is more than the %zu bytes left can hold",

@@ -12,8 +12,9 @@
  * dims and LT_ST_MAX_TENSORS tensors. Views point into the read-only maps (zero-copy), so
  * their data may be unaligned for its dtype when a file was written without care.
  * Before jansson sees the header, a lexical pre-scan bounds nesting depth, array length and
- * key counts, so a hostile header cannot make the parser allocate far more than the header's
- * size (jansson needs some tens of bytes per value; valid headers have few values per byte).
+ * key counts, and the number of JSON values by the file's size (at most 4 bytes of parse tree
+ * per byte of file, or 64 MB), so a legal but hostile header (a million empty tensors) cannot
+ * make the parser allocate many times the file.
  *
  * Tensor order of lt_safetensors_tensor(): shards by file name, within a shard by offset.
  *
@@ -39,6 +40,11 @@
 #define LT_ST_SCAN_MAX_DEPTH 8
 #define LT_ST_SCAN_MAX_ARRAY 64
 #define LT_ST_SCAN_MAX_KEYS 65536 /* per nested object (tensor entry, __metadata__) */
+/* the header's parse tree may take at most LT_ST_PARSE_PER_FILE_BYTE bytes per byte of the
+ * file, or LT_ST_PARSE_FLOOR whatever the file (docs/RELIABILITY.md, finding 7) */
+#define LT_ST_JSON_VALUE_BYTES 176ull /* measured: 7 M values, 1.2 GB */
+#define LT_ST_PARSE_PER_FILE_BYTE 4
+#define LT_ST_PARSE_FLOOR (64ull << 20)
 
 typedef struct {
     char *path;
@@ -87,8 +93,9 @@ static void st_shape_str(const lt_tensor_view *t, char *buf, size_t cap) {
 /* Lexical pass over the header: strings skipped (with escapes), nesting depth and the
  * element count of every array bounded. Valid headers nest 3 deep and have arrays of at
  * most LT_MAX_DIMS elements. */
-static lt_status st_prescan(const char *path, const uint8_t *h, size_t n) {
+static lt_status st_prescan(const char *path, const uint8_t *h, size_t n, size_t fsize) {
     int depth = 0;
+    uint64_t values = 1; /* JSON values jansson will allocate: <= commas + containers + 1 */
     uint32_t elems[LT_ST_SCAN_MAX_DEPTH + 1];
     int is_array[LT_ST_SCAN_MAX_DEPTH + 1];
     int in_str = 0;
@@ -110,10 +117,12 @@ static lt_status st_prescan(const char *path, const uint8_t *h, size_t n) {
             depth++;
             elems[depth] = 0;
             is_array[depth] = c == '[';
+            values++;
         } else if (c == '}' || c == ']') {
             if (depth > 0) depth--;
         } else if (c == ',' && depth > 0) {
             ++elems[depth];
+            values++;
             if (is_array[depth] && elems[depth] >= LT_ST_SCAN_MAX_ARRAY)
                 return lt_error(LT_ERR_FORMAT,
                                 "%s: header: JSON array with more than %d elements at byte %zu "
@@ -130,6 +139,20 @@ static lt_status st_prescan(const char *path, const uint8_t *h, size_t n) {
                                 path, LT_ST_SCAN_MAX_KEYS, i + 8);
         }
     }
+    /* Bounded memory per input byte: jansson's tree costs about LT_ST_JSON_VALUE_BYTES per
+     * value, so a header of many tiny entries (a million empty tensors: 60 bytes of header
+     * each, over a kilobyte of parse tree) would need many times the file. A real model's
+     * header is a few hundred bytes per tensor next to that tensor's data. */
+    uint64_t need = values * LT_ST_JSON_VALUE_BYTES;
+    uint64_t allow = (uint64_t)fsize * LT_ST_PARSE_PER_FILE_BYTE;
+    if (allow < LT_ST_PARSE_FLOOR) allow = LT_ST_PARSE_FLOOR;
+    if (need > allow)
+        return lt_error(LT_ERR_FORMAT,
+                        "%s: header: %llu JSON values in a %zu-byte file: parsing them would "
+                        "take about %llu MB, more than %d times the file (a model's header "
+                        "holds about ten values per tensor beside its data); refusing it",
+                        path, (unsigned long long)values, fsize, (unsigned long long)(need >> 20),
+                        LT_ST_PARSE_PER_FILE_BYTE);
     return LT_OK;
 }
 
@@ -307,7 +330,7 @@ static lt_status st_load_file(lt_safetensors *st, const char *path, int keep_met
     if (hn == 0 || h[0] != '{')
         return lt_error(LT_ERR_FORMAT, "%s: header: expected a JSON object starting with '{'",
                         path);
-    s = st_prescan(path, h, (size_t)hn);
+    s = st_prescan(path, h, (size_t)hn, fsize);
     if (s) return s;
     json_error_t jerr;
     json_t *root = json_loadb((const char *)h, (size_t)hn, JSON_REJECT_DUPLICATES, &jerr);

@@ -79,6 +79,12 @@ lt_status lt_model_config_validate(const lt_model_config *c, const char *what) {
         return lt_error(LT_ERR_FORMAT,
                         "%s: bos_token_id %d / eos_token_id %d outside vocab_size %d", what,
                         c->bos_id, c->eos_id, c->vocab_size);
+    for (int i = 0; i < c->n_eos_ids && i < 8; i++) /* every id of a list, not only the first */
+        if (c->eos_ids[i] < 0 || c->eos_ids[i] >= c->vocab_size)
+            return lt_error(LT_ERR_FORMAT,
+                            "%s: eos_token_id[%d] = %d is outside the vocabulary (vocab_size "
+                            "%d): expected ids 0..%d",
+                            what, i, c->eos_ids[i], c->vocab_size, c->vocab_size - 1);
     return LT_OK;
 }
 

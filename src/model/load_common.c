@@ -5,7 +5,10 @@
  * per layer l): tok_embd (V, D), attn_norm (D), wq (QD, D), wk/wv (KD, D), bq (QD), bk/bv
  * (KD), wo (D, QD), ffn_norm (D), w_gate/w_up (F, D), w_down (D, F), out_norm (D), lm_head
  * (V, D) when untied; with QD = n_heads*head_dim, KD = n_kv_heads*head_dim. */
+#include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "model_internal.h"
 
@@ -25,7 +28,10 @@ lt_status lt_model_take_named(lt_model *m, const char *src, const lt_model_tenso
     do {                                                                                           \
         const lt_tensor_view *v_ = n->find(file, (nm));                                            \
         if ((st = lt_model_take(m, src, (nm), v_, (nd), (a), (b), (dst)))) return st;              \
-        if (m->src) m->src->views[(int64_t)(id) * L + l] = v_;                                    \
+        if (m->src) { /* the finite check paged it in: let it go until it is used */               \
+            m->src->views[(int64_t)(id)*L + l] = v_;                                               \
+            lt_model_weight_evict(m, (id), (int)l);                                                \
+        }                                                                                          \
     } while (0)
     TAKE_ID(LT_W_TOK_EMBD, n->tok_embd, 2, V, D, w->tok_embd);
     for (l = 0; l < L; l++) {
@@ -59,5 +65,82 @@ lt_status lt_model_take_named(lt_model *m, const char *src, const lt_model_tenso
         TAKE_ID(LT_W_LM_HEAD, n->lm_head, 2, V, D, w->lm_head);
     }
 #undef TAKE_ID
+    return LT_OK;
+}
+
+void lt_model_warn_(lt_model *m, const char *fmt, ...) {
+    size_t k = strlen(m->warnings);
+    if (k + 2 >= sizeof m->warnings) return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(m->warnings + k, sizeof m->warnings - k - 1, fmt, ap);
+    va_end(ap);
+    k = strlen(m->warnings);
+    m->warnings[k] = '\n';
+    m->warnings[k + 1] = 0;
+}
+
+static int ends_with(const char *s, const char *suf) {
+    size_t a = strlen(s), b = strlen(suf);
+    return a >= b && !strcmp(s + a - b, suf);
+}
+
+/* name == n->layer_fmt with some layer and suffix: *layer and *suffix set, 1. */
+static int split_layer(const lt_model_tensor_names *n, const char *name, long long *layer,
+                       const char **suffix) {
+    const char *pct = strstr(n->layer_fmt, "%lld");
+    size_t pre = (size_t)(pct - n->layer_fmt);
+    if (strncmp(name, n->layer_fmt, pre)) return 0;
+    const char *p = name + pre;
+    if (*p < '0' || *p > '9') return 0;
+    char *end;
+    *layer = strtoll(p, &end, 10);
+    if (*end != '.') return 0;
+    *suffix = end + 1;
+    return 1;
+}
+
+lt_status lt_model_check_unused(lt_model *m, const char *src, const lt_model_tensor_names *n,
+                                const void *file) {
+    const lt_model_config *c = &m->config;
+    const char *suffixes[] = {n->attn_norm, n->wq,   n->wk,     n->wv, n->wo, n->ffn_norm,
+                              n->w_gate,    n->w_up, n->w_down, n->bq, n->bk, n->bv};
+    int n_suffixes = c->qkv_bias ? 12 : 9;
+    size_t nt = n->count(file), unused = 0;
+    char first[3][160];
+    long long max_layer = -1;
+    const char *max_name = NULL;
+    for (size_t i = 0; i < nt; i++) {
+        const char *name = n->name_at(file, i);
+        if (!name) continue;
+        long long l;
+        const char *suf;
+        int used = 0;
+        if (!strcmp(name, n->tok_embd) || !strcmp(name, n->out_norm) ||
+            (!c->tied_embeddings && !strcmp(name, n->lm_head)) ||
+            (n->extra_used && !strcmp(name, n->extra_used)))
+            used = 1;
+        else if (split_layer(n, name, &l, &suf)) {
+            if (l >= c->n_layers) {
+                if (l > max_layer) max_layer = l, max_name = name;
+                continue;
+            }
+            for (int k = 0; k < n_suffixes && !used; k++)
+                used = !strcmp(suf, suffixes[k]);
+        }
+        if (used || ends_with(name, "rotary_emb.inv_freq")) continue;
+        if (unused < 3) snprintf(first[unused], sizeof first[unused], "%s", name);
+        unused++;
+    }
+    if (max_layer >= 0)
+        return lt_error(LT_ERR_FORMAT,
+                        "%s: holds tensors of layer %lld (%s) but %s says %d layers (0..%d): the "
+                        "config and the weights disagree on the layer count",
+                        src, max_layer, max_name, n->layers_key, c->n_layers, c->n_layers - 1);
+    if (unused)
+        lt_model_warn_(m, "%s: ignored %zu tensor%s the model does not use (%s%s%s%s%s%s)", src,
+                       unused, unused == 1 ? "" : "s", first[0], unused > 1 ? ", " : "",
+                       unused > 1 ? first[1] : "", unused > 2 ? ", " : "",
+                       unused > 2 ? first[2] : "", unused > 3 ? ", ..." : "");
     return LT_OK;
 }

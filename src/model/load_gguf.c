@@ -120,14 +120,24 @@ static lt_status gguf_config(const lt_gguf *g, lt_model_config *c, char *arch, s
     c->qkv_bias = lt_gguf_find_tensor(g, "blk.0.attn_q.bias") != NULL;
     c->bos_id = c->eos_id = -1;
     uint32_t u;
-    if (lt_gguf_get_u32(g, "tokenizer.ggml.bos_token_id", &u) == LT_OK &&
-        u < (uint32_t)c->vocab_size)
-        c->bos_id = (int)u;
-    if (lt_gguf_get_u32(g, "tokenizer.ggml.eos_token_id", &u) == LT_OK &&
-        u < (uint32_t)c->vocab_size) {
-        c->eos_id = (int)u;
-        c->n_eos_ids = 1;
-        c->eos_ids[0] = c->eos_id;
+    /* a special id that is there must be inside the vocabulary (it used to become "none") */
+    static const char *const ids[2] = {"tokenizer.ggml.bos_token_id",
+                                       "tokenizer.ggml.eos_token_id"};
+    for (int k = 0; k < 2; k++) {
+        if (lt_gguf_find_key(g, ids[k]) < 0) continue;
+        lt_status ist = lt_gguf_get_u32(g, ids[k], &u);
+        if (ist) return lt_error_wrap(ist, path);
+        if (u >= (uint32_t)c->vocab_size)
+            return lt_error(LT_ERR_FORMAT,
+                            "%s: %s = %u is outside the vocabulary (%d tokens, ids 0..%d)", path,
+                            ids[k], u, c->vocab_size, c->vocab_size - 1);
+        if (k == 0) {
+            c->bos_id = (int)u;
+        } else {
+            c->eos_id = (int)u;
+            c->n_eos_ids = 1;
+            c->eos_ids[0] = c->eos_id;
+        }
     }
     const lt_tensor_view *q0 = lt_gguf_find_tensor(g, "blk.0.attn_q.weight");
     c->dtype = q0 ? q0->dtype : LT_DTYPE_F32;
@@ -137,6 +147,13 @@ static lt_status gguf_config(const lt_gguf *g, lt_model_config *c, char *arch, s
 
 static const lt_tensor_view *find_tensor(const void *g, const char *name) {
     return lt_gguf_find_tensor(g, name);
+}
+static size_t count_tensors(const void *g) {
+    return lt_gguf_n_tensors(g);
+}
+static const char *tensor_name(const void *g, size_t i) {
+    const lt_tensor_view *t = lt_gguf_tensor(g, i);
+    return t ? t->name : NULL;
 }
 
 static const lt_model_tensor_names GGUF_NAMES = {
@@ -157,6 +174,10 @@ static const lt_model_tensor_names GGUF_NAMES = {
     .w_up = "ffn_up.weight",
     .w_down = "ffn_down.weight",
     .find = find_tensor,
+    .count = count_tensors,
+    .name_at = tensor_name,
+    .extra_used = "rope_freqs.weight",
+    .layers_key = "the metadata's block_count",
 };
 
 static void close_gguf(void *g) {
@@ -189,6 +210,7 @@ lt_status lt_model_load_gguf(const char *path, const lt_model_load_opts *opts, l
         }
         if ((st = lt_model_take_named(m, path, &GGUF_NAMES, g))) goto fail;
     }
+    if ((st = lt_model_check_unused(m, path, &GGUF_NAMES, g))) goto fail;
     int64_t D = c.dim, L = c.n_layers;
     int64_t QD = (int64_t)c.n_heads * c.head_dim, KD = (int64_t)c.n_kv_heads * c.head_dim;
     lt_model_weights *w = &m->w;

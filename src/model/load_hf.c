@@ -35,6 +35,14 @@ static const lt_tensor_view *find_tensor(const void *sf, const char *name) {
     return lt_safetensors_find(sf, name);
 }
 
+static size_t count_tensors(const void *sf) {
+    return lt_safetensors_count(sf);
+}
+static const char *tensor_name(const void *sf, size_t i) {
+    const lt_tensor_view *t = lt_safetensors_tensor(sf, i);
+    return t ? t->name : NULL;
+}
+
 static const lt_model_tensor_names HF_NAMES = {
     .tok_embd = "model.embed_tokens.weight",
     .out_norm = "model.norm.weight",
@@ -54,6 +62,9 @@ static const lt_model_tensor_names HF_NAMES = {
     .w_down = "mlp.down_proj.weight",
     .find = find_tensor,
     .untied_why = "config.json has tie_word_embeddings false",
+    .count = count_tensors,
+    .name_at = tensor_name,
+    .layers_key = "config.json num_hidden_layers",
 };
 
 static void close_sf(void *sf) {
@@ -92,6 +103,7 @@ lt_status lt_model_load_hf(const char *dir, const lt_model_load_opts *opts, lt_m
         }
         if ((st = lt_model_take_named(m, dir, &HF_NAMES, sf))) goto fail;
     }
+    if ((st = lt_model_check_unused(m, dir, &HF_NAMES, sf))) goto fail;
     for (size_t i = 0; i < lt_safetensors_count(sf); i++) {
         const lt_tensor_view *t = lt_safetensors_tensor(sf, i);
         if ((unsigned)t->dtype >= LT_DTYPE_COUNT) continue;

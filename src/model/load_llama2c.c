@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "loratune/quant.h"
 #include "model_internal.h"
 
 lt_status lt_model_load_llama2c(const char *path, const lt_model_load_opts *opts, lt_model **out) {
@@ -92,7 +93,17 @@ lt_status lt_model_load_llama2c(const char *path, const lt_model_load_opts *opts
     const uint8_t *p = f.data + 28;
 #define TAKE(dst, count)                                                                           \
     do {                                                                                           \
-        if (m->params) memcpy((dst), p, (size_t)(count)*4);                                        \
+        if (m->params) {                                                                           \
+            char where_[600];                                                                      \
+            snprintf(where_, sizeof where_, "%s: %s", path, &(#dst)[3]);                           \
+            if ((st = lt_check_finite(LT_DTYPE_F32, p, (count), D, where_,                         \
+                                      "the model file is damaged"))) {                             \
+                lt_model_free(m);                                                                  \
+                lt_file_unmap(&f);                                                                 \
+                return st;                                                                         \
+            }                                                                                      \
+            memcpy((dst), p, (size_t)(count)*4);                                                   \
+        }                                                                                          \
         p += (size_t)(count)*4;                                                                    \
         m->n_stored_tensors++;                                                                     \
         m->stored_dtype_tensors[LT_DTYPE_F32]++;                                                   \

@@ -238,12 +238,17 @@ lt_status lt_model_take(lt_model *m, const char *src, const char *name, const lt
     if (need < 0 || (uint64_t)need > t->nbytes)
         return lt_error(LT_ERR_FORMAT, "%s: tensor %s: %zu bytes of %s data, expected %lld", src,
                         name, t->nbytes, lt_dtype_name(t->dtype), (long long)need);
-    if (!dst) return LT_OK;
+    /* Non-finite weights are refused here, once, naming the tensor: on the fp32 copy just made
+     * (hot in cache) or, for a lazy model, on the stored data (bits of float types; quantized
+     * ones a few blocks at a time). A config-only load reads no weights. */
+    char where[600];
+    snprintf(where, sizeof where, "%s: tensor %s", src, name);
+    if (!dst)
+        return m->src ? lt_check_finite(t->dtype, t->data, n, ndim == 2 ? d1 : 0, where,
+                                        "the model file is damaged")
+                      : LT_OK;
     lt_status st = lt_to_f32(t->dtype, t->data, dst, n);
-    if (st) {
-        char pre[512];
-        snprintf(pre, sizeof pre, "%s: tensor %s", src, name);
-        return lt_error_wrap(st, pre);
-    }
-    return LT_OK;
+    if (st) return lt_error_wrap(st, where);
+    return lt_check_finite(LT_DTYPE_F32, dst, n, ndim == 2 ? d1 : 0, where,
+                           "the model file is damaged");
 }

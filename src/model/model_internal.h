@@ -37,7 +37,22 @@ typedef struct {
     const char *attn_norm, *wq, *wk, *wv, *bq, *bk, *bv, *wo, *ffn_norm, *w_gate, *w_up, *w_down;
     const lt_tensor_view *(*find)(const void *file, const char *name);
     const char *untied_why;
+    /* every tensor of the file, for lt_model_check_unused */
+    size_t (*count)(const void *file);
+    const char *(*name_at)(const void *file, size_t i);
+    const char *extra_used; /* a further name the loader takes itself (GGUF rope_freqs), or NULL */
+    const char *layers_key; /* the config key that says the layer count (errors) */
 } lt_model_tensor_names;
+
+/* After lt_model_take_named: a tensor of a layer >= n_layers is an error (the config and the
+ * file disagree on the layer count: LT_ERR_FORMAT naming both); any other tensor the model
+ * does not use is ignored with a line in m->warnings naming how many and the first few (a
+ * tied model's lm_head, for one; transformers' rotary_emb.inv_freq buffers are ignored
+ * silently, transformers recomputes them too). */
+lt_status lt_model_check_unused(lt_model *m, const char *src, const lt_model_tensor_names *n,
+                                const void *file);
+/* Appends one line (printf-style) to m->warnings, as much as fits. */
+void lt_model_warn_(lt_model *m, const char *fmt, ...);
 
 /* A lazy model's weight file(s), kept open (mapped) while the model lives. views[id * L + l]
  * (whole-model weights at l = 0) are borrowed from sf / g. close(file) frees the container. */

@@ -722,10 +722,36 @@ lt_status lt_run_opts_load_yaml(lt_run_opts *o, const char *path) {
     }
     yaml_parser_set_input_string(&p, (const unsigned char *)text, len);
     yaml_event_t ev;
+    /* First pass: the whole text must be valid YAML, so that a syntax error (an unclosed '[')
+     * is reported as such and not as the shape of the half-read value before it. */
+    for (;;) {
+        if (!yaml_parser_parse(&p, &ev)) {
+            char ctx[160] = "";
+            if (p.context) /* e.g. "while parsing a flow sequence": where that began */
+                snprintf(ctx, sizeof ctx, " %s started on line %zu", p.context,
+                         p.context_mark.line + 1);
+            st = lt_error(LT_ERR_FORMAT, "%s:%zu: YAML: %s%s", path, p.problem_mark.line + 1,
+                          p.problem ? p.problem : "syntax error", ctx);
+            yaml_parser_delete(&p);
+            free(text);
+            return st;
+        }
+        int end = ev.type == YAML_STREAM_END_EVENT;
+        yaml_event_delete(&ev);
+        if (end) break;
+    }
+    yaml_parser_delete(&p);
+    if (!yaml_parser_initialize(&p)) {
+        free(text);
+        return lt_error(LT_ERR_NOMEM, "%s: cannot initialise the YAML parser", path);
+    }
+    yaml_parser_set_input_string(&p, (const unsigned char *)text, len);
     int depth = 0; /* 0 outside, 1 in stream, 2 in document, 3 in the top mapping */
     char key[256] = "";
     int have_key = 0, key_line = 0;
     int seen_mapping = 0;
+    int seen_line[N_OPTS]; /* line of each option already set by this file, 0: not yet */
+    memset(seen_line, 0, sizeof seen_line);
     st = LT_OK;
     for (;;) {
         if (!yaml_parser_parse(&p, &ev)) {
@@ -790,6 +816,17 @@ lt_status lt_run_opts_load_yaml(lt_run_opts *o, const char *path) {
                 yaml_event_delete(&ev);
                 break;
             }
+            if (seen_line[id]) {
+                char nk[128];
+                norm_key(key, nk, sizeof nk);
+                st = lt_error(LT_ERR_ARG,
+                              "%s:%d: %s: set twice (first on line %d): expected each option "
+                              "once",
+                              path, key_line, nk, seen_line[id]);
+                yaml_event_delete(&ev);
+                break;
+            }
+            seen_line[id] = key_line;
             yaml_event_delete(&ev);
             continue;
         }

@@ -81,10 +81,21 @@ static lt_status set_pre(hf_tok *h, const char *pre, size_t n) {
                     h->src, name);
 }
 
-static int32_t get_id(const lt_gguf *g, const char *key, int32_t n) {
+/* A special token id: absent -> -1; present, it must be an integer inside the vocabulary (an
+ * id outside it used to become "none" without a word). */
+static lt_status get_id(const lt_gguf *g, const char *src, const char *key, int32_t n,
+                        int32_t *out) {
+    *out = -1;
+    if (lt_gguf_find_key(g, key) < 0) return LT_OK;
     int64_t v;
-    if (lt_gguf_get_i64(g, key, &v) != LT_OK || v < 0 || v >= n) return -1;
-    return (int32_t)v;
+    lt_status st = lt_gguf_get_i64(g, key, &v);
+    if (st) return lt_error_wrap(st, src);
+    if (v < 0 || v >= n)
+        return lt_error(LT_ERR_FORMAT,
+                        "%s: %s = %lld is outside the vocabulary (%d tokens, ids 0..%d)", src, key,
+                        (long long)v, n, n - 1);
+    *out = (int32_t)v;
+    return LT_OK;
 }
 
 static lt_status build(const lt_gguf *g, hf_tok *h, int32_t *bos, int32_t *eos) {
@@ -157,6 +168,12 @@ static lt_status build(const lt_gguf *g, hf_tok *h, int32_t *bos, int32_t *eos) 
                             "strings",
                             h->src);
     }
+    if (nm == 0)
+        return lt_error(LT_ERR_FORMAT,
+                        "%s: tokenizer.ggml.model is \"gpt2\" (byte-level BPE) but there is no "
+                        "tokenizer.ggml.merges: expected the merges of a BPE vocabulary (a "
+                        "SentencePiece vocabulary is tokenizer.ggml.model \"llama\")",
+                        h->src);
     if ((st = hf_merges_init(h, (uint32_t)nm))) return st;
     for (uint64_t i = 0; i < nm; i++) {
         const char *s;
@@ -184,8 +201,9 @@ static lt_status build(const lt_gguf *g, hf_tok *h, int32_t *bos, int32_t *eos) 
     h->n_dec = 1;
     h->has_decoder = 1;
     /* bos / eos and whether encode adds them */
-    *bos = get_id(g, "tokenizer.ggml.bos_token_id", n);
-    *eos = get_id(g, "tokenizer.ggml.eos_token_id", n);
+    if ((st = get_id(g, h->src, "tokenizer.ggml.bos_token_id", n, bos)) ||
+        (st = get_id(g, h->src, "tokenizer.ggml.eos_token_id", n, eos)))
+        return st;
     int add_bos = 0, add_eos = 0;
     if (lt_gguf_find_key(g, "tokenizer.ggml.add_bos_token") >= 0)
         lt_gguf_get_bool(g, "tokenizer.ggml.add_bos_token", &add_bos);

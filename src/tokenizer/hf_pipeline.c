@@ -842,6 +842,10 @@ static lt_status dec_step(const hf_dec *d, buf_t *ar, const spans *in, spans *ou
         return st;
     case HF_DEC_STRIP:
         for (size_t i = 0; !st && i < in->n; i++) {
+            if (!d->alen) { /* stripping "" leaves the span as it is (and d->a may be NULL) */
+                st = spans_push(out, in->v[i].off, in->v[i].len);
+                continue;
+            }
             const char *s = ar->p + in->v[i].off;
             size_t n = in->v[i].len, a = 0, e = n;
             for (int k = 0; k < d->start; k++) {
@@ -881,6 +885,9 @@ static lt_status hf_decode(const lt_tokenizer *t, const int32_t *ids, size_t n, 
     lt_status st = LT_OK;
     *text = NULL;
     *tlen = 0;
+    /* the arena is never NULL: decoders point into it at offset 0 even when it is empty (a
+     * NULL + 0 is undefined behaviour, which clang's UBSan reports) */
+    st = buf_reserve(&ar, 1);
     for (size_t i = 0; !st && i < n; i++) {
         int32_t id = ids[i];
         if (id < 0 || id >= h->n_ids || !h->pieces[id]) continue;
@@ -906,6 +913,7 @@ static lt_status hf_decode(const lt_tokenizer *t, const int32_t *ids, size_t n, 
             b = tt;
         }
         buf_t o = {0};
+        if (!st) st = buf_reserve(&o, 1);
         for (size_t i = 0; !st && i < a.n; i++)
             st = buf_put(&o, ar.p + a.v[i].off, a.v[i].len);
         free(ar.p);

@@ -277,6 +277,8 @@ static lt_status check_id(const spm_model *m, const char *name, int32_t id, int3
 }
 
 lt_status spm_proto_parse(spm_model *m, const uint8_t *buf, size_t size) {
+    static const uint8_t none[1] = {0};
+    if (!buf) buf = none; /* an empty file may come as NULL: no NULL + 0 below */
     pb_reader r = {buf, buf, buf + size, m->src, "ModelProto"};
     proto_opts o;
     memset(&o, 0, sizeof o);

@@ -88,8 +88,89 @@ lt_status lt_store_exec(lt_store *s, const char *sql) {
     return LT_OK;
 }
 
+/* The refusal of a write to a damaged store: what is wrong and how to get out of it. */
+static lt_status damaged_error(const lt_store *s) {
+    return lt_error(LT_ERR_FORMAT,
+                    "%s: the tracking store is damaged (PRAGMA quick_check: %s); it is opened "
+                    "read-only and writes are refused. To recover what it holds: sqlite3 %s "
+                    "\".recover\" | sqlite3 %s.recovered, then move %s aside and rename "
+                    "%s.recovered to store.db (or move the store folder aside to start a new "
+                    "one)",
+                    s->path, s->damaged, s->path, s->path, s->path, s->path);
+}
+
 lt_status lt_store_begin(lt_store *s) {
+    if (s->damaged[0]) return damaged_error(s);
     return lt_store_exec(s, "BEGIN IMMEDIATE");
+}
+
+const char *lt_store_damaged(const lt_store *s) {
+    return s && s->damaged[0] ? s->damaged : NULL;
+}
+
+/* PRAGMA quick_check (O(database size), without the index-content cross-checks of
+ * integrity_check): on a complaint, s->damaged holds the first one and the connection becomes
+ * query_only. A database too broken to answer at all is an error. */
+static lt_status quick_check(lt_store *s) {
+    sqlite3_stmt *st;
+    lt_status rc = lt_store_prepare(s, "PRAGMA quick_check(1)", &st);
+    if (rc != LT_OK) return rc;
+    int r = sqlite3_step(st);
+    if (r != SQLITE_ROW) {
+        sqlite3_finalize(st);
+        int ec = sqlite3_extended_errcode(s->db) & 0xff;
+        if (ec == SQLITE_BUSY || ec == SQLITE_LOCKED)
+            return lt_store_sqlerr(s, LT_ERR_IO, "checking integrity");
+        snprintf(s->damaged, sizeof s->damaged, "%s", sqlite3_errmsg(s->db));
+    } else {
+        const char *t = (const char *)sqlite3_column_text(st, 0);
+        if (!t || strcmp(t, "ok")) snprintf(s->damaged, sizeof s->damaged, "%s", t ? t : "?");
+        sqlite3_finalize(st);
+    }
+    if (s->damaged[0]) return lt_store_exec(s, "PRAGMA query_only=ON");
+    return LT_OK;
+}
+
+/* Copies the database to PATH.vN.bak (SQLite's online backup: consistent under WAL) before a
+ * migration from schema N changes it; written under a temp name and renamed into place. */
+static lt_status backup_before_migration(lt_store *s, int v) {
+    size_t n = strlen(s->path) + 64;
+    char *tmp = lt_malloc(n), *dst = lt_malloc(n);
+    lt_status rc = LT_OK;
+    sqlite3 *b = NULL;
+    if (!tmp || !dst) {
+        rc = lt_error(LT_ERR_NOMEM, "%s: out of memory", s->path);
+        goto out;
+    }
+    snprintf(dst, n, "%s.v%d.bak", s->path, v);
+    snprintf(tmp, n, "%s.v%d.bak.tmp", s->path, v);
+    unlink(tmp);
+    if (sqlite3_open_v2(tmp, &b, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL) != SQLITE_OK) {
+        rc = lt_error(LT_ERR_IO, "%s: cannot create the pre-migration backup: %s", tmp,
+                      b ? sqlite3_errmsg(b) : "out of memory");
+        goto out;
+    }
+    sqlite3_backup *bk = sqlite3_backup_init(b, "main", s->db, "main");
+    int r = bk ? sqlite3_backup_step(bk, -1) : SQLITE_ERROR;
+    if (bk) sqlite3_backup_finish(bk);
+    if (r != SQLITE_DONE) {
+        rc = lt_error(LT_ERR_IO, "%s: the pre-migration backup failed: %s", tmp, sqlite3_errmsg(b));
+        goto out;
+    }
+    sqlite3_close(b);
+    b = NULL;
+    if (lt_io_rename(tmp, dst) != 0) {
+        rc = lt_error(LT_ERR_IO, "%s: cannot rename the pre-migration backup to %s: %s", tmp, dst,
+                      strerror(errno));
+        goto out;
+    }
+    lt_io_sync_parent(dst);
+out:
+    if (b) sqlite3_close(b);
+    if (rc && tmp) unlink(tmp);
+    free(tmp);
+    free(dst);
+    return rc;
 }
 lt_status lt_store_commit(lt_store *s) {
     lt_status st = lt_store_exec(s, "COMMIT");
@@ -123,6 +204,15 @@ static lt_status migrate(lt_store *s) {
                         "up to %d); upgrade loratune or use another --store",
                         s->path, v, LT_STORE_SCHEMA_VERSION);
     if (v == LT_STORE_SCHEMA_VERSION) return LT_OK;
+    if (s->damaged[0]) return damaged_error(s); /* never migrate a damaged store */
+    { /* a database that already holds something is backed up before the schema changes */
+        sqlite3_stmt *q;
+        if ((st = lt_store_prepare(s, "SELECT count(*) FROM sqlite_master", &q)) != LT_OK)
+            return st;
+        int objects = sqlite3_step(q) == SQLITE_ROW ? sqlite3_column_int(q, 0) : 0;
+        sqlite3_finalize(q);
+        if (objects > 0 && (st = backup_before_migration(s, v)) != LT_OK) return st;
+    }
     if ((st = lt_store_begin(s)) != LT_OK) return st;
     /* another process may have migrated between our read and the write lock */
     if ((st = user_version(s, &v)) != LT_OK) goto fail;
@@ -176,9 +266,8 @@ lt_status lt_store_open(const char *dir, lt_store **out) {
      * being built), so the set-up is retried for as long as the busy timeout would wait. */
     for (int waited_ms = 0;; waited_ms += 20) {
         if ((st = lt_store_exec(s, "PRAGMA journal_mode=WAL")) == LT_OK &&
-            (st = lt_store_exec(s, "PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON")) ==
-                LT_OK &&
-            (st = migrate(s)) == LT_OK)
+            (st = lt_store_exec(s, "PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON")) == LT_OK &&
+            (st = quick_check(s)) == LT_OK && (st = migrate(s)) == LT_OK)
             break;
         int ec = sqlite3_errcode(s->db) & 0xff;
         if ((ec != SQLITE_BUSY && ec != SQLITE_LOCKED) || waited_ms >= LT_STORE_BUSY_MS) {

@@ -11,6 +11,9 @@ struct lt_store {
     sqlite3 *db;
     char *dir;
     char *path; /* dir/store.db */
+    /* "" or what PRAGMA quick_check said when the store was opened: a damaged store is read
+     * but never written (query_only; lt_store_begin refuses with how to recover) */
+    char damaged[512];
 };
 
 /* lt_error(code, "PATH: WHAT: sqlite's message") */

@@ -45,6 +45,16 @@ const char *lt_data_format_name(lt_data_format f);
  * the value and the accepted names otherwise. */
 lt_status lt_data_format_parse(const char *s, lt_data_format *out);
 
+/* A record whose text (every string that is tokenized: text, prompt, completion, message
+ * contents, system) is longer than lt_data_record_limit(max_seq_len) bytes is refused with
+ * FILE:LINE, its size and the limit: the whole record would be tokenized before truncation,
+ * costing time and memory for tokens that are thrown away. The limit is
+ * max(LT_DATA_RECORD_MIN_LIMIT, LT_DATA_RECORD_BYTES_PER_TOKEN * max_seq_len): far above what
+ * max_seq_len tokens take (about 4 bytes a token in English). */
+#define LT_DATA_RECORD_MIN_LIMIT (4 << 20)
+#define LT_DATA_RECORD_BYTES_PER_TOKEN 64
+int64_t lt_data_record_limit(int max_seq_len);
+
 typedef struct {
     lt_data_format format; /* AUTO: detect */
     int max_seq_len;       /* examples longer than this are truncated (counted in the summary) */

@@ -125,6 +125,10 @@ typedef struct lt_model {
     int qk_permuted_at_load; /* 1 if q/k rows came interleaved (llama2.c, llama GGUF) */
     int weights_released;    /* 1 after lt_model_release_weights (params and w.* are NULL) */
     struct lt_model_source *src; /* lazy: the mapped weight file(s) (opts.lazy), else NULL */
+    /* what loading ignored and why, one line each ("" when nothing): tensors the model does
+     * not use, a chat template rendered by a fallback. Programs print it; the library never
+     * prints. */
+    char warnings[1024];
 } lt_model;
 
 typedef struct {

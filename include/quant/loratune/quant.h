@@ -48,6 +48,15 @@ lt_cpu_level lt_quant_kernel_level(void);
  * other types, LT_ERR_ARG if n is not a multiple of the block size. */
 lt_status lt_quantize(lt_dtype t, const float *src, void *dst, int64_t n);
 
+/* Non-finite values (NaN, +-inf) in n values of dtype t at data (any float type; a quantized
+ * type is dequantized a few blocks at a time, n a multiple of its block size; integer types
+ * have none). LT_OK when there are none; else LT_ERR_FORMAT
+ * "WHERE: K of N values are not finite (first: nan at [row][col]): WHY", with [row][col] from
+ * cols (cols <= 0: the flat index). where and why are the caller's words ("model.safetensors:
+ * tensor model.layers.0.mlp.up_proj.weight", "the file is damaged"). One pass, no allocation. */
+lt_status lt_check_finite(lt_dtype t, const void *data, int64_t n, int64_t cols, const char *where,
+                          const char *why);
+
 #ifdef __cplusplus
 }
 #endif

@@ -10,10 +10,13 @@
  *     BEGIN IMMEDIATE transaction: SQLite's single writer is taken up front, so two processes
  *     writing at once wait for each other instead of failing with "database is locked", and a
  *     process killed mid-write leaves the last committed state (PRAGMA integrity_check ok).
+ *   - lt_store_open runs PRAGMA quick_check: a damaged store is opened read-only (see
+ *     lt_store_damaged) and writes are refused with how to recover.
  *   - The schema version is PRAGMA user_version; lt_store_open applies the missing migrations
- *     in one transaction. A store written by a newer loratune (user_version greater than
- *     LT_STORE_SCHEMA_VERSION) or a file that is not a SQLite database is refused with an
- *     error naming the file, never opened half-way.
+ *     in one transaction, after copying a non-empty database to store.db.vN.bak. A store
+ *     written by a newer loratune (user_version greater than LT_STORE_SCHEMA_VERSION) or a
+ *     file that is not a SQLite database is refused with an error naming the file, never
+ *     opened half-way.
  *   - Runs are identified by a small integer id (per store) and a 32-hex uuid; every
  *     lt_store_* lookup accepts "ID", "#ID", "last", a uuid (or a unique prefix of >= 6 hex
  *     digits) or a run name.
@@ -48,6 +51,10 @@ const char *lt_store_db_path(const lt_store *s);
 const char *lt_store_dir_path(const lt_store *s); /* the folder holding store.db */
 /* PRAGMA integrity_check; LT_ERR_FORMAT with SQLite's first complaint when not "ok". */
 lt_status lt_store_check(lt_store *s);
+/* NULL, or SQLite's first complaint when lt_store_open's PRAGMA quick_check found the store
+ * damaged: such a store is still read (list, show) but every write (and any schema migration)
+ * fails with LT_ERR_FORMAT and a message saying how to recover. Borrowed from s. */
+const char *lt_store_damaged(const lt_store *s);
 
 /* ---- runs ------------------------------------------------------------------------------ */
 typedef enum {

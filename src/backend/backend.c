@@ -43,6 +43,51 @@ int lt_host_supports_dtype_(const lt_backend *be, lt_dtype dt) {
     }
 }
 
+/* ---- ops the host backends share (the same loops on both) ---------------------------------- */
+void lt_host_dropout_mask_(const lt_backend *be, float *mask, int64_t n, float p, uint64_t seed) {
+    for (int64_t i = 0; i < n; i++)
+        mask[i] = lt_dropout_mask_value(seed, i, p);
+}
+void lt_host_adamw_(const lt_backend *be, float *p, const float *g, float *m, float *v, int64_t n,
+                    const lt_adamw_cfg *cfg, int64_t step) {
+    lt_op_adamw_step(p, g, m, v, n, cfg, step);
+}
+lt_status lt_host_embedding_fwd_(const lt_backend *be, float *out, const int32_t *tokens,
+                                 const float *wte, int N, int C, int V) {
+    return lt_op_embedding_fwd(out, tokens, wte, N, C, V);
+}
+void lt_host_embedding_bwd_(const lt_backend *be, float *dwte, const float *dout,
+                            const int32_t *tokens, int N, int C) {
+    lt_op_embedding_bwd(dwte, dout, tokens, N, C);
+}
+void lt_host_scale_(const lt_backend *be, float *x, int64_t n, float s) {
+    lt_op_scale(x, n, s);
+}
+
+/* matmul_w over any backend's weight_f32 and gemm: each job's rows converted a block at a time
+ * (as many rows as scratch holds), then multiplied (the reference and the CUDA backend) */
+lt_status lt_backend_matmul_w_blocks_(const lt_backend *be, const lt_matmul_job *jobs, int nj,
+                                      const float *x, int N, float *scratch, int64_t n_scratch) {
+    if (nj < 1 || nj > 4) return lt_error(LT_ERR_ARG, "matmul_w: %d jobs, expected 1..4", nj);
+    for (int j = 0; j < nj; j++) {
+        const lt_weight_view *w = jobs[j].w;
+        const int C = (int)w->cols, OC = (int)w->rows;
+        const int64_t per = n_scratch / C;
+        if (per < 1)
+            return lt_error(LT_ERR_ARG, "matmul_w: scratch of %lld floats is less than a row of %d",
+                            (long long)n_scratch, C);
+        for (int64_t r0 = 0; r0 < OC; r0 += per) {
+            const int64_t nr = OC - r0 < per ? OC - r0 : per;
+            const float *W;
+            lt_status st = be->op->weight_f32(be, w, r0, nr, scratch, &W);
+            if (st) return st;
+            be->op->gemm(be, 0, 1, N, (int)nr, C, 1.0f, x, C, W, C, jobs[j].beta, jobs[j].y + r0,
+                         OC);
+        }
+    }
+    return LT_OK;
+}
+
 static const char *const op_names[LT_OP_COUNT] = {
     [LT_OP_GEMM] = "gemm",
     [LT_OP_MATMUL] = "matmul",

@@ -73,14 +73,6 @@ static void cpu_matmul_bwd(const lt_backend *be, float *dinp, float *dw, float *
                            int OC) {
     lt_fast_matmul_bwd(dinp, dw, dbias, dout, inp, w, N, C, OC);
 }
-static lt_status cpu_embedding_fwd(const lt_backend *be, float *out, const int32_t *tokens,
-                                   const float *wte, int N, int C, int V) {
-    return lt_op_embedding_fwd(out, tokens, wte, N, C, V);
-}
-static void cpu_embedding_bwd(const lt_backend *be, float *dwte, const float *dout,
-                              const int32_t *tokens, int N, int C) {
-    lt_op_embedding_bwd(dwte, dout, tokens, N, C);
-}
 static void cpu_rmsnorm_fwd(const lt_backend *be, float *out, float *rstd, const float *inp,
                             const float *w, int N, int C, float eps) {
     lt_fast_rmsnorm_fwd(out, rstd, inp, w, N, C, eps);
@@ -149,15 +141,6 @@ static void cpu_dora_bwd(const lt_backend *be, float *dx, float *dA, float *dB, 
     lt_fast_dora_bwd(dx, dA, dB, dmag, dy, x, W, A, B, mag, wnorm, xa, mask, N, C, OC, r, scale,
                      scratch);
 }
-static void cpu_dropout_mask(const lt_backend *be, float *mask, int64_t n, float p,
-                             uint64_t seed) {
-    for (int64_t i = 0; i < n; i++)
-        mask[i] = lt_dropout_mask_value(seed, i, p);
-}
-static void cpu_adamw(const lt_backend *be, float *p, const float *g, float *m, float *v,
-                      int64_t n, const lt_adamw_cfg *cfg, int64_t step) {
-    lt_op_adamw_step(p, g, m, v, n, cfg, step);
-}
 static double cpu_sumsq(const lt_backend *be, const float *x, int64_t n) {
     double s = 0; /* one order, one thread: the same sum on every run */
     for (int64_t i = 0; i < n; i++)
@@ -172,9 +155,6 @@ static int cpu_all_finite(const lt_backend *be, const float *x, int64_t n) {
         bad |= (u & 0x7f800000u) == 0x7f800000u;
     }
     return !bad;
-}
-static void cpu_scale(const lt_backend *be, float *x, int64_t n, float s) {
-    lt_op_scale(x, n, s);
 }
 static void cpu_add(const lt_backend *be, float *y, const float *a, const float *b, int64_t n) {
 #pragma omp parallel for schedule(static) if (n > 65536)
@@ -209,8 +189,8 @@ static const lt_backend_ops cpu_ops = {
     .weight_f32 = cpu_weight_f32,
     .matmul_w = lt_cpu_matmul_w_,
     .matmul_w_scratch = lt_cpu_matmul_w_scratch_,
-    .embedding_fwd = cpu_embedding_fwd,
-    .embedding_bwd = cpu_embedding_bwd,
+    .embedding_fwd = lt_host_embedding_fwd_,
+    .embedding_bwd = lt_host_embedding_bwd_,
     .rmsnorm_fwd = cpu_rmsnorm_fwd,
     .rmsnorm_bwd = cpu_rmsnorm_bwd,
     .rope_fwd = cpu_rope_fwd,
@@ -224,11 +204,11 @@ static const lt_backend_ops cpu_ops = {
     .lora_bwd = cpu_lora_bwd,
     .dora_fwd = cpu_dora_fwd,
     .dora_bwd = cpu_dora_bwd,
-    .dropout_mask = cpu_dropout_mask,
-    .adamw = cpu_adamw,
+    .dropout_mask = lt_host_dropout_mask_,
+    .adamw = lt_host_adamw_,
     .sumsq = cpu_sumsq,
     .all_finite = cpu_all_finite,
-    .scale = cpu_scale,
+    .scale = lt_host_scale_,
     .add = cpu_add,
     .gather_rows = cpu_gather_rows,
     .scatter_rows = cpu_scatter_rows,

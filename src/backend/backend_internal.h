@@ -5,6 +5,16 @@
 #include "loratune/backend.h"
 #include "loratune/quant.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+/* matmul_w over be's own weight_f32 and gemm, a block of rows at a time (backend.c) */
+lt_status lt_backend_matmul_w_blocks_(const lt_backend *be, const lt_matmul_job *jobs, int nj,
+                                      const float *x, int N, float *scratch, int64_t n_scratch);
+#ifdef __cplusplus
+}
+#endif
+
 /* host memory, for the CPU backends: 64-byte aligned lt_aligned_alloc, memmove, memset */
 void *lt_host_alloc_(const lt_backend *be, size_t bytes);
 void lt_host_free_(const lt_backend *be, void *p);
@@ -25,5 +35,15 @@ void lt_cpu_attention_kv_(const lt_backend *be, float *out, const float *q, cons
 int64_t lt_cpu_attention_kv_scratch_(const lt_backend *be, int ctx);
 void lt_host_add_bias_(const lt_backend *be, float *y, const float *bias, int n, int C);
 void lt_host_scale_rows_(const lt_backend *be, float *y, const float *s, int n, int C);
+
+/* the same loops in both host backends (backend.c) */
+void lt_host_dropout_mask_(const lt_backend *be, float *mask, int64_t n, float p, uint64_t seed);
+void lt_host_adamw_(const lt_backend *be, float *p, const float *g, float *m, float *v, int64_t n,
+                    const lt_adamw_cfg *cfg, int64_t step);
+lt_status lt_host_embedding_fwd_(const lt_backend *be, float *out, const int32_t *tokens,
+                                 const float *wte, int N, int C, int V);
+void lt_host_embedding_bwd_(const lt_backend *be, float *dwte, const float *dout,
+                            const int32_t *tokens, int N, int C);
+void lt_host_scale_(const lt_backend *be, float *x, int64_t n, float s);
 
 #endif

@@ -35,27 +35,6 @@ static void ref_matmul_fwd(const lt_backend *be, float *out, const float *inp, c
     lt_op_matmul_fwd(out, inp, w, bias, N, C, OC);
 }
 
-/* blocks of rows as large as scratch allows, converted then multiplied by the plain GEMM */
-static lt_status ref_matmul_w(const lt_backend *be, const lt_matmul_job *jobs, int nj,
-                              const float *x, int N, float *scratch, int64_t n_scratch) {
-    if (nj < 1 || nj > 4) return lt_error(LT_ERR_ARG, "matmul_w: %d jobs, expected 1..4", nj);
-    for (int j = 0; j < nj; j++) {
-        const lt_weight_view *w = jobs[j].w;
-        const int C = (int)w->cols, OC = (int)w->rows;
-        int64_t per = n_scratch / C;
-        if (per < 1)
-            return lt_error(LT_ERR_ARG, "matmul_w: scratch of %lld floats is less than a row of %d",
-                            (long long)n_scratch, C);
-        for (int64_t r0 = 0; r0 < OC; r0 += per) {
-            const int64_t nr = OC - r0 < per ? OC - r0 : per;
-            const float *W;
-            lt_status st = ref_weight_f32(be, w, r0, nr, scratch, &W);
-            if (st) return st;
-            lt_op_gemm(0, 1, N, (int)nr, C, 1.0f, x, C, W, C, jobs[j].beta, jobs[j].y + r0, OC);
-        }
-    }
-    return LT_OK;
-}
 static int64_t ref_matmul_w_scratch(const lt_backend *be, int64_t max_cols) {
     return max_cols > 65536 ? max_cols : 65536;
 }
@@ -103,14 +82,6 @@ static void ref_matmul_bwd(const lt_backend *be, float *dinp, float *dw, float *
                            const float *dout, const float *inp, const float *w, int N, int C,
                            int OC) {
     lt_op_matmul_bwd(dinp, dw, dbias, dout, inp, w, N, C, OC);
-}
-static lt_status ref_embedding_fwd(const lt_backend *be, float *out, const int32_t *tokens,
-                                   const float *wte, int N, int C, int V) {
-    return lt_op_embedding_fwd(out, tokens, wte, N, C, V);
-}
-static void ref_embedding_bwd(const lt_backend *be, float *dwte, const float *dout,
-                              const int32_t *tokens, int N, int C) {
-    lt_op_embedding_bwd(dwte, dout, tokens, N, C);
 }
 static void ref_rmsnorm_fwd(const lt_backend *be, float *out, float *rstd, const float *inp,
                             const float *w, int N, int C, float eps) {
@@ -201,15 +172,6 @@ static void ref_dora_bwd(const lt_backend *be, float *dx, float *dA, float *dB, 
     lt_op_dora_bwd(dx, dA, dB, dmag, dy, x, W, A, B, mag, wnorm, xa, mask, N, C, OC, r, scale,
                    scratch);
 }
-static void ref_dropout_mask(const lt_backend *be, float *mask, int64_t n, float p,
-                             uint64_t seed) {
-    for (int64_t i = 0; i < n; i++)
-        mask[i] = lt_dropout_mask_value(seed, i, p);
-}
-static void ref_adamw(const lt_backend *be, float *p, const float *g, float *m, float *v,
-                      int64_t n, const lt_adamw_cfg *cfg, int64_t step) {
-    lt_op_adamw_step(p, g, m, v, n, cfg, step);
-}
 static double ref_sumsq(const lt_backend *be, const float *x, int64_t n) {
     const float *bufs[1] = {x};
     double nr = lt_op_global_norm(bufs, &n, 1);
@@ -219,9 +181,6 @@ static int ref_all_finite(const lt_backend *be, const float *x, int64_t n) {
     for (int64_t i = 0; i < n; i++)
         if (!isfinite(x[i])) return 0;
     return 1;
-}
-static void ref_scale(const lt_backend *be, float *x, int64_t n, float s) {
-    lt_op_scale(x, n, s);
 }
 static void ref_add(const lt_backend *be, float *y, const float *a, const float *b, int64_t n) {
     for (int64_t i = 0; i < n; i++)
@@ -253,10 +212,10 @@ static const lt_backend_ops ref_ops = {
     .matmul_fwd = ref_matmul_fwd,
     .matmul_bwd = ref_matmul_bwd,
     .weight_f32 = ref_weight_f32,
-    .matmul_w = ref_matmul_w,
+    .matmul_w = lt_backend_matmul_w_blocks_,
     .matmul_w_scratch = ref_matmul_w_scratch,
-    .embedding_fwd = ref_embedding_fwd,
-    .embedding_bwd = ref_embedding_bwd,
+    .embedding_fwd = lt_host_embedding_fwd_,
+    .embedding_bwd = lt_host_embedding_bwd_,
     .rmsnorm_fwd = ref_rmsnorm_fwd,
     .rmsnorm_bwd = ref_rmsnorm_bwd,
     .rope_fwd = ref_rope_fwd,
@@ -270,11 +229,11 @@ static const lt_backend_ops ref_ops = {
     .lora_bwd = ref_lora_bwd,
     .dora_fwd = ref_dora_fwd,
     .dora_bwd = ref_dora_bwd,
-    .dropout_mask = ref_dropout_mask,
-    .adamw = ref_adamw,
+    .dropout_mask = lt_host_dropout_mask_,
+    .adamw = lt_host_adamw_,
     .sumsq = ref_sumsq,
     .all_finite = ref_all_finite,
-    .scale = ref_scale,
+    .scale = lt_host_scale_,
     .add = ref_add,
     .gather_rows = ref_gather_rows,
     .scatter_rows = ref_scatter_rows,

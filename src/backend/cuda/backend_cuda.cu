@@ -19,6 +19,7 @@
 extern "C" {
 #include "loratune/backend.h"
 }
+#include "../backend_internal.h"
 
 typedef struct {
     int device;
@@ -317,26 +318,6 @@ static lt_status cu_weight_f32(const lt_backend *be, const lt_weight_view *w, in
 }
 static int64_t cu_matmul_w_scratch(const lt_backend *be, int64_t max_cols) {
     return max_cols > (1 << 22) ? max_cols : (1 << 22); /* 16 MiB of rows at a time */
-}
-static lt_status cu_matmul_w(const lt_backend *be, const lt_matmul_job *jobs, int nj,
-                             const float *x, int N, float *scratch, int64_t n_scratch) {
-    if (nj < 1 || nj > 4) return lt_error(LT_ERR_ARG, "matmul_w: %d jobs, expected 1..4", nj);
-    for (int j = 0; j < nj; j++) {
-        const lt_weight_view *w = jobs[j].w;
-        const int C = (int)w->cols, OC = (int)w->rows;
-        int64_t per = n_scratch / C;
-        if (per < 1)
-            return lt_error(LT_ERR_ARG, "matmul_w: scratch of %lld floats is less than a row of %d",
-                            (long long)n_scratch, C);
-        for (int64_t r0 = 0; r0 < OC; r0 += per) {
-            const int64_t nr = OC - r0 < per ? OC - r0 : per;
-            const float *W;
-            lt_status st = cu_weight_f32(be, w, r0, nr, scratch, &W);
-            if (st) return st;
-            cu_gemm(be, 0, 1, N, (int)nr, C, 1.0f, x, C, W, C, jobs[j].beta, jobs[j].y + r0, OC);
-        }
-    }
-    return LT_OK;
 }
 
 /* ---- embedding, norms, rope, SwiGLU ------------------------------------------------------------ */
@@ -814,7 +795,7 @@ static const lt_backend_ops cuda_ops = [] {
     o.matmul_fwd = cu_matmul_fwd;
     o.matmul_bwd = cu_matmul_bwd;
     o.weight_f32 = cu_weight_f32;
-    o.matmul_w = cu_matmul_w;
+    o.matmul_w = lt_backend_matmul_w_blocks_;
     o.matmul_w_scratch = cu_matmul_w_scratch;
     o.embedding_fwd = cu_embedding_fwd;
     o.embedding_bwd = cu_embedding_bwd;

@@ -236,16 +236,9 @@ static void make_weight(const tcase *c, int OC, int C, stored_w *sw, lt_weight_v
         sw->bytes = malloc(sw->nbytes);
         if (c->dt == LT_DTYPE_F32) memcpy(sw->bytes, w, sw->nbytes);
         else if (c->dt == LT_DTYPE_F16 || c->dt == LT_DTYPE_BF16) {
-            uint16_t *h = sw->bytes;
-            for (int64_t i = 0; i < (int64_t)OC * C; i++) {
-                uint32_t u;
-                memcpy(&u, &w[i], 4);
-                if (c->dt == LT_DTYPE_BF16) h[i] = (uint16_t)((u + 0x7fffu + ((u >> 16) & 1)) >> 16);
-                else { /* F16 by the C compiler's conversion */
-                    _Float16 f = (_Float16)w[i];
-                    memcpy(&h[i], &f, 2);
-                }
-            }
+            uint16_t *h = sw->bytes; /* rounded to nearest even by the library (core.h) */
+            for (int64_t i = 0; i < (int64_t)OC * C; i++)
+                h[i] = c->dt == LT_DTYPE_BF16 ? lt_f32_to_bf16(w[i]) : lt_f32_to_f16(w[i]);
         } else if (lt_quantize(c->dt, w, sw->bytes, (int64_t)OC * C)) {
             fprintf(stderr, "cannot quantize to %s: %s\n", lt_dtype_name(c->dt), lt_errmsg());
             exit(2);

@@ -155,6 +155,9 @@ static void human_sink(void *ctx, const json_t *ev) {
                str(ev, "reason"), inum(ev, "consecutive"));
     } else if (!strcmp(e, "checkpoint")) {
         printf("checkpoint: %s\n", str(ev, "path"));
+    } else if (!strcmp(e, "warning")) {
+        fflush(stdout);
+        fprintf(stderr, "loratune train: warning: %s\n", str(ev, "message"));
     } else if (!strcmp(e, "early_stop")) {
         printf("early stop at step %lld: %lld evaluations without improvement (best val_loss "
                "%.4f)\n",

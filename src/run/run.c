@@ -317,6 +317,9 @@ static lt_status load_model(lt_run *r) {
     lt_model_load_opts lo = {.lazy = lazy};
     lt_status s = lt_model_load(r->o.model, &lo, &r->model);
     if (s) return s;
+    if (r->model->warnings[0]) /* what loading ignored: the program shows it */
+        lt_run_emit_(r, json_pack("{s:s, s:s, s:s}", "event", "warning", "what", "model",
+                                  "message", r->model->warnings));
     const char *tokp = r->o.tokenizer[0] ? r->o.tokenizer : r->o.model;
     if ((s = lt_tokenizer_load(tokp, &r->tok))) return s;
     s = lt_model_chat_template(lt_path_is_dir(tokp) ? tokp : r->o.model, r->tok, &r->tpl);

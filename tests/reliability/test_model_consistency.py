@@ -105,6 +105,21 @@ def main():
         r = ltcheck.run("inspect", d)
         check(r.returncode == 0 and "warning" in r.stderr and "ignored 1 tensor" in r.stderr
               and "model.extra_head.weight" in r.stderr, f"an unknown tensor: {r.stderr}")
+        # train says it too: on stderr, and as a "warning" event with --json
+        data = os.path.join(tmp, "data.jsonl")
+        with open(data, "w") as f:
+            for i in range(4):
+                f.write(json.dumps({"text": f"one two three four {i}"}) + "\n")
+        common = ["--model", d, "--data", data, "--iters", "1", "--batch-size", "1",
+                  "--max-seq-len", "16", "--eval-every", "0", "--threads", "1", "--no-track"]
+        r = ltcheck.run("train", *common, "--out", os.path.join(tmp, "t1"))
+        check(r.returncode == 0 and "warning" in r.stderr and "model.extra_head.weight" in r.stderr,
+              f"train names the ignored tensor: {r.returncode} {r.stderr[-500:]}")
+        r = ltcheck.run("train", *common, "--out", os.path.join(tmp, "t2"), "--json")
+        ev = [json.loads(x) for x in r.stdout.splitlines() if x.startswith("{")]
+        w = [e for e in ev if e.get("event") == "warning"]
+        check(r.returncode == 0 and w and w[0]["what"] == "model" and
+              "model.extra_head.weight" in w[0]["message"], f"train --json warning event: {w}")
         emb = load_file(os.path.join(HF, "model.safetensors"))["model.embed_tokens.weight"]
         d = hf_copy(tmp, "tied_head", tensors={"lm_head.weight": emb.copy()})
         r = ltcheck.run("inspect", d)

@@ -11,7 +11,8 @@ layer it names plus, recursively, what those name PUBLIC. Checks:
    layer's target with exactly the include folders the graph allows (never src/ itself nor
    another layer's src/ folder);
 3. the compiler, with those exact flags: a probe that includes a public header of a layer L
-   does not see fails with "No such file or directory" naming it, and compiles when L may;
+   does not see fails with "No such file or directory" (clang: "file not found") naming it, and
+   compiles when L may;
    another layer's internal header fails under both spellings ("model/model_internal.h",
    "model_internal.h"); core's "core/io.h" compiles in every layer and fails in apps/;
 4. the scan: every #include of src/, include/, apps/ and bench/ is allowed by the graph,
@@ -282,7 +283,9 @@ def check_probes(g, owners, per_layer, app):
                 check(rc == 0, f"{what} should compile: {err.strip()[:400]}")
             else:
                 n_fail += 1
-                check(rc != 0 and "No such file or directory" in err and missing in err,
+                # gcc: "No such file or directory"; clang: "'x' file not found"
+                notfound = "No such file or directory" in err or "file not found" in err
+                check(rc != 0 and notfound and missing in err,
                       f"{what} should fail with 'No such file or directory': rc {rc}, "
                       f"{err.strip()[:400]}")
     print(f"{len(jobs)} probes compiled, {n_fail} of them expected to fail")

@@ -3,6 +3,7 @@
 #include "loratune/backend.h"
 
 #include "backend_internal.h"
+#include "loratune/quant.h"
 
 #include <string.h>
 
@@ -41,6 +42,33 @@ int lt_host_supports_dtype_(const lt_backend *be, lt_dtype dt) {
     case LT_DTYPE_Q8_K: return 1;
     default: return 0;
     }
+}
+
+/* Rows [row0, row0 + n) of w as fp32, converted serially (the reference's weight_f32; the CPU
+ * backend's block-wise matmul_w calls it from each thread): *out points into fp32 data, else
+ * at scratch holding the rows. */
+lt_status lt_host_rows_f32_(const lt_backend *be, const lt_weight_view *w, int64_t row0,
+                            int64_t n, float *scratch, const float **out) {
+    if (w->rows_fn) return w->rows_fn(w->ctx, row0, n, scratch, out);
+    const int64_t cols = w->cols;
+    if (w->nf4) {
+        lt_nf4_dequantize(w->nf4, row0 * cols, n * cols, scratch);
+        *out = scratch;
+        return LT_OK;
+    }
+    if (w->dtype == LT_DTYPE_F32) {
+        *out = (const float *)w->data + row0 * cols;
+        return LT_OK;
+    }
+    if (!lt_host_supports_dtype_(be, w->dtype))
+        return lt_error(LT_ERR_UNSUPPORTED, "%s backend: weights stored as %s", be->name,
+                        lt_dtype_name(w->dtype));
+    const int64_t rb = lt_dtype_nbytes(w->dtype, cols);
+    const char *src = (const char *)w->data + row0 * rb;
+    for (int64_t r = 0; r < n; r++)
+        lt_to_f32(w->dtype, src + r * rb, scratch + r * cols, cols);
+    *out = scratch;
+    return LT_OK;
 }
 
 /* ---- ops the host backends share (the same loops on both) ---------------------------------- */

@@ -109,23 +109,6 @@ static void rows_dot(float *y, int64_t ldy, const float *x, const float *W, int 
     }
 }
 
-/* rows [r0, r0 + n) of w into dst (one thread: the caller's parallel loop splits the rows) */
-static lt_status rows_serial(const lt_weight_view *w, int64_t r0, int64_t n, float *dst,
-                             const float **out) {
-    if (w->rows_fn) return w->rows_fn(w->ctx, r0, n, dst, out);
-    if (w->nf4) {
-        lt_nf4_dequantize(w->nf4, r0 * w->cols, n * w->cols, dst);
-    } else if (w->dtype == LT_DTYPE_F32) {
-        *out = (const float *)w->data + r0 * w->cols;
-        return LT_OK;
-    } else {
-        const int64_t rb = lt_dtype_nbytes(w->dtype, w->cols);
-        for (int64_t r = 0; r < n; r++)
-            lt_to_f32(w->dtype, (const char *)w->data + (r0 + r) * rb, dst + r * w->cols, w->cols);
-    }
-    *out = dst;
-    return LT_OK;
-}
 
 int64_t lt_cpu_matmul_w_scratch_(const lt_backend *be, int64_t max_cols) {
     return (int64_t)max_threads() * (max_cols > WBLOCK ? max_cols : WBLOCK);
@@ -171,7 +154,7 @@ lt_status lt_cpu_matmul_w_(const lt_backend *be, const lt_matmul_job *jobs, int 
         const lt_matmul_job *jb = &jobs[j];
         const int64_t r0 = (b - first[j]) * per, nr = jb->w->rows - r0 < per ? jb->w->rows - r0 : per;
         const float *W;
-        if (rows_serial(jb->w, r0, nr, scratch + thread_num() * slice, &W)) {
+        if (lt_host_rows_f32_(be, jb->w, r0, nr, scratch + thread_num() * slice, &W)) {
 #pragma omp atomic write
             failed = 1;
             continue;
@@ -180,7 +163,7 @@ lt_status lt_cpu_matmul_w_(const lt_backend *be, const lt_matmul_job *jobs, int 
     }
     for (int j = 0; failed && j < nj; j++) { /* again here, for the message (thread-local) */
         const float *W;
-        lt_status st = rows_serial(jobs[j].w, 0, 1, scratch, &W);
+        lt_status st = lt_host_rows_f32_(be, jobs[j].w, 0, 1, scratch, &W);
         if (st) return st;
     }
     return failed ? lt_error(LT_ERR_INTERNAL, "matmul_w: a weight is unreadable") : LT_OK;

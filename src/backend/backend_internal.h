@@ -37,6 +37,8 @@ void lt_host_add_bias_(const lt_backend *be, float *y, const float *bias, int n,
 void lt_host_scale_rows_(const lt_backend *be, float *y, const float *s, int n, int C);
 
 /* the same loops in both host backends (backend.c) */
+lt_status lt_host_rows_f32_(const lt_backend *be, const lt_weight_view *w, int64_t row0,
+                            int64_t n, float *scratch, const float **out);
 void lt_host_dropout_mask_(const lt_backend *be, float *mask, int64_t n, float p, uint64_t seed);
 void lt_host_adamw_(const lt_backend *be, float *p, const float *g, float *m, float *v, int64_t n,
                     const lt_adamw_cfg *cfg, int64_t step);

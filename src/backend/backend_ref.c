@@ -6,29 +6,6 @@
 
 #include "backend_internal.h"
 
-static lt_status ref_weight_f32(const lt_backend *be, const lt_weight_view *w, int64_t row0,
-                                int64_t n, float *scratch, const float **out) {
-    if (w->rows_fn) return w->rows_fn(w->ctx, row0, n, scratch, out);
-    const int64_t cols = w->cols;
-    if (w->nf4) {
-        lt_nf4_dequantize(w->nf4, row0 * cols, n * cols, scratch);
-        *out = scratch;
-        return LT_OK;
-    }
-    if (w->dtype == LT_DTYPE_F32) {
-        *out = (const float *)w->data + row0 * cols;
-        return LT_OK;
-    }
-    if (!lt_host_supports_dtype_(be, w->dtype))
-        return lt_error(LT_ERR_UNSUPPORTED, "ref backend: weights stored as %s",
-                        lt_dtype_name(w->dtype));
-    const int64_t rb = lt_dtype_nbytes(w->dtype, cols);
-    const char *src = (const char *)w->data + row0 * rb;
-    for (int64_t r = 0; r < n; r++)
-        lt_to_f32(w->dtype, src + r * rb, scratch + r * cols, cols);
-    *out = scratch;
-    return LT_OK;
-}
 
 static void ref_matmul_fwd(const lt_backend *be, float *out, const float *inp, const float *w,
                            const float *bias, int N, int C, int OC) {
@@ -211,7 +188,7 @@ static const lt_backend_ops ref_ops = {
     .gemm = ref_gemm,
     .matmul_fwd = ref_matmul_fwd,
     .matmul_bwd = ref_matmul_bwd,
-    .weight_f32 = ref_weight_f32,
+    .weight_f32 = lt_host_rows_f32_,
     .matmul_w = lt_backend_matmul_w_blocks_,
     .matmul_w_scratch = ref_matmul_w_scratch,
     .embedding_fwd = lt_host_embedding_fwd_,

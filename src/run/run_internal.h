@@ -99,6 +99,7 @@ lt_status lt_run_shared_check_(const lt_run_shared *sh, const lt_run_opts *o);
 
 /* checkpoint.c */
 lt_status lt_run_save_checkpoint_(lt_run *r);
+/* file: one lt_checkpoint_pick chose, so verified (lt_checkpoint_verify) just before */
 lt_status lt_run_load_checkpoint_(lt_run *r, const char *file);
 /* Locks OUT (created if missing) for the run's life and removes the temp files that killed
  * checkpoint writes left in OUT/checkpoints (no other writer can be there now). */

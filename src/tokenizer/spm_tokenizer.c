@@ -795,42 +795,37 @@ lt_status spm_model_wrap(spm_model *m, lt_tokenizer **out) {
 
 /* ---- loaders ---------------------------------------------------------------------------- */
 
-lt_status lt_tokenizer_load_spm(const char *model_path, lt_tokenizer **out) {
-    *out = NULL;
+/* A sentencepiece .model file parsed and finished into *m (cleared on failure). */
+static lt_status spm_model_load(const char *model_path, spm_model *m) {
     lt_mapped_file f = {0};
     lt_status st = lt_file_map(model_path, &f);
     if (st != LT_OK) return st;
-    spm_model m;
-    spm_model_init(&m, model_path, "spm");
-    if (!m.src) st = lt_error(LT_ERR_NOMEM, "out of memory");
-    if (st == LT_OK) st = spm_proto_parse(&m, f.data, f.size);
+    spm_model_init(m, model_path, "spm");
+    if (!m->src) st = lt_error(LT_ERR_NOMEM, "out of memory");
+    if (st == LT_OK) st = spm_proto_parse(m, f.data, f.size);
     lt_file_unmap(&f);
-    if (st == LT_OK) st = spm_model_finish(&m, 1);
-    if (st != LT_OK) {
-        spm_model_clear(&m);
-        return st;
-    }
-    return spm_model_wrap(&m, out);
+    if (st == LT_OK) st = spm_model_finish(m, 1); /* fills unk_id from the UNKNOWN piece */
+    if (st != LT_OK) spm_model_clear(m);
+    return st;
+}
+
+lt_status lt_tokenizer_load_spm(const char *model_path, lt_tokenizer **out) {
+    *out = NULL;
+    spm_model m;
+    lt_status st = spm_model_load(model_path, &m);
+    return st != LT_OK ? st : spm_model_wrap(&m, out);
 }
 
 lt_status lt_spm_vocab_load(const char *model_path, lt_spm_vocab *out) {
     memset(out, 0, sizeof *out);
-    lt_mapped_file f = {0};
-    lt_status st = lt_file_map(model_path, &f);
-    if (st != LT_OK) return st;
     spm_model m;
-    spm_model_init(&m, model_path, "spm");
-    if (!m.src) st = lt_error(LT_ERR_NOMEM, "out of memory");
-    if (st == LT_OK) st = spm_proto_parse(&m, f.data, f.size);
-    lt_file_unmap(&f);
-    if (st == LT_OK) st = spm_model_finish(&m, 1); /* fills unk_id from the UNKNOWN piece */
-    if (st == LT_OK) {
-        out->pieces = lt_calloc((size_t)m.n + 1, sizeof *out->pieces);
-        out->scores = lt_calloc((size_t)m.n + 1, sizeof *out->scores);
-        out->types = lt_calloc((size_t)m.n + 1, sizeof *out->types);
-        if (!out->pieces || !out->scores || !out->types) st = lt_error(LT_ERR_NOMEM, "out of memory");
-    }
-    if (st != LT_OK) {
+    lt_status st = spm_model_load(model_path, &m);
+    if (st != LT_OK) return st;
+    out->pieces = lt_calloc((size_t)m.n + 1, sizeof *out->pieces);
+    out->scores = lt_calloc((size_t)m.n + 1, sizeof *out->scores);
+    out->types = lt_calloc((size_t)m.n + 1, sizeof *out->types);
+    if (!out->pieces || !out->scores || !out->types) {
+        st = lt_error(LT_ERR_NOMEM, "out of memory");
         spm_model_clear(&m);
         lt_spm_vocab_free(out);
         return st;

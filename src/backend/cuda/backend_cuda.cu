@@ -157,11 +157,24 @@ static void cu_lora_bwd(const lt_backend *be, float *dx, float *dA, float *dB, c
         }
     }
 }
+/* The sum of v over the block's threads (blockDim.x a power of two, at most 256), in every
+ * thread: a tree in shared memory, the same order on every run. */
+__device__ double block_sum(double v) {
+    __shared__ double part[256];
+    __syncthreads(); /* a previous call's part[0] may still be being read */
+    part[threadIdx.x] = v;
+    __syncthreads();
+    for (int s = blockDim.x / 2; s > 0; s >>= 1) {
+        if (threadIdx.x < s) part[threadIdx.x] += part[threadIdx.x + s];
+        __syncthreads();
+    }
+    return part[0];
+}
+
 /* wnorm[o] = || W[o] + scale (B A)[o] || (one block per row, double sums) */
 __global__ void k_dora_norm(float *wnorm, const float *W, const float *A, const float *B, int C,
                             int r, float scale) {
     const int o = blockIdx.x;
-    __shared__ double part[256];
     double ss = 0;
     for (int c = threadIdx.x; c < C; c += blockDim.x) {
         float ba = 0.0f;
@@ -170,13 +183,8 @@ __global__ void k_dora_norm(float *wnorm, const float *W, const float *A, const 
         float w = W[(int64_t)o * C + c] + scale * ba;
         ss += (double)w * w;
     }
-    part[threadIdx.x] = ss;
-    __syncthreads();
-    for (int s = blockDim.x / 2; s > 0; s >>= 1) {
-        if (threadIdx.x < s) part[threadIdx.x] += part[threadIdx.x + s];
-        __syncthreads();
-    }
-    if (threadIdx.x == 0) wnorm[o] = (float)sqrt(part[0]);
+    const double sum = block_sum(ss);
+    if (threadIdx.x == 0) wnorm[o] = (float)sqrt(sum);
 }
 /* y[n][o] += (mag[o] / wnorm[o] - sub) * P[n][o] */
 __global__ void k_dora_add(float *y, const float *P, const float *mag, const float *wnorm,
@@ -358,17 +366,10 @@ __global__ void k_rmsnorm(float *out, float *rstd, const float *inp, const float
                           float eps) {
     const int n = blockIdx.x;
     const float *x = inp + (int64_t)n * C;
-    __shared__ double part[256];
     double ss = 0;
     for (int c = threadIdx.x; c < C; c += blockDim.x)
         ss += (double)x[c] * x[c];
-    part[threadIdx.x] = ss;
-    __syncthreads();
-    for (int s = blockDim.x / 2; s > 0; s >>= 1) {
-        if (threadIdx.x < s) part[threadIdx.x] += part[threadIdx.x + s];
-        __syncthreads();
-    }
-    const float r = 1.0f / sqrtf((float)(part[0] / C) + eps);
+    const float r = 1.0f / sqrtf((float)(block_sum(ss) / C) + eps);
     if (threadIdx.x == 0) rstd[n] = r;
     for (int c = threadIdx.x; c < C; c += blockDim.x)
         out[(int64_t)n * C + c] = w[c] * (x[c] * r);
@@ -379,17 +380,10 @@ __global__ void k_rmsnorm_bwd_x(float *dinp, const float *dout, const float *inp
     const int n = blockIdx.x;
     const float *x = inp + (int64_t)n * C, *dy = dout + (int64_t)n * C;
     const float r = rstd[n];
-    __shared__ double part[256];
     double s = 0;
     for (int c = threadIdx.x; c < C; c += blockDim.x)
         s += (double)(dy[c] * w[c]) * (x[c] * r);
-    part[threadIdx.x] = s;
-    __syncthreads();
-    for (int k = blockDim.x / 2; k > 0; k >>= 1) {
-        if (threadIdx.x < k) part[threadIdx.x] += part[threadIdx.x + k];
-        __syncthreads();
-    }
-    const float mean = (float)(part[0] / C);
+    const float mean = (float)(block_sum(s) / C);
     for (int c = threadIdx.x; c < C; c += blockDim.x)
         dinp[(int64_t)n * C + c] += r * (dy[c] * w[c] - x[c] * r * mean);
 }
@@ -637,14 +631,7 @@ __global__ void k_ce(float *dl, double *rowloss, const float *lg, const int32_t 
     double se = 0;
     for (int i = threadIdx.x; i < V; i += blockDim.x)
         se += exp((double)(z[i] - mx));
-    __syncthreads();
-    part[threadIdx.x] = se;
-    __syncthreads();
-    for (int s = blockDim.x / 2; s > 0; s >>= 1) {
-        if (threadIdx.x < s) part[threadIdx.x] += part[threadIdx.x + s];
-        __syncthreads();
-    }
-    const double sum = part[0];
+    const double sum = block_sum(se);
     if (threadIdx.x == 0) rowloss[n] = log(sum) + mx - z[t];
     if (dl) {
         const float lz = (float)(log(sum) + mx);
@@ -711,16 +698,10 @@ static void cu_adamw(const lt_backend *be, float *p, const float *g, float *m, f
 }
 /* partial sums of squares (kind 0) or non-finite counts (kind 1), one per block */
 __global__ void k_reduce(double *out, const float *x, int64_t n, int kind) {
-    __shared__ double part[256];
     double s = 0;
     GRID_LOOP(i, n) s += kind ? (double)!isfinite(x[i]) : (double)x[i] * x[i];
-    part[threadIdx.x] = s;
-    __syncthreads();
-    for (int k = blockDim.x / 2; k > 0; k >>= 1) {
-        if (threadIdx.x < k) part[threadIdx.x] += part[threadIdx.x + k];
-        __syncthreads();
-    }
-    if (threadIdx.x == 0) out[blockIdx.x] = part[0];
+    const double sum = block_sum(s);
+    if (threadIdx.x == 0) out[blockIdx.x] = sum;
 }
 static double reduce(const lt_backend *be, const float *x, int64_t n, int kind) {
     cuda_ctx *c = CX(be);

@@ -11,7 +11,8 @@
  * scratchpad is ours (user mode), grown when a primitive is made. So a step that repeats its
  * shapes allocates nothing. One mutex around the table and the execution: the backend stays
  * safe to call from several threads. Should oneDNN fail (a primitive it cannot make, out of
- * memory), the product runs in plain loops instead: slower, never wrong. */
+ * memory), the product runs in plain loops instead: slower, never wrong. LORATUNE_CPU does not
+ * cap oneDNN's kernels (as it does not cap OpenBLAS's): ONEDNN_MAX_CPU_ISA does. */
 #include <math.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -133,10 +134,10 @@ static int entry_make(gemm_entry *e, const gemm_key *k) {
         bad ? NULL : dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
     size_t pad_bytes = pad_md ? dnnl_memory_desc_get_size(pad_md) : 0;
     if (!bad && pad_bytes > g.pad_bytes) {
-        void *p = NULL;
-        if (posix_memalign(&p, 64, pad_bytes)) bad = 1;
+        void *p = lt_aligned_alloc(64, (pad_bytes + 63) & ~(size_t)63);
+        if (!p) bad = 1;
         else {
-            free(g.pad);
+            lt_free(g.pad);
             g.pad = p;
             g.pad_bytes = pad_bytes;
         }

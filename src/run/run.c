@@ -148,9 +148,7 @@ static lt_status parse_faults(lt_run *r) {
     return LT_OK;
 }
 
-/* --compute-dtype: as asked, or auto -- bf16 where the CPU multiplies bf16 natively at the
- * dispatch level in use (LORATUNE_CPU=avx2 turns it off) and the method can (DoRA cannot). */
-static lt_dtype pick_compute_dtype(int want, lt_train_method m, const char **why) {
+lt_dtype lt_run_pick_compute_dtype(int want, lt_train_method m, const char **why) {
     if (want == LT_DTYPE_F32 || want == LT_DTYPE_BF16) {
         *why = "asked";
         return (lt_dtype)want;
@@ -159,9 +157,8 @@ static lt_dtype pick_compute_dtype(int want, lt_train_method m, const char **why
         *why = "auto: DoRA computes in fp32";
         return LT_DTYPE_F32;
     }
-    lt_hwinfo hw;
-    lt_hwinfo_detect(&hw);
-    const int native = lt_hwinfo_has(&hw, LT_CPU_AVX512_BF16) || lt_hwinfo_has(&hw, LT_CPU_AMX_BF16);
+    const uint32_t f = lt_cpu_features();
+    const int native = (f & (LT_CPU_AVX512_BF16 | LT_CPU_AMX_BF16)) != 0;
     if (!native) {
         *why = "auto: this CPU has no bf16 instructions (avx512_bf16, amx_bf16)";
         return LT_DTYPE_F32;
@@ -170,8 +167,7 @@ static lt_dtype pick_compute_dtype(int want, lt_train_method m, const char **why
         *why = "auto: the kernels are capped below avx512 (LORATUNE_CPU)";
         return LT_DTYPE_F32;
     }
-    *why = lt_hwinfo_has(&hw, LT_CPU_AMX_BF16) ? "auto: the CPU has amx_bf16"
-                                                : "auto: the CPU has avx512_bf16";
+    *why = f & LT_CPU_AMX_BF16 ? "auto: the CPU has amx_bf16" : "auto: the CPU has avx512_bf16";
     return LT_DTYPE_BF16;
 }
 
@@ -212,11 +208,7 @@ static lt_status build_train_config(lt_run *r, const lt_adapter *a) {
     c->seq_len = o->max_seq_len;
     c->grad_checkpoint = o->grad_checkpoint;
     c->base_dtype = o->base_dtype;
-    c->compute_dtype = pick_compute_dtype(o->compute_dtype, c->method, &r->compute_reason);
-    /* bf16 products read the frozen base as stored when it is bf16 (these models' checkpoints
-     * are): no rounding per product, half the memory of an fp32 base */
-    if (c->compute_dtype == LT_DTYPE_BF16 && c->base_dtype == LT_DTYPE_F32)
-        c->base_dtype = LT_DTYPE_BF16;
+    c->compute_dtype = lt_run_pick_compute_dtype(o->compute_dtype, c->method, &r->compute_reason);
     c->lr = (float)o->lr;
     c->weight_decay = (float)o->weight_decay;
     c->grad_clip = (float)o->grad_clip;

@@ -415,8 +415,13 @@ static lt_status run_step(lt_trainer *tr, const lt_batch *b, float grad_scale,
     float gs = grad_scale != 0.0f ? grad_scale : (count ? 1.0f / (float)count : 0.0f);
     int do_bwd = train && gs != 0.0f;
     /* bf16 compute with a bf16 head (frozen): its products run on it as stored */
-    const int h16 = tr->bf16 && tr->head16 && !tr->head_vb && !tr->dhead &&
-                    tr->c.base_dtype == LT_DTYPE_BF16;
+    if (tr->headb && tr->dhead) /* a trained head: its values of this step, rounded */
+        OP(to_bf16, tr->headb, head_weight(tr), (int64_t)V * D);
+    const uint16_t *Hb = !tr->bf16 || tr->head_vb ? NULL
+                         : tr->headb              ? tr->headb
+                         : tr->head16 && tr->c.base_dtype == LT_DTYPE_BF16 ? tr->head16
+                                                                           : NULL;
+    const int h16 = Hb != NULL;
     const float *H = tr->head_vb || h16 ? NULL : head_weight(tr);
     if (do_bwd) OP(zero, tr->dxn, sizeof(float) * (size_t)N * D);
     /* The head and the loss run only where a target counts: prompt tokens (masked), padding
@@ -451,7 +456,7 @@ static lt_status run_step(lt_trainer *tr, const lt_batch *b, float grad_scale,
             head_fwd_blocked(tr, tr->logits, xf, nc);
         } else if (h16) {
             OP(to_bf16, tr->hb16, xf, (int64_t)nc * D);
-            OP(gemm_bf16, 0, 1, nc, V, D, 1.0f, tr->hb16, D, tr->head16, D, 0.0f, tr->logits, V);
+            OP(gemm_bf16, 0, 1, nc, V, D, 1.0f, tr->hb16, D, Hb, D, 0.0f, tr->logits, V);
         } else {
             OP(matmul_fwd, tr->logits, xf, H, NULL, nc, D, V);
         }
@@ -467,8 +472,10 @@ static lt_status run_step(lt_trainer *tr, const lt_batch *b, float grad_scale,
             head_dx_blocked(tr, dxh + (int64_t)n0 * D, tr->logits, nc);
         } else if (do_bwd && h16) {
             OP(to_bf16, tr->hb16, tr->logits, (int64_t)nc * V);
-            OP(gemm_bf16, 0, 0, nc, D, V, 1.0f, tr->hb16, V, tr->head16, D, 1.0f,
+            OP(gemm_bf16, 0, 0, nc, D, V, 1.0f, tr->hb16, V, Hb, D, 1.0f,
                           dxh + (int64_t)n0 * D, D);
+            if (tr->dhead) /* dH += dlogits^T x in fp32 */
+                OP(matmul_bwd, NULL, tr->dhead, NULL, tr->logits, xf, NULL, nc, D, V);
         } else if (do_bwd)
             OP(matmul_bwd, dxh + (int64_t)n0 * D, tr->dhead, NULL, tr->logits, xf, H, nc, D, V);
     }
@@ -886,6 +893,8 @@ lt_status lt_trainer_create_on(lt_model *m, const lt_train_config *cin, const lt
             }
         }
     }
+    if (tr->headb && !tr->dhead) /* bf16 compute, a frozen fp32 head: rounded once */
+        OP(to_bf16, tr->headb, head_weight(tr), (int64_t)m->config.vocab_size * m->config.dim);
     *out = tr;
     return LT_OK;
 }

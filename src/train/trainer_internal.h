@@ -110,6 +110,9 @@ struct lt_trainer {
     uint16_t *xb16;  /* [N][max(D, QD, F)]: a linear's input (forward) or dy (backward) */
     uint16_t *wb16;  /* [max OC*C]: a weight not stored as bf16 (NF4, trained fp32, lazy) */
     uint16_t *hb16;  /* [chunk][V]: the head's input rows, then dlogits */
+    uint16_t *headb; /* [V][D]: an fp32 head rounded to bf16: once at create when frozen, at
+                        every micro-batch when trained (NULL when the head is bf16 already or
+                        read per block) */
     int chunk;
     int head_vb; /* > 0: the head is dequantized and applied in vocabulary blocks of head_vb
                     rows (chunk = all rows, logits [N][V]); 0: whole (head_weight) */

@@ -542,9 +542,11 @@ lt_status lt_trainer_layout_(lt_trainer *tr, const lt_model_config *mc, const lt
      * and dequantize the head a vocabulary block at a time (vb*D): the head runs block by
      * block (fwd and dX), each block dequantized once per pass. */
     int64_t vb = 0;
-    /* bf16 compute multiplies by a bf16 head as it is (run_step): nothing to dequantize */
-    if (c->compute_dtype == LT_DTYPE_BF16 && head16 && c->base_dtype == LT_DTYPE_BF16)
-        head_deq = 0;
+    /* bf16 compute multiplies by a bf16 head as it is, and by a frozen fp32 one through a bf16
+     * copy made once (headb, run_step): nothing to dequantize */
+    const int bf16 = c->compute_dtype == LT_DTYPE_BF16;
+    const int headb = bf16 && !(head16 && c->base_dtype == LT_DTYPE_BF16) && !head_deq;
+    if (bf16 && head16 && c->base_dtype == LT_DTYPE_BF16) head_deq = 0;
     if (head_deq) {
         int64_t b = ((int64_t)1 << 22) / D;
         if (b < 1) b = 1;
@@ -607,6 +609,10 @@ lt_status lt_trainer_layout_(lt_trainer *tr, const lt_model_config *mc, const lt
         WS_H(xb16, N * wide);
         WS_H(wb16, ocxc);
         WS_H(hb16, (int64_t)chunk * (V > D ? V : D));
+    }
+    if (headb) {
+        uint16_t *p_ = (uint16_t *)carve(&cv, LT_MEM_WEIGHTS, (int64_t)V * D * 2);
+        if (tr) tr->headb = p_; /* filled by lt_trainer_create, a trained head's every step */
     }
 #undef WS_H
     WS_F(cos_t, (int64_t)c->seq_len * (HD / 2));

@@ -377,6 +377,11 @@ lt_status lt_checkpoint_run_dir(const char *ckpt_file, char *out, size_t n);
  * override them afterwards). */
 lt_status lt_checkpoint_load_opts(const char *ckpt_file, lt_run_opts *o);
 
+/* --compute-dtype: want LT_DTYPE_F32 / LT_DTYPE_BF16 as asked, or -1 auto -- BF16 where the CPU
+ * multiplies bf16 natively (avx512_bf16 or amx_bf16) at the dispatch level in use (LORATUNE_CPU
+ * =avx2 turns it off) and the method can (DoRA cannot), else F32. *why: the reason (static). */
+lt_dtype lt_run_pick_compute_dtype(int want, lt_train_method m, const char **why);
+
 #ifdef __cplusplus
 }
 #endif

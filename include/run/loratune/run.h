@@ -39,7 +39,8 @@
  *                                read, examples = all splits), shared (true: the shared
  *                                data); again after planning when memory cuts the length
  *              planning          auto_batch_size, auto_max_seq_len, memory_budget_bytes
- *              creating_trainer  method, batch_size, max_seq_len, base_dtype
+ *              creating_trainer  method, batch_size, max_seq_len, base_dtype, device ("cpu",
+ *                                "cuda"), device_name
  *              resuming          checkpoint (with o.resume)
  *              ready             steps, train_examples, valid_examples, batch_size, max_seq_len
  *   start      steps, epoch_batches, train_examples, valid_examples, trainable_params,

@@ -859,7 +859,7 @@ static lt_status to_dev(lt_trainer *tr, const void *stage, int64_t wbytes, const
     do {                                                                                           \
         void *d_;                                                                                  \
         if ((st = to_dev(tr, stage, wbytes, (field), (size_t)(bytes), &d_))) return st;            \
-        *(void **)(uintptr_t) & (field) = d_;                                                      \
+        (field) = d_; /* void * converts to the field's pointer type */                           \
     } while (0)
 
 /* A weight the mapped file gives only through the model's provider (a GGUF block type,

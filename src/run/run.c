@@ -472,6 +472,9 @@ static lt_status prepare(lt_run *r) {
         snprintf(r->ckpt_dir, sizeof r->ckpt_dir, "%s/checkpoints", r->o.out);
         if ((s = lt_run_take_out_(r))) return s;
     }
+    /* the device first: --device cuda without a GPU fails before anything is loaded */
+    const lt_backend *be = NULL;
+    if ((s = pick_backend(r, &be))) return s;
     if ((s = check_stop(r, "loading the model")) || (s = load_model(r))) return s;
 
     r->auto_batch = r->o.batch_size <= 0;

@@ -10,7 +10,10 @@
  * forward is recomputed into the single activation set right before its backward (same code,
  * same inputs: the recomputed values are bit-identical).
  * Invariants: no allocation after lt_trainer_create (every buffer comes from the layout);
- * gradients accumulate across micro-batches until lt_trainer_step / lt_trainer_zero_grad. */
+ * gradients accumulate across micro-batches until lt_trainer_step / lt_trainer_zero_grad.
+ * A device backend (lt_backend.device, CUDA): the same code; the host keeps the bookkeeping and
+ * twins of the per-batch index arrays (staged with set each micro-batch), and creation makes
+ * the weight copies in a host staging block that move_to_device uploads (docs/BACKEND.md). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>

@@ -6,6 +6,10 @@
  *                    [--batch B] [--seq T] [--accum K] [--grad-checkpoint] [--base-dtype f32|bf16]
  *                    [--compute-dtype f32|bf16]
  *                    [--warmup W] [--steps N] [--threads N] [--seed S] [--whole]
+ *                    [--device cpu|cuda]
+ *
+ * --device cuda trains on the CUDA backend (lt_trainer_create_on; each timed step ends with
+ * the backend's sync); the memory numbers stay the host's.
  *
  * --model PATH trains lazily like `loratune train` (the weights stay in the mapped file; the
  * trainer copies / quantizes tensor by tensor or uses them in place) unless --whole or full FT.
@@ -170,7 +174,7 @@ int main(int argc, char **argv) {
     int64_t rss_start = proc_status_bytes("VmRSS:");
     lt_status st;
     const char *shape = "tiny", *model_path = NULL, *method = "lora", *targets = "q,v";
-    const char *base = "f32", *compute = "f32";
+    const char *base = "f32", *compute = "f32", *device = "cpu";
     int rank = 8, batch = 4, seq = 512, accum = 1, ckpt = 0, warmup = 1, steps = 3, threads = 0;
     int plan_only = 0, whole = 0;
     double alpha = -1;
@@ -190,6 +194,7 @@ int main(int argc, char **argv) {
         else if (OPT("--accum")) accum = atoi(v);
         else if (OPT("--base-dtype")) base = v;
         else if (OPT("--compute-dtype")) compute = v;
+        else if (OPT("--device")) device = v;
         else if (OPT("--warmup")) warmup = atoi(v);
         else if (OPT("--steps")) steps = atoi(v);
         else if (OPT("--threads")) threads = atoi(v);
@@ -323,7 +328,16 @@ int main(int argc, char **argv) {
 
     lt_trainer *tr = NULL;
     t0 = now_s();
-    if ((st = lt_trainer_create(m, &tc, &tr))) return die("lt_trainer_create", st);
+    const lt_backend *be = lt_backend_cpu();
+    lt_backend *cuda = NULL;
+    if (!strcmp(device, "cuda")) {
+        if ((st = lt_backend_cuda_create(0, &cuda))) return die("--device cuda", st);
+        be = cuda;
+    } else if (strcmp(device, "cpu")) {
+        fprintf(stderr, "bench_train_step: --device: expected cpu or cuda\n");
+        return 2;
+    }
+    if ((st = lt_trainer_create_on(m, &tc, be, &tr))) return die("lt_trainer_create", st);
     double t_create = now_s() - t0;
     int64_t rss_create = proc_status_bytes("VmRSS:");
     int64_t allocs_create = 0;
@@ -355,6 +369,7 @@ int main(int argc, char **argv) {
         }
         float gn = 0;
         if ((st = lt_trainer_step(tr, -1.0f, &gn))) return die("lt_trainer_step", st);
+        be->op->sync(be);
         gnorm_last = gn;
         double w = now_s() - w0, c = cpu_s() - c0;
         fprintf(stderr, "bench_train_step: %s step %d: %.3f s (cpu %.2fx) loss %.4f\n",
@@ -391,6 +406,7 @@ int main(int argc, char **argv) {
     printf("\"batch\":%d,\"seq\":%d,\"accum\":%d,\"grad_checkpoint\":%d,\"base_dtype\":\"%s\",",
            batch, seq, accum, ckpt, base);
     printf("\"compute_dtype\":\"%s\",", compute);
+    printf("\"device\":\"%s\",\"device_name\":\"%s\",", be->name, be->desc ? be->desc : "cpu");
     printf("\"warmup\":%d,\"steps\":%d,\"threads\":%d,\"blas_threads\":%d,", warmup, steps, threads,
            hw.blas_threads);
     printf("\"kernel_level\":\"%s\",\"compiled_features\":%u,", hw.kernel_level,
@@ -425,6 +441,7 @@ int main(int argc, char **argv) {
     free(tgts);
     free(step_s);
     lt_trainer_free(tr);
+    lt_backend_cuda_free(cuda);
     lt_model_free(m);
     return 0;
 }

@@ -63,7 +63,10 @@ static inline const char *lt_fixture(const char *rel) {
     const char *d = getenv("LT_FIXTURES");
     return lt_path_join_(d ? d : LT_FIXTURES_DIR, rel);
 }
-static inline const char *lt_srcpath(const char *rel) { return lt_path_join_(LT_SOURCE_DIR, rel); }
+static inline const char *lt_srcpath(const char *rel) {
+    const char *d = getenv("LT_SOURCE_DIR"); /* the tree elsewhere (a device machine) */
+    return lt_path_join_(d ? d : LT_SOURCE_DIR, rel);
+}
 /* A fresh temp folder for the test (mkdtemp under $TMPDIR or /tmp). */
 /* The first n lines of the text file src written to dst (a small data set out of a fixture). */
 static inline void lt_head_lines(const char *src, const char *dst, int n) {

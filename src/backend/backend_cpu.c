@@ -236,7 +236,7 @@ void lt_set_num_threads(int n) {
     openblas_set_num_threads(n);
 }
 
-static const lt_backend cpu_backend = {"cpu", &cpu_ops, NULL};
+static const lt_backend cpu_backend = {"cpu", &cpu_ops, NULL, 0, NULL};
 
 const lt_backend *lt_backend_cpu(void) {
     return &cpu_backend;

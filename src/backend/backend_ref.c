@@ -231,7 +231,7 @@ static const lt_backend_ops ref_ops = {
     .scale_rows = lt_host_scale_rows_,
 };
 
-static const lt_backend ref_backend = {"ref", &ref_ops, NULL};
+static const lt_backend ref_backend = {"ref", &ref_ops, NULL, 0, NULL};
 
 const lt_backend *lt_backend_ref(void) {
     return &ref_backend;

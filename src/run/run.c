@@ -110,6 +110,7 @@ void lt_run_free(lt_run *r) {
         lt_batcher_free(r->eval_b[s]);
     lt_batcher_free(r->train_b);
     lt_trainer_free(r->tr);
+    lt_backend_cuda_free(r->cuda);
     lt_data_free(r->own_data);
     if (!r->shared) {
         lt_chat_template_free(r->tpl);
@@ -431,17 +432,44 @@ static lt_status resolve_sizes(lt_run *r) {
 
 /* Stage creating_trainer: the trainer (with the adapter's values), the training batcher, the
  * step count and the micro-batch buffers. */
+/* The backend --device asks for: cuda (an error naming why when there is none), cpu, or auto
+ * (CUDA when built with it and a GPU is present). */
+static lt_status pick_backend(lt_run *r, const lt_backend **be) {
+    *be = lt_backend_cpu();
+    if (r->o.device == LT_DEVICE_CPU || r->cuda) {
+        if (r->cuda) *be = r->cuda;
+        return LT_OK;
+    }
+    if (r->o.device == LT_DEVICE_AUTO && !lt_backend_cuda_compiled()) return LT_OK;
+    lt_status s = lt_backend_cuda_create(0, &r->cuda);
+    if (s && r->o.device == LT_DEVICE_AUTO) return LT_OK; /* no GPU: the CPU */
+    if (s) return lt_error_wrap(s, "--device cuda");
+    *be = r->cuda;
+    return LT_OK;
+}
+
 static lt_status create_trainer(lt_run *r, const lt_adapter *a) {
+    const lt_backend *be = NULL;
+    lt_status s = pick_backend(r, &be);
+    if (s) return s;
+    /* auto's bf16 is the CPU backend's (oneDNN): a backend without bf16 products computes in
+     * fp32; asked for, the trainer refuses it with the reason */
+    if (r->o.compute_dtype < 0 && r->tc.compute_dtype == LT_DTYPE_BF16 &&
+        !lt_backend_supports(be, LT_OP_GEMM_BF16, LT_DTYPE_F32)) {
+        r->tc.compute_dtype = LT_DTYPE_F32;
+        r->compute_reason = "auto: this device's backend has no bf16 products yet";
+    }
     emit_stage(r, "creating_trainer",
-               json_pack("{s:s, s:i, s:i, s:s, s:s, s:s}", "method",
+               json_pack("{s:s, s:i, s:i, s:s, s:s, s:s, s:s, s:s}", "method",
                          lt_train_method_name(r->tc.method), "batch_size", r->o.batch_size,
                          "max_seq_len", r->o.max_seq_len, "base_dtype",
                          r->tc.base_dtype == LT_DTYPE_BF16  ? "bf16"
                          : r->tc.base_dtype == LT_DTYPE_F16 ? "f16"
                                                             : "f32",
                          "compute_dtype", r->tc.compute_dtype == LT_DTYPE_BF16 ? "bf16" : "f32",
-                         "compute_dtype_reason", r->compute_reason ? r->compute_reason : ""));
-    lt_status s = lt_trainer_create(r->model, &r->tc, &r->tr);
+                         "compute_dtype_reason", r->compute_reason ? r->compute_reason : "",
+                         "device", be->name, "device_name", be->desc ? be->desc : be->name));
+    s = lt_trainer_create_on(r->model, &r->tc, be, &r->tr);
     if (s) return s;
     if (a && (s = lt_adapter_to_trainer(a, r->tr))) return s;
     if (lt_data_count(r->data, LT_SPLIT_TRAIN) > 0) {
@@ -477,6 +505,9 @@ static lt_status prepare(lt_run *r) {
         snprintf(r->ckpt_dir, sizeof r->ckpt_dir, "%s/checkpoints", r->o.out);
         if ((s = lt_run_take_out_(r))) return s;
     }
+    /* the device first: --device cuda without a GPU fails before anything is loaded */
+    const lt_backend *be = NULL;
+    if ((s = pick_backend(r, &be))) return s;
     if ((s = check_stop(r, "loading the model")) || (s = load_model(r))) return s;
 
     r->auto_batch = r->o.batch_size <= 0;
@@ -768,6 +799,7 @@ static lt_status save_outputs(lt_run *r) {
     char path[LT_RUN_PATH_MAX + 64];
     lt_status s;
     if (r->o.method == LT_METHOD_FULL) {
+        if ((s = lt_trainer_sync_model(r->tr))) return s; /* device copies -> the model */
         if ((s = lt_model_save_hf(r->model, r->o.model, out, LT_DTYPE_F32))) return s;
         snprintf(r->saved[LT_SAVED_HF], sizeof r->saved[0], "%s", out);
         lt_run_emit_(r, json_pack("{s:s, s:s, s:s}", "event", "saved", "what", "hf", "path", out));

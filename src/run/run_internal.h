@@ -7,6 +7,7 @@
 #include <stdatomic.h>
 
 #include "loratune/adapter.h"
+#include "loratune/backend.h"
 #include "loratune/chat.h"
 #include "loratune/model.h"
 #include "loratune/run.h"
@@ -36,6 +37,7 @@ struct lt_run {
     lt_data *own_data; /* tokenized by this run (freed with it); NULL when data is shared */
     lt_train_config tc;
     lt_trainer *tr;
+    lt_backend *cuda; /* the CUDA backend the trainer runs on (--device), or NULL: the CPU */
     lt_batcher *train_b;                /* NULL when there is no training split */
     lt_batcher *eval_b[LT_SPLIT_COUNT]; /* created on first evaluation of a split */
     struct {

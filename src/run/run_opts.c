@@ -48,6 +48,8 @@ static const char *const k_method_names[] = {"lora", "dora", "full", "qlora", NU
 static const int k_method_values[] = {LT_METHOD_LORA, LT_METHOD_DORA, LT_METHOD_FULL,
                                       LT_METHOD_QLORA};
 static const char *const k_schedule_names[] = {"constant", "linear", "cosine", NULL};
+static const char *const k_device_names[] = {"auto", "cpu", "cuda", NULL};
+static const int k_device_values[] = {LT_DEVICE_AUTO, LT_DEVICE_CPU, LT_DEVICE_CUDA};
 static const int k_schedule_values[] = {LT_LR_CONSTANT, LT_LR_LINEAR, LT_LR_COSINE};
 static const char *const k_dtype_names[] = {"f32", "bf16", "f16", NULL};
 static const int k_dtype_values[] = {LT_DTYPE_F32, LT_DTYPE_BF16, LT_DTYPE_F16};
@@ -182,6 +184,11 @@ static const opt_row k_rows[] = {
     /* misc */
     {.in = {"seed", "S", "seed of adapter init, dropout, shuffling and splitting", LT_OPT_INT,
             FIELD(seed), 0, NOMAX, .def = "42", .flags = R_UNSIGNED}},
+    {.in = {"device", "D",
+            "where to train: cpu|cuda|auto (auto: the first CUDA GPU when built with CUDA and one "
+            "is present, else the CPU)",
+            LT_OPT_ENUM, FIELD(device), .choices = k_device_names, .def = "auto"},
+     .values = k_device_values},
     {.in = {"threads", "N", "OpenMP / OpenBLAS threads, 0 = as the environment says", LT_OPT_INT,
             FIELD(threads), 0, 4096, .def = "0"}},
     {.in = {"json", NULL, "print one JSON object per event on stdout", LT_OPT_BOOL, FIELD(json),
@@ -190,7 +197,8 @@ static const opt_row k_rows[] = {
 #define N_OPTS ((int)(sizeof k_rows / sizeof *k_rows))
 
 _Static_assert(sizeof(lt_data_format) == sizeof(int) && sizeof(lt_train_method) == sizeof(int) &&
-                   sizeof(lt_lr_schedule) == sizeof(int) && sizeof(lt_dtype) == sizeof(int),
+                   sizeof(lt_lr_schedule) == sizeof(int) && sizeof(lt_dtype) == sizeof(int) &&
+                   sizeof(lt_device) == sizeof(int),
                "ENUM options are stored as int");
 _Static_assert(offsetof(lt_run_opts, lora_layer_end) ==
                        offsetof(lt_run_opts, lora_layer_begin) + sizeof(int) &&

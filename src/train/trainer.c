@@ -10,7 +10,10 @@
  * forward is recomputed into the single activation set right before its backward (same code,
  * same inputs: the recomputed values are bit-identical).
  * Invariants: no allocation after lt_trainer_create (every buffer comes from the layout);
- * gradients accumulate across micro-batches until lt_trainer_step / lt_trainer_zero_grad. */
+ * gradients accumulate across micro-batches until lt_trainer_step / lt_trainer_zero_grad.
+ * A device backend (lt_backend.device, CUDA): the same code; the host keeps the bookkeeping and
+ * twins of the per-batch index arrays (staged with set each micro-batch), and creation makes
+ * the weight copies in a host staging block that move_to_device uploads (docs/BACKEND.md). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -63,6 +66,9 @@ static void lin_view(const lt_trainer *tr, const lt_lin *li, lazy_src *ls, lt_we
         w->ctx = ls;
     } else if (li->q4) {
         w->nf4 = li->q4;
+    } else if (li->Wq) {
+        w->dtype = li->Wq_dt;
+        w->data = li->Wq;
     } else if (li->W16) {
         w->dtype = tr->c.base_dtype == LT_DTYPE_BF16 ? LT_DTYPE_BF16 : LT_DTYPE_F16;
         w->data = li->W16;
@@ -92,6 +98,13 @@ static const float *head_rows(lt_trainer *tr, int64_t v0, int64_t n) {
     if (tr->head_src) {
         lazy_src ls = {tr->head_src, tr->head_wid, 0};
         lt_weight_view w = {.rows = tr->mc.vocab_size, .cols = D, .rows_fn = lazy_rows, .ctx = &ls};
+        const float *out = NULL;
+        OP(weight_f32, &w, v0, n, tr->wdeq, &out);
+        return out;
+    }
+    if (tr->headq) {
+        lt_weight_view w = {.rows = tr->mc.vocab_size, .cols = D, .dtype = tr->headq_dt,
+                            .data = tr->headq};
         const float *out = NULL;
         OP(weight_f32, &w, v0, n, tr->wdeq, &out);
         return out;
@@ -300,6 +313,11 @@ static void layer_bwd(lt_trainer *tr, int l, const step_rows *sr, int need_dx) {
                           tr->attn_norm[l], a->rstd1, N, D);
 }
 
+/* host -> backend for an index array (nothing when they are one array: a host backend) */
+static void stage(lt_trainer *tr, int32_t *dst, const int32_t *src, int64_t n) {
+    if (dst != src && n > 0) OP(set, dst, src, sizeof(int32_t) * (size_t)n);
+}
+
 static lt_status check_batch(lt_trainer *tr, const lt_batch *b, const int32_t **pos) {
     if (!b || !b->tokens || !b->targets)
         return lt_error(LT_ERR_ARG, "train batch: tokens and targets are required");
@@ -333,15 +351,17 @@ static lt_status check_batch(lt_trainer *tr, const lt_batch *b, const int32_t **
         *pos = b->pos;
     } else {
         for (int64_t i = 0; i < N; i++)
-            tr->pos_buf[i] = (int32_t)(i % b->T);
-        *pos = tr->pos_buf;
+            tr->h_pos[i] = (int32_t)(i % b->T);
+        *pos = tr->h_pos;
     }
     return LT_OK;
 }
 
-static lt_status embed_fwd(lt_trainer *tr, const int32_t *tokens, int N) {
+/* tokens: backend memory; htok: the same on the host */
+static lt_status embed_fwd(lt_trainer *tr, const int32_t *tokens, const int32_t *htok, int N) {
     const int D = tr->mc.dim, V = tr->mc.vocab_size;
-    if (!tr->embd16 && !tr->embd_src) return OP(embedding_fwd, tr->xs, tokens, tr->embd, N, D, V);
+    if (!tr->embd16 && !tr->embd_src && !tr->embdq)
+        return OP(embedding_fwd, tr->xs, tokens, tr->embd, N, D, V);
     /* a 16-bit copy, or rows of the mapped file (block-quantized GGUF embeddings): each token's
      * row converted by the backend (tokens were checked by check_batch) */
     lazy_src ls = {tr->embd_src, LT_W_TOK_EMBD, 0};
@@ -349,6 +369,9 @@ static lt_status embed_fwd(lt_trainer *tr, const int32_t *tokens, int N) {
     if (tr->embd_src) {
         w.rows_fn = lazy_rows;
         w.ctx = &ls;
+    } else if (tr->embdq) {
+        w.dtype = tr->embdq_dt;
+        w.data = tr->embdq;
     } else {
         w.dtype = tr->c.base_dtype == LT_DTYPE_BF16 ? LT_DTYPE_BF16 : LT_DTYPE_F16;
         w.data = tr->embd16;
@@ -356,7 +379,7 @@ static lt_status embed_fwd(lt_trainer *tr, const int32_t *tokens, int N) {
     for (int n = 0; n < N; n++) {
         float *row = tr->xs + (int64_t)n * D;
         const float *got = NULL;
-        lt_status st = OP(weight_f32, &w, tokens[n], 1, row, &got);
+        lt_status st = OP(weight_f32, &w, htok[n], 1, row, &got);
         if (st) return st;
         if (got != row) OP(copy, row, got, sizeof(float) * (size_t)D);
     }
@@ -373,38 +396,61 @@ static lt_status run_step(lt_trainer *tr, const lt_batch *b, float grad_scale,
     const lt_model_config *mc = &tr->mc;
     const int B = b->B, T = b->T, D = mc->dim, V = mc->vocab_size, L = mc->n_layers;
     step_rows sr = {pos, b->seq, NULL, B, T, B * T};
+    /* tokens, targets, sr: backend memory; htok, htgt: the host's view of the same */
     const int32_t *tokens = b->tokens, *targets = b->targets;
+    const int32_t *htok = b->tokens, *htgt = b->targets;
+    int staged = 0;
     /* Positions after a row's last counted target feed no loss and, attention being causal,
      * nothing that does: they are dropped and the rows laid end to end (padding, a trailing
      * prompt without its completion). Same sums for every kept position; kept logits need the
      * whole batch. */
     if (!tr->logits_keep) {
-        tr->c_off[0] = 0;
+        int32_t *off = tr->h_off;
+        off[0] = 0;
         for (int r = 0; r < B; r++) {
             int len = T;
             while (len > 0 && targets[(int64_t)r * T + len - 1] == LT_IGNORE_INDEX)
                 len--;
-            tr->c_off[r + 1] = tr->c_off[r] + len;
+            off[r + 1] = off[r] + len;
         }
-        const int n = tr->c_off[B];
+        const int n = off[B];
         if (n > 0 && n < B * T) { /* something to drop: copy the kept rows */
             for (int r = 0; r < B; r++) {
-                const int64_t src = (int64_t)r * T, at = tr->c_off[r];
-                const size_t len = sizeof(int32_t) * (size_t)(tr->c_off[r + 1] - at);
+                const int64_t src = (int64_t)r * T, at = off[r];
+                const size_t len = sizeof(int32_t) * (size_t)(off[r + 1] - at);
                 OP(set, tr->c_tok + at, tokens + src, len);
                 OP(set, tr->c_tgt + at, targets + src, len);
                 OP(set, tr->c_pos + at, pos + src, len);
                 if (b->seq) OP(set, tr->c_seq + at, b->seq + src, len);
+                if (tr->h_tok != tr->c_tok) { /* a device backend: the host's copies too */
+                    memcpy(tr->h_tok + at, tokens + src, len);
+                    memcpy(tr->h_tgt + at, targets + src, len);
+                }
             }
+            stage(tr, tr->c_off, off, B + 1);
             sr = (step_rows){tr->c_pos, b->seq ? tr->c_seq : NULL, tr->c_off, B, T, n};
             tokens = tr->c_tok;
             targets = tr->c_tgt;
+            htok = tr->h_tok;
+            htgt = tr->h_tgt;
+            staged = 1;
         }
+    }
+    if (!staged && tr->be->device) { /* the batch as it is, into backend memory */
+        const int64_t n = (int64_t)B * T;
+        stage(tr, tr->c_tok, tokens, n);
+        stage(tr, tr->c_tgt, targets, n);
+        stage(tr, tr->c_pos, pos, n);
+        if (b->seq) stage(tr, tr->c_seq, b->seq, n);
+        sr.pos = tr->c_pos;
+        sr.seq = b->seq ? tr->c_seq : NULL;
+        tokens = tr->c_tok;
+        targets = tr->c_tgt;
     }
     const int N = sr.N;
     if (train) tr->micro++;
     tr->training = train;
-    st = embed_fwd(tr, tokens, N);
+    st = embed_fwd(tr, tokens, htok, N);
     if (st) return st;
     for (int l = 0; l < L; l++)
         layer_fwd(tr, l, &sr);
@@ -435,12 +481,14 @@ static lt_status run_step(lt_trainer *tr, const lt_batch *b, float grad_scale,
     if (!tr->logits_keep) {
         int k = 0;
         for (int i = 0; i < N; i++)
-            if (targets[i] != LT_IGNORE_INDEX) {
-                tr->head_idx[k] = i;
-                tr->head_tgt[k++] = targets[i];
+            if (htgt[i] != LT_IGNORE_INDEX) {
+                tr->h_hidx[k] = i;
+                tr->h_htgt[k++] = htgt[i];
             }
         if (k < N) {
             nh = k;
+            stage(tr, tr->head_idx, tr->h_hidx, k);
+            stage(tr, tr->head_tgt, tr->h_htgt, k);
             OP(gather_rows, tr->tmp, tr->xf, tr->head_idx, nh, D);
             xh = tr->tmp;
             th = tr->head_tgt;
@@ -801,6 +849,202 @@ lt_status lt_trainer_create(lt_model *m, const lt_train_config *cin, lt_trainer 
     return lt_trainer_create_on(m, cin, lt_backend_cpu(), out);
 }
 
+/* The values a trainer starts from, computed on the host and written with be's set (tr->be
+ * reads the weights: the CPU backend while a device trainer's weights are still staged): rope
+ * tables; LoRA init (A Kaiming-uniform, B zero) and DoRA magnitude = row norms of the base
+ * weight (what the model uses: the rounded copy for 16-bit bases) since B A = 0 at init. */
+static lt_status init_values(lt_trainer *tr, const lt_backend *be, const lt_model *m) {
+    const lt_train_config *c = &tr->c;
+    const int HD = m->config.head_dim;
+    int64_t nmax = (int64_t)c->seq_len * (HD / 2);
+    for (int i = 0; i < m->config.n_layers * LT_N_TARGETS; i++) {
+        const lt_lin *li = &tr->lin[i];
+        if (li->A && (int64_t)c->lora.r * (li->C + li->OC) > nmax)
+            nmax = (int64_t)c->lora.r * (li->C + li->OC);
+        if (li->mag && li->OC > nmax) nmax = li->OC;
+    }
+    float *h = lt_malloc(sizeof(float) * (size_t)(2 * nmax));
+    if (!h) return lt_error(LT_ERR_NOMEM, "trainer: out of memory");
+    const size_t nr = sizeof(float) * (size_t)c->seq_len * (HD / 2);
+    lt_rope_tables(h, h + nmax, m->inv_freq, c->seq_len, HD);
+    be->op->set(be, tr->cos_t, h, nr);
+    be->op->set(be, tr->sin_t, h + nmax, nr);
+    for (int i = 0; i < m->config.n_layers * LT_N_TARGETS; i++) {
+        lt_lin *li = &tr->lin[i];
+        if (!li->A) continue;
+        const int r = c->lora.r;
+        uint64_t seed = c->seed * 0x100000001B3ull + (uint64_t)i * 0x9E3779B97F4A7C15ull + 1;
+        lt_lora_init(h, h + (int64_t)r * li->C, r, li->C, li->OC, seed);
+        be->op->set(be, li->A, h, sizeof(float) * (size_t)r * li->C);
+        be->op->set(be, li->B, h + (int64_t)r * li->C, sizeof(float) * (size_t)li->OC * r);
+        if (li->mag) {
+            const float *W = weight(tr, li);
+            for (int o = 0; o < li->OC; o++) {
+                double s = 0;
+                for (int k = 0; k < li->C; k++)
+                    s += (double)W[(int64_t)o * li->C + k] * W[(int64_t)o * li->C + k];
+                h[o] = (float)sqrt(s);
+            }
+            be->op->set(be, li->mag, h, sizeof(float) * (size_t)li->OC);
+        }
+    }
+    free(h);
+    return LT_OK;
+}
+
+/* ---- a device backend: what the host prepared, moved into backend memory ---------------- */
+/* p (bytes of host memory) as backend memory: inside the staged WEIGHTS block, the same offset
+ * of the backend's block; anything else (the lt_model's weights, the mapped file) a device copy
+ * made once per source pointer (tied embeddings, full FT's tensors and lin weights share it). */
+static lt_status to_dev(lt_trainer *tr, const void *stage, int64_t wbytes, const void *p,
+                        size_t bytes, void **out) {
+    const lt_backend *be = tr->be;
+    *out = NULL;
+    if (!p) return LT_OK;
+    const char *c = (const char *)p, *s0 = (const char *)stage;
+    if (stage && c >= s0 && c < s0 + wbytes) {
+        *out = (char *)tr->block[LT_MEM_WEIGHTS] + (c - s0);
+        return LT_OK;
+    }
+    for (int i = 0; i < tr->n_dev_copy; i++)
+        if (tr->dev_copy_src[i] == p) {
+            *out = tr->dev_copy[i];
+            return LT_OK;
+        }
+    if (tr->n_dev_copy == tr->cap_dev_copy) {
+        int cap = tr->cap_dev_copy ? 2 * tr->cap_dev_copy : 64;
+        void **d = lt_realloc(tr->dev_copy, sizeof(void *) * (size_t)cap);
+        if (d) tr->dev_copy = d;
+        const void **sv = d ? lt_realloc(tr->dev_copy_src, sizeof(void *) * (size_t)cap) : NULL;
+        if (!d || !sv) return lt_error(LT_ERR_NOMEM, "trainer: out of memory");
+        tr->dev_copy_src = sv;
+        tr->cap_dev_copy = cap;
+    }
+    void *d = be->op->alloc(be, bytes);
+    if (!d)
+        return lt_error(LT_ERR_NOMEM, "trainer: %s: out of device memory for a %lld-byte weight",
+                        be->name, (long long)bytes);
+    be->op->set(be, d, p, bytes);
+    tr->dev_copy[tr->n_dev_copy] = d;
+    tr->dev_copy_src[tr->n_dev_copy++] = p;
+    *out = d;
+    tr->mem_bytes[LT_MEM_WEIGHTS] += (int64_t)((bytes + 63) & ~(size_t)63);
+    tr->n_allocs++;
+    return LT_OK;
+}
+#define TO_DEV(field, bytes)                                                                       \
+    do {                                                                                           \
+        void *d_;                                                                                  \
+        if ((st = to_dev(tr, stage, wbytes, (field), (size_t)(bytes), &d_))) return st;            \
+        (field) = d_; /* void * converts to the field's pointer type */                           \
+    } while (0)
+
+/* A weight the mapped file gives only through the model's provider (a GGUF block type,
+ * interleaved q/k rows, an unaligned or other dtype): kept in its block type when the backend
+ * reads it and its rows are in the model's order, else converted to fp32 once. */
+static lt_status lazy_to_dev(lt_trainer *tr, const lt_model *src, lt_weight_id id, int layer,
+                             int64_t rows, int64_t cols, const void **q, lt_dtype *qdt,
+                             const float **w32) {
+    const lt_backend *be = tr->be;
+    const lt_tensor_view *v = lt_model_weight_view(src, id, layer);
+    lt_status st;
+    if (v && v->data && !lt_model_weight_interleaved(src, id) && v->dtype != LT_DTYPE_F32 &&
+        be->op->supports_dtype && be->op->supports_dtype(be, v->dtype)) {
+        void *d;
+        if ((st = to_dev(tr, NULL, 0, v->data, v->nbytes, &d))) return st;
+        *q = d;
+        *qdt = v->dtype;
+        return LT_OK;
+    }
+    float *h = lt_malloc(sizeof(float) * (size_t)(rows * cols));
+    if (!h) return lt_error(LT_ERR_NOMEM, "trainer: out of memory converting %s",
+                            lt_weight_id_name(id));
+    st = lt_model_weight_rows(src, id, layer, 0, rows, h);
+    void *d = NULL;
+    /* the host buffer is freed below: a fresh source pointer, never looked up again */
+    if (!st) st = to_dev(tr, NULL, 0, h, sizeof(float) * (size_t)(rows * cols), &d);
+    if (!st) tr->dev_copy_src[tr->n_dev_copy - 1] = NULL;
+    free(h);
+    *w32 = d;
+    return st;
+}
+
+/* Points every weight the step reads at backend memory: the staged WEIGHTS block goes up in
+ * one set, host weights outside it (fp32 model weights, the mapped file's tensors used in
+ * place) as device copies, NF4 descriptors stay on the host with device arrays. */
+static lt_status move_to_device(lt_trainer *tr, const void *stage, int64_t wbytes) {
+    const lt_backend *be = tr->be;
+    const int L = tr->mc.n_layers, D = tr->mc.dim;
+    const int64_t V = tr->mc.vocab_size;
+    lt_status st;
+    if (stage && wbytes) be->op->set(be, tr->block[LT_MEM_WEIGHTS], stage, (size_t)wbytes);
+    for (int i = 0; i < L * LT_N_TARGETS; i++) {
+        lt_lin *li = &tr->lin[i];
+        const int64_t n = (int64_t)li->OC * li->C;
+        TO_DEV(li->W, n * 4);
+        TO_DEV(li->W16, n * 2);
+        TO_DEV(li->bias, li->OC * 4);
+        if (li->q4) {
+            lt_nf4 *q = &tr->q4_host[i];
+            *q = *li->q4;
+            lt_nf4_sizes_t qs;
+            lt_nf4_sizes(q->n, q->double_quant, &qs);
+            TO_DEV(q->codes, qs.codes_bytes);
+            TO_DEV(q->absmax, qs.absmax_bytes);
+            TO_DEV(q->qabsmax, qs.qabsmax_bytes);
+            TO_DEV(q->absmax2, qs.absmax2_bytes);
+            li->q4 = q;
+        }
+        if (li->rsrc) {
+            const float *w32 = NULL;
+            if ((st = lazy_to_dev(tr, li->rsrc, li->wid, li->layer, li->OC, li->C, &li->Wq,
+                                  &li->Wq_dt, &w32)))
+                return st;
+            li->W = (float *)(uintptr_t)w32;
+            li->rsrc = NULL;
+        }
+    }
+    for (int l = 0; l < L; l++) {
+        TO_DEV(tr->attn_norm[l], D * 4);
+        TO_DEV(tr->ffn_norm[l], D * 4);
+    }
+    TO_DEV(tr->out_norm, D * 4);
+    const int tied = tr->mc.tied_embeddings;
+    TO_DEV(tr->embd, V * D * 4);
+    TO_DEV(tr->embd16, V * D * 2);
+    TO_DEV(tr->head, V * D * 4);
+    TO_DEV(tr->head16, V * D * 2);
+    if (tr->embd_src) {
+        if ((st = lazy_to_dev(tr, tr->embd_src, LT_W_TOK_EMBD, 0, V, D, &tr->embdq,
+                              &tr->embdq_dt, &tr->embd)))
+            return st;
+        tr->embd_src = NULL;
+    }
+    if (tied && tr->head_src) {
+        tr->headq = tr->embdq;
+        tr->headq_dt = tr->embdq_dt;
+        tr->head = tr->embd;
+        tr->head_src = NULL;
+    } else if (tr->head_src) {
+        if ((st = lazy_to_dev(tr, tr->head_src, tr->head_wid, 0, V, D, &tr->headq,
+                              &tr->headq_dt, &tr->head)))
+            return st;
+        tr->head_src = NULL;
+    }
+    tr->nf4_scr = NULL; /* creation's quantization scratch: staged, no longer needed */
+    /* full FT: the trained tensors are the model's weights; train their device copies */
+    const char *tb = (const char *)tr->block[LT_MEM_TRAINABLE];
+    for (int i = 0; i < tr->n_tt; i++) {
+        lt_tt *t = &tr->tt[i];
+        const char *v = (const char *)t->value;
+        if (tb && v >= tb && v < tb + tr->mem_bytes[LT_MEM_TRAINABLE]) continue;
+        t->model_value = t->value;
+        TO_DEV(t->value, t->numel * 4);
+    }
+    return LT_OK;
+}
+#undef TO_DEV
+
 lt_status lt_trainer_create_on(lt_model *m, const lt_train_config *cin, const lt_backend *be,
                                lt_trainer **out) {
     *out = NULL;
@@ -837,11 +1081,9 @@ lt_status lt_trainer_create_on(lt_model *m, const lt_train_config *cin, const lt
         if (!lay[k]) continue;
         tr->block[k] = rec_alloc(be, bytes, &nalloc, k, lay[k]);
         if (!tr->block[k]) {
-            for (int j = 0; j < k; j++)
-                be->op->free(be, tr->block[j]);
-            host->op->free(host, tr);
-            return lt_error(LT_ERR_NOMEM, "trainer: out of memory allocating %lld bytes of %s",
-                            (long long)lay[k], lt_mem_category_name((lt_mem_category)k));
+            lt_trainer_free(tr);
+            return lt_error(LT_ERR_NOMEM, "trainer: %s: out of memory allocating %lld bytes of %s",
+                            be->name, (long long)lay[k], lt_mem_category_name((lt_mem_category)k));
         }
     }
     tr->m = m;
@@ -850,48 +1092,91 @@ lt_status lt_trainer_create_on(lt_model *m, const lt_train_config *cin, const lt
     tr->plan = plan;
     memcpy(tr->mem_bytes, bytes, sizeof bytes);
     tr->n_allocs = nalloc;
+    /* A device backend: the layout carves the workspace's head in host memory and the WEIGHTS
+     * block into a host staging copy (the 16-bit / NF4 copies are made there), which
+     * move_to_device uploads; the index arrays get host twins. */
+    const int dev = be->device;
+    void *stage = NULL;
+    const int64_t NB = (int64_t)c->batch_size * c->seq_len;
+    if (dev) {
+        tr->ws_head = ws_head;
+        tr->ws_host = lt_malloc((size_t)(ws_head ? ws_head : 64));
+        tr->h_idx = lt_malloc(sizeof(int32_t) * (size_t)(5 * NB + c->batch_size + 1));
+        tr->q4_host = lt_calloc((size_t)m->config.n_layers * LT_N_TARGETS, sizeof(lt_nf4));
+        stage = lay[LT_MEM_WEIGHTS] ? lt_malloc((size_t)lay[LT_MEM_WEIGHTS]) : NULL;
+        if (!tr->ws_host || !tr->h_idx || !tr->q4_host || (lay[LT_MEM_WEIGHTS] && !stage)) {
+            free(stage);
+            lt_trainer_free(tr);
+            return lt_error(LT_ERR_NOMEM, "trainer: out of host memory");
+        }
+        for (int k = 0; k < LT_MEM_COUNT; k++)
+            if (tr->block[k] && k != LT_MEM_WEIGHTS) be->op->zero(be, tr->block[k], (size_t)lay[k]);
+    }
+    void *dev_weights = dev ? tr->block[LT_MEM_WEIGHTS] : NULL;
+    if (dev) tr->block[LT_MEM_WEIGHTS] = stage; /* until move_to_device */
     /* the carving pass writes only WEIGHTS and the head of WORKSPACE (trainer_internal.h) */
     if (tr->block[LT_MEM_WEIGHTS])
         memset(tr->block[LT_MEM_WEIGHTS], 0, (size_t)lay[LT_MEM_WEIGHTS]);
-    memset(tr->block[LT_MEM_WORKSPACE], 0, (size_t)ws_head);
+    memset(dev ? tr->ws_host : tr->block[LT_MEM_WORKSPACE], 0, (size_t)ws_head);
     int64_t carved[LT_MEM_COUNT];
     st = lt_trainer_layout_(tr, &m->config, src, c, carved, NULL, NULL, NULL, NULL);
     if (!st && memcmp(carved, lay, sizeof lay))
         st = lt_error(LT_ERR_INTERNAL, "trainer: the carving pass differs from the plan");
+    if (dev) {
+        int32_t *h = tr->h_idx;
+        tr->h_tok = h;
+        tr->h_tgt = h + NB;
+        tr->h_pos = h + 2 * NB;
+        tr->h_hidx = h + 3 * NB;
+        tr->h_htgt = h + 4 * NB;
+        tr->h_off = h + 5 * NB;
+    } else {
+        tr->h_tok = tr->c_tok;
+        tr->h_tgt = tr->c_tgt;
+        tr->h_pos = tr->pos_buf;
+        tr->h_hidx = tr->head_idx;
+        tr->h_htgt = tr->head_tgt;
+        tr->h_off = tr->c_off;
+    }
+    /* Until move_to_device, a device trainer's weights are host memory: what reads them
+     * (filling copies from the file, DoRA's magnitudes) runs on the CPU backend, with a host
+     * conversion buffer in place of wdeq. */
+    float *wdeq_be = tr->wdeq, *wdeq_host = NULL;
+    if (!st && dev && tr->wdeq_n > 0) {
+        wdeq_host = lt_malloc(sizeof(float) * (size_t)tr->wdeq_n);
+        if (!wdeq_host) st = lt_error(LT_ERR_NOMEM, "trainer: out of host memory");
+    }
+    if (dev) {
+        tr->be = host;
+        tr->wdeq = wdeq_host;
+    }
     if (!st && lazy) st = fill_from_file(tr);
     if (!st && plan.released_base) st = detach_base(tr);
+    if (!st) {
+        /* From here on the trainer reads only its own copies: give the fp32 weights back
+         * before touching the other blocks, so the two never need to be resident together. */
+        if (plan.released_base) lt_model_release_weights(m);
+        for (int k = 0; !dev && k < LT_MEM_COUNT; k++) {
+            if (!tr->block[k] || k == LT_MEM_WEIGHTS) continue;
+            int64_t from = k == LT_MEM_WORKSPACE ? ws_head : 0;
+            memset((char *)tr->block[k] + from, 0, (size_t)(lay[k] - from));
+        }
+        tr->scale = c->method == LT_METHOD_FULL
+                        ? 0.0f
+                        : lt_lora_scale(c->lora.alpha, c->lora.r, c->lora.rslora);
+        st = init_values(tr, be, m);
+    }
+    if (dev) {
+        tr->be = be;
+        tr->wdeq = wdeq_be;
+        free(wdeq_host);
+        tr->block[LT_MEM_WEIGHTS] = dev_weights;
+        if (!st) st = move_to_device(tr, stage, lay[LT_MEM_WEIGHTS]);
+        free(stage);
+    }
     if (st) {
         lt_trainer_free(tr);
         return st;
-    }
-    /* From here on the trainer reads only its own copies: give the fp32 weights back before
-     * touching the other blocks, so the two never need to be resident together. */
-    if (plan.released_base) lt_model_release_weights(m);
-    for (int k = 0; k < LT_MEM_COUNT; k++) {
-        if (!tr->block[k] || k == LT_MEM_WEIGHTS) continue;
-        int64_t from = k == LT_MEM_WORKSPACE ? ws_head : 0;
-        memset((char *)tr->block[k] + from, 0, (size_t)(lay[k] - from));
-    }
-    tr->scale = c->method == LT_METHOD_FULL
-                    ? 0.0f
-                    : lt_lora_scale(c->lora.alpha, c->lora.r, c->lora.rslora);
-    lt_rope_tables(tr->cos_t, tr->sin_t, m->inv_freq, c->seq_len, m->config.head_dim);
-    /* LoRA init (A Kaiming-uniform, B zero) and DoRA magnitude = row norms of the base weight
-     * (what the model uses: the rounded copy for 16-bit bases) since B A = 0 at init. */
-    for (int i = 0; i < m->config.n_layers * LT_N_TARGETS; i++) {
-        lt_lin *li = &tr->lin[i];
-        if (!li->A) continue;
-        uint64_t seed = c->seed * 0x100000001B3ull + (uint64_t)i * 0x9E3779B97F4A7C15ull + 1;
-        lt_lora_init(li->A, li->B, c->lora.r, li->C, li->OC, seed);
-        if (li->mag) {
-            const float *W = weight(tr, li);
-            for (int o = 0; o < li->OC; o++) {
-                double s = 0;
-                for (int k = 0; k < li->C; k++)
-                    s += (double)W[(int64_t)o * li->C + k] * W[(int64_t)o * li->C + k];
-                li->mag[o] = (float)sqrt(s);
-            }
-        }
     }
     if (tr->headb && !tr->dhead) /* bf16 compute, a frozen fp32 head: rounded once */
         OP(to_bf16, tr->headb, head_weight(tr), (int64_t)m->config.vocab_size * m->config.dim);
@@ -899,9 +1184,34 @@ lt_status lt_trainer_create_on(lt_model *m, const lt_train_config *cin, const lt
     return LT_OK;
 }
 
+lt_status lt_trainer_logits_read(const lt_trainer *tr, float *dst, int64_t n) {
+    if (!tr->logits_keep)
+        return lt_error(LT_ERR_ARG, "trainer logits: the trainer keeps none (keep_logits 0)");
+    const int64_t have = (int64_t)tr->logits_B * tr->logits_T * tr->mc.vocab_size;
+    if (n < 0 || n > have)
+        return lt_error(LT_ERR_ARG, "trainer logits: %lld values asked, the last batch has %lld",
+                        (long long)n, (long long)have);
+    OP(get, dst, tr->logits_keep, sizeof(float) * (size_t)n);
+    return LT_OK;
+}
+
+lt_status lt_trainer_sync_model(lt_trainer *tr) {
+    for (int i = 0; i < tr->n_tt; i++)
+        if (tr->tt[i].model_value)
+            OP(get, tr->tt[i].model_value, tr->tt[i].value, sizeof(float) * (size_t)tr->tt[i].numel);
+    return LT_OK;
+}
+
 void lt_trainer_free(lt_trainer *tr) {
     if (!tr) return;
     for (int k = 0; k < LT_MEM_COUNT; k++)
         tr->be->op->free(tr->be, tr->block[k]);
+    for (int i = 0; i < tr->n_dev_copy; i++)
+        tr->be->op->free(tr->be, tr->dev_copy[i]);
+    free(tr->dev_copy);
+    free(tr->dev_copy_src);
+    free(tr->ws_host);
+    free(tr->h_idx);
+    free(tr->q4_host);
     lt_free(tr);
 }

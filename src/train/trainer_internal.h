@@ -23,6 +23,10 @@ typedef struct {
     const lt_model *rsrc;
     lt_weight_id wid;
     int layer;
+    /* device backend: a lazy weight kept in its file's storage format (a GGUF block type the
+     * backend reads) in backend memory, in place of rsrc; dtype of Wq */
+    const void *Wq;
+    lt_dtype Wq_dt;
     const float *bias; /* [OC] or NULL (rounded copy when 16-bit) */
     float *dW, *dbias; /* full FT gradients (NULL when frozen) */
     /* adapter (NULL when none) */
@@ -47,6 +51,8 @@ typedef struct {
     int ndim;
     int64_t shape[2], numel;
     float *value, *grad, *m, *v;
+    float *model_value; /* device backend, full FT: the lt_model's own weight (value is its
+                           device copy; lt_trainer_sync_model copies it back), else NULL */
 } lt_tt; /* trainable tensor */
 
 struct lt_trainer {
@@ -84,6 +90,9 @@ struct lt_trainer {
      * head16) are NULL (embd_src / head_src set, head_wid = LM_HEAD or TOK_EMBD when tied) */
     const lt_model *embd_src, *head_src;
     lt_weight_id head_wid;
+    /* device backend: a lazy embedding / head kept in its file's block type (see lt_lin.Wq) */
+    const void *embdq, *headq;
+    lt_dtype embdq_dt, headq_dt;
     float *nf4_scr; /* QLoRA: quantization scratch (absmax of the largest matrix) */
 
     /* trainable tensors */
@@ -125,6 +134,22 @@ struct lt_trainer {
     int32_t *c_tok, *c_tgt, *c_pos, *c_seq; /* [N] */
     int32_t *c_off;                         /* [batch_size + 1] */
     int logits_B, logits_T;
+
+    /* Host twins of the per-batch index arrays, written by the host and staged into the
+     * backend's arrays with set (the same pointers on a host-memory backend) */
+    int32_t *h_tok, *h_tgt, *h_pos, *h_hidx, *h_htgt, *h_off;
+    /* device backend (be->device): what lives on the host besides this struct -- the head of
+     * the workspace (bookkeeping: lin, the tensor table, names; ws_head bytes, carved there by
+     * the layout), the NF4 descriptors (their arrays on the device), the index twins -- and
+     * the device copies of host weights made at creation (base weights of the lt_model or of
+     * the mapped file, full FT's trained weights), freed with the trainer */
+    void *ws_host;
+    int64_t ws_head;
+    lt_nf4 *q4_host;
+    void *h_idx;
+    void **dev_copy;
+    const void **dev_copy_src;
+    int n_dev_copy, cap_dev_copy;
 };
 
 /* Counting pass when tr == NULL (fills bytes[] only), carving pass otherwise (tr->block must

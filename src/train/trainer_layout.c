@@ -22,6 +22,9 @@ typedef struct {
 static void *carve(carver *cv, int cat, int64_t bytes) {
     int64_t b = (bytes + 63) & ~(int64_t)63;
     void *p = cv->tr ? (char *)cv->tr->block[cat] + cv->off[cat] : NULL;
+    /* a device backend: the workspace's bookkeeping head is host memory (trainer_internal.h) */
+    if (p && cat == LT_MEM_WORKSPACE && cv->tr->ws_host && cv->off[cat] < cv->tr->ws_head)
+        p = (char *)cv->tr->ws_host + cv->off[cat];
     cv->off[cat] += b;
     return p;
 }

@@ -842,7 +842,7 @@ int main(void) {
     planted_ops.rmsnorm_bwd = bad_rmsnorm_bwd;
     planted_ops.swiglu_bwd = bad_swiglu_bwd;
     planted_ops.dropout_mask = bad_dropout;
-    const lt_backend planted = {"planted", &planted_ops, NULL};
+    const lt_backend planted = {"planted", &planted_ops, NULL, 0, NULL};
     printf("planted defects (rmsnorm dw dropped, swiglu_bwd adds, dropout stream shifted):\n");
     int f = run_table(&planted, "plant", 1);
     /* 3 rmsnorm rows, 3 swiglu rows, and the 999-element dropout row: the shifted stream's
@@ -853,7 +853,7 @@ int main(void) {
     lt_backend_ops none = *lt_backend_cpu()->op;
     none.dora_bwd = NULL;
     none.supports_dtype = NULL;
-    const lt_backend partial = {"partial", &none, NULL};
+    const lt_backend partial = {"partial", &none, NULL, 0, NULL};
     CHECK(!lt_backend_supports(&partial, LT_OP_DORA, LT_DTYPE_F32), "NULL entry = unsupported");
     CHECK(!lt_backend_supports(&partial, LT_OP_MATMUL_W, LT_DTYPE_F32), "no dtype check = none");
     CHECK(lt_backend_supports(lt_backend_cpu(), LT_OP_MATMUL_W, LT_DTYPE_Q4_K), "cpu reads Q4_K");

@@ -37,7 +37,8 @@ os.environ["LORATUNE_STORE"] = os.path.join(TMP, "store")  # run tracking: keep 
 COMMON = ["--model", MODEL, "--data", DATA, "--batch-size", "2", "--grad-accum", "2",
           "--max-seq-len", "48", "--pack", "--lora-dropout", "0.1", "--lora-targets", "all",
           "--lr", "5e-3", "--lr-schedule", "cosine", "--warmup", "3", "--eval-every", "5",
-          "--save-every", "4", "--keep-checkpoints", "2", "--threads", "1", "--seed", "7"]
+          "--save-every", "4", "--keep-checkpoints", "2", "--threads", "1", "--seed", "7",
+          "--device", "cpu"]  # bit-for-bit resumes: the CPU (CUDA's attention backward uses atomics)
 ITERS = "80"
 
 
@@ -268,6 +269,12 @@ def main():
     bad(base + ["--lora-rank", "zero"], "--lora-rank: expected an integer in [1, 65536], got 'zero'")
     bad(base + ["--lora-rnak", "4"], "unknown option 'lora-rnak' (did you mean 'lora-rank'?)")
     bad(base + ["--lr-schedule", "exp"], "--lr-schedule: expected constant, linear or cosine")
+    bad(base + ["--device", "gpu"], "--device: expected auto, cpu or cuda, got 'gpu'")
+    info = json.loads(ltcheck.run("info", "--json").stdout)
+    if info["cuda"]["device_count"] == 0:  # asking for CUDA without one: an error naming why
+        why = "built without CUDA" if not info["cuda"]["built"] else "no GPU"
+        bad(base + ["--device", "cuda", "--iters", "1"], f"--device cuda: cuda backend: ", rc=1)
+        bad(base + ["--device", "cuda", "--iters", "1"], why, rc=1)
     bad(["--model", MODEL, "--data", DATA], "--out: required")
     bad(base + ["--iters"], "--iters: missing value")
     cfg = os.path.join(TMP, "bad.yaml")

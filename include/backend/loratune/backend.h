@@ -227,6 +227,10 @@ struct lt_backend {
     const char *name;         /* "cpu", "ref" */
     const lt_backend_ops *op; /* call as be->op->rmsnorm_fwd(be, ...) */
     void *ctx;                /* the backend's own state (none for the CPU backends) */
+    int device;               /* 1: its memory is not the host's (a GPU): the host reaches it only
+                                 by set / get; 0 (the CPU backends): host memory */
+    const char *desc;         /* what it runs on, e.g. "NVIDIA H100 80GB HBM3 (cuda:0, 79.2
+                                 GiB)"; NULL for the CPU backends */
 };
 
 const lt_backend *lt_backend_cpu(void);

@@ -40,7 +40,7 @@
  *                                data); again after planning when memory cuts the length
  *              planning          auto_batch_size, auto_max_seq_len, memory_budget_bytes
  *              creating_trainer  method, batch_size, max_seq_len, base_dtype, compute_dtype,
- *                                compute_dtype_reason
+ *                                compute_dtype_reason, device ("cpu", "cuda"), device_name
  *              resuming          checkpoint (with o.resume)
  *              ready             steps, train_examples, valid_examples, batch_size, max_seq_len
  *   start      steps, epoch_batches, train_examples, valid_examples, trainable_params,
@@ -102,6 +102,9 @@ struct json_t; /* jansson */
 #define LT_RUN_PATH_MAX 1024
 
 typedef enum { LT_LR_CONSTANT = 0, LT_LR_LINEAR, LT_LR_COSINE } lt_lr_schedule;
+/* Where a run trains (`--device`): auto = the first CUDA GPU when loratune was built with CUDA
+ * and one is present, else the CPU. */
+typedef enum { LT_DEVICE_AUTO = 0, LT_DEVICE_CPU, LT_DEVICE_CUDA } lt_device;
 const char *lt_lr_schedule_name(lt_lr_schedule s); /* "constant", "linear", "cosine" */
 
 /* Multiplier of the base learning rate at optimizer step `step` (0-based: the lr used by the
@@ -157,6 +160,7 @@ typedef struct {
     int max_nonfinite;    /* consecutive non-finite steps before stopping */
     /* misc */
     uint64_t seed;
+    lt_device device; /* LT_DEVICE_*: where the trainer runs */
     int threads; /* OpenMP threads of the run's work, on its thread (see Threads above); 0: as
                     the environment says */
     int json;    /* front ends: print events as JSON lines */

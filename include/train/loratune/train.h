@@ -254,8 +254,15 @@ lt_status lt_trainer_step(lt_trainer *tr, float lr, float *grad_norm);
 void lt_trainer_zero_grad(lt_trainer *tr);
 int64_t lt_trainer_step_count(const lt_trainer *tr); /* optimizer steps taken */
 /* [B][T][V] fp32 logits of the last accumulate / eval (the batch's B, T, rows packed
- * contiguously), NULL unless keep_logits. Valid until the next call. */
+ * contiguously), NULL unless keep_logits. Valid until the next call. The trainer's backend
+ * memory: a host pointer only on a host backend (lt_backend.device 0); read them anywhere with
+ * lt_trainer_logits_read (the first n values into dst). */
 const float *lt_trainer_logits(const lt_trainer *tr);
+lt_status lt_trainer_logits_read(const lt_trainer *tr, float *dst, int64_t n);
+/* Full fine-tuning on a device backend trains device copies of the lt_model's weights: this
+ * copies them back into the model (before saving or generating from it). Nothing to do (LT_OK)
+ * on a host backend, where the model's weights are trained in place. */
+lt_status lt_trainer_sync_model(lt_trainer *tr);
 /* The plan the trainer was built from and the bytes / allocation calls recorded so far
  * (bytes[LT_MEM_COUNT], n_allocs may be NULL). */
 const lt_train_plan_t *lt_trainer_plan(const lt_trainer *tr);

@@ -27,6 +27,7 @@ typedef struct {
     double *red;   /* reduction buffer: RED doubles */
     double *h_red; /* its host copy */
     float *nf4_tab; /* device: the 16 NF4 code values, then bitsandbytes' 256-entry dynamic map */
+    char desc[160]; /* lt_backend.desc */
 } cuda_ctx;
 #define RED 4096
 
@@ -841,6 +842,14 @@ extern "C" lt_status lt_backend_cuda_create(int device, lt_backend **out) {
     be->name = "cuda";
     be->op = &cuda_ops;
     be->ctx = c;
+    be->device = 1;
+    struct cudaDeviceProp prop;
+    if (cudaGetDeviceProperties(&prop, device) == cudaSuccess)
+        snprintf(c->desc, sizeof c->desc, "%s (cuda:%d, %.1f GiB)", prop.name, device,
+                 (double)prop.totalGlobalMem / (1024.0 * 1024.0 * 1024.0));
+    else
+        snprintf(c->desc, sizeof c->desc, "cuda:%d", device);
+    be->desc = c->desc;
     *out = be;
     return LT_OK;
 }

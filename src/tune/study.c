@@ -212,6 +212,12 @@ static lt_status study_validate(lt_study *s) {
                 !json_is_integer(json_array_get(e, 0)) || !json_is_number(json_array_get(e, 1)))
                 return bad(s, f, "\"intermediate\" entries [step, value]");
         }
+        json_t *rg = json_object_get(t, "rungs"); /* optional: lt_study_should_prune's */
+        if (rg) {
+            if (!json_is_array(rg)) return bad(s, f, "\"rungs\" an array of numbers");
+            json_array_foreach(rg, j, e) if (!json_is_number(e))
+                return bad(s, f, "\"rungs\" an array of numbers");
+        }
     }
     return LT_OK;
 }
@@ -332,10 +338,102 @@ lt_status lt_study_report(lt_study *s, int trial, int64_t step, double value) {
         return lt_error(LT_ERR_ARG, "%s: trial %d: intermediate value is not finite", s->path,
                         trial);
     json_t *im = json_object_get(t, "intermediate");
-    json_t *e = json_pack("[I, f]", (json_int_t)step, value);
+    size_t i;
+    json_t *e;
+    json_array_foreach(im, i, e) { /* the same step again (a trial re-run): replace it */
+        if (json_integer_value(json_array_get(e, 0)) != step) continue;
+        json_t *old = json_incref(json_array_get(e, 1));
+        json_array_set_new(e, 1, json_real(value));
+        lt_status st = study_write(s);
+        json_array_set_new(e, 1, st ? old : (json_decref(old), json_real(value)));
+        return st;
+    }
+    e = json_pack("[I, f]", (json_int_t)step, value);
     if (!e || json_array_append_new(im, e)) return lt_error(LT_ERR_NOMEM, "out of memory");
     lt_status st = study_write(s);
     if (st) json_array_remove(im, json_array_size(im) - 1);
+    return st;
+}
+
+/* ---- successive halving ------------------------------------------------------------------ */
+
+/* The value a trial recorded when it reached rung k (NaN: it has not). */
+static double rung_value(json_t *t, int k) {
+    json_t *v = json_array_get(json_object_get(t, "rungs"), (size_t)k);
+    return json_is_number(v) ? json_number_value(v) : NAN;
+}
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+lt_status lt_study_should_prune(lt_study *s, int trial, const lt_prune_opts *p, int *prune,
+                                int *rung_out) {
+    *prune = 0;
+    json_t *t = trial_at(s, trial);
+    if (!t) return unknown_trial(s, trial);
+    if (!p || p->min_resource < 1 || p->reduction_factor < 2 || p->min_early_stopping_rate < 0)
+        return lt_error(LT_ERR_ARG, "pruner: needs min_resource >= 1, reduction_factor >= 2 and "
+                                    "min_early_stopping_rate >= 0");
+    if (strcmp(json_string_value(json_object_get(t, "state")), "running"))
+        return lt_error(LT_ERR_ARG, "%s: trial %d is no longer running", s->path, trial);
+    /* the last step reported and its value */
+    json_t *im = json_object_get(t, "intermediate");
+    int64_t step = -1;
+    double value = NAN;
+    size_t i;
+    json_t *e;
+    json_array_foreach(im, i, e) {
+        int64_t st = json_integer_value(json_array_get(e, 0));
+        if (st > step) step = st, value = json_number_value(json_array_get(e, 1));
+    }
+    json_t *rungs = json_object_get(t, "rungs");
+    int rung = (int)json_array_size(rungs); /* rungs completed so far */
+    if (rung_out) *rung_out = rung;
+    if (step < 0) return LT_OK;
+    int n = lt_study_n_trials(s), sign = s->opt.maximize ? -1 : 1;
+    double comp[n + 1];
+    json_t *added = json_array();
+    if (!added) return lt_error(LT_ERR_NOMEM, "out of memory");
+    for (;;) {
+        double promo = (double)p->min_resource;
+        for (int k = 0; k < p->min_early_stopping_rate + rung; k++) promo *= p->reduction_factor;
+        if ((double)step < promo) break;
+        json_array_append_new(added, json_real(value));
+        /* the values of every trial that reached this rung, this one's included */
+        int m = 0;
+        for (int j = 0; j < n; j++) {
+            double v = j == trial ? NAN : rung_value(json_array_get(s->trials, (size_t)j), rung);
+            if (!isnan(v)) comp[m++] = sign * v;
+        }
+        comp[m++] = sign * value;
+        qsort(comp, (size_t)m, sizeof *comp, cmp_double);
+        int idx = m / p->reduction_factor - 1;
+        if (idx < 0) idx = 0; /* the first eta - 1 trials: promoted only when the best */
+        rung++;
+        if (!(sign * value <= comp[idx])) {
+            *prune = 1;
+            break;
+        }
+    }
+    if (rung_out) *rung_out = rung;
+    if (!json_array_size(added)) {
+        json_decref(added);
+        return LT_OK;
+    }
+    if (!rungs) {
+        rungs = json_array();
+        json_object_set_new(t, "rungs", rungs);
+    }
+    size_t n0 = json_array_size(rungs);
+    json_array_extend(rungs, added);
+    json_decref(added);
+    lt_status st = study_write(s);
+    if (st) {
+        while (json_array_size(rungs) > n0) json_array_remove(rungs, json_array_size(rungs) - 1);
+        *prune = 0;
+    }
     return st;
 }
 

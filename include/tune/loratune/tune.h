@@ -85,8 +85,27 @@ lt_status lt_study_ask(lt_study *s, int *trial);
  * LT_TRIAL_PRUNED (value ignored). LT_ERR_NOTFOUND for an unknown trial, LT_ERR_ARG for one
  * already told ("trial 3 was already told (complete, value 0.25)") or a non-finite value. */
 lt_status lt_study_tell(lt_study *s, int trial, lt_trial_state state, double value);
-/* Records an intermediate value (e.g. validation loss at a training step) of a running trial. */
+/* Records an intermediate value (e.g. validation loss at a training step) of a running trial;
+ * a step reported again replaces its value (a trial re-run after a kill). */
 lt_status lt_study_report(lt_study *s, int trial, int64_t step, double value);
+
+/* ---- pruning: successive halving on training steps ---------------------------------------
+ * Asynchronous successive halving (ASHA with one bracket), the rule of Optuna's
+ * SuccessiveHalvingPruner (bootstrap_count 0): rung k is reached at step
+ * min_resource * reduction_factor^(min_early_stopping_rate + k). Called after each
+ * lt_study_report, it takes the trial's last reported step and value; for every rung that step
+ * has reached and the trial has not yet passed, it records the value as the trial's value at
+ * that rung (study.json: "rungs") and compares it with the values every trial recorded at that
+ * rung (this one included, m of them): the trial continues when its value is among the best
+ * max(1, floor(m / reduction_factor)); else *prune = 1 (stop it and tell LT_TRIAL_PRUNED).
+ * *rung (may be NULL) = the rungs it has passed or failed. */
+typedef struct {
+    int64_t min_resource;        /* steps to the first rung, >= 1 */
+    int reduction_factor;        /* eta >= 2 (Optuna's default 4; loratune tune's 3) */
+    int min_early_stopping_rate; /* s >= 0 */
+} lt_prune_opts;
+lt_status lt_study_should_prune(lt_study *s, int trial, const lt_prune_opts *p, int *prune,
+                                int *rung);
 
 int lt_study_n_trials(const lt_study *s);
 int lt_study_n_params(const lt_study *s);

@@ -660,6 +660,23 @@ lt_status lt_run_shared_check_(const lt_run_shared *sh, const lt_run_opts *o) {
     return LT_OK;
 }
 
+lt_status lt_run_plan(const lt_run_shared *sh, const lt_run_opts *o, lt_train_plan_t *plan) {
+    memset(plan, 0, sizeof *plan);
+    if (!sh) return lt_error(LT_ERR_ARG, "run plan: shared object is NULL");
+    if (o->batch_size <= 0 || o->max_seq_len <= 0)
+        return lt_error(LT_ERR_ARG, "run plan: batch-size and max-seq-len must be given (auto is "
+                                    "sized by the run itself)");
+    lt_run r; /* only what build_train_config reads */
+    memset(&r, 0, sizeof r);
+    r.o = *o;
+    r.model = sh->model;
+    lt_status s = build_train_config(&r, NULL);
+    if (s) return s;
+    if (o->method == LT_METHOD_FULL) /* trains a loaded fp32 model in place */
+        return lt_train_plan(&sh->model->config, &r.tc, plan);
+    return lt_train_plan_model(sh->model, &r.tc, plan);
+}
+
 /* ---- evaluation ------------------------------------------------------------------------- */
 
 /* *aborted = 1 when a stop request cut it short (then *out is partial). */

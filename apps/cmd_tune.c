@@ -12,6 +12,7 @@
  * DIR/trials/NNNN/ each trial's run folder (run_config.yaml, adapter, checkpoints) and
  *                  trial.json (state, value, time, memory, tokens/s, trainable parameters)
  * DIR/best_config.yaml, DIR/summary.json   written at the end (and on every improvement). */
+#include <dirent.h>
 #include <errno.h>
 #include <jansson.h>
 #include <math.h>
@@ -389,6 +390,20 @@ static void write_trial_json(const char *tdir, json_t *info) {
         fprintf(stderr, "loratune tune: warning: %s\n", lt_errmsg());
 }
 
+/* Removes the checkpoint files of a trial that runs again (they hold a killed run's state). */
+static void remove_checkpoints(const char *dir) {
+    DIR *d = opendir(dir);
+    if (!d) return;
+    struct dirent *e;
+    char p[LT_RUN_PATH_MAX + 300];
+    while ((e = readdir(d)))
+        if (!strncmp(e->d_name, "step-", 5)) {
+            snprintf(p, sizeof p, "%.1000s/%.255s", dir, e->d_name);
+            unlink(p);
+        }
+    closedir(d);
+}
+
 /* Runs a study to its budget. rc 0 ok, 1 error, 130 interrupted; *sum filled. */
 static int run_study(tune_args *a, int resume, const lt_run_shared *shared, tune_summary *sum) {
     memset(sum, 0, sizeof *sum);
@@ -564,13 +579,22 @@ static int run_study(tune_args *a, int resume, const lt_run_shared *shared, tune
                                        name, b);
         }
         trial_dir(a, trial, tdir, sizeof tdir);
-        snprintf(o.out, sizeof o.out, "%s", tdir);
+        snprintf(o.out, sizeof o.out, "%.1000s", tdir);
         o.resume[0] = 0;
         o.json = 0;
         mkdir_p(tdir);
-        char ck[LT_RUN_PATH_MAX + 64];
-        if (rerun >= 0 && lt_checkpoint_resolve(tdir, ck, sizeof ck) == LT_OK)
-            snprintf(o.resume, sizeof o.resume, "%s", tdir); /* continue the killed run */
+        if (rerun >= 0) { /* killed mid-trial: it runs again from the start, as it first did */
+            char ck[LT_RUN_PATH_MAX + 64];
+            snprintf(ck, sizeof ck, "%.1000s/checkpoints", tdir);
+            remove_checkpoints(ck);
+            if (lt_study_restart(st, trial)) {
+                fprintf(stderr, "loratune %s: %s\n", a->cmd, lt_errmsg());
+                rc = 1;
+                break;
+            }
+            if (!a->json) printf("trial %3d  was running when the study stopped: runs again\n",
+                                 trial);
+        }
         json_t *info = json_pack("{s:i, s:s}", "trial", trial, "params", params);
 
         /* the memory plan: an infeasible configuration never starts */
@@ -602,7 +626,8 @@ static int run_study(tune_args *a, int resume, const lt_run_shared *shared, tune
             snprintf(mark, sizeof mark, "%s/infeasible", tdir);
             lt_file_write_atomic(mark, reason, strlen(reason));
             record_infeasible(a, &o, parent, trial, reason);
-            lt_study_tell(st, trial, LT_TRIAL_FAILED, NAN);
+            if (lt_study_tell_infeasible(st, trial, reason))
+                fprintf(stderr, "loratune %s: %s\n", a->cmd, lt_errmsg());
             sum->n_infeasible++;
             if (!a->json) printf("trial %3d  infeasible (not run): %s  [%s]\n", trial, reason,
                                  params);
@@ -1169,7 +1194,7 @@ int cmd_compare(int argc, char **argv) {
         b.base.method = ms[k];
         b.time_budget = budget;
         b.space_json = user_space;
-        snprintf(b.study, sizeof b.study, "%s/%s", root, lt_train_method_name(ms[k]));
+        snprintf(b.study, sizeof b.study, "%.1000s/%s", root, lt_train_method_name(ms[k]));
         char sp[LT_RUN_PATH_MAX + 32];
         snprintf(sp, sizeof sp, "%s/%s", b.study, LT_STUDY_FILE);
         if (lt_path_exists(sp)) {

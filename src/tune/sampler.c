@@ -332,7 +332,10 @@ static lt_status suggest_gp(const lt_space *sp, const lt_study_options *opt, con
             if ((st = lt_space_params_to_model(sp, pr, "study", X + (size_t)n * dims))) goto done;
             double v = json_number_value(json_object_get(t, "value"));
             y[n++] = opt->maximize ? -v : v;
-        } else if (s && !strcmp(s, "running")) {
+        } else if (s && (!strcmp(s, "running") ||
+                         (!strcmp(s, "failed") && json_object_get(t, "infeasible")))) {
+            /* running: a liar so parallel asks spread out; infeasible (the memory plan refused
+             * it, lt_study_tell_infeasible): a liar so the search moves away from it */
             if ((st = lt_space_params_to_model(sp, pr, "study", P + (size_t)np * dims))) goto done;
             np++;
         }

@@ -355,6 +355,30 @@ lt_status lt_study_report(lt_study *s, int trial, int64_t step, double value) {
     return st;
 }
 
+lt_status lt_study_tell_infeasible(lt_study *s, int trial, const char *reason) {
+    lt_status st = lt_study_tell(s, trial, LT_TRIAL_FAILED, NAN);
+    if (st) return st;
+    json_t *t = trial_at(s, trial);
+    json_object_set_new(t, "infeasible", json_string(reason ? reason : ""));
+    if ((st = study_write(s))) json_object_del(t, "infeasible");
+    return st;
+}
+
+lt_status lt_study_restart(lt_study *s, int trial) {
+    json_t *t = trial_at(s, trial);
+    if (!t) return unknown_trial(s, trial);
+    if (strcmp(json_string_value(json_object_get(t, "state")), "running"))
+        return lt_error(LT_ERR_ARG, "%s: trial %d is no longer running", s->path, trial);
+    json_t *snap = json_deep_copy(t);
+    if (!snap) return lt_error(LT_ERR_NOMEM, "out of memory");
+    json_object_set_new(t, "intermediate", json_array());
+    json_object_del(t, "rungs");
+    lt_status st = study_write(s);
+    if (st) json_array_set_new(s->trials, (size_t)trial, snap);
+    else json_decref(snap);
+    return st;
+}
+
 /* ---- successive halving ------------------------------------------------------------------ */
 
 /* The value a trial recorded when it reached rung k (NaN: it has not). */

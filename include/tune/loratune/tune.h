@@ -89,6 +89,16 @@ lt_status lt_study_tell(lt_study *s, int trial, lt_trial_state state, double val
  * a step reported again replaces its value (a trial re-run after a kill). */
 lt_status lt_study_report(lt_study *s, int trial, int64_t step, double value);
 
+/* Ends a running trial as failed because its configuration cannot run (the memory plan does
+ * not fit the budget); study.json keeps the reason ("infeasible": reason). The GP sees it as
+ * a point at the worst value so far (as a running trial's "constant liar"), so the search
+ * moves away from the region instead of asking it again. */
+lt_status lt_study_tell_infeasible(lt_study *s, int trial, const char *reason);
+
+/* A running trial starts over (its process was killed and it is run again from the start):
+ * its intermediate values and rungs are dropped; its parameters stay. */
+lt_status lt_study_restart(lt_study *s, int trial);
+
 /* ---- pruning: successive halving on training steps ---------------------------------------
  * Asynchronous successive halving (ASHA with one bracket), the rule of Optuna's
  * SuccessiveHalvingPruner (bootstrap_count 0): rung k is reached at step

@@ -600,7 +600,7 @@ static int run_study(tune_args *a, int resume, const lt_run_shared *shared, tune
         /* the memory plan: an infeasible configuration never starts */
         char reason[512] = "";
         int64_t planned = 0;
-        if (!bad && o.batch_size > 0 && o.max_seq_len > 0) {
+        if (!bad && o.batch_size > 0) {
             lt_train_plan_t plan;
             int64_t budget = o.memory_budget;
             if (budget <= 0) {
@@ -613,9 +613,7 @@ static int run_study(tune_args *a, int resume, const lt_run_shared *shared, tune
                 snprintf(reason, sizeof reason, "planned peak %.1f MiB exceeds the memory budget "
                          "%.1f MiB", plan.peak_bytes / 1048576.0, budget / 1048576.0);
             planned = plan.peak_bytes;
-        } else if (!bad && o.batch_size > 0) {
-            /* max-seq-len auto: the run sizes it within the budget, or fails (recorded) */
-        }
+        } /* batch-size auto: the run sizes it within the budget itself */
         if (bad || reason[0]) {
             if (bad) snprintf(reason, sizeof reason, "%s", lt_errmsg());
             json_object_set_new(info, "state", json_string("infeasible"));

@@ -663,12 +663,17 @@ lt_status lt_run_shared_check_(const lt_run_shared *sh, const lt_run_opts *o) {
 lt_status lt_run_plan(const lt_run_shared *sh, const lt_run_opts *o, lt_train_plan_t *plan) {
     memset(plan, 0, sizeof *plan);
     if (!sh) return lt_error(LT_ERR_ARG, "run plan: shared object is NULL");
-    if (o->batch_size <= 0 || o->max_seq_len <= 0)
-        return lt_error(LT_ERR_ARG, "run plan: batch-size and max-seq-len must be given (auto is "
-                                    "sized by the run itself)");
+    if (o->batch_size <= 0)
+        return lt_error(LT_ERR_ARG, "run plan: batch-size must be given (auto is sized by the "
+                                    "run itself)");
     lt_run r; /* only what build_train_config reads */
     memset(&r, 0, sizeof r);
     r.o = *o;
+    if (o->max_seq_len <= 0) { /* auto: the longest example, as far as the shared data holds */
+        int longest = data_longest(sh->data);
+        r.o.max_seq_len = longest < sh->max_seq_len ? longest : sh->max_seq_len;
+        if (r.o.max_seq_len < 2) r.o.max_seq_len = 2;
+    }
     r.model = sh->model;
     lt_status s = build_train_config(&r, NULL);
     if (s) return s;

@@ -307,8 +307,9 @@ lt_status lt_run_create_from(const lt_run_shared *shared, const lt_run_opts *o, 
 /* The memory plan of a run with options o over shared's model, without creating it (a search
  * that must never start a configuration the memory budget cannot hold): lt_train_plan_model of
  * the training configuration o describes (method full: lt_train_plan, the fp32 model it loads
- * and trains in place). o's batch-size and max-seq-len must be given (not auto: the run sizes
- * those itself); LT_ERR_ARG as lt_run_new would refuse the training configuration. */
+ * and trains in place). o's batch-size must be given; max-seq-len auto is planned at the
+ * longest example of the shared data (what the run uses when memory allows); LT_ERR_ARG as
+ * lt_run_new would refuse the training configuration. */
 lt_status lt_run_plan(const lt_run_shared *shared, const lt_run_opts *o, lt_train_plan_t *plan);
 
 /* The loop. LT_OK for every outcome (LT_RUN_NONFINITE also sets the message naming the steps

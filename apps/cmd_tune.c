@@ -127,8 +127,18 @@ static double parse_duration(const char *s) {
 }
 
 /* ---- the default search space (docs/TUNE.md, "Priors") ------------------------------------- */
-static char *default_space(const tune_args *a) {
+static char *default_space(const tune_args *a, const lt_model_config *mc) {
     json_t *sp = json_object();
+    /* a rank above a linear's smaller side adds nothing (and the mlx-lm / PEFT adapters of
+     * such a rank are refused): the range stops at the smallest side of any target */
+    int cap = 64;
+    if (mc) {
+        int sides[] = {mc->dim, mc->n_heads * mc->head_dim, mc->n_kv_heads * mc->head_dim,
+                       mc->ffn_dim};
+        for (int i = 0; i < 4; i++)
+            if (sides[i] > 0 && sides[i] < cap) cap = sides[i];
+    }
+    int rlow = cap < 4 ? 1 : 4;
     int full = a->base.method == LT_METHOD_FULL;
     /* "LoRA Without Regret" (Thinking Machines, 2025): LoRA's best LR ~10x full fine-tuning's
      * and nearly independent of rank (with alpha/r scaling): both ranges span two decades,
@@ -138,7 +148,7 @@ static char *default_space(const tune_args *a) {
                                             "log", 1));
     if (!full) {
         json_object_set_new(sp, "lora-rank", json_pack("{s:s, s:i, s:i, s:b}", "type", "int",
-                                                       "low", 4, "high", 64, "log", 1));
+                                                       "low", rlow, "high", cap, "log", 1));
         json_object_set_new(sp, "rslora",
                             json_pack("{s:s, s:[b, b]}", "type", "categorical", "choices", 0, 1));
         json_object_set_new(sp, "lora-dropout", json_pack("{s:s, s:f, s:f}", "type", "float",
@@ -405,7 +415,22 @@ static void remove_checkpoints(const char *dir) {
 }
 
 /* Runs a study to its budget. rc 0 ok, 1 error, 130 interrupted; *sum filled. */
-static int run_study(tune_args *a, int resume, const lt_run_shared *shared, tune_summary *sum) {
+static void stage_printer(void *ctx, const json_t *ev);
+
+/* The model, tokenizer and data every trial shares (loaded once the study is open, so that a
+ * bad space or study is refused before a large model is read). Full fine-tuning trials load
+ * their own model; the shared one (lazy) serves their memory plans. */
+static lt_status load_shared(const tune_args *a, lt_run_shared **sh) {
+    if (*sh) return LT_OK;
+    lt_run_opts so = a->base;
+    so.method = LT_METHOD_LORA;
+    so.out[0] = so.resume[0] = 0;
+    if (!a->json) printf("loading %s and %s ...\n", a->base.model, a->base.data);
+    fflush(stdout);
+    return lt_run_shared_load(&so, a->json ? NULL : stage_printer, NULL, sh);
+}
+
+static int run_study(tune_args *a, int resume, lt_run_shared **shp, tune_summary *sum) {
     memset(sum, 0, sizeof *sum);
     sum->best_trial = -1;
     sum->best_value = NAN;
@@ -463,7 +488,12 @@ static int run_study(tune_args *a, int resume, const lt_run_shared *shared, tune
         elapsed0 = json_number_value(json_object_get(tj, "elapsed_s"));
         parent = json_integer_value(json_object_get(tj, "parent_run"));
     } else {
-        char *space = a->space_json ? a->space_json : default_space(a);
+        if (!a->space_json && load_shared(a, shp)) { /* the default space reads the model */
+            fprintf(stderr, "loratune %s: %s\n", a->cmd, lt_errmsg());
+            return 1;
+        }
+        char *space = a->space_json ? a->space_json
+                                    : default_space(a, lt_run_shared_model_config(*shp));
         lt_study_options so = {.sampler = a->sampler, .seed = a->seed};
         lt_status s = lt_study_create(a->study, space, &so, &st);
         if (space != a->space_json) free(space);
@@ -511,6 +541,12 @@ static int run_study(tune_args *a, int resume, const lt_run_shared *shared, tune
             lt_store_set_tag(store, parent, "resumed", "true");
         }
     }
+    if (load_shared(a, shp)) {
+        fprintf(stderr, "loratune %s: %s\n", a->cmd, lt_errmsg());
+        rc = 1;
+        goto out;
+    }
+    const lt_run_shared *shared = *shp;
     json_object_set_new(tj, "parent_run", json_integer(parent));
     snprintf(path, sizeof path, "%s/tune.json", a->study);
     if (write_json_file(path, tj)) {
@@ -562,13 +598,15 @@ static int run_study(tune_args *a, int resume, const lt_run_shared *shared, tune
         for (int i = 0; i < lt_study_n_params(st) && !bad; i++) {
             const char *name = lt_study_param_name(st, i);
             double num;
-            char *cj = NULL, b[256];
+            char *cj = NULL, b[256], shown[256];
             if (lt_study_param_number(st, trial, name, &num) == LT_OK)
                 value_text(name, NULL, num, 1, b, sizeof b);
             else if (lt_study_param_choice_json(st, trial, name, &cj) == LT_OK)
                 value_text(name, cj, 0, 0, b, sizeof b);
             else
                 b[0] = 0;
+            snprintf(shown, sizeof shown, "%s", b); /* the choice as the space names it */
+            if (cj && cj[0] == '"') snprintf(shown, sizeof shown, "%.*s", (int)strlen(cj) - 2, cj + 1);
             free(cj);
             if (lt_run_opts_set(&o, name, b)) {
                 fprintf(stderr, "loratune %s: trial %d: %s\n", a->cmd, trial, lt_errmsg());
@@ -576,7 +614,7 @@ static int run_study(tune_args *a, int resume, const lt_run_shared *shared, tune
             }
             if (pl < sizeof params)
                 pl += (size_t)snprintf(params + pl, sizeof params - pl, "%s%s=%s", i ? " " : "",
-                                       name, b);
+                                       name, shown);
         }
         trial_dir(a, trial, tdir, sizeof tdir);
         snprintf(o.out, sizeof o.out, "%.1000s", tdir);
@@ -683,7 +721,8 @@ static int run_study(tune_args *a, int resume, const lt_run_shared *shared, tune
                                                                 ? lt_errmsg()
                                                                 : "no final validation loss "
                                                                   "(the data has no valid split?)"));
-            lt_study_tell(st, trial, LT_TRIAL_FAILED, NAN);
+            if (lt_study_tell_error(st, trial, json_string_value(json_object_get(info, "reason"))))
+                fprintf(stderr, "loratune %s: %s\n", a->cmd, lt_errmsg());
             sum->n_failed++;
             trial_record_end(rec, state, LT_TRACK_FAILED);
         } else if (tc.pruned) {
@@ -1030,6 +1069,12 @@ static int parse_args(int argc, char **argv, tune_args *a, int *resume, char *me
         fprintf(stderr, "loratune %s: --model and --data are required\n", cmd);
         return 2;
     }
+    if (!lt_path_exists(a->base.model) || !lt_path_exists(a->base.data)) {
+        fprintf(stderr, "loratune %s: --%s %s: no such file or folder\n", cmd,
+                lt_path_exists(a->base.model) ? "data" : "model",
+                lt_path_exists(a->base.model) ? a->base.data : a->base.model);
+        return 2;
+    }
     if (space) {
         snprintf(a->space_src, sizeof a->space_src, "%s", space);
         size_t len;
@@ -1119,16 +1164,9 @@ int cmd_tune(int argc, char **argv) {
     }
     if (a.base.threads > 0) lt_set_num_threads(a.base.threads);
     setup_signals();
-    lt_run_opts so = a.base;
-    if (so.method == LT_METHOD_FULL) so.method = LT_METHOD_LORA; /* load lazily, for planning */
     lt_run_shared *sh = NULL;
-    if (!a.json) printf("loading %s and %s ...\n", a.base.model, a.base.data);
-    if (lt_run_shared_load(&so, a.json ? NULL : stage_printer, NULL, &sh)) {
-        fprintf(stderr, "loratune tune: %s\n", lt_errmsg());
-        return 1;
-    }
     tune_summary sum;
-    rc = run_study(&a, resume, sh, &sum);
+    rc = run_study(&a, resume, &sh, &sum);
     lt_run_shared_free(sh);
     free(a.space_json);
     return rc;
@@ -1173,14 +1211,7 @@ int cmd_compare(int argc, char **argv) {
     }
     if (a.base.threads > 0) lt_set_num_threads(a.base.threads);
     setup_signals();
-    lt_run_opts so = a.base;
-    so.method = LT_METHOD_LORA;
     lt_run_shared *sh = NULL;
-    if (!a.json) printf("loading %s and %s ...\n", a.base.model, a.base.data);
-    if (lt_run_shared_load(&so, a.json ? NULL : stage_printer, NULL, &sh)) {
-        fprintf(stderr, "loratune compare: %s\n", lt_errmsg());
-        return 1;
-    }
     char root[LT_RUN_PATH_MAX];
     snprintf(root, sizeof root, "%s", a.study);
     double budget = a.time_budget > 0 ? a.time_budget / nm : 0;
@@ -1202,7 +1233,7 @@ int cmd_compare(int argc, char **argv) {
             break;
         }
         if (!a.json) printf("\n== %s ==\n", lt_train_method_name(ms[k]));
-        rc = run_study(&b, 0, sh, &sums[k]);
+        rc = run_study(&b, 0, &sh, &sums[k]);
         tune_summary *s = &sums[k];
         json_t *row = json_pack("{s:s, s:s, s:i, s:i, s:i, s:i, s:f}", "method",
                                 lt_train_method_name(ms[k]), "study", b.study, "complete",

@@ -629,6 +629,10 @@ const lt_data *lt_run_shared_data(const lt_run_shared *sh) {
     return sh ? sh->data : NULL;
 }
 
+const lt_model_config *lt_run_shared_model_config(const lt_run_shared *sh) {
+    return sh ? &sh->model->config : NULL;
+}
+
 /* What a run from sh must have in common with it: the model and tokenizer it loaded, and the
  * data options its examples were tokenized with (the length may differ: load_data). */
 lt_status lt_run_shared_check_(const lt_run_shared *sh, const lt_run_opts *o) {

@@ -333,9 +333,11 @@ static lt_status suggest_gp(const lt_space *sp, const lt_study_options *opt, con
             double v = json_number_value(json_object_get(t, "value"));
             y[n++] = opt->maximize ? -v : v;
         } else if (s && (!strcmp(s, "running") ||
-                         (!strcmp(s, "failed") && json_object_get(t, "infeasible")))) {
-            /* running: a liar so parallel asks spread out; infeasible (the memory plan refused
-             * it, lt_study_tell_infeasible): a liar so the search moves away from it */
+                         (!strcmp(s, "failed") && (json_object_get(t, "infeasible") ||
+                                                   json_object_get(t, "error"))))) {
+            /* running: a liar so parallel asks spread out; failed with a reason (the memory
+             * plan refused it, or the run failed: lt_study_tell_infeasible / _error): a liar
+             * so the search moves away instead of asking the same point again */
             if ((st = lt_space_params_to_model(sp, pr, "study", P + (size_t)np * dims))) goto done;
             np++;
         }

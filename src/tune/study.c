@@ -355,13 +355,21 @@ lt_status lt_study_report(lt_study *s, int trial, int64_t step, double value) {
     return st;
 }
 
-lt_status lt_study_tell_infeasible(lt_study *s, int trial, const char *reason) {
+static lt_status tell_failed_why(lt_study *s, int trial, const char *key, const char *reason) {
     lt_status st = lt_study_tell(s, trial, LT_TRIAL_FAILED, NAN);
     if (st) return st;
     json_t *t = trial_at(s, trial);
-    json_object_set_new(t, "infeasible", json_string(reason ? reason : ""));
-    if ((st = study_write(s))) json_object_del(t, "infeasible");
+    json_object_set_new(t, key, json_string(reason ? reason : ""));
+    if ((st = study_write(s))) json_object_del(t, key);
     return st;
+}
+
+lt_status lt_study_tell_infeasible(lt_study *s, int trial, const char *reason) {
+    return tell_failed_why(s, trial, "infeasible", reason);
+}
+
+lt_status lt_study_tell_error(lt_study *s, int trial, const char *reason) {
+    return tell_failed_why(s, trial, "error", reason);
 }
 
 lt_status lt_study_restart(lt_study *s, int trial) {

@@ -251,11 +251,26 @@ check(rows["full"]["trainable_params"] > rows["dora"]["trainable_params"] >
       rows["lora"]["trainable_params"] == rows["qlora"]["trainable_params"],
       f"trainable params {[(m, x['trainable_params']) for m, x in rows.items()]}")
 
+# the default spaces: LoRA's learning rates a decade above full fine-tuning's (the prior), the
+# rank range cut at the model's smallest linear side (config.json)
+with open(os.path.join(MODEL, "config.json")) as f:
+    mc = json.load(f)
+hd = mc["hidden_size"] // mc["num_attention_heads"]
+side = min(64, mc["hidden_size"], mc["num_attention_heads"] * hd,
+           mc["num_key_value_heads"] * hd, mc["intermediate_size"])
+sl, sf = study_json(os.path.join(d5, "lora"))["space"], study_json(os.path.join(d5, "full"))["space"]
+check(sl["lora-rank"]["high"] == side and sl["lora-rank"]["log"] is True,
+      f"default rank range {sl['lora-rank']}, smallest side {side}")
+check(abs(sl["lr"]["low"] / sf["lr"]["low"] - 10) < 1e-9 and
+      abs(sl["lr"]["high"] / sf["lr"]["high"] - 10) < 1e-9 and "lora-rank" not in sf,
+      f"lr ranges lora {sl['lr']} full {sf['lr']}")
+
 # ---- 6. bad options ------------------------------------------------------------------------
 def refused(args, *needles, rc=2):
     r = run(*args)
     ok = r.returncode == rc and all(n in r.stderr for n in needles)
     check(ok, f"{args[-6:]}: rc {r.returncode}, stderr {r.stderr!r}, wanted {needles}")
+    check("loaded" not in r.stdout, f"{args[-6:]}: refused only after loading the model")
 
 
 bad = write(os.path.join(tmp, "bad1.json"),
@@ -283,4 +298,7 @@ refused(["tune", *BASE, "--study", d1], "already holds a study", "--resume")
 refused(["tune", *BASE, "--study", os.path.join(tmp, "b8"), "--time-budget", "soon"],
         "--time-budget")
 refused(["tune", "--study", os.path.join(tmp, "nothing"), "--resume"], "tune.json", rc=1)
+refused(["tune", "--model", os.path.join(tmp, "nope"), "--data", DATA, "--study",
+         os.path.join(tmp, "b9")], "--model", "nope", "no such file")
+check(not os.path.exists(os.path.join(tmp, "b1")), "a refused space left a study folder")
 finish()

@@ -302,6 +302,7 @@ typedef struct lt_run_shared lt_run_shared;
 lt_status lt_run_shared_load(const lt_run_opts *o, lt_run_sink fn, void *ctx, lt_run_shared **out);
 void lt_run_shared_free(lt_run_shared *s); /* safe on NULL; after the runs made from it */
 const lt_data *lt_run_shared_data(const lt_run_shared *s); /* borrowed */
+const lt_model_config *lt_run_shared_model_config(const lt_run_shared *s); /* borrowed */
 lt_status lt_run_new_from(const lt_run_shared *shared, const lt_run_opts *o, lt_run **out);
 lt_status lt_run_create_from(const lt_run_shared *shared, const lt_run_opts *o, lt_run **out);
 /* The memory plan of a run with options o over shared's model, without creating it (a search

@@ -94,6 +94,10 @@ lt_status lt_study_report(lt_study *s, int trial, int64_t step, double value);
  * a point at the worst value so far (as a running trial's "constant liar"), so the search
  * moves away from the region instead of asking it again. */
 lt_status lt_study_tell_infeasible(lt_study *s, int trial, const char *reason);
+/* The same for a trial whose run failed (an error, a diverged run): "error": reason, and the
+ * GP avoids the point the same way. A plain lt_study_tell(LT_TRIAL_FAILED) drops the trial
+ * from the model instead. */
+lt_status lt_study_tell_error(lt_study *s, int trial, const char *reason);
 
 /* A running trial starts over (its process was killed and it is run again from the start):
  * its intermediate values and rungs are dropped; its parameters stay. */

@@ -749,7 +749,14 @@ static int run_study(tune_args *a, int resume, lt_run_shared **shp, tune_summary
         json_object_set_new(info, "trainable_params", json_integer(tc.trainable));
         json_object_set_new(info, "batch_size", json_integer(r ? lt_run_options(r)->batch_size : 0));
         write_trial_json(tdir, info);
-        lt_run_free(r);
+        lt_run_free(r); /* releases the folder's lock */
+        { /* a trial never resumes from its checkpoints (a killed one runs again from the
+             start), so they only take room: a full fine-tune's is three times the model */
+            char ck[LT_RUN_PATH_MAX + 64];
+            snprintf(ck, sizeof ck, "%.1000s/checkpoints", tdir);
+            remove_checkpoints(ck);
+            rmdir(ck);
+        }
         if (!a->json) {
             if (!strcmp(state, "complete"))
                 printf("trial %3d  complete  val_loss %.5f  %6.1fs  [%s]\n", trial,

@@ -86,6 +86,8 @@ for t in s1["trials"]:  # the study's parameters are what the trial ran with
           f"{cfg['lora-rank']} vs params {t['params']}")
     want = {"attention": "q,k,v,o", "mlp": "gate,up,down", "all": "all"}[t["params"]["lora-targets"]]
     check(cfg["lora-targets"] == want, f"targets {cfg['lora-targets']} vs {want}")
+check(not any(os.path.exists(os.path.join(d1, "trials", "%04d" % t["trial"], "checkpoints"))
+               for t in s1["trials"]), "finished trials keep no checkpoints")
 rep = run("train", "-c", os.path.join(d1, "best_config.yaml"), "--out",
           os.path.join(tmp, "rep"), "--json", "--no-track")
 check(rep.returncode == 0, f"train -c best_config.yaml: {rep.stderr}")
@@ -264,6 +266,18 @@ check(sl["lora-rank"]["high"] == side and sl["lora-rank"]["log"] is True,
 check(abs(sl["lr"]["low"] / sf["lr"]["low"] - 10) < 1e-9 and
       abs(sl["lr"]["high"] / sf["lr"]["high"] - 10) < 1e-9 and "lora-rank" not in sf,
       f"lr ranges lora {sl['lr']} full {sf['lr']}")
+
+# ---- --time-budget: no trial starts after the budget is spent ------------------------------
+d7 = os.path.join(tmp, "s7")
+r = tune("--study", d7, "--time-budget", "2s", "--iters", "30", "--batch-size", "2", "--space",
+         space, "--no-track", "--json")
+check(r.returncode == 0, f"tune --time-budget: {r.stderr}")
+s7 = study_json(d7)
+times = [trial_json(d7, t["trial"])["time_s"] for t in s7["trials"]]
+check(len(times) >= 1 and sum(times[:-1]) < 2.0,
+      f"time budget 2 s: trial times {times}")
+summ7 = json.loads(r.stdout.strip().splitlines()[-1])
+check(summ7["elapsed_s"] >= 2.0, f"stopped before the budget: {summ7}")
 
 # ---- 6. bad options ------------------------------------------------------------------------
 def refused(args, *needles, rc=2):

@@ -201,37 +201,75 @@ args4 = ["--trials", "6", "--iters", "90", "--batch-size", "1", "--space", space
 ref = os.path.join(tmp, "ref")
 r = tune("--study", ref, *args4)
 check(r.returncode == 0, f"reference study: {r.stderr}")
-d4 = os.path.join(tmp, "s4")
-p = subprocess.Popen([LORATUNE, "tune", *BASE, "--study", d4, *args4],
-                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-killed_in = None
-t_end = time.time() + 120
-while time.time() < t_end and p.poll() is None:
+store4 = os.path.join(tmp, "store4")
+
+
+def kill_in_trial(d, sig, min_trial):
+    """Starts a study, sends sig once trial >= min_trial has reported a value; returns the
+    trial it was in and the exit status."""
+    p = subprocess.Popen([LORATUNE, "tune", *BASE, "--study", d, *args4[:-1], "--store", store4],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    caught = None
+    t_end = time.time() + 120
+    while time.time() < t_end and p.poll() is None:
+        try:
+            s = study_json(d)
+        except (OSError, ValueError):
+            s = None
+        if s and len(s["trials"]) > min_trial and s["trials"][-1]["state"] == "running" and \
+                s["trials"][-1]["intermediate"]:
+            caught = s["trials"][-1]["trial"]
+            p.send_signal(sig)
+            break
+        time.sleep(0.02)
     try:
-        s = study_json(d4)
-    except (OSError, ValueError):
-        s = None
-    if s and len(s["trials"]) >= 3 and s["trials"][-1]["state"] == "running" and \
-            s["trials"][-1]["intermediate"]:
-        killed_in = s["trials"][-1]["trial"]
-        p.send_signal(signal.SIGKILL)
-        break
-    time.sleep(0.02)
-p.wait()
-check(killed_in is not None, f"did not catch a running trial (rc {p.returncode})")
-s = study_json(d4)
-check(s["trials"][killed_in]["state"] == "running", "the killed trial stays running")
-r = run("tune", "--study", d4, "--resume")
-check(r.returncode == 0, f"--resume: rc {r.returncode} {r.stderr}")
-check(f"trial {killed_in:3d}  was running when the study stopped" in r.stdout,
-      f"resume output: {r.stdout[:600]}")
-a, b = study_json(ref)["trials"], study_json(d4)["trials"]
-check(len(a) == len(b), f"{len(b)} trials after resume, {len(a)} uninterrupted")
-for x, y in zip(a, b):
-    check(x["params"] == y["params"] and x["state"] == y["state"] and x["value"] == y["value"]
-          and x["intermediate"] == y["intermediate"],
-          f"trial {x['trial']}: resumed {y['state']} {y['value']} {y['params']} vs "
-          f"uninterrupted {x['state']} {x['value']} {x['params']}")
+        p.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.wait()
+    return caught, p.returncode
+
+
+for sig, min_trial in ((signal.SIGKILL, 2), (signal.SIGINT, 1)):
+    d4 = os.path.join(tmp, "s4-%d" % sig)
+    caught, rc = kill_in_trial(d4, sig, min_trial)
+    check(caught is not None, f"{sig}: did not catch a running trial (rc {rc})")
+    if caught is None:
+        continue
+    check(rc == (-9 if sig == signal.SIGKILL else 130), f"{sig}: exit status {rc}")
+    s = study_json(d4)
+    check(s["trials"][caught]["state"] == "running", f"{sig}: the stopped trial stays running")
+    r = run("tune", "--study", d4, "--resume")
+    check(r.returncode == 0, f"--resume: rc {r.returncode} {r.stderr}")
+    check(f"trial {caught:3d}  was running when the study stopped" in r.stdout,
+          f"resume output: {r.stdout[:600]}")
+    a, b = study_json(ref)["trials"], study_json(d4)["trials"]
+    check(len(a) == len(b), f"{len(b)} trials after resume, {len(a)} uninterrupted")
+    for x, y in zip(a, b):
+        check(x["params"] == y["params"] and x["state"] == y["state"] and x["value"] == y["value"]
+              and x["intermediate"] == y["intermediate"],
+              f"{sig}: trial {x['trial']}: resumed {y['state']} {y['value']} {y['params']} vs "
+              f"uninterrupted {x['state']} {x['value']} {x['params']}")
+    # the store: one study run, finished, marked resumed; the stopped trial's run killed and a
+    # second run of the same trial with its final state
+    runs = json.loads(run("runs", "list", "--store", store4, "--json").stdout)
+    shown = [json.loads(run("runs", "show", str(x["id"]), "--store", store4, "--json").stdout)
+             for x in runs]
+    study_runs = [o for o in shown if o["kind"] == "hpo-study" and o["name"] == d4]
+    check(len(study_runs) == 1 and study_runs[0]["status"] == "finished" and
+          study_runs[0]["tags"].get("resumed") == "true",
+          f"{sig}: study runs {[(o['status'], o['tags']) for o in study_runs]}")
+    if not study_runs:
+        continue
+    mine = [o for o in shown if o["kind"] == "hpo-trial" and
+            o["tags"].get("parent_run") == str(study_runs[0]["id"])]
+    again = sorted((o["status"], o["tags"].get("trial_state")) for o in mine
+                   if o["tags"].get("trial") == str(caught))
+    want_state = b[caught]["state"]
+    check(again == sorted([("killed", "interrupted" if sig == signal.SIGINT else None),
+                           ("finished", want_state)]),
+          f"{sig}: runs of trial {caught}: {again}")
+    check(len(mine) == len(b) + 1, f"{sig}: {len(mine)} trial runs for {len(b)} trials")
 
 # ---- 5. compare: a row per method ----------------------------------------------------------
 d5 = os.path.join(tmp, "cmp")

@@ -548,6 +548,12 @@ static int run_study(tune_args *a, int resume, lt_run_shared **shp, tune_summary
     }
     const lt_run_shared *shared = *shp;
     json_object_set_new(tj, "parent_run", json_integer(parent));
+    json_object_set_new(tj, "track", json_boolean(a->track));
+    char store_abs[4096];
+    if (store && realpath(lt_store_dir_path(store), store_abs)) /* where a resumed study goes
+                                                   on recording, whatever its working folder */
+        json_object_set_new(tj, "store", json_string(store_abs));
+    if (a->experiment) json_object_set_new(tj, "experiment", json_string(a->experiment));
     snprintf(path, sizeof path, "%s/tune.json", a->study);
     if (write_json_file(path, tj)) {
         fprintf(stderr, "loratune %s: %s\n", a->cmd, lt_errmsg());
@@ -1113,6 +1119,8 @@ static int setup_signals(void) {
     return 0;
 }
 
+static json_t *g_resume_tj; /* tune.json of a resumed study (its strings are borrowed) */
+
 /* The base options of a resumed study (tune.json), then the command line's budget. */
 static int resume_base(tune_args *a) {
     json_t *tj = NULL;
@@ -1134,11 +1142,18 @@ static int resume_base(tune_args *a) {
         a->trials = (int)json_integer_value(json_object_get(tj, "trials"));
     if (a->time_budget <= 0) a->time_budget = json_number_value(json_object_get(tj, "time_budget_s"));
     a->prune = json_is_true(json_object_get(tj, "prune")) ? a->prune : 0;
+    /* the same store and experiment as the study's first session (strings kept: tj lives on in
+       g_resume_tj until the command ends) */
+    if (json_is_false(json_object_get(tj, "track"))) a->track = 0;
+    if (!a->store && json_is_string(json_object_get(tj, "store")))
+        a->store = json_string_value(json_object_get(tj, "store"));
+    if (!a->experiment && json_is_string(json_object_get(tj, "experiment")))
+        a->experiment = json_string_value(json_object_get(tj, "experiment"));
     if (json_integer_value(json_object_get(tj, "min_resource")) > 0)
         a->min_resource = json_integer_value(json_object_get(tj, "min_resource"));
     if (json_integer_value(json_object_get(tj, "reduction_factor")) >= 2)
         a->eta = (int)json_integer_value(json_object_get(tj, "reduction_factor"));
-    json_decref(tj);
+    g_resume_tj = tj;
     return 0;
 }
 
@@ -1175,6 +1190,7 @@ int cmd_tune(int argc, char **argv) {
     tune_summary sum;
     rc = run_study(&a, resume, &sh, &sum);
     lt_run_shared_free(sh);
+    json_decref(g_resume_tj);
     free(a.space_json);
     return rc;
 }

@@ -154,4 +154,4 @@ with tempfile.TemporaryDirectory() as d:
             "--reduction-factor", "3")
     check(r.returncode == 2 and "go with --prune-min-resource" in r.stderr,
           f"eta without r: rc {r.returncode} {r.stderr!r}")
-finish()
+sys.exit(finish())

@@ -353,4 +353,4 @@ refused(["tune", "--study", os.path.join(tmp, "nothing"), "--resume"], "tune.jso
 refused(["tune", "--model", os.path.join(tmp, "nope"), "--data", DATA, "--study",
          os.path.join(tmp, "b9")], "--model", "nope", "no such file")
 check(not os.path.exists(os.path.join(tmp, "b1")), "a refused space left a study folder")
-finish()
+sys.exit(finish())

@@ -342,10 +342,14 @@ lt_status lt_study_report(lt_study *s, int trial, int64_t step, double value) {
     json_t *e;
     json_array_foreach(im, i, e) { /* the same step again (a trial re-run): replace it */
         if (json_integer_value(json_array_get(e, 0)) != step) continue;
-        json_t *old = json_incref(json_array_get(e, 1));
-        json_array_set_new(e, 1, json_real(value));
+        json_t *nv = json_real(value), *old = json_incref(json_array_get(e, 1));
+        if (!nv || json_array_set_new(e, 1, nv)) {
+            json_decref(old);
+            return lt_error(LT_ERR_NOMEM, "out of memory");
+        }
         lt_status st = study_write(s);
-        json_array_set_new(e, 1, st ? old : (json_decref(old), json_real(value)));
+        if (st) json_array_set(e, 1, old);
+        json_decref(old);
         return st;
     }
     e = json_pack("[I, f]", (json_int_t)step, value);
@@ -359,7 +363,8 @@ static lt_status tell_failed_why(lt_study *s, int trial, const char *key, const 
     lt_status st = lt_study_tell(s, trial, LT_TRIAL_FAILED, NAN);
     if (st) return st;
     json_t *t = trial_at(s, trial);
-    json_object_set_new(t, key, json_string(reason ? reason : ""));
+    if (json_object_set_new(t, key, json_string(reason ? reason : "")))
+        return lt_error(LT_ERR_NOMEM, "out of memory"); /* told failed, without the reason */
     if ((st = study_write(s))) json_object_del(t, key);
     return st;
 }
@@ -378,8 +383,10 @@ lt_status lt_study_restart(lt_study *s, int trial) {
     if (strcmp(json_string_value(json_object_get(t, "state")), "running"))
         return lt_error(LT_ERR_ARG, "%s: trial %d is no longer running", s->path, trial);
     json_t *snap = json_deep_copy(t);
-    if (!snap) return lt_error(LT_ERR_NOMEM, "out of memory");
-    json_object_set_new(t, "intermediate", json_array());
+    if (!snap || json_object_set_new(t, "intermediate", json_array())) {
+        json_decref(snap);
+        return lt_error(LT_ERR_NOMEM, "out of memory");
+    }
     json_object_del(t, "rungs");
     lt_status st = study_write(s);
     if (st) json_array_set_new(s->trials, (size_t)trial, snap);

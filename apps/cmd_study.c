@@ -292,7 +292,8 @@ int cmd_study(int argc, char **argv) {
         }
     }
     lt_study *s;
-    if (open_waiting(dir, &s)) return fail(sub);
+    /* show reads without the lock: a study a running `loratune tune` holds can be watched */
+    if (is_show ? lt_study_open_readonly(dir, &s) : open_waiting(dir, &s)) return fail(sub);
     int rc = 0;
     if (is_ask) {
         int n;

@@ -31,6 +31,7 @@ struct lt_study {
     json_t *trials;    /* borrowed from root */
     lt_space space;
     lt_study_options opt;
+    int readonly; /* lt_study_open_readonly: no lock, every change refused */
 };
 
 static const char *k_samplers[] = {"auto", "gp", "random", "sobol", "tpe"};
@@ -74,6 +75,8 @@ static lt_status study_alloc(const char *dir, lt_study **out) {
 }
 
 static lt_status study_write(lt_study *s) {
+    if (s->readonly)
+        return lt_error(LT_ERR_ARG, "%s: the study was opened read-only", s->path);
     char *text = json_dumps(s->root, JSON_INDENT(1) | JSON_REAL_PRECISION(17));
     if (!text) return lt_error(LT_ERR_NOMEM, "%s: out of memory", s->path);
     size_t n = strlen(text);
@@ -222,7 +225,7 @@ static lt_status study_validate(lt_study *s) {
     return LT_OK;
 }
 
-lt_status lt_study_open(const char *dir, lt_study **out) {
+static lt_status study_open(const char *dir, int readonly, lt_study **out) {
     lt_study *s;
     lt_status st = study_alloc(dir, &s);
     if (st) return st;
@@ -231,7 +234,8 @@ lt_status lt_study_open(const char *dir, lt_study **out) {
                                        "`loratune study create`)", dir, LT_STUDY_FILE);
         goto fail;
     }
-    if ((st = lt_dir_lock_open(dir, 0, &s->lock))) goto fail;
+    s->readonly = readonly;
+    if (!readonly && (st = lt_dir_lock_open(dir, 0, &s->lock))) goto fail;
     if ((st = lt_json_load_file(s->path, JSON_REJECT_DUPLICATES, &s->root))) goto fail;
     if ((st = study_validate(s))) goto fail;
     *out = s;
@@ -239,6 +243,12 @@ lt_status lt_study_open(const char *dir, lt_study **out) {
 fail:
     lt_study_close(s);
     return st;
+}
+
+lt_status lt_study_open(const char *dir, lt_study **out) { return study_open(dir, 0, out); }
+
+lt_status lt_study_open_readonly(const char *dir, lt_study **out) {
+    return study_open(dir, 1, out);
 }
 
 int lt_study_n_trials(const lt_study *s) { return (int)json_array_size(s->trials); }

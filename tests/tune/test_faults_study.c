@@ -130,6 +130,18 @@ int main(void) {
     char path[700];
     snprintf(path, sizeof path, "%.600s/study.json", c.dir);
     CHECK_OK(lt_file_read_all(path, &c.base, &c.base_len));
+    { /* read-only: no lock taken (a writer may hold it), every change refused */
+        lt_study *w, *r;
+        int t;
+        CHECK_OK(lt_study_open(c.dir, &w));
+        CHECK_OK(lt_study_open_readonly(c.dir, &r));
+        if (r) {
+            CHECK(lt_study_n_trials(r) == 12, "read-only view: %d trials", lt_study_n_trials(r));
+            CHECK_ERR(lt_study_ask(r, &t), LT_ERR_ARG, "read-only");
+        }
+        lt_study_close(r);
+        lt_study_close(w);
+    }
 
     lt_fault_plan alloc = {LT_FAULT_ALLOC, 0, 0, 0, 400, 700};
     lt_fault_ops ops = {setup, op, check, NULL};

@@ -219,6 +219,12 @@ def kill_in_trial(d, sig, min_trial):
         if s and len(s["trials"]) > min_trial and s["trials"][-1]["state"] == "running" and \
                 s["trials"][-1]["intermediate"]:
             caught = s["trials"][-1]["trial"]
+            # a study a running tune holds can be watched (read without the lock)
+            t0 = time.time()
+            w = run("study", "show", "--study", d, "--json")
+            check(w.returncode == 0 and time.time() - t0 < 10 and
+                  len(json.loads(w.stdout)["trials"]) >= caught + 1,
+                  f"study show during tune: rc {w.returncode} {w.stderr}")
             p.send_signal(sig)
             break
         time.sleep(0.02)

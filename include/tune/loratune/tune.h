@@ -76,6 +76,10 @@ lt_status lt_study_create(const char *dir, const char *space_json, const lt_stud
  * LT_ERR_FORMAT naming the file and field when it is malformed, LT_ERR_BUSY when another
  * process holds it. */
 lt_status lt_study_open(const char *dir, lt_study **out);
+/* The study as it is on disk now, without the lock (study.json is replaced atomically, so a
+ * reader sees a whole version): for watching a study another process holds (`loratune study
+ * show` while `loratune tune` runs). Every change is refused (LT_ERR_ARG). */
+lt_status lt_study_open_readonly(const char *dir, lt_study **out);
 void lt_study_close(lt_study *s); /* releases the lock; NULL ok */
 
 /* A new trial: its parameters are sampled and the trial is stored as running before this

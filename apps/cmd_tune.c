@@ -453,10 +453,9 @@ static int run_study(tune_args *a, int resume, lt_run_shared **shp, tune_summary
     if (!why_off[0]) {
         po.min_resource = a->min_resource > 0 ? a->min_resource
                                               : (int64_t)ceil((double)total / (a->eta * a->eta));
-        if (po.min_resource * a->eta > total)
+        if (po.min_resource >= total)
             snprintf(why_off, sizeof why_off, "%lld steps per trial leave no rung before the end "
-                     "(first rung at %lld steps, eta %d)", (long long)total,
-                     (long long)po.min_resource, a->eta);
+                     "(--min-resource %lld)", (long long)total, (long long)po.min_resource);
         else if (po.min_resource < 10)
             snprintf(why_off, sizeof why_off, "the first rung would come after %lld optimizer "
                      "steps: fewer than 10, too few for validation loss to rank runs (give "

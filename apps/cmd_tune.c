@@ -57,7 +57,7 @@ typedef struct {
 typedef struct { /* what one study produced (compare's row) */
     int n_complete, n_pruned, n_failed, n_infeasible, best_trial;
     double best_value, best_time_s, best_tokens_per_sec, elapsed_s;
-    int64_t best_peak_bytes, best_trainable;
+    int64_t best_peak_bytes, best_trainable, best_saved;
     int64_t parent_run;
     char prune_note[256];
 } tune_summary;
@@ -752,6 +752,16 @@ static int run_study(tune_args *a, int resume, lt_run_shared **shp, tune_summary
         json_object_set_new(info, "tokens_per_sec", json_real(res.tokens_per_sec));
         json_object_set_new(info, "planned_peak_bytes", json_integer(peak));
         json_object_set_new(info, "trainable_params", json_integer(tc.trainable));
+        { /* what the trial saved: the PEFT adapter file, or a full fine-tune's model file */
+            struct stat sb;
+            char f[LT_RUN_PATH_MAX + 64];
+            int64_t saved = 0;
+            snprintf(f, sizeof f, "%.1000s/adapter_model.safetensors", tdir);
+            if (!stat(f, &sb)) saved = (int64_t)sb.st_size;
+            snprintf(f, sizeof f, "%.1000s/model.safetensors", tdir);
+            if (!saved && !stat(f, &sb)) saved = (int64_t)sb.st_size;
+            json_object_set_new(info, "saved_bytes", json_integer(saved));
+        }
         json_object_set_new(info, "batch_size", json_integer(r ? lt_run_options(r)->batch_size : 0));
         write_trial_json(tdir, info);
         lt_run_free(r); /* releases the folder's lock */
@@ -808,6 +818,7 @@ static int run_study(tune_args *a, int resume, lt_run_shared **shp, tune_summary
                 sum->best_tokens_per_sec = json_number_value(json_object_get(ti, "tokens_per_sec"));
                 sum->best_peak_bytes = json_integer_value(json_object_get(ti, "planned_peak_bytes"));
                 sum->best_trainable = json_integer_value(json_object_get(ti, "trainable_params"));
+                sum->best_saved = json_integer_value(json_object_get(ti, "saved_bytes"));
                 json_object_set(summary, "best", ti);
             }
             json_decref(ti);
@@ -1269,6 +1280,7 @@ int cmd_compare(int argc, char **argv) {
             json_object_set_new(row, "peak_bytes", json_integer(s->best_peak_bytes));
             json_object_set_new(row, "tokens_per_sec", json_real(s->best_tokens_per_sec));
             json_object_set_new(row, "trainable_params", json_integer(s->best_trainable));
+            json_object_set_new(row, "saved_bytes", json_integer(s->best_saved));
         } else {
             json_object_set_new(row, "best_val_loss", json_null());
         }
@@ -1289,8 +1301,9 @@ int cmd_compare(int argc, char **argv) {
         printf("%s\n", t);
         free(t);
     } else {
-        printf("\n%-6s %-14s %10s %9s %10s %11s %12s  %s\n", "method", "trials c/p/f/i",
-               "val_loss", "time_s", "peak_MiB", "tokens/s", "trainable", "best trial");
+        printf("\n%-6s %-14s %10s %9s %10s %11s %12s %10s  %s\n", "method", "trials c/p/f/i",
+               "val_loss", "time_s", "peak_MiB", "tokens/s", "trainable", "saved_MiB",
+               "best trial");
         size_t i;
         json_t *r;
         json_array_foreach(rows, i, r) {
@@ -1305,13 +1318,14 @@ int cmd_compare(int argc, char **argv) {
                        "-");
                 continue;
             }
-            printf("%-6s %-14s %10.5f %9.1f %10.1f %11.0f %12lld  %lld\n",
+            printf("%-6s %-14s %10.5f %9.1f %10.1f %11.0f %12lld %10.2f  %lld\n",
                    json_string_value(json_object_get(r, "method")), tr,
                    json_number_value(json_object_get(r, "best_val_loss")),
                    json_number_value(json_object_get(r, "time_s")),
                    json_integer_value(json_object_get(r, "peak_bytes")) / 1048576.0,
                    json_number_value(json_object_get(r, "tokens_per_sec")),
                    (long long)json_integer_value(json_object_get(r, "trainable_params")),
+                   json_integer_value(json_object_get(r, "saved_bytes")) / 1048576.0,
                    (long long)json_integer_value(json_object_get(r, "best_trial")));
         }
         printf("(trials: complete/pruned/failed/infeasible; time and memory are the best "

@@ -289,6 +289,11 @@ check(sorted(rows) == ["dora", "full", "lora", "qlora"], f"rows {sorted(rows)}")
 for m, x in rows.items():
     check(x["complete"] == 2 and x["best_val_loss"] > 0 and x["trainable_params"] > 0 and
           x["peak_bytes"] > 0 and x["tokens_per_sec"] > 0, f"row {m}: {x}")
+    bdir = os.path.join(d5, m, "trials", "%04d" % x["best_trial"])
+    f = "model.safetensors" if m == "full" else "adapter_model.safetensors"
+    check(x["saved_bytes"] == os.path.getsize(os.path.join(bdir, f)) and
+          x["saved_bytes"] >= 4 * x["trainable_params"] * (0 if m == "full" else 1),
+          f"row {m}: saved_bytes {x['saved_bytes']}")
     check(study_json(os.path.join(d5, m))["trials"][x["best_trial"]]["value"] ==
           x["best_val_loss"], f"row {m}: best value differs from its study")
     line = [ln for ln in r.stdout.splitlines() if ln.startswith(m + " ")]

@@ -38,14 +38,14 @@
 typedef struct {
     const char *cmd; /* "tune" or "compare" (messages) */
     char study[LT_RUN_PATH_MAX];
-    lt_run_opts base;    /* defaults + -c + command line; out/resume unused */
-    int trials;          /* trials to run (complete, pruned, failed; infeasible ones not counted) */
-    double time_budget;  /* seconds; 0: none */
-    char *space_json;    /* NULL: the default space */
+    lt_run_opts base;   /* defaults + -c + command line; out/resume unused */
+    int trials;         /* trials to run (complete, pruned, failed; infeasible ones not counted) */
+    double time_budget; /* seconds; 0: none */
+    char *space_json;   /* NULL: the default space */
     char space_src[LT_RUN_PATH_MAX];
     lt_sampler_kind sampler;
     uint64_t seed;
-    int prune;           /* 1 on (may be turned off with a reason), 0 --no-prune */
+    int prune; /* 1 on (may be turned off with a reason), 0 --no-prune */
     int eta;
     int64_t min_resource; /* 0: total steps / eta^2 */
     int user_eval_every;  /* --eval-every given */
@@ -116,10 +116,14 @@ static double parse_duration(const char *s) {
         if (end == s || v < 0) return -1;
         s = end;
         double unit = 1;
-        if (*s == 'h') unit = 3600, s++;
-        else if (*s == 'm') unit = 60, s++;
-        else if (*s == 's') s++;
-        else if (*s) return -1;
+        if (*s == 'h')
+            unit = 3600, s++;
+        else if (*s == 'm')
+            unit = 60, s++;
+        else if (*s == 's')
+            s++;
+        else if (*s)
+            return -1;
         total += v * unit;
         any = 1;
     }
@@ -143,16 +147,17 @@ static char *default_space(const tune_args *a, const lt_model_config *mc) {
     /* "LoRA Without Regret" (Thinking Machines, 2025): LoRA's best LR ~10x full fine-tuning's
      * and nearly independent of rank (with alpha/r scaling): both ranges span two decades,
      * centred on 2e-4 (adapters) and 2e-5 (full). */
-    json_object_set_new(sp, "lr", json_pack("{s:s, s:f, s:f, s:b}", "type", "float", "low",
-                                            full ? 2e-6 : 2e-5, "high", full ? 2e-4 : 2e-3,
-                                            "log", 1));
+    json_object_set_new(sp, "lr",
+                        json_pack("{s:s, s:f, s:f, s:b}", "type", "float", "low",
+                                  full ? 2e-6 : 2e-5, "high", full ? 2e-4 : 2e-3, "log", 1));
     if (!full) {
-        json_object_set_new(sp, "lora-rank", json_pack("{s:s, s:i, s:i, s:b}", "type", "int",
-                                                       "low", rlow, "high", cap, "log", 1));
+        json_object_set_new(
+            sp, "lora-rank",
+            json_pack("{s:s, s:i, s:i, s:b}", "type", "int", "low", rlow, "high", cap, "log", 1));
         json_object_set_new(sp, "rslora",
                             json_pack("{s:s, s:[b, b]}", "type", "categorical", "choices", 0, 1));
-        json_object_set_new(sp, "lora-dropout", json_pack("{s:s, s:f, s:f}", "type", "float",
-                                                          "low", 0.0, "high", 0.1));
+        json_object_set_new(sp, "lora-dropout",
+                            json_pack("{s:s, s:f, s:f}", "type", "float", "low", 0.0, "high", 0.1));
         json_object_set_new(sp, "lora-targets",
                             json_pack("{s:s, s:[s, s, s]}", "type", "categorical", "choices",
                                       "attention", "mlp", "all"));
@@ -160,33 +165,40 @@ static char *default_space(const tune_args *a, const lt_model_config *mc) {
     json_object_set_new(sp, "warmup",
                         json_pack("{s:s, s:f, s:f}", "type", "float", "low", 0.0, "high", 0.1));
     if (!a->user_batch)
-        json_object_set_new(sp, "batch-size", json_pack("{s:s, s:i, s:i, s:b}", "type", "int",
-                                                        "low", 1, "high", 16, "log", 1));
+        json_object_set_new(
+            sp, "batch-size",
+            json_pack("{s:s, s:i, s:i, s:b}", "type", "int", "low", 1, "high", 16, "log", 1));
     char *t = json_dumps(sp, JSON_INDENT(1) | JSON_REAL_PRECISION(17));
     json_decref(sp);
     return t;
 }
 
 /* A parameter's value as the text lt_run_opts_set reads; categorical aliases of lora-targets. */
-static void value_text(const char *name, const char *choice_json, double num, int is_num,
-                       char *b, size_t n) {
+static void value_text(const char *name, const char *choice_json, double num, int is_num, char *b,
+                       size_t n) {
     if (is_num) {
-        if (num == floor(num) && fabs(num) < 1e15) snprintf(b, n, "%.0f", num);
-        else snprintf(b, n, "%.17g", num);
+        if (num == floor(num) && fabs(num) < 1e15)
+            snprintf(b, n, "%.0f", num);
+        else
+            snprintf(b, n, "%.17g", num);
         return;
     }
     json_t *v = json_loads(choice_json, JSON_DECODE_ANY, NULL);
     if (json_is_string(v)) {
         const char *s = json_string_value(v);
-        if (!strcmp(name, "lora-targets") && !strcmp(s, "attention")) s = "q,k,v,o";
-        else if (!strcmp(name, "lora-targets") && !strcmp(s, "mlp")) s = "gate,up,down";
+        if (!strcmp(name, "lora-targets") && !strcmp(s, "attention"))
+            s = "q,k,v,o";
+        else if (!strcmp(name, "lora-targets") && !strcmp(s, "mlp"))
+            s = "gate,up,down";
         snprintf(b, n, "%s", s);
     } else if (json_is_boolean(v)) {
         snprintf(b, n, "%s", json_is_true(v) ? "true" : "false");
     } else if (json_is_number(v)) {
         double d = json_number_value(v);
-        if (d == floor(d) && fabs(d) < 1e15) snprintf(b, n, "%.0f", d);
-        else snprintf(b, n, "%.17g", d);
+        if (d == floor(d) && fabs(d) < 1e15)
+            snprintf(b, n, "%.0f", d);
+        else
+            snprintf(b, n, "%.17g", d);
     } else {
         snprintf(b, n, "%s", choice_json);
     }
@@ -195,9 +207,10 @@ static void value_text(const char *name, const char *choice_json, double num, in
 
 /* Options a search may not set: where things are and what is being compared. */
 static int not_searchable(const char *name) {
-    static const char *const no[] = {"model", "tokenizer", "data", "data-format", "out", "resume",
-                                     "adapter", "iters", "epochs", "valid-fraction", "json",
-                                     "seed", "train-on-prompt", "threads", NULL};
+    static const char *const no[] = {
+        "model",           "tokenizer", "data",   "data-format",    "out",  "resume",
+        "adapter",         "iters",     "epochs", "valid-fraction", "json", "seed",
+        "train-on-prompt", "threads",   NULL};
     for (int i = 0; no[i]; i++)
         if (!strcmp(name, no[i])) return 1;
     return 0;
@@ -234,8 +247,10 @@ static int check_space(const tune_args *a, const char *text) {
             break;
         }
         if (not_searchable(name)) {
-            fprintf(stderr, "loratune %s: %s: %s: not a hyperparameter a search may set (give it "
-                            "as an option of the command)\n", a->cmd, a->space_src, name);
+            fprintf(stderr,
+                    "loratune %s: %s: %s: not a hyperparameter a search may set (give it "
+                    "as an option of the command)\n",
+                    a->cmd, a->space_src, name);
             rc = 2;
             break;
         }
@@ -396,8 +411,7 @@ static void write_trial_json(const char *tdir, json_t *info) {
     char p[LT_RUN_PATH_MAX + 64];
     mkdir_p(tdir);
     snprintf(p, sizeof p, "%s/trial.json", tdir);
-    if (write_json_file(p, info))
-        fprintf(stderr, "loratune tune: warning: %s\n", lt_errmsg());
+    if (write_json_file(p, info)) fprintf(stderr, "loratune tune: warning: %s\n", lt_errmsg());
 }
 
 /* Removes the checkpoint files of a trial that runs again (they hold a killed run's state). */
@@ -445,30 +459,39 @@ static int run_study(tune_args *a, int resume, lt_run_shared **shp, tune_summary
     /* the pruning schedule: on for runs long enough to have a rung before the end */
     int64_t total = a->base.iters;
     char why_off[256] = "";
-    if (!a->prune) snprintf(why_off, sizeof why_off, "--no-prune");
+    if (!a->prune)
+        snprintf(why_off, sizeof why_off, "--no-prune");
     else if (total <= 0)
-        snprintf(why_off, sizeof why_off, "the trial length is given in epochs: pruning needs "
-                                          "--iters (optimizer steps)");
+        snprintf(why_off, sizeof why_off,
+                 "the trial length is given in epochs: pruning needs "
+                 "--iters (optimizer steps)");
     lt_prune_opts po = {.reduction_factor = a->eta};
     if (!why_off[0]) {
         po.min_resource = a->min_resource > 0 ? a->min_resource
                                               : (int64_t)ceil((double)total / (a->eta * a->eta));
         if (po.min_resource >= total)
-            snprintf(why_off, sizeof why_off, "%lld steps per trial leave no rung before the end "
-                     "(--min-resource %lld)", (long long)total, (long long)po.min_resource);
+            snprintf(why_off, sizeof why_off,
+                     "%lld steps per trial leave no rung before the end "
+                     "(--min-resource %lld)",
+                     (long long)total, (long long)po.min_resource);
         else if (po.min_resource < 10)
-            snprintf(why_off, sizeof why_off, "the first rung would come after %lld optimizer "
+            snprintf(why_off, sizeof why_off,
+                     "the first rung would come after %lld optimizer "
                      "steps: fewer than 10, too few for validation loss to rank runs (give "
-                     "--iters >= %d)", (long long)po.min_resource, 10 * a->eta * a->eta);
+                     "--iters >= %d)",
+                     (long long)po.min_resource, 10 * a->eta * a->eta);
         else if (a->trials > 0 && a->trials < a->eta + 1)
-            snprintf(why_off, sizeof why_off, "%d trials: successive halving needs more than "
-                     "eta = %d to halve", a->trials, a->eta);
+            snprintf(why_off, sizeof why_off,
+                     "%d trials: successive halving needs more than "
+                     "eta = %d to halve",
+                     a->trials, a->eta);
     }
     int prune_on = !why_off[0];
     if (prune_on)
-        snprintf(sum->prune_note, sizeof sum->prune_note, "successive halving: eta %d, rungs at "
-                 "steps %lld, %lld, ... (every %lld-step evaluation reports)", a->eta,
-                 (long long)po.min_resource, (long long)po.min_resource * a->eta,
+        snprintf(sum->prune_note, sizeof sum->prune_note,
+                 "successive halving: eta %d, rungs at "
+                 "steps %lld, %lld, ... (every %lld-step evaluation reports)",
+                 a->eta, (long long)po.min_resource, (long long)po.min_resource * a->eta,
                  (long long)(a->user_eval_every ? a->base.eval_every : po.min_resource));
     else
         snprintf(sum->prune_note, sizeof sum->prune_note, "off: %s", why_off);
@@ -491,8 +514,8 @@ static int run_study(tune_args *a, int resume, lt_run_shared **shp, tune_summary
             fprintf(stderr, "loratune %s: %s\n", a->cmd, lt_errmsg());
             return 1;
         }
-        char *space = a->space_json ? a->space_json
-                                    : default_space(a, lt_run_shared_model_config(*shp));
+        char *space =
+            a->space_json ? a->space_json : default_space(a, lt_run_shared_model_config(*shp));
         lt_study_options so = {.sampler = a->sampler, .seed = a->seed};
         lt_status s = lt_study_create(a->study, space, &so, &st);
         if (space != a->space_json) free(space);
@@ -583,8 +606,10 @@ static int run_study(tune_args *a, int resume, lt_run_shared **shp, tune_summary
             char tdir[LT_RUN_PATH_MAX + 32], tp[LT_RUN_PATH_MAX + 64];
             trial_dir(a, i, tdir, sizeof tdir);
             snprintf(tp, sizeof tp, "%s/infeasible", tdir);
-            if (ts == LT_TRIAL_RUNNING && rerun < 0) rerun = i;
-            else if (ts != LT_TRIAL_RUNNING && !lt_path_exists(tp)) ran++;
+            if (ts == LT_TRIAL_RUNNING && rerun < 0)
+                rerun = i;
+            else if (ts != LT_TRIAL_RUNNING && !lt_path_exists(tp))
+                ran++;
         }
         double elapsed = elapsed0 + (now_s() - t0);
         if (rerun < 0 && a->trials > 0 && ran >= a->trials) break;
@@ -611,7 +636,8 @@ static int run_study(tune_args *a, int resume, lt_run_shared **shp, tune_summary
             else
                 b[0] = 0;
             snprintf(shown, sizeof shown, "%s", b); /* the choice as the space names it */
-            if (cj && cj[0] == '"') snprintf(shown, sizeof shown, "%.*s", (int)strlen(cj) - 2, cj + 1);
+            if (cj && cj[0] == '"')
+                snprintf(shown, sizeof shown, "%.*s", (int)strlen(cj) - 2, cj + 1);
             free(cj);
             if (lt_run_opts_set(&o, name, b)) {
                 fprintf(stderr, "loratune %s: trial %d: %s\n", a->cmd, trial, lt_errmsg());
@@ -635,8 +661,8 @@ static int run_study(tune_args *a, int resume, lt_run_shared **shp, tune_summary
                 rc = 1;
                 break;
             }
-            if (!a->json) printf("trial %3d  was running when the study stopped: runs again\n",
-                                 trial);
+            if (!a->json)
+                printf("trial %3d  was running when the study stopped: runs again\n", trial);
         }
         json_t *info = json_pack("{s:i, s:s}", "trial", trial, "params", params);
 
@@ -648,13 +674,16 @@ static int run_study(tune_args *a, int resume, lt_run_shared **shp, tune_summary
             int64_t budget = o.memory_budget;
             if (budget <= 0) {
                 lt_hwinfo hw;
-                if (!lt_hwinfo_detect(&hw)) budget = (int64_t)(0.8 * (double)hw.ram_available_bytes);
+                if (!lt_hwinfo_detect(&hw))
+                    budget = (int64_t)(0.8 * (double)hw.ram_available_bytes);
             }
             if (lt_run_plan(shared, &o, &plan))
                 snprintf(reason, sizeof reason, "%s", lt_errmsg());
             else if (budget > 0 && plan.peak_bytes > budget)
-                snprintf(reason, sizeof reason, "planned peak %.1f MiB exceeds the memory budget "
-                         "%.1f MiB", plan.peak_bytes / 1048576.0, budget / 1048576.0);
+                snprintf(reason, sizeof reason,
+                         "planned peak %.1f MiB exceeds the memory budget "
+                         "%.1f MiB",
+                         plan.peak_bytes / 1048576.0, budget / 1048576.0);
             planned = plan.peak_bytes;
         } /* batch-size auto: the run sizes it within the budget itself */
         if (bad || reason[0]) {
@@ -670,14 +699,16 @@ static int run_study(tune_args *a, int resume, lt_run_shared **shp, tune_summary
             if (lt_study_tell_infeasible(st, trial, reason))
                 fprintf(stderr, "loratune %s: %s\n", a->cmd, lt_errmsg());
             sum->n_infeasible++;
-            if (!a->json) printf("trial %3d  infeasible (not run): %s  [%s]\n", trial, reason,
-                                 params);
+            if (!a->json)
+                printf("trial %3d  infeasible (not run): %s  [%s]\n", trial, reason, params);
             fflush(stdout);
             json_decref(info);
             if (++infeasible_in_row >= 50) {
-                fprintf(stderr, "loratune %s: 50 configurations in a row do not fit the memory "
-                                "budget; narrow the space (batch-size, max-seq-len) or raise "
-                                "--memory-budget\n", a->cmd);
+                fprintf(stderr,
+                        "loratune %s: 50 configurations in a row do not fit the memory "
+                        "budget; narrow the space (batch-size, max-seq-len) or raise "
+                        "--memory-budget\n",
+                        a->cmd);
                 rc = 1;
                 break;
             }
@@ -686,11 +717,15 @@ static int run_study(tune_args *a, int resume, lt_run_shared **shp, tune_summary
         infeasible_in_row = 0;
 
         /* the run */
-        trial_ctx tc = {.st = st, .trial = trial, .po = po, .prune_on = prune_on,
-                        .json = a->json, .total_steps = o.iters};
+        trial_ctx tc = {.st = st,
+                        .trial = trial,
+                        .po = po,
+                        .prune_on = prune_on,
+                        .json = a->json,
+                        .total_steps = o.iters};
         lt_run *r = NULL;
-        lt_status s = o.method == LT_METHOD_FULL ? lt_run_new(&o, &r)
-                                                 : lt_run_new_from(shared, &o, &r);
+        lt_status s =
+            o.method == LT_METHOD_FULL ? lt_run_new(&o, &r) : lt_run_new_from(shared, &o, &r);
         lt_recorder *rec = NULL;
         double tr0 = now_s();
         lt_run_outcome oc = LT_RUN_DONE;
@@ -719,13 +754,14 @@ static int run_study(tune_args *a, int resume, lt_run_shared **shp, tune_summary
             rc = 130;
             break;
         }
-        if (s || oc == LT_RUN_NONFINITE || (!tc.pruned && !(res.last_val_step == res.steps &&
-                                                            isfinite(res.last_val_loss)))) {
+        if (s || oc == LT_RUN_NONFINITE ||
+            (!tc.pruned && !(res.last_val_step == res.steps && isfinite(res.last_val_loss)))) {
             state = "failed";
-            json_object_set_new(info, "reason", json_string(s || oc == LT_RUN_NONFINITE
-                                                                ? lt_errmsg()
-                                                                : "no final validation loss "
-                                                                  "(the data has no valid split?)"));
+            json_object_set_new(info, "reason",
+                                json_string(s || oc == LT_RUN_NONFINITE
+                                                ? lt_errmsg()
+                                                : "no final validation loss "
+                                                  "(the data has no valid split?)"));
             if (lt_study_tell_error(st, trial, json_string_value(json_object_get(info, "reason"))))
                 fprintf(stderr, "loratune %s: %s\n", a->cmd, lt_errmsg());
             sum->n_failed++;
@@ -762,7 +798,8 @@ static int run_study(tune_args *a, int resume, lt_run_shared **shp, tune_summary
             if (!saved && !stat(f, &sb)) saved = (int64_t)sb.st_size;
             json_object_set_new(info, "saved_bytes", json_integer(saved));
         }
-        json_object_set_new(info, "batch_size", json_integer(r ? lt_run_options(r)->batch_size : 0));
+        json_object_set_new(info, "batch_size",
+                            json_integer(r ? lt_run_options(r)->batch_size : 0));
         write_trial_json(tdir, info);
         lt_run_free(r); /* releases the folder's lock */
         { /* a trial never resumes from its checkpoints (a killed one runs again from the
@@ -808,15 +845,20 @@ static int run_study(tune_args *a, int resume, lt_run_shared **shp, tune_summary
             json_t *ti = NULL;
             if (load_json(tp, &ti)) continue;
             const char *s = json_string_value(json_object_get(ti, "state"));
-            if (s && !strcmp(s, "complete")) sum->n_complete++;
-            else if (s && !strcmp(s, "pruned")) sum->n_pruned++;
-            else if (s && !strcmp(s, "failed")) sum->n_failed++;
-            else if (s && !strcmp(s, "infeasible")) sum->n_infeasible++;
+            if (s && !strcmp(s, "complete"))
+                sum->n_complete++;
+            else if (s && !strcmp(s, "pruned"))
+                sum->n_pruned++;
+            else if (s && !strcmp(s, "failed"))
+                sum->n_failed++;
+            else if (s && !strcmp(s, "infeasible"))
+                sum->n_infeasible++;
             if (i == best) {
                 sum->best_value = json_number_value(json_object_get(ti, "value"));
                 sum->best_time_s = json_number_value(json_object_get(ti, "time_s"));
                 sum->best_tokens_per_sec = json_number_value(json_object_get(ti, "tokens_per_sec"));
-                sum->best_peak_bytes = json_integer_value(json_object_get(ti, "planned_peak_bytes"));
+                sum->best_peak_bytes =
+                    json_integer_value(json_object_get(ti, "planned_peak_bytes"));
                 sum->best_trainable = json_integer_value(json_object_get(ti, "trainable_params"));
                 sum->best_saved = json_integer_value(json_object_get(ti, "saved_bytes"));
                 json_object_set(summary, "best", ti);
@@ -863,8 +905,9 @@ static int run_study(tune_args *a, int resume, lt_run_shared **shp, tune_summary
                        best, sum->best_value, a->study, a->study);
             else
                 printf("no trial completed\n");
-            if (parent) printf("study recorded as run #%lld (loratune runs show %lld)\n",
-                               (long long)parent, (long long)parent);
+            if (parent)
+                printf("study recorded as run #%lld (loratune runs show %lld)\n", (long long)parent,
+                       (long long)parent);
         } else if (a->json && !strcmp(a->cmd, "tune")) {
             char *t = json_dumps(summary, JSON_COMPACT | JSON_REAL_PRECISION(17));
             printf("%s\n", t);
@@ -895,34 +938,35 @@ static void usage(FILE *f, const char *cmd) {
                 "best trial's time, planned peak memory, tokens/s and trainable parameters\n"
                 "(DIR/compare.json). Other options as `loratune tune`. See docs/TUNE.md.\n");
     else
-        fprintf(f,
-                "usage: loratune tune --model M --data D --study DIR [--method lora|dora|qlora|full]\n"
-                "                     [--trials N | --time-budget DUR] [--space SPACE.json]\n"
-                "                     [--memory-budget X] [-c config.yaml] [--resume] [train "
-                "options]\n\n"
-                "Hyperparameter search: each trial is a training run (in this process, over one\n"
-                "loaded model) whose final validation loss is minimised by GP-BO (docs/TUNE.md).\n\n"
-                "  --study DIR            the study folder (study.json, trials/, best_config.yaml)\n"
-                "  --trials N             trials to run (default 20; infeasible ones not counted)\n"
-                "  --time-budget DUR      stop asking after DUR (90s, 30m, 2h, 1h30m)\n"
-                "  --space FILE           search space JSON (option name -> float / int /\n"
-                "                         categorical); default: lr, lora-rank, rslora,\n"
-                "                         lora-dropout, lora-targets, warmup, batch-size\n"
-                "  --resume               continue the study in DIR (after a kill)\n"
-                "  --sampler S            auto (Sobol then GP) | gp | random | sobol\n"
-                "  --tune-seed S          the sampler's seed (default 0)\n"
-                "  --no-prune             no successive halving\n"
-                "  --reduction-factor E   successive halving's eta (default 3)\n"
-                "  --min-resource STEPS   first rung (default iters / eta^2)\n"
-                "  --store DIR, --experiment NAME, --no-track   tracking (as `train`)\n"
-                "  --json                 print the summary as JSON\n"
-                "Any `loratune train` option (--iters, --eval-batches, --lora-alpha, ...) sets the\n"
-                "base every trial starts from.\n");
+        fprintf(
+            f,
+            "usage: loratune tune --model M --data D --study DIR [--method lora|dora|qlora|full]\n"
+            "                     [--trials N | --time-budget DUR] [--space SPACE.json]\n"
+            "                     [--memory-budget X] [-c config.yaml] [--resume] [train "
+            "options]\n\n"
+            "Hyperparameter search: each trial is a training run (in this process, over one\n"
+            "loaded model) whose final validation loss is minimised by GP-BO (docs/TUNE.md).\n\n"
+            "  --study DIR            the study folder (study.json, trials/, best_config.yaml)\n"
+            "  --trials N             trials to run (default 20; infeasible ones not counted)\n"
+            "  --time-budget DUR      stop asking after DUR (90s, 30m, 2h, 1h30m)\n"
+            "  --space FILE           search space JSON (option name -> float / int /\n"
+            "                         categorical); default: lr, lora-rank, rslora,\n"
+            "                         lora-dropout, lora-targets, warmup, batch-size\n"
+            "  --resume               continue the study in DIR (after a kill)\n"
+            "  --sampler S            auto (Sobol then GP) | gp | random | sobol\n"
+            "  --tune-seed S          the sampler's seed (default 0)\n"
+            "  --no-prune             no successive halving\n"
+            "  --reduction-factor E   successive halving's eta (default 3)\n"
+            "  --min-resource STEPS   first rung (default iters / eta^2)\n"
+            "  --store DIR, --experiment NAME, --no-track   tracking (as `train`)\n"
+            "  --json                 print the summary as JSON\n"
+            "Any `loratune train` option (--iters, --eval-batches, --lora-alpha, ...) sets the\n"
+            "base every trial starts from.\n");
 }
 
 /* Parses argv into a (tune options first, then train options). 0 ok, 2 usage error. */
-static int parse_args(int argc, char **argv, tune_args *a, int *resume, char *methods,
-                      size_t mn, int *per_method) {
+static int parse_args(int argc, char **argv, tune_args *a, int *resume, char *methods, size_t mn,
+                      int *per_method) {
     const char *cmd = a->cmd;
     lt_run_opts_default(&a->base);
     a->trials = -1;
@@ -947,9 +991,25 @@ static int parse_args(int argc, char **argv, tune_args *a, int *resume, char *me
     for (int i = 1; i < argc; i++) {
         const char *x = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
-#define TAKE(name)                                                                      \
-    (!strcmp(x, name) && (v ? 1 : (fprintf(stderr, "loratune %s: %s: missing value\n", cmd, \
-                                           name), exit(2), 0)))
+        static const char *const valued[] = {"--study",
+                                             "--trials",
+                                             "--trials-per-method",
+                                             "--time-budget",
+                                             "--space",
+                                             "--sampler",
+                                             "--tune-seed",
+                                             "--reduction-factor",
+                                             "--min-resource",
+                                             "--methods",
+                                             "--store",
+                                             "--experiment",
+                                             NULL};
+        for (int k = 0; valued[k]; k++)
+            if (!strcmp(x, valued[k]) && !v) {
+                fprintf(stderr, "loratune %s: %s: missing value\n", cmd, x);
+                return 2;
+            }
+#define TAKE(name) (!strcmp(x, name))
         if (!strcmp(x, "-c") || !strcmp(x, "--config")) {
             i++;
         } else if (TAKE("--study")) {
@@ -973,8 +1033,10 @@ static int parse_args(int argc, char **argv, tune_args *a, int *resume, char *me
             space = v, i++;
         } else if (TAKE("--sampler")) {
             if (lt_sampler_from_name(v, &a->sampler) || a->sampler == LT_SAMPLER_TPE) {
-                fprintf(stderr, "loratune %s: --sampler: expected auto, gp, random or sobol, got "
-                                "'%s'\n", cmd, v);
+                fprintf(stderr,
+                        "loratune %s: --sampler: expected auto, gp, random or sobol, got "
+                        "'%s'\n",
+                        cmd, v);
                 return 2;
             }
             i++;
@@ -1000,8 +1062,10 @@ static int parse_args(int argc, char **argv, tune_args *a, int *resume, char *me
             a->min_resource = n, i++;
         } else if (TAKE("--methods")) {
             if (!methods) {
-                fprintf(stderr, "loratune %s: --methods is an option of `loratune compare` (tune "
-                                "takes --method M)\n", cmd);
+                fprintf(stderr,
+                        "loratune %s: --methods is an option of `loratune compare` (tune "
+                        "takes --method M)\n",
+                        cmd);
                 return 2;
             }
             snprintf(methods, mn, "%s", v), i++;
@@ -1040,7 +1104,8 @@ static int parse_args(int argc, char **argv, tune_args *a, int *resume, char *me
                 if (lt_run_opts_set(&a->base, key + 5, "false")) goto bad;
                 continue;
             }
-            if (flag == 1 && !eq) val = "true";
+            if (flag == 1 && !eq)
+                val = "true";
             else if (flag == 0 && !eq) {
                 if (!v) {
                     fprintf(stderr, "loratune %s: %s: missing value\n", cmd, key);
@@ -1049,8 +1114,9 @@ static int parse_args(int argc, char **argv, tune_args *a, int *resume, char *me
                 val = argv[++i];
             }
             if (!strcmp(key + 2, "out") || !strcmp(key + 2, "resume")) {
-                fprintf(stderr, "loratune %s: %s: each trial writes to DIR/trials/N (--study DIR)\n",
-                        cmd, key);
+                fprintf(stderr,
+                        "loratune %s: %s: each trial writes to DIR/trials/N (--study DIR)\n", cmd,
+                        key);
                 return 2;
             }
             if (lt_run_opts_set(&a->base, key, val)) goto bad;
@@ -1080,8 +1146,10 @@ static int parse_args(int argc, char **argv, tune_args *a, int *resume, char *me
     if (tb) {
         a->time_budget = parse_duration(tb);
         if (a->time_budget <= 0) {
-            fprintf(stderr, "loratune %s: --time-budget: expected a duration such as 90s, 30m, 2h "
-                            "or 1h30m, got '%s'\n", cmd, tb);
+            fprintf(stderr,
+                    "loratune %s: --time-budget: expected a duration such as 90s, 30m, 2h "
+                    "or 1h30m, got '%s'\n",
+                    cmd, tb);
             return 2;
         }
         if (a->trials < 0) a->trials = 0; /* the time decides */
@@ -1150,7 +1218,8 @@ static int resume_base(tune_args *a) {
     }
     if (a->trials == 20 && json_is_integer(json_object_get(tj, "trials")))
         a->trials = (int)json_integer_value(json_object_get(tj, "trials"));
-    if (a->time_budget <= 0) a->time_budget = json_number_value(json_object_get(tj, "time_budget_s"));
+    if (a->time_budget <= 0)
+        a->time_budget = json_number_value(json_object_get(tj, "time_budget_s"));
     a->prune = json_is_true(json_object_get(tj, "prune")) ? a->prune : 0;
     /* the same store and experiment as the study's first session (strings kept: tj lives on in
        g_resume_tj until the command ends) */
@@ -1186,8 +1255,10 @@ int cmd_tune(int argc, char **argv) {
     char sp[LT_RUN_PATH_MAX + 32];
     snprintf(sp, sizeof sp, "%s/%s", a.study, LT_STUDY_FILE);
     if (!resume && lt_path_exists(sp)) {
-        fprintf(stderr, "loratune tune: %s already holds a study: continue it with --resume, or "
-                        "give another --study folder\n", a.study);
+        fprintf(stderr,
+                "loratune tune: %s already holds a study: continue it with --resume, or "
+                "give another --study folder\n",
+                a.study);
         return 2;
     }
     if (lt_run_opts_validate(&a.base, 0)) {
@@ -1227,8 +1298,10 @@ int cmd_compare(int argc, char **argv) {
     snprintf(buf, sizeof buf, "%s", methods);
     for (char *save = NULL, *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
         if (nm >= 8 || method_from(t, &ms[nm])) {
-            fprintf(stderr, "loratune compare: --methods: unknown method '%s' (expected a "
-                            "comma-separated list of lora, dora, qlora, full)\n", t);
+            fprintf(stderr,
+                    "loratune compare: --methods: unknown method '%s' (expected a "
+                    "comma-separated list of lora, dora, qlora, full)\n",
+                    t);
             return 2;
         }
         for (int j = 0; j < nm; j++)
@@ -1268,10 +1341,10 @@ int cmd_compare(int argc, char **argv) {
         if (!a.json) printf("\n== %s ==\n", lt_train_method_name(ms[k]));
         rc = run_study(&b, 0, &sh, &sums[k]);
         tune_summary *s = &sums[k];
-        json_t *row = json_pack("{s:s, s:s, s:i, s:i, s:i, s:i, s:f}", "method",
-                                lt_train_method_name(ms[k]), "study", b.study, "complete",
-                                s->n_complete, "pruned", s->n_pruned, "failed", s->n_failed,
-                                "infeasible", s->n_infeasible, "tune_time_s", s->elapsed_s);
+        json_t *row =
+            json_pack("{s:s, s:s, s:i, s:i, s:i, s:i, s:f}", "method", lt_train_method_name(ms[k]),
+                      "study", b.study, "complete", s->n_complete, "pruned", s->n_pruned, "failed",
+                      s->n_failed, "infeasible", s->n_infeasible, "tune_time_s", s->elapsed_s);
         if (s->best_trial >= 0) {
             json_object_set_new(row, "best_trial", json_integer(s->best_trial));
             json_object_set_new(row, "best_val_loss", json_real(s->best_value));
@@ -1288,10 +1361,12 @@ int cmd_compare(int argc, char **argv) {
         json_array_append_new(rows, row);
     }
     lt_run_shared_free(sh);
-    json_t *out = json_pack("{s:s, s:s, s:s, s:o, s:s}", "model", a.base.model, "data",
-                            a.base.data, "metric", "best validation loss (the data has no task "
-                            "metric here: loss only)", "methods", rows, "peak_memory",
-                            "the memory plan's predicted peak of the best trial's configuration");
+    json_t *out =
+        json_pack("{s:s, s:s, s:s, s:o, s:s}", "model", a.base.model, "data", a.base.data, "metric",
+                  "best validation loss (the data has no task "
+                  "metric here: loss only)",
+                  "methods", rows, "peak_memory",
+                  "the memory plan's predicted peak of the best trial's configuration");
     char path[LT_RUN_PATH_MAX + 32];
     snprintf(path, sizeof path, "%s/compare.json", root);
     mkdir_p(root);
@@ -1329,7 +1404,8 @@ int cmd_compare(int argc, char **argv) {
                    (long long)json_integer_value(json_object_get(r, "best_trial")));
         }
         printf("(trials: complete/pruned/failed/infeasible; time and memory are the best "
-               "trial's; val_loss only: no task metric)\nwritten: %s\n", path);
+               "trial's; val_loss only: no task metric)\nwritten: %s\n",
+               path);
     }
     json_decref(out);
     free(user_space);

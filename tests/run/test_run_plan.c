@@ -26,7 +26,8 @@ static void base(lt_run_opts *o) {
 /* the plan the real run's trainer was built from */
 static int64_t run_peak(const lt_run_shared *sh, const lt_run_opts *o, int *seq) {
     lt_run *r = NULL;
-    lt_status s = o->method == LT_METHOD_FULL ? lt_run_create(o, &r) : lt_run_create_from(sh, o, &r);
+    lt_status s =
+        o->method == LT_METHOD_FULL ? lt_run_create(o, &r) : lt_run_create_from(sh, o, &r);
     if (s) {
         fprintf(stderr, "run: %s\n", lt_errmsg());
         lt_run_free(r);
@@ -58,10 +59,14 @@ int main(void) {
         const char *method, *batch, *seq, *rank, *targets;
         int ckpt;
     } cases[] = {
-        {"lora", "1", "64", "4", "q,v", 0},          {"lora", "4", "128", "16", "all", 0},
-        {"lora", "2", "auto", "8", "gate,up,down", 0}, {"dora", "3", "96", "8", "q,k,v,o", 0},
-        {"dora", "2", "auto", "4", "all", 1},         {"qlora", "2", "64", "8", "all", 0},
-        {"qlora", "5", "auto", "2", "q,v", 1},        {"full", "2", "64", "8", "q,v", 0},
+        {"lora", "1", "64", "4", "q,v", 0},
+        {"lora", "4", "128", "16", "all", 0},
+        {"lora", "2", "auto", "8", "gate,up,down", 0},
+        {"dora", "3", "96", "8", "q,k,v,o", 0},
+        {"dora", "2", "auto", "4", "all", 1},
+        {"qlora", "2", "64", "8", "all", 0},
+        {"qlora", "5", "auto", "2", "q,v", 1},
+        {"full", "2", "64", "8", "q,v", 0},
         {"full", "1", "auto", "8", "q,v", 1},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {

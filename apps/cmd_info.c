@@ -12,6 +12,8 @@
 #include "loratune/nf4.h"
 #include "loratune/ops.h"
 #include "loratune/quant.h"
+#include "loratune/backend.h"
+#include "loratune/run.h"
 
 /* the kernel families of the run-time dispatch and the level each runs now */
 typedef struct {
@@ -105,6 +107,13 @@ int cmd_info(int argc, char **argv) {
                 json_object_set_new(fam, k_families[i].key,
                                     json_string(lt_cpu_level_name(k_families[i].level())));
             json_object_set_new(rt, "kernels", fam);
+            const char *why = "";
+            lt_dtype cd = lt_run_pick_compute_dtype(-1, LT_METHOD_LORA, &why);
+            json_object_set_new(rt, "compute_dtype_auto",
+                                json_pack("{s:s, s:s, s:s}", "dtype",
+                                          cd == LT_DTYPE_BF16 ? "bf16" : "f32", "reason", why,
+                                          "bf16_gemm_kernel",
+                                          lt_cpu_gemm_bf16_impl(2048, 1536, 576)));
             s = json_dumps(root, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
         }
         json_decref(root);
@@ -168,5 +177,10 @@ int cmd_info(int argc, char **argv) {
         printf("    %-14s %-8s %s\n", k_families[i].label,
                lt_cpu_level_name(k_families[i].level()), k_families[i].what);
     printf("  %-16s %d\n", "threads", hw.threads);
+    const char *why = "";
+    lt_dtype cd = lt_run_pick_compute_dtype(-1, LT_METHOD_LORA, &why);
+    printf("  %-16s %s (--compute-dtype %s)\n", "compute dtype",
+           cd == LT_DTYPE_BF16 ? "bf16" : "f32", why);
+    printf("  %-16s oneDNN %s\n", "bf16 GEMM", lt_cpu_gemm_bf16_impl(2048, 1536, 576));
     return 0;
 }

@@ -13,6 +13,7 @@
 
 #include "commands.h"
 #include "loratune/model.h"
+#include "loratune/run.h"
 #include "loratune/train.h"
 
 static void usage(FILE *f) {
@@ -30,6 +31,8 @@ static void usage(FILE *f) {
             "  --lora-targets LIST   q,k,v,o,gate,up,down (comma-separated) or all (default q,v)\n"
             "  --lora-layers A:B     adapt layers [A, B) (default all)\n"
             "  --base-dtype D        f32|bf16|f16: dtype of the frozen weights (default f32)\n"
+            "  --compute-dtype D     auto|f32|bf16: precision of the products, as `train` picks it\n"
+            "                        (default auto)\n"
             "  --keep-logits         also plan the full [B][T][V] logits buffer\n"
             "  --keep-base-fp32      bf16/f16 LoRA/DoRA: keep the model's fp32 weights (by\n"
             "                        default the trainer releases them after copying)\n"
@@ -93,6 +96,7 @@ int cmd_plan(int argc, char **argv) {
     int json = 0;
     lt_train_config c;
     lt_train_config_default(&c);
+    int compute = -1; /* --compute-dtype auto */
     if (lt_cli_wants_help(argc, argv)) {
         usage(stdout);
         return 0;
@@ -151,6 +155,20 @@ int cmd_plan(int argc, char **argv) {
                 return 2;
             }
             i++;
+        } else if (!strcmp(a, "--compute-dtype") && v) {
+            if (!strcmp(v, "auto"))
+                compute = -1;
+            else if (!strcmp(v, "f32"))
+                compute = LT_DTYPE_F32;
+            else if (!strcmp(v, "bf16"))
+                compute = LT_DTYPE_BF16;
+            else {
+                fprintf(stderr,
+                        "loratune plan: --compute-dtype: expected auto, f32 or bf16, got '%s'\n",
+                        v);
+                return 2;
+            }
+            i++;
         } else if (a[0] != '-' && !model) {
             model = a;
         } else {
@@ -169,6 +187,8 @@ int cmd_plan(int argc, char **argv) {
         return 2;
     }
     if (c.method == LT_METHOD_FULL) c.full.layer_begin = 0;
+    const char *compute_why = "";
+    c.compute_dtype = lt_run_pick_compute_dtype(compute, c.method, &compute_why);
     lt_model_config mc;
     /* adapters train over the lazily loaded model (`loratune train` does the same): its
      * tensors' dtypes decide what is used in place. A folder without weight files is planned
@@ -250,6 +270,9 @@ int cmd_plan(int argc, char **argv) {
         json_object_set_new(o, "seq_len", json_integer(c.seq_len));
         json_object_set_new(o, "grad_checkpoint", json_boolean(c.grad_checkpoint));
         json_object_set_new(o, "base_dtype", json_string(bd));
+        json_object_set_new(o, "compute_dtype",
+                            json_string(c.compute_dtype == LT_DTYPE_BF16 ? "bf16" : "f32"));
+        json_object_set_new(o, "compute_dtype_reason", json_string(compute_why));
         json_object_set_new(o, "n_params", json_integer(p.n_params));
         json_object_set_new(o, "n_trainable", json_integer(p.n_trainable));
         json_object_set_new(o, "n_tensors", json_integer(p.n_tensors));

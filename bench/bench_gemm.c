@@ -7,19 +7,20 @@
  * same with 1 thread: on a shared machine a second core is often taken by someone else, so
  * "sgemm_peak_gflops" = max(N-thread best, N x 1-thread best) (GEMM scales ~linearly over
  * cores: it is the denominator of the GEMM-peak fractions; both measurements are printed).
- * bf16: cblas_sbgemm when the loaded OpenBLAS exports it (looked up at run time; Debian 12's
- * 0.3.21 does not), else reported as absent.
- * Prints ONE JSON line: {"sgemm_gflops": best over shapes, "shapes": [...], "sbgemm_gflops":
- * null or a number, ...}.
+ * bf16: the CPU backend's gemm_bf16 (oneDNN's matmul, the product loratune's bf16 compute mode
+ * runs: bf16 in, fp32 sums and out) on the same shapes and thread counts, the same peak rule
+ * ("bf16_peak_gflops"), and the kernel oneDNN picked ("bf16_impl": "brg:avx512_core_bf16",
+ * "brg:avx512_core_amx", ...; a "ref" or "gemm:" kernel means no native bf16 here).
+ * Prints ONE JSON line.
  * Usage: bench_gemm [--threads N] [--reps R] */
 #include <cblas.h>
-#include <dlfcn.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
+#include "loratune/backend.h"
 #include "loratune/hwinfo.h"
 #include "loratune/model.h"
 
@@ -38,9 +39,6 @@ static float *rnd(int64_t n) {
     }
     return p;
 }
-
-typedef void (*sbgemm_fn)(int, int, int, int, int, int, float, const uint16_t *, int,
-                          const uint16_t *, int, float, float *, int);
 
 int main(int argc, char **argv) {
     int threads = 0, reps = 5;
@@ -84,34 +82,48 @@ int main(int argc, char **argv) {
     }
     lt_set_num_threads(threads);
     double peak = best_all > threads * best1 ? best_all : threads * best1;
-    double sb = -1;
-    sbgemm_fn sbgemm = (sbgemm_fn)(uintptr_t)dlsym(RTLD_DEFAULT, "cblas_sbgemm");
-    if (sbgemm) {
-        int M = 2048, N = 1536, K = 576;
-        uint16_t *A = calloc((size_t)M * K, 2), *B = calloc((size_t)N * K, 2);
-        float *C = calloc((size_t)M * N, 4);
-        double best = 1e30;
-        for (int r = 0; r <= reps; r++) {
-            double t0 = now();
-            sbgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1.0f, A, K, B, K, 0.0f, C, N);
-            double dt = now() - t0;
-            if (r > 0 && dt < best) best = dt;
+    /* bf16 through the backend (oneDNN), the same rule for the peak */
+    const lt_backend *be = lt_backend_cpu();
+    double bf_all = 0, bf_per[2] = {0, 0}, bf1 = 0;
+    for (int pass = 0; pass < 2; pass++) {
+        lt_set_num_threads(pass == 0 ? threads : 1);
+        for (int s = 0; s < 2; s++) {
+            int M = shapes[s][0], N = shapes[s][1], K = shapes[s][2];
+            float *A = rnd((int64_t)M * K), *B = rnd((int64_t)N * K), *C = rnd((int64_t)M * N);
+            uint16_t *A16 = malloc(2 * (size_t)M * K), *B16 = malloc(2 * (size_t)N * K);
+            be->op->to_bf16(be, A16, A, (int64_t)M * K);
+            be->op->to_bf16(be, B16, B, (int64_t)N * K);
+            double best = 1e30;
+            for (int r = 0; r <= reps; r++) {
+                double t0 = now();
+                be->op->gemm_bf16(be, 0, 1, M, N, K, 1.0f, A16, K, B16, K, 0.0f, C, N);
+                double dt = now() - t0;
+                if (r > 0 && dt < best) best = dt;
+            }
+            double g = 2.0 * M * N * K / best / 1e9;
+            if (pass == 0) {
+                bf_per[s] = g;
+                if (g > bf_all) bf_all = g;
+            } else if (g > bf1)
+                bf1 = g;
+            free(A), free(B), free(C), free(A16), free(B16);
         }
-        sb = 2.0 * M * N * K / best / 1e9;
-        free(A), free(B), free(C);
     }
+    lt_set_num_threads(threads);
+    double bf_peak = bf_all > threads * bf1 ? bf_all : threads * bf1;
     double la[1] = {0};
     FILE *f = fopen("/proc/loadavg", "r");
     if (f) {
         if (fscanf(f, "%lf", &la[0]) != 1) la[0] = -1;
         fclose(f);
     }
-    char sbs[32] = "null";
-    if (sb >= 0) snprintf(sbs, sizeof sbs, "%.1f", sb);
     printf("{\"bench\":\"gemm\",\"threads\":%d,\"reps\":%d,\"sgemm_gflops\":%.1f,"
            "\"sgemm_2048cube_gflops\":%.1f,\"sgemm_2048x1536x576_gflops\":%.1f,"
            "\"sgemm_1thread_gflops\":%.1f,\"sgemm_peak_gflops\":%.1f,"
-           "\"sbgemm_gflops\":%s,\"blas\":\"%s\",\"loadavg\":%.2f}\n",
-           threads, reps, best_all, per[0], per[1], best1, peak, sbs, openblas_get_config(), la[0]);
+           "\"bf16_gflops\":%.1f,\"bf16_2048cube_gflops\":%.1f,"
+           "\"bf16_2048x1536x576_gflops\":%.1f,\"bf16_1thread_gflops\":%.1f,"
+           "\"bf16_peak_gflops\":%.1f,\"bf16_impl\":\"%s\",\"blas\":\"%s\",\"loadavg\":%.2f}\n",
+           threads, reps, best_all, per[0], per[1], best1, peak, bf_all, bf_per[0], bf_per[1], bf1,
+           bf_peak, lt_cpu_gemm_bf16_impl(2048, 1536, 576), openblas_get_config(), la[0]);
     return 0;
 }

@@ -4,6 +4,7 @@
  *   bench_train_step [--shape smollm2-135m|smollm2-360m|small|tiny | --model PATH]
  *                    [--method lora|dora|full|qlora] [--targets q,v|all] [--rank R] [--alpha A]
  *                    [--batch B] [--seq T] [--accum K] [--grad-checkpoint] [--base-dtype f32|bf16]
+ *                    [--compute-dtype f32|bf16]
  *                    [--warmup W] [--steps N] [--threads N] [--seed S] [--whole]
  *
  * --model PATH trains lazily like `loratune train` (the weights stay in the mapped file; the
@@ -154,6 +155,7 @@ static void usage(FILE *f) {
             "usage: bench_train_step [--shape smollm2-135m|smollm2-360m|small|tiny | --model PATH]\n"
             "  [--method lora|dora|full|qlora] [--targets q,v|all] [--rank R] [--alpha A]\n"
             "  [--batch B] [--seq T] [--accum K] [--grad-checkpoint] [--base-dtype f32|bf16|f16]\n"
+            "  [--compute-dtype f32|bf16]\n"
             "  [--warmup W] [--steps N] [--threads N] [--seed S] [--plan-only] [--whole]\n"
             "  --whole: load --model whole (fp32) instead of lazily (adapters only)\n"
             "  LORATUNE_CPU=baseline|avx2|avx512 caps the SIMD kernels' level, as for loratune\n");
@@ -168,7 +170,7 @@ int main(int argc, char **argv) {
     int64_t rss_start = proc_status_bytes("VmRSS:");
     lt_status st;
     const char *shape = "tiny", *model_path = NULL, *method = "lora", *targets = "q,v";
-    const char *base = "f32";
+    const char *base = "f32", *compute = "f32";
     int rank = 8, batch = 4, seq = 512, accum = 1, ckpt = 0, warmup = 1, steps = 3, threads = 0;
     int plan_only = 0, whole = 0;
     double alpha = -1;
@@ -187,6 +189,7 @@ int main(int argc, char **argv) {
         else if (OPT("--seq")) seq = atoi(v);
         else if (OPT("--accum")) accum = atoi(v);
         else if (OPT("--base-dtype")) base = v;
+        else if (OPT("--compute-dtype")) compute = v;
         else if (OPT("--warmup")) warmup = atoi(v);
         else if (OPT("--steps")) steps = atoi(v);
         else if (OPT("--threads")) threads = atoi(v);
@@ -247,6 +250,12 @@ int main(int argc, char **argv) {
     else if (!strcmp(base, "f16")) tc.base_dtype = LT_DTYPE_F16;
     else {
         fprintf(stderr, "bench_train_step: --base-dtype: expected f32, bf16 or f16\n");
+        return 2;
+    }
+    if (!strcmp(compute, "f32")) tc.compute_dtype = LT_DTYPE_F32;
+    else if (!strcmp(compute, "bf16")) tc.compute_dtype = LT_DTYPE_BF16;
+    else {
+        fprintf(stderr, "bench_train_step: --compute-dtype: expected f32 or bf16\n");
         return 2;
     }
     tc.batch_size = batch;
@@ -381,6 +390,7 @@ int main(int argc, char **argv) {
         printf("\"targets\":\"%s\",\"rank\":%d,\"alpha\":%g,", targets, rank, (double)tc.lora.alpha);
     printf("\"batch\":%d,\"seq\":%d,\"accum\":%d,\"grad_checkpoint\":%d,\"base_dtype\":\"%s\",",
            batch, seq, accum, ckpt, base);
+    printf("\"compute_dtype\":\"%s\",", compute);
     printf("\"warmup\":%d,\"steps\":%d,\"threads\":%d,\"blas_threads\":%d,", warmup, steps, threads,
            hw.blas_threads);
     printf("\"kernel_level\":\"%s\",\"compiled_features\":%u,", hw.kernel_level,

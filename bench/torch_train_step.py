@@ -7,7 +7,8 @@ W warm-up + N optimizer steps on synthetic random tokens with every target count
     logits = model(input_ids).logits           # [B, T, V] (fp32)
     loss = F.cross_entropy(logits, targets)    # mean over B*T (targets = next random token)
     loss.backward(); clip_grad_norm_(1.0); AdamW(lr 1e-4, wd 0.01).step(); zero_grad()
-PyTorch eager (no torch.compile); attention is transformers' default "sdpa" unless --attn eager.
+PyTorch eager unless --compile (torch.compile of the model, default inductor backend; the warm-up
+steps include compiling); attention is transformers' default "sdpa" unless --attn eager.
 --autocast bf16 runs the forward under torch.autocast("cpu", torch.bfloat16) (params, grads and
 AdamW stay fp32). --threads "2,1": the timed steps are run once per thread count in this process
 (after one shared warm-up) and the best is reported as tokens_per_s, all of them in by_threads.
@@ -53,6 +54,7 @@ def main():
     ap.add_argument("--autocast", default="none", choices=["none", "bf16"])
     ap.add_argument("--attn", default="sdpa", choices=["sdpa", "eager"])
     ap.add_argument("--grad-checkpoint", action="store_true")
+    ap.add_argument("--compile", action="store_true", help="torch.compile the model")
     ap.add_argument("--seed", type=int, default=1234)
     a = ap.parse_args()
 
@@ -99,6 +101,7 @@ def main():
 
     g = torch.Generator().manual_seed(a.seed + 1)
     N = a.batch * a.seq
+    fwd = torch.compile(model) if a.compile else model
 
     def step():
         toks = torch.randint(0, V, (a.batch, a.seq + 1), generator=g)
@@ -107,9 +110,9 @@ def main():
         c0 = time.process_time()
         if a.autocast == "bf16":
             with torch.autocast("cpu", dtype=torch.bfloat16):
-                logits = model(input_ids=x).logits
+                logits = fwd(input_ids=x).logits
         else:
-            logits = model(input_ids=x).logits
+            logits = fwd(input_ids=x).logits
         loss = F.cross_entropy(logits.float().reshape(-1, V), y.reshape(-1))
         loss.backward()
         torch.nn.utils.clip_grad_norm_(trainable, 1.0)
@@ -145,7 +148,7 @@ def main():
         "bench": "torch", "shape": a.shape, "method": a.method,
         **({"targets": a.targets, "rank": a.rank} if a.method != "full" else {}),
         "batch": a.batch, "seq": a.seq, "grad_checkpoint": int(a.grad_checkpoint),
-        "autocast": a.autocast, "attn": a.attn, "warmup": a.warmup, "steps": a.steps,
+        "autocast": a.autocast, "compile": int(a.compile), "attn": a.attn, "warmup": a.warmup, "steps": a.steps,
         "threads": int(best), "tokens_per_s": round(by_threads[best]["tokens_per_s"], 2),
         "s_per_step": round(by_threads[best]["s_per_step"], 4),
         "cpu_util": round(by_threads[best]["cpu_util"], 2),

@@ -64,6 +64,14 @@ static void cpu_gemm(const lt_backend *be, int ta, int tb, int M, int N, int K, 
     lt_gemm(ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, M, N, K, alpha, A, lda,
             B, ldb, beta, C, ldc);
 }
+static void cpu_to_bf16(const lt_backend *be, uint16_t *dst, const float *src, int64_t n) {
+    lt_host_to_bf16_(dst, src, n);
+}
+static void cpu_gemm_bf16(const lt_backend *be, int ta, int tb, int M, int N, int K, float alpha,
+                          const uint16_t *A, int lda, const uint16_t *B, int ldb, float beta,
+                          float *C, int ldc) {
+    lt_host_gemm_bf16_(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
 static void cpu_matmul_fwd(const lt_backend *be, float *out, const float *inp, const float *w,
                            const float *bias, int N, int C, int OC) {
     lt_fast_matmul_fwd(out, inp, w, bias, N, C, OC);
@@ -184,6 +192,8 @@ static const lt_backend_ops cpu_ops = {
     .step_end = cpu_step_end,
     .supports_dtype = lt_host_supports_dtype_,
     .gemm = cpu_gemm,
+    .to_bf16 = cpu_to_bf16,
+    .gemm_bf16 = cpu_gemm_bf16,
     .matmul_fwd = cpu_matmul_fwd,
     .matmul_bwd = cpu_matmul_bwd,
     .weight_f32 = cpu_weight_f32,

@@ -55,6 +55,15 @@ static void ref_gemm(const lt_backend *be, int ta, int tb, int M, int N, int K, 
                      int ldc) {
     lt_op_gemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 }
+static void ref_to_bf16(const lt_backend *be, uint16_t *dst, const float *src, int64_t n) {
+    for (int64_t i = 0; i < n; i++)
+        dst[i] = lt_f32_to_bf16(src[i]);
+}
+static void ref_gemm_bf16(const lt_backend *be, int ta, int tb, int M, int N, int K, float alpha,
+                          const uint16_t *A, int lda, const uint16_t *B, int ldb, float beta,
+                          float *C, int ldc) {
+    lt_host_gemm_bf16_loops_(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
 static void ref_matmul_bwd(const lt_backend *be, float *dinp, float *dw, float *dbias,
                            const float *dout, const float *inp, const float *w, int N, int C,
                            int OC) {
@@ -186,6 +195,8 @@ static const lt_backend_ops ref_ops = {
     .sync = lt_host_sync_,
     .supports_dtype = lt_host_supports_dtype_,
     .gemm = ref_gemm,
+    .to_bf16 = ref_to_bf16,
+    .gemm_bf16 = ref_gemm_bf16,
     .matmul_fwd = ref_matmul_fwd,
     .matmul_bwd = ref_matmul_bwd,
     .weight_f32 = lt_host_rows_f32_,

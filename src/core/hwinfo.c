@@ -256,16 +256,23 @@ static lt_cpu_level level_of(uint32_t f) {
 #endif
 
 static lt_cpu_level g_detected = LT_CPU_LEVEL_BASELINE;
+static uint32_t g_features;
 static pthread_once_t g_detect_once = PTHREAD_ONCE_INIT;
 static atomic_int g_max_level = LT_CPU_LEVEL_COUNT - 1;
 
 static void detect_level(void) {
 #if defined(LT_HW_X86)
     char brand[64], vendor[32];
-    g_detected = level_of(detect_x86(brand, sizeof brand, vendor, sizeof vendor));
+    g_features = detect_x86(brand, sizeof brand, vendor, sizeof vendor);
+    g_detected = level_of(g_features);
 #else
     g_detected = LT_CPU_LEVEL_BASELINE;
 #endif
+}
+
+uint32_t lt_cpu_features(void) {
+    pthread_once(&g_detect_once, detect_level);
+    return g_features;
 }
 
 lt_cpu_level lt_cpu_level_detected(void) {

@@ -148,6 +148,29 @@ static lt_status parse_faults(lt_run *r) {
     return LT_OK;
 }
 
+lt_dtype lt_run_pick_compute_dtype(int want, lt_train_method m, const char **why) {
+    if (want == LT_DTYPE_F32 || want == LT_DTYPE_BF16) {
+        *why = "asked";
+        return (lt_dtype)want;
+    }
+    if (m == LT_METHOD_DORA) {
+        *why = "auto: DoRA computes in fp32";
+        return LT_DTYPE_F32;
+    }
+    const uint32_t f = lt_cpu_features();
+    const int native = (f & (LT_CPU_AVX512_BF16 | LT_CPU_AMX_BF16)) != 0;
+    if (!native) {
+        *why = "auto: this CPU has no bf16 instructions (avx512_bf16, amx_bf16)";
+        return LT_DTYPE_F32;
+    }
+    if (lt_cpu_level_active() < LT_CPU_LEVEL_AVX512) {
+        *why = "auto: the kernels are capped below avx512 (LORATUNE_CPU)";
+        return LT_DTYPE_F32;
+    }
+    *why = f & LT_CPU_AMX_BF16 ? "auto: the CPU has amx_bf16" : "auto: the CPU has avx512_bf16";
+    return LT_DTYPE_BF16;
+}
+
 static lt_status build_train_config(lt_run *r, const lt_adapter *a) {
     const lt_run_opts *o = &r->o;
     lt_train_config *c = &r->tc;
@@ -185,6 +208,7 @@ static lt_status build_train_config(lt_run *r, const lt_adapter *a) {
     c->seq_len = o->max_seq_len;
     c->grad_checkpoint = o->grad_checkpoint;
     c->base_dtype = o->base_dtype;
+    c->compute_dtype = lt_run_pick_compute_dtype(o->compute_dtype, c->method, &r->compute_reason);
     c->lr = (float)o->lr;
     c->weight_decay = (float)o->weight_decay;
     c->grad_clip = (float)o->grad_clip;
@@ -409,12 +433,14 @@ static lt_status resolve_sizes(lt_run *r) {
  * step count and the micro-batch buffers. */
 static lt_status create_trainer(lt_run *r, const lt_adapter *a) {
     emit_stage(r, "creating_trainer",
-               json_pack("{s:s, s:i, s:i, s:s}", "method", lt_train_method_name(r->tc.method),
-                         "batch_size", r->o.batch_size, "max_seq_len", r->o.max_seq_len,
-                         "base_dtype",
+               json_pack("{s:s, s:i, s:i, s:s, s:s, s:s}", "method",
+                         lt_train_method_name(r->tc.method), "batch_size", r->o.batch_size,
+                         "max_seq_len", r->o.max_seq_len, "base_dtype",
                          r->tc.base_dtype == LT_DTYPE_BF16  ? "bf16"
                          : r->tc.base_dtype == LT_DTYPE_F16 ? "f16"
-                                                            : "f32"));
+                                                            : "f32",
+                         "compute_dtype", r->tc.compute_dtype == LT_DTYPE_BF16 ? "bf16" : "f32",
+                         "compute_dtype_reason", r->compute_reason ? r->compute_reason : ""));
     lt_status s = lt_trainer_create(r->model, &r->tc, &r->tr);
     if (s) return s;
     if (a && (s = lt_adapter_to_trainer(a, r->tr))) return s;

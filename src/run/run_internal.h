@@ -26,6 +26,7 @@ struct lt_run_shared {
 };
 
 struct lt_run {
+    const char *compute_reason; /* why tc.compute_dtype (a static string) */
     lt_run_opts o;
     const lt_run_shared *shared; /* borrowed (lt_run_new_from): model, tok, tpl are its own */
     lt_model *model;

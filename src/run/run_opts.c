@@ -51,6 +51,10 @@ static const char *const k_schedule_names[] = {"constant", "linear", "cosine", N
 static const int k_schedule_values[] = {LT_LR_CONSTANT, LT_LR_LINEAR, LT_LR_COSINE};
 static const char *const k_dtype_names[] = {"f32", "bf16", "f16", NULL};
 static const int k_dtype_values[] = {LT_DTYPE_F32, LT_DTYPE_BF16, LT_DTYPE_F16};
+static const char *const k_compute_names[] = {"auto", "f32", "bf16", NULL};
+static const int k_compute_values[] = {-1, LT_DTYPE_F32, LT_DTYPE_BF16};
+static const char *const k_compute_aliases[] = {"fp32", "f32", "float32", "f32", "bfloat16", "bf16",
+                                                NULL};
 static const char *const k_dtype_aliases[] = {"fp32", "f32", "float32", "f32", "bfloat16", "bf16",
                                               "fp16", "f16", "float16", "f16", NULL};
 /* bit i of lt_run_opts.lora_targets = LT_TARGET_* in this order */
@@ -149,6 +153,13 @@ static const opt_row k_rows[] = {
             FIELD(base_dtype), .choices = k_dtype_names, .def = "f32"},
      .values = k_dtype_values,
      .aliases = k_dtype_aliases},
+    {.in = {"compute-dtype", "D",
+            "auto|f32|bf16: precision of the matrix products (bf16: fp32 sums, fp32 LoRA and "
+            "optimizer)",
+            LT_OPT_ENUM, FIELD(compute_dtype), .choices = k_compute_names, .def = "auto"},
+     .values = k_compute_values,
+     .aliases = k_compute_aliases,
+     .note = "auto = bf16 where the CPU has avx512_bf16 or amx_bf16 (not for DoRA)"},
     {.in = {"memory-budget", "SIZE",
             "peak memory the automatic sizes may plan for, e.g. 6G, 800M or bytes; 0 = 80% of the "
             "RAM "

@@ -86,6 +86,7 @@ void lt_train_config_default(lt_train_config *c) {
     c->batch_size = 1;
     c->seq_len = 512;
     c->base_dtype = LT_DTYPE_F32;
+    c->compute_dtype = LT_DTYPE_F32;
     c->lr = 1e-4f;
     c->beta1 = 0.9f;
     c->beta2 = 0.999f;
@@ -130,6 +131,13 @@ lt_status lt_train_config_validate(const lt_model_config *mc, const lt_train_con
     if ((int64_t)c->batch_size * c->seq_len > (1 << 24))
         return lt_error(LT_ERR_ARG, "batch_size * seq_len: expected <= 16777216, got %lld",
                         (long long)c->batch_size * c->seq_len);
+    if (c->compute_dtype != LT_DTYPE_F32 && c->compute_dtype != LT_DTYPE_BF16)
+        return lt_error(LT_ERR_ARG, "compute_dtype: expected F32 or BF16, got %s",
+                        lt_dtype_name(c->compute_dtype));
+    if (c->compute_dtype == LT_DTYPE_BF16 && c->method == LT_METHOD_DORA)
+        return lt_error(LT_ERR_UNSUPPORTED,
+                        "compute_dtype: BF16 is not available with DoRA (its weight norms and "
+                        "products run in fp32): use F32");
     if (c->base_dtype != LT_DTYPE_F32 && c->base_dtype != LT_DTYPE_BF16 &&
         c->base_dtype != LT_DTYPE_F16)
         return lt_error(LT_ERR_ARG, "base_dtype: expected F32, BF16 or F16, got %s",

@@ -134,8 +134,30 @@ static const float *dropout_mask(lt_trainer *tr, int l, int t, int64_t n) {
     return tr->mask;
 }
 
-static void lin_fwd(lt_trainer *tr, int l, int t, float *y, const float *x, float *xa, int N) {
+/* bf16 compute: the weight as bf16 -- its 16-bit copy when that is bf16, else converted
+ * (through fp32: NF4, a trained fp32 weight, rows of a lazy file) into wb16 */
+static const uint16_t *weight16(lt_trainer *tr, const lt_lin *li) {
+    if (!li->rsrc && li->W16 && tr->c.base_dtype == LT_DTYPE_BF16) return li->W16;
+    const float *w = weight(tr, li);
+    OP(to_bf16, tr->wb16, w, (int64_t)li->OC * li->C);
+    return tr->wb16;
+}
+
+/* y = x W^T (+ bias) + the adapter's term. xb: x rounded to bf16 (bf16 compute, shared by the
+ * products reading the same x) or NULL (fp32). DoRA always runs in fp32 (validated). */
+static void lin_fwd(lt_trainer *tr, int l, int t, float *y, const float *x, const uint16_t *xb,
+                    float *xa, int N) {
     lt_lin *li = &tr->lin[l * LT_N_TARGETS + t];
+    if (xb) {
+        OP(gemm_bf16, 0, 1, N, li->OC, li->C, 1.0f, xb, li->C, weight16(tr, li), li->C, 0.0f, y,
+                      li->OC);
+        if (li->bias) OP(add_bias, y, li->bias, N, li->OC);
+        if (li->A)
+            OP(lora_fwd, y, xa, x, NULL, NULL, li->A, li->B,
+                         dropout_mask(tr, l, t, (int64_t)N * li->C), N, li->C, li->OC, tr->r,
+                         tr->scale, tr->scratch);
+        return;
+    }
     const float *W = weight(tr, li);
     if (!li->A) {
         OP(matmul_fwd, y, x, W, li->bias, N, li->C, li->OC);
@@ -150,10 +172,34 @@ static void lin_fwd(lt_trainer *tr, int l, int t, float *y, const float *x, floa
                        tr->scale, tr->scratch);
 }
 
+/* bf16 compute: dx += dy W with dy rounded to bf16 (in xb16), then the fp32 rest: the adapter's
+ * gradients and its share of dx, or a trained weight's dW / dbias */
+static void lin_bwd16(lt_trainer *tr, int l, int t, float *dx, const float *dy, const float *x,
+                      const float *xa, int N) {
+    lt_lin *li = &tr->lin[l * LT_N_TARGETS + t];
+    if (dx) {
+        OP(to_bf16, tr->xb16, dy, (int64_t)N * li->OC);
+        OP(gemm_bf16, 0, 0, N, li->C, li->OC, 1.0f, tr->xb16, li->OC, weight16(tr, li), li->C,
+                      1.0f, dx, li->C);
+    }
+    if (!li->A) {
+        if (li->dW || li->dbias)
+            OP(matmul_bwd, NULL, li->dW, li->dbias, dy, x, NULL, N, li->C, li->OC);
+        return;
+    }
+    OP(lora_bwd, dx, li->dA, li->dB, dy, x, NULL, li->A, li->B, xa,
+                 dropout_mask(tr, l, t, (int64_t)N * li->C), N, li->C, li->OC, tr->r, tr->scale,
+                 tr->scratch);
+}
+
 static void lin_bwd(lt_trainer *tr, int l, int t, float *dx, const float *dy, const float *x,
                     const float *xa, int N) {
     lt_lin *li = &tr->lin[l * LT_N_TARGETS + t];
     if (!li->A && !dx && !li->dW && !li->dbias) return;
+    if (tr->bf16) {
+        lin_bwd16(tr, l, t, dx, dy, x, xa, N);
+        return;
+    }
     const float *W = weight(tr, li);
     if (!li->A) {
         OP(matmul_bwd, dx, li->dW, li->dbias, dy, x, W, N, li->C, li->OC);
@@ -180,6 +226,13 @@ typedef struct {
     int B, T, N;
 } step_rows;
 
+/* bf16 compute: x[n] rounded into xb16 (NULL in fp32 mode) */
+static const uint16_t *bf16_of(lt_trainer *tr, const float *x, int64_t n) {
+    if (!tr->bf16) return NULL;
+    OP(to_bf16, tr->xb16, x, n);
+    return tr->xb16;
+}
+
 static void layer_fwd(lt_trainer *tr, int l, const step_rows *sr) {
     const lt_model_config *mc = &tr->mc;
     const int N = sr->N, D = mc->dim;
@@ -188,20 +241,23 @@ static void layer_fwd(lt_trainer *tr, int l, const step_rows *sr) {
     const float *x = tr->xs + (int64_t)l * N * D;
     float *xo = tr->xs + (int64_t)(l + 1) * N * D;
     OP(rmsnorm_fwd, a->xn1, a->rstd1, x, tr->attn_norm[l], N, D, mc->norm_eps);
-    lin_fwd(tr, l, 0, a->q, a->xn1, a->xa[0], N);
-    lin_fwd(tr, l, 1, a->k, a->xn1, a->xa[1], N);
-    lin_fwd(tr, l, 2, a->v, a->xn1, a->xa[2], N);
+    const uint16_t *xb = bf16_of(tr, a->xn1, (int64_t)N * D); /* q, k and v read the same */
+    lin_fwd(tr, l, 0, a->q, a->xn1, xb, a->xa[0], N);
+    lin_fwd(tr, l, 1, a->k, a->xn1, xb, a->xa[1], N);
+    lin_fwd(tr, l, 2, a->v, a->xn1, xb, a->xa[2], N);
     OP(rope_fwd, a->q, a->q, pos, tr->cos_t, tr->sin_t, N, mc->n_heads, mc->head_dim, 0);
     OP(rope_fwd, a->k, a->k, pos, tr->cos_t, tr->sin_t, N, mc->n_kv_heads, mc->head_dim, 0);
     OP(attention_fwd, a->att, a->lse, a->q, a->k, a->v, sr->seq, sr->off, sr->B, sr->T,
                               mc->n_heads, mc->n_kv_heads, mc->head_dim, mc->sliding_window);
-    lin_fwd(tr, l, 3, tr->tmp, a->att, a->xa[3], N);
+    lin_fwd(tr, l, 3, tr->tmp, a->att, bf16_of(tr, a->att, (int64_t)N * mc->n_heads * mc->head_dim),
+            a->xa[3], N);
     OP(add, a->xmid, x, tr->tmp, (int64_t)N * D);
     OP(rmsnorm_fwd, a->xn2, a->rstd2, a->xmid, tr->ffn_norm[l], N, D, mc->norm_eps);
-    lin_fwd(tr, l, 4, a->gate, a->xn2, a->xa[4], N);
-    lin_fwd(tr, l, 5, a->up, a->xn2, a->xa[5], N);
+    xb = bf16_of(tr, a->xn2, (int64_t)N * D); /* gate and up read the same */
+    lin_fwd(tr, l, 4, a->gate, a->xn2, xb, a->xa[4], N);
+    lin_fwd(tr, l, 5, a->up, a->xn2, xb, a->xa[5], N);
     OP(swiglu_fwd, a->h, a->gate, a->up, (int64_t)N * mc->ffn_dim);
-    lin_fwd(tr, l, 6, tr->tmp, a->h, a->xa[6], N);
+    lin_fwd(tr, l, 6, tr->tmp, a->h, bf16_of(tr, a->h, (int64_t)N * mc->ffn_dim), a->xa[6], N);
     OP(add, xo, a->xmid, tr->tmp, (int64_t)N * D);
 }
 
@@ -358,7 +414,15 @@ static lt_status run_step(lt_trainer *tr, const lt_batch *b, float grad_scale,
     int64_t count = lt_batch_count(b);
     float gs = grad_scale != 0.0f ? grad_scale : (count ? 1.0f / (float)count : 0.0f);
     int do_bwd = train && gs != 0.0f;
-    const float *H = tr->head_vb ? NULL : head_weight(tr);
+    /* bf16 compute with a bf16 head (frozen): its products run on it as stored */
+    if (tr->headb && tr->dhead) /* a trained head: its values of this step, rounded */
+        OP(to_bf16, tr->headb, head_weight(tr), (int64_t)V * D);
+    const uint16_t *Hb = !tr->bf16 || tr->head_vb ? NULL
+                         : tr->headb              ? tr->headb
+                         : tr->head16 && tr->c.base_dtype == LT_DTYPE_BF16 ? tr->head16
+                                                                           : NULL;
+    const int h16 = Hb != NULL;
+    const float *H = tr->head_vb || h16 ? NULL : head_weight(tr);
     if (do_bwd) OP(zero, tr->dxn, sizeof(float) * (size_t)N * D);
     /* The head and the loss run only where a target counts: prompt tokens (masked), padding
      * and packing boundaries are -100 and contribute neither loss nor gradient, so their rows
@@ -388,10 +452,14 @@ static lt_status run_step(lt_trainer *tr, const lt_batch *b, float grad_scale,
     for (int n0 = 0; n0 < nh; n0 += tr->chunk) {
         int nc = nh - n0 < tr->chunk ? nh - n0 : tr->chunk;
         const float *xf = xh + (int64_t)n0 * D;
-        if (tr->head_vb)
+        if (tr->head_vb) {
             head_fwd_blocked(tr, tr->logits, xf, nc);
-        else
+        } else if (h16) {
+            OP(to_bf16, tr->hb16, xf, (int64_t)nc * D);
+            OP(gemm_bf16, 0, 1, nc, V, D, 1.0f, tr->hb16, D, Hb, D, 0.0f, tr->logits, V);
+        } else {
             OP(matmul_fwd, tr->logits, xf, H, NULL, nc, D, V);
+        }
         if (tr->logits_keep)
             OP(copy, tr->logits_keep + (int64_t)n0 * V, tr->logits, sizeof(float) * (size_t)nc * V);
         lt_ce_stats cs;
@@ -400,9 +468,15 @@ static lt_status run_step(lt_trainer *tr, const lt_batch *b, float grad_scale,
                                    LT_IGNORE_INDEX, do_bwd ? gs : 1.0f);
         if (st) return st;
         sum += cs.sum;
-        if (do_bwd && tr->head_vb)
+        if (do_bwd && tr->head_vb) {
             head_dx_blocked(tr, dxh + (int64_t)n0 * D, tr->logits, nc);
-        else if (do_bwd)
+        } else if (do_bwd && h16) {
+            OP(to_bf16, tr->hb16, tr->logits, (int64_t)nc * V);
+            OP(gemm_bf16, 0, 0, nc, D, V, 1.0f, tr->hb16, V, Hb, D, 1.0f,
+                          dxh + (int64_t)n0 * D, D);
+            if (tr->dhead) /* dH += dlogits^T x in fp32 */
+                OP(matmul_bwd, NULL, tr->dhead, NULL, tr->logits, xf, NULL, nc, D, V);
+        } else if (do_bwd)
             OP(matmul_bwd, dxh + (int64_t)n0 * D, tr->dhead, NULL, tr->logits, xf, H, nc, D, V);
     }
     if (do_bwd && dxh != tr->dxn)
@@ -734,6 +808,11 @@ lt_status lt_trainer_create_on(lt_model *m, const lt_train_config *cin, const lt
     lt_train_config cn = *cin;
     lt_train_config_normalize_(&cn);
     const lt_train_config *c = &cn;
+    if (c->compute_dtype == LT_DTYPE_BF16 && !lt_backend_supports(be, LT_OP_GEMM_BF16, 0))
+        return lt_error(LT_ERR_UNSUPPORTED,
+                        "trainer: compute_dtype BF16: the %s backend has no bf16 products "
+                        "(gemm_bf16); use F32",
+                        be->name);
     const int lazy = lt_model_is_lazy(m);
     lt_status st = lazy ? LT_OK : lt_model_check_weights(m, "trainer");
     if (st) return st;
@@ -814,6 +893,8 @@ lt_status lt_trainer_create_on(lt_model *m, const lt_train_config *cin, const lt
             }
         }
     }
+    if (tr->headb && !tr->dhead) /* bf16 compute, a frozen fp32 head: rounded once */
+        OP(to_bf16, tr->headb, head_weight(tr), (int64_t)m->config.vocab_size * m->config.dim);
     *out = tr;
     return LT_OK;
 }

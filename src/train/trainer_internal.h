@@ -64,6 +64,7 @@ struct lt_trainer {
     float scale;    /* LoRA scale */
     int r;
     int half;     /* base weights in 16-bit */
+    int bf16;     /* c.compute_dtype BF16: linear layers' and head's products in bf16 */
     int bwd_stop; /* lowest layer whose backward runs */
     int embed_trainable, head_trainable, norm_trainable;
 
@@ -105,6 +106,13 @@ struct lt_trainer {
     float *wdeq;                /* dequantized weight [max OC*C] or NULL */
     int64_t wdeq_n;             /* its floats */
     float *logits;              /* [chunk][V] */
+    /* bf16 compute (c.compute_dtype BF16): the inputs of the products rounded to bf16 */
+    uint16_t *xb16;  /* [N][max(D, QD, F)]: a linear's input (forward) or dy (backward) */
+    uint16_t *wb16;  /* [max OC*C]: a weight not stored as bf16 (NF4, trained fp32, lazy) */
+    uint16_t *hb16;  /* [chunk][V]: the head's input rows, then dlogits */
+    uint16_t *headb; /* [V][D]: an fp32 head rounded to bf16: once at create when frozen, at
+                        every micro-batch when trained (NULL when the head is bf16 already or
+                        read per block) */
     int chunk;
     int head_vb; /* > 0: the head is dequantized and applied in vocabulary blocks of head_vb
                     rows (chunk = all rows, logits [N][V]); 0: whole (head_weight) */

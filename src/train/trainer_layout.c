@@ -203,6 +203,7 @@ lt_status lt_trainer_layout_(lt_trainer *tr, const lt_model_config *mc, const lt
         tr->norm_trainable = norm_tr;
         tr->bwd_stop = embed_tr ? 0 : lb;
         tr->half = half;
+        tr->bf16 = c->compute_dtype == LT_DTYPE_BF16;
         tr->r = r;
     }
 
@@ -218,6 +219,7 @@ lt_status lt_trainer_layout_(lt_trainer *tr, const lt_model_config *mc, const lt
         if (tr) tr->dembd = tr->tt[idx - 1].grad;
     }
     int emb_f32 = 1; /* the embedding (and a tied head) is read as fp32 without a copy */
+    int emb16 = 0, head16 = 0; /* ... or is a 16-bit copy / in-place 16-bit tensor (embd16) */
     if (lazy) { /* never trained here (full FT refused above) */
         const lt_tensor_view *ev = file_view(files, mc, LT_W_TOK_EMBD, 0, &vtmp);
         if (in_place_ok(ev, c->base_dtype)) {
@@ -229,11 +231,13 @@ lt_status lt_trainer_layout_(lt_trainer *tr, const lt_model_config *mc, const lt
                 else if (dk == 2) tr->embd16 = (uint16_t *)(uintptr_t)ev->data;
                 else tr->embd_src = src;
             }
+            emb16 = dk == 2;
         } else if (half) {
             CONVERTS(ev);
             uint16_t *e16 = (uint16_t *)carve(&cv, LT_MEM_WEIGHTS, (int64_t)V * D * 2);
             if (tr) tr->embd16 = e16; /* filled from the file by lt_trainer_create */
             emb_f32 = 0;
+            emb16 = 1;
         } else {
             CONVERTS(ev);
             float *e = CARVE_F(&cv, LT_MEM_WEIGHTS, (int64_t)V * D);
@@ -248,6 +252,7 @@ lt_status lt_trainer_layout_(lt_trainer *tr, const lt_model_config *mc, const lt
                 lt_to16_(e16, w->tok_embd, (int64_t)V * D, c->base_dtype);
             }
             emb_f32 = 0;
+            emb16 = 1;
         }
     }
     for (int l = 0; l < L; l++) {
@@ -431,6 +436,7 @@ lt_status lt_trainer_layout_(lt_trainer *tr, const lt_model_config *mc, const lt
             tr->dhead = tr->dembd;
         }
         if (!emb_f32 && !head_tr) head_deq = 1;
+        head16 = emb16 && !head_tr;
     } else if (lazy) {
         const lt_tensor_view *hv = file_view(files, mc, LT_W_LM_HEAD, 0, &vtmp);
         int dk = -1;
@@ -443,10 +449,12 @@ lt_status lt_trainer_layout_(lt_trainer *tr, const lt_model_config *mc, const lt
                 else tr->head_src = src;
                 tr->head_wid = LT_W_LM_HEAD;
             }
+            head16 = dk == 2;
         } else if (half) {
             CONVERTS(hv);
             uint16_t *h16 = (uint16_t *)carve(&cv, LT_MEM_WEIGHTS, (int64_t)V * D * 2);
             if (tr) tr->head16 = h16;
+            head16 = 1;
         } else {
             CONVERTS(hv);
             dk = 1;
@@ -468,6 +476,7 @@ lt_status lt_trainer_layout_(lt_trainer *tr, const lt_model_config *mc, const lt
                 lt_to16_(h16, w->lm_head, (int64_t)V * D, c->base_dtype);
             }
             head_deq = 1;
+            head16 = 1;
         }
         if (tr) tr->head = w->lm_head;
     }
@@ -533,6 +542,11 @@ lt_status lt_trainer_layout_(lt_trainer *tr, const lt_model_config *mc, const lt
      * and dequantize the head a vocabulary block at a time (vb*D): the head runs block by
      * block (fwd and dX), each block dequantized once per pass. */
     int64_t vb = 0;
+    /* bf16 compute multiplies by a bf16 head as it is, and by a frozen fp32 one through a bf16
+     * copy made once (headb, run_step): nothing to dequantize */
+    const int bf16 = c->compute_dtype == LT_DTYPE_BF16;
+    const int headb = bf16 && !(head16 && c->base_dtype == LT_DTYPE_BF16) && !head_deq;
+    if (bf16 && head16 && c->base_dtype == LT_DTYPE_BF16) head_deq = 0;
     if (head_deq) {
         int64_t b = ((int64_t)1 << 22) / D;
         if (b < 1) b = 1;
@@ -582,6 +596,25 @@ lt_status lt_trainer_layout_(lt_trainer *tr, const lt_model_config *mc, const lt
     if (wmax) WS_F(wdeq, wmax);
     if (tr) tr->wdeq_n = wmax;
     WS_F(logits, (int64_t)chunk * V);
+#define WS_H(field, n)                                                                             \
+    do {                                                                                           \
+        uint16_t *p_ = (uint16_t *)carve(&cv, LT_MEM_WORKSPACE, (int64_t)(n) * 2);                \
+        if (tr) tr->field = p_;                                                                    \
+    } while (0)
+    if (c->compute_dtype == LT_DTYPE_BF16) {
+        int64_t wide = D > QD ? D : QD, ocxc = 0;
+        if (F > wide) wide = F;
+        for (int t = 0; t < LT_N_TARGETS; t++)
+            if ((int64_t)OCs[t] * Cs[t] > ocxc) ocxc = (int64_t)OCs[t] * Cs[t];
+        WS_H(xb16, N * wide);
+        WS_H(wb16, ocxc);
+        WS_H(hb16, (int64_t)chunk * (V > D ? V : D));
+    }
+    if (headb) {
+        uint16_t *p_ = (uint16_t *)carve(&cv, LT_MEM_WEIGHTS, (int64_t)V * D * 2);
+        if (tr) tr->headb = p_; /* filled by lt_trainer_create, a trained head's every step */
+    }
+#undef WS_H
     WS_F(cos_t, (int64_t)c->seq_len * (HD / 2));
     WS_F(sin_t, (int64_t)c->seq_len * (HD / 2));
 #define WS_I(field, n)                                                                             \

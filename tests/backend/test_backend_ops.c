@@ -149,7 +149,55 @@ static void run_gemm(const lt_backend *be, const tcase *c, result *r, int is_ref
     free(A), free(B), free(C);
 }
 
-/* matmul / lora / dora: d = {N, C, OC, r}; variant bits: 1 = bias, 2 = dropout mask */
+/* gemm_bf16: d = {M, N, K}, variants as gemm. The operands are rounded by the backend's own
+ * to_bf16 (output "A16": one bf16 step is 2^-8 relative, far over the tolerance), from fp32
+ * values that include ties, NaN and a denormal in A (C holds NaN where it reaches, on both
+ * sides). Infinities are left out: the tolerance measure cannot compare them. */
+static float *bf16_as_f32(const uint16_t *h, int64_t n) {
+    float *f = malloc(sizeof(float) * (size_t)(n > 0 ? n : 1));
+    for (int64_t i = 0; i < n; i++) {
+        uint32_t u = (uint32_t)h[i] << 16;
+        memcpy(&f[i], &u, sizeof u);
+    }
+    return f;
+}
+static void run_gemm_bf16(const lt_backend *be, const tcase *c, result *r, int is_ref) {
+    rng = SEED(c);
+    const int M = c->d[0], N = c->d[1], K = c->d[2], ta = c->variant & 1, tb = (c->variant >> 1) & 1;
+    const int pad = c->variant & 4 ? 3 : 0;
+    const int lda = (ta ? M : K) + pad, ldb = (tb ? K : N) + pad, ldc = N + pad;
+    const int64_t na = (int64_t)(ta ? K : M) * lda, nb = (int64_t)(tb ? N : K) * ldb,
+                  nc = (int64_t)M * ldc;
+    float *A = hrand(na, 1), *B = hrand(nb, 1), *C = hrand(nc, 1);
+    if (c->variant & 16 && na >= 6) { /* ties to even (down, up), just under a tie, NaN, a
+                                         * denormal, a negative tie */
+        uint32_t bits[6] = {0x3f808000u, 0x3f818000u, 0x3f807fffu, 0x7fc00001u, 0x00012345u,
+                            0xbf818000u};
+        for (int i = 0; i < 6; i++)
+            memcpy(&A[i], &bits[i], sizeof(float));
+    }
+    arena a = {.be = be};
+    float *fA = a_up(&a, A, na), *fB = a_up(&a, B, nb), *dC = a_up(&a, C, nc);
+    uint16_t *hA = a_alloc(&a, sizeof(uint16_t) * (size_t)na),
+             *hB = a_alloc(&a, sizeof(uint16_t) * (size_t)nb);
+    be->op->to_bf16(be, hA, fA, na);
+    be->op->to_bf16(be, hB, fB, nb);
+    be->op->gemm_bf16(be, ta, tb, M, N, K, 0.75f, hA, lda, hB, ldb, c->variant & 8 ? 0.5f : 0.0f,
+                      dC, ldc);
+    put(r, is_ref, 0, "C", a_down(&a, dC, nc), nc);
+    uint16_t *back = malloc(sizeof(uint16_t) * (size_t)na);
+    be->op->sync(be);
+    be->op->get(be, back, hA, sizeof(uint16_t) * (size_t)na);
+    put(r, is_ref, 1, "A16", bf16_as_f32(back, na), na);
+    free(back);
+    a_free(&a);
+    free(A), free(B), free(C);
+}
+
+/* matmul / lora / dora: d = {N, C, OC, r}; variant bits: 1 = bias, 2 = dropout mask,
+ * 4 = LoRA split as the bf16 mode runs it: the backend computes the base product with
+ * matmul_fwd / matmul_bwd and passes W = NULL to lora_fwd / lora_bwd; the reference runs the
+ * whole op (so the split must add up to it) */
 static void run_linear(const lt_backend *be, const tcase *c, result *r, int is_ref) {
     rng = SEED(c);
     const int N = c->d[0], C = c->d[1], OC = c->d[2], R = c->d[3] > 0 ? c->d[3] : 1;
@@ -180,6 +228,17 @@ static void run_linear(const lt_backend *be, const tcase *c, result *r, int is_r
         put(r, is_ref, 1, "dx", a_down(&a, egx, nx), nx);
         put(r, is_ref, 2, "dW", a_down(&a, egw, nw), nw);
         put(r, is_ref, 3, "dbias", a_down(&a, egb, OC), OC);
+    } else if (c->op == LT_OP_LORA && c->variant & 4 && !is_ref) {
+        be->op->matmul_fwd(be, y, dx, dW, dbias, N, C, OC);
+        be->op->lora_fwd(be, y, xa, dx, NULL, NULL, dA, dB, dmask, N, C, OC, R, scale, scr);
+        be->op->matmul_bwd(be, egx, NULL, NULL, ddy, dx, dW, N, C, OC);
+        be->op->lora_bwd(be, egx, egA, egB, ddy, dx, NULL, dA, dB, xa, dmask, N, C, OC, R, scale,
+                         scr);
+        put(r, is_ref, 0, "y", a_down(&a, y, ny), ny);
+        put(r, is_ref, 1, "xa", a_down(&a, xa, (int64_t)N * R), (int64_t)N * R);
+        put(r, is_ref, 2, "dx", a_down(&a, egx, nx), nx);
+        put(r, is_ref, 3, "dA", a_down(&a, egA, (int64_t)R * C), (int64_t)R * C);
+        put(r, is_ref, 4, "dB", a_down(&a, egB, (int64_t)OC * R), (int64_t)OC * R);
     } else if (c->op == LT_OP_LORA) {
         be->op->lora_fwd(be, y, xa, dx, dW, dbias, dA, dB, dmask, N, C, OC, R, scale, scr);
         be->op->lora_bwd(be, egx, egA, egB, ddy, dx, dW, dA, dB, xa, dmask, N, C, OC, R, scale, scr);
@@ -549,6 +608,7 @@ static void run_rows(const lt_backend *be, const tcase *c, result *r, int is_ref
 static runner runner_of(lt_op op) {
     switch (op) {
     case LT_OP_GEMM: return run_gemm;
+    case LT_OP_GEMM_BF16: return run_gemm_bf16;
     case LT_OP_MATMUL:
     case LT_OP_LORA:
     case LT_OP_DORA: return run_linear;
@@ -581,6 +641,16 @@ static const tcase k_cases[] = {
     {LT_OP_GEMM, {17, 9, 33}, LT_DTYPE_F32, 2, TF},
     {LT_OP_GEMM, {70, 300, 64}, LT_DTYPE_F32, 3 | 8, TF},
     {LT_OP_GEMM, {300, 40, 96}, LT_DTYPE_F32, 0, TF},
+    /* gemm_bf16 {M, N, K}: the gemm rows' shapes, special values, and the trainer's shapes
+     * (q/k/v of a 576-wide model, its MLP, the dx products); fp32 sums in another order: TF */
+    {LT_OP_GEMM_BF16, {1, 1, 1}, LT_DTYPE_F32, 0, TF},
+    {LT_OP_GEMM_BF16, {3, 5, 7}, LT_DTYPE_F32, 1 | 4 | 8 | 16, TF},
+    {LT_OP_GEMM_BF16, {17, 9, 33}, LT_DTYPE_F32, 2, TF},
+    {LT_OP_GEMM_BF16, {70, 300, 64}, LT_DTYPE_F32, 3 | 8, TF},
+    {LT_OP_GEMM_BF16, {300, 40, 96}, LT_DTYPE_F32, 0 | 16, TF},
+    {LT_OP_GEMM_BF16, {64, 192, 576}, LT_DTYPE_F32, 2, TF},
+    {LT_OP_GEMM_BF16, {64, 576, 1536}, LT_DTYPE_F32, 2 | 8, TF},
+    {LT_OP_GEMM_BF16, {64, 576, 192}, LT_DTYPE_F32, 8, TF},
     /* matmul / lora / dora {N, C, OC, r} */
     {LT_OP_MATMUL, {1, 1, 1}, LT_DTYPE_F32, 0, TF},
     {LT_OP_MATMUL, {3, 5, 7}, LT_DTYPE_F32, 1, TF},
@@ -588,6 +658,8 @@ static const tcase k_cases[] = {
     {LT_OP_LORA, {1, 1, 1, 1}, LT_DTYPE_F32, 0, TF},
     {LT_OP_LORA, {5, 9, 7, 3}, LT_DTYPE_F32, 1 | 2, TF},
     {LT_OP_LORA, {64, 192, 160, 8}, LT_DTYPE_F32, 2, TF},
+    {LT_OP_LORA, {5, 9, 7, 3}, LT_DTYPE_F32, 1 | 2 | 4, TF},
+    {LT_OP_LORA, {64, 192, 160, 8}, LT_DTYPE_F32, 4, TF},
     {LT_OP_DORA, {1, 2, 1, 1}, LT_DTYPE_F32, 0, TF},
     {LT_OP_DORA, {5, 9, 7, 3}, LT_DTYPE_F32, 1 | 2, TF},
     {LT_OP_DORA, {48, 128, 96, 4}, LT_DTYPE_F32, 1, TF},

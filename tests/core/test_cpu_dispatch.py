@@ -5,7 +5,8 @@ a short LoRA run (stories260K, bf16 base: dequantization, fast attention, cross-
 gives the same losses at every level this CPU has: identical bits at avx2 and avx512 (the same
 kernels there: only NF4 has an AVX-512 variant, and `train` has no NF4 base), within 1e-5
 relative between baseline and avx2 (the attention of the reference op vs the flash kernel, and
-exp8 vs expf, see test_ops_fast.c). Each C kernel test loops over the levels itself;
+exp8 vs expf, see test_ops_fast.c). fp32 compute at every level (auto would pick bf16 at avx512
+on a CPU with avx512_bf16). Each C kernel test loops over the levels itself;
 test_cpu_emulated.py runs the program on CPUs without AVX-512 / AVX. """
 import json
 import os
@@ -57,7 +58,7 @@ def train_losses(data, level, tag, prefix=()):
     r = subprocess.run([*prefix, ltcheck.LORATUNE, "train", "--model", MODEL, "--data", data,
                         "--out", out, "--batch-size", "2", "--max-seq-len", "48", "--pack",
                         "--lora-targets", "all", "--iters", "4", "--threads", "1", "--seed", "7",
-                        "--eval-every", "0", "--base-dtype", "bf16", "--lr", "5e-3",
+                        "--eval-every", "0", "--base-dtype", "bf16", "--compute-dtype", "f32", "--lr", "5e-3",
                         "--no-track", "--json"], capture_output=True, text=True,
                        env=env_with(level))
     check(r.returncode == 0, f"train {tag}: exit {r.returncode}, {r.stderr[-500:]}")

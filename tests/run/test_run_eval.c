@@ -68,6 +68,9 @@ int main(void) {
         CHECK_OK(lt_run_opts_set(&o, "max-seq-len", "48")); /* truncates most examples */
         CHECK_OK(lt_run_opts_set(&o, "pack", pack ? "true" : "false"));
         CHECK_OK(lt_run_opts_set(&o, "threads", "1"));
+        /* the references are the fp32 forward: the run computes in fp32 too (bf16 compute is
+         * checked against PyTorch autocast in test_trainer_golden) */
+        CHECK_OK(lt_run_opts_set(&o, "compute-dtype", "f32"));
         lt_run *r = NULL;
         CHECK_OK(lt_run_create(&o, &r));
         if (!r) break;
@@ -111,6 +114,7 @@ int main(void) {
             CHECK_OK(lt_run_opts_set(&oa, "model", lt_fixture("stories260K/stories260K.gguf")));
             CHECK_OK(lt_run_opts_set(&oa, "data", data));
             CHECK_OK(lt_run_opts_set(&oa, "adapter", out));
+            CHECK_OK(lt_run_opts_set(&oa, "compute-dtype", "f32"));
             CHECK_OK(lt_run_opts_set(&oa, "batch-size", "2"));
             CHECK_OK(lt_run_opts_set(&oa, "max-seq-len", "48"));
             CHECK_OK(lt_run_opts_set(&oa, "threads", "1"));

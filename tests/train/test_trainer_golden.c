@@ -13,6 +13,8 @@
  * both sides): loss 1e-5 relative, logits 1e-5, grads 2e-5 (why: at TOL_GRAD), grad norm 1e-5,
  * after-step params
  * 1e-5 of max-abs plus 0.1 lr (why: at TOL_AFTER_LR).
+ * bf16 compute (every case but DoRA): two more passes with compute_dtype BF16, checked against
+ * the same goldens at tolerances set by PyTorch's bf16 autocast (TOL_BF16_X, TOL_BF16_SCALAR).
  * The worst error of each kind is printed per case. */
 #include <dirent.h>
 #include <jansson.h>
@@ -41,6 +43,13 @@
  * ~1e-6-of-max fp32 gradient noise into a few % of one lr-sized update (worst seen: 4.7e-5 =
  * 0.047 lr on qwen2_full_l1_noemb lm_head). */
 #define TOL_AFTER_LR 0.1
+/* bf16 compute (compute_dtype BF16) against the same fp32 goldens, next to PyTorch's bf16
+ * autocast measured the same way (bf16_autocast.json): logits, gradients and after-step
+ * tensors within TOL_BF16_X of autocast's worst error of that kind (measured: 0.3-1.17x; ours
+ * keeps the products' outputs, attention and the loss in fp32), the loss, step losses and
+ * grad norm within one bf16 step (measured up to 2.2e-3; autocast's up to 4.4e-3). */
+#define TOL_BF16_X 1.25
+#define TOL_BF16_SCALAR 0.00390625
 
 static float *read_f32(const char *dir, const char *file, int64_t n) {
     char path[2048];
@@ -177,11 +186,25 @@ static void run_case(const char *dir, const char *cname) {
 
     /* a 16-bit base runs a third pass with the model's fp32 weights kept (passes 0, 1 release
      * them for LoRA / DoRA: the default) */
-    int npass = c.base_dtype != LT_DTYPE_F32 ? 3 : 2;
+    int npass = c.base_dtype != LT_DTYPE_F32 ? 3 : 2, nfp32 = npass;
+    /* bf16 compute (not DoRA): two more passes (checkpointing off, on), held to PyTorch's bf16
+     * autocast -- bf16_autocast.json, tools/gen_bf16_autocast_refs.py: each error of ours is at
+     * most autocast's own against the fp32 run */
+    json_t *ac = NULL;
+    if (c.method != LT_METHOD_DORA) {
+        char apath[2048];
+        snprintf(apath, sizeof apath, "%s/bf16_autocast.json", dir);
+        ac = json_load_file(apath, 0, &jerr);
+        CHECK(ac != NULL, "%s: %s (every non-DoRA case has one)", apath, jerr.text);
+        if (ac) npass += 2;
+    }
+    const lt_dtype base_in = c.base_dtype;
     for (int pass = 0; pass < npass; pass++) {
-        int ck = pass & 1;
+        int ck = pass & 1, bf16 = pass >= nfp32;
         c.grad_checkpoint = ck;
-        c.release_base_fp32 = pass < 2;
+        c.release_base_fp32 = pass < 2 || bf16;
+        c.compute_dtype = bf16 ? LT_DTYPE_BF16 : LT_DTYPE_F32;
+        c.base_dtype = base_in;
         lt_model *mdl = NULL;
         CHECK_OK(lt_model_load(model_path, NULL, &mdl));
         if (!mdl) break;
@@ -278,13 +301,45 @@ static void run_case(const char *dir, const char *cname) {
                 float *tv = lt_tt_get(tr, t.index, LT_TENSOR_VALUE);
                 double mb = 0, e = rel_err2(tv, g, n, &mb);
                 free(tv);
-                e = e * mb / (TOL_AFTER * mb + TOL_AFTER_LR * c.lr);
+                if (!bf16) e = e * mb / (TOL_AFTER * mb + TOL_AFTER_LR * c.lr);
                 if (e > w_after || e != e) {
                     w_after = e;
                     w_after_name = key;
                 }
             }
             free(g);
+        }
+        if (bf16) {
+            /* autocast's worst of each kind (grads / after: over the tensors) */
+            double a_grad = 0, a_after = 0;
+            json_object_foreach(json_object_get(ac, "grads"), key, val) {
+                if (json_number_value(val) > a_grad) a_grad = json_number_value(val);
+            }
+            json_object_foreach(json_object_get(ac, "after"), key, val) {
+                if (json_number_value(val) > a_after) a_after = json_number_value(val);
+            }
+            const double a_loss = json_number_value(json_object_get(ac, "loss0")),
+                         a_logit = json_number_value(json_object_get(ac, "logits")),
+                         a_sloss = json_number_value(json_object_get(ac, "losses")),
+                         a_norm = json_number_value(json_object_get(ac, "grad_norms_preclip"));
+            printf("%-26s ckpt=%d bf16  loss %.2e (autocast %.2e)  logits %.2e (%.2e)  grads "
+                   "%.2e (%.2e, %s)  step-loss %.2e (%.2e)  gnorm %.2e (%.2e)  after %.2e (%.2e, "
+                   "%s)\n",
+                   cname, ck, w_loss, a_loss, w_logit, a_logit, w_grad, a_grad, w_grad_name,
+                   w_sloss, a_sloss, w_norm, a_norm, w_after, a_after, w_after_name);
+            /* tensors: within 1.25x autocast's worst; scalars (sums of thousands of rounded
+             * terms, where one run may be lucky): within one bf16 step, 2^-8 */
+            CHECK(w_logit <= TOL_BF16_X * a_logit && w_grad <= TOL_BF16_X * a_grad &&
+                      w_after <= TOL_BF16_X * a_after,
+                  "%s ckpt=%d bf16: a tensor's error over %.2fx PyTorch bf16 autocast's (line "
+                  "above)", cname, ck, TOL_BF16_X);
+            CHECK(w_loss <= TOL_BF16_SCALAR && w_sloss <= TOL_BF16_SCALAR &&
+                      w_norm <= TOL_BF16_SCALAR,
+                  "%s ckpt=%d bf16: loss / grad norm error over %.2g (line above)", cname, ck,
+                  TOL_BF16_SCALAR);
+            lt_trainer_free(tr);
+            lt_model_free(mdl);
+            continue;
         }
         printf("%-26s ckpt=%d%s  loss %.2e  logits %.2e  grads %.2e (%s)  step-loss %.2e  "
                "gnorm %.2e  after %.2f of allowed (%s)\n",
@@ -308,6 +363,7 @@ static void run_case(const char *dir, const char *cname) {
         free(mb[i].seq);
     }
     free(mb);
+    json_decref(ac);
     json_decref(m);
 }
 

@@ -63,6 +63,7 @@ typedef enum {
     LT_OP_ATTENTION_KV,
     LT_OP_ADD_BIAS,
     LT_OP_SCALE_ROWS,
+    LT_OP_GEMM_BF16,
     LT_OP_COUNT
 } lt_op;
 const char *lt_op_name(lt_op op); /* "gemm", "matmul", ... */
@@ -209,6 +210,17 @@ typedef struct {
     void (*add_bias)(const lt_backend *be, float *y, const float *bias, int N, int C);
     /* y[N][C] *= s[C] (every row) */
     void (*scale_rows)(const lt_backend *be, float *y, const float *s, int N, int C);
+
+    /* ---- bf16 compute (LT_OP_GEMM_BF16: both or neither) ---- */
+    /* dst[n] = src[n] rounded to bf16, nearest even (NaN stays NaN): lt_f32_to_bf16 */
+    void (*to_bf16)(const lt_backend *be, uint16_t *dst, const float *src, int64_t n);
+    /* C[M][N] = alpha op(A) op(B) + beta C (row-major, ta / tb as gemm) with A and B in bf16:
+     * every product and sum in fp32 (as PyTorch's bf16 autocast, C stays fp32); beta 0 does
+     * not read C. The CPU backend runs it on oneDNN's matmul (AVX512-BF16 / AMX kernels where
+     * the CPU has them); the reference backend in plain loops. */
+    void (*gemm_bf16)(const lt_backend *be, int ta, int tb, int M, int N, int K, float alpha,
+                      const uint16_t *A, int lda, const uint16_t *B, int ldb, float beta, float *C,
+                      int ldc);
 } lt_backend_ops;
 
 struct lt_backend {
@@ -223,6 +235,10 @@ const lt_backend *lt_backend_cpu(void);
  * itself never calls it; a run's own count (lt_run_opts.threads) is set per thread. */
 void lt_set_num_threads(int n);
 const lt_backend *lt_backend_ref(void);
+/* The kernel oneDNN picks for the CPU backend's gemm_bf16 of x[M][K] W[N][K]^T on this CPU
+ * ("brg:avx512_core_bf16", "brg:avx512_core_amx", "ref:any", ...; "none" when oneDNN cannot
+ * make one): for info and benchmarks. A static buffer: not for several threads at once. */
+const char *lt_cpu_gemm_bf16_impl(int M, int N, int K);
 /* By name ("cpu", "ref"); NULL for a backend not compiled in. */
 const lt_backend *lt_backend_by_name(const char *name);
 

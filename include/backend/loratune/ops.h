@@ -141,11 +141,14 @@ float lt_lora_init_bound(int C);
 
 /* y[N][OC] = x W^T (+ bias) + scale * xa B^T,  xa[N][r] = xd A^T (saved for backward),
  * xd = x * mask (mask[N][C] holds 0 or 1/(1-p), as torch's dropout; NULL = no dropout).
- * W[OC][C], A[r][C], B[OC][r], bias[OC] or NULL. */
+ * W[OC][C], A[r][C], B[OC][r], bias[OC] or NULL.
+ * W NULL: y already holds the frozen base's product (and its bias: bias is then ignored) and
+ * only the LoRA term is added -- the bf16 compute mode runs the base product itself. */
 void lt_op_lora_fwd(float *y, float *xa, const float *x, const float *W, const float *bias,
                     const float *A, const float *B, const float *mask, int N, int C, int OC, int r,
                     float scale, float *scratch);
-/* dx[N][C] += ..., dA[r][C] += ..., dB[OC][r] += ... (any may be NULL). */
+/* dx[N][C] += ..., dA[r][C] += ..., dB[OC][r] += ... (any may be NULL). W NULL: dx gets only
+ * the LoRA path's term (the caller adds dy W). */
 void lt_op_lora_bwd(float *dx, float *dA, float *dB, const float *dy, const float *x,
                     const float *W, const float *A, const float *B, const float *xa,
                     const float *mask, int N, int C, int OC, int r, float scale, float *scratch);

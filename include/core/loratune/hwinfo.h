@@ -113,6 +113,10 @@ typedef enum {
 /* The best level this CPU runs (cpuid, counted only where the OS saves the registers: XCR0).
  * Detected once, on the first call of any lt_cpu_level_* function; thread-safe. */
 lt_cpu_level lt_cpu_level_detected(void);
+/* The lt_cpu_feature bits of this CPU (x86-64: cpuid + xgetbv; elsewhere 0), as
+ * lt_hwinfo.cpu_features has them, without the rest of lt_hwinfo_detect (no allocation, no
+ * file read). Detected once; thread-safe. */
+uint32_t lt_cpu_features(void);
 /* Caps the level every kernel family may use, for the whole process (default: no cap). A cap
  * above the CPU's level changes nothing. For programs (apps/ maps LORATUNE_CPU onto it) and
  * tests; set it before work starts: a kernel call already running keeps the level it took.

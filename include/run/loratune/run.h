@@ -39,7 +39,8 @@
  *                                read, examples = all splits), shared (true: the shared
  *                                data); again after planning when memory cuts the length
  *              planning          auto_batch_size, auto_max_seq_len, memory_budget_bytes
- *              creating_trainer  method, batch_size, max_seq_len, base_dtype
+ *              creating_trainer  method, batch_size, max_seq_len, base_dtype, compute_dtype,
+ *                                compute_dtype_reason
  *              resuming          checkpoint (with o.resume)
  *              ready             steps, train_examples, valid_examples, batch_size, max_seq_len
  *   start      steps, epoch_batches, train_examples, valid_examples, trainable_params,
@@ -144,6 +145,9 @@ typedef struct {
     int lora_last_layers;                 /* > 0: the last N layers (mlx-lm's num_layers) */
     int rslora, grad_checkpoint;
     lt_dtype base_dtype; /* F32 / BF16 / F16 */
+    int compute_dtype;   /* -1 auto: BF16 where the CPU multiplies bf16 natively (AVX512-BF16 or
+                            AMX, at the dispatch level in use) and the method is not DoRA, else
+                            F32; or LT_DTYPE_F32 / LT_DTYPE_BF16 as asked */
     /* evaluation and saving */
     int64_t eval_every;   /* 0: only at the end */
     int64_t eval_batches; /* 0: the whole validation split */
@@ -380,6 +384,11 @@ lt_status lt_checkpoint_run_dir(const char *ckpt_file, char *out, size_t n);
 /* The options saved in a checkpoint, applied on top of *o (so the command line can still
  * override them afterwards). */
 lt_status lt_checkpoint_load_opts(const char *ckpt_file, lt_run_opts *o);
+
+/* --compute-dtype: want LT_DTYPE_F32 / LT_DTYPE_BF16 as asked, or -1 auto -- BF16 where the CPU
+ * multiplies bf16 natively (avx512_bf16 or amx_bf16) at the dispatch level in use (LORATUNE_CPU
+ * =avx2 turns it off) and the method can (DoRA cannot), else F32. *why: the reason (static). */
+lt_dtype lt_run_pick_compute_dtype(int want, lt_train_method m, const char **why);
 
 #ifdef __cplusplus
 }

@@ -85,6 +85,13 @@ typedef struct {
     int seq_len;                    /* T: the largest row length; positions must be in [0, T) */
     int grad_checkpoint; /* 1: keep only each layer's input; recompute the layer in backward */
     lt_dtype base_dtype; /* LT_DTYPE_F32 / BF16 / F16 for the frozen weights */
+    lt_dtype compute_dtype; /* LT_DTYPE_F32 (default) or BF16: the linear layers' and the
+                               head's matrix products in bf16 with fp32 sums (the backend's
+                               gemm_bf16), as PyTorch's bf16 autocast; LoRA, norms, attention,
+                               loss and the optimizer stay fp32, trained weights keep fp32
+                               masters; not with DoRA. A BF16 base is multiplied as
+                               stored; any other weight is rounded to bf16 per product (as
+                               autocast casts fp32 weights), and an fp32 head stays fp32. */
     float lr, beta1, beta2, eps, weight_decay; /* AdamW (torch.optim.AdamW semantics) */
     float grad_clip;                           /* global-norm clip; <= 0: no clipping */
     int grad_accum;        /* micro-batches per optimizer step (informational for callers and

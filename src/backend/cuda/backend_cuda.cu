@@ -131,7 +131,7 @@ static void cu_lora_fwd(const lt_backend *be, float *y, float *xa, const float *
                         const float *bias, const float *A, const float *B, const float *mask,
                         int N, int C, int OC, int r, float scale, float *scratch) {
     const float *xd = masked(scratch, x, mask, (int64_t)N * C);
-    cu_matmul_fwd(be, y, x, W, bias, N, C, OC);
+    if (W) cu_matmul_fwd(be, y, x, W, bias, N, C, OC); /* NULL: y holds the base product */
     cu_matmul_fwd(be, xa, xd, A, NULL, N, C, r);
     cu_gemm(be, 0, 1, N, OC, r, scale, xa, r, B, r, 1.0f, y, OC);
 }
@@ -147,7 +147,7 @@ static void cu_lora_bwd(const lt_backend *be, float *dx, float *dA, float *dB, c
         cu_matmul_bwd(be, NULL, dA, NULL, dxa, xd, A, N, C, r);
     }
     if (dx) {
-        cu_matmul_bwd(be, dx, NULL, NULL, dy, x, W, N, C, OC);
+        if (W) cu_matmul_bwd(be, dx, NULL, NULL, dy, x, W, N, C, OC);
         if (!mask) {
             cu_matmul_bwd(be, dx, NULL, NULL, dxa, x, A, N, C, r);
         } else {

@@ -6,6 +6,7 @@
 set -euo pipefail
 L=${1:-build/loratune}
 W=${2:-$(mktemp -d)}
+mkdir -p "$W"
 F=$(cd "$(dirname "$0")/.." && pwd)/tests/fixtures
 for mode in prune noprune; do
   extra=""

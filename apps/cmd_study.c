@@ -24,6 +24,8 @@ static void usage(FILE *f) {
             "       loratune study ask    --study DIR [--json]\n"
             "       loratune study tell   --study DIR --trial N (--value V | --state failed|pruned)\n"
             "       loratune study report --study DIR --trial N --step S --value V\n"
+            "                             [--prune-min-resource R [--reduction-factor E]\n"
+            "                              [--min-early-stopping-rate S]]  (prints prune|continue)\n"
             "       loratune study show   --study DIR [--json]\n"
             "\n"
             "An ask/tell hyperparameter study kept in DIR/study.json (written atomically).\n"
@@ -32,7 +34,8 @@ static void usage(FILE *f) {
             "  {\"type\": \"int\", \"low\": a, \"high\": b, \"log\": false}\n"
             "  {\"type\": \"categorical\", \"choices\": [...]}\n"
             "ask prints {\"trial\": N, \"params\": {...}}; tell ends trial N with its value (or as\n"
-            "failed / pruned); report records an intermediate value of a running trial; show\n"
+            "failed / pruned); report records an intermediate value of a running trial (and with\n"
+            "--prune-min-resource decides by successive halving whether to stop it); show\n"
             "prints the trials and the best one.\n"
             "Samplers: auto (default) and gp: Sobol for the first --n-startup trials (default\n"
             "clamp(dims+1, 5, 10)), then Gaussian-process BO with log expected improvement;\n"
@@ -96,6 +99,7 @@ int cmd_study(int argc, char **argv) {
     const char *sub = argv[1];
     const char *dir = NULL, *space = NULL, *direction = NULL, *sampler = NULL, *state = NULL;
     const char *trial_s = NULL, *value_s = NULL, *seed_s = NULL, *n0_s = NULL, *step_s = NULL;
+    const char *minres_s = NULL, *eta_s = NULL, *rate_s = NULL;
     int as_json = 0;
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i];
@@ -116,6 +120,9 @@ int cmd_study(int argc, char **argv) {
         else if (!strcmp(a, "--value")) slot = &value_s;
         else if (!strcmp(a, "--state")) slot = &state;
         else if (!strcmp(a, "--step")) slot = &step_s;
+        else if (!strcmp(a, "--prune-min-resource")) slot = &minres_s;
+        else if (!strcmp(a, "--reduction-factor")) slot = &eta_s;
+        else if (!strcmp(a, "--min-early-stopping-rate")) slot = &rate_s;
         if (!slot) {
             fprintf(stderr, "loratune study %s: unknown option '%s' (see loratune study --help)\n",
                     sub, a);
@@ -145,7 +152,8 @@ int cmd_study(int argc, char **argv) {
         {sampler, "--sampler", is_create},     {seed_s, "--seed", is_create},
         {n0_s, "--n-startup", is_create},      {trial_s, "--trial", is_tell || is_report},
         {value_s, "--value", is_tell || is_report}, {state, "--state", is_tell},
-        {step_s, "--step", is_report},
+        {step_s, "--step", is_report},         {minres_s, "--prune-min-resource", is_report},
+        {eta_s, "--reduction-factor", is_report}, {rate_s, "--min-early-stopping-rate", is_report},
     };
     for (size_t i = 0; i < sizeof own / sizeof own[0]; i++)
         if (own[i].v && !own[i].ok) {
@@ -246,15 +254,46 @@ int cmd_study(int argc, char **argv) {
             }
             if (lt_cli_parse_int(sub, "--step", step_s, &step)) return 2;
             trial = trial < 0 ? -1 : trial;
+            lt_prune_opts po = {.reduction_factor = 3};
+            long v;
+            if (minres_s) {
+                if (lt_cli_parse_int(sub, "--prune-min-resource", minres_s, &v)) return 2;
+                po.min_resource = v;
+            }
+            if (eta_s) {
+                if (lt_cli_parse_int(sub, "--reduction-factor", eta_s, &v)) return 2;
+                po.reduction_factor = (int)v;
+            }
+            if (rate_s) {
+                if (lt_cli_parse_int(sub, "--min-early-stopping-rate", rate_s, &v)) return 2;
+                po.min_early_stopping_rate = (int)v;
+            }
+            if ((eta_s || rate_s) && !minres_s) {
+                fprintf(stderr, "loratune study report: --reduction-factor and "
+                                "--min-early-stopping-rate go with --prune-min-resource R\n");
+                return 2;
+            }
+            if (minres_s && (po.min_resource < 1 || po.reduction_factor < 2 ||
+                             po.min_early_stopping_rate < 0)) {
+                fprintf(stderr, "loratune study report: expected --prune-min-resource >= 1, "
+                                "--reduction-factor >= 2, --min-early-stopping-rate >= 0\n");
+                return 2;
+            }
             lt_study *s;
             if (open_waiting(dir, &s)) return fail(sub);
-            lt_status st = lt_study_report(s, (int)(trial > 2147483647L ? -1 : trial), step, value);
+            int t = (int)(trial > 2147483647L ? -1 : trial);
+            lt_status st = lt_study_report(s, t, step, value);
+            int prune = 0, rung = 0;
+            if (!st && minres_s) st = lt_study_should_prune(s, t, &po, &prune, &rung);
             lt_study_close(s);
-            return st ? fail(sub) : 0;
+            if (st) return fail(sub);
+            if (minres_s) printf("%s\n", prune ? "prune" : "continue");
+            return 0;
         }
     }
     lt_study *s;
-    if (open_waiting(dir, &s)) return fail(sub);
+    /* show reads without the lock: a study a running `loratune tune` holds can be watched */
+    if (is_show ? lt_study_open_readonly(dir, &s) : open_waiting(dir, &s)) return fail(sub);
     int rc = 0;
     if (is_ask) {
         int n;

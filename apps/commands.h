@@ -19,6 +19,8 @@ int cmd_runs(int argc, char **argv);
 int cmd_models(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
 int cmd_study(int argc, char **argv);
+int cmd_tune(int argc, char **argv);
+int cmd_compare(int argc, char **argv);
 /* `loratune data add` (apps/cmd_data_add.c), a subcommand of cmd_data. */
 int data_add(int argc, char **argv);
 

@@ -27,6 +27,8 @@ static const command k_commands[] = {
     {"models", cmd_models, "model registry: register, list, show, promote"},
     {"serve", cmd_serve, "REST API server: datasets, train jobs, live events (docs/SERVER.md)"},
     {"study", cmd_study, "ask/tell hyperparameter study: create, ask, tell, show (docs/TUNE.md)"},
+    {"tune", cmd_tune, "hyperparameter search over training runs (GP-BO, pruning; docs/TUNE.md)"},
+    {"compare", cmd_compare, "tune LoRA / DoRA / QLoRA / full under one budget, compare them"},
 };
 
 static void usage(FILE *f) {

@@ -686,6 +686,10 @@ const lt_data *lt_run_shared_data(const lt_run_shared *sh) {
     return sh ? sh->data : NULL;
 }
 
+const lt_model_config *lt_run_shared_model_config(const lt_run_shared *sh) {
+    return sh ? &sh->model->config : NULL;
+}
+
 /* What a run from sh must have in common with it: the model and tokenizer it loaded, and the
  * data options its examples were tokenized with (the length may differ: load_data). */
 lt_status lt_run_shared_check_(const lt_run_shared *sh, const lt_run_opts *o) {
@@ -715,6 +719,28 @@ lt_status lt_run_shared_check_(const lt_run_shared *sh, const lt_run_opts *o) {
                         "loaded the model, tokenizer and data with its own options)",
                         differs);
     return LT_OK;
+}
+
+lt_status lt_run_plan(const lt_run_shared *sh, const lt_run_opts *o, lt_train_plan_t *plan) {
+    memset(plan, 0, sizeof *plan);
+    if (!sh) return lt_error(LT_ERR_ARG, "run plan: shared object is NULL");
+    if (o->batch_size <= 0)
+        return lt_error(LT_ERR_ARG, "run plan: batch-size must be given (auto is sized by the "
+                                    "run itself)");
+    lt_run r; /* only what build_train_config reads */
+    memset(&r, 0, sizeof r);
+    r.o = *o;
+    if (o->max_seq_len <= 0) { /* auto: the longest example, as far as the shared data holds */
+        int longest = data_longest(sh->data);
+        r.o.max_seq_len = longest < sh->max_seq_len ? longest : sh->max_seq_len;
+        if (r.o.max_seq_len < 2) r.o.max_seq_len = 2;
+    }
+    r.model = sh->model;
+    lt_status s = build_train_config(&r, NULL);
+    if (s) return s;
+    if (o->method == LT_METHOD_FULL) /* trains a loaded fp32 model in place */
+        return lt_train_plan(&sh->model->config, &r.tc, plan);
+    return lt_train_plan_model(sh->model, &r.tc, plan);
 }
 
 /* ---- evaluation ------------------------------------------------------------------------- */

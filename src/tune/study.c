@@ -31,6 +31,7 @@ struct lt_study {
     json_t *trials;    /* borrowed from root */
     lt_space space;
     lt_study_options opt;
+    int readonly; /* lt_study_open_readonly: no lock, every change refused */
 };
 
 static const char *k_samplers[] = {"auto", "gp", "random", "sobol", "tpe"};
@@ -74,6 +75,8 @@ static lt_status study_alloc(const char *dir, lt_study **out) {
 }
 
 static lt_status study_write(lt_study *s) {
+    if (s->readonly)
+        return lt_error(LT_ERR_ARG, "%s: the study was opened read-only", s->path);
     char *text = json_dumps(s->root, JSON_INDENT(1) | JSON_REAL_PRECISION(17));
     if (!text) return lt_error(LT_ERR_NOMEM, "%s: out of memory", s->path);
     size_t n = strlen(text);
@@ -212,11 +215,17 @@ static lt_status study_validate(lt_study *s) {
                 !json_is_integer(json_array_get(e, 0)) || !json_is_number(json_array_get(e, 1)))
                 return bad(s, f, "\"intermediate\" entries [step, value]");
         }
+        json_t *rg = json_object_get(t, "rungs"); /* optional: lt_study_should_prune's */
+        if (rg) {
+            if (!json_is_array(rg)) return bad(s, f, "\"rungs\" an array of numbers");
+            json_array_foreach(rg, j, e) if (!json_is_number(e))
+                return bad(s, f, "\"rungs\" an array of numbers");
+        }
     }
     return LT_OK;
 }
 
-lt_status lt_study_open(const char *dir, lt_study **out) {
+static lt_status study_open(const char *dir, int readonly, lt_study **out) {
     lt_study *s;
     lt_status st = study_alloc(dir, &s);
     if (st) return st;
@@ -225,7 +234,8 @@ lt_status lt_study_open(const char *dir, lt_study **out) {
                                        "`loratune study create`)", dir, LT_STUDY_FILE);
         goto fail;
     }
-    if ((st = lt_dir_lock_open(dir, 0, &s->lock))) goto fail;
+    s->readonly = readonly;
+    if (!readonly && (st = lt_dir_lock_open(dir, 0, &s->lock))) goto fail;
     if ((st = lt_json_load_file(s->path, JSON_REJECT_DUPLICATES, &s->root))) goto fail;
     if ((st = study_validate(s))) goto fail;
     *out = s;
@@ -233,6 +243,12 @@ lt_status lt_study_open(const char *dir, lt_study **out) {
 fail:
     lt_study_close(s);
     return st;
+}
+
+lt_status lt_study_open(const char *dir, lt_study **out) { return study_open(dir, 0, out); }
+
+lt_status lt_study_open_readonly(const char *dir, lt_study **out) {
+    return study_open(dir, 1, out);
 }
 
 int lt_study_n_trials(const lt_study *s) { return (int)json_array_size(s->trials); }
@@ -332,10 +348,141 @@ lt_status lt_study_report(lt_study *s, int trial, int64_t step, double value) {
         return lt_error(LT_ERR_ARG, "%s: trial %d: intermediate value is not finite", s->path,
                         trial);
     json_t *im = json_object_get(t, "intermediate");
-    json_t *e = json_pack("[I, f]", (json_int_t)step, value);
+    size_t i;
+    json_t *e;
+    json_array_foreach(im, i, e) { /* the same step again (a trial re-run): replace it */
+        if (json_integer_value(json_array_get(e, 0)) != step) continue;
+        json_t *nv = json_real(value), *old = json_incref(json_array_get(e, 1));
+        if (!nv || json_array_set_new(e, 1, nv)) {
+            json_decref(old);
+            return lt_error(LT_ERR_NOMEM, "out of memory");
+        }
+        lt_status st = study_write(s);
+        if (st) json_array_set(e, 1, old);
+        json_decref(old);
+        return st;
+    }
+    e = json_pack("[I, f]", (json_int_t)step, value);
     if (!e || json_array_append_new(im, e)) return lt_error(LT_ERR_NOMEM, "out of memory");
     lt_status st = study_write(s);
     if (st) json_array_remove(im, json_array_size(im) - 1);
+    return st;
+}
+
+static lt_status tell_failed_why(lt_study *s, int trial, const char *key, const char *reason) {
+    lt_status st = lt_study_tell(s, trial, LT_TRIAL_FAILED, NAN);
+    if (st) return st;
+    json_t *t = trial_at(s, trial);
+    if (json_object_set_new(t, key, json_string(reason ? reason : "")))
+        return lt_error(LT_ERR_NOMEM, "out of memory"); /* told failed, without the reason */
+    if ((st = study_write(s))) json_object_del(t, key);
+    return st;
+}
+
+lt_status lt_study_tell_infeasible(lt_study *s, int trial, const char *reason) {
+    return tell_failed_why(s, trial, "infeasible", reason);
+}
+
+lt_status lt_study_tell_error(lt_study *s, int trial, const char *reason) {
+    return tell_failed_why(s, trial, "error", reason);
+}
+
+lt_status lt_study_restart(lt_study *s, int trial) {
+    json_t *t = trial_at(s, trial);
+    if (!t) return unknown_trial(s, trial);
+    if (strcmp(json_string_value(json_object_get(t, "state")), "running"))
+        return lt_error(LT_ERR_ARG, "%s: trial %d is no longer running", s->path, trial);
+    json_t *snap = json_deep_copy(t);
+    if (!snap || json_object_set_new(t, "intermediate", json_array())) {
+        json_decref(snap);
+        return lt_error(LT_ERR_NOMEM, "out of memory");
+    }
+    json_object_del(t, "rungs");
+    lt_status st = study_write(s);
+    if (st) json_array_set_new(s->trials, (size_t)trial, snap);
+    else json_decref(snap);
+    return st;
+}
+
+/* ---- successive halving ------------------------------------------------------------------ */
+
+/* The value a trial recorded when it reached rung k (NaN: it has not). */
+static double rung_value(json_t *t, int k) {
+    json_t *v = json_array_get(json_object_get(t, "rungs"), (size_t)k);
+    return json_is_number(v) ? json_number_value(v) : NAN;
+}
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+lt_status lt_study_should_prune(lt_study *s, int trial, const lt_prune_opts *p, int *prune,
+                                int *rung_out) {
+    *prune = 0;
+    json_t *t = trial_at(s, trial);
+    if (!t) return unknown_trial(s, trial);
+    if (!p || p->min_resource < 1 || p->reduction_factor < 2 || p->min_early_stopping_rate < 0)
+        return lt_error(LT_ERR_ARG, "pruner: needs min_resource >= 1, reduction_factor >= 2 and "
+                                    "min_early_stopping_rate >= 0");
+    if (strcmp(json_string_value(json_object_get(t, "state")), "running"))
+        return lt_error(LT_ERR_ARG, "%s: trial %d is no longer running", s->path, trial);
+    /* the last step reported and its value */
+    json_t *im = json_object_get(t, "intermediate");
+    int64_t step = -1;
+    double value = NAN;
+    size_t i;
+    json_t *e;
+    json_array_foreach(im, i, e) {
+        int64_t st = json_integer_value(json_array_get(e, 0));
+        if (st > step) step = st, value = json_number_value(json_array_get(e, 1));
+    }
+    json_t *rungs = json_object_get(t, "rungs");
+    int rung = (int)json_array_size(rungs); /* rungs completed so far */
+    if (rung_out) *rung_out = rung;
+    if (step < 0) return LT_OK;
+    int n = lt_study_n_trials(s), sign = s->opt.maximize ? -1 : 1;
+    double comp[n + 1];
+    json_t *added = json_array();
+    if (!added) return lt_error(LT_ERR_NOMEM, "out of memory");
+    for (;;) {
+        double promo = (double)p->min_resource;
+        for (int k = 0; k < p->min_early_stopping_rate + rung; k++) promo *= p->reduction_factor;
+        if ((double)step < promo) break;
+        json_array_append_new(added, json_real(value));
+        /* the values of every trial that reached this rung, this one's included */
+        int m = 0;
+        for (int j = 0; j < n; j++) {
+            double v = j == trial ? NAN : rung_value(json_array_get(s->trials, (size_t)j), rung);
+            if (!isnan(v)) comp[m++] = sign * v;
+        }
+        comp[m++] = sign * value;
+        qsort(comp, (size_t)m, sizeof *comp, cmp_double);
+        int idx = m / p->reduction_factor - 1;
+        if (idx < 0) idx = 0; /* the first eta - 1 trials: promoted only when the best */
+        rung++;
+        if (!(sign * value <= comp[idx])) {
+            *prune = 1;
+            break;
+        }
+    }
+    if (rung_out) *rung_out = rung;
+    if (!json_array_size(added)) {
+        json_decref(added);
+        return LT_OK;
+    }
+    if (!rungs) {
+        rungs = json_array();
+        json_object_set_new(t, "rungs", rungs);
+    }
+    size_t n0 = json_array_size(rungs);
+    json_array_extend(rungs, added);
+    json_decref(added);
+    lt_status st = study_write(s);
+    if (st) {
+        while (json_array_size(rungs) > n0) json_array_remove(rungs, json_array_size(rungs) - 1);
+        *prune = 0;
+    }
     return st;
 }
 

@@ -46,6 +46,42 @@ static lt_status op(void *p) {
     return st;
 }
 
+/* the tuner's calls: report (and the same step again), the pruner, restart, tell_error */
+static lt_status op_tune(void *p) {
+    ctx_t *c = p;
+    lt_study *s;
+    lt_status st = lt_study_open(c->dir, &s);
+    if (st) return st;
+    int t, prune = 0;
+    lt_prune_opts po = {.min_resource = 5, .reduction_factor = 3};
+    st = lt_study_ask(s, &t);
+    if (!st) st = lt_study_report(s, t, 10, 0.7);
+    if (!st) st = lt_study_should_prune(s, t, &po, &prune, NULL);
+    if (!st) st = lt_study_restart(s, t);
+    if (!st) st = lt_study_report(s, t, 10, 0.6);
+    if (!st) st = lt_study_report(s, t, 10, 0.5);
+    if (!st) st = lt_study_tell_error(s, t, "diverged");
+    lt_study_close(s);
+    return st;
+}
+
+static int check_tune(void *p, lt_status st, long n) {
+    ctx_t *c = p;
+    lt_study *s;
+    if (lt_study_open(c->dir, &s) != LT_OK) {
+        fprintf(stderr, "N=%ld: the study does not open: %s\n", n, lt_errmsg());
+        return 0;
+    }
+    int nt = lt_study_n_trials(s), ok;
+    lt_trial_state ts = LT_TRIAL_RUNNING;
+    if (nt == 13) lt_study_trial_state(s, 12, &ts, NULL);
+    if (st == LT_OK) ok = nt == 13 && ts == LT_TRIAL_FAILED;
+    else ok = nt == 12 || (nt == 13 && (ts == LT_TRIAL_RUNNING || ts == LT_TRIAL_FAILED));
+    if (!ok) fprintf(stderr, "N=%ld: %d trials on disk after %s\n", n, nt, lt_status_name(st));
+    lt_study_close(s);
+    return ok;
+}
+
 static int check(void *p, lt_status st, long n) {
     ctx_t *c = p;
     int ok = 1;
@@ -94,6 +130,18 @@ int main(void) {
     char path[700];
     snprintf(path, sizeof path, "%.600s/study.json", c.dir);
     CHECK_OK(lt_file_read_all(path, &c.base, &c.base_len));
+    { /* read-only: no lock taken (a writer may hold it), every change refused */
+        lt_study *w, *r;
+        int t;
+        CHECK_OK(lt_study_open(c.dir, &w));
+        CHECK_OK(lt_study_open_readonly(c.dir, &r));
+        if (r) {
+            CHECK(lt_study_n_trials(r) == 12, "read-only view: %d trials", lt_study_n_trials(r));
+            CHECK_ERR(lt_study_ask(r, &t), LT_ERR_ARG, "read-only");
+        }
+        lt_study_close(r);
+        lt_study_close(w);
+    }
 
     lt_fault_plan alloc = {LT_FAULT_ALLOC, 0, 0, 0, 400, 700};
     lt_fault_ops ops = {setup, op, check, NULL};
@@ -102,6 +150,11 @@ int main(void) {
     lt_fault_walk("study ask + tell, output I/O (ENOSPC)", &io, &ops, &c);
     lt_fault_plan io_r = {LT_FAULT_IO, LT_IO_ALL, EIO, 1, 100, 100};
     lt_fault_walk("study ask + tell, output I/O (EIO, persistent)", &io_r, &ops, &c);
+    lt_fault_ops tune_ops = {setup, op_tune, check_tune, NULL};
+    lt_fault_plan alloc_t = {LT_FAULT_ALLOC, 0, 0, 0, 400, 700};
+    lt_fault_walk("tuner calls, allocations", &alloc_t, &tune_ops, &c);
+    lt_fault_plan io_t = {LT_FAULT_IO, LT_IO_ALL, ENOSPC, 0, 100, 100};
+    lt_fault_walk("tuner calls, output I/O (ENOSPC)", &io_t, &tune_ops, &c);
     free(c.base);
     char *parent = strrchr(c.dir, '/');
     *parent = 0;

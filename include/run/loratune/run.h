@@ -310,8 +310,16 @@ typedef struct lt_run_shared lt_run_shared;
 lt_status lt_run_shared_load(const lt_run_opts *o, lt_run_sink fn, void *ctx, lt_run_shared **out);
 void lt_run_shared_free(lt_run_shared *s); /* safe on NULL; after the runs made from it */
 const lt_data *lt_run_shared_data(const lt_run_shared *s); /* borrowed */
+const lt_model_config *lt_run_shared_model_config(const lt_run_shared *s); /* borrowed */
 lt_status lt_run_new_from(const lt_run_shared *shared, const lt_run_opts *o, lt_run **out);
 lt_status lt_run_create_from(const lt_run_shared *shared, const lt_run_opts *o, lt_run **out);
+/* The memory plan of a run with options o over shared's model, without creating it (a search
+ * that must never start a configuration the memory budget cannot hold): lt_train_plan_model of
+ * the training configuration o describes (method full: lt_train_plan, the fp32 model it loads
+ * and trains in place). o's batch-size must be given; max-seq-len auto is planned at the
+ * longest example of the shared data (what the run uses when memory allows); LT_ERR_ARG as
+ * lt_run_new would refuse the training configuration. */
+lt_status lt_run_plan(const lt_run_shared *shared, const lt_run_opts *o, lt_train_plan_t *plan);
 
 /* The loop. LT_OK for every outcome (LT_RUN_NONFINITE also sets the message naming the steps
  * and the last good checkpoint); errors are I/O and the like. LT_ERR_ARG when r was not

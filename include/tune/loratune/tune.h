@@ -76,6 +76,10 @@ lt_status lt_study_create(const char *dir, const char *space_json, const lt_stud
  * LT_ERR_FORMAT naming the file and field when it is malformed, LT_ERR_BUSY when another
  * process holds it. */
 lt_status lt_study_open(const char *dir, lt_study **out);
+/* The study as it is on disk now, without the lock (study.json is replaced atomically, so a
+ * reader sees a whole version): for watching a study another process holds (`loratune study
+ * show` while `loratune tune` runs). Every change is refused (LT_ERR_ARG). */
+lt_status lt_study_open_readonly(const char *dir, lt_study **out);
 void lt_study_close(lt_study *s); /* releases the lock; NULL ok */
 
 /* A new trial: its parameters are sampled and the trial is stored as running before this
@@ -85,8 +89,41 @@ lt_status lt_study_ask(lt_study *s, int *trial);
  * LT_TRIAL_PRUNED (value ignored). LT_ERR_NOTFOUND for an unknown trial, LT_ERR_ARG for one
  * already told ("trial 3 was already told (complete, value 0.25)") or a non-finite value. */
 lt_status lt_study_tell(lt_study *s, int trial, lt_trial_state state, double value);
-/* Records an intermediate value (e.g. validation loss at a training step) of a running trial. */
+/* Records an intermediate value (e.g. validation loss at a training step) of a running trial;
+ * a step reported again replaces its value (a trial re-run after a kill). */
 lt_status lt_study_report(lt_study *s, int trial, int64_t step, double value);
+
+/* Ends a running trial as failed because its configuration cannot run (the memory plan does
+ * not fit the budget); study.json keeps the reason ("infeasible": reason). The GP sees it as
+ * a point at the worst value so far (as a running trial's "constant liar"), so the search
+ * moves away from the region instead of asking it again. */
+lt_status lt_study_tell_infeasible(lt_study *s, int trial, const char *reason);
+/* The same for a trial whose run failed (an error, a diverged run): "error": reason, and the
+ * GP avoids the point the same way. A plain lt_study_tell(LT_TRIAL_FAILED) drops the trial
+ * from the model instead. */
+lt_status lt_study_tell_error(lt_study *s, int trial, const char *reason);
+
+/* A running trial starts over (its process was killed and it is run again from the start):
+ * its intermediate values and rungs are dropped; its parameters stay. */
+lt_status lt_study_restart(lt_study *s, int trial);
+
+/* ---- pruning: successive halving on training steps ---------------------------------------
+ * Asynchronous successive halving (ASHA with one bracket), the rule of Optuna's
+ * SuccessiveHalvingPruner (bootstrap_count 0): rung k is reached at step
+ * min_resource * reduction_factor^(min_early_stopping_rate + k). Called after each
+ * lt_study_report, it takes the trial's last reported step and value; for every rung that step
+ * has reached and the trial has not yet passed, it records the value as the trial's value at
+ * that rung (study.json: "rungs") and compares it with the values every trial recorded at that
+ * rung (this one included, m of them): the trial continues when its value is among the best
+ * max(1, floor(m / reduction_factor)); else *prune = 1 (stop it and tell LT_TRIAL_PRUNED).
+ * *rung (may be NULL) = the rungs it has passed or failed. */
+typedef struct {
+    int64_t min_resource;        /* steps to the first rung, >= 1 */
+    int reduction_factor;        /* eta >= 2 (Optuna's default 4; loratune tune's 3) */
+    int min_early_stopping_rate; /* s >= 0 */
+} lt_prune_opts;
+lt_status lt_study_should_prune(lt_study *s, int trial, const lt_prune_opts *p, int *prune,
+                                int *rung);
 
 int lt_study_n_trials(const lt_study *s);
 int lt_study_n_params(const lt_study *s);

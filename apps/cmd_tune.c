@@ -1,0 +1,1413 @@
+/* cmd_tune.c - `loratune tune` and `loratune compare`: hyperparameter search over training runs
+ * in one process (docs/TUNE.md). The study (src/tune) asks for parameters; each trial is a
+ * training run (src/run) over one loaded model and tokenized data (lt_run_shared), with the
+ * final validation loss as the objective; intermediate validation losses feed the
+ * successive-halving pruner; the memory plan (lt_run_plan) keeps configurations the budget
+ * cannot hold from ever starting. The study is a parent run in the tracking store and every
+ * trial a child run (tags parent_run, trial, trial_state).
+ *
+ * DIR/study.json   the study (asks, values, intermediate values, rungs)
+ * DIR/tune.json    this command's settings (base options, budget, pruning, parent run), for
+ *                  --resume; rewritten atomically after every trial (elapsed time)
+ * DIR/trials/NNNN/ each trial's run folder (run_config.yaml, adapter, checkpoints) and
+ *                  trial.json (state, value, time, memory, tokens/s, trainable parameters)
+ * DIR/best_config.yaml, DIR/summary.json   written at the end (and on every improvement). */
+#include <dirent.h>
+#include <errno.h>
+#include <jansson.h>
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "commands.h"
+#include "loratune/hwinfo.h"
+#include "loratune/model.h"
+#include "loratune/recorder.h"
+#include "loratune/run.h"
+#include "loratune/track.h"
+#include "loratune/tune.h"
+
+#define TUNE_FORMAT "loratune-tune"
+
+/* ---- settings ---------------------------------------------------------------------------- */
+typedef struct {
+    const char *cmd; /* "tune" or "compare" (messages) */
+    char study[LT_RUN_PATH_MAX];
+    lt_run_opts base;   /* defaults + -c + command line; out/resume unused */
+    int trials;         /* trials to run (complete, pruned, failed; infeasible ones not counted) */
+    double time_budget; /* seconds; 0: none */
+    char *space_json;   /* NULL: the default space */
+    char space_src[LT_RUN_PATH_MAX];
+    lt_sampler_kind sampler;
+    uint64_t seed;
+    int prune; /* 1 on (may be turned off with a reason), 0 --no-prune */
+    int eta;
+    int64_t min_resource; /* 0: total steps / eta^2 */
+    int user_eval_every;  /* --eval-every given */
+    int user_batch;       /* --batch-size given */
+    const char *store, *experiment;
+    int track, json;
+} tune_args;
+
+typedef struct { /* what one study produced (compare's row) */
+    int n_complete, n_pruned, n_failed, n_infeasible, best_trial;
+    double best_value, best_time_s, best_tokens_per_sec, elapsed_s;
+    int64_t best_peak_bytes, best_trainable, best_saved;
+    int64_t parent_run;
+    char prune_note[256];
+} tune_summary;
+
+static volatile sig_atomic_t g_stop;
+static lt_run *volatile g_run;
+static void on_signal(int sig) {
+    (void)sig;
+    if (g_stop++) _exit(130);
+    if (g_run) lt_run_request_stop(g_run);
+}
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static int mkdir_p(const char *path) {
+    char b[LT_RUN_PATH_MAX + 64];
+    snprintf(b, sizeof b, "%s", path);
+    for (char *p = b + 1; *p; p++)
+        if (*p == '/') {
+            *p = 0;
+            if (mkdir(b, 0777) && errno != EEXIST) return -1;
+            *p = '/';
+        }
+    return mkdir(b, 0777) && errno != EEXIST ? -1 : 0;
+}
+
+static lt_status load_json(const char *path, json_t **out) {
+    json_error_t err;
+    *out = json_load_file(path, JSON_REJECT_DUPLICATES, &err);
+    if (!*out)
+        return lt_error(lt_path_exists(path) ? LT_ERR_FORMAT : LT_ERR_NOTFOUND, "%s: %s", path,
+                        err.text);
+    return LT_OK;
+}
+
+static lt_status write_json_file(const char *path, json_t *o) {
+    char *t = json_dumps(o, JSON_INDENT(1) | JSON_REAL_PRECISION(17));
+    if (!t) return lt_error(LT_ERR_NOMEM, "%s: out of memory", path);
+    size_t n = strlen(t);
+    lt_status s = lt_file_write_atomic(path, t, n);
+    free(t);
+    return s;
+}
+
+/* "2h", "30m", "90s", "1h30m", "45" (seconds). -1 when malformed. */
+static double parse_duration(const char *s) {
+    double total = 0;
+    int any = 0;
+    while (*s) {
+        char *end;
+        double v = strtod(s, &end);
+        if (end == s || v < 0) return -1;
+        s = end;
+        double unit = 1;
+        if (*s == 'h')
+            unit = 3600, s++;
+        else if (*s == 'm')
+            unit = 60, s++;
+        else if (*s == 's')
+            s++;
+        else if (*s)
+            return -1;
+        total += v * unit;
+        any = 1;
+    }
+    return any ? total : -1;
+}
+
+/* ---- the default search space (docs/TUNE.md, "Priors") ------------------------------------- */
+static char *default_space(const tune_args *a, const lt_model_config *mc) {
+    json_t *sp = json_object();
+    /* a rank above a linear's smaller side adds nothing (and the mlx-lm / PEFT adapters of
+     * such a rank are refused): the range stops at the smallest side of any target */
+    int cap = 64;
+    if (mc) {
+        int sides[] = {mc->dim, mc->n_heads * mc->head_dim, mc->n_kv_heads * mc->head_dim,
+                       mc->ffn_dim};
+        for (int i = 0; i < 4; i++)
+            if (sides[i] > 0 && sides[i] < cap) cap = sides[i];
+    }
+    int rlow = cap < 4 ? 1 : 4;
+    int full = a->base.method == LT_METHOD_FULL;
+    /* "LoRA Without Regret" (Thinking Machines, 2025): LoRA's best LR ~10x full fine-tuning's
+     * and nearly independent of rank (with alpha/r scaling): both ranges span two decades,
+     * centred on 2e-4 (adapters) and 2e-5 (full). */
+    json_object_set_new(sp, "lr",
+                        json_pack("{s:s, s:f, s:f, s:b}", "type", "float", "low",
+                                  full ? 2e-6 : 2e-5, "high", full ? 2e-4 : 2e-3, "log", 1));
+    if (!full) {
+        json_object_set_new(
+            sp, "lora-rank",
+            json_pack("{s:s, s:i, s:i, s:b}", "type", "int", "low", rlow, "high", cap, "log", 1));
+        json_object_set_new(sp, "rslora",
+                            json_pack("{s:s, s:[b, b]}", "type", "categorical", "choices", 0, 1));
+        json_object_set_new(sp, "lora-dropout",
+                            json_pack("{s:s, s:f, s:f}", "type", "float", "low", 0.0, "high", 0.1));
+        json_object_set_new(sp, "lora-targets",
+                            json_pack("{s:s, s:[s, s, s]}", "type", "categorical", "choices",
+                                      "attention", "mlp", "all"));
+    }
+    json_object_set_new(sp, "warmup",
+                        json_pack("{s:s, s:f, s:f}", "type", "float", "low", 0.0, "high", 0.1));
+    if (!a->user_batch)
+        json_object_set_new(
+            sp, "batch-size",
+            json_pack("{s:s, s:i, s:i, s:b}", "type", "int", "low", 1, "high", 16, "log", 1));
+    char *t = json_dumps(sp, JSON_INDENT(1) | JSON_REAL_PRECISION(17));
+    json_decref(sp);
+    return t;
+}
+
+/* A parameter's value as the text lt_run_opts_set reads; categorical aliases of lora-targets. */
+static void value_text(const char *name, const char *choice_json, double num, int is_num, char *b,
+                       size_t n) {
+    if (is_num) {
+        if (num == floor(num) && fabs(num) < 1e15)
+            snprintf(b, n, "%.0f", num);
+        else
+            snprintf(b, n, "%.17g", num);
+        return;
+    }
+    json_t *v = json_loads(choice_json, JSON_DECODE_ANY, NULL);
+    if (json_is_string(v)) {
+        const char *s = json_string_value(v);
+        if (!strcmp(name, "lora-targets") && !strcmp(s, "attention"))
+            s = "q,k,v,o";
+        else if (!strcmp(name, "lora-targets") && !strcmp(s, "mlp"))
+            s = "gate,up,down";
+        snprintf(b, n, "%s", s);
+    } else if (json_is_boolean(v)) {
+        snprintf(b, n, "%s", json_is_true(v) ? "true" : "false");
+    } else if (json_is_number(v)) {
+        double d = json_number_value(v);
+        if (d == floor(d) && fabs(d) < 1e15)
+            snprintf(b, n, "%.0f", d);
+        else
+            snprintf(b, n, "%.17g", d);
+    } else {
+        snprintf(b, n, "%s", choice_json);
+    }
+    json_decref(v);
+}
+
+/* Options a search may not set: where things are and what is being compared. */
+static int not_searchable(const char *name) {
+    static const char *const no[] = {
+        "model",           "tokenizer", "data",   "data-format",    "out",  "resume",
+        "adapter",         "iters",     "epochs", "valid-fraction", "json", "seed",
+        "train-on-prompt", "threads",   NULL};
+    for (int i = 0; no[i]; i++)
+        if (!strcmp(name, no[i])) return 1;
+    return 0;
+}
+
+/* Checks a space file against the option table: every name an option a search may set, every
+ * bound and choice a value that option accepts. Errors name the file and the field. */
+static int check_space(const tune_args *a, const char *text) {
+    json_error_t err;
+    json_t *sp = json_loads(text, JSON_REJECT_DUPLICATES, &err);
+    if (!sp) {
+        fprintf(stderr, "loratune %s: %s: line %d column %d: invalid JSON: %s\n", a->cmd,
+                a->space_src, err.line, err.column, err.text);
+        return 2;
+    }
+    const char *name;
+    json_t *p;
+    int rc = 0;
+    json_object_foreach(sp, name, p) {
+        int i = lt_run_opt_find(name);
+        if (i < 0) {
+            lt_run_opts o = a->base;
+            lt_run_opts_set(&o, name, "1"); /* for its "did you mean" message */
+            fprintf(stderr, "loratune %s: %s: %s: not a training option (%s)\n", a->cmd,
+                    a->space_src, name, lt_errmsg());
+            rc = 2;
+            break;
+        }
+        const lt_run_opt_info *in = lt_run_opt_get(i);
+        if (strcmp(name, in->name)) {
+            fprintf(stderr, "loratune %s: %s: %s: write the option's name as '%s'\n", a->cmd,
+                    a->space_src, name, in->name);
+            rc = 2;
+            break;
+        }
+        if (not_searchable(name)) {
+            fprintf(stderr,
+                    "loratune %s: %s: %s: not a hyperparameter a search may set (give it "
+                    "as an option of the command)\n",
+                    a->cmd, a->space_src, name);
+            rc = 2;
+            break;
+        }
+        if (!strcmp(name, "method") && a->base.method != LT_METHOD_LORA) {
+            /* fine: the space decides the method */
+        }
+        const char *fields[] = {"low", "high"};
+        for (int k = 0; k < 2 && !rc; k++) {
+            json_t *v = json_object_get(p, fields[k]);
+            if (!json_is_number(v)) continue; /* the study's own parser names it */
+            char b[64];
+            value_text(name, NULL, json_number_value(v), 1, b, sizeof b);
+            lt_run_opts o = a->base;
+            if (lt_run_opts_set(&o, name, b)) {
+                fprintf(stderr, "loratune %s: %s: %s: %s: %s\n", a->cmd, a->space_src, name,
+                        fields[k], lt_errmsg());
+                rc = 2;
+            }
+        }
+        json_t *ch = json_object_get(p, "choices");
+        size_t j;
+        json_t *c;
+        json_array_foreach(ch, j, c) {
+            if (rc) break;
+            char *cj = json_dumps(c, JSON_ENCODE_ANY);
+            char b[256];
+            value_text(name, cj, 0, 0, b, sizeof b);
+            free(cj);
+            lt_run_opts o = a->base;
+            if (lt_run_opts_set(&o, name, b)) {
+                fprintf(stderr, "loratune %s: %s: %s: choices[%zu]: %s\n", a->cmd, a->space_src,
+                        name, j, lt_errmsg());
+                rc = 2;
+            }
+        }
+        if (rc) break;
+    }
+    json_decref(sp);
+    return rc;
+}
+
+/* ---- one study ------------------------------------------------------------------------------ */
+typedef struct {
+    lt_study *st;
+    int trial;
+    int64_t total_steps;
+    lt_prune_opts po;
+    int prune_on;
+    int pruned;
+    int64_t pruned_at;
+    lt_run *run;
+    int json;
+    int64_t trainable;
+} trial_ctx;
+
+static void tune_sink(void *ctx, const json_t *ev) {
+    trial_ctx *t = ctx;
+    const char *e = json_string_value(json_object_get(ev, "event"));
+    if (!e) return;
+    if (!strcmp(e, "start")) {
+        t->trainable = json_integer_value(json_object_get(ev, "trainable_params"));
+        t->total_steps = json_integer_value(json_object_get(ev, "steps"));
+    }
+    if (strcmp(e, "eval")) return;
+    int64_t step = json_integer_value(json_object_get(ev, "step"));
+    double v = json_number_value(json_object_get(ev, "val_loss"));
+    if (!isfinite(v)) return;
+    if (lt_study_report(t->st, t->trial, step, v)) {
+        fprintf(stderr, "loratune tune: warning: %s\n", lt_errmsg());
+        return;
+    }
+    if (!t->prune_on || t->pruned) return;
+    int prune = 0, rung = 0;
+    if (lt_study_should_prune(t->st, t->trial, &t->po, &prune, &rung)) {
+        fprintf(stderr, "loratune tune: warning: %s\n", lt_errmsg());
+        return;
+    }
+    if (prune && step < t->total_steps) { /* the final evaluation is the value itself */
+        t->pruned = 1;
+        t->pruned_at = step;
+        lt_run_request_stop(t->run);
+    }
+}
+
+static int method_from(const char *s, lt_train_method *m) {
+    lt_run_opts o;
+    lt_run_opts_default(&o);
+    if (lt_run_opts_set(&o, "method", s)) return -1;
+    *m = o.method;
+    return 0;
+}
+
+static lt_status load_tune_json(const char *dir, json_t **out) {
+    char p[LT_RUN_PATH_MAX + 32];
+    snprintf(p, sizeof p, "%s/tune.json", dir);
+    return load_json(p, out);
+}
+
+static void trial_dir(const tune_args *a, int trial, char *b, size_t n) {
+    snprintf(b, n, "%s/trials/%04d", a->study, trial);
+}
+
+static lt_recorder *trial_recorder(const tune_args *a, const lt_run_opts *o, int64_t parent,
+                                   int trial) {
+    if (!a->track) return NULL;
+    json_t *cfg = lt_run_opts_to_json(o);
+    char *cfg_text = cfg ? json_dumps(cfg, JSON_COMPACT) : NULL;
+    json_decref(cfg);
+    char name[64], cmdline[LT_RUN_PATH_MAX + 64];
+    snprintf(name, sizeof name, "trial-%d", trial);
+    snprintf(cmdline, sizeof cmdline, "loratune %s --study %s (trial %d)", a->cmd, a->study, trial);
+    lt_recorder_opts ro = {.store_dir = lt_cli_store_dir(a->store),
+                           .experiment = a->experiment,
+                           .name = name,
+                           .kind = "hpo-trial",
+                           .command = cmdline,
+                           .config_json = cfg_text,
+                           .data_path = o->data,
+                           .model = o->model,
+                           .has_seed = 1,
+                           .seed = o->seed};
+    lt_recorder *rec = NULL;
+    if (lt_recorder_start(&ro, &rec)) {
+        fprintf(stderr, "loratune %s: warning: trial %d is not tracked: %s\n", a->cmd, trial,
+                lt_errmsg());
+        rec = NULL;
+    } else {
+        char b[32];
+        lt_store *s = lt_recorder_store(rec);
+        snprintf(b, sizeof b, "%lld", (long long)parent);
+        if (parent > 0) lt_store_set_tag(s, lt_recorder_run_id(rec), "parent_run", b);
+        snprintf(b, sizeof b, "%d", trial);
+        lt_store_set_tag(s, lt_recorder_run_id(rec), "trial", b);
+        lt_store_set_tag(s, lt_recorder_run_id(rec), "study", a->study);
+    }
+    free(cfg_text);
+    return rec;
+}
+
+static void trial_record_end(lt_recorder *rec, const char *state, lt_track_status ts) {
+    if (!rec) return;
+    lt_store_set_tag(lt_recorder_store(rec), lt_recorder_run_id(rec), "trial_state", state);
+    char warn[512];
+    if (lt_recorder_finish(rec, ts, warn, sizeof warn) > 0)
+        fprintf(stderr, "loratune tune: warning: %s\n", warn);
+}
+
+/* An infeasible trial: a child run that never trained, with the plan's numbers. */
+static void record_infeasible(const tune_args *a, const lt_run_opts *o, int64_t parent, int trial,
+                              const char *reason) {
+    lt_recorder *rec = trial_recorder(a, o, parent, trial);
+    if (!rec) return;
+    lt_store_set_tag(lt_recorder_store(rec), lt_recorder_run_id(rec), "infeasible", reason);
+    trial_record_end(rec, "infeasible", LT_TRACK_FAILED);
+}
+
+static void write_trial_json(const char *tdir, json_t *info) {
+    char p[LT_RUN_PATH_MAX + 64];
+    mkdir_p(tdir);
+    snprintf(p, sizeof p, "%s/trial.json", tdir);
+    if (write_json_file(p, info)) fprintf(stderr, "loratune tune: warning: %s\n", lt_errmsg());
+}
+
+/* Removes the checkpoint files of a trial that runs again (they hold a killed run's state). */
+static void remove_checkpoints(const char *dir) {
+    DIR *d = opendir(dir);
+    if (!d) return;
+    struct dirent *e;
+    char p[LT_RUN_PATH_MAX + 300];
+    while ((e = readdir(d)))
+        if (!strncmp(e->d_name, "step-", 5)) {
+            snprintf(p, sizeof p, "%.1000s/%.255s", dir, e->d_name);
+            unlink(p);
+        }
+    closedir(d);
+}
+
+/* Runs a study to its budget. rc 0 ok, 1 error, 130 interrupted; *sum filled. */
+static void stage_printer(void *ctx, const json_t *ev);
+
+/* The model, tokenizer and data every trial shares (loaded once the study is open, so that a
+ * bad space or study is refused before a large model is read). Full fine-tuning trials load
+ * their own model; the shared one (lazy) serves their memory plans. */
+static lt_status load_shared(const tune_args *a, lt_run_shared **sh) {
+    if (*sh) return LT_OK;
+    lt_run_opts so = a->base;
+    so.method = LT_METHOD_LORA;
+    so.out[0] = so.resume[0] = 0;
+    if (!a->json) printf("loading %s and %s ...\n", a->base.model, a->base.data);
+    fflush(stdout);
+    return lt_run_shared_load(&so, a->json ? NULL : stage_printer, NULL, sh);
+}
+
+static int run_study(tune_args *a, int resume, lt_run_shared **shp, tune_summary *sum) {
+    memset(sum, 0, sizeof *sum);
+    sum->best_trial = -1;
+    sum->best_value = NAN;
+    char path[LT_RUN_PATH_MAX + 64];
+    json_t *tj = NULL;
+    lt_study *st = NULL;
+    lt_store *store = NULL;
+    int rc = 0;
+    double elapsed0 = 0;
+    int64_t parent = 0;
+
+    /* the pruning schedule: on for runs long enough to have a rung before the end */
+    int64_t total = a->base.iters;
+    char why_off[256] = "";
+    if (!a->prune)
+        snprintf(why_off, sizeof why_off, "--no-prune");
+    else if (total <= 0)
+        snprintf(why_off, sizeof why_off,
+                 "the trial length is given in epochs: pruning needs "
+                 "--iters (optimizer steps)");
+    lt_prune_opts po = {.reduction_factor = a->eta};
+    if (!why_off[0]) {
+        po.min_resource = a->min_resource > 0 ? a->min_resource
+                                              : (int64_t)ceil((double)total / (a->eta * a->eta));
+        if (po.min_resource >= total)
+            snprintf(why_off, sizeof why_off,
+                     "%lld steps per trial leave no rung before the end "
+                     "(--min-resource %lld)",
+                     (long long)total, (long long)po.min_resource);
+        else if (po.min_resource < 10)
+            snprintf(why_off, sizeof why_off,
+                     "the first rung would come after %lld optimizer "
+                     "steps: fewer than 10, too few for validation loss to rank runs (give "
+                     "--iters >= %d)",
+                     (long long)po.min_resource, 10 * a->eta * a->eta);
+        else if (a->trials > 0 && a->trials < a->eta + 1)
+            snprintf(why_off, sizeof why_off,
+                     "%d trials: successive halving needs more than "
+                     "eta = %d to halve",
+                     a->trials, a->eta);
+    }
+    int prune_on = !why_off[0];
+    if (prune_on)
+        snprintf(sum->prune_note, sizeof sum->prune_note,
+                 "successive halving: eta %d, rungs at "
+                 "steps %lld, %lld, ... (every %lld-step evaluation reports)",
+                 a->eta, (long long)po.min_resource, (long long)po.min_resource * a->eta,
+                 (long long)(a->user_eval_every ? a->base.eval_every : po.min_resource));
+    else
+        snprintf(sum->prune_note, sizeof sum->prune_note, "off: %s", why_off);
+    if (prune_on && !a->user_eval_every) a->base.eval_every = po.min_resource;
+
+    if (resume) {
+        if (lt_study_open(a->study, &st)) {
+            fprintf(stderr, "loratune %s: --resume: %s\n", a->cmd, lt_errmsg());
+            return 1;
+        }
+        if (load_tune_json(a->study, &tj)) {
+            fprintf(stderr, "loratune %s: --resume: %s\n", a->cmd, lt_errmsg());
+            lt_study_close(st);
+            return 1;
+        }
+        elapsed0 = json_number_value(json_object_get(tj, "elapsed_s"));
+        parent = json_integer_value(json_object_get(tj, "parent_run"));
+    } else {
+        if (!a->space_json && load_shared(a, shp)) { /* the default space reads the model */
+            fprintf(stderr, "loratune %s: %s\n", a->cmd, lt_errmsg());
+            return 1;
+        }
+        char *space =
+            a->space_json ? a->space_json : default_space(a, lt_run_shared_model_config(*shp));
+        lt_study_options so = {.sampler = a->sampler, .seed = a->seed};
+        lt_status s = lt_study_create(a->study, space, &so, &st);
+        if (space != a->space_json) free(space);
+        if (s) {
+            fprintf(stderr, "loratune %s: %s%s%s\n", a->cmd, a->space_json ? a->space_src : "",
+                    a->space_json ? ": " : "", lt_errmsg());
+            return s == LT_ERR_ARG || s == LT_ERR_FORMAT ? 2 : 1;
+        }
+        json_t *cfg = lt_run_opts_to_json(&a->base);
+        tj = json_pack("{s:s, s:i, s:s, s:o, s:i, s:f, s:f, s:b, s:s, s:I, s:i}", "format",
+                       TUNE_FORMAT, "version", 1, "command", a->cmd, "base", cfg, "trials",
+                       a->trials, "time_budget_s", a->time_budget, "elapsed_s", 0.0, "prune",
+                       prune_on, "prune_note", sum->prune_note, "min_resource",
+                       (json_int_t)po.min_resource, "reduction_factor", a->eta);
+    }
+    if (a->track) {
+        if (lt_store_open(lt_cli_store_dir(a->store), &store)) {
+            fprintf(stderr, "loratune %s: warning: the study is not tracked: %s\n", a->cmd,
+                    lt_errmsg());
+            store = NULL;
+        } else if (!parent) {
+            char *cfg = json_dumps(tj, JSON_COMPACT);
+            lt_track_run_desc d = {.experiment = a->experiment,
+                                   .name = a->study,
+                                   .kind = "hpo-study",
+                                   .command = a->cmd,
+                                   .config_json = cfg,
+                                   .has_seed = 1,
+                                   .seed = a->seed,
+                                   .data_path = a->base.data,
+                                   .record_hardware = 1};
+            if (lt_store_run_begin(store, &d, &parent)) {
+                fprintf(stderr, "loratune %s: warning: %s\n", a->cmd, lt_errmsg());
+                parent = 0;
+            } else {
+                lt_store_log_param(store, parent, "method", lt_train_method_name(a->base.method));
+                lt_store_log_param(store, parent, "model", a->base.model);
+                char b[32];
+                snprintf(b, sizeof b, "%d", a->trials);
+                lt_store_log_param(store, parent, "trials", b);
+                lt_store_set_tag(store, parent, "pruning", sum->prune_note);
+            }
+            free(cfg);
+        } else {
+            lt_store_set_tag(store, parent, "resumed", "true");
+        }
+    }
+    if (load_shared(a, shp)) {
+        fprintf(stderr, "loratune %s: %s\n", a->cmd, lt_errmsg());
+        rc = 1;
+        goto out;
+    }
+    const lt_run_shared *shared = *shp;
+    json_object_set_new(tj, "parent_run", json_integer(parent));
+    json_object_set_new(tj, "track", json_boolean(a->track));
+    char store_abs[4096];
+    if (store && realpath(lt_store_dir_path(store), store_abs)) /* where a resumed study goes
+                                                   on recording, whatever its working folder */
+        json_object_set_new(tj, "store", json_string(store_abs));
+    if (a->experiment) json_object_set_new(tj, "experiment", json_string(a->experiment));
+    snprintf(path, sizeof path, "%s/tune.json", a->study);
+    if (write_json_file(path, tj)) {
+        fprintf(stderr, "loratune %s: %s\n", a->cmd, lt_errmsg());
+        rc = 1;
+        goto out;
+    }
+    sum->parent_run = parent;
+    if (!a->json) {
+        printf("study %s: method %s, %d trials%s, sampler %s; pruning %s\n", a->study,
+               lt_train_method_name(a->base.method), a->trials,
+               a->time_budget > 0 ? " or the time budget" : "", lt_sampler_name(a->sampler),
+               sum->prune_note);
+        fflush(stdout);
+    }
+
+    double t0 = now_s();
+    int infeasible_in_row = 0;
+    for (;;) {
+        if (g_stop) {
+            rc = 130;
+            break;
+        }
+        /* count what has run; a trial left running by a killed process runs again */
+        int n = lt_study_n_trials(st), ran = 0, rerun = -1;
+        for (int i = 0; i < n; i++) {
+            lt_trial_state ts;
+            lt_study_trial_state(st, i, &ts, NULL);
+            char tdir[LT_RUN_PATH_MAX + 32], tp[LT_RUN_PATH_MAX + 64];
+            trial_dir(a, i, tdir, sizeof tdir);
+            snprintf(tp, sizeof tp, "%s/infeasible", tdir);
+            if (ts == LT_TRIAL_RUNNING && rerun < 0)
+                rerun = i;
+            else if (ts != LT_TRIAL_RUNNING && !lt_path_exists(tp))
+                ran++;
+        }
+        double elapsed = elapsed0 + (now_s() - t0);
+        if (rerun < 0 && a->trials > 0 && ran >= a->trials) break;
+        if (rerun < 0 && a->time_budget > 0 && elapsed >= a->time_budget) break;
+        int trial = rerun;
+        if (trial < 0 && lt_study_ask(st, &trial)) {
+            fprintf(stderr, "loratune %s: %s\n", a->cmd, lt_errmsg());
+            rc = 1;
+            break;
+        }
+        /* the trial's options */
+        lt_run_opts o = a->base;
+        char params[2048] = "", tdir[LT_RUN_PATH_MAX + 32];
+        size_t pl = 0;
+        int bad = 0;
+        for (int i = 0; i < lt_study_n_params(st) && !bad; i++) {
+            const char *name = lt_study_param_name(st, i);
+            double num;
+            char *cj = NULL, b[256], shown[256];
+            if (lt_study_param_number(st, trial, name, &num) == LT_OK)
+                value_text(name, NULL, num, 1, b, sizeof b);
+            else if (lt_study_param_choice_json(st, trial, name, &cj) == LT_OK)
+                value_text(name, cj, 0, 0, b, sizeof b);
+            else
+                b[0] = 0;
+            snprintf(shown, sizeof shown, "%s", b); /* the choice as the space names it */
+            if (cj && cj[0] == '"')
+                snprintf(shown, sizeof shown, "%.*s", (int)strlen(cj) - 2, cj + 1);
+            free(cj);
+            if (lt_run_opts_set(&o, name, b)) {
+                fprintf(stderr, "loratune %s: trial %d: %s\n", a->cmd, trial, lt_errmsg());
+                bad = 1;
+            }
+            if (pl < sizeof params)
+                pl += (size_t)snprintf(params + pl, sizeof params - pl, "%s%s=%s", i ? " " : "",
+                                       name, shown);
+        }
+        trial_dir(a, trial, tdir, sizeof tdir);
+        snprintf(o.out, sizeof o.out, "%.1000s", tdir);
+        o.resume[0] = 0;
+        o.json = 0;
+        mkdir_p(tdir);
+        if (rerun >= 0) { /* killed mid-trial: it runs again from the start, as it first did */
+            char ck[LT_RUN_PATH_MAX + 64];
+            snprintf(ck, sizeof ck, "%.1000s/checkpoints", tdir);
+            remove_checkpoints(ck);
+            if (lt_study_restart(st, trial)) {
+                fprintf(stderr, "loratune %s: %s\n", a->cmd, lt_errmsg());
+                rc = 1;
+                break;
+            }
+            if (!a->json)
+                printf("trial %3d  was running when the study stopped: runs again\n", trial);
+        }
+        json_t *info = json_pack("{s:i, s:s}", "trial", trial, "params", params);
+
+        /* the memory plan: an infeasible configuration never starts */
+        char reason[512] = "";
+        int64_t planned = 0;
+        if (!bad && o.batch_size > 0) {
+            lt_train_plan_t plan;
+            int64_t budget = o.memory_budget;
+            if (budget <= 0) {
+                lt_hwinfo hw;
+                if (!lt_hwinfo_detect(&hw))
+                    budget = (int64_t)(0.8 * (double)hw.ram_available_bytes);
+            }
+            if (lt_run_plan(shared, &o, &plan))
+                snprintf(reason, sizeof reason, "%s", lt_errmsg());
+            else if (budget > 0 && plan.peak_bytes > budget)
+                snprintf(reason, sizeof reason,
+                         "planned peak %.1f MiB exceeds the memory budget "
+                         "%.1f MiB",
+                         plan.peak_bytes / 1048576.0, budget / 1048576.0);
+            planned = plan.peak_bytes;
+        } /* batch-size auto: the run sizes it within the budget itself */
+        if (bad || reason[0]) {
+            if (bad) snprintf(reason, sizeof reason, "%s", lt_errmsg());
+            json_object_set_new(info, "state", json_string("infeasible"));
+            json_object_set_new(info, "reason", json_string(reason));
+            if (planned) json_object_set_new(info, "planned_peak_bytes", json_integer(planned));
+            write_trial_json(tdir, info);
+            char mark[LT_RUN_PATH_MAX + 64];
+            snprintf(mark, sizeof mark, "%s/infeasible", tdir);
+            lt_file_write_atomic(mark, reason, strlen(reason));
+            record_infeasible(a, &o, parent, trial, reason);
+            if (lt_study_tell_infeasible(st, trial, reason))
+                fprintf(stderr, "loratune %s: %s\n", a->cmd, lt_errmsg());
+            sum->n_infeasible++;
+            if (!a->json)
+                printf("trial %3d  infeasible (not run): %s  [%s]\n", trial, reason, params);
+            fflush(stdout);
+            json_decref(info);
+            if (++infeasible_in_row >= 50) {
+                fprintf(stderr,
+                        "loratune %s: 50 configurations in a row do not fit the memory "
+                        "budget; narrow the space (batch-size, max-seq-len) or raise "
+                        "--memory-budget\n",
+                        a->cmd);
+                rc = 1;
+                break;
+            }
+            continue;
+        }
+        infeasible_in_row = 0;
+
+        /* the run */
+        trial_ctx tc = {.st = st,
+                        .trial = trial,
+                        .po = po,
+                        .prune_on = prune_on,
+                        .json = a->json,
+                        .total_steps = o.iters};
+        lt_run *r = NULL;
+        lt_status s =
+            o.method == LT_METHOD_FULL ? lt_run_new(&o, &r) : lt_run_new_from(shared, &o, &r);
+        lt_recorder *rec = NULL;
+        double tr0 = now_s();
+        lt_run_outcome oc = LT_RUN_DONE;
+        if (!s) {
+            tc.run = r;
+            lt_run_add_sink(r, tune_sink, &tc);
+            g_run = r;
+            s = lt_run_prepare(r);
+            if (!s) {
+                rec = trial_recorder(a, &o, parent, trial);
+                if (rec) lt_run_add_sink(r, lt_recorder_sink, rec);
+                s = lt_run_train(r, &oc);
+            }
+            g_run = NULL;
+        }
+        double dt = now_s() - tr0;
+        lt_run_result res;
+        memset(&res, 0, sizeof res);
+        res.last_val_loss = NAN;
+        if (r) lt_run_get_result(r, &res);
+        const char *state;
+        if (g_stop && !tc.pruned) { /* Ctrl-C: the trial stays running; --resume continues it */
+            if (rec) trial_record_end(rec, "interrupted", LT_TRACK_KILLED);
+            json_decref(info);
+            lt_run_free(r);
+            rc = 130;
+            break;
+        }
+        if (s || oc == LT_RUN_NONFINITE ||
+            (!tc.pruned && !(res.last_val_step == res.steps && isfinite(res.last_val_loss)))) {
+            state = "failed";
+            json_object_set_new(info, "reason",
+                                json_string(s || oc == LT_RUN_NONFINITE
+                                                ? lt_errmsg()
+                                                : "no final validation loss "
+                                                  "(the data has no valid split?)"));
+            if (lt_study_tell_error(st, trial, json_string_value(json_object_get(info, "reason"))))
+                fprintf(stderr, "loratune %s: %s\n", a->cmd, lt_errmsg());
+            sum->n_failed++;
+            trial_record_end(rec, state, LT_TRACK_FAILED);
+        } else if (tc.pruned) {
+            state = "pruned";
+            json_object_set_new(info, "pruned_at_step", json_integer(tc.pruned_at));
+            lt_study_tell(st, trial, LT_TRIAL_PRUNED, NAN);
+            sum->n_pruned++;
+            trial_record_end(rec, state, LT_TRACK_FINISHED);
+        } else {
+            state = "complete";
+            json_object_set_new(info, "value", json_real(res.last_val_loss));
+            if (lt_study_tell(st, trial, LT_TRIAL_COMPLETE, res.last_val_loss))
+                fprintf(stderr, "loratune %s: %s\n", a->cmd, lt_errmsg());
+            sum->n_complete++;
+            trial_record_end(rec, state, LT_TRACK_FINISHED);
+        }
+        int64_t peak = 0;
+        if (r && lt_run_trainer(r)) peak = lt_trainer_plan(lt_run_trainer(r))->peak_bytes;
+        json_object_set_new(info, "state", json_string(state));
+        json_object_set_new(info, "steps", json_integer(res.steps));
+        json_object_set_new(info, "time_s", json_real(dt));
+        json_object_set_new(info, "tokens_per_sec", json_real(res.tokens_per_sec));
+        json_object_set_new(info, "planned_peak_bytes", json_integer(peak));
+        json_object_set_new(info, "trainable_params", json_integer(tc.trainable));
+        { /* what the trial saved: the PEFT adapter file, or a full fine-tune's model file */
+            struct stat sb;
+            char f[LT_RUN_PATH_MAX + 64];
+            int64_t saved = 0;
+            snprintf(f, sizeof f, "%.1000s/adapter_model.safetensors", tdir);
+            if (!stat(f, &sb)) saved = (int64_t)sb.st_size;
+            snprintf(f, sizeof f, "%.1000s/model.safetensors", tdir);
+            if (!saved && !stat(f, &sb)) saved = (int64_t)sb.st_size;
+            json_object_set_new(info, "saved_bytes", json_integer(saved));
+        }
+        json_object_set_new(info, "batch_size",
+                            json_integer(r ? lt_run_options(r)->batch_size : 0));
+        write_trial_json(tdir, info);
+        lt_run_free(r); /* releases the folder's lock */
+        { /* a trial never resumes from its checkpoints (a killed one runs again from the
+             start), so they only take room: a full fine-tune's is three times the model */
+            char ck[LT_RUN_PATH_MAX + 64];
+            snprintf(ck, sizeof ck, "%.1000s/checkpoints", tdir);
+            remove_checkpoints(ck);
+            rmdir(ck);
+        }
+        if (!a->json) {
+            if (!strcmp(state, "complete"))
+                printf("trial %3d  complete  val_loss %.5f  %6.1fs  [%s]\n", trial,
+                       res.last_val_loss, dt, params);
+            else if (!strcmp(state, "pruned"))
+                printf("trial %3d  pruned at step %lld (val_loss %.5f)  %6.1fs  [%s]\n", trial,
+                       (long long)tc.pruned_at, res.last_val_loss, dt, params);
+            else
+                printf("trial %3d  failed: %s  [%s]\n", trial,
+                       json_string_value(json_object_get(info, "reason")), params);
+            fflush(stdout);
+        }
+        json_decref(info);
+        json_object_set_new(tj, "elapsed_s", json_real(elapsed0 + (now_s() - t0)));
+        write_json_file(path, tj);
+        if (store && parent && !strcmp(state, "complete"))
+            lt_store_log_metric(store, parent, "val_loss", trial, res.last_val_loss);
+    }
+
+    /* the best trial */
+    {
+        char *sj = NULL;
+        int best = -1;
+        if (lt_study_summary_json(st, &sj, &best)) best = -1;
+        sum->best_trial = best;
+        sum->elapsed_s = elapsed0 + (now_s() - t0);
+        json_t *summary = json_object();
+        /* counts over the whole study (a resumed one included) */
+        sum->n_complete = sum->n_pruned = sum->n_failed = sum->n_infeasible = 0;
+        for (int i = 0; i < lt_study_n_trials(st); i++) {
+            char tdir[LT_RUN_PATH_MAX + 32], tp[LT_RUN_PATH_MAX + 64];
+            trial_dir(a, i, tdir, sizeof tdir);
+            snprintf(tp, sizeof tp, "%s/trial.json", tdir);
+            json_t *ti = NULL;
+            if (load_json(tp, &ti)) continue;
+            const char *s = json_string_value(json_object_get(ti, "state"));
+            if (s && !strcmp(s, "complete"))
+                sum->n_complete++;
+            else if (s && !strcmp(s, "pruned"))
+                sum->n_pruned++;
+            else if (s && !strcmp(s, "failed"))
+                sum->n_failed++;
+            else if (s && !strcmp(s, "infeasible"))
+                sum->n_infeasible++;
+            if (i == best) {
+                sum->best_value = json_number_value(json_object_get(ti, "value"));
+                sum->best_time_s = json_number_value(json_object_get(ti, "time_s"));
+                sum->best_tokens_per_sec = json_number_value(json_object_get(ti, "tokens_per_sec"));
+                sum->best_peak_bytes =
+                    json_integer_value(json_object_get(ti, "planned_peak_bytes"));
+                sum->best_trainable = json_integer_value(json_object_get(ti, "trainable_params"));
+                sum->best_saved = json_integer_value(json_object_get(ti, "saved_bytes"));
+                json_object_set(summary, "best", ti);
+            }
+            json_decref(ti);
+        }
+        json_object_set_new(summary, "study", json_string(a->study));
+        json_object_set_new(summary, "method", json_string(lt_train_method_name(a->base.method)));
+        json_object_set_new(summary, "complete", json_integer(sum->n_complete));
+        json_object_set_new(summary, "pruned", json_integer(sum->n_pruned));
+        json_object_set_new(summary, "failed", json_integer(sum->n_failed));
+        json_object_set_new(summary, "infeasible", json_integer(sum->n_infeasible));
+        json_object_set_new(summary, "elapsed_s", json_real(sum->elapsed_s));
+        json_object_set_new(summary, "pruning", json_string(sum->prune_note));
+        json_object_set_new(summary, "parent_run", json_integer(parent));
+        if (best >= 0) {
+            char src[LT_RUN_PATH_MAX + 64], dst[LT_RUN_PATH_MAX + 64], tdir[LT_RUN_PATH_MAX + 32];
+            trial_dir(a, best, tdir, sizeof tdir);
+            snprintf(src, sizeof src, "%s/run_config.yaml", tdir);
+            snprintf(dst, sizeof dst, "%s/best_config.yaml", a->study);
+            char *text = NULL;
+            size_t len;
+            if (!lt_file_read_all(src, &text, &len)) {
+                lt_file_write_atomic(dst, text, len);
+                json_object_set_new(summary, "best_config", json_string(dst));
+            }
+            free(text);
+            if (store && parent) {
+                char b[64];
+                snprintf(b, sizeof b, "%d", best);
+                lt_store_set_tag(store, parent, "best_trial", b);
+                lt_store_log_metric(store, parent, "best_val_loss", 0, sum->best_value);
+            }
+        }
+        snprintf(path, sizeof path, "%s/summary.json", a->study);
+        write_json_file(path, summary);
+        if (!a->json && !strcmp(a->cmd, "tune")) {
+            printf("\n%d complete, %d pruned, %d failed, %d infeasible (not run) in %.1fs\n",
+                   sum->n_complete, sum->n_pruned, sum->n_failed, sum->n_infeasible,
+                   sum->elapsed_s);
+            if (best >= 0)
+                printf("best: trial %d, val_loss %.5f; its options: %s/best_config.yaml "
+                       "(loratune train -c %s/best_config.yaml --out DIR)\n",
+                       best, sum->best_value, a->study, a->study);
+            else
+                printf("no trial completed\n");
+            if (parent)
+                printf("study recorded as run #%lld (loratune runs show %lld)\n", (long long)parent,
+                       (long long)parent);
+        } else if (a->json && !strcmp(a->cmd, "tune")) {
+            char *t = json_dumps(summary, JSON_COMPACT | JSON_REAL_PRECISION(17));
+            printf("%s\n", t);
+            free(t);
+        }
+        json_decref(summary);
+        free(sj);
+        if (store && parent && rc != 130)
+            lt_store_run_end(store, parent, best >= 0 ? LT_TRACK_FINISHED : LT_TRACK_FAILED);
+    }
+out:
+    lt_store_close(store);
+    json_decref(tj);
+    lt_study_close(st);
+    return rc;
+}
+
+/* ---- argument handling ------------------------------------------------------------------ */
+static void usage(FILE *f, const char *cmd) {
+    if (!strcmp(cmd, "compare"))
+        fprintf(f,
+                "usage: loratune compare --model M --data D --methods lora,dora,qlora,full\n"
+                "                        --study DIR [--trials-per-method K | --time-budget DUR]\n"
+                "                        [--memory-budget X] [-c config.yaml] [--json] [train "
+                "options]\n\n"
+                "Tunes each method with the same budget (K trials each, or an equal share of the\n"
+                "time budget) in DIR/<method>/, then prints a table: best validation loss, the\n"
+                "best trial's time, planned peak memory, tokens/s and trainable parameters\n"
+                "(DIR/compare.json). Other options as `loratune tune`. See docs/TUNE.md.\n");
+    else
+        fprintf(
+            f,
+            "usage: loratune tune --model M --data D --study DIR [--method lora|dora|qlora|full]\n"
+            "                     [--trials N | --time-budget DUR] [--space SPACE.json]\n"
+            "                     [--memory-budget X] [-c config.yaml] [--resume] [train "
+            "options]\n\n"
+            "Hyperparameter search: each trial is a training run (in this process, over one\n"
+            "loaded model) whose final validation loss is minimised by GP-BO (docs/TUNE.md).\n\n"
+            "  --study DIR            the study folder (study.json, trials/, best_config.yaml)\n"
+            "  --trials N             trials to run (default 20; infeasible ones not counted)\n"
+            "  --time-budget DUR      stop asking after DUR (90s, 30m, 2h, 1h30m)\n"
+            "  --space FILE           search space JSON (option name -> float / int /\n"
+            "                         categorical); default: lr, lora-rank, rslora,\n"
+            "                         lora-dropout, lora-targets, warmup, batch-size\n"
+            "  --resume               continue the study in DIR (after a kill)\n"
+            "  --sampler S            auto (Sobol then GP) | gp | random | sobol\n"
+            "  --tune-seed S          the sampler's seed (default 0)\n"
+            "  --no-prune             no successive halving\n"
+            "  --reduction-factor E   successive halving's eta (default 3)\n"
+            "  --min-resource STEPS   first rung (default iters / eta^2)\n"
+            "  --store DIR, --experiment NAME, --no-track   tracking (as `train`)\n"
+            "  --json                 print the summary as JSON\n"
+            "Any `loratune train` option (--iters, --eval-batches, --lora-alpha, ...) sets the\n"
+            "base every trial starts from.\n");
+}
+
+/* Parses argv into a (tune options first, then train options). 0 ok, 2 usage error. */
+static int parse_args(int argc, char **argv, tune_args *a, int *resume, char *methods, size_t mn,
+                      int *per_method) {
+    const char *cmd = a->cmd;
+    lt_run_opts_default(&a->base);
+    a->trials = -1;
+    a->eta = 3;
+    a->prune = 1;
+    a->track = 1;
+    const char *config = NULL, *space = NULL, *tb = NULL;
+    for (int i = 1; i < argc; i++)
+        if (!strcmp(argv[i], "-c") || !strcmp(argv[i], "--config")) {
+            if (i + 1 >= argc) {
+                fprintf(stderr, "loratune %s: %s: missing value (a YAML file)\n", cmd, argv[i]);
+                return 2;
+            }
+            config = argv[++i];
+        }
+    if (config && lt_run_opts_load_yaml(&a->base, config)) {
+        fprintf(stderr, "loratune %s: %s\n", cmd, lt_errmsg());
+        return 2;
+    }
+    const char *nt = getenv("LORATUNE_NO_TRACK");
+    if (nt && *nt && strcmp(nt, "0")) a->track = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *x = argv[i];
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        static const char *const valued[] = {"--study",
+                                             "--trials",
+                                             "--trials-per-method",
+                                             "--time-budget",
+                                             "--space",
+                                             "--sampler",
+                                             "--tune-seed",
+                                             "--reduction-factor",
+                                             "--min-resource",
+                                             "--methods",
+                                             "--store",
+                                             "--experiment",
+                                             NULL};
+        for (int k = 0; valued[k]; k++)
+            if (!strcmp(x, valued[k]) && !v) {
+                fprintf(stderr, "loratune %s: %s: missing value\n", cmd, x);
+                return 2;
+            }
+#define TAKE(name) (!strcmp(x, name))
+        if (!strcmp(x, "-c") || !strcmp(x, "--config")) {
+            i++;
+        } else if (TAKE("--study")) {
+            snprintf(a->study, sizeof a->study, "%s", v), i++;
+        } else if (TAKE("--trials") || TAKE("--trials-per-method")) {
+            if (!strcmp(x, "--trials") != !per_method) {
+                fprintf(stderr, "loratune %s: %s is not an option of %s (%s)\n", cmd, x, cmd,
+                        per_method ? "--trials-per-method K" : "--trials N");
+                return 2;
+            }
+            long n;
+            if (lt_cli_parse_int(cmd, x, v, &n)) return 2;
+            if (n < 1 || n > 100000) {
+                fprintf(stderr, "loratune %s: %s: expected 1..100000, got %ld\n", cmd, x, n);
+                return 2;
+            }
+            a->trials = (int)n, i++;
+        } else if (TAKE("--time-budget")) {
+            tb = v, i++;
+        } else if (TAKE("--space")) {
+            space = v, i++;
+        } else if (TAKE("--sampler")) {
+            if (lt_sampler_from_name(v, &a->sampler) || a->sampler == LT_SAMPLER_TPE) {
+                fprintf(stderr,
+                        "loratune %s: --sampler: expected auto, gp, random or sobol, got "
+                        "'%s'\n",
+                        cmd, v);
+                return 2;
+            }
+            i++;
+        } else if (TAKE("--tune-seed")) {
+            long n;
+            if (lt_cli_parse_int(cmd, x, v, &n) || n < 0) return 2;
+            a->seed = (uint64_t)n, i++;
+        } else if (TAKE("--reduction-factor")) {
+            long n;
+            if (lt_cli_parse_int(cmd, x, v, &n)) return 2;
+            if (n < 2) {
+                fprintf(stderr, "loratune %s: --reduction-factor: expected an integer >= 2\n", cmd);
+                return 2;
+            }
+            a->eta = (int)n, i++;
+        } else if (TAKE("--min-resource")) {
+            long n;
+            if (lt_cli_parse_int(cmd, x, v, &n)) return 2;
+            if (n < 1) {
+                fprintf(stderr, "loratune %s: --min-resource: expected steps >= 1\n", cmd);
+                return 2;
+            }
+            a->min_resource = n, i++;
+        } else if (TAKE("--methods")) {
+            if (!methods) {
+                fprintf(stderr,
+                        "loratune %s: --methods is an option of `loratune compare` (tune "
+                        "takes --method M)\n",
+                        cmd);
+                return 2;
+            }
+            snprintf(methods, mn, "%s", v), i++;
+        } else if (TAKE("--store")) {
+            a->store = v, i++;
+        } else if (TAKE("--experiment")) {
+            a->experiment = v, i++;
+        } else if (!strcmp(x, "--no-track")) {
+            a->track = 0;
+        } else if (!strcmp(x, "--no-prune")) {
+            a->prune = 0;
+        } else if (!strcmp(x, "--resume")) {
+            if (!resume) {
+                fprintf(stderr, "loratune %s: --resume is an option of `loratune tune`\n", cmd);
+                return 2;
+            }
+            *resume = 1;
+        } else if (!strcmp(x, "--json")) {
+            a->json = 1;
+        } else if (!strncmp(x, "--", 2)) { /* a training option */
+            char key[128];
+            const char *val = NULL, *eq = strchr(x, '=');
+            if (eq) {
+                snprintf(key, sizeof key, "%.*s", (int)(eq - x), x);
+                val = eq + 1;
+            } else {
+                snprintf(key, sizeof key, "%s", x);
+            }
+            if (!strcmp(key + 2, "method") && methods) {
+                fprintf(stderr, "loratune compare: give the methods as --methods "
+                                "lora,dora,qlora,full\n");
+                return 2;
+            }
+            int flag = lt_run_opt_is_flag(key);
+            if (flag < 0 && !strncmp(key, "--no-", 5) && lt_run_opt_is_flag(key + 5) == 1 && !eq) {
+                if (lt_run_opts_set(&a->base, key + 5, "false")) goto bad;
+                continue;
+            }
+            if (flag == 1 && !eq)
+                val = "true";
+            else if (flag == 0 && !eq) {
+                if (!v) {
+                    fprintf(stderr, "loratune %s: %s: missing value\n", cmd, key);
+                    return 2;
+                }
+                val = argv[++i];
+            }
+            if (!strcmp(key + 2, "out") || !strcmp(key + 2, "resume")) {
+                fprintf(stderr,
+                        "loratune %s: %s: each trial writes to DIR/trials/N (--study DIR)\n", cmd,
+                        key);
+                return 2;
+            }
+            if (lt_run_opts_set(&a->base, key, val)) goto bad;
+            if (!strcmp(key + 2, "eval-every")) a->user_eval_every = 1;
+            if (!strcmp(key + 2, "batch-size") && a->base.batch_size > 0) a->user_batch = 1;
+            continue;
+        bad:
+            fprintf(stderr, "loratune %s: --%s\n", cmd, lt_errmsg());
+            return 2;
+        } else {
+            fprintf(stderr, "loratune %s: unexpected argument '%s' (options start with --)\n", cmd,
+                    x);
+            return 2;
+        }
+#undef TAKE
+    }
+    if (config) { /* a config file's eval-every / batch-size count as given */
+        lt_run_opts d;
+        lt_run_opts_default(&d);
+        if (d.eval_every != a->base.eval_every) a->user_eval_every = 1;
+        if (a->base.batch_size > 0) a->user_batch = 1;
+    }
+    if (!a->study[0]) {
+        fprintf(stderr, "loratune %s: --study DIR is required\n", cmd);
+        return 2;
+    }
+    if (tb) {
+        a->time_budget = parse_duration(tb);
+        if (a->time_budget <= 0) {
+            fprintf(stderr,
+                    "loratune %s: --time-budget: expected a duration such as 90s, 30m, 2h "
+                    "or 1h30m, got '%s'\n",
+                    cmd, tb);
+            return 2;
+        }
+        if (a->trials < 0) a->trials = 0; /* the time decides */
+    }
+    if (a->trials < 0) a->trials = 20;
+    if (resume && *resume) return 0;
+    if (!a->base.model[0] || !a->base.data[0]) {
+        fprintf(stderr, "loratune %s: --model and --data are required\n", cmd);
+        return 2;
+    }
+    if (!lt_path_exists(a->base.model) || !lt_path_exists(a->base.data)) {
+        fprintf(stderr, "loratune %s: --%s %s: no such file or folder\n", cmd,
+                lt_path_exists(a->base.model) ? "data" : "model",
+                lt_path_exists(a->base.model) ? a->base.data : a->base.model);
+        return 2;
+    }
+    if (space) {
+        snprintf(a->space_src, sizeof a->space_src, "%s", space);
+        size_t len;
+        if (lt_file_read_all(space, &a->space_json, &len)) {
+            fprintf(stderr, "loratune %s: --space: %s\n", cmd, lt_errmsg());
+            return 2;
+        }
+        int rc = check_space(a, a->space_json);
+        if (rc) return rc;
+    }
+    return 0;
+}
+
+static void stage_printer(void *ctx, const json_t *ev) {
+    (void)ctx;
+    const char *st = json_string_value(json_object_get(ev, "stage"));
+    if (st && json_is_true(json_object_get(ev, "done")))
+        printf("loaded %s: %lld examples\n", json_string_value(json_object_get(ev, "data")),
+               (long long)json_integer_value(json_object_get(ev, "examples")));
+}
+
+static int setup_signals(void) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    return 0;
+}
+
+static json_t *g_resume_tj; /* tune.json of a resumed study (its strings are borrowed) */
+
+/* The base options of a resumed study (tune.json), then the command line's budget. */
+static int resume_base(tune_args *a) {
+    json_t *tj = NULL;
+    if (load_tune_json(a->study, &tj)) {
+        fprintf(stderr, "loratune %s: --resume: %s\n", a->cmd, lt_errmsg());
+        return 1;
+    }
+    lt_run_opts_default(&a->base);
+    const char *k;
+    json_t *v;
+    json_object_foreach(json_object_get(tj, "base"), k, v) {
+        if (json_is_string(v) && lt_run_opts_set(&a->base, k, json_string_value(v))) {
+            fprintf(stderr, "loratune %s: %s/tune.json: base: %s\n", a->cmd, a->study, lt_errmsg());
+            json_decref(tj);
+            return 1;
+        }
+    }
+    if (a->trials == 20 && json_is_integer(json_object_get(tj, "trials")))
+        a->trials = (int)json_integer_value(json_object_get(tj, "trials"));
+    if (a->time_budget <= 0)
+        a->time_budget = json_number_value(json_object_get(tj, "time_budget_s"));
+    a->prune = json_is_true(json_object_get(tj, "prune")) ? a->prune : 0;
+    /* the same store and experiment as the study's first session (strings kept: tj lives on in
+       g_resume_tj until the command ends) */
+    if (json_is_false(json_object_get(tj, "track"))) a->track = 0;
+    if (!a->store && json_is_string(json_object_get(tj, "store")))
+        a->store = json_string_value(json_object_get(tj, "store"));
+    if (!a->experiment && json_is_string(json_object_get(tj, "experiment")))
+        a->experiment = json_string_value(json_object_get(tj, "experiment"));
+    if (json_integer_value(json_object_get(tj, "min_resource")) > 0)
+        a->min_resource = json_integer_value(json_object_get(tj, "min_resource"));
+    if (json_integer_value(json_object_get(tj, "reduction_factor")) >= 2)
+        a->eta = (int)json_integer_value(json_object_get(tj, "reduction_factor"));
+    g_resume_tj = tj;
+    return 0;
+}
+
+int cmd_tune(int argc, char **argv) {
+    tune_args a;
+    memset(&a, 0, sizeof a);
+    a.cmd = "tune";
+    if (lt_cli_wants_help(argc, argv)) {
+        usage(stdout, "tune");
+        return 0;
+    }
+    int resume = 0;
+    int rc = parse_args(argc, argv, &a, &resume, NULL, 0, NULL);
+    if (rc) return rc;
+    if (resume && (rc = resume_base(&a))) return rc;
+    if (!resume && lt_path_exists(a.study) && !lt_path_is_dir(a.study)) {
+        fprintf(stderr, "loratune tune: --study %s: not a folder\n", a.study);
+        return 2;
+    }
+    char sp[LT_RUN_PATH_MAX + 32];
+    snprintf(sp, sizeof sp, "%s/%s", a.study, LT_STUDY_FILE);
+    if (!resume && lt_path_exists(sp)) {
+        fprintf(stderr,
+                "loratune tune: %s already holds a study: continue it with --resume, or "
+                "give another --study folder\n",
+                a.study);
+        return 2;
+    }
+    if (lt_run_opts_validate(&a.base, 0)) {
+        fprintf(stderr, "loratune tune: --%s\n", lt_errmsg());
+        return 2;
+    }
+    if (a.base.threads > 0) lt_set_num_threads(a.base.threads);
+    setup_signals();
+    lt_run_shared *sh = NULL;
+    tune_summary sum;
+    rc = run_study(&a, resume, &sh, &sum);
+    lt_run_shared_free(sh);
+    json_decref(g_resume_tj);
+    free(a.space_json);
+    return rc;
+}
+
+int cmd_compare(int argc, char **argv) {
+    tune_args a;
+    memset(&a, 0, sizeof a);
+    a.cmd = "compare";
+    if (lt_cli_wants_help(argc, argv)) {
+        usage(stdout, "compare");
+        return 0;
+    }
+    char methods[256] = "";
+    int per = 1;
+    int rc = parse_args(argc, argv, &a, NULL, methods, sizeof methods, &per);
+    if (rc) return rc;
+    if (!methods[0]) {
+        fprintf(stderr, "loratune compare: --methods lora,dora,qlora,full is required\n");
+        return 2;
+    }
+    lt_train_method ms[8];
+    int nm = 0;
+    char buf[256];
+    snprintf(buf, sizeof buf, "%s", methods);
+    for (char *save = NULL, *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+        if (nm >= 8 || method_from(t, &ms[nm])) {
+            fprintf(stderr,
+                    "loratune compare: --methods: unknown method '%s' (expected a "
+                    "comma-separated list of lora, dora, qlora, full)\n",
+                    t);
+            return 2;
+        }
+        for (int j = 0; j < nm; j++)
+            if (ms[j] == ms[nm]) {
+                fprintf(stderr, "loratune compare: --methods: '%s' given twice\n", t);
+                return 2;
+            }
+        nm++;
+    }
+    if (lt_run_opts_validate(&a.base, 0)) {
+        fprintf(stderr, "loratune compare: --%s\n", lt_errmsg());
+        return 2;
+    }
+    if (a.base.threads > 0) lt_set_num_threads(a.base.threads);
+    setup_signals();
+    lt_run_shared *sh = NULL;
+    char root[LT_RUN_PATH_MAX];
+    snprintf(root, sizeof root, "%s", a.study);
+    double budget = a.time_budget > 0 ? a.time_budget / nm : 0;
+    json_t *rows = json_array();
+    tune_summary sums[8];
+    char *user_space = a.space_json;
+    for (int k = 0; k < nm && !rc; k++) {
+        tune_args b = a;
+        b.base.method = ms[k];
+        b.time_budget = budget;
+        b.space_json = user_space;
+        snprintf(b.study, sizeof b.study, "%.1000s/%s", root, lt_train_method_name(ms[k]));
+        char sp[LT_RUN_PATH_MAX + 32];
+        snprintf(sp, sizeof sp, "%s/%s", b.study, LT_STUDY_FILE);
+        if (lt_path_exists(sp)) {
+            fprintf(stderr, "loratune compare: %s already holds a study; give another --study\n",
+                    b.study);
+            rc = 2;
+            break;
+        }
+        if (!a.json) printf("\n== %s ==\n", lt_train_method_name(ms[k]));
+        rc = run_study(&b, 0, &sh, &sums[k]);
+        tune_summary *s = &sums[k];
+        json_t *row =
+            json_pack("{s:s, s:s, s:i, s:i, s:i, s:i, s:f}", "method", lt_train_method_name(ms[k]),
+                      "study", b.study, "complete", s->n_complete, "pruned", s->n_pruned, "failed",
+                      s->n_failed, "infeasible", s->n_infeasible, "tune_time_s", s->elapsed_s);
+        if (s->best_trial >= 0) {
+            json_object_set_new(row, "best_trial", json_integer(s->best_trial));
+            json_object_set_new(row, "best_val_loss", json_real(s->best_value));
+            json_object_set_new(row, "best_val_ppl", json_real(exp(s->best_value)));
+            json_object_set_new(row, "time_s", json_real(s->best_time_s));
+            json_object_set_new(row, "peak_bytes", json_integer(s->best_peak_bytes));
+            json_object_set_new(row, "tokens_per_sec", json_real(s->best_tokens_per_sec));
+            json_object_set_new(row, "trainable_params", json_integer(s->best_trainable));
+            json_object_set_new(row, "saved_bytes", json_integer(s->best_saved));
+        } else {
+            json_object_set_new(row, "best_val_loss", json_null());
+        }
+        json_object_set_new(row, "parent_run", json_integer(s->parent_run));
+        json_array_append_new(rows, row);
+    }
+    lt_run_shared_free(sh);
+    json_t *out =
+        json_pack("{s:s, s:s, s:s, s:o, s:s}", "model", a.base.model, "data", a.base.data, "metric",
+                  "best validation loss (the data has no task "
+                  "metric here: loss only)",
+                  "methods", rows, "peak_memory",
+                  "the memory plan's predicted peak of the best trial's configuration");
+    char path[LT_RUN_PATH_MAX + 32];
+    snprintf(path, sizeof path, "%s/compare.json", root);
+    mkdir_p(root);
+    if (write_json_file(path, out)) fprintf(stderr, "loratune compare: %s\n", lt_errmsg());
+    if (a.json) {
+        char *t = json_dumps(out, JSON_COMPACT | JSON_REAL_PRECISION(17));
+        printf("%s\n", t);
+        free(t);
+    } else {
+        printf("\n%-6s %-14s %10s %9s %10s %11s %12s %10s  %s\n", "method", "trials c/p/f/i",
+               "val_loss", "time_s", "peak_MiB", "tokens/s", "trainable", "saved_MiB",
+               "best trial");
+        size_t i;
+        json_t *r;
+        json_array_foreach(rows, i, r) {
+            char tr[32];
+            snprintf(tr, sizeof tr, "%lld/%lld/%lld/%lld",
+                     (long long)json_integer_value(json_object_get(r, "complete")),
+                     (long long)json_integer_value(json_object_get(r, "pruned")),
+                     (long long)json_integer_value(json_object_get(r, "failed")),
+                     (long long)json_integer_value(json_object_get(r, "infeasible")));
+            if (json_is_null(json_object_get(r, "best_val_loss"))) {
+                printf("%-6s %-14s %10s\n", json_string_value(json_object_get(r, "method")), tr,
+                       "-");
+                continue;
+            }
+            printf("%-6s %-14s %10.5f %9.1f %10.1f %11.0f %12lld %10.2f  %lld\n",
+                   json_string_value(json_object_get(r, "method")), tr,
+                   json_number_value(json_object_get(r, "best_val_loss")),
+                   json_number_value(json_object_get(r, "time_s")),
+                   json_integer_value(json_object_get(r, "peak_bytes")) / 1048576.0,
+                   json_number_value(json_object_get(r, "tokens_per_sec")),
+                   (long long)json_integer_value(json_object_get(r, "trainable_params")),
+                   json_integer_value(json_object_get(r, "saved_bytes")) / 1048576.0,
+                   (long long)json_integer_value(json_object_get(r, "best_trial")));
+        }
+        printf("(trials: complete/pruned/failed/infeasible; time and memory are the best "
+               "trial's; val_loss only: no task metric)\nwritten: %s\n",
+               path);
+    }
+    json_decref(out);
+    free(user_space);
+    return rc;
+}

@@ -37,6 +37,8 @@ static void usage(FILE *f) {
             "  --train-on-prompt      count prompt tokens too\n"
             "  --eval-batches N       only the first N batches (default all)\n"
             "  --base-dtype D         f32|bf16|f16 (default f32)\n"
+            "  --compute-dtype D      auto|f32|bf16: precision of the products (default auto:\n"
+            "                         bf16 on CPUs with avx512_bf16 / amx_bf16)\n"
             "  --threads N            OpenMP / OpenBLAS threads\n"
             "  --json                 print one JSON object\n");
 }
@@ -49,7 +51,7 @@ int cmd_eval(int argc, char **argv) {
     static const char *allowed[] = {
         "model",       "tokenizer", "adapter",         "data",         "data-format", "batch-size",
         "max-seq-len", "pack",      "train-on-prompt", "eval-batches", "base-dtype",  "threads",
-        "json",        "seed",      "memory-budget"};
+        "json",        "seed",      "memory-budget",   "compute-dtype", "device"};
     lt_run_opts o;
     lt_run_opts_default(&o);
     const char *split = NULL;

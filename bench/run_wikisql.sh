@@ -25,7 +25,9 @@
 #   mlx-lm's own validation pass (loratune's own number IS the common evaluator)
 #   EVAL_BATCHES [0] the common evaluator on the first N batches only (0 = all; smoke tests)
 #   MLX_PAD_FIX [0] 1: mlx-lm without its extra pad target (see bench/mlx_wikisql.py)
-#   LT [build/loratune]  PY [.venv-golden/bin/python]  MLXPY [.venv/bin/python]
+#   LT_COMPUTE [f32]  loratune's --compute-dtype for training (f32 | bf16 | auto); the common
+#     evaluator always runs in f32, so runs in both dtypes are scored alike
+#   LT [build/loratune]  PY [.venv-bench/bin/python: tools/setup.sh --bench]  MLXPY [.venv/bin/python]
 #   GGUF [models/SmolLM2-135M-Instruct.Q4_1.gguf]  FIXTURES [$LT_FIXTURES or tests/fixtures]
 #   OUTDIR [/tmp/loratune-wikisql]
 # Usage: bench/run_wikisql.sh        STEPS=2 EVAL_BASE=0 EVAL_OWN=0 EVAL_BATCHES=1 bench/run_wikisql.sh
@@ -34,7 +36,7 @@ cd "$(dirname "$0")/.."
 STEPS=${STEPS:-200} SYSTEMS=${SYSTEMS:-loratune torch mlx} THREADS=${THREADS:-2}
 EVAL_BASE=${EVAL_BASE:-1} EVAL_OWN=${EVAL_OWN:-1} MLX_PAD_FIX=${MLX_PAD_FIX:-0}
 EVAL_BATCHES=${EVAL_BATCHES:-0}
-LT=${LT:-build/loratune} PY=${PY:-.venv-golden/bin/python} MLXPY=${MLXPY:-.venv/bin/python}
+LT=${LT:-build/loratune} PY=${PY:-.venv-bench/bin/python} LT_COMPUTE=${LT_COMPUTE:-f32} MLXPY=${MLXPY:-.venv/bin/python}
 GGUF=${GGUF:-models/SmolLM2-135M-Instruct.Q4_1.gguf}
 FIXTURES=${FIXTURES:-${LT_FIXTURES:-tests/fixtures}}
 OUTDIR=${OUTDIR:-/tmp/loratune-wikisql}
@@ -95,7 +97,7 @@ for sys in $SYSTEMS; do
         --batch-size $BATCH --max-seq-len $SEQ --pack --lr $LR --lr-schedule constant \
         --weight-decay $WD --grad-clip 0 --lora-rank $RANK --lora-alpha $ALPHA \
         --lora-dropout 0 --lora-targets q,v --seed $SEED --threads "$THREADS" --json \
-        --no-track --eval-every 0 --save-every 0 ;;
+        --no-track --eval-every 0 --save-every 0 --compute-dtype "$LT_COMPUTE" ;;
     torch)
       timed torch "$PY" bench/torch_wikisql.py --model "$MODEL" --data "$DATA" \
         --out "$RUN/torch" --steps "$STEPS" --batch $BATCH --seq $SEQ --lr $LR \
@@ -117,7 +119,8 @@ for e in $EVALS; do
   [ "$e" != base ] && ad=(--adapter "$RUN/$e")
   [ "$EVAL_BATCHES" != 0 ] && ad+=(--eval-batches "$EVAL_BATCHES")
   timed "eval-$e" "$LT" eval --model "$MODEL" "${ad[@]}" --data "$DATA" --split valid \
-    --batch-size $BATCH --max-seq-len $SEQ --pack --threads "$THREADS" --json
+    --batch-size $BATCH --max-seq-len $SEQ --pack --threads "$THREADS" --json \
+    --compute-dtype f32
 done
 # loratune's batches, rebuilt from its own tokenization (data check) with the same code the
 # torch side trains on: real tokens per step (loratune's JSON counts loss tokens only)

@@ -26,18 +26,20 @@
 /* Who made an allocation: the code that called malloc & co (ours: the test program with the
  * library linked in, or libc on our behalf, e.g. strdup / fopen), or a library that allocates
  * for its own bookkeeping: the OpenMP runtime (gcc's libgomp allocates and frees a team of one
- * thread in every parallel region that runs on one thread; clang's libomp has its own) and
- * OpenBLAS (its small-matrix kernels on AVX-512 CPUs allocate a small buffer). Those two are
- * counted apart and reported, not failed. The sanitizer runtime is libasan (gcc) or
- * libclang_rt.asan (clang; CMake links it shared, -shared-libsan, for this). */
-enum { LT_ALLOC_OURS, LT_ALLOC_GOMP, LT_ALLOC_BLAS, LT_ALLOC_NKIND };
-static const char *const lt_alloc_kind_name[LT_ALLOC_NKIND] = {"loratune / libc",
-                                                               "libgomp / libomp", "OpenBLAS"};
+ * thread in every parallel region that runs on one thread; clang's libomp has its own),
+ * OpenBLAS (its small-matrix kernels on AVX-512 CPUs allocate a small buffer) and oneDNN (the bf16
+ * products: every primitive execution builds its argument map and execution context with C++
+ * operator new; loratune is C, so libstdc++'s allocations are oneDNN's). Those are counted apart
+ * and reported, not failed. The sanitizer runtime is libasan (gcc) or libclang_rt.asan (clang;
+ * CMake links it shared, -shared-libsan, for this). */
+enum { LT_ALLOC_OURS, LT_ALLOC_GOMP, LT_ALLOC_BLAS, LT_ALLOC_DNNL, LT_ALLOC_NKIND };
+static const char *const lt_alloc_kind_name[LT_ALLOC_NKIND] = {
+    "loratune / libc", "libgomp / libomp", "OpenBLAS", "oneDNN / libstdc++"};
 
 static atomic_long lt_alloc_calls[LT_ALLOC_NKIND];
 static atomic_int lt_alloc_counting;
 
-/* address ranges (PT_LOAD segments) of libgomp, OpenBLAS and the sanitizer runtime */
+/* address ranges (PT_LOAD segments) of libgomp, OpenBLAS, oneDNN and the sanitizer runtime */
 enum { LT_ALLOC_MAXR = 32, LT_ALLOC_ASAN_KIND = 100, LT_ALLOC_LIBC_KIND = 101 };
 static struct {
     uintptr_t lo, hi;
@@ -51,6 +53,7 @@ static int lt_alloc_phdr_cb(struct dl_phdr_info *info, size_t size, void *data) 
     const char *n = info->dlpi_name ? info->dlpi_name : "";
     int kind = strstr(n, "libgomp") || strstr(n, "libomp") ? LT_ALLOC_GOMP
                : strstr(n, "libopenblas")                    ? LT_ALLOC_BLAS
+               : strstr(n, "libdnnl") || strstr(n, "libstdc++")   ? LT_ALLOC_DNNL
                : strstr(n, "libasan") || strstr(n, "libubsan") || strstr(n, "libclang_rt.")
                    ? LT_ALLOC_ASAN_KIND
                : strstr(n, "/libc.so") ? LT_ALLOC_LIBC_KIND /* counted as ours, see the hook */

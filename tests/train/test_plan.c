@@ -61,8 +61,9 @@ static void grid(const char *model_path) {
     for (int mi = 0; mi < 3; mi++)
         for (int ti = 0; ti < 2; ti++)
             for (int bi = 0; bi < 2; bi++)
-                for (int dt = 0; dt < 2; dt++) {
+                for (int dt = 0; dt < 3; dt++) { /* f32, bf16 base, bf16 base + compute */
                     if (methods[mi] == LT_METHOD_FULL && ti == 1) continue;
+                    if (dt == 2 && methods[mi] == LT_METHOD_DORA) continue; /* fp32 only */
                     int64_t act[2] = {0, 0}, rec_act[2] = {0, 0};
                     for (int ck = 0; ck <= 1; ck++) {
                         lt_train_config c;
@@ -75,6 +76,7 @@ static void grid(const char *model_path) {
                         c.seq_len = Ts[bi];
                         c.grad_checkpoint = ck;
                         c.base_dtype = dt ? LT_DTYPE_BF16 : LT_DTYPE_F32;
+                        c.compute_dtype = dt == 2 ? LT_DTYPE_BF16 : LT_DTYPE_F32;
                         c.keep_logits = bi;
                         if (methods[mi] == LT_METHOD_FULL && dt) c.full.layer_begin = 1;
                         lt_train_plan_t p;
@@ -149,6 +151,11 @@ static void grid(const char *model_path) {
                         fill_batch(tok, tgt, N, m->config.vocab_size);
                         lt_batch b = {c.batch_size, c.seq_len, tok, tgt, NULL, NULL};
                         lt_loss_stats ls;
+                        if (dt == 2) { /* bf16: oneDNN's primitives are made on first use */
+                            CHECK_OK(lt_trainer_accumulate(tr, &b, 0.0f, &ls));
+                            CHECK_OK(lt_trainer_eval(tr, &b, &ls));
+                            lt_trainer_zero_grad(tr);
+                        }
                         lt_alloc_count_begin();
                         for (int s = 0; s < 2; s++) {
                             CHECK_OK(lt_trainer_accumulate(tr, &b, 0.0f, &ls));
@@ -178,9 +185,11 @@ static void grid(const char *model_path) {
                     }
                 }
     printf("%s: %d configs: plan == allocation; in the steps: %ld allocations by loratune, %ld by "
-           "%s, %ld by %s (their own bookkeeping)\n",
-           model_path, ncfg, others[LT_ALLOC_OURS], others[LT_ALLOC_GOMP], lt_alloc_kind_name[LT_ALLOC_GOMP],
-           others[LT_ALLOC_BLAS], lt_alloc_kind_name[LT_ALLOC_BLAS]);
+           "%s, %ld by %s, %ld by %s (their own bookkeeping)\n",
+           model_path, ncfg, others[LT_ALLOC_OURS], others[LT_ALLOC_GOMP],
+           lt_alloc_kind_name[LT_ALLOC_GOMP], others[LT_ALLOC_BLAS],
+           lt_alloc_kind_name[LT_ALLOC_BLAS], others[LT_ALLOC_DNNL],
+           lt_alloc_kind_name[LT_ALLOC_DNNL]);
     lt_model_free(m);
 }
 

@@ -342,6 +342,7 @@ async function pageTrain(main, q) {
   for (const o of table) if (!COMMON.includes(o.name)) rest.append(optField(o, fields));
   const go = el('button', { id: 'start', type: 'submit' }, 'Start training');
   const msg = el('div', { id: 'train-msg', 'aria-live': 'polite' });
+  const plan = el('div', { id: 'plan', 'aria-live': 'polite', class: 'plan' });
   const form = el('form', { class: 'card', novalidate: true },
     el('div', { class: 'row' },
       el('div', {}, el('label', { for: 'dataset' }, 'Dataset'), dsSel),
@@ -349,10 +350,42 @@ async function pageTrain(main, q) {
       el('div', {}, el('label', { for: 'job-name' }, 'Job name'), name)),
     el('h2', {}, 'Options'), el('p', { class: 'help' }, 'Empty fields keep their default (shown greyed). Names are those of `loratune train --help`.'),
     common, el('details', {}, el('summary', {}, `All options (${table.length - common.children.length} more)`), rest),
+    el('h2', {}, 'Memory estimate'), plan,
     el('div', { class: 'row' }, go), msg);
   main.append(el('h1', {}, 'Train'));
   if (!okDs.length) main.append(el('p', {}, 'No valid dataset yet: ', el('a', { href: '/data' }, 'upload one'), '.'));
   main.append(form);
+  const collect = () => {
+    const options = {};
+    for (const f of fields) {
+      const v = f.get();
+      if (v !== undefined) options[f.name] = v;
+    }
+    return options;
+  };
+  /* the plan of these options (POST /api/plan), redone a moment after each change */
+  let planSeq = 0, planTimer = null;
+  const estimate = async () => {
+    const seq = ++planSeq;
+    if (!mSel.value) return;
+    try {
+      const p = await api('POST', '/api/plan', { model: mSel.value, options: collect() });
+      if (seq !== planSeq) return;
+      plan.dataset.peak = p.peak_bytes;
+      const sizes = `batch ${p.batch_size}${p.auto_batch_size ? ' (auto)' : ''} × ${p.seq_len} tokens${p.auto_max_seq_len ? ' (auto)' : ''}`;
+      plan.replaceChildren(el('p', {}, 'Planned peak memory ', el('b', { id: 'plan-peak' }, bytes(p.peak_bytes)),
+        p.budget_bytes ? ` of a ${bytes(p.budget_bytes)} budget` : '', ` · ${sizes} · ${p.n_trainable.toLocaleString('en-US')} trainable parameters · ${p.compute_dtype} products`),
+        el('p', { class: 'help' }, Object.entries(p.bytes).map(([k, b]) => `${k} ${bytes(b)}`).join(' · ')),
+        ...(p.notes || []).map((n) => el('p', { class: 'help' }, n)));
+    } catch (e) {
+      if (seq !== planSeq) return;
+      delete plan.dataset.peak;
+      plan.replaceChildren(errorBox(e.message));
+    }
+  };
+  form.addEventListener('input', () => { clearTimeout(planTimer); planTimer = setTimeout(estimate, 400); });
+  form.addEventListener('change', () => { clearTimeout(planTimer); planTimer = setTimeout(estimate, 100); });
+  estimate();
   form.addEventListener('submit', async (ev) => {
     ev.preventDefault();
     const options = {};

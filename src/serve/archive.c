@@ -63,7 +63,7 @@ static int make_zip(const char *out_dir, const char *dst, char *err, size_t errn
         rc = -1;
     }
     for (size_t i = 0; !rc && i < N_MEMBERS; i++) {
-        char p[LT_SERVE_PATH + 64];
+        char p[LT_SERVE_PATH + 256];
         snprintf(p, sizeof p, "%s/%s", out_dir, k_members[i]);
         int r = add_file(a, p, k_members[i]);
         if (r < 0) {

@@ -229,6 +229,7 @@ typedef enum {
     R_RUN,           /* GET */
     R_RUN_METRICS,   /* GET */
     R_WEB,           /* GET: a page of the web interface (web.c) */
+    R_PLAN,          /* POST: memory estimate (plan.c) */
 } route_kind;
 
 typedef struct {
@@ -272,6 +273,7 @@ static const char *allowed(route_kind k) {
     case R_DATASET_CHECK:
     case R_JOB_CANCEL:
     case R_JOB_RESUME:
+    case R_PLAN:
         return "POST";
     default:
         return "GET, HEAD";
@@ -307,6 +309,7 @@ static int route(const char *method, const char *url, request *q) {
     if (n == 2 && !strcmp(a, "datasets")) return pick(q, R_DATASETS, get || post);
     if (n == 2 && !strcmp(a, "jobs")) return pick(q, R_JOBS, get || post);
     if (n == 2 && !strcmp(a, "runs")) return pick(q, R_RUNS, get);
+    if (n == 2 && !strcmp(a, "plan")) return pick(q, R_PLAN, post);
     if (n >= 3) snprintf(q->id, sizeof q->id, "%s", seg[2]);
     if (!strcmp(a, "datasets")) {
         if (n == 3) return pick(q, R_DATASET, get);
@@ -530,6 +533,9 @@ static enum MHD_Result dispatch(lt_server *s, struct MHD_Connection *c, request 
         break;
     case R_WEB:
         r = lt_web_reply(c, lt_web_find(q->file));
+        break;
+    case R_PLAN:
+        r = lt_plan_estimate(s, c, body);
         break;
     default:
         r = lt_reply_error(c, MHD_HTTP_NOT_FOUND, "not_found", "no such endpoint");

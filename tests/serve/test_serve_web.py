@@ -9,7 +9,9 @@ loopback port in a temp work folder.
 - Data: a JSONL file whose line 4 is broken JSON is uploaded through the file input; the page
   shows the error with line 4 (the line Python's json module rejects) and marks line 4 in the
   preview; a valid file shows as valid with its example count (= the file's line count);
-- Train: the form is built from GET /api/options (every input has a label); a 10-step LoRA job
+- Train: the form is built from GET /api/options (every input has a label); its memory estimate
+  (POST /api/plan) equals `loratune plan --json`'s peak for the same options, and a bad value
+  shows the plan's error there; a 10-step LoRA job
   on stories260K is started from it; the loss chart grows while the job runs (several redraws
   with more points each) and ends with steps 1..10 whose losses equal those of the job's event
   stream read with requests; the learning-rate chart equals the events' lr;
@@ -208,6 +210,31 @@ def run(d, u):
         f = d.find_element(By.ID, "opt-" + k)
         f.clear()
         f.send_keys(v)
+    # the memory estimate beside the form: `loratune plan`'s peak for the same options
+    cli = ltcheck.run("plan", "--model", os.path.join(servekit.MODELS, servekit.MODEL),
+                      "--method", "lora", "--batch-size", "2", "--max-seq-len", "48",
+                      "--lora-rank", "4", "--json")
+    want_peak = str(json.loads(cli.stdout)["peak_bytes"]) if cli.returncode == 0 else None
+    check(want_peak, f"loratune plan: {cli.stderr[-300:]}")
+    got = wait(d, lambda: d.find_element(By.ID, "plan").get_attribute("data-peak") == want_peak
+               and want_peak, "the memory estimate of the form's options")
+    check(got == want_peak, f"estimate {d.find_element(By.ID, 'plan').get_attribute('data-peak')}"
+          f" vs loratune plan {want_peak}")
+    console_errors(d, "train form")
+    f = d.find_element(By.ID, "opt-lora-rank")  # a bad value: the plan's error shows there
+    f.clear()
+    f.send_keys("0")
+    wait(d, lambda: d.find_elements(By.CSS_SELECTOR, "#plan .error"), "the estimate's error")
+    err = d.find_elements(By.CSS_SELECTOR, "#plan .error")
+    check(err and "lora-rank" in err[0].text, f"estimate error: {[e.text for e in err]}")
+    f.clear()
+    f.send_keys("4")
+    wait(d, lambda: d.find_element(By.ID, "plan").get_attribute("data-peak") == want_peak,
+         "the estimate back")
+    errs = [e for e in d.get_log("browser") if e["level"] == "SEVERE"
+            and not ("/api/plan" in e["message"] and "status of 400" in e["message"])]
+    check(not errs, f"train form: console errors besides the expected 400: {errs[:3]}")
+    d.execute_script("document.getElementById('plan').scrollIntoView({block: 'center'})")
     shot(d, "train-form")
     # a long job ahead in the queue keeps the form's job queued until the page follows it, so
     # the chart is seen growing live (10 steps of stories260K take well under a second)

@@ -537,7 +537,7 @@ async function pageQueue(main) {
         act.push(el('button', { class: 'secondary', type: 'button', 'aria-label': `Resume ${j.id}`, onclick: () => api('POST', `/api/jobs/${j.id}/resume`).then(draw, (e) => box.prepend(errorBox(e.message))) }, 'Resume'));
       return el('tr', { 'data-job': j.id },
         el('td', {}, el('a', { href: `/train?job=${j.id}` }, j.name || j.id), el('br'), el('span', { class: 'muted' }, `${j.model} · ${j.dataset}`)),
-        el('td', { class: 'status-' + j.status }, j.status, j.error ? el('div', { class: 'error' }, j.error.message || String(j.error)) : ''),
+        el('td', { class: 'status-' + j.status }, j.status, j.error ? el('div', { class: j.status === 'cancelled' ? 'help' : 'error' }, j.error.message || String(j.error)) : ''),
         el('td', {}, p.step !== undefined ? `${p.step}${j.total_steps ? ' / ' + j.total_steps : ''}` : ''),
         el('td', {}, num(p.loss)), el('td', {}, j.status === 'running' ? dur(p.eta_s) : ''),
         el('td', {}, when(j.created)), el('td', {}, act));
@@ -620,6 +620,21 @@ async function pageModels(main) {
 }
 
 /* ---- start ------------------------------------------------------------------------------ */
+/* On a phone a table's rows stack (app.css): each cell is labelled with its column's header. */
+function labelTables() {
+  for (const t of document.querySelectorAll('main table:not(.stack)')) {
+    const heads = [...t.querySelectorAll('thead th')].map((th) => th.textContent);
+    for (const tr of t.querySelectorAll('tbody tr'))
+      [...tr.children].forEach((td, i) => {
+        td.setAttribute('data-label', heads[i] || '');
+        const w = el('div', { class: 'cell' });
+        w.append(...td.childNodes);
+        td.append(w);
+      });
+    t.classList.add('stack');
+  }
+}
+new MutationObserver(labelTables).observe($('#main'), { childList: true, subtree: true });
 async function health() {
   try {
     const h = await api('GET', '/api/health');

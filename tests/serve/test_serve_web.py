@@ -19,6 +19,8 @@ loopback port in a temp work folder.
   adapter_model.safetensors (bytes equal to the single-file download, loadable by safetensors,
   lora rank as set in the form) and adapter_config.json (PEFT config, r as set);
 - Queue / Runs / Models pages list the job, its run's curve (10 points) and the adapter;
+- a server with --token: the page asks for the token on the API's 401, refuses a wrong one with
+  the server's message, works with the right one;
 - keyboard: Tab from the top reaches the skip link and then the page links in order;
 - screenshots of every page (laptop and phone widths) go to BUILD/web-screenshots/.
 """
@@ -106,9 +108,15 @@ def main():
     try:
         run(d, u)
     finally:
-        d.quit()
         code, _, err = srv.stop()
         check(code == 0, f"server exit code {code}: {err[-1000:]}")
+    tsrv = Server(os.path.join(TMP, "work-token"), "--token", "s3cret-web-token")
+    try:
+        run_token(d, tsrv.url)
+    finally:
+        d.quit()
+        code, _, err = tsrv.stop()
+        check(code == 0, f"token server exit code {code}: {err[-1000:]}")
     print("screenshots:", SHOTS)
 
 
@@ -334,6 +342,35 @@ def run(d, u):
         w = d.execute_script("return [document.documentElement.scrollWidth, innerWidth]")
         check(w[0] <= w[1], f"/{page} on a phone: page {w[0]}px wide in a {w[1]}px window")
         shot(d, "phone-" + page.split("?")[0])
+
+
+def run_token(d, u):
+    """A server with a token: the page loads without it, asks for it on the API's 401, and
+    works once it is given (kept for the tab only)."""
+    d.set_window_size(1280, 900)
+    d.get(u + "/data")
+    box = wait(d, lambda: d.find_element(By.ID, "auth").is_displayed() and
+               d.find_element(By.ID, "auth"), "the token prompt")
+    check(bool(box), "the page asks for the token")
+    check(d.switch_to.active_element.get_attribute("id") == "token", "focus on the token field")
+    d.get_log("browser")  # the 401s that made it ask are expected
+    d.find_element(By.ID, "token").send_keys("wrong")
+    d.find_element(By.CSS_SELECTOR, "#auth-form button").click()
+    wait(d, lambda: d.find_element(By.ID, "auth").is_displayed() and
+         d.find_elements(By.CSS_SELECTOR, "#main .error"), "a wrong token refused")
+    err = d.find_elements(By.CSS_SELECTOR, "#main .error")
+    check(err and "wrong token" in err[0].text, f"wrong token: {[e.text for e in err]}")
+    d.get_log("browser")
+    d.find_element(By.ID, "token").clear()
+    d.find_element(By.ID, "token").send_keys("s3cret-web-token")
+    d.find_element(By.CSS_SELECTOR, "#auth-form button").click()
+    ok = wait(d, lambda: "No datasets yet" in d.find_element(By.ID, "datasets").text,
+              "the datasets list with the token")
+    check(bool(ok) and not d.find_element(By.ID, "auth").is_displayed(), "works with the token")
+    check(d.find_element(By.ID, "health").text.startswith("idle"),
+          f"health line: {d.find_element(By.ID, 'health').text!r}")
+    shot(d, "token")
+    console_errors(d, "with the token")
 
 
 main()

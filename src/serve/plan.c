@@ -2,7 +2,8 @@
  * interface's estimate next to its Start button). The options are read and checked as a job's
  * are (lt_run_opts_set / lt_run_opts_validate), turned into the trainer configuration the run
  * would build (lt_run_opts_train_config), and planned over the model loaded lazily as the run
- * loads it (lt_train_plan_model: the same numbers as `loratune plan`). Automatic sizes are
+ * loads it (lt_train_plan_model; a full fine-tune from its config, lt_train_plan: the same
+ * numbers as `loratune plan`). Automatic sizes are
  * planned as the run fits them (lt_train_plan_fit_model: the largest batch <= 64 and length <=
  * the model's context whose peak fits the budget); the run also caps the length at the
  * dataset's longest example, which this estimate does not read, and says so in "notes". */
@@ -76,8 +77,11 @@ enum MHD_Result lt_plan_estimate(lt_server *s, struct MHD_Connection *c, const j
     if (lt_run_opts_validate(&o, 1))
         return lt_reply_error(c, 400, "bad_option", "options: %s", lt_errmsg());
 
-    /* the model as the run loads it: lazily for adapters, whole for full fine-tuning */
-    lt_model_load_opts lo = {.lazy = o.method != LT_METHOD_FULL};
+    /* lazily, as the run loads it for adapters (a full fine-tune loads it whole as fp32: its
+     * plan needs only the config, as `loratune plan`'s, and a request never loads a model
+     * whole) */
+    lt_model_load_opts lo = {.lazy = 1};
+    const int full = o.method == LT_METHOD_FULL;
     lt_model *m = NULL;
     if (lt_model_load(o.model, &lo, &m)) {
         char *msg = lt_serve_scrub(s, lt_errmsg());
@@ -102,12 +106,13 @@ enum MHD_Result lt_plan_estimate(lt_server *s, struct MHD_Connection *c, const j
             if (auto_b) tc.batch_size = 0;
             if (auto_t) tc.seq_len = 0;
             int B = 0, T = 0, max_seq = m->config.max_seq_len > 16 ? m->config.max_seq_len : 16;
-            st = lt_train_plan_fit_model(m, &tc, budget, 64, max_seq, &B, &T, &p);
+            st = full ? lt_train_plan_fit(&m->config, &tc, budget, 64, max_seq, &B, &T, &p)
+                      : lt_train_plan_fit_model(m, &tc, budget, 64, max_seq, &B, &T, &p);
             tc.batch_size = B;
             tc.seq_len = T;
         }
     } else if (!st) {
-        st = lt_train_plan_model(m, &tc, &p);
+        st = full ? lt_train_plan(&m->config, &tc, &p) : lt_train_plan_model(m, &tc, &p);
     }
     lt_model_free(m);
     if (st) {

@@ -4,6 +4,8 @@ loopback port in a temp work folder.
 
 - the pages and assets are served byte for byte as in web/ (Chart.js as Debian ships it), with a
   Content-Security-Policy, and only to loopback Host names when there is no token;
+- POST /api/plan equals `loratune plan --json` (LoRA, full, QLoRA: peak, bytes by category,
+  trainable parameters), conforms to the document's Plan schema, and refuses bad input;
 - the pages load with no browser console error (the Content-Security-Policy allows what they
   use: Chart.js and the script are served by the server itself, nothing from elsewhere);
 - Data: a JSONL file whose line 4 is broken JSON is uploaded through the file input; the page
@@ -35,7 +37,9 @@ import zipfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import servekit  # noqa: E402
-from servekit import Server, sse_events  # noqa: E402
+from servekit import Server, conforms, sse_events  # noqa: E402
+
+SPEC = servekit.load_spec()
 
 import ltcheck  # noqa: E402
 from ltcheck import check  # noqa: E402
@@ -139,6 +143,42 @@ def run(d, u):
     check(r.status_code == 403, f"a page through a rebinding Host: {r.status_code}")
     r = requests.get(u + "/index.html/..%2f..%2fetc%2fpasswd")
     check(r.status_code == 404, f"traversal through a page path: {r.status_code}")
+
+    # ---- POST /api/plan (the form's estimate) against `loratune plan`, and its bad input
+    for method in ("lora", "full", "qlora"):
+        cli = ltcheck.run("plan", "--model", os.path.join(servekit.MODELS, servekit.MODEL),
+                          "--method", method, "--batch-size", "3", "--max-seq-len", "40",
+                          "--lora-rank", "2", "--json")
+        r = requests.post(u + "/api/plan", json={"model": servekit.MODEL, "options": {
+            "method": method, "batch-size": 3, "max-seq-len": 40, "lora-rank": 2}})
+        check(r.status_code == 200 and cli.returncode == 0, f"plan {method}: {r.text[:300]}")
+        if r.status_code == 200 and cli.returncode == 0:
+            got, want = r.json(), json.loads(cli.stdout)
+            conforms(SPEC, "Plan", got, f"plan {method}")
+            for k in ("peak_bytes", "steady_bytes", "n_trainable", "bytes", "batch_size",
+                      "seq_len", "compute_dtype"):
+                check(got[k] == want[k], f"plan {method} {k}: {got[k]} vs loratune plan {want[k]}")
+    r = requests.post(u + "/api/plan", json={"model": servekit.MODEL})
+    check(r.status_code == 200 and r.json()["auto_batch_size"] and r.json()["notes"]
+          and r.json()["peak_bytes"] <= r.json()["budget_bytes"],
+          f"plan with automatic sizes: {r.text[:300]}")
+    for body, status, what in (
+            ({"model": "nothing.gguf"}, 404, "unknown model"),
+            ({"model": "../etc/passwd"}, 400, "model path"),
+            ({"model": servekit.MODEL, "options": {"lora-rank": 0}}, 400, "bad option value"),
+            ({"model": servekit.MODEL, "options": {"nope": 1}}, 400, "unknown option"),
+            ({"model": servekit.MODEL, "options": {"data": "/etc/passwd"}}, 400, "path option"),
+            ({"model": servekit.MODEL, "extra": 1}, 400, "unknown key"),
+            ({}, 400, "no model")):
+        r = requests.post(u + "/api/plan", json=body)
+        check(r.status_code == status and "error" in r.json(),
+              f"plan {what}: {r.status_code} {r.text[:200]}")
+    r = requests.post(u + "/api/plan", data="model=x",
+                      headers={"Content-Type": "application/x-www-form-urlencoded"})
+    check(r.status_code == 415, f"plan as a form post: {r.status_code}")
+    r = requests.post(u + "/api/plan", json={"model": servekit.MODEL},
+                      headers={"Origin": "http://evil.example"})
+    check(r.status_code == 403, f"plan cross-origin: {r.status_code}")
 
     # ---- the first page and keyboard order
     d.get(u + "/")

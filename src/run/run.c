@@ -224,8 +224,8 @@ static lt_status build_train_config(lt_run *r, const lt_adapter *a) {
         c->lora.targets = a->targets;
         c->lora.layer_begin = a->layer_begin;
         c->lora.layer_end = a->layer_end;
-        c->compute_dtype = lt_run_pick_compute_dtype(o->compute_dtype, c->method,
-                                                     &r->compute_reason);
+        c->compute_dtype =
+            lt_run_pick_compute_dtype(o->compute_dtype, c->method, &r->compute_reason);
     }
     s = lt_train_config_validate(&r->model->config, c);
     return s ? lt_error_wrap(s, "training configuration") : LT_OK;

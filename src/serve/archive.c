@@ -116,8 +116,8 @@ enum MHD_Result lt_job_archive(lt_server *s, struct MHD_Connection *c, const cha
             enum MHD_Result ret =
                 r > 0 ? lt_reply_error(c, MHD_HTTP_NOT_FOUND, "not_found", "job '%s': %s", id,
                                        msg ? msg : err)
-                      : lt_reply_error(c, MHD_HTTP_INTERNAL_SERVER_ERROR, "io_error", "job '%s': %s",
-                                       id, msg ? msg : err);
+                      : lt_reply_error(c, MHD_HTTP_INTERNAL_SERVER_ERROR, "io_error",
+                                       "job '%s': %s", id, msg ? msg : err);
             lt_free(msg);
             return ret;
         }

@@ -32,8 +32,7 @@ static const char *opt_text(const json_t *v, char *buf, size_t n) {
 }
 
 enum MHD_Result lt_plan_estimate(lt_server *s, struct MHD_Connection *c, const json_t *body) {
-    if (!body)
-        return lt_reply_error(c, 400, "bad_json", "request body: expected {model, options}");
+    if (!body) return lt_reply_error(c, 400, "bad_json", "request body: expected {model, options}");
     const char *key;
     json_t *v;
     json_object_foreach((json_t *)body, key, v) {
@@ -134,15 +133,15 @@ enum MHD_Result lt_plan_estimate(lt_server *s, struct MHD_Connection *c, const j
             notes, json_string("automatic sizes fit 80% of the RAM available now (or "
                                "memory-budget); the job fits again when it starts, counting "
                                "what the server then holds"));
-    json_t *out = json_pack(
-        "{s:O,s:s,s:i,s:i,s:b,s:b,s:I,s:I,s:I,s:I,s:I,s:s,s:s,s:o,s:o}", "model", model, "method",
-        lt_train_method_name(tc.method), "batch_size", tc.batch_size, "seq_len", tc.seq_len,
-        "auto_batch_size", auto_b, "auto_max_seq_len", auto_t, "peak_bytes",
-        (json_int_t)p.peak_bytes, "steady_bytes", (json_int_t)p.steady_bytes, "mapped_bytes",
-        (json_int_t)p.mapped_bytes, "n_params", (json_int_t)p.n_params, "n_trainable",
-        (json_int_t)p.n_trainable, "compute_dtype",
-        tc.compute_dtype == LT_DTYPE_BF16 ? "bf16" : "f32", "compute_dtype_reason", why, "bytes",
-        by, "notes", notes);
+    json_t *out =
+        json_pack("{s:O,s:s,s:i,s:i,s:b,s:b,s:I,s:I,s:I,s:I,s:I,s:s,s:s,s:o,s:o}", "model", model,
+                  "method", lt_train_method_name(tc.method), "batch_size", tc.batch_size, "seq_len",
+                  tc.seq_len, "auto_batch_size", auto_b, "auto_max_seq_len", auto_t, "peak_bytes",
+                  (json_int_t)p.peak_bytes, "steady_bytes", (json_int_t)p.steady_bytes,
+                  "mapped_bytes", (json_int_t)p.mapped_bytes, "n_params", (json_int_t)p.n_params,
+                  "n_trainable", (json_int_t)p.n_trainable, "compute_dtype",
+                  tc.compute_dtype == LT_DTYPE_BF16 ? "bf16" : "f32", "compute_dtype_reason", why,
+                  "bytes", by, "notes", notes);
     if (out && budget > 0) json_object_set_new(out, "budget_bytes", json_integer(budget));
     return lt_reply_json(c, 200, out);
 }

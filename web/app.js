@@ -487,6 +487,7 @@ async function jobView(main, id) {
   };
   followEvents(id, (kind, d) => {
     if (kind === 'job') {
+      health();
       status.textContent = d.status;
       status.className = 'status-' + d.status;
       setActions(d.status);

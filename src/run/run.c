@@ -172,11 +172,10 @@ lt_dtype lt_run_pick_compute_dtype(int want, lt_train_method m, const char **why
     return LT_DTYPE_BF16;
 }
 
-static lt_status build_train_config(lt_run *r, const lt_adapter *a) {
-    const lt_run_opts *o = &r->o;
-    lt_train_config *c = &r->tc;
+lt_status lt_run_opts_train_config(const lt_run_opts *o, const lt_model_config *mc,
+                                   lt_train_config *c, const char **why) {
     lt_train_config_default(c);
-    int L = r->model->config.n_layers;
+    int L = mc->n_layers;
     c->method = o->method;
     c->lora.r = o->lora_rank;
     c->lora.alpha = (float)o->lora_alpha;
@@ -196,6 +195,27 @@ static lt_status build_train_config(lt_run *r, const lt_adapter *a) {
         c->lora.layer_begin = o->lora_layer_begin;
         c->lora.layer_end = o->lora_layer_end;
     }
+    c->batch_size = o->batch_size > 0 ? o->batch_size : 1; /* auto: resolve_sizes sets it */
+    c->seq_len = o->max_seq_len;
+    c->grad_checkpoint = o->grad_checkpoint;
+    c->base_dtype = o->base_dtype;
+    const char *w = "";
+    c->compute_dtype = lt_run_pick_compute_dtype(o->compute_dtype, c->method, &w);
+    if (why) *why = w;
+    c->lr = (float)o->lr;
+    c->weight_decay = (float)o->weight_decay;
+    c->grad_clip = (float)o->grad_clip;
+    c->grad_accum = o->grad_accum;
+    c->seed = o->seed;
+    c->keep_blas_threads = o->keep_blas_threads;
+    return LT_OK;
+}
+
+static lt_status build_train_config(lt_run *r, const lt_adapter *a) {
+    const lt_run_opts *o = &r->o;
+    lt_train_config *c = &r->tc;
+    lt_status s = lt_run_opts_train_config(o, &r->model->config, c, &r->compute_reason);
+    if (s) return s;
     if (a) { /* the adapter decides its own shape */
         c->method = a->method;
         c->lora.r = a->r;
@@ -204,19 +224,10 @@ static lt_status build_train_config(lt_run *r, const lt_adapter *a) {
         c->lora.targets = a->targets;
         c->lora.layer_begin = a->layer_begin;
         c->lora.layer_end = a->layer_end;
+        c->compute_dtype =
+            lt_run_pick_compute_dtype(o->compute_dtype, c->method, &r->compute_reason);
     }
-    c->batch_size = o->batch_size > 0 ? o->batch_size : 1; /* auto: resolve_sizes sets it */
-    c->seq_len = o->max_seq_len;
-    c->grad_checkpoint = o->grad_checkpoint;
-    c->base_dtype = o->base_dtype;
-    c->compute_dtype = lt_run_pick_compute_dtype(o->compute_dtype, c->method, &r->compute_reason);
-    c->lr = (float)o->lr;
-    c->weight_decay = (float)o->weight_decay;
-    c->grad_clip = (float)o->grad_clip;
-    c->grad_accum = o->grad_accum;
-    c->seed = o->seed;
-    c->keep_blas_threads = o->keep_blas_threads;
-    lt_status s = lt_train_config_validate(&r->model->config, c);
+    s = lt_train_config_validate(&r->model->config, c);
     return s ? lt_error_wrap(s, "training configuration") : LT_OK;
 }
 

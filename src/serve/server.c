@@ -23,6 +23,7 @@
 
 #include "core/io.h"
 #include "serve_internal.h"
+#include "web.h"
 
 #define DEFAULT_MAX_BODY (1ll << 20)
 #define DEFAULT_MAX_UPLOAD (10ll << 30)
@@ -227,6 +228,8 @@ typedef enum {
     R_RUNS,          /* GET */
     R_RUN,           /* GET */
     R_RUN_METRICS,   /* GET */
+    R_WEB,           /* GET: a page of the web interface (web.c) */
+    R_PLAN,          /* POST: memory estimate (plan.c) */
 } route_kind;
 
 typedef struct {
@@ -270,6 +273,7 @@ static const char *allowed(route_kind k) {
     case R_DATASET_CHECK:
     case R_JOB_CANCEL:
     case R_JOB_RESUME:
+    case R_PLAN:
         return "POST";
     default:
         return "GET, HEAD";
@@ -293,6 +297,10 @@ static int route(const char *method, const char *url, request *q) {
     q->is_post = post;
     if (n < 0) return 0;
     if (n == 1 && !strcmp(seg[0], "openapi.json")) return pick(q, R_OPENAPI, get);
+    if (n == 1 && lt_web_find(url)) { /* url is short: it names an asset */
+        snprintf(q->file, sizeof q->file, "%s", url);
+        return pick(q, R_WEB, get);
+    }
     if (n < 2 || strcmp(seg[0], "api")) return 0;
     const char *a = seg[1];
     if (n == 2 && !strcmp(a, "health")) return pick(q, R_HEALTH, get);
@@ -301,6 +309,7 @@ static int route(const char *method, const char *url, request *q) {
     if (n == 2 && !strcmp(a, "datasets")) return pick(q, R_DATASETS, get || post);
     if (n == 2 && !strcmp(a, "jobs")) return pick(q, R_JOBS, get || post);
     if (n == 2 && !strcmp(a, "runs")) return pick(q, R_RUNS, get);
+    if (n == 2 && !strcmp(a, "plan")) return pick(q, R_PLAN, post);
     if (n >= 3) snprintf(q->id, sizeof q->id, "%s", seg[2]);
     if (!strcmp(a, "datasets")) {
         if (n == 3) return pick(q, R_DATASET, get);
@@ -373,7 +382,7 @@ static int first_checks(lt_server *s, struct MHD_Connection *c, const char *meth
                                   "Host '%s' is not a loopback name; this server has no token "
                                   "and answers local clients only",
                                   hosth ? hosth : "");
-    } else if (q->route != R_HEALTH && q->route != R_OPENAPI) {
+    } else if (q->route != R_HEALTH && q->route != R_OPENAPI && q->route != R_WEB) {
         const char *auth =
             MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
         if (!auth || strncasecmp(auth, "Bearer ", 7))
@@ -510,7 +519,8 @@ static enum MHD_Result dispatch(lt_server *s, struct MHD_Connection *c, request 
         r = lt_job_events(s, c, q->id);
         break;
     case R_JOB_ADAPTER:
-        r = lt_job_download(s, c, q->id, q->file);
+        r = !strcmp(q->file, "adapter.zip") ? lt_job_archive(s, c, q->id)
+                                            : lt_job_download(s, c, q->id, q->file);
         break;
     case R_RUNS:
         r = lt_runs_list(s, c);
@@ -520,6 +530,12 @@ static enum MHD_Result dispatch(lt_server *s, struct MHD_Connection *c, request 
         break;
     case R_RUN_METRICS:
         r = lt_run_get(s, c, q->id, 1);
+        break;
+    case R_WEB:
+        r = lt_web_reply(c, lt_web_find(q->file));
+        break;
+    case R_PLAN:
+        r = lt_plan_estimate(s, c, body);
         break;
     default:
         r = lt_reply_error(c, MHD_HTTP_NOT_FOUND, "not_found", "no such endpoint");

@@ -381,7 +381,8 @@ def run_checks(srv, u, work):
 
     # ---- routes, methods -------------------------------------------------------------------
     expect_error(requests.get(u + "/api/nothing"), 404, "not_found", what="unknown endpoint")
-    expect_error(requests.get(u + "/"), 404, what="root")
+    expect_error(requests.get(u + "/nothing"), 404, what="unknown page")
+    expect_error(requests.post(u + "/", json={}), 405, what="POST to the web interface")
     r = requests.delete(u + "/api/jobs")
     expect_error(r, 405, "method_not_allowed", what="DELETE jobs")
     check(r.headers.get("Allow") == "GET, HEAD, POST", f"Allow: {r.headers.get('Allow')}")

@@ -394,6 +394,15 @@ lt_status lt_checkpoint_load_opts(const char *ckpt_file, lt_run_opts *o);
  * =avx2 turns it off) and the method can (DoRA cannot), else F32. *why: the reason (static). */
 lt_dtype lt_run_pick_compute_dtype(int want, lt_train_method m, const char **why);
 
+/* The trainer configuration a run of options o gives lt_trainer_create on a model of config mc
+ * (what `loratune train` does before it loads an adapter to resume or continue): method, LoRA
+ * shape and layers (checked against mc's layer count), batch size (1 where o says auto),
+ * sequence length (o's: 0 or less where auto), dtypes (*why: the compute dtype's reason,
+ * static; may be NULL), optimizer settings. Not validated (lt_train_config_validate). Used by
+ * the server's memory estimate, so it and the run plan the same configuration. */
+lt_status lt_run_opts_train_config(const lt_run_opts *o, const lt_model_config *mc,
+                                   lt_train_config *c, const char **why);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,0 +1,647 @@
+/* app.js - loratune's web interface: one script, no framework, talking to the REST API of
+ * the server that served it (docs/SERVER.md). The path names the page (/data, /train, /queue,
+ * /runs, /models); links are followed in place (history.pushState) and every page is drawn
+ * from the API's answers. Job progress comes from the job's Server-Sent Events, read with
+ * fetch so a token can be sent (EventSource cannot send headers). Charts: Chart.js 3.
+ * window.lt.charts holds the live charts (the browser tests read their points). */
+'use strict';
+
+const lt = { charts: {}, drawn: [], timers: [], streams: [], token: sessionStorage.getItem('lt-token') || '' };
+window.lt = lt;
+const $ = (sel, root = document) => root.querySelector(sel);
+
+/* ---- small helpers --------------------------------------------------------------------- */
+function el(tag, attrs = {}, ...kids) {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (v === null || v === undefined || v === false) continue;
+    if (k === 'class') e.className = v;
+    else if (k === 'text') e.textContent = v;
+    else if (k.startsWith('on')) e.addEventListener(k.slice(2), v);
+    else e.setAttribute(k, v === true ? '' : v);
+  }
+  for (const k of kids.flat()) if (k !== null && k !== undefined) e.append(k.nodeType ? k : String(k));
+  return e;
+}
+function bytes(n) {
+  if (n === null || n === undefined) return '';
+  const u = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let i = 0;
+  while (n >= 1024 && i < u.length - 1) { n /= 1024; i++; }
+  return (i ? n.toFixed(1) : n) + ' ' + u[i];
+}
+function dur(s) {
+  if (s === null || s === undefined || !isFinite(s)) return '';
+  s = Math.round(s);
+  const h = Math.floor(s / 3600), m = Math.floor(s % 3600 / 60), r = s % 60;
+  return h ? `${h}h ${m}m` : m ? `${m}m ${r}s` : `${r}s`;
+}
+function num(v, d = 4) { return typeof v === 'number' ? (Math.abs(v) >= 1e4 || (v && Math.abs(v) < 1e-3) ? v.toExponential(2) : +v.toFixed(d)) : (v ?? ''); }
+function when(t) { return t ? new Date(t * 1000).toLocaleString() : ''; }
+function errorBox(msg) { return el('div', { class: 'error', role: 'alert', text: msg }); }
+
+/* ---- the API --------------------------------------------------------------------------- */
+class ApiError extends Error {
+  constructor(status, code, message) { super(message); this.status = status; this.code = code; }
+}
+function headers(extra = {}) {
+  const h = { ...extra };
+  if (lt.token) h.Authorization = 'Bearer ' + lt.token;
+  return h;
+}
+async function api(method, path, body) {
+  const opt = { method, headers: headers() };
+  if (body !== undefined) { opt.headers['Content-Type'] = 'application/json'; opt.body = JSON.stringify(body); }
+  const r = await fetch(path, opt);
+  const text = await r.text();
+  let j = null;
+  try { j = text ? JSON.parse(text) : null; } catch (e) { /* not JSON */ }
+  if (!r.ok) {
+    if (r.status === 401) askToken();
+    const e = j && j.error ? j.error : { code: 'http_' + r.status, message: text || r.statusText };
+    throw new ApiError(r.status, e.code, e.message);
+  }
+  return j;
+}
+function askToken() {
+  const box = $('#auth');
+  box.hidden = false;
+  $('#token').focus();
+}
+$('#auth-form').addEventListener('submit', (ev) => {
+  ev.preventDefault();
+  lt.token = $('#token').value;
+  sessionStorage.setItem('lt-token', lt.token);
+  $('#auth').hidden = true;
+  show(location.pathname + location.search);
+});
+
+/* Reads a job's Server-Sent Events with fetch; onEvent(kind, data) per event. Returns a
+ * handle whose abort() stops it (pages stop theirs when left). */
+function followEvents(jobId, onEvent, onEnd) {
+  const ctl = new AbortController();
+  lt.streams.push(ctl);
+  (async () => {
+    try {
+      const r = await fetch(`/api/jobs/${jobId}/events`, { headers: headers(), signal: ctl.signal });
+      if (!r.ok) throw new ApiError(r.status, 'http', `events: HTTP ${r.status}`);
+      const rd = r.body.getReader();
+      const dec = new TextDecoder();
+      let buf = '';
+      for (;;) {
+        const { value, done } = await rd.read();
+        if (done) break;
+        buf += dec.decode(value, { stream: true });
+        let k;
+        while ((k = buf.indexOf('\n\n')) >= 0) {
+          const block = buf.slice(0, k);
+          buf = buf.slice(k + 2);
+          let kind = 'message';
+          const data = [];
+          for (const line of block.split('\n')) {
+            if (line.startsWith('event:')) kind = line.slice(6).trim();
+            else if (line.startsWith('data:')) data.push(line.slice(5).replace(/^ /, ''));
+          }
+          if (!data.length) continue;
+          let d;
+          try { d = JSON.parse(data.join('\n')); } catch (e) { continue; }
+          onEvent(kind, d);
+        }
+      }
+      if (onEnd) onEnd(null);
+    } catch (e) {
+      if (e.name !== 'AbortError' && onEnd) onEnd(e);
+    }
+  })();
+  return ctl;
+}
+
+/* ---- charts ---------------------------------------------------------------------------- */
+const COLORS = ['#2457c5', '#d9480f', '#2b8a3e', '#862e9c', '#e67700', '#0b7285', '#c2255c', '#5c940d'];
+function lineChart(canvas, title, series, opts = {}) {
+  if (!window.Chart) return null;
+  const css = getComputedStyle(document.body);
+  const fg = css.color;
+  const grid = css.getPropertyValue('--line').trim() || '#ddd';
+  return new Chart(canvas, {
+    type: 'line',
+    data: { datasets: series.map((s, i) => ({
+      label: s, data: [], borderColor: COLORS[i % COLORS.length], backgroundColor: COLORS[i % COLORS.length],
+      pointRadius: opts.points ?? 2, borderWidth: 2, tension: 0, spanGaps: true })) },
+    options: {
+      animation: false, maintainAspectRatio: false, parsing: false, normalized: true,
+      interaction: { mode: 'nearest', intersect: false },
+      scales: {
+        x: { type: 'linear', title: { display: true, text: opts.x || 'step', color: fg }, ticks: { color: fg }, grid: { color: grid } },
+        y: { type: opts.log ? 'logarithmic' : 'linear', ticks: { color: fg }, grid: { color: grid },
+             title: { display: !!opts.y, text: opts.y || '', color: fg } },
+      },
+      plugins: { title: { display: true, text: title, color: fg }, legend: { labels: { color: fg } } },
+    },
+  });
+}
+function chartBox(id, label) {
+  const c = el('canvas', { id, role: 'img', 'aria-label': label });
+  return [el('div', { class: 'chart card' }, c), c];
+}
+
+/* ---- the pages ------------------------------------------------------------------------- */
+const pages = { data: pageData, train: pageTrain, queue: pageQueue, runs: pageRuns, models: pageModels };
+
+function leave() {
+  for (const t of lt.timers) clearInterval(t);
+  for (const s of lt.streams) s.abort();
+  for (const c of Object.values(lt.charts)) c && c.destroy();
+  lt.timers = []; lt.streams = []; lt.charts = {}; lt.drawn = [];
+}
+async function show(url, push) {
+  if (push) history.pushState(null, '', url);
+  leave();
+  const u = new URL(url, location.origin);
+  let name = u.pathname.replace(/^\//, '') || 'data';
+  if (!pages[name]) name = 'data';
+  for (const a of document.querySelectorAll('nav a'))
+    if (a.dataset.page === name) a.setAttribute('aria-current', 'page'); else a.removeAttribute('aria-current');
+  const main = $('#main');
+  main.replaceChildren();
+  document.title = `loratune: ${name}`;
+  try {
+    await pages[name](main, u.searchParams);
+  } catch (e) {
+    main.append(errorBox(e.message));
+  }
+}
+/* A download link sends no Authorization header: with a token, fetch it and hand the bytes
+ * to the browser. */
+async function downloadWithToken(a) {
+  try {
+    const r = await fetch(a.href, { headers: headers() });
+    if (!r.ok) throw new Error(`HTTP ${r.status}`);
+    const url = URL.createObjectURL(await r.blob());
+    const name = /filename="([^"]+)"/.exec(r.headers.get('Content-Disposition') || '');
+    const t = el('a', { href: url, download: name ? name[1] : 'download' });
+    document.body.append(t); t.click(); t.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 60000);
+  } catch (e) { a.after(errorBox('download failed: ' + e.message)); }
+}
+document.addEventListener('click', (ev) => {
+  const a = ev.target.closest('a');
+  if (a && a.hasAttribute('download') && lt.token) { ev.preventDefault(); downloadWithToken(a); return; }
+  if (!a || a.target || a.hasAttribute('download') || ev.ctrlKey || ev.metaKey || ev.shiftKey) return;
+  const u = new URL(a.href, location.href);
+  if (u.origin !== location.origin || u.pathname.startsWith('/api/') || !pages[u.pathname.slice(1)]) return;
+  ev.preventDefault();
+  show(u.pathname + u.search, true).then(() => $('#main').focus());
+});
+window.addEventListener('popstate', () => show(location.pathname + location.search));
+
+/* -- Data: upload with progress, validation errors at their line, preview, the list -- */
+async function pageData(main) {
+  const file = el('input', { id: 'file', type: 'file', accept: '.jsonl,.json,.ndjson,application/json', 'aria-describedby': 'file-help' });
+  const up = el('button', { id: 'upload', type: 'submit' }, 'Upload');
+  const prog = el('progress', { id: 'upload-progress', max: 100, value: 0, hidden: true, 'aria-label': 'Upload progress' });
+  const result = el('div', { id: 'upload-result', 'aria-live': 'polite' });
+  const form = el('form', { class: 'card' },
+    el('label', { for: 'file' }, 'Dataset file'), file,
+    el('p', { class: 'help', id: 'file-help' },
+      'JSONL (one example per line: messages, prompt/completion or text) or a JSON array. Streamed to the server; checked as `loratune data check` checks it.'),
+    el('div', { class: 'row' }, up), prog, result);
+  const list = el('div', { id: 'datasets' });
+  main.append(el('h1', {}, 'Data'), form, el('h2', {}, 'Datasets'), list);
+
+  form.addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    const f = file.files[0];
+    if (!f) { result.replaceChildren(errorBox('Choose a file first.')); file.focus(); return; }
+    up.disabled = true; prog.hidden = false; prog.value = 0;
+    result.replaceChildren(el('p', { class: 'muted' }, `Uploading ${f.name} (${bytes(f.size)})…`));
+    try {
+      const ds = await uploadFile(f, (p) => { prog.value = p; });
+      prog.value = 100;
+      await showDataset(result, ds, f);
+      await listDatasets(list);
+    } catch (e) {
+      result.replaceChildren(errorBox('Upload failed: ' + e.message));
+    } finally { up.disabled = false; }
+  });
+  await listDatasets(list);
+}
+function uploadFile(f, onProgress) {
+  return new Promise((resolve, reject) => {
+    const x = new XMLHttpRequest();
+    x.open('POST', '/api/datasets?name=' + encodeURIComponent(f.name));
+    x.setRequestHeader('Content-Type', 'application/octet-stream');
+    if (lt.token) x.setRequestHeader('Authorization', 'Bearer ' + lt.token);
+    x.upload.onprogress = (e) => { if (e.lengthComputable) onProgress(100 * e.loaded / e.total); };
+    x.onload = () => {
+      let j = null;
+      try { j = JSON.parse(x.responseText); } catch (e) { /* not JSON */ }
+      if (x.status === 201 && j) resolve(j);
+      else {
+        if (x.status === 401) askToken();
+        reject(new Error(j && j.error ? j.error.message : `HTTP ${x.status}`));
+      }
+    };
+    x.onerror = () => reject(new Error('network error'));
+    x.send(f);
+  });
+}
+/* The first lines of the file, and those around a bad line, with their numbers. */
+async function previewLines(f, badLine, msg) {
+  const text = await f.slice(0, 1 << 20).text();
+  const lines = text.split('\n');
+  if (f.size > 1 << 20) lines.pop(); /* cut mid-line */
+  const box = el('div', { class: 'lines', id: 'preview', role: 'region', 'aria-label': 'File preview', tabindex: '0' });
+  const show = new Set();
+  for (let i = 1; i <= Math.min(5, lines.length); i++) show.add(i);
+  if (badLine) for (let i = Math.max(1, badLine - 2); i <= Math.min(lines.length, badLine + 2); i++) show.add(i);
+  let prev = 0;
+  for (const n of [...show].sort((a, b) => a - b)) {
+    if (n > lines.length || (n === lines.length && lines[n - 1] === '')) continue;
+    if (prev && n > prev + 1) box.append(el('div', {}, el('span', { class: 'n' }, '…')));
+    const t = lines[n - 1].length > 400 ? lines[n - 1].slice(0, 400) + ' …' : lines[n - 1];
+    box.append(el('div', { class: n === badLine ? 'bad' : null, id: n === badLine ? 'bad-line' : null },
+      el('span', { class: 'n' }, n), el('span', {}, t)));
+    if (n === badLine && msg) box.append(el('div', { class: 'msg' }, '↑ ' + msg));
+    prev = n;
+  }
+  return box;
+}
+async function showDataset(box, ds, f) {
+  const v = ds.validation;
+  const kids = [el('p', {}, el('b', {}, ds.name), ` · ${bytes(ds.size)} · `, el('code', {}, ds.id))];
+  let bad = null;
+  if (!v) kids.push(el('p', { class: 'muted' }, 'Large upload: not checked yet (validate it from the list).'));
+  else if (v.ok) {
+    const t = v.splits && v.splits.train;
+    kids.push(el('p', { class: 'ok', id: 'valid-ok' }, `Valid: ${v.format || ''} · ${t ? t.examples : '?'} training examples` +
+      (v.splits && v.splits.valid ? ` · ${v.splits.valid.examples} validation examples` : '')));
+  } else {
+    for (const e of v.errors || []) {
+      kids.push(el('div', { class: 'error validation-error', role: 'alert', 'data-line': e.line ?? '' },
+        e.line ? el('b', {}, `Line ${e.line}: `) : null, e.message));
+      if (e.line && !bad) bad = e;
+    }
+  }
+  if (f) kids.push(el('h2', {}, 'Preview'), await previewLines(f, bad && bad.line, bad && bad.message));
+  box.replaceChildren(...kids);
+}
+async function listDatasets(box) {
+  const r = await api('GET', '/api/datasets');
+  if (!r.datasets.length) { box.replaceChildren(el('p', { class: 'muted' }, 'No datasets yet.')); return; }
+  const models = (await api('GET', '/api/models')).models;
+  const rows = r.datasets.map((d) => {
+    const v = d.validation;
+    const state = !v ? 'not checked' : v.ok ? `ok · ${v.splits?.train?.examples ?? '?'} examples` : `line ${v.errors?.[0]?.line ?? '?'}: error`;
+    const out = el('td', { 'aria-live': 'polite' });
+    const sel = el('select', { 'aria-label': `Model to tokenize ${d.name} with` },
+      el('option', { value: '' }, 'structure only'), models.map((m) => el('option', { value: m.name }, m.name)));
+    const check = el('button', { class: 'secondary', type: 'button', onclick: async () => {
+      check.disabled = true;
+      try {
+        const body = sel.value ? { model: sel.value } : {};
+        const res = await api('POST', `/api/datasets/${d.id}/validate`, body);
+        out.replaceChildren(res.ok ? statsTable(res) : errorBox((res.errors || []).map((e) => `line ${e.line}: ${e.message}`).join('\n')));
+      } catch (e) { out.replaceChildren(errorBox(e.message)); } finally { check.disabled = false; }
+    } }, 'Validate');
+    return el('tr', {},
+      el('td', {}, el('b', {}, d.name), el('br'), el('code', { class: 'muted' }, d.id)),
+      el('td', {}, bytes(d.size)), el('td', { class: v && !v.ok ? 'status-failed' : '' }, state),
+      el('td', {}, el('div', { class: 'row' }, sel, check), out),
+      el('td', {}, v && v.ok ? el('a', { href: `/train?dataset=${d.id}` }, 'Train') : ''));
+  });
+  box.replaceChildren(el('p', { class: 'muted' }, `${bytes(r.used_bytes)} of ${bytes(r.quota_bytes)} used`),
+    el('div', { class: 'table-wrap card' }, el('table', {},
+      el('thead', {}, el('tr', {}, ['dataset', 'size', 'check', 'validate', ''].map((h) => el('th', { scope: 'col' }, h)))),
+      el('tbody', {}, rows))));
+}
+function statsTable(v) {
+  const rows = Object.entries(v.splits || {}).map(([k, s]) => el('tr', {},
+    el('th', { scope: 'row' }, k), el('td', {}, s.examples), el('td', {}, `${s.min_len}/${num(s.mean_len, 1)}/${s.max_len} ${s.unit || ''}`),
+    el('td', {}, s.tokens ?? ''), el('td', {}, s.truncated ?? '')));
+  return el('table', {}, el('thead', {}, el('tr', {}, ['split', 'examples', 'min/mean/max', 'tokens', 'truncated'].map((h) => el('th', { scope: 'col' }, h)))),
+    el('tbody', {}, rows));
+}
+
+/* -- Train: the form from the option table, then the live view -- */
+const COMMON = ['method', 'iters', 'epochs', 'lr', 'batch-size', 'max-seq-len', 'lora-rank', 'lora-alpha',
+  'lora-targets', 'lr-schedule', 'warmup', 'valid-fraction', 'eval-every', 'save-every', 'seed'];
+async function pageTrain(main, q) {
+  if (q.get('job')) return jobView(main, q.get('job'));
+  const [opts, dss, models] = await Promise.all([api('GET', '/api/options'), api('GET', '/api/datasets'), api('GET', '/api/models')]);
+  const okDs = dss.datasets.filter((d) => !d.validation || d.validation.ok);
+  const dsSel = el('select', { id: 'dataset', required: true },
+    okDs.map((d) => el('option', { value: d.id, selected: d.id === q.get('dataset') }, `${d.name} (${d.id})`)));
+  const mSel = el('select', { id: 'model', required: true }, models.models.map((m) => el('option', { value: m.name }, `${m.name} · ${bytes(m.size)}`)));
+  const name = el('input', { id: 'job-name', type: 'text', placeholder: 'optional' });
+  const common = el('div', { class: 'opts' }), rest = el('div', { class: 'opts' });
+  const fields = [];
+  const table = opts.options.filter((o) => !o.server);
+  const byName = Object.fromEntries(table.map((o) => [o.name, o]));
+  for (const n of COMMON) if (byName[n]) common.append(optField(byName[n], fields));
+  for (const o of table) if (!COMMON.includes(o.name)) rest.append(optField(o, fields));
+  const go = el('button', { id: 'start', type: 'submit' }, 'Start training');
+  const msg = el('div', { id: 'train-msg', 'aria-live': 'polite' });
+  const plan = el('div', { id: 'plan', 'aria-live': 'polite', class: 'plan' });
+  const form = el('form', { class: 'card', novalidate: true },
+    el('div', { class: 'row' },
+      el('div', {}, el('label', { for: 'dataset' }, 'Dataset'), dsSel),
+      el('div', {}, el('label', { for: 'model' }, 'Model'), mSel),
+      el('div', {}, el('label', { for: 'job-name' }, 'Job name'), name)),
+    el('h2', {}, 'Options'), el('p', { class: 'help' }, 'Empty fields keep their default (shown greyed). Names are those of `loratune train --help`.'),
+    common, el('details', {}, el('summary', {}, `All options (${table.length - common.children.length} more)`), rest),
+    el('h2', {}, 'Memory estimate'), plan,
+    el('div', { class: 'row' }, go), msg);
+  main.append(el('h1', {}, 'Train'));
+  if (!okDs.length) main.append(el('p', {}, 'No valid dataset yet: ', el('a', { href: '/data' }, 'upload one'), '.'));
+  main.append(form);
+  const collect = () => {
+    const options = {};
+    for (const f of fields) {
+      const v = f.get();
+      if (v !== undefined) options[f.name] = v;
+    }
+    return options;
+  };
+  /* the plan of these options (POST /api/plan), redone a moment after each change */
+  let planSeq = 0, planTimer = null;
+  const estimate = async () => {
+    const seq = ++planSeq;
+    if (!mSel.value) return;
+    try {
+      const p = await api('POST', '/api/plan', { model: mSel.value, options: collect() });
+      if (seq !== planSeq) return;
+      plan.dataset.peak = p.peak_bytes;
+      const sizes = `batch ${p.batch_size}${p.auto_batch_size ? ' (auto)' : ''} × ${p.seq_len} tokens${p.auto_max_seq_len ? ' (auto)' : ''}`;
+      plan.replaceChildren(el('p', {}, 'Planned peak memory ', el('b', { id: 'plan-peak' }, bytes(p.peak_bytes)),
+        p.budget_bytes ? ` of a ${bytes(p.budget_bytes)} budget` : '', ` · ${sizes} · ${p.n_trainable.toLocaleString('en-US')} trainable parameters · ${p.compute_dtype} products`),
+        el('p', { class: 'help' }, Object.entries(p.bytes).map(([k, b]) => `${k} ${bytes(b)}`).join(' · ')),
+        ...(p.notes || []).map((n) => el('p', { class: 'help' }, n)));
+    } catch (e) {
+      if (seq !== planSeq) return;
+      delete plan.dataset.peak;
+      plan.replaceChildren(errorBox(e.message));
+    }
+  };
+  form.addEventListener('input', () => { clearTimeout(planTimer); planTimer = setTimeout(estimate, 400); });
+  form.addEventListener('change', () => { clearTimeout(planTimer); planTimer = setTimeout(estimate, 100); });
+  estimate();
+  form.addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    const options = {};
+    for (const f of fields) {
+      const v = f.get();
+      if (v !== undefined) options[f.name] = v;
+    }
+    const body = { dataset: dsSel.value, model: mSel.value, options };
+    if (name.value.trim()) body.name = name.value.trim();
+    go.disabled = true;
+    try {
+      const job = await api('POST', '/api/jobs', body);
+      await show(`/train?job=${job.id}`, true);
+    } catch (e) {
+      const m = /^([a-z0-9-]+)[: ]/.exec(e.message);
+      const field = m && fields.find((f) => f.name === m[1]);
+      msg.replaceChildren(errorBox(e.message));
+      if (field) { field.input.setAttribute('aria-invalid', 'true'); field.input.focus(); }
+    } finally { go.disabled = false; }
+  });
+}
+function optField(o, fields) {
+  const id = 'opt-' + o.name;
+  const helpId = id + '-help';
+  const def = o.default ?? '';
+  let input, get;
+  if (o.type === 'bool') {
+    input = el('input', { id, type: 'checkbox', checked: def === 'true' || def === '1', 'aria-describedby': helpId });
+    const d = input.checked;
+    get = () => (input.checked === d ? undefined : input.checked);
+    fields.push({ name: o.name, input, get });
+    return el('div', { class: 'opt check' }, el('label', { for: id }, input, o.name), el('p', { class: 'help', id: helpId }, o.help));
+  }
+  if (o.type === 'enum' && o.choices) {
+    input = el('select', { id, 'aria-describedby': helpId }, o.choices.map((c) => el('option', { value: c, selected: c === def }, c)));
+    get = () => (input.value === def ? undefined : input.value);
+  } else {
+    const numeric = ['int', 'float', 'size'].includes(o.type);
+    input = el('input', { id, type: 'text', placeholder: def === '' ? (o.auto ? 'auto' : '') : def, inputmode: numeric && !o.auto ? 'decimal' : null,
+      'aria-describedby': helpId, name: o.name });
+    get = () => {
+      const v = input.value.trim();
+      if (v === '') return undefined;
+      if (o.type === 'int' && /^-?\d+$/.test(v)) return parseInt(v, 10);
+      if (o.type === 'float' && /^-?[\d.]+(e-?\d+)?$/i.test(v)) return parseFloat(v);
+      return v;
+    };
+  }
+  fields.push({ name: o.name, input, get });
+  const range = o.min !== undefined ? ` (${o.min}${o.max !== undefined ? '…' + o.max : '…'})` : '';
+  return el('div', { class: 'opt' }, el('label', { for: id }, o.name), input, el('p', { class: 'help', id: helpId }, o.help + (['int', 'float'].includes(o.type) ? range : '')));
+}
+
+/* The live view of one job: status, ETA, loss / validation loss / lr / tokens/s / memory. */
+async function jobView(main, id) {
+  const job = await api('GET', `/api/jobs/${id}`);
+  const status = el('b', { id: 'job-status' }, job.status);
+  const step = el('b', { id: 'job-step' }, '');
+  const loss = el('b', {}, ''), vloss = el('b', {}, ''), eta = el('b', { id: 'job-eta' }, ''), tps = el('b', {}, ''), mem = el('b', {}, '');
+  const actions = el('div', { class: 'row' });
+  const log = el('div', { id: 'job-log', 'aria-live': 'polite' });
+  const [c1, k1] = chartBox('chart-loss', 'training and validation loss by step');
+  const [c2, k2] = chartBox('chart-lr', 'learning rate by step');
+  const [c3, k3] = chartBox('chart-tps', 'tokens per second by step');
+  const [c4, k4] = chartBox('chart-mem', 'peak memory by step');
+  main.append(el('h1', {}, 'Job ', el('code', {}, id), job.name ? ` · ${job.name}` : ''),
+    el('div', { class: 'card' }, el('div', { class: 'stats' },
+      el('span', {}, 'status ', status), el('span', {}, 'step ', step), el('span', {}, 'loss ', loss),
+      el('span', {}, 'val loss ', vloss), el('span', {}, 'tokens/s ', tps), el('span', {}, 'memory ', mem), el('span', {}, 'ETA ', eta)),
+    actions, log),
+    el('div', { class: 'charts' }, c1, c2, c3, c4));
+  lt.charts.loss = lineChart(k1, 'Loss', ['train loss', 'validation loss']);
+  lt.charts.lr = lineChart(k2, 'Learning rate', ['lr'], { points: 0 });
+  lt.charts.tps = lineChart(k3, 'Throughput', ['tokens/s'], { points: 0 });
+  lt.charts.mem = lineChart(k4, 'Peak memory (MiB)', ['peak RSS'], { points: 0 });
+  let total = job.total_steps || 0;
+  const setActions = (st) => {
+    actions.replaceChildren();
+    if (!['done', 'failed', 'cancelled', 'interrupted'].includes(st))
+      actions.append(el('button', { class: 'secondary', type: 'button', onclick: async () => {
+        try { await api('POST', `/api/jobs/${id}/cancel`); } catch (e) { log.append(errorBox(e.message)); }
+      } }, 'Cancel'));
+    if (st === 'done') actions.append(el('a', { class: 'btn', id: 'download', href: `/api/jobs/${id}/adapter/adapter.zip`, download: '' }, 'Download adapter (.zip)'));
+    if (st === 'interrupted' || st === 'cancelled')
+      actions.append(el('button', { type: 'button', onclick: async () => {
+        try { await api('POST', `/api/jobs/${id}/resume`); show(`/train?job=${id}`); } catch (e) { log.append(errorBox(e.message)); }
+      } }, 'Resume'));
+  };
+  setActions(job.status);
+  let pending = false;
+  const redraw = () => {
+    if (pending) return;
+    pending = true;
+    requestAnimationFrame(() => {
+      pending = false;
+      for (const c of Object.values(lt.charts)) c && c.update('none');
+      if (lt.charts.loss) lt.drawn.push(lt.charts.loss.data.datasets[0].data.length); /* read by the tests */
+    });
+  };
+  followEvents(id, (kind, d) => {
+    if (kind === 'job') {
+      health();
+      status.textContent = d.status;
+      status.className = 'status-' + d.status;
+      setActions(d.status);
+      if (d.message) log.append(d.status === 'failed' ? errorBox(d.message) : el('p', { class: 'muted' }, d.message));
+      if (d.status === 'done') eta.textContent = '0s';
+    } else if (d.event === 'start') {
+      total = d.steps || total;
+      if (d.planned_peak_bytes) log.append(el('p', { class: 'muted' }, `planned peak memory ${bytes(d.planned_peak_bytes)}`));
+    } else if (d.event === 'stage') {
+      log.replaceChildren(el('p', { class: 'muted' }, `stage: ${d.stage}`));
+    } else if (d.event === 'step') {
+      step.textContent = total ? `${d.step} / ${total}` : d.step;
+      loss.textContent = num(d.loss);
+      tps.textContent = Math.round(d.tokens_per_sec).toLocaleString('en-US');
+      mem.textContent = bytes(d.peak_rss_bytes);
+      eta.textContent = dur(d.eta_s);
+      if (lt.charts.loss) {
+        lt.charts.loss.data.datasets[0].data.push({ x: d.step, y: d.loss });
+        lt.charts.lr.data.datasets[0].data.push({ x: d.step, y: d.lr });
+        lt.charts.tps.data.datasets[0].data.push({ x: d.step, y: d.tokens_per_sec });
+        lt.charts.mem.data.datasets[0].data.push({ x: d.step, y: d.peak_rss_bytes / 1048576 });
+        redraw();
+      }
+    } else if (d.event === 'eval') {
+      vloss.textContent = num(d.val_loss);
+      if (lt.charts.loss) { lt.charts.loss.data.datasets[1].data.push({ x: d.step, y: d.val_loss }); redraw(); }
+    } else if (d.event === 'done' && d.val_loss !== undefined) {
+      vloss.textContent = num(d.val_loss);
+    } else if (d.event === 'checkpoint') {
+      log.replaceChildren(el('p', { class: 'muted' }, `checkpoint at step ${d.step}`));
+    }
+  }, (err) => { if (err) log.append(errorBox('event stream: ' + err.message)); });
+}
+
+/* -- Queue: the jobs in queue order, cancel / resume / watch, refreshed every 2 s -- */
+async function pageQueue(main) {
+  const box = el('div', { id: 'jobs' });
+  main.append(el('h1', {}, 'Queue'), box);
+  const draw = async () => {
+    const r = await api('GET', '/api/jobs');
+    if (!r.jobs.length) { box.replaceChildren(el('p', { class: 'muted' }, 'No jobs. ', el('a', { href: '/train' }, 'Start one'), '.')); return; }
+    const rows = r.jobs.map((j) => {
+      const p = j.progress || {};
+      const act = [];
+      if (!['done', 'failed', 'cancelled', 'interrupted'].includes(j.status))
+        act.push(el('button', { class: 'secondary', type: 'button', 'aria-label': `Cancel ${j.id}`, onclick: () => api('POST', `/api/jobs/${j.id}/cancel`).then(draw, (e) => box.prepend(errorBox(e.message))) }, 'Cancel'));
+      if (j.status === 'interrupted' || j.status === 'cancelled')
+        act.push(el('button', { class: 'secondary', type: 'button', 'aria-label': `Resume ${j.id}`, onclick: () => api('POST', `/api/jobs/${j.id}/resume`).then(draw, (e) => box.prepend(errorBox(e.message))) }, 'Resume'));
+      return el('tr', { 'data-job': j.id },
+        el('td', {}, el('a', { href: `/train?job=${j.id}` }, j.name || j.id), el('br'), el('span', { class: 'muted' }, `${j.model} · ${j.dataset}`)),
+        el('td', { class: 'status-' + j.status }, j.status, j.error ? el('div', { class: j.status === 'cancelled' ? 'help' : 'error' }, j.error.message || String(j.error)) : ''),
+        el('td', {}, p.step !== undefined ? `${p.step}${j.total_steps ? ' / ' + j.total_steps : ''}` : ''),
+        el('td', {}, num(p.loss)), el('td', {}, j.status === 'running' ? dur(p.eta_s) : ''),
+        el('td', {}, when(j.created)), el('td', {}, act));
+    });
+    box.replaceChildren(el('div', { class: 'table-wrap card' }, el('table', {},
+      el('thead', {}, el('tr', {}, ['job', 'status', 'step', 'loss', 'ETA', 'created', ''].map((h) => el('th', { scope: 'col' }, h)))),
+      el('tbody', {}, rows))));
+  };
+  await draw();
+  lt.timers.push(setInterval(() => draw().catch(() => {}), 2000));
+}
+
+/* -- Runs: the tracking store's runs; tick some to overlay their loss curves -- */
+async function pageRuns(main) {
+  const r = await api('GET', '/api/runs');
+  const runs = r.runs || [];
+  const [c, k] = chartBox('chart-runs', 'loss curves of the selected runs');
+  main.append(el('h1', {}, 'Runs'));
+  if (!runs.length) { main.append(el('p', { class: 'muted' }, 'No runs recorded yet.')); return; }
+  const chart = lt.charts.runs = lineChart(k, 'Training loss (dashed: validation)', [], { points: 0 });
+  const picked = new Map();
+  const names = new Map(runs.map((x) => [x.run_id || x.id, x.name || x.run_id || x.id]));
+  const redraw = async () => {
+    if (!chart) return;
+    const sets = [];
+    let i = 0;
+    for (const [id] of picked) {
+      const label = names.get(id) || id;
+      const m = picked.get(id) || await api('GET', `/api/runs/${id}/metrics`);
+      picked.set(id, m);
+      const col = COLORS[i++ % COLORS.length];
+      const h = m.history || {};
+      if (h.train_loss) sets.push({ label: `${label} train`, data: h.train_loss.map((p) => ({ x: p[0], y: p[1] })), borderColor: col, backgroundColor: col, pointRadius: 0, borderWidth: 2 });
+      if (h.val_loss) sets.push({ label: `${label} valid`, data: h.val_loss.map((p) => ({ x: p[0], y: p[1] })), borderColor: col, backgroundColor: col, borderDash: [6, 4], pointRadius: 2, borderWidth: 2 });
+    }
+    chart.data.datasets = sets;
+    chart.update('none');
+  };
+  const rows = runs.map((run, idx) => {
+    const id = run.run_id || run.id;
+    const cb = el('input', { type: 'checkbox', id: `run-${idx}`, checked: idx < 3, onchange: () => {
+      if (cb.checked) picked.set(id, null); else picked.delete(id);
+      redraw().catch((e) => main.append(errorBox(e.message)));
+    } });
+    if (idx < 3) picked.set(id, null);
+    const m = run.metrics || {};
+    const last = (k) => (m[k] && typeof m[k] === 'object' ? m[k].last : m[k]);
+    return el('tr', {}, el('td', {}, cb), el('td', {}, el('label', { for: `run-${idx}` }, run.name || id), el('code', { class: 'muted' }, id)),
+      el('td', { class: 'status-' + (run.status || '').toLowerCase() }, run.status || ''), el('td', {}, when(run.start_time || run.started)),
+      el('td', {}, num(last('train_loss'))), el('td', {}, num(last('val_loss'))));
+  });
+  main.append(c, el('div', { class: 'table-wrap card' }, el('table', {},
+    el('thead', {}, el('tr', {}, ['show', 'run', 'status', 'started', 'train loss', 'val loss'].map((h) => el('th', { scope: 'col' }, h)))),
+    el('tbody', {}, rows))));
+  await redraw();
+}
+
+/* -- Models: the models jobs may use, and the adapters finished jobs made -- */
+const FILES = ['adapter_model.safetensors', 'adapter_config.json', 'adapter.gguf', 'mlx-adapters.safetensors', 'mlx-adapter_config.json', 'run_config.yaml'];
+async function pageModels(main) {
+  const [models, jobs] = await Promise.all([api('GET', '/api/models'), api('GET', '/api/jobs')]);
+  main.append(el('h1', {}, 'Models'), el('h2', {}, 'Base models'),
+    el('div', { class: 'table-wrap card' }, el('table', {},
+      el('thead', {}, el('tr', {}, ['name', 'kind', 'size'].map((h) => el('th', { scope: 'col' }, h)))),
+      el('tbody', {}, models.models.map((m) => el('tr', {}, el('td', {}, m.name), el('td', {}, m.kind), el('td', {}, bytes(m.size))))))));
+  const done = jobs.jobs.filter((j) => j.status === 'done');
+  main.append(el('h2', {}, 'Adapters'));
+  if (!done.length) { main.append(el('p', { class: 'muted' }, 'No finished jobs yet.')); return; }
+  main.append(el('div', { class: 'table-wrap card' }, el('table', {},
+    el('thead', {}, el('tr', {}, ['job', 'model', 'result', 'download'].map((h) => el('th', { scope: 'col' }, h)))),
+    el('tbody', {}, done.map((j) => {
+      const have = j.files ? FILES.filter((f) => (Array.isArray(j.files) ? j.files.includes(f) : j.files[f])) : FILES;
+      return el('tr', { 'data-job': j.id },
+        el('td', {}, el('a', { href: `/train?job=${j.id}` }, j.name || j.id)), el('td', {}, j.model),
+        el('td', {}, j.result ? `${j.result.steps} steps · loss ${num(j.result.train_loss)}${j.result.val_loss != null ? ' · val ' + num(j.result.val_loss) : ''}` : ''),
+        el('td', {}, el('a', { href: `/api/jobs/${j.id}/adapter/adapter.zip`, download: '', class: 'zip' }, 'adapter.zip'),
+          el('details', {}, el('summary', {}, 'single files'),
+            el('ul', {}, have.map((f) => el('li', {}, el('a', { href: `/api/jobs/${j.id}/adapter/${f}`, download: '' }, f)))))));
+    })))));
+}
+
+/* ---- start ------------------------------------------------------------------------------ */
+/* On a phone a table's rows stack (app.css): each cell is labelled with its column's header. */
+function labelTables() {
+  for (const t of document.querySelectorAll('main table:not(.stack)')) {
+    const heads = [...t.querySelectorAll('thead th')].map((th) => th.textContent);
+    for (const tr of t.querySelectorAll('tbody tr'))
+      [...tr.children].forEach((td, i) => {
+        td.setAttribute('data-label', heads[i] || '');
+        const w = el('div', { class: 'cell' });
+        w.append(...td.childNodes);
+        td.append(w);
+      });
+    t.classList.add('stack');
+  }
+}
+new MutationObserver(labelTables).observe($('#main'), { childList: true, subtree: true });
+async function health() {
+  try {
+    const h = await api('GET', '/api/health');
+    $('#health').textContent = `${h.running ? 'running ' + h.running : 'idle'} · ${h.queued} queued · ${h.version}`;
+  } catch (e) { $('#health').textContent = 'server unreachable'; }
+}
+health();
+setInterval(health, 5000);
+show(location.pathname + location.search);

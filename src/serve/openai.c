@@ -133,11 +133,16 @@ static int get_int(const json_t *body, const char *k, long long lo, long long hi
     *out = def;
     if (given) *given = 0;
     if (!v || json_is_null(v)) return 0;
-    if (!json_is_integer(v)) {
+    long long x;
+    if (json_is_integer(v)) {
+        x = json_integer_value(v);
+    } else if (json_is_real(v) && json_real_value(v) == floor(json_real_value(v)) &&
+               fabs(json_real_value(v)) < 9e15) { /* 16.0: an integer written as a float */
+        x = (long long)json_real_value(v);
+    } else {
         snprintf(msg, n, "%s: expected an integer", k);
         return -1;
     }
-    long long x = json_integer_value(v);
     if (x < lo || x > hi) {
         snprintf(msg, n, "%s: expected an integer in [%lld, %lld], got %lld", k, lo, hi, x);
         return -1;
@@ -463,6 +468,26 @@ enum MHD_Result lt_oai_complete(lt_server *s, struct MHD_Connection *c, const js
         return (enum MHD_Result)r;
     }
     if (!body) return fail(&q, 400, NULL, "bad_json", "request body: expected a JSON object");
+    /* OpenAI's API refuses unknown fields too: a typo never passes for a default */
+    static const char *known_chat[] = {
+        "model", "messages", "max_tokens", "max_completion_tokens", "temperature", "top_p",
+        "top_k", "seed", "stop", "stream", "stream_options", "n", "presence_penalty",
+        "frequency_penalty", "logprobs", "user", "tools", NULL};
+    static const char *known_cmpl[] = {
+        "model", "prompt", "max_tokens", "temperature", "top_p", "top_k", "seed", "stop", "stream",
+        "stream_options", "n", "presence_penalty", "frequency_penalty", "logprobs", "user", NULL};
+    const char *key;
+    json_t *val;
+    json_object_foreach((json_t *)body, key, val) {
+        const char **k = chat ? known_chat : known_cmpl;
+        while (*k && strcmp(*k, key))
+            k++;
+        if (!*k)
+            return fail(&q, 400, key, "unknown_field",
+                        "unknown field '%.100s' (this endpoint takes: model, %s, max_tokens, "
+                        "temperature, top_p, top_k, seed, stop, stream, stream_options, n, user)",
+                        key, chat ? "messages" : "prompt");
+    }
     const char *model = json_string_value(json_object_get(body, "model"));
     if (!model) return fail(&q, 400, "model", "invalid_value", "model: expected a string");
     lt_served *target = lt_infer_lookup(s, model);
@@ -671,6 +696,12 @@ enum MHD_Result lt_oai_adapters_list(lt_server *s, struct MHD_Connection *c) {
 enum MHD_Result lt_oai_adapter_load(lt_server *s, struct MHD_Connection *c, const json_t *body) {
     int r = not_ready(s, c);
     if (r >= 0) return (enum MHD_Result)r;
+    const char *key;
+    json_t *val;
+    json_object_foreach((json_t *)body, key, val) if (strcmp(key, "name") && strcmp(key, "source") &&
+                                                      strcmp(key, "job")) return
+        lt_oai_error(c, 400, "invalid_request_error", key, "unknown_field",
+                     "unknown field '%.100s' (expected name and one of source, job)", key);
     const char *name = json_string_value(json_object_get(body, "name"));
     const char *src = json_string_value(json_object_get(body, "source"));
     const char *job = json_string_value(json_object_get(body, "job"));

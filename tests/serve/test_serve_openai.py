@@ -34,6 +34,9 @@ from ltcheck import check  # noqa: E402
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import oaikit  # noqa: E402
 from oaikit import BASE  # noqa: E402
+import servekit  # noqa: E402
+
+SPEC = servekit.load_spec()
 
 oaikit.need_model()
 try:
@@ -61,6 +64,12 @@ try:
     check(r.status_code == 200 and r.json() == {"status": "ready", "model": BASE}, f"/ready: {r.text}")
     ids = [m.id for m in client.models.list().data]
     check(ids == [BASE, "styled"], f"/v1/models through the client: {ids}")
+    servekit.conforms(SPEC, "OAIModelList", requests.get(URL + "/v1/models", timeout=10).json(), "GET /v1/models")
+    servekit.conforms(SPEC, "ChatCompletion", requests.post(URL + "/v1/chat/completions", json={
+        "model": "styled", "messages": [{"role": "user", "content": [{"type": "text", "text": "Hi"}]}],
+        "max_tokens": 3}, timeout=600).json(), "POST /v1/chat/completions")
+    servekit.conforms(SPEC, "Completion", requests.post(URL + "/v1/completions", json={
+        "model": BASE, "prompt": [504, 3458], "max_tokens": 2.0}, timeout=600).json(), "POST /v1/completions (ids)")
 
     # ---- 2. greedy = loratune generate; usage = HF tokenizer counts -----------------------------
     Q = "What is the capital of France? Answer in one sentence."
@@ -158,6 +167,7 @@ try:
     r = requests.post(URL + "/v1/adapters", json={"name": "x", "source": "../etc"}, timeout=60)
     check(r.status_code == 400, f"source outside the models folder: {r.status_code} {r.text[:200]}")
     r = requests.get(URL + "/v1/adapters", timeout=10)
+    servekit.conforms(SPEC, "AdapterList", r.json(), "GET /v1/adapters")
     check(sorted(a["name"] for a in r.json()["data"]) == ["late", "styled"], f"GET /v1/adapters {r.text[:300]}")
     # unloading while a stream uses it: the stream finishes with the adapter's text
     stream = client.chat.completions.create(model="late", messages=msgs, temperature=0, max_tokens=32,
@@ -169,6 +179,7 @@ try:
             got.append(ch.choices[0].delta.content)
             break
     r = requests.delete(URL + "/v1/adapters/late", timeout=60)
+    servekit.conforms(SPEC, "AdapterDeleted", r.json(), "DELETE /v1/adapters/late")
     check(r.status_code == 200 and r.json()["in_flight"] == 1, f"DELETE in flight: {r.status_code} {r.text}")
     for ch in it:
         if ch.choices and ch.choices[0].delta.content:
@@ -232,6 +243,10 @@ try:
         check(False, "a prompt over the context accepted")
     except openai.BadRequestError as e:
         check(e.code == "context_length_exceeded" and str(CTX) in e.message, f"long prompt: {e.message}")
+    r = requests.post(URL + "/v1/chat/completions", json={"model": BASE, "messages": msgs, "max_tokns": 3},
+                      timeout=10)
+    check(r.status_code == 400 and r.json()["error"]["param"] == "max_tokns", f"unknown field: {r.text}")
+    servekit.conforms(SPEC, "OAIError", r.json(), "400 unknown field")
     r = requests.post(URL + "/v1/chat/completions", json={"model": BASE, "messages": [{"role": "wizard",
                       "content": "hi"}]}, timeout=10)
     check(r.status_code == 400 and "wizard" in r.json()["error"]["message"], f"bad role: {r.text}")

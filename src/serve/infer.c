@@ -48,6 +48,7 @@ struct lt_infer {
     pthread_mutex_t mu; /* everything below but the model itself */
     pthread_cond_t cv;  /* slots freed, state changed, cancel_all */
     int state;
+    int enabled; /* a model is served (set at init, constant afterwards) */
     char err[1024];
     int stopping;
     char *model_path;
@@ -363,13 +364,14 @@ lt_status lt_infer_init(lt_server *s, const lt_serve_opts *o) {
         in->n_adapter_args++;
     }
     in->state = ST_LOADING;
+    in->enabled = 1;
     return LT_OK;
 }
 
 /* Called once the server listens. */
 lt_status lt_infer_start(lt_server *s) {
     lt_infer *in = s->infer;
-    if (!in || in->state != ST_LOADING) return LT_OK;
+    if (!in || !in->enabled) return LT_OK;
     if (pthread_create(&in->loader, NULL, loader_main, in))
         return lt_error(LT_ERR_INTERNAL, "could not start the model loading thread");
     in->loader_started = 1;
@@ -419,7 +421,7 @@ void lt_infer_free(lt_server *s) {
 }
 
 int lt_infer_enabled(const lt_server *s) {
-    return s->infer && s->infer->state != ST_OFF;
+    return s->infer && s->infer->enabled;
 }
 
 int lt_infer_state(lt_server *s, char *msg, size_t n) {

@@ -19,6 +19,7 @@ Takes ~1-3 minutes on the 2-core machine. Prints "N passed, M failed".
 """
 import json
 import os
+import shutil
 import socket
 import sys
 import tempfile
@@ -164,6 +165,16 @@ try:
     check(r.status_code == 400 and err.get("code") == "bad_adapter" and
           "adapter_model.safetensors" in err.get("message", "") and TMP not in err.get("message", ""),
           f"corrupt adapter at run time: {r.status_code} {r.text[:400]}")
+    # a train job's adapter (WORK/jobs/ID/out, where a job writes it): placed here by hand
+    jout = os.path.join(TMP, "work", "jobs", "job_0123456789abcdef", "out")
+    shutil.copytree(good, jout)
+    r = requests.post(URL + "/v1/adapters", json={"name": "fromjob", "job": "job_0123456789abcdef"}, timeout=600)
+    check(r.status_code == 201 and r.json()["source"] == "WORK/jobs/job_0123456789abcdef/out",
+          f"POST /v1/adapters from a job: {r.status_code} {r.text[:300]}")
+    r = requests.delete(URL + "/v1/adapters/fromjob", timeout=60)
+    check(r.status_code == 200 and r.json()["in_flight"] == 0, f"DELETE fromjob: {r.text}")
+    r = requests.post(URL + "/v1/adapters", json={"name": "y", "job": "job_fedcba9876543210"}, timeout=60)
+    check(r.status_code == 404 and r.json()["error"]["param"] == "job", f"a job without adapter: {r.text[:300]}")
     r = requests.post(URL + "/v1/adapters", json={"name": "x", "source": "../etc"}, timeout=60)
     check(r.status_code == 400, f"source outside the models folder: {r.status_code} {r.text[:200]}")
     r = requests.get(URL + "/v1/adapters", timeout=10)

@@ -1,7 +1,7 @@
 """test_serve_prometheus.py - GET /metrics of `loratune serve --model` read by the real tools:
 `promtool check metrics` (Debian package prometheus) lints the exposition (format and naming:
 _total counters, base units), and a real Prometheus server on loopback scrapes the server every
-second; the test then asks Prometheus's HTTP API for the counters and histograms of requests it
+second (with the server's token, as docs/SERVING.md configures it); the test then asks Prometheus's HTTP API for the counters and histograms of requests it
 made itself (3 chat requests, 2 completions of 4 tokens, one unknown model).
 Skipped (77) without the prometheus binaries or the SmolLM2 model. Prints "N passed, M failed".
 """
@@ -30,7 +30,9 @@ if not PROM or not PROMTOOL:
     sys.exit(77)
 
 TMP = tempfile.mkdtemp(prefix="lt_serve_prom_")
-srv = oaikit.start(os.path.join(TMP, "work"), "--slots", "2", "--ctx", "256")
+TOKEN = "prom-scrape-token"
+srv = oaikit.start(os.path.join(TMP, "work"), "--slots", "2", "--ctx", "256", "--token", TOKEN)
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
 URL = srv.url
 prom = None
 
@@ -54,17 +56,20 @@ try:
     msgs = [{"role": "user", "content": "Say hi."}]
     for _ in range(3):
         r = requests.post(URL + "/v1/chat/completions", json={"model": BASE, "messages": msgs,
-                          "max_tokens": 4, "temperature": 0}, timeout=600)
+                          "max_tokens": 4, "temperature": 0}, headers=AUTH, timeout=600)
         check(r.status_code == 200, f"chat: {r.status_code} {r.text[:300]}")
     for _ in range(2):
         r = requests.post(URL + "/v1/completions", json={"model": BASE, "prompt": "Once upon a time",
-                          "max_tokens": 4, "temperature": 0}, timeout=600)
+                          "max_tokens": 4, "temperature": 0}, headers=AUTH, timeout=600)
         check(r.status_code == 200 and r.json()["usage"]["completion_tokens"] == 4, f"completion: {r.text[:300]}")
-    r = requests.post(URL + "/v1/completions", json={"model": "nope", "prompt": "x"}, timeout=60)
+    r = requests.post(URL + "/v1/completions", json={"model": "nope", "prompt": "x"}, headers=AUTH,
+                      timeout=60)
     check(r.status_code == 404, f"unknown model: {r.status_code}")
 
     # promtool lints the exposition: format, names, units, _total
     r = requests.get(URL + "/metrics", timeout=10)
+    check(r.status_code == 401, f"/metrics without the token: {r.status_code}")
+    r = requests.get(URL + "/metrics", headers=AUTH, timeout=10)
     check(r.status_code == 200 and r.headers["Content-Type"].startswith("text/plain; version=0.0.4"),
           f"/metrics content type {r.headers.get('Content-Type')}")
     p = subprocess.run([PROMTOOL, "check", "metrics"], input=r.text, capture_output=True, text=True,
@@ -83,6 +88,8 @@ try:
 scrape_configs:
   - job_name: loratune
     metrics_path: /metrics
+    authorization:
+      credentials: {TOKEN}
     static_configs:
       - targets: ["127.0.0.1:{srv.port}"]
 """)

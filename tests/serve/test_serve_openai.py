@@ -13,8 +13,9 @@ on loopback, with the real SmolLM2-135M-Instruct Q4_1 GGUF:
   4. Concurrent requests (base, adapter, streamed) give the texts they give alone.
   5. Bad requests: bad JSON, unknown model (404), max_tokens over the context, a prompt over the
      context, bad temperature, n=2: clear 400s through the client's exceptions.
-  6. A client that disconnects mid-stream frees its slot: the running gauge returns to 0, a 499
-     is counted, and the next request is served.
+  6. A short request finishes while a long stream runs (turns are taken token by token); a client
+     that disconnects mid-stream frees its slot: the running gauge returns to 0, a 499 is
+     counted, and the next request is served.
 Takes ~1-3 minutes on the 2-core machine. Prints "N passed, M failed".
 """
 import json
@@ -274,6 +275,12 @@ try:
     while seen.count(b"data: ") < 3:
         seen += sock.recv(4096)
     check(oaikit.metric(URL, "loratune_requests_running") == 1, "one request running mid-stream")
+    # requests take turns token by token: a short one is not held back until the long one ends
+    t0 = time.time()
+    short = client.completions.create(model=BASE, prompt=P, temperature=0, max_tokens=4)
+    check(short.choices[0].text == ctext[: len(short.choices[0].text)] and
+          oaikit.metric(URL, "loratune_requests_running") == 1,
+          f"a short request finished ({time.time() - t0:.1f}s) while the long stream still runs")
     sock.close()
     t0 = time.time()
     while time.time() - t0 < 30 and oaikit.metric(URL, "loratune_requests_running") != 0:

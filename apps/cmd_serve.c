@@ -150,6 +150,7 @@ int cmd_serve(int argc, char **argv) {
         return 2;
     }
     if (threads) lt_set_num_threads((int)threads);
+    o.threads = (int)threads;
     if (!o.token && !lt_serve_host_is_loopback(o.host)) {
         fprintf(stderr,
                 "loratune serve: refusing to listen on %s without a token: anyone who can reach "

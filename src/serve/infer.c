@@ -20,6 +20,7 @@
 #include <time.h>
 
 #include "loratune/adapter.h"
+#include "loratune/backend.h"
 #include "loratune/chat.h"
 #include "loratune/model.h"
 #include "loratune/sampler.h"
@@ -55,7 +56,7 @@ struct lt_infer {
     char base_name[65];
     char **adapter_args; /* "NAME=PATH" from the command line, loaded after the base */
     int n_adapter_args;
-    int n_slots, ctx, max_queue;
+    int n_slots, ctx, max_queue, threads;
     pthread_t loader;
     int loader_started;
 
@@ -331,6 +332,7 @@ lt_status lt_infer_init(lt_server *s, const lt_serve_opts *o) {
     in->n_slots = o->slots ? o->slots : 4;
     in->ctx = o->ctx;
     in->max_queue = o->max_queue > 0 ? o->max_queue : 64;
+    in->threads = o->threads > 0 ? o->threads : 0;
     if (o->model_name && *o->model_name) {
         if (!name_ok(o->model_name))
             return lt_error(LT_ERR_ARG,
@@ -638,6 +640,9 @@ void lt_infer_run(lt_server *s, lt_gen *g) {
     g->running = 1;
     pthread_mutex_unlock(&g->mu);
 
+    /* omp_set_num_threads sets the calling thread's count only: a connection's or a stream's
+     * thread would otherwise run with OpenMP's default (every core) */
+    if (in->threads > 0) lt_set_num_threads(in->threads);
     lt_sampler *smp = NULL;
     lt_sampler_params sp = {.temperature = g->temperature, .top_k = g->top_k, .top_p = g->top_p,
                             .seed = g->seed};

@@ -60,6 +60,9 @@ typedef struct {
     int slots;                /* requests holding a KV cache at once; 0: 4 */
     int ctx;                  /* context of each slot (prompt + completion); 0: min(model, 2048) */
     int max_queue;            /* requests waiting for a slot before 503; 0: 64 */
+    int threads;              /* OpenMP / OpenBLAS threads of a generation; 0: as the environment
+                                 says (set in every generating thread: OpenMP's count is per
+                                 thread) */
 } lt_serve_opts;
 
 typedef struct lt_server lt_server;

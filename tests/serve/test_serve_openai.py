@@ -16,7 +16,8 @@ on loopback, with the real SmolLM2-135M-Instruct Q4_1 GGUF:
   6. A short request finishes while a long stream runs (turns are taken token by token); a client
      that disconnects mid-stream frees its slot: the running gauge returns to 0, a 499 is
      counted, and the next request is served.
-Takes ~1-3 minutes on the 2-core machine. Prints "N passed, M failed".
+  7. Bad command lines and a model that cannot be loaded: clear messages, /ready says why.
+Takes ~30-60 s on the 2-core machine. Prints "N passed, M failed".
 """
 import json
 import os
@@ -300,5 +301,29 @@ finally:
     check(code == 0, f"server exit code {code}: {err[-2000:]}")
     check("broken" in err and "adapter_model.safetensors" in err and "styled" not in err,
           f"the corrupt --adapter is reported on stderr, the good one not: {err[-1500:]}")
+
+# ---- 7. bad command lines; a model that cannot be loaded -----------------------------------------
+r = ltcheck.run("serve", "--port", "0", "--adapter", "x=y", timeout=60)
+check(r.returncode == 2 and "need --model" in r.stderr, f"--adapter without --model: {r.returncode} {r.stderr}")
+r = ltcheck.run("serve", "--port", "0", "--workdir", os.path.join(TMP, "w2"), "--model", oaikit.SMOL,
+                "--adapter", "noequals", timeout=60)
+check(r.returncode == 1 and "NAME=PATH" in r.stderr, f"--adapter without '=': {r.returncode} {r.stderr}")
+missing = os.path.join(TMP, "no-such-model.gguf")
+srv2 = servekit.Server(os.path.join(TMP, "w3"), "--model", missing)
+try:
+    t0 = time.time()
+    while time.time() - t0 < 30:
+        r = requests.get(srv2.url + "/ready", timeout=10)
+        if r.json().get("status") != "loading":
+            break
+        time.sleep(0.1)
+    check(r.status_code == 503 and r.json()["status"] == "failed" and "no-such-model.gguf" in r.json()["error"],
+          f"/ready with a model that cannot be loaded: {r.status_code} {r.text[:300]}")
+    r = requests.get(srv2.url + "/v1/models", timeout=10)
+    check(r.status_code == 503 and r.json()["error"]["code"] == "model_failed", f"/v1/models then: {r.text[:300]}")
+    check(requests.get(srv2.url + "/health", timeout=10).status_code == 200, "/health stays 200")
+finally:
+    code, _, err = srv2.stop()
+    check(code == 0 and "no-such-model.gguf" in err, f"stderr names the model: {code} {err[-500:]}")
 
 sys.exit(ltcheck.finish())

@@ -135,8 +135,7 @@ lt_status lt_infer_adapter_load(lt_server *s, const char *name, const char *path
     lt_infer *in = s->infer;
     msg[0] = 0;
     if (!name_ok(name)) {
-        snprintf(msg, n,
-                 "name: expected 1 to 64 characters of [A-Za-z0-9._-], got '%.80s'", name);
+        snprintf(msg, n, "name: expected 1 to 64 characters of [A-Za-z0-9._-], got '%.80s'", name);
         return LT_ERR_ARG;
     }
     pthread_mutex_lock(&in->mu);
@@ -228,10 +227,9 @@ json_t *lt_infer_adapters_json(lt_server *s) {
         if (!e->ad) continue;
         char *src = lt_serve_scrub(s, e->source);
         json_array_append_new(
-            a, json_pack("{s:s,s:s,s:s,s:i,s:f,s:i}", "name", e->name, "source",
-                         src ? src : "", "method", lt_train_method_name(e->ad->method), "r",
-                         e->ad->r, "scale", (double)lt_adapter_scale(e->ad), "in_flight",
-                         e->refs - 1));
+            a, json_pack("{s:s,s:s,s:s,s:i,s:f,s:i}", "name", e->name, "source", src ? src : "",
+                         "method", lt_train_method_name(e->ad->method), "r", e->ad->r, "scale",
+                         (double)lt_adapter_scale(e->ad), "in_flight", e->refs - 1));
         lt_free(src);
     }
     pthread_mutex_unlock(&in->mu);
@@ -252,8 +250,7 @@ static void *loader_main(void *arg) {
     lt_infer *in = arg;
     lt_model_load_opts lo = {.lazy = 1};
     if (lt_model_load(in->model_path, &lo, &in->m)) return fail_load(in, in->model_path), NULL;
-    if (lt_tokenizer_load(in->model_path, &in->tok))
-        return fail_load(in, "tokenizer"), NULL;
+    if (lt_tokenizer_load(in->model_path, &in->tok)) return fail_load(in, "tokenizer"), NULL;
     if (lt_tokenizer_vocab_size(in->tok) > in->m->config.vocab_size) {
         lt_error(LT_ERR_FORMAT, "the tokenizer has %d tokens, the model only %d",
                  lt_tokenizer_vocab_size(in->tok), in->m->config.vocab_size);
@@ -290,8 +287,8 @@ static void *loader_main(void *arg) {
         *eq = 0;
         char msg[1200];
         if (lt_infer_adapter_load(in->s, in->adapter_args[i], eq + 1, msg, sizeof msg))
-            fprintf(stderr, "loratune serve: --adapter %s=%s not loaded: %s\n",
-                    in->adapter_args[i], eq + 1, msg);
+            fprintf(stderr, "loratune serve: --adapter %s=%s not loaded: %s\n", in->adapter_args[i],
+                    eq + 1, msg);
         *eq = '=';
     }
     return NULL;
@@ -644,8 +641,8 @@ void lt_infer_run(lt_server *s, lt_gen *g) {
      * thread would otherwise run with OpenMP's default (every core) */
     if (in->threads > 0) lt_set_num_threads(in->threads);
     lt_sampler *smp = NULL;
-    lt_sampler_params sp = {.temperature = g->temperature, .top_k = g->top_k, .top_p = g->top_p,
-                            .seed = g->seed};
+    lt_sampler_params sp = {
+        .temperature = g->temperature, .top_k = g->top_k, .top_p = g->top_p, .seed = g->seed};
     lt_status st = lt_sampler_create(&sp, in->m->config.vocab_size, &smp);
     gen_ctx x = {.in = in, .g = g};
     int32_t *out = NULL;
@@ -660,8 +657,8 @@ void lt_infer_run(lt_server *s, lt_gen *g) {
                                .on_token = on_token,
                                .user = &x};
         decode_take(in);
-        st = lt_generate(in->m, g->target->delta, in->slots[si].kv, in->tok, smp, g->ids,
-                         g->n_ids, &go, &out, &n_out);
+        st = lt_generate(in->m, g->target->delta, in->slots[si].kv, in->tok, smp, g->ids, g->n_ids,
+                         &go, &out, &n_out);
         decode_give(in);
     }
     lt_sampler_free(smp);

@@ -133,10 +133,14 @@ void lt_metrics_adapter_error(lt_server *s) {
 /* A label value: backslash, double quote and newline escaped. */
 static void label(FILE *f, const char *v) {
     for (; *v; v++) {
-        if (*v == '\\') fputs("\\\\", f);
-        else if (*v == '"') fputs("\\\"", f);
-        else if (*v == '\n') fputs("\\n", f);
-        else fputc(*v, f);
+        if (*v == '\\')
+            fputs("\\\\", f);
+        else if (*v == '"')
+            fputs("\\\"", f);
+        else if (*v == '\n')
+            fputs("\\n", f);
+        else
+            fputc(*v, f);
     }
 }
 
@@ -194,8 +198,8 @@ enum MHD_Result lt_metrics_reply(lt_server *s, struct MHD_Connection *c) {
     for (int i = 0; i < m->n_req; i++) {
         fprintf(f, "loratune_requests_total{model=\"");
         label(f, m->req[i].model);
-        fprintf(f, "\",endpoint=\"%s\",status=\"%d\"} %llu\n", m->req[i].endpoint,
-                m->req[i].status, (unsigned long long)m->req[i].n);
+        fprintf(f, "\",endpoint=\"%s\",status=\"%d\"} %llu\n", m->req[i].endpoint, m->req[i].status,
+                (unsigned long long)m->req[i].n);
     }
     head(f, "loratune_request_duration_seconds", "histogram",
          "Time from a request's arrival to its last token, waiting for a slot included.");
@@ -214,8 +218,7 @@ enum MHD_Result lt_metrics_reply(lt_server *s, struct MHD_Connection *c) {
     per_model(f, m, "loratune_generation_tokens_total", offsetof(model_stats, gen));
     head(f, "loratune_adapter_load_errors_total", "counter",
          "Adapters that could not be loaded (a bad file, shapes that do not fit the base).");
-    fprintf(f, "loratune_adapter_load_errors_total %llu\n",
-            (unsigned long long)m->adapter_errors);
+    fprintf(f, "loratune_adapter_load_errors_total %llu\n", (unsigned long long)m->adapter_errors);
     double start = m->start;
     pthread_mutex_unlock(&m->mu);
 

@@ -49,11 +49,11 @@ static int not_ready(lt_server *s, struct MHD_Connection *c) {
     char msg[1024];
     int st = lt_infer_state(s, msg, sizeof msg);
     if (st == 0)
-        return lt_oai_error(c, MHD_HTTP_SERVICE_UNAVAILABLE, "server_error", NULL,
-                            "model_loading", "the model is still loading (GET /ready)");
+        return lt_oai_error(c, MHD_HTTP_SERVICE_UNAVAILABLE, "server_error", NULL, "model_loading",
+                            "the model is still loading (GET /ready)");
     if (st < 0)
-        return lt_oai_error(c, MHD_HTTP_SERVICE_UNAVAILABLE, "server_error", NULL,
-                            "model_failed", "the model could not be loaded: %s", msg);
+        return lt_oai_error(c, MHD_HTTP_SERVICE_UNAVAILABLE, "server_error", NULL, "model_failed",
+                            "the model could not be loaded: %s", msg);
     return -1;
 }
 
@@ -63,12 +63,14 @@ enum MHD_Result lt_oai_ready(lt_server *s, struct MHD_Connection *c) {
     char msg[1024];
     int st = lt_infer_state(s, msg, sizeof msg);
     if (st > 0)
-        return lt_reply_json(c, MHD_HTTP_OK, json_pack("{s:s,s:s}", "status", "ready", "model",
-                                                       lt_infer_base_name(s)));
+        return lt_reply_json(
+            c, MHD_HTTP_OK,
+            json_pack("{s:s,s:s}", "status", "ready", "model", lt_infer_base_name(s)));
     char *clean = lt_serve_scrub(s, msg);
-    json_t *o = st == 0 ? json_pack("{s:s,s:s}", "status", "loading", "model", lt_infer_base_name(s))
-                        : json_pack("{s:s,s:s,s:s}", "status", "failed", "model",
-                                    lt_infer_base_name(s), "error", clean ? clean : msg);
+    json_t *o = st == 0
+                    ? json_pack("{s:s,s:s}", "status", "loading", "model", lt_infer_base_name(s))
+                    : json_pack("{s:s,s:s,s:s}", "status", "failed", "model", lt_infer_base_name(s),
+                                "error", clean ? clean : msg);
     lt_free(clean);
     return lt_reply_json(c, MHD_HTTP_SERVICE_UNAVAILABLE, o);
 }
@@ -76,8 +78,8 @@ enum MHD_Result lt_oai_ready(lt_server *s, struct MHD_Connection *c) {
 enum MHD_Result lt_oai_models(lt_server *s, struct MHD_Connection *c) {
     int r = not_ready(s, c);
     if (r >= 0) return (enum MHD_Result)r;
-    return lt_reply_json(c, MHD_HTTP_OK, json_pack("{s:s,s:o}", "object", "list", "data",
-                                                   lt_infer_models_json(s)));
+    return lt_reply_json(c, MHD_HTTP_OK,
+                         json_pack("{s:s,s:o}", "object", "list", "data", lt_infer_models_json(s)));
 }
 
 /* ---- the request ------------------------------------------------------------------------- */
@@ -188,8 +190,8 @@ static char *content_text(const json_t *content, size_t i, char *msg, size_t n) 
 }
 
 /* The prompt's ids (lt_malloc'd) from a chat's messages: rendered with the model's template. */
-static lt_status chat_ids(lt_server *s, const json_t *msgs, int32_t **ids, size_t *n_ids,
-                          char *msg, size_t n) {
+static lt_status chat_ids(lt_server *s, const json_t *msgs, int32_t **ids, size_t *n_ids, char *msg,
+                          size_t n) {
     const lt_chat_template *t = lt_infer_template(s);
     if (!t) {
         snprintf(msg, n, "the served model has no chat template: use /v1/completions");
@@ -335,13 +337,14 @@ static json_t *chunk(const stream *e, json_t *choice) {
     json_t *o = json_pack("{s:s,s:s,s:I,s:s,s:[]}", "id", e->id, "object",
                           e->chat ? "chat.completion.chunk" : "text_completion", "created",
                           (json_int_t)e->created, "model", e->model, "choices");
-    if (o && choice) json_array_append_new(json_object_get(o, "choices"), choice);
-    else json_decref(choice);
+    if (o && choice)
+        json_array_append_new(json_object_get(o, "choices"), choice);
+    else
+        json_decref(choice);
     return o;
 }
 
-static json_t *text_choice(const stream *e, const char *t, size_t n, const char *finish,
-                           int role) {
+static json_t *text_choice(const stream *e, const char *t, size_t n, const char *finish, int role) {
     if (e->chat) {
         json_t *d = json_object();
         if (role) json_object_set_new(d, "role", json_string("assistant"));
@@ -367,8 +370,8 @@ static int stream_next(stream *e) {
             struct timespec ts;
             clock_gettime(CLOCK_REALTIME, &ts);
             ts.tv_sec += 15;
-            if (pthread_cond_timedwait(&g->cv, &g->mu, &ts) == ETIMEDOUT &&
-                g->safe <= e->sent && !g->done) { /* keeps proxies and the idle timeout calm */
+            if (pthread_cond_timedwait(&g->cv, &g->mu, &ts) == ETIMEDOUT && g->safe <= e->sent &&
+                !g->done) { /* keeps proxies and the idle timeout calm */
                 pthread_mutex_unlock(&g->mu);
                 char *p = lt_realloc(e->pending, 16);
                 if (!p) return -1;
@@ -451,7 +454,10 @@ static void stream_free(void *cls) {
     int ok = finished && g->st == LT_OK;
     pthread_mutex_unlock(&g->mu);
     lt_infer_wake(e->s);
-    lt_metrics_request(e->s, e->model, g->endpoint, ok ? 200 : finished ? 500 : 499,
+    lt_metrics_request(e->s, e->model, g->endpoint,
+                       ok         ? 200
+                       : finished ? 500
+                                  : 499,
                        finished ? g : NULL);
     lt_gen_unref(e->s, g);
     lt_free(e->pending);
@@ -469,13 +475,40 @@ enum MHD_Result lt_oai_complete(lt_server *s, struct MHD_Connection *c, const js
     }
     if (!body) return fail(&q, 400, NULL, "bad_json", "request body: expected a JSON object");
     /* OpenAI's API refuses unknown fields too: a typo never passes for a default */
-    static const char *known_chat[] = {
-        "model", "messages", "max_tokens", "max_completion_tokens", "temperature", "top_p",
-        "top_k", "seed", "stop", "stream", "stream_options", "n", "presence_penalty",
-        "frequency_penalty", "logprobs", "user", "tools", NULL};
-    static const char *known_cmpl[] = {
-        "model", "prompt", "max_tokens", "temperature", "top_p", "top_k", "seed", "stop", "stream",
-        "stream_options", "n", "presence_penalty", "frequency_penalty", "logprobs", "user", NULL};
+    static const char *known_chat[] = {"model",
+                                       "messages",
+                                       "max_tokens",
+                                       "max_completion_tokens",
+                                       "temperature",
+                                       "top_p",
+                                       "top_k",
+                                       "seed",
+                                       "stop",
+                                       "stream",
+                                       "stream_options",
+                                       "n",
+                                       "presence_penalty",
+                                       "frequency_penalty",
+                                       "logprobs",
+                                       "user",
+                                       "tools",
+                                       NULL};
+    static const char *known_cmpl[] = {"model",
+                                       "prompt",
+                                       "max_tokens",
+                                       "temperature",
+                                       "top_p",
+                                       "top_k",
+                                       "seed",
+                                       "stop",
+                                       "stream",
+                                       "stream_options",
+                                       "n",
+                                       "presence_penalty",
+                                       "frequency_penalty",
+                                       "logprobs",
+                                       "user",
+                                       NULL};
     const char *key;
     json_t *val;
     json_object_foreach((json_t *)body, key, val) {
@@ -496,13 +529,12 @@ enum MHD_Result lt_oai_complete(lt_server *s, struct MHD_Connection *c, const js
         char names[1024] = "";
         size_t i, k = 0;
         json_t *x;
-        json_array_foreach(ms, i, x) k += (size_t)snprintf(
-            names + k, k < sizeof names ? sizeof names - k : 0, "%s%s", i ? ", " : "",
-            json_string_value(json_object_get(x, "id")));
+        json_array_foreach(ms, i, x) k +=
+            (size_t)snprintf(names + k, k < sizeof names ? sizeof names - k : 0, "%s%s",
+                             i ? ", " : "", json_string_value(json_object_get(x, "id")));
         json_decref(ms);
         return fail(&q, 404, "model", "model_not_found",
-                    "The model '%.200s' does not exist (served: %s; GET /v1/models)", model,
-                    names);
+                    "The model '%.200s' does not exist (served: %s; GET /v1/models)", model, names);
     }
     snprintf(q.model, sizeof q.model, "%s", lt_served_name(target));
     lt_gen *g = lt_gen_new();
@@ -525,9 +557,12 @@ enum MHD_Result lt_oai_complete(lt_server *s, struct MHD_Connection *c, const js
     lt_status st = LT_OK;
     /* OpenAI's defaults: temperature 1, top_p 1; max_tokens 16 for completions, the context
      * for chat */
-    if (get_num(body, "temperature", 0, 2, 1, &temp, msg, sizeof msg)) param = "temperature";
-    else if (get_num(body, "top_p", 0, 1, 1, &top_p, msg, sizeof msg)) param = "top_p";
-    else if (top_p <= 0) snprintf(msg, sizeof msg, "top_p: expected a number in (0, 1]"), param = "top_p";
+    if (get_num(body, "temperature", 0, 2, 1, &temp, msg, sizeof msg))
+        param = "temperature";
+    else if (get_num(body, "top_p", 0, 1, 1, &top_p, msg, sizeof msg))
+        param = "top_p";
+    else if (top_p <= 0)
+        snprintf(msg, sizeof msg, "top_p: expected a number in (0, 1]"), param = "top_p";
     else if (get_int(body, max_key, 1, 1 << 30, chat ? 1 << 30 : 16, &max_tokens, &max_given, msg,
                      sizeof msg))
         param = max_key;
@@ -676,10 +711,10 @@ enum MHD_Result lt_oai_complete(lt_server *s, struct MHD_Connection *c, const js
         choice = json_pack("{s:i,s:o,s:n,s:s}", "index", 0, "text",
                            text_json(g->text ? g->text : "", g->len), "logprobs", "finish_reason",
                            g->finish);
-    json_t *o = json_pack("{s:s,s:s,s:I,s:s,s:[o],s:o}", "id", id, "object",
-                          chat ? "chat.completion" : "text_completion", "created",
-                          (json_int_t)created, "model", q.model, "choices", choice, "usage",
-                          usage_json(g));
+    json_t *o =
+        json_pack("{s:s,s:s,s:I,s:s,s:[o],s:o}", "id", id, "object",
+                  chat ? "chat.completion" : "text_completion", "created", (json_int_t)created,
+                  "model", q.model, "choices", choice, "usage", usage_json(g));
     lt_metrics_request(s, q.model, q.endpoint, 200, g);
     lt_gen_unref(s, g);
     return lt_reply_json(c, MHD_HTTP_OK, o);
@@ -689,8 +724,9 @@ enum MHD_Result lt_oai_complete(lt_server *s, struct MHD_Connection *c, const js
 enum MHD_Result lt_oai_adapters_list(lt_server *s, struct MHD_Connection *c) {
     int r = not_ready(s, c);
     if (r >= 0) return (enum MHD_Result)r;
-    return lt_reply_json(c, MHD_HTTP_OK, json_pack("{s:s,s:o}", "object", "list", "data",
-                                                   lt_infer_adapters_json(s)));
+    return lt_reply_json(
+        c, MHD_HTTP_OK,
+        json_pack("{s:s,s:o}", "object", "list", "data", lt_infer_adapters_json(s)));
 }
 
 enum MHD_Result lt_oai_adapter_load(lt_server *s, struct MHD_Connection *c, const json_t *body) {
@@ -698,10 +734,14 @@ enum MHD_Result lt_oai_adapter_load(lt_server *s, struct MHD_Connection *c, cons
     if (r >= 0) return (enum MHD_Result)r;
     const char *key;
     json_t *val;
-    json_object_foreach((json_t *)body, key, val) if (strcmp(key, "name") && strcmp(key, "source") &&
-                                                      strcmp(key, "job")) return
-        lt_oai_error(c, 400, "invalid_request_error", key, "unknown_field",
-                     "unknown field '%.100s' (expected name and one of source, job)", key);
+    json_object_foreach(
+        (json_t *)body, key,
+        val) if (strcmp(key, "name") && strcmp(key, "source") &&
+                 strcmp(key, "job")) return lt_oai_error(c, 400, "invalid_request_error", key,
+                                                         "unknown_field",
+                                                         "unknown field '%.100s' (expected name "
+                                                         "and one of source, job)",
+                                                         key);
     const char *name = json_string_value(json_object_get(body, "name"));
     const char *src = json_string_value(json_object_get(body, "source"));
     const char *job = json_string_value(json_object_get(body, "job"));
@@ -756,6 +796,7 @@ enum MHD_Result lt_oai_adapter_unload(lt_server *s, struct MHD_Connection *c, co
     if (lt_infer_adapter_unload(s, name, &in_flight))
         return lt_oai_error(c, 404, "invalid_request_error", "name", "not_found",
                             "no adapter named '%.80s' is served (GET /v1/adapters)", name);
-    return lt_reply_json(c, MHD_HTTP_OK, json_pack("{s:s,s:b,s:i}", "name", name, "deleted", 1,
-                                                   "in_flight", in_flight));
+    return lt_reply_json(
+        c, MHD_HTTP_OK,
+        json_pack("{s:s,s:b,s:i}", "name", name, "deleted", 1, "in_flight", in_flight));
 }

@@ -602,7 +602,8 @@ void lt_infer_run(lt_server *s, lt_gen *g) {
         pthread_mutex_unlock(&in->mu);
         pthread_mutex_lock(&g->mu);
         g->st = LT_ERR_BUSY;
-        snprintf(g->err, sizeof g->err, "%d requests are already waiting for a slot; try again",
+        snprintf(g->err, sizeof g->err,
+                 "the queue is full: %d requests already wait for a slot (--max-queue); try again",
                  in->queued);
         goto end;
     }
@@ -684,6 +685,14 @@ end:
     g->done = 1;
     pthread_cond_broadcast(&g->cv);
     pthread_mutex_unlock(&g->mu);
+}
+
+int lt_infer_queue_full(lt_server *s) {
+    lt_infer *in = s->infer;
+    pthread_mutex_lock(&in->mu);
+    int full = in->queued >= in->max_queue;
+    pthread_mutex_unlock(&in->mu);
+    return full;
 }
 
 /* A cancelled request waiting for a slot notices at once. */

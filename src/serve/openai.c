@@ -451,14 +451,11 @@ static void stream_free(void *cls) {
     pthread_mutex_lock(&g->mu);
     int finished = e->phase >= 5 && g->done;
     if (!g->done) g->cancel = 1; /* the client went away: the generation stops, its slot frees */
-    int ok = finished && g->st == LT_OK;
+    /* the status the stream stands for: its errors came inside a 200 stream */
+    int status = !finished ? 499 : g->st == LT_OK ? 200 : g->st == LT_ERR_BUSY ? 503 : 500;
     pthread_mutex_unlock(&g->mu);
     lt_infer_wake(e->s);
-    lt_metrics_request(e->s, e->model, g->endpoint,
-                       ok         ? 200
-                       : finished ? 500
-                                  : 499,
-                       finished ? g : NULL);
+    lt_metrics_request(e->s, e->model, g->endpoint, status, finished ? g : NULL);
     lt_gen_unref(e->s, g);
     lt_free(e->pending);
     lt_free(e);
@@ -662,6 +659,11 @@ enum MHD_Result lt_oai_complete(lt_server *s, struct MHD_Connection *c, const js
     new_id(chat ? "chatcmpl-" : "cmpl-", id, sizeof id);
     long long created = (long long)lt_serve_now();
 
+    if (streaming && lt_infer_queue_full(s)) { /* a 503 now rather than an error in a stream */
+        lt_gen_unref(s, g);
+        return fail(&q, 503, NULL, "queue_full",
+                    "all slots are busy and the queue is full (--max-queue); try again");
+    }
     if (streaming) {
         stream *e = lt_calloc(1, sizeof *e);
         if (!e) {

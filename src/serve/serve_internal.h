@@ -177,6 +177,7 @@ typedef struct lt_gen {
 lt_status lt_infer_init(lt_server *s, const lt_serve_opts *o); /* starts loading (a thread) */
 lt_status lt_infer_start(lt_server *s); /* once listening: the loading thread */
 void lt_infer_wake(lt_server *s);       /* a waiter's request was cancelled */
+int lt_infer_queue_full(lt_server *s);  /* --max-queue requests wait for a slot */
 lt_metrics *lt_infer_metrics(lt_server *s);
 void lt_infer_cancel_all(lt_server *s); /* before the HTTP daemon stops: generations end */
 void lt_infer_free(lt_server *s);       /* joins, frees; safe when none */

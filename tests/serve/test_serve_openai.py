@@ -17,6 +17,7 @@ on loopback, with the real SmolLM2-135M-Instruct Q4_1 GGUF:
      that disconnects mid-stream frees its slot: the running gauge returns to 0, a 499 is
      counted, and the next request is served.
   7. Bad command lines and a model that cannot be loaded: clear messages, /ready says why.
+  8. Past --max-queue: 503 (plain and streamed); a client that leaves while queued frees its place.
 Takes ~30-60 s on the 2-core machine. Prints "N passed, M failed".
 """
 import json
@@ -325,5 +326,46 @@ try:
 finally:
     code, _, err = srv2.stop()
     check(code == 0 and "no-such-model.gguf" in err, f"stderr names the model: {code} {err[-500:]}")
+
+# ---- 8. a full queue: 503; a client that leaves while queued frees its place ---------------------
+srv3 = oaikit.start(os.path.join(TMP, "w4"), "--slots", "1", "--max-queue", "1", "--ctx", str(CTX))
+try:
+    def raw_stream(port):
+        body = json.dumps({"model": BASE, "prompt": "1, 2, 3, 4, 5, 6,", "max_tokens": CTX - 20,
+                           "temperature": 0, "stream": True}).encode()
+        k = socket.create_connection(("127.0.0.1", port), timeout=60)
+        k.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                  + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+        return k
+    a_sock = raw_stream(srv3.port)
+    seen = b""
+    while seen.count(b"data: ") < 2:
+        seen += a_sock.recv(4096)
+    b_sock = raw_stream(srv3.port)
+    t0 = time.time()
+    while time.time() - t0 < 20 and oaikit.metric(srv3.url, "loratune_requests_queued") != 1:
+        time.sleep(0.1)
+    check(oaikit.metric(srv3.url, "loratune_requests_queued") == 1, "the second stream waits in the queue")
+    c3 = openai.OpenAI(base_url=srv3.url + "/v1", api_key="none", max_retries=0, timeout=60)
+    for stream_it in (False, True):
+        try:
+            c3.completions.create(model=BASE, prompt="x", max_tokens=2, stream=stream_it)
+            check(False, "a request past --max-queue accepted")
+        except openai.APIStatusError as e:
+            check(e.status_code == 503 and "queue" in e.message, f"queue full (stream={stream_it}): {e.status_code} {e.message}")
+    b_sock.close()  # leaves while queued: noticed when its wait wakes, without a token to write
+    t0 = time.time()
+    while time.time() - t0 < 15 and oaikit.metric(srv3.url, "loratune_requests_queued") != 0:
+        time.sleep(0.1)
+    a_sock.close()
+    while time.time() - t0 < 30 and oaikit.metric(srv3.url, "loratune_requests_running") != 0:
+        time.sleep(0.1)
+    check(oaikit.metric(srv3.url, "loratune_requests_queued") == 0 and
+          oaikit.metric(srv3.url, "loratune_requests_running") == 0, "queue and slot freed after both left")
+    t = c3.completions.create(model=BASE, prompt=P, temperature=0, max_tokens=4)
+    check(t.choices[0].text == ctext[: len(t.choices[0].text)], "served after the queue emptied")
+finally:
+    code, _, err = srv3.stop()
+    check(code == 0, f"server 3 exit code {code}: {err[-500:]}")
 
 sys.exit(ltcheck.finish())

@@ -62,14 +62,9 @@ static int parse_size(const char *opt, const char *v, int64_t *out) {
     return 0;
 }
 
-int cmd_serve(int argc, char **argv) {
-    if (lt_cli_wants_help(argc, argv)) {
-        usage(stdout);
-        return 0;
-    }
+/* adapters: room for argc "NAME=PATH" arguments (borrowed from argv) */
+static int serve_main(int argc, char **argv, const char **adapters) {
     lt_serve_opts o = {.host = "127.0.0.1", .port = 8080};
-    const char **adapters = calloc((size_t)argc, sizeof(char *));
-    if (!adapters) return 1;
     o.adapters = adapters;
     long threads = 0;
     const char *env_token = getenv("LORATUNE_TOKEN");
@@ -171,7 +166,6 @@ int cmd_serve(int argc, char **argv) {
     lt_server *s = NULL;
     if (lt_serve_start(&o, &s)) {
         fprintf(stderr, "loratune serve: %s\n", lt_errmsg());
-        free(adapters);
         return 1;
     }
     const char *h = o.host;
@@ -185,6 +179,17 @@ int cmd_serve(int argc, char **argv) {
            sig == SIGINT ? "SIGINT" : "SIGTERM");
     fflush(stdout);
     lt_serve_stop(s);
-    free(adapters);
     return 0;
+}
+
+int cmd_serve(int argc, char **argv) {
+    if (lt_cli_wants_help(argc, argv)) {
+        usage(stdout);
+        return 0;
+    }
+    const char **adapters = calloc((size_t)argc, sizeof(char *));
+    if (!adapters) return 1;
+    int rc = serve_main(argc, argv, adapters);
+    free(adapters);
+    return rc;
 }

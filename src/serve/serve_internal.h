@@ -1,7 +1,8 @@
 /* serve_internal.h - what the server's files share: the server object, a job, the request
  * helpers (JSON replies, errors) and each file's entry points. server.c owns HTTP (routing,
  * limits, auth), datasets.c the datasets, jobs.c the queue, the worker and the event streams,
- * runs.c the tracking-store views. Locking: s->mu guards the job list and every job's mutable
+ * runs.c the tracking-store views; infer.c the served model, adapters and slots, openai.c the
+ * /v1 API, metrics.c /metrics (docs/SERVING.md). Locking: s->mu guards the job list and every job's mutable
  * fields; s->cv is broadcast when a job changes or gets an event (and when stopping). */
 #ifndef LT_SERVE_INTERNAL_H
 #define LT_SERVE_INTERNAL_H

@@ -1,6 +1,7 @@
 /* server.c - the HTTP side of `loratune serve` (libmicrohttpd, one thread per connection):
  * listening, the checks every request passes (token, Host / Origin, body limits), routing to
- * datasets.c / jobs.c / runs.c, and the JSON reply helpers.
+ * datasets.c / jobs.c / runs.c and to the serving side (openai.c: /v1 and /ready; metrics.c:
+ * /metrics; /health here), and the JSON reply helpers.
  *
  * A request's life in the access handler: the first call (headers only) checks the route, the
  * token and the announced body size, and may reply at once (401 / 403 / 404 / 405 / 413 / 415:

@@ -9,16 +9,21 @@
 #include <string.h>
 
 #include "commands.h"
+#include "loratune/backend.h"
 #include "loratune/serve.h"
 
 static void usage(FILE *f) {
     fprintf(f,
             "usage: loratune serve [--host 127.0.0.1] [--port 8080] [--workdir DIR] [--token T]\n"
             "                      [--models DIR] [--max-body BYTES] [--max-upload BYTES]\n"
-            "                      [--quota BYTES] [--timeout S] [--job-threads N]\n\n"
+            "                      [--quota BYTES] [--timeout S] [--job-threads N]\n"
+            "                      [--model M [--model-name ID] [--adapter NAME=PATH ...]\n"
+            "                       [--slots N] [--ctx N] [--max-queue N] [--threads N]]\n\n"
             "Serves the REST API (OpenAPI 3.1 at /openapi.json; docs/SERVER.md): dataset upload\n"
             "and validation, a persistent queue of train jobs with live events (SSE), runs and\n"
-            "metrics, adapter downloads.\n\n"
+            "metrics, adapter downloads. With --model, also an OpenAI-compatible API (/v1/models,\n"
+            "/v1/completions, /v1/chat/completions, /v1/adapters), /health, /ready and /metrics\n"
+            "(Prometheus): docs/SERVING.md.\n\n"
             "  --host ADDR        address to listen on (default 127.0.0.1); any non-loopback\n"
             "                     address needs a token\n"
             "  --port N           port (default 8080; 0: any free port)\n"
@@ -31,7 +36,19 @@ static void usage(FILE *f) {
             "  --quota BYTES      all stored datasets together (default 50 GiB)\n"
             "  --timeout S        close connections idle for S seconds (default 60)\n"
             "  --job-threads N    threads of a job whose options don't set threads (default:\n"
-            "                     as the environment says)\n");
+            "                     as the environment says)\n"
+            "  --model M          serve this model (HF folder or .gguf) on /v1; loaded after the\n"
+            "                     server listens (GET /ready is 503 until then)\n"
+            "  --model-name ID    its id in /v1 requests (default: the file name without .gguf)\n"
+            "  --adapter NAME=PATH  also serve this LoRA / DoRA adapter as model NAME (repeat);\n"
+            "                     a bad one is reported and the others serve\n"
+            "  --slots N          requests generated at once, each with its own KV cache\n"
+            "                     (default 4; the others wait in a queue)\n"
+            "  --ctx N            context of each slot: prompt + completion tokens (default: the\n"
+            "                     model's, at most 2048)\n"
+            "  --max-queue N      requests waiting for a slot before 503 (default 64)\n"
+            "  --threads N        OpenMP / OpenBLAS threads of generation (default: as the\n"
+            "                     environment says)\n");
 }
 
 static int parse_size(const char *opt, const char *v, int64_t *out) {
@@ -45,12 +62,11 @@ static int parse_size(const char *opt, const char *v, int64_t *out) {
     return 0;
 }
 
-int cmd_serve(int argc, char **argv) {
-    if (lt_cli_wants_help(argc, argv)) {
-        usage(stdout);
-        return 0;
-    }
+/* adapters: room for argc "NAME=PATH" arguments (borrowed from argv) */
+static int serve_main(int argc, char **argv, const char **adapters) {
     lt_serve_opts o = {.host = "127.0.0.1", .port = 8080};
+    o.adapters = adapters;
+    long threads = 0;
     const char *env_token = getenv("LORATUNE_TOKEN");
     o.token = env_token && *env_token ? env_token : NULL;
     for (int i = 1; i < argc; i++) {
@@ -98,6 +114,24 @@ int cmd_serve(int argc, char **argv) {
                 return 2;
             }
             o.job_threads = (int)lv;
+        } else if (!strcmp(a, "--model"))
+            o.model = v;
+        else if (!strcmp(a, "--model-name"))
+            o.model_name = v;
+        else if (!strcmp(a, "--adapter"))
+            adapters[o.n_adapters++] = v;
+        else if (!strcmp(a, "--slots") || !strcmp(a, "--ctx") || !strcmp(a, "--max-queue") ||
+                 !strcmp(a, "--threads")) {
+            if (lt_cli_parse_int("serve", a, v, &lv)) return 2;
+            long lo = 1, hi = !strcmp(a, "--slots") ? 256 : 1 << 24;
+            if (lv < lo || lv > hi) {
+                fprintf(stderr, "loratune serve: %s: expected %ld..%ld, got %ld\n", a, lo, hi, lv);
+                return 2;
+            }
+            if (!strcmp(a, "--slots")) o.slots = (int)lv;
+            else if (!strcmp(a, "--ctx")) o.ctx = (int)lv;
+            else if (!strcmp(a, "--max-queue")) o.max_queue = (int)lv;
+            else threads = lv;
         } else {
             fprintf(stderr, "loratune serve: unknown option '%s'\n\n", a);
             usage(stderr);
@@ -105,6 +139,13 @@ int cmd_serve(int argc, char **argv) {
         }
     }
     if (o.token && !*o.token) o.token = NULL;
+    if ((o.n_adapters || o.slots || o.ctx || o.max_queue || o.model_name) && !o.model) {
+        fprintf(stderr, "loratune serve: --adapter, --model-name, --slots, --ctx and --max-queue "
+                        "need --model\n");
+        return 2;
+    }
+    if (threads) lt_set_num_threads((int)threads);
+    o.threads = (int)threads;
     if (!o.token && !lt_serve_host_is_loopback(o.host)) {
         fprintf(stderr,
                 "loratune serve: refusing to listen on %s without a token: anyone who can reach "
@@ -139,4 +180,16 @@ int cmd_serve(int argc, char **argv) {
     fflush(stdout);
     lt_serve_stop(s);
     return 0;
+}
+
+int cmd_serve(int argc, char **argv) {
+    if (lt_cli_wants_help(argc, argv)) {
+        usage(stdout);
+        return 0;
+    }
+    const char **adapters = calloc((size_t)argc, sizeof(char *));
+    if (!adapters) return 1;
+    int rc = serve_main(argc, argv, adapters);
+    free(adapters);
+    return rc;
 }

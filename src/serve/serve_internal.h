@@ -1,7 +1,8 @@
 /* serve_internal.h - what the server's files share: the server object, a job, the request
  * helpers (JSON replies, errors) and each file's entry points. server.c owns HTTP (routing,
  * limits, auth), datasets.c the datasets, jobs.c the queue, the worker and the event streams,
- * runs.c the tracking-store views. Locking: s->mu guards the job list and every job's mutable
+ * runs.c the tracking-store views; infer.c the served model, adapters and slots, openai.c the
+ * /v1 API, metrics.c /metrics (docs/SERVING.md). Locking: s->mu guards the job list and every job's mutable
  * fields; s->cv is broadcast when a job changes or gets an event (and when stopping). */
 #ifndef LT_SERVE_INTERNAL_H
 #define LT_SERVE_INTERNAL_H
@@ -30,6 +31,9 @@ int lt_job_status_parse(const char *s, lt_job_status *out); /* 0 ok, -1 unknown 
 static inline int lt_job_terminal(lt_job_status s) {
     return s >= JOB_DONE;
 }
+
+typedef struct lt_infer lt_infer;
+typedef struct lt_metrics lt_metrics;
 
 typedef struct {
     char id[LT_SERVE_ID_LEN + 1];
@@ -65,6 +69,7 @@ struct lt_server {
     pthread_t worker;
     int worker_started;
     int64_t used_bytes; /* stored datasets + uploads in flight (the quota) */
+    lt_infer *infer;    /* the served model, adapters, slots and metrics (infer.c) */
 };
 
 /* ---- helpers (server.c) ---- */
@@ -129,6 +134,112 @@ enum MHD_Result lt_job_download(lt_server *s, struct MHD_Connection *c, const ch
 enum MHD_Result lt_runs_list(lt_server *s, struct MHD_Connection *c);
 enum MHD_Result lt_run_get(lt_server *s, struct MHD_Connection *c, const char *id,
                            int metrics_only);
+
+/* ---- inference (infer.c): the served base model, its adapters, the KV-cache slots ----
+ * A served model is the base (adapter NULL) or a named adapter on it. Entries are reference
+ * counted: a request holds its entry from lookup to the end of its generation, so unloading an
+ * adapter (DELETE /v1/adapters/NAME) takes it out of the list at once and frees it when the
+ * last request using it ends. Generation: a request waits for a free slot (its own KV cache;
+ * `queued` while it waits), then decodes under the decode lock, a FIFO ticket lock that each
+ * request gives up after every token: concurrent requests take turns token by token (one
+ * forward at a time; continuous batching is not built). */
+typedef struct lt_served lt_served;
+
+typedef struct lt_gen {
+    /* in (set before lt_infer_run / lt_infer_spawn, read-only afterwards) */
+    lt_served *target; /* held (lt_infer_lookup); released by lt_gen_unref */
+    int32_t *ids;      /* the prompt (lt_malloc'd, owned) */
+    int n_ids;
+    int max_tokens;
+    float temperature, top_p;
+    int top_k;
+    uint64_t seed;
+    char *stop[4]; /* stop strings (owned) */
+    int n_stop;
+    int chat; /* stop at the chat template's end-of-turn tokens too */
+    const char *endpoint; /* "chat" / "completions" (metrics label; static) */
+    /* out, guarded by mu; cv is broadcast on every change */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    char *text; /* generated text, cut at a stop string (lt_malloc'd) */
+    size_t len, cap;
+    size_t safe;   /* text[0..safe) can be sent: no stop string can start before it */
+    int n_gen;     /* tokens generated (an end-of-turn / EOS token included) */
+    int done;      /* generation over (see st / finish) */
+    int cancel;    /* the client went away: stop at the next token */
+    int running;   /* holds a slot */
+    const char *finish; /* "stop" / "length" once done */
+    lt_status st;
+    char err[1024];
+    double t_start, t_first, t_end; /* monotonic seconds: arrival, first token, end */
+    int refs;
+} lt_gen;
+
+lt_status lt_infer_init(lt_server *s, const lt_serve_opts *o); /* starts loading (a thread) */
+lt_status lt_infer_start(lt_server *s); /* once listening: the loading thread */
+void lt_infer_wake(lt_server *s);       /* a waiter's request was cancelled */
+int lt_infer_queue_full(lt_server *s);  /* --max-queue requests wait for a slot */
+lt_metrics *lt_infer_metrics(lt_server *s);
+void lt_infer_cancel_all(lt_server *s); /* before the HTTP daemon stops: generations end */
+void lt_infer_free(lt_server *s);       /* joins, frees; safe when none */
+int lt_infer_enabled(const lt_server *s);
+/* 1 loaded, 0 loading, -1 failed (msg names why). */
+int lt_infer_state(lt_server *s, char *msg, size_t n);
+const char *lt_infer_base_name(const lt_server *s);
+int lt_infer_ctx(const lt_server *s);
+/* The served entry named name (the base's id or an adapter's name), held; NULL if none. */
+lt_served *lt_infer_lookup(lt_server *s, const char *name);
+void lt_served_release(lt_server *s, lt_served *e); /* safe on NULL */
+const char *lt_served_name(const lt_served *e);
+/* What the model needs to make prompts: tokenizer and chat template (NULL when none). Valid
+ * while the server runs and the model is loaded. */
+const struct lt_tokenizer *lt_infer_tokenizer(const lt_server *s);
+const struct lt_chat_template *lt_infer_template(const lt_server *s);
+int lt_infer_vocab(const lt_server *s);
+/* JSON array of the served models ({id, object, created, owned_by, parent?}); new reference. */
+json_t *lt_infer_models_json(lt_server *s);
+/* Adapters at run time: load (LT_ERR_BUSY when the name is taken, the loader's error when the
+ * file is bad; msg gets it) and unload (LT_ERR_NOTFOUND). *in_flight: requests still using it. */
+lt_status lt_infer_adapter_load(lt_server *s, const char *name, const char *path, char *msg,
+                                size_t n);
+lt_status lt_infer_adapter_unload(lt_server *s, const char *name, int *in_flight);
+json_t *lt_infer_adapters_json(lt_server *s); /* [{name, source, method, r, in_flight}] */
+
+lt_gen *lt_gen_new(void);
+void lt_gen_unref(lt_server *s, lt_gen *g); /* frees at the last reference (and the target) */
+/* Runs g to the end in this thread (waits for a slot first); sets done, broadcasts. */
+void lt_infer_run(lt_server *s, lt_gen *g);
+/* Runs g on a detached thread of its own, holding a reference until it ends. */
+lt_status lt_infer_spawn(lt_server *s, lt_gen *g);
+
+/* ---- metrics (metrics.c): Prometheus text exposition ---- */
+lt_metrics *lt_metrics_new(void);
+void lt_metrics_free(lt_metrics *m);
+/* One finished /v1 request: model ("" when none was resolved), endpoint, HTTP status (499: the
+ * client went away), and for one that generated, its generation (else NULL). */
+void lt_metrics_request(lt_server *s, const char *model, const char *endpoint, int status,
+                        const lt_gen *g);
+void lt_metrics_adapter_error(lt_server *s);
+enum MHD_Result lt_metrics_reply(lt_server *s, struct MHD_Connection *c);
+/* gauges the metrics read from the engine (infer.c) */
+void lt_infer_gauges(lt_server *s, int *running, int *queued, int *slots, int *adapters,
+                     int *ready);
+
+/* ---- the OpenAI-compatible API (openai.c) ---- */
+enum MHD_Result lt_oai_models(lt_server *s, struct MHD_Connection *c);
+enum MHD_Result lt_oai_complete(lt_server *s, struct MHD_Connection *c, const json_t *body,
+                                int chat);
+enum MHD_Result lt_oai_adapters_list(lt_server *s, struct MHD_Connection *c);
+enum MHD_Result lt_oai_adapter_load(lt_server *s, struct MHD_Connection *c, const json_t *body);
+enum MHD_Result lt_oai_adapter_unload(lt_server *s, struct MHD_Connection *c, const char *name);
+enum MHD_Result lt_oai_ready(lt_server *s, struct MHD_Connection *c);
+/* {"error": {"message", "type", "param", "code"}} as OpenAI's API answers */
+enum MHD_Result lt_oai_error(struct MHD_Connection *c, unsigned status, const char *type,
+                             const char *param, const char *code, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 6, 7)))
+#endif
+    ;
 
 /* ---- the OpenAPI document (generated from src/serve/openapi.json at configure time) ---- */
 extern const unsigned char lt_serve_openapi_json[];

@@ -1,6 +1,7 @@
 /* server.c - the HTTP side of `loratune serve` (libmicrohttpd, one thread per connection):
  * listening, the checks every request passes (token, Host / Origin, body limits), routing to
- * datasets.c / jobs.c / runs.c, and the JSON reply helpers.
+ * datasets.c / jobs.c / runs.c and to the serving side (openai.c: /v1 and /ready; metrics.c:
+ * /metrics; /health here), and the JSON reply helpers.
  *
  * A request's life in the access handler: the first call (headers only) checks the route, the
  * token and the announced body size, and may reply at once (401 / 403 / 404 / 405 / 413 / 415:
@@ -230,6 +231,14 @@ typedef enum {
     R_RUN_METRICS,   /* GET */
     R_WEB,           /* GET: a page of the web interface (web.c) */
     R_PLAN,          /* POST: memory estimate (plan.c) */
+    R_LIVE,          /* GET /health */
+    R_READY,         /* GET /ready */
+    R_METRICS,       /* GET /metrics */
+    R_V1_MODELS,     /* GET */
+    R_V1_COMPLETIONS, /* POST */
+    R_V1_CHAT,       /* POST */
+    R_V1_ADAPTERS,   /* GET list, POST load */
+    R_V1_ADAPTER,    /* DELETE unload */
 } route_kind;
 
 typedef struct {
@@ -269,12 +278,17 @@ static const char *allowed(route_kind k) {
     switch (k) {
     case R_DATASETS:
     case R_JOBS:
+    case R_V1_ADAPTERS:
         return "GET, HEAD, POST";
     case R_DATASET_CHECK:
     case R_JOB_CANCEL:
     case R_JOB_RESUME:
     case R_PLAN:
+    case R_V1_COMPLETIONS:
+    case R_V1_CHAT:
         return "POST";
+    case R_V1_ADAPTER:
+        return "DELETE";
     default:
         return "GET, HEAD";
     }
@@ -294,9 +308,25 @@ static int route(const char *method, const char *url, request *q) {
     int n = split_path(url, seg);
     int get = !strcmp(method, "GET") || !strcmp(method, "HEAD");
     int post = !strcmp(method, "POST");
+    int del = !strcmp(method, "DELETE");
     q->is_post = post;
     if (n < 0) return 0;
     if (n == 1 && !strcmp(seg[0], "openapi.json")) return pick(q, R_OPENAPI, get);
+    if (n == 1 && !strcmp(seg[0], "health")) return pick(q, R_LIVE, get);
+    if (n == 1 && !strcmp(seg[0], "ready")) return pick(q, R_READY, get);
+    if (n == 1 && !strcmp(seg[0], "metrics")) return pick(q, R_METRICS, get);
+    if (n >= 2 && !strcmp(seg[0], "v1")) { /* the OpenAI-compatible API (openai.c) */
+        if (n == 2 && !strcmp(seg[1], "models")) return pick(q, R_V1_MODELS, get);
+        if (n == 2 && !strcmp(seg[1], "completions")) return pick(q, R_V1_COMPLETIONS, post);
+        if (n == 3 && !strcmp(seg[1], "chat") && !strcmp(seg[2], "completions"))
+            return pick(q, R_V1_CHAT, post);
+        if (n == 2 && !strcmp(seg[1], "adapters")) return pick(q, R_V1_ADAPTERS, get || post);
+        if (n == 3 && !strcmp(seg[1], "adapters")) {
+            snprintf(q->id, sizeof q->id, "%s", seg[2]);
+            return pick(q, R_V1_ADAPTER, del);
+        }
+        return 0;
+    }
     if (n == 1 && lt_web_find(url)) { /* url is short: it names an asset */
         snprintf(q->file, sizeof q->file, "%s", url);
         return pick(q, R_WEB, get);
@@ -382,7 +412,8 @@ static int first_checks(lt_server *s, struct MHD_Connection *c, const char *meth
                                   "Host '%s' is not a loopback name; this server has no token "
                                   "and answers local clients only",
                                   hosth ? hosth : "");
-    } else if (q->route != R_HEALTH && q->route != R_OPENAPI && q->route != R_WEB) {
+    } else if (q->route != R_HEALTH && q->route != R_OPENAPI && q->route != R_WEB &&
+               q->route != R_LIVE && q->route != R_READY) {
         const char *auth =
             MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
         if (!auth || strncasecmp(auth, "Bearer ", 7))
@@ -457,6 +488,14 @@ static enum MHD_Result dispatch(lt_server *s, struct MHD_Connection *c, request 
     if (q->body_json && q->len) {
         json_error_t e;
         body = json_loadb(q->body, q->len, JSON_REJECT_DUPLICATES, &e);
+        if (!body && q->route >= R_V1_MODELS) {
+            if (q->route == R_V1_COMPLETIONS || q->route == R_V1_CHAT)
+                lt_metrics_request(s, "", q->route == R_V1_CHAT ? "chat" : "completions", 400,
+                                   NULL);
+            return lt_oai_error(c, MHD_HTTP_BAD_REQUEST, "invalid_request_error", NULL, "bad_json",
+                                "request body: invalid JSON at line %d, column %d: %s", e.line,
+                                e.column, e.text);
+        }
         if (!body)
             return lt_reply_error(c, MHD_HTTP_BAD_REQUEST, "bad_json",
                                   "request body: invalid JSON at line %d, column %d: %s", e.line,
@@ -536,6 +575,34 @@ static enum MHD_Result dispatch(lt_server *s, struct MHD_Connection *c, request 
         break;
     case R_PLAN:
         r = lt_plan_estimate(s, c, body);
+        break;
+    case R_LIVE:
+        r = lt_reply_json(c, MHD_HTTP_OK, json_pack("{s:s}", "status", "ok"));
+        break;
+    case R_READY:
+        r = lt_oai_ready(s, c);
+        break;
+    case R_METRICS:
+        r = lt_metrics_reply(s, c);
+        break;
+    case R_V1_MODELS:
+        r = lt_oai_models(s, c);
+        break;
+    case R_V1_COMPLETIONS:
+    case R_V1_CHAT:
+        r = lt_oai_complete(s, c, body, q->route == R_V1_CHAT);
+        break;
+    case R_V1_ADAPTERS:
+        if (!q->is_post)
+            r = lt_oai_adapters_list(s, c);
+        else if (!body)
+            r = lt_oai_error(c, MHD_HTTP_BAD_REQUEST, "invalid_request_error", NULL, "bad_json",
+                             "request body: expected {\"name\", \"source\" | \"job\"}");
+        else
+            r = lt_oai_adapter_load(s, c, body);
+        break;
+    case R_V1_ADAPTER:
+        r = lt_oai_adapter_unload(s, c, q->id);
         break;
     default:
         r = lt_reply_error(c, MHD_HTTP_NOT_FOUND, "not_found", "no such endpoint");
@@ -666,6 +733,7 @@ lt_status lt_serve_start(const lt_serve_opts *o, lt_server **out) {
         snprintf(s->models, sizeof s->models, "%s", abs);
     if ((st = lt_datasets_init(s))) goto fail;
     if ((st = lt_jobs_init(s))) goto fail;
+    if ((st = lt_infer_init(s, o))) goto fail;
 
     unsigned flags =
         MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION | (v6 ? MHD_USE_IPv6 : 0);
@@ -685,6 +753,7 @@ lt_status lt_serve_start(const lt_serve_opts *o, lt_server **out) {
     const union MHD_DaemonInfo *di = MHD_get_daemon_info(s->mhd, MHD_DAEMON_INFO_BIND_PORT);
     s->port = di ? di->port : o->port;
     if ((st = lt_jobs_start(s))) goto fail; /* only now: a failed start runs no job */
+    if ((st = lt_infer_start(s))) goto fail; /* the model loads while /health answers */
     *out = s;
     return LT_OK;
 fail:
@@ -705,7 +774,9 @@ void lt_serve_stop(lt_server *s) {
     s->stopping = 1;
     pthread_cond_broadcast(&s->cv);
     pthread_mutex_unlock(&s->mu);
+    lt_infer_cancel_all(s);              /* generations end at their next token */
     if (s->mhd) MHD_stop_daemon(s->mhd); /* event streams see `stopping` and end */
+    lt_infer_free(s);
     lt_jobs_shutdown(s);
     lt_dir_lock_close(s->lock);
     pthread_cond_destroy(&s->cv);

@@ -20,6 +20,11 @@
  * uploads: max_upload_bytes and the total quota_bytes of stored datasets): 413 beyond.
  * Idle connections are closed after timeout_s.
  *
+ * Inference (opts.model): the base model is loaded on a thread of its own after the server
+ * listens (GET /ready answers 503 until it is loaded, then 200); /v1/models, /v1/completions,
+ * /v1/chat/completions (OpenAI-compatible, streaming or not) and /v1/adapters (load / unload
+ * adapters at run time); GET /metrics in the Prometheus text format. docs/SERVING.md.
+ *
  * Threads: libmicrohttpd serves each connection on its own thread; one worker thread runs the
  * jobs. lt_serve_start returns once listening; lt_serve_stop (from any one thread) stops the
  * running job (it checkpoints and is marked interrupted), ends event streams, and frees. */
@@ -47,6 +52,17 @@ typedef struct {
     int max_connections;      /* 0: 512 */
     int job_threads;          /* threads of a job's run when its options don't say; 0: as the
                                  environment says */
+    /* Inference (the OpenAI-compatible /v1 API, docs/SERVING.md); all optional. */
+    const char *model;        /* the base model served (HF folder / .gguf); NULL: no /v1 */
+    const char *model_name;   /* its id in /v1 ("model" of requests); NULL: the file name */
+    const char *const *adapters; /* "NAME=PATH" each, loaded after the base; borrowed */
+    int n_adapters;
+    int slots;                /* requests holding a KV cache at once; 0: 4 */
+    int ctx;                  /* context of each slot (prompt + completion); 0: min(model, 2048) */
+    int max_queue;            /* requests waiting for a slot before 503; 0: 64 */
+    int threads;              /* OpenMP / OpenBLAS threads of a generation; 0: as the environment
+                                 says (set in every generating thread: OpenMP's count is per
+                                 thread) */
 } lt_serve_opts;
 
 typedef struct lt_server lt_server;

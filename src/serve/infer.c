@@ -1,0 +1,751 @@
+/* infer.c - the inference engine of `loratune serve` (serve_internal.h, docs/SERVING.md): the
+ * served base model (loaded lazily, as stored, on a thread of its own after the server
+ * listens), its tokenizer and chat template, the adapters (a registry of reference-counted
+ * entries, loaded and unloaded at run time), the KV-cache slots, and the generation of one
+ * request through lt_generate.
+ *
+ * Invariants. The model, tokenizer and template are written only by the loading thread, before
+ * `state` becomes READY (under mu), and read-only afterwards: every request reads them, none
+ * writes. A slot's KV cache belongs to the one request that holds the slot. An entry in the
+ * registry has refs = 1 (the registry) + the requests holding it; unloading drops the registry's
+ * reference, so an adapter is freed by whoever drops the last one, never under a request.
+ * Decoding: one forward at a time, under the decode lock (a FIFO ticket lock, taken again after
+ * every token so that concurrent requests interleave fairly). lt_model_forward keeps every
+ * buffer in the KV cache, so taking turns between caches is safe; running forwards truly in
+ * parallel (and batching them) is the later continuous-batching step. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "loratune/adapter.h"
+#include "loratune/backend.h"
+#include "loratune/chat.h"
+#include "loratune/model.h"
+#include "loratune/sampler.h"
+#include "loratune/tokenizer.h"
+#include "serve_internal.h"
+
+enum { ST_OFF = 0, ST_LOADING, ST_READY, ST_FAILED };
+
+struct lt_served {
+    char name[65];
+    char source[1024]; /* where it was loaded from (scrubbed when shown) */
+    lt_adapter *ad;    /* NULL: the base */
+    lt_model_delta *delta;
+    int refs;
+    double created;
+    lt_served *next;
+};
+
+typedef struct {
+    lt_kv_cache *kv;
+    int busy;
+} slot;
+
+struct lt_infer {
+    lt_server *s;
+    pthread_mutex_t mu; /* everything below but the model itself */
+    pthread_cond_t cv;  /* slots freed, state changed, cancel_all */
+    int state;
+    int enabled; /* a model is served (set at init, constant afterwards) */
+    char err[1024];
+    int stopping;
+    char *model_path;
+    char base_name[65];
+    char **adapter_args; /* "NAME=PATH" from the command line, loaded after the base */
+    int n_adapter_args;
+    int n_slots, ctx, max_queue, threads;
+    pthread_t loader;
+    int loader_started;
+
+    lt_model *m;
+    lt_tokenizer *tok;
+    lt_chat_template *tmpl; /* NULL: the model has none (chat answers 400) */
+    int32_t eot[8];         /* end-of-turn ids of chat templates */
+    int n_eot;
+    slot *slots;
+    lt_served *served; /* the base first, then the adapters */
+    int running, queued, active_threads;
+
+    pthread_mutex_t dmu; /* the decode lock: tickets */
+    pthread_cond_t dcv;
+    uint64_t next_ticket, serving;
+
+    lt_metrics *metrics;
+};
+
+static double mono_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* ---- registry ---------------------------------------------------------------------------- */
+static void served_free(lt_served *e) {
+    if (!e) return;
+    lt_adapter_delta_free(e->delta); /* before the adapter it borrows from */
+    lt_adapter_free(e->ad);
+    lt_free(e);
+}
+
+static lt_served *find_locked(lt_infer *in, const char *name) {
+    for (lt_served *e = in->served; e; e = e->next)
+        if (!strcmp(e->name, name)) return e;
+    return NULL;
+}
+
+lt_served *lt_infer_lookup(lt_server *s, const char *name) {
+    lt_infer *in = s->infer;
+    if (!in || !name) return NULL;
+    pthread_mutex_lock(&in->mu);
+    lt_served *e = in->state == ST_READY ? find_locked(in, name) : NULL;
+    if (e) e->refs++;
+    pthread_mutex_unlock(&in->mu);
+    return e;
+}
+
+void lt_served_release(lt_server *s, lt_served *e) {
+    if (!e) return;
+    lt_infer *in = s->infer;
+    pthread_mutex_lock(&in->mu);
+    int last = --e->refs == 0;
+    pthread_mutex_unlock(&in->mu);
+    if (last) served_free(e);
+}
+
+const char *lt_served_name(const lt_served *e) {
+    return e->name;
+}
+
+/* Adapter names are labels of metrics and path segments: [A-Za-z0-9._-], 1..64, not "." / "..". */
+static int name_ok(const char *n) {
+    size_t l = strlen(n);
+    if (l < 1 || l > 64 || !strcmp(n, ".") || !strcmp(n, "..")) return 0;
+    for (const char *p = n; *p; p++)
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+              *p == '.' || *p == '_' || *p == '-'))
+            return 0;
+    return 1;
+}
+
+lt_status lt_infer_adapter_load(lt_server *s, const char *name, const char *path, char *msg,
+                                size_t n) {
+    lt_infer *in = s->infer;
+    msg[0] = 0;
+    if (!name_ok(name)) {
+        snprintf(msg, n, "name: expected 1 to 64 characters of [A-Za-z0-9._-], got '%.80s'", name);
+        return LT_ERR_ARG;
+    }
+    pthread_mutex_lock(&in->mu);
+    int ready = in->state == ST_READY, taken = find_locked(in, name) != NULL;
+    pthread_mutex_unlock(&in->mu);
+    if (!ready) {
+        snprintf(msg, n, "the base model is not loaded (GET /ready)");
+        return LT_ERR_BUSY;
+    }
+    if (taken) {
+        snprintf(msg, n, "a model named '%s' is already served (unload it first)", name);
+        return LT_ERR_BUSY;
+    }
+    lt_served *e = lt_calloc(1, sizeof *e);
+    if (!e) {
+        snprintf(msg, n, "out of memory");
+        return LT_ERR_NOMEM;
+    }
+    snprintf(e->name, sizeof e->name, "%s", name);
+    snprintf(e->source, sizeof e->source, "%s", path);
+    e->created = lt_serve_now();
+    e->refs = 1;
+    lt_status st = lt_adapter_load(path, &in->m->config, &e->ad);
+    if (!st) st = lt_adapter_delta_create(e->ad, in->m, &e->delta);
+    if (st) {
+        snprintf(msg, n, "adapter '%s': %s", name, lt_errmsg());
+        served_free(e);
+        lt_metrics_adapter_error(s);
+        return st;
+    }
+    pthread_mutex_lock(&in->mu);
+    if (find_locked(in, name)) { /* loaded meanwhile by another request */
+        pthread_mutex_unlock(&in->mu);
+        served_free(e);
+        snprintf(msg, n, "a model named '%s' is already served (unload it first)", name);
+        return LT_ERR_BUSY;
+    }
+    lt_served **tail = &in->served;
+    while (*tail)
+        tail = &(*tail)->next;
+    *tail = e;
+    pthread_mutex_unlock(&in->mu);
+    return LT_OK;
+}
+
+lt_status lt_infer_adapter_unload(lt_server *s, const char *name, int *in_flight) {
+    lt_infer *in = s->infer;
+    *in_flight = 0;
+    pthread_mutex_lock(&in->mu);
+    lt_served **pp = &in->served;
+    while (*pp && (strcmp((*pp)->name, name) || !(*pp)->ad))
+        pp = &(*pp)->next;
+    lt_served *e = *pp;
+    if (!e) {
+        pthread_mutex_unlock(&in->mu);
+        return LT_ERR_NOTFOUND;
+    }
+    *pp = e->next;
+    e->next = NULL;
+    *in_flight = e->refs - 1;
+    int last = --e->refs == 0;
+    pthread_mutex_unlock(&in->mu);
+    if (last) served_free(e);
+    return LT_OK;
+}
+
+json_t *lt_infer_models_json(lt_server *s) {
+    lt_infer *in = s->infer;
+    json_t *a = json_array();
+    pthread_mutex_lock(&in->mu);
+    for (lt_served *e = in->state == ST_READY ? in->served : NULL; e; e = e->next) {
+        json_t *o = json_pack("{s:s,s:s,s:I,s:s,s:s}", "id", e->name, "object", "model", "created",
+                              (json_int_t)e->created, "owned_by", "loratune", "root",
+                              e->ad ? e->name : in->base_name);
+        if (o && e->ad) json_object_set_new(o, "parent", json_string(in->base_name));
+        if (o && !e->ad) json_object_set_new(o, "parent", json_null());
+        if (o) json_object_set_new(o, "max_model_len", json_integer(in->ctx));
+        json_array_append_new(a, o);
+    }
+    pthread_mutex_unlock(&in->mu);
+    return a;
+}
+
+json_t *lt_infer_adapters_json(lt_server *s) {
+    lt_infer *in = s->infer;
+    json_t *a = json_array();
+    pthread_mutex_lock(&in->mu);
+    for (lt_served *e = in->served; e; e = e->next) {
+        if (!e->ad) continue;
+        char *src = lt_serve_scrub(s, e->source);
+        json_array_append_new(
+            a, json_pack("{s:s,s:s,s:s,s:i,s:f,s:i}", "name", e->name, "source", src ? src : "",
+                         "method", lt_train_method_name(e->ad->method), "r", e->ad->r, "scale",
+                         (double)lt_adapter_scale(e->ad), "in_flight", e->refs - 1));
+        lt_free(src);
+    }
+    pthread_mutex_unlock(&in->mu);
+    return a;
+}
+
+/* ---- loading ------------------------------------------------------------------------------ */
+static void fail_load(lt_infer *in, const char *what) {
+    pthread_mutex_lock(&in->mu);
+    snprintf(in->err, sizeof in->err, "%s: %s", what, lt_errmsg());
+    in->state = ST_FAILED;
+    pthread_cond_broadcast(&in->cv);
+    pthread_mutex_unlock(&in->mu);
+    fprintf(stderr, "loratune serve: %s\n", in->err);
+}
+
+static void *loader_main(void *arg) {
+    lt_infer *in = arg;
+    lt_model_load_opts lo = {.lazy = 1};
+    if (lt_model_load(in->model_path, &lo, &in->m)) return fail_load(in, in->model_path), NULL;
+    if (lt_tokenizer_load(in->model_path, &in->tok)) return fail_load(in, "tokenizer"), NULL;
+    if (lt_tokenizer_vocab_size(in->tok) > in->m->config.vocab_size) {
+        lt_error(LT_ERR_FORMAT, "the tokenizer has %d tokens, the model only %d",
+                 lt_tokenizer_vocab_size(in->tok), in->m->config.vocab_size);
+        return fail_load(in, in->model_path), NULL;
+    }
+    lt_status st = lt_model_chat_template(in->model_path, in->tok, &in->tmpl);
+    if (st && st != LT_ERR_NOTFOUND) return fail_load(in, "chat template"), NULL;
+    static const char *eot[] = {"<|im_end|>",    "<|eot_id|>", "<|end_of_text|>",
+                                "<|endoftext|>", "<|end|>",    "</s>"};
+    for (size_t i = 0; i < sizeof eot / sizeof eot[0] && in->n_eot < 8; i++) {
+        int32_t id = lt_tokenizer_find(in->tok, eot[i]);
+        if (id >= 0) in->eot[in->n_eot++] = id;
+    }
+    if (in->ctx <= 0) in->ctx = in->m->config.max_seq_len < 2048 ? in->m->config.max_seq_len : 2048;
+    if (in->ctx > in->m->config.max_seq_len) in->ctx = in->m->config.max_seq_len;
+    in->slots = lt_calloc((size_t)in->n_slots, sizeof *in->slots);
+    if (!in->slots) return lt_error(LT_ERR_NOMEM, "out of memory"), fail_load(in, "slots"), NULL;
+    for (int i = 0; i < in->n_slots; i++)
+        if (lt_kv_cache_create(in->m, in->ctx, 256, &in->slots[i].kv))
+            return fail_load(in, "KV cache"), NULL;
+    lt_served *base = lt_calloc(1, sizeof *base);
+    if (!base) return lt_error(LT_ERR_NOMEM, "out of memory"), fail_load(in, "base"), NULL;
+    snprintf(base->name, sizeof base->name, "%s", in->base_name);
+    snprintf(base->source, sizeof base->source, "%s", in->model_path);
+    base->created = lt_serve_now();
+    base->refs = 1;
+    pthread_mutex_lock(&in->mu);
+    in->served = base;
+    in->state = ST_READY;
+    pthread_cond_broadcast(&in->cv);
+    pthread_mutex_unlock(&in->mu);
+    for (int i = 0; i < in->n_adapter_args; i++) { /* a bad one is reported; the rest serve */
+        char *eq = strchr(in->adapter_args[i], '=');
+        *eq = 0;
+        char msg[1200];
+        if (lt_infer_adapter_load(in->s, in->adapter_args[i], eq + 1, msg, sizeof msg))
+            fprintf(stderr, "loratune serve: --adapter %s=%s not loaded: %s\n", in->adapter_args[i],
+                    eq + 1, msg);
+        *eq = '=';
+    }
+    return NULL;
+}
+
+/* The base's id: the file or folder name, without ".gguf". */
+static void base_name_of(const char *path, char *out, size_t n) {
+    size_t l = strlen(path);
+    while (l > 1 && path[l - 1] == '/')
+        l--;
+    size_t b = l;
+    while (b > 0 && path[b - 1] != '/')
+        b--;
+    size_t k = l - b;
+    if (k > 5 && !strncmp(path + l - 5, ".gguf", 5)) k -= 5;
+    if (k >= n) k = n - 1;
+    memcpy(out, path + b, k);
+    out[k] = 0;
+    for (char *p = out; *p; p++) /* a label and a name clients type: keep it plain */
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+              *p == '.' || *p == '_' || *p == '-'))
+            *p = '_';
+}
+
+lt_status lt_infer_init(lt_server *s, const lt_serve_opts *o) {
+    lt_infer *in = lt_calloc(1, sizeof *in);
+    if (!in) return lt_error(LT_ERR_NOMEM, "out of memory");
+    in->s = s;
+    s->infer = in;
+    pthread_mutex_init(&in->mu, NULL);
+    pthread_cond_init(&in->cv, NULL);
+    pthread_mutex_init(&in->dmu, NULL);
+    pthread_cond_init(&in->dcv, NULL);
+    if (!(in->metrics = lt_metrics_new())) return lt_error(LT_ERR_NOMEM, "out of memory");
+    if (!o->model || !*o->model) return LT_OK; /* no /v1 */
+    if (o->slots < 0 || o->slots > 256) return lt_error(LT_ERR_ARG, "--slots: expected 1..256");
+    if (o->ctx < 0) return lt_error(LT_ERR_ARG, "--ctx: expected a number of tokens > 0");
+    in->n_slots = o->slots ? o->slots : 4;
+    in->ctx = o->ctx;
+    in->max_queue = o->max_queue > 0 ? o->max_queue : 64;
+    in->threads = o->threads > 0 ? o->threads : 0;
+    if (o->model_name && *o->model_name) {
+        if (!name_ok(o->model_name))
+            return lt_error(LT_ERR_ARG,
+                            "--model-name: expected 1 to 64 characters of [A-Za-z0-9._-], got "
+                            "'%s'",
+                            o->model_name);
+        snprintf(in->base_name, sizeof in->base_name, "%s", o->model_name);
+    } else {
+        base_name_of(o->model, in->base_name, sizeof in->base_name);
+    }
+    if (!(in->model_path = lt_strdup(o->model))) return lt_error(LT_ERR_NOMEM, "out of memory");
+    if (o->n_adapters > 0) {
+        in->adapter_args = lt_calloc((size_t)o->n_adapters, sizeof(char *));
+        if (!in->adapter_args) return lt_error(LT_ERR_NOMEM, "out of memory");
+    }
+    for (int i = 0; i < o->n_adapters; i++) {
+        const char *a = o->adapters[i], *eq = strchr(a, '=');
+        if (!eq || eq == a || !eq[1])
+            return lt_error(LT_ERR_ARG, "--adapter: expected NAME=PATH, got '%s'", a);
+        char name[128];
+        snprintf(name, sizeof name, "%.*s", (int)(eq - a), a);
+        if (!name_ok(name) || !strcmp(name, in->base_name))
+            return lt_error(LT_ERR_ARG,
+                            "--adapter %s: NAME must be 1 to 64 characters of [A-Za-z0-9._-] "
+                            "and differ from the base model's id '%s'",
+                            a, in->base_name);
+        for (int j = 0; j < i; j++)
+            if (!strncmp(o->adapters[j], a, (size_t)(eq - a) + 1))
+                return lt_error(LT_ERR_ARG, "--adapter: the name '%s' is given twice", name);
+        if (!(in->adapter_args[i] = lt_strdup(a))) return lt_error(LT_ERR_NOMEM, "out of memory");
+        in->n_adapter_args++;
+    }
+    in->state = ST_LOADING;
+    in->enabled = 1;
+    return LT_OK;
+}
+
+/* Called once the server listens. */
+lt_status lt_infer_start(lt_server *s) {
+    lt_infer *in = s->infer;
+    if (!in || !in->enabled) return LT_OK;
+    if (pthread_create(&in->loader, NULL, loader_main, in))
+        return lt_error(LT_ERR_INTERNAL, "could not start the model loading thread");
+    in->loader_started = 1;
+    return LT_OK;
+}
+
+void lt_infer_cancel_all(lt_server *s) {
+    lt_infer *in = s->infer;
+    if (!in) return;
+    pthread_mutex_lock(&in->mu);
+    in->stopping = 1;
+    pthread_cond_broadcast(&in->cv);
+    pthread_mutex_unlock(&in->mu);
+}
+
+void lt_infer_free(lt_server *s) {
+    lt_infer *in = s ? s->infer : NULL;
+    if (!in) return;
+    lt_infer_cancel_all(s);
+    if (in->loader_started) pthread_join(in->loader, NULL);
+    pthread_mutex_lock(&in->mu); /* detached generation threads end at their next token */
+    while (in->active_threads > 0)
+        pthread_cond_wait(&in->cv, &in->mu);
+    pthread_mutex_unlock(&in->mu);
+    while (in->served) {
+        lt_served *e = in->served;
+        in->served = e->next;
+        served_free(e); /* no request holds one any more */
+    }
+    for (int i = 0; in->slots && i < in->n_slots; i++)
+        lt_kv_cache_free(in->slots[i].kv);
+    lt_free(in->slots);
+    lt_chat_template_free(in->tmpl);
+    lt_tokenizer_free(in->tok);
+    lt_model_free(in->m);
+    for (int i = 0; i < in->n_adapter_args; i++)
+        lt_free(in->adapter_args[i]);
+    lt_free(in->adapter_args);
+    lt_free(in->model_path);
+    lt_metrics_free(in->metrics);
+    pthread_cond_destroy(&in->dcv);
+    pthread_mutex_destroy(&in->dmu);
+    pthread_cond_destroy(&in->cv);
+    pthread_mutex_destroy(&in->mu);
+    lt_free(in);
+    s->infer = NULL;
+}
+
+int lt_infer_enabled(const lt_server *s) {
+    return s->infer && s->infer->enabled;
+}
+
+int lt_infer_state(lt_server *s, char *msg, size_t n) {
+    lt_infer *in = s->infer;
+    pthread_mutex_lock(&in->mu);
+    int st = in->state;
+    if (msg && n) snprintf(msg, n, "%s", st == ST_FAILED ? in->err : "");
+    pthread_mutex_unlock(&in->mu);
+    return st == ST_READY ? 1 : st == ST_FAILED ? -1 : 0;
+}
+
+const char *lt_infer_base_name(const lt_server *s) {
+    return s->infer->base_name;
+}
+int lt_infer_ctx(const lt_server *s) {
+    return s->infer->ctx;
+}
+const lt_tokenizer *lt_infer_tokenizer(const lt_server *s) {
+    return s->infer->tok;
+}
+const lt_chat_template *lt_infer_template(const lt_server *s) {
+    return s->infer->tmpl;
+}
+int lt_infer_vocab(const lt_server *s) {
+    return s->infer->m->config.vocab_size;
+}
+
+lt_metrics *lt_infer_metrics(lt_server *s) {
+    return s->infer ? s->infer->metrics : NULL;
+}
+
+void lt_infer_gauges(lt_server *s, int *running, int *queued, int *slots, int *adapters,
+                     int *ready) {
+    lt_infer *in = s->infer;
+    pthread_mutex_lock(&in->mu);
+    *running = in->running;
+    *queued = in->queued;
+    *slots = in->state == ST_READY ? in->n_slots : 0;
+    *adapters = 0;
+    for (lt_served *e = in->served; e; e = e->next)
+        *adapters += e->ad != NULL;
+    *ready = in->state == ST_READY;
+    pthread_mutex_unlock(&in->mu);
+}
+
+/* ---- one generation ----------------------------------------------------------------------- */
+lt_gen *lt_gen_new(void) {
+    lt_gen *g = lt_calloc(1, sizeof *g);
+    if (!g) return NULL;
+    pthread_mutex_init(&g->mu, NULL);
+    pthread_cond_init(&g->cv, NULL);
+    g->refs = 1;
+    g->t_start = mono_now();
+    return g;
+}
+
+void lt_gen_unref(lt_server *s, lt_gen *g) {
+    if (!g) return;
+    pthread_mutex_lock(&g->mu);
+    int last = --g->refs == 0;
+    pthread_mutex_unlock(&g->mu);
+    if (!last) return;
+    lt_served_release(s, g->target);
+    lt_free(g->ids);
+    for (int i = 0; i < g->n_stop; i++)
+        lt_free(g->stop[i]);
+    lt_free(g->text);
+    pthread_cond_destroy(&g->cv);
+    pthread_mutex_destroy(&g->mu);
+    lt_free(g);
+}
+
+static void decode_take(lt_infer *in) {
+    pthread_mutex_lock(&in->dmu);
+    uint64_t t = in->next_ticket++;
+    while (in->serving != t)
+        pthread_cond_wait(&in->dcv, &in->dmu);
+    pthread_mutex_unlock(&in->dmu);
+}
+
+static void decode_give(lt_infer *in) {
+    pthread_mutex_lock(&in->dmu);
+    in->serving++;
+    pthread_cond_broadcast(&in->dcv);
+    pthread_mutex_unlock(&in->dmu);
+}
+
+typedef struct {
+    lt_infer *in;
+    lt_gen *g;
+    int stopped; /* by a stop string, the client or the server */
+} gen_ctx;
+
+/* After text grew to len: cut at the first stop string (returns 1), else set safe. Under g->mu. */
+static int apply_stops(lt_gen *g, size_t old_len) {
+    size_t cut = (size_t)-1;
+    for (int i = 0; i < g->n_stop; i++) {
+        size_t sl = strlen(g->stop[i]);
+        size_t from = old_len >= sl ? old_len - sl + 1 : 0;
+        if (g->len < sl) continue;
+        for (size_t p = from; p + sl <= g->len && p < cut; p++)
+            if (!memcmp(g->text + p, g->stop[i], sl)) {
+                cut = p;
+                break;
+            }
+    }
+    if (cut != (size_t)-1) {
+        g->len = cut; /* safe <= cut: text that could start a stop string is held back */
+        g->text[cut] = 0;
+        g->safe = cut;
+        return 1;
+    }
+    size_t held = 0; /* the longest tail of text that begins some stop string */
+    for (int i = 0; i < g->n_stop; i++) {
+        size_t sl = strlen(g->stop[i]);
+        for (size_t k = sl - 1; k > held; k--)
+            if (k <= g->len && !memcmp(g->text + g->len - k, g->stop[i], k)) {
+                held = k;
+                break;
+            }
+    }
+    size_t safe = g->len - held;
+    if (safe > g->safe) g->safe = safe;
+    return 0;
+}
+
+static int on_token(void *user, int32_t id, const char *text, size_t len) {
+    gen_ctx *x = user;
+    lt_gen *g = x->g;
+    lt_infer *in = x->in;
+    if (x->stopped) return 1; /* the flush after a stop */
+    pthread_mutex_lock(&g->mu);
+    if (id >= 0) {
+        g->n_gen++;
+        if (g->t_first == 0) g->t_first = mono_now();
+    }
+    int stop = 0;
+    if (len) {
+        if (g->len + len + 1 > g->cap) {
+            size_t cap = (g->len + len + 1) * 2;
+            char *t = lt_realloc(g->text, cap);
+            if (!t) {
+                pthread_mutex_unlock(&g->mu);
+                x->stopped = 1;
+                return 1;
+            }
+            g->text = t;
+            g->cap = cap;
+        }
+        size_t old = g->len;
+        memcpy(g->text + g->len, text, len);
+        g->len += len;
+        g->text[g->len] = 0;
+        stop = apply_stops(g, old);
+        if (stop) g->finish = "stop";
+    }
+    int cancel = g->cancel;
+    pthread_cond_broadcast(&g->cv);
+    pthread_mutex_unlock(&g->mu);
+    pthread_mutex_lock(&in->mu);
+    cancel |= in->stopping;
+    pthread_mutex_unlock(&in->mu);
+    if (stop || cancel) {
+        x->stopped = 1;
+        return 1;
+    }
+    if (id >= 0) { /* our turn is over: the others waiting decode a token each first */
+        decode_give(in);
+        decode_take(in);
+    }
+    return 0;
+}
+
+void lt_infer_run(lt_server *s, lt_gen *g) {
+    lt_infer *in = s->infer;
+    int si = -1;
+    pthread_mutex_lock(&in->mu);
+    if (in->queued >= in->max_queue) {
+        pthread_mutex_unlock(&in->mu);
+        pthread_mutex_lock(&g->mu);
+        g->st = LT_ERR_BUSY;
+        snprintf(g->err, sizeof g->err,
+                 "the queue is full: %d requests already wait for a slot (--max-queue); try again",
+                 in->queued);
+        goto end;
+    }
+    in->queued++;
+    while (!in->stopping) {
+        pthread_mutex_lock(&g->mu);
+        int cancel = g->cancel;
+        pthread_mutex_unlock(&g->mu);
+        if (cancel) break;
+        for (int i = 0; i < in->n_slots && si < 0; i++)
+            if (!in->slots[i].busy) si = i;
+        if (si >= 0) break;
+        struct timespec ts; /* a cancelled waiter is woken by lt_infer_wake too; this is a net */
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += 200 * 1000 * 1000;
+        if (ts.tv_nsec >= 1000000000) ts.tv_sec++, ts.tv_nsec -= 1000000000;
+        pthread_cond_timedwait(&in->cv, &in->mu, &ts);
+    }
+    in->queued--;
+    if (si >= 0) {
+        in->slots[si].busy = 1;
+        in->running++;
+    }
+    pthread_mutex_unlock(&in->mu);
+    if (si < 0) {
+        pthread_mutex_lock(&g->mu);
+        g->st = LT_ERR_CANCELLED;
+        snprintf(g->err, sizeof g->err, "cancelled before it started");
+        goto end;
+    }
+    pthread_mutex_lock(&g->mu);
+    g->running = 1;
+    pthread_mutex_unlock(&g->mu);
+
+    /* omp_set_num_threads sets the calling thread's count only: a connection's or a stream's
+     * thread would otherwise run with OpenMP's default (every core) */
+    if (in->threads > 0) lt_set_num_threads(in->threads);
+    lt_sampler *smp = NULL;
+    lt_sampler_params sp = {
+        .temperature = g->temperature, .top_k = g->top_k, .top_p = g->top_p, .seed = g->seed};
+    lt_status st = lt_sampler_create(&sp, in->m->config.vocab_size, &smp);
+    gen_ctx x = {.in = in, .g = g};
+    int32_t *out = NULL;
+    int n_out = 0;
+    int max_new = g->max_tokens;
+    if (max_new > in->ctx - g->n_ids) max_new = in->ctx - g->n_ids;
+    if (!st) {
+        lt_generate_opts go = {.max_tokens = max_new,
+                               .stop_ids = g->chat ? in->eot : NULL,
+                               .n_stop_ids = g->chat ? in->n_eot : 0,
+                               .stop_at_eos = 1,
+                               .on_token = on_token,
+                               .user = &x};
+        decode_take(in);
+        st = lt_generate(in->m, g->target->delta, in->slots[si].kv, in->tok, smp, g->ids, g->n_ids,
+                         &go, &out, &n_out);
+        decode_give(in);
+    }
+    lt_sampler_free(smp);
+    pthread_mutex_lock(&in->mu);
+    in->slots[si].busy = 0;
+    in->running--;
+    pthread_cond_broadcast(&in->cv);
+    pthread_mutex_unlock(&in->mu);
+
+    pthread_mutex_lock(&g->mu);
+    g->st = st;
+    if (st) snprintf(g->err, sizeof g->err, "%s", lt_errmsg());
+    g->n_gen = n_out; /* the end-of-turn / EOS token too (on_token does not see it) */
+    if (!g->finish) g->finish = n_out < max_new ? "stop" : "length";
+    g->safe = g->len; /* no more text comes: a held-back start of a stop string is text */
+    if (g->cancel && !st) {
+        g->st = LT_ERR_CANCELLED;
+        snprintf(g->err, sizeof g->err, "the client went away");
+    }
+    free(out);
+end:
+    g->t_end = mono_now();
+    g->done = 1;
+    pthread_cond_broadcast(&g->cv);
+    pthread_mutex_unlock(&g->mu);
+}
+
+int lt_infer_queue_full(lt_server *s) {
+    lt_infer *in = s->infer;
+    pthread_mutex_lock(&in->mu);
+    int full = in->queued >= in->max_queue;
+    pthread_mutex_unlock(&in->mu);
+    return full;
+}
+
+/* A cancelled request waiting for a slot notices at once. */
+void lt_infer_wake(lt_server *s) {
+    lt_infer *in = s->infer;
+    pthread_mutex_lock(&in->mu);
+    pthread_cond_broadcast(&in->cv);
+    pthread_mutex_unlock(&in->mu);
+}
+
+typedef struct {
+    lt_server *s;
+    lt_gen *g;
+} spawn_arg;
+
+static void *spawn_main(void *arg) {
+    spawn_arg a = *(spawn_arg *)arg;
+    lt_free(arg);
+    lt_infer_run(a.s, a.g);
+    lt_gen_unref(a.s, a.g);
+    lt_infer *in = a.s->infer;
+    pthread_mutex_lock(&in->mu);
+    in->active_threads--;
+    pthread_cond_broadcast(&in->cv);
+    pthread_mutex_unlock(&in->mu);
+    return NULL;
+}
+
+lt_status lt_infer_spawn(lt_server *s, lt_gen *g) {
+    lt_infer *in = s->infer;
+    spawn_arg *a = lt_malloc(sizeof *a);
+    if (!a) return lt_error(LT_ERR_NOMEM, "out of memory");
+    a->s = s;
+    a->g = g;
+    pthread_mutex_lock(&g->mu);
+    g->refs++;
+    pthread_mutex_unlock(&g->mu);
+    pthread_mutex_lock(&in->mu);
+    in->active_threads++;
+    pthread_mutex_unlock(&in->mu);
+    pthread_t t;
+    pthread_attr_t at;
+    pthread_attr_init(&at);
+    pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
+    int rc = pthread_create(&t, &at, spawn_main, a);
+    pthread_attr_destroy(&at);
+    if (rc) {
+        lt_free(a);
+        pthread_mutex_lock(&in->mu);
+        in->active_threads--;
+        pthread_mutex_unlock(&in->mu);
+        lt_gen_unref(s, g);
+        return lt_error(LT_ERR_INTERNAL, "could not start a generation thread");
+    }
+    return LT_OK;
+}

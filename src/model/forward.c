@@ -25,6 +25,7 @@
 struct lt_kv_cache {
     const lt_backend *be; /* where the ops run (the CPU backend) */
     int ctx, max_batch;
+    int qact;             /* 1: matmul_w may quantize activations (lt_kv_cache_set_qact) */
     int n_layers, kv_dim, dim, q_dim, ffn_dim, half;
     float *k, *v;       /* (L, ctx, KD) */
     float *x, *xb;      /* (B, D) residual stream, normed input */
@@ -129,6 +130,10 @@ int lt_kv_cache_ctx(const lt_kv_cache *kv) {
     return kv->ctx;
 }
 
+void lt_kv_cache_set_qact(lt_kv_cache *kv, int on) {
+    kv->qact = on != 0;
+}
+
 /* Linears t0 .. t0 + nt - 1 (0..6: q k v o gate up down; nt <= 3) of layer l, all reading
  * x[n][in]: ys[j][n][outs[j]] = x W^T (+ bias, q/k/v with qkv_bias), or with beta 1 (o, down:
  * nt 1) y += x W^T into the residual. With a delta that adapts one: LoRA adds
@@ -146,7 +151,7 @@ static lt_status linears(const lt_model *m, const lt_model_delta *delta, lt_kv_c
         const int dora = L && L->A && L->d;
         lt_model_weight_bview(m, lt_model_lin_weight(t0 + j), l, outs[j], in, &srcs[j], &views[j]);
         jobs[j] = (lt_matmul_job){&views[j], dora && beta != 0.0f ? kv->ad_y : ys[j],
-                                  dora ? 0.0f : beta};
+                                  dora ? 0.0f : beta, kv->qact};
     }
     lt_status st = OP(matmul_w, jobs, nt, x, n, kv->wbuf, kv->n_wbuf);
     if (st) return lt_error_wrap(st, "forward");
@@ -267,10 +272,10 @@ lt_status lt_model_forward(const lt_model *m, const lt_model_delta *delta, lt_kv
         int b = n - done < kv->max_batch ? n - done : kv->max_batch;
         if ((st = forward_chunk(m, delta, kv, tokens + done, b, pos0 + done))) return st;
         if (logits && all_logits) {
-            lt_matmul_job jb = {&hv, logits + (int64_t)done * V, 0.0f};
+            lt_matmul_job jb = {&hv, logits + (int64_t)done * V, 0.0f, kv->qact};
             st = OP(matmul_w, &jb, 1, kv->xb, b, kv->wbuf, kv->n_wbuf);
         } else if (logits && done + b == n) {
-            lt_matmul_job jb = {&hv, logits, 0.0f};
+            lt_matmul_job jb = {&hv, logits, 0.0f, kv->qact};
             st = OP(matmul_w, &jb, 1, kv->xb + (int64_t)(b - 1) * D, 1, kv->wbuf, kv->n_wbuf);
         }
         if (st) return st;

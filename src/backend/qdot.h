@@ -1,0 +1,58 @@
+/* qdot.h - integer dot products of GGUF block weights against 8-bit quantized activations, the
+ * way the block formats are meant to run (src/backend/ only).
+ *
+ * An activation row x[n] (n a multiple of 32) is quantized once per product into n / 32 blocks
+ * lt_q8a: d = amax / 127, q[i] = round-to-nearest-even(x[i] / d) computed as x[i] * (1 / d), and
+ * s = d * sum(q). A weight row of Q4_0 / Q4_1 / Q8_0 blocks (quant.h layouts) is then multiplied
+ * block by block with an exact integer sum per block:
+ *   Q8_0  (y = dw q)         dw dx sum(qw qx)
+ *   Q4_0  (y = dw (q - 8))   dw (dx sum(qw qx) - 8 s)
+ *   Q4_1  (y = dw q + m)     dw dx sum(qw qx) + m s
+ * and the per-block results are summed in fp32. Every level (scalar, AVX2, AVX-512 VNNI) gives the
+ * same integer block sums; only the order of the fp32 block sum differs (tests/backend compare
+ * the kernels with the scalar twin, and the scalar twin with fp32, each with its tolerance).
+ * Invariants: no allocation, no threads (the caller splits rows), weights read unaligned. */
+#ifndef LT_QDOT_H
+#define LT_QDOT_H
+
+#include <stdint.h>
+
+#include "loratune/core.h"
+#include "loratune/hwinfo.h"
+
+#define LT_QK 32
+
+/* One quantized block of 32 activations (40 bytes). */
+typedef struct {
+    float d;       /* scale: x ~ d * q */
+    float s;       /* d * sum(q), for the Q4_0 offset and the Q4_1 minimum */
+    int8_t q[LT_QK];
+} lt_q8a;
+
+/* y[r] = dot(row r of W, x) for r < nr rows of nb blocks each (row stride: nb blocks of the
+ * weight type), x given as nb lt_q8a blocks; y written (beta 0) or added to (beta 1), ys apart. */
+typedef void (*lt_qdot_rows_fn)(float *y, int64_t ys, const void *W, int nr, const lt_q8a *x,
+                                int nb, float beta);
+
+/* Kernels of one level for the types qdot runs; NULL where the level has none. */
+typedef struct {
+    const char *name; /* "scalar", "avx2", "avx512vnni" */
+    lt_qdot_rows_fn q4_0, q4_1, q8_0;
+} lt_qdot_kernels;
+
+/* 1 when W's dtype has integer kernels (Q4_0, Q4_1, Q8_0). */
+int lt_qdot_supports(lt_dtype t);
+/* Quantizes x[n] (n a multiple of 32) into n / 32 blocks (the same for every level). */
+void lt_qdot_quantize(const float *x, lt_q8a *out, int64_t n);
+/* The rows function for t at the dispatch level (hwinfo.h's lt_cpu_level_active and, for VNNI,
+ * the CPU's avx512_vnni bit); NULL when t is not supported. */
+lt_qdot_rows_fn lt_qdot_rows(lt_dtype t);
+/* The name of the kernels lt_qdot_rows picks now ("scalar", "avx2", "avx512vnni"). */
+const char *lt_qdot_kernel_name(void);
+
+/* The tables (scalar always; the others where compiled: LT_X86_KERNELS). */
+extern const lt_qdot_kernels lt_qdot_scalar;
+extern const lt_qdot_kernels lt_qdot_avx2;
+extern const lt_qdot_kernels lt_qdot_avx512;
+
+#endif

@@ -307,9 +307,13 @@ int cmd_generate(int argc, char **argv) {
     double t1 = now_s(), dt = t1 - t0;
     printf("\n");
     fflush(stdout);
-    if (!quiet) /* decode: the n_out - 1 forwards after the first token */
-        fprintf(stderr, "[%zu prompt tokens, %d generated, %.1f tokens/s; decode %.1f tokens/s]\n",
+    if (!quiet) /* prompt: the prefill (and the first token's sampling); decode: the n_out - 1
+                 * forwards after the first token */
+        fprintf(stderr,
+                "[%zu prompt tokens, %d generated, %.1f tokens/s; prompt %.1f tokens/s; decode "
+                "%.1f tokens/s]\n",
                 n_ids, n_out, dt > 0 ? (n_ids + n_out) / dt : 0.0,
+                t_first > t0 ? n_ids / (t_first - t0) : 0.0,
                 n_out > 1 && t1 > t_first && t_first > 0 ? (n_out - 1) / (t1 - t_first) : 0.0);
     rc = 0;
     goto done;

@@ -151,6 +151,10 @@ int cmd_generate(int argc, char **argv) {
         return 2;
     }
     lt_set_num_threads((int)threads);
+    /* one thread pool: OpenBLAS single-threaded, the backend splits products over OpenMP (two
+     * pools on two cores wait for each other's cores) */
+    const lt_backend *be = lt_backend_cpu();
+    if (be->op->step_begin) be->op->step_begin(be, 0);
 
     int rc = 1;
     lt_model *m = NULL;

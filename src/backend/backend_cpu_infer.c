@@ -17,6 +17,7 @@
 #endif
 
 #include "backend_internal.h"
+#include "ops_fast.h"
 #include "qdot.h"
 
 static int max_threads(void) {
@@ -57,10 +58,24 @@ static void matmul_beta(float *y, const float *x, const float *W, int n, int out
                 *yo = beta == 0.0f ? acc : *yo + acc;
             }
     } else if (n == 1) {
+        /* one token: rows split over the OpenMP team when OpenBLAS is single-threaded (as in a
+         * trainer step, or generate after step_begin), else OpenBLAS's own threads */
+        const int nt = max_threads();
+#ifdef _OPENMP
+        if (nt > 1 && !omp_in_parallel() && openblas_get_num_threads() == 1 &&
+            (int64_t)out * in >= 4 * SMALL_MATMUL) {
+            const int per = ((out + 2 * nt - 1) / (2 * nt) + 7) & ~7;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nt)
+            for (int o = 0; o < out; o += per)
+                cblas_sgemv(CblasRowMajor, CblasNoTrans, out - o < per ? out - o : per, in, 1.0f,
+                            W + (int64_t)o * in, in, x, 1, beta, y + o, 1);
+            return;
+        }
+#endif
+        (void)nt;
         cblas_sgemv(CblasRowMajor, CblasNoTrans, out, in, 1.0f, W, in, x, 1, beta, y, 1);
-    } else {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, out, in, 1.0f, x, in, W, in, beta,
-                    y, out);
+    } else { /* OpenMP-split when OpenBLAS is single-threaded (ops_fast.c) */
+        lt_gemm(CblasNoTrans, CblasTrans, n, out, in, 1.0f, x, in, W, in, beta, y, out);
     }
 }
 

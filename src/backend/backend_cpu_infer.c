@@ -262,7 +262,7 @@ int64_t lt_cpu_attention_kv_scratch_(const lt_backend *be, int ctx) {
 void lt_cpu_attention_kv_(const lt_backend *be, float *out, const float *q, const float *k,
                           const float *v, int n, int pos0, int H, int KV, int hd, int window,
                           float *scratch, int64_t n_scratch) {
-    const int QD = H * hd, KD = KV * hd, group = H / KV, need = pos0 + n;
+    const int QD = H * hd, KD = KV * hd, group = H / KV, need = pos0 + n, hd8 = hd & ~7;
     const float scale = 1.0f / sqrtf((float)hd);
     int nt = max_threads();
     if (n_scratch / nt < need) nt = (int)(n_scratch / need);
@@ -282,9 +282,12 @@ void lt_cpu_attention_kv_(const lt_backend *be, float *out, const float *q, cons
             float mx = -INFINITY;
             for (int j = start; j <= pos; j++) {
                 const float *kj = k + (int64_t)j * KD + (int64_t)kvh * hd;
-                float s = 0.0f;
-                for (int i = 0; i < hd; i++)
-                    s += qh[i] * kj[i];
+                /* 8 lanes (i mod 8), added pairwise, then the tail (as rows_dot): the same
+                 * order for every query, split or thread count */
+                v8f a = {0};
+                for (int i = 0; i < hd8; i += 8)
+                    a += LOAD8(qh + i) * LOAD8(kj + i);
+                float s = lanes_sum(&a, qh, kj, hd8, hd);
                 s *= scale;
                 sc[j] = s;
                 if (s > mx) mx = s;

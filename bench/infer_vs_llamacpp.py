@@ -124,6 +124,7 @@ def main():
         _, _, _, rss = run_rss([sys.executable, "-c", "import numpy, llama_cpp"])
         print(f"python + numpy + llama_cpp imported: {rss:.1f} MiB")
         return
+    _, _, _, floor = run_rss([sys.executable, "-c", "import numpy, llama_cpp"])
     ids = prompt_ids(a.model)
     ids_s = ",".join(map(str, ids))
     print(f"prompt: {len(ids)} tokens; {a.tokens} greedy tokens at most; context 512; "
@@ -177,10 +178,12 @@ def main():
                   f"{int(m['gen'])} |")
         l, c = med["L"], med["C"]
         print(f"| {t} | ratio | {l['pp'] / c['pp']:.2f}x | {l['tg'] / c['tg']:.2f}x | "
-              f"{l['rss'] / c['rss']:.2f}x | |")
+              f"{l['rss'] / c['rss']:.2f}x ({l['rss'] / (c['rss'] - floor):.2f}x of llama.cpp "
+              f"less the Python floor) | |")
     print()
     for t, med, common, nl, nc, L, C in rows:
         print(f"threads {t}: greedy texts agree on the first {common} of {nl} / {nc} characters")
+    print(f"Python floor (interpreter + numpy + llama_cpp imported, no model): {floor:.1f} MiB")
     print(f"\n{platform.node()} {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
 
 

@@ -3,6 +3,7 @@
  * the reference backend, capped at the baseline, runs these). */
 #include "qdot.h"
 
+#include <float.h>
 #include <math.h>
 #include <string.h>
 
@@ -23,7 +24,12 @@ void lt_qdot_quantize(const float *x, lt_q8a *out, int64_t n) {
         float amax = 0.0f;
         for (int i = 0; i < LT_QK; i++) {
             const float a = fabsf(x[i]);
-            amax = a > amax ? a : amax;
+            amax = !(a <= amax) ? a : amax; /* a NaN wins */
+        }
+        if (!(amax <= FLT_MAX)) { /* NaN or inf: the block's products are NaN, as in fp32 */
+            memset(out[b].q, 0, LT_QK);
+            out[b].d = out[b].s = NAN;
+            continue;
         }
         const float d = amax / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
         int sum = 0;

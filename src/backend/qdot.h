@@ -34,10 +34,17 @@ typedef struct {
 typedef void (*lt_qdot_rows_fn)(float *y, int64_t ys, const void *W, int nr, const lt_q8a *x,
                                 int nb, float beta);
 
-/* Kernels of one level for the types qdot runs; NULL where the level has none. */
+/* The same for 4 activation rows at once (a prefill): y[t * ldy + r] for t < 4, r < nr, token t
+ * at x + t * nb; each weight block is decoded once for the 4 tokens. */
+typedef void (*lt_qdot_tile_fn)(float *y, int64_t ldy, const void *W, int nr, const lt_q8a *x,
+                                int nb, float beta);
+
+/* Kernels of one level for the types qdot runs; NULL where the level has none (the scalar level
+ * has no tiles: 4 calls of the rows function are its tile). */
 typedef struct {
     const char *name; /* "scalar", "avx2", "avx512vnni" */
     lt_qdot_rows_fn q4_0, q4_1, q8_0;
+    lt_qdot_tile_fn t4_0, t4_1, t8_0;
 } lt_qdot_kernels;
 
 /* 1 when W's dtype has integer kernels (Q4_0, Q4_1, Q8_0). */
@@ -47,6 +54,8 @@ void lt_qdot_quantize(const float *x, lt_q8a *out, int64_t n);
 /* The rows function for t at the dispatch level (hwinfo.h's lt_cpu_level_active and, for VNNI,
  * the CPU's avx512_vnni bit); NULL when t is not supported. */
 lt_qdot_rows_fn lt_qdot_rows(lt_dtype t);
+/* The 4-token tile for t at the dispatch level; NULL when the level has none. */
+lt_qdot_tile_fn lt_qdot_tile(lt_dtype t);
 /* The name of the kernels lt_qdot_rows picks now ("scalar", "avx2", "avx512vnni"). */
 const char *lt_qdot_kernel_name(void);
 

@@ -627,6 +627,10 @@ static const tcase k_cases[] = {
     {LT_OP_MATMUL_W, {1, 1536, 576}, LT_DTYPE_Q8_0, 2 | 8, TQ},
     {LT_OP_MATMUL_W, {40, 512, 300}, LT_DTYPE_Q4_1, 8, TQ},
     {LT_OP_MATMUL_W, {7, 64, 17}, LT_DTYPE_Q4_1, 2 | 4 | 8, TQ},
+    /* prefill tiles of 4 tokens with a remainder, beta 1 on the second job */
+    {LT_OP_MATMUL_W, {6, 576, 70}, LT_DTYPE_Q8_0, 2 | 8, TQ},
+    {LT_OP_MATMUL_W, {9, 128, 33}, LT_DTYPE_Q4_0, 2 | 8, TQ},
+    {LT_OP_MATMUL_W, {11, 96, 40}, LT_DTYPE_Q4_1, 2 | 8, TQ},
     {LT_OP_MATMUL_W, {5, 64, 9}, LT_DTYPE_Q4_0, 16, TQF},
     {LT_OP_MATMUL_W, {5, 96, 9}, LT_DTYPE_Q8_0, 16, TQF},
     {LT_OP_MATMUL_W, {1, 576, 192}, LT_DTYPE_Q4_1, 2 | 16, TQF},

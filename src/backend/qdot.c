@@ -94,7 +94,8 @@ static void rows_q8_0(float *y, int64_t ys, const void *W, int nr, const lt_q8a 
     }
 }
 
-const lt_qdot_kernels lt_qdot_scalar = {"scalar", rows_q4_0, rows_q4_1, rows_q8_0, NULL, NULL, NULL};
+const lt_qdot_kernels lt_qdot_scalar = {"scalar", rows_q4_0, rows_q4_1, rows_q8_0,
+                                        NULL,     NULL,      NULL};
 
 /* ---- dispatch ------------------------------------------------------------------------------- */
 int lt_qdot_supports(lt_dtype t) {
@@ -113,20 +114,28 @@ static const lt_qdot_kernels *kernels(void) {
 lt_qdot_rows_fn lt_qdot_rows(lt_dtype t) {
     const lt_qdot_kernels *k = kernels();
     switch (t) {
-    case LT_DTYPE_Q4_0: return k->q4_0;
-    case LT_DTYPE_Q4_1: return k->q4_1;
-    case LT_DTYPE_Q8_0: return k->q8_0;
-    default: return NULL;
+    case LT_DTYPE_Q4_0:
+        return k->q4_0;
+    case LT_DTYPE_Q4_1:
+        return k->q4_1;
+    case LT_DTYPE_Q8_0:
+        return k->q8_0;
+    default:
+        return NULL;
     }
 }
 
 lt_qdot_tile_fn lt_qdot_tile(lt_dtype t) {
     const lt_qdot_kernels *k = kernels();
     switch (t) {
-    case LT_DTYPE_Q4_0: return k->t4_0;
-    case LT_DTYPE_Q4_1: return k->t4_1;
-    case LT_DTYPE_Q8_0: return k->t8_0;
-    default: return NULL;
+    case LT_DTYPE_Q4_0:
+        return k->t4_0;
+    case LT_DTYPE_Q4_1:
+        return k->t4_1;
+    case LT_DTYPE_Q8_0:
+        return k->t8_0;
+    default:
+        return NULL;
     }
 }
 

@@ -24,8 +24,8 @@
 
 /* One quantized block of 32 activations (40 bytes). */
 typedef struct {
-    float d;       /* scale: x ~ d * q */
-    float s;       /* d * sum(q), for the Q4_0 offset and the Q4_1 minimum */
+    float d; /* scale: x ~ d * q */
+    float s; /* d * sum(q), for the Q4_0 offset and the Q4_1 minimum */
     int8_t q[LT_QK];
 } lt_q8a;
 

@@ -15,5 +15,6 @@
 #define DOT_U8S8(u, s) _mm256_madd_epi16(_mm256_maddubs_epi16((u), (s)), _mm256_set1_epi16(1))
 #include "qdot_kernels.inc"
 
-const lt_qdot_kernels lt_qdot_avx2 = {"avx2", avx2_rows_q4_0, avx2_rows_q4_1, avx2_rows_q8_0, avx2_tile4_q4_0,
-    avx2_tile4_q4_1, avx2_tile4_q8_0};
+const lt_qdot_kernels lt_qdot_avx2 = {"avx2",         avx2_rows_q4_0,  avx2_rows_q4_1,
+                                      avx2_rows_q8_0, avx2_tile4_q4_0, avx2_tile4_q4_1,
+                                      avx2_tile4_q8_0};

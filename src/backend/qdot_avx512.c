@@ -9,7 +9,8 @@
 #include "qdot.h"
 
 #if !defined(__AVX512F__) || !defined(__AVX512VL__)
-#error "qdot_avx512.c is compiled with -mavx512f -mavx512vl (CMakeLists.txt: files named *_avx512.c)"
+#error                                                                                             \
+    "qdot_avx512.c is compiled with -mavx512f -mavx512vl (CMakeLists.txt: files named *_avx512.c)"
 #endif
 
 #define QFN(name) vnni_##name
@@ -17,6 +18,6 @@
 #define DOT_U8S8(u, s) _mm256_dpbusd_epi32(_mm256_setzero_si256(), (u), (s))
 #include "qdot_kernels.inc"
 
-const lt_qdot_kernels lt_qdot_avx512 = {"avx512vnni", vnni_rows_q4_0, vnni_rows_q4_1,
-                                        vnni_rows_q8_0, vnni_tile4_q4_0,
-    vnni_tile4_q4_1, vnni_tile4_q8_0};
+const lt_qdot_kernels lt_qdot_avx512 = {"avx512vnni",   vnni_rows_q4_0,  vnni_rows_q4_1,
+                                        vnni_rows_q8_0, vnni_tile4_q4_0, vnni_tile4_q4_1,
+                                        vnni_tile4_q8_0};

@@ -17,7 +17,7 @@ static int64_t ref_matmul_w_scratch(const lt_backend *be, int64_t max_cols) {
     return max_cols > 65536 ? max_cols : 65536;
 }
 
-/* matmul_w: a job with qact on Q4_0 / Q4_1 / Q8_0 blocks runs qdot.c's scalar twins (each
+/* matmul_w: a job with qact on Q4_0 / Q4_1 / Q8_0 / Q4_K blocks runs qdot.c's scalar twins (each
  * token's x quantized into scratch, then row by row), any other the blocks of backend.c */
 static lt_status ref_matmul_w(const lt_backend *be, const lt_matmul_job *jobs, int nj,
                               const float *x, int N, float *scratch, int64_t n_scratch) {
@@ -33,6 +33,7 @@ static lt_status ref_matmul_w(const lt_backend *be, const lt_matmul_job *jobs, i
         }
         const lt_qdot_rows_fn fn = w->dtype == LT_DTYPE_Q4_0   ? lt_qdot_scalar.q4_0
                                    : w->dtype == LT_DTYPE_Q4_1 ? lt_qdot_scalar.q4_1
+                                   : w->dtype == LT_DTYPE_Q4_K ? lt_qdot_scalar.q4_k
                                                                : lt_qdot_scalar.q8_0;
         lt_q8a *xq = (lt_q8a *)scratch;
         for (int t = 0; t < N; t++) {

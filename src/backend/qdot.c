@@ -94,12 +94,37 @@ static void rows_q8_0(float *y, int64_t ys, const void *W, int nr, const lt_q8a 
     }
 }
 
+/* Q4_K: per super-block of 256 (144 bytes: f16 d, f16 dmin, 12 bytes of 6-bit scales / mins,
+ * 128 bytes of nibbles: 32 bytes per pair of sub-blocks, low nibbles the first) */
+static void rows_q4_k(float *y, int64_t ys, const void *W, int nr, const lt_q8a *x, int nb,
+                      float beta) {
+    const uint8_t *w = W;
+    for (int r = 0; r < nr; r++) {
+        float acc = 0.0f;
+        for (int sb = 0; sb < nb / 8; sb++, w += 144) {
+            const float d = f16at(w), dmin = f16at(w + 2);
+            const lt_q8a *xb = x + sb * 8;
+            for (int j = 0; j < 8; j++) {
+                int sc, m;
+                lt_qdot_scale_min_k4(j, w + 4, &sc, &m);
+                const uint8_t *q = w + 16 + 32 * (j / 2);
+                const int shift = (j & 1) * 4;
+                int s = 0;
+                for (int l = 0; l < LT_QK; l++)
+                    s += ((q[l] >> shift) & 0x0F) * xb[j].q[l];
+                acc += d * (float)sc * xb[j].d * (float)s - dmin * (float)m * xb[j].s;
+            }
+        }
+        y[r * ys] = beta == 0.0f ? acc : y[r * ys] + acc;
+    }
+}
+
 const lt_qdot_kernels lt_qdot_scalar = {"scalar", rows_q4_0, rows_q4_1, rows_q8_0,
-                                        NULL,     NULL,      NULL};
+                                        NULL,     NULL,      NULL,      rows_q4_k};
 
 /* ---- dispatch ------------------------------------------------------------------------------- */
 int lt_qdot_supports(lt_dtype t) {
-    return t == LT_DTYPE_Q4_0 || t == LT_DTYPE_Q4_1 || t == LT_DTYPE_Q8_0;
+    return t == LT_DTYPE_Q4_0 || t == LT_DTYPE_Q4_1 || t == LT_DTYPE_Q8_0 || t == LT_DTYPE_Q4_K;
 }
 
 static const lt_qdot_kernels *kernels(void) {
@@ -120,6 +145,8 @@ lt_qdot_rows_fn lt_qdot_rows(lt_dtype t) {
         return k->q4_1;
     case LT_DTYPE_Q8_0:
         return k->q8_0;
+    case LT_DTYPE_Q4_K:
+        return k->q4_k;
     default:
         return NULL;
     }

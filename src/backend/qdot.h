@@ -8,7 +8,8 @@
  *   Q8_0  (y = dw q)         dw dx sum(qw qx)
  *   Q4_0  (y = dw (q - 8))   dw (dx sum(qw qx) - 8 s)
  *   Q4_1  (y = dw q + m)     dw dx sum(qw qx) + m s
- * and the per-block results are summed in fp32. Every level (scalar, AVX2, AVX-512 VNNI) gives the
+ * and the per-block results are summed in fp32. Q4_K (y = d sc_j q - dmin m_j in sub-block j of
+ * 32) is Q4_1 with dw = d sc_j and m = -dmin m_j per sub-block. Every level (scalar, AVX2, AVX-512 VNNI) gives the
  * same integer block sums; only the order of the fp32 block sum differs (tests/backend compare
  * the kernels with the scalar twin, and the scalar twin with fp32, each with its tolerance).
  * Invariants: no allocation, no threads (the caller splits rows), weights read unaligned. */
@@ -45,9 +46,22 @@ typedef struct {
     const char *name; /* "scalar", "avx2", "avx512vnni" */
     lt_qdot_rows_fn q4_0, q4_1, q8_0;
     lt_qdot_tile_fn t4_0, t4_1, t8_0;
+    lt_qdot_rows_fn q4_k; /* Q4_K (super-blocks of 256: 8 sub-blocks of 32 as 8 x blocks) */
 } lt_qdot_kernels;
 
-/* 1 when W's dtype has integer kernels (Q4_0, Q4_1, Q8_0). */
+/* Q4_K's 6-bit scale and min of sub-block j < 8 from the 12 packed bytes q (ggml's
+ * get_scale_min_k4): sub-block j's values are d * sc * q - dmin * m. */
+static inline void lt_qdot_scale_min_k4(int j, const uint8_t *q, int *sc, int *m) {
+    if (j < 4) {
+        *sc = q[j] & 63;
+        *m = q[j + 4] & 63;
+    } else {
+        *sc = (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4);
+        *m = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
+    }
+}
+
+/* 1 when W's dtype has integer kernels (Q4_0, Q4_1, Q8_0, Q4_K). */
 int lt_qdot_supports(lt_dtype t);
 /* Quantizes x[n] (n a multiple of 32) into n / 32 blocks (the same for every level). */
 void lt_qdot_quantize(const float *x, lt_q8a *out, int64_t n);

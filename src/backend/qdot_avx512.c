@@ -20,4 +20,5 @@
 
 const lt_qdot_kernels lt_qdot_avx512 = {"avx512vnni",   vnni_rows_q4_0,  vnni_rows_q4_1,
                                         vnni_rows_q8_0, vnni_tile4_q4_0, vnni_tile4_q4_1,
-                                        vnni_tile4_q8_0};
+                                        vnni_tile4_q8_0,
+    vnni_rows_q4_k};

@@ -239,6 +239,16 @@ static void make_weight(const tcase *c, int OC, int C, stored_w *sw, lt_weight_v
             uint16_t *h = sw->bytes; /* rounded to nearest even by the library (core.h) */
             for (int64_t i = 0; i < (int64_t)OC * C; i++)
                 h[i] = c->dt == LT_DTYPE_BF16 ? lt_f32_to_bf16(w[i]) : lt_f32_to_f16(w[i]);
+        } else if (c->dt == LT_DTYPE_Q4_K) { /* no quantizer: random blocks, sane scales */
+            uint8_t *b = sw->bytes;
+            for (size_t k = 0; k < sw->nbytes; k++)
+                b[k] = (uint8_t)(rng >> 33), rng = rng * 6364136223846793005ull + 1442695040888963407ull;
+            for (size_t k = 0; k < sw->nbytes; k += 144) {
+                const uint16_t d = lt_f32_to_f16(0.002f + 0.004f * fabsf(frand()));
+                const uint16_t dm = lt_f32_to_f16(0.001f + 0.004f * fabsf(frand()));
+                memcpy(b + k, &d, 2);
+                memcpy(b + k + 2, &dm, 2);
+            }
         } else if (lt_quantize(c->dt, w, sw->bytes, (int64_t)OC * C)) {
             fprintf(stderr, "cannot quantize to %s: %s\n", lt_dtype_name(c->dt), lt_errmsg());
             exit(2);
@@ -582,7 +592,7 @@ static runner runner_of(lt_op op) {
  * from the scalar twins only in the order of the fp32 sum over blocks and the scale products */
 #define TQ 1e-5
 /* qact against the fp32 product: the activations' rounding (half a step of amax / 127 per
- * block) moves a product of C terms by ~ sqrt(C) / 254 of its typical term; measured <= 6e-3
+ * block) moves a product of C terms by ~ sqrt(C) / 254 of its typical term; measured <= 6.5e-3
  * of the largest output on these rows */
 #define TQF 2e-2
 static const tcase k_cases[] = {
@@ -627,6 +637,11 @@ static const tcase k_cases[] = {
     {LT_OP_MATMUL_W, {1, 1536, 576}, LT_DTYPE_Q8_0, 2 | 8, TQ},
     {LT_OP_MATMUL_W, {40, 512, 300}, LT_DTYPE_Q4_1, 8, TQ},
     {LT_OP_MATMUL_W, {7, 64, 17}, LT_DTYPE_Q4_1, 2 | 4 | 8, TQ},
+    /* Q4_K (random blocks): against the scalar twin, then against fp32 */
+    {LT_OP_MATMUL_W, {3, 256, 9}, LT_DTYPE_Q4_K, 8, TQ},
+    {LT_OP_MATMUL_W, {1, 512, 40}, LT_DTYPE_Q4_K, 2 | 8, TQ},
+    {LT_OP_MATMUL_W, {5, 256, 9}, LT_DTYPE_Q4_K, 16, TQF},
+    {LT_OP_MATMUL_W, {2, 768, 64}, LT_DTYPE_Q4_K, 2 | 16, TQF},
     /* prefill tiles of 4 tokens with a remainder, beta 1 on the second job */
     {LT_OP_MATMUL_W, {6, 576, 70}, LT_DTYPE_Q8_0, 2 | 8, TQ},
     {LT_OP_MATMUL_W, {9, 128, 33}, LT_DTYPE_Q4_0, 2 | 8, TQ},

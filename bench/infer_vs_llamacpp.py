@@ -9,8 +9,9 @@ process of its own, --reps times; the table gives medians of
 and the ratios loratune / llama.cpp. llama.cpp runs through llama-cpp-python (pinned in
 tools/requirements.txt and tools/bench-requirements.txt); its times are taken around its eval
 calls alone (llm.eval of the prompt ids, then of each token: the C decode plus the binding's
-bookkeeping), the argmax over llama_get_logits_ith(-1) outside them (its C perf counters are off in the binding); its
-peak RSS includes the Python interpreter and numpy (about 30 MB, measured by --rss-floor).
+bookkeeping), the argmax over llama_get_logits_ith(-1) outside them (the binding turns its C
+perf counters off); its peak RSS includes the Python interpreter, numpy and the binding (about
+45 MiB, measured by --rss-floor and printed with the table).
 loratune's times are the ones `loratune generate` prints (prompt: the prefill and the first
 token's sampling; decode: the rest).
 

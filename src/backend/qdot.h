@@ -9,7 +9,8 @@
  *   Q4_0  (y = dw (q - 8))   dw (dx sum(qw qx) - 8 s)
  *   Q4_1  (y = dw q + m)     dw dx sum(qw qx) + m s
  * and the per-block results are summed in fp32. Q4_K (y = d sc_j q - dmin m_j in sub-block j of
- * 32) is Q4_1 with dw = d sc_j and m = -dmin m_j per sub-block. Every level (scalar, AVX2, AVX-512 VNNI) gives the
+ * 32) is Q4_1 with dw = d sc_j and m = -dmin m_j per sub-block.
+ * Every level (scalar, AVX2, AVX-512 VNNI) gives the
  * same integer block sums; only the order of the fp32 block sum differs (tests/backend compare
  * the kernels with the scalar twin, and the scalar twin with fp32, each with its tolerance).
  * Invariants: no allocation, no threads (the caller splits rows), weights read unaligned. */

@@ -21,7 +21,8 @@ static void usage(FILE *f) {
         "usage: loratune generate --model MODEL [--tokenizer FILE] [--prompt TEXT | --chat TEXT]\n"
         "                         [--system TEXT] [--max-tokens N] [--temp T] [--top-k K]\n"
         "                         [--top-p P] [--seed S] [--threads N] [--ctx N] [--quiet]\n"
-        "                         [--adapter PATH] [--prompt-ids IDS] [--logits-out FILE]\n\n"
+        "                         [--adapter PATH] [--prompt-ids IDS] [--logits-out FILE]\n"
+        "                         [--exact]\n\n"
         "  --model MODEL      Hugging Face folder, .gguf, or llama2.c .bin (needs --tokenizer)\n"
         "  --tokenizer FILE   tokenizer.json / tokenizer.model / llama2.c tokenizer .bin / .gguf\n"
         "  --prompt TEXT      plain text continued by the model (default: empty, i.e. BOS only)\n"
@@ -36,6 +37,8 @@ static void usage(FILE *f) {
         "  --threads N        OpenMP / OpenBLAS threads (default: as the environment says)\n"
         "  --ctx N            context length (default: the model's, at most 4096)\n"
         "  --quiet            no timing line on stderr\n"
+        "  --exact            fp32 products for Q4_0 / Q4_1 / Q8_0 / Q4_K weights (default: as\n"
+        "                     llama.cpp, 8-bit activations and integer dot products, faster)\n"
         "  --adapter PATH     apply a LoRA / DoRA adapter without merging: a PEFT folder\n"
         "                     (adapter_config.json + adapter_model.safetensors), an mlx-lm\n"
         "                     folder (adapters.safetensors), either folder's .safetensors\n"
@@ -68,7 +71,7 @@ int cmd_generate(int argc, char **argv) {
     long max_tokens = 256, top_k = 0, threads = 0, ctx = 0;
     double temp = 0.8, top_p = 0.95;
     long long seed = -1;
-    int quiet = 0;
+    int quiet = 0, exact = 0;
     if (lt_cli_wants_help(argc, argv)) {
         usage(stdout);
         return 0;
@@ -79,6 +82,10 @@ int cmd_generate(int argc, char **argv) {
         long lv;
         if (!strcmp(a, "--quiet")) {
             quiet = 1;
+            continue;
+        }
+        if (!strcmp(a, "--exact")) {
+            exact = 1;
             continue;
         }
         if (!v) {
@@ -145,6 +152,10 @@ int cmd_generate(int argc, char **argv) {
         return 2;
     }
     lt_set_num_threads((int)threads);
+    /* one thread pool: OpenBLAS single-threaded, the backend splits products over OpenMP (two
+     * pools on two cores wait for each other's cores) */
+    const lt_backend *be = lt_backend_cpu();
+    if (be->op->step_begin) be->op->step_begin(be, 0);
 
     int rc = 1;
     lt_model *m = NULL;
@@ -210,6 +221,7 @@ int cmd_generate(int argc, char **argv) {
         }
         size_t V = (size_t)m->config.vocab_size;
         if (lt_kv_cache_create(m, (int)n_ids, 0, &kv)) goto fail;
+        lt_kv_cache_set_qact(kv, !exact);
         if (!(logits = malloc(sizeof(float) * V * n_ids))) goto done;
         if (lt_model_forward(m, delta, kv, ids, (int)n_ids, 0, logits, 1)) goto fail;
         FILE *f = fopen(logits_out, "wb");
@@ -282,6 +294,7 @@ int cmd_generate(int argc, char **argv) {
         goto done;
     }
     if (lt_kv_cache_create(m, (int)ctx, 256, &kv)) goto fail;
+    lt_kv_cache_set_qact(kv, !exact);
     lt_sampler_params sp = {.temperature = (float)temp,
                             .top_k = (int)top_k,
                             .top_p = (float)top_p,
@@ -299,9 +312,13 @@ int cmd_generate(int argc, char **argv) {
     double t1 = now_s(), dt = t1 - t0;
     printf("\n");
     fflush(stdout);
-    if (!quiet) /* decode: the n_out - 1 forwards after the first token */
-        fprintf(stderr, "[%zu prompt tokens, %d generated, %.1f tokens/s; decode %.1f tokens/s]\n",
+    if (!quiet) /* prompt: the prefill (and the first token's sampling); decode: the n_out - 1
+                 * forwards after the first token */
+        fprintf(stderr,
+                "[%zu prompt tokens, %d generated, %.1f tokens/s; prompt %.1f tokens/s; decode "
+                "%.1f tokens/s]\n",
                 n_ids, n_out, dt > 0 ? (n_ids + n_out) / dt : 0.0,
+                t_first > t0 ? n_ids / (t_first - t0) : 0.0,
                 n_out > 1 && t1 > t_first && t_first > 0 ? (n_out - 1) / (t1 - t_first) : 0.0);
     rc = 0;
     goto done;

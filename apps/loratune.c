@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "commands.h"
 #include "loratune/hwinfo.h"
@@ -42,7 +43,23 @@ static void usage(FILE *f) {
                "(default: the best this CPU runs; `loratune info` shows what is used).\n");
 }
 
+/* Generation forks and joins OpenMP threads ~130 times a token, each for ~50 us of work. With
+ * libgomp's default wait policy a thread that reaches a barrier spins for ~0.3 ms; on a machine
+ * whose cores other processes share, the spinning thread holds the core its peer (still working,
+ * or waiting to be scheduled) needs, and a decode step with 2 threads took 2.5-15x longer than
+ * with one (bench/RESULTS.md "Inference vs llama.cpp"). Waiting passively (sleeping in the
+ * kernel) removes that: 2 threads are then faster than one on a loaded machine too. libgomp
+ * reads OMP_WAIT_POLICY once, when it is loaded, before main: so `generate` sets it and runs
+ * itself again, unless the user set OMP_WAIT_POLICY or GOMP_SPINCOUNT (kept as given). */
+static void passive_wait_reexec(char **argv) {
+    if (getenv("OMP_WAIT_POLICY") || getenv("GOMP_SPINCOUNT")) return;
+    if (setenv("OMP_WAIT_POLICY", "passive", 1)) return;
+    execv("/proc/self/exe", argv);
+    /* no /proc (or exec refused): go on with the default policy */
+}
+
 int main(int argc, char **argv) {
+    if (argc >= 2 && !strcmp(argv[1], "generate")) passive_wait_reexec(argv);
     const char *cpu = getenv("LORATUNE_CPU");
     if (cpu && *cpu) {
         lt_cpu_level max;

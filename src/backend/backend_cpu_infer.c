@@ -5,7 +5,10 @@
  * matmul_w: a weight stored as fp32 is multiplied whole through BLAS (sgemm for a prefill,
  * sgemv for one token; below SMALL_MATMUL multiply-adds a plain loop); any other is cut into
  * blocks of rows, each converted into a per-thread slice of scratch and multiplied there
- * (rows_dot), OpenMP over the blocks of every job together (q, k and v in one fork / join). */
+ * (rows_dot), OpenMP over the blocks of every job together (q, k and v in one fork / join).
+ * A job with qact and Q4_0 / Q4_1 / Q8_0 weights (the generation path) is not converted at all:
+ * x is quantized once to 8-bit blocks (qdot.h) and every row is an integer SIMD dot product
+ * against the blocks as stored (qmatmul below). */
 #include <cblas.h>
 #include <math.h>
 #include <string.h>
@@ -14,6 +17,8 @@
 #endif
 
 #include "backend_internal.h"
+#include "ops_fast.h"
+#include "qdot.h"
 
 static int max_threads(void) {
 #ifdef _OPENMP
@@ -53,10 +58,24 @@ static void matmul_beta(float *y, const float *x, const float *W, int n, int out
                 *yo = beta == 0.0f ? acc : *yo + acc;
             }
     } else if (n == 1) {
+        /* one token: rows split over the OpenMP team when OpenBLAS is single-threaded (as in a
+         * trainer step, or generate after step_begin), else OpenBLAS's own threads */
+        const int nt = max_threads();
+#ifdef _OPENMP
+        if (nt > 1 && !omp_in_parallel() && openblas_get_num_threads() == 1 &&
+            (int64_t)out * in >= 4 * SMALL_MATMUL) {
+            const int per = ((out + 2 * nt - 1) / (2 * nt) + 7) & ~7;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nt)
+            for (int o = 0; o < out; o += per)
+                cblas_sgemv(CblasRowMajor, CblasNoTrans, out - o < per ? out - o : per, in, 1.0f,
+                            W + (int64_t)o * in, in, x, 1, beta, y + o, 1);
+            return;
+        }
+#endif
+        (void)nt;
         cblas_sgemv(CblasRowMajor, CblasNoTrans, out, in, 1.0f, W, in, x, 1, beta, y, 1);
-    } else {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, out, in, 1.0f, x, in, W, in, beta,
-                    y, out);
+    } else { /* OpenMP-split when OpenBLAS is single-threaded (ops_fast.c) */
+        lt_gemm(CblasNoTrans, CblasTrans, n, out, in, 1.0f, x, in, W, in, beta, y, out);
     }
 }
 
@@ -114,10 +133,81 @@ int64_t lt_cpu_matmul_w_scratch_(const lt_backend *be, int64_t max_cols) {
     return (int64_t)max_threads() * (max_cols > WBLOCK ? max_cols : WBLOCK);
 }
 
+/* 1 when job j runs on the integer kernels: qact, weights in a qdot block type, in place */
+static int is_qjob(const lt_matmul_job *jb) {
+    const lt_weight_view *w = jb->w;
+    return jb->qact && !w->rows_fn && !w->nf4 && w->data && lt_qdot_supports(w->dtype) &&
+           w->cols % LT_QK == 0;
+}
+
+/* Rows a task of the integer path takes: small enough that 2 threads balance a 192-row k
+ * projection, large enough that the dynamic schedule's bookkeeping is noise. */
+#define QROWS 32
+
+/* The jobs jobs[k] with is_qjob, all reading x[n][in]: x quantized into the front of scratch
+ * (tokens a chunk at a time when it does not fit), then one parallel loop over QROWS-row tasks
+ * of every job, each task against every token of the chunk (the task's weight rows stay in L1). */
+static lt_status qmatmul(const lt_matmul_job *jobs, const int *qj, int nq, const float *x, int n,
+                         int in, float *scratch, int64_t n_scratch) {
+    const int nb = in / LT_QK;
+    const int64_t per_tok = ((int64_t)nb * (int64_t)sizeof(lt_q8a) + 3) / 4; /* floats */
+    int64_t tc = n_scratch / per_tok;
+    if (tc < 1)
+        return lt_error(LT_ERR_ARG, "matmul_w: scratch of %lld floats is less than a row of %d",
+                        (long long)n_scratch, in);
+    if (tc > n) tc = n;
+    lt_q8a *xq = (lt_q8a *)scratch; /* scratch is the backend's 64-byte aligned memory */
+    int64_t first[5], ntask = 0, work = 0;
+    lt_qdot_rows_fn fn[4];
+    lt_qdot_tile_fn tile[4];
+    size_t rowb[4];
+    for (int k = 0; k < nq; k++) {
+        const lt_weight_view *w = jobs[qj[k]].w;
+        first[k] = ntask;
+        ntask += (w->rows + QROWS - 1) / QROWS;
+        work += w->rows * in;
+        fn[k] = lt_qdot_rows(w->dtype);
+        tile[k] = lt_qdot_tile(w->dtype);
+        rowb[k] = (size_t)lt_dtype_nbytes(w->dtype, in);
+    }
+    first[nq] = ntask;
+    for (int64_t t0 = 0; t0 < n; t0 += tc) {
+        const int nt = (int)(n - t0 < tc ? n - t0 : tc);
+        for (int t = 0; t < nt; t++)
+            lt_qdot_quantize(x + (t0 + t) * in, xq + (int64_t)t * nb, in);
+#pragma omp parallel for schedule(dynamic, 1) if (ntask > 1 && work * nt >= SMALL_MATMUL)
+        for (int64_t b = 0; b < ntask; b++) {
+            int k = 0;
+            while (b >= first[k + 1])
+                k++;
+            const lt_matmul_job *jb = &jobs[qj[k]];
+            const int64_t R = jb->w->rows, r0 = (b - first[k]) * QROWS;
+            const int nr = (int)(R - r0 < QROWS ? R - r0 : QROWS);
+            const char *W = (const char *)jb->w->data + (size_t)r0 * rowb[k];
+            int t = 0;
+            for (; tile[k] && t + 4 <= nt; t += 4) /* 4 tokens per decoded weight block */
+                tile[k](jb->y + (t0 + t) * R + r0, R, W, nr, xq + (int64_t)t * nb, nb, jb->beta);
+            for (; t < nt; t++)
+                fn[k](jb->y + (t0 + t) * R + r0, 1, W, nr, xq + (int64_t)t * nb, nb, jb->beta);
+        }
+    }
+    return LT_OK;
+}
+
 lt_status lt_cpu_matmul_w_(const lt_backend *be, const lt_matmul_job *jobs, int nj,
                            const float *x, int n, float *scratch, int64_t n_scratch) {
     if (nj < 1 || nj > 4) return lt_error(LT_ERR_ARG, "matmul_w: %d jobs, expected 1..4", nj);
     const int in = (int)jobs[0].w->cols;
+    int qj[4], nq = 0, skip[4] = {0};
+    for (int j = 0; j < nj; j++)
+        if (jobs[j].w->cols == in && is_qjob(&jobs[j])) {
+            qj[nq++] = j;
+            skip[j] = 1;
+        }
+    if (nq) {
+        lt_status st = qmatmul(jobs, qj, nq, x, n, in, scratch, n_scratch);
+        if (st || nq == nj) return st;
+    }
     int nt = max_threads();
     if (n_scratch / nt < in) nt = (int)(n_scratch / in);
     if (nt < 1)
@@ -131,6 +221,7 @@ lt_status lt_cpu_matmul_w_(const lt_backend *be, const lt_matmul_job *jobs, int 
     for (int j = 0; j < nj; j++) {
         const lt_weight_view *w = jobs[j].w;
         first[j] = nblk;
+        if (skip[j]) continue; /* done by qmatmul: no blocks */
         if (w->cols != in)
             return lt_error(LT_ERR_ARG, "matmul_w: job %d has %lld columns, job 0 %d", j,
                             (long long)w->cols, in);
@@ -176,7 +267,7 @@ int64_t lt_cpu_attention_kv_scratch_(const lt_backend *be, int ctx) {
 void lt_cpu_attention_kv_(const lt_backend *be, float *out, const float *q, const float *k,
                           const float *v, int n, int pos0, int H, int KV, int hd, int window,
                           float *scratch, int64_t n_scratch) {
-    const int QD = H * hd, KD = KV * hd, group = H / KV, need = pos0 + n;
+    const int QD = H * hd, KD = KV * hd, group = H / KV, need = pos0 + n, hd8 = hd & ~7;
     const float scale = 1.0f / sqrtf((float)hd);
     int nt = max_threads();
     if (n_scratch / nt < need) nt = (int)(n_scratch / need);
@@ -196,9 +287,12 @@ void lt_cpu_attention_kv_(const lt_backend *be, float *out, const float *q, cons
             float mx = -INFINITY;
             for (int j = start; j <= pos; j++) {
                 const float *kj = k + (int64_t)j * KD + (int64_t)kvh * hd;
-                float s = 0.0f;
-                for (int i = 0; i < hd; i++)
-                    s += qh[i] * kj[i];
+                /* 8 lanes (i mod 8), added pairwise, then the tail (as rows_dot): the same
+                 * order for every query, split or thread count */
+                v8f a = {0};
+                for (int i = 0; i < hd8; i += 8)
+                    a += LOAD8(qh + i) * LOAD8(kj + i);
+                float s = lanes_sum(&a, qh, kj, hd8, hd);
                 s *= scale;
                 sc[j] = s;
                 if (s > mx) mx = s;

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "backend_internal.h"
+#include "qdot.h"
 
 
 static void ref_matmul_fwd(const lt_backend *be, float *out, const float *inp, const float *w,
@@ -14,6 +15,33 @@ static void ref_matmul_fwd(const lt_backend *be, float *out, const float *inp, c
 
 static int64_t ref_matmul_w_scratch(const lt_backend *be, int64_t max_cols) {
     return max_cols > 65536 ? max_cols : 65536;
+}
+
+/* matmul_w: a job with qact on Q4_0 / Q4_1 / Q8_0 / Q4_K blocks runs qdot.c's scalar twins (each
+ * token's x quantized into scratch, then row by row), any other the blocks of backend.c */
+static lt_status ref_matmul_w(const lt_backend *be, const lt_matmul_job *jobs, int nj,
+                              const float *x, int N, float *scratch, int64_t n_scratch) {
+    if (nj < 1 || nj > 4) return lt_error(LT_ERR_ARG, "matmul_w: %d jobs, expected 1..4", nj);
+    for (int j = 0; j < nj; j++) {
+        const lt_weight_view *w = jobs[j].w;
+        const int C = (int)w->cols, nb = C / LT_QK;
+        if (!(jobs[j].qact && !w->rows_fn && !w->nf4 && w->data && lt_qdot_supports(w->dtype) &&
+              C % LT_QK == 0 && (int64_t)nb * (int64_t)sizeof(lt_q8a) <= n_scratch * 4)) {
+            lt_status st = lt_backend_matmul_w_blocks_(be, &jobs[j], 1, x, N, scratch, n_scratch);
+            if (st) return st;
+            continue;
+        }
+        const lt_qdot_rows_fn fn = w->dtype == LT_DTYPE_Q4_0   ? lt_qdot_scalar.q4_0
+                                   : w->dtype == LT_DTYPE_Q4_1 ? lt_qdot_scalar.q4_1
+                                   : w->dtype == LT_DTYPE_Q4_K ? lt_qdot_scalar.q4_k
+                                                               : lt_qdot_scalar.q8_0;
+        lt_q8a *xq = (lt_q8a *)scratch;
+        for (int t = 0; t < N; t++) {
+            lt_qdot_quantize(x + (int64_t)t * C, xq, C);
+            fn(jobs[j].y + (int64_t)t * w->rows, 1, w->data, (int)w->rows, xq, nb, jobs[j].beta);
+        }
+    }
+    return LT_OK;
 }
 
 /* the textbook loop: scores in double, softmax, weighted sum of values */
@@ -200,7 +228,7 @@ static const lt_backend_ops ref_ops = {
     .matmul_fwd = ref_matmul_fwd,
     .matmul_bwd = ref_matmul_bwd,
     .weight_f32 = lt_host_rows_f32_,
-    .matmul_w = lt_backend_matmul_w_blocks_,
+    .matmul_w = ref_matmul_w,
     .matmul_w_scratch = ref_matmul_w_scratch,
     .embedding_fwd = lt_host_embedding_fwd_,
     .embedding_bwd = lt_host_embedding_bwd_,

@@ -25,6 +25,7 @@
 struct lt_kv_cache {
     const lt_backend *be; /* where the ops run (the CPU backend) */
     int ctx, max_batch;
+    int qact;             /* 1: matmul_w may quantize activations (lt_kv_cache_set_qact) */
     int n_layers, kv_dim, dim, q_dim, ffn_dim, half;
     float *k, *v;       /* (L, ctx, KD) */
     float *x, *xb;      /* (B, D) residual stream, normed input */
@@ -40,6 +41,7 @@ struct lt_kv_cache {
     float *wbuf;        /* (n_wbuf) matmul_w scratch: weight rows converted by the backend */
     int64_t n_wbuf;
     float *wvec;        /* (maxd) a converted norm weight or bias */
+    float *ilv;         /* (B, QD + KD) q and k in the file's interleaved row order (qact) */
     float *block;       /* the one allocation */
 };
 
@@ -72,7 +74,7 @@ lt_status lt_kv_cache_create(const lt_model *m, int ctx_len, int max_batch, lt_k
     int64_t cache = (int64_t)c->n_layers * ctx_len * kv->kv_dim;
     int64_t total = 2 * cache + 2 * B * kv->dim + 2 * B * kv->q_dim + 2 * B * kv->ffn_dim +
                     2 * B * kv->half + kv->n_scores + 2 * B * kv->maxd + kv->n_wbuf + kv->maxd +
-                    2 * B;
+                    B * (kv->q_dim + kv->kv_dim) + 2 * B;
     if ((uint64_t)total > SIZE_MAX / sizeof(float) ||
         !(kv->block = kv->be->op->alloc(kv->be, (size_t)total * sizeof(float)))) {
         free(kv);
@@ -110,6 +112,8 @@ lt_status lt_kv_cache_create(const lt_model *m, int ctx_len, int max_batch, lt_k
     p += kv->n_wbuf;
     kv->wvec = p;
     p += kv->maxd;
+    kv->ilv = p;
+    p += B * (kv->q_dim + kv->kv_dim);
     kv->rstd = p;
     p += B;
     kv->iota = (int32_t *)p; /* int32 in a float-sized slot */
@@ -129,6 +133,22 @@ int lt_kv_cache_ctx(const lt_kv_cache *kv) {
     return kv->ctx;
 }
 
+void lt_kv_cache_set_qact(lt_kv_cache *kv, int on) {
+    kv->qact = on != 0;
+}
+
+/* y[n][rows] in the model's row order from f[n][rows] in the file's interleaved q/k order
+ * (heads of hd rows; model row h hd + i is file row h hd + 2 (i mod hd/2) + i div (hd/2)) */
+static void unfile_rows(float *y, const float *f, int n, int rows, int hd) {
+    const int half = hd / 2;
+    for (int t = 0; t < n; t++, y += rows, f += rows)
+        for (int h = 0; h < rows; h += hd)
+            for (int i = 0; i < half; i++) {
+                y[h + i] = f[h + 2 * i];
+                y[h + half + i] = f[h + 2 * i + 1];
+            }
+}
+
 /* Linears t0 .. t0 + nt - 1 (0..6: q k v o gate up down; nt <= 3) of layer l, all reading
  * x[n][in]: ys[j][n][outs[j]] = x W^T (+ bias, q/k/v with qkv_bias), or with beta 1 (o, down:
  * nt 1) y += x W^T into the residual. With a delta that adapts one: LoRA adds
@@ -141,18 +161,35 @@ static lt_status linears(const lt_model *m, const lt_model_delta *delta, lt_kv_c
     lt_matmul_job jobs[3];
     lt_weight_view views[3];
     lt_weight_src srcs[3];
+    float *dsts[3];     /* where job j's product lands in the model's row order */
+    int filed[3] = {0}; /* 1: job j wrote its rows in the file's interleaved order to kv->ilv */
+    float *ilv = kv->ilv;
     for (int j = 0; j < nt; j++) {
         const lt_model_delta_lin *L = delta ? &delta->lin[l * LT_MODEL_N_LIN + t0 + j] : NULL;
         const int dora = L && L->A && L->d;
-        lt_model_weight_bview(m, lt_model_lin_weight(t0 + j), l, outs[j], in, &srcs[j], &views[j]);
-        jobs[j] = (lt_matmul_job){&views[j], dora && beta != 0.0f ? kv->ad_y : ys[j],
-                                  dora ? 0.0f : beta};
+        const lt_weight_id id = lt_model_lin_weight(t0 + j);
+        dsts[j] = dora && beta != 0.0f ? kv->ad_y : ys[j];
+        float *y = dsts[j];
+        /* with qact: the blocks as stored, for the backend's integer kernels; q / k rows
+         * interleaved in the file come out in its order and are put back below */
+        const int stored = kv->qact ? lt_model_weight_stored_(m, id, l, outs[j], in, &views[j]) : 0;
+        if (!stored) lt_model_weight_bview(m, id, l, outs[j], in, &srcs[j], &views[j]);
+        if (stored == 2 && beta == 0.0f) {
+            filed[j] = 1;
+            y = ilv;
+            ilv += (int64_t)n * outs[j];
+        } else if (stored == 2) { /* not a shape the forward makes (q, k have beta 0) */
+            lt_model_weight_bview(m, id, l, outs[j], in, &srcs[j], &views[j]);
+        }
+        jobs[j] = (lt_matmul_job){&views[j], y, dora ? 0.0f : beta, kv->qact};
     }
     lt_status st = OP(matmul_w, jobs, nt, x, n, kv->wbuf, kv->n_wbuf);
     if (st) return lt_error_wrap(st, "forward");
+    for (int j = 0; j < nt; j++)
+        if (filed[j]) unfile_rows(dsts[j], jobs[j].y, n, outs[j], m->config.head_dim);
     for (int j = 0; j < nt; j++) {
         const int t = t0 + j, out = outs[j];
-        float *y = ys[j], *dst = jobs[j].y;
+        float *y = ys[j], *dst = dsts[j];
         const lt_model_delta_lin *L = delta ? &delta->lin[l * LT_MODEL_N_LIN + t] : NULL;
         if (L && L->A) {
             int r = delta->r;
@@ -262,15 +299,16 @@ lt_status lt_model_forward(const lt_model *m, const lt_model_delta *delta, lt_kv
     const lt_weight_id head = c->tied_embeddings ? LT_W_TOK_EMBD : LT_W_LM_HEAD;
     lt_weight_src hsrc;
     lt_weight_view hv;
-    lt_model_weight_bview(m, head, 0, V, D, &hsrc, &hv);
+    if (!kv->qact || lt_model_weight_stored_(m, head, 0, V, D, &hv) != 1)
+        lt_model_weight_bview(m, head, 0, V, D, &hsrc, &hv);
     for (int done = 0; done < n;) {
         int b = n - done < kv->max_batch ? n - done : kv->max_batch;
         if ((st = forward_chunk(m, delta, kv, tokens + done, b, pos0 + done))) return st;
         if (logits && all_logits) {
-            lt_matmul_job jb = {&hv, logits + (int64_t)done * V, 0.0f};
+            lt_matmul_job jb = {&hv, logits + (int64_t)done * V, 0.0f, kv->qact};
             st = OP(matmul_w, &jb, 1, kv->xb, b, kv->wbuf, kv->n_wbuf);
         } else if (logits && done + b == n) {
-            lt_matmul_job jb = {&hv, logits, 0.0f};
+            lt_matmul_job jb = {&hv, logits, 0.0f, kv->qact};
             st = OP(matmul_w, &jb, 1, kv->xb + (int64_t)(b - 1) * D, 1, kv->wbuf, kv->n_wbuf);
         }
         if (st) return st;

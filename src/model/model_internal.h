@@ -62,6 +62,13 @@ struct lt_model_source {
     const lt_tensor_view **views; /* [LT_W_COUNT * n_layers] */
     int interleaved_qk;           /* llama-arch GGUF: wq/wk/bq/bk rows interleaved */
 };
+/* The weight [rows][cols] as the file stores it, when lazy and stored in blocks (GGUF Q4_0,
+ * Q4_1, Q8_0, K-quants...): *out points at the mapped bytes (dtype, data). Returns 1 when its
+ * rows are the model's, 2 when they are in the file's interleaved q/k order (row r of the model
+ * is row h hd + 2 (i mod hd/2) + i div (hd/2) of the file, i = r mod hd, h = r div hd), 0 when
+ * there is no such view (loaded whole, F32 / F16 / BF16, ...): then use lt_model_weight_bview. */
+int lt_model_weight_stored_(const lt_model *m, lt_weight_id id, int layer, int64_t rows,
+                            int64_t cols, lt_weight_view *out);
 /* Makes m lazy over file (ownership passes to m, also on error). */
 lt_status lt_model_source_attach(lt_model *m, void *file, void (*close)(void *file),
                                  int interleaved_qk);

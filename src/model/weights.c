@@ -99,6 +99,21 @@ void lt_model_weight_bview(const lt_model *m, lt_weight_id id, int layer, int64_
     out->ctx = src;
 }
 
+int lt_model_weight_stored_(const lt_model *m, lt_weight_id id, int layer, int64_t rows,
+                            int64_t cols, lt_weight_view *out) {
+    memset(out, 0, sizeof *out);
+    if (!lt_model_is_lazy(m)) return 0;
+    const lt_tensor_view *v = lt_model_weight_view(m, id, layer);
+    if (!v || !v->data || v->dtype == LT_DTYPE_F32 || lt_dtype_block_elems(v->dtype) <= 1 ||
+        lt_dtype_nbytes(v->dtype, cols) <= 0)
+        return 0;
+    out->rows = rows;
+    out->cols = cols;
+    out->dtype = v->dtype;
+    out->data = v->data;
+    return lt_model_weight_interleaved(m, id) ? 2 : 1;
+}
+
 lt_status lt_model_check_readable(const lt_model *m, const char *what) {
     if (!lt_model_is_lazy(m)) return lt_model_check_weights(m, what);
     const lt_model_config *c = &m->config;

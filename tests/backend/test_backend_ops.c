@@ -298,6 +298,16 @@ static void make_weight(const tcase *c, int OC, int C, stored_w *sw, lt_weight_v
             uint16_t *h = sw->bytes; /* rounded to nearest even by the library (core.h) */
             for (int64_t i = 0; i < (int64_t)OC * C; i++)
                 h[i] = c->dt == LT_DTYPE_BF16 ? lt_f32_to_bf16(w[i]) : lt_f32_to_f16(w[i]);
+        } else if (c->dt == LT_DTYPE_Q4_K) { /* no quantizer: random blocks, sane scales */
+            uint8_t *b = sw->bytes;
+            for (size_t k = 0; k < sw->nbytes; k++)
+                b[k] = (uint8_t)(rng >> 33), rng = rng * 6364136223846793005ull + 1442695040888963407ull;
+            for (size_t k = 0; k < sw->nbytes; k += 144) {
+                const uint16_t d = lt_f32_to_f16(0.002f + 0.004f * fabsf(frand()));
+                const uint16_t dm = lt_f32_to_f16(0.001f + 0.004f * fabsf(frand()));
+                memcpy(b + k, &d, 2);
+                memcpy(b + k + 2, &dm, 2);
+            }
         } else if (lt_quantize(c->dt, w, sw->bytes, (int64_t)OC * C)) {
             fprintf(stderr, "cannot quantize to %s: %s\n", lt_dtype_name(c->dt), lt_errmsg());
             exit(2);
@@ -310,8 +320,11 @@ static void make_weight(const tcase *c, int OC, int C, stored_w *sw, lt_weight_v
 
 /* matmul_w / weight_f32: d = {N, C, OC, row0, nrows}; variant bits: 1 = NF4, 2 = three jobs
  * at once (OC, OC + 3 and 5 rows; the second accumulates: beta 1), 4 = scratch of one row
- * only (a row at a time, one thread). The backend reads the stored bytes from its own memory
- * (set), the NF4 structure from the host. */
+ * only (a row at a time, one thread), 8 = qact on both sides (8-bit activations: the backend's
+ * integer kernels against the reference's scalar twins of qdot.c, the same quantization in
+ * plain C), 16 = qact on the backend under test only (against the reference's fp32 product).
+ * The backend reads the stored bytes from its own memory (set), the NF4 structure from the
+ * host. */
 static void run_weight(const lt_backend *be, const tcase *c, result *r, int is_ref) {
     rng = SEED(c);
     const int N = c->d[0], C = c->d[1], OC = c->d[2];
@@ -346,7 +359,8 @@ static void run_weight(const lt_backend *be, const tcase *c, result *r, int is_r
             float *y0 = hrand((int64_t)N * rows[j], 1); /* beta 1 adds into it */
             y[j] = a_up(&a, y0, (int64_t)N * rows[j]);
             free(y0);
-            jobs[j] = (lt_matmul_job){&dv[j], y[j], j == 1 ? 1.0f : 0.0f};
+            jobs[j] = (lt_matmul_job){&dv[j], y[j], j == 1 ? 1.0f : 0.0f,
+                                      (c->variant & 8) || ((c->variant & 16) && !is_ref)};
         }
         st = be->op->matmul_w(be, jobs, nj, dx, N, scr, nscr);
         static const char *names[3] = {"y0", "y1 (+=)", "y2"};
@@ -634,6 +648,13 @@ static runner runner_of(lt_op op) {
  * arithmetic the fast path does identically: exact. Quantized weights are decoded from the same
  * bytes by both sides, so the product's tolerance is f32's. */
 #define TF 2e-5
+/* 8-bit activations (qact) on both sides: every block's integer sum is exact, the kernels differ
+ * from the scalar twins only in the order of the fp32 sum over blocks and the scale products */
+#define TQ 1e-5
+/* qact against the fp32 product: the activations' rounding (half a step of amax / 127 per
+ * block) moves a product of C terms by ~ sqrt(C) / 254 of its typical term; measured <= 6.5e-3
+ * of the largest output on these rows */
+#define TQF 2e-2
 static const tcase k_cases[] = {
     /* gemm {M, N, K}: tiny, odd, large enough for the OpenMP split, every transpose, padding */
     {LT_OP_GEMM, {1, 1, 1}, LT_DTYPE_F32, 0, TF},
@@ -677,6 +698,30 @@ static const tcase k_cases[] = {
     {LT_OP_MATMUL_W, {6, 64, 40}, LT_DTYPE_F32, 2, TF},        /* fp32 in place, beta 1 */
     {LT_OP_MATMUL_W, {3, 64, 17}, LT_DTYPE_Q8_0, 2 | 4, TF},   /* one row at a time */
     {LT_OP_MATMUL_W, {2, 256, 70}, LT_DTYPE_F32, 1 | 2 | 4, TF}, /* NF4, row by row */
+    /* 8-bit activations and integer kernels (qact, src/backend/qdot.h): against the scalar
+     * twins (8), then against fp32 (16); decode shapes, a prefill, beta 1, a scratch that takes
+     * 3 tokens of quantized x at a time (7 tokens: chunks of 3, 3, 1) */
+    {LT_OP_MATMUL_W, {5, 64, 9}, LT_DTYPE_Q4_0, 8, TQ},
+    {LT_OP_MATMUL_W, {5, 64, 9}, LT_DTYPE_Q4_1, 8, TQ},
+    {LT_OP_MATMUL_W, {5, 96, 9}, LT_DTYPE_Q8_0, 8, TQ},
+    {LT_OP_MATMUL_W, {1, 576, 192}, LT_DTYPE_Q4_1, 2 | 8, TQ},
+    {LT_OP_MATMUL_W, {1, 576, 1536}, LT_DTYPE_Q4_0, 8, TQ},
+    {LT_OP_MATMUL_W, {1, 1536, 576}, LT_DTYPE_Q8_0, 2 | 8, TQ},
+    {LT_OP_MATMUL_W, {40, 512, 300}, LT_DTYPE_Q4_1, 8, TQ},
+    {LT_OP_MATMUL_W, {7, 64, 17}, LT_DTYPE_Q4_1, 2 | 4 | 8, TQ},
+    /* Q4_K (random blocks): against the scalar twin, then against fp32 */
+    {LT_OP_MATMUL_W, {3, 256, 9}, LT_DTYPE_Q4_K, 8, TQ},
+    {LT_OP_MATMUL_W, {1, 512, 40}, LT_DTYPE_Q4_K, 2 | 8, TQ},
+    {LT_OP_MATMUL_W, {5, 256, 9}, LT_DTYPE_Q4_K, 16, TQF},
+    {LT_OP_MATMUL_W, {2, 768, 64}, LT_DTYPE_Q4_K, 2 | 16, TQF},
+    /* prefill tiles of 4 tokens with a remainder, beta 1 on the second job */
+    {LT_OP_MATMUL_W, {6, 576, 70}, LT_DTYPE_Q8_0, 2 | 8, TQ},
+    {LT_OP_MATMUL_W, {9, 128, 33}, LT_DTYPE_Q4_0, 2 | 8, TQ},
+    {LT_OP_MATMUL_W, {11, 96, 40}, LT_DTYPE_Q4_1, 2 | 8, TQ},
+    {LT_OP_MATMUL_W, {5, 64, 9}, LT_DTYPE_Q4_0, 16, TQF},
+    {LT_OP_MATMUL_W, {5, 96, 9}, LT_DTYPE_Q8_0, 16, TQF},
+    {LT_OP_MATMUL_W, {1, 576, 192}, LT_DTYPE_Q4_1, 2 | 16, TQF},
+    {LT_OP_MATMUL_W, {19, 576, 1536}, LT_DTYPE_Q4_1, 16, TQF},
     {LT_OP_WEIGHT_F32, {1, 64, 9, 4, 3}, LT_DTYPE_F16, 0, 0},
     {LT_OP_WEIGHT_F32, {1, 64, 9, 1, 7}, LT_DTYPE_BF16, 0, 0},
     {LT_OP_WEIGHT_F32, {1, 64, 9, 2, 5}, LT_DTYPE_Q4_1, 0, 0},

@@ -87,11 +87,18 @@ typedef struct {
 
 typedef struct lt_backend lt_backend;
 
-/* One product of matmul_w: y[N][w->rows] = x[N][w->cols] W^T (beta 0), or y += x W^T (beta 1). */
+/* One product of matmul_w: y[N][w->rows] = x[N][w->cols] W^T (beta 0), or y += x W^T (beta 1).
+ * qact 1 lets the backend run the product as the weight's block format is meant to run: x
+ * quantized to 8-bit blocks of 32 (one fp32 scale each) and integer dot products against Q4_0,
+ * Q4_1, Q8_0 and Q4_K blocks (the CPU backends: src/backend/qdot.h; docs/BACKEND.md "Quantized
+ * products"); results then differ from the fp32 product by the activations' rounding (relative
+ * error ~1e-2 of a row's |w| . |x|, see tests/backend). 0 (the default of a {w, y, beta}
+ * initializer) keeps the fp32 product; other storage formats ignore it. */
 typedef struct {
     const lt_weight_view *w;
     float *y;
     float beta;
+    int qact;
 } lt_matmul_job;
 
 /* The op table. Every function takes the backend first. */

@@ -292,6 +292,13 @@ typedef struct lt_kv_cache lt_kv_cache;
 lt_status lt_kv_cache_create(const lt_model *m, int ctx_len, int max_batch, lt_kv_cache **out);
 void lt_kv_cache_free(lt_kv_cache *kv); /* safe on NULL */
 int lt_kv_cache_ctx(const lt_kv_cache *kv);
+/* on 1: the forward multiplies weights stored as Q4_0 / Q4_1 / Q8_0 / Q4_K blocks as llama.cpp
+ * does, with the activations quantized to 8-bit blocks and integer dot products
+ * (lt_matmul_job.qact: ~4x faster decoding; logits move by up to ~1 from the fp32 product, as
+ * llama.cpp's do); 0 (the default): fp32 products of the dequantized rows, what tests against
+ * fp32 goldens use. Other storage formats are unaffected. Set it before the first forward: a
+ * cache filled one way and continued the other mixes the two. */
+void lt_kv_cache_set_qact(lt_kv_cache *kv, int on);
 
 /* Runs tokens[0..n) at positions pos0..pos0+n-1, attending to cached positions < pos0 (which
  * must have been filled by earlier calls on the same cache, with the same delta), and stores

@@ -656,6 +656,7 @@ static int run_study(tune_args *a, int resume, lt_run_shared **shp, tune_summary
             char ck[LT_RUN_PATH_MAX + 64];
             snprintf(ck, sizeof ck, "%.1000s/checkpoints", tdir);
             remove_checkpoints(ck);
+            o.overwrite = 1; /* its own folder: the killed trial's run_config.yaml is there */
             if (lt_study_restart(st, trial)) {
                 fprintf(stderr, "loratune %s: %s\n", a->cmd, lt_errmsg());
                 rc = 1;

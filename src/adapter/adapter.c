@@ -413,6 +413,8 @@ lt_status lt_adapter_load(const char *path, const lt_model_config *mc, lt_adapte
 static lt_status load_any(const char *path, const lt_model_config *mc, lt_adapter **out) {
     *out = NULL;
     if (!lt_path_exists(path)) return lt_error(LT_ERR_NOTFOUND, "%s: no such adapter", path);
+    lt_status cst = lt_output_check(path); /* a run's export that did not finish */
+    if (cst) return cst;
     if (lt_path_is_dir(path)) return load_folder(path, ANY_FOLDER, path, mc, out);
     /* a file: one of a folder adapter's own files stands for its folder */
     const char *sl = strrchr(path, '/'), *base = sl ? sl + 1 : path;

@@ -124,3 +124,70 @@ int lt_path_exists(const char *path) {
     struct stat st;
     return stat(path, &st) == 0;
 }
+
+/* ---- the "incomplete" marker of multi-file outputs ------------------------------------- */
+
+static char *marker_path(const char *dir) {
+    size_t n = strlen(dir) + sizeof "/" LT_INCOMPLETE_NAME;
+    char *p = lt_malloc(n);
+    if (p) snprintf(p, n, "%s/%s", dir, LT_INCOMPLETE_NAME);
+    return p;
+}
+
+lt_status lt_output_begin(const char *dir, const char *what) {
+    char *p = marker_path(dir);
+    if (!p) return lt_error(LT_ERR_NOMEM, "%s: out of memory", dir);
+    char text[512];
+    int n = snprintf(text, sizeof text, "%s, written by pid %ld\n", what ? what : "output",
+                     (long)getpid());
+    if (n < 0 || n >= (int)sizeof text) n = (int)sizeof text - 1;
+    lt_status st = lt_file_write_atomic(p, text, (size_t)n);
+    free(p);
+    return st;
+}
+
+lt_status lt_output_end(const char *dir) {
+    char *p = marker_path(dir);
+    if (!p) return lt_error(LT_ERR_NOMEM, "%s: out of memory", dir);
+    lt_status st = LT_OK;
+    if (unlink(p) != 0 && errno != ENOENT)
+        st = lt_error(LT_ERR_IO, "%s: cannot remove: %s", p, strerror(errno));
+    else
+        lt_io_sync_parent(p); /* the output is whole once the removal is durable */
+    free(p);
+    return st;
+}
+
+lt_status lt_output_check(const char *path) {
+    char *dir = lt_strdup(path);
+    if (!dir) return lt_error(LT_ERR_NOMEM, "out of memory");
+    if (!lt_path_is_dir(path)) {
+        char *sl = strrchr(dir, '/');
+        if (sl == dir)
+            sl[1] = 0;
+        else if (sl)
+            *sl = 0;
+        else
+            strcpy(dir, ".");
+    }
+    char *p = marker_path(dir);
+    lt_status st = LT_OK;
+    if (!p) {
+        st = lt_error(LT_ERR_NOMEM, "out of memory");
+    } else if (lt_path_exists(p)) {
+        char *text = NULL;
+        size_t len = 0;
+        if (lt_file_read_all(p, &text, &len) == LT_OK) {
+            while (len && (text[len - 1] == '\n' || text[len - 1] == '\r'))
+                text[--len] = 0;
+        }
+        st = lt_error(LT_ERR_FORMAT,
+                      "%s: an incomplete output (%s; %s is there: its writer stopped before it "
+                      "finished, e.g. disk full or killed): write it again",
+                      dir, text && *text ? text : "unknown writer", p);
+        free(text);
+    }
+    free(p);
+    free(dir);
+    return st;
+}

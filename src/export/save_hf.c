@@ -7,7 +7,11 @@
  * rotary order), so weights are written as they are, converted to the asked dtype with round
  * to nearest even. A tied lm_head is not written (transformers ties it from
  * tie_word_embeddings). A llama model with q/k/v biases needs attention_bias = true, which in
- * transformers also gives o_proj a bias: a zero one is written. */
+ * transformers also gives o_proj a bias: a zero one is written.
+ *
+ * Whole or marked: the files are written one by one (each atomically) between
+ * lt_output_begin and lt_output_end, so a folder left by a failure (disk full, a kill) holds
+ * DIR/.loratune.incomplete and every reader refuses it. */
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
@@ -320,6 +324,8 @@ lt_status lt_model_save_hf(const lt_model *m, const char *src_model_path, const 
     }
     if ((st = lt_export_lock(dir, 0, &lock))) goto done; /* creates dir */
     if ((st = lt_mkdir_p(dir, 0777, NULL))) goto done;
+    /* whole or marked: readers refuse the folder until the last file is in place */
+    if ((st = lt_output_begin(dir, "a Hugging Face model"))) goto done;
     char p[4096], q[4096];
     snprintf(p, sizeof p, "%s/model.safetensors", dir);
     if ((st = write_weights(m, p, dtype))) goto done;
@@ -348,6 +354,7 @@ lt_status lt_model_save_hf(const lt_model *m, const char *src_model_path, const 
     } else if (g) {
         st = lt_export_hf_tokenizer_from_gguf(g, dir, c->max_seq_len);
     }
+    if (st == LT_OK) st = lt_output_end(dir);
 done:
     lt_gguf_close(g);
     lt_dir_lock_close(lock);

@@ -173,6 +173,9 @@ static int ends_with(const char *s, const char *suf) {
 lt_status lt_model_load(const char *path, const lt_model_load_opts *opts, lt_model **out) {
     *out = NULL;
     lt_status st;
+    if (lt_path_is_dir(path) || ends_with(path, "config.json")) {
+        if ((st = lt_output_check(path))) return st; /* an export that did not finish */
+    }
     if (lt_path_is_dir(path))
         st = lt_model_load_hf(path, opts, out);
     else if (!lt_path_exists(path))

@@ -109,20 +109,91 @@ static lt_status list_ckpts(const char *dir, long long **steps, int *n) {
 
 /* ---- the output folder and pruning ---------------------------------------------------- */
 
+/* 1 when the run folder that --resume names (a run folder, its checkpoints/ or a checkpoint
+ * file) is OUT itself (the same folder, however spelt) */
+static int resumes_out(const lt_run *r) {
+    if (!r->o.resume[0]) return 0;
+    char dir[LT_RUN_PATH_MAX + 64];
+    if (lt_path_is_dir(r->o.resume)) {
+        char probe[LT_RUN_PATH_MAX + 80]; /* DIR/checkpoints/x -> DIR; DIR/x -> DIR */
+        const char *sl = strrchr(r->o.resume, '/');
+        const char *base = sl ? sl + 1 : r->o.resume;
+        snprintf(probe, sizeof probe, "%s/%s", r->o.resume, !strcmp(base, "checkpoints") ? "x" : "checkpoints/x");
+        if (lt_checkpoint_run_dir(probe, dir, sizeof dir)) return 0;
+    } else if (lt_checkpoint_run_dir(r->o.resume, dir, sizeof dir)) {
+        return 0;
+    }
+    char a[PATH_MAX], b[PATH_MAX];
+    return realpath(dir, a) && realpath(r->o.out, b) && !strcmp(a, b);
+}
+
+/* What in OUT says that it holds a run: "run_config.yaml" or "checkpoints/step-N..." (the
+ * first found), or NULL. */
+static const char *other_run_file(const lt_run *r, char *buf, size_t n) {
+    snprintf(buf, n, "%s/run_config.yaml", r->o.out);
+    if (lt_path_exists(buf)) return "run_config.yaml";
+    DIR *d = opendir(r->ckpt_dir);
+    if (!d) return NULL;
+    struct dirent *e;
+    const char *found = NULL;
+    while (!found && (e = readdir(d)))
+        if (!strncmp(e->d_name, "step-", 5) && strstr(e->d_name, ".safetensors") &&
+            !strstr(e->d_name, ".tmp.")) {
+            snprintf(buf, n, "checkpoints/%s", e->d_name);
+            found = buf;
+        }
+    closedir(d);
+    return found;
+}
+
+/* --overwrite: the other run's checkpoints go (a resume must never mix two runs' states), and
+ * its exports (still in OUT until this run's replace them) are marked incomplete. */
+static lt_status replace_other_run(lt_run *r) {
+    lt_status s = lt_output_begin(r->o.out, "a training run's exports (replaced by --overwrite)");
+    if (s) return s;
+    DIR *d = opendir(r->ckpt_dir);
+    if (!d) return LT_OK;
+    struct dirent *e;
+    while ((e = readdir(d)))
+        if (!strncmp(e->d_name, "step-", 5) && strstr(e->d_name, ".safetensors")) {
+            char p[LT_RUN_PATH_MAX + 300];
+            snprintf(p, sizeof p, "%s/%s", r->ckpt_dir, e->d_name);
+            if (unlink(p) != 0 && errno != ENOENT) {
+                int err = errno;
+                closedir(d);
+                return lt_error(LT_ERR_IO, "%s: cannot remove (--overwrite): %s", p,
+                                strerror(err));
+            }
+        }
+    closedir(d);
+    return LT_OK;
+}
+
 lt_status lt_run_take_out_(lt_run *r) {
     lt_status s = lt_dir_lock_open(r->o.out, 0, &r->out_lock);
     if (s) return s;
     DIR *d = opendir(r->ckpt_dir);
-    if (!d) return LT_OK; /* no checkpoints yet */
-    struct dirent *e;
-    while ((e = readdir(d))) /* lt_st_writer_write's temp files: step-N.safetensors.tmp.XXXXXX */
-        if (!strncmp(e->d_name, "step-", 5) && strstr(e->d_name, ".safetensors.tmp.")) {
-            char p[LT_RUN_PATH_MAX + 300];
-            snprintf(p, sizeof p, "%s/%s", r->ckpt_dir, e->d_name);
-            unlink(p);
-        }
-    closedir(d);
-    return LT_OK;
+    if (d) {
+        struct dirent *e; /* lt_st_writer_write's temp files: step-N.safetensors.tmp.XXXXXX */
+        while ((e = readdir(d)))
+            if (!strncmp(e->d_name, "step-", 5) && strstr(e->d_name, ".safetensors.tmp.")) {
+                char p[LT_RUN_PATH_MAX + 300];
+                snprintf(p, sizeof p, "%s/%s", r->ckpt_dir, e->d_name);
+                unlink(p);
+            }
+        closedir(d);
+    }
+    /* a folder holding another run: refused, unless --resume continues that run or
+     * --overwrite replaces it (a rerun must not leave its run_config.yaml beside the other
+     * run's adapters and checkpoints) */
+    char buf[LT_RUN_PATH_MAX + 300];
+    const char *theirs = other_run_file(r, buf, sizeof buf);
+    if (!theirs || resumes_out(r)) return LT_OK;
+    if (r->o.overwrite) return replace_other_run(r);
+    return lt_error(LT_ERR_BUSY,
+                    "%s: holds another run (%s); pass --overwrite to replace it, --resume %s to "
+                    "continue it, or choose another --out",
+                    r->o.out, theirs, r->o.out);
 }
 
 /* Adds step to the checkpoints this run owns (ascending, no duplicates). */

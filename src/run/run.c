@@ -831,7 +831,7 @@ static lt_status run_eval(lt_run *r, double t0, int *aborted) {
 
 /* ---- outputs ---------------------------------------------------------------------------- */
 
-static lt_status save_outputs(lt_run *r) {
+lt_status lt_run_save_outputs_(lt_run *r) {
     const char *out = r->o.out;
     char path[LT_RUN_PATH_MAX + 64];
     lt_status s;
@@ -842,8 +842,14 @@ static lt_status save_outputs(lt_run *r) {
         lt_run_emit_(r, json_pack("{s:s, s:s, s:s}", "event", "saved", "what", "hf", "path", out));
         return LT_OK;
     }
+    /* the PEFT adapter, its mlx-lm and GGUF siblings: whole or marked (lt_output_begin), OUT
+     * and OUT/mlx-lm each, until the last of them is written */
     lt_adapter *a = NULL;
     if ((s = lt_adapter_from_trainer(r->tr, r->o.model, &a))) return s;
+    snprintf(path, sizeof path, "%s/mlx-lm", out);
+    if ((s = lt_output_begin(out, "a training run's adapter exports"))) goto done;
+    if ((s = lt_mkdir_p(path, 0755, NULL))) goto done;
+    if ((s = lt_output_begin(path, "a training run's mlx-lm adapter"))) goto done;
     if ((s = lt_adapter_save_peft(a, out))) goto done;
     snprintf(r->saved[LT_SAVED_PEFT], sizeof r->saved[0], "%s", out);
     lt_run_emit_(r, json_pack("{s:s, s:s, s:s}", "event", "saved", "what", "peft", "path", out));
@@ -863,6 +869,8 @@ static lt_status save_outputs(lt_run *r) {
                                   "llama.cpp has no DoRA adapters; for llama.cpp, merge the "
                                   "adapter into the model with loratune fuse"));
     }
+    snprintf(path, sizeof path, "%s/mlx-lm", out);
+    if ((s = lt_output_end(path)) || (s = lt_output_end(out))) goto done;
 done:
     lt_adapter_free(a);
     return s;
@@ -1098,7 +1106,7 @@ static lt_status train(lt_run *r, lt_run_outcome *outcome) {
             if ((s = run_eval(r, t0, &aborted))) return s;
         }
         if (r->last_ckpt_step != r->step && (s = lt_run_save_checkpoint_(r))) return s;
-        if ((s = save_outputs(r))) return s;
+        if ((s = lt_run_save_outputs_(r))) return s;
     }
     json_t *done = json_pack("{s:s, s:I, s:s, s:f}", "event", "done", "step", (json_int_t)r->step,
                              "outcome", lt_run_outcome_name(oc), "elapsed_s", now_s() - t0);

@@ -101,6 +101,10 @@ void lt_run_emit_(lt_run *r, json_t *ev); /* sends to every sink, then drops the
 lt_status lt_run_shared_check_(const lt_run_shared *sh, const lt_run_opts *o);
 
 /* checkpoint.c */
+/* The end-of-training exports into OUT: the HF model (full fine-tune), or the PEFT adapter with
+ * its mlx-lm (OUT/mlx-lm) and GGUF (OUT/adapter.gguf) siblings, each folder whole or marked
+ * incomplete (lt_output_begin / lt_output_end). */
+lt_status lt_run_save_outputs_(lt_run *r);
 lt_status lt_run_save_checkpoint_(lt_run *r);
 /* file: one lt_checkpoint_pick chose, so verified (lt_checkpoint_verify) just before */
 lt_status lt_run_load_checkpoint_(lt_run *r, const char *file);

@@ -191,6 +191,11 @@ static const opt_row k_rows[] = {
      .values = k_device_values},
     {.in = {"threads", "N", "OpenMP / OpenBLAS threads, 0 = as the environment says", LT_OPT_INT,
             FIELD(threads), 0, 4096, .def = "0"}},
+    {.in = {"overwrite", NULL,
+            "replace the run that --out holds (its run_config.yaml, checkpoints and exports); "
+            "without it such a folder is refused, unless --resume continues that run",
+            LT_OPT_BOOL, FIELD(overwrite), .def = "false",
+            .flags = LT_OPT_NO_CONFIG | LT_OPT_NO_RECORD}},
     {.in = {"json", NULL, "print one JSON object per event on stdout", LT_OPT_BOOL, FIELD(json),
             .def = "false", .flags = LT_OPT_NO_RECORD}},
 };

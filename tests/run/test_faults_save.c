@@ -109,7 +109,15 @@ static void snap_restore(const char *dir, const snap *s) {
 }
 
 /* ---- the outputs ------------------------------------------------------------------------ */
-typedef enum { OUT_CKPT, OUT_PEFT, OUT_MLX, OUT_GGUF, OUT_HF_MODEL, OUT_GGUF_MODEL } out_kind;
+typedef enum {
+    OUT_CKPT,
+    OUT_PEFT,
+    OUT_MLX,
+    OUT_GGUF,
+    OUT_HF_MODEL,
+    OUT_GGUF_MODEL,
+    OUT_RUN_EXPORTS /* the end of training: PEFT + mlx-lm/ + adapter.gguf (lt_run_save_outputs_) */
+} out_kind;
 
 typedef struct {
     const char *name;
@@ -120,7 +128,10 @@ typedef struct {
     char dir[1200];  /* the folder that receives the output */
     char file[1300]; /* single-file outputs: the file */
     snap old_, new_;
-    int io; /* the walk injects I/O failures (a failed single-file write must leave it old) */
+    char sub[1300];       /* OUT_RUN_EXPORTS: OUT/mlx-lm, checked as a folder of its own */
+    snap sub_old, sub_new;
+    int io;
+    int fresh; /* the folder does not exist before the write (old version: no folder) */ /* the walk injects I/O failures (a failed single-file write must leave it old) */
 } out_case;
 
 static lt_status write_output(void *ctx) {
@@ -144,14 +155,64 @@ static lt_status write_output(void *ctx) {
         return lt_model_save_hf(c->model, c->src, c->dir, LT_DTYPE_BF16);
     case OUT_GGUF_MODEL:
         return lt_model_save_gguf(c->model, c->src, c->file, LT_DTYPE_Q8_0);
+    case OUT_RUN_EXPORTS:
+        return lt_run_save_outputs_(c->run);
     }
     return LT_ERR_INTERNAL;
 }
 
 static lt_status restore_old(void *ctx) {
     out_case *c = ctx;
+    if (c->fresh) {
+        lt_fault_rmtree(c->dir);
+        return LT_OK;
+    }
     snap_restore(c->dir, &c->old_);
+    if (c->sub[0]) snap_restore(c->sub, &c->sub_old);
     return LT_OK;
+}
+
+/* Issue 18, finding 4: a multi-file output (a Hugging Face folder, a run's adapter folder and
+ * its mlx-lm/ sibling) is whole or refused. After a failed write, the folder is exactly its
+ * old version (every file old, nothing added), or it holds the incomplete marker and the
+ * reader refuses it, naming the marker; a folder with an old or new version of each file but
+ * no marker (a mix a reader would take) is wrong. */
+static int snap_equal(const snap *a, const snap *b) {
+    if (a->n != b->n) return 0;
+    for (int i = 0; i < a->n; i++)
+        if (!snap_same(a, i, b, snap_find(b, a->name[i]))) return 0;
+    return 1;
+}
+
+static int whole_or_refused(const out_case *c, const char *dir, const snap *cur, const snap *old,
+                            const snap *newv, long n, int adapter) {
+    if (snap_equal(cur, old) && c->fresh && lt_path_exists(dir)) {
+        fprintf(stderr, "%s: N=%ld: the write failed but left the folder %s\n", c->name, n, dir);
+        return 0;
+    }
+    if (snap_equal(cur, old) || snap_equal(cur, newv)) return 1;
+    if (snap_find(cur, LT_INCOMPLETE_NAME) < 0) {
+        fprintf(stderr, "%s: N=%ld: %s is neither its old nor its new version, and not marked incomplete\n",
+                c->name, n, dir);
+        return 0;
+    }
+    lt_status st;
+    if (adapter) {
+        lt_adapter *a = NULL;
+        st = lt_adapter_load(dir, &c->run->model->config, &a);
+        lt_adapter_free(a);
+    } else {
+        lt_model *m = NULL;
+        st = lt_model_load(dir, NULL, &m);
+        lt_model_free(m);
+    }
+    if (st == LT_OK || !strstr(lt_errmsg(), "incomplete output") ||
+        !strstr(lt_errmsg(), LT_INCOMPLETE_NAME)) {
+        fprintf(stderr, "%s: N=%ld: %s is marked incomplete but the reader %s: '%s'\n", c->name,
+                n, dir, st == LT_OK ? "took it" : "said something else", lt_errmsg());
+        return 0;
+    }
+    return 1;
 }
 
 static int check_files(void *ctx, lt_status st, long n) {
@@ -162,6 +223,15 @@ static int check_files(void *ctx, lt_status st, long n) {
     if (n == 0) { /* the counting run: what a complete write makes */
         snap_free(&c->new_);
         c->new_ = cur;
+        if (c->sub[0]) {
+            snap_free(&c->sub_new);
+            snap_read(c->sub, &c->sub_new);
+        }
+        if (snap_find(&cur, LT_INCOMPLETE_NAME) >= 0) {
+            fprintf(stderr, "%s: the incomplete marker is left by a write that succeeded\n",
+                    c->name);
+            ok = 0;
+        }
         for (int i = 0; i < cur.n; i++) {
             if (strstr(cur.name[i], ".tmp")) {
                 fprintf(stderr, "%s: temp file %s left by a write that succeeded\n", c->name,
@@ -176,7 +246,23 @@ static int check_files(void *ctx, lt_status st, long n) {
         if (!changed) fprintf(stderr, "%s: the new version equals the old one\n", c->name);
         return ok && changed;
     }
+    if (st != LT_OK && (c->kind == OUT_HF_MODEL || c->kind == OUT_RUN_EXPORTS)) {
+        ok &= whole_or_refused(c, c->dir, &cur, &c->old_, &c->new_, n, c->kind == OUT_RUN_EXPORTS);
+        if (c->sub[0]) {
+            snap sub;
+            snap_read(c->sub, &sub);
+            ok &= whole_or_refused(c, c->sub, &sub, &c->sub_old, &c->sub_new, n, 1);
+            /* OUT's marker goes last: an unmarked OUT has a whole mlx-lm/ beside it */
+            if (snap_find(&cur, LT_INCOMPLETE_NAME) < 0 && snap_find(&sub, LT_INCOMPLETE_NAME) >= 0) {
+                fprintf(stderr, "%s: N=%ld: OUT unmarked beside an incomplete mlx-lm/\n",
+                        c->name, n);
+                ok = 0;
+            }
+            snap_free(&sub);
+        }
+    }
     for (int i = 0; i < cur.n; i++) {
+        if (st != LT_OK && !strcmp(cur.name[i], LT_INCOMPLETE_NAME)) continue; /* above */
         int o = snap_find(&c->old_, cur.name[i]), w = snap_find(&c->new_, cur.name[i]);
         int is_old = snap_same(&cur, i, &c->old_, o), is_new = snap_same(&cur, i, &c->new_, w);
         if (!is_old && !is_new) {
@@ -247,12 +333,14 @@ int main(void) {
     if (!r || !m || !mh) LT_TEST_END();
 
     out_case cases[] = {
-        {"checkpoint", OUT_CKPT, r, NULL, NULL, "", "", {0}, {0}, 0},
-        {"adapter peft", OUT_PEFT, r, NULL, NULL, "", "", {0}, {0}, 0},
-        {"adapter mlx", OUT_MLX, r, NULL, NULL, "", "", {0}, {0}, 0},
-        {"adapter gguf", OUT_GGUF, r, NULL, NULL, "", "", {0}, {0}, 0},
-        {"model hf", OUT_HF_MODEL, NULL, mh, hf, "", "", {0}, {0}, 0},
-        {"model gguf", OUT_GGUF_MODEL, NULL, m, gguf, "", "", {0}, {0}, 0},
+        {"checkpoint", OUT_CKPT, r, NULL, NULL, "", "", {0}, {0}, "", {0}, {0}, 0, 0},
+        {"adapter peft", OUT_PEFT, r, NULL, NULL, "", "", {0}, {0}, "", {0}, {0}, 0, 0},
+        {"adapter mlx", OUT_MLX, r, NULL, NULL, "", "", {0}, {0}, "", {0}, {0}, 0, 0},
+        {"adapter gguf", OUT_GGUF, r, NULL, NULL, "", "", {0}, {0}, "", {0}, {0}, 0, 0},
+        {"model hf", OUT_HF_MODEL, NULL, mh, hf, "", "", {0}, {0}, "", {0}, {0}, 0, 0},
+        {"model gguf", OUT_GGUF_MODEL, NULL, m, gguf, "", "", {0}, {0}, "", {0}, {0}, 0, 0},
+        {"run exports", OUT_RUN_EXPORTS, r, NULL, NULL, "", "", {0}, {0}, "", {0}, {0}, 0, 0},
+        {"model hf (new folder)", OUT_HF_MODEL, NULL, mh, hf, "", "", {0}, {0}, "", {0}, {0}, 0, 1},
     };
     const int nc = (int)(sizeof cases / sizeof *cases);
     snprintf(cases[0].dir, sizeof cases[0].dir, "%s/checkpoints", out);
@@ -264,12 +352,17 @@ int main(void) {
     snprintf(cases[4].dir, sizeof cases[4].dir, "%s/hf", tmp);
     snprintf(cases[5].dir, sizeof cases[5].dir, "%s/model", tmp);
     snprintf(cases[5].file, sizeof cases[5].file, "%s/model.gguf", cases[5].dir);
+    snprintf(cases[6].dir, sizeof cases[6].dir, "%s", out);
+    snprintf(cases[6].sub, sizeof cases[6].sub, "%s/mlx-lm", out);
+    snprintf(cases[7].dir, sizeof cases[7].dir, "%s/hf-new", tmp);
 
     /* the old versions */
     for (int i = 0; i < nc; i++) {
+        if (cases[i].fresh) continue; /* no old version: no folder */
         mkdir(cases[i].dir, 0755);
         CHECK_OK(write_output(&cases[i]));
         snap_read(cases[i].dir, &cases[i].old_);
+        if (cases[i].sub[0]) snap_read(cases[i].sub, &cases[i].sub_old);
         CHECK(cases[i].old_.n > 0, "%s: nothing written", cases[i].name);
     }
     change_trainer(lt_run_trainer(r));
@@ -299,6 +392,8 @@ int main(void) {
     for (int i = 0; i < nc; i++) {
         snap_free(&cases[i].old_);
         snap_free(&cases[i].new_);
+        snap_free(&cases[i].sub_old);
+        snap_free(&cases[i].sub_new);
     }
     lt_model_free(m);
     lt_model_free(mh);

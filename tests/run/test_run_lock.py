@@ -8,8 +8,10 @@ write lock holding the pid), end to end on stories260K:
   ordinary folder (no lock file) is not blocked;
 - a real run: a second `train` and a `fuse` into the folder of a running `train` fail naming
   it and the first one's pid; its checkpoint pruning leaves a foreign temp file alone; after
-  SIGKILL the kernel has released the lock and a new run takes the folder (removing the
-  killed writes' temp files), without deleting the killed run's checkpoints.
+  SIGKILL the kernel has released the lock: a new run into the killed run's folder is refused
+  (it holds another run: issue 18 finding 4) naming the folder, --overwrite and --resume; with
+  --overwrite it takes the folder (removing the killed writes' temp files and the killed run's
+  checkpoints) and leaves whole exports.
 """
 import fcntl
 import json
@@ -139,15 +141,25 @@ def real_process():
         p.communicate()
     check(p.returncode == -signal.SIGKILL, f"first run killed: {p.returncode}")
     killed = [c for c in ckpts(P) if c.endswith(".safetensors")]
+    # issue 18 finding 4: a new run into the killed run's folder is refused, naming the folder
+    # and the option (its run_config.yaml must not land beside the other run's checkpoints)
     r, dt = timed("train", *COMMON, "--iters", "2", "--save-every", "1", "--keep-checkpoints",
                   "2", "--out", P)
-    check(r.returncode == 0, f"after SIGKILL a new run takes the folder: {r.stderr[-500:]}")
+    check(r.returncode == 1 and f"{P}: holds another run (run_config.yaml)" in r.stderr
+          and "--overwrite" in r.stderr and f"--resume {P}" in r.stderr and dt < FAST,
+          f"a new run into another run's folder is refused: rc {r.returncode}: {r.stderr[-500:]}")
+    check([c for c in ckpts(P) if c.endswith(".safetensors")] == killed,
+          f"the refused run left the other run's checkpoints alone: {ckpts(P)}")
+    r, dt = timed("train", *COMMON, "--iters", "2", "--save-every", "1", "--keep-checkpoints",
+                  "2", "--out", P, "--overwrite")
+    check(r.returncode == 0, f"after SIGKILL, --overwrite takes the folder: {r.stderr[-500:]}")
     after = ckpts(P)
     check(not os.path.exists(foreign) and not [c for c in after if ".tmp." in c],
           f"leftover temp files removed when the folder is taken: {after}")
-    check(after == sorted(set(killed) | {"step-00000001.safetensors",
-                                         "step-00000002.safetensors"}),
-          f"the new run kept its own checkpoints and left the killed run's: {killed} -> {after}")
+    check(after == ["step-00000001.safetensors", "step-00000002.safetensors"],
+          f"--overwrite: only the new run's checkpoints are left: {killed} -> {after}")
+    check(not os.path.exists(os.path.join(P, ".loratune.incomplete")),
+          "--overwrite: the exports are whole after the run (no incomplete marker)")
     check(not os.path.exists(os.path.join(P, LOCK)), "no lock file after the run")
 
 

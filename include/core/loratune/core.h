@@ -175,6 +175,21 @@ lt_status lt_file_write_atomic(const char *path, const void *buf, size_t len);
 int lt_path_is_dir(const char *path);
 int lt_path_exists(const char *path);
 
+/* ---- multi-file outputs: the "incomplete" marker ------------------------------------- */
+/* A multi-file output (a Hugging Face folder from fuse / a full fine-tune, a run's PEFT adapter
+ * with its mlx-lm and GGUF siblings) is written in place, one atomic file at a time, between
+ * lt_output_begin and lt_output_end: begin writes DIR/.loratune.incomplete (atomically, before
+ * anything else of the output), end removes it after the last file. A folder holding the
+ * marker is an output whose writer stopped (disk full, killed) before it finished: the model
+ * and adapter readers refuse it (lt_output_check). */
+#define LT_INCOMPLETE_NAME ".loratune.incomplete"
+lt_status lt_output_begin(const char *dir, const char *what);
+lt_status lt_output_end(const char *dir);
+/* LT_ERR_FORMAT when the folder (path, or the folder holding path when it is a file) holds the
+ * marker: "DIR: an incomplete output (WHAT; DIR/.loratune.incomplete: its writer stopped
+ * before it finished): write it again". */
+lt_status lt_output_check(const char *path);
+
 /* ---- folder locks -------------------------------------------------------------------- */
 /* An advisory, exclusive lock on a folder that one writer owns (a training run's output
  * folder, an export's folder), so that a second writer fails at once instead of mixing its

@@ -164,6 +164,9 @@ typedef struct {
     int threads; /* OpenMP threads of the run's work, on its thread (see Threads above); 0: as
                     the environment says */
     int json;    /* front ends: print events as JSON lines */
+    int overwrite; /* out may hold another run (its run_config.yaml / checkpoints): replace it
+                      (its checkpoints are removed, its exports marked incomplete); without it
+                      such a folder is refused unless it is the one --resume continues */
     /* set by C code only: not in the option table (not in a config file, on the command line,
        in run_config.yaml or in checkpoints) */
     char fault_nan_steps[256]; /* tests: comma-separated optimizer steps (>= 1) whose gradients

@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "core/io.h"
 #include "serve_internal.h"
 #include "web.h"
 
@@ -110,7 +111,7 @@ enum MHD_Result lt_job_archive(lt_server *s, struct MHD_Connection *c, const cha
             return lt_reply_error(c, MHD_HTTP_INTERNAL_SERVER_ERROR, "internal", "no random id");
         snprintf(tmp, sizeof tmp, "%s/%s.part", dir, rnd);
         int r = make_zip(out, tmp, err, sizeof err);
-        if (r || rename(tmp, zip)) {
+        if (r || lt_io_rename(tmp, zip)) {
             unlink(tmp);
             char *msg = lt_serve_scrub(s, r ? err : "could not store the archive");
             enum MHD_Result ret =

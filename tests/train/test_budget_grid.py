@@ -47,27 +47,31 @@ MiB = 1 << 20
 # (method, grad_checkpoint, budget MiB, iters). Budgets sit between the plans of neighbouring
 # sizes, so small planner errors show; the comments say what was picked when written (the
 # checks do not depend on it; only "several different (B, T)" does).
-GRID = [  # (method, grad checkpoint, budget MiB, iters): several (B, T) get picked
-    ("lora", False, 340, 2),
-    ("lora", False, 800, 2),
-    ("lora", True, 310, 2),
-    ("qlora", False, 320, 2),
-    ("qlora", True, 310, 2),
-    ("full", False, 2180, 1),
-    ("full", True, 2160, 1),
+GRID = [  # (method, grad checkpoint, budget MiB, iters, compute dtype): several (B, T) picked
+    # fp32 compute (the budgets were placed between fp32 plans)
+    ("lora", False, 340, 2, "f32"),
+    ("lora", False, 800, 2, "f32"),
+    ("lora", True, 310, 2, "f32"),
+    ("qlora", False, 320, 2, "f32"),
+    ("qlora", True, 310, 2, "f32"),
+    ("full", False, 2180, 1, "f32"),
+    ("full", True, 2160, 1, "f32"),
+    # bf16 compute (its bf16 copies of the inputs, the head's bf16 copy for full FT, oneDNN)
+    ("lora", False, 800, 2, "bf16"),
+    ("full", True, 2300, 1, "bf16"),
 ]
 # below the smallest plan alone (batch 1 x 16 tokens: 141 MiB for LoRA q,v on SmolLM2-135M
 # with the head in vocabulary blocks), so nothing can fit whatever the reserve
 TOO_SMALL = ("lora", False, 120)
 # sanitizer build: ASan's shadow memory is part of what the run holds (its reserve), so the
 # budgets are larger; one run through every code path, RSS not compared
-SAN_GRID = [("lora", False, 800, 1)]
+SAN_GRID = [("lora", False, 800, 1, "f32")]
 
 
-def plan(method, ck, B, T):
+def plan(method, ck, B, T, cd):
     """`loratune plan --json` for these sizes; None (and a failed check) if it fails."""
     args = ["plan", "--model", MODEL, "--method", method, "--batch-size", str(B),
-            "--max-seq-len", str(T), "--json"]
+            "--max-seq-len", str(T), "--compute-dtype", cd, "--json"]
     if ck:
         args.append("--grad-checkpoint")
     r = ltcheck.run(*args)
@@ -79,13 +83,13 @@ def plan(method, ck, B, T):
         return None
 
 
-def train(method, ck, budget, iters, tmp):
+def train(method, ck, budget, iters, tmp, cd="f32"):
     """Runs one child; returns (exit status, events, stderr, ru_maxrss bytes, seconds)."""
     out = os.path.join(tmp, "out")
     args = [ltcheck.LORATUNE, "train", "--model", MODEL, "--data", DATA, "--out", out,
             "--method", method, "--iters", str(iters), "--batch-size", "auto",
             "--max-seq-len", "auto", "--memory-budget", str(budget), "--eval-batches", "1",
-            "--threads", "2", "--json"]
+            "--threads", "2", "--compute-dtype", cd, "--json"]
     if ck:
         args.append("--grad-checkpoint")
     t0 = time.time()
@@ -134,10 +138,10 @@ def main():
     picked = set()
     longest = longest_example()
     grid = SAN_GRID if san else GRID
-    for method, ck, budget_mib, iters in grid:
+    for method, ck, budget_mib, iters, cd in grid:
         X = budget_mib * MiB
-        name = f"{method}{' +ckpt' if ck else ''} @ {budget_mib} MiB"
-        rc, evs, err, maxrss, secs = train(method, ck, X, 1 if san else iters, tmp)
+        name = f"{method}{' +ckpt' if ck else ''} {cd} @ {budget_mib} MiB"
+        rc, evs, err, maxrss, secs = train(method, ck, X, 1 if san else iters, tmp, cd)
         starts = [e for e in evs if e.get("event") == "start"]
         steps = [e for e in evs if e.get("event") == "step"]
         done = [e for e in evs if e.get("event") == "done"]
@@ -175,13 +179,13 @@ def main():
                   f"{budget_mib} MiB (B {B}, T {T}, planned {planned / MiB:.1f} MiB)")
         # maximal: the planner printed by `loratune plan` agrees, and one more row / token does
         # not fit
-        p = plan(method, ck, B, T)
+        p = plan(method, ck, B, T, cd)
         check(p is not None and p["peak_bytes"] + reserved == planned,
               f"{name}: loratune plan at B {B} T {T}: peak {p and p['peak_bytes']} + the run's "
               f"reserve {reserved} vs the run's planned peak {planned}")
         ntrain = st.get("train_examples", 0)
         if B < min(64, ntrain):
-            q = plan(method, ck, B + 1, T)
+            q = plan(method, ck, B + 1, T, cd)
             check(q is not None and q["peak_bytes"] + reserved > X,
                   f"{name}: B {B} is not maximal: the plan at B {B + 1} T {T} is "
                   f"{q and q['peak_bytes']} + {reserved} <= {X}")
@@ -192,7 +196,7 @@ def main():
     for name, B, T, planned, reported, maxrss, X, secs, reserved in rows:
         if longest and T < longest:
             method, ck = name.split(" @ ")[0].split(" ")[0], "+ckpt" in name
-            q = plan(method, ck, B, T + 1)
+            q = plan(method, ck, B, T + 1, cd)
             check(q is not None and q["peak_bytes"] + reserved > X,
                   f"{name}: T {T} is not maximal: the plan at B {B} T {T + 1} is "
                   f"{q and q['peak_bytes']} + {reserved} <= {X}")

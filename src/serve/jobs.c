@@ -410,7 +410,7 @@ static lt_job *find_job(lt_server *s, const char *id) {
 
 /* ---- endpoints ------------------------------------------------------------------------- */
 /* The text lt_run_opts_set reads for a JSON value; NULL when the type can't be an option. */
-static const char *opt_text(const json_t *v, char *buf, size_t n) {
+const char *lt_serve_opt_text(const json_t *v, char *buf, size_t n) {
     if (json_is_string(v)) return json_string_value(v);
     if (json_is_true(v)) return "true";
     if (json_is_false(v)) return "false";
@@ -494,7 +494,7 @@ enum MHD_Result lt_jobs_create(lt_server *s, struct MHD_Connection *c, const jso
                                   "options: '%s' is set by the server (paths never come from "
                                   "clients; give 'dataset' and 'model' at the top level)",
                                   in->name);
-        const char *t = opt_text(v, buf, sizeof buf);
+        const char *t = lt_serve_opt_text(v, buf, sizeof buf);
         if (!t)
             return json_decref(given),
                    lt_reply_error(c, 400, "bad_option",

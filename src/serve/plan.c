@@ -16,21 +16,6 @@
 #include "serve_internal.h"
 #include "web.h"
 
-static const char *opt_text(const json_t *v, char *buf, size_t n) {
-    if (json_is_string(v)) return json_string_value(v);
-    if (json_is_true(v)) return "true";
-    if (json_is_false(v)) return "false";
-    if (json_is_integer(v)) {
-        snprintf(buf, n, "%lld", (long long)json_integer_value(v));
-        return buf;
-    }
-    if (json_is_real(v)) {
-        snprintf(buf, n, "%.17g", json_real_value(v));
-        return buf;
-    }
-    return NULL;
-}
-
 enum MHD_Result lt_plan_estimate(lt_server *s, struct MHD_Connection *c, const json_t *body) {
     if (!body) return lt_reply_error(c, 400, "bad_json", "request body: expected {model, options}");
     const char *key;
@@ -64,7 +49,7 @@ enum MHD_Result lt_plan_estimate(lt_server *s, struct MHD_Connection *c, const j
         if (in->type == LT_OPT_STRING || !strcmp(in->name, "json"))
             return lt_reply_error(c, 400, "bad_option", "options: '%s' is set by the server",
                                   in->name);
-        const char *t = opt_text(v, buf, sizeof buf);
+        const char *t = lt_serve_opt_text(v, buf, sizeof buf);
         if (!t)
             return lt_reply_error(c, 400, "bad_option",
                                   "options: %s: expected a string, number or boolean", in->name);

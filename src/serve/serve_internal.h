@@ -245,4 +245,8 @@ enum MHD_Result lt_oai_error(struct MHD_Connection *c, unsigned status, const ch
 extern const unsigned char lt_serve_openapi_json[];
 extern const unsigned long lt_serve_openapi_json_len;
 
+/* The text lt_run_opts_set reads for a JSON option value (string, bool, number; buf holds a
+ * number's); NULL when the type cannot be an option (jobs.c, used by plan.c too). */
+const char *lt_serve_opt_text(const json_t *v, char *buf, size_t n);
+
 #endif

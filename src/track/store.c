@@ -637,7 +637,9 @@ static lt_status collect(const char *path, art_row **rows, int *n, int *cap) {
         lt_status rc = lt_dir_list_sorted(path, &names, &nn);
         if (rc != LT_OK) return rc;
         for (int i = 0; i < nn && rc == LT_OK; i++) {
-            if (!strcmp(names[i], LT_DIR_LOCK_NAME)) continue;
+            /* the writer's lock and its "incomplete" marker are not part of the output */
+            if (!strcmp(names[i], LT_DIR_LOCK_NAME) || !strcmp(names[i], LT_INCOMPLETE_NAME))
+                continue;
             size_t l = strlen(path) + strlen(names[i]) + 2;
             char *c = lt_malloc(l);
             if (!c)

@@ -1175,7 +1175,11 @@ static int parse_args(int argc, char **argv, tune_args *a, int *resume, char *me
             return 2;
         }
         int rc = check_space(a, a->space_json);
-        if (rc) return rc;
+        if (rc) {
+            free(a->space_json); /* the caller frees it only after a successful parse */
+            a->space_json = NULL;
+            return rc;
+        }
     }
     return 0;
 }

@@ -57,13 +57,18 @@ MEMBER = re.compile(r"^(\S+):\s+file format ")
 DISPATCHED = re.compile(r"_avx(2|512)\.c\.o$")
 
 
+AVX512_ONLY = {"vpdpbusd", "vpdpbusds", "vpdpwssd", "vpdpwssds"}
+
+
 def beyond(line):
     """'avx512' / 'avx' / 'sse' (beyond SSE2) / None for one objdump instruction line."""
     m = INSN.match(line)
     if not m:
         return None
     mn, ops = m.group(1), m.group(2)
-    if AVX512_REG.search(ops):
+    # the VNNI dot products (vpdpbusd / vpdpwssd...) need AVX512_VNNI (or AVX-VNNI), never the
+    # AVX2 level; on ymm0-15 they show no AVX-512 register, so they are named here
+    if AVX512_REG.search(ops) or mn.split(".")[0].split("{")[0] in AVX512_ONLY:
         return "avx512"
     if WIDE_REG.search(ops) or (mn.startswith("v") and mn not in V_NOT_SIMD):
         return "avx"
@@ -105,6 +110,7 @@ def classifier_selftest():
         "  1a:\tvpermps %zmm1,%zmm2,%zmm0": "avx512",
         "  1a:\tvmovups %xmm17,(%rax)": "avx512",
         "  1a:\tkmovw  %k1,%eax": "avx512",
+        "  1a:\tvpdpbusd %ymm1,%ymm2,%ymm0": "avx512",
         "  1a:\tpshufb %xmm1,%xmm0": "sse",
         "  1a:\tpopcnt %rdi,%rax": "sse",
         "  1a:\tshlx   %rax,%rdx,%rcx": "sse",

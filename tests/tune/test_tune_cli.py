@@ -210,21 +210,28 @@ def kill_in_trial(d, sig, min_trial):
     p = subprocess.Popen([LORATUNE, "tune", *BASE, "--study", d, *args4[:-1], "--store", store4],
                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     caught = None
+    watched = False
     t_end = time.time() + 120
     while time.time() < t_end and p.poll() is None:
         try:
             s = study_json(d)
         except (OSError, ValueError):
             s = None
-        if s and len(s["trials"]) > min_trial and s["trials"][-1]["state"] == "running" and \
-                s["trials"][-1]["intermediate"]:
-            caught = s["trials"][-1]["trial"]
-            # a study a running tune holds can be watched (read without the lock)
+        if s and s["trials"] and not watched:
+            # a study a running tune holds can be watched (read without the lock); checked
+            # before waiting for the trial to stop in, so the signal follows the sighting at once
+            # (trials here last a fraction of a second)
+            watched = True
+            n0 = len(s["trials"])
             t0 = time.time()
             w = run("study", "show", "--study", d, "--json")
             check(w.returncode == 0 and time.time() - t0 < 10 and
-                  len(json.loads(w.stdout)["trials"]) >= caught + 1,
+                  len(json.loads(w.stdout)["trials"]) >= n0,
                   f"study show during tune: rc {w.returncode} {w.stderr}")
+            continue
+        if s and len(s["trials"]) > min_trial and s["trials"][-1]["state"] == "running" and \
+                s["trials"][-1]["intermediate"]:
+            caught = s["trials"][-1]["trial"]
             p.send_signal(sig)
             break
         time.sleep(0.02)

@@ -23,23 +23,10 @@
 
 #include "backend_internal.h"
 
-static float bf16f(uint16_t h) {
-    uint32_t u = (uint32_t)h << 16;
-    float f;
-    memcpy(&f, &u, sizeof f);
-    return f;
-}
-
 void lt_host_to_bf16_(uint16_t *dst, const float *src, int64_t n) {
 #pragma omp parallel for schedule(static) if (n > 65536)
-    for (int64_t i = 0; i < n; i++) {
-        uint32_t x;
-        memcpy(&x, &src[i], sizeof x);
-        uint16_t h;
-        if ((x & 0x7fffffffu) > 0x7f800000u) h = (uint16_t)((x >> 16) | 0x40); /* quiet NaN */
-        else h = (uint16_t)((x + 0x7fffu + ((x >> 16) & 1)) >> 16);
-        dst[i] = h;
-    }
+    for (int64_t i = 0; i < n; i++)
+        dst[i] = lt_f32_to_bf16(src[i]);
 }
 
 /* the loops: fp32 products and sums, k in order (the reference backend's and the fallback) */
@@ -50,8 +37,8 @@ void lt_host_gemm_bf16_loops_(int ta, int tb, int M, int N, int K, float alpha, 
         for (int j = 0; j < N; j++) {
             float acc = 0.0f;
             for (int k = 0; k < K; k++) {
-                float a = bf16f(ta ? A[(int64_t)k * lda + i] : A[(int64_t)i * lda + k]);
-                float b = bf16f(tb ? B[(int64_t)j * ldb + k] : B[(int64_t)k * ldb + j]);
+                float a = lt_bf16_to_f32(ta ? A[(int64_t)k * lda + i] : A[(int64_t)i * lda + k]);
+                float b = lt_bf16_to_f32(tb ? B[(int64_t)j * ldb + k] : B[(int64_t)k * ldb + j]);
                 acc += a * b;
             }
             float *c = &C[(int64_t)i * ldc + j];

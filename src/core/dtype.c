@@ -107,12 +107,4 @@ uint16_t lt_f32_to_f16(float f) {
     return (uint16_t)(sign | r);
 }
 
-float lt_bf16_to_f32(uint16_t h) { return bits_f32((uint32_t)h << 16); }
-
-uint16_t lt_f32_to_bf16(float f) {
-    uint32_t x = f32_bits(f);
-    if ((x & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((x >> 16) | 0x40); /* quiet nan */
-    uint32_t lsb = (x >> 16) & 1;
-    x += 0x7fffu + lsb;
-    return (uint16_t)(x >> 16);
-}
+/* lt_bf16_to_f32 / lt_f32_to_bf16: inline in core.h */

@@ -137,8 +137,17 @@ int64_t lt_dtype_nbytes(lt_dtype t, int64_t n);
 
 float lt_f16_to_f32(uint16_t h);
 uint16_t lt_f32_to_f16(float f);   /* round to nearest even, like numpy/torch */
-float lt_bf16_to_f32(uint16_t h);
-uint16_t lt_f32_to_bf16(float f);  /* round to nearest even, NaN kept NaN, like torch */
+/* bf16 <-> fp32: inline, so the array loops over them (the bf16 compute path) vectorise */
+static inline float lt_bf16_to_f32(uint16_t h) {
+    union { uint32_t u; float f; } v = {(uint32_t)h << 16};
+    return v.f;
+}
+static inline uint16_t lt_f32_to_bf16(float f) { /* nearest even, NaN kept NaN, like torch */
+    union { float f; uint32_t u; } v = {f};
+    uint32_t x = v.u;
+    if ((x & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((x >> 16) | 0x40); /* quiet NaN */
+    return (uint16_t)((x + 0x7fffu + ((x >> 16) & 1)) >> 16);
+}
 
 /* A target id that no loss counts (PyTorch's ignore_index): the data layer writes it into
  * micro-batches (data.h), the cross-entropy ops skip it (ops.h). */

@@ -9,7 +9,9 @@ W warm-up + N optimizer steps on synthetic random tokens with every target count
     loss.backward(); clip_grad_norm_(1.0); AdamW(lr 1e-4, wd 0.01).step(); zero_grad()
 PyTorch eager unless --compile (torch.compile of the model, default inductor backend; the warm-up
 steps include compiling); attention is transformers' default "sdpa" unless --attn eager.
---autocast bf16 runs the forward under torch.autocast("cpu", torch.bfloat16) (params, grads and
+--device cuda runs it all on the GPU (each step ends with loss.item(), which synchronizes;
+gpu_peak_allocated / _reserved in the output). --autocast bf16 runs the forward under
+torch.autocast(device, torch.bfloat16) (params, grads and
 AdamW stay fp32). --threads "2,1": the timed steps are run once per thread count in this process
 (after one shared warm-up) and the best is reported as tokens_per_s, all of them in by_threads.
 Prints ONE JSON line on stdout; peak RSS = resource.getrusage(RUSAGE_SELF).ru_maxrss (the
@@ -56,6 +58,8 @@ def main():
     ap.add_argument("--grad-checkpoint", action="store_true")
     ap.add_argument("--compile", action="store_true", help="torch.compile the model")
     ap.add_argument("--seed", type=int, default=1234)
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
+                    help="cuda: the model, data and optimizer on the GPU (timings synchronized)")
     a = ap.parse_args()
 
     rss_start = rss_now()
@@ -76,7 +80,7 @@ def main():
                       tie_word_embeddings=True, rms_norm_eps=1e-5, attention_bias=False,
                       mlp_bias=False, torch_dtype=torch.float32)
     cfg._attn_implementation = a.attn
-    model = LlamaForCausalLM(cfg).float()
+    model = LlamaForCausalLM(cfg).float().to(a.device)
     n_params = sum(p.numel() for p in model.parameters())
     if a.method == "full":
         trainable = [p for p in model.parameters()]
@@ -104,12 +108,14 @@ def main():
     fwd = torch.compile(model) if a.compile else model
 
     def step():
-        toks = torch.randint(0, V, (a.batch, a.seq + 1), generator=g)
+        toks = torch.randint(0, V, (a.batch, a.seq + 1), generator=g).to(a.device)
         x, y = toks[:, :-1], toks[:, 1:]
+        if a.device == "cuda":
+            torch.cuda.synchronize()
         t0 = time.perf_counter()
         c0 = time.process_time()
         if a.autocast == "bf16":
-            with torch.autocast("cpu", dtype=torch.bfloat16):
+            with torch.autocast(a.device, dtype=torch.bfloat16):
                 logits = fwd(input_ids=x).logits
         else:
             logits = fwd(input_ids=x).logits
@@ -118,8 +124,9 @@ def main():
         torch.nn.utils.clip_grad_norm_(trainable, 1.0)
         opt.step()
         opt.zero_grad(set_to_none=False)
+        lv = loss.item()  # synchronizes a GPU
         dt = time.perf_counter() - t0
-        return dt, (time.process_time() - c0) / dt, loss.item()
+        return dt, (time.process_time() - c0) / dt, lv
 
     losses = []
     for i in range(a.warmup):
@@ -156,7 +163,11 @@ def main():
         "n_params": n_params, "n_trainable": n_trainable,
         "loss_first": round(losses[0], 5), "loss_last": round(losses[-1], 5),
         "rss_start": rss_start, "rss_after_import": rss_import, "rss_after_model": rss_model,
-        "peak_rss": maxrss, "loadavg": os.getloadavg()[0],
+        "peak_rss": maxrss, "device": a.device,
+        **({"gpu": torch.cuda.get_device_name(0),
+            "gpu_peak_allocated": torch.cuda.max_memory_allocated(),
+            "gpu_peak_reserved": torch.cuda.max_memory_reserved()} if a.device == "cuda" else {}),
+        "loadavg": os.getloadavg()[0],
         "torch": torch.__version__, "transformers": transformers.__version__,
         "peft": peft.__version__,
     }

@@ -463,12 +463,19 @@ static lt_status create_trainer(lt_run *r, const lt_adapter *a) {
     const lt_backend *be = NULL;
     lt_status s = pick_backend(r, &be);
     if (s) return s;
-    /* auto's bf16 is the CPU backend's (oneDNN): a backend without bf16 products computes in
-     * fp32; asked for, the trainer refuses it with the reason */
-    if (r->o.compute_dtype < 0 && r->tc.compute_dtype == LT_DTYPE_BF16 &&
-        !lt_backend_supports(be, LT_OP_GEMM_BF16, LT_DTYPE_F32)) {
+    /* auto on a GPU: bf16 products with fp32 accumulation where the GPU has them (as PyTorch's
+     * autocast), whatever the host CPU has; on the CPU the pick above (its bf16 instructions).
+     * A backend without bf16 products computes in fp32; asked for, the trainer refuses it with
+     * the reason. DoRA stays fp32 (the pick). */
+    if (r->o.compute_dtype < 0 && be && be->device && r->tc.method != LT_METHOD_DORA) {
+        const int has = lt_backend_supports(be, LT_OP_GEMM_BF16, LT_DTYPE_F32);
+        r->tc.compute_dtype = has ? LT_DTYPE_BF16 : LT_DTYPE_F32;
+        r->compute_reason = has ? "auto: the GPU has bf16 products (cuBLAS, fp32 accumulation)"
+                                : "auto: this GPU has no bf16 products (compute capability < 8.0)";
+    } else if (r->o.compute_dtype < 0 && r->tc.compute_dtype == LT_DTYPE_BF16 &&
+               !lt_backend_supports(be, LT_OP_GEMM_BF16, LT_DTYPE_F32)) {
         r->tc.compute_dtype = LT_DTYPE_F32;
-        r->compute_reason = "auto: this device's backend has no bf16 products yet";
+        r->compute_reason = "auto: this backend has no bf16 products";
     }
     emit_stage(r, "creating_trainer",
                json_pack("{s:s, s:i, s:i, s:s, s:s, s:s, s:s, s:s}", "method",

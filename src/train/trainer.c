@@ -1014,6 +1014,7 @@ static lt_status move_to_device(lt_trainer *tr, const void *stage, int64_t wbyte
     TO_DEV(tr->embd16, V * D * 2);
     TO_DEV(tr->head, V * D * 4);
     TO_DEV(tr->head16, V * D * 2);
+    TO_DEV(tr->headb, V * D * 2); /* bf16 compute's head copy: carved in WEIGHTS, filled later */
     if (tr->embd_src) {
         if ((st = lazy_to_dev(tr, tr->embd_src, LT_W_TOK_EMBD, 0, V, D, &tr->embdq,
                               &tr->embdq_dt, &tr->embd)))

@@ -744,6 +744,12 @@ static const tcase k_cases[] = {
     {LT_OP_ATTENTION, {3, 40, 6, 2, 64, 9}, LT_DTYPE_F32, 0, TF},
     {LT_OP_ATTENTION, {5, 12, 3, 1, 32, 0}, LT_DTYPE_F32, 2 | 1, TF},
     {LT_OP_ATTENTION, {2, 70, 2, 2, 128, 0}, LT_DTYPE_F32, 2, TF},
+    /* longer rows: several tiles of a tiled kernel (CUDA's: 16-64 queries a tile), a window
+     * that starts inside a tile, packed documents in ragged rows */
+    {LT_OP_ATTENTION, {2, 200, 6, 2, 64, 0}, LT_DTYPE_F32, 2 | 1, TF},
+    {LT_OP_ATTENTION, {1, 150, 4, 4, 64, 50}, LT_DTYPE_F32, 0, TF},
+    {LT_OP_ATTENTION, {2, 100, 8, 2, 128, 37}, LT_DTYPE_F32, 1, TF},
+    {LT_OP_ATTENTION, {3, 90, 4, 1, 32, 0}, LT_DTYPE_F32, 2, TF},
     /* swiglu {n}: below and above the OpenMP threshold */
     {LT_OP_SWIGLU, {1}, LT_DTYPE_F32, 0, 1e-6},
     {LT_OP_SWIGLU, {1001}, LT_DTYPE_F32, 0, 1e-6},

@@ -48,6 +48,8 @@
 #define TOL_AFTER_LR 0.1
 #define TOL_M 1e-4
 #define TOL_V 2e-4
+#define TOL16_SCALAR 0.00390625 /* bf16 compute on the GPU vs the CPU's: one bf16 step (2^-8) */
+#define TOL16_X 0.03
 #define NSTEP 3
 #define NACC 2
 
@@ -73,6 +75,7 @@ typedef struct {
     const char *targets;
     float dropout;
     int ckpt;
+    int bf16; /* compute_dtype BF16 */
 } tcase;
 
 /* Micro-batch k (B 3, T 12): row 0 a masked prompt then targets, row 1 a padded tail (targets
@@ -128,6 +131,7 @@ static int run_trainer(const tcase *tc, const lt_backend *be, trace *out) {
     c.batch_size = 3;
     c.seq_len = 12;
     c.grad_checkpoint = tc->ckpt;
+    c.compute_dtype = tc->bf16 ? LT_DTYPE_BF16 : LT_DTYPE_F32;
     c.lr = 1e-2f;
     c.grad_clip = 0.5f; /* clipping is active for some steps */
     c.seed = 7;
@@ -233,6 +237,15 @@ static void compare_trainer(const tcase *tc, const lt_backend *other, int exact)
     if (exact) {
         CHECK(wl == 0 && wn == 0 && wg == 0 && wa == 0 && wm == 0 && wv == 0,
               "%s on %s: differs from the cpu backend", tc->name, other->name);
+        free_trace(&a);
+        free_trace(&b);
+        return;
+    }
+    if (tc->bf16) { /* bf16 on the GPU: within a few bf16 roundings (see the cases) */
+        CHECK(wl <= TOL16_SCALAR && wn <= TOL16_SCALAR, "%s: loss %.3g / grad norm %.3g rel err",
+              tc->name, wl, wn);
+        CHECK(wg <= TOL16_X && wm <= TOL16_X && wv <= 2 * TOL16_X, "%s: grads %.3g m %.3g v %.3g",
+              tc->name, wg, wm, wv);
         free_trace(&a);
         free_trace(&b);
         return;
@@ -353,21 +366,34 @@ int main(int argc, char **argv) {
     lt_set_num_threads(1);
     const tcase cases[] = {
         {"qwen2_lora_all_drop", "src:tests/data/train/random_qwen2", 0, LT_METHOD_LORA,
-         LT_DTYPE_F32, "all", 0.1f, 0},
+         LT_DTYPE_F32, "all", 0.1f, 0, 0},
         {"qwen2_dora_ckpt", "src:tests/data/train/random_qwen2", 0, LT_METHOD_DORA, LT_DTYPE_F32,
-         "q,k,v,o,down", 0, 1},
+         "q,k,v,o,down", 0, 1, 0},
         {"qwen2_full", "src:tests/data/train/random_qwen2", 0, LT_METHOD_FULL, LT_DTYPE_F32, NULL,
-         0, 0},
+         0, 0, 0},
         {"qwen2_lora_bf16", "src:tests/data/train/random_qwen2", 0, LT_METHOD_LORA, LT_DTYPE_BF16,
-         "all", 0, 0},
+         "all", 0, 0, 0},
         {"qwen2_qlora", "src:tests/data/train/random_qwen2", 0, LT_METHOD_QLORA, LT_DTYPE_BF16,
-         "all", 0, 1},
-        {"stories_lora_hf", "fix:stories260K-hf", 0, LT_METHOD_LORA, LT_DTYPE_F32, "q,v", 0, 0},
-        {"stories_full", "fix:stories260K-hf", 0, LT_METHOD_FULL, LT_DTYPE_F32, NULL, 0, 0},
+         "all", 0, 1, 0},
+        {"stories_lora_hf", "fix:stories260K-hf", 0, LT_METHOD_LORA, LT_DTYPE_F32, "q,v", 0, 0, 0},
+        {"stories_full", "fix:stories260K-hf", 0, LT_METHOD_FULL, LT_DTYPE_F32, NULL, 0, 0, 0},
         {"stories_lora_gguf_lazy", "fix:stories260K/stories260K.gguf", 1, LT_METHOD_LORA,
-         LT_DTYPE_F32, "all", 0, 0},
+         LT_DTYPE_F32, "all", 0, 0, 0},
         {"stories_qlora_gguf_lazy", "fix:stories260K/stories260K.gguf", 1, LT_METHOD_QLORA,
-         LT_DTYPE_BF16, "q,v", 0, 0},
+         LT_DTYPE_BF16, "q,v", 0, 0, 0},
+        /* bf16 compute: bit for bit on cpu-as-device; on the GPU its products sum in another
+         * order and later roundings to bf16 amplify that, so the GPU's bf16 accuracy is held to
+         * PyTorch's autocast by test_trainer_golden --device cuda, and here to TOL16_* */
+        {"qwen2_lora_all_c16", "src:tests/data/train/random_qwen2", 0, LT_METHOD_LORA,
+         LT_DTYPE_F32, "all", 0.1f, 0, 1},
+        {"qwen2_full_c16", "src:tests/data/train/random_qwen2", 0, LT_METHOD_FULL, LT_DTYPE_F32,
+         NULL, 0, 1, 1},
+        {"qwen2_qlora_c16", "src:tests/data/train/random_qwen2", 0, LT_METHOD_QLORA,
+         LT_DTYPE_BF16, "all", 0, 1, 1},
+        {"stories_lora_gguf_lazy_c16", "fix:stories260K/stories260K.gguf", 1, LT_METHOD_LORA,
+         LT_DTYPE_F32, "all", 0, 0, 1},
+        {"stories_lora_hf_bf16_c16", "fix:stories260K-hf", 0, LT_METHOD_LORA, LT_DTYPE_BF16,
+         "q,v", 0, 0, 1},
     };
     const char *only = argc > 1 ? argv[1] : NULL;
     const size_t nc = sizeof cases / sizeof *cases;

@@ -35,6 +35,11 @@ typedef struct {
     cublasStatus_t (*sgemm)(cublasHandle_t, cublasOperation_t, cublasOperation_t, int, int, int,
                             const float *, const float *, int, const float *, int,
                             const float *, float *, int);
+    /* bf16 products (gemm_bf16): NULL in a cuBLAS without it (then the op is not offered) */
+    cublasStatus_t (*gemm_ex)(cublasHandle_t, cublasOperation_t, cublasOperation_t, int, int, int,
+                              const void *, const void *, cudaDataType, int, const void *,
+                              cudaDataType, int, const void *, void *, cudaDataType, int,
+                              cublasComputeType_t, cublasGemmAlgo_t);
     char err[256];
 } cublas_fns;
 static cublas_fns g_cublas;
@@ -57,6 +62,7 @@ static void cublas_open(void) {
     *(void **)&g_cublas.destroy = dlsym(g_cublas.lib, "cublasDestroy_v2");
     *(void **)&g_cublas.set_math_mode = dlsym(g_cublas.lib, "cublasSetMathMode");
     *(void **)&g_cublas.sgemm = dlsym(g_cublas.lib, "cublasSgemm_v2");
+    *(void **)&g_cublas.gemm_ex = dlsym(g_cublas.lib, "cublasGemmEx");
     if (!g_cublas.create || !g_cublas.destroy || !g_cublas.set_math_mode || !g_cublas.sgemm)
         snprintf(g_cublas.err, sizeof g_cublas.err, "%s lacks cublasCreate_v2 / cublasSgemm_v2",
                  names[0]);
@@ -69,6 +75,8 @@ typedef struct {
     double *h_red; /* its host copy */
     float *nf4_tab; /* device: the 16 NF4 code values, then bitsandbytes' 256-entry dynamic map */
     char desc[160]; /* lt_backend.desc */
+    float *attn_d;  /* the attention backward's D (attn_scratch) */
+    int64_t attn_d_n;
 } cuda_ctx;
 #define RED 4096
 
@@ -119,6 +127,30 @@ static void cu_gemm(const lt_backend *be, int ta, int tb, int M, int N, int K, f
     if (M <= 0 || N <= 0) return;
     g_cublas.sgemm(CX(be)->blas, tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N, N, M,
                 K, &alpha, B, ldb, A, lda, &beta, C, ldc);
+}
+
+/* ---- bf16 compute: rounding and the bf16 GEMM (cublasGemmEx, fp32 accumulate) ---------------- */
+/* lt_f32_to_bf16 (core.h) bit for bit: nearest even, a NaN kept a quiet NaN of the same sign and
+ * payload's top bits (cuda_bf16.h's __float2bfloat16_rn makes every NaN 0x7fff) */
+__global__ void k_to_bf16(uint16_t *dst, const float *src, int64_t n) {
+    GRID_LOOP(i, n) {
+        uint32_t x = __float_as_uint(src[i]);
+        dst[i] = (x & 0x7fffffffu) > 0x7f800000u ? (uint16_t)((x >> 16) | 0x40)
+                                                  : (uint16_t)((x + 0x7fffu + ((x >> 16) & 1)) >> 16);
+    }
+}
+static void cu_to_bf16(const lt_backend *be, uint16_t *dst, const float *src, int64_t n) {
+    if (n > 0) k_to_bf16<<<blocks(n, 256), 256>>>(dst, src, n);
+}
+/* C = alpha op(A) op(B) + beta C with A, B bf16 and C fp32, every product and sum in fp32
+ * (CUBLAS_COMPUTE_32F: no reduced-precision reductions), row-major as cu_gemm */
+static void cu_gemm_bf16(const lt_backend *be, int ta, int tb, int M, int N, int K, float alpha,
+                         const uint16_t *A, int lda, const uint16_t *B, int ldb, float beta,
+                         float *C, int ldc) {
+    if (M <= 0 || N <= 0) return;
+    g_cublas.gemm_ex(CX(be)->blas, tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N,
+                     N, M, K, &alpha, B, CUDA_R_16BF, ldb, A, CUDA_R_16BF, lda, &beta, C,
+                     CUDA_R_32F, ldc, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
 }
 
 __global__ void k_add_bias(float *y, const float *b, int64_t N, int C) {
@@ -586,10 +618,282 @@ __global__ void k_attn_bwd(float *dq, float *dk, float *dv, const float *dout, c
         }
     }
 }
+/* ---- tiled attention (head dims 8, 16, 32, 64, 128: the models' sizes) --------------------------
+ * FlashAttention-2's order of work, in fp32: no T x T matrix, K / V (or Q / dO) tiles staged in
+ * shared memory and read by every thread of the block, each thread owning one query (forward,
+ * dq) or one key (dk, dv) with its accumulators in registers. Forward: one block per (query tile
+ * of AT, head, row), the keys tile by tile up to the tile's last query, online softmax over
+ * groups of AG keys. Backward without atomics, so deterministic: k_attn_dq (one block per query
+ * tile and head, like the forward) and k_attn_dkv (one block per key tile and kv head, looping
+ * over the group's query heads and the query tiles at or after the key tile); both recompute
+ * the probabilities from lse and D = rowsum(dO * O) (k_attn_delta). */
+#define AG 16 /* keys whose scores a forward thread holds at once */
+/* queries / keys per tile = threads per block, by head dim: the tiles of k_attn_dkv (four of
+ * AT x HD floats) within the 48 KB of static shared memory */
+#define AT_OF(hd) ((hd) <= 32 ? 64 : (hd) <= 64 ? 32 : 16)
+
+template <int HD, int AT>
+__global__ void __launch_bounds__(AT) k_attn_fwd_t(float *out, float *lse, const float *q,
+                                                   const float *k, const float *v,
+                                                   const int32_t *seq, const int32_t *off, int T,
+                                                   int NH, int NKV, int window) {
+    __shared__ float Ks[AT][HD], Vs[AT][HD];
+    const int b = blockIdx.z, h = blockIdx.y, t0 = blockIdx.x * AT, t = t0 + threadIdx.x;
+    int64_t r;
+    const int len = row_of(off, b, T, &r);
+    if (t0 >= len) return;
+    const int kvh = h / (NH / NKV);
+    const float sc = rsqrtf((float)HD);
+    const bool live = t < len;
+    float qr[HD], o[HD];
+    const float *qt = q + ((r + (live ? t : t0)) * NH + h) * HD;
+#pragma unroll
+    for (int i = 0; i < HD; i++) {
+        qr[i] = qt[i] * sc;
+        o[i] = 0.0f;
+    }
+    float mx = -INFINITY, sum = 0.0f;
+    const int tlast = min(t0 + AT, len) - 1;
+    const int s_begin = window > 0 ? max(0, t0 - window + 1) / AT * AT : 0;
+    for (int s0 = s_begin; s0 <= tlast; s0 += AT) {
+        const int ns = min(AT, tlast + 1 - s0);
+        __syncthreads();
+        for (int e = threadIdx.x; e < ns * HD; e += AT) {
+            const int j = e / HD, i = e % HD;
+            const int64_t g = ((r + s0 + j) * NKV + kvh) * HD + i;
+            Ks[j][i] = k[g];
+            Vs[j][i] = v[g];
+        }
+        __syncthreads();
+        if (!live) continue;
+        for (int j0 = 0; j0 < ns; j0 += AG) {
+            float sj[AG];
+            float m2 = mx;
+#pragma unroll
+            for (int jj = 0; jj < AG; jj++) {
+                const int j = j0 + jj, sidx = s0 + j;
+                float d = -INFINITY;
+                if (j < ns && allowed(seq, r, t, sidx, window)) {
+                    d = 0.0f;
+#pragma unroll
+                    for (int i = 0; i < HD; i++)
+                        d += qr[i] * Ks[j][i];
+                }
+                sj[jj] = d;
+                m2 = fmaxf(m2, d);
+            }
+            if (m2 == -INFINITY) continue; /* nothing allowed yet */
+            const float a = expf(mx - m2);
+            sum *= a;
+#pragma unroll
+            for (int i = 0; i < HD; i++)
+                o[i] *= a;
+#pragma unroll
+            for (int jj = 0; jj < AG; jj++) {
+                if (sj[jj] == -INFINITY) continue;
+                const float pj = expf(sj[jj] - m2);
+                sum += pj;
+                const int j = j0 + jj;
+#pragma unroll
+                for (int i = 0; i < HD; i++)
+                    o[i] += pj * Vs[j][i];
+            }
+            mx = m2;
+        }
+    }
+    if (!live) return;
+    const float inv = 1.0f / sum;
+    float *ot = out + ((r + t) * NH + h) * HD;
+#pragma unroll
+    for (int i = 0; i < HD; i++)
+        ot[i] = o[i] * inv;
+    lse[r * NH + (int64_t)h * len + t] = mx + logf(sum);
+}
+
+/* D[r*NH + h*len + t] = sum_i dout * out of query t, head h (the softmax backward's row term) */
+__global__ void k_attn_delta(float *D, const float *dout, const float *out, const int32_t *off,
+                             int B, int T, int NH, int HD) {
+    GRID_LOOP(id, (int64_t)B * T * NH) {
+        const int h = (int)(id % NH), t = (int)(id / NH % T), b = (int)(id / NH / T);
+        int64_t r;
+        const int len = row_of(off, b, T, &r);
+        if (t >= len) continue;
+        const int64_t qi = ((r + t) * NH + h) * HD;
+        float d = 0.0f;
+        for (int i = 0; i < HD; i++)
+            d += dout[qi + i] * out[qi + i];
+        D[r * NH + (int64_t)h * len + t] = d;
+    }
+}
+
+/* dq += sum_s ds[t][s] k_s, ds = p (dO.v_s - D) / sqrt(HD): one thread per query */
+template <int HD, int AT>
+__global__ void __launch_bounds__(AT) k_attn_dq_t(float *dq, const float *dout, const float *q,
+                                                  const float *k, const float *v,
+                                                  const float *lse, const float *Dl,
+                                                  const int32_t *seq, const int32_t *off, int T,
+                                                  int NH, int NKV, int window) {
+    __shared__ float Ks[AT][HD], Vs[AT][HD];
+    const int b = blockIdx.z, h = blockIdx.y, t0 = blockIdx.x * AT, t = t0 + threadIdx.x;
+    int64_t r;
+    const int len = row_of(off, b, T, &r);
+    if (t0 >= len) return;
+    const int kvh = h / (NH / NKV);
+    const float sc = rsqrtf((float)HD);
+    const bool live = t < len;
+    const int64_t qi = ((r + (live ? t : t0)) * NH + h) * HD;
+    float qr[HD], gr[HD], acc[HD];
+#pragma unroll
+    for (int i = 0; i < HD; i++) {
+        qr[i] = q[qi + i] * sc;
+        gr[i] = dout[qi + i];
+        acc[i] = 0.0f;
+    }
+    const float L = live ? lse[r * NH + (int64_t)h * len + t] : 0.0f;
+    const float Dt = live ? Dl[r * NH + (int64_t)h * len + t] : 0.0f;
+    const int tlast = min(t0 + AT, len) - 1;
+    const int s_begin = window > 0 ? max(0, t0 - window + 1) / AT * AT : 0;
+    for (int s0 = s_begin; s0 <= tlast; s0 += AT) {
+        const int ns = min(AT, tlast + 1 - s0);
+        __syncthreads();
+        for (int e = threadIdx.x; e < ns * HD; e += AT) {
+            const int j = e / HD, i = e % HD;
+            const int64_t g = ((r + s0 + j) * NKV + kvh) * HD + i;
+            Ks[j][i] = k[g];
+            Vs[j][i] = v[g];
+        }
+        __syncthreads();
+        if (!live) continue;
+        for (int j = 0; j < ns; j++) {
+            if (!allowed(seq, r, t, s0 + j, window)) continue;
+            float d = 0.0f, dp = 0.0f;
+#pragma unroll
+            for (int i = 0; i < HD; i++) {
+                d += qr[i] * Ks[j][i];
+                dp += gr[i] * Vs[j][i];
+            }
+            const float ds = expf(d - L) * (dp - Dt) * sc;
+#pragma unroll
+            for (int i = 0; i < HD; i++)
+                acc[i] += ds * Ks[j][i];
+        }
+    }
+    if (!live) return;
+#pragma unroll
+    for (int i = 0; i < HD; i++)
+        dq[qi + i] += acc[i];
+}
+
+/* dk_s += sum_t ds[t][s] q_t, dv_s += sum_t p[t][s] dO_t over the group's query heads: one thread
+ * per key; the key's own k, v rows in shared memory (padded: a thread per row, no conflicts) */
+template <int HD, int AT>
+__global__ void __launch_bounds__(AT) k_attn_dkv_t(float *dk, float *dv, const float *dout,
+                                                   const float *q, const float *k, const float *v,
+                                                   const float *lse, const float *Dl,
+                                                   const int32_t *seq, const int32_t *off, int T,
+                                                   int NH, int NKV, int window) {
+    __shared__ float Qs[AT][HD], Gs[AT][HD];
+    __shared__ float Ls[AT], Ds[AT];
+    __shared__ float Kr[AT][HD + 1], Vr[AT][HD + 1];
+    const int b = blockIdx.z, kvh = blockIdx.y, s0 = blockIdx.x * AT, s = s0 + threadIdx.x;
+    int64_t r;
+    const int len = row_of(off, b, T, &r);
+    if (s0 >= len) return;
+    const int G = NH / NKV;
+    const float sc = rsqrtf((float)HD);
+    const bool live = s < len;
+    const int nk = min(AT, len - s0);
+    for (int e = threadIdx.x; e < nk * HD; e += AT) {
+        const int j = e / HD, i = e % HD;
+        const int64_t g = ((r + s0 + j) * NKV + kvh) * HD + i;
+        Kr[j][i] = k[g];
+        Vr[j][i] = v[g];
+    }
+    float ak[HD], av[HD];
+#pragma unroll
+    for (int i = 0; i < HD; i++)
+        ak[i] = av[i] = 0.0f;
+    const int tmax = window > 0 ? min(len, s0 + AT - 1 + window) : len; /* queries < tmax */
+    for (int hh = 0; hh < G; hh++) {
+        const int h = kvh * G + hh;
+        for (int t0 = s0; t0 < tmax; t0 += AT) {
+            const int nq = min(AT, tmax - t0);
+            __syncthreads();
+            for (int e = threadIdx.x; e < nq * HD; e += AT) {
+                const int j = e / HD, i = e % HD;
+                const int64_t g = ((r + t0 + j) * NH + h) * HD + i;
+                Qs[j][i] = q[g] * sc;
+                Gs[j][i] = dout[g];
+            }
+            if (threadIdx.x < nq) {
+                Ls[threadIdx.x] = lse[r * NH + (int64_t)h * len + t0 + threadIdx.x];
+                Ds[threadIdx.x] = Dl[r * NH + (int64_t)h * len + t0 + threadIdx.x];
+            }
+            __syncthreads();
+            if (!live) continue;
+            for (int j = 0; j < nq; j++) {
+                if (!allowed(seq, r, t0 + j, s, window)) continue;
+                float d = 0.0f, dp = 0.0f;
+#pragma unroll
+                for (int i = 0; i < HD; i++) {
+                    d += Qs[j][i] * Kr[threadIdx.x][i];
+                    dp += Gs[j][i] * Vr[threadIdx.x][i];
+                }
+                const float p = expf(d - Ls[j]);
+                const float ds = p * (dp - Ds[j]);
+#pragma unroll
+                for (int i = 0; i < HD; i++) {
+                    av[i] += p * Gs[j][i];
+                    ak[i] += ds * Qs[j][i]; /* Qs holds q / sqrt(HD): ds's own scale */
+                }
+            }
+        }
+    }
+    if (!live) return;
+    const int64_t ki = ((r + s) * NKV + kvh) * HD;
+#pragma unroll
+    for (int i = 0; i < HD; i++) {
+        dk[ki + i] += ak[i];
+        dv[ki + i] += av[i];
+    }
+}
+
+/* the scratch of the backward's D: B*T*NH floats, grown as needed (the backend's own) */
+static float *attn_scratch(const lt_backend *be, int64_t n);
+
+template <int HD>
+static void attn_fwd_hd(float *out, float *lse, const float *q, const float *k, const float *v,
+                        const int32_t *seq, const int32_t *off, int B, int T, int NH, int NKV,
+                        int window) {
+    constexpr int AT = AT_OF(HD);
+    dim3 g((unsigned)((T + AT - 1) / AT), (unsigned)NH, (unsigned)B);
+    k_attn_fwd_t<HD, AT><<<g, AT>>>(out, lse, q, k, v, seq, off, T, NH, NKV, window);
+}
+template <int HD>
+static void attn_bwd_hd(float *dq, float *dk, float *dv, const float *dout, const float *q,
+                        const float *k, const float *v, const float *lse, const float *D,
+                        const int32_t *seq, const int32_t *off, int B, int T, int NH, int NKV,
+                        int window) {
+    constexpr int AT = AT_OF(HD);
+    dim3 g((unsigned)((T + AT - 1) / AT), (unsigned)NH, (unsigned)B);
+    k_attn_dq_t<HD, AT><<<g, AT>>>(dq, dout, q, k, v, lse, D, seq, off, T, NH, NKV, window);
+    dim3 g2((unsigned)((T + AT - 1) / AT), (unsigned)NKV, (unsigned)B);
+    k_attn_dkv_t<HD, AT><<<g2, AT>>>(dk, dv, dout, q, k, v, lse, D, seq, off, T, NH, NKV, window);
+}
+#define ATTN_HD_CASES(X) X(8) X(16) X(32) X(64) X(128)
+
 static void cu_attention_fwd(const lt_backend *be, float *out, float *lse, const float *q,
                              const float *k, const float *v, const int32_t *seq,
                              const int32_t *off, int B, int T, int NH, int NKV, int HD,
                              int window) {
+    if (B <= 0 || T <= 0) return;
+    switch (HD) {
+#define X(n)                                                                                       \
+    case n: attn_fwd_hd<n>(out, lse, q, k, v, seq, off, B, T, NH, NKV, window); return;
+        ATTN_HD_CASES(X)
+#undef X
+    default: break;
+    }
     k_attn_fwd<<<blocks((int64_t)B * T * NH, 64), 64>>>(out, lse, q, k, v, seq, off, B, T, NH, NKV,
                                                         HD, window);
 }
@@ -598,8 +902,44 @@ static void cu_attention_bwd(const lt_backend *be, float *dq, float *dk, float *
                              const float *out, const float *lse, const int32_t *seq,
                              const int32_t *off, int B, int T, int NH, int NKV, int HD,
                              int window) {
+    if (B <= 0 || T <= 0) return;
+    switch (HD) {
+#define X(n) case n:
+        ATTN_HD_CASES(X)
+#undef X
+        {
+            float *D = attn_scratch(be, (int64_t)B * T * NH);
+            if (!D) break; /* out of device memory for D: the plain kernel needs none */
+            k_attn_delta<<<blocks((int64_t)B * T * NH, 256), 256>>>(D, dout, out, off, B, T, NH,
+                                                                   HD);
+            switch (HD) {
+#define X(n)                                                                                       \
+    case n: attn_bwd_hd<n>(dq, dk, dv, dout, q, k, v, lse, D, seq, off, B, T, NH, NKV, window); break;
+                ATTN_HD_CASES(X)
+#undef X
+            }
+            return;
+        }
+    default: break;
+    }
     k_attn_bwd<<<blocks((int64_t)B * T * NH, 64), 64>>>(dq, dk, dv, dout, q, k, v, out, lse, seq,
                                                         off, B, T, NH, NKV, HD, window);
+}
+
+static float *attn_scratch(const lt_backend *be, int64_t n) {
+    cuda_ctx *c = CX(be);
+    if (n > c->attn_d_n) {
+        if (c->attn_d) cudaFree(c->attn_d);
+        c->attn_d = NULL;
+        c->attn_d_n = 0;
+        if (cudaMalloc(&c->attn_d, sizeof(float) * (size_t)n) != cudaSuccess) {
+            cudaGetLastError(); /* not sticky: clear it */
+            c->attn_d = NULL;
+            return NULL;
+        }
+        c->attn_d_n = n;
+    }
+    return c->attn_d;
 }
 
 /* queries of positions pos0 + t over the cache: online softmax, one thread per (t, h) */
@@ -847,6 +1187,16 @@ static const lt_backend_ops cuda_ops = [] {
     o.attention_kv_scratch = cu_attention_kv_scratch;
     o.add_bias = cu_add_bias;
     o.scale_rows = cu_scale_rows;
+    o.to_bf16 = cu_to_bf16;
+    o.gemm_bf16 = cu_gemm_bf16;
+    return o;
+}();
+/* a GPU before Ampere (compute capability < 8.0) has no bf16 tensor-core products, nor does a
+ * cuBLAS without cublasGemmEx: the same ops without LT_OP_GEMM_BF16 */
+static const lt_backend_ops cuda_ops_nobf16 = [] {
+    lt_backend_ops o = cuda_ops;
+    o.to_bf16 = NULL;
+    o.gemm_bf16 = NULL;
     return o;
 }();
 
@@ -883,11 +1233,12 @@ extern "C" lt_status lt_backend_cuda_create(int device, lt_backend **out) {
     cudaMemcpy(c->nf4_tab, lt_nf4_code(), sizeof(float) * 16, cudaMemcpyHostToDevice);
     cudaMemcpy(c->nf4_tab + 16, lt_nf4_dynamic_map(), sizeof(float) * 256, cudaMemcpyHostToDevice);
     be->name = "cuda";
-    be->op = &cuda_ops;
     be->ctx = c;
     be->device = 1;
     struct cudaDeviceProp prop;
-    if (cudaGetDeviceProperties(&prop, device) == cudaSuccess)
+    const int have_prop = cudaGetDeviceProperties(&prop, device) == cudaSuccess;
+    be->op = have_prop && prop.major >= 8 && g_cublas.gemm_ex ? &cuda_ops : &cuda_ops_nobf16;
+    if (have_prop)
         snprintf(c->desc, sizeof c->desc, "%s (cuda:%d, %.1f GiB)", prop.name, device,
                  (double)prop.totalGlobalMem / (1024.0 * 1024.0 * 1024.0));
     else
@@ -903,6 +1254,7 @@ extern "C" void lt_backend_cuda_free(lt_backend *be) {
     g_cublas.destroy(c->blas);
     cudaFree(c->red);
     cudaFree(c->nf4_tab);
+    if (c->attn_d) cudaFree(c->attn_d);
     free(c->h_red);
     free(c);
     free(be);

@@ -1,6 +1,6 @@
 /* app.js - loratune's web interface: one script, no framework, talking to the REST API of
  * the server that served it (docs/SERVER.md). The path names the page (/data, /train, /queue,
- * /runs, /models); links are followed in place (history.pushState) and every page is drawn
+ * /runs, /models, /playground); links are followed in place (history.pushState) and every page is drawn
  * from the API's answers. Job progress comes from the job's Server-Sent Events, read with
  * fetch so a token can be sent (EventSource cannot send headers). Charts: Chart.js 3.
  * window.lt.charts holds the live charts (the browser tests read their points). */
@@ -146,7 +146,8 @@ function chartBox(id, label) {
 }
 
 /* ---- the pages ------------------------------------------------------------------------- */
-const pages = { data: pageData, train: pageTrain, queue: pageQueue, runs: pageRuns, models: pageModels };
+const pages = { data: pageData, train: pageTrain, queue: pageQueue, runs: pageRuns, models: pageModels,
+  playground: pagePlayground };
 
 function leave() {
   for (const t of lt.timers) clearInterval(t);
@@ -618,6 +619,164 @@ async function pageModels(main) {
           el('details', {}, el('summary', {}, 'single files'),
             el('ul', {}, have.map((f) => el('li', {}, el('a', { href: `/api/jobs/${j.id}/adapter/${f}`, download: '' }, f)))))));
     })))));
+}
+
+/* -- Playground: the same conversation with two models side by side (the base and an adapter),
+ * both answers streamed at once from /v1/chat/completions (docs/SERVING.md; `serve --model`) -- */
+async function pagePlayground(main) {
+  main.append(el('h1', {}, 'Playground'));
+  /* GET /ready first: 200 {model: null} without --model, 503 while loading (no failed request
+   * in the console for a server that serves no model) */
+  const rd = await fetch('/ready', { headers: headers() });
+  const ready = await rd.json().catch(() => ({}));
+  if (rd.ok && !ready.model) {
+    main.append(el('p', { id: 'play-none', class: 'card' }, 'This server serves no model: start it with ',
+      el('code', {}, 'loratune serve --model MODEL'), ' to chat with the base model and its adapters here (docs/SERVING.md).'));
+    return;
+  }
+  if (!rd.ok) {
+    const why = ready.status === 'failed' ? `the model could not be loaded: ${ready.error || ''}` : 'the model is loading… (this page reloads when it is ready)';
+    main.append(el('p', { id: 'play-none', class: 'card', 'aria-live': 'polite' }, why));
+    if (ready.status !== 'failed') lt.timers.push(setInterval(() => fetch('/ready').then((r) => { if (r.ok) show('/playground'); }, () => {}), 2000));
+    return;
+  }
+  const list = await api('GET', '/v1/models');
+  const ids = list.data.map((m) => m.id);
+  const base = list.data.find((m) => !m.parent);
+  const adapters = list.data.filter((m) => m.parent);
+  /* sampling settings: the request fields of /v1/chat/completions */
+  const field = (id, label, attrs, help) => el('div', {}, el('label', { for: id }, label),
+    el('input', { id, type: 'number', 'aria-describedby': id + '-help', ...attrs }), el('p', { class: 'help', id: id + '-help' }, help));
+  const settings = el('div', { class: 'opts' },
+    field('play-temperature', 'temperature', { min: 0, max: 2, step: 0.1, value: 0.7 }, '0 … 2; 0 is greedy (the same text every time)'),
+    field('play-top-p', 'top_p', { min: 0.01, max: 1, step: 0.05, value: 1 }, '(0, 1]: sample from the smallest set of tokens holding this probability'),
+    field('play-max-tokens', 'max_tokens', { min: 1, max: 4096, step: 1, value: 128 }, 'the longest answer, in tokens'),
+    field('play-seed', 'seed', { min: 0, step: 1, placeholder: 'random' }, 'the same seed, prompt and settings give the same text'));
+  const system = el('input', { id: 'play-system', type: 'text', placeholder: 'optional' });
+  const pane = (side, pick) => {
+    const sel = el('select', { id: `play-model-${side}` }, ids.map((m) => el('option', { value: m, selected: m === pick }, m)));
+    const log = el('div', { class: 'chat', id: `play-log-${side}`, role: 'log', 'aria-live': 'polite', 'aria-label': `answers of the ${side} model` });
+    const stat = el('p', { class: 'help', id: `play-stat-${side}` });
+    const box = el('section', { class: 'card pane', 'aria-label': `${side} model` },
+      el('label', { for: `play-model-${side}` }, side === 'left' ? 'Model A' : 'Model B'), sel, log, stat);
+    return { side, sel, log, stat, box, messages: [] };
+  };
+  const panes = [pane('left', base && base.id), pane('right', adapters.length ? adapters[0].id : base && base.id)];
+  const input = el('textarea', { id: 'play-input', rows: 3, placeholder: 'Write a message (Ctrl+Enter sends)', required: true });
+  const send = el('button', { id: 'play-send', type: 'submit' }, 'Send to both');
+  const stop = el('button', { id: 'play-stop', type: 'button', class: 'secondary', disabled: true }, 'Stop');
+  const clear = el('button', { id: 'play-clear', type: 'button', class: 'secondary' }, 'New chat');
+  const msg = el('div', { id: 'play-msg', 'aria-live': 'polite' });
+  const form = el('form', { class: 'card', novalidate: true },
+    el('label', { for: 'play-input' }, 'Message'), input, el('div', { class: 'row' }, send, stop, clear), msg);
+  /* load the adapter of a finished train job (POST /v1/adapters {name, job}) */
+  const jobs = (await api('GET', '/api/jobs').catch(() => ({ jobs: [] }))).jobs.filter((j) => j.status === 'done' && (j.kind || 'train') === 'train');
+  const loadRow = el('div', { class: 'row' });
+  if (jobs.length) {
+    const jsel = el('select', { id: 'play-job' }, jobs.map((j) => el('option', { value: j.id }, `${j.name || j.id} · ${j.model}`)));
+    const load = el('button', { type: 'button', class: 'secondary', id: 'play-load' }, 'Serve its adapter');
+    load.addEventListener('click', async () => {
+      const j = jobs.find((x) => x.id === jsel.value);
+      const name = (j.name || j.id).replace(/[^A-Za-z0-9._-]/g, '-');
+      load.disabled = true;
+      try {
+        await api('POST', '/v1/adapters', { name, job: j.id });
+        for (const p of panes) p.sel.append(el('option', { value: name }, name));
+        panes[1].sel.value = name;
+        msg.replaceChildren(el('p', { class: 'ok' }, `adapter ${name} loaded (Model B)`));
+      } catch (e) { msg.replaceChildren(errorBox(e.message)); } finally { load.disabled = false; }
+    });
+    loadRow.append(el('div', {}, el('label', { for: 'play-job' }, 'Adapter of a finished job'), jsel), load);
+  }
+  main.append(el('div', { class: 'card' }, el('h2', {}, 'Settings'), settings,
+      el('div', { class: 'row' }, el('div', {}, el('label', { for: 'play-system' }, 'System prompt'), system)), loadRow),
+    el('div', { class: 'panes' }, panes.map((p) => p.box)), form);
+  if (!adapters.length && !jobs.length)
+    msg.append(el('p', { class: 'help' }, 'No adapter is served: start the server with --adapter NAME=PATH, or train a job and load its adapter here.'));
+
+  const bubble = (p, role, text) => {
+    const t = el('div', { class: 'text' }, text);
+    const b = el('div', { class: `msg ${role}` }, el('span', { class: 'who' }, role === 'user' ? 'you' : p.sel.value), t);
+    p.log.append(b);
+    p.log.scrollTop = p.log.scrollHeight;
+    return t;
+  };
+  let ctls = [];
+  const numOr = (id, conv) => { const v = $(id).value.trim(); return v === '' ? undefined : conv(v); };
+  /* one streamed answer: reads the chunks (data: {...} lines, then data: [DONE]) */
+  const ask = async (p, settingsBody, ctl) => {
+    const out = bubble(p, 'assistant', '');
+    out.parentElement.classList.add('streaming');
+    const t0 = performance.now();
+    let text = '', chunks = 0, usage = null, finish = null;
+    p.log.dataset.chunks = '0';
+    try {
+      const messages = [...(system.value.trim() ? [{ role: 'system', content: system.value.trim() }] : []), ...p.messages];
+      const r = await fetch('/v1/chat/completions', { method: 'POST', signal: ctl.signal,
+        headers: headers({ 'Content-Type': 'application/json' }),
+        body: JSON.stringify({ model: p.sel.value, messages, stream: true, stream_options: { include_usage: true }, ...settingsBody }) });
+      if (!r.ok) {
+        if (r.status === 401) askToken();
+        const j = await r.json().catch(() => null);
+        throw new Error(j && j.error ? j.error.message : `HTTP ${r.status}`);
+      }
+      const rd = r.body.getReader();
+      const dec = new TextDecoder();
+      let buf = '';
+      for (let done = false; !done;) {
+        const part = await rd.read();
+        if (part.done) break;
+        buf += dec.decode(part.value, { stream: true });
+        let k;
+        while ((k = buf.indexOf('\n')) >= 0) {
+          const line = buf.slice(0, k).trim();
+          buf = buf.slice(k + 1);
+          if (!line.startsWith('data:')) continue;
+          const data = line.slice(5).trim();
+          if (data === '[DONE]') { done = true; break; }
+          const c = JSON.parse(data);
+          if (c.error) throw new Error(c.error.message);
+          if (c.usage) usage = c.usage;
+          const ch = c.choices && c.choices[0];
+          if (ch && ch.delta && ch.delta.content) {
+            text += ch.delta.content;
+            out.textContent = text;
+            p.log.dataset.chunks = String(++chunks);
+            p.log.scrollTop = p.log.scrollHeight;
+          }
+          if (ch && ch.finish_reason) finish = ch.finish_reason;
+        }
+      }
+      p.messages.push({ role: 'assistant', content: text });
+      const s = (performance.now() - t0) / 1000;
+      p.stat.textContent = `${usage ? usage.completion_tokens + ' tokens · ' + (usage.completion_tokens / s).toFixed(1) + ' tokens/s · ' : ''}${s.toFixed(1)} s · finish: ${finish || '?'}`;
+    } catch (e) {
+      p.messages.push({ role: 'assistant', content: text });
+      out.parentElement.append(e.name === 'AbortError' ? el('p', { class: 'help' }, 'stopped') : errorBox(e.message));
+    } finally {
+      out.parentElement.classList.remove('streaming');
+      p.log.dataset.done = '1';
+    }
+  };
+  form.addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    const text = input.value.trim();
+    if (!text) { msg.replaceChildren(errorBox('Write a message first.')); input.focus(); return; }
+    const body = { temperature: numOr('#play-temperature', parseFloat), top_p: numOr('#play-top-p', parseFloat),
+      max_tokens: numOr('#play-max-tokens', (v) => parseInt(v, 10)), seed: numOr('#play-seed', (v) => parseInt(v, 10)) };
+    msg.replaceChildren();
+    input.value = '';
+    send.disabled = true; stop.disabled = false;
+    ctls = panes.map(() => new AbortController());
+    lt.streams.push(...ctls);
+    for (const p of panes) { p.messages.push({ role: 'user', content: text }); bubble(p, 'user', text); delete p.log.dataset.done; }
+    await Promise.all(panes.map((p, i) => ask(p, body, ctls[i])));
+    send.disabled = false; stop.disabled = true;
+  });
+  input.addEventListener('keydown', (ev) => { if (ev.key === 'Enter' && (ev.ctrlKey || ev.metaKey)) { ev.preventDefault(); form.requestSubmit(); } });
+  stop.addEventListener('click', () => { for (const c of ctls) c.abort(); });
+  clear.addEventListener('click', () => { for (const c of ctls) c.abort(); for (const p of panes) { p.messages = []; p.log.replaceChildren(); p.stat.textContent = ''; } input.focus(); });
+  for (const p of panes) p.sel.addEventListener('change', () => { p.messages = []; p.log.replaceChildren(); p.stat.textContent = ''; });
 }
 
 /* ---- start ------------------------------------------------------------------------------ */

@@ -132,7 +132,7 @@ def run(d, u):
         r = requests.get(u + path)
         with open(src, "rb") as f:
             check(r.status_code == 200 and r.content == f.read(), f"{path} = {src}")
-    for page in ("/", "/data", "/train", "/queue", "/runs", "/models"):
+    for page in ("/", "/data", "/train", "/queue", "/runs", "/models", "/playground"):
         r = requests.get(u + page)
         with open(os.path.join(ltcheck.SOURCE_DIR, "web", "index.html"), "rb") as f:
             check(r.status_code == 200 and r.content == f.read(), f"{page} serves index.html")

@@ -42,6 +42,8 @@ typedef struct {
     lt_job_status status;
     int cancel_requested;
     int64_t n_events; /* lines in events.jsonl */
+    int pid;          /* a tune / compare job's `loratune tune|compare` process while it runs
+                         (jobs.c); 0: none */
 } lt_job;
 
 struct lt_server {
@@ -127,6 +129,9 @@ enum MHD_Result lt_job_get(lt_server *s, struct MHD_Connection *c, const char *i
 enum MHD_Result lt_job_cancel(lt_server *s, struct MHD_Connection *c, const char *id);
 enum MHD_Result lt_job_resume(lt_server *s, struct MHD_Connection *c, const char *id);
 enum MHD_Result lt_job_events(lt_server *s, struct MHD_Connection *c, const char *id);
+/* GET /api/jobs/{id}/study: a tune / compare job's studies (study.json with each trial's
+ * trial.json as "info") and its summary / comparison once written. */
+enum MHD_Result lt_job_study(lt_server *s, struct MHD_Connection *c, const char *id);
 enum MHD_Result lt_job_download(lt_server *s, struct MHD_Connection *c, const char *id,
                                 const char *file);
 

@@ -226,6 +226,7 @@ typedef enum {
     R_JOB_RESUME,    /* POST */
     R_JOB_EVENTS,    /* GET (SSE) */
     R_JOB_ADAPTER,   /* GET download */
+    R_JOB_STUDY,     /* GET: a tune / compare job's studies */
     R_RUNS,          /* GET */
     R_RUN,           /* GET */
     R_RUN_METRICS,   /* GET */
@@ -349,6 +350,7 @@ static int route(const char *method, const char *url, request *q) {
         if (n == 4 && !strcmp(seg[3], "cancel")) return pick(q, R_JOB_CANCEL, post);
         if (n == 4 && !strcmp(seg[3], "resume")) return pick(q, R_JOB_RESUME, post);
         if (n == 4 && !strcmp(seg[3], "events")) return pick(q, R_JOB_EVENTS, get);
+        if (n == 4 && !strcmp(seg[3], "study")) return pick(q, R_JOB_STUDY, get);
         if (n == 5 && !strcmp(seg[3], "adapter")) {
             snprintf(q->file, sizeof q->file, "%s", seg[4]);
             return pick(q, R_JOB_ADAPTER, get);
@@ -556,6 +558,9 @@ static enum MHD_Result dispatch(lt_server *s, struct MHD_Connection *c, request 
         break;
     case R_JOB_EVENTS:
         r = lt_job_events(s, c, q->id);
+        break;
+    case R_JOB_STUDY:
+        r = lt_job_study(s, c, q->id);
         break;
     case R_JOB_ADAPTER:
         r = !strcmp(q->file, "adapter.zip") ? lt_job_archive(s, c, q->id)

@@ -477,8 +477,20 @@ static void run_hpo_job(lt_server *s, lt_job *j) {
         posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
         posix_spawn_file_actions_addopen(&fa, 1, log, O_WRONLY | O_CREAT | O_APPEND, 0600);
         posix_spawn_file_actions_adddup2(&fa, 1, 2);
+        /* the server's threads block SIGINT / SIGTERM (apps/cmd_serve.c waits for them), and a
+           spawned process inherits the mask: unblock them, or the child never sees a cancel */
+        posix_spawnattr_t at;
+        posix_spawnattr_init(&at);
+        sigset_t none, dfl;
+        sigemptyset(&none);
+        sigemptyset(&dfl);
+        sigaddset(&dfl, SIGPIPE);
+        posix_spawnattr_setsigmask(&at, &none);
+        posix_spawnattr_setsigdefault(&at, &dfl);
+        posix_spawnattr_setflags(&at, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
         extern char **environ;
-        int e = posix_spawn(&pid, a->argv[0], &fa, NULL, a->argv, environ);
+        int e = posix_spawn(&pid, a->argv[0], &fa, &at, a->argv, environ);
+        posix_spawnattr_destroy(&at);
         posix_spawn_file_actions_destroy(&fa);
         if (e) st = lt_error(LT_ERR_IO, "could not start `loratune %s`: %s", kind, strerror(e));
     }
@@ -1237,8 +1249,9 @@ enum MHD_Result lt_job_study(lt_server *s, struct MHD_Connection *c, const char 
         }
         json_t *clean = lt_serve_scrub_json(s, st);
         json_decref(st);
-        json_array_append_new(studies, json_pack("{s:s?,s:o}", "method", *mnames[d] ? mnames[d] : NULL,
-                                                 "study", clean ? clean : json_null()));
+        json_t *one = json_pack("{s:o}", "study", clean ? clean : json_null());
+        if (one && *mnames[d]) json_object_set_new(one, "method", json_string(mnames[d]));
+        json_array_append_new(studies, one);
     }
     return lt_reply_json(c, MHD_HTTP_OK,
                          json_pack("{s:s,s:s,s:o,s:o}", "job", id, "kind", kbuf, "studies", studies,

@@ -9,7 +9,7 @@
 #include "web.h"
 
 static const char *const k_pages[] = {"/", "/data", "/train", "/queue", "/runs", "/models",
-                                       "/playground"};
+                                       "/tune", "/compare", "/playground"};
 
 const lt_web_asset *lt_web_find(const char *url) {
     if (!url) return NULL;

@@ -72,6 +72,7 @@ struct lt_server {
     int worker_started;
     int64_t used_bytes; /* stored datasets + uploads in flight (the quota) */
     lt_infer *infer;    /* the served model, adapters, slots and metrics (infer.c) */
+    char *tls_cert, *tls_key; /* PEM text given to MHD (lives as long as the daemon); NULL: HTTP */
 };
 
 /* ---- helpers (server.c) ---- */

@@ -183,8 +183,8 @@ static int serve_main(int argc, char **argv, const char **adapters) {
     const char *h = o.host;
     int v6 = strchr(h, ':') != NULL;
     printf("listening on %s://%s%s%s:%d (work folder %s%s)\n", o.tls_cert ? "https" : "http",
-           v6 ? "[" : "", h, v6 ? "]" : "",
-           lt_serve_port(s), lt_serve_workdir(s), o.token ? "; token required" : "");
+           v6 ? "[" : "", h, v6 ? "]" : "", lt_serve_port(s), lt_serve_workdir(s),
+           o.token ? "; token required" : "");
     fflush(stdout);
     int sig = 0;
     sigwait(&set, &sig);

@@ -324,8 +324,10 @@ static void scan_studies(lt_server *s, lt_job *j, json_t *seen) {
             json_int_t num = json_integer_value(json_object_get(t, "trial"));
             if (!state) continue;
             json_t *v = json_object_get(t, "value");
-            if (strcmp(state, "running")) done++;
-            else running = (int)num, running_method = names[d];
+            if (strcmp(state, "running"))
+                done++;
+            else
+                running = (int)num, running_method = names[d];
             if (!strcmp(state, "complete") && json_is_number(v) &&
                 (best != best || json_number_value(v) < best))
                 best = json_number_value(v);
@@ -410,7 +412,8 @@ static lt_status hpo_argv(lt_server *s, lt_job *j, argv_buf *a) {
         json_object_foreach(json_object_get(j->record, "options"), key, v) {
             bad = bad || arg(a, "--%s=%s", key, json_string_value(v));
         }
-        if (s->job_threads > 0 && !json_object_get(json_object_get(j->record, "options"), "threads"))
+        if (s->job_threads > 0 &&
+            !json_object_get(json_object_get(j->record, "options"), "threads"))
             bad = bad || arg(a, "--threads=%d", s->job_threads);
         json_object_foreach(search, key, v) {
             char nb[64];
@@ -429,8 +432,8 @@ static lt_status hpo_argv(lt_server *s, lt_job *j, argv_buf *a) {
             } else if (!strcmp(key, "prune")) {
                 if (json_is_false(v)) bad = bad || arg(a, "--no-prune");
             } else if (!strcmp(key, "trials")) {
-                bad = bad || arg(a, "%s", !strcmp(kind, "compare") ? "--trials-per-method"
-                                                                   : "--trials") ||
+                bad = bad ||
+                      arg(a, "%s", !strcmp(kind, "compare") ? "--trials-per-method" : "--trials") ||
                       arg(a, "%s", t);
             } else if (t) {
                 bad = bad || arg(a, "--%s", key) || arg(a, "%s", t);
@@ -541,7 +544,8 @@ static void run_hpo_job(lt_server *s, lt_job *j) {
     }
 end:;
     /* the result: summary.json (tune) or compare.json (compare), as the command wrote it */
-    snprintf(p, sizeof p, "%s/out/%s", dir, !strcmp(kind, "tune") ? "summary.json" : "compare.json");
+    snprintf(p, sizeof p, "%s/out/%s", dir,
+             !strcmp(kind, "tune") ? "summary.json" : "compare.json");
     json_t *res = json_load_file(p, 0, NULL);
     json_t *clean = res ? lt_serve_scrub_json(s, res) : NULL;
     json_decref(res);
@@ -745,8 +749,8 @@ static int check_search(const json_t *search, int compare, char *err, size_t n) 
         if (!strcmp(key, "trials") || !strcmp(key, "tune-seed") ||
             !strcmp(key, "reduction-factor") || !strcmp(key, "min-resource")) {
             json_int_t lo = !strcmp(key, "trials") || !strcmp(key, "min-resource") ? 1
-                            : !strcmp(key, "reduction-factor")                    ? 2
-                                                                                  : 0;
+                            : !strcmp(key, "reduction-factor")                     ? 2
+                                                                                   : 0;
             json_int_t hi = !strcmp(key, "trials") ? 100000 : (json_int_t)1 << 40;
             if (!json_is_integer(v) || json_integer_value(v) < lo || json_integer_value(v) > hi)
                 return snprintf(err, n, "search: %s: expected an integer %lld..%lld", key,
@@ -769,18 +773,21 @@ static int check_search(const json_t *search, int compare, char *err, size_t n) 
             if (!ok)
                 return snprintf(err, n, "search: sampler: expected auto, gp, random or sobol"), -1;
         } else if (!strcmp(key, "prune")) {
-            if (!json_is_boolean(v)) return snprintf(err, n, "search: prune: expected a boolean"), -1;
+            if (!json_is_boolean(v))
+                return snprintf(err, n, "search: prune: expected a boolean"), -1;
         } else if (!strcmp(key, "space")) {
             if (!json_is_object(v) || !json_object_size(v))
-                return snprintf(err, n,
-                                "search: space: expected an object mapping option names to "
-                                "{\"type\": \"float\"|\"int\"|\"categorical\", ...} (docs/TUNE.md)"),
+                return snprintf(
+                           err, n,
+                           "search: space: expected an object mapping option names to "
+                           "{\"type\": \"float\"|\"int\"|\"categorical\", ...} (docs/TUNE.md)"),
                        -1;
         } else if (!strcmp(key, "methods") && compare) {
             size_t i, k;
             json_t *m, *m2;
             if (!json_is_array(v) || !json_array_size(v) || json_array_size(v) > 4)
-                return snprintf(err, n, "search: methods: expected 1 to 4 of lora, dora, qlora, full"),
+                return snprintf(err, n,
+                                "search: methods: expected 1 to 4 of lora, dora, qlora, full"),
                        -1;
             json_array_foreach(v, i, m) {
                 int ok = 0;
@@ -792,7 +799,7 @@ static int check_search(const json_t *search, int compare, char *err, size_t n) 
                            -1;
                 json_array_foreach(v, k, m2) if (k < i && json_equal(m, m2)) return snprintf(
                     err, n, "search: methods: '%s' given twice", json_string_value(m)),
-                                                                                    -1;
+                    -1;
             }
         } else {
             return snprintf(err, n,
@@ -803,7 +810,9 @@ static int check_search(const json_t *search, int compare, char *err, size_t n) 
         }
     }
     if (compare && !json_object_get(search, "methods"))
-        return snprintf(err, n, "search: methods: required for a compare job ([\"lora\", \"qlora\"])"), -1;
+        return snprintf(err, n,
+                        "search: methods: required for a compare job ([\"lora\", \"qlora\"])"),
+               -1;
     return 0;
 }
 

@@ -15,8 +15,8 @@
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/rand.h>
-#include <openssl/x509.h>
 #include <openssl/sha.h>
+#include <openssl/x509.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -388,14 +388,20 @@ static lt_status tls_load(lt_server *s, const char *cert, const char *key) {
     BIO_free(b);
     lt_status st = LT_OK;
     if (!x)
-        st = lt_error(LT_ERR_FORMAT, "--tls-cert %s: not a PEM certificate (-----BEGIN "
-                                     "CERTIFICATE-----)", cert);
+        st = lt_error(LT_ERR_FORMAT,
+                      "--tls-cert %s: not a PEM certificate (-----BEGIN "
+                      "CERTIFICATE-----)",
+                      cert);
     else if (!k)
-        st = lt_error(LT_ERR_FORMAT, "--tls-key %s: not an unencrypted PEM private key "
-                                     "(-----BEGIN PRIVATE KEY-----)", key);
+        st = lt_error(LT_ERR_FORMAT,
+                      "--tls-key %s: not an unencrypted PEM private key "
+                      "(-----BEGIN PRIVATE KEY-----)",
+                      key);
     else if (X509_check_private_key(x, k) != 1)
-        st = lt_error(LT_ERR_ARG, "--tls-key %s does not belong to the certificate in "
-                                  "--tls-cert %s", key, cert);
+        st = lt_error(LT_ERR_ARG,
+                      "--tls-key %s does not belong to the certificate in "
+                      "--tls-cert %s",
+                      key, cert);
     X509_free(x);
     EVP_PKEY_free(k);
     return st;

@@ -256,6 +256,7 @@ def browser_pages(u, ds_id, data):
         sp = d.find_element(By.ID, "hpo-space")
         sp.clear()
         sp.send_keys(json.dumps(SPACE))
+        d.save_screenshot(os.path.join(SHOTS, "tune-form.png"))
         d.find_element(By.ID, "start").click()
         wait(d, lambda: "job=" in d.current_url, "the tune job's view", 30)
         jid = d.current_url.split("job=")[1]

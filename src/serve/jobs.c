@@ -12,21 +12,22 @@
  * Concurrency: one job at a time (the memory plan deciding how many fit is not built yet).
  *
  * Tune and compare jobs ("kind": "tune" | "compare") run `loratune tune` / `loratune compare`
- * itself, as a child process of this program (/proc/self/exe): the trial loop lives in
- * apps/cmd_tune.c, not in a library layer, and running the command keeps them the same code
- * as the CLI's. Its study folder is the job's OUT (compare: OUT/<method>/); the worker polls
- * study.json (written atomically by the study) and turns each trial's change into an
- * {"event": "trial"} line; cancel and server shutdown send the child SIGINT (it ends its trial
- * and exits 130, the study left resumable: POST .../resume runs `tune --resume`). */
+ * itself, as a child process of this program (/proc/self/exe, fork + exec): the trial loop
+ * lives in apps/cmd_tune.c, not in a library layer, and running the command keeps them the
+ * same code as the CLI's. Its study folder is the job's OUT (compare: OUT/<method>/); the
+ * worker polls study.json (written atomically by the study) and turns each trial's change into
+ * an {"event": "trial"} line; cancel, server shutdown and the server's death send the child
+ * SIGINT (it ends its trial and exits 130, the study left resumable: POST .../resume runs
+ * `tune --resume`). */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
 #include <signal.h>
-#include <spawn.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -475,26 +476,37 @@ static void run_hpo_job(lt_server *s, lt_job *j) {
     }
     pid_t pid = 0;
     if (!st) {
-        posix_spawn_file_actions_t fa;
-        posix_spawn_file_actions_init(&fa);
-        posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-        posix_spawn_file_actions_addopen(&fa, 1, log, O_WRONLY | O_CREAT | O_APPEND, 0600);
-        posix_spawn_file_actions_adddup2(&fa, 1, 2);
-        /* the server's threads block SIGINT / SIGTERM (apps/cmd_serve.c waits for them), and a
-           spawned process inherits the mask: unblock them, or the child never sees a cancel */
-        posix_spawnattr_t at;
-        posix_spawnattr_init(&at);
-        sigset_t none, dfl;
+        /* fork + exec rather than posix_spawn, for two things the child must do itself:
+           unblock SIGINT / SIGTERM (the server's threads block them: apps/cmd_serve.c waits
+           for them, and a child inherits the mask, so it would never see a cancel), and ask
+           for SIGINT when the worker thread that made it goes (PR_SET_PDEATHSIG: a server
+           killed with SIGKILL leaves no orphan tuning on; the trial under way stays running in
+           the study, for --resume). Between fork and exec: async-signal-safe calls only. */
+        int e = 0;
+        int in = open("/dev/null", O_RDONLY | O_CLOEXEC);
+        int out = open(log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+        pid_t parent = getpid();
+        sigset_t none;
         sigemptyset(&none);
-        sigemptyset(&dfl);
-        sigaddset(&dfl, SIGPIPE);
-        posix_spawnattr_setsigmask(&at, &none);
-        posix_spawnattr_setsigdefault(&at, &dfl);
-        posix_spawnattr_setflags(&at, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
-        extern char **environ;
-        int e = posix_spawn(&pid, a->argv[0], &fa, &at, a->argv, environ);
-        posix_spawnattr_destroy(&at);
-        posix_spawn_file_actions_destroy(&fa);
+        struct sigaction dfl;
+        memset(&dfl, 0, sizeof dfl);
+        dfl.sa_handler = SIG_DFL;
+        if (in < 0 || out < 0) {
+            e = errno;
+        } else if ((pid = fork()) == 0) {
+            if (dup2(in, 0) < 0 || dup2(out, 1) < 0 || dup2(out, 2) < 0) _exit(127);
+            sigaction(SIGPIPE, &dfl, NULL);
+            pthread_sigmask(SIG_SETMASK, &none, NULL);
+            prctl(PR_SET_PDEATHSIG, SIGINT);
+            if (getppid() != parent) _exit(130); /* the server went before prctl */
+            execv(a->argv[0], a->argv);
+            _exit(127);
+        } else if (pid < 0) {
+            e = errno;
+            pid = 0;
+        }
+        if (in >= 0) close(in);
+        if (out >= 0) close(out);
         if (e) st = lt_error(LT_ERR_IO, "could not start `loratune %s`: %s", kind, strerror(e));
     }
     if (st) {

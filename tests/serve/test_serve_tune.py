@@ -11,6 +11,9 @@ loopback port, on stories260K with a few tiny trials:
   GET .../study and the job's result conform to the OpenAPI document;
 - a tune job cancelled while a trial runs ends "cancelled"; resumed, it ends "done" with all its
   trials, whose values equal an uninterrupted `loratune tune`'s;
+- a server killed (SIGKILL) while a tune job runs takes its child with it (SIGINT by
+  PR_SET_PDEATHSIG); restarted, the job is interrupted, and resumed it ends as an uninterrupted
+  `loratune tune`;
 - a compare job (lora, qlora; 1 trial each) gives the rows of `loratune compare --json` (best
   validation loss bit for bit); a compare job does not resume (409);
 - in headless Chromium (Debian chromium + chromium-driver, Selenium): the Tune page's form starts a
@@ -21,6 +24,7 @@ loopback port, on stories260K with a few tiny trials:
 import json
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -53,6 +57,7 @@ TMP = tempfile.mkdtemp(prefix="lt_serve_tune_")
 SHOTS = os.path.join(os.environ.get("LT_BINARY_DIR", TMP), "web-screenshots")
 os.makedirs(SHOTS, exist_ok=True)
 MODEL_PATH = os.path.join(servekit.MODELS, servekit.MODEL)
+LONG_REF = None
 OPTS = {"iters": 8, "eval-batches": 2, "max-seq-len": 96, "threads": 1}
 SPACE = {"lr": {"type": "float", "low": 1e-4, "high": 3e-3, "log": True},
          "lora-rank": {"type": "int", "low": 2, "high": 16, "log": True}}
@@ -99,7 +104,61 @@ def main():
     finally:
         code, _, err = srv.stop()
         check(code == 0, f"server exit code {code}: {err[-1000:]}")
+    killed()
     print("screenshots:", SHOTS)
+
+
+def children_of_job(jid):
+    """pids of processes whose command line names the job (its `loratune tune` child)."""
+    out = []
+    for p in os.listdir("/proc"):
+        if p.isdigit():
+            try:
+                with open(f"/proc/{p}/cmdline", "rb") as f:
+                    if jid.encode() in f.read():
+                        out.append(int(p))
+            except OSError:
+                pass
+    return out
+
+
+def killed():
+    """SIGKILL of the server while a tune job runs: its child goes too (it gets SIGINT); after a
+    restart the job is interrupted, and resumed it ends as an uninterrupted `loratune tune`."""
+    work = os.path.join(TMP, "work-kill")
+    srv = Server(work)
+    u = srv.url
+    with open(os.path.join(TMP, "train.jsonl"), "rb") as f:
+        ds = requests.post(u + "/api/datasets?name=train.jsonl", data=f.read(),
+                           headers={"Content-Type": "application/octet-stream"}, timeout=60).json()
+    opts = {**OPTS, "iters": 60}
+    jid = requests.post(u + "/api/jobs", json={"dataset": ds["id"], "model": servekit.MODEL, "kind": "tune",
+                                               "options": opts, "search": {"trials": 3, "space": SPACE}},
+                        timeout=30).json()["id"]
+    t0 = time.time()
+    while time.time() - t0 < 120 and requests.get(f"{u}/api/jobs/{jid}", timeout=10).json().get("progress", {}).get("trial") != 1:
+        time.sleep(0.05)
+    check(children_of_job(jid), "the job's child runs")
+    srv.stop(signal.SIGKILL)
+    t0 = time.time()
+    while children_of_job(jid) and time.time() - t0 < 30:
+        time.sleep(0.1)
+    check(not children_of_job(jid), "the child ended with its server (SIGKILL)")
+    srv = Server(work)
+    u = srv.url
+    try:
+        j = requests.get(f"{u}/api/jobs/{jid}", timeout=10).json()
+        check(j["status"] == "interrupted", f"after the restart: {j['status']}")
+        r = requests.post(f"{u}/api/jobs/{jid}/resume", timeout=10)
+        check(r.status_code == 202, f"resume after SIGKILL: {r.status_code} {r.text[:200]}")
+        evs = follow(u, jid)
+        check(evs[-1][1].get("status") == "done", f"resumed after SIGKILL: {evs[-1:]}")
+        st = requests.get(f"{u}/api/jobs/{jid}/study", timeout=10).json()["studies"][0]["study"]
+        want = LONG_REF or cli_tune(os.path.join(TMP, "train.jsonl"), os.path.join(TMP, "cli-tune-long2"), 3, opts=opts)
+        check(trials_of(st) == trials_of(want), f"killed + resumed = uninterrupted: {trials_of(st)} vs {trials_of(want)}")
+    finally:
+        code, _, err = srv.stop()
+        check(code == 0, f"server exit code {code}: {err[-1000:]}")
 
 
 def run(u):
@@ -180,6 +239,8 @@ def run(u):
     check(evs[-1][1].get("status") == "done", f"resumed job done: {evs[-1:]}")
     st = requests.get(f"{u}/api/jobs/{cid}/study", timeout=10).json()["studies"][0]["study"]
     want = cli_tune(data, os.path.join(TMP, "cli-tune-long"), 3, opts=long_opts)
+    global LONG_REF
+    LONG_REF = want
     check(trials_of(st) == trials_of(want), f"cancelled + resumed = uninterrupted: {trials_of(st)} vs {trials_of(want)}")
 
     # ---- compare = loratune compare --json

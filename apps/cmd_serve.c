@@ -17,6 +17,7 @@ static void usage(FILE *f) {
             "usage: loratune serve [--host 127.0.0.1] [--port 8080] [--workdir DIR] [--token T]\n"
             "                      [--models DIR] [--max-body BYTES] [--max-upload BYTES]\n"
             "                      [--quota BYTES] [--timeout S] [--job-threads N]\n"
+            "                      [--tls-cert FILE --tls-key FILE]\n"
             "                      [--model M [--model-name ID] [--adapter NAME=PATH ...]\n"
             "                       [--slots N] [--ctx N] [--max-queue N] [--threads N]]\n\n"
             "Serves the REST API (OpenAPI 3.1 at /openapi.json; docs/SERVER.md): dataset upload\n"
@@ -37,6 +38,8 @@ static void usage(FILE *f) {
             "  --timeout S        close connections idle for S seconds (default 60)\n"
             "  --job-threads N    threads of a job whose options don't set threads (default:\n"
             "                     as the environment says)\n"
+            "  --tls-cert FILE    serve HTTPS with this PEM certificate (chain) ...\n"
+            "  --tls-key FILE     ... and its unencrypted PEM private key (both or neither)\n"
             "  --model M          serve this model (HF folder or .gguf) on /v1; loaded after the\n"
             "                     server listens (GET /ready is 503 until then)\n"
             "  --model-name ID    its id in /v1 requests (default: the file name without .gguf)\n"
@@ -92,6 +95,10 @@ static int serve_main(int argc, char **argv, const char **adapters) {
             o.workdir = v;
         else if (!strcmp(a, "--token"))
             o.token = v;
+        else if (!strcmp(a, "--tls-cert"))
+            o.tls_cert = v;
+        else if (!strcmp(a, "--tls-key"))
+            o.tls_key = v;
         else if (!strcmp(a, "--models"))
             o.models_dir = v;
         else if (!strcmp(a, "--max-body")) {
@@ -139,6 +146,11 @@ static int serve_main(int argc, char **argv, const char **adapters) {
         }
     }
     if (o.token && !*o.token) o.token = NULL;
+    if (!o.tls_cert != !o.tls_key) {
+        fprintf(stderr, "loratune serve: --tls-cert and --tls-key go together (a PEM certificate "
+                        "and its private key)\n");
+        return 2;
+    }
     if ((o.n_adapters || o.slots || o.ctx || o.max_queue || o.model_name) && !o.model) {
         fprintf(stderr, "loratune serve: --adapter, --model-name, --slots, --ctx and --max-queue "
                         "need --model\n");
@@ -170,8 +182,9 @@ static int serve_main(int argc, char **argv, const char **adapters) {
     }
     const char *h = o.host;
     int v6 = strchr(h, ':') != NULL;
-    printf("listening on http://%s%s%s:%d (work folder %s%s)\n", v6 ? "[" : "", h, v6 ? "]" : "",
-           lt_serve_port(s), lt_serve_workdir(s), o.token ? "; token required" : "");
+    printf("listening on %s://%s%s%s:%d (work folder %s%s)\n", o.tls_cert ? "https" : "http",
+           v6 ? "[" : "", h, v6 ? "]" : "", lt_serve_port(s), lt_serve_workdir(s),
+           o.token ? "; token required" : "");
     fflush(stdout);
     int sig = 0;
     sigwait(&set, &sig);

@@ -2,11 +2,12 @@
 # setup.sh - installs what loratune's build and tests need on a Debian machine:
 # Debian packages (compiler, CMake, OpenBLAS, PCRE2, jansson, ...) and the Python test
 # peers (tools/requirements.txt) in .venv, with uv. Idempotent and quick when all is there.
+# The Gradio app's requirements go to .venv-gradio (clients/gradio/requirements.txt).
 # `tools/setup.sh --bench` also installs the benchmark anchors (Optuna + torch) in .venv-bench.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PKGS="build-essential clang cmake pkg-config git ca-certificates unzip libopenblas-dev libpcre2-dev libjansson-dev libutf8proc-dev libyaml-dev libomp-dev python3 python3-venv libsqlite3-dev libcurl4-openssl-dev libssl-dev libmicrohttpd-dev libarchive-dev libjs-chart.js chromium chromium-driver qemu-user libgsl-dev liblapacke-dev libdnnl-dev prometheus"
+PKGS="build-essential clang cmake pkg-config git ca-certificates unzip libopenblas-dev libpcre2-dev libjansson-dev libutf8proc-dev libyaml-dev libomp-dev python3 python3-venv libsqlite3-dev libcurl4-openssl-dev libssl-dev libmicrohttpd-dev libarchive-dev libjs-chart.js chromium chromium-driver curl openssl qemu-user libgsl-dev liblapacke-dev libdnnl-dev prometheus"
 missing=""
 for p in $PKGS; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
@@ -32,6 +33,16 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "setup: installing Python test peers (tools/requirements.txt)"
   .venv/bin/uv pip install -q --python .venv/bin/python -r tools/requirements.txt
   echo "$want" > "$stamp"
+fi
+# the optional Gradio front end (clients/gradio/) and gradio_client, for its test, in their own
+# venv: Gradio's many dependencies stay out of .venv and are never needed by the server
+[ -x .venv-gradio/bin/python ] || "$PY" -m venv .venv-gradio
+gstamp=.venv-gradio/.requirements.sha
+gwant=$(sha256sum clients/gradio/requirements.txt | cut -d' ' -f1)
+if [ "$(cat "$gstamp" 2>/dev/null)" != "$gwant" ]; then
+  echo "setup: installing the Gradio app's requirements (clients/gradio/requirements.txt) in .venv-gradio"
+  .venv/bin/uv pip install -q --python .venv-gradio/bin/python -r clients/gradio/requirements.txt
+  echo "$gwant" > "$gstamp"
 fi
 # --bench: also the benchmark anchors (tools/bench-requirements.txt) in .venv-bench
 if [ "${1:-}" = "--bench" ]; then

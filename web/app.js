@@ -1,6 +1,6 @@
 /* app.js - loratune's web interface: one script, no framework, talking to the REST API of
  * the server that served it (docs/SERVER.md). The path names the page (/data, /train, /queue,
- * /runs, /models); links are followed in place (history.pushState) and every page is drawn
+ * /runs, /models, /tune, /compare, /playground); links are followed in place (history.pushState) and every page is drawn
  * from the API's answers. Job progress comes from the job's Server-Sent Events, read with
  * fetch so a token can be sent (EventSource cannot send headers). Charts: Chart.js 3.
  * window.lt.charts holds the live charts (the browser tests read their points). */
@@ -146,7 +146,8 @@ function chartBox(id, label) {
 }
 
 /* ---- the pages ------------------------------------------------------------------------- */
-const pages = { data: pageData, train: pageTrain, queue: pageQueue, runs: pageRuns, models: pageModels };
+const pages = { data: pageData, train: pageTrain, queue: pageQueue, runs: pageRuns, models: pageModels,
+  tune: pageTune, compare: pageCompare, playground: pagePlayground };
 
 function leave() {
   for (const t of lt.timers) clearInterval(t);
@@ -537,7 +538,8 @@ async function pageQueue(main) {
       if (j.status === 'interrupted' || j.status === 'cancelled')
         act.push(el('button', { class: 'secondary', type: 'button', 'aria-label': `Resume ${j.id}`, onclick: () => api('POST', `/api/jobs/${j.id}/resume`).then(draw, (e) => box.prepend(errorBox(e.message))) }, 'Resume'));
       return el('tr', { 'data-job': j.id },
-        el('td', {}, el('a', { href: `/train?job=${j.id}` }, j.name || j.id), el('br'), el('span', { class: 'muted' }, `${j.model} · ${j.dataset}`)),
+        el('td', {}, el('a', { href: `/${j.kind === 'tune' || j.kind === 'compare' ? j.kind : 'train'}?job=${j.id}` }, j.name || j.id), el('br'),
+          el('span', { class: 'muted' }, `${j.kind && j.kind !== 'train' ? j.kind + ' · ' : ''}${j.model} · ${j.dataset}`)),
         el('td', { class: 'status-' + j.status }, j.status, j.error ? el('div', { class: j.status === 'cancelled' ? 'help' : 'error' }, j.error.message || String(j.error)) : ''),
         el('td', {}, p.step !== undefined ? `${p.step}${j.total_steps ? ' / ' + j.total_steps : ''}` : ''),
         el('td', {}, num(p.loss)), el('td', {}, j.status === 'running' ? dur(p.eta_s) : ''),
@@ -604,7 +606,7 @@ async function pageModels(main) {
     el('div', { class: 'table-wrap card' }, el('table', {},
       el('thead', {}, el('tr', {}, ['name', 'kind', 'size'].map((h) => el('th', { scope: 'col' }, h)))),
       el('tbody', {}, models.models.map((m) => el('tr', {}, el('td', {}, m.name), el('td', {}, m.kind), el('td', {}, bytes(m.size))))))));
-  const done = jobs.jobs.filter((j) => j.status === 'done');
+  const done = jobs.jobs.filter((j) => j.status === 'done' && (j.kind || 'train') === 'train');
   main.append(el('h2', {}, 'Adapters'));
   if (!done.length) { main.append(el('p', { class: 'muted' }, 'No finished jobs yet.')); return; }
   main.append(el('div', { class: 'table-wrap card' }, el('table', {},
@@ -618,6 +620,391 @@ async function pageModels(main) {
           el('details', {}, el('summary', {}, 'single files'),
             el('ul', {}, have.map((f) => el('li', {}, el('a', { href: `/api/jobs/${j.id}/adapter/${f}`, download: '' }, f)))))));
     })))));
+}
+
+/* -- Tune and Compare: `loratune tune` / `loratune compare` as jobs (kind tune | compare); the
+ * job view draws the study (GET /api/jobs/{id}/study) again on each trial event -- */
+const HPO_OPTS = ['iters', 'eval-batches', 'eval-every', 'max-seq-len', 'batch-size', 'valid-fraction', 'lora-alpha', 'seed', 'threads'];
+const DEFAULT_SPACE = {
+  lr: { type: 'float', low: 1e-4, high: 3e-3, log: true },
+  'lora-rank': { type: 'int', low: 2, high: 16, log: true },
+  'lora-targets': { type: 'categorical', choices: ['attention', 'mlp', 'all'] },
+};
+async function hpoForm(main, q, kind) {
+  const [opts, dss, models] = await Promise.all([api('GET', '/api/options'), api('GET', '/api/datasets'), api('GET', '/api/models')]);
+  const okDs = dss.datasets.filter((d) => !d.validation || d.validation.ok);
+  const dsSel = el('select', { id: 'dataset' }, okDs.map((d) => el('option', { value: d.id, selected: d.id === q.get('dataset') }, `${d.name} (${d.id})`)));
+  const mSel = el('select', { id: 'model' }, models.models.map((m) => el('option', { value: m.name }, `${m.name} · ${bytes(m.size)}`)));
+  const name = el('input', { id: 'job-name', type: 'text', placeholder: 'optional' });
+  const byName = Object.fromEntries(opts.options.map((o) => [o.name, o]));
+  const fields = [];
+  const base = el('div', { class: 'opts' });
+  for (const n of HPO_OPTS) if (byName[n]) base.append(optField(byName[n], fields));
+  const trials = el('input', { id: 'hpo-trials', type: 'number', min: 1, max: 1000, value: kind === 'tune' ? 8 : 2 });
+  const sampler = el('select', { id: 'hpo-sampler' }, ['auto', 'gp', 'random', 'sobol'].map((x) => el('option', { value: x }, x)));
+  const seed = el('input', { id: 'hpo-seed', type: 'number', min: 0, step: 1, value: 0 });
+  const budget = el('input', { id: 'hpo-budget', type: 'text', placeholder: 'none (90s, 30m, 1h30m)' });
+  const prune = el('input', { id: 'hpo-prune', type: 'checkbox', checked: true });
+  const space = el('textarea', { id: 'hpo-space', rows: 7, spellcheck: 'false', class: 'code' },
+    kind === 'tune' ? JSON.stringify(DEFAULT_SPACE, null, 1) : '');
+  let method = null;
+  const methods = [];
+  if (kind === 'tune') {
+    method = el('select', { id: 'hpo-method' }, ['lora', 'dora', 'qlora', 'full'].map((x) => el('option', { value: x }, x)));
+  } else {
+    for (const m of ['lora', 'dora', 'qlora', 'full'])
+      methods.push(el('input', { id: `hpo-m-${m}`, type: 'checkbox', value: m, checked: m === 'lora' || m === 'qlora' }));
+  }
+  const go = el('button', { id: 'start', type: 'submit' }, kind === 'tune' ? 'Start tuning' : 'Start comparing');
+  const msg = el('div', { id: 'hpo-msg', 'aria-live': 'polite' });
+  const lab = (id, t, e, help) => el('div', {}, el('label', { for: id }, t), e, help ? el('p', { class: 'help' }, help) : null);
+  const form = el('form', { class: 'card', novalidate: true },
+    el('div', { class: 'row' }, lab('dataset', 'Dataset', dsSel), lab('model', 'Model', mSel), lab('job-name', 'Job name', name)),
+    el('h2', {}, 'Search'),
+    el('div', { class: 'opts' },
+      method ? lab('hpo-method', 'Method', method) :
+        el('fieldset', { class: 'methods' }, el('legend', {}, 'Methods'), methods.map((c) => el('label', { for: c.id }, c, c.value))),
+      lab('hpo-trials', kind === 'tune' ? 'Trials' : 'Trials per method', trials, 'infeasible trials (over the memory budget) are not counted'),
+      lab('hpo-budget', 'Time budget', budget, kind === 'compare' ? 'shared equally by the methods' : 'stop asking for trials after it'),
+      lab('hpo-sampler', 'Sampler', sampler, 'auto: Sobol points, then Gaussian-process Bayesian optimization'),
+      lab('hpo-seed', 'Sampler seed', seed),
+      el('div', { class: 'opt check' }, el('label', { for: 'hpo-prune' }, prune, 'successive-halving pruning'))),
+    lab('hpo-space', 'Search space (JSON; docs/TUNE.md)', space,
+      kind === 'tune' ? 'option name → {"type": "float" | "int", "low", "high", "log"} or {"type": "categorical", "choices"}' :
+        'empty: each method\'s default space (learning-rate priors differ by method)'),
+    el('h2', {}, 'Every trial starts from'), el('p', { class: 'help' }, 'Empty fields keep the default; names are those of `loratune train --help`.'), base,
+    el('div', { class: 'row' }, go), msg);
+  main.append(el('h1', {}, kind === 'tune' ? 'Tune' : 'Compare'),
+    el('p', { class: 'help' }, kind === 'tune' ? 'Hyperparameter search: each trial is a training run; the final validation loss is minimised (`loratune tune`).'
+      : 'Tune several methods under one budget and compare their best trials (`loratune compare`).'));
+  if (!okDs.length) main.append(el('p', {}, 'No valid dataset yet: ', el('a', { href: '/data' }, 'upload one'), '.'));
+  main.append(form);
+  form.addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    const options = {};
+    for (const f of fields) { const v = f.get(); if (v !== undefined) options[f.name] = v; }
+    const search = { trials: parseInt(trials.value, 10), sampler: sampler.value, 'tune-seed': parseInt(seed.value || '0', 10) };
+    if (!prune.checked) search.prune = false;
+    if (budget.value.trim()) search['time-budget'] = budget.value.trim();
+    if (space.value.trim()) {
+      try { search.space = JSON.parse(space.value); } catch (e) {
+        msg.replaceChildren(errorBox('Search space: ' + e.message)); space.setAttribute('aria-invalid', 'true'); space.focus(); return;
+      }
+    }
+    if (method) options.method = method.value;
+    else search.methods = methods.filter((c) => c.checked).map((c) => c.value);
+    const body = { kind, dataset: dsSel.value, model: mSel.value, options, search };
+    if (name.value.trim()) body.name = name.value.trim();
+    go.disabled = true;
+    try {
+      const job = await api('POST', '/api/jobs', body);
+      await show(`/${kind}?job=${job.id}`, true);
+    } catch (e) { msg.replaceChildren(errorBox(e.message)); } finally { go.disabled = false; }
+  });
+}
+async function pageTune(main, q) { return q.get('job') ? hpoView(main, q.get('job')) : hpoForm(main, q, 'tune'); }
+async function pageCompare(main, q) { return q.get('job') ? hpoView(main, q.get('job')) : hpoForm(main, q, 'compare'); }
+
+function paramText(p) {
+  return Object.entries(p || {}).map(([k, v]) => `${k}=${typeof v === 'number' ? num(v, 5) : v}`).join(' ');
+}
+async function hpoView(main, id) {
+  const job = await api('GET', `/api/jobs/${id}`);
+  const kind = job.kind || 'train';
+  if (kind === 'train') return jobView(main, id);
+  const status = el('b', { id: 'job-status', class: 'status-' + job.status }, job.status);
+  const done = el('b', { id: 'hpo-done' }, ''), best = el('b', { id: 'hpo-best' }, '');
+  const actions = el('div', { class: 'row' });
+  const log = el('div', { id: 'job-log', 'aria-live': 'polite' });
+  const summary = el('div', { id: 'hpo-summary' });
+  const table = el('div', { id: 'trials' });
+  const [c1, k1] = chartBox('chart-history', 'optimization history: validation loss of each trial and the best so far');
+  const [c2, k2] = chartBox('chart-intermediate', 'validation loss by step of each trial');
+  main.append(el('h1', {}, kind === 'tune' ? 'Tune ' : 'Compare ', el('code', {}, id), job.name ? ` · ${job.name}` : ''),
+    el('div', { class: 'card' }, el('div', { class: 'stats' },
+      el('span', {}, 'status ', status), el('span', {}, 'trials done ', done), el('span', {}, 'best validation loss ', best)), actions, log),
+    summary);
+  const bars = {};
+  if (kind === 'compare') {
+    const boxes = [['loss', 'best validation loss by method'], ['time', 'training time of the best trial (s)'],
+      ['mem', 'planned peak memory of the best trial (MiB)'], ['tps', 'tokens per second of the best trial']]
+      .map(([k, label]) => { const [c, cv] = chartBox('chart-cmp-' + k, label); bars[k] = cv; return c; });
+    main.append(el('div', { class: 'charts' }, boxes));
+  }
+  main.append(el('div', { class: 'charts' }, c1, c2), el('h2', {}, 'Trials'), table);
+  lt.charts.history = lineChart(k1, 'Optimization history', [], { x: 'trial', y: 'validation loss' });
+  lt.charts.intermediate = lineChart(k2, 'Intermediate values', [], { y: 'validation loss' });
+  if (lt.charts.history) lt.charts.history.options.scales.x.ticks.precision = 0; /* trials are whole */
+  const barChart = (cv, title) => window.Chart ? new Chart(cv, {
+    type: 'bar', data: { labels: [], datasets: [{ label: title, data: [], backgroundColor: COLORS }] },
+    options: { animation: false, maintainAspectRatio: false, plugins: { legend: { display: false }, title: { display: true, text: title, color: getComputedStyle(document.body).color } } },
+  }) : null;
+  if (kind === 'compare') {
+    lt.charts.cmpLoss = barChart(bars.loss, 'Best validation loss');
+    if (lt.charts.cmpLoss) lt.charts.cmpLoss.options.scales.y.beginAtZero = false; /* the differences show */
+    lt.charts.cmpTime = barChart(bars.time, 'Time (s)');
+    lt.charts.cmpMem = barChart(bars.mem, 'Peak memory (MiB)');
+    lt.charts.cmpTps = barChart(bars.tps, 'Tokens/s');
+  }
+  const setActions = (st) => {
+    actions.replaceChildren();
+    if (!['done', 'failed', 'cancelled', 'interrupted'].includes(st))
+      actions.append(el('button', { class: 'secondary', type: 'button', id: 'cancel', onclick: async () => {
+        try { await api('POST', `/api/jobs/${id}/cancel`); } catch (e) { log.append(errorBox(e.message)); }
+      } }, 'Cancel'));
+    if (kind === 'tune' && (st === 'interrupted' || st === 'cancelled'))
+      actions.append(el('button', { type: 'button', id: 'resume', onclick: async () => {
+        try { await api('POST', `/api/jobs/${id}/resume`); show(`/tune?job=${id}`); } catch (e) { log.append(errorBox(e.message)); }
+      } }, 'Resume'));
+  };
+  setActions(job.status);
+  let busy = false, again = false;
+  const draw = async () => {
+    if (busy) { again = true; return; }
+    busy = true;
+    try {
+      const st = await api('GET', `/api/jobs/${id}/study`);
+      drawStudy(st);
+    } catch (e) { log.append(errorBox(e.message)); }
+    busy = false;
+    if (again) { again = false; draw(); }
+  };
+  const drawStudy = (st) => {
+    const rows = [];
+    const hist = [], inter = [];
+    let nDone = 0, bestV = null;
+    st.studies.forEach((sd, si) => {
+      const trials = (sd.study && sd.study.trials) || [];
+      const col = COLORS[si % COLORS.length];
+      const pts = [], bestLine = [];
+      let b = null;
+      for (const t of trials) {
+        if (t.state !== 'running') nDone++;
+        if (t.state === 'complete' && typeof t.value === 'number') {
+          pts.push({ x: t.trial, y: t.value });
+          b = b === null ? t.value : Math.min(b, t.value);
+          bestLine.push({ x: t.trial, y: b });
+          if (bestV === null || t.value < bestV) bestV = t.value;
+        }
+        if (t.intermediate && t.intermediate.length)
+          inter.push({ label: `${sd.method ? sd.method + ' ' : ''}trial ${t.trial}`, data: t.intermediate.map((p) => ({ x: p[0], y: p[1] })),
+            borderColor: COLORS[(si * 3 + t.trial) % COLORS.length], backgroundColor: COLORS[(si * 3 + t.trial) % COLORS.length], pointRadius: 2, borderWidth: 1.5 });
+        const info = t.info || {};
+        const why = t.infeasible || t.error || '';
+        rows.push(el('tr', { 'data-trial': t.trial, 'data-method': sd.method || '' },
+          ...(st.kind === 'compare' ? [el('td', {}, sd.method)] : []),
+          el('td', {}, t.trial), el('td', { class: 'status-' + (t.state === 'complete' ? 'done' : t.state) }, t.state, why ? el('div', { class: 'help' }, why) : ''),
+          el('td', { class: 'value' }, typeof t.value === 'number' ? num(t.value, 5) : ''),
+          el('td', {}, paramText(t.params)), el('td', {}, info.steps ?? ''), el('td', {}, info.time_s !== undefined ? num(info.time_s, 1) : ''),
+          el('td', {}, info.tokens_per_sec ? Math.round(info.tokens_per_sec).toLocaleString('en-US') : ''),
+          el('td', {}, bytes(info.planned_peak_bytes))));
+      }
+      const lab = sd.method ? sd.method + ' ' : '';
+      hist.push({ label: `${lab}trial value`, data: pts, borderColor: col, backgroundColor: col, showLine: false, pointRadius: 4 },
+        { label: `${lab}best so far`, data: bestLine, borderColor: col, backgroundColor: col, borderDash: [6, 4], pointRadius: 0, borderWidth: 2, stepped: true });
+    });
+    done.textContent = String(nDone) + (job.search && job.search.trials ? ` / ${job.search.trials * st.studies.length}` : '');
+    best.textContent = bestV === null ? '' : num(bestV, 5);
+    if (lt.charts.history) { lt.charts.history.data.datasets = hist; lt.charts.history.update('none'); }
+    if (lt.charts.intermediate) { lt.charts.intermediate.data.datasets = inter; lt.charts.intermediate.update('none'); }
+    const heads = [...(st.kind === 'compare' ? ['method'] : []), 'trial', 'state', 'val loss', 'parameters', 'steps', 'time (s)', 'tokens/s', 'planned peak'];
+    table.replaceChildren(rows.length ? el('div', { class: 'table-wrap card' }, el('table', { id: 'trials-table' },
+      el('thead', {}, el('tr', {}, heads.map((h) => el('th', { scope: 'col' }, h)))), el('tbody', {}, rows))) : el('p', { class: 'muted' }, 'No trial yet.'));
+    const r = st.result;
+    if (st.kind === 'compare' && r && r.methods) {
+      const ms = r.methods;
+      const set = (c, vals) => { if (c) { c.data.labels = ms.map((m) => m.method); c.data.datasets[0].data = vals; c.update('none'); } };
+      set(lt.charts.cmpLoss, ms.map((m) => m.best_val_loss));
+      set(lt.charts.cmpTime, ms.map((m) => m.time_s ?? null));
+      set(lt.charts.cmpMem, ms.map((m) => (m.peak_bytes ?? 0) / 1048576));
+      set(lt.charts.cmpTps, ms.map((m) => m.tokens_per_sec ?? null));
+      summary.replaceChildren(el('h2', {}, 'Comparison'), el('p', { class: 'help' }, r.metric || ''),
+        el('div', { class: 'table-wrap card' }, el('table', { id: 'compare-table' },
+          el('thead', {}, el('tr', {}, ['method', 'trials c/p/f/i', 'best val loss', 'perplexity', 'time (s)', 'peak memory', 'tokens/s', 'trainable', 'saved', 'best trial']
+            .map((h) => el('th', { scope: 'col' }, h)))),
+          el('tbody', {}, ms.map((m) => el('tr', { 'data-method': m.method },
+            el('td', {}, m.method), el('td', {}, `${m.complete}/${m.pruned}/${m.failed}/${m.infeasible}`),
+            el('td', { class: 'value' }, m.best_val_loss === null ? '–' : num(m.best_val_loss, 5)), el('td', {}, m.best_val_ppl ? num(m.best_val_ppl, 2) : ''),
+            el('td', {}, m.time_s !== undefined ? num(m.time_s, 2) : ''), el('td', {}, bytes(m.peak_bytes)),
+            el('td', {}, m.tokens_per_sec ? Math.round(m.tokens_per_sec).toLocaleString('en-US') : ''),
+            el('td', {}, m.trainable_params !== undefined ? m.trainable_params.toLocaleString('en-US') : ''), el('td', {}, bytes(m.saved_bytes)),
+            el('td', {}, m.best_trial ?? '')))))));
+    } else if (st.kind === 'tune' && r && r.best) {
+      summary.replaceChildren(el('div', { class: 'card', id: 'best' }, el('h2', {}, 'Best trial'),
+        el('p', {}, `trial ${r.best.trial}: validation loss `, el('b', {}, num(r.best.value, 5)), ` · ${r.best.params}`),
+        el('p', { class: 'help' }, `${r.complete} complete · ${r.pruned} pruned · ${r.failed} failed · ${r.infeasible} infeasible · ${dur(r.elapsed_s)}` + (r.pruning ? ` · pruning ${r.pruning}` : '')),
+        el('p', { class: 'help' }, 'Train it: ', el('code', {}, `loratune train -c ${r.best_config} --out OUT`))));
+    }
+  };
+  await draw();
+  followEvents(id, (k, d) => {
+    if (k === 'job') {
+      health();
+      status.textContent = d.status; status.className = 'status-' + d.status;
+      setActions(d.status);
+      if (d.message) log.append(d.status === 'failed' ? errorBox(d.message) : el('p', { class: 'muted' }, d.message));
+      if (lt_terminal(d.status)) { job.status = d.status; draw(); }
+    } else if (k === 'trial') draw();
+  }, (err) => { if (err) log.append(errorBox('event stream: ' + err.message)); });
+}
+function lt_terminal(st) { return ['done', 'failed', 'cancelled', 'interrupted'].includes(st); }
+
+/* -- Playground: the same conversation with two models side by side (the base and an adapter),
+ * both answers streamed at once from /v1/chat/completions (docs/SERVING.md; `serve --model`) -- */
+async function pagePlayground(main) {
+  main.append(el('h1', {}, 'Playground'));
+  /* GET /ready first: 200 {model: null} without --model, 503 while loading (no failed request
+   * in the console for a server that serves no model) */
+  const rd = await fetch('/ready', { headers: headers() });
+  const ready = await rd.json().catch(() => ({}));
+  if (rd.ok && !ready.model) {
+    main.append(el('p', { id: 'play-none', class: 'card' }, 'This server serves no model: start it with ',
+      el('code', {}, 'loratune serve --model MODEL'), ' to chat with the base model and its adapters here (docs/SERVING.md).'));
+    return;
+  }
+  if (!rd.ok) {
+    const why = ready.status === 'failed' ? `the model could not be loaded: ${ready.error || ''}` : 'the model is loading… (this page reloads when it is ready)';
+    main.append(el('p', { id: 'play-none', class: 'card', 'aria-live': 'polite' }, why));
+    if (ready.status !== 'failed') lt.timers.push(setInterval(() => fetch('/ready').then((r) => { if (r.ok) show('/playground'); }, () => {}), 2000));
+    return;
+  }
+  const list = await api('GET', '/v1/models');
+  const ids = list.data.map((m) => m.id);
+  const base = list.data.find((m) => !m.parent);
+  const adapters = list.data.filter((m) => m.parent);
+  /* sampling settings: the request fields of /v1/chat/completions */
+  const field = (id, label, attrs, help) => el('div', {}, el('label', { for: id }, label),
+    el('input', { id, type: 'number', 'aria-describedby': id + '-help', ...attrs }), el('p', { class: 'help', id: id + '-help' }, help));
+  const settings = el('div', { class: 'opts' },
+    field('play-temperature', 'temperature', { min: 0, max: 2, step: 0.1, value: 0.7 }, '0 … 2; 0 is greedy (the same text every time)'),
+    field('play-top-p', 'top_p', { min: 0.01, max: 1, step: 0.05, value: 1 }, '(0, 1]: sample from the smallest set of tokens holding this probability'),
+    field('play-max-tokens', 'max_tokens', { min: 1, max: 4096, step: 1, value: 128 }, 'the longest answer, in tokens'),
+    field('play-seed', 'seed', { min: 0, step: 1, placeholder: 'random' }, 'the same seed, prompt and settings give the same text'));
+  const system = el('input', { id: 'play-system', type: 'text', placeholder: 'optional' });
+  const pane = (side, pick) => {
+    const sel = el('select', { id: `play-model-${side}` }, ids.map((m) => el('option', { value: m, selected: m === pick }, m)));
+    const log = el('div', { class: 'chat', id: `play-log-${side}`, role: 'log', 'aria-live': 'polite', 'aria-label': `answers of the ${side} model` });
+    const stat = el('p', { class: 'help', id: `play-stat-${side}` });
+    const box = el('section', { class: 'card pane', 'aria-label': `${side} model` },
+      el('label', { for: `play-model-${side}` }, side === 'left' ? 'Model A' : 'Model B'), sel, log, stat);
+    return { side, sel, log, stat, box, messages: [] };
+  };
+  const panes = [pane('left', base && base.id), pane('right', adapters.length ? adapters[0].id : base && base.id)];
+  const input = el('textarea', { id: 'play-input', rows: 3, placeholder: 'Write a message (Ctrl+Enter sends)', required: true });
+  const send = el('button', { id: 'play-send', type: 'submit' }, 'Send to both');
+  const stop = el('button', { id: 'play-stop', type: 'button', class: 'secondary', disabled: true }, 'Stop');
+  const clear = el('button', { id: 'play-clear', type: 'button', class: 'secondary' }, 'New chat');
+  const msg = el('div', { id: 'play-msg', 'aria-live': 'polite' });
+  const form = el('form', { class: 'card', novalidate: true },
+    el('label', { for: 'play-input' }, 'Message'), input, el('div', { class: 'row' }, send, stop, clear), msg);
+  /* load the adapter of a finished train job (POST /v1/adapters {name, job}) */
+  const jobs = (await api('GET', '/api/jobs').catch(() => ({ jobs: [] }))).jobs.filter((j) => j.status === 'done' && (j.kind || 'train') === 'train');
+  const loadRow = el('div', { class: 'row' });
+  if (jobs.length) {
+    const jsel = el('select', { id: 'play-job' }, jobs.map((j) => el('option', { value: j.id }, `${j.name || j.id} · ${j.model}`)));
+    const load = el('button', { type: 'button', class: 'secondary', id: 'play-load' }, 'Serve its adapter');
+    load.addEventListener('click', async () => {
+      const j = jobs.find((x) => x.id === jsel.value);
+      const name = (j.name || j.id).replace(/[^A-Za-z0-9._-]/g, '-');
+      load.disabled = true;
+      try {
+        await api('POST', '/v1/adapters', { name, job: j.id });
+        for (const p of panes) p.sel.append(el('option', { value: name }, name));
+        panes[1].sel.value = name;
+        msg.replaceChildren(el('p', { class: 'ok' }, `adapter ${name} loaded (Model B)`));
+      } catch (e) { msg.replaceChildren(errorBox(e.message)); } finally { load.disabled = false; }
+    });
+    loadRow.append(el('div', {}, el('label', { for: 'play-job' }, 'Adapter of a finished job'), jsel), load);
+  }
+  main.append(el('div', { class: 'card' }, el('h2', {}, 'Settings'), settings,
+      el('div', { class: 'row' }, el('div', {}, el('label', { for: 'play-system' }, 'System prompt'), system)), loadRow),
+    el('div', { class: 'panes' }, panes.map((p) => p.box)), form);
+  if (!adapters.length && !jobs.length)
+    msg.append(el('p', { class: 'help' }, 'No adapter is served: start the server with --adapter NAME=PATH, or train a job and load its adapter here.'));
+
+  const bubble = (p, role, text) => {
+    const t = el('div', { class: 'text' }, text);
+    const b = el('div', { class: `msg ${role}` }, el('span', { class: 'who' }, role === 'user' ? 'you' : p.sel.value), t);
+    p.log.append(b);
+    p.log.scrollTop = p.log.scrollHeight;
+    return t;
+  };
+  let ctls = [];
+  const numOr = (id, conv) => { const v = $(id).value.trim(); return v === '' ? undefined : conv(v); };
+  /* one streamed answer: reads the chunks (data: {...} lines, then data: [DONE]) */
+  const ask = async (p, settingsBody, ctl) => {
+    const out = bubble(p, 'assistant', '');
+    out.parentElement.classList.add('streaming');
+    const t0 = performance.now();
+    let text = '', chunks = 0, usage = null, finish = null;
+    p.log.dataset.chunks = '0';
+    try {
+      const messages = [...(system.value.trim() ? [{ role: 'system', content: system.value.trim() }] : []), ...p.messages];
+      const r = await fetch('/v1/chat/completions', { method: 'POST', signal: ctl.signal,
+        headers: headers({ 'Content-Type': 'application/json' }),
+        body: JSON.stringify({ model: p.sel.value, messages, stream: true, stream_options: { include_usage: true }, ...settingsBody }) });
+      if (!r.ok) {
+        if (r.status === 401) askToken();
+        const j = await r.json().catch(() => null);
+        throw new Error(j && j.error ? j.error.message : `HTTP ${r.status}`);
+      }
+      const rd = r.body.getReader();
+      const dec = new TextDecoder();
+      let buf = '';
+      for (let done = false; !done;) {
+        const part = await rd.read();
+        if (part.done) break;
+        buf += dec.decode(part.value, { stream: true });
+        let k;
+        while ((k = buf.indexOf('\n')) >= 0) {
+          const line = buf.slice(0, k).trim();
+          buf = buf.slice(k + 1);
+          if (!line.startsWith('data:')) continue;
+          const data = line.slice(5).trim();
+          if (data === '[DONE]') { done = true; break; }
+          const c = JSON.parse(data);
+          if (c.error) throw new Error(c.error.message);
+          if (c.usage) usage = c.usage;
+          const ch = c.choices && c.choices[0];
+          if (ch && ch.delta && ch.delta.content) {
+            text += ch.delta.content;
+            out.textContent = text;
+            p.log.dataset.chunks = String(++chunks);
+            p.log.scrollTop = p.log.scrollHeight;
+          }
+          if (ch && ch.finish_reason) finish = ch.finish_reason;
+        }
+      }
+      p.messages.push({ role: 'assistant', content: text });
+      const s = (performance.now() - t0) / 1000;
+      p.stat.textContent = `${usage ? usage.completion_tokens + ' tokens · ' + (usage.completion_tokens / s).toFixed(1) + ' tokens/s · ' : ''}${s.toFixed(1)} s · finish: ${finish || '?'}`;
+    } catch (e) {
+      p.messages.push({ role: 'assistant', content: text });
+      out.parentElement.append(e.name === 'AbortError' ? el('p', { class: 'help' }, 'stopped') : errorBox(e.message));
+    } finally {
+      out.parentElement.classList.remove('streaming');
+      p.log.dataset.done = '1';
+    }
+  };
+  form.addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    const text = input.value.trim();
+    if (!text) { msg.replaceChildren(errorBox('Write a message first.')); input.focus(); return; }
+    const body = { temperature: numOr('#play-temperature', parseFloat), top_p: numOr('#play-top-p', parseFloat),
+      max_tokens: numOr('#play-max-tokens', (v) => parseInt(v, 10)), seed: numOr('#play-seed', (v) => parseInt(v, 10)) };
+    msg.replaceChildren();
+    input.value = '';
+    send.disabled = true; stop.disabled = false;
+    ctls = panes.map(() => new AbortController());
+    lt.streams.push(...ctls);
+    for (const p of panes) { p.messages.push({ role: 'user', content: text }); bubble(p, 'user', text); delete p.log.dataset.done; }
+    await Promise.all(panes.map((p, i) => ask(p, body, ctls[i])));
+    send.disabled = false; stop.disabled = true;
+  });
+  input.addEventListener('keydown', (ev) => { if (ev.key === 'Enter' && (ev.ctrlKey || ev.metaKey)) { ev.preventDefault(); form.requestSubmit(); } });
+  stop.addEventListener('click', () => { for (const c of ctls) c.abort(); });
+  clear.addEventListener('click', () => { for (const c of ctls) c.abort(); for (const p of panes) { p.messages = []; p.log.replaceChildren(); p.stat.textContent = ''; } input.focus(); });
+  for (const p of panes) p.sel.addEventListener('change', () => { p.messages = []; p.log.replaceChildren(); p.stat.textContent = ''; });
 }
 
 /* ---- start ------------------------------------------------------------------------------ */

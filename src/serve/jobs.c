@@ -9,13 +9,27 @@
  * "interrupted" (with a last event saying so); the event file only grows, one JSON object per
  * line, and the final {"event": "job", "status": <terminal>} line is written before the status
  * turns terminal, so a stream that has read every line of a terminal job has seen its end.
- * Concurrency: one job at a time (the memory plan deciding how many fit is not built yet). */
+ * Concurrency: one job at a time (the memory plan deciding how many fit is not built yet).
+ *
+ * Tune and compare jobs ("kind": "tune" | "compare") run `loratune tune` / `loratune compare`
+ * itself, as a child process of this program (/proc/self/exe, fork + exec): the trial loop
+ * lives in apps/cmd_tune.c, not in a library layer, and running the command keeps them the
+ * same code as the CLI's. Its study folder is the job's OUT (compare: OUT/<method>/); the
+ * worker polls study.json (written atomically by the study) and turns each trial's change into
+ * an {"event": "trial"} line; cancel, server shutdown and the server's death send the child
+ * SIGINT (it ends its trial and exits 130, the study left resumable: POST .../resume runs
+ * `tune --resume`). */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <math.h>
+#include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -264,6 +278,310 @@ end:
     pthread_mutex_unlock(&s->mu);
 }
 
+/* ---- tune and compare jobs: the CLI command as a child process ------------------------- */
+static const char *job_kind(const lt_job *j) {
+    const char *k = json_string_value(json_object_get(j->record, "kind"));
+    return k ? k : "train";
+}
+
+/* The study folders of a tune / compare job: OUT, or OUT/<method> per method. Returns the
+ * count (at most 8); names[i] is the method ("" for a tune job's). */
+static int study_dirs(const lt_server *s, const lt_job *j, char dirs[8][LT_SERVE_PATH + 96],
+                      const char *names[8]) {
+    if (!strcmp(job_kind(j), "tune")) {
+        snprintf(dirs[0], sizeof dirs[0], "%s/jobs/%s/out", s->work, j->id);
+        names[0] = "";
+        return 1;
+    }
+    int n = 0;
+    size_t i;
+    json_t *m;
+    json_array_foreach(json_object_get(json_object_get(j->record, "search"), "methods"), i, m) {
+        if (n >= 8) break;
+        names[n] = json_string_value(m);
+        snprintf(dirs[n], sizeof dirs[n], "%s/jobs/%s/out/%s", s->work, j->id, names[n]);
+        n++;
+    }
+    return n;
+}
+
+/* Compares the studies on disk with what seen (method/trial -> state) holds; appends a
+ * "trial" event for each change and updates the job's progress. */
+static void scan_studies(lt_server *s, lt_job *j, json_t *seen) {
+    char dirs[8][LT_SERVE_PATH + 96];
+    const char *names[8];
+    int n = study_dirs(s, j, dirs, names);
+    int done = 0, running = -1;
+    double best = NAN;
+    const char *running_method = NULL;
+    for (int d = 0; d < n; d++) {
+        char p[LT_SERVE_PATH + 128];
+        snprintf(p, sizeof p, "%.2000s/study.json", dirs[d]);
+        json_t *st = json_load_file(p, 0, NULL);
+        size_t i;
+        json_t *t;
+        json_array_foreach(json_object_get(st, "trials"), i, t) {
+            const char *state = json_string_value(json_object_get(t, "state"));
+            json_int_t num = json_integer_value(json_object_get(t, "trial"));
+            if (!state) continue;
+            json_t *v = json_object_get(t, "value");
+            if (strcmp(state, "running"))
+                done++;
+            else
+                running = (int)num, running_method = names[d];
+            if (!strcmp(state, "complete") && json_is_number(v) &&
+                (best != best || json_number_value(v) < best))
+                best = json_number_value(v);
+            char key[64];
+            snprintf(key, sizeof key, "%s/%lld", names[d], (long long)num);
+            const char *was = json_string_value(json_object_get(seen, key));
+            if (was && !strcmp(was, state)) continue;
+            json_object_set_new(seen, key, json_string(state));
+            json_t *ev = json_pack("{s:s,s:I,s:s,s:O?}", "event", "trial", "trial", num, "state",
+                                   state, "params", json_object_get(t, "params"));
+            if (!ev) continue;
+            if (*names[d]) json_object_set_new(ev, "method", json_string(names[d]));
+            if (json_is_number(v)) json_object_set(ev, "value", v);
+            json_t *why = json_object_get(t, "infeasible");
+            if (!why) why = json_object_get(t, "error");
+            if (json_is_string(why)) json_object_set(ev, "message", why);
+            pthread_mutex_lock(&s->mu);
+            append_event(s, j, ev);
+            pthread_mutex_unlock(&s->mu);
+            json_decref(ev);
+        }
+        json_decref(st);
+    }
+    json_t *pr = json_pack("{s:i}", "trials_done", done);
+    if (running >= 0) json_object_set_new(pr, "trial", json_integer(running));
+    if (running_method && *running_method)
+        json_object_set_new(pr, "method", json_string(running_method));
+    if (best == best) json_object_set_new(pr, "best_value", json_real(best));
+    pthread_mutex_lock(&s->mu);
+    json_object_set_new(j->record, "progress", pr);
+    pthread_mutex_unlock(&s->mu);
+}
+
+/* The child's command line (argv: strings owned by the caller's buffers / the record). */
+typedef struct {
+    char *argv[160];
+    int argc;
+    char buf[16384];
+    size_t used;
+} argv_buf;
+
+static int arg(argv_buf *a, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int arg(argv_buf *a, const char *fmt, ...) {
+    if (a->argc >= 158) return -1;
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(a->buf + a->used, sizeof a->buf - a->used, fmt, ap);
+    va_end(ap);
+    if (n < 0 || (size_t)n >= sizeof a->buf - a->used) return -1;
+    a->argv[a->argc++] = a->buf + a->used;
+    a->argv[a->argc] = NULL;
+    a->used += (size_t)n + 1;
+    return 0;
+}
+
+static lt_status hpo_argv(lt_server *s, lt_job *j, argv_buf *a) {
+    const char *kind = job_kind(j);
+    char exe[1024];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n <= 0) return lt_error(LT_ERR_IO, "/proc/self/exe: %s", strerror(errno));
+    exe[n] = 0;
+    char model[LT_RUN_PATH_MAX], data[LT_RUN_PATH_MAX];
+    lt_status st = lt_dataset_path(s, json_string_value(json_object_get(j->record, "dataset")),
+                                   data, sizeof data);
+    if (!st)
+        st = lt_model_path(s, json_string_value(json_object_get(j->record, "model")), model,
+                           sizeof model);
+    if (st) return st;
+    json_t *search = json_object_get(j->record, "search");
+    int resume = json_is_true(json_object_get(j->record, "resume"));
+    int bad = arg(a, "%s", exe) || arg(a, "%s", kind) || arg(a, "--study") ||
+              arg(a, "%s/jobs/%s/out", s->work, j->id) || arg(a, "--store") ||
+              arg(a, "%s/store", s->work) || arg(a, "--experiment") || arg(a, "serve") ||
+              arg(a, "--json");
+    if (resume) {
+        bad = bad || arg(a, "--resume");
+    } else {
+        bad = bad || arg(a, "--model") || arg(a, "%s", model) || arg(a, "--data") ||
+              arg(a, "%s", data);
+        const char *key;
+        json_t *v;
+        json_object_foreach(json_object_get(j->record, "options"), key, v) {
+            bad = bad || arg(a, "--%s=%s", key, json_string_value(v));
+        }
+        if (s->job_threads > 0 &&
+            !json_object_get(json_object_get(j->record, "options"), "threads"))
+            bad = bad || arg(a, "--threads=%d", s->job_threads);
+        json_object_foreach(search, key, v) {
+            char nb[64];
+            const char *t = lt_serve_opt_text(v, nb, sizeof nb);
+            if (!strcmp(key, "space")) {
+                bad = bad || arg(a, "--space") || arg(a, "%s/jobs/%s/space.json", s->work, j->id);
+            } else if (!strcmp(key, "methods")) {
+                char m[128] = "";
+                size_t i;
+                json_t *x;
+                json_array_foreach(v, i, x) {
+                    size_t l = strlen(m);
+                    snprintf(m + l, sizeof m - l, "%s%s", i ? "," : "", json_string_value(x));
+                }
+                bad = bad || arg(a, "--methods") || arg(a, "%s", m);
+            } else if (!strcmp(key, "prune")) {
+                if (json_is_false(v)) bad = bad || arg(a, "--no-prune");
+            } else if (!strcmp(key, "trials")) {
+                bad = bad ||
+                      arg(a, "%s", !strcmp(kind, "compare") ? "--trials-per-method" : "--trials") ||
+                      arg(a, "%s", t);
+            } else if (t) {
+                bad = bad || arg(a, "--%s", key) || arg(a, "%s", t);
+            }
+        }
+    }
+    return bad ? lt_error(LT_ERR_ARG, "job %s: command line too long", j->id) : LT_OK;
+}
+
+/* The last non-empty line of the child's log (its error message). */
+static void last_line(const char *path, char *out, size_t n) {
+    out[0] = 0;
+    FILE *f = fopen(path, "r");
+    if (!f) return;
+    char line[2048];
+    while (fgets(line, sizeof line, f)) {
+        size_t l = strlen(line);
+        while (l && (line[l - 1] == '\n' || line[l - 1] == '\r'))
+            line[--l] = 0;
+        if (l && line[0] != '{') snprintf(out, n, "%s", line); /* not the JSON summary */
+    }
+    fclose(f);
+}
+
+static void run_hpo_job(lt_server *s, lt_job *j) {
+    const char *kind = job_kind(j);
+    lt_job_status final = JOB_FAILED;
+    char msg[2048] = "";
+    char dir[LT_SERVE_PATH + 64], log[LT_SERVE_PATH + 96], p[LT_SERVE_PATH + 128];
+    snprintf(dir, sizeof dir, "%s/jobs/%s", s->work, j->id);
+    snprintf(log, sizeof log, "%s/log.txt", dir);
+    json_t *seen = json_object();
+    argv_buf *a = lt_calloc(1, sizeof *a);
+    lt_status st = a ? hpo_argv(s, j, a) : lt_error(LT_ERR_NOMEM, "out of memory");
+    json_t *space = json_object_get(json_object_get(j->record, "search"), "space");
+    if (!st && space && !json_object_get(j->record, "resume")) {
+        snprintf(p, sizeof p, "%s/space.json", dir);
+        st = lt_serve_write_json(p, space);
+    }
+    pid_t pid = 0;
+    if (!st) {
+        /* fork + exec rather than posix_spawn, for two things the child must do itself:
+           unblock SIGINT / SIGTERM (the server's threads block them: apps/cmd_serve.c waits
+           for them, and a child inherits the mask, so it would never see a cancel), and ask
+           for SIGINT when the worker thread that made it goes (PR_SET_PDEATHSIG: a server
+           killed with SIGKILL leaves no orphan tuning on; the trial under way stays running in
+           the study, for --resume). Between fork and exec: async-signal-safe calls only. */
+        int e = 0;
+        int in = open("/dev/null", O_RDONLY | O_CLOEXEC);
+        int out = open(log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+        pid_t parent = getpid();
+        sigset_t none;
+        sigemptyset(&none);
+        struct sigaction dfl;
+        memset(&dfl, 0, sizeof dfl);
+        dfl.sa_handler = SIG_DFL;
+        if (in < 0 || out < 0) {
+            e = errno;
+        } else if ((pid = fork()) == 0) {
+            if (dup2(in, 0) < 0 || dup2(out, 1) < 0 || dup2(out, 2) < 0) _exit(127);
+            sigaction(SIGPIPE, &dfl, NULL);
+            pthread_sigmask(SIG_SETMASK, &none, NULL);
+            prctl(PR_SET_PDEATHSIG, SIGINT);
+            if (getppid() != parent) _exit(130); /* the server went before prctl */
+            execv(a->argv[0], a->argv);
+            _exit(127);
+        } else if (pid < 0) {
+            e = errno;
+            pid = 0;
+        }
+        if (in >= 0) close(in);
+        if (out >= 0) close(out);
+        if (e) st = lt_error(LT_ERR_IO, "could not start `loratune %s`: %s", kind, strerror(e));
+    }
+    if (st) {
+        snprintf(msg, sizeof msg, "%s", lt_errmsg());
+        goto end;
+    }
+    pthread_mutex_lock(&s->mu);
+    j->pid = (int)pid;
+    json_t *cmd = json_array();
+    for (int i = 1; i < a->argc; i++) { /* WORK/..., MODELS/...: not our paths */
+        char *c = lt_serve_scrub(s, a->argv[i]);
+        json_array_append_new(cmd, json_string(c ? c : "?"));
+        lt_free(c);
+    }
+    json_object_set_new(j->record, "command", cmd);
+    persist(s, j);
+    pthread_mutex_unlock(&s->mu);
+    int status = 0, signalled = 0;
+    for (;;) {
+        pid_t w = waitpid(pid, &status, WNOHANG);
+        if (w == pid || (w < 0 && errno != EINTR)) break;
+        pthread_mutex_lock(&s->mu);
+        int stop = (j->cancel_requested || s->stopping) && !signalled;
+        pthread_mutex_unlock(&s->mu);
+        if (stop) {
+            kill(pid, SIGINT); /* the command ends its trial and exits 130 */
+            signalled = 1;
+        }
+        scan_studies(s, j, seen);
+        struct timespec ts = {0, 250 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    scan_studies(s, j, seen);
+    pthread_mutex_lock(&s->mu);
+    j->pid = 0;
+    int cancelled = j->cancel_requested;
+    pthread_mutex_unlock(&s->mu);
+    int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    if (code == 0) {
+        final = JOB_DONE;
+    } else if (code == 130 || code == 128 + SIGINT) {
+        final = cancelled ? JOB_CANCELLED : JOB_INTERRUPTED;
+        snprintf(msg, sizeof msg, "%s", cancelled ? "cancelled" : "the server stopped");
+    } else {
+        last_line(log, msg, sizeof msg);
+        if (!*msg) snprintf(msg, sizeof msg, "`loratune %s` exited with status %d", kind, code);
+    }
+end:;
+    /* the result: summary.json (tune) or compare.json (compare), as the command wrote it */
+    snprintf(p, sizeof p, "%s/out/%s", dir,
+             !strcmp(kind, "tune") ? "summary.json" : "compare.json");
+    json_t *res = json_load_file(p, 0, NULL);
+    json_t *clean = res ? lt_serve_scrub_json(s, res) : NULL;
+    json_decref(res);
+    pthread_mutex_lock(&s->mu);
+    if (clean) {
+        json_object_set_new(j->record, "result", clean);
+        json_t *pr = json_object_get(clean, "parent_run");
+        if (json_is_integer(pr)) json_object_set(j->record, "run_id", pr);
+    }
+    json_object_set_new(j->record, "files", json_array());
+    if (*msg && final != JOB_DONE) {
+        char *c = lt_serve_scrub(s, msg);
+        json_object_set_new(j->record, "error", json_string(c ? c : "(out of memory)"));
+        lt_free(c);
+    }
+    json_object_set_new(j->record, "finished", json_real(lt_serve_now()));
+    job_event(s, j, lt_job_status_name(final), final == JOB_DONE ? NULL : msg);
+    set_status(s, j, final);
+    persist(s, j);
+    pthread_mutex_unlock(&s->mu);
+    json_decref(seen);
+    lt_free(a);
+}
+
 static void *worker_main(void *arg) {
     lt_server *s = arg;
     pthread_mutex_lock(&s->mu);
@@ -281,7 +599,10 @@ static void *worker_main(void *arg) {
         job_event(s, j, "running", NULL);
         s->running = j;
         pthread_mutex_unlock(&s->mu);
-        run_job(s, j);
+        if (!strcmp(job_kind(j), "train"))
+            run_job(s, j);
+        else
+            run_hpo_job(s, j);
         pthread_mutex_lock(&s->mu);
         s->running = NULL;
     }
@@ -390,6 +711,7 @@ void lt_jobs_shutdown(lt_server *s) {
     pthread_mutex_lock(&s->mu);
     s->stopping = 1;
     if (s->run) lt_run_request_stop(s->run); /* it checkpoints; the job becomes interrupted */
+    if (s->running && s->running->pid > 0) kill(s->running->pid, SIGINT); /* a tune / compare */
     pthread_cond_broadcast(&s->cv);
     pthread_mutex_unlock(&s->mu);
     if (s->worker_started) pthread_join(s->worker, NULL);
@@ -425,29 +747,118 @@ const char *lt_serve_opt_text(const json_t *v, char *buf, size_t n) {
     return NULL;
 }
 
+/* The "search" object of a tune / compare job: the command's own options, checked here so a
+ * bad one is a 400 (the space's content is checked by the command: a bad one fails the job
+ * with its message). 0 ok; else err holds the message. */
+static int check_search(const json_t *search, int compare, char *err, size_t n) {
+    static const char *const samplers[] = {"auto", "gp", "random", "sobol", NULL};
+    static const char *const methods[] = {"lora", "dora", "qlora", "full", NULL};
+    if (search && !json_is_object(search))
+        return snprintf(err, n, "search: expected an object ({\"trials\": 4, ...})"), -1;
+    const char *key;
+    json_t *v;
+    json_object_foreach((json_t *)search, key, v) {
+        if (!strcmp(key, "trials") || !strcmp(key, "tune-seed") ||
+            !strcmp(key, "reduction-factor") || !strcmp(key, "min-resource")) {
+            json_int_t lo = !strcmp(key, "trials") || !strcmp(key, "min-resource") ? 1
+                            : !strcmp(key, "reduction-factor")                     ? 2
+                                                                                   : 0;
+            json_int_t hi = !strcmp(key, "trials") ? 100000 : (json_int_t)1 << 40;
+            if (!json_is_integer(v) || json_integer_value(v) < lo || json_integer_value(v) > hi)
+                return snprintf(err, n, "search: %s: expected an integer %lld..%lld", key,
+                                (long long)lo, (long long)hi),
+                       -1;
+        } else if (!strcmp(key, "time-budget")) {
+            const char *t = json_string_value(v);
+            int ok = json_is_string(v) && *t && strlen(t) < 32;
+            for (const char *c = t; ok && *c; c++)
+                ok = strchr("0123456789.hms", *c) != NULL;
+            if (!ok)
+                return snprintf(err, n,
+                                "search: time-budget: expected a duration such as \"90s\", "
+                                "\"30m\", \"1h30m\""),
+                       -1;
+        } else if (!strcmp(key, "sampler")) {
+            int ok = 0;
+            for (int i = 0; samplers[i] && json_is_string(v); i++)
+                ok |= !strcmp(json_string_value(v), samplers[i]);
+            if (!ok)
+                return snprintf(err, n, "search: sampler: expected auto, gp, random or sobol"), -1;
+        } else if (!strcmp(key, "prune")) {
+            if (!json_is_boolean(v))
+                return snprintf(err, n, "search: prune: expected a boolean"), -1;
+        } else if (!strcmp(key, "space")) {
+            if (!json_is_object(v) || !json_object_size(v))
+                return snprintf(
+                           err, n,
+                           "search: space: expected an object mapping option names to "
+                           "{\"type\": \"float\"|\"int\"|\"categorical\", ...} (docs/TUNE.md)"),
+                       -1;
+        } else if (!strcmp(key, "methods") && compare) {
+            size_t i, k;
+            json_t *m, *m2;
+            if (!json_is_array(v) || !json_array_size(v) || json_array_size(v) > 4)
+                return snprintf(err, n,
+                                "search: methods: expected 1 to 4 of lora, dora, qlora, full"),
+                       -1;
+            json_array_foreach(v, i, m) {
+                int ok = 0;
+                for (int q = 0; methods[q] && json_is_string(m); q++)
+                    ok |= !strcmp(json_string_value(m), methods[q]);
+                if (!ok)
+                    return snprintf(err, n,
+                                    "search: methods[%zu]: expected lora, dora, qlora or full", i),
+                           -1;
+                json_array_foreach(v, k, m2) if (k < i && json_equal(m, m2)) return snprintf(
+                    err, n, "search: methods: '%s' given twice", json_string_value(m)),
+                    -1;
+            }
+        } else {
+            return snprintf(err, n,
+                            "search: unknown key '%s' (expected trials, time-budget, sampler, "
+                            "tune-seed, prune, reduction-factor, min-resource, space%s)",
+                            key, compare ? ", methods" : ""),
+                   -1;
+        }
+    }
+    if (compare && !json_object_get(search, "methods"))
+        return snprintf(err, n,
+                        "search: methods: required for a compare job ([\"lora\", \"qlora\"])"),
+               -1;
+    return 0;
+}
+
 enum MHD_Result lt_jobs_create(lt_server *s, struct MHD_Connection *c, const json_t *body) {
     const char *key;
     json_t *v;
     json_object_foreach((json_t *)body, key, v) {
         if (strcmp(key, "kind") && strcmp(key, "dataset") && strcmp(key, "model") &&
-            strcmp(key, "options") && strcmp(key, "name"))
+            strcmp(key, "options") && strcmp(key, "name") && strcmp(key, "search"))
             return lt_reply_error(c, 400, "bad_request",
                                   "unknown key '%s' (expected kind, "
-                                  "dataset, model, options, name)",
+                                  "dataset, model, options, name, search)",
                                   key);
     }
     json_t *kind = json_object_get(body, "kind");
     if (kind && !json_is_string(kind))
-        return lt_reply_error(c, 400, "bad_request", "kind: expected a string (\"train\")");
-    if (kind && strcmp(json_string_value(kind), "train")) {
-        const char *k = json_string_value(kind);
-        if (!strcmp(k, "tune") || !strcmp(k, "compare"))
-            return lt_reply_error(c, 400, "unsupported",
-                                  "kind: '%s' jobs are not built yet; "
-                                  "only \"train\"",
-                                  k);
-        return lt_reply_error(c, 400, "bad_request", "kind: expected \"train\", got '%s'", k);
-    }
+        return lt_reply_error(c, 400, "bad_request",
+                              "kind: expected a string (\"train\", \"tune\" or \"compare\")");
+    const char *kd = kind ? json_string_value(kind) : "train";
+    if (strcmp(kd, "train") && strcmp(kd, "tune") && strcmp(kd, "compare"))
+        return lt_reply_error(c, 400, "bad_request",
+                              "kind: expected \"train\", \"tune\" or \"compare\", got '%s'", kd);
+    int hpo = strcmp(kd, "train") != 0;
+    json_t *search = json_object_get(body, "search");
+    if (search && !hpo)
+        return lt_reply_error(c, 400, "bad_request",
+                              "search: only tune and compare jobs take it (kind is train)");
+    char serr[256];
+    if (hpo && check_search(search, !strcmp(kd, "compare"), serr, sizeof serr))
+        return lt_reply_error(c, 400, "bad_request", "%s", serr);
+    if (!strcmp(kd, "compare") && json_object_get(json_object_get(body, "options"), "method"))
+        return lt_reply_error(c, 400, "bad_option",
+                              "options: method: a compare job takes its methods in "
+                              "search.methods");
     json_t *ds = json_object_get(body, "dataset"), *model = json_object_get(body, "model");
     json_t *opts = json_object_get(body, "options"), *name = json_object_get(body, "name");
     if (!json_is_string(ds))
@@ -524,9 +935,11 @@ enum MHD_Result lt_jobs_create(lt_server *s, struct MHD_Connection *c, const jso
     }
     pthread_mutex_lock(&s->mu);
     j->seq = s->next_seq;
-    j->record = json_pack("{s:s,s:s,s:s,s:O,s:O,s:o,s:O?,s:I,s:f}", "id", j->id, "kind", "train",
+    j->record = json_pack("{s:s,s:s,s:s,s:O,s:O,s:o,s:O?,s:I,s:f}", "id", j->id, "kind", kd,
                           "status", "queued", "dataset", ds, "model", model, "options", given,
                           "name", name, "seq", (json_int_t)j->seq, "created", lt_serve_now());
+    if (j->record && hpo)
+        json_object_set_new(j->record, "search", search ? json_deep_copy(search) : json_object());
     lt_status st = j->record ? persist(s, j) : LT_ERR_NOMEM;
     if (!st) st = add_job(s, j);
     if (st) {
@@ -607,6 +1020,8 @@ enum MHD_Result lt_job_cancel(lt_server *s, struct MHD_Connection *c, const char
         json_object_set_new(j->record, "finished", json_real(lt_serve_now()));
         set_status(s, j, JOB_CANCELLED);
         persist(s, j);
+    } else if (s->running == j && j->pid > 0) {
+        kill(j->pid, SIGINT); /* `loratune tune` ends its trial; the worker ends it cancelled */
     } else if (s->running == j && s->run) {
         lt_run_request_stop(s->run); /* the worker ends it as cancelled */
     }
@@ -634,10 +1049,21 @@ enum MHD_Result lt_job_resume(lt_server *s, struct MHD_Connection *c, const char
                               "job '%s' is %s: only an interrupted or cancelled job resumes", id,
                               lt_job_status_name(st));
     }
-    if (lt_checkpoint_resolve(out, ck, sizeof ck)) {
+    const char *kind = job_kind(j);
+    if (!strcmp(kind, "compare")) {
         pthread_mutex_unlock(&s->mu);
         return lt_reply_error(c, MHD_HTTP_CONFLICT, "conflict",
-                              "job '%s' has no checkpoint to resume from", id);
+                              "job '%s' is a compare job: `loratune compare` does not resume "
+                              "(start a new one)",
+                              id);
+    }
+    snprintf(ck, sizeof ck, "%s/study.json", out);
+    if (!strcmp(kind, "tune") ? !lt_path_exists(ck) : lt_checkpoint_resolve(out, ck, sizeof ck)) {
+        pthread_mutex_unlock(&s->mu);
+        return lt_reply_error(c, MHD_HTTP_CONFLICT, "conflict",
+                              !strcmp(kind, "tune") ? "job '%s' has no study to resume"
+                                                    : "job '%s' has no checkpoint to resume from",
+                              id);
     }
     j->cancel_requested = 0;
     json_object_set_new(j->record, "resume", json_true());
@@ -646,7 +1072,10 @@ enum MHD_Result lt_job_resume(lt_server *s, struct MHD_Connection *c, const char
     json_object_del(j->record, "result");
     const char *base = strrchr(ck, '/');
     char msg[LT_SERVE_PATH + 160];
-    snprintf(msg, sizeof msg, "resuming from checkpoint %s", base ? base + 1 : ck);
+    if (!strcmp(kind, "tune"))
+        snprintf(msg, sizeof msg, "resuming the study (`loratune tune --resume`)");
+    else
+        snprintf(msg, sizeof msg, "resuming from checkpoint %s", base ? base + 1 : ck);
     job_event(s, j, "queued", msg);
     set_status(s, j, JOB_QUEUED);
     lt_status ps = persist(s, j);
@@ -792,6 +1221,62 @@ enum MHD_Result lt_job_events(lt_server *s, struct MHD_Connection *c, const char
     enum MHD_Result ret = MHD_queue_response(c, MHD_HTTP_OK, r);
     MHD_destroy_response(r);
     return ret;
+}
+
+/* ---- a tune / compare job's studies ------------------------------------------------------ */
+enum MHD_Result lt_job_study(lt_server *s, struct MHD_Connection *c, const char *id) {
+    pthread_mutex_lock(&s->mu);
+    lt_job *j = find_job(s, id);
+    char dirs[8][LT_SERVE_PATH + 96];
+    const char *names[8];
+    char mnames[8][16];
+    int n = 0;
+    json_t *result = NULL;
+    const char *kind = "train";
+    if (j) {
+        kind = job_kind(j);
+        n = strcmp(kind, "train") ? study_dirs(s, j, dirs, names) : 0;
+        for (int i = 0; i < n; i++) /* the record may change once we unlock */
+            snprintf(mnames[i], sizeof mnames[i], "%s", names[i]);
+        result = json_deep_copy(json_object_get(j->record, "result"));
+    }
+    char kbuf[16];
+    snprintf(kbuf, sizeof kbuf, "%s", kind);
+    pthread_mutex_unlock(&s->mu);
+    if (!j) return lt_reply_error(c, MHD_HTTP_NOT_FOUND, "not_found", "no job '%s'", id);
+    if (!strcmp(kbuf, "train")) {
+        json_decref(result);
+        return lt_reply_error(c, MHD_HTTP_NOT_FOUND, "not_found",
+                              "job '%s' is a train job: only tune and compare jobs have a study",
+                              id);
+    }
+    json_t *studies = json_array();
+    for (int d = 0; d < n; d++) {
+        char p[LT_SERVE_PATH + 160];
+        snprintf(p, sizeof p, "%.2000s/study.json", dirs[d]);
+        json_t *st = json_load_file(p, 0, NULL); /* replaced atomically: a whole version */
+        if (!json_is_object(st)) {
+            json_decref(st);
+            st = json_null(); /* not started yet */
+        }
+        size_t i;
+        json_t *t;
+        json_array_foreach(json_object_get(st, "trials"), i, t) {
+            snprintf(p, sizeof p, "%.2000s/trials/%04lld/trial.json", dirs[d],
+                     (long long)json_integer_value(json_object_get(t, "trial")));
+            json_t *info = json_load_file(p, 0, NULL);
+            if (json_is_object(info)) json_object_set(t, "info", info);
+            json_decref(info);
+        }
+        json_t *clean = lt_serve_scrub_json(s, st);
+        json_decref(st);
+        json_t *one = json_pack("{s:o}", "study", clean ? clean : json_null());
+        if (one && *mnames[d]) json_object_set_new(one, "method", json_string(mnames[d]));
+        json_array_append_new(studies, one);
+    }
+    return lt_reply_json(c, MHD_HTTP_OK,
+                         json_pack("{s:s,s:s,s:o,s:o}", "job", id, "kind", kbuf, "studies", studies,
+                                   "result", result ? result : json_null()));
 }
 
 /* ---- downloads -------------------------------------------------------------------------- */

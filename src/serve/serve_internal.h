@@ -42,6 +42,8 @@ typedef struct {
     lt_job_status status;
     int cancel_requested;
     int64_t n_events; /* lines in events.jsonl */
+    int pid;          /* a tune / compare job's `loratune tune|compare` process while it runs
+                         (jobs.c); 0: none */
 } lt_job;
 
 struct lt_server {
@@ -70,6 +72,7 @@ struct lt_server {
     int worker_started;
     int64_t used_bytes; /* stored datasets + uploads in flight (the quota) */
     lt_infer *infer;    /* the served model, adapters, slots and metrics (infer.c) */
+    char *tls_cert, *tls_key; /* PEM text given to MHD (lives as long as the daemon); NULL: HTTP */
 };
 
 /* ---- helpers (server.c) ---- */
@@ -127,6 +130,9 @@ enum MHD_Result lt_job_get(lt_server *s, struct MHD_Connection *c, const char *i
 enum MHD_Result lt_job_cancel(lt_server *s, struct MHD_Connection *c, const char *id);
 enum MHD_Result lt_job_resume(lt_server *s, struct MHD_Connection *c, const char *id);
 enum MHD_Result lt_job_events(lt_server *s, struct MHD_Connection *c, const char *id);
+/* GET /api/jobs/{id}/study: a tune / compare job's studies (study.json with each trial's
+ * trial.json as "info") and its summary / comparison once written. */
+enum MHD_Result lt_job_study(lt_server *s, struct MHD_Connection *c, const char *id);
 enum MHD_Result lt_job_download(lt_server *s, struct MHD_Connection *c, const char *id,
                                 const char *file);
 

@@ -12,8 +12,11 @@
 #include <limits.h>
 #include <netinet/in.h>
 #include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
 #include <openssl/rand.h>
 #include <openssl/sha.h>
+#include <openssl/x509.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -226,6 +229,7 @@ typedef enum {
     R_JOB_RESUME,    /* POST */
     R_JOB_EVENTS,    /* GET (SSE) */
     R_JOB_ADAPTER,   /* GET download */
+    R_JOB_STUDY,     /* GET: a tune / compare job's studies */
     R_RUNS,          /* GET */
     R_RUN,           /* GET */
     R_RUN_METRICS,   /* GET */
@@ -349,6 +353,7 @@ static int route(const char *method, const char *url, request *q) {
         if (n == 4 && !strcmp(seg[3], "cancel")) return pick(q, R_JOB_CANCEL, post);
         if (n == 4 && !strcmp(seg[3], "resume")) return pick(q, R_JOB_RESUME, post);
         if (n == 4 && !strcmp(seg[3], "events")) return pick(q, R_JOB_EVENTS, get);
+        if (n == 4 && !strcmp(seg[3], "study")) return pick(q, R_JOB_STUDY, get);
         if (n == 5 && !strcmp(seg[3], "adapter")) {
             snprintf(q->file, sizeof q->file, "%s", seg[4]);
             return pick(q, R_JOB_ADAPTER, get);
@@ -358,6 +363,48 @@ static int route(const char *method, const char *url, request *q) {
         if (n == 4 && !strcmp(seg[3], "metrics")) return pick(q, R_RUN_METRICS, get);
     }
     return 0;
+}
+
+/* --tls-cert / --tls-key: read both files and check them with OpenSSL first (libmicrohttpd
+ * would only fail to start, without saying why): a PEM certificate, a PEM private key, and a
+ * key that belongs to the certificate. On success s->tls_cert / tls_key hold the PEM text. */
+static lt_status tls_load(lt_server *s, const char *cert, const char *key) {
+    if (!cert || !*cert || !key || !*key)
+        return lt_error(LT_ERR_ARG, "--tls-cert and --tls-key go together (a PEM certificate "
+                                    "and its private key)");
+    if (MHD_is_feature_supported(MHD_FEATURE_TLS) != MHD_YES)
+        return lt_error(LT_ERR_UNSUPPORTED,
+                        "this libmicrohttpd was built without TLS (Debian's links GnuTLS)");
+    size_t n;
+    if (lt_file_read_all(cert, &s->tls_cert, &n))
+        return lt_error(LT_ERR_IO, "--tls-cert %s: %s", cert, lt_errmsg());
+    if (lt_file_read_all(key, &s->tls_key, &n))
+        return lt_error(LT_ERR_IO, "--tls-key %s: %s", key, lt_errmsg());
+    BIO *b = BIO_new_mem_buf(s->tls_cert, -1);
+    X509 *x = b ? PEM_read_bio_X509(b, NULL, NULL, NULL) : NULL;
+    BIO_free(b);
+    b = BIO_new_mem_buf(s->tls_key, -1);
+    EVP_PKEY *k = b ? PEM_read_bio_PrivateKey(b, NULL, NULL, (void *)"") : NULL;
+    BIO_free(b);
+    lt_status st = LT_OK;
+    if (!x)
+        st = lt_error(LT_ERR_FORMAT,
+                      "--tls-cert %s: not a PEM certificate (-----BEGIN "
+                      "CERTIFICATE-----)",
+                      cert);
+    else if (!k)
+        st = lt_error(LT_ERR_FORMAT,
+                      "--tls-key %s: not an unencrypted PEM private key "
+                      "(-----BEGIN PRIVATE KEY-----)",
+                      key);
+    else if (X509_check_private_key(x, k) != 1)
+        st = lt_error(LT_ERR_ARG,
+                      "--tls-key %s does not belong to the certificate in "
+                      "--tls-cert %s",
+                      key, cert);
+    X509_free(x);
+    EVP_PKEY_free(k);
+    return st;
 }
 
 /* Constant-time: both sides hashed first, so neither the length nor the content of the
@@ -557,6 +604,9 @@ static enum MHD_Result dispatch(lt_server *s, struct MHD_Connection *c, request 
     case R_JOB_EVENTS:
         r = lt_job_events(s, c, q->id);
         break;
+    case R_JOB_STUDY:
+        r = lt_job_study(s, c, q->id);
+        break;
     case R_JOB_ADAPTER:
         r = !strcmp(q->file, "adapter.zip") ? lt_job_archive(s, c, q->id)
                                             : lt_job_download(s, c, q->id, q->file);
@@ -733,16 +783,22 @@ lt_status lt_serve_start(const lt_serve_opts *o, lt_server **out) {
         snprintf(s->models, sizeof s->models, "%s", abs);
     if ((st = lt_datasets_init(s))) goto fail;
     if ((st = lt_jobs_init(s))) goto fail;
+    if ((o->tls_cert || o->tls_key) && (st = tls_load(s, o->tls_cert, o->tls_key))) goto fail;
     if ((st = lt_infer_init(s, o))) goto fail;
 
-    unsigned flags =
-        MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION | (v6 ? MHD_USE_IPv6 : 0);
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION |
+                     (v6 ? MHD_USE_IPv6 : 0) | (s->tls_cert ? MHD_USE_TLS : 0);
+    struct MHD_OptionItem tls_opts[] = {
+        {s->tls_cert ? MHD_OPTION_HTTPS_MEM_KEY : MHD_OPTION_END, 0, s->tls_key},
+        {MHD_OPTION_HTTPS_MEM_CERT, 0, s->tls_cert},
+        {MHD_OPTION_END, 0, NULL},
+    };
     s->mhd = MHD_start_daemon(
         flags, (uint16_t)o->port, NULL, NULL, on_request, s, MHD_OPTION_SOCK_ADDR,
         (struct sockaddr *)&ss, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)s->timeout_s,
         MHD_OPTION_CONNECTION_LIMIT, (unsigned)s->max_conn, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
         (size_t)64 * 1024, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
-        MHD_OPTION_NOTIFY_CONNECTION, on_connection, s, MHD_OPTION_END);
+        MHD_OPTION_NOTIFY_CONNECTION, on_connection, s, MHD_OPTION_ARRAY, tls_opts, MHD_OPTION_END);
     if (!s->mhd) {
         st = lt_error(LT_ERR_IO,
                       "could not listen on %s port %d (in use, or not an address "
@@ -781,5 +837,7 @@ void lt_serve_stop(lt_server *s) {
     lt_dir_lock_close(s->lock);
     pthread_cond_destroy(&s->cv);
     pthread_mutex_destroy(&s->mu);
+    lt_free(s->tls_cert);
+    lt_free(s->tls_key);
     lt_free(s);
 }

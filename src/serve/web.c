@@ -8,7 +8,8 @@
 
 #include "web.h"
 
-static const char *const k_pages[] = {"/", "/data", "/train", "/queue", "/runs", "/models"};
+static const char *const k_pages[] = {"/",       "/data", "/train",   "/queue",     "/runs",
+                                      "/models", "/tune", "/compare", "/playground"};
 
 const lt_web_asset *lt_web_find(const char *url) {
     if (!url) return NULL;

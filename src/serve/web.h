@@ -20,7 +20,8 @@ extern const lt_web_asset lt_web_assets[]; /* generated/web_assets.c */
 extern const int lt_web_asset_count;
 
 /* The asset a GET of url serves ("/" and the pages' paths "/data", "/train", "/queue",
- * "/runs", "/models" serve index.html); NULL: none. */
+ * "/runs", "/models", "/tune", "/compare", "/playground" serve
+ * index.html); NULL: none. */
 const lt_web_asset *lt_web_find(const char *url);
 
 /* Replies with the asset: its bytes (static, never copied), Content-Type, a Content-Security-

@@ -52,6 +52,9 @@ typedef struct {
     int max_connections;      /* 0: 512 */
     int job_threads;          /* threads of a job's run when its options don't say; 0: as the
                                  environment says */
+    const char *tls_cert;     /* PEM certificate (chain) file: serve HTTPS (libmicrohttpd with
+                                 GnuTLS); NULL: plain HTTP. Needs tls_key too */
+    const char *tls_key;      /* its PEM private key file (unencrypted) */
     /* Inference (the OpenAI-compatible /v1 API, docs/SERVING.md); all optional. */
     const char *model;        /* the base model served (HF folder / .gguf); NULL: no /v1 */
     const char *model_name;   /* its id in /v1 ("model" of requests); NULL: the file name */

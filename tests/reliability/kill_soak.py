@@ -91,6 +91,7 @@ class Child:
         with open(self.err_path, "w") as err:
             self.p = subprocess.Popen([LORATUNE, *args], stdout=w, stderr=err)
         self.r, self.w = r, w
+        self.args = args
         os.set_blocking(r, False)
         self.t0 = time.monotonic()
         self.buf = b""
@@ -139,17 +140,21 @@ class Child:
 
     def stall(self):
         """Fills the pipe: the child's next event write blocks until we read again."""
-        os.set_blocking(self.w, False)
+        # O_NONBLOCK on our own open file description of the pipe (via /proc): setting it on
+        # self.w would set it on the child's stdout too (the same description), and the child
+        # would then lose events (EAGAIN) instead of blocking
+        fd = os.open(f"/proc/self/fd/{self.w}", os.O_WRONLY | os.O_NONBLOCK)
         try:
             while True:
-                os.write(self.w, b"\n" * 4096)
+                os.write(fd, b"\n" * 4096)
         except BlockingIOError:
             pass
         try:  # a page may take less than 4096 at the end
             while True:
-                os.write(self.w, b"\n")
+                os.write(fd, b"\n")
         except BlockingIOError:
             pass
+        os.close(fd)
         self.stalled = True
 
     def signal(self, sig):
@@ -415,8 +420,14 @@ class Soak:
         if not done or done[-1]["outcome"] != "done" or done[-1]["step"] != self.iters:
             self.fail(rnd, f"the last process did not finish the run: {done}")
         got_steps = {e["step"] for c in procs for e in c.evs("step")}
-        if not set(range(self.iters - self.save_every + 1, self.iters + 1)) <= got_steps:
-            self.fail(rnd, "the last steps were never printed by any process")
+        missing = set(range(self.iters - self.save_every + 1, self.iters + 1)) - got_steps
+        if missing:
+            hist = [(c.args[:3], c.p.returncode, [e.get("resumed_from") for e in c.evs("start")],
+                     [e["step"] for e in c.evs("step")][-1:], [e["step"] for e in
+                                                              c.evs("checkpoint")][-2:])
+                    for c in procs]
+            self.fail(rnd, f"steps {sorted(missing)[:5]} were never printed by any process: "
+                           f"{hist}")
         try:
             got = {"peft": tensors_st(os.path.join(out, EXPORTS[0])),
                    "mlx": tensors_st(os.path.join(out, EXPORTS[3])),

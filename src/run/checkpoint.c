@@ -344,6 +344,13 @@ lt_status lt_checkpoint_pick(const char *path, char *out, size_t n, json_t **ski
         rl = strlen(run);
         if (rl > 1 && run[rl - 1] == '/') run[rl - 1] = 0;
         snprintf(cfg, sizeof cfg, "%s/run_config.yaml", run);
+        /* ... unless that run is alive (its first checkpoint still to come): then the lock
+         * says who holds it (the kill soak's second run into the same --out met this) */
+        lt_dir_lock *lk = NULL;
+        lt_status ls = lt_path_exists(cfg) ? lt_dir_lock_open(run, LT_DIR_LOCK_EXISTING, &lk)
+                                           : LT_OK;
+        lt_dir_lock_close(lk);
+        if (ls) return ls;
         if (lt_path_exists(cfg))
             return lt_error(LT_ERR_NOTFOUND,
                             "%s: a run that stopped before its first checkpoint (it holds "

@@ -506,9 +506,12 @@ class Soak:
                 where += " (finished first)"
             elif rc == 130:
                 where += " (stopped gracefully)"
+            elif rc == -signal.SIGINT and c.sigint and c.evs("done"):
+                where += " (SIGINT after done)"  # the handler is gone once the run ended
             elif rc != -signal.SIGKILL:
                 self.fail(rnd, f"{kind}: rc {rc} (last event {last}): {err[-600:]}")
-            if rc == 0:
+            if rc == 0 or rc == -signal.SIGINT and c.evs("done") and \
+                    c.evs("done")[-1]["outcome"] == "done":
                 how = "finished"
             else:
                 how, last_c = self.recover(rnd, out, procs)
@@ -536,6 +539,14 @@ class Soak:
         while not os.path.exists(os.path.join(out, "run_config.yaml")) and \
                 time.monotonic() < deadline and c.p.poll() is None:
             time.sleep(0.05)
+        # alive and holding OUT before its first checkpoint: a resume names the lock's holder
+        # (not "stopped before its first checkpoint": it has not stopped)
+        r = subprocess.run([LORATUNE, "train", "--resume", out], capture_output=True,
+                           text=True, timeout=60)
+        want = f"{out}: in use by another loratune process (pid {c.p.pid})"
+        if r.returncode != 1 or want not in r.stderr:
+            self.fail("fixed", f"--resume of a live run before its first checkpoint: rc "
+                               f"{r.returncode}: {r.stderr[-300:]}")
         c.signal(signal.SIGKILL)
         rc, _ = c.finish()
         procs = [c]

@@ -31,6 +31,14 @@ also holds; filling it makes the child's next event write block, so the child st
 event boundary -- inside the export phase, between two of its files -- with no hook in the
 product. The events are printed and flushed one per line by `train --json`.
 
+Before the rounds, three cases the rounds meet only by chance are made to happen every time
+(each failed before its fix in src/run/checkpoint.c): a run stopped before its first
+checkpoint (the pipe filled before it starts but for its stage events, so it blocks writing
+`start`, after run_config.yaml), resumed while alive (the lock's message, naming its pid) and
+then killed (the messages and command below); a run killed inside its exports with killed
+writers' temp files in OUT and OUT/mlx-lm beside a user's own `notes.tmp.1` (the resume
+removes the former and keeps the latter).
+
 Recovery, from what the folder holds after the kill:
 - the completion marker (OUT or OUT/mlx-lm): the readers refuse it (`fuse --adapter` naming
   the marker), then `--resume OUT` completes it;
@@ -267,7 +275,8 @@ class Soak:
 
     # ---- one round ------------------------------------------------------------------------
     def first_kill(self, rnd, kind, out):
-        """Starts the round's run and kills it as kind says; returns (child, where, extra)."""
+        """Starts the round's run and kills it as kind says; returns (child, kind as it was
+        done: e.g. export@peft)."""
         rng = self.rng
         c = Child(["train", *self.common, "--out", out], self.tmp)
         where = kind
@@ -438,7 +447,8 @@ class Soak:
             return
         for k, v in got.items():
             if v != self.ref_t[k]:
-                bad = sorted(n for n in set(v) | set(self.ref_t[k]) if v.get(n) != self.ref_t[k].get(n))
+                bad = sorted(n for n in set(v) | set(self.ref_t[k])
+                             if v.get(n) != self.ref_t[k].get(n))
                 self.fail(rnd, f"{k} tensors differ from the reference's: {bad[:3]}")
         for f in EXPORTS:
             if open(os.path.join(out, f), "rb").read() != self.ref_files[f]:

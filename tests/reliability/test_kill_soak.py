@@ -1,6 +1,7 @@
 """test_kill_soak.py - the short kill soak (issue 18) that CTest runs (label reliability):
-tests/reliability/kill_soak.py's two fixed cases (a run killed before its first checkpoint; a
-run killed inside its exports, with killed writers' temp files) and 8 seeded rounds of random
+tests/reliability/kill_soak.py's fixed cases (a run stopped before its first checkpoint, resumed
+while alive, then killed; a run killed inside its exports, with killed writers' temp files)
+and 8 seeded rounds of random
 kills (SIGKILL at random times, while loading, at checkpoints, inside the export phase, during
 the graceful stop after SIGINT, during the resumes; a second run into the same --out). Each
 folder must resume (or, killed before its first checkpoint, be started again as its message

@@ -127,6 +127,19 @@ static int resumes_out(const lt_run *r) {
     return realpath(dir, a) && realpath(r->o.out, b) && !strcmp(a, b);
 }
 
+/* 1 when OUT/checkpoints holds a checkpoint (not a temp file) */
+static int other_run_ckpt(const lt_run *r) {
+    DIR *d = opendir(r->ckpt_dir);
+    if (!d) return 0;
+    struct dirent *e;
+    long long step;
+    int found = 0;
+    while (!found && (e = readdir(d)))
+        found = is_ckpt_name(e->d_name, &step);
+    closedir(d);
+    return found;
+}
+
 /* What in OUT says that it holds a run: "run_config.yaml" or "checkpoints/step-N..." (the
  * first found), or NULL. */
 static const char *other_run_file(const lt_run *r, char *buf, size_t n) {
@@ -169,9 +182,47 @@ static lt_status replace_other_run(lt_run *r) {
     return LT_OK;
 }
 
+/* The files a run writes into OUT (its adapters, or a full fine-tune's Hugging Face folder,
+ * and its config and marker) and into OUT/mlx-lm: a killed write of one of them leaves
+ * NAME.tmp.SUFFIX (lt_file_write_atomic, the GGUF and safetensors writers). */
+static const char *const out_files[] = {
+    "adapter_model.safetensors", "adapter_config.json", "adapter.gguf", "run_config.yaml",
+    "config.json", "generation_config.json", "model.safetensors", "tokenizer.json",
+    "tokenizer.model", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja",
+    LT_INCOMPLETE_NAME, NULL};
+static const char *const mlx_files[] = {"adapters.safetensors", "adapter_config.json",
+                                        LT_INCOMPLETE_NAME, NULL};
+
+/* Removes dir/NAME.tmp.* for each NAME of names: temp files of a killed writer of this
+ * folder (called under the folder's lock, so no live writer owns them). Other files, the
+ * user's own "x.tmp.1" included, are left alone. */
+static void remove_killed_temps(const char *dir, const char *const *names) {
+    DIR *d = opendir(dir);
+    if (!d) return;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        for (int i = 0; names[i]; i++) {
+            size_t n = strlen(names[i]);
+            if (!strncmp(e->d_name, names[i], n) && !strncmp(e->d_name + n, ".tmp.", 5) &&
+                e->d_name[n + 5]) {
+                char p[LT_RUN_PATH_MAX + 300];
+                snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
+                unlink(p);
+                break;
+            }
+        }
+    }
+    closedir(d);
+}
+
 lt_status lt_run_take_out_(lt_run *r) {
     lt_status s = lt_dir_lock_open(r->o.out, 0, &r->out_lock);
     if (s) return s;
+    /* a killed run's export temp files (issue 18's kill soak found them left behind) */
+    char mlx[LT_RUN_PATH_MAX + 16];
+    snprintf(mlx, sizeof mlx, "%s/mlx-lm", r->o.out);
+    remove_killed_temps(r->o.out, out_files);
+    remove_killed_temps(mlx, mlx_files);
     DIR *d = opendir(r->ckpt_dir);
     if (d) {
         struct dirent *e; /* lt_st_writer_write's temp files: step-N.safetensors.tmp.XXXXXX */
@@ -190,6 +241,14 @@ lt_status lt_run_take_out_(lt_run *r) {
     const char *theirs = other_run_file(r, buf, sizeof buf);
     if (!theirs || resumes_out(r)) return LT_OK;
     if (r->o.overwrite) return replace_other_run(r);
+    if (!strcmp(theirs, "run_config.yaml") && !other_run_ckpt(r))
+        return lt_error(LT_ERR_BUSY,
+                        "%s: holds a run that stopped before its first checkpoint "
+                        "(run_config.yaml, no checkpoints/step-N.safetensors), so nothing to "
+                        "resume; pass --overwrite to replace it (to start that run again: "
+                        "loratune train -c %s/run_config.yaml --out %s --overwrite), or "
+                        "choose another --out",
+                        r->o.out, r->o.out, r->o.out);
     return lt_error(LT_ERR_BUSY,
                     "%s: holds another run (%s); pass --overwrite to replace it, --resume %s to "
                     "continue it, or choose another --out",
@@ -272,6 +331,33 @@ lt_status lt_checkpoint_pick(const char *path, char *out, size_t n, json_t **ski
     if (st) return st;
     if (k == 0) {
         free(steps);
+        /* a run killed before its first checkpoint left only its run_config.yaml: say so,
+         * and how to start it again (a plain rerun is refused: it holds another run) */
+        char run[LT_RUN_PATH_MAX + 32], cfg[LT_RUN_PATH_MAX + 64];
+        snprintf(run, sizeof run, "%s", path);
+        size_t rl = strlen(run);
+        while (rl > 1 && run[rl - 1] == '/')
+            run[--rl] = 0;
+        if (!strcmp(dir, path) && rl >= 11 && !strcmp(run + rl - 11, "checkpoints") &&
+            (rl == 11 || run[rl - 12] == '/'))
+            snprintf(run + rl - 11, sizeof run - (rl - 11), "%s", rl == 11 ? "." : "");
+        rl = strlen(run);
+        if (rl > 1 && run[rl - 1] == '/') run[rl - 1] = 0;
+        snprintf(cfg, sizeof cfg, "%s/run_config.yaml", run);
+        /* ... unless that run is alive (its first checkpoint still to come): then the lock
+         * says who holds it (the kill soak's second run into the same --out met this) */
+        lt_dir_lock *lk = NULL;
+        lt_status ls = lt_path_exists(cfg) ? lt_dir_lock_open(run, LT_DIR_LOCK_EXISTING, &lk)
+                                           : LT_OK;
+        lt_dir_lock_close(lk);
+        if (ls) return ls;
+        if (lt_path_exists(cfg))
+            return lt_error(LT_ERR_NOTFOUND,
+                            "%s: a run that stopped before its first checkpoint (it holds "
+                            "run_config.yaml but no checkpoints/step-N.safetensors): nothing "
+                            "to resume; start it again with: loratune train -c %s --out %s "
+                            "--overwrite",
+                            path, cfg, run);
         return lt_error(LT_ERR_NOTFOUND,
                         "%s: no checkpoint (expected checkpoints/step-N.safetensors in a run "
                         "folder)",

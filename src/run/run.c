@@ -1103,15 +1103,18 @@ static lt_status train(lt_run *r, lt_run_outcome *outcome) {
             if ((s = lt_run_save_checkpoint_(r))) return s;
         }
     }
+    /* the final evaluation; a stop request during it stops the run like one during training
+     * (checkpoint, `interrupted`, no exports: a resume evaluates and exports), rather than
+     * skipping the evaluation and exporting as if it had run (the kill soak's finding) */
+    if (!aborted && has_valid && r->last_eval_step != r->step) {
+        if ((s = run_eval(r, t0, &aborted))) return s;
+    }
     if (aborted) {
         oc = LT_RUN_INTERRUPTED;
         if (r->last_ckpt_step != r->step && (s = lt_run_save_checkpoint_(r))) return s;
         lt_run_emit_(r, json_pack("{s:s, s:I, s:s}", "event", "interrupted", "step",
                                   (json_int_t)r->step, "checkpoint", r->last_ckpt));
     } else {
-        if (has_valid && r->last_eval_step != r->step) {
-            if ((s = run_eval(r, t0, &aborted))) return s;
-        }
         if (r->last_ckpt_step != r->step && (s = lt_run_save_checkpoint_(r))) return s;
         if ((s = lt_run_save_outputs_(r))) return s;
     }

@@ -93,8 +93,7 @@ struct lt_infer {
     float *logits;     /* (n_slots, V) engine thread only */
     lt_batch_row *rows; /* (n_slots) */
     int *row_slot;      /* (n_slots) */
-    int last_batch;     /* rows of the last decode step (under mu) */
-    uint64_t steps;     /* decode steps run (under mu) */
+    uint64_t steps, step_rows; /* decode steps run, rows they ran (under mu) */
 
     lt_metrics *metrics;
 };
@@ -785,8 +784,8 @@ static void *engine_main(void *arg) {
             }
         lt_status st = lt_model_forward_batch(in->m, in->slots[0].kv, in->rows, n, in->logits);
         pthread_mutex_lock(&in->mu);
-        in->last_batch = n;
         in->steps++;
+        in->step_rows += (uint64_t)n;
         pthread_mutex_unlock(&in->mu);
         for (int r = 0; r < n; r++) {
             int si = in->row_slot[r];
@@ -866,10 +865,10 @@ void lt_infer_wake(lt_server *s) {
     pthread_mutex_unlock(&in->mu);
 }
 
-void lt_infer_batch_stats(lt_server *s, int *last_batch, uint64_t *steps) {
+void lt_infer_batch_stats(lt_server *s, uint64_t *steps, uint64_t *rows) {
     lt_infer *in = s->infer;
     pthread_mutex_lock(&in->mu);
-    *last_batch = in->last_batch;
     *steps = in->steps;
+    *rows = in->step_rows;
     pthread_mutex_unlock(&in->mu);
 }

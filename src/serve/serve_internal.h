@@ -212,8 +212,8 @@ void lt_gen_unref(lt_server *s, lt_gen *g); /* frees at the last reference (and 
 void lt_infer_run(lt_server *s, lt_gen *g);
 /* Submits g and returns: the engine holds a reference until g ends (the caller follows g->cv). */
 lt_status lt_infer_spawn(lt_server *s, lt_gen *g);
-/* Rows of the last decode step and decode steps run (for /metrics). */
-void lt_infer_batch_stats(lt_server *s, int *last_batch, uint64_t *steps);
+/* Decode steps run and the rows (requests' tokens) they ran, since start (for /metrics). */
+void lt_infer_batch_stats(lt_server *s, uint64_t *steps, uint64_t *rows);
 
 /* ---- metrics (metrics.c): Prometheus text exposition ---- */
 lt_metrics *lt_metrics_new(void);

@@ -159,7 +159,7 @@ static lt_status qmatmul(const lt_matmul_job *jobs, const int *qj, int nq, const
     lt_q8a *xq = (lt_q8a *)scratch; /* scratch is the backend's 64-byte aligned memory */
     int64_t first[5], ntask = 0, work = 0;
     lt_qdot_rows_fn fn[4];
-    lt_qdot_tile_fn tile[4];
+    lt_qdot_tile_fn tile[4], tile8[4];
     size_t rowb[4];
     for (int k = 0; k < nq; k++) {
         const lt_weight_view *w = jobs[qj[k]].w;
@@ -168,6 +168,7 @@ static lt_status qmatmul(const lt_matmul_job *jobs, const int *qj, int nq, const
         work += w->rows * in;
         fn[k] = lt_qdot_rows(w->dtype);
         tile[k] = lt_qdot_tile(w->dtype);
+        tile8[k] = lt_qdot_tile8(w->dtype);
         rowb[k] = (size_t)lt_dtype_nbytes(w->dtype, in);
     }
     first[nq] = ntask;
@@ -185,6 +186,8 @@ static lt_status qmatmul(const lt_matmul_job *jobs, const int *qj, int nq, const
             const int nr = (int)(R - r0 < QROWS ? R - r0 : QROWS);
             const char *W = (const char *)jb->w->data + (size_t)r0 * rowb[k];
             int t = 0;
+            for (; tile8[k] && t + 8 <= nt; t += 8) /* 8 tokens per decoded weight block */
+                tile8[k](jb->y + (t0 + t) * R + r0, R, W, nr, xq + (int64_t)t * nb, nb, jb->beta);
             for (; tile[k] && t + 4 <= nt; t += 4) /* 4 tokens per decoded weight block */
                 tile[k](jb->y + (t0 + t) * R + r0, R, W, nr, xq + (int64_t)t * nb, nb, jb->beta);
             for (; t < nt; t++)

@@ -35,55 +35,60 @@ static float frand(void) {
 static void check_kernels(void) {
     const lt_backend *be = lt_backend_cpu();
     const lt_dtype types[4] = {LT_DTYPE_Q4_0, LT_DTYPE_Q4_1, LT_DTYPE_Q8_0, LT_DTYPE_Q4_K};
-    const int rows = 37, cols = 512, N = 15; /* tiles of 8 and 4, then 3 single rows */
-    float *w = malloc(sizeof(float) * rows * cols), *x = malloc(sizeof(float) * N * cols);
-    float *yb = malloc(sizeof(float) * N * rows), *y1 = malloc(sizeof(float) * rows);
-    int64_t ns = lt_cpu_matmul_w_scratch_(be, cols);
-    float *scratch = be->op->alloc(be, sizeof(float) * (size_t)ns);
-    uint8_t *q = malloc((size_t)rows * cols * 2);
-    for (int i = 0; i < rows * cols; i++)
-        w[i] = frand();
-    for (int i = 0; i < N * cols; i++)
-        x[i] = frand() * 3.0f;
-    for (int k = 0; k < 4; k++) {
-        const size_t rb = (size_t)lt_dtype_nbytes(types[k], cols);
-        if (types[k] == LT_DTYPE_Q4_K) { /* random blocks, small positive scales */
-            for (size_t i = 0; i < rb * rows; i++)
-                q[i] = (uint8_t)((frand() + 1.0f) * 127.0f);
-            for (int r = 0; r < rows; r++)
-                for (int sb = 0; sb < cols / 256; sb++) {
-                    uint8_t *blk = q + r * rb + sb * 144;
-                    blk[0] = 0x00, blk[1] = 0x20; /* d = 2^-7 */
-                    blk[2] = 0x00, blk[3] = 0x1c; /* dmin = 2^-8 */
-                }
-        } else {
-            for (int r = 0; r < rows; r++)
-                CHECK_OK(lt_quantize(types[k], w + r * cols, q + r * rb, cols));
-        }
-        lt_weight_view v = {.rows = rows, .cols = cols, .dtype = types[k], .data = q};
-        for (int beta = 0; beta < 2; beta++) {
-            for (int i = 0; i < N * rows; i++)
-                yb[i] = (float)i * 0.25f;
-            lt_matmul_job jb = {&v, yb, (float)beta, 1};
-            CHECK_OK(be->op->matmul_w(be, &jb, 1, x, N, scratch, ns));
-            int same = 1;
-            for (int t = 0; t < N; t++) {
-                for (int i = 0; i < rows; i++)
-                    y1[i] = (float)(t * rows + i) * 0.25f;
-                lt_matmul_job j1 = {&v, y1, (float)beta, 1};
-                CHECK_OK(be->op->matmul_w(be, &j1, 1, x + t * cols, 1, scratch, ns));
-                same &= !memcmp(y1, yb + t * rows, sizeof(float) * rows);
+    const int rows = 37, N = 15;                    /* tiles of 8 and 4, then 3 single rows */
+    for (int cols = 512; cols <= 544; cols += 32) { /* 16 blocks of 32, and 17 (a tail block) */
+        float *w = malloc(sizeof(float) * rows * cols), *x = malloc(sizeof(float) * N * cols);
+        float *yb = malloc(sizeof(float) * N * rows), *y1 = malloc(sizeof(float) * rows);
+        int64_t ns = lt_cpu_matmul_w_scratch_(be, cols);
+        float *scratch = be->op->alloc(be, sizeof(float) * (size_t)ns);
+        uint8_t *q = malloc((size_t)rows * cols * 2);
+        for (int i = 0; i < rows * cols; i++)
+            w[i] = frand();
+        for (int i = 0; i < N * cols; i++)
+            x[i] = frand() * 3.0f;
+        for (int k = 0; k < (cols % 256 ? 3 : 4); k++) { /* Q4_K: super-blocks of 256 */
+            const size_t rb = (size_t)lt_dtype_nbytes(types[k], cols);
+            if (types[k] == LT_DTYPE_Q4_K) { /* random blocks, small positive scales */
+                for (size_t i = 0; i < rb * rows; i++)
+                    q[i] = (uint8_t)((frand() + 1.0f) * 127.0f);
+                for (int r = 0; r < rows; r++)
+                    for (int sb = 0; sb < cols / 256; sb++) {
+                        uint8_t *blk = q + r * rb + sb * 144;
+                        blk[0] = 0x00, blk[1] = 0x20; /* d = 2^-7 */
+                        blk[2] = 0x00, blk[3] = 0x1c; /* dmin = 2^-8 */
+                    }
+            } else {
+                for (int r = 0; r < rows; r++)
+                    CHECK_OK(lt_quantize(types[k], w + r * cols, q + r * rb, cols));
             }
-            CHECK(same, "%s, beta %d: a token's qact product in a batch of %d differs from alone",
-                  lt_dtype_name(types[k]), beta, N);
+            lt_weight_view v = {.rows = rows, .cols = cols, .dtype = types[k], .data = q};
+            for (int beta = 0; beta < 2; beta++) {
+                for (int i = 0; i < N * rows; i++)
+                    yb[i] = (float)i * 0.25f;
+                lt_matmul_job jb = {&v, yb, (float)beta, 1};
+                CHECK_OK(be->op->matmul_w(be, &jb, 1, x, N, scratch, ns));
+                int same = 1;
+                for (int t = 0; t < N; t++) {
+                    for (int i = 0; i < rows; i++)
+                        y1[i] = (float)(t * rows + i) * 0.25f;
+                    lt_matmul_job j1 = {&v, y1, (float)beta, 1};
+                    CHECK_OK(be->op->matmul_w(be, &j1, 1, x + t * cols, 1, scratch, ns));
+                    same &= !memcmp(y1, yb + t * rows, sizeof(float) * rows);
+                }
+                CHECK(
+                    same,
+                    "%s, %d columns, beta %d: a token's qact product in a batch of %d differs from "
+                    "alone",
+                    lt_dtype_name(types[k]), cols, beta, N);
+            }
         }
+        be->op->free(be, scratch);
+        free(q);
+        free(w);
+        free(x);
+        free(yb);
+        free(y1);
     }
-    be->op->free(be, scratch);
-    free(q);
-    free(w);
-    free(x);
-    free(yb);
-    free(y1);
 }
 
 /* ---- 2. batched decode == alone ------------------------------------------------------------ */
@@ -92,10 +97,10 @@ static void check_kernels(void) {
 #define STEPS 10
 
 typedef struct {
-    int np;       /* prompt length */
-    int join;     /* the batch step at which it joins */
-    int len;      /* decode steps it stays */
-    int adapter;  /* 0 none, 1 DoRA, 2 LoRA */
+    int np;      /* prompt length */
+    int join;    /* the batch step at which it joins */
+    int len;     /* decode steps it stays */
+    int adapter; /* 0 none, 1 DoRA, 2 LoRA */
     int32_t prompt[12];
 } seq;
 
@@ -189,13 +194,14 @@ static void check_batched(const lt_model *m, const lt_model_delta *deltas[3], in
             float md = 0;
             for (int j = 0; j < V; j++)
                 md = fmaxf(md, fabsf(got[i][(int64_t)bad * V + j] - ref[i][(int64_t)bad * V + j]));
-            CHECK(0, "qact %d, seq %d (adapter %d): batched logits differ from alone at step %d "
-                     "(max |diff| %g)",
+            CHECK(0,
+                  "qact %d, seq %d (adapter %d): batched logits differ from alone at step %d "
+                  "(max |diff| %g)",
                   qact, i, seqs[i].adapter, bad, md);
         }
     }
-    printf("qact %d: %d sequences, %d batch steps of up to %d rows: logits %s\n", qact, NSEQ,
-           steps, max_rows, lt_t_fail ? "checked (see failures)" : "bit-identical to alone");
+    printf("qact %d: %d sequences, %d batch steps of up to %d rows: logits %s\n", qact, NSEQ, steps,
+           max_rows, lt_t_fail ? "checked (see failures)" : "bit-identical to alone");
     CHECK(max_rows >= 9, "the schedule batched %d rows at most", max_rows);
     for (int i = 0; i < NSEQ; i++) {
         free(ref[i]);
@@ -222,8 +228,8 @@ static void check_generation(const lt_model *m, const lt_model_delta *deltas[3])
         lt_kv_cache_set_qact(kv[i], 1);
         CHECK_OK(lt_sampler_create(&sp, V, &smp[i]));
         CHECK_OK(lt_generation_create(m, NULL, CTX, seqs[i].prompt, seqs[i].np, &o, &g[i]));
-        CHECK_OK(lt_model_forward(m, deltas[seqs[i].adapter], kv[i], seqs[i].prompt, seqs[i].np,
-                                  0, logits, 0));
+        CHECK_OK(lt_model_forward(m, deltas[seqs[i].adapter], kv[i], seqs[i].prompt, seqs[i].np, 0,
+                                  logits, 0));
         CHECK_OK(lt_generation_step(g[i], smp[i], logits, &next[i], &pos[i], &more[i]));
     }
     for (int guard = 0; guard < 64; guard++) {

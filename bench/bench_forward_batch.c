@@ -65,8 +65,8 @@ int main(int argc, char **argv) {
         double t1 = now() - t0, c1 = cpu() - c0;
         printf("%d rows: batched %.1f tokens/s (%.2f ms/step; %.1f per CPU-second), one at a time "
                "%.1f tokens/s (%.1f per CPU-second); gain %.2fx wall, %.2fx CPU\n",
-               n, n * steps / tb, 1000 * tb / steps, n * steps / cb, n * steps / t1,
-               n * steps / c1, t1 / tb, c1 / cb);
+               n, n * steps / tb, 1000 * tb / steps, n * steps / cb, n * steps / t1, n * steps / c1,
+               t1 / tb, c1 / cb);
         fflush(stdout);
     }
     for (int i = 0; i < K; i++)

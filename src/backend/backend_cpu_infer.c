@@ -128,7 +128,6 @@ static void rows_dot(float *y, int64_t ldy, const float *x, const float *W, int 
     }
 }
 
-
 int64_t lt_cpu_matmul_w_scratch_(const lt_backend *be, int64_t max_cols) {
     return (int64_t)max_threads() * (max_cols > WBLOCK ? max_cols : WBLOCK);
 }
@@ -197,8 +196,8 @@ static lt_status qmatmul(const lt_matmul_job *jobs, const int *qj, int nq, const
     return LT_OK;
 }
 
-lt_status lt_cpu_matmul_w_(const lt_backend *be, const lt_matmul_job *jobs, int nj,
-                           const float *x, int n, float *scratch, int64_t n_scratch) {
+lt_status lt_cpu_matmul_w_(const lt_backend *be, const lt_matmul_job *jobs, int nj, const float *x,
+                           int n, float *scratch, int64_t n_scratch) {
     if (nj < 1 || nj > 4) return lt_error(LT_ERR_ARG, "matmul_w: %d jobs, expected 1..4", nj);
     const int in = (int)jobs[0].w->cols;
     int qj[4], nq = 0, skip[4] = {0};
@@ -246,7 +245,8 @@ lt_status lt_cpu_matmul_w_(const lt_backend *be, const lt_matmul_job *jobs, int 
         while (b >= first[j + 1])
             j++;
         const lt_matmul_job *jb = &jobs[j];
-        const int64_t r0 = (b - first[j]) * per, nr = jb->w->rows - r0 < per ? jb->w->rows - r0 : per;
+        const int64_t r0 = (b - first[j]) * per,
+                      nr = jb->w->rows - r0 < per ? jb->w->rows - r0 : per;
         const float *W;
         if (lt_host_rows_f32_(be, jb->w, r0, nr, scratch + thread_num() * slice, &W)) {
 #pragma omp atomic write
@@ -307,6 +307,20 @@ void lt_cpu_attention_kv_(const lt_backend *be, float *out, const float *q, cons
             }
             float inv = 1.0f / sum;
             float *o = out + (int64_t)t * QD + (int64_t)h * hd;
+            if (hd8 == hd && hd <= 256) { /* the sums below in registers: the same operations */
+                v8f acc[32];
+                for (int i = 0; i < hd8 / 8; i++)
+                    acc[i] = (v8f){0};
+                for (int j = start; j <= pos; j++) {
+                    const float *vj = v + (int64_t)j * KD + (int64_t)kvh * hd;
+                    const float p = sc[j] * inv;
+                    const v8f pv = {p, p, p, p, p, p, p, p};
+                    for (int i = 0; i < hd8 / 8; i++)
+                        acc[i] += pv * LOAD8(vj + 8 * i);
+                }
+                memcpy(o, acc, sizeof(float) * (size_t)hd);
+                continue;
+            }
             for (int i = 0; i < hd; i++)
                 o[i] = 0.0f;
             for (int j = start; j <= pos; j++) {

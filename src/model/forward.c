@@ -25,7 +25,7 @@
 struct lt_kv_cache {
     const lt_backend *be; /* where the ops run (the CPU backend) */
     int ctx, max_batch;
-    int qact;             /* 1: matmul_w may quantize activations (lt_kv_cache_set_qact) */
+    int qact; /* 1: matmul_w may quantize activations (lt_kv_cache_set_qact) */
     int n_layers, kv_dim, dim, q_dim, ffn_dim, half;
     float *k, *v;       /* (L, ctx, KD) */
     float *x, *xb;      /* (B, D) residual stream, normed input */
@@ -40,10 +40,10 @@ struct lt_kv_cache {
     int maxd;           /* max(D, QD, KD, F): any linear's in / out, and any adapter rank */
     float *wbuf;        /* (n_wbuf) matmul_w scratch: weight rows converted by the backend */
     int64_t n_wbuf;
-    float *wvec;        /* (maxd) a converted norm weight or bias */
-    float *ilv;         /* (B, QD + KD) q and k in the file's interleaved row order (qact) */
-    float *kb, *vb;     /* (B, KD) k, v of a batch step's rows before they go to their caches */
-    float *block;       /* the one allocation */
+    float *wvec;    /* (maxd) a converted norm weight or bias */
+    float *ilv;     /* (B, QD + KD) q and k in the file's interleaved row order (qact) */
+    float *kb, *vb; /* (B, KD) k, v of a batch step's rows before they go to their caches */
+    float *block;   /* the one allocation */
 };
 
 lt_status lt_kv_cache_create(const lt_model *m, int ctx_len, int max_batch, lt_kv_cache **out) {
@@ -388,8 +388,8 @@ static lt_status forward_rows(const lt_model *m, lt_kv_cache *ws, const lt_batch
             memcpy(rk->k + at, ws->kb + (int64_t)t * KD, sizeof(float) * (size_t)KD);
             memcpy(rk->v + at, ws->vb + (int64_t)t * KD, sizeof(float) * (size_t)KD);
             OP(attention_kv, ws->att + (int64_t)t * QD, ws->q + (int64_t)t * QD,
-               rk->k + (int64_t)l * rk->ctx * KD, rk->v + (int64_t)l * rk->ctx * KD, 1,
-               rows[t].pos, H, KV, hd, c->sliding_window, ws->scores, ws->n_scores);
+               rk->k + (int64_t)l * rk->ctx * KD, rk->v + (int64_t)l * rk->ctx * KD, 1, rows[t].pos,
+               H, KV, hd, c->sliding_window, ws->scores, ws->n_scores);
         }
         if ((st = linears(m, runs, nruns, ws, l, 3, 1, &ws->x, &D, ws->att, n, QD, 1.0f)))
             return st;
@@ -442,8 +442,9 @@ lt_status lt_model_forward_batch(const lt_model *m, lt_kv_cache *ws, const lt_ba
                             "lt_kv_cache_set_qact",
                             t);
         if (r->token < 0 || r->token >= c->vocab_size)
-            return lt_error(LT_ERR_ARG, "forward_batch: row %d: token %d outside the vocabulary (%d)",
-                            t, r->token, c->vocab_size);
+            return lt_error(LT_ERR_ARG,
+                            "forward_batch: row %d: token %d outside the vocabulary (%d)", t,
+                            r->token, c->vocab_size);
         for (int u = 0; u < t; u++)
             if (rows[u].kv == r->kv)
                 return lt_error(LT_ERR_ARG, "forward_batch: rows %d and %d share a cache", u, t);

@@ -90,9 +90,9 @@ struct lt_infer {
 
     pthread_t engine;
     int engine_started;
-    float *logits;     /* (n_slots, V) engine thread only */
-    lt_batch_row *rows; /* (n_slots) */
-    int *row_slot;      /* (n_slots) */
+    float *logits;             /* (n_slots, V) engine thread only */
+    lt_batch_row *rows;        /* (n_slots) */
+    int *row_slot;             /* (n_slots) */
     uint64_t steps, step_rows; /* decode steps run, rows they ran (under mu) */
 
     lt_metrics *metrics;

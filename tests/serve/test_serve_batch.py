@@ -11,7 +11,8 @@ nothing else running; this file covers what batching changes.)
      checked against `loratune generate --adapter` (the CLI's unbatched loop). /metrics shows
      that the decode steps really ran several rows (decode_rows_total / decode_steps_total).
   2. Load: 64 concurrent streaming clients (openai client, stream=True, include_usage) on
-     loopback for LT_LOAD_SECONDS (default 15 s), each sending request after request with
+     loopback for LT_LOAD_SECONDS (default 15 s; LT_LOAD_SLOTS slots, default 8), each sending
+     request after request with
      base / adapter models: no error, every stream ends with a finish_reason, usage and
      [DONE]; p50 / p99 latency and throughput printed (bench/RESULTS.md records a 60 s run).
   3. Under that load, clients that disconnect mid-stream (an adapter's stream, closed after its
@@ -42,11 +43,12 @@ except ImportError as e:
 oaikit.need_model()
 TMP = tempfile.mkdtemp(prefix="lt_serve_batch_")
 LOAD_S = float(os.environ.get("LT_LOAD_SECONDS", "15"))
+SLOTS = os.environ.get("LT_LOAD_SLOTS", "8")  # bench/RESULTS.md's runs set both
 N_CLIENTS = 64
 
 ad_a = oaikit.write_lora(os.path.join(TMP, "ad_a"), seed=1)
 ad_b = oaikit.write_lora(os.path.join(TMP, "ad_b"), seed=2, scale_b=0.3)
-srv = oaikit.start(os.path.join(TMP, "work"), "--slots", "8", "--max-queue", "128", "--ctx", "512",
+srv = oaikit.start(os.path.join(TMP, "work"), "--slots", SLOTS, "--max-queue", "128", "--ctx", "512",
                    "--adapter", f"a={ad_a}", "--adapter", f"b={ad_b}")
 url = srv.url
 client = openai.OpenAI(base_url=url + "/v1", api_key="x", max_retries=0, timeout=300)

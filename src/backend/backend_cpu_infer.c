@@ -267,69 +267,23 @@ int64_t lt_cpu_attention_kv_scratch_(const lt_backend *be, int ctx) {
     return (int64_t)max_threads() * ctx;
 }
 
+#define AK_FN attention_kv_baseline
+#define AK_ATTR static
+#include "attention_kv.inc"
+#undef AK_FN
+#undef AK_ATTR
+
 void lt_cpu_attention_kv_(const lt_backend *be, float *out, const float *q, const float *k,
                           const float *v, int n, int pos0, int H, int KV, int hd, int window,
                           float *scratch, int64_t n_scratch) {
-    const int QD = H * hd, KD = KV * hd, group = H / KV, need = pos0 + n, hd8 = hd & ~7;
-    const float scale = 1.0f / sqrtf((float)hd);
-    int nt = max_threads();
-    if (n_scratch / nt < need) nt = (int)(n_scratch / need);
-    if (nt < 1) nt = 1; /* the caller sized scratch with attention_kv_scratch */
-    const int64_t slice = n_scratch / nt;
-    /* threads only when there is enough work to pay for waking them */
-    int64_t work = (int64_t)n * H * need * hd;
-#pragma omp parallel for collapse(2) schedule(static) num_threads(nt) if (work > 65536)
-    for (int t = 0; t < n; t++)
-        for (int h = 0; h < H; h++) {
-            float *sc = scratch + (int64_t)thread_num() * slice;
-            int pos = pos0 + t;
-            int start = 0;
-            if (window > 0 && pos - window + 1 > 0) start = pos - window + 1;
-            const float *qh = q + (int64_t)t * QD + (int64_t)h * hd;
-            int kvh = h / group;
-            float mx = -INFINITY;
-            for (int j = start; j <= pos; j++) {
-                const float *kj = k + (int64_t)j * KD + (int64_t)kvh * hd;
-                /* 8 lanes (i mod 8), added pairwise, then the tail (as rows_dot): the same
-                 * order for every query, split or thread count */
-                v8f a = {0};
-                for (int i = 0; i < hd8; i += 8)
-                    a += LOAD8(qh + i) * LOAD8(kj + i);
-                float s = lanes_sum(&a, qh, kj, hd8, hd);
-                s *= scale;
-                sc[j] = s;
-                if (s > mx) mx = s;
-            }
-            float sum = 0.0f;
-            for (int j = start; j <= pos; j++) {
-                sc[j] = expf(sc[j] - mx);
-                sum += sc[j];
-            }
-            float inv = 1.0f / sum;
-            float *o = out + (int64_t)t * QD + (int64_t)h * hd;
-            if (hd8 == hd && hd <= 256) { /* the sums below in registers: the same operations */
-                v8f acc[32];
-                for (int i = 0; i < hd8 / 8; i++)
-                    acc[i] = (v8f){0};
-                for (int j = start; j <= pos; j++) {
-                    const float *vj = v + (int64_t)j * KD + (int64_t)kvh * hd;
-                    const float p = sc[j] * inv;
-                    const v8f pv = {p, p, p, p, p, p, p, p};
-                    for (int i = 0; i < hd8 / 8; i++)
-                        acc[i] += pv * LOAD8(vj + 8 * i);
-                }
-                memcpy(o, acc, sizeof(float) * (size_t)hd);
-                continue;
-            }
-            for (int i = 0; i < hd; i++)
-                o[i] = 0.0f;
-            for (int j = start; j <= pos; j++) {
-                const float *vj = v + (int64_t)j * KD + (int64_t)kvh * hd;
-                float p = sc[j] * inv;
-                for (int i = 0; i < hd; i++)
-                    o[i] += p * vj[i];
-            }
-        }
+    (void)be;
+#if LT_X86_KERNELS
+    if (lt_ops_fast_kernel_level() >= LT_CPU_LEVEL_AVX2) {
+        lt_attention_kv_avx2_(out, q, k, v, n, pos0, H, KV, hd, window, scratch, n_scratch);
+        return;
+    }
+#endif
+    attention_kv_baseline(out, q, k, v, n, pos0, H, KV, hd, window, scratch, n_scratch);
 }
 
 void lt_host_add_bias_(const lt_backend *be, float *y, const float *bias, int n, int C) {

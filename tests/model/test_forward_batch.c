@@ -20,6 +20,7 @@
 #include "backend/backend_internal.h"
 #include "loratune/adapter.h"
 #include "loratune/backend.h"
+#include "loratune/hwinfo.h"
 #include "loratune/model.h"
 #include "loratune/quant.h"
 #include "loratune/sampler.h"
@@ -88,6 +89,34 @@ static void check_kernels(void) {
         free(x);
         free(yb);
         free(y1);
+    }
+}
+
+/* attention_kv at every dispatch level: the same bits (the AVX2 one does the baseline's
+ * operations 8 lanes wide), head dims with and without a tail */
+static void check_attention_levels(void) {
+    const lt_backend *be = lt_backend_cpu();
+    const int H = 9, KV = 3, n = 3, pos0 = 41, ctx = 64;
+    for (int hd = 36; hd <= 64; hd += 28) {
+        const int QD = H * hd, KD = KV * hd;
+        float *q = malloc(sizeof(float) * n * QD), *k = malloc(sizeof(float) * ctx * KD);
+        float *v = malloc(sizeof(float) * ctx * KD), *o1 = malloc(sizeof(float) * n * QD);
+        float *o2 = malloc(sizeof(float) * n * QD);
+        int64_t ns = be->op->attention_kv_scratch(be, ctx);
+        float *sc = malloc(sizeof(float) * (size_t)ns);
+        for (int i = 0; i < n * QD; i++)
+            q[i] = frand();
+        for (int i = 0; i < ctx * KD; i++)
+            k[i] = frand(), v[i] = frand();
+        lt_cpu_level was = lt_cpu_max_level();
+        be->op->attention_kv(be, o1, q, k, v, n, pos0, H, KV, hd, 0, sc, ns);
+        CHECK_OK(lt_cpu_set_max_level(LT_CPU_LEVEL_BASELINE));
+        be->op->attention_kv(be, o2, q, k, v, n, pos0, H, KV, hd, 0, sc, ns);
+        CHECK_OK(lt_cpu_set_max_level(was));
+        CHECK(!memcmp(o1, o2, sizeof(float) * n * QD),
+              "head dim %d: attention_kv at level %s differs from the baseline's", hd,
+              lt_cpu_level_name(lt_cpu_level_active()));
+        free(q), free(k), free(v), free(o1), free(o2), free(sc);
     }
 }
 
@@ -296,6 +325,7 @@ out:
 
 int main(void) {
     check_kernels();
+    check_attention_levels();
     char smol[4096];
     const char *env = getenv("LT_MODELS");
     snprintf(smol, sizeof smol, "%s/SmolLM2-135M-Instruct.Q4_1.gguf",

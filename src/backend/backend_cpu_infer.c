@@ -128,7 +128,6 @@ static void rows_dot(float *y, int64_t ldy, const float *x, const float *W, int 
     }
 }
 
-
 int64_t lt_cpu_matmul_w_scratch_(const lt_backend *be, int64_t max_cols) {
     return (int64_t)max_threads() * (max_cols > WBLOCK ? max_cols : WBLOCK);
 }
@@ -159,7 +158,7 @@ static lt_status qmatmul(const lt_matmul_job *jobs, const int *qj, int nq, const
     lt_q8a *xq = (lt_q8a *)scratch; /* scratch is the backend's 64-byte aligned memory */
     int64_t first[5], ntask = 0, work = 0;
     lt_qdot_rows_fn fn[4];
-    lt_qdot_tile_fn tile[4];
+    lt_qdot_tile_fn tile[4], tile8[4];
     size_t rowb[4];
     for (int k = 0; k < nq; k++) {
         const lt_weight_view *w = jobs[qj[k]].w;
@@ -168,6 +167,7 @@ static lt_status qmatmul(const lt_matmul_job *jobs, const int *qj, int nq, const
         work += w->rows * in;
         fn[k] = lt_qdot_rows(w->dtype);
         tile[k] = lt_qdot_tile(w->dtype);
+        tile8[k] = lt_qdot_tile8(w->dtype);
         rowb[k] = (size_t)lt_dtype_nbytes(w->dtype, in);
     }
     first[nq] = ntask;
@@ -185,6 +185,8 @@ static lt_status qmatmul(const lt_matmul_job *jobs, const int *qj, int nq, const
             const int nr = (int)(R - r0 < QROWS ? R - r0 : QROWS);
             const char *W = (const char *)jb->w->data + (size_t)r0 * rowb[k];
             int t = 0;
+            for (; tile8[k] && t + 8 <= nt; t += 8) /* 8 tokens per decoded weight block */
+                tile8[k](jb->y + (t0 + t) * R + r0, R, W, nr, xq + (int64_t)t * nb, nb, jb->beta);
             for (; tile[k] && t + 4 <= nt; t += 4) /* 4 tokens per decoded weight block */
                 tile[k](jb->y + (t0 + t) * R + r0, R, W, nr, xq + (int64_t)t * nb, nb, jb->beta);
             for (; t < nt; t++)
@@ -194,8 +196,8 @@ static lt_status qmatmul(const lt_matmul_job *jobs, const int *qj, int nq, const
     return LT_OK;
 }
 
-lt_status lt_cpu_matmul_w_(const lt_backend *be, const lt_matmul_job *jobs, int nj,
-                           const float *x, int n, float *scratch, int64_t n_scratch) {
+lt_status lt_cpu_matmul_w_(const lt_backend *be, const lt_matmul_job *jobs, int nj, const float *x,
+                           int n, float *scratch, int64_t n_scratch) {
     if (nj < 1 || nj > 4) return lt_error(LT_ERR_ARG, "matmul_w: %d jobs, expected 1..4", nj);
     const int in = (int)jobs[0].w->cols;
     int qj[4], nq = 0, skip[4] = {0};
@@ -243,7 +245,8 @@ lt_status lt_cpu_matmul_w_(const lt_backend *be, const lt_matmul_job *jobs, int 
         while (b >= first[j + 1])
             j++;
         const lt_matmul_job *jb = &jobs[j];
-        const int64_t r0 = (b - first[j]) * per, nr = jb->w->rows - r0 < per ? jb->w->rows - r0 : per;
+        const int64_t r0 = (b - first[j]) * per,
+                      nr = jb->w->rows - r0 < per ? jb->w->rows - r0 : per;
         const float *W;
         if (lt_host_rows_f32_(be, jb->w, r0, nr, scratch + thread_num() * slice, &W)) {
 #pragma omp atomic write
@@ -264,55 +267,23 @@ int64_t lt_cpu_attention_kv_scratch_(const lt_backend *be, int ctx) {
     return (int64_t)max_threads() * ctx;
 }
 
+#define AK_FN attention_kv_baseline
+#define AK_ATTR static
+#include "attention_kv.inc"
+#undef AK_FN
+#undef AK_ATTR
+
 void lt_cpu_attention_kv_(const lt_backend *be, float *out, const float *q, const float *k,
                           const float *v, int n, int pos0, int H, int KV, int hd, int window,
                           float *scratch, int64_t n_scratch) {
-    const int QD = H * hd, KD = KV * hd, group = H / KV, need = pos0 + n, hd8 = hd & ~7;
-    const float scale = 1.0f / sqrtf((float)hd);
-    int nt = max_threads();
-    if (n_scratch / nt < need) nt = (int)(n_scratch / need);
-    if (nt < 1) nt = 1; /* the caller sized scratch with attention_kv_scratch */
-    const int64_t slice = n_scratch / nt;
-    /* threads only when there is enough work to pay for waking them */
-    int64_t work = (int64_t)n * H * need * hd;
-#pragma omp parallel for collapse(2) schedule(static) num_threads(nt) if (work > 65536)
-    for (int t = 0; t < n; t++)
-        for (int h = 0; h < H; h++) {
-            float *sc = scratch + (int64_t)thread_num() * slice;
-            int pos = pos0 + t;
-            int start = 0;
-            if (window > 0 && pos - window + 1 > 0) start = pos - window + 1;
-            const float *qh = q + (int64_t)t * QD + (int64_t)h * hd;
-            int kvh = h / group;
-            float mx = -INFINITY;
-            for (int j = start; j <= pos; j++) {
-                const float *kj = k + (int64_t)j * KD + (int64_t)kvh * hd;
-                /* 8 lanes (i mod 8), added pairwise, then the tail (as rows_dot): the same
-                 * order for every query, split or thread count */
-                v8f a = {0};
-                for (int i = 0; i < hd8; i += 8)
-                    a += LOAD8(qh + i) * LOAD8(kj + i);
-                float s = lanes_sum(&a, qh, kj, hd8, hd);
-                s *= scale;
-                sc[j] = s;
-                if (s > mx) mx = s;
-            }
-            float sum = 0.0f;
-            for (int j = start; j <= pos; j++) {
-                sc[j] = expf(sc[j] - mx);
-                sum += sc[j];
-            }
-            float inv = 1.0f / sum;
-            float *o = out + (int64_t)t * QD + (int64_t)h * hd;
-            for (int i = 0; i < hd; i++)
-                o[i] = 0.0f;
-            for (int j = start; j <= pos; j++) {
-                const float *vj = v + (int64_t)j * KD + (int64_t)kvh * hd;
-                float p = sc[j] * inv;
-                for (int i = 0; i < hd; i++)
-                    o[i] += p * vj[i];
-            }
-        }
+    (void)be;
+#if LT_X86_KERNELS
+    if (lt_ops_fast_kernel_level() >= LT_CPU_LEVEL_AVX2) {
+        lt_attention_kv_avx2_(out, q, k, v, n, pos0, H, KV, hd, window, scratch, n_scratch);
+        return;
+    }
+#endif
+    attention_kv_baseline(out, q, k, v, n, pos0, H, KV, hd, window, scratch, n_scratch);
 }
 
 void lt_host_add_bias_(const lt_backend *be, float *y, const float *bias, int n, int C) {

@@ -33,6 +33,10 @@ void lt_cpu_attention_kv_(const lt_backend *be, float *out, const float *q, cons
                           const float *v, int n, int pos0, int H, int KV, int hd, int window,
                           float *scratch, int64_t n_scratch);
 int64_t lt_cpu_attention_kv_scratch_(const lt_backend *be, int ctx);
+/* lt_cpu_attention_kv_'s AVX2 level (attention_kv_avx2.c): the same bits, 8 lanes wide. */
+void lt_attention_kv_avx2_(float *out, const float *q, const float *k, const float *v, int n,
+                           int pos0, int H, int KV, int hd, int window, float *scratch,
+                           int64_t n_scratch);
 void lt_host_add_bias_(const lt_backend *be, float *y, const float *bias, int n, int C);
 void lt_host_scale_rows_(const lt_backend *be, float *y, const float *s, int n, int C);
 

@@ -120,7 +120,7 @@ static void rows_q4_k(float *y, int64_t ys, const void *W, int nr, const lt_q8a 
 }
 
 const lt_qdot_kernels lt_qdot_scalar = {"scalar", rows_q4_0, rows_q4_1, rows_q8_0,
-                                        NULL,     NULL,      NULL,      rows_q4_k};
+                                        NULL,     NULL,      NULL,      rows_q4_k, NULL, NULL, NULL};
 
 /* ---- dispatch ------------------------------------------------------------------------------- */
 int lt_qdot_supports(lt_dtype t) {
@@ -161,6 +161,20 @@ lt_qdot_tile_fn lt_qdot_tile(lt_dtype t) {
         return k->t4_1;
     case LT_DTYPE_Q8_0:
         return k->t8_0;
+    default:
+        return NULL;
+    }
+}
+
+lt_qdot_tile_fn lt_qdot_tile8(lt_dtype t) {
+    const lt_qdot_kernels *k = kernels();
+    switch (t) {
+    case LT_DTYPE_Q4_0:
+        return k->e4_0;
+    case LT_DTYPE_Q4_1:
+        return k->e4_1;
+    case LT_DTYPE_Q8_0:
+        return k->e8_0;
     default:
         return NULL;
     }

@@ -48,6 +48,7 @@ typedef struct {
     lt_qdot_rows_fn q4_0, q4_1, q8_0;
     lt_qdot_tile_fn t4_0, t4_1, t8_0;
     lt_qdot_rows_fn q4_k; /* Q4_K (super-blocks of 256: 8 sub-blocks of 32 as 8 x blocks) */
+    lt_qdot_tile_fn e4_0, e4_1, e8_0; /* 8 tokens at once (NULL: the level has none) */
 } lt_qdot_kernels;
 
 /* Q4_K's 6-bit scale and min of sub-block j < 8 from the 12 packed bytes q (ggml's
@@ -71,6 +72,8 @@ void lt_qdot_quantize(const float *x, lt_q8a *out, int64_t n);
 lt_qdot_rows_fn lt_qdot_rows(lt_dtype t);
 /* The 4-token tile for t at the dispatch level; NULL when the level has none. */
 lt_qdot_tile_fn lt_qdot_tile(lt_dtype t);
+/* The same for 8 tokens at once (the AVX-512 level: 16 accumulators fit its registers). */
+lt_qdot_tile_fn lt_qdot_tile8(lt_dtype t);
 /* The name of the kernels lt_qdot_rows picks now ("scalar", "avx2", "avx512vnni"). */
 const char *lt_qdot_kernel_name(void);
 

@@ -18,4 +18,4 @@
 const lt_qdot_kernels lt_qdot_avx2 = {"avx2",         avx2_rows_q4_0,  avx2_rows_q4_1,
                                       avx2_rows_q8_0, avx2_tile4_q4_0, avx2_tile4_q4_1,
                                       avx2_tile4_q8_0,
-    avx2_rows_q4_k};
+    avx2_rows_q4_k, NULL, NULL, NULL};

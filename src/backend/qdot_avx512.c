@@ -16,9 +16,10 @@
 #define QFN(name) vnni_##name
 #define QATTR __attribute__((target("avx512vnni")))
 #define DOT_U8S8(u, s) _mm256_dpbusd_epi32(_mm256_setzero_si256(), (u), (s))
+#define QTILE8
 #include "qdot_kernels.inc"
 
 const lt_qdot_kernels lt_qdot_avx512 = {"avx512vnni",   vnni_rows_q4_0,  vnni_rows_q4_1,
                                         vnni_rows_q8_0, vnni_tile4_q4_0, vnni_tile4_q4_1,
                                         vnni_tile4_q8_0,
-    vnni_rows_q4_k};
+    vnni_rows_q4_k, vnni_tile8_q4_0, vnni_tile8_q4_1, vnni_tile8_q8_0};

@@ -25,7 +25,7 @@
 struct lt_kv_cache {
     const lt_backend *be; /* where the ops run (the CPU backend) */
     int ctx, max_batch;
-    int qact;             /* 1: matmul_w may quantize activations (lt_kv_cache_set_qact) */
+    int qact; /* 1: matmul_w may quantize activations (lt_kv_cache_set_qact) */
     int n_layers, kv_dim, dim, q_dim, ffn_dim, half;
     float *k, *v;       /* (L, ctx, KD) */
     float *x, *xb;      /* (B, D) residual stream, normed input */
@@ -40,9 +40,10 @@ struct lt_kv_cache {
     int maxd;           /* max(D, QD, KD, F): any linear's in / out, and any adapter rank */
     float *wbuf;        /* (n_wbuf) matmul_w scratch: weight rows converted by the backend */
     int64_t n_wbuf;
-    float *wvec;        /* (maxd) a converted norm weight or bias */
-    float *ilv;         /* (B, QD + KD) q and k in the file's interleaved row order (qact) */
-    float *block;       /* the one allocation */
+    float *wvec;    /* (maxd) a converted norm weight or bias */
+    float *ilv;     /* (B, QD + KD) q and k in the file's interleaved row order (qact) */
+    float *kb, *vb; /* (B, KD) k, v of a batch step's rows before they go to their caches */
+    float *block;   /* the one allocation */
 };
 
 lt_status lt_kv_cache_create(const lt_model *m, int ctx_len, int max_batch, lt_kv_cache **out) {
@@ -74,7 +75,7 @@ lt_status lt_kv_cache_create(const lt_model *m, int ctx_len, int max_batch, lt_k
     int64_t cache = (int64_t)c->n_layers * ctx_len * kv->kv_dim;
     int64_t total = 2 * cache + 2 * B * kv->dim + 2 * B * kv->q_dim + 2 * B * kv->ffn_dim +
                     2 * B * kv->half + kv->n_scores + 2 * B * kv->maxd + kv->n_wbuf + kv->maxd +
-                    B * (kv->q_dim + kv->kv_dim) + 2 * B;
+                    B * (kv->q_dim + kv->kv_dim) + 2 * B * kv->kv_dim + 2 * B;
     if ((uint64_t)total > SIZE_MAX / sizeof(float) ||
         !(kv->block = kv->be->op->alloc(kv->be, (size_t)total * sizeof(float)))) {
         free(kv);
@@ -114,6 +115,10 @@ lt_status lt_kv_cache_create(const lt_model *m, int ctx_len, int max_batch, lt_k
     p += kv->maxd;
     kv->ilv = p;
     p += B * (kv->q_dim + kv->kv_dim);
+    kv->kb = p;
+    p += B * kv->kv_dim;
+    kv->vb = p;
+    p += B * kv->kv_dim;
     kv->rstd = p;
     p += B;
     kv->iota = (int32_t *)p; /* int32 in a float-sized slot */
@@ -149,13 +154,23 @@ static void unfile_rows(float *y, const float *f, int n, int rows, int hd) {
             }
 }
 
+/* Rows [r0, r0 + n) of a linear's input that share one adapter (NULL: none). A chunk of one
+ * sequence is one run; a batch step has a run per adapter (its rows adjacent). */
+typedef struct {
+    const lt_model_delta *delta;
+    int r0, n;
+} drun;
+
 /* Linears t0 .. t0 + nt - 1 (0..6: q k v o gate up down; nt <= 3) of layer l, all reading
  * x[n][in]: ys[j][n][outs[j]] = x W^T (+ bias, q/k/v with qkv_bias), or with beta 1 (o, down:
- * nt 1) y += x W^T into the residual. With a delta that adapts one: LoRA adds
- * scale (x A^T) B^T; DoRA computes d * (x W^T + scale (x A^T) B^T) with the rows' factors d the
- * delta carries, then adds the bias (PEFT does not rescale it). Uses kv->ad_u / ad_y;
- * allocates nothing. */
-static lt_status linears(const lt_model *m, const lt_model_delta *delta, lt_kv_cache *kv, int l,
+ * nt 1) y += x W^T into the residual. The base product is one matmul_w over all n rows (the
+ * weights are read once for every run); then each run's adapter, once per run (the Punica /
+ * S-LoRA grouping): LoRA adds scale (x A^T) B^T; DoRA computes d * (x W^T + scale (x A^T) B^T)
+ * with the rows' factors d the delta carries, then adds the bias (PEFT does not rescale it).
+ * Every row gets the arithmetic it gets alone (a DoRA row's base product goes through ad_y as
+ * a lone DoRA row's does; the others add it to y as matmul_w's beta 1 does). Uses kv->ad_u /
+ * ad_y; allocates nothing. */
+static lt_status linears(const lt_model *m, const drun *runs, int nruns, lt_kv_cache *kv, int l,
                          int t0, int nt, float *const *ys, const int *outs, const float *x, int n,
                          int in, float beta) {
     lt_matmul_job jobs[3];
@@ -165,8 +180,12 @@ static lt_status linears(const lt_model *m, const lt_model_delta *delta, lt_kv_c
     int filed[3] = {0}; /* 1: job j wrote its rows in the file's interleaved order to kv->ilv */
     float *ilv = kv->ilv;
     for (int j = 0; j < nt; j++) {
-        const lt_model_delta_lin *L = delta ? &delta->lin[l * LT_MODEL_N_LIN + t0 + j] : NULL;
-        const int dora = L && L->A && L->d;
+        int dora = 0; /* some run has DoRA on this linear */
+        for (int k = 0; k < nruns; k++) {
+            const lt_model_delta *d = runs[k].delta;
+            const lt_model_delta_lin *L = d ? &d->lin[l * LT_MODEL_N_LIN + t0 + j] : NULL;
+            dora |= L && L->A && L->d;
+        }
         const lt_weight_id id = lt_model_lin_weight(t0 + j);
         dsts[j] = dora && beta != 0.0f ? kv->ad_y : ys[j];
         float *y = dsts[j];
@@ -181,7 +200,7 @@ static lt_status linears(const lt_model *m, const lt_model_delta *delta, lt_kv_c
         } else if (stored == 2) { /* not a shape the forward makes (q, k have beta 0) */
             lt_model_weight_bview(m, id, l, outs[j], in, &srcs[j], &views[j]);
         }
-        jobs[j] = (lt_matmul_job){&views[j], y, dora ? 0.0f : beta, kv->qact};
+        jobs[j] = (lt_matmul_job){&views[j], y, dsts[j] == ys[j] ? beta : 0.0f, kv->qact};
     }
     lt_status st = OP(matmul_w, jobs, nt, x, n, kv->wbuf, kv->n_wbuf);
     if (st) return lt_error_wrap(st, "forward");
@@ -189,16 +208,25 @@ static lt_status linears(const lt_model *m, const lt_model_delta *delta, lt_kv_c
         if (filed[j]) unfile_rows(dsts[j], jobs[j].y, n, outs[j], m->config.head_dim);
     for (int j = 0; j < nt; j++) {
         const int t = t0 + j, out = outs[j];
-        float *y = ys[j], *dst = dsts[j];
-        const lt_model_delta_lin *L = delta ? &delta->lin[l * LT_MODEL_N_LIN + t] : NULL;
-        if (L && L->A) {
-            int r = delta->r;
-            OP(gemm, 0, 1, n, r, in, 1.0f, x, in, L->A, in, 0.0f, kv->ad_u, r); /* x A^T */
-            OP(scale, kv->ad_u, (int64_t)n * r, delta->scale);
-            OP(gemm, 0, 1, n, out, r, 1.0f, kv->ad_u, r, L->B, r, 1.0f, dst, out); /* += (.) B^T */
-            if (L->d) {
-                OP(scale_rows, dst, L->d, n, out);
-                if (dst != y) OP(add, y, y, dst, (int64_t)n * out);
+        for (int k = 0; k < nruns; k++) {
+            const drun *R = &runs[k];
+            const lt_model_delta *delta = R->delta;
+            const lt_model_delta_lin *L = delta ? &delta->lin[l * LT_MODEL_N_LIN + t] : NULL;
+            float *y = ys[j] + (int64_t)R->r0 * out, *dst = dsts[j] + (int64_t)R->r0 * out;
+            const float *xr = x + (int64_t)R->r0 * in;
+            const int dora = L && L->A && L->d;
+            if (dst != y && !dora) /* a row batched with DoRA rows: y += x W^T as matmul_w's */
+                OP(add, y, y, dst, (int64_t)R->n * out);
+            if (L && L->A) {
+                float *into = dora ? dst : y;
+                int r = delta->r;
+                OP(gemm, 0, 1, R->n, r, in, 1.0f, xr, in, L->A, in, 0.0f, kv->ad_u, r); /* x A^T */
+                OP(scale, kv->ad_u, (int64_t)R->n * r, delta->scale);
+                OP(gemm, 0, 1, R->n, out, r, 1.0f, kv->ad_u, r, L->B, r, 1.0f, into, out);
+                if (dora) {
+                    OP(scale_rows, into, L->d, R->n, out);
+                    if (into != y) OP(add, y, y, into, (int64_t)R->n * out);
+                }
             }
         }
         if (t <= 2 && m->config.qkv_bias) { /* LT_W_BQ, BK, BV follow one another */
@@ -206,7 +234,7 @@ static lt_status linears(const lt_model *m, const lt_model_delta *delta, lt_kv_c
             if ((st =
                      lt_model_weight_f32(m, (lt_weight_id)(LT_W_BQ + t), l, 0, 1, kv->wvec, &bias)))
                 return st;
-            OP(add_bias, y, bias, n, out);
+            OP(add_bias, ys[j], bias, n, out);
         }
     }
     return LT_OK;
@@ -220,6 +248,7 @@ static lt_status forward_chunk(const lt_model *m, const lt_model_delta *delta, l
     int QD = kv->q_dim, KD = kv->kv_dim, half = kv->half, ctx = kv->ctx;
     const float *nw;
     lt_status st;
+    const drun one = {delta, 0, n};
 
     lt_weight_src esrc;
     lt_weight_view emb;
@@ -245,22 +274,22 @@ static lt_status forward_chunk(const lt_model *m, const lt_model_delta *delta, l
         OP(rmsnorm_fwd, kv->xb, kv->rstd, kv->x, nw, n, D, c->norm_eps);
         float *qkv[3] = {kv->q, kc, vc};
         const int qkv_out[3] = {QD, KD, KD};
-        if ((st = linears(m, delta, kv, l, 0, 3, qkv, qkv_out, kv->xb, n, D, 0.0f))) return st;
+        if ((st = linears(m, &one, 1, kv, l, 0, 3, qkv, qkv_out, kv->xb, n, D, 0.0f))) return st;
         OP(rope_fwd, kv->q, kv->q, kv->iota, kv->cosb, kv->sinb, n, H, hd, 0);
         OP(rope_fwd, kc, kc, kv->iota, kv->cosb, kv->sinb, n, KV, hd, 0);
         OP(attention_kv, kv->att, kv->q, kv->k + (int64_t)l * ctx * KD,
            kv->v + (int64_t)l * ctx * KD, n, pos0, H, KV, hd, c->sliding_window, kv->scores,
            kv->n_scores);
         /* x += att Wo^T (beta = 1 accumulates into the residual) */
-        if ((st = linears(m, delta, kv, l, 3, 1, &kv->x, &D, kv->att, n, QD, 1.0f))) return st;
+        if ((st = linears(m, &one, 1, kv, l, 3, 1, &kv->x, &D, kv->att, n, QD, 1.0f))) return st;
 
         if ((st = lt_model_weight_f32(m, LT_W_FFN_NORM, l, 0, 1, kv->wvec, &nw))) return st;
         OP(rmsnorm_fwd, kv->xb, kv->rstd, kv->x, nw, n, D, c->norm_eps);
         float *gu[2] = {kv->hg, kv->hu};
         const int gu_out[2] = {F, F};
-        if ((st = linears(m, delta, kv, l, 4, 2, gu, gu_out, kv->xb, n, D, 0.0f))) return st;
+        if ((st = linears(m, &one, 1, kv, l, 4, 2, gu, gu_out, kv->xb, n, D, 0.0f))) return st;
         OP(swiglu_fwd, kv->hg, kv->hg, kv->hu, (int64_t)n * F);
-        if ((st = linears(m, delta, kv, l, 6, 1, &kv->x, &D, kv->hg, n, F, 1.0f))) return st;
+        if ((st = linears(m, &one, 1, kv, l, 6, 1, &kv->x, &D, kv->hg, n, F, 1.0f))) return st;
     }
     if ((st = lt_model_weight_f32(m, LT_W_OUT_NORM, 0, 0, 1, kv->wvec, &nw))) return st;
     OP(rmsnorm_fwd, kv->xb, kv->rstd, kv->x, nw, n, D, c->norm_eps);
@@ -315,4 +344,131 @@ lt_status lt_model_forward(const lt_model *m, const lt_model_delta *delta, lt_kv
         done += b;
     }
     return LT_OK;
+}
+
+/* ---- one decode step of many sequences ------------------------------------------------------ */
+#define LT_BATCH_MAX_RUNS 256 /* runs of rows with one adapter in a step */
+/* x[n][D] of the rows (one token each, its own cache and position) through every layer, then
+ * xb = the final norm of x; the activations live in ws. The same ops as forward_chunk, row for
+ * row, but k / v go through ws->kb / vb to each row's cache, and attention runs per row. */
+static lt_status forward_rows(const lt_model *m, lt_kv_cache *ws, const lt_batch_row *rows, int n,
+                              const drun *runs, int nruns) {
+    const lt_model_config *c = &m->config;
+    int D = c->dim, H = c->n_heads, KV = c->n_kv_heads, hd = c->head_dim, F = c->ffn_dim;
+    int QD = ws->q_dim, KD = ws->kv_dim, half = ws->half;
+    const float *nw;
+    lt_status st;
+    lt_kv_cache *kv = ws; /* for OP() */
+
+    lt_weight_src esrc;
+    lt_weight_view emb;
+    lt_model_weight_bview(m, LT_W_TOK_EMBD, 0, c->vocab_size, D, &esrc, &emb);
+    for (int t = 0; t < n; t++) {
+        float *xt = ws->x + (int64_t)t * D;
+        if ((st = OP(weight_f32, &emb, rows[t].token, 1, xt, &nw))) return st;
+        if (nw != xt) OP(copy, xt, nw, sizeof(float) * (size_t)D);
+        for (int i = 0; i < half; i++) { /* row t of the tables: its own position */
+            float f = (float)rows[t].pos * m->inv_freq[i];
+            ws->cosb[(int64_t)t * half + i] = cosf(f);
+            ws->sinb[(int64_t)t * half + i] = sinf(f);
+        }
+    }
+    for (int l = 0; l < c->n_layers; l++) {
+        if ((st = lt_model_weight_f32(m, LT_W_ATTN_NORM, l, 0, 1, ws->wvec, &nw))) return st;
+        OP(rmsnorm_fwd, ws->xb, ws->rstd, ws->x, nw, n, D, c->norm_eps);
+        float *qkv[3] = {ws->q, ws->kb, ws->vb};
+        const int qkv_out[3] = {QD, KD, KD};
+        if ((st = linears(m, runs, nruns, ws, l, 0, 3, qkv, qkv_out, ws->xb, n, D, 0.0f)))
+            return st;
+        OP(rope_fwd, ws->q, ws->q, ws->iota, ws->cosb, ws->sinb, n, H, hd, 0);
+        OP(rope_fwd, ws->kb, ws->kb, ws->iota, ws->cosb, ws->sinb, n, KV, hd, 0);
+        for (int t = 0; t < n; t++) {
+            lt_kv_cache *rk = rows[t].kv;
+            const int64_t at = ((int64_t)l * rk->ctx + rows[t].pos) * KD;
+            memcpy(rk->k + at, ws->kb + (int64_t)t * KD, sizeof(float) * (size_t)KD);
+            memcpy(rk->v + at, ws->vb + (int64_t)t * KD, sizeof(float) * (size_t)KD);
+            OP(attention_kv, ws->att + (int64_t)t * QD, ws->q + (int64_t)t * QD,
+               rk->k + (int64_t)l * rk->ctx * KD, rk->v + (int64_t)l * rk->ctx * KD, 1, rows[t].pos,
+               H, KV, hd, c->sliding_window, ws->scores, ws->n_scores);
+        }
+        if ((st = linears(m, runs, nruns, ws, l, 3, 1, &ws->x, &D, ws->att, n, QD, 1.0f)))
+            return st;
+        if ((st = lt_model_weight_f32(m, LT_W_FFN_NORM, l, 0, 1, ws->wvec, &nw))) return st;
+        OP(rmsnorm_fwd, ws->xb, ws->rstd, ws->x, nw, n, D, c->norm_eps);
+        float *gu[2] = {ws->hg, ws->hu};
+        const int gu_out[2] = {F, F};
+        if ((st = linears(m, runs, nruns, ws, l, 4, 2, gu, gu_out, ws->xb, n, D, 0.0f))) return st;
+        OP(swiglu_fwd, ws->hg, ws->hg, ws->hu, (int64_t)n * F);
+        if ((st = linears(m, runs, nruns, ws, l, 6, 1, &ws->x, &D, ws->hg, n, F, 1.0f))) return st;
+    }
+    if ((st = lt_model_weight_f32(m, LT_W_OUT_NORM, 0, 0, 1, ws->wvec, &nw))) return st;
+    OP(rmsnorm_fwd, ws->xb, ws->rstd, ws->x, nw, n, D, c->norm_eps);
+    return LT_OK;
+}
+
+static int same_shape(const lt_kv_cache *a, const lt_model_config *c) {
+    return a->dim == c->dim && a->kv_dim == c->n_kv_heads * c->head_dim &&
+           a->n_layers == c->n_layers && a->ffn_dim == c->ffn_dim;
+}
+
+lt_status lt_model_forward_batch(const lt_model *m, lt_kv_cache *ws, const lt_batch_row *rows,
+                                 int n, float *logits) {
+    const lt_model_config *c = &m->config;
+    lt_status st = lt_model_check_readable(m, "forward_batch");
+    if (st) return st;
+    if (n < 1 || n > ws->max_batch)
+        return lt_error(LT_ERR_ARG, "forward_batch: %d rows, the workspace takes 1..%d", n,
+                        ws->max_batch);
+    if (!same_shape(ws, c))
+        return lt_error(LT_ERR_ARG, "forward_batch: the workspace was made for another model");
+    drun runs[LT_BATCH_MAX_RUNS];
+    int nruns = 0;
+    for (int t = 0; t < n; t++) {
+        const lt_batch_row *r = &rows[t];
+        if (!r->kv || !same_shape(r->kv, c))
+            return lt_error(LT_ERR_ARG, "forward_batch: row %d's cache was made for another model",
+                            t);
+        if (r->pos < 0 || r->pos >= r->kv->ctx)
+            return lt_error(LT_ERR_ARG,
+                            "forward_batch: row %d: position %d outside its context of %d", t,
+                            r->pos, r->kv->ctx);
+        if (r->kv->ctx > ws->ctx)
+            return lt_error(LT_ERR_ARG,
+                            "forward_batch: row %d's context %d exceeds the workspace's %d", t,
+                            r->kv->ctx, ws->ctx);
+        if (r->kv->qact != ws->qact)
+            return lt_error(LT_ERR_ARG,
+                            "forward_batch: row %d's cache and the workspace differ in "
+                            "lt_kv_cache_set_qact",
+                            t);
+        if (r->token < 0 || r->token >= c->vocab_size)
+            return lt_error(LT_ERR_ARG,
+                            "forward_batch: row %d: token %d outside the vocabulary (%d)", t,
+                            r->token, c->vocab_size);
+        for (int u = 0; u < t; u++)
+            if (rows[u].kv == r->kv)
+                return lt_error(LT_ERR_ARG, "forward_batch: rows %d and %d share a cache", u, t);
+        if (nruns && runs[nruns - 1].delta == r->delta) {
+            runs[nruns - 1].n++;
+            continue;
+        }
+        if ((st = check_delta(m, r->delta, ws))) return st;
+        if (nruns == LT_BATCH_MAX_RUNS)
+            return lt_error(LT_ERR_ARG,
+                            "forward_batch: more than %d runs of adapters (put the rows of one "
+                            "adapter next to each other)",
+                            LT_BATCH_MAX_RUNS);
+        runs[nruns++] = (drun){r->delta, t, 1};
+    }
+    if ((st = forward_rows(m, ws, rows, n, runs, nruns))) return st;
+    if (!logits) return LT_OK;
+    const int D = c->dim, V = c->vocab_size;
+    const lt_weight_id head = c->tied_embeddings ? LT_W_TOK_EMBD : LT_W_LM_HEAD;
+    lt_weight_src hsrc;
+    lt_weight_view hv;
+    if (!ws->qact || lt_model_weight_stored_(m, head, 0, V, D, &hv) != 1)
+        lt_model_weight_bview(m, head, 0, V, D, &hsrc, &hv);
+    lt_matmul_job jb = {&hv, logits, 0.0f, ws->qact};
+    lt_kv_cache *kv = ws;
+    return OP(matmul_w, &jb, 1, ws->xb, n, ws->wbuf, ws->n_wbuf);
 }

@@ -49,91 +49,157 @@ static int is_stop(const lt_model *m, const lt_tokenizer *tok, const lt_generate
     return tok && lt_tokenizer_eos(tok) == id;
 }
 
+struct lt_generation {
+    const lt_model *m;
+    const lt_tokenizer *tok;
+    lt_generate_opts o;
+    int n_prompt, max_new, tail, n_gen, done;
+    int32_t *win; /* (tail + max_new + 1) the prompt's last tokens, then the generated ids */
+    size_t printed;
+};
+
+lt_status lt_generation_create(const lt_model *m, const lt_tokenizer *tok, int ctx,
+                               const int32_t *prompt, int n_prompt, const lt_generate_opts *o,
+                               lt_generation **out) {
+    *out = NULL;
+    if (n_prompt < 1) return lt_error(LT_ERR_ARG, "generate: empty prompt (add BOS at least)");
+    if (n_prompt >= ctx)
+        return lt_error(LT_ERR_ARG,
+                        "generate: prompt of %d tokens leaves no room in a context of %d", n_prompt,
+                        ctx);
+    lt_generation *g = lt_calloc(1, sizeof *g);
+    if (!g) return lt_error(LT_ERR_NOMEM, "generate: out of memory");
+    g->m = m;
+    g->tok = tok;
+    g->o = *o;
+    g->n_prompt = n_prompt;
+    g->max_new = o->max_tokens;
+    if (g->max_new > ctx - n_prompt) g->max_new = ctx - n_prompt;
+    if (g->max_new < 0) g->max_new = 0;
+    g->tail = n_prompt < PROMPT_TAIL ? n_prompt : PROMPT_TAIL;
+    if (!(g->win = lt_malloc(sizeof(int32_t) * (size_t)(g->tail + g->max_new + 1)))) {
+        free(g);
+        return lt_error(LT_ERR_NOMEM, "generate: out of memory");
+    }
+    memcpy(g->win, prompt + n_prompt - g->tail, sizeof(int32_t) * (size_t)g->tail);
+    if (tok) {
+        char *text = NULL;
+        size_t tlen = 0;
+        lt_status st = lt_tokenizer_decode(tok, g->win, (size_t)g->tail, 1, &text, &tlen);
+        free(text);
+        if (st) {
+            lt_generation_free(g);
+            return st;
+        }
+        g->printed = tlen;
+    }
+    *out = g;
+    return LT_OK;
+}
+
+void lt_generation_free(lt_generation *g) {
+    if (!g) return;
+    free(g->win);
+    free(g);
+}
+
+int lt_generation_count(const lt_generation *g) {
+    return g->n_gen;
+}
+
+lt_status lt_generation_step(lt_generation *g, lt_sampler *s, const float *logits, int32_t *next,
+                             int *pos, int *more) {
+    *more = 0;
+    if (g->done || g->n_gen >= g->max_new) {
+        g->done = 1;
+        return LT_OK;
+    }
+    int32_t *gen = g->win + g->tail;
+    int32_t id = lt_sampler_sample(s, logits);
+    gen[g->n_gen++] = id;
+    if (is_stop(g->m, g->tok, &g->o, id)) {
+        g->done = 1;
+        return LT_OK;
+    }
+    int stopped = 0;
+    if (g->o.on_token) {
+        const char *piece = "";
+        size_t plen = 0;
+        char *text = NULL;
+        size_t tlen = 0;
+        if (g->tok) {
+            lt_status st =
+                lt_tokenizer_decode(g->tok, g->win, (size_t)(g->tail + g->n_gen), 1, &text, &tlen);
+            if (st) return st;
+            size_t stable = stable_len(text, tlen);
+            if (stable > g->printed) {
+                piece = text + g->printed;
+                plen = stable - g->printed;
+                g->printed = stable;
+            }
+        }
+        stopped = g->o.on_token(g->o.user, id, piece, plen) != 0;
+        free(text);
+    }
+    if (g->n_gen < g->max_new && !stopped) {
+        *next = id;
+        *pos = g->n_prompt + g->n_gen - 1;
+        *more = 1;
+    } else {
+        g->done = 1;
+    }
+    return LT_OK;
+}
+
+lt_status lt_generation_finish(lt_generation *g, int32_t **out_ids, int *n_out) {
+    if (out_ids) *out_ids = NULL;
+    if (n_out) *n_out = 0;
+    const int32_t *gen = g->win + g->tail;
+    if (g->tok && g->o.on_token && g->n_gen > 0) { /* flush any held-back tail */
+        int n_text = g->n_gen - (is_stop(g->m, g->tok, &g->o, gen[g->n_gen - 1]) ? 1 : 0);
+        char *text = NULL;
+        size_t tlen = 0;
+        lt_status st =
+            lt_tokenizer_decode(g->tok, g->win, (size_t)(g->tail + n_text), 1, &text, &tlen);
+        if (st) return st;
+        if (tlen > g->printed) g->o.on_token(g->o.user, -1, text + g->printed, tlen - g->printed);
+        if (tlen > g->printed) g->printed = tlen;
+        free(text);
+    }
+    if (out_ids) {
+        int32_t *ids = lt_malloc(sizeof(int32_t) * (size_t)(g->n_gen ? g->n_gen : 1));
+        if (!ids) return lt_error(LT_ERR_NOMEM, "generate: out of memory");
+        memcpy(ids, gen, sizeof(int32_t) * (size_t)g->n_gen);
+        *out_ids = ids;
+    }
+    if (n_out) *n_out = g->n_gen;
+    return LT_OK;
+}
+
 lt_status lt_generate(const lt_model *m, const lt_model_delta *delta, lt_kv_cache *kv,
                       const lt_tokenizer *tok, lt_sampler *s, const int32_t *prompt, int n_prompt,
                       const lt_generate_opts *o, int32_t **out_ids, int *n_out) {
     if (out_ids) *out_ids = NULL;
     if (n_out) *n_out = 0;
-    if (n_prompt < 1) return lt_error(LT_ERR_ARG, "generate: empty prompt (add BOS at least)");
-    int ctx = lt_kv_cache_ctx(kv);
-    if (n_prompt >= ctx)
-        return lt_error(LT_ERR_ARG,
-                        "generate: prompt of %d tokens leaves no room in a context of %d", n_prompt,
-                        ctx);
-    int max_new = o->max_tokens;
-    if (max_new > ctx - n_prompt) max_new = ctx - n_prompt;
-    if (max_new < 0) max_new = 0;
-    int V = m->config.vocab_size;
-    int tail = n_prompt < PROMPT_TAIL ? n_prompt : PROMPT_TAIL;
-    float *logits = lt_malloc(sizeof(float) * (size_t)V);
-    int32_t *win = lt_malloc(sizeof(int32_t) * (size_t)(tail + max_new + 1));
-    if (!logits || !win) {
-        free(logits);
-        free(win);
+    lt_generation *g = NULL;
+    lt_status st = lt_generation_create(m, tok, lt_kv_cache_ctx(kv), prompt, n_prompt, o, &g);
+    if (st) return st;
+    float *logits = lt_malloc(sizeof(float) * (size_t)m->config.vocab_size);
+    if (!logits) {
+        lt_generation_free(g);
         return lt_error(LT_ERR_NOMEM, "generate: out of memory");
     }
-    memcpy(win, prompt + n_prompt - tail, sizeof(int32_t) * (size_t)tail);
-    int32_t *gen = win + tail;
-    int n_gen = 0;
-    size_t printed = 0, stable = 0;
-    char *text = NULL;
-    size_t tlen = 0;
-    lt_status st = LT_OK;
-    if (tok) {
-        if ((st = lt_tokenizer_decode(tok, win, (size_t)tail, 1, &text, &tlen))) goto done;
-        printed = tlen;
-        free(text);
-        text = NULL;
+    st = lt_model_forward(m, delta, kv, prompt, n_prompt, 0, logits, 0);
+    int more = !st;
+    while (more) {
+        int32_t next;
+        int pos;
+        if ((st = lt_generation_step(g, s, logits, &next, &pos, &more)) || !more) break;
+        st = lt_model_forward(m, delta, kv, &next, 1, pos, logits, 0);
+        more = !st;
     }
-    if ((st = lt_model_forward(m, delta, kv, prompt, n_prompt, 0, logits, 0))) goto done;
-    int stopped = 0;
-    while (n_gen < max_new && !stopped) {
-        int32_t id = lt_sampler_sample(s, logits);
-        gen[n_gen++] = id;
-        if (is_stop(m, tok, o, id)) break;
-        if (o->on_token) {
-            const char *piece = "";
-            size_t plen = 0;
-            if (tok) {
-                if ((st = lt_tokenizer_decode(tok, win, (size_t)(tail + n_gen), 1, &text, &tlen)))
-                    goto done;
-                stable = stable_len(text, tlen);
-                if (stable > printed) {
-                    piece = text + printed;
-                    plen = stable - printed;
-                    printed = stable;
-                }
-            }
-            stopped = o->on_token(o->user, id, piece, plen) != 0;
-            free(text);
-            text = NULL;
-        }
-        if (n_gen < max_new && !stopped) {
-            int32_t cur = id;
-            if ((st = lt_model_forward(m, delta, kv, &cur, 1, n_prompt + n_gen - 1, logits, 0)))
-                goto done;
-        }
-    }
-    /* flush any held-back tail */
-    if (tok && o->on_token && n_gen > 0) {
-        int n_text = n_gen - (is_stop(m, tok, o, gen[n_gen - 1]) ? 1 : 0);
-        if ((st = lt_tokenizer_decode(tok, win, (size_t)(tail + n_text), 1, &text, &tlen)))
-            goto done;
-        if (tlen > printed) o->on_token(o->user, -1, text + printed, tlen - printed);
-    }
-done:
-    free(text);
+    if (!st) st = lt_generation_finish(g, out_ids, n_out);
     free(logits);
-    if (st == LT_OK && out_ids) {
-        int32_t *ids = lt_malloc(sizeof(int32_t) * (size_t)(n_gen ? n_gen : 1));
-        if (!ids) {
-            free(win);
-            return lt_error(LT_ERR_NOMEM, "generate: out of memory");
-        }
-        memcpy(ids, gen, sizeof(int32_t) * (size_t)n_gen);
-        *out_ids = ids;
-    }
-    if (st == LT_OK && n_out) *n_out = n_gen;
-    free(win);
+    lt_generation_free(g);
     return st;
 }

@@ -1,18 +1,27 @@
 /* infer.c - the inference engine of `loratune serve` (serve_internal.h, docs/SERVING.md): the
  * served base model (loaded lazily, as stored, on a thread of its own after the server
  * listens), its tokenizer and chat template, the adapters (a registry of reference-counted
- * entries, loaded and unloaded at run time), the KV-cache slots, and the generation of one
- * request through lt_generate.
+ * entries, loaded and unloaded at run time), the KV-cache slots, and the decode engine: one
+ * thread that runs every request with continuous batching.
+ *
+ * The engine. Requests are submitted to a FIFO queue (lt_infer_spawn / lt_infer_run); between
+ * two decode steps the engine admits queued requests into free slots (each its own KV cache),
+ * runs each newcomer's prompt through its slot (lt_model_forward, the prefill), then one decode
+ * step runs the next token of every running request together (lt_model_forward_batch: one
+ * product per linear for all of them, the adapters' low-rank parts grouped by adapter: the rows
+ * are sorted by adapter). A request leaves between steps when it is finished (a stop id or
+ * string, max_tokens, the context), cancelled (its client went away) or the server stops. Its
+ * text is made by lt_generation (the loop of lt_generate), so a greedy answer is
+ * `loratune generate`'s, batched or not (the batched step gives each row the logits it gets
+ * alone: tests/model/test_forward_batch.c).
  *
  * Invariants. The model, tokenizer and template are written only by the loading thread, before
- * `state` becomes READY (under mu), and read-only afterwards: every request reads them, none
- * writes. A slot's KV cache belongs to the one request that holds the slot. An entry in the
- * registry has refs = 1 (the registry) + the requests holding it; unloading drops the registry's
- * reference, so an adapter is freed by whoever drops the last one, never under a request.
- * Decoding: one forward at a time, under the decode lock (a FIFO ticket lock, taken again after
- * every token so that concurrent requests interleave fairly). lt_model_forward keeps every
- * buffer in the KV cache, so taking turns between caches is safe; running forwards truly in
- * parallel (and batching them) is the later continuous-batching step. */
+ * `state` becomes READY (under mu), and read-only afterwards. Slots, their caches and the
+ * per-request decoding state belong to the engine thread alone; the queue and the counters are
+ * under mu; a request's output (text, finish, done) under its g->mu. An entry in the registry
+ * has refs = 1 (the registry) + the requests holding it; unloading drops the registry's
+ * reference, so an adapter is freed by whoever drops the last one, never under a request. The
+ * engine holds a reference to every request from its submission to its end. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -39,9 +48,18 @@ struct lt_served {
     lt_served *next;
 };
 
+typedef struct gen_ctx gen_ctx;
+
 typedef struct {
     lt_kv_cache *kv;
     int busy;
+    /* the request in the slot (engine thread only) */
+    lt_gen *g;
+    lt_generation *gen;
+    lt_sampler *smp;
+    gen_ctx *x;
+    int32_t next; /* the token to run next, at pos */
+    int pos, more, max_new;
 } slot;
 
 struct lt_infer {
@@ -67,11 +85,15 @@ struct lt_infer {
     int n_eot;
     slot *slots;
     lt_served *served; /* the base first, then the adapters */
-    int running, queued, active_threads;
+    int running, queued;
+    lt_gen *q_head, *q_tail; /* the queue (FIFO through g->q_next), under mu */
 
-    pthread_mutex_t dmu; /* the decode lock: tickets */
-    pthread_cond_t dcv;
-    uint64_t next_ticket, serving;
+    pthread_t engine;
+    int engine_started;
+    float *logits;             /* (n_slots, V) engine thread only */
+    lt_batch_row *rows;        /* (n_slots) */
+    int *row_slot;             /* (n_slots) */
+    uint64_t steps, step_rows; /* decode steps run, rows they ran (under mu) */
 
     lt_metrics *metrics;
 };
@@ -246,6 +268,8 @@ static void fail_load(lt_infer *in, const char *what) {
     fprintf(stderr, "loratune serve: %s\n", in->err);
 }
 
+static void *engine_main(void *arg);
+
 static void *loader_main(void *arg) {
     lt_infer *in = arg;
     lt_model_load_opts lo = {.lazy = 1};
@@ -268,9 +292,23 @@ static void *loader_main(void *arg) {
     if (in->ctx > in->m->config.max_seq_len) in->ctx = in->m->config.max_seq_len;
     in->slots = lt_calloc((size_t)in->n_slots, sizeof *in->slots);
     if (!in->slots) return lt_error(LT_ERR_NOMEM, "out of memory"), fail_load(in, "slots"), NULL;
-    for (int i = 0; i < in->n_slots; i++)
+    for (int i = 0; i < in->n_slots; i++) {
         if (lt_kv_cache_create(in->m, in->ctx, 256, &in->slots[i].kv))
             return fail_load(in, "KV cache"), NULL;
+        lt_kv_cache_set_qact(in->slots[i].kv, 1); /* as `loratune generate` (without --exact) */
+    }
+    const int V = in->m->config.vocab_size;
+    in->logits = lt_malloc(sizeof(float) * (size_t)in->n_slots * (size_t)V);
+    in->rows = lt_calloc((size_t)in->n_slots, sizeof *in->rows);
+    in->row_slot = lt_calloc((size_t)in->n_slots, sizeof *in->row_slot);
+    if (!in->logits || !in->rows || !in->row_slot)
+        return lt_error(LT_ERR_NOMEM, "out of memory"), fail_load(in, "slots"), NULL;
+    if (pthread_create(&in->engine, NULL, engine_main, in))
+        return lt_error(LT_ERR_INTERNAL, "could not start the decode engine's thread"),
+               fail_load(in, "engine"), NULL;
+    pthread_mutex_lock(&in->mu);
+    in->engine_started = 1;
+    pthread_mutex_unlock(&in->mu);
     lt_served *base = lt_calloc(1, sizeof *base);
     if (!base) return lt_error(LT_ERR_NOMEM, "out of memory"), fail_load(in, "base"), NULL;
     snprintf(base->name, sizeof base->name, "%s", in->base_name);
@@ -320,8 +358,6 @@ lt_status lt_infer_init(lt_server *s, const lt_serve_opts *o) {
     s->infer = in;
     pthread_mutex_init(&in->mu, NULL);
     pthread_cond_init(&in->cv, NULL);
-    pthread_mutex_init(&in->dmu, NULL);
-    pthread_cond_init(&in->dcv, NULL);
     if (!(in->metrics = lt_metrics_new())) return lt_error(LT_ERR_NOMEM, "out of memory");
     if (!o->model || !*o->model) return LT_OK; /* no /v1 */
     if (o->slots < 0 || o->slots > 256) return lt_error(LT_ERR_ARG, "--slots: expected 1..256");
@@ -391,10 +427,10 @@ void lt_infer_free(lt_server *s) {
     if (!in) return;
     lt_infer_cancel_all(s);
     if (in->loader_started) pthread_join(in->loader, NULL);
-    pthread_mutex_lock(&in->mu); /* detached generation threads end at their next token */
-    while (in->active_threads > 0)
-        pthread_cond_wait(&in->cv, &in->mu);
-    pthread_mutex_unlock(&in->mu);
+    if (in->engine_started) pthread_join(in->engine, NULL); /* it ends every request first */
+    lt_free(in->logits);
+    lt_free(in->rows);
+    lt_free(in->row_slot);
     while (in->served) {
         lt_served *e = in->served;
         in->served = e->next;
@@ -411,8 +447,6 @@ void lt_infer_free(lt_server *s) {
     lt_free(in->adapter_args);
     lt_free(in->model_path);
     lt_metrics_free(in->metrics);
-    pthread_cond_destroy(&in->dcv);
-    pthread_mutex_destroy(&in->dmu);
     pthread_cond_destroy(&in->cv);
     pthread_mutex_destroy(&in->mu);
     lt_free(in);
@@ -493,26 +527,11 @@ void lt_gen_unref(lt_server *s, lt_gen *g) {
     lt_free(g);
 }
 
-static void decode_take(lt_infer *in) {
-    pthread_mutex_lock(&in->dmu);
-    uint64_t t = in->next_ticket++;
-    while (in->serving != t)
-        pthread_cond_wait(&in->dcv, &in->dmu);
-    pthread_mutex_unlock(&in->dmu);
-}
-
-static void decode_give(lt_infer *in) {
-    pthread_mutex_lock(&in->dmu);
-    in->serving++;
-    pthread_cond_broadcast(&in->dcv);
-    pthread_mutex_unlock(&in->dmu);
-}
-
-typedef struct {
+struct gen_ctx {
     lt_infer *in;
     lt_gen *g;
     int stopped; /* by a stop string, the client or the server */
-} gen_ctx;
+};
 
 /* After text grew to len: cut at the first stop string (returns 1), else set safe. Under g->mu. */
 static int apply_stops(lt_gen *g, size_t old_len) {
@@ -587,104 +606,247 @@ static int on_token(void *user, int32_t id, const char *text, size_t len) {
         x->stopped = 1;
         return 1;
     }
-    if (id >= 0) { /* our turn is over: the others waiting decode a token each first */
-        decode_give(in);
-        decode_take(in);
-    }
     return 0;
 }
 
-void lt_infer_run(lt_server *s, lt_gen *g) {
-    lt_infer *in = s->infer;
-    int si = -1;
-    pthread_mutex_lock(&in->mu);
-    if (in->queued >= in->max_queue) {
-        pthread_mutex_unlock(&in->mu);
-        pthread_mutex_lock(&g->mu);
-        g->st = LT_ERR_BUSY;
-        snprintf(g->err, sizeof g->err,
-                 "the queue is full: %d requests already wait for a slot (--max-queue); try again",
-                 in->queued);
-        goto end;
-    }
-    in->queued++;
-    while (!in->stopping) {
-        pthread_mutex_lock(&g->mu);
-        int cancel = g->cancel;
-        pthread_mutex_unlock(&g->mu);
-        if (cancel) break;
-        for (int i = 0; i < in->n_slots && si < 0; i++)
-            if (!in->slots[i].busy) si = i;
-        if (si >= 0) break;
-        struct timespec ts; /* a cancelled waiter is woken by lt_infer_wake too; this is a net */
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_nsec += 200 * 1000 * 1000;
-        if (ts.tv_nsec >= 1000000000) ts.tv_sec++, ts.tv_nsec -= 1000000000;
-        pthread_cond_timedwait(&in->cv, &in->mu, &ts);
-    }
-    in->queued--;
-    if (si >= 0) {
-        in->slots[si].busy = 1;
-        in->running++;
-    }
-    pthread_mutex_unlock(&in->mu);
-    if (si < 0) {
-        pthread_mutex_lock(&g->mu);
-        g->st = LT_ERR_CANCELLED;
-        snprintf(g->err, sizeof g->err, "cancelled before it started");
-        goto end;
-    }
-    pthread_mutex_lock(&g->mu);
-    g->running = 1;
-    pthread_mutex_unlock(&g->mu);
-
-    /* omp_set_num_threads sets the calling thread's count only: a connection's or a stream's
-     * thread would otherwise run with OpenMP's default (every core) */
-    if (in->threads > 0) lt_set_num_threads(in->threads);
-    lt_sampler *smp = NULL;
-    lt_sampler_params sp = {
-        .temperature = g->temperature, .top_k = g->top_k, .top_p = g->top_p, .seed = g->seed};
-    lt_status st = lt_sampler_create(&sp, in->m->config.vocab_size, &smp);
-    gen_ctx x = {.in = in, .g = g};
-    int32_t *out = NULL;
-    int n_out = 0;
-    int max_new = g->max_tokens;
-    if (max_new > in->ctx - g->n_ids) max_new = in->ctx - g->n_ids;
-    if (!st) {
-        lt_generate_opts go = {.max_tokens = max_new,
-                               .stop_ids = g->chat ? in->eot : NULL,
-                               .n_stop_ids = g->chat ? in->n_eot : 0,
-                               .stop_at_eos = 1,
-                               .on_token = on_token,
-                               .user = &x};
-        decode_take(in);
-        st = lt_generate(in->m, g->target->delta, in->slots[si].kv, in->tok, smp, g->ids, g->n_ids,
-                         &go, &out, &n_out);
-        decode_give(in);
-    }
-    lt_sampler_free(smp);
-    pthread_mutex_lock(&in->mu);
-    in->slots[si].busy = 0;
-    in->running--;
-    pthread_cond_broadcast(&in->cv);
-    pthread_mutex_unlock(&in->mu);
-
+/* ---- the engine ---------------------------------------------------------------------------- */
+/* g's end: its status and counts, done, the engine's reference dropped. Engine thread. */
+static void finish_gen(lt_infer *in, lt_gen *g, lt_status st, const char *err, int n_gen,
+                       int max_new) {
     pthread_mutex_lock(&g->mu);
     g->st = st;
-    if (st) snprintf(g->err, sizeof g->err, "%s", lt_errmsg());
-    g->n_gen = n_out; /* the end-of-turn / EOS token too (on_token does not see it) */
-    if (!g->finish) g->finish = n_out < max_new ? "stop" : "length";
+    if (st) snprintf(g->err, sizeof g->err, "%s", err ? err : lt_errmsg());
+    if (n_gen >= 0) {
+        g->n_gen = n_gen; /* the end-of-turn / EOS token too (on_token does not see it) */
+        if (!g->finish) g->finish = n_gen < max_new ? "stop" : "length";
+    }
     g->safe = g->len; /* no more text comes: a held-back start of a stop string is text */
     if (g->cancel && !st) {
         g->st = LT_ERR_CANCELLED;
         snprintf(g->err, sizeof g->err, "the client went away");
     }
-    free(out);
-end:
     g->t_end = mono_now();
     g->done = 1;
     pthread_cond_broadcast(&g->cv);
     pthread_mutex_unlock(&g->mu);
+    lt_gen_unref(in->s, g);
+}
+
+/* The request in slot si ends (st: its error, if any): text flushed, slot freed. */
+static void slot_end(lt_infer *in, int si, lt_status st) {
+    slot *sl = &in->slots[si];
+    int32_t *ids = NULL;
+    int n = lt_generation_count(sl->gen);
+    if (!st) st = lt_generation_finish(sl->gen, NULL, NULL);
+    char err[1024];
+    snprintf(err, sizeof err, "%s", st ? lt_errmsg() : "");
+    lt_generation_free(sl->gen);
+    lt_sampler_free(sl->smp);
+    lt_free(sl->x);
+    lt_gen *g = sl->g;
+    int max_new = sl->max_new;
+    sl->g = NULL, sl->gen = NULL, sl->smp = NULL, sl->x = NULL, sl->more = 0;
+    pthread_mutex_lock(&in->mu);
+    sl->busy = 0;
+    in->running--;
+    pthread_cond_broadcast(&in->cv);
+    pthread_mutex_unlock(&in->mu);
+    free(ids);
+    finish_gen(in, g, st, err, n, max_new);
+}
+
+/* g into slot si: sampler, generation state, the prompt through the slot's cache (the
+ * prefill), the first token sampled. Engine thread. */
+static void slot_start(lt_infer *in, int si, lt_gen *g) {
+    slot *sl = &in->slots[si];
+    sl->g = g;
+    sl->max_new = g->max_tokens;
+    if (sl->max_new > in->ctx - g->n_ids) sl->max_new = in->ctx - g->n_ids;
+    lt_sampler_params sp = {
+        .temperature = g->temperature, .top_k = g->top_k, .top_p = g->top_p, .seed = g->seed};
+    lt_status st = lt_sampler_create(&sp, in->m->config.vocab_size, &sl->smp);
+    if (!st && !(sl->x = lt_calloc(1, sizeof *sl->x))) st = lt_error(LT_ERR_NOMEM, "out of memory");
+    if (!st) {
+        sl->x->in = in;
+        sl->x->g = g;
+        lt_generate_opts go = {.max_tokens = sl->max_new,
+                               .stop_ids = g->chat ? in->eot : NULL,
+                               .n_stop_ids = g->chat ? in->n_eot : 0,
+                               .stop_at_eos = 1,
+                               .on_token = on_token,
+                               .user = sl->x};
+        st = lt_generation_create(in->m, in->tok, in->ctx, g->ids, g->n_ids, &go, &sl->gen);
+    }
+    if (!st)
+        st = lt_model_forward(in->m, g->target->delta, sl->kv, g->ids, g->n_ids, 0, in->logits, 0);
+    if (!st) st = lt_generation_step(sl->gen, sl->smp, in->logits, &sl->next, &sl->pos, &sl->more);
+    if (st || !sl->more) slot_end(in, si, st);
+}
+
+static int g_cancelled(lt_gen *g) {
+    pthread_mutex_lock(&g->mu);
+    int c = g->cancel;
+    pthread_mutex_unlock(&g->mu);
+    return c;
+}
+
+/* Rows sorted by adapter (the target entry) so that each adapter's rows are one run. */
+static int row_cmp(const void *a, const void *b) {
+    const lt_batch_row *x = a, *y = b;
+    uintptr_t p = (uintptr_t)x->delta, q = (uintptr_t)y->delta;
+    return p < q ? -1 : p > q;
+}
+
+static void *engine_main(void *arg) {
+    lt_infer *in = arg;
+    /* omp_set_num_threads sets the calling thread's count only */
+    if (in->threads > 0) lt_set_num_threads(in->threads);
+    const int V = in->m->config.vocab_size;
+    lt_gen *admit[256];
+    int admit_slot[256];
+    for (;;) {
+        /* between steps: drop cancelled waiters, admit waiters into free slots */
+        int n_admit = 0, stopping, active = 0;
+        lt_gen *dropped = NULL;
+        pthread_mutex_lock(&in->mu);
+        stopping = in->stopping;
+        for (lt_gen **pp = &in->q_head; *pp;) {
+            lt_gen *g = *pp;
+            if (stopping || g_cancelled(g)) {
+                *pp = g->q_next;
+                g->q_next = dropped;
+                dropped = g;
+                in->queued--;
+            } else {
+                pp = &g->q_next;
+            }
+        }
+        in->q_tail = NULL;
+        for (lt_gen *g = in->q_head; g; g = g->q_next)
+            in->q_tail = g;
+        for (int i = 0; i < in->n_slots && in->q_head; i++) {
+            if (in->slots[i].busy) continue;
+            lt_gen *g = in->q_head;
+            in->q_head = g->q_next;
+            if (!in->q_head) in->q_tail = NULL;
+            in->queued--;
+            in->slots[i].busy = 1;
+            in->running++;
+            admit[n_admit] = g;
+            admit_slot[n_admit++] = i;
+        }
+        for (int i = 0; i < in->n_slots; i++)
+            active += in->slots[i].busy;
+        if (!active && !dropped && !stopping) { /* idle: wait for work */
+            pthread_cond_wait(&in->cv, &in->mu);
+            pthread_mutex_unlock(&in->mu);
+            continue;
+        }
+        if (dropped) pthread_cond_broadcast(&in->cv);
+        pthread_mutex_unlock(&in->mu);
+        while (dropped) {
+            lt_gen *g = dropped;
+            dropped = g->q_next;
+            finish_gen(in, g, LT_ERR_CANCELLED,
+                       stopping ? "the server is stopping" : "cancelled before it started", -1, 0);
+        }
+        for (int k = 0; k < n_admit; k++) {
+            lt_gen *g = admit[k];
+            pthread_mutex_lock(&g->mu);
+            g->running = 1;
+            pthread_mutex_unlock(&g->mu);
+            slot_start(in, admit_slot[k], g);
+        }
+        /* requests that end here: cancelled by their client, or the server stops */
+        int n = 0;
+        for (int i = 0; i < in->n_slots; i++) {
+            slot *sl = &in->slots[i];
+            if (!sl->g) continue;
+            if (stopping || g_cancelled(sl->g)) {
+                slot_end(in, i, LT_OK);
+                continue;
+            }
+            if (!sl->more) continue;
+            in->rows[n] = (lt_batch_row){sl->kv, sl->g->target->delta, sl->next, sl->pos};
+            in->row_slot[n++] = i;
+        }
+        if (stopping) break;
+        if (!n) continue;
+        /* sort rows by adapter, carrying the slot index along (n is small: insertion) */
+        for (int a = 1; a < n; a++)
+            for (int b = a; b > 0 && row_cmp(&in->rows[b - 1], &in->rows[b]) > 0; b--) {
+                lt_batch_row t = in->rows[b];
+                in->rows[b] = in->rows[b - 1];
+                in->rows[b - 1] = t;
+                int u = in->row_slot[b];
+                in->row_slot[b] = in->row_slot[b - 1];
+                in->row_slot[b - 1] = u;
+            }
+        lt_status st = lt_model_forward_batch(in->m, in->slots[0].kv, in->rows, n, in->logits);
+        pthread_mutex_lock(&in->mu);
+        in->steps++;
+        in->step_rows += (uint64_t)n;
+        pthread_mutex_unlock(&in->mu);
+        for (int r = 0; r < n; r++) {
+            int si = in->row_slot[r];
+            slot *sl = &in->slots[si];
+            lt_status s2 = st;
+            if (!s2)
+                s2 = lt_generation_step(sl->gen, sl->smp, in->logits + (int64_t)r * V, &sl->next,
+                                        &sl->pos, &sl->more);
+            if (s2 || !sl->more) slot_end(in, si, s2);
+        }
+    }
+    return NULL;
+}
+
+/* g into the queue, with the engine's reference; 0, or -1 (g done: queue full or stopping). */
+static int submit(lt_infer *in, lt_gen *g) {
+    pthread_mutex_lock(&in->mu);
+    if (in->stopping || in->queued >= in->max_queue) {
+        int q = in->queued, stopping = in->stopping;
+        pthread_mutex_unlock(&in->mu);
+        pthread_mutex_lock(&g->mu);
+        g->st = stopping ? LT_ERR_CANCELLED : LT_ERR_BUSY;
+        if (stopping)
+            snprintf(g->err, sizeof g->err, "the server is stopping");
+        else
+            snprintf(g->err, sizeof g->err,
+                     "the queue is full: %d requests already wait for a slot (--max-queue); try "
+                     "again",
+                     q);
+        g->t_end = mono_now();
+        g->done = 1;
+        pthread_cond_broadcast(&g->cv);
+        pthread_mutex_unlock(&g->mu);
+        return -1;
+    }
+    pthread_mutex_lock(&g->mu);
+    g->refs++; /* the engine's */
+    pthread_mutex_unlock(&g->mu);
+    g->q_next = NULL;
+    if (in->q_tail)
+        in->q_tail->q_next = g;
+    else
+        in->q_head = g;
+    in->q_tail = g;
+    in->queued++;
+    pthread_cond_broadcast(&in->cv);
+    pthread_mutex_unlock(&in->mu);
+    return 0;
+}
+
+void lt_infer_run(lt_server *s, lt_gen *g) {
+    if (submit(s->infer, g)) return;
+    pthread_mutex_lock(&g->mu);
+    while (!g->done)
+        pthread_cond_wait(&g->cv, &g->mu);
+    pthread_mutex_unlock(&g->mu);
+}
+
+lt_status lt_infer_spawn(lt_server *s, lt_gen *g) {
+    submit(s->infer, g); /* a full queue: g is done with its error, the stream reports it */
+    return LT_OK;
 }
 
 int lt_infer_queue_full(lt_server *s) {
@@ -695,7 +857,7 @@ int lt_infer_queue_full(lt_server *s) {
     return full;
 }
 
-/* A cancelled request waiting for a slot notices at once. */
+/* A cancelled request notices at once: the engine looks at the queue again. */
 void lt_infer_wake(lt_server *s) {
     lt_infer *in = s->infer;
     pthread_mutex_lock(&in->mu);
@@ -703,49 +865,10 @@ void lt_infer_wake(lt_server *s) {
     pthread_mutex_unlock(&in->mu);
 }
 
-typedef struct {
-    lt_server *s;
-    lt_gen *g;
-} spawn_arg;
-
-static void *spawn_main(void *arg) {
-    spawn_arg a = *(spawn_arg *)arg;
-    lt_free(arg);
-    lt_infer_run(a.s, a.g);
-    lt_gen_unref(a.s, a.g);
-    lt_infer *in = a.s->infer;
-    pthread_mutex_lock(&in->mu);
-    in->active_threads--;
-    pthread_cond_broadcast(&in->cv);
-    pthread_mutex_unlock(&in->mu);
-    return NULL;
-}
-
-lt_status lt_infer_spawn(lt_server *s, lt_gen *g) {
+void lt_infer_batch_stats(lt_server *s, uint64_t *steps, uint64_t *rows) {
     lt_infer *in = s->infer;
-    spawn_arg *a = lt_malloc(sizeof *a);
-    if (!a) return lt_error(LT_ERR_NOMEM, "out of memory");
-    a->s = s;
-    a->g = g;
-    pthread_mutex_lock(&g->mu);
-    g->refs++;
-    pthread_mutex_unlock(&g->mu);
     pthread_mutex_lock(&in->mu);
-    in->active_threads++;
+    *steps = in->steps;
+    *rows = in->step_rows;
     pthread_mutex_unlock(&in->mu);
-    pthread_t t;
-    pthread_attr_t at;
-    pthread_attr_init(&at);
-    pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
-    int rc = pthread_create(&t, &at, spawn_main, a);
-    pthread_attr_destroy(&at);
-    if (rc) {
-        lt_free(a);
-        pthread_mutex_lock(&in->mu);
-        in->active_threads--;
-        pthread_mutex_unlock(&in->mu);
-        lt_gen_unref(s, g);
-        return lt_error(LT_ERR_INTERNAL, "could not start a generation thread");
-    }
-    return LT_OK;
 }

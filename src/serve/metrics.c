@@ -230,6 +230,13 @@ enum MHD_Result lt_metrics_reply(lt_server *s, struct MHD_Connection *c) {
     fprintf(f, "loratune_kv_cache_slots %d\n", slots);
     head(f, "loratune_kv_cache_usage_ratio", "gauge", "Share of the KV-cache slots in use.");
     fprintf(f, "loratune_kv_cache_usage_ratio %g\n", slots ? (double)running / slots : 0.0);
+    uint64_t steps = 0, rows = 0; /* continuous batching: rows / steps is the mean batch */
+    if (lt_infer_enabled(s)) lt_infer_batch_stats(s, &steps, &rows);
+    head(f, "loratune_decode_steps_total", "counter", "Batched decode steps run.");
+    fprintf(f, "loratune_decode_steps_total %llu\n", (unsigned long long)steps);
+    head(f, "loratune_decode_rows_total", "counter",
+         "Tokens decoded by batched decode steps (one per running request per step).");
+    fprintf(f, "loratune_decode_rows_total %llu\n", (unsigned long long)rows);
     head(f, "loratune_adapters_loaded", "gauge", "Adapters served on the base model.");
     fprintf(f, "loratune_adapters_loaded %d\n", adapters);
     head(f, "loratune_model_ready", "gauge", "1 once the base model is loaded (GET /ready).");

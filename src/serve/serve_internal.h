@@ -146,9 +146,8 @@ enum MHD_Result lt_run_get(lt_server *s, struct MHD_Connection *c, const char *i
  * counted: a request holds its entry from lookup to the end of its generation, so unloading an
  * adapter (DELETE /v1/adapters/NAME) takes it out of the list at once and frees it when the
  * last request using it ends. Generation: a request waits for a free slot (its own KV cache;
- * `queued` while it waits), then decodes under the decode lock, a FIFO ticket lock that each
- * request gives up after every token: concurrent requests take turns token by token (one
- * forward at a time; continuous batching is not built). */
+ * `queued` while it waits in the engine's FIFO queue); the engine thread decodes every request
+ * in a slot together, one batched step per token (continuous batching: infer.c). */
 typedef struct lt_served lt_served;
 
 typedef struct lt_gen {
@@ -179,6 +178,7 @@ typedef struct lt_gen {
     char err[1024];
     double t_start, t_first, t_end; /* monotonic seconds: arrival, first token, end */
     int refs;
+    struct lt_gen *q_next; /* the engine's queue (infer.c, under its lock) */
 } lt_gen;
 
 lt_status lt_infer_init(lt_server *s, const lt_serve_opts *o); /* starts loading (a thread) */
@@ -213,10 +213,13 @@ json_t *lt_infer_adapters_json(lt_server *s); /* [{name, source, method, r, in_f
 
 lt_gen *lt_gen_new(void);
 void lt_gen_unref(lt_server *s, lt_gen *g); /* frees at the last reference (and the target) */
-/* Runs g to the end in this thread (waits for a slot first); sets done, broadcasts. */
+/* Submits g to the decode engine and waits until it is done (done set, cv broadcast; past
+ * --max-queue at once with LT_ERR_BUSY). */
 void lt_infer_run(lt_server *s, lt_gen *g);
-/* Runs g on a detached thread of its own, holding a reference until it ends. */
+/* Submits g and returns: the engine holds a reference until g ends (the caller follows g->cv). */
 lt_status lt_infer_spawn(lt_server *s, lt_gen *g);
+/* Decode steps run and the rows (requests' tokens) they ran, since start (for /metrics). */
+void lt_infer_batch_stats(lt_server *s, uint64_t *steps, uint64_t *rows);
 
 /* ---- metrics (metrics.c): Prometheus text exposition ---- */
 lt_metrics *lt_metrics_new(void);

@@ -310,6 +310,31 @@ void lt_kv_cache_set_qact(lt_kv_cache *kv, int on);
 lt_status lt_model_forward(const lt_model *m, const lt_model_delta *delta, lt_kv_cache *kv,
                            const int32_t *tokens, int n, int pos0, float *logits, int all_logits);
 
+/* One row of a batched decode step: a sequence's next token, its own cache and adapter. */
+typedef struct {
+    lt_kv_cache *kv;             /* the sequence's cache, positions < pos filled (borrowed) */
+    const lt_model_delta *delta; /* its adapter, or NULL for the base (borrowed) */
+    int32_t token;               /* the token at position pos */
+    int pos;
+} lt_batch_row;
+
+/* One decode step of n independent sequences (continuous batching): rows[i].token runs at
+ * rows[i].pos of its own cache (its k / v stored there, attention over its cached positions),
+ * and logits[i][V] are its next-token logits. Every linear is one product over the n rows (the
+ * weights are read once per step for all of them); the adapters' low-rank parts run once per
+ * run of adjacent rows with the same delta (put the rows of one adapter next to each other), so
+ * requests with different adapters share the base product. A row's logits are bit-identical to
+ * lt_model_forward's for that token alone (n = 1, the same cache), with qact on and weights in
+ * Q4_0 / Q4_1 / Q8_0 / Q4_K or converted rows (16-bit, other blocks); fp32 weights multiplied in
+ * place go through BLAS, whose sums may differ in the last bits between 1 and n rows.
+ * ws: the cache whose activation buffers the step uses (it may be one of the rows' caches; its
+ * k / v are not touched unless it is a row's): max_batch >= n, a context >= every row's, made
+ * for m, with the same qact setting as the rows. Rows must not share a cache. Allocates
+ * nothing. Errors (LT_ERR_ARG, naming the row): a position outside its context, a token outside
+ * the vocabulary, a cache or delta for another model, n outside 1..max_batch. */
+lt_status lt_model_forward_batch(const lt_model *m, lt_kv_cache *ws, const lt_batch_row *rows,
+                                 int n, float *logits);
+
 #ifdef __cplusplus
 }
 #endif

@@ -66,6 +66,27 @@ lt_status lt_generate(const struct lt_model *m, const struct lt_model_delta *del
                       const int32_t *prompt, int n_prompt, const lt_generate_opts *o,
                       int32_t **out_ids, int *n_out);
 
+/* The same loop one step at a time, for a caller that runs the forward itself (the server's
+ * batched decode, lt_model_forward_batch): lt_generate is lt_model_forward over the prompt, then
+ * lt_generation_step on each position's logits and lt_model_forward of the id it gives, then
+ * lt_generation_finish. Sampling, stop ids, the streamed text and the ids are the same.
+ * lt_generation_create checks the prompt against ctx (the cache's context) and copies *o (its
+ * user pointer is kept). */
+typedef struct lt_generation lt_generation;
+lt_status lt_generation_create(const struct lt_model *m, const struct lt_tokenizer *tok, int ctx,
+                               const int32_t *prompt, int n_prompt, const lt_generate_opts *o,
+                               lt_generation **out);
+/* Samples the next id from logits (the last position's), emits its text (on_token), and says
+ * what comes next: *more 1: run *next at position *pos and call again with its logits; 0: done
+ * (a stop id, max_tokens or the context reached, on_token asked to stop). */
+lt_status lt_generation_step(lt_generation *g, lt_sampler *s, const float *logits, int32_t *next,
+                             int *pos, int *more);
+/* Flushes held-back text (on_token with id -1) and gives the generated ids (stop id included;
+ * *out_ids malloc'd, may be NULL). */
+lt_status lt_generation_finish(lt_generation *g, int32_t **out_ids, int *n_out);
+int lt_generation_count(const lt_generation *g); /* ids generated so far */
+void lt_generation_free(lt_generation *g);       /* safe on NULL */
+
 #ifdef __cplusplus
 }
 #endif

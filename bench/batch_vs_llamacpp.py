@@ -1,0 +1,167 @@
+"""batch_vs_llamacpp.py - continuous batching: `loratune serve` with K concurrent streams vs one
+llama.cpp stream, side by side in one run (issue 17's goal: K = 8 streams >= 3x one llama.cpp
+stream on SmolLM2-135M-Instruct Q4_1).
+
+Same GGUF, same prompt token ids (llama.cpp's tokenization of infer_vs_llamacpp.py's PROMPT),
+greedy, the same number of new tokens at most, the same thread count. In turn, --reps times:
+  - llama.cpp: one stream, llama-cpp-python in a process of its own (infer_vs_llamacpp.py's
+    child: decode tokens/s around its eval calls, prompt excluded);
+  - loratune: one `loratune serve --model M --slots K --threads T` started once, warmed by one
+    request; then 1 stream alone and K concurrent streams through the real openai client
+    (/v1/completions with the prompt ids, stream=True, include_usage): aggregate tokens/s =
+    completion tokens of all streams / wall time from the first request to the last [DONE]
+    (prefill, HTTP and streaming included: what the clients get).
+Prints medians, the ratio K streams / one llama.cpp stream, and the server's mean batch
+(decode_rows_total / decode_steps_total). On a shared machine wall-clock rates mostly measure the
+other processes, so each side is also given per CPU-second: llama.cpp's decode tokens / the
+process CPU time of its eval calls (time.process_time), the server's completion tokens / the CPU
+time of the whole server process (/proc/PID/stat: every thread, HTTP included) over the run.
+Not a test (bench/RESULTS.md records runs).
+
+usage: .venv/bin/python bench/batch_vs_llamacpp.py [--streams 8] [--tokens 256] [--threads 1]
+       [--reps 3] [--model models/SmolLM2-135M-Instruct.Q4_1.gguf] [--loratune build/loratune]
+"""
+import argparse
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+import openai
+import requests
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+import infer_vs_llamacpp as ivl  # noqa: E402
+
+ap = argparse.ArgumentParser()
+ap.add_argument("--model", default=os.path.join(HERE, "..", "models", "SmolLM2-135M-Instruct.Q4_1.gguf"))
+ap.add_argument("--loratune", default=os.path.join(HERE, "..", "build", "loratune"))
+ap.add_argument("--streams", type=int, default=8)
+ap.add_argument("--tokens", type=int, default=256)
+ap.add_argument("--threads", type=int, default=1)
+ap.add_argument("--reps", type=int, default=3)
+a = ap.parse_args()
+
+ids = ivl.prompt_ids(a.model)
+ids_s = ",".join(map(str, ids))
+
+
+CHILD = r"""
+import json, sys, time
+import numpy as np
+import llama_cpp
+model, ids, t, n = sys.argv[1], [int(x) for x in sys.argv[2].split(",")], int(sys.argv[3]), int(sys.argv[4])
+llm = llama_cpp.Llama(model_path=model, n_ctx=512, n_threads=t, n_threads_batch=t, verbose=False)
+eos, nv = llm.token_eos(), llm.n_vocab()
+llm.eval(ids)
+gen, tg, cpu = [], 0.0, 0.0
+while len(gen) < n:
+    p = llama_cpp.llama_get_logits_ith(llm._ctx.ctx, -1)
+    tok = int(np.argmax(np.ctypeslib.as_array(p, shape=(nv,))))
+    gen.append(tok)
+    if tok == eos or len(gen) == n:
+        break
+    t0, c0 = time.perf_counter(), time.process_time()
+    llm.eval([tok])
+    tg += time.perf_counter() - t0
+    cpu += time.process_time() - c0
+print(json.dumps({"n_tg": len(gen) - 1, "tg": tg, "cpu": cpu, "gen": len(gen)}))
+"""
+
+
+def llamacpp():
+    """one llama.cpp stream (as infer_vs_llamacpp.py's child, plus its CPU time)"""
+    r = subprocess.run([sys.executable, "-c", CHILD, a.model, ids_s, str(a.threads), str(a.tokens)],
+                       capture_output=True, text=True, check=True)
+    j = json.loads(r.stdout.strip().splitlines()[-1])
+    return j["n_tg"] / j["tg"], j["n_tg"] / j["cpu"], j["gen"]
+
+
+def cpu_s(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        v = f.read().rsplit(")", 1)[1].split()
+    return (int(v[11]) + int(v[12])) / os.sysconf("SC_CLK_TCK")
+
+
+work = tempfile.mkdtemp(prefix="lt_bench_batch_")
+env = dict(os.environ, OMP_WAIT_POLICY=os.environ.get("OMP_WAIT_POLICY", "passive"))
+srv = subprocess.Popen([a.loratune, "serve", "--port", "0", "--workdir", work, "--model", a.model,
+                        "--threads", str(a.threads), "--slots", str(a.streams), "--ctx", "512"],
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+port = int(re.search(r":(\d+) ", srv.stdout.readline()).group(1))
+url = f"http://127.0.0.1:{port}"
+while requests.get(url + "/ready", timeout=10).status_code != 200:
+    time.sleep(0.2)
+name = os.path.basename(a.model).removesuffix(".gguf")
+client = openai.OpenAI(base_url=url + "/v1", api_key="x", max_retries=0, timeout=600)
+
+
+def metric(n):
+    for line in requests.get(url + "/metrics", timeout=10).text.splitlines():
+        if line.startswith(n + " "):
+            return float(line.split()[1])
+    return 0.0
+
+
+def stream(out, i):
+    n = 0
+    for ch in client.completions.create(model=name, prompt=ids, max_tokens=a.tokens, temperature=0,
+                                        stream=True, stream_options={"include_usage": True}):
+        if ch.usage:
+            n = ch.usage.completion_tokens
+    out[i] = n
+
+
+def serve(k):
+    out = {}
+    th = [threading.Thread(target=stream, args=(out, i)) for i in range(k)]
+    s0, r0 = metric("loratune_decode_steps_total"), metric("loratune_decode_rows_total")
+    c0 = cpu_s(srv.pid)
+    t0 = time.time()
+    for t in th:
+        t.start()
+    for t in th:
+        t.join()
+    wall = time.time() - t0
+    c = cpu_s(srv.pid) - c0
+    s1, r1 = metric("loratune_decode_steps_total"), metric("loratune_decode_rows_total")
+    n = sum(out.values())
+    return n / wall, n / max(c, 1e-9), n, (r1 - r0) / max(s1 - s0, 1)
+
+
+try:
+    serve(1)  # warm-up: pages of the mapped file, allocator
+    print(f"model {os.path.basename(a.model)}, prompt {len(ids)} ids, {a.tokens} greedy tokens at most, "
+          f"{a.threads} thread(s), {a.streams} slots; {a.reps} rounds in turn", flush=True)
+    R = {k: [] for k in ("c", "cc", "l1", "lc1", "lk", "lck", "mb")}
+    for rep in range(a.reps):
+        load = os.getloadavg()[0]
+        c, cc, cg = llamacpp()
+        l1, lc1, n1, _ = serve(1)
+        lk, lck, nk, mb = serve(a.streams)
+        for k, v in zip(R, (c, cc, l1, lc1, lk, lck, mb)):
+            R[k].append(v)
+        print(f"round {rep + 1} (load {load:.2f} -> {os.getloadavg()[0]:.2f}): llama.cpp 1 stream "
+              f"{c:.1f} tokens/s, {cc:.1f} per CPU-s ({cg} generated); loratune serve 1 stream {l1:.1f}, "
+              f"{lc1:.1f} per CPU-s ({n1}); {a.streams} streams {lk:.1f} aggregate, {lck:.1f} per CPU-s "
+              f"({nk} tokens, mean batch {mb:.2f})", flush=True)
+    m = {k: statistics.median(v) for k, v in R.items()}
+    print()
+    print("| system | streams | tokens/s (wall, aggregate) | vs one llama.cpp stream | tokens per CPU-second | vs one llama.cpp stream |")
+    print("|---|---|---|---|---|---|")
+    print(f"| llama.cpp (llama-cpp-python, decode only) | 1 | {m['c']:.1f} | 1.00x | {m['cc']:.1f} | 1.00x |")
+    print(f"| loratune serve (openai client) | 1 | {m['l1']:.1f} | {m['l1'] / m['c']:.2f}x | "
+          f"{m['lc1']:.1f} | {m['lc1'] / m['cc']:.2f}x |")
+    print(f"| loratune serve (openai client) | {a.streams} | {m['lk']:.1f} | **{m['lk'] / m['c']:.2f}x** | "
+          f"{m['lck']:.1f} | **{m['lck'] / m['cc']:.2f}x** |")
+    print(f"mean batch of the {a.streams}-stream runs: {m['mb']:.2f} rows per decode step")
+    print(f"\n{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
+finally:
+    srv.terminate()
+    srv.wait(timeout=60)

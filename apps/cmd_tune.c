@@ -1477,6 +1477,25 @@ int cmd_compare(int argc, char **argv) {
             json_decref(out);
             return 1;
         }
+        size_t i;
+        json_t *r;
+        json_array_foreach(json_object_get(out, "methods"), i, r) {
+            const json_t *l = json_object_get(r, "best_val_loss");
+            const char *bad = !json_is_string(json_object_get(r, "method")) ? "method: expected a string"
+                              : !json_is_null(l) && !json_is_number(l)
+                                  ? "best_val_loss: expected a number or null"
+                              : json_is_number(l) && !json_is_integer(json_object_get(r, "peak_bytes"))
+                                  ? "peak_bytes: expected an integer"
+                              : json_is_number(l) && !json_is_number(json_object_get(r, "time_s"))
+                                  ? "time_s: expected a number"
+                                  : NULL;
+            if (bad) {
+                fprintf(stderr, "loratune compare: --report-only: %s: methods[%zu]: %s\n", path, i,
+                        bad);
+                json_decref(out);
+                return 1;
+            }
+        }
         rc = compare_output(&a, a.study, out);
         json_decref(out);
         return rc;

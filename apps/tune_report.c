@@ -32,6 +32,21 @@ static void xml_puts(FILE *f, const char *s) {
         }
 }
 
+/* s escaped for an attribute into b (cut to n) */
+static const char *xml_esc(const char *s, char *b, size_t n) {
+    size_t l = 0;
+    for (; s && *s && l + 7 < n; s++) {
+        const char *r = *s == '<' ? "&lt;" : *s == '>' ? "&gt;" : *s == '&' ? "&amp;"
+                      : *s == '"' ? "&quot;" : *s == '\'' ? "&#39;" : NULL;
+        if (r)
+            l += (size_t)snprintf(b + l, n - l, "%s", r);
+        else
+            b[l++] = *s;
+    }
+    b[l] = 0;
+    return b;
+}
+
 static int mkdirs(const char *path) {
     char b[4096];
     snprintf(b, sizeof b, "%s", path);
@@ -569,7 +584,8 @@ static char *pareto_svg(const json_t *cmp, int axis) {
         char cls[96], extra[160], tip[256];
         snprintf(cls, sizeof cls, "method %s%s", front ? "front" : "dominated",
                  is_rec ? " recommended" : "");
-        snprintf(extra, sizeof extra, " data-method=\"%s\"", p[k].method); /* names: [a-z] */
+        char esc[96];
+        snprintf(extra, sizeof extra, " data-method=\"%s\"", xml_esc(p[k].method, esc, sizeof esc));
         snprintf(tip, sizeof tip, "%s: val_loss %.5f, %s %.4g%s", p[k].method, p[k].loss,
                  axis ? "time" : "peak", xs[k], axis ? " s" : " MiB");
         const char *col = k_colors[k % 8];
@@ -651,7 +667,8 @@ static char *curves_svg(const json_t *cmp) {
             const char *meth = json_string_value(json_object_get(json_array_get(rows, i), "method"));
             const char *col = k_colors[i % 8];
             char extra[96];
-            snprintf(extra, sizeof extra, " data-method=\"%s\"", meth);
+            char esc[64];
+            snprintf(extra, sizeof extra, " data-method=\"%s\"", xml_esc(meth, esc, sizeof esc));
             double *x, *y;
             int n = curve_xy(json_object_get(tj[i], "train_curve"), &x, &y);
             plot_line(b.f, &m, x, y, n, "train", col, extra);

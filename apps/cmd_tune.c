@@ -325,8 +325,9 @@ static void tune_sink(void *ctx, const json_t *ev) {
     if (!strcmp(e, "step") && t->train_curve) {
         double l = json_number_value(json_object_get(ev, "loss"));
         if (isfinite(l))
-            json_array_append_new(t->train_curve,
-                                  json_pack("[I, f]", json_integer_value(json_object_get(ev, "step")), l));
+            json_array_append_new(
+                t->train_curve,
+                json_pack("[I, f]", json_integer_value(json_object_get(ev, "step")), l));
     }
     if (strcmp(e, "eval")) return;
     int64_t step = json_integer_value(json_object_get(ev, "step"));
@@ -964,15 +965,28 @@ out:
 /* ---- argument handling ------------------------------------------------------------------ */
 static void usage(FILE *f, const char *cmd) {
     if (!strcmp(cmd, "compare"))
-        fprintf(f,
-                "usage: loratune compare --model M --data D --methods lora,dora,qlora,full\n"
-                "                        --study DIR [--trials-per-method K | --time-budget DUR]\n"
-                "                        [--memory-budget X] [-c config.yaml] [--json] [train "
-                "options]\n\n"
-                "Tunes each method with the same budget (K trials each, or an equal share of the\n"
-                "time budget) in DIR/<method>/, then prints a table: best validation loss, the\n"
-                "best trial's time, planned peak memory, tokens/s and trainable parameters\n"
-                "(DIR/compare.json). Other options as `loratune tune`. See docs/TUNE.md.\n");
+        fprintf(
+            f,
+            "usage: loratune compare --model M --data D --methods lora,dora,qlora,full\n"
+            "                        --study DIR [--trials-per-method K | --time-budget DUR]\n"
+            "                        [--max-memory SIZE] [--max-time DUR] [--min-quality LOSS]\n"
+            "                        [--memory-budget X] [-c config.yaml] [--json | --markdown]\n"
+            "                        [--report DIR] [train options]\n"
+            "       loratune compare --study DIR --report-only [constraints] [--json | "
+            "--markdown]\n\n"
+            "Tunes each method with the same budget (K trials each, or an equal share of the\n"
+            "time budget) in DIR/<method>/, then prints a table: best validation loss, the\n"
+            "best trial's time, planned peak memory, tokens/s and trainable parameters, the\n"
+            "Pareto fronts (loss vs memory, loss vs time) and a recommendation with its\n"
+            "reasons (DIR/compare.json, DIR/compare.md, DIR/report/index.html).\n\n"
+            "  --max-memory SIZE      recommend only methods whose planned peak is <= SIZE\n"
+            "  --max-time DUR         ... whose best trial trained in <= DUR (90s, 2m)\n"
+            "  --min-quality LOSS     ... whose best validation loss is <= LOSS\n"
+            "  --markdown             print compare.md instead of the table\n"
+            "  --report DIR           the HTML report there (default DIR/report)\n"
+            "  --report-only          recompute the fronts, recommendation and reports from\n"
+            "                         DIR/compare.json (no training; new constraints)\n"
+            "Other options as `loratune tune`. See docs/TUNE.md.\n");
     else
         fprintf(
             f,
@@ -996,6 +1010,8 @@ static void usage(FILE *f, const char *cmd) {
             "  --min-resource STEPS   first rung (default iters / eta^2)\n"
             "  --store DIR, --experiment NAME, --no-track   tracking (as `train`)\n"
             "  --json                 print the summary as JSON\n"
+            "  --report DIR           the HTML report there (default STUDY/report)\n"
+            "  --report-only          write the report of the study in --study DIR and stop\n"
             "Any `loratune train` option (--iters, --eval-batches, --lora-alpha, ...) sets the\n"
             "base every trial starts from.\n");
 }
@@ -1343,8 +1359,8 @@ int cmd_tune(int argc, char **argv) {
         char sj[LT_RUN_PATH_MAX + 32];
         snprintf(sj, sizeof sj, "%s/%s", a.study, LT_STUDY_FILE);
         if (!lt_path_exists(sj)) {
-            fprintf(stderr, "loratune tune: --report-only: %s: no such file (no study in %s)\n",
-                    sj, a.study);
+            fprintf(stderr, "loratune tune: --report-only: %s: no such file (no study in %s)\n", sj,
+                    a.study);
             return 1;
         }
         a.json = 0;
@@ -1481,14 +1497,15 @@ int cmd_compare(int argc, char **argv) {
         json_t *r;
         json_array_foreach(json_object_get(out, "methods"), i, r) {
             const json_t *l = json_object_get(r, "best_val_loss");
-            const char *bad = !json_is_string(json_object_get(r, "method")) ? "method: expected a string"
-                              : !json_is_null(l) && !json_is_number(l)
-                                  ? "best_val_loss: expected a number or null"
-                              : json_is_number(l) && !json_is_integer(json_object_get(r, "peak_bytes"))
-                                  ? "peak_bytes: expected an integer"
-                              : json_is_number(l) && !json_is_number(json_object_get(r, "time_s"))
-                                  ? "time_s: expected a number"
-                                  : NULL;
+            const char *bad =
+                !json_is_string(json_object_get(r, "method")) ? "method: expected a string"
+                : !json_is_null(l) && !json_is_number(l)
+                    ? "best_val_loss: expected a number or null"
+                : json_is_number(l) && !json_is_integer(json_object_get(r, "peak_bytes"))
+                    ? "peak_bytes: expected an integer"
+                : json_is_number(l) && !json_is_number(json_object_get(r, "time_s"))
+                    ? "time_s: expected a number"
+                    : NULL;
             if (bad) {
                 fprintf(stderr, "loratune compare: --report-only: %s: methods[%zu]: %s\n", path, i,
                         bad);

@@ -8,8 +8,8 @@
 #include "tune_report.h"
 
 #include <errno.h>
-#include <stdarg.h>
 #include <math.h>
+#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -22,13 +22,25 @@ static const char *const k_colors[] = {"#1f77b4", "#d62728", "#2ca02c", "#9467bd
 
 /* ---- small helpers ------------------------------------------------------------------------ */
 static void xml_puts(FILE *f, const char *s) {
-    for (; s && *s; s++) switch (*s) {
-        case '<': fputs("&lt;", f); break;
-        case '>': fputs("&gt;", f); break;
-        case '&': fputs("&amp;", f); break;
-        case '"': fputs("&quot;", f); break;
-        case '\'': fputs("&#39;", f); break;
-        default: fputc(*s, f);
+    for (; s && *s; s++)
+        switch (*s) {
+        case '<':
+            fputs("&lt;", f);
+            break;
+        case '>':
+            fputs("&gt;", f);
+            break;
+        case '&':
+            fputs("&amp;", f);
+            break;
+        case '"':
+            fputs("&quot;", f);
+            break;
+        case '\'':
+            fputs("&#39;", f);
+            break;
+        default:
+            fputc(*s, f);
         }
 }
 
@@ -36,8 +48,12 @@ static void xml_puts(FILE *f, const char *s) {
 static const char *xml_esc(const char *s, char *b, size_t n) {
     size_t l = 0;
     for (; s && *s && l + 7 < n; s++) {
-        const char *r = *s == '<' ? "&lt;" : *s == '>' ? "&gt;" : *s == '&' ? "&amp;"
-                      : *s == '"' ? "&quot;" : *s == '\'' ? "&#39;" : NULL;
+        const char *r = *s == '<'    ? "&lt;"
+                        : *s == '>'  ? "&gt;"
+                        : *s == '&'  ? "&amp;"
+                        : *s == '"'  ? "&quot;"
+                        : *s == '\'' ? "&#39;"
+                                     : NULL;
         if (r)
             l += (size_t)snprintf(b + l, n - l, "%s", r);
         else
@@ -80,7 +96,7 @@ static double num(const json_t *o, const char *k) {
 
 /* ---- the plot: axes mapping, ticks, marks ------------------------------------------------- */
 typedef struct {
-    double lo[2], hi[2];   /* domain of x and y (log10 of the values on a log axis) */
+    double lo[2], hi[2]; /* domain of x and y (log10 of the values on a log axis) */
     int log[2];
     double plo[2], phi[2]; /* pixels of lo and hi: x left, right; y bottom, top */
     const char **cats;     /* a categorical x axis: value i is cats[i] */
@@ -133,8 +149,9 @@ static void plot_begin(FILE *f, plot_map *m, const char *title, const char *xlab
                 "data-%spxhi=\"%g\"",
                 c, m->lo[ax], c, m->hi[ax], c, m->log[ax], c, m->plo[ax], c, m->phi[ax]);
     }
-    fprintf(f, ">\n<rect x=\"%g\" y=\"%g\" width=\"%g\" height=\"%g\" fill=\"none\" "
-               "stroke=\"#444\"/>\n",
+    fprintf(f,
+            ">\n<rect x=\"%g\" y=\"%g\" width=\"%g\" height=\"%g\" fill=\"none\" "
+            "stroke=\"#444\"/>\n",
             m->plo[0], m->phi[1], m->phi[0] - m->plo[0], m->plo[1] - m->phi[1]);
     for (int ax = 0; ax < 2; ax++) { /* ticks and grid: k-th tick at value t0 + k step, or
                                          on a log axis of one decade or more 10^(t0 + k step)
@@ -158,14 +175,15 @@ static void plot_begin(FILE *f, plot_map *m, const char *title, const char *xlab
         for (int k = 0; k < 120; k++) {
             double v;
             if (!lin)
-                v = pow(10, t0 + k / (mult125 ? 3 : 1)) * (mult125 ? (double[]){1, 2, 5}[k % 3] : 1);
+                v = pow(10, t0 + k / (mult125 ? 3 : 1)) *
+                    (mult125 ? (double[]){1, 2, 5}[k % 3] : 1);
             else
                 v = t0 + k * step;
             double t = m->log[ax] ? log10(v) : v;
             if (t < m->lo[ax]) continue;
             if (t > m->hi[ax] + 1e-12 * fabs(span)) break;
-            double p = m->plo[ax] + (t - m->lo[ax]) / (m->hi[ax] - m->lo[ax]) *
-                                        (m->phi[ax] - m->plo[ax]);
+            double p =
+                m->plo[ax] + (t - m->lo[ax]) / (m->hi[ax] - m->lo[ax]) * (m->phi[ax] - m->plo[ax]);
             char lab[128];
             if (cats && (int)t < m->ncats)
                 snprintf(lab, sizeof lab, "%s", m->cats[(int)t]);
@@ -215,11 +233,14 @@ static void plot_point(FILE *f, const plot_map *m, double x, double y, const cha
 static void plot_line(FILE *f, const plot_map *m, const double *x, const double *y, int n,
                       const char *cls, const char *stroke, const char *extra) {
     if (n <= 0) return;
-    fprintf(f, "<polyline class=\"%s\" fill=\"none\" stroke=\"%s\" stroke-width=\"1.5\"%s points=\"",
+    fprintf(f,
+            "<polyline class=\"%s\" fill=\"none\" stroke=\"%s\" stroke-width=\"1.5\"%s points=\"",
             cls, stroke, extra ? extra : "");
-    for (int i = 0; i < n; i++) fprintf(f, "%s%.3f,%.3f", i ? " " : "", px(m, 0, x[i]), px(m, 1, y[i]));
+    for (int i = 0; i < n; i++)
+        fprintf(f, "%s%.3f,%.3f", i ? " " : "", px(m, 0, x[i]), px(m, 1, y[i]));
     fputs("\" data-values=\"", f);
-    for (int i = 0; i < n; i++) fprintf(f, "%s%.17g", i ? " " : "", y[i]);
+    for (int i = 0; i < n; i++)
+        fprintf(f, "%s%.17g", i ? " " : "", y[i]);
     fputs("\"/>\n", f);
 }
 
@@ -257,7 +278,8 @@ static const char *k_css =
     "body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"
     "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;"
     "text-align:right;font-size:90%}th{background:#f3f3f3}td.l,th.l{text-align:left}"
-    "svg{display:block;margin:1em 0;border:1px solid #eee}.rec{background:#eef7ee;padding:.5em 1em}";
+    "svg{display:block;margin:1em 0;border:1px solid #eee}.rec{background:#eef7ee;padding:.5em "
+    "1em}";
 
 static void html_begin(FILE *f, const char *title) {
     fputs("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n<title>", f);
@@ -290,7 +312,9 @@ static int collect(const json_t *cmp, method_pt *p, int cap) {
     return n;
 }
 
-static double cost(const method_pt *p, int axis) { return axis ? p->time_s : p->mem_mib; }
+static double cost(const method_pt *p, int axis) {
+    return axis ? p->time_s : p->mem_mib;
+}
 
 /* a dominates b: no worse in loss and cost, better in one */
 static int dominates(const method_pt *a, const method_pt *b, int axis) {
@@ -316,7 +340,8 @@ static json_t *front_json(const method_pt *p, int n, int axis) {
             idx[b - 1] = t;
         }
     json_t *arr = json_array();
-    for (int i = 0; i < k; i++) json_array_append_new(arr, json_string(p[idx[i]].method));
+    for (int i = 0; i < k; i++)
+        json_array_append_new(arr, json_string(p[idx[i]].method));
     return arr;
 }
 
@@ -365,9 +390,14 @@ void report_compare_analyze(json_t *cmp, const compare_limits *lim) {
     else {
         char b[512];
         size_t l = 0;
-        if (has_mem) l += snprintf(b + l, sizeof b - l, "%speak memory <= %.1f MiB", l ? ", " : "", max_mib);
-        if (has_time) l += snprintf(b + l, sizeof b - l, "%straining time <= %.3g s", l ? ", " : "", lim->max_time_s);
-        if (has_loss) l += snprintf(b + l, sizeof b - l, "%svalidation loss <= %.5f", l ? ", " : "", lim->max_val_loss);
+        if (has_mem)
+            l += snprintf(b + l, sizeof b - l, "%speak memory <= %.1f MiB", l ? ", " : "", max_mib);
+        if (has_time)
+            l += snprintf(b + l, sizeof b - l, "%straining time <= %.3g s", l ? ", " : "",
+                          lim->max_time_s);
+        if (has_loss)
+            l += snprintf(b + l, sizeof b - l, "%svalidation loss <= %.5f", l ? ", " : "",
+                          lim->max_val_loss);
         addf(reasons, "constraints: %s", b);
     }
     int ok[64], nok = 0, best = -1;
@@ -429,22 +459,26 @@ void report_compare_analyze(json_t *cmp, const compare_limits *lim) {
             int miss = 0;
             char hint[256] = "";
             if (has_mem && p[i].mem_mib > max_mib)
-                miss++, snprintf(hint, sizeof hint, "--max-memory %.1fM", ceil(p[i].mem_mib * 10) / 10);
+                miss++,
+                    snprintf(hint, sizeof hint, "--max-memory %.1fM", ceil(p[i].mem_mib * 10) / 10);
             if (has_time && p[i].time_s > lim->max_time_s)
-                miss++, snprintf(hint, sizeof hint, "--max-time %.3gs", p[i].time_s * 1.0005);
+                miss++, snprintf(hint, sizeof hint, "--max-time %.3fs",
+                                 ceil(p[i].time_s * 1000) / 1000);
             if (has_loss && p[i].loss > lim->max_val_loss)
-                miss++, snprintf(hint, sizeof hint, "--min-quality %.5f", ceil(p[i].loss * 1e5) / 1e5);
-            if (miss == 1) addf(reasons, "%s misses only one constraint: %s would admit it", p[i].method, hint);
+                miss++,
+                    snprintf(hint, sizeof hint, "--min-quality %.5f", ceil(p[i].loss * 1e5) / 1e5);
+            if (miss == 1)
+                addf(reasons, "%s misses only one constraint: %s would admit it", p[i].method,
+                     hint);
         }
     } else {
         const method_pt *b = &p[best];
         json_object_set_new(rec, "method", json_string(b->method));
-        addf(reasons,
-             "chosen: %s: the lowest validation loss (%.5f) of the %d method%s %s%s%s",
+        addf(reasons, "chosen: %s: the lowest validation loss (%.5f) of the %d method%s %s%s%s",
              b->method, b->loss, nok, nok == 1 ? "" : "s",
-             has_mem || has_time || has_loss ? (nok == 1 ? "that meets the constraints"
-                                                         : "that meet the constraints")
-                                             : "with a result",
+             has_mem || has_time || has_loss
+                 ? (nok == 1 ? "that meets the constraints" : "that meet the constraints")
+                 : "with a result",
              in_front(cmp, "loss_vs_memory", b->method) ? "; on the loss-vs-memory front" : "",
              in_front(cmp, "loss_vs_time", b->method) ? "; on the loss-vs-time front" : "");
         for (int i = 0; i < n; i++) {
@@ -456,8 +490,9 @@ void report_compare_analyze(json_t *cmp, const compare_limits *lim) {
                  "its training time %.3g s %s%s",
                  p[i].method, dl, 100 * dl / b->loss, fabs(dm), dm < 0 ? "lower" : "higher",
                  fabs(dt), dt < 0 ? "shorter" : "longer",
-                 dl == 0 ? " (a tie in loss: less memory, then less time, decides)"
-                 : (dm < 0 || dt < 0) ? ": cheaper, but the loss decides" : "");
+                 dl == 0              ? " (a tie in loss: less memory, then less time, decides)"
+                 : (dm < 0 || dt < 0) ? ": cheaper, but the loss decides"
+                                      : "");
         }
         json_object_set_new(rec, "val_loss", json_real(b->loss));
     }
@@ -505,8 +540,8 @@ char *report_compare_markdown(const json_t *cmp) {
           f);
     size_t i;
     json_t *r;
-    const char *rec = json_string_value(
-        json_object_get(json_object_get(cmp, "recommendation"), "method"));
+    const char *rec =
+        json_string_value(json_object_get(json_object_get(cmp, "recommendation"), "method"));
     json_array_foreach(json_object_get(cmp, "methods"), i, r) {
         const char *m = json_string_value(json_object_get(r, "method"));
         fprintf(f, "| %s%s%s | %lld/%lld/%lld/%lld |", rec && !strcmp(rec, m) ? "**" : "", m,
@@ -525,8 +560,8 @@ char *report_compare_markdown(const json_t *cmp) {
                 num(r, "peak_bytes") / 1048576.0, num(r, "tokens_per_sec"),
                 (long long)json_integer_value(json_object_get(r, "trainable_params")),
                 num(r, "saved_bytes") / 1048576.0,
-                (long long)json_integer_value(json_object_get(r, "best_trial")),
-                fm ? "memory" : "", fm && ft ? ", " : "", ft ? "time" : "");
+                (long long)json_integer_value(json_object_get(r, "best_trial")), fm ? "memory" : "",
+                fm && ft ? ", " : "", ft ? "time" : "");
     }
     fputs("\nTime and memory are the best trial's (training wall time; the memory plan's "
           "predicted peak).\n\n## Pareto fronts\n\n",
@@ -552,7 +587,8 @@ static char *pareto_svg(const json_t *cmp, int axis) {
     method_pt p[64];
     int n = collect(cmp, p, 64);
     double xs[64], ys[64];
-    for (int i = 0; i < n; i++) xs[i] = cost(&p[i], axis), ys[i] = p[i].loss;
+    for (int i = 0; i < n; i++)
+        xs[i] = cost(&p[i], axis), ys[i] = p[i].loss;
     plot_map m = {0};
     int ok = 0;
     double fx[64], fy[64];
@@ -563,11 +599,12 @@ static char *pareto_svg(const json_t *cmp, int axis) {
     membuf b;
     if (mb_open(&b)) return NULL;
     const char *which = axis ? "loss_vs_time" : "loss_vs_memory";
-    plot_begin(b.f, &m, axis ? "Validation loss vs training time" : "Validation loss vs peak memory",
+    plot_begin(b.f, &m,
+               axis ? "Validation loss vs training time" : "Validation loss vs peak memory",
                axis ? "training time of the best trial (s)" : "planned peak memory (MiB)",
                "best validation loss");
-    const char *rec = json_string_value(
-        json_object_get(json_object_get(cmp, "recommendation"), "method"));
+    const char *rec =
+        json_string_value(json_object_get(json_object_get(cmp, "recommendation"), "method"));
     /* the front, cheapest first, joined by a line */
     int nf = 0;
     size_t i;
@@ -589,8 +626,8 @@ static char *pareto_svg(const json_t *cmp, int axis) {
         snprintf(tip, sizeof tip, "%s: val_loss %.5f, %s %.4g%s", p[k].method, p[k].loss,
                  axis ? "time" : "peak", xs[k], axis ? " s" : " MiB");
         const char *col = k_colors[k % 8];
-        plot_point(b.f, &m, xs[k], ys[k], cls, front ? col : "#ffffff", col, is_rec ? 8 : 6,
-                   extra, tip);
+        plot_point(b.f, &m, xs[k], ys[k], cls, front ? col : "#ffffff", col, is_rec ? 8 : 6, extra,
+                   tip);
         double lx = px(&m, 0, xs[k]);
         int right = lx > m.phi[0] - 120; /* near the right edge: the label on the left */
         fprintf(b.f, "<text class=\"label\" x=\"%.2f\" y=\"%.2f\"%s>", right ? lx - 9 : lx + 9,
@@ -621,7 +658,8 @@ static int curve_xy(const json_t *curve, double **x, double **y) {
     json_t *pt;
     int k = 0;
     json_array_foreach(curve, i, pt) {
-        double a = json_number_value(json_array_get(pt, 0)), c = json_number_value(json_array_get(pt, 1));
+        double a = json_number_value(json_array_get(pt, 0)),
+               c = json_number_value(json_array_get(pt, 1));
         if (isfinite(a) && isfinite(c)) (*x)[k] = a, (*y)[k] = c, k++;
     }
     return k;
@@ -664,7 +702,8 @@ static char *curves_svg(const json_t *cmp) {
     if (!mb_open(&b)) {
         plot_begin(b.f, &m, "Loss curves of each method's best trial", "optimizer step", "loss");
         for (i = 0; i < nr; i++) {
-            const char *meth = json_string_value(json_object_get(json_array_get(rows, i), "method"));
+            const char *meth =
+                json_string_value(json_object_get(json_array_get(rows, i), "method"));
             const char *col = k_colors[i % 8];
             char extra[96];
             char esc[64];
@@ -687,18 +726,21 @@ static char *curves_svg(const json_t *cmp) {
             free(y);
             plot_legend(b.f, &m, (int)i, col, meth);
         }
-        fprintf(b.f, "<text x=\"%g\" y=\"%g\" font-size=\"11\" fill=\"#555\">solid: training "
-                     "loss; dashed with dots: validation loss</text>\n</svg>\n",
+        fprintf(b.f,
+                "<text x=\"%g\" y=\"%g\" font-size=\"11\" fill=\"#555\">solid: training "
+                "loss; dashed with dots: validation loss</text>\n</svg>\n",
                 m.plo[0] + 6, m.plo[1] - 8);
         out = mb_close(&b);
     }
-    for (i = 0; i < nr; i++) json_decref(tj[i]);
+    for (i = 0; i < nr; i++)
+        json_decref(tj[i]);
     free(tj);
     return out;
 }
 
 lt_status report_compare_html(const json_t *cmp, const char *outdir) {
-    if (mkdirs(outdir)) return lt_error(LT_ERR_IO, "%s: cannot create the folder: %s", outdir, strerror(errno));
+    if (mkdirs(outdir))
+        return lt_error(LT_ERR_IO, "%s: cannot create the folder: %s", outdir, strerror(errno));
     char *svg[3] = {curves_svg(cmp), pareto_svg(cmp, 0), pareto_svg(cmp, 1)};
     const char *names[3] = {"loss_curves.svg", "pareto_memory.svg", "pareto_time.svg"};
     lt_status s = LT_OK;
@@ -778,7 +820,8 @@ lt_status report_compare_html(const json_t *cmp, const char *outdir) {
         s = md ? write_text(outdir, "index.html", "", md) : lt_error(LT_ERR_NOMEM, "index.html");
     }
     free(md);
-    for (int k = 0; k < 3; k++) free(svg[k]);
+    for (int k = 0; k < 3; k++)
+        free(svg[k]);
     return s;
 }
 
@@ -887,7 +930,8 @@ static char *slice_svg(const json_t *st, const char *name, const json_t *spec) {
     }
     plot_map m = {0};
     if (ch) {
-        for (size_t c = 0; c < nc; c++) cats[c] = choice_label(json_array_get(ch, c));
+        for (size_t c = 0; c < nc; c++)
+            cats[c] = choice_label(json_array_get(ch, c));
         m.cats = (const char **)cats;
         m.ncats = (int)nc;
         m.lo[0] = -0.5, m.hi[0] = nc - 0.5;
@@ -906,7 +950,8 @@ static char *slice_svg(const json_t *st, const char *name, const json_t *spec) {
         char extra[64], tip[256];
         snprintf(extra, sizeof extra, " data-trial=\"%d\"", tr[j]);
         if (ch)
-            snprintf(tip, sizeof tip, "trial %d: %s = %s, %.5f", tr[j], name, cats[(int)x[j]], y[j]);
+            snprintf(tip, sizeof tip, "trial %d: %s = %s, %.5f", tr[j], name, cats[(int)x[j]],
+                     y[j]);
         else
             snprintf(tip, sizeof tip, "trial %d: %s = %.6g, %.5f", tr[j], name, x[j], y[j]);
         plot_point(b.f, &m, x[j], y[j], "trial complete", "#1f77b4", "#1f77b4", 4, extra, tip);
@@ -915,7 +960,8 @@ static char *slice_svg(const json_t *st, const char *name, const json_t *spec) {
     out = mb_close(&b);
 done:
     if (!out && b.f) free(mb_close(&b));
-    for (size_t c = 0; cats && c < nc; c++) free(cats[c]);
+    for (size_t c = 0; cats && c < nc; c++)
+        free(cats[c]);
     free(cats);
     free(x);
     free(y);
@@ -964,12 +1010,13 @@ lt_status report_study_html(const char *study_dir, const char *outdir) {
         for (int k = 0; k < 4; k++)
             if (sn && !strcmp(sn, states[k])) counts[k]++;
         if (sn && !strcmp(sn, "complete") && isfinite(num(t, "value")) &&
-            (!bt || (maximize ? num(t, "value") > num(bt, "value")
-                              : num(t, "value") < num(bt, "value"))))
+            (!bt ||
+             (maximize ? num(t, "value") > num(bt, "value") : num(t, "value") < num(bt, "value"))))
             bt = t;
     }
-    fprintf(f, "<p>%zu trials: %d complete, %d pruned, %d failed (infeasible ones included), "
-               "%d running. Direction: %s.</p>\n",
+    fprintf(f,
+            "<p>%zu trials: %d complete, %d pruned, %d failed (infeasible ones included), "
+            "%d running. Direction: %s.</p>\n",
             json_array_size(trials), counts[0], counts[1], counts[2], counts[3],
             maximize ? "maximize" : "minimize");
     if (bt) {
@@ -993,9 +1040,11 @@ lt_status report_study_html(const char *study_dir, const char *outdir) {
     free(svg);
     const char *name;
     json_t *spec;
-    if (!s) fputs("<h2>Slices</h2>\n<p>The objective of each complete trial against each "
-                  "parameter (the x axis spans the range searched; log-scaled for log "
-                  "parameters).</p>\n", f);
+    if (!s)
+        fputs("<h2>Slices</h2>\n<p>The objective of each complete trial against each "
+              "parameter (the x axis spans the range searched; log-scaled for log "
+              "parameters).</p>\n",
+              f);
     json_object_foreach(json_object_get(st, "space"), name, spec) {
         if (s) break;
         char fn[256];
@@ -1010,7 +1059,8 @@ lt_status report_study_html(const char *study_dir, const char *outdir) {
               "<th>value</th><th class=\"l\">parameters</th></tr>\n",
               f);
         json_array_foreach(trials, i, t) {
-            char *pj = json_dumps(json_object_get(t, "params"), JSON_COMPACT | JSON_REAL_PRECISION(6));
+            char *pj =
+                json_dumps(json_object_get(t, "params"), JSON_COMPACT | JSON_REAL_PRECISION(6));
             fprintf(f, "<tr><td>%lld</td><td class=\"l\">",
                     (long long)json_integer_value(json_object_get(t, "trial")));
             xml_puts(f, json_string_value(json_object_get(t, "state")));
@@ -1026,7 +1076,9 @@ lt_status report_study_html(const char *study_dir, const char *outdir) {
         fputs("</table>\n</body>\n</html>\n", f);
     }
     char *html = mb_close(&b);
-    if (!s) s = html ? write_text(outdir, "index.html", "", html) : lt_error(LT_ERR_NOMEM, "index.html");
+    if (!s)
+        s = html ? write_text(outdir, "index.html", "", html)
+                 : lt_error(LT_ERR_NOMEM, "index.html");
     free(html);
     json_decref(st);
     return s;

@@ -230,6 +230,17 @@ for c in cases:
     if want is None:
         check(any("no method meets the constraints" in s for s in rec["reasons"]),
               f"{c}: refusal not explained: {rec['reasons']}")
+        # a hint "M misses only one constraint: --flag V would admit it" does admit M
+        for s in rec["reasons"]:
+            if "would admit it" not in s:
+                continue
+            meth, rest = s.split(" misses only one constraint: ")
+            flag, val = rest.split(" would admit it")[0].split(" ")
+            a2 = list(args)
+            a2[a2.index(flag) + 1] = val
+            o2 = json.loads(run("compare", "--study", d, "--report-only", "--json", *a2).stdout)
+            check(meth not in {e["method"] for e in o2["recommendation"]["excluded"]},
+                  f"{c}: the hint '{s}' does not admit {meth}: {o2['recommendation']}")
     else:
         check(any(s.startswith("chosen: " + want + ":") for s in rec["reasons"]),
               f"{c}: no reason for {want}: {rec['reasons']}")

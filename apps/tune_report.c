@@ -247,9 +247,11 @@ static void plot_line(FILE *f, const plot_map *m, const double *x, const double 
 static void plot_legend(FILE *f, const plot_map *m, int i, const char *color, const char *label) {
     double x = m->phi[0] - 150, y = m->phi[1] + 14 + 16 * i;
     fprintf(f,
-            "<g class=\"legend\"><line x1=\"%g\" y1=\"%g\" x2=\"%g\" y2=\"%g\" stroke=\"%s\" "
+            "<g class=\"legend\"><rect x=\"%g\" y=\"%g\" width=\"146\" height=\"16\" "
+            "fill=\"#ffffff\" fill-opacity=\"0.85\"/><line x1=\"%g\" y1=\"%g\" x2=\"%g\" y2=\"%g\" "
+            "stroke=\"%s\" "
             "stroke-width=\"3\"/><text x=\"%g\" y=\"%g\">",
-            x, y - 4, x + 18, y - 4, color, x + 24, y);
+            x - 4, y - 12, x, y - 4, x + 18, y - 4, color, x + 24, y);
     xml_puts(f, label);
     fputs("</text></g>\n", f);
 }
@@ -1024,7 +1026,8 @@ lt_status report_study_html(const char *study_dir, const char *outdir) {
         fprintf(f, "<p id=\"best\">Best: trial %lld, value %.5f, ",
                 (long long)json_integer_value(json_object_get(bt, "trial")), num(bt, "value"));
         xml_puts(f, pj);
-        fputs(" (its options: best_config.yaml).</p>\n", f);
+        snprintf(p, sizeof p, "%.4000s/best_config.yaml", study_dir);
+        fputs(lt_path_exists(p) ? " (its options: best_config.yaml).</p>\n" : ".</p>\n", f);
         free(pj);
     }
     char *svg = history_svg(st, maximize);

@@ -11,7 +11,9 @@
  *                  --resume; rewritten atomically after every trial (elapsed time)
  * DIR/trials/NNNN/ each trial's run folder (run_config.yaml, adapter, checkpoints) and
  *                  trial.json (state, value, time, memory, tokens/s, trainable parameters)
- * DIR/best_config.yaml, DIR/summary.json   written at the end (and on every improvement). */
+ * DIR/best_config.yaml, DIR/summary.json   written at the end (and on every improvement).
+ * DIR/report/      the HTML report and its SVG charts (apps/tune_report.c), or --report DIR;
+ *                  compare adds ROOT/compare.json, ROOT/compare.md and ROOT/report/. */
 #include <dirent.h>
 #include <errno.h>
 #include <jansson.h>
@@ -31,6 +33,7 @@
 #include "loratune/run.h"
 #include "loratune/track.h"
 #include "loratune/tune.h"
+#include "tune_report.h"
 
 #define TUNE_FORMAT "loratune-tune"
 
@@ -52,6 +55,10 @@ typedef struct {
     int user_batch;       /* --batch-size given */
     const char *store, *experiment;
     int track, json;
+    char report_dir[LT_RUN_PATH_MAX]; /* --report DIR; empty: STUDY/report */
+    int report_only;                  /* --report-only: outputs from the study folder, no run */
+    int markdown;                     /* compare --markdown: print compare.md, not the table */
+    compare_limits lim;               /* compare --max-memory / --max-time / --min-quality */
 } tune_args;
 
 typedef struct { /* what one study produced (compare's row) */
@@ -304,6 +311,7 @@ typedef struct {
     lt_run *run;
     int json;
     int64_t trainable;
+    json_t *train_curve, *val_curve; /* [[step, loss], ...] for trial.json (the report's curves) */
 } trial_ctx;
 
 static void tune_sink(void *ctx, const json_t *ev) {
@@ -314,10 +322,18 @@ static void tune_sink(void *ctx, const json_t *ev) {
         t->trainable = json_integer_value(json_object_get(ev, "trainable_params"));
         t->total_steps = json_integer_value(json_object_get(ev, "steps"));
     }
+    if (!strcmp(e, "step") && t->train_curve) {
+        double l = json_number_value(json_object_get(ev, "loss"));
+        if (isfinite(l))
+            json_array_append_new(
+                t->train_curve,
+                json_pack("[I, f]", json_integer_value(json_object_get(ev, "step")), l));
+    }
     if (strcmp(e, "eval")) return;
     int64_t step = json_integer_value(json_object_get(ev, "step"));
     double v = json_number_value(json_object_get(ev, "val_loss"));
     if (!isfinite(v)) return;
+    if (t->val_curve) json_array_append_new(t->val_curve, json_pack("[I, f]", (json_int_t)step, v));
     if (lt_study_report(t->st, t->trial, step, v)) {
         fprintf(stderr, "loratune tune: warning: %s\n", lt_errmsg());
         return;
@@ -442,6 +458,19 @@ static lt_status load_shared(const tune_args *a, lt_run_shared **sh) {
     if (!a->json) printf("loading %s and %s ...\n", a->base.model, a->base.data);
     fflush(stdout);
     return lt_run_shared_load(&so, a->json ? NULL : stage_printer, NULL, sh);
+}
+
+/* The study's HTML report (DIR/report or --report DIR); a failure is a warning. */
+static void write_study_report(const tune_args *a) {
+    char dir[LT_RUN_PATH_MAX + 16];
+    if (a->report_dir[0])
+        snprintf(dir, sizeof dir, "%s", a->report_dir);
+    else
+        snprintf(dir, sizeof dir, "%.1000s/report", a->study);
+    if (report_study_html(a->study, dir))
+        fprintf(stderr, "loratune %s: warning: the report: %s\n", a->cmd, lt_errmsg());
+    else if (!a->json)
+        printf("report: %s/index.html\n", dir);
 }
 
 static int run_study(tune_args *a, int resume, lt_run_shared **shp, tune_summary *sum) {
@@ -723,7 +752,9 @@ static int run_study(tune_args *a, int resume, lt_run_shared **shp, tune_summary
                         .po = po,
                         .prune_on = prune_on,
                         .json = a->json,
-                        .total_steps = o.iters};
+                        .total_steps = o.iters,
+                        .train_curve = json_array(),
+                        .val_curve = json_array()};
         lt_run *r = NULL;
         lt_status s =
             o.method == LT_METHOD_FULL ? lt_run_new(&o, &r) : lt_run_new_from(shared, &o, &r);
@@ -751,6 +782,8 @@ static int run_study(tune_args *a, int resume, lt_run_shared **shp, tune_summary
         if (g_stop && !tc.pruned) { /* Ctrl-C: the trial stays running; --resume continues it */
             if (rec) trial_record_end(rec, "interrupted", LT_TRACK_KILLED);
             json_decref(info);
+            json_decref(tc.train_curve);
+            json_decref(tc.val_curve);
             lt_run_free(r);
             rc = 130;
             break;
@@ -801,6 +834,8 @@ static int run_study(tune_args *a, int resume, lt_run_shared **shp, tune_summary
         }
         json_object_set_new(info, "batch_size",
                             json_integer(r ? lt_run_options(r)->batch_size : 0));
+        json_object_set_new(info, "train_curve", tc.train_curve);
+        json_object_set_new(info, "val_curve", tc.val_curve);
         write_trial_json(tdir, info);
         lt_run_free(r); /* releases the folder's lock */
         { /* a trial never resumes from its checkpoints (a killed one runs again from the
@@ -916,6 +951,7 @@ static int run_study(tune_args *a, int resume, lt_run_shared **shp, tune_summary
         }
         json_decref(summary);
         free(sj);
+        write_study_report(a);
         if (store && parent && rc != 130)
             lt_store_run_end(store, parent, best >= 0 ? LT_TRACK_FINISHED : LT_TRACK_FAILED);
     }
@@ -929,15 +965,28 @@ out:
 /* ---- argument handling ------------------------------------------------------------------ */
 static void usage(FILE *f, const char *cmd) {
     if (!strcmp(cmd, "compare"))
-        fprintf(f,
-                "usage: loratune compare --model M --data D --methods lora,dora,qlora,full\n"
-                "                        --study DIR [--trials-per-method K | --time-budget DUR]\n"
-                "                        [--memory-budget X] [-c config.yaml] [--json] [train "
-                "options]\n\n"
-                "Tunes each method with the same budget (K trials each, or an equal share of the\n"
-                "time budget) in DIR/<method>/, then prints a table: best validation loss, the\n"
-                "best trial's time, planned peak memory, tokens/s and trainable parameters\n"
-                "(DIR/compare.json). Other options as `loratune tune`. See docs/TUNE.md.\n");
+        fprintf(
+            f,
+            "usage: loratune compare --model M --data D --methods lora,dora,qlora,full\n"
+            "                        --study DIR [--trials-per-method K | --time-budget DUR]\n"
+            "                        [--max-memory SIZE] [--max-time DUR] [--min-quality LOSS]\n"
+            "                        [--memory-budget X] [-c config.yaml] [--json | --markdown]\n"
+            "                        [--report DIR] [train options]\n"
+            "       loratune compare --study DIR --report-only [constraints] [--json | "
+            "--markdown]\n\n"
+            "Tunes each method with the same budget (K trials each, or an equal share of the\n"
+            "time budget) in DIR/<method>/, then prints a table: best validation loss, the\n"
+            "best trial's time, planned peak memory, tokens/s and trainable parameters, the\n"
+            "Pareto fronts (loss vs memory, loss vs time) and a recommendation with its\n"
+            "reasons (DIR/compare.json, DIR/compare.md, DIR/report/index.html).\n\n"
+            "  --max-memory SIZE      recommend only methods whose planned peak is <= SIZE\n"
+            "  --max-time DUR         ... whose best trial trained in <= DUR (90s, 2m)\n"
+            "  --min-quality LOSS     ... whose best validation loss is <= LOSS\n"
+            "  --markdown             print compare.md instead of the table\n"
+            "  --report DIR           the HTML report there (default DIR/report)\n"
+            "  --report-only          recompute the fronts, recommendation and reports from\n"
+            "                         DIR/compare.json (no training; new constraints)\n"
+            "Other options as `loratune tune`. See docs/TUNE.md.\n");
     else
         fprintf(
             f,
@@ -961,6 +1010,8 @@ static void usage(FILE *f, const char *cmd) {
             "  --min-resource STEPS   first rung (default iters / eta^2)\n"
             "  --store DIR, --experiment NAME, --no-track   tracking (as `train`)\n"
             "  --json                 print the summary as JSON\n"
+            "  --report DIR           the HTML report there (default STUDY/report)\n"
+            "  --report-only          write the report of the study in --study DIR and stop\n"
             "Any `loratune train` option (--iters, --eval-batches, --lora-alpha, ...) sets the\n"
             "base every trial starts from.\n");
 }
@@ -974,6 +1025,7 @@ static int parse_args(int argc, char **argv, tune_args *a, int *resume, char *me
     a->eta = 3;
     a->prune = 1;
     a->track = 1;
+    a->lim.max_val_loss = NAN;
     const char *config = NULL, *space = NULL, *tb = NULL;
     for (int i = 1; i < argc; i++)
         if (!strcmp(argv[i], "-c") || !strcmp(argv[i], "--config")) {
@@ -1004,6 +1056,10 @@ static int parse_args(int argc, char **argv, tune_args *a, int *resume, char *me
                                              "--methods",
                                              "--store",
                                              "--experiment",
+                                             "--report",
+                                             "--max-memory",
+                                             "--max-time",
+                                             "--min-quality",
                                              NULL};
         for (int k = 0; valued[k]; k++)
             if (!strcmp(x, valued[k]) && !v) {
@@ -1070,6 +1126,53 @@ static int parse_args(int argc, char **argv, tune_args *a, int *resume, char *me
                 return 2;
             }
             snprintf(methods, mn, "%s", v), i++;
+        } else if (TAKE("--report")) {
+            snprintf(a->report_dir, sizeof a->report_dir, "%s", v), i++;
+        } else if (!strcmp(x, "--report-only")) {
+            a->report_only = 1;
+        } else if (TAKE("--max-memory") || TAKE("--max-time") || TAKE("--min-quality") ||
+                   !strcmp(x, "--markdown")) {
+            if (!methods) {
+                fprintf(stderr, "loratune %s: %s is an option of `loratune compare`\n", cmd, x);
+                return 2;
+            }
+            if (!strcmp(x, "--markdown")) {
+                a->markdown = 1;
+                continue;
+            }
+            i++;
+            if (!strcmp(x, "--max-memory")) {
+                lt_run_opts o;
+                lt_run_opts_default(&o);
+                if (lt_run_opts_set(&o, "memory-budget", v) || o.memory_budget <= 0) {
+                    fprintf(stderr,
+                            "loratune %s: --max-memory: expected a size such as 512M, 8G or "
+                            "a number of bytes, got '%s'\n",
+                            cmd, v);
+                    return 2;
+                }
+                a->lim.max_memory_bytes = o.memory_budget;
+            } else if (!strcmp(x, "--max-time")) {
+                a->lim.max_time_s = parse_duration(v);
+                if (a->lim.max_time_s <= 0) {
+                    fprintf(stderr,
+                            "loratune %s: --max-time: expected a duration such as 90s, 30m, "
+                            "2h or 1h30m, got '%s'\n",
+                            cmd, v);
+                    return 2;
+                }
+            } else {
+                double q;
+                if (lt_cli_parse_float(cmd, x, v, &q)) return 2;
+                if (!isfinite(q) || q <= 0) {
+                    fprintf(stderr,
+                            "loratune %s: --min-quality: expected the highest acceptable "
+                            "validation loss (a number > 0), got '%s'\n",
+                            cmd, v);
+                    return 2;
+                }
+                a->lim.max_val_loss = q;
+            }
         } else if (TAKE("--store")) {
             a->store = v, i++;
         } else if (TAKE("--experiment")) {
@@ -1156,7 +1259,7 @@ static int parse_args(int argc, char **argv, tune_args *a, int *resume, char *me
         if (a->trials < 0) a->trials = 0; /* the time decides */
     }
     if (a->trials < 0) a->trials = 20;
-    if (resume && *resume) return 0;
+    if ((resume && *resume) || a->report_only) return 0;
     if (!a->base.model[0] || !a->base.data[0]) {
         fprintf(stderr, "loratune %s: --model and --data are required\n", cmd);
         return 2;
@@ -1252,6 +1355,24 @@ int cmd_tune(int argc, char **argv) {
     int resume = 0;
     int rc = parse_args(argc, argv, &a, &resume, NULL, 0, NULL);
     if (rc) return rc;
+    if (a.report_only) { /* the report of the study as it stands (a running one included) */
+        char sj[LT_RUN_PATH_MAX + 32];
+        snprintf(sj, sizeof sj, "%s/%s", a.study, LT_STUDY_FILE);
+        if (!lt_path_exists(sj)) {
+            fprintf(stderr, "loratune tune: --report-only: %s: no such file (no study in %s)\n", sj,
+                    a.study);
+            return 1;
+        }
+        a.json = 0;
+        char dir[LT_RUN_PATH_MAX + 16];
+        snprintf(dir, sizeof dir, "%.1000s/report", a.study);
+        if (report_study_html(a.study, a.report_dir[0] ? a.report_dir : dir)) {
+            fprintf(stderr, "loratune tune: %s\n", lt_errmsg());
+            return 1;
+        }
+        printf("report: %s/index.html\n", a.report_dir[0] ? a.report_dir : dir);
+        return 0;
+    }
     if (resume && (rc = resume_base(&a))) return rc;
     if (!resume && lt_path_exists(a.study) && !lt_path_is_dir(a.study)) {
         fprintf(stderr, "loratune tune: --study %s: not a folder\n", a.study);
@@ -1281,6 +1402,71 @@ int cmd_tune(int argc, char **argv) {
     return rc;
 }
 
+/* compare's outputs from its rows (out: model, data, metric, methods): the fronts and the
+ * recommendation under a->lim, then ROOT/compare.json, ROOT/compare.md, the HTML report
+ * (ROOT/report or --report DIR), and the table (or the JSON, or the Markdown) on stdout. */
+static int compare_output(const tune_args *a, const char *root, json_t *out) {
+    int rc = 0;
+    report_compare_analyze(out, &a->lim);
+    char path[LT_RUN_PATH_MAX + 32], mdpath[LT_RUN_PATH_MAX + 32], rdir[LT_RUN_PATH_MAX + 16];
+    snprintf(path, sizeof path, "%s/compare.json", root);
+    snprintf(mdpath, sizeof mdpath, "%s/compare.md", root);
+    if (a->report_dir[0])
+        snprintf(rdir, sizeof rdir, "%s", a->report_dir);
+    else
+        snprintf(rdir, sizeof rdir, "%.1000s/report", root);
+    mkdir_p(root);
+    if (write_json_file(path, out)) fprintf(stderr, "loratune compare: %s\n", lt_errmsg()), rc = 1;
+    char *md = report_compare_markdown(out);
+    if (!md || lt_file_write_atomic(mdpath, md, strlen(md)))
+        fprintf(stderr, "loratune compare: %s: %s\n", mdpath, md ? lt_errmsg() : "out of memory"),
+            rc = 1;
+    if (report_compare_html(out, rdir))
+        fprintf(stderr, "loratune compare: the report: %s\n", lt_errmsg()), rc = 1;
+    json_t *rows = json_object_get(out, "methods");
+    if (a->json) {
+        char *t = json_dumps(out, JSON_COMPACT | JSON_REAL_PRECISION(17));
+        printf("%s\n", t);
+        free(t);
+    } else if (a->markdown) {
+        fputs(md ? md : "", stdout);
+    } else {
+        printf("\n%-6s %-14s %10s %9s %10s %11s %12s %10s  %s\n", "method", "trials c/p/f/i",
+               "val_loss", "time_s", "peak_MiB", "tokens/s", "trainable", "saved_MiB",
+               "best trial");
+        size_t i;
+        json_t *r;
+        json_array_foreach(rows, i, r) {
+            char tr[32];
+            snprintf(tr, sizeof tr, "%lld/%lld/%lld/%lld",
+                     (long long)json_integer_value(json_object_get(r, "complete")),
+                     (long long)json_integer_value(json_object_get(r, "pruned")),
+                     (long long)json_integer_value(json_object_get(r, "failed")),
+                     (long long)json_integer_value(json_object_get(r, "infeasible")));
+            if (json_is_null(json_object_get(r, "best_val_loss"))) {
+                printf("%-6s %-14s %10s\n", json_string_value(json_object_get(r, "method")), tr,
+                       "-");
+                continue;
+            }
+            printf("%-6s %-14s %10.5f %9.2f %10.1f %11.0f %12lld %10.2f  %lld\n",
+                   json_string_value(json_object_get(r, "method")), tr,
+                   json_number_value(json_object_get(r, "best_val_loss")),
+                   json_number_value(json_object_get(r, "time_s")),
+                   json_integer_value(json_object_get(r, "peak_bytes")) / 1048576.0,
+                   json_number_value(json_object_get(r, "tokens_per_sec")),
+                   (long long)json_integer_value(json_object_get(r, "trainable_params")),
+                   json_integer_value(json_object_get(r, "saved_bytes")) / 1048576.0,
+                   (long long)json_integer_value(json_object_get(r, "best_trial")));
+        }
+        printf("(trials: complete/pruned/failed/infeasible; time and memory are the best "
+               "trial's; val_loss only: no task metric)\n");
+        report_compare_print(out, stdout);
+        printf("written: %s, %s, %s/index.html\n", path, mdpath, rdir);
+    }
+    free(md);
+    return rc;
+}
+
 int cmd_compare(int argc, char **argv) {
     tune_args a;
     memset(&a, 0, sizeof a);
@@ -1293,6 +1479,44 @@ int cmd_compare(int argc, char **argv) {
     int per = 1;
     int rc = parse_args(argc, argv, &a, NULL, methods, sizeof methods, &per);
     if (rc) return rc;
+    if (a.report_only) { /* new constraints, or a new report, over a finished comparison */
+        char path[LT_RUN_PATH_MAX + 32];
+        snprintf(path, sizeof path, "%s/compare.json", a.study);
+        json_t *out = NULL;
+        if (load_json(path, &out)) {
+            fprintf(stderr, "loratune compare: --report-only: %s\n", lt_errmsg());
+            return 1;
+        }
+        if (!json_is_array(json_object_get(out, "methods"))) {
+            fprintf(stderr, "loratune compare: --report-only: %s: methods: expected an array\n",
+                    path);
+            json_decref(out);
+            return 1;
+        }
+        size_t i;
+        json_t *r;
+        json_array_foreach(json_object_get(out, "methods"), i, r) {
+            const json_t *l = json_object_get(r, "best_val_loss");
+            const char *bad =
+                !json_is_string(json_object_get(r, "method")) ? "method: expected a string"
+                : !json_is_null(l) && !json_is_number(l)
+                    ? "best_val_loss: expected a number or null"
+                : json_is_number(l) && !json_is_integer(json_object_get(r, "peak_bytes"))
+                    ? "peak_bytes: expected an integer"
+                : json_is_number(l) && !json_is_number(json_object_get(r, "time_s"))
+                    ? "time_s: expected a number"
+                    : NULL;
+            if (bad) {
+                fprintf(stderr, "loratune compare: --report-only: %s: methods[%zu]: %s\n", path, i,
+                        bad);
+                json_decref(out);
+                return 1;
+            }
+        }
+        rc = compare_output(&a, a.study, out);
+        json_decref(out);
+        return rc;
+    }
     if (!methods[0]) {
         fprintf(stderr, "loratune compare: --methods lora,dora,qlora,full is required\n");
         return 2;
@@ -1334,6 +1558,7 @@ int cmd_compare(int argc, char **argv) {
         b.base.method = ms[k];
         b.time_budget = budget;
         b.space_json = user_space;
+        b.report_dir[0] = 0; /* each method's study report in its own folder */
         snprintf(b.study, sizeof b.study, "%.1000s/%s", root, lt_train_method_name(ms[k]));
         char sp[LT_RUN_PATH_MAX + 32];
         snprintf(sp, sizeof sp, "%s/%s", b.study, LT_STUDY_FILE);
@@ -1372,46 +1597,8 @@ int cmd_compare(int argc, char **argv) {
                   "metric here: loss only)",
                   "methods", rows, "peak_memory",
                   "the memory plan's predicted peak of the best trial's configuration");
-    char path[LT_RUN_PATH_MAX + 32];
-    snprintf(path, sizeof path, "%s/compare.json", root);
-    mkdir_p(root);
-    if (write_json_file(path, out)) fprintf(stderr, "loratune compare: %s\n", lt_errmsg());
-    if (a.json) {
-        char *t = json_dumps(out, JSON_COMPACT | JSON_REAL_PRECISION(17));
-        printf("%s\n", t);
-        free(t);
-    } else {
-        printf("\n%-6s %-14s %10s %9s %10s %11s %12s %10s  %s\n", "method", "trials c/p/f/i",
-               "val_loss", "time_s", "peak_MiB", "tokens/s", "trainable", "saved_MiB",
-               "best trial");
-        size_t i;
-        json_t *r;
-        json_array_foreach(rows, i, r) {
-            char tr[32];
-            snprintf(tr, sizeof tr, "%lld/%lld/%lld/%lld",
-                     (long long)json_integer_value(json_object_get(r, "complete")),
-                     (long long)json_integer_value(json_object_get(r, "pruned")),
-                     (long long)json_integer_value(json_object_get(r, "failed")),
-                     (long long)json_integer_value(json_object_get(r, "infeasible")));
-            if (json_is_null(json_object_get(r, "best_val_loss"))) {
-                printf("%-6s %-14s %10s\n", json_string_value(json_object_get(r, "method")), tr,
-                       "-");
-                continue;
-            }
-            printf("%-6s %-14s %10.5f %9.1f %10.1f %11.0f %12lld %10.2f  %lld\n",
-                   json_string_value(json_object_get(r, "method")), tr,
-                   json_number_value(json_object_get(r, "best_val_loss")),
-                   json_number_value(json_object_get(r, "time_s")),
-                   json_integer_value(json_object_get(r, "peak_bytes")) / 1048576.0,
-                   json_number_value(json_object_get(r, "tokens_per_sec")),
-                   (long long)json_integer_value(json_object_get(r, "trainable_params")),
-                   json_integer_value(json_object_get(r, "saved_bytes")) / 1048576.0,
-                   (long long)json_integer_value(json_object_get(r, "best_trial")));
-        }
-        printf("(trials: complete/pruned/failed/infeasible; time and memory are the best "
-               "trial's; val_loss only: no task metric)\nwritten: %s\n",
-               path);
-    }
+    int orc = compare_output(&a, root, out);
+    if (!rc) rc = orc;
     json_decref(out);
     free(user_space);
     return rc;

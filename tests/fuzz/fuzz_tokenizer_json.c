@@ -29,6 +29,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                 FZ_CHECK(ids[i] >= 0 && ids[i] < V, "an encoded id inside the vocabulary");
             char *out = NULL;
             size_t len = 0;
+            /* nothing to decode, and (with add_special) only the leading special token skipped:
+             * the empty-arena paths of the decoder pipeline (issue 18, finding 8) */
+            for (size_t k = 0; k < 2 && k <= n; k++)
+                if ((s = lt_tokenizer_decode(t, ids, k, 1, &out, &len)) == LT_OK)
+                    free(out), out = NULL;
+                else
+                    fz_refused(s, "lt_tokenizer_decode");
             for (int skip = 0; skip < 2; skip++)
                 if ((s = lt_tokenizer_decode(t, ids, n, skip, &out, &len)) == LT_OK)
                     free(out), out = NULL;

@@ -7,8 +7,10 @@ GGUF, the safetensors package for safetensors, the tokenizers package for tokeni
 sentencepiece trainer for tokenizer.model. llama2.c checkpoints are written in llama2.c's
 export layout (its export.py legacy_export: 7 int32 header, then the weights in its order).
 Other seeds are copies (or the first lines) of fixtures under tests/fixtures/ and tests/data/,
-and a few hand-written bodies / configs that follow docs/. Deterministic (fixed seeds);
-run with the project venv:  .venv/bin/python tools/gen_fuzz_seeds.py
+and a few hand-written bodies / configs that follow docs/. Fixed seeds, one thread; the
+tokenizer trainers may still break ties differently from run to run (a seed is a starting
+point, not a golden: any valid file does). Run with the project venv:
+    .venv/bin/python tools/gen_fuzz_seeds.py
 """
 import hashlib
 import io
@@ -18,6 +20,9 @@ import shutil
 import struct
 import sys
 import tempfile
+
+os.environ.setdefault("RAYON_NUM_THREADS", "1")  # the tokenizers trainers
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import numpy as np
 
@@ -237,7 +242,7 @@ def spm_seeds():
             {"normalization_rule_tsv": rules.name}
         spm.SentencePieceTrainer.train(sentence_iterator=iter(TEXT), model_writer=m, vocab_size=vs,
                                        model_type=kind, byte_fallback=(kind == "bpe"),
-                                       character_coverage=1.0, minloglevel=2, **norm,
+                                       character_coverage=1.0, minloglevel=2, num_threads=1, **norm,
                                        user_defined_symbols=["<|im_end|>"], hard_vocab_limit=False)
         out("spm", f"tiny-{kind}.model", m.getvalue())
     os.unlink(rules.name)
@@ -396,6 +401,11 @@ def serve_seeds():
             {"type": "text", "text": "Say "}, {"type": "text", "text": "hi"}]},
             {"role": "assistant", "content": "hi"}, {"role": "user", "content": "again"}],
             "stop": "x", "logprobs": False, "tools": []},
+        # POST /api/jobs (docs/SERVER.md): the run options as JSON values
+        "job.json": {"kind": "train", "dataset": "ds_0123456789abcdef", "model": "m.gguf",
+                     "name": "first", "options": {"lora-rank": 4, "lr": 0.0002, "iters": 2,
+                                                  "pack": True, "lora-targets": "q,v",
+                                                  "batch-size": "auto", "method": "dora"}},
     }
     for k, v in bodies.items():
         out("serve_request", k, json.dumps(v))

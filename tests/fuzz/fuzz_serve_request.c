@@ -5,13 +5,15 @@
  * (temperature, top_p, max_tokens, seed, n, top_k, penalties, logprobs, tools, stop, stream,
  * stream_options) and the prompt's ids (lt_oai_chat_ids: messages and content parts rendered
  * with the ChatML template; lt_oai_completion_ids: a string, a list of one string or of ids)
- * with stories260K's tokenizer. Each body is read as both endpoints. Property: a refusal names
- * a field (param) and says what was expected. No socket: libmicrohttpd's own HTTP parsing is
+ * with stories260K's tokenizer. Each body is read as both endpoints; its "options", if an
+ * object, as those of a train job (POST /api/jobs, /api/plan). Property: a refusal names a
+ * field (param) and says what was expected. No socket: libmicrohttpd's own HTTP parsing is
  * not ours to fuzz. Seeds: the bodies the serve tests and docs/SERVING.md send. */
 #include <jansson.h>
 
 #include "fuzz_util.h"
 #include "loratune/chat.h"
+#include "loratune/run.h"
 #include "loratune/tokenizer.h"
 #include "serve/serve_internal.h"
 
@@ -68,6 +70,37 @@ static void request(const json_t *body, int chat) {
     lt_free(ids);
 }
 
+/* The "options" of POST /api/jobs and /api/plan: each value through lt_serve_opt_text and the
+ * option table (lt_run_opts_set), as jobs.c and plan.c take them, then lt_run_opts_validate
+ * with the paths the server would set. */
+static void job_options(const json_t *opts) {
+    lt_run_opts o;
+    lt_run_opts_default(&o);
+    snprintf(o.model, sizeof o.model, "MODELS/m.gguf");
+    snprintf(o.data, sizeof o.data, "WORK/datasets/ds_0123456789abcdef/train.jsonl");
+    snprintf(o.out, sizeof o.out, "WORK/jobs/(new)/out");
+    const char *key;
+    json_t *v;
+    json_object_foreach((json_t *)opts, key, v) {
+        char buf[64];
+        const lt_run_opt_info *in = lt_run_opt_get(lt_run_opt_find(key));
+        if (!in) {
+            fz_refused(lt_run_opts_set(&o, key, ""), "an unknown option");
+            return;
+        }
+        if (in->type == LT_OPT_STRING || !strcmp(in->name, "json")) return; /* server's own */
+        const char *t = lt_serve_opt_text(v, buf, sizeof buf);
+        if (!t) return;
+        lt_status s = lt_run_opts_set(&o, in->name, t);
+        if (s) {
+            fz_refused(s, "lt_run_opts_set");
+            return;
+        }
+    }
+    lt_status s = lt_run_opts_validate(&o, 1);
+    if (s) fz_refused(s, "lt_run_opts_validate");
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     json_error_t e;
     json_t *body = json_loadb((const char *)data, size, JSON_REJECT_DUPLICATES, &e);
@@ -75,6 +108,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (json_is_object(body)) {
         request(body, 0);
         request(body, 1);
+        const json_t *opts = json_object_get(body, "options");
+        if (json_is_object(opts)) job_options(opts);
     }
     json_decref(body);
     return 0;

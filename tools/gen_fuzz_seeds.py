@@ -118,7 +118,36 @@ def gguf_seeds():
         for k, v in t.items():
             gw.add_tensor(k, v.astype(dtype) if v.ndim == 2 else v)
 
+    def llama_q(gw, qtype):  # D = F = 32: rows of one 32-value block
+        global D, F, HD
+        d0 = (D, F, HD)
+        D, F = 32, 32
+        HD = D // H
+        try:
+            gw.add_context_length(S)
+            gw.add_embedding_length(D)
+            gw.add_block_count(L)
+            gw.add_feed_forward_length(F)
+            gw.add_head_count(H)
+            gw.add_head_count_kv(KV)
+            gw.add_layer_norm_rms_eps(1e-5)
+            t = {"token_embd.weight": w(V, D), "output_norm.weight": np.ones(D, np.float32),
+                 "blk.0.attn_norm.weight": np.ones(D, np.float32),
+                 "blk.0.attn_q.weight": w(H * HD, D), "blk.0.attn_k.weight": w(KV * HD, D),
+                 "blk.0.attn_v.weight": w(KV * HD, D), "blk.0.attn_output.weight": w(D, H * HD),
+                 "blk.0.ffn_norm.weight": np.ones(D, np.float32), "blk.0.ffn_gate.weight": w(F, D),
+                 "blk.0.ffn_up.weight": w(F, D), "blk.0.ffn_down.weight": w(D, F)}
+            for k, v in t.items():
+                if v.ndim == 2:
+                    gw.add_tensor(k, gguf.quants.quantize(v, qtype), raw_dtype=qtype)
+                else:
+                    gw.add_tensor(k, v)
+        finally:
+            D, F, HD = d0
+
     write("llama-spm-f32.gguf", lambda gw: llama(gw))
+    write("llama-q8_0.gguf", lambda gw: llama_q(gw, gguf.GGMLQuantizationType.Q8_0))
+    write("llama-q4_1.gguf", lambda gw: llama_q(gw, gguf.GGMLQuantizationType.Q4_1))
     write("llama-spm-f16.gguf", lambda gw: llama(gw, np.float16))
     write("llama-bpe.gguf", lambda gw: llama(gw, spm=False))
 

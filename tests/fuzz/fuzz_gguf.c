@@ -1,8 +1,8 @@
 /* fuzz_gguf.c - the GGUF reader (lt_gguf_open_mem: header, metadata, tensor infos), then what
  * reads a GGUF's metadata: every key through the typed getters, the tokenizer
  * (lt_tokenizer_load_gguf: tokens, scores, types, merges), the chat template
- * (lt_chat_template_from_gguf) and the model's config and tensor table (lt_model_load_gguf
- * with config_only, from a file as `inspect` does). Seeds: tests/fuzz/corpus/gguf (small
+ * (lt_chat_template_from_gguf) and the model (lt_model_load_gguf from a file: lazy, as
+ * generate and train load it, then whole, every tensor dequantized). Seeds: tests/fuzz/corpus/gguf (small
  * files written by gguf-py, tools/gen_fuzz_seeds.py). */
 #include "fuzz_util.h"
 #include "loratune/chat.h"
@@ -84,12 +84,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         fz_refused(s, "lt_chat_template_from_gguf");
     lt_gguf_close(g);
 
+    /* the model: lazy (mapped, every tensor's finiteness checked on its stored blocks, what
+     * generate and train do) and whole (every tensor dequantized to fp32) */
     const char *path = fz_write("model.gguf", data, size);
-    lt_model_load_opts o = {.config_only = 1};
-    lt_model *m = NULL;
-    if ((s = lt_model_load_gguf(path, &o, &m)) == LT_OK)
-        lt_model_free(m);
-    else
-        fz_refused(s, "lt_model_load_gguf");
+    for (int lazy = 1; lazy >= 0; lazy--) {
+        lt_model_load_opts o = {.lazy = lazy};
+        lt_model *m = NULL;
+        if ((s = lt_model_load_gguf(path, &o, &m)) == LT_OK) {
+            lt_model_free(m);
+        } else {
+            fz_refused(s, "lt_model_load_gguf");
+            FZ_CHECK(m == NULL, "no model after an error");
+            break;
+        }
+    }
     return 0;
 }

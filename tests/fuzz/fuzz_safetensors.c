@@ -1,7 +1,8 @@
 /* fuzz_safetensors.c - the safetensors reader (lt_safetensors_open: the 8-byte length, the
  * header JSON, dtypes, shapes, byte ranges), every tensor view and the metadata it reports,
- * and the model loader on a folder holding it (lt_model_load_hf, config_only, with a tiny
- * Llama's config.json: which tensors are there, their shapes and dtypes). Seeds:
+ * and the model loader on a folder holding it with a tiny Llama's config.json
+ * (lt_model_load_hf: lazy, then whole: which tensors are there, their shapes, dtypes and
+ * finiteness, the conversion to fp32). Seeds:
  * tests/fuzz/corpus/safetensors (small files written by the safetensors package). */
 #include "fuzz_util.h"
 #include "loratune/model.h"
@@ -39,11 +40,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     fz_write("config.json", (const uint8_t *)config, strlen(config));
     char dir[512];
     snprintf(dir, sizeof dir, "%s", fz_dir());
-    lt_model_load_opts o = {.config_only = 1};
-    lt_model *m = NULL;
-    if ((s = lt_model_load_hf(dir, &o, &m)) == LT_OK)
-        lt_model_free(m);
-    else
-        fz_refused(s, "lt_model_load_hf");
+    for (int lazy = 1; lazy >= 0; lazy--) { /* mapped (finiteness checked), then whole */
+        lt_model_load_opts o = {.lazy = lazy};
+        lt_model *m = NULL;
+        if ((s = lt_model_load_hf(dir, &o, &m)) == LT_OK) {
+            lt_model_free(m);
+        } else {
+            fz_refused(s, "lt_model_load_hf");
+            FZ_CHECK(m == NULL, "no model after an error");
+            break;
+        }
+    }
     return 0;
 }

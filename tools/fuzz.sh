@@ -29,9 +29,12 @@ max_len() {
     esac
 }
 
+t0=$(date +%s)
 cmake -S . -B "$BUILD" -DCMAKE_C_COMPILER="$CC_FUZZ" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
     -DLT_FUZZ=ON -DLT_CUDA=OFF >/dev/null
 cmake --build "$BUILD" -j"$(nproc)" >/dev/null
+t1=$(date +%s)
+echo "fuzz: built $BUILD in $((t1 - t0)) s; $TIME s per harness, $JOBS at a time"
 
 names=${FUZZ_ONLY:-$(for f in tests/fuzz/fuzz_*.c; do n=${f##*/fuzz_}; echo "${n%.c}"; done)}
 mkdir -p "$BUILD/logs"
@@ -75,6 +78,7 @@ for n in $names; do
     fi
     printf '%-18s %12s %10s %s\n' "$n" "${execs:-?}" "${speed:-?}" "$res"
 done
+echo "fuzz: $(($(date +%s) - t1)) s of fuzzing"
 if [ "$fail" != 0 ]; then
     echo "fuzz: a harness failed: inputs in $BUILD/artifacts/NAME/, logs in $BUILD/logs/NAME.log" >&2
     echo "fuzz: replay one with $BUILD/fuzz_NAME FILE; save it under tests/fuzz/regressions/NAME/" >&2

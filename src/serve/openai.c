@@ -560,8 +560,7 @@ int lt_oai_parse_params(const json_t *body, int chat, lt_oai_req *r, const char 
         for (size_t i = 0; i < 2 && !param; i++) {
             const json_t *v = json_object_get(body, zero_only[i]);
             if (v && !json_is_null(v) && (!json_is_number(v) || json_number_value(v) != 0))
-                param = zero_only[i],
-                snprintf(msg, n, "%s: not supported (only 0)", zero_only[i]);
+                param = zero_only[i], snprintf(msg, n, "%s: not supported (only 0)", zero_only[i]);
         }
         const json_t *lp = json_object_get(body, "logprobs");
         if (!param && lp && !json_is_null(lp) && !json_is_false(lp))

@@ -26,8 +26,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                           "loratune.state.sha256", hex, "format", "pt");
     const char *names[3] = {"w", "optimizer.m.w", "optimizer.v.w"};
     for (int i = 0; i < 3; i++)
-        json_object_set_new(h, names[i], json_pack("{s:s,s:[i],s:[i,i]}", "dtype", "F32", "shape",
-                                                   2, "data_offsets", 8 * i, 8 * i + 8));
+        json_object_set_new(h, names[i],
+                            json_pack("{s:s,s:[i],s:[i,i]}", "dtype", "F32", "shape", 2,
+                                      "data_offsets", 8 * i, 8 * i + 8));
     char *hdr = json_dumps(h, JSON_COMPACT);
     json_decref(h);
     FZ_CHECK(hdr != NULL, "the header");

@@ -62,7 +62,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     while (i < size && (data[i] == ' ' || data[i] == '\n' || data[i] == '\t' || data[i] == '\r'))
         i++;
     /* a JSON list is read from a .json file, records from .jsonl */
-    const char *path = fz_write(i < size && data[i] == '[' ? "train.json" : "train.jsonl", data, size);
+    const char *path =
+        fz_write(i < size && data[i] == '[' ? "train.json" : "train.jsonl", data, size);
     open_and_batch(path, NULL);
     open_and_batch(path, tok);
     return 0;

@@ -2,8 +2,8 @@
  * reads a GGUF's metadata: every key through the typed getters, the tokenizer
  * (lt_tokenizer_load_gguf: tokens, scores, types, merges), the chat template
  * (lt_chat_template_from_gguf) and the model (lt_model_load_gguf from a file: lazy, as
- * generate and train load it, then whole, every tensor dequantized). Seeds: tests/fuzz/corpus/gguf (small
- * files written by gguf-py, tools/gen_fuzz_seeds.py). */
+ * generate and train load it, then whole, every tensor dequantized). Seeds: tests/fuzz/corpus/gguf
+ * (small files written by gguf-py, tools/gen_fuzz_seeds.py). */
 #include "fuzz_util.h"
 #include "loratune/chat.h"
 #include "loratune/gguf.h"

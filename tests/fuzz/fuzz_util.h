@@ -96,12 +96,12 @@ static inline const char *fz_fixture(const char *rel) {
     return p;
 }
 
-#define FZ_CHECK(cond, what)                                                                     \
-    do {                                                                                         \
-        if (!(cond)) {                                                                           \
-            fprintf(stderr, "fuzz: %s:%d: %s: %s\n", __FILE__, __LINE__, what, #cond);            \
-            abort();                                                                             \
-        }                                                                                        \
+#define FZ_CHECK(cond, what)                                                                       \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            fprintf(stderr, "fuzz: %s:%d: %s: %s\n", __FILE__, __LINE__, what, #cond);             \
+            abort();                                                                               \
+        }                                                                                          \
     } while (0)
 
 #endif

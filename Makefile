@@ -1,10 +1,15 @@
 # The two commands: `make demo` and `make test`. Both do all set-up first (tools/setup.sh).
+# `make fuzz` runs the libFuzzer harnesses (docs/RELIABILITY.md "Fuzzing").
 BUILD ?= build
 BUILD_ASAN ?= build-asan
+BUILD_FUZZ ?= build-fuzz
+# seconds per harness, and how many harnesses run at a time
+FUZZ_TIME ?= 60
+FUZZ_JOBS ?= 1
 JOBS ?= $(shell nproc)
 MODEL_DIR ?= models
 
-.PHONY: all setup build models test test-asan demo clean
+.PHONY: all setup build models test test-asan fuzz demo clean
 
 all: build
 
@@ -30,8 +35,13 @@ test-asan: setup models
 	@cmake --build $(BUILD_ASAN) -j$(JOBS)
 	cd $(BUILD_ASAN) && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 ctest --output-on-failure -j$(JOBS)
 
+# libFuzzer harnesses (tests/fuzz/) built with clang in $(BUILD_FUZZ), each run FUZZ_TIME seconds
+# (FUZZ_JOBS at a time); fails on any crash, leak, timeout or OOM (tools/fuzz.sh)
+fuzz: setup
+	@BUILD_FUZZ=$(BUILD_FUZZ) FUZZ_TIME=$(FUZZ_TIME) FUZZ_JOBS=$(FUZZ_JOBS) bash tools/fuzz.sh
+
 demo: build models
 	@bash tools/demo.sh $(BUILD)/loratune $(MODEL_DIR)/SmolLM2-135M-Instruct.Q4_1.gguf
 
 clean:
-	rm -rf $(BUILD) $(BUILD_ASAN)
+	rm -rf $(BUILD) $(BUILD_ASAN) $(BUILD_FUZZ)

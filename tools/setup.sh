@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # setup.sh - installs what loratune's build and tests need on a Debian machine:
-# Debian packages (compiler, CMake, OpenBLAS, PCRE2, jansson, ...) and the Python test
+# Debian packages (compiler, CMake, OpenBLAS, PCRE2, jansson, ...; clang + libclang-rt-14-dev:
+# the sanitizer build and libFuzzer for `make fuzz`) and the Python test
 # peers (tools/requirements.txt) in .venv, with uv. Idempotent and quick when all is there.
 # The Gradio app's requirements go to .venv-gradio (clients/gradio/requirements.txt).
 # `tools/setup.sh --bench` also installs the benchmark anchors (Optuna + torch) in .venv-bench.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PKGS="build-essential clang cmake pkg-config git ca-certificates unzip libopenblas-dev libpcre2-dev libjansson-dev libutf8proc-dev libyaml-dev libomp-dev python3 python3-venv libsqlite3-dev libcurl4-openssl-dev libssl-dev libmicrohttpd-dev libarchive-dev libjs-chart.js chromium chromium-driver curl openssl qemu-user libgsl-dev liblapacke-dev libdnnl-dev prometheus"
+PKGS="build-essential clang libclang-rt-14-dev cmake pkg-config git ca-certificates unzip libopenblas-dev libpcre2-dev libjansson-dev libutf8proc-dev libyaml-dev libomp-dev python3 python3-venv libsqlite3-dev libcurl4-openssl-dev libssl-dev libmicrohttpd-dev libarchive-dev libjs-chart.js chromium chromium-driver curl openssl qemu-user libgsl-dev liblapacke-dev libdnnl-dev prometheus"
 missing=""
 for p in $PKGS; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

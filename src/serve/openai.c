@@ -189,10 +189,10 @@ static char *content_text(const json_t *content, size_t i, char *msg, size_t n) 
     return NULL;
 }
 
-/* The prompt's ids (lt_malloc'd) from a chat's messages: rendered with the model's template. */
-static lt_status chat_ids(lt_server *s, const json_t *msgs, int32_t **ids, size_t *n_ids, char *msg,
-                          size_t n) {
-    const lt_chat_template *t = lt_infer_template(s);
+/* The prompt's ids (lt_malloc'd) from a chat's messages: rendered with the model's template t
+ * (NULL: the model has none). */
+lt_status lt_oai_chat_ids(const lt_tokenizer *tok, const lt_chat_template *t, const json_t *msgs,
+                          int32_t **ids, size_t *n_ids, char *msg, size_t n) {
     if (!t) {
         snprintf(msg, n, "the served model has no chat template: use /v1/completions");
         return LT_ERR_UNSUPPORTED;
@@ -224,8 +224,7 @@ static lt_status chat_ids(lt_server *s, const json_t *msgs, int32_t **ids, size_
     if (!st && (st = lt_chat_render(t, cm, nm, 1, &rendered)))
         snprintf(msg, n, "messages: %s", lt_errmsg());
     /* the template's text already holds BOS where the model wants it: no add_special */
-    if (!st && (st = lt_tokenizer_encode(lt_infer_tokenizer(s), rendered, strlen(rendered), 0, 1,
-                                         ids, n_ids)))
+    if (!st && (st = lt_tokenizer_encode(tok, rendered, strlen(rendered), 0, 1, ids, n_ids)))
         snprintf(msg, n, "messages: %s", lt_errmsg());
     free(rendered);
     for (size_t i = 0; texts && i < nm; i++)
@@ -236,13 +235,12 @@ static lt_status chat_ids(lt_server *s, const json_t *msgs, int32_t **ids, size_
 }
 
 /* The prompt's ids of /v1/completions: a string, a list of one string, or a list of ids. */
-static lt_status completion_ids(lt_server *s, const json_t *p, int32_t **ids, size_t *n_ids,
-                                char *msg, size_t n) {
+lt_status lt_oai_completion_ids(const lt_tokenizer *tok, int V, const json_t *p, int32_t **ids,
+                                size_t *n_ids, char *msg, size_t n) {
     if (json_is_array(p) && json_array_size(p) == 1 && json_is_string(json_array_get(p, 0)))
         p = json_array_get(p, 0);
     if (json_is_array(p) && json_array_size(p) > 0 && json_is_integer(json_array_get(p, 0))) {
         size_t k = json_array_size(p), i;
-        int V = lt_infer_vocab(s);
         *ids = lt_malloc(sizeof(int32_t) * k);
         if (!*ids) return snprintf(msg, n, "out of memory"), LT_ERR_NOMEM;
         json_t *x;
@@ -263,7 +261,6 @@ static lt_status completion_ids(lt_server *s, const json_t *p, int32_t **ids, si
         snprintf(msg, n, "prompt: expected a string, a list of one string, or a list of token ids");
         return LT_ERR_ARG;
     }
-    const lt_tokenizer *tok = lt_infer_tokenizer(s);
     const char *text = json_string_value(p);
     /* as `loratune generate --prompt`: special tokens added the tokenizer's way */
     if (lt_tokenizer_encode(tok, text, strlen(text), 1, 1, ids, n_ids))
@@ -461,16 +458,9 @@ static void stream_free(void *cls) {
     lt_free(e);
 }
 
-/* ---- the completion endpoints ---------------------------------------------------------- */
-enum MHD_Result lt_oai_complete(lt_server *s, struct MHD_Connection *c, const json_t *body,
-                                int chat) {
-    req_ctx q = {.s = s, .c = c, .endpoint = chat ? "chat" : "completions"};
-    int r = not_ready(s, c);
-    if (r >= 0) {
-        lt_metrics_request(s, "", q.endpoint, lt_infer_enabled(s) ? 503 : 404, NULL);
-        return (enum MHD_Result)r;
-    }
-    if (!body) return fail(&q, 400, NULL, "bad_json", "request body: expected a JSON object");
+/* ---- the request's fields (no server state: tests/fuzz/fuzz_serve_request.c calls these) -- */
+int lt_oai_check_fields(const json_t *body, int chat, const char **model, const char **param,
+                        const char **code, char *msg, size_t n) {
     /* OpenAI's API refuses unknown fields too: a typo never passes for a default */
     static const char *known_chat[] = {"model",
                                        "messages",
@@ -512,14 +502,130 @@ enum MHD_Result lt_oai_complete(lt_server *s, struct MHD_Connection *c, const js
         const char **k = chat ? known_chat : known_cmpl;
         while (*k && strcmp(*k, key))
             k++;
-        if (!*k)
-            return fail(&q, 400, key, "unknown_field",
-                        "unknown field '%.100s' (this endpoint takes: model, %s, max_tokens, "
-                        "temperature, top_p, top_k, seed, stop, stream, stream_options, n, user)",
-                        key, chat ? "messages" : "prompt");
+        if (!*k) {
+            *param = key;
+            *code = "unknown_field";
+            snprintf(msg, n,
+                     "unknown field '%.100s' (this endpoint takes: model, %s, max_tokens, "
+                     "temperature, top_p, top_k, seed, stop, stream, stream_options, n, user)",
+                     key, chat ? "messages" : "prompt");
+            return 400;
+        }
     }
-    const char *model = json_string_value(json_object_get(body, "model"));
-    if (!model) return fail(&q, 400, "model", "invalid_value", "model: expected a string");
+    *model = json_string_value(json_object_get(body, "model"));
+    if (!*model) {
+        *param = "model";
+        *code = "invalid_value";
+        snprintf(msg, n, "model: expected a string");
+        return 400;
+    }
+    return 0;
+}
+
+void lt_oai_req_clear(lt_oai_req *r) {
+    for (int i = 0; i < r->n_stop; i++)
+        lt_free(r->stop[i]);
+    r->n_stop = 0;
+}
+
+int lt_oai_parse_params(const json_t *body, int chat, lt_oai_req *r, const char **param_out,
+                        char *msg, size_t n) {
+    memset(r, 0, sizeof *r);
+    const char *param = NULL;
+    double temp = 1, top_p = 1;
+    long long max_tokens = 16, seed = 0, n_choices = 1, top_k = 0;
+    int max_given = 0, seed_given = 0;
+    const char *max_key = chat && json_object_get(body, "max_completion_tokens")
+                              ? "max_completion_tokens"
+                              : "max_tokens";
+    /* OpenAI's defaults: temperature 1, top_p 1; max_tokens 16 for completions, the context
+     * for chat */
+    if (get_num(body, "temperature", 0, 2, 1, &temp, msg, n))
+        param = "temperature";
+    else if (get_num(body, "top_p", 0, 1, 1, &top_p, msg, n))
+        param = "top_p";
+    else if (top_p <= 0)
+        snprintf(msg, n, "top_p: expected a number in (0, 1]"), param = "top_p";
+    else if (get_int(body, max_key, 1, 1 << 30, chat ? 1 << 30 : 16, &max_tokens, &max_given, msg,
+                     n))
+        param = max_key;
+    else if (get_int(body, "seed", INT64_MIN, INT64_MAX, 0, &seed, &seed_given, msg, n))
+        param = "seed";
+    else if (get_int(body, "n", 1, 1, 1, &n_choices, NULL, msg, n))
+        param = "n", snprintf(msg, n, "n: only 1 choice per request is supported");
+    else if (get_int(body, "top_k", 0, 1 << 30, 0, &top_k, NULL, msg, n))
+        param = "top_k";
+    if (!param) {
+        static const char *zero_only[] = {"presence_penalty", "frequency_penalty"};
+        for (size_t i = 0; i < 2 && !param; i++) {
+            const json_t *v = json_object_get(body, zero_only[i]);
+            if (v && !json_is_null(v) && (!json_is_number(v) || json_number_value(v) != 0))
+                param = zero_only[i], snprintf(msg, n, "%s: not supported (only 0)", zero_only[i]);
+        }
+        const json_t *lp = json_object_get(body, "logprobs");
+        if (!param && lp && !json_is_null(lp) && !json_is_false(lp))
+            param = "logprobs", snprintf(msg, n, "logprobs: not supported");
+        const json_t *tools = json_object_get(body, "tools");
+        if (!param && tools && !json_is_null(tools) && json_array_size(tools) > 0)
+            param = "tools", snprintf(msg, n, "tools: not supported by this endpoint yet");
+    }
+    const json_t *stop = json_object_get(body, "stop");
+    if (!param && stop && !json_is_null(stop)) {
+        if (json_is_string(stop)) {
+            if (!json_string_length(stop))
+                param = "stop", snprintf(msg, n, "stop: an empty string never matches");
+            else
+                r->stop[r->n_stop++] = lt_strdup(json_string_value(stop));
+        } else if (json_is_array(stop) && json_array_size(stop) <= 4) {
+            size_t i;
+            json_t *x;
+            json_array_foreach(stop, i, x) {
+                if (!json_is_string(x) || !json_string_length(x)) {
+                    param = "stop";
+                    snprintf(msg, n, "stop[%zu]: expected a non-empty string", i);
+                    break;
+                }
+                r->stop[r->n_stop++] = lt_strdup(json_string_value(x));
+            }
+        } else {
+            param = "stop";
+            snprintf(msg, n, "stop: expected a string or a list of at most 4 strings");
+        }
+        for (int i = 0; i < r->n_stop && !param; i++)
+            if (!r->stop[i]) param = "stop", snprintf(msg, n, "out of memory");
+    }
+    const json_t *stream_v = json_object_get(body, "stream");
+    if (!param && stream_v && !json_is_null(stream_v) && !json_is_boolean(stream_v))
+        param = "stream", snprintf(msg, n, "stream: expected true or false");
+    r->stream = json_is_true(stream_v);
+    const json_t *so = json_object_get(body, "stream_options");
+    r->include_usage = json_is_true(json_object_get(so, "include_usage"));
+    r->temperature = temp;
+    r->top_p = top_p;
+    r->max_tokens = max_tokens;
+    r->max_given = max_given;
+    r->max_key = max_key;
+    r->seed = seed;
+    r->seed_given = seed_given;
+    r->top_k = top_k;
+    *param_out = param;
+    return param ? 400 : 0;
+}
+
+/* ---- the completion endpoints ---------------------------------------------------------- */
+enum MHD_Result lt_oai_complete(lt_server *s, struct MHD_Connection *c, const json_t *body,
+                                int chat) {
+    req_ctx q = {.s = s, .c = c, .endpoint = chat ? "chat" : "completions"};
+    int r = not_ready(s, c);
+    if (r >= 0) {
+        lt_metrics_request(s, "", q.endpoint, lt_infer_enabled(s) ? 503 : 404, NULL);
+        return (enum MHD_Result)r;
+    }
+    if (!body) return fail(&q, 400, NULL, "bad_json", "request body: expected a JSON object");
+    char msg[1024] = "";
+    const char *param = NULL, *code = NULL, *model = NULL;
+    if (lt_oai_check_fields(body, chat, &model, &param, &code, msg, sizeof msg))
+        return fail(&q, 400, param, code, "%s", msg);
     lt_served *target = lt_infer_lookup(s, model);
     if (!target) {
         json_t *ms = lt_infer_models_json(s);
@@ -542,89 +648,31 @@ enum MHD_Result lt_oai_complete(lt_server *s, struct MHD_Connection *c, const js
     g->target = target;
     g->endpoint = q.endpoint;
     g->chat = chat;
-    char msg[1024] = "";
-    const char *param = NULL;
-    double temp = 1, top_p = 1;
-    long long max_tokens = 16, seed = 0, n_choices = 1, top_k = 0;
-    int max_given = 0, seed_given = 0;
-    const char *max_key = chat && json_object_get(body, "max_completion_tokens")
-                              ? "max_completion_tokens"
-                              : "max_tokens";
+    lt_oai_req rq;
     int ctx = lt_infer_ctx(s);
     lt_status st = LT_OK;
-    /* OpenAI's defaults: temperature 1, top_p 1; max_tokens 16 for completions, the context
-     * for chat */
-    if (get_num(body, "temperature", 0, 2, 1, &temp, msg, sizeof msg))
-        param = "temperature";
-    else if (get_num(body, "top_p", 0, 1, 1, &top_p, msg, sizeof msg))
-        param = "top_p";
-    else if (top_p <= 0)
-        snprintf(msg, sizeof msg, "top_p: expected a number in (0, 1]"), param = "top_p";
-    else if (get_int(body, max_key, 1, 1 << 30, chat ? 1 << 30 : 16, &max_tokens, &max_given, msg,
-                     sizeof msg))
-        param = max_key;
-    else if (get_int(body, "seed", INT64_MIN, INT64_MAX, 0, &seed, &seed_given, msg, sizeof msg))
-        param = "seed";
-    else if (get_int(body, "n", 1, 1, 1, &n_choices, NULL, msg, sizeof msg))
-        param = "n", snprintf(msg, sizeof msg, "n: only 1 choice per request is supported");
-    else if (get_int(body, "top_k", 0, 1 << 30, 0, &top_k, NULL, msg, sizeof msg))
-        param = "top_k";
-    if (!param) {
-        static const char *zero_only[] = {"presence_penalty", "frequency_penalty"};
-        for (size_t i = 0; i < 2 && !param; i++) {
-            const json_t *v = json_object_get(body, zero_only[i]);
-            if (v && !json_is_null(v) && (!json_is_number(v) || json_number_value(v) != 0))
-                param = zero_only[i],
-                snprintf(msg, sizeof msg, "%s: not supported (only 0)", zero_only[i]);
-        }
-        const json_t *lp = json_object_get(body, "logprobs");
-        if (!param && lp && !json_is_null(lp) && !json_is_false(lp))
-            param = "logprobs", snprintf(msg, sizeof msg, "logprobs: not supported");
-        const json_t *tools = json_object_get(body, "tools");
-        if (!param && tools && !json_is_null(tools) && json_array_size(tools) > 0)
-            param = "tools", snprintf(msg, sizeof msg, "tools: not supported by this endpoint yet");
-    }
-    const json_t *stop = json_object_get(body, "stop");
-    if (!param && stop && !json_is_null(stop)) {
-        if (json_is_string(stop)) {
-            if (!json_string_length(stop))
-                param = "stop", snprintf(msg, sizeof msg, "stop: an empty string never matches");
-            else
-                g->stop[g->n_stop++] = lt_strdup(json_string_value(stop));
-        } else if (json_is_array(stop) && json_array_size(stop) <= 4) {
-            size_t i;
-            json_t *x;
-            json_array_foreach(stop, i, x) {
-                if (!json_is_string(x) || !json_string_length(x)) {
-                    param = "stop";
-                    snprintf(msg, sizeof msg, "stop[%zu]: expected a non-empty string", i);
-                    break;
-                }
-                g->stop[g->n_stop++] = lt_strdup(json_string_value(x));
-            }
-        } else {
-            param = "stop";
-            snprintf(msg, sizeof msg, "stop: expected a string or a list of at most 4 strings");
-        }
-        for (int i = 0; i < g->n_stop && !param; i++)
-            if (!g->stop[i]) param = "stop", snprintf(msg, sizeof msg, "out of memory");
-    }
-    const json_t *stream_v = json_object_get(body, "stream");
-    if (!param && stream_v && !json_is_null(stream_v) && !json_is_boolean(stream_v))
-        param = "stream", snprintf(msg, sizeof msg, "stream: expected true or false");
-    int streaming = json_is_true(stream_v);
-    const json_t *so = json_object_get(body, "stream_options");
-    int include_usage = json_is_true(json_object_get(so, "include_usage"));
-    if (param) {
+    if (lt_oai_parse_params(body, chat, &rq, &param, msg, sizeof msg)) {
+        lt_oai_req_clear(&rq);
         lt_gen_unref(s, g);
         return fail(&q, 400, param, "invalid_value", "%s", msg);
     }
+    for (int i = 0; i < rq.n_stop; i++) { /* the generation owns them now */
+        g->stop[g->n_stop++] = rq.stop[i];
+        rq.stop[i] = NULL;
+    }
+    rq.n_stop = 0;
+    const char *max_key = rq.max_key;
+    long long max_tokens = rq.max_tokens;
+    const int max_given = rq.max_given, streaming = rq.stream, include_usage = rq.include_usage;
     size_t n_ids = 0;
     if (chat) {
-        st = chat_ids(s, json_object_get(body, "messages"), &g->ids, &n_ids, msg, sizeof msg);
+        st = lt_oai_chat_ids(lt_infer_tokenizer(s), lt_infer_template(s),
+                             json_object_get(body, "messages"), &g->ids, &n_ids, msg, sizeof msg);
         param = "messages";
     } else {
-        st = completion_ids(s, json_object_get(body, "prompt"), &g->ids, &n_ids, msg, sizeof msg);
+        st = lt_oai_completion_ids(lt_infer_tokenizer(s), lt_infer_vocab(s),
+                                   json_object_get(body, "prompt"), &g->ids, &n_ids, msg,
+                                   sizeof msg);
         param = "prompt";
     }
     if (st) {
@@ -647,11 +695,11 @@ enum MHD_Result lt_oai_complete(lt_server *s, struct MHD_Connection *c, const js
     }
     if (max_tokens > ctx - (long long)n_ids) max_tokens = ctx - (long long)n_ids;
     g->max_tokens = (int)max_tokens;
-    g->temperature = (float)temp;
-    g->top_p = (float)top_p;
-    g->top_k = (int)top_k;
-    if (seed_given) {
-        g->seed = (uint64_t)seed;
+    g->temperature = (float)rq.temperature;
+    g->top_p = (float)rq.top_p;
+    g->top_k = (int)rq.top_k;
+    if (rq.seed_given) {
+        g->seed = (uint64_t)rq.seed;
     } else if (RAND_bytes((unsigned char *)&g->seed, sizeof g->seed) != 1) {
         g->seed = (uint64_t)time(NULL);
     }

@@ -242,6 +242,34 @@ enum MHD_Result lt_oai_adapters_list(lt_server *s, struct MHD_Connection *c);
 enum MHD_Result lt_oai_adapter_load(lt_server *s, struct MHD_Connection *c, const json_t *body);
 enum MHD_Result lt_oai_adapter_unload(lt_server *s, struct MHD_Connection *c, const char *name);
 enum MHD_Result lt_oai_ready(lt_server *s, struct MHD_Connection *c);
+/* What lt_oai_complete reads from a request body, in pieces without server state (so that
+ * tests/fuzz/fuzz_serve_request.c drives them as the server does). Each returns 0, or the HTTP
+ * status (400) with *param naming the field and msg what was expected. */
+/* Unknown fields (*code "unknown_field") and the model's name (borrowed from body). */
+int lt_oai_check_fields(const json_t *body, int chat, const char **model, const char **param,
+                        const char **code, char *msg, size_t n);
+typedef struct {
+    double temperature, top_p;
+    long long max_tokens, seed, top_k;
+    int max_given, seed_given;
+    const char *max_key; /* "max_tokens" or "max_completion_tokens" (static) */
+    char *stop[4];       /* lt_malloc'd, owned: lt_oai_req_clear */
+    int n_stop;
+    int stream, include_usage;
+} lt_oai_req;
+/* Sampling, length, stop and stream fields; *r is filled (clear it even after an error). */
+int lt_oai_parse_params(const json_t *body, int chat, lt_oai_req *r, const char **param,
+                        char *msg, size_t n);
+void lt_oai_req_clear(lt_oai_req *r);
+/* The prompt's token ids (*ids lt_malloc'd): a chat's messages rendered with template t (NULL:
+ * LT_ERR_UNSUPPORTED), or a completion's prompt (a string, a list of one string, or a list of
+ * ids below V). Errors set msg (naming the message index / prompt item). */
+struct lt_tokenizer;
+struct lt_chat_template;
+lt_status lt_oai_chat_ids(const struct lt_tokenizer *tok, const struct lt_chat_template *t,
+                          const json_t *msgs, int32_t **ids, size_t *n_ids, char *msg, size_t n);
+lt_status lt_oai_completion_ids(const struct lt_tokenizer *tok, int V, const json_t *p,
+                                int32_t **ids, size_t *n_ids, char *msg, size_t n);
 /* {"error": {"message", "type", "param", "code"}} as OpenAI's API answers */
 enum MHD_Result lt_oai_error(struct MHD_Connection *c, unsigned status, const char *type,
                              const char *param, const char *code, const char *fmt, ...)

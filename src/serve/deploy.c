@@ -257,6 +257,11 @@ static lt_status deploy_locked(lt_server *s, const char *name, int version, doub
     if (!(share >= 0 && share < 1))
         return lt_error(LT_ERR_ARG, "canary: expected a share in [0, 1), got %g", share);
     char msg[1024];
+    if (!lt_infer_enabled(s)) {
+        *http = 404;
+        return lt_error(LT_ERR_NOTFOUND, "this server serves no model (start it with --model): "
+                                         "nothing to deploy an adapter on");
+    }
     if (lt_infer_state(s, msg, sizeof msg) != 1) {
         *http = 503;
         return lt_error(LT_ERR_BUSY, "the base model is not loaded (GET /ready)%s%s",
@@ -395,8 +400,10 @@ enum MHD_Result lt_deploy_create(lt_server *s, struct MHD_Connection *c, const j
     if (!json_is_string(m))
         return lt_reply_error(c, 400, "bad_request",
                               "model: expected the name of a registered model (a string)");
-    if (!json_is_integer(ver) || json_integer_value(ver) < 1 || json_integer_value(ver) > 1000000)
-        return lt_reply_error(c, 400, "bad_request", "version: expected a version number >= 1");
+    double vn = json_number_value(ver); /* 3.0 is an integer to JSON Schema too */
+    if (!json_is_number(ver) || vn != floor(vn) || vn < 1 || vn > 1000000)
+        return lt_reply_error(c, 400, "bad_request",
+                              "version: expected a version number, 1 to 1000000");
     if (can && !json_is_number(can))
         return lt_reply_error(c, 400, "bad_request",
                               "canary: expected the canary's share of requests, 0 <= x < 1");
@@ -410,7 +417,7 @@ enum MHD_Result lt_deploy_create(lt_server *s, struct MHD_Connection *c, const j
     }
     json_t *out = NULL;
     int http = 400;
-    lt_status rc = deploy_version(s, json_string_value(m), (int)json_integer_value(ver),
+    lt_status rc = deploy_version(s, json_string_value(m), (int)vn,
                                   can ? json_number_value(can) : 0,
                                   json_is_string(ho) ? json_string_value(ho) : NULL, "manual", 0,
                                   &out, &http);

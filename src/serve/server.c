@@ -495,6 +495,10 @@ static enum MHD_Result reply_health(lt_server *s, struct MHD_Connection *c) {
 
 static enum MHD_Result dispatch(lt_server *s, struct MHD_Connection *c, request *q) {
     json_t *body = NULL;
+    if (q->route == R_ALERTS && !s->has_token) /* it starts training: never unauthenticated */
+        return lt_reply_error(c, MHD_HTTP_FORBIDDEN, "forbidden",
+                              "the alert webhook needs a server token (--token or "
+                              "LORATUNE_TOKEN), sent by Alertmanager as a bearer token");
     if (q->body_json && q->len) {
         json_error_t e;
         body = json_loadb(q->body, q->len, JSON_REJECT_DUPLICATES, &e);
@@ -627,11 +631,7 @@ static enum MHD_Result dispatch(lt_server *s, struct MHD_Connection *c, request 
         r = lt_deploy_rollback_reply(s, c, q->id);
         break;
     case R_ALERTS:
-        if (!s->has_token) /* the webhook starts training: never without authentication */
-            r = lt_reply_error(c, MHD_HTTP_FORBIDDEN, "forbidden",
-                               "the alert webhook needs a server token (--token or "
-                               "LORATUNE_TOKEN), sent by Alertmanager as a bearer token");
-        else if (!body)
+        if (!body)
             r = lt_reply_error(c, MHD_HTTP_BAD_REQUEST, "bad_json",
                                "request body: expected Alertmanager's webhook JSON");
         else

@@ -64,7 +64,7 @@ static const char *const k_outcome[3] = {"promoted", "rejected", "failed"};
 
 lt_status lt_deploy_init(lt_server *s) {
     lt_deploy *d = lt_calloc(1, sizeof *d);
-    s->monitor = lt_monitor_new();
+    s->monitor = lt_monitor_new(s);
     if (!d || !s->monitor) {
         lt_free(d);
         return lt_error(LT_ERR_NOMEM, "out of memory");
@@ -349,7 +349,7 @@ static lt_status deploy_locked(lt_server *s, const char *name, int version, doub
         }
 
     /* the record: a run of kind "deploy" with the lineage, and the registry stage */
-    char b1[32], b2[32], b3[32], b4[32], rname[128], shr[32];
+    char b1[32], b2[32], b3[32], rname[128], shr[32];
     snprintf(rname, sizeof rname, "deploy %s.v%d", name, version);
     snprintf(shr, sizeof shr, "%g", share);
     char *reftext = json_dumps(refj, JSON_COMPACT);
@@ -368,7 +368,6 @@ static lt_status deploy_locked(lt_server *s, const char *name, int version, doub
         json_object_set_new(o, "deploy_run", json_integer(run));
     }
     lt_registry_promote(st, name, version, share > 0 ? LT_STAGE_STAGING : LT_STAGE_PRODUCTION, 1);
-    (void)b4;
     json_object_set_new(o, "reference", refj);
     lt_store_close(st);
     *out = o;
@@ -550,15 +549,21 @@ static void retrain_finish(lt_server *s, const char *name, int outcome) {
 
 /* Starts the retraining of deployment name; adds {deployment, job, retrain_run} or
  * {deployment, skipped: why} to res. */
-static void start_retrain(lt_server *s, const char *name, const char *alert, json_t *res) {
+static void start_retrain(lt_server *s, const char *name, const char *model, const char *alert,
+                          json_t *res) {
     lt_deploy *d = s->deploy;
-    char why[1024] = "";
+    char why[1024] = "", sn[80] = "", cn[80] = "";
     pthread_mutex_lock(&d->mu);
     deployment *x = find_dep(d, name);
     int champion = x ? x->stable : 0;
+    if (x) served_name(x->name, x->stable, sn, sizeof sn);
+    if (x && x->canary) served_name(x->name, x->canary, cn, sizeof cn);
     char holdout[LT_SERVE_ID_LEN + 1] = "";
     if (!x)
         snprintf(why, sizeof why, "no deployment '%.80s'", name);
+    else if (model && strcmp(model, sn) && strcmp(model, cn))
+        snprintf(why, sizeof why, "the alert is about %.80s, which deployment '%s' no longer "
+                                  "serves (stale)", model, name);
     else if (x->retraining)
         snprintf(why, sizeof why, "a retraining of '%s' is already running", name);
     else if (!x->holdout[0])
@@ -629,8 +634,9 @@ static void start_retrain(lt_server *s, const char *name, const char *alert, jso
 }
 
 /* Alertmanager's webhook (version 4): {"status", "alerts": [{"status", "labels", ...}], ...}.
- * Every firing alert with a `deployment` label starts that deployment's retraining (once:
- * repeats while one runs are skipped). */
+ * Every firing alert with a `deployment` label starts that deployment's retraining, unless one
+ * runs already, or the alert's `model` label names a version the deployment no longer serves
+ * (an alert about the version a retraining replaced). */
 enum MHD_Result lt_deploy_alerts(lt_server *s, struct MHD_Connection *c, const json_t *body) {
     json_t *alerts = json_object_get(body, "alerts");
     if (!json_is_array(alerts))
@@ -650,7 +656,8 @@ enum MHD_Result lt_deploy_alerts(lt_server *s, struct MHD_Connection *c, const j
                                                  !dep ? "no deployment label" : "not firing"));
             continue;
         }
-        start_retrain(s, dep, an ? an : "alert", res);
+        start_retrain(s, dep, json_string_value(json_object_get(labels, "model")),
+                      an ? an : "alert", res);
     }
     return lt_reply_json(c, MHD_HTTP_OK, json_pack("{s:o,s:o}", "retraining", res, "ignored", ign));
 }

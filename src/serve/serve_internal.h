@@ -201,6 +201,9 @@ const char *lt_served_name(const lt_served *e);
 const struct lt_tokenizer *lt_infer_tokenizer(const lt_server *s);
 const struct lt_chat_template *lt_infer_template(const lt_server *s);
 int lt_infer_vocab(const lt_server *s);
+/* The loaded base model (read-only; valid while the server runs, once loaded) and
+ * --threads (0: the environment's). For forwards of its own (monitor.c: prompt perplexity). */
+const struct lt_model *lt_infer_model(const lt_server *s, int *threads);
 /* JSON array of the served models ({id, object, created, owned_by, parent?}); new reference. */
 json_t *lt_infer_models_json(lt_server *s);
 /* Adapters at run time: load (LT_ERR_BUSY when the name is taken, the loader's error when the
@@ -252,20 +255,26 @@ enum MHD_Result lt_oai_error(struct MHD_Connection *c, unsigned status, const ch
  * LT_DRIFT_BUCKETS - 1 most frequent tokens of the reference, and "other". */
 #define LT_DRIFT_BUCKETS 32
 #define LT_DRIFT_WINDOW 2048
+#define LT_NLL_WINDOW 64       /* scored prompts in the perplexity window */
+#define LT_NLL_QUEUE 8         /* prompts waiting to be scored; more are not scored */
+#define LT_NLL_MAX_TOKENS 512  /* a prompt's first tokens scored */
+#define LT_NLL_REF_EXAMPLES 32 /* training examples scored for the reference */
 typedef struct lt_drift_ref lt_drift_ref;
 /* Tokenizes data_path (a file or folder; every split, every token) with the served tokenizer
  * and chat template; LT_ERR_BUSY before the model is loaded. */
 lt_status lt_drift_ref_build(lt_server *s, const char *data_path, lt_drift_ref **out);
 void lt_drift_ref_free(lt_drift_ref *r); /* safe on NULL */
 json_t *lt_drift_ref_json(const lt_drift_ref *r); /* {buckets, tokens, bucket_tokens, counts} */
-lt_monitor *lt_monitor_new(void);
+lt_monitor *lt_monitor_new(lt_server *s); /* starts the perplexity scorer thread */
 void lt_monitor_free(lt_monitor *m); /* safe on NULL */
 /* Watches served model `model` (of deployment `deployment`) against ref (taken); a model watched
  * already gets the new reference and an empty window. */
 lt_status lt_monitor_watch(lt_monitor *m, const char *model, const char *deployment,
                            lt_drift_ref *ref);
 void lt_monitor_unwatch(lt_monitor *m, const char *model);
-/* The prompt of a request routed to model (nothing when it is not watched; m NULL ok). */
+/* The prompt of a request routed to model (nothing when it is not watched; m NULL ok): its
+ * tokens join the drift window, and it is queued for the perplexity scorer (dropped, and
+ * counted, when LT_NLL_QUEUE prompts wait). */
 void lt_monitor_observe(lt_monitor *m, const char *model, const int32_t *ids, int n);
 /* 1 and the values when model is watched, else 0. */
 int lt_monitor_drift(lt_monitor *m, const char *model, double *psi, double *kl, int *window);

@@ -38,7 +38,9 @@ import sys
 import tempfile
 import time
 
+import numpy as np
 import requests
+from llama_cpp import Llama
 from transformers import AutoTokenizer
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
@@ -158,6 +160,31 @@ def drift(ref, prompt_ids):
     return psi, kl, len(win)
 
 
+LLAMA = Llama(model_path=MODEL_PATH, n_ctx=512, logits_all=True, verbose=False, n_threads=1)
+
+
+def nll_of(prompts):
+    """Token-weighted mean NLL of the base model (llama.cpp) over prompts (token ids; the first
+    512), each predicted token from the ones before it."""
+    total, count = 0.0, 0
+    for ids in prompts:
+        ids = ids[:512]
+        LLAMA.reset()
+        LLAMA.eval(ids)
+        lg = np.array(LLAMA.scores[:len(ids) - 1], dtype=np.float64)
+        mx = lg.max(axis=1)
+        lse = mx + np.log(np.exp(lg - mx[:, None]).sum(axis=1))
+        total += float((lse - lg[np.arange(len(ids) - 1), ids[1:]]).sum())
+        count += len(ids) - 1
+    return total / count
+
+
+def scored(name):
+    m = metrics()
+    return ((series(m, "loratune_input_prompts_scored_total", model=f"{name}.v1") or 0) +
+            (series(m, "loratune_input_prompts_unscored_total", model=f"{name}.v1") or 0))
+
+
 def ids_of(text):
     return TOK(text).input_ids  # BOS + text, as the server encodes a prompt
 
@@ -165,7 +192,7 @@ def ids_of(text):
 # the shipped configuration passes the tools' own checks
 p = subprocess.run([PROMTOOL, "check", "rules", os.path.join(DEPLOY, "loratune-rules.yml")],
                    capture_output=True, text=True)
-check(p.returncode == 0 and "SUCCESS: 5 rules found" in p.stdout, f"promtool check rules: {p.stdout} {p.stderr}")
+check(p.returncode == 0 and "SUCCESS: 6 rules found" in p.stdout, f"promtool check rules: {p.stdout} {p.stderr}")
 shipped_am = open(os.path.join(DEPLOY, "alertmanager.yml")).read()
 shipped_prom = open(os.path.join(DEPLOY, "prometheus.yml")).read()
 shipped_rules = open(os.path.join(DEPLOY, "loratune-rules.yml")).read()
@@ -250,10 +277,25 @@ try:
     sent = {"good": [], "bad": []}
     for rec in MATH[112:120]:
         for name in ("good", "bad"):
+            before = scored(name)
             o = complete(name, prompt_of(rec))
             check(o.get("model") == f"{name}.v1", f"{name} answered by {o.get('model')}")
             sent[name].append(ids_of(prompt_of(rec)))
+            t1 = time.time()  # one at a time: every prompt is scored (the queue never fills)
+            while scored(name) == before and time.time() - t1 < 60:
+                time.sleep(0.05)
     m = metrics()
+    # prompt perplexity: the base model's NLL per token, against llama.cpp's logits
+    want = nll_of(sent["good"])
+    got = series(m, "loratune_input_nll_per_token", model="good.v1")
+    check(got is not None and abs(got - want) < 2e-3 * want, f"prompt NLL {got} (llama.cpp: {want})")
+    check(series(m, "loratune_input_prompts_scored_total", model="good.v1") == 8, "scored prompts")
+    want_ref = nll_of([TOK(r["text"]).input_ids for r in MATH[:32]])
+    got = series(m, "loratune_input_nll_reference_per_token", model="good.v1")
+    check(got is not None and abs(got - want_ref) < 2e-3 * want_ref and
+          abs(ref.get("nll", 0) - want_ref) < 2e-3 * want_ref,
+          f"reference NLL {got} / {ref.get('nll')} (llama.cpp: {want_ref})")
+    print(f"math traffic: NLL {want:.4f} nats/token, reference {want_ref:.4f}", flush=True)
     psi, kl, win = drift(ref, sent["good"])
     got = series(m, "loratune_input_drift_psi", model="good.v1", deployment="good")
     check(got is not None and abs(got - psi) < 1e-6 * max(1, psi), f"PSI {got} (test: {psi})")
@@ -282,6 +324,9 @@ try:
           f"drifted PSI {got} (test: {psi}; the alert needs > 0.25)")
     check(win >= 256, f"window {win}")
     print(f"SQL traffic: PSI {psi:.4f} KL {kl:.4f} over {win} tokens", flush=True)
+    print(f"SQL traffic: NLL {series(m, 'loratune_input_nll_per_token', model='good.v1')} nats/token "
+          f"(scored {series(m, 'loratune_input_prompts_scored_total', model='good.v1')}, "
+          f"unscored {series(m, 'loratune_input_prompts_unscored_total', model='good.v1')})", flush=True)
 
     # Prometheus (the shipped rules, `for` shortened) and Alertmanager (the shipped routes)
     pport, aport, acport = free_port(), free_port(), free_port()
@@ -313,13 +358,14 @@ try:
     # the loop runs by itself: alert -> webhook -> retrain jobs -> gate -> promotion
     t0 = time.time()
     deps = {}
-    fired = set()
+    fired, fired_all = set(), set()
     while time.time() - t0 < 300:
         try:
             a = requests.get(PURL + "/api/v1/alerts", timeout=10).json()
             for x in a["data"]["alerts"]:
                 if x["labels"].get("alertname") == "LoratuneInputDrift":
                     fired.add(x["labels"].get("deployment"))
+                fired_all.add((x["labels"].get("alertname"), x["labels"].get("model")))
         except (requests.RequestException, ValueError, KeyError):
             pass
         deps = deployments()
@@ -327,7 +373,7 @@ try:
                 and not deps["good"]["retraining"] and not deps["bad"]["retraining"]):
             break
         time.sleep(1)
-    print(f"loop done in {time.time() - t0:.1f} s", flush=True)
+    print(f"loop done in {time.time() - t0:.1f} s; alerts seen: {sorted(fired_all)}", flush=True)
     check(fired == {"good", "bad"}, f"Prometheus alerts fired for {fired}")
     check(deps.get("good", {}).get("stable", {}).get("version") == 2 and
           deps["good"]["retrains"] == {"promoted": 1, "rejected": 0, "failed": 0},

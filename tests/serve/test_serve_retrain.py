@@ -485,6 +485,46 @@ try:
     check(complete("good", "Q: 1?\nA:", 1).get("model") == "good.v1", "after the rollback")
     p = lt("models", "rollback", "good", env=ENV)
     check(p.returncode == 1 and "409" in p.stderr, f"nothing left to roll back: {p.stdout} {p.stderr}")
+
+    # a hot swap under traffic: four clients keep asking for `good` (streamed and not) while
+    # version 2 replaces version 1; every request succeeds, served by one version or the other
+    import threading
+    stop, answers, errors = threading.Event(), [], []
+
+    def client(stream):
+        while not stop.is_set():
+            try:
+                r = requests.post(URL + "/v1/completions", json={"model": "good", "prompt": "Q: 3 + 4?\nA:",
+                                  "max_tokens": 16, "temperature": 0, "stream": stream},
+                                  headers=AUTH, timeout=60, stream=stream)
+                if r.status_code != 200:
+                    errors.append(f"{r.status_code} {r.text[:200]}")
+                    continue
+                if stream:
+                    chunks = [json.loads(x[6:]) for x in r.iter_lines(decode_unicode=True)
+                              if x and x.startswith("data: {")]
+                    if not chunks or chunks[-1]["choices"][0].get("finish_reason") is None:
+                        errors.append(f"stream ended early: {chunks[-1:]}")
+                    answers.append(chunks[0]["model"] if chunks else None)
+                else:
+                    answers.append(r.json()["model"])
+            except requests.RequestException as e:
+                errors.append(str(e))
+
+    threads = [threading.Thread(target=client, args=(i % 2 == 1,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    time.sleep(0.5)
+    p = lt("models", "deploy", "good@2", env=ENV)
+    time.sleep(0.5)
+    stop.set()
+    for t in threads:
+        t.join(60)
+    check(p.returncode == 0 and not errors, f"hot swap: {p.stderr} errors {errors[:3]}")
+    check("good.v1" in answers and answers[-1] == "good.v2" and set(answers) == {"good.v1", "good.v2"},
+          f"hot swap: {len(answers)} answers, by {sorted(set(map(str, answers)))}, last {answers[-1:]}")
+    print(f"hot swap under traffic: {len(answers)} requests, {answers.count('good.v1')} by v1, "
+          f"{answers.count('good.v2')} by v2, no errors", flush=True)
 finally:
     for proc in (prom, am):
         if proc:

@@ -267,6 +267,14 @@ static lt_status deploy_locked(lt_server *s, const char *name, int version, doub
         return lt_error(LT_ERR_BUSY, "the base model is not loaded (GET /ready)%s%s",
                         *msg ? ": " : "", msg);
     }
+    pthread_mutex_lock(&d->mu);
+    deployment *x = find_dep(d, name);
+    int is_stable = x && x->stable == version, full = !x && d->n == MAX_DEPLOYMENTS;
+    pthread_mutex_unlock(&d->mu);
+    if (share > 0 && is_stable)
+        return lt_error(LT_ERR_ARG, "canary: %s version %d is the stable version already", name,
+                        version);
+    if (full) return lt_error(LT_ERR_ARG, "at most %d deployments", MAX_DEPLOYMENTS);
     lt_store *st = NULL;
     version_info vi;
     lt_status rc = open_store(s, &st);
@@ -282,8 +290,10 @@ static lt_status deploy_locked(lt_server *s, const char *name, int version, doub
         if (!vi.data[0])
             return lt_error(LT_ERR_ARG, "%s version %d records no training data: no drift "
                                         "reference", name, version);
+        char why[1024];
+        snprintf(why, sizeof why, "%s", lt_errmsg()); /* lt_error writes where it lives */
         return lt_error(rc, "%s version %d: drift reference from its training data: %s", name,
-                        version, lt_errmsg());
+                        version, why);
     }
     json_t *refj = lt_drift_ref_json(ref);
     char sn[80];
@@ -297,17 +307,9 @@ static lt_status deploy_locked(lt_server *s, const char *name, int version, doub
         lt_metrics_adapter_error(s);
         return lt_error(rc, "%s version %d: %s", name, version, msg);
     }
-    lt_monitor_watch(s->monitor, sn, name, ref);
-
     int drop[2] = {0, 0}, old_stable = 0;
-    pthread_mutex_lock(&d->mu);
-    deployment *x = find_dep(d, name);
-    if (!x && d->n == MAX_DEPLOYMENTS) {
-        pthread_mutex_unlock(&d->mu);
-        json_decref(refj);
-        lt_store_close(st);
-        return lt_error(LT_ERR_ARG, "at most %d deployments", MAX_DEPLOYMENTS);
-    }
+    pthread_mutex_lock(&d->mu); /* deploy operations are serialized (d->op): x is as checked */
+    x = find_dep(d, name);
     if (!x) {
         x = &d->d[d->n++];
         memset(x, 0, sizeof *x);
@@ -336,6 +338,8 @@ static lt_status deploy_locked(lt_server *s, const char *name, int version, doub
     }
     if (holdout) snprintf(x->holdout, sizeof x->holdout, "%s", holdout);
     x->deployed = lt_serve_now();
+    /* the reference before the first request can be routed to it: a new window */
+    lt_monitor_watch(s->monitor, sn, name, ref);
     json_t *o = dep_json(s, x);
     persist_dep(s, x);
     pthread_mutex_unlock(&d->mu);
@@ -500,7 +504,12 @@ enum MHD_Result lt_deploy_rollback_reply(lt_server *s, struct MHD_Connection *c,
                               name);
     }
     pthread_mutex_unlock(&d->op);
-    if (rc) return lt_reply_error(c, (unsigned)http, "bad_request", "%s", lt_errmsg());
+    if (rc) {
+        char *msg = lt_serve_scrub(s, lt_errmsg());
+        enum MHD_Result r = lt_reply_error(c, (unsigned)http, "bad_request", "%s", msg ? msg : "error");
+        lt_free(msg);
+        return r;
+    }
     json_t *clean = lt_serve_scrub_json(s, out);
     json_decref(out);
     return lt_reply_json(c, MHD_HTTP_OK, clean);

@@ -310,6 +310,23 @@ try:
     # the webhook needs the token
     r = requests.post(URL + "/api/alerts", json={"alerts": []}, timeout=30)
     check(r.status_code == 401, f"webhook without a token: {r.status_code}")
+    r = requests.post(URL + "/api/alerts", json={"alerts": {"status": "firing"}}, headers=AUTH, timeout=30)
+    check(r.status_code == 400 and "alerts" in r.json()["error"]["message"], f"webhook, alerts not a list: {r.text[:200]}")
+    r = requests.post(URL + "/api/alerts", json={"version": "4", "alerts": [
+        {"status": "firing", "labels": {"alertname": "X", "deployment": "nope"}},
+        {"status": "firing", "labels": {"alertname": "X"}},
+        {"status": "resolved", "labels": {"alertname": "X", "deployment": "good"}},
+        {"status": "firing", "labels": {"alertname": "X", "deployment": "good", "model": "good.v7"}}]},
+        headers=AUTH, timeout=30)
+    body = r.json() if r.status_code == 200 else {}
+    check(r.status_code == 200 and [x.get("skipped", "")[:40] for x in body.get("retraining", [])] ==
+          ["no deployment 'nope'", "the alert is about good.v7, which deploy"] and
+          [x["why"] for x in body.get("ignored", [])] == ["no deployment label", "not firing"],
+          f"webhook with alerts that start nothing: {r.status_code} {r.text[:600]}")
+    r = requests.post(URL + "/api/deployments", json={"model": "good", "version": 1, "canary": 0.5},
+                      headers=AUTH, timeout=30)
+    check(r.status_code == 400 and "stable version already" in r.text, f"canary of the stable version: {r.text[:200]}")
+    check(deployments()["good"]["retraining"] is False, "no retraining started by those")
 
     # new data: the newest version of support.jsonl holds SQL questions; traffic drifts to SQL
     ds_sql, sql_bytes = upload("support.jsonl", SQL[:80])

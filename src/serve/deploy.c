@@ -24,14 +24,15 @@
  *
  * Locking: d->mu guards the deployments (short holds: routing takes it per request); d->op
  * serializes deploy / rollback operations, which load adapters and write the store outside
- * d->mu. Deployments are written to WORK/deployments/NAME.json; they are not restored at start
- * (the registry and the store keep the history; deploy again after a restart). */
+ * d->mu. Deployments are written to WORK/deployments/NAME.json and deployed again when the
+ * server restarts, once its model is loaded (restore_main). */
 #include <dirent.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "core/io.h"
 #include "loratune/run.h"
@@ -58,9 +59,13 @@ struct lt_deploy {
     pthread_mutex_t mu, op;
     deployment d[MAX_DEPLOYMENTS];
     int n;
-};
+    pthread_t restorer; /* deploys WORK/deployments/ again once the model is loaded */
+    int restorer_started;
+}; 
 
 static const char *const k_outcome[3] = {"promoted", "rejected", "failed"};
+
+static void *restore_main(void *arg);
 
 lt_status lt_deploy_init(lt_server *s) {
     lt_deploy *d = lt_calloc(1, sizeof *d);
@@ -74,10 +79,15 @@ lt_status lt_deploy_init(lt_server *s) {
     s->deploy = d;
     char dir[LT_SERVE_PATH];
     snprintf(dir, sizeof dir, "%s/deployments", s->work);
-    return lt_mkdir_p(dir, 0700, NULL);
+    lt_status st = lt_mkdir_p(dir, 0700, NULL);
+    if (!st && lt_infer_enabled(s))
+        d->restorer_started = pthread_create(&d->restorer, NULL, restore_main, s) == 0;
+    return st;
 }
 
 void lt_deploy_free(lt_server *s) {
+    if (s->deploy && s->deploy->restorer_started) /* it sees s->stopping */
+        pthread_join(s->deploy->restorer, NULL);
     if (s->deploy) {
         pthread_mutex_destroy(&s->deploy->mu);
         pthread_mutex_destroy(&s->deploy->op);
@@ -789,6 +799,73 @@ void lt_deploy_job_done(lt_server *s, const json_t *rec) {
     }
     lt_store_close(st);
     retrain_finish(s, name, outcome);
+}
+
+/* ---- restart ------------------------------------------------------------------------------ */
+static int stopping(lt_server *s) {
+    pthread_mutex_lock(&s->mu);
+    int v = s->stopping;
+    pthread_mutex_unlock(&s->mu);
+    return v;
+}
+
+/* Once the base model is loaded, every WORK/deployments/NAME.json is deployed again as it was
+ * (stable version, canary and share, held-out set, rollback history; reason "restart"). One
+ * that cannot be (its version gone from the registry, its adapter unreadable) is left out;
+ * its file stays, with "restore_error" added. */
+static void *restore_main(void *arg) {
+    lt_server *s = arg;
+    int st;
+    while ((st = lt_infer_state(s, NULL, 0)) == 0 && !stopping(s)) {
+        struct timespec ts = {0, 50 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    if (st != 1 || stopping(s)) return NULL;
+    char dir[LT_SERVE_PATH];
+    snprintf(dir, sizeof dir, "%s/deployments", s->work);
+    DIR *dd = opendir(dir);
+    struct dirent *e;
+    while (dd && (e = readdir(dd)) && !stopping(s)) {
+        size_t l = strlen(e->d_name);
+        if (l < 6 || strcmp(e->d_name + l - 5, ".json")) continue;
+        char p[LT_SERVE_PATH + 300], name[64];
+        snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
+        snprintf(name, sizeof name, "%.*s", (int)(l - 5), e->d_name);
+        json_t *o = json_load_file(p, 0, NULL);
+        int stable = (int)json_integer_value(json_object_get(json_object_get(o, "stable"), "version"));
+        int canary = (int)json_integer_value(json_object_get(json_object_get(o, "canary"), "version"));
+        double share = json_number_value(json_object_get(o, "canary_share"));
+        const char *ho = json_string_value(json_object_get(o, "holdout"));
+        json_t *out = NULL;
+        int http;
+        lt_status rc = name_ok(name) && stable > 0
+                           ? deploy_version(s, name, stable, 0, ho, "restart", 0, &out, &http)
+                           : lt_error(LT_ERR_FORMAT, "%s: no stable version", p);
+        json_decref(out);
+        out = NULL;
+        if (!rc && canary > 0 && share > 0)
+            rc = deploy_version(s, name, canary, share, NULL, "restart", 0, &out, &http);
+        json_decref(out);
+        if (rc) {
+            char *msg = lt_serve_scrub(s, lt_errmsg());
+            json_object_set_new(o, "restore_error", json_string(msg ? msg : "error"));
+            lt_free(msg);
+            if (json_is_object(o)) lt_serve_write_json(p, o);
+        } else {
+            pthread_mutex_lock(&s->deploy->mu);
+            deployment *x = find_dep(s->deploy, name);
+            size_t i;
+            json_t *v;
+            json_array_foreach(json_object_get(o, "previous"), i, v) {
+                if (x && x->n_prev < MAX_PREV) x->prev[x->n_prev++] = (int)json_integer_value(v);
+            }
+            if (x) persist_dep(s, x);
+            pthread_mutex_unlock(&s->deploy->mu);
+        }
+        json_decref(o);
+    }
+    if (dd) closedir(dd);
+    return NULL;
 }
 
 void lt_deploy_metrics_write(lt_server *s, FILE *f) {

@@ -542,6 +542,31 @@ try:
           f"hot swap: {len(answers)} answers, by {sorted(set(map(str, answers)))}, last {answers[-1:]}")
     print(f"hot swap under traffic: {len(answers)} requests, {answers.count('good.v1')} by v1, "
           f"{answers.count('good.v2')} by v2, no errors", flush=True)
+
+    # a restart: the deployments come back as they were (stable, canary and share, history)
+    p = lt("models", "deploy", "good@1", "--canary", "0.25", env=ENV)
+    check(p.returncode == 0, f"canary before the restart: {p.stderr}")
+    before = deployments()
+    code, _, err = srv.stop()
+    check(code == 0, f"server exit code {code}: {err[-1500:]}")
+    srv = servekit.Server(os.path.join(TMP, "work"), "--model", MODEL_PATH, "--token", TOKEN,
+                          "--slots", "2", "--job-threads", "1", "--threads", "1")
+    URL = srv.url
+    ENV["LORATUNE_SERVER"] = URL
+    t0 = time.time()
+    after = {}
+    while time.time() - t0 < 60:
+        after = deployments()
+        if len(after) == 2 and after["good"].get("canary"):
+            break
+        time.sleep(0.2)
+    keys = ("stable", "canary", "canary_share", "previous", "holdout")
+    strip = lambda d: {k: ({kk: vv for kk, vv in d[k].items() if kk != "drift"} if isinstance(d[k], dict) else d[k])
+                       for k in keys}
+    check({n: strip(d) for n, d in after.items()} == {n: strip(d) for n, d in before.items()},
+          f"deployments after the restart: {after} (before: {before})")
+    served = [complete("good", "Q: 1 + 1?\nA:", 1).get("model") for _ in range(4)]
+    check(served == ["good.v2", "good.v2", "good.v2", "good.v1"], f"after the restart: {served}")
 finally:
     for proc in (prom, am):
         if proc:

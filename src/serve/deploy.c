@@ -53,6 +53,13 @@ typedef struct {
     int retraining;                    /* a retraining job in flight */
     uint64_t outcomes[3];              /* retrains promoted, rejected, failed */
     double deployed;                   /* time of the last change */
+    int64_t deploy_run[2];             /* the deploy runs of stable and canary */
+    /* the quality scorer's last result per role: the held-out loss, on which dataset version */
+    int q_version[2];
+    double q_loss[2];
+    char q_dataset[2][LT_SERVE_ID_LEN + 1];
+    uint64_t q_evals;
+    int q_wake;                        /* POST .../evaluate asked for it */
 } deployment;
 
 struct lt_deploy {
@@ -61,13 +68,19 @@ struct lt_deploy {
     int n;
     pthread_t restorer; /* deploys WORK/deployments/ again once the model is loaded */
     int restorer_started;
-}; 
+    pthread_t quality; /* scores deployed versions on their held-out sets (quality_main) */
+    int quality_started, quality_every;
+    pthread_cond_t qcv; /* with mu: wakes the quality scorer */
+};
 
 static const char *const k_outcome[3] = {"promoted", "rejected", "failed"};
 
 static void *restore_main(void *arg);
+static void *quality_main(void *arg);
+static int stopping(lt_server *s);
+static void newest_dataset(lt_server *s, const char *id, char out[LT_SERVE_ID_LEN + 1]);
 
-lt_status lt_deploy_init(lt_server *s) {
+lt_status lt_deploy_init(lt_server *s, const lt_serve_opts *o) {
     lt_deploy *d = lt_calloc(1, sizeof *d);
     s->monitor = lt_monitor_new(s);
     if (!d || !s->monitor) {
@@ -76,19 +89,30 @@ lt_status lt_deploy_init(lt_server *s) {
     }
     pthread_mutex_init(&d->mu, NULL);
     pthread_mutex_init(&d->op, NULL);
+    pthread_cond_init(&d->qcv, NULL);
+    d->quality_every = o->quality_every_s == 0 ? 3600 : o->quality_every_s;
     s->deploy = d;
     char dir[LT_SERVE_PATH];
     snprintf(dir, sizeof dir, "%s/deployments", s->work);
     lt_status st = lt_mkdir_p(dir, 0700, NULL);
-    if (!st && lt_infer_enabled(s))
+    if (!st && lt_infer_enabled(s)) {
         d->restorer_started = pthread_create(&d->restorer, NULL, restore_main, s) == 0;
+        d->quality_started = pthread_create(&d->quality, NULL, quality_main, s) == 0;
+    }
     return st;
 }
 
 void lt_deploy_free(lt_server *s) {
     if (s->deploy && s->deploy->restorer_started) /* it sees s->stopping */
         pthread_join(s->deploy->restorer, NULL);
+    if (s->deploy && s->deploy->quality_started) {
+        pthread_mutex_lock(&s->deploy->mu);
+        pthread_cond_broadcast(&s->deploy->qcv); /* s->stopping is set */
+        pthread_mutex_unlock(&s->deploy->mu);
+        pthread_join(s->deploy->quality, NULL);
+    }
     if (s->deploy) {
+        pthread_cond_destroy(&s->deploy->qcv);
         pthread_mutex_destroy(&s->deploy->mu);
         pthread_mutex_destroy(&s->deploy->op);
         lt_free(s->deploy);
@@ -231,6 +255,9 @@ static json_t *dep_json(lt_server *s, const deployment *x) {
         }
         served_name(x->name, vs[r], sn, sizeof sn);
         json_t *v = json_pack("{s:i,s:s}", "version", vs[r], "model", sn);
+        if (x->q_version[r] == vs[r])
+            json_object_set_new(v, "holdout_loss", json_pack("{s:f,s:s}", "loss", x->q_loss[r],
+                                                             "dataset", x->q_dataset[r]));
         double psi, kl;
         int win;
         if (lt_monitor_drift(s->monitor, sn, &psi, &kl, &win))
@@ -242,6 +269,7 @@ static json_t *dep_json(lt_server *s, const deployment *x) {
     for (int i = 0; i < 3; i++)
         json_object_set_new(rt, k_outcome[i], json_integer((json_int_t)x->outcomes[i]));
     json_object_set_new(o, "retrains", rt);
+    json_object_set_new(o, "evaluations", json_integer((json_int_t)x->q_evals));
     return o;
 }
 
@@ -376,6 +404,17 @@ static lt_status deploy_locked(lt_server *s, const char *name, int version, doub
                              "served_as", sn, "drift_reference", reftext, (const char *)NULL);
     free(reftext);
     if (run) {
+        pthread_mutex_lock(&d->mu);
+        deployment *y = find_dep(d, name);
+        if (y) {
+            int role = share > 0 ? 1 : 0;
+            y->deploy_run[role] = run;
+            y->q_version[role] = 0; /* not scored yet */
+            if (role == 0) y->q_version[1] = y->canary ? y->q_version[1] : 0;
+            y->q_wake = 1; /* score the new version now */
+            pthread_cond_broadcast(&d->qcv);
+        }
+        pthread_mutex_unlock(&d->mu);
         lt_store_log_metric(st, run, "drift_reference_tokens", 0,
                             json_number_value(json_object_get(refj, "tokens")));
         lt_store_run_end(st, run, LT_TRACK_FINISHED);
@@ -737,7 +776,9 @@ void lt_deploy_job_done(lt_server *s, const json_t *rec) {
         char hpath[LT_SERVE_PATH + 96], cpath[LT_SERVE_PATH + 96], md5[33] = "";
         snprintf(cpath, sizeof cpath, "%s/jobs/%s/out", s->work, jid);
         double lc = NAN, lch = NAN;
-        lt_status rc = lt_dataset_path(s, hid ? hid : "", hpath, sizeof hpath);
+        char used[LT_SERVE_ID_LEN + 1];
+        newest_dataset(s, hid ? hid : "", used); /* the newest upload of the held-out set */
+        lt_status rc = lt_dataset_path(s, used, hpath, sizeof hpath);
         if (!rc) rc = holdout_loss(s, rec, vi.adapter, hpath, &lc);
         if (!rc) rc = holdout_loss(s, rec, cpath, hpath, &lch);
         if (rc) {
@@ -799,6 +840,111 @@ void lt_deploy_job_done(lt_server *s, const json_t *rec) {
     }
     lt_store_close(st);
     retrain_finish(s, name, outcome);
+}
+
+/* ---- output quality on the held-out set, on a schedule ----------------------------------- */
+/* The held-out loss of version `version` of `name` (adapter on the base, the options of the job
+ * that trained it) over the newest upload named like dataset hid; ds_used gets that upload. */
+static lt_status version_loss(lt_server *s, const char *name, int version, const char *hid,
+                              double *loss, char ds_used[LT_SERVE_ID_LEN + 1]) {
+    lt_store *st = NULL;
+    version_info vi;
+    lt_status rc = open_store(s, &st);
+    if (!rc) rc = get_version(st, name, version, &vi);
+    lt_store_close(st);
+    if (rc) return rc;
+    if (!lt_serve_id_valid(vi.run_name, "job_"))
+        return lt_error(LT_ERR_ARG, "%s version %d was not trained by a job of this server", name,
+                        version);
+    char p[LT_SERVE_PATH + 96], hpath[LT_SERVE_PATH + 96];
+    snprintf(p, sizeof p, "%s/jobs/%s/job.json", s->work, vi.run_name);
+    json_t *job = json_load_file(p, 0, NULL);
+    if (!job) return lt_error(LT_ERR_NOTFOUND, "%s: the job of %s version %d is gone", p, name, version);
+    newest_dataset(s, hid, ds_used);
+    rc = lt_dataset_path(s, ds_used, hpath, sizeof hpath);
+    if (!rc) rc = holdout_loss(s, job, vi.adapter, hpath, loss);
+    json_decref(job);
+    return rc;
+}
+
+/* Every quality_every seconds (or when woken: a deployment changed, POST .../evaluate), scores
+ * the stable and canary versions of every deployment with a held-out set: the mean token loss
+ * over the newest upload named like the held-out dataset (new labelled data uploaded under that
+ * name is what the deployed version is judged on). The loss goes to /metrics and, as metric
+ * `holdout_loss` (step: the evaluation's number), to the version's deploy run. */
+static void *quality_main(void *arg) {
+    lt_server *s = arg;
+    lt_deploy *d = s->deploy;
+    double next = lt_serve_now() + (d->quality_every > 0 ? d->quality_every : 1e18);
+    pthread_mutex_lock(&d->mu);
+    while (1) {
+        int woken = 0;
+        for (int i = 0; i < d->n; i++)
+            woken |= d->d[i].q_wake;
+        if (!woken && lt_serve_now() < next && !stopping(s)) {
+            double at = next < lt_serve_now() + 3600 ? next : lt_serve_now() + 3600;
+            struct timespec ts = {(time_t)at, (long)((at - floor(at)) * 1e9)};
+            pthread_cond_timedwait(&d->qcv, &d->mu, &ts);
+            continue;
+        }
+        if (stopping(s)) break;
+        int timed = lt_serve_now() >= next;
+        if (timed) next = lt_serve_now() + d->quality_every;
+        for (int i = 0; i < d->n && !stopping(s); i++) {
+            deployment *x = &d->d[i];
+            if (!x->holdout[0] || (!timed && !x->q_wake)) continue;
+            x->q_wake = 0;
+            char name[57], hid[LT_SERVE_ID_LEN + 1];
+            snprintf(name, sizeof name, "%s", x->name);
+            snprintf(hid, sizeof hid, "%s", x->holdout);
+            int vs[2] = {x->stable, x->canary};
+            int64_t runs[2] = {x->deploy_run[0], x->deploy_run[1]};
+            uint64_t k = ++x->q_evals;
+            pthread_mutex_unlock(&d->mu);
+            double loss[2] = {NAN, NAN};
+            char used[2][LT_SERVE_ID_LEN + 1] = {"", ""};
+            for (int r = 0; r < 2; r++)
+                if (vs[r] && version_loss(s, name, vs[r], hid, &loss[r], used[r])) loss[r] = NAN;
+            lt_store *st = NULL;
+            if (!open_store(s, &st))
+                for (int r = 0; r < 2; r++)
+                    if (runs[r] > 0 && loss[r] == loss[r])
+                        lt_store_log_metric(st, runs[r], "holdout_loss", (int64_t)k, loss[r]);
+            lt_store_close(st);
+            pthread_mutex_lock(&d->mu);
+            x = find_dep(d, name); /* the list may have grown; entries do not move */
+            for (int r = 0; x && r < 2; r++)
+                if ((r ? x->canary : x->stable) == vs[r] && vs[r]) {
+                    x->q_version[r] = loss[r] == loss[r] ? vs[r] : 0;
+                    x->q_loss[r] = loss[r];
+                    snprintf(x->q_dataset[r], sizeof x->q_dataset[r], "%s", used[r]);
+                }
+            pthread_cond_broadcast(&d->qcv);
+        }
+    }
+    pthread_mutex_unlock(&d->mu);
+    return NULL;
+}
+
+enum MHD_Result lt_deploy_evaluate(lt_server *s, struct MHD_Connection *c, const char *name) {
+    lt_deploy *d = s->deploy;
+    pthread_mutex_lock(&d->mu);
+    deployment *x = find_dep(d, name);
+    int ok = x && x->holdout[0];
+    if (ok) {
+        x->q_wake = 1;
+        pthread_cond_broadcast(&d->qcv);
+    }
+    uint64_t evals = x ? x->q_evals : 0;
+    pthread_mutex_unlock(&d->mu);
+    if (!x) return lt_reply_error(c, 404, "not_found", "no deployment '%.80s'", name);
+    if (!ok)
+        return lt_reply_error(c, 409, "conflict",
+                              "deployment '%s' has no held-out set (deploy it with \"holdout\")",
+                              name);
+    return lt_reply_json(c, MHD_HTTP_ACCEPTED,
+                         json_pack("{s:s,s:b,s:I}", "deployment", name, "queued", 1,
+                                   "evaluations", (json_int_t)evals));
 }
 
 /* ---- restart ------------------------------------------------------------------------------ */
@@ -891,6 +1037,23 @@ void lt_deploy_metrics_write(lt_server *s, FILE *f) {
     for (int i = 0; i < d->n; i++)
         fprintf(f, "loratune_deployment_retraining{deployment=\"%s\"} %d\n", d->d[i].name,
                 d->d[i].retraining);
+    fprintf(f, "# HELP loratune_deployment_holdout_loss Mean token loss (nats) of a deployed "
+               "version on the newest upload of its held-out set, scored on a schedule.\n"
+               "# TYPE loratune_deployment_holdout_loss gauge\n");
+    for (int i = 0; i < d->n; i++)
+        for (int r = 0; r < 2; r++) {
+            const deployment *x = &d->d[i];
+            int v = r ? x->canary : x->stable;
+            if (v && x->q_version[r] == v)
+                fprintf(f, "loratune_deployment_holdout_loss{deployment=\"%s\",model=\"%s.v%d\","
+                           "role=\"%s\"} %.9g\n",
+                        x->name, x->name, v, r ? "canary" : "stable", x->q_loss[r]);
+        }
+    fprintf(f, "# HELP loratune_deployment_evaluations_total Held-out evaluations of a "
+               "deployment.\n# TYPE loratune_deployment_evaluations_total counter\n");
+    for (int i = 0; i < d->n; i++)
+        fprintf(f, "loratune_deployment_evaluations_total{deployment=\"%s\"} %llu\n", d->d[i].name,
+                (unsigned long long)d->d[i].q_evals);
     fprintf(f, "# HELP loratune_retrains_total Retrainings ended, by outcome (promoted, "
                "rejected by the evaluation gate, failed).\n"
                "# TYPE loratune_retrains_total counter\n");

@@ -281,7 +281,7 @@ int lt_monitor_drift(lt_monitor *m, const char *model, double *psi, double *kl, 
 void lt_monitor_write(lt_monitor *m, FILE *f); /* the drift series of /metrics */
 
 /* ---- deployments and the retraining loop (deploy.c) ---- */
-lt_status lt_deploy_init(lt_server *s);
+lt_status lt_deploy_init(lt_server *s, const lt_serve_opts *o);
 void lt_deploy_free(lt_server *s);
 /* The served entry for a deployment's name (the stable version, or the canary for its share of
  * requests), held; NULL when name is no deployment (the caller looks it up as a model). */
@@ -289,6 +289,8 @@ lt_served *lt_deploy_lookup(lt_server *s, const char *name);
 enum MHD_Result lt_deploy_list(lt_server *s, struct MHD_Connection *c);
 enum MHD_Result lt_deploy_create(lt_server *s, struct MHD_Connection *c, const json_t *body);
 enum MHD_Result lt_deploy_rollback_reply(lt_server *s, struct MHD_Connection *c, const char *name);
+/* POST /api/deployments/NAME/evaluate: wakes the quality scorer now (202). */
+enum MHD_Result lt_deploy_evaluate(lt_server *s, struct MHD_Connection *c, const char *name);
 enum MHD_Result lt_deploy_alerts(lt_server *s, struct MHD_Connection *c, const json_t *body);
 /* The worker calls it after every job: a retraining job goes on to the gate, registration and
  * promotion (record: a copy of the job's record, borrowed). */

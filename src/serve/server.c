@@ -241,6 +241,7 @@ typedef enum {
     R_V1_ADAPTER,    /* DELETE unload */
     R_DEPLOYMENTS,   /* GET list, POST deploy (deploy.c) */
     R_DEPLOY_ROLLBACK, /* POST */
+    R_DEPLOY_EVALUATE, /* POST */
     R_ALERTS,        /* POST: Alertmanager's webhook (deploy.c) */
 } route_kind;
 
@@ -291,6 +292,7 @@ static const char *allowed(route_kind k) {
     case R_V1_COMPLETIONS:
     case R_V1_CHAT:
     case R_DEPLOY_ROLLBACK:
+    case R_DEPLOY_EVALUATE:
     case R_ALERTS:
         return "POST";
     case R_V1_ADAPTER:
@@ -366,6 +368,7 @@ static int route(const char *method, const char *url, request *q) {
         if (n == 4 && !strcmp(seg[3], "metrics")) return pick(q, R_RUN_METRICS, get);
     } else if (!strcmp(a, "deployments")) {
         if (n == 4 && !strcmp(seg[3], "rollback")) return pick(q, R_DEPLOY_ROLLBACK, post);
+        if (n == 4 && !strcmp(seg[3], "evaluate")) return pick(q, R_DEPLOY_EVALUATE, post);
     }
     return 0;
 }
@@ -630,6 +633,9 @@ static enum MHD_Result dispatch(lt_server *s, struct MHD_Connection *c, request 
     case R_DEPLOY_ROLLBACK:
         r = lt_deploy_rollback_reply(s, c, q->id);
         break;
+    case R_DEPLOY_EVALUATE:
+        r = lt_deploy_evaluate(s, c, q->id);
+        break;
     case R_ALERTS:
         if (!body)
             r = lt_reply_error(c, MHD_HTTP_BAD_REQUEST, "bad_json",
@@ -767,7 +773,7 @@ lt_status lt_serve_start(const lt_serve_opts *o, lt_server **out) {
     if ((st = lt_datasets_init(s))) goto fail;
     if ((st = lt_jobs_init(s))) goto fail;
     if ((st = lt_infer_init(s, o))) goto fail;
-    if ((st = lt_deploy_init(s))) goto fail;
+    if ((st = lt_deploy_init(s, o))) goto fail;
 
     unsigned flags =
         MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION | (v6 ? MHD_USE_IPv6 : 0);

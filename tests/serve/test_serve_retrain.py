@@ -192,7 +192,7 @@ def ids_of(text):
 # the shipped configuration passes the tools' own checks
 p = subprocess.run([PROMTOOL, "check", "rules", os.path.join(DEPLOY, "loratune-rules.yml")],
                    capture_output=True, text=True)
-check(p.returncode == 0 and "SUCCESS: 6 rules found" in p.stdout, f"promtool check rules: {p.stdout} {p.stderr}")
+check(p.returncode == 0 and "SUCCESS: 7 rules found" in p.stdout, f"promtool check rules: {p.stdout} {p.stderr}")
 shipped_am = open(os.path.join(DEPLOY, "alertmanager.yml")).read()
 shipped_prom = open(os.path.join(DEPLOY, "prometheus.yml")).read()
 shipped_rules = open(os.path.join(DEPLOY, "loratune-rules.yml")).read()
@@ -255,6 +255,32 @@ try:
         check(d.get("stable", {}).get("model") == f"{name}.v1" and d.get("canary") is None,
               f"deployment {name}: {d}")
         refs[name] = d.get("reference", {})
+
+    # output quality: each deployment's version scored on its held-out set (at deployment, then
+    # on the schedule or on demand), equal to `loratune eval` of its adapter on that file
+    def eval_loss(adapter, ds):
+        p = lt("eval", "--model", MODEL_PATH, "--adapter", adapter, "--data",
+               os.path.join(WORK, "datasets", ds, "data.jsonl"), "--batch-size", "4",
+               "--max-seq-len", "64", "--seed", "7", "--json")
+        return json.loads(p.stdout)["loss"] if p.returncode == 0 else None
+
+    def holdout_loss(name, version, ds, limit=60):
+        t1 = time.time()
+        while time.time() - t1 < limit:
+            st = deployments()[name]["stable"]
+            hl = st.get("holdout_loss")
+            if st["version"] == version and hl and hl["dataset"] == ds:
+                return hl["loss"]
+            time.sleep(0.2)
+        return None
+
+    champ_out = os.path.join(WORK, "jobs", champ["id"], "out")
+    for name, ho in (("good", ho_sql), ("bad", ho_math)):
+        got, want = holdout_loss(name, 1, ho), eval_loss(champ_out, ho)
+        check(got is not None and want is not None and abs(got - want) < 1e-5 * want,
+              f"{name}.v1 held-out loss {got} (loratune eval: {want})")
+    r = requests.post(URL + "/api/deployments/nope/evaluate", headers=AUTH, timeout=30)
+    check(r.status_code == 404, f"evaluate an unknown deployment: {r.status_code}")
 
     # the reference: the training file's tokens (BOS + text + EOS per record, as training
     # tokenizes text records), counted by the test with transformers' tokenizer
@@ -399,6 +425,12 @@ try:
           deps["bad"]["retrains"] == {"promoted": 0, "rejected": 1, "failed": 0},
           f"bad after the loop: {deps.get('bad')}")
 
+    # no more alerts from here: the traffic below (canary, hot swap) would drift by itself
+    for proc in (prom, am):
+        proc.terminate()
+        proc.wait(30)
+    prom = am = None
+
     # served: good by version 2, bad still by version 1
     jobs = requests.get(URL + "/api/jobs", headers=AUTH, timeout=30).json()["jobs"]
     retrain_jobs = {j["retrain"]["deployment"]: j for j in jobs if "retrain" in j}
@@ -417,6 +449,23 @@ try:
           f"good.v2's text {o.get('choices', [{}])[0].get('text')!r} vs generate {p.stdout[-200:]!r} {p.stderr[-300:]}")
     o = complete("bad", "Q: 2 + 2?\nA:")
     check(o.get("model") == "bad.v1", f"bad answered by {o.get('model')}")
+    # the new version is scored on the held-out set too; a new upload of the held-out set (same
+    # name) is what the next evaluation uses
+    got = holdout_loss("good", 2, ho_sql)
+    want = eval_loss(os.path.join(WORK, "jobs", retrain_jobs["good"]["id"], "out"), ho_sql)
+    check(got is not None and want is not None and abs(got - want) < 1e-5 * want,
+          f"good.v2 held-out loss {got} (loratune eval: {want})")
+    ho_sql2, _ = upload("holdout-sql.jsonl", SQL[:16])
+    n0 = deployments()["good"]["evaluations"]
+    r = requests.post(URL + "/api/deployments/good/evaluate", headers=AUTH, timeout=30)
+    check(r.status_code == 202 and r.json()["evaluations"] == n0, f"evaluate: {r.status_code} {r.text[:200]}")
+    got = holdout_loss("good", 2, ho_sql2)
+    want = eval_loss(os.path.join(WORK, "jobs", retrain_jobs["good"]["id"], "out"), ho_sql2)
+    check(got is not None and want is not None and abs(got - want) < 1e-5 * want,
+          f"good.v2 on the new held-out upload: {got} (loratune eval: {want})")
+    m = metrics()
+    hl = series(m, "loratune_deployment_holdout_loss", deployment="good", role="stable", model="good.v2")
+    check(hl is not None and got is not None and abs(hl - got) < 1e-8 * got, f"holdout loss on /metrics: {hl}")
 
     # lineage in the store
     db = sqlite3.connect(os.path.join(store, "store.db"))
@@ -561,7 +610,8 @@ try:
             break
         time.sleep(0.2)
     keys = ("stable", "canary", "canary_share", "previous", "holdout")
-    strip = lambda d: {k: ({kk: vv for kk, vv in d[k].items() if kk != "drift"} if isinstance(d[k], dict) else d[k])
+    strip = lambda d: {k: ({kk: vv for kk, vv in d[k].items() if kk not in ("drift", "holdout_loss")}
+                           if isinstance(d[k], dict) else d[k])
                        for k in keys}
     check({n: strip(d) for n, d in after.items()} == {n: strip(d) for n, d in before.items()},
           f"deployments after the restart: {after} (before: {before})")

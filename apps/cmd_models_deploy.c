@@ -65,8 +65,10 @@ int cmd_models_deploy(int argc, char **argv) {
         else if (!strcmp(a, "--canary") && has && !strcmp(sub, "deploy")) {
             if (lt_cli_parse_float("models deploy", "--canary", argv[++i], &canary)) return 2;
             if (!(canary > 0 && canary < 1)) {
-                fprintf(stderr, "loratune models deploy: --canary: expected a share between 0 "
-                                "and 1 (exclusive), got %s\n", argv[i]);
+                fprintf(stderr,
+                        "loratune models deploy: --canary: expected a share between 0 "
+                        "and 1 (exclusive), got %s\n",
+                        argv[i]);
                 return 2;
             }
         } else if (a[0] == '-') {
@@ -92,8 +94,10 @@ int cmd_models_deploy(int argc, char **argv) {
         char *end = NULL;
         long v = at ? strtol(at + 1, &end, 10) : 0;
         if (!at || at == target || (size_t)(at - target) >= sizeof name || !end || *end || v < 1) {
-            fprintf(stderr, "loratune models deploy: expected NAME@VERSION (a registered model and "
-                            "a version number, e.g. sql@3), got '%s'\n", target);
+            fprintf(stderr,
+                    "loratune models deploy: expected NAME@VERSION (a registered model and "
+                    "a version number, e.g. sql@3), got '%s'\n",
+                    target);
             return 2;
         }
         snprintf(name, sizeof name, "%.*s", (int)(at - target), target);

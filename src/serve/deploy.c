@@ -44,10 +44,10 @@
 
 typedef struct {
     char name[57];
-    int stable, canary;  /* versions (0: none) */
-    double share;        /* the canary's share of the requests */
-    uint64_t turn;       /* requests routed (the canary split) */
-    int prev[MAX_PREV];  /* earlier stable versions, newest last (rollback) */
+    int stable, canary; /* versions (0: none) */
+    double share;       /* the canary's share of the requests */
+    uint64_t turn;      /* requests routed (the canary split) */
+    int prev[MAX_PREV]; /* earlier stable versions, newest last (rollback) */
     int n_prev;
     char holdout[LT_SERVE_ID_LEN + 1]; /* dataset id of the held-out set, "" none */
     int retraining;                    /* a retraining job in flight */
@@ -59,7 +59,7 @@ typedef struct {
     double q_loss[2];
     char q_dataset[2][LT_SERVE_ID_LEN + 1];
     uint64_t q_evals;
-    int q_wake;                        /* POST .../evaluate asked for it */
+    int q_wake; /* POST .../evaluate asked for it */
 } deployment;
 
 struct lt_deploy {
@@ -199,8 +199,10 @@ static lt_status get_version(lt_store *st, const char *name, int version, versio
     copy_str(vi->base, sizeof vi->base, json_object_get(json_object_get(v, "base"), "name"));
     json_decref(m);
     if (!vi->adapter[0])
-        return lt_error(LT_ERR_ARG, "%s version %d has no adapter (a merged or full model "
-                                    "cannot be served on the base)", name, version);
+        return lt_error(LT_ERR_ARG,
+                        "%s version %d has no adapter (a merged or full model "
+                        "cannot be served on the base)",
+                        name, version);
     if (vi->run_id > 0 && !lt_store_run_to_json(st, vi->run_id, 0, &text)) {
         json_t *r = json_loads(text, 0, NULL);
         free(text);
@@ -219,8 +221,12 @@ static char *itoa_(int64_t v, char *buf) {
  * ends). Returns its id, or 0 when the store refused (never stops the loop). */
 static int64_t record_run(lt_store *st, const char *kind, const char *name, const char *data,
                           const char *md5, int64_t parent, ...) {
-    lt_track_run_desc rd = {.experiment = "serve", .name = name, .kind = kind,
-                            .command = "loratune serve", .data_path = data, .data_md5 = md5};
+    lt_track_run_desc rd = {.experiment = "serve",
+                            .name = name,
+                            .kind = kind,
+                            .command = "loratune serve",
+                            .data_path = data,
+                            .data_md5 = md5};
     int64_t id = 0;
     if (lt_store_run_begin(st, &rd, &id)) return 0;
     char b[32];
@@ -239,8 +245,9 @@ static int64_t record_run(lt_store *st, const char *kind, const char *name, cons
 /* ---- deploying ----------------------------------------------------------------------------- */
 static json_t *dep_json(lt_server *s, const deployment *x) {
     char sn[80];
-    json_t *o = json_pack("{s:s,s:f,s:b,s:f}", "name", x->name, "canary_share", x->canary ? x->share : 0.0,
-                          "retraining", x->retraining, "deployed", x->deployed);
+    json_t *o =
+        json_pack("{s:s,s:f,s:b,s:f}", "name", x->name, "canary_share", x->canary ? x->share : 0.0,
+                  "retraining", x->retraining, "deployed", x->deployed);
     json_t *prev = json_array();
     for (int i = 0; i < x->n_prev; i++)
         json_array_append_new(prev, json_integer(x->prev[i]));
@@ -256,13 +263,14 @@ static json_t *dep_json(lt_server *s, const deployment *x) {
         served_name(x->name, vs[r], sn, sizeof sn);
         json_t *v = json_pack("{s:i,s:s}", "version", vs[r], "model", sn);
         if (x->q_version[r] == vs[r])
-            json_object_set_new(v, "holdout_loss", json_pack("{s:f,s:s}", "loss", x->q_loss[r],
-                                                             "dataset", x->q_dataset[r]));
+            json_object_set_new(
+                v, "holdout_loss",
+                json_pack("{s:f,s:s}", "loss", x->q_loss[r], "dataset", x->q_dataset[r]));
         double psi, kl;
         int win;
         if (lt_monitor_drift(s->monitor, sn, &psi, &kl, &win))
-            json_object_set_new(v, "drift", json_pack("{s:f,s:f,s:i}", "psi", psi, "kl", kl,
-                                                      "window_tokens", win));
+            json_object_set_new(
+                v, "drift", json_pack("{s:f,s:f,s:i}", "psi", psi, "kl", kl, "window_tokens", win));
         json_object_set_new(o, roles[r], v);
     }
     json_t *rt = json_object();
@@ -290,8 +298,10 @@ static lt_status deploy_locked(lt_server *s, const char *name, int version, doub
     lt_deploy *d = s->deploy;
     *http = 400;
     if (!name_ok(name))
-        return lt_error(LT_ERR_ARG, "model: expected 1 to 56 characters of [A-Za-z0-9._-] (a "
-                                    "registered model name), got '%.80s'", name);
+        return lt_error(LT_ERR_ARG,
+                        "model: expected 1 to 56 characters of [A-Za-z0-9._-] (a "
+                        "registered model name), got '%.80s'",
+                        name);
     if (!(share >= 0 && share < 1))
         return lt_error(LT_ERR_ARG, "canary: expected a share in [0, 1), got %g", share);
     char msg[1024];
@@ -326,8 +336,10 @@ static lt_status deploy_locked(lt_server *s, const char *name, int version, doub
     if (!vi.data[0] || (rc = lt_drift_ref_build(s, vi.data, &ref))) {
         lt_store_close(st);
         if (!vi.data[0])
-            return lt_error(LT_ERR_ARG, "%s version %d records no training data: no drift "
-                                        "reference", name, version);
+            return lt_error(LT_ERR_ARG,
+                            "%s version %d records no training data: no drift "
+                            "reference",
+                            name, version);
         char why[1024];
         snprintf(why, sizeof why, "%s", lt_errmsg()); /* lt_error writes where it lives */
         return lt_error(rc, "%s version %d: drift reference from its training data: %s", name,
@@ -395,13 +407,13 @@ static lt_status deploy_locked(lt_server *s, const char *name, int version, doub
     snprintf(rname, sizeof rname, "deploy %s.v%d", name, version);
     snprintf(shr, sizeof shr, "%g", share);
     char *reftext = json_dumps(refj, JSON_COMPACT);
-    int64_t run = record_run(st, "deploy", rname, vi.data, vi.md5[0] ? vi.md5 : NULL, parent,
-                             "deployment", name, "model_name", name, "model_version",
-                             itoa_(version, b1), "source_run", itoa_(vi.run_id, b2),
-                             "source_job", vi.run_name[0] ? vi.run_name : NULL, "role",
-                             share > 0 ? "canary" : "stable", "canary_share", shr, "reason",
-                             reason, "previous_version", old_stable ? itoa_(old_stable, b3) : NULL,
-                             "served_as", sn, "drift_reference", reftext, (const char *)NULL);
+    int64_t run =
+        record_run(st, "deploy", rname, vi.data, vi.md5[0] ? vi.md5 : NULL, parent, "deployment",
+                   name, "model_name", name, "model_version", itoa_(version, b1), "source_run",
+                   itoa_(vi.run_id, b2), "source_job", vi.run_name[0] ? vi.run_name : NULL, "role",
+                   share > 0 ? "canary" : "stable", "canary_share", shr, "reason", reason,
+                   "previous_version", old_stable ? itoa_(old_stable, b3) : NULL, "served_as", sn,
+                   "drift_reference", reftext, (const char *)NULL);
     free(reftext);
     if (run) {
         pthread_mutex_lock(&d->mu);
@@ -469,10 +481,9 @@ enum MHD_Result lt_deploy_create(lt_server *s, struct MHD_Connection *c, const j
     }
     json_t *out = NULL;
     int http = 400;
-    lt_status rc = deploy_version(s, json_string_value(m), (int)vn,
-                                  can ? json_number_value(can) : 0,
-                                  json_is_string(ho) ? json_string_value(ho) : NULL, "manual", 0,
-                                  &out, &http);
+    lt_status rc =
+        deploy_version(s, json_string_value(m), (int)vn, can ? json_number_value(can) : 0,
+                       json_is_string(ho) ? json_string_value(ho) : NULL, "manual", 0, &out, &http);
     if (rc) {
         char *msg = lt_serve_scrub(s, lt_errmsg());
         enum MHD_Result r = lt_reply_error(c, (unsigned)http,
@@ -499,8 +510,7 @@ enum MHD_Result lt_deploy_list(lt_server *s, struct MHD_Connection *c) {
 }
 
 /* Rollback: a canary is dropped; else the previous stable version is deployed again. */
-enum MHD_Result lt_deploy_rollback_reply(lt_server *s, struct MHD_Connection *c,
-                                         const char *name) {
+enum MHD_Result lt_deploy_rollback_reply(lt_server *s, struct MHD_Connection *c, const char *name) {
     lt_deploy *d = s->deploy;
     pthread_mutex_lock(&d->op);
     pthread_mutex_lock(&d->mu);
@@ -532,10 +542,10 @@ enum MHD_Result lt_deploy_rollback_reply(lt_server *s, struct MHD_Connection *c,
         if (!open_store(s, &st)) {
             char b[32], rn[128];
             snprintf(rn, sizeof rn, "rollback %s.v%d", name, canary);
-            int64_t run = record_run(st, "deploy", rn, NULL, NULL, 0, "deployment", name,
-                                     "model_name", name, "model_version", itoa_(canary, b),
-                                     "role", "canary", "reason", "rollback", "action",
-                                     "canary removed", (const char *)NULL);
+            int64_t run =
+                record_run(st, "deploy", rn, NULL, NULL, 0, "deployment", name, "model_name", name,
+                           "model_version", itoa_(canary, b), "role", "canary", "reason",
+                           "rollback", "action", "canary removed", (const char *)NULL);
             if (run) lt_store_run_end(st, run, LT_TRACK_FINISHED);
             lt_registry_promote(st, name, canary, LT_STAGE_ARCHIVED, 0);
         }
@@ -555,7 +565,8 @@ enum MHD_Result lt_deploy_rollback_reply(lt_server *s, struct MHD_Connection *c,
     pthread_mutex_unlock(&d->op);
     if (rc) {
         char *msg = lt_serve_scrub(s, lt_errmsg());
-        enum MHD_Result r = lt_reply_error(c, (unsigned)http, "bad_request", "%s", msg ? msg : "error");
+        enum MHD_Result r =
+            lt_reply_error(c, (unsigned)http, "bad_request", "%s", msg ? msg : "error");
         lt_free(msg);
         return r;
     }
@@ -620,13 +631,17 @@ static void start_retrain(lt_server *s, const char *name, const char *model, con
     if (!x)
         snprintf(why, sizeof why, "no deployment '%.80s'", name);
     else if (model && strcmp(model, sn) && strcmp(model, cn))
-        snprintf(why, sizeof why, "the alert is about %.80s, which deployment '%s' no longer "
-                                  "serves (stale)", model, name);
+        snprintf(why, sizeof why,
+                 "the alert is about %.80s, which deployment '%s' no longer "
+                 "serves (stale)",
+                 model, name);
     else if (x->retraining)
         snprintf(why, sizeof why, "a retraining of '%s' is already running", name);
     else if (!x->holdout[0])
-        snprintf(why, sizeof why, "deployment '%s' has no held-out dataset (deploy it with "
-                                  "\"holdout\") for the evaluation gate", name);
+        snprintf(why, sizeof why,
+                 "deployment '%s' has no held-out dataset (deploy it with "
+                 "\"holdout\") for the evaluation gate",
+                 name);
     else {
         x->retraining = 1;
         snprintf(holdout, sizeof holdout, "%s", x->holdout);
@@ -644,8 +659,10 @@ static void start_retrain(lt_server *s, const char *name, const char *model, con
     lt_status rc = open_store(s, &st);
     if (!rc) rc = get_version(st, name, champion, &vi);
     if (!rc && !lt_serve_id_valid(vi.run_name, "job_"))
-        rc = lt_error(LT_ERR_ARG, "%s version %d was not trained by a job of this server: its "
-                                  "options are not known", name, champion);
+        rc = lt_error(LT_ERR_ARG,
+                      "%s version %d was not trained by a job of this server: its "
+                      "options are not known",
+                      name, champion);
     if (!rc) {
         char p[LT_SERVE_PATH + 96];
         snprintf(p, sizeof p, "%s/jobs/%s/job.json", s->work, vi.run_name);
@@ -664,9 +681,9 @@ static void start_retrain(lt_server *s, const char *name, const char *model, con
                          "champion_version", itoa_(champion, b1), "champion_run",
                          itoa_(vi.run_id, b2), "dataset", newest, "holdout", holdout,
                          (const char *)NULL);
-        json_t *extra = json_pack("{s:{s:s,s:i,s:s,s:I,s:s}}", "retrain", "deployment", name,
-                                  "champion", champion, "holdout", holdout, "retrain_run",
-                                  (json_int_t)run, "alert", alert);
+        json_t *extra =
+            json_pack("{s:{s:s,s:i,s:s,s:I,s:s}}", "retrain", "deployment", name, "champion",
+                      champion, "holdout", holdout, "retrain_run", (json_int_t)run, "alert", alert);
         rc = lt_jobs_enqueue(s, newest, json_string_value(json_object_get(job, "model")),
                              json_object_get(job, "options"), rn, extra, jid);
         json_decref(extra);
@@ -674,8 +691,8 @@ static void start_retrain(lt_server *s, const char *name, const char *model, con
     }
     if (rc) {
         char *clean = lt_serve_scrub(s, lt_errmsg());
-        json_array_append_new(res, json_pack("{s:s,s:s}", "deployment", name, "skipped",
-                                             clean ? clean : "error"));
+        json_array_append_new(
+            res, json_pack("{s:s,s:s}", "deployment", name, "skipped", clean ? clean : "error"));
         lt_free(clean);
         if (run) {
             lt_store_set_tag(st, run, "outcome", "failed");
@@ -684,8 +701,8 @@ static void start_retrain(lt_server *s, const char *name, const char *model, con
         retrain_finish(s, name, 2);
     } else {
         json_array_append_new(res, json_pack("{s:s,s:s,s:I,s:s,s:i}", "deployment", name, "job",
-                                             jid, "retrain_run", (json_int_t)run, "dataset",
-                                             newest, "champion", champion));
+                                             jid, "retrain_run", (json_int_t)run, "dataset", newest,
+                                             "champion", champion));
     }
     json_decref(job);
     lt_store_close(st);
@@ -723,12 +740,12 @@ enum MHD_Result lt_deploy_alerts(lt_server *s, struct MHD_Connection *c, const j
 /* Validation loss of model + adapter on the whole held-out file, with the job's data options. */
 static lt_status holdout_loss(lt_server *s, const json_t *rec, const char *adapter,
                               const char *holdout, double *loss) {
-    static const char *const keep[] = {"data-format", "max-seq-len", "batch-size", "pack",
-                                       "train-on-prompt", "seed", "base-dtype", NULL};
+    static const char *const keep[] = {"data-format",     "max-seq-len", "batch-size", "pack",
+                                       "train-on-prompt", "seed",        "base-dtype", NULL};
     lt_run_opts o;
     lt_run_opts_default(&o);
-    lt_status rc = lt_model_path(s, json_string_value(json_object_get(rec, "model")), o.model,
-                                 sizeof o.model);
+    lt_status rc =
+        lt_model_path(s, json_string_value(json_object_get(rec, "model")), o.model, sizeof o.model);
     if (rc) return rc;
     snprintf(o.data, sizeof o.data, "%s", holdout);
     snprintf(o.adapter, sizeof o.adapter, "%s", adapter);
@@ -859,7 +876,8 @@ static lt_status version_loss(lt_server *s, const char *name, int version, const
     char p[LT_SERVE_PATH + 96], hpath[LT_SERVE_PATH + 96];
     snprintf(p, sizeof p, "%s/jobs/%s/job.json", s->work, vi.run_name);
     json_t *job = json_load_file(p, 0, NULL);
-    if (!job) return lt_error(LT_ERR_NOTFOUND, "%s: the job of %s version %d is gone", p, name, version);
+    if (!job)
+        return lt_error(LT_ERR_NOTFOUND, "%s: the job of %s version %d is gone", p, name, version);
     newest_dataset(s, hid, ds_used);
     rc = lt_dataset_path(s, ds_used, hpath, sizeof hpath);
     if (!rc) rc = holdout_loss(s, job, vi.adapter, hpath, loss);
@@ -943,8 +961,8 @@ enum MHD_Result lt_deploy_evaluate(lt_server *s, struct MHD_Connection *c, const
                               "deployment '%s' has no held-out set (deploy it with \"holdout\")",
                               name);
     return lt_reply_json(c, MHD_HTTP_ACCEPTED,
-                         json_pack("{s:s,s:b,s:I}", "deployment", name, "queued", 1,
-                                   "evaluations", (json_int_t)evals));
+                         json_pack("{s:s,s:b,s:I}", "deployment", name, "queued", 1, "evaluations",
+                                   (json_int_t)evals));
 }
 
 /* ---- restart ------------------------------------------------------------------------------ */
@@ -978,8 +996,10 @@ static void *restore_main(void *arg) {
         snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
         snprintf(name, sizeof name, "%.*s", (int)(l - 5), e->d_name);
         json_t *o = json_load_file(p, 0, NULL);
-        int stable = (int)json_integer_value(json_object_get(json_object_get(o, "stable"), "version"));
-        int canary = (int)json_integer_value(json_object_get(json_object_get(o, "canary"), "version"));
+        int stable =
+            (int)json_integer_value(json_object_get(json_object_get(o, "stable"), "version"));
+        int canary =
+            (int)json_integer_value(json_object_get(json_object_get(o, "canary"), "version"));
         double share = json_number_value(json_object_get(o, "canary_share"));
         const char *ho = json_string_value(json_object_get(o, "holdout"));
         json_t *out = NULL;
@@ -1045,8 +1065,9 @@ void lt_deploy_metrics_write(lt_server *s, FILE *f) {
             const deployment *x = &d->d[i];
             int v = r ? x->canary : x->stable;
             if (v && x->q_version[r] == v)
-                fprintf(f, "loratune_deployment_holdout_loss{deployment=\"%s\",model=\"%s.v%d\","
-                           "role=\"%s\"} %.9g\n",
+                fprintf(f,
+                        "loratune_deployment_holdout_loss{deployment=\"%s\",model=\"%s.v%d\","
+                        "role=\"%s\"} %.9g\n",
                         x->name, x->name, v, r ? "canary" : "stable", x->q_loss[r]);
         }
     fprintf(f, "# HELP loratune_deployment_evaluations_total Held-out evaluations of a "

@@ -37,13 +37,13 @@
 
 struct lt_drift_ref {
     int vocab;
-    int16_t *map;                       /* (vocab) token id -> bucket */
-    int32_t top[LT_DRIFT_BUCKETS - 1];  /* the token of each bucket but the last (-1: unused) */
-    double count[LT_DRIFT_BUCKETS];     /* reference tokens per bucket */
-    double p[LT_DRIFT_BUCKETS];         /* smoothed shares */
-    int64_t tokens;                     /* reference tokens */
+    int16_t *map;                      /* (vocab) token id -> bucket */
+    int32_t top[LT_DRIFT_BUCKETS - 1]; /* the token of each bucket but the last (-1: unused) */
+    double count[LT_DRIFT_BUCKETS];    /* reference tokens per bucket */
+    double p[LT_DRIFT_BUCKETS];        /* smoothed shares */
+    int64_t tokens;                    /* reference tokens */
     int64_t examples;
-    double nll;                         /* base model's NLL per token (NaN: not scored) */
+    double nll; /* base model's NLL per token (NaN: not scored) */
     int64_t nll_tokens, nll_examples;
 };
 
@@ -54,9 +54,9 @@ typedef struct {
     char deployment[72]; /* NAME */
     lt_drift_ref *ref;   /* owned */
     uint8_t ring[LT_DRIFT_WINDOW];
-    int head, n;                 /* next slot, tokens in the ring */
+    int head, n; /* next slot, tokens in the ring */
     int64_t cnt[LT_DRIFT_BUCKETS];
-    uint64_t seen;               /* prompt tokens observed since watched */
+    uint64_t seen;                 /* prompt tokens observed since watched */
     double nll_sum[LT_NLL_WINDOW]; /* per scored prompt: summed NLL and tokens predicted */
     int nll_tok[LT_NLL_WINDOW];
     int nll_head, nll_n;
@@ -244,11 +244,11 @@ json_t *lt_drift_ref_json(const lt_drift_ref *r) {
         if (b < LT_DRIFT_BUCKETS - 1) json_array_append_new(top, json_integer(r->top[b]));
         json_array_append_new(cnt, json_integer((json_int_t)r->count[b]));
     }
-    json_t *o = json_pack("{s:i,s:i,s:I,s:I,s:o,s:o,s:I,s:I}", "buckets", LT_DRIFT_BUCKETS,
-                          "window_tokens", LT_DRIFT_WINDOW, "tokens", (json_int_t)r->tokens,
-                          "examples", (json_int_t)r->examples, "bucket_tokens", top, "counts",
-                          cnt, "nll_tokens", (json_int_t)r->nll_tokens, "nll_examples",
-                          (json_int_t)r->nll_examples);
+    json_t *o =
+        json_pack("{s:i,s:i,s:I,s:I,s:o,s:o,s:I,s:I}", "buckets", LT_DRIFT_BUCKETS, "window_tokens",
+                  LT_DRIFT_WINDOW, "tokens", (json_int_t)r->tokens, "examples",
+                  (json_int_t)r->examples, "bucket_tokens", top, "counts", cnt, "nll_tokens",
+                  (json_int_t)r->nll_tokens, "nll_examples", (json_int_t)r->nll_examples);
     json_object_set_new(o, "nll", r->nll == r->nll ? json_real(r->nll) : json_null());
     return o;
 }
@@ -274,7 +274,8 @@ static void *scorer_main(void *arg) {
         const lt_model *md = lt_infer_model(m->s, &threads);
         lt_status st = LT_OK;
         if (!ready) {
-            int ctx = lt_infer_ctx(m->s) < LT_NLL_MAX_TOKENS ? lt_infer_ctx(m->s) : LT_NLL_MAX_TOKENS;
+            int ctx =
+                lt_infer_ctx(m->s) < LT_NLL_MAX_TOKENS ? lt_infer_ctx(m->s) : LT_NLL_MAX_TOKENS;
             logits = lt_malloc((size_t)LT_NLL_CHUNK * md->config.vocab_size * sizeof *logits);
             st = logits ? lt_kv_cache_create(md, ctx, LT_NLL_CHUNK, &kv) : LT_ERR_NOMEM;
             if (threads > 0) lt_set_num_threads(threads);

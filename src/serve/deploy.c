@@ -910,8 +910,9 @@ static void *quality_main(void *arg) {
         if (timed) next = lt_serve_now() + d->quality_every;
         for (int i = 0; i < d->n && !stopping(s); i++) {
             deployment *x = &d->d[i];
-            if (!x->holdout[0] || (!timed && !x->q_wake)) continue;
-            x->q_wake = 0;
+            int wake = x->q_wake;
+            x->q_wake = 0; /* also without a held-out set: else the wait above never waits */
+            if (!x->holdout[0] || (!timed && !wake)) continue;
             char name[57], hid[LT_SERVE_ID_LEN + 1];
             snprintf(name, sizeof name, "%s", x->name);
             snprintf(hid, sizeof hid, "%s", x->holdout);

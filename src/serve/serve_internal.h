@@ -258,7 +258,8 @@ enum MHD_Result lt_oai_error(struct MHD_Connection *c, unsigned status, const ch
 #define LT_NLL_WINDOW 64       /* scored prompts in the perplexity window */
 #define LT_NLL_QUEUE 8         /* prompts waiting to be scored; more are not scored */
 #define LT_NLL_MAX_TOKENS 512  /* a prompt's first tokens scored */
-#define LT_NLL_REF_EXAMPLES 32 /* training examples scored for the reference */
+#define LT_NLL_REF_EXAMPLES 32 /* training examples scored for the reference, */
+#define LT_NLL_REF_TOKENS 4096  /* at most this many tokens in all */
 typedef struct lt_drift_ref lt_drift_ref;
 /* Tokenizes data_path (a file or folder; every split, every token) with the served tokenizer
  * and chat template; LT_ERR_BUSY before the model is loaded. */

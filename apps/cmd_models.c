@@ -1,4 +1,5 @@
-/* cmd_models.c - `loratune models register|list|show|promote`: the model registry of the
+/* cmd_models.c - `loratune models register|list|show|promote` (deploy / rollback:
+ * cmd_models_deploy.c): the model registry of the
  * tracking store. With --mlflow URI (or MLFLOW_TRACKING_URI) versions and stage changes are
  * also sent to the MLflow model registry (the run is pushed first when it has no MLflow run). */
 #include <jansson.h>
@@ -18,6 +19,9 @@ static void usage(FILE *f) {
             "       loratune models list    [--json]\n"
             "       loratune models show    NAME [--version N] [--json]\n"
             "       loratune models promote NAME --version N --stage STAGE [--keep-others]\n"
+            "       loratune models deploy  NAME@VERSION [--canary SHARE] [--holdout DATASET]\n"
+            "                               [--server URL] [--token T]\n"
+            "       loratune models rollback NAME [--server URL] [--token T]\n"
             "\n"
             "The model registry: named models whose numbered versions point at training runs,\n"
             "with a stage (none, staging, production, archived), the base model identity (name\n"
@@ -61,6 +65,7 @@ int cmd_models(int argc, char **argv) {
         return argc < 2 ? 2 : 0;
     }
     const char *sub = argv[1];
+    if (!strcmp(sub, "deploy") || !strcmp(sub, "rollback")) return cmd_models_deploy(argc, argv);
     const char *store = NULL, *name = NULL, *stage = NULL, *mlflow = getenv("MLFLOW_TRACKING_URI");
     lt_registry_desc d = {0};
     long version = 0;

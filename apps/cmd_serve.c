@@ -19,7 +19,8 @@ static void usage(FILE *f) {
             "                      [--quota BYTES] [--timeout S] [--job-threads N]\n"
             "                      [--tls-cert FILE --tls-key FILE]\n"
             "                      [--model M [--model-name ID] [--adapter NAME=PATH ...]\n"
-            "                       [--slots N] [--ctx N] [--max-queue N] [--threads N]]\n\n"
+            "                       [--slots N] [--ctx N] [--max-queue N] [--threads N]\n"
+            "                       [--quality-every S]]\n\n"
             "Serves the REST API (OpenAPI 3.1 at /openapi.json; docs/SERVER.md): dataset upload\n"
             "and validation, a persistent queue of train jobs with live events (SSE), runs and\n"
             "metrics, adapter downloads. With --model, also an OpenAI-compatible API (/v1/models,\n"
@@ -51,7 +52,9 @@ static void usage(FILE *f) {
             "                     model's, at most 2048)\n"
             "  --max-queue N      requests waiting for a slot before 503 (default 64)\n"
             "  --threads N        OpenMP / OpenBLAS threads of generation (default: as the\n"
-            "                     environment says)\n");
+            "                     environment says)\n"
+            "  --quality-every S  score each deployed version on its held-out set every S\n"
+            "                     seconds (default 3600; 0: never)\n");
 }
 
 static int parse_size(const char *opt, const char *v, int64_t *out) {
@@ -121,6 +124,13 @@ static int serve_main(int argc, char **argv, const char **adapters) {
                 return 2;
             }
             o.job_threads = (int)lv;
+        } else if (!strcmp(a, "--quality-every")) {
+            if (lt_cli_parse_int("serve", a, v, &lv)) return 2;
+            if (lv < 0 || lv > 30L * 86400) {
+                fprintf(stderr, "loratune serve: --quality-every: expected 0..2592000 seconds\n");
+                return 2;
+            }
+            o.quality_every_s = lv ? (int)lv : -1;
         } else if (!strcmp(a, "--model"))
             o.model = v;
         else if (!strcmp(a, "--model-name"))

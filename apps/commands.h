@@ -17,6 +17,7 @@ int cmd_eval(int argc, char **argv);
 int cmd_data(int argc, char **argv);
 int cmd_runs(int argc, char **argv);
 int cmd_models(int argc, char **argv);
+int cmd_models_deploy(int argc, char **argv); /* `models deploy` / `models rollback` */
 int cmd_serve(int argc, char **argv);
 int cmd_study(int argc, char **argv);
 int cmd_tune(int argc, char **argv);

@@ -478,6 +478,10 @@ const lt_tokenizer *lt_infer_tokenizer(const lt_server *s) {
 const lt_chat_template *lt_infer_template(const lt_server *s) {
     return s->infer->tmpl;
 }
+const lt_model *lt_infer_model(const lt_server *s, int *threads) {
+    if (threads) *threads = s->infer->threads;
+    return s->infer->m;
+}
 int lt_infer_vocab(const lt_server *s) {
     return s->infer->m->config.vocab_size;
 }

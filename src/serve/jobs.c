@@ -604,6 +604,11 @@ static void *worker_main(void *arg) {
         else
             run_hpo_job(s, j);
         pthread_mutex_lock(&s->mu);
+        json_t *rec = json_deep_copy(j->record);
+        pthread_mutex_unlock(&s->mu);
+        lt_deploy_job_done(s, rec); /* a retraining job: gate, register, promote (deploy.c) */
+        json_decref(rec);
+        pthread_mutex_lock(&s->mu);
         s->running = NULL;
     }
     pthread_mutex_unlock(&s->mu);
@@ -1322,4 +1327,44 @@ enum MHD_Result lt_job_download(lt_server *s, struct MHD_Connection *c, const ch
     enum MHD_Result ret = MHD_queue_response(c, MHD_HTTP_OK, r);
     MHD_destroy_response(r);
     return ret;
+}
+
+/* A job made by the server itself (the retraining loop, deploy.c): the tail of lt_jobs_create
+ * without the HTTP checks (the options come from a job that ran). */
+lt_status lt_jobs_enqueue(lt_server *s, const char *dataset, const char *model,
+                          const json_t *options, const char *name, const json_t *extra,
+                          char id_out[LT_SERVE_ID_LEN + 1]) {
+    lt_job *j = lt_calloc(1, sizeof *j);
+    if (!j) return lt_error(LT_ERR_NOMEM, "out of memory");
+    lt_status st = lt_serve_new_id("job_", j->id);
+    if (st) {
+        lt_free(j);
+        return st;
+    }
+    char dir[LT_SERVE_PATH + 64];
+    snprintf(dir, sizeof dir, "%s/jobs/%s", s->work, j->id);
+    if ((st = lt_mkdir_p(dir, 0700, NULL))) {
+        lt_free(j);
+        return st;
+    }
+    pthread_mutex_lock(&s->mu);
+    j->seq = s->next_seq;
+    j->record = json_pack("{s:s,s:s,s:s,s:s,s:s,s:o,s:s?,s:I,s:f}", "id", j->id, "kind", "train",
+                          "status", "queued", "dataset", dataset, "model", model, "options",
+                          options ? json_deep_copy(options) : json_object(), "name", name, "seq",
+                          (json_int_t)j->seq, "created", lt_serve_now());
+    if (j->record && extra) json_object_update(j->record, (json_t *)extra);
+    st = j->record ? persist(s, j) : lt_error(LT_ERR_NOMEM, "out of memory");
+    if (!st) st = add_job(s, j);
+    if (st) {
+        pthread_mutex_unlock(&s->mu);
+        rmdir(dir);
+        free_job(j);
+        return st;
+    }
+    job_event(s, j, "queued", NULL);
+    snprintf(id_out, LT_SERVE_ID_LEN + 1, "%s", j->id);
+    pthread_cond_broadcast(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+    return LT_OK;
 }

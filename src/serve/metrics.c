@@ -245,6 +245,8 @@ enum MHD_Result lt_metrics_reply(lt_server *s, struct MHD_Connection *c) {
     fprintf(f, "loratune_jobs_queued %d\n", jobs_queued);
     head(f, "loratune_jobs_running", "gauge", "Train jobs running.");
     fprintf(f, "loratune_jobs_running %d\n", jobs_running);
+    lt_monitor_write(s->monitor, f); /* input drift (monitor.c) */
+    lt_deploy_metrics_write(s, f);   /* deployments and retraining (deploy.c) */
     head(f, "loratune_start_time_seconds", "gauge", "When the server started (Unix time).");
     fprintf(f, "loratune_start_time_seconds %.3f\n", start);
     if (fclose(f)) {

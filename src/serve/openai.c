@@ -626,7 +626,8 @@ enum MHD_Result lt_oai_complete(lt_server *s, struct MHD_Connection *c, const js
     const char *param = NULL, *code = NULL, *model = NULL;
     if (lt_oai_check_fields(body, chat, &model, &param, &code, msg, sizeof msg))
         return fail(&q, 400, param, code, "%s", msg);
-    lt_served *target = lt_infer_lookup(s, model);
+    lt_served *target = lt_deploy_lookup(s, model); /* a deployment's name (deploy.c) */
+    if (!target) target = lt_infer_lookup(s, model);
     if (!target) {
         json_t *ms = lt_infer_models_json(s);
         char names[1024] = "";
@@ -681,6 +682,7 @@ enum MHD_Result lt_oai_complete(lt_server *s, struct MHD_Connection *c, const js
                     st == LT_ERR_NOMEM ? "internal" : "invalid_value", "%s", msg);
     }
     g->n_ids = (int)n_ids;
+    lt_monitor_observe(s->monitor, q.model, g->ids, g->n_ids); /* input drift (monitor.c) */
     if ((long long)n_ids >= ctx) {
         lt_gen_unref(s, g);
         return fail(&q, 400, param, "context_length_exceeded",

@@ -11,6 +11,7 @@
 #include <microhttpd.h>
 #include <pthread.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "loratune/run.h"
 #include "loratune/serve.h"
@@ -34,6 +35,8 @@ static inline int lt_job_terminal(lt_job_status s) {
 
 typedef struct lt_infer lt_infer;
 typedef struct lt_metrics lt_metrics;
+typedef struct lt_monitor lt_monitor;
+typedef struct lt_deploy lt_deploy;
 
 typedef struct {
     char id[LT_SERVE_ID_LEN + 1];
@@ -73,6 +76,8 @@ struct lt_server {
     int64_t used_bytes; /* stored datasets + uploads in flight (the quota) */
     lt_infer *infer;    /* the served model, adapters, slots and metrics (infer.c) */
     char *tls_cert, *tls_key; /* PEM text given to MHD (lives as long as the daemon); NULL: HTTP */
+    lt_monitor *monitor; /* input drift of the deployed adapters (monitor.c) */
+    lt_deploy *deploy;   /* deployments, canaries, the retraining loop (deploy.c) */
 };
 
 /* ---- helpers (server.c) ---- */
@@ -202,6 +207,9 @@ const char *lt_served_name(const lt_served *e);
 const struct lt_tokenizer *lt_infer_tokenizer(const lt_server *s);
 const struct lt_chat_template *lt_infer_template(const lt_server *s);
 int lt_infer_vocab(const lt_server *s);
+/* The loaded base model (read-only; valid while the server runs, once loaded) and
+ * --threads (0: the environment's). For forwards of its own (monitor.c: prompt perplexity). */
+const struct lt_model *lt_infer_model(const lt_server *s, int *threads);
 /* JSON array of the served models ({id, object, created, owned_by, parent?}); new reference. */
 json_t *lt_infer_models_json(lt_server *s);
 /* Adapters at run time: load (LT_ERR_BUSY when the name is taken, the loader's error when the
@@ -277,6 +285,60 @@ enum MHD_Result lt_oai_error(struct MHD_Connection *c, unsigned status, const ch
     __attribute__((format(printf, 6, 7)))
 #endif
     ;
+
+/* ---- input drift (monitor.c) ----
+ * A reference token distribution (from a deployed version's training data) and, per watched
+ * served model, the last LT_DRIFT_WINDOW prompt tokens in LT_DRIFT_BUCKETS buckets: the
+ * LT_DRIFT_BUCKETS - 1 most frequent tokens of the reference, and "other". */
+#define LT_DRIFT_BUCKETS 32
+#define LT_DRIFT_WINDOW 2048
+#define LT_NLL_WINDOW 64       /* scored prompts in the perplexity window */
+#define LT_NLL_QUEUE 8         /* prompts waiting to be scored; more are not scored */
+#define LT_NLL_MAX_TOKENS 512  /* a prompt's first tokens scored */
+#define LT_NLL_REF_EXAMPLES 32 /* training examples scored for the reference, */
+#define LT_NLL_REF_TOKENS 4096  /* at most this many tokens in all */
+typedef struct lt_drift_ref lt_drift_ref;
+/* Tokenizes data_path (a file or folder; every split, every token) with the served tokenizer
+ * and chat template; LT_ERR_BUSY before the model is loaded. */
+lt_status lt_drift_ref_build(lt_server *s, const char *data_path, lt_drift_ref **out);
+void lt_drift_ref_free(lt_drift_ref *r); /* safe on NULL */
+json_t *lt_drift_ref_json(const lt_drift_ref *r); /* {buckets, tokens, bucket_tokens, counts} */
+lt_monitor *lt_monitor_new(lt_server *s); /* starts the perplexity scorer thread */
+void lt_monitor_free(lt_monitor *m); /* safe on NULL */
+/* Watches served model `model` (of deployment `deployment`) against ref (taken); a model watched
+ * already gets the new reference and an empty window. */
+lt_status lt_monitor_watch(lt_monitor *m, const char *model, const char *deployment,
+                           lt_drift_ref *ref);
+void lt_monitor_unwatch(lt_monitor *m, const char *model);
+/* The prompt of a request routed to model (nothing when it is not watched; m NULL ok): its
+ * tokens join the drift window, and it is queued for the perplexity scorer (dropped, and
+ * counted, when LT_NLL_QUEUE prompts wait). */
+void lt_monitor_observe(lt_monitor *m, const char *model, const int32_t *ids, int n);
+/* 1 and the values when model is watched, else 0. */
+int lt_monitor_drift(lt_monitor *m, const char *model, double *psi, double *kl, int *window);
+void lt_monitor_write(lt_monitor *m, FILE *f); /* the drift series of /metrics */
+
+/* ---- deployments and the retraining loop (deploy.c) ---- */
+lt_status lt_deploy_init(lt_server *s, const lt_serve_opts *o);
+void lt_deploy_free(lt_server *s);
+/* The served entry for a deployment's name (the stable version, or the canary for its share of
+ * requests), held; NULL when name is no deployment (the caller looks it up as a model). */
+lt_served *lt_deploy_lookup(lt_server *s, const char *name);
+enum MHD_Result lt_deploy_list(lt_server *s, struct MHD_Connection *c);
+enum MHD_Result lt_deploy_create(lt_server *s, struct MHD_Connection *c, const json_t *body);
+enum MHD_Result lt_deploy_rollback_reply(lt_server *s, struct MHD_Connection *c, const char *name);
+/* POST /api/deployments/NAME/evaluate: wakes the quality scorer now (202). */
+enum MHD_Result lt_deploy_evaluate(lt_server *s, struct MHD_Connection *c, const char *name);
+enum MHD_Result lt_deploy_alerts(lt_server *s, struct MHD_Connection *c, const json_t *body);
+/* The worker calls it after every job: a retraining job goes on to the gate, registration and
+ * promotion (record: a copy of the job's record, borrowed). */
+void lt_deploy_job_done(lt_server *s, const json_t *record);
+void lt_deploy_metrics_write(lt_server *s, FILE *f);
+/* Queues a train job (jobs.c): dataset / model as POST /api/jobs takes them, options already
+ * checked (borrowed), extra keys merged into the record (borrowed); id_out gets the job's id. */
+lt_status lt_jobs_enqueue(lt_server *s, const char *dataset, const char *model,
+                          const json_t *options, const char *name, const json_t *extra,
+                          char id_out[LT_SERVE_ID_LEN + 1]);
 
 /* ---- the OpenAPI document (generated from src/serve/openapi.json at configure time) ---- */
 extern const unsigned char lt_serve_openapi_json[];

@@ -243,6 +243,10 @@ typedef enum {
     R_V1_CHAT,       /* POST */
     R_V1_ADAPTERS,   /* GET list, POST load */
     R_V1_ADAPTER,    /* DELETE unload */
+    R_DEPLOYMENTS,   /* GET list, POST deploy (deploy.c) */
+    R_DEPLOY_ROLLBACK, /* POST */
+    R_DEPLOY_EVALUATE, /* POST */
+    R_ALERTS,        /* POST: Alertmanager's webhook (deploy.c) */
 } route_kind;
 
 typedef struct {
@@ -283,6 +287,7 @@ static const char *allowed(route_kind k) {
     case R_DATASETS:
     case R_JOBS:
     case R_V1_ADAPTERS:
+    case R_DEPLOYMENTS:
         return "GET, HEAD, POST";
     case R_DATASET_CHECK:
     case R_JOB_CANCEL:
@@ -290,6 +295,9 @@ static const char *allowed(route_kind k) {
     case R_PLAN:
     case R_V1_COMPLETIONS:
     case R_V1_CHAT:
+    case R_DEPLOY_ROLLBACK:
+    case R_DEPLOY_EVALUATE:
+    case R_ALERTS:
         return "POST";
     case R_V1_ADAPTER:
         return "DELETE";
@@ -344,6 +352,8 @@ static int route(const char *method, const char *url, request *q) {
     if (n == 2 && !strcmp(a, "jobs")) return pick(q, R_JOBS, get || post);
     if (n == 2 && !strcmp(a, "runs")) return pick(q, R_RUNS, get);
     if (n == 2 && !strcmp(a, "plan")) return pick(q, R_PLAN, post);
+    if (n == 2 && !strcmp(a, "deployments")) return pick(q, R_DEPLOYMENTS, get || post);
+    if (n == 2 && !strcmp(a, "alerts")) return pick(q, R_ALERTS, post);
     if (n >= 3) snprintf(q->id, sizeof q->id, "%s", seg[2]);
     if (!strcmp(a, "datasets")) {
         if (n == 3) return pick(q, R_DATASET, get);
@@ -361,6 +371,9 @@ static int route(const char *method, const char *url, request *q) {
     } else if (!strcmp(a, "runs")) {
         if (n == 3) return pick(q, R_RUN, get);
         if (n == 4 && !strcmp(seg[3], "metrics")) return pick(q, R_RUN_METRICS, get);
+    } else if (!strcmp(a, "deployments")) {
+        if (n == 4 && !strcmp(seg[3], "rollback")) return pick(q, R_DEPLOY_ROLLBACK, post);
+        if (n == 4 && !strcmp(seg[3], "evaluate")) return pick(q, R_DEPLOY_EVALUATE, post);
     }
     return 0;
 }
@@ -532,6 +545,10 @@ static enum MHD_Result reply_health(lt_server *s, struct MHD_Connection *c) {
 
 static enum MHD_Result dispatch(lt_server *s, struct MHD_Connection *c, request *q) {
     json_t *body = NULL;
+    if (q->route == R_ALERTS && !s->has_token) /* it starts training: never unauthenticated */
+        return lt_reply_error(c, MHD_HTTP_FORBIDDEN, "forbidden",
+                              "the alert webhook needs a server token (--token or "
+                              "LORATUNE_TOKEN), sent by Alertmanager as a bearer token");
     if (q->body_json && q->len) {
         json_error_t e;
         body = json_loadb(q->body, q->len, JSON_REJECT_DUPLICATES, &e);
@@ -653,6 +670,28 @@ static enum MHD_Result dispatch(lt_server *s, struct MHD_Connection *c, request 
         break;
     case R_V1_ADAPTER:
         r = lt_oai_adapter_unload(s, c, q->id);
+        break;
+    case R_DEPLOYMENTS:
+        if (!q->is_post)
+            r = lt_deploy_list(s, c);
+        else if (!body)
+            r = lt_reply_error(c, MHD_HTTP_BAD_REQUEST, "bad_json",
+                               "request body: expected {\"model\", \"version\"}");
+        else
+            r = lt_deploy_create(s, c, body);
+        break;
+    case R_DEPLOY_ROLLBACK:
+        r = lt_deploy_rollback_reply(s, c, q->id);
+        break;
+    case R_DEPLOY_EVALUATE:
+        r = lt_deploy_evaluate(s, c, q->id);
+        break;
+    case R_ALERTS:
+        if (!body)
+            r = lt_reply_error(c, MHD_HTTP_BAD_REQUEST, "bad_json",
+                               "request body: expected Alertmanager's webhook JSON");
+        else
+            r = lt_deploy_alerts(s, c, body);
         break;
     default:
         r = lt_reply_error(c, MHD_HTTP_NOT_FOUND, "not_found", "no such endpoint");
@@ -785,6 +824,7 @@ lt_status lt_serve_start(const lt_serve_opts *o, lt_server **out) {
     if ((st = lt_jobs_init(s))) goto fail;
     if ((o->tls_cert || o->tls_key) && (st = tls_load(s, o->tls_cert, o->tls_key))) goto fail;
     if ((st = lt_infer_init(s, o))) goto fail;
+    if ((st = lt_deploy_init(s, o))) goto fail;
 
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION |
                      (v6 ? MHD_USE_IPv6 : 0) | (s->tls_cert ? MHD_USE_TLS : 0);
@@ -832,8 +872,9 @@ void lt_serve_stop(lt_server *s) {
     pthread_mutex_unlock(&s->mu);
     lt_infer_cancel_all(s);              /* generations end at their next token */
     if (s->mhd) MHD_stop_daemon(s->mhd); /* event streams see `stopping` and end */
+    lt_jobs_shutdown(s); /* before the engine: a retraining job's gate may still use it */
+    lt_deploy_free(s);
     lt_infer_free(s);
-    lt_jobs_shutdown(s);
     lt_dir_lock_close(s->lock);
     pthread_cond_destroy(&s->cv);
     pthread_mutex_destroy(&s->mu);

@@ -66,6 +66,8 @@ typedef struct {
     int threads;              /* OpenMP / OpenBLAS threads of a generation; 0: as the environment
                                  says (set in every generating thread: OpenMP's count is per
                                  thread) */
+    int quality_every_s;      /* deployed versions scored on their held-out sets every S seconds
+                                 (docs/SERVING.md "Monitoring"); 0: 3600, < 0: never */
 } lt_serve_opts;
 
 typedef struct lt_server lt_server;

@@ -1,6 +1,7 @@
 /* cli_util.c - small option-parsing helpers shared by the subcommands, and the environment
  * variables the library does not read (store folder, MLflow server). */
 #include <errno.h>
+#include <jansson.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -122,4 +123,21 @@ int lt_cli_stream_write(lt_cli_stream *s, const char *buf, size_t len) {
     for (size_t i = 0; i < len; i++)
         if (buf[i] == '\n') s->lines++;
     return 0;
+}
+
+int lt_cli_stream_json(lt_cli_stream *s, const void *j) {
+    if (s->err) return s->err;
+    char *t = json_dumps((const json_t *)j, JSON_COMPACT | JSON_REAL_PRECISION(17));
+    if (!t) return 0; /* nothing to print (not an object or array): not a stream failure */
+    size_t n = strlen(t);
+    char *line = realloc(t, n + 2);
+    if (!line) {
+        free(t);
+        return 0;
+    }
+    line[n] = '\n';
+    line[n + 1] = 0;
+    int e = lt_cli_stream_write(s, line, n + 1);
+    free(line);
+    return e;
 }

@@ -61,28 +61,20 @@ static void on_signal(int sig) {
  * 141, resumable): the run's events are how a supervisor or a pipeline follows it, so a run
  * whose reader left behaves like mlx-lm's or llama.cpp's (stopped by BrokenPipeError / SIGPIPE)
  * but loses nothing. EAGAIN is waited out (lt_cli_write_stdout): no event is dropped. */
+static void stop_on_break(void) {
+    fprintf(stderr, "loratune train: stopping the run as Ctrl-C would (a checkpoint; --resume "
+                    "continues it)\n");
+    lt_run_request_stop(g_run);
+}
+
 static void emit(const char *text, size_t len) {
     if (g_out.err || !len) return;
-    if (lt_cli_stream_write(&g_out, text, len) && g_run) {
-        fprintf(stderr, "loratune train: stopping the run as Ctrl-C would (a checkpoint; --resume continues it)\n");
-        lt_run_request_stop(g_run);
-    }
+    if (lt_cli_stream_write(&g_out, text, len) && g_run) stop_on_break();
 }
 
 static void json_sink(void *ctx, const json_t *ev) {
     (void)ctx;
-    char *t = json_dumps(ev, JSON_COMPACT | JSON_REAL_PRECISION(17));
-    if (!t) return;
-    size_t n = strlen(t);
-    char *line = realloc(t, n + 2);
-    if (!line) {
-        free(t);
-        return;
-    }
-    line[n] = '\n';
-    line[n + 1] = 0;
-    emit(line, n + 1);
-    free(line);
+    if (!g_out.err && lt_cli_stream_json(&g_out, ev) && g_run) stop_on_break();
 }
 
 typedef struct {

@@ -910,9 +910,9 @@ static int run_study(tune_args *a, int resume, lt_run_shared **shp, tune_summary
                 printf("study recorded as run #%lld (loratune runs show %lld)\n", (long long)parent,
                        (long long)parent);
         } else if (a->json && !strcmp(a->cmd, "tune")) {
-            char *t = json_dumps(summary, JSON_COMPACT | JSON_REAL_PRECISION(17));
-            printf("%s\n", t);
-            free(t);
+            lt_cli_stream out; /* a broken stdout: said on stderr, exit 141 (summary.json has it) */
+            lt_cli_stream_init(&out, "tune");
+            if (lt_cli_stream_json(&out, summary) && rc == 0) rc = LT_CLI_EXIT_STREAM_BROKE;
         }
         json_decref(summary);
         free(sj);
@@ -1377,9 +1377,9 @@ int cmd_compare(int argc, char **argv) {
     mkdir_p(root);
     if (write_json_file(path, out)) fprintf(stderr, "loratune compare: %s\n", lt_errmsg());
     if (a.json) {
-        char *t = json_dumps(out, JSON_COMPACT | JSON_REAL_PRECISION(17));
-        printf("%s\n", t);
-        free(t);
+        lt_cli_stream so; /* a broken stdout: said on stderr, exit 141 (compare.json has it) */
+        lt_cli_stream_init(&so, "compare");
+        if (lt_cli_stream_json(&so, out) && rc == 0) rc = LT_CLI_EXIT_STREAM_BROKE;
     } else {
         printf("\n%-6s %-14s %10s %9s %10s %11s %12s %10s  %s\n", "method", "trials c/p/f/i",
                "val_loss", "time_s", "peak_MiB", "tokens/s", "trainable", "saved_MiB",

@@ -62,6 +62,8 @@ typedef struct {
 } lt_cli_stream;
 void lt_cli_stream_init(lt_cli_stream *s, const char *cmd);
 int lt_cli_stream_write(lt_cli_stream *s, const char *buf, size_t len);
+/* j (a json_t *, borrowed) as one compact line (doubles with 17 digits) through s. */
+int lt_cli_stream_json(lt_cli_stream *s, const void *j);
 /* 141: the exit code of a command whose output stream broke (128 + SIGPIPE, what a shell
  * reports for a producer killed by SIGPIPE; `set -o pipefail` scripts know it). */
 #define LT_CLI_EXIT_STREAM_BROKE 141

@@ -11,9 +11,10 @@ What it must do now (docs/RELIABILITY.md, "The event stream"; docs/TRAIN_CLI.md)
      reports once on stderr that its output stream broke (Broken pipe), stops as after Ctrl-C
      (a checkpoint, `interrupted; continue with: loratune train --resume OUT`), exits 141; the
      resume then runs to the end with the uninterrupted run's losses.
-  3. the same without --json (the progress lines): exit 141 and the one report.
-Before the change: 1 lost events (fewer `step` events than 300), 2 and 3 ended by SIGPIPE
-(returncode -13) with no report and (2) no checkpoint past step 20.
+  3. the same without --json (the progress lines): exit 141 and the one report;
+  4. `eval --json` whose reader is gone: exit 141 and the report.
+Before the change: 1 lost events (285 `step` events of 300 in one run), 2, 3 and 4 ended by
+SIGPIPE (returncode -13) with no report and (2) no checkpoint past step 20.
 """
 import fcntl
 import json
@@ -161,6 +162,16 @@ def main():
         check(rc == 141, f"progress lines, closed pipe: rc {rc} (expected 141): {err[-1000:]}")
         check(err.count("the output stream on stdout broke") == 1,
               f"progress lines, closed pipe: stderr must report the break once: {err[-1000:]}")
+
+        # 4. eval --json (one result line): its reader gone before it prints
+        p = subprocess.Popen([LORATUNE, "eval", "--model", MODEL, "--data",
+                              os.path.join(data, "valid.jsonl"), "--json"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        p.stdout.close()
+        err = p.stderr.read().decode(errors="replace")
+        rc = p.wait(timeout=300)
+        check(rc == 141 and err.count("the output stream on stdout broke") == 1,
+              f"eval --json, closed pipe: rc {rc} (expected 141), stderr: {err[-500:]}")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     sys.exit(ltcheck.finish())

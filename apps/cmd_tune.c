@@ -497,6 +497,10 @@ static int run_study(tune_args *a, int resume, lt_run_shared **shp, tune_summary
         snprintf(sum->prune_note, sizeof sum->prune_note, "off: %s", why_off);
     if (prune_on && !a->user_eval_every) a->base.eval_every = po.min_resource;
 
+    /* the files this command writes into the study folder (the study's own study.json is
+     * the library's): a killed write's temp files go once the study's lock is held */
+    static const char *const tune_files[] = {"tune.json", "summary.json", "best_config.yaml",
+                                             NULL};
     if (resume) {
         if (lt_study_open(a->study, &st)) {
             fprintf(stderr, "loratune %s: --resume: %s\n", a->cmd, lt_errmsg());
@@ -531,6 +535,7 @@ static int run_study(tune_args *a, int resume, lt_run_shared **shp, tune_summary
                        prune_on, "prune_note", sum->prune_note, "min_resource",
                        (json_int_t)po.min_resource, "reduction_factor", a->eta);
     }
+    lt_dir_remove_temps(a->study, tune_files); /* st holds the study folder's lock */
     if (a->track) {
         if (lt_store_open(lt_cli_store_dir(a->store), &store)) {
             fprintf(stderr, "loratune %s: warning: the study is not tracked: %s\n", a->cmd,

@@ -4,14 +4,18 @@ must remove those of its own output names, and nothing else.
 
 How the kill lands inside the write phase without a hook in the product: `fuse` prints nothing
 while it writes, so the test watches the output folder (a tight os.listdir loop) and sends
-SIGKILL the moment a `*.tmp.*` name appears (each file is written to a temp name, fsynced and
+SIGKILL the moment a `*.tmp.*` name (other than the marker's) appears (each file is written to a temp name, fsynced and
 renamed, so the temp files live for about the fsync's time). A kill that comes too late (the
 rename won the race) is retried; the test requires a kill that left a temp file behind. Then a
 second fuse into the same folder (beside a user's own `notes.tmp.1`) must complete, leave no
 temp file and no marker, leave the user's file alone, and write the same model.safetensors as
 a fuse into a fresh folder (the reference). The same for a GGUF written into a run folder (a
 folder holding a loratune lock file, which lt_export_lock then takes).
-Before the fix the second fuse left the killed one's temp file(s) in place.
+Study folders too (`study create` / `ask` and `tune` take the study's lock): temp files of
+study.json and of tune's tune.json / summary.json / best_config.yaml, planted as a killed writer
+leaves them, are gone after the command, a user's notes.tmp.1 stays.
+Before the fix the second fuse left the killed one's temp file(s) in place, and the study
+commands left the planted ones.
 """
 import os
 import shutil
@@ -45,7 +49,10 @@ def kill_in_write(out, watch, *extra):
             names = os.listdir(watch)
         except FileNotFoundError:
             continue
-        if any(".tmp." in n and n != "notes.tmp.1" for n in names):
+        # not the marker's own temp (the first write, made before anything is loaded from
+        # the output): a data file's, e.g. the safetensors writer's mkstemp name
+        if any(".tmp." in n and n != "notes.tmp.1" and not n.startswith(".loratune")
+               for n in names):
             p.send_signal(signal.SIGKILL)
             break
     p.wait()
@@ -112,6 +119,34 @@ def main():
               f"after the second gguf fuse the run folder holds temp files {temps(run)}")
         check(read(gguf) == read(os.path.join(tmp, "ref.gguf")),
               "the GGUF differs from the reference fuse's")
+
+        # 3. a study folder: study.json (the library's) and tune's own files, the temp files a
+        # killed writer leaves planted here (lt_file_write_atomic names them NAME.tmp.PID)
+        space = os.path.join(tmp, "space.json")
+        with open(space, "w") as f:
+            f.write('{"lr": {"type": "float", "low": 1e-4, "high": 1e-2, "log": true}}')
+        sd = os.path.join(tmp, "study")
+        os.makedirs(sd)
+        for n in ("study.json.tmp.4242", "notes.tmp.1"):
+            open(os.path.join(sd, n), "w").close()
+        r = ltcheck.run("study", "create", "--study", sd, "--space", space, timeout=120)
+        check(r.returncode == 0 and temps(sd) == ["notes.tmp.1"],
+              f"study create: rc {r.returncode}, temp files {temps(sd)}: {r.stderr[-300:]}")
+        open(os.path.join(sd, "study.json.tmp.4243"), "w").close()
+        r = ltcheck.run("study", "ask", "--study", sd, timeout=120)
+        check(r.returncode == 0 and temps(sd) == ["notes.tmp.1"],
+              f"study ask: rc {r.returncode}, temp files {temps(sd)}: {r.stderr[-300:]}")
+        td = os.path.join(tmp, "tune")
+        os.makedirs(td)
+        for n in ("study.json.tmp.4242", "tune.json.tmp.4242", "summary.json.tmp.4242",
+                  "best_config.yaml.tmp.4242", "notes.tmp.1"):
+            open(os.path.join(td, n), "w").close()
+        r = ltcheck.run("tune", "--model", HF, "--data",
+                        os.path.join(FIXTURES, "datasets", "wikisql-mlx"), "--eval-batches", "2",
+                        "--max-seq-len", "48", "--threads", "1", "--study", td, "--trials", "1",
+                        "--iters", "3", "--no-track", timeout=300)
+        check(r.returncode == 0 and temps(td) == ["notes.tmp.1"],
+              f"tune: rc {r.returncode}, temp files {temps(td)}: {r.stderr[-300:]}")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     sys.exit(ltcheck.finish())

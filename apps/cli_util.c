@@ -82,7 +82,7 @@ lt_mlflow_server lt_cli_mlflow_server(const char *uri) {
 /* ---- event streams on stdout ---------------------------------------------------------- */
 
 int lt_cli_write_stdout(const void *buf, size_t len) {
-    fflush(stdout); /* the callers print events through here only; this keeps any other line first */
+    fflush(stdout); /* events come through here only; keeps any stdio line before them */
     const char *p = buf;
     while (len > 0) {
         ssize_t w = write(STDOUT_FILENO, p, len);

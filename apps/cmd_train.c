@@ -120,21 +120,25 @@ static void human_sink(void *ctx, const json_t *ev) {
     char b1[32], b2[32];
     if (!strcmp(e, "start")) {
         h->total = inum(ev, "steps");
-        fprintf(o, "training: %lld steps (warmup %lld), %lld batches per epoch, %lld train / %lld "
-               "valid examples, %lld trainable parameters\n",
-               h->total, inum(ev, "warmup_steps"), inum(ev, "epoch_batches"),
-               inum(ev, "train_examples"), inum(ev, "valid_examples"),
-               inum(ev, "trainable_params"));
+        fprintf(o,
+                "training: %lld steps (warmup %lld), %lld batches per epoch, %lld train / %lld "
+                "valid examples, %lld trainable parameters\n",
+                h->total, inum(ev, "warmup_steps"), inum(ev, "epoch_batches"),
+                inum(ev, "train_examples"), inum(ev, "valid_examples"),
+                inum(ev, "trainable_params"));
         if (json_object_get(ev, "planned_peak_bytes")) {
             const json_t *cfg = json_object_get(ev, "config");
             const char *bs = json_string_value(json_object_get(cfg, "batch-size"));
             const char *sl = json_string_value(json_object_get(cfg, "max-seq-len"));
-            fprintf(o, "sizes: batch %s%s, max-seq-len %s%s; planned peak %.2f GiB of a %.2f GiB "
-                   "memory budget\n",
-                   bs ? bs : "?", json_is_true(json_object_get(ev, "auto_batch_size")) ? " (auto)" : "",
-                   sl ? sl : "?", json_is_true(json_object_get(ev, "auto_max_seq_len")) ? " (auto)" : "",
-                   num(ev, "planned_peak_bytes") / 1073741824.0,
-                   num(ev, "memory_budget_bytes") / 1073741824.0);
+            fprintf(o,
+                    "sizes: batch %s%s, max-seq-len %s%s; planned peak %.2f GiB of a %.2f GiB "
+                    "memory budget\n",
+                    bs ? bs : "?",
+                    json_is_true(json_object_get(ev, "auto_batch_size")) ? " (auto)" : "",
+                    sl ? sl : "?",
+                    json_is_true(json_object_get(ev, "auto_max_seq_len")) ? " (auto)" : "",
+                    num(ev, "planned_peak_bytes") / 1073741824.0,
+                    num(ev, "memory_budget_bytes") / 1073741824.0);
         }
         if (inum(ev, "resumed_from") >= 0) {
             size_t i;
@@ -144,7 +148,7 @@ static void human_sink(void *ctx, const json_t *ev) {
                         str(v, "reason"));
             }
             fprintf(o, "resumed after step %lld from %s", inum(ev, "resumed_from"),
-                   str(ev, "resumed_checkpoint"));
+                    str(ev, "resumed_checkpoint"));
             json_t *ch = json_object_get(ev, "changed_options");
             if (json_array_size(ch)) {
                 fprintf(o, " (options changed since the checkpoint:");
@@ -161,30 +165,32 @@ static void human_sink(void *ctx, const json_t *ev) {
         if (st == 1 || st == h->total || t - h->last_print >= 0.5) {
             h->last_print = t;
             fmt_dur(num(ev, "eta_s"), b1, sizeof b1);
-            fprintf(o, "step %6lld/%lld  epoch %5.2f  loss %.4f  lr %.3e  %7.0f tok/s  mem %5.0f MiB  "
-                   "eta %s\n",
-                   st, h->total, num(ev, "epoch"), num(ev, "loss"), num(ev, "lr"),
-                   num(ev, "tokens_per_sec"), num(ev, "peak_rss_bytes") / 1048576.0, b1);
+            fprintf(o,
+                    "step %6lld/%lld  epoch %5.2f  loss %.4f  lr %.3e  %7.0f tok/s  mem %5.0f MiB  "
+                    "eta %s\n",
+                    st, h->total, num(ev, "epoch"), num(ev, "loss"), num(ev, "lr"),
+                    num(ev, "tokens_per_sec"), num(ev, "peak_rss_bytes") / 1048576.0, b1);
         }
     } else if (!strcmp(e, "eval")) {
         fmt_dur(num(ev, "elapsed_s"), b2, sizeof b2);
         fprintf(o, "eval @ step %lld: val_loss %.4f  val_ppl %.3f  (%lld tokens)%s  [%s]\n",
-               inum(ev, "step"), num(ev, "val_loss"), num(ev, "val_ppl"), inum(ev, "val_tokens"),
-               json_is_true(json_object_get(ev, "improved")) ? "  best" : "", b2);
+                inum(ev, "step"), num(ev, "val_loss"), num(ev, "val_ppl"), inum(ev, "val_tokens"),
+                json_is_true(json_object_get(ev, "improved")) ? "  best" : "", b2);
     } else if (!strcmp(e, "skip")) {
         fprintf(o, "step %lld skipped: %s (%lld in a row); weights not updated\n", inum(ev, "step"),
-               str(ev, "reason"), inum(ev, "consecutive"));
+                str(ev, "reason"), inum(ev, "consecutive"));
     } else if (!strcmp(e, "checkpoint")) {
         fprintf(o, "checkpoint: %s\n", str(ev, "path"));
     } else if (!strcmp(e, "warning")) {
         fprintf(stderr, "loratune train: warning: %s\n", str(ev, "message"));
     } else if (!strcmp(e, "early_stop")) {
-        fprintf(o, "early stop at step %lld: %lld evaluations without improvement (best val_loss "
-               "%.4f)\n",
-               inum(ev, "step"), inum(ev, "evals_without_improvement"), num(ev, "best_val_loss"));
+        fprintf(o,
+                "early stop at step %lld: %lld evaluations without improvement (best val_loss "
+                "%.4f)\n",
+                inum(ev, "step"), inum(ev, "evals_without_improvement"), num(ev, "best_val_loss"));
     } else if (!strcmp(e, "interrupted")) {
         fprintf(o, "interrupted after step %lld; checkpoint %s\n", inum(ev, "step"),
-               str(ev, "checkpoint"));
+                str(ev, "checkpoint"));
     } else if (!strcmp(e, "saved")) {
         fprintf(o, "saved %s: %s\n", str(ev, "what"), str(ev, "path"));
     } else if (!strcmp(e, "skipped")) {

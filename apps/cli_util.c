@@ -1,9 +1,13 @@
 /* cli_util.c - small option-parsing helpers shared by the subcommands, and the environment
  * variables the library does not read (store folder, MLflow server). */
 #include <errno.h>
+#include <jansson.h>
+#include <poll.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "commands.h"
 #include "loratune/model.h"
@@ -73,4 +77,67 @@ lt_mlflow_server lt_cli_mlflow_server(const char *uri) {
                           .username = getenv("MLFLOW_TRACKING_USERNAME"),
                           .password = getenv("MLFLOW_TRACKING_PASSWORD")};
     return s;
+}
+
+/* ---- event streams on stdout ---------------------------------------------------------- */
+
+int lt_cli_write_stdout(const void *buf, size_t len) {
+    fflush(stdout); /* events come through here only; keeps any stdio line before them */
+    const char *p = buf;
+    while (len > 0) {
+        ssize_t w = write(STDOUT_FILENO, p, len);
+        if (w > 0) {
+            p += w;
+            len -= (size_t)w;
+            continue;
+        }
+        if (w < 0 && errno == EINTR) continue;
+        if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            /* a non-blocking stdout (its open file description is shared with the reader's
+             * side of the session: not ours to change): wait until the reader drains it */
+            struct pollfd pf = {.fd = STDOUT_FILENO, .events = POLLOUT};
+            if (poll(&pf, 1, -1) < 0 && errno != EINTR) return errno;
+            continue; /* POLLERR (the reader left meanwhile): the next write says EPIPE */
+        }
+        return w < 0 ? errno : EIO;
+    }
+    return 0;
+}
+
+void lt_cli_stream_init(lt_cli_stream *s, const char *cmd) {
+    memset(s, 0, sizeof *s);
+    s->cmd = cmd;
+    signal(SIGPIPE, SIG_IGN); /* a gone reader is EPIPE, reported, not a silent death */
+}
+
+int lt_cli_stream_write(lt_cli_stream *s, const char *buf, size_t len) {
+    if (s->err) return s->err;
+    int e = lt_cli_write_stdout(buf, len);
+    if (e) {
+        s->err = e;
+        fprintf(stderr, "loratune %s: the output stream on stdout broke after %lld lines (%s)%s\n",
+                s->cmd, s->lines, strerror(e),
+                e == EPIPE ? ": its reader is gone; what follows is not printed" : "");
+        return e;
+    }
+    for (size_t i = 0; i < len; i++)
+        if (buf[i] == '\n') s->lines++;
+    return 0;
+}
+
+int lt_cli_stream_json(lt_cli_stream *s, const void *j) {
+    if (s->err) return s->err;
+    char *t = json_dumps((const json_t *)j, JSON_COMPACT | JSON_REAL_PRECISION(17));
+    if (!t) return 0; /* nothing to print (not an object or array): not a stream failure */
+    size_t n = strlen(t);
+    char *line = realloc(t, n + 2);
+    if (!line) {
+        free(t);
+        return 0;
+    }
+    line[n] = '\n';
+    line[n + 1] = 0;
+    int e = lt_cli_stream_write(s, line, n + 1);
+    free(line);
+    return e;
 }

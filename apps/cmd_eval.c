@@ -135,8 +135,9 @@ int cmd_eval(int argc, char **argv) {
                           (json_int_t)ev.tokens, "batches", (json_int_t)ev.batches, "examples",
                           (json_int_t)nex, "data", o.data);
             if (o.adapter[0]) json_object_set_new(j, "adapter", json_string(o.adapter));
-            json_dumpf(j, stdout, JSON_COMPACT | JSON_REAL_PRECISION(17));
-            fputc('\n', stdout);
+            lt_cli_stream out;
+            lt_cli_stream_init(&out, "eval");
+            if (lt_cli_stream_json(&out, j)) rc = LT_CLI_EXIT_STREAM_BROKE;
             json_decref(j);
         } else {
             printf("%s (%s, %lld examples, %lld loss tokens): loss %.4f  ppl %.3f\n", o.data, sname,

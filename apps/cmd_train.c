@@ -4,7 +4,8 @@
  * terminal progress printer, or as JSON lines to stdout with --json. SIGINT / SIGTERM ask the
  * run to stop: it saves a checkpoint and the command exits with 130; a second signal exits at
  * once. Exit codes: 0 done (or early stop), 1 error or NaN/inf stop, 2 bad usage, 130
- * interrupted. */
+ * interrupted, 141 stdout (the event stream) broke: the run stopped as after Ctrl-C, or had
+ * already finished (stderr says which). */
 #include <jansson.h>
 #include <math.h>
 #include <signal.h>
@@ -45,6 +46,9 @@ static void usage(FILE *f) {
 static lt_run *volatile g_run;
 static volatile sig_atomic_t g_signals;
 
+/* stdout: the JSON events (--json) or the progress lines; a broken stream stops the run */
+static lt_cli_stream g_out;
+
 static void on_signal(int sig) {
     (void)sig;
     if (g_signals++ > 0) _exit(130);
@@ -52,11 +56,25 @@ static void on_signal(int sig) {
 }
 
 /* ---- event printers ---------------------------------------------------------------------- */
+/* Writes one event's text (whole lines). The first failure (EPIPE: the reader is gone; ENOSPC
+ * ...) is reported once on stderr and stops the run as Ctrl-C does (a checkpoint, then exit
+ * 141, resumable): the run's events are how a supervisor or a pipeline follows it, so a run
+ * whose reader left behaves like mlx-lm's or llama.cpp's (stopped by BrokenPipeError / SIGPIPE)
+ * but loses nothing. EAGAIN is waited out (lt_cli_write_stdout): no event is dropped. */
+static void stop_on_break(void) {
+    fprintf(stderr, "loratune train: stopping the run as Ctrl-C would (a checkpoint; --resume "
+                    "continues it)\n");
+    lt_run_request_stop(g_run);
+}
+
+static void emit(const char *text, size_t len) {
+    if (g_out.err || !len) return;
+    if (lt_cli_stream_write(&g_out, text, len) && g_run) stop_on_break();
+}
+
 static void json_sink(void *ctx, const json_t *ev) {
     (void)ctx;
-    json_dumpf(ev, stdout, JSON_COMPACT | JSON_REAL_PRECISION(17));
-    fputc('\n', stdout);
-    fflush(stdout);
+    if (!g_out.err && lt_cli_stream_json(&g_out, ev) && g_run) stop_on_break();
 }
 
 typedef struct {
@@ -94,45 +112,52 @@ static const char *str(const json_t *ev, const char *k) {
 
 static void human_sink(void *ctx, const json_t *ev) {
     human_ctx *h = ctx;
+    char *text = NULL;
+    size_t len = 0;
+    FILE *o = open_memstream(&text, &len); /* the event's lines, written whole by emit */
+    if (!o) return;
     const char *e = str(ev, "event");
     char b1[32], b2[32];
     if (!strcmp(e, "start")) {
         h->total = inum(ev, "steps");
-        printf("training: %lld steps (warmup %lld), %lld batches per epoch, %lld train / %lld "
-               "valid examples, %lld trainable parameters\n",
-               h->total, inum(ev, "warmup_steps"), inum(ev, "epoch_batches"),
-               inum(ev, "train_examples"), inum(ev, "valid_examples"),
-               inum(ev, "trainable_params"));
+        fprintf(o,
+                "training: %lld steps (warmup %lld), %lld batches per epoch, %lld train / %lld "
+                "valid examples, %lld trainable parameters\n",
+                h->total, inum(ev, "warmup_steps"), inum(ev, "epoch_batches"),
+                inum(ev, "train_examples"), inum(ev, "valid_examples"),
+                inum(ev, "trainable_params"));
         if (json_object_get(ev, "planned_peak_bytes")) {
             const json_t *cfg = json_object_get(ev, "config");
             const char *bs = json_string_value(json_object_get(cfg, "batch-size"));
             const char *sl = json_string_value(json_object_get(cfg, "max-seq-len"));
-            printf("sizes: batch %s%s, max-seq-len %s%s; planned peak %.2f GiB of a %.2f GiB "
-                   "memory budget\n",
-                   bs ? bs : "?", json_is_true(json_object_get(ev, "auto_batch_size")) ? " (auto)" : "",
-                   sl ? sl : "?", json_is_true(json_object_get(ev, "auto_max_seq_len")) ? " (auto)" : "",
-                   num(ev, "planned_peak_bytes") / 1073741824.0,
-                   num(ev, "memory_budget_bytes") / 1073741824.0);
+            fprintf(o,
+                    "sizes: batch %s%s, max-seq-len %s%s; planned peak %.2f GiB of a %.2f GiB "
+                    "memory budget\n",
+                    bs ? bs : "?",
+                    json_is_true(json_object_get(ev, "auto_batch_size")) ? " (auto)" : "",
+                    sl ? sl : "?",
+                    json_is_true(json_object_get(ev, "auto_max_seq_len")) ? " (auto)" : "",
+                    num(ev, "planned_peak_bytes") / 1073741824.0,
+                    num(ev, "memory_budget_bytes") / 1073741824.0);
         }
         if (inum(ev, "resumed_from") >= 0) {
             size_t i;
             json_t *v;
             json_array_foreach(json_object_get(ev, "skipped_checkpoints"), i, v) {
-                fflush(stdout);
                 fprintf(stderr, "loratune train: passed over a damaged checkpoint: %s\n",
                         str(v, "reason"));
             }
-            printf("resumed after step %lld from %s", inum(ev, "resumed_from"),
-                   str(ev, "resumed_checkpoint"));
+            fprintf(o, "resumed after step %lld from %s", inum(ev, "resumed_from"),
+                    str(ev, "resumed_checkpoint"));
             json_t *ch = json_object_get(ev, "changed_options");
             if (json_array_size(ch)) {
-                printf(" (options changed since the checkpoint:");
+                fprintf(o, " (options changed since the checkpoint:");
                 size_t i;
                 json_t *v;
-                json_array_foreach(ch, i, v) printf(" %s", json_string_value(v));
-                printf("; losses will not match an uninterrupted run)");
+                json_array_foreach(ch, i, v) fprintf(o, " %s", json_string_value(v));
+                fprintf(o, "; losses will not match an uninterrupted run)");
             }
-            printf("\n");
+            fprintf(o, "\n");
         }
     } else if (!strcmp(e, "step")) {
         long long st = inum(ev, "step");
@@ -140,45 +165,47 @@ static void human_sink(void *ctx, const json_t *ev) {
         if (st == 1 || st == h->total || t - h->last_print >= 0.5) {
             h->last_print = t;
             fmt_dur(num(ev, "eta_s"), b1, sizeof b1);
-            printf("step %6lld/%lld  epoch %5.2f  loss %.4f  lr %.3e  %7.0f tok/s  mem %5.0f MiB  "
-                   "eta %s\n",
-                   st, h->total, num(ev, "epoch"), num(ev, "loss"), num(ev, "lr"),
-                   num(ev, "tokens_per_sec"), num(ev, "peak_rss_bytes") / 1048576.0, b1);
+            fprintf(o,
+                    "step %6lld/%lld  epoch %5.2f  loss %.4f  lr %.3e  %7.0f tok/s  mem %5.0f MiB  "
+                    "eta %s\n",
+                    st, h->total, num(ev, "epoch"), num(ev, "loss"), num(ev, "lr"),
+                    num(ev, "tokens_per_sec"), num(ev, "peak_rss_bytes") / 1048576.0, b1);
         }
     } else if (!strcmp(e, "eval")) {
         fmt_dur(num(ev, "elapsed_s"), b2, sizeof b2);
-        printf("eval @ step %lld: val_loss %.4f  val_ppl %.3f  (%lld tokens)%s  [%s]\n",
-               inum(ev, "step"), num(ev, "val_loss"), num(ev, "val_ppl"), inum(ev, "val_tokens"),
-               json_is_true(json_object_get(ev, "improved")) ? "  best" : "", b2);
+        fprintf(o, "eval @ step %lld: val_loss %.4f  val_ppl %.3f  (%lld tokens)%s  [%s]\n",
+                inum(ev, "step"), num(ev, "val_loss"), num(ev, "val_ppl"), inum(ev, "val_tokens"),
+                json_is_true(json_object_get(ev, "improved")) ? "  best" : "", b2);
     } else if (!strcmp(e, "skip")) {
-        printf("step %lld skipped: %s (%lld in a row); weights not updated\n", inum(ev, "step"),
-               str(ev, "reason"), inum(ev, "consecutive"));
+        fprintf(o, "step %lld skipped: %s (%lld in a row); weights not updated\n", inum(ev, "step"),
+                str(ev, "reason"), inum(ev, "consecutive"));
     } else if (!strcmp(e, "checkpoint")) {
-        printf("checkpoint: %s\n", str(ev, "path"));
+        fprintf(o, "checkpoint: %s\n", str(ev, "path"));
     } else if (!strcmp(e, "warning")) {
-        fflush(stdout);
         fprintf(stderr, "loratune train: warning: %s\n", str(ev, "message"));
     } else if (!strcmp(e, "early_stop")) {
-        printf("early stop at step %lld: %lld evaluations without improvement (best val_loss "
-               "%.4f)\n",
-               inum(ev, "step"), inum(ev, "evals_without_improvement"), num(ev, "best_val_loss"));
+        fprintf(o,
+                "early stop at step %lld: %lld evaluations without improvement (best val_loss "
+                "%.4f)\n",
+                inum(ev, "step"), inum(ev, "evals_without_improvement"), num(ev, "best_val_loss"));
     } else if (!strcmp(e, "interrupted")) {
-        printf("interrupted after step %lld; checkpoint %s\n", inum(ev, "step"),
-               str(ev, "checkpoint"));
+        fprintf(o, "interrupted after step %lld; checkpoint %s\n", inum(ev, "step"),
+                str(ev, "checkpoint"));
     } else if (!strcmp(e, "saved")) {
-        printf("saved %s: %s\n", str(ev, "what"), str(ev, "path"));
+        fprintf(o, "saved %s: %s\n", str(ev, "what"), str(ev, "path"));
     } else if (!strcmp(e, "skipped")) {
-        fflush(stdout);
         fprintf(stderr, "loratune train: not written: %s (%s): %s\n", str(ev, "path"),
                 str(ev, "what"), str(ev, "reason"));
     } else if (!strcmp(e, "done")) {
         fmt_dur(num(ev, "elapsed_s"), b1, sizeof b1);
-        printf("%s after step %lld in %s", str(ev, "outcome"), inum(ev, "step"), b1);
+        fprintf(o, "%s after step %lld in %s", str(ev, "outcome"), inum(ev, "step"), b1);
         if (json_object_get(ev, "final_val_loss"))
-            printf("; final val_loss %.4f", num(ev, "final_val_loss"));
-        printf("\n");
+            fprintf(o, "; final val_loss %.4f", num(ev, "final_val_loss"));
+        fprintf(o, "\n");
     }
-    fflush(stdout);
+    fclose(o);
+    emit(text, len);
+    free(text);
 }
 
 /* ---- argument handling ------------------------------------------------------------------ */
@@ -289,8 +316,12 @@ int cmd_train(int argc, char **argv) {
 
     if (o.threads > 0) lt_set_num_threads(o.threads); /* OpenBLAS's count is process-wide */
     lt_run *r = NULL;
-    if (!o.json) fprintf(stdout, "loading %s and %s ...\n", o.model, o.data);
-    fflush(stdout);
+    lt_cli_stream_init(&g_out, "train");
+    if (!o.json) {
+        char line[2 * LT_RUN_PATH_MAX + 32];
+        int n = snprintf(line, sizeof line, "loading %s and %s ...\n", o.model, o.data);
+        emit(line, n < 0 ? 0 : n >= (int)sizeof line ? sizeof line - 1 : (size_t)n);
+    }
     if (lt_run_new(&o, &r)) {
         fprintf(stderr, "loratune train: %s\n", lt_errmsg());
         return 1;
@@ -311,6 +342,7 @@ int cmd_train(int argc, char **argv) {
         g_run = NULL;
         fprintf(stderr, "loratune train: %s\n", lt_errmsg());
         lt_run_free(r);
+        if (st == LT_ERR_CANCELLED && g_out.err) return LT_CLI_EXIT_STREAM_BROKE;
         return st == LT_ERR_CANCELLED ? 130 : 1;
     }
     lt_recorder *rec = train_track_start(&o); /* the tracking store (apps/train_track.c) */
@@ -334,7 +366,13 @@ int cmd_train(int argc, char **argv) {
     } else {
         rc = 0;
     }
-    train_track_finish(rec, rc, o.json);
+    train_track_finish(rec, rc, o.json || g_out.err);
     lt_run_free(r);
+    if (g_out.err) { /* reported when it broke; now what became of the run */
+        if (rc == 0)
+            fprintf(stderr, "loratune train: the run had finished training: its outputs in %s are "
+                            "whole, only its last events were not printed\n", o.out);
+        return rc == 1 ? 1 : LT_CLI_EXIT_STREAM_BROKE;
+    }
     return rc;
 }

@@ -526,6 +526,10 @@ static int run_study(tune_args *a, int resume, lt_run_shared **shp, tune_summary
         snprintf(sum->prune_note, sizeof sum->prune_note, "off: %s", why_off);
     if (prune_on && !a->user_eval_every) a->base.eval_every = po.min_resource;
 
+    /* the files this command writes into the study folder (the study's own study.json is
+     * the library's): a killed write's temp files go once the study's lock is held */
+    static const char *const tune_files[] = {"tune.json", "summary.json", "best_config.yaml",
+                                             NULL};
     if (resume) {
         if (lt_study_open(a->study, &st)) {
             fprintf(stderr, "loratune %s: --resume: %s\n", a->cmd, lt_errmsg());
@@ -560,6 +564,7 @@ static int run_study(tune_args *a, int resume, lt_run_shared **shp, tune_summary
                        prune_on, "prune_note", sum->prune_note, "min_resource",
                        (json_int_t)po.min_resource, "reduction_factor", a->eta);
     }
+    lt_dir_remove_temps(a->study, tune_files); /* st holds the study folder's lock */
     if (a->track) {
         if (lt_store_open(lt_cli_store_dir(a->store), &store)) {
             fprintf(stderr, "loratune %s: warning: the study is not tracked: %s\n", a->cmd,
@@ -945,9 +950,9 @@ static int run_study(tune_args *a, int resume, lt_run_shared **shp, tune_summary
                 printf("study recorded as run #%lld (loratune runs show %lld)\n", (long long)parent,
                        (long long)parent);
         } else if (a->json && !strcmp(a->cmd, "tune")) {
-            char *t = json_dumps(summary, JSON_COMPACT | JSON_REAL_PRECISION(17));
-            printf("%s\n", t);
-            free(t);
+            lt_cli_stream out; /* a broken stdout: said on stderr, exit 141 (summary.json has it) */
+            lt_cli_stream_init(&out, "tune");
+            if (lt_cli_stream_json(&out, summary) && rc == 0) rc = LT_CLI_EXIT_STREAM_BROKE;
         }
         json_decref(summary);
         free(sj);
@@ -1425,9 +1430,9 @@ static int compare_output(const tune_args *a, const char *root, json_t *out) {
         fprintf(stderr, "loratune compare: the report: %s\n", lt_errmsg()), rc = 1;
     json_t *rows = json_object_get(out, "methods");
     if (a->json) {
-        char *t = json_dumps(out, JSON_COMPACT | JSON_REAL_PRECISION(17));
-        printf("%s\n", t);
-        free(t);
+        lt_cli_stream so; /* a broken stdout: said on stderr, exit 141 (compare.json has it) */
+        lt_cli_stream_init(&so, "compare");
+        if (lt_cli_stream_json(&so, out) && rc == 0) rc = LT_CLI_EXIT_STREAM_BROKE;
     } else if (a->markdown) {
         fputs(md ? md : "", stdout);
     } else {

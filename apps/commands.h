@@ -45,4 +45,28 @@ struct lt_model;
 void lt_cli_model_warn(const struct lt_model *m, const char *cmd);
 lt_mlflow_server lt_cli_mlflow_server(const char *uri);
 
+/* Event streams on stdout (train --json and the progress lines, eval --json, tune --json).
+ * lt_cli_write_stdout writes all of buf to fd 1 after what stdio holds: EINTR is retried and
+ * EAGAIN (a non-blocking stdout: a reader that set O_NONBLOCK on the pipe or terminal it
+ * shares) is waited out with poll(), so no event is lost or reordered; it returns 0 or the
+ * errno of the write that failed (EPIPE: the reader is gone; ENOSPC, EIO ...).
+ * An lt_cli_stream remembers the first failure: it is reported once on stderr ("loratune CMD:
+ * the output stream on stdout broke after N lines (Broken pipe) ..."), later writes are
+ * dropped and return the same errno, and the command decides what the break means (train:
+ * stops like Ctrl-C, exit 141). lt_cli_stream_init ignores SIGPIPE for the process, so that a
+ * gone reader is an error the command sees rather than a silent death mid-run. */
+int lt_cli_write_stdout(const void *buf, size_t len);
+typedef struct {
+    const char *cmd; /* for the message: "train" */
+    long long lines; /* lines written whole */
+    int err;         /* 0, or the errno of the first failed write */
+} lt_cli_stream;
+void lt_cli_stream_init(lt_cli_stream *s, const char *cmd);
+int lt_cli_stream_write(lt_cli_stream *s, const char *buf, size_t len);
+/* j (a json_t *, borrowed) as one compact line (doubles with 17 digits) through s. */
+int lt_cli_stream_json(lt_cli_stream *s, const void *j);
+/* 141: the exit code of a command whose output stream broke (128 + SIGPIPE, what a shell
+ * reports for a producer killed by SIGPIPE; `set -o pipefail` scripts know it). */
+#define LT_CLI_EXIT_STREAM_BROKE 141
+
 #endif

@@ -4,6 +4,7 @@
 #include "loratune/core.h"
 
 #include <errno.h>
+#include <dirent.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -190,4 +191,27 @@ lt_status lt_output_check(const char *path) {
     free(p);
     free(dir);
     return st;
+}
+
+void lt_dir_remove_temps(const char *dir, const char *const *names) {
+    DIR *d = dir ? opendir(dir) : NULL;
+    if (!d) return;
+    size_t dl = strlen(dir);
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        for (int i = 0; names[i]; i++) {
+            size_t n = strlen(names[i]);
+            if (strncmp(e->d_name, names[i], n) || strncmp(e->d_name + n, ".tmp.", 5) ||
+                !e->d_name[n + 5])
+                continue;
+            char *p = lt_malloc(dl + strlen(e->d_name) + 2);
+            if (p) {
+                sprintf(p, "%s/%s", dir, e->d_name);
+                unlink(p);
+                free(p);
+            }
+            break;
+        }
+    }
+    closedir(d);
 }

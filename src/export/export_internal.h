@@ -7,7 +7,8 @@
 #include "loratune/export.h"
 #include "loratune/gguf.h"
 
-/* mkdir -p. */
+/* The files a Hugging Face folder export writes (NULL-terminated; save_hf.c). */
+extern const char *const lt_export_hf_names[];
 /* json_dumps (2-space indent, floats with 9 significant digits) + atomic write; takes no
  * reference. */
 lt_status lt_export_write_json(const char *path, const json_t *j);

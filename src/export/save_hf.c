@@ -282,6 +282,25 @@ static const char *const TOKENIZER_FILES[] = {
     "merges.txt",
 };
 
+/* Every file lt_model_save_hf may write into its folder (keep in step with the writer and
+ * TOKENIZER_FILES): lt_export_lock removes their killed writes' temp files when it takes the
+ * folder. */
+const char *const lt_export_hf_names[] = {
+    "model.safetensors",
+    "config.json",
+    "generation_config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "tokenizer.model",
+    "chat_template.jinja",
+    "added_tokens.json",
+    "vocab.json",
+    "merges.txt",
+    LT_INCOMPLETE_NAME,
+    NULL,
+};
+
 lt_status lt_model_save_hf(const lt_model *m, const char *src_model_path, const char *dir,
                            lt_dtype dtype) {
     if (!m || !dir) return lt_error(LT_ERR_ARG, "lt_model_save_hf: model and folder are required");

@@ -193,36 +193,14 @@ static const char *const out_files[] = {
 static const char *const mlx_files[] = {"adapters.safetensors", "adapter_config.json",
                                         LT_INCOMPLETE_NAME, NULL};
 
-/* Removes dir/NAME.tmp.* for each NAME of names: temp files of a killed writer of this
- * folder (called under the folder's lock, so no live writer owns them). Other files, the
- * user's own "x.tmp.1" included, are left alone. */
-static void remove_killed_temps(const char *dir, const char *const *names) {
-    DIR *d = opendir(dir);
-    if (!d) return;
-    struct dirent *e;
-    while ((e = readdir(d))) {
-        for (int i = 0; names[i]; i++) {
-            size_t n = strlen(names[i]);
-            if (!strncmp(e->d_name, names[i], n) && !strncmp(e->d_name + n, ".tmp.", 5) &&
-                e->d_name[n + 5]) {
-                char p[LT_RUN_PATH_MAX + 300];
-                snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
-                unlink(p);
-                break;
-            }
-        }
-    }
-    closedir(d);
-}
-
 lt_status lt_run_take_out_(lt_run *r) {
     lt_status s = lt_dir_lock_open(r->o.out, 0, &r->out_lock);
     if (s) return s;
     /* a killed run's export temp files (issue 18's kill soak found them left behind) */
     char mlx[LT_RUN_PATH_MAX + 16];
     snprintf(mlx, sizeof mlx, "%s/mlx-lm", r->o.out);
-    remove_killed_temps(r->o.out, out_files);
-    remove_killed_temps(mlx, mlx_files);
+    lt_dir_remove_temps(r->o.out, out_files);
+    lt_dir_remove_temps(mlx, mlx_files);
     DIR *d = opendir(r->ckpt_dir);
     if (d) {
         struct dirent *e; /* lt_st_writer_write's temp files: step-N.safetensors.tmp.XXXXXX */

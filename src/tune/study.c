@@ -34,6 +34,9 @@ struct lt_study {
     int readonly; /* lt_study_open_readonly: no lock, every change refused */
 };
 
+/* A killed write of study.json leaves study.json.tmp.PID (lt_file_write_atomic): removed when
+ * the study is taken under its lock (lt_dir_remove_temps; issue 18's kill soak). */
+static const char *const study_names[] = {LT_STUDY_FILE, NULL};
 static const char *k_samplers[] = {"auto", "gp", "random", "sobol", "tpe"};
 static const char *k_states[] = {"running", "complete", "failed", "pruned"};
 
@@ -122,6 +125,7 @@ lt_status lt_study_create(const char *dir, const char *space_json, const lt_stud
         goto fail;
     }
     if ((st = lt_dir_lock_open(dir, 0, &s->lock))) goto fail;
+    lt_dir_remove_temps(dir, study_names);
     if (lt_path_exists(s->path)) { /* made between the check and the lock */
         st = lt_error(LT_ERR_ARG, "%s: already holds a study (%s)", dir, s->path);
         goto fail;
@@ -236,6 +240,7 @@ static lt_status study_open(const char *dir, int readonly, lt_study **out) {
     }
     s->readonly = readonly;
     if (!readonly && (st = lt_dir_lock_open(dir, 0, &s->lock))) goto fail;
+    if (!readonly) lt_dir_remove_temps(dir, study_names);
     if ((st = lt_json_load_file(s->path, JSON_REJECT_DUPLICATES, &s->root))) goto fail;
     if ((st = study_validate(s))) goto fail;
     *out = s;

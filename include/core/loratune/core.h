@@ -198,6 +198,12 @@ lt_status lt_output_end(const char *dir);
  * marker: "DIR: an incomplete output (WHAT; DIR/.loratune.incomplete: its writer stopped
  * before it finished): write it again". */
 lt_status lt_output_check(const char *path);
+/* Removes dir/NAME.tmp.* for each NAME of names (NULL-terminated): the temp files that a killed
+ * atomic write of NAME leaves (lt_file_write_atomic: NAME.tmp.PID; the safetensors writer:
+ * NAME.tmp.XXXXXX). Only for a folder whose lock (lt_dir_lock_open) the caller has just taken,
+ * so that no live writer owns them; every other file, a user's "notes.tmp.1" included, is left
+ * alone. Best effort: a missing folder or a file that cannot be removed is no error. */
+void lt_dir_remove_temps(const char *dir, const char *const *names);
 
 /* ---- folder locks -------------------------------------------------------------------- */
 /* An advisory, exclusive lock on a folder that one writer owns (a training run's output

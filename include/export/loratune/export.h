@@ -48,8 +48,10 @@ lt_status lt_model_save_gguf(const lt_model *m, const char *src_model_path, cons
  * the folder itself (created when missing); for a GGUF (gguf 1), the file's folder, and only
  * when a loratune writer has a lock file there (a run folder; *lock NULL otherwise). A lock
  * already held by this process is no conflict (*lock NULL). A caller may take it before the
- * slow load and merge, to fail early; the writers then run under it. Close with
- * lt_dir_lock_close. */
+ * slow load and merge, to fail early; the writers then run under it. When it takes a lock
+ * (not one this process held), it removes the temp files (NAME.tmp.*) that a killed export
+ * left of the names it writes there: the Hugging Face folder's files, or the GGUF's own name;
+ * nothing else. Close with lt_dir_lock_close. */
 lt_status lt_export_lock(const char *out, int gguf, lt_dir_lock **lock);
 
 #ifdef __cplusplus

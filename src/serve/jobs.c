@@ -484,7 +484,7 @@ static void run_hpo_job(lt_server *s, lt_job *j) {
            the study, for --resume). Between fork and exec: async-signal-safe calls only. */
         int e = 0;
         int in = open("/dev/null", O_RDONLY | O_CLOEXEC);
-        int out = open(log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+        int out = lt_io_open(log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
         pid_t parent = getpid();
         sigset_t none;
         sigemptyset(&none);

@@ -14,21 +14,6 @@
 #error "attention_kv_avx2.c is compiled with -mavx2 (CMakeLists.txt: files named *_avx2.c)"
 #endif
 
-static int max_threads(void) {
-#ifdef _OPENMP
-    int n = omp_get_max_threads();
-    return n > 0 ? n : 1;
-#else
-    return 1;
-#endif
-}
-static int thread_num(void) {
-#ifdef _OPENMP
-    return omp_get_thread_num();
-#else
-    return 0;
-#endif
-}
 
 /* as backend_cpu_infer.c's */
 typedef float v8f __attribute__((vector_size(32)));

@@ -20,21 +20,6 @@
 #include "ops_fast.h"
 #include "qdot.h"
 
-static int max_threads(void) {
-#ifdef _OPENMP
-    int n = omp_get_max_threads();
-    return n > 0 ? n : 1;
-#else
-    return 1;
-#endif
-}
-static int thread_num(void) {
-#ifdef _OPENMP
-    return omp_get_thread_num();
-#else
-    return 0;
-#endif
-}
 
 /* Floats of weight rows one thread converts and multiplies at a time (256 KiB: stays in L2),
  * or one row when a row is longer. */
@@ -60,7 +45,7 @@ static void matmul_beta(float *y, const float *x, const float *W, int n, int out
     } else if (n == 1) {
         /* one token: rows split over the OpenMP team when OpenBLAS is single-threaded (as in a
          * trainer step, or generate after step_begin), else OpenBLAS's own threads */
-        const int nt = max_threads();
+        const int nt = lt_be_max_threads();
 #ifdef _OPENMP
         if (nt > 1 && !omp_in_parallel() && openblas_get_num_threads() == 1 &&
             (int64_t)out * in >= 4 * SMALL_MATMUL) {
@@ -129,7 +114,7 @@ static void rows_dot(float *y, int64_t ldy, const float *x, const float *W, int 
 }
 
 int64_t lt_cpu_matmul_w_scratch_(const lt_backend *be, int64_t max_cols) {
-    return (int64_t)max_threads() * (max_cols > WBLOCK ? max_cols : WBLOCK);
+    return (int64_t)lt_be_max_threads() * (max_cols > WBLOCK ? max_cols : WBLOCK);
 }
 
 /* 1 when job j runs on the integer kernels: qact, weights in a qdot block type, in place */
@@ -210,7 +195,7 @@ lt_status lt_cpu_matmul_w_(const lt_backend *be, const lt_matmul_job *jobs, int 
         lt_status st = qmatmul(jobs, qj, nq, x, n, in, scratch, n_scratch);
         if (st || nq == nj) return st;
     }
-    int nt = max_threads();
+    int nt = lt_be_max_threads();
     if (n_scratch / nt < in) nt = (int)(n_scratch / in);
     if (nt < 1)
         return lt_error(LT_ERR_ARG, "matmul_w: scratch of %lld floats is less than a row of %d",
@@ -248,7 +233,7 @@ lt_status lt_cpu_matmul_w_(const lt_backend *be, const lt_matmul_job *jobs, int 
         const int64_t r0 = (b - first[j]) * per,
                       nr = jb->w->rows - r0 < per ? jb->w->rows - r0 : per;
         const float *W;
-        if (lt_host_rows_f32_(be, jb->w, r0, nr, scratch + thread_num() * slice, &W)) {
+        if (lt_host_rows_f32_(be, jb->w, r0, nr, scratch + lt_be_thread_num() * slice, &W)) {
 #pragma omp atomic write
             failed = 1;
             continue;
@@ -264,7 +249,7 @@ lt_status lt_cpu_matmul_w_(const lt_backend *be, const lt_matmul_job *jobs, int 
 }
 
 int64_t lt_cpu_attention_kv_scratch_(const lt_backend *be, int ctx) {
-    return (int64_t)max_threads() * ctx;
+    return (int64_t)lt_be_max_threads() * ctx;
 }
 
 #define AK_FN attention_kv_baseline

@@ -2,6 +2,26 @@
 #ifndef LT_BACKEND_INTERNAL_H
 #define LT_BACKEND_INTERNAL_H
 
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+/* the OpenMP team's size and this thread's number (1 and 0 without OpenMP) */
+static inline int lt_be_max_threads(void) {
+#ifdef _OPENMP
+    int n = omp_get_max_threads();
+    return n > 0 ? n : 1;
+#else
+    return 1;
+#endif
+}
+static inline int lt_be_thread_num(void) {
+#ifdef _OPENMP
+    return omp_get_thread_num();
+#else
+    return 0;
+#endif
+}
+
 #include "loratune/backend.h"
 #include "loratune/quant.h"
 

@@ -59,6 +59,9 @@ os.makedirs(SHOTS, exist_ok=True)
 MODEL_PATH = os.path.join(servekit.MODELS, servekit.MODEL)
 LONG_REF = None
 OPTS = {"iters": 8, "eval-batches": 2, "max-seq-len": 96, "threads": 1}
+# trials long enough for a cancel / kill to land inside one; under the sanitizers a step is
+# ~10x slower, so fewer steps land there as well (and keep the test inside CTest's 900 s)
+LONG_ITERS = 60
 SPACE = {"lr": {"type": "float", "low": 1e-4, "high": 3e-3, "log": True},
          "lora-rank": {"type": "int", "low": 2, "high": 16, "log": True}}
 
@@ -97,6 +100,9 @@ def trials_of(study):
 
 
 def main():
+    global LONG_ITERS
+    if ltcheck.sanitizer_build():
+        LONG_ITERS = 12
     srv = Server(os.path.join(TMP, "work"))
     u = srv.url
     try:
@@ -131,7 +137,7 @@ def killed():
     with open(os.path.join(TMP, "train.jsonl"), "rb") as f:
         ds = requests.post(u + "/api/datasets?name=train.jsonl", data=f.read(),
                            headers={"Content-Type": "application/octet-stream"}, timeout=60).json()
-    opts = {**OPTS, "iters": 60}
+    opts = {**OPTS, "iters": LONG_ITERS}
     jid = requests.post(u + "/api/jobs", json={"dataset": ds["id"], "model": servekit.MODEL, "kind": "tune",
                                                "options": opts, "search": {"trials": 3, "space": SPACE}},
                         timeout=30).json()["id"]
@@ -219,7 +225,7 @@ def run(u):
           f"the study's parent run {job.get('run_id')} is in the store")
 
     # ---- cancel while a trial runs, then resume = an uninterrupted run
-    long_opts = {**OPTS, "iters": 60}
+    long_opts = {**OPTS, "iters": LONG_ITERS}
     r = requests.post(u + "/api/jobs", json={**base, "kind": "tune", "options": long_opts,
                                               "search": {"trials": 3, "space": SPACE}}, timeout=30)
     cid = r.json()["id"]

@@ -466,8 +466,11 @@ static lt_status verify(const char *file, lt_safetensors *st, json_t *j) {
         return s;
     const json_t *cfg = json_object_get(j, "config");
     const char *ga = json_string_value(json_object_get(cfg, "grad-accum"));
-    const int64_t accum = ga && atoll(ga) > 0 ? atoll(ga) : 1;
-    if (micro > step * accum)
+    /* strtoll saturates where atoll's overflow is undefined; micro > step * accum is tested as
+     * (micro - 1) / accum >= step, which cannot overflow (the fuzzer found 2 * INT64_MAX) */
+    const long long ga_n = ga ? strtoll(ga, NULL, 10) : 0;
+    const int64_t accum = ga_n > 0 ? (int64_t)ga_n : 1;
+    if (micro > 0 && (micro - 1) / accum >= step)
         return lt_error(LT_ERR_FORMAT,
                         "%s: loratune.state: counters.micro = %lld: more micro-batches than "
                         "%lld steps of %lld",

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "commands.h"
+#include "loratune/backend.h"
 #include "loratune/model.h"
 #include "loratune/run.h"
 #include "loratune/train.h"
@@ -36,6 +37,10 @@ static void usage(FILE *f) {
             "  --keep-logits         also plan the full [B][T][V] logits buffer\n"
             "  --keep-base-fp32      bf16/f16 LoRA/DoRA: keep the model's fp32 weights (by\n"
             "                        default the trainer releases them after copying)\n"
+            "  --device D            auto|cpu|cuda: plan for this device, as `train` picks it\n"
+            "                        (default auto: a GPU when built with CUDA and one is there);\n"
+            "                        on a GPU the plan adds the bytes in device memory, its free\n"
+            "                        memory now and the automatic sizes that fit it\n"
             "  --json                print one JSON object\n");
 }
 
@@ -97,6 +102,7 @@ int cmd_plan(int argc, char **argv) {
     lt_train_config c;
     lt_train_config_default(&c);
     int compute = -1; /* --compute-dtype auto */
+    const char *device = "auto";
     if (lt_cli_wants_help(argc, argv)) {
         usage(stdout);
         return 0;
@@ -112,6 +118,14 @@ int cmd_plan(int argc, char **argv) {
             c.release_base_fp32 = 0;
         } else if (!strcmp(a, "--keep-logits")) {
             c.keep_logits = 1;
+        } else if (!strcmp(a, "--device") && v) {
+            if (strcmp(v, "auto") && strcmp(v, "cpu") && strcmp(v, "cuda")) {
+                fprintf(stderr, "loratune plan: --device: expected auto, cpu or cuda, got '%s'\n",
+                        v);
+                return 2;
+            }
+            device = v;
+            i++;
         } else if (!strcmp(a, "--model") && v) {
             model = v;
             i++;
@@ -187,8 +201,21 @@ int cmd_plan(int argc, char **argv) {
         return 2;
     }
     if (c.method == LT_METHOD_FULL) c.full.layer_begin = 0;
+    /* the device as `train --device` picks it: cuda fails here when there is none */
+    lt_backend *gpu = NULL;
+    if (strcmp(device, "cpu") && (!strcmp(device, "cuda") || lt_backend_cuda_compiled()) &&
+        lt_backend_cuda_create(0, &gpu) && !strcmp(device, "cuda")) {
+        fprintf(stderr, "loratune plan: --device cuda: %s\n", lt_errmsg());
+        return 1;
+    }
     const char *compute_why = "";
     c.compute_dtype = lt_run_pick_compute_dtype(compute, c.method, &compute_why);
+    if (gpu && compute < 0 && c.method != LT_METHOD_DORA) { /* as train's auto on a GPU */
+        const int has = lt_backend_supports(gpu, LT_OP_GEMM_BF16, LT_DTYPE_F32);
+        c.compute_dtype = has ? LT_DTYPE_BF16 : LT_DTYPE_F32;
+        compute_why = has ? "auto: the GPU has bf16 products (cuBLAS, fp32 accumulation)"
+                          : "auto: this GPU has no bf16 products (compute capability < 8.0)";
+    }
     lt_model_config mc;
     /* adapters train over the lazily loaded model (`loratune train` does the same): its
      * tensors' dtypes decide what is used in place. A folder without weight files is planned
@@ -208,12 +235,35 @@ int cmd_plan(int argc, char **argv) {
         return 1;
     }
     lt_train_plan_t p;
-    lt_status pst = lazy     ? lt_train_plan_model(lazy, &c, &p)
-                    : !files ? lt_train_plan_assumed(&mc, mc.dtype, &c, &p)
-                             : lt_train_plan(&mc, &c, &p);
+    lt_status pst = lazy && gpu ? lt_train_plan_device(lazy, &c, gpu, &p)
+                    : lazy      ? lt_train_plan_model(lazy, &c, &p)
+                    : !files    ? lt_train_plan_assumed(&mc, mc.dtype, &c, &p)
+                                : lt_train_plan(&mc, &c, &p);
+    /* on a GPU: its free memory now, what the backend needs beside the trainer, and the sizes
+     * `train` would pick there with --batch-size / --max-seq-len left automatic (lazy models:
+     * the fit needs the tensors' dtypes) */
+    int64_t dev_free = 0, dev_total = 0, dev_reserve = 0;
+    int fit_b = 0, fit_t = 0, have_fit = 0;
+    char fit_err[512] = "";
+    if (!pst && gpu) {
+        if (gpu->op->mem_info && !gpu->op->mem_info(gpu, &dev_free, &dev_total) && dev_free > 0) {
+            dev_reserve = LT_DEVICE_RESERVE_BYTES + dev_free / 50;
+            if (lazy) {
+                lt_train_config a = c;
+                a.batch_size = 0;
+                a.seq_len = 0;
+                if (lt_train_plan_fit_device(lazy, &a, gpu, dev_free, 64, c.seq_len, &fit_b,
+                                             &fit_t, NULL, NULL))
+                    snprintf(fit_err, sizeof fit_err, "%s", lt_errmsg());
+                else
+                    have_fit = 1;
+            }
+        }
+    }
     lt_model_free(lazy);
     if (pst) {
         fprintf(stderr, "loratune plan: %s\n", lt_errmsg());
+        lt_backend_cuda_free(gpu);
         return 1;
     }
     /* what a plan without the weight files takes for granted (said in both outputs) */
@@ -299,10 +349,25 @@ int cmd_plan(int argc, char **argv) {
         for (int i = 0; i < n_as; i++)
             json_array_append_new(aj, json_string(as[i]));
         json_object_set_new(o, "assumptions", aj);
+        json_object_set_new(o, "device", json_string(gpu ? "cuda" : "cpu"));
+        if (gpu) {
+            json_object_set_new(o, "device_name", json_string(gpu->desc ? gpu->desc : "cuda"));
+            json_object_set_new(o, "device_bytes", json_integer(p.device_bytes));
+            json_object_set_new(o, "device_reserve_bytes", json_integer(dev_reserve));
+            json_object_set_new(o, "device_free_bytes", json_integer(dev_free));
+            json_object_set_new(o, "device_total_bytes", json_integer(dev_total));
+            if (have_fit) {
+                json_object_set_new(o, "device_fit_batch_size", json_integer(fit_b));
+                json_object_set_new(o, "device_fit_max_seq_len", json_integer(fit_t));
+            } else if (fit_err[0]) {
+                json_object_set_new(o, "device_fit_error", json_string(fit_err));
+            }
+        }
         char *s = json_dumps(o, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
         printf("%s\n", s);
         free(s);
         json_decref(o);
+        lt_backend_cuda_free(gpu);
         return 0;
     }
     printf("model        %s (%s, %d layers, dim %d, vocab %d, %.2fM params)\n", model,
@@ -357,5 +422,21 @@ int cmd_plan(int argc, char **argv) {
                "%.2f MiB)\n",
                c.method == LT_METHOD_QLORA ? "NF4" : "16-bit", mib(p.create_peak_bytes),
                mib(p.steady_bytes));
+    if (gpu) {
+        printf("\ndevice       %s\n", gpu->desc ? gpu->desc : "cuda");
+        printf("%-16s %16lld %12.2f  %s\n", "on the device", (long long)p.device_bytes,
+               mib(p.device_bytes), "every block + device copies of the weights it reads");
+        if (dev_free > 0) {
+            printf("%-16s %16lld %12.2f  %s\n", "reserve", (long long)dev_reserve,
+                   mib(dev_reserve), "cuBLAS workspaces, attention scratch (256 MiB + 2%)");
+            printf("%-16s %16lld %12.2f  of %.2f GiB\n", "free now", (long long)dev_free,
+                   mib(dev_free), (double)dev_total / (1024.0 * 1024.0 * 1024.0));
+            if (have_fit)
+                printf("  (automatic sizes on this device: batch %d x %d tokens)\n", fit_b, fit_t);
+            else if (fit_err[0])
+                printf("  (does not fit: %s)\n", fit_err);
+        }
+    }
+    lt_backend_cuda_free(gpu);
     return 0;
 }

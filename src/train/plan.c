@@ -195,6 +195,12 @@ lt_status lt_train_plan_model(const lt_model *m, const lt_train_config *c, lt_tr
     return lt_train_plan_src_(&m->config, lt_model_is_lazy(m) ? &f : NULL, c, out);
 }
 
+lt_status lt_train_plan_device(const lt_model *m, const lt_train_config *c, const lt_backend *be,
+                               lt_train_plan_t *out) {
+    const lt_base_files f = {.lazy = m, .dev = be};
+    return lt_train_plan_src_(&m->config, lt_model_is_lazy(m) ? &f : NULL, c, out);
+}
+
 lt_status lt_train_plan_assumed(const lt_model_config *mc, lt_dtype weights_dtype,
                                 const lt_train_config *c, lt_train_plan_t *out) {
     if (weights_dtype != LT_DTYPE_F32 && weights_dtype != LT_DTYPE_F16 &&
@@ -247,6 +253,7 @@ lt_status lt_train_plan_src_(const lt_model_config *mc, const lt_base_files *src
         out->create_touched_bytes = si.convert_max_bytes;
         out->create_peak_bytes = out->steady_bytes + si.convert_max_bytes;
         out->peak_bytes = out->create_peak_bytes;
+        out->device_bytes = out->alloc_total + (src->dev ? si.mapped_dev_bytes : si.mapped_bytes);
         return LT_OK;
     }
     out->model_bytes = out->n_params * 4;
@@ -271,5 +278,8 @@ lt_status lt_train_plan_src_(const lt_model_config *mc, const lt_base_files *src
     }
     out->peak_bytes =
         out->create_peak_bytes > out->steady_bytes ? out->create_peak_bytes : out->steady_bytes;
+    /* the blocks and, on the device, copies of every host weight the step reads (bytes[]) */
+    for (int k = 0; k < LT_MEM_COUNT; k++)
+        out->device_bytes += out->bytes[k];
     return LT_OK;
 }

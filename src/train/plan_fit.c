@@ -15,7 +15,7 @@
 #include "trainer_internal.h"
 
 /* the plan at (B, T) into *p (may be NULL) and its peak into *peak */
-static lt_status peak_at(const lt_model_config *mc, const lt_base_files *src,
+static lt_status peak_at(const lt_model_config *mc, const lt_base_files *src, int dev,
                          const lt_train_config *c, int B, int T, int64_t *peak,
                          lt_train_plan_t *p) {
     lt_train_config t = *c;
@@ -25,19 +25,19 @@ static lt_status peak_at(const lt_model_config *mc, const lt_base_files *src,
     if (!p) p = &tmp;
     lt_status s = lt_train_plan_src_(mc, src, &t, p);
     if (s) return s;
-    *peak = p->peak_bytes;
+    *peak = dev ? p->device_bytes : p->peak_bytes;
     return LT_OK;
 }
 
 /* Largest v in [lo, hi] with fits(v), given fits(lo); monotone. */
-static lt_status largest(const lt_model_config *mc, const lt_base_files *src,
+static lt_status largest(const lt_model_config *mc, const lt_base_files *src, int dev,
                          const lt_train_config *c, int64_t budget, int fixed, int lo, int hi,
                          int vary_batch, int *out) {
     while (lo < hi) {
         int mid = lo + (hi - lo + 1) / 2;
         int64_t pk;
-        lt_status s = vary_batch ? peak_at(mc, src, c, mid, fixed, &pk, NULL)
-                                 : peak_at(mc, src, c, fixed, mid, &pk, NULL);
+        lt_status s = vary_batch ? peak_at(mc, src, dev, c, mid, fixed, &pk, NULL)
+                                 : peak_at(mc, src, dev, c, fixed, mid, &pk, NULL);
         if (s) return s;
         if (pk <= budget)
             lo = mid;
@@ -69,12 +69,15 @@ static int64_t output_bytes(const lt_model_config *mc, const lt_train_config *c,
     return b;
 }
 
+/* run: 0 the plan alone, 1 a run on the host (its resident set and outputs reserved), 2 a run
+ * on device backend src->dev or dev_be (plan.device_bytes against device memory) */
 static lt_status fit(const lt_model_config *mc, const lt_base_files *src, const lt_train_config *c,
                      int64_t budget, int run, int64_t resident_bytes, int max_batch, int max_seq,
                      int *batch, int *seq_len, lt_train_plan_t *plan, int64_t *reserve_out) {
     if (budget <= 0)
         return lt_error(LT_ERR_ARG, "memory budget: expected > 0 bytes, got %lld", (long long)budget);
     if (reserve_out) *reserve_out = 0;
+    const int dev = run == 2;
     const int auto_b = c->batch_size <= 0, auto_t = c->seq_len <= 0;
     if (max_batch < 1) max_batch = 1;
     if (max_seq < 2) max_seq = 2;
@@ -82,30 +85,36 @@ static lt_status fit(const lt_model_config *mc, const lt_base_files *src, const 
     int B = auto_b ? 1 : c->batch_size, T = auto_t ? min_t : c->seq_len;
     int64_t pk;
     lt_train_plan_t p0;
-    lt_status s = peak_at(mc, src, c, B, T, &pk, &p0);
+    lt_status s = peak_at(mc, src, dev, c, B, T, &pk, &p0);
     if (s) return s;
     int64_t reserve = 0;
-    if (run) { /* n_trainable and model_bytes do not depend on B, T */
+    if (dev) {
+        reserve = LT_DEVICE_RESERVE_BYTES + budget / 50;
+    } else if (run) { /* n_trainable and model_bytes do not depend on B, T */
         int64_t held = resident_bytes - p0.model_bytes; /* the plan counts a loaded model */
         reserve = (held > 0 ? held : 0) + output_bytes(mc, c, &p0);
     }
     if (pk > budget - reserve) {
-        char split[160] = "";
-        if (run)
+        char split[200] = "";
+        if (dev)
+            snprintf(split, sizeof split,
+                     " (%.2f GiB the trainer + %.2f GiB the device's libraries and scratch)",
+                     gib(pk), gib(reserve));
+        else if (run)
             snprintf(split, sizeof split,
                      " (%.2f GiB training + %.2f GiB the run holds besides: tokenizer, data, "
                      "output writing)",
                      gib(pk), gib(reserve));
         return lt_error(LT_ERR_NOMEM,
-                        "memory budget %.2f GiB is below the smallest plan (batch %d, sequence "
+                        "%smemory budget %.2f GiB is below the smallest plan (batch %d, sequence "
                         "%d): %.2f GiB predicted peak%s; raise --memory-budget, use --base-dtype "
                         "bf16, --grad-checkpoint, fewer LoRA targets or a smaller model",
-                        gib(budget), B, T, gib(pk + reserve), split);
+                        dev ? "device " : "", gib(budget), B, T, gib(pk + reserve), split);
     }
     budget -= reserve;
     /* the sequence length first (at the smallest or given batch): it decides what data fits */
-    if (auto_t && (s = largest(mc, src, c, budget, B, T, max_seq, 0, &T))) return s;
-    if (auto_b && (s = largest(mc, src, c, budget, T, B, max_batch, 1, &B))) return s;
+    if (auto_t && (s = largest(mc, src, dev, c, budget, B, T, max_seq, 0, &T))) return s;
+    if (auto_b && (s = largest(mc, src, dev, c, budget, T, B, max_batch, 1, &B))) return s;
     lt_train_config f = *c;
     f.batch_size = B;
     f.seq_len = T;
@@ -136,4 +145,12 @@ lt_status lt_train_plan_fit_run(const lt_model *m, const lt_train_config *c, int
     const lt_base_files f = {.lazy = m};
     return fit(&m->config, lt_model_is_lazy(m) ? &f : NULL, c, budget, 1, resident_bytes, max_batch,
                max_seq, batch, seq_len, plan, reserve);
+}
+
+lt_status lt_train_plan_fit_device(const lt_model *m, const lt_train_config *c, const lt_backend *be,
+                                   int64_t budget, int max_batch, int max_seq, int *batch,
+                                   int *seq_len, lt_train_plan_t *plan, int64_t *reserve) {
+    const lt_base_files f = {.lazy = m, .dev = be};
+    return fit(&m->config, lt_model_is_lazy(m) ? &f : NULL, c, budget, 2, 0, max_batch, max_seq,
+               batch, seq_len, plan, reserve);
 }

@@ -166,10 +166,15 @@ typedef struct {
                              assumed from the config (counting pass only: lt_train_plan_assumed)
                              -- every tensor stored as dtype, aligned, in HF row order */
     lt_dtype dtype;       /* lazy NULL: the assumed files' dtype (F32 / F16 / BF16) */
+    const lt_backend *dev; /* a device backend the trainer will run on (may be NULL): decides
+                              the size of the mapped tensors' device copies (mapped_dev_bytes) */
 } lt_base_files;
 typedef struct {
     int64_t mapped_bytes;      /* frozen tensors used in place from the mapped file */
     int64_t convert_max_bytes; /* largest file tensor converted into a copy (transient) */
+    /* the device copies move_to_device makes of those tensors: as stored where the device
+     * reads the dtype (files->dev's supports_dtype), else converted to fp32 */
+    int64_t mapped_dev_bytes;
 } lt_layout_src_info;
 lt_status lt_trainer_layout_(lt_trainer *tr, const lt_model_config *mc, const lt_base_files *files,
                              const lt_train_config *c, int64_t bytes[LT_MEM_COUNT], int *n_tensors,

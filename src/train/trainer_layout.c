@@ -128,13 +128,26 @@ static int direct_kind(const lt_model *src, lt_weight_id id, const lt_tensor_vie
     return 0;
 }
 
+/* The bytes of the device copy move_to_device makes of in-place tensor v (direct kind dk): a
+ * direct fp32 / 16-bit tensor as it is; one read through the model's rows (dk 0) as stored
+ * when the device reads its dtype in the model's row order (lazy_to_dev), else as fp32. */
+static int64_t dev_copy_bytes(const lt_base_files *f, const lt_model *src, lt_weight_id id,
+                              const lt_tensor_view *v, int dk) {
+    if (dk != 0) return (int64_t)v->nbytes;
+    const lt_backend *be = f ? f->dev : NULL;
+    if (be && v->dtype != LT_DTYPE_F32 && !(src && lt_model_weight_interleaved(src, id)) &&
+        be->op->supports_dtype && be->op->supports_dtype(be, v->dtype))
+        return (int64_t)v->nbytes;
+    return 4 * lt_tensor_numel(v);
+}
+
 lt_status lt_trainer_layout_(lt_trainer *tr, const lt_model_config *mc, const lt_base_files *files,
                              const lt_train_config *c, int64_t bytes[LT_MEM_COUNT], int *n_tensors,
                              int64_t *n_trainable, int64_t *ws_head, lt_layout_src_info *si) {
     carver cv;
     memset(&cv, 0, sizeof cv);
     cv.tr = tr;
-    int64_t mapped = 0, conv_max = 0;
+    int64_t mapped = 0, conv_max = 0, mapped_dev = 0;
     if (files && files->lazy && !lt_model_is_lazy(files->lazy)) files = NULL;
     /* src: the lazy model whose mapped tensors the carving pass points into (NULL for assumed
      * files, which only the counting pass plans over) */
@@ -228,6 +241,7 @@ lt_status lt_trainer_layout_(lt_trainer *tr, const lt_model_config *mc, const lt
         if (in_place_ok(ev, c->base_dtype)) {
             mapped += (int64_t)ev->nbytes;
             int dk = direct_kind(src, LT_W_TOK_EMBD, ev, c->base_dtype);
+            mapped_dev += dev_copy_bytes(files, src, LT_W_TOK_EMBD, ev, dk);
             emb_f32 = dk == 1;
             if (tr) {
                 if (dk == 1) tr->embd = (const float *)ev->data;
@@ -328,6 +342,7 @@ lt_status lt_trainer_layout_(lt_trainer *tr, const lt_model_config *mc, const lt
                     /* used where it lies in the mapped file: zero-copy, or dequantized per use */
                     mapped += (int64_t)sv->nbytes;
                     int dk = direct_kind(src, wid, sv, c->base_dtype);
+                    mapped_dev += dev_copy_bytes(files, src, wid, sv, dk);
                     if (li) {
                         if (dk == 1) li->W = (float *)(uintptr_t)sv->data;
                         else if (dk == 2) li->W16 = (uint16_t *)(uintptr_t)sv->data;
@@ -446,6 +461,7 @@ lt_status lt_trainer_layout_(lt_trainer *tr, const lt_model_config *mc, const lt
         if (in_place_ok(hv, c->base_dtype)) {
             mapped += (int64_t)hv->nbytes;
             dk = direct_kind(src, LT_W_LM_HEAD, hv, c->base_dtype);
+            mapped_dev += dev_copy_bytes(files, src, LT_W_LM_HEAD, hv, dk);
             if (tr) {
                 if (dk == 1) tr->head = (const float *)hv->data;
                 else if (dk == 2) tr->head16 = (uint16_t *)(uintptr_t)hv->data;
@@ -642,6 +658,7 @@ lt_status lt_trainer_layout_(lt_trainer *tr, const lt_model_config *mc, const lt
     if (si) {
         si->mapped_bytes = mapped;
         si->convert_max_bytes = conv_max;
+        si->mapped_dev_bytes = mapped_dev;
     }
 #undef CONVERTS
     if (n_tensors) *n_tensors = n_tt;

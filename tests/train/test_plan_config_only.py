@@ -131,6 +131,29 @@ def bad_configs(tmp):
           f"no torch_dtype: f32 assumed and said: {p and p.get('assumptions')}")
 
 
+def device_option(model):
+    """--device: a bad value names the choices (exit 2); cpu plans as before and says so; cuda
+    without a GPU says why (exit 1); with one, the device part's numbers are consistent: the
+    trainer's blocks are all on the device, and the automatic sizes fit its free memory."""
+    base = ["plan", "--model", model, "--method", "qlora", "--batch-size", "1",
+            "--max-seq-len", "512", "--json"]
+    r = ltcheck.run(*base, "--device", "gpu")
+    check(r.returncode == 2 and "--device: expected auto, cpu or cuda, got 'gpu'" in r.stderr,
+          f"plan --device gpu: exit {r.returncode}: {r.stderr[-300:]}")
+    r = ltcheck.run(*base, "--device", "cpu")
+    p = json.loads(r.stdout) if r.returncode == 0 else {}
+    check(p.get("device") == "cpu" and "device_bytes" not in p,
+          f"plan --device cpu: exit {r.returncode}: {r.stdout[-300:]} {r.stderr[-300:]}")
+    r = ltcheck.run(*base, "--device", "cuda")
+    if r.returncode != 0:
+        check(r.returncode == 1 and "--device cuda:" in r.stderr,
+              f"plan --device cuda without a GPU: exit {r.returncode}: {r.stderr[-300:]}")
+        return
+    p = json.loads(r.stdout)
+    check(p["device"] == "cuda" and p["device_bytes"] >= sum(p["allocated_by_trainer"].values()),
+          f"plan --device cuda: device bytes {p.get('device_bytes')} below the trainer's blocks")
+
+
 def main():
     san = ltcheck.sanitizer_build()
     mk = ltcheck.tool("make_random_model")
@@ -201,6 +224,7 @@ def main():
           f"lazy) {r.stderr[-300:]}")
 
     bad_configs(tmp)
+    device_option(d8)
 
     print("| method | config-only plan MiB | plan with files MiB | measured peak MiB | "
           "plan / measured |")

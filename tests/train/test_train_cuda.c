@@ -114,6 +114,68 @@ static void free_trace(trace *t) {
     free(t->grad0), free(t->val), free(t->m), free(t->v), free(t->numel);
 }
 
+/* The device memory plan against what the trainer allocated on be: lt_train_plan_device's
+ * device_bytes covers it with at most the host struct's slack; then lt_train_plan_fit_device,
+ * given a budget that admits batch 5 at this length and not 6, picks 5, and a trainer made at
+ * the pick allocates no more than the budget less the reserve; a budget below the smallest
+ * plan is refused with the numbers. */
+static void device_plan_check(const tcase *tc, lt_model *m, const lt_train_config *c,
+                              const lt_backend *be, const lt_trainer *tr) {
+    int64_t bytes[LT_MEM_COUNT], nalloc = 0, got = 0;
+    lt_trainer_mem(tr, bytes, &nalloc);
+    for (int k = 0; k < LT_MEM_COUNT; k++)
+        got += bytes[k];
+    lt_train_plan_t p;
+    CHECK_OK(lt_train_plan_device(m, c, be, &p));
+    const int64_t slack = 64 * 1024;
+    CHECK(p.device_bytes >= got && p.device_bytes - got <= slack,
+          "%s on %s: the device plan says %lld bytes, the trainer allocated %lld", tc->name,
+          be->name, (long long)p.device_bytes, (long long)got);
+    lt_train_config f = *c, t5 = *c, t6 = *c;
+    t5.batch_size = 5;
+    t6.batch_size = 6;
+    lt_train_plan_t p5, p6;
+    CHECK_OK(lt_train_plan_device(m, &t5, be, &p5));
+    CHECK_OK(lt_train_plan_device(m, &t6, be, &p6));
+    CHECK(p6.device_bytes > p5.device_bytes, "%s: batch 6 plans no more than batch 5", tc->name);
+    /* budget - LT_DEVICE_RESERVE_BYTES - budget / 50 in [p5, p6) */
+    int64_t budget = (p5.device_bytes + LT_DEVICE_RESERVE_BYTES) * 50 / 49 + 50;
+    f.batch_size = 0;
+    int B = 0, T = 0;
+    int64_t reserve = 0;
+    lt_train_plan_t fp;
+    lt_status st = lt_train_plan_fit_device(m, &f, be, budget, 64, c->seq_len, &B, &T, &fp, &reserve);
+    CHECK(st == LT_OK, "%s: fit on the device: %s", tc->name, lt_errmsg());
+    CHECK(B == 5 && T == c->seq_len, "%s: fit picked batch %d length %d, expected 5, %d", tc->name,
+          B, T, c->seq_len);
+    CHECK(budget - reserve >= p5.device_bytes && budget - reserve < p6.device_bytes,
+          "%s: the budget test is off: %lld left, plans %lld / %lld", tc->name,
+          (long long)(budget - reserve), (long long)p5.device_bytes, (long long)p6.device_bytes);
+    CHECK(fp.device_bytes <= budget - reserve, "%s: the fitted plan %lld > %lld", tc->name,
+          (long long)fp.device_bytes, (long long)(budget - reserve));
+    /* made again at the pick (unless the first trainer took the model's weights: released) */
+    if (!st && B == 5 && !p.released_base) {
+        lt_trainer *t = NULL;
+        lt_train_config g = *c;
+        g.batch_size = B;
+        st = lt_trainer_create_on(m, &g, be, &t);
+        CHECK(st == LT_OK, "%s: create at the fitted size: %s", tc->name, lt_errmsg());
+        if (t) {
+            int64_t b2[LT_MEM_COUNT], got2 = 0;
+            lt_trainer_mem(t, b2, NULL);
+            for (int k = 0; k < LT_MEM_COUNT; k++)
+                got2 += b2[k];
+            CHECK(got2 <= budget - reserve, "%s: the fitted trainer allocated %lld > %lld",
+                  tc->name, (long long)got2, (long long)(budget - reserve));
+            lt_trainer_free(t);
+        }
+    }
+    st = lt_train_plan_fit_device(m, c, be, p.device_bytes, 64, c->seq_len, &B, &T, NULL, NULL);
+    CHECK(st == LT_ERR_NOMEM && strstr(lt_errmsg(), "device memory budget") &&
+              strstr(lt_errmsg(), "the device's libraries"),
+          "%s: a budget below the reserve: %s", tc->name, st ? lt_errmsg() : "accepted");
+}
+
 static int run_trainer(const tcase *tc, const lt_backend *be, trace *out) {
     memset(out, 0, sizeof *out);
     const char *path = !strncmp(tc->model, "src:", 4) ? lt_srcpath(tc->model + 4)
@@ -147,6 +209,7 @@ static int run_trainer(const tcase *tc, const lt_backend *be, trace *out) {
         lt_model_free(m);
         return 0;
     }
+    if (be->device) device_plan_check(tc, m, &c, be, tr);
     const int V = m->config.vocab_size;
     out->n = lt_trainer_n_tensors(tr);
     out->grad0 = calloc((size_t)out->n, sizeof(float *));

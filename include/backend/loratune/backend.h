@@ -228,6 +228,10 @@ typedef struct {
     void (*gemm_bf16)(const lt_backend *be, int ta, int tb, int M, int N, int K, float alpha,
                       const uint16_t *A, int lda, const uint16_t *B, int ldb, float beta, float *C,
                       int ldc);
+
+    /* ---- a device's memory (may be NULL: host memory, which lt_hwinfo reports) ---- */
+    /* bytes free now and in all (cudaMemGetInfo); 0 on success, -1 when it cannot tell */
+    int (*mem_info)(const lt_backend *be, int64_t *free_bytes, int64_t *total_bytes);
 } lt_backend_ops;
 
 struct lt_backend {

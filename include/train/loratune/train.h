@@ -34,6 +34,8 @@
 #include "loratune/data.h"
 #include "loratune/model.h"
 
+struct lt_backend; /* backend.h */
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -168,6 +170,13 @@ typedef struct {
      * bytes[WEIGHTS]: they become resident (file-backed pages) as the steps read them */
     int lazy;
     int64_t mapped_bytes;
+    /* What the trainer allocates in a device backend's memory (lt_trainer_create_on with
+     * be->device; the trainer's struct and small host twins included, so a slight over-count):
+     * every block, plus the device copies of the weights the step reads from outside them (a
+     * loaded model's fp32 weights unless released; a lazy model's in-place tensors, as stored
+     * where the device reads the dtype, else as fp32: lt_train_plan_device). Without a device
+     * backend, mapped tensors count as stored. */
+    int64_t device_bytes;
 } lt_train_plan_t;
 
 /* From the configs alone (no weights). Validates like lt_train_config_validate. */
@@ -187,6 +196,11 @@ lt_status lt_train_plan_model(const struct lt_model *m, const lt_train_config *c
  * (and as lt_train_plan for bad configs). */
 lt_status lt_train_plan_assumed(const lt_model_config *mc, lt_dtype weights_dtype,
                                 const lt_train_config *c, lt_train_plan_t *out);
+
+/* lt_train_plan_model for a trainer on device backend be (its supports_dtype decides what a
+ * lazy model's in-place tensors cost there): plan.device_bytes is exact up to the host struct. */
+lt_status lt_train_plan_device(const struct lt_model *m, const lt_train_config *c,
+                               const struct lt_backend *be, lt_train_plan_t *out);
 
 /* Automatic sizes: c->batch_size <= 0 and / or c->seq_len <= 0 mean "the largest whose
  * predicted peak (plan.peak_bytes) fits budget bytes", searched in [1, max_batch] and
@@ -211,6 +225,17 @@ lt_status lt_train_plan_fit_run(const struct lt_model *m, const lt_train_config 
                                 int64_t budget, int64_t resident_bytes, int max_batch,
                                 int max_seq, int *batch, int *seq_len, lt_train_plan_t *plan,
                                 int64_t *reserve);
+/* Automatic sizes for a trainer on device backend be: the largest with plan.device_bytes +
+ * *reserve <= budget (device memory bytes; the caller passes --memory-budget or what the device
+ * has free: lt_backend_mem_info), where *reserve (may be NULL) is LT_DEVICE_RESERVE_BYTES plus
+ * 2% of the budget for what the backend allocates beside the trainer (its library handles'
+ * workspaces, attention scratch, the allocator's rounding). LT_ERR_NOMEM naming the budget and
+ * the smallest plan when even that does not fit. */
+#define LT_DEVICE_RESERVE_BYTES ((int64_t)256 << 20)
+lt_status lt_train_plan_fit_device(const struct lt_model *m, const lt_train_config *c,
+                                   const struct lt_backend *be, int64_t budget, int max_batch,
+                                   int max_seq, int *batch, int *seq_len, lt_train_plan_t *plan,
+                                   int64_t *reserve);
 
 /* ---- trainer ------------------------------------------------------------------------------ */
 typedef struct lt_trainer lt_trainer;

@@ -115,6 +115,13 @@ static void cu_zero(const lt_backend *be, void *dst, size_t n) {
 static void cu_sync(const lt_backend *be) {
     cudaDeviceSynchronize();
 }
+static int cu_mem_info(const lt_backend *be, int64_t *free_bytes, int64_t *total_bytes) {
+    size_t fr = 0, to = 0;
+    if (cudaMemGetInfo(&fr, &to) != cudaSuccess) return -1;
+    *free_bytes = (int64_t)fr;
+    *total_bytes = (int64_t)to;
+    return 0;
+}
 static int cu_supports_dtype(const lt_backend *be, lt_dtype dt) {
     return dt == LT_DTYPE_F32 || dt == LT_DTYPE_F16 || dt == LT_DTYPE_BF16 || dt == LT_DTYPE_Q4_0 ||
            dt == LT_DTYPE_Q4_1 || dt == LT_DTYPE_Q8_0;
@@ -1154,6 +1161,7 @@ static const lt_backend_ops cuda_ops = [] {
     o.zero = cu_zero;
     o.sync = cu_sync;
     o.supports_dtype = cu_supports_dtype;
+    o.mem_info = cu_mem_info;
     o.gemm = cu_gemm;
     o.matmul_fwd = cu_matmul_fwd;
     o.matmul_bwd = cu_matmul_bwd;

@@ -132,13 +132,14 @@ static void human_sink(void *ctx, const json_t *ev) {
             const char *sl = json_string_value(json_object_get(cfg, "max-seq-len"));
             fprintf(o,
                     "sizes: batch %s%s, max-seq-len %s%s; planned peak %.2f GiB of a %.2f GiB "
-                    "memory budget\n",
+                    "%smemory budget\n",
                     bs ? bs : "?",
                     json_is_true(json_object_get(ev, "auto_batch_size")) ? " (auto)" : "",
                     sl ? sl : "?",
                     json_is_true(json_object_get(ev, "auto_max_seq_len")) ? " (auto)" : "",
                     num(ev, "planned_peak_bytes") / 1073741824.0,
-                    num(ev, "memory_budget_bytes") / 1073741824.0);
+                    num(ev, "memory_budget_bytes") / 1073741824.0,
+                    json_is_true(json_object_get(ev, "memory_budget_device")) ? "GPU " : "");
         }
         if (inum(ev, "resumed_from") >= 0) {
             size_t i;

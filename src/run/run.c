@@ -1012,7 +1012,9 @@ static lt_status train(lt_run *r, lt_run_outcome *outcome) {
                   (json_int_t)lt_data_count(r->data, LT_SPLIT_VALID), "trainable_params",
                   (json_int_t)n_trainable, "resumed_from", (json_int_t)r->resumed_from, "out",
                   r->o.out, "config", lt_run_opts_to_json(&r->o));
-    if (start && (r->auto_batch || r->auto_seq)) {
+    if (start && (r->auto_batch || r->auto_seq || r->cuda)) {
+        /* the plan's numbers: host RAM, or on a GPU its memory (memory_budget_device) */
+        json_object_set_new(start, "memory_budget_device", json_boolean(r->cuda != NULL));
         json_object_set_new(start, "auto_batch_size", json_boolean(r->auto_batch));
         json_object_set_new(start, "auto_max_seq_len", json_boolean(r->auto_seq));
         json_object_set_new(start, "memory_budget_bytes", json_integer(r->memory_budget));

@@ -39,7 +39,8 @@ static void usage(FILE *f) {
             "prints the trials and the best one.\n"
             "Samplers: auto (default) and gp: Sobol for the first --n-startup trials (default\n"
             "clamp(dims+1, 5, 10)), then Gaussian-process BO with log expected improvement;\n"
-            "random; sobol. tpe is not implemented yet. Method: docs/TUNE.md.\n");
+            "tpe: 10 random trials, then Optuna's TPE (multivariate); random; sobol.\n"
+            "Method: docs/TUNE.md.\n");
 }
 
 static int fail(const char *sub) {

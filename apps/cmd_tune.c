@@ -1008,7 +1008,7 @@ static void usage(FILE *f, const char *cmd) {
             "                         categorical); default: lr, lora-rank, rslora,\n"
             "                         lora-dropout, lora-targets, warmup, batch-size\n"
             "  --resume               continue the study in DIR (after a kill)\n"
-            "  --sampler S            auto (Sobol then GP) | gp | random | sobol\n"
+            "  --sampler S            auto (Sobol then GP) | gp | tpe | random | sobol\n"
             "  --tune-seed S          the sampler's seed (default 0)\n"
             "  --no-prune             no successive halving\n"
             "  --reduction-factor E   successive halving's eta (default 3)\n"
@@ -1094,9 +1094,9 @@ static int parse_args(int argc, char **argv, tune_args *a, int *resume, char *me
         } else if (TAKE("--space")) {
             space = v, i++;
         } else if (TAKE("--sampler")) {
-            if (lt_sampler_from_name(v, &a->sampler) || a->sampler == LT_SAMPLER_TPE) {
+            if (lt_sampler_from_name(v, &a->sampler)) {
                 fprintf(stderr,
-                        "loratune %s: --sampler: expected auto, gp, random or sobol, got "
+                        "loratune %s: --sampler: expected auto, gp, tpe, random or sobol, got "
                         "'%s'\n",
                         cmd, v);
                 return 2;

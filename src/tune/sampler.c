@@ -1,4 +1,4 @@
-/* sampler.c - random, Sobol and GP-BO suggestions (see sampler.h; the method: docs/TUNE.md).
+/* sampler.c - random, Sobol, GP-BO and TPE (tpe.c) suggestions (see sampler.h; the method: docs/TUNE.md).
  *
  * GP-BO step: values warped (asinh of the robustly scaled values: warp_values) and standardized
  * (mean 0, sd 1); running trials enter as "pessimistic
@@ -20,6 +20,7 @@
 #include <string.h>
 
 #include "gp.h"
+#include "tpe.h"
 
 #define N_SOBOL_CANDIDATES 1024
 #define N_LOCAL_PER_BEST 64
@@ -384,6 +385,14 @@ lt_status lt_tune_suggest(const lt_space *sp, const lt_study_options *opt, const
         int n0 = opt->n_startup;
         if (trial >= n0) return suggest_gp(sp, opt, trials, trial, theta, used_gp, params);
         if ((st = sobol_point(sp->n, opt->seed, trial, u))) return st;
+        break;
+    }
+    case LT_SAMPLER_TPE: {
+        if (trial >= opt->n_startup) return lt_tune_tpe_suggest(sp, opt, trials, trial, params);
+        gsl_rng *r = rng_for(opt->seed, (uint64_t)trial); /* random first, as Optuna's TPE */
+        if (!r) return lt_error(LT_ERR_NOMEM, "study: out of memory");
+        for (int i = 0; i < sp->n; i++) u[i] = gsl_rng_uniform(r);
+        gsl_rng_free(r);
         break;
     }
     default:

@@ -20,6 +20,7 @@
 #include "loratune/tune.h"
 #include "sampler.h"
 #include "space.h"
+#include "tpe.h"
 
 #define STUDY_FORMAT "loratune-study"
 #define STUDY_VERSION 1
@@ -103,11 +104,6 @@ lt_status lt_study_create(const char *dir, const char *space_json, const lt_stud
     if (opt) o = *opt;
     json_error_t err;
     json_t *sj = NULL;
-    if (o.sampler == LT_SAMPLER_TPE) {
-        st = lt_error(LT_ERR_UNSUPPORTED, "sampler tpe: not implemented yet (use gp, auto, "
-                                          "random or sobol)");
-        goto fail;
-    }
     if ((unsigned)o.sampler > LT_SAMPLER_TPE) {
         st = lt_error(LT_ERR_ARG, "study: unknown sampler %d", (int)o.sampler);
         goto fail;
@@ -118,7 +114,8 @@ lt_status lt_study_create(const char *dir, const char *space_json, const lt_stud
         goto fail;
     }
     if ((st = lt_space_parse(sj, "space", &s->space))) goto fail;
-    if (o.n_startup <= 0) o.n_startup = default_startup(&s->space);
+    if (o.n_startup <= 0)
+        o.n_startup = o.sampler == LT_SAMPLER_TPE ? LT_TPE_STARTUP : default_startup(&s->space);
     if (lt_path_exists(s->path)) {
         st = lt_error(LT_ERR_ARG, "%s: already holds a study (%s); open it, or create the study "
                                   "in another folder", dir, s->path);

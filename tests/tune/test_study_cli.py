@@ -154,8 +154,21 @@ def bad_input(tmp, space_path):
     bad_space('{"x": {"type": "float", "low": 0, "high": 1, "log": true}}', "x: log: needs low > 0", "log0")
     r = create(os.path.join(tmp, "u"), space_path, "--sampler", "cmaes")
     check(r.returncode == 2 and "--sampler: expected gp, tpe" in r.stderr, r.stderr)
-    r = create(os.path.join(tmp, "t"), space_path, "--sampler", "tpe")
-    check(r.returncode == 1 and "tpe: not implemented" in r.stderr, r.stderr)
+    # tpe through the contract: 10 random trials, then TPE's (with a pruned and a failed one
+    # among them); every ask inside the space (its estimator: tests/tune/test_tpe.c)
+    d = os.path.join(tmp, "t")
+    r = create(d, space_path, "--sampler", "tpe", "--seed", "5")
+    check(r.returncode == 0, f"create --sampler tpe: {r.stderr}")
+    for k in range(14):
+        o = ask(d)
+        check(valid(o["params"]), f"tpe trial {k}: {o['params']}")
+        extra = (["--state", "pruned"] if k == 11 else ["--state", "failed"] if k == 12
+                 else ["--value", repr(objective(o["params"]))])
+        check(tell(d, o["trial"], *extra).returncode == 0, f"tell tpe trial {k}")
+    sh = show(d)
+    check(sh["sampler"] == "tpe" and sh["n_startup"] == 10 and sh["n_trials"] == 14,
+          f"tpe study: sampler {sh['sampler']}, n_startup {sh['n_startup']}, {sh['n_trials']} "
+          "trials")
     r = create(os.path.join(tmp, "dd"), space_path, "--direction", "up")
     check(r.returncode == 2 and "--direction: expected minimize or maximize" in r.stderr, r.stderr)
     r = run("study", "ask", "--study", os.path.join(tmp, "nothing"), "--json")

@@ -45,7 +45,7 @@ typedef enum {
     LT_SAMPLER_GP,       /* GP-BO (its first trials are Sobol too: a GP needs data) */
     LT_SAMPLER_RANDOM,   /* independent uniform draws (log-uniform for log params) */
     LT_SAMPLER_SOBOL,    /* scrambled Sobol points only */
-    LT_SAMPLER_TPE,      /* part of the CLI contract; not implemented yet (LT_ERR_UNSUPPORTED) */
+    LT_SAMPLER_TPE,      /* random for the first n_startup (default 10), then TPE (tpe.c) */
 } lt_sampler_kind;
 const char *lt_sampler_name(lt_sampler_kind k); /* "auto", "gp", "random", "sobol", "tpe" */
 int lt_sampler_from_name(const char *name, lt_sampler_kind *out); /* 0 ok, -1 unknown */

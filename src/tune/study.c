@@ -20,6 +20,7 @@
 #include "loratune/tune.h"
 #include "sampler.h"
 #include "space.h"
+#include "study_pg.h"
 #include "tpe.h"
 
 #define STUDY_FORMAT "loratune-study"
@@ -33,6 +34,8 @@ struct lt_study {
     lt_space space;
     lt_study_options opt;
     int readonly; /* lt_study_open_readonly: no lock, every change refused */
+    lt_study_pg *pg; /* a study in PostgreSQL (study_pg.h): no folder, no lock; each change a
+                        transaction on its row */
 };
 
 /* A killed write of study.json leaves study.json.tmp.PID (lt_file_write_atomic): removed when
@@ -61,12 +64,28 @@ void lt_study_close(lt_study *s) {
     lt_space_free(&s->space);
     json_decref(s->root);
     lt_dir_lock_close(s->lock);
+    lt_study_pg_close(s->pg);
     lt_free(s->path);
     lt_free(s);
 }
 
 static lt_status study_alloc(const char *dir, lt_study **out) {
     *out = NULL;
+    if (lt_study_pg_is_url(dir)) { /* the URL (password masked) names it in messages */
+        lt_study *s = lt_calloc(1, sizeof *s);
+        if (!s) return lt_error(LT_ERR_NOMEM, "study: out of memory");
+        const char *shown = NULL;
+        lt_status st = lt_study_pg_open(dir, &s->pg, &shown);
+        if (!st && !(s->path = lt_malloc(strlen(shown) + 1)))
+            st = lt_error(LT_ERR_NOMEM, "study: out of memory");
+        if (st) {
+            lt_study_close(s);
+            return st;
+        }
+        strcpy(s->path, shown);
+        *out = s;
+        return LT_OK;
+    }
     lt_study *s = lt_calloc(1, sizeof *s);
     size_t n = strlen(dir) + sizeof(LT_STUDY_FILE) + 2;
     if (!s || !(s->path = lt_malloc(n))) {
@@ -83,6 +102,11 @@ static lt_status study_write(lt_study *s) {
         return lt_error(LT_ERR_ARG, "%s: the study was opened read-only", s->path);
     char *text = json_dumps(s->root, JSON_INDENT(1) | JSON_REAL_PRECISION(17));
     if (!text) return lt_error(LT_ERR_NOMEM, "%s: out of memory", s->path);
+    if (s->pg) {
+        lt_status st = lt_study_pg_store(s->pg, text);
+        free(text);
+        return st;
+    }
     size_t n = strlen(text);
     text[n] = '\n'; /* json_dumps leaves room for its NUL; write "...}\n" */
     lt_status st = lt_file_write_atomic(s->path, text, n + 1);
@@ -116,14 +140,14 @@ lt_status lt_study_create(const char *dir, const char *space_json, const lt_stud
     if ((st = lt_space_parse(sj, "space", &s->space))) goto fail;
     if (o.n_startup <= 0)
         o.n_startup = o.sampler == LT_SAMPLER_TPE ? LT_TPE_STARTUP : default_startup(&s->space);
-    if (lt_path_exists(s->path)) {
+    if (!s->pg && lt_path_exists(s->path)) {
         st = lt_error(LT_ERR_ARG, "%s: already holds a study (%s); open it, or create the study "
                                   "in another folder", dir, s->path);
         goto fail;
     }
-    if ((st = lt_dir_lock_open(dir, 0, &s->lock))) goto fail;
-    lt_dir_remove_temps(dir, study_names);
-    if (lt_path_exists(s->path)) { /* made between the check and the lock */
+    if (!s->pg && (st = lt_dir_lock_open(dir, 0, &s->lock))) goto fail;
+    if (!s->pg) lt_dir_remove_temps(dir, study_names);
+    if (!s->pg && lt_path_exists(s->path)) { /* made between the check and the lock */
         st = lt_error(LT_ERR_ARG, "%s: already holds a study (%s)", dir, s->path);
         goto fail;
     }
@@ -139,7 +163,14 @@ lt_status lt_study_create(const char *dir, const char *space_json, const lt_stud
         goto fail;
     }
     s->trials = json_object_get(s->root, "trials");
-    if ((st = study_write(s))) goto fail;
+    if (s->pg) { /* one INSERT: a name taken by another worker meanwhile is refused */
+        char *text = json_dumps(s->root, JSON_INDENT(1) | JSON_REAL_PRECISION(17));
+        st = text ? lt_study_pg_insert(s->pg, text) : lt_error(LT_ERR_NOMEM, "out of memory");
+        free(text);
+        if (st) goto fail;
+    } else if ((st = study_write(s))) {
+        goto fail;
+    }
     json_decref(sj);
     *out = s;
     return LT_OK;
@@ -230,6 +261,22 @@ static lt_status study_open(const char *dir, int readonly, lt_study **out) {
     lt_study *s;
     lt_status st = study_alloc(dir, &s);
     if (st) return st;
+    if (s->pg) {
+        s->readonly = readonly;
+        char *doc = NULL;
+        json_error_t err;
+        if ((st = lt_study_pg_load(s->pg, 0, &doc))) goto fail;
+        s->root = json_loads(doc, JSON_REJECT_DUPLICATES, &err);
+        free(doc);
+        if (!s->root) {
+            st = lt_error(LT_ERR_FORMAT, "%s: line %d: invalid JSON: %s", s->path, err.line,
+                          err.text);
+            goto fail;
+        }
+        if ((st = study_validate(s))) goto fail;
+        *out = s;
+        return LT_OK;
+    }
     if (!lt_path_exists(s->path)) {
         st = lt_error(LT_ERR_NOTFOUND, "%s: no study here (%s is missing; make one with "
                                        "`loratune study create`)", dir, LT_STUDY_FILE);
@@ -269,7 +316,7 @@ static lt_status unknown_trial(const lt_study *s, int trial) {
                     trial, lt_study_n_trials(s) - 1);
 }
 
-lt_status lt_study_ask(lt_study *s, int *trial) {
+static lt_status study_ask_(lt_study *s, int *trial) {
     int n = lt_study_n_trials(s);
     int dims = s->space.dims;
     double theta[dims + 2];
@@ -310,7 +357,7 @@ undo:
     return st;
 }
 
-lt_status lt_study_tell(lt_study *s, int trial, lt_trial_state state, double value) {
+static lt_status study_tell_(lt_study *s, int trial, lt_trial_state state, double value) {
     json_t *t = trial_at(s, trial);
     if (!t) return unknown_trial(s, trial);
     const char *cur = json_string_value(json_object_get(t, "state"));
@@ -341,7 +388,7 @@ lt_status lt_study_tell(lt_study *s, int trial, lt_trial_state state, double val
     return st;
 }
 
-lt_status lt_study_report(lt_study *s, int trial, int64_t step, double value) {
+static lt_status study_report_(lt_study *s, int trial, int64_t step, double value) {
     json_t *t = trial_at(s, trial);
     if (!t) return unknown_trial(s, trial);
     if (strcmp(json_string_value(json_object_get(t, "state")), "running"))
@@ -372,7 +419,7 @@ lt_status lt_study_report(lt_study *s, int trial, int64_t step, double value) {
 }
 
 static lt_status tell_failed_why(lt_study *s, int trial, const char *key, const char *reason) {
-    lt_status st = lt_study_tell(s, trial, LT_TRIAL_FAILED, NAN);
+    lt_status st = study_tell_(s, trial, LT_TRIAL_FAILED, NAN);
     if (st) return st;
     json_t *t = trial_at(s, trial);
     if (json_object_set_new(t, key, json_string(reason ? reason : "")))
@@ -381,15 +428,8 @@ static lt_status tell_failed_why(lt_study *s, int trial, const char *key, const 
     return st;
 }
 
-lt_status lt_study_tell_infeasible(lt_study *s, int trial, const char *reason) {
-    return tell_failed_why(s, trial, "infeasible", reason);
-}
 
-lt_status lt_study_tell_error(lt_study *s, int trial, const char *reason) {
-    return tell_failed_why(s, trial, "error", reason);
-}
-
-lt_status lt_study_restart(lt_study *s, int trial) {
+static lt_status study_restart_(lt_study *s, int trial) {
     json_t *t = trial_at(s, trial);
     if (!t) return unknown_trial(s, trial);
     if (strcmp(json_string_value(json_object_get(t, "state")), "running"))
@@ -419,7 +459,7 @@ static int cmp_double(const void *a, const void *b) {
     return x < y ? -1 : x > y;
 }
 
-lt_status lt_study_should_prune(lt_study *s, int trial, const lt_prune_opts *p, int *prune,
+static lt_status study_should_prune_(lt_study *s, int trial, const lt_prune_opts *p, int *prune,
                                 int *rung_out) {
     *prune = 0;
     json_t *t = trial_at(s, trial);
@@ -566,4 +606,63 @@ lt_status lt_study_summary_json(const lt_study *s, char **out, int *best_trial) 
     if (best_trial) *best_trial = best;
     *out = o ? dump(o) : NULL;
     return *out ? LT_OK : lt_error(LT_ERR_NOMEM, "out of memory");
+}
+
+/* ---- the public changes: each one transaction on a PostgreSQL study ----------------------- */
+/* A PostgreSQL study: BEGIN, the row read FOR UPDATE (what other workers told meanwhile), so
+ * that the change applies to the current document; study_end commits it (or rolls back). A
+ * folder's study is held under its lock from open to close: nothing to do. */
+static lt_status study_begin(lt_study *s) {
+    if (!s->pg) return LT_OK;
+    if (s->readonly) return lt_error(LT_ERR_ARG, "%s: the study was opened read-only", s->path);
+    char *doc = NULL;
+    lt_status st = lt_study_pg_load(s->pg, 1, &doc);
+    if (st) return st;
+    json_error_t err;
+    json_t *root = json_loads(doc, JSON_REJECT_DUPLICATES, &err);
+    free(doc);
+    if (!root)
+        return lt_study_pg_end(s->pg, lt_error(LT_ERR_FORMAT, "%s: line %d: invalid JSON: %s",
+                                               s->path, err.line, err.text));
+    json_decref(s->root);
+    lt_space_free(&s->space);
+    memset(&s->space, 0, sizeof s->space);
+    s->root = root;
+    s->trials = NULL;
+    if ((st = study_validate(s))) return lt_study_pg_end(s->pg, st);
+    return LT_OK;
+}
+
+static lt_status study_end(lt_study *s, lt_status st) {
+    return s->pg ? lt_study_pg_end(s->pg, st) : st;
+}
+
+#define IN_TXN(s, call)                                                                            \
+    do {                                                                                           \
+        lt_status st_ = study_begin(s);                                                            \
+        if (st_) return st_;                                                                       \
+        return study_end((s), (call));                                                             \
+    } while (0)
+
+lt_status lt_study_ask(lt_study *s, int *trial) {
+    IN_TXN(s, study_ask_(s, trial));
+}
+lt_status lt_study_tell(lt_study *s, int trial, lt_trial_state state, double value) {
+    IN_TXN(s, study_tell_(s, trial, state, value));
+}
+lt_status lt_study_report(lt_study *s, int trial, int64_t step, double value) {
+    IN_TXN(s, study_report_(s, trial, step, value));
+}
+lt_status lt_study_tell_infeasible(lt_study *s, int trial, const char *reason) {
+    IN_TXN(s, tell_failed_why(s, trial, "infeasible", reason));
+}
+lt_status lt_study_tell_error(lt_study *s, int trial, const char *reason) {
+    IN_TXN(s, tell_failed_why(s, trial, "error", reason));
+}
+lt_status lt_study_restart(lt_study *s, int trial) {
+    IN_TXN(s, study_restart_(s, trial));
+}
+lt_status lt_study_should_prune(lt_study *s, int trial, const lt_prune_opts *p, int *prune,
+                                int *rung) {
+    IN_TXN(s, study_should_prune_(s, trial, p, prune, rung));
 }

@@ -300,8 +300,11 @@ static void *loader_main(void *arg) {
     if (in->ctx > in->m->config.max_seq_len) in->ctx = in->m->config.max_seq_len;
     in->slots = lt_calloc((size_t)in->n_slots, sizeof *in->slots);
     if (!in->slots) return lt_error(LT_ERR_NOMEM, "out of memory"), fail_load(in, "slots"), NULL;
+    /* the memory plan: every slot's k / v (ctx positions), and one step's activations
+     * (STEP_TOKENS rows) in slot 0's cache, the workspace of every step: the other slots' caches
+     * are made for one row (their activation buffers are never used) */
     for (int i = 0; i < in->n_slots; i++) {
-        if (lt_kv_cache_create(in->m, in->ctx, STEP_TOKENS, &in->slots[i].kv))
+        if (lt_kv_cache_create(in->m, in->ctx, i ? 1 : STEP_TOKENS, &in->slots[i].kv))
             return fail_load(in, "KV cache"), NULL;
         lt_kv_cache_set_qact(in->slots[i].kv, 1); /* as `loratune generate` (without --exact) */
     }

@@ -346,13 +346,23 @@ lt_status lt_model_forward(const lt_model *m, const lt_model_delta *delta, lt_kv
     return LT_OK;
 }
 
-/* ---- one decode step of many sequences ------------------------------------------------------ */
-#define LT_BATCH_MAX_RUNS 256 /* runs of rows with one adapter in a step */
-/* x[n][D] of the rows (one token each, its own cache and position) through every layer, then
- * xb = the final norm of x; the activations live in ws. The same ops as forward_chunk, row for
- * row, but k / v go through ws->kb / vb to each row's cache, and attention runs per row. */
+/* ---- one step of many sequences ------------------------------------------------------------ */
+#define LT_BATCH_MAX_RUNS 256 /* runs of entries with one adapter in a step */
+
+static inline int entry_rows(const lt_batch_row *r) {
+    return r->n > 1 ? r->n : 1;
+}
+static inline int32_t entry_token(const lt_batch_row *r, int j) {
+    return r->n > 1 ? r->tokens[j] : r->token;
+}
+
+/* x[T][D] of the entries' rows (entry e's tokens at rows off_e .. off_e + n_e - 1, its own cache
+ * and positions) through every layer, then xb = the final norm of x; the activations live in ws.
+ * The same ops as forward_chunk, row for row, but k / v go through ws->kb / vb to each entry's
+ * cache, and attention runs per entry (a chunk: causally over its cache and itself, as
+ * forward_chunk's). */
 static lt_status forward_rows(const lt_model *m, lt_kv_cache *ws, const lt_batch_row *rows, int n,
-                              const drun *runs, int nruns) {
+                              int T, const drun *runs, int nruns) {
     const lt_model_config *c = &m->config;
     int D = c->dim, H = c->n_heads, KV = c->n_kv_heads, hd = c->head_dim, F = c->ffn_dim;
     int QD = ws->q_dim, KD = ws->kv_dim, half = ws->half;
@@ -363,46 +373,48 @@ static lt_status forward_rows(const lt_model *m, lt_kv_cache *ws, const lt_batch
     lt_weight_src esrc;
     lt_weight_view emb;
     lt_model_weight_bview(m, LT_W_TOK_EMBD, 0, c->vocab_size, D, &esrc, &emb);
-    for (int t = 0; t < n; t++) {
-        float *xt = ws->x + (int64_t)t * D;
-        if ((st = OP(weight_f32, &emb, rows[t].token, 1, xt, &nw))) return st;
-        if (nw != xt) OP(copy, xt, nw, sizeof(float) * (size_t)D);
-        for (int i = 0; i < half; i++) { /* row t of the tables: its own position */
-            float f = (float)rows[t].pos * m->inv_freq[i];
-            ws->cosb[(int64_t)t * half + i] = cosf(f);
-            ws->sinb[(int64_t)t * half + i] = sinf(f);
+    for (int e = 0, t = 0; e < n; e++)
+        for (int j = 0; j < entry_rows(&rows[e]); j++, t++) {
+            float *xt = ws->x + (int64_t)t * D;
+            if ((st = OP(weight_f32, &emb, entry_token(&rows[e], j), 1, xt, &nw))) return st;
+            if (nw != xt) OP(copy, xt, nw, sizeof(float) * (size_t)D);
+            for (int i = 0; i < half; i++) { /* row t of the tables: its own position */
+                float f = (float)(rows[e].pos + j) * m->inv_freq[i];
+                ws->cosb[(int64_t)t * half + i] = cosf(f);
+                ws->sinb[(int64_t)t * half + i] = sinf(f);
+            }
         }
-    }
     for (int l = 0; l < c->n_layers; l++) {
         if ((st = lt_model_weight_f32(m, LT_W_ATTN_NORM, l, 0, 1, ws->wvec, &nw))) return st;
-        OP(rmsnorm_fwd, ws->xb, ws->rstd, ws->x, nw, n, D, c->norm_eps);
+        OP(rmsnorm_fwd, ws->xb, ws->rstd, ws->x, nw, T, D, c->norm_eps);
         float *qkv[3] = {ws->q, ws->kb, ws->vb};
         const int qkv_out[3] = {QD, KD, KD};
-        if ((st = linears(m, runs, nruns, ws, l, 0, 3, qkv, qkv_out, ws->xb, n, D, 0.0f)))
+        if ((st = linears(m, runs, nruns, ws, l, 0, 3, qkv, qkv_out, ws->xb, T, D, 0.0f)))
             return st;
-        OP(rope_fwd, ws->q, ws->q, ws->iota, ws->cosb, ws->sinb, n, H, hd, 0);
-        OP(rope_fwd, ws->kb, ws->kb, ws->iota, ws->cosb, ws->sinb, n, KV, hd, 0);
-        for (int t = 0; t < n; t++) {
-            lt_kv_cache *rk = rows[t].kv;
-            const int64_t at = ((int64_t)l * rk->ctx + rows[t].pos) * KD;
-            memcpy(rk->k + at, ws->kb + (int64_t)t * KD, sizeof(float) * (size_t)KD);
-            memcpy(rk->v + at, ws->vb + (int64_t)t * KD, sizeof(float) * (size_t)KD);
+        OP(rope_fwd, ws->q, ws->q, ws->iota, ws->cosb, ws->sinb, T, H, hd, 0);
+        OP(rope_fwd, ws->kb, ws->kb, ws->iota, ws->cosb, ws->sinb, T, KV, hd, 0);
+        for (int e = 0, t = 0; e < n; t += entry_rows(&rows[e]), e++) {
+            lt_kv_cache *rk = rows[e].kv;
+            const int ne = entry_rows(&rows[e]);
+            const int64_t at = ((int64_t)l * rk->ctx + rows[e].pos) * KD;
+            memcpy(rk->k + at, ws->kb + (int64_t)t * KD, sizeof(float) * (size_t)ne * KD);
+            memcpy(rk->v + at, ws->vb + (int64_t)t * KD, sizeof(float) * (size_t)ne * KD);
             OP(attention_kv, ws->att + (int64_t)t * QD, ws->q + (int64_t)t * QD,
-               rk->k + (int64_t)l * rk->ctx * KD, rk->v + (int64_t)l * rk->ctx * KD, 1, rows[t].pos,
-               H, KV, hd, c->sliding_window, ws->scores, ws->n_scores);
+               rk->k + (int64_t)l * rk->ctx * KD, rk->v + (int64_t)l * rk->ctx * KD, ne,
+               rows[e].pos, H, KV, hd, c->sliding_window, ws->scores, ws->n_scores);
         }
-        if ((st = linears(m, runs, nruns, ws, l, 3, 1, &ws->x, &D, ws->att, n, QD, 1.0f)))
+        if ((st = linears(m, runs, nruns, ws, l, 3, 1, &ws->x, &D, ws->att, T, QD, 1.0f)))
             return st;
         if ((st = lt_model_weight_f32(m, LT_W_FFN_NORM, l, 0, 1, ws->wvec, &nw))) return st;
-        OP(rmsnorm_fwd, ws->xb, ws->rstd, ws->x, nw, n, D, c->norm_eps);
+        OP(rmsnorm_fwd, ws->xb, ws->rstd, ws->x, nw, T, D, c->norm_eps);
         float *gu[2] = {ws->hg, ws->hu};
         const int gu_out[2] = {F, F};
-        if ((st = linears(m, runs, nruns, ws, l, 4, 2, gu, gu_out, ws->xb, n, D, 0.0f))) return st;
-        OP(swiglu_fwd, ws->hg, ws->hg, ws->hu, (int64_t)n * F);
-        if ((st = linears(m, runs, nruns, ws, l, 6, 1, &ws->x, &D, ws->hg, n, F, 1.0f))) return st;
+        if ((st = linears(m, runs, nruns, ws, l, 4, 2, gu, gu_out, ws->xb, T, D, 0.0f))) return st;
+        OP(swiglu_fwd, ws->hg, ws->hg, ws->hu, (int64_t)T * F);
+        if ((st = linears(m, runs, nruns, ws, l, 6, 1, &ws->x, &D, ws->hg, T, F, 1.0f))) return st;
     }
     if ((st = lt_model_weight_f32(m, LT_W_OUT_NORM, 0, 0, 1, ws->wvec, &nw))) return st;
-    OP(rmsnorm_fwd, ws->xb, ws->rstd, ws->x, nw, n, D, c->norm_eps);
+    OP(rmsnorm_fwd, ws->xb, ws->rstd, ws->x, nw, T, D, c->norm_eps);
     return LT_OK;
 }
 
@@ -423,15 +435,25 @@ lt_status lt_model_forward_batch(const lt_model *m, lt_kv_cache *ws, const lt_ba
         return lt_error(LT_ERR_ARG, "forward_batch: the workspace was made for another model");
     drun runs[LT_BATCH_MAX_RUNS];
     int nruns = 0;
+    int64_t T = 0; /* the step's rows */
     for (int t = 0; t < n; t++) {
         const lt_batch_row *r = &rows[t];
+        const int ne = entry_rows(r);
         if (!r->kv || !same_shape(r->kv, c))
             return lt_error(LT_ERR_ARG, "forward_batch: row %d's cache was made for another model",
                             t);
-        if (r->pos < 0 || r->pos >= r->kv->ctx)
+        if (r->n > 1 && !r->tokens)
+            return lt_error(LT_ERR_ARG, "forward_batch: row %d: n = %d tokens but no tokens", t,
+                            r->n);
+        if (r->pos < 0 || (int64_t)r->pos + ne > r->kv->ctx) {
+            if (ne == 1)
+                return lt_error(LT_ERR_ARG,
+                                "forward_batch: row %d: position %d outside its context of %d", t,
+                                r->pos, r->kv->ctx);
             return lt_error(LT_ERR_ARG,
-                            "forward_batch: row %d: position %d outside its context of %d", t,
-                            r->pos, r->kv->ctx);
+                            "forward_batch: row %d: positions %d..%lld outside its context of %d",
+                            t, r->pos, (long long)r->pos + ne - 1, r->kv->ctx);
+        }
         if (r->kv->ctx > ws->ctx)
             return lt_error(LT_ERR_ARG,
                             "forward_batch: row %d's context %d exceeds the workspace's %d", t,
@@ -441,15 +463,31 @@ lt_status lt_model_forward_batch(const lt_model *m, lt_kv_cache *ws, const lt_ba
                             "forward_batch: row %d's cache and the workspace differ in "
                             "lt_kv_cache_set_qact",
                             t);
-        if (r->token < 0 || r->token >= c->vocab_size)
-            return lt_error(LT_ERR_ARG,
-                            "forward_batch: row %d: token %d outside the vocabulary (%d)", t,
-                            r->token, c->vocab_size);
+        for (int j = 0; j < ne; j++) {
+            const int32_t id = entry_token(r, j);
+            if (id < 0 || id >= c->vocab_size) {
+                if (ne == 1)
+                    return lt_error(LT_ERR_ARG,
+                                    "forward_batch: row %d: token %d outside the vocabulary (%d)",
+                                    t, id, c->vocab_size);
+                return lt_error(LT_ERR_ARG,
+                                "forward_batch: row %d: token %d at index %d outside the "
+                                "vocabulary (%d)",
+                                t, id, j, c->vocab_size);
+            }
+        }
         for (int u = 0; u < t; u++)
             if (rows[u].kv == r->kv)
                 return lt_error(LT_ERR_ARG, "forward_batch: rows %d and %d share a cache", u, t);
+        const int r0 = (int)T;
+        T += ne;
+        if (T > ws->max_batch)
+            return lt_error(LT_ERR_ARG,
+                            "forward_batch: %lld rows (tokens) or more in %d entries, the "
+                            "workspace takes 1..%d",
+                            (long long)T, t + 1, ws->max_batch);
         if (nruns && runs[nruns - 1].delta == r->delta) {
-            runs[nruns - 1].n++;
+            runs[nruns - 1].n += ne;
             continue;
         }
         if ((st = check_delta(m, r->delta, ws))) return st;
@@ -458,11 +496,22 @@ lt_status lt_model_forward_batch(const lt_model *m, lt_kv_cache *ws, const lt_ba
                             "forward_batch: more than %d runs of adapters (put the rows of one "
                             "adapter next to each other)",
                             LT_BATCH_MAX_RUNS);
-        runs[nruns++] = (drun){r->delta, t, 1};
+        runs[nruns++] = (drun){r->delta, r0, ne};
     }
-    if ((st = forward_rows(m, ws, rows, n, runs, nruns))) return st;
+    if ((st = forward_rows(m, ws, rows, n, (int)T, runs, nruns))) return st;
     if (!logits) return LT_OK;
     const int D = c->dim, V = c->vocab_size;
+    /* the last row of each entry that wants logits, moved to the front of xb in entry order
+     * (row k <= the row it comes from: a forward copy is safe) */
+    int k = 0;
+    for (int e = 0, t = 0; e < n; e++) {
+        t += entry_rows(&rows[e]);
+        if (rows[e].no_logits) continue;
+        if (k != t - 1)
+            memmove(ws->xb + (int64_t)k * D, ws->xb + (int64_t)(t - 1) * D, sizeof(float) * D);
+        k++;
+    }
+    if (!k) return LT_OK;
     const lt_weight_id head = c->tied_embeddings ? LT_W_TOK_EMBD : LT_W_LM_HEAD;
     lt_weight_src hsrc;
     lt_weight_view hv;
@@ -470,5 +519,5 @@ lt_status lt_model_forward_batch(const lt_model *m, lt_kv_cache *ws, const lt_ba
         lt_model_weight_bview(m, head, 0, V, D, &hsrc, &hv);
     lt_matmul_job jb = {&hv, logits, 0.0f, ws->qact};
     lt_kv_cache *kv = ws;
-    return OP(matmul_w, &jb, 1, ws->xb, n, ws->wbuf, ws->n_wbuf);
+    return OP(matmul_w, &jb, 1, ws->xb, k, ws->wbuf, ws->n_wbuf);
 }

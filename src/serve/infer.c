@@ -60,7 +60,14 @@ typedef struct {
     gen_ctx *x;
     int32_t next; /* the token to run next, at pos */
     int pos, more, max_new;
+    int prefill;  /* prompt tokens run so far (g->n_ids: the prompt is done, decoding) */
+    int chunk;    /* prompt tokens this step runs (0: a decode row or nothing) */
+    uint64_t seq; /* admission order: prompts are prefilled first come, first served */
 } slot;
+
+/* Tokens (rows) of one engine step at most: decode rows first, then prompt chunks; also each
+ * slot cache's max_batch (the step's activations live in slot 0's cache). */
+#define STEP_TOKENS 256
 
 struct lt_infer {
     lt_server *s;
@@ -91,6 +98,7 @@ struct lt_infer {
     pthread_t engine;
     int engine_started;
     float *logits;             /* (n_slots, V) engine thread only */
+    uint64_t admitted;         /* requests admitted into slots (engine thread) */
     lt_batch_row *rows;        /* (n_slots) */
     int *row_slot;             /* (n_slots) */
     uint64_t steps, step_rows; /* decode steps run, rows they ran (under mu) */
@@ -292,8 +300,11 @@ static void *loader_main(void *arg) {
     if (in->ctx > in->m->config.max_seq_len) in->ctx = in->m->config.max_seq_len;
     in->slots = lt_calloc((size_t)in->n_slots, sizeof *in->slots);
     if (!in->slots) return lt_error(LT_ERR_NOMEM, "out of memory"), fail_load(in, "slots"), NULL;
+    /* the memory plan: every slot's k / v (ctx positions), and one step's activations
+     * (STEP_TOKENS rows) in slot 0's cache, the workspace of every step: the other slots' caches
+     * are made for one row (their activation buffers are never used) */
     for (int i = 0; i < in->n_slots; i++) {
-        if (lt_kv_cache_create(in->m, in->ctx, 256, &in->slots[i].kv))
+        if (lt_kv_cache_create(in->m, in->ctx, i ? 1 : STEP_TOKENS, &in->slots[i].kv))
             return fail_load(in, "KV cache"), NULL;
         lt_kv_cache_set_qact(in->slots[i].kv, 1); /* as `loratune generate` (without --exact) */
     }
@@ -650,6 +661,7 @@ static void slot_end(lt_infer *in, int si, lt_status st) {
     lt_gen *g = sl->g;
     int max_new = sl->max_new;
     sl->g = NULL, sl->gen = NULL, sl->smp = NULL, sl->x = NULL, sl->more = 0;
+    sl->prefill = sl->chunk = 0;
     pthread_mutex_lock(&in->mu);
     sl->busy = 0;
     in->running--;
@@ -659,11 +671,14 @@ static void slot_end(lt_infer *in, int si, lt_status st) {
     finish_gen(in, g, st, err, n, max_new);
 }
 
-/* g into slot si: sampler, generation state, the prompt through the slot's cache (the
- * prefill), the first token sampled. Engine thread. */
+/* g into slot si: sampler and generation state; its prompt runs in the next steps (the
+ * prefill, in chunks next to the running requests' decode rows), then its first token is
+ * sampled. Engine thread. */
 static void slot_start(lt_infer *in, int si, lt_gen *g) {
     slot *sl = &in->slots[si];
     sl->g = g;
+    sl->prefill = sl->chunk = 0;
+    sl->seq = in->admitted++;
     sl->max_new = g->max_tokens;
     if (sl->max_new > in->ctx - g->n_ids) sl->max_new = in->ctx - g->n_ids;
     lt_sampler_params sp = {
@@ -681,10 +696,7 @@ static void slot_start(lt_infer *in, int si, lt_gen *g) {
                                .user = sl->x};
         st = lt_generation_create(in->m, in->tok, in->ctx, g->ids, g->n_ids, &go, &sl->gen);
     }
-    if (!st)
-        st = lt_model_forward(in->m, g->target->delta, sl->kv, g->ids, g->n_ids, 0, in->logits, 0);
-    if (!st) st = lt_generation_step(sl->gen, sl->smp, in->logits, &sl->next, &sl->pos, &sl->more);
-    if (st || !sl->more) slot_end(in, si, st);
+    if (st) slot_end(in, si, st);
 }
 
 static int g_cancelled(lt_gen *g) {
@@ -762,21 +774,50 @@ static void *engine_main(void *arg) {
             slot_start(in, admit_slot[k], g);
         }
         /* requests that end here: cancelled by their client, or the server stops */
-        int n = 0;
         for (int i = 0; i < in->n_slots; i++) {
             slot *sl = &in->slots[i];
-            if (!sl->g) continue;
-            if (stopping || g_cancelled(sl->g)) {
-                slot_end(in, i, LT_OK);
-                continue;
-            }
-            if (!sl->more) continue;
-            in->rows[n] = (lt_batch_row){sl->kv, sl->g->target->delta, sl->next, sl->pos};
-            in->row_slot[n++] = i;
+            if (sl->g && (stopping || g_cancelled(sl->g))) slot_end(in, i, LT_OK);
         }
         if (stopping) break;
+        /* the step: every decoding request's next token, then chunks of the prompts being
+         * prefilled (oldest admission first) in the tokens left of STEP_TOKENS */
+        int n = 0, T = 0, n_dec = 0;
+        for (int i = 0; i < in->n_slots; i++) {
+            slot *sl = &in->slots[i];
+            sl->chunk = 0;
+            if (!sl->g || sl->prefill < sl->g->n_ids || !sl->more) continue;
+            in->rows[n] = (lt_batch_row){
+                .kv = sl->kv, .delta = sl->g->target->delta, .token = sl->next, .pos = sl->pos};
+            in->row_slot[n++] = i;
+            T++;
+        }
+        n_dec = n;
+        for (;;) {
+            int best = -1;
+            for (int i = 0; i < in->n_slots; i++) {
+                slot *sl = &in->slots[i];
+                if (sl->g && sl->prefill < sl->g->n_ids && !sl->chunk &&
+                    (best < 0 || sl->seq < in->slots[best].seq))
+                    best = i;
+            }
+            if (best < 0 || T >= STEP_TOKENS) break;
+            slot *sl = &in->slots[best];
+            const lt_gen *g = sl->g;
+            int c = g->n_ids - sl->prefill;
+            if (c > STEP_TOKENS - T) c = STEP_TOKENS - T;
+            sl->chunk = c;
+            in->rows[n] = (lt_batch_row){.kv = sl->kv,
+                                         .delta = g->target->delta,
+                                         .token = g->ids[sl->prefill],
+                                         .pos = sl->prefill,
+                                         .n = c,
+                                         .tokens = g->ids + sl->prefill,
+                                         .no_logits = sl->prefill + c < g->n_ids};
+            in->row_slot[n++] = best;
+            T += c;
+        }
         if (!n) continue;
-        /* sort rows by adapter, carrying the slot index along (n is small: insertion) */
+        /* sort entries by adapter, carrying the slot index along (n is small: insertion) */
         for (int a = 1; a < n; a++)
             for (int b = a; b > 0 && row_cmp(&in->rows[b - 1], &in->rows[b]) > 0; b--) {
                 lt_batch_row t = in->rows[b];
@@ -788,16 +829,26 @@ static void *engine_main(void *arg) {
             }
         lt_status st = lt_model_forward_batch(in->m, in->slots[0].kv, in->rows, n, in->logits);
         pthread_mutex_lock(&in->mu);
-        in->steps++;
-        in->step_rows += (uint64_t)n;
+        if (n_dec) {
+            in->steps++;
+            in->step_rows += (uint64_t)n_dec;
+        }
         pthread_mutex_unlock(&in->mu);
-        for (int r = 0; r < n; r++) {
+        for (int r = 0, k = 0; r < n; r++) {
             int si = in->row_slot[r];
             slot *sl = &in->slots[si];
             lt_status s2 = st;
+            if (sl->chunk) { /* a chunk of its prompt: the last one gives the first token */
+                sl->prefill += sl->chunk;
+                if (in->rows[r].no_logits) {
+                    if (s2) slot_end(in, si, s2);
+                    continue;
+                }
+            }
             if (!s2)
-                s2 = lt_generation_step(sl->gen, sl->smp, in->logits + (int64_t)r * V, &sl->next,
+                s2 = lt_generation_step(sl->gen, sl->smp, in->logits + (int64_t)k * V, &sl->next,
                                         &sl->pos, &sl->more);
+            k++;
             if (s2 || !sl->more) slot_end(in, si, s2);
         }
     }

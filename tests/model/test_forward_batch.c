@@ -9,11 +9,15 @@
  *    with different prompts and adapters (none, the PEFT DoRA of tests/data/adapter/smol_dora,
  *    and a LoRA made of its A / B without the magnitudes) join the batch at different steps
  *    and leave at different steps, in an order where one adapter's rows are split (two runs);
- *    every row's logits at every step == its lone run's.
+ *    every row's logits at every step == its lone run's. Then the same with the prompts in the
+ *    batch (prefill joining the decode steps): each prompt cut into chunks of 4 tokens, one per
+ *    step, next to the others' decode rows and chunks; its logits == the lone run's, which ran
+ *    the prompt in one piece.
  * 3. lt_generation stepped over lt_model_forward_batch for three prompts at once gives the ids
  *    lt_generate gives for each alone.
  * 4. Bad input: a position outside the context, a token outside the vocabulary, two rows on
- *    one cache, more rows than the workspace takes: LT_ERR_ARG naming the row. */
+ *    one cache, more rows than the workspace takes, a prompt chunk past the context or without
+ *    its tokens: LT_ERR_ARG naming the row. */
 #include <math.h>
 #include <stdint.h>
 
@@ -168,49 +172,77 @@ static void lone(const lt_model *m, const lt_model_delta *d, const seq *s, int q
     lt_kv_cache_free(kv);
 }
 
-static void check_batched(const lt_model *m, const lt_model_delta *deltas[3], int qact) {
+/* in_batch 0: each joining sequence's prompt runs alone through its cache (lt_model_forward) and
+ * it decodes in the batch from the next step. in_batch 1: the prompt joins the batch steps too,
+ * cut into chunks of CHUNK tokens (one per step, no logits but for the last), next to the other
+ * sequences' decode rows and chunks; its logits must still equal the lone run's, which ran the
+ * prompt in one piece. */
+#define CHUNK 4
+static void check_batched(const lt_model *m, const lt_model_delta *deltas[3], int qact,
+                          int in_batch, float *const ref[NSEQ]) {
     const int V = m->config.vocab_size;
-    float *ref[NSEQ], *got[NSEQ];
+    float *got[NSEQ];
     lt_kv_cache *kv[NSEQ] = {0}, *ws = NULL;
     int at[NSEQ] = {0}; /* decode steps done */
+    int pf[NSEQ] = {0}; /* prompt tokens run */
     for (int i = 0; i < NSEQ; i++) {
-        ref[i] = calloc((size_t)(seqs[i].len + 1) * V, sizeof(float));
         got[i] = calloc((size_t)(seqs[i].len + 1) * V, sizeof(float));
-        lone(m, deltas[seqs[i].adapter], &seqs[i], qact, ref[i]);
         CHECK_OK(lt_kv_cache_create(m, CTX, 8, &kv[i]));
         if (kv[i]) lt_kv_cache_set_qact(kv[i], qact);
     }
-    CHECK_OK(lt_kv_cache_create(m, CTX, NSEQ, &ws));
+    CHECK_OK(lt_kv_cache_create(m, CTX, NSEQ * CHUNK, &ws));
     if (ws) lt_kv_cache_set_qact(ws, qact);
     lt_batch_row rows[NSEQ];
-    int who[NSEQ];
+    int who[NSEQ], done_pf[NSEQ];
     float *logits = malloc(sizeof(float) * (size_t)NSEQ * V);
-    int max_rows = 0, steps = 0;
-    for (int step = 0; ws && step < STEPS + 6; step++) {
+    int max_rows = 0, steps = 0, mixed = 0;
+    for (int step = 0; ws && step < STEPS + 12; step++) {
         /* joins: the prompt through the request's own cache (as the server's prefill) */
-        for (int i = 0; i < NSEQ; i++)
-            if (seqs[i].join == step && kv[i])
+        for (int i = 0; i < NSEQ && !in_batch; i++)
+            if (seqs[i].join == step && kv[i]) {
                 CHECK_OK(lt_model_forward(m, deltas[seqs[i].adapter], kv[i], seqs[i].prompt,
                                           seqs[i].np, 0, got[i], 0));
-        int n = 0;
+                pf[i] = seqs[i].np;
+            }
+        int n = 0, chunks = 0, decodes = 0;
         /* rows in the order 0, 2, 1, 3, 4, 5...: LoRA rows (2, 5) and DoRA rows (0, 3) end up
          * in runs of their own and split */
         static const int order[NSEQ] = {0, 2, 1, 3, 5, 4, 6, 7, 8, 9};
         for (int o = 0; o < NSEQ; o++) {
             int i = order[o];
             if (seqs[i].join > step || at[i] >= seqs[i].len || !kv[i]) continue;
-            rows[n] = (lt_batch_row){kv[i], deltas[seqs[i].adapter],
-                                     argmax(got[i] + (int64_t)at[i] * V, V), seqs[i].np + at[i]};
+            done_pf[n] = 0;
+            if (pf[i] < seqs[i].np) { /* a chunk of its prompt */
+                int c = seqs[i].np - pf[i] < CHUNK ? seqs[i].np - pf[i] : CHUNK;
+                rows[n] = (lt_batch_row){.kv = kv[i],
+                                         .delta = deltas[seqs[i].adapter],
+                                         .pos = pf[i],
+                                         .n = c,
+                                         .tokens = seqs[i].prompt + pf[i],
+                                         .no_logits = pf[i] + c < seqs[i].np};
+                if (c == 1) rows[n].token = seqs[i].prompt[pf[i]];
+                pf[i] += c;
+                done_pf[n] = pf[i] == seqs[i].np;
+                chunks++;
+            } else {
+                rows[n] = (lt_batch_row){.kv = kv[i],
+                                         .delta = deltas[seqs[i].adapter],
+                                         .token = argmax(got[i] + (int64_t)at[i] * V, V),
+                                         .pos = seqs[i].np + at[i]};
+                decodes++;
+            }
             who[n++] = i;
         }
         if (!n) continue;
         CHECK_OK(lt_model_forward_batch(m, ws, rows, n, logits));
-        for (int r = 0; r < n; r++) {
+        for (int r = 0, k = 0; r < n; r++) {
             int i = who[r];
-            at[i]++;
-            memcpy(got[i] + (int64_t)at[i] * V, logits + (int64_t)r * V, sizeof(float) * V);
+            if (rows[r].no_logits) continue;
+            if (!done_pf[r]) at[i]++; /* a decode row; else the prompt's logits: got[i][0] */
+            memcpy(got[i] + (int64_t)at[i] * V, logits + (int64_t)k++ * V, sizeof(float) * V);
         }
         if (n > max_rows) max_rows = n;
+        mixed += chunks && decodes;
         steps++;
     }
     for (int i = 0; i < NSEQ; i++) {
@@ -224,21 +256,38 @@ static void check_batched(const lt_model *m, const lt_model_delta *deltas[3], in
             for (int j = 0; j < V; j++)
                 md = fmaxf(md, fabsf(got[i][(int64_t)bad * V + j] - ref[i][(int64_t)bad * V + j]));
             CHECK(0,
-                  "qact %d, seq %d (adapter %d): batched logits differ from alone at step %d "
-                  "(max |diff| %g)",
-                  qact, i, seqs[i].adapter, bad, md);
+                  "qact %d, prompts %s, seq %d (adapter %d): batched logits differ from alone at "
+                  "step %d (max |diff| %g)",
+                  qact, in_batch ? "in the batch" : "alone", i, seqs[i].adapter, bad, md);
         }
     }
-    printf("qact %d: %d sequences, %d batch steps of up to %d rows: logits %s\n", qact, NSEQ, steps,
-           max_rows, lt_t_fail ? "checked (see failures)" : "bit-identical to alone");
+    printf("qact %d, prompts %s: %d sequences, %d batch steps of up to %d entries (%d with prompt "
+           "chunks and decode rows together): logits %s\n",
+           qact, in_batch ? "in the batch in chunks of 4" : "alone", NSEQ, steps, max_rows,
+           mixed, lt_t_fail ? "checked (see failures)" : "bit-identical to alone");
     CHECK(max_rows >= 9, "the schedule batched %d rows at most", max_rows);
+    CHECK(!in_batch || mixed >= 3, "only %d steps mixed prompt chunks and decode rows", mixed);
     for (int i = 0; i < NSEQ; i++) {
-        free(ref[i]);
         free(got[i]);
         lt_kv_cache_free(kv[i]);
     }
     free(logits);
     lt_kv_cache_free(ws);
+}
+
+/* the lone runs once per qact; prompts in the batch with qact on only (the server's setting:
+ * the qact-off products are the slow fp32 ones, and their rows are independent the same way) */
+static void check_batched_all(const lt_model *m, const lt_model_delta *deltas[3], int qact) {
+    const int V = m->config.vocab_size;
+    float *ref[NSEQ];
+    for (int i = 0; i < NSEQ; i++) {
+        ref[i] = calloc((size_t)(seqs[i].len + 1) * V, sizeof(float));
+        lone(m, deltas[seqs[i].adapter], &seqs[i], qact, ref[i]);
+    }
+    check_batched(m, deltas, qact, 0, ref);
+    if (qact) check_batched(m, deltas, qact, 1, ref);
+    for (int i = 0; i < NSEQ; i++)
+        free(ref[i]);
 }
 
 /* ---- 3. lt_generation over batched steps == lt_generate --------------------------------- */
@@ -266,7 +315,8 @@ static void check_generation(const lt_model *m, const lt_model_delta *deltas[3])
         int who[3], n = 0;
         for (int i = 0; i < NG; i++)
             if (more[i]) {
-                rows[n] = (lt_batch_row){kv[i], deltas[seqs[i].adapter], next[i], pos[i]};
+                rows[n] = (lt_batch_row){
+                    .kv = kv[i], .delta = deltas[seqs[i].adapter], .token = next[i], .pos = pos[i]};
                 who[n++] = i;
             }
         if (!n) break;
@@ -307,7 +357,9 @@ static void check_errors(const lt_model *m) {
     CHECK_OK(lt_kv_cache_create(m, 16, 2, &ws));
     if (!a || !b || !ws) goto out;
     float *lg = malloc(sizeof(float) * 3 * (size_t)m->config.vocab_size);
-    lt_batch_row r[3] = {{a, NULL, 1, 0}, {b, NULL, 1, 16}, {a, NULL, 1, 1}};
+    lt_batch_row r[3] = {{.kv = a, .token = 1, .pos = 0},
+                         {.kv = b, .token = 1, .pos = 16},
+                         {.kv = a, .token = 1, .pos = 1}};
     CHECK_ERR(lt_model_forward_batch(m, ws, r, 2, lg), LT_ERR_ARG, "row 1: position 16");
     r[1].pos = 0;
     r[1].token = m->config.vocab_size;
@@ -316,6 +368,17 @@ static void check_errors(const lt_model *m) {
     CHECK_ERR(lt_model_forward_batch(m, ws, r, 3, lg), LT_ERR_ARG, "1..2");
     CHECK_ERR(lt_model_forward_batch(m, a, r, 3, lg), LT_ERR_ARG, "rows 0 and 2 share a cache");
     CHECK_OK(lt_model_forward_batch(m, ws, r, 2, lg));
+    /* prompt chunks: past the context, more tokens than the workspace's rows, no tokens */
+    const int32_t toks[3] = {1, 2, 3};
+    lt_batch_row c[2] = {{.kv = a, .pos = 14, .n = 3, .tokens = toks},
+                          {.kv = b, .token = 1, .pos = 3}};
+    CHECK_ERR(lt_model_forward_batch(m, ws, c, 1, lg), LT_ERR_ARG,
+              "row 0: positions 14..16 outside its context of 16");
+    c[0].pos = 0;
+    CHECK_ERR(lt_model_forward_batch(m, ws, c, 2, lg), LT_ERR_ARG, "workspace takes 1..2");
+    c[0].n = 2;
+    c[0].tokens = NULL;
+    CHECK_ERR(lt_model_forward_batch(m, ws, c, 1, lg), LT_ERR_ARG, "row 0: n = 2 tokens but no");
     free(lg);
 out:
     lt_kv_cache_free(a);
@@ -349,8 +412,8 @@ int main(void) {
         lin[i] = (lt_model_delta_lin){dora->lin[i].A, dora->lin[i].B, NULL};
     lt_model_delta lora = {dora->n_layers, dora->r, dora->scale * 1.5f, lin};
     const lt_model_delta *deltas[3] = {NULL, dora, &lora};
-    check_batched(m, deltas, 1);
-    check_batched(m, deltas, 0);
+    check_batched_all(m, deltas, 1);
+    check_batched_all(m, deltas, 0);
     check_generation(m, deltas);
     check_errors(m);
     free(lin);

@@ -10,6 +10,10 @@ nothing else running; this file covers what batching changes.)
      and usage it gives when it runs alone on the server (batch of 1); one of them is also
      checked against `loratune generate --adapter` (the CLI's unbatched loop). /metrics shows
      that the decode steps really ran several rows (decode_rows_total / decode_steps_total).
+ 1b. Prompts join running requests (their prefill runs in the decode steps, a long one in
+     chunks): a ~300-token completion on an adapter and a chat, sent while a long stream
+     decodes, give what they give alone (the long one also `loratune generate`'s), and so does
+     the stream.
   2. Load: 64 concurrent streaming clients (openai client, stream=True, include_usage) on
      loopback for LT_LOAD_SECONDS (default 15 s; LT_LOAD_SLOTS slots, default 8), each sending
      request after request with
@@ -96,6 +100,54 @@ try:
     check(rows / max(steps, 1) >= 3, f"mean batch {rows}/{steps}: the requests were not batched")
     want = oaikit.generate("--prompt", reqs[2][2], "--max-tokens", str(reqs[2][3]), "--adapter", ad_b)
     check(alone[2][0] == want, f"adapter b alone {alone[2][0]!r} vs loratune generate {want!r}")
+
+    # ---- 1b. prompts joining running requests: prefill in the decode steps ---------------------
+    # A long-running stream decodes; a ~300-token prompt (over one step's 256 tokens: its
+    # prefill is cut into chunks, each next to the stream's decode row) and a short chat join it.
+    # Each gives what it gives alone, and the long one what `loratune generate` gives (its prompt
+    # in one piece, no batching); the stream is still running when they are answered.
+    long_text = "The quick brown fox jumps over the lazy dog. " * 30 + "In the end, the fox"
+    r_long = ("comp", "a", long_text, 16)
+    r_short = ("chat", "b", "Say something about the sea", 12)
+    r_run = ("comp", BASE, "Once upon a time", 160)
+    alone_long, alone_short, alone_run = ask(r_long), ask(r_short), ask(r_run)
+    check(alone_run[2] == 160, f"the running request stopped early: {alone_run!r}")
+    ends = {}
+    run_text = []
+
+    def runner():
+        s = client.completions.create(model=BASE, prompt=r_run[2], max_tokens=r_run[3], temperature=0,
+                                      stream=True)
+        for ch in s:
+            if ch.choices:
+                run_text.append(ch.choices[0].text)
+                started.set()
+        ends["run"] = time.time()
+
+    def joiner(name, r):
+        got[name] = ask(r)
+        ends[name] = time.time()
+
+    got = {}
+    started = threading.Event()
+    th = [threading.Thread(target=runner)]
+    th[0].start()
+    check(started.wait(120), "the running stream sent no text")
+    th += [threading.Thread(target=joiner, args=("long", r_long)),
+           threading.Thread(target=joiner, args=("short", r_short))]
+    for t in th[1:]:
+        t.start()
+    for t in th:
+        t.join()
+    check(got.get("long") == alone_long, f"long prompt joining: {got.get('long')!r} vs alone {alone_long!r}")
+    check(got.get("short") == alone_short, f"chat joining: {got.get('short')!r} vs alone {alone_short!r}")
+    check("".join(run_text) == alone_run[0], f"the running stream: {''.join(run_text)!r} vs alone {alone_run[0]!r}")
+    check(ends.get("run", 0) > max(ends.get("long", 1e18), ends.get("short", 1e18)),
+          f"the running stream ended before the joiners were answered: {ends}")
+    want = oaikit.generate("--prompt", long_text, "--max-tokens", "16", "--adapter", ad_a)
+    check(alone_long[0] == want, f"long prompt on adapter a {alone_long[0]!r} vs loratune generate {want!r}")
+    print(f"1b. a {len(long_text.split())}-word prompt and a chat joined a running stream: "
+          f"the same texts as alone (and as loratune generate)")
 
     # ---- 2. + 3. load, with disconnects -----------------------------------------------------
     lat, ttft, errors, tokens = [], [], [], [0]

@@ -310,28 +310,37 @@ void lt_kv_cache_set_qact(lt_kv_cache *kv, int on);
 lt_status lt_model_forward(const lt_model *m, const lt_model_delta *delta, lt_kv_cache *kv,
                            const int32_t *tokens, int n, int pos0, float *logits, int all_logits);
 
-/* One row of a batched decode step: a sequence's next token, its own cache and adapter. */
+/* One entry of a batched step: a sequence's next token (a decode row), or a chunk of its
+ * prompt (a prefill joining the step), on its own cache with its own adapter. */
 typedef struct {
     lt_kv_cache *kv;             /* the sequence's cache, positions < pos filled (borrowed) */
     const lt_model_delta *delta; /* its adapter, or NULL for the base (borrowed) */
-    int32_t token;               /* the token at position pos */
+    int32_t token;               /* n <= 1: the token at position pos */
     int pos;
+    int n;                 /* 0 or 1: one token (token); > 1: tokens[0..n) at pos..pos + n - 1 */
+    const int32_t *tokens; /* n > 1: the chunk (borrowed) */
+    int no_logits;         /* 1: no logits for this entry (a prompt chunk that is not the last) */
 } lt_batch_row;
 
-/* One decode step of n independent sequences (continuous batching): rows[i].token runs at
- * rows[i].pos of its own cache (its k / v stored there, attention over its cached positions),
- * and logits[i][V] are its next-token logits. Every linear is one product over the n rows (the
- * weights are read once per step for all of them); the adapters' low-rank parts run once per
- * run of adjacent rows with the same delta (put the rows of one adapter next to each other), so
- * requests with different adapters share the base product. A row's logits are bit-identical to
- * lt_model_forward's for that token alone (n = 1, the same cache), with qact on and weights in
- * Q4_0 / Q4_1 / Q8_0 / Q4_K or converted rows (16-bit, other blocks); fp32 weights multiplied in
- * place go through BLAS, whose sums may differ in the last bits between 1 and n rows.
- * ws: the cache whose activation buffers the step uses (it may be one of the rows' caches; its
- * k / v are not touched unless it is a row's): max_batch >= n, a context >= every row's, made
- * for m, with the same qact setting as the rows. Rows must not share a cache. Allocates
- * nothing. Errors (LT_ERR_ARG, naming the row): a position outside its context, a token outside
- * the vocabulary, a cache or delta for another model, n outside 1..max_batch. */
+/* One step of independent sequences (continuous batching): entry i runs its token(s) at its
+ * positions of its own cache (their k / v stored there, attention over its cached positions
+ * and, for a chunk, causally over the chunk), and the logits of the last token of every entry
+ * without no_logits are written to logits, one [V] row per such entry in entry order. The
+ * entries' tokens are the rows of the step (at most ws's max_batch in all): every linear is one
+ * product over all of them (the weights are read once per step for every sequence, decode rows
+ * and prompt chunks together); the adapters' low-rank parts run once per run of adjacent
+ * entries with the same delta (put one adapter's entries next to each other), so requests with
+ * different adapters share the base product. An entry's logits are bit-identical to what
+ * lt_model_forward gives for the same tokens alone (one token, or the chunk; the same cache;
+ * however the prompt was cut into chunks), with qact on and weights in Q4_0 / Q4_1 / Q8_0 /
+ * Q4_K or converted rows (16-bit, other blocks); fp32 weights multiplied in place go through
+ * BLAS, whose sums may differ in the last bits between 1 and n rows.
+ * ws: the cache whose activation buffers the step uses (it may be one of the entries' caches;
+ * its k / v are not touched unless it is an entry's): max_batch >= the step's rows, a context
+ * >= every entry's, made for m, with the same qact setting as the entries. Entries must not
+ * share a cache. Allocates nothing. Errors (LT_ERR_ARG, naming the entry): positions outside
+ * its context, a token outside the vocabulary, a cache or delta for another model, n entries
+ * outside 1..max_batch or more rows than ws's max_batch. */
 lt_status lt_model_forward_batch(const lt_model *m, lt_kv_cache *ws, const lt_batch_row *rows,
                                  int n, float *logits);
 

@@ -13,6 +13,8 @@ on stories260K (tiny, fast), every run with one thread per rank:
   products: step 1 equal within 1e-6 relative (loss, gradient norm) -- the rows are the same
   arithmetic, summed in another order -- and every later loss within 5e-3 relative (AdamW's
   normalisation enlarges rounding differences in small gradients; measured: 9e-4 after 8 steps);
+- SIGINT to mpirun: both ranks stop at one step boundary, rank 0's checkpoint resumes (with 1
+  rank) to the uninterrupted run's losses and adapter;
 - what is refused with N > 1 ranks, naming the option: automatic batch size, full fine-tuning.
 The single process is the reference (its numbers are checked against PyTorch elsewhere:
 test_trainer_golden.c, test_run_eval.c); mpirun is the real launcher. Skips (exit 77) when the
@@ -21,6 +23,7 @@ build has no MPI (-DLT_MPI) or mpirun is missing.
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -177,6 +180,48 @@ def test_resume(ref_out, ref_evs):
               f"{n}->{m}: the final adapter differs from the uninterrupted run's")
 
 
+def test_sigint():
+    """SIGINT to mpirun (it forwards SIGTERM to the ranks): every rank stops at one step
+    boundary, rank 0 writes the checkpoint; resumed with 1 rank, the run ends as the
+    uninterrupted one."""
+    longer = ["--iters", "30", "--eval-every", "10", "--save-every", "0"]
+    ref = os.path.join(TMP, "sigint_ref")
+    r, ref_evs = train(1, *COMMON, *DROPOUT, *longer, "--out", ref)
+    ok(r, "-np 1 (30 steps)")
+    out = os.path.join(TMP, "sigint")
+    cmd = [MPIRUN, "-np", "2", "--oversubscribe", ltcheck.LORATUNE, "train", *COMMON, *DROPOUT,
+           *longer, "--out", out]
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+    seen, last = 0, None
+    for line in p.stdout:
+        if line.startswith("{"):
+            last = json.loads(line)
+            if last.get("event") == "step":
+                seen += 1
+                if seen == 3:
+                    p.send_signal(signal.SIGINT)
+    try:
+        err = p.communicate(timeout=120)[1]
+    except subprocess.TimeoutExpired:
+        p.kill()
+        check(False, "mpirun -np 2 did not end within 120 s of SIGINT")
+        return
+    check(last and last.get("event") == "done" and last.get("outcome") == "interrupted",
+          f"-np 2 after SIGINT: last event {last}; stderr {err[-800:]}")
+    stopped = last.get("step", 0) if last else 0
+    check(3 <= stopped < 30, f"stopped at step {stopped}")
+    ck = os.path.join(out, "checkpoints", f"step-{stopped:08d}.safetensors")
+    check(os.path.exists(ck), f"{ck}: rank 0's checkpoint of the last step")
+    r, evs = train(1, "--resume", out, "--json")
+    ok(r, "-np 1 --resume after SIGINT")
+    steps, vals = series(evs)
+    ref_steps, ref_vals = series(ref_evs)
+    check(steps == ref_steps[stopped:], f"after SIGINT at {stopped}: steps differ")
+    check(same_file(os.path.join(ref, "adapter_model.safetensors"),
+                    os.path.join(out, "adapter_model.safetensors")),
+          "after SIGINT + resume: adapter differs from the uninterrupted run's")
+
+
 def test_vs_single_process():
     """The plain process (no mpirun, rows summed inside the products), dropout 0."""
     r0, e0 = train(0, *COMMON, "--out", os.path.join(TMP, "plain"))
@@ -214,6 +259,7 @@ def main():
     try:
         ref_out, ref_evs = test_equal_ranks()
         test_resume(ref_out, ref_evs)
+        test_sigint()
         test_vs_single_process()
         test_refused()
     finally:

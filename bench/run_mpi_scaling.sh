@@ -10,6 +10,11 @@
 # those steps / that time. The runs go in the order ROUNDS x (np2, np1, plain) so that load
 # from other users of the machine falls on all of them; the load average is printed per run.
 # Losses: -np 2 and -np 1 must be equal bit for bit (printed).
+# CPU seconds: every process (each rank) runs under /usr/bin/time (user + sys, whole process:
+# loading included). On a loaded shared machine the wall-clock ratio says little; the ratio of
+# -np 1's CPU seconds to the busier -np 2 rank's is what an idle machine with a core per rank
+# would approach (conservative: the load / tokenize time, the same in both, is in it; a rank
+# waiting in MPI_Allgather polls, so its wait counts as CPU too).
 #
 # Environment (defaults in brackets): STEPS [8]  ROUNDS [1]  LT [build/loratune]
 #   MPIRUN [mpirun]  GGUF [models/SmolLM2-135M-Instruct.Q4_1.gguf]  OUTDIR [/tmp/lt-mpi-bench]
@@ -57,10 +62,13 @@ echo "# run_mpi_scaling.sh $(date -u '+%Y-%m-%d %H:%M:%S UTC') steps $STEPS roun
      "($(getconf _NPROCESSORS_ONLN) CPUs; $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs))" >&2
 for round in $(seq 1 "$ROUNDS"); do
   for sys in np2 np1 plain; do
+    # each process under /usr/bin/time, its file named by its rank
+    timed=(sh -c '/usr/bin/time -f "%U %S %e" -o "$0.${OMPI_COMM_WORLD_RANK:-0}.time" "$@"'
+           "$RUN/$sys-$round" "$LT")
     case $sys in
-      np2) cmd=("$MPIRUN" -np 2 $MPI_ARGS "$LT") ;;
-      np1) cmd=("$MPIRUN" -np 1 $MPI_ARGS "$LT") ;;
-      plain) cmd=("$LT") ;;
+      np2) cmd=("$MPIRUN" -np 2 $MPI_ARGS "${timed[@]}") ;;
+      np1) cmd=("$MPIRUN" -np 1 $MPI_ARGS "${timed[@]}") ;;
+      plain) cmd=("${timed[@]}") ;;
     esac
     echo "## round $round $sys: ${cmd[*]} ${ARGS[0]} ... (loadavg $(cut -d' ' -f1-3 /proc/loadavg))" >&2
     echo "$(cut -d' ' -f1-3 /proc/loadavg)" > "$RUN/$sys-$round.load"
@@ -78,18 +86,30 @@ def load(name):
     t = sum(e["tokens"] / e["tokens_per_sec"] for e in st[1:] if e["tokens_per_sec"] > 0)
     tok = sum(e["tokens"] for e in st[1:])
     la = [l.split()[0] for l in open(f"{run}/{name}.load")]
+    cpu = []
+    for rank in range(2):
+        try:
+            u, s_, _ = open(f"{run}/{name}.{rank}.time").read().split()[-3:]
+            cpu.append(float(u) + float(s_))
+        except OSError:
+            pass
     return dict(losses=[e["loss"] for e in st], s_per_step=t / max(1, len(st) - 1),
-                tok_s=tok / t if t else 0, load=la)
+                tok_s=tok / t if t else 0, load=la, cpu=cpu)
 for r in range(1, rounds + 1):
     res = {s: load(f"{s}-{r}") for s in ("np2", "np1", "plain")}
     for s, v in res.items():
         print(f"round {r} {s:5s}: {v['s_per_step']:7.2f} s/step  {v['tok_s']:7.1f} loss tokens/s"
-              f"  loadavg {'->'.join(v['load'])}")
+              f"  loadavg {'->'.join(v['load'])}  CPU s per rank {v['cpu']}")
+    if not all(v["s_per_step"] for v in res.values()):
+        sys.exit("run_mpi_scaling.sh: no timed steps (STEPS >= 2: step 1 is not timed)")
     print(f"round {r}: np2 vs np1 speed-up {res['np1']['s_per_step'] / res['np2']['s_per_step']:.2f}x,"
           f" np2 vs plain {res['plain']['s_per_step'] / res['np2']['s_per_step']:.2f}x;"
           f" losses np2 == np1 bit for bit: {res['np2']['losses'] == res['np1']['losses']};"
           f" max |np2 - plain| / plain: "
           f"{max(abs(a - b) / abs(b) for a, b in zip(res['np2']['losses'], res['plain']['losses'])):.2e}")
-    print(json.dumps({"round": r, **{s: {k: v[k] for k in ('s_per_step', 'tok_s', 'load')}
+    print(f"round {r}: CPU seconds, np1 / busier np2 rank: "
+          f"{res['np1']['cpu'][0] / max(res['np2']['cpu']):.2f}x; plain / busier np2 rank: "
+          f"{res['plain']['cpu'][0] / max(res['np2']['cpu']):.2f}x")
+    print(json.dumps({"round": r, **{s: {k: v[k] for k in ('s_per_step', 'tok_s', 'load', 'cpu')}
                                      for s, v in res.items()}}))
 EOF

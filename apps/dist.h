@@ -20,5 +20,8 @@ int lt_cli_dist_start(lt_cli_dist *d);
  * or 141 in a job of several ranks) aborts the job (MPI_Abort), since the others would wait for it in the
  * next exchange. Returns rc. */
 int lt_cli_dist_finish(lt_cli_dist *d, int rc);
+/* "not built", or the MPI library this loratune was built with (its first line, e.g. "Open MPI
+ * v4.1.4, ..."): `loratune info`'s build.mpi. A static buffer. */
+const char *lt_cli_dist_build(void);
 
 #endif

@@ -4,6 +4,7 @@
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "dist.h"
 
@@ -78,4 +79,16 @@ int lt_cli_dist_finish(lt_cli_dist *d, int rc) {
 #endif
     d->active = 0;
     return rc;
+}
+
+const char *lt_cli_dist_build(void) {
+#ifdef LT_HAVE_MPI
+    static char v[MPI_MAX_LIBRARY_VERSION_STRING];
+    int n = 0;
+    if (MPI_Get_library_version(v, &n) != MPI_SUCCESS) return "built (version unknown)";
+    v[strcspn(v, "\n")] = 0;
+    return v;
+#else
+    return "not built";
+#endif
 }

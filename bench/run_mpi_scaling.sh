@@ -14,7 +14,9 @@
 # loading included). On a loaded shared machine the wall-clock ratio says little; the ratio of
 # -np 1's CPU seconds to the busier -np 2 rank's is what an idle machine with a core per rank
 # would approach (conservative: the load / tokenize time, the same in both, is in it; a rank
-# waiting in MPI_Allgather polls, so its wait counts as CPU too).
+# waiting in MPI_Allgather polls, so its wait counts as CPU too). Each round also runs every
+# system for 1 step: (CPU of STEPS steps - CPU of 1 step) / (STEPS - 1) is the CPU seconds of
+# one step without loading, tokenizing and step 1.
 #
 # Environment (defaults in brackets): STEPS [8]  ROUNDS [1]  LT [build/loratune]
 #   MPIRUN [mpirun]  GGUF [models/SmolLM2-135M-Instruct.Q4_1.gguf]  OUTDIR [/tmp/lt-mpi-bench]
@@ -61,25 +63,27 @@ ARGS=(train --model "$MODEL" --data "$DATA/train.jsonl" --valid-fraction 0 --met
 echo "# run_mpi_scaling.sh $(date -u '+%Y-%m-%d %H:%M:%S UTC') steps $STEPS rounds $ROUNDS" \
      "($(getconf _NPROCESSORS_ONLN) CPUs; $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs))" >&2
 for round in $(seq 1 "$ROUNDS"); do
-  for sys in np2 np1 plain; do
+  for sys in np2 np1 plain np2_1 np1_1 plain_1; do
     # each process under /usr/bin/time, its file named by its rank
     timed=(sh -c '/usr/bin/time -f "%U %S %e" -o "$0.${OMPI_COMM_WORLD_RANK:-0}.time" "$@"'
            "$RUN/$sys-$round" "$LT")
-    case $sys in
+    iters=$STEPS
+    case $sys in *_1) iters=1 ;; esac
+    case ${sys%_1} in
       np2) cmd=("$MPIRUN" -np 2 $MPI_ARGS "${timed[@]}") ;;
       np1) cmd=("$MPIRUN" -np 1 $MPI_ARGS "${timed[@]}") ;;
       plain) cmd=("${timed[@]}") ;;
     esac
     echo "## round $round $sys: ${cmd[*]} ${ARGS[0]} ... (loadavg $(cut -d' ' -f1-3 /proc/loadavg))" >&2
     echo "$(cut -d' ' -f1-3 /proc/loadavg)" > "$RUN/$sys-$round.load"
-    "${cmd[@]}" "${ARGS[@]}" --out "$RUN/out-$sys-$round" > "$RUN/$sys-$round.jsonl" 2> "$RUN/$sys-$round.err"
+    "${cmd[@]}" "${ARGS[@]}" --iters "$iters" --out "$RUN/out-$sys-$round" > "$RUN/$sys-$round.jsonl" 2> "$RUN/$sys-$round.err"
     echo "$(cut -d' ' -f1-3 /proc/loadavg)" >> "$RUN/$sys-$round.load"
   done
 done
 
-python3 - "$RUN" "$ROUNDS" <<'EOF'
+python3 - "$RUN" "$ROUNDS" "$STEPS" <<'EOF'
 import json, sys
-run, rounds = sys.argv[1], int(sys.argv[2])
+run, rounds, steps = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 def load(name):
     ev = [json.loads(l) for l in open(f"{run}/{name}.jsonl") if l.startswith("{")]
     st = [e for e in ev if e["event"] == "step"]
@@ -97,6 +101,9 @@ def load(name):
                 tok_s=tok / t if t else 0, load=la, cpu=cpu)
 for r in range(1, rounds + 1):
     res = {s: load(f"{s}-{r}") for s in ("np2", "np1", "plain")}
+    for s, v in res.items():  # CPU seconds of one step, from the busier rank
+        one = load(f"{s}_1-{r}")
+        v["cpu_step"] = max((a - b) / (steps - 1) for a, b in zip(v["cpu"], one["cpu"]))
     for s, v in res.items():
         print(f"round {r} {s:5s}: {v['s_per_step']:7.2f} s/step  {v['tok_s']:7.1f} loss tokens/s"
               f"  loadavg {'->'.join(v['load'])}  CPU s per rank {v['cpu']}")
@@ -110,6 +117,10 @@ for r in range(1, rounds + 1):
     print(f"round {r}: CPU seconds, np1 / busier np2 rank: "
           f"{res['np1']['cpu'][0] / max(res['np2']['cpu']):.2f}x; plain / busier np2 rank: "
           f"{res['plain']['cpu'][0] / max(res['np2']['cpu']):.2f}x")
-    print(json.dumps({"round": r, **{s: {k: v[k] for k in ('s_per_step', 'tok_s', 'load', 'cpu')}
+    print(f"round {r}: CPU seconds per step (busier rank): np2 {res['np2']['cpu_step']:.2f}, "
+          f"np1 {res['np1']['cpu_step']:.2f}, plain {res['plain']['cpu_step']:.2f}; np1 / np2 "
+          f"{res['np1']['cpu_step'] / res['np2']['cpu_step']:.2f}x, plain / np2 "
+          f"{res['plain']['cpu_step'] / res['np2']['cpu_step']:.2f}x")
+    print(json.dumps({"round": r, **{s: {k: v[k] for k in ('s_per_step', 'tok_s', 'load', 'cpu', 'cpu_step')}
                                      for s, v in res.items()}}))
 EOF

@@ -6,7 +6,10 @@
  * normalisation (1 / tokens of the whole step), checks loss and gradients for NaN/inf (skip, or
  * stop after max_nonfinite in a row), steps AdamW with the scheduled learning rate, and evaluates /
  * saves / stops early on schedule. Everything it reports goes out as JSON events to the sinks;
- * nothing here prints.
+ * nothing here prints. With a communicator (lt_run_set_comm: data parallelism, run.h) each rank
+ * computes its rows of the step row by row, and the ranks' row gradients are summed in the
+ * global batch's order on every rank (dp_accumulate), so any number of ranks gives the same
+ * bits; only rank 0 writes OUT.
  *
  * Invariants: a step is either applied whole or not at all: a stop request between
  * micro-batches rewinds the batcher and the trainer's counters to the step's start and zeroes

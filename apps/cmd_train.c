@@ -264,6 +264,10 @@ static int train(int argc, char **argv, lt_cli_dist *dist);
 /* Under mpirun / srun (apps/dist.h): one rank of a data-parallel run; rank 0 alone prints events,
  * records to the tracking store and writes OUT (docs/SCALE_OUT.md). */
 int cmd_train(int argc, char **argv) {
+    if (lt_cli_wants_help(argc, argv)) { /* no MPI for the help text */
+        usage(stdout);
+        return 0;
+    }
     lt_cli_dist dist;
     if (lt_cli_dist_start(&dist)) return 1;
     return lt_cli_dist_finish(&dist, train(argc, argv, &dist));
@@ -271,10 +275,6 @@ int cmd_train(int argc, char **argv) {
 
 static int train(int argc, char **argv, lt_cli_dist *dist) {
     const int quiet = dist->active && dist->comm.rank != 0; /* ranks other than 0 */
-    if (lt_cli_wants_help(argc, argv)) {
-        usage(stdout);
-        return 0;
-    }
     if (argc < 2) {
         usage(stderr);
         return 2;

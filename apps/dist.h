@@ -17,8 +17,8 @@ typedef struct {
  * into the same folder), else 0 with d->active 0. */
 int lt_cli_dist_start(lt_cli_dist *d);
 /* The command's exit code rc: MPI_Finalize when every rank is fine; a failing rank (rc not 0, 130
- * or 141 in a job of several ranks) aborts the job (MPI_Abort), since the others would wait for it in the
- * next exchange. Returns rc. */
+ * or 141 in a job of several ranks) aborts the job (MPI_Abort), since the others would wait for it
+ * in the next exchange. Returns rc. */
 int lt_cli_dist_finish(lt_cli_dist *d, int rc);
 /* "not built", or the MPI library this loratune was built with (its first line, e.g. "Open MPI
  * v4.1.4, ..."): `loratune info`'s build.mpi. A static buffer. */

@@ -27,13 +27,14 @@ static int launched_size(void) {
 static int mpi_allgather(void *ctx, const void *send, void *recv, size_t bytes) {
     (void)ctx;
     if (bytes > (size_t)INT_MAX) {
-        fprintf(stderr, "loratune train: data parallel: %zu bytes in one exchange (MPI counts "
-                        "stop at %d); use a smaller --batch-size or --grad-accum\n",
+        fprintf(stderr,
+                "loratune train: data parallel: %zu bytes in one exchange (MPI counts "
+                "stop at %d); use a smaller --batch-size or --grad-accum\n",
                 bytes, INT_MAX);
         return 1;
     }
-    return MPI_Allgather(send, (int)bytes, MPI_BYTE, recv, (int)bytes, MPI_BYTE,
-                         MPI_COMM_WORLD) != MPI_SUCCESS;
+    return MPI_Allgather(send, (int)bytes, MPI_BYTE, recv, (int)bytes, MPI_BYTE, MPI_COMM_WORLD) !=
+           MPI_SUCCESS;
 }
 #endif
 
@@ -54,9 +55,10 @@ int lt_cli_dist_start(lt_cli_dist *d) {
     return 0;
 #else
     if (n > 1) {
-        fprintf(stderr, "loratune train: started by an MPI launcher as one of %d processes, but "
-                        "this loratune was built without MPI (install libopenmpi-dev and build "
-                        "with -DLT_MPI=ON; docs/SCALE_OUT.md)\n",
+        fprintf(stderr,
+                "loratune train: started by an MPI launcher as one of %d processes, but "
+                "this loratune was built without MPI (install libopenmpi-dev and build "
+                "with -DLT_MPI=ON; docs/SCALE_OUT.md)\n",
                 n);
         return 1;
     }
@@ -69,8 +71,9 @@ int lt_cli_dist_finish(lt_cli_dist *d, int rc) {
     if (d->active) {
         /* 130 / 141: a stop request, which all ranks took at the same step boundary */
         if (rc != 0 && rc != 130 && rc != 141 && d->comm.size > 1) {
-            fprintf(stderr, "loratune train: rank %d of %d failed (exit %d): stopping the other "
-                            "ranks\n",
+            fprintf(stderr,
+                    "loratune train: rank %d of %d failed (exit %d): stopping the other "
+                    "ranks\n",
                     d->comm.rank, d->comm.size, rc);
             MPI_Abort(MPI_COMM_WORLD, rc);
         }

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "commands.h"
+#include "dist.h"
 #include "loratune/hwinfo.h"
 #include "loratune/nf4.h"
 #include "loratune/ops.h"
@@ -107,6 +108,8 @@ int cmd_info(int argc, char **argv) {
                 json_object_set_new(fam, k_families[i].key,
                                     json_string(lt_cpu_level_name(k_families[i].level())));
             json_object_set_new(rt, "kernels", fam);
+            json_t *bd = json_object_get(root, "build");
+            if (bd) json_object_set_new(bd, "mpi", json_string(lt_cli_dist_build()));
             const char *why = "";
             lt_dtype cd = lt_run_pick_compute_dtype(-1, LT_METHOD_LORA, &why);
             json_object_set_new(rt, "compute_dtype_auto",
@@ -158,6 +161,7 @@ int cmd_info(int argc, char **argv) {
     printf("  %-16s %s\n", "build type", hw.build_type);
     printf("  %-16s %s\n", "git revision", hw.git_rev[0] ? hw.git_rev : "unknown");
     printf("  %-16s %s\n", "sanitizers", hw.sanitizers);
+    printf("  %-16s %s\n", "MPI", lt_cli_dist_build());
     print_features("compiled for", hw.compiled_features, "baseline (SIMD kernels: run-time dispatch)");
     if (hw.openmp_version)
         printf("  %-16s %s (%d), %d threads\n", "OpenMP", omp_name(hw.openmp_version),

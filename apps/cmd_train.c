@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "commands.h"
+#include "dist.h"
 #include "train_track.h"
 #include "loratune/model.h"
 #include "loratune/run.h"
@@ -259,11 +260,22 @@ static int apply_args(int argc, char **argv, lt_run_opts *o) {
     return 0;
 }
 
+static int train(int argc, char **argv, lt_cli_dist *dist);
+
+/* Under mpirun / srun (apps/dist.h): one rank of a data-parallel run; rank 0 alone prints events,
+ * records to the tracking store and writes OUT (docs/SCALE_OUT.md). */
 int cmd_train(int argc, char **argv) {
-    if (lt_cli_wants_help(argc, argv)) {
+    if (lt_cli_wants_help(argc, argv)) { /* no MPI for the help text */
         usage(stdout);
         return 0;
     }
+    lt_cli_dist dist;
+    if (lt_cli_dist_start(&dist)) return 1;
+    return lt_cli_dist_finish(&dist, train(argc, argv, &dist));
+}
+
+static int train(int argc, char **argv, lt_cli_dist *dist) {
+    const int quiet = dist->active && dist->comm.rank != 0; /* ranks other than 0 */
     if (argc < 2) {
         usage(stderr);
         return 2;
@@ -318,7 +330,7 @@ int cmd_train(int argc, char **argv) {
     if (o.threads > 0) lt_set_num_threads(o.threads); /* OpenBLAS's count is process-wide */
     lt_run *r = NULL;
     lt_cli_stream_init(&g_out, "train");
-    if (!o.json) {
+    if (!o.json && !quiet) {
         char line[2 * LT_RUN_PATH_MAX + 32];
         int n = snprintf(line, sizeof line, "loading %s and %s ...\n", o.model, o.data);
         emit(line, n < 0 ? 0 : n >= (int)sizeof line ? sizeof line - 1 : (size_t)n);
@@ -328,7 +340,12 @@ int cmd_train(int argc, char **argv) {
         return 1;
     }
     human_ctx hc = {0};
-    lt_run_add_sink(r, o.json ? json_sink : human_sink, &hc); /* --json: the stage events too */
+    if (!quiet) lt_run_add_sink(r, o.json ? json_sink : human_sink, &hc); /* --json: stages too */
+    if (dist->active && lt_run_set_comm(r, &dist->comm)) {
+        fprintf(stderr, "loratune train: %s\n", lt_errmsg());
+        lt_run_free(r);
+        return 2;
+    }
 
     g_run = r; /* a signal while loading cancels it; while training, checkpoints and stops */
     struct sigaction sa;
@@ -346,7 +363,8 @@ int cmd_train(int argc, char **argv) {
         if (st == LT_ERR_CANCELLED && g_out.err) return LT_CLI_EXIT_STREAM_BROKE;
         return st == LT_ERR_CANCELLED ? 130 : 1;
     }
-    lt_recorder *rec = train_track_start(&o); /* the tracking store (apps/train_track.c) */
+    /* the tracking store (apps/train_track.c): rank 0's */
+    lt_recorder *rec = quiet ? NULL : train_track_start(&o);
     if (rec) lt_run_add_sink(r, lt_recorder_sink, rec);
 
     lt_run_outcome oc;
@@ -361,7 +379,7 @@ int cmd_train(int argc, char **argv) {
         fprintf(stderr, "loratune train: %s\n", lt_errmsg());
         rc = 1;
     } else if (oc == LT_RUN_INTERRUPTED) {
-        fprintf(stderr, "loratune train: interrupted; continue with: loratune train --resume %s\n",
+        if (!quiet) fprintf(stderr, "loratune train: interrupted; continue with: loratune train --resume %s\n",
                 o.out);
         rc = 130;
     } else {

@@ -663,6 +663,12 @@ static lt_status tensor_sums(lt_run *r, part_src *srcs, char **names, int n, jso
 }
 
 lt_status lt_run_save_checkpoint_(lt_run *r) {
+    if (!lt_run_writer_(r)) { /* rank 0 writes it; the others keep the bookkeeping in step */
+        snprintf(r->last_ckpt, sizeof r->last_ckpt, "%s/step-%08lld.safetensors", r->ckpt_dir,
+                 (long long)r->step);
+        r->last_ckpt_step = r->step;
+        return LT_OK;
+    }
     lt_status s = lt_mkdir_p(r->ckpt_dir, 0755, NULL);
     if (s) return s;
     int n = lt_trainer_n_tensors(r->tr);

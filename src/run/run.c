@@ -6,7 +6,10 @@
  * normalisation (1 / tokens of the whole step), checks loss and gradients for NaN/inf (skip, or
  * stop after max_nonfinite in a row), steps AdamW with the scheduled learning rate, and evaluates /
  * saves / stops early on schedule. Everything it reports goes out as JSON events to the sinks;
- * nothing here prints.
+ * nothing here prints. With a communicator (lt_run_set_comm: data parallelism, run.h) each rank
+ * computes its rows of the step row by row, and the ranks' row gradients are summed in the
+ * global batch's order on every rank (dp_accumulate), so any number of ranks gives the same
+ * bits; only rank 0 writes OUT.
  *
  * Invariants: a step is either applied whole or not at all: a stop request between
  * micro-batches rewinds the batcher and the trainer's counters to the step's start and zeroes
@@ -122,6 +125,9 @@ void lt_run_free(lt_run *r) {
     free(r->mb_buf);
     free(r->mbs);
     free(r->own_ckpts);
+    free(r->dp_send);
+    free(r->dp_recv);
+    free(r->dp_sum);
     lt_dir_lock_close(r->out_lock); /* last: OUT is written until here */
     free(r);
 }
@@ -514,6 +520,161 @@ static lt_status pick_backend(lt_run *r, const lt_backend **be) {
     return LT_OK;
 }
 
+/* ---- data parallelism (lt_run_set_comm, docs/SCALE_OUT.md) -------------------------------- */
+
+lt_status lt_run_set_comm(lt_run *r, const lt_run_comm *c) {
+    if (!r || !c) return lt_error(LT_ERR_ARG, "run: lt_run_set_comm: NULL");
+    if (r->prepared || r->prepare_failed)
+        return lt_error(LT_ERR_ARG, "run: lt_run_set_comm comes before lt_run_prepare");
+    if (c->size < 1 || c->rank < 0 || c->rank >= c->size || !c->allgather)
+        return lt_error(LT_ERR_ARG,
+                        "run: communicator: rank %d of %d (expected 0 <= rank < size and an "
+                        "allgather function)",
+                        c->rank, c->size);
+    if (r->o.method == LT_METHOD_FULL)
+        return lt_error(LT_ERR_UNSUPPORTED,
+                        "method full: data-parallel training is built for lora, dora and qlora "
+                        "(each row's gradient is kept apart until the ranks sum them in order: "
+                        "for every parameter of the model that is not built yet)");
+    if (c->size > 1 && (r->o.batch_size <= 0 || r->o.max_seq_len <= 0))
+        return lt_error(LT_ERR_ARG,
+                        "batch-size, max-seq-len: give both (not auto) for %d ranks: the automatic "
+                        "sizes follow each process's view of the free memory, which the ranks "
+                        "would not share",
+                        c->size);
+    r->comm = *c;
+    return LT_OK;
+}
+
+/* The exchange buffers: grad_accum * ceil(batch_size / size) row slots on this rank, size
+ * times that received, and the sum. */
+static lt_status dp_create(lt_run *r) {
+    int64_t P = 0;
+    for (int i = 0; i < lt_trainer_n_tensors(r->tr); i++) {
+        lt_train_tensor t;
+        if (!lt_trainer_tensor(r->tr, i, &t)) P += t.numel;
+    }
+    const int N = r->comm.size;
+    r->dp_params = P;
+    r->dp_rows = (r->o.batch_size + N - 1) / N;
+    r->dp_slot = 2 * sizeof(double) + (size_t)(P + (P & 1)) * sizeof(float); /* 8-byte aligned */
+    double send = (double)r->o.grad_accum * r->dp_rows * (double)r->dp_slot;
+    if (send * N > 0.5 * (double)SIZE_MAX)
+        return lt_error(LT_ERR_NOMEM, "data parallel: %.0f bytes of row gradients per rank",
+                        send);
+    r->dp_send = lt_malloc((size_t)send);
+    r->dp_recv = lt_malloc((size_t)send * (size_t)N);
+    r->dp_sum = lt_malloc((size_t)(P ? P : 1) * sizeof(float));
+    if (!r->dp_send || !r->dp_recv || !r->dp_sum)
+        return lt_error(LT_ERR_NOMEM,
+                        "data parallel: out of memory for %d x %d row gradients of %lld floats "
+                        "(%d ranks)",
+                        r->o.grad_accum, r->dp_rows, (long long)P, N);
+    return LT_OK;
+}
+
+/* 1 in *any when some rank was asked to stop. Collective: every rank calls it at the start of
+ * every step, so all of them stop at the same step boundary. */
+static lt_status dp_stop_any(lt_run *r, int *any) {
+    int32_t mine = atomic_load(&r->stop) ? 1 : 0;
+    *any = 0;
+    if (r->comm.allgather(r->comm.ctx, &mine, r->dp_recv, sizeof mine))
+        return lt_error(LT_ERR_IO, "data parallel: rank %d of %d: exchanging the stop flags failed",
+                        r->comm.rank, r->comm.size);
+    for (int q = 0; q < r->comm.size; q++) {
+        int32_t v;
+        memcpy(&v, r->dp_recv + (size_t)q * sizeof v, sizeof v);
+        if (v) *any = 1;
+    }
+    return LT_OK;
+}
+
+/* The rank that holds row b of a B-row micro-batch: rows [q*B/N, (q+1)*B/N) are rank q's. */
+static int dp_first_row(int q, int B, int N) {
+    return (int)((int64_t)q * B / N);
+}
+
+/* One step's gradient over the ranks. This rank's rows of each micro-batch, one row at a time:
+ * its gradient (scaled by 1 / count, the loss tokens of the whole global batch) and its loss
+ * into the row's slot; then every rank's slots (allgather), summed in the global batch's order
+ * (micro-batch, row) on every rank -- an order that does not depend on the number of ranks --
+ * and written as the trainer's gradient. Each row's dropout stream is keyed by (micro-batch,
+ * row); after the step the counters read as a single process's (micro0 + grad_accum). */
+static lt_status dp_accumulate(lt_run *r, int64_t count, int64_t tstep0, uint64_t micro0,
+                               double *loss_sum, int64_t *counted) {
+    const int N = r->comm.size, me = r->comm.rank, R = r->dp_rows, G = r->o.grad_accum;
+    const int nt = lt_trainer_n_tensors(r->tr);
+    const size_t per_rank = (size_t)G * (size_t)R * r->dp_slot;
+    const int64_t P = r->dp_params;
+    lt_status s;
+    memset(r->dp_send, 0, per_rank);
+    for (int k = 0; k < G; k++) {
+        const lt_batch *mb = &r->mbs[k];
+        int b0 = dp_first_row(me, mb->B, N), b1 = dp_first_row(me + 1, mb->B, N);
+        for (int b = b0; b < b1; b++) {
+            unsigned char *slot = r->dp_send + ((size_t)k * R + (size_t)(b - b0)) * r->dp_slot;
+            size_t off = (size_t)b * (size_t)mb->T;
+            lt_batch row = {.B = 1,
+                            .T = mb->T,
+                            .tokens = mb->tokens + off,
+                            .targets = mb->targets + off,
+                            .pos = mb->pos ? mb->pos + off : NULL,
+                            .seq = mb->seq ? mb->seq + off : NULL};
+            if (lt_batch_count(&row) == 0) continue; /* nothing to learn: the slot stays 0 */
+            lt_trainer_zero_grad(r->tr);
+            lt_trainer_set_counters(r->tr, tstep0, ((micro0 + (uint64_t)k) << 20) ^ (uint64_t)b);
+            lt_loss_stats ls;
+            if ((s = lt_trainer_accumulate(r->tr, &row, 1.0f / (float)count, &ls))) return s;
+            double head[2] = {ls.loss_sum, (double)ls.count};
+            memcpy(slot, head, sizeof head);
+            float *g = (float *)(void *)(slot + sizeof head);
+            for (int i = 0; i < nt; i++) {
+                lt_train_tensor t;
+                if (lt_trainer_tensor(r->tr, i, &t)) continue;
+                if ((s = lt_trainer_read(r->tr, i, LT_TENSOR_GRAD, 0, g, t.numel))) return s;
+                g += t.numel;
+            }
+        }
+    }
+    lt_trainer_zero_grad(r->tr);
+    lt_trainer_set_counters(r->tr, tstep0, micro0 + (uint64_t)G);
+    if (r->comm.allgather(r->comm.ctx, r->dp_send, r->dp_recv, per_rank))
+        return lt_error(LT_ERR_IO, "data parallel: rank %d of %d: exchanging the gradients failed",
+                        me, N);
+    float *sum = r->dp_sum;
+    int first = 1;
+    for (int k = 0; k < G; k++) {
+        const int B = r->mbs[k].B;
+        for (int b = 0, q = 0; b < B; b++) {
+            while (dp_first_row(q + 1, B, N) <= b)
+                q++;
+            const unsigned char *slot = r->dp_recv + (size_t)q * per_rank +
+                                        ((size_t)k * R + (size_t)(b - dp_first_row(q, B, N))) *
+                                            r->dp_slot;
+            double head[2];
+            memcpy(head, slot, sizeof head);
+            if (head[1] == 0) continue; /* a row without loss tokens (skipped by its rank) */
+            const float *g = (const float *)(const void *)(slot + sizeof head);
+            if (first)
+                memcpy(sum, g, (size_t)P * sizeof(float));
+            else
+                for (int64_t i = 0; i < P; i++)
+                    sum[i] += g[i];
+            first = 0;
+            *loss_sum += head[0];
+            *counted += (int64_t)head[1];
+        }
+    }
+    if (first) return LT_OK; /* no row had loss tokens: the gradient stays zero */
+    for (int i = 0; i < nt; i++) {
+        lt_train_tensor t;
+        if (lt_trainer_tensor(r->tr, i, &t)) continue;
+        if ((s = lt_trainer_write(r->tr, i, LT_TENSOR_GRAD, 0, sum, t.numel))) return s;
+        sum += t.numel;
+    }
+    return LT_OK;
+}
+
 static lt_status create_trainer(lt_run *r, const lt_adapter *a) {
     const lt_backend *be = NULL;
     lt_status s = pick_backend(r, &be);
@@ -568,7 +729,7 @@ static lt_status create_trainer(lt_run *r, const lt_adapter *a) {
     r->mbs = lt_calloc((size_t)r->o.grad_accum, sizeof *r->mbs);
     if (!r->mb_buf || !r->mbs)
         return lt_error(LT_ERR_NOMEM, "run: out of memory for %d micro-batches", r->o.grad_accum);
-    return LT_OK;
+    return r->comm.size ? dp_create(r) : LT_OK;
 }
 
 static lt_status prepare(lt_run *r) {
@@ -576,7 +737,7 @@ static lt_status prepare(lt_run *r) {
     lt_adapter *a = NULL;
     if (r->o.out[0]) { /* first, so that a second run into OUT fails before loading anything */
         snprintf(r->ckpt_dir, sizeof r->ckpt_dir, "%s/checkpoints", r->o.out);
-        if ((s = lt_run_take_out_(r))) return s;
+        if (lt_run_writer_(r) && (s = lt_run_take_out_(r))) return s;
     }
     /* the device first: --device cuda without a GPU fails before anything is loaded */
     const lt_backend *be = NULL;
@@ -818,6 +979,46 @@ lt_status lt_run_plan(const lt_run_shared *sh, const lt_run_opts *o, lt_train_pl
 
 /* ---- evaluation ------------------------------------------------------------------------- */
 
+/* Evaluation over the ranks: batch i is rank (i mod size)'s; every rank gets every batch's
+ * {loss_sum, tokens} and adds them in batch order, as one process does (so the same bits).
+ * Not cut short by a stop request (the ranks would part ways): the next step boundary stops. */
+static lt_status dp_evaluate(lt_run *r, lt_batcher *b, int64_t nb, lt_eval_result *out) {
+    const int N = r->comm.size;
+    double *mine = lt_calloc((size_t)(nb ? nb : 1) * 2, sizeof(double));
+    double *all = lt_malloc((size_t)(nb ? nb : 1) * 2 * (size_t)N * sizeof(double));
+    lt_status s = LT_OK;
+    if (!mine || !all) {
+        s = lt_error(LT_ERR_NOMEM, "evaluate: out of memory for %lld batches", (long long)nb);
+        goto done;
+    }
+    for (int64_t i = 0; i < nb; i++) {
+        lt_batch bt;
+        lt_loss_stats ls;
+        if ((s = lt_batcher_next(b, &bt))) goto done;
+        if (i % N != r->comm.rank) continue;
+        if ((s = lt_trainer_eval(r->tr, &bt, &ls))) goto done;
+        mine[2 * i] = ls.loss_sum;
+        mine[2 * i + 1] = (double)ls.count;
+    }
+    if (r->comm.allgather(r->comm.ctx, mine, all, (size_t)(nb ? nb : 1) * 2 * sizeof(double))) {
+        s = lt_error(LT_ERR_IO, "data parallel: rank %d of %d: exchanging the evaluation failed",
+                     r->comm.rank, N);
+        goto done;
+    }
+    for (int64_t i = 0; i < nb; i++) {
+        const double *v = all + (size_t)(i % N) * (size_t)(nb ? nb : 1) * 2 + 2 * i;
+        out->loss_sum += v[0];
+        out->tokens += (int64_t)v[1];
+        out->batches++;
+    }
+    out->loss = out->tokens ? out->loss_sum / (double)out->tokens : NAN;
+    out->ppl = exp(out->loss);
+done:
+    free(mine);
+    free(all);
+    return s;
+}
+
 /* *aborted = 1 when a stop request cut it short (then *out is partial). */
 static lt_status evaluate(lt_run *r, lt_split sp, int64_t max_batches, lt_eval_result *out,
                           int *aborted) {
@@ -839,6 +1040,7 @@ static lt_status evaluate(lt_run *r, lt_split sp, int64_t max_batches, lt_eval_r
     if ((s = lt_batcher_set_state(b, 0, 0))) return s;
     int64_t nb = lt_batcher_epoch_batches(b);
     if (max_batches > 0 && max_batches < nb) nb = max_batches;
+    if (r->comm.size) return dp_evaluate(r, b, nb, out);
     for (int64_t i = 0; i < nb; i++) {
         if (aborted && atomic_load(&r->stop)) {
             *aborted = 1;
@@ -897,6 +1099,7 @@ lt_status lt_run_save_outputs_(lt_run *r) {
     const char *out = r->o.out;
     char path[LT_RUN_PATH_MAX + 64];
     lt_status s;
+    if (!lt_run_writer_(r)) return LT_OK; /* rank 0 exports */
     if (r->o.method == LT_METHOD_FULL) {
         if ((s = lt_trainer_sync_model(r->tr))) return s; /* device copies -> the model */
         if ((s = lt_model_save_hf(r->model, r->o.model, out, LT_DTYPE_F32))) return s;
@@ -939,6 +1142,7 @@ done:
 }
 
 static lt_status write_run_config(lt_run *r) {
+    if (!lt_run_writer_(r)) return LT_OK;
     lt_status s = lt_mkdir_p(r->o.out, 0755, NULL);
     if (s) return s;
     char *y = NULL;
@@ -1021,6 +1225,7 @@ static lt_status train(lt_run *r, lt_run_outcome *outcome) {
         json_object_set_new(start, "planned_peak_bytes", json_integer(r->planned_peak));
         json_object_set_new(start, "reserved_bytes", json_integer(r->reserved_bytes));
     }
+    if (start && r->comm.size) json_object_set_new(start, "ranks", json_integer(r->comm.size));
     if (start && r->resumed_from >= 0) {
         json_object_set_new(start, "resumed_checkpoint", json_string(r->last_ckpt));
         if (r->resume_skipped) json_object_set(start, "skipped_checkpoints", r->resume_skipped);
@@ -1044,6 +1249,11 @@ static lt_status train(lt_run *r, lt_run_outcome *outcome) {
     double train_time = 0;
     int64_t steps_this_session = 0;
     while (!aborted && r->step < r->total_steps) {
+        if (r->comm.size) { /* all ranks stop at the same step boundary */
+            int any = 0;
+            if ((s = dp_stop_any(r, &any))) return s;
+            if (any) atomic_store(&r->stop, 1);
+        }
         if (atomic_load(&r->stop)) {
             aborted = 1;
             break;
@@ -1060,7 +1270,9 @@ static lt_status train(lt_run *r, lt_run_outcome *outcome) {
         }
         double loss_sum = 0;
         int64_t counted = 0;
-        if (count > 0) {
+        if (count > 0 && r->comm.size) {
+            if ((s = dp_accumulate(r, count, tstep0, micro0, &loss_sum, &counted))) return s;
+        } else if (count > 0) {
             for (int k = 0; k < r->o.grad_accum; k++) {
                 if (atomic_load(&r->stop)) { /* abandon the step: back to its start */
                     lt_trainer_zero_grad(r->tr);

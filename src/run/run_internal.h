@@ -93,7 +93,20 @@ struct lt_run {
     double train_elapsed_s;
     char result_msg[LT_RUN_PATH_MAX + 1024];
     char saved[4][LT_RUN_PATH_MAX + 64]; /* peft, mlx, gguf, hf outputs written ("" not) */
+
+    /* data parallelism (lt_run_set_comm; comm.size 0: none). Buffers made by create_trainer. */
+    lt_run_comm comm;
+    int64_t dp_params;   /* trainable floats, all tensors end to end */
+    int dp_rows;         /* row slots per micro-batch on one rank: ceil(batch_size / size) */
+    size_t dp_slot;      /* bytes of one row's slot: {loss_sum, count} doubles + dp_params floats */
+    unsigned char *dp_send; /* grad_accum * dp_rows slots: this rank's rows */
+    unsigned char *dp_recv; /* size times dp_send: every rank's, in rank order */
+    float *dp_sum;          /* [dp_params] the rows summed in global order */
 };
+/* 1 when this process writes OUT (no communicator, or rank 0). */
+static inline int lt_run_writer_(const lt_run *r) {
+    return r->comm.size == 0 || r->comm.rank == 0;
+}
 enum { LT_SAVED_PEFT = 0, LT_SAVED_MLX, LT_SAVED_GGUF, LT_SAVED_HF };
 
 void lt_run_emit_(lt_run *r, json_t *ev); /* sends to every sink, then drops the reference */

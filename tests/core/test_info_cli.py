@@ -3,6 +3,7 @@
 os.sched_getaffinity(); plus --help, the table form and a bad option."""
 import json
 import os
+import subprocess
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
@@ -92,6 +93,14 @@ def main():
           f"blas {build['blas']}")
     check(build["openmp"]["enabled"] is True, "openmp")
     check(build["build_type"] != "", "build type")
+    # MPI (docs/SCALE_OUT.md): the library's version string, whose version mpirun also prints
+    if os.environ.get("LT_MPI") == "1" and os.environ.get("LT_MPIEXEC"):
+        mv = subprocess.run([os.environ["LT_MPIEXEC"], "--version"], capture_output=True,
+                            text=True).stdout.split()
+        ver = next((w for w in mv if w[:1].isdigit()), "?")
+        check(ver in build.get("mpi", ""), f"build.mpi {build.get('mpi')!r} vs mpirun {ver}")
+    else:
+        check(build.get("mpi") == "not built", f"build.mpi {build.get('mpi')!r}")
 
     lvl = rt["kernel_level"]
     check(lvl in ("avx512", "avx2", "baseline"), f"kernel level {lvl}")

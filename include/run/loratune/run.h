@@ -290,6 +290,33 @@ lt_status lt_run_add_sink(lt_run *r, lt_run_sink fn, void *ctx); /* ctx borrowed
  * returns LT_ERR_CANCELLED; during lt_run_train: a checkpoint and LT_RUN_INTERRUPTED. */
 void lt_run_request_stop(lt_run *r);
 
+/* ---- data parallelism (docs/SCALE_OUT.md) -------------------------------------------------
+ * N processes (ranks), each with the same options, train one model together: every rank reads
+ * the whole global batch (grad_accum micro-batches of batch_size rows, the same batcher as a
+ * single process), computes the gradients of its share of the rows (rows [r*B/N, (r+1)*B/N) of
+ * each micro-batch), and the ranks exchange them. To make the result independent of N, each
+ * row's gradient is computed on its own and the rows are summed in the global batch's order
+ * (micro-batch, row) on every rank; so every rank applies the same gradient, keeps the same
+ * weights, and N ranks give bit-identical losses to 1 rank run this way (a run without a
+ * communicator sums rows inside its products: equal within rounding, not bit for bit). Eval
+ * batches are split by index and their sums taken in order (bit-identical to one process).
+ * The writer (rank 0) alone locks OUT and writes the run config, checkpoints and exports; the
+ * other ranks write nothing (give them no sinks). Stop requests take effect at the next step
+ * boundary on all ranks together. Needs explicit batch-size and max-seq-len when N > 1 (the
+ * automatic sizes would depend on each process's view of memory); lora / dora / qlora only.
+ * The library has no MPI: the caller's allgather moves the bytes (apps/ uses MPI_Allgather). */
+typedef struct {
+    int rank, size; /* 0 <= rank < size */
+    /* Collective, called by every rank in the same order: rank q's `bytes` bytes of send land
+     * at recv + q * bytes on every rank (recv holds size * bytes). Non-zero: failed (the run
+     * returns LT_ERR_IO; the caller aborts the other ranks). */
+    int (*allgather)(void *ctx, const void *send, void *recv, size_t bytes);
+    void *ctx; /* borrowed */
+} lt_run_comm;
+/* Before lt_run_prepare; comm is copied (its ctx borrowed until lt_run_free). size 1 is the
+ * same arithmetic as size N (what the N-vs-1 comparison needs). */
+lt_status lt_run_set_comm(lt_run *r, const lt_run_comm *comm);
+
 /* ---- many runs over one model, tokenizer and tokenized data (HPO trials, server jobs) ------
  * lt_run_shared_load loads what runs over the same base and data have in common, as
  * lt_run_prepare would for options o: the model (lazily mapped: only lora / dora / qlora, full

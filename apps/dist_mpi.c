@@ -1,0 +1,97 @@
+/* dist_mpi.c - MPI for `loratune train` (dist.h): MPI_Init when an MPI launcher started this
+ * process, the lt_run_comm of MPI_COMM_WORLD (MPI_Allgather of bytes), MPI_Finalize or, when a
+ * rank failed, MPI_Abort. Compiled in every build; the MPI calls only with LT_HAVE_MPI. */
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dist.h"
+
+#ifdef LT_HAVE_MPI
+#include <mpi.h>
+#endif
+
+/* The launcher's rank count, or 0 when no MPI launcher started this process: OpenMPI's mpirun
+ * (OMPI_COMM_WORLD_SIZE), MPICH / Slurm PMI-1/2 (PMI_SIZE), PMIx (Slurm srun --mpi=pmix). */
+static int launched_size(void) {
+    const char *v = getenv("OMPI_COMM_WORLD_SIZE");
+    if (!v) v = getenv("PMI_SIZE");
+    if (!v && getenv("PMIX_RANK")) v = "1"; /* size known only after MPI_Init */
+    if (!v) return 0;
+    int n = atoi(v);
+    return n > 0 ? n : 1;
+}
+
+#ifdef LT_HAVE_MPI
+static int mpi_allgather(void *ctx, const void *send, void *recv, size_t bytes) {
+    (void)ctx;
+    if (bytes > (size_t)INT_MAX) {
+        fprintf(stderr,
+                "loratune train: data parallel: %zu bytes in one exchange (MPI counts "
+                "stop at %d); use a smaller --batch-size or --grad-accum\n",
+                bytes, INT_MAX);
+        return 1;
+    }
+    return MPI_Allgather(send, (int)bytes, MPI_BYTE, recv, (int)bytes, MPI_BYTE, MPI_COMM_WORLD) !=
+           MPI_SUCCESS;
+}
+#endif
+
+int lt_cli_dist_start(lt_cli_dist *d) {
+    d->active = 0;
+    int n = launched_size();
+    if (!n) return 0;
+#ifdef LT_HAVE_MPI
+    int rank = 0, size = 1;
+    if (MPI_Init(NULL, NULL) != MPI_SUCCESS) {
+        fprintf(stderr, "loratune train: MPI_Init failed\n");
+        return 1;
+    }
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    MPI_Comm_size(MPI_COMM_WORLD, &size);
+    d->active = 1;
+    d->comm = (lt_run_comm){.rank = rank, .size = size, .allgather = mpi_allgather, .ctx = NULL};
+    return 0;
+#else
+    if (n > 1) {
+        fprintf(stderr,
+                "loratune train: started by an MPI launcher as one of %d processes, but "
+                "this loratune was built without MPI (install libopenmpi-dev and build "
+                "with -DLT_MPI=ON; docs/SCALE_OUT.md)\n",
+                n);
+        return 1;
+    }
+    return 0;
+#endif
+}
+
+int lt_cli_dist_finish(lt_cli_dist *d, int rc) {
+#ifdef LT_HAVE_MPI
+    if (d->active) {
+        /* 130 / 141: a stop request, which all ranks took at the same step boundary */
+        if (rc != 0 && rc != 130 && rc != 141 && d->comm.size > 1) {
+            fprintf(stderr,
+                    "loratune train: rank %d of %d failed (exit %d): stopping the other "
+                    "ranks\n",
+                    d->comm.rank, d->comm.size, rc);
+            MPI_Abort(MPI_COMM_WORLD, rc);
+        }
+        MPI_Finalize();
+    }
+#endif
+    d->active = 0;
+    return rc;
+}
+
+const char *lt_cli_dist_build(void) {
+#ifdef LT_HAVE_MPI
+    static char v[MPI_MAX_LIBRARY_VERSION_STRING];
+    int n = 0;
+    if (MPI_Get_library_version(v, &n) != MPI_SUCCESS) return "built (version unknown)";
+    v[strcspn(v, "\n")] = 0;
+    return v;
+#else
+    return "not built";
+#endif
+}

@@ -1,0 +1,242 @@
+/* test_run_comm.c - data parallelism in the library (run.h's lt_run_comm), without MPI: ranks
+ * are threads of this process, each with its own lt_run, and the allgather a barrier over
+ * shared memory (what MPI_Allgather does between processes; tests/run/test_train_mpi.py runs
+ * the real mpirun). This one also runs in the sanitizer build, which has no MPI.
+ *   - 1, 2 (uneven: rows 1 | 2 of 3) and 3 ranks give bit for bit the same losses, learning
+ *     rates, gradient norms, validation losses and adapter (LoRA with dropout, grad-accum 2,
+ *     packing, evaluation split over ranks), all ranks writing into one OUT, rank 0 alone;
+ *   - the ranks other than 0 emit nothing to their sinks' files (no checkpoint, no adapter of
+ *     their own: OUT holds rank 0's);
+ *   - a failed exchange fails the run with LT_ERR_IO naming the rank;
+ *   - refused: full fine-tuning, automatic sizes with several ranks, a bad rank, set after
+ *     lt_run_prepare. */
+#include <jansson.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "loratune/run.h"
+#include "lt_test.h"
+
+#define MAXR 3
+#define MAXEV 64
+
+/* ---- the in-process communicator -------------------------------------------------------- */
+typedef struct {
+    int size;
+    pthread_barrier_t bar;
+    const void *src[MAXR];
+    int fail_rank; /* >= 0: that rank's exchanges fail (and it leaves the group) */
+} group;
+typedef struct {
+    group *g;
+    int rank;
+} member;
+
+static int gather(void *ctx, const void *send, void *recv, size_t bytes) {
+    member *m = ctx;
+    group *g = m->g;
+    if (g->fail_rank == m->rank) return 1;
+    g->src[m->rank] = send;
+    pthread_barrier_wait(&g->bar);
+    for (int q = 0; q < g->size; q++)
+        memcpy((char *)recv + (size_t)q * bytes, g->src[q], bytes);
+    pthread_barrier_wait(&g->bar); /* sources stay valid until every rank has copied */
+    return 0;
+}
+
+/* ---- what a rank reported ---------------------------------------------------------------- */
+typedef struct {
+    double loss[MAXEV], lr[MAXEV], gn[MAXEV], val[MAXEV];
+    int n_step, n_eval, n_events, ranks;
+} collect;
+
+static void sink(void *ctx, const json_t *ev) {
+    collect *c = ctx;
+    const char *e = json_string_value(json_object_get(ev, "event"));
+    c->n_events++;
+    if (!strcmp(e, "step") && c->n_step < MAXEV) {
+        c->loss[c->n_step] = json_number_value(json_object_get(ev, "loss"));
+        c->lr[c->n_step] = json_number_value(json_object_get(ev, "lr"));
+        c->gn[c->n_step++] = json_number_value(json_object_get(ev, "grad_norm"));
+    } else if (!strcmp(e, "eval") && c->n_eval < MAXEV) {
+        c->val[c->n_eval++] = json_number_value(json_object_get(ev, "val_loss"));
+    } else if (!strcmp(e, "start")) {
+        c->ranks = (int)json_integer_value(json_object_get(ev, "ranks"));
+    }
+}
+
+static int same_numbers(const collect *a, const collect *b) {
+    if (a->n_step != b->n_step || a->n_eval != b->n_eval || a->n_step == 0) return 0;
+    for (int i = 0; i < a->n_step; i++)
+        if (a->loss[i] != b->loss[i] || a->lr[i] != b->lr[i] || a->gn[i] != b->gn[i]) return 0;
+    for (int i = 0; i < a->n_eval; i++)
+        if (a->val[i] != b->val[i]) return 0;
+    return 1;
+}
+
+static int same_file(const char *a, const char *b) {
+    char *x = NULL, *y = NULL;
+    size_t nx = 0, ny = 0;
+    int eq = !lt_file_read_all(a, &x, &nx) && !lt_file_read_all(b, &y, &ny) && nx == ny && nx > 0 &&
+             !memcmp(x, y, nx);
+    free(x);
+    free(y);
+    return eq;
+}
+
+static char g_dir[512], g_data[1024];
+
+static void opts(const char *out, lt_run_opts *o) {
+    lt_run_opts_default(o);
+    lt_run_opts_set(o, "model", lt_fixture("stories260K/stories260K.gguf"));
+    lt_run_opts_set(o, "data", g_data);
+    lt_run_opts_set(o, "threads", "1");
+    lt_run_opts_set(o, "iters", "6");
+    lt_run_opts_set(o, "eval-every", "3");
+    lt_run_opts_set(o, "save-every", "3");
+    lt_run_opts_set(o, "batch-size", "3");
+    lt_run_opts_set(o, "grad-accum", "2");
+    lt_run_opts_set(o, "max-seq-len", "48");
+    lt_run_opts_set(o, "pack", "true");
+    lt_run_opts_set(o, "lora-dropout", "0.1");
+    lt_run_opts_set(o, "lora-targets", "all");
+    lt_run_opts_set(o, "lr", "0.005");
+    lt_run_opts_set(o, "seed", "7");
+    lt_run_opts_set(o, "out", out);
+}
+
+typedef struct {
+    lt_run_opts o;
+    member m;
+    collect c;
+    lt_status st;
+    char msg[512]; /* lt_errmsg() of its thread */
+} rank_run;
+static char g_msg[512]; /* the first failing rank's message (run_group) */
+
+static void *run_rank(void *arg) {
+    rank_run *t = arg;
+    lt_run *r = NULL;
+    lt_run_comm comm = {.rank = t->m.rank, .size = t->m.g->size, .allgather = gather, .ctx = &t->m};
+    t->st = lt_run_new(&t->o, &r);
+    if (!t->st && t->m.rank == 0) t->st = lt_run_add_sink(r, sink, &t->c);
+    if (!t->st) t->st = lt_run_set_comm(r, &comm);
+    if (!t->st) t->st = lt_run_prepare(r);
+    lt_run_outcome oc;
+    if (!t->st) t->st = lt_run_train(r, &oc);
+    if (t->st) snprintf(t->msg, sizeof t->msg, "%s", lt_errmsg());
+    lt_run_free(r);
+    return NULL;
+}
+
+/* size ranks into one OUT; rank 0's report in *c0; LT_OK when every rank succeeded. */
+static lt_status run_group(int size, const char *out, int fail_rank, collect *c0) {
+    group g = {.size = size, .fail_rank = fail_rank};
+    pthread_barrier_init(&g.bar, NULL, (unsigned)size);
+    rank_run t[MAXR];
+    pthread_t th[MAXR];
+    memset(t, 0, sizeof t);
+    for (int q = 0; q < size; q++) {
+        opts(out, &t[q].o);
+        t[q].m = (member){&g, q};
+        pthread_create(&th[q], NULL, run_rank, &t[q]);
+    }
+    lt_status st = LT_OK;
+    for (int q = 0; q < size; q++) {
+        pthread_join(th[q], NULL);
+        if (t[q].st && !st) {
+            st = t[q].st;
+            snprintf(g_msg, sizeof g_msg, "%s", t[q].msg);
+        }
+        if (q > 0) CHECK(t[q].c.n_events == 0, "rank %d reported events", q);
+    }
+    pthread_barrier_destroy(&g.bar);
+    *c0 = t[0].c;
+    return st;
+}
+
+int main(void) {
+    snprintf(g_dir, sizeof g_dir, "%s", lt_tmpdir());
+    snprintf(g_data, sizeof g_data, "%s/data", g_dir);
+    mkdir(g_data, 0755);
+    char path[1100];
+    snprintf(path, sizeof path, "%s/train.jsonl", g_data);
+    lt_head_lines(lt_fixture("datasets/wikisql-mlx/train.jsonl"), path, 24);
+    snprintf(path, sizeof path, "%s/valid.jsonl", g_data);
+    lt_head_lines(lt_fixture("datasets/wikisql-mlx/valid.jsonl"), path, 7);
+
+    collect c[MAXR + 1];
+    char out[MAXR + 1][1100];
+    for (int n = 1; n <= MAXR; n++) {
+        snprintf(out[n], sizeof out[n], "%s/np%d", g_dir, n);
+        lt_status st = run_group(n, out[n], -1, &c[n]);
+        CHECK(st == LT_OK, "%d ranks: %s: %s", n, lt_status_name(st), g_msg);
+        CHECK(c[n].n_step == 6 && c[n].n_eval == 3 && c[n].ranks == n,
+              "%d ranks: %d steps, %d evals, start says %d ranks", n, c[n].n_step, c[n].n_eval,
+              c[n].ranks);
+    }
+    for (int n = 2; n <= MAXR; n++) {
+        CHECK(same_numbers(&c[1], &c[n]),
+              "%d ranks vs 1: numbers differ (first loss %.17g vs %.17g, last %.17g vs %.17g)", n,
+              c[n].loss[0], c[1].loss[0], c[n].loss[5], c[1].loss[5]);
+        const char *files[] = {"adapter_model.safetensors", "adapter.gguf",
+                               "mlx-lm/adapters.safetensors"};
+        for (int i = 0; i < 3; i++) {
+            char a[1200], b[1200];
+            snprintf(a, sizeof a, "%s/%s", out[1], files[i]);
+            snprintf(b, sizeof b, "%s/%s", out[n], files[i]);
+            CHECK(same_file(a, b), "%d ranks vs 1: %s differs", n, files[i]);
+        }
+    }
+    /* the numbers move: not a run that trained nothing */
+    CHECK(c[1].loss[5] < c[1].loss[0] - 0.1, "losses %.4g -> %.4g", c[1].loss[0], c[1].loss[5]);
+
+    /* a failed exchange: rank 1 fails, rank 0 must not be left waiting (a size-1 group whose
+     * only rank fails keeps the test from hanging on a barrier) */
+    {
+        collect cf;
+        char o[1100];
+        snprintf(o, sizeof o, "%s/fail", g_dir);
+        lt_status st = run_group(1, o, 0, &cf);
+        CHECK(st == LT_ERR_IO && strstr(g_msg, "rank 0 of 1") && strstr(g_msg, "exchanging"),
+              "failed exchange: %s: %s", lt_status_name(st), g_msg);
+    }
+
+    /* refusals */
+    {
+        lt_run_opts o;
+        lt_run *r = NULL;
+        member m = {NULL, 0};
+        lt_run_comm two = {.rank = 0, .size = 2, .allgather = gather, .ctx = &m};
+        char o_out[1100];
+        snprintf(o_out, sizeof o_out, "%s/refused", g_dir);
+        opts(o_out, &o);
+        lt_run_opts_set(&o, "method", "full");
+        CHECK_OK(lt_run_new(&o, &r));
+        CHECK_ERR(lt_run_set_comm(r, &two), LT_ERR_UNSUPPORTED, "method full");
+        lt_run_free(r);
+        opts(o_out, &o);
+        lt_run_opts_set(&o, "batch-size", "auto");
+        CHECK_OK(lt_run_new(&o, &r));
+        CHECK_ERR(lt_run_set_comm(r, &two), LT_ERR_ARG, "batch-size");
+        lt_run_comm one = two;
+        one.size = 1;
+        CHECK_OK(lt_run_set_comm(r, &one)); /* one rank may size itself */
+        lt_run_free(r);
+        opts(o_out, &o);
+        CHECK_OK(lt_run_new(&o, &r));
+        lt_run_comm bad = two;
+        bad.rank = 2;
+        CHECK_ERR(lt_run_set_comm(r, &bad), LT_ERR_ARG, "rank 2 of 2");
+        bad = two;
+        bad.allgather = NULL;
+        CHECK_ERR(lt_run_set_comm(r, &bad), LT_ERR_ARG, "allgather");
+        CHECK_OK(lt_run_prepare(r));
+        CHECK_ERR(lt_run_set_comm(r, &one), LT_ERR_ARG, "before lt_run_prepare");
+        lt_run_free(r);
+    }
+    LT_TEST_END();
+}

@@ -1,0 +1,271 @@
+"""test_train_mpi.py - data-parallel `loratune train` under OpenMPI's mpirun (docs/SCALE_OUT.md),
+on stories260K (tiny, fast), every run with one thread per rank:
+
+- `mpirun -np 2` equals `mpirun -np 1` bit for bit: every step's loss, learning rate and
+  gradient norm, every validation loss, and the adapter files, at the same global batch
+  (batch 3, so the two ranks hold 1 and 2 rows of each micro-batch; grad-accum 2; packing; LoRA
+  dropout 0.1, whose masks are keyed by (micro-batch, row), not by rank);
+- one writer: the -np 2 run prints one event stream (rank 0's), records one run in the
+  tracking store, and OUT holds what a single process writes;
+- a checkpoint written with 2 ranks resumes with 1 rank, and one written with 1 rank resumes
+  with 2, giving the uninterrupted run's losses and adapter bit for bit;
+- against the plain single process (no mpirun), which sums the rows inside its matrix
+  products: step 1 equal within 1e-6 relative (loss, gradient norm) -- the rows are the same
+  arithmetic, summed in another order -- and every later loss within 5e-3 relative (AdamW's
+  normalisation enlarges rounding differences in small gradients; measured: 9e-4 after 8 steps);
+- SIGINT to mpirun: both ranks stop at one step boundary, rank 0's checkpoint resumes (with 1
+  rank) to the uninterrupted run's losses and adapter;
+- what is refused with N > 1 ranks, naming the option: automatic batch size, full fine-tuning.
+The single process is the reference (its numbers are checked against PyTorch elsewhere:
+test_trainer_golden.c, test_run_eval.c); mpirun is the real launcher. Skips (exit 77) when the
+build has no MPI (-DLT_MPI) or mpirun is missing.
+"""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import ltcheck  # noqa: E402
+from ltcheck import check  # noqa: E402
+import numpy as np  # noqa: E402
+from safetensors.numpy import load_file  # noqa: E402
+
+if os.environ.get("LT_MPI") != "1":
+    print("skipped: this build has no MPI (cmake -DLT_MPI=ON; Debian: libopenmpi-dev "
+          "openmpi-bin)")
+    sys.exit(77)
+MPIRUN = os.environ.get("LT_MPIEXEC") or shutil.which("mpirun")
+if not MPIRUN or not os.path.exists(MPIRUN):
+    print("skipped: no mpirun found (Debian: openmpi-bin)")
+    sys.exit(77)
+
+MODEL = os.path.join(ltcheck.FIXTURES, "stories260K", "stories260K.gguf")
+WIKISQL = os.path.join(ltcheck.FIXTURES, "datasets", "wikisql-mlx")
+TMP = tempfile.mkdtemp(prefix="lt_train_mpi_")
+DATA = os.path.join(TMP, "data")
+STORE = os.path.join(TMP, "store")
+ENV = dict(os.environ, LORATUNE_STORE=STORE, LORATUNE_NO_TRACK="1",
+           # OpenMPI refuses root without these (CI containers run as root)
+           OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
+           OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
+ENV.pop("LT_FAULT_NAN_STEPS", None)
+
+COMMON = ["--model", MODEL, "--data", DATA, "--batch-size", "3", "--grad-accum", "2",
+          "--max-seq-len", "48", "--pack", "--lora-targets", "all", "--lr", "5e-3",
+          "--lr-schedule", "cosine", "--warmup", "2", "--iters", "8", "--eval-every", "4",
+          "--save-every", "4", "--threads", "1", "--seed", "7", "--device", "cpu", "--json"]
+DROPOUT = ["--lora-dropout", "0.1"]
+
+
+def make_data():
+    os.makedirs(DATA)
+    for split, n in (("train", 24), ("valid", 6)):
+        with open(os.path.join(WIKISQL, split + ".jsonl")) as f:
+            lines = f.readlines()[:n]
+        with open(os.path.join(DATA, split + ".jsonl"), "w") as f:
+            f.writelines(lines)
+
+
+def train(np, *args, env=None):
+    """`mpirun -np NP loratune train ARGS` (np 0: loratune alone): (result, events)."""
+    cmd = [ltcheck.LORATUNE, "train", *args]
+    if np:
+        cmd = [MPIRUN, "-np", str(np), "--oversubscribe", *cmd]
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env or ENV, timeout=300)
+    evs = []
+    for line in r.stdout.splitlines():
+        if line.strip().startswith("{"):
+            try:
+                evs.append(json.loads(line))
+            except ValueError:
+                check(False, f"np {np}: not a JSON line: {line[:200]}")
+    return r, evs
+
+
+def by(evs, kind):
+    return [e for e in evs if e.get("event") == kind]
+
+
+def series(evs):
+    steps = by(evs, "step")
+    return ([(e["step"], e["loss"], e["lr"], e["grad_norm"]) for e in steps],
+            [(e["step"], e["val_loss"]) for e in by(evs, "eval")])
+
+
+def same_file(a, b):
+    with open(a, "rb") as f, open(b, "rb") as g:
+        return f.read() == g.read()
+
+
+def ckpt_state(path):
+    """The checkpoint's loratune.state JSON without what names OUT (and its tensor sums)."""
+    with open(path, "rb") as f:
+        n = int.from_bytes(f.read(8), "little")
+        head = json.loads(f.read(n))
+    st = json.loads(head["__metadata__"]["loratune.state"])
+    st["config"].pop("out", None)
+    return st
+
+
+def ok(r, what):
+    check(r.returncode == 0, f"{what}: exit {r.returncode}: {r.stderr[-1500:]}")
+
+
+def test_equal_ranks():
+    o1, o2 = os.path.join(TMP, "np1"), os.path.join(TMP, "np2")
+    r1, e1 = train(1, *COMMON, *DROPOUT, "--out", o1)
+    ok(r1, "mpirun -np 1")
+    env = dict(ENV)
+    env.pop("LORATUNE_NO_TRACK")  # the tracking store: rank 0 alone records
+    r2, e2 = train(2, *COMMON, *DROPOUT, "--out", o2, env=env)
+    ok(r2, "mpirun -np 2")
+    s1, v1 = series(e1)
+    s2, v2 = series(e2)
+    check(len(s1) == 8 and len(v1) == 3, f"-np 1: 8 steps and 3 evals, got {len(s1)}, {len(v1)}")
+    check(s1 == s2, f"-np 2 vs -np 1 steps differ:\n{s2}\n{s1}")
+    check(v1 == v2, f"-np 2 vs -np 1 val losses differ: {v2} vs {v1}")
+    st = by(e2, "start")
+    check(len(st) == 1 and st[0].get("ranks") == 2,
+          f"-np 2: one start event (rank 0's) saying ranks 2, got {st}")
+    check(len(by(e2, "done")) == 1, "-np 2: one done event")
+    check(by(e1, "start")[0].get("ranks") == 1, "-np 1: start event says ranks 1")
+    for f in ("adapter_model.safetensors", "adapter.gguf", "mlx-lm/adapters.safetensors"):
+        a, b = os.path.join(o1, f), os.path.join(o2, f)
+        check(os.path.exists(b) and same_file(a, b), f"{f}: -np 2's differs from -np 1's")
+    # the checkpoint: every tensor (values, AdamW moments) and the state but OUT's name
+    ck = "checkpoints/step-00000004.safetensors"
+    t1, t2 = load_file(os.path.join(o1, ck)), load_file(os.path.join(o2, ck))
+    check(t1.keys() == t2.keys() and all(np.array_equal(t1[k], t2[k]) for k in t1),
+          f"{ck}: tensors differ between -np 2 and -np 1")
+    m1, m2 = ckpt_state(os.path.join(o1, ck)), ckpt_state(os.path.join(o2, ck))
+    check(m1 == m2, f"{ck}: state differs: {m2} vs {m1}")
+    check(sorted(os.listdir(o1)) == sorted(os.listdir(o2)),
+          f"OUT: {sorted(os.listdir(o2))} vs {sorted(os.listdir(o1))}")
+    rl = subprocess.run([ltcheck.LORATUNE, "runs", "list", "--json", "--store", STORE],
+                        capture_output=True, text=True, env=ENV)
+    try:
+        runs = json.loads(rl.stdout)
+        runs = runs.get("runs", runs) if isinstance(runs, dict) else runs
+    except ValueError:
+        runs = None
+    check(isinstance(runs, list) and len(runs) == 1,
+          f"tracking store: one run recorded by -np 2, got {rl.stdout[:400]} {rl.stderr[:300]}")
+    return o1, e1
+
+
+def test_resume(ref_out, ref_evs):
+    """Checkpoint of step 4 written with N ranks, resumed with M: steps 5..8 as the reference."""
+    ref_steps, ref_vals = series(ref_evs)
+    for n, m in ((2, 1), (1, 2)):
+        out = os.path.join(TMP, f"resume{n}to{m}")
+        r, _ = train(n, *COMMON, *DROPOUT, "--out", out)
+        ok(r, f"-np {n} (to resume)")
+        os.remove(os.path.join(out, "checkpoints", "step-00000008.safetensors"))
+        for f in ("adapter_model.safetensors", "adapter_config.json", "adapter.gguf"):
+            os.remove(os.path.join(out, f))
+        shutil.rmtree(os.path.join(out, "mlx-lm"))
+        r, evs = train(m, "--resume", out, "--json")
+        ok(r, f"-np {m} --resume (written with -np {n})")
+        st = by(evs, "start")
+        check(st and st[0].get("resumed_from") == 4, f"{n}->{m}: resumed from step 4: {st}")
+        steps, vals = series(evs)
+        check(steps == ref_steps[4:], f"{n}->{m}: steps 5..8 differ:\n{steps}\n{ref_steps[4:]}")
+        check(vals == ref_vals[-1:], f"{n}->{m}: final val loss {vals} vs {ref_vals[-1:]}")
+        check(same_file(os.path.join(ref_out, "adapter_model.safetensors"),
+                        os.path.join(out, "adapter_model.safetensors")),
+              f"{n}->{m}: the final adapter differs from the uninterrupted run's")
+
+
+def test_sigint():
+    """SIGINT to mpirun (it forwards SIGTERM to the ranks): every rank stops at one step
+    boundary, rank 0 writes the checkpoint; resumed with 1 rank, the run ends as the
+    uninterrupted one."""
+    longer = ["--iters", "30", "--eval-every", "10", "--save-every", "0"]
+    ref = os.path.join(TMP, "sigint_ref")
+    r, ref_evs = train(1, *COMMON, *DROPOUT, *longer, "--out", ref)
+    ok(r, "-np 1 (30 steps)")
+    out = os.path.join(TMP, "sigint")
+    cmd = [MPIRUN, "-np", "2", "--oversubscribe", ltcheck.LORATUNE, "train", *COMMON, *DROPOUT,
+           *longer, "--out", out]
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+    seen, last = 0, None
+    for line in p.stdout:
+        if line.startswith("{"):
+            last = json.loads(line)
+            if last.get("event") == "step":
+                seen += 1
+                if seen == 3:
+                    p.send_signal(signal.SIGINT)
+    try:
+        err = p.communicate(timeout=120)[1]
+    except subprocess.TimeoutExpired:
+        p.kill()
+        check(False, "mpirun -np 2 did not end within 120 s of SIGINT")
+        return
+    check(last and last.get("event") == "done" and last.get("outcome") == "interrupted",
+          f"-np 2 after SIGINT: last event {last}; stderr {err[-800:]}")
+    stopped = last.get("step", 0) if last else 0
+    check(3 <= stopped < 30, f"stopped at step {stopped}")
+    ck = os.path.join(out, "checkpoints", f"step-{stopped:08d}.safetensors")
+    check(os.path.exists(ck), f"{ck}: rank 0's checkpoint of the last step")
+    r, evs = train(1, "--resume", out, "--json")
+    ok(r, "-np 1 --resume after SIGINT")
+    steps, vals = series(evs)
+    ref_steps, ref_vals = series(ref_evs)
+    check(steps == ref_steps[stopped:], f"after SIGINT at {stopped}: steps differ")
+    check(same_file(os.path.join(ref, "adapter_model.safetensors"),
+                    os.path.join(out, "adapter_model.safetensors")),
+          "after SIGINT + resume: adapter differs from the uninterrupted run's")
+
+
+def test_vs_single_process():
+    """The plain process (no mpirun, rows summed inside the products), dropout 0."""
+    r0, e0 = train(0, *COMMON, "--out", os.path.join(TMP, "plain"))
+    ok(r0, "loratune train (no mpirun)")
+    r1, e1 = train(2, *COMMON, "--out", os.path.join(TMP, "plain_np2"))
+    ok(r1, "mpirun -np 2, dropout 0")
+    s0, _ = series(e0)
+    s1, _ = series(e1)
+    check(len(s0) == len(s1) == 8, "8 steps each")
+    if len(s0) != 8 or len(s1) != 8:
+        return
+    rel = [abs(a[1] - b[1]) / abs(b[1]) for a, b in zip(s1, s0)]
+    check(rel[0] < 1e-6, f"step 1 loss: relative difference {rel[0]:.3g} (>= 1e-6)")
+    g = abs(s1[0][3] - s0[0][3]) / s0[0][3]
+    check(g < 1e-6, f"step 1 grad norm: relative difference {g:.3g} (>= 1e-6)")
+    check(max(rel) < 5e-3, f"losses: relative differences {rel} (some >= 5e-3)")
+    check([a[2] for a in s1] == [b[2] for b in s0], "learning rates differ")
+
+
+def test_refused():
+    out = os.path.join(TMP, "refused")
+    i = COMMON.index("--batch-size")
+    args = COMMON[:i] + ["--batch-size", "auto"] + COMMON[i + 2:]
+    r, _ = train(2, *args, "--out", out)
+    check(r.returncode != 0 and "batch-size" in r.stderr and "ranks" in r.stderr,
+          f"-np 2 --batch-size auto: refused naming the option, got {r.returncode} "
+          f"{r.stderr[-600:]}")
+    r, _ = train(2, *COMMON, "--method", "full", "--out", out + "2")
+    check(r.returncode != 0 and "method full" in r.stderr,
+          f"-np 2 --method full: refused, got {r.returncode} {r.stderr[-600:]}")
+
+
+def main():
+    make_data()
+    try:
+        ref_out, ref_evs = test_equal_ranks()
+        test_resume(ref_out, ref_evs)
+        test_sigint()
+        test_vs_single_process()
+        test_refused()
+    finally:
+        shutil.rmtree(TMP, ignore_errors=True)
+    return ltcheck.finish()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

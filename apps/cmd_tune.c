@@ -33,6 +33,7 @@
 #include "loratune/run.h"
 #include "loratune/track.h"
 #include "loratune/tune.h"
+#include "task_metric.h"
 #include "tune_report.h"
 
 #define TUNE_FORMAT "loratune-tune"
@@ -59,6 +60,8 @@ typedef struct {
     int report_only;                  /* --report-only: outputs from the study folder, no run */
     int markdown;                     /* compare --markdown: print compare.md, not the table */
     compare_limits lim;               /* compare --max-memory / --max-time / --min-quality */
+    const char *task;                 /* compare --task auto|wikisql|gsm8k|none */
+    int task_examples, task_max_tokens; /* compare --task-examples / --task-max-tokens; 0 default */
 } tune_args;
 
 typedef struct { /* what one study produced (compare's row) */
@@ -987,6 +990,11 @@ static void usage(FILE *f, const char *cmd) {
             "  --max-memory SIZE      recommend only methods whose planned peak is <= SIZE\n"
             "  --max-time DUR         ... whose best trial trained in <= DUR (90s, 2m)\n"
             "  --min-quality LOSS     ... whose best validation loss is <= LOSS\n"
+            "  --task T               auto (default) | wikisql | gsm8k | none: the task metric\n"
+            "                         by greedy generation on DATA/test.jsonl (WikiSQL: exact\n"
+            "                         match of the SQL; GSM8K: final-answer accuracy)\n"
+            "  --task-examples N      the first N test examples (default 200)\n"
+            "  --task-max-tokens N    new tokens per example (default wikisql 64, gsm8k 256)\n"
             "  --markdown             print compare.md instead of the table\n"
             "  --report DIR           the HTML report there (default DIR/report)\n"
             "  --report-only          recompute the fronts, recommendation and reports from\n"
@@ -1065,6 +1073,9 @@ static int parse_args(int argc, char **argv, tune_args *a, int *resume, char *me
                                              "--max-memory",
                                              "--max-time",
                                              "--min-quality",
+                                             "--task",
+                                             "--task-examples",
+                                             "--task-max-tokens",
                                              NULL};
         for (int k = 0; valued[k]; k++)
             if (!strcmp(x, valued[k]) && !v) {
@@ -1135,6 +1146,31 @@ static int parse_args(int argc, char **argv, tune_args *a, int *resume, char *me
             snprintf(a->report_dir, sizeof a->report_dir, "%s", v), i++;
         } else if (!strcmp(x, "--report-only")) {
             a->report_only = 1;
+        } else if (TAKE("--task") || TAKE("--task-examples") || TAKE("--task-max-tokens")) {
+            if (!methods) {
+                fprintf(stderr, "loratune %s: %s is an option of `loratune compare`\n", cmd, x);
+                return 2;
+            }
+            if (TAKE("--task")) {
+                if (strcmp(v, "auto") && strcmp(v, "wikisql") && strcmp(v, "gsm8k") &&
+                    strcmp(v, "none")) {
+                    fprintf(stderr,
+                            "loratune %s: --task: expected auto, wikisql, gsm8k or none, got "
+                            "'%s'\n",
+                            cmd, v);
+                    return 2;
+                }
+                a->task = v;
+            } else {
+                long n;
+                if (lt_cli_parse_int(cmd, x, v, &n)) return 2;
+                if (n < 1 || n > 1000000) {
+                    fprintf(stderr, "loratune %s: %s: expected 1..1000000, got %ld\n", cmd, x, n);
+                    return 2;
+                }
+                *(TAKE("--task-examples") ? &a->task_examples : &a->task_max_tokens) = (int)n;
+            }
+            i++;
         } else if (TAKE("--max-memory") || TAKE("--max-time") || TAKE("--min-quality") ||
                    !strcmp(x, "--markdown")) {
             if (!methods) {
@@ -1396,6 +1432,15 @@ int cmd_tune(int argc, char **argv) {
         fprintf(stderr, "loratune tune: --%s\n", lt_errmsg());
         return 2;
     }
+    /* the task metric's test split, read (and a --task that does not fit refused) up front */
+    task_set ts;
+    if (task_set_load(a.base.data, a.task ? a.task : "auto",
+                      a.task_examples ? a.task_examples : 200, a.task_max_tokens, &ts)) {
+        fprintf(stderr, "loratune compare: %s\n", lt_errmsg());
+        return 2;
+    }
+    if (!a.json)
+        printf("task metric: %s%s\n", ts.kind ? "" : "none, loss only: ", ts.why);
     if (a.base.threads > 0) lt_set_num_threads(a.base.threads);
     setup_signals();
     lt_run_shared *sh = NULL;
@@ -1436,9 +1481,9 @@ static int compare_output(const tune_args *a, const char *root, json_t *out) {
     } else if (a->markdown) {
         fputs(md ? md : "", stdout);
     } else {
-        printf("\n%-6s %-14s %10s %9s %10s %11s %12s %10s  %s\n", "method", "trials c/p/f/i",
-               "val_loss", "time_s", "peak_MiB", "tokens/s", "trainable", "saved_MiB",
-               "best trial");
+        printf("\n%-6s %-14s %10s %9s %10s %11s %12s %10s  %-10s %s\n", "method",
+               "trials c/p/f/i", "val_loss", "time_s", "peak_MiB", "tokens/s", "trainable",
+               "saved_MiB", "best trial", "task");
         size_t i;
         json_t *r;
         json_array_foreach(rows, i, r) {
@@ -1453,7 +1498,10 @@ static int compare_output(const tune_args *a, const char *root, json_t *out) {
                        "-");
                 continue;
             }
-            printf("%-6s %-14s %10.5f %9.2f %10.1f %11.0f %12lld %10.2f  %lld\n",
+            json_t *tm = json_object_get(r, "task_metric");
+            char tv[32] = "-";
+            if (tm) snprintf(tv, sizeof tv, "%.4f", json_number_value(json_object_get(tm, "value")));
+            printf("%-6s %-14s %10.5f %9.2f %10.1f %11.0f %12lld %10.2f  %-10lld %s\n",
                    json_string_value(json_object_get(r, "method")), tr,
                    json_number_value(json_object_get(r, "best_val_loss")),
                    json_number_value(json_object_get(r, "time_s")),
@@ -1461,10 +1509,11 @@ static int compare_output(const tune_args *a, const char *root, json_t *out) {
                    json_number_value(json_object_get(r, "tokens_per_sec")),
                    (long long)json_integer_value(json_object_get(r, "trainable_params")),
                    json_integer_value(json_object_get(r, "saved_bytes")) / 1048576.0,
-                   (long long)json_integer_value(json_object_get(r, "best_trial")));
+                   (long long)json_integer_value(json_object_get(r, "best_trial")), tv);
         }
         printf("(trials: complete/pruned/failed/infeasible; time and memory are the best "
-               "trial's; val_loss only: no task metric)\n");
+               "trial's; %s)\n",
+               json_string_value(json_object_get(out, "metric")));
         report_compare_print(out, stdout);
         printf("written: %s, %s, %s/index.html\n", path, mdpath, rdir);
     }
@@ -1549,6 +1598,15 @@ int cmd_compare(int argc, char **argv) {
         fprintf(stderr, "loratune compare: --%s\n", lt_errmsg());
         return 2;
     }
+    /* the task metric's test split, read (and a --task that does not fit refused) up front */
+    task_set ts;
+    if (task_set_load(a.base.data, a.task ? a.task : "auto",
+                      a.task_examples ? a.task_examples : 200, a.task_max_tokens, &ts)) {
+        fprintf(stderr, "loratune compare: %s\n", lt_errmsg());
+        return 2;
+    }
+    if (!a.json)
+        printf("task metric: %s%s\n", ts.kind ? "" : "none, loss only: ", ts.why);
     if (a.base.threads > 0) lt_set_num_threads(a.base.threads);
     setup_signals();
     lt_run_shared *sh = NULL;
@@ -1596,12 +1654,46 @@ int cmd_compare(int argc, char **argv) {
         json_array_append_new(rows, row);
     }
     lt_run_shared_free(sh);
-    json_t *out =
-        json_pack("{s:s, s:s, s:s, s:o, s:s}", "model", a.base.model, "data", a.base.data, "metric",
-                  "best validation loss (the data has no task "
-                  "metric here: loss only)",
-                  "methods", rows, "peak_memory",
-                  "the memory plan's predicted peak of the best trial's configuration");
+    /* the task metric: each method's best trial generates on the test split */
+    for (int k = 0; k < (int)json_array_size(rows) && !rc && !g_stop && ts.kind; k++) {
+        json_t *row = json_array_get(rows, k);
+        if (sums[k].best_trial < 0) continue;
+        const char *mn = lt_train_method_name(ms[k]);
+        char tdir[LT_RUN_PATH_MAX + 64], gen[LT_RUN_PATH_MAX + 64];
+        snprintf(tdir, sizeof tdir, "%.1000s/%s/trials/%04d", root, mn, sums[k].best_trial);
+        snprintf(gen, sizeof gen, "%.1000s/%s/generations.jsonl", root, mn);
+        int full = ms[k] == LT_METHOD_FULL;
+        json_t *res = NULL;
+        if (task_eval(&ts, full ? tdir : a.base.model,
+                      a.base.tokenizer[0] ? a.base.tokenizer : a.base.model, full ? NULL : tdir,
+                      gen, &res)) {
+            fprintf(stderr, "loratune compare: task metric of %s: %s\n", mn, lt_errmsg());
+            rc = 1;
+            break;
+        }
+        if (!a.json)
+            printf("task metric: %s: %.4f (%lld of %lld correct, %.1f s)\n", mn,
+                   json_number_value(json_object_get(res, "value")),
+                   (long long)json_integer_value(json_object_get(res, "correct")),
+                   (long long)json_integer_value(json_object_get(res, "n")),
+                   json_number_value(json_object_get(res, "seconds")));
+        json_object_set_new(row, "task_metric", res);
+    }
+    char metric[1700];
+    if (ts.kind)
+        snprintf(metric, sizeof metric,
+                 "best validation loss (ranks the methods); task metric: %s", ts.why);
+    else
+        snprintf(metric, sizeof metric,
+                 "best validation loss (no task metric: %s; loss only)", ts.why);
+    json_t *out = json_pack(
+        "{s:s, s:s, s:s, s:o, s:s, s:o}", "model", a.base.model, "data", a.base.data, "metric",
+        metric, "methods", rows, "peak_memory",
+        "the memory plan's predicted peak of the best trial's configuration", "task",
+        ts.kind ? json_pack("{s:s, s:s, s:i}", "kind", task_name(ts.kind), "description", ts.why,
+                            "examples", ts.n)
+                : json_pack("{s:s, s:s}", "kind", "none", "reason", ts.why));
+    task_set_free(&ts);
     int orc = compare_output(&a, root, out);
     if (!rc) rc = orc;
     json_decref(out);

@@ -537,8 +537,8 @@ char *report_compare_markdown(const json_t *cmp) {
             json_string_value(json_object_get(cmp, "data")),
             json_string_value(json_object_get(cmp, "metric")));
     fputs("| method | trials c/p/f/i | val_loss | val_ppl | time_s | peak_MiB | tokens/s | "
-          "trainable | saved_MiB | best trial | fronts |\n"
-          "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|\n",
+          "trainable | saved_MiB | best trial | fronts | task |\n"
+          "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|\n",
           f);
     size_t i;
     json_t *r;
@@ -553,17 +553,20 @@ char *report_compare_markdown(const json_t *cmp) {
                 (long long)json_integer_value(json_object_get(r, "failed")),
                 (long long)json_integer_value(json_object_get(r, "infeasible")));
         if (!isfinite(num(r, "best_val_loss"))) {
-            fputs(" - | - | - | - | - | - | - | - | |\n", f);
+            fputs(" - | - | - | - | - | - | - | - | | - |\n", f);
             continue;
         }
         int fm = in_front(cmp, "loss_vs_memory", m), ft = in_front(cmp, "loss_vs_time", m);
-        fprintf(f, " %.5f | %.4g | %.2f | %.1f | %.0f | %lld | %.2f | %lld | %s%s%s |\n",
+        const json_t *tm = json_object_get(r, "task_metric");
+        char tv[32] = "-";
+        if (tm) snprintf(tv, sizeof tv, "%.4f", num(tm, "value"));
+        fprintf(f, " %.5f | %.4g | %.2f | %.1f | %.0f | %lld | %.2f | %lld | %s%s%s | %s |\n",
                 num(r, "best_val_loss"), num(r, "best_val_ppl"), num(r, "time_s"),
                 num(r, "peak_bytes") / 1048576.0, num(r, "tokens_per_sec"),
                 (long long)json_integer_value(json_object_get(r, "trainable_params")),
                 num(r, "saved_bytes") / 1048576.0,
                 (long long)json_integer_value(json_object_get(r, "best_trial")), fm ? "memory" : "",
-                fm && ft ? ", " : "", ft ? "time" : "");
+                fm && ft ? ", " : "", ft ? "time" : "", tv);
     }
     fputs("\nTime and memory are the best trial's (training wall time; the memory plan's "
           "predicted peak).\n\n## Pareto fronts\n\n",
@@ -776,7 +779,7 @@ lt_status report_compare_html(const json_t *cmp, const char *outdir) {
         fputs("</ul></div>\n<h2>Methods</h2>\n<table id=\"methods\"><tr><th class=\"l\">method"
               "</th><th>complete</th><th>pruned</th><th>failed</th><th>infeasible</th>"
               "<th>val_loss</th><th>val_ppl</th><th>time_s</th><th>peak_MiB</th><th>tokens/s</th>"
-              "<th>trainable</th><th>saved_MiB</th><th>best trial</th></tr>\n",
+              "<th>trainable</th><th>saved_MiB</th><th>best trial</th><th>task</th></tr>\n",
               f);
         json_array_foreach(json_object_get(cmp, "methods"), i, v) {
             fputs("<tr><td class=\"l\">", f);
@@ -786,17 +789,20 @@ lt_status report_compare_html(const json_t *cmp, const char *outdir) {
                     (long long)json_integer_value(json_object_get(v, "pruned")),
                     (long long)json_integer_value(json_object_get(v, "failed")),
                     (long long)json_integer_value(json_object_get(v, "infeasible")));
+            const json_t *tm = json_object_get(v, "task_metric");
+            char tv[32] = "-";
+            if (tm) snprintf(tv, sizeof tv, "%.4f", num(tm, "value"));
             if (isfinite(num(v, "best_val_loss")))
                 fprintf(f,
                         "<td>%.5f</td><td>%.4g</td><td>%.2f</td><td>%.1f</td><td>%.0f</td>"
-                        "<td>%lld</td><td>%.2f</td><td>%lld</td></tr>\n",
+                        "<td>%lld</td><td>%.2f</td><td>%lld</td><td>%s</td></tr>\n",
                         num(v, "best_val_loss"), num(v, "best_val_ppl"), num(v, "time_s"),
                         num(v, "peak_bytes") / 1048576.0, num(v, "tokens_per_sec"),
                         (long long)json_integer_value(json_object_get(v, "trainable_params")),
                         num(v, "saved_bytes") / 1048576.0,
-                        (long long)json_integer_value(json_object_get(v, "best_trial")));
+                        (long long)json_integer_value(json_object_get(v, "best_trial")), tv);
             else
-                fputs("<td colspan=\"8\">no complete trial</td></tr>\n", f);
+                fputs("<td colspan=\"9\">no complete trial</td></tr>\n", f);
         }
         fputs("</table>\n<p>Time and memory are the best trial's: its training wall time and the "
               "memory plan's predicted peak.</p>\n",

@@ -56,11 +56,11 @@ typedef struct {
     int user_batch;       /* --batch-size given */
     const char *store, *experiment;
     int track, json;
-    char report_dir[LT_RUN_PATH_MAX]; /* --report DIR; empty: STUDY/report */
-    int report_only;                  /* --report-only: outputs from the study folder, no run */
-    int markdown;                     /* compare --markdown: print compare.md, not the table */
-    compare_limits lim;               /* compare --max-memory / --max-time / --min-quality */
-    const char *task;                 /* compare --task auto|wikisql|gsm8k|none */
+    char report_dir[LT_RUN_PATH_MAX];   /* --report DIR; empty: STUDY/report */
+    int report_only;                    /* --report-only: outputs from the study folder, no run */
+    int markdown;                       /* compare --markdown: print compare.md, not the table */
+    compare_limits lim;                 /* compare --max-memory / --max-time / --min-quality */
+    const char *task;                   /* compare --task auto|wikisql|gsm8k|none */
     int task_examples, task_max_tokens; /* compare --task-examples / --task-max-tokens; 0 default */
 } tune_args;
 
@@ -531,8 +531,7 @@ static int run_study(tune_args *a, int resume, lt_run_shared **shp, tune_summary
 
     /* the files this command writes into the study folder (the study's own study.json is
      * the library's): a killed write's temp files go once the study's lock is held */
-    static const char *const tune_files[] = {"tune.json", "summary.json", "best_config.yaml",
-                                             NULL};
+    static const char *const tune_files[] = {"tune.json", "summary.json", "best_config.yaml", NULL};
     if (resume) {
         if (lt_study_open(a->study, &st)) {
             fprintf(stderr, "loratune %s: --resume: %s\n", a->cmd, lt_errmsg());
@@ -1432,15 +1431,6 @@ int cmd_tune(int argc, char **argv) {
         fprintf(stderr, "loratune tune: --%s\n", lt_errmsg());
         return 2;
     }
-    /* the task metric's test split, read (and a --task that does not fit refused) up front */
-    task_set ts;
-    if (task_set_load(a.base.data, a.task ? a.task : "auto",
-                      a.task_examples ? a.task_examples : 200, a.task_max_tokens, &ts)) {
-        fprintf(stderr, "loratune compare: %s\n", lt_errmsg());
-        return 2;
-    }
-    if (!a.json)
-        printf("task metric: %s%s\n", ts.kind ? "" : "none, loss only: ", ts.why);
     if (a.base.threads > 0) lt_set_num_threads(a.base.threads);
     setup_signals();
     lt_run_shared *sh = NULL;
@@ -1481,9 +1471,9 @@ static int compare_output(const tune_args *a, const char *root, json_t *out) {
     } else if (a->markdown) {
         fputs(md ? md : "", stdout);
     } else {
-        printf("\n%-6s %-14s %10s %9s %10s %11s %12s %10s  %-10s %s\n", "method",
-               "trials c/p/f/i", "val_loss", "time_s", "peak_MiB", "tokens/s", "trainable",
-               "saved_MiB", "best trial", "task");
+        printf("\n%-6s %-14s %10s %9s %10s %11s %12s %10s  %-10s %s\n", "method", "trials c/p/f/i",
+               "val_loss", "time_s", "peak_MiB", "tokens/s", "trainable", "saved_MiB", "best trial",
+               "task");
         size_t i;
         json_t *r;
         json_array_foreach(rows, i, r) {
@@ -1500,7 +1490,8 @@ static int compare_output(const tune_args *a, const char *root, json_t *out) {
             }
             json_t *tm = json_object_get(r, "task_metric");
             char tv[32] = "-";
-            if (tm) snprintf(tv, sizeof tv, "%.4f", json_number_value(json_object_get(tm, "value")));
+            if (tm)
+                snprintf(tv, sizeof tv, "%.4f", json_number_value(json_object_get(tm, "value")));
             printf("%-6s %-14s %10.5f %9.2f %10.1f %11.0f %12lld %10.2f  %-10lld %s\n",
                    json_string_value(json_object_get(r, "method")), tr,
                    json_number_value(json_object_get(r, "best_val_loss")),
@@ -1605,8 +1596,7 @@ int cmd_compare(int argc, char **argv) {
         fprintf(stderr, "loratune compare: %s\n", lt_errmsg());
         return 2;
     }
-    if (!a.json)
-        printf("task metric: %s%s\n", ts.kind ? "" : "none, loss only: ", ts.why);
+    if (!a.json) printf("task metric: %s%s\n", ts.kind ? "" : "none, loss only: ", ts.why);
     if (a.base.threads > 0) lt_set_num_threads(a.base.threads);
     setup_signals();
     lt_run_shared *sh = NULL;
@@ -1681,18 +1671,18 @@ int cmd_compare(int argc, char **argv) {
     }
     char metric[1700];
     if (ts.kind)
-        snprintf(metric, sizeof metric,
-                 "best validation loss (ranks the methods); task metric: %s", ts.why);
+        snprintf(metric, sizeof metric, "best validation loss (ranks the methods); task metric: %s",
+                 ts.why);
     else
-        snprintf(metric, sizeof metric,
-                 "best validation loss (no task metric: %s; loss only)", ts.why);
-    json_t *out = json_pack(
-        "{s:s, s:s, s:s, s:o, s:s, s:o}", "model", a.base.model, "data", a.base.data, "metric",
-        metric, "methods", rows, "peak_memory",
-        "the memory plan's predicted peak of the best trial's configuration", "task",
-        ts.kind ? json_pack("{s:s, s:s, s:i}", "kind", task_name(ts.kind), "description", ts.why,
-                            "examples", ts.n)
-                : json_pack("{s:s, s:s}", "kind", "none", "reason", ts.why));
+        snprintf(metric, sizeof metric, "best validation loss (no task metric: %s; loss only)",
+                 ts.why);
+    json_t *out =
+        json_pack("{s:s, s:s, s:s, s:o, s:s, s:o}", "model", a.base.model, "data", a.base.data,
+                  "metric", metric, "methods", rows, "peak_memory",
+                  "the memory plan's predicted peak of the best trial's configuration", "task",
+                  ts.kind ? json_pack("{s:s, s:s, s:i}", "kind", task_name(ts.kind), "description",
+                                      ts.why, "examples", ts.n)
+                          : json_pack("{s:s, s:s}", "kind", "none", "reason", ts.why));
     task_set_free(&ts);
     int orc = compare_output(&a, root, out);
     if (!rc) rc = orc;

@@ -34,8 +34,10 @@ void task_set_free(task_set *ts) {
 }
 
 static char *dup_trim(const char *s, size_t n) {
-    while (n && isspace((unsigned char)*s)) s++, n--;
-    while (n && isspace((unsigned char)s[n - 1])) n--;
+    while (n && isspace((unsigned char)*s))
+        s++, n--;
+    while (n && isspace((unsigned char)s[n - 1]))
+        n--;
     char *r = malloc(n + 1);
     if (r) memcpy(r, s, n), r[n] = 0;
     return r;
@@ -44,10 +46,12 @@ static char *dup_trim(const char *s, size_t n) {
 /* The number after "####" on the last non-empty line of a GSM8K solution, or NULL. */
 static char *gsm8k_reference(const char *ans) {
     const char *h = NULL;
-    for (const char *p = strstr(ans, "####"); p; p = strstr(p + 1, "####")) h = p;
+    for (const char *p = strstr(ans, "####"); p; p = strstr(p + 1, "####"))
+        h = p;
     if (!h) return NULL;
     const char *e = h + 4;
-    while (*e && *e != '\n') e++;
+    while (*e && *e != '\n')
+        e++;
     for (const char *q = e; *q; q++)
         if (!isspace((unsigned char)*q)) return NULL; /* "####" not on the last line */
     char *num = NULL;
@@ -94,12 +98,14 @@ int task_score(task_kind k, const char *gen, const char *ref, char **pred) {
     const char *h = strstr(gen, "####");
     if (h) { /* strict: "#### N" (spaces and '$' allowed between) */
         const char *p = h + 4;
-        while (*p == ' ' || *p == '$') p++;
+        while (*p == ' ' || *p == '$')
+            p++;
         if (isdigit((unsigned char)*p) || (*p == '-' && isdigit((unsigned char)p[1])))
             next_number(p, num, sizeof num);
     }
     if (!num[0]) /* flexible: the last number of the text */
-        for (const char *p = gen; (p = next_number(p, last, sizeof last));) snprintf(num, sizeof num, "%s", last);
+        for (const char *p = gen; (p = next_number(p, last, sizeof last));)
+            snprintf(num, sizeof num, "%s", last);
     *pred = strdup(num);
     if (!*pred || !num[0]) return 0;
     char *e1, *e2;
@@ -118,13 +124,14 @@ lt_status task_set_load(const char *data, const char *want, int limit, int max_t
     snprintf(ts->path, sizeof ts->path, "%s/test.jsonl", data);
     FILE *f = lt_path_is_dir(data) ? fopen(ts->path, "r") : NULL;
     if (!f) {
-        snprintf(ts->why, sizeof ts->why, "%s", lt_path_is_dir(data)
-                 ? "the data folder has no test.jsonl to generate on"
-                 : "the data is one file (no test split to generate on)");
+        snprintf(ts->why, sizeof ts->why, "%s",
+                 lt_path_is_dir(data) ? "the data folder has no test.jsonl to generate on"
+                                      : "the data is one file (no test split to generate on)");
         return forced ? lt_error(LT_ERR_ARG, "--task %s: %s", want, ts->why) : LT_OK;
     }
-    task_kind k = !strcmp(want, "wikisql") ? TASK_WIKISQL : !strcmp(want, "gsm8k") ? TASK_GSM8K
-                                                                                     : TASK_NONE;
+    task_kind k = !strcmp(want, "wikisql") ? TASK_WIKISQL
+                  : !strcmp(want, "gsm8k") ? TASK_GSM8K
+                                           : TASK_NONE;
     char *lb = NULL;
     size_t cap = 0;
     long lineno = 0;
@@ -141,7 +148,8 @@ lt_status task_set_load(const char *data, const char *want, int limit, int max_t
         json_t *r = json_loads(lb, 0, &je);
         const char *text = json_string_value(json_object_get(r, "text"));
         const char *a = NULL;
-        for (const char *p = text ? strstr(text, "\nA:") : NULL; p; p = strstr(p + 1, "\nA:")) a = p;
+        for (const char *p = text ? strstr(text, "\nA:") : NULL; p; p = strstr(p + 1, "\nA:"))
+            a = p;
         const char *why = !r      ? "not a JSON object"
                           : !text ? "no \"text\" field (the task metric reads text records "
                                     "\"...\\nA: answer\")"
@@ -150,7 +158,8 @@ lt_status task_set_load(const char *data, const char *want, int limit, int max_t
         char *ref = NULL;
         if (!why) {
             const char *ans = a + 3;
-            while (*ans == ' ') ans++;
+            while (*ans == ' ')
+                ans++;
             task_kind guess = !strncmp(ans, "SELECT ", 7) ? TASK_WIKISQL : TASK_GSM8K;
             if (k == TASK_NONE) k = guess; /* auto: the first record decides */
             if (k == TASK_WIKISQL) {
@@ -199,7 +208,8 @@ lt_status task_set_load(const char *data, const char *want, int limit, int max_t
     }
     ts->kind = k;
     ts->max_tokens = max_tokens > 0 ? max_tokens : k == TASK_WIKISQL ? 64 : 256;
-    snprintf(ts->why, sizeof ts->why, "%s on the first %d examples of %s (greedy, %d new tokens at most)",
+    snprintf(ts->why, sizeof ts->why,
+             "%s on the first %d examples of %s (greedy, %d new tokens at most)",
              k == TASK_WIKISQL ? "WikiSQL exact match of the SQL" : "GSM8K final-answer accuracy",
              ts->n, ts->path, ts->max_tokens);
     return LT_OK;
@@ -256,14 +266,15 @@ lt_status task_eval(const task_set *ts, const char *model, const char *tokenizer
     }
     if (!st) {
         lt_kv_cache_set_qact(kv, 1);
-        st = lt_sampler_create(&(lt_sampler_params){.temperature = 0, .top_p = 0.95f}, m->config.vocab_size, &s);
+        st = lt_sampler_create(&(lt_sampler_params){.temperature = 0, .top_p = 0.95f},
+                               m->config.vocab_size, &s);
     }
-    if (!st && !(gf = fopen(gen_path, "w")))
-        st = lt_error(LT_ERR_IO, "%s: cannot write", gen_path);
+    if (!st && !(gf = fopen(gen_path, "w"))) st = lt_error(LT_ERR_IO, "%s: cannot write", gen_path);
     for (int i = 0; !st && i < ts->n; i++) {
         int32_t *ids = NULL;
         size_t n_ids = 0;
-        if ((st = lt_tokenizer_encode(tok, ts->prompt[i], strlen(ts->prompt[i]), 1, 1, &ids, &n_ids)))
+        if ((st = lt_tokenizer_encode(tok, ts->prompt[i], strlen(ts->prompt[i]), 1, 1, &ids,
+                                      &n_ids)))
             break;
         int room = ctx - (int)n_ids;
         g.n = 0;
@@ -285,7 +296,8 @@ lt_status task_eval(const task_set *ts, const char *model, const char *tokenizer
                               "prompt", ts->prompt[i], "reference", ts->reference[i], "generated",
                               gen, "prediction", pred ? pred : "", "correct", ok);
         char *line = o ? json_dumps(o, JSON_COMPACT | JSON_ENSURE_ASCII) : NULL;
-        if (!line || fprintf(gf, "%s\n", line) < 0) st = lt_error(LT_ERR_IO, "%s: cannot write", gen_path);
+        if (!line || fprintf(gf, "%s\n", line) < 0)
+            st = lt_error(LT_ERR_IO, "%s: cannot write", gen_path);
         free(line);
         json_decref(o);
         free(pred);
@@ -293,13 +305,12 @@ lt_status task_eval(const task_set *ts, const char *model, const char *tokenizer
     if (gf && fclose(gf) && !st) st = lt_error(LT_ERR_IO, "%s: cannot write", gen_path);
     clock_gettime(CLOCK_MONOTONIC, &t1);
     if (!st)
-        *result = json_pack(
-            "{s:s, s:s, s:f, s:i, s:i, s:i, s:f, s:s}", "name",
-            ts->kind == TASK_WIKISQL ? "wikisql_exact_match" : "gsm8k_accuracy", "description",
-            ts->why, "value", (double)correct / ts->n, "correct", correct, "n", ts->n,
-            "max_tokens", ts->max_tokens,
-            "seconds", (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (t1.tv_nsec - t0.tv_nsec),
-            "generations", gen_path);
+        *result = json_pack("{s:s, s:s, s:f, s:i, s:i, s:i, s:f, s:s}", "name",
+                            ts->kind == TASK_WIKISQL ? "wikisql_exact_match" : "gsm8k_accuracy",
+                            "description", ts->why, "value", (double)correct / ts->n, "correct",
+                            correct, "n", ts->n, "max_tokens", ts->max_tokens, "seconds",
+                            (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (t1.tv_nsec - t0.tv_nsec),
+                            "generations", gen_path);
     free(g.buf);
     lt_sampler_free(s);
     lt_kv_cache_free(kv);

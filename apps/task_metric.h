@@ -26,13 +26,13 @@ typedef enum { TASK_NONE = 0, TASK_WIKISQL, TASK_GSM8K } task_kind;
 
 typedef struct {
     task_kind kind;
-    char why[1400];     /* TASK_NONE: why there is no metric; else what the metric is */
-    char path[1100];    /* the test file read */
-    int n;              /* examples kept (the first n of the file) */
-    char **prompt;      /* [n] owned */
-    char **reference;   /* [n] owned: the SQL, or the final answer's number */
-    long *line;         /* [n] 1-based line in path */
-    int max_tokens;     /* new tokens per example */
+    char why[1400];   /* TASK_NONE: why there is no metric; else what the metric is */
+    char path[1100];  /* the test file read */
+    int n;            /* examples kept (the first n of the file) */
+    char **prompt;    /* [n] owned */
+    char **reference; /* [n] owned: the SQL, or the final answer's number */
+    long *line;       /* [n] 1-based line in path */
+    int max_tokens;   /* new tokens per example */
 } task_set;
 
 /* Reads the test split of data (a folder with test.jsonl). want: "auto", "wikisql", "gsm8k" or

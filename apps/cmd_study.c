@@ -27,6 +27,7 @@ static void usage(FILE *f) {
             "                             [--prune-min-resource R [--reduction-factor E]\n"
             "                              [--min-early-stopping-rate S]]  (prints prune|continue)\n"
             "       loratune study show   --study DIR [--json]\n"
+            "       loratune study importance --study DIR [--json]\n"
             "\n"
             "An ask/tell hyperparameter study kept in DIR/study.json (written atomically).\n"
             "SPACE.json maps each parameter name to\n"
@@ -36,7 +37,8 @@ static void usage(FILE *f) {
             "ask prints {\"trial\": N, \"params\": {...}}; tell ends trial N with its value (or as\n"
             "failed / pruned); report records an intermediate value of a running trial (and with\n"
             "--prune-min-resource decides by successive halving whether to stop it); show\n"
-            "prints the trials and the best one.\n"
+            "prints the trials and the best one; importance each parameter's share of the\n"
+            "objective's variance (fANOVA of the GP mean; docs/TUNE.md).\n"
             "Samplers: auto (default) and gp: Sobol for the first --n-startup trials (default\n"
             "clamp(dims+1, 5, 10)), then Gaussian-process BO with log expected improvement;\n"
             "random; sobol. tpe is not implemented yet. Method: docs/TUNE.md.\n");
@@ -136,10 +138,10 @@ int cmd_study(int argc, char **argv) {
     }
     int is_create = !strcmp(sub, "create"), is_ask = !strcmp(sub, "ask"),
         is_tell = !strcmp(sub, "tell"), is_show = !strcmp(sub, "show"),
-        is_report = !strcmp(sub, "report");
-    if (!is_create && !is_ask && !is_tell && !is_show && !is_report) {
+        is_report = !strcmp(sub, "report"), is_imp = !strcmp(sub, "importance");
+    if (!is_create && !is_ask && !is_tell && !is_show && !is_report && !is_imp) {
         fprintf(stderr, "loratune study: unknown subcommand '%s' (create, ask, tell, report, "
-                        "show)\n", sub);
+                        "show, importance)\n", sub);
         return 2;
     }
     if (!dir) {
@@ -293,7 +295,8 @@ int cmd_study(int argc, char **argv) {
     }
     lt_study *s;
     /* show reads without the lock: a study a running `loratune tune` holds can be watched */
-    if (is_show ? lt_study_open_readonly(dir, &s) : open_waiting(dir, &s)) return fail(sub);
+    if (is_show || is_imp ? lt_study_open_readonly(dir, &s) : open_waiting(dir, &s))
+        return fail(sub);
     int rc = 0;
     if (is_ask) {
         int n;
@@ -313,6 +316,32 @@ int cmd_study(int argc, char **argv) {
             printf("\n");
         }
         free(j);
+    } else if (is_imp) {
+        int np = lt_study_n_params(s), nu = 0;
+        double imp[np + 1], mf = 0;
+        if (lt_study_param_importance(s, imp, &mf, &nu)) {
+            rc = fail(sub);
+        } else {
+            json_t *o = json_object(), *p = json_object();
+            for (int i = 0; i < np; i++)
+                json_object_set_new(p, lt_study_param_name(s, i), json_real(imp[i]));
+            json_object_set_new(o, "importance", p);
+            json_object_set_new(o, "main_effects_fraction", json_real(mf));
+            json_object_set_new(o, "n_complete", json_integer(nu));
+            json_object_set_new(o, "method", json_string("fANOVA of the GP posterior mean"));
+            if (as_json) {
+                char *j = json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(17));
+                printf("%s\n", j ? j : "{}");
+                free(j);
+            } else {
+                for (int i = 0; i < np; i++)
+                    printf("%-24s %.4f\n", lt_study_param_name(s, i), imp[i]);
+                printf("(fANOVA of the GP mean over %d complete trials; main effects explain "
+                       "%.0f%% of its variance)\n",
+                       nu, 100 * mf);
+            }
+            json_decref(o);
+        }
     } else if (is_tell) {
         if (trial > 2147483647L) trial = -1;
         if (lt_study_tell(s, (int)trial, ts, value)) rc = fail(sub);

@@ -570,3 +570,8 @@ lt_status lt_study_summary_json(const lt_study *s, char **out, int *best_trial) 
     *out = o ? dump(o) : NULL;
     return *out ? LT_OK : lt_error(LT_ERR_NOMEM, "out of memory");
 }
+
+lt_status lt_study_param_importance(const lt_study *s, double *imp, double *main_fraction,
+                                    int *n_used) {
+    return lt_tune_importance(&s->space, s->trials, s->opt.maximize, imp, main_fraction, n_used);
+}

@@ -140,6 +140,15 @@ lt_status lt_study_trial_json(const lt_study *s, int trial, char **out);
  *  "best": {trial, value, params} or null}; malloc'd. *best_trial = -1 when none complete. */
 lt_status lt_study_summary_json(const lt_study *s, char **out, int *best_trial);
 
+/* Parameter importance: a functional ANOVA (fANOVA) of the GP's posterior mean fitted to the
+ * complete trials, each parameter's main-effect variance over its sampling distribution
+ * (docs/TUNE.md, "Parameter importance"). imp[lt_study_n_params(s)] sums to 1 (0 for every
+ * parameter when all values are equal); *main_fraction (may be NULL) is the share of the
+ * mean's variance the main effects explain (1 - interactions); *n_used (may be NULL) the
+ * complete trials used. LT_ERR_ARG with fewer than 3 complete trials. */
+lt_status lt_study_param_importance(const lt_study *s, double *imp, double *main_fraction,
+                                    int *n_used);
+
 #ifdef __cplusplus
 }
 #endif

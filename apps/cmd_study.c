@@ -20,7 +20,7 @@ static void usage(FILE *f) {
     fprintf(f,
             "usage: loratune study create --study DIR --space SPACE.json [--direction minimize|maximize]\n"
             "                             [--sampler gp|tpe|random|auto|sobol] [--seed S]\n"
-            "                             [--n-startup N]\n"
+            "                             [--n-startup N] [--warm-start OTHER_DIR]\n"
             "       loratune study ask    --study DIR [--json]\n"
             "       loratune study tell   --study DIR --trial N (--value V | --state failed|pruned)\n"
             "       loratune study report --study DIR --trial N --step S --value V\n"
@@ -101,7 +101,7 @@ int cmd_study(int argc, char **argv) {
     const char *sub = argv[1];
     const char *dir = NULL, *space = NULL, *direction = NULL, *sampler = NULL, *state = NULL;
     const char *trial_s = NULL, *value_s = NULL, *seed_s = NULL, *n0_s = NULL, *step_s = NULL;
-    const char *minres_s = NULL, *eta_s = NULL, *rate_s = NULL;
+    const char *minres_s = NULL, *eta_s = NULL, *rate_s = NULL, *warm = NULL;
     int as_json = 0;
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i];
@@ -125,6 +125,7 @@ int cmd_study(int argc, char **argv) {
         else if (!strcmp(a, "--prune-min-resource")) slot = &minres_s;
         else if (!strcmp(a, "--reduction-factor")) slot = &eta_s;
         else if (!strcmp(a, "--min-early-stopping-rate")) slot = &rate_s;
+        else if (!strcmp(a, "--warm-start")) slot = &warm;
         if (!slot) {
             fprintf(stderr, "loratune study %s: unknown option '%s' (see loratune study --help)\n",
                     sub, a);
@@ -152,7 +153,7 @@ int cmd_study(int argc, char **argv) {
     struct { const char *v, *name; int ok; } own[] = {
         {space, "--space", is_create},         {direction, "--direction", is_create},
         {sampler, "--sampler", is_create},     {seed_s, "--seed", is_create},
-        {n0_s, "--n-startup", is_create},      {trial_s, "--trial", is_tell || is_report},
+        {n0_s, "--n-startup", is_create},      {warm, "--warm-start", is_create},      {trial_s, "--trial", is_tell || is_report},
         {value_s, "--value", is_tell || is_report}, {state, "--state", is_tell},
         {step_s, "--step", is_report},         {minres_s, "--prune-min-resource", is_report},
         {eta_s, "--reduction-factor", is_report}, {rate_s, "--min-early-stopping-rate", is_report},
@@ -213,6 +214,17 @@ int cmd_study(int argc, char **argv) {
         }
         printf("study created in %s: %d parameters, sampler %s\n", dir, lt_study_n_params(s),
                sampler ? sampler : "auto");
+        int used = 0, skipped = 0;
+        if (warm && lt_study_warm_start(s, warm, &used, &skipped)) {
+            /* the study stays (created, with no warm start): say so */
+            fprintf(stderr, "loratune study create: --warm-start: %s (the study was created "
+                            "without it)\n", lt_errmsg());
+            lt_study_close(s);
+            return 1;
+        }
+        if (warm)
+            printf("warm start: %d complete trials of %s (%d outside this space, skipped)\n",
+                   used, warm, skipped);
         lt_study_close(s);
         return 0;
     }

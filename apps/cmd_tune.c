@@ -17,6 +17,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <jansson.h>
+#include <limits.h>
 #include <math.h>
 #include <signal.h>
 #include <stdio.h>
@@ -60,6 +61,7 @@ typedef struct {
     int report_only;                    /* --report-only: outputs from the study folder, no run */
     int markdown;                       /* compare --markdown: print compare.md, not the table */
     compare_limits lim;                 /* compare --max-memory / --max-time / --min-quality */
+    char warm_start[LT_RUN_PATH_MAX];   /* --warm-start STUDY: an earlier study's trials */
     const char *task;                   /* compare --task auto|wikisql|gsm8k|none */
     int task_examples, task_max_tokens; /* compare --task-examples / --task-max-tokens; 0 default */
 } tune_args;
@@ -476,6 +478,66 @@ static void write_study_report(const tune_args *a) {
         printf("report: %s/index.html\n", dir);
 }
 
+/* Path equality for the warm start's "same model and data": the resolved paths when both
+ * resolve, else the strings. */
+static int same_path(const char *x, const char *y) {
+    char rx[PATH_MAX], ry[PATH_MAX];
+    if (realpath(x, rx) && realpath(y, ry)) return !strcmp(rx, ry);
+    return !strcmp(x, y);
+}
+
+/* --warm-start: the earlier study must be of the same model, data and method (its tune.json);
+ * its complete trials that fit this space become the GP's prior observations
+ * (lt_study_warm_start). Options that change what the loss means (length, evaluation) only
+ * print a note. */
+static lt_status warm_start(const tune_args *a, lt_study *st) {
+    json_t *tj = NULL;
+    lt_status s = load_tune_json(a->warm_start, &tj);
+    if (s) {
+        fprintf(stderr, "loratune %s: --warm-start: %s\n", a->cmd, lt_errmsg());
+        return LT_ERR_ARG;
+    }
+    json_t *b = json_object_get(tj, "base");
+    const char *old[3] = {json_string_value(json_object_get(b, "model")),
+                          json_string_value(json_object_get(b, "data")),
+                          json_string_value(json_object_get(b, "method"))};
+    const char *now[3] = {a->base.model, a->base.data, lt_train_method_name(a->base.method)};
+    static const char *const what[3] = {"model", "data", "method"};
+    for (int k = 0; k < 3; k++)
+        if (!old[k] || (k < 2 ? !same_path(old[k], now[k]) : strcmp(old[k], now[k]) != 0)) {
+            fprintf(stderr,
+                    "loratune %s: --warm-start: %s is a study of another %s (%s, not %s): a "
+                    "warm start needs the same model, data and method\n",
+                    a->cmd, a->warm_start, what[k], old[k] ? old[k] : "?", now[k]);
+            json_decref(tj);
+            return LT_ERR_ARG;
+        }
+    json_t *cur = lt_run_opts_to_json(&a->base);
+    static const char *const scale[] = {"iters", "epochs", "max-seq-len", "eval-batches",
+                                        "batch-size", "pack", "train-on-prompt", NULL};
+    for (int k = 0; scale[k]; k++) {
+        const char *x = json_string_value(json_object_get(b, scale[k])),
+                   *y = json_string_value(json_object_get(cur, scale[k]));
+        if (x && y && strcmp(x, y) && !a->json)
+            printf("warm start: note: %s was %s there, %s here: its losses may be on another "
+                   "scale\n",
+                   scale[k], x, y);
+    }
+    json_decref(cur);
+    json_decref(tj);
+    if (!st) return LT_OK; /* the check alone, before the study is made */
+    int used = 0, skipped = 0;
+    if ((s = lt_study_warm_start(st, a->warm_start, &used, &skipped))) {
+        fprintf(stderr, "loratune %s: --warm-start: %s\n", a->cmd, lt_errmsg());
+        return s;
+    }
+    if (!a->json)
+        printf("warm start: %d complete trials of %s as the GP's prior observations (%d outside "
+               "this space, skipped)\n",
+               used, a->warm_start, skipped);
+    return LT_OK;
+}
+
 static int run_study(tune_args *a, int resume, lt_run_shared **shp, tune_summary *sum) {
     memset(sum, 0, sizeof *sum);
     sum->best_trial = -1;
@@ -552,12 +614,20 @@ static int run_study(tune_args *a, int resume, lt_run_shared **shp, tune_summary
         char *space =
             a->space_json ? a->space_json : default_space(a, lt_run_shared_model_config(*shp));
         lt_study_options so = {.sampler = a->sampler, .seed = a->seed};
+        if (a->warm_start[0] && warm_start(a, NULL)) {
+            if (space != a->space_json) free(space);
+            return 2;
+        }
         lt_status s = lt_study_create(a->study, space, &so, &st);
         if (space != a->space_json) free(space);
         if (s) {
             fprintf(stderr, "loratune %s: %s%s%s\n", a->cmd, a->space_json ? a->space_src : "",
                     a->space_json ? ": " : "", lt_errmsg());
             return s == LT_ERR_ARG || s == LT_ERR_FORMAT ? 2 : 1;
+        }
+        if (a->warm_start[0] && (s = warm_start(a, st))) {
+            lt_study_close(st);
+            return 1;
         }
         json_t *cfg = lt_run_opts_to_json(&a->base);
         tj = json_pack("{s:s, s:i, s:s, s:o, s:i, s:f, s:f, s:b, s:s, s:I, s:i}", "format",
@@ -994,6 +1064,8 @@ static void usage(FILE *f, const char *cmd) {
             "                         match of the SQL; GSM8K: final-answer accuracy)\n"
             "  --task-examples N      the first N test examples (default 200)\n"
             "  --task-max-tokens N    new tokens per example (default wikisql 64, gsm8k 256)\n"
+            "  --warm-start DIR       an earlier comparison of the same model and data: each\n"
+            "                         method's search starts from DIR/<method>'s trials\n"
             "  --markdown             print compare.md instead of the table\n"
             "  --report DIR           the HTML report there (default DIR/report)\n"
             "  --report-only          recompute the fronts, recommendation and reports from\n"
@@ -1015,6 +1087,8 @@ static void usage(FILE *f, const char *cmd) {
             "                         categorical); default: lr, lora-rank, rslora,\n"
             "                         lora-dropout, lora-targets, warmup, batch-size\n"
             "  --resume               continue the study in DIR (after a kill)\n"
+            "  --warm-start STUDY     an earlier study of the same model, data and method: its\n"
+            "                         complete trials seed the GP (docs/TUNE.md)\n"
             "  --sampler S            auto (Sobol then GP) | gp | random | sobol\n"
             "  --tune-seed S          the sampler's seed (default 0)\n"
             "  --no-prune             no successive halving\n"
@@ -1073,6 +1147,7 @@ static int parse_args(int argc, char **argv, tune_args *a, int *resume, char *me
                                              "--max-time",
                                              "--min-quality",
                                              "--task",
+                                             "--warm-start",
                                              "--task-examples",
                                              "--task-max-tokens",
                                              NULL};
@@ -1145,6 +1220,8 @@ static int parse_args(int argc, char **argv, tune_args *a, int *resume, char *me
             snprintf(a->report_dir, sizeof a->report_dir, "%s", v), i++;
         } else if (!strcmp(x, "--report-only")) {
             a->report_only = 1;
+        } else if (TAKE("--warm-start")) {
+            snprintf(a->warm_start, sizeof a->warm_start, "%s", v), i++;
         } else if (TAKE("--task") || TAKE("--task-examples") || TAKE("--task-max-tokens")) {
             if (!methods) {
                 fprintf(stderr, "loratune %s: %s is an option of `loratune compare`\n", cmd, x);
@@ -1413,6 +1490,11 @@ int cmd_tune(int argc, char **argv) {
         printf("report: %s/index.html\n", a.report_dir[0] ? a.report_dir : dir);
         return 0;
     }
+    if (resume && a.warm_start[0]) {
+        fprintf(stderr, "loratune tune: --warm-start is given when a study starts (a resumed "
+                        "study keeps its own)\n");
+        return 2;
+    }
     if (resume && (rc = resume_base(&a))) return rc;
     if (!resume && lt_path_exists(a.study) && !lt_path_is_dir(a.study)) {
         fprintf(stderr, "loratune tune: --study %s: not a folder\n", a.study);
@@ -1613,6 +1695,17 @@ int cmd_compare(int argc, char **argv) {
         b.space_json = user_space;
         b.report_dir[0] = 0; /* each method's study report in its own folder */
         snprintf(b.study, sizeof b.study, "%.1000s/%s", root, lt_train_method_name(ms[k]));
+        if (a.warm_start[0]) { /* an earlier comparison: each method from its own study */
+            snprintf(b.warm_start, sizeof b.warm_start, "%.1000s/%s/tune.json", a.warm_start,
+                     lt_train_method_name(ms[k]));
+            int has = lt_path_exists(b.warm_start);
+            snprintf(b.warm_start, sizeof b.warm_start, "%.1000s/%s", has ? a.warm_start : "",
+                     has ? lt_train_method_name(ms[k]) : "");
+            if (!has) b.warm_start[0] = 0;
+            if (!has && !a.json)
+                printf("warm start: %s has no %s study; %s starts cold\n", a.warm_start,
+                       lt_train_method_name(ms[k]), lt_train_method_name(ms[k]));
+        }
         char sp[LT_RUN_PATH_MAX + 32];
         snprintf(sp, sizeof sp, "%s/%s", b.study, LT_STUDY_FILE);
         if (lt_path_exists(sp)) {

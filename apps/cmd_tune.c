@@ -29,6 +29,7 @@
 
 #include "commands.h"
 #include "loratune/hwinfo.h"
+#include "loratune/mlflow.h"
 #include "loratune/model.h"
 #include "loratune/recorder.h"
 #include "loratune/run.h"
@@ -63,6 +64,7 @@ typedef struct {
     int markdown;                       /* compare --markdown: print compare.md, not the table */
     compare_limits lim;                 /* compare --max-memory / --max-time / --min-quality */
     char warm_start[LT_RUN_PATH_MAX];   /* --warm-start STUDY: an earlier study's trials */
+    const char *mlflow;                 /* --mlflow URI ($MLFLOW_TRACKING_URI); "": off */
     const char *task;                   /* compare --task auto|wikisql|gsm8k|none */
     int task_examples, task_max_tokens; /* compare --task-examples / --task-max-tokens; 0 default */
 } tune_args;
@@ -412,12 +414,44 @@ static lt_recorder *trial_recorder(const tune_args *a, const lt_run_opts *o, int
     return rec;
 }
 
+/* The MLflow mirror of a study (--mlflow URI or $MLFLOW_TRACKING_URI, with tracking on): the
+ * study's run and each trial's run are pushed from the store (lt_mlflow_push_run) when a trial
+ * ends, the trial with the tag mlflow.parentRunId = the study's MLflow run id, which MLflow
+ * shows as a parent run with child runs. A server that fails is said once, and the study goes
+ * on (`loratune runs push` sends the runs later). */
+static struct {
+    const char *uri; /* NULL: no mirror */
+    const char *cmd;
+    lt_store *store;
+    int64_t parent;
+    int failed;
+} g_mirror;
+
+static void mirror_runs(int64_t child) {
+    if (!g_mirror.uri || !g_mirror.store || g_mirror.parent <= 0 || g_mirror.failed) return;
+    lt_mlflow_server srv = lt_cli_mlflow_server(g_mirror.uri);
+    char pid[64], cid[64];
+    lt_status st = lt_mlflow_push_run(g_mirror.store, g_mirror.parent, &srv, pid);
+    if (!st && child > 0 &&
+        !(st = lt_store_set_tag(g_mirror.store, child, "mlflow.parentRunId", pid)))
+        st = lt_mlflow_push_run(g_mirror.store, child, &srv, cid);
+    if (st) {
+        g_mirror.failed = 1;
+        fprintf(stderr,
+                "loratune %s: warning: the MLflow mirror of the study stopped: %s (the runs are "
+                "in the store: `loratune runs push` sends them later)\n",
+                g_mirror.cmd, lt_errmsg());
+    }
+}
+
 static void trial_record_end(lt_recorder *rec, const char *state, lt_track_status ts) {
     if (!rec) return;
     lt_store_set_tag(lt_recorder_store(rec), lt_recorder_run_id(rec), "trial_state", state);
+    int64_t child = lt_recorder_run_id(rec);
     char warn[512];
     if (lt_recorder_finish(rec, ts, warn, sizeof warn) > 0)
         fprintf(stderr, "loratune tune: warning: %s\n", warn);
+    mirror_runs(child);
 }
 
 /* An infeasible trial: a child run that never trained, with the plan's numbers. */
@@ -701,6 +735,20 @@ static int run_study(tune_args *a, int resume, lt_run_shared **shp, tune_summary
         goto out;
     }
     sum->parent_run = parent;
+    g_mirror.uri = a->mlflow && *a->mlflow ? a->mlflow : NULL;
+    g_mirror.cmd = a->cmd;
+    g_mirror.store = store;
+    g_mirror.parent = parent;
+    if (g_mirror.uri && store && parent && !a->json)
+        printf("mirrored to MLflow at %s (the study a parent run, each trial a child run)\n",
+               g_mirror.uri);
+    if (g_mirror.uri && (!store || !parent) && a->track)
+        fprintf(stderr, "loratune %s: warning: no MLflow mirror: the study is not in the store\n",
+                a->cmd);
+    if (g_mirror.uri && lt_mlflow_check_uri(g_mirror.uri)) {
+        fprintf(stderr, "loratune %s: warning: no MLflow mirror: %s\n", a->cmd, lt_errmsg());
+        g_mirror.uri = NULL;
+    }
     if (!a->json) {
         printf("study %s: method %s, %d trials%s, sampler %s; pruning %s\n", a->study,
                lt_train_method_name(a->base.method), a->trials,
@@ -1043,8 +1091,10 @@ static int run_study(tune_args *a, int resume, lt_run_shared **shp, tune_summary
         write_study_report(a);
         if (store && parent && rc != 130)
             lt_store_run_end(store, parent, best >= 0 ? LT_TRACK_FINISHED : LT_TRACK_FAILED);
+        mirror_runs(0);
     }
 out:
+    g_mirror.store = NULL;
     lt_store_close(store);
     json_decref(tj);
     lt_study_close(st);
@@ -1107,6 +1157,8 @@ static void usage(FILE *f, const char *cmd) {
             "  --reduction-factor E   successive halving's eta (default 3)\n"
             "  --min-resource STEPS   first rung (default iters / eta^2)\n"
             "  --store DIR, --experiment NAME, --no-track   tracking (as `train`)\n"
+            "  --mlflow URI           mirror the study (parent run) and its trials (child runs)\n"
+            "                         to MLflow (default $MLFLOW_TRACKING_URI; '' off)\n"
             "  --json                 print the summary as JSON\n"
             "  --report DIR           the HTML report there (default STUDY/report)\n"
             "  --report-only          write the report of the study in --study DIR and stop\n"
@@ -1137,6 +1189,7 @@ static int parse_args(int argc, char **argv, tune_args *a, int *resume, char *me
         fprintf(stderr, "loratune %s: %s\n", cmd, lt_errmsg());
         return 2;
     }
+    a->mlflow = getenv("MLFLOW_TRACKING_URI");
     const char *nt = getenv("LORATUNE_NO_TRACK");
     if (nt && *nt && strcmp(nt, "0")) a->track = 0;
     for (int i = 1; i < argc; i++) {
@@ -1160,6 +1213,7 @@ static int parse_args(int argc, char **argv, tune_args *a, int *resume, char *me
                                              "--min-quality",
                                              "--task",
                                              "--warm-start",
+                                             "--mlflow",
                                              "--task-examples",
                                              "--task-max-tokens",
                                              NULL};
@@ -1232,6 +1286,8 @@ static int parse_args(int argc, char **argv, tune_args *a, int *resume, char *me
             snprintf(a->report_dir, sizeof a->report_dir, "%s", v), i++;
         } else if (!strcmp(x, "--report-only")) {
             a->report_only = 1;
+        } else if (TAKE("--mlflow")) {
+            a->mlflow = v, i++;
         } else if (TAKE("--warm-start")) {
             snprintf(a->warm_start, sizeof a->warm_start, "%s", v), i++;
         } else if (TAKE("--task") || TAKE("--task-examples") || TAKE("--task-max-tokens")) {

@@ -1130,6 +1130,7 @@ static void usage(FILE *f, const char *cmd) {
             "                         method's search starts from DIR/<method>'s trials\n"
             "  --markdown             print compare.md instead of the table\n"
             "  --report DIR           the HTML report there (default DIR/report)\n"
+            "  --png                  each chart also as a PNG next to its SVG\n"
             "  --report-only          recompute the fronts, recommendation and reports from\n"
             "                         DIR/compare.json (no training; new constraints)\n"
             "Other options as `loratune tune`. See docs/TUNE.md.\n");
@@ -1162,6 +1163,7 @@ static void usage(FILE *f, const char *cmd) {
             "  --json                 print the summary as JSON\n"
             "  --report DIR           the HTML report there (default STUDY/report)\n"
             "  --report-only          write the report of the study in --study DIR and stop\n"
+            "  --png                  each chart also as a PNG next to its SVG\n"
             "Any `loratune train` option (--iters, --eval-batches, --lora-alpha, ...) sets the\n"
             "base every trial starts from.\n");
 }
@@ -1286,6 +1288,8 @@ static int parse_args(int argc, char **argv, tune_args *a, int *resume, char *me
             snprintf(a->report_dir, sizeof a->report_dir, "%s", v), i++;
         } else if (!strcmp(x, "--report-only")) {
             a->report_only = 1;
+        } else if (!strcmp(x, "--png")) {
+            report_set_png(1);
         } else if (TAKE("--mlflow")) {
             a->mlflow = v, i++;
         } else if (TAKE("--warm-start")) {

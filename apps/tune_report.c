@@ -14,7 +14,11 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <stdio.h>
 #include <sys/stat.h>
+
+#include <cairo.h>
+#include <librsvg/rsvg.h>
 
 #define PLOT_W 640
 #define PLOT_H 400
@@ -77,6 +81,46 @@ static int mkdirs(const char *path) {
     return mkdir(b, 0777) && errno != EEXIST ? -1 : 0;
 }
 
+/* --png: every chart also as NAME.png, rendered from its SVG by librsvg onto a cairo image
+ * surface at the SVG's size (one pixel per SVG unit, white background as drawn). */
+static int g_png;
+void report_set_png(int on) { g_png = on; }
+
+static lt_status svg_to_png(const char *path_svg, const char *svg, size_t n) {
+    char png[4400], tmp[4420];
+    size_t l = strlen(path_svg);
+    snprintf(png, sizeof png, "%.*s.png", (int)(l > 4 ? l - 4 : l), path_svg);
+    snprintf(tmp, sizeof tmp, "%s.tmp", png);
+    GError *err = NULL;
+    RsvgHandle *h = rsvg_handle_new_from_data((const guint8 *)svg, n, &err);
+    if (!h) {
+        lt_status st = lt_error(LT_ERR_FORMAT, "%s: the SVG does not render: %s", path_svg,
+                                err ? err->message : "?");
+        if (err) g_error_free(err);
+        return st;
+    }
+    gdouble w = 0, hh = 0;
+    if (!rsvg_handle_get_intrinsic_size_in_pixels(h, &w, &hh) || w <= 0 || hh <= 0)
+        w = 640, hh = 400;
+    cairo_surface_t *surf = cairo_image_surface_create(CAIRO_FORMAT_ARGB32, (int)w, (int)hh);
+    cairo_t *cr = cairo_create(surf);
+    RsvgRectangle vp = {0, 0, w, hh};
+    lt_status st = LT_OK;
+    if (!rsvg_handle_render_document(h, cr, &vp, &err)) {
+        st = lt_error(LT_ERR_FORMAT, "%s: the SVG does not render: %s", path_svg,
+                      err ? err->message : "?");
+        if (err) g_error_free(err);
+    }
+    cairo_destroy(cr);
+    if (!st && cairo_surface_write_to_png(surf, tmp) != CAIRO_STATUS_SUCCESS)
+        st = lt_error(LT_ERR_IO, "%s: cannot write", tmp);
+    if (!st && rename(tmp, png)) st = lt_error(LT_ERR_IO, "%s: %s", png, strerror(errno));
+    if (st) remove(tmp);
+    cairo_surface_destroy(surf);
+    g_object_unref(h);
+    return st;
+}
+
 static lt_status write_text(const char *dir, const char *name, const char *prefix,
                             const char *text) {
     char p[4352];
@@ -87,6 +131,8 @@ static lt_status write_text(const char *dir, const char *name, const char *prefi
     memcpy(all, prefix, a);
     memcpy(all + a, text, n + 1);
     lt_status s = lt_file_write_atomic(p, all, a + n);
+    size_t nl = strlen(name);
+    if (!s && g_png && nl > 4 && !strcmp(name + nl - 4, ".svg")) s = svg_to_png(p, all, a + n);
     free(all);
     return s;
 }

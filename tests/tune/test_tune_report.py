@@ -26,6 +26,8 @@ import sys
 import tempfile
 import xml.etree.ElementTree as ET
 
+from PIL import Image
+
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from ltcheck import FIXTURES, check, finish, run  # noqa: E402
 
@@ -442,6 +444,42 @@ for direction in ("minimize", "maximize"):
             for e in root.iter(SVGNS + "polyline") if e.get("class") == "trial"}
     check([reds[t] for t in order] == sorted(reds.values()),
           f"{direction}: colours {reds} vs order {order}")
+
+    # --png: every chart also as a PNG of the SVG's size, drawn where the SVG says: the
+    # pixel at each importance bar's centre and at each history point's centre has that mark's
+    # colour (librsvg's rendering, read with Pillow). glib / librsvg keep allocations for the
+    # life of the process, which LeakSanitizer would report: leak checks off for this call.
+    if direction == "minimize":
+        env = dict(os.environ)
+        env["ASAN_OPTIONS"] = (env.get("ASAN_OPTIONS", "") + ":detect_leaks=0").lstrip(":")
+        r = run("tune", "--study", sdd, "--report-only", "--png", env=env)
+        check(r.returncode == 0, f"--png: {r.stderr}")
+        for n in names:
+            pth = os.path.join(rd, n[:-4] + ".png")
+            check(os.path.exists(pth), f"{pth} missing")
+            if not os.path.exists(pth):
+                continue
+            img = Image.open(pth).convert("RGB")
+            svg = roots[n]
+            check(img.size == (int(svg.get("width")), int(svg.get("height"))),
+                  f"{pth}: size {img.size}")
+
+        def near(c, hexcol):
+            want = tuple(int(hexcol[i:i + 2], 16) for i in (1, 3, 5))
+            return all(abs(a - b) <= 8 for a, b in zip(c, want))
+        img = Image.open(os.path.join(rd, "importance.png")).convert("RGB")
+        for b in roots["importance.svg"].iter(SVGNS + "rect"):
+            if b.get("class") == "bar" and float(b.get("height")) > 4:
+                x = float(b.get("x")) + float(b.get("width")) / 2
+                y = float(b.get("y")) + float(b.get("height")) / 2
+                check(near(img.getpixel((int(x), int(y))), "#1f77b4"),
+                      f"importance.png at bar {b.get('data-param')}: {img.getpixel((int(x), int(y)))}")
+        img = Image.open(os.path.join(rd, "history.png")).convert("RGB")
+        for c in circles(roots["history.svg"], "complete"):
+            px_ = img.getpixel((int(round(float(c.get("cx")))), int(round(float(c.get("cy"))))))
+            check(near(px_, "#1f77b4") or near(px_, "#d62728"),  # the best-so-far line may cross
+                  f"history.png at trial {c.get('data-trial')}: {px_}")
+        check(near(img.getpixel((2, 2)), "#ffffff"), "history.png: white background")
 
 # ---- 2b. ties and a method without a result (a compare.json written here) -------------------
 sy = os.path.join(tmp, "synthetic")

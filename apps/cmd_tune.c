@@ -557,8 +557,8 @@ static lt_status warm_start(const tune_args *a, lt_study *st) {
             return LT_ERR_ARG;
         }
     json_t *cur = lt_run_opts_to_json(&a->base);
-    static const char *const scale[] = {"iters", "epochs", "max-seq-len", "eval-batches",
-                                        "batch-size", "pack", "train-on-prompt", NULL};
+    static const char *const scale[] = {"iters",      "epochs", "max-seq-len",     "eval-batches",
+                                        "batch-size", "pack",   "train-on-prompt", NULL};
     for (int k = 0; scale[k]; k++) {
         const char *x = json_string_value(json_object_get(b, scale[k])),
                    *y = json_string_value(json_object_get(cur, scale[k]));
@@ -595,7 +595,7 @@ typedef struct {
     lt_recorder *rec;
     lt_status s;
     lt_run_outcome oc;
-    double dt, started, ended;   /* seconds; started / ended since the epoch (trial.json) */
+    double dt, started, ended;  /* seconds; started / ended since the epoch (trial.json) */
     int64_t planned, own_bytes; /* the plan's peak; what it adds to trials running beside it */
     const tune_args *a;
     const lt_run_shared *shared;
@@ -785,8 +785,8 @@ static int run_study(tune_args *a, int resume, lt_run_shared **shp, tune_summary
         lt_data_summary tr;
         if (lt_data_summary_get(lt_run_shared_data(shared), LT_SPLIT_TRAIN, &tr) == LT_OK) {
             rank_hint rh;
-            rank_hint_compute(lt_run_shared_model_config(shared), tr.n_loss_tokens,
-                              tr.n_examples, &rh);
+            rank_hint_compute(lt_run_shared_model_config(shared), tr.n_loss_tokens, tr.n_examples,
+                              &rh);
             json_object_set_new(tj, "rank_suggestion",
                                 json_pack("{s:i, s:s}", "rank", rh.rank, "reason", rh.reason));
             if (!a->json) printf("rank suggestion: %d: %s\n", rh.rank, rh.reason);
@@ -871,7 +871,8 @@ static int run_study(tune_args *a, int resume, lt_run_shared **shp, tune_summary
                 continue;
             }
             if (j->s || j->oc == LT_RUN_NONFINITE ||
-                (!j->tc.pruned && !(res.last_val_step == res.steps && isfinite(res.last_val_loss)))) {
+                (!j->tc.pruned &&
+                 !(res.last_val_step == res.steps && isfinite(res.last_val_loss)))) {
                 state = "failed";
                 json_object_set_new(j->info, "reason",
                                     json_string(j->s || j->oc == LT_RUN_NONFINITE
@@ -898,7 +899,8 @@ static int run_study(tune_args *a, int resume, lt_run_shared **shp, tune_summary
                 trial_record_end(j->rec, state, LT_TRACK_FINISHED);
             }
             int64_t peak = 0;
-            if (j->r && lt_run_trainer(j->r)) peak = lt_trainer_plan(lt_run_trainer(j->r))->peak_bytes;
+            if (j->r && lt_run_trainer(j->r))
+                peak = lt_trainer_plan(lt_run_trainer(j->r))->peak_bytes;
             json_t *info = j->info;
             json_object_set_new(info, "state", json_string(state));
             json_object_set_new(info, "steps", json_integer(res.steps));
@@ -1065,10 +1067,10 @@ static int run_study(tune_args *a, int resume, lt_run_shared **shp, tune_summary
                              plan.peak_bytes / 1048576.0, budget / 1048576.0);
                 planned = plan.peak_bytes;
                 if (!reason[0]) { /* beside other trials: the base and overhead once */
-                    int64_t common = o.method == LT_METHOD_FULL
-                                         ? plan.overhead_bytes
-                                         : plan.model_bytes + plan.mapped_bytes +
-                                               plan.overhead_bytes;
+                    int64_t common =
+                        o.method == LT_METHOD_FULL
+                            ? plan.overhead_bytes
+                            : plan.model_bytes + plan.mapped_bytes + plan.overhead_bytes;
                     if (common > shared_bytes) shared_bytes = common;
                     j->own_bytes = plan.peak_bytes - common;
                 }

@@ -12,9 +12,9 @@
 #include <errno.h>
 #include <math.h>
 #include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <stdio.h>
 #include <sys/stat.h>
 
 #include <cairo.h>
@@ -84,7 +84,9 @@ static int mkdirs(const char *path) {
 /* --png: every chart also as NAME.png, rendered from its SVG by librsvg onto a cairo image
  * surface at the SVG's size (one pixel per SVG unit, white background as drawn). */
 static int g_png;
-void report_set_png(int on) { g_png = on; }
+void report_set_png(int on) {
+    g_png = on;
+}
 
 static lt_status svg_to_png(const char *path_svg, const char *svg, size_t n) {
     char png[4400], tmp[4420];

@@ -623,7 +623,12 @@ static void *job_run(void *p) {
         if (g_stop) lt_run_request_stop(j->r);
         s = lt_run_prepare(j->r);
         if (!s) {
+            /* one recorder starts at a time: starting versions the data into the store's
+             * cache (same files for every trial: concurrent writers of one object collide) */
+            static pthread_mutex_t rec_mu = PTHREAD_MUTEX_INITIALIZER;
+            pthread_mutex_lock(&rec_mu);
             j->rec = trial_recorder(j->a, &j->o, j->parent, j->trial);
+            pthread_mutex_unlock(&rec_mu);
             if (j->rec) lt_run_add_sink(j->r, lt_recorder_sink, j->rec);
             s = lt_run_train(j->r, &j->oc);
         }

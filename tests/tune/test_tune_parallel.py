@@ -8,6 +8,7 @@
   disturb each other: same numbers as alone);
 - a memory budget that holds one trial but not two (from the plans' own numbers): the trials
   never overlap and none is refused as infeasible;
+- with tracking, every trial is a finished child run in the store (none "not tracked");
 - --parallel 0 is refused.
 """
 import json
@@ -76,6 +77,17 @@ check(r.returncode == 0 and "infeasible (not run): " not in r.stdout, f"budget f
 ts = trials(d1)
 check(len(ts) == 4 and all(t["state"] == "complete" for t in ts) and max_overlap(ts) == 1,
       f"budget for one: states {[t['state'] for t in ts]}, at once {max_overlap(ts)}")
+
+# tracked: every trial a child run of the study in the store, none "not tracked" (the
+# trials' recorders start one at a time: they version the same data into the store's cache)
+store = os.path.join(tmp, "store")
+r = run("tune", "--study", os.path.join(tmp, "tracked"), "--trials", "5", "--parallel", "3",
+        "--store", store, *[x for x in BASE if x != "--no-track"])
+runs = json.loads(run("runs", "list", "--store", store, "--json").stdout)
+check(r.returncode == 0 and "not tracked" not in r.stderr and
+      sorted(x["name"] for x in runs if x["kind"] == "hpo-trial") ==
+      ["trial-%d" % i for i in range(5)] and
+      all(x["status"] == "finished" for x in runs), f"tracked: {r.stderr[-600:]} {runs}")
 
 r = run("tune", "--study", os.path.join(tmp, "zero"), "--parallel", "0", *BASE)
 check(r.returncode == 2 and "--parallel: expected 1..64" in r.stderr, r.stderr)

@@ -11,6 +11,7 @@
 #include "loratune/chat.h"
 #include "loratune/data.h"
 #include "loratune/model.h"
+#include "rank_hint.h"
 #include "loratune/tokenizer.h"
 
 static void check_usage(FILE *f) {
@@ -50,7 +51,7 @@ static void json_str(FILE *f, const char *s) {
 }
 
 static void print_json(const lt_data *d, const lt_chat_template *tpl, int with_tokens,
-                       int max_seq_len) {
+                       int max_seq_len, const rank_hint *rh) {
     printf("{\"format\": \"%s\", \"max_seq_len\": %d, \"chat_template\": ",
            lt_data_format_name(lt_data_get_format(d)), max_seq_len);
     if (tpl)
@@ -96,7 +97,16 @@ static void print_json(const lt_data *d, const lt_chat_template *tpl, int with_t
         }
         printf("}");
     }
-    printf("}}\n");
+    printf("}");
+    if (rh) {
+        printf(", \"rank_suggestion\": {\"rank\": %d, \"cap\": %d, \"params_per_rank\": %lld, "
+               "\"loss_tokens\": %lld, \"examples\": %lld, \"short_of_data\": %s, \"reason\": ",
+               rh->rank, rh->cap, (long long)rh->params_per_rank, (long long)rh->loss_tokens,
+               (long long)rh->examples, rh->short_of_data ? "true" : "false");
+        json_str(stdout, rh->reason);
+        printf("}");
+    }
+    printf("}\n");
 }
 
 static int data_check(int argc, char **argv) {
@@ -190,8 +200,20 @@ static int data_check(int argc, char **argv) {
         }
     }
     if (lt_data_open(data, tok, tpl, &o, &d)) goto fail;
+    /* with a model: the LoRA rank its train split suggests (rank_hint.h) */
+    rank_hint rh, *rhp = NULL;
+    lt_data_summary tr;
+    if (model && tok && lt_data_summary_get(d, LT_SPLIT_TRAIN, &tr) == LT_OK) {
+        lt_model *m = NULL;
+        lt_model_load_opts lo = {.lazy = 1};
+        if (lt_model_load(model, &lo, &m) == LT_OK) { /* not a tokenizer-only folder */
+            rank_hint_compute(&m->config, tr.n_loss_tokens, tr.n_examples, &rh);
+            rhp = &rh;
+        }
+        lt_model_free(m);
+    }
     if (json)
-        print_json(d, tpl, with_tokens, o.max_seq_len);
+        print_json(d, tpl, with_tokens, o.max_seq_len, rhp);
     else {
         if (!tok) printf("structure only (no --model): lengths are in characters\n");
         if (tpl && lt_data_get_format(d) != LT_DATA_TEXT)
@@ -200,6 +222,7 @@ static int data_check(int argc, char **argv) {
                    : lt_chat_template_is_recognised(tpl) ? "family guess: check the rendering"
                                                          : "unrecognised: generic ChatML");
         lt_data_summary_print(d, stdout);
+        if (rhp) printf("rank suggestion (LoRA): %d: %s\n", rhp->rank, rhp->reason);
         printf("ok\n");
     }
     rc = 0;

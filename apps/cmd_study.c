@@ -20,13 +20,14 @@ static void usage(FILE *f) {
     fprintf(f,
             "usage: loratune study create --study DIR --space SPACE.json [--direction minimize|maximize]\n"
             "                             [--sampler gp|tpe|random|auto|sobol] [--seed S]\n"
-            "                             [--n-startup N]\n"
+            "                             [--n-startup N] [--warm-start OTHER_DIR]\n"
             "       loratune study ask    --study DIR [--json]\n"
             "       loratune study tell   --study DIR --trial N (--value V | --state failed|pruned)\n"
             "       loratune study report --study DIR --trial N --step S --value V\n"
             "                             [--prune-min-resource R [--reduction-factor E]\n"
             "                              [--min-early-stopping-rate S]]  (prints prune|continue)\n"
             "       loratune study show   --study DIR [--json]\n"
+            "       loratune study importance --study DIR [--json]\n"
             "\n"
             "An ask/tell hyperparameter study kept in DIR/study.json (written atomically),\n"
             "or shared by workers on several machines in PostgreSQL: DIR as\n"
@@ -38,7 +39,8 @@ static void usage(FILE *f) {
             "ask prints {\"trial\": N, \"params\": {...}}; tell ends trial N with its value (or as\n"
             "failed / pruned); report records an intermediate value of a running trial (and with\n"
             "--prune-min-resource decides by successive halving whether to stop it); show\n"
-            "prints the trials and the best one.\n"
+            "prints the trials and the best one; importance each parameter's share of the\n"
+            "objective's variance (fANOVA of the GP mean; docs/TUNE.md).\n"
             "Samplers: auto (default) and gp: Sobol for the first --n-startup trials (default\n"
             "clamp(dims+1, 5, 10)), then Gaussian-process BO with log expected improvement;\n"
             "tpe: 10 random trials, then Optuna's TPE (multivariate); random; sobol.\n"
@@ -102,7 +104,7 @@ int cmd_study(int argc, char **argv) {
     const char *sub = argv[1];
     const char *dir = NULL, *space = NULL, *direction = NULL, *sampler = NULL, *state = NULL;
     const char *trial_s = NULL, *value_s = NULL, *seed_s = NULL, *n0_s = NULL, *step_s = NULL;
-    const char *minres_s = NULL, *eta_s = NULL, *rate_s = NULL;
+    const char *minres_s = NULL, *eta_s = NULL, *rate_s = NULL, *warm = NULL;
     int as_json = 0;
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i];
@@ -126,6 +128,7 @@ int cmd_study(int argc, char **argv) {
         else if (!strcmp(a, "--prune-min-resource")) slot = &minres_s;
         else if (!strcmp(a, "--reduction-factor")) slot = &eta_s;
         else if (!strcmp(a, "--min-early-stopping-rate")) slot = &rate_s;
+        else if (!strcmp(a, "--warm-start")) slot = &warm;
         if (!slot) {
             fprintf(stderr, "loratune study %s: unknown option '%s' (see loratune study --help)\n",
                     sub, a);
@@ -139,10 +142,10 @@ int cmd_study(int argc, char **argv) {
     }
     int is_create = !strcmp(sub, "create"), is_ask = !strcmp(sub, "ask"),
         is_tell = !strcmp(sub, "tell"), is_show = !strcmp(sub, "show"),
-        is_report = !strcmp(sub, "report");
-    if (!is_create && !is_ask && !is_tell && !is_show && !is_report) {
+        is_report = !strcmp(sub, "report"), is_imp = !strcmp(sub, "importance");
+    if (!is_create && !is_ask && !is_tell && !is_show && !is_report && !is_imp) {
         fprintf(stderr, "loratune study: unknown subcommand '%s' (create, ask, tell, report, "
-                        "show)\n", sub);
+                        "show, importance)\n", sub);
         return 2;
     }
     if (!dir) {
@@ -153,7 +156,7 @@ int cmd_study(int argc, char **argv) {
     struct { const char *v, *name; int ok; } own[] = {
         {space, "--space", is_create},         {direction, "--direction", is_create},
         {sampler, "--sampler", is_create},     {seed_s, "--seed", is_create},
-        {n0_s, "--n-startup", is_create},      {trial_s, "--trial", is_tell || is_report},
+        {n0_s, "--n-startup", is_create},      {warm, "--warm-start", is_create},      {trial_s, "--trial", is_tell || is_report},
         {value_s, "--value", is_tell || is_report}, {state, "--state", is_tell},
         {step_s, "--step", is_report},         {minres_s, "--prune-min-resource", is_report},
         {eta_s, "--reduction-factor", is_report}, {rate_s, "--min-early-stopping-rate", is_report},
@@ -214,6 +217,17 @@ int cmd_study(int argc, char **argv) {
         }
         printf("study created in %s: %d parameters, sampler %s\n", dir, lt_study_n_params(s),
                sampler ? sampler : "auto");
+        int used = 0, skipped = 0;
+        if (warm && lt_study_warm_start(s, warm, &used, &skipped)) {
+            /* the study stays (created, with no warm start): say so */
+            fprintf(stderr, "loratune study create: --warm-start: %s (the study was created "
+                            "without it)\n", lt_errmsg());
+            lt_study_close(s);
+            return 1;
+        }
+        if (warm)
+            printf("warm start: %d complete trials of %s (%d outside this space, skipped)\n",
+                   used, warm, skipped);
         lt_study_close(s);
         return 0;
     }
@@ -296,7 +310,8 @@ int cmd_study(int argc, char **argv) {
     }
     lt_study *s;
     /* show reads without the lock: a study a running `loratune tune` holds can be watched */
-    if (is_show ? lt_study_open_readonly(dir, &s) : open_waiting(dir, &s)) return fail(sub);
+    if (is_show || is_imp ? lt_study_open_readonly(dir, &s) : open_waiting(dir, &s))
+        return fail(sub);
     int rc = 0;
     if (is_ask) {
         int n;
@@ -316,6 +331,32 @@ int cmd_study(int argc, char **argv) {
             printf("\n");
         }
         free(j);
+    } else if (is_imp) {
+        int np = lt_study_n_params(s), nu = 0;
+        double imp[np + 1], mf = 0;
+        if (lt_study_param_importance(s, imp, &mf, &nu)) {
+            rc = fail(sub);
+        } else {
+            json_t *o = json_object(), *p = json_object();
+            for (int i = 0; i < np; i++)
+                json_object_set_new(p, lt_study_param_name(s, i), json_real(imp[i]));
+            json_object_set_new(o, "importance", p);
+            json_object_set_new(o, "main_effects_fraction", json_real(mf));
+            json_object_set_new(o, "n_complete", json_integer(nu));
+            json_object_set_new(o, "method", json_string("fANOVA of the GP posterior mean"));
+            if (as_json) {
+                char *j = json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(17));
+                printf("%s\n", j ? j : "{}");
+                free(j);
+            } else {
+                for (int i = 0; i < np; i++)
+                    printf("%-24s %.4f\n", lt_study_param_name(s, i), imp[i]);
+                printf("(fANOVA of the GP mean over %d complete trials; main effects explain "
+                       "%.0f%% of its variance)\n",
+                       nu, 100 * mf);
+            }
+            json_decref(o);
+        }
     } else if (is_tell) {
         if (trial > 2147483647L) trial = -1;
         if (lt_study_tell(s, (int)trial, ts, value)) rc = fail(sub);

@@ -17,7 +17,9 @@
 #include <dirent.h>
 #include <errno.h>
 #include <jansson.h>
+#include <limits.h>
 #include <math.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,11 +30,14 @@
 
 #include "commands.h"
 #include "loratune/hwinfo.h"
+#include "loratune/mlflow.h"
 #include "loratune/model.h"
 #include "loratune/recorder.h"
 #include "loratune/run.h"
 #include "loratune/track.h"
 #include "loratune/tune.h"
+#include "rank_hint.h"
+#include "task_metric.h"
 #include "tune_report.h"
 
 #define TUNE_FORMAT "loratune-tune"
@@ -55,10 +60,15 @@ typedef struct {
     int user_batch;       /* --batch-size given */
     const char *store, *experiment;
     int track, json;
-    char report_dir[LT_RUN_PATH_MAX]; /* --report DIR; empty: STUDY/report */
-    int report_only;                  /* --report-only: outputs from the study folder, no run */
-    int markdown;                     /* compare --markdown: print compare.md, not the table */
-    compare_limits lim;               /* compare --max-memory / --max-time / --min-quality */
+    char report_dir[LT_RUN_PATH_MAX];   /* --report DIR; empty: STUDY/report */
+    int report_only;                    /* --report-only: outputs from the study folder, no run */
+    int markdown;                       /* compare --markdown: print compare.md, not the table */
+    compare_limits lim;                 /* compare --max-memory / --max-time / --min-quality */
+    char warm_start[LT_RUN_PATH_MAX];   /* --warm-start STUDY: an earlier study's trials */
+    const char *mlflow;                 /* --mlflow URI ($MLFLOW_TRACKING_URI); "": off */
+    int parallel;                       /* --parallel K: trials at once (default 1) */
+    const char *task;                   /* compare --task auto|wikisql|gsm8k|none */
+    int task_examples, task_max_tokens; /* compare --task-examples / --task-max-tokens; 0 default */
 } tune_args;
 
 typedef struct { /* what one study produced (compare's row) */
@@ -70,11 +80,18 @@ typedef struct { /* what one study produced (compare's row) */
 } tune_summary;
 
 static volatile sig_atomic_t g_stop;
-static lt_run *volatile g_run;
+#define MAX_PARALLEL 64
+static lt_run *volatile g_runs[MAX_PARALLEL]; /* the runs under way (one per --parallel slot) */
+/* --parallel K > 1: trials run on K threads; g_mu guards the study (and this process's stdout
+ * lines) between them and the scheduling thread, g_cv says a trial ended */
+static pthread_mutex_t g_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t g_cv = PTHREAD_COND_INITIALIZER;
+static int g_parallel;
 static void on_signal(int sig) {
     (void)sig;
     if (g_stop++) _exit(130);
-    if (g_run) lt_run_request_stop(g_run);
+    for (int i = 0; i < MAX_PARALLEL; i++)
+        if (g_runs[i]) lt_run_request_stop(g_runs[i]);
 }
 
 static double now_s(void) {
@@ -334,16 +351,16 @@ static void tune_sink(void *ctx, const json_t *ev) {
     double v = json_number_value(json_object_get(ev, "val_loss"));
     if (!isfinite(v)) return;
     if (t->val_curve) json_array_append_new(t->val_curve, json_pack("[I, f]", (json_int_t)step, v));
-    if (lt_study_report(t->st, t->trial, step, v)) {
+    if (g_parallel) pthread_mutex_lock(&g_mu);
+    int prune = 0, rung = 0, bad = 0;
+    if (lt_study_report(t->st, t->trial, step, v) ||
+        (t->prune_on && !t->pruned &&
+         lt_study_should_prune(t->st, t->trial, &t->po, &prune, &rung))) {
         fprintf(stderr, "loratune tune: warning: %s\n", lt_errmsg());
-        return;
+        bad = 1;
     }
-    if (!t->prune_on || t->pruned) return;
-    int prune = 0, rung = 0;
-    if (lt_study_should_prune(t->st, t->trial, &t->po, &prune, &rung)) {
-        fprintf(stderr, "loratune tune: warning: %s\n", lt_errmsg());
-        return;
-    }
+    if (g_parallel) pthread_mutex_unlock(&g_mu);
+    if (bad || !t->prune_on || t->pruned) return;
     if (prune && step < t->total_steps) { /* the final evaluation is the value itself */
         t->pruned = 1;
         t->pruned_at = step;
@@ -406,12 +423,44 @@ static lt_recorder *trial_recorder(const tune_args *a, const lt_run_opts *o, int
     return rec;
 }
 
+/* The MLflow mirror of a study (--mlflow URI or $MLFLOW_TRACKING_URI, with tracking on): the
+ * study's run and each trial's run are pushed from the store (lt_mlflow_push_run) when a trial
+ * ends, the trial with the tag mlflow.parentRunId = the study's MLflow run id, which MLflow
+ * shows as a parent run with child runs. A server that fails is said once, and the study goes
+ * on (`loratune runs push` sends the runs later). */
+static struct {
+    const char *uri; /* NULL: no mirror */
+    const char *cmd;
+    lt_store *store;
+    int64_t parent;
+    int failed;
+} g_mirror;
+
+static void mirror_runs(int64_t child) {
+    if (!g_mirror.uri || !g_mirror.store || g_mirror.parent <= 0 || g_mirror.failed) return;
+    lt_mlflow_server srv = lt_cli_mlflow_server(g_mirror.uri);
+    char pid[64], cid[64];
+    lt_status st = lt_mlflow_push_run(g_mirror.store, g_mirror.parent, &srv, pid);
+    if (!st && child > 0 &&
+        !(st = lt_store_set_tag(g_mirror.store, child, "mlflow.parentRunId", pid)))
+        st = lt_mlflow_push_run(g_mirror.store, child, &srv, cid);
+    if (st) {
+        g_mirror.failed = 1;
+        fprintf(stderr,
+                "loratune %s: warning: the MLflow mirror of the study stopped: %s (the runs are "
+                "in the store: `loratune runs push` sends them later)\n",
+                g_mirror.cmd, lt_errmsg());
+    }
+}
+
 static void trial_record_end(lt_recorder *rec, const char *state, lt_track_status ts) {
     if (!rec) return;
     lt_store_set_tag(lt_recorder_store(rec), lt_recorder_run_id(rec), "trial_state", state);
+    int64_t child = lt_recorder_run_id(rec);
     char warn[512];
     if (lt_recorder_finish(rec, ts, warn, sizeof warn) > 0)
         fprintf(stderr, "loratune tune: warning: %s\n", warn);
+    mirror_runs(child);
 }
 
 /* An infeasible trial: a child run that never trained, with the plan's numbers. */
@@ -473,6 +522,133 @@ static void write_study_report(const tune_args *a) {
         printf("report: %s/index.html\n", dir);
 }
 
+/* Path equality for the warm start's "same model and data": the resolved paths when both
+ * resolve, else the strings. */
+static int same_path(const char *x, const char *y) {
+    char rx[PATH_MAX], ry[PATH_MAX];
+    if (realpath(x, rx) && realpath(y, ry)) return !strcmp(rx, ry);
+    return !strcmp(x, y);
+}
+
+/* --warm-start: the earlier study must be of the same model, data and method (its tune.json);
+ * its complete trials that fit this space become the GP's prior observations
+ * (lt_study_warm_start). Options that change what the loss means (length, evaluation) only
+ * print a note. */
+static lt_status warm_start(const tune_args *a, lt_study *st) {
+    json_t *tj = NULL;
+    lt_status s = load_tune_json(a->warm_start, &tj);
+    if (s) {
+        fprintf(stderr, "loratune %s: --warm-start: %s\n", a->cmd, lt_errmsg());
+        return LT_ERR_ARG;
+    }
+    json_t *b = json_object_get(tj, "base");
+    const char *old[3] = {json_string_value(json_object_get(b, "model")),
+                          json_string_value(json_object_get(b, "data")),
+                          json_string_value(json_object_get(b, "method"))};
+    const char *now[3] = {a->base.model, a->base.data, lt_train_method_name(a->base.method)};
+    static const char *const what[3] = {"model", "data", "method"};
+    for (int k = 0; k < 3; k++)
+        if (!old[k] || (k < 2 ? !same_path(old[k], now[k]) : strcmp(old[k], now[k]) != 0)) {
+            fprintf(stderr,
+                    "loratune %s: --warm-start: %s is a study of another %s (%s, not %s): a "
+                    "warm start needs the same model, data and method\n",
+                    a->cmd, a->warm_start, what[k], old[k] ? old[k] : "?", now[k]);
+            json_decref(tj);
+            return LT_ERR_ARG;
+        }
+    json_t *cur = lt_run_opts_to_json(&a->base);
+    static const char *const scale[] = {"iters",      "epochs", "max-seq-len",     "eval-batches",
+                                        "batch-size", "pack",   "train-on-prompt", NULL};
+    for (int k = 0; scale[k]; k++) {
+        const char *x = json_string_value(json_object_get(b, scale[k])),
+                   *y = json_string_value(json_object_get(cur, scale[k]));
+        if (x && y && strcmp(x, y) && !a->json)
+            printf("warm start: note: %s was %s there, %s here: its losses may be on another "
+                   "scale\n",
+                   scale[k], x, y);
+    }
+    json_decref(cur);
+    json_decref(tj);
+    if (!st) return LT_OK; /* the check alone, before the study is made */
+    int used = 0, skipped = 0;
+    if ((s = lt_study_warm_start(st, a->warm_start, &used, &skipped))) {
+        fprintf(stderr, "loratune %s: --warm-start: %s\n", a->cmd, lt_errmsg());
+        return s;
+    }
+    if (!a->json)
+        printf("warm start: %d complete trials of %s as the GP's prior observations (%d outside "
+               "this space, skipped)\n",
+               used, a->warm_start, skipped);
+    return LT_OK;
+}
+
+/* One trial under way: made by the scheduling thread (options, plan), run by job_run (on a
+ * thread of its own with --parallel K > 1, inline otherwise), ended by the scheduling thread. */
+typedef struct {
+    int busy, done, slot, rerun;
+    int trial;
+    lt_run_opts o;
+    char params[2048], tdir[LT_RUN_PATH_MAX + 32], err[1024];
+    json_t *info;
+    trial_ctx tc;
+    lt_run *r;
+    lt_recorder *rec;
+    lt_status s;
+    lt_run_outcome oc;
+    double dt, started, ended;  /* seconds; started / ended since the epoch (trial.json) */
+    int64_t planned, own_bytes; /* the plan's peak; what it adds to trials running beside it */
+    const tune_args *a;
+    const lt_run_shared *shared;
+    int64_t parent;
+    pthread_t th;
+} trial_job;
+
+static double epoch_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static void *job_run(void *p) {
+    trial_job *j = p;
+    lt_status s = j->o.method == LT_METHOD_FULL ? lt_run_new(&j->o, &j->r)
+                                                : lt_run_new_from(j->shared, &j->o, &j->r);
+    double tr0 = now_s();
+    j->started = epoch_s();
+    j->oc = LT_RUN_DONE;
+    if (!s) {
+        j->tc.run = j->r;
+        lt_run_add_sink(j->r, tune_sink, &j->tc);
+        g_runs[j->slot] = j->r;
+        if (g_stop) lt_run_request_stop(j->r);
+        s = lt_run_prepare(j->r);
+        if (!s) {
+            /* one recorder starts at a time: starting versions the data into the store's
+             * cache (same files for every trial: concurrent writers of one object collide) */
+            static pthread_mutex_t rec_mu = PTHREAD_MUTEX_INITIALIZER;
+            pthread_mutex_lock(&rec_mu);
+            j->rec = trial_recorder(j->a, &j->o, j->parent, j->trial);
+            pthread_mutex_unlock(&rec_mu);
+            if (j->rec) lt_run_add_sink(j->r, lt_recorder_sink, j->rec);
+            s = lt_run_train(j->r, &j->oc);
+        }
+        g_runs[j->slot] = NULL;
+    }
+    j->s = s;
+    snprintf(j->err, sizeof j->err, "%s", s || j->oc == LT_RUN_NONFINITE ? lt_errmsg() : "");
+    j->dt = now_s() - tr0;
+    j->ended = epoch_s();
+    if (g_parallel) {
+        pthread_mutex_lock(&g_mu);
+        j->done = 1;
+        pthread_cond_broadcast(&g_cv);
+        pthread_mutex_unlock(&g_mu);
+    } else {
+        j->done = 1;
+    }
+    return NULL;
+}
+
 static int run_study(tune_args *a, int resume, lt_run_shared **shp, tune_summary *sum) {
     memset(sum, 0, sizeof *sum);
     sum->best_trial = -1;
@@ -528,8 +704,7 @@ static int run_study(tune_args *a, int resume, lt_run_shared **shp, tune_summary
 
     /* the files this command writes into the study folder (the study's own study.json is
      * the library's): a killed write's temp files go once the study's lock is held */
-    static const char *const tune_files[] = {"tune.json", "summary.json", "best_config.yaml",
-                                             NULL};
+    static const char *const tune_files[] = {"tune.json", "summary.json", "best_config.yaml", NULL};
     if (resume) {
         if (lt_study_open(a->study, &st)) {
             fprintf(stderr, "loratune %s: --resume: %s\n", a->cmd, lt_errmsg());
@@ -550,12 +725,20 @@ static int run_study(tune_args *a, int resume, lt_run_shared **shp, tune_summary
         char *space =
             a->space_json ? a->space_json : default_space(a, lt_run_shared_model_config(*shp));
         lt_study_options so = {.sampler = a->sampler, .seed = a->seed};
+        if (a->warm_start[0] && warm_start(a, NULL)) {
+            if (space != a->space_json) free(space);
+            return 2;
+        }
         lt_status s = lt_study_create(a->study, space, &so, &st);
         if (space != a->space_json) free(space);
         if (s) {
             fprintf(stderr, "loratune %s: %s%s%s\n", a->cmd, a->space_json ? a->space_src : "",
                     a->space_json ? ": " : "", lt_errmsg());
             return s == LT_ERR_ARG || s == LT_ERR_FORMAT ? 2 : 1;
+        }
+        if (a->warm_start[0] && (s = warm_start(a, st))) {
+            lt_study_close(st);
+            return 1;
         }
         json_t *cfg = lt_run_opts_to_json(&a->base);
         tj = json_pack("{s:s, s:i, s:s, s:o, s:i, s:f, s:f, s:b, s:s, s:I, s:i}", "format",
@@ -603,6 +786,17 @@ static int run_study(tune_args *a, int resume, lt_run_shared **shp, tune_summary
         goto out;
     }
     const lt_run_shared *shared = *shp;
+    if (a->base.method != LT_METHOD_FULL && !json_object_get(tj, "rank_suggestion")) {
+        lt_data_summary tr;
+        if (lt_data_summary_get(lt_run_shared_data(shared), LT_SPLIT_TRAIN, &tr) == LT_OK) {
+            rank_hint rh;
+            rank_hint_compute(lt_run_shared_model_config(shared), tr.n_loss_tokens, tr.n_examples,
+                              &rh);
+            json_object_set_new(tj, "rank_suggestion",
+                                json_pack("{s:i, s:s}", "rank", rh.rank, "reason", rh.reason));
+            if (!a->json) printf("rank suggestion: %d: %s\n", rh.rank, rh.reason);
+        }
+    }
     json_object_set_new(tj, "parent_run", json_integer(parent));
     json_object_set_new(tj, "track", json_boolean(a->track));
     char store_abs[4096];
@@ -617,6 +811,20 @@ static int run_study(tune_args *a, int resume, lt_run_shared **shp, tune_summary
         goto out;
     }
     sum->parent_run = parent;
+    g_mirror.uri = a->mlflow && *a->mlflow ? a->mlflow : NULL;
+    g_mirror.cmd = a->cmd;
+    g_mirror.store = store;
+    g_mirror.parent = parent;
+    if (g_mirror.uri && store && parent && !a->json)
+        printf("mirrored to MLflow at %s (the study a parent run, each trial a child run)\n",
+               g_mirror.uri);
+    if (g_mirror.uri && (!store || !parent) && a->track)
+        fprintf(stderr, "loratune %s: warning: no MLflow mirror: the study is not in the store\n",
+                a->cmd);
+    if (g_mirror.uri && lt_mlflow_check_uri(g_mirror.uri)) {
+        fprintf(stderr, "loratune %s: warning: no MLflow mirror: %s\n", a->cmd, lt_errmsg());
+        g_mirror.uri = NULL;
+    }
     if (!a->json) {
         printf("study %s: method %s, %d trials%s, sampler %s; pruning %s\n", a->study,
                lt_train_method_name(a->base.method), a->trials,
@@ -627,247 +835,333 @@ static int run_study(tune_args *a, int resume, lt_run_shared **shp, tune_summary
 
     double t0 = now_s();
     int infeasible_in_row = 0;
+    /* --parallel K: up to K trials at once, over the one shared model, while the sum of their
+     * plans fits the memory budget (the base counted once); K = 1 runs each trial inline */
+    int K = a->parallel > 1 ? a->parallel : 1, inflight = 0, stopping = 0;
+    trial_job *jobs = calloc((size_t)K, sizeof *jobs), *pend = NULL;
+    if (!jobs) {
+        fprintf(stderr, "loratune %s: out of memory\n", a->cmd);
+        rc = 1;
+        goto out;
+    }
+    int64_t budget = a->base.memory_budget;
+    if (budget <= 0) {
+        lt_hwinfo hw;
+        if (!lt_hwinfo_detect(&hw)) budget = (int64_t)(0.8 * (double)hw.ram_available_bytes);
+    }
+    int64_t shared_bytes = 0; /* the model, mapped file and process overhead: once */
+    g_parallel = K > 1;
+    if (g_parallel) pthread_mutex_lock(&g_mu);
     for (;;) {
+        /* trials that ended: told, recorded, printed (on this thread) */
+        for (int k = 0; k < K; k++) {
+            trial_job *j = &jobs[k];
+            if (!j->busy || !j->done) continue;
+            if (g_parallel) pthread_join(j->th, NULL);
+            j->busy = 0;
+            inflight--;
+            lt_run_result res;
+            memset(&res, 0, sizeof res);
+            res.last_val_loss = NAN;
+            if (j->r) lt_run_get_result(j->r, &res);
+            const char *state;
+            if (g_stop && !j->tc.pruned) { /* Ctrl-C: stays running; --resume continues it */
+                if (j->rec) trial_record_end(j->rec, "interrupted", LT_TRACK_KILLED);
+                json_decref(j->info);
+                json_decref(j->tc.train_curve);
+                json_decref(j->tc.val_curve);
+                lt_run_free(j->r);
+                rc = 130;
+                stopping = 1;
+                continue;
+            }
+            if (j->s || j->oc == LT_RUN_NONFINITE ||
+                (!j->tc.pruned &&
+                 !(res.last_val_step == res.steps && isfinite(res.last_val_loss)))) {
+                state = "failed";
+                json_object_set_new(j->info, "reason",
+                                    json_string(j->s || j->oc == LT_RUN_NONFINITE
+                                                    ? j->err
+                                                    : "no final validation loss "
+                                                      "(the data has no valid split?)"));
+                if (lt_study_tell_error(st, j->trial,
+                                        json_string_value(json_object_get(j->info, "reason"))))
+                    fprintf(stderr, "loratune %s: %s\n", a->cmd, lt_errmsg());
+                sum->n_failed++;
+                trial_record_end(j->rec, state, LT_TRACK_FAILED);
+            } else if (j->tc.pruned) {
+                state = "pruned";
+                json_object_set_new(j->info, "pruned_at_step", json_integer(j->tc.pruned_at));
+                lt_study_tell(st, j->trial, LT_TRIAL_PRUNED, NAN);
+                sum->n_pruned++;
+                trial_record_end(j->rec, state, LT_TRACK_FINISHED);
+            } else {
+                state = "complete";
+                json_object_set_new(j->info, "value", json_real(res.last_val_loss));
+                if (lt_study_tell(st, j->trial, LT_TRIAL_COMPLETE, res.last_val_loss))
+                    fprintf(stderr, "loratune %s: %s\n", a->cmd, lt_errmsg());
+                sum->n_complete++;
+                trial_record_end(j->rec, state, LT_TRACK_FINISHED);
+            }
+            int64_t peak = 0;
+            if (j->r && lt_run_trainer(j->r))
+                peak = lt_trainer_plan(lt_run_trainer(j->r))->peak_bytes;
+            json_t *info = j->info;
+            json_object_set_new(info, "state", json_string(state));
+            json_object_set_new(info, "steps", json_integer(res.steps));
+            json_object_set_new(info, "time_s", json_real(j->dt));
+            if (K > 1) {
+                json_object_set_new(info, "started_at", json_real(j->started));
+                json_object_set_new(info, "ended_at", json_real(j->ended));
+            }
+            json_object_set_new(info, "tokens_per_sec", json_real(res.tokens_per_sec));
+            json_object_set_new(info, "planned_peak_bytes", json_integer(peak));
+            json_object_set_new(info, "trainable_params", json_integer(j->tc.trainable));
+            { /* what the trial saved: the PEFT adapter file, or a full fine-tune's model file */
+                struct stat sb;
+                char f[LT_RUN_PATH_MAX + 64];
+                int64_t saved = 0;
+                snprintf(f, sizeof f, "%.1000s/adapter_model.safetensors", j->tdir);
+                if (!stat(f, &sb)) saved = (int64_t)sb.st_size;
+                snprintf(f, sizeof f, "%.1000s/model.safetensors", j->tdir);
+                if (!saved && !stat(f, &sb)) saved = (int64_t)sb.st_size;
+                json_object_set_new(info, "saved_bytes", json_integer(saved));
+            }
+            json_object_set_new(info, "batch_size",
+                                json_integer(j->r ? lt_run_options(j->r)->batch_size : 0));
+            json_object_set_new(info, "train_curve", j->tc.train_curve);
+            json_object_set_new(info, "val_curve", j->tc.val_curve);
+            write_trial_json(j->tdir, info);
+            lt_run_free(j->r); /* releases the folder's lock */
+            { /* a trial never resumes from its checkpoints (a killed one runs again from the
+                 start), so they only take room: a full fine-tune's is three times the model */
+                char ck[LT_RUN_PATH_MAX + 64];
+                snprintf(ck, sizeof ck, "%.1000s/checkpoints", j->tdir);
+                remove_checkpoints(ck);
+                rmdir(ck);
+            }
+            if (!a->json) {
+                if (!strcmp(state, "complete"))
+                    printf("trial %3d  complete  val_loss %.5f  %6.1fs  [%s]\n", j->trial,
+                           res.last_val_loss, j->dt, j->params);
+                else if (!strcmp(state, "pruned"))
+                    printf("trial %3d  pruned at step %lld (val_loss %.5f)  %6.1fs  [%s]\n",
+                           j->trial, (long long)j->tc.pruned_at, res.last_val_loss, j->dt,
+                           j->params);
+                else
+                    printf("trial %3d  failed: %s  [%s]\n", j->trial,
+                           json_string_value(json_object_get(info, "reason")), j->params);
+                fflush(stdout);
+            }
+            json_decref(info);
+            json_object_set_new(tj, "elapsed_s", json_real(elapsed0 + (now_s() - t0)));
+            write_json_file(path, tj);
+            if (store && parent && !strcmp(state, "complete"))
+                lt_store_log_metric(store, parent, "val_loss", j->trial, res.last_val_loss);
+        }
         if (g_stop) {
             rc = 130;
-            break;
+            stopping = 1;
         }
-        /* count what has run; a trial left running by a killed process runs again */
+        /* count what has run; a trial left running by a killed process runs again (not one
+         * under way here) */
         int n = lt_study_n_trials(st), ran = 0, rerun = -1;
         for (int i = 0; i < n; i++) {
             lt_trial_state ts;
             lt_study_trial_state(st, i, &ts, NULL);
+            int mine = pend && pend->trial == i;
+            for (int k = 0; k < K; k++)
+                if (jobs[k].busy && jobs[k].trial == i) mine = 1;
             char tdir[LT_RUN_PATH_MAX + 32], tp[LT_RUN_PATH_MAX + 64];
             trial_dir(a, i, tdir, sizeof tdir);
             snprintf(tp, sizeof tp, "%s/infeasible", tdir);
-            if (ts == LT_TRIAL_RUNNING && rerun < 0)
+            if (ts == LT_TRIAL_RUNNING && rerun < 0 && !mine)
                 rerun = i;
             else if (ts != LT_TRIAL_RUNNING && !lt_path_exists(tp))
                 ran++;
         }
         double elapsed = elapsed0 + (now_s() - t0);
-        if (rerun < 0 && a->trials > 0 && ran >= a->trials) break;
-        if (rerun < 0 && a->time_budget > 0 && elapsed >= a->time_budget) break;
-        int trial = rerun;
-        if (trial < 0 && lt_study_ask(st, &trial)) {
-            fprintf(stderr, "loratune %s: %s\n", a->cmd, lt_errmsg());
-            rc = 1;
-            break;
-        }
-        /* the trial's options */
-        lt_run_opts o = a->base;
-        char params[2048] = "", tdir[LT_RUN_PATH_MAX + 32];
-        size_t pl = 0;
-        int bad = 0;
-        for (int i = 0; i < lt_study_n_params(st) && !bad; i++) {
-            const char *name = lt_study_param_name(st, i);
-            double num;
-            char *cj = NULL, b[256], shown[256];
-            if (lt_study_param_number(st, trial, name, &num) == LT_OK)
-                value_text(name, NULL, num, 1, b, sizeof b);
-            else if (lt_study_param_choice_json(st, trial, name, &cj) == LT_OK)
-                value_text(name, cj, 0, 0, b, sizeof b);
-            else
-                b[0] = 0;
-            snprintf(shown, sizeof shown, "%s", b); /* the choice as the space names it */
-            if (cj && cj[0] == '"')
-                snprintf(shown, sizeof shown, "%.*s", (int)strlen(cj) - 2, cj + 1);
-            free(cj);
-            if (lt_run_opts_set(&o, name, b)) {
-                fprintf(stderr, "loratune %s: trial %d: %s\n", a->cmd, trial, lt_errmsg());
-                bad = 1;
-            }
-            if (pl < sizeof params)
-                pl += (size_t)snprintf(params + pl, sizeof params - pl, "%s%s=%s", i ? " " : "",
-                                       name, shown);
-        }
-        trial_dir(a, trial, tdir, sizeof tdir);
-        snprintf(o.out, sizeof o.out, "%.1000s", tdir);
-        o.resume[0] = 0;
-        o.json = 0;
-        mkdir_p(tdir);
-        if (rerun >= 0) { /* killed mid-trial: it runs again from the start, as it first did */
-            char ck[LT_RUN_PATH_MAX + 64];
-            snprintf(ck, sizeof ck, "%.1000s/checkpoints", tdir);
-            remove_checkpoints(ck);
-            o.overwrite = 1; /* its own folder: the killed trial's run_config.yaml is there */
-            if (lt_study_restart(st, trial)) {
-                fprintf(stderr, "loratune %s: %s\n", a->cmd, lt_errmsg());
-                rc = 1;
-                break;
-            }
-            if (!a->json)
-                printf("trial %3d  was running when the study stopped: runs again\n", trial);
-        }
-        json_t *info = json_pack("{s:i, s:s}", "trial", trial, "params", params);
-
-        /* the memory plan: an infeasible configuration never starts */
-        char reason[512] = "";
-        int64_t planned = 0;
-        if (!bad && o.batch_size > 0) {
-            lt_train_plan_t plan;
-            int64_t budget = o.memory_budget;
-            if (budget <= 0) {
-                lt_hwinfo hw;
-                if (!lt_hwinfo_detect(&hw))
-                    budget = (int64_t)(0.8 * (double)hw.ram_available_bytes);
-            }
-            if (lt_run_plan(shared, &o, &plan))
-                snprintf(reason, sizeof reason, "%s", lt_errmsg());
-            else if (budget > 0 && plan.peak_bytes > budget)
-                snprintf(reason, sizeof reason,
-                         "planned peak %.1f MiB exceeds the memory budget "
-                         "%.1f MiB",
-                         plan.peak_bytes / 1048576.0, budget / 1048576.0);
-            planned = plan.peak_bytes;
-        } /* batch-size auto: the run sizes it within the budget itself */
-        if (bad || reason[0]) {
-            if (bad) snprintf(reason, sizeof reason, "%s", lt_errmsg());
-            json_object_set_new(info, "state", json_string("infeasible"));
-            json_object_set_new(info, "reason", json_string(reason));
-            if (planned) json_object_set_new(info, "planned_peak_bytes", json_integer(planned));
-            write_trial_json(tdir, info);
-            char mark[LT_RUN_PATH_MAX + 64];
-            snprintf(mark, sizeof mark, "%s/infeasible", tdir);
-            lt_file_write_atomic(mark, reason, strlen(reason));
-            record_infeasible(a, &o, parent, trial, reason);
-            if (lt_study_tell_infeasible(st, trial, reason))
-                fprintf(stderr, "loratune %s: %s\n", a->cmd, lt_errmsg());
-            sum->n_infeasible++;
-            if (!a->json)
-                printf("trial %3d  infeasible (not run): %s  [%s]\n", trial, reason, params);
-            fflush(stdout);
-            json_decref(info);
-            if (++infeasible_in_row >= 50) {
-                fprintf(stderr,
-                        "loratune %s: 50 configurations in a row do not fit the memory "
-                        "budget; narrow the space (batch-size, max-seq-len) or raise "
-                        "--memory-budget\n",
-                        a->cmd);
-                rc = 1;
-                break;
-            }
+        int more = !stopping && !rc &&
+                   (pend || rerun >= 0 ||
+                    (!(a->trials > 0 && ran + inflight >= a->trials) &&
+                     !(a->time_budget > 0 && elapsed >= a->time_budget)));
+        if (!more || inflight >= K) {
+            if (inflight == 0) break;
+            pthread_cond_wait(&g_cv, &g_mu); /* K > 1 only: K = 1 has nothing in flight here */
             continue;
         }
-        infeasible_in_row = 0;
-
-        /* the run */
-        trial_ctx tc = {.st = st,
-                        .trial = trial,
-                        .po = po,
-                        .prune_on = prune_on,
-                        .json = a->json,
-                        .total_steps = o.iters,
-                        .train_curve = json_array(),
-                        .val_curve = json_array()};
-        lt_run *r = NULL;
-        lt_status s =
-            o.method == LT_METHOD_FULL ? lt_run_new(&o, &r) : lt_run_new_from(shared, &o, &r);
-        lt_recorder *rec = NULL;
-        double tr0 = now_s();
-        lt_run_outcome oc = LT_RUN_DONE;
-        if (!s) {
-            tc.run = r;
-            lt_run_add_sink(r, tune_sink, &tc);
-            g_run = r;
-            s = lt_run_prepare(r);
-            if (!s) {
-                rec = trial_recorder(a, &o, parent, trial);
-                if (rec) lt_run_add_sink(r, lt_recorder_sink, rec);
-                s = lt_run_train(r, &oc);
-            }
-            g_run = NULL;
-        }
-        double dt = now_s() - tr0;
-        lt_run_result res;
-        memset(&res, 0, sizeof res);
-        res.last_val_loss = NAN;
-        if (r) lt_run_get_result(r, &res);
-        const char *state;
-        if (g_stop && !tc.pruned) { /* Ctrl-C: the trial stays running; --resume continues it */
-            if (rec) trial_record_end(rec, "interrupted", LT_TRACK_KILLED);
-            json_decref(info);
-            json_decref(tc.train_curve);
-            json_decref(tc.val_curve);
-            lt_run_free(r);
-            rc = 130;
-            break;
-        }
-        if (s || oc == LT_RUN_NONFINITE ||
-            (!tc.pruned && !(res.last_val_step == res.steps && isfinite(res.last_val_loss)))) {
-            state = "failed";
-            json_object_set_new(info, "reason",
-                                json_string(s || oc == LT_RUN_NONFINITE
-                                                ? lt_errmsg()
-                                                : "no final validation loss "
-                                                  "(the data has no valid split?)"));
-            if (lt_study_tell_error(st, trial, json_string_value(json_object_get(info, "reason"))))
-                fprintf(stderr, "loratune %s: %s\n", a->cmd, lt_errmsg());
-            sum->n_failed++;
-            trial_record_end(rec, state, LT_TRACK_FAILED);
-        } else if (tc.pruned) {
-            state = "pruned";
-            json_object_set_new(info, "pruned_at_step", json_integer(tc.pruned_at));
-            lt_study_tell(st, trial, LT_TRIAL_PRUNED, NAN);
-            sum->n_pruned++;
-            trial_record_end(rec, state, LT_TRACK_FINISHED);
+        trial_job *j = NULL;
+        for (int k = 0; k < K && !j; k++)
+            if (!jobs[k].busy) j = &jobs[k];
+        if (pend) { /* it waited for room beside the trials under way */
+            if (pend != j) *j = *pend, free(pend);
+            pend = NULL;
         } else {
-            state = "complete";
-            json_object_set_new(info, "value", json_real(res.last_val_loss));
-            if (lt_study_tell(st, trial, LT_TRIAL_COMPLETE, res.last_val_loss))
+            int trial = rerun;
+            if (trial < 0 && lt_study_ask(st, &trial)) {
                 fprintf(stderr, "loratune %s: %s\n", a->cmd, lt_errmsg());
-            sum->n_complete++;
-            trial_record_end(rec, state, LT_TRACK_FINISHED);
+                rc = 1;
+                continue;
+            }
+            memset(j, 0, sizeof *j);
+            j->trial = trial;
+            j->rerun = rerun >= 0;
+            /* the trial's options */
+            lt_run_opts o = a->base;
+            char *params = j->params, *tdir = j->tdir;
+            size_t pl = 0;
+            int bad = 0;
+            for (int i = 0; i < lt_study_n_params(st) && !bad; i++) {
+                const char *name = lt_study_param_name(st, i);
+                double num;
+                char *cj = NULL, b[256], shown[256];
+                if (lt_study_param_number(st, trial, name, &num) == LT_OK)
+                    value_text(name, NULL, num, 1, b, sizeof b);
+                else if (lt_study_param_choice_json(st, trial, name, &cj) == LT_OK)
+                    value_text(name, cj, 0, 0, b, sizeof b);
+                else
+                    b[0] = 0;
+                snprintf(shown, sizeof shown, "%s", b); /* the choice as the space names it */
+                if (cj && cj[0] == '"')
+                    snprintf(shown, sizeof shown, "%.*s", (int)strlen(cj) - 2, cj + 1);
+                free(cj);
+                if (lt_run_opts_set(&o, name, b)) {
+                    fprintf(stderr, "loratune %s: trial %d: %s\n", a->cmd, trial, lt_errmsg());
+                    bad = 1;
+                }
+                if (pl < sizeof j->params)
+                    pl += (size_t)snprintf(params + pl, sizeof j->params - pl, "%s%s=%s",
+                                           i ? " " : "", name, shown);
+            }
+            trial_dir(a, trial, tdir, sizeof j->tdir);
+            snprintf(o.out, sizeof o.out, "%.1000s", tdir);
+            o.resume[0] = 0;
+            o.json = 0;
+            if (K > 1 && a->base.threads <= 0) { /* the cores shared among the trials */
+                lt_hwinfo hw;
+                int cores = !lt_hwinfo_detect(&hw) && hw.affinity_cores > 0 ? hw.affinity_cores : 1;
+                o.threads = cores / K > 0 ? cores / K : 1;
+            }
+            mkdir_p(tdir);
+            if (rerun >= 0) { /* killed mid-trial: it runs again from the start, as it first did */
+                char ck[LT_RUN_PATH_MAX + 64];
+                snprintf(ck, sizeof ck, "%.1000s/checkpoints", tdir);
+                remove_checkpoints(ck);
+                o.overwrite = 1; /* its own folder: the killed trial's run_config.yaml is there */
+                if (lt_study_restart(st, trial)) {
+                    fprintf(stderr, "loratune %s: %s\n", a->cmd, lt_errmsg());
+                    rc = 1;
+                    continue;
+                }
+                if (!a->json)
+                    printf("trial %3d  was running when the study stopped: runs again\n", trial);
+            }
+            j->info = json_pack("{s:i, s:s}", "trial", trial, "params", params);
+
+            /* the memory plan: an infeasible configuration never starts */
+            char reason[512] = "";
+            int64_t planned = 0;
+            if (!bad && o.batch_size > 0) {
+                lt_train_plan_t plan;
+                if (lt_run_plan(shared, &o, &plan))
+                    snprintf(reason, sizeof reason, "%s", lt_errmsg());
+                else if (budget > 0 && plan.peak_bytes > budget)
+                    snprintf(reason, sizeof reason,
+                             "planned peak %.1f MiB exceeds the memory budget "
+                             "%.1f MiB",
+                             plan.peak_bytes / 1048576.0, budget / 1048576.0);
+                planned = plan.peak_bytes;
+                if (!reason[0]) { /* beside other trials: the base and overhead once */
+                    int64_t common =
+                        o.method == LT_METHOD_FULL
+                            ? plan.overhead_bytes
+                            : plan.model_bytes + plan.mapped_bytes + plan.overhead_bytes;
+                    if (common > shared_bytes) shared_bytes = common;
+                    j->own_bytes = plan.peak_bytes - common;
+                }
+            } /* batch-size auto: the run sizes it within the budget itself */
+            j->planned = planned;
+            if (bad || reason[0]) {
+                if (bad) snprintf(reason, sizeof reason, "%s", lt_errmsg());
+                json_object_set_new(j->info, "state", json_string("infeasible"));
+                json_object_set_new(j->info, "reason", json_string(reason));
+                if (planned)
+                    json_object_set_new(j->info, "planned_peak_bytes", json_integer(planned));
+                write_trial_json(tdir, j->info);
+                char mark[LT_RUN_PATH_MAX + 64];
+                snprintf(mark, sizeof mark, "%s/infeasible", tdir);
+                lt_file_write_atomic(mark, reason, strlen(reason));
+                record_infeasible(a, &o, parent, trial, reason);
+                if (lt_study_tell_infeasible(st, trial, reason))
+                    fprintf(stderr, "loratune %s: %s\n", a->cmd, lt_errmsg());
+                sum->n_infeasible++;
+                if (!a->json)
+                    printf("trial %3d  infeasible (not run): %s  [%s]\n", trial, reason, params);
+                fflush(stdout);
+                json_decref(j->info);
+                j->info = NULL;
+                if (++infeasible_in_row >= 50) {
+                    fprintf(stderr,
+                            "loratune %s: 50 configurations in a row do not fit the memory "
+                            "budget; narrow the space (batch-size, max-seq-len) or raise "
+                            "--memory-budget\n",
+                            a->cmd);
+                    rc = 1;
+                }
+                continue;
+            }
+            infeasible_in_row = 0;
+            j->o = o;
         }
-        int64_t peak = 0;
-        if (r && lt_run_trainer(r)) peak = lt_trainer_plan(lt_run_trainer(r))->peak_bytes;
-        json_object_set_new(info, "state", json_string(state));
-        json_object_set_new(info, "steps", json_integer(res.steps));
-        json_object_set_new(info, "time_s", json_real(dt));
-        json_object_set_new(info, "tokens_per_sec", json_real(res.tokens_per_sec));
-        json_object_set_new(info, "planned_peak_bytes", json_integer(peak));
-        json_object_set_new(info, "trainable_params", json_integer(tc.trainable));
-        { /* what the trial saved: the PEFT adapter file, or a full fine-tune's model file */
-            struct stat sb;
-            char f[LT_RUN_PATH_MAX + 64];
-            int64_t saved = 0;
-            snprintf(f, sizeof f, "%.1000s/adapter_model.safetensors", tdir);
-            if (!stat(f, &sb)) saved = (int64_t)sb.st_size;
-            snprintf(f, sizeof f, "%.1000s/model.safetensors", tdir);
-            if (!saved && !stat(f, &sb)) saved = (int64_t)sb.st_size;
-            json_object_set_new(info, "saved_bytes", json_integer(saved));
+        /* room beside the trials under way? else it waits for one to end */
+        if (inflight > 0 && budget > 0) {
+            int64_t sum_own = j->own_bytes;
+            for (int k = 0; k < K; k++)
+                if (jobs[k].busy) sum_own += jobs[k].own_bytes;
+            if (shared_bytes + sum_own > budget) {
+                if (!(pend = malloc(sizeof *pend))) {
+                    fprintf(stderr, "loratune %s: out of memory\n", a->cmd);
+                    rc = 1;
+                    continue;
+                }
+                *pend = *j;
+                memset(j, 0, sizeof *j);
+                pthread_cond_wait(&g_cv, &g_mu);
+                continue;
+            }
         }
-        json_object_set_new(info, "batch_size",
-                            json_integer(r ? lt_run_options(r)->batch_size : 0));
-        json_object_set_new(info, "train_curve", tc.train_curve);
-        json_object_set_new(info, "val_curve", tc.val_curve);
-        write_trial_json(tdir, info);
-        lt_run_free(r); /* releases the folder's lock */
-        { /* a trial never resumes from its checkpoints (a killed one runs again from the
-             start), so they only take room: a full fine-tune's is three times the model */
-            char ck[LT_RUN_PATH_MAX + 64];
-            snprintf(ck, sizeof ck, "%.1000s/checkpoints", tdir);
-            remove_checkpoints(ck);
-            rmdir(ck);
+        /* the run */
+        j->tc = (trial_ctx){.st = st,
+                            .trial = j->trial,
+                            .po = po,
+                            .prune_on = prune_on,
+                            .json = a->json,
+                            .total_steps = j->o.iters,
+                            .train_curve = json_array(),
+                            .val_curve = json_array()};
+        j->a = a;
+        j->shared = shared;
+        j->parent = parent;
+        j->slot = (int)(j - jobs);
+        j->busy = 1;
+        j->done = 0;
+        inflight++;
+        if (!g_parallel) {
+            job_run(j);
+        } else if (pthread_create(&j->th, NULL, job_run, j)) {
+            fprintf(stderr, "loratune %s: cannot start a thread for trial %d\n", a->cmd, j->trial);
+            j->busy = 0;
+            inflight--;
+            rc = 1;
         }
-        if (!a->json) {
-            if (!strcmp(state, "complete"))
-                printf("trial %3d  complete  val_loss %.5f  %6.1fs  [%s]\n", trial,
-                       res.last_val_loss, dt, params);
-            else if (!strcmp(state, "pruned"))
-                printf("trial %3d  pruned at step %lld (val_loss %.5f)  %6.1fs  [%s]\n", trial,
-                       (long long)tc.pruned_at, res.last_val_loss, dt, params);
-            else
-                printf("trial %3d  failed: %s  [%s]\n", trial,
-                       json_string_value(json_object_get(info, "reason")), params);
-            fflush(stdout);
-        }
-        json_decref(info);
-        json_object_set_new(tj, "elapsed_s", json_real(elapsed0 + (now_s() - t0)));
-        write_json_file(path, tj);
-        if (store && parent && !strcmp(state, "complete"))
-            lt_store_log_metric(store, parent, "val_loss", trial, res.last_val_loss);
     }
+    if (g_parallel) pthread_mutex_unlock(&g_mu);
+    g_parallel = 0;
+    if (pend) {
+        json_decref(pend->info);
+        free(pend);
+    }
+    free(jobs);
 
     /* the best trial */
     {
@@ -959,8 +1253,10 @@ static int run_study(tune_args *a, int resume, lt_run_shared **shp, tune_summary
         write_study_report(a);
         if (store && parent && rc != 130)
             lt_store_run_end(store, parent, best >= 0 ? LT_TRACK_FINISHED : LT_TRACK_FAILED);
+        mirror_runs(0);
     }
 out:
+    g_mirror.store = NULL;
     lt_store_close(store);
     json_decref(tj);
     lt_study_close(st);
@@ -987,8 +1283,16 @@ static void usage(FILE *f, const char *cmd) {
             "  --max-memory SIZE      recommend only methods whose planned peak is <= SIZE\n"
             "  --max-time DUR         ... whose best trial trained in <= DUR (90s, 2m)\n"
             "  --min-quality LOSS     ... whose best validation loss is <= LOSS\n"
+            "  --task T               auto (default) | wikisql | gsm8k | none: the task metric\n"
+            "                         by greedy generation on DATA/test.jsonl (WikiSQL: exact\n"
+            "                         match of the SQL; GSM8K: final-answer accuracy)\n"
+            "  --task-examples N      the first N test examples (default 200)\n"
+            "  --task-max-tokens N    new tokens per example (default wikisql 64, gsm8k 256)\n"
+            "  --warm-start DIR       an earlier comparison of the same model and data: each\n"
+            "                         method's search starts from DIR/<method>'s trials\n"
             "  --markdown             print compare.md instead of the table\n"
             "  --report DIR           the HTML report there (default DIR/report)\n"
+            "  --png                  each chart also as a PNG next to its SVG\n"
             "  --report-only          recompute the fronts, recommendation and reports from\n"
             "                         DIR/compare.json (no training; new constraints)\n"
             "Other options as `loratune tune`. See docs/TUNE.md.\n");
@@ -1008,15 +1312,22 @@ static void usage(FILE *f, const char *cmd) {
             "                         categorical); default: lr, lora-rank, rslora,\n"
             "                         lora-dropout, lora-targets, warmup, batch-size\n"
             "  --resume               continue the study in DIR (after a kill)\n"
+            "  --parallel K           up to K trials at once over the one loaded model, while\n"
+            "                         their plans fit --memory-budget together (default 1)\n"
+            "  --warm-start STUDY     an earlier study of the same model, data and method: its\n"
+            "                         complete trials seed the GP (docs/TUNE.md)\n"
             "  --sampler S            auto (Sobol then GP) | gp | tpe | random | sobol\n"
             "  --tune-seed S          the sampler's seed (default 0)\n"
             "  --no-prune             no successive halving\n"
             "  --reduction-factor E   successive halving's eta (default 3)\n"
             "  --min-resource STEPS   first rung (default iters / eta^2)\n"
             "  --store DIR, --experiment NAME, --no-track   tracking (as `train`)\n"
+            "  --mlflow URI           mirror the study (parent run) and its trials (child runs)\n"
+            "                         to MLflow (default $MLFLOW_TRACKING_URI; '' off)\n"
             "  --json                 print the summary as JSON\n"
             "  --report DIR           the HTML report there (default STUDY/report)\n"
             "  --report-only          write the report of the study in --study DIR and stop\n"
+            "  --png                  each chart also as a PNG next to its SVG\n"
             "Any `loratune train` option (--iters, --eval-batches, --lora-alpha, ...) sets the\n"
             "base every trial starts from.\n");
 }
@@ -1044,6 +1355,7 @@ static int parse_args(int argc, char **argv, tune_args *a, int *resume, char *me
         fprintf(stderr, "loratune %s: %s\n", cmd, lt_errmsg());
         return 2;
     }
+    a->mlflow = getenv("MLFLOW_TRACKING_URI");
     const char *nt = getenv("LORATUNE_NO_TRACK");
     if (nt && *nt && strcmp(nt, "0")) a->track = 0;
     for (int i = 1; i < argc; i++) {
@@ -1065,6 +1377,12 @@ static int parse_args(int argc, char **argv, tune_args *a, int *resume, char *me
                                              "--max-memory",
                                              "--max-time",
                                              "--min-quality",
+                                             "--task",
+                                             "--warm-start",
+                                             "--mlflow",
+                                             "--parallel",
+                                             "--task-examples",
+                                             "--task-max-tokens",
                                              NULL};
         for (int k = 0; valued[k]; k++)
             if (!strcmp(x, valued[k]) && !v) {
@@ -1135,6 +1453,46 @@ static int parse_args(int argc, char **argv, tune_args *a, int *resume, char *me
             snprintf(a->report_dir, sizeof a->report_dir, "%s", v), i++;
         } else if (!strcmp(x, "--report-only")) {
             a->report_only = 1;
+        } else if (!strcmp(x, "--png")) {
+            report_set_png(1);
+        } else if (TAKE("--parallel")) {
+            long n;
+            if (lt_cli_parse_int(cmd, x, v, &n)) return 2;
+            if (n < 1 || n > MAX_PARALLEL) {
+                fprintf(stderr, "loratune %s: --parallel: expected 1..%d trials at once, got %ld\n",
+                        cmd, MAX_PARALLEL, n);
+                return 2;
+            }
+            a->parallel = (int)n, i++;
+        } else if (TAKE("--mlflow")) {
+            a->mlflow = v, i++;
+        } else if (TAKE("--warm-start")) {
+            snprintf(a->warm_start, sizeof a->warm_start, "%s", v), i++;
+        } else if (TAKE("--task") || TAKE("--task-examples") || TAKE("--task-max-tokens")) {
+            if (!methods) {
+                fprintf(stderr, "loratune %s: %s is an option of `loratune compare`\n", cmd, x);
+                return 2;
+            }
+            if (TAKE("--task")) {
+                if (strcmp(v, "auto") && strcmp(v, "wikisql") && strcmp(v, "gsm8k") &&
+                    strcmp(v, "none")) {
+                    fprintf(stderr,
+                            "loratune %s: --task: expected auto, wikisql, gsm8k or none, got "
+                            "'%s'\n",
+                            cmd, v);
+                    return 2;
+                }
+                a->task = v;
+            } else {
+                long n;
+                if (lt_cli_parse_int(cmd, x, v, &n)) return 2;
+                if (n < 1 || n > 1000000) {
+                    fprintf(stderr, "loratune %s: %s: expected 1..1000000, got %ld\n", cmd, x, n);
+                    return 2;
+                }
+                *(TAKE("--task-examples") ? &a->task_examples : &a->task_max_tokens) = (int)n;
+            }
+            i++;
         } else if (TAKE("--max-memory") || TAKE("--max-time") || TAKE("--min-quality") ||
                    !strcmp(x, "--markdown")) {
             if (!methods) {
@@ -1378,6 +1736,11 @@ int cmd_tune(int argc, char **argv) {
         printf("report: %s/index.html\n", a.report_dir[0] ? a.report_dir : dir);
         return 0;
     }
+    if (resume && a.warm_start[0]) {
+        fprintf(stderr, "loratune tune: --warm-start is given when a study starts (a resumed "
+                        "study keeps its own)\n");
+        return 2;
+    }
     if (resume && (rc = resume_base(&a))) return rc;
     if (!resume && lt_path_exists(a.study) && !lt_path_is_dir(a.study)) {
         fprintf(stderr, "loratune tune: --study %s: not a folder\n", a.study);
@@ -1436,9 +1799,9 @@ static int compare_output(const tune_args *a, const char *root, json_t *out) {
     } else if (a->markdown) {
         fputs(md ? md : "", stdout);
     } else {
-        printf("\n%-6s %-14s %10s %9s %10s %11s %12s %10s  %s\n", "method", "trials c/p/f/i",
-               "val_loss", "time_s", "peak_MiB", "tokens/s", "trainable", "saved_MiB",
-               "best trial");
+        printf("\n%-6s %-14s %10s %9s %10s %11s %12s %10s  %-10s %s\n", "method", "trials c/p/f/i",
+               "val_loss", "time_s", "peak_MiB", "tokens/s", "trainable", "saved_MiB", "best trial",
+               "task");
         size_t i;
         json_t *r;
         json_array_foreach(rows, i, r) {
@@ -1453,7 +1816,11 @@ static int compare_output(const tune_args *a, const char *root, json_t *out) {
                        "-");
                 continue;
             }
-            printf("%-6s %-14s %10.5f %9.2f %10.1f %11.0f %12lld %10.2f  %lld\n",
+            json_t *tm = json_object_get(r, "task_metric");
+            char tv[32] = "-";
+            if (tm)
+                snprintf(tv, sizeof tv, "%.4f", json_number_value(json_object_get(tm, "value")));
+            printf("%-6s %-14s %10.5f %9.2f %10.1f %11.0f %12lld %10.2f  %-10lld %s\n",
                    json_string_value(json_object_get(r, "method")), tr,
                    json_number_value(json_object_get(r, "best_val_loss")),
                    json_number_value(json_object_get(r, "time_s")),
@@ -1461,10 +1828,11 @@ static int compare_output(const tune_args *a, const char *root, json_t *out) {
                    json_number_value(json_object_get(r, "tokens_per_sec")),
                    (long long)json_integer_value(json_object_get(r, "trainable_params")),
                    json_integer_value(json_object_get(r, "saved_bytes")) / 1048576.0,
-                   (long long)json_integer_value(json_object_get(r, "best_trial")));
+                   (long long)json_integer_value(json_object_get(r, "best_trial")), tv);
         }
         printf("(trials: complete/pruned/failed/infeasible; time and memory are the best "
-               "trial's; val_loss only: no task metric)\n");
+               "trial's; %s)\n",
+               json_string_value(json_object_get(out, "metric")));
         report_compare_print(out, stdout);
         printf("written: %s, %s, %s/index.html\n", path, mdpath, rdir);
     }
@@ -1549,6 +1917,14 @@ int cmd_compare(int argc, char **argv) {
         fprintf(stderr, "loratune compare: --%s\n", lt_errmsg());
         return 2;
     }
+    /* the task metric's test split, read (and a --task that does not fit refused) up front */
+    task_set ts;
+    if (task_set_load(a.base.data, a.task ? a.task : "auto",
+                      a.task_examples ? a.task_examples : 200, a.task_max_tokens, &ts)) {
+        fprintf(stderr, "loratune compare: %s\n", lt_errmsg());
+        return 2;
+    }
+    if (!a.json) printf("task metric: %s%s\n", ts.kind ? "" : "none, loss only: ", ts.why);
     if (a.base.threads > 0) lt_set_num_threads(a.base.threads);
     setup_signals();
     lt_run_shared *sh = NULL;
@@ -1565,6 +1941,17 @@ int cmd_compare(int argc, char **argv) {
         b.space_json = user_space;
         b.report_dir[0] = 0; /* each method's study report in its own folder */
         snprintf(b.study, sizeof b.study, "%.1000s/%s", root, lt_train_method_name(ms[k]));
+        if (a.warm_start[0]) { /* an earlier comparison: each method from its own study */
+            snprintf(b.warm_start, sizeof b.warm_start, "%.1000s/%s/tune.json", a.warm_start,
+                     lt_train_method_name(ms[k]));
+            int has = lt_path_exists(b.warm_start);
+            snprintf(b.warm_start, sizeof b.warm_start, "%.1000s/%s", has ? a.warm_start : "",
+                     has ? lt_train_method_name(ms[k]) : "");
+            if (!has) b.warm_start[0] = 0;
+            if (!has && !a.json)
+                printf("warm start: %s has no %s study; %s starts cold\n", a.warm_start,
+                       lt_train_method_name(ms[k]), lt_train_method_name(ms[k]));
+        }
         char sp[LT_RUN_PATH_MAX + 32];
         snprintf(sp, sizeof sp, "%s/%s", b.study, LT_STUDY_FILE);
         if (lt_path_exists(sp)) {
@@ -1596,12 +1983,46 @@ int cmd_compare(int argc, char **argv) {
         json_array_append_new(rows, row);
     }
     lt_run_shared_free(sh);
+    /* the task metric: each method's best trial generates on the test split */
+    for (int k = 0; k < (int)json_array_size(rows) && !rc && !g_stop && ts.kind; k++) {
+        json_t *row = json_array_get(rows, k);
+        if (sums[k].best_trial < 0) continue;
+        const char *mn = lt_train_method_name(ms[k]);
+        char tdir[LT_RUN_PATH_MAX + 64], gen[LT_RUN_PATH_MAX + 64];
+        snprintf(tdir, sizeof tdir, "%.1000s/%s/trials/%04d", root, mn, sums[k].best_trial);
+        snprintf(gen, sizeof gen, "%.1000s/%s/generations.jsonl", root, mn);
+        int full = ms[k] == LT_METHOD_FULL;
+        json_t *res = NULL;
+        if (task_eval(&ts, full ? tdir : a.base.model,
+                      a.base.tokenizer[0] ? a.base.tokenizer : a.base.model, full ? NULL : tdir,
+                      gen, &res)) {
+            fprintf(stderr, "loratune compare: task metric of %s: %s\n", mn, lt_errmsg());
+            rc = 1;
+            break;
+        }
+        if (!a.json)
+            printf("task metric: %s: %.4f (%lld of %lld correct, %.1f s)\n", mn,
+                   json_number_value(json_object_get(res, "value")),
+                   (long long)json_integer_value(json_object_get(res, "correct")),
+                   (long long)json_integer_value(json_object_get(res, "n")),
+                   json_number_value(json_object_get(res, "seconds")));
+        json_object_set_new(row, "task_metric", res);
+    }
+    char metric[1700];
+    if (ts.kind)
+        snprintf(metric, sizeof metric, "best validation loss (ranks the methods); task metric: %s",
+                 ts.why);
+    else
+        snprintf(metric, sizeof metric, "best validation loss (no task metric: %s; loss only)",
+                 ts.why);
     json_t *out =
-        json_pack("{s:s, s:s, s:s, s:o, s:s}", "model", a.base.model, "data", a.base.data, "metric",
-                  "best validation loss (the data has no task "
-                  "metric here: loss only)",
-                  "methods", rows, "peak_memory",
-                  "the memory plan's predicted peak of the best trial's configuration");
+        json_pack("{s:s, s:s, s:s, s:o, s:s, s:o}", "model", a.base.model, "data", a.base.data,
+                  "metric", metric, "methods", rows, "peak_memory",
+                  "the memory plan's predicted peak of the best trial's configuration", "task",
+                  ts.kind ? json_pack("{s:s, s:s, s:i}", "kind", task_name(ts.kind), "description",
+                                      ts.why, "examples", ts.n)
+                          : json_pack("{s:s, s:s}", "kind", "none", "reason", ts.why));
+    task_set_free(&ts);
     int orc = compare_output(&a, root, out);
     if (!rc) rc = orc;
     json_decref(out);

@@ -7,12 +7,18 @@
  * Text from the data (method, parameter and choice names) is XML-escaped. */
 #include "tune_report.h"
 
+#include "loratune/tune.h"
+
 #include <errno.h>
 #include <math.h>
 #include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+
+#include <cairo.h>
+#include <librsvg/rsvg.h>
 
 #define PLOT_W 640
 #define PLOT_H 400
@@ -75,6 +81,48 @@ static int mkdirs(const char *path) {
     return mkdir(b, 0777) && errno != EEXIST ? -1 : 0;
 }
 
+/* --png: every chart also as NAME.png, rendered from its SVG by librsvg onto a cairo image
+ * surface at the SVG's size (one pixel per SVG unit, white background as drawn). */
+static int g_png;
+void report_set_png(int on) {
+    g_png = on;
+}
+
+static lt_status svg_to_png(const char *path_svg, const char *svg, size_t n) {
+    char png[4400], tmp[4420];
+    size_t l = strlen(path_svg);
+    snprintf(png, sizeof png, "%.*s.png", (int)(l > 4 ? l - 4 : l), path_svg);
+    snprintf(tmp, sizeof tmp, "%s.tmp", png);
+    GError *err = NULL;
+    RsvgHandle *h = rsvg_handle_new_from_data((const guint8 *)svg, n, &err);
+    if (!h) {
+        lt_status st = lt_error(LT_ERR_FORMAT, "%s: the SVG does not render: %s", path_svg,
+                                err ? err->message : "?");
+        if (err) g_error_free(err);
+        return st;
+    }
+    gdouble w = 0, hh = 0;
+    if (!rsvg_handle_get_intrinsic_size_in_pixels(h, &w, &hh) || w <= 0 || hh <= 0)
+        w = 640, hh = 400;
+    cairo_surface_t *surf = cairo_image_surface_create(CAIRO_FORMAT_ARGB32, (int)w, (int)hh);
+    cairo_t *cr = cairo_create(surf);
+    RsvgRectangle vp = {0, 0, w, hh};
+    lt_status st = LT_OK;
+    if (!rsvg_handle_render_document(h, cr, &vp, &err)) {
+        st = lt_error(LT_ERR_FORMAT, "%s: the SVG does not render: %s", path_svg,
+                      err ? err->message : "?");
+        if (err) g_error_free(err);
+    }
+    cairo_destroy(cr);
+    if (!st && cairo_surface_write_to_png(surf, tmp) != CAIRO_STATUS_SUCCESS)
+        st = lt_error(LT_ERR_IO, "%s: cannot write", tmp);
+    if (!st && rename(tmp, png)) st = lt_error(LT_ERR_IO, "%s: %s", png, strerror(errno));
+    if (st) remove(tmp);
+    cairo_surface_destroy(surf);
+    g_object_unref(h);
+    return st;
+}
+
 static lt_status write_text(const char *dir, const char *name, const char *prefix,
                             const char *text) {
     char p[4352];
@@ -85,6 +133,8 @@ static lt_status write_text(const char *dir, const char *name, const char *prefi
     memcpy(all, prefix, a);
     memcpy(all + a, text, n + 1);
     lt_status s = lt_file_write_atomic(p, all, a + n);
+    size_t nl = strlen(name);
+    if (!s && g_png && nl > 4 && !strcmp(name + nl - 4, ".svg")) s = svg_to_png(p, all, a + n);
     free(all);
     return s;
 }
@@ -537,8 +587,8 @@ char *report_compare_markdown(const json_t *cmp) {
             json_string_value(json_object_get(cmp, "data")),
             json_string_value(json_object_get(cmp, "metric")));
     fputs("| method | trials c/p/f/i | val_loss | val_ppl | time_s | peak_MiB | tokens/s | "
-          "trainable | saved_MiB | best trial | fronts |\n"
-          "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|\n",
+          "trainable | saved_MiB | best trial | fronts | task |\n"
+          "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|\n",
           f);
     size_t i;
     json_t *r;
@@ -553,17 +603,20 @@ char *report_compare_markdown(const json_t *cmp) {
                 (long long)json_integer_value(json_object_get(r, "failed")),
                 (long long)json_integer_value(json_object_get(r, "infeasible")));
         if (!isfinite(num(r, "best_val_loss"))) {
-            fputs(" - | - | - | - | - | - | - | - | |\n", f);
+            fputs(" - | - | - | - | - | - | - | - | | - |\n", f);
             continue;
         }
         int fm = in_front(cmp, "loss_vs_memory", m), ft = in_front(cmp, "loss_vs_time", m);
-        fprintf(f, " %.5f | %.4g | %.2f | %.1f | %.0f | %lld | %.2f | %lld | %s%s%s |\n",
+        const json_t *tm = json_object_get(r, "task_metric");
+        char tv[32] = "-";
+        if (tm) snprintf(tv, sizeof tv, "%.4f", num(tm, "value"));
+        fprintf(f, " %.5f | %.4g | %.2f | %.1f | %.0f | %lld | %.2f | %lld | %s%s%s | %s |\n",
                 num(r, "best_val_loss"), num(r, "best_val_ppl"), num(r, "time_s"),
                 num(r, "peak_bytes") / 1048576.0, num(r, "tokens_per_sec"),
                 (long long)json_integer_value(json_object_get(r, "trainable_params")),
                 num(r, "saved_bytes") / 1048576.0,
                 (long long)json_integer_value(json_object_get(r, "best_trial")), fm ? "memory" : "",
-                fm && ft ? ", " : "", ft ? "time" : "");
+                fm && ft ? ", " : "", ft ? "time" : "", tv);
     }
     fputs("\nTime and memory are the best trial's (training wall time; the memory plan's "
           "predicted peak).\n\n## Pareto fronts\n\n",
@@ -776,7 +829,7 @@ lt_status report_compare_html(const json_t *cmp, const char *outdir) {
         fputs("</ul></div>\n<h2>Methods</h2>\n<table id=\"methods\"><tr><th class=\"l\">method"
               "</th><th>complete</th><th>pruned</th><th>failed</th><th>infeasible</th>"
               "<th>val_loss</th><th>val_ppl</th><th>time_s</th><th>peak_MiB</th><th>tokens/s</th>"
-              "<th>trainable</th><th>saved_MiB</th><th>best trial</th></tr>\n",
+              "<th>trainable</th><th>saved_MiB</th><th>best trial</th><th>task</th></tr>\n",
               f);
         json_array_foreach(json_object_get(cmp, "methods"), i, v) {
             fputs("<tr><td class=\"l\">", f);
@@ -786,17 +839,20 @@ lt_status report_compare_html(const json_t *cmp, const char *outdir) {
                     (long long)json_integer_value(json_object_get(v, "pruned")),
                     (long long)json_integer_value(json_object_get(v, "failed")),
                     (long long)json_integer_value(json_object_get(v, "infeasible")));
+            const json_t *tm = json_object_get(v, "task_metric");
+            char tv[32] = "-";
+            if (tm) snprintf(tv, sizeof tv, "%.4f", num(tm, "value"));
             if (isfinite(num(v, "best_val_loss")))
                 fprintf(f,
                         "<td>%.5f</td><td>%.4g</td><td>%.2f</td><td>%.1f</td><td>%.0f</td>"
-                        "<td>%lld</td><td>%.2f</td><td>%lld</td></tr>\n",
+                        "<td>%lld</td><td>%.2f</td><td>%lld</td><td>%s</td></tr>\n",
                         num(v, "best_val_loss"), num(v, "best_val_ppl"), num(v, "time_s"),
                         num(v, "peak_bytes") / 1048576.0, num(v, "tokens_per_sec"),
                         (long long)json_integer_value(json_object_get(v, "trainable_params")),
                         num(v, "saved_bytes") / 1048576.0,
-                        (long long)json_integer_value(json_object_get(v, "best_trial")));
+                        (long long)json_integer_value(json_object_get(v, "best_trial")), tv);
             else
-                fputs("<td colspan=\"8\">no complete trial</td></tr>\n", f);
+                fputs("<td colspan=\"9\">no complete trial</td></tr>\n", f);
         }
         fputs("</table>\n<p>Time and memory are the best trial's: its training wall time and the "
               "memory plan's predicted peak.</p>\n",
@@ -971,6 +1027,230 @@ done:
     return out;
 }
 
+/* importance.svg: one bar per parameter, most important first; each bar's top is its
+ * importance on the y axis (data-param, data-value). */
+static char *importance_svg(const json_t *st, const double *imp, double main_fraction, int n_used) {
+    const json_t *space = json_object_get(st, "space");
+    int np = (int)json_object_size(space), *order = calloc((size_t)np + 1, sizeof(int));
+    const char **names = calloc((size_t)np + 1, sizeof(char *));
+    membuf b = {0};
+    char *out = NULL;
+    if (!order || !names || mb_open(&b)) goto done;
+    const char *name;
+    json_t *spec;
+    int k = 0;
+    for (int i = 0; i < np; i++)
+        order[i] = i;
+    for (int i = 1; i < np; i++) /* insertion sort, descending, stable */
+        for (int j = i; j > 0 && imp[order[j]] > imp[order[j - 1]]; j--) {
+            int t = order[j];
+            order[j] = order[j - 1], order[j - 1] = t;
+        }
+    json_object_foreach((json_t *)space, name, spec) names[k++] = name;
+    {
+        const char **tmp = calloc((size_t)np + 1, sizeof(char *));
+        if (!tmp) goto done;
+        for (int i = 0; i < np; i++)
+            tmp[i] = names[order[i]];
+        memcpy(names, tmp, sizeof(char *) * (size_t)np);
+        free(tmp);
+    }
+    plot_map m = {.cats = names, .ncats = np};
+    m.lo[0] = -0.5, m.hi[0] = np - 0.5, m.lo[1] = 0, m.hi[1] = 1;
+    char title[160];
+    snprintf(title, sizeof title, "Parameter importance (fANOVA of the GP mean, %d trials)",
+             n_used);
+    plot_begin(b.f, &m, title, "parameter", "share of the main-effect variance");
+    double w = 0.6 * (m.phi[0] - m.plo[0]) / (np > 0 ? np : 1);
+    for (int i = 0; i < np; i++) {
+        double v = imp[order[i]], x = px(&m, 0, i), top = px(&m, 1, v), base = px(&m, 1, 0);
+        fprintf(b.f,
+                "<rect class=\"bar\" x=\"%.3f\" y=\"%.3f\" width=\"%.3f\" height=\"%.3f\" "
+                "fill=\"#1f77b4\" data-x=\"%d\" data-value=\"%.17g\" data-param=\"",
+                x - w / 2, top, w, base - top, i, v);
+        xml_puts(b.f, names[i]);
+        fputs("\"><title>", b.f);
+        char tip[64];
+        snprintf(tip, sizeof tip, ": %.4f", v);
+        xml_puts(b.f, names[i]);
+        xml_puts(b.f, tip);
+        fputs("</title></rect>\n", b.f);
+    }
+    char note[96];
+    snprintf(note, sizeof note, "main effects explain %.0f%% of the variance", 100 * main_fraction);
+    fprintf(b.f, "<text class=\"note\" x=\"%g\" y=\"%g\" text-anchor=\"end\">", m.phi[0] - 8,
+            m.phi[1] + 18);
+    xml_puts(b.f, note);
+    fputs("</text>\n", b.f);
+    fputs("</svg>\n", b.f);
+    out = mb_close(&b);
+done:
+    if (!out && b.f) free(mb_close(&b));
+    free(order);
+    free(names);
+    return out;
+}
+
+/* parallel.svg: parallel coordinates, one vertical axis per parameter and the objective last;
+ * each complete trial a polyline through its values, darker the better. Each axis group
+ * (class pc-axis) carries data-param, data-x (its pixel column), data-lo / data-hi (the domain;
+ * log10 on a log axis, choice indices for a categorical), data-log, data-pxlo / data-pxhi
+ * (bottom and top pixels); each line its data-trial and data-values (the numbers, choice
+ * indices for categoricals, the objective last). */
+static char *parallel_svg(const json_t *st, int maximize) {
+    const json_t *space = json_object_get(st, "space"), *trials = json_object_get(st, "trials");
+    int np = (int)json_object_size(space), na = np + 1;
+    size_t nt = json_array_size(trials), i;
+    double *val = calloc((nt + 1) * (size_t)na, sizeof(double)), *lo = calloc(na, sizeof(double)),
+           *hi = calloc(na, sizeof(double));
+    int *lg = calloc(na, sizeof(int)), *tr = calloc(nt + 1, sizeof(int)),
+        *ord = calloc(nt + 1, sizeof(int));
+    double *colx = NULL;
+    membuf b = {0};
+    char *out = NULL;
+    if (!val || !lo || !hi || !lg || !tr || !ord || mb_open(&b)) goto done;
+    int n = 0;
+    json_t *t;
+    json_array_foreach(trials, i, t) {
+        const char *state = json_string_value(json_object_get(t, "state"));
+        double v = num(t, "value");
+        if (!state || strcmp(state, "complete") || !isfinite(v)) continue;
+        const char *name;
+        json_t *spec;
+        int a = 0, ok = 1;
+        json_object_foreach((json_t *)space, name, spec) {
+            ok &= param_x(spec, json_object_get(json_object_get(t, "params"), name),
+                          &val[(size_t)n * na + a]);
+            a++;
+        }
+        if (!ok) continue;
+        val[(size_t)n * na + np] = v;
+        tr[n++] = (int)json_integer_value(json_object_get(t, "trial"));
+    }
+    const double top = 60, bottom = PLOT_H - 45, left = 60, right = PLOT_W - 60;
+    fprintf(b.f,
+            "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" "
+            "viewBox=\"0 0 %d %d\" font-family=\"sans-serif\" font-size=\"12\">\n"
+            "<title>Parallel coordinates</title>\n<rect width=\"%d\" height=\"%d\" "
+            "fill=\"#ffffff\"/>\n<text x=\"%d\" y=\"22\" text-anchor=\"middle\" "
+            "font-size=\"14\">Parallel coordinates (%d complete trials; darker is better)</text>\n",
+            PLOT_W, PLOT_H, PLOT_W, PLOT_H, PLOT_W, PLOT_H, PLOT_W / 2, n);
+    const char *name;
+    json_t *spec;
+    int a = 0;
+    colx = calloc(na, sizeof(double));
+    if (!colx) goto done;
+    for (int k = 0; k < na; k++)
+        colx[k] = na > 1 ? left + (right - left) * k / (na - 1) : left;
+    json_object_foreach((json_t *)space, name, spec) {
+        const json_t *ch = json_object_get(spec, "choices");
+        if (ch) {
+            size_t nc = json_array_size(ch);
+            lo[a] = nc > 1 ? 0 : -0.5, hi[a] = nc > 1 ? (double)nc - 1 : 0.5;
+        } else {
+            lg[a] = json_is_true(json_object_get(spec, "log"));
+            lo[a] = lg[a] ? log10(num(spec, "low")) : num(spec, "low");
+            hi[a] = lg[a] ? log10(num(spec, "high")) : num(spec, "high");
+        }
+        a++;
+    }
+    { /* the objective's axis: the values' range */
+        double l = INFINITY, h = -INFINITY;
+        for (int k = 0; k < n; k++) {
+            double v = val[(size_t)k * na + np];
+            l = v < l ? v : l, h = v > h ? v : h;
+        }
+        if (!(l < h)) l = (n ? l : 0) - 0.5, h = l + 1;
+        lo[np] = l, hi[np] = h;
+    }
+    a = 0;
+    json_object_foreach((json_t *)space, name, spec) { /* the axes */
+        const json_t *ch = json_object_get(spec, "choices");
+        fprintf(b.f,
+                "<g class=\"pc-axis\" data-x=\"%.3f\" data-lo=\"%.17g\" data-hi=\"%.17g\" "
+                "data-log=\"%d\" data-pxlo=\"%g\" data-pxhi=\"%g\" data-param=\"",
+                colx[a], lo[a], hi[a], lg[a], bottom, top);
+        xml_puts(b.f, name);
+        fprintf(b.f,
+                "\"><line x1=\"%.3f\" y1=\"%g\" x2=\"%.3f\" y2=\"%g\" stroke=\"#444\"/>"
+                "<text x=\"%.3f\" y=\"%g\" text-anchor=\"middle\">",
+                colx[a], top, colx[a], bottom, colx[a], bottom + 18);
+        xml_puts(b.f, name);
+        fputs("</text>", b.f);
+        if (ch) {
+            size_t c;
+            json_t *cv;
+            json_array_foreach(ch, c, cv) {
+                double y = bottom + ((double)c - lo[a]) / (hi[a] - lo[a]) * (top - bottom);
+                char *lab = choice_label(cv);
+                fprintf(b.f, "<text x=\"%.3f\" y=\"%.3f\" font-size=\"10\">", colx[a] + 4, y + 4);
+                xml_puts(b.f, lab ? lab : "?");
+                fputs("</text>", b.f);
+                free(lab);
+            }
+        } else {
+            fprintf(b.f,
+                    "<text x=\"%.3f\" y=\"%g\" font-size=\"10\">%.4g</text>"
+                    "<text x=\"%.3f\" y=\"%g\" font-size=\"10\">%.4g</text>",
+                    colx[a] + 4, top + 4, num(spec, "high"), colx[a] + 4, bottom + 4,
+                    num(spec, "low"));
+        }
+        fputs("</g>\n", b.f);
+        a++;
+    }
+    fprintf(b.f,
+            "<g class=\"pc-axis\" data-x=\"%.3f\" data-lo=\"%.17g\" data-hi=\"%.17g\" "
+            "data-log=\"0\" data-pxlo=\"%g\" data-pxhi=\"%g\" data-param=\"objective\">"
+            "<line x1=\"%.3f\" y1=\"%g\" x2=\"%.3f\" y2=\"%g\" stroke=\"#444\"/>"
+            "<text x=\"%.3f\" y=\"%g\" text-anchor=\"middle\">objective</text>"
+            "<text x=\"%.3f\" y=\"%g\" font-size=\"10\" text-anchor=\"end\">%.5g</text>"
+            "<text x=\"%.3f\" y=\"%g\" font-size=\"10\" text-anchor=\"end\">%.5g</text></g>\n",
+            colx[np], lo[np], hi[np], bottom, top, colx[np], top, colx[np], bottom, colx[np],
+            bottom + 18, colx[np] - 4, top + 4, hi[np], colx[np] - 4, bottom + 4, lo[np]);
+    /* worst first, so the best lines are drawn on top */
+    for (int k = 0; k < n; k++)
+        ord[k] = k;
+    for (int k = 1; k < n; k++)
+        for (int j = k; j > 0; j--) {
+            double vj = val[(size_t)ord[j] * na + np], vp = val[(size_t)ord[j - 1] * na + np];
+            if (!(maximize ? vj < vp : vj > vp)) break;
+            int x = ord[j];
+            ord[j] = ord[j - 1], ord[j - 1] = x;
+        }
+    for (int r = 0; r < n; r++) {
+        int k = ord[r];
+        double q = n > 1 ? (double)r / (n - 1) : 1; /* 0 worst .. 1 best */
+        int cr = (int)(198 + q * (8 - 198)), cg = (int)(219 + q * (48 - 219)),
+            cb = (int)(239 + q * (107 - 239));
+        fprintf(b.f,
+                "<polyline class=\"trial\" fill=\"none\" stroke=\"rgb(%d,%d,%d)\" "
+                "stroke-width=\"1.5\" data-trial=\"%d\" points=\"",
+                cr, cg, cb, tr[k]);
+        for (int x = 0; x < na; x++) {
+            double v = val[(size_t)k * na + x], tv = lg[x] ? log10(v) : v;
+            fprintf(b.f, "%s%.3f,%.3f", x ? " " : "", colx[x],
+                    bottom + (tv - lo[x]) / (hi[x] - lo[x]) * (top - bottom));
+        }
+        fputs("\" data-values=\"", b.f);
+        for (int x = 0; x < na; x++)
+            fprintf(b.f, "%s%.17g", x ? " " : "", val[(size_t)k * na + x]);
+        fprintf(b.f, "\"><title>trial %d: %.5f</title></polyline>\n", tr[k],
+                val[(size_t)k * na + np]);
+    }
+    fputs("</svg>\n", b.f);
+    out = mb_close(&b);
+done:
+    if (!out && b.f) free(mb_close(&b));
+    free(val);
+    free(lo);
+    free(hi);
+    free(lg);
+    free(tr);
+    free(ord);
+    free(colx);
+    return out;
+}
+
 /* slice_<name>.svg with the name's characters outside [A-Za-z0-9_-] as '_' */
 static void slice_file(const char *name, char *b, size_t n) {
     snprintf(b, n, "slice_%.200s.svg", name);
@@ -1054,6 +1334,44 @@ lt_status report_study_html(const char *study_dir, const char *outdir) {
         slice_file(name, fn, sizeof fn);
         svg = slice_svg(st, name, spec);
         s = svg ? write_text(outdir, fn, SVG_DECL, svg) : lt_error(LT_ERR_NOMEM, "%s", fn);
+        if (!s) fputs(svg, f);
+        free(svg);
+    }
+    if (!s) { /* parameter importance (needs 3 complete trials) and parallel coordinates */
+        lt_study *so = NULL;
+        int np = (int)json_object_size(json_object_get(st, "space")), nu = 0;
+        double imp[np + 1], mf = 0;
+        lt_status is = lt_study_open_readonly(study_dir, &so);
+        if (!is) is = lt_study_param_importance(so, imp, &mf, &nu);
+        lt_study_close(so);
+        fputs("<h2>Parameter importance</h2>\n", f);
+        if (is) {
+            fputs("<p id=\"importance-none\">Not computed: ", f);
+            xml_puts(f, lt_errmsg());
+            fputs(".</p>\n", f);
+        } else {
+            fputs("<p>Each parameter's share of the variance of the objective explained by it "
+                  "alone: a functional ANOVA of the GP's posterior mean fitted to the complete "
+                  "trials, over the distribution each parameter is searched from (docs/TUNE.md, "
+                  "\"Parameter importance\"). The shares sum to 1; the legend says how much of "
+                  "the variance the parameters explain alone (the rest: interactions).</p>\n",
+                  f);
+            svg = importance_svg(st, imp, mf, nu);
+            s = svg ? write_text(outdir, "importance.svg", SVG_DECL, svg)
+                    : lt_error(LT_ERR_NOMEM, "importance.svg");
+            if (!s) fputs(svg, f);
+            free(svg);
+        }
+    }
+    if (!s) {
+        fputs("<h2>Parallel coordinates</h2>\n<p>Each complete trial as a line through its "
+              "parameters and its objective (right); darker lines are better trials. "
+              "Bundles of dark lines show the ranges that work; crossing lines a parameter "
+              "that matters little.</p>\n",
+              f);
+        svg = parallel_svg(st, maximize);
+        s = svg ? write_text(outdir, "parallel.svg", SVG_DECL, svg)
+                : lt_error(LT_ERR_NOMEM, "parallel.svg");
         if (!s) fputs(svg, f);
         free(svg);
     }

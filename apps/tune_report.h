@@ -44,4 +44,8 @@ lt_status report_compare_html(const json_t *cmp, const char *outdir);
  * slice_<param>.svg (value against each parameter). */
 lt_status report_study_html(const char *study_dir, const char *outdir);
 
+/* On: every chart written from now on is also rendered to a PNG next to its SVG (NAME.png,
+ * librsvg + cairo, one pixel per SVG unit). Off by default. */
+void report_set_png(int on);
+
 #endif

@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PKGS="build-essential clang libclang-rt-14-dev cmake pkg-config git ca-certificates unzip libopenblas-dev libpcre2-dev libjansson-dev libutf8proc-dev libyaml-dev libomp-dev python3 python3-venv libsqlite3-dev libcurl4-openssl-dev libssl-dev libmicrohttpd-dev libarchive-dev libjs-chart.js chromium chromium-driver curl openssl qemu-user libgsl-dev liblapacke-dev libdnnl-dev libopenmpi-dev openmpi-bin prometheus prometheus-alertmanager libpq-dev postgresql iproute2"
+PKGS="build-essential clang libclang-rt-14-dev cmake pkg-config git ca-certificates unzip libopenblas-dev libpcre2-dev libjansson-dev libutf8proc-dev libyaml-dev libomp-dev python3 python3-venv libsqlite3-dev libcurl4-openssl-dev libssl-dev libmicrohttpd-dev libarchive-dev libjs-chart.js chromium chromium-driver curl openssl qemu-user libgsl-dev liblapacke-dev librsvg2-dev libdnnl-dev libopenmpi-dev openmpi-bin prometheus prometheus-alertmanager libpq-dev postgresql iproute2"
 missing=""
 for p in $PKGS; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

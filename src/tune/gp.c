@@ -313,6 +313,10 @@ lt_status lt_gp_predict(const lt_gp *gp, int m, const double *Xs, double *mean, 
         }
         mean[s] = mu;
     }
+    if (!var) { /* the mean alone (parameter importance) */
+        lt_free(V);
+        return LT_OK;
+    }
     if (n > 0)
         LAPACKE_dtrtrs(LAPACK_COL_MAJOR, 'L', 'N', 'N', n, m, gp->L, n, V, n); /* V = L^-1 Ks */
     for (int s = 0; s < m; s++) {

@@ -48,7 +48,8 @@ lt_status lt_gp_fit(lt_gp *gp, const double *theta0, int n_random, uint64_t seed
 /* One run from theta0 (the last fit, after a point was added); falls back to lt_gp_fit when the
  * kernel does not factorize there. */
 lt_status lt_gp_fit_from(lt_gp *gp, const double *theta0, int max_iter);
-/* Posterior of the latent f at m points Xs (m, d): mean (m) and variance (m, >= 0). */
+/* Posterior of the latent f at m points Xs (m, d): mean (m) and variance (m, >= 0; var NULL:
+ * the mean only). */
 lt_status lt_gp_predict(const lt_gp *gp, int m, const double *Xs, double *mean, double *var);
 
 /* log h(z), h(z) = phi(z) + z Phi(z), accurate for all z (Ament et al. 2023, "Unexpected

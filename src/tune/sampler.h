@@ -25,4 +25,11 @@ lt_status lt_tune_suggest(const lt_space *sp, const lt_study_options *opt, const
 lt_status lt_tune_gp_next(const lt_space *sp, int n, const double *X, const double *y, int np,
                           const double *P, uint64_t seed, double *theta, double *x);
 
+/* Parameter importance by a functional ANOVA of the GP mean fitted to the complete trials
+ * (importance.c): imp[sp->n] sums to 1; *main_fraction (may be NULL) the share of the mean's
+ * variance the main effects explain (1: no interactions); *n_used the complete trials.
+ * LT_ERR_ARG with fewer than 3 complete trials. */
+lt_status lt_tune_importance(const lt_space *sp, const json_t *trials, int maximize,
+                             double *imp, double *main_fraction, int *n_used);
+
 #endif

@@ -222,6 +222,24 @@ static lt_status study_validate(lt_study *s) {
     double x[s->space.dims];
     size_t i;
     json_t *t;
+    json_t *ws = json_object_get(r, "warm_start"); /* optional: lt_study_warm_start's */
+    if (ws) {
+        json_t *wt = json_object_get(ws, "trials");
+        if (!json_is_object(ws) || !json_is_string(json_object_get(ws, "source")) ||
+            !json_is_array(wt))
+            return bad(s, "warm_start", "{\"source\": path, \"trials\": [...]}");
+        json_array_foreach(wt, i, t) {
+            char f[80];
+            snprintf(f, sizeof f, "warm_start.trials[%zu]", i);
+            if (!json_is_number(json_object_get(t, "value")) ||
+                !json_is_string(json_object_get(t, "state")) ||
+                strcmp(json_string_value(json_object_get(t, "state")), "complete"))
+                return bad(s, f, "\"state\": \"complete\" and a number \"value\"");
+            snprintf(what, sizeof what, "%s: %s", s->path, f);
+            if ((st = lt_space_params_to_model(&s->space, json_object_get(t, "params"), what, x)))
+                return st;
+        }
+    }
     json_array_foreach(s->trials, i, t) {
         char f[64];
         snprintf(f, sizeof f, "trials[%zu]", i);
@@ -326,7 +344,22 @@ static lt_status study_ask_(lt_study *s, int *trial) {
         for (int i = 0; i < dims + 2; i++) theta[i] = json_number_value(json_array_get(th, (size_t)i));
     json_t *params = NULL, *old_theta = json_incref(th);
     int used_gp = 0;
-    lt_status st = lt_tune_suggest(&s->space, &s->opt, s->trials, n, theta, &used_gp, &params);
+    /* a warm start's trials come first, as complete trials the GP sees, and count as asked
+     * trials for the sampler (lt_study_warm_start): the quasi-random start is shorter by as
+     * many and continues the Sobol sequence after them */
+    const json_t *wt = json_object_get(json_object_get(s->root, "warm_start"), "trials");
+    json_t *all = s->trials;
+    int nw = (int)json_array_size(wt);
+    if (nw) {
+        all = json_array();
+        if (!all || json_array_extend(all, (json_t *)wt) || json_array_extend(all, s->trials)) {
+            json_decref(all);
+            json_decref(old_theta);
+            return lt_error(LT_ERR_NOMEM, "%s: out of memory", s->path);
+        }
+    }
+    lt_status st = lt_tune_suggest(&s->space, &s->opt, all, n + nw, theta, &used_gp, &params);
+    if (all != s->trials) json_decref(all);
     if (st) {
         json_decref(old_theta);
         return st;
@@ -608,6 +641,68 @@ lt_status lt_study_summary_json(const lt_study *s, char **out, int *best_trial) 
     return *out ? LT_OK : lt_error(LT_ERR_NOMEM, "out of memory");
 }
 
+lt_status lt_study_param_importance(const lt_study *s, double *imp, double *main_fraction,
+                                    int *n_used) {
+    return lt_tune_importance(&s->space, s->trials, s->opt.maximize, imp, main_fraction, n_used);
+}
+
+static lt_status study_warm_start_(lt_study *s, const char *other_dir, int *n_used,
+                                   int *n_skipped) {
+    if (n_used) *n_used = 0;
+    if (n_skipped) *n_skipped = 0;
+    if (s->readonly) return lt_error(LT_ERR_ARG, "%s: opened read-only", s->path);
+    if (lt_study_n_trials(s) > 0 || json_object_get(s->root, "warm_start"))
+        return lt_error(LT_ERR_ARG,
+                        "%s: a warm start is given before the first trial (the study has "
+                        "%d trials%s)",
+                        s->path, lt_study_n_trials(s),
+                        json_object_get(s->root, "warm_start") ? " and a warm start" : "");
+    lt_study *o = NULL;
+    lt_status st = lt_study_open_readonly(other_dir, &o);
+    if (st) return st;
+    if (o->opt.maximize != s->opt.maximize) {
+        st = lt_error(LT_ERR_ARG, "warm start: %s %ss, this study %ss", o->path,
+                      o->opt.maximize ? "maximize" : "minimize",
+                      s->opt.maximize ? "maximize" : "minimize");
+        lt_study_close(o);
+        return st;
+    }
+    json_t *arr = json_array(), *ws = NULL;
+    double x[s->space.dims + 1];
+    int used = 0, skipped = 0;
+    size_t i;
+    json_t *t;
+    json_array_foreach(o->trials, i, t) {
+        if (strcmp(json_string_value(json_object_get(t, "state")), "complete")) continue;
+        lt_status fit = lt_space_params_to_model(&s->space, json_object_get(t, "params"), "", x);
+        if (fit) { /* a parameter missing here, or outside this space's range / choices */
+            skipped++;
+            continue;
+        }
+        json_t *e = json_pack("{s:O, s:s, s:O, s:O}", "trial", json_object_get(t, "trial"),
+                              "state", "complete", "params", json_object_get(t, "params"), "value",
+                              json_object_get(t, "value"));
+        if (!e || json_array_append_new(arr, e)) {
+            st = lt_error(LT_ERR_NOMEM, "%s: out of memory", s->path);
+            break;
+        }
+        used++;
+    }
+    if (!st && !(ws = json_pack("{s:s, s:O}", "source", other_dir, "trials", arr)))
+        st = lt_error(LT_ERR_NOMEM, "%s: out of memory", s->path);
+    if (!st && json_object_set_new(s->root, "warm_start", ws)) {
+        ws = NULL;
+        st = lt_error(LT_ERR_NOMEM, "%s: out of memory", s->path);
+    }
+    if (!st && (st = study_write(s))) json_object_del(s->root, "warm_start");
+    json_decref(arr);
+    lt_study_close(o);
+    if (st) return st;
+    if (n_used) *n_used = used;
+    if (n_skipped) *n_skipped = skipped;
+    return LT_OK;
+}
+
 /* ---- the public changes: each one transaction on a PostgreSQL study ----------------------- */
 /* A PostgreSQL study: BEGIN, the row read FOR UPDATE (what other workers told meanwhile), so
  * that the change applies to the current document; study_end commits it (or rolls back). A
@@ -665,4 +760,7 @@ lt_status lt_study_restart(lt_study *s, int trial) {
 lt_status lt_study_should_prune(lt_study *s, int trial, const lt_prune_opts *p, int *prune,
                                 int *rung) {
     IN_TXN(s, study_should_prune_(s, trial, p, prune, rung));
+}
+lt_status lt_study_warm_start(lt_study *s, const char *other_dir, int *n_used, int *n_skipped) {
+    IN_TXN(s, study_warm_start_(s, other_dir, n_used, n_skipped));
 }

@@ -26,6 +26,8 @@ import sys
 import tempfile
 import xml.etree.ElementTree as ET
 
+from PIL import Image
+
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from ltcheck import FIXTURES, check, finish, run  # noqa: E402
 
@@ -313,7 +315,7 @@ if train and steps:
 
 # each method's study has its own report (history + a slice per parameter)
 st = json.load(open(os.path.join(d, "lora", "study.json")))
-names = ["history.svg"] + ["slice_%s.svg" % p for p in st["space"]]
+names = ["history.svg", "parallel.svg"] + ["slice_%s.svg" % p for p in st["space"]]
 check_report(os.path.join(d, "lora", "report"), names)
 
 # ---- 2. a study's report, on values chosen here (study ask / report / tell) ---------------------
@@ -347,7 +349,8 @@ for direction in ("minimize", "maximize"):
     check(r.returncode == 0 and "report: " in r.stdout, f"tune --report-only: {r.stderr}")
     st = json.load(open(os.path.join(sdd, "study.json")))
     rd = os.path.join(sdd, "report")
-    names = ["history.svg"] + ["slice_%s.svg" % p for p in st["space"]]
+    names = ["history.svg", "importance.svg", "parallel.svg"] + \
+        ["slice_%s.svg" % p for p in st["space"]]
     roots = check_report(rd, names)
     complete = {t: v for t, (v, _) in told.items() if isinstance(v, float)}
     # history: complete trials at (trial, value), the pruned one at its last value, and the
@@ -390,6 +393,93 @@ for direction in ("minimize", "maximize"):
             xv = spec["choices"].index(pv) if "choices" in spec else pv
             want.append((t, (float(xv), complete[t])))
         check(pts == want, f"slice {pname}: {pts} vs {want}")
+
+    # importance: one bar per parameter, highest first, each at `study importance`'s value
+    # (whose numbers tests/tune/test_importance.py checks against exact values and Optuna)
+    imp = json.loads(run("study", "importance", "--study", sdd, "--json").stdout)["importance"]
+    root = roots["importance.svg"]
+    ax = axes(root)
+    bars = [e for e in root.iter(SVGNS + "rect") if e.get("class") == "bar"]
+    got = [(b.get("data-param"), float(b.get("data-value"))) for b in bars]
+    want = sorted(imp.items(), key=lambda kv: -kv[1])
+    check([g[0] for g in got] == [w[0] for w in want] and
+          all(abs(g[1] - w[1]) < 1e-12 for g, w in zip(got, want)),
+          f"{direction}: importance bars {got} vs {want}")
+    for i, b in enumerate(bars):
+        v = float(b.get("data-value"))
+        check(close(ax, "y", float(b.get("y")), v) and
+              close(ax, "y", float(b.get("y")) + float(b.get("height")), 0.0) and
+              close(ax, "x", float(b.get("x")) + float(b.get("width")) / 2, float(i)),
+              f"{direction}: bar {b.get('data-param')} drawn at y {b.get('y')} for {v}")
+    # parallel coordinates: each complete trial's line passes through its parameters (choice
+    # index for categoricals, log10 on log axes) and its value, on each axis's mapping
+    root = roots["parallel.svg"]
+    pax = [e for e in root.iter(SVGNS + "g") if e.get("class") == "pc-axis"]
+    check([e.get("data-param") for e in pax] == list(st["space"]) + ["objective"],
+          f"parallel axes {[e.get('data-param') for e in pax]}")
+    lines = {}
+    for e in root.iter(SVGNS + "polyline"):
+        if e.get("class") == "trial":
+            pts = [tuple(map(float, q.split(","))) for q in e.get("points").split()]
+            lines[int(e.get("data-trial"))] = pts
+    check(sorted(lines) == sorted(complete), f"parallel lines {sorted(lines)} vs {sorted(complete)}")
+    for t, pts in lines.items():
+        params = told[t][1]
+        wantv = [(spec["choices"].index(params[k]) if "choices" in spec else params[k])
+                 for k, spec in st["space"].items()] + [complete[t]]
+        for (x, y), e, v in zip(pts, pax, wantv):
+            lo, hi = float(e.get("data-lo")), float(e.get("data-hi"))
+            pl, ph = float(e.get("data-pxlo")), float(e.get("data-pxhi"))
+            tv = lo + (y - pl) / (ph - pl) * (hi - lo)
+            if e.get("data-log") == "1":
+                tv = 10 ** tv
+            check(abs(x - float(e.get("data-x"))) < 1e-3 and
+                  abs(tv - v) <= 1e-3 / abs(ph - pl) * (hi - lo) * (abs(v) * 2.31 if
+                                                                     e.get("data-log") == "1"
+                                                                     else 1) + 1e-12,
+                  f"{direction}: trial {t} on {e.get('data-param')}: {tv} vs {v}")
+    # the line colours: darker (lower red channel) for better trials
+    order = sorted(complete, key=lambda t: complete[t], reverse=(direction == "maximize"))
+    reds = {int(e.get("data-trial")): int(e.get("stroke")[4:].split(",")[0])
+            for e in root.iter(SVGNS + "polyline") if e.get("class") == "trial"}
+    check([reds[t] for t in order] == sorted(reds.values()),
+          f"{direction}: colours {reds} vs order {order}")
+
+    # --png: every chart also as a PNG of the SVG's size, drawn where the SVG says: the
+    # pixel at each importance bar's centre and at each history point's centre has that mark's
+    # colour (librsvg's rendering, read with Pillow). glib / librsvg keep allocations for the
+    # life of the process, which LeakSanitizer would report: leak checks off for this call.
+    if direction == "minimize":
+        env = dict(os.environ)
+        env["ASAN_OPTIONS"] = (env.get("ASAN_OPTIONS", "") + ":detect_leaks=0").lstrip(":")
+        r = run("tune", "--study", sdd, "--report-only", "--png", env=env)
+        check(r.returncode == 0, f"--png: {r.stderr}")
+        for n in names:
+            pth = os.path.join(rd, n[:-4] + ".png")
+            check(os.path.exists(pth), f"{pth} missing")
+            if not os.path.exists(pth):
+                continue
+            img = Image.open(pth).convert("RGB")
+            svg = roots[n]
+            check(img.size == (int(svg.get("width")), int(svg.get("height"))),
+                  f"{pth}: size {img.size}")
+
+        def near(c, hexcol):
+            want = tuple(int(hexcol[i:i + 2], 16) for i in (1, 3, 5))
+            return all(abs(a - b) <= 8 for a, b in zip(c, want))
+        img = Image.open(os.path.join(rd, "importance.png")).convert("RGB")
+        for b in roots["importance.svg"].iter(SVGNS + "rect"):
+            if b.get("class") == "bar" and float(b.get("height")) > 4:
+                x = float(b.get("x")) + float(b.get("width")) / 2
+                y = float(b.get("y")) + float(b.get("height")) / 2
+                check(near(img.getpixel((int(x), int(y))), "#1f77b4"),
+                      f"importance.png at bar {b.get('data-param')}: {img.getpixel((int(x), int(y)))}")
+        img = Image.open(os.path.join(rd, "history.png")).convert("RGB")
+        for c in circles(roots["history.svg"], "complete"):
+            px_ = img.getpixel((int(round(float(c.get("cx")))), int(round(float(c.get("cy"))))))
+            check(near(px_, "#1f77b4") or near(px_, "#d62728"),  # the best-so-far line may cross
+                  f"history.png at trial {c.get('data-trial')}: {px_}")
+        check(near(img.getpixel((2, 2)), "#ffffff"), "history.png: white background")
 
 # ---- 2b. ties and a method without a result (a compare.json written here) -------------------
 sy = os.path.join(tmp, "synthetic")

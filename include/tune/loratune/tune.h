@@ -140,6 +140,27 @@ lt_status lt_study_trial_json(const lt_study *s, int trial, char **out);
  *  "best": {trial, value, params} or null}; malloc'd. *best_trial = -1 when none complete. */
 lt_status lt_study_summary_json(const lt_study *s, char **out, int *best_trial);
 
+/* Warm start: the complete trials of the study in other_dir (opened read-only) whose
+ * parameters fit this study's space (every parameter present, within its bounds or among its
+ * choices) become prior observations of the GP sampler: they enter the model as complete
+ * trials before this study's own, and the sampler counts them as asked trials (the
+ * quasi-random start is shorter by as many and continues the Sobol sequence after them; the
+ * random sampler's streams move on by as many; these two ignore the values). They are kept
+ * in study.json ("warm_start": {"source", "trials": [{trial, state, params, value}]}) and are
+ * not trials of this study (not counted, not shown as its trials, never its best). Only
+ * before the first ask; the directions must agree.
+ * *n_used / *n_skipped (may be NULL): trials taken / complete trials that did not fit. */
+lt_status lt_study_warm_start(lt_study *s, const char *other_dir, int *n_used, int *n_skipped);
+
+/* Parameter importance: a functional ANOVA (fANOVA) of the GP's posterior mean fitted to the
+ * complete trials, each parameter's main-effect variance over its sampling distribution
+ * (docs/TUNE.md, "Parameter importance"). imp[lt_study_n_params(s)] sums to 1 (0 for every
+ * parameter when all values are equal); *main_fraction (may be NULL) is the share of the
+ * mean's variance the main effects explain (1 - interactions); *n_used (may be NULL) the
+ * complete trials used. LT_ERR_ARG with fewer than 3 complete trials. */
+lt_status lt_study_param_importance(const lt_study *s, double *imp, double *main_fraction,
+                                    int *n_used);
+
 #ifdef __cplusplus
 }
 #endif

@@ -143,6 +143,11 @@ enum MHD_Result lt_job_download(lt_server *s, struct MHD_Connection *c, const ch
 
 /* ---- runs (runs.c) ---- */
 enum MHD_Result lt_runs_list(lt_server *s, struct MHD_Connection *c);
+/* ---- the model registry (registry.c) ---- */
+enum MHD_Result lt_registry_list(lt_server *s, struct MHD_Connection *c);
+enum MHD_Result lt_registry_create(lt_server *s, struct MHD_Connection *c, const json_t *body);
+enum MHD_Result lt_registry_stage(lt_server *s, struct MHD_Connection *c, const char *name,
+                                  const json_t *body);
 enum MHD_Result lt_run_get(lt_server *s, struct MHD_Connection *c, const char *id,
                            int metrics_only);
 

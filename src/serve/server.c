@@ -235,6 +235,8 @@ typedef enum {
     R_RUN_METRICS,   /* GET */
     R_WEB,           /* GET: a page of the web interface (web.c) */
     R_PLAN,          /* POST: memory estimate (plan.c) */
+    R_REGISTRY,      /* GET list, POST register (registry.c) */
+    R_REGISTRY_STAGE, /* POST: promote a version */
     R_LIVE,          /* GET /health */
     R_READY,         /* GET /ready */
     R_METRICS,       /* GET /metrics */
@@ -288,6 +290,7 @@ static const char *allowed(route_kind k) {
     case R_JOBS:
     case R_V1_ADAPTERS:
     case R_DEPLOYMENTS:
+    case R_REGISTRY:
         return "GET, HEAD, POST";
     case R_DATASET_CHECK:
     case R_JOB_CANCEL:
@@ -298,6 +301,7 @@ static const char *allowed(route_kind k) {
     case R_DEPLOY_ROLLBACK:
     case R_DEPLOY_EVALUATE:
     case R_ALERTS:
+    case R_REGISTRY_STAGE:
         return "POST";
     case R_V1_ADAPTER:
         return "DELETE";
@@ -354,6 +358,7 @@ static int route(const char *method, const char *url, request *q) {
     if (n == 2 && !strcmp(a, "plan")) return pick(q, R_PLAN, post);
     if (n == 2 && !strcmp(a, "deployments")) return pick(q, R_DEPLOYMENTS, get || post);
     if (n == 2 && !strcmp(a, "alerts")) return pick(q, R_ALERTS, post);
+    if (n == 2 && !strcmp(a, "registry")) return pick(q, R_REGISTRY, get || post);
     if (n >= 3) snprintf(q->id, sizeof q->id, "%s", seg[2]);
     if (!strcmp(a, "datasets")) {
         if (n == 3) return pick(q, R_DATASET, get);
@@ -374,6 +379,8 @@ static int route(const char *method, const char *url, request *q) {
     } else if (!strcmp(a, "deployments")) {
         if (n == 4 && !strcmp(seg[3], "rollback")) return pick(q, R_DEPLOY_ROLLBACK, post);
         if (n == 4 && !strcmp(seg[3], "evaluate")) return pick(q, R_DEPLOY_EVALUATE, post);
+    } else if (!strcmp(a, "registry")) {
+        if (n == 4 && !strcmp(seg[3], "stage")) return pick(q, R_REGISTRY_STAGE, post);
     }
     return 0;
 }
@@ -685,6 +692,18 @@ static enum MHD_Result dispatch(lt_server *s, struct MHD_Connection *c, request 
         break;
     case R_DEPLOY_EVALUATE:
         r = lt_deploy_evaluate(s, c, q->id);
+        break;
+    case R_REGISTRY:
+        if (!q->is_post)
+            r = lt_registry_list(s, c);
+        else if (!body)
+            r = lt_reply_error(c, MHD_HTTP_BAD_REQUEST, "bad_json",
+                               "request body: expected {\"job\", \"name\"}");
+        else
+            r = lt_registry_create(s, c, body);
+        break;
+    case R_REGISTRY_STAGE:
+        r = lt_registry_stage(s, c, q->id, body);
         break;
     case R_ALERTS:
         if (!body)

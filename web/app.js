@@ -901,6 +901,16 @@ async function hpoView(main, id) {
     try {
       const st = await api('GET', `/api/jobs/${id}/study`);
       drawStudy(st);
+      if (job.status === 'done') { /* the best trial's adapter, as a train job's */
+        const jr = await api('GET', `/api/jobs/${id}`);
+        const old = $('#best-download');
+        if (old) old.remove();
+        if (jr.best && (jr.files || []).length) summary.append(el('div', { class: 'card', id: 'best-download' },
+          el('p', {}, `Best trial: ${jr.best.method ? jr.best.method + ' ' : ''}#${jr.best.trial} (validation loss ${num(jr.best.value, 5)}) `,
+            el('a', { href: `/api/jobs/${id}/adapter/adapter.zip`, download: '', class: 'btn zip' }, 'Download its adapter (.zip)')),
+          el('details', {}, el('summary', {}, 'single files'),
+            el('ul', {}, jr.files.map((f) => el('li', {}, el('a', { href: `/api/jobs/${id}/adapter/${f}`, download: '' }, f)))))));
+      }
     } catch (e) { log.append(errorBox(e.message)); }
     busy = false;
     if (again) { again = false; draw(); }

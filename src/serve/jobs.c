@@ -459,6 +459,53 @@ static void last_line(const char *path, char *out, size_t n) {
     fclose(f);
 }
 
+/* The best trial of a finished tune / compare job: the complete trial with the lowest value
+ * (validation loss) over its studies' study.json (a compare job has one per method; with no
+ * constraints, as serve's compare jobs have none, that method is also `loratune compare`'s
+ * recommendation). Sets the record's
+ * "best" {trial, value, method?, dir (under OUT)} and "files" (what that trial's folder holds
+ * of the downloads); no best: neither. Not under s->mu (reads files); the caller sets them. */
+static json_t *best_trial(lt_server *s, lt_job *j, json_t **files) {
+    char dirs[8][LT_SERVE_PATH + 96];
+    const char *names[8];
+    pthread_mutex_lock(&s->mu);
+    int n = study_dirs(s, j, dirs, names);
+    char mnames[8][16];
+    for (int d = 0; d < n; d++)
+        snprintf(mnames[d], sizeof mnames[d], "%s", names[d]);
+    pthread_mutex_unlock(&s->mu);
+    json_t *best = NULL;
+    for (int d = 0; d < n; d++) {
+        char p[LT_SERVE_PATH + 128];
+        snprintf(p, sizeof p, "%.2000s/study.json", dirs[d]);
+        json_t *st = json_load_file(p, 0, NULL), *tr;
+        size_t k;
+        json_array_foreach(json_object_get(st, "trials"), k, tr) { /* the first lowest wins */
+            json_t *v = json_object_get(tr, "value"), *t = json_object_get(tr, "trial");
+            const char *state = json_string_value(json_object_get(tr, "state"));
+            if (!state || strcmp(state, "complete") || !json_is_number(v) || !json_is_integer(t))
+                continue;
+            if (best && json_number_value(v) >= json_number_value(json_object_get(best, "value")))
+                continue;
+            json_decref(best);
+            char rel[192];
+            snprintf(rel, sizeof rel, "%s%strials/%04lld", mnames[d], *mnames[d] ? "/" : "",
+                     (long long)json_integer_value(t));
+            best = json_pack("{s:O,s:O,s:s}", "trial", t, "value", v, "dir", rel);
+            if (best && *mnames[d]) json_object_set_new(best, "method", json_string(mnames[d]));
+        }
+        json_decref(st);
+    }
+    *files = json_array();
+    for (size_t i = 0; best && i < N_FILES; i++) {
+        char p[LT_SERVE_PATH + 160];
+        snprintf(p, sizeof p, "%s/jobs/%s/out/%s/%s", s->work, j->id,
+                 json_string_value(json_object_get(best, "dir")), k_files[i].rel);
+        if (lt_path_exists(p)) json_array_append_new(*files, json_string(k_files[i].name));
+    }
+    return best;
+}
+
 static void run_hpo_job(lt_server *s, lt_job *j) {
     const char *kind = job_kind(j);
     lt_job_status final = JOB_FAILED;
@@ -561,13 +608,16 @@ end:;
     json_t *res = json_load_file(p, 0, NULL);
     json_t *clean = res ? lt_serve_scrub_json(s, res) : NULL;
     json_decref(res);
+    json_t *files = NULL;
+    json_t *best = final == JOB_DONE ? best_trial(s, j, &files) : NULL;
     pthread_mutex_lock(&s->mu);
     if (clean) {
         json_object_set_new(j->record, "result", clean);
         json_t *pr = json_object_get(clean, "parent_run");
         if (json_is_integer(pr)) json_object_set(j->record, "run_id", pr);
     }
-    json_object_set_new(j->record, "files", json_array());
+    if (best) json_object_set_new(j->record, "best", best);
+    json_object_set_new(j->record, "files", files ? files : json_array());
     if (*msg && final != JOB_DONE) {
         char *c = lt_serve_scrub(s, msg);
         json_object_set_new(j->record, "error", json_string(c ? c : "(out of memory)"));
@@ -1075,6 +1125,7 @@ enum MHD_Result lt_job_resume(lt_server *s, struct MHD_Connection *c, const char
     json_object_del(j->record, "finished");
     json_object_del(j->record, "error");
     json_object_del(j->record, "result");
+    json_object_del(j->record, "best");
     const char *base = strrchr(ck, '/');
     char msg[LT_SERVE_PATH + 160];
     if (!strcmp(kind, "tune"))
@@ -1285,11 +1336,27 @@ enum MHD_Result lt_job_study(lt_server *s, struct MHD_Connection *c, const char 
 }
 
 /* ---- downloads -------------------------------------------------------------------------- */
+/* Under s->mu: the folder a done job's downloads come from: OUT for a train job, the best
+ * trial's folder under OUT for a tune / compare job (its record's best.dir, made by the
+ * worker from the study: never from a client). 0 ok; -1 none (no best trial). */
+int lt_job_files_dir(lt_server *s, const lt_job *j, char *out, size_t n) {
+    if (!strcmp(job_kind(j), "train")) {
+        snprintf(out, n, "%s/jobs/%s/out", s->work, j->id);
+        return 0;
+    }
+    const char *rel = json_string_value(json_object_get(json_object_get(j->record, "best"), "dir"));
+    if (!rel) return -1;
+    snprintf(out, n, "%s/jobs/%s/out/%s", s->work, j->id, rel);
+    return 0;
+}
+
 enum MHD_Result lt_job_download(lt_server *s, struct MHD_Connection *c, const char *id,
                                 const char *file) {
+    char dir[LT_SERVE_PATH + 96];
     pthread_mutex_lock(&s->mu);
     lt_job *j = find_job(s, id);
     lt_job_status st = j ? j->status : JOB_FAILED;
+    int no_best = j && lt_job_files_dir(s, j, dir, sizeof dir);
     pthread_mutex_unlock(&s->mu);
     if (!j) return lt_reply_error(c, MHD_HTTP_NOT_FOUND, "not_found", "no job '%s'", id);
     size_t i = 0;
@@ -1304,8 +1371,11 @@ enum MHD_Result lt_job_download(lt_server *s, struct MHD_Connection *c, const ch
     if (st != JOB_DONE)
         return lt_reply_error(c, MHD_HTTP_CONFLICT, "conflict", "job '%s' is %s, not done", id,
                               lt_job_status_name(st));
-    char p[LT_SERVE_PATH + 128];
-    snprintf(p, sizeof p, "%s/jobs/%s/out/%s", s->work, id, k_files[i].rel);
+    if (no_best)
+        return lt_reply_error(c, MHD_HTTP_NOT_FOUND, "not_found",
+                              "job '%s' has no complete trial: no adapter to download", id);
+    char p[LT_SERVE_PATH + 256];
+    snprintf(p, sizeof p, "%s/%s", dir, k_files[i].rel);
     int fd = open(p, O_RDONLY | O_CLOEXEC);
     struct stat sb;
     if (fd < 0 || fstat(fd, &sb) || !S_ISREG(sb.st_mode)) {

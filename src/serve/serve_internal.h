@@ -138,6 +138,9 @@ enum MHD_Result lt_job_events(lt_server *s, struct MHD_Connection *c, const char
 /* GET /api/jobs/{id}/study: a tune / compare job's studies (study.json with each trial's
  * trial.json as "info") and its summary / comparison once written. */
 enum MHD_Result lt_job_study(lt_server *s, struct MHD_Connection *c, const char *id);
+/* Under s->mu: where a done job's downloads are (train: OUT; tune / compare: the best
+ * trial's folder); -1 when it has none. */
+int lt_job_files_dir(lt_server *s, const lt_job *j, char *out, size_t n);
 enum MHD_Result lt_job_download(lt_server *s, struct MHD_Connection *c, const char *id,
                                 const char *file);
 

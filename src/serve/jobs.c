@@ -1,6 +1,6 @@
 /* jobs.c - the server's job queue: train jobs described by JSON (option names = the run option
- * table's, run.h), persisted in WORK/jobs/<id>/job.json, run one at a time by a worker thread
- * through the same calls `loratune train` makes (lt_run_new, sinks, lt_run_prepare,
+ * table's, run.h), persisted in WORK/jobs/<id>/job.json, run as the memory budget allows
+ * (each on its own thread) through the same calls `loratune train` makes (lt_run_new, sinks, lt_run_prepare,
  * lt_run_train; the tracking recorder as a sink), their run events appended to
  * WORK/jobs/<id>/events.jsonl and streamed as Server-Sent Events, their outputs downloadable.
  *
@@ -9,7 +9,9 @@
  * "interrupted" (with a last event saying so); the event file only grows, one JSON object per
  * line, and the final {"event": "job", "status": <terminal>} line is written before the status
  * turns terminal, so a stream that has read every line of a terminal job has seen its end.
- * Concurrency: one job at a time (the memory plan deciding how many fit is not built yet).
+ * Concurrency: each running job has its own thread; the scheduler (worker_main) starts the
+ * queue's head when its planned peak (plan.c, computed when the job is made) fits beside the
+ * running jobs' under the server's memory budget (--memory-budget, default 80% of physical RAM).
  *
  * Tune and compare jobs ("kind": "tune" | "compare") run `loratune tune` / `loratune compare`
  * itself, as a child process of this program (/proc/self/exe, fork + exec): the trial loop
@@ -166,6 +168,30 @@ static lt_status job_opts(lt_server *s, const lt_job *j, lt_run_opts *o) {
     return lt_run_opts_validate(o, 1);
 }
 
+/* The peak of a job's memory plan (plan.c, as POST /api/plan gives it) into j->planned and
+ * the record's planned_peak_bytes; 0 / null when it cannot be planned (the job then runs
+ * alone, and fails with the reason when it starts). A tune / compare job: the plan of its base
+ * options (its trials run one at a time; a space that raises the rank plans more). */
+static void plan_opts(lt_job *j, const lt_run_opts *o) {
+    lt_train_config tc;
+    lt_train_plan_t p;
+    int64_t budget;
+    const char *why;
+    j->planned = lt_plan_run_opts(o, &tc, &p, &budget, &why) ? 0 : p.peak_bytes;
+    json_object_set_new(j->record, "planned_peak_bytes",
+                        j->planned > 0 ? json_integer(j->planned) : json_null());
+}
+
+static void plan_job(lt_server *s, lt_job *j) {
+    lt_run_opts o;
+    if (job_opts(s, j, &o)) {
+        j->planned = 0;
+        json_object_set_new(j->record, "planned_peak_bytes", json_null());
+        return;
+    }
+    plan_opts(j, &o);
+}
+
 static int cancel_asked(lt_server *s, const lt_job *j) {
     pthread_mutex_lock(&s->mu);
     int c = j->cancel_requested;
@@ -189,7 +215,7 @@ static void run_job(lt_server *s, lt_job *j) {
         goto end;
     }
     pthread_mutex_lock(&s->mu);
-    s->run = r;
+    j->run = r;
     int stop = j->cancel_requested || s->stopping;
     pthread_mutex_unlock(&s->mu);
     if (stop) lt_run_request_stop(r);
@@ -254,7 +280,7 @@ static void run_job(lt_server *s, lt_job *j) {
     }
 end:
     pthread_mutex_lock(&s->mu);
-    s->run = NULL;
+    j->run = NULL;
     pthread_mutex_unlock(&s->mu);
     lt_run_free(r);
     pthread_mutex_lock(&s->mu);
@@ -632,14 +658,48 @@ end:;
     lt_free(a);
 }
 
+/* A job's own thread: runs it, then the retraining hook, then gives its memory back. */
+static void *job_main(void *arg) {
+    lt_job *j = arg;
+    lt_server *s = j->srv;
+    if (!strcmp(job_kind(j), "train"))
+        run_job(s, j);
+    else
+        run_hpo_job(s, j);
+    pthread_mutex_lock(&s->mu);
+    json_t *rec = json_deep_copy(j->record);
+    pthread_mutex_unlock(&s->mu);
+    lt_deploy_job_done(s, rec); /* a retraining job: gate, register, promote (deploy.c) */
+    json_decref(rec);
+    pthread_mutex_lock(&s->mu);
+    s->n_running--;
+    s->mem_planned -= j->counted;
+    j->counted = 0;
+    j->thread_done = 1;
+    pthread_cond_broadcast(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+    return NULL;
+}
+
+/* The scheduler: in queue order, the first queued job starts when its planned peak fits beside
+ * the running jobs' under the budget (a job whose plan is unknown, or larger than the whole
+ * budget, counts as the whole budget: it runs alone); the queue's head waits for room, and the
+ * jobs behind it wait with it (no overtaking: a big job is never starved by small ones). */
 static void *worker_main(void *arg) {
     lt_server *s = arg;
     pthread_mutex_lock(&s->mu);
     while (!s->stopping) {
+        for (int i = 0; i < s->n_jobs; i++) /* threads of jobs that ended */
+            if (s->jobs[i]->has_thread && s->jobs[i]->thread_done) {
+                pthread_join(s->jobs[i]->thread, NULL);
+                s->jobs[i]->has_thread = 0;
+            }
         lt_job *j = NULL;
         for (int i = 0; i < s->n_jobs && !j; i++)
-            if (s->jobs[i]->status == JOB_QUEUED) j = s->jobs[i];
-        if (!j) {
+            if (s->jobs[i]->status == JOB_QUEUED && !s->jobs[i]->has_thread) j = s->jobs[i];
+        int64_t need = j && j->planned > 0 && j->planned <= s->mem_budget ? j->planned
+                                                                         : s->mem_budget;
+        if (!j || (s->n_running > 0 && s->mem_planned + need > s->mem_budget)) {
             pthread_cond_wait(&s->cv, &s->mu);
             continue;
         }
@@ -647,19 +707,22 @@ static void *worker_main(void *arg) {
         json_object_set_new(j->record, "started", json_real(lt_serve_now()));
         persist(s, j);
         job_event(s, j, "running", NULL);
-        s->running = j;
-        pthread_mutex_unlock(&s->mu);
-        if (!strcmp(job_kind(j), "train"))
-            run_job(s, j);
-        else
-            run_hpo_job(s, j);
-        pthread_mutex_lock(&s->mu);
-        json_t *rec = json_deep_copy(j->record);
-        pthread_mutex_unlock(&s->mu);
-        lt_deploy_job_done(s, rec); /* a retraining job: gate, register, promote (deploy.c) */
-        json_decref(rec);
-        pthread_mutex_lock(&s->mu);
-        s->running = NULL;
+        j->srv = s;
+        j->counted = need;
+        j->thread_done = 0;
+        s->mem_planned += need;
+        s->n_running++;
+        if (pthread_create(&j->thread, NULL, job_main, j)) {
+            s->n_running--;
+            s->mem_planned -= need;
+            j->counted = 0;
+            json_object_set_new(j->record, "error", json_string("could not start a thread"));
+            job_event(s, j, "failed", "could not start a thread");
+            set_status(s, j, JOB_FAILED);
+            persist(s, j);
+            continue;
+        }
+        j->has_thread = 1;
     }
     pthread_mutex_unlock(&s->mu);
     return NULL;
@@ -736,6 +799,11 @@ lt_status lt_jobs_init(lt_server *s) {
         j->seq = (uint64_t)json_integer_value(json_object_get(rec, "seq"));
         snprintf(p, sizeof p, "%s/%s/events.jsonl", dir, e->d_name);
         j->n_events = count_lines(p);
+        json_t *pk = json_object_get(rec, "planned_peak_bytes");
+        if (json_is_integer(pk))
+            j->planned = json_integer_value(pk);
+        else if (js == JOB_QUEUED) /* queued by a server before plans were counted */
+            plan_job(s, j);
         if (js == JOB_RUNNING) { /* its server ended while it ran */
             const char *why = "the server stopped while this job ran";
             json_object_set_new(j->record, "error", json_string(why));
@@ -765,12 +833,20 @@ lt_status lt_jobs_start(lt_server *s) {
 void lt_jobs_shutdown(lt_server *s) {
     pthread_mutex_lock(&s->mu);
     s->stopping = 1;
-    if (s->run) lt_run_request_stop(s->run); /* it checkpoints; the job becomes interrupted */
-    if (s->running && s->running->pid > 0) kill(s->running->pid, SIGINT); /* a tune / compare */
+    for (int i = 0; i < s->n_jobs; i++) {
+        lt_job *j = s->jobs[i];
+        if (j->run) lt_run_request_stop(j->run); /* it checkpoints; the job becomes interrupted */
+        if (j->pid > 0) kill(j->pid, SIGINT);    /* a tune / compare */
+    }
     pthread_cond_broadcast(&s->cv);
     pthread_mutex_unlock(&s->mu);
     if (s->worker_started) pthread_join(s->worker, NULL);
     s->worker_started = 0;
+    for (int i = 0; i < s->n_jobs; i++) /* the jobs still running end at their next step */
+        if (s->jobs[i]->has_thread) {
+            pthread_join(s->jobs[i]->thread, NULL);
+            s->jobs[i]->has_thread = 0;
+        }
     for (int i = 0; i < s->n_jobs; i++)
         free_job(s->jobs[i]);
     lt_free(s->jobs);
@@ -988,13 +1064,22 @@ enum MHD_Result lt_jobs_create(lt_server *s, struct MHD_Connection *c, const jso
         json_decref(given);
         return lt_reply_error(c, 500, "io_error", "%s", lt_errmsg());
     }
+    lt_train_config ptc;
+    lt_train_plan_t pp;
+    int64_t pbudget;
+    const char *pwhy;
+    int64_t planned = lt_plan_run_opts(&o, &ptc, &pp, &pbudget, &pwhy) ? 0 : pp.peak_bytes;
     pthread_mutex_lock(&s->mu);
     j->seq = s->next_seq;
+    j->planned = planned;
     j->record = json_pack("{s:s,s:s,s:s,s:O,s:O,s:o,s:O?,s:I,s:f}", "id", j->id, "kind", kd,
                           "status", "queued", "dataset", ds, "model", model, "options", given,
                           "name", name, "seq", (json_int_t)j->seq, "created", lt_serve_now());
     if (j->record && hpo)
         json_object_set_new(j->record, "search", search ? json_deep_copy(search) : json_object());
+    if (j->record)
+        json_object_set_new(j->record, "planned_peak_bytes",
+                            planned > 0 ? json_integer(planned) : json_null());
     lt_status st = j->record ? persist(s, j) : LT_ERR_NOMEM;
     if (!st) st = add_job(s, j);
     if (st) {
@@ -1075,10 +1160,10 @@ enum MHD_Result lt_job_cancel(lt_server *s, struct MHD_Connection *c, const char
         json_object_set_new(j->record, "finished", json_real(lt_serve_now()));
         set_status(s, j, JOB_CANCELLED);
         persist(s, j);
-    } else if (s->running == j && j->pid > 0) {
+    } else if (j->pid > 0) {
         kill(j->pid, SIGINT); /* `loratune tune` ends its trial; the worker ends it cancelled */
-    } else if (s->running == j && s->run) {
-        lt_run_request_stop(s->run); /* the worker ends it as cancelled */
+    } else if (j->run) {
+        lt_run_request_stop(j->run); /* the worker ends it as cancelled */
     }
     json_t *o = json_deep_copy(j->record);
     json_object_set_new(o, "cancel_requested", json_true());
@@ -1424,6 +1509,7 @@ lt_status lt_jobs_enqueue(lt_server *s, const char *dataset, const char *model,
                           options ? json_deep_copy(options) : json_object(), "name", name, "seq",
                           (json_int_t)j->seq, "created", lt_serve_now());
     if (j->record && extra) json_object_update(j->record, (json_t *)extra);
+    if (j->record) plan_job(s, j); /* under s->mu: retraining jobs are rare */
     st = j->record ? persist(s, j) : lt_error(LT_ERR_NOMEM, "out of memory");
     if (!st) st = add_job(s, j);
     if (st) {

@@ -26,6 +26,7 @@
 #include <time.h>
 
 #include "core/io.h"
+#include "loratune/hwinfo.h"
 #include "serve_internal.h"
 #include "web.h"
 
@@ -543,9 +544,16 @@ static enum MHD_Result reply_health(lt_server *s, struct MHD_Connection *c) {
     int queued = 0;
     for (int i = 0; i < s->n_jobs; i++)
         queued += s->jobs[i]->status == JOB_QUEUED;
-    json_t *o = json_pack("{s:s,s:s,s:i,s:o,s:i}", "status", "ok", "version", LT_GIT_REV, "queued",
-                          queued, "running", s->running ? json_string(s->running->id) : json_null(),
-                          "skipped_jobs", s->skipped_jobs);
+    json_t *running = json_array();
+    for (int i = 0; i < s->n_jobs; i++)
+        if (s->jobs[i]->status == JOB_RUNNING)
+            json_array_append_new(running, json_string(s->jobs[i]->id));
+    json_t *first = json_array_get(running, 0);
+    json_t *o = json_pack("{s:s,s:s,s:i,s:O,s:o,s:i,s:I,s:I}", "status", "ok", "version",
+                          LT_GIT_REV, "queued", queued, "running", first ? first : json_null(),
+                          "running_jobs", running, "skipped_jobs", s->skipped_jobs,
+                          "memory_budget_bytes", (json_int_t)s->mem_budget,
+                          "memory_planned_bytes", (json_int_t)s->mem_planned);
     pthread_mutex_unlock(&s->mu);
     return lt_reply_json(c, MHD_HTTP_OK, o);
 }
@@ -829,6 +837,14 @@ lt_status lt_serve_start(const lt_serve_opts *o, lt_server **out) {
     s->timeout_s = o->timeout_s > 0 ? o->timeout_s : 60;
     s->max_conn = o->max_connections > 0 ? o->max_connections : 512;
     s->job_threads = o->job_threads;
+    s->mem_budget = o->memory_budget_bytes;
+    if (s->mem_budget <= 0) {
+        lt_hwinfo hw;
+        if (!lt_hwinfo_detect(&hw) && hw.ram_total_bytes > 0)
+            s->mem_budget = (int64_t)(0.8 * (double)hw.ram_total_bytes);
+        else
+            s->mem_budget = (int64_t)1 << 30; /* unknown RAM: one job at a time in practice */
+    }
     pthread_mutex_init(&s->mu, NULL);
     pthread_cond_init(&s->cv, NULL);
 

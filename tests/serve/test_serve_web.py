@@ -106,7 +106,9 @@ def write(path, lines):
 
 def main():
     work = os.path.join(TMP, "work")
-    srv = Server(work)
+    # --memory-budget 1: every job is larger than it, so jobs run one at a time (the blocker
+    # below keeps the form's job queued)
+    srv = Server(work, "--memory-budget", "1")
     u = srv.url
     d = browser()
     try:

@@ -24,9 +24,9 @@
 #include <strings.h>
 #include <sys/socket.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "core/io.h"
-#include "loratune/hwinfo.h"
 #include "serve_internal.h"
 #include "web.h"
 
@@ -838,12 +838,10 @@ lt_status lt_serve_start(const lt_serve_opts *o, lt_server **out) {
     s->max_conn = o->max_connections > 0 ? o->max_connections : 512;
     s->job_threads = o->job_threads;
     s->mem_budget = o->memory_budget_bytes;
-    if (s->mem_budget <= 0) {
-        lt_hwinfo hw;
-        if (!lt_hwinfo_detect(&hw) && hw.ram_total_bytes > 0)
-            s->mem_budget = (int64_t)(0.8 * (double)hw.ram_total_bytes);
-        else
-            s->mem_budget = (int64_t)1 << 30; /* unknown RAM: one job at a time in practice */
+    if (s->mem_budget <= 0) { /* 80% of physical RAM (sysconf: no allocation, no file) */
+        long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
+        s->mem_budget = pages > 0 && page > 0 ? (int64_t)(0.8 * (double)pages * (double)page)
+                                              : (int64_t)1 << 30; /* unknown: 1 GiB */
     }
     pthread_mutex_init(&s->mu, NULL);
     pthread_cond_init(&s->cv, NULL);

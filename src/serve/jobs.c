@@ -242,7 +242,9 @@ static void run_job(lt_server *s, lt_job *j) {
                            .model = o.model,
                            .has_seed = 1,
                            .seed = o.seed};
+    pthread_mutex_lock(&s->rec_mu); /* one at a time: the data's DVC versioning (recorder.c) */
     if (lt_recorder_start(&ro, &rec)) rec = NULL; /* tracking never stops training */
+    pthread_mutex_unlock(&s->rec_mu);
     free(cfg_text);
     if (rec) {
         lt_run_add_sink(r, lt_recorder_sink, rec);

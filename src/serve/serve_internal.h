@@ -79,6 +79,8 @@ struct lt_server {
     int n_running;      /* jobs running, each on its own thread (jobs.c) */
     int64_t mem_budget; /* --memory-budget: the planned peaks of running jobs fit in it */
     int64_t mem_planned; /* the sum of the running jobs' counted peaks */
+    pthread_mutex_t rec_mu; /* serializes lt_recorder_start: two jobs on one dataset would
+                               version the same file into the store's DVC cache at once */
     pthread_t worker;    /* the scheduler: starts queued jobs as the budget allows */
     int worker_started;
     int64_t used_bytes; /* stored datasets + uploads in flight (the quota) */

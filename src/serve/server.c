@@ -844,6 +844,7 @@ lt_status lt_serve_start(const lt_serve_opts *o, lt_server **out) {
                                               : (int64_t)1 << 30; /* unknown: 1 GiB */
     }
     pthread_mutex_init(&s->mu, NULL);
+    pthread_mutex_init(&s->rec_mu, NULL);
     pthread_cond_init(&s->cv, NULL);
 
     lt_status st = lt_dir_lock_open(s->work, 0, &s->lock);
@@ -910,6 +911,7 @@ void lt_serve_stop(lt_server *s) {
     lt_infer_free(s);
     lt_dir_lock_close(s->lock);
     pthread_cond_destroy(&s->cv);
+    pthread_mutex_destroy(&s->rec_mu);
     pthread_mutex_destroy(&s->mu);
     lt_free(s->tls_cert);
     lt_free(s->tls_key);

@@ -9,6 +9,8 @@ queued at once, small, small, big:
 - the two small jobs run at the same time: both started before either finished; /api/health,
   polled meanwhile, shows two running jobs with memory_planned_bytes = 2A and the budget B;
 - the big job starts only after both small ones finished (it never runs beside one);
+- every job has its own run in the tracking store (two recorders starting at once on one
+  dataset once lost one: its data versioning raced);
 - the two small jobs, trained concurrently in one process, have the step losses of one
   `loratune train --json` with the same options and data (running side by side changes nothing);
 - --memory-budget 0 / abc is refused (exit 2).
@@ -104,6 +106,9 @@ def main():
         check([j["status"] for j in jobs] == ["done"] * 3, f"statuses: {[(j['status'], j.get('error')) for j in jobs]}")
         check([j.get("planned_peak_bytes") for j in jobs] == [a, a, c],
               f"planned peaks {[j.get('planned_peak_bytes') for j in jobs]} = loratune plan's {[a, a, c]}")
+        runs = [j.get("run_id") for j in jobs]
+        check(all(isinstance(r, int) and r > 0 for r in runs) and len(set(runs)) == 3,
+              f"each job has its own run in the store (recorders started side by side): {runs}")
         s1, s2, s3 = (j["started"] for j in jobs)
         f1, f2, f3 = (j["finished"] for j in jobs)
         check(s2 < f1 and s1 < f2, f"the small jobs overlap: started {s1:.3f} {s2:.3f}, finished {f1:.3f} {f2:.3f}")

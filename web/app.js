@@ -1172,7 +1172,9 @@ new MutationObserver(labelTables).observe($('#main'), { childList: true, subtree
 async function health() {
   try {
     const h = await api('GET', '/api/health');
-    $('#health').textContent = `${h.running ? 'running ' + h.running : 'idle'} · ${h.queued} queued · ${h.version}`;
+    const run = h.running_jobs || (h.running ? [h.running] : []);
+    $('#health').textContent = `${run.length > 1 ? run.length + ' jobs running' : run.length ? 'running ' + run[0] : 'idle'} · ${h.queued} queued · ${h.version}`;
+    $('#health').title = h.memory_budget_bytes ? `planned ${bytes(h.memory_planned_bytes)} of a ${bytes(h.memory_budget_bytes)} memory budget` : '';
   } catch (e) { $('#health').textContent = 'server unreachable'; }
 }
 health();

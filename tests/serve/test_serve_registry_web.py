@@ -14,7 +14,8 @@ the real server serving the stories260K fixture (--model) in a temp work folder:
   row shows both and the share; 8 requests to `model: sql` through /v1/completions are answered
   by sql.v2 exactly 2 times (the split floor((k+1)/4) > floor(k/4)); "Roll back canary" drops
   it (GET /api/deployments: no canary; the store: version 2 archived); no console errors;
-- screenshots of both pages go to BUILD/web-screenshots/.
+- neither page scrolls sideways on a phone (390 px); screenshots of both (laptop and phone) go
+  to BUILD/web-screenshots/.
 """
 import os
 import shutil
@@ -234,6 +235,15 @@ def run(d, u, work):
     check(dep["canary"] is None and dep["stable"]["version"] == 1, f"after rollback: {dep}")
     check(store_stages(work).get(2, ("?",))[0] == "archived", f"v2 archived after the rollback: {store_stages(work)}")
     console_errors(d, "/deployments")
+
+    # ---- a phone-sized screen: no horizontal scrolling of the page itself
+    d.set_window_size(390, 844)
+    for page, ready in (("models", "section[data-model='sql']"), ("deployments", "tr[data-deployment='sql']")):
+        d.get(u + "/" + page)
+        wait(d, lambda: d.find_elements(By.CSS_SELECTOR, ready), f"/{page} drawn")
+        w = d.execute_script("return [document.documentElement.scrollWidth, innerWidth]")
+        check(w[0] <= w[1], f"/{page} on a phone: page {w[0]}px wide in a {w[1]}px window")
+        d.save_screenshot(os.path.join(SHOTS, f"phone-{page}.png"))
 
 
 if __name__ == "__main__":

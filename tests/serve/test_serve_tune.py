@@ -26,6 +26,7 @@ loopback port, on stories260K with a few tiny trials:
   Compare page's form starts a job, its comparison table and bar chart show the result's rows;
   no console errors; screenshots to BUILD/web-screenshots/.
 """
+import fcntl
 import json
 import os
 import shutil
@@ -170,6 +171,23 @@ def children_of_job(jid):
     return out
 
 
+def lock_free(path):
+    """True when no process holds the lock on path (the OFD lock loratune takes conflicts with a
+    POSIX record lock: try one, without waiting)."""
+    try:
+        fd = os.open(path, os.O_RDWR)
+    except FileNotFoundError:
+        return True
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.lockf(fd, fcntl.LOCK_UN)
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
 def killed():
     """SIGKILL of the server while a tune job runs: its child goes too (it gets SIGINT); after a
     restart the job is interrupted, and resumed it ends as an uninterrupted `loratune tune`."""
@@ -192,6 +210,12 @@ def killed():
     while children_of_job(jid) and time.time() - t0 < 30:
         time.sleep(0.1)
     check(not children_of_job(jid), "the child ended with its server (SIGKILL)")
+    # a process whose memory is being unmapped at exit has no cmdline any more but still holds
+    # its files, the study's lock among them: wait for the kernel to drop it
+    lock = os.path.join(work, "jobs", jid, "out", ".loratune.lock")
+    while not lock_free(lock) and time.time() - t0 < 30:
+        time.sleep(0.1)
+    check(lock_free(lock), "the study's lock released after the child ended")
     srv = Server(work)
     u = srv.url
     try:

@@ -17,6 +17,7 @@ static void usage(FILE *f) {
             "usage: loratune serve [--host 127.0.0.1] [--port 8080] [--workdir DIR] [--token T]\n"
             "                      [--models DIR] [--max-body BYTES] [--max-upload BYTES]\n"
             "                      [--quota BYTES] [--timeout S] [--job-threads N]\n"
+            "                      [--memory-budget BYTES]\n"
             "                      [--tls-cert FILE --tls-key FILE]\n"
             "                      [--model M [--model-name ID] [--adapter NAME=PATH ...]\n"
             "                       [--slots N] [--ctx N] [--max-queue N] [--threads N]\n"
@@ -39,6 +40,9 @@ static void usage(FILE *f) {
             "  --timeout S        close connections idle for S seconds (default 60)\n"
             "  --job-threads N    threads of a job whose options don't set threads (default:\n"
             "                     as the environment says)\n"
+            "  --memory-budget BYTES  jobs run at once while their planned peaks (the memory\n"
+            "                     plan) fit in BYTES together (default: 80%% of physical RAM);\n"
+            "                     a job larger than the budget runs alone\n"
             "  --tls-cert FILE    serve HTTPS with this PEM certificate (chain) ...\n"
             "  --tls-key FILE     ... and its unencrypted PEM private key (both or neither)\n"
             "  --model M          serve this model (HF folder or .gguf) on /v1; loaded after the\n"
@@ -108,6 +112,8 @@ static int serve_main(int argc, char **argv, const char **adapters) {
             if (parse_size(a, v, &o.max_body_bytes)) return 2;
         } else if (!strcmp(a, "--max-upload")) {
             if (parse_size(a, v, &o.max_upload_bytes)) return 2;
+        } else if (!strcmp(a, "--memory-budget")) {
+            if (parse_size(a, v, &o.memory_budget_bytes)) return 2;
         } else if (!strcmp(a, "--quota")) {
             if (parse_size(a, v, &o.quota_bytes)) return 2;
         } else if (!strcmp(a, "--timeout")) {

@@ -1,6 +1,6 @@
 /* app.js - loratune's web interface: one script, no framework, talking to the REST API of
  * the server that served it (docs/SERVER.md). The path names the page (/data, /train, /queue,
- * /runs, /models, /tune, /compare, /playground); links are followed in place (history.pushState) and every page is drawn
+ * /runs, /models, /deployments, /tune, /compare, /playground); links are followed in place (history.pushState) and every page is drawn
  * from the API's answers. Job progress comes from the job's Server-Sent Events, read with
  * fetch so a token can be sent (EventSource cannot send headers). Charts: Chart.js 3.
  * window.lt.charts holds the live charts (the browser tests read their points). */
@@ -147,7 +147,7 @@ function chartBox(id, label) {
 
 /* ---- the pages ------------------------------------------------------------------------- */
 const pages = { data: pageData, train: pageTrain, queue: pageQueue, runs: pageRuns, models: pageModels,
-  tune: pageTune, compare: pageCompare, playground: pagePlayground };
+  tune: pageTune, compare: pageCompare, playground: pagePlayground, deployments: pageDeployments };
 
 function leave() {
   for (const t of lt.timers) clearInterval(t);
@@ -598,27 +598,163 @@ async function pageRuns(main) {
   await redraw();
 }
 
-/* -- Models: the models jobs may use, and the adapters finished jobs made -- */
+/* -- Models: the models jobs may use, the adapters finished jobs made (download, register), and
+ * the model registry of the server's store: versions and stages, set from here -- */
 const FILES = ['adapter_model.safetensors', 'adapter_config.json', 'adapter.gguf', 'mlx-adapters.safetensors', 'mlx-adapter_config.json', 'run_config.yaml'];
+const STAGES = ['none', 'staging', 'production', 'archived'];
 async function pageModels(main) {
   const [models, jobs] = await Promise.all([api('GET', '/api/models'), api('GET', '/api/jobs')]);
   main.append(el('h1', {}, 'Models'), el('h2', {}, 'Base models'),
     el('div', { class: 'table-wrap card' }, el('table', {},
       el('thead', {}, el('tr', {}, ['name', 'kind', 'size'].map((h) => el('th', { scope: 'col' }, h)))),
       el('tbody', {}, models.models.map((m) => el('tr', {}, el('td', {}, m.name), el('td', {}, m.kind), el('td', {}, bytes(m.size))))))));
+  const regBox = el('div', { id: 'registry' });
   const done = jobs.jobs.filter((j) => j.status === 'done' && (j.kind || 'train') === 'train');
+  const hpo = jobs.jobs.filter((j) => j.status === 'done' && (j.kind === 'tune' || j.kind === 'compare') && j.best);
   main.append(el('h2', {}, 'Adapters'));
-  if (!done.length) { main.append(el('p', { class: 'muted' }, 'No finished jobs yet.')); return; }
-  main.append(el('div', { class: 'table-wrap card' }, el('table', {},
-    el('thead', {}, el('tr', {}, ['job', 'model', 'result', 'download'].map((h) => el('th', { scope: 'col' }, h)))),
+  if (!done.length && !hpo.length) main.append(el('p', { class: 'muted' }, 'No finished jobs yet.'));
+  const links = (j) => {
+    const have = j.files ? FILES.filter((f) => (Array.isArray(j.files) ? j.files.includes(f) : j.files[f])) : FILES;
+    return [el('a', { href: `/api/jobs/${j.id}/adapter/adapter.zip`, download: '', class: 'zip' }, 'adapter.zip'),
+      el('details', {}, el('summary', {}, 'single files'),
+        el('ul', {}, have.map((f) => el('li', {}, el('a', { href: `/api/jobs/${j.id}/adapter/${f}`, download: '' }, f)))))];
+  };
+  if (done.length) main.append(el('div', { class: 'table-wrap card' }, el('table', {},
+    el('thead', {}, el('tr', {}, ['job', 'model', 'result', 'download', 'register'].map((h) => el('th', { scope: 'col' }, h)))),
     el('tbody', {}, done.map((j) => {
-      const have = j.files ? FILES.filter((f) => (Array.isArray(j.files) ? j.files.includes(f) : j.files[f])) : FILES;
+      const nm = el('input', { type: 'text', class: 'reg-name', 'aria-label': `Registered model name for job ${j.id}`, placeholder: 'model name', value: '' });
+      const msg = el('div', { 'aria-live': 'polite' });
+      const btn = el('button', { type: 'submit', class: 'register' }, 'Register');
+      const form = el('form', { class: 'row' }, nm, btn);
+      form.addEventListener('submit', async (ev) => {
+        ev.preventDefault();
+        btn.disabled = true;
+        try {
+          const m = await api('POST', '/api/registry', { job: j.id, name: nm.value.trim() });
+          msg.replaceChildren(el('p', { class: 'ok' }, `Registered as ${m.name} version ${m.version}`));
+          await drawRegistry(regBox);
+        } catch (e) { msg.replaceChildren(errorBox(e.message)); } finally { btn.disabled = false; }
+      });
       return el('tr', { 'data-job': j.id },
         el('td', {}, el('a', { href: `/train?job=${j.id}` }, j.name || j.id)), el('td', {}, j.model),
         el('td', {}, j.result ? `${j.result.steps} steps · loss ${num(j.result.train_loss)}${j.result.val_loss != null ? ' · val ' + num(j.result.val_loss) : ''}` : ''),
-        el('td', {}, el('a', { href: `/api/jobs/${j.id}/adapter/adapter.zip`, download: '', class: 'zip' }, 'adapter.zip'),
-          el('details', {}, el('summary', {}, 'single files'),
-            el('ul', {}, have.map((f) => el('li', {}, el('a', { href: `/api/jobs/${j.id}/adapter/${f}`, download: '' }, f)))))));
+        el('td', {}, links(j)), el('td', {}, form, msg));
+    })))));
+  if (hpo.length) main.append(el('h3', {}, 'Best trials of tune / compare jobs'), el('div', { class: 'table-wrap card' }, el('table', {},
+    el('thead', {}, el('tr', {}, ['job', 'kind', 'best trial', 'value', 'download'].map((h) => el('th', { scope: 'col' }, h)))),
+    el('tbody', {}, hpo.map((j) => el('tr', { 'data-job': j.id },
+      el('td', {}, el('a', { href: `/${j.kind}?job=${j.id}` }, j.name || j.id)), el('td', {}, j.kind),
+      el('td', {}, `${j.best.method ? j.best.method + ' ' : ''}#${j.best.trial}`), el('td', {}, num(j.best.value)),
+      el('td', {}, links(j))))))));
+  main.append(el('h2', {}, 'Registry'), regBox);
+  await drawRegistry(regBox);
+}
+async function drawRegistry(box) {
+  const reg = await api('GET', '/api/registry');
+  if (!reg.models.length) {
+    box.replaceChildren(el('p', { class: 'muted' }, 'No registered models yet: register a finished job above (or `loratune models register RUN --name NAME --store WORK/store`).'));
+    return;
+  }
+  box.replaceChildren(...reg.models.map((m) => el('section', { class: 'card', 'data-model': m.name },
+    el('h3', {}, m.name, m.description ? el('span', { class: 'muted' }, ' · ' + m.description) : null),
+    el('div', { class: 'table-wrap' }, el('table', { class: 'stack' },
+      el('thead', {}, el('tr', {}, ['version', 'stage', 'run', 'data', 'registered', 'set stage', ''].map((h) => el('th', { scope: 'col' }, h)))),
+      el('tbody', {}, m.versions.map((v) => {
+        const sel = el('select', { class: 'stage-select', 'aria-label': `Stage of ${m.name} version ${v.version}` },
+          STAGES.map((s) => el('option', { value: s, selected: s === v.stage }, s)));
+        const btn = el('button', { type: 'submit', class: 'set-stage' }, 'Set stage');
+        const msg = el('div', { 'aria-live': 'polite' });
+        const form = el('form', { class: 'row' }, sel, btn);
+        form.addEventListener('submit', async (ev) => {
+          ev.preventDefault();
+          btn.disabled = true;
+          try {
+            await api('POST', `/api/registry/${encodeURIComponent(m.name)}/stage`, { version: v.version, stage: sel.value });
+            await drawRegistry(box);
+          } catch (e) { msg.replaceChildren(errorBox(e.message)); btn.disabled = false; }
+        });
+        return el('tr', { 'data-version': v.version },
+          el('td', { 'data-label': 'version' }, String(v.version)),
+          el('td', { 'data-label': 'stage' }, el('span', { class: `stage stage-${v.stage}` }, v.stage)),
+          el('td', { 'data-label': 'run' }, v.run_id ? String(v.run_id) : ''),
+          el('td', { 'data-label': 'data' }, v.data && v.data.md5 ? el('code', { title: v.data.path || '' }, v.data.md5.slice(0, 8)) : ''),
+          el('td', { 'data-label': 'registered' }, when(v.created)),
+          el('td', { 'data-label': 'set stage' }, form, msg),
+          el('td', { 'data-label': '' }, el('a', { href: `/deployments?model=${encodeURIComponent(m.name)}&version=${v.version}` }, 'Deploy…')));
+      })))))));
+}
+
+/* -- Deployments: registry versions served under their model's name (docs/SERVING.md
+ * "Deployment"): stable and canary versions, the canary's share, drift and held-out loss,
+ * deploy / canary / rollback / evaluate through the REST API -- */
+async function pageDeployments(main, q) {
+  const [reg, deps] = await Promise.all([api('GET', '/api/registry'), api('GET', '/api/deployments')]);
+  main.append(el('h1', {}, 'Deployments'));
+  const mSel = el('select', { id: 'dep-model' }, reg.models.map((m) => el('option', { value: m.name, selected: m.name === q.get('model') }, m.name)));
+  const vSel = el('select', { id: 'dep-version' });
+  const fillVersions = () => {
+    const m = reg.models.find((x) => x.name === mSel.value);
+    vSel.replaceChildren(...(m ? m.versions : []).slice().reverse().map((v) =>
+      el('option', { value: v.version, selected: String(v.version) === q.get('version') }, `${v.version} (${v.stage})`)));
+  };
+  mSel.addEventListener('change', fillVersions);
+  fillVersions();
+  const share = el('input', { id: 'dep-canary', type: 'number', min: 0, max: 0.99, step: 0.05, value: 0, 'aria-describedby': 'dep-canary-help' });
+  const msg = el('div', { id: 'dep-result', 'aria-live': 'polite' });
+  const btn = el('button', { id: 'deploy', type: 'submit' }, 'Deploy');
+  const form = el('form', { class: 'card' },
+    el('div', { class: 'row' },
+      el('div', {}, el('label', { for: 'dep-model' }, 'Registered model'), mSel),
+      el('div', {}, el('label', { for: 'dep-version' }, 'Version'), vSel),
+      el('div', {}, el('label', { for: 'dep-canary' }, 'Canary share'), share,
+        el('p', { class: 'help', id: 'dep-canary-help' }, '0: the version becomes the stable one (hot swap); 0 < share < 1: a canary taking that share of the requests')),
+      btn), msg);
+  if (!reg.models.length) form.append(el('p', { class: 'muted' }, 'No registered models: register a finished job on the Models page first.'));
+  form.addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    btn.disabled = true;
+    try {
+      const d = await api('POST', '/api/deployments', { model: mSel.value, version: +vSel.value, canary: +share.value || 0 });
+      msg.replaceChildren(el('p', { class: 'ok' }, `Deployed: ${d.name} stable v${d.stable ? d.stable.version : '-'}` + (d.canary ? `, canary v${d.canary.version} (${Math.round(d.canary_share * 100)}%)` : '')));
+      await drawDeployments(list);
+    } catch (e) { msg.replaceChildren(errorBox(e.message)); } finally { btn.disabled = false; }
+  });
+  const list = el('div', { id: 'deployments' });
+  main.append(form, el('h2', {}, 'Deployed'), list);
+  drawDeploymentList(list, deps);
+  lt.timers.push(setInterval(() => drawDeployments(list).catch(() => {}), 5000));
+}
+async function drawDeployments(list) { drawDeploymentList(list, await api('GET', '/api/deployments')); }
+function drawDeploymentList(list, deps) {
+  if (!deps.deployments.length) { list.replaceChildren(el('p', { class: 'muted' }, 'Nothing deployed yet (the server serves deployments when started with --model).')); return; }
+  const ver = (v) => v ? [el('b', {}, `v${v.version}`), ` · ${v.model}`,
+    v.drift ? el('div', { class: 'help' }, `drift PSI ${num(v.drift.psi, 3)} · KL ${num(v.drift.kl, 3)} · ${v.drift.window_tokens} tokens`) : null,
+    v.holdout_loss ? el('div', { class: 'help' }, `held-out loss ${num(v.holdout_loss.loss)}`) : null] : '—';
+  list.replaceChildren(el('div', { class: 'table-wrap card' }, el('table', { class: 'stack' },
+    el('thead', {}, el('tr', {}, ['name', 'stable', 'canary', 'canary share', 'previous', 'retrains', 'deployed', ''].map((h) => el('th', { scope: 'col' }, h)))),
+    el('tbody', {}, deps.deployments.map((d) => {
+      const out = el('div', { 'aria-live': 'polite' });
+      const act = (label, cls, path) => {
+        const b = el('button', { type: 'button', class: `secondary ${cls}` }, label);
+        b.addEventListener('click', async () => {
+          b.disabled = true;
+          try { await api('POST', `/api/deployments/${encodeURIComponent(d.name)}/${path}`); await drawDeployments(list); }
+          catch (e) { out.replaceChildren(errorBox(e.message)); b.disabled = false; }
+        });
+        return b;
+      };
+      const rt = d.retrains || {};
+      return el('tr', { 'data-deployment': d.name },
+        el('td', { 'data-label': 'name' }, el('code', {}, d.name)),
+        el('td', { 'data-label': 'stable', class: 'stable' }, ver(d.stable)),
+        el('td', { 'data-label': 'canary', class: 'canary' }, ver(d.canary)),
+        el('td', { 'data-label': 'canary share', class: 'share' }, d.canary ? `${Math.round(d.canary_share * 1000) / 10}%` : '0%'),
+        el('td', { 'data-label': 'previous', class: 'previous' }, (d.previous || []).map((v) => 'v' + v).join(', ')),
+        el('td', { 'data-label': 'retrains' }, `${rt.promoted || 0} promoted · ${rt.rejected || 0} rejected · ${rt.failed || 0} failed` + (d.retraining ? ' · retraining…' : '')),
+        el('td', { 'data-label': 'deployed' }, when(d.deployed)),
+        el('td', { 'data-label': '' }, el('div', { class: 'row' },
+          (d.canary || (d.previous && d.previous.length)) ? act(d.canary ? 'Roll back canary' : 'Roll back', 'rollback', 'rollback') : null,
+          d.holdout ? act('Evaluate', 'evaluate', 'evaluate') : null), out));
     })))));
 }
 
@@ -765,6 +901,16 @@ async function hpoView(main, id) {
     try {
       const st = await api('GET', `/api/jobs/${id}/study`);
       drawStudy(st);
+      if (job.status === 'done') { /* the best trial's adapter, as a train job's */
+        const jr = await api('GET', `/api/jobs/${id}`);
+        const old = $('#best-download');
+        if (old) old.remove();
+        if (jr.best && (jr.files || []).length) summary.append(el('div', { class: 'card', id: 'best-download' },
+          el('p', {}, `Best trial: ${jr.best.method ? jr.best.method + ' ' : ''}#${jr.best.trial} (validation loss ${num(jr.best.value, 5)}) `,
+            el('a', { href: `/api/jobs/${id}/adapter/adapter.zip`, download: '', class: 'btn zip' }, 'Download its adapter (.zip)')),
+          el('details', {}, el('summary', {}, 'single files'),
+            el('ul', {}, jr.files.map((f) => el('li', {}, el('a', { href: `/api/jobs/${id}/adapter/${f}`, download: '' }, f)))))));
+      }
     } catch (e) { log.append(errorBox(e.message)); }
     busy = false;
     if (again) { again = false; draw(); }
@@ -1026,7 +1172,9 @@ new MutationObserver(labelTables).observe($('#main'), { childList: true, subtree
 async function health() {
   try {
     const h = await api('GET', '/api/health');
-    $('#health').textContent = `${h.running ? 'running ' + h.running : 'idle'} · ${h.queued} queued · ${h.version}`;
+    const run = h.running_jobs || (h.running ? [h.running] : []);
+    $('#health').textContent = `${run.length > 1 ? run.length + ' jobs running' : run.length ? 'running ' + run[0] : 'idle'} · ${h.queued} queued · ${h.version}`;
+    $('#health').title = h.memory_budget_bytes ? `planned ${bytes(h.memory_planned_bytes)} of a ${bytes(h.memory_budget_bytes)} memory budget` : '';
   } catch (e) { $('#health').textContent = 'server unreachable'; }
 }
 health();

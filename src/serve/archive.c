@@ -1,7 +1,7 @@
 /* archive.c - a done job's adapter as one zip (libarchive): the files of OUT a client can
  * download one by one (PEFT safetensors + config, llama.cpp GGUF, mlx-lm folder,
- * run_config.yaml), under their OUT names, so the unpacked folder is what `loratune train`
- * wrote (PEFT's from_pretrained and mlx-lm read it as it is). Made once per job into
+ * run_config.yaml), under their OUT names (a tune / compare job's: its best trial's folder),
+ * so the unpacked folder is what `loratune train` wrote (PEFT's from_pretrained and mlx-lm read it as it is). Made once per job into
  * WORK/jobs/<id>/adapter.zip (through a temp file and rename, so two requests at once never
  * serve half a file) and streamed from disk after. */
 #include <archive.h>
@@ -87,23 +87,26 @@ static int make_zip(const char *out_dir, const char *dst, char *err, size_t errn
 }
 
 enum MHD_Result lt_job_archive(lt_server *s, struct MHD_Connection *c, const char *id) {
+    char dir[LT_SERVE_PATH + 64], zip[LT_SERVE_PATH + 96], out[LT_SERVE_PATH + 96];
     pthread_mutex_lock(&s->mu);
     lt_job_status st = JOB_FAILED;
-    int found = 0;
+    int found = 0, no_best = 0;
     for (int i = 0; i < s->n_jobs && !found; i++)
         if (!strcmp(s->jobs[i]->id, id)) {
             found = 1;
             st = s->jobs[i]->status;
+            no_best = lt_job_files_dir(s, s->jobs[i], out, sizeof out); /* a tune's best trial */
         }
     pthread_mutex_unlock(&s->mu);
     if (!found) return lt_reply_error(c, MHD_HTTP_NOT_FOUND, "not_found", "no job '%s'", id);
     if (st != JOB_DONE)
         return lt_reply_error(c, MHD_HTTP_CONFLICT, "conflict", "job '%s' is %s, not done", id,
                               lt_job_status_name(st));
-    char dir[LT_SERVE_PATH + 64], zip[LT_SERVE_PATH + 96], out[LT_SERVE_PATH + 96];
+    if (no_best)
+        return lt_reply_error(c, MHD_HTTP_NOT_FOUND, "not_found",
+                              "job '%s' has no complete trial: no adapter to download", id);
     snprintf(dir, sizeof dir, "%s/jobs/%s", s->work, id);
     snprintf(zip, sizeof zip, "%s/adapter.zip", dir);
-    snprintf(out, sizeof out, "%s/out", dir);
     int fd = open(zip, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
         char tmp[LT_SERVE_PATH + 160], rnd[LT_SERVE_ID_LEN + 1], err[512];

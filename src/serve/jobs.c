@@ -1,6 +1,6 @@
 /* jobs.c - the server's job queue: train jobs described by JSON (option names = the run option
- * table's, run.h), persisted in WORK/jobs/<id>/job.json, run one at a time by a worker thread
- * through the same calls `loratune train` makes (lt_run_new, sinks, lt_run_prepare,
+ * table's, run.h), persisted in WORK/jobs/<id>/job.json, run as the memory budget allows
+ * (each on its own thread) through the same calls `loratune train` makes (lt_run_new, sinks, lt_run_prepare,
  * lt_run_train; the tracking recorder as a sink), their run events appended to
  * WORK/jobs/<id>/events.jsonl and streamed as Server-Sent Events, their outputs downloadable.
  *
@@ -9,7 +9,9 @@
  * "interrupted" (with a last event saying so); the event file only grows, one JSON object per
  * line, and the final {"event": "job", "status": <terminal>} line is written before the status
  * turns terminal, so a stream that has read every line of a terminal job has seen its end.
- * Concurrency: one job at a time (the memory plan deciding how many fit is not built yet).
+ * Concurrency: each running job has its own thread; the scheduler (worker_main) starts the
+ * queue's head when its planned peak (plan.c, computed when the job is made) fits beside the
+ * running jobs' under the server's memory budget (--memory-budget, default 80% of physical RAM).
  *
  * Tune and compare jobs ("kind": "tune" | "compare") run `loratune tune` / `loratune compare`
  * itself, as a child process of this program (/proc/self/exe, fork + exec): the trial loop
@@ -166,6 +168,30 @@ static lt_status job_opts(lt_server *s, const lt_job *j, lt_run_opts *o) {
     return lt_run_opts_validate(o, 1);
 }
 
+/* The peak of a job's memory plan (plan.c, as POST /api/plan gives it) into j->planned and
+ * the record's planned_peak_bytes; 0 / null when it cannot be planned (the job then runs
+ * alone, and fails with the reason when it starts). A tune / compare job: the plan of its base
+ * options (its trials run one at a time; a space that raises the rank plans more). */
+static void plan_opts(lt_job *j, const lt_run_opts *o) {
+    lt_train_config tc;
+    lt_train_plan_t p;
+    int64_t budget;
+    const char *why;
+    j->planned = lt_plan_run_opts(o, &tc, &p, &budget, &why) ? 0 : p.peak_bytes;
+    json_object_set_new(j->record, "planned_peak_bytes",
+                        j->planned > 0 ? json_integer(j->planned) : json_null());
+}
+
+static void plan_job(lt_server *s, lt_job *j) {
+    lt_run_opts o;
+    if (job_opts(s, j, &o)) {
+        j->planned = 0;
+        json_object_set_new(j->record, "planned_peak_bytes", json_null());
+        return;
+    }
+    plan_opts(j, &o);
+}
+
 static int cancel_asked(lt_server *s, const lt_job *j) {
     pthread_mutex_lock(&s->mu);
     int c = j->cancel_requested;
@@ -189,7 +215,7 @@ static void run_job(lt_server *s, lt_job *j) {
         goto end;
     }
     pthread_mutex_lock(&s->mu);
-    s->run = r;
+    j->run = r;
     int stop = j->cancel_requested || s->stopping;
     pthread_mutex_unlock(&s->mu);
     if (stop) lt_run_request_stop(r);
@@ -216,7 +242,9 @@ static void run_job(lt_server *s, lt_job *j) {
                            .model = o.model,
                            .has_seed = 1,
                            .seed = o.seed};
+    pthread_mutex_lock(&s->rec_mu); /* one at a time: the data's DVC versioning (recorder.c) */
     if (lt_recorder_start(&ro, &rec)) rec = NULL; /* tracking never stops training */
+    pthread_mutex_unlock(&s->rec_mu);
     free(cfg_text);
     if (rec) {
         lt_run_add_sink(r, lt_recorder_sink, rec);
@@ -254,7 +282,7 @@ static void run_job(lt_server *s, lt_job *j) {
     }
 end:
     pthread_mutex_lock(&s->mu);
-    s->run = NULL;
+    j->run = NULL;
     pthread_mutex_unlock(&s->mu);
     lt_run_free(r);
     pthread_mutex_lock(&s->mu);
@@ -459,6 +487,53 @@ static void last_line(const char *path, char *out, size_t n) {
     fclose(f);
 }
 
+/* The best trial of a finished tune / compare job: the complete trial with the lowest value
+ * (validation loss) over its studies' study.json (a compare job has one per method; with no
+ * constraints, as serve's compare jobs have none, that method is also `loratune compare`'s
+ * recommendation). Sets the record's
+ * "best" {trial, value, method?, dir (under OUT)} and "files" (what that trial's folder holds
+ * of the downloads); no best: neither. Not under s->mu (reads files); the caller sets them. */
+static json_t *best_trial(lt_server *s, lt_job *j, json_t **files) {
+    char dirs[8][LT_SERVE_PATH + 96];
+    const char *names[8];
+    pthread_mutex_lock(&s->mu);
+    int n = study_dirs(s, j, dirs, names);
+    char mnames[8][16];
+    for (int d = 0; d < n; d++)
+        snprintf(mnames[d], sizeof mnames[d], "%s", names[d]);
+    pthread_mutex_unlock(&s->mu);
+    json_t *best = NULL;
+    for (int d = 0; d < n; d++) {
+        char p[LT_SERVE_PATH + 128];
+        snprintf(p, sizeof p, "%.2000s/study.json", dirs[d]);
+        json_t *st = json_load_file(p, 0, NULL), *tr;
+        size_t k;
+        json_array_foreach(json_object_get(st, "trials"), k, tr) { /* the first lowest wins */
+            json_t *v = json_object_get(tr, "value"), *t = json_object_get(tr, "trial");
+            const char *state = json_string_value(json_object_get(tr, "state"));
+            if (!state || strcmp(state, "complete") || !json_is_number(v) || !json_is_integer(t))
+                continue;
+            if (best && json_number_value(v) >= json_number_value(json_object_get(best, "value")))
+                continue;
+            json_decref(best);
+            char rel[192];
+            snprintf(rel, sizeof rel, "%s%strials/%04lld", mnames[d], *mnames[d] ? "/" : "",
+                     (long long)json_integer_value(t));
+            best = json_pack("{s:O,s:O,s:s}", "trial", t, "value", v, "dir", rel);
+            if (best && *mnames[d]) json_object_set_new(best, "method", json_string(mnames[d]));
+        }
+        json_decref(st);
+    }
+    *files = json_array();
+    for (size_t i = 0; best && i < N_FILES; i++) {
+        char p[LT_SERVE_PATH + 160];
+        snprintf(p, sizeof p, "%s/jobs/%s/out/%s/%s", s->work, j->id,
+                 json_string_value(json_object_get(best, "dir")), k_files[i].rel);
+        if (lt_path_exists(p)) json_array_append_new(*files, json_string(k_files[i].name));
+    }
+    return best;
+}
+
 static void run_hpo_job(lt_server *s, lt_job *j) {
     const char *kind = job_kind(j);
     lt_job_status final = JOB_FAILED;
@@ -561,13 +636,16 @@ end:;
     json_t *res = json_load_file(p, 0, NULL);
     json_t *clean = res ? lt_serve_scrub_json(s, res) : NULL;
     json_decref(res);
+    json_t *files = NULL;
+    json_t *best = final == JOB_DONE ? best_trial(s, j, &files) : NULL;
     pthread_mutex_lock(&s->mu);
     if (clean) {
         json_object_set_new(j->record, "result", clean);
         json_t *pr = json_object_get(clean, "parent_run");
         if (json_is_integer(pr)) json_object_set(j->record, "run_id", pr);
     }
-    json_object_set_new(j->record, "files", json_array());
+    if (best) json_object_set_new(j->record, "best", best);
+    json_object_set_new(j->record, "files", files ? files : json_array());
     if (*msg && final != JOB_DONE) {
         char *c = lt_serve_scrub(s, msg);
         json_object_set_new(j->record, "error", json_string(c ? c : "(out of memory)"));
@@ -582,14 +660,48 @@ end:;
     lt_free(a);
 }
 
+/* A job's own thread: runs it, then the retraining hook, then gives its memory back. */
+static void *job_main(void *arg) {
+    lt_job *j = arg;
+    lt_server *s = j->srv;
+    if (!strcmp(job_kind(j), "train"))
+        run_job(s, j);
+    else
+        run_hpo_job(s, j);
+    pthread_mutex_lock(&s->mu);
+    json_t *rec = json_deep_copy(j->record);
+    pthread_mutex_unlock(&s->mu);
+    lt_deploy_job_done(s, rec); /* a retraining job: gate, register, promote (deploy.c) */
+    json_decref(rec);
+    pthread_mutex_lock(&s->mu);
+    s->n_running--;
+    s->mem_planned -= j->counted;
+    j->counted = 0;
+    j->thread_done = 1;
+    pthread_cond_broadcast(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+    return NULL;
+}
+
+/* The scheduler: in queue order, the first queued job starts when its planned peak fits beside
+ * the running jobs' under the budget (a job whose plan is unknown, or larger than the whole
+ * budget, counts as the whole budget: it runs alone); the queue's head waits for room, and the
+ * jobs behind it wait with it (no overtaking: a big job is never starved by small ones). */
 static void *worker_main(void *arg) {
     lt_server *s = arg;
     pthread_mutex_lock(&s->mu);
     while (!s->stopping) {
+        for (int i = 0; i < s->n_jobs; i++) /* threads of jobs that ended */
+            if (s->jobs[i]->has_thread && s->jobs[i]->thread_done) {
+                pthread_join(s->jobs[i]->thread, NULL);
+                s->jobs[i]->has_thread = 0;
+            }
         lt_job *j = NULL;
         for (int i = 0; i < s->n_jobs && !j; i++)
-            if (s->jobs[i]->status == JOB_QUEUED) j = s->jobs[i];
-        if (!j) {
+            if (s->jobs[i]->status == JOB_QUEUED && !s->jobs[i]->has_thread) j = s->jobs[i];
+        int64_t need = j && j->planned > 0 && j->planned <= s->mem_budget ? j->planned
+                                                                         : s->mem_budget;
+        if (!j || (s->n_running > 0 && s->mem_planned + need > s->mem_budget)) {
             pthread_cond_wait(&s->cv, &s->mu);
             continue;
         }
@@ -597,19 +709,22 @@ static void *worker_main(void *arg) {
         json_object_set_new(j->record, "started", json_real(lt_serve_now()));
         persist(s, j);
         job_event(s, j, "running", NULL);
-        s->running = j;
-        pthread_mutex_unlock(&s->mu);
-        if (!strcmp(job_kind(j), "train"))
-            run_job(s, j);
-        else
-            run_hpo_job(s, j);
-        pthread_mutex_lock(&s->mu);
-        json_t *rec = json_deep_copy(j->record);
-        pthread_mutex_unlock(&s->mu);
-        lt_deploy_job_done(s, rec); /* a retraining job: gate, register, promote (deploy.c) */
-        json_decref(rec);
-        pthread_mutex_lock(&s->mu);
-        s->running = NULL;
+        j->srv = s;
+        j->counted = need;
+        j->thread_done = 0;
+        s->mem_planned += need;
+        s->n_running++;
+        if (pthread_create(&j->thread, NULL, job_main, j)) {
+            s->n_running--;
+            s->mem_planned -= need;
+            j->counted = 0;
+            json_object_set_new(j->record, "error", json_string("could not start a thread"));
+            job_event(s, j, "failed", "could not start a thread");
+            set_status(s, j, JOB_FAILED);
+            persist(s, j);
+            continue;
+        }
+        j->has_thread = 1;
     }
     pthread_mutex_unlock(&s->mu);
     return NULL;
@@ -686,6 +801,11 @@ lt_status lt_jobs_init(lt_server *s) {
         j->seq = (uint64_t)json_integer_value(json_object_get(rec, "seq"));
         snprintf(p, sizeof p, "%s/%s/events.jsonl", dir, e->d_name);
         j->n_events = count_lines(p);
+        json_t *pk = json_object_get(rec, "planned_peak_bytes");
+        if (json_is_integer(pk))
+            j->planned = json_integer_value(pk);
+        else if (js == JOB_QUEUED) /* queued by a server before plans were counted */
+            plan_job(s, j);
         if (js == JOB_RUNNING) { /* its server ended while it ran */
             const char *why = "the server stopped while this job ran";
             json_object_set_new(j->record, "error", json_string(why));
@@ -715,12 +835,20 @@ lt_status lt_jobs_start(lt_server *s) {
 void lt_jobs_shutdown(lt_server *s) {
     pthread_mutex_lock(&s->mu);
     s->stopping = 1;
-    if (s->run) lt_run_request_stop(s->run); /* it checkpoints; the job becomes interrupted */
-    if (s->running && s->running->pid > 0) kill(s->running->pid, SIGINT); /* a tune / compare */
+    for (int i = 0; i < s->n_jobs; i++) {
+        lt_job *j = s->jobs[i];
+        if (j->run) lt_run_request_stop(j->run); /* it checkpoints; the job becomes interrupted */
+        if (j->pid > 0) kill(j->pid, SIGINT);    /* a tune / compare */
+    }
     pthread_cond_broadcast(&s->cv);
     pthread_mutex_unlock(&s->mu);
     if (s->worker_started) pthread_join(s->worker, NULL);
     s->worker_started = 0;
+    for (int i = 0; i < s->n_jobs; i++) /* the jobs still running end at their next step */
+        if (s->jobs[i]->has_thread) {
+            pthread_join(s->jobs[i]->thread, NULL);
+            s->jobs[i]->has_thread = 0;
+        }
     for (int i = 0; i < s->n_jobs; i++)
         free_job(s->jobs[i]);
     lt_free(s->jobs);
@@ -938,13 +1066,22 @@ enum MHD_Result lt_jobs_create(lt_server *s, struct MHD_Connection *c, const jso
         json_decref(given);
         return lt_reply_error(c, 500, "io_error", "%s", lt_errmsg());
     }
+    lt_train_config ptc;
+    lt_train_plan_t pp;
+    int64_t pbudget;
+    const char *pwhy;
+    int64_t planned = lt_plan_run_opts(&o, &ptc, &pp, &pbudget, &pwhy) ? 0 : pp.peak_bytes;
     pthread_mutex_lock(&s->mu);
     j->seq = s->next_seq;
+    j->planned = planned;
     j->record = json_pack("{s:s,s:s,s:s,s:O,s:O,s:o,s:O?,s:I,s:f}", "id", j->id, "kind", kd,
                           "status", "queued", "dataset", ds, "model", model, "options", given,
                           "name", name, "seq", (json_int_t)j->seq, "created", lt_serve_now());
     if (j->record && hpo)
         json_object_set_new(j->record, "search", search ? json_deep_copy(search) : json_object());
+    if (j->record)
+        json_object_set_new(j->record, "planned_peak_bytes",
+                            planned > 0 ? json_integer(planned) : json_null());
     lt_status st = j->record ? persist(s, j) : LT_ERR_NOMEM;
     if (!st) st = add_job(s, j);
     if (st) {
@@ -1025,10 +1162,10 @@ enum MHD_Result lt_job_cancel(lt_server *s, struct MHD_Connection *c, const char
         json_object_set_new(j->record, "finished", json_real(lt_serve_now()));
         set_status(s, j, JOB_CANCELLED);
         persist(s, j);
-    } else if (s->running == j && j->pid > 0) {
+    } else if (j->pid > 0) {
         kill(j->pid, SIGINT); /* `loratune tune` ends its trial; the worker ends it cancelled */
-    } else if (s->running == j && s->run) {
-        lt_run_request_stop(s->run); /* the worker ends it as cancelled */
+    } else if (j->run) {
+        lt_run_request_stop(j->run); /* the worker ends it as cancelled */
     }
     json_t *o = json_deep_copy(j->record);
     json_object_set_new(o, "cancel_requested", json_true());
@@ -1075,6 +1212,7 @@ enum MHD_Result lt_job_resume(lt_server *s, struct MHD_Connection *c, const char
     json_object_del(j->record, "finished");
     json_object_del(j->record, "error");
     json_object_del(j->record, "result");
+    json_object_del(j->record, "best");
     const char *base = strrchr(ck, '/');
     char msg[LT_SERVE_PATH + 160];
     if (!strcmp(kind, "tune"))
@@ -1285,11 +1423,27 @@ enum MHD_Result lt_job_study(lt_server *s, struct MHD_Connection *c, const char 
 }
 
 /* ---- downloads -------------------------------------------------------------------------- */
+/* Under s->mu: the folder a done job's downloads come from: OUT for a train job, the best
+ * trial's folder under OUT for a tune / compare job (its record's best.dir, made by the
+ * worker from the study: never from a client). 0 ok; -1 none (no best trial). */
+int lt_job_files_dir(lt_server *s, const lt_job *j, char *out, size_t n) {
+    if (!strcmp(job_kind(j), "train")) {
+        snprintf(out, n, "%s/jobs/%s/out", s->work, j->id);
+        return 0;
+    }
+    const char *rel = json_string_value(json_object_get(json_object_get(j->record, "best"), "dir"));
+    if (!rel) return -1;
+    snprintf(out, n, "%s/jobs/%s/out/%s", s->work, j->id, rel);
+    return 0;
+}
+
 enum MHD_Result lt_job_download(lt_server *s, struct MHD_Connection *c, const char *id,
                                 const char *file) {
+    char dir[LT_SERVE_PATH + 96];
     pthread_mutex_lock(&s->mu);
     lt_job *j = find_job(s, id);
     lt_job_status st = j ? j->status : JOB_FAILED;
+    int no_best = j && lt_job_files_dir(s, j, dir, sizeof dir);
     pthread_mutex_unlock(&s->mu);
     if (!j) return lt_reply_error(c, MHD_HTTP_NOT_FOUND, "not_found", "no job '%s'", id);
     size_t i = 0;
@@ -1304,8 +1458,11 @@ enum MHD_Result lt_job_download(lt_server *s, struct MHD_Connection *c, const ch
     if (st != JOB_DONE)
         return lt_reply_error(c, MHD_HTTP_CONFLICT, "conflict", "job '%s' is %s, not done", id,
                               lt_job_status_name(st));
-    char p[LT_SERVE_PATH + 128];
-    snprintf(p, sizeof p, "%s/jobs/%s/out/%s", s->work, id, k_files[i].rel);
+    if (no_best)
+        return lt_reply_error(c, MHD_HTTP_NOT_FOUND, "not_found",
+                              "job '%s' has no complete trial: no adapter to download", id);
+    char p[LT_SERVE_PATH + 256];
+    snprintf(p, sizeof p, "%s/%s", dir, k_files[i].rel);
     int fd = open(p, O_RDONLY | O_CLOEXEC);
     struct stat sb;
     if (fd < 0 || fstat(fd, &sb) || !S_ISREG(sb.st_mode)) {
@@ -1354,6 +1511,7 @@ lt_status lt_jobs_enqueue(lt_server *s, const char *dataset, const char *model,
                           options ? json_deep_copy(options) : json_object(), "name", name, "seq",
                           (json_int_t)j->seq, "created", lt_serve_now());
     if (j->record && extra) json_object_update(j->record, (json_t *)extra);
+    if (j->record) plan_job(s, j); /* under s->mu: retraining jobs are rare */
     st = j->record ? persist(s, j) : lt_error(LT_ERR_NOMEM, "out of memory");
     if (!st) st = add_job(s, j);
     if (st) {

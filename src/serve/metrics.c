@@ -186,7 +186,7 @@ enum MHD_Result lt_metrics_reply(lt_server *s, struct MHD_Connection *c) {
     int running = 0, queued = 0, slots = 0, adapters = 0, ready = 0;
     if (lt_infer_enabled(s)) lt_infer_gauges(s, &running, &queued, &slots, &adapters, &ready);
     pthread_mutex_lock(&s->mu);
-    int jobs_queued = 0, jobs_running = s->running != NULL;
+    int jobs_queued = 0, jobs_running = s->n_running;
     for (int i = 0; i < s->n_jobs; i++)
         jobs_queued += s->jobs[i]->status == JOB_QUEUED;
     pthread_mutex_unlock(&s->mu);

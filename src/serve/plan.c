@@ -16,6 +16,55 @@
 #include "serve_internal.h"
 #include "web.h"
 
+/* The plan of a run with options o (checked), as the run fits it: the model loaded lazily; a
+ * full fine-tune planned from its config; automatic batch / length fitted within
+ * o->memory_budget or 80% of the RAM available now (*budget: that budget, 0 when no size was
+ * automatic). Errors start "model: " (it would not load) or "plan: " (the options). */
+lt_status lt_plan_run_opts(const lt_run_opts *o, lt_train_config *tc, lt_train_plan_t *p,
+                           int64_t *budget, const char **why) {
+    /* lazily, as the run loads it for adapters (a full fine-tune loads it whole as fp32: its
+     * plan needs only the config, as `loratune plan`'s, and a request never loads a model
+     * whole) */
+    lt_model_load_opts lo = {.lazy = 1};
+    const int full = o->method == LT_METHOD_FULL;
+    lt_model *m = NULL;
+    *budget = 0;
+    lt_status st = lt_model_load(o->model, &lo, &m);
+    if (st) {
+        char msg[1024];
+        snprintf(msg, sizeof msg, "%s", lt_errmsg());
+        return lt_error(st, "model: %s", msg);
+    }
+    int auto_b = o->batch_size <= 0, auto_t = o->max_seq_len <= 0;
+    st = lt_run_opts_train_config(o, &m->config, tc, why);
+    if (!st && (auto_b || auto_t)) {
+        *budget = o->memory_budget;
+        lt_hwinfo hw;
+        if (*budget <= 0 && !lt_hwinfo_detect(&hw) && hw.ram_available_bytes > 0)
+            *budget = (int64_t)(0.8 * (double)hw.ram_available_bytes);
+        if (*budget <= 0) {
+            st = lt_error(LT_ERR_UNSUPPORTED, "memory-budget: cannot read the available RAM");
+        } else {
+            if (auto_b) tc->batch_size = 0;
+            if (auto_t) tc->seq_len = 0;
+            int B = 0, T = 0, max_seq = m->config.max_seq_len > 16 ? m->config.max_seq_len : 16;
+            st = full ? lt_train_plan_fit(&m->config, tc, *budget, 64, max_seq, &B, &T, p)
+                      : lt_train_plan_fit_model(m, tc, *budget, 64, max_seq, &B, &T, p);
+            tc->batch_size = B;
+            tc->seq_len = T;
+        }
+    } else if (!st) {
+        st = full ? lt_train_plan(&m->config, tc, p) : lt_train_plan_model(m, tc, p);
+    }
+    lt_model_free(m);
+    if (st) {
+        char msg[1024];
+        snprintf(msg, sizeof msg, "%s", lt_errmsg());
+        return lt_error(st, "plan: %s", msg);
+    }
+    return LT_OK;
+}
+
 enum MHD_Result lt_plan_estimate(lt_server *s, struct MHD_Connection *c, const json_t *body) {
     if (!body) return lt_reply_error(c, 400, "bad_json", "request body: expected {model, options}");
     const char *key;
@@ -61,47 +110,17 @@ enum MHD_Result lt_plan_estimate(lt_server *s, struct MHD_Connection *c, const j
     if (lt_run_opts_validate(&o, 1))
         return lt_reply_error(c, 400, "bad_option", "options: %s", lt_errmsg());
 
-    /* lazily, as the run loads it for adapters (a full fine-tune loads it whole as fp32: its
-     * plan needs only the config, as `loratune plan`'s, and a request never loads a model
-     * whole) */
-    lt_model_load_opts lo = {.lazy = 1};
-    const int full = o.method == LT_METHOD_FULL;
-    lt_model *m = NULL;
-    if (lt_model_load(o.model, &lo, &m)) {
-        char *msg = lt_serve_scrub(s, lt_errmsg());
-        enum MHD_Result r = lt_reply_error(c, 400, "bad_request", "model: %s", msg ? msg : "");
-        lt_free(msg);
-        return r;
-    }
     lt_train_config tc;
     const char *why = "";
     lt_train_plan_t p;
     int auto_b = o.batch_size <= 0, auto_t = o.max_seq_len <= 0;
     int64_t budget = 0;
-    st = lt_run_opts_train_config(&o, &m->config, &tc, &why);
-    if (!st && (auto_b || auto_t)) {
-        budget = o.memory_budget;
-        lt_hwinfo hw;
-        if (budget <= 0 && !lt_hwinfo_detect(&hw) && hw.ram_available_bytes > 0)
-            budget = (int64_t)(0.8 * (double)hw.ram_available_bytes);
-        if (budget <= 0) {
-            st = lt_error(LT_ERR_UNSUPPORTED, "memory-budget: cannot read the available RAM");
-        } else {
-            if (auto_b) tc.batch_size = 0;
-            if (auto_t) tc.seq_len = 0;
-            int B = 0, T = 0, max_seq = m->config.max_seq_len > 16 ? m->config.max_seq_len : 16;
-            st = full ? lt_train_plan_fit(&m->config, &tc, budget, 64, max_seq, &B, &T, &p)
-                      : lt_train_plan_fit_model(m, &tc, budget, 64, max_seq, &B, &T, &p);
-            tc.batch_size = B;
-            tc.seq_len = T;
-        }
-    } else if (!st) {
-        st = full ? lt_train_plan(&m->config, &tc, &p) : lt_train_plan_model(m, &tc, &p);
-    }
-    lt_model_free(m);
-    if (st) {
+    st = lt_plan_run_opts(&o, &tc, &p, &budget, &why);
+    if (st) { /* "model: ..." (the model would not load) or "plan: ..." (the options) */
         char *msg = lt_serve_scrub(s, lt_errmsg());
-        enum MHD_Result r = lt_reply_error(c, 400, "bad_option", "plan: %s", msg ? msg : "");
+        const char *t = msg ? msg : "plan: out of memory";
+        enum MHD_Result r = lt_reply_error(c, 400, strncmp(t, "model:", 6) ? "bad_option" : "bad_request",
+                                           "%s", t);
         lt_free(msg);
         return r;
     }

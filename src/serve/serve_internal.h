@@ -14,6 +14,7 @@
 #include <stdio.h>
 
 #include "loratune/run.h"
+#include "loratune/train.h"
 #include "loratune/serve.h"
 
 #define LT_SERVE_ID_LEN 20 /* "job_" + 16 hex; "ds_" ids are shorter */
@@ -47,6 +48,12 @@ typedef struct {
     int64_t n_events; /* lines in events.jsonl */
     int pid;          /* a tune / compare job's `loratune tune|compare` process while it runs
                          (jobs.c); 0: none */
+    lt_run *run;      /* a train job's run while it runs (NULL otherwise) */
+    int64_t planned;  /* its memory plan's peak (0: unknown: it runs alone) */
+    int64_t counted;  /* what it counts against the budget while it runs */
+    pthread_t thread; /* the thread running it (has_thread until joined) */
+    int has_thread, thread_done;
+    struct lt_server *srv; /* its server (for its thread) */
 } lt_job;
 
 struct lt_server {
@@ -69,9 +76,12 @@ struct lt_server {
     int n_jobs, cap_jobs;
     uint64_t next_seq;
     int skipped_jobs; /* job folders that could not be read at start */
-    lt_run *run;      /* the running job's run (NULL between jobs) */
-    lt_job *running;
-    pthread_t worker;
+    int n_running;      /* jobs running, each on its own thread (jobs.c) */
+    int64_t mem_budget; /* --memory-budget: the planned peaks of running jobs fit in it */
+    int64_t mem_planned; /* the sum of the running jobs' counted peaks */
+    pthread_mutex_t rec_mu; /* serializes lt_recorder_start: two jobs on one dataset would
+                               version the same file into the store's DVC cache at once */
+    pthread_t worker;    /* the scheduler: starts queued jobs as the budget allows */
     int worker_started;
     int64_t used_bytes; /* stored datasets + uploads in flight (the quota) */
     lt_infer *infer;    /* the served model, adapters, slots and metrics (infer.c) */
@@ -138,11 +148,24 @@ enum MHD_Result lt_job_events(lt_server *s, struct MHD_Connection *c, const char
 /* GET /api/jobs/{id}/study: a tune / compare job's studies (study.json with each trial's
  * trial.json as "info") and its summary / comparison once written. */
 enum MHD_Result lt_job_study(lt_server *s, struct MHD_Connection *c, const char *id);
+/* Under s->mu: where a done job's downloads are (train: OUT; tune / compare: the best
+ * trial's folder); -1 when it has none. */
+int lt_job_files_dir(lt_server *s, const lt_job *j, char *out, size_t n);
 enum MHD_Result lt_job_download(lt_server *s, struct MHD_Connection *c, const char *id,
                                 const char *file);
 
 /* ---- runs (runs.c) ---- */
 enum MHD_Result lt_runs_list(lt_server *s, struct MHD_Connection *c);
+/* ---- the memory plan (plan.c) ---- */
+/* The plan of a run with options o (checked): what POST /api/plan answers and what the job
+ * scheduler counts (jobs.c). Errors start "model: " or "plan: ". */
+lt_status lt_plan_run_opts(const lt_run_opts *o, lt_train_config *tc, lt_train_plan_t *p,
+                           int64_t *budget, const char **why);
+/* ---- the model registry (registry.c) ---- */
+enum MHD_Result lt_registry_list(lt_server *s, struct MHD_Connection *c);
+enum MHD_Result lt_registry_create(lt_server *s, struct MHD_Connection *c, const json_t *body);
+enum MHD_Result lt_registry_stage(lt_server *s, struct MHD_Connection *c, const char *name,
+                                  const json_t *body);
 enum MHD_Result lt_run_get(lt_server *s, struct MHD_Connection *c, const char *id,
                            int metrics_only);
 

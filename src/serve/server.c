@@ -24,6 +24,7 @@
 #include <strings.h>
 #include <sys/socket.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "core/io.h"
 #include "serve_internal.h"
@@ -235,6 +236,8 @@ typedef enum {
     R_RUN_METRICS,   /* GET */
     R_WEB,           /* GET: a page of the web interface (web.c) */
     R_PLAN,          /* POST: memory estimate (plan.c) */
+    R_REGISTRY,      /* GET list, POST register (registry.c) */
+    R_REGISTRY_STAGE, /* POST: promote a version */
     R_LIVE,          /* GET /health */
     R_READY,         /* GET /ready */
     R_METRICS,       /* GET /metrics */
@@ -288,6 +291,7 @@ static const char *allowed(route_kind k) {
     case R_JOBS:
     case R_V1_ADAPTERS:
     case R_DEPLOYMENTS:
+    case R_REGISTRY:
         return "GET, HEAD, POST";
     case R_DATASET_CHECK:
     case R_JOB_CANCEL:
@@ -298,6 +302,7 @@ static const char *allowed(route_kind k) {
     case R_DEPLOY_ROLLBACK:
     case R_DEPLOY_EVALUATE:
     case R_ALERTS:
+    case R_REGISTRY_STAGE:
         return "POST";
     case R_V1_ADAPTER:
         return "DELETE";
@@ -354,6 +359,7 @@ static int route(const char *method, const char *url, request *q) {
     if (n == 2 && !strcmp(a, "plan")) return pick(q, R_PLAN, post);
     if (n == 2 && !strcmp(a, "deployments")) return pick(q, R_DEPLOYMENTS, get || post);
     if (n == 2 && !strcmp(a, "alerts")) return pick(q, R_ALERTS, post);
+    if (n == 2 && !strcmp(a, "registry")) return pick(q, R_REGISTRY, get || post);
     if (n >= 3) snprintf(q->id, sizeof q->id, "%s", seg[2]);
     if (!strcmp(a, "datasets")) {
         if (n == 3) return pick(q, R_DATASET, get);
@@ -374,6 +380,8 @@ static int route(const char *method, const char *url, request *q) {
     } else if (!strcmp(a, "deployments")) {
         if (n == 4 && !strcmp(seg[3], "rollback")) return pick(q, R_DEPLOY_ROLLBACK, post);
         if (n == 4 && !strcmp(seg[3], "evaluate")) return pick(q, R_DEPLOY_EVALUATE, post);
+    } else if (!strcmp(a, "registry")) {
+        if (n == 4 && !strcmp(seg[3], "stage")) return pick(q, R_REGISTRY_STAGE, post);
     }
     return 0;
 }
@@ -536,9 +544,16 @@ static enum MHD_Result reply_health(lt_server *s, struct MHD_Connection *c) {
     int queued = 0;
     for (int i = 0; i < s->n_jobs; i++)
         queued += s->jobs[i]->status == JOB_QUEUED;
-    json_t *o = json_pack("{s:s,s:s,s:i,s:o,s:i}", "status", "ok", "version", LT_GIT_REV, "queued",
-                          queued, "running", s->running ? json_string(s->running->id) : json_null(),
-                          "skipped_jobs", s->skipped_jobs);
+    json_t *running = json_array();
+    for (int i = 0; i < s->n_jobs; i++)
+        if (s->jobs[i]->status == JOB_RUNNING)
+            json_array_append_new(running, json_string(s->jobs[i]->id));
+    json_t *first = json_array_get(running, 0);
+    json_t *o = json_pack("{s:s,s:s,s:i,s:O,s:o,s:i,s:I,s:I}", "status", "ok", "version",
+                          LT_GIT_REV, "queued", queued, "running", first ? first : json_null(),
+                          "running_jobs", running, "skipped_jobs", s->skipped_jobs,
+                          "memory_budget_bytes", (json_int_t)s->mem_budget,
+                          "memory_planned_bytes", (json_int_t)s->mem_planned);
     pthread_mutex_unlock(&s->mu);
     return lt_reply_json(c, MHD_HTTP_OK, o);
 }
@@ -686,6 +701,18 @@ static enum MHD_Result dispatch(lt_server *s, struct MHD_Connection *c, request 
     case R_DEPLOY_EVALUATE:
         r = lt_deploy_evaluate(s, c, q->id);
         break;
+    case R_REGISTRY:
+        if (!q->is_post)
+            r = lt_registry_list(s, c);
+        else if (!body)
+            r = lt_reply_error(c, MHD_HTTP_BAD_REQUEST, "bad_json",
+                               "request body: expected {\"job\", \"name\"}");
+        else
+            r = lt_registry_create(s, c, body);
+        break;
+    case R_REGISTRY_STAGE:
+        r = lt_registry_stage(s, c, q->id, body);
+        break;
     case R_ALERTS:
         if (!body)
             r = lt_reply_error(c, MHD_HTTP_BAD_REQUEST, "bad_json",
@@ -810,7 +837,14 @@ lt_status lt_serve_start(const lt_serve_opts *o, lt_server **out) {
     s->timeout_s = o->timeout_s > 0 ? o->timeout_s : 60;
     s->max_conn = o->max_connections > 0 ? o->max_connections : 512;
     s->job_threads = o->job_threads;
+    s->mem_budget = o->memory_budget_bytes;
+    if (s->mem_budget <= 0) { /* 80% of physical RAM (sysconf: no allocation, no file) */
+        long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
+        s->mem_budget = pages > 0 && page > 0 ? (int64_t)(0.8 * (double)pages * (double)page)
+                                              : (int64_t)1 << 30; /* unknown: 1 GiB */
+    }
     pthread_mutex_init(&s->mu, NULL);
+    pthread_mutex_init(&s->rec_mu, NULL);
     pthread_cond_init(&s->cv, NULL);
 
     lt_status st = lt_dir_lock_open(s->work, 0, &s->lock);
@@ -877,6 +911,7 @@ void lt_serve_stop(lt_server *s) {
     lt_infer_free(s);
     lt_dir_lock_close(s->lock);
     pthread_cond_destroy(&s->cv);
+    pthread_mutex_destroy(&s->rec_mu);
     pthread_mutex_destroy(&s->mu);
     lt_free(s->tls_cert);
     lt_free(s->tls_key);

@@ -9,7 +9,8 @@
 #include "web.h"
 
 static const char *const k_pages[] = {"/",       "/data", "/train",   "/queue",     "/runs",
-                                      "/models", "/tune", "/compare", "/playground"};
+                                      "/models", "/tune", "/compare", "/playground",
+                                      "/deployments"};
 
 const lt_web_asset *lt_web_find(const char *url) {
     if (!url) return NULL;

@@ -99,8 +99,9 @@ def startup_checks():
 def main():
     startup_checks()
     work = os.path.join(TMP, "work")
+    # --memory-budget 1: jobs run one at a time (a second job stays queued behind the first)
     srv = Server(work, "--max-body", "4096", "--max-upload", "65536", "--quota", "100000",
-                 "--timeout", "2")
+                 "--timeout", "2", "--memory-budget", "1")
     u = srv.url
     try:
         run_checks(srv, u, work)

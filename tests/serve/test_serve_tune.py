@@ -14,13 +14,19 @@ loopback port, on stories260K with a few tiny trials:
 - a server killed (SIGKILL) while a tune job runs takes its child with it (SIGINT by
   PR_SET_PDEATHSIG); restarted, the job is interrupted, and resumed it ends as an uninterrupted
   `loratune tune`;
+- a done tune job offers its best trial's adapter (the study's lowest value): adapter.zip
+  streamed, unpacked, its PEFT safetensors read by the `safetensors` package equal to the tensors
+  the CLI's same trial wrote, adapter_config.json's r = the trial's lora-rank;
 - a compare job (lora, qlora; 1 trial each) gives the rows of `loratune compare --json` (best
-  validation loss bit for bit); a compare job does not resume (409);
+  validation loss bit for bit); its best = the CLI's lowest row, whose trial's adapter it serves;
+  a compare job does not resume (409);
 - in headless Chromium (Debian chromium + chromium-driver, Selenium): the Tune page's form starts a
-  job, the trials table and the optimization-history chart end with the study's values; the
+  job, the trials table and the optimization-history chart end with the study's values, and it
+  links the best trial's adapter.zip; the
   Compare page's form starts a job, its comparison table and bar chart show the result's rows;
   no console errors; screenshots to BUILD/web-screenshots/.
 """
+import fcntl
 import json
 import os
 import shutil
@@ -28,6 +34,7 @@ import signal
 import sys
 import tempfile
 import time
+import zipfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import servekit  # noqa: E402
@@ -38,6 +45,8 @@ from ltcheck import check  # noqa: E402
 
 try:
     import requests
+    from safetensors.numpy import load as st_load
+    from safetensors.numpy import load_file as st_load_file
     from selenium import webdriver
     from selenium.common.exceptions import TimeoutException
     from selenium.webdriver.chrome.service import Service
@@ -95,6 +104,40 @@ def bad(u, body, field, what):
     check(r.status_code == 400 and field in msg, f"{what}: {r.status_code} {r.text[:300]}")
 
 
+def tensors_equal(a, b):
+    return sorted(a) == sorted(b) and all(a[k].shape == b[k].shape and (a[k] == b[k]).all() for k in a)
+
+
+def best_adapter(u, job, want, cli_study):
+    """A done tune job offers its best trial's adapter (the lowest value of `loratune tune`'s
+    study): adapter.zip streamed, unpacked and read by safetensors (PEFT's format) and json; the
+    tensors equal those the CLI's same trial wrote, the config's r is the trial's lora-rank."""
+    bt = min(want["trials"], key=lambda t: t["value"] if t.get("value") is not None else float("inf"))
+    check(job.get("best", {}).get("trial") == bt["trial"] and job["best"]["value"] == bt["value"]
+          and job["best"].get("dir") == "trials/%04d" % bt["trial"],
+          f"tune job's best = the study's lowest trial {bt['trial']}: {job.get('best')}")
+    check("adapter_model.safetensors" in job.get("files", []) and "adapter_config.json" in job.get("files", []),
+          f"tune job files: {job.get('files')}")
+    with requests.get(f"{u}/api/jobs/{job['id']}/adapter/adapter.zip", stream=True, timeout=60) as r:
+        check(r.status_code == 200 and r.headers.get("Content-Type") == "application/zip",
+              f"tune adapter.zip: {r.status_code} {r.headers.get('Content-Type')}")
+        zpath = os.path.join(TMP, "tune-best.zip")
+        with open(zpath, "wb") as f:
+            for chunk in r.iter_content(1 << 16):
+                f.write(chunk)
+    with zipfile.ZipFile(zpath) as z:
+        check(z.testzip() is None and "adapter_model.safetensors" in z.namelist(), f"zip members: {z.namelist()}")
+        got = st_load(z.read("adapter_model.safetensors"))
+        cfg = json.loads(z.read("adapter_config.json"))
+    ref = st_load_file(os.path.join(cli_study, "trials", "%04d" % bt["trial"], "adapter_model.safetensors"))
+    check(tensors_equal(got, ref), "best adapter tensors = the CLI's same trial's")
+    check(cfg.get("r") == bt["params"]["lora-rank"], f"adapter r {cfg.get('r')} = trial lora-rank {bt['params']}")
+    a = [v for k, v in got.items() if "lora_A" in k]
+    check(a and all(x.shape[0] == bt["params"]["lora-rank"] for x in a), "lora_A rows = the trial's rank")
+    r = requests.get(f"{u}/api/jobs/{job['id']}/adapter/adapter_config.json", timeout=30)
+    check(r.status_code == 200 and r.json() == cfg, "single-file download = the zip's member")
+
+
 def trials_of(study):
     return [(t["trial"], t["state"], t["params"], t.get("value")) for t in study["trials"]]
 
@@ -128,6 +171,23 @@ def children_of_job(jid):
     return out
 
 
+def lock_free(path):
+    """True when no process holds the lock on path (the OFD lock loratune takes conflicts with a
+    POSIX record lock: try one, without waiting)."""
+    try:
+        fd = os.open(path, os.O_RDWR)
+    except FileNotFoundError:
+        return True
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.lockf(fd, fcntl.LOCK_UN)
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
 def killed():
     """SIGKILL of the server while a tune job runs: its child goes too (it gets SIGINT); after a
     restart the job is interrupted, and resumed it ends as an uninterrupted `loratune tune`."""
@@ -150,6 +210,12 @@ def killed():
     while children_of_job(jid) and time.time() - t0 < 30:
         time.sleep(0.1)
     check(not children_of_job(jid), "the child ended with its server (SIGKILL)")
+    # a process whose memory is being unmapped at exit has no cmdline any more but still holds
+    # its files, the study's lock among them: wait for the kernel to drop it
+    lock = os.path.join(work, "jobs", jid, "out", ".loratune.lock")
+    while not lock_free(lock) and time.time() - t0 < 30:
+        time.sleep(0.1)
+    check(lock_free(lock), "the study's lock released after the child ended")
     srv = Server(work)
     u = srv.url
     try:
@@ -220,6 +286,7 @@ def run(u):
     check(job["result"]["best"]["value"] == best and job["result"]["complete"] == 3,
           f"tune result: {json.dumps(job['result'])[:300]}")
     check(TMP not in json.dumps(job) and TMP not in json.dumps(st), "no server path in the job or study")
+    best_adapter(u, job, want, os.path.join(TMP, "cli-tune"))
     r = requests.get(u + "/api/runs", timeout=10).json()
     check(any(x.get("run_id", x.get("id")) == job.get("run_id") for x in r.get("runs", [])),
           f"the study's parent run {job.get('run_id')} is in the store")
@@ -269,6 +336,15 @@ def run(u):
     key = lambda rows: [(m["method"], m["complete"], m["best_val_loss"], m.get("trainable_params")) for m in rows]  # noqa: E731
     check(key(job["result"]["methods"]) == key(want["methods"]),
           f"compare rows = loratune compare's: {key(job['result']['methods'])} vs {key(want['methods'])}")
+    rows = [m for m in want["methods"] if m["best_val_loss"] is not None]
+    wm = min(rows, key=lambda m: m["best_val_loss"])
+    check(job.get("best", {}).get("method") == wm["method"] and job["best"]["value"] == wm["best_val_loss"]
+          and job["best"]["trial"] == wm["best_trial"],
+          f"compare job's best = loratune compare's lowest row {wm['method']} #{wm['best_trial']}: {job.get('best')}")
+    r = requests.get(f"{u}/api/jobs/{mid}/adapter/adapter_model.safetensors", timeout=30)
+    ref = os.path.join(TMP, "cli-cmp", wm["method"], "trials", "%04d" % wm["best_trial"], "adapter_model.safetensors")
+    check(r.status_code == 200 and tensors_equal(st_load(r.content), st_load_file(ref)),
+          f"compare's best adapter = loratune compare's {wm['method']} trial: {r.status_code}")
     r = requests.post(f"{u}/api/jobs/{mid}/resume", timeout=10)
     check(r.status_code == 409, f"a compare job does not resume: {r.status_code}")
     train = requests.post(u + "/api/jobs", json={**base, "options": {**OPTS, "iters": 2}}, timeout=30).json()
@@ -343,6 +419,9 @@ def browser_pages(u, ds_id, data):
         check(inter == 3, f"intermediate values: one line per trial ({inter})")
         shown = [c.text for c in d.find_elements(By.CSS_SELECTOR, "#trials-table tbody td.value")]
         check(len(shown) == 3 and all(s for s in shown), f"values in the table: {shown}")
+        wait(d, lambda: d.find_elements(By.CSS_SELECTOR, "#best-download a.zip"), "the best adapter's link", 30)
+        href = d.execute_script("const a = document.querySelector('#best-download a.zip'); return a ? a.href : ''")
+        check(href == f"{u}/api/jobs/{jid}/adapter/adapter.zip", f"the best adapter's link: {href}")
         d.save_screenshot(os.path.join(SHOTS, "tune.png"))
         errs = [e for e in d.get_log("browser") if e["level"] == "SEVERE"]
         check(not errs, f"Tune: console errors {errs[:3]}")

@@ -106,7 +106,9 @@ def write(path, lines):
 
 def main():
     work = os.path.join(TMP, "work")
-    srv = Server(work)
+    # --memory-budget 1: every job is larger than it, so jobs run one at a time (the blocker
+    # below keeps the form's job queued)
+    srv = Server(work, "--memory-budget", "1")
     u = srv.url
     d = browser()
     try:
@@ -132,7 +134,8 @@ def run(d, u):
         r = requests.get(u + path)
         with open(src, "rb") as f:
             check(r.status_code == 200 and r.content == f.read(), f"{path} = {src}")
-    for page in ("/", "/data", "/train", "/queue", "/tune", "/compare", "/runs", "/models", "/playground"):
+    for page in ("/", "/data", "/train", "/queue", "/tune", "/compare", "/runs", "/models", "/playground",
+                 "/deployments"):
         r = requests.get(u + page)
         with open(os.path.join(ltcheck.SOURCE_DIR, "web", "index.html"), "rb") as f:
             check(r.status_code == 200 and r.content == f.read(), f"{page} serves index.html")
@@ -187,12 +190,12 @@ def run(d, u):
     body = d.find_element(By.TAG_NAME, "body")
     body.send_keys(Keys.TAB)
     order = []
-    for _ in range(9):
+    for _ in range(10):
         a = d.switch_to.active_element
         order.append(a.text)
         a.send_keys(Keys.TAB)
     check(order == ["Skip to content", "Data", "Train", "Queue", "Tune", "Compare", "Runs", "Models",
-                    "Playground"],
+                    "Deployments", "Playground"],
           f"focus order from the top: {order}")
     console_errors(d, "/")
 

@@ -52,6 +52,9 @@ typedef struct {
     int max_connections;      /* 0: 512 */
     int job_threads;          /* threads of a job's run when its options don't say; 0: as the
                                  environment says */
+    int64_t memory_budget_bytes; /* jobs run at once while their planned peaks fit in it
+                                    together (a job larger than it runs alone); 0: 80% of the
+                                    physical RAM */
     const char *tls_cert;     /* PEM certificate (chain) file: serve HTTPS (libmicrohttpd with
                                  GnuTLS); NULL: plain HTTP. Needs tls_key too */
     const char *tls_key;      /* its PEM private key file (unencrypted) */

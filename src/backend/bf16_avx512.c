@@ -9,14 +9,16 @@
 #include "backend_internal.h"
 
 #if !defined(__AVX512F__) || !defined(__AVX512BW__)
-#error "bf16_avx512.c is compiled with -mavx512f -mavx512bw (CMakeLists.txt: files named *_avx512.c)"
+#error                                                                                             \
+    "bf16_avx512.c is compiled with -mavx512f -mavx512bw (CMakeLists.txt: files named *_avx512.c)"
 #endif
 
 static inline __m256i round16(__m512i u) {
     const __m512i one = _mm512_set1_epi32(1), bias = _mm512_set1_epi32(0x7fff);
-    const __mmask16 nan = _mm512_cmpgt_epu32_mask(_mm512_and_si512(u, _mm512_set1_epi32(0x7fffffff)),
-                                                  _mm512_set1_epi32(0x7f800000));
-    __m512i r = _mm512_add_epi32(u, _mm512_add_epi32(bias, _mm512_and_si512(_mm512_srli_epi32(u, 16), one)));
+    const __mmask16 nan = _mm512_cmpgt_epu32_mask(
+        _mm512_and_si512(u, _mm512_set1_epi32(0x7fffffff)), _mm512_set1_epi32(0x7f800000));
+    __m512i r = _mm512_add_epi32(
+        u, _mm512_add_epi32(bias, _mm512_and_si512(_mm512_srli_epi32(u, 16), one)));
     r = _mm512_srli_epi32(r, 16);
     r = _mm512_mask_or_epi32(r, nan, _mm512_srli_epi32(u, 16), _mm512_set1_epi32(0x40));
     return _mm512_cvtepi32_epi16(r);

@@ -282,7 +282,7 @@ static void lin_fwd_group(lt_trainer *tr, int l, int t0, int nt, float *const *y
         if (li->bias) OP(add_bias, ys[j], li->bias, N, li->OC);
         OP(to_bf16, tr->grp_bb, li->B, (int64_t)li->OC * r);
         OP(gemm_bf16, 0, 1, N, li->OC, r, tr->scale, tr->grp_xab + (in[j] - 1) * r, R, tr->grp_bb,
-                      r, 1.0f, ys[j], li->OC);
+           r, 1.0f, ys[j], li->OC);
     }
 }
 
@@ -307,12 +307,10 @@ static void lin_bwd_group(lt_trainer *tr, int l, int t0, int nt, float *dx, floa
         const float *dy = dys[idx[k]];
         const int OC = li->OC;
         OP(to_bf16, tr->xb16, dy, (int64_t)N * OC);
-        if (dx)
-            OP(gemm_bf16, 0, 0, N, C, OC, 1.0f, tr->xb16, OC, weight16(tr, li), C, 1.0f, dx, C);
+        if (dx) OP(gemm_bf16, 0, 0, N, C, OC, 1.0f, tr->xb16, OC, weight16(tr, li), C, 1.0f, dx, C);
         /* dxa = scale dy B, column block k of dXA */
         OP(to_bf16, tr->grp_bb, li->B, (int64_t)OC * r);
-        OP(gemm_bf16, 0, 0, N, r, OC, tr->scale, tr->xb16, OC, tr->grp_bb, r, 0.0f, dXA + k * r,
-                      R);
+        OP(gemm_bf16, 0, 0, N, r, OC, tr->scale, tr->xb16, OC, tr->grp_bb, r, 0.0f, dXA + k * r, R);
         if (li->dB) /* dB += scale dy^T xa */
             OP(gemm, 1, 0, OC, r, N, tr->scale, dy, OC, XA + k * r, R, 1.0f, li->dB, r);
         any_dA |= li->dA != NULL;
@@ -390,8 +388,7 @@ static void layer_bwd(lt_trainer *tr, int l, const step_rows *sr, int need_dx) {
     lin_bwd_group(tr, l, 6, 1, tr->dh, &tr->dres, a->h, a->xa + 6, N);
     OP(swiglu_bwd, tr->dgate, tr->dup, tr->dh, a->gate, a->up, (int64_t)N * F);
     OP(zero, tr->dxn, sizeof(float) * (size_t)N * D);
-    lin_bwd_group(tr, l, 4, 2, tr->dxn, (float *const[]){tr->dgate, tr->dup}, a->xn2, a->xa + 4,
-                  N);
+    lin_bwd_group(tr, l, 4, 2, tr->dxn, (float *const[]){tr->dgate, tr->dup}, a->xn2, a->xa + 4, N);
     OP(rmsnorm_bwd, tr->dres, tr->dffn_norm[l], tr->dxn, a->xmid, tr->ffn_norm[l], a->rstd2, N,
                       D);
     /* attention: xmid = x + o(att) */

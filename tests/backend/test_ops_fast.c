@@ -362,11 +362,10 @@ static void to_bf16_case(void) {
     const int64_t n = 3 * 65536 + 37;
     uint32_t *u = malloc(sizeof(uint32_t) * (size_t)n);
     uint16_t *got = malloc(2 * (size_t)n);
-    static const uint32_t special[] = {0x00000000u, 0x80000000u, 0x7f800000u, 0xff800000u,
-                                       0x7fc00000u, 0xffc00001u, 0x7f800001u, 0x7fbfffffu,
-                                       0x00000001u, 0x807fffffu, 0x007f8000u, 0x00018000u,
-                                       0x3f808000u, 0x3f818000u, 0x3f80ffffu, 0x7f7fffffu,
-                                       0xff7f8000u, 0x7f7f7fffu};
+    static const uint32_t special[] = {
+        0x00000000u, 0x80000000u, 0x7f800000u, 0xff800000u, 0x7fc00000u, 0xffc00001u,
+        0x7f800001u, 0x7fbfffffu, 0x00000001u, 0x807fffffu, 0x007f8000u, 0x00018000u,
+        0x3f808000u, 0x3f818000u, 0x3f80ffffu, 0x7f7fffffu, 0xff7f8000u, 0x7f7f7fffu};
     const int ns = (int)(sizeof special / sizeof special[0]);
     for (int64_t i = 0; i < n; i++) {
         rng_state = rng_state * 6364136223846793005ull + 1442695040888963407ull;

@@ -12,6 +12,7 @@
 #include "loratune/adapter.h"
 #include "loratune/chat.h"
 #include "loratune/model.h"
+#include "loratune/run.h"
 #include "loratune/sampler.h"
 #include "loratune/tokenizer.h"
 
@@ -22,7 +23,7 @@ static void usage(FILE *f) {
         "                         [--system TEXT] [--max-tokens N] [--temp T] [--top-k K]\n"
         "                         [--top-p P] [--seed S] [--threads N] [--ctx N] [--quiet]\n"
         "                         [--adapter PATH] [--prompt-ids IDS] [--logits-out FILE]\n"
-        "                         [--exact]\n\n"
+        "                         [--exact] [--compute-dtype f32|bf16|auto]\n\n"
         "  --model MODEL      Hugging Face folder, .gguf, or llama2.c .bin (needs --tokenizer)\n"
         "  --tokenizer FILE   tokenizer.json / tokenizer.model / llama2.c tokenizer .bin / .gguf\n"
         "  --prompt TEXT      plain text continued by the model (default: empty, i.e. BOS only)\n"
@@ -39,6 +40,10 @@ static void usage(FILE *f) {
         "  --quiet            no timing line on stderr\n"
         "  --exact            fp32 products for Q4_0 / Q4_1 / Q8_0 / Q4_K weights (default: as\n"
         "                     llama.cpp, 8-bit activations and integer dot products, faster)\n"
+        "  --compute-dtype D  f32 (default): fp32 products; bf16: the base weights' products in\n"
+        "                     bf16 with fp32 sums (oneDNN), as `train --compute-dtype bf16`: a\n"
+        "                     bf16 model multiplied as stored, f32 / f16 rounded per block for\n"
+        "                     prompts; auto: bf16 where the CPU has avx512_bf16 / amx_bf16\n"
         "  --adapter PATH     apply a LoRA / DoRA adapter without merging: a PEFT folder\n"
         "                     (adapter_config.json + adapter_model.safetensors), an mlx-lm\n"
         "                     folder (adapters.safetensors), either folder's .safetensors\n"
@@ -71,7 +76,7 @@ int cmd_generate(int argc, char **argv) {
     long max_tokens = 256, top_k = 0, threads = 0, ctx = 0;
     double temp = 0.8, top_p = 0.95;
     long long seed = -1;
-    int quiet = 0, exact = 0;
+    int quiet = 0, exact = 0, bf16 = 0;
     if (lt_cli_wants_help(argc, argv)) {
         usage(stdout);
         return 0;
@@ -110,7 +115,20 @@ int cmd_generate(int argc, char **argv) {
             prompt_ids = v;
         else if (!strcmp(a, "--logits-out"))
             logits_out = v;
-        else if (!strcmp(a, "--max-tokens")) {
+        else if (!strcmp(a, "--compute-dtype")) {
+            const char *why = NULL;
+            if (!strcmp(v, "bf16"))
+                bf16 = 1;
+            else if (!strcmp(v, "auto"))
+                bf16 = lt_run_pick_compute_dtype(-1, LT_METHOD_LORA, &why) == LT_DTYPE_BF16;
+            else if (strcmp(v, "f32")) {
+                fprintf(stderr,
+                        "loratune generate: --compute-dtype: expected f32, bf16 or auto, got "
+                        "'%s'\n",
+                        v);
+                return 2;
+            }
+        } else if (!strcmp(a, "--max-tokens")) {
             if (lt_cli_parse_int("generate", a, v, &max_tokens) || max_tokens < 0) return 2;
         } else if (!strcmp(a, "--top-k")) {
             if (lt_cli_parse_int("generate", a, v, &top_k) || top_k < 0) return 2;
@@ -222,6 +240,7 @@ int cmd_generate(int argc, char **argv) {
         size_t V = (size_t)m->config.vocab_size;
         if (lt_kv_cache_create(m, (int)n_ids, 0, &kv)) goto fail;
         lt_kv_cache_set_qact(kv, !exact);
+        lt_kv_cache_set_bf16(kv, bf16);
         if (!(logits = malloc(sizeof(float) * V * n_ids))) goto done;
         if (lt_model_forward(m, delta, kv, ids, (int)n_ids, 0, logits, 1)) goto fail;
         FILE *f = fopen(logits_out, "wb");
@@ -295,6 +314,7 @@ int cmd_generate(int argc, char **argv) {
     }
     if (lt_kv_cache_create(m, (int)ctx, 256, &kv)) goto fail;
     lt_kv_cache_set_qact(kv, !exact);
+    lt_kv_cache_set_bf16(kv, bf16);
     lt_sampler_params sp = {.temperature = (float)temp,
                             .top_k = (int)top_k,
                             .top_p = (float)top_p,

@@ -181,6 +181,58 @@ static lt_status qmatmul(const lt_matmul_job *jobs, const int *qj, int nq, const
     return LT_OK;
 }
 
+/* bf16 jobs: a weight other than bf16-in-place is rounded only for this many rows of x or more
+ * (one token's product costs less in fp32 than rounding the weight) */
+#define BF16_MIN_ROWS 8
+
+/* 1 when job jb runs through bmatmul: x[n][in] with scratch to round it and a weight block */
+static int is_bjob(const lt_matmul_job *jb, int n, int in, int64_t n_scratch) {
+    const lt_weight_view *w = jb->w;
+    if (!jb->bf16 || w->cols != in || 3 * (int64_t)in > n_scratch) return 0;
+    if (!w->rows_fn && !w->nf4 && w->data && w->dtype == LT_DTYPE_BF16) return 1;
+    return n >= BF16_MIN_ROWS;
+}
+
+/* The bf16 jobs jobs[bj[k]]: x rounded to bf16 into the front half of scratch (tokens a chunk
+ * at a time when it does not fit), then oneDNN's bf16 GEMM (lt_host_gemm_bf16_, threaded
+ * inside) against each weight as stored when it is bf16, else against blocks of its rows
+ * converted to fp32 (the back half of scratch) and rounded to bf16 behind them. */
+static lt_status bmatmul(const lt_backend *be, const lt_matmul_job *jobs, const int *bj, int nb,
+                         const float *x, int n, int in, float *scratch, int64_t n_scratch) {
+    const int64_t half = (n_scratch / 2) & ~(int64_t)15;
+    uint16_t *xb = (uint16_t *)scratch;
+    float *fbuf = scratch + half;
+    int64_t tc = 2 * half / in, per = (n_scratch - half) * 2 / (3 * (int64_t)in);
+    if (tc > n) tc = n;
+    if (per < 1 || tc < 1)
+        return lt_error(LT_ERR_ARG, "matmul_w: scratch of %lld floats is less than a row of %d",
+                        (long long)n_scratch, in);
+    for (int64_t t0 = 0; t0 < n; t0 += tc) {
+        const int nt = (int)(n - t0 < tc ? n - t0 : tc);
+        lt_host_to_bf16_(xb, x + t0 * in, (int64_t)nt * in);
+        for (int k = 0; k < nb; k++) {
+            const lt_matmul_job *jb = &jobs[bj[k]];
+            const lt_weight_view *w = jb->w;
+            const int R = (int)w->rows;
+            float *y = jb->y + t0 * R;
+            if (!w->rows_fn && !w->nf4 && w->data && w->dtype == LT_DTYPE_BF16) {
+                lt_host_gemm_bf16_(0, 1, nt, R, in, 1.0f, xb, in, w->data, in, jb->beta, y, R);
+                continue;
+            }
+            for (int64_t r0 = 0; r0 < R; r0 += per) {
+                const int nr = (int)(R - r0 < per ? R - r0 : per);
+                const float *W;
+                lt_status st = lt_host_rows_f32_(be, w, r0, nr, fbuf, &W);
+                if (st) return st;
+                uint16_t *wb = (uint16_t *)(fbuf + (int64_t)nr * in);
+                lt_host_to_bf16_(wb, W, (int64_t)nr * in);
+                lt_host_gemm_bf16_(0, 1, nt, nr, in, 1.0f, xb, in, wb, in, jb->beta, y + r0, R);
+            }
+        }
+    }
+    return LT_OK;
+}
+
 lt_status lt_cpu_matmul_w_(const lt_backend *be, const lt_matmul_job *jobs, int nj, const float *x,
                            int n, float *scratch, int64_t n_scratch) {
     if (nj < 1 || nj > 4) return lt_error(LT_ERR_ARG, "matmul_w: %d jobs, expected 1..4", nj);
@@ -194,6 +246,16 @@ lt_status lt_cpu_matmul_w_(const lt_backend *be, const lt_matmul_job *jobs, int 
     if (nq) {
         lt_status st = qmatmul(jobs, qj, nq, x, n, in, scratch, n_scratch);
         if (st || nq == nj) return st;
+    }
+    int bj[4], nb = 0;
+    for (int j = 0; j < nj; j++)
+        if (!skip[j] && is_bjob(&jobs[j], n, in, n_scratch)) {
+            bj[nb++] = j;
+            skip[j] = 1;
+        }
+    if (nb) {
+        lt_status st = bmatmul(be, jobs, bj, nb, x, n, in, scratch, n_scratch);
+        if (st || nq + nb == nj) return st;
     }
     int nt = lt_be_max_threads();
     if (n_scratch / nt < in) nt = (int)(n_scratch / in);

@@ -75,6 +75,7 @@ void lt_host_scale_(const lt_backend *be, float *x, int64_t n, float s);
 /* bf16 compute (gemm_bf16.c): the rounding, oneDNN's product (falling back to the loops when
  * oneDNN cannot run it) and the plain loops (the reference backend) */
 void lt_host_to_bf16_(uint16_t *dst, const float *src, int64_t n);
+void lt_to_bf16_avx512_(uint16_t *dst, const float *src, int64_t n); /* bf16_avx512.c */
 void lt_host_gemm_bf16_(int ta, int tb, int M, int N, int K, float alpha, const uint16_t *A,
                         int lda, const uint16_t *B, int ldb, float beta, float *C, int ldc);
 void lt_host_gemm_bf16_loops_(int ta, int tb, int M, int N, int K, float alpha, const uint16_t *A,

@@ -22,8 +22,20 @@
 #include <dnnl.h>
 
 #include "backend_internal.h"
+#include "loratune/hwinfo.h"
 
+/* the rounding: 16 at a time at the avx512 dispatch level (bf16_avx512.c, the same integers),
+ * else lt_f32_to_bf16 one by one; blocks of 64 KiB values over the OpenMP team */
 void lt_host_to_bf16_(uint16_t *dst, const float *src, int64_t n) {
+#if LT_X86_KERNELS
+    if (lt_cpu_level_active() >= LT_CPU_LEVEL_AVX512) {
+        const int64_t blk = 1 << 16;
+#pragma omp parallel for schedule(static) if (n > blk)
+        for (int64_t i = 0; i < n; i += blk)
+            lt_to_bf16_avx512_(dst + i, src + i, n - i < blk ? n - i : blk);
+        return;
+    }
+#endif
 #pragma omp parallel for schedule(static) if (n > 65536)
     for (int64_t i = 0; i < n; i++)
         dst[i] = lt_f32_to_bf16(src[i]);

@@ -26,6 +26,7 @@ struct lt_kv_cache {
     const lt_backend *be; /* where the ops run (the CPU backend) */
     int ctx, max_batch;
     int qact; /* 1: matmul_w may quantize activations (lt_kv_cache_set_qact) */
+    int bf16; /* 1: matmul_w may run bf16 products (lt_kv_cache_set_bf16) */
     int n_layers, kv_dim, dim, q_dim, ffn_dim, half;
     float *k, *v;       /* (L, ctx, KD) */
     float *x, *xb;      /* (B, D) residual stream, normed input */
@@ -142,6 +143,10 @@ void lt_kv_cache_set_qact(lt_kv_cache *kv, int on) {
     kv->qact = on != 0;
 }
 
+void lt_kv_cache_set_bf16(lt_kv_cache *kv, int on) {
+    kv->bf16 = on != 0;
+}
+
 /* y[n][rows] in the model's row order from f[n][rows] in the file's interleaved q/k order
  * (heads of hd rows; model row h hd + i is file row h hd + 2 (i mod hd/2) + i div (hd/2)) */
 static void unfile_rows(float *y, const float *f, int n, int rows, int hd) {
@@ -152,6 +157,18 @@ static void unfile_rows(float *y, const float *f, int n, int rows, int hd) {
                 y[h + i] = f[h + 2 * i];
                 y[h + half + i] = f[h + 2 * i + 1];
             }
+}
+
+/* bf16 products (kv->bf16): a lazy model's bf16 weight as it lies in the file, for matmul_w's
+ * bf16 GEMM (not q / k rows stored interleaved: those go through the provider); 1 when made */
+static int bf16_view(const lt_model *m, lt_weight_id id, int l, int64_t rows, int64_t cols,
+                     lt_weight_view *out) {
+    if (!lt_model_is_lazy(m) || lt_model_weight_interleaved(m, id)) return 0;
+    const lt_tensor_view *v = lt_model_weight_view(m, id, l);
+    if (!v || !v->data || v->dtype != LT_DTYPE_BF16) return 0;
+    memset(out, 0, sizeof *out);
+    *out = (lt_weight_view){.rows = rows, .cols = cols, .dtype = LT_DTYPE_BF16, .data = v->data};
+    return 1;
 }
 
 /* Rows [r0, r0 + n) of a linear's input that share one adapter (NULL: none). A chunk of one
@@ -192,7 +209,8 @@ static lt_status linears(const lt_model *m, const drun *runs, int nruns, lt_kv_c
         /* with qact: the blocks as stored, for the backend's integer kernels; q / k rows
          * interleaved in the file come out in its order and are put back below */
         const int stored = kv->qact ? lt_model_weight_stored_(m, id, l, outs[j], in, &views[j]) : 0;
-        if (!stored) lt_model_weight_bview(m, id, l, outs[j], in, &srcs[j], &views[j]);
+        if (!stored && !(kv->bf16 && bf16_view(m, id, l, outs[j], in, &views[j])))
+            lt_model_weight_bview(m, id, l, outs[j], in, &srcs[j], &views[j]);
         if (stored == 2 && beta == 0.0f) {
             filed[j] = 1;
             y = ilv;
@@ -200,7 +218,7 @@ static lt_status linears(const lt_model *m, const drun *runs, int nruns, lt_kv_c
         } else if (stored == 2) { /* not a shape the forward makes (q, k have beta 0) */
             lt_model_weight_bview(m, id, l, outs[j], in, &srcs[j], &views[j]);
         }
-        jobs[j] = (lt_matmul_job){&views[j], y, dsts[j] == ys[j] ? beta : 0.0f, kv->qact};
+        jobs[j] = (lt_matmul_job){&views[j], y, dsts[j] == ys[j] ? beta : 0.0f, kv->qact, kv->bf16};
     }
     lt_status st = OP(matmul_w, jobs, nt, x, n, kv->wbuf, kv->n_wbuf);
     if (st) return lt_error_wrap(st, "forward");
@@ -328,16 +346,17 @@ lt_status lt_model_forward(const lt_model *m, const lt_model_delta *delta, lt_kv
     const lt_weight_id head = c->tied_embeddings ? LT_W_TOK_EMBD : LT_W_LM_HEAD;
     lt_weight_src hsrc;
     lt_weight_view hv;
-    if (!kv->qact || lt_model_weight_stored_(m, head, 0, V, D, &hv) != 1)
+    if ((!kv->qact || lt_model_weight_stored_(m, head, 0, V, D, &hv) != 1) &&
+        !(kv->bf16 && bf16_view(m, head, 0, V, D, &hv)))
         lt_model_weight_bview(m, head, 0, V, D, &hsrc, &hv);
     for (int done = 0; done < n;) {
         int b = n - done < kv->max_batch ? n - done : kv->max_batch;
         if ((st = forward_chunk(m, delta, kv, tokens + done, b, pos0 + done))) return st;
         if (logits && all_logits) {
-            lt_matmul_job jb = {&hv, logits + (int64_t)done * V, 0.0f, kv->qact};
+            lt_matmul_job jb = {&hv, logits + (int64_t)done * V, 0.0f, kv->qact, kv->bf16};
             st = OP(matmul_w, &jb, 1, kv->xb, b, kv->wbuf, kv->n_wbuf);
         } else if (logits && done + b == n) {
-            lt_matmul_job jb = {&hv, logits, 0.0f, kv->qact};
+            lt_matmul_job jb = {&hv, logits, 0.0f, kv->qact, kv->bf16};
             st = OP(matmul_w, &jb, 1, kv->xb + (int64_t)(b - 1) * D, 1, kv->wbuf, kv->n_wbuf);
         }
         if (st) return st;
@@ -458,11 +477,11 @@ lt_status lt_model_forward_batch(const lt_model *m, lt_kv_cache *ws, const lt_ba
             return lt_error(LT_ERR_ARG,
                             "forward_batch: row %d's context %d exceeds the workspace's %d", t,
                             r->kv->ctx, ws->ctx);
-        if (r->kv->qact != ws->qact)
+        if (r->kv->qact != ws->qact || r->kv->bf16 != ws->bf16)
             return lt_error(LT_ERR_ARG,
                             "forward_batch: row %d's cache and the workspace differ in "
-                            "lt_kv_cache_set_qact",
-                            t);
+                            "lt_kv_cache_set_%s",
+                            t, r->kv->qact != ws->qact ? "qact" : "bf16");
         for (int j = 0; j < ne; j++) {
             const int32_t id = entry_token(r, j);
             if (id < 0 || id >= c->vocab_size) {
@@ -515,9 +534,10 @@ lt_status lt_model_forward_batch(const lt_model *m, lt_kv_cache *ws, const lt_ba
     const lt_weight_id head = c->tied_embeddings ? LT_W_TOK_EMBD : LT_W_LM_HEAD;
     lt_weight_src hsrc;
     lt_weight_view hv;
-    if (!ws->qact || lt_model_weight_stored_(m, head, 0, V, D, &hv) != 1)
+    if ((!ws->qact || lt_model_weight_stored_(m, head, 0, V, D, &hv) != 1) &&
+        !(ws->bf16 && bf16_view(m, head, 0, V, D, &hv)))
         lt_model_weight_bview(m, head, 0, V, D, &hsrc, &hv);
-    lt_matmul_job jb = {&hv, logits, 0.0f, ws->qact};
+    lt_matmul_job jb = {&hv, logits, 0.0f, ws->qact, ws->bf16};
     lt_kv_cache *kv = ws;
     return OP(matmul_w, &jb, 1, ws->xb, k, ws->wbuf, ws->n_wbuf);
 }

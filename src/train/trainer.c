@@ -227,6 +227,109 @@ static void lin_bwd(lt_trainer *tr, int l, int t, float *dx, const float *dy, co
                        tr->r, tr->scale, tr->scratch);
 }
 
+/* bf16 compute, LoRA: the adapters as autocast runs them, and grouped. Targets t0 .. t0 + nt - 1
+ * read the same x (q, k, v; gate, up; o and down alone), so the adapters among them multiply x
+ * as one: XA = xb [A_i; A_j; ...]^T, one bf16 GEMM that reads the rounded x once instead of one
+ * rank-r fp32 GEMM each; in backward dA and the adapters' share of dx likewise (dXA^T x and
+ * dXA [A_i; ...], fp32: one pass over x and one over dx for the group). XA lives where the
+ * adapted targets' xa were carved, one after another: xa of the group's k-th adapter is column
+ * block k of an [N][g r] matrix, so the products reading it stride g r. The products with the
+ * big operands run in bf16 with fp32 sums, as PyTorch's autocast runs them (x A^T, xa B^T,
+ * dy B); the reductions over the N rows (dA, dB) and dx's rank-r share stay fp32. Taken for
+ * plain LoRA adapters (no DoRA, no dropout, frozen base) on a host backend; otherwise each
+ * target runs alone (lin_fwd / lin_bwd: fp32 adapter products). */
+static int group_of(lt_trainer *tr, int l, int t0, int nt, float *const *xas, int N, int *idx) {
+    if (!tr->bf16 || !tr->grp_a || tr->be->device) return 0;
+    if (tr->c.lora.dropout > 0 && tr->training) return 0;
+    const lt_lin *L0 = &tr->lin[l * LT_N_TARGETS + t0];
+    int g = 0;
+    for (int j = 0; j < nt; j++)
+        if (xas[j] && L0[j].A) {
+            const lt_lin *li = L0 + j;
+            if (li->mag || li->dW || li->dbias || li->C != L0->C) return 0;
+            idx[g++] = j;
+        }
+    if (g < 2) return g;
+    const ptrdiff_t d = xas[idx[1]] - xas[idx[0]];
+    for (int k = 0; k < g; k++)
+        if (xas[idx[k]] != xas[idx[0]] + k * d) return 0;
+    return d >= (ptrdiff_t)N * tr->r ? g : 0;
+}
+
+/* ys[j] = x W_j^T (+ bias) (+ scale (x A_j^T) B_j^T) for the targets t0 .. t0 + nt - 1 */
+static void lin_fwd_group(lt_trainer *tr, int l, int t0, int nt, float *const *ys, const float *x,
+                          const uint16_t *xb, float *const *xas, int N) {
+    int idx[LT_N_TARGETS] = {0}, in[LT_N_TARGETS] = {0};
+    const int g = group_of(tr, l, t0, nt, xas, N, idx);
+    const lt_lin *L0 = &tr->lin[l * LT_N_TARGETS + t0];
+    const int r = tr->r, C = L0->C, R = g * r;
+    float *XA = g ? xas[idx[0]] : NULL;
+    for (int k = 0; k < g; k++) {
+        in[idx[k]] = k + 1;
+        OP(to_bf16, tr->grp_ab + (int64_t)k * r * C, L0[idx[k]].A, (int64_t)r * C);
+    }
+    if (g) {
+        OP(gemm_bf16, 0, 1, N, R, C, 1.0f, xb, C, tr->grp_ab, C, 0.0f, XA, R);
+        OP(to_bf16, tr->grp_xab, XA, (int64_t)N * R);
+    }
+    for (int j = 0; j < nt; j++) {
+        const lt_lin *li = L0 + j;
+        if (!in[j]) {
+            lin_fwd(tr, l, t0 + j, ys[j], x, xb, xas[j], N);
+            continue;
+        }
+        OP(gemm_bf16, 0, 1, N, li->OC, C, 1.0f, xb, C, weight16(tr, li), C, 0.0f, ys[j], li->OC);
+        if (li->bias) OP(add_bias, ys[j], li->bias, N, li->OC);
+        OP(to_bf16, tr->grp_bb, li->B, (int64_t)li->OC * r);
+        OP(gemm_bf16, 0, 1, N, li->OC, r, tr->scale, tr->grp_xab + (in[j] - 1) * r, R, tr->grp_bb,
+           r, 1.0f, ys[j], li->OC);
+    }
+}
+
+/* dx += sum_j dy_j (W_j + scale B_j A_j) (when dx) and the adapters' gradients, for the
+ * targets t0 .. t0 + nt - 1 */
+static void lin_bwd_group(lt_trainer *tr, int l, int t0, int nt, float *dx, float *const *dys,
+                          const float *x, float *const *xas, int N) {
+    int idx[LT_N_TARGETS] = {0}, in[LT_N_TARGETS] = {0};
+    const int g = group_of(tr, l, t0, nt, xas, N, idx);
+    for (int k = 0; k < g; k++)
+        in[idx[k]] = 1;
+    for (int j = 0; j < nt; j++)
+        if (!in[j]) lin_bwd(tr, l, t0 + j, dx, dys[j], x, xas[j], N);
+    if (!g) return;
+    const lt_lin *L0 = &tr->lin[l * LT_N_TARGETS + t0];
+    const int r = tr->r, C = L0->C, R = g * r;
+    const float *XA = xas[idx[0]];
+    float *dXA = tr->grp_dxa; /* [N][R] */
+    int any_dA = 0;
+    for (int k = 0; k < g; k++) {
+        const lt_lin *li = L0 + idx[k];
+        const float *dy = dys[idx[k]];
+        const int OC = li->OC;
+        OP(to_bf16, tr->xb16, dy, (int64_t)N * OC);
+        if (dx) OP(gemm_bf16, 0, 0, N, C, OC, 1.0f, tr->xb16, OC, weight16(tr, li), C, 1.0f, dx, C);
+        /* dxa = scale dy B, column block k of dXA */
+        OP(to_bf16, tr->grp_bb, li->B, (int64_t)OC * r);
+        OP(gemm_bf16, 0, 0, N, r, OC, tr->scale, tr->xb16, OC, tr->grp_bb, r, 0.0f, dXA + k * r, R);
+        if (li->dB) /* dB += scale dy^T xa */
+            OP(gemm, 1, 0, OC, r, N, tr->scale, dy, OC, XA + k * r, R, 1.0f, li->dB, r);
+        any_dA |= li->dA != NULL;
+    }
+    if (any_dA) { /* dA += dxa^T x: one product for the group, then added per target */
+        OP(gemm, 1, 0, R, C, N, 1.0f, dXA, R, x, C, 0.0f, tr->grp_da, C);
+        for (int k = 0; k < g; k++) {
+            float *dA = L0[idx[k]].dA;
+            if (dA) OP(add, dA, dA, tr->grp_da + (int64_t)k * r * C, (int64_t)r * C);
+        }
+    }
+    if (dx) { /* dx += dXA [A_i; ...] */
+        const int64_t rc = (int64_t)r * C;
+        for (int k = 0; k < g; k++)
+            OP(copy, tr->grp_a + k * rc, L0[idx[k]].A, sizeof(float) * (size_t)rc);
+        OP(gemm, 0, 0, N, C, R, 1.0f, dXA, R, tr->grp_a, C, 1.0f, dx, C);
+    }
+}
+
 static lt_layer_acts *acts_of(lt_trainer *tr, int l) {
     return tr->c.grad_checkpoint ? &tr->acts[0] : &tr->acts[l];
 }
@@ -255,22 +358,20 @@ static void layer_fwd(lt_trainer *tr, int l, const step_rows *sr) {
     float *xo = tr->xs + (int64_t)(l + 1) * N * D;
     OP(rmsnorm_fwd, a->xn1, a->rstd1, x, tr->attn_norm[l], N, D, mc->norm_eps);
     const uint16_t *xb = bf16_of(tr, a->xn1, (int64_t)N * D); /* q, k and v read the same */
-    lin_fwd(tr, l, 0, a->q, a->xn1, xb, a->xa[0], N);
-    lin_fwd(tr, l, 1, a->k, a->xn1, xb, a->xa[1], N);
-    lin_fwd(tr, l, 2, a->v, a->xn1, xb, a->xa[2], N);
+    lin_fwd_group(tr, l, 0, 3, (float *const[]){a->q, a->k, a->v}, a->xn1, xb, a->xa, N);
     OP(rope_fwd, a->q, a->q, pos, tr->cos_t, tr->sin_t, N, mc->n_heads, mc->head_dim, 0);
     OP(rope_fwd, a->k, a->k, pos, tr->cos_t, tr->sin_t, N, mc->n_kv_heads, mc->head_dim, 0);
     OP(attention_fwd, a->att, a->lse, a->q, a->k, a->v, sr->seq, sr->off, sr->B, sr->T,
                               mc->n_heads, mc->n_kv_heads, mc->head_dim, mc->sliding_window);
-    lin_fwd(tr, l, 3, tr->tmp, a->att, bf16_of(tr, a->att, (int64_t)N * mc->n_heads * mc->head_dim),
-            a->xa[3], N);
+    lin_fwd_group(tr, l, 3, 1, &tr->tmp, a->att,
+                  bf16_of(tr, a->att, (int64_t)N * mc->n_heads * mc->head_dim), a->xa + 3, N);
     OP(add, a->xmid, x, tr->tmp, (int64_t)N * D);
     OP(rmsnorm_fwd, a->xn2, a->rstd2, a->xmid, tr->ffn_norm[l], N, D, mc->norm_eps);
     xb = bf16_of(tr, a->xn2, (int64_t)N * D); /* gate and up read the same */
-    lin_fwd(tr, l, 4, a->gate, a->xn2, xb, a->xa[4], N);
-    lin_fwd(tr, l, 5, a->up, a->xn2, xb, a->xa[5], N);
+    lin_fwd_group(tr, l, 4, 2, (float *const[]){a->gate, a->up}, a->xn2, xb, a->xa + 4, N);
     OP(swiglu_fwd, a->h, a->gate, a->up, (int64_t)N * mc->ffn_dim);
-    lin_fwd(tr, l, 6, tr->tmp, a->h, bf16_of(tr, a->h, (int64_t)N * mc->ffn_dim), a->xa[6], N);
+    lin_fwd_group(tr, l, 6, 1, &tr->tmp, a->h, bf16_of(tr, a->h, (int64_t)N * mc->ffn_dim),
+                  a->xa + 6, N);
     OP(add, xo, a->xmid, tr->tmp, (int64_t)N * D);
 }
 
@@ -284,16 +385,15 @@ static void layer_bwd(lt_trainer *tr, int l, const step_rows *sr, int need_dx) {
     const float *x = tr->xs + (int64_t)l * N * D;
     /* MLP: xs[l+1] = xmid + down(h) */
     OP(zero, tr->dh, sizeof(float) * (size_t)N * F);
-    lin_bwd(tr, l, 6, tr->dh, tr->dres, a->h, a->xa[6], N);
+    lin_bwd_group(tr, l, 6, 1, tr->dh, &tr->dres, a->h, a->xa + 6, N);
     OP(swiglu_bwd, tr->dgate, tr->dup, tr->dh, a->gate, a->up, (int64_t)N * F);
     OP(zero, tr->dxn, sizeof(float) * (size_t)N * D);
-    lin_bwd(tr, l, 4, tr->dxn, tr->dgate, a->xn2, a->xa[4], N);
-    lin_bwd(tr, l, 5, tr->dxn, tr->dup, a->xn2, a->xa[5], N);
+    lin_bwd_group(tr, l, 4, 2, tr->dxn, (float *const[]){tr->dgate, tr->dup}, a->xn2, a->xa + 4, N);
     OP(rmsnorm_bwd, tr->dres, tr->dffn_norm[l], tr->dxn, a->xmid, tr->ffn_norm[l], a->rstd2, N,
                       D);
     /* attention: xmid = x + o(att) */
     OP(zero, tr->datt, sizeof(float) * (size_t)N * QD);
-    lin_bwd(tr, l, 3, tr->datt, tr->dres, a->att, a->xa[3], N);
+    lin_bwd_group(tr, l, 3, 1, tr->datt, &tr->dres, a->att, a->xa + 3, N);
     OP(zero, tr->dq, sizeof(float) * (size_t)N * QD);
     OP(zero, tr->dk, sizeof(float) * (size_t)N * KVD);
     OP(zero, tr->dv, sizeof(float) * (size_t)N * KVD);
@@ -305,9 +405,7 @@ static void layer_bwd(lt_trainer *tr, int l, const step_rows *sr, int need_dx) {
     int want_dxn = need_dx || tr->dattn_norm[l];
     float *dxn = want_dxn ? tr->dxn : NULL;
     if (dxn) OP(zero, dxn, sizeof(float) * (size_t)N * D);
-    lin_bwd(tr, l, 0, dxn, tr->dq, a->xn1, a->xa[0], N);
-    lin_bwd(tr, l, 1, dxn, tr->dk, a->xn1, a->xa[1], N);
-    lin_bwd(tr, l, 2, dxn, tr->dv, a->xn1, a->xa[2], N);
+    lin_bwd_group(tr, l, 0, 3, dxn, (float *const[]){tr->dq, tr->dk, tr->dv}, a->xn1, a->xa, N);
     if (want_dxn)
         OP(rmsnorm_bwd, need_dx ? tr->dres : NULL, tr->dattn_norm[l], tr->dxn, x,
                           tr->attn_norm[l], a->rstd1, N, D);

@@ -353,7 +353,48 @@ static void linear_cases(void) {
     lt_blas_threads_restore(blas);
 }
 
+/* the CPU backend's fp32 -> bf16 rounding (16 at a time at the avx512 level) against the
+ * scalar lt_f32_to_bf16, bit for bit: random values over the whole exponent range, ties,
+ * subnormals, zeros, infinities, NaNs with payloads, tails of every length, and a length over
+ * the OpenMP block (64 Ki values) */
+void lt_host_to_bf16_(uint16_t *dst, const float *src, int64_t n); /* src/backend/gemm_bf16.c */
+static void to_bf16_case(void) {
+    const int64_t n = 3 * 65536 + 37;
+    uint32_t *u = malloc(sizeof(uint32_t) * (size_t)n);
+    uint16_t *got = malloc(2 * (size_t)n);
+    static const uint32_t special[] = {
+        0x00000000u, 0x80000000u, 0x7f800000u, 0xff800000u, 0x7fc00000u, 0xffc00001u,
+        0x7f800001u, 0x7fbfffffu, 0x00000001u, 0x807fffffu, 0x007f8000u, 0x00018000u,
+        0x3f808000u, 0x3f818000u, 0x3f80ffffu, 0x7f7fffffu, 0xff7f8000u, 0x7f7f7fffu};
+    const int ns = (int)(sizeof special / sizeof special[0]);
+    for (int64_t i = 0; i < n; i++) {
+        rng_state = rng_state * 6364136223846793005ull + 1442695040888963407ull;
+        u[i] = i < ns ? special[i] : (uint32_t)(rng_state >> 32);
+        if (i % 5 == 1) u[i] = (u[i] & 0xffff0000u) | 0x8000u; /* a tie */
+    }
+    for (int64_t len = 0; len <= n; len = len < 40 ? len + 1 : len * 4 + 1) {
+        memset(got, 0xa5, 2 * (size_t)n);
+        lt_host_to_bf16_(got, (const float *)u, len);
+        int64_t bad = -1;
+        for (int64_t i = 0; i < len && bad < 0; i++) {
+            float f;
+            memcpy(&f, &u[i], 4);
+            if (got[i] != lt_f32_to_bf16(f)) bad = i;
+        }
+        CHECK(bad < 0, "[%s] to_bf16 of %lld values: 0x%08x -> 0x%04x, expected 0x%04x",
+              level_name(), (long long)len, bad < 0 ? 0 : u[bad], bad < 0 ? 0 : got[bad],
+              bad < 0 ? 0 : lt_f32_to_bf16(((const float *)u)[bad]));
+        CHECK(got[len] == 0xa5a5 || len == n, "[%s] to_bf16 of %lld values wrote past the end",
+              level_name(), (long long)len);
+        if (len == n) break;
+        if (len * 4 + 1 > n && len >= 40) len = (n - 1) / 4; /* the last length is n */
+    }
+    free(u);
+    free(got);
+}
+
 static void run_all(void) {
+    to_bf16_case();
     attention_case("hd64 gqa", 2, 133, 4, 2, 64, 0, 0);
     attention_case("hd64 packed", 2, 100, 4, 2, 64, 1, 0);
     attention_case("hd40 window", 1, 150, 3, 1, 40, 0, 45);

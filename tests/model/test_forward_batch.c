@@ -70,13 +70,13 @@ static void check_kernels(void) {
             for (int beta = 0; beta < 2; beta++) {
                 for (int i = 0; i < N * rows; i++)
                     yb[i] = (float)i * 0.25f;
-                lt_matmul_job jb = {&v, yb, (float)beta, 1};
+                lt_matmul_job jb = {&v, yb, (float)beta, 1, 0};
                 CHECK_OK(be->op->matmul_w(be, &jb, 1, x, N, scratch, ns));
                 int same = 1;
                 for (int t = 0; t < N; t++) {
                     for (int i = 0; i < rows; i++)
                         y1[i] = (float)(t * rows + i) * 0.25f;
-                    lt_matmul_job j1 = {&v, y1, (float)beta, 1};
+                    lt_matmul_job j1 = {&v, y1, (float)beta, 1, 0};
                     CHECK_OK(be->op->matmul_w(be, &j1, 1, x + t * cols, 1, scratch, ns));
                     same &= !memcmp(y1, yb + t * rows, sizeof(float) * rows);
                 }

@@ -93,12 +93,17 @@ typedef struct lt_backend lt_backend;
  * Q4_1, Q8_0 and Q4_K blocks (the CPU backends: src/backend/qdot.h; docs/BACKEND.md "Quantized
  * products"); results then differ from the fp32 product by the activations' rounding (relative
  * error ~1e-2 of a row's |w| . |x|, see tests/backend). 0 (the default of a {w, y, beta}
- * initializer) keeps the fp32 product; other storage formats ignore it. */
+ * initializer) keeps the fp32 product; other storage formats ignore it. bf16 1 lets a backend
+ * with bf16 products (gemm_bf16) run the product as the bf16 compute mode does: x rounded to
+ * bf16, a weight stored as bf16 multiplied as stored (another format rounded to bf16 a block of
+ * rows at a time, for 8 or more rows of x), fp32 sums (the CPU backend: oneDNN; relative error
+ * ~2^-8 of a row's |w| . |x|); qact takes precedence for the block formats it runs. */
 typedef struct {
     const lt_weight_view *w;
     float *y;
     float beta;
     int qact;
+    int bf16;
 } lt_matmul_job;
 
 /* The op table. Every function takes the backend first. */

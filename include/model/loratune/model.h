@@ -299,6 +299,12 @@ int lt_kv_cache_ctx(const lt_kv_cache *kv);
  * fp32 goldens use. Other storage formats are unaffected. Set it before the first forward: a
  * cache filled one way and continued the other mixes the two. */
 void lt_kv_cache_set_qact(lt_kv_cache *kv, int on);
+/* on 1: the forward's products by the base weights run in bf16 where the backend has bf16
+ * products (lt_matmul_job.bf16: the CPU backend's oneDNN GEMM; x rounded to bf16, fp32 sums; a
+ * bf16 weight as stored, f32 / f16 / NF4 rounded a block at a time for prompts of 8+ tokens),
+ * as the trainer's bf16 compute mode does; logits move by ~1e-2 relative from the fp32 product.
+ * Adapters (delta) stay fp32. 0 (the default): fp32. Set it before the first forward, as qact. */
+void lt_kv_cache_set_bf16(lt_kv_cache *kv, int on);
 
 /* Runs tokens[0..n) at positions pos0..pos0+n-1, attending to cached positions < pos0 (which
  * must have been filled by earlier calls on the same cache, with the same delta), and stores

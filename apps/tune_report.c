@@ -18,6 +18,7 @@
 #include <sys/stat.h>
 
 #include <cairo.h>
+#include <dlfcn.h>
 #include <librsvg/rsvg.h>
 
 #define PLOT_W 640
@@ -88,38 +89,101 @@ void report_set_png(int on) {
     g_png = on;
 }
 
+/* librsvg and cairo (with glib, pango, harfbuzz, fontconfig... under them) are loaded when a
+ * PNG is first asked for, not linked: linked, every loratune process mapped them at start-up
+ * (tests/train/test_budget_grid.py saw the run's reserve grow past its 80 MiB bound). */
+static struct {
+    int tried;
+    void *lib;
+    char why[256];
+    RsvgHandle *(*new_from_data)(const guint8 *, gsize, GError **);
+    gboolean (*size_px)(RsvgHandle *, gdouble *, gdouble *);
+    gboolean (*render)(RsvgHandle *, cairo_t *, const RsvgRectangle *, GError **);
+    void (*error_free)(GError *);
+    void (*unref)(gpointer);
+    cairo_surface_t *(*surface_create)(cairo_format_t, int, int);
+    cairo_t *(*create)(cairo_surface_t *);
+    void (*destroy)(cairo_t *);
+    cairo_status_t (*write_png)(cairo_surface_t *, const char *);
+    void (*surface_destroy)(cairo_surface_t *);
+} R;
+
+static lt_status rsvg_load(void) {
+    if (!R.tried) {
+        R.tried = 1;
+        R.lib = dlopen("librsvg-2.so.2", RTLD_NOW | RTLD_LOCAL);
+        if (!R.lib) {
+            snprintf(R.why, sizeof R.why, "%s", dlerror());
+        } else {
+            /* dlsym searches the library and what it depends on: glib, gobject, cairo */
+            const char *names[] = {"rsvg_handle_new_from_data",
+                                   "rsvg_handle_get_intrinsic_size_in_pixels",
+                                   "rsvg_handle_render_document",
+                                   "g_error_free",
+                                   "g_object_unref",
+                                   "cairo_image_surface_create",
+                                   "cairo_create",
+                                   "cairo_destroy",
+                                   "cairo_surface_write_to_png",
+                                   "cairo_surface_destroy"};
+            void *f[10];
+            for (int i = 0; i < 10 && !R.why[0]; i++)
+                if (!(f[i] = dlsym(R.lib, names[i])))
+                    snprintf(R.why, sizeof R.why, "%s: no %s", "librsvg-2.so.2", names[i]);
+            if (!R.why[0]) {
+                *(void **)&R.new_from_data = f[0];
+                *(void **)&R.size_px = f[1];
+                *(void **)&R.render = f[2];
+                *(void **)&R.error_free = f[3];
+                *(void **)&R.unref = f[4];
+                *(void **)&R.surface_create = f[5];
+                *(void **)&R.create = f[6];
+                *(void **)&R.destroy = f[7];
+                *(void **)&R.write_png = f[8];
+                *(void **)&R.surface_destroy = f[9];
+            }
+        }
+    }
+    if (R.why[0])
+        return lt_error(LT_ERR_UNSUPPORTED, "--png: cannot load librsvg (Debian librsvg2-2): %s",
+                        R.why);
+    return LT_OK;
+}
+
 static lt_status svg_to_png(const char *path_svg, const char *svg, size_t n) {
+    lt_status ls = rsvg_load();
+    if (ls) return ls;
     char png[4400], tmp[4420];
     size_t l = strlen(path_svg);
     snprintf(png, sizeof png, "%.*s.png", (int)(l > 4 ? l - 4 : l), path_svg);
     snprintf(tmp, sizeof tmp, "%s.tmp", png);
     GError *err = NULL;
-    RsvgHandle *h = rsvg_handle_new_from_data((const guint8 *)svg, n, &err);
+    RsvgHandle *h = R.new_from_data((const guint8 *)svg, n, &err);
     if (!h) {
         lt_status st = lt_error(LT_ERR_FORMAT, "%s: the SVG does not render: %s", path_svg,
                                 err ? err->message : "?");
-        if (err) g_error_free(err);
+        if (err) R.error_free(err);
         return st;
     }
     gdouble w = 0, hh = 0;
-    if (!rsvg_handle_get_intrinsic_size_in_pixels(h, &w, &hh) || w <= 0 || hh <= 0)
+    if (!R.size_px(h, &w, &hh) || w <= 0 || hh <= 0)
         w = 640, hh = 400;
-    cairo_surface_t *surf = cairo_image_surface_create(CAIRO_FORMAT_ARGB32, (int)w, (int)hh);
-    cairo_t *cr = cairo_create(surf);
+    cairo_surface_t *surf = R.surface_create(CAIRO_FORMAT_ARGB32, (int)w, (int)hh);
+    cairo_t *cr = R.create(surf);
     RsvgRectangle vp = {0, 0, w, hh};
     lt_status st = LT_OK;
-    if (!rsvg_handle_render_document(h, cr, &vp, &err)) {
+    if (!R.render(h, cr, &vp, &err)) {
         st = lt_error(LT_ERR_FORMAT, "%s: the SVG does not render: %s", path_svg,
                       err ? err->message : "?");
-        if (err) g_error_free(err);
+        if (err) R.error_free(err);
     }
-    cairo_destroy(cr);
-    if (!st && cairo_surface_write_to_png(surf, tmp) != CAIRO_STATUS_SUCCESS)
+    R.destroy(cr);
+    if (!st && R.write_png(surf, tmp) != CAIRO_STATUS_SUCCESS)
         st = lt_error(LT_ERR_IO, "%s: cannot write", tmp);
     if (!st && rename(tmp, png)) st = lt_error(LT_ERR_IO, "%s: %s", png, strerror(errno));
     if (st) remove(tmp);
-    cairo_surface_destroy(surf);
-    g_object_unref(h);
+    R.surface_destroy(surf);
+    R.unref(h);
     return st;
 }
 

@@ -402,14 +402,22 @@ static lt_status load_data(lt_run *r) {
  * (default 80% of the RAM available now plus what this process already holds, which the plan
  * counts: the loaded model). The sequence length is also capped at the longest example
  * (before truncation) of the train / valid splits; if memory forces it below that, the data is
- * read again truncated to it. Batch is capped at 64 and at the training examples. */
-static lt_status resolve_sizes_device(lt_run *r);
-
+ * read again truncated to it. Batch is capped at 64 and at the training examples. On a GPU
+ * the budget is device memory: --memory-budget or what the device has free now
+ * (lt_backend_ops.mem_info), less what the backend needs beside the trainer
+ * (lt_train_plan_fit_device); sizes given are checked too, so that a run that cannot fit stops
+ * here with the plan's numbers rather than at an allocation. */
 static lt_status resolve_sizes(lt_run *r) {
-    if (r->cuda) return resolve_sizes_device(r);
-    if (!r->auto_batch && !r->auto_seq) return LT_OK;
-    int64_t budget = r->o.memory_budget;
-    if (budget <= 0) {
+    const lt_backend *dev = r->cuda; /* a GPU: its memory, and given sizes are checked too */
+    if (!dev && !r->auto_batch && !r->auto_seq) return LT_OK;
+    int64_t budget = r->o.memory_budget, total = 0;
+    if (budget <= 0 && dev) {
+        if (!dev->op->mem_info || dev->op->mem_info(dev, &budget, &total) || budget <= 0)
+            return lt_error(LT_ERR_UNSUPPORTED,
+                            "memory-budget: cannot read the free memory of %s; give "
+                            "--memory-budget (bytes of device memory)",
+                            dev->desc ? dev->desc : dev->name);
+    } else if (budget <= 0) {
         lt_hwinfo hw;
         if (lt_hwinfo_detect(&hw) || hw.ram_available_bytes <= 0)
             return lt_error(LT_ERR_UNSUPPORTED,
@@ -434,59 +442,16 @@ static lt_status resolve_sizes(lt_run *r) {
     lt_train_plan_t plan;
     int B = 0, T = 0;
     int64_t reserve = 0; /* what this process holds / will allocate besides the plan */
-    lt_status s = lt_train_plan_fit_run(r->model, &c, budget, current_rss_bytes(), max_batch,
-                                        max_seq, &B, &T, &plan, &reserve);
-    if (s) return lt_error_wrap(s, "automatic batch size / sequence length");
-    if (r->auto_seq && T < longest) { /* memory, not the data, decided: truncate to T */
-        if ((s = tokenize(r, T))) return s;
-    }
-    r->o.batch_size = B;
-    r->o.max_seq_len = T;
-    r->tc.batch_size = B;
-    r->tc.seq_len = T;
-    r->memory_budget = budget;
-    r->planned_peak = plan.peak_bytes + reserve;
-    r->reserved_bytes = reserve;
-    return LT_OK;
-}
-
-/* The same on a device backend, against its memory: --memory-budget or what the device has free
- * now (lt_backend_ops.mem_info), less what the backend needs beside the trainer
- * (lt_train_plan_fit_device). Sizes given are checked too, so that a run that cannot fit stops
- * here with the plan's numbers rather than at an allocation. The sequence length is capped at
- * the longest example, the batch at 64 and at the training examples, as on the host. */
-static lt_status resolve_sizes_device(lt_run *r) {
-    const lt_backend *be = r->cuda;
-    int64_t budget = r->o.memory_budget, total = 0;
-    if (budget <= 0 && (!be->op->mem_info || be->op->mem_info(be, &budget, &total) || budget <= 0))
-        return lt_error(LT_ERR_UNSUPPORTED,
-                        "memory-budget: cannot read the free memory of %s; give --memory-budget "
-                        "(bytes of device memory)", be->desc ? be->desc : be->name);
-    int longest = 2;
-    for (int sp = LT_SPLIT_TRAIN; sp <= LT_SPLIT_VALID; sp++) {
-        lt_data_summary sum;
-        if (lt_data_count(r->data, (lt_split)sp) > 0 &&
-            !lt_data_summary_get(r->data, (lt_split)sp, &sum) && sum.max_len > longest)
-            longest = sum.max_len;
-    }
-    int max_seq = r->auto_seq ? (longest < r->o.max_seq_len ? longest : r->o.max_seq_len)
-                              : r->o.max_seq_len;
-    int64_t ntrain = lt_data_count(r->data, LT_SPLIT_TRAIN);
-    int max_batch = ntrain > 0 && ntrain < 64 ? (int)ntrain : 64;
-    lt_train_config c = r->tc;
-    if (r->auto_batch) c.batch_size = 0;
-    if (r->auto_seq) c.seq_len = 0;
-    lt_train_plan_t plan;
-    int B = 0, T = 0;
-    int64_t reserve = 0;
-    lt_status s = lt_train_plan_fit_device(r->model, &c, be, budget, max_batch, max_seq, &B, &T,
-                                           &plan, &reserve);
+    lt_status s = dev ? lt_train_plan_fit_device(r->model, &c, dev, budget, max_batch, max_seq, &B,
+                                                 &T, &plan, &reserve)
+                      : lt_train_plan_fit_run(r->model, &c, budget, current_rss_bytes(),
+                                              max_batch, max_seq, &B, &T, &plan, &reserve);
     if (s) {
         char pre[256];
-        snprintf(pre, sizeof pre, "%s on %s",
+        snprintf(pre, sizeof pre, "%s%s%s",
                  r->auto_batch || r->auto_seq ? "automatic batch size / sequence length"
                                               : "the memory plan",
-                 be->desc ? be->desc : be->name);
+                 dev ? " on " : "", dev ? (dev->desc ? dev->desc : dev->name) : "");
         return lt_error_wrap(s, pre);
     }
     if (r->auto_seq && T < longest) { /* memory, not the data, decided: truncate to T */
@@ -497,7 +462,7 @@ static lt_status resolve_sizes_device(lt_run *r) {
     r->tc.batch_size = B;
     r->tc.seq_len = T;
     r->memory_budget = budget;
-    r->planned_peak = plan.device_bytes + reserve;
+    r->planned_peak = (dev ? plan.device_bytes : plan.peak_bytes) + reserve;
     r->reserved_bytes = reserve;
     return LT_OK;
 }

@@ -18,7 +18,7 @@ int lt_study_pg_is_url(const char *s) {
 
 /* url with the password of its user info (between ':' and '@' after "//") as "***" */
 static char *mask_password(const char *url) {
-    char *out = malloc(strlen(url) + 4);
+    char *out = lt_malloc(strlen(url) + 4);
     if (!out) return NULL;
     const char *a = strstr(url, "//");
     const char *at = a ? strchr(a + 2, '@') : NULL;
@@ -62,14 +62,14 @@ void lt_study_pg_close(lt_study_pg *pg) {
     if (!pg) return;
     if (pg->conn && pg->in_txn) PQclear(PQexec(pg->conn, "ROLLBACK"));
     if (pg->conn) PQfinish(pg->conn);
-    free(pg->name);
-    free(pg->shown);
-    free(pg);
+    lt_free(pg->name);
+    lt_free(pg->shown);
+    lt_free(pg);
 }
 
 lt_status lt_study_pg_open(const char *url, lt_study_pg **out, const char **shown) {
     *out = NULL;
-    lt_study_pg *pg = calloc(1, sizeof *pg);
+    lt_study_pg *pg = lt_calloc(1, sizeof *pg);
     char *conninfo = NULL;
     lt_status st = LT_OK;
     if (!pg || !(pg->shown = mask_password(url))) {
@@ -91,7 +91,7 @@ lt_status lt_study_pg_open(const char *url, lt_study_pg **out, const char **show
                                       "or '.'", pg->shown, hash + 1);
             goto fail;
         }
-    if (!(pg->name = strdup(hash + 1)) || !(conninfo = strndup(url, (size_t)(hash - url)))) {
+    if (!(pg->name = lt_strdup(hash + 1)) || !(conninfo = lt_strndup(url, (size_t)(hash - url)))) {
         st = lt_error(LT_ERR_NOMEM, "study: out of memory");
         goto fail;
     }
@@ -106,12 +106,12 @@ lt_status lt_study_pg_open(const char *url, lt_study_pg **out, const char **show
               "NULL, updated_at timestamptz NOT NULL DEFAULT now())",
               0, NULL, PGRES_COMMAND_OK, NULL);
     if (st) goto fail;
-    free(conninfo);
+    lt_free(conninfo);
     *out = pg;
     if (shown) *shown = pg->shown;
     return LT_OK;
 fail:
-    free(conninfo);
+    lt_free(conninfo);
     lt_study_pg_close(pg);
     return st;
 }
@@ -152,7 +152,7 @@ lt_status lt_study_pg_load(lt_study_pg *pg, int for_update, char **doc) {
                                        "study create --study URL#NAME`)", pg->shown, pg->name);
         return for_update ? lt_study_pg_end(pg, st) : st;
     }
-    *doc = strdup(PQgetvalue(r, 0, 0));
+    *doc = lt_strdup(PQgetvalue(r, 0, 0));
     PQclear(r);
     if (!*doc) {
         st = lt_error(LT_ERR_NOMEM, "study: out of memory");

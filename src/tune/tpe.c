@@ -59,10 +59,10 @@ static int by_value(const void *a, const void *b) {
 
 void lt_tpe_pe_free(lt_tpe_pe *pe) {
     if (!pe) return;
-    free(pe->w);
-    free(pe->mu);
-    free(pe->sigma);
-    free(pe->cw);
+    lt_free(pe->w);
+    lt_free(pe->mu);
+    lt_free(pe->sigma);
+    lt_free(pe->cw);
     memset(pe, 0, sizeof *pe);
 }
 
@@ -71,7 +71,7 @@ lt_status lt_tpe_pe_build(const lt_param *p, const double *obs, int n_obs, lt_tp
     pe->p = p;
     const int n = n_obs + 1;
     pe->n = n;
-    pe->w = malloc(sizeof(double) * (size_t)n);
+    pe->w = lt_malloc(sizeof(double) * (size_t)n);
     if (!pe->w) goto oom;
     /* the observations' weights (Optuna's default_weights), then the prior's */
     for (int i = 0; i < n_obs; i++) pe->w[i] = 1.0;
@@ -88,7 +88,7 @@ lt_status lt_tpe_pe_build(const lt_param *p, const double *obs, int n_obs, lt_tp
 
     if (!is_num(p)) {
         const int k = p->n_choices;
-        pe->cw = malloc(sizeof(double) * (size_t)n * (size_t)k);
+        pe->cw = lt_malloc(sizeof(double) * (size_t)n * (size_t)k);
         if (!pe->cw) goto oom;
         for (int j = 0; j < n * k; j++) pe->cw[j] = n_obs ? PRIOR_WEIGHT / n : 1.0 / k;
         for (int i = 0; i < n_obs; i++) pe->cw[(size_t)i * k + (int)obs[i]] += 1.0;
@@ -103,13 +103,13 @@ lt_status lt_tpe_pe_build(const lt_param *p, const double *obs, int n_obs, lt_tp
     pe->lo = to_space(p, p->low - half);
     pe->hi = to_space(p, p->high + half);
     const double range = pe->hi - pe->lo;
-    pe->mu = malloc(sizeof(double) * (size_t)n);
-    pe->sigma = malloc(sizeof(double) * (size_t)n);
-    keyed *ord = malloc(sizeof(keyed) * (size_t)(n_obs ? n_obs : 1));
-    double *e = malloc(sizeof(double) * (size_t)(n_obs + 2));
+    pe->mu = lt_malloc(sizeof(double) * (size_t)n);
+    pe->sigma = lt_malloc(sizeof(double) * (size_t)n);
+    keyed *ord = lt_malloc(sizeof(keyed) * (size_t)(n_obs ? n_obs : 1));
+    double *e = lt_malloc(sizeof(double) * (size_t)(n_obs + 2));
     if (!pe->mu || !pe->sigma || !ord || !e) {
-        free(ord);
-        free(e);
+        lt_free(ord);
+        lt_free(e);
         goto oom;
     }
     for (int i = 0; i < n_obs; i++) pe->mu[i] = to_space(p, obs[i]);
@@ -129,8 +129,8 @@ lt_status lt_tpe_pe_build(const lt_param *p, const double *obs, int n_obs, lt_tp
     }
     pe->mu[n_obs] = 0.5 * (pe->lo + pe->hi);
     pe->sigma[n_obs] = range;
-    free(ord);
-    free(e);
+    lt_free(ord);
+    lt_free(e);
     return LT_OK;
 oom:
     lt_tpe_pe_free(pe);
@@ -240,10 +240,10 @@ lt_status lt_tune_tpe_suggest(const lt_space *sp, const lt_study_options *opt,
                               const json_t *trials, int trial, json_t **params) {
     *params = NULL;
     const size_t nt = json_array_size(trials);
-    done_trial *done = malloc(sizeof(done_trial) * (nt + 1));
-    int *below = malloc(sizeof(int) * (nt + 1)), *above = malloc(sizeof(int) * (nt + 1));
-    double *ob = malloc(sizeof(double) * (nt + 1)), *oa = malloc(sizeof(double) * (nt + 1));
-    double *x = malloc(sizeof(double) * (size_t)(sp->dims + 1));
+    done_trial *done = lt_malloc(sizeof(done_trial) * (nt + 1));
+    int *below = lt_malloc(sizeof(int) * (nt + 1)), *above = lt_malloc(sizeof(int) * (nt + 1));
+    double *ob = lt_malloc(sizeof(double) * (nt + 1)), *oa = lt_malloc(sizeof(double) * (nt + 1));
+    double *x = lt_malloc(sizeof(double) * (size_t)(sp->dims + 1));
     gsl_rng *r = gsl_rng_alloc(gsl_rng_mt19937);
     json_t *out = json_object();
     lt_status st = LT_OK;
@@ -283,8 +283,8 @@ lt_status lt_tune_tpe_suggest(const lt_space *sp, const lt_study_options *opt,
     qsort(above, (size_t)na, sizeof *above, by_idx);
     /* every parameter's estimators over the same trials: kernel j is trial j in both */
     const int np = sp->n;
-    lt_tpe_pe *l = calloc((size_t)np, sizeof *l), *g = calloc((size_t)np, sizeof *g);
-    double *cand = malloc(sizeof(double) * (size_t)np), *best = malloc(sizeof(double) * (size_t)np);
+    lt_tpe_pe *l = lt_calloc((size_t)np, sizeof *l), *g = lt_calloc((size_t)np, sizeof *g);
+    double *cand = lt_malloc(sizeof(double) * (size_t)np), *best = lt_malloc(sizeof(double) * (size_t)np);
     if (!l || !g || !cand || !best) st = lt_error(LT_ERR_NOMEM, "study: out of memory");
     for (int pi = 0; pi < np && !st; pi++) {
         for (int k = 0; k < nb && !st; k++)
@@ -320,10 +320,10 @@ lt_status lt_tune_tpe_suggest(const lt_space *sp, const lt_study_options *opt,
         lt_tpe_pe_free(&l[pi]);
         lt_tpe_pe_free(&g[pi]);
     }
-    free(l);
-    free(g);
-    free(cand);
-    free(best);
+    lt_free(l);
+    lt_free(g);
+    lt_free(cand);
+    lt_free(best);
     if (!st) {
         *params = out;
         out = NULL;
@@ -331,11 +331,11 @@ lt_status lt_tune_tpe_suggest(const lt_space *sp, const lt_study_options *opt,
 end:
     json_decref(out);
     gsl_rng_free(r);
-    free(done);
-    free(below);
-    free(above);
-    free(ob);
-    free(oa);
-    free(x);
+    lt_free(done);
+    lt_free(below);
+    lt_free(above);
+    lt_free(ob);
+    lt_free(oa);
+    lt_free(x);
     return st;
 }

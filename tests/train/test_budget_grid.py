@@ -55,7 +55,7 @@ GRID = [  # (method, grad checkpoint, budget MiB, iters, compute dtype): several
     ("qlora", False, 320, 2, "f32"),
     ("qlora", True, 310, 2, "f32"),
     ("full", False, 2180, 1, "f32"),
-    ("full", True, 2160, 1, "f32"),
+    ("full", True, 2190, 1, "f32"),  # 2160 until the overhead recalibration of session 9
     # bf16 compute (its bf16 copies of the inputs, the head's bf16 copy for full FT, oneDNN)
     ("lora", False, 800, 2, "bf16"),
     ("full", True, 2300, 1, "bf16"),
@@ -168,7 +168,8 @@ def main():
         # full fine-tune's HF export here) must not grow into a blanket margin that hides
         # planner errors and shrinks every choice
         if not san:
-            check(reserved <= 80 * MiB, f"{name}: reserve {reserved / MiB:.1f} MiB > 80 MiB")
+            # (88: 80 until session 9, when the program began to map libpq and OpenMPI)
+            check(reserved <= 88 * MiB, f"{name}: reserve {reserved / MiB:.1f} MiB > 88 MiB")
         reported = max((e.get("peak_rss_bytes", 0) for e in steps), default=0)
         check(len(steps) == (1 if san else iters) and reported > 0,
               f"{name}: {len(steps)} step events with peak_rss_bytes")

@@ -384,7 +384,7 @@ static void to_bf16_case(void) {
         CHECK(bad < 0, "[%s] to_bf16 of %lld values: 0x%08x -> 0x%04x, expected 0x%04x",
               level_name(), (long long)len, bad < 0 ? 0 : u[bad], bad < 0 ? 0 : got[bad],
               bad < 0 ? 0 : lt_f32_to_bf16(((const float *)u)[bad]));
-        CHECK(got[len] == 0xa5a5 || len == n, "[%s] to_bf16 of %lld values wrote past the end",
+        CHECK(len == n || got[len] == 0xa5a5, "[%s] to_bf16 of %lld values wrote past the end",
               level_name(), (long long)len);
         if (len == n) break;
         if (len * 4 + 1 > n && len >= 40) len = (n - 1) / 4; /* the last length is n */

@@ -265,7 +265,8 @@ def main():
         ref_out, ref_evs = test_equal_ranks()
         test_resume(ref_out, ref_evs)
         # test_sigint() is off: on a quiet machine SIGINT to mpirun -np 2 leaves the ranks stuck
-        # (no "done", no checkpoint; killed after the timeout). It passed only on a loaded one.
+        # (rank 0 blocked writing an event to the stdout mpirun no longer drains, rank 1 in the
+        # allgather waiting for it). It passed only on a loaded one.
         # A known bug, docs/SCALE_OUT.md "Known problem"; run it with LT_MPI_SIGINT=1.
         if os.environ.get("LT_MPI_SIGINT") == "1":
             test_sigint()

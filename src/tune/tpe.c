@@ -62,6 +62,7 @@ void lt_tpe_pe_free(lt_tpe_pe *pe) {
     lt_free(pe->w);
     lt_free(pe->mu);
     lt_free(pe->sigma);
+    lt_free(pe->lnorm);
     lt_free(pe->cw);
     memset(pe, 0, sizeof *pe);
 }
@@ -129,6 +130,14 @@ lt_status lt_tpe_pe_build(const lt_param *p, const double *obs, int n_obs, lt_tp
     }
     pe->mu[n_obs] = 0.5 * (pe->lo + pe->hi);
     pe->sigma[n_obs] = range;
+    if (!(pe->lnorm = lt_malloc(sizeof(double) * (size_t)n))) {
+        lt_free(ord);
+        lt_free(e);
+        goto oom;
+    }
+    for (int j = 0; j < n; j++) /* the truncation's normaliser, once per kernel */
+        pe->lnorm[j] = log_mass((pe->lo - pe->mu[j]) / pe->sigma[j],
+                                (pe->hi - pe->mu[j]) / pe->sigma[j]);
     lt_free(ord);
     lt_free(e);
     return LT_OK;
@@ -141,8 +150,7 @@ oom:
 static double kernel_log(const lt_tpe_pe *pe, int j, double x) {
     const lt_param *p = pe->p;
     if (!is_num(p)) return log(pe->cw[(size_t)j * p->n_choices + (int)x]);
-    const double mu = pe->mu[j], s = pe->sigma[j];
-    const double la = log_mass((pe->lo - mu) / s, (pe->hi - mu) / s);
+    const double mu = pe->mu[j], s = pe->sigma[j], la = pe->lnorm[j];
     if (p->type == LT_PARAM_INT) {
         const double a = to_space(p, x - 0.5), b = to_space(p, x + 0.5);
         return log_mass((a - mu) / s, (b - mu) / s) - la;

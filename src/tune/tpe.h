@@ -32,6 +32,7 @@ typedef struct {
     double *w;       /* (n) mixture weights, summing to 1 */
     double *mu;      /* (n) numerical: centres in the transformed space (log for log params) */
     double *sigma;   /* (n) numerical: widths */
+    double *lnorm;   /* (n) numerical: log of each kernel's mass inside [lo, hi] */
     double lo, hi;   /* numerical: the range in the transformed space (ints: +- half a step) */
     double *cw;      /* (n x n_choices) categorical: each kernel's probabilities */
 } lt_tpe_pe;

@@ -1,7 +1,7 @@
 /* bench_train_step.c - times optimizer steps of the CPU training engine and checks the memory
  * plan against the process's real peak RSS. Prints ONE JSON line on stdout (progress on stderr).
  *
- *   bench_train_step [--shape smollm2-135m|smollm2-360m|small|tiny | --model PATH]
+ *   bench_train_step [--shape smollm2-135m|smollm2-360m|llama3.2-1b|small|tiny | --model PATH]
  *                    [--method lora|dora|full|qlora] [--targets q,v|all] [--rank R] [--alpha A]
  *                    [--batch B] [--seq T] [--accum K] [--grad-checkpoint] [--base-dtype f32|bf16]
  *                    [--compute-dtype f32|bf16]
@@ -123,6 +123,9 @@ static int shape_config(const char *name, lt_model_config *c) {
     } else if (!strcmp(name, "smollm2-360m")) {
         c->dim = 960, c->n_layers = 32, c->n_heads = 15, c->n_kv_heads = 5, c->head_dim = 64;
         c->ffn_dim = 2560, c->vocab_size = 49152, c->rope_theta = 100000.0f;
+    } else if (!strcmp(name, "llama3.2-1b")) { /* Llama-3.2-1B's shape (the GPU rows) */
+        c->dim = 2048, c->n_layers = 16, c->n_heads = 32, c->n_kv_heads = 8, c->head_dim = 64;
+        c->ffn_dim = 8192, c->vocab_size = 128256, c->rope_theta = 500000.0f;
     } else if (!strcmp(name, "small")) { /* ~10M params: a quick second point for the grid */
         c->dim = 256, c->n_layers = 8, c->n_heads = 8, c->n_kv_heads = 4, c->head_dim = 32;
         c->ffn_dim = 704, c->vocab_size = 8192;
@@ -156,7 +159,7 @@ static int cmp_double(const void *a, const void *b) {
 
 static void usage(FILE *f) {
     fprintf(f,
-            "usage: bench_train_step [--shape smollm2-135m|smollm2-360m|small|tiny | --model PATH]\n"
+            "usage: bench_train_step [--shape smollm2-135m|smollm2-360m|llama3.2-1b|small|tiny | --model PATH]\n"
             "  [--method lora|dora|full|qlora] [--targets q,v|all] [--rank R] [--alpha A]\n"
             "  [--batch B] [--seq T] [--accum K] [--grad-checkpoint] [--base-dtype f32|bf16|f16]\n"
             "  [--compute-dtype f32|bf16]\n"
@@ -337,7 +340,17 @@ int main(int argc, char **argv) {
         fprintf(stderr, "bench_train_step: --device: expected cpu or cuda\n");
         return 2;
     }
+    /* on a device: what the plan says it needs there, and what cudaMemGetInfo sees taken by
+     * the trainer (after create) and by the steps (the lowest free figure after any step) */
+    int64_t dev_free0 = -1, dev_total = -1, dev_free_create = -1, dev_free_min = -1;
+    lt_train_plan_t dplan = {0};
+    if (be->device) {
+        if ((st = lt_train_plan_device(m, &tc, be, &dplan))) return die("lt_train_plan_device", st);
+        if (be->op->mem_info) be->op->mem_info(be, &dev_free0, &dev_total);
+    }
     if ((st = lt_trainer_create_on(m, &tc, be, &tr))) return die("lt_trainer_create", st);
+    if (be->device && be->op->mem_info) be->op->mem_info(be, &dev_free_create, NULL);
+    dev_free_min = dev_free_create;
     double t_create = now_s() - t0;
     int64_t rss_create = proc_status_bytes("VmRSS:");
     int64_t allocs_create = 0;
@@ -370,6 +383,9 @@ int main(int argc, char **argv) {
         float gn = 0;
         if ((st = lt_trainer_step(tr, -1.0f, &gn))) return die("lt_trainer_step", st);
         be->op->sync(be);
+        int64_t fr = -1;
+        if (be->device && be->op->mem_info && !be->op->mem_info(be, &fr, NULL) && fr < dev_free_min)
+            dev_free_min = fr;
         gnorm_last = gn;
         double w = now_s() - w0, c = cpu_s() - c0;
         fprintf(stderr, "bench_train_step: %s step %d: %.3f s (cpu %.2fx) loss %.4f\n",
@@ -420,6 +436,11 @@ int main(int argc, char **argv) {
            flops / sps * 1e-9);
     printf("\"loss_first\":%.5f,\"loss_last\":%.5f,\"grad_norm_last\":%.5g,", loss_first,
            loss_last, gnorm_last);
+    if (be->device)
+        printf("\"device_plan_bytes\":%lld,\"device_total\":%lld,\"device_free_before\":%lld,"
+               "\"device_used_create\":%lld,\"device_used_steps\":%lld,",
+               (long long)dplan.device_bytes, (long long)dev_total, (long long)dev_free0,
+               (long long)(dev_free0 - dev_free_create), (long long)(dev_free0 - dev_free_min));
     printf("\"plan\":{");
     for (int k = 0; k < LT_MEM_COUNT; k++)
         printf("\"%s\":%lld,", lt_mem_category_name((lt_mem_category)k), (long long)plan.bytes[k]);

@@ -361,8 +361,10 @@ static void layer_fwd(lt_trainer *tr, int l, const step_rows *sr) {
     lin_fwd_group(tr, l, 0, 3, (float *const[]){a->q, a->k, a->v}, a->xn1, xb, a->xa, N);
     OP(rope_fwd, a->q, a->q, pos, tr->cos_t, tr->sin_t, N, mc->n_heads, mc->head_dim, 0);
     OP(rope_fwd, a->k, a->k, pos, tr->cos_t, tr->sin_t, N, mc->n_kv_heads, mc->head_dim, 0);
-    OP(attention_fwd, a->att, a->lse, a->q, a->k, a->v, sr->seq, sr->off, sr->B, sr->T,
-                              mc->n_heads, mc->n_kv_heads, mc->head_dim, mc->sliding_window);
+    (tr->bf16 && tr->be->op->attention_fwd_bf16 ? tr->be->op->attention_fwd_bf16
+                                                : tr->be->op->attention_fwd)(
+        tr->be, a->att, a->lse, a->q, a->k, a->v, sr->seq, sr->off, sr->B, sr->T, mc->n_heads,
+        mc->n_kv_heads, mc->head_dim, mc->sliding_window);
     lin_fwd_group(tr, l, 3, 1, &tr->tmp, a->att,
                   bf16_of(tr, a->att, (int64_t)N * mc->n_heads * mc->head_dim), a->xa + 3, N);
     OP(add, a->xmid, x, tr->tmp, (int64_t)N * D);
@@ -397,9 +399,10 @@ static void layer_bwd(lt_trainer *tr, int l, const step_rows *sr, int need_dx) {
     OP(zero, tr->dq, sizeof(float) * (size_t)N * QD);
     OP(zero, tr->dk, sizeof(float) * (size_t)N * KVD);
     OP(zero, tr->dv, sizeof(float) * (size_t)N * KVD);
-    OP(attention_bwd, tr->dq, tr->dk, tr->dv, tr->datt, a->q, a->k, a->v, a->att, a->lse,
-                              sr->seq, sr->off, sr->B, sr->T, mc->n_heads, mc->n_kv_heads,
-                              mc->head_dim, mc->sliding_window);
+    (tr->bf16 && tr->be->op->attention_bwd_bf16 ? tr->be->op->attention_bwd_bf16
+                                                : tr->be->op->attention_bwd)(
+        tr->be, tr->dq, tr->dk, tr->dv, tr->datt, a->q, a->k, a->v, a->att, a->lse, sr->seq,
+        sr->off, sr->B, sr->T, mc->n_heads, mc->n_kv_heads, mc->head_dim, mc->sliding_window);
     OP(rope_bwd, tr->dq, tr->dq, pos, tr->cos_t, tr->sin_t, N, mc->n_heads, mc->head_dim, 0);
     OP(rope_bwd, tr->dk, tr->dk, pos, tr->cos_t, tr->sin_t, N, mc->n_kv_heads, mc->head_dim, 0);
     int want_dxn = need_dx || tr->dattn_norm[l];

@@ -461,7 +461,10 @@ static void run_rope(const lt_backend *be, const tcase *c, result *r, int is_ref
 }
 
 /* attention: d = {B, T, NH, NKV, HD, window}; variant bits: 1 = sequence ids (packed
- * documents), 2 = rows of different lengths laid end to end (off, one row empty) */
+ * documents), 2 = rows of different lengths laid end to end (off, one row empty).
+ * attention_bf16 (the bf16 compute mode's): the backend gets the fp32 inputs, the oracle runs
+ * the fp32 attention over the same inputs rounded to bf16, so what is left to differ is the
+ * rounding of the probabilities and score gradients (2^-9 relative each) and the sums' order */
 static void run_attention(const lt_backend *be, const tcase *c, result *r, int is_ref) {
     rng = SEED(c);
     const int B = c->d[0], T = c->d[1], NH = c->d[2], NKV = c->d[3], HD = c->d[4], win = c->d[5];
@@ -472,6 +475,13 @@ static void run_attention(const lt_backend *be, const tcase *c, result *r, int i
     const int N = off[B];
     const int64_t nq = (int64_t)N * NH * HD, nk = (int64_t)N * NKV * HD;
     float *q = hrand(nq, 1), *k = hrand(nk, 1), *v = hrand(nk, 1), *dout = hrand(nq, 1);
+    if (c->op == LT_OP_ATTENTION_BF16 && is_ref) { /* the oracle: fp32 over the rounded inputs */
+        float *xs[] = {q, k, v, dout};
+        const int64_t ns[] = {nq, nk, nk, nq};
+        for (int j = 0; j < 4; j++)
+            for (int64_t e = 0; e < ns[j]; e++)
+                xs[j][e] = lt_bf16_to_f32(lt_f32_to_bf16(xs[j][e]));
+    }
     float *gq = hrand(nq, 1), *gk = hrand(nk, 1), *gv = hrand(nk, 1);
     int32_t *seq = malloc(sizeof(int32_t) * (size_t)(N + 1));
     for (int i = 0; i < N; i++)
@@ -483,9 +493,15 @@ static void run_attention(const lt_backend *be, const tcase *c, result *r, int i
     int32_t *doff = c->variant & 2 ? a_upb(&a, off, sizeof(int32_t) * (size_t)(B + 1)) : NULL;
     float *o = a_alloc(&a, sizeof(float) * (size_t)(nq ? nq : 1)),
           *lse = a_alloc(&a, sizeof(float) * (size_t)(N * NH + 1));
-    be->op->attention_fwd(be, o, lse, dq, dk, dv, dseq, doff, B, T, NH, NKV, HD, win);
-    be->op->attention_bwd(be, egq, egk, egv, ddo, dq, dk, dv, o, lse, dseq, doff, B, T, NH, NKV, HD,
-                          win);
+    if (c->op == LT_OP_ATTENTION_BF16 && !is_ref) {
+        be->op->attention_fwd_bf16(be, o, lse, dq, dk, dv, dseq, doff, B, T, NH, NKV, HD, win);
+        be->op->attention_bwd_bf16(be, egq, egk, egv, ddo, dq, dk, dv, o, lse, dseq, doff, B, T,
+                                   NH, NKV, HD, win);
+    } else {
+        be->op->attention_fwd(be, o, lse, dq, dk, dv, dseq, doff, B, T, NH, NKV, HD, win);
+        be->op->attention_bwd(be, egq, egk, egv, ddo, dq, dk, dv, o, lse, dseq, doff, B, T, NH,
+                              NKV, HD, win);
+    }
     put(r, is_ref, 0, "out", a_down(&a, o, nq), nq);
     put(r, is_ref, 1, "lse", a_down(&a, lse, (int64_t)N * NH), (int64_t)N * NH);
     put(r, is_ref, 2, "dq", a_down(&a, egq, nq), nq);
@@ -630,7 +646,8 @@ static runner runner_of(lt_op op) {
     case LT_OP_WEIGHT_F32: return run_weight;
     case LT_OP_RMSNORM: return run_rmsnorm;
     case LT_OP_ROPE: return run_rope;
-    case LT_OP_ATTENTION: return run_attention;
+    case LT_OP_ATTENTION:
+    case LT_OP_ATTENTION_BF16: return run_attention;
     case LT_OP_SWIGLU: return run_swiglu;
     case LT_OP_CROSS_ENTROPY: return run_ce;
     case LT_OP_EMBEDDING: return run_embedding;
@@ -655,6 +672,10 @@ static runner runner_of(lt_op op) {
  * block) moves a product of C terms by ~ sqrt(C) / 254 of its typical term; measured <= 6.5e-3
  * of the largest output on these rows */
 #define TQF 2e-2
+/* attention_bf16 against fp32 attention over the bf16-rounded inputs: P and dS rounded to bf16
+ * (2^-9 relative each) before sums of up to T terms; the outputs' error is a few 1e-3 of their
+ * largest value */
+#define TB 1e-2
 static const tcase k_cases[] = {
     /* gemm {M, N, K}: tiny, odd, large enough for the OpenMP split, every transpose, padding */
     {LT_OP_GEMM, {1, 1, 1}, LT_DTYPE_F32, 0, TF},
@@ -750,6 +771,20 @@ static const tcase k_cases[] = {
     {LT_OP_ATTENTION, {1, 150, 4, 4, 64, 50}, LT_DTYPE_F32, 0, TF},
     {LT_OP_ATTENTION, {2, 100, 8, 2, 128, 37}, LT_DTYPE_F32, 1, TF},
     {LT_OP_ATTENTION, {3, 90, 4, 1, 32, 0}, LT_DTYPE_F32, 2, TF},
+    /* attention_bf16: the same shapes (head dims 32, 64, 128 take the tensor-core kernels,
+     * the others the fp32 ones), plus rows of several 64-query tiles with windows and packed
+     * documents; tolerance TB */
+    {LT_OP_ATTENTION_BF16, {2, 7, 4, 2, 6, 0}, LT_DTYPE_F32, 0, TB},
+    {LT_OP_ATTENTION_BF16, {2, 33, 4, 2, 16, 0}, LT_DTYPE_F32, 1, TB},
+    {LT_OP_ATTENTION_BF16, {3, 40, 6, 2, 64, 9}, LT_DTYPE_F32, 0, TB},
+    {LT_OP_ATTENTION_BF16, {5, 12, 3, 1, 32, 0}, LT_DTYPE_F32, 2 | 1, TB},
+    {LT_OP_ATTENTION_BF16, {2, 70, 2, 2, 128, 0}, LT_DTYPE_F32, 2, TB},
+    {LT_OP_ATTENTION_BF16, {2, 200, 6, 2, 64, 0}, LT_DTYPE_F32, 2 | 1, TB},
+    {LT_OP_ATTENTION_BF16, {1, 150, 4, 4, 64, 50}, LT_DTYPE_F32, 0, TB},
+    {LT_OP_ATTENTION_BF16, {2, 100, 8, 2, 128, 37}, LT_DTYPE_F32, 1, TB},
+    {LT_OP_ATTENTION_BF16, {3, 90, 4, 1, 32, 0}, LT_DTYPE_F32, 2, TB},
+    {LT_OP_ATTENTION_BF16, {2, 300, 8, 2, 64, 0}, LT_DTYPE_F32, 0, TB},
+    {LT_OP_ATTENTION_BF16, {1, 257, 4, 1, 128, 100}, LT_DTYPE_F32, 2 | 1, TB},
     /* swiglu {n}: below and above the OpenMP threshold */
     {LT_OP_SWIGLU, {1}, LT_DTYPE_F32, 0, 1e-6},
     {LT_OP_SWIGLU, {1001}, LT_DTYPE_F32, 0, 1e-6},

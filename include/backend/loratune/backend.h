@@ -64,6 +64,7 @@ typedef enum {
     LT_OP_ADD_BIAS,
     LT_OP_SCALE_ROWS,
     LT_OP_GEMM_BF16,
+    LT_OP_ATTENTION_BF16,
     LT_OP_COUNT
 } lt_op;
 const char *lt_op_name(lt_op op); /* "gemm", "matmul", ... */
@@ -233,6 +234,22 @@ typedef struct {
     void (*gemm_bf16)(const lt_backend *be, int ta, int tb, int M, int N, int K, float alpha,
                       const uint16_t *A, int lda, const uint16_t *B, int ldb, float beta, float *C,
                       int ldc);
+
+    /* attention_fwd / attention_bwd (same arguments and layouts) as the bf16 compute mode runs
+     * it on a device, like autocast's SDPA: q, k, v and dO rounded to bf16, the probabilities
+     * and the score gradients rounded to bf16 before their products, every product summed in
+     * fp32, softmax statistics and outputs fp32 (relative error ~2^-8). Optional
+     * (LT_OP_ATTENTION_BF16; the CUDA backend's tensor-core kernels): without it the bf16 mode
+     * runs attention_fwd / attention_bwd in fp32. */
+    void (*attention_fwd_bf16)(const lt_backend *be, float *out, float *lse, const float *q,
+                               const float *k, const float *v, const int32_t *seq,
+                               const int32_t *off, int B, int T, int NH, int NKV, int HD,
+                               int window);
+    void (*attention_bwd_bf16)(const lt_backend *be, float *dq, float *dk, float *dv,
+                               const float *dout, const float *q, const float *k, const float *v,
+                               const float *out, const float *lse, const int32_t *seq,
+                               const int32_t *off, int B, int T, int NH, int NKV, int HD,
+                               int window);
 
     /* ---- a device's memory (may be NULL: host memory, which lt_hwinfo reports) ---- */
     /* bytes free now and in all (cudaMemGetInfo); 0 on success, -1 when it cannot tell */

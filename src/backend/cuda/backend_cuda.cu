@@ -8,11 +8,14 @@
  * in device memory); provider rows (host memory) are reported unsupported. Reductions that return to the host (sumsq, all_finite, the
  * cross-entropy sums) go through a small device buffer the backend owns; every other op
  * allocates nothing. One stream (the legacy default), synchronised by get / sync.
- * Deterministic: no floating-point atomics except in the attention backward's dk / dv. */
+ * Deterministic: no floating-point atomics except in the attention backward's dk / dv.
+ * The bf16 compute mode's attention runs on the tensor cores (attention_fwd_bf16, below). */
 #include <cublas_v2.h>
+#include <cuda_bf16.h>
 #include <cuda_runtime.h>
 #include <dlfcn.h>
 #include <math.h>
+#include <mma.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -949,6 +952,393 @@ static float *attn_scratch(const lt_backend *be, int64_t n) {
     return c->attn_d;
 }
 
+/* ---- bf16 attention on tensor cores (attention_fwd_bf16 / attention_bwd_bf16) ----------------
+ * The bf16 compute mode's attention, as autocast's SDPA runs it: q, k, v and dO rounded to bf16,
+ * the probabilities P and the score gradients dS rounded to bf16 before their products, every
+ * product summed in fp32 on the tensor cores (WMMA 16x16x16), softmax statistics, O and the
+ * gradients accumulated in fp32. FlashAttention-2's order of work, no T x T matrix: a block of
+ * FW warps owns FQ queries (forward, dq) or FK keys (dk, dv), 16 rows a warp; the other side's
+ * tiles are staged in shared memory as bf16. A warp's scores go through shared memory (WMMA's
+ * fragment layout is opaque): two lanes per row apply the mask (causal, packed documents,
+ * sliding window: `allowed`) and the online softmax, and rescale the warp's fp32 O rows there.
+ * Backward without atomics, like the fp32 kernels: k_fa_dq (per query tile) and k_fa_dkv (per
+ * key tile, over the group's query heads) both recompute P from lse and D = rowsum(dO * O). */
+#define FW 4  /* warps a block */
+#define FQ 64 /* queries a block (16 a warp) */
+#define FK 64 /* keys a tile / a block of the dk, dv kernel (16 a warp) */
+typedef __nv_bfloat16 bf16_t;
+
+template <int HD> struct fa_fwd_sm {
+    bf16_t Q[FQ][HD + 8], K[FK][HD + 8], V[FK][HD + 8];
+    float S[FW][16][FK + 4];
+    bf16_t P[FW][16][FK + 8];
+    float O[FW][16][HD + 4];
+};
+template <int HD> struct fa_dq_sm {
+    bf16_t Q[FQ][HD + 8], G[FQ][HD + 8], K[FK][HD + 8], V[FK][HD + 8];
+    float S[FW][16][FK + 4], dP[FW][16][FK + 4];
+    bf16_t dS[FW][16][FK + 8];
+    float L[FQ], D[FQ];
+};
+template <int HD> struct fa_dkv_sm {
+    bf16_t K[FK][HD + 8], V[FK][HD + 8], Q[FQ][HD + 8], G[FQ][HD + 8];
+    float S[FW][16][FQ + 4], dP[FW][16][FQ + 4];
+    bf16_t P[FW][16][FQ + 8], dS[FW][16][FQ + 8];
+    float L[FQ], D[FQ];
+};
+
+/* rows [0, n) of x (row j at x + (j * stride) * HD... as given by base + j * rs) into dst as bf16,
+ * rows [n, R) zero: every thread of the block takes part */
+template <int HD, int R>
+__device__ void fa_load(bf16_t (*dst)[HD + 8], const float *base, int64_t rs, int n) {
+    for (int e = threadIdx.x; e < R * HD; e += FW * 32) {
+        const int j = e / HD, i = e % HD;
+        dst[j][i] = __float2bfloat16_rn(j < n ? base[(int64_t)j * rs + i] : 0.0f);
+    }
+}
+
+/* acc[16][64] = A[16][HD] (row-major bf16, lda) . B^T where B[64][HD] is row-major bf16 (ldb):
+ * the scores of 16 rows against 64 columns, stored row-major into out (ldo floats) */
+template <int HD>
+__device__ void fa_scores(float *out, int ldo, const bf16_t *A, int lda, const bf16_t *B, int ldb) {
+    using namespace nvcuda;
+#pragma unroll
+    for (int n = 0; n < 4; n++) {
+        wmma::fragment<wmma::accumulator, 16, 16, 16, float> c;
+        wmma::fill_fragment(c, 0.0f);
+#pragma unroll
+        for (int kk = 0; kk < HD / 16; kk++) {
+            wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16_t, wmma::row_major> a;
+            wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16_t, wmma::col_major> b;
+            wmma::load_matrix_sync(a, A + kk * 16, lda);
+            wmma::load_matrix_sync(b, B + n * 16 * ldb + kk * 16, ldb);
+            wmma::mma_sync(c, a, b, c);
+        }
+        wmma::store_matrix_sync(out + n * 16, c, ldo, wmma::mem_row_major);
+    }
+}
+
+template <int HD>
+__global__ void __launch_bounds__(FW * 32) k_fa_fwd(float *out, float *lse, const float *q,
+                                                   const float *k, const float *v,
+                                                   const int32_t *seq, const int32_t *off,
+                                                   int T, int NH, int NKV, int window) {
+    using namespace nvcuda;
+    extern __shared__ __align__(128) unsigned char fa_smem[];
+    fa_fwd_sm<HD> &sm = *reinterpret_cast<fa_fwd_sm<HD> *>(fa_smem);
+    const int b = blockIdx.z, h = blockIdx.y, t0 = blockIdx.x * FQ;
+    int64_t r;
+    const int len = row_of(off, b, T, &r);
+    if (t0 >= len) return;
+    const int kvh = h / (NH / NKV), w = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int nq = min(FQ, len - t0), i = lane >> 1, half = lane & 1;
+    const int t = t0 + w * 16 + i; /* this lane's query row (two lanes a row) */
+    const float sc = rsqrtf((float)HD);
+    fa_load<HD, FQ>(sm.Q, q + ((r + t0) * NH + h) * HD, (int64_t)NH * HD, nq);
+    for (int c = 0; c < HD / 2; c++)
+        sm.O[w][i][half * (HD / 2) + c] = 0.0f;
+    float m = -INFINITY, l = 0.0f;
+    const int tlast = t0 + nq - 1, wfirst = t0 + w * 16, wlast = min(wfirst + 15, tlast);
+    const int s_begin = window > 0 ? max(0, t0 - window + 1) / FK * FK : 0;
+    for (int s0 = s_begin; s0 <= tlast; s0 += FK) {
+        const int ns = min(FK, tlast + 1 - s0);
+        __syncthreads(); /* the last tile's K, V are read */
+        fa_load<HD, FK>(sm.K, k + ((r + s0) * NKV + kvh) * HD, (int64_t)NKV * HD, ns);
+        fa_load<HD, FK>(sm.V, v + ((r + s0) * NKV + kvh) * HD, (int64_t)NKV * HD, ns);
+        __syncthreads();
+        if (wfirst > tlast || s0 > wlast) continue; /* no live query of the warp sees these keys */
+        if (window > 0 && s0 + ns - 1 + window <= wfirst) continue; /* all before the window */
+        fa_scores<HD>(&sm.S[w][0][0], FK + 4, &sm.Q[w * 16][0], HD + 8, &sm.K[0][0], HD + 8);
+        __syncwarp();
+        float x[32], tmax = -INFINITY;
+#pragma unroll
+        for (int c = 0; c < 32; c++) {
+            const int j = half * 32 + c, s = s0 + j;
+            float y = -INFINITY;
+            if (t <= tlast && j < ns && allowed(seq, r, t, s, window)) y = sm.S[w][i][j] * sc;
+            x[c] = y;
+            tmax = fmaxf(tmax, y);
+        }
+        tmax = fmaxf(tmax, __shfl_xor_sync(0xffffffffu, tmax, 1));
+        const float mn = fmaxf(m, tmax);
+        const float alpha = mn == -INFINITY ? 1.0f : __expf(m - mn);
+        float ps = 0.0f;
+#pragma unroll
+        for (int c = 0; c < 32; c++) {
+            const bf16_t p = __float2bfloat16_rn(x[c] == -INFINITY ? 0.0f : __expf(x[c] - mn));
+            sm.P[w][i][half * 32 + c] = p;
+            ps += __bfloat162float(p);
+        }
+        ps += __shfl_xor_sync(0xffffffffu, ps, 1);
+        l = l * alpha + ps;
+        m = mn;
+        if (alpha != 1.0f)
+            for (int c = 0; c < HD / 2; c++)
+                sm.O[w][i][half * (HD / 2) + c] *= alpha;
+        __syncwarp();
+#pragma unroll
+        for (int d = 0; d < HD / 16; d++) {
+            wmma::fragment<wmma::accumulator, 16, 16, 16, float> o;
+            wmma::load_matrix_sync(o, &sm.O[w][0][d * 16], HD + 4, wmma::mem_row_major);
+#pragma unroll
+            for (int kk = 0; kk < FK / 16; kk++) {
+                wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16_t, wmma::row_major> a;
+                wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16_t, wmma::row_major> bv;
+                wmma::load_matrix_sync(a, &sm.P[w][0][kk * 16], FK + 8);
+                wmma::load_matrix_sync(bv, &sm.V[kk * 16][d * 16], HD + 8);
+                wmma::mma_sync(o, a, bv, o);
+            }
+            wmma::store_matrix_sync(&sm.O[w][0][d * 16], o, HD + 4, wmma::mem_row_major);
+        }
+        __syncwarp();
+    }
+    __syncwarp();
+    if (t > tlast) return;
+    const float inv = 1.0f / l;
+    float *ot = out + ((r + t) * NH + h) * HD + half * (HD / 2);
+    for (int c = 0; c < HD / 2; c++)
+        ot[c] = sm.O[w][i][half * (HD / 2) + c] * inv;
+    if (!half) lse[r * NH + (int64_t)h * len + t] = m + logf(l);
+}
+
+/* dq += sc * dS K with dS = P (dO V^T - D), P = exp(sc Q K^T - lse): one block per query tile */
+template <int HD>
+__global__ void __launch_bounds__(FW * 32) k_fa_dq(float *dq, const float *dout, const float *q,
+                                                  const float *k, const float *v,
+                                                  const float *lse, const float *Dl,
+                                                  const int32_t *seq, const int32_t *off, int T,
+                                                  int NH, int NKV, int window) {
+    using namespace nvcuda;
+    extern __shared__ __align__(128) unsigned char fa_smem[];
+    fa_dq_sm<HD> &sm = *reinterpret_cast<fa_dq_sm<HD> *>(fa_smem);
+    const int b = blockIdx.z, h = blockIdx.y, t0 = blockIdx.x * FQ;
+    int64_t r;
+    const int len = row_of(off, b, T, &r);
+    if (t0 >= len) return;
+    const int kvh = h / (NH / NKV), w = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int nq = min(FQ, len - t0), i = lane >> 1, half = lane & 1;
+    const int t = t0 + w * 16 + i;
+    const float sc = rsqrtf((float)HD);
+    fa_load<HD, FQ>(sm.Q, q + ((r + t0) * NH + h) * HD, (int64_t)NH * HD, nq);
+    fa_load<HD, FQ>(sm.G, dout + ((r + t0) * NH + h) * HD, (int64_t)NH * HD, nq);
+    for (int j = threadIdx.x; j < FQ; j += FW * 32) {
+        sm.L[j] = j < nq ? lse[r * NH + (int64_t)h * len + t0 + j] : 0.0f;
+        sm.D[j] = j < nq ? Dl[r * NH + (int64_t)h * len + t0 + j] : 0.0f;
+    }
+    wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[HD / 16];
+#pragma unroll
+    for (int d = 0; d < HD / 16; d++)
+        wmma::fill_fragment(acc[d], 0.0f);
+    const int tlast = t0 + nq - 1, wfirst = t0 + w * 16, wlast = min(wfirst + 15, tlast);
+    const int s_begin = window > 0 ? max(0, t0 - window + 1) / FK * FK : 0;
+    for (int s0 = s_begin; s0 <= tlast; s0 += FK) {
+        const int ns = min(FK, tlast + 1 - s0);
+        __syncthreads();
+        fa_load<HD, FK>(sm.K, k + ((r + s0) * NKV + kvh) * HD, (int64_t)NKV * HD, ns);
+        fa_load<HD, FK>(sm.V, v + ((r + s0) * NKV + kvh) * HD, (int64_t)NKV * HD, ns);
+        __syncthreads();
+        if (wfirst > tlast || s0 > wlast) continue;
+        if (window > 0 && s0 + ns - 1 + window <= wfirst) continue;
+        fa_scores<HD>(&sm.S[w][0][0], FK + 4, &sm.Q[w * 16][0], HD + 8, &sm.K[0][0], HD + 8);
+        fa_scores<HD>(&sm.dP[w][0][0], FK + 4, &sm.G[w * 16][0], HD + 8, &sm.V[0][0], HD + 8);
+        __syncwarp();
+        const int ti = w * 16 + i;
+#pragma unroll 8
+        for (int c = 0; c < 32; c++) {
+            const int j = half * 32 + c;
+            float ds = 0.0f;
+            if (t <= tlast && j < ns && allowed(seq, r, t, s0 + j, window)) {
+                const float p = __expf(sm.S[w][i][j] * sc - sm.L[ti]);
+                ds = p * (sm.dP[w][i][j] - sm.D[ti]) * sc;
+            }
+            sm.dS[w][i][j] = __float2bfloat16_rn(ds);
+        }
+        __syncwarp();
+#pragma unroll
+        for (int d = 0; d < HD / 16; d++)
+#pragma unroll
+            for (int kk = 0; kk < FK / 16; kk++) {
+                wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16_t, wmma::row_major> a;
+                wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16_t, wmma::row_major> bk;
+                wmma::load_matrix_sync(a, &sm.dS[w][0][kk * 16], FK + 8);
+                wmma::load_matrix_sync(bk, &sm.K[kk * 16][d * 16], HD + 8);
+                wmma::mma_sync(acc[d], a, bk, acc[d]);
+            }
+        __syncwarp();
+    }
+    /* out through the warp's S rows, 16 columns at a time */
+#pragma unroll
+    for (int d = 0; d < HD / 16; d++) {
+        __syncwarp();
+        wmma::store_matrix_sync(&sm.S[w][0][0], acc[d], FK + 4, wmma::mem_row_major);
+        __syncwarp();
+        if (t <= tlast) {
+            float *g = dq + ((r + t) * NH + h) * HD + d * 16 + half * 8;
+            for (int c = 0; c < 8; c++)
+                g[c] += sm.S[w][i][half * 8 + c];
+        }
+    }
+}
+
+/* dk += sc * dS^T Q, dv += P^T dO over the group's query heads: one block per key tile */
+template <int HD>
+__global__ void __launch_bounds__(FW * 32) k_fa_dkv(float *dk, float *dv, const float *dout,
+                                                   const float *q, const float *k, const float *v,
+                                                   const float *lse, const float *Dl,
+                                                   const int32_t *seq, const int32_t *off, int T,
+                                                   int NH, int NKV, int window) {
+    using namespace nvcuda;
+    extern __shared__ __align__(128) unsigned char fa_smem[];
+    fa_dkv_sm<HD> &sm = *reinterpret_cast<fa_dkv_sm<HD> *>(fa_smem);
+    const int b = blockIdx.z, kvh = blockIdx.y, s0 = blockIdx.x * FK;
+    int64_t r;
+    const int len = row_of(off, b, T, &r);
+    if (s0 >= len) return;
+    const int G = NH / NKV, w = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int nk = min(FK, len - s0), i = lane >> 1, half = lane & 1;
+    const int s = s0 + w * 16 + i; /* this lane's key row */
+    const float sc = rsqrtf((float)HD);
+    fa_load<HD, FK>(sm.K, k + ((r + s0) * NKV + kvh) * HD, (int64_t)NKV * HD, nk);
+    fa_load<HD, FK>(sm.V, v + ((r + s0) * NKV + kvh) * HD, (int64_t)NKV * HD, nk);
+    wmma::fragment<wmma::accumulator, 16, 16, 16, float> ak[HD / 16], av[HD / 16];
+#pragma unroll
+    for (int d = 0; d < HD / 16; d++) {
+        wmma::fill_fragment(ak[d], 0.0f);
+        wmma::fill_fragment(av[d], 0.0f);
+    }
+    const int slast = s0 + nk - 1, wfirst = s0 + w * 16, wlast = min(wfirst + 15, slast);
+    const int tmax = window > 0 ? min(len, slast + window) : len; /* queries < tmax */
+    for (int hh = 0; hh < G; hh++) {
+        const int h = kvh * G + hh;
+        for (int t0 = s0; t0 < tmax; t0 += FQ) {
+            const int nq = min(FQ, tmax - t0);
+            __syncthreads();
+            fa_load<HD, FQ>(sm.Q, q + ((r + t0) * NH + h) * HD, (int64_t)NH * HD, nq);
+            fa_load<HD, FQ>(sm.G, dout + ((r + t0) * NH + h) * HD, (int64_t)NH * HD, nq);
+            for (int j = threadIdx.x; j < FQ; j += FW * 32) {
+                sm.L[j] = j < nq ? lse[r * NH + (int64_t)h * len + t0 + j] : 0.0f;
+                sm.D[j] = j < nq ? Dl[r * NH + (int64_t)h * len + t0 + j] : 0.0f;
+            }
+            __syncthreads();
+            if (wfirst > slast || t0 + nq - 1 < wfirst) continue; /* no query sees the keys */
+            if (window > 0 && t0 >= wlast + window) continue;    /* all past the window */
+            fa_scores<HD>(&sm.S[w][0][0], FQ + 4, &sm.K[w * 16][0], HD + 8, &sm.Q[0][0], HD + 8);
+            fa_scores<HD>(&sm.dP[w][0][0], FQ + 4, &sm.V[w * 16][0], HD + 8, &sm.G[0][0], HD + 8);
+            __syncwarp();
+#pragma unroll 8
+            for (int c = 0; c < 32; c++) {
+                const int j = half * 32 + c;
+                float p = 0.0f, ds = 0.0f;
+                if (s <= slast && j < nq && allowed(seq, r, t0 + j, s, window)) {
+                    p = __expf(sm.S[w][i][j] * sc - sm.L[j]);
+                    ds = p * (sm.dP[w][i][j] - sm.D[j]) * sc;
+                }
+                sm.P[w][i][j] = __float2bfloat16_rn(p);
+                sm.dS[w][i][j] = __float2bfloat16_rn(ds);
+            }
+            __syncwarp();
+#pragma unroll
+            for (int d = 0; d < HD / 16; d++)
+#pragma unroll
+                for (int kk = 0; kk < FQ / 16; kk++) {
+                    wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16_t, wmma::row_major> a;
+                    wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16_t, wmma::row_major> bq;
+                    wmma::load_matrix_sync(bq, &sm.G[kk * 16][d * 16], HD + 8);
+                    wmma::load_matrix_sync(a, &sm.P[w][0][kk * 16], FQ + 8);
+                    wmma::mma_sync(av[d], a, bq, av[d]);
+                    wmma::load_matrix_sync(bq, &sm.Q[kk * 16][d * 16], HD + 8);
+                    wmma::load_matrix_sync(a, &sm.dS[w][0][kk * 16], FQ + 8);
+                    wmma::mma_sync(ak[d], a, bq, ak[d]);
+                }
+            __syncwarp();
+        }
+    }
+#pragma unroll
+    for (int d = 0; d < HD / 16; d++) {
+        const int64_t base = ((r + s) * NKV + kvh) * HD + d * 16 + half * 8;
+        __syncwarp();
+        wmma::store_matrix_sync(&sm.S[w][0][0], ak[d], FQ + 4, wmma::mem_row_major);
+        __syncwarp();
+        if (s <= slast)
+            for (int c = 0; c < 8; c++)
+                dk[base + c] += sm.S[w][i][half * 8 + c];
+        __syncwarp();
+        wmma::store_matrix_sync(&sm.S[w][0][0], av[d], FQ + 4, wmma::mem_row_major);
+        __syncwarp();
+        if (s <= slast)
+            for (int c = 0; c < 8; c++)
+                dv[base + c] += sm.S[w][i][half * 8 + c];
+    }
+}
+
+/* dynamic shared memory over 48 KB needs the kernel's opt-in, once */
+template <typename K> static void fa_smem_optin(K kern, size_t bytes) {
+    cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes);
+}
+template <int HD>
+static void fa_fwd_hd(float *out, float *lse, const float *q, const float *k, const float *v,
+                      const int32_t *seq, const int32_t *off, int B, int T, int NH, int NKV,
+                      int window) {
+    static int once;
+    const size_t sm = sizeof(fa_fwd_sm<HD>);
+    if (!once) fa_smem_optin(k_fa_fwd<HD>, sm), once = 1;
+    dim3 g((unsigned)((T + FQ - 1) / FQ), (unsigned)NH, (unsigned)B);
+    k_fa_fwd<HD><<<g, FW * 32, sm>>>(out, lse, q, k, v, seq, off, T, NH, NKV, window);
+}
+template <int HD>
+static void fa_bwd_hd(float *dq, float *dk, float *dv, const float *dout, const float *q,
+                      const float *k, const float *v, const float *lse, const float *D,
+                      const int32_t *seq, const int32_t *off, int B, int T, int NH, int NKV,
+                      int window) {
+    static int once;
+    const size_t s1 = sizeof(fa_dq_sm<HD>), s2 = sizeof(fa_dkv_sm<HD>);
+    if (!once) fa_smem_optin(k_fa_dq<HD>, s1), fa_smem_optin(k_fa_dkv<HD>, s2), once = 1;
+    dim3 g((unsigned)((T + FQ - 1) / FQ), (unsigned)NH, (unsigned)B);
+    k_fa_dq<HD><<<g, FW * 32, s1>>>(dq, dout, q, k, v, lse, D, seq, off, T, NH, NKV, window);
+    dim3 g2((unsigned)((T + FK - 1) / FK), (unsigned)NKV, (unsigned)B);
+    k_fa_dkv<HD><<<g2, FW * 32, s2>>>(dk, dv, dout, q, k, v, lse, D, seq, off, T, NH, NKV, window);
+}
+#define FA_HD_CASES(X) X(32) X(64) X(128)
+
+/* head dims other than 32, 64, 128 take the fp32 kernels */
+static void cu_attention_fwd_bf16(const lt_backend *be, float *out, float *lse, const float *q,
+                                  const float *k, const float *v, const int32_t *seq,
+                                  const int32_t *off, int B, int T, int NH, int NKV, int HD,
+                                  int window) {
+    if (B <= 0 || T <= 0) return;
+    switch (HD) {
+#define X(n)                                                                                       \
+    case n: fa_fwd_hd<n>(out, lse, q, k, v, seq, off, B, T, NH, NKV, window); return;
+        FA_HD_CASES(X)
+#undef X
+    default: cu_attention_fwd(be, out, lse, q, k, v, seq, off, B, T, NH, NKV, HD, window);
+    }
+}
+static void cu_attention_bwd_bf16(const lt_backend *be, float *dq, float *dk, float *dv,
+                                  const float *dout, const float *q, const float *k,
+                                  const float *v, const float *out, const float *lse,
+                                  const int32_t *seq, const int32_t *off, int B, int T, int NH,
+                                  int NKV, int HD, int window) {
+    if (B <= 0 || T <= 0) return;
+    float *D = NULL;
+    switch (HD) {
+#define X(n) case n:
+        FA_HD_CASES(X)
+#undef X
+        if (!(D = attn_scratch(be, (int64_t)B * T * NH))) break;
+        k_attn_delta<<<blocks((int64_t)B * T * NH, 256), 256>>>(D, dout, out, off, B, T, NH, HD);
+        switch (HD) {
+#define X(n)                                                                                       \
+    case n: fa_bwd_hd<n>(dq, dk, dv, dout, q, k, v, lse, D, seq, off, B, T, NH, NKV, window); break;
+            FA_HD_CASES(X)
+#undef X
+        }
+        return;
+    default: break;
+    }
+    cu_attention_bwd(be, dq, dk, dv, dout, q, k, v, out, lse, seq, off, B, T, NH, NKV, HD, window);
+}
+
 /* queries of positions pos0 + t over the cache: online softmax, one thread per (t, h) */
 __global__ void k_attn_kv(float *out, const float *q, const float *k, const float *v, int N,
                           int pos0, int H, int KV, int hd, int window) {
@@ -1197,6 +1587,8 @@ static const lt_backend_ops cuda_ops = [] {
     o.scale_rows = cu_scale_rows;
     o.to_bf16 = cu_to_bf16;
     o.gemm_bf16 = cu_gemm_bf16;
+    o.attention_fwd_bf16 = cu_attention_fwd_bf16;
+    o.attention_bwd_bf16 = cu_attention_bwd_bf16;
     return o;
 }();
 /* a GPU before Ampere (compute capability < 8.0) has no bf16 tensor-core products, nor does a
@@ -1205,6 +1597,8 @@ static const lt_backend_ops cuda_ops_nobf16 = [] {
     lt_backend_ops o = cuda_ops;
     o.to_bf16 = NULL;
     o.gemm_bf16 = NULL;
+    o.attention_fwd_bf16 = NULL;
+    o.attention_bwd_bf16 = NULL;
     return o;
 }();
 

@@ -1,8 +1,9 @@
 /* cmd_train.c - `loratune train`: the command-line front end of lt_run ("loratune/run.h").
  * Options come, lowest priority first, from the defaults, the checkpoint named by --resume
  * (its saved options), the -c/--config YAML file, then the command line. Events go to a
- * terminal progress printer, or as JSON lines to stdout with --json. SIGINT / SIGTERM ask the
- * run to stop: it saves a checkpoint and the command exits with 130; a second signal exits at
+ * terminal progress printer, or as JSON lines to stdout with --json. SIGINT / SIGTERM / SIGUSR1
+ * ask the run to stop (SIGUSR1: what mpirun forwards without stopping the job itself, and what
+ * Slurm's --signal=USR1@SECONDS sends before a time limit): it saves a checkpoint and the command exits with 130; a second signal exits at
  * once. Exit codes: 0 done (or early stop), 1 error or NaN/inf stop, 2 bad usage, 130
  * interrupted, 141 stdout (the event stream) broke: the run stopped as after Ctrl-C, or had
  * already finished (stderr says which). */
@@ -361,6 +362,7 @@ static int train(int argc, char **argv, lt_cli_dist *dist) {
     sigemptyset(&sa.sa_mask);
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGUSR1, &sa, NULL);
 
     lt_status st = lt_run_prepare(r);
     if (st) {
@@ -379,6 +381,7 @@ static int train(int argc, char **argv, lt_cli_dist *dist) {
     g_run = NULL;
     signal(SIGINT, SIG_DFL);
     signal(SIGTERM, SIG_DFL);
+    signal(SIGUSR1, SIG_DFL);
     if (st) {
         fprintf(stderr, "loratune train: %s\n", lt_errmsg());
         rc = 1;

@@ -16,7 +16,7 @@ on stories260K (tiny, fast), every run with one thread per rank:
 - SIGINT to mpirun (which stops forwarding the ranks' output while it stops them): both ranks
   stop at one step boundary within a bounded time, rank 0 writes the checkpoint and records the
   run as killed, and the checkpoint resumes (with 2 ranks) to the uninterrupted run's losses
-  and adapter;
+  and adapter; SIGUSR1 to mpirun (forwarded as it is) stops the run with every event printed;
 - what is refused with N > 1 ranks, naming the option: automatic batch size, full fine-tuning.
 The single process is the reference (its numbers are checked against PyTorch elsewhere:
 test_trainer_golden.c, test_run_eval.c); mpirun is the real launcher. Skips (exit 77) when the
@@ -280,6 +280,42 @@ def test_sigint():
           "after SIGINT + resume: adapter differs from the uninterrupted run's")
 
 
+def test_sigusr1():
+    """SIGUSR1 to mpirun: forwarded to the ranks as it is (mpirun neither stops the job nor its
+    output forwarding), so the run stops as Ctrl-C stops a single process: every event
+    printed, `done` interrupted at the step both ranks report, the checkpoint of that step,
+    and no time limit on writing it."""
+    out = os.path.join(TMP, "sigusr1")
+    cmd = [MPIRUN, "-np", "2", "--oversubscribe", ltcheck.LORATUNE, "train", *COMMON, *DROPOUT,
+           "--lr-schedule", "constant", "--eval-every", "0", "--save-every", "0",
+           "--iters", "1000000", "--out", out]
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+    last, seen, t_sig = None, 0, None
+    for line in p.stdout:
+        last = json.loads(line)
+        if last.get("event") == "step":
+            seen += 1
+            if seen == 3:
+                p.send_signal(signal.SIGUSR1)
+                t_sig = time.monotonic()
+    try:
+        err = p.communicate(timeout=60)[1]
+    except subprocess.TimeoutExpired:
+        p.kill()
+        check(False, "mpirun -np 2 did not end within 60 s of SIGUSR1")
+        return
+    print(f"sigusr1: mpirun ended {time.monotonic() - t_sig:.1f} s after SIGUSR1, "
+          f"exit {p.returncode}")
+    stops = sorted(set(re.findall(r"rank (\d) of 2: stopped at step (\d+)", err)))
+    S = int(stops[0][1]) if stops else -1
+    check(len(stops) == 2 and stops[1][1] == str(S), f"both ranks stop at one step: {stops}")
+    check(last and last.get("event") == "done" and last.get("outcome") == "interrupted"
+          and last.get("step") == S, f"last event {last}, ranks stopped at {S}")
+    check(os.path.exists(os.path.join(out, "checkpoints", f"step-{S:08d}.safetensors")),
+          f"the checkpoint of step {S}")
+    check("not printed" not in err, f"SIGUSR1: no event dropped: {err[-600:]}")
+
+
 def test_vs_single_process():
     """The plain process (no mpirun, rows summed inside the products), dropout 0."""
     r0, e0 = train(0, *COMMON, "--out", os.path.join(TMP, "plain"))
@@ -318,6 +354,7 @@ def main():
         ref_out, ref_evs = test_equal_ranks()
         test_resume(ref_out, ref_evs)
         test_sigint()
+        test_sigusr1()
         test_vs_single_process()
         test_refused()
     finally:

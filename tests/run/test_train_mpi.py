@@ -17,7 +17,9 @@ on stories260K (tiny, fast), every run with one thread per rank:
   stop at one step boundary within a bounded time, rank 0 writes the checkpoint and records the
   run as killed, and the checkpoint resumes (with 2 ranks) to the uninterrupted run's losses
   and adapter; SIGUSR1 to mpirun (forwarded as it is) stops the run with every event printed;
-- what is refused with N > 1 ranks, naming the option: automatic batch size, full fine-tuning.
+- full fine-tuning: -np 2 equals -np 1 bit for bit (steps, validation losses, the saved model,
+  the checkpoint's weights and moments), and a 2-rank checkpoint resumes with 1 rank;
+- what is refused with N > 1 ranks, naming the option: automatic batch size.
 The single process is the reference (its numbers are checked against PyTorch elsewhere:
 test_trainer_golden.c, test_run_eval.c); mpirun is the real launcher. Skips (exit 77) when the
 build has no MPI (-DLT_MPI) or mpirun is missing.
@@ -48,6 +50,7 @@ if not MPIRUN or not os.path.exists(MPIRUN):
     sys.exit(77)
 
 MODEL = os.path.join(ltcheck.FIXTURES, "stories260K", "stories260K.gguf")
+MODEL_HF = os.path.join(ltcheck.FIXTURES, "stories260K-hf")  # full FT saves an HF folder
 WIKISQL = os.path.join(ltcheck.FIXTURES, "datasets", "wikisql-mlx")
 TMP = tempfile.mkdtemp(prefix="lt_train_mpi_")
 DATA = os.path.join(TMP, "data")
@@ -335,6 +338,39 @@ def test_vs_single_process():
     check([a[2] for a in s1] == [b[2] for b in s0], "learning rates differ")
 
 
+def test_full():
+    """Full fine-tuning (every parameter trained, the HF fixture so that OUT gets the model):
+    -np 2 equals -np 1 bit for bit -- steps, validation losses, the saved model.safetensors,
+    the checkpoint's tensors (weights and AdamW moments) -- and the checkpoint of step 4 written
+    with 2 ranks resumes with 1 to the uninterrupted run's steps and model."""
+    args = [*COMMON, "--model", MODEL_HF, "--method", "full", "--lr", "1e-3"]
+    o1, o2 = os.path.join(TMP, "full1"), os.path.join(TMP, "full2")
+    r1, e1 = train(1, *args, "--out", o1)
+    ok(r1, "mpirun -np 1 --method full")
+    r2, e2 = train(2, *args, "--out", o2)
+    ok(r2, "mpirun -np 2 --method full")
+    s1, v1 = series(e1)
+    s2, v2 = series(e2)
+    check(len(s1) == 8 and s1 == s2 and v1 == v2,
+          f"full: -np 2 vs -np 1 steps / evals differ:\n{s2}\n{s1}\n{v2}\n{v1}")
+    m1, m2 = os.path.join(o1, "model.safetensors"), os.path.join(o2, "model.safetensors")
+    check(os.path.exists(m1) and os.path.exists(m2) and same_file(m1, m2),
+          "full: model.safetensors of -np 2 differs from -np 1's")
+    ck = "checkpoints/step-00000004.safetensors"
+    t1, t2 = load_file(os.path.join(o1, ck)), load_file(os.path.join(o2, ck))
+    check(len(t1) > 10 and t1.keys() == t2.keys() and all(np.array_equal(t1[k], t2[k]) for k in t1),
+          f"full: {ck}: tensors differ between -np 2 and -np 1")
+    # 2 -> 1: the run of -np 2 rewound to its step-4 checkpoint
+    os.remove(os.path.join(o2, "checkpoints", "step-00000008.safetensors"))
+    os.remove(m2)
+    r, evs = train(1, "--resume", o2, "--json")
+    ok(r, "full: -np 1 --resume (written with -np 2)")
+    steps, _ = series(evs)
+    check(steps == s1[4:], f"full 2->1: steps 5..8 differ:\n{steps}\n{s1[4:]}")
+    check(os.path.exists(m2) and same_file(m1, m2),
+          "full 2->1: the final model differs from the uninterrupted run's")
+
+
 def test_refused():
     out = os.path.join(TMP, "refused")
     i = COMMON.index("--batch-size")
@@ -343,9 +379,6 @@ def test_refused():
     check(r.returncode != 0 and "batch-size" in r.stderr and "ranks" in r.stderr,
           f"-np 2 --batch-size auto: refused naming the option, got {r.returncode} "
           f"{r.stderr[-600:]}")
-    r, _ = train(2, *COMMON, "--method", "full", "--out", out + "2")
-    check(r.returncode != 0 and "method full" in r.stderr,
-          f"-np 2 --method full: refused, got {r.returncode} {r.stderr[-600:]}")
 
 
 def main():
@@ -356,6 +389,7 @@ def main():
         test_sigint()
         test_sigusr1()
         test_vs_single_process()
+        test_full()
         test_refused()
     finally:
         shutil.rmtree(TMP, ignore_errors=True)

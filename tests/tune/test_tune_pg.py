@@ -12,6 +12,7 @@ Checks:
     the value the study holds for it, and each worker ran at least one;
   - each worker's summary.json counts the whole study as it stood when the worker ended (the
     last one: 8 complete, and the study's best);
+  - a worker continued with --resume (its --workdir) and --trials 10 runs trials 8 and 9;
   - a PostgreSQL study without --workdir, and --workdir with a folder study, are refused.
 The numbers themselves (validation losses) are `loratune train`'s, checked elsewhere.
 """
@@ -110,6 +111,17 @@ def main():
                 check(sm.get("best", {}).get("value") == best,
                       f"worker {k}: best {sm.get('best')} vs the study's {best}")
         check(seen and max(seen) == N, f"the last worker's summary counts {N}: {seen}")
+        # a worker continued (--resume, its --workdir) with a larger total: N + 2 trials
+        r = run("tune", "--study", url_here, "--workdir", work[0], "--resume", "--trials",
+                str(N + 2))
+        check(r.returncode == 0, f"--resume: exit {r.returncode}: {r.stderr[-800:]}")
+        r = run("study", "show", "--study", url_here, "--json")
+        more = json.loads(r.stdout)["trials"] if r.returncode == 0 else []
+        check([t["trial"] for t in more] == list(range(N + 2)) and
+              all(t["state"] == "complete" for t in more) and
+              all(os.path.exists(os.path.join(work[0], "trials", "%04d" % i, "trial.json"))
+                  for i in (N, N + 1)),
+              f"--resume --trials {N + 2}: {[(t['trial'], t['state']) for t in more]}")
         print(f"{N} trials by two workers ({'one in a network namespace' if hosts else 'both on this host'}):"
               f" {ran[0]} and {ran[1]}")
     finally:

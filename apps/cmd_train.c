@@ -3,10 +3,10 @@
  * (its saved options), the -c/--config YAML file, then the command line. Events go to a
  * terminal progress printer, or as JSON lines to stdout with --json. SIGINT / SIGTERM / SIGUSR1
  * ask the run to stop (SIGUSR1: what mpirun forwards without stopping the job itself, and what
- * Slurm's --signal=USR1@SECONDS sends before a time limit): it saves a checkpoint and the command exits with 130; a second signal exits at
- * once. Exit codes: 0 done (or early stop), 1 error or NaN/inf stop, 2 bad usage, 130
- * interrupted, 141 stdout (the event stream) broke: the run stopped as after Ctrl-C, or had
- * already finished (stderr says which). */
+ * Slurm's --signal=USR1@SECONDS sends before a time limit): it saves a checkpoint and the command
+ * exits with 130; a second signal exits at once. Exit codes: 0 done (or early stop), 1 error or
+ * NaN/inf stop, 2 bad usage, 130 interrupted, 141 stdout (the event stream) broke: the run stopped
+ * as after Ctrl-C, or had already finished (stderr says which). */
 #include <jansson.h>
 #include <math.h>
 #include <signal.h>
@@ -405,7 +405,9 @@ static int train(int argc, char **argv, lt_cli_dist *dist) {
                 "reading its ranks' output while it stops them): the last %lld lines were not "
                 "printed%s; the run %s at step %lld\n",
                 g_out.dropped, g_out.torn ? " (the first of them cut short)" : "",
-                rc == 130 ? "was interrupted" : rc == 0 ? "finished" : "failed",
+                rc == 130 ? "was interrupted"
+                : rc == 0 ? "finished"
+                          : "failed",
                 (long long)lt_run_step(r));
     train_track_finish(rec, rc, o.json || g_out.err);
     lt_run_free(r);

@@ -1058,8 +1058,8 @@ static int run_study(tune_args *a, int resume, lt_run_shared **shp, tune_summary
             pend = NULL;
         } else {
             int trial = rerun;
-            if (trial < 0 && (a->pg ? lt_study_ask_within(st, a->trials, &trial)
-                                    : lt_study_ask(st, &trial))) {
+            if (trial < 0 &&
+                (a->pg ? lt_study_ask_within(st, a->trials, &trial) : lt_study_ask(st, &trial))) {
                 fprintf(stderr, "loratune %s: %s\n", a->cmd, lt_errmsg());
                 rc = 1;
                 continue;
@@ -1253,7 +1253,8 @@ static int run_study(tune_args *a, int resume, lt_run_shared **shp, tune_summary
                 char *tjs = NULL;
                 if (!lt_study_trial_json(st, i, &tjs)) ti = json_loads(tjs, 0, NULL);
                 free(tjs);
-                if (ti && !json_object_get(ti, "value")) json_object_set_new(ti, "value", json_real(sv));
+                if (ti && !json_object_get(ti, "value"))
+                    json_object_set_new(ti, "value", json_real(sv));
             }
             if (!ti && !a->pg) continue;
             if (s && !strcmp(s, "complete"))
@@ -1697,24 +1698,31 @@ static int parse_args(int argc, char **argv, tune_args *a, int *resume, char *me
     }
     a->pg = !strncmp(a->study, "postgresql://", 13) || !strncmp(a->study, "postgres://", 11);
     if (a->pg && strcmp(cmd, "tune")) {
-        fprintf(stderr, "loratune %s: --study: a folder (a PostgreSQL study is for `loratune "
-                        "tune`)\n", cmd);
+        fprintf(stderr,
+                "loratune %s: --study: a folder (a PostgreSQL study is for `loratune "
+                "tune`)\n",
+                cmd);
         return 2;
     }
     if (a->pg && !a->dir[0]) {
-        fprintf(stderr, "loratune %s: --study %s: a PostgreSQL study needs --workdir DIR, this "
-                        "worker's folder (its trials' runs, tune.json, summary.json)\n", cmd,
-                a->study);
+        fprintf(stderr,
+                "loratune %s: --study %s: a PostgreSQL study needs --workdir DIR, this "
+                "worker's folder (its trials' runs, tune.json, summary.json)\n",
+                cmd, a->study);
         return 2;
     }
     if (!a->pg && a->dir[0]) {
-        fprintf(stderr, "loratune %s: --workdir is for a PostgreSQL --study (a folder study "
-                        "keeps everything in its folder)\n", cmd);
+        fprintf(stderr,
+                "loratune %s: --workdir is for a PostgreSQL --study (a folder study "
+                "keeps everything in its folder)\n",
+                cmd);
         return 2;
     }
     if (a->pg && a->report_only) {
-        fprintf(stderr, "loratune %s: --report-only reads a study folder; for a PostgreSQL "
-                        "study: loratune study report --study URL\n", cmd);
+        fprintf(stderr,
+                "loratune %s: --report-only reads a study folder; for a PostgreSQL "
+                "study: loratune study report --study URL\n",
+                cmd);
         return 2;
     }
     if (tb) {
@@ -1853,8 +1861,10 @@ int cmd_tune(int argc, char **argv) {
         char tjp[LT_RUN_PATH_MAX + 32];
         snprintf(tjp, sizeof tjp, "%s/tune.json", a.dir);
         if (!resume && lt_path_exists(tjp)) {
-            fprintf(stderr, "loratune tune: --workdir %s already holds a worker's study: "
-                            "continue it with --resume, or give another --workdir\n", a.dir);
+            fprintf(stderr,
+                    "loratune tune: --workdir %s already holds a worker's study: "
+                    "continue it with --resume, or give another --workdir\n",
+                    a.dir);
             return 2;
         }
     } else if (!resume && lt_path_exists(a.study) && !lt_path_is_dir(a.study)) {

@@ -68,14 +68,14 @@ int lt_cli_write_stdout(const void *buf, size_t len);
  * one are dropped and counted in `dropped` (not an error: writes return 0), `torn` when the
  * dropped line had been partly written. lt_cli_stream_restore puts stdout's flags back. */
 typedef struct {
-    const char *cmd;    /* for the message: "train" */
-    long long lines;    /* lines written whole */
-    int err;            /* 0, or the errno of the first failed write */
-    int stop_wait_ms;   /* < 0 (lt_cli_stream_init): no stop handling, the reader is waited for */
+    const char *cmd;  /* for the message: "train" */
+    long long lines;  /* lines written whole */
+    int err;          /* 0, or the errno of the first failed write */
+    int stop_wait_ms; /* < 0 (lt_cli_stream_init): no stop handling, the reader is waited for */
     volatile sig_atomic_t stopping; /* set by lt_cli_stream_stop */
     volatile sig_atomic_t saved_fl; /* stdout's flags before the stop, or -1 */
-    int stalled, torn;  /* the reader did not drain stdout within stop_wait_ms of the stop */
-    long long dropped;  /* lines not printed since then */
+    int stalled, torn; /* the reader did not drain stdout within stop_wait_ms of the stop */
+    long long dropped; /* lines not printed since then */
 } lt_cli_stream;
 void lt_cli_stream_init(lt_cli_stream *s, const char *cmd);
 int lt_cli_stream_write(lt_cli_stream *s, const char *buf, size_t len);

@@ -1,12 +1,14 @@
 /* cli_util.c - small option-parsing helpers shared by the subcommands, and the environment
  * variables the library does not read (store folder, MLflow server). */
 #include <errno.h>
+#include <fcntl.h>
 #include <jansson.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "commands.h"
@@ -81,22 +83,42 @@ lt_mlflow_server lt_cli_mlflow_server(const char *uri) {
 
 /* ---- event streams on stdout ---------------------------------------------------------- */
 
-int lt_cli_write_stdout(const void *buf, size_t len) {
+static double mono_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + ts.tv_nsec * 1e-6;
+}
+
+/* All of buf to fd 1; *done gets the bytes written. s NULL or without stop handling: every wait
+ * is for ever. Else, once s->stopping is set, the waits (EAGAIN) add up to at most
+ * s->stop_wait_ms, then ETIMEDOUT. */
+static int write_stdout(lt_cli_stream *s, const void *buf, size_t len, size_t *done) {
     fflush(stdout); /* events come through here only; keeps any stdio line before them */
     const char *p = buf;
+    double give_up = -1;
+    *done = 0;
     while (len > 0) {
         ssize_t w = write(STDOUT_FILENO, p, len);
         if (w > 0) {
             p += w;
             len -= (size_t)w;
+            *done += (size_t)w;
             continue;
         }
         if (w < 0 && errno == EINTR) continue;
         if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
             /* a non-blocking stdout (its open file description is shared with the reader's
-             * side of the session: not ours to change): wait until the reader drains it */
+             * side of the session: not ours to change, or made so by lt_cli_stream_stop):
+             * wait until the reader drains it */
+            int timeout = -1;
+            if (s && s->stop_wait_ms >= 0 && s->stopping) {
+                double now = mono_ms();
+                if (give_up < 0) give_up = now + s->stop_wait_ms;
+                if (now >= give_up) return ETIMEDOUT;
+                timeout = (int)(give_up - now) + 1;
+            }
             struct pollfd pf = {.fd = STDOUT_FILENO, .events = POLLOUT};
-            if (poll(&pf, 1, -1) < 0 && errno != EINTR) return errno;
+            if (poll(&pf, 1, timeout) < 0 && errno != EINTR) return errno;
             continue; /* POLLERR (the reader left meanwhile): the next write says EPIPE */
         }
         return w < 0 ? errno : EIO;
@@ -104,15 +126,30 @@ int lt_cli_write_stdout(const void *buf, size_t len) {
     return 0;
 }
 
+int lt_cli_write_stdout(const void *buf, size_t len) {
+    size_t done;
+    return write_stdout(NULL, buf, len, &done);
+}
+
 void lt_cli_stream_init(lt_cli_stream *s, const char *cmd) {
     memset(s, 0, sizeof *s);
     s->cmd = cmd;
+    s->stop_wait_ms = -1;
+    s->saved_fl = -1;
     signal(SIGPIPE, SIG_IGN); /* a gone reader is EPIPE, reported, not a silent death */
 }
 
 int lt_cli_stream_write(lt_cli_stream *s, const char *buf, size_t len) {
     if (s->err) return s->err;
-    int e = lt_cli_write_stdout(buf, len);
+    size_t done = 0;
+    int e = s->stalled ? ETIMEDOUT : write_stdout(s, buf, len, &done);
+    if (e == ETIMEDOUT && s->stopping) { /* the reader stalled during a stop: dropped, counted */
+        if (!s->stalled && done) s->torn = 1;
+        s->stalled = 1;
+        for (size_t i = 0; i < len; i++)
+            if (buf[i] == '\n') s->dropped++;
+        return 0;
+    }
     if (e) {
         s->err = e;
         fprintf(stderr, "loratune %s: the output stream on stdout broke after %lld lines (%s)%s\n",
@@ -140,4 +177,17 @@ int lt_cli_stream_json(lt_cli_stream *s, const void *j) {
     int e = lt_cli_stream_write(s, line, n + 1);
     free(line);
     return e;
+}
+
+void lt_cli_stream_stop(lt_cli_stream *s) {
+    if (s->stop_wait_ms < 0 || s->stopping) return;
+    s->stopping = 1;
+    int fl = fcntl(STDOUT_FILENO, F_GETFL); /* fcntl: async-signal-safe */
+    if (fl >= 0 && !(fl & O_NONBLOCK) && fcntl(STDOUT_FILENO, F_SETFL, fl | O_NONBLOCK) == 0)
+        s->saved_fl = fl;
+}
+
+void lt_cli_stream_restore(lt_cli_stream *s) {
+    if (s->saved_fl >= 0) fcntl(STDOUT_FILENO, F_SETFL, (int)s->saved_fl);
+    s->saved_fl = -1;
 }

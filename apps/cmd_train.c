@@ -1,11 +1,12 @@
 /* cmd_train.c - `loratune train`: the command-line front end of lt_run ("loratune/run.h").
  * Options come, lowest priority first, from the defaults, the checkpoint named by --resume
  * (its saved options), the -c/--config YAML file, then the command line. Events go to a
- * terminal progress printer, or as JSON lines to stdout with --json. SIGINT / SIGTERM ask the
- * run to stop: it saves a checkpoint and the command exits with 130; a second signal exits at
- * once. Exit codes: 0 done (or early stop), 1 error or NaN/inf stop, 2 bad usage, 130
- * interrupted, 141 stdout (the event stream) broke: the run stopped as after Ctrl-C, or had
- * already finished (stderr says which). */
+ * terminal progress printer, or as JSON lines to stdout with --json. SIGINT / SIGTERM / SIGUSR1
+ * ask the run to stop (SIGUSR1: what mpirun forwards without stopping the job itself, and what
+ * Slurm's --signal=USR1@SECONDS sends before a time limit): it saves a checkpoint and the command
+ * exits with 130; a second signal exits at once. Exit codes: 0 done (or early stop), 1 error or
+ * NaN/inf stop, 2 bad usage, 130 interrupted, 141 stdout (the event stream) broke: the run stopped
+ * as after Ctrl-C, or had already finished (stderr says which). */
 #include <jansson.h>
 #include <math.h>
 #include <signal.h>
@@ -53,6 +54,7 @@ static lt_cli_stream g_out;
 static void on_signal(int sig) {
     (void)sig;
     if (g_signals++ > 0) _exit(130);
+    lt_cli_stream_stop(&g_out); /* under mpirun: stdout may no longer be read (below) */
     if (g_run) lt_run_request_stop(g_run);
 }
 
@@ -330,6 +332,12 @@ static int train(int argc, char **argv, lt_cli_dist *dist) {
     if (o.threads > 0) lt_set_num_threads(o.threads); /* OpenBLAS's count is process-wide */
     lt_run *r = NULL;
     lt_cli_stream_init(&g_out, "train");
+    /* Under mpirun, a SIGINT / SIGTERM to mpirun makes it SIGCONT the ranks, sleep
+     * odls_base_sigkill_timeout seconds, SIGTERM them, sleep again and SIGKILL them, its event
+     * loop (and so the forwarding of the ranks' output) idle all along: rank 0 must not wait
+     * for stdout then, or it never reaches the agreed step and the checkpoint. After the stop
+     * signal it waits 100 ms at most, then drops the events it cannot print (counted). */
+    if (dist->active) g_out.stop_wait_ms = 100;
     if (!o.json && !quiet) {
         char line[2 * LT_RUN_PATH_MAX + 32];
         int n = snprintf(line, sizeof line, "loading %s and %s ...\n", o.model, o.data);
@@ -354,6 +362,7 @@ static int train(int argc, char **argv, lt_cli_dist *dist) {
     sigemptyset(&sa.sa_mask);
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGUSR1, &sa, NULL);
 
     lt_status st = lt_run_prepare(r);
     if (st) {
@@ -372,6 +381,7 @@ static int train(int argc, char **argv, lt_cli_dist *dist) {
     g_run = NULL;
     signal(SIGINT, SIG_DFL);
     signal(SIGTERM, SIG_DFL);
+    signal(SIGUSR1, SIG_DFL);
     if (st) {
         fprintf(stderr, "loratune train: %s\n", lt_errmsg());
         rc = 1;
@@ -382,9 +392,23 @@ static int train(int argc, char **argv, lt_cli_dist *dist) {
         if (!quiet) fprintf(stderr, "loratune train: interrupted; continue with: loratune train --resume %s\n",
                 o.out);
         rc = 130;
+        if (dist->active) /* every rank: the step they agreed on (docs/SCALE_OUT.md) */
+            fprintf(stderr, "loratune train: rank %d of %d: stopped at step %lld\n",
+                    dist->comm.rank, dist->comm.size, (long long)lt_run_step(r));
     } else {
         rc = 0;
     }
+    lt_cli_stream_restore(&g_out);
+    if (g_out.stalled)
+        fprintf(stderr,
+                "loratune train: stdout was not read after the stop request (mpirun stops "
+                "reading its ranks' output while it stops them): the last %lld lines were not "
+                "printed%s; the run %s at step %lld\n",
+                g_out.dropped, g_out.torn ? " (the first of them cut short)" : "",
+                rc == 130 ? "was interrupted"
+                : rc == 0 ? "finished"
+                          : "failed",
+                (long long)lt_run_step(r));
     train_track_finish(rec, rc, o.json || g_out.err);
     lt_run_free(r);
     if (g_out.err) { /* reported when it broke; now what became of the run */

@@ -45,7 +45,10 @@
 /* ---- settings ---------------------------------------------------------------------------- */
 typedef struct {
     const char *cmd; /* "tune" or "compare" (messages) */
-    char study[LT_RUN_PATH_MAX];
+    char study[LT_RUN_PATH_MAX]; /* a folder, or a PostgreSQL URL#NAME */
+    char dir[LT_RUN_PATH_MAX];   /* this command's folder (tune.json, trials/): the study folder,
+                                    or --workdir for a PostgreSQL study */
+    int pg;                      /* --study is postgresql://... (a study shared by workers) */
     lt_run_opts base;   /* defaults + -c + command line; out/resume unused */
     int trials;         /* trials to run (complete, pruned, failed; infeasible ones not counted) */
     double time_budget; /* seconds; 0: none */
@@ -383,7 +386,7 @@ static lt_status load_tune_json(const char *dir, json_t **out) {
 }
 
 static void trial_dir(const tune_args *a, int trial, char *b, size_t n) {
-    snprintf(b, n, "%s/trials/%04d", a->study, trial);
+    snprintf(b, n, "%s/trials/%04d", a->dir, trial);
 }
 
 static lt_recorder *trial_recorder(const tune_args *a, const lt_run_opts *o, int64_t parent,
@@ -515,7 +518,13 @@ static void write_study_report(const tune_args *a) {
     if (a->report_dir[0])
         snprintf(dir, sizeof dir, "%s", a->report_dir);
     else
-        snprintf(dir, sizeof dir, "%.1000s/report", a->study);
+        snprintf(dir, sizeof dir, "%.1000s/report", a->dir);
+    if (a->pg) { /* the report reads a study folder */
+        if (!a->json)
+            printf("report: not made for a PostgreSQL study (`loratune study report --study "
+                   "URL` lists its trials)\n");
+        return;
+    }
     if (report_study_html(a->study, dir))
         fprintf(stderr, "loratune %s: warning: the report: %s\n", a->cmd, lt_errmsg());
     else if (!a->json)
@@ -649,7 +658,26 @@ static void *job_run(void *p) {
     return NULL;
 }
 
+/* A trial's state as summary.json counts it, from the study (a PostgreSQL study's trials run
+ * on other workers too: their trial.json is in their --workdir). */
+static const char *study_state_name(const lt_study *st, int i, double *value) {
+    lt_trial_state ts;
+    *value = NAN;
+    if (lt_study_trial_state(st, i, &ts, value)) return NULL;
+    if (ts == LT_TRIAL_FAILED) {
+        char *tj = NULL;
+        json_t *t = NULL;
+        if (!lt_study_trial_json(st, i, &tj)) t = json_loads(tj, 0, NULL);
+        free(tj);
+        int inf = json_object_get(t, "infeasible") != NULL;
+        json_decref(t);
+        return inf ? "infeasible" : "failed";
+    }
+    return ts == LT_TRIAL_COMPLETE ? "complete" : ts == LT_TRIAL_PRUNED ? "pruned" : "running";
+}
+
 static int run_study(tune_args *a, int resume, lt_run_shared **shp, tune_summary *sum) {
+    if (!a->dir[0]) snprintf(a->dir, sizeof a->dir, "%s", a->study);
     memset(sum, 0, sizeof *sum);
     sum->best_trial = -1;
     sum->best_value = NAN;
@@ -660,6 +688,9 @@ static int run_study(tune_args *a, int resume, lt_run_shared **shp, tune_summary
     int rc = 0;
     double elapsed0 = 0;
     int64_t parent = 0;
+    lt_dir_lock *wlock = NULL; /* a PostgreSQL study: --workdir's lock (a folder study: the
+                                  study's own lock covers its folder) */
+    int joined = 0;            /* a PostgreSQL study that another worker made */
 
     /* the pruning schedule: on for runs long enough to have a rung before the end */
     int64_t total = a->base.iters;
@@ -705,18 +736,35 @@ static int run_study(tune_args *a, int resume, lt_run_shared **shp, tune_summary
     /* the files this command writes into the study folder (the study's own study.json is
      * the library's): a killed write's temp files go once the study's lock is held */
     static const char *const tune_files[] = {"tune.json", "summary.json", "best_config.yaml", NULL};
+    if (a->pg && (mkdir_p(a->dir) || lt_dir_lock_open(a->dir, 0, &wlock))) {
+        fprintf(stderr, "loratune %s: --workdir %s: %s\n", a->cmd, a->dir,
+                wlock ? "" : lt_errmsg());
+        return 1;
+    }
+    if (a->pg && !resume) { /* join the study when it is there */
+        lt_status s = lt_study_open(a->study, &st);
+        if (s == LT_OK)
+            joined = 1;
+        else if (s != LT_ERR_NOTFOUND) {
+            fprintf(stderr, "loratune %s: %s\n", a->cmd, lt_errmsg());
+            lt_dir_lock_close(wlock);
+            return 1;
+        }
+    }
     if (resume) {
         if (lt_study_open(a->study, &st)) {
             fprintf(stderr, "loratune %s: --resume: %s\n", a->cmd, lt_errmsg());
             return 1;
         }
-        if (load_tune_json(a->study, &tj)) {
+        if (load_tune_json(a->dir, &tj)) {
             fprintf(stderr, "loratune %s: --resume: %s\n", a->cmd, lt_errmsg());
             lt_study_close(st);
+            lt_dir_lock_close(wlock);
             return 1;
         }
         elapsed0 = json_number_value(json_object_get(tj, "elapsed_s"));
         parent = json_integer_value(json_object_get(tj, "parent_run"));
+    } else if (joined) {
     } else {
         if (!a->space_json && load_shared(a, shp)) { /* the default space reads the model */
             fprintf(stderr, "loratune %s: %s\n", a->cmd, lt_errmsg());
@@ -731,23 +779,33 @@ static int run_study(tune_args *a, int resume, lt_run_shared **shp, tune_summary
         }
         lt_status s = lt_study_create(a->study, space, &so, &st);
         if (space != a->space_json) free(space);
+        if (s == LT_ERR_ARG && a->pg && lt_study_open(a->study, &st) == LT_OK) {
+            s = LT_OK; /* another worker made it meanwhile: join it */
+            joined = 1;
+        }
         if (s) {
             fprintf(stderr, "loratune %s: %s%s%s\n", a->cmd, a->space_json ? a->space_src : "",
                     a->space_json ? ": " : "", lt_errmsg());
             return s == LT_ERR_ARG || s == LT_ERR_FORMAT ? 2 : 1;
         }
-        if (a->warm_start[0] && (s = warm_start(a, st))) {
+        if (!joined && a->warm_start[0] && (s = warm_start(a, st))) {
             lt_study_close(st);
             return 1;
         }
+    }
+    if (joined && !a->json)
+        printf("study %s: joined (made by another worker: its space and sampler)%s\n", a->study,
+               a->warm_start[0] ? "; --warm-start not applied" : "");
+    if (!resume) {
         json_t *cfg = lt_run_opts_to_json(&a->base);
         tj = json_pack("{s:s, s:i, s:s, s:o, s:i, s:f, s:f, s:b, s:s, s:I, s:i}", "format",
                        TUNE_FORMAT, "version", 1, "command", a->cmd, "base", cfg, "trials",
                        a->trials, "time_budget_s", a->time_budget, "elapsed_s", 0.0, "prune",
                        prune_on, "prune_note", sum->prune_note, "min_resource",
                        (json_int_t)po.min_resource, "reduction_factor", a->eta);
+        if (a->pg) json_object_set_new(tj, "study", json_string(a->study));
     }
-    lt_dir_remove_temps(a->study, tune_files); /* st holds the study folder's lock */
+    lt_dir_remove_temps(a->dir, tune_files); /* the study's lock, or --workdir's, is held */
     if (a->track) {
         if (lt_store_open(lt_cli_store_dir(a->store), &store)) {
             fprintf(stderr, "loratune %s: warning: the study is not tracked: %s\n", a->cmd,
@@ -804,7 +862,7 @@ static int run_study(tune_args *a, int resume, lt_run_shared **shp, tune_summary
                                                    on recording, whatever its working folder */
         json_object_set_new(tj, "store", json_string(store_abs));
     if (a->experiment) json_object_set_new(tj, "experiment", json_string(a->experiment));
-    snprintf(path, sizeof path, "%s/tune.json", a->study);
+    snprintf(path, sizeof path, "%s/tune.json", a->dir);
     if (write_json_file(path, tj)) {
         fprintf(stderr, "loratune %s: %s\n", a->cmd, lt_errmsg());
         rc = 1;
@@ -837,7 +895,7 @@ static int run_study(tune_args *a, int resume, lt_run_shared **shp, tune_summary
     int infeasible_in_row = 0;
     /* --parallel K: up to K trials at once, over the one shared model, while the sum of their
      * plans fits the memory budget (the base counted once); K = 1 runs each trial inline */
-    int K = a->parallel > 1 ? a->parallel : 1, inflight = 0, stopping = 0;
+    int K = a->parallel > 1 ? a->parallel : 1, inflight = 0, stopping = 0, full = 0;
     trial_job *jobs = calloc((size_t)K, sizeof *jobs), *pend = NULL;
     if (!jobs) {
         fprintf(stderr, "loratune %s: out of memory\n", a->cmd);
@@ -975,15 +1033,17 @@ static int run_study(tune_args *a, int resume, lt_run_shared **shp, tune_summary
             char tdir[LT_RUN_PATH_MAX + 32], tp[LT_RUN_PATH_MAX + 64];
             trial_dir(a, i, tdir, sizeof tdir);
             snprintf(tp, sizeof tp, "%s/infeasible", tdir);
-            if (ts == LT_TRIAL_RUNNING && rerun < 0 && !mine)
+            if (ts == LT_TRIAL_RUNNING && rerun < 0 && !mine && !a->pg) /* PostgreSQL: another
+                                                  worker's, maybe under way */
                 rerun = i;
             else if (ts != LT_TRIAL_RUNNING && !lt_path_exists(tp))
                 ran++;
         }
         double elapsed = elapsed0 + (now_s() - t0);
+        /* a PostgreSQL study: --trials counts every worker's trials, checked by the ask */
         int more = !stopping && !rc &&
                    (pend || rerun >= 0 ||
-                    (!(a->trials > 0 && ran + inflight >= a->trials) &&
+                    (!(a->trials > 0 && (a->pg ? full : ran + inflight >= a->trials)) &&
                      !(a->time_budget > 0 && elapsed >= a->time_budget)));
         if (!more || inflight >= K) {
             if (inflight == 0) break;
@@ -998,9 +1058,14 @@ static int run_study(tune_args *a, int resume, lt_run_shared **shp, tune_summary
             pend = NULL;
         } else {
             int trial = rerun;
-            if (trial < 0 && lt_study_ask(st, &trial)) {
+            if (trial < 0 &&
+                (a->pg ? lt_study_ask_within(st, a->trials, &trial) : lt_study_ask(st, &trial))) {
                 fprintf(stderr, "loratune %s: %s\n", a->cmd, lt_errmsg());
                 rc = 1;
+                continue;
+            }
+            if (trial < 0) { /* the shared study holds --trials trials already */
+                full = 1;
                 continue;
             }
             memset(j, 0, sizeof *j);
@@ -1167,6 +1232,8 @@ static int run_study(tune_args *a, int resume, lt_run_shared **shp, tune_summary
     {
         char *sj = NULL;
         int best = -1;
+        if (a->pg && lt_study_refresh(st)) /* every worker's trials, as they stand now */
+            fprintf(stderr, "loratune %s: warning: %s\n", a->cmd, lt_errmsg());
         if (lt_study_summary_json(st, &sj, &best)) best = -1;
         sum->best_trial = best;
         sum->elapsed_s = elapsed0 + (now_s() - t0);
@@ -1178,8 +1245,18 @@ static int run_study(tune_args *a, int resume, lt_run_shared **shp, tune_summary
             trial_dir(a, i, tdir, sizeof tdir);
             snprintf(tp, sizeof tp, "%s/trial.json", tdir);
             json_t *ti = NULL;
-            if (load_json(tp, &ti)) continue;
-            const char *s = json_string_value(json_object_get(ti, "state"));
+            double sv = NAN;
+            if (load_json(tp, &ti)) ti = NULL;
+            const char *s = a->pg ? study_state_name(st, i, &sv)
+                                  : json_string_value(json_object_get(ti, "state"));
+            if (!ti && a->pg && i == best) { /* another worker's trial: the study's record */
+                char *tjs = NULL;
+                if (!lt_study_trial_json(st, i, &tjs)) ti = json_loads(tjs, 0, NULL);
+                free(tjs);
+                if (ti && !json_object_get(ti, "value"))
+                    json_object_set_new(ti, "value", json_real(sv));
+            }
+            if (!ti && !a->pg) continue;
             if (s && !strcmp(s, "complete"))
                 sum->n_complete++;
             else if (s && !strcmp(s, "pruned"))
@@ -1188,7 +1265,7 @@ static int run_study(tune_args *a, int resume, lt_run_shared **shp, tune_summary
                 sum->n_failed++;
             else if (s && !strcmp(s, "infeasible"))
                 sum->n_infeasible++;
-            if (i == best) {
+            if (i == best && ti) {
                 sum->best_value = json_number_value(json_object_get(ti, "value"));
                 sum->best_time_s = json_number_value(json_object_get(ti, "time_s"));
                 sum->best_tokens_per_sec = json_number_value(json_object_get(ti, "tokens_per_sec"));
@@ -1213,7 +1290,7 @@ static int run_study(tune_args *a, int resume, lt_run_shared **shp, tune_summary
             char src[LT_RUN_PATH_MAX + 64], dst[LT_RUN_PATH_MAX + 64], tdir[LT_RUN_PATH_MAX + 32];
             trial_dir(a, best, tdir, sizeof tdir);
             snprintf(src, sizeof src, "%s/run_config.yaml", tdir);
-            snprintf(dst, sizeof dst, "%s/best_config.yaml", a->study);
+            snprintf(dst, sizeof dst, "%s/best_config.yaml", a->dir);
             char *text = NULL;
             size_t len;
             if (!lt_file_read_all(src, &text, &len)) {
@@ -1228,7 +1305,7 @@ static int run_study(tune_args *a, int resume, lt_run_shared **shp, tune_summary
                 lt_store_log_metric(store, parent, "best_val_loss", 0, sum->best_value);
             }
         }
-        snprintf(path, sizeof path, "%s/summary.json", a->study);
+        snprintf(path, sizeof path, "%s/summary.json", a->dir);
         write_json_file(path, summary);
         if (!a->json && !strcmp(a->cmd, "tune")) {
             printf("\n%d complete, %d pruned, %d failed, %d infeasible (not run) in %.1fs\n",
@@ -1237,7 +1314,7 @@ static int run_study(tune_args *a, int resume, lt_run_shared **shp, tune_summary
             if (best >= 0)
                 printf("best: trial %d, val_loss %.5f; its options: %s/best_config.yaml "
                        "(loratune train -c %s/best_config.yaml --out DIR)\n",
-                       best, sum->best_value, a->study, a->study);
+                       best, sum->best_value, a->dir, a->dir);
             else
                 printf("no trial completed\n");
             if (parent)
@@ -1260,6 +1337,7 @@ out:
     lt_store_close(store);
     json_decref(tj);
     lt_study_close(st);
+    lt_dir_lock_close(wlock);
     return rc;
 }
 
@@ -1314,6 +1392,11 @@ static void usage(FILE *f, const char *cmd) {
             "  --resume               continue the study in DIR (after a kill)\n"
             "  --parallel K           up to K trials at once over the one loaded model, while\n"
             "                         their plans fit --memory-budget together (default 1)\n"
+            "  --study URL#NAME       postgresql://user@host:port/db#NAME: a study shared by\n"
+            "                         workers on several hosts; made by the first, joined by\n"
+            "                         the others; --trials counts all workers' trials\n"
+            "  --workdir DIR          with a PostgreSQL study: this worker's folder (trials/N,\n"
+            "                         tune.json, summary.json)\n"
             "  --warm-start STUDY     an earlier study of the same model, data and method: its\n"
             "                         complete trials seed the GP (docs/TUNE.md)\n"
             "  --sampler S            auto (Sobol then GP) | gp | tpe | random | sobol\n"
@@ -1362,6 +1445,7 @@ static int parse_args(int argc, char **argv, tune_args *a, int *resume, char *me
         const char *x = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
         static const char *const valued[] = {"--study",
+                                             "--workdir",
                                              "--trials",
                                              "--trials-per-method",
                                              "--time-budget",
@@ -1394,6 +1478,8 @@ static int parse_args(int argc, char **argv, tune_args *a, int *resume, char *me
             i++;
         } else if (TAKE("--study")) {
             snprintf(a->study, sizeof a->study, "%s", v), i++;
+        } else if (TAKE("--workdir")) {
+            snprintf(a->dir, sizeof a->dir, "%s", v), i++;
         } else if (TAKE("--trials") || TAKE("--trials-per-method")) {
             if (!strcmp(x, "--trials") != !per_method) {
                 fprintf(stderr, "loratune %s: %s is not an option of %s (%s)\n", cmd, x, cmd,
@@ -1610,6 +1696,35 @@ static int parse_args(int argc, char **argv, tune_args *a, int *resume, char *me
         fprintf(stderr, "loratune %s: --study DIR is required\n", cmd);
         return 2;
     }
+    a->pg = !strncmp(a->study, "postgresql://", 13) || !strncmp(a->study, "postgres://", 11);
+    if (a->pg && strcmp(cmd, "tune")) {
+        fprintf(stderr,
+                "loratune %s: --study: a folder (a PostgreSQL study is for `loratune "
+                "tune`)\n",
+                cmd);
+        return 2;
+    }
+    if (a->pg && !a->dir[0]) {
+        fprintf(stderr,
+                "loratune %s: --study %s: a PostgreSQL study needs --workdir DIR, this "
+                "worker's folder (its trials' runs, tune.json, summary.json)\n",
+                cmd, a->study);
+        return 2;
+    }
+    if (!a->pg && a->dir[0]) {
+        fprintf(stderr,
+                "loratune %s: --workdir is for a PostgreSQL --study (a folder study "
+                "keeps everything in its folder)\n",
+                cmd);
+        return 2;
+    }
+    if (a->pg && a->report_only) {
+        fprintf(stderr,
+                "loratune %s: --report-only reads a study folder; for a PostgreSQL "
+                "study: loratune study report --study URL\n",
+                cmd);
+        return 2;
+    }
     if (tb) {
         a->time_budget = parse_duration(tb);
         if (a->time_budget <= 0) {
@@ -1673,7 +1788,7 @@ static json_t *g_resume_tj; /* tune.json of a resumed study (its strings are bor
 /* The base options of a resumed study (tune.json), then the command line's budget. */
 static int resume_base(tune_args *a) {
     json_t *tj = NULL;
-    if (load_tune_json(a->study, &tj)) {
+    if (load_tune_json(a->dir[0] ? a->dir : a->study, &tj)) {
         fprintf(stderr, "loratune %s: --resume: %s\n", a->cmd, lt_errmsg());
         return 1;
     }
@@ -1742,13 +1857,23 @@ int cmd_tune(int argc, char **argv) {
         return 2;
     }
     if (resume && (rc = resume_base(&a))) return rc;
-    if (!resume && lt_path_exists(a.study) && !lt_path_is_dir(a.study)) {
+    if (a.pg) { /* the study is in the server; --workdir is this worker's folder */
+        char tjp[LT_RUN_PATH_MAX + 32];
+        snprintf(tjp, sizeof tjp, "%s/tune.json", a.dir);
+        if (!resume && lt_path_exists(tjp)) {
+            fprintf(stderr,
+                    "loratune tune: --workdir %s already holds a worker's study: "
+                    "continue it with --resume, or give another --workdir\n",
+                    a.dir);
+            return 2;
+        }
+    } else if (!resume && lt_path_exists(a.study) && !lt_path_is_dir(a.study)) {
         fprintf(stderr, "loratune tune: --study %s: not a folder\n", a.study);
         return 2;
     }
     char sp[LT_RUN_PATH_MAX + 32];
     snprintf(sp, sizeof sp, "%s/%s", a.study, LT_STUDY_FILE);
-    if (!resume && lt_path_exists(sp)) {
+    if (!a.pg && !resume && lt_path_exists(sp)) {
         fprintf(stderr,
                 "loratune tune: %s already holds a study: continue it with --resume, or "
                 "give another --study folder\n",

@@ -4,6 +4,9 @@
 #ifndef LT_APPS_COMMANDS_H
 #define LT_APPS_COMMANDS_H
 
+#include <signal.h>
+#include <stddef.h>
+
 #include "loratune/mlflow.h"
 
 int cmd_info(int argc, char **argv);
@@ -56,13 +59,30 @@ lt_mlflow_server lt_cli_mlflow_server(const char *uri);
  * stops like Ctrl-C, exit 141). lt_cli_stream_init ignores SIGPIPE for the process, so that a
  * gone reader is an error the command sees rather than a silent death mid-run. */
 int lt_cli_write_stdout(const void *buf, size_t len);
+/* A stream may be told to stop waiting for its reader once a stop is under way
+ * (lt_cli_stream_stop, from a signal handler): `train` under mpirun, whose mpirun stops reading
+ * its ranks' output while it stops them (OpenMPI sends SIGCONT, sleeps, SIGTERM, sleeps, SIGKILL,
+ * its I/O forwarding idle meanwhile: docs/SCALE_OUT.md). With stop_wait_ms >= 0, the stop makes
+ * stdout non-blocking (so a write already blocked, or about to block, returns) and waits at most
+ * stop_wait_ms in all for the reader; then the stream is `stalled`: that line and every later
+ * one are dropped and counted in `dropped` (not an error: writes return 0), `torn` when the
+ * dropped line had been partly written. lt_cli_stream_restore puts stdout's flags back. */
 typedef struct {
-    const char *cmd; /* for the message: "train" */
-    long long lines; /* lines written whole */
-    int err;         /* 0, or the errno of the first failed write */
+    const char *cmd;  /* for the message: "train" */
+    long long lines;  /* lines written whole */
+    int err;          /* 0, or the errno of the first failed write */
+    int stop_wait_ms; /* < 0 (lt_cli_stream_init): no stop handling, the reader is waited for */
+    volatile sig_atomic_t stopping; /* set by lt_cli_stream_stop */
+    volatile sig_atomic_t saved_fl; /* stdout's flags before the stop, or -1 */
+    int stalled, torn; /* the reader did not drain stdout within stop_wait_ms of the stop */
+    long long dropped; /* lines not printed since then */
 } lt_cli_stream;
 void lt_cli_stream_init(lt_cli_stream *s, const char *cmd);
 int lt_cli_stream_write(lt_cli_stream *s, const char *buf, size_t len);
+/* Async-signal-safe: a stop is under way (see above; nothing when stop_wait_ms < 0). */
+void lt_cli_stream_stop(lt_cli_stream *s);
+/* stdout's file flags as they were before lt_cli_stream_stop. */
+void lt_cli_stream_restore(lt_cli_stream *s);
 /* j (a json_t *, borrowed) as one compact line (doubles with 17 digits) through s. */
 int lt_cli_stream_json(lt_cli_stream *s, const void *j);
 /* 141: the exit code of a command whose output stream broke (128 + SIGPIPE, what a shell

@@ -496,11 +496,6 @@ lt_status lt_run_set_comm(lt_run *r, const lt_run_comm *c) {
                         "run: communicator: rank %d of %d (expected 0 <= rank < size and an "
                         "allgather function)",
                         c->rank, c->size);
-    if (r->o.method == LT_METHOD_FULL)
-        return lt_error(LT_ERR_UNSUPPORTED,
-                        "method full: data-parallel training is built for lora, dora and qlora "
-                        "(each row's gradient is kept apart until the ranks sum them in order: "
-                        "for every parameter of the model that is not built yet)");
     if (c->size > 1 && (r->o.batch_size <= 0 || r->o.max_seq_len <= 0))
         return lt_error(LT_ERR_ARG,
                         "batch-size, max-seq-len: give both (not auto) for %d ranks: the automatic "

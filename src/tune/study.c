@@ -739,6 +739,26 @@ static lt_status study_end(lt_study *s, lt_status st) {
         return study_end((s), (call));                                                             \
     } while (0)
 
+/* Trials that count toward a study's total: all but those told infeasible (never run). */
+static int counted_trials(const lt_study *s) {
+    int n = 0;
+    for (size_t i = 0; i < json_array_size(s->trials); i++)
+        if (!json_object_get(json_array_get(s->trials, i), "infeasible")) n++;
+    return n;
+}
+
+static lt_status study_ask_within_(lt_study *s, int max_trials, int *trial) {
+    *trial = -1;
+    if (max_trials > 0 && counted_trials(s) >= max_trials) return LT_OK;
+    return study_ask_(s, trial);
+}
+
+lt_status lt_study_ask_within(lt_study *s, int max_trials, int *trial) {
+    IN_TXN(s, study_ask_within_(s, max_trials, trial));
+}
+lt_status lt_study_refresh(lt_study *s) {
+    IN_TXN(s, LT_OK);
+}
 lt_status lt_study_ask(lt_study *s, int *trial) {
     IN_TXN(s, study_ask_(s, trial));
 }

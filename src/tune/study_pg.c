@@ -101,11 +101,20 @@ lt_status lt_study_pg_open(const char *url, lt_study_pg **out, const char **show
         goto fail;
     }
     PQclear(PQexec(pg->conn, "SET client_min_messages = warning"));
-    st = exec(pg, "creating table loratune_studies",
-              "CREATE TABLE IF NOT EXISTS loratune_studies (name text PRIMARY KEY, doc text NOT "
-              "NULL, updated_at timestamptz NOT NULL DEFAULT now())",
-              0, NULL, PGRES_COMMAND_OK, NULL);
-    if (st) goto fail;
+    /* CREATE TABLE IF NOT EXISTS is not safe against itself: two workers starting together
+     * both find no table and the second fails on pg_type's unique index. A transaction-scoped
+     * advisory lock (one key for the table) makes them take turns. */
+    if ((st = exec(pg, "BEGIN", "BEGIN", 0, NULL, PGRES_COMMAND_OK, NULL))) goto fail;
+    pg->in_txn = 1;
+    st = exec(pg, "locking for the table loratune_studies",
+              "SELECT pg_advisory_xact_lock(hashtext('loratune_studies'))", 0, NULL,
+              PGRES_TUPLES_OK, NULL);
+    if (!st)
+        st = exec(pg, "creating table loratune_studies",
+                  "CREATE TABLE IF NOT EXISTS loratune_studies (name text PRIMARY KEY, doc text "
+                  "NOT NULL, updated_at timestamptz NOT NULL DEFAULT now())",
+                  0, NULL, PGRES_COMMAND_OK, NULL);
+    if ((st = lt_study_pg_end(pg, st))) goto fail;
     lt_free(conninfo);
     *out = pg;
     if (shown) *shown = pg->shown;

@@ -8,8 +8,9 @@
  *   - the ranks other than 0 emit nothing to their sinks' files (no checkpoint, no adapter of
  *     their own: OUT holds rank 0's);
  *   - a failed exchange fails the run with LT_ERR_IO naming the rank;
- *   - refused: full fine-tuning, automatic sizes with several ranks, a bad rank, set after
- *     lt_run_prepare. */
+ *   - full fine-tuning (every parameter's row gradients exchanged): 2 ranks (rows 1 | 2) equal
+ *     1 bit for bit, the saved model.safetensors too;
+ *   - refused: automatic sizes with several ranks, a bad rank, set after lt_run_prepare. */
 #include <jansson.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -88,6 +89,7 @@ static int same_file(const char *a, const char *b) {
 }
 
 static char g_dir[512], g_data[1024];
+static int g_full; /* opts(): full fine-tuning of the HF fixture (OUT gets the model) */
 
 static void opts(const char *out, lt_run_opts *o) {
     lt_run_opts_default(o);
@@ -106,6 +108,11 @@ static void opts(const char *out, lt_run_opts *o) {
     lt_run_opts_set(o, "lr", "0.005");
     lt_run_opts_set(o, "seed", "7");
     lt_run_opts_set(o, "out", out);
+    if (g_full) {
+        lt_run_opts_set(o, "model", lt_fixture("stories260K-hf"));
+        lt_run_opts_set(o, "method", "full");
+        lt_run_opts_set(o, "lr", "0.001");
+    }
 }
 
 typedef struct {
@@ -194,6 +201,28 @@ int main(void) {
     /* the numbers move: not a run that trained nothing */
     CHECK(c[1].loss[5] < c[1].loss[0] - 0.1, "losses %.4g -> %.4g", c[1].loss[0], c[1].loss[5]);
 
+    /* full fine-tuning: 2 ranks vs 1 */
+    {
+        g_full = 1;
+        collect cfu[3];
+        char fo[3][1100];
+        for (int n = 1; n <= 2; n++) {
+            snprintf(fo[n], sizeof fo[n], "%s/full%d", g_dir, n);
+            lt_status st = run_group(n, fo[n], -1, &cfu[n]);
+            CHECK(st == LT_OK, "full, %d ranks: %s: %s", n, lt_status_name(st), g_msg);
+        }
+        CHECK(cfu[1].n_step == 6 && same_numbers(&cfu[1], &cfu[2]),
+              "full: 2 ranks vs 1: numbers differ (last loss %.17g vs %.17g)", cfu[2].loss[5],
+              cfu[1].loss[5]);
+        CHECK(cfu[1].loss[5] < cfu[1].loss[0] - 0.1, "full: losses %.4g -> %.4g", cfu[1].loss[0],
+              cfu[1].loss[5]);
+        char a[1200], b[1200];
+        snprintf(a, sizeof a, "%s/model.safetensors", fo[1]);
+        snprintf(b, sizeof b, "%s/model.safetensors", fo[2]);
+        CHECK(same_file(a, b), "full: 2 ranks vs 1: model.safetensors differs");
+        g_full = 0;
+    }
+
     /* a failed exchange: rank 1 fails, rank 0 must not be left waiting (a size-1 group whose
      * only rank fails keeps the test from hanging on a barrier) */
     {
@@ -213,11 +242,6 @@ int main(void) {
         lt_run_comm two = {.rank = 0, .size = 2, .allgather = gather, .ctx = &m};
         char o_out[1100];
         snprintf(o_out, sizeof o_out, "%s/refused", g_dir);
-        opts(o_out, &o);
-        lt_run_opts_set(&o, "method", "full");
-        CHECK_OK(lt_run_new(&o, &r));
-        CHECK_ERR(lt_run_set_comm(r, &two), LT_ERR_UNSUPPORTED, "method full");
-        lt_run_free(r);
         opts(o_out, &o);
         lt_run_opts_set(&o, "batch-size", "auto");
         CHECK_OK(lt_run_new(&o, &r));

@@ -13,21 +13,26 @@ on stories260K (tiny, fast), every run with one thread per rank:
   products: step 1 equal within 1e-6 relative (loss, gradient norm) -- the rows are the same
   arithmetic, summed in another order -- and every later loss within 5e-3 relative (AdamW's
   normalisation enlarges rounding differences in small gradients; measured: 9e-4 after 8 steps);
-- SIGINT to mpirun (only with LT_MPI_SIGINT=1: it hangs on a quiet machine, a known bug): both
-  ranks stop at one step boundary, rank 0's checkpoint resumes (with 1 rank) to the
-  uninterrupted run's losses and adapter;
-- what is refused with N > 1 ranks, naming the option: automatic batch size, full fine-tuning.
+- SIGINT to mpirun (which stops forwarding the ranks' output while it stops them): both ranks
+  stop at one step boundary within a bounded time, rank 0 writes the checkpoint and records the
+  run as killed, and the checkpoint resumes (with 2 ranks) to the uninterrupted run's losses
+  and adapter; SIGUSR1 to mpirun (forwarded as it is) stops the run with every event printed;
+- full fine-tuning: -np 2 equals -np 1 bit for bit (steps, validation losses, the saved model,
+  the checkpoint's weights and moments), and a 2-rank checkpoint resumes with 1 rank;
+- what is refused with N > 1 ranks, naming the option: automatic batch size.
 The single process is the reference (its numbers are checked against PyTorch elsewhere:
 test_trainer_golden.c, test_run_eval.c); mpirun is the real launcher. Skips (exit 77) when the
 build has no MPI (-DLT_MPI) or mpirun is missing.
 """
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
+import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 import ltcheck  # noqa: E402
@@ -45,6 +50,7 @@ if not MPIRUN or not os.path.exists(MPIRUN):
     sys.exit(77)
 
 MODEL = os.path.join(ltcheck.FIXTURES, "stories260K", "stories260K.gguf")
+MODEL_HF = os.path.join(ltcheck.FIXTURES, "stories260K-hf")  # full FT saves an HF folder
 WIKISQL = os.path.join(ltcheck.FIXTURES, "datasets", "wikisql-mlx")
 TMP = tempfile.mkdtemp(prefix="lt_train_mpi_")
 DATA = os.path.join(TMP, "data")
@@ -182,49 +188,135 @@ def test_resume(ref_out, ref_evs):
 
 
 def test_sigint():
-    """SIGINT to mpirun (it forwards SIGTERM to the ranks): every rank stops at one step
-    boundary, rank 0 writes the checkpoint; resumed with 1 rank, the run ends as the
-    uninterrupted one."""
-    # 300 steps: on a quiet machine 30 ended (0.3 s) before the signal reached the ranks
-    longer = ["--iters", "300", "--eval-every", "100", "--save-every", "0"]
-    ref = os.path.join(TMP, "sigint_ref")
-    r, ref_evs = train(1, *COMMON, *DROPOUT, *longer, "--out", ref)
-    ok(r, "-np 1 (300 steps)")
+    """SIGINT to mpirun, as Ctrl-C sends it. OpenMPI then SIGCONTs the ranks, sleeps
+    odls_base_sigkill_timeout (T) seconds, SIGTERMs them, sleeps T again and SIGKILLs them,
+    forwarding none of their output meanwhile: rank 0 (still training for T seconds) fills
+    its stdout and, before the fix, blocked in write() for good while rank 1 waited for it in
+    the stop exchange -- no checkpoint, SIGKILL at 2T. Now: every rank stops at one step S,
+    rank 0 writes the checkpoint of S, the run is recorded as killed, mpirun ends by ~2T, and
+    the checkpoint resumed (with 2 ranks) gives what an uninterrupted run of the same length
+    gives, bit for bit. A constant learning rate, so that the reference can be a run of S + 4
+    steps from the start (the schedule does not depend on the total)."""
+    T = 8  # long enough for rank 0's stdout to fill on the loaded 2-core CI machine too
+    run_args = ["--lr-schedule", "constant", "--eval-every", "0", "--save-every", "0"]
     out = os.path.join(TMP, "sigint")
+    store = os.path.join(TMP, "sigint_store")
+    env = dict(ENV, OMPI_MCA_odls_base_sigkill_timeout=str(T), LORATUNE_STORE=store)
+    env.pop("LORATUNE_NO_TRACK")
     cmd = [MPIRUN, "-np", "2", "--oversubscribe", ltcheck.LORATUNE, "train", *COMMON, *DROPOUT,
-           *longer, "--out", out]
-    # mpirun SIGKILLs the ranks odls_base_sigkill_timeout (default 1 s) after it forwards the
-    # signal; rank 0's last checkpoint and exports can take longer (docs/SCALE_OUT.md)
-    env = dict(ENV, OMPI_MCA_odls_base_sigkill_timeout="60")
+           *run_args, "--iters", "1000000", "--out", out]
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    seen, last = 0, None
+    lines, seen, t_sig = [], 0, None
     for line in p.stdout:
-        if line.startswith("{"):
-            last = json.loads(line)
-            if last.get("event") == "step":
-                seen += 1
-                if seen == 3:
-                    p.send_signal(signal.SIGINT)
+        lines.append(line)
+        if line.startswith('{"event":"step"'):
+            seen += 1
+            if seen == 3:
+                p.send_signal(signal.SIGINT)
+                t_sig = time.monotonic()
     try:
-        err = p.communicate(timeout=120)[1]
+        err = p.communicate(timeout=4 * T + 30)[1]
     except subprocess.TimeoutExpired:
         p.kill()
-        check(False, "mpirun -np 2 did not end within 120 s of SIGINT")
+        check(False, f"mpirun -np 2 did not end within {4 * T + 30} s of SIGINT")
         return
-    check(last and last.get("event") == "done" and last.get("outcome") == "interrupted",
-          f"-np 2 after SIGINT: last event {last}; stderr {err[-800:]}")
-    stopped = last.get("step", 0) if last else 0
-    check(3 <= stopped < 300, f"stopped at step {stopped}")
-    ck = os.path.join(out, "checkpoints", f"step-{stopped:08d}.safetensors")
-    check(os.path.exists(ck), f"{ck}: rank 0's checkpoint of the last step")
-    r, evs = train(1, "--resume", out, "--json")
-    ok(r, "-np 1 --resume after SIGINT")
-    steps, vals = series(evs)
-    ref_steps, ref_vals = series(ref_evs)
-    check(steps == ref_steps[stopped:], f"after SIGINT at {stopped}: steps differ")
+    took = time.monotonic() - t_sig if t_sig else -1
+    print(f"sigint: mpirun ended {took:.1f} s after SIGINT (T {T} s), exit {p.returncode}")
+    check(t_sig is not None and took < 2 * T + 15,
+          f"mpirun ended {took:.1f} s after SIGINT (bound: 2 x {T} s + 15)")
+    check(p.returncode != 0, "mpirun after SIGINT: a non-zero exit")
+    stops = sorted(set(re.findall(r"rank (\d) of 2: stopped at step (\d+)", err)))
+    check(len(stops) == 2 and stops[0][0] == "0" and stops[1][0] == "1"
+          and stops[0][1] == stops[1][1],
+          f"both ranks stop at one step: {stops}; stderr {err[-1500:]}")
+    if len(stops) != 2:
+        return
+    S = int(stops[0][1])
+    check(3 <= S < 1000000, f"stopped at step {S}")
+    ckdir = os.path.join(out, "checkpoints")
+    cks = sorted(os.listdir(ckdir)) if os.path.isdir(ckdir) else []
+    check(cks == [f"step-{S:08d}.safetensors"], f"rank 0's checkpoint of step {S}: {cks}")
+    # the events: whole JSON lines; a `done` one when mpirun forwarded it, else stderr counts
+    # the lines rank 0 could not print once stdout stopped being read
+    evs = []
+    for i, line in enumerate(lines):
+        try:
+            evs.append(json.loads(line))
+        except ValueError:
+            check(i == len(lines) - 1 and "cut short" in err,
+                  f"line {i}: not JSON and not the cut-short last one: {line[:200]}")
+    steps = [e["step"] for e in by(evs, "step")]
+    check(steps and steps == list(range(1, len(steps) + 1)) and steps[-1] <= S,
+          f"step events 1..n, n <= {S}: {steps[:3]}..{steps[-3:]}")
+    done = by(evs, "done")
+    if done:
+        check(done[-1].get("outcome") == "interrupted" and done[-1].get("step") == S,
+              f"done event: {done[-1]}")
+    else:
+        check(re.search(r"the last \d+ lines were not printed.*interrupted at step %d" % S, err),
+              f"no done event and no count of the lines not printed: {err[-1500:]}")
+    print(f"sigint: stopped at step {S}; {len(steps)} step events printed; "
+          f"{'a done event' if done else 'no done event (stdout not read)'}")
+    rl = subprocess.run([ltcheck.LORATUNE, "runs", "list", "--json", "--store", store],
+                        capture_output=True, text=True, env=ENV)
+    try:
+        runs = json.loads(rl.stdout)
+        runs = runs.get("runs", runs) if isinstance(runs, dict) else runs
+    except ValueError:
+        runs = None
+    check(isinstance(runs, list) and len(runs) == 1 and runs[0].get("status") == "killed",
+          f"tracking store: one run, status killed: {rl.stdout[:400]} {rl.stderr[:300]}")
+    # resumed with 2 ranks to S + 4 steps vs the uninterrupted run of S + 4 steps (1 rank)
+    ref = os.path.join(TMP, "sigint_ref")
+    r, ref_evs = train(1, *COMMON, *DROPOUT, *run_args, "--iters", str(S + 4), "--out", ref)
+    ok(r, f"-np 1, {S + 4} steps")
+    r, evs = train(2, "--resume", out, "--iters", str(S + 4), "--json")
+    ok(r, "-np 2 --resume after SIGINT")
+    st = by(evs, "start")
+    check(st and st[0].get("resumed_from") == S, f"resumed from step {S}: {st}")
+    got, _ = series(evs)
+    want, _ = series(ref_evs)
+    check(len(want) == S + 4 and got == want[S:],
+          f"after SIGINT at {S}: steps differ:\n{got}\n{want[S:]}")
     check(same_file(os.path.join(ref, "adapter_model.safetensors"),
                     os.path.join(out, "adapter_model.safetensors")),
           "after SIGINT + resume: adapter differs from the uninterrupted run's")
+
+
+def test_sigusr1():
+    """SIGUSR1 to mpirun: forwarded to the ranks as it is (mpirun neither stops the job nor its
+    output forwarding), so the run stops as Ctrl-C stops a single process: every event
+    printed, `done` interrupted at the step both ranks report, the checkpoint of that step,
+    and no time limit on writing it."""
+    out = os.path.join(TMP, "sigusr1")
+    cmd = [MPIRUN, "-np", "2", "--oversubscribe", ltcheck.LORATUNE, "train", *COMMON, *DROPOUT,
+           "--lr-schedule", "constant", "--eval-every", "0", "--save-every", "0",
+           "--iters", "1000000", "--out", out]
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+    last, seen, t_sig = None, 0, None
+    for line in p.stdout:
+        last = json.loads(line)
+        if last.get("event") == "step":
+            seen += 1
+            if seen == 3:
+                p.send_signal(signal.SIGUSR1)
+                t_sig = time.monotonic()
+    try:
+        err = p.communicate(timeout=60)[1]
+    except subprocess.TimeoutExpired:
+        p.kill()
+        check(False, "mpirun -np 2 did not end within 60 s of SIGUSR1")
+        return
+    print(f"sigusr1: mpirun ended {time.monotonic() - t_sig:.1f} s after SIGUSR1, "
+          f"exit {p.returncode}")
+    stops = sorted(set(re.findall(r"rank (\d) of 2: stopped at step (\d+)", err)))
+    S = int(stops[0][1]) if stops else -1
+    check(len(stops) == 2 and stops[1][1] == str(S), f"both ranks stop at one step: {stops}")
+    check(last and last.get("event") == "done" and last.get("outcome") == "interrupted"
+          and last.get("step") == S, f"last event {last}, ranks stopped at {S}")
+    check(os.path.exists(os.path.join(out, "checkpoints", f"step-{S:08d}.safetensors")),
+          f"the checkpoint of step {S}")
+    check("not printed" not in err, f"SIGUSR1: no event dropped: {err[-600:]}")
 
 
 def test_vs_single_process():
@@ -246,6 +338,39 @@ def test_vs_single_process():
     check([a[2] for a in s1] == [b[2] for b in s0], "learning rates differ")
 
 
+def test_full():
+    """Full fine-tuning (every parameter trained, the HF fixture so that OUT gets the model):
+    -np 2 equals -np 1 bit for bit -- steps, validation losses, the saved model.safetensors,
+    the checkpoint's tensors (weights and AdamW moments) -- and the checkpoint of step 4 written
+    with 2 ranks resumes with 1 to the uninterrupted run's steps and model."""
+    args = [*COMMON, "--model", MODEL_HF, "--method", "full", "--lr", "1e-3"]
+    o1, o2 = os.path.join(TMP, "full1"), os.path.join(TMP, "full2")
+    r1, e1 = train(1, *args, "--out", o1)
+    ok(r1, "mpirun -np 1 --method full")
+    r2, e2 = train(2, *args, "--out", o2)
+    ok(r2, "mpirun -np 2 --method full")
+    s1, v1 = series(e1)
+    s2, v2 = series(e2)
+    check(len(s1) == 8 and s1 == s2 and v1 == v2,
+          f"full: -np 2 vs -np 1 steps / evals differ:\n{s2}\n{s1}\n{v2}\n{v1}")
+    m1, m2 = os.path.join(o1, "model.safetensors"), os.path.join(o2, "model.safetensors")
+    check(os.path.exists(m1) and os.path.exists(m2) and same_file(m1, m2),
+          "full: model.safetensors of -np 2 differs from -np 1's")
+    ck = "checkpoints/step-00000004.safetensors"
+    t1, t2 = load_file(os.path.join(o1, ck)), load_file(os.path.join(o2, ck))
+    check(len(t1) > 10 and t1.keys() == t2.keys() and all(np.array_equal(t1[k], t2[k]) for k in t1),
+          f"full: {ck}: tensors differ between -np 2 and -np 1")
+    # 2 -> 1: the run of -np 2 rewound to its step-4 checkpoint
+    os.remove(os.path.join(o2, "checkpoints", "step-00000008.safetensors"))
+    os.remove(m2)
+    r, evs = train(1, "--resume", o2, "--json")
+    ok(r, "full: -np 1 --resume (written with -np 2)")
+    steps, _ = series(evs)
+    check(steps == s1[4:], f"full 2->1: steps 5..8 differ:\n{steps}\n{s1[4:]}")
+    check(os.path.exists(m2) and same_file(m1, m2),
+          "full 2->1: the final model differs from the uninterrupted run's")
+
+
 def test_refused():
     out = os.path.join(TMP, "refused")
     i = COMMON.index("--batch-size")
@@ -254,9 +379,6 @@ def test_refused():
     check(r.returncode != 0 and "batch-size" in r.stderr and "ranks" in r.stderr,
           f"-np 2 --batch-size auto: refused naming the option, got {r.returncode} "
           f"{r.stderr[-600:]}")
-    r, _ = train(2, *COMMON, "--method", "full", "--out", out + "2")
-    check(r.returncode != 0 and "method full" in r.stderr,
-          f"-np 2 --method full: refused, got {r.returncode} {r.stderr[-600:]}")
 
 
 def main():
@@ -264,13 +386,10 @@ def main():
     try:
         ref_out, ref_evs = test_equal_ranks()
         test_resume(ref_out, ref_evs)
-        # test_sigint() is off: on a quiet machine SIGINT to mpirun -np 2 leaves the ranks stuck
-        # (rank 0 blocked writing an event to the stdout mpirun no longer drains, rank 1 in the
-        # allgather waiting for it). It passed only on a loaded one.
-        # A known bug, docs/SCALE_OUT.md "Known problem"; run it with LT_MPI_SIGINT=1.
-        if os.environ.get("LT_MPI_SIGINT") == "1":
-            test_sigint()
+        test_sigint()
+        test_sigusr1()
         test_vs_single_process()
+        test_full()
         test_refused()
     finally:
         shutil.rmtree(TMP, ignore_errors=True)

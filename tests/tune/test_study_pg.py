@@ -19,9 +19,7 @@ without CAP_NET_ADMIN), the workers run on the host, and the test says so.
 import json
 import math
 import os
-import pwd
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -29,102 +27,16 @@ import threading
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from ltcheck import LORATUNE, check, finish, run  # noqa: E402
+from pgserver import free_port, start  # noqa: E402
 
 SPACE = {
     "lr": {"type": "float", "low": 1e-5, "high": 1e-2, "log": True},
     "rank": {"type": "int", "low": 2, "high": 64, "log": True},
     "targets": {"type": "categorical", "choices": ["attention", "mlp", "all"]},
 }
-ROOT = os.geteuid() == 0
-
-
 def objective(p):
     v = (math.log10(p["lr"]) + 3) ** 2 + 0.1 * (math.log2(p["rank"]) - 4) ** 2
     return v + {"attention": 0.5, "mlp": 0.0, "all": 0.2}[p["targets"]]
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def sh(*cmd, user=None, ok=True):
-    if user and ROOT:
-        cmd = ("runuser", "-u", user, "--") + cmd
-    r = subprocess.run(cmd, capture_output=True, text=True)
-    if ok and r.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)}: exit {r.returncode}: {r.stderr[-500:]}")
-    return r
-
-
-class Server:
-    def __init__(self, tmp, hosts):
-        self.bindir = sh("pg_config", "--bindir").stdout.strip()
-        self.dir = os.path.join(tmp, "pg")
-        os.makedirs(self.dir)
-        if ROOT:
-            pw = pwd.getpwnam("postgres")
-            os.chown(tmp, pw.pw_uid, pw.pw_gid)
-            os.chown(self.dir, pw.pw_uid, pw.pw_gid)
-        self.data = os.path.join(self.dir, "data")
-        self.port = free_port()
-        sh(os.path.join(self.bindir, "initdb"), "-D", self.data, "-A", "trust", "-U", "lt",
-           "--no-sync", "-E", "UTF8", user="postgres")
-        with open(os.path.join(self.data, "pg_hba.conf"), "a") as f:
-            f.write("host all all 10.231.0.0/16 trust\n")
-        listen = ",".join(["127.0.0.1"] + hosts)
-        sh(os.path.join(self.bindir, "pg_ctl"), "-D", self.data, "-l",
-           os.path.join(self.dir, "log"), "-w", "-t", "60", "-o",
-           f"-p {self.port} -k {self.dir} -c listen_addresses='{listen}' -c fsync=off", "start",
-           user="postgres")
-        sh("psql", "-h", "127.0.0.1", "-p", str(self.port), "-U", "lt", "-d", "postgres", "-c",
-           "CREATE DATABASE studies")
-
-    def url(self, host, name):
-        return f"postgresql://lt@{host}:{self.port}/studies#{name}"
-
-    def stop(self):
-        sh(os.path.join(self.bindir, "pg_ctl"), "-D", self.data, "-m", "immediate", "stop",
-           user="postgres", ok=False)
-
-
-class Hosts:
-    """network namespaces, each linked to this host by a veth pair: 10.231.K.2 there,
-    10.231.K.1 here"""
-
-    def __init__(self, n):
-        self.ns = []
-        try:
-            self._make(n)
-        except RuntimeError:
-            self.close()
-            raise
-
-    def _make(self, n):
-        tag = os.getpid() % 100000
-        for k in range(1, n + 1):
-            ns, here, there = f"ltw{tag}-{k}", f"lh{tag}{k}", f"ln{tag}{k}"
-            sh("ip", "netns", "add", ns)
-            self.ns.append((ns, here))
-            sh("ip", "link", "add", here, "type", "veth", "peer", "name", there)
-            sh("ip", "link", "set", there, "netns", ns)
-            sh("ip", "addr", "add", f"10.231.{k}.1/24", "dev", here)
-            sh("ip", "link", "set", here, "up")
-            sh("ip", "netns", "exec", ns, "ip", "addr", "add", f"10.231.{k}.2/24", "dev", there)
-            sh("ip", "netns", "exec", ns, "ip", "link", "set", there, "up")
-            sh("ip", "netns", "exec", ns, "ip", "link", "set", "lo", "up")
-
-    def server_addr(self, k):
-        return f"10.231.{k}.1"
-
-    def prefix(self, k):
-        return ["ip", "netns", "exec", self.ns[k - 1][0]]
-
-    def close(self):
-        for ns, here in self.ns:
-            sh("ip", "link", "del", here, ok=False)
-            sh("ip", "netns", "del", ns, ok=False)
 
 
 def study(prefix, *args):
@@ -199,15 +111,7 @@ def main():
     hosts = None
     srv = None
     try:
-        if ROOT and shutil.which("ip"):
-            try:
-                hosts = Hosts(2)
-            except RuntimeError as e:  # a container without CAP_NET_ADMIN / mount rights
-                print(f"no network namespaces here ({e}): the workers run on this host")
-                hosts = None
-        else:
-            print("not root: the workers run on this host (network namespaces need root)")
-        srv = Server(tmp, [hosts.server_addr(k) for k in (1, 2)] if hosts else [])
+        srv, hosts = start(tmp, 2)
         same_as_folder(srv, tmp, space_path)
         errors_named(srv)
 

@@ -303,7 +303,9 @@ void lt_run_request_stop(lt_run *r);
  * The writer (rank 0) alone locks OUT and writes the run config, checkpoints and exports; the
  * other ranks write nothing (give them no sinks). Stop requests take effect at the next step
  * boundary on all ranks together. Needs explicit batch-size and max-seq-len when N > 1 (the
- * automatic sizes would depend on each process's view of memory); lora / dora / qlora only.
+ * automatic sizes would depend on each process's view of memory). Any method: lora / dora /
+ * qlora exchange the adapters' gradients, full fine-tuning every parameter's (each rank holds
+ * (size + 1) * grad_accum * ceil(batch_size / size) row gradients of the trainable parameters).
  * The library has no MPI: the caller's allgather moves the bytes (apps/ uses MPI_Allgather). */
 typedef struct {
     int rank, size; /* 0 <= rank < size */

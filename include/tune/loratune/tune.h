@@ -85,6 +85,14 @@ void lt_study_close(lt_study *s); /* releases the lock; NULL ok */
 /* A new trial: its parameters are sampled and the trial is stored as running before this
  * returns. *trial = its number. */
 lt_status lt_study_ask(lt_study *s, int *trial);
+/* lt_study_ask, unless the study already holds max_trials trials (running ones included; not
+ * those told infeasible): then *trial = -1 and nothing is asked. max_trials <= 0: no limit.
+ * On a PostgreSQL study the count and the ask are one transaction, so workers sharing the
+ * study stop at max_trials together, none over. */
+lt_status lt_study_ask_within(lt_study *s, int max_trials, int *trial);
+/* A PostgreSQL study: reads what the other workers told since this one last changed it (the
+ * views below show the study as of the last change or refresh). A folder study: nothing. */
+lt_status lt_study_refresh(lt_study *s);
 /* Ends a running trial: LT_TRIAL_COMPLETE with its value (finite), or LT_TRIAL_FAILED /
  * LT_TRIAL_PRUNED (value ignored). LT_ERR_NOTFOUND for an unknown trial, LT_ERR_ARG for one
  * already told ("trial 3 was already told (complete, value 0.25)") or a non-finite value. */

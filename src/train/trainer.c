@@ -236,10 +236,11 @@ static void lin_bwd(lt_trainer *tr, int l, int t, float *dx, const float *dy, co
  * block k of an [N][g r] matrix, so the products reading it stride g r. The products with the
  * big operands run in bf16 with fp32 sums, as PyTorch's autocast runs them (x A^T, xa B^T,
  * dy B); the reductions over the N rows (dA, dB) and dx's rank-r share stay fp32. Taken for
- * plain LoRA adapters (no DoRA, no dropout, frozen base) on a host backend; otherwise each
- * target runs alone (lin_fwd / lin_bwd: fp32 adapter products). */
+ * plain LoRA adapters (no DoRA, no dropout, frozen base), on any backend (its ops only: the
+ * CUDA backend's cuBLAS bf16 GEMMs too); otherwise each target runs alone (lin_fwd / lin_bwd:
+ * fp32 adapter products). */
 static int group_of(lt_trainer *tr, int l, int t0, int nt, float *const *xas, int N, int *idx) {
-    if (!tr->bf16 || !tr->grp_a || tr->be->device) return 0;
+    if (!tr->bf16 || !tr->grp_a) return 0;
     if (tr->c.lora.dropout > 0 && tr->training) return 0;
     const lt_lin *L0 = &tr->lin[l * LT_N_TARGETS + t0];
     int g = 0;

@@ -38,8 +38,9 @@ static void usage(FILE *f) {
         "  --threads N        OpenMP / OpenBLAS threads (default: as the environment says)\n"
         "  --ctx N            context length (default: the model's, at most 4096)\n"
         "  --quiet            no timing line on stderr\n"
-        "  --exact            fp32 products for Q4_0 / Q4_1 / Q8_0 / Q4_K weights (default: as\n"
-        "                     llama.cpp, 8-bit activations and integer dot products, faster)\n"
+        "  --exact            fp32 products for Q4_0 / Q4_1 / Q8_0 / Q4_K weights and an fp32\n"
+        "                     KV cache (default: as llama.cpp, 8-bit activations and integer\n"
+        "                     dot products, keys and values cached in fp16: faster)\n"
         "  --compute-dtype D  f32 (default): fp32 products; bf16: the base weights' products in\n"
         "                     bf16 with fp32 sums (oneDNN), as `train --compute-dtype bf16`: a\n"
         "                     bf16 model multiplied as stored, f32 / f16 rounded per block for\n"
@@ -238,7 +239,8 @@ int cmd_generate(int argc, char **argv) {
             goto done;
         }
         size_t V = (size_t)m->config.vocab_size;
-        if (lt_kv_cache_create(m, (int)n_ids, 0, &kv)) goto fail;
+        if (lt_kv_cache_create_typed(m, (int)n_ids, 0, exact ? LT_KV_F32 : LT_KV_F16, &kv))
+            goto fail;
         lt_kv_cache_set_qact(kv, !exact);
         lt_kv_cache_set_bf16(kv, bf16);
         if (!(logits = malloc(sizeof(float) * V * n_ids))) goto done;
@@ -312,7 +314,7 @@ int cmd_generate(int argc, char **argv) {
                 n_ids, ctx);
         goto done;
     }
-    if (lt_kv_cache_create(m, (int)ctx, 256, &kv)) goto fail;
+    if (lt_kv_cache_create_typed(m, (int)ctx, 256, exact ? LT_KV_F32 : LT_KV_F16, &kv)) goto fail;
     lt_kv_cache_set_qact(kv, !exact);
     lt_kv_cache_set_bf16(kv, bf16);
     lt_sampler_params sp = {.temperature = (float)temp,

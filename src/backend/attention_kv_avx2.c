@@ -1,6 +1,8 @@
 /* attention_kv_avx2.c - attention over a KV cache (attention_kv.inc) compiled with -mavx2 -mfma
  * -mf16c -ffp-contract=off (CMakeLists.txt: files named *_avx2.c): the baseline's operations, 8
- * lanes wide, over an fp32 or an fp16 cache; and fp32 -> fp16 rounding with F16C. Reached only through lt_cpu_attention_kv_ once the dispatch level is avx2 or above. */
+ * lanes wide, over an fp32 or an fp16 cache; and fp32 -> fp16 rounding with F16C. Reached only
+ * through lt_cpu_attention_kv_ / _f16_ / lt_cpu_to_f16_ once the dispatch level is avx2 or
+ * above. */
 #include <immintrin.h>
 #include <math.h>
 #include <string.h>

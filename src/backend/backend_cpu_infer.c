@@ -274,7 +274,7 @@ lt_status lt_cpu_matmul_w_(const lt_backend *be, const lt_matmul_job *jobs, int 
         if (w->cols != in)
             return lt_error(LT_ERR_ARG, "matmul_w: job %d has %lld columns, job 0 %d", j,
                             (long long)w->cols, in);
-        if (!w->rows_fn && !w->nf4 && w->dtype == LT_DTYPE_F32) {
+        if (!w->rows_fn && !w->nf4 && w->dtype == LT_DTYPE_F32 && !jobs[j].rowwise) {
             matmul_beta(jobs[j].y, x, w->data, n, (int)w->rows, in, jobs[j].beta);
             continue;
         }

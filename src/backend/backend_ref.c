@@ -48,8 +48,8 @@ static lt_status ref_matmul_w(const lt_backend *be, const lt_matmul_job *jobs, i
  * vf) or fp16 (kh, vh) */
 #define REF_KV(f, h, at) ((f) ? (double)(f)[at] : (double)lt_f16_to_f32((h)[at]))
 static void ref_attention_kv_any(float *out, const float *q, const float *kf, const uint16_t *kh,
-                                 const float *vf, const uint16_t *vh, int N, int pos0, int H, int KV, int hd, int window,
-                             float *scratch, int64_t n_scratch) {
+                                 const float *vf, const uint16_t *vh, int N, int pos0, int H,
+                                 int KV, int hd, int window, float *scratch, int64_t n_scratch) {
     const int QD = H * hd, KD = KV * hd, group = H / KV;
     const double scale = 1.0 / sqrt((double)hd);
     for (int t = 0; t < N; t++)
@@ -71,7 +71,8 @@ static void ref_attention_kv_any(float *out, const float *q, const float *kf, co
             for (int i = 0; i < hd; i++) {
                 double acc = 0;
                 for (int j = start; j <= pos; j++)
-                    acc += exp(scratch[j] - mx) / sum * REF_KV(vf, vh, (int64_t)j * KD + (int64_t)kvh * hd + i);
+                    acc += exp(scratch[j] - mx) / sum *
+                           REF_KV(vf, vh, (int64_t)j * KD + (int64_t)kvh * hd + i);
                 o[i] = (float)acc;
             }
         }

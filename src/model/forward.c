@@ -280,7 +280,8 @@ static lt_status linears(const lt_model *m, const drun *runs, int nruns, lt_kv_c
         } else if (stored == 2) { /* not a shape the forward makes (q, k have beta 0) */
             lt_model_weight_bview(m, id, l, outs[j], in, &srcs[j], &views[j]);
         }
-        jobs[j] = (lt_matmul_job){&views[j], y, dsts[j] == ys[j] ? beta : 0.0f, kv->qact, kv->bf16};
+        jobs[j] = (lt_matmul_job){&views[j], y, dsts[j] == ys[j] ? beta : 0.0f, kv->qact,
+                                  kv->bf16, 0};
     }
     lt_status st = OP(matmul_w, jobs, nt, x, n, kv->wbuf, kv->n_wbuf);
     if (st) return lt_error_wrap(st, "forward");
@@ -300,9 +301,20 @@ static lt_status linears(const lt_model *m, const drun *runs, int nruns, lt_kv_c
             if (L && L->A) {
                 float *into = dora ? dst : y;
                 int r = delta->r;
-                OP(gemm, 0, 1, R->n, r, in, 1.0f, xr, in, L->A, in, 0.0f, kv->ad_u, r); /* x A^T */
+                /* x A^T, then into += (scale u) B^T: row-wise products (each row's sums in one
+                 * order whatever the run's length: a row gets the same bits alone, in a
+                 * batch, or in any chunk of its prompt; BLAS's may differ with the rows) */
+                const lt_weight_view va = {.rows = r, .cols = in, .dtype = LT_DTYPE_F32,
+                                           .data = L->A},
+                                     vb = {.rows = out, .cols = r, .dtype = LT_DTYPE_F32,
+                                           .data = L->B};
+                const lt_matmul_job ja = {&va, kv->ad_u, 0.0f, 0, 0, 1},
+                                    jb = {&vb, into, 1.0f, 0, 0, 1};
+                if ((st = OP(matmul_w, &ja, 1, xr, R->n, kv->wbuf, kv->n_wbuf)))
+                    return lt_error_wrap(st, "forward: adapter");
                 OP(scale, kv->ad_u, (int64_t)R->n * r, delta->scale);
-                OP(gemm, 0, 1, R->n, out, r, 1.0f, kv->ad_u, r, L->B, r, 1.0f, into, out);
+                if ((st = OP(matmul_w, &jb, 1, kv->ad_u, R->n, kv->wbuf, kv->n_wbuf)))
+                    return lt_error_wrap(st, "forward: adapter");
                 if (dora) {
                     OP(scale_rows, into, L->d, R->n, out);
                     if (into != y) OP(add, y, y, into, (int64_t)R->n * out);
@@ -426,10 +438,10 @@ lt_status lt_model_forward(const lt_model *m, const lt_model_delta *delta, lt_kv
         int b = n - done < kv->max_batch ? n - done : kv->max_batch;
         if ((st = forward_chunk(m, delta, kv, tokens + done, b, pos0 + done))) return st;
         if (logits && all_logits) {
-            lt_matmul_job jb = {&hv, logits + (int64_t)done * V, 0.0f, kv->qact, kv->bf16};
+            lt_matmul_job jb = {&hv, logits + (int64_t)done * V, 0.0f, kv->qact, kv->bf16, 0};
             st = OP(matmul_w, &jb, 1, kv->xb, b, kv->wbuf, kv->n_wbuf);
         } else if (logits && done + b == n) {
-            lt_matmul_job jb = {&hv, logits, 0.0f, kv->qact, kv->bf16};
+            lt_matmul_job jb = {&hv, logits, 0.0f, kv->qact, kv->bf16, 0};
             st = OP(matmul_w, &jb, 1, kv->xb + (int64_t)(b - 1) * D, 1, kv->wbuf, kv->n_wbuf);
         }
         if (st) return st;
@@ -620,7 +632,7 @@ lt_status lt_model_forward_batch(const lt_model *m, lt_kv_cache *ws, const lt_ba
     if ((!ws->qact || lt_model_weight_stored_(m, head, 0, V, D, &hv) != 1) &&
         !(ws->bf16 && bf16_view(m, head, 0, V, D, &hv)))
         lt_model_weight_bview(m, head, 0, V, D, &hsrc, &hv);
-    lt_matmul_job jb = {&hv, logits, 0.0f, ws->qact, ws->bf16};
+    lt_matmul_job jb = {&hv, logits, 0.0f, ws->qact, ws->bf16, 0};
     lt_kv_cache *kv = ws;
     return OP(matmul_w, &jb, 1, ws->xb, k, ws->wbuf, ws->n_wbuf);
 }

@@ -360,7 +360,7 @@ static void run_weight(const lt_backend *be, const tcase *c, result *r, int is_r
             y[j] = a_up(&a, y0, (int64_t)N * rows[j]);
             free(y0);
             jobs[j] = (lt_matmul_job){&dv[j], y[j], j == 1 ? 1.0f : 0.0f,
-                                      (c->variant & 8) || ((c->variant & 16) && !is_ref), 0};
+                                      (c->variant & 8) || ((c->variant & 16) && !is_ref), 0, 0};
         }
         st = be->op->matmul_w(be, jobs, nj, dx, N, scr, nscr);
         static const char *names[3] = {"y0", "y1 (+=)", "y2"};

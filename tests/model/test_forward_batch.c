@@ -76,13 +76,13 @@ static void check_kernels(void) {
             for (int beta = 0; beta < 2; beta++) {
                 for (int i = 0; i < N * rows; i++)
                     yb[i] = (float)i * 0.25f;
-                lt_matmul_job jb = {&v, yb, (float)beta, 1, 0};
+                lt_matmul_job jb = {&v, yb, (float)beta, 1, 0, 0};
                 CHECK_OK(be->op->matmul_w(be, &jb, 1, x, N, scratch, ns));
                 int same = 1;
                 for (int t = 0; t < N; t++) {
                     for (int i = 0; i < rows; i++)
                         y1[i] = (float)(t * rows + i) * 0.25f;
-                    lt_matmul_job j1 = {&v, y1, (float)beta, 1, 0};
+                    lt_matmul_job j1 = {&v, y1, (float)beta, 1, 0, 0};
                     CHECK_OK(be->op->matmul_w(be, &j1, 1, x + t * cols, 1, scratch, ns));
                     same &= !memcmp(y1, yb + t * rows, sizeof(float) * rows);
                 }
@@ -311,7 +311,8 @@ static void check_batched(const lt_model *m, const lt_model_delta *deltas[3], in
     }
     printf("%s cache, qact %d, prompts %s: %d sequences, %d batch steps of up to %d entries (%d "
            "with prompt chunks and decode rows together): logits %s\n",
-           kvt == LT_KV_F16 ? "fp16" : "fp32", qact, in_batch ? "in the batch in chunks of 4" : "alone", NSEQ, steps, max_rows,
+           kvt == LT_KV_F16 ? "fp16" : "fp32", qact,
+           in_batch ? "in the batch in chunks of 4" : "alone", NSEQ, steps, max_rows,
            mixed, lt_t_fail ? "checked (see failures)" : "bit-identical to alone");
     CHECK(max_rows >= 9, "the schedule batched %d rows at most", max_rows);
     CHECK(!in_batch || mixed >= 3, "only %d steps mixed prompt chunks and decode rows", mixed);
@@ -397,6 +398,47 @@ static void check_generation(const lt_model *m, const lt_model_delta *deltas[3])
     free(logits);
 }
 
+/* 2b. a long prompt with an adapter, in one piece (lt_model_forward) vs in the batch in chunks
+ * of 61 and 89 tokens next to another sequence's decode row: the same logits. The adapters'
+ * low-rank products run row-wise (lt_matmul_job.rowwise); through BLAS their sums changed with
+ * the number of rows (max |diff| ~1e-5, measured before the fix), which flipped a near tie of a
+ * served greedy answer (tests/serve/test_serve_batch.py 1b). */
+static void check_long_chunks(const lt_model *m, const lt_model_delta *deltas[3]) {
+    enum { P = 150, C1 = 61 };
+    const int V = m->config.vocab_size;
+    int32_t ids[P];
+    for (int i = 0; i < P; i++)
+        ids[i] = 1 + (i * 7919) % 20000;
+    float *a = malloc(sizeof(float) * V), *b = malloc(sizeof(float) * 2 * V);
+    for (int d = 1; d <= 2; d++) {
+        lt_kv_cache *k1 = NULL, *k2 = NULL, *ko = NULL;
+        CHECK_OK(lt_kv_cache_create_typed(m, 256, 256, kvt, &k1));
+        CHECK_OK(lt_kv_cache_create_typed(m, 256, 256, kvt, &k2));
+        CHECK_OK(lt_kv_cache_create_typed(m, 256, 1, kvt, &ko));
+        if (!k1 || !k2 || !ko) break;
+        lt_kv_cache_set_qact(k1, 1), lt_kv_cache_set_qact(k2, 1), lt_kv_cache_set_qact(ko, 1);
+        CHECK_OK(lt_model_forward(m, deltas[d], k1, ids, P, 0, a, 0));
+        CHECK_OK(lt_model_forward(m, NULL, ko, seqs[0].prompt, seqs[0].np, 0, NULL, 0));
+        lt_batch_row rows[2] = {
+            {.kv = ko, .token = 7, .pos = seqs[0].np},
+            {.kv = k2, .delta = deltas[d], .pos = 0, .n = C1, .tokens = ids, .no_logits = 1}};
+        CHECK_OK(lt_model_forward_batch(m, k2, rows, 2, b));
+        rows[1] = (lt_batch_row){.kv = k2, .delta = deltas[d], .pos = C1, .n = P - C1,
+                                 .tokens = ids + C1};
+        rows[0].token = 8, rows[0].pos++;
+        CHECK_OK(lt_model_forward_batch(m, k2, rows, 2, b));
+        float md = 0;
+        for (int i = 0; i < V; i++)
+            md = fmaxf(md, fabsf(a[i] - b[V + i]));
+        CHECK(!memcmp(a, b + V, sizeof(float) * V),
+              "%s cache, adapter %d: a %d-token prompt in chunks of %d + %d in the batch differs "
+              "from it in one piece (max |diff| %g)",
+              kvt == LT_KV_F16 ? "fp16" : "fp32", d, P, C1, P - C1, md);
+        lt_kv_cache_free(k1), lt_kv_cache_free(k2), lt_kv_cache_free(ko);
+    }
+    free(a), free(b);
+}
+
 /* ---- 4. errors ---------------------------------------------------------------------------- */
 static void check_errors(const lt_model *m) {
     lt_kv_cache *a = NULL, *b = NULL, *ws = NULL;
@@ -463,10 +505,12 @@ int main(void) {
     check_batched_all(m, deltas, 1);
     check_batched_all(m, deltas, 0);
     check_generation(m, deltas);
+    check_long_chunks(m, deltas);
     kvt = LT_KV_F16; /* what generate and serve use: the workspace stays fp32 (only its
                         activation buffers are used) */
     check_batched_all(m, deltas, 1);
     check_generation(m, deltas);
+    check_long_chunks(m, deltas);
     check_errors(m);
     free(lin);
     lt_adapter_delta_free(dora);

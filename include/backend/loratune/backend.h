@@ -98,13 +98,18 @@ typedef struct lt_backend lt_backend;
  * with bf16 products (gemm_bf16) run the product as the bf16 compute mode does: x rounded to
  * bf16, a weight stored as bf16 multiplied as stored (another format rounded to bf16 a block of
  * rows at a time, for 8 or more rows of x), fp32 sums (the CPU backend: oneDNN; relative error
- * ~2^-8 of a row's |w| . |x|); qact takes precedence for the block formats it runs. */
+ * ~2^-8 of a row's |w| . |x|); qact takes precedence for the block formats it runs. rowwise 1:
+ * an fp32 weight in place is multiplied as converted rows are, each dot product summed in one
+ * fixed order whatever N (the CPU backend: rows_dot), so a row of x gets the same bits alone or
+ * among others; 0: BLAS, whose sums may depend on N (the adapters' low-rank products of a
+ * batched forward set it: batched == alone). */
 typedef struct {
     const lt_weight_view *w;
     float *y;
     float beta;
     int qact;
     int bf16;
+    int rowwise;
 } lt_matmul_job;
 
 /* The op table. Every function takes the backend first. */

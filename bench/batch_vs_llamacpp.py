@@ -186,6 +186,10 @@ try:
     floor = float(subprocess.run([sys.executable, "-c", FLOOR], capture_output=True, text=True,
                                  check=True).stdout.strip())
     hw = hwm_mib(srv.pid)
+    with open(f"/proc/{srv.pid}/status") as f:
+        now = [int(l.split()[1]) / 1024 for l in f if l.startswith("VmRSS:")][0]
+    print(f"loratune serve resident now, every request ended (their KV pages given back): "
+          f"{now:.1f} MiB")
     print(f"peak RSS: loratune serve ({a.streams} slots, {a.kv_cache} KV cache, the whole run) "
           f"{hw:.1f} MiB; llama.cpp child (1 stream) {max(rss_c):.1f} MiB, of which the Python "
           f"floor {floor:.1f} MiB -> {max(rss_c) - floor:.1f} MiB without it; ratio "

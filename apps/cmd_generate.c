@@ -23,7 +23,7 @@ static void usage(FILE *f) {
         "                         [--system TEXT] [--max-tokens N] [--temp T] [--top-k K]\n"
         "                         [--top-p P] [--seed S] [--threads N] [--ctx N] [--quiet]\n"
         "                         [--adapter PATH] [--prompt-ids IDS] [--logits-out FILE]\n"
-        "                         [--exact] [--compute-dtype f32|bf16|auto]\n\n"
+        "                         [--exact] [--kv-cache f16|f32] [--compute-dtype f32|bf16|auto]\n\n"
         "  --model MODEL      Hugging Face folder, .gguf, or llama2.c .bin (needs --tokenizer)\n"
         "  --tokenizer FILE   tokenizer.json / tokenizer.model / llama2.c tokenizer .bin / .gguf\n"
         "  --prompt TEXT      plain text continued by the model (default: empty, i.e. BOS only)\n"
@@ -38,8 +38,11 @@ static void usage(FILE *f) {
         "  --threads N        OpenMP / OpenBLAS threads (default: as the environment says)\n"
         "  --ctx N            context length (default: the model's, at most 4096)\n"
         "  --quiet            no timing line on stderr\n"
-        "  --exact            fp32 products for Q4_0 / Q4_1 / Q8_0 / Q4_K weights (default: as\n"
-        "                     llama.cpp, 8-bit activations and integer dot products, faster)\n"
+        "  --exact            fp32 products for Q4_0 / Q4_1 / Q8_0 / Q4_K weights and an fp32\n"
+        "                     KV cache (default: as llama.cpp, 8-bit activations and integer\n"
+        "                     dot products, keys and values cached in fp16: faster)\n"
+        "  --kv-cache f16|f32 what the KV cache stores keys and values as (default f16; f32\n"
+        "                     with --exact)\n"
         "  --compute-dtype D  f32 (default): fp32 products; bf16: the base weights' products in\n"
         "                     bf16 with fp32 sums (oneDNN), as `train --compute-dtype bf16`: a\n"
         "                     bf16 model multiplied as stored, f32 / f16 rounded per block for\n"
@@ -76,7 +79,7 @@ int cmd_generate(int argc, char **argv) {
     long max_tokens = 256, top_k = 0, threads = 0, ctx = 0;
     double temp = 0.8, top_p = 0.95;
     long long seed = -1;
-    int quiet = 0, exact = 0, bf16 = 0;
+    int quiet = 0, exact = 0, bf16 = 0, kv_type = -1; /* -1: f32 with --exact, else f16 */
     if (lt_cli_wants_help(argc, argv)) {
         usage(stdout);
         return 0;
@@ -115,6 +118,14 @@ int cmd_generate(int argc, char **argv) {
             prompt_ids = v;
         else if (!strcmp(a, "--logits-out"))
             logits_out = v;
+        else if (!strcmp(a, "--kv-cache")) {
+            if (strcmp(v, "f16") && strcmp(v, "f32")) {
+                fprintf(stderr, "loratune generate: --kv-cache: expected f16 or f32, got '%s'\n",
+                        v);
+                return 2;
+            }
+            kv_type = !strcmp(v, "f16") ? LT_KV_F16 : LT_KV_F32;
+        }
         else if (!strcmp(a, "--compute-dtype")) {
             const char *why = NULL;
             if (!strcmp(v, "bf16"))
@@ -238,7 +249,9 @@ int cmd_generate(int argc, char **argv) {
             goto done;
         }
         size_t V = (size_t)m->config.vocab_size;
-        if (lt_kv_cache_create(m, (int)n_ids, 0, &kv)) goto fail;
+        if (kv_type < 0) kv_type = exact ? LT_KV_F32 : LT_KV_F16;
+        if (lt_kv_cache_create_typed(m, (int)n_ids, 0, (lt_kv_type)kv_type, &kv))
+            goto fail;
         lt_kv_cache_set_qact(kv, !exact);
         lt_kv_cache_set_bf16(kv, bf16);
         if (!(logits = malloc(sizeof(float) * V * n_ids))) goto done;
@@ -312,7 +325,8 @@ int cmd_generate(int argc, char **argv) {
                 n_ids, ctx);
         goto done;
     }
-    if (lt_kv_cache_create(m, (int)ctx, 256, &kv)) goto fail;
+    if (kv_type < 0) kv_type = exact ? LT_KV_F32 : LT_KV_F16;
+    if (lt_kv_cache_create_typed(m, (int)ctx, 256, (lt_kv_type)kv_type, &kv)) goto fail;
     lt_kv_cache_set_qact(kv, !exact);
     lt_kv_cache_set_bf16(kv, bf16);
     lt_sampler_params sp = {.temperature = (float)temp,

@@ -20,7 +20,8 @@ static void usage(FILE *f) {
             "                      [--memory-budget BYTES]\n"
             "                      [--tls-cert FILE --tls-key FILE]\n"
             "                      [--model M [--model-name ID] [--adapter NAME=PATH ...]\n"
-            "                       [--slots N] [--ctx N] [--max-queue N] [--threads N]\n"
+            "                       [--slots N] [--ctx N] [--kv-cache f16|f32] [--max-queue N]\n"
+            "                       [--threads N]"
             "                       [--quality-every S]]\n\n"
             "Serves the REST API (OpenAPI 3.1 at /openapi.json; docs/SERVER.md): dataset upload\n"
             "and validation, a persistent queue of train jobs with live events (SSE), runs and\n"
@@ -54,6 +55,8 @@ static void usage(FILE *f) {
             "                     (default 4; the others wait in a queue)\n"
             "  --ctx N            context of each slot: prompt + completion tokens (default: the\n"
             "                     model's, at most 2048)\n"
+            "  --kv-cache f16|f32 what the slots' KV caches store keys and values as (default\n"
+            "                     f16: half the memory; f32: exact)\n"
             "  --max-queue N      requests waiting for a slot before 503 (default 64)\n"
             "  --threads N        OpenMP / OpenBLAS threads of generation (default: as the\n"
             "                     environment says)\n"
@@ -77,6 +80,7 @@ static int serve_main(int argc, char **argv, const char **adapters) {
     lt_serve_opts o = {.host = "127.0.0.1", .port = 8080};
     o.adapters = adapters;
     long threads = 0;
+    int kv_set = 0;
     const char *env_token = getenv("LORATUNE_TOKEN");
     o.token = env_token && *env_token ? env_token : NULL;
     for (int i = 1; i < argc; i++) {
@@ -143,6 +147,14 @@ static int serve_main(int argc, char **argv, const char **adapters) {
             o.model_name = v;
         else if (!strcmp(a, "--adapter"))
             adapters[o.n_adapters++] = v;
+        else if (!strcmp(a, "--kv-cache")) {
+            if (strcmp(v, "f16") && strcmp(v, "f32")) {
+                fprintf(stderr, "loratune serve: --kv-cache: expected f16 or f32, got '%s'\n", v);
+                return 2;
+            }
+            o.kv_f32 = !strcmp(v, "f32");
+            kv_set = 1;
+        }
         else if (!strcmp(a, "--slots") || !strcmp(a, "--ctx") || !strcmp(a, "--max-queue") ||
                  !strcmp(a, "--threads")) {
             if (lt_cli_parse_int("serve", a, v, &lv)) return 2;
@@ -167,9 +179,9 @@ static int serve_main(int argc, char **argv, const char **adapters) {
                         "and its private key)\n");
         return 2;
     }
-    if ((o.n_adapters || o.slots || o.ctx || o.max_queue || o.model_name) && !o.model) {
-        fprintf(stderr, "loratune serve: --adapter, --model-name, --slots, --ctx and --max-queue "
-                        "need --model\n");
+    if ((o.n_adapters || o.slots || o.ctx || o.max_queue || o.model_name || kv_set) && !o.model) {
+        fprintf(stderr, "loratune serve: --adapter, --model-name, --slots, --ctx, --kv-cache and "
+                        "--max-queue need --model\n");
         return 2;
     }
     if (threads) lt_set_num_threads((int)threads);

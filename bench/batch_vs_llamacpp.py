@@ -16,10 +16,14 @@ Prints medians, the ratio K streams / one llama.cpp stream, and the server's mea
 other processes, so each side is also given per CPU-second: llama.cpp's decode tokens / the
 process CPU time of its eval calls (time.process_time), the server's completion tokens / the CPU
 time of the whole server process (/proc/PID/stat: every thread, HTTP included) over the run.
+Peak memory: the server's VmHWM (/proc/PID/status: its peak resident set over the whole run,
+K streams included) and the llama.cpp child's VmHWM (its own peak, one stream), with the Python
+floor of that child (interpreter + numpy + llama_cpp imported, no model) alone.
 Not a test (bench/RESULTS.md records runs).
 
 usage: .venv/bin/python bench/batch_vs_llamacpp.py [--streams 8] [--tokens 256] [--threads 1]
-       [--reps 3] [--model models/SmolLM2-135M-Instruct.Q4_1.gguf] [--loratune build/loratune]
+       [--reps 3] [--kv-cache f16|f32] [--model models/SmolLM2-135M-Instruct.Q4_1.gguf]
+       [--loratune build/loratune]
 """
 import argparse
 import json
@@ -46,6 +50,7 @@ ap.add_argument("--streams", type=int, default=8)
 ap.add_argument("--tokens", type=int, default=256)
 ap.add_argument("--threads", type=int, default=1)
 ap.add_argument("--reps", type=int, default=3)
+ap.add_argument("--kv-cache", default="f16", choices=("f16", "f32"))
 a = ap.parse_args()
 
 ids = ivl.prompt_ids(a.model)
@@ -71,8 +76,13 @@ while len(gen) < n:
     llm.eval([tok])
     tg += time.perf_counter() - t0
     cpu += time.process_time() - c0
-print(json.dumps({"n_tg": len(gen) - 1, "tg": tg, "cpu": cpu, "gen": len(gen)}))
+hwm = [int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM:")][0]
+print(json.dumps({"n_tg": len(gen) - 1, "tg": tg, "cpu": cpu, "gen": len(gen), "rss": hwm / 1024}))
 """
+# VmHWM, not ru_maxrss: Linux carries a forked child's high-water mark (the parent's size at the
+# fork) over execve into ru_maxrss, and this parent is ~100 MiB
+FLOOR = ("import numpy, llama_cpp\n"
+         "print([int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmHWM:')][0] / 1024)")
 
 
 def llamacpp():
@@ -80,7 +90,15 @@ def llamacpp():
     r = subprocess.run([sys.executable, "-c", CHILD, a.model, ids_s, str(a.threads), str(a.tokens)],
                        capture_output=True, text=True, check=True)
     j = json.loads(r.stdout.strip().splitlines()[-1])
-    return j["n_tg"] / j["tg"], j["n_tg"] / j["cpu"], j["gen"]
+    return j["n_tg"] / j["tg"], j["n_tg"] / j["cpu"], j["gen"], j["rss"]
+
+
+def hwm_mib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
 
 
 def cpu_s(pid):
@@ -92,7 +110,8 @@ def cpu_s(pid):
 work = tempfile.mkdtemp(prefix="lt_bench_batch_")
 env = dict(os.environ, OMP_WAIT_POLICY=os.environ.get("OMP_WAIT_POLICY", "passive"))
 srv = subprocess.Popen([a.loratune, "serve", "--port", "0", "--workdir", work, "--model", a.model,
-                        "--threads", str(a.threads), "--slots", str(a.streams), "--ctx", "512"],
+                        "--threads", str(a.threads), "--slots", str(a.streams), "--ctx", "512",
+                        "--kv-cache", a.kv_cache],
                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 port = int(re.search(r":(\d+) ", srv.stdout.readline()).group(1))
 url = f"http://127.0.0.1:{port}"
@@ -138,11 +157,14 @@ def serve(k):
 try:
     serve(1)  # warm-up: pages of the mapped file, allocator
     print(f"model {os.path.basename(a.model)}, prompt {len(ids)} ids, {a.tokens} greedy tokens at most, "
-          f"{a.threads} thread(s), {a.streams} slots; {a.reps} rounds in turn", flush=True)
+          f"{a.threads} thread(s), {a.streams} slots, {a.kv_cache} KV cache; {a.reps} rounds in turn",
+          flush=True)
     R = {k: [] for k in ("c", "cc", "l1", "lc1", "lk", "lck", "mb")}
+    rss_c = []
     for rep in range(a.reps):
         load = os.getloadavg()[0]
-        c, cc, cg = llamacpp()
+        c, cc, cg, rc = llamacpp()
+        rss_c.append(rc)
         l1, lc1, n1, _ = serve(1)
         lk, lck, nk, mb = serve(a.streams)
         for k, v in zip(R, (c, cc, l1, lc1, lk, lck, mb)):
@@ -161,6 +183,17 @@ try:
     print(f"| loratune serve (openai client) | {a.streams} | {m['lk']:.1f} | **{m['lk'] / m['c']:.2f}x** | "
           f"{m['lck']:.1f} | **{m['lck'] / m['cc']:.2f}x** |")
     print(f"mean batch of the {a.streams}-stream runs: {m['mb']:.2f} rows per decode step")
+    floor = float(subprocess.run([sys.executable, "-c", FLOOR], capture_output=True, text=True,
+                                 check=True).stdout.strip())
+    hw = hwm_mib(srv.pid)
+    with open(f"/proc/{srv.pid}/status") as f:
+        now = [int(l.split()[1]) / 1024 for l in f if l.startswith("VmRSS:")][0]
+    print(f"loratune serve resident now, every request ended (their KV pages given back): "
+          f"{now:.1f} MiB")
+    print(f"peak RSS: loratune serve ({a.streams} slots, {a.kv_cache} KV cache, the whole run) "
+          f"{hw:.1f} MiB; llama.cpp child (1 stream) {max(rss_c):.1f} MiB, of which the Python "
+          f"floor {floor:.1f} MiB -> {max(rss_c) - floor:.1f} MiB without it; ratio "
+          f"{hw / (max(rss_c) - floor):.2f}x of that (+10% goal: <= 1.10x)")
     print(f"\n{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
 finally:
     srv.terminate()

@@ -3,9 +3,11 @@
  * continuous batching gains without HTTP. Not a test.
  *
  * usage: build/bench_forward_batch MODEL.gguf [steps=64] [max_rows=8] [min_rows=1] [alone=1]
+ *        [kv=f16|f32 (default f16)]
  * (threads: OMP_NUM_THREADS; alone 0: the batched steps only, e.g. under perf) */
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 #include "loratune/model.h"
@@ -29,6 +31,7 @@ int main(int argc, char **argv) {
     }
     int steps = argc > 2 ? atoi(argv[2]) : 64, K = argc > 3 ? atoi(argv[3]) : 8;
     int K0 = argc > 4 ? atoi(argv[4]) : 1, alone = argc > 5 ? atoi(argv[5]) : 1;
+    const lt_kv_type kt = argc > 6 && !strcmp(argv[6], "f32") ? LT_KV_F32 : LT_KV_F16;
     if (K0 < 1) K0 = 1;
     lt_model *m = NULL;
     lt_model_load_opts lo = {.lazy = 1};
@@ -45,7 +48,7 @@ int main(int argc, char **argv) {
         prompt[i] = 1 + 37 * i;
     for (int n = K0; n <= K; n *= 2) {
         for (int i = 0; i < n; i++) {
-            if (!kv[i] && lt_kv_cache_create(m, CTX, K > 64 ? K : 64, &kv[i])) return 1;
+            if (!kv[i] && lt_kv_cache_create_typed(m, CTX, K > 64 ? K : 64, kt, &kv[i])) return 1;
             lt_kv_cache_set_qact(kv[i], 1);
             if (lt_model_forward(m, NULL, kv[i], prompt, NP, 0, logits, 0)) return 1;
         }

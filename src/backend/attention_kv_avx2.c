@@ -1,6 +1,8 @@
 /* attention_kv_avx2.c - attention over a KV cache (attention_kv.inc) compiled with -mavx2 -mfma
- * -ffp-contract=off (CMakeLists.txt: files named *_avx2.c): the baseline's operations, 8 lanes
- * wide. Reached only through lt_cpu_attention_kv_ once the dispatch level is avx2 or above. */
+ * -mf16c -ffp-contract=off (CMakeLists.txt: files named *_avx2.c): the baseline's operations, 8
+ * lanes wide, over an fp32 or an fp16 cache; and fp32 -> fp16 rounding with F16C. Reached only
+ * through lt_cpu_attention_kv_ / _f16_ / lt_cpu_to_f16_ once the dispatch level is avx2 or
+ * above. */
 #include <immintrin.h>
 #include <math.h>
 #include <string.h>
@@ -43,6 +45,39 @@ static inline void sum8(float *out, const v8f *a) {
 }
 #define AK_SUM8(out, a) sum8(out, a)
 
-#define AK_FN lt_attention_kv_avx2_
 #define AK_ATTR
+#define AK_FN lt_attention_kv_avx2_
+#define AK_AV64 ak_av64
+#define AK_KT float
+#define AK_LOADKV(p) LOAD8(p)
+#define AK_KV1(p, i) ((p)[i])
 #include "attention_kv.inc"
+#undef AK_FN
+#undef AK_AV64
+#undef AK_KT
+#undef AK_LOADKV
+#undef AK_KV1
+
+/* 8 fp16 cache elements widened with F16C (exact) */
+static inline v8f load8_f16(const uint16_t *p) {
+    const __m256 r = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
+    v8f o;
+    memcpy(&o, &r, sizeof o);
+    return o;
+}
+#define AK_FN lt_attention_kv_f16_avx2_
+#define AK_AV64 ak_av64_f16
+#define AK_KT uint16_t
+#define AK_LOADKV(p) load8_f16(p)
+#define AK_KV1(p, i) _cvtsh_ss((p)[i])
+#include "attention_kv.inc"
+
+/* dst[n] = src[n] rounded to fp16, nearest even (lt_f32_to_f16's rounding, 8 at a time) */
+void lt_to_f16_avx2_(uint16_t *dst, const float *src, int64_t n) {
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm_storeu_si128((__m128i *)(dst + i),
+                         _mm256_cvtps_ph(_mm256_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT));
+    for (; i < n; i++)
+        dst[i] = lt_f32_to_f16(src[i]);
+}

@@ -142,6 +142,7 @@ static const char *const op_names[LT_OP_COUNT] = {
     [LT_OP_SCALE_ROWS] = "scale_rows",
     [LT_OP_GEMM_BF16] = "gemm_bf16",
     [LT_OP_ATTENTION_BF16] = "attention_bf16",
+    [LT_OP_ATTENTION_KV_F16] = "attention_kv_f16",
 };
 
 const char *lt_op_name(lt_op op) {
@@ -177,6 +178,8 @@ int lt_backend_supports(const lt_backend *be, lt_op op, lt_dtype dt) {
     case LT_OP_SCALE_ROWS: return o->scale_rows != NULL;
     case LT_OP_GEMM_BF16: return o->to_bf16 && o->gemm_bf16;
     case LT_OP_ATTENTION_BF16: return o->attention_fwd_bf16 && o->attention_bwd_bf16;
+    case LT_OP_ATTENTION_KV_F16:
+        return o->attention_kv_f16 && o->to_f16 && o->attention_kv_scratch;
     default: return 0;
     }
 }

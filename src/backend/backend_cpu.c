@@ -224,6 +224,8 @@ static const lt_backend_ops cpu_ops = {
     .scatter_rows = cpu_scatter_rows,
     .attention_kv = lt_cpu_attention_kv_,
     .attention_kv_scratch = lt_cpu_attention_kv_scratch_,
+    .attention_kv_f16 = lt_cpu_attention_kv_f16_,
+    .to_f16 = lt_cpu_to_f16_,
     .add_bias = lt_host_add_bias_,
     .scale_rows = lt_host_scale_rows_,
 };

@@ -274,7 +274,7 @@ lt_status lt_cpu_matmul_w_(const lt_backend *be, const lt_matmul_job *jobs, int 
         if (w->cols != in)
             return lt_error(LT_ERR_ARG, "matmul_w: job %d has %lld columns, job 0 %d", j,
                             (long long)w->cols, in);
-        if (!w->rows_fn && !w->nf4 && w->dtype == LT_DTYPE_F32) {
+        if (!w->rows_fn && !w->nf4 && w->dtype == LT_DTYPE_F32 && !jobs[j].rowwise) {
             matmul_beta(jobs[j].y, x, w->data, n, (int)w->rows, in, jobs[j].beta);
             continue;
         }
@@ -314,10 +314,42 @@ int64_t lt_cpu_attention_kv_scratch_(const lt_backend *be, int ctx) {
     return (int64_t)lt_be_max_threads() * ctx;
 }
 
-#define AK_FN attention_kv_baseline
 #define AK_ATTR static
+#define AK_FN attention_kv_baseline
+#define AK_AV64 ak_av64
+#define AK_KT float
+#define AK_LOADKV(p) LOAD8(p)
+#define AK_KV1(p, i) ((p)[i])
 #include "attention_kv.inc"
 #undef AK_FN
+#undef AK_AV64
+#undef AK_KT
+#undef AK_LOADKV
+#undef AK_KV1
+
+/* 8 fp16 cache elements widened (exact: the same floats F16C's vcvtph2ps gives); through a
+ * pointer (a v8f return value is an ABI question without AVX) */
+static inline void load8_f16_to(v8f *r, const uint16_t *p) {
+    for (int i = 0; i < 8; i++)
+        (*r)[i] = lt_f16_to_f32(p[i]);
+}
+#define load8_f16(p)                                                                          \
+    __extension__({                                                                           \
+        v8f r_;                                                                               \
+        load8_f16_to(&r_, (p));                                                               \
+        r_;                                                                                   \
+    })
+#define AK_FN attention_kv_f16_baseline
+#define AK_AV64 ak_av64_f16
+#define AK_KT uint16_t
+#define AK_LOADKV(p) load8_f16(p)
+#define AK_KV1(p, i) lt_f16_to_f32((p)[i])
+#include "attention_kv.inc"
+#undef AK_FN
+#undef AK_AV64
+#undef AK_KT
+#undef AK_LOADKV
+#undef AK_KV1
 #undef AK_ATTR
 
 void lt_cpu_attention_kv_(const lt_backend *be, float *out, const float *q, const float *k,
@@ -331,6 +363,31 @@ void lt_cpu_attention_kv_(const lt_backend *be, float *out, const float *q, cons
     }
 #endif
     attention_kv_baseline(out, q, k, v, n, pos0, H, KV, hd, window, scratch, n_scratch);
+}
+
+void lt_cpu_attention_kv_f16_(const lt_backend *be, float *out, const float *q, const uint16_t *k,
+                              const uint16_t *v, int n, int pos0, int H, int KV, int hd,
+                              int window, float *scratch, int64_t n_scratch) {
+    (void)be;
+#if LT_X86_KERNELS
+    if (lt_ops_fast_kernel_level() >= LT_CPU_LEVEL_AVX2) {
+        lt_attention_kv_f16_avx2_(out, q, k, v, n, pos0, H, KV, hd, window, scratch, n_scratch);
+        return;
+    }
+#endif
+    attention_kv_f16_baseline(out, q, k, v, n, pos0, H, KV, hd, window, scratch, n_scratch);
+}
+
+void lt_cpu_to_f16_(const lt_backend *be, uint16_t *dst, const float *src, int64_t n) {
+    (void)be;
+#if LT_X86_KERNELS
+    if (lt_ops_fast_kernel_level() >= LT_CPU_LEVEL_AVX2) {
+        lt_to_f16_avx2_(dst, src, n);
+        return;
+    }
+#endif
+    for (int64_t i = 0; i < n; i++)
+        dst[i] = lt_f32_to_f16(src[i]);
 }
 
 void lt_host_add_bias_(const lt_backend *be, float *y, const float *bias, int n, int C) {

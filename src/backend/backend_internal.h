@@ -57,6 +57,16 @@ int64_t lt_cpu_attention_kv_scratch_(const lt_backend *be, int ctx);
 void lt_attention_kv_avx2_(float *out, const float *q, const float *k, const float *v, int n,
                            int pos0, int H, int KV, int hd, int window, float *scratch,
                            int64_t n_scratch);
+/* attention_kv over an fp16 cache (keys / values widened exactly), and fp32 -> fp16 rounding
+ * (nearest even, as lt_f32_to_f16), with their AVX2 + F16C levels: the same bits */
+void lt_cpu_attention_kv_f16_(const lt_backend *be, float *out, const float *q, const uint16_t *k,
+                              const uint16_t *v, int n, int pos0, int H, int KV, int hd,
+                              int window, float *scratch, int64_t n_scratch);
+void lt_attention_kv_f16_avx2_(float *out, const float *q, const uint16_t *k, const uint16_t *v,
+                               int n, int pos0, int H, int KV, int hd, int window, float *scratch,
+                               int64_t n_scratch);
+void lt_cpu_to_f16_(const lt_backend *be, uint16_t *dst, const float *src, int64_t n);
+void lt_to_f16_avx2_(uint16_t *dst, const float *src, int64_t n);
 void lt_host_add_bias_(const lt_backend *be, float *y, const float *bias, int n, int C);
 void lt_host_scale_rows_(const lt_backend *be, float *y, const float *s, int n, int C);
 

@@ -44,10 +44,12 @@ static lt_status ref_matmul_w(const lt_backend *be, const lt_matmul_job *jobs, i
     return LT_OK;
 }
 
-/* the textbook loop: scores in double, softmax, weighted sum of values */
-static void ref_attention_kv(const lt_backend *be, float *out, const float *q, const float *k,
-                             const float *v, int N, int pos0, int H, int KV, int hd, int window,
-                             float *scratch, int64_t n_scratch) {
+/* the textbook loop: scores in double, softmax, weighted sum of values; the cache in fp32 (kf,
+ * vf) or fp16 (kh, vh) */
+#define REF_KV(f, h, at) ((f) ? (double)(f)[at] : (double)lt_f16_to_f32((h)[at]))
+static void ref_attention_kv_any(float *out, const float *q, const float *kf, const uint16_t *kh,
+                                 const float *vf, const uint16_t *vh, int N, int pos0, int H,
+                                 int KV, int hd, int window, float *scratch, int64_t n_scratch) {
     const int QD = H * hd, KD = KV * hd, group = H / KV;
     const double scale = 1.0 / sqrt((double)hd);
     for (int t = 0; t < N; t++)
@@ -59,7 +61,7 @@ static void ref_attention_kv(const lt_backend *be, float *out, const float *q, c
             for (int j = start; j <= pos; j++) {
                 double s = 0;
                 for (int i = 0; i < hd; i++)
-                    s += (double)qh[i] * k[(int64_t)j * KD + (int64_t)kvh * hd + i];
+                    s += (double)qh[i] * REF_KV(kf, kh, (int64_t)j * KD + (int64_t)kvh * hd + i);
                 scratch[j] = (float)(s * scale);
                 if (scratch[j] > mx) mx = scratch[j];
             }
@@ -69,10 +71,28 @@ static void ref_attention_kv(const lt_backend *be, float *out, const float *q, c
             for (int i = 0; i < hd; i++) {
                 double acc = 0;
                 for (int j = start; j <= pos; j++)
-                    acc += exp(scratch[j] - mx) / sum * v[(int64_t)j * KD + (int64_t)kvh * hd + i];
+                    acc += exp(scratch[j] - mx) / sum *
+                           REF_KV(vf, vh, (int64_t)j * KD + (int64_t)kvh * hd + i);
                 o[i] = (float)acc;
             }
         }
+}
+
+static void ref_attention_kv(const lt_backend *be, float *out, const float *q, const float *k,
+                             const float *v, int N, int pos0, int H, int KV, int hd, int window,
+                             float *scratch, int64_t n_scratch) {
+    ref_attention_kv_any(out, q, k, NULL, v, NULL, N, pos0, H, KV, hd, window, scratch,
+                         n_scratch);
+}
+static void ref_attention_kv_f16(const lt_backend *be, float *out, const float *q,
+                                 const uint16_t *k, const uint16_t *v, int N, int pos0, int H,
+                                 int KV, int hd, int window, float *scratch, int64_t n_scratch) {
+    ref_attention_kv_any(out, q, NULL, k, NULL, v, N, pos0, H, KV, hd, window, scratch,
+                         n_scratch);
+}
+static void ref_to_f16(const lt_backend *be, uint16_t *dst, const float *src, int64_t n) {
+    for (int64_t i = 0; i < n; i++)
+        dst[i] = lt_f32_to_f16(src[i]);
 }
 static int64_t ref_attention_kv_scratch(const lt_backend *be, int ctx) {
     return ctx;
@@ -255,6 +275,8 @@ static const lt_backend_ops ref_ops = {
     .scatter_rows = ref_scatter_rows,
     .attention_kv = ref_attention_kv,
     .attention_kv_scratch = ref_attention_kv_scratch,
+    .attention_kv_f16 = ref_attention_kv_f16,
+    .to_f16 = ref_to_f16,
     .add_bias = lt_host_add_bias_,
     .scale_rows = lt_host_scale_rows_,
 };

@@ -17,10 +17,17 @@
  * Every buffer lives in lt_kv_cache and is allocated once in lt_kv_cache_create. */
 #include <math.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "model_internal.h"
 
 #define OP(name, ...) kv->be->op->name(kv->be, __VA_ARGS__)
+
+static size_t page_size(void) {
+    const long ps = sysconf(_SC_PAGESIZE);
+    return ps > 0 ? (size_t)ps : 4096;
+}
 
 struct lt_kv_cache {
     const lt_backend *be; /* where the ops run (the CPU backend) */
@@ -28,7 +35,9 @@ struct lt_kv_cache {
     int qact; /* 1: matmul_w may quantize activations (lt_kv_cache_set_qact) */
     int bf16; /* 1: matmul_w may run bf16 products (lt_kv_cache_set_bf16) */
     int n_layers, kv_dim, dim, q_dim, ffn_dim, half;
+    lt_kv_type type;    /* LT_KV_F32: k, v; LT_KV_F16: hk, hv (the others NULL) */
     float *k, *v;       /* (L, ctx, KD) */
+    uint16_t *hk, *hv;  /* (L, ctx, KD) fp16 */
     float *x, *xb;      /* (B, D) residual stream, normed input */
     float *q, *att;     /* (B, QD) */
     float *hg, *hu;     /* (B, F) */
@@ -48,8 +57,22 @@ struct lt_kv_cache {
 };
 
 lt_status lt_kv_cache_create(const lt_model *m, int ctx_len, int max_batch, lt_kv_cache **out) {
+    return lt_kv_cache_create_typed(m, ctx_len, max_batch, LT_KV_F32, out);
+}
+
+int64_t lt_kv_cache_bytes(const lt_model *m, int ctx_len, lt_kv_type type) {
+    const lt_model_config *c = &m->config;
+    if (ctx_len <= 0) ctx_len = c->max_seq_len;
+    return 2 * (int64_t)c->n_layers * ctx_len * c->n_kv_heads * c->head_dim *
+           (type == LT_KV_F16 ? 2 : 4);
+}
+
+lt_status lt_kv_cache_create_typed(const lt_model *m, int ctx_len, int max_batch,
+                                   lt_kv_type type, lt_kv_cache **out) {
     *out = NULL;
     const lt_model_config *c = &m->config;
+    if (type != LT_KV_F32 && type != LT_KV_F16)
+        return lt_error(LT_ERR_ARG, "kv cache: unknown cache type %d", (int)type);
     if (ctx_len <= 0) ctx_len = c->max_seq_len;
     if (ctx_len > LT_MAX_SEQ)
         return lt_error(LT_ERR_ARG, "kv cache: context %d too large (max %d)", ctx_len, LT_MAX_SEQ);
@@ -60,6 +83,7 @@ lt_status lt_kv_cache_create(const lt_model *m, int ctx_len, int max_batch, lt_k
     kv->be = lt_backend_cpu();
     kv->ctx = ctx_len;
     kv->max_batch = max_batch;
+    kv->type = type;
     kv->n_layers = c->n_layers;
     kv->dim = c->dim;
     kv->kv_dim = c->n_kv_heads * c->head_dim;
@@ -73,21 +97,29 @@ lt_status lt_kv_cache_create(const lt_model *m, int ctx_len, int max_batch, lt_k
     if (kv->ffn_dim > kv->maxd) kv->maxd = kv->ffn_dim;
     kv->n_wbuf = kv->be->op->matmul_w_scratch(kv->be, kv->maxd);
     kv->n_scores = kv->be->op->attention_kv_scratch(kv->be, ctx_len);
-    int64_t cache = (int64_t)c->n_layers * ctx_len * kv->kv_dim;
-    int64_t total = 2 * cache + 2 * B * kv->dim + 2 * B * kv->q_dim + 2 * B * kv->ffn_dim +
+    const int64_t cache = (int64_t)c->n_layers * ctx_len * kv->kv_dim; /* elements */
+    /* the caches first (page-aligned: lt_kv_cache_release gives whole pages back), in float
+     * slots: an fp16 cache takes half of them, rounded up to a multiple of 16 (64 bytes) */
+    const int64_t cache_f = type == LT_KV_F16 ? (cache + 31) / 32 * 16 : cache;
+    int64_t total = 2 * cache_f + 2 * B * kv->dim + 2 * B * kv->q_dim + 2 * B * kv->ffn_dim +
                     2 * B * kv->half + kv->n_scores + 2 * B * kv->maxd + kv->n_wbuf + kv->maxd +
                     B * (kv->q_dim + kv->kv_dim) + 2 * B * kv->kv_dim + 2 * B;
     if ((uint64_t)total > SIZE_MAX / sizeof(float) ||
-        !(kv->block = kv->be->op->alloc(kv->be, (size_t)total * sizeof(float)))) {
+        !(kv->block = lt_aligned_alloc(page_size(), ((size_t)total * sizeof(float) +
+                                                     page_size() - 1) & ~(page_size() - 1)))) {
         free(kv);
         return lt_error(LT_ERR_NOMEM, "kv cache: out of memory for %lld floats (context %d)",
                         (long long)total, ctx_len);
     }
     float *p = kv->block;
-    kv->k = p;
-    p += cache;
-    kv->v = p;
-    p += cache;
+    if (type == LT_KV_F16) {
+        kv->hk = (uint16_t *)p;
+        kv->hv = (uint16_t *)(p + cache_f);
+    } else {
+        kv->k = p;
+        kv->v = p + cache_f;
+    }
+    p += 2 * cache_f;
     kv->x = p;
     p += B * kv->dim;
     kv->xb = p;
@@ -131,12 +163,42 @@ lt_status lt_kv_cache_create(const lt_model *m, int ctx_len, int max_batch, lt_k
 
 void lt_kv_cache_free(lt_kv_cache *kv) {
     if (!kv) return;
-    kv->be->op->free(kv->be, kv->block);
+    lt_free(kv->block);
     free(kv);
 }
 
 int lt_kv_cache_ctx(const lt_kv_cache *kv) {
     return kv->ctx;
+}
+
+lt_kv_type lt_kv_cache_type(const lt_kv_cache *kv) {
+    return kv->type;
+}
+
+/* [a, a + n) shrunk to whole pages, given back: the next write maps a zeroed page */
+static void release_bytes(char *a, int64_t n) {
+    const uintptr_t ps = (uintptr_t)page_size();
+    uintptr_t lo = ((uintptr_t)a + ps - 1) & ~(ps - 1), hi = ((uintptr_t)a + n) & ~(ps - 1);
+    if (hi > lo) madvise((void *)lo, hi - lo, MADV_DONTNEED);
+}
+
+void lt_kv_cache_release(lt_kv_cache *kv, int pos) {
+    if (!kv || pos >= kv->ctx) return;
+    if (pos < 0) pos = 0;
+    const int64_t es = kv->type == LT_KV_F16 ? 2 : 4, row = (int64_t)kv->kv_dim * es;
+    char *k = kv->type == LT_KV_F16 ? (char *)kv->hk : (char *)kv->k;
+    char *v = kv->type == LT_KV_F16 ? (char *)kv->hv : (char *)kv->v;
+    if (pos == 0) { /* every layer: the two tensors whole */
+        const int64_t n = (int64_t)kv->n_layers * kv->ctx * row;
+        release_bytes(k, n);
+        release_bytes(v, n);
+        return;
+    }
+    for (int l = 0; l < kv->n_layers; l++) {
+        const int64_t at = ((int64_t)l * kv->ctx + pos) * row, n = (int64_t)(kv->ctx - pos) * row;
+        release_bytes(k + at, n);
+        release_bytes(v + at, n);
+    }
 }
 
 void lt_kv_cache_set_qact(lt_kv_cache *kv, int on) {
@@ -218,7 +280,8 @@ static lt_status linears(const lt_model *m, const drun *runs, int nruns, lt_kv_c
         } else if (stored == 2) { /* not a shape the forward makes (q, k have beta 0) */
             lt_model_weight_bview(m, id, l, outs[j], in, &srcs[j], &views[j]);
         }
-        jobs[j] = (lt_matmul_job){&views[j], y, dsts[j] == ys[j] ? beta : 0.0f, kv->qact, kv->bf16};
+        jobs[j] = (lt_matmul_job){&views[j], y, dsts[j] == ys[j] ? beta : 0.0f, kv->qact,
+                                  kv->bf16, 0};
     }
     lt_status st = OP(matmul_w, jobs, nt, x, n, kv->wbuf, kv->n_wbuf);
     if (st) return lt_error_wrap(st, "forward");
@@ -238,9 +301,20 @@ static lt_status linears(const lt_model *m, const drun *runs, int nruns, lt_kv_c
             if (L && L->A) {
                 float *into = dora ? dst : y;
                 int r = delta->r;
-                OP(gemm, 0, 1, R->n, r, in, 1.0f, xr, in, L->A, in, 0.0f, kv->ad_u, r); /* x A^T */
+                /* x A^T, then into += (scale u) B^T: row-wise products (each row's sums in one
+                 * order whatever the run's length: a row gets the same bits alone, in a
+                 * batch, or in any chunk of its prompt; BLAS's may differ with the rows) */
+                const lt_weight_view va = {.rows = r, .cols = in, .dtype = LT_DTYPE_F32,
+                                           .data = L->A},
+                                     vb = {.rows = out, .cols = r, .dtype = LT_DTYPE_F32,
+                                           .data = L->B};
+                const lt_matmul_job ja = {&va, kv->ad_u, 0.0f, 0, 0, 1},
+                                    jb = {&vb, into, 1.0f, 0, 0, 1};
+                if ((st = OP(matmul_w, &ja, 1, xr, R->n, kv->wbuf, kv->n_wbuf)))
+                    return lt_error_wrap(st, "forward: adapter");
                 OP(scale, kv->ad_u, (int64_t)R->n * r, delta->scale);
-                OP(gemm, 0, 1, R->n, out, r, 1.0f, kv->ad_u, r, L->B, r, 1.0f, into, out);
+                if ((st = OP(matmul_w, &jb, 1, kv->ad_u, R->n, kv->wbuf, kv->n_wbuf)))
+                    return lt_error_wrap(st, "forward: adapter");
                 if (dora) {
                     OP(scale_rows, into, L->d, R->n, out);
                     if (into != y) OP(add, y, y, into, (int64_t)R->n * out);
@@ -286,8 +360,10 @@ static lt_status forward_chunk(const lt_model *m, const lt_model_delta *delta, l
         }
 
     for (int l = 0; l < c->n_layers; l++) {
-        float *kc = kv->k + ((int64_t)l * ctx + pos0) * KD; /* rows pos0.. of this layer */
-        float *vc = kv->v + ((int64_t)l * ctx + pos0) * KD;
+        /* rows pos0.. of this layer (an fp16 cache: k, v go through kb / vb, then rounded) */
+        const int f16 = kv->type == LT_KV_F16;
+        float *kc = f16 ? kv->kb : kv->k + ((int64_t)l * ctx + pos0) * KD;
+        float *vc = f16 ? kv->vb : kv->v + ((int64_t)l * ctx + pos0) * KD;
         if ((st = lt_model_weight_f32(m, LT_W_ATTN_NORM, l, 0, 1, kv->wvec, &nw))) return st;
         OP(rmsnorm_fwd, kv->xb, kv->rstd, kv->x, nw, n, D, c->norm_eps);
         float *qkv[3] = {kv->q, kc, vc};
@@ -295,9 +371,18 @@ static lt_status forward_chunk(const lt_model *m, const lt_model_delta *delta, l
         if ((st = linears(m, &one, 1, kv, l, 0, 3, qkv, qkv_out, kv->xb, n, D, 0.0f))) return st;
         OP(rope_fwd, kv->q, kv->q, kv->iota, kv->cosb, kv->sinb, n, H, hd, 0);
         OP(rope_fwd, kc, kc, kv->iota, kv->cosb, kv->sinb, n, KV, hd, 0);
-        OP(attention_kv, kv->att, kv->q, kv->k + (int64_t)l * ctx * KD,
-           kv->v + (int64_t)l * ctx * KD, n, pos0, H, KV, hd, c->sliding_window, kv->scores,
-           kv->n_scores);
+        if (f16) {
+            const int64_t at = ((int64_t)l * ctx + pos0) * KD;
+            OP(to_f16, kv->hk + at, kc, (int64_t)n * KD);
+            OP(to_f16, kv->hv + at, vc, (int64_t)n * KD);
+            OP(attention_kv_f16, kv->att, kv->q, kv->hk + (int64_t)l * ctx * KD,
+               kv->hv + (int64_t)l * ctx * KD, n, pos0, H, KV, hd, c->sliding_window, kv->scores,
+               kv->n_scores);
+        } else {
+            OP(attention_kv, kv->att, kv->q, kv->k + (int64_t)l * ctx * KD,
+               kv->v + (int64_t)l * ctx * KD, n, pos0, H, KV, hd, c->sliding_window, kv->scores,
+               kv->n_scores);
+        }
         /* x += att Wo^T (beta = 1 accumulates into the residual) */
         if ((st = linears(m, &one, 1, kv, l, 3, 1, &kv->x, &D, kv->att, n, QD, 1.0f))) return st;
 
@@ -353,10 +438,10 @@ lt_status lt_model_forward(const lt_model *m, const lt_model_delta *delta, lt_kv
         int b = n - done < kv->max_batch ? n - done : kv->max_batch;
         if ((st = forward_chunk(m, delta, kv, tokens + done, b, pos0 + done))) return st;
         if (logits && all_logits) {
-            lt_matmul_job jb = {&hv, logits + (int64_t)done * V, 0.0f, kv->qact, kv->bf16};
+            lt_matmul_job jb = {&hv, logits + (int64_t)done * V, 0.0f, kv->qact, kv->bf16, 0};
             st = OP(matmul_w, &jb, 1, kv->xb, b, kv->wbuf, kv->n_wbuf);
         } else if (logits && done + b == n) {
-            lt_matmul_job jb = {&hv, logits, 0.0f, kv->qact, kv->bf16};
+            lt_matmul_job jb = {&hv, logits, 0.0f, kv->qact, kv->bf16, 0};
             st = OP(matmul_w, &jb, 1, kv->xb + (int64_t)(b - 1) * D, 1, kv->wbuf, kv->n_wbuf);
         }
         if (st) return st;
@@ -415,12 +500,22 @@ static lt_status forward_rows(const lt_model *m, lt_kv_cache *ws, const lt_batch
         for (int e = 0, t = 0; e < n; t += entry_rows(&rows[e]), e++) {
             lt_kv_cache *rk = rows[e].kv;
             const int ne = entry_rows(&rows[e]);
-            const int64_t at = ((int64_t)l * rk->ctx + rows[e].pos) * KD;
-            memcpy(rk->k + at, ws->kb + (int64_t)t * KD, sizeof(float) * (size_t)ne * KD);
-            memcpy(rk->v + at, ws->vb + (int64_t)t * KD, sizeof(float) * (size_t)ne * KD);
-            OP(attention_kv, ws->att + (int64_t)t * QD, ws->q + (int64_t)t * QD,
-               rk->k + (int64_t)l * rk->ctx * KD, rk->v + (int64_t)l * rk->ctx * KD, ne,
-               rows[e].pos, H, KV, hd, c->sliding_window, ws->scores, ws->n_scores);
+            const int64_t at = ((int64_t)l * rk->ctx + rows[e].pos) * KD,
+                          lay = (int64_t)l * rk->ctx * KD;
+            const float *kt = ws->kb + (int64_t)t * KD, *vt = ws->vb + (int64_t)t * KD;
+            if (rk->type == LT_KV_F16) { /* rounded as forward_chunk rounds them */
+                OP(to_f16, rk->hk + at, kt, (int64_t)ne * KD);
+                OP(to_f16, rk->hv + at, vt, (int64_t)ne * KD);
+                OP(attention_kv_f16, ws->att + (int64_t)t * QD, ws->q + (int64_t)t * QD,
+                   rk->hk + lay, rk->hv + lay, ne, rows[e].pos, H, KV, hd, c->sliding_window,
+                   ws->scores, ws->n_scores);
+                continue;
+            }
+            memcpy(rk->k + at, kt, sizeof(float) * (size_t)ne * KD);
+            memcpy(rk->v + at, vt, sizeof(float) * (size_t)ne * KD);
+            OP(attention_kv, ws->att + (int64_t)t * QD, ws->q + (int64_t)t * QD, rk->k + lay,
+               rk->v + lay, ne, rows[e].pos, H, KV, hd, c->sliding_window, ws->scores,
+               ws->n_scores);
         }
         if ((st = linears(m, runs, nruns, ws, l, 3, 1, &ws->x, &D, ws->att, T, QD, 1.0f)))
             return st;
@@ -537,7 +632,7 @@ lt_status lt_model_forward_batch(const lt_model *m, lt_kv_cache *ws, const lt_ba
     if ((!ws->qact || lt_model_weight_stored_(m, head, 0, V, D, &hv) != 1) &&
         !(ws->bf16 && bf16_view(m, head, 0, V, D, &hv)))
         lt_model_weight_bview(m, head, 0, V, D, &hsrc, &hv);
-    lt_matmul_job jb = {&hv, logits, 0.0f, ws->qact, ws->bf16};
+    lt_matmul_job jb = {&hv, logits, 0.0f, ws->qact, ws->bf16, 0};
     lt_kv_cache *kv = ws;
     return OP(matmul_w, &jb, 1, ws->xb, k, ws->wbuf, ws->n_wbuf);
 }

@@ -82,6 +82,7 @@ struct lt_infer {
     char **adapter_args; /* "NAME=PATH" from the command line, loaded after the base */
     int n_adapter_args;
     int n_slots, ctx, max_queue, threads;
+    lt_kv_type kv_type; /* the slots' caches' */
     pthread_t loader;
     int loader_started;
 
@@ -300,11 +301,14 @@ static void *loader_main(void *arg) {
     if (in->ctx > in->m->config.max_seq_len) in->ctx = in->m->config.max_seq_len;
     in->slots = lt_calloc((size_t)in->n_slots, sizeof *in->slots);
     if (!in->slots) return lt_error(LT_ERR_NOMEM, "out of memory"), fail_load(in, "slots"), NULL;
-    /* the memory plan: every slot's k / v (ctx positions), and one step's activations
-     * (STEP_TOKENS rows) in slot 0's cache, the workspace of every step: the other slots' caches
-     * are made for one row (their activation buffers are never used) */
+    /* the memory plan: every slot's k / v (ctx positions, fp16 unless --kv-cache f32), and one
+     * step's activations (STEP_TOKENS rows) in slot 0's cache, the workspace of every step: the
+     * other slots' caches are made for one row (their activation buffers are never used). The
+     * caches are address space: a page of one costs memory from the step that first writes it
+     * until its request ends (slot_end gives it back: lt_kv_cache_release) */
     for (int i = 0; i < in->n_slots; i++) {
-        if (lt_kv_cache_create(in->m, in->ctx, i ? 1 : STEP_TOKENS, &in->slots[i].kv))
+        if (lt_kv_cache_create_typed(in->m, in->ctx, i ? 1 : STEP_TOKENS, in->kv_type,
+                                     &in->slots[i].kv))
             return fail_load(in, "KV cache"), NULL;
         lt_kv_cache_set_qact(in->slots[i].kv, 1); /* as `loratune generate` (without --exact) */
     }
@@ -375,6 +379,7 @@ lt_status lt_infer_init(lt_server *s, const lt_serve_opts *o) {
     if (o->ctx < 0) return lt_error(LT_ERR_ARG, "--ctx: expected a number of tokens > 0");
     in->n_slots = o->slots ? o->slots : 4;
     in->ctx = o->ctx;
+    in->kv_type = o->kv_f32 ? LT_KV_F32 : LT_KV_F16;
     in->max_queue = o->max_queue > 0 ? o->max_queue : 64;
     in->threads = o->threads > 0 ? o->threads : 0;
     if (o->model_name && *o->model_name) {
@@ -662,6 +667,7 @@ static void slot_end(lt_infer *in, int si, lt_status st) {
     int max_new = sl->max_new;
     sl->g = NULL, sl->gen = NULL, sl->smp = NULL, sl->x = NULL, sl->more = 0;
     sl->prefill = sl->chunk = 0;
+    lt_kv_cache_release(sl->kv, 0); /* its pages back to the system */
     pthread_mutex_lock(&in->mu);
     sl->busy = 0;
     in->running--;

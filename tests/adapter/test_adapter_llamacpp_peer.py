@@ -44,8 +44,9 @@ IDS_SMOL = [1, 504, 3458, 314, 260, 1345, 282, 253, 9470, 30, 2]
 
 def ours(tmp, model, ids, adapter=None):
     out = os.path.join(tmp, "logits.f32")
+    # an fp32 KV cache, as the peer's (generate's default is fp16)
     args = ["generate", "--model", model, "--prompt-ids", ",".join(map(str, ids)),
-            "--logits-out", out, "--quiet"]
+            "--logits-out", out, "--quiet", "--kv-cache", "f32"]
     if adapter:
         args += ["--adapter", adapter]
     p = ltcheck.run(*args, timeout=300)

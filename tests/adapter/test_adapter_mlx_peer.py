@@ -37,8 +37,9 @@ TOL = 2e-4
 
 def ours(tmp, adapter):
     out = os.path.join(tmp, "logits.f32")
+    # an fp32 KV cache, as mlx-lm's on an fp32 model (generate's default is fp16)
     args = ["generate", "--model", HF, "--prompt-ids", ",".join(map(str, IDS)),
-            "--logits-out", out, "--quiet"]
+            "--logits-out", out, "--quiet", "--kv-cache", "f32"]
     if adapter:
         args += ["--adapter", adapter]
     p = ltcheck.run(*args, timeout=120)

@@ -360,7 +360,7 @@ static void run_weight(const lt_backend *be, const tcase *c, result *r, int is_r
             y[j] = a_up(&a, y0, (int64_t)N * rows[j]);
             free(y0);
             jobs[j] = (lt_matmul_job){&dv[j], y[j], j == 1 ? 1.0f : 0.0f,
-                                      (c->variant & 8) || ((c->variant & 16) && !is_ref), 0};
+                                      (c->variant & 8) || ((c->variant & 16) && !is_ref), 0, 0};
         }
         st = be->op->matmul_w(be, jobs, nj, dx, N, scr, nscr);
         static const char *names[3] = {"y0", "y1 (+=)", "y2"};
@@ -379,6 +379,40 @@ static void run_weight(const lt_backend *be, const tcase *c, result *r, int is_r
     free(x);
     for (int j = 0; j < nj; j++)
         free(sw[j].bytes), free(sw[j].nf4_block);
+}
+
+/* attention over an fp16 KV cache (d as attention_kv's): k rounded by the backend's to_f16
+ * (its output compared too, exactly), v by lt_f32_to_f16 */
+static void run_attention_kv_f16(const lt_backend *be, const tcase *c, result *r, int is_ref) {
+    rng = SEED(c);
+    const int N = c->d[0], pos0 = c->d[1], NH = c->d[2], NKV = c->d[3], HD = c->d[4], win = c->d[5];
+    const int ctx = pos0 + N + 2;
+    const int64_t nq = (int64_t)N * NH * HD, nk = (int64_t)ctx * NKV * HD;
+    float *q = hrand(nq, 1), *k = hrand(nk, 1), *v = hrand(nk, 1);
+    uint16_t *hv = malloc(sizeof(uint16_t) * (size_t)nk);
+    for (int64_t i = 0; i < nk; i++)
+        hv[i] = lt_f32_to_f16(v[i] * 7.0f);
+    arena a = {.be = be};
+    float *dq = a_up(&a, q, nq), *dk32 = a_up(&a, k, nk);
+    uint16_t *dk = a_alloc(&a, sizeof(uint16_t) * (size_t)nk);
+    uint16_t *dv = a_upb(&a, hv, sizeof(uint16_t) * (size_t)nk);
+    be->op->to_f16(be, dk, dk32, nk);
+    float *o = a_alloc(&a, sizeof(float) * (size_t)nq);
+    const int64_t ns = be->op->attention_kv_scratch(be, ctx);
+    float *scr = a_alloc(&a, sizeof(float) * (size_t)ns);
+    be->op->attention_kv_f16(be, o, dq, dk, dv, N, pos0, NH, NKV, HD, win, scr, ns);
+    put(r, is_ref, 0, "out", a_down(&a, o, nq), nq);
+    /* the rounded keys, widened: exact on every backend */
+    uint16_t *hk = malloc(sizeof(uint16_t) * (size_t)nk);
+    be->op->sync(be);
+    be->op->get(be, hk, dk, sizeof(uint16_t) * (size_t)nk);
+    float *wk = malloc(sizeof(float) * (size_t)nk);
+    for (int64_t i = 0; i < nk; i++)
+        wk[i] = lt_f16_to_f32(hk[i]);
+    put(r, is_ref, 1, "k_f16", wk, nk);
+    free(hk);
+    a_free(&a);
+    free(q), free(k), free(v), free(hv);
 }
 
 /* attention over a KV cache: d = {N, pos0, NH, NKV, HD, window} */
@@ -654,6 +688,7 @@ static runner runner_of(lt_op op) {
     case LT_OP_GATHER_ROWS:
     case LT_OP_SCATTER_ROWS: return run_rows;
     case LT_OP_ATTENTION_KV: return run_attention_kv;
+    case LT_OP_ATTENTION_KV_F16: return run_attention_kv_f16;
     case LT_OP_ADD_BIAS:
     case LT_OP_SCALE_ROWS: return run_bias;
     default: return run_vec;
@@ -820,6 +855,9 @@ static const tcase k_cases[] = {
     {LT_OP_ATTENTION_KV, {1, 40, 9, 3, 64, 0}, LT_DTYPE_F32, 0, TF},
     {LT_OP_ATTENTION_KV, {13, 5, 4, 2, 10, 0}, LT_DTYPE_F32, 0, TF},
     {LT_OP_ATTENTION_KV, {9, 30, 6, 2, 32, 7}, LT_DTYPE_F32, 0, TF},
+    {LT_OP_ATTENTION_KV_F16, {1, 40, 9, 3, 64, 0}, LT_DTYPE_F32, 0, TF},
+    {LT_OP_ATTENTION_KV_F16, {13, 5, 4, 2, 10, 0}, LT_DTYPE_F32, 0, TF},
+    {LT_OP_ATTENTION_KV_F16, {9, 30, 6, 2, 32, 7}, LT_DTYPE_F32, 0, TF},
     {LT_OP_ADD_BIAS, {1, 1}, LT_DTYPE_F32, 0, 0},
     {LT_OP_ADD_BIAS, {5, 33}, LT_DTYPE_F32, 0, 0},
     {LT_OP_SCALE_ROWS, {5, 33}, LT_DTYPE_F32, 0, 0},

@@ -17,7 +17,13 @@
  *    lt_generate gives for each alone.
  * 4. Bad input: a position outside the context, a token outside the vocabulary, two rows on
  *    one cache, more rows than the workspace takes, a prompt chunk past the context or without
- *    its tokens: LT_ERR_ARG naming the row. */
+ *    its tokens: LT_ERR_ARG naming the row.
+ * With an fp16 KV cache (LT_KV_F16, what `generate` and `serve` use) 2 and 3 run again: every
+ * path rounds a key / value to fp16 when it stores it, so batched == alone stays bit for bit;
+ * the lone runs also give their cache's pages above the prompt back after the prompt
+ * (lt_kv_cache_release), which must not change what they compute. The fp16 attention is checked
+ * at every dispatch level (the same bits) and against the fp32 one on the widened cache (the
+ * same bits: widening is exact, the operations are the same). */
 #include <math.h>
 #include <stdint.h>
 
@@ -70,13 +76,13 @@ static void check_kernels(void) {
             for (int beta = 0; beta < 2; beta++) {
                 for (int i = 0; i < N * rows; i++)
                     yb[i] = (float)i * 0.25f;
-                lt_matmul_job jb = {&v, yb, (float)beta, 1, 0};
+                lt_matmul_job jb = {&v, yb, (float)beta, 1, 0, 0};
                 CHECK_OK(be->op->matmul_w(be, &jb, 1, x, N, scratch, ns));
                 int same = 1;
                 for (int t = 0; t < N; t++) {
                     for (int i = 0; i < rows; i++)
                         y1[i] = (float)(t * rows + i) * 0.25f;
-                    lt_matmul_job j1 = {&v, y1, (float)beta, 1, 0};
+                    lt_matmul_job j1 = {&v, y1, (float)beta, 1, 0, 0};
                     CHECK_OK(be->op->matmul_w(be, &j1, 1, x + t * cols, 1, scratch, ns));
                     same &= !memcmp(y1, yb + t * rows, sizeof(float) * rows);
                 }
@@ -97,7 +103,8 @@ static void check_kernels(void) {
 }
 
 /* attention_kv at every dispatch level: the same bits (the AVX2 one does the baseline's
- * operations 8 lanes wide), head dims with and without a tail */
+ * operations 8 lanes wide), head dims with and without a tail; attention_kv_f16 at every level
+ * == attention_kv on the cache widened from fp16; to_f16 at every level == lt_f32_to_f16 */
 static void check_attention_levels(void) {
     const lt_backend *be = lt_backend_cpu();
     const int H = 9, KV = 3, n = 3, pos0 = 41, ctx = 64;
@@ -120,6 +127,42 @@ static void check_attention_levels(void) {
         CHECK(!memcmp(o1, o2, sizeof(float) * n * QD),
               "head dim %d: attention_kv at level %s differs from the baseline's", hd,
               lt_cpu_level_name(lt_cpu_level_active()));
+        /* fp16: k, v rounded (to_f16 at this level and the baseline's: lt_f32_to_f16), the
+         * fp32 op on the widened values as the reference */
+        uint16_t *hk = malloc(2 * (size_t)ctx * KD), *hv = malloc(2 * (size_t)ctx * KD);
+        uint16_t *hk2 = malloc(2 * (size_t)ctx * KD);
+        float *o3 = malloc(sizeof(float) * n * QD);
+        for (int i = 0; i < ctx * KD; i++)
+            k[i] *= 3.0f; /* some values past fp16's precision at every exponent */
+        be->op->to_f16(be, hk, k, (int64_t)ctx * KD - 3); /* a tail of 5 past the 8-wide loop */
+        hk[ctx * KD - 3] = lt_f32_to_f16(k[ctx * KD - 3]);
+        hk[ctx * KD - 2] = lt_f32_to_f16(k[ctx * KD - 2]);
+        hk[ctx * KD - 1] = lt_f32_to_f16(k[ctx * KD - 1]);
+        int bad = -1;
+        for (int i = 0; i < ctx * KD && bad < 0; i++)
+            if (hk[i] != lt_f32_to_f16(k[i])) bad = i;
+        CHECK(bad < 0, "to_f16 at level %s: element %d (%.9g) gives 0x%04x, lt_f32_to_f16 0x%04x",
+              lt_cpu_level_name(lt_cpu_level_active()), bad, bad < 0 ? 0.0 : k[bad],
+              bad < 0 ? 0 : hk[bad], bad < 0 ? 0 : lt_f32_to_f16(k[bad]));
+        CHECK_OK(lt_cpu_set_max_level(LT_CPU_LEVEL_BASELINE));
+        be->op->to_f16(be, hk2, k, (int64_t)ctx * KD);
+        be->op->to_f16(be, hv, v, (int64_t)ctx * KD);
+        CHECK_OK(lt_cpu_set_max_level(was));
+        CHECK(!memcmp(hk, hk2, 2 * (size_t)ctx * KD), "to_f16: the levels differ");
+        for (int i = 0; i < ctx * KD; i++)
+            k[i] = lt_f16_to_f32(hk[i]), v[i] = lt_f16_to_f32(hv[i]);
+        be->op->attention_kv(be, o1, q, k, v, n, pos0, H, KV, hd, 0, sc, ns);
+        be->op->attention_kv_f16(be, o2, q, hk, hv, n, pos0, H, KV, hd, 0, sc, ns);
+        CHECK_OK(lt_cpu_set_max_level(LT_CPU_LEVEL_BASELINE));
+        be->op->attention_kv_f16(be, o3, q, hk, hv, n, pos0, H, KV, hd, 0, sc, ns);
+        CHECK_OK(lt_cpu_set_max_level(was));
+        CHECK(!memcmp(o1, o2, sizeof(float) * n * QD),
+              "head dim %d: attention_kv_f16 at level %s differs from attention_kv on the "
+              "widened cache", hd, lt_cpu_level_name(lt_cpu_level_active()));
+        CHECK(!memcmp(o2, o3, sizeof(float) * n * QD),
+              "head dim %d: attention_kv_f16 at level %s differs from the baseline's", hd,
+              lt_cpu_level_name(lt_cpu_level_active()));
+        free(hk), free(hv), free(hk2), free(o3);
         free(q), free(k), free(v), free(o1), free(o2), free(sc);
     }
 }
@@ -157,14 +200,18 @@ static int argmax(const float *l, int V) {
     return b;
 }
 
+static lt_kv_type kvt = LT_KV_F32; /* the caches of part 2 and 3 */
+
 /* lone: seq's logits after its prompt, then after each of its len greedy tokens fed alone */
 static void lone(const lt_model *m, const lt_model_delta *d, const seq *s, int qact, float *out) {
     const int V = m->config.vocab_size;
     lt_kv_cache *kv = NULL;
-    CHECK_OK(lt_kv_cache_create(m, CTX, 8, &kv));
+    CHECK_OK(lt_kv_cache_create_typed(m, CTX, 8, kvt, &kv));
     if (!kv) return;
+    CHECK(lt_kv_cache_type(kv) == kvt, "lt_kv_cache_type");
     lt_kv_cache_set_qact(kv, qact);
     CHECK_OK(lt_model_forward(m, d, kv, s->prompt, s->np, 0, out, 0));
+    if (kvt == LT_KV_F16) lt_kv_cache_release(kv, s->np); /* pages above the prompt: none used */
     for (int k = 0; k < s->len; k++) {
         int32_t id = argmax(out + (int64_t)k * V, V);
         CHECK_OK(lt_model_forward(m, d, kv, &id, 1, s->np + k, out + (int64_t)(k + 1) * V, 0));
@@ -187,7 +234,7 @@ static void check_batched(const lt_model *m, const lt_model_delta *deltas[3], in
     int pf[NSEQ] = {0}; /* prompt tokens run */
     for (int i = 0; i < NSEQ; i++) {
         got[i] = calloc((size_t)(seqs[i].len + 1) * V, sizeof(float));
-        CHECK_OK(lt_kv_cache_create(m, CTX, 8, &kv[i]));
+        CHECK_OK(lt_kv_cache_create_typed(m, CTX, 8, kvt, &kv[i]));
         if (kv[i]) lt_kv_cache_set_qact(kv[i], qact);
     }
     CHECK_OK(lt_kv_cache_create(m, CTX, NSEQ * CHUNK, &ws));
@@ -256,14 +303,16 @@ static void check_batched(const lt_model *m, const lt_model_delta *deltas[3], in
             for (int j = 0; j < V; j++)
                 md = fmaxf(md, fabsf(got[i][(int64_t)bad * V + j] - ref[i][(int64_t)bad * V + j]));
             CHECK(0,
-                  "qact %d, prompts %s, seq %d (adapter %d): batched logits differ from alone at "
-                  "step %d (max |diff| %g)",
-                  qact, in_batch ? "in the batch" : "alone", i, seqs[i].adapter, bad, md);
+                  "%s cache, qact %d, prompts %s, seq %d (adapter %d): batched logits differ "
+                  "from alone at step %d (max |diff| %g)",
+                  kvt == LT_KV_F16 ? "fp16" : "fp32", qact, in_batch ? "in the batch" : "alone",
+                  i, seqs[i].adapter, bad, md);
         }
     }
-    printf("qact %d, prompts %s: %d sequences, %d batch steps of up to %d entries (%d with prompt "
-           "chunks and decode rows together): logits %s\n",
-           qact, in_batch ? "in the batch in chunks of 4" : "alone", NSEQ, steps, max_rows,
+    printf("%s cache, qact %d, prompts %s: %d sequences, %d batch steps of up to %d entries (%d "
+           "with prompt chunks and decode rows together): logits %s\n",
+           kvt == LT_KV_F16 ? "fp16" : "fp32", qact,
+           in_batch ? "in the batch in chunks of 4" : "alone", NSEQ, steps, max_rows,
            mixed, lt_t_fail ? "checked (see failures)" : "bit-identical to alone");
     CHECK(max_rows >= 9, "the schedule batched %d rows at most", max_rows);
     CHECK(!in_batch || mixed >= 3, "only %d steps mixed prompt chunks and decode rows", mixed);
@@ -302,7 +351,7 @@ static void check_generation(const lt_model *m, const lt_model_delta *deltas[3])
     float *logits = malloc(sizeof(float) * 3 * (size_t)V);
     lt_generate_opts o = {.max_tokens = MAXT};
     for (int i = 0; i < NG; i++) {
-        CHECK_OK(lt_kv_cache_create(m, CTX, 8, &kv[i]));
+        CHECK_OK(lt_kv_cache_create_typed(m, CTX, 8, kvt, &kv[i]));
         lt_kv_cache_set_qact(kv[i], 1);
         CHECK_OK(lt_sampler_create(&sp, V, &smp[i]));
         CHECK_OK(lt_generation_create(m, NULL, CTX, seqs[i].prompt, seqs[i].np, &o, &g[i]));
@@ -331,7 +380,7 @@ static void check_generation(const lt_model *m, const lt_model_delta *deltas[3])
         CHECK_OK(lt_generation_finish(g[i], &ids, &n));
         lt_kv_cache *k1 = NULL;
         lt_sampler *s1 = NULL;
-        CHECK_OK(lt_kv_cache_create(m, CTX, 8, &k1));
+        CHECK_OK(lt_kv_cache_create_typed(m, CTX, 8, kvt, &k1));
         lt_kv_cache_set_qact(k1, 1);
         CHECK_OK(lt_sampler_create(&sp, V, &s1));
         CHECK_OK(lt_generate(m, deltas[seqs[i].adapter], k1, NULL, s1, seqs[i].prompt, seqs[i].np,
@@ -347,6 +396,47 @@ static void check_generation(const lt_model *m, const lt_model_delta *deltas[3])
         lt_kv_cache_free(kv[i]);
     }
     free(logits);
+}
+
+/* 2b. a long prompt with an adapter, in one piece (lt_model_forward) vs in the batch in chunks
+ * of 61 and 89 tokens next to another sequence's decode row: the same logits. The adapters'
+ * low-rank products run row-wise (lt_matmul_job.rowwise); through BLAS their sums changed with
+ * the number of rows (max |diff| ~1e-5, measured before the fix), which flipped a near tie of a
+ * served greedy answer (tests/serve/test_serve_batch.py 1b). */
+static void check_long_chunks(const lt_model *m, const lt_model_delta *deltas[3]) {
+    enum { P = 150, C1 = 61 };
+    const int V = m->config.vocab_size;
+    int32_t ids[P];
+    for (int i = 0; i < P; i++)
+        ids[i] = 1 + (i * 7919) % 20000;
+    float *a = malloc(sizeof(float) * V), *b = malloc(sizeof(float) * 2 * V);
+    for (int d = 1; d <= 2; d++) {
+        lt_kv_cache *k1 = NULL, *k2 = NULL, *ko = NULL;
+        CHECK_OK(lt_kv_cache_create_typed(m, 256, 256, kvt, &k1));
+        CHECK_OK(lt_kv_cache_create_typed(m, 256, 256, kvt, &k2));
+        CHECK_OK(lt_kv_cache_create_typed(m, 256, 1, kvt, &ko));
+        if (!k1 || !k2 || !ko) break;
+        lt_kv_cache_set_qact(k1, 1), lt_kv_cache_set_qact(k2, 1), lt_kv_cache_set_qact(ko, 1);
+        CHECK_OK(lt_model_forward(m, deltas[d], k1, ids, P, 0, a, 0));
+        CHECK_OK(lt_model_forward(m, NULL, ko, seqs[0].prompt, seqs[0].np, 0, NULL, 0));
+        lt_batch_row rows[2] = {
+            {.kv = ko, .token = 7, .pos = seqs[0].np},
+            {.kv = k2, .delta = deltas[d], .pos = 0, .n = C1, .tokens = ids, .no_logits = 1}};
+        CHECK_OK(lt_model_forward_batch(m, k2, rows, 2, b));
+        rows[1] = (lt_batch_row){.kv = k2, .delta = deltas[d], .pos = C1, .n = P - C1,
+                                 .tokens = ids + C1};
+        rows[0].token = 8, rows[0].pos++;
+        CHECK_OK(lt_model_forward_batch(m, k2, rows, 2, b));
+        float md = 0;
+        for (int i = 0; i < V; i++)
+            md = fmaxf(md, fabsf(a[i] - b[V + i]));
+        CHECK(!memcmp(a, b + V, sizeof(float) * V),
+              "%s cache, adapter %d: a %d-token prompt in chunks of %d + %d in the batch differs "
+              "from it in one piece (max |diff| %g)",
+              kvt == LT_KV_F16 ? "fp16" : "fp32", d, P, C1, P - C1, md);
+        lt_kv_cache_free(k1), lt_kv_cache_free(k2), lt_kv_cache_free(ko);
+    }
+    free(a), free(b);
 }
 
 /* ---- 4. errors ---------------------------------------------------------------------------- */
@@ -415,6 +505,12 @@ int main(void) {
     check_batched_all(m, deltas, 1);
     check_batched_all(m, deltas, 0);
     check_generation(m, deltas);
+    check_long_chunks(m, deltas);
+    kvt = LT_KV_F16; /* what generate and serve use: the workspace stays fp32 (only its
+                        activation buffers are used) */
+    check_batched_all(m, deltas, 1);
+    check_generation(m, deltas);
+    check_long_chunks(m, deltas);
     check_errors(m);
     free(lin);
     lt_adapter_delta_free(dora);

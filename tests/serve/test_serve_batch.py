@@ -52,7 +52,9 @@ N_CLIENTS = 64
 
 ad_a = oaikit.write_lora(os.path.join(TMP, "ad_a"), seed=1)
 ad_b = oaikit.write_lora(os.path.join(TMP, "ad_b"), seed=2, scale_b=0.3)
-srv = oaikit.start(os.path.join(TMP, "work"), "--slots", SLOTS, "--max-queue", "128", "--ctx", "512",
+# LT_SERVE_ARGS: more `loratune serve` options (e.g. --kv-cache f32)
+srv = oaikit.start(os.path.join(TMP, "work"), *os.environ.get("LT_SERVE_ARGS", "").split(), "--slots", SLOTS,
+                   "--max-queue", "128", "--ctx", "512",
                    "--adapter", f"a={ad_a}", "--adapter", f"b={ad_b}")
 url = srv.url
 client = openai.OpenAI(base_url=url + "/v1", api_key="x", max_retries=0, timeout=300)

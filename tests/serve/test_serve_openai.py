@@ -306,6 +306,11 @@ finally:
 # ---- 7. bad command lines; a model that cannot be loaded -----------------------------------------
 r = ltcheck.run("serve", "--port", "0", "--adapter", "x=y", timeout=60)
 check(r.returncode == 2 and "need --model" in r.stderr, f"--adapter without --model: {r.returncode} {r.stderr}")
+r = ltcheck.run("serve", "--port", "0", "--kv-cache", "f32", timeout=60)
+check(r.returncode == 2 and "need --model" in r.stderr, f"--kv-cache without --model: {r.returncode} {r.stderr}")
+r = ltcheck.run("serve", "--port", "0", "--model", oaikit.SMOL, "--kv-cache", "q8", timeout=60)
+check(r.returncode == 2 and "--kv-cache: expected f16 or f32, got 'q8'" in r.stderr,
+      f"--kv-cache q8: {r.returncode} {r.stderr}")
 r = ltcheck.run("serve", "--port", "0", "--workdir", os.path.join(TMP, "w2"), "--model", oaikit.SMOL,
                 "--adapter", "noequals", timeout=60)
 check(r.returncode == 1 and "NAME=PATH" in r.stderr, f"--adapter without '=': {r.returncode} {r.stderr}")

@@ -65,6 +65,7 @@ typedef enum {
     LT_OP_SCALE_ROWS,
     LT_OP_GEMM_BF16,
     LT_OP_ATTENTION_BF16,
+    LT_OP_ATTENTION_KV_F16, /* attention_kv_f16 and to_f16 */
     LT_OP_COUNT
 } lt_op;
 const char *lt_op_name(lt_op op); /* "gemm", "matmul", ... */
@@ -98,13 +99,18 @@ typedef struct lt_backend lt_backend;
  * with bf16 products (gemm_bf16) run the product as the bf16 compute mode does: x rounded to
  * bf16, a weight stored as bf16 multiplied as stored (another format rounded to bf16 a block of
  * rows at a time, for 8 or more rows of x), fp32 sums (the CPU backend: oneDNN; relative error
- * ~2^-8 of a row's |w| . |x|); qact takes precedence for the block formats it runs. */
+ * ~2^-8 of a row's |w| . |x|); qact takes precedence for the block formats it runs. rowwise 1:
+ * an fp32 weight in place is multiplied as converted rows are, each dot product summed in one
+ * fixed order whatever N (the CPU backend: rows_dot), so a row of x gets the same bits alone or
+ * among others; 0: BLAS, whose sums may depend on N (the adapters' low-rank products of a
+ * batched forward set it: batched == alone). */
 typedef struct {
     const lt_weight_view *w;
     float *y;
     float beta;
     int qact;
     int bf16;
+    int rowwise;
 } lt_matmul_job;
 
 /* The op table. Every function takes the backend first. */
@@ -219,6 +225,14 @@ typedef struct {
                          const float *v, int N, int pos0, int NH, int NKV, int HD, int window,
                          float *scratch, int64_t n_scratch);
     int64_t (*attention_kv_scratch)(const lt_backend *be, int ctx);
+    /* attention_kv over an fp16 cache (IEEE half): the keys / values widened to fp32 (exact),
+     * then attention_kv's operations, so the result is bit for bit attention_kv's on the
+     * widened cache; scratch as attention_kv's (LT_OP_ATTENTION_KV_F16: both or neither) */
+    void (*attention_kv_f16)(const lt_backend *be, float *out, const float *q, const uint16_t *k,
+                             const uint16_t *v, int N, int pos0, int NH, int NKV, int HD,
+                             int window, float *scratch, int64_t n_scratch);
+    /* dst[n] = src[n] rounded to fp16, nearest even (lt_f32_to_f16; NaN stays NaN) */
+    void (*to_f16)(const lt_backend *be, uint16_t *dst, const float *src, int64_t n);
     /* y[N][C] += bias[C] (every row) */
     void (*add_bias)(const lt_backend *be, float *y, const float *bias, int N, int C);
     /* y[N][C] *= s[C] (every row) */

@@ -288,10 +288,28 @@ typedef struct lt_model_delta {
 /* KV cache plus every activation buffer the forward needs, allocated once: the forward never
  * allocates. k, v: (L, ctx, KV*hd). Prompts longer than max_batch are run in chunks. */
 typedef struct lt_kv_cache lt_kv_cache;
-/* ctx_len <= 0: the model's max_seq_len; max_batch <= 0: 64. */
+/* What the cache stores keys and values as. LT_KV_F32: the projections as computed (exact: what
+ * tests against fp32 goldens use). LT_KV_F16: rounded to IEEE half, nearest even, when stored
+ * (llama.cpp's default cache type): half the memory and half the bytes attention reads per
+ * token; a token's own key / value are rounded too before it attends them, so a prompt run in
+ * one piece, in chunks, alone or batched sees the same cache, bit for bit. Logits move by
+ * ~1e-3 relative (tests/model/test_smollm2_golden.c). */
+typedef enum { LT_KV_F32 = 0, LT_KV_F16 = 1 } lt_kv_type;
+/* ctx_len <= 0: the model's max_seq_len; max_batch <= 0: 64. An LT_KV_F32 cache. */
 lt_status lt_kv_cache_create(const lt_model *m, int ctx_len, int max_batch, lt_kv_cache **out);
+/* the same with the cache's element type */
+lt_status lt_kv_cache_create_typed(const lt_model *m, int ctx_len, int max_batch,
+                                   lt_kv_type type, lt_kv_cache **out);
 void lt_kv_cache_free(lt_kv_cache *kv); /* safe on NULL */
 int lt_kv_cache_ctx(const lt_kv_cache *kv);
+lt_kv_type lt_kv_cache_type(const lt_kv_cache *kv);
+/* bytes of keys and values for ctx positions of model m's shape (both tensors, every layer) */
+int64_t lt_kv_cache_bytes(const lt_model *m, int ctx_len, lt_kv_type type);
+/* Gives back to the system the memory of the cache's positions >= pos (0: all of it; their
+ * contents are lost, the next forward writes them again): a finished request's pages return
+ * to the system, and a cache costs memory only for the positions written (the OS maps a page
+ * at its first write). Page granularity: a page partly below pos is kept. */
+void lt_kv_cache_release(lt_kv_cache *kv, int pos);
 /* on 1: the forward multiplies weights stored as Q4_0 / Q4_1 / Q8_0 / Q4_K blocks as llama.cpp
  * does, with the activations quantized to 8-bit blocks and integer dot products
  * (lt_matmul_job.qact: ~4x faster decoding; logits move by up to ~1 from the fp32 product, as

@@ -127,6 +127,15 @@ enum MHD_Result lt_datasets_list(lt_server *s, struct MHD_Connection *c);
 enum MHD_Result lt_dataset_get(lt_server *s, struct MHD_Connection *c, const char *id);
 enum MHD_Result lt_dataset_validate(lt_server *s, struct MHD_Connection *c, const char *id,
                                     const json_t *body);
+/* body as validate's plus "records" (0..50, default 3); "model" required: the first records
+ * (in file order) rendered with the model's tokenizer and chat template, in runs of loss mask,
+ * and the per-record token statistics of each split (min / median / p95 / max before
+ * truncation, how many exceed max-seq-len, tokens cut), a suggested max-seq-len. */
+enum MHD_Result lt_dataset_preview(lt_server *s, struct MHD_Connection *c, const char *id,
+                                   const json_t *body);
+/* Dataset id's version {md5, dvc_file, number, dataset} (a new reference), or NULL for a
+ * dataset uploaded before uploads were versioned. */
+json_t *lt_dataset_version(lt_server *s, const char *id);
 /* The data file of dataset id in out (n bytes); LT_ERR_NOTFOUND when there is none. */
 lt_status lt_dataset_path(lt_server *s, const char *id, char *out, size_t n);
 /* The path of model name (an entry of the models folder) in out; LT_ERR_NOTFOUND / LT_ERR_ARG

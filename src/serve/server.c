@@ -224,6 +224,7 @@ typedef enum {
     R_DATASETS,      /* GET list, POST upload */
     R_DATASET,       /* GET */
     R_DATASET_CHECK, /* POST validate */
+    R_DATASET_PREVIEW, /* POST preview + token statistics */
     R_JOBS,          /* GET list, POST create */
     R_JOB,           /* GET */
     R_JOB_CANCEL,    /* POST */
@@ -294,6 +295,7 @@ static const char *allowed(route_kind k) {
     case R_REGISTRY:
         return "GET, HEAD, POST";
     case R_DATASET_CHECK:
+    case R_DATASET_PREVIEW:
     case R_JOB_CANCEL:
     case R_JOB_RESUME:
     case R_PLAN:
@@ -364,6 +366,7 @@ static int route(const char *method, const char *url, request *q) {
     if (!strcmp(a, "datasets")) {
         if (n == 3) return pick(q, R_DATASET, get);
         if (n == 4 && !strcmp(seg[3], "validate")) return pick(q, R_DATASET_CHECK, post);
+        if (n == 4 && !strcmp(seg[3], "preview")) return pick(q, R_DATASET_PREVIEW, post);
     } else if (!strcmp(a, "jobs")) {
         if (n == 3) return pick(q, R_JOB, get);
         if (n == 4 && !strcmp(seg[3], "cancel")) return pick(q, R_JOB_CANCEL, post);
@@ -612,6 +615,9 @@ static enum MHD_Result dispatch(lt_server *s, struct MHD_Connection *c, request 
         break;
     case R_DATASET_CHECK:
         r = lt_dataset_validate(s, c, q->id, body);
+        break;
+    case R_DATASET_PREVIEW:
+        r = lt_dataset_preview(s, c, q->id, body);
         break;
     case R_JOBS:
         if (q->is_post) {

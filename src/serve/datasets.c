@@ -545,13 +545,14 @@ static int parse_data_body(const json_t *body, int preview, lt_data_opts *o,
             }
             o->seed = json_is_integer(v) ? (uint64_t)json_integer_value(v) : (uint64_t)x;
         } else if (preview && !strcmp(key, "records")) {
-            if (!json_is_integer(v) || json_integer_value(v) < 0 ||
-                json_integer_value(v) > LT_SERVE_PREVIEW_MAX) {
+            double x = json_number_value(v); /* 7.0 is an integer to JSON Schema */
+            if (!json_is_number(v) || x != (double)(int64_t)x || x < 0 ||
+                x > LT_SERVE_PREVIEW_MAX) {
                 snprintf(err, errn, "records: expected an integer in 0..%d",
                          LT_SERVE_PREVIEW_MAX);
                 return 1;
             }
-            *records = (int)json_integer_value(v);
+            *records = (int)x;
         } else {
             snprintf(err, errn,
                      "unknown key '%s' (expected model, data-format, max-seq-len, "

@@ -651,6 +651,23 @@ async function pageModels(main) {
   const hpo = jobs.jobs.filter((j) => j.status === 'done' && (j.kind === 'tune' || j.kind === 'compare') && j.best);
   main.append(el('h2', {}, 'Adapters'));
   if (!done.length && !hpo.length) main.append(el('p', { class: 'muted' }, 'No finished jobs yet.'));
+  /* Register: the job's run (a tune / compare job's best trial's) becomes the next version */
+  const registerForm = (j) => {
+    const nm = el('input', { type: 'text', class: 'reg-name', 'aria-label': `Registered model name for job ${j.id}`, placeholder: 'model name', value: '' });
+    const msg = el('div', { 'aria-live': 'polite' });
+    const btn = el('button', { type: 'submit', class: 'register' }, 'Register');
+    const form = el('form', { class: 'row' }, nm, btn);
+    form.addEventListener('submit', async (ev) => {
+      ev.preventDefault();
+      btn.disabled = true;
+      try {
+        const m = await api('POST', '/api/registry', { job: j.id, name: nm.value.trim() });
+        msg.replaceChildren(el('p', { class: 'ok' }, `Registered as ${m.name} version ${m.version}`));
+        await drawRegistry(regBox);
+      } catch (e) { msg.replaceChildren(errorBox(e.message)); } finally { btn.disabled = false; }
+    });
+    return [form, msg];
+  };
   const links = (j) => {
     const have = j.files ? FILES.filter((f) => (Array.isArray(j.files) ? j.files.includes(f) : j.files[f])) : FILES;
     return [el('a', { href: `/api/jobs/${j.id}/adapter/adapter.zip`, download: '', class: 'zip' }, 'adapter.zip'),
@@ -660,30 +677,18 @@ async function pageModels(main) {
   if (done.length) main.append(el('div', { class: 'table-wrap card' }, el('table', {},
     el('thead', {}, el('tr', {}, ['job', 'model', 'result', 'download', 'register'].map((h) => el('th', { scope: 'col' }, h)))),
     el('tbody', {}, done.map((j) => {
-      const nm = el('input', { type: 'text', class: 'reg-name', 'aria-label': `Registered model name for job ${j.id}`, placeholder: 'model name', value: '' });
-      const msg = el('div', { 'aria-live': 'polite' });
-      const btn = el('button', { type: 'submit', class: 'register' }, 'Register');
-      const form = el('form', { class: 'row' }, nm, btn);
-      form.addEventListener('submit', async (ev) => {
-        ev.preventDefault();
-        btn.disabled = true;
-        try {
-          const m = await api('POST', '/api/registry', { job: j.id, name: nm.value.trim() });
-          msg.replaceChildren(el('p', { class: 'ok' }, `Registered as ${m.name} version ${m.version}`));
-          await drawRegistry(regBox);
-        } catch (e) { msg.replaceChildren(errorBox(e.message)); } finally { btn.disabled = false; }
-      });
+      const [form, msg] = registerForm(j);
       return el('tr', { 'data-job': j.id },
         el('td', {}, el('a', { href: `/train?job=${j.id}` }, j.name || j.id)), el('td', {}, j.model),
         el('td', {}, j.result ? `${j.result.steps} steps · loss ${num(j.result.train_loss)}${j.result.val_loss != null ? ' · val ' + num(j.result.val_loss) : ''}` : ''),
         el('td', {}, links(j)), el('td', {}, form, msg));
     })))));
   if (hpo.length) main.append(el('h3', {}, 'Best trials of tune / compare jobs'), el('div', { class: 'table-wrap card' }, el('table', {},
-    el('thead', {}, el('tr', {}, ['job', 'kind', 'best trial', 'value', 'download'].map((h) => el('th', { scope: 'col' }, h)))),
+    el('thead', {}, el('tr', {}, ['job', 'kind', 'best trial', 'value', 'download', 'register'].map((h) => el('th', { scope: 'col' }, h)))),
     el('tbody', {}, hpo.map((j) => el('tr', { 'data-job': j.id },
       el('td', {}, el('a', { href: `/${j.kind}?job=${j.id}` }, j.name || j.id)), el('td', {}, j.kind),
       el('td', {}, `${j.best.method ? j.best.method + ' ' : ''}#${j.best.trial}`), el('td', {}, num(j.best.value)),
-      el('td', {}, links(j))))))));
+      el('td', {}, links(j)), el('td', {}, ...registerForm(j))))))));
   main.append(el('h2', {}, 'Registry'), regBox);
   await drawRegistry(regBox);
 }

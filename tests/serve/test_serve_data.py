@@ -22,7 +22,11 @@ references, through the API and on the Data page in headless Chromium.
   dataset's md5 and its run in the tracking store (sqlite3) holds that data_md5, versioned by dvc;
 - the Data page: Preview with the model chosen shows the statistics table with the API's numbers,
   the suggested max-seq-len, and the records with the trained tokens marked (the loss runs' text);
-  the datasets list shows each upload's version; screenshot data-preview.png (and phone).
+  the datasets list shows each upload's version; screenshot data-preview.png (and phone);
+- registry: the best trial of a tune job (2 trials) and of a compare job (lora, dora; 1 trial
+  each) registered with POST /api/registry {job, name}: the version's run is, in the store
+  (sqlite3), the hpo-trial run tagged with that trial and the job's study folder, a child run,
+  with the upload's data md5.
 """
 import hashlib
 import json
@@ -248,10 +252,61 @@ def api_checks(u, work, models):
     check(by and by[0] == "dvc", f"the run's data.versioned_by: {by}")
     check(not os.path.exists(os.path.join(work, "store", "cache", "files", "md5", md5[:2], md5[2:])),
           "the run did not copy the upload into the store's cache (dvc versioned it)")
-    return dsid, p
+    tune_id = register_best_trials(u, work, sql)
+    return dsid, p, tune_id
 
 
-def browser_checks(u, dsid, p):
+def hpo_job(u, ds, kind, search):
+    r = requests.post(f"{u}/api/jobs", json={"kind": kind, "dataset": ds, "model": "stories260K.gguf", "options": {
+        "iters": 3, "batch-size": 2, "max-seq-len": 64, "threads": 1, "eval-batches": 2}, "search": search})
+    check(r.status_code == 201, f"{kind} job: {r.text[:300]}")
+    j = r.json()
+    t0 = time.time()
+    while time.time() - t0 < 300 and j["status"] in ("queued", "running"):
+        time.sleep(0.3)
+        j = requests.get(f"{u}/api/jobs/{j['id']}").json()
+    check(j["status"] == "done" and j.get("best"), f"{kind} job: {j['status']} {j.get('error')} best {j.get('best')}")
+    return j
+
+
+def register_best_trials(u, work, sql):
+    """A tune job's and a compare job's best trial registered: the version's run is the trial's
+    run in the store (its tags: trial N of the job's study, parent the job's run)."""
+    space = {"lr": {"type": "float", "low": 1e-4, "high": 3e-3, "log": True}}
+    tune = hpo_job(u, sql["id"], "tune", {"trials": 2, "space": space, "prune": False})
+    comp = hpo_job(u, sql["id"], "compare", {"trials": 1, "methods": ["lora", "dora"], "space": space, "prune": False})
+    db = sqlite3.connect(os.path.join(work, "store", "store.db"))
+    try:
+        for j, name in ((tune, "tuned"), (comp, "compared")):
+            r = requests.post(f"{u}/api/registry", json={"job": j["id"], "name": name})
+            check(r.status_code == 201, f"register {j['kind']} job: {r.status_code} {r.text[:300]}")
+            if r.status_code != 201:
+                continue
+            conforms(SPEC, "RegisteredModel", r.json(), f"register {j['kind']}")
+            ver = r.json()["versions"][-1]
+            run = ver["run_id"]
+            tags = dict(db.execute("SELECT key, value FROM tags WHERE run_id = ?", (run,)).fetchall())
+            kind, md5 = db.execute("SELECT kind, data_md5 FROM runs WHERE id = ?", (run,)).fetchone()
+            best = j["best"]
+            study = os.path.join(work, "jobs", j["id"], "out", *([best["method"]] if "method" in best else []))
+            check(kind == "hpo-trial" and tags.get("trial") == str(best["trial"])
+                  and os.path.realpath(tags.get("study", "")) == os.path.realpath(study),
+                  f"{j['kind']}: registered run {run} ({kind}, tags {tags}) is not best trial {best}")
+            check(tags.get("parent_run") is not None and run != j.get("run_id"), f"{j['kind']}: a child run: {tags}")
+            check(md5 == sql["version"]["md5"] and ver["data"]["md5"] == md5,
+                  f"{j['kind']}: version data md5 {ver['data']} vs the upload's {sql['version']['md5']}")
+            if "method" in best:  # the other method's trial is a run too, and not the one chosen
+                others = db.execute("SELECT r.id FROM runs r JOIN tags t ON t.run_id = r.id WHERE r.kind = 'hpo-trial'"
+                                    " AND t.key = 'study' AND t.value LIKE ?", (f"%{j['id']}%",)).fetchall()
+                check(len(others) == 2 and run in [o[0] for o in others], f"compare: trial runs {others}")
+    finally:
+        db.close()
+    r = requests.post(f"{u}/api/registry", json={"job": tune["id"], "name": "bad name"})
+    check(r.status_code == 400, f"bad name: {r.status_code}")
+    return tune["id"]
+
+
+def browser_checks(u, dsid, p, tune_id):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select
     shots = servekit.screenshots_dir(TMP)
@@ -287,6 +342,21 @@ def browser_checks(u, dsid, p):
               f"the marked text {marked!r}")
         servekit.console_errors(d, "Data page")
         d.save_screenshot(os.path.join(shots, "data-preview.png"))
+        # Models: the tune job's best trial registered from its row
+        d.get(u + "/models")
+        row = servekit.wait_for(d, lambda: d.find_elements(By.CSS_SELECTOR, f"tr[data-job='{tune_id}'] input.reg-name"),
+                                "the tune job's row on the Models page")
+        if row:
+            row[0].send_keys("tuned-web")
+            d.find_element(By.CSS_SELECTOR, f"tr[data-job='{tune_id}'] button.register").click()
+            servekit.wait_for(d, lambda: "Registered as tuned-web version 1" in
+                              d.find_element(By.CSS_SELECTOR, f"tr[data-job='{tune_id}']").text, "the registration")
+            reg = {m["name"]: m for m in requests.get(f"{u}/api/registry").json()["models"]}
+            check("tuned-web" in reg and reg["tuned-web"]["versions"][0]["run_id"] == reg["tuned"]["versions"][0]["run_id"],
+                  "the page registered the tune job's best trial's run (as the API did)")
+            servekit.console_errors(d, "Models page")
+        d.get(u + "/data")
+        servekit.wait_for(d, lambda: d.find_elements(By.CSS_SELECTOR, "button.preview-btn"), "the Data page")
         d.set_window_size(390, 844)
         time.sleep(0.3)
         sw = d.execute_script("return document.documentElement.scrollWidth")
@@ -306,8 +376,8 @@ def main():
         os.symlink(GGUF, os.path.join(models, "smol.gguf"))
     srv = Server(work, "--models", models)
     try:
-        dsid, p = api_checks(srv.url, work, models)
-        browser_checks(srv.url, dsid, p)
+        dsid, p, tune_id = api_checks(srv.url, work, models)
+        browser_checks(srv.url, dsid, p, tune_id)
     finally:
         code, _, err = srv.stop()
         check(code == 0, f"server exit code {code}: {err[-1000:]}")

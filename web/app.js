@@ -670,7 +670,8 @@ async function pageModels(main) {
   };
   const links = (j) => {
     const have = j.files ? FILES.filter((f) => (Array.isArray(j.files) ? j.files.includes(f) : j.files[f])) : FILES;
-    return [el('a', { href: `/api/jobs/${j.id}/adapter/adapter.zip`, download: '', class: 'zip' }, 'adapter.zip'),
+    return [el('a', { href: `/api/jobs/${j.id}/adapter/adapter.zip`, download: '', class: 'zip' }, 'adapter.zip'), ' · ',
+      el('a', { href: `/api/jobs/${j.id}/merged`, download: '', class: 'merged', title: 'the base model with this adapter merged in (loratune fuse): a Hugging Face folder, f32, zipped; made on the first download' }, 'merged model (.zip)'),
       el('details', {}, el('summary', {}, 'single files'),
         el('ul', {}, have.map((f) => el('li', {}, el('a', { href: `/api/jobs/${j.id}/adapter/${f}`, download: '' }, f)))))];
   };

@@ -116,6 +116,28 @@ static lt_status make_merged(const char *base, const char *adapter, int gguf, lt
 }
 
 enum MHD_Result lt_job_merged(lt_server *s, struct MHD_Connection *c, const char *id) {
+    char out[LT_SERVE_PATH + 96], model_name[300] = "";
+    pthread_mutex_lock(&s->mu);
+    lt_job *j = NULL;
+    for (int i = 0; i < s->n_jobs && !j; i++)
+        if (!strcmp(s->jobs[i]->id, id)) j = s->jobs[i];
+    lt_job_status jst = j ? j->status : JOB_FAILED;
+    int no_best = j && lt_job_files_dir(s, j, out, sizeof out);
+    if (j)
+        snprintf(model_name, sizeof model_name, "%s",
+                 json_string_value(json_object_get(j->record, "model"))
+                     ? json_string_value(json_object_get(j->record, "model"))
+                     : "");
+    pthread_mutex_unlock(&s->mu);
+    if (!j) return lt_reply_error(c, MHD_HTTP_NOT_FOUND, "not_found", "no job '%s'", id);
+    if (jst != JOB_DONE)
+        return lt_reply_error(c, MHD_HTTP_CONFLICT, "conflict", "job '%s' is %s, not done", id,
+                              lt_job_status_name(jst));
+    if (no_best)
+        return lt_reply_error(c, MHD_HTTP_NOT_FOUND, "not_found",
+                              "job '%s' has no complete trial: no adapter to merge", id);
+    /* the job first (404 / 409), then the format: a schema-valid pair the writers do not
+       make (hf q8_0, gguf bf16) is a 400 only for a job that could be merged */
     const char *fmt = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "format");
     const char *dts = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "dtype");
     int gguf = 0;
@@ -138,26 +160,6 @@ enum MHD_Result lt_job_merged(lt_server *s, struct MHD_Connection *c, const char
         return lt_reply_error(c, 400, "bad_request", "dtype: expected %s for format %s, got '%.40s'",
                               gguf ? "f32, f16 or q8_0" : "f32, bf16 or f16", gguf ? "gguf" : "hf",
                               dts);
-    char out[LT_SERVE_PATH + 96], model_name[300] = "";
-    pthread_mutex_lock(&s->mu);
-    lt_job *j = NULL;
-    for (int i = 0; i < s->n_jobs && !j; i++)
-        if (!strcmp(s->jobs[i]->id, id)) j = s->jobs[i];
-    lt_job_status jst = j ? j->status : JOB_FAILED;
-    int no_best = j && lt_job_files_dir(s, j, out, sizeof out);
-    if (j)
-        snprintf(model_name, sizeof model_name, "%s",
-                 json_string_value(json_object_get(j->record, "model"))
-                     ? json_string_value(json_object_get(j->record, "model"))
-                     : "");
-    pthread_mutex_unlock(&s->mu);
-    if (!j) return lt_reply_error(c, MHD_HTTP_NOT_FOUND, "not_found", "no job '%s'", id);
-    if (jst != JOB_DONE)
-        return lt_reply_error(c, MHD_HTTP_CONFLICT, "conflict", "job '%s' is %s, not done", id,
-                              lt_job_status_name(jst));
-    if (no_best)
-        return lt_reply_error(c, MHD_HTTP_NOT_FOUND, "not_found",
-                              "job '%s' has no complete trial: no adapter to merge", id);
     char adapter[LT_SERVE_PATH + 160], base[LT_SERVE_PATH + 300];
     snprintf(adapter, sizeof adapter, "%s/adapter_config.json", out);
     if (!lt_path_exists(adapter))

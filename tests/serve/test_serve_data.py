@@ -355,9 +355,15 @@ def browser_checks(u, dsid, p, tune_id):
             check("tuned-web" in reg and reg["tuned-web"]["versions"][0]["run_id"] == reg["tuned"]["versions"][0]["run_id"],
                   "the page registered the tune job's best trial's run (as the API did)")
             servekit.console_errors(d, "Models page")
+        d.set_window_size(390, 844)  # the preview on a phone
         d.get(u + "/data")
-        servekit.wait_for(d, lambda: d.find_elements(By.CSS_SELECTOR, "button.preview-btn"), "the Data page")
-        d.set_window_size(390, 844)
+        servekit.wait_for(d, lambda: d.find_elements(By.CSS_SELECTOR, f"button.preview-btn[data-dataset='{dsid}']"),
+                          "the Data page")
+        btn = d.find_element(By.CSS_SELECTOR, f"button.preview-btn[data-dataset='{dsid}']")
+        row = btn.find_element(By.XPATH, "./ancestor::tr")
+        Select(row.find_element(By.TAG_NAME, "select")).select_by_value("smol-hf")
+        btn.click()
+        servekit.wait_for(d, lambda: d.find_elements(By.CSS_SELECTOR, "#ds-preview .record"), "the phone preview")
         time.sleep(0.3)
         sw = d.execute_script("return document.documentElement.scrollWidth")
         check(sw <= 390, f"phone: horizontal scroll ({sw} px)")

@@ -185,3 +185,11 @@ def console_errors(d, what):
     """check() that the browser console has logged no error."""
     errs = [e for e in d.get_log("browser") if e["level"] == "SEVERE"]
     ltcheck.check(not errs, f"{what}: browser console errors: {errs[:3]}")
+
+
+def free_port():
+    """A TCP port free on 127.0.0.1 now (for the peers a test starts: Prometheus, Gradio...)."""
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

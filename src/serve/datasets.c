@@ -658,29 +658,48 @@ static json_t *render_example(const lt_tokenizer *tok, const lt_example *e, cons
     int64_t loss = 0;
     for (int i = 0; i < e->n; i++)
         loss += e->mask[i];
+    /* a run's text is decode(tokens[0..j]) less decode(tokens[0..i]) when the first starts
+       with the second (so a sentencepiece word keeps its space and a character split between
+       runs stays whole), else the run decoded alone */
+    char *prev = NULL;
+    size_t prev_len = 0;
     for (int i = 0; i < shown;) {
         int j = i;
         while (j < shown && e->mask[j] == e->mask[i])
             j++;
-        char *text = NULL;
-        size_t len = 0;
-        if (lt_tokenizer_decode(tok, e->tokens + i, (size_t)(j - i), 0, &text, &len)) {
-            json_decref(segs);
-            return NULL;
+        char *upto = NULL, *alone = NULL;
+        size_t upto_len = 0, alone_len = 0;
+        json_t *t = NULL;
+        if (lt_tokenizer_decode(tok, e->tokens, (size_t)j, 0, &upto, &upto_len)) goto fail;
+        if (upto_len >= prev_len && (!prev_len || !memcmp(upto, prev, prev_len)))
+            t = json_stringn(upto + prev_len, upto_len - prev_len);
+        if (!t) {
+            if (lt_tokenizer_decode(tok, e->tokens + i, (size_t)(j - i), 0, &alone, &alone_len)) {
+                lt_free(upto);
+                goto fail;
+            }
+            t = json_stringn(alone, alone_len);
+            if (!t) { /* invalid UTF-8 of a character split between runs: '?' shown */
+                fix_utf8(alone, alone_len);
+                t = json_stringn(alone, alone_len);
+            }
+            lt_free(alone);
         }
-        json_t *t = json_stringn(text, len);
-        if (!t) { /* a character split between two runs: its bytes shown as U+FFFD */
-            fix_utf8(text, len);
-            t = json_stringn(text, len);
-        }
-        lt_free(text);
+        lt_free(prev);
+        prev = upto;
+        prev_len = upto_len;
         json_array_append_new(segs, json_pack("{s:o*,s:b}", "text", t, "loss", e->mask[i] ? 1 : 0));
         i = j;
     }
+    lt_free(prev);
     return json_pack("{s:I,s:s,s:i,s:i,s:i,s:I,s:b,s:o}", "line", (json_int_t)e->line, "split",
                      split, "tokens", e->n_orig, "tokens_kept", e->n, "tokens_shown", shown,
                      "loss_tokens", (json_int_t)loss, "truncated", e->n_orig > max_seq_len,
                      "segments", segs);
+fail:
+    lt_free(prev);
+    json_decref(segs);
+    return NULL;
 }
 
 typedef struct {

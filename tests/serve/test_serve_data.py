@@ -12,7 +12,9 @@ references, through the API and on the Data page in headless Chromium.
   decode of the template's tokens (cut at max-seq-len) and its loss runs equal the decode of the
   assistant turn's tokens [len(template(m[:i], generation prompt)), len(template(m[:i+1])));
   the same counts through the real SmolLM2 GGUF (loratune's GGUF tokenizer and template) when it
-  is present; answers conform to the document; bad input (no model, unknown model / dataset /
+  is present; a text dataset through a sentencepiece tokenizer (stories260K-hf): counts as
+  transformers' LlamaTokenizer with mlx-lm's EOS rule, the segments joined equal its decode;
+  answers conform to the document; bad input (no model, unknown model / dataset /
   key, records out of range) is 400 / 404 naming the field; a broken file reports its line;
 - versioning: the upload's version md5 is hashlib's md5 of the file, WORK/datasets/ID/data.jsonl.dvc
   is what `dvc add` writes, the real `dvc` (PyPI) finds the work folder up to date (`dvc status`)
@@ -48,7 +50,7 @@ try:
     import numpy as np
     import requests
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    from transformers import PreTrainedTokenizerFast
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
 except ImportError as e:
     print(f"missing Python package: {e}; run tools/setup.sh")
     sys.exit(77)
@@ -173,6 +175,25 @@ def api_checks(u, work, models):
         g = preview(u, dsid, {"model": "smol.gguf", "max-seq-len": SEQ, "records": 5})
         check(g["stats"]["all"] == p["stats"]["all"], f"GGUF stats {g['stats']['all']} vs HF folder {p['stats']['all']}")
         check([r["tokens"] for r in g["records"]] == n[:5], "GGUF record token counts")
+    # a sentencepiece tokenizer (stories260K-hf, text records): the mlx-lm TextDataset rule
+    # (encode with BOS, EOS appended) through transformers' LlamaTokenizer
+    text = upload(u, "text.jsonl", "".join(servekit.wikisql_lines(30)))
+    tp = preview(u, text["id"], {"model": "stories260K-hf", "max-seq-len": 48, "records": 4,
+                                 "valid-fraction": 0})
+    spm = AutoTokenizer.from_pretrained(os.path.join(models, "stories260K-hf"))
+    recs_t = [json.loads(x)["text"] for x in servekit.wikisql_lines(30)]
+    ids_t = [spm(t)["input_ids"] for t in recs_t]
+    ids_t = [x if x[-1] == spm.eos_token_id else x + [spm.eos_token_id] for x in ids_t]
+    nt = [len(x) for x in ids_t]
+    at = tp.get("stats", {}).get("all", {})
+    check(tp.get("ok") and at.get("max") == max(nt) and at.get("median") == nearest_rank(nt, 50)
+          and at.get("over_max_seq_len") == sum(x > 48 for x in nt), f"sentencepiece stats {at} vs {sorted(nt)}")
+    for r in tp.get("records", []):
+        i = r["line"] - 1
+        joined = "".join(g["text"] for g in r["segments"])
+        ref = spm.decode(ids_t[i][:48], skip_special_tokens=False)
+        check(r["tokens"] == nt[i] and joined == ref,
+              f"sentencepiece line {r['line']}: {r['tokens']} vs {nt[i]} tokens; text\n{joined!r}\n{ref!r}")
     # the split seed and fraction go through: no validation split
     p0 = preview(u, dsid, {"model": "smol-hf", "max-seq-len": SEQ, "records": 0, "valid-fraction": 0})
     check(list(p0["stats"]) == ["train", "all"] and p0["records"] == []
@@ -378,6 +399,7 @@ def main():
     models = os.path.join(TMP, "models")
     os.makedirs(models)
     os.symlink(os.path.join(servekit.MODELS, servekit.MODEL), os.path.join(models, servekit.MODEL))
+    os.symlink(os.path.join(ltcheck.FIXTURES, "stories260K-hf"), os.path.join(models, "stories260K-hf"))
     if os.path.exists(GGUF):
         os.symlink(GGUF, os.path.join(models, "smol.gguf"))
     srv = Server(work, "--models", models)

@@ -352,6 +352,8 @@ function previewView(d, res) {
       el('thead', {}, el('tr', {}, cols.map((h) => el('th', { scope: 'col' }, h)))), el('tbody', {}, rows))),
     el('p', { id: 'suggested' }, 'Suggested max-seq-len: ', el('b', {}, res.suggested_max_seq_len ?? '–'),
       el('span', { class: 'muted' }, ' (holds every record, or the 95th percentile when a few are far longer)')),
+    res.suggested_rank ? el('p', { id: 'suggested-rank' }, 'Suggested LoRA rank: ', el('b', {}, res.suggested_rank.rank),
+      el('span', { class: 'muted' }, ` (${res.suggested_rank.reason})`)) : null,
     ...recs];
 }
 function statsTable(v) {

@@ -21,6 +21,7 @@
 #include "loratune/data.h"
 #include "loratune/dvc.h"
 #include "loratune/model.h"
+#include "loratune/rank_hint.h"
 #include "loratune/tokenizer.h"
 #include "serve_internal.h"
 
@@ -783,12 +784,30 @@ static json_t *preview(const char *path, const char *name, const char *model, co
     }
     json_t *sugg = na ? json_integer(suggest_seq_len(all[na - 1], nearest_rank(all, na, 95)))
                       : json_null();
-    res = json_pack("{s:b,s:[],s:s,s:s,s:o,s:o,s:i,s:o,s:o}", "ok", 1, "errors", "model", mname,
+    /* the LoRA rank the train split suggests (rank_hint.h), as `data check --model` gives it;
+       null for a tokenizer-only model folder (no config to size the adapter by) */
+    json_t *rank = json_null();
+    lt_data_summary tr;
+    lt_model *m = NULL;
+    lt_model_load_opts lo = {.lazy = 1};
+    if (lt_data_summary_get(d, LT_SPLIT_TRAIN, &tr) == LT_OK &&
+        lt_model_load(model, &lo, &m) == LT_OK) {
+        lt_rank_hint rh;
+        lt_rank_hint_compute(&m->config, tr.n_loss_tokens, tr.n_examples, &rh);
+        json_decref(rank);
+        rank = json_pack("{s:i,s:i,s:I,s:I,s:b,s:s}", "rank", rh.rank, "cap", rh.cap,
+                         "params_per_rank", (json_int_t)rh.params_per_rank, "loss_tokens",
+                         (json_int_t)rh.loss_tokens, "short_of_data", rh.short_of_data,
+                         "reason", rh.reason);
+    }
+    lt_model_free(m);
+    res = json_pack("{s:b,s:[],s:s,s:s,s:o,s:o,s:o,s:i,s:o,s:o}", "ok", 1, "errors", "model", mname,
                     "format", lt_data_format_name(lt_data_get_format(d)), "template",
                     tpl ? json_pack("{s:s,s:b}", "name", lt_chat_template_name(tpl), "exact",
                                     lt_chat_template_is_exact(tpl))
                         : json_null(),
-                    "suggested_max_seq_len", sugg, "max_seq_len", o->max_seq_len, "stats", stats,
+                    "suggested_max_seq_len", sugg, "suggested_rank", rank, "max_seq_len",
+                    o->max_seq_len, "stats", stats,
                     "records", recs);
 done:
     lt_free(lens);

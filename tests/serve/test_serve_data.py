@@ -171,8 +171,17 @@ def api_checks(u, work, models):
     # ---- the preview against transformers
     p = preview(u, dsid, {"model": "smol-hf", "max-seq-len": SEQ, "records": 5})
     n = check_preview(p, recs, hf, "preview smol-hf")
+    check(p["suggested_rank"] is None, f"a tokenizer-only folder suggests no rank: {p['suggested_rank']}")
     if os.path.exists(GGUF):
         g = preview(u, dsid, {"model": "smol.gguf", "max-seq-len": SEQ, "records": 5})
+        # the rank: what `loratune data check --model` suggests for the same file and split
+        f = os.path.join(TMP, "chat-check.jsonl")
+        open(f, "w").write(data)
+        r = ltcheck.run("data", "check", f, "--model", GGUF, "--max-seq-len", str(SEQ), "--json")
+        want = json.loads(r.stdout).get("rank_suggestion") if r.returncode == 0 else None
+        got = g.get("suggested_rank") or {}
+        check(want and all(got.get(k) == want[k] for k in ("rank", "cap", "params_per_rank", "loss_tokens", "reason")),
+              f"suggested rank {got} vs data check's {want}")
         check(g["stats"]["all"] == p["stats"]["all"], f"GGUF stats {g['stats']['all']} vs HF folder {p['stats']['all']}")
         check([r["tokens"] for r in g["records"]] == n[:5], "GGUF record token counts")
     # a sentencepiece tokenizer (stories260K-hf, text records): the mlx-lm TextDataset rule

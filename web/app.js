@@ -495,7 +495,9 @@ async function jobView(main, id) {
   main.append(el('h1', {}, 'Job ', el('code', {}, id), job.name ? ` · ${job.name}` : ''),
     el('div', { class: 'card' }, el('div', { class: 'stats' },
       el('span', {}, 'status ', status), el('span', {}, 'step ', step), el('span', {}, 'loss ', loss),
-      el('span', {}, 'val loss ', vloss), el('span', {}, 'tokens/s ', tps), el('span', {}, 'memory ', mem), el('span', {}, 'ETA ', eta)),
+      el('span', {}, 'val loss ', vloss), el('span', {}, 'tokens/s ', tps), el('span', {}, 'memory ', mem), el('span', {}, 'ETA ', eta),
+      job.data_version ? el('span', { id: 'job-data', title: `md5 ${job.data_version.md5} · ${job.data_version.dvc_file || ''}` },
+        'data ', el('b', {}, `v${job.data_version.number ?? '?'} · ${job.data_version.md5.slice(0, 8)}`)) : null),
     actions, log),
     el('div', { class: 'charts' }, c1, c2, c3, c4));
   lt.charts.loss = lineChart(k1, 'Loss', ['train loss', 'validation loss']);

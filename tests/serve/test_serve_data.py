@@ -61,6 +61,7 @@ GGUF = os.path.join(ltcheck.SOURCE_DIR, "models", "SmolLM2-135M-Instruct.Q4_1.gg
 TEMPLATE = os.path.join(ltcheck.SOURCE_DIR, "tests", "data", "chat_templates", "smollm2-instruct.jinja")
 DVC = os.path.join(os.path.dirname(sys.executable), "dvc")
 SEQ = 128
+TRAIN_JOB = (None, None)  # (id, data md5) of the train job api_checks ran
 
 
 def tokenizer_folder(d):
@@ -282,6 +283,8 @@ def api_checks(u, work, models):
     check(by and by[0] == "dvc", f"the run's data.versioned_by: {by}")
     check(not os.path.exists(os.path.join(work, "store", "cache", "files", "md5", md5[:2], md5[2:])),
           "the run did not copy the upload into the store's cache (dvc versioned it)")
+    global TRAIN_JOB
+    TRAIN_JOB = (j["id"], sql["version"]["md5"])
     tune_id = register_best_trials(u, work, sql)
     return dsid, p, tune_id
 
@@ -372,6 +375,11 @@ def browser_checks(u, dsid, p, tune_id):
               f"the marked text {marked!r}")
         servekit.console_errors(d, "Data page")
         d.save_screenshot(os.path.join(shots, "data-preview.png"))
+        # the job view shows the data version it trained on
+        jid, md5 = TRAIN_JOB
+        d.get(f"{u}/train?job={jid}")
+        jd = servekit.wait_for(d, lambda: d.find_elements(By.ID, "job-data"), "the job's data version")
+        check(jd and f"v1 · {md5[:8]}" in jd[0].text, f"job view data version: {jd[0].text if jd else None}")
         # Models: the tune job's best trial registered from its row
         d.get(u + "/models")
         row = servekit.wait_for(d, lambda: d.find_elements(By.CSS_SELECTOR, f"tr[data-job='{tune_id}'] input.reg-name"),

@@ -1,7 +1,11 @@
 /* datasets.c - the server's datasets and models: streamed uploads into WORK/datasets/<id>/
- * (never whole in memory; size limit per upload and a quota over all of them), listing, and
- * validation through the data layer (lt_data_open: the same checks and FILE:LINE errors as
- * `loratune data check`, the file named by the dataset's name instead of the server's path).
+ * (never whole in memory; size limit per upload and a quota over all of them), each versioned
+ * as `loratune data add` versions data (dvc.h: WORK is a DVC repository outside git, the
+ * upload's content goes into WORK/.dvc/cache and data.jsonl.dvc is written next to it),
+ * listing (uploads of one name numbered as versions), validation through the data layer
+ * (lt_data_open: the same checks and FILE:LINE errors as `loratune data check`, the file named
+ * by the dataset's name instead of the server's path), and the preview: the records tokenized
+ * as a run tokenizes them, decoded back with the loss mask, and per-record token statistics.
  *
  * Invariants: a dataset folder exists only complete (the upload is written to
  * WORK/uploads/<id>.part, fsynced, and renamed into place; meta.json written atomically last,

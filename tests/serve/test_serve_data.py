@@ -326,6 +326,9 @@ def register_best_trials(u, work, sql):
                   and os.path.realpath(tags.get("study", "")) == os.path.realpath(study),
                   f"{j['kind']}: registered run {run} ({kind}, tags {tags}) is not best trial {best}")
             check(tags.get("parent_run") is not None and run != j.get("run_id"), f"{j['kind']}: a child run: {tags}")
+            want_dir = f"WORK/jobs/{j['id']}/out/{best['dir']}"
+            check((ver.get("adapter_path") or "").rstrip("/").startswith(want_dir),
+                  f"{j['kind']}: version adapter_path {ver.get('adapter_path')} is not the best trial's folder {want_dir}")
             check(md5 == sql["version"]["md5"] and ver["data"]["md5"] == md5,
                   f"{j['kind']}: version data md5 {ver['data']} vs the upload's {sql['version']['md5']}")
             if "method" in best:  # the other method's trial is a run too, and not the one chosen

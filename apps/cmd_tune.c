@@ -32,11 +32,11 @@
 #include "loratune/hwinfo.h"
 #include "loratune/mlflow.h"
 #include "loratune/model.h"
+#include "loratune/rank_hint.h"
 #include "loratune/recorder.h"
 #include "loratune/run.h"
 #include "loratune/track.h"
 #include "loratune/tune.h"
-#include "loratune/rank_hint.h"
 #include "task_metric.h"
 #include "tune_report.h"
 

@@ -30,8 +30,8 @@
 #include "serve_internal.h"
 
 #define LT_SERVE_CHECK_ON_UPLOAD_MAX (64ll << 20)
-#define LT_SERVE_PREVIEW_MAX 50       /* records a preview renders at most */
-#define LT_SERVE_PREVIEW_TOKENS 4096  /* tokens of one record it shows at most */
+#define LT_SERVE_PREVIEW_MAX 50      /* records a preview renders at most */
+#define LT_SERVE_PREVIEW_TOKENS 4096 /* tokens of one record it shows at most */
 
 struct lt_upload {
     lt_server *s;
@@ -51,7 +51,8 @@ lt_status lt_datasets_init(lt_server *s) {
     snprintf(p, sizeof p, "%s/datasets", s->work);
     lt_status st = lt_mkdir_p(p, 0700, NULL);
     if (st) return st;
-    /* uploads are versioned as `dvc add` does, in a DVC repository outside git (dvc init --no-scm) */
+    /* uploads are versioned as `dvc add` does, in a DVC repository outside git (dvc init --no-scm)
+     */
     if ((st = lt_dvc_init_ex(s->work, 1))) return st;
     snprintf(p, sizeof p, "%s/uploads", s->work);
     if ((st = lt_mkdir_p(p, 0700, NULL))) return st;
@@ -351,11 +352,11 @@ enum MHD_Result lt_upload_end(lt_upload *u, struct MHD_Connection *c) {
         u->bytes <= LT_SERVE_CHECK_ON_UPLOAD_MAX ? validate(file, u->name, NULL, &o) : json_null();
     char dvc_file[64];
     snprintf(dvc_file, sizeof dvc_file, "datasets/%s/%s.dvc", u->id, fname);
-    json_t *meta = json_pack("{s:s,s:s,s:s,s:I,s:s,s:f,s:O,s:{s:s,s:I,s:s,s:s}}", "id", u->id,
-                             "name", u->name, "file", fname, "size", (json_int_t)u->bytes,
-                             "sha256", hex, "created", lt_serve_now(), "validation", val,
-                             "version", "md5", h.md5, "size", (json_int_t)h.size, "dvc_file",
-                             dvc_file, "cache", ".dvc/cache");
+    json_t *meta =
+        json_pack("{s:s,s:s,s:s,s:I,s:s,s:f,s:O,s:{s:s,s:I,s:s,s:s}}", "id", u->id, "name", u->name,
+                  "file", fname, "size", (json_int_t)u->bytes, "sha256", hex, "created",
+                  lt_serve_now(), "validation", val, "version", "md5", h.md5, "size",
+                  (json_int_t)h.size, "dvc_file", dvc_file, "cache", ".dvc/cache");
     json_decref(val);
     if (!meta || lt_serve_write_json(meta_path, meta)) {
         json_decref(meta);
@@ -368,7 +369,7 @@ enum MHD_Result lt_upload_end(lt_upload *u, struct MHD_Connection *c) {
         return r;
     }
     json_object_del(meta, "file");
-    u->bytes = 0; /* stays counted: the dataset now holds it */
+    u->bytes = 0;                            /* stays counted: the dataset now holds it */
     json_t *listed = find_dataset(s, u->id); /* with its version number */
     if (listed) {
         json_decref(meta);
@@ -423,9 +424,9 @@ static void number_versions(json_t *arr) {
                 prev = o;
         }
         json_t *pv = prev ? json_object_get(prev, "version") : NULL;
-        json_object_set_new(v, "number",
-                            json_integer(pv ? json_integer_value(json_object_get(pv, "number")) + 1
-                                            : 1));
+        json_object_set_new(
+            v, "number",
+            json_integer(pv ? json_integer_value(json_object_get(pv, "number")) + 1 : 1));
         json_object_set(v, "previous", prev ? json_object_get(prev, "id") : json_null());
         json_object_set_new(v, "changed",
                             json_boolean(!pv || !json_equal(json_object_get(pv, "md5"),
@@ -478,11 +479,11 @@ static json_t *find_dataset(lt_server *s, const char *id) {
 json_t *lt_dataset_version(lt_server *s, const char *id) {
     json_t *m = id && lt_serve_id_valid(id, "ds_") ? find_dataset(s, id) : NULL;
     json_t *v = json_object_get(m, "version");
-    json_t *out = json_is_object(v) ? json_pack("{s:O,s:O,s:O,s:s}", "md5",
-                                                json_object_get(v, "md5"), "dvc_file",
-                                                json_object_get(v, "dvc_file"), "number",
-                                                json_object_get(v, "number"), "dataset", id)
-                                    : NULL;
+    json_t *out = json_is_object(v)
+                      ? json_pack("{s:O,s:O,s:O,s:s}", "md5", json_object_get(v, "md5"), "dvc_file",
+                                  json_object_get(v, "dvc_file"), "number",
+                                  json_object_get(v, "number"), "dataset", id)
+                      : NULL;
     json_decref(m);
     return out;
 }
@@ -518,8 +519,9 @@ static int parse_data_body(const json_t *body, int preview, lt_data_opts *o,
             *model_name = json_string_value(v);
         } else if (!strcmp(key, "data-format")) {
             if (!json_is_string(v) || lt_data_format_parse(json_string_value(v), &o->format)) {
-                snprintf(err, errn, "data-format: expected one of auto, text, completions, "
-                                    "chat, alpaca, sharegpt");
+                snprintf(err, errn,
+                         "data-format: expected one of auto, text, completions, "
+                         "chat, alpaca, sharegpt");
                 return 1;
             }
         } else if (!strcmp(key, "max-seq-len")) {
@@ -553,8 +555,7 @@ static int parse_data_body(const json_t *body, int preview, lt_data_opts *o,
             double x = json_number_value(v); /* 7.0 is an integer to JSON Schema */
             if (!json_is_number(v) || x != (double)(int64_t)x || x < 0 ||
                 x > LT_SERVE_PREVIEW_MAX) {
-                snprintf(err, errn, "records: expected an integer in 0..%d",
-                         LT_SERVE_PREVIEW_MAX);
+                snprintf(err, errn, "records: expected an integer in 0..%d", LT_SERVE_PREVIEW_MAX);
                 return 1;
             }
             *records = (int)x;
@@ -786,8 +787,8 @@ static json_t *preview(const char *path, const char *name, const char *model, co
         }
         json_array_append_new(recs, r);
     }
-    json_t *sugg = na ? json_integer(suggest_seq_len(all[na - 1], nearest_rank(all, na, 95)))
-                      : json_null();
+    json_t *sugg =
+        na ? json_integer(suggest_seq_len(all[na - 1], nearest_rank(all, na, 95))) : json_null();
     /* the LoRA rank the train split suggests (rank_hint.h), as `data check --model` gives it;
        null for a tokenizer-only model folder (no config to size the adapter by) */
     json_t *rank = json_null();
@@ -801,8 +802,8 @@ static json_t *preview(const char *path, const char *name, const char *model, co
         json_decref(rank);
         rank = json_pack("{s:i,s:i,s:I,s:I,s:b,s:s}", "rank", rh.rank, "cap", rh.cap,
                          "params_per_rank", (json_int_t)rh.params_per_rank, "loss_tokens",
-                         (json_int_t)rh.loss_tokens, "short_of_data", rh.short_of_data,
-                         "reason", rh.reason);
+                         (json_int_t)rh.loss_tokens, "short_of_data", rh.short_of_data, "reason",
+                         rh.reason);
     }
     lt_model_free(m);
     res = json_pack("{s:b,s:[],s:s,s:s,s:o,s:o,s:o,s:i,s:o,s:o}", "ok", 1, "errors", "model", mname,
@@ -811,8 +812,7 @@ static json_t *preview(const char *path, const char *name, const char *model, co
                                     lt_chat_template_is_exact(tpl))
                         : json_null(),
                     "suggested_max_seq_len", sugg, "suggested_rank", rank, "max_seq_len",
-                    o->max_seq_len, "stats", stats,
-                    "records", recs);
+                    o->max_seq_len, "stats", stats, "records", recs);
 done:
     lt_free(lens);
     lt_free(all);

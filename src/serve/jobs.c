@@ -1517,8 +1517,10 @@ lt_status lt_jobs_enqueue(lt_server *s, const char *dataset, const char *model,
                           options ? json_deep_copy(options) : json_object(), "name", name, "seq",
                           (json_int_t)j->seq, "created", lt_serve_now());
     if (j->record && extra) json_object_update(j->record, (json_t *)extra);
-    if (j->record) json_object_set_new(j->record, "data_version", dv ? dv : json_null());
-    else json_decref(dv);
+    if (j->record)
+        json_object_set_new(j->record, "data_version", dv ? dv : json_null());
+    else
+        json_decref(dv);
     if (j->record) plan_job(s, j); /* under s->mu: retraining jobs are rare */
     st = j->record ? persist(s, j) : lt_error(LT_ERR_NOMEM, "out of memory");
     if (!st) st = add_job(s, j);

@@ -157,9 +157,9 @@ enum MHD_Result lt_job_merged(lt_server *s, struct MHD_Connection *c, const char
     else if (!strcmp(dts, "q8_0") && gguf)
         dt = LT_DTYPE_Q8_0;
     else
-        return lt_reply_error(c, 400, "bad_request", "dtype: expected %s for format %s, got '%.40s'",
-                              gguf ? "f32, f16 or q8_0" : "f32, bf16 or f16", gguf ? "gguf" : "hf",
-                              dts);
+        return lt_reply_error(
+            c, 400, "bad_request", "dtype: expected %s for format %s, got '%.40s'",
+            gguf ? "f32, f16 or q8_0" : "f32, bf16 or f16", gguf ? "gguf" : "hf", dts);
     char adapter[LT_SERVE_PATH + 160], base[LT_SERVE_PATH + 300];
     snprintf(adapter, sizeof adapter, "%s/adapter_config.json", out);
     if (!lt_path_exists(adapter))
@@ -169,8 +169,8 @@ enum MHD_Result lt_job_merged(lt_server *s, struct MHD_Connection *c, const char
                               id);
     if (lt_model_path(s, model_name, base, sizeof base))
         return lt_reply_error(c, MHD_HTTP_NOT_FOUND, "not_found",
-                              "job '%s': its base model '%s' is no longer in the models folder",
-                              id, model_name);
+                              "job '%s': its base model '%s' is no longer in the models folder", id,
+                              model_name);
     char job_dir[LT_SERVE_PATH + 64], dst[LT_SERVE_PATH + 128];
     snprintf(job_dir, sizeof job_dir, "%s/jobs/%s", s->work, id);
     snprintf(dst, sizeof dst, "%s/merged-%s-%s.%s", job_dir, gguf ? "gguf" : "hf", dts,

@@ -84,8 +84,8 @@ enum MHD_Result lt_registry_list(lt_server *s, struct MHD_Connection *c) {
  * {trial, dir, method?}): the newest run named trial-N of kind hpo-trial whose tags say trial N
  * of the job's study (WORK/jobs/ID/out, a compare job's OUT/METHOD: `loratune tune` tags every
  * trial's run so). The newest, because a resumed study runs its cut trial again. */
-static lt_status best_trial_run(lt_server *s, lt_store *st, const char *job_id,
-                                const json_t *best, int64_t *run) {
+static lt_status best_trial_run(lt_server *s, lt_store *st, const char *job_id, const json_t *best,
+                                int64_t *run) {
     *run = 0;
     json_int_t trial = json_integer_value(json_object_get(best, "trial"));
     const char *method = json_string_value(json_object_get(best, "method"));
@@ -120,9 +120,8 @@ static lt_status best_trial_run(lt_server *s, lt_store *st, const char *job_id,
     }
     json_decref(runs);
     return *run ? LT_OK
-                : lt_error(LT_ERR_NOTFOUND,
-                           "job '%s': trial %lld has no run in the tracking store", job_id,
-                           (long long)trial);
+                : lt_error(LT_ERR_NOTFOUND, "job '%s': trial %lld has no run in the tracking store",
+                           job_id, (long long)trial);
 }
 
 /* POST /api/registry {job, name, description?}: the job's run becomes the next version; a
@@ -189,8 +188,8 @@ enum MHD_Result lt_registry_create(lt_server *s, struct MHD_Connection *c, const
             char *msg = lt_serve_scrub(s, lt_errmsg());
             lt_store_close(st);
             enum MHD_Result r = lt_reply_error(c, bst == LT_ERR_NOTFOUND ? 409 : 500,
-                                               bst == LT_ERR_NOTFOUND ? "conflict" : "store",
-                                               "%s", msg ? msg : "out of memory");
+                                               bst == LT_ERR_NOTFOUND ? "conflict" : "store", "%s",
+                                               msg ? msg : "out of memory");
             lt_free(msg);
             return r;
         }

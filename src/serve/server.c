@@ -221,37 +221,37 @@ typedef enum {
     R_OPENAPI,
     R_MODELS,
     R_OPTIONS,
-    R_DATASETS,        /* GET list, POST upload */
-    R_DATASET,         /* GET */
-    R_DATASET_CHECK,   /* POST validate */
+    R_DATASETS,      /* GET list, POST upload */
+    R_DATASET,       /* GET */
+    R_DATASET_CHECK, /* POST validate */
     R_DATASET_PREVIEW, /* POST preview + token statistics */
-    R_JOBS,            /* GET list, POST create */
-    R_JOB,             /* GET */
-    R_JOB_CANCEL,      /* POST */
-    R_JOB_RESUME,      /* POST */
-    R_JOB_EVENTS,      /* GET (SSE) */
-    R_JOB_ADAPTER,     /* GET download */
-    R_JOB_MERGED,      /* GET the merged model (merged.c) */
-    R_JOB_STUDY,       /* GET: a tune / compare job's studies */
-    R_RUNS,            /* GET */
-    R_RUN,             /* GET */
-    R_RUN_METRICS,     /* GET */
-    R_WEB,             /* GET: a page of the web interface (web.c) */
-    R_PLAN,            /* POST: memory estimate (plan.c) */
-    R_REGISTRY,        /* GET list, POST register (registry.c) */
-    R_REGISTRY_STAGE,  /* POST: promote a version */
-    R_LIVE,            /* GET /health */
-    R_READY,           /* GET /ready */
-    R_METRICS,         /* GET /metrics */
-    R_V1_MODELS,       /* GET */
-    R_V1_COMPLETIONS,  /* POST */
-    R_V1_CHAT,         /* POST */
-    R_V1_ADAPTERS,     /* GET list, POST load */
-    R_V1_ADAPTER,      /* DELETE unload */
-    R_DEPLOYMENTS,     /* GET list, POST deploy (deploy.c) */
+    R_JOBS,          /* GET list, POST create */
+    R_JOB,           /* GET */
+    R_JOB_CANCEL,    /* POST */
+    R_JOB_RESUME,    /* POST */
+    R_JOB_EVENTS,    /* GET (SSE) */
+    R_JOB_ADAPTER,   /* GET download */
+    R_JOB_MERGED,    /* GET the merged model (merged.c) */
+    R_JOB_STUDY,     /* GET: a tune / compare job's studies */
+    R_RUNS,          /* GET */
+    R_RUN,           /* GET */
+    R_RUN_METRICS,   /* GET */
+    R_WEB,           /* GET: a page of the web interface (web.c) */
+    R_PLAN,          /* POST: memory estimate (plan.c) */
+    R_REGISTRY,      /* GET list, POST register (registry.c) */
+    R_REGISTRY_STAGE, /* POST: promote a version */
+    R_LIVE,          /* GET /health */
+    R_READY,         /* GET /ready */
+    R_METRICS,       /* GET /metrics */
+    R_V1_MODELS,     /* GET */
+    R_V1_COMPLETIONS, /* POST */
+    R_V1_CHAT,       /* POST */
+    R_V1_ADAPTERS,   /* GET list, POST load */
+    R_V1_ADAPTER,    /* DELETE unload */
+    R_DEPLOYMENTS,   /* GET list, POST deploy (deploy.c) */
     R_DEPLOY_ROLLBACK, /* POST */
     R_DEPLOY_EVALUATE, /* POST */
-    R_ALERTS,          /* POST: Alertmanager's webhook (deploy.c) */
+    R_ALERTS,        /* POST: Alertmanager's webhook (deploy.c) */
 } route_kind;
 
 typedef struct {

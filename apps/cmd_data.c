@@ -11,7 +11,7 @@
 #include "loratune/chat.h"
 #include "loratune/data.h"
 #include "loratune/model.h"
-#include "rank_hint.h"
+#include "loratune/rank_hint.h"
 #include "loratune/tokenizer.h"
 
 static void check_usage(FILE *f) {
@@ -51,7 +51,7 @@ static void json_str(FILE *f, const char *s) {
 }
 
 static void print_json(const lt_data *d, const lt_chat_template *tpl, int with_tokens,
-                       int max_seq_len, const rank_hint *rh) {
+                       int max_seq_len, const lt_rank_hint *rh) {
     printf("{\"format\": \"%s\", \"max_seq_len\": %d, \"chat_template\": ",
            lt_data_format_name(lt_data_get_format(d)), max_seq_len);
     if (tpl)
@@ -201,13 +201,13 @@ static int data_check(int argc, char **argv) {
     }
     if (lt_data_open(data, tok, tpl, &o, &d)) goto fail;
     /* with a model: the LoRA rank its train split suggests (rank_hint.h) */
-    rank_hint rh, *rhp = NULL;
+    lt_rank_hint rh, *rhp = NULL;
     lt_data_summary tr;
     if (model && tok && lt_data_summary_get(d, LT_SPLIT_TRAIN, &tr) == LT_OK) {
         lt_model *m = NULL;
         lt_model_load_opts lo = {.lazy = 1};
         if (lt_model_load(model, &lo, &m) == LT_OK) { /* not a tokenizer-only folder */
-            rank_hint_compute(&m->config, tr.n_loss_tokens, tr.n_examples, &rh);
+            lt_rank_hint_compute(&m->config, tr.n_loss_tokens, tr.n_examples, &rh);
             rhp = &rh;
         }
         lt_model_free(m);

@@ -32,11 +32,11 @@
 #include "loratune/hwinfo.h"
 #include "loratune/mlflow.h"
 #include "loratune/model.h"
+#include "loratune/rank_hint.h"
 #include "loratune/recorder.h"
 #include "loratune/run.h"
 #include "loratune/track.h"
 #include "loratune/tune.h"
-#include "rank_hint.h"
 #include "task_metric.h"
 #include "tune_report.h"
 
@@ -847,9 +847,9 @@ static int run_study(tune_args *a, int resume, lt_run_shared **shp, tune_summary
     if (a->base.method != LT_METHOD_FULL && !json_object_get(tj, "rank_suggestion")) {
         lt_data_summary tr;
         if (lt_data_summary_get(lt_run_shared_data(shared), LT_SPLIT_TRAIN, &tr) == LT_OK) {
-            rank_hint rh;
-            rank_hint_compute(lt_run_shared_model_config(shared), tr.n_loss_tokens, tr.n_examples,
-                              &rh);
+            lt_rank_hint rh;
+            lt_rank_hint_compute(lt_run_shared_model_config(shared), tr.n_loss_tokens,
+                                 tr.n_examples, &rh);
             json_object_set_new(tj, "rank_suggestion",
                                 json_pack("{s:i, s:s}", "rank", rh.rank, "reason", rh.reason));
             if (!a->json) printf("rank suggestion: %d: %s\n", rh.rank, rh.reason);

@@ -305,16 +305,56 @@ async function listDatasets(box) {
         out.replaceChildren(res.ok ? statsTable(res) : errorBox((res.errors || []).map((e) => `line ${e.line}: ${e.message}`).join('\n')));
       } catch (e) { out.replaceChildren(errorBox(e.message)); } finally { check.disabled = false; }
     } }, 'Validate');
+    const prev = el('button', { class: 'secondary preview-btn', type: 'button', 'data-dataset': d.id, onclick: async () => {
+      if (!sel.value) { out.replaceChildren(errorBox('Choose a model to preview with: the records are rendered with its chat template.')); sel.focus(); return; }
+      prev.disabled = true;
+      try {
+        const body = { model: sel.value, records: 5 };
+        if (seq.value) body['max-seq-len'] = +seq.value;
+        const res = await api('POST', `/api/datasets/${d.id}/preview`, body);
+        out.replaceChildren();
+        pv.replaceChildren(...(res.ok ? previewView(d, res) : [errorBox((res.errors || []).map((e) => (e.line ? `line ${e.line}: ` : '') + e.message).join('\n'))]));
+        pv.scrollIntoView({ block: 'nearest' });
+      } catch (e) { out.replaceChildren(errorBox(e.message)); } finally { prev.disabled = false; }
+    } }, 'Preview');
+    const seq = el('input', { type: 'number', min: 2, placeholder: '2048', class: 'seq', 'aria-label': `max-seq-len for ${d.name}'s token statistics` });
+    const ver = d.version;
     return el('tr', {},
-      el('td', {}, el('b', {}, d.name), el('br'), el('code', { class: 'muted' }, d.id)),
+      el('td', {}, el('b', {}, d.name), el('br'), el('code', { class: 'muted' }, d.id),
+        ver ? el('div', { class: 'muted version', title: `md5 ${ver.md5} · ${ver.dvc_file}` },
+          `v${ver.number}${ver.number > 1 ? (ver.changed ? ' (changed)' : ' (same content)') : ''} · md5 `, el('code', {}, ver.md5.slice(0, 8))) : null),
       el('td', {}, bytes(d.size)), el('td', { class: v && !v.ok ? 'status-failed' : '' }, state),
-      el('td', {}, el('div', { class: 'row' }, sel, check), out),
+      el('td', {}, el('div', { class: 'row' }, sel, seq, check, prev), out),
       el('td', {}, v && v.ok ? el('a', { href: `/train?dataset=${d.id}` }, 'Train') : ''));
   });
+  const pv = el('div', { id: 'ds-preview', 'aria-live': 'polite' });
   box.replaceChildren(el('p', { class: 'muted' }, `${bytes(r.used_bytes)} of ${bytes(r.quota_bytes)} used`),
     el('div', { class: 'table-wrap card' }, el('table', {},
-      el('thead', {}, el('tr', {}, ['dataset', 'size', 'check', 'validate', ''].map((h) => el('th', { scope: 'col' }, h)))),
-      el('tbody', {}, rows))));
+      el('thead', {}, el('tr', {}, ['dataset', 'size', 'check', 'validate / preview', ''].map((h) => el('th', { scope: 'col' }, h)))),
+      el('tbody', {}, rows))), pv);
+}
+/* A preview: token statistics per split and the first records as the model sees them, the
+ * tokens it learns from (the loss mask) highlighted. */
+function previewView(d, res) {
+  const cols = ['split', 'examples', 'min', 'median', 'p95', 'max', 'mean', `over ${res.max_seq_len}`, 'tokens cut'];
+  const rows = Object.entries(res.stats).map(([k, s]) => el('tr', { 'data-split': k },
+    el('th', { scope: 'row' }, k), [s.examples, s.min, s.median, s.p95, s.max, num(s.mean, 1), s.over_max_seq_len, s.tokens_cut]
+      .map((x, i) => el('td', { 'data-label': cols[i + 1] }, x ?? ''))));
+  const recs = res.records.map((r) => el('div', { class: 'card record', 'data-line': r.line },
+    el('p', { class: 'muted' }, `Line ${r.line} · ${r.split} · ${r.tokens} tokens` + (r.truncated ? ` · truncated to ${r.tokens_kept}` : '') +
+      ` · ${r.loss_tokens} trained` + (r.tokens_shown < r.tokens_kept ? ` · first ${r.tokens_shown} shown` : '')),
+    el('pre', { class: 'rendered', tabindex: '0', 'aria-label': `line ${r.line} rendered with the chat template` },
+      r.segments.map((g) => el('span', { class: g.loss ? 'loss' : null }, g.text)))));
+  return [el('h2', {}, `Preview of ${d.name} with ${res.model}`),
+    el('p', { class: 'muted' }, `${res.format} · template ${res.template ? res.template.name + (res.template.exact ? '' : ' (guessed)') : 'none'} · ` +
+      'token counts per record before truncation · ', el('span', { class: 'loss' }, 'highlighted'), ': the tokens it learns from'),
+    el('div', { class: 'table-wrap card' }, el('table', { class: 'stack', id: 'token-stats' },
+      el('thead', {}, el('tr', {}, cols.map((h) => el('th', { scope: 'col' }, h)))), el('tbody', {}, rows))),
+    el('p', { id: 'suggested' }, 'Suggested max-seq-len: ', el('b', {}, res.suggested_max_seq_len ?? '–'),
+      el('span', { class: 'muted' }, ' (holds every record, or the 95th percentile when a few are far longer)')),
+    res.suggested_rank ? el('p', { id: 'suggested-rank' }, 'Suggested LoRA rank: ', el('b', {}, res.suggested_rank.rank),
+      el('span', { class: 'muted' }, ` (${res.suggested_rank.reason})`)) : null,
+    ...recs];
 }
 function statsTable(v) {
   const rows = Object.entries(v.splits || {}).map(([k, s]) => el('tr', {},
@@ -455,7 +495,9 @@ async function jobView(main, id) {
   main.append(el('h1', {}, 'Job ', el('code', {}, id), job.name ? ` · ${job.name}` : ''),
     el('div', { class: 'card' }, el('div', { class: 'stats' },
       el('span', {}, 'status ', status), el('span', {}, 'step ', step), el('span', {}, 'loss ', loss),
-      el('span', {}, 'val loss ', vloss), el('span', {}, 'tokens/s ', tps), el('span', {}, 'memory ', mem), el('span', {}, 'ETA ', eta)),
+      el('span', {}, 'val loss ', vloss), el('span', {}, 'tokens/s ', tps), el('span', {}, 'memory ', mem), el('span', {}, 'ETA ', eta),
+      job.data_version ? el('span', { id: 'job-data', title: `md5 ${job.data_version.md5} · ${job.data_version.dvc_file || ''}` },
+        'data ', el('b', {}, `v${job.data_version.number ?? '?'} · ${job.data_version.md5.slice(0, 8)}`)) : null),
     actions, log),
     el('div', { class: 'charts' }, c1, c2, c3, c4));
   lt.charts.loss = lineChart(k1, 'Loss', ['train loss', 'validation loss']);
@@ -613,39 +655,45 @@ async function pageModels(main) {
   const hpo = jobs.jobs.filter((j) => j.status === 'done' && (j.kind === 'tune' || j.kind === 'compare') && j.best);
   main.append(el('h2', {}, 'Adapters'));
   if (!done.length && !hpo.length) main.append(el('p', { class: 'muted' }, 'No finished jobs yet.'));
+  /* Register: the job's run (a tune / compare job's best trial's) becomes the next version */
+  const registerForm = (j) => {
+    const nm = el('input', { type: 'text', class: 'reg-name', 'aria-label': `Registered model name for job ${j.id}`, placeholder: 'model name', value: '' });
+    const msg = el('div', { 'aria-live': 'polite' });
+    const btn = el('button', { type: 'submit', class: 'register' }, 'Register');
+    const form = el('form', { class: 'row' }, nm, btn);
+    form.addEventListener('submit', async (ev) => {
+      ev.preventDefault();
+      btn.disabled = true;
+      try {
+        const m = await api('POST', '/api/registry', { job: j.id, name: nm.value.trim() });
+        msg.replaceChildren(el('p', { class: 'ok' }, `Registered as ${m.name} version ${m.version}`));
+        await drawRegistry(regBox);
+      } catch (e) { msg.replaceChildren(errorBox(e.message)); } finally { btn.disabled = false; }
+    });
+    return [form, msg];
+  };
   const links = (j) => {
     const have = j.files ? FILES.filter((f) => (Array.isArray(j.files) ? j.files.includes(f) : j.files[f])) : FILES;
-    return [el('a', { href: `/api/jobs/${j.id}/adapter/adapter.zip`, download: '', class: 'zip' }, 'adapter.zip'),
+    return [el('a', { href: `/api/jobs/${j.id}/adapter/adapter.zip`, download: '', class: 'zip' }, 'adapter.zip'), ' · ',
+      el('a', { href: `/api/jobs/${j.id}/merged`, download: '', class: 'merged', title: 'the base model with this adapter merged in (loratune fuse): a Hugging Face folder, f32, zipped; made on the first download' }, 'merged model (.zip)'),
       el('details', {}, el('summary', {}, 'single files'),
         el('ul', {}, have.map((f) => el('li', {}, el('a', { href: `/api/jobs/${j.id}/adapter/${f}`, download: '' }, f)))))];
   };
   if (done.length) main.append(el('div', { class: 'table-wrap card' }, el('table', {},
     el('thead', {}, el('tr', {}, ['job', 'model', 'result', 'download', 'register'].map((h) => el('th', { scope: 'col' }, h)))),
     el('tbody', {}, done.map((j) => {
-      const nm = el('input', { type: 'text', class: 'reg-name', 'aria-label': `Registered model name for job ${j.id}`, placeholder: 'model name', value: '' });
-      const msg = el('div', { 'aria-live': 'polite' });
-      const btn = el('button', { type: 'submit', class: 'register' }, 'Register');
-      const form = el('form', { class: 'row' }, nm, btn);
-      form.addEventListener('submit', async (ev) => {
-        ev.preventDefault();
-        btn.disabled = true;
-        try {
-          const m = await api('POST', '/api/registry', { job: j.id, name: nm.value.trim() });
-          msg.replaceChildren(el('p', { class: 'ok' }, `Registered as ${m.name} version ${m.version}`));
-          await drawRegistry(regBox);
-        } catch (e) { msg.replaceChildren(errorBox(e.message)); } finally { btn.disabled = false; }
-      });
+      const [form, msg] = registerForm(j);
       return el('tr', { 'data-job': j.id },
         el('td', {}, el('a', { href: `/train?job=${j.id}` }, j.name || j.id)), el('td', {}, j.model),
         el('td', {}, j.result ? `${j.result.steps} steps · loss ${num(j.result.train_loss)}${j.result.val_loss != null ? ' · val ' + num(j.result.val_loss) : ''}` : ''),
         el('td', {}, links(j)), el('td', {}, form, msg));
     })))));
   if (hpo.length) main.append(el('h3', {}, 'Best trials of tune / compare jobs'), el('div', { class: 'table-wrap card' }, el('table', {},
-    el('thead', {}, el('tr', {}, ['job', 'kind', 'best trial', 'value', 'download'].map((h) => el('th', { scope: 'col' }, h)))),
+    el('thead', {}, el('tr', {}, ['job', 'kind', 'best trial', 'value', 'download', 'register'].map((h) => el('th', { scope: 'col' }, h)))),
     el('tbody', {}, hpo.map((j) => el('tr', { 'data-job': j.id },
       el('td', {}, el('a', { href: `/${j.kind}?job=${j.id}` }, j.name || j.id)), el('td', {}, j.kind),
       el('td', {}, `${j.best.method ? j.best.method + ' ' : ''}#${j.best.trial}`), el('td', {}, num(j.best.value)),
-      el('td', {}, links(j))))))));
+      el('td', {}, links(j)), el('td', {}, ...registerForm(j))))))));
   main.append(el('h2', {}, 'Registry'), regBox);
   await drawRegistry(regBox);
 }

@@ -1,7 +1,11 @@
 /* datasets.c - the server's datasets and models: streamed uploads into WORK/datasets/<id>/
- * (never whole in memory; size limit per upload and a quota over all of them), listing, and
- * validation through the data layer (lt_data_open: the same checks and FILE:LINE errors as
- * `loratune data check`, the file named by the dataset's name instead of the server's path).
+ * (never whole in memory; size limit per upload and a quota over all of them), each versioned
+ * as `loratune data add` versions data (dvc.h: WORK is a DVC repository outside git, the
+ * upload's content goes into WORK/.dvc/cache and data.jsonl.dvc is written next to it),
+ * listing (uploads of one name numbered as versions), validation through the data layer
+ * (lt_data_open: the same checks and FILE:LINE errors as `loratune data check`, the file named
+ * by the dataset's name instead of the server's path), and the preview: the records tokenized
+ * as a run tokenizes them, decoded back with the loss mask, and per-record token statistics.
  *
  * Invariants: a dataset folder exists only complete (the upload is written to
  * WORK/uploads/<id>.part, fsynced, and renamed into place; meta.json written atomically last,
@@ -19,11 +23,15 @@
 #include "core/io.h"
 #include "loratune/chat.h"
 #include "loratune/data.h"
+#include "loratune/dvc.h"
 #include "loratune/model.h"
+#include "loratune/rank_hint.h"
 #include "loratune/tokenizer.h"
 #include "serve_internal.h"
 
 #define LT_SERVE_CHECK_ON_UPLOAD_MAX (64ll << 20)
+#define LT_SERVE_PREVIEW_MAX 50      /* records a preview renders at most */
+#define LT_SERVE_PREVIEW_TOKENS 4096 /* tokens of one record it shows at most */
 
 struct lt_upload {
     lt_server *s;
@@ -43,6 +51,9 @@ lt_status lt_datasets_init(lt_server *s) {
     snprintf(p, sizeof p, "%s/datasets", s->work);
     lt_status st = lt_mkdir_p(p, 0700, NULL);
     if (st) return st;
+    /* uploads are versioned as `dvc add` does, in a DVC repository outside git (dvc init --no-scm)
+     */
+    if ((st = lt_dvc_init_ex(s->work, 1))) return st;
     snprintf(p, sizeof p, "%s/uploads", s->work);
     if ((st = lt_mkdir_p(p, 0700, NULL))) return st;
     DIR *d = opendir(p); /* uploads cut off by a previous server's end */
@@ -71,6 +82,8 @@ lt_status lt_datasets_init(lt_server *s) {
     closedir(d);
     return LT_OK;
 }
+
+static json_t *find_dataset(lt_server *s, const char *id);
 
 /* ---- upload ----------------------------------------------------------------------------- */
 static void release(lt_upload *u) {
@@ -305,6 +318,26 @@ enum MHD_Result lt_upload_end(lt_upload *u, struct MHD_Connection *c) {
         return r;
     }
     lt_io_sync_parent(file);
+    /* the version: as `loratune data add` (dvc add): the content into WORK/.dvc/cache, and
+       data.jsonl.dvc next to it; one at a time with the recorder's versioning */
+    char cache[LT_SERVE_PATH + 16];
+    snprintf(cache, sizeof cache, "%s/.dvc/cache", s->work);
+    lt_dvc_hash h;
+    pthread_mutex_lock(&s->rec_mu);
+    lt_status vst = lt_dvc_add(file, cache, 1, s->work, &h);
+    pthread_mutex_unlock(&s->rec_mu);
+    if (vst) {
+        char *msg = lt_serve_scrub(s, lt_errmsg());
+        unlink(file);
+        snprintf(file + strlen(file), sizeof file - strlen(file), ".dvc");
+        unlink(file);
+        rmdir(dir);
+        r = lt_reply_error(c, MHD_HTTP_INTERNAL_SERVER_ERROR, "io_error",
+                           "could not version the upload: %s", msg ? msg : "out of memory");
+        lt_free(msg);
+        lt_upload_abort(u);
+        return r;
+    }
     unsigned char md[EVP_MAX_MD_SIZE];
     unsigned mdn = 0;
     char hex[2 * EVP_MAX_MD_SIZE + 1] = "";
@@ -317,12 +350,18 @@ enum MHD_Result lt_upload_end(lt_upload *u, struct MHD_Connection *c) {
        a bigger one is checked on POST .../validate */
     json_t *val =
         u->bytes <= LT_SERVE_CHECK_ON_UPLOAD_MAX ? validate(file, u->name, NULL, &o) : json_null();
-    json_t *meta = json_pack("{s:s,s:s,s:s,s:I,s:s,s:f,s:O}", "id", u->id, "name", u->name, "file",
-                             fname, "size", (json_int_t)u->bytes, "sha256", hex, "created",
-                             lt_serve_now(), "validation", val);
+    char dvc_file[64];
+    snprintf(dvc_file, sizeof dvc_file, "datasets/%s/%s.dvc", u->id, fname);
+    json_t *meta =
+        json_pack("{s:s,s:s,s:s,s:I,s:s,s:f,s:O,s:{s:s,s:I,s:s,s:s}}", "id", u->id, "name", u->name,
+                  "file", fname, "size", (json_int_t)u->bytes, "sha256", hex, "created",
+                  lt_serve_now(), "validation", val, "version", "md5", h.md5, "size",
+                  (json_int_t)h.size, "dvc_file", dvc_file, "cache", ".dvc/cache");
     json_decref(val);
     if (!meta || lt_serve_write_json(meta_path, meta)) {
         json_decref(meta);
+        unlink(file);
+        snprintf(file + strlen(file), sizeof file - strlen(file), ".dvc");
         unlink(file);
         rmdir(dir);
         r = lt_reply_error(c, MHD_HTTP_INTERNAL_SERVER_ERROR, "io_error", "%s", lt_errmsg());
@@ -330,7 +369,12 @@ enum MHD_Result lt_upload_end(lt_upload *u, struct MHD_Connection *c) {
         return r;
     }
     json_object_del(meta, "file");
-    u->bytes = 0; /* stays counted: the dataset now holds it */
+    u->bytes = 0;                            /* stays counted: the dataset now holds it */
+    json_t *listed = find_dataset(s, u->id); /* with its version number */
+    if (listed) {
+        json_decref(meta);
+        meta = listed;
+    }
     lt_upload_abort(u);
     return lt_reply_json(c, MHD_HTTP_CREATED, meta);
 }
@@ -363,7 +407,35 @@ lt_status lt_dataset_path(lt_server *s, const char *id, char *out, size_t n) {
     return LT_OK;
 }
 
-enum MHD_Result lt_datasets_list(lt_server *s, struct MHD_Connection *c) {
+/* arr: datasets newest first. Each versioned one's "version" gets "number" (1 for the oldest
+ * upload of its name) and "previous" (the id of the one before, or null), and "changed"
+ * (whether its content differs from the previous one's). */
+static void number_versions(json_t *arr) {
+    size_t n = json_array_size(arr);
+    for (size_t i = n; i-- > 0;) {
+        json_t *m = json_array_get(arr, i), *v = json_object_get(m, "version");
+        if (!json_is_object(v)) continue;
+        const char *name = json_string_value(json_object_get(m, "name"));
+        json_t *prev = NULL;
+        for (size_t j = i + 1; j < n && !prev; j++) {
+            json_t *o = json_array_get(arr, j);
+            const char *on = json_string_value(json_object_get(o, "name"));
+            if (json_is_object(json_object_get(o, "version")) && on && name && !strcmp(on, name))
+                prev = o;
+        }
+        json_t *pv = prev ? json_object_get(prev, "version") : NULL;
+        json_object_set_new(
+            v, "number",
+            json_integer(pv ? json_integer_value(json_object_get(pv, "number")) + 1 : 1));
+        json_object_set(v, "previous", prev ? json_object_get(prev, "id") : json_null());
+        json_object_set_new(v, "changed",
+                            json_boolean(!pv || !json_equal(json_object_get(pv, "md5"),
+                                                            json_object_get(v, "md5"))));
+    }
+}
+
+/* The datasets, newest first, their versions numbered (a new reference). */
+static json_t *list_datasets(lt_server *s) {
     char p[LT_SERVE_PATH + 64];
     snprintf(p, sizeof p, "%s/datasets", s->work);
     json_t *arr = json_array();
@@ -388,6 +460,36 @@ enum MHD_Result lt_datasets_list(lt_server *s, struct MHD_Connection *c) {
             json_array_remove(arr, j);
             json_array_insert_new(arr, j - 1, x);
         }
+    number_versions(arr);
+    return arr;
+}
+
+/* The dataset id of the list (a new reference), or NULL. */
+static json_t *find_dataset(lt_server *s, const char *id) {
+    json_t *arr = list_datasets(s), *m = NULL, *x;
+    size_t i;
+    json_array_foreach(arr, i, x) {
+        const char *xid = json_string_value(json_object_get(x, "id"));
+        if (!m && xid && !strcmp(xid, id)) m = json_incref(x);
+    }
+    json_decref(arr);
+    return m;
+}
+
+json_t *lt_dataset_version(lt_server *s, const char *id) {
+    json_t *m = id && lt_serve_id_valid(id, "ds_") ? find_dataset(s, id) : NULL;
+    json_t *v = json_object_get(m, "version");
+    json_t *out = json_is_object(v)
+                      ? json_pack("{s:O,s:O,s:O,s:s}", "md5", json_object_get(v, "md5"), "dvc_file",
+                                  json_object_get(v, "dvc_file"), "number",
+                                  json_object_get(v, "number"), "dataset", id)
+                      : NULL;
+    json_decref(m);
+    return out;
+}
+
+enum MHD_Result lt_datasets_list(lt_server *s, struct MHD_Connection *c) {
+    json_t *arr = list_datasets(s);
     pthread_mutex_lock(&s->mu);
     json_t *o = json_pack("{s:o,s:I,s:I}", "datasets", arr, "used_bytes", (json_int_t)s->used_bytes,
                           "quota_bytes", (json_int_t)s->quota);
@@ -396,68 +498,99 @@ enum MHD_Result lt_datasets_list(lt_server *s, struct MHD_Connection *c) {
 }
 
 enum MHD_Result lt_dataset_get(lt_server *s, struct MHD_Connection *c, const char *id) {
-    json_t *m = lt_serve_id_valid(id, "ds_") ? load_meta(s, id) : NULL;
+    json_t *m = lt_serve_id_valid(id, "ds_") ? find_dataset(s, id) : NULL;
     if (!m) return lt_reply_error(c, MHD_HTTP_NOT_FOUND, "not_found", "no dataset '%s'", id);
     return lt_reply_json(c, MHD_HTTP_OK, m);
 }
 
-/* body: {"model"?: name, "data-format"?, "max-seq-len"?, "train-on-prompt"?, "valid-fraction"?,
- * "seed"?}; anything else is a 400 naming the key. */
-enum MHD_Result lt_dataset_validate(lt_server *s, struct MHD_Connection *c, const char *id,
-                                    const json_t *body) {
-    char path[LT_SERVE_PATH + 96], model[LT_SERVE_PATH + 300];
-    if (lt_dataset_path(s, id, path, sizeof path))
-        return lt_reply_error(c, MHD_HTTP_NOT_FOUND, "not_found", "no dataset '%s'", id);
-    json_t *meta = load_meta(s, id);
-    char name[256];
-    const char *mn = json_string_value(json_object_get(meta, "name"));
-    snprintf(name, sizeof name, "%s", mn ? mn : "data");
-    json_decref(meta);
-    lt_data_opts o;
-    lt_data_opts_default(&o);
-    const char *model_name = NULL;
+/* The options of a validate / preview body: {"model"?: name, "data-format"?, "max-seq-len"?,
+ * "train-on-prompt"?, "valid-fraction"?, "seed"?} and, for a preview, "records"?. 0, or 1
+ * with the 400's message (naming the key) in err. */
+static int parse_data_body(const json_t *body, int preview, lt_data_opts *o,
+                           const char **model_name, int *records, char *err, size_t errn) {
     const char *key;
     json_t *v;
     json_object_foreach((json_t *)body, key, v) {
         if (!strcmp(key, "model")) {
-            if (!json_is_string(v))
-                return lt_reply_error(c, 400, "bad_request",
-                                      "model: expected a string (a name "
-                                      "from GET /api/models)");
-            model_name = json_string_value(v);
+            if (!json_is_string(v)) {
+                snprintf(err, errn, "model: expected a string (a name from GET /api/models)");
+                return 1;
+            }
+            *model_name = json_string_value(v);
         } else if (!strcmp(key, "data-format")) {
-            if (!json_is_string(v) || lt_data_format_parse(json_string_value(v), &o.format))
-                return lt_reply_error(c, 400, "bad_request",
-                                      "data-format: expected one of auto, "
-                                      "text, completions, chat, alpaca, sharegpt");
+            if (!json_is_string(v) || lt_data_format_parse(json_string_value(v), &o->format)) {
+                snprintf(err, errn,
+                         "data-format: expected one of auto, text, completions, "
+                         "chat, alpaca, sharegpt");
+                return 1;
+            }
         } else if (!strcmp(key, "max-seq-len")) {
             double x = json_number_value(v);
-            if (!json_is_number(v) || x != (double)(int64_t)x || x < 2 || x > (1 << 24))
-                return lt_reply_error(c, 400, "bad_request",
-                                      "max-seq-len: expected an integer in 2..16777216");
-            o.max_seq_len = (int)x;
+            if (!json_is_number(v) || x != (double)(int64_t)x || x < 2 || x > (1 << 24)) {
+                snprintf(err, errn, "max-seq-len: expected an integer in 2..16777216");
+                return 1;
+            }
+            o->max_seq_len = (int)x;
         } else if (!strcmp(key, "train-on-prompt")) {
-            if (!json_is_boolean(v))
-                return lt_reply_error(c, 400, "bad_request", "train-on-prompt: expected a boolean");
-            o.train_on_prompt = json_is_true(v);
+            if (!json_is_boolean(v)) {
+                snprintf(err, errn, "train-on-prompt: expected a boolean");
+                return 1;
+            }
+            o->train_on_prompt = json_is_true(v);
         } else if (!strcmp(key, "valid-fraction")) {
-            if (!json_is_number(v) || !(json_number_value(v) >= 0 && json_number_value(v) < 1))
-                return lt_reply_error(c, 400, "bad_request",
-                                      "valid-fraction: expected a number in [0, 1)");
-            o.valid_fraction = json_number_value(v);
+            if (!json_is_number(v) || !(json_number_value(v) >= 0 && json_number_value(v) < 1)) {
+                snprintf(err, errn, "valid-fraction: expected a number in [0, 1)");
+                return 1;
+            }
+            o->valid_fraction = json_number_value(v);
         } else if (!strcmp(key, "seed")) {
             double x = json_number_value(v);
-            if (!json_is_number(v) || x != (double)(int64_t)x || x < 0 || x > 9.007199254740992e15)
-                return lt_reply_error(c, 400, "bad_request",
-                                      "seed: expected an integer in 0..2^53");
-            o.seed = json_is_integer(v) ? (uint64_t)json_integer_value(v) : (uint64_t)x;
+            if (!json_is_number(v) || x != (double)(int64_t)x || x < 0 ||
+                x > 9.007199254740992e15) {
+                snprintf(err, errn, "seed: expected an integer in 0..2^53");
+                return 1;
+            }
+            o->seed = json_is_integer(v) ? (uint64_t)json_integer_value(v) : (uint64_t)x;
+        } else if (preview && !strcmp(key, "records")) {
+            double x = json_number_value(v); /* 7.0 is an integer to JSON Schema */
+            if (!json_is_number(v) || x != (double)(int64_t)x || x < 0 ||
+                x > LT_SERVE_PREVIEW_MAX) {
+                snprintf(err, errn, "records: expected an integer in 0..%d", LT_SERVE_PREVIEW_MAX);
+                return 1;
+            }
+            *records = (int)x;
         } else {
-            return lt_reply_error(c, 400, "bad_request",
-                                  "unknown key '%s' (expected model, data-format, max-seq-len, "
-                                  "train-on-prompt, valid-fraction, seed)",
-                                  key);
+            snprintf(err, errn,
+                     "unknown key '%s' (expected model, data-format, max-seq-len, "
+                     "train-on-prompt, valid-fraction, seed%s)",
+                     key, preview ? ", records" : "");
+            return 1;
         }
     }
+    return 0;
+}
+
+/* The dataset's data file and display name; 0, or 1 when there is no such dataset. */
+static int dataset_file(lt_server *s, const char *id, char *path, size_t pn, char *name,
+                        size_t nn) {
+    if (lt_dataset_path(s, id, path, pn)) return 1;
+    json_t *meta = load_meta(s, id);
+    const char *mn = json_string_value(json_object_get(meta, "name"));
+    snprintf(name, nn, "%s", mn ? mn : "data");
+    json_decref(meta);
+    return 0;
+}
+
+enum MHD_Result lt_dataset_validate(lt_server *s, struct MHD_Connection *c, const char *id,
+                                    const json_t *body) {
+    char path[LT_SERVE_PATH + 96], model[LT_SERVE_PATH + 300], name[256], err[256];
+    if (dataset_file(s, id, path, sizeof path, name, sizeof name))
+        return lt_reply_error(c, MHD_HTTP_NOT_FOUND, "not_found", "no dataset '%s'", id);
+    lt_data_opts o;
+    lt_data_opts_default(&o);
+    const char *model_name = NULL;
+    if (parse_data_body(body, 0, &o, &model_name, NULL, err, sizeof err))
+        return lt_reply_error(c, 400, "bad_request", "%s", err);
     lt_status mst = model_name ? lt_model_path(s, model_name, model, sizeof model) : LT_OK;
     if (mst)
         return lt_reply_error(c, mst == LT_ERR_NOTFOUND ? 404 : 400,
@@ -465,6 +598,254 @@ enum MHD_Result lt_dataset_validate(lt_server *s, struct MHD_Connection *c, cons
                               lt_errmsg());
     json_t *raw = validate(path, name, model_name ? model : NULL, &o);
     json_t *res = raw ? lt_serve_scrub_json(s, raw) : NULL; /* a model error names its path */
+    json_decref(raw);
+    if (!res) return lt_reply_error(c, 500, "internal", "out of memory");
+    json_object_set_new(res, "dataset", json_string(id));
+    return lt_reply_json(c, MHD_HTTP_OK, res);
+}
+
+/* ---- preview and token statistics ------------------------------------------------------ */
+static int cmp_int(const void *a, const void *b) {
+    int x = *(const int *)a, y = *(const int *)b;
+    return (x > y) - (x < y);
+}
+
+/* The nearest-rank percentile of sorted v[n] (n >= 1): the smallest value with at least p% of
+ * the values at or below it (numpy's method "inverted_cdf"). */
+static int nearest_rank(const int *v, int64_t n, int pct) {
+    int64_t k = (pct * n + 99) / 100; /* ceil(pct / 100 * n), 1-based */
+    return v[k < 1 ? 0 : k - 1];
+}
+
+/* Token statistics of the examples' lengths before truncation (n_orig): lens[n] is sorted
+ * here. NULL when out of memory. */
+static json_t *length_stats(int *lens, int64_t n, int64_t kept, int64_t loss, int max_seq_len) {
+    if (!n) return json_pack("{s:i}", "examples", 0);
+    qsort(lens, (size_t)n, sizeof *lens, cmp_int);
+    int64_t total = 0, over = 0, cut = 0;
+    for (int64_t i = 0; i < n; i++) {
+        total += lens[i];
+        if (lens[i] > max_seq_len) {
+            over++;
+            cut += lens[i] - max_seq_len;
+        }
+    }
+    return json_pack("{s:I,s:i,s:i,s:i,s:i,s:f,s:I,s:I,s:I,s:I,s:I}", "examples", (json_int_t)n,
+                     "min", lens[0], "median", nearest_rank(lens, n, 50), "p95",
+                     nearest_rank(lens, n, 95), "max", lens[n - 1], "mean", (double)total / n,
+                     "tokens", (json_int_t)total, "tokens_kept", (json_int_t)kept, "loss_tokens",
+                     (json_int_t)loss, "over_max_seq_len", (json_int_t)over, "tokens_cut",
+                     (json_int_t)cut);
+}
+
+/* Replaces the bytes of invalid UTF-8 sequences by '?' in place (the length stays). */
+static void fix_utf8(char *p, size_t n) {
+    for (size_t i = 0; i < n;) {
+        unsigned char b = (unsigned char)p[i];
+        size_t k = b < 0x80 ? 1 : (b >> 5) == 6 ? 2 : (b >> 4) == 14 ? 3 : (b >> 3) == 30 ? 4 : 0;
+        int ok = k && i + k <= n && !(k == 1 && b == 0);
+        for (size_t m = 1; ok && m < k; m++)
+            ok = ((unsigned char)p[i + m] >> 6) == 2;
+        if (!ok) {
+            p[i++] = '?';
+            continue;
+        }
+        i += k;
+    }
+}
+
+/* One example as the model sees it: the tokens decoded with the special tokens shown (the
+ * chat template's markers), in runs of equal loss mask: [{"text", "loss"}]. At most
+ * LT_SERVE_PREVIEW_TOKENS tokens are shown. */
+static json_t *render_example(const lt_tokenizer *tok, const lt_example *e, const char *split,
+                              int max_seq_len) {
+    int shown = e->n < LT_SERVE_PREVIEW_TOKENS ? e->n : LT_SERVE_PREVIEW_TOKENS;
+    json_t *segs = json_array();
+    int64_t loss = 0;
+    for (int i = 0; i < e->n; i++)
+        loss += e->mask[i];
+    /* a run's text is decode(tokens[0..j]) less decode(tokens[0..i]) when the first starts
+       with the second (so a sentencepiece word keeps its space and a character split between
+       runs stays whole), else the run decoded alone */
+    char *prev = NULL;
+    size_t prev_len = 0;
+    for (int i = 0; i < shown;) {
+        int j = i;
+        while (j < shown && e->mask[j] == e->mask[i])
+            j++;
+        char *upto = NULL, *alone = NULL;
+        size_t upto_len = 0, alone_len = 0;
+        json_t *t = NULL;
+        if (lt_tokenizer_decode(tok, e->tokens, (size_t)j, 0, &upto, &upto_len)) goto fail;
+        if (upto_len >= prev_len && (!prev_len || !memcmp(upto, prev, prev_len)))
+            t = json_stringn(upto + prev_len, upto_len - prev_len);
+        if (!t) {
+            if (lt_tokenizer_decode(tok, e->tokens + i, (size_t)(j - i), 0, &alone, &alone_len)) {
+                lt_free(upto);
+                goto fail;
+            }
+            t = json_stringn(alone, alone_len);
+            if (!t) { /* invalid UTF-8 of a character split between runs: '?' shown */
+                fix_utf8(alone, alone_len);
+                t = json_stringn(alone, alone_len);
+            }
+            lt_free(alone);
+        }
+        lt_free(prev);
+        prev = upto;
+        prev_len = upto_len;
+        json_array_append_new(segs, json_pack("{s:o*,s:b}", "text", t, "loss", e->mask[i] ? 1 : 0));
+        i = j;
+    }
+    lt_free(prev);
+    return json_pack("{s:I,s:s,s:i,s:i,s:i,s:I,s:b,s:o}", "line", (json_int_t)e->line, "split",
+                     split, "tokens", e->n_orig, "tokens_kept", e->n, "tokens_shown", shown,
+                     "loss_tokens", (json_int_t)loss, "truncated", e->n_orig > max_seq_len,
+                     "segments", segs);
+fail:
+    lt_free(prev);
+    json_decref(segs);
+    return NULL;
+}
+
+typedef struct {
+    const lt_example *e;
+    lt_split split;
+} ex_ref;
+
+static int cmp_line(const void *a, const void *b) {
+    int64_t x = ((const ex_ref *)a)->e->line, y = ((const ex_ref *)b)->e->line;
+    return (x > y) - (x < y);
+}
+
+/* The smallest multiple of 64 that holds the longest example, unless that is more than twice
+ * the 95th percentile (a few outliers): then the one that holds the 95th percentile. */
+static int suggest_seq_len(int max, int p95) {
+    int whole = (max + 63) / 64 * 64, most = (p95 + 63) / 64 * 64;
+    return whole > 2 * most ? most : whole;
+}
+
+static json_t *preview(const char *path, const char *name, const char *model, const char *mname,
+                       const lt_data_opts *o, int records) {
+    lt_tokenizer *tok = NULL;
+    lt_chat_template *tpl = NULL;
+    lt_data *d = NULL;
+    json_t *res = NULL;
+    int *lens = NULL, *all = NULL;
+    ex_ref *refs = NULL;
+    lt_status st = lt_tokenizer_load(model, &tok);
+    if (!st) {
+        st = lt_model_chat_template(model, tok, &tpl);
+        if (st == LT_ERR_NOTFOUND) st = LT_OK;
+    }
+    if (st) {
+        res = json_pack("{s:b,s:[{s:n,s:s}]}", "ok", 0, "errors", "line", "message", lt_errmsg());
+        goto done;
+    }
+    if (lt_data_open(path, tok, tpl, o, &d)) {
+        res = validate(path, name, model, o); /* the error, as validate reports it */
+        goto done;
+    }
+    int64_t total = 0;
+    for (int sp = 0; sp < LT_SPLIT_COUNT; sp++)
+        total += lt_data_count(d, (lt_split)sp);
+    lens = lt_malloc(sizeof *lens * (size_t)(total ? total : 1));
+    all = lt_malloc(sizeof *all * (size_t)(total ? total : 1));
+    refs = lt_malloc(sizeof *refs * (size_t)(total ? total : 1));
+    json_t *stats = json_object();
+    if (!lens || !all || !refs || !stats) {
+        json_decref(stats);
+        goto done;
+    }
+    int64_t na = 0, kept_all = 0, loss_all = 0;
+    for (int sp = 0; sp < LT_SPLIT_COUNT; sp++) {
+        int64_t n = lt_data_count(d, (lt_split)sp), kept = 0, loss = 0;
+        if (!n) continue;
+        for (int64_t i = 0; i < n; i++) {
+            const lt_example *e = lt_data_example(d, (lt_split)sp, i);
+            lens[i] = all[na] = e->n_orig;
+            refs[na++] = (ex_ref){e, (lt_split)sp};
+            kept += e->n;
+            for (int t = 0; t < e->n; t++)
+                loss += e->mask[t];
+        }
+        kept_all += kept;
+        loss_all += loss;
+        json_object_set_new(stats, lt_split_name((lt_split)sp),
+                            length_stats(lens, n, kept, loss, o->max_seq_len));
+    }
+    json_t *whole = length_stats(all, na, kept_all, loss_all, o->max_seq_len);
+    json_object_set_new(stats, "all", whole);
+    qsort(refs, (size_t)na, sizeof *refs, cmp_line);
+    json_t *recs = json_array();
+    for (int64_t i = 0; i < na && i < records; i++) {
+        json_t *r = render_example(tok, refs[i].e, lt_split_name(refs[i].split), o->max_seq_len);
+        if (!r) {
+            json_decref(recs);
+            json_decref(stats);
+            goto done;
+        }
+        json_array_append_new(recs, r);
+    }
+    json_t *sugg =
+        na ? json_integer(suggest_seq_len(all[na - 1], nearest_rank(all, na, 95))) : json_null();
+    /* the LoRA rank the train split suggests (rank_hint.h), as `data check --model` gives it;
+       null for a tokenizer-only model folder (no config to size the adapter by) */
+    json_t *rank = json_null();
+    lt_data_summary tr;
+    lt_model *m = NULL;
+    lt_model_load_opts lo = {.lazy = 1};
+    if (lt_data_summary_get(d, LT_SPLIT_TRAIN, &tr) == LT_OK &&
+        lt_model_load(model, &lo, &m) == LT_OK) {
+        lt_rank_hint rh;
+        lt_rank_hint_compute(&m->config, tr.n_loss_tokens, tr.n_examples, &rh);
+        json_decref(rank);
+        rank = json_pack("{s:i,s:i,s:I,s:I,s:b,s:s}", "rank", rh.rank, "cap", rh.cap,
+                         "params_per_rank", (json_int_t)rh.params_per_rank, "loss_tokens",
+                         (json_int_t)rh.loss_tokens, "short_of_data", rh.short_of_data, "reason",
+                         rh.reason);
+    }
+    lt_model_free(m);
+    res = json_pack("{s:b,s:[],s:s,s:s,s:o,s:o,s:o,s:i,s:o,s:o}", "ok", 1, "errors", "model", mname,
+                    "format", lt_data_format_name(lt_data_get_format(d)), "template",
+                    tpl ? json_pack("{s:s,s:b}", "name", lt_chat_template_name(tpl), "exact",
+                                    lt_chat_template_is_exact(tpl))
+                        : json_null(),
+                    "suggested_max_seq_len", sugg, "suggested_rank", rank, "max_seq_len",
+                    o->max_seq_len, "stats", stats, "records", recs);
+done:
+    lt_free(lens);
+    lt_free(all);
+    lt_free(refs);
+    lt_data_free(d);
+    lt_chat_template_free(tpl);
+    lt_tokenizer_free(tok);
+    return res;
+}
+
+enum MHD_Result lt_dataset_preview(lt_server *s, struct MHD_Connection *c, const char *id,
+                                   const json_t *body) {
+    char path[LT_SERVE_PATH + 96], model[LT_SERVE_PATH + 300], name[256], err[256];
+    if (dataset_file(s, id, path, sizeof path, name, sizeof name))
+        return lt_reply_error(c, MHD_HTTP_NOT_FOUND, "not_found", "no dataset '%s'", id);
+    lt_data_opts o;
+    lt_data_opts_default(&o);
+    const char *model_name = NULL;
+    int records = 3;
+    if (parse_data_body(body, 1, &o, &model_name, &records, err, sizeof err))
+        return lt_reply_error(c, 400, "bad_request", "%s", err);
+    if (!model_name)
+        return lt_reply_error(c, 400, "bad_request",
+                              "model: required (the preview renders the records with the "
+                              "model's tokenizer and chat template; a name from GET "
+                              "/api/models)");
+    lt_status mst = lt_model_path(s, model_name, model, sizeof model);
+    if (mst)
+        return lt_reply_error(c, mst == LT_ERR_NOTFOUND ? 404 : 400,
+                              mst == LT_ERR_NOTFOUND ? "not_found" : "bad_request", "model: %s",
+                              lt_errmsg());
+    json_t *raw = preview(path, name, model, model_name, &o, records);
+    json_t *res = raw ? lt_serve_scrub_json(s, raw) : NULL;
     json_decref(raw);
     if (!res) return lt_reply_error(c, 500, "internal", "out of memory");
     json_object_set_new(res, "dataset", json_string(id));

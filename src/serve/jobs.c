@@ -1071,6 +1071,7 @@ enum MHD_Result lt_jobs_create(lt_server *s, struct MHD_Connection *c, const jso
     int64_t pbudget;
     const char *pwhy;
     int64_t planned = lt_plan_run_opts(&o, &ptc, &pp, &pbudget, &pwhy) ? 0 : pp.peak_bytes;
+    json_t *dv = lt_dataset_version(s, json_string_value(ds));
     pthread_mutex_lock(&s->mu);
     j->seq = s->next_seq;
     j->planned = planned;
@@ -1082,6 +1083,10 @@ enum MHD_Result lt_jobs_create(lt_server *s, struct MHD_Connection *c, const jso
     if (j->record)
         json_object_set_new(j->record, "planned_peak_bytes",
                             planned > 0 ? json_integer(planned) : json_null());
+    if (j->record) /* the data version it trains on: the dataset's DVC md5 */
+        json_object_set_new(j->record, "data_version", dv ? dv : json_null());
+    else
+        json_decref(dv);
     lt_status st = j->record ? persist(s, j) : LT_ERR_NOMEM;
     if (!st) st = add_job(s, j);
     if (st) {
@@ -1504,6 +1509,7 @@ lt_status lt_jobs_enqueue(lt_server *s, const char *dataset, const char *model,
         lt_free(j);
         return st;
     }
+    json_t *dv = lt_dataset_version(s, dataset);
     pthread_mutex_lock(&s->mu);
     j->seq = s->next_seq;
     j->record = json_pack("{s:s,s:s,s:s,s:s,s:s,s:o,s:s?,s:I,s:f}", "id", j->id, "kind", "train",
@@ -1511,6 +1517,10 @@ lt_status lt_jobs_enqueue(lt_server *s, const char *dataset, const char *model,
                           options ? json_deep_copy(options) : json_object(), "name", name, "seq",
                           (json_int_t)j->seq, "created", lt_serve_now());
     if (j->record && extra) json_object_update(j->record, (json_t *)extra);
+    if (j->record)
+        json_object_set_new(j->record, "data_version", dv ? dv : json_null());
+    else
+        json_decref(dv);
     if (j->record) plan_job(s, j); /* under s->mu: retraining jobs are rare */
     st = j->record ? persist(s, j) : lt_error(LT_ERR_NOMEM, "out of memory");
     if (!st) st = add_job(s, j);

@@ -6,8 +6,10 @@
  *
  * A store handle serves one thread: each request opens its own (SQLite WAL), as runs.c does.
  * Paths in the answers (adapter_path, base, data) are scrubbed to WORK/... and MODELS/.... */
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "loratune/track.h"
@@ -78,7 +80,52 @@ enum MHD_Result lt_registry_list(lt_server *s, struct MHD_Connection *c) {
     return lt_reply_json(c, MHD_HTTP_OK, json_pack("{s:o}", "models", out));
 }
 
-/* POST /api/registry {job, name, description?}: the job's run becomes the next version. */
+/* The tracking-store run of a done tune / compare job's best trial (best: the job's "best",
+ * {trial, dir, method?}): the newest run named trial-N of kind hpo-trial whose tags say trial N
+ * of the job's study (WORK/jobs/ID/out, a compare job's OUT/METHOD: `loratune tune` tags every
+ * trial's run so). The newest, because a resumed study runs its cut trial again. */
+static lt_status best_trial_run(lt_server *s, lt_store *st, const char *job_id, const json_t *best,
+                                int64_t *run) {
+    *run = 0;
+    json_int_t trial = json_integer_value(json_object_get(best, "trial"));
+    const char *method = json_string_value(json_object_get(best, "method"));
+    char study[LT_SERVE_PATH + 128], want[PATH_MAX], got[PATH_MAX], name[32], tr[32];
+    snprintf(study, sizeof study, "%s/jobs/%s/out%s%s", s->work, job_id, method ? "/" : "",
+             method ? method : "");
+    if (!realpath(study, want))
+        return lt_error(LT_ERR_NOTFOUND, "job '%s': its study folder is gone", job_id);
+    snprintf(name, sizeof name, "trial-%lld", (long long)trial);
+    snprintf(tr, sizeof tr, "%lld", (long long)trial);
+    char *text = NULL;
+    lt_status r = lt_store_runs_json(st, "serve", 0, &text);
+    json_t *runs = !r && text ? json_loads(text, 0, NULL) : NULL;
+    free(text);
+    if (r) return r;
+    size_t i;
+    json_t *x;
+    json_array_foreach(runs, i, x) {
+        const char *n = json_string_value(json_object_get(x, "name"));
+        const char *k = json_string_value(json_object_get(x, "kind"));
+        if (*run || !n || strcmp(n, name) || !k || strcmp(k, "hpo-trial")) continue;
+        json_int_t id = json_integer_value(json_object_get(x, "id"));
+        char *full = NULL;
+        if (lt_store_run_to_json(st, id, 0, &full)) continue;
+        json_t *o = full ? json_loads(full, 0, NULL) : NULL;
+        free(full);
+        json_t *tags = json_object_get(o, "tags");
+        const char *ts = json_string_value(json_object_get(tags, "study"));
+        const char *tt = json_string_value(json_object_get(tags, "trial"));
+        if (ts && tt && !strcmp(tt, tr) && realpath(ts, got) && !strcmp(got, want)) *run = id;
+        json_decref(o);
+    }
+    json_decref(runs);
+    return *run ? LT_OK
+                : lt_error(LT_ERR_NOTFOUND, "job '%s': trial %lld has no run in the tracking store",
+                           job_id, (long long)trial);
+}
+
+/* POST /api/registry {job, name, description?}: the job's run becomes the next version; a
+ * tune / compare job's best trial's run. */
 enum MHD_Result lt_registry_create(lt_server *s, struct MHD_Connection *c, const json_t *body) {
     const char *key;
     json_t *v;
@@ -107,21 +154,47 @@ enum MHD_Result lt_registry_create(lt_server *s, struct MHD_Connection *c, const
     lt_job *j = NULL;
     for (int i = 0; i < s->n_jobs && !j; i++)
         if (!strcmp(s->jobs[i]->id, id)) j = s->jobs[i];
+    json_t *best = NULL; /* a tune / compare job's best trial */
     if (j) {
         const char *kind = json_string_value(json_object_get(j->record, "kind"));
-        if (kind && strcmp(kind, "train"))
-            snprintf(why, sizeof why, "job '%s' is a %s job: register a train job", id, kind);
+        int hpo = kind && (!strcmp(kind, "tune") || !strcmp(kind, "compare"));
+        if (kind && strcmp(kind, "train") && !hpo)
+            snprintf(why, sizeof why, "job '%s' is a %s job: register a train, tune or compare job",
+                     id, kind);
         else if (j->status != JOB_DONE)
             snprintf(why, sizeof why, "job '%s' is %s, not done", id, lt_job_status_name(j->status));
+        else if (hpo && !(best = json_deep_copy(json_object_get(j->record, "best"))))
+            snprintf(why, sizeof why, "%s job '%s' has no complete trial to register", kind, id);
         run = json_integer_value(json_object_get(j->record, "run_id"));
-        if (!*why && run <= 0)
+        if (!*why && !hpo && run <= 0)
             snprintf(why, sizeof why, "job '%s' has no run in the tracking store", id);
     }
     pthread_mutex_unlock(&s->mu);
     if (!j) return lt_reply_error(c, 404, "not_found", "job: no job '%.40s'", id);
-    if (*why) return lt_reply_error(c, 409, "conflict", "%s", why);
+    if (*why) {
+        json_decref(best);
+        return lt_reply_error(c, 409, "conflict", "%s", why);
+    }
     lt_store *st = NULL;
-    if (open_store(s, &st)) return lt_reply_error(c, 500, "store", "tracking store: %s", lt_errmsg());
+    if (open_store(s, &st)) {
+        json_decref(best);
+        return lt_reply_error(c, 500, "store", "tracking store: %s", lt_errmsg());
+    }
+    if (best) {
+        int64_t trun = 0;
+        lt_status bst = best_trial_run(s, st, id, best, &trun);
+        json_decref(best);
+        if (bst) {
+            char *msg = lt_serve_scrub(s, lt_errmsg());
+            lt_store_close(st);
+            enum MHD_Result r = lt_reply_error(c, bst == LT_ERR_NOTFOUND ? 409 : 500,
+                                               bst == LT_ERR_NOTFOUND ? "conflict" : "store", "%s",
+                                               msg ? msg : "out of memory");
+            lt_free(msg);
+            return r;
+        }
+        run = (json_int_t)trun;
+    }
     lt_registry_desc d = {.name = json_string_value(name),
                           .description = json_is_string(desc) ? json_string_value(desc) : NULL};
     int version = 0, http = 0;

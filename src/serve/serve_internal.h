@@ -79,6 +79,7 @@ struct lt_server {
     int n_running;      /* jobs running, each on its own thread (jobs.c) */
     int64_t mem_budget; /* --memory-budget: the planned peaks of running jobs fit in it */
     int64_t mem_planned; /* the sum of the running jobs' counted peaks */
+    pthread_mutex_t merge_mu; /* one merged-model download made at a time (merged.c) */
     pthread_mutex_t rec_mu; /* serializes lt_recorder_start: two jobs on one dataset would
                                version the same file into the store's DVC cache at once */
     pthread_t worker;    /* the scheduler: starts queued jobs as the budget allows */
@@ -127,6 +128,15 @@ enum MHD_Result lt_datasets_list(lt_server *s, struct MHD_Connection *c);
 enum MHD_Result lt_dataset_get(lt_server *s, struct MHD_Connection *c, const char *id);
 enum MHD_Result lt_dataset_validate(lt_server *s, struct MHD_Connection *c, const char *id,
                                     const json_t *body);
+/* body as validate's plus "records" (0..50, default 3); "model" required: the first records
+ * (in file order) rendered with the model's tokenizer and chat template, in runs of loss mask,
+ * and the per-record token statistics of each split (min / median / p95 / max before
+ * truncation, how many exceed max-seq-len, tokens cut), a suggested max-seq-len. */
+enum MHD_Result lt_dataset_preview(lt_server *s, struct MHD_Connection *c, const char *id,
+                                   const json_t *body);
+/* Dataset id's version {md5, dvc_file, number, dataset} (a new reference), or NULL for a
+ * dataset uploaded before uploads were versioned. */
+json_t *lt_dataset_version(lt_server *s, const char *id);
 /* The data file of dataset id in out (n bytes); LT_ERR_NOTFOUND when there is none. */
 lt_status lt_dataset_path(lt_server *s, const char *id, char *out, size_t n);
 /* The path of model name (an entry of the models folder) in out; LT_ERR_NOTFOUND / LT_ERR_ARG
@@ -151,6 +161,9 @@ enum MHD_Result lt_job_study(lt_server *s, struct MHD_Connection *c, const char 
 /* Under s->mu: where a done job's downloads are (train: OUT; tune / compare: the best
  * trial's folder); -1 when it has none. */
 int lt_job_files_dir(lt_server *s, const lt_job *j, char *out, size_t n);
+/* GET /api/jobs/{id}/merged?format=hf|gguf&dtype=...: the base model with the job's adapter
+ * merged in (loratune fuse), made once and streamed (merged.c). */
+enum MHD_Result lt_job_merged(lt_server *s, struct MHD_Connection *c, const char *id);
 enum MHD_Result lt_job_download(lt_server *s, struct MHD_Connection *c, const char *id,
                                 const char *file);
 

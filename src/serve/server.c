@@ -224,12 +224,14 @@ typedef enum {
     R_DATASETS,      /* GET list, POST upload */
     R_DATASET,       /* GET */
     R_DATASET_CHECK, /* POST validate */
+    R_DATASET_PREVIEW, /* POST preview + token statistics */
     R_JOBS,          /* GET list, POST create */
     R_JOB,           /* GET */
     R_JOB_CANCEL,    /* POST */
     R_JOB_RESUME,    /* POST */
     R_JOB_EVENTS,    /* GET (SSE) */
     R_JOB_ADAPTER,   /* GET download */
+    R_JOB_MERGED,    /* GET the merged model (merged.c) */
     R_JOB_STUDY,     /* GET: a tune / compare job's studies */
     R_RUNS,          /* GET */
     R_RUN,           /* GET */
@@ -294,6 +296,7 @@ static const char *allowed(route_kind k) {
     case R_REGISTRY:
         return "GET, HEAD, POST";
     case R_DATASET_CHECK:
+    case R_DATASET_PREVIEW:
     case R_JOB_CANCEL:
     case R_JOB_RESUME:
     case R_PLAN:
@@ -364,12 +367,14 @@ static int route(const char *method, const char *url, request *q) {
     if (!strcmp(a, "datasets")) {
         if (n == 3) return pick(q, R_DATASET, get);
         if (n == 4 && !strcmp(seg[3], "validate")) return pick(q, R_DATASET_CHECK, post);
+        if (n == 4 && !strcmp(seg[3], "preview")) return pick(q, R_DATASET_PREVIEW, post);
     } else if (!strcmp(a, "jobs")) {
         if (n == 3) return pick(q, R_JOB, get);
         if (n == 4 && !strcmp(seg[3], "cancel")) return pick(q, R_JOB_CANCEL, post);
         if (n == 4 && !strcmp(seg[3], "resume")) return pick(q, R_JOB_RESUME, post);
         if (n == 4 && !strcmp(seg[3], "events")) return pick(q, R_JOB_EVENTS, get);
         if (n == 4 && !strcmp(seg[3], "study")) return pick(q, R_JOB_STUDY, get);
+        if (n == 4 && !strcmp(seg[3], "merged")) return pick(q, R_JOB_MERGED, get);
         if (n == 5 && !strcmp(seg[3], "adapter")) {
             snprintf(q->file, sizeof q->file, "%s", seg[4]);
             return pick(q, R_JOB_ADAPTER, get);
@@ -613,6 +618,9 @@ static enum MHD_Result dispatch(lt_server *s, struct MHD_Connection *c, request 
     case R_DATASET_CHECK:
         r = lt_dataset_validate(s, c, q->id, body);
         break;
+    case R_DATASET_PREVIEW:
+        r = lt_dataset_preview(s, c, q->id, body);
+        break;
     case R_JOBS:
         if (q->is_post) {
             if (!body)
@@ -642,6 +650,9 @@ static enum MHD_Result dispatch(lt_server *s, struct MHD_Connection *c, request 
     case R_JOB_ADAPTER:
         r = !strcmp(q->file, "adapter.zip") ? lt_job_archive(s, c, q->id)
                                             : lt_job_download(s, c, q->id, q->file);
+        break;
+    case R_JOB_MERGED:
+        r = lt_job_merged(s, c, q->id);
         break;
     case R_RUNS:
         r = lt_runs_list(s, c);
@@ -845,6 +856,7 @@ lt_status lt_serve_start(const lt_serve_opts *o, lt_server **out) {
     }
     pthread_mutex_init(&s->mu, NULL);
     pthread_mutex_init(&s->rec_mu, NULL);
+    pthread_mutex_init(&s->merge_mu, NULL);
     pthread_cond_init(&s->cv, NULL);
 
     lt_status st = lt_dir_lock_open(s->work, 0, &s->lock);
@@ -912,6 +924,7 @@ void lt_serve_stop(lt_server *s) {
     lt_dir_lock_close(s->lock);
     pthread_cond_destroy(&s->cv);
     pthread_mutex_destroy(&s->rec_mu);
+    pthread_mutex_destroy(&s->merge_mu);
     pthread_mutex_destroy(&s->mu);
     lt_free(s->tls_cert);
     lt_free(s->tls_key);

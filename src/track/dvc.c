@@ -296,13 +296,18 @@ lt_status lt_dvc_find_root(const char *path, char *root, size_t n) {
 }
 
 lt_status lt_dvc_init(const char *dir) {
+    return lt_dvc_init_ex(dir, 0);
+}
+
+lt_status lt_dvc_init_ex(const char *dir, int no_scm) {
     char p[PATH_MAX];
     snprintf(p, sizeof p, "%s/.dvc", dir);
     if (lt_path_is_dir(p)) return LT_OK;
     lt_status st = lt_mkdir_p(p, 0755, NULL);
     if (st != LT_OK) return st;
     snprintf(p, sizeof p, "%s/.dvc/config", dir);
-    if ((st = lt_file_write_atomic(p, "", 0)) != LT_OK) return st;
+    const char *cfg = no_scm ? "[core]\n    no_scm = True\n" : ""; /* as dvc init [--no-scm] */
+    if ((st = lt_file_write_atomic(p, cfg, strlen(cfg))) != LT_OK) return st;
     snprintf(p, sizeof p, "%s/.dvc/.gitignore", dir);
     const char *gi = "/config.local\n/tmp\n/cache\n";
     if ((st = lt_file_write_atomic(p, gi, strlen(gi))) != LT_OK) return st;

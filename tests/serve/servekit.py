@@ -125,3 +125,71 @@ def conforms(spec, name, obj, what):
 def wikisql_lines(n):
     with open(os.path.join(WIKISQL, "train.jsonl")) as f:
         return f.readlines()[:n]
+
+
+# ---- the browser tests' set-up: headless Chromium (Debian chromium + chromium-driver) through
+# Selenium, screenshots, waiting, console errors -------------------------------------------------
+def chromium_or_skip():
+    """Exits 77 (CTest: skipped) when Selenium or Debian's chromium / chromium-driver is missing;
+    else (chromium, chromedriver) paths."""
+    import shutil
+    try:
+        import selenium  # noqa: F401
+    except ImportError as e:
+        print(f"missing Python package: {e}; run tools/setup.sh")
+        sys.exit(77)
+    chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    if not chromium or not driver:
+        print("chromium / chromium-driver not installed (Debian packages; tools/setup.sh)")
+        sys.exit(77)
+    return chromium, driver
+
+
+def browser(downloads=None, size="1280,900"):
+    """A headless Chromium driven by Selenium; downloads (a folder) where downloads go; the
+    browser console's messages kept (console_errors reads them)."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    chromium, driver = chromium_or_skip()
+    o = webdriver.ChromeOptions()
+    o.binary_location = chromium
+    for a in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
+              f"--window-size={size}", "--lang=en-US"):
+        o.add_argument(a)
+    if downloads:
+        o.add_experimental_option("prefs", {"download.default_directory": downloads,
+                                            "download.prompt_for_download": False})
+    o.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    return webdriver.Chrome(service=Service(driver), options=o)
+
+
+def screenshots_dir(tmp):
+    """BUILD/web-screenshots (LT_BINARY_DIR, set by CTest), else a folder under tmp."""
+    d = os.path.join(os.environ.get("LT_BINARY_DIR", tmp), "web-screenshots")
+    os.makedirs(d, exist_ok=True)
+    return d
+
+
+def wait_for(d, cond, what, limit=60):
+    """cond() polled every 50 ms until true (its value returned); a failed check after limit s."""
+    from selenium.common.exceptions import TimeoutException
+    from selenium.webdriver.support.ui import WebDriverWait
+    try:
+        return WebDriverWait(d, limit, poll_frequency=0.05).until(lambda _: cond())
+    except TimeoutException:
+        ltcheck.check(False, f"timed out ({limit}s) waiting for {what}")
+        return None
+
+
+def console_errors(d, what):
+    """check() that the browser console has logged no error."""
+    errs = [e for e in d.get_log("browser") if e["level"] == "SEVERE"]
+    ltcheck.check(not errs, f"{what}: browser console errors: {errs[:3]}")
+
+
+def free_port():
+    """A TCP port free on 127.0.0.1 now (for the peers a test starts: Prometheus, Gradio...)."""
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

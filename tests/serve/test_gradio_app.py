@@ -18,7 +18,6 @@ This file runs itself again with .venv-gradio's Python (Gradio stays out of the 
 """
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -54,11 +53,7 @@ Q = "What is the capital of France? Answer in one sentence."
 
 
 def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
+    return servekit.free_port()
 
 
 def wait_http(url, limit=120, ok=(200,)):

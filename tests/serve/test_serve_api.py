@@ -287,7 +287,7 @@ def run_checks(srv, u, work):
     lst = requests.get(u + "/api/datasets").json()
     on_disk = sum(os.path.getsize(os.path.join(work, "datasets", d, f))
                   for d in after for f in os.listdir(os.path.join(work, "datasets", d))
-                  if f.startswith("data."))
+                  if f.startswith("data.") and not f.endswith(".dvc"))  # the upload, not its .dvc file
     check(lst["used_bytes"] == on_disk, f"quota in use {lst['used_bytes']} != {on_disk} on disk")
 
     # ---- jobs: bad input ---------------------------------------------------------------------

@@ -7,7 +7,6 @@ Skipped (77) without the prometheus binaries or the SmolLM2 model. Prints "N pas
 """
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -21,6 +20,7 @@ from ltcheck import check  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import oaikit  # noqa: E402
+import servekit  # noqa: E402
 from oaikit import BASE  # noqa: E402
 
 oaikit.need_model()
@@ -38,9 +38,7 @@ prom = None
 
 
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return servekit.free_port()
 
 
 def query(q):

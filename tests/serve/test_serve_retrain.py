@@ -31,7 +31,6 @@ import math
 import os
 import re
 import shutil
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -73,9 +72,7 @@ with open(TOKEN_FILE, "w") as f:
 
 
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return servekit.free_port()
 
 
 def jsonl(path, n, skip=0):

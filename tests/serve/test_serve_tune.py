@@ -29,7 +29,6 @@ loopback port, on stories260K with a few tiny trials:
 import fcntl
 import json
 import os
-import shutil
 import signal
 import sys
 import tempfile
@@ -47,24 +46,16 @@ try:
     import requests
     from safetensors.numpy import load as st_load
     from safetensors.numpy import load_file as st_load_file
-    from selenium import webdriver
-    from selenium.common.exceptions import TimeoutException
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
 except ImportError as e:
     print(f"missing Python package: {e}; run tools/setup.sh")
     sys.exit(77)
 
-CHROMIUM = shutil.which("chromium")
-CHROMEDRIVER = shutil.which("chromedriver")
-if not CHROMIUM or not CHROMEDRIVER:
-    print("chromium / chromium-driver not installed (Debian packages; tools/setup.sh)")
-    sys.exit(77)
+servekit.chromium_or_skip()
 
 SPEC = servekit.load_spec()
 TMP = tempfile.mkdtemp(prefix="lt_serve_tune_")
-SHOTS = os.path.join(os.environ.get("LT_BINARY_DIR", TMP), "web-screenshots")
-os.makedirs(SHOTS, exist_ok=True)
+SHOTS = servekit.screenshots_dir(TMP)
 MODEL_PATH = os.path.join(servekit.MODELS, servekit.MODEL)
 LONG_REF = None
 OPTS = {"iters": 8, "eval-batches": 2, "max-seq-len": 96, "threads": 1}
@@ -356,24 +347,14 @@ def run(u):
 
 
 def wait(d, cond, what, limit=180):
-    try:
-        return WebDriverWait(d, limit, poll_frequency=0.1).until(lambda _: cond())
-    except TimeoutException:
-        check(False, f"timed out ({limit}s) waiting for {what}")
-        return None
+    return servekit.wait_for(d, cond, what, limit)
 
 
-from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
+from selenium.webdriver.support.ui import Select  # noqa: E402
 
 
 def browser():
-    o = webdriver.ChromeOptions()
-    o.binary_location = CHROMIUM
-    for a in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-              "--window-size=1280,900", "--lang=en-US"):
-        o.add_argument(a)
-    o.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    return webdriver.Chrome(service=Service(CHROMEDRIVER), options=o)
+    return servekit.browser()
 
 
 def fill(d, fid, value):

@@ -29,7 +29,6 @@ loopback port in a temp work folder.
 import json
 import os
 import re
-import shutil
 import sys
 import tempfile
 import time
@@ -47,39 +46,23 @@ from ltcheck import check  # noqa: E402
 try:
     import requests
     from safetensors.numpy import load as st_load
-    from selenium import webdriver
-    from selenium.common.exceptions import TimeoutException
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
-    from selenium.webdriver.support.ui import Select, WebDriverWait
+    from selenium.webdriver.support.ui import Select
 except ImportError as e:
     print(f"missing Python package: {e}; run tools/setup.sh")
     sys.exit(77)
 
-CHROMIUM = shutil.which("chromium")
-CHROMEDRIVER = shutil.which("chromedriver")
-if not CHROMIUM or not CHROMEDRIVER:
-    print("chromium / chromium-driver not installed (Debian packages; tools/setup.sh)")
-    sys.exit(77)
+servekit.chromium_or_skip()
 
 TMP = tempfile.mkdtemp(prefix="lt_serve_web_")
 DOWNLOADS = os.path.join(TMP, "downloads")
 os.makedirs(DOWNLOADS)
-SHOTS = os.path.join(os.environ.get("LT_BINARY_DIR", TMP), "web-screenshots")
-os.makedirs(SHOTS, exist_ok=True)
+SHOTS = servekit.screenshots_dir(TMP)
 
 
 def browser():
-    o = webdriver.ChromeOptions()
-    o.binary_location = CHROMIUM
-    for a in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-              "--window-size=1280,900", "--lang=en-US"):
-        o.add_argument(a)
-    o.add_experimental_option("prefs", {"download.default_directory": DOWNLOADS,
-                                        "download.prompt_for_download": False})
-    o.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    return webdriver.Chrome(service=Service(CHROMEDRIVER), options=o)
+    return servekit.browser(DOWNLOADS)
 
 
 def shot(d, name):
@@ -87,16 +70,11 @@ def shot(d, name):
 
 
 def console_errors(d, what):
-    errs = [e for e in d.get_log("browser") if e["level"] == "SEVERE"]
-    check(not errs, f"{what}: browser console errors: {errs[:3]}")
+    servekit.console_errors(d, what)
 
 
 def wait(d, cond, what, limit=60):
-    try:
-        return WebDriverWait(d, limit, poll_frequency=0.05).until(lambda _: cond())
-    except TimeoutException:
-        check(False, f"timed out ({limit}s) waiting for {what}")
-        return None
+    return servekit.wait_for(d, cond, what, limit)
 
 
 def write(path, lines):

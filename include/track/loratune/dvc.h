@@ -49,6 +49,9 @@ lt_status lt_dvc_find_root(const char *path, char *root, size_t n);
 /* Makes dir a DVC repository as `dvc init` would leave it (.dvc/config, .dvc/.gitignore,
  * .dvcignore) when it has no .dvc folder; no-op otherwise. */
 lt_status lt_dvc_init(const char *dir);
+/* lt_dvc_init, or with no_scm as `dvc init --no-scm` leaves it (config "[core] no_scm = True":
+ * a repository outside git, as a server's work folder is). */
+lt_status lt_dvc_init_ex(const char *dir, int no_scm);
 /* Copies path's content into cache (skipping objects already there) and fills out. With
  * write_dvc_file, also writes "<path>.dvc" and, when the repo at root has a .git folder, adds
  * "/<name>" to the .gitignore next to path (as `dvc add` does). */

@@ -1,6 +1,6 @@
 /* rank_hint.h - the LoRA rank suggested from the data, with its reason (docs/TUNE.md, "A rank
- * from the data"): printed by `loratune tune` / `compare` (and kept in tune.json) and by
- * `loratune data check --model M`.
+ * from the data"): printed by `loratune tune` / `compare` (and kept in tune.json), by
+ * `loratune data check --model M` and given by the server's dataset preview.
  *
  * The rule: an adapter can store about 2 bits per trainable parameter (Allen-Zhu & Li 2024's
  * knowledge-capacity estimate, the one "LoRA Without Regret" reasons with), and supervised data
@@ -12,8 +12,8 @@
  * the train split's loss tokens; beyond what the data fills, rank adds capacity and cost, not
  * quality. When even the cap falls short, the reason says so (full fine-tuning, or more
  * data per parameter, is the alternative). */
-#ifndef LT_APPS_RANK_HINT_H
-#define LT_APPS_RANK_HINT_H
+#ifndef LORATUNE_RANK_HINT_H
+#define LORATUNE_RANK_HINT_H
 
 #include <stdint.h>
 
@@ -27,9 +27,11 @@ typedef struct {
     int64_t examples;
     int short_of_data; /* 1: even the cap holds fewer bits than the data may carry */
     char reason[800];
-} rank_hint;
+} lt_rank_hint;
 
-void rank_hint_compute(const lt_model_config *mc, int64_t loss_tokens, int64_t examples,
-                       rank_hint *h);
+/* Fills *h (the caller's) for a model of config mc (borrowed) and the train split's loss
+ * tokens and examples. */
+void lt_rank_hint_compute(const lt_model_config *mc, int64_t loss_tokens, int64_t examples,
+                          lt_rank_hint *h);
 
 #endif

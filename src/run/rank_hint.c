@@ -1,5 +1,5 @@
 /* rank_hint.c - the rank suggested from the data (rank_hint.h). */
-#include "rank_hint.h"
+#include "loratune/rank_hint.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -17,8 +17,8 @@ static const char *human(double v, char *b, size_t n) {
     return b;
 }
 
-void rank_hint_compute(const lt_model_config *mc, int64_t loss_tokens, int64_t examples,
-                       rank_hint *h) {
+void lt_rank_hint_compute(const lt_model_config *mc, int64_t loss_tokens, int64_t examples,
+                          lt_rank_hint *h) {
     memset(h, 0, sizeof *h);
     int q = mc->n_heads * mc->head_dim, kv = mc->n_kv_heads * mc->head_dim;
     /* (in + out) of q, k, v, o, gate, up, down */

@@ -1,0 +1,243 @@
+"""test_serve_merged.py - merged-model downloads of `loratune serve` (GET /api/jobs/{id}/merged):
+the base model with a finished job's LoRA adapter merged in, as `loratune fuse` writes it.
+
+A 4-step LoRA job (rank 4, alpha 8, q/k/v/o + MLP targets) on the stories260K-hf fixture (a
+Hugging Face folder); then:
+- format hf (the default, f32): a zip whose folder transformers reads (AutoConfig: the fixture's
+  architecture and sizes; AutoTokenizer: the fixture tokenizer's ids for a sentence), and whose
+  model.safetensors holds, for every tensor of the fixture's model.safetensors, W + (alpha / r)
+  B A with A and B from the job's PEFT adapter_model.safetensors (the PEFT merge, computed here
+  with numpy), the other tensors unchanged;
+- where PyTorch is installed (the bench venv, .venv-bench: torch is not a test peer), the download
+  is loaded with transformers' AutoModelForCausalLM and its logits equal those of the fixture
+  with the adapter loaded and merged by PEFT (merge_and_unload);
+- format gguf, dtype q8_0: gguf-py reads it (architecture llama, Q8_0 tensors, the same number
+  of blocks);
+- the same request again gives the same bytes (made once); bf16 is another file;
+- bad input: an unknown format / dtype (400 naming it), an unknown job (404), a job not done
+  (409), a job of another kind without adapter files;
+- the Models page links the merged download of the job; the link's bytes equal the API's.
+"""
+import io
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import servekit  # noqa: E402
+from servekit import Server  # noqa: E402
+
+import ltcheck  # noqa: E402
+from ltcheck import check  # noqa: E402
+
+try:
+    import gguf
+    import numpy as np
+    import requests
+    from safetensors.numpy import load, load_file
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    from transformers import AutoConfig, AutoTokenizer
+except ImportError as e:
+    print(f"missing Python package: {e}; run tools/setup.sh")
+    sys.exit(77)
+
+TMP = tempfile.mkdtemp(prefix="lt_serve_merged_")
+HF = os.path.join(ltcheck.FIXTURES, "stories260K-hf")
+OPTS = {"iters": 4, "batch-size": 2, "max-seq-len": 64, "lora-rank": 4, "lora-alpha": 8,
+        "lora-targets": "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj",
+        "threads": 1, "eval-every": 0, "lr": 5e-3, "seed": 5}
+BENCH_PY = os.path.join(ltcheck.SOURCE_DIR, ".venv-bench", "bin", "python")
+if not os.path.exists(BENCH_PY):
+    BENCH_PY = os.path.join(os.path.dirname(os.path.realpath(os.path.join(ltcheck.SOURCE_DIR, ".venv"))),
+                            ".venv-bench", "bin", "python")
+
+TORCH_CHECK = r'''
+import sys, torch, numpy as np
+from transformers import AutoModelForCausalLM
+from peft import PeftModel
+merged, base, adapter = sys.argv[1:4]
+ids = torch.tensor([[1, 403, 407, 261, 378, 434, 267, 288, 261, 400]])
+with torch.no_grad():
+    a = AutoModelForCausalLM.from_pretrained(merged, torch_dtype=torch.float32)(ids).logits
+    b = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base, torch_dtype=torch.float32), adapter)
+    d = b.merge_and_unload()(ids).logits
+    c = AutoModelForCausalLM.from_pretrained(base, torch_dtype=torch.float32)(ids).logits
+print(float((a - d).abs().max()), float((c - d).abs().max()))
+'''
+
+
+def wait_job(u, jid, limit=180):
+    t0 = time.time()
+    while time.time() - t0 < limit:
+        j = requests.get(f"{u}/api/jobs/{jid}").json()
+        if j["status"] not in ("queued", "running"):
+            return j
+        time.sleep(0.2)
+    check(False, f"job {jid} did not end in {limit}s")
+    return j
+
+
+def peft_merge(base, adapter, cfg):
+    """The merged tensors PEFT's merge gives: W + scaling * B @ A (scaling = alpha / r)."""
+    scale = cfg["lora_alpha"] / (cfg["r"] ** 0.5 if cfg.get("use_rslora") else cfg["r"])
+    out = dict(base)
+    n = 0
+    for k, A in adapter.items():
+        if not k.endswith(".lora_A.weight"):
+            continue
+        mod = k[len("base_model.model."):-len(".lora_A.weight")]
+        B = adapter[k.replace("lora_A", "lora_B")]
+        out[mod + ".weight"] = base[mod + ".weight"] + scale * (B.astype(np.float64) @ A.astype(np.float64)).astype(np.float32)
+        n += 1
+    return out, n
+
+
+def expect(r, status, word, what):
+    check(r.status_code == status and word in r.text, f"{what}: {r.status_code} {r.text[:300]}")
+
+
+def run(u, work):
+    ds = requests.post(f"{u}/api/datasets?name=sql.jsonl", data="".join(servekit.wikisql_lines(40)),
+                       headers={"Content-Type": "application/octet-stream"}).json()
+    r = requests.post(f"{u}/api/jobs", json={"dataset": ds["id"], "model": "stories260K-hf", "options": OPTS})
+    check(r.status_code == 201, f"job: {r.text[:300]}")
+    j = wait_job(u, r.json()["id"])
+    check(j["status"] == "done", f"job: {j['status']} {j.get('error')}")
+    jid = j["id"]
+
+    # ---- hf: transformers reads it; the weights are the PEFT merge
+    r = requests.get(f"{u}/api/jobs/{jid}/merged")
+    check(r.status_code == 200 and r.headers.get("Content-Type") == "application/zip",
+          f"merged: {r.status_code} {r.text[:300] if r.status_code != 200 else ''}")
+    if r.status_code != 200:
+        return
+    zbytes = r.content
+    z = zipfile.ZipFile(io.BytesIO(zbytes))
+    check(z.testzip() is None, "the zip is intact")
+    folder = os.path.join(TMP, "merged")
+    z.extractall(folder)
+    check({"config.json", "model.safetensors", "tokenizer.model", "tokenizer_config.json"} <= set(z.namelist()),
+          f"zip members {z.namelist()}")
+    cfg = AutoConfig.from_pretrained(folder)
+    ref = AutoConfig.from_pretrained(HF)
+    for k in ("model_type", "hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
+              "intermediate_size", "vocab_size"):
+        check(getattr(cfg, k) == getattr(ref, k), f"config {k}: {getattr(cfg, k)} vs {getattr(ref, k)}")
+    text = "Once upon a time there was a little dog."
+    check(AutoTokenizer.from_pretrained(folder)(text)["input_ids"] == AutoTokenizer.from_pretrained(HF)(text)["input_ids"],
+          "the download's tokenizer gives the fixture's ids")
+    adapter_dir = os.path.join(TMP, "adapter")
+    os.makedirs(adapter_dir)
+    for f in ("adapter_model.safetensors", "adapter_config.json"):
+        a = requests.get(f"{u}/api/jobs/{jid}/adapter/{f}")
+        check(a.status_code == 200, f"adapter {f}: {a.status_code}")
+        open(os.path.join(adapter_dir, f), "wb").write(a.content)
+    acfg = json.load(open(os.path.join(adapter_dir, "adapter_config.json")))
+    check(acfg["r"] == 4 and acfg["lora_alpha"] == 8, f"adapter config r {acfg['r']} alpha {acfg['lora_alpha']}")
+    got = load_file(os.path.join(folder, "model.safetensors"))
+    want, n = peft_merge(load_file(os.path.join(HF, "model.safetensors")),
+                         load_file(os.path.join(adapter_dir, "adapter_model.safetensors")), acfg)
+    check(n == 5 * 7, f"{n} adapted matrices, expected 35")
+    check(set(got) == set(want), f"tensors {sorted(set(got) ^ set(want))[:5]} differ between the download and the fixture")
+    worst = max(float(np.abs(got[k].astype(np.float64) - want[k]).max()) for k in got if k in want)
+    moved = max(float(np.abs(want[k] - load_file(os.path.join(HF, "model.safetensors"))[k]).max()) for k in want)
+    check(worst < 1e-5, f"merged weights differ from the PEFT merge by {worst}")
+    check(moved > 1e-4, f"the adapter moves the weights ({moved}): the comparison means something")
+
+    # ---- transformers loads the model (PyTorch: the bench venv's)
+    if os.path.exists(BENCH_PY):
+        p = subprocess.run([BENCH_PY, "-c", TORCH_CHECK, folder, HF, adapter_dir], capture_output=True,
+                           text=True, timeout=600)
+        check(p.returncode == 0, f"torch check: {p.stderr[-1500:]}")
+        if p.returncode == 0:
+            diff, base_diff = map(float, p.stdout.split()[-2:])
+            check(diff < 1e-4, f"logits of the download vs PEFT merge_and_unload: max |diff| {diff}")
+            check(base_diff > 1e-3, f"the adapter changes the logits ({base_diff})")
+            print(f"transformers + torch: download vs PEFT merge logits max |diff| {diff:.2e} "
+                  f"(base vs merged {base_diff:.2e})")
+    else:
+        print("no .venv-bench (PyTorch): the AutoModelForCausalLM load is not checked; the weights are")
+
+    # ---- made once; another dtype is another file
+    r2 = requests.get(f"{u}/api/jobs/{jid}/merged?format=hf&dtype=f32")
+    check(r2.status_code == 200 and r2.content == zbytes, "the second download gives the same bytes")
+    rb = requests.get(f"{u}/api/jobs/{jid}/merged?dtype=bf16")
+    check(rb.status_code == 200 and rb.content != zbytes, "bf16 is another file")
+    if rb.status_code == 200:
+        zb = zipfile.ZipFile(io.BytesIO(rb.content))
+        check(json.loads(zb.read("config.json")).get("torch_dtype") == "bfloat16", "bf16 config torch_dtype")
+
+    # ---- gguf q8_0
+    rg = requests.get(f"{u}/api/jobs/{jid}/merged?format=gguf&dtype=q8_0")
+    check(rg.status_code == 200, f"gguf: {rg.status_code} {rg.text[:300] if rg.status_code != 200 else ''}")
+    if rg.status_code == 200:
+        gp = os.path.join(TMP, "merged.gguf")
+        open(gp, "wb").write(rg.content)
+        g = gguf.GGUFReader(gp)
+        arch = bytes(g.fields["general.architecture"].parts[-1]).decode()
+        blocks = {t.name.split(".")[1] for t in g.tensors if t.name.startswith("blk.")}
+        check(arch == "llama" and len(blocks) == 5, f"gguf: {arch}, {len(blocks)} blocks")
+        check(any(t.tensor_type == gguf.GGMLQuantizationType.Q8_0 for t in g.tensors)
+              or all(t.tensor_type in (gguf.GGMLQuantizationType.F16, gguf.GGMLQuantizationType.F32) for t in g.tensors),
+              "gguf tensor types")
+
+    # ---- bad input
+    expect(requests.get(f"{u}/api/jobs/{jid}/merged?format=onnx"), 400, "format", "unknown format")
+    expect(requests.get(f"{u}/api/jobs/{jid}/merged?format=gguf&dtype=bf16"), 400, "dtype", "bf16 gguf")
+    expect(requests.get(f"{u}/api/jobs/{jid}/merged?dtype=int4"), 400, "dtype", "unknown dtype")
+    expect(requests.get(f"{u}/api/jobs/job_0123456789abcdef/merged"), 404, "no job", "unknown job")
+    expect(requests.post(f"{u}/api/jobs/{jid}/merged"), 405, "", "POST")
+    long = requests.post(f"{u}/api/jobs", json={"dataset": ds["id"], "model": "stories260K-hf",
+                                               "options": {**OPTS, "iters": 100000}}).json()
+    requests.post(f"{u}/api/jobs/{long['id']}/cancel")
+    wait_job(u, long["id"])
+    expect(requests.get(f"{u}/api/jobs/{long['id']}/merged"), 409, "not done", "a cancelled job")
+    full = requests.post(f"{u}/api/jobs", json={"dataset": ds["id"], "model": "stories260K-hf",
+                                               "options": {**OPTS, "method": "full", "iters": 2}}).json()
+    fj = wait_job(u, full["id"])
+    if fj["status"] == "done":
+        expect(requests.get(f"{u}/api/jobs/{full['id']}/merged"), 404, "no adapter", "a full fine-tune")
+    check(not [f for f in os.listdir(os.path.join(work, "jobs", jid)) if f.startswith(("merged-tmp", "part_"))],
+          "no temp files left")
+
+    # ---- the Models page links it
+    from selenium.webdriver.common.by import By
+    d = servekit.browser()
+    try:
+        d.get(u + "/models")
+        a = servekit.wait_for(d, lambda: d.find_elements(By.CSS_SELECTOR, f"tr[data-job='{jid}'] a.merged"),
+                              "the merged-model link")
+        if a:
+            href = a[0].get_attribute("href")
+            check(href.endswith(f"/api/jobs/{jid}/merged"), f"merged link {href}")
+            check(requests.get(href).content == zbytes, "the page's link gives the API's bytes")
+        servekit.console_errors(d, "Models page")
+    finally:
+        d.quit()
+
+
+def main():
+    servekit.chromium_or_skip()
+    work = os.path.join(TMP, "work")
+    models = os.path.join(TMP, "models")
+    os.makedirs(models)
+    os.symlink(HF, os.path.join(models, "stories260K-hf"))
+    srv = Server(work, "--models", models)
+    try:
+        run(srv.url, work)
+    finally:
+        code, _, err = srv.stop()
+        check(code == 0, f"server exit code {code}: {err[-1000:]}")
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    finally:
+        import shutil
+        shutil.rmtree(TMP, ignore_errors=True)
+    sys.exit(ltcheck.finish())

@@ -349,7 +349,7 @@ int main(int argc, char **argv) {
         if (be->op->mem_info) be->op->mem_info(be, &dev_free0, &dev_total);
     }
     if ((st = lt_trainer_create_on(m, &tc, be, &tr))) return die("lt_trainer_create", st);
-    if (be->device && be->op->mem_info) be->op->mem_info(be, &dev_free_create, NULL);
+    if (be->device && be->op->mem_info) be->op->mem_info(be, &dev_free_create, &dev_total);
     dev_free_min = dev_free_create;
     double t_create = now_s() - t0;
     int64_t rss_create = proc_status_bytes("VmRSS:");
@@ -383,8 +383,8 @@ int main(int argc, char **argv) {
         float gn = 0;
         if ((st = lt_trainer_step(tr, -1.0f, &gn))) return die("lt_trainer_step", st);
         be->op->sync(be);
-        int64_t fr = -1;
-        if (be->device && be->op->mem_info && !be->op->mem_info(be, &fr, NULL) && fr < dev_free_min)
+        int64_t fr = -1, to = -1;
+        if (be->device && be->op->mem_info && !be->op->mem_info(be, &fr, &to) && fr < dev_free_min)
             dev_free_min = fr;
         gnorm_last = gn;
         double w = now_s() - w0, c = cpu_s() - c0;

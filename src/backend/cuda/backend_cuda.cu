@@ -121,8 +121,8 @@ static void cu_sync(const lt_backend *be) {
 static int cu_mem_info(const lt_backend *be, int64_t *free_bytes, int64_t *total_bytes) {
     size_t fr = 0, to = 0;
     if (cudaMemGetInfo(&fr, &to) != cudaSuccess) return -1;
-    *free_bytes = (int64_t)fr;
-    *total_bytes = (int64_t)to;
+    if (free_bytes) *free_bytes = (int64_t)fr;
+    if (total_bytes) *total_bytes = (int64_t)to;
     return 0;
 }
 static int cu_supports_dtype(const lt_backend *be, lt_dtype dt) {

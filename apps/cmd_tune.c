@@ -29,11 +29,13 @@
 #include <unistd.h>
 
 #include "commands.h"
+#include "loratune/chat.h"
 #include "loratune/hwinfo.h"
 #include "loratune/mlflow.h"
 #include "loratune/model.h"
 #include "loratune/recorder.h"
 #include "loratune/run.h"
+#include "loratune/tokenizer.h"
 #include "loratune/track.h"
 #include "loratune/tune.h"
 #include "rank_hint.h"
@@ -1840,6 +1842,27 @@ static int compare_output(const tune_args *a, const char *root, json_t *out) {
     return rc;
 }
 
+/* compare's test split for the task metric, with the model's chat template where the data is
+ * chat-shaped (found as the trainer finds it: run.c's load) */
+static lt_status task_load(const tune_args *a, task_set *ts) {
+    const char *tokp = a->base.tokenizer[0] ? a->base.tokenizer : a->base.model;
+    lt_tokenizer *tok = NULL;
+    lt_chat_template *tpl = NULL;
+    lt_status st = LT_OK;
+    if (a->task && !strcmp(a->task, "none")) goto load;
+    if ((st = lt_tokenizer_load(tokp, &tok))) return st;
+    st = lt_model_chat_template(lt_path_is_dir(tokp) ? tokp : a->base.model, tok, &tpl);
+    if (st == LT_ERR_NOTFOUND) tpl = NULL, st = LT_OK;
+load:
+    if (!st)
+        st = task_set_load(a->base.data, a->task ? a->task : "auto",
+                           a->task_examples ? a->task_examples : 200, a->task_max_tokens,
+                           a->base.data_format, tpl, ts);
+    lt_chat_template_free(tpl);
+    lt_tokenizer_free(tok);
+    return st;
+}
+
 int cmd_compare(int argc, char **argv) {
     tune_args a;
     memset(&a, 0, sizeof a);
@@ -1919,8 +1942,7 @@ int cmd_compare(int argc, char **argv) {
     }
     /* the task metric's test split, read (and a --task that does not fit refused) up front */
     task_set ts;
-    if (task_set_load(a.base.data, a.task ? a.task : "auto",
-                      a.task_examples ? a.task_examples : 200, a.task_max_tokens, &ts)) {
+    if (task_load(&a, &ts)) {
         fprintf(stderr, "loratune compare: %s\n", lt_errmsg());
         return 2;
     }

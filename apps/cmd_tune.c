@@ -29,12 +29,14 @@
 #include <unistd.h>
 
 #include "commands.h"
+#include "loratune/chat.h"
 #include "loratune/hwinfo.h"
 #include "loratune/mlflow.h"
 #include "loratune/model.h"
 #include "loratune/rank_hint.h"
 #include "loratune/recorder.h"
 #include "loratune/run.h"
+#include "loratune/tokenizer.h"
 #include "loratune/track.h"
 #include "loratune/tune.h"
 #include "task_metric.h"
@@ -565,6 +567,10 @@ static lt_status warm_start(const tune_args *a, lt_study *st) {
             json_decref(tj);
             return LT_ERR_ARG;
         }
+    if (!st) { /* the check alone, before the study is made (the notes come with the study) */
+        json_decref(tj);
+        return LT_OK;
+    }
     json_t *cur = lt_run_opts_to_json(&a->base);
     static const char *const scale[] = {"iters",      "epochs", "max-seq-len",     "eval-batches",
                                         "batch-size", "pack",   "train-on-prompt", NULL};
@@ -578,7 +584,6 @@ static lt_status warm_start(const tune_args *a, lt_study *st) {
     }
     json_decref(cur);
     json_decref(tj);
-    if (!st) return LT_OK; /* the check alone, before the study is made */
     int used = 0, skipped = 0;
     if ((s = lt_study_warm_start(st, a->warm_start, &used, &skipped))) {
         fprintf(stderr, "loratune %s: --warm-start: %s\n", a->cmd, lt_errmsg());
@@ -1965,6 +1970,38 @@ static int compare_output(const tune_args *a, const char *root, json_t *out) {
     return rc;
 }
 
+/* compare --warm-start DIR: METHOD's study of that earlier comparison (DIR/METHOD), or "" when
+ * DIR has none (that method starts cold) */
+static void compare_warm_path(const tune_args *a, lt_train_method m, char *out, size_t cap) {
+    char tj[LT_RUN_PATH_MAX + 64];
+    out[0] = 0;
+    if (!a->warm_start[0]) return;
+    snprintf(tj, sizeof tj, "%.1000s/%s/tune.json", a->warm_start, lt_train_method_name(m));
+    if (lt_path_exists(tj))
+        snprintf(out, cap, "%.1000s/%s", a->warm_start, lt_train_method_name(m));
+}
+
+/* compare's test split for the task metric, with the model's chat template where the data is
+ * chat-shaped (found as the trainer finds it: run.c's load) */
+static lt_status task_load(const tune_args *a, task_set *ts) {
+    const char *tokp = a->base.tokenizer[0] ? a->base.tokenizer : a->base.model;
+    lt_tokenizer *tok = NULL;
+    lt_chat_template *tpl = NULL;
+    lt_status st = LT_OK;
+    if (a->task && !strcmp(a->task, "none")) goto load;
+    if ((st = lt_tokenizer_load(tokp, &tok))) return st;
+    st = lt_model_chat_template(lt_path_is_dir(tokp) ? tokp : a->base.model, tok, &tpl);
+    if (st == LT_ERR_NOTFOUND) tpl = NULL, st = LT_OK;
+load:
+    if (!st)
+        st = task_set_load(a->base.data, a->task ? a->task : "auto",
+                           a->task_examples ? a->task_examples : 200, a->task_max_tokens,
+                           a->base.data_format, tpl, ts);
+    lt_chat_template_free(tpl);
+    lt_tokenizer_free(tok);
+    return st;
+}
+
 int cmd_compare(int argc, char **argv) {
     tune_args a;
     memset(&a, 0, sizeof a);
@@ -2042,10 +2079,28 @@ int cmd_compare(int argc, char **argv) {
         fprintf(stderr, "loratune compare: --%s\n", lt_errmsg());
         return 2;
     }
+    /* --warm-start: every method's earlier study checked before anything runs */
+    if (a.warm_start[0]) {
+        int found = 0;
+        for (int k = 0; k < nm; k++) {
+            tune_args b = a;
+            b.base.method = ms[k];
+            compare_warm_path(&a, ms[k], b.warm_start, sizeof b.warm_start);
+            if (!b.warm_start[0]) continue;
+            found++;
+            if (warm_start(&b, NULL)) return 2;
+        }
+        if (!found) {
+            fprintf(stderr,
+                    "loratune compare: --warm-start: %s holds no study of %s (an earlier "
+                    "`loratune compare --study DIR` has one per method: DIR/METHOD/tune.json)\n",
+                    a.warm_start, methods);
+            return 2;
+        }
+    }
     /* the task metric's test split, read (and a --task that does not fit refused) up front */
     task_set ts;
-    if (task_set_load(a.base.data, a.task ? a.task : "auto",
-                      a.task_examples ? a.task_examples : 200, a.task_max_tokens, &ts)) {
+    if (task_load(&a, &ts)) {
         fprintf(stderr, "loratune compare: %s\n", lt_errmsg());
         return 2;
     }
@@ -2066,17 +2121,7 @@ int cmd_compare(int argc, char **argv) {
         b.space_json = user_space;
         b.report_dir[0] = 0; /* each method's study report in its own folder */
         snprintf(b.study, sizeof b.study, "%.1000s/%s", root, lt_train_method_name(ms[k]));
-        if (a.warm_start[0]) { /* an earlier comparison: each method from its own study */
-            snprintf(b.warm_start, sizeof b.warm_start, "%.1000s/%s/tune.json", a.warm_start,
-                     lt_train_method_name(ms[k]));
-            int has = lt_path_exists(b.warm_start);
-            snprintf(b.warm_start, sizeof b.warm_start, "%.1000s/%s", has ? a.warm_start : "",
-                     has ? lt_train_method_name(ms[k]) : "");
-            if (!has) b.warm_start[0] = 0;
-            if (!has && !a.json)
-                printf("warm start: %s has no %s study; %s starts cold\n", a.warm_start,
-                       lt_train_method_name(ms[k]), lt_train_method_name(ms[k]));
-        }
+        compare_warm_path(&a, ms[k], b.warm_start, sizeof b.warm_start);
         char sp[LT_RUN_PATH_MAX + 32];
         snprintf(sp, sizeof sp, "%s/%s", b.study, LT_STUDY_FILE);
         if (lt_path_exists(sp)) {
@@ -2086,6 +2131,9 @@ int cmd_compare(int argc, char **argv) {
             break;
         }
         if (!a.json) printf("\n== %s ==\n", lt_train_method_name(ms[k]));
+        if (a.warm_start[0] && !b.warm_start[0] && !a.json)
+            printf("warm start: %s has no %s study; %s starts cold\n", a.warm_start,
+                   lt_train_method_name(ms[k]), lt_train_method_name(ms[k]));
         rc = run_study(&b, 0, &sh, &sums[k]);
         tune_summary *s = &sums[k];
         json_t *row =
@@ -2105,6 +2153,8 @@ int cmd_compare(int argc, char **argv) {
             json_object_set_new(row, "best_val_loss", json_null());
         }
         json_object_set_new(row, "parent_run", json_integer(s->parent_run));
+        json_object_set_new(row, "warm_start",
+                            b.warm_start[0] ? json_string(b.warm_start) : json_null());
         json_array_append_new(rows, row);
     }
     lt_run_shared_free(sh);

@@ -11,6 +11,7 @@
 
 #include "loratune/adapter.h"
 #include "loratune/backend.h"
+#include "loratune/chat.h"
 #include "loratune/model.h"
 #include "loratune/sampler.h"
 #include "loratune/tokenizer.h"
@@ -113,8 +114,66 @@ int task_score(task_kind k, const char *gen, const char *ref, char **pred) {
     return !*e1 && !*e2 && a == b;
 }
 
+/* The format a record's keys suggest, in the data layer's order (src/data/data.c). */
+static lt_data_format format_of_keys(const json_t *r) {
+    if (json_object_get(r, "prompt") && json_object_get(r, "completion"))
+        return LT_DATA_COMPLETIONS;
+    if (json_object_get(r, "messages")) return LT_DATA_CHAT;
+    if (json_object_get(r, "text")) return LT_DATA_TEXT;
+    if (json_object_get(r, "instruction") && json_object_get(r, "output")) return LT_DATA_ALPACA;
+    if (json_object_get(r, "conversations")) return LT_DATA_SHAREGPT;
+    return LT_DATA_AUTO;
+}
+
+/* A chat-shaped record's prompt (the template's rendering of the messages before the answer,
+ * with the generation prompt; malloc'd) and answer (borrowed from r), or the reason why not. */
+static const char *chat_prompt(const json_t *r, lt_data_format fmt, const lt_chat_template *tpl,
+                               char **prompt, const char **answer, char *why, size_t wn) {
+    *prompt = NULL;
+    *answer = NULL;
+    if (json_object_get(r, "tools") && !json_is_null(json_object_get(r, "tools")))
+        return "a record with tools (the task metric renders no tool definitions)";
+    lt_chat_message msgs[64];
+    size_t n = 0;
+    if (fmt == LT_DATA_COMPLETIONS) {
+        const char *p = json_string_value(json_object_get(r, "prompt"));
+        *answer = json_string_value(json_object_get(r, "completion"));
+        if (!p || !*answer) return "\"prompt\" and \"completion\" must be strings";
+        msgs[n++] = (lt_chat_message){"user", p};
+    } else {
+        const json_t *m = json_object_get(r, "messages");
+        size_t k = json_array_size(m);
+        if (!json_is_array(m) || k < 2)
+            return "\"messages\" must be a list of at least two {role, content}";
+        if (k > sizeof msgs / sizeof msgs[0] + 1)
+            return "more than 65 messages (the task metric's limit)";
+        for (size_t i = 0; i < k; i++) {
+            const json_t *e = json_array_get(m, i);
+            const char *role = json_string_value(json_object_get(e, "role"));
+            const char *c = json_string_value(json_object_get(e, "content"));
+            if (!role || !c) {
+                snprintf(why, wn, "messages[%zu]: expected {\"role\": string, \"content\": string}",
+                         i);
+                return why;
+            }
+            if (i + 1 < k)
+                msgs[n++] = (lt_chat_message){role, c};
+            else if (strcmp(role, "assistant"))
+                return "the last message is not the assistant's (the answer to score)";
+            else
+                *answer = c;
+        }
+    }
+    if (!tpl) return "chat-shaped records need the model's chat template, and it has none";
+    if (lt_chat_render(tpl, msgs, n, 1, prompt)) {
+        snprintf(why, wn, "the chat template cannot render the prompt: %s", lt_errmsg());
+        return why;
+    }
+    return NULL;
+}
+
 lt_status task_set_load(const char *data, const char *want, int limit, int max_tokens,
-                        task_set *ts) {
+                        lt_data_format fmt, const lt_chat_template *tpl, task_set *ts) {
     memset(ts, 0, sizeof *ts);
     int forced = strcmp(want, "auto") != 0;
     if (!strcmp(want, "none")) {
@@ -138,6 +197,7 @@ lt_status task_set_load(const char *data, const char *want, int limit, int max_t
     int ncap = 0;
     lt_status st = LT_OK;
     ssize_t len;
+    char whybuf[600];
     while ((len = getline(&lb, &cap, f)) >= 0 && (!limit || ts->n < limit)) {
         lineno++;
         int blank = 1;
@@ -146,39 +206,61 @@ lt_status task_set_load(const char *data, const char *want, int limit, int max_t
         if (blank) continue;
         json_error_t je;
         json_t *r = json_loads(lb, 0, &je);
-        const char *text = json_string_value(json_object_get(r, "text"));
-        const char *a = NULL;
-        for (const char *p = text ? strstr(text, "\nA:") : NULL; p; p = strstr(p + 1, "\nA:"))
-            a = p;
-        const char *why = !r      ? "not a JSON object"
-                          : !text ? "no \"text\" field (the task metric reads text records "
-                                    "\"...\\nA: answer\")"
-                          : !a    ? "no \"\\nA:\" before the answer"
-                                  : NULL;
+        if (r && fmt == LT_DATA_AUTO) fmt = format_of_keys(r); /* the first record decides */
+        const char *why = NULL, *ans = NULL;
+        char *prompt = NULL;
+        if (!json_is_object(r)) {
+            why = "not a JSON object";
+        } else if (fmt == LT_DATA_TEXT) {
+            const char *text = json_string_value(json_object_get(r, "text"));
+            const char *a = NULL;
+            for (const char *p = text ? strstr(text, "\nA:") : NULL; p; p = strstr(p + 1, "\nA:"))
+                a = p;
+            why = !text ? "no \"text\" field"
+                  : !a  ? "no \"\\nA:\" before the answer"
+                        : NULL;
+            if (!why) {
+                size_t pl = (size_t)(a + 3 - text);
+                if (!(prompt = malloc(pl + 1))) abort(); /* out of memory */
+                memcpy(prompt, text, pl), prompt[pl] = 0;
+                for (ans = a + 3; *ans == ' ';)
+                    ans++;
+            }
+        } else if (fmt == LT_DATA_COMPLETIONS || fmt == LT_DATA_CHAT) {
+            why = chat_prompt(r, fmt, tpl, &prompt, &ans, whybuf, sizeof whybuf);
+            while (ans && isspace((unsigned char)*ans))
+                ans++;
+            ts->chat = 1;
+        } else {
+            snprintf(whybuf, sizeof whybuf,
+                     "%s records (the task metric reads text records \"...\\nA: answer\", "
+                     "completions {prompt, completion} and chat {messages})",
+                     fmt == LT_DATA_AUTO ? "unrecognised" : lt_data_format_name(fmt));
+            why = whybuf;
+        }
         char *ref = NULL;
         if (!why) {
-            const char *ans = a + 3;
-            while (*ans == ' ')
-                ans++;
             task_kind guess = !strncmp(ans, "SELECT ", 7) ? TASK_WIKISQL : TASK_GSM8K;
             if (k == TASK_NONE) k = guess; /* auto: the first record decides */
             if (k == TASK_WIKISQL) {
                 if (strncmp(ans, "SELECT ", 7))
-                    why = "the answer after \"A:\" is not an SQL SELECT";
+                    why = fmt == LT_DATA_TEXT ? "the answer after \"A:\" is not an SQL SELECT"
+                                              : "the answer is not an SQL SELECT";
                 else
                     ref = dup_trim(ans, strlen(ans));
             } else if (!(ref = gsm8k_reference(ans))) {
                 why = "the answer does not end with a line \"#### <number>\"";
             }
         }
+        json_decref(r);
         if (why) {
-            json_decref(r);
+            free(prompt);
             if (forced) {
                 st = lt_error(LT_ERR_FORMAT, "%s:%ld: task %s: %s", ts->path, lineno,
                               task_name(k ? k : TASK_WIKISQL), why);
                 break;
             }
-            snprintf(ts->why, sizeof ts->why, "%s:%ld: %s", ts->path, lineno, why);
+            snprintf(ts->why, sizeof ts->why, "%.780s:%ld: %.590s", ts->path, lineno, why);
             k = TASK_NONE;
             break;
         }
@@ -189,14 +271,10 @@ lt_status task_set_load(const char *data, const char *want, int limit, int max_t
             ts->line = realloc(ts->line, sizeof(long) * ncap);
             if (!ts->prompt || !ts->reference || !ts->line) abort(); /* out of memory */
         }
-        size_t pl = (size_t)(a + 3 - text);
-        ts->prompt[ts->n] = malloc(pl + 1);
-        if (!ts->prompt[ts->n]) abort();
-        memcpy(ts->prompt[ts->n], text, pl), ts->prompt[ts->n][pl] = 0;
+        ts->prompt[ts->n] = prompt;
         ts->reference[ts->n] = ref;
         ts->line[ts->n] = lineno;
         ts->n++;
-        json_decref(r);
     }
     free(lb);
     fclose(f);
@@ -209,9 +287,10 @@ lt_status task_set_load(const char *data, const char *want, int limit, int max_t
     ts->kind = k;
     ts->max_tokens = max_tokens > 0 ? max_tokens : k == TASK_WIKISQL ? 64 : 256;
     snprintf(ts->why, sizeof ts->why,
-             "%s on the first %d examples of %s (greedy, %d new tokens at most)",
+             "%s on the first %d examples of %s (%s%s, greedy, %d new tokens at most)",
              k == TASK_WIKISQL ? "WikiSQL exact match of the SQL" : "GSM8K final-answer accuracy",
-             ts->n, ts->path, ts->max_tokens);
+             ts->n, ts->path, lt_data_format_name(fmt),
+             ts->chat ? " records through the chat template" : " records", ts->max_tokens);
     return LT_OK;
 }
 
@@ -269,12 +348,23 @@ lt_status task_eval(const task_set *ts, const char *model, const char *tokenizer
         st = lt_sampler_create(&(lt_sampler_params){.temperature = 0, .top_p = 0.95f},
                                m->config.vocab_size, &s);
     }
+    int32_t stop[8];
+    int n_stop = 0;
+    if (!st && ts->chat) { /* the end-of-turn tokens `loratune generate --chat` stops at */
+        static const char *eot[] = {"<|im_end|>",    "<|eot_id|>", "<|end_of_text|>",
+                                    "<|endoftext|>", "<|end|>",    "</s>"};
+        for (size_t i = 0; i < sizeof eot / sizeof eot[0] && n_stop < 8; i++) {
+            int32_t id = lt_tokenizer_find(tok, eot[i]);
+            if (id >= 0) stop[n_stop++] = id;
+        }
+    }
     if (!st && !(gf = fopen(gen_path, "w"))) st = lt_error(LT_ERR_IO, "%s: cannot write", gen_path);
     for (int i = 0; !st && i < ts->n; i++) {
         int32_t *ids = NULL;
         size_t n_ids = 0;
-        if ((st = lt_tokenizer_encode(tok, ts->prompt[i], strlen(ts->prompt[i]), 1, 1, &ids,
-                                      &n_ids)))
+        /* a chat rendering already holds BOS where the model wants it (as generate --chat) */
+        if ((st = lt_tokenizer_encode(tok, ts->prompt[i], strlen(ts->prompt[i]), !ts->chat, 1,
+                                      &ids, &n_ids)))
             break;
         int room = ctx - (int)n_ids;
         g.n = 0;
@@ -282,6 +372,8 @@ lt_status task_eval(const task_set *ts, const char *model, const char *tokenizer
         if (room > 0) {
             lt_generate_opts go = {.max_tokens = room < ts->max_tokens ? room : ts->max_tokens,
                                    .stop_at_eos = 1,
+                                   .stop_ids = stop,
+                                   .n_stop_ids = n_stop,
                                    .on_token = on_token,
                                    .user = &g};
             st = lt_generate(m, delta, kv, tok, s, ids, (int)n_ids, &go, NULL, NULL);

@@ -8,24 +8,39 @@
  *            N; the prediction is the number after the first "####" in the generated text,
  *            else its last number (lm-evaluation-harness's strict, then flexible, extraction);
  *            commas and '$' dropped, compared as numbers.
- * Other data (any other shape, or a folder without test.jsonl): no task metric (loss only),
- * with the reason in words.
+ * Records: text ("...\nA: answer", as above), completions {"prompt", "completion"} and chat
+ * {"messages": [...]} (the format detected from the first record's keys as the data layer does,
+ * or given by --data-format). A completions record's prompt is the chat template's rendering of
+ * [{user: prompt}] with the generation prompt, its answer the completion; a chat record's
+ * prompt is the rendering of every message but the last (which must be the assistant's) with
+ * the generation prompt, its answer that last message's content: the prompt the training data
+ * put before the tokens it trained on (docs/DATA.md). The answer then decides the task as for
+ * text records (an SQL SELECT: wikisql; a last line "#### N": gsm8k).
+ * Other data (alpaca, sharegpt, records with tools, a chat record without a chat template, any
+ * other answer, or a folder without test.jsonl): no task metric (loss only), with the reason
+ * in words.
  *
  * Generation is what `loratune generate --temp 0 --prompt PROMPT [--adapter A]` does (the
  * prompt encoded with BOS, the model mapped lazily, 8-bit activations for quantized weights,
  * greedy), cut short once the answer is complete (wikisql: a newline; gsm8k: a newline after
- * "####"), so each text is a prefix of that command's output. */
+ * "####"), so each text is a prefix of that command's output. Chat-rendered prompts are encoded
+ * as `generate --chat` encodes them (no BOS added: the template writes it; special tokens
+ * parsed) and generation also stops at the end-of-turn tokens `generate --chat` stops at. */
 #ifndef LT_APPS_TASK_METRIC_H
 #define LT_APPS_TASK_METRIC_H
 
 #include <jansson.h>
 
 #include "loratune/core.h"
+#include "loratune/data.h"
+
+struct lt_chat_template;
 
 typedef enum { TASK_NONE = 0, TASK_WIKISQL, TASK_GSM8K } task_kind;
 
 typedef struct {
     task_kind kind;
+    int chat;         /* 1: prompts are chat-template renderings (completions / chat records) */
     char why[1400];   /* TASK_NONE: why there is no metric; else what the metric is */
     char path[1100];  /* the test file read */
     int n;            /* examples kept (the first n of the file) */
@@ -37,11 +52,13 @@ typedef struct {
 
 /* Reads the test split of data (a folder with test.jsonl). want: "auto", "wikisql", "gsm8k" or
  * "none"; limit: the first `limit` records at most (0: all); max_tokens 0: the task's default
- * (wikisql 64, gsm8k 256). Returns 0 with ts->kind TASK_NONE and ts->why when the data has no
- * task metric under auto; LT_ERR_FORMAT naming FILE:LINE when a task was asked for and a record
- * does not fit it (or the file is not JSONL). */
+ * (wikisql 64, gsm8k 256). fmt: the data's format (LT_DATA_AUTO: from the first record's keys);
+ * tpl: the model's chat template (NULL: none; completions / chat records then have no metric).
+ * Returns 0 with ts->kind TASK_NONE and ts->why when the data has no task metric under auto;
+ * LT_ERR_FORMAT naming FILE:LINE when a task was asked for and a record does not fit it (or
+ * the file is not JSONL). */
 lt_status task_set_load(const char *data, const char *want, int limit, int max_tokens,
-                        task_set *ts);
+                        lt_data_format fmt, const struct lt_chat_template *tpl, task_set *ts);
 void task_set_free(task_set *ts);
 
 /* Generates for every example with model (+ adapter: a PEFT folder, or NULL) and scores it.

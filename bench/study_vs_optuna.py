@@ -172,9 +172,15 @@ def tables(res):
         out.append("| --- |" + " ---: |" * len(res["samplers"]))
         for fname in res["functions"]:
             fmin = FUNCS[fname][2]
-            row = [fname]
+            counts = {len(res["runs"][fname][s]) for s in res["samplers"]}
+            row = [fname if counts == {res["seeds"]} else
+                   fname + " (" + "/".join(str(len(res["runs"][fname][s])) for s in res["samplers"])
+                   + " seeds)"]
             for s in res["samplers"]:
                 rs = sorted(regret_at(v, k, fmin) for v in res["runs"][fname][s])
+                if not rs:
+                    row.append("-")
+                    continue
                 q = statistics.quantiles(rs, n=4) if len(rs) > 1 else [rs[0]] * 3
                 row.append(f"{statistics.median(rs):.4g} [{q[0]:.3g}, {q[2]:.3g}]")
             out.append("| " + " | ".join(row) + " |")
@@ -195,6 +201,8 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--loratune", default="build/loratune")
     ap.add_argument("--seeds", type=int, default=20, help="0: only the time per ask")
+    ap.add_argument("--first-seed", type=int, default=0, help="seeds first-seed .. first-seed + "
+                    "seeds - 1 (more seeds for a sharper comparison: merge with --table)")
     ap.add_argument("--evals", type=int, default=30)
     ap.add_argument("--functions", default=",".join(FUNCS))
     ap.add_argument("--samplers", default=",".join(SAMPLERS))
@@ -211,12 +219,23 @@ def main():
             if res is None:
                 res = r
                 continue
-            res["seeds"] = min(res["seeds"], r["seeds"])
             res["evals"] = min(res["evals"], r["evals"])
-            res["samplers"] += [s for s in r["samplers"] if s not in res["samplers"]]
+            for f in r["functions"]:
+                if f not in res["functions"]:
+                    res["functions"].append(f)
+                    res["runs"][f] = {}
             for f in res["functions"]:
-                res["runs"][f].update(r["runs"][f])
-                res["wall_s"][f].update(r["wall_s"][f])
+                for s, v in r["runs"].get(f, {}).items():
+                    if s in res["runs"][f] and r.get("first_seed", 0) != res.get("first_seed", 0):
+                        res["runs"][f][s] = res["runs"][f][s] + v  # more seeds of a sampler
+                    else:
+                        res["runs"][f][s] = v
+            res["samplers"] += [s for s in r["samplers"] if s not in res["samplers"]]
+            res["seeds"] = min(len(v) for f in res["functions"] for s, v in res["runs"][f].items()
+                               if s in res["samplers"] and v)
+        for f in res["functions"]:  # a sampler not run on a function: an empty cell
+            for s in res["samplers"]:
+                res["runs"][f].setdefault(s, [])
             res.setdefault("ask_at_100", {}).update(r.get("ask_at_100", {}))
         print(tables(res))
         return
@@ -226,13 +245,13 @@ def main():
     except ImportError:
         pass
     fnames, samplers = args.functions.split(","), args.samplers.split(",")
-    res = {"seeds": args.seeds, "evals": args.evals, "functions": fnames, "samplers": samplers,
+    res = {"seeds": args.seeds, "first_seed": args.first_seed, "evals": args.evals, "functions": fnames, "samplers": samplers,
            "runs": {f: {s: [] for s in samplers} for f in fnames},
            "wall_s": {f: {s: 0.0 for s in samplers} for f in fnames}}
     for fname in fnames:
         for s in samplers:
             t0 = time.perf_counter()
-            for seed in range(args.seeds):
+            for seed in range(args.first_seed, args.first_seed + args.seeds):
                 vals, _, _ = run_one(args, s, fname, seed, args.evals)
                 res["runs"][fname][s].append(vals)
             res["wall_s"][fname][s] = time.perf_counter() - t0

@@ -15,7 +15,6 @@
 
 #define SQRT5 2.23606797749978969641
 #define LOG_2PI 1.83787706640934548356
-#define PRIOR_LS_SD 0.75 /* sd of log length scales in the prior */
 
 void lt_gp_bounds(int d, double *lo, double *hi) {
     lo[0] = log(1e-2), hi[0] = log(1e2);             /* signal variance (y standardized) */
@@ -125,21 +124,21 @@ done:
 }
 
 double lt_gp_log_prior(int d, const double *theta, double *grad) {
-    /* length scales: log ls ~ N(log(sqrt(d) / 2), PRIOR_LS_SD^2) (inputs in [0,1]^d: the
-     * typical distance between points grows as sqrt(d)); signal variance of the standardized
-     * values: log sv ~ N(0, 1); noise: log noise ~ N(log 1e-4, 3^2) */
-    const double mu = log(0.5 * sqrt((double)d)), var = PRIOR_LS_SD * PRIOR_LS_SD;
+    /* (the shapes of Optuna's GPSampler priors; docs/TUNE.md "The GP") length scales: with
+     * u = log ls, -0.2 cosh(2u): flat around ls = 1 (the unit cube's side), a wall below ~0.2
+     * and above ~5; signal variance sv ~ Gamma(2, 1) and noise variance ~ Gamma(1.1, 30), as
+     * densities in sv and noise (the fit's coordinates are their logs) */
     double lp = 0;
     for (int i = 0; i < d; i++) {
-        double t = theta[1 + i] - mu;
-        lp += -0.5 * t * t / var;
-        if (grad) grad[1 + i] += -t / var;
+        double u = theta[1 + i];
+        lp += -0.2 * cosh(2 * u);
+        if (grad) grad[1 + i] += -0.4 * sinh(2 * u);
     }
-    lp += -0.5 * theta[0] * theta[0];
-    if (grad) grad[0] += -theta[0];
-    double tn = theta[d + 1] - log(1e-4);
-    lp += -0.5 * tn * tn / 9;
-    if (grad) grad[d + 1] += -tn / 9;
+    double sv = exp(theta[0]), nv = exp(theta[d + 1]);
+    lp += theta[0] - sv;
+    if (grad) grad[0] += 1 - sv;
+    lp += 0.1 * theta[d + 1] - 30 * nv;
+    if (grad) grad[d + 1] += 0.1 - 30 * nv;
     return lp;
 }
 
@@ -256,7 +255,7 @@ lt_status lt_gp_fit(lt_gp *gp, const double *theta0, int n_random, uint64_t seed
     for (int s = 0; s < n_starts; s++) {
         if (theta0 && s == 0) {
             memcpy(th, theta0, sizeof th);
-        } else if (s == (theta0 ? 1 : 0)) { /* default: sv 1, ls at the prior's median, small noise */
+        } else if (s == (theta0 ? 1 : 0)) { /* default: sv 1, ls sqrt(d) / 2 (with the prior), small noise */
             th[0] = 0;
             for (int i = 0; i < d; i++) th[1 + i] = gp->prior ? log(0.5 * sqrt((double)d)) : log(0.5);
             th[d + 1] = log(1e-4);

@@ -36,9 +36,10 @@ void lt_gp_bounds(int d, double *lo, double *hi);
  * K + noise I is not positive definite at theta. */
 lt_status lt_gp_lml(const lt_gp *gp, const double *theta, double *lml, double *grad);
 /* log prior density of theta (up to a constant), its gradient added into grad (may be NULL):
- * log ls_i ~ N(log(sqrt(d) / 2), 0.75^2), log sv ~ N(0, 1), log noise ~ N(log 1e-4, 3^2).
- * Without it, 10-30 points often fit one tiny length scale ("all noise" along that axis) and
- * the search wanders to the corners; see docs/TUNE.md. */
+ * -0.2 cosh(2 log ls_i) per length scale (flat near 1, walls below ~0.2 and above ~5),
+ * sv ~ Gamma(2, 1), noise ~ Gamma(1.1, 30) (the shapes of Optuna's GPSampler priors).
+ * Without a prior, 10-30 points often fit one tiny length scale ("all noise" along that axis)
+ * and the search wanders to the corners; see docs/TUNE.md. */
 double lt_gp_log_prior(int d, const double *theta, double *grad);
 /* Sets theta (factorizes). */
 lt_status lt_gp_set_theta(lt_gp *gp, const double *theta);

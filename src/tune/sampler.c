@@ -5,7 +5,7 @@
  * constant liars" (at the worst value seen) so parallel asks spread out; the GP is fitted by
  * marginal likelihood (+ the length-scale prior) from the last fit's hyperparameters and two
  * more starts; log EI is maximised over scrambled Sobol candidates and perturbations of the
- * best trials, then refined by Nelder-Mead over the numeric coordinates (every point snapped
+ * best trials, then refined by Nelder-Mead from the best candidate and others drawn by EI over the numeric coordinates (every point snapped
  * before the GP sees it: ints rounded, categoricals exact), then each categorical's other
  * choices tried one by one. */
 #include "sampler.h"
@@ -259,10 +259,25 @@ lt_status lt_tune_gp_next(const lt_space *sp, int n, const double *X, const doub
         if (sp->p[pi].type != LT_PARAM_CATEGORICAL) num[nn++] = sp->p[pi].dim;
     int less = N >= REFINE_LESS_FROM;
     acq_ctx ac = {sp, &gp, best, NULL, num, nn, less ? 120 : NM_MAX_ITER, LT_OK};
+    /* the starts: the best candidate, then the others drawn with probability proportional
+     * to EI (exp of log EI, without replacement): starts spread over the acquisition's modes
+     * instead of crowding the best one's neighbourhood */
     for (int t = 0; t < (less ? 3 : N_REFINE); t++) {
         int bi = -1;
         for (int i = 0; i < k; i++)
             if (bi < 0 || ca[i] > ca[bi]) bi = i;
+        if (t > 0 && bi >= 0 && ca[bi] > -INFINITY) {
+            double tot = 0, amax = ca[bi];
+            for (int i = 0; i < k; i++) tot += exp(ca[i] - amax);
+            double uu = gsl_rng_uniform(r) * tot, acc = 0;
+            for (int i = 0; i < k; i++) {
+                acc += exp(ca[i] - amax);
+                if (acc >= uu && ca[i] > -INFINITY) {
+                    bi = i;
+                    break;
+                }
+            }
+        }
         if (bi < 0 || ca[bi] == -INFINITY) {
             if (t == 0) memcpy(xb, C, xbytes); /* no improvement anywhere: first candidate */
             break;

@@ -168,6 +168,115 @@ check([x["reference"] for x in gens(os.path.join(tmp, "g2"), "lora")] ==
       [re.search(r"#### (.*)$", x["answer"]).group(1).replace(",", "") for x in real],
       "gsm8k: references of the real solutions")
 
+# ---- completions and chat records (the prompt through the model's chat template) ----------------
+# stories260K with the Llama 2 chat template (tests/data/chat_templates): the prompts must be what
+# jinja2 renders from that template as transformers does (add_generation_prompt=True, the
+# messages before the answer), the generations a prefix of `loratune generate --chat` (its own
+# rendering and end-of-turn stop) with the same adapter, and the scoring recomputed here.
+import jinja2  # noqa: E402
+import jinja2.ext  # noqa: E402
+from jinja2.sandbox import ImmutableSandboxedEnvironment  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+TPL = open(os.path.join(ROOT, "tests", "data", "chat_templates", "llama2-chat.jinja")).read()
+cmodel = os.path.join(tmp, "stories260K-chat")
+shutil.copytree(MODEL, cmodel)
+with open(os.path.join(cmodel, "tokenizer_config.json")) as f:
+    tc = json.load(f)
+tc["chat_template"] = TPL
+with open(os.path.join(cmodel, "tokenizer_config.json"), "w") as f:
+    json.dump(tc, f)
+
+
+def jinja_prompt(messages):
+    def raise_exception(m):
+        raise jinja2.exceptions.TemplateError(m)
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
+                                        extensions=[jinja2.ext.loopcontrols])
+    env.globals["raise_exception"] = raise_exception
+    return env.from_string(TPL).render(messages=messages, add_generation_prompt=True,
+                                       bos_token="<s>", eos_token="</s>")
+
+
+def wikisql_recs(name):
+    with open(os.path.join(WIKISQL, name)) as f:
+        return [split_a(json.loads(l)["text"]) for l in f if l.strip()]
+
+
+SYS = "Answer with one SQL query."
+shapes = {
+    "completions": lambda q, a, i: {"prompt": q[:-3], "completion": a.strip()},
+    # a system prompt, and every 3rd record an earlier exchange before the question
+    "chat": lambda q, a, i: {"messages": [{"role": "system", "content": SYS}] + (
+        [{"role": "user", "content": "Say hi."}, {"role": "assistant", "content": "hi"}]
+        if i % 3 == 0 else []) + [{"role": "user", "content": q[:-3]},
+                                  {"role": "assistant", "content": a.strip()}]},
+}
+NC = 5
+for shape, make in shapes.items():
+    ddir = os.path.join(tmp, shape + "-data")
+    os.makedirs(ddir)
+    for name in ("train.jsonl", "valid.jsonl", "test.jsonl"):
+        with open(os.path.join(ddir, name), "w") as f:
+            for i, (q, a) in enumerate(wikisql_recs(name)[:200]):
+                f.write(json.dumps(make(q, a, i)) + "\n")
+    sdir = os.path.join(tmp, shape)
+    r = run("compare", "--study", sdir, "--data", ddir, *BASE, "--model", cmodel, "--methods",
+            "lora", "--task-examples", str(NC), "--task-max-tokens", "16")
+    check(r.returncode == 0, f"compare {shape}: rc {r.returncode}\n{r.stdout[-1500:]}\n{r.stderr}")
+    if r.returncode:
+        continue
+    with open(os.path.join(sdir, "compare.json")) as f:
+        cmp = json.load(f)
+    check(cmp["task"]["kind"] == "wikisql" and "through the chat template" in cmp["metric"],
+          f"{shape}: task {cmp['task']} metric {cmp['metric']}")
+    with open(os.path.join(ddir, "test.jsonl")) as f:
+        recs = [json.loads(l) for l in f][:NC]
+    g = gens(sdir, "lora")
+    check(len(g) == NC, f"{shape}: {len(g)} generations")
+    correct = 0
+    for x, rec in zip(g, recs):
+        msgs = rec["messages"] if shape == "chat" else [
+            {"role": "user", "content": rec["prompt"]},
+            {"role": "assistant", "content": rec["completion"]}]
+        ref = msgs[-1]["content"]
+        check(x["prompt"] == jinja_prompt(msgs[:-1]) and x["reference"] == ref,
+              f"{shape}: prompt {x['prompt']!r} vs jinja2 {jinja_prompt(msgs[:-1])!r}, "
+              f"reference {x['reference']!r} vs {ref!r}")
+        pred = x["generated"].split("\n")[0].strip()
+        correct += pred == ref
+        check(x["prediction"] == pred and x["correct"] == (pred == ref), f"{shape}: {x}")
+    tm = cmp["methods"][0]["task_metric"]
+    check(tm["correct"] == correct and tm["n"] == NC, f"{shape}: {tm} vs {correct}/{NC}")
+    tdir = os.path.join(sdir, "lora", "trials", "%04d" % cmp["methods"][0]["best_trial"])
+    for x, rec in zip(g[:3], recs[:3]):
+        msgs = rec["messages"] if shape == "chat" else [{"role": "user",
+                                                          "content": rec["prompt"]}]
+        if len(msgs) > 3:
+            continue  # `generate --chat` takes one user message (and a system prompt)
+        sysarg = ["--system", msgs[0]["content"]] if msgs[0]["role"] == "system" else []
+        o = run("generate", "--model", cmodel, "--adapter", tdir, "--chat",
+                [m for m in msgs if m["role"] == "user"][-1]["content"], *sysarg, "--temp", "0",
+                "--max-tokens", "16", "--threads", "1", "--quiet")
+        check(o.returncode == 0 and o.stdout.startswith(x["generated"]),
+              f"{shape}: generate --chat printed {o.stdout!r}, compare generated "
+              f"{x['generated']!r}\n{o.stderr}")
+    if shape == "chat":  # loss only, said so: the last message not the assistant's
+        with open(os.path.join(ddir, "test.jsonl"), "w") as f:
+            f.write(json.dumps({"messages": recs[0]["messages"][:-1]}) + "\n")
+        r = run("compare", "--study", os.path.join(tmp, "chat2"), "--data", ddir, *BASE,
+                "--model", cmodel, "--methods", "lora")
+        with open(os.path.join(tmp, "chat2", "compare.json")) as f:
+            c2 = json.load(f)
+        check(r.returncode == 0 and c2["task"]["kind"] == "none" and
+              "test.jsonl:1: the last message is not the assistant's" in c2["task"]["reason"],
+              f"chat without an answer: {c2['task']}")
+        # the model without a chat template: compare refuses chat data (training needs it too)
+        r = run("compare", "--study", os.path.join(tmp, "chat3"), "--data", ddir, *BASE,
+                "--methods", "lora", "--task", "wikisql")
+        check(r.returncode == 2 and "test.jsonl:1: task wikisql: the last message" in r.stderr,
+              f"--task wikisql on chat without answer: rc {r.returncode} {r.stderr}")
+
 # ---- no task metric; a task that does not fit ---------------------------------------------------
 odir = os.path.join(tmp, "other-data")
 os.makedirs(odir)

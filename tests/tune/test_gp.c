@@ -3,8 +3,10 @@
  * (scikit-learn, fixed hyperparameters), the latent posterior mean and variance, the fitted
  * likelihood (ours must reach scikit-learn's L-BFGS-B maximum within the same bounds), log h /
  * log EI (scipy: the integral definition), and GSL's Sobol points (scipy's Joe-Kuo sequence and
- * GSL's documented 2-d example). Plus the kernel's snapping of ints and categoricals, and one
+ * GSL's documented 2-d example); the hyperparameter prior against GSL's gamma densities and
+ * its gradient against finite differences. Plus the kernel's snapping of ints and categoricals, and one
  * GP-BO step on a 1-d quadratic. */
+#include <gsl/gsl_randist.h>
 #include <jansson.h>
 #include <math.h>
 
@@ -135,6 +137,37 @@ static void snapping(void) {
     json_decref(j);
 }
 
+/* The prior (gp.h): differences of lt_gp_log_prior between two thetas equal the differences of
+ * the densities it is made of -- sv ~ Gamma(2, 1) and noise ~ Gamma(1.1, 30) by GSL's gamma
+ * pdf (shape, scale = 1 / rate), each length scale -0.2 cosh(2 log ls) -- and its gradient is
+ * the finite difference of its value. */
+static void prior_case(void) {
+    const int d = 3;
+    const double ta[5] = {0.3, -1.2, 0.0, 1.7, log(2e-3)}, tb[5] = {-0.8, 0.4, -2.1, 0.9, log(0.05)};
+    double ref = 0;
+    const double *t[2] = {ta, tb};
+    for (int k = 0; k < 2; k++) {
+        double sgn = k ? -1 : 1, v = 0;
+        v += log(gsl_ran_gamma_pdf(exp(t[k][0]), 2.0, 1.0));
+        v += log(gsl_ran_gamma_pdf(exp(t[k][d + 1]), 1.1, 1.0 / 30));
+        for (int i = 0; i < d; i++) v += -0.2 * cosh(2 * t[k][1 + i]);
+        ref += sgn * v;
+    }
+    double got = lt_gp_log_prior(d, ta, NULL) - lt_gp_log_prior(d, tb, NULL);
+    CHECK(close_to(got, ref, 1e-10, 1e-10), "log prior difference %.15g, GSL's densities %.15g",
+          got, ref);
+    double g[5] = {0};
+    lt_gp_log_prior(d, ta, g);
+    for (int i = 0; i < d + 2; i++) {
+        double tp[5], tm[5];
+        memcpy(tp, ta, sizeof tp), memcpy(tm, ta, sizeof tm);
+        tp[i] += 1e-6, tm[i] -= 1e-6;
+        double fd = (lt_gp_log_prior(d, tp, NULL) - lt_gp_log_prior(d, tm, NULL)) / 2e-6;
+        CHECK(close_to(g[i], fd, 1e-6, 1e-6), "prior grad[%d] %.9g vs finite difference %.9g", i,
+              g[i], fd);
+    }
+}
+
 /* One GP-BO step on f(x) = (x - 0.3)^2 over [0, 1] from 6 spread points: the next point
  * must land near the minimum. */
 static void bo_step(void) {
@@ -157,6 +190,7 @@ int main(void) {
     size_t i;
     json_t *c;
     json_array_foreach(json_object_get(g, "gp"), i, c) gp_case(c);
+    prior_case();
     json_array_foreach(json_object_get(g, "log_h"), i, c) {
         double z = json_number_value(json_object_get(c, "z"));
         double ref = json_number_value(json_object_get(c, "log_h"));

@@ -13,7 +13,12 @@
 - `loratune tune --warm-start STUDY` (stories260K): a study of other data or another method
   is refused before anything runs (exit status 2, the study folder not made); one of the same
   model, data and method prints the trials taken, records the source, and its first trial is
-  not the cold study's first (Sobol) trial.
+  not the cold study's first (Sobol) trial;
+- `loratune compare --warm-start DIR` (an earlier comparison): each method with a study in DIR
+  starts from it (its warm_start trials are that study's complete trials, its first trial not
+  the cold Sobol point, compare.json's row names the source), a method without one starts cold
+  and says so; an earlier comparison of other data, or a folder with no method's study, is
+  refused before anything runs (exit status 2, no folder made).
 """
 import json
 import math
@@ -145,6 +150,44 @@ check(s2["trials"][0]["params"] != s1["trials"][0]["params"],
       f"tune: the first trial is the cold study's Sobol point {s1['trials'][0]['params']}")
 r = run("tune", "--study", t2, "--resume", "--warm-start", t1)
 check(r.returncode == 2 and "a resumed study keeps its own" in r.stderr, r.stderr)
+
+# ---- loratune compare --warm-start ---------------------------------------------------------------
+CB = [*BASE, "--trials-per-method", "2", "--task", "none"]
+c1 = os.path.join(tmp, "c1")
+r = run("compare", "--study", c1, "--methods", "lora,dora", *CB)
+check(r.returncode == 0, f"compare c1: {r.stderr[-800:]}")
+c2 = os.path.join(tmp, "c2")
+r = run("compare", "--study", c2, "--methods", "lora,dora,qlora", "--warm-start", c1, *CB)
+check(r.returncode == 0, f"compare --warm-start: {r.stderr[-800:]}")
+with open(os.path.join(c2, "compare.json")) as f:
+    rows = {x["method"]: x for x in json.load(f)["methods"]}
+for m in ("lora", "dora"):
+    old_s = json.load(open(os.path.join(c1, m, "study.json")))
+    new_s = json.load(open(os.path.join(c2, m, "study.json")))
+    ws = new_s.get("warm_start", {})
+    check([(t["params"], t["value"]) for t in ws.get("trials", [])] ==
+          [(t["params"], t["value"]) for t in old_s["trials"] if t["state"] == "complete"] and
+          len(ws.get("trials", [])) == 2,
+          f"compare {m}: warm start trials {ws.get('trials')} vs {old_s['trials']}")
+    check(new_s["trials"][0]["params"] != old_s["trials"][0]["params"],
+          f"compare {m}: the first trial is the cold Sobol point")
+    check(rows[m]["warm_start"] == os.path.join(c1, m) and
+          f"warm start: 2 complete trials of {os.path.join(c1, m)}" in r.stdout,
+          f"compare {m}: row {rows[m].get('warm_start')}")
+qs = json.load(open(os.path.join(c2, "qlora", "study.json")))
+check("warm_start" not in qs and rows["qlora"]["warm_start"] is None and
+      f"warm start: {c1} has no qlora study; qlora starts cold" in r.stdout,
+      f"compare qlora: {qs.get('warm_start')} {r.stdout[-600:]}")
+# other data: refused before anything runs (even with a method that would start cold first)
+r = run("compare", "--study", os.path.join(tmp, "c3"), "--methods", "qlora,lora",
+        "--warm-start", c1, *[x if x != DATA else other for x in CB])
+check(r.returncode == 2 and "c1/lora is a study of another data" in r.stderr and
+      not os.path.exists(os.path.join(tmp, "c3")), f"compare, other data: {r.returncode} "
+      f"{r.stderr[-500:]}")
+r = run("compare", "--study", os.path.join(tmp, "c4"), "--methods", "full",
+        "--warm-start", c1, *CB)
+check(r.returncode == 2 and "holds no study of full" in r.stderr and
+      not os.path.exists(os.path.join(tmp, "c4")), f"compare, nothing to warm from: {r.stderr}")
 
 shutil.rmtree(tmp, ignore_errors=True)
 sys.exit(finish())

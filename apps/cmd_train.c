@@ -359,6 +359,10 @@ static int train(int argc, char **argv, lt_cli_dist *dist) {
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_signal;
+    /* restart interrupted system calls: the handler only sets a flag, and a read, write or
+     * MPI progress call that failed with EINTR on one rank would end that rank's run alone
+     * (its partner then waits in the next collective for ever) */
+    sa.sa_flags = SA_RESTART;
     sigemptyset(&sa.sa_mask);
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);

@@ -32,6 +32,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
@@ -187,6 +188,18 @@ def test_resume(ref_out, ref_evs):
               f"{n}->{m}: the final adapter differs from the uninterrupted run's")
 
 
+def watchdog(p, seconds, what):
+    """Kills p (mpirun) after seconds, so that ranks that never end make the test fail instead
+    of hanging in the read of their output; cancel() it once p has ended."""
+    def fire():
+        print(f"watchdog: {what} still running after {seconds} s: killed", flush=True)
+        p.kill()
+    t = threading.Timer(seconds, fire)
+    t.daemon = True
+    t.start()
+    return t
+
+
 def test_sigint():
     """SIGINT to mpirun, as Ctrl-C sends it. OpenMPI then SIGCONTs the ranks, sleeps
     odls_base_sigkill_timeout (T) seconds, SIGTERMs them, sleeps T again and SIGKILLs them,
@@ -206,6 +219,7 @@ def test_sigint():
     cmd = [MPIRUN, "-np", "2", "--oversubscribe", ltcheck.LORATUNE, "train", *COMMON, *DROPOUT,
            *run_args, "--iters", "1000000", "--out", out]
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    wd = watchdog(p, 240, "the SIGINT run")
     lines, seen, t_sig = [], 0, None
     for line in p.stdout:
         lines.append(line)
@@ -220,6 +234,7 @@ def test_sigint():
         p.kill()
         check(False, f"mpirun -np 2 did not end within {4 * T + 30} s of SIGINT")
         return
+    wd.cancel()
     took = time.monotonic() - t_sig if t_sig else -1
     print(f"sigint: mpirun ended {took:.1f} s after SIGINT (T {T} s), exit {p.returncode}")
     check(t_sig is not None and took < 2 * T + 15,
@@ -293,6 +308,7 @@ def test_sigusr1():
            "--lr-schedule", "constant", "--eval-every", "0", "--save-every", "0",
            "--iters", "1000000", "--out", out]
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+    wd = watchdog(p, 240, "the SIGUSR1 run")
     last, seen, t_sig = None, 0, None
     for line in p.stdout:
         last = json.loads(line)
@@ -306,6 +322,10 @@ def test_sigusr1():
     except subprocess.TimeoutExpired:
         p.kill()
         check(False, "mpirun -np 2 did not end within 60 s of SIGUSR1")
+        return
+    wd.cancel()
+    check(t_sig is not None and p.returncode != -signal.SIGKILL, "the SIGUSR1 run ended by itself")
+    if t_sig is None or p.returncode == -signal.SIGKILL:
         return
     print(f"sigusr1: mpirun ended {time.monotonic() - t_sig:.1f} s after SIGUSR1, "
           f"exit {p.returncode}")

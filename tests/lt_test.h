@@ -67,6 +67,16 @@ static inline const char *lt_srcpath(const char *rel) {
     const char *d = getenv("LT_SOURCE_DIR"); /* the tree elsewhere (a device machine) */
     return lt_path_join_(d ? d : LT_SOURCE_DIR, rel);
 }
+/* 1 when files a and b both read, are not empty and hold the same bytes. */
+static inline int lt_same_file(const char *a, const char *b) {
+    char *x = NULL, *y = NULL;
+    size_t nx = 0, ny = 0;
+    int eq = !lt_file_read_all(a, &x, &nx) && !lt_file_read_all(b, &y, &ny) && nx == ny && nx > 0 &&
+             !memcmp(x, y, nx);
+    free(x);
+    free(y);
+    return eq;
+}
 /* A fresh temp folder for the test (mkdtemp under $TMPDIR or /tmp). */
 /* The first n lines of the text file src written to dst (a small data set out of a fixture). */
 static inline void lt_head_lines(const char *src, const char *dst, int n) {

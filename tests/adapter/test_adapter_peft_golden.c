@@ -144,16 +144,6 @@ static float adiff(const lt_adapter *x, const lt_adapter *y) {
     return m;
 }
 
-static int same_file(const char *p, const char *q) {
-    char *a = NULL, *b = NULL;
-    size_t na = 0, nb = 0;
-    int same = !lt_file_read_all(p, &a, &na) && !lt_file_read_all(q, &b, &nb) && na == nb &&
-               !memcmp(a, b, na);
-    free(a);
-    free(b);
-    return same;
-}
-
 int main(int argc, char **argv) {
     lt_model *m = NULL;
     CHECK_OK(lt_model_load(lt_fixture("stories260K-hf"), NULL, &m));
@@ -250,7 +240,7 @@ int main(int argc, char **argv) {
         CHECK_OK(lt_adapter_save_peft(a, path));
         snprintf(path, sizeof path, "%s/%s/adapter_model.safetensors", tmp, nm);
         snprintf(p2, sizeof p2, "tests/data/adapter/%s/adapter_model.safetensors", nm);
-        CHECK(same_file(path, lt_srcpath(p2)),
+        CHECK(lt_same_file(path, lt_srcpath(p2)),
               "%s: writer output differs from the committed "
               "file PEFT read (rerun tools/gen_adapter_goldens.py)",
               nm);

@@ -78,16 +78,6 @@ static int same_numbers(const collect *a, const collect *b) {
     return 1;
 }
 
-static int same_file(const char *a, const char *b) {
-    char *x = NULL, *y = NULL;
-    size_t nx = 0, ny = 0;
-    int eq = !lt_file_read_all(a, &x, &nx) && !lt_file_read_all(b, &y, &ny) && nx == ny && nx > 0 &&
-             !memcmp(x, y, nx);
-    free(x);
-    free(y);
-    return eq;
-}
-
 static char g_dir[512], g_data[1024];
 static int g_full; /* opts(): full fine-tuning of the HF fixture (OUT gets the model) */
 
@@ -195,7 +185,7 @@ int main(void) {
             char a[1200], b[1200];
             snprintf(a, sizeof a, "%s/%s", out[1], files[i]);
             snprintf(b, sizeof b, "%s/%s", out[n], files[i]);
-            CHECK(same_file(a, b), "%d ranks vs 1: %s differs", n, files[i]);
+            CHECK(lt_same_file(a, b), "%d ranks vs 1: %s differs", n, files[i]);
         }
     }
     /* the numbers move: not a run that trained nothing */
@@ -219,7 +209,7 @@ int main(void) {
         char a[1200], b[1200];
         snprintf(a, sizeof a, "%s/model.safetensors", fo[1]);
         snprintf(b, sizeof b, "%s/model.safetensors", fo[2]);
-        CHECK(same_file(a, b), "full: 2 ranks vs 1: model.safetensors differs");
+        CHECK(lt_same_file(a, b), "full: 2 ranks vs 1: model.safetensors differs");
         g_full = 0;
     }
 

@@ -68,16 +68,6 @@ static int same_numbers(const collect *a, const collect *b) {
     return 1;
 }
 
-static int same_file(const char *a, const char *b) {
-    char *x = NULL, *y = NULL;
-    size_t nx = 0, ny = 0;
-    int eq = !lt_file_read_all(a, &x, &nx) && !lt_file_read_all(b, &y, &ny) && nx == ny && nx > 0 &&
-             !memcmp(x, y, nx);
-    free(x);
-    free(y);
-    return eq;
-}
-
 static char g_dir[512], g_data[1024];
 
 static void *read_omp_threads(void *arg) {
@@ -154,7 +144,7 @@ static void check_same(const trial *ref, const trial *t, const char *what, int k
     char a[1200], b[1200];
     snprintf(a, sizeof a, "%s/adapter_model.safetensors", ref->o.out);
     snprintf(b, sizeof b, "%s/adapter_model.safetensors", t->o.out);
-    CHECK(same_file(a, b), "%s %d: adapter tensors differ (%s, %s)", what, k, a, b);
+    CHECK(lt_same_file(a, b), "%s %d: adapter tensors differ (%s, %s)", what, k, a, b);
 }
 
 int main(void) {

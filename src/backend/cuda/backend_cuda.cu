@@ -870,6 +870,14 @@ __global__ void __launch_bounds__(AT) k_attn_dkv_t(float *dk, float *dv, const f
 
 /* the scratch of the backward's D: B*T*NH floats, grown as needed (the backend's own) */
 static float *attn_scratch(const lt_backend *be, int64_t n);
+/* D = rowsum(dO * O) of every (query, head) into that scratch: the tiled backwards' row term;
+ * NULL when the scratch cannot be had (out of device memory: the plain kernel needs none) */
+static const float *attn_delta(const lt_backend *be, const float *dout, const float *out,
+                               const int32_t *off, int B, int T, int NH, int HD) {
+    float *D = attn_scratch(be, (int64_t)B * T * NH);
+    if (D) k_attn_delta<<<blocks((int64_t)B * T * NH, 256), 256>>>(D, dout, out, off, B, T, NH, HD);
+    return D;
+}
 
 template <int HD>
 static void attn_fwd_hd(float *out, float *lse, const float *q, const float *k, const float *v,
@@ -913,23 +921,15 @@ static void cu_attention_bwd(const lt_backend *be, float *dq, float *dk, float *
                              const int32_t *off, int B, int T, int NH, int NKV, int HD,
                              int window) {
     if (B <= 0 || T <= 0) return;
+    const float *D;
     switch (HD) {
-#define X(n) case n:
+#define X(n)                                                                                       \
+    case n:                                                                                        \
+        if (!(D = attn_delta(be, dout, out, off, B, T, NH, HD))) break;                            \
+        attn_bwd_hd<n>(dq, dk, dv, dout, q, k, v, lse, D, seq, off, B, T, NH, NKV, window);        \
+        return;
         ATTN_HD_CASES(X)
 #undef X
-        {
-            float *D = attn_scratch(be, (int64_t)B * T * NH);
-            if (!D) break; /* out of device memory for D: the plain kernel needs none */
-            k_attn_delta<<<blocks((int64_t)B * T * NH, 256), 256>>>(D, dout, out, off, B, T, NH,
-                                                                   HD);
-            switch (HD) {
-#define X(n)                                                                                       \
-    case n: attn_bwd_hd<n>(dq, dk, dv, dout, q, k, v, lse, D, seq, off, B, T, NH, NKV, window); break;
-                ATTN_HD_CASES(X)
-#undef X
-            }
-            return;
-        }
     default: break;
     }
     k_attn_bwd<<<blocks((int64_t)B * T * NH, 64), 64>>>(dq, dk, dv, dout, q, k, v, out, lse, seq,
@@ -1320,20 +1320,15 @@ static void cu_attention_bwd_bf16(const lt_backend *be, float *dq, float *dk, fl
                                   const int32_t *seq, const int32_t *off, int B, int T, int NH,
                                   int NKV, int HD, int window) {
     if (B <= 0 || T <= 0) return;
-    float *D = NULL;
+    const float *D;
     switch (HD) {
-#define X(n) case n:
+#define X(n)                                                                                       \
+    case n:                                                                                        \
+        if (!(D = attn_delta(be, dout, out, off, B, T, NH, HD))) break;                            \
+        fa_bwd_hd<n>(dq, dk, dv, dout, q, k, v, lse, D, seq, off, B, T, NH, NKV, window);          \
+        return;
         FA_HD_CASES(X)
 #undef X
-        if (!(D = attn_scratch(be, (int64_t)B * T * NH))) break;
-        k_attn_delta<<<blocks((int64_t)B * T * NH, 256), 256>>>(D, dout, out, off, B, T, NH, HD);
-        switch (HD) {
-#define X(n)                                                                                       \
-    case n: fa_bwd_hd<n>(dq, dk, dv, dout, q, k, v, lse, D, seq, off, B, T, NH, NKV, window); break;
-            FA_HD_CASES(X)
-#undef X
-        }
-        return;
     default: break;
     }
     cu_attention_bwd(be, dq, dk, dv, dout, q, k, v, out, lse, seq, off, B, T, NH, NKV, HD, window);

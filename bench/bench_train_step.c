@@ -162,9 +162,10 @@ static void usage(FILE *f) {
             "usage: bench_train_step [--shape smollm2-135m|smollm2-360m|llama3.2-1b|small|tiny | --model PATH]\n"
             "  [--method lora|dora|full|qlora] [--targets q,v|all] [--rank R] [--alpha A]\n"
             "  [--batch B] [--seq T] [--accum K] [--grad-checkpoint] [--base-dtype f32|bf16|f16]\n"
-            "  [--compute-dtype f32|bf16]\n"
+            "  [--compute-dtype f32|bf16] [--attention-f32]\n"
             "  [--warmup W] [--steps N] [--threads N] [--seed S] [--plan-only] [--whole]\n"
             "  --whole: load --model whole (fp32) instead of lazily (adapters only)\n"
+            "  --attention-f32: the bf16 compute mode without the backend's bf16 attention (A/B)\n"
             "  LORATUNE_CPU=baseline|avx2|avx512 caps the SIMD kernels' level, as for loratune\n");
 }
 
@@ -179,7 +180,7 @@ int main(int argc, char **argv) {
     const char *shape = "tiny", *model_path = NULL, *method = "lora", *targets = "q,v";
     const char *base = "f32", *compute = "f32", *device = "cpu";
     int rank = 8, batch = 4, seq = 512, accum = 1, ckpt = 0, warmup = 1, steps = 3, threads = 0;
-    int plan_only = 0, whole = 0;
+    int plan_only = 0, whole = 0, attn_f32 = 0;
     double alpha = -1;
     uint64_t seed = 1234;
     for (int i = 1; i < argc; i++) {
@@ -204,6 +205,7 @@ int main(int argc, char **argv) {
         else if (OPT("--seed")) seed = strtoull(v, NULL, 10);
         else if (!strcmp(a, "--grad-checkpoint")) ckpt = 1;
         else if (!strcmp(a, "--whole")) whole = 1;
+        else if (!strcmp(a, "--attention-f32")) attn_f32 = 1;
         else if (!strcmp(a, "--plan-only")) plan_only = 1;
         else if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             usage(stdout);
@@ -339,6 +341,17 @@ int main(int argc, char **argv) {
     } else if (strcmp(device, "cpu")) {
         fprintf(stderr, "bench_train_step: --device: expected cpu or cuda\n");
         return 2;
+    }
+    /* --attention-f32: the same backend with its optional bf16 attention ops taken out */
+    static lt_backend_ops no_attn16;
+    static lt_backend be_f32attn;
+    if (attn_f32) {
+        no_attn16 = *be->op;
+        no_attn16.attention_fwd_bf16 = NULL;
+        no_attn16.attention_bwd_bf16 = NULL;
+        be_f32attn = *be;
+        be_f32attn.op = &no_attn16;
+        be = &be_f32attn;
     }
     /* on a device: what the plan says it needs there, and what cudaMemGetInfo sees taken by
      * the trainer (after create) and by the steps (the lowest free figure after any step) */

@@ -64,6 +64,10 @@ OUT = os.path.join(ROOT, "tests", "data", "train")
 FIXTURES = os.environ.get("LT_FIXTURES", os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "fixtures"))
 STORIES = os.path.join(FIXTURES, "stories260K-hf")
 RANDOM_DIR = os.path.join(OUT, "random_qwen2")
+# head_dim 64: the head dims that the bf16 attention kernels take (CPU AVX512-BF16, CUDA tensor
+# cores: 32 / 64 / 128), which the head_dim-8 model never reaches
+RANDOM64_DIR = os.path.join(OUT, "random_qwen2_hd64")
+MODEL_DIRS = {"random": RANDOM_DIR, "random64": RANDOM64_DIR}
 
 ALL7 = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 B, T = 2, 16
@@ -91,6 +95,9 @@ CASES = [
          layers=[1], base_dtype="f32", grad_clip=1.48, grad_accum=2, steps=3, seed=1104),
     dict(name="qwen2_lora_bf16", model="random", method="lora", r=4, alpha=8, rslora=False,
          targets=ALL7, layers=[0, 1], base_dtype="bf16", grad_clip=0.9, grad_accum=2, steps=3),
+    dict(name="qwen2hd64_lora_all", model="random64", method="lora", r=4, alpha=8,
+         rslora=False, targets=ALL7, layers=[0, 1], base_dtype="f32", grad_clip=0.97,
+         grad_accum=2, steps=3),
     dict(name="stories_lora_qv", model="stories", method="lora", r=4, alpha=8, rslora=False,
          targets=["q_proj", "v_proj"], layers=[0, 1, 2, 3, 4], base_dtype="f32", grad_clip=7.45,
          grad_accum=2, steps=3),
@@ -107,10 +114,11 @@ CASES = [
 
 # ----------------------------------------------------------------------------- random model
 
-def make_random_qwen2():
-    """Tiny Qwen2: GQA 4/2 heads, head_dim 8, q/k/v bias, untied lm_head, float32."""
-    cfg = Qwen2Config(vocab_size=96, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, head_dim=8,
+def make_random_qwen2(out_dir=RANDOM_DIR, hidden=32, heads=4, kv_heads=2, head_dim=8, inter=48):
+    """Tiny Qwen2: GQA 4/2 heads, head_dim 8 (or as given), q/k/v bias, untied lm_head, fp32."""
+    cfg = Qwen2Config(vocab_size=96, hidden_size=hidden, intermediate_size=inter,
+                      num_hidden_layers=2, num_attention_heads=heads,
+                      num_key_value_heads=kv_heads, head_dim=head_dim,
                       max_position_embeddings=64, rope_theta=10000.0, rms_norm_eps=1e-6,
                       hidden_act="silu", tie_word_embeddings=False, use_sliding_window=False,
                       sliding_window=None, attention_dropout=0.0, bos_token_id=1,
@@ -131,24 +139,24 @@ def make_random_qwen2():
                 p.copy_(0.5 * n)
             else:  # Linear weight [out, in]
                 p.copy_(n / math.sqrt(p.shape[1]))
-    if os.path.isdir(RANDOM_DIR):
-        shutil.rmtree(RANDOM_DIR)
-    model.save_pretrained(RANDOM_DIR, safe_serialization=True)
-    gen_cfg = os.path.join(RANDOM_DIR, "generation_config.json")
+    if os.path.isdir(out_dir):
+        shutil.rmtree(out_dir)
+    model.save_pretrained(out_dir, safe_serialization=True)
+    gen_cfg = os.path.join(out_dir, "generation_config.json")
     if os.path.exists(gen_cfg):
         os.remove(gen_cfg)
     from safetensors import safe_open
-    with safe_open(os.path.join(RANDOM_DIR, "model.safetensors"), "pt") as f:
+    with safe_open(os.path.join(out_dir, "model.safetensors"), "pt") as f:
         keys = set(f.keys())
     assert "lm_head.weight" in keys and "model.layers.0.self_attn.q_proj.bias" in keys, keys
-    with open(os.path.join(RANDOM_DIR, "config.json")) as f:
+    with open(os.path.join(out_dir, "config.json")) as f:
         saved = json.load(f)
     assert saved["model_type"] == "qwen2" and saved["tie_word_embeddings"] is False
     assert saved["use_sliding_window"] is False and saved["attention_dropout"] == 0.0
 
 
 def load_base(case):
-    path = RANDOM_DIR if case["model"] == "random" else STORIES
+    path = MODEL_DIRS.get(case["model"], STORIES)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32,
                                                  attn_implementation="eager")
     model.eval()  # dropout is 0 everywhere anyway
@@ -416,8 +424,8 @@ def run_case(ci, case):
         "torch": torch.__version__.split("+")[0],
         "transformers": transformers.__version__,
         "peft": peft.__version__,
-        "model": ("data:tests/data/train/random_qwen2" if case["model"] == "random"
-                  else "fixture:stories260K-hf"),
+        "model": ("data:tests/data/train/" + os.path.basename(MODEL_DIRS[case["model"]])
+                  if case["model"] in MODEL_DIRS else "fixture:stories260K-hf"),
         "method": case["method"],
     }
     if case["method"] == "full":
@@ -531,6 +539,7 @@ def main():
     torch.manual_seed(0)
     os.makedirs(OUT, exist_ok=True)
     make_random_qwen2()
+    make_random_qwen2(RANDOM64_DIR, hidden=32, heads=2, kv_heads=1, head_dim=64, inter=48)
     only = sys.argv[1:]
     for ci, case in enumerate(CASES):
         if not only or case["name"] in only:

@@ -111,6 +111,20 @@ static void cpu_attention_bwd(const lt_backend *be, float *dq, float *dk, float 
     lt_fast_attention_bwd_var(dq, dk, dv, dout, q, k, v, out, lse, seq, off, B, T, NH, NKV, HD,
                               window);
 }
+static void cpu_attention_fwd_bf16(const lt_backend *be, float *out, float *lse, const float *q,
+                                   const float *k, const float *v, const int32_t *seq,
+                                   const int32_t *off, int B, int T, int NH, int NKV, int HD,
+                                   int window) {
+    lt_fast_attention_fwd_bf16(out, lse, q, k, v, seq, off, B, T, NH, NKV, HD, window);
+}
+static void cpu_attention_bwd_bf16(const lt_backend *be, float *dq, float *dk, float *dv,
+                                   const float *dout, const float *q, const float *k,
+                                   const float *v, const float *out, const float *lse,
+                                   const int32_t *seq, const int32_t *off, int B, int T, int NH,
+                                   int NKV, int HD, int window) {
+    lt_fast_attention_bwd_bf16(dq, dk, dv, dout, q, k, v, out, lse, seq, off, B, T, NH, NKV, HD,
+                               window);
+}
 static void cpu_swiglu_fwd(const lt_backend *be, float *out, const float *gate, const float *up,
                            int64_t n) {
     lt_fast_swiglu_fwd(out, gate, up, n);
@@ -207,6 +221,8 @@ static const lt_backend_ops cpu_ops = {
     .rope_bwd = cpu_rope_bwd,
     .attention_fwd = cpu_attention_fwd,
     .attention_bwd = cpu_attention_bwd,
+    .attention_fwd_bf16 = cpu_attention_fwd_bf16,
+    .attention_bwd_bf16 = cpu_attention_bwd_bf16,
     .swiglu_fwd = cpu_swiglu_fwd,
     .swiglu_bwd = cpu_swiglu_bwd,
     .cross_entropy = cpu_cross_entropy,

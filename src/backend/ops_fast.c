@@ -198,6 +198,44 @@ void lt_fast_attention_bwd_var(float *dq, float *dk, float *dv, const float *dou
     }
 }
 
+int lt_fast_attention_bf16_supported(int HD) {
+#if LT_X86_KERNELS
+    return HD % 32 == 0 && HD > 0 && HD <= LT_FAST_MAX_HD &&
+           lt_cpu_level_for(LT_CPU_LEVEL_AVX512) >= LT_CPU_LEVEL_AVX512 &&
+           (lt_cpu_features() & LT_CPU_AVX512_BF16);
+#else
+    (void)HD;
+    return 0;
+#endif
+}
+
+void lt_fast_attention_fwd_bf16(float *out, float *lse, const float *q, const float *k,
+                                const float *v, const int32_t *seq, const int32_t *off, int B,
+                                int T, int NH, int NKV, int HD, int window) {
+#if LT_X86_KERNELS
+    if (lt_fast_attention_bf16_supported(HD)) {
+        lt_attention_fwd_bf16_avx512bf16_(out, lse, q, k, v, seq, off, B, T, NH, NKV, HD, window);
+        return;
+    }
+#endif
+    lt_fast_attention_fwd_var(out, lse, q, k, v, seq, off, B, T, NH, NKV, HD, window);
+}
+
+void lt_fast_attention_bwd_bf16(float *dq, float *dk, float *dv, const float *dout, const float *q,
+                                const float *k, const float *v, const float *out, const float *lse,
+                                const int32_t *seq, const int32_t *off, int B, int T, int NH,
+                                int NKV, int HD, int window) {
+#if LT_X86_KERNELS
+    if (lt_fast_attention_bf16_supported(HD) && dq && dk && dv) {
+        lt_attention_bwd_bf16_avx512bf16_(dq, dk, dv, dout, q, k, v, out, lse, seq, off, B, T, NH,
+                                          NKV, HD, window);
+        return;
+    }
+#endif
+    lt_fast_attention_bwd_var(dq, dk, dv, dout, q, k, v, out, lse, seq, off, B, T, NH, NKV, HD,
+                              window);
+}
+
 /* ---- cross-entropy -------------------------------------------------------------------------- */
 lt_status lt_fast_cross_entropy(float *dlogits, lt_ce_stats *stats, const float *logits,
                                 const int32_t *targets, int N, int V, int ignore_index,

@@ -75,6 +75,19 @@ void lt_fast_attention_bwd_var(float *dq, float *dk, float *dv, const float *dou
                                const int32_t *seq, const int32_t *off, int B, int T, int NH,
                                int NKV, int HD, int window);
 
+/* The bf16 compute mode's attention (backend.h attention_fwd_bf16 / _bwd_bf16): on a CPU with
+ * AVX512-BF16 at dispatch level avx512 and HD % 32 == 0 (lt_fast_attention_bf16_supported),
+ * q, k, v, dO, P and dS rounded to bf16 and multiplied by vdpbf16ps (attention_avx512bf16.c);
+ * elsewhere the fp32 attention above (nothing gets slower on a CPU without bf16). */
+int lt_fast_attention_bf16_supported(int HD);
+void lt_fast_attention_fwd_bf16(float *out, float *lse, const float *q, const float *k,
+                                const float *v, const int32_t *seq, const int32_t *off, int B,
+                                int T, int NH, int NKV, int HD, int window);
+void lt_fast_attention_bwd_bf16(float *dq, float *dk, float *dv, const float *dout, const float *q,
+                                const float *k, const float *v, const float *out, const float *lse,
+                                const int32_t *seq, const int32_t *off, int B, int T, int NH,
+                                int NKV, int HD, int window);
+
 /* Cross-entropy with a vectorised float exp, OpenMP over rows (per-row sums in double). */
 lt_status lt_fast_cross_entropy(float *dlogits, lt_ce_stats *stats, const float *logits,
                                 const int32_t *targets, int N, int V, int ignore_index,

@@ -34,6 +34,18 @@ typedef struct {
 
 extern const lt_fast_kernels lt_fast_kernels_avx2;
 
+/* The bf16 compute mode's attention on AVX512-BF16 (attention_avx512bf16.c): the arguments of
+ * attention_fwd_var / _bwd_var, HD % 32 == 0, HD <= LT_FAST_MAX_HD, every gradient wanted;
+ * entered only through lt_fast_attention_*_bf16 (ops_fast.c) */
+void lt_attention_fwd_bf16_avx512bf16_(float *out, float *lse, const float *q, const float *k,
+                                       const float *v, const int32_t *seq, const int32_t *off,
+                                       int B, int T, int NH, int NKV, int HD, int window);
+void lt_attention_bwd_bf16_avx512bf16_(float *dq, float *dk, float *dv, const float *dout,
+                                       const float *q, const float *k, const float *v,
+                                       const float *out, const float *lse, const int32_t *seq,
+                                       const int32_t *off, int B, int T, int NH, int NKV, int HD,
+                                       int window);
+
 /* Rows of different lengths (off != NULL): row b is positions [off[b], off[b+1]) of q, k, v,
  * out and its lse block starts at off[b] * NH (the uniform layout's (b * NH + h) * T + t is
  * the same formula with off[b] = b * T). */

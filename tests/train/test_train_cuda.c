@@ -448,6 +448,8 @@ int main(int argc, char **argv) {
          0, 0, 0},
         {"qwen2_lora_bf16", "src:tests/data/train/random_qwen2", 0, LT_METHOD_LORA, LT_DTYPE_BF16,
          "all", 0, 0, 0},
+        {"qwen2hd64_lora_all", "src:tests/data/train/random_qwen2_hd64", 0, LT_METHOD_LORA,
+         LT_DTYPE_F32, "all", 0, 0, 0},
         {"qwen2_qlora", "src:tests/data/train/random_qwen2", 0, LT_METHOD_QLORA, LT_DTYPE_BF16,
          "all", 0, 1, 0},
         {"stories_lora_hf", "fix:stories260K-hf", 0, LT_METHOD_LORA, LT_DTYPE_F32, "q,v", 0, 0, 0},
@@ -462,6 +464,9 @@ int main(int argc, char **argv) {
          * PyTorch's autocast by test_trainer_golden --device cuda, and here to TOL16_* */
         {"qwen2_lora_all_c16", "src:tests/data/train/random_qwen2", 0, LT_METHOD_LORA,
          LT_DTYPE_F32, "all", 0.1f, 0, 1},
+        /* head dim 64: the bf16 attention kernels (tensor cores; AVX512-BF16 on the CPU) */
+        {"qwen2hd64_lora_all_c16", "src:tests/data/train/random_qwen2_hd64", 0, LT_METHOD_LORA,
+         LT_DTYPE_F32, "all", 0, 1, 1},
         {"qwen2_full_c16", "src:tests/data/train/random_qwen2", 0, LT_METHOD_FULL, LT_DTYPE_F32,
          NULL, 0, 1, 1},
         {"qwen2_qlora_c16", "src:tests/data/train/random_qwen2", 0, LT_METHOD_QLORA,

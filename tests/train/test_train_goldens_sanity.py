@@ -26,8 +26,8 @@ from ltcheck import FIXTURES, SOURCE_DIR, check, finish  # noqa: E402
 
 DATA = os.path.join(SOURCE_DIR, "tests", "data", "train")
 CASES = ["qwen2_lora_all", "qwen2_lora_rslora_qv_l1", "qwen2_dora_qkvo", "qwen2_full",
-         "qwen2_full_l1_noemb", "qwen2_lora_bf16", "stories_lora_qv", "stories_dora_all",
-         "stories_full"]
+         "qwen2_full_l1_noemb", "qwen2_lora_bf16", "qwen2hd64_lora_all", "stories_lora_qv",
+         "stories_dora_all", "stories_full"]
 KEYS = ["generator", "torch", "transformers", "peft", "model", "method", "base_dtype", "optim",
         "micro_batches", "names", "init", "first", "after", "losses"]
 

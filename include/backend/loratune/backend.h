@@ -253,8 +253,9 @@ typedef struct {
      * it on a device, like autocast's SDPA: q, k, v and dO rounded to bf16, the probabilities
      * and the score gradients rounded to bf16 before their products, every product summed in
      * fp32, softmax statistics and outputs fp32 (relative error ~2^-8). Optional
-     * (LT_OP_ATTENTION_BF16; the CUDA backend's tensor-core kernels): without it the bf16 mode
-     * runs attention_fwd / attention_bwd in fp32. */
+     * (LT_OP_ATTENTION_BF16; the CUDA backend's tensor-core kernels, the CPU backend's
+     * AVX512-BF16 kernels where the CPU has them and the fp32 attention elsewhere): without it
+     * the bf16 mode runs attention_fwd / attention_bwd in fp32. */
     void (*attention_fwd_bf16)(const lt_backend *be, float *out, float *lse, const float *q,
                                const float *k, const float *v, const int32_t *seq,
                                const int32_t *off, int B, int T, int NH, int NKV, int HD,

@@ -1,0 +1,392 @@
+/* attention_avx512bf16.c - the bf16 compute mode's attention (backend.h attention_fwd_bf16 /
+ * attention_bwd_bf16) on CPUs with AVX512-BF16 (Zen 4 and later, Cooper Lake, Sapphire Rapids):
+ * every product is vdpbf16ps (two bf16 products summed into an fp32 lane: twice the fp32 FMA
+ * rate), as PyTorch's CPU flash attention under bf16 autocast runs it: q, k, v, dO rounded to
+ * bf16, the probabilities P and the score gradients dS rounded to bf16 before their products,
+ * softmax statistics, sums and outputs in fp32. Compiled with the avx512 level's flags plus
+ * -mavx512bf16 (CMakeLists.txt: files named *_avx512bf16.c); entered only through ops_fast.c's
+ * lt_fast_attention_*_bf16 once the dispatch level is avx512 and the CPU has AVX512-BF16.
+ *
+ * Layouts. vdpbf16ps multiplies 32-bit words holding two bf16 (a "pair", the lower index in the
+ * low half) lane by lane, so both operands of C[m][n] = sum_p a(m, p) . b(p, n) are pairs over
+ * the summed index: A broadcast one word a time, B loaded 16 words (16 lanes of n) a time
+ * (mm_pairs). The pairs come from three packings, all from fp32 rows: natural rows (cvt_rows:
+ * pairs over the row's own index), two rows interleaved (interleave_rows: pairs over the row
+ * index), and natural rows transposed word by word (transpose_pairs: pairs over the row's
+ * index, lanes over rows). The forward computes S^T = K Q^T (lanes: the block's 32 queries),
+ * so its one transpose is per query block and the softmax runs down the columns; the backward
+ * computes S = Q K^T and dP = dO V^T (lanes: keys), its transposes per key block, and dK / dV
+ * transposed ([HD][BK]: dK^T += Q^T dS, lanes keys), added into dk / dv once per key block.
+ * Invariants as ops_fast_avx2.c: no allocation (block buffers on the stack), backward adds into
+ * the gradients, results do not depend on the thread count (the same tasks: one output element,
+ * one task; sums in a fixed order). Rounding: vcvtne2ps2bf16 (nearest even; it flushes fp32
+ * subnormals, which vdpbf16ps would read as zero anyway). */
+#include <immintrin.h>
+#include <math.h>
+#include <string.h>
+
+#include "ops_fast_kernels.h"
+
+#if !defined(__AVX512F__) || !defined(__AVX512BW__) || !defined(__AVX512BF16__)
+#error "attention_avx512bf16.c is compiled with -mavx512f -mavx512bw -mavx512bf16 (CMakeLists.txt)"
+#endif
+
+enum { BQ = 32, BK = 64, MAXHD = LT_FAST_MAX_HD };
+typedef uint32_t pair; /* two bf16: index 2p in the low half, 2p + 1 in the high half */
+
+/* ---- vectorised exp (16 lanes; the polynomial of ops_fast_avx2.c's exp8) ---------------- */
+static inline __m512 exp16(__m512 x) {
+    const __m512 lo = _mm512_set1_ps(-87.3f);
+    const __mmask16 under = _mm512_cmp_ps_mask(x, lo, _CMP_LT_OQ);
+    x = _mm512_min_ps(_mm512_max_ps(x, lo), _mm512_set1_ps(88.0f));
+    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+    __m512 y = _mm512_set1_ps(1.9875691500e-4f);
+    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(1.3981999507e-3f));
+    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(8.3334519073e-3f));
+    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(4.1665795894e-2f));
+    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(1.6666665459e-1f));
+    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(5.0000001201e-1f));
+    y = _mm512_fmadd_ps(y, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+    __m512i e = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)),
+                                  23);
+    return _mm512_maskz_mul_ps((__mmask16)~under, y, _mm512_castsi512_ps(e));
+}
+
+/* ---- packing ------------------------------------------------------------------------------- */
+/* 32 floats (a[0..16) and b = a + 16's) rounded to bf16, in order */
+static inline __m512i cvt32(const float *a) {
+    return (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(a + 16), _mm512_loadu_ps(a));
+}
+
+/* dst[i][0..W) = src row i (stride lds) in bf16 for i < n; W % 32 == 0. As pairs: row i's
+ * words are pairs over the row's index. */
+static void cvt_rows(uint16_t *dst, const float *src, int64_t lds, int n, int W) {
+    for (int i = 0; i < n; i++)
+        for (int d = 0; d < W; d += 32)
+            _mm512_storeu_si512(dst + (int64_t)i * W + d, cvt32(src + i * lds + d));
+}
+
+/* dst[p][d] = (src[2p][d], src[2p + 1][d]) for p < ceil(n / 2), d < W (W % 16 == 0); the row
+ * past an odd n is zero. */
+static void interleave_rows(pair *dst, const float *src, int64_t lds, int n, int W) {
+    static const uint16_t k_idx[32] = {0, 16, 1, 17, 2,  18, 3,  19, 4,  20, 5,  21, 6,  22, 7,  23,
+                                       8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31};
+    const __m512i idx = _mm512_loadu_si512(k_idx);
+    for (int p = 0; 2 * p < n; p++) {
+        const float *r0 = src + 2 * p * lds, *r1 = r0 + lds;
+        const int has1 = 2 * p + 1 < n;
+        for (int d = 0; d < W; d += 16) {
+            __m512 b = has1 ? _mm512_loadu_ps(r1 + d) : _mm512_setzero_ps();
+            __m512i t = (__m512i)_mm512_cvtne2ps_pbh(b, _mm512_loadu_ps(r0 + d));
+            _mm512_storeu_si512(dst + (int64_t)p * W + d, _mm512_permutexvar_epi16(idx, t));
+        }
+    }
+}
+
+/* dst[p][j] = (src[j][2p], src[j][2p + 1]) for p < W / 2, j < n; zero for n <= j < ld.
+ * W % 32 == 0, W <= MAXHD. */
+static void transpose_pairs(pair *dst, int ld, const float *src, int64_t lds, int n, int W) {
+    _Alignas(64) uint16_t row[MAXHD];
+    const pair *rw = (const pair *)row;
+    for (int j = 0; j < n; j++) {
+        cvt_rows(row, src + j * lds, 0, 1, W);
+        for (int p = 0; p < W / 2; p++)
+            dst[p * ld + j] = rw[p];
+    }
+    for (int p = 0; p < W / 2; p++)
+        for (int j = n; j < ld; j++)
+            dst[p * ld + j] = 0;
+}
+
+/* ---- products ------------------------------------------------------------------------------ */
+/* R rows x Z vectors of C (16 lanes each) at once; R and Z are constants after inlining */
+static inline __attribute__((always_inline)) void
+mm_tile(float *C, int64_t ldc, const pair *A, int64_t lda, int64_t aps, const pair *B,
+        int64_t ldb, int P, int R, int Z, int acc) {
+    __m512 c[4][4];
+    for (int r = 0; r < R; r++)
+        for (int z = 0; z < Z; z++)
+            c[r][z] = acc ? _mm512_loadu_ps(C + r * ldc + 16 * z) : _mm512_setzero_ps();
+    for (int p = 0; p < P; p++) {
+        __m512bh b[4];
+        for (int z = 0; z < Z; z++)
+            b[z] = (__m512bh)_mm512_loadu_si512(B + p * ldb + 16 * z);
+        for (int r = 0; r < R; r++) {
+            const __m512bh a = (__m512bh)_mm512_set1_epi32((int)A[r * lda + p * aps]);
+            for (int z = 0; z < Z; z++)
+                c[r][z] = _mm512_dpbf16_ps(c[r][z], a, b[z]);
+        }
+    }
+    for (int r = 0; r < R; r++)
+        for (int z = 0; z < Z; z++)
+            _mm512_storeu_ps(C + r * ldc + 16 * z, c[r][z]);
+}
+
+/* C[m][n] = (acc ? C[m][n] : 0) + sum_{p < P} A[m * lda + p * aps] . B[p * ldb + n] for m < M,
+ * n < N (N % 32 == 0), every pair product summed in fp32 */
+static void mm_pairs(float *C, int64_t ldc, int M, int N, const pair *A, int64_t lda,
+                     int64_t aps, const pair *B, int64_t ldb, int P, int acc) {
+    for (int n0 = 0; n0 < N; n0 += 64) {
+        float *Cn = C + n0;
+        const pair *Bn = B + n0;
+        int m = 0;
+        if (N - n0 >= 64) {
+            for (; m + 2 <= M; m += 2)
+                mm_tile(Cn + m * ldc, ldc, A + m * lda, lda, aps, Bn, ldb, P, 2, 4, acc);
+            for (; m < M; m++)
+                mm_tile(Cn + m * ldc, ldc, A + m * lda, lda, aps, Bn, ldb, P, 1, 4, acc);
+        } else { /* 32 lanes left */
+            for (; m + 4 <= M; m += 4)
+                mm_tile(Cn + m * ldc, ldc, A + m * lda, lda, aps, Bn, ldb, P, 4, 2, acc);
+            for (; m < M; m++)
+                mm_tile(Cn + m * ldc, ldc, A + m * lda, lda, aps, Bn, ldb, P, 1, 2, acc);
+        }
+    }
+}
+
+static inline float hsum16(__m512 v) { return _mm512_reduce_add_ps(v); }
+
+/* ---- forward ------------------------------------------------------------------------------- */
+void lt_attention_fwd_bf16_avx512bf16_(float *out, float *lse, const float *q, const float *k,
+                                       const float *v, const int32_t *seq, const int32_t *off,
+                                       int B, int T, int NH, int NKV, int HD, int window) {
+    if (off) { /* T: the longest row */
+        T = 0;
+        for (int b = 0; b < B; b++)
+            if (lt_fast_row_len(off, b, 0) > T) T = lt_fast_row_len(off, b, 0);
+    }
+    const float scale = 1.0f / sqrtf((float)HD);
+    const int group = NH / NKV, nqb = (T + BQ - 1) / BQ, HP = HD / 2;
+    const int64_t qs = (int64_t)NH * HD, ks = (int64_t)NKV * HD;
+#pragma omp parallel for collapse(3) schedule(dynamic, 1)
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < NH; h++)
+            for (int qbr = 0; qbr < nqb; qbr++) {
+                const int qb = nqb - 1 - qbr; /* biggest first */
+                const int Tb = lt_fast_row_len(off, b, T);
+                const int64_t rs = lt_fast_row_start(off, b, T);
+                const int kh = h / group, t0 = qb * BQ, nq = Tb - t0 < BQ ? Tb - t0 : BQ;
+                if (nq <= 0) continue;
+                const int32_t *seq_row = seq ? seq + rs : NULL;
+                const float *qrow = q + (rs + t0) * qs + (int64_t)h * HD;
+                const float *kbase = k + rs * ks + (int64_t)kh * HD;
+                const float *vbase = v + rs * ks + (int64_t)kh * HD;
+                _Alignas(64) pair Qt[MAXHD / 2 * BQ];   /* [HP][BQ] */
+                _Alignas(64) uint16_t Kn[BK * MAXHD];   /* [nk][HD] */
+                _Alignas(64) pair Vj[BK / 2 * MAXHD];   /* [BK/2][HD] */
+                _Alignas(64) float ST[BK * BQ];         /* [BK][BQ]: S^T, then P^T */
+                _Alignas(64) pair PP[BK / 2 * BQ];      /* [BK/2][BQ] */
+                _Alignas(64) float O[BQ * MAXHD];       /* [BQ][HD] */
+                _Alignas(64) float al[BQ];
+                transpose_pairs(Qt, BQ, qrow, qs, nq, HD);
+                memset(O, 0, sizeof(float) * (size_t)nq * HD);
+                const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12,
+                                                       13, 14, 15);
+                __m512i tv[2];
+                __m512i st[2] = {_mm512_setzero_si512(), _mm512_setzero_si512()};
+                __mmask16 valid[2];
+                __m512 m[2], l[2];
+                for (int z = 0; z < 2; z++) {
+                    tv[z] = _mm512_add_epi32(_mm512_set1_epi32(t0 + 16 * z), lane);
+                    int cnt = nq - 16 * z;
+                    valid[z] = cnt >= 16 ? 0xffff : cnt <= 0 ? 0 : (__mmask16)((1u << cnt) - 1);
+                    if (seq_row) st[z] = _mm512_maskz_loadu_epi32(valid[z], seq_row + t0 + 16 * z);
+                    m[z] = _mm512_set1_ps(-INFINITY);
+                    l[z] = _mm512_setzero_ps();
+                }
+                const __m512 sc = _mm512_set1_ps(scale), ninf = _mm512_set1_ps(-INFINITY);
+                const int s_lo = window > 0 && t0 - window + 1 > 0 ? t0 - window + 1 : 0;
+                const int s_hi = t0 + nq;
+                for (int s0 = s_lo / BK * BK; s0 < s_hi; s0 += BK) {
+                    const int nk = s_hi - s0 < BK ? s_hi - s0 : BK;
+                    cvt_rows(Kn, kbase + s0 * ks, ks, nk, HD);
+                    mm_pairs(ST, BQ, nk, BQ, (const pair *)Kn, HP, 1, Qt, BQ, HP, 0);
+                    /* mask and scale (query t = t0 + lane sees key s iff s <= t, t - s <
+                     * window, same document), the block's column maxima */
+                    __m512 bm[2] = {ninf, ninf};
+                    for (int j = 0; j < nk; j++) {
+                        const int s = s0 + j;
+                        const __m512i sv = _mm512_set1_epi32(s);
+                        for (int z = 0; z < 2; z++) {
+                            __mmask16 in = _mm512_mask_cmpge_epi32_mask(valid[z], tv[z], sv);
+                            if (window > 0)
+                                in = _mm512_mask_cmplt_epi32_mask(
+                                    in, tv[z], _mm512_set1_epi32(s + window));
+                            if (seq_row)
+                                in = _mm512_mask_cmpeq_epi32_mask(in, st[z],
+                                                                  _mm512_set1_epi32(seq_row[s]));
+                            __m512 x = _mm512_mask_mul_ps(ninf, in,
+                                                          _mm512_loadu_ps(ST + j * BQ + 16 * z), sc);
+                            _mm512_storeu_ps(ST + j * BQ + 16 * z, x);
+                            bm[z] = _mm512_max_ps(bm[z], x);
+                        }
+                    }
+                    /* online softmax down the columns: P^T = exp(S^T - m), l = l alpha + sum */
+                    int rescale = 0;
+                    for (int z = 0; z < 2; z++) {
+                        __m512 mnew = _mm512_max_ps(m[z], bm[z]);
+                        /* columns with nothing allowed yet keep m = -inf: exp against 0 */
+                        __mmask16 none = _mm512_cmp_ps_mask(mnew, ninf, _CMP_EQ_OQ);
+                        __m512 msafe = _mm512_mask_mov_ps(mnew, none, _mm512_setzero_ps());
+                        __m512 alpha = exp16(_mm512_sub_ps(m[z], msafe));
+                        __m512 sum = _mm512_setzero_ps();
+                        for (int j = 0; j < nk; j++) {
+                            __m512 p = exp16(_mm512_sub_ps(_mm512_loadu_ps(ST + j * BQ + 16 * z),
+                                                           msafe));
+                            _mm512_storeu_ps(ST + j * BQ + 16 * z, p);
+                            sum = _mm512_add_ps(sum, p);
+                        }
+                        l[z] = _mm512_fmadd_ps(l[z], alpha, sum);
+                        m[z] = mnew;
+                        _mm512_storeu_ps(al + 16 * z, alpha);
+                        if (_mm512_mask_cmp_ps_mask(valid[z], alpha, _mm512_set1_ps(1.0f),
+                                                    _CMP_NEQ_UQ))
+                            rescale = 1;
+                    }
+                    if (rescale)
+                        for (int i = 0; i < nq; i++)
+                            if (al[i] != 1.0f) {
+                                const __m512 av = _mm512_set1_ps(al[i]);
+                                for (int d = 0; d < HD; d += 16)
+                                    _mm512_storeu_ps(O + i * HD + d,
+                                                     _mm512_mul_ps(av, _mm512_loadu_ps(O + i * HD + d)));
+                            }
+                    /* O += P V: P's pairs over keys (two rows of P^T interleaved), V's too */
+                    interleave_rows(PP, ST, BQ, nk, BQ);
+                    interleave_rows(Vj, vbase + s0 * ks, ks, nk, HD);
+                    mm_pairs(O, HD, nq, HD, PP, 1, BQ, Vj, HD, (nk + 1) / 2, 1);
+                }
+                _Alignas(64) float mv[BQ], lv[BQ];
+                _mm512_storeu_ps(mv, m[0]);
+                _mm512_storeu_ps(mv + 16, m[1]);
+                _mm512_storeu_ps(lv, l[0]);
+                _mm512_storeu_ps(lv + 16, l[1]);
+                for (int i = 0; i < nq; i++) {
+                    const __m512 inv = _mm512_set1_ps(1.0f / lv[i]);
+                    float *orow = out + (rs + t0 + i) * qs + (int64_t)h * HD;
+                    for (int d = 0; d < HD; d += 16)
+                        _mm512_storeu_ps(orow + d, _mm512_mul_ps(_mm512_loadu_ps(O + i * HD + d), inv));
+                    lse[rs * NH + (int64_t)h * Tb + t0 + i] = mv[i] + logf(lv[i]);
+                }
+            }
+}
+
+/* ---- backward ------------------------------------------------------------------------------ */
+/* S[i][j] *= scale where query t0 + i sees key s0 + j (j < nk), else -inf (lanes over keys) */
+static void mask_rows(float *S, int nq, int nk, int t0, int s0, const int32_t *seq_row,
+                      int window, float scale) {
+    const __m512 sc = _mm512_set1_ps(scale), ninf = _mm512_set1_ps(-INFINITY);
+    const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    for (int i = 0; i < nq; i++) {
+        const int t = t0 + i;
+        const int lo = window > 0 && t - window + 1 - s0 > 0 ? t - window + 1 - s0 : 0;
+        const int hi = t - s0 + 1 < nk ? t - s0 + 1 : nk;
+        const __m512i vlo = _mm512_set1_epi32(lo), vhi = _mm512_set1_epi32(hi);
+        const __m512i stv = _mm512_set1_epi32(seq_row ? seq_row[t] : 0);
+        for (int j = 0; j < BK; j += 16) {
+            const __m512i jj = _mm512_add_epi32(_mm512_set1_epi32(j), lane);
+            __mmask16 in = _mm512_cmpge_epi32_mask(jj, vlo) & _mm512_cmplt_epi32_mask(jj, vhi);
+            if (seq_row)
+                in = _mm512_mask_cmpeq_epi32_mask(
+                    in, _mm512_maskz_loadu_epi32(in, seq_row + s0 + j), stv);
+            _mm512_storeu_ps(S + i * BK + j,
+                             _mm512_mask_mul_ps(ninf, in, _mm512_loadu_ps(S + i * BK + j), sc));
+        }
+    }
+}
+
+void lt_attention_bwd_bf16_avx512bf16_(float *dq, float *dk, float *dv, const float *dout,
+                                       const float *q, const float *k, const float *v,
+                                       const float *out, const float *lse, const int32_t *seq,
+                                       const int32_t *off, int B, int T, int NH, int NKV, int HD,
+                                       int window) {
+    const float scale = 1.0f / sqrtf((float)HD);
+    const int group = NH / NKV, T_all = T, HP = HD / 2;
+    const int64_t qs = (int64_t)NH * HD, ks = (int64_t)NKV * HD;
+    /* one task per (b, kv head), its key blocks in order (it owns their dk / dv and, across its
+     * key blocks, the dq rows of its heads) */
+#pragma omp parallel for collapse(2) schedule(dynamic, 1)
+    for (int b = 0; b < B; b++)
+        for (int kh = 0; kh < NKV; kh++) {
+            const int T = lt_fast_row_len(off, b, T_all);
+            const int64_t rs = lt_fast_row_start(off, b, T_all);
+            const int nkb = (T + BK - 1) / BK;
+            const int32_t *seq_row = seq ? seq + rs : NULL;
+            const float *kbase = k + rs * ks + (int64_t)kh * HD;
+            const float *vbase = v + rs * ks + (int64_t)kh * HD;
+            _Alignas(64) pair Kt[MAXHD / 2 * BK], Vt[MAXHD / 2 * BK]; /* [HP][BK] */
+            _Alignas(64) pair Kj[BK / 2 * MAXHD];                      /* [BK/2][HD] */
+            _Alignas(64) float dKt[MAXHD * BK], dVt[MAXHD * BK];       /* [HD][BK] */
+            _Alignas(64) float S[BQ * BK], dP[BQ * BK];                /* [BQ][BK] */
+            _Alignas(64) uint16_t Qn[BQ * MAXHD], dOn[BQ * MAXHD];     /* [nq][HD] */
+            _Alignas(64) uint16_t dSn[BQ * BK];                         /* [nq][BK] */
+            _Alignas(64) pair Qi[BQ / 2 * MAXHD], dOi[BQ / 2 * MAXHD]; /* [BQ/2][HD] */
+            _Alignas(64) pair dSi[BQ / 2 * BK], Pi[BQ / 2 * BK];       /* [BQ/2][BK] */
+            float Dr[BQ];
+            for (int kb = 0; kb < nkb; kb++) {
+                const int s0 = kb * BK, nk = T - s0 < BK ? T - s0 : BK;
+                transpose_pairs(Kt, BK, kbase + s0 * ks, ks, nk, HD);
+                transpose_pairs(Vt, BK, vbase + s0 * ks, ks, nk, HD);
+                interleave_rows(Kj, kbase + s0 * ks, ks, nk, HD);
+                memset(dKt, 0, sizeof(float) * (size_t)HD * BK);
+                memset(dVt, 0, sizeof(float) * (size_t)HD * BK);
+                int t_end = T;
+                if (window > 0 && s0 + nk - 1 + window < T) t_end = s0 + nk - 1 + window;
+                for (int h = kh * group; h < (kh + 1) * group; h++)
+                    for (int t0 = s0; t0 < t_end; t0 += BQ) {
+                        const int nq = t_end - t0 < BQ ? t_end - t0 : BQ, np = (nq + 1) / 2;
+                        const int64_t r0 = (rs + t0) * qs + (int64_t)h * HD;
+                        const float *lrow = lse + rs * NH + (int64_t)h * T + t0;
+                        cvt_rows(Qn, q + r0, qs, nq, HD);
+                        cvt_rows(dOn, dout + r0, qs, nq, HD);
+                        mm_pairs(S, BK, nq, BK, (const pair *)Qn, HP, 1, Kt, BK, HP, 0);
+                        mask_rows(S, nq, nk, t0, s0, seq_row, window, scale);
+                        mm_pairs(dP, BK, nq, BK, (const pair *)dOn, HP, 1, Vt, BK, HP, 0);
+                        for (int i = 0; i < nq; i++) {
+                            const float *go = dout + r0 + i * qs, *oo = out + r0 + i * qs;
+                            __m512 acc = _mm512_setzero_ps();
+                            for (int d = 0; d < HD; d += 16)
+                                acc = _mm512_fmadd_ps(_mm512_loadu_ps(go + d),
+                                                      _mm512_loadu_ps(oo + d), acc);
+                            Dr[i] = hsum16(acc);
+                        }
+                        const __m512 sc = _mm512_set1_ps(scale);
+                        for (int i = 0; i < nq; i++) {
+                            const __m512 lv = _mm512_set1_ps(lrow[i]), Dv = _mm512_set1_ps(Dr[i]);
+                            float *srow = S + i * BK, *prow = dP + i * BK;
+                            for (int j = 0; j < BK; j += 16) {
+                                __m512 p = exp16(_mm512_sub_ps(_mm512_loadu_ps(srow + j), lv));
+                                __m512 ds = _mm512_mul_ps(
+                                    _mm512_mul_ps(p, _mm512_sub_ps(_mm512_loadu_ps(prow + j), Dv)),
+                                    sc);
+                                _mm512_storeu_ps(srow + j, p);  /* S <- P */
+                                _mm512_storeu_ps(prow + j, ds); /* dP <- dS */
+                            }
+                        }
+                        /* dq_i += sum_j dS_ij k_j (pairs over keys) */
+                        cvt_rows(dSn, dP, BK, nq, BK);
+                        mm_pairs(dq + r0, qs, nq, HD, (const pair *)dSn, BK / 2, 1, Kj, HD,
+                                 (nk + 1) / 2, 1);
+                        /* dK^T[d][j] += sum_i q_i[d] dS_ij, dV^T[d][j] += sum_i dO_i[d] P_ij
+                         * (pairs over queries) */
+                        interleave_rows(Qi, q + r0, qs, nq, HD);
+                        interleave_rows(dOi, dout + r0, qs, nq, HD);
+                        interleave_rows(dSi, dP, BK, nq, BK);
+                        interleave_rows(Pi, S, BK, nq, BK);
+                        mm_pairs(dKt, BK, HD, BK, Qi, 1, HD, dSi, BK, np, 1);
+                        mm_pairs(dVt, BK, HD, BK, dOi, 1, HD, Pi, BK, np, 1);
+                    }
+                for (int j = 0; j < nk; j++) {
+                    float *dkr = dk + (rs + s0 + j) * ks + (int64_t)kh * HD;
+                    float *dvr = dv + (rs + s0 + j) * ks + (int64_t)kh * HD;
+                    for (int d = 0; d < HD; d++) {
+                        dkr[d] += dKt[d * BK + j];
+                        dvr[d] += dVt[d * BK + j];
+                    }
+                }
+            }
+        }
+}

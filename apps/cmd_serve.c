@@ -10,6 +10,7 @@
 
 #include "commands.h"
 #include "loratune/backend.h"
+#include "loratune/run.h"
 #include "loratune/serve.h"
 
 static void usage(FILE *f) {
@@ -21,7 +22,7 @@ static void usage(FILE *f) {
             "                      [--tls-cert FILE --tls-key FILE]\n"
             "                      [--model M [--model-name ID] [--adapter NAME=PATH ...]\n"
             "                       [--slots N] [--ctx N] [--kv-cache f16|f32] [--max-queue N]\n"
-            "                       [--threads N]"
+            "                       [--threads N] [--compute-dtype f32|bf16|auto]\n"
             "                       [--quality-every S]]\n\n"
             "Serves the REST API (OpenAPI 3.1 at /openapi.json; docs/SERVER.md): dataset upload\n"
             "and validation, a persistent queue of train jobs with live events (SSE), runs and\n"
@@ -58,6 +59,9 @@ static void usage(FILE *f) {
             "  --kv-cache f16|f32 what the slots' KV caches store keys and values as (default\n"
             "                     f16: half the memory; f32: exact)\n"
             "  --max-queue N      requests waiting for a slot before 503 (default 64)\n"
+            "  --compute-dtype D  f32 (default): fp32 products; bf16: the base weights' products\n"
+            "                     in bf16 with fp32 sums, as `generate --compute-dtype bf16`;\n"
+            "                     auto: bf16 on a CPU with AVX512-BF16 / AMX\n"
             "  --threads N        OpenMP / OpenBLAS threads of generation (default: as the\n"
             "                     environment says)\n"
             "  --quality-every S  score each deployed version on its held-out set every S\n"
@@ -154,6 +158,19 @@ static int serve_main(int argc, char **argv, const char **adapters) {
             }
             o.kv_f32 = !strcmp(v, "f32");
             kv_set = 1;
+        } else if (!strcmp(a, "--compute-dtype")) {
+            const char *why = NULL;
+            if (!strcmp(v, "bf16"))
+                o.bf16 = 1;
+            else if (!strcmp(v, "auto"))
+                o.bf16 = lt_run_pick_compute_dtype(-1, LT_METHOD_LORA, &why) == LT_DTYPE_BF16;
+            else if (strcmp(v, "f32")) {
+                fprintf(stderr,
+                        "loratune serve: --compute-dtype: expected f32, bf16 or auto, got '%s'\n",
+                        v);
+                return 2;
+            }
+            kv_set = 1;
         }
         else if (!strcmp(a, "--slots") || !strcmp(a, "--ctx") || !strcmp(a, "--max-queue") ||
                  !strcmp(a, "--threads")) {
@@ -180,8 +197,8 @@ static int serve_main(int argc, char **argv, const char **adapters) {
         return 2;
     }
     if ((o.n_adapters || o.slots || o.ctx || o.max_queue || o.model_name || kv_set) && !o.model) {
-        fprintf(stderr, "loratune serve: --adapter, --model-name, --slots, --ctx, --kv-cache and "
-                        "--max-queue need --model\n");
+        fprintf(stderr, "loratune serve: --adapter, --model-name, --slots, --ctx, --kv-cache, "
+                        "--compute-dtype and --max-queue need --model\n");
         return 2;
     }
     if (threads) lt_set_num_threads((int)threads);

@@ -83,6 +83,7 @@ struct lt_infer {
     int n_adapter_args;
     int n_slots, ctx, max_queue, threads;
     lt_kv_type kv_type; /* the slots' caches' */
+    int bf16;           /* the slots' caches run bf16 products (lt_kv_cache_set_bf16) */
     pthread_t loader;
     int loader_started;
 
@@ -311,6 +312,7 @@ static void *loader_main(void *arg) {
                                      &in->slots[i].kv))
             return fail_load(in, "KV cache"), NULL;
         lt_kv_cache_set_qact(in->slots[i].kv, 1); /* as `loratune generate` (without --exact) */
+        lt_kv_cache_set_bf16(in->slots[i].kv, in->bf16);
     }
     const int V = in->m->config.vocab_size;
     in->logits = lt_malloc(sizeof(float) * (size_t)in->n_slots * (size_t)V);
@@ -380,6 +382,7 @@ lt_status lt_infer_init(lt_server *s, const lt_serve_opts *o) {
     in->n_slots = o->slots ? o->slots : 4;
     in->ctx = o->ctx;
     in->kv_type = o->kv_f32 ? LT_KV_F32 : LT_KV_F16;
+    in->bf16 = o->bf16;
     in->max_queue = o->max_queue > 0 ? o->max_queue : 64;
     in->threads = o->threads > 0 ? o->threads : 0;
     if (o->model_name && *o->model_name) {
@@ -484,6 +487,12 @@ int lt_infer_state(lt_server *s, char *msg, size_t n) {
 
 const char *lt_infer_base_name(const lt_server *s) {
     return s->infer->base_name;
+}
+int lt_infer_bf16(const lt_server *s) {
+    return s->infer->bf16;
+}
+int lt_infer_kv_f32(const lt_server *s) {
+    return s->infer->kv_type == LT_KV_F32;
 }
 int lt_infer_ctx(const lt_server *s) {
     return s->infer->ctx;

@@ -18,6 +18,8 @@ on loopback, with the real SmolLM2-135M-Instruct Q4_1 GGUF:
      counted, and the next request is served.
   7. Bad command lines and a model that cannot be loaded: clear messages, /ready says why.
   8. Past --max-queue: 503 (plain and streamed); a client that leaves while queued frees its place.
+  9. --compute-dtype bf16: /ready says so, and a greedy completion equals `loratune generate
+     --compute-dtype bf16`.
 Takes ~30-60 s on the 2-core machine. Prints "N passed, M failed".
 """
 import json
@@ -65,7 +67,7 @@ try:
     r = requests.get(URL + "/health", timeout=10)
     check(r.status_code == 200 and r.json()["status"] == "ok", f"/health: {r.text}")
     r = requests.get(URL + "/ready", timeout=10)
-    check(r.status_code == 200 and r.json() == {"status": "ready", "model": BASE}, f"/ready: {r.text}")
+    check(r.status_code == 200 and r.json() == {"status": "ready", "model": BASE, "compute_dtype": "f32", "kv_cache": "f16"}, f"/ready: {r.text}")
     ids = [m.id for m in client.models.list().data]
     check(ids == [BASE, "styled"], f"/v1/models through the client: {ids}")
     servekit.conforms(SPEC, "OAIModelList", requests.get(URL + "/v1/models", timeout=10).json(), "GET /v1/models")
@@ -311,6 +313,11 @@ check(r.returncode == 2 and "need --model" in r.stderr, f"--kv-cache without --m
 r = ltcheck.run("serve", "--port", "0", "--model", oaikit.SMOL, "--kv-cache", "q8", timeout=60)
 check(r.returncode == 2 and "--kv-cache: expected f16 or f32, got 'q8'" in r.stderr,
       f"--kv-cache q8: {r.returncode} {r.stderr}")
+r = ltcheck.run("serve", "--port", "0", "--model", oaikit.SMOL, "--compute-dtype", "fp8", timeout=60)
+check(r.returncode == 2 and "--compute-dtype: expected f32, bf16 or auto, got 'fp8'" in r.stderr,
+      f"--compute-dtype fp8: {r.returncode} {r.stderr}")
+r = ltcheck.run("serve", "--port", "0", "--compute-dtype", "bf16", timeout=60)
+check(r.returncode == 2 and "need --model" in r.stderr, f"--compute-dtype without --model: {r.returncode} {r.stderr}")
 r = ltcheck.run("serve", "--port", "0", "--workdir", os.path.join(TMP, "w2"), "--model", oaikit.SMOL,
                 "--adapter", "noequals", timeout=60)
 check(r.returncode == 1 and "NAME=PATH" in r.stderr, f"--adapter without '=': {r.returncode} {r.stderr}")
@@ -372,5 +379,19 @@ try:
 finally:
     code, _, err = srv3.stop()
     check(code == 0, f"server 3 exit code {code}: {err[-500:]}")
+
+# ---- 9. --compute-dtype bf16: the base products in bf16, as `loratune generate --compute-dtype bf16`
+srv4 = oaikit.start(os.path.join(TMP, "w5"), "--slots", "2", "--ctx", "256", "--compute-dtype", "bf16")
+try:
+    rd = requests.get(srv4.url + "/ready", timeout=10).json()
+    check(rd.get("compute_dtype") == "bf16" and rd.get("kv_cache") == "f16", f"/ready of a bf16 server: {rd}")
+    c4 = openai.OpenAI(base_url=srv4.url + "/v1", api_key="none", max_retries=0, timeout=600)
+    P16 = "Write one sentence about the sea, the wind and the small boats of the harbour:"
+    t = c4.completions.create(model=BASE, prompt=P16, temperature=0, max_tokens=24)
+    want = oaikit.generate("--prompt", P16, "--max-tokens", "24", "--compute-dtype", "bf16")
+    check(t.choices[0].text == want, f"bf16 server {t.choices[0].text!r} vs generate --compute-dtype bf16 {want!r}")
+finally:
+    code, _, err = srv4.stop()
+    check(code == 0, f"server 4 exit code {code}: {err[-500:]}")
 
 sys.exit(ltcheck.finish())

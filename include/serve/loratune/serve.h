@@ -66,6 +66,8 @@ typedef struct {
     int slots;                /* requests holding a KV cache at once; 0: 4 */
     int ctx;                  /* context of each slot (prompt + completion); 0: min(model, 2048) */
     int kv_f32;               /* 1: the slots' KV caches in fp32 (exact); 0: fp16 (LT_KV_F16) */
+    int bf16;                 /* 1: the base weights' products in bf16, fp32 sums (as generate
+                                 --compute-dtype bf16: lt_kv_cache_set_bf16); 0: fp32 */
     int max_queue;            /* requests waiting for a slot before 503; 0: 64 */
     int threads;              /* OpenMP / OpenBLAS threads of a generation; 0: as the environment
                                  says (set in every generating thread: OpenMP's count is per

@@ -72,6 +72,7 @@ typedef struct {
     char warm_start[LT_RUN_PATH_MAX];   /* --warm-start STUDY: an earlier study's trials */
     const char *mlflow;                 /* --mlflow URI ($MLFLOW_TRACKING_URI); "": off */
     int parallel;                       /* --parallel K: trials at once (default 1) */
+    int heartbeat;                      /* --heartbeat S (PostgreSQL): seconds; 0: none */
     const char *task;                   /* compare --task auto|wikisql|gsm8k|none */
     int task_examples, task_max_tokens; /* compare --task-examples / --task-max-tokens; 0 default */
 } tune_args;
@@ -92,6 +93,43 @@ static lt_run *volatile g_runs[MAX_PARALLEL]; /* the runs under way (one per --p
 static pthread_mutex_t g_mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t g_cv = PTHREAD_COND_INITIALIZER;
 static int g_parallel;
+
+/* A PostgreSQL study: this worker's trials (asked, not yet told) are kept alive with a
+ * heartbeat every --heartbeat S seconds, sent by a thread of its own over its own connection
+ * (the trials may run on this very thread); a trial with no heartbeat for 3 S is taken to have
+ * lost its worker and is claimed and run again by the next worker that asks
+ * (lt_study_claim_stale). g_hb: the trial of each --parallel slot and of the one waiting for
+ * room (-1: none). */
+#define HB_SLOTS (MAX_PARALLEL + 1)
+static _Atomic int g_hb[HB_SLOTS];
+static _Atomic int g_hb_quit;
+typedef struct {
+    const char *url, *cmd;
+    int period;
+} hb_args;
+static void *hb_run(void *p) {
+    const hb_args *h = p;
+    lt_study *st = NULL;
+    if (lt_study_open(h->url, &st)) {
+        fprintf(stderr, "loratune %s: warning: no heartbeats (another worker may run this "
+                        "worker's trials again after %d s): %s\n",
+                h->cmd, 3 * h->period, lt_errmsg());
+        return NULL;
+    }
+    for (;;) {
+        for (int i = 0; i < 10 * h->period && !g_hb_quit; i++) usleep(100000);
+        if (g_hb_quit) break;
+        for (int k = 0; k < HB_SLOTS; k++) {
+            int t = g_hb[k];
+            if (t >= 0 && lt_study_heartbeat(st, t, NULL))
+                fprintf(stderr, "loratune %s: warning: heartbeat of trial %d: %s\n", h->cmd, t,
+                        lt_errmsg());
+        }
+    }
+    lt_study_close(st);
+    return NULL;
+}
+
 static void on_signal(int sig) {
     (void)sig;
     if (g_stop++) _exit(130);
@@ -902,6 +940,11 @@ static int run_study(tune_args *a, int resume, lt_run_shared **shp, tune_summary
      * plans fits the memory budget (the base counted once); K = 1 runs each trial inline */
     int K = a->parallel > 1 ? a->parallel : 1, inflight = 0, stopping = 0, full = 0;
     trial_job *jobs = calloc((size_t)K, sizeof *jobs), *pend = NULL;
+    for (int k = 0; k < HB_SLOTS; k++) g_hb[k] = -1;
+    g_hb_quit = 0;
+    pthread_t hb_th;
+    hb_args hb = {a->study, a->cmd, a->heartbeat};
+    int hb_on = a->pg && a->heartbeat > 0 && !pthread_create(&hb_th, NULL, hb_run, &hb);
     if (!jobs) {
         fprintf(stderr, "loratune %s: out of memory\n", a->cmd);
         rc = 1;
@@ -922,6 +965,7 @@ static int run_study(tune_args *a, int resume, lt_run_shared **shp, tune_summary
             if (!j->busy || !j->done) continue;
             if (g_parallel) pthread_join(j->th, NULL);
             j->busy = 0;
+            g_hb[k] = -1;
             inflight--;
             lt_run_result res;
             memset(&res, 0, sizeof res);
@@ -1061,8 +1105,21 @@ static int run_study(tune_args *a, int resume, lt_run_shared **shp, tune_summary
         if (pend) { /* it waited for room beside the trials under way */
             if (pend != j) *j = *pend, free(pend);
             pend = NULL;
+            g_hb[MAX_PARALLEL] = -1;
         } else {
-            int trial = rerun;
+            int trial = rerun, claimed = 0;
+            if (trial < 0 && hb_on) { /* first, a trial whose worker died (no heartbeat) */
+                int own[HB_SLOTS], n_own = 0;
+                for (int k = 0; k < HB_SLOTS; k++)
+                    if (g_hb[k] >= 0) own[n_own++] = g_hb[k];
+                if (lt_study_claim_stale(st, 3 * a->heartbeat, own, n_own, &trial)) {
+                    fprintf(stderr, "loratune %s: %s\n", a->cmd, lt_errmsg());
+                    rc = 1;
+                    continue;
+                }
+                claimed = trial >= 0;
+                if (claimed) rerun = trial;
+            }
             if (trial < 0 &&
                 (a->pg ? lt_study_ask_within(st, a->trials, &trial) : lt_study_ask(st, &trial))) {
                 fprintf(stderr, "loratune %s: %s\n", a->cmd, lt_errmsg());
@@ -1070,7 +1127,23 @@ static int run_study(tune_args *a, int resume, lt_run_shared **shp, tune_summary
                 continue;
             }
             if (trial < 0) { /* the shared study holds --trials trials already */
-                full = 1;
+                /* other workers' trials still running: wait for them to be told, or to go
+                 * without a heartbeat long enough to be claimed here */
+                int others = 0;
+                for (int i = 0; hb_on && i < lt_study_n_trials(st); i++) {
+                    lt_trial_state ts;
+                    lt_study_trial_state(st, i, &ts, NULL);
+                    int own = 0;
+                    for (int k = 0; k < HB_SLOTS; k++) own |= g_hb[k] == i;
+                    if (ts == LT_TRIAL_RUNNING && !own) others++;
+                }
+                if (!others) {
+                    full = 1;
+                    continue;
+                }
+                if (g_parallel) pthread_mutex_unlock(&g_mu);
+                for (int w = 0; w < 10 * a->heartbeat && !g_stop; w++) usleep(100000);
+                if (g_parallel) pthread_mutex_lock(&g_mu);
                 continue;
             }
             memset(j, 0, sizeof *j);
@@ -1113,17 +1186,22 @@ static int run_study(tune_args *a, int resume, lt_run_shared **shp, tune_summary
                 o.threads = cores / K > 0 ? cores / K : 1;
             }
             mkdir_p(tdir);
+            if (claimed) {
+                if (!a->json)
+                    printf("trial %3d  lost its worker (no heartbeat for %d s): runs again here\n",
+                           trial, 3 * a->heartbeat);
+            }
             if (rerun >= 0) { /* killed mid-trial: it runs again from the start, as it first did */
                 char ck[LT_RUN_PATH_MAX + 64];
                 snprintf(ck, sizeof ck, "%.1000s/checkpoints", tdir);
                 remove_checkpoints(ck);
                 o.overwrite = 1; /* its own folder: the killed trial's run_config.yaml is there */
-                if (lt_study_restart(st, trial)) {
+                if (!claimed && lt_study_restart(st, trial)) {
                     fprintf(stderr, "loratune %s: %s\n", a->cmd, lt_errmsg());
                     rc = 1;
                     continue;
                 }
-                if (!a->json)
+                if (!a->json && !claimed)
                     printf("trial %3d  was running when the study stopped: runs again\n", trial);
             }
             j->info = json_pack("{s:i, s:s}", "trial", trial, "params", params);
@@ -1195,6 +1273,7 @@ static int run_study(tune_args *a, int resume, lt_run_shared **shp, tune_summary
                     continue;
                 }
                 *pend = *j;
+                g_hb[MAX_PARALLEL] = pend->trial;
                 memset(j, 0, sizeof *j);
                 pthread_cond_wait(&g_cv, &g_mu);
                 continue;
@@ -1213,6 +1292,7 @@ static int run_study(tune_args *a, int resume, lt_run_shared **shp, tune_summary
         j->shared = shared;
         j->parent = parent;
         j->slot = (int)(j - jobs);
+        g_hb[j->slot] = j->trial;
         j->busy = 1;
         j->done = 0;
         inflight++;
@@ -1227,6 +1307,8 @@ static int run_study(tune_args *a, int resume, lt_run_shared **shp, tune_summary
     }
     if (g_parallel) pthread_mutex_unlock(&g_mu);
     g_parallel = 0;
+    g_hb_quit = 1;
+    if (hb_on) pthread_join(hb_th, NULL);
     if (pend) {
         json_decref(pend->info);
         free(pend);
@@ -1401,7 +1483,10 @@ static void usage(FILE *f, const char *cmd) {
             "                         workers on several hosts; made by the first, joined by\n"
             "                         the others; --trials counts all workers' trials\n"
             "  --workdir DIR          with a PostgreSQL study: this worker's folder (trials/N,\n"
-            "                         tune.json, summary.json)\n"
+            "                         tune.json, summary.json)\n"            "  --heartbeat S          with a PostgreSQL study: keep this worker's trials alive\n"
+            "                         every S seconds (default 60); a trial with no heartbeat\n"
+            "                         for 3 S lost its worker and runs again on the next worker\n"
+            "                         that asks (0: never)\n"
             "  --warm-start STUDY     an earlier study of the same model, data and method: its\n"
             "                         complete trials seed the GP (docs/TUNE.md)\n"
             "  --sampler S            auto (Sobol then GP) | gp | tpe | random | sobol\n"
@@ -1430,6 +1515,8 @@ static int parse_args(int argc, char **argv, tune_args *a, int *resume, char *me
     a->prune = 1;
     a->track = 1;
     a->lim.max_val_loss = NAN;
+    a->heartbeat = 60;
+    int hb_set = 0;
     const char *config = NULL, *space = NULL, *tb = NULL;
     for (int i = 1; i < argc; i++)
         if (!strcmp(argv[i], "-c") || !strcmp(argv[i], "--config")) {
@@ -1470,6 +1557,7 @@ static int parse_args(int argc, char **argv, tune_args *a, int *resume, char *me
                                              "--warm-start",
                                              "--mlflow",
                                              "--parallel",
+                                             "--heartbeat",
                                              "--task-examples",
                                              "--task-max-tokens",
                                              NULL};
@@ -1555,6 +1643,16 @@ static int parse_args(int argc, char **argv, tune_args *a, int *resume, char *me
                 return 2;
             }
             a->parallel = (int)n, i++;
+        } else if (TAKE("--heartbeat")) {
+            long n;
+            if (lt_cli_parse_int(cmd, x, v, &n)) return 2;
+            if (n < 0 || n > 86400) {
+                fprintf(stderr, "loratune %s: --heartbeat: expected 0..86400 seconds, got %ld\n",
+                        cmd, n);
+                return 2;
+            }
+            a->heartbeat = (int)n, i++;
+            hb_set = 1;
         } else if (TAKE("--mlflow")) {
             a->mlflow = v, i++;
         } else if (TAKE("--warm-start")) {
@@ -1714,6 +1812,13 @@ static int parse_args(int argc, char **argv, tune_args *a, int *resume, char *me
                 "loratune %s: --study %s: a PostgreSQL study needs --workdir DIR, this "
                 "worker's folder (its trials' runs, tune.json, summary.json)\n",
                 cmd, a->study);
+        return 2;
+    }
+    if (!a->pg && hb_set) {
+        fprintf(stderr,
+                "loratune %s: --heartbeat is for a PostgreSQL --study (a folder study is "
+                "one process's, under its lock)\n",
+                cmd);
         return 2;
     }
     if (!a->pg && a->dir[0]) {

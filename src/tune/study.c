@@ -8,7 +8,8 @@
  *   {"format": "loratune-study", "version": 1, "direction": "minimize", "sampler": "auto",
  *    "seed": 0, "n_startup": 5, "space": {...}, "gp_theta": [...] | null,
  *    "trials": [{"trial": 0, "state": "complete", "params": {...}, "value": 1.5,
- *                "intermediate": [[step, value], ...], "asked_at": T, "told_at": T}, ...]} */
+ *                "intermediate": [[step, value], ...], "asked_at": T, "heartbeat_at": T, "told_at": T,
+ *                "restarts": N (PostgreSQL: claimed from a dead worker)}, ...]} */
 #include <jansson.h>
 #include <math.h>
 #include <stdio.h>
@@ -364,9 +365,10 @@ static lt_status study_ask_(lt_study *s, int *trial) {
         json_decref(old_theta);
         return st;
     }
-    json_t *t = json_pack("{s:i, s:s, s:o, s:n, s:[], s:I}", "trial", n, "state", "running",
-                          "params", params, "value", "intermediate", "asked_at",
-                          (json_int_t)time(NULL));
+    const json_int_t now = (json_int_t)time(NULL);
+    json_t *t = json_pack("{s:i, s:s, s:o, s:n, s:[], s:I, s:I}", "trial", n, "state", "running",
+                          "params", params, "value", "intermediate", "asked_at", now,
+                          "heartbeat_at", now);
     if (!t || json_array_append_new(s->trials, t)) {
         json_decref(old_theta);
         return lt_error(LT_ERR_NOMEM, "%s: out of memory", s->path);
@@ -477,6 +479,65 @@ static lt_status study_restart_(lt_study *s, int trial) {
     if (st) json_array_set_new(s->trials, (size_t)trial, snap);
     else json_decref(snap);
     return st;
+}
+
+/* A running trial's last sign of life: its heartbeat, else when it was asked. */
+static json_int_t trial_beat(json_t *t) {
+    json_t *hb = json_object_get(t, "heartbeat_at");
+    return json_is_integer(hb) ? json_integer_value(hb)
+                               : json_integer_value(json_object_get(t, "asked_at"));
+}
+
+static lt_status study_heartbeat_(lt_study *s, int trial, int *running) {
+    json_t *t = trial_at(s, trial);
+    if (!t) return unknown_trial(s, trial);
+    *running = !strcmp(json_string_value(json_object_get(t, "state")), "running");
+    if (!*running) return LT_OK; /* told meanwhile: nothing to keep alive */
+    json_t *old = json_incref(json_object_get(t, "heartbeat_at"));
+    if (json_object_set_new(t, "heartbeat_at", json_integer((json_int_t)time(NULL)))) {
+        json_decref(old);
+        return lt_error(LT_ERR_NOMEM, "out of memory");
+    }
+    lt_status st = study_write(s);
+    if (st) {
+        if (old) json_object_set(t, "heartbeat_at", old);
+        else json_object_del(t, "heartbeat_at");
+    }
+    json_decref(old);
+    return st;
+}
+
+static lt_status study_claim_stale_(lt_study *s, int stale_s, const int *skip, int n_skip,
+                                    int *trial) {
+    *trial = -1;
+    const json_int_t now = (json_int_t)time(NULL);
+    for (int i = 0; i < lt_study_n_trials(s); i++) {
+        json_t *t = trial_at(s, i);
+        if (strcmp(json_string_value(json_object_get(t, "state")), "running") ||
+            now - trial_beat(t) <= stale_s)
+            continue;
+        int own = 0;
+        for (int k = 0; k < n_skip; k++) own |= skip[k] == i;
+        if (own) continue;
+        json_t *snap = json_deep_copy(t);
+        json_int_t restarts = json_integer_value(json_object_get(t, "restarts"));
+        if (!snap || json_object_set_new(t, "intermediate", json_array()) ||
+            json_object_set_new(t, "heartbeat_at", json_integer(now)) ||
+            json_object_set_new(t, "restarts", json_integer(restarts + 1))) {
+            json_decref(snap);
+            return lt_error(LT_ERR_NOMEM, "out of memory");
+        }
+        json_object_del(t, "rungs");
+        lt_status st = study_write(s);
+        if (st) {
+            json_array_set_new(s->trials, (size_t)i, snap);
+            return st;
+        }
+        json_decref(snap);
+        *trial = i;
+        return LT_OK;
+    }
+    return LT_OK;
 }
 
 /* ---- successive halving ------------------------------------------------------------------ */
@@ -776,6 +837,14 @@ lt_status lt_study_tell_error(lt_study *s, int trial, const char *reason) {
 }
 lt_status lt_study_restart(lt_study *s, int trial) {
     IN_TXN(s, study_restart_(s, trial));
+}
+lt_status lt_study_heartbeat(lt_study *s, int trial, int *running) {
+    int r = 0;
+    if (!running) running = &r;
+    IN_TXN(s, study_heartbeat_(s, trial, running));
+}
+lt_status lt_study_claim_stale(lt_study *s, int stale_s, const int *skip, int n_skip, int *trial) {
+    IN_TXN(s, study_claim_stale_(s, stale_s, skip, n_skip, trial));
 }
 lt_status lt_study_should_prune(lt_study *s, int trial, const lt_prune_opts *p, int *prune,
                                 int *rung) {

@@ -13,15 +13,21 @@ Checks:
   - each worker's summary.json counts the whole study as it stood when the worker ended (the
     last one: 8 complete, and the study's best);
   - a worker continued with --resume (its --workdir) and --trials 10 runs trials 8 and 9;
-  - a PostgreSQL study without --workdir, and --workdir with a folder study, are refused.
+  - a worker killed (SIGKILL) mid-trial: its trial, left running, gets no more heartbeats
+    (--heartbeat 1); a worker that asks 3 s later claims it and runs it again, and the study
+    ends with every trial complete, the claimed one counted in "restarts";
+  - a PostgreSQL study without --workdir, and --workdir or --heartbeat with a folder study,
+    are refused.
 The numbers themselves (validation losses) are `loratune train`'s, checked elsewhere.
 """
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from ltcheck import FIXTURES, LORATUNE, check, finish, run  # noqa: E402
@@ -57,6 +63,47 @@ def main():
         r = run("tune", "--study", os.path.join(tmp, "f"), "--workdir", tmp, *BASE)
         check(r.returncode == 2 and "--workdir is for a PostgreSQL" in r.stderr,
               f"--workdir with a folder study: {r.stderr}")
+
+        r = run("tune", "--study", os.path.join(tmp, "f"), "--heartbeat", "5", *BASE)
+        check(r.returncode == 2 and "--heartbeat is for a PostgreSQL" in r.stderr,
+              f"--heartbeat with a folder study: {r.stderr}")
+
+        # a worker killed mid-trial: its trial is claimed by the next worker after 3 heartbeats
+        url2 = srv.url("127.0.0.1", "tune2")
+        long_base = [x if x != "20" else "100000" for x in BASE]  # --iters: still running
+        wk, wy = os.path.join(tmp, "wk"), os.path.join(tmp, "wy")
+        killed = subprocess.Popen([LORATUNE, "tune", "--study", url2, "--workdir", wk, "--trials",
+                                   "3", "--space", space, "--tune-seed", "7", "--heartbeat", "1",
+                                   *long_base], stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL)
+        state0, t0 = None, time.time()
+        while time.time() - t0 < 60 and state0 != "running":
+            time.sleep(0.5)
+            r = run("study", "show", "--study", url2, "--json")
+            tr = json.loads(r.stdout)["trials"] if r.returncode == 0 else []
+            state0 = tr[0]["state"] if tr else None
+        time.sleep(2.5)  # heartbeats under way
+        r = run("study", "show", "--study", url2, "--json")
+        tr = json.loads(r.stdout)["trials"] if r.returncode == 0 else []
+        check(tr and tr[0].get("heartbeat_at", 0) >= tr[0].get("asked_at", 1e18) + 1,
+              f"a live worker's trial gets heartbeats: {tr[:1]}")
+        killed.send_signal(signal.SIGKILL)
+        killed.wait()
+        check(state0 == "running", f"the first worker's trial 0 is running: {state0}")
+        r = run("tune", "--study", url2, "--workdir", wy, "--trials", "3", "--space", space,
+                "--tune-seed", "7", "--heartbeat", "1", *BASE, timeout=600)
+        check(r.returncode == 0, f"the second worker: exit {r.returncode}: {r.stderr[-1200:]}")
+        check("trial   0  lost its worker (no heartbeat for 3 s): runs again here" in r.stdout,
+              f"the second worker claims trial 0: {r.stdout[-1500:]}")
+        r = run("study", "show", "--study", url2, "--json")
+        tr = json.loads(r.stdout)["trials"] if r.returncode == 0 else []
+        check([(t["trial"], t["state"]) for t in tr] == [(0, "complete"), (1, "complete"),
+                                                        (2, "complete")],
+              f"after the claim: {[(t['trial'], t['state']) for t in tr]}")
+        check(all(os.path.exists(os.path.join(wy, "trials", "%04d" % i, "trial.json"))
+                  for i in range(3)), "the second worker ran all three (trial 0 again)")
+        check(tr and tr[0].get("restarts") == 1 and all("restarts" not in t for t in tr[1:]),
+              f"restarts: {[t.get('restarts') for t in tr]}")
 
         work = [os.path.join(tmp, "w0"), os.path.join(tmp, "w1")]
         procs = []

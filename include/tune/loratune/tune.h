@@ -115,6 +115,16 @@ lt_status lt_study_tell_error(lt_study *s, int trial, const char *reason);
  * its intermediate values and rungs are dropped; its parameters stay. */
 lt_status lt_study_restart(lt_study *s, int trial);
 
+/* Studies shared by workers (PostgreSQL): a worker keeps its running trials alive with
+ * heartbeats ("heartbeat_at", seconds since the epoch; set when asked too); *running (may be
+ * NULL) is 0 when the trial was told meanwhile (then nothing is written). A trial whose last
+ * heartbeat is more than stale_s seconds old lost its worker: lt_study_claim_stale takes the
+ * first such one (not one of skip[n_skip], this worker's own), starts it over as
+ * lt_study_restart does, counts it in "restarts" and gives its number (-1: none), all in one
+ * transaction, so two workers never claim the same trial. */
+lt_status lt_study_heartbeat(lt_study *s, int trial, int *running);
+lt_status lt_study_claim_stale(lt_study *s, int stale_s, const int *skip, int n_skip, int *trial);
+
 /* ---- pruning: successive halving on training steps ---------------------------------------
  * Asynchronous successive halving (ASHA with one bracket), the rule of Optuna's
  * SuccessiveHalvingPruner (bootstrap_count 0): rung k is reached at step

@@ -1142,7 +1142,8 @@ static int run_study(tune_args *a, int resume, lt_run_shared **shp, tune_summary
                     continue;
                 }
                 if (g_parallel) pthread_mutex_unlock(&g_mu);
-                for (int w = 0; w < 10 * a->heartbeat && !g_stop; w++) usleep(100000);
+                int poll = a->heartbeat < 5 ? a->heartbeat : 5; /* seconds */
+                for (int w = 0; w < 10 * poll && !g_stop; w++) usleep(100000);
                 if (g_parallel) pthread_mutex_lock(&g_mu);
                 continue;
             }

@@ -910,6 +910,17 @@ static void remove_flat_dir(const char *dir) {
     rmdir(dir);
 }
 
+/* 1 when arr (strings) holds str */
+static int has_str(const json_t *arr, const char *str) {
+    size_t i;
+    json_t *x;
+    json_array_foreach(arr, i, x) {
+        const char *v = json_string_value(x);
+        if (v && str && !strcmp(v, str)) return 1;
+    }
+    return 0;
+}
+
 /* 1 when arr (dataset metas) holds one with id */
 static int has_id(const json_t *arr, const char *id) {
     size_t i;
@@ -1023,17 +1034,16 @@ enum MHD_Result lt_dataset_delete(lt_server *s, struct MHD_Connection *c, const 
     json_t *removed = json_array(), *kept = json_array();
     json_array_foreach(targets, i, x) {
         const char *xid = json_string_value(json_object_get(x, "id"));
-        if (!has_id(deleted, xid)) continue;
+        if (!has_str(deleted, xid)) continue;
         char to[LT_SERVE_PATH + 96];
         snprintf(to, sizeof to, "%s/uploads/deleted-%s", s->work, xid);
         remove_flat_dir(to);
         json_t *v = json_object_get(x, "version");
         const char *md5 = json_string_value(json_object_get(v, "md5"));
         if (!md5 || strlen(md5) != 32) continue;
-        int seen = 0;
+        int seen = has_str(removed, md5);
         size_t k;
         json_t *y;
-        json_array_foreach(removed, k, y) seen |= !strcmp(json_string_value(y), md5);
         json_array_foreach(kept, k, y) seen |=
             !strcmp(json_string_value(json_object_get(y, "md5")), md5);
         if (seen) continue;

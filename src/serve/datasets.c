@@ -46,6 +46,8 @@ struct lt_upload {
     EVP_MD_CTX *sha;
 };
 
+static void remove_flat_dir(const char *dir);
+
 lt_status lt_datasets_init(lt_server *s) {
     char p[LT_SERVE_PATH + 64];
     snprintf(p, sizeof p, "%s/datasets", s->work);
@@ -63,7 +65,10 @@ lt_status lt_datasets_init(lt_server *s) {
             if (e->d_name[0] == '.') continue;
             char f[LT_SERVE_PATH + 400];
             snprintf(f, sizeof f, "%s/%s", p, e->d_name);
-            unlink(f);
+            if (!strncmp(e->d_name, "deleted-", 8))
+                remove_flat_dir(f); /* a delete cut off by the previous server's end */
+            else
+                unlink(f);
         }
         closedir(d);
     }
@@ -966,9 +971,9 @@ enum MHD_Result lt_dataset_delete(lt_server *s, struct MHD_Connection *c, const 
     if (!m) return lt_reply_error(c, MHD_HTTP_NOT_FOUND, "not_found", "no dataset '%s'", id);
     const char *all = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "all_versions");
     int every = 0;
-    if (all && (!strcmp(all, "true") || !strcmp(all, "1")))
+    if (all && !strcmp(all, "true"))
         every = 1;
-    else if (all && strcmp(all, "false") && strcmp(all, "0")) {
+    else if (all && strcmp(all, "false")) {
         json_decref(m);
         return lt_reply_error(c, MHD_HTTP_BAD_REQUEST, "bad_request",
                               "all_versions: expected true or false, got '%.40s'", all);

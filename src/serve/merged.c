@@ -278,9 +278,9 @@ enum MHD_Result lt_job_merged(lt_server *s, struct MHD_Connection *c, const char
             c, 400, "bad_request", "dtype: expected %s for format %s, got '%.40s'",
             gguf ? "f32, f16 or q8_0" : "f32, bf16 or f16", gguf ? "gguf" : "hf", dts);
     int waiting = 0;
-    if (wait && (!strcmp(wait, "true") || !strcmp(wait, "1")))
+    if (wait && !strcmp(wait, "true"))
         waiting = !post;
-    else if (wait && strcmp(wait, "false") && strcmp(wait, "0"))
+    else if (wait && strcmp(wait, "false"))
         return lt_reply_error(c, 400, "bad_request", "wait: expected true or false, got '%.40s'",
                               wait);
     char adapter[LT_SERVE_PATH + 160], base[LT_SERVE_PATH + 300], conf[LT_SERVE_PATH + 160];

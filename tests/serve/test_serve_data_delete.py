@@ -133,8 +133,9 @@ def api_checks(u, work):
     for bad in ("..%2F..%2Fetc", "ds_..", "%2E%2E"):
         check(requests.delete(f"{u}/api/datasets/{bad}").status_code == 404, f"traversal {bad}")
     x = upload(u, "x.jsonl", d1)
-    r = requests.delete(f"{u}/api/datasets/{x['id']}?all_versions=maybe")
-    check(r.status_code == 400 and "all_versions" in r.text and x["id"] in listed(u), f"all_versions=maybe: {r.status_code}")
+    for bad in ("maybe", "1", "TRUE"):
+        r = requests.delete(f"{u}/api/datasets/{x['id']}?all_versions={bad}")
+        check(r.status_code == 400 and "all_versions" in r.text and x["id"] in listed(u), f"all_versions={bad}: {r.status_code}")
     r = requests.delete(f"{u}/api/datasets")
     check(r.status_code == 405 and "POST" in r.headers.get("Allow", ""), f"DELETE the list: {r.status_code}")
     return x

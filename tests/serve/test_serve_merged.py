@@ -245,7 +245,7 @@ def run(u, work):
         check(json.loads(zb.read("config.json")).get("torch_dtype") == "bfloat16", "bf16 config torch_dtype")
 
     # ---- gguf q8_0
-    rg = requests.get(f"{u}/api/jobs/{jid}/merged?format=gguf&dtype=q8_0&wait=1")
+    rg = requests.get(f"{u}/api/jobs/{jid}/merged?format=gguf&dtype=q8_0&wait=true")
     check(rg.status_code == 200, f"gguf: {rg.status_code} {rg.text[:300] if rg.status_code != 200 else ''}")
     if rg.status_code == 200:
         gp = os.path.join(TMP, "merged.gguf")
@@ -264,6 +264,7 @@ def run(u, work):
     expect(requests.get(f"{u}/api/jobs/{jid}/merged?dtype=int4"), 400, "dtype", "unknown dtype")
     expect(requests.get(f"{u}/api/jobs/job_0123456789abcdef/merged"), 404, "no job", "unknown job")
     expect(requests.get(f"{u}/api/jobs/{jid}/merged?wait=maybe"), 400, "wait", "bad wait")
+    expect(requests.get(f"{u}/api/jobs/{jid}/merged?wait=1"), 400, "wait", "wait=1 (true / false only)")
     expect(requests.post(f"{u}/api/jobs/{jid}/merged?format=tar"), 400, "format", "POST unknown format")
     expect(requests.post(f"{u}/api/jobs/job_0123456789abcdef/merged"), 404, "no job", "POST unknown job")
     expect(requests.delete(f"{u}/api/jobs/{jid}/merged"), 405, "", "DELETE")

@@ -23,7 +23,10 @@ Hugging Face folder); then:
   the run's own model.safetensors (and moved from the fixture's), and as GGUF f32 (gguf-py) the
   embedding, an MLP, a v_proj and the final norm equal it;
 - the Models page's "merged model" button makes it (POST, polled) and offers the link; the link's
-  bytes equal the API's.
+  bytes equal the API's;
+- the Runs page overlays the training-loss curves of the ticked runs (the three newest: LoRA,
+  cancelled, full), each equal to its run's GET /api/runs/{id}/metrics history; unticking one
+  drops its curve.
 """
 import io
 import json
@@ -301,6 +304,24 @@ def run(u, work):
                 check(href.endswith(f"/api/jobs/{jid}/merged?format=hf&dtype=f32"), f"merged link {href}")
                 check(requests.get(href).content == zbytes, "the page's link gives the API's bytes")
         servekit.console_errors(d, "Models page")
+        # ---- the Runs page overlays the curves of the runs ticked (the three newest at first)
+        runs = requests.get(f"{u}/api/runs").json()["runs"][:3]
+        want = {}
+        for x in runs:
+            h = requests.get(f"{u}/api/runs/{x.get('run_id') or x.get('id')}/metrics").json()["history"]
+            want[x.get("name") or str(x.get("run_id") or x.get("id"))] = [p[1] for p in h.get("train_loss", [])]
+        d.get(u + "/runs")
+        js = ("const c = lt.charts.runs; return c ? c.data.datasets.filter((s) => s.label.endsWith(' train'))"
+              ".map((s) => [s.label.slice(0, -6), s.data.map((p) => p.y)]) : null")
+        got = servekit.wait_for(d, lambda: (lambda v: v if v and len(v) == sum(1 for w in want.values() if w) else None)(
+            d.execute_script(js)), "the runs chart with the ticked runs' curves")
+        check(len(runs) >= 2 and got and {k: v for k, v in got} == {k: v for k, v in want.items() if v},
+              f"runs chart overlays {[(k, len(v)) for k, v in got or []]} vs the API's {[(k, len(v)) for k, v in want.items()]}")
+        boxes = d.find_elements(By.CSS_SELECTOR, "input[id^='run-']")
+        if got and boxes:
+            boxes[0].click()
+            servekit.wait_for(d, lambda: len(d.execute_script(js) or []) == len(got) - 1, "unticking a run drops its curve")
+        servekit.console_errors(d, "Runs page")
     finally:
         d.quit()
 

@@ -66,6 +66,7 @@ struct lt_server {
     int has_token;
     int64_t max_body, max_upload, quota;
     int timeout_s, max_conn, job_threads;
+    int resume_interrupted; /* --resume-interrupted: interrupted jobs queued again at start */
 
     struct MHD_Daemon *mhd;
     lt_dir_lock *lock;

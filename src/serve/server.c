@@ -852,6 +852,7 @@ lt_status lt_serve_start(const lt_serve_opts *o, lt_server **out) {
     s->timeout_s = o->timeout_s > 0 ? o->timeout_s : 60;
     s->max_conn = o->max_connections > 0 ? o->max_connections : 512;
     s->job_threads = o->job_threads;
+    s->resume_interrupted = o->resume_interrupted;
     s->mem_budget = o->memory_budget_bytes;
     if (s->mem_budget <= 0) { /* 80% of physical RAM (sysconf: no allocation, no file) */
         long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);

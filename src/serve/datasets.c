@@ -996,15 +996,14 @@ enum MHD_Result lt_dataset_delete(lt_server *s, struct MHD_Connection *c, const 
         const char *xid = json_string_value(json_object_get(x, "id"));
         char dep[64];
         if (!*user && lt_deploy_uses_dataset(s, xid, dep, sizeof dep))
-            snprintf(user, sizeof user, "dataset '%s' is the held-out set of deployment '%s'",
-                     xid, dep);
+            snprintf(user, sizeof user, "dataset '%s' is the held-out set of deployment '%s'", xid,
+                     dep);
     }
     pthread_mutex_lock(&s->mu);
     for (int k = 0; k < s->n_jobs && !*user; k++) {
         lt_job *j = s->jobs[k];
         const char *ds = json_string_value(json_object_get(j->record, "dataset"));
-        if ((j->status == JOB_QUEUED || j->status == JOB_RUNNING ||
-             j->status == JOB_INTERRUPTED) &&
+        if ((j->status == JOB_QUEUED || j->status == JOB_RUNNING || j->status == JOB_INTERRUPTED) &&
             has_id(targets, ds))
             snprintf(user, sizeof user,
                      "dataset '%s' is used by job '%s', which is %s (cancel it first, or wait "

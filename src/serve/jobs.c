@@ -1255,8 +1255,7 @@ static void resume_interrupted(lt_server *s) {
         lt_job *j = s->jobs[i];
         if (j->status != JOB_INTERRUPTED) continue;
         char msg[LT_SERVE_PATH + 200];
-        if (requeue(s, j, msg, sizeof msg))
-            job_event(s, j, "interrupted", msg);
+        if (requeue(s, j, msg, sizeof msg)) job_event(s, j, "interrupted", msg);
     }
     pthread_mutex_unlock(&s->mu);
 }

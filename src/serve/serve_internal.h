@@ -81,8 +81,8 @@ struct lt_server {
     int n_running;      /* jobs running, each on its own thread (jobs.c) */
     int64_t mem_budget; /* --memory-budget: the planned peaks of running jobs fit in it */
     int64_t mem_planned; /* the sum of the running jobs' counted peaks */
-    pthread_mutex_t merge_mu; /* guards merges (merged.c) */
-    pthread_cond_t merge_cv;  /* with merge_mu: a merge task ended */
+    pthread_mutex_t merge_mu;     /* guards merges (merged.c) */
+    pthread_cond_t merge_cv;      /* with merge_mu: a merge task ended */
     pthread_mutex_t merge_run_mu; /* one merged model made at a time */
     struct lt_merge *merges;      /* merge tasks, made or failed, not yet collected */
     pthread_mutex_t rec_mu; /* serializes lt_recorder_start: two jobs on one dataset would

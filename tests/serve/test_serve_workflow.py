@@ -4,7 +4,8 @@ says, then headless Chromium (Selenium) does data -> train -> watch -> try -> do
 
 - Data: the file is uploaded through the page's file input and shown valid (its example count);
 - Train: the form (model smol.gguf, 3 steps, rank 8) starts the job; the job view follows it to
-  done and its loss chart's points equal the job's SSE step events (read with requests);
+  done, showing an ETA while it runs (0s at the end); its loss, tokens/s and memory charts'
+  points equal the job's SSE step events (read with requests);
 - Playground: "Serve its adapter" loads the finished job's adapter (POST /v1/adapters {job});
   one greedy message (temperature 0, 16 tokens) is answered by the base (Model A) and the
   fine-tuned adapter (Model B) side by side, each equal to `loratune generate --chat Q --temp 0`
@@ -88,8 +89,16 @@ def run(u, work, d):
     d.find_element(By.ID, "start").click()
     wait(d, lambda: "job=" in d.current_url and d.find_elements(By.ID, "chart-loss"), "the job view")
     jid = d.current_url.split("job=")[1]
-    st = wait(d, lambda: d.find_element(By.ID, "job-status").text in ("done", "failed")
-              and d.find_element(By.ID, "job-status").text, "the job to finish", limit=600)
+    etas, st, t0 = [], None, time.time()
+    while time.time() - t0 < 600:  # watch: the ETA shown while it runs
+        st, eta = d.execute_script("return [document.getElementById('job-status').textContent,"
+                                   " document.getElementById('job-eta').textContent]")
+        if st in ("done", "failed"):
+            break
+        if eta and (not etas or etas[-1] != eta):
+            etas.append(eta)
+        time.sleep(0.05)
+    check(etas and d.find_element(By.ID, "job-eta").text == "0s", f"ETA shown while running {etas}, then 0s")
     check(st == "done", f"job {jid}: {st} {d.find_element(By.ID, 'job-log').text[:400]}")
     if st != "done":
         return
@@ -100,6 +109,10 @@ def run(u, work, d):
     steps = [e for e in evs if e["event"] == "step"]
     check([p["x"] for p in pts] == [1, 2, 3] and [p["y"] for p in pts] == [e["loss"] for e in steps],
           f"loss chart {pts} vs the events {[(e['step'], e['loss']) for e in steps]}")
+    tps = d.execute_script("return lt.charts.tps.data.datasets[0].data.map((p) => p.y)")
+    mem = d.execute_script("return lt.charts.mem.data.datasets[0].data.map((p) => p.y)")
+    check(tps == [e["tokens_per_sec"] for e in steps] and mem == [e["peak_rss_bytes"] / 1048576 for e in steps],
+          f"tokens/s {tps} and memory {mem} charts = the events'")
     d.save_screenshot(os.path.join(shots, "workflow-train.png"))
 
     # ---- try: base vs the fine-tuned adapter, side by side

@@ -803,6 +803,8 @@ lt_status lt_jobs_init(lt_server *s) {
         j->seq = (uint64_t)json_integer_value(json_object_get(rec, "seq"));
         snprintf(p, sizeof p, "%s/%s/events.jsonl", dir, e->d_name);
         j->n_events = count_lines(p);
+        snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
+        lt_merges_clean(p); /* a merge the previous server's end cut off */
         json_t *pk = json_object_get(rec, "planned_peak_bytes");
         if (json_is_integer(pk))
             j->planned = json_integer_value(pk);

@@ -168,6 +168,21 @@ static void *merge_main(void *arg) {
     return NULL;
 }
 
+void lt_merges_clean(const char *job_dir) {
+    DIR *d = opendir(job_dir);
+    if (!d) return;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        char p[LT_SERVE_PATH + 512];
+        snprintf(p, sizeof p, "%s/%s", job_dir, e->d_name);
+        if (!strncmp(e->d_name, "part_", 5))
+            unlink(p);
+        else if (!strncmp(e->d_name, "merged-tmp_", 11))
+            remove_folder(p);
+    }
+    closedir(d);
+}
+
 void lt_merges_shutdown(lt_server *s) {
     pthread_mutex_lock(&s->merge_mu);
     lt_merge *t = s->merges;

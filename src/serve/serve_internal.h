@@ -176,6 +176,9 @@ int lt_job_files_dir(lt_server *s, const lt_job *j, char *out, size_t n);
  * thread of its own and streamed (merged.c). POST starts it (202 + progress, or 200 when
  * ready); GET streams it when ready, else starts it and answers 202 (wait=true: waits). */
 enum MHD_Result lt_job_merged(lt_server *s, struct MHD_Connection *c, const char *id, int post);
+/* Removes what a merge cut off by the previous server's end left in job_dir (part_* files,
+ * merged-tmp_* folders); at start. */
+void lt_merges_clean(const char *job_dir);
 /* Joins the merge threads (a merge in progress is waited for); at the server's stop. */
 void lt_merges_shutdown(lt_server *s);
 enum MHD_Result lt_job_download(lt_server *s, struct MHD_Connection *c, const char *id,

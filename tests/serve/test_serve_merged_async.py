@@ -10,11 +10,15 @@ on the server's own thread, never inside a request (POST / GET /api/jobs/{id}/me
 - a client that reads 64 KiB of the download and closes its socket (twice) harms nothing: two
   concurrent downloads after it give the same bytes as the waiting client, whose size the ready
   answer gave; gguf-py reads the file (llama, 30 blocks, F16 / F32 tensors);
-- one merged file in the job's folder, no temp file; the server stops cleanly (exit 0).
+- one merged file in the job's folder, no temp file;
+- a GGUF f32 merge cut off by SIGKILL leaves its part_ file, which the next start removes; the
+  merge started again and a SIGTERM while it runs: the server finishes it, exits 0, and gguf-py
+  reads the file whole; the server stops cleanly (exit 0).
 Prints the merge's wall time, the cached answer's and a download's (on the machine it runs on).
 """
 import hashlib
 import os
+import signal
 import socket
 import sys
 import tempfile
@@ -178,6 +182,42 @@ def run(u, work):
           and not [f for f in files if f.startswith(("part_", "merged-tmp"))], f"job folder {files}")
     print(f"SmolLM2-135M merged gguf f16 ({len(body) / 2**20:.0f} MiB): made in {merge_s:.1f} s ({n202} answers "
           f"meanwhile, slowest {slowest:.2f} s); cached answer {cached_s * 1000:.0f} ms; two concurrent downloads {dl_s:.2f} s")
+    return jid
+
+
+def stop_checks(srv, work, jid):
+    """A merge cut off by SIGKILL leaves its temp file, removed by the next start; a merge
+    running at SIGTERM is waited for (exit 0, the file whole). Returns the server left running."""
+    jdir = os.path.join(work, "jobs", jid)
+    url = f"{srv.url}/api/jobs/{jid}/merged?format=gguf&dtype=f32"
+    r = requests.post(url)
+    check(r.status_code == 202, f"gguf f32 POST: {r.status_code}")
+    t0 = time.time()
+    while time.time() - t0 < 300 and not [f for f in os.listdir(jdir) if f.startswith("part_")]:
+        time.sleep(0.05)
+    parts = [f for f in os.listdir(jdir) if f.startswith("part_")]
+    check(parts, "a part_ file while the GGUF is written")
+    srv.stop(signal.SIGKILL)
+    check([f for f in os.listdir(jdir) if f.startswith("part_")] == parts, "SIGKILL left the part file")
+    srv = Server(work, "--models", os.path.join(TMP, "models"))
+    left = [f for f in os.listdir(jdir) if f.startswith(("part_", "merged-tmp_"))]
+    check(not left, f"the next start removed what the cut merge left: {left}")
+    check(requests.get(f"{srv.url}/api/jobs/{jid}").json()["status"] == "done", "the job is still done")
+    url = f"{srv.url}/api/jobs/{jid}/merged?format=gguf&dtype=f32"
+    r = requests.post(url)
+    check(r.status_code == 202 and r.json()["state"] == "making", f"the cut merge starts again: {r.status_code} {r.text[:200]}")
+    time.sleep(0.5)
+    code, _, err = srv.stop(signal.SIGTERM, timeout=300)
+    check(code == 0, f"SIGTERM during a merge: exit {code} {err[-500:]}")
+    f32 = os.path.join(jdir, "merged-gguf-f32.gguf")
+    check(os.path.exists(f32) and not [f for f in os.listdir(jdir) if f.startswith("part_")],
+          f"the merge running at SIGTERM was finished: {os.listdir(jdir)}")
+    if os.path.exists(f32):
+        g = gguf.GGUFReader(f32)
+        check(len({t.name.split(".")[1] for t in g.tensors if t.name.startswith("blk.")}) == 30,
+              "the f32 GGUF finished at SIGTERM is whole (gguf-py: 30 blocks)")
+        print(f"SIGKILL mid-merge cleaned at start; SIGTERM waited for a {os.path.getsize(f32) / 2**20:.0f} MiB f32 merge")
+    return Server(work, "--models", os.path.join(TMP, "models"))
 
 
 def main():
@@ -186,7 +226,9 @@ def main():
     os.symlink(SMOL, os.path.join(models, "smol.gguf"))
     srv = Server(work, "--models", models)
     try:
-        run(srv.url, work)
+        jid = run(srv.url, work)
+        if jid:
+            srv = stop_checks(srv, work, jid)
     finally:
         code, _, err = srv.stop()
         check(code == 0, f"server exit code {code}: {err[-1000:]}")

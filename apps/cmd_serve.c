@@ -18,7 +18,7 @@ static void usage(FILE *f) {
             "usage: loratune serve [--host 127.0.0.1] [--port 8080] [--workdir DIR] [--token T]\n"
             "                      [--models DIR] [--max-body BYTES] [--max-upload BYTES]\n"
             "                      [--quota BYTES] [--timeout S] [--job-threads N]\n"
-            "                      [--memory-budget BYTES]\n"
+            "                      [--memory-budget BYTES] [--resume-interrupted]\n"
             "                      [--tls-cert FILE --tls-key FILE]\n"
             "                      [--model M [--model-name ID] [--adapter NAME=PATH ...]\n"
             "                       [--slots N] [--ctx N] [--kv-cache f16|f32] [--max-queue N]\n"
@@ -45,6 +45,9 @@ static void usage(FILE *f) {
             "  --memory-budget BYTES  jobs run at once while their planned peaks (the memory\n"
             "                     plan) fit in BYTES together (default: 80%% of physical RAM);\n"
             "                     a job larger than the budget runs alone\n"
+            "  --resume-interrupted  at start, queue again the jobs the previous server left\n"
+            "                     interrupted (killed or stopped mid-run): they continue from\n"
+            "                     their newest checkpoint (default: they wait for a resume)\n"
             "  --tls-cert FILE    serve HTTPS with this PEM certificate (chain) ...\n"
             "  --tls-key FILE     ... and its unencrypted PEM private key (both or neither)\n"
             "  --model M          serve this model (HF folder or .gguf) on /v1; loaded after the\n"
@@ -90,6 +93,10 @@ static int serve_main(int argc, char **argv, const char **adapters) {
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "--resume-interrupted")) { /* the one flag without a value */
+            o.resume_interrupted = 1;
+            continue;
+        }
         if (!v) {
             fprintf(stderr, "loratune serve: %s: unknown option or missing value\n\n", a);
             usage(stderr);

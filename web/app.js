@@ -319,13 +319,25 @@ async function listDatasets(box) {
     } }, 'Preview');
     const seq = el('input', { type: 'number', min: 2, placeholder: '2048', class: 'seq', 'aria-label': `max-seq-len for ${d.name}'s token statistics` });
     const ver = d.version;
-    return el('tr', {},
+    const nVer = r.datasets.filter((o) => o.name === d.name).length;
+    const del = (all) => el('button', { class: all ? 'danger delete-all' : 'danger delete', type: 'button', 'data-dataset': d.id, onclick: async (ev) => {
+      const what = all ? `all ${nVer} versions of ${d.name}` : `${d.name} (${d.id}${ver ? ', v' + ver.number : ''})`;
+      if (!window.confirm(`Delete ${what}? Its file and its cached copy go (a copy a finished job's run still names stays).`)) return;
+      ev.target.disabled = true;
+      try {
+        const res = await api('DELETE', `/api/datasets/${d.id}${all ? '?all_versions=true' : ''}`);
+        box.dataset.deleted = res.deleted.join(' ');
+        await listDatasets(box);
+        box.prepend(el('p', { class: 'ok', 'aria-live': 'polite' }, `Deleted ${res.deleted.length} upload${res.deleted.length > 1 ? 's' : ''}, ${bytes(res.freed_bytes)} freed.`));
+      } catch (e) { out.replaceChildren(errorBox(e.message)); ev.target.disabled = false; }
+    } }, all ? `Delete all ${nVer} versions` : 'Delete');
+    return el('tr', { 'data-dataset': d.id },
       el('td', {}, el('b', {}, d.name), el('br'), el('code', { class: 'muted' }, d.id),
         ver ? el('div', { class: 'muted version', title: `md5 ${ver.md5} · ${ver.dvc_file}` },
           `v${ver.number}${ver.number > 1 ? (ver.changed ? ' (changed)' : ' (same content)') : ''} · md5 `, el('code', {}, ver.md5.slice(0, 8))) : null),
       el('td', {}, bytes(d.size)), el('td', { class: v && !v.ok ? 'status-failed' : '' }, state),
       el('td', {}, el('div', { class: 'row' }, sel, seq, check, prev), out),
-      el('td', {}, v && v.ok ? el('a', { href: `/train?dataset=${d.id}` }, 'Train') : ''));
+      el('td', {}, v && v.ok ? el('a', { href: `/train?dataset=${d.id}` }, 'Train') : '', el('div', { class: 'row' }, del(false), nVer > 1 ? del(true) : null)));
   });
   const pv = el('div', { id: 'ds-preview', 'aria-live': 'polite' });
   box.replaceChildren(el('p', { class: 'muted' }, `${bytes(r.used_bytes)} of ${bytes(r.quota_bytes)} used`),
@@ -675,7 +687,7 @@ async function pageModels(main) {
   const links = (j) => {
     const have = j.files ? FILES.filter((f) => (Array.isArray(j.files) ? j.files.includes(f) : j.files[f])) : FILES;
     return [el('a', { href: `/api/jobs/${j.id}/adapter/adapter.zip`, download: '', class: 'zip' }, 'adapter.zip'), ' · ',
-      el('a', { href: `/api/jobs/${j.id}/merged`, download: '', class: 'merged', title: 'the base model with this adapter merged in (loratune fuse): a Hugging Face folder, f32, zipped; made on the first download' }, 'merged model (.zip)'),
+      mergedButton(j),
       el('details', {}, el('summary', {}, 'single files'),
         el('ul', {}, have.map((f) => el('li', {}, el('a', { href: `/api/jobs/${j.id}/adapter/${f}`, download: '' }, f)))))];
   };
@@ -696,6 +708,32 @@ async function pageModels(main) {
       el('td', {}, links(j)), el('td', {}, ...registerForm(j))))))));
   main.append(el('h2', {}, 'Registry'), regBox);
   await drawRegistry(regBox);
+}
+/* The merged model (a full fine-tune: its model) as a zipped HF folder: made on the server's
+ * own thread (POST .../merged answers 202 while it is made), polled, then downloaded. */
+function mergedButton(j) {
+  const url = `/api/jobs/${j.id}/merged?format=hf&dtype=f32`;
+  const state = el('span', { class: 'muted merged-state', 'aria-live': 'polite' });
+  const btn = el('button', { type: 'button', class: 'secondary merged', 'data-job': j.id,
+    title: 'the base model with this adapter merged in (loratune fuse), or a full fine-tune\'s model: a Hugging Face folder, f32, zipped; made once, on the server' }, 'merged model (.zip)');
+  btn.addEventListener('click', async () => {
+    btn.disabled = true;
+    try {
+      for (;;) {
+        const r = await api('POST', url);
+        if (r.state === 'ready') {
+          state.textContent = `ready · ${bytes(r.size)}`;
+          const a = el('a', { href: r.location, download: '', class: 'merged-link' }, 'download');
+          state.append(' · ', a);
+          a.click();
+          break;
+        }
+        state.textContent = `making… ${r.phase || ''} · ${num(r.elapsed_s, 0)} s`;
+        await new Promise((ok) => setTimeout(ok, 1000));
+      }
+    } catch (e) { state.replaceChildren(errorBox(e.message)); } finally { btn.disabled = false; }
+  });
+  return el('span', {}, btn, ' ', state);
 }
 async function drawRegistry(box) {
   const reg = await api('GET', '/api/registry');

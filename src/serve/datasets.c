@@ -46,6 +46,8 @@ struct lt_upload {
     EVP_MD_CTX *sha;
 };
 
+static void remove_flat_dir(const char *dir);
+
 lt_status lt_datasets_init(lt_server *s) {
     char p[LT_SERVE_PATH + 64];
     snprintf(p, sizeof p, "%s/datasets", s->work);
@@ -63,7 +65,10 @@ lt_status lt_datasets_init(lt_server *s) {
             if (e->d_name[0] == '.') continue;
             char f[LT_SERVE_PATH + 400];
             snprintf(f, sizeof f, "%s/%s", p, e->d_name);
-            unlink(f);
+            if (!strncmp(e->d_name, "deleted-", 8))
+                remove_flat_dir(f); /* a delete cut off by the previous server's end */
+            else
+                unlink(f);
         }
         closedir(d);
     }
@@ -891,4 +896,182 @@ enum MHD_Result lt_models_list(lt_server *s, struct MHD_Connection *c) {
         closedir(d);
     }
     return lt_reply_json(c, MHD_HTTP_OK, json_pack("{s:o}", "models", arr));
+}
+
+/* ---- delete ----------------------------------------------------------------------------- */
+/* Removes dir's files and dir (one level: a dataset folder holds data, .dvc and meta.json). */
+static void remove_flat_dir(const char *dir) {
+    DIR *d = opendir(dir);
+    if (d) {
+        struct dirent *e;
+        while ((e = readdir(d))) {
+            if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+            char p[LT_SERVE_PATH + 512];
+            snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
+            unlink(p);
+        }
+        closedir(d);
+    }
+    rmdir(dir);
+}
+
+/* 1 when arr (strings) holds str */
+static int has_str(const json_t *arr, const char *str) {
+    size_t i;
+    json_t *x;
+    json_array_foreach(arr, i, x) {
+        const char *v = json_string_value(x);
+        if (v && str && !strcmp(v, str)) return 1;
+    }
+    return 0;
+}
+
+/* 1 when arr (dataset metas) holds one with id */
+static int has_id(const json_t *arr, const char *id) {
+    size_t i;
+    json_t *x;
+    json_array_foreach(arr, i, x) {
+        const char *xid = json_string_value(json_object_get(x, "id"));
+        if (xid && id && !strcmp(xid, id)) return 1;
+    }
+    return 0;
+}
+
+/* Why the cache object md5 must stay (into why), or 0 when nothing names it: another dataset's
+ * version, or any job's data_version (its run in the store points at the object). Under no
+ * lock; takes s->mu. */
+static int cache_kept(lt_server *s, const char *md5, char *why, size_t n) {
+    json_t *arr = list_datasets(s), *x;
+    size_t i;
+    int kept = 0;
+    json_array_foreach(arr, i, x) {
+        const char *o = json_string_value(json_object_get(json_object_get(x, "version"), "md5"));
+        if (!kept && o && !strcmp(o, md5)) {
+            snprintf(why, n, "dataset %s has the same content",
+                     json_string_value(json_object_get(x, "id")));
+            kept = 1;
+        }
+    }
+    json_decref(arr);
+    pthread_mutex_lock(&s->mu);
+    for (int k = 0; k < s->n_jobs && !kept; k++) {
+        const char *o = json_string_value(
+            json_object_get(json_object_get(s->jobs[k]->record, "data_version"), "md5"));
+        if (o && !strcmp(o, md5)) {
+            snprintf(why, n, "job %s trained on it (its run's data version)", s->jobs[k]->id);
+            kept = 1;
+        }
+    }
+    pthread_mutex_unlock(&s->mu);
+    return kept;
+}
+
+enum MHD_Result lt_dataset_delete(lt_server *s, struct MHD_Connection *c, const char *id) {
+    json_t *m = lt_serve_id_valid(id, "ds_") ? find_dataset(s, id) : NULL;
+    if (!m) return lt_reply_error(c, MHD_HTTP_NOT_FOUND, "not_found", "no dataset '%s'", id);
+    const char *all = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "all_versions");
+    int every = 0;
+    if (all && !strcmp(all, "true"))
+        every = 1;
+    else if (all && strcmp(all, "false")) {
+        json_decref(m);
+        return lt_reply_error(c, MHD_HTTP_BAD_REQUEST, "bad_request",
+                              "all_versions: expected true or false, got '%.40s'", all);
+    }
+    /* the uploads to delete: this one, or every version of its name */
+    const char *name = json_string_value(json_object_get(m, "name"));
+    json_t *arr = list_datasets(s), *targets = json_array(), *x;
+    size_t i;
+    json_array_foreach(arr, i, x) {
+        const char *xid = json_string_value(json_object_get(x, "id"));
+        const char *xn = json_string_value(json_object_get(x, "name"));
+        if (xid && (!strcmp(xid, id) || (every && xn && name && !strcmp(xn, name))))
+            json_array_append(targets, x);
+    }
+    json_decref(arr);
+    json_decref(m);
+    /* in use: a deployment's held-out set, a job that will still read the file */
+    char user[300] = "";
+    json_array_foreach(targets, i, x) {
+        const char *xid = json_string_value(json_object_get(x, "id"));
+        char dep[64];
+        if (!*user && lt_deploy_uses_dataset(s, xid, dep, sizeof dep))
+            snprintf(user, sizeof user, "dataset '%s' is the held-out set of deployment '%s'", xid,
+                     dep);
+    }
+    pthread_mutex_lock(&s->mu);
+    for (int k = 0; k < s->n_jobs && !*user; k++) {
+        lt_job *j = s->jobs[k];
+        const char *ds = json_string_value(json_object_get(j->record, "dataset"));
+        if ((j->status == JOB_QUEUED || j->status == JOB_RUNNING || j->status == JOB_INTERRUPTED) &&
+            has_id(targets, ds))
+            snprintf(user, sizeof user,
+                     "dataset '%s' is used by job '%s', which is %s (cancel it first, or wait "
+                     "until it ends)",
+                     ds, j->id, lt_job_status_name(j->status));
+    }
+    if (*user) {
+        pthread_mutex_unlock(&s->mu);
+        json_decref(targets);
+        return lt_reply_error(c, MHD_HTTP_CONFLICT, "in_use", "%s", user);
+    }
+    /* out of the listing at once: each folder renamed into uploads/ (cleared at start), under
+       the lock that job creation takes */
+    json_t *deleted = json_array();
+    int64_t freed = 0;
+    char failed[512] = "";
+    json_array_foreach(targets, i, x) {
+        const char *xid = json_string_value(json_object_get(x, "id"));
+        char from[LT_SERVE_PATH + 96], to[LT_SERVE_PATH + 96];
+        snprintf(from, sizeof from, "%s/datasets/%s", s->work, xid);
+        snprintf(to, sizeof to, "%s/uploads/deleted-%s", s->work, xid);
+        if (rename(from, to)) {
+            if (!*failed) snprintf(failed, sizeof failed, "%s: %s", xid, strerror(errno));
+            continue;
+        }
+        int64_t size = json_integer_value(json_object_get(x, "size"));
+        s->used_bytes -= size;
+        freed += size;
+        json_array_append_new(deleted, json_string(xid));
+    }
+    pthread_mutex_unlock(&s->mu);
+    json_t *removed = json_array(), *kept = json_array();
+    json_array_foreach(targets, i, x) {
+        const char *xid = json_string_value(json_object_get(x, "id"));
+        if (!has_str(deleted, xid)) continue;
+        char to[LT_SERVE_PATH + 96];
+        snprintf(to, sizeof to, "%s/uploads/deleted-%s", s->work, xid);
+        remove_flat_dir(to);
+        json_t *v = json_object_get(x, "version");
+        const char *md5 = json_string_value(json_object_get(v, "md5"));
+        if (!md5 || strlen(md5) != 32) continue;
+        int seen = has_str(removed, md5);
+        size_t k;
+        json_t *y;
+        json_array_foreach(kept, k, y) seen |=
+            !strcmp(json_string_value(json_object_get(y, "md5")), md5);
+        if (seen) continue;
+        char why[200];
+        if (cache_kept(s, md5, why, sizeof why)) {
+            json_array_append_new(kept, json_pack("{s:s,s:s}", "md5", md5, "reason", why));
+            continue;
+        }
+        char obj[LT_SERVE_PATH + 96];
+        snprintf(obj, sizeof obj, "%s/.dvc/cache/files/md5/%.2s/%s", s->work, md5, md5 + 2);
+        if (!unlink(obj)) {
+            json_array_append_new(removed, json_string(md5));
+            freed += json_integer_value(json_object_get(v, "size"));
+        }
+    }
+    json_decref(targets);
+    if (*failed && !json_array_size(deleted)) {
+        json_decref(deleted);
+        json_decref(removed);
+        json_decref(kept);
+        return lt_reply_error(c, MHD_HTTP_INTERNAL_SERVER_ERROR, "io_error",
+                              "could not delete dataset %s", failed);
+    }
+    return lt_reply_json(c, MHD_HTTP_OK,
+                         json_pack("{s:o,s:I,s:{s:o,s:o}}", "deleted", deleted, "freed_bytes",
+                                   (json_int_t)freed, "cache", "removed", removed, "kept", kept));
 }

@@ -75,6 +75,20 @@ struct lt_deploy {
 
 static const char *const k_outcome[3] = {"promoted", "rejected", "failed"};
 
+int lt_deploy_uses_dataset(lt_server *s, const char *id, char *name, size_t n) {
+    lt_deploy *dp = s->deploy;
+    int found = 0;
+    if (!dp) return 0;
+    pthread_mutex_lock(&dp->mu);
+    for (int i = 0; i < dp->n && !found; i++)
+        if (!strcmp(dp->d[i].holdout, id)) {
+            snprintf(name, n, "%s", dp->d[i].name);
+            found = 1;
+        }
+    pthread_mutex_unlock(&dp->mu);
+    return found;
+}
+
 static void *restore_main(void *arg);
 static void *quality_main(void *arg);
 static int stopping(lt_server *s);

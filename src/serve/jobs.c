@@ -767,6 +767,8 @@ static int64_t count_lines(const char *path) {
     return n;
 }
 
+static void resume_interrupted(lt_server *s);
+
 lt_status lt_jobs_init(lt_server *s) {
     char dir[1024];
     snprintf(dir, sizeof dir, "%s/jobs", s->work);
@@ -801,6 +803,8 @@ lt_status lt_jobs_init(lt_server *s) {
         j->seq = (uint64_t)json_integer_value(json_object_get(rec, "seq"));
         snprintf(p, sizeof p, "%s/%s/events.jsonl", dir, e->d_name);
         j->n_events = count_lines(p);
+        snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
+        lt_merges_clean(p); /* a merge the previous server's end cut off */
         json_t *pk = json_object_get(rec, "planned_peak_bytes");
         if (json_is_integer(pk))
             j->planned = json_integer_value(pk);
@@ -822,6 +826,7 @@ lt_status lt_jobs_init(lt_server *s) {
         }
     }
     closedir(d);
+    if (s->resume_interrupted) resume_interrupted(s);
     return LT_OK;
 }
 
@@ -1180,37 +1185,32 @@ enum MHD_Result lt_job_cancel(lt_server *s, struct MHD_Connection *c, const char
 
 /* Queues an interrupted or cancelled job again, to continue from its newest checkpoint (the
  * run's bit-exact resume); it keeps its place in the queue (its seq). */
-enum MHD_Result lt_job_resume(lt_server *s, struct MHD_Connection *c, const char *id) {
-    pthread_mutex_lock(&s->mu);
-    lt_job *j = find_job(s, id);
-    if (!j) {
-        pthread_mutex_unlock(&s->mu);
-        return lt_reply_error(c, MHD_HTTP_NOT_FOUND, "not_found", "no job '%s'", id);
-    }
+/* Under s->mu: queues an interrupted or cancelled job again, to continue from its newest
+ * checkpoint (a tune job: its study); 0, or the HTTP status (409: it cannot; 500: its record
+ * could not be written) with msg saying why. */
+static int requeue(lt_server *s, lt_job *j, char *msg, size_t n) {
     lt_job_status st = j->status;
     char out[LT_SERVE_PATH + 64], ck[LT_SERVE_PATH + 128];
     snprintf(out, sizeof out, "%s/jobs/%s/out", s->work, j->id);
     if (st != JOB_INTERRUPTED && st != JOB_CANCELLED) {
-        pthread_mutex_unlock(&s->mu);
-        return lt_reply_error(c, MHD_HTTP_CONFLICT, "conflict",
-                              "job '%s' is %s: only an interrupted or cancelled job resumes", id,
-                              lt_job_status_name(st));
+        snprintf(msg, n, "job '%s' is %s: only an interrupted or cancelled job resumes", j->id,
+                 lt_job_status_name(st));
+        return MHD_HTTP_CONFLICT;
     }
     const char *kind = job_kind(j);
     if (!strcmp(kind, "compare")) {
-        pthread_mutex_unlock(&s->mu);
-        return lt_reply_error(c, MHD_HTTP_CONFLICT, "conflict",
-                              "job '%s' is a compare job: `loratune compare` does not resume "
-                              "(start a new one)",
-                              id);
+        snprintf(msg, n,
+                 "job '%s' is a compare job: `loratune compare` does not resume (start a new one)",
+                 j->id);
+        return MHD_HTTP_CONFLICT;
     }
     snprintf(ck, sizeof ck, "%s/study.json", out);
     if (!strcmp(kind, "tune") ? !lt_path_exists(ck) : lt_checkpoint_resolve(out, ck, sizeof ck)) {
-        pthread_mutex_unlock(&s->mu);
-        return lt_reply_error(c, MHD_HTTP_CONFLICT, "conflict",
-                              !strcmp(kind, "tune") ? "job '%s' has no study to resume"
-                                                    : "job '%s' has no checkpoint to resume from",
-                              id);
+        snprintf(msg, n,
+                 !strcmp(kind, "tune") ? "job '%s' has no study to resume"
+                                       : "job '%s' has no checkpoint to resume from",
+                 j->id);
+        return MHD_HTTP_CONFLICT;
     }
     j->cancel_requested = 0;
     json_object_set_new(j->record, "resume", json_true());
@@ -1219,21 +1219,47 @@ enum MHD_Result lt_job_resume(lt_server *s, struct MHD_Connection *c, const char
     json_object_del(j->record, "result");
     json_object_del(j->record, "best");
     const char *base = strrchr(ck, '/');
-    char msg[LT_SERVE_PATH + 160];
+    char ev[LT_SERVE_PATH + 160];
     if (!strcmp(kind, "tune"))
-        snprintf(msg, sizeof msg, "resuming the study (`loratune tune --resume`)");
+        snprintf(ev, sizeof ev, "resuming the study (`loratune tune --resume`)");
     else
-        snprintf(msg, sizeof msg, "resuming from checkpoint %s", base ? base + 1 : ck);
-    job_event(s, j, "queued", msg);
+        snprintf(ev, sizeof ev, "resuming from checkpoint %s", base ? base + 1 : ck);
+    job_event(s, j, "queued", ev);
     set_status(s, j, JOB_QUEUED);
-    lt_status ps = persist(s, j);
-    json_t *o = json_deep_copy(j->record);
-    pthread_mutex_unlock(&s->mu);
-    if (ps) {
-        json_decref(o);
-        return lt_reply_error(c, 500, "io_error", "%s", lt_errmsg());
+    if (persist(s, j)) {
+        snprintf(msg, n, "%s", lt_errmsg());
+        return 500;
     }
+    return 0;
+}
+
+enum MHD_Result lt_job_resume(lt_server *s, struct MHD_Connection *c, const char *id) {
+    pthread_mutex_lock(&s->mu);
+    lt_job *j = find_job(s, id);
+    if (!j) {
+        pthread_mutex_unlock(&s->mu);
+        return lt_reply_error(c, MHD_HTTP_NOT_FOUND, "not_found", "no job '%s'", id);
+    }
+    char msg[LT_SERVE_PATH + 200];
+    int code = requeue(s, j, msg, sizeof msg);
+    json_t *o = code ? NULL : json_deep_copy(j->record);
+    pthread_mutex_unlock(&s->mu);
+    if (code)
+        return lt_reply_error(c, (unsigned)code, code == 500 ? "io_error" : "conflict", "%s", msg);
     return lt_reply_json(c, MHD_HTTP_ACCEPTED, o);
+}
+
+/* --resume-interrupted: every interrupted job with a checkpoint (a study) queued again, as
+ * POST .../resume does; one that cannot resume stays interrupted, with an event saying why. */
+static void resume_interrupted(lt_server *s) {
+    pthread_mutex_lock(&s->mu);
+    for (int i = 0; i < s->n_jobs; i++) {
+        lt_job *j = s->jobs[i];
+        if (j->status != JOB_INTERRUPTED) continue;
+        char msg[LT_SERVE_PATH + 200];
+        if (requeue(s, j, msg, sizeof msg)) job_event(s, j, "interrupted", msg);
+    }
+    pthread_mutex_unlock(&s->mu);
 }
 
 /* ---- Server-Sent Events ----------------------------------------------------------------- */

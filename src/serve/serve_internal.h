@@ -38,6 +38,7 @@ typedef struct lt_infer lt_infer;
 typedef struct lt_metrics lt_metrics;
 typedef struct lt_monitor lt_monitor;
 typedef struct lt_deploy lt_deploy;
+typedef struct lt_merge lt_merge;
 
 typedef struct {
     char id[LT_SERVE_ID_LEN + 1];
@@ -65,6 +66,7 @@ struct lt_server {
     int has_token;
     int64_t max_body, max_upload, quota;
     int timeout_s, max_conn, job_threads;
+    int resume_interrupted; /* --resume-interrupted: interrupted jobs queued again at start */
 
     struct MHD_Daemon *mhd;
     lt_dir_lock *lock;
@@ -79,7 +81,10 @@ struct lt_server {
     int n_running;      /* jobs running, each on its own thread (jobs.c) */
     int64_t mem_budget; /* --memory-budget: the planned peaks of running jobs fit in it */
     int64_t mem_planned; /* the sum of the running jobs' counted peaks */
-    pthread_mutex_t merge_mu; /* one merged-model download made at a time (merged.c) */
+    pthread_mutex_t merge_mu;     /* guards merges (merged.c) */
+    pthread_cond_t merge_cv;      /* with merge_mu: a merge task ended */
+    pthread_mutex_t merge_run_mu; /* one merged model made at a time */
+    struct lt_merge *merges;      /* merge tasks, made or failed, not yet collected */
     pthread_mutex_t rec_mu; /* serializes lt_recorder_start: two jobs on one dataset would
                                version the same file into the store's DVC cache at once */
     pthread_t worker;    /* the scheduler: starts queued jobs as the budget allows */
@@ -126,6 +131,11 @@ enum MHD_Result lt_upload_end(lt_upload *u, struct MHD_Connection *c);
 void lt_upload_abort(lt_upload *u); /* safe on NULL */
 enum MHD_Result lt_datasets_list(lt_server *s, struct MHD_Connection *c);
 enum MHD_Result lt_dataset_get(lt_server *s, struct MHD_Connection *c, const char *id);
+/* DELETE /api/datasets/{id}[?all_versions=true]: the upload (or every upload of its name),
+ * refused (409) while a queued / running / interrupted job trains on it or a deployment holds
+ * it out; its folder goes, and its DVC cache object when no other dataset and no job record
+ * names that md5 (datasets.c). */
+enum MHD_Result lt_dataset_delete(lt_server *s, struct MHD_Connection *c, const char *id);
 enum MHD_Result lt_dataset_validate(lt_server *s, struct MHD_Connection *c, const char *id,
                                     const json_t *body);
 /* body as validate's plus "records" (0..50, default 3); "model" required: the first records
@@ -161,9 +171,16 @@ enum MHD_Result lt_job_study(lt_server *s, struct MHD_Connection *c, const char 
 /* Under s->mu: where a done job's downloads are (train: OUT; tune / compare: the best
  * trial's folder); -1 when it has none. */
 int lt_job_files_dir(lt_server *s, const lt_job *j, char *out, size_t n);
-/* GET /api/jobs/{id}/merged?format=hf|gguf&dtype=...: the base model with the job's adapter
- * merged in (loratune fuse), made once and streamed (merged.c). */
-enum MHD_Result lt_job_merged(lt_server *s, struct MHD_Connection *c, const char *id);
+/* GET / POST /api/jobs/{id}/merged?format=hf|gguf&dtype=...[&wait=true]: the base model with
+ * the job's adapter merged in (loratune fuse; a full fine-tune: its model), made once on a
+ * thread of its own and streamed (merged.c). POST starts it (202 + progress, or 200 when
+ * ready); GET streams it when ready, else starts it and answers 202 (wait=true: waits). */
+enum MHD_Result lt_job_merged(lt_server *s, struct MHD_Connection *c, const char *id, int post);
+/* Removes what a merge cut off by the previous server's end left in job_dir (part_* files,
+ * merged-tmp_* folders); at start. */
+void lt_merges_clean(const char *job_dir);
+/* Joins the merge threads (a merge in progress is waited for); at the server's stop. */
+void lt_merges_shutdown(lt_server *s);
 enum MHD_Result lt_job_download(lt_server *s, struct MHD_Connection *c, const char *id,
                                 const char *file);
 
@@ -372,6 +389,8 @@ enum MHD_Result lt_deploy_alerts(lt_server *s, struct MHD_Connection *c, const j
  * promotion (record: a copy of the job's record, borrowed). */
 void lt_deploy_job_done(lt_server *s, const json_t *record);
 void lt_deploy_metrics_write(lt_server *s, FILE *f);
+/* 1 when a deployment keeps dataset id as its held-out set (its name into name), else 0. */
+int lt_deploy_uses_dataset(lt_server *s, const char *id, char *name, size_t n);
 /* Queues a train job (jobs.c): dataset / model as POST /api/jobs takes them, options already
  * checked (borrowed), extra keys merged into the record (borrowed); id_out gets the job's id. */
 lt_status lt_jobs_enqueue(lt_server *s, const char *dataset, const char *model,

@@ -222,7 +222,7 @@ typedef enum {
     R_MODELS,
     R_OPTIONS,
     R_DATASETS,      /* GET list, POST upload */
-    R_DATASET,       /* GET */
+    R_DATASET,       /* GET, DELETE */
     R_DATASET_CHECK, /* POST validate */
     R_DATASET_PREVIEW, /* POST preview + token statistics */
     R_JOBS,          /* GET list, POST create */
@@ -231,7 +231,7 @@ typedef enum {
     R_JOB_RESUME,    /* POST */
     R_JOB_EVENTS,    /* GET (SSE) */
     R_JOB_ADAPTER,   /* GET download */
-    R_JOB_MERGED,    /* GET the merged model (merged.c) */
+    R_JOB_MERGED,    /* GET the merged model, POST make it (merged.c) */
     R_JOB_STUDY,     /* GET: a tune / compare job's studies */
     R_RUNS,          /* GET */
     R_RUN,           /* GET */
@@ -259,7 +259,7 @@ typedef struct {
     const char *allow; /* the methods of the path (static) */
     char id[64];
     char file[64];
-    int is_post;
+    int is_post, is_del;
     int body_json; /* gather the body as JSON */
     char *body;
     size_t len, cap;
@@ -294,6 +294,7 @@ static const char *allowed(route_kind k) {
     case R_V1_ADAPTERS:
     case R_DEPLOYMENTS:
     case R_REGISTRY:
+    case R_JOB_MERGED:
         return "GET, HEAD, POST";
     case R_DATASET_CHECK:
     case R_DATASET_PREVIEW:
@@ -309,6 +310,8 @@ static const char *allowed(route_kind k) {
         return "POST";
     case R_V1_ADAPTER:
         return "DELETE";
+    case R_DATASET:
+        return "GET, HEAD, DELETE";
     default:
         return "GET, HEAD";
     }
@@ -330,6 +333,7 @@ static int route(const char *method, const char *url, request *q) {
     int post = !strcmp(method, "POST");
     int del = !strcmp(method, "DELETE");
     q->is_post = post;
+    q->is_del = del;
     if (n < 0) return 0;
     if (n == 1 && !strcmp(seg[0], "openapi.json")) return pick(q, R_OPENAPI, get);
     if (n == 1 && !strcmp(seg[0], "health")) return pick(q, R_LIVE, get);
@@ -365,7 +369,7 @@ static int route(const char *method, const char *url, request *q) {
     if (n == 2 && !strcmp(a, "registry")) return pick(q, R_REGISTRY, get || post);
     if (n >= 3) snprintf(q->id, sizeof q->id, "%s", seg[2]);
     if (!strcmp(a, "datasets")) {
-        if (n == 3) return pick(q, R_DATASET, get);
+        if (n == 3) return pick(q, R_DATASET, get || del);
         if (n == 4 && !strcmp(seg[3], "validate")) return pick(q, R_DATASET_CHECK, post);
         if (n == 4 && !strcmp(seg[3], "preview")) return pick(q, R_DATASET_PREVIEW, post);
     } else if (!strcmp(a, "jobs")) {
@@ -374,7 +378,7 @@ static int route(const char *method, const char *url, request *q) {
         if (n == 4 && !strcmp(seg[3], "resume")) return pick(q, R_JOB_RESUME, post);
         if (n == 4 && !strcmp(seg[3], "events")) return pick(q, R_JOB_EVENTS, get);
         if (n == 4 && !strcmp(seg[3], "study")) return pick(q, R_JOB_STUDY, get);
-        if (n == 4 && !strcmp(seg[3], "merged")) return pick(q, R_JOB_MERGED, get);
+        if (n == 4 && !strcmp(seg[3], "merged")) return pick(q, R_JOB_MERGED, get || post);
         if (n == 5 && !strcmp(seg[3], "adapter")) {
             snprintf(q->file, sizeof q->file, "%s", seg[4]);
             return pick(q, R_JOB_ADAPTER, get);
@@ -613,7 +617,7 @@ static enum MHD_Result dispatch(lt_server *s, struct MHD_Connection *c, request 
         }
         break;
     case R_DATASET:
-        r = lt_dataset_get(s, c, q->id);
+        r = q->is_del ? lt_dataset_delete(s, c, q->id) : lt_dataset_get(s, c, q->id);
         break;
     case R_DATASET_CHECK:
         r = lt_dataset_validate(s, c, q->id, body);
@@ -652,7 +656,7 @@ static enum MHD_Result dispatch(lt_server *s, struct MHD_Connection *c, request 
                                             : lt_job_download(s, c, q->id, q->file);
         break;
     case R_JOB_MERGED:
-        r = lt_job_merged(s, c, q->id);
+        r = lt_job_merged(s, c, q->id, q->is_post);
         break;
     case R_RUNS:
         r = lt_runs_list(s, c);
@@ -848,6 +852,7 @@ lt_status lt_serve_start(const lt_serve_opts *o, lt_server **out) {
     s->timeout_s = o->timeout_s > 0 ? o->timeout_s : 60;
     s->max_conn = o->max_connections > 0 ? o->max_connections : 512;
     s->job_threads = o->job_threads;
+    s->resume_interrupted = o->resume_interrupted;
     s->mem_budget = o->memory_budget_bytes;
     if (s->mem_budget <= 0) { /* 80% of physical RAM (sysconf: no allocation, no file) */
         long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
@@ -857,6 +862,8 @@ lt_status lt_serve_start(const lt_serve_opts *o, lt_server **out) {
     pthread_mutex_init(&s->mu, NULL);
     pthread_mutex_init(&s->rec_mu, NULL);
     pthread_mutex_init(&s->merge_mu, NULL);
+    pthread_mutex_init(&s->merge_run_mu, NULL);
+    pthread_cond_init(&s->merge_cv, NULL);
     pthread_cond_init(&s->cv, NULL);
 
     lt_status st = lt_dir_lock_open(s->work, 0, &s->lock);
@@ -919,12 +926,15 @@ void lt_serve_stop(lt_server *s) {
     lt_infer_cancel_all(s);              /* generations end at their next token */
     if (s->mhd) MHD_stop_daemon(s->mhd); /* event streams see `stopping` and end */
     lt_jobs_shutdown(s); /* before the engine: a retraining job's gate may still use it */
+    lt_merges_shutdown(s);
     lt_deploy_free(s);
     lt_infer_free(s);
     lt_dir_lock_close(s->lock);
     pthread_cond_destroy(&s->cv);
     pthread_mutex_destroy(&s->rec_mu);
     pthread_mutex_destroy(&s->merge_mu);
+    pthread_mutex_destroy(&s->merge_run_mu);
+    pthread_cond_destroy(&s->merge_cv);
     pthread_mutex_destroy(&s->mu);
     lt_free(s->tls_cert);
     lt_free(s->tls_key);

@@ -14,9 +14,19 @@ Hugging Face folder); then:
 - format gguf, dtype q8_0: gguf-py reads it (architecture llama, Q8_0 tensors, the same number
   of blocks);
 - the same request again gives the same bytes (made once); bf16 is another file;
-- bad input: an unknown format / dtype (400 naming it), an unknown job (404), a job not done
-  (409), a job of another kind without adapter files;
-- the Models page links the merged download of the job; the link's bytes equal the API's.
+- made on a thread of the server: the first GET answers 202 (state making, Location,
+  Retry-After; the spec's MergeState) at once, POST polls until 200 ready (its size the download's),
+  ?wait=true is the blocking GET;
+- bad input: an unknown format / dtype / wait (400 naming it), an unknown job (404), a job not
+  done (409), DELETE (405);
+- a full fine-tune (method full): its download is its trained model, equal tensor for tensor to
+  the run's own model.safetensors (and moved from the fixture's), and as GGUF f32 (gguf-py) the
+  embedding, an MLP, a v_proj and the final norm equal it;
+- the Models page's "merged model" button makes it (POST, polled) and offers the link; the link's
+  bytes equal the API's;
+- the Runs page overlays the training-loss curves of the ticked runs (the three newest: LoRA,
+  cancelled, full), each equal to its run's GET /api/runs/{id}/metrics history; unticking one
+  drops its curve.
 """
 import io
 import json
@@ -100,6 +110,60 @@ def expect(r, status, word, what):
     check(r.status_code == status and word in r.text, f"{what}: {r.status_code} {r.text[:300]}")
 
 
+def poll_ready(u, jid, query, limit=300):
+    """POSTs .../merged until it answers 200 (ready); each answer before is a 202 making."""
+    t0 = time.time()
+    while time.time() - t0 < limit:
+        r = requests.post(f"{u}/api/jobs/{jid}/merged?{query}")
+        if r.status_code == 200:
+            return r.json()
+        check(r.status_code == 202 and r.json()["state"] == "making", f"poll {query}: {r.status_code} {r.text[:300]}")
+        if r.status_code != 202:
+            return {"location": f"/api/jobs/{jid}/merged?{query}", "size": -1}
+        time.sleep(0.2)
+    check(False, f"merge {query} not ready in {limit} s")
+    return {"location": f"/api/jobs/{jid}/merged?{query}", "size": -1}
+
+
+def check_full(u, work, fid):
+    """A full fine-tune's download is its trained model: the run's own model.safetensors (f32),
+    tensor for tensor; as GGUF f32 (gguf-py), tensors llama.cpp stores unpermuted (not q / k)
+    equal the saved ones."""
+    saved = load_file(os.path.join(work, "jobs", fid, "out", "model.safetensors"))
+    base = load_file(os.path.join(HF, "model.safetensors"))
+    r = requests.post(f"{u}/api/jobs/{fid}/merged")
+    check(r.status_code in (200, 202) and r.json()["source"] == "full", f"full POST: {r.status_code} {r.text[:300]}")
+    info = poll_ready(u, fid, "format=hf&dtype=f32")
+    z = requests.get(f"{u}{info['location']}")
+    check(z.status_code == 200 and "model" in z.headers.get("Content-Disposition", ""),
+          f"full download: {z.status_code} {z.headers.get('Content-Disposition')}")
+    zf = zipfile.ZipFile(io.BytesIO(z.content))
+    got = load(zf.read("model.safetensors"))
+    check(set(got) == set(saved), f"full: tensors {sorted(set(got) ^ set(saved))[:5]}")
+    same = all(np.array_equal(got[k], saved[k]) for k in saved if k in got)
+    check(same, "full: the download's weights equal the run's saved model.safetensors")
+    moved = max(float(np.abs(saved[k].astype(np.float64) - base[k]).max()) for k in saved if k in base)
+    check(moved > 1e-5, f"full: training moved the weights ({moved}): the comparison means something")
+    cfg = json.loads(zf.read("config.json"))
+    check(cfg.get("num_hidden_layers") == 5, f"full config: {cfg.get('num_hidden_layers')} layers")
+    g = requests.get(f"{u}/api/jobs/{fid}/merged?format=gguf&dtype=f32&wait=true")
+    check(g.status_code == 200, f"full gguf: {g.status_code} {g.text[:300] if g.status_code != 200 else ''}")
+    if g.status_code == 200:
+        gp = os.path.join(TMP, "full.gguf")
+        open(gp, "wb").write(g.content)
+        rd = gguf.GGUFReader(gp)
+        ts = {t.name: t for t in rd.tensors}
+        pairs = {"token_embd.weight": "model.embed_tokens.weight",
+                 "blk.0.ffn_down.weight": "model.layers.0.mlp.down_proj.weight",
+                 "blk.4.attn_v.weight": "model.layers.4.self_attn.v_proj.weight",
+                 "output_norm.weight": "model.norm.weight"}
+        for gn, hn in pairs.items():
+            t = ts.get(gn)
+            ok = t is not None and np.array_equal(np.asarray(t.data).reshape(saved[hn].shape), saved[hn])
+            check(ok, f"full gguf {gn} equals the run's {hn}")
+    return z.content
+
+
 def run(u, work):
     ds = requests.post(f"{u}/api/datasets?name=sql.jsonl", data="".join(servekit.wikisql_lines(40)),
                        headers={"Content-Type": "application/octet-stream"}).json()
@@ -109,13 +173,25 @@ def run(u, work):
     check(j["status"] == "done", f"job: {j['status']} {j.get('error')}")
     jid = j["id"]
 
+    # ---- not made yet: GET starts it on the server's thread and answers 202 at once
+    spec = servekit.load_spec()
+    r0 = requests.get(f"{u}/api/jobs/{jid}/merged")
+    check(r0.status_code == 202 and r0.json().get("state") == "making", f"first GET: {r0.status_code} {r0.text[:300]}")
+    if r0.status_code == 202:
+        servekit.conforms(spec, "MergeState", r0.json(), "202 of a merge")
+        check(r0.headers.get("Location") == f"/api/jobs/{jid}/merged?format=hf&dtype=f32"
+              and r0.json()["location"] == r0.headers.get("Location") and r0.headers.get("Retry-After"),
+              f"202 headers: {dict(r0.headers)}")
+        check(r0.json()["source"] == "adapter", "source adapter")
+    ready = poll_ready(u, jid, "format=hf&dtype=f32")
     # ---- hf: transformers reads it; the weights are the PEFT merge
-    r = requests.get(f"{u}/api/jobs/{jid}/merged")
+    r = requests.get(f"{u}{ready['location']}")
     check(r.status_code == 200 and r.headers.get("Content-Type") == "application/zip",
           f"merged: {r.status_code} {r.text[:300] if r.status_code != 200 else ''}")
     if r.status_code != 200:
         return
     zbytes = r.content
+    check(ready["size"] == len(zbytes), f"ready size {ready['size']} vs {len(zbytes)} bytes downloaded")
     z = zipfile.ZipFile(io.BytesIO(zbytes))
     check(z.testzip() is None, "the zip is intact")
     folder = os.path.join(TMP, "merged")
@@ -165,14 +241,14 @@ def run(u, work):
     # ---- made once; another dtype is another file
     r2 = requests.get(f"{u}/api/jobs/{jid}/merged?format=hf&dtype=f32")
     check(r2.status_code == 200 and r2.content == zbytes, "the second download gives the same bytes")
-    rb = requests.get(f"{u}/api/jobs/{jid}/merged?dtype=bf16")
+    rb = requests.get(f"{u}/api/jobs/{jid}/merged?dtype=bf16&wait=true")  # the blocking GET
     check(rb.status_code == 200 and rb.content != zbytes, "bf16 is another file")
     if rb.status_code == 200:
         zb = zipfile.ZipFile(io.BytesIO(rb.content))
         check(json.loads(zb.read("config.json")).get("torch_dtype") == "bfloat16", "bf16 config torch_dtype")
 
     # ---- gguf q8_0
-    rg = requests.get(f"{u}/api/jobs/{jid}/merged?format=gguf&dtype=q8_0")
+    rg = requests.get(f"{u}/api/jobs/{jid}/merged?format=gguf&dtype=q8_0&wait=true")
     check(rg.status_code == 200, f"gguf: {rg.status_code} {rg.text[:300] if rg.status_code != 200 else ''}")
     if rg.status_code == 200:
         gp = os.path.join(TMP, "merged.gguf")
@@ -190,7 +266,14 @@ def run(u, work):
     expect(requests.get(f"{u}/api/jobs/{jid}/merged?format=gguf&dtype=bf16"), 400, "dtype", "bf16 gguf")
     expect(requests.get(f"{u}/api/jobs/{jid}/merged?dtype=int4"), 400, "dtype", "unknown dtype")
     expect(requests.get(f"{u}/api/jobs/job_0123456789abcdef/merged"), 404, "no job", "unknown job")
-    expect(requests.post(f"{u}/api/jobs/{jid}/merged"), 405, "", "POST")
+    expect(requests.get(f"{u}/api/jobs/{jid}/merged?wait=maybe"), 400, "wait", "bad wait")
+    expect(requests.get(f"{u}/api/jobs/{jid}/merged?wait=1"), 400, "wait", "wait=1 (true / false only)")
+    expect(requests.post(f"{u}/api/jobs/{jid}/merged?format=tar"), 400, "format", "POST unknown format")
+    expect(requests.post(f"{u}/api/jobs/job_0123456789abcdef/merged"), 404, "no job", "POST unknown job")
+    expect(requests.delete(f"{u}/api/jobs/{jid}/merged"), 405, "", "DELETE")
+    rp = requests.post(f"{u}/api/jobs/{jid}/merged")
+    check(rp.status_code == 200 and rp.json()["state"] == "ready" and rp.json()["size"] == len(zbytes),
+          f"POST on a made model: {rp.status_code} {rp.text[:200]}")
     long = requests.post(f"{u}/api/jobs", json={"dataset": ds["id"], "model": "stories260K-hf",
                                                "options": {**OPTS, "iters": 100000}}).json()
     requests.post(f"{u}/api/jobs/{long['id']}/cancel")
@@ -199,8 +282,9 @@ def run(u, work):
     full = requests.post(f"{u}/api/jobs", json={"dataset": ds["id"], "model": "stories260K-hf",
                                                "options": {**OPTS, "method": "full", "iters": 2}}).json()
     fj = wait_job(u, full["id"])
+    check(fj["status"] == "done", f"full job: {fj['status']} {fj.get('error')}")
     if fj["status"] == "done":
-        expect(requests.get(f"{u}/api/jobs/{full['id']}/merged"), 404, "no adapter", "a full fine-tune")
+        check_full(u, work, full["id"])
     check(not [f for f in os.listdir(os.path.join(work, "jobs", jid)) if f.startswith(("merged-tmp", "part_"))],
           "no temp files left")
 
@@ -209,13 +293,35 @@ def run(u, work):
     d = servekit.browser()
     try:
         d.get(u + "/models")
-        a = servekit.wait_for(d, lambda: d.find_elements(By.CSS_SELECTOR, f"tr[data-job='{jid}'] a.merged"),
-                              "the merged-model link")
-        if a:
-            href = a[0].get_attribute("href")
-            check(href.endswith(f"/api/jobs/{jid}/merged"), f"merged link {href}")
-            check(requests.get(href).content == zbytes, "the page's link gives the API's bytes")
+        b = servekit.wait_for(d, lambda: d.find_elements(By.CSS_SELECTOR, f"tr[data-job='{jid}'] button.merged"),
+                              "the merged-model button")
+        if b:
+            b[0].click()
+            a = servekit.wait_for(d, lambda: d.find_elements(By.CSS_SELECTOR, f"tr[data-job='{jid}'] a.merged-link"),
+                                  "the merged model's download link once made")
+            if a:
+                href = a[0].get_attribute("href")
+                check(href.endswith(f"/api/jobs/{jid}/merged?format=hf&dtype=f32"), f"merged link {href}")
+                check(requests.get(href).content == zbytes, "the page's link gives the API's bytes")
         servekit.console_errors(d, "Models page")
+        # ---- the Runs page overlays the curves of the runs ticked (the three newest at first)
+        runs = requests.get(f"{u}/api/runs").json()["runs"][:3]
+        want = {}
+        for x in runs:
+            h = requests.get(f"{u}/api/runs/{x.get('run_id') or x.get('id')}/metrics").json()["history"]
+            want[x.get("name") or str(x.get("run_id") or x.get("id"))] = [p[1] for p in h.get("train_loss", [])]
+        d.get(u + "/runs")
+        js = ("const c = lt.charts.runs; return c ? c.data.datasets.filter((s) => s.label.endsWith(' train'))"
+              ".map((s) => [s.label.slice(0, -6), s.data.map((p) => p.y)]) : null")
+        got = servekit.wait_for(d, lambda: (lambda v: v if v and len(v) == sum(1 for w in want.values() if w) else None)(
+            d.execute_script(js)), "the runs chart with the ticked runs' curves")
+        check(len(runs) >= 2 and got and {k: v for k, v in got} == {k: v for k, v in want.items() if v},
+              f"runs chart overlays {[(k, len(v)) for k, v in got or []]} vs the API's {[(k, len(v)) for k, v in want.items()]}")
+        boxes = d.find_elements(By.CSS_SELECTOR, "input[id^='run-']")
+        if got and boxes:
+            boxes[0].click()
+            servekit.wait_for(d, lambda: len(d.execute_script(js) or []) == len(got) - 1, "unticking a run drops its curve")
+        servekit.console_errors(d, "Runs page")
     finally:
         d.quit()
 

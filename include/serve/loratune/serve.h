@@ -55,6 +55,10 @@ typedef struct {
     int64_t memory_budget_bytes; /* jobs run at once while their planned peaks fit in it
                                     together (a job larger than it runs alone); 0: 80% of the
                                     physical RAM */
+    int resume_interrupted;   /* 1: at start, jobs interrupted by the previous server's end
+                                 (killed, or stopped while they ran) are queued again and
+                                 continue from their newest checkpoint; 0: they wait for
+                                 POST /api/jobs/{id}/resume */
     const char *tls_cert;     /* PEM certificate (chain) file: serve HTTPS (libmicrohttpd with
                                  GnuTLS); NULL: plain HTTP. Needs tls_key too */
     const char *tls_key;      /* its PEM private key file (unencrypted) */

@@ -46,7 +46,6 @@ struct lt_upload {
     EVP_MD_CTX *sha;
 };
 
-static void remove_flat_dir(const char *dir);
 
 lt_status lt_datasets_init(lt_server *s) {
     char p[LT_SERVE_PATH + 64];
@@ -66,7 +65,7 @@ lt_status lt_datasets_init(lt_server *s) {
             char f[LT_SERVE_PATH + 400];
             snprintf(f, sizeof f, "%s/%s", p, e->d_name);
             if (!strncmp(e->d_name, "deleted-", 8))
-                remove_flat_dir(f); /* a delete cut off by the previous server's end */
+                lt_serve_remove_flat_dir(f); /* a delete cut off by the previous server's end */
             else
                 unlink(f);
         }
@@ -899,8 +898,9 @@ enum MHD_Result lt_models_list(lt_server *s, struct MHD_Connection *c) {
 }
 
 /* ---- delete ----------------------------------------------------------------------------- */
-/* Removes dir's files and dir (one level: a dataset folder holds data, .dvc and meta.json). */
-static void remove_flat_dir(const char *dir) {
+/* Removes dir's files and dir, one level (a dataset folder: data, .dvc and meta.json; a merge's
+ * HF folder: what lt_model_save_hf writes). */
+void lt_serve_remove_flat_dir(const char *dir) {
     DIR *d = opendir(dir);
     if (d) {
         struct dirent *e;
@@ -1041,7 +1041,7 @@ enum MHD_Result lt_dataset_delete(lt_server *s, struct MHD_Connection *c, const 
         if (!has_str(deleted, xid)) continue;
         char to[LT_SERVE_PATH + 96];
         snprintf(to, sizeof to, "%s/uploads/deleted-%s", s->work, xid);
-        remove_flat_dir(to);
+        lt_serve_remove_flat_dir(to);
         json_t *v = json_object_get(x, "version");
         const char *md5 = json_string_value(json_object_get(v, "md5"));
         if (!md5 || strlen(md5) != 32) continue;

@@ -81,22 +81,6 @@ static lt_status zip_folder(const char *dir, const char *dst) {
     return st;
 }
 
-/* Removes dir's files and dir (one level: what lt_model_save_hf writes). */
-static void remove_folder(const char *dir) {
-    DIR *d = opendir(dir);
-    if (d) {
-        struct dirent *e;
-        while ((e = readdir(d))) {
-            if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
-            char p[LT_SERVE_PATH + 512];
-            snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
-            unlink(p);
-        }
-        closedir(d);
-    }
-    rmdir(dir);
-}
-
 /* A merge task: one (job, format, dtype) being made. */
 struct lt_merge {
     struct lt_merge *next;
@@ -140,7 +124,7 @@ static lt_status make_merged(lt_merge *t, const char *dst) {
         st = lt_model_save_hf(m, t->base, tmpdir, t->dt);
         set_phase(t, "archiving");
         if (!st) st = zip_folder(tmpdir, dst);
-        remove_folder(tmpdir);
+        lt_serve_remove_flat_dir(tmpdir);
     }
     lt_adapter_free(ad);
     lt_model_free(m);
@@ -178,7 +162,7 @@ void lt_merges_clean(const char *job_dir) {
         if (!strncmp(e->d_name, "part_", 5))
             unlink(p);
         else if (!strncmp(e->d_name, "merged-tmp_", 11))
-            remove_folder(p);
+            lt_serve_remove_flat_dir(p);
     }
     closedir(d);
 }

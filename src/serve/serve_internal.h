@@ -112,6 +112,8 @@ int lt_serve_id_valid(const char *id, const char *prefix);
 lt_status lt_serve_new_id(const char *prefix, char out[LT_SERVE_ID_LEN + 1]);
 /* Writes a JSON object to path atomically. */
 lt_status lt_serve_write_json(const char *path, const json_t *obj);
+/* Removes dir's files and dir (one level deep only; datasets.c) */
+void lt_serve_remove_flat_dir(const char *dir);
 double lt_serve_now(void); /* seconds since the epoch */
 /* What clients see of the server's own paths: text with the work folder's absolute path
  * written "WORK" and the models folder's "MODELS" (lt_malloc'd; NULL when out of memory), and

@@ -16,7 +16,8 @@
  * index, lanes over rows). The forward computes S^T = K Q^T (lanes: the block's 32 queries),
  * so its one transpose is per query block and the softmax runs down the columns; the backward
  * computes S = Q K^T and dP = dO V^T (lanes: keys), its transposes per key block, and dK / dV
- * transposed ([HD][BK]: dK^T += Q^T dS, lanes keys), added into dk / dv once per key block.
+ * per key block ([BK][HD]: dK += dS^T Q, lanes over the head dim), added into dk / dv once per
+ * key block.
  * Invariants as ops_fast_avx2.c: no allocation (block buffers on the stack), backward adds into
  * the gradients, results do not depend on the thread count (the same tasks: one output element,
  * one task; sums in a fixed order). Rounding: vcvtne2ps2bf16 (nearest even; it flushes fp32
@@ -319,7 +320,7 @@ void lt_attention_bwd_bf16_avx512bf16_(float *dq, float *dk, float *dv, const fl
             const float *vbase = v + rs * ks + (int64_t)kh * HD;
             _Alignas(64) pair Kt[MAXHD / 2 * BK], Vt[MAXHD / 2 * BK]; /* [HP][BK] */
             _Alignas(64) pair Kj[BK / 2 * MAXHD];                      /* [BK/2][HD] */
-            _Alignas(64) float dKt[MAXHD * BK], dVt[MAXHD * BK];       /* [HD][BK] */
+            _Alignas(64) float dKb[BK * MAXHD], dVb[BK * MAXHD];       /* [BK][HD] */
             _Alignas(64) float S[BQ * BK], dP[BQ * BK];                /* [BQ][BK] */
             _Alignas(64) uint16_t Qn[BQ * MAXHD], dOn[BQ * MAXHD];     /* [nq][HD] */
             _Alignas(64) uint16_t dSn[BQ * BK];                         /* [nq][BK] */
@@ -331,8 +332,8 @@ void lt_attention_bwd_bf16_avx512bf16_(float *dq, float *dk, float *dv, const fl
                 transpose_pairs(Kt, BK, kbase + s0 * ks, ks, nk, HD);
                 transpose_pairs(Vt, BK, vbase + s0 * ks, ks, nk, HD);
                 interleave_rows(Kj, kbase + s0 * ks, ks, nk, HD);
-                memset(dKt, 0, sizeof(float) * (size_t)HD * BK);
-                memset(dVt, 0, sizeof(float) * (size_t)HD * BK);
+                memset(dKb, 0, sizeof(float) * (size_t)nk * HD);
+                memset(dVb, 0, sizeof(float) * (size_t)nk * HD);
                 int t_end = T;
                 if (window > 0 && s0 + nk - 1 + window < T) t_end = s0 + nk - 1 + window;
                 for (int h = kh * group; h < (kh + 1) * group; h++)
@@ -370,21 +371,23 @@ void lt_attention_bwd_bf16_avx512bf16_(float *dq, float *dk, float *dv, const fl
                         cvt_rows(dSn, dP, BK, nq, BK);
                         mm_pairs(dq + r0, qs, nq, HD, (const pair *)dSn, BK / 2, 1, Kj, HD,
                                  (nk + 1) / 2, 1);
-                        /* dK^T[d][j] += sum_i q_i[d] dS_ij, dV^T[d][j] += sum_i dO_i[d] P_ij
-                         * (pairs over queries) */
+                        /* dk_j += sum_i dS_ij q_i, dv_j += sum_i P_ij dO_i (pairs over
+                         * queries: dS^T's and P^T's rows broadcast, q's and dO's in lanes) */
                         interleave_rows(Qi, q + r0, qs, nq, HD);
                         interleave_rows(dOi, dout + r0, qs, nq, HD);
                         interleave_rows(dSi, dP, BK, nq, BK);
                         interleave_rows(Pi, S, BK, nq, BK);
-                        mm_pairs(dKt, BK, HD, BK, Qi, 1, HD, dSi, BK, np, 1);
-                        mm_pairs(dVt, BK, HD, BK, dOi, 1, HD, Pi, BK, np, 1);
+                        mm_pairs(dKb, HD, nk, HD, dSi, 1, BK, Qi, HD, np, 1);
+                        mm_pairs(dVb, HD, nk, HD, Pi, 1, BK, dOi, HD, np, 1);
                     }
                 for (int j = 0; j < nk; j++) {
                     float *dkr = dk + (rs + s0 + j) * ks + (int64_t)kh * HD;
                     float *dvr = dv + (rs + s0 + j) * ks + (int64_t)kh * HD;
-                    for (int d = 0; d < HD; d++) {
-                        dkr[d] += dKt[d * BK + j];
-                        dvr[d] += dVt[d * BK + j];
+                    for (int d = 0; d < HD; d += 16) {
+                        _mm512_storeu_ps(dkr + d, _mm512_add_ps(_mm512_loadu_ps(dkr + d),
+                                                                _mm512_loadu_ps(dKb + j * HD + d)));
+                        _mm512_storeu_ps(dvr + d, _mm512_add_ps(_mm512_loadu_ps(dvr + d),
+                                                                _mm512_loadu_ps(dVb + j * HD + d)));
                     }
                 }
             }

@@ -171,13 +171,15 @@ lt_status lt_tune_gp_next(const lt_space *sp, int n, const double *X, const doub
     double *u = lt_malloc(sizeof(double) * (size_t)(sp->n + 1));
     double *shift = lt_malloc(sizeof(double) * (size_t)(sp->n + 1));
     double *xb = lt_malloc(sizeof(double) * (size_t)dims), ab = -INFINITY;
+    int *ls_of = lt_malloc(sizeof(int) * (size_t)dims);
+    double *lsw = lt_malloc(sizeof(double) * (size_t)dims);
     size_t xbytes = sizeof(double) * (size_t)dims;
     gsl_rng *r = rng_for(seed, 0xabcdefull + (uint64_t)N);
     gsl_qrng *q = sp->n <= 40 ? gsl_qrng_alloc(gsl_qrng_sobol, (unsigned)sp->n) : NULL;
     lt_gp gp = {0};
     gsl_error_handler_t *old = gsl_set_error_handler_off();
-    if (!Xa || !ya || !tmp || !C || !cm || !cv || !ca || !num || !order || !u || !shift || !xb || !r ||
-        (sp->n <= 40 && !q)) {
+    if (!Xa || !ya || !tmp || !C || !cm || !cv || !ca || !num || !order || !u || !shift || !xb ||
+        !ls_of || !lsw || !r || (sp->n <= 40 && !q)) {
         st = lt_error(LT_ERR_NOMEM, "study: out of memory (GP step, %d trials)", N);
         goto done;
     }
@@ -203,6 +205,20 @@ lt_status lt_tune_gp_next(const lt_space *sp, int n, const double *X, const doub
     for (int i = 0; i < N; i++) lt_space_snap(sp, Xa + (size_t)i * dims);
     if ((st = lt_gp_init(&gp, N, dims, Xa, ya))) goto done;
     gp.prior = 1;
+    /* a categorical's one-hot coordinates share one length scale, at weight 1/2: two different
+     * choices are 1 / ls apart whichever they are (a Hamming distance, as Optuna's GPSampler),
+     * one hyperparameter per categorical instead of one per choice (gp.h) */
+    int ncat = 0;
+    for (int pi = 0; pi < sp->n; pi++) {
+        const lt_param *p = &sp->p[pi];
+        int cat = p->type == LT_PARAM_CATEGORICAL;
+        ncat += cat;
+        for (int t = 0; t < (cat ? p->n_choices : 1); t++) {
+            ls_of[p->dim + t] = p->dim;
+            lsw[p->dim + t] = cat ? 0.5 : 1.0;
+        }
+    }
+    if (ncat) gp.ls_of = ls_of, gp.w = lsw;
     /* A full fit (the last fit's theta, the default start and a random one, FIT_MAX_ITER
      * iterations each) below FULL_FIT_BELOW trials and every REFIT_EVERY-th step after; in
      * between, a short run from the last fit's theta (the data changed by a point or two), so
@@ -323,6 +339,8 @@ done:
     lt_free(u);
     lt_free(shift);
     lt_free(xb);
+    lt_free(ls_of);
+    lt_free(lsw);
     return st;
 }
 

@@ -5,10 +5,10 @@
  * as "pessimistic constant liars" (at the worst value seen) so parallel asks spread out; the
  * GP is fitted by marginal likelihood (+ the length-scale prior) from the last fit's
  * hyperparameters and two more starts; log EI is maximised over scrambled Sobol candidates
- * and perturbations of the best trials, then refined by Nelder-Mead from the best candidate and others drawn by EI over
- * the numeric coordinates (every point snapped before the GP sees it: ints rounded,
- * categoricals exact; a categorical's one-hot block has one length scale: Hamming distance),
- * then each categorical's other choices tried one by one. */
+ * and perturbations of the best trials, then refined by Nelder-Mead from the best candidate
+ * and others drawn by EI over the numeric coordinates (every point snapped before the GP
+ * sees it: ints rounded, categoricals exact; a categorical's one-hot block has one length
+ * scale: Hamming distance), then each categorical's other choices tried one by one. */
 #include "sampler.h"
 
 #include <gsl/gsl_errno.h>

@@ -11,6 +11,12 @@
   - log h(z) = log(phi(z) + z Phi(z)) (log EI = log sigma + log h((best - mean) / sigma)) from
     its integral definition h(z) = int_{-inf}^{z} Phi(t) dt, by scipy.integrate.quad over
     scipy.special.log_ndtr: a different formula from the closed form the C code uses;
+  - a mixed case ("gp_tied"): 2 floats and a 4-way categorical in one-hot coordinates whose
+    four length scales src/tune/gp.h ties into one, at weight 1/2 (two different choices are
+    1 / ls apart: a Hamming distance). scikit-learn has no tying; the reference is its ARD
+    Matern on the one-hot coordinates divided by sqrt(2), with the categorical's length scale
+    repeated 4 times: the lml, the posterior, and the gradient in the tied log length scale as
+    the sum of scikit-learn's gradients in the 4 copies (the chain rule);
   - Sobol points of scipy.stats.qmc.Sobol (unscrambled; Joe-Kuo direction numbers) in 1 and 2
     dimensions, where GSL's gsl_qrng_sobol (Bratley-Fox direction numbers) gives the same
     points; from the third dimension on the two sequences use different direction numbers.
@@ -84,6 +90,37 @@ def gp_case(n, d, seed, sv, ls, noise):
             "fit_theta": f.kernel_.theta.tolist()}
 
 
+def tied_case(n=14, seed=5, sv=1.3, ls=(0.4, 0.7), ls_cat=0.8, noise=1e-3, k=4):
+    rng = np.random.default_rng(seed)
+    def points(m):
+        F = rng.random((m, len(ls)))
+        C = np.eye(k)[rng.integers(0, k, m)]
+        return np.hstack([F, C])
+    X = points(n)
+    y = np.sin(5 * X[:, 0]) + X[:, 1] ** 2 + X[:, len(ls):] @ np.array([0.0, 1.0, 0.5, 2.0])[:k]
+    y = y + 0.01 * rng.standard_normal(n)
+    Xs = points(7)
+    scale = np.r_[np.ones(len(ls)), np.full(k, 1 / math.sqrt(2))]
+    full_ls = [*ls, *[ls_cat] * k]
+    theta = np.log(np.array([sv, *full_ls, noise]))
+    g = GaussianProcessRegressor(kernel(sv, full_ls, noise, False), alpha=0.0, optimizer=None)
+    g.fit(X * scale, y)
+    lml, grad = g.log_marginal_likelihood(theta, eval_gradient=True)
+    p = GaussianProcessRegressor(kernel(sv, full_ls, None, True), alpha=noise, optimizer=None)
+    p.fit(X * scale, y)
+    mean, std = p.predict(Xs * scale, return_std=True)
+    d = len(ls) + k
+    # theta of src/tune/gp.c: d + 2 numbers, the categorical's length scale at its first
+    # coordinate (the other three are unused: any value, gradient 0)
+    th = np.r_[math.log(sv), np.log(ls), [math.log(ls_cat)] + [0.0] * (k - 1), math.log(noise)]
+    gr = np.r_[grad[0], grad[1:1 + len(ls)], [grad[1 + len(ls):1 + d].sum()] + [0.0] * (k - 1),
+               grad[-1]]
+    return {"n": n, "d": d, "ls_of": [*range(len(ls)), *[len(ls)] * k],
+            "w": [1.0] * len(ls) + [0.5] * k, "X": X.tolist(), "y": y.tolist(),
+            "theta": th.tolist(), "lml": float(lml), "grad": gr.tolist(), "Xs": Xs.tolist(),
+            "mean": mean.tolist(), "var": (std ** 2).tolist()}
+
+
 def log_h_integral(z):
     """log int_{-inf}^{z} Phi(t) dt, as log Phi(z) + log int exp(log Phi(t) - log Phi(z)) dt."""
     lz = special.log_ndtr(z)
@@ -111,7 +148,7 @@ def main(out):
             "versions": {"scikit-learn": sklearn.__version__, "scipy": scipy.__version__,
                          "numpy": np.__version__},
             "bounds": {"sv": SV_BOUNDS, "ls": LS_BOUNDS, "noise": NOISE_BOUNDS},
-            "gp": [gp_case(*c) for c in CASES], "log_h": logh, "log_ei": ei, "sobol": sobol}
+            "gp": [gp_case(*c) for c in CASES], "gp_tied": tied_case(), "log_h": logh, "log_ei": ei, "sobol": sobol}
     with open(out, "w") as f:
         json.dump(data, f, indent=1)
         f.write("\n")

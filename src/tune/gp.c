@@ -49,6 +49,12 @@ void lt_gp_free(lt_gp *gp) {
     memset(gp, 0, sizeof *gp);
 }
 
+/* il[i]: the inverse length scale input i sees, sqrt(w[i]) / ls_{ls_of[i]} (gp.h) */
+static void inv_ls(const lt_gp *gp, const double *theta, double *il) {
+    for (int i = 0; i < gp->d; i++)
+        il[i] = exp(-theta[1 + (gp->ls_of ? gp->ls_of[i] : i)]) * (gp->w ? sqrt(gp->w[i]) : 1.0);
+}
+
 /* k(a, b) with inverse length scales il; *g (may be NULL) = sv 5/3 (1 + sqrt5 r) e^{-sqrt5 r},
  * the factor of d k / d log ls_i = g * (a_i - b_i)^2 / ls_i^2. */
 static double matern(int d, const double *a, const double *b, const double *il, double sv,
@@ -83,7 +89,7 @@ lt_status lt_gp_lml(const lt_gp *gp, const double *theta, double *lml, double *g
     double *K = lt_malloc(sizeof(double) * (nn * 3 + (size_t)n + (size_t)d));
     if (!K) return lt_error(LT_ERR_NOMEM, "gp: out of memory (%d points)", n);
     double *L = K + nn, *G = L + nn, *a = G + nn, *il = a + n;
-    for (int i = 0; i < d; i++) il[i] = exp(-theta[1 + i]);
+    inv_ls(gp, theta, il);
     double noise = exp(theta[d + 1]);
     build_k(gp, theta, il, K, grad ? G : NULL);
     memcpy(L, K, sizeof(double) * nn);
@@ -115,7 +121,7 @@ lt_status lt_gp_lml(const lt_gp *gp, const double *theta, double *lml, double *g
             const double *xi = gp->X + (size_t)i * d, *xj = gp->X + (size_t)j * d;
             for (int p = 0; p < d; p++) {
                 double t = (xi[p] - xj[p]) * il[p];
-                grad[1 + p] += f * w * G[ij] * t * t;
+                grad[1 + (gp->ls_of ? gp->ls_of[p] : p)] += f * w * G[ij] * t * t;
             }
         }
 done:
@@ -146,7 +152,7 @@ lt_status lt_gp_set_theta(lt_gp *gp, const double *theta) {
     int n = gp->n, d = gp->d;
     size_t nn = (size_t)n * (size_t)n;
     double il[d > 0 ? d : 1];
-    for (int i = 0; i < d; i++) il[i] = exp(-theta[1 + i]);
+    inv_ls(gp, theta, il);
     memcpy(gp->theta, theta, sizeof(double) * (size_t)(d + 2));
     build_k(gp, theta, il, gp->L, NULL);
     double noise = exp(theta[d + 1]);
@@ -302,7 +308,7 @@ lt_status lt_gp_predict(const lt_gp *gp, int m, const double *Xs, double *mean, 
     double *V = lt_malloc(sizeof(double) * (size_t)n * (size_t)(m > 0 ? m : 1));
     if (!V) return lt_error(LT_ERR_NOMEM, "gp: out of memory (%d candidates)", m);
     double il[d > 0 ? d : 1], sv = exp(gp->theta[0]);
-    for (int i = 0; i < d; i++) il[i] = exp(-gp->theta[1 + i]);
+    inv_ls(gp, gp->theta, il);
     for (int s = 0; s < m; s++) {
         double mu = 0;
         for (int j = 0; j < n; j++) {

@@ -25,6 +25,13 @@ typedef struct {
     double *L;     /* (n, n) column-major lower Cholesky factor of K + noise I */
     double *alpha; /* (n) (K + noise I)^-1 y */
     int prior;     /* 1: the fit adds lt_gp_log_prior (the sampler); 0: plain likelihood */
+    /* Optional tying of inputs to length scales (NULL: input i has its own, ls_i, weight 1):
+     * input i enters r^2 as w[i] ((x_i - x'_i) / ls_{ls_of[i]})^2. The sampler ties the one-hot
+     * coordinates of a categorical to one length scale with weight 1/2, so that two different
+     * choices are at distance 1 / ls (a Hamming distance, as Optuna's GPSampler); the length
+     * scales no input uses keep theta's layout (d + 2) and only feel the prior. Not owned. */
+    const int *ls_of;
+    const double *w;
 } lt_gp;
 
 /* Copies X (n, d) and y (n); theta starts at log sv 0, log ls 0, log noise log(1e-4). */

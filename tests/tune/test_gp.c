@@ -4,7 +4,8 @@
  * likelihood (ours must reach scikit-learn's L-BFGS-B maximum within the same bounds), log h /
  * log EI (scipy: the integral definition), and GSL's Sobol points (scipy's Joe-Kuo sequence and
  * GSL's documented 2-d example); the hyperparameter prior against GSL's gamma densities and
- * its gradient against finite differences. Plus the kernel's snapping of ints and categoricals, and one
+ * its gradient against finite differences; a categorical's tied length scale (scikit-learn on
+ * scaled one-hot coordinates). Plus the kernel's snapping of ints and categoricals, and one
  * GP-BO step on a 1-d quadratic. */
 #include <gsl/gsl_randist.h>
 #include <jansson.h>
@@ -83,6 +84,49 @@ static void gp_case(json_t *c) {
           "scikit-learn's maximum %.9g", n, d, fitted, fit_ref);
     printf("gp n=%d d=%d: lml %.12g (sklearn %.12g), fitted %.9g (sklearn %.9g)\n", n, d, lml,
            lml_ref, fitted, fit_ref);
+    lt_gp_free(&gp);
+}
+
+/* Length scales tied (a categorical's one-hot coordinates: one length scale, weight 1/2):
+ * lml, gradient in the tied log length scale, posterior, against scikit-learn's ARD Matern on
+ * the scaled one-hot coordinates ("gp_tied" in tools/gen_gp_goldens.py). */
+static void tied_case(json_t *c) {
+    int n = (int)json_integer_value(json_object_get(c, "n"));
+    int d = (int)json_integer_value(json_object_get(c, "d"));
+    int m = (int)json_array_size(json_object_get(c, "Xs"));
+    double X[n * d], y[n], th[d + 2], g_ref[d + 2], Xs[m * d], mean_ref[m], var_ref[m], w[d];
+    double lsd[d];
+    int ls_of[d];
+    load_matrix(json_object_get(c, "X"), X, d);
+    load_matrix(json_object_get(c, "y"), y, 1);
+    load_matrix(json_object_get(c, "theta"), th, 1);
+    load_matrix(json_object_get(c, "grad"), g_ref, 1);
+    load_matrix(json_object_get(c, "Xs"), Xs, d);
+    load_matrix(json_object_get(c, "mean"), mean_ref, 1);
+    load_matrix(json_object_get(c, "var"), var_ref, 1);
+    load_matrix(json_object_get(c, "w"), w, 1);
+    load_matrix(json_object_get(c, "ls_of"), lsd, 1);
+    for (int i = 0; i < d; i++) ls_of[i] = (int)lsd[i];
+    double lml_ref = json_number_value(json_object_get(c, "lml"));
+    lt_gp gp;
+    CHECK_OK(lt_gp_init(&gp, n, d, X, y));
+    gp.ls_of = ls_of, gp.w = w;
+    double lml, g[d + 2];
+    CHECK_OK(lt_gp_lml(&gp, th, &lml, g));
+    CHECK(close_to(lml, lml_ref, 1e-9, 1e-9), "tied: lml %.15g, scikit-learn %.15g", lml, lml_ref);
+    for (int i = 0; i < d + 2; i++)
+        CHECK(close_to(g[i], g_ref[i], 1e-7, 1e-7), "tied: dlml/dtheta[%d] %.12g, scikit-learn "
+              "%.12g", i, g[i], g_ref[i]);
+    CHECK_OK(lt_gp_set_theta(&gp, th));
+    double mean[m], var[m];
+    CHECK_OK(lt_gp_predict(&gp, m, Xs, mean, var));
+    for (int i = 0; i < m; i++) {
+        CHECK(close_to(mean[i], mean_ref[i], 1e-8, 1e-8), "tied: mean[%d] %.12g, scikit-learn "
+              "%.12g", i, mean[i], mean_ref[i]);
+        CHECK(close_to(var[i], var_ref[i], 1e-6, 1e-9), "tied: var[%d] %.12g, scikit-learn %.12g",
+              i, var[i], var_ref[i]);
+    }
+    printf("gp tied n=%d d=%d: lml %.12g (sklearn %.12g)\n", n, d, lml, lml_ref);
     lt_gp_free(&gp);
 }
 
@@ -190,6 +234,7 @@ int main(void) {
     size_t i;
     json_t *c;
     json_array_foreach(json_object_get(g, "gp"), i, c) gp_case(c);
+    tied_case(json_object_get(g, "gp_tied"));
     prior_case();
     json_array_foreach(json_object_get(g, "log_h"), i, c) {
         double z = json_number_value(json_object_get(c, "z"));

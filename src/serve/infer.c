@@ -960,8 +960,8 @@ void lt_infer_wake(lt_server *s) {
 int64_t lt_infer_kv_bytes(lt_server *s) {
     lt_infer *in = s->infer;
     pthread_mutex_lock(&in->mu);
-    int64_t b = in->state == ST_READY ? in->kv_positions * lt_kv_cache_bytes(in->m, 1, in->kv_type)
-                                      : 0;
+    int64_t b =
+        in->state == ST_READY ? in->kv_positions * lt_kv_cache_bytes(in->m, 1, in->kv_type) : 0;
     pthread_mutex_unlock(&in->mu);
     return b;
 }

@@ -29,7 +29,8 @@ one row per live stream a step, greedy, the same ids and token counts; rate = ge
     multiple of 256 cells, so it is also the least this layout takes for 23 + 256 positions);
   - "unified": kv_unified true, n_ctx K x (prompt + tokens) rounded up to 256: the smallest KV
     cache llama.cpp can run these K streams in.
-Each stream's greedy ids are compared with the one-stream child's.
+Each stream's greedy ids are compared with the one-stream child's, and each of the server's K
+streamed texts with its one stream's (and that with llama.cpp's one-stream text).
 Not a test (bench/RESULTS.md records runs).
 
 usage: .venv/bin/python bench/batch_vs_llamacpp.py [--streams 8] [--tokens 256] [--threads 1]
@@ -89,7 +90,7 @@ while len(gen) < n:
     cpu += time.process_time() - c0
 hwm = [int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM:")][0]
 print(json.dumps({"n_tg": len(gen) - 1, "tg": tg, "cpu": cpu, "gen": len(gen), "rss": hwm / 1024,
-                  "toks": gen}))
+                  "toks": gen, "text": llm.detokenize(gen).decode("utf-8", "replace")}))
 """
 # K streams in one llama.cpp process: argv model ids threads tokens K n_ctx kv_unified
 CHILD_K = r"""
@@ -159,7 +160,7 @@ def llamacpp():
     r = subprocess.run([sys.executable, "-c", CHILD, a.model, ids_s, str(a.threads), str(a.tokens)],
                        capture_output=True, text=True, check=True)
     j = json.loads(r.stdout.strip().splitlines()[-1])
-    return j["n_tg"] / j["tg"], j["n_tg"] / j["cpu"], j["gen"], j["rss"], j["toks"]
+    return j["n_tg"] / j["tg"], j["n_tg"] / j["cpu"], j["gen"], j["rss"], j["toks"], j["text"]
 
 
 def llamacpp_k(n_ctx, unified):
@@ -221,13 +222,18 @@ def metric(n):
     return 0.0
 
 
+TEXTS = {}  # stream count -> the texts of its last run
+
+
 def stream(out, i):
-    n = 0
+    n, text = 0, []
     for ch in client.completions.create(model=name, prompt=ids, max_tokens=a.tokens, temperature=0,
                                         stream=True, stream_options={"include_usage": True}):
         if ch.usage:
             n = ch.usage.completion_tokens
-    out[i] = n
+        if ch.choices:
+            text.append(ch.choices[0].text)
+    out[i] = (n, "".join(text))
 
 
 def serve(k):
@@ -243,7 +249,8 @@ def serve(k):
     wall = time.time() - t0
     c = cpu_s(srv.pid) - c0
     s1, r1 = metric("loratune_decode_steps_total"), metric("loratune_decode_rows_total")
-    n = sum(out.values())
+    n = sum(v[0] for v in out.values())
+    TEXTS[k] = [out[i][1] for i in range(k)]
     return n / wall, n / max(c, 1e-9), n, (r1 - r0) / max(s1 - s0, 1)
 
 
@@ -256,7 +263,7 @@ try:
     rss_c, rss_p, rss_u = [], [], []
     for rep in range(a.reps):
         load = os.getloadavg()[0]
-        c, cc, cg, rc, one = llamacpp()
+        c, cc, cg, rc, one, one_text = llamacpp()
         rss_c.append(rc)
         l1, lc1, n1, _ = serve(1)
         lk, lck, nk, mb = serve(a.streams)
@@ -272,7 +279,11 @@ try:
               f"({nk} tokens, mean batch {mb:.2f}); llama.cpp {a.streams} streams per-seq KV "
               f"(n_ctx {a.streams * 512}) {p:.1f}, {pc:.1f} per CPU-s ({pn}, peak {rp:.1f} MiB, "
               f"{same_as(one, tp)} to its 1 stream); unified KV (n_ctx {CTX_TIGHT}) {u:.1f}, {uc:.1f} "
-              f"per CPU-s ({un}, peak {ru:.1f} MiB, {same_as(one, tu)})", flush=True)
+              f"per CPU-s ({un}, peak {ru:.1f} MiB, {same_as(one, tu)}); loratune's {a.streams} texts: "
+              f"{sum(t == TEXTS[1][0] for t in TEXTS[a.streams])}/{a.streams} equal to its 1 stream's, "
+              f"which shares its first {len(os.path.commonprefix([TEXTS[1][0], one_text]))} of "
+              f"{len(one_text)} characters with llama.cpp's one-stream text",
+              flush=True)
     m = {k: statistics.median(v) for k, v in R.items()}
     print()
     print("| system | streams | tokens/s (wall, aggregate) | vs one llama.cpp stream | tokens per CPU-second | vs one llama.cpp stream |")

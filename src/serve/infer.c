@@ -104,6 +104,7 @@ struct lt_infer {
     lt_batch_row *rows;        /* (n_slots) */
     int *row_slot;             /* (n_slots) */
     uint64_t steps, step_rows; /* decode steps run, rows they ran (under mu) */
+    int64_t kv_positions;      /* KV positions written by the requests in slots (under mu) */
 
     lt_metrics *metrics;
 };
@@ -661,6 +662,23 @@ static void finish_gen(lt_infer *in, lt_gen *g, lt_status st, const char *err, i
     lt_gen_unref(in->s, g);
 }
 
+/* Positions whose keys / values slot sl's request has written: the prompt tokens run so far
+ * while prefilling; then every position before the next token's (sl->pos: the prompt and the
+ * generated tokens already fed back); 0 for a free slot. Engine thread. */
+static int64_t slot_positions(const slot *sl) {
+    if (!sl->g) return 0;
+    /* pos < prefill: the prompt's last chunk just ran, its first token not sampled yet */
+    return sl->prefill < sl->g->n_ids || sl->pos < sl->prefill ? sl->prefill : sl->pos;
+}
+
+/* in->kv_positions from the slots (the /metrics gauge loratune_kv_cache_bytes); mu held. */
+static void kv_account(lt_infer *in) {
+    int64_t n = 0;
+    for (int i = 0; i < in->n_slots; i++)
+        n += slot_positions(&in->slots[i]);
+    in->kv_positions = n;
+}
+
 /* The request in slot si ends (st: its error, if any): text flushed, slot freed. */
 static void slot_end(lt_infer *in, int si, lt_status st) {
     slot *sl = &in->slots[si];
@@ -675,11 +693,12 @@ static void slot_end(lt_infer *in, int si, lt_status st) {
     lt_gen *g = sl->g;
     int max_new = sl->max_new;
     sl->g = NULL, sl->gen = NULL, sl->smp = NULL, sl->x = NULL, sl->more = 0;
-    sl->prefill = sl->chunk = 0;
+    sl->prefill = sl->chunk = sl->pos = 0;
     lt_kv_cache_release(sl->kv, 0); /* its pages back to the system */
     pthread_mutex_lock(&in->mu);
     sl->busy = 0;
     in->running--;
+    kv_account(in);
     pthread_cond_broadcast(&in->cv);
     pthread_mutex_unlock(&in->mu);
     free(ids);
@@ -692,7 +711,7 @@ static void slot_end(lt_infer *in, int si, lt_status st) {
 static void slot_start(lt_infer *in, int si, lt_gen *g) {
     slot *sl = &in->slots[si];
     sl->g = g;
-    sl->prefill = sl->chunk = 0;
+    sl->prefill = sl->chunk = sl->pos = 0;
     sl->seq = in->admitted++;
     sl->max_new = g->max_tokens;
     if (sl->max_new > in->ctx - g->n_ids) sl->max_new = in->ctx - g->n_ids;
@@ -866,6 +885,9 @@ static void *engine_main(void *arg) {
             k++;
             if (s2 || !sl->more) slot_end(in, si, s2);
         }
+        pthread_mutex_lock(&in->mu);
+        kv_account(in);
+        pthread_mutex_unlock(&in->mu);
     }
     return NULL;
 }
@@ -933,6 +955,15 @@ void lt_infer_wake(lt_server *s) {
     pthread_mutex_lock(&in->mu);
     pthread_cond_broadcast(&in->cv);
     pthread_mutex_unlock(&in->mu);
+}
+
+int64_t lt_infer_kv_bytes(lt_server *s) {
+    lt_infer *in = s->infer;
+    pthread_mutex_lock(&in->mu);
+    int64_t b =
+        in->state == ST_READY ? in->kv_positions * lt_kv_cache_bytes(in->m, 1, in->kv_type) : 0;
+    pthread_mutex_unlock(&in->mu);
+    return b;
 }
 
 void lt_infer_batch_stats(lt_server *s, uint64_t *steps, uint64_t *rows) {

@@ -230,6 +230,11 @@ enum MHD_Result lt_metrics_reply(lt_server *s, struct MHD_Connection *c) {
     fprintf(f, "loratune_kv_cache_slots %d\n", slots);
     head(f, "loratune_kv_cache_usage_ratio", "gauge", "Share of the KV-cache slots in use.");
     fprintf(f, "loratune_kv_cache_usage_ratio %g\n", slots ? (double)running / slots : 0.0);
+    head(f, "loratune_kv_cache_bytes", "gauge",
+         "Bytes of keys and values written by the running requests: positions held x 2 x layers "
+         "x KV heads x head dim x 2 (fp16 cache) or 4 (fp32).");
+    fprintf(f, "loratune_kv_cache_bytes %lld\n",
+            (long long)(lt_infer_enabled(s) ? lt_infer_kv_bytes(s) : 0));
     uint64_t steps = 0, rows = 0; /* continuous batching: rows / steps is the mean batch */
     if (lt_infer_enabled(s)) lt_infer_batch_stats(s, &steps, &rows);
     head(f, "loratune_decode_steps_total", "counter", "Batched decode steps run.");

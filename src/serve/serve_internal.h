@@ -285,6 +285,10 @@ void lt_infer_run(lt_server *s, lt_gen *g);
 lt_status lt_infer_spawn(lt_server *s, lt_gen *g);
 /* Decode steps run and the rows (requests' tokens) they ran, since start (for /metrics). */
 void lt_infer_batch_stats(lt_server *s, uint64_t *steps, uint64_t *rows);
+/* Bytes of KV cache the requests in slots have written: their positions held (prompt tokens
+ * run, then prompt + generated tokens fed back) x lt_kv_cache_bytes(model, 1, the cache type);
+ * 0 when no request runs or before the model is loaded. */
+int64_t lt_infer_kv_bytes(lt_server *s);
 
 /* ---- metrics (metrics.c): Prometheus text exposition ---- */
 lt_metrics *lt_metrics_new(void);

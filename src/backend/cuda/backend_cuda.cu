@@ -9,7 +9,9 @@
  * cross-entropy sums) go through a small device buffer the backend owns; every other op
  * allocates nothing. One stream (the legacy default), synchronised by get / sync.
  * Deterministic: no floating-point atomics except in the attention backward's dk / dv.
- * The bf16 compute mode's attention runs on the tensor cores (attention_fwd_bf16, below). */
+ * The bf16 compute mode's attention runs on the tensor cores (attention_fwd_bf16, below).
+ * Generation (model_dev.c / forward.c on a device cache): attention over an fp32 or fp16 KV
+ * cache (k_attn_kv, one thread per query head; fp16 widened exactly) and to_f16. */
 #include <cublas_v2.h>
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>

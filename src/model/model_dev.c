@@ -44,9 +44,10 @@ void lt_model_dev_free(lt_model_dev *d) {
 }
 
 /* Weight id of layer l as stored (v: the file's view, a dtype the backend reads) into dst,
- * rows in the model's order. */
+ * rows in the model's order: interleaved q / k rows gathered a block of rows at a time into buf
+ * (nbuf bytes, at least a row), each block one set. */
 static void put_stored(const lt_model_dev *d, const lt_tensor_view *v, lt_weight_id id,
-                       int64_t rows, int64_t cols, void *dst) {
+                       int64_t rows, int64_t cols, void *dst, void *buf, int64_t nbuf) {
     const lt_backend *be = d->be;
     const int64_t rb = lt_dtype_nbytes(v->dtype, cols);
     const char *src = v->data;
@@ -54,10 +55,15 @@ static void put_stored(const lt_model_dev *d, const lt_tensor_view *v, lt_weight
         be->op->set(be, dst, src, (size_t)(rb * rows));
         return;
     }
-    const int64_t hd = d->m->config.head_dim, half = hd / 2;
-    for (int64_t r = 0; r < rows; r++) { /* model row r = file row h hd + 2 (i mod half) + i / half */
-        const int64_t h = r / hd, i = r % hd, fr = h * hd + 2 * (i % half) + i / half;
-        be->op->set(be, (char *)dst + r * rb, src + fr * rb, (size_t)rb);
+    const int64_t hd = d->m->config.head_dim, half = hd / 2, per = nbuf / rb;
+    for (int64_t r0 = 0; r0 < rows; r0 += per) {
+        const int64_t n = rows - r0 < per ? rows - r0 : per;
+        for (int64_t r = r0; r < r0 + n; r++) { /* model row r = file row h hd + 2 (i mod half)
+                                                   + i / half, i = r mod hd, h = r / hd */
+            const int64_t h = r / hd, i = r % hd, fr = h * hd + 2 * (i % half) + i / half;
+            memcpy((char *)buf + (r - r0) * rb, src + fr * rb, (size_t)rb);
+        }
+        be->op->set(be, (char *)dst + r0 * rb, buf, (size_t)(n * rb));
     }
 }
 
@@ -91,7 +97,8 @@ lt_status lt_model_dev_create(const lt_model *m, const lt_backend *be, lt_model_
         if (lt_model_weight_shape(c, (lt_weight_id)id, &rows, &cols) && cols > maxcols)
             maxcols = cols;
     }
-    float *buf = lt_malloc(sizeof(float) * (size_t)(nbuf > maxcols ? nbuf : maxcols));
+    const int64_t nb = nbuf > maxcols ? nbuf : maxcols; /* floats: >= a row as fp32 or stored */
+    float *buf = lt_malloc(sizeof(float) * (size_t)nb);
     if (d) {
         d->views = lt_calloc(n, sizeof *d->views);
         d->rowwise = lt_calloc(n, 1);
@@ -129,10 +136,10 @@ lt_status lt_model_dev_create(const lt_model *m, const lt_backend *be, lt_model_
             d->mem[at] = mem;
             d->bytes += bytes;
             if (stored) {
-                put_stored(d, v, (lt_weight_id)id, rows, cols, mem);
+                put_stored(d, v, (lt_weight_id)id, rows, cols, mem, buf, 4 * nb);
                 d->n_stored++;
             } else {
-                st = put_f32(d, (lt_weight_id)id, l, rows, cols, mem, buf, nbuf);
+                st = put_f32(d, (lt_weight_id)id, l, rows, cols, mem, buf, nb);
                 d->rowwise[at] = !lt_model_weight_is_f32(m, (lt_weight_id)id, l);
                 d->f32_bytes += bytes;
                 d->n_f32++;

@@ -258,8 +258,7 @@ int cmd_generate(int argc, char **argv) {
             int64_t f32 = 0, bytes = lt_model_dev_bytes(dev, &f32);
             if (!quiet)
                 fprintf(stderr, "[device %s: weights %.1f MiB there, %.1f MiB of them as fp32]\n",
-                        cuda->desc ? cuda->desc : cuda->name, bytes / 1048576.0,
-                        f32 / 1048576.0);
+                        cuda->desc ? cuda->desc : cuda->name, bytes / 1048576.0, f32 / 1048576.0);
         } else if (!quiet) {
             fprintf(stderr, "[device auto: no GPU, the CPU]\n");
         }

@@ -36,12 +36,12 @@ static size_t page_size(void) {
 }
 
 struct lt_kv_cache {
-    const lt_backend *be; /* where the ops run (the CPU backend, or dev's) */
+    const lt_backend *be;    /* where the ops run (the CPU backend, or dev's) */
     const lt_model_dev *dev; /* NULL: host memory, weights from the provider; else the device
                                 copy of the weights, and every buffer below in be's memory */
-    float *hcos, *hsin;   /* (B, hd/2) the host's rotary rows: cosb / sinb, or a host buffer
-                             set to them (dev) */
-    float *dlogits;       /* dev: (B, V) logits on the device, before they are got */
+    float *hcos, *hsin;      /* (B, hd/2) the host's rotary rows: cosb / sinb, or a host buffer
+                                set to them (dev) */
+    float *dlogits;          /* dev: (B, V) logits on the device, before they are got */
     int ctx, max_batch;
     int qact; /* 1: matmul_w may quantize activations (lt_kv_cache_set_qact) */
     int bf16; /* 1: matmul_w may run bf16 products (lt_kv_cache_set_bf16) */
@@ -78,8 +78,8 @@ int64_t lt_kv_cache_bytes(const lt_model *m, int ctx_len, lt_kv_type type) {
            (type == LT_KV_F16 ? 2 : 4);
 }
 
-lt_status lt_kv_cache_create_typed(const lt_model *m, int ctx_len, int max_batch,
-                                   lt_kv_type type, lt_kv_cache **out) {
+lt_status lt_kv_cache_create_typed(const lt_model *m, int ctx_len, int max_batch, lt_kv_type type,
+                                   lt_kv_cache **out) {
     return lt_kv_cache_create_dev(m, NULL, ctx_len, max_batch, type, out);
 }
 
@@ -133,9 +133,9 @@ lt_status lt_kv_cache_create_dev(const lt_model *m, const lt_model_dev *dev, int
     }
     if ((uint64_t)total > SIZE_MAX / sizeof(float) ||
         !(kv->block = dev ? kv->be->op->alloc(kv->be, (size_t)total * sizeof(float))
-                          : lt_aligned_alloc(page_size(), ((size_t)total * sizeof(float) +
-                                                           page_size() - 1) &
-                                                              ~(page_size() - 1)))) {
+                          : lt_aligned_alloc(page_size(),
+                                             ((size_t)total * sizeof(float) + page_size() - 1) &
+                                                 ~(page_size() - 1)))) {
         free(kv->hcos);
         free(kv);
         return lt_error(LT_ERR_NOMEM, "kv cache: out of %s memory for %lld floats (context %d)",
@@ -350,8 +350,8 @@ static lt_status linears(const lt_model *m, const drun *runs, int nruns, lt_kv_c
         if (kv->dev) { /* the device copy: rows in the model's order, no stored / bf16 views */
             int rw;
             views[j] = *lt_model_dev_view_(kv->dev, id, l, &rw);
-            jobs[j] = (lt_matmul_job){&views[j], y, dsts[j] == ys[j] ? beta : 0.0f, kv->qact,
-                                      kv->bf16, rw};
+            jobs[j] = (lt_matmul_job){&views[j], y,        dsts[j] == ys[j] ? beta : 0.0f,
+                                      kv->qact,  kv->bf16, rw};
             continue;
         }
         /* with qact: the blocks as stored, for the backend's integer kernels; q / k rows

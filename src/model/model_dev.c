@@ -22,7 +22,7 @@ struct lt_model_dev {
     const lt_backend *be;
     const lt_model *m;
     int n_layers;
-    lt_weight_view *views; /* [LT_W_COUNT * n_layers]: rows 0 when the model has no such weight */
+    lt_weight_view *views;  /* [LT_W_COUNT * n_layers]: rows 0 when the model has no such weight */
     unsigned char *rowwise; /* [LT_W_COUNT * n_layers] */
     void **mem;             /* [LT_W_COUNT * n_layers] the backend allocations (NULL: none) */
     int64_t bytes, f32_bytes;
@@ -68,8 +68,8 @@ static void put_stored(const lt_model_dev *d, const lt_tensor_view *v, lt_weight
 }
 
 /* Weight id of layer l as fp32 (the provider's rows) into dst, blocks of rows through buf. */
-static lt_status put_f32(const lt_model_dev *d, lt_weight_id id, int l, int64_t rows,
-                         int64_t cols, float *dst, float *buf, int64_t nbuf) {
+static lt_status put_f32(const lt_model_dev *d, lt_weight_id id, int l, int64_t rows, int64_t cols,
+                         float *dst, float *buf, int64_t nbuf) {
     int64_t per = nbuf / cols;
     if (per < 1) per = 1;
     for (int64_t r0 = 0; r0 < rows; r0 += per) {

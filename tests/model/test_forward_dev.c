@@ -34,9 +34,9 @@
 #include "lt_test.h"
 
 #define TOL_REL 1e-4
-#define N_TOK 24     /* tokens of the logits comparison: a prefill of N_TOK - 4, 4 decode steps */
-#define N_GEN 32     /* tokens generated */
-#define N_GREEDY 16  /* greedy ids that must agree on a GPU */
+#define N_TOK 24    /* tokens of the logits comparison: a prefill of N_TOK - 4, 4 decode steps */
+#define N_GEN 32    /* tokens generated */
+#define N_GREEDY 16 /* greedy ids that must agree on a GPU */
 
 static const int32_t toks[N_TOK] = {1,   403, 407, 261, 378, 439, 297, 261, 270, 356, 410, 46,
                                     365, 261, 299, 402, 270, 285, 382, 263, 334, 46,  412, 407};
@@ -187,8 +187,8 @@ static void compare_one(const char *what, const lt_model *m, const lt_model_delt
                 CHECK(first < 0, "%s, %s: %s ids differ at %d", what, tn, k ? "sampled" : "greedy",
                       first);
             else if (!k) /* sampled ids on a GPU: printed, not required (a near-tie may flip) */
-                CHECK(first < 0 || first >= N_GREEDY,
-                      "%s, %s: greedy ids differ at %d (< %d)", what, tn, first, N_GREEDY);
+                CHECK(first < 0 || first >= N_GREEDY, "%s, %s: greedy ids differ at %d (< %d)",
+                      what, tn, first, N_GREEDY);
         }
         free(gh);
         free(gd);
@@ -262,8 +262,8 @@ static void check_errors(const lt_backend *hostdev) {
     if (kv && hk && hd && dd && lg) {
         CHECK_ERR(lt_model_forward(m, hd, kv, toks, 2, 0, lg, 0), LT_ERR_ARG, "host memory");
         CHECK_ERR(lt_model_forward(m, dd, hk, toks, 2, 0, lg, 0), LT_ERR_ARG, "cpu-as-device");
-        CHECK_ERR(lt_model_delta_to_backend(m, dd, hostdev, &(lt_model_delta *){NULL}),
-                  LT_ERR_ARG, "already lives");
+        CHECK_ERR(lt_model_delta_to_backend(m, dd, hostdev, &(lt_model_delta *){NULL}), LT_ERR_ARG,
+                  "already lives");
     }
     lt_model *other = NULL;
     CHECK_OK(lt_model_load(lt_fixture("stories260K-hf"), NULL, &other));

@@ -2,6 +2,10 @@
  * chat message through the model's chat template), sample, and stream the text to stdout.
  * The model is loaded lazily (HF folders and GGUFs: the weights stay as stored in the mapped
  * file, no fp32 copy); an adapter is applied without merging (lt_adapter_delta_create).
+ * --device cuda (or auto with a GPU): the weights are copied once into the GPU's memory
+ * (lt_model_dev: as stored where the backend converts the format, else fp32), the KV cache and
+ * every op of the forward live there, and only the last position's logits come back to the
+ * host for sampling (model.h, lt_kv_cache_create_dev).
  * Timing goes to stderr so stdout holds only the generated text. */
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,7 +27,8 @@ static void usage(FILE *f) {
         "                         [--system TEXT] [--max-tokens N] [--temp T] [--top-k K]\n"
         "                         [--top-p P] [--seed S] [--threads N] [--ctx N] [--quiet]\n"
         "                         [--adapter PATH] [--prompt-ids IDS] [--logits-out FILE]\n"
-        "                         [--exact] [--kv-cache f16|f32] [--compute-dtype f32|bf16|auto]\n\n"
+        "                         [--exact] [--kv-cache f16|f32] [--compute-dtype f32|bf16|auto]\n"
+        "                         [--device cpu|cuda|auto]\n\n"
         "  --model MODEL      Hugging Face folder, .gguf, or llama2.c .bin (needs --tokenizer)\n"
         "  --tokenizer FILE   tokenizer.json / tokenizer.model / llama2.c tokenizer .bin / .gguf\n"
         "  --prompt TEXT      plain text continued by the model (default: empty, i.e. BOS only)\n"
@@ -47,6 +52,11 @@ static void usage(FILE *f) {
         "                     bf16 with fp32 sums (oneDNN), as `train --compute-dtype bf16`: a\n"
         "                     bf16 model multiplied as stored, f32 / f16 rounded per block for\n"
         "                     prompts; auto: bf16 where the CPU has avx512_bf16 / amx_bf16\n"
+        "  --device D         where the forward runs: cpu (default), cuda (the first GPU; an\n"
+        "                     error without one), auto (cuda when built with CUDA and a GPU is\n"
+        "                     present, else cpu). On cuda the products are fp32 (--exact's and\n"
+        "                     --compute-dtype bf16's CPU kernels do not apply); the KV cache is\n"
+        "                     as --kv-cache says\n"
         "  --adapter PATH     apply a LoRA / DoRA adapter without merging: a PEFT folder\n"
         "                     (adapter_config.json + adapter_model.safetensors), an mlx-lm\n"
         "                     folder (adapters.safetensors), either folder's .safetensors\n"
@@ -80,6 +90,7 @@ int cmd_generate(int argc, char **argv) {
     double temp = 0.8, top_p = 0.95;
     long long seed = -1;
     int quiet = 0, exact = 0, bf16 = 0, kv_type = -1; /* -1: f32 with --exact, else f16 */
+    lt_device device = LT_DEVICE_CPU;
     if (lt_cli_wants_help(argc, argv)) {
         usage(stdout);
         return 0;
@@ -118,7 +129,19 @@ int cmd_generate(int argc, char **argv) {
             prompt_ids = v;
         else if (!strcmp(a, "--logits-out"))
             logits_out = v;
-        else if (!strcmp(a, "--kv-cache")) {
+        else if (!strcmp(a, "--device")) {
+            if (!strcmp(v, "cpu"))
+                device = LT_DEVICE_CPU;
+            else if (!strcmp(v, "cuda"))
+                device = LT_DEVICE_CUDA;
+            else if (!strcmp(v, "auto"))
+                device = LT_DEVICE_AUTO;
+            else {
+                fprintf(stderr,
+                        "loratune generate: --device: expected cpu, cuda or auto, got '%s'\n", v);
+                return 2;
+            }
+        } else if (!strcmp(a, "--kv-cache")) {
             if (strcmp(v, "f16") && strcmp(v, "f32")) {
                 fprintf(stderr, "loratune generate: --kv-cache: expected f16 or f32, got '%s'\n",
                         v);
@@ -193,7 +216,9 @@ int cmd_generate(int argc, char **argv) {
     lt_kv_cache *kv = NULL;
     lt_sampler *s = NULL;
     lt_adapter *ad = NULL;
-    lt_model_delta *delta = NULL;
+    lt_model_delta *delta = NULL, *ddelta = NULL; /* ddelta: delta's copy on the GPU */
+    lt_backend *cuda = NULL;
+    lt_model_dev *dev = NULL;
     float *logits = NULL;
     char *rendered = NULL;
     int32_t *ids = NULL, *out = NULL;
@@ -219,6 +244,26 @@ int cmd_generate(int argc, char **argv) {
                     lt_train_method_name(ad->method), ad->r, (double)lt_adapter_scale(ad),
                     ad->layer_end - ad->layer_begin);
     }
+    if (device != LT_DEVICE_CPU) { /* the GPU, or for auto the CPU when there is none */
+        lt_status st = device == LT_DEVICE_AUTO && !lt_backend_cuda_compiled()
+                           ? LT_ERR_UNSUPPORTED
+                           : lt_backend_cuda_create(0, &cuda);
+        if (st && device == LT_DEVICE_CUDA) {
+            fprintf(stderr, "loratune generate: --device cuda: %s\n", lt_errmsg());
+            goto done;
+        }
+        if (cuda) {
+            if (lt_model_dev_create(m, cuda, &dev)) goto fail;
+            if (delta && lt_model_delta_to_backend(m, delta, cuda, &ddelta)) goto fail;
+            int64_t f32 = 0, bytes = lt_model_dev_bytes(dev, &f32);
+            if (!quiet)
+                fprintf(stderr, "[device %s: weights %.1f MiB there, %.1f MiB of them as fp32]\n",
+                        cuda->desc ? cuda->desc : cuda->name, bytes / 1048576.0, f32 / 1048576.0);
+        } else if (!quiet) {
+            fprintf(stderr, "[device auto: no GPU, the CPU]\n");
+        }
+    }
+    const lt_model_delta *fdelta = ddelta ? ddelta : delta; /* the one the forward reads */
     if (prompt_ids) { /* ids given: the tokenizer is only needed to print generated text */
         const char *p = prompt_ids;
         size_t cap = strlen(p) / 2 + 2;
@@ -250,12 +295,11 @@ int cmd_generate(int argc, char **argv) {
         }
         size_t V = (size_t)m->config.vocab_size;
         if (kv_type < 0) kv_type = exact ? LT_KV_F32 : LT_KV_F16;
-        if (lt_kv_cache_create_typed(m, (int)n_ids, 0, (lt_kv_type)kv_type, &kv))
-            goto fail;
+        if (lt_kv_cache_create_dev(m, dev, (int)n_ids, 0, (lt_kv_type)kv_type, &kv)) goto fail;
         lt_kv_cache_set_qact(kv, !exact);
         lt_kv_cache_set_bf16(kv, bf16);
         if (!(logits = malloc(sizeof(float) * V * n_ids))) goto done;
-        if (lt_model_forward(m, delta, kv, ids, (int)n_ids, 0, logits, 1)) goto fail;
+        if (lt_model_forward(m, fdelta, kv, ids, (int)n_ids, 0, logits, 1)) goto fail;
         FILE *f = fopen(logits_out, "wb");
         if (!f || fwrite(logits, sizeof(float), V * n_ids, f) != V * n_ids || fclose(f)) {
             fprintf(stderr, "loratune generate: %s: cannot write\n", logits_out);
@@ -326,7 +370,7 @@ int cmd_generate(int argc, char **argv) {
         goto done;
     }
     if (kv_type < 0) kv_type = exact ? LT_KV_F32 : LT_KV_F16;
-    if (lt_kv_cache_create_typed(m, (int)ctx, 256, (lt_kv_type)kv_type, &kv)) goto fail;
+    if (lt_kv_cache_create_dev(m, dev, (int)ctx, 256, (lt_kv_type)kv_type, &kv)) goto fail;
     lt_kv_cache_set_qact(kv, !exact);
     lt_kv_cache_set_bf16(kv, bf16);
     lt_sampler_params sp = {.temperature = (float)temp,
@@ -342,7 +386,7 @@ int cmd_generate(int argc, char **argv) {
     double t_first = 0;
     go.user = &t_first;
     double t0 = now_s();
-    if (lt_generate(m, delta, kv, tok, s, ids, (int)n_ids, &go, &out, &n_out)) goto fail;
+    if (lt_generate(m, fdelta, kv, tok, s, ids, (int)n_ids, &go, &out, &n_out)) goto fail;
     double t1 = now_s(), dt = t1 - t0;
     printf("\n");
     fflush(stdout);
@@ -365,6 +409,9 @@ done:
     free(rendered);
     lt_sampler_free(s);
     lt_kv_cache_free(kv);
+    lt_model_delta_backend_free(ddelta);
+    lt_model_dev_free(dev);
+    lt_backend_cuda_free(cuda);
     lt_chat_template_free(ct);
     lt_tokenizer_free(tok);
     lt_adapter_delta_free(delta); /* before the adapter it borrows from */

@@ -74,6 +74,7 @@ lt_status lt_adapter_delta_create(const lt_adapter *a, const lt_model *m, lt_mod
     d->r = a->r;
     d->scale = lt_adapter_scale(a);
     d->lin = lin;
+    d->be = NULL; /* host memory */
     for (int i = 0; i < n; i++) {
         lin[i].A = a->lin[i].A;
         lin[i].B = a->lin[i].B;

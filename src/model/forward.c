@@ -14,7 +14,13 @@
  * then logits = rmsnorm(x) * out_norm  lm_head^T.
  * With a delta (an adapter, lt_model_delta), every adapted linear adds its low-rank product,
  * and for DoRA rescales the rows (see linears()).
- * Every buffer lives in lt_kv_cache and is allocated once in lt_kv_cache_create. */
+ * Every buffer lives in lt_kv_cache and is allocated once in lt_kv_cache_create.
+ *
+ * On a device backend (a cache from lt_kv_cache_create_dev) the same code runs with every buffer
+ * in the device's memory and every weight a view of the lt_model_dev copy (model_dev.c) instead
+ * of the provider; the host computes only the rotary cos / sin rows of a chunk (set to the
+ * device) and gets back only the logits asked for, through the cache's device logits buffer.
+ * The host path (dev NULL) is the CPU path as it was, op for op. */
 #include <math.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -30,7 +36,12 @@ static size_t page_size(void) {
 }
 
 struct lt_kv_cache {
-    const lt_backend *be; /* where the ops run (the CPU backend) */
+    const lt_backend *be;    /* where the ops run (the CPU backend, or dev's) */
+    const lt_model_dev *dev; /* NULL: host memory, weights from the provider; else the device
+                                copy of the weights, and every buffer below in be's memory */
+    float *hcos, *hsin;      /* (B, hd/2) the host's rotary rows: cosb / sinb, or a host buffer
+                                set to them (dev) */
+    float *dlogits;          /* dev: (B, V) logits on the device, before they are got */
     int ctx, max_batch;
     int qact; /* 1: matmul_w may quantize activations (lt_kv_cache_set_qact) */
     int bf16; /* 1: matmul_w may run bf16 products (lt_kv_cache_set_bf16) */
@@ -67,9 +78,16 @@ int64_t lt_kv_cache_bytes(const lt_model *m, int ctx_len, lt_kv_type type) {
            (type == LT_KV_F16 ? 2 : 4);
 }
 
-lt_status lt_kv_cache_create_typed(const lt_model *m, int ctx_len, int max_batch,
-                                   lt_kv_type type, lt_kv_cache **out) {
+lt_status lt_kv_cache_create_typed(const lt_model *m, int ctx_len, int max_batch, lt_kv_type type,
+                                   lt_kv_cache **out) {
+    return lt_kv_cache_create_dev(m, NULL, ctx_len, max_batch, type, out);
+}
+
+lt_status lt_kv_cache_create_dev(const lt_model *m, const lt_model_dev *dev, int ctx_len,
+                                 int max_batch, lt_kv_type type, lt_kv_cache **out) {
     *out = NULL;
+    if (dev && lt_model_dev_model_(dev) != m)
+        return lt_error(LT_ERR_ARG, "kv cache: the device weights were made for another model");
     const lt_model_config *c = &m->config;
     if (type != LT_KV_F32 && type != LT_KV_F16)
         return lt_error(LT_ERR_ARG, "kv cache: unknown cache type %d", (int)type);
@@ -80,7 +98,8 @@ lt_status lt_kv_cache_create_typed(const lt_model *m, int ctx_len, int max_batch
     if (max_batch > ctx_len) max_batch = ctx_len;
     lt_kv_cache *kv = lt_calloc(1, sizeof *kv);
     if (!kv) return lt_error(LT_ERR_NOMEM, "kv cache: out of memory");
-    kv->be = lt_backend_cpu();
+    kv->be = dev ? lt_model_dev_backend(dev) : lt_backend_cpu();
+    kv->dev = dev;
     kv->ctx = ctx_len;
     kv->max_batch = max_batch;
     kv->type = type;
@@ -104,12 +123,23 @@ lt_status lt_kv_cache_create_typed(const lt_model *m, int ctx_len, int max_batch
     int64_t total = 2 * cache_f + 2 * B * kv->dim + 2 * B * kv->q_dim + 2 * B * kv->ffn_dim +
                     2 * B * kv->half + kv->n_scores + 2 * B * kv->maxd + kv->n_wbuf + kv->maxd +
                     B * (kv->q_dim + kv->kv_dim) + 2 * B * kv->kv_dim + 2 * B;
+    if (dev) { /* the device's: the logits of a chunk; the host's: its rotary rows */
+        total += B * c->vocab_size;
+        if (!(kv->hcos = lt_malloc(sizeof(float) * (size_t)(2 * B * kv->half + B + 1)))) {
+            free(kv);
+            return lt_error(LT_ERR_NOMEM, "kv cache: out of host memory");
+        }
+        kv->hsin = kv->hcos + B * kv->half;
+    }
     if ((uint64_t)total > SIZE_MAX / sizeof(float) ||
-        !(kv->block = lt_aligned_alloc(page_size(), ((size_t)total * sizeof(float) +
-                                                     page_size() - 1) & ~(page_size() - 1)))) {
+        !(kv->block = dev ? kv->be->op->alloc(kv->be, (size_t)total * sizeof(float))
+                          : lt_aligned_alloc(page_size(),
+                                             ((size_t)total * sizeof(float) + page_size() - 1) &
+                                                 ~(page_size() - 1)))) {
+        free(kv->hcos);
         free(kv);
-        return lt_error(LT_ERR_NOMEM, "kv cache: out of memory for %lld floats (context %d)",
-                        (long long)total, ctx_len);
+        return lt_error(LT_ERR_NOMEM, "kv cache: out of %s memory for %lld floats (context %d)",
+                        dev ? kv->be->name : "host", (long long)total, ctx_len);
     }
     float *p = kv->block;
     if (type == LT_KV_F16) {
@@ -155,15 +185,32 @@ lt_status lt_kv_cache_create_typed(const lt_model *m, int ctx_len, int max_batch
     kv->rstd = p;
     p += B;
     kv->iota = (int32_t *)p; /* int32 in a float-sized slot */
-    for (int i = 0; i < B; i++)
-        kv->iota[i] = i;
+    p += B;
+    if (dev) {
+        kv->dlogits = p;
+        int32_t *h = (int32_t *)(kv->hsin + B * kv->half);
+        for (int i = 0; i < B; i++)
+            h[i] = i;
+        kv->be->op->set(kv->be, kv->iota, h, sizeof(int32_t) * (size_t)B);
+        kv->be->op->sync(kv->be);
+    } else {
+        for (int i = 0; i < B; i++)
+            kv->iota[i] = i;
+        kv->hcos = kv->cosb;
+        kv->hsin = kv->sinb;
+    }
     *out = kv;
     return LT_OK;
 }
 
 void lt_kv_cache_free(lt_kv_cache *kv) {
     if (!kv) return;
-    lt_free(kv->block);
+    if (kv->dev) {
+        kv->be->op->free(kv->be, kv->block);
+        free(kv->hcos);
+    } else {
+        lt_free(kv->block);
+    }
     free(kv);
 }
 
@@ -183,7 +230,7 @@ static void release_bytes(char *a, int64_t n) {
 }
 
 void lt_kv_cache_release(lt_kv_cache *kv, int pos) {
-    if (!kv || pos >= kv->ctx) return;
+    if (!kv || kv->dev || pos >= kv->ctx) return;
     if (pos < 0) pos = 0;
     const int64_t es = kv->type == LT_KV_F16 ? 2 : 4, row = (int64_t)kv->kv_dim * es;
     char *k = kv->type == LT_KV_F16 ? (char *)kv->hk : (char *)kv->k;
@@ -233,6 +280,38 @@ static int bf16_view(const lt_model *m, lt_weight_id id, int l, int64_t rows, in
     return 1;
 }
 
+/* Weight id of layer l [rows][cols] as the cache's backend reads it: the device copy's view
+ * (*rowwise: multiply it rowwise, as the CPU path multiplies the provider's converted rows), or
+ * the provider's (lt_model_weight_bview; *rowwise 0). src must outlive the view. */
+static void weight_view(const lt_model *m, const lt_kv_cache *kv, lt_weight_id id, int l,
+                        int64_t rows, int64_t cols, lt_weight_src *src, lt_weight_view *out,
+                        int *rowwise) {
+    *rowwise = 0;
+    if (kv->dev)
+        *out = *lt_model_dev_view_(kv->dev, id, l, rowwise);
+    else
+        lt_model_weight_bview(m, id, l, rows, cols, src, out);
+}
+
+/* A norm weight or bias (1-D) as fp32 in the backend's memory: the device copy's, or the
+ * provider's (converted into kv->wvec when it must be). */
+static lt_status vec_f32(const lt_model *m, lt_kv_cache *kv, lt_weight_id id, int l,
+                         const float **out) {
+    if (kv->dev) {
+        *out = lt_model_dev_view_(kv->dev, id, l, NULL)->data;
+        return LT_OK;
+    }
+    return lt_model_weight_f32(m, id, l, 0, 1, kv->wvec, out);
+}
+
+/* The rotary rows the host wrote to hcos / hsin (n rows), into the device's cosb / sinb */
+static void rope_rows_to_backend(lt_kv_cache *kv, int n) {
+    if (!kv->dev) return; /* hcos / hsin are cosb / sinb */
+    const size_t bytes = sizeof(float) * (size_t)n * (size_t)kv->half;
+    kv->be->op->set(kv->be, kv->cosb, kv->hcos, bytes);
+    kv->be->op->set(kv->be, kv->sinb, kv->hsin, bytes);
+}
+
 /* Rows [r0, r0 + n) of a linear's input that share one adapter (NULL: none). A chunk of one
  * sequence is one run; a batch step has a run per adapter (its rows adjacent). */
 typedef struct {
@@ -268,6 +347,13 @@ static lt_status linears(const lt_model *m, const drun *runs, int nruns, lt_kv_c
         const lt_weight_id id = lt_model_lin_weight(t0 + j);
         dsts[j] = dora && beta != 0.0f ? kv->ad_y : ys[j];
         float *y = dsts[j];
+        if (kv->dev) { /* the device copy: rows in the model's order, no stored / bf16 views */
+            int rw;
+            views[j] = *lt_model_dev_view_(kv->dev, id, l, &rw);
+            jobs[j] = (lt_matmul_job){&views[j], y,        dsts[j] == ys[j] ? beta : 0.0f,
+                                      kv->qact,  kv->bf16, rw};
+            continue;
+        }
         /* with qact: the blocks as stored, for the backend's integer kernels; q / k rows
          * interleaved in the file come out in its order and are put back below */
         const int stored = kv->qact ? lt_model_weight_stored_(m, id, l, outs[j], in, &views[j]) : 0;
@@ -323,9 +409,7 @@ static lt_status linears(const lt_model *m, const drun *runs, int nruns, lt_kv_c
         }
         if (t <= 2 && m->config.qkv_bias) { /* LT_W_BQ, BK, BV follow one another */
             const float *bias;
-            if ((st =
-                     lt_model_weight_f32(m, (lt_weight_id)(LT_W_BQ + t), l, 0, 1, kv->wvec, &bias)))
-                return st;
+            if ((st = vec_f32(m, kv, (lt_weight_id)(LT_W_BQ + t), l, &bias))) return st;
             OP(add_bias, ys[j], bias, n, out);
         }
     }
@@ -344,7 +428,8 @@ static lt_status forward_chunk(const lt_model *m, const lt_model_delta *delta, l
 
     lt_weight_src esrc;
     lt_weight_view emb;
-    lt_model_weight_bview(m, LT_W_TOK_EMBD, 0, c->vocab_size, D, &esrc, &emb);
+    int erw;
+    weight_view(m, kv, LT_W_TOK_EMBD, 0, c->vocab_size, D, &esrc, &emb, &erw);
     for (int t = 0; t < n; t++) {
         float *xt = kv->x + (int64_t)t * D;
         if ((st = OP(weight_f32, &emb, tokens[t], 1, xt, &nw))) return st;
@@ -355,16 +440,17 @@ static lt_status forward_chunk(const lt_model *m, const lt_model_delta *delta, l
     for (int t = 0; t < n; t++)
         for (int i = 0; i < half; i++) {
             float f = (float)(pos0 + t) * m->inv_freq[i];
-            kv->cosb[(int64_t)t * half + i] = cosf(f);
-            kv->sinb[(int64_t)t * half + i] = sinf(f);
+            kv->hcos[(int64_t)t * half + i] = cosf(f);
+            kv->hsin[(int64_t)t * half + i] = sinf(f);
         }
+    rope_rows_to_backend(kv, n);
 
     for (int l = 0; l < c->n_layers; l++) {
         /* rows pos0.. of this layer (an fp16 cache: k, v go through kb / vb, then rounded) */
         const int f16 = kv->type == LT_KV_F16;
         float *kc = f16 ? kv->kb : kv->k + ((int64_t)l * ctx + pos0) * KD;
         float *vc = f16 ? kv->vb : kv->v + ((int64_t)l * ctx + pos0) * KD;
-        if ((st = lt_model_weight_f32(m, LT_W_ATTN_NORM, l, 0, 1, kv->wvec, &nw))) return st;
+        if ((st = vec_f32(m, kv, LT_W_ATTN_NORM, l, &nw))) return st;
         OP(rmsnorm_fwd, kv->xb, kv->rstd, kv->x, nw, n, D, c->norm_eps);
         float *qkv[3] = {kv->q, kc, vc};
         const int qkv_out[3] = {QD, KD, KD};
@@ -386,7 +472,7 @@ static lt_status forward_chunk(const lt_model *m, const lt_model_delta *delta, l
         /* x += att Wo^T (beta = 1 accumulates into the residual) */
         if ((st = linears(m, &one, 1, kv, l, 3, 1, &kv->x, &D, kv->att, n, QD, 1.0f))) return st;
 
-        if ((st = lt_model_weight_f32(m, LT_W_FFN_NORM, l, 0, 1, kv->wvec, &nw))) return st;
+        if ((st = vec_f32(m, kv, LT_W_FFN_NORM, l, &nw))) return st;
         OP(rmsnorm_fwd, kv->xb, kv->rstd, kv->x, nw, n, D, c->norm_eps);
         float *gu[2] = {kv->hg, kv->hu};
         const int gu_out[2] = {F, F};
@@ -394,7 +480,7 @@ static lt_status forward_chunk(const lt_model *m, const lt_model_delta *delta, l
         OP(swiglu_fwd, kv->hg, kv->hg, kv->hu, (int64_t)n * F);
         if ((st = linears(m, &one, 1, kv, l, 6, 1, &kv->x, &D, kv->hg, n, F, 1.0f))) return st;
     }
-    if ((st = lt_model_weight_f32(m, LT_W_OUT_NORM, 0, 0, 1, kv->wvec, &nw))) return st;
+    if ((st = vec_f32(m, kv, LT_W_OUT_NORM, 0, &nw))) return st;
     OP(rmsnorm_fwd, kv->xb, kv->rstd, kv->x, nw, n, D, c->norm_eps);
     return LT_OK;
 }
@@ -408,6 +494,11 @@ static lt_status check_delta(const lt_model *m, const lt_model_delta *delta,
                         delta->n_layers, m->config.n_layers);
     if (delta->r < 1 || delta->r > kv->maxd)
         return lt_error(LT_ERR_ARG, "forward: adapter rank %d outside [1, %d]", delta->r, kv->maxd);
+    if (delta->be != (kv->dev ? kv->be : NULL))
+        return lt_error(LT_ERR_ARG,
+                        "forward: the adapter lives in %s memory, the cache in %s memory "
+                        "(lt_model_delta_to_backend)",
+                        delta->be ? delta->be->name : "host", kv->dev ? kv->be->name : "host");
     return LT_OK;
 }
 
@@ -422,6 +513,9 @@ lt_status lt_model_forward(const lt_model *m, const lt_model_delta *delta, lt_kv
     if (kv->dim != c->dim || kv->kv_dim != c->n_kv_heads * c->head_dim ||
         kv->n_layers != c->n_layers || kv->ffn_dim != c->ffn_dim)
         return lt_error(LT_ERR_ARG, "forward: kv cache was made for another model");
+    if (kv->dev && lt_model_dev_model_(kv->dev) != m)
+        return lt_error(LT_ERR_ARG, "forward: the cache's device weights were made for another "
+                                    "model");
     if ((st = check_delta(m, delta, kv))) return st;
     for (int t = 0; t < n; t++)
         if (tokens[t] < 0 || tokens[t] >= c->vocab_size)
@@ -431,18 +525,28 @@ lt_status lt_model_forward(const lt_model *m, const lt_model_delta *delta, lt_kv
     const lt_weight_id head = c->tied_embeddings ? LT_W_TOK_EMBD : LT_W_LM_HEAD;
     lt_weight_src hsrc;
     lt_weight_view hv;
-    if ((!kv->qact || lt_model_weight_stored_(m, head, 0, V, D, &hv) != 1) &&
-        !(kv->bf16 && bf16_view(m, head, 0, V, D, &hv)))
+    int hrw = 0; /* the head's rowwise flag (the device copy's; 0 on the host path) */
+    if (kv->dev)
+        weight_view(m, kv, head, 0, V, D, &hsrc, &hv, &hrw);
+    else if ((!kv->qact || lt_model_weight_stored_(m, head, 0, V, D, &hv) != 1) &&
+             !(kv->bf16 && bf16_view(m, head, 0, V, D, &hv)))
         lt_model_weight_bview(m, head, 0, V, D, &hsrc, &hv);
     for (int done = 0; done < n;) {
         int b = n - done < kv->max_batch ? n - done : kv->max_batch;
         if ((st = forward_chunk(m, delta, kv, tokens + done, b, pos0 + done))) return st;
+        /* on a device the logits land in dlogits, then only they come back to the host */
         if (logits && all_logits) {
-            lt_matmul_job jb = {&hv, logits + (int64_t)done * V, 0.0f, kv->qact, kv->bf16, 0};
+            float *y = kv->dev ? kv->dlogits : logits + (int64_t)done * V;
+            lt_matmul_job jb = {&hv, y, 0.0f, kv->qact, kv->bf16, hrw};
             st = OP(matmul_w, &jb, 1, kv->xb, b, kv->wbuf, kv->n_wbuf);
+            if (!st && kv->dev)
+                kv->be->op->get(kv->be, logits + (int64_t)done * V, y,
+                                sizeof(float) * (size_t)b * (size_t)V);
         } else if (logits && done + b == n) {
-            lt_matmul_job jb = {&hv, logits, 0.0f, kv->qact, kv->bf16, 0};
+            float *y = kv->dev ? kv->dlogits : logits;
+            lt_matmul_job jb = {&hv, y, 0.0f, kv->qact, kv->bf16, hrw};
             st = OP(matmul_w, &jb, 1, kv->xb + (int64_t)(b - 1) * D, 1, kv->wbuf, kv->n_wbuf);
+            if (!st && kv->dev) kv->be->op->get(kv->be, logits, y, sizeof(float) * (size_t)V);
         }
         if (st) return st;
         done += b;
@@ -476,7 +580,8 @@ static lt_status forward_rows(const lt_model *m, lt_kv_cache *ws, const lt_batch
 
     lt_weight_src esrc;
     lt_weight_view emb;
-    lt_model_weight_bview(m, LT_W_TOK_EMBD, 0, c->vocab_size, D, &esrc, &emb);
+    int erw;
+    weight_view(m, kv, LT_W_TOK_EMBD, 0, c->vocab_size, D, &esrc, &emb, &erw);
     for (int e = 0, t = 0; e < n; e++)
         for (int j = 0; j < entry_rows(&rows[e]); j++, t++) {
             float *xt = ws->x + (int64_t)t * D;
@@ -484,12 +589,13 @@ static lt_status forward_rows(const lt_model *m, lt_kv_cache *ws, const lt_batch
             if (nw != xt) OP(copy, xt, nw, sizeof(float) * (size_t)D);
             for (int i = 0; i < half; i++) { /* row t of the tables: its own position */
                 float f = (float)(rows[e].pos + j) * m->inv_freq[i];
-                ws->cosb[(int64_t)t * half + i] = cosf(f);
-                ws->sinb[(int64_t)t * half + i] = sinf(f);
+                ws->hcos[(int64_t)t * half + i] = cosf(f);
+                ws->hsin[(int64_t)t * half + i] = sinf(f);
             }
         }
+    rope_rows_to_backend(ws, T);
     for (int l = 0; l < c->n_layers; l++) {
-        if ((st = lt_model_weight_f32(m, LT_W_ATTN_NORM, l, 0, 1, ws->wvec, &nw))) return st;
+        if ((st = vec_f32(m, ws, LT_W_ATTN_NORM, l, &nw))) return st;
         OP(rmsnorm_fwd, ws->xb, ws->rstd, ws->x, nw, T, D, c->norm_eps);
         float *qkv[3] = {ws->q, ws->kb, ws->vb};
         const int qkv_out[3] = {QD, KD, KD};
@@ -511,15 +617,20 @@ static lt_status forward_rows(const lt_model *m, lt_kv_cache *ws, const lt_batch
                    ws->scores, ws->n_scores);
                 continue;
             }
-            memcpy(rk->k + at, kt, sizeof(float) * (size_t)ne * KD);
-            memcpy(rk->v + at, vt, sizeof(float) * (size_t)ne * KD);
+            if (ws->dev) {
+                OP(copy, rk->k + at, kt, sizeof(float) * (size_t)ne * KD);
+                OP(copy, rk->v + at, vt, sizeof(float) * (size_t)ne * KD);
+            } else {
+                memcpy(rk->k + at, kt, sizeof(float) * (size_t)ne * KD);
+                memcpy(rk->v + at, vt, sizeof(float) * (size_t)ne * KD);
+            }
             OP(attention_kv, ws->att + (int64_t)t * QD, ws->q + (int64_t)t * QD, rk->k + lay,
                rk->v + lay, ne, rows[e].pos, H, KV, hd, c->sliding_window, ws->scores,
                ws->n_scores);
         }
         if ((st = linears(m, runs, nruns, ws, l, 3, 1, &ws->x, &D, ws->att, T, QD, 1.0f)))
             return st;
-        if ((st = lt_model_weight_f32(m, LT_W_FFN_NORM, l, 0, 1, ws->wvec, &nw))) return st;
+        if ((st = vec_f32(m, ws, LT_W_FFN_NORM, l, &nw))) return st;
         OP(rmsnorm_fwd, ws->xb, ws->rstd, ws->x, nw, T, D, c->norm_eps);
         float *gu[2] = {ws->hg, ws->hu};
         const int gu_out[2] = {F, F};
@@ -527,7 +638,7 @@ static lt_status forward_rows(const lt_model *m, lt_kv_cache *ws, const lt_batch
         OP(swiglu_fwd, ws->hg, ws->hg, ws->hu, (int64_t)T * F);
         if ((st = linears(m, runs, nruns, ws, l, 6, 1, &ws->x, &D, ws->hg, T, F, 1.0f))) return st;
     }
-    if ((st = lt_model_weight_f32(m, LT_W_OUT_NORM, 0, 0, 1, ws->wvec, &nw))) return st;
+    if ((st = vec_f32(m, ws, LT_W_OUT_NORM, 0, &nw))) return st;
     OP(rmsnorm_fwd, ws->xb, ws->rstd, ws->x, nw, T, D, c->norm_eps);
     return LT_OK;
 }
@@ -547,6 +658,9 @@ lt_status lt_model_forward_batch(const lt_model *m, lt_kv_cache *ws, const lt_ba
                         ws->max_batch);
     if (!same_shape(ws, c))
         return lt_error(LT_ERR_ARG, "forward_batch: the workspace was made for another model");
+    if (ws->dev && lt_model_dev_model_(ws->dev) != m)
+        return lt_error(LT_ERR_ARG, "forward_batch: the workspace's device weights were made for "
+                                    "another model");
     drun runs[LT_BATCH_MAX_RUNS];
     int nruns = 0;
     int64_t T = 0; /* the step's rows */
@@ -555,6 +669,11 @@ lt_status lt_model_forward_batch(const lt_model *m, lt_kv_cache *ws, const lt_ba
         const int ne = entry_rows(r);
         if (!r->kv || !same_shape(r->kv, c))
             return lt_error(LT_ERR_ARG, "forward_batch: row %d's cache was made for another model",
+                            t);
+        if (r->kv->dev != ws->dev)
+            return lt_error(LT_ERR_ARG,
+                            "forward_batch: row %d's cache and the workspace are on different "
+                            "backends (or device weights)",
                             t);
         if (r->n > 1 && !r->tokens)
             return lt_error(LT_ERR_ARG, "forward_batch: row %d: n = %d tokens but no tokens", t,
@@ -621,7 +740,10 @@ lt_status lt_model_forward_batch(const lt_model *m, lt_kv_cache *ws, const lt_ba
     for (int e = 0, t = 0; e < n; e++) {
         t += entry_rows(&rows[e]);
         if (rows[e].no_logits) continue;
-        if (k != t - 1)
+        if (k != t - 1 && ws->dev) /* distinct rows: no overlap */
+            ws->be->op->copy(ws->be, ws->xb + (int64_t)k * D, ws->xb + (int64_t)(t - 1) * D,
+                             sizeof(float) * D);
+        else if (k != t - 1)
             memmove(ws->xb + (int64_t)k * D, ws->xb + (int64_t)(t - 1) * D, sizeof(float) * D);
         k++;
     }
@@ -629,10 +751,16 @@ lt_status lt_model_forward_batch(const lt_model *m, lt_kv_cache *ws, const lt_ba
     const lt_weight_id head = c->tied_embeddings ? LT_W_TOK_EMBD : LT_W_LM_HEAD;
     lt_weight_src hsrc;
     lt_weight_view hv;
-    if ((!ws->qact || lt_model_weight_stored_(m, head, 0, V, D, &hv) != 1) &&
-        !(ws->bf16 && bf16_view(m, head, 0, V, D, &hv)))
+    int hrw = 0;
+    if (ws->dev)
+        weight_view(m, ws, head, 0, V, D, &hsrc, &hv, &hrw);
+    else if ((!ws->qact || lt_model_weight_stored_(m, head, 0, V, D, &hv) != 1) &&
+             !(ws->bf16 && bf16_view(m, head, 0, V, D, &hv)))
         lt_model_weight_bview(m, head, 0, V, D, &hsrc, &hv);
-    lt_matmul_job jb = {&hv, logits, 0.0f, ws->qact, ws->bf16, 0};
+    lt_matmul_job jb = {&hv, ws->dev ? ws->dlogits : logits, 0.0f, ws->qact, ws->bf16, hrw};
     lt_kv_cache *kv = ws;
-    return OP(matmul_w, &jb, 1, ws->xb, k, ws->wbuf, ws->n_wbuf);
+    st = OP(matmul_w, &jb, 1, ws->xb, k, ws->wbuf, ws->n_wbuf);
+    if (!st && ws->dev)
+        ws->be->op->get(ws->be, logits, ws->dlogits, sizeof(float) * (size_t)k * (size_t)V);
+    return st;
 }

@@ -69,6 +69,11 @@ struct lt_model_source {
  * there is no such view (loaded whole, F32 / F16 / BF16, ...): then use lt_model_weight_bview. */
 int lt_model_weight_stored_(const lt_model *m, lt_weight_id id, int layer, int64_t rows,
                             int64_t cols, lt_weight_view *out);
+/* model_dev.c: weight id (layer) of a device copy, in the backend's memory; *rowwise 1 when
+ * the CPU path reads that weight as converted rows (its fp32 copy is then multiplied rowwise) */
+const lt_weight_view *lt_model_dev_view_(const lt_model_dev *d, lt_weight_id id, int layer,
+                                         int *rowwise);
+const lt_model *lt_model_dev_model_(const lt_model_dev *d);
 /* Makes m lazy over file (ownership passes to m, also on error). */
 lt_status lt_model_source_attach(lt_model *m, void *file, void (*close)(void *file),
                                  int interleaved_qk);

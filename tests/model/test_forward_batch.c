@@ -500,7 +500,7 @@ int main(void) {
     lt_model_delta_lin *lin = malloc(sizeof *lin * (size_t)nl);
     for (int i = 0; i < nl; i++)
         lin[i] = (lt_model_delta_lin){dora->lin[i].A, dora->lin[i].B, NULL};
-    lt_model_delta lora = {dora->n_layers, dora->r, dora->scale * 1.5f, lin};
+    lt_model_delta lora = {dora->n_layers, dora->r, dora->scale * 1.5f, lin, NULL};
     const lt_model_delta *deltas[3] = {NULL, dora, &lora};
     check_batched_all(m, deltas, 1);
     check_batched_all(m, deltas, 0);

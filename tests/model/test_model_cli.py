@@ -5,7 +5,9 @@ config.json (json module), the GGUF metadata and tensor list (gguf-py, llama.cpp
 reader), the safetensors header (safetensors package) and the llama2.c header (struct).
 generate --temp 0 from BOS must print exactly reference_greedy.json's "text" (produced by
 llama2.c's run.c), from the .bin (with tok512.bin) and the HF folder; a fixed --seed must
-reproduce its output; bad arguments fail with a message. Prints "N passed, M failed".
+reproduce its output; bad arguments fail with a message. --device cuda / auto: on a GPU the
+greedy text is a prefix of the reference's too, without one cuda is a clear error and auto
+runs on the CPU. Prints "N passed, M failed".
 """
 import json
 import os
@@ -106,6 +108,22 @@ c = run("generate", "--model", HF, "--prompt", "Once upon a time", "--temp", "1"
         "--seed", "8", "--max-tokens", "60", "--quiet")
 check(a[0] == 0 and a[1] == b[1] and len(a[1]) > 20, "same seed, same text")
 check(a[1] != c[1], "another seed, another text")
+# --device: cuda runs on the GPU (its greedy text from BOS a prefix of llama2.c's, 64 tokens,
+# fp32 cache) or, without a GPU / CUDA build, fails naming why; auto falls back to the CPU
+for dev in ("cuda", "auto"):
+    for model in (HF, os.path.join(S, "stories260K.gguf")):
+        rc, out, err = run("generate", "--model", model, "--temp", "0", "--max-tokens", "64",
+                           "--exact", "--device", dev)
+        if rc != 0:
+            check(dev == "cuda" and rc == 1 and "--device cuda:" in err
+                  and ("no GPU" in err or "without CUDA" in err),
+                  f"--device {dev} without a GPU: a clear error (rc {rc}): {err}")
+            continue
+        check(len(out) > 100 and ref["text"].startswith(out[:-1]),
+              f"--device {dev} {model}: greedy text not llama2.c's ({err}):\n{out[:200]}")
+        check(dev == "cuda" or "[device" in err, f"--device auto says where it ran: {err}")
+rc, out, err = run("generate", "--model", HF, "--device", "gpu")
+check(rc == 2 and "expected cpu, cuda or auto" in err, f"bad --device: {err}")
 # errors
 rc, out, err = run("generate", "--model", os.path.join(S, "stories260K.bin"))
 check(rc == 2 and "--tokenizer" in err, "bin without tokenizer")

@@ -283,6 +283,8 @@ typedef struct lt_model_delta {
     int r;        /* rank of every adapted linear, 1 <= r <= min(in, out) of each */
     float scale;
     const lt_model_delta_lin *lin; /* (n_layers * LT_MODEL_N_LIN) */
+    const lt_backend *be; /* where A, B, d live: NULL = host memory (the CPU backends), else a
+                             device backend's (lt_model_delta_to_backend) */
 } lt_model_delta;
 
 /* KV cache plus every activation buffer the forward needs, allocated once: the forward never
@@ -323,6 +325,35 @@ void lt_kv_cache_set_qact(lt_kv_cache *kv, int on);
  * as the trainer's bf16 compute mode does; logits move by ~1e-2 relative from the fp32 product.
  * Adapters (delta) stay fp32. 0 (the default): fp32. Set it before the first forward, as qact. */
 void lt_kv_cache_set_bf16(lt_kv_cache *kv, int on);
+
+/* ---- the forward on a device backend (be->device: a GPU) ------------------------------
+ * lt_model_dev: m's weights copied once into be's memory, for the caches of
+ * lt_kv_cache_create_dev (several caches may share one). A lazy model's tensor stored in a
+ * dtype the backend converts itself (supports_dtype; CUDA: F16, BF16, Q4_0, Q4_1, Q8_0) stays
+ * as stored (q / k rows a GGUF interleaves put in the model's order, still as stored); every
+ * other weight (a model loaded whole, F32 files, K-quants on CUDA, norms and biases) is copied
+ * as fp32. m and be are borrowed and must outlive it. Errors: lt_model_check_readable's,
+ * LT_ERR_NOMEM naming the weight that did not fit. */
+typedef struct lt_model_dev lt_model_dev;
+lt_status lt_model_dev_create(const lt_model *m, const lt_backend *be, lt_model_dev **out);
+void lt_model_dev_free(lt_model_dev *d); /* safe on NULL */
+/* bytes of weights in the backend's memory; *f32_bytes (may be NULL): those copied as fp32 */
+int64_t lt_model_dev_bytes(const lt_model_dev *d, int64_t *f32_bytes);
+const lt_backend *lt_model_dev_backend(const lt_model_dev *d);
+/* A cache (lt_kv_cache_create_typed's arguments) whose keys, values and activations are in
+ * dev's backend memory and whose forward runs every op there, reading dev's weights (dev
+ * borrowed, made for m); dev NULL: lt_kv_cache_create_typed. lt_model_forward copies back to the
+ * host only the logits asked for. The cache also holds a (max_batch, V) logits buffer there. On
+ * a device lt_kv_cache_release is a no-op (device memory is not paged); qact and bf16 are
+ * passed to the backend's matmul_w (CUDA's ignores them: fp32 products). */
+lt_status lt_kv_cache_create_dev(const lt_model *m, const lt_model_dev *dev, int ctx_len,
+                                 int max_batch, lt_kv_type type, lt_kv_cache **out);
+/* A copy of delta (host memory) in be's memory, for lt_model_forward on a cache of that backend
+ * (its be field says where it lives; the forward refuses a delta on another backend than the
+ * cache's). Free with lt_model_delta_backend_free (safe on NULL). */
+lt_status lt_model_delta_to_backend(const lt_model *m, const lt_model_delta *delta,
+                                    const lt_backend *be, lt_model_delta **out);
+void lt_model_delta_backend_free(lt_model_delta *d);
 
 /* Runs tokens[0..n) at positions pos0..pos0+n-1, attending to cached positions < pos0 (which
  * must have been filled by earlier calls on the same cache, with the same delta), and stores

@@ -9,9 +9,12 @@
  * cross-entropy sums) go through a small device buffer the backend owns; every other op
  * allocates nothing. One stream (the legacy default), synchronised by get / sync.
  * Deterministic: no floating-point atomics except in the attention backward's dk / dv.
- * The bf16 compute mode's attention runs on the tensor cores (attention_fwd_bf16, below). */
+ * The bf16 compute mode's attention runs on the tensor cores (attention_fwd_bf16, below).
+ * Generation (model_dev.c / forward.c on a device cache): attention over an fp32 or fp16 KV
+ * cache (k_attn_kv, one thread per query head; fp16 widened exactly) and to_f16. */
 #include <cublas_v2.h>
 #include <cuda_bf16.h>
+#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 #include <dlfcn.h>
 #include <math.h>
@@ -1334,9 +1337,18 @@ static void cu_attention_bwd_bf16(const lt_backend *be, float *dq, float *dk, fl
     cu_attention_bwd(be, dq, dk, dv, dout, q, k, v, out, lse, seq, off, B, T, NH, NKV, HD, window);
 }
 
-/* queries of positions pos0 + t over the cache: online softmax, one thread per (t, h) */
-__global__ void k_attn_kv(float *out, const float *q, const float *k, const float *v, int N,
-                          int pos0, int H, int KV, int hd, int window) {
+/* a cache element as fp32: fp32 as it is, fp16 (IEEE half) widened (exact) */
+__device__ __forceinline__ float kv_f32(float x) {
+    return x;
+}
+__device__ __forceinline__ float kv_f32(uint16_t x) {
+    return __half2float(__ushort_as_half(x));
+}
+/* queries of positions pos0 + t over the cache: online softmax, one thread per (t, h); the
+ * cache's elements are fp32 (attention_kv) or fp16 widened to fp32 (attention_kv_f16) */
+template <typename E>
+__global__ void k_attn_kv(float *out, const float *q, const E *k, const E *v, int N, int pos0,
+                          int H, int KV, int hd, int window) {
     GRID_LOOP(id, (int64_t)N * H) {
         const int h = (int)(id % H), t = (int)(id / H), pos = pos0 + t, kvh = h / (H / KV);
         const int start = window > 0 && pos - window + 1 > 0 ? pos - window + 1 : 0;
@@ -1347,15 +1359,15 @@ __global__ void k_attn_kv(float *out, const float *q, const float *k, const floa
         for (int i = 0; i < hd; i++)
             o[i] = 0;
         for (int j = start; j <= pos; j++) {
-            const float *kj = k + ((int64_t)j * KV + kvh) * hd, *vj = v + ((int64_t)j * KV + kvh) * hd;
+            const E *kj = k + ((int64_t)j * KV + kvh) * hd, *vj = v + ((int64_t)j * KV + kvh) * hd;
             float s = 0;
             for (int i = 0; i < hd; i++)
-                s += qh[i] * kj[i];
+                s += qh[i] * kv_f32(kj[i]);
             s *= sc;
             const float nm = fmaxf(mx, s), a = expf(mx - nm), p = expf(s - nm);
             sum = sum * a + p;
             for (int i = 0; i < hd; i++)
-                o[i] = o[i] * a + p * vj[i];
+                o[i] = o[i] * a + p * kv_f32(vj[i]);
             mx = nm;
         }
         for (int i = 0; i < hd; i++)
@@ -1365,7 +1377,21 @@ __global__ void k_attn_kv(float *out, const float *q, const float *k, const floa
 static void cu_attention_kv(const lt_backend *be, float *out, const float *q, const float *k,
                             const float *v, int N, int pos0, int H, int KV, int hd, int window,
                             float *scratch, int64_t n_scratch) {
-    k_attn_kv<<<blocks((int64_t)N * H, 64), 64>>>(out, q, k, v, N, pos0, H, KV, hd, window);
+    k_attn_kv<float>
+        <<<blocks((int64_t)N * H, 64), 64>>>(out, q, k, v, N, pos0, H, KV, hd, window);
+}
+static void cu_attention_kv_f16(const lt_backend *be, float *out, const float *q,
+                                const uint16_t *k, const uint16_t *v, int N, int pos0, int H,
+                                int KV, int hd, int window, float *scratch, int64_t n_scratch) {
+    k_attn_kv<uint16_t>
+        <<<blocks((int64_t)N * H, 64), 64>>>(out, q, k, v, N, pos0, H, KV, hd, window);
+}
+/* fp32 -> IEEE half, round to nearest even (NaN stays NaN, overflow to inf): lt_f32_to_f16 */
+__global__ void k_to_f16(uint16_t *dst, const float *src, int64_t n) {
+    GRID_LOOP(i, n) dst[i] = __half_as_ushort(__float2half_rn(src[i]));
+}
+static void cu_to_f16(const lt_backend *be, uint16_t *dst, const float *src, int64_t n) {
+    k_to_f16<<<blocks(n, 256), 256>>>(dst, src, n);
 }
 static int64_t cu_attention_kv_scratch(const lt_backend *be, int ctx) {
     return 1;
@@ -1578,6 +1604,8 @@ static const lt_backend_ops cuda_ops = [] {
     o.scatter_rows = cu_scatter_rows;
     o.attention_kv = cu_attention_kv;
     o.attention_kv_scratch = cu_attention_kv_scratch;
+    o.attention_kv_f16 = cu_attention_kv_f16;
+    o.to_f16 = cu_to_f16;
     o.add_bias = cu_add_bias;
     o.scale_rows = cu_scale_rows;
     o.to_bf16 = cu_to_bf16;

@@ -1025,7 +1025,7 @@ enum MHD_Result lt_dataset_delete(lt_server *s, struct MHD_Connection *c, const 
         char from[LT_SERVE_PATH + 96], to[LT_SERVE_PATH + 96];
         snprintf(from, sizeof from, "%s/datasets/%s", s->work, xid);
         snprintf(to, sizeof to, "%s/uploads/deleted-%s", s->work, xid);
-        if (rename(from, to)) {
+        if (lt_io_rename(from, to)) {
             if (!*failed) snprintf(failed, sizeof failed, "%s: %s", xid, strerror(errno));
             continue;
         }

@@ -1,12 +1,14 @@
 """test_portable_binary.py - the default build runs on any x86-64 CPU: outside the dispatched
-kernel files (src/**/*_avx2.c, *_avx512.c, reached only through the run-time dispatch), the
+kernel files (src/**/*_avx2.c, *_avx512.c, *_avx512bf16.c, reached only through the run-time
+dispatch), the
 library and the `loratune` program hold no instruction beyond the x86-64 baseline (SSE2).
 
 How: `objdump -d` of the library (one archive per layer: liblt_core.a, liblt_quant.a, ...),
 member by member, and of the linked program, function by function. An instruction is beyond the baseline when it touches a ymm / zmm / mask register,
 is VEX / EVEX encoded (the SIMD mnemonics that start with "v") or is one of the SSE3, SSSE3,
 SSE4.1/4.2, POPCNT, LZCNT, BMI1/2, MOVBE, F16C or FMA mnemonics below. Checks:
-- the archives: such instructions only in members named *_avx2.c.o / *_avx512.c.o, and no AVX-512
+- the archives: such instructions only in members named *_avx2.c.o / *_avx512.c.o /
+  *_avx512bf16.c.o, and no AVX-512
   in the *_avx2 ones; those members really hold AVX2 / AVX-512 code (the scan sees them);
 - the program: such instructions only in functions defined in those members (matched by name:
   what comes from the other members was checked clean in the archive);
@@ -54,7 +56,7 @@ INSN = re.compile(r"^\s+[0-9a-f]+:\s+(?:(?:rep[nez]*|lock|notrack|bnd|data16|add
                   r"([a-z][a-z0-9.]*)\s*(.*)$")
 FUNC = re.compile(r"^[0-9a-f]+ <(.+)>:$")
 MEMBER = re.compile(r"^(\S+):\s+file format ")
-DISPATCHED = re.compile(r"_avx(2|512)\.c\.o$")
+DISPATCHED = re.compile(r"_avx(2|512|512bf16)\.c\.o$")
 
 
 AVX512_ONLY = {"vpdpbusd", "vpdpbusds", "vpdpwssd", "vpdpwssds"}
@@ -158,7 +160,7 @@ def main():
             check(False, f"{member}: {func} is not dispatched but uses {sorted(k)}: "
                          f"{next(iter(k.values()))}")
     for member in dispatched:
-        want = "avx512" if member.endswith("_avx512.c.o") else "avx"
+        want = "avx512" if member.endswith(("_avx512.c.o", "_avx512bf16.c.o")) else "avx"
         check(want in kinds.get(member, ()), f"{member}: no {want} instruction seen (scan broken?)")
 
     # the program: every such function is one the dispatched members define. A static name may

@@ -38,7 +38,7 @@ BUILD=${BUILD:-build-bench} PY=${PY:-.venv-bench/bin/python}
 LT_COMPUTE=${LT_COMPUTE:-f32} TORCH_COMPILE=${TORCH_COMPILE:-0}
 MLX=${MLX:-1} MLX_BF16=${MLX_BF16:-0} MLXPY=${MLXPY:-.venv/bin/python}
 MLX_BLAS=${MLX_BLAS:-stock,openblas} WORKLOADS=${WORKLOADS:-lora-r8-qv lora-r16-all full}
-OPENBLAS_SO=$(ldconfig -p | awk '/libopenblas\.so\.0 /{print $NF; exit}')
+OPENBLAS_SO=$(ldconfig -p | awk '/libopenblas\.so\.0 / && !p {p = $NF} END {print p}')
 OUTDIR=${OUTDIR:-/tmp/loratune-bench}
 mkdir -p "$OUTDIR"
 OUT="$OUTDIR/speed-$(date -u +%Y%m%dT%H%M%S).jsonl"

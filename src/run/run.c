@@ -1185,7 +1185,16 @@ static lt_status train(lt_run *r, lt_run_outcome *outcome) {
         json_object_set_new(start, "planned_peak_bytes", json_integer(r->planned_peak));
         json_object_set_new(start, "reserved_bytes", json_integer(r->reserved_bytes));
     }
-    if (start && r->comm.size) json_object_set_new(start, "ranks", json_integer(r->comm.size));
+    if (start && r->comm.size) {
+        json_object_set_new(start, "ranks", json_integer(r->comm.size));
+        /* what each rank holds for the exchange, besides the memory plan: its row gradients,
+         * every rank's (received), and their sum (dp_create) */
+        const double slots = (double)r->o.grad_accum * r->dp_rows;
+        json_object_set_new(
+            start, "exchange_bytes",
+            json_integer((json_int_t)((r->comm.size + 1) * slots * (double)r->dp_slot +
+                                      (double)(r->dp_params ? r->dp_params : 1) * sizeof(float))));
+    }
     if (start && r->resumed_from >= 0) {
         json_object_set_new(start, "resumed_checkpoint", json_string(r->last_ckpt));
         if (r->resume_skipped) json_object_set(start, "skipped_checkpoints", r->resume_skipped);

@@ -141,6 +141,16 @@ def test_equal_ranks():
           f"-np 2: one start event (rank 0's) saying ranks 2, got {st}")
     check(len(by(e2, "done")) == 1, "-np 2: one done event")
     check(by(e1, "start")[0].get("ranks") == 1, "-np 1: start event says ranks 1")
+    # the exchange buffers each rank holds besides the plan: (ranks + 1) x grad_accum x
+    # ceil(batch / ranks) row slots of {loss sum, count} doubles + the trainable floats (padded
+    # to 8 bytes), and the sum
+    for evs, n in ((e1, 1), (e2, 2)):
+        s0 = by(evs, "start")[0]
+        P = s0.get("trainable_params", 0)
+        slot = 16 + (P + P % 2) * 4
+        want = (n + 1) * 2 * (-(-3 // n)) * slot + P * 4
+        check(P > 0 and s0.get("exchange_bytes") == want,
+              f"-np {n}: exchange_bytes {s0.get('exchange_bytes')}, expected {want} (P {P})")
     for f in ("adapter_model.safetensors", "adapter.gguf", "mlx-lm/adapters.safetensors"):
         a, b = os.path.join(o1, f), os.path.join(o2, f)
         check(os.path.exists(b) and same_file(a, b), f"{f}: -np 2's differs from -np 1's")

@@ -117,6 +117,9 @@ int cmd_info(int argc, char **argv) {
                                           cd == LT_DTYPE_BF16 ? "bf16" : "f32", "reason", why,
                                           "bf16_gemm_kernel",
                                           lt_cpu_gemm_bf16_impl(2048, 1536, 576)));
+            json_object_set_new(json_object_get(rt, "compute_dtype_auto"),
+                                "bf16_attention_kernel",
+                                json_string(lt_cpu_attention_bf16_impl(64)));
             s = json_dumps(root, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
         }
         json_decref(root);
@@ -186,5 +189,9 @@ int cmd_info(int argc, char **argv) {
     printf("  %-16s %s (--compute-dtype %s)\n", "compute dtype",
            cd == LT_DTYPE_BF16 ? "bf16" : "f32", why);
     printf("  %-16s oneDNN %s\n", "bf16 GEMM", lt_cpu_gemm_bf16_impl(2048, 1536, 576));
+    const char *ak = lt_cpu_attention_bf16_impl(64);
+    printf("  %-16s %s\n", "bf16 attention",
+           strcmp(ak, "f32") ? "avx512_bf16 (vdpbf16ps; head dims 32 / 64 / 128)"
+                             : "fp32 (no avx512_bf16 at this kernel level)");
     return 0;
 }

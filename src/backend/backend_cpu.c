@@ -125,6 +125,9 @@ static void cpu_attention_bwd_bf16(const lt_backend *be, float *dq, float *dk, f
     lt_fast_attention_bwd_bf16(dq, dk, dv, dout, q, k, v, out, lse, seq, off, B, T, NH, NKV, HD,
                                window);
 }
+const char *lt_cpu_attention_bf16_impl(int HD) {
+    return lt_fast_attention_bf16_supported(HD) ? "avx512_bf16" : "f32";
+}
 static void cpu_swiglu_fwd(const lt_backend *be, float *out, const float *gate, const float *up,
                            int64_t n) {
     lt_fast_swiglu_fwd(out, gate, up, n);

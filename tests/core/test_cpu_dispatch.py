@@ -24,6 +24,11 @@ BEST = {"attention_elementwise": "avx2", "dequantization": "avx2", "nf4": "avx51
 MODEL = os.path.join(ltcheck.FIXTURES, "stories260K", "stories260K.gguf")
 WIKISQL = os.path.join(ltcheck.FIXTURES, "datasets", "wikisql-mlx")
 TMP = tempfile.mkdtemp(prefix="lt_cpu_dispatch_")
+try:
+    with open("/proc/cpuinfo") as _f:
+        BF16_FLAG = any(l.startswith("flags") and " avx512_bf16" in l for l in _f)
+except OSError:
+    BF16_FLAG = False
 
 
 def env_with(level):
@@ -82,6 +87,11 @@ def main():
               got["cpu_level"] == cpu, f"LORATUNE_CPU={cap}: {got}")
         want = {f: LEVELS[min(LEVELS.index(act), LEVELS.index(b))] for f, b in BEST.items()}
         check(got["kernels"] == want, f"LORATUNE_CPU={cap}: families {got['kernels']}, want {want}")
+        # the bf16 mode's attention: the vdpbf16ps kernels at the avx512 level on a CPU whose
+        # flags (the kernel's /proc/cpuinfo) list avx512_bf16, else the fp32 attention
+        ak = got.get("compute_dtype_auto", {}).get("bf16_attention_kernel")
+        want_ak = "avx512_bf16" if act == "avx512" and BF16_FLAG else "f32"
+        check(ak == want_ak, f"LORATUNE_CPU={cap}: bf16_attention_kernel {ak}, want {want_ak}")
     r = ltcheck.run("info", env=env_with("avx2"))
     check(r.returncode == 0 and ("capped at avx2" in r.stdout) == (cpu == "avx512"),
           f"table form names the cap: {r.stdout[-400:]}")

@@ -291,6 +291,10 @@ const lt_backend *lt_backend_ref(void);
  * ("brg:avx512_core_bf16", "brg:avx512_core_amx", "ref:any", ...; "none" when oneDNN cannot
  * make one): for info and benchmarks. A static buffer: not for several threads at once. */
 const char *lt_cpu_gemm_bf16_impl(int M, int N, int K);
+/* What the CPU backend's attention_fwd_bf16 / _bwd_bf16 run for head dim HD here:
+ * "avx512_bf16" (vdpbf16ps kernels) or "f32" (the fp32 attention: no avx512_bf16 at the current
+ * dispatch level, or a head dim other than 32 / 64 / 128); for info and benchmarks. */
+const char *lt_cpu_attention_bf16_impl(int HD);
 /* By name ("cpu", "ref"); NULL for a backend not compiled in. */
 const lt_backend *lt_backend_by_name(const char *name);
 

@@ -40,7 +40,7 @@ static float *dev_rand(const lt_backend *be, int64_t n, uint64_t *s) {
 int main(int argc, char **argv) {
     const char *device = "cpu";
     int B = 8, T = 2048, NH = 32, NKV = 8, HD = 64, iters = 5;
-    for (int i = 1; i < argc; i++) {
+    for (int i = 1; i < argc; i += 2) { /* every option takes a value */
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!v) goto bad;
         if (!strcmp(a, "--device")) device = v;
@@ -51,7 +51,6 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--head-dim")) HD = atoi(v);
         else if (!strcmp(a, "--iters")) iters = atoi(v);
         else goto bad;
-        i++;
     }
     if (B < 1 || T < 1 || NH < 1 || NKV < 1 || NH % NKV || HD < 1 || iters < 1) goto bad;
     const lt_backend *be = lt_backend_cpu();

@@ -125,8 +125,8 @@ int main(void) {
             CHECK_OK(lt_adapter_load(out, &m->config, &a));
             lt_model_delta *dl = NULL;
             CHECK_OK(lt_adapter_delta_create(a, m, &dl));
-            double refa;
-            int64_t cnta;
+            double refa = 0;
+            int64_t cnta = 0;
             if (r) reference(m, dl, lt_run_data(r), LT_SPLIT_VALID, &refa, &cnta);
             lt_adapter_delta_free(dl);
             lt_adapter_free(a);

@@ -293,6 +293,18 @@ static void weight_view(const lt_model *m, const lt_kv_cache *kv, lt_weight_id i
         lt_model_weight_bview(m, id, l, rows, cols, src, out);
 }
 
+/* The LM head [V][D] as the cache multiplies it: the device copy's view; on the host, the blocks
+ * as stored for the integer kernels (qact), else a bf16 view (bf16), else the provider's. */
+static void head_view(const lt_model *m, const lt_kv_cache *kv, lt_weight_id head, int64_t V,
+                      int64_t D, lt_weight_src *src, lt_weight_view *out, int *rowwise) {
+    *rowwise = 0;
+    if (kv->dev)
+        weight_view(m, kv, head, 0, V, D, src, out, rowwise);
+    else if ((!kv->qact || lt_model_weight_stored_(m, head, 0, V, D, out) != 1) &&
+             !(kv->bf16 && bf16_view(m, head, 0, V, D, out)))
+        lt_model_weight_bview(m, head, 0, V, D, src, out);
+}
+
 /* A norm weight or bias (1-D) as fp32 in the backend's memory: the device copy's, or the
  * provider's (converted into kv->wvec when it must be). */
 static lt_status vec_f32(const lt_model *m, lt_kv_cache *kv, lt_weight_id id, int l,
@@ -525,12 +537,8 @@ lt_status lt_model_forward(const lt_model *m, const lt_model_delta *delta, lt_kv
     const lt_weight_id head = c->tied_embeddings ? LT_W_TOK_EMBD : LT_W_LM_HEAD;
     lt_weight_src hsrc;
     lt_weight_view hv;
-    int hrw = 0; /* the head's rowwise flag (the device copy's; 0 on the host path) */
-    if (kv->dev)
-        weight_view(m, kv, head, 0, V, D, &hsrc, &hv, &hrw);
-    else if ((!kv->qact || lt_model_weight_stored_(m, head, 0, V, D, &hv) != 1) &&
-             !(kv->bf16 && bf16_view(m, head, 0, V, D, &hv)))
-        lt_model_weight_bview(m, head, 0, V, D, &hsrc, &hv);
+    int hrw; /* the head's rowwise flag (the device copy's; 0 on the host path) */
+    head_view(m, kv, head, V, D, &hsrc, &hv, &hrw);
     for (int done = 0; done < n;) {
         int b = n - done < kv->max_batch ? n - done : kv->max_batch;
         if ((st = forward_chunk(m, delta, kv, tokens + done, b, pos0 + done))) return st;
@@ -617,13 +625,8 @@ static lt_status forward_rows(const lt_model *m, lt_kv_cache *ws, const lt_batch
                    ws->scores, ws->n_scores);
                 continue;
             }
-            if (ws->dev) {
-                OP(copy, rk->k + at, kt, sizeof(float) * (size_t)ne * KD);
-                OP(copy, rk->v + at, vt, sizeof(float) * (size_t)ne * KD);
-            } else {
-                memcpy(rk->k + at, kt, sizeof(float) * (size_t)ne * KD);
-                memcpy(rk->v + at, vt, sizeof(float) * (size_t)ne * KD);
-            }
+            OP(copy, rk->k + at, kt, sizeof(float) * (size_t)ne * KD);
+            OP(copy, rk->v + at, vt, sizeof(float) * (size_t)ne * KD);
             OP(attention_kv, ws->att + (int64_t)t * QD, ws->q + (int64_t)t * QD, rk->k + lay,
                rk->v + lay, ne, rows[e].pos, H, KV, hd, c->sliding_window, ws->scores,
                ws->n_scores);
@@ -740,23 +743,17 @@ lt_status lt_model_forward_batch(const lt_model *m, lt_kv_cache *ws, const lt_ba
     for (int e = 0, t = 0; e < n; e++) {
         t += entry_rows(&rows[e]);
         if (rows[e].no_logits) continue;
-        if (k != t - 1 && ws->dev) /* distinct rows: no overlap */
+        if (k != t - 1) /* distinct rows: no overlap */
             ws->be->op->copy(ws->be, ws->xb + (int64_t)k * D, ws->xb + (int64_t)(t - 1) * D,
                              sizeof(float) * D);
-        else if (k != t - 1)
-            memmove(ws->xb + (int64_t)k * D, ws->xb + (int64_t)(t - 1) * D, sizeof(float) * D);
         k++;
     }
     if (!k) return LT_OK;
     const lt_weight_id head = c->tied_embeddings ? LT_W_TOK_EMBD : LT_W_LM_HEAD;
     lt_weight_src hsrc;
     lt_weight_view hv;
-    int hrw = 0;
-    if (ws->dev)
-        weight_view(m, ws, head, 0, V, D, &hsrc, &hv, &hrw);
-    else if ((!ws->qact || lt_model_weight_stored_(m, head, 0, V, D, &hv) != 1) &&
-             !(ws->bf16 && bf16_view(m, head, 0, V, D, &hv)))
-        lt_model_weight_bview(m, head, 0, V, D, &hsrc, &hv);
+    int hrw;
+    head_view(m, ws, head, V, D, &hsrc, &hv, &hrw);
     lt_matmul_job jb = {&hv, ws->dev ? ws->dlogits : logits, 0.0f, ws->qact, ws->bf16, hrw};
     lt_kv_cache *kv = ws;
     st = OP(matmul_w, &jb, 1, ws->xb, k, ws->wbuf, ws->n_wbuf);

@@ -55,14 +55,12 @@ static void put_stored(const lt_model_dev *d, const lt_tensor_view *v, lt_weight
         be->op->set(be, dst, src, (size_t)(rb * rows));
         return;
     }
-    const int64_t hd = d->m->config.head_dim, half = hd / 2, per = nbuf / rb;
+    const int hd = d->m->config.head_dim;
+    const int64_t per = nbuf / rb;
     for (int64_t r0 = 0; r0 < rows; r0 += per) {
         const int64_t n = rows - r0 < per ? rows - r0 : per;
-        for (int64_t r = r0; r < r0 + n; r++) { /* model row r = file row h hd + 2 (i mod half)
-                                                   + i / half, i = r mod hd, h = r / hd */
-            const int64_t h = r / hd, i = r % hd, fr = h * hd + 2 * (i % half) + i / half;
-            memcpy((char *)buf + (r - r0) * rb, src + fr * rb, (size_t)rb);
-        }
+        for (int64_t r = r0; r < r0 + n; r++)
+            memcpy((char *)buf + (r - r0) * rb, src + lt_model_file_row_(r, hd) * rb, (size_t)rb);
         be->op->set(be, (char *)dst + r0 * rb, buf, (size_t)(n * rb));
     }
 }

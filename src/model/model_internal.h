@@ -90,4 +90,12 @@ const float *lt_model_loaded_weight_(const lt_model *m, lt_weight_id id, int64_t
 lt_status lt_model_take_named(lt_model *m, const char *src, const lt_model_tensor_names *n,
                               const void *file);
 
+/* The file row of model row r for a weight whose heads of hd rows the file interleaves (GGUF's
+ * q / k rotary order; lt_model_weight_interleaved): model row h hd + i is file row
+ * h hd + 2 (i mod hd/2) + i / (hd/2). */
+static inline int64_t lt_model_file_row_(int64_t r, int hd) {
+    int64_t h = r / hd, rem = r % hd, half = hd / 2;
+    return h * hd + 2 * (rem % half) + rem / half;
+}
+
 #endif

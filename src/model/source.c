@@ -106,12 +106,6 @@ const float *lt_model_loaded_weight_(const lt_model *m, lt_weight_id id, int64_t
     return p[id] ? p[id] + (per_layer(id) ? layer * n : 0) : NULL;
 }
 
-/* file row of model row r for interleaved heads of hd rows */
-static int64_t file_row(int64_t r, int hd) {
-    int64_t h = r / hd, rem = r % hd, half = hd / 2;
-    return h * hd + 2 * (rem % half) + rem / half;
-}
-
 lt_status lt_model_weight_rows(const lt_model *m, lt_weight_id id, int layer, int64_t row0,
                                int64_t nrows, float *dst) {
     int64_t rows, cols;
@@ -142,7 +136,8 @@ lt_status lt_model_weight_rows(const lt_model *m, lt_weight_id id, int layer, in
         if (il && lt_dtype_block_elems(v->dtype) == 1) { /* element by element, no scratch */
             const int64_t eb = lt_dtype_block_bytes(v->dtype);
             for (int64_t r = 0; r < cols; r++) {
-                lt_status st = lt_to_f32(v->dtype, base + file_row(r, hd) * eb, dst + r, 1);
+                lt_status st =
+                    lt_to_f32(v->dtype, base + lt_model_file_row_(r, hd) * eb, dst + r, 1);
                 if (st) return st;
             }
             return LT_OK;
@@ -154,7 +149,7 @@ lt_status lt_model_weight_rows(const lt_model *m, lt_weight_id id, int layer, in
                                   lt_weight_id_name(id));
         memcpy(tmp, dst, sizeof(float) * (size_t)cols);
         for (int64_t r = 0; r < cols; r++)
-            dst[r] = tmp[file_row(r, hd)];
+            dst[r] = tmp[lt_model_file_row_(r, hd)];
         free(tmp);
         return LT_OK;
     }
@@ -165,7 +160,8 @@ lt_status lt_model_weight_rows(const lt_model *m, lt_weight_id id, int layer, in
                         lt_weight_id_name(id), (long long)cols, lt_dtype_name(v->dtype));
     if (!il) return lt_to_f32(v->dtype, base + row0 * rb, dst, nrows * cols);
     for (int64_t i = 0; i < nrows; i++) {
-        lt_status st = lt_to_f32(v->dtype, base + file_row(row0 + i, hd) * rb, dst + i * cols, cols);
+        lt_status st = lt_to_f32(v->dtype, base + lt_model_file_row_(row0 + i, hd) * rb,
+                                 dst + i * cols, cols);
         if (st) return st;
     }
     return LT_OK;

@@ -1218,12 +1218,17 @@ static lt_status train(lt_run *r, lt_run_outcome *outcome) {
     double train_time = 0;
     int64_t steps_this_session = 0;
     while (!aborted && r->step < r->total_steps) {
+        /* With ranks, only the exchanged flags decide: a signal that lands on one rank after
+         * the exchange must not stop that rank alone (its partner would wait in the step's
+         * collective for ever); it stops every rank at the next boundary instead. */
+        int stop_now;
         if (r->comm.size) { /* all ranks stop at the same step boundary */
-            int any = 0;
-            if ((s = dp_stop_any(r, &any))) return s;
-            if (any) atomic_store(&r->stop, 1);
+            if ((s = dp_stop_any(r, &stop_now))) return s;
+            if (stop_now) atomic_store(&r->stop, 1);
+        } else {
+            stop_now = atomic_load(&r->stop);
         }
-        if (atomic_load(&r->stop)) {
+        if (stop_now) {
             aborted = 1;
             break;
         }

@@ -8,11 +8,16 @@
  *   - the ranks other than 0 emit nothing to their sinks' files (no checkpoint, no adapter of
  *     their own: OUT holds rank 0's);
  *   - a failed exchange fails the run with LT_ERR_IO naming the rank;
+ *   - a stop request that lands on one rank right after a step's stop-flag exchange (as a
+ *     signal forwarded by mpirun can) stops every rank at the next step boundary, the same
+ *     step for all, each `interrupted` (it used to stop that rank alone: its partner then
+ *     waited in the step's exchange for ever -- what CI's mpirun test once caught);
  *   - full fine-tuning (every parameter's row gradients exchanged): 2 ranks (rows 1 | 2) equal
  *     1 bit for bit, the saved model.safetensors too;
  *   - refused: automatic sizes with several ranks, a bad rank, set after lt_run_prepare. */
 #include <jansson.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -30,10 +35,14 @@ typedef struct {
     pthread_barrier_t bar;
     const void *src[MAXR];
     int fail_rank; /* >= 0: that rank's exchanges fail (and it leaves the group) */
+    int stop_rank;  /* >= 0: that rank's run is asked to stop right after ... */
+    int stop_after; /* ... its stop_after-th stop-flag exchange (the only 4-byte one) */
 } group;
 typedef struct {
     group *g;
     int rank;
+    lt_run *run;
+    int flag_exchanges;
 } member;
 
 static int gather(void *ctx, const void *send, void *recv, size_t bytes) {
@@ -45,6 +54,9 @@ static int gather(void *ctx, const void *send, void *recv, size_t bytes) {
     for (int q = 0; q < g->size; q++)
         memcpy((char *)recv + (size_t)q * bytes, g->src[q], bytes);
     pthread_barrier_wait(&g->bar); /* sources stay valid until every rank has copied */
+    if (g->stop_rank == m->rank && bytes == sizeof(int32_t) &&
+        ++m->flag_exchanges == g->stop_after)
+        lt_run_request_stop(m->run);
     return 0;
 }
 
@@ -79,6 +91,14 @@ static int same_numbers(const collect *a, const collect *b) {
 }
 
 static char g_dir[512], g_data[1024];
+
+static void on_alarm(int sig) {
+    (void)sig;
+    static const char m[] = "FAIL: ranks parted ways: a run still waits in an exchange after "
+                            "120 s\n";
+    (void)!write(2, m, sizeof m - 1);
+    _exit(1);
+}
 static int g_full; /* opts(): full fine-tuning of the HF fixture (OUT gets the model) */
 
 static void opts(const char *out, lt_run_opts *o) {
@@ -110,7 +130,9 @@ typedef struct {
     member m;
     collect c;
     lt_status st;
-    char msg[512]; /* lt_errmsg() of its thread */
+    lt_run_outcome oc;
+    long long step; /* where its run ended */
+    char msg[512];  /* lt_errmsg() of its thread */
 } rank_run;
 static char g_msg[512]; /* the first failing rank's message (run_group) */
 
@@ -119,26 +141,32 @@ static void *run_rank(void *arg) {
     lt_run *r = NULL;
     lt_run_comm comm = {.rank = t->m.rank, .size = t->m.g->size, .allgather = gather, .ctx = &t->m};
     t->st = lt_run_new(&t->o, &r);
+    t->m.run = r;
     if (!t->st && t->m.rank == 0) t->st = lt_run_add_sink(r, sink, &t->c);
     if (!t->st) t->st = lt_run_set_comm(r, &comm);
     if (!t->st) t->st = lt_run_prepare(r);
-    lt_run_outcome oc;
-    if (!t->st) t->st = lt_run_train(r, &oc);
+    if (!t->st) t->st = lt_run_train(r, &t->oc);
+    t->step = r ? (long long)lt_run_step(r) : -1;
     if (t->st) snprintf(t->msg, sizeof t->msg, "%s", lt_errmsg());
     lt_run_free(r);
     return NULL;
 }
 
-/* size ranks into one OUT; rank 0's report in *c0; LT_OK when every rank succeeded. */
-static lt_status run_group(int size, const char *out, int fail_rank, collect *c0) {
-    group g = {.size = size, .fail_rank = fail_rank};
+static rank_run g_ranks[MAXR]; /* the last group's ranks */
+
+/* size ranks into one OUT; rank 0's report in *c0; LT_OK when every rank succeeded.
+ * stop_rank >= 0: that rank is asked to stop right after its stop_after-th step's exchange. */
+static lt_status run_group(int size, const char *out, int fail_rank, collect *c0, int stop_rank,
+                           int stop_after) {
+    group g = {.size = size, .fail_rank = fail_rank, .stop_rank = stop_rank,
+               .stop_after = stop_after};
     pthread_barrier_init(&g.bar, NULL, (unsigned)size);
-    rank_run t[MAXR];
+    rank_run *t = g_ranks;
     pthread_t th[MAXR];
-    memset(t, 0, sizeof t);
+    memset(g_ranks, 0, sizeof g_ranks);
     for (int q = 0; q < size; q++) {
         opts(out, &t[q].o);
-        t[q].m = (member){&g, q};
+        t[q].m = (member){&g, q, NULL, 0};
         pthread_create(&th[q], NULL, run_rank, &t[q]);
     }
     lt_status st = LT_OK;
@@ -169,7 +197,7 @@ int main(void) {
     char out[MAXR + 1][1100];
     for (int n = 1; n <= MAXR; n++) {
         snprintf(out[n], sizeof out[n], "%s/np%d", g_dir, n);
-        lt_status st = run_group(n, out[n], -1, &c[n]);
+        lt_status st = run_group(n, out[n], -1, &c[n], -1, 0);
         CHECK(st == LT_OK, "%d ranks: %s: %s", n, lt_status_name(st), g_msg);
         CHECK(c[n].n_step == 6 && c[n].n_eval == 3 && c[n].ranks == n,
               "%d ranks: %d steps, %d evals, start says %d ranks", n, c[n].n_step, c[n].n_eval,
@@ -198,7 +226,7 @@ int main(void) {
         char fo[3][1100];
         for (int n = 1; n <= 2; n++) {
             snprintf(fo[n], sizeof fo[n], "%s/full%d", g_dir, n);
-            lt_status st = run_group(n, fo[n], -1, &cfu[n]);
+            lt_status st = run_group(n, fo[n], -1, &cfu[n], -1, 0);
             CHECK(st == LT_OK, "full, %d ranks: %s: %s", n, lt_status_name(st), g_msg);
         }
         CHECK(cfu[1].n_step == 6 && same_numbers(&cfu[1], &cfu[2]),
@@ -219,16 +247,36 @@ int main(void) {
         collect cf;
         char o[1100];
         snprintf(o, sizeof o, "%s/fail", g_dir);
-        lt_status st = run_group(1, o, 0, &cf);
+        lt_status st = run_group(1, o, 0, &cf, -1, 0);
         CHECK(st == LT_ERR_IO && strstr(g_msg, "rank 0 of 1") && strstr(g_msg, "exchanging"),
               "failed exchange: %s: %s", lt_status_name(st), g_msg);
+    }
+
+    /* a stop request on rank 1 just after step 3's flag exchange (the signal's worst moment):
+     * both ranks finish step 3, then stop together at the next boundary; the alarm turns the
+     * old failure (rank 0 waiting for ever in step 3's exchange) into a failed test */
+    {
+        signal(SIGALRM, on_alarm);
+        alarm(120);
+        collect cs;
+        char o[1100];
+        snprintf(o, sizeof o, "%s/stop", g_dir);
+        lt_status st = run_group(2, o, -1, &cs, 1, 3);
+        alarm(0);
+        CHECK(st == LT_OK, "stop on one rank: %s: %s", lt_status_name(st), g_msg);
+        for (int q = 0; q < 2; q++)
+            CHECK(g_ranks[q].oc == LT_RUN_INTERRUPTED && g_ranks[q].step == 3,
+                  "stop on rank 1 after step 3's exchange: rank %d ended at step %lld, outcome "
+                  "%s (want 3, interrupted)",
+                  q, g_ranks[q].step, lt_run_outcome_name(g_ranks[q].oc));
+        CHECK(cs.n_step == 3, "rank 0 reported %d steps (want 3)", cs.n_step);
     }
 
     /* refusals */
     {
         lt_run_opts o;
         lt_run *r = NULL;
-        member m = {NULL, 0};
+        member m = {NULL, 0, NULL, 0};
         lt_run_comm two = {.rank = 0, .size = 2, .allgather = gather, .ctx = &m};
         char o_out[1100];
         snprintf(o_out, sizeof o_out, "%s/refused", g_dir);

@@ -334,7 +334,8 @@ def test_sigusr1():
         check(False, "mpirun -np 2 did not end within 60 s of SIGUSR1")
         return
     wd.cancel()
-    check(t_sig is not None and p.returncode != -signal.SIGKILL, "the SIGUSR1 run ended by itself")
+    check(t_sig is not None and p.returncode != -signal.SIGKILL,
+          f"the SIGUSR1 run ended by itself (last event {last}; stderr {err[-800:]})")
     if t_sig is None or p.returncode == -signal.SIGKILL:
         return
     print(f"sigusr1: mpirun ended {time.monotonic() - t_sig:.1f} s after SIGUSR1, "

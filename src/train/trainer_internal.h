@@ -121,9 +121,8 @@ struct lt_trainer {
     uint16_t *hb16;  /* [chunk][V]: the head's input rows, then dlogits */
     /* bf16 compute, LoRA: the grouped adapters' buffers (lin_fwd_group; NULL otherwise);
      * G = the most of g r C over the groups (q,k,v: 3 r D; gate,up: 2 r D; o: r QD; down: r F) */
-    float *grp_a;      /* [G]: the group's A matrices, one under the other (fp32) */
     float *grp_da;     /* [G]: the group's dA before it is added per target */
-    uint16_t *grp_ab;  /* [G]: grp_a in bf16 */
+    uint16_t *grp_ab;  /* [G]: the group's A matrices in bf16, one under the other */
     uint16_t *grp_xab; /* [N][3 r]: the group's xa in bf16 */
     uint16_t *grp_bb;  /* [max OC][r]: a B in bf16 */
     float *grp_dxa;    /* [N][3 r]: the group's dxa side by side */

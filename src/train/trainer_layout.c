@@ -634,7 +634,6 @@ lt_status lt_trainer_layout_(lt_trainer *tr, const lt_model_config *mc, const lt
             if (F > G) G = F;
             if (QD > moc) moc = QD;
             G *= r;
-            WS_F(grp_a, G);
             WS_F(grp_da, G);
             WS_F(grp_dxa, N * 3 * r);
             WS_H(grp_ab, G);

@@ -8,23 +8,25 @@
 #   lora: the WikiSQL LoRA workload of bench/run_mpi_scaling.sh (SmolLM2-135M-Instruct fused to
 #         fp32, r8 q,v, batch 4 x 256 packed): an exchange of a few MB;
 #   full: full fine-tuning of stories260K-hf, batch 4 x 64, grad-accum 32: the exchange (192
-#         row gradients of the whole model, 191 MiB) is most of each rank's memory.
+#         row gradients of the whole model, 191 MiB) is most of each rank's memory;
+#   fullsmol: full fine-tuning of SmolLM2-135M-Instruct (fp32), batch 2 x 256: one row a rank,
+#         its gradient, the two received and their sum, 2.0 GiB of a 4.6 GiB plan per rank.
 # Environment (defaults in brackets): STEPS [3]  LT [build/loratune]  MPIRUN [mpirun]
 #   GGUF [models/SmolLM2-135M-Instruct.Q4_1.gguf]  OUTDIR [/tmp/lt-mpi-bench]
-#   FIXTURES [$LT_FIXTURES or tests/fixtures]  MPI_ARGS [--oversubscribe]  RUNS ["lora full"]
+#   FIXTURES [$LT_FIXTURES or tests/fixtures]  MPI_ARGS [--oversubscribe]  RUNS ["lora full fullsmol"]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 STEPS=${STEPS:-3} LT=${LT:-build/loratune} MPIRUN=${MPIRUN:-mpirun}
 GGUF=${GGUF:-models/SmolLM2-135M-Instruct.Q4_1.gguf}
 FIXTURES=${FIXTURES:-${LT_FIXTURES:-tests/fixtures}}
-OUTDIR=${OUTDIR:-/tmp/lt-mpi-bench} MPI_ARGS=${MPI_ARGS:---oversubscribe} RUNS=${RUNS:-lora full}
+OUTDIR=${OUTDIR:-/tmp/lt-mpi-bench} MPI_ARGS=${MPI_ARGS:---oversubscribe} RUNS=${RUNS:-lora full fullsmol}
 export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 LORATUNE_NO_TRACK=1
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 # containers run as root
 SMOL=$OUTDIR/smollm2-135m-instruct-f32
 WIKI=$FIXTURES/datasets/wikisql-mlx
 RUN=$OUTDIR/plan-rss-$(date -u +%Y%m%dT%H%M%S)
 mkdir -p "$RUN"
-if [[ " $RUNS " == *" lora "* && ! -f "$SMOL/model.safetensors" ]]; then
+if [[ " $RUNS " == *" lora "* || " $RUNS " == *" fullsmol "* ]] && [ ! -f "$SMOL/model.safetensors" ]; then
   "$LT" fuse --model "$GGUF" --out "$SMOL" --dtype f32 >&2
 fi
 echo "# run_plan_vs_rss_mpi.sh $(date -u '+%Y-%m-%d %H:%M:%S UTC') steps $STEPS;" \
@@ -35,6 +37,8 @@ for run in $RUNS; do
                  --max-seq-len 256 --grad-accum 1 --compute-dtype f32) ;;
     full) shape=(--model "$FIXTURES/stories260K-hf" --method full --batch-size 4
                  --max-seq-len 64 --grad-accum 32) ;;
+    fullsmol) shape=(--model "$SMOL" --method full --batch-size 2 --max-seq-len 256
+                     --grad-accum 1) ;;
   esac
   "$LT" plan "${shape[@]}" --ranks 2 --device cpu --json > "$RUN/$run.plan.json"
   timed=(sh -c '/usr/bin/time -f "%M" -o "$0.${OMPI_COMM_WORLD_RANK:-0}.maxrss" "$@"'

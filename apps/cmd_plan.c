@@ -27,6 +27,10 @@ static void usage(FILE *f) {
             "does) and lists its assumptions.\n"
             "  --batch-size B        micro-batch rows (default 1)\n"
             "  --max-seq-len T       tokens per row (default 512)\n"
+            "  --grad-accum G        micro-batches per optimizer step (default 1; with --ranks)\n"
+            "  --ranks N             plan one of N data-parallel ranks (`mpirun -np N loratune\n"
+            "                        train`): adds each rank's gradient exchange buffers\n"
+            "                        (default 1: one process, no exchange)\n"
             "  --grad-checkpoint     keep only each layer's input; recompute in backward\n"
             "  --lora-rank R         LoRA / DoRA rank (default 8)\n"
             "  --lora-targets LIST   q,k,v,o,gate,up,down (comma-separated) or all (default q,v)\n"
@@ -139,6 +143,18 @@ int cmd_plan(int argc, char **argv) {
         } else if (!strcmp(a, "--max-seq-len") && v) {
             if (lt_cli_parse_int("plan", a, v, &n)) return 2;
             c.seq_len = (int)n;
+            i++;
+        } else if (!strcmp(a, "--grad-accum") && v) {
+            if (lt_cli_parse_int("plan", a, v, &n)) return 2;
+            c.grad_accum = (int)n;
+            i++;
+        } else if (!strcmp(a, "--ranks") && v) {
+            if (lt_cli_parse_int("plan", a, v, &n)) return 2;
+            if (n < 1) {
+                fprintf(stderr, "loratune plan: --ranks: expected >= 1, got %ld\n", n);
+                return 2;
+            }
+            c.ranks = n > 1 ? (int)n : 0; /* 1: the plain process (no communicator) */
             i++;
         } else if (!strcmp(a, "--lora-rank") && v) {
             if (lt_cli_parse_int("plan", a, v, &n)) return 2;
@@ -318,6 +334,8 @@ int cmd_plan(int argc, char **argv) {
         }
         json_object_set_new(o, "batch_size", json_integer(c.batch_size));
         json_object_set_new(o, "seq_len", json_integer(c.seq_len));
+        json_object_set_new(o, "grad_accum", json_integer(c.grad_accum));
+        json_object_set_new(o, "ranks", json_integer(p.ranks > 1 ? p.ranks : 1));
         json_object_set_new(o, "grad_checkpoint", json_boolean(c.grad_checkpoint));
         json_object_set_new(o, "base_dtype", json_string(bd));
         json_object_set_new(o, "compute_dtype",
@@ -335,6 +353,8 @@ int cmd_plan(int argc, char **argv) {
         json_object_set_new(o, "bytes", by);
         json_object_set_new(o, "allocated_by_trainer", al);
         json_object_set_new(o, "model_bytes", json_integer(p.model_bytes));
+        if (p.exchange_bytes) /* data parallelism: each rank's exchange (in the peak) */
+            json_object_set_new(o, "exchange_bytes", json_integer(p.exchange_bytes));
         json_object_set_new(o, "overhead_bytes", json_integer(p.overhead_bytes));
         json_object_set_new(o, "peak_bytes", json_integer(p.peak_bytes));
         json_object_set_new(o, "released_base", json_boolean(p.released_base));
@@ -379,6 +399,9 @@ int cmd_plan(int argc, char **argv) {
         printf("method       %s r=%d on %s (%.3fM trainable params, %d tensors)\n",
                lt_train_method_name(c.method), c.lora.r, tg, (double)p.n_trainable / 1e6,
                p.n_tensors);
+    if (p.ranks > 1)
+        printf("ranks        %d (data parallel: the plan of each rank, whose memory it is)\n",
+               p.ranks);
     if (c.method == LT_METHOD_QLORA)
         printf("batch        %d x %d tokens, gradient checkpointing %s, frozen linears NF4 "
                "(double-quantized), embedding and norms %s\n\n",
@@ -410,6 +433,13 @@ int cmd_plan(int argc, char **argv) {
     for (int k = 0; k < LT_MEM_COUNT; k++)
         printf("%-16s %16lld %12.2f  %s\n", lt_mem_category_name((lt_mem_category)k),
                (long long)p.bytes[k], mib(p.bytes[k]), notes[k]);
+    if (p.exchange_bytes) {
+        char xn[96];
+        snprintf(xn, sizeof xn, "row gradients: (%d ranks + 1) x %d x %d rows, + the sum",
+                 p.ranks, c.grad_accum, (c.batch_size + p.ranks - 1) / p.ranks);
+        printf("%s %10lld %12.2f  %s\n", "data-parallel exchange", (long long)p.exchange_bytes,
+               mib(p.exchange_bytes), xn);
+    }
     printf("%-16s %16lld %12.2f  %s\n", "overhead (est.)", (long long)p.overhead_bytes,
            mib(p.overhead_bytes), "binary, libraries, BLAS/OpenMP buffers");
     printf("%-16s %16lld %12.2f\n", "predicted peak", (long long)p.peak_bytes, mib(p.peak_bytes));

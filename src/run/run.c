@@ -222,6 +222,7 @@ static lt_status build_train_config(lt_run *r, const lt_adapter *a) {
     lt_train_config *c = &r->tc;
     lt_status s = lt_run_opts_train_config(o, &r->model->config, c, &r->compute_reason);
     if (s) return s;
+    c->ranks = r->comm.size; /* the plan counts each rank's exchange buffers (0: no communicator) */
     if (a) { /* the adapter decides its own shape */
         c->method = a->method;
         c->lora.r = a->r;
@@ -409,7 +410,11 @@ static lt_status load_data(lt_run *r) {
  * here with the plan's numbers rather than at an allocation. */
 static lt_status resolve_sizes(lt_run *r) {
     const lt_backend *dev = r->cuda; /* a GPU: its memory, and given sizes are checked too */
-    if (!dev && !r->auto_batch && !r->auto_seq) return LT_OK;
+    /* data parallelism: sizes are given (lt_run_set_comm), and a given budget is checked
+     * against this rank's plan, its exchange buffers included */
+    r->budget_checked = dev || r->auto_batch || r->auto_seq ||
+                        (r->comm.size >= 1 && r->o.memory_budget > 0);
+    if (!r->budget_checked) return LT_OK;
     int64_t budget = r->o.memory_budget, total = 0;
     if (budget <= 0 && dev) {
         if (!dev->op->mem_info || dev->op->mem_info(dev, &budget, &total) || budget <= 0)
@@ -506,8 +511,9 @@ lt_status lt_run_set_comm(lt_run *r, const lt_run_comm *c) {
     return LT_OK;
 }
 
-/* The exchange buffers: grad_accum * ceil(batch_size / size) row slots on this rank, size
- * times that received, and the sum. */
+/* The exchange buffers (lt_train_exchange_size, which the memory plan counts too):
+ * grad_accum * ceil(batch_size / size) row slots on this rank, size times that received, and
+ * the sum. */
 static lt_status dp_create(lt_run *r) {
     int64_t P = 0;
     for (int i = 0; i < lt_trainer_n_tensors(r->tr); i++) {
@@ -515,21 +521,21 @@ static lt_status dp_create(lt_run *r) {
         if (!lt_trainer_tensor(r->tr, i, &t)) P += t.numel;
     }
     const int N = r->comm.size;
+    lt_train_exchange ex;
+    lt_status s = lt_train_exchange_size(P, r->o.batch_size, r->o.grad_accum, N, &ex);
+    if (s) return s;
     r->dp_params = P;
-    r->dp_rows = (r->o.batch_size + N - 1) / N;
-    r->dp_slot = 2 * sizeof(double) + (size_t)(P + (P & 1)) * sizeof(float); /* 8-byte aligned */
-    double send = (double)r->o.grad_accum * r->dp_rows * (double)r->dp_slot;
-    if (send * N > 0.5 * (double)SIZE_MAX)
-        return lt_error(LT_ERR_NOMEM, "data parallel: %.0f bytes of row gradients per rank",
-                        send);
-    r->dp_send = lt_malloc((size_t)send);
-    r->dp_recv = lt_malloc((size_t)send * (size_t)N);
-    r->dp_sum = lt_malloc((size_t)(P ? P : 1) * sizeof(float));
+    r->dp_rows = ex.rows;
+    r->dp_slot = ex.slot_bytes;
+    r->dp_send = lt_malloc(ex.send_bytes);
+    r->dp_recv = lt_malloc(ex.recv_bytes);
+    r->dp_sum = lt_malloc(ex.sum_bytes);
     if (!r->dp_send || !r->dp_recv || !r->dp_sum)
         return lt_error(LT_ERR_NOMEM,
                         "data parallel: out of memory for %d x %d row gradients of %lld floats "
                         "(%d ranks)",
                         r->o.grad_accum, r->dp_rows, (long long)P, N);
+    r->dp_bytes = (int64_t)(ex.send_bytes + ex.recv_bytes + ex.sum_bytes); /* what was allocated */
     return LT_OK;
 }
 
@@ -1176,7 +1182,7 @@ static lt_status train(lt_run *r, lt_run_outcome *outcome) {
                   (json_int_t)lt_data_count(r->data, LT_SPLIT_VALID), "trainable_params",
                   (json_int_t)n_trainable, "resumed_from", (json_int_t)r->resumed_from, "out",
                   r->o.out, "config", lt_run_opts_to_json(&r->o));
-    if (start && (r->auto_batch || r->auto_seq || r->cuda)) {
+    if (start && r->budget_checked) {
         /* the plan's numbers: host RAM, or on a GPU its memory (memory_budget_device) */
         json_object_set_new(start, "memory_budget_device", json_boolean(r->cuda != NULL));
         json_object_set_new(start, "auto_batch_size", json_boolean(r->auto_batch));
@@ -1187,13 +1193,9 @@ static lt_status train(lt_run *r, lt_run_outcome *outcome) {
     }
     if (start && r->comm.size) {
         json_object_set_new(start, "ranks", json_integer(r->comm.size));
-        /* what each rank holds for the exchange, besides the memory plan: its row gradients,
-         * every rank's (received), and their sum (dp_create) */
-        const double slots = (double)r->o.grad_accum * r->dp_rows;
-        json_object_set_new(
-            start, "exchange_bytes",
-            json_integer((json_int_t)((r->comm.size + 1) * slots * (double)r->dp_slot +
-                                      (double)(r->dp_params ? r->dp_params : 1) * sizeof(float))));
+        /* what each rank allocated for the exchange (dp_create; the plan's "data-parallel
+         * exchange" line) */
+        json_object_set_new(start, "exchange_bytes", json_integer((json_int_t)r->dp_bytes));
     }
     if (start && r->resumed_from >= 0) {
         json_object_set_new(start, "resumed_checkpoint", json_string(r->last_ckpt));

@@ -53,6 +53,7 @@ struct lt_run {
     int64_t total_steps, warmup_steps, epoch_batches;
     /* automatic sizes (lt_train_plan_fit_run): what was asked, the budget and the planned peak */
     int auto_batch, auto_seq;
+    int budget_checked; /* resolve_sizes checked the plan against a budget (start event) */
     int64_t memory_budget, planned_peak;
     int64_t reserved_bytes; /* of planned_peak: held besides the trainer's plan (tokenizer, data,
                                output writing; lt_train_plan_fit_run) */
@@ -102,6 +103,7 @@ struct lt_run {
     unsigned char *dp_send; /* grad_accum * dp_rows slots: this rank's rows */
     unsigned char *dp_recv; /* size times dp_send: every rank's, in rank order */
     float *dp_sum;          /* [dp_params] the rows summed in global order */
+    int64_t dp_bytes;       /* dp_send + dp_recv + dp_sum, allocated (the start event) */
 };
 /* 1 when this process writes OUT (no communicator, or rank 0). */
 static inline int lt_run_writer_(const lt_run *r) {

@@ -9,6 +9,7 @@
  * what is read in place from the mapped files; lt_train_plan_assumed plans the same over the
  * files a config describes before they exist (every tensor in the config's torch_dtype). */
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
@@ -127,6 +128,7 @@ lt_status lt_train_config_validate(const lt_model_config *mc, const lt_train_con
                         (int)c->method);
     if (c->batch_size < 1)
         return lt_error(LT_ERR_ARG, "batch_size: expected >= 1, got %d", c->batch_size);
+    if (c->ranks < 0) return lt_error(LT_ERR_ARG, "ranks: expected >= 0, got %d", c->ranks);
     if (c->seq_len < 1) return lt_error(LT_ERR_ARG, "seq_len: expected >= 1, got %d", c->seq_len);
     if ((int64_t)c->batch_size * c->seq_len > (1 << 24))
         return lt_error(LT_ERR_ARG, "batch_size * seq_len: expected <= 16777216, got %lld",
@@ -188,6 +190,29 @@ int64_t lt_train_overhead_bytes_(int64_t planned_bytes) {
     return ((int64_t)14 << 20) + planned_bytes / 160;
 }
 
+lt_status lt_train_exchange_size(int64_t n_trainable, int batch_size, int grad_accum, int ranks,
+                                 lt_train_exchange *out) {
+    memset(out, 0, sizeof *out);
+    if (ranks < 1 || batch_size < 1 || grad_accum < 1 || n_trainable < 0)
+        return lt_error(LT_ERR_ARG,
+                        "data-parallel exchange: expected ranks, batch_size, grad_accum >= 1, got "
+                        "%d, %d, %d",
+                        ranks, batch_size, grad_accum);
+    const int64_t P = n_trainable;
+    out->rows = (batch_size + ranks - 1) / ranks;
+    out->slot_bytes = 2 * sizeof(double) + (size_t)(P + (P & 1)) * sizeof(float); /* 8-aligned */
+    const double send = (double)grad_accum * out->rows * (double)out->slot_bytes;
+    if (send * (ranks + 1) > 0.5 * (double)SIZE_MAX)
+        return lt_error(LT_ERR_NOMEM,
+                        "data-parallel exchange: %.0f bytes of row gradients per rank (%d ranks)",
+                        send * (ranks + 1), ranks);
+    out->send_bytes = (size_t)grad_accum * (size_t)out->rows * out->slot_bytes;
+    out->recv_bytes = out->send_bytes * (size_t)ranks;
+    out->sum_bytes = (size_t)(P ? P : 1) * sizeof(float);
+    out->total_bytes = (int64_t)(out->send_bytes + out->recv_bytes + out->sum_bytes);
+    return LT_OK;
+}
+
 lt_status lt_train_plan(const lt_model_config *mc, const lt_train_config *c,
                         lt_train_plan_t *out) {
     return lt_train_plan_src_(mc, NULL, c, out);
@@ -242,6 +267,15 @@ lt_status lt_train_plan_src_(const lt_model_config *mc, const lt_base_files *src
     }
     if (out->alloc[LT_MEM_WORKSPACE]) out->n_allocs++;
     out->n_params = lt_model_config_n_params(mc);
+    if (c->ranks >= 1) { /* data parallelism: each rank's exchange buffers (lt_run's dp_create) */
+        lt_train_exchange ex;
+        if ((st = lt_train_exchange_size(out->n_trainable, c->batch_size, c->grad_accum, c->ranks,
+                                         &ex)))
+            return st;
+        out->ranks = c->ranks;
+        out->exchange_bytes = ex.total_bytes;
+    }
+    const int64_t xb = out->exchange_bytes; /* allocated after the trainer: steady state only */
     for (int k = 0; k < LT_MEM_COUNT; k++)
         out->bytes[k] = out->alloc[k];
     if (src) {
@@ -251,11 +285,12 @@ lt_status lt_train_plan_src_(const lt_model_config *mc, const lt_base_files *src
         out->lazy = 1;
         out->mapped_bytes = si.mapped_bytes;
         out->bytes[LT_MEM_WEIGHTS] += si.mapped_bytes;
-        out->overhead_bytes = lt_train_overhead_bytes_(out->alloc_total + si.mapped_bytes);
-        out->steady_bytes = out->alloc_total + si.mapped_bytes + out->overhead_bytes;
+        out->overhead_bytes = lt_train_overhead_bytes_(out->alloc_total + si.mapped_bytes + xb);
+        out->steady_bytes = out->alloc_total + si.mapped_bytes + out->overhead_bytes + xb;
         out->create_touched_bytes = si.convert_max_bytes;
-        out->create_peak_bytes = out->steady_bytes + si.convert_max_bytes;
-        out->peak_bytes = out->create_peak_bytes;
+        out->create_peak_bytes = out->steady_bytes - xb + si.convert_max_bytes;
+        out->peak_bytes = out->create_peak_bytes > out->steady_bytes ? out->create_peak_bytes
+                                                                     : out->steady_bytes;
         out->device_bytes = out->alloc_total + (src->dev ? si.mapped_dev_bytes : si.mapped_bytes);
         return LT_OK;
     }
@@ -267,17 +302,17 @@ lt_status lt_train_plan_src_(const lt_model_config *mc, const lt_base_files *src
     } else if (!out->released_base) {
         out->bytes[LT_MEM_WEIGHTS] += out->model_bytes;
     }
-    out->overhead_bytes =
-        lt_train_overhead_bytes_((out->released_base ? 0 : out->model_bytes) + out->alloc_total);
+    out->overhead_bytes = lt_train_overhead_bytes_(
+        (out->released_base ? 0 : out->model_bytes) + out->alloc_total + xb);
     out->steady_bytes =
-        (out->released_base ? 0 : out->model_bytes) + out->alloc_total + out->overhead_bytes;
+        (out->released_base ? 0 : out->model_bytes) + out->alloc_total + out->overhead_bytes + xb;
     if (out->released_base) {
         /* the trainer struct (its own allocation) is written too */
         out->create_touched_bytes = ws_head + (((int64_t)sizeof(lt_trainer) + 63) & ~(int64_t)63);
         out->create_peak_bytes = out->model_bytes + out->alloc[LT_MEM_WEIGHTS] +
                                  out->create_touched_bytes + out->overhead_bytes;
     } else {
-        out->create_peak_bytes = out->steady_bytes;
+        out->create_peak_bytes = out->steady_bytes - xb;
     }
     out->peak_bytes =
         out->create_peak_bytes > out->steady_bytes ? out->create_peak_bytes : out->steady_bytes;

@@ -95,16 +95,23 @@ static lt_status fit(const lt_model_config *mc, const lt_base_files *src, const 
         reserve = (held > 0 ? held : 0) + output_bytes(mc, c, &p0);
     }
     if (pk > budget - reserve) {
-        char split[200] = "";
+        char xch[160] = "", split[400] = ""; /* data parallelism: each rank's exchange */
+        if (p0.exchange_bytes > 0 && !dev)
+            snprintf(xch, sizeof xch,
+                     ", of which %.2f GiB the data-parallel exchange of %d ranks (its row "
+                     "gradients: fewer with a smaller --batch-size or --grad-accum)",
+                     gib(p0.exchange_bytes), p0.ranks);
         if (dev)
             snprintf(split, sizeof split,
                      " (%.2f GiB the trainer + %.2f GiB the device's libraries and scratch)",
                      gib(pk), gib(reserve));
         else if (run)
             snprintf(split, sizeof split,
-                     " (%.2f GiB training + %.2f GiB the run holds besides: tokenizer, data, "
+                     " (%.2f GiB training%s + %.2f GiB the run holds besides: tokenizer, data, "
                      "output writing)",
-                     gib(pk), gib(reserve));
+                     gib(pk), xch, gib(reserve));
+        else if (xch[0])
+            snprintf(split, sizeof split, " (%s)", xch + 2);
         return lt_error(LT_ERR_NOMEM,
                         "%smemory budget %.2f GiB is below the smallest plan (batch %d, sequence "
                         "%d): %.2f GiB predicted peak%s; raise --memory-budget, use --base-dtype "

@@ -14,6 +14,11 @@
  *     waited in the step's exchange for ever -- what CI's mpirun test once caught);
  *   - full fine-tuning (every parameter's row gradients exchanged): 2 ranks (rows 1 | 2) equal
  *     1 bit for bit, the saved model.safetensors too;
+ *   - the memory plan (lt_train_plan with ranks N, from the model's config) counts the
+ *     exchange buffers each rank allocates: its exchange_bytes equal the start event's (what
+ *     the run allocated, from its trainer's tensors) for 1, 2, 3 ranks and full fine-tuning;
+ *     one process (ranks 0) has none; a --memory-budget that only the exchange passes is
+ *     refused before training, naming the data-parallel exchange;
  *   - refused: automatic sizes with several ranks, a bad rank, set after lt_run_prepare. */
 #include <jansson.h>
 #include <pthread.h>
@@ -23,6 +28,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "loratune/model.h"
 #include "loratune/run.h"
 #include "lt_test.h"
 
@@ -64,6 +70,7 @@ static int gather(void *ctx, const void *send, void *recv, size_t bytes) {
 typedef struct {
     double loss[MAXEV], lr[MAXEV], gn[MAXEV], val[MAXEV];
     int n_step, n_eval, n_events, ranks;
+    long long exchange_bytes; /* the start event's: what the run allocated for the exchange */
 } collect;
 
 static void sink(void *ctx, const json_t *ev) {
@@ -78,6 +85,7 @@ static void sink(void *ctx, const json_t *ev) {
         c->val[c->n_eval++] = json_number_value(json_object_get(ev, "val_loss"));
     } else if (!strcmp(e, "start")) {
         c->ranks = (int)json_integer_value(json_object_get(ev, "ranks"));
+        c->exchange_bytes = (long long)json_integer_value(json_object_get(ev, "exchange_bytes"));
     }
 }
 
@@ -100,6 +108,7 @@ static void on_alarm(int sig) {
     _exit(1);
 }
 static int g_full; /* opts(): full fine-tuning of the HF fixture (OUT gets the model) */
+static const char *g_extra[6]; /* opts(): more option, value pairs (NULL-ended) */
 
 static void opts(const char *out, lt_run_opts *o) {
     lt_run_opts_default(o);
@@ -123,6 +132,42 @@ static void opts(const char *out, lt_run_opts *o) {
         lt_run_opts_set(o, "method", "full");
         lt_run_opts_set(o, "lr", "0.001");
     }
+    for (int i = 0; g_extra[i]; i += 2)
+        lt_run_opts_set(o, g_extra[i], g_extra[i + 1]);
+}
+
+/* The memory plan of one of `ranks` ranks (0: one process) of a run with opts(), from the
+ * model's config alone (lt_train_plan): not the run's path to its exchange sizes, which sums
+ * its trainer's tensors. */
+static lt_train_plan_t plan_of(int ranks) {
+    lt_run_opts o;
+    opts("unused", &o);
+    lt_model_load_opts lo = {.config_only = 1};
+    lt_model *m = NULL;
+    lt_train_config tc;
+    lt_train_plan_t p;
+    memset(&p, 0, sizeof p);
+    CHECK_OK(lt_model_load(o.model, &lo, &m));
+    if (!m) return p;
+    CHECK_OK(lt_run_opts_train_config(&o, &m->config, &tc, NULL));
+    tc.ranks = ranks;
+    CHECK_OK(lt_train_plan(&m->config, &tc, &p));
+    lt_model_free(m);
+    return p;
+}
+
+/* the plan of `ranks` ranks counts what the run allocated for its exchange, exactly */
+static void check_plan(int ranks, const collect *c, const char *what) {
+    lt_train_plan_t p = plan_of(ranks), p0 = plan_of(0);
+    CHECK(c->exchange_bytes > 0 && p.exchange_bytes == c->exchange_bytes && p.ranks == ranks,
+          "%s, %d ranks: plan's exchange %lld bytes (ranks %d), the run allocated %lld", what,
+          ranks, (long long)p.exchange_bytes, p.ranks, c->exchange_bytes);
+    CHECK(p0.exchange_bytes == 0 && p0.ranks == 0, "%s: one process plans %lld exchange bytes",
+          what, (long long)p0.exchange_bytes);
+    CHECK(p.steady_bytes >= p0.steady_bytes + p.exchange_bytes &&
+              p.peak_bytes >= p0.peak_bytes + p.exchange_bytes,
+          "%s, %d ranks: the exchange is not in the peak (%lld vs one process %lld)", what, ranks,
+          (long long)p.peak_bytes, (long long)p0.peak_bytes);
 }
 
 typedef struct {
@@ -202,6 +247,7 @@ int main(void) {
         CHECK(c[n].n_step == 6 && c[n].n_eval == 3 && c[n].ranks == n,
               "%d ranks: %d steps, %d evals, start says %d ranks", n, c[n].n_step, c[n].n_eval,
               c[n].ranks);
+        check_plan(n, &c[n], "lora");
     }
     for (int n = 2; n <= MAXR; n++) {
         CHECK(same_numbers(&c[1], &c[n]),
@@ -228,6 +274,7 @@ int main(void) {
             snprintf(fo[n], sizeof fo[n], "%s/full%d", g_dir, n);
             lt_status st = run_group(n, fo[n], -1, &cfu[n], -1, 0);
             CHECK(st == LT_OK, "full, %d ranks: %s: %s", n, lt_status_name(st), g_msg);
+            check_plan(n, &cfu[n], "full");
         }
         CHECK(cfu[1].n_step == 6 && same_numbers(&cfu[1], &cfu[2]),
               "full: 2 ranks vs 1: numbers differ (last loss %.17g vs %.17g)", cfu[2].loss[5],
@@ -238,6 +285,27 @@ int main(void) {
         snprintf(a, sizeof a, "%s/model.safetensors", fo[1]);
         snprintf(b, sizeof b, "%s/model.safetensors", fo[2]);
         CHECK(lt_same_file(a, b), "full: 2 ranks vs 1: model.safetensors differs");
+
+        /* a budget the run fits without the exchange but not with it (64 micro-batches: 384
+         * row slots of the model's 1 MB gradient, 400 MB a rank) is refused before training,
+         * naming the exchange */
+        g_extra[0] = "grad-accum";
+        g_extra[1] = "64";
+        g_extra[2] = "memory-budget";
+        g_extra[3] = "300M";
+        lt_train_plan_t p2 = plan_of(2), p0 = plan_of(0);
+        CHECK(p0.peak_bytes < (100 << 20) && p2.exchange_bytes > (350 << 20),
+              "budget case: one process plans %lld bytes, 2 ranks' exchange %lld",
+              (long long)p0.peak_bytes, (long long)p2.exchange_bytes);
+        collect cb;
+        snprintf(fo[0], sizeof fo[0], "%s/budget", g_dir);
+        lt_status st = run_group(2, fo[0], -1, &cb, -1, 0);
+        CHECK(st == LT_ERR_NOMEM && strstr(g_msg, "data-parallel exchange of 2 ranks") &&
+                  strstr(g_msg, "memory budget 0.29 GiB") && cb.n_step == 0 &&
+                  g_ranks[0].step <= 0 && g_ranks[1].step <= 0,
+              "budget below the exchange: %s: %s (%d steps)", lt_status_name(st), g_msg,
+              cb.n_step);
+        g_extra[0] = NULL;
         g_full = 0;
     }
 

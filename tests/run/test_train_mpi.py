@@ -19,6 +19,11 @@ on stories260K (tiny, fast), every run with one thread per rank:
   and adapter; SIGUSR1 to mpirun (forwarded as it is) stops the run with every event printed;
 - full fine-tuning: -np 2 equals -np 1 bit for bit (steps, validation losses, the saved model,
   the checkpoint's weights and moments), and a 2-rank checkpoint resumes with 1 rank;
+- the memory plan counts each rank's exchange buffers: `loratune plan --ranks 2` (from the
+  model alone) says as many exchange bytes as the -np 2 run's start event (what it allocated,
+  from its trainer's tensors), LoRA and full; without --ranks (or --ranks 1) it has no
+  exchange line; a --memory-budget that only the exchange passes is refused under -np 2 before
+  any step, naming the data-parallel exchange;
 - what is refused with N > 1 ranks, naming the option: automatic batch size.
 The single process is the reference (its numbers are checked against PyTorch elsewhere:
 test_trainer_golden.c, test_run_eval.c); mpirun is the real launcher. Skips (exit 77) when the
@@ -123,6 +128,34 @@ def ok(r, what):
     check(r.returncode == 0, f"{what}: exit {r.returncode}: {r.stderr[-1500:]}")
 
 
+def plan(*args):
+    """`loratune plan ARGS --json` with COMMON's shape (batch 3, grad-accum 2, length 48)."""
+    cmd = [ltcheck.LORATUNE, "plan", "--batch-size", "3", "--grad-accum", "2", "--max-seq-len",
+           "48", "--device", "cpu", *args]
+    r = subprocess.run(cmd + ["--json"], capture_output=True, text=True, env=ENV, timeout=60)
+    check(r.returncode == 0, f"{' '.join(cmd)}: exit {r.returncode}: {r.stderr[-600:]}")
+    t = subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=60)
+    return (json.loads(r.stdout) if r.returncode == 0 else {}), t.stdout
+
+
+def check_plan(start, what, *args):
+    """The plan of 2 ranks holds the run's exchange bytes; one process's has none."""
+    p2, text2 = plan(*args, "--ranks", "2")
+    check(p2.get("ranks") == 2 and p2.get("exchange_bytes") == start.get("exchange_bytes") and
+          p2.get("n_trainable") == start.get("trainable_params"),
+          f"{what}: plan --ranks 2 says exchange {p2.get('exchange_bytes')} bytes (ranks "
+          f"{p2.get('ranks')}), the -np 2 run allocated {start.get('exchange_bytes')}")
+    check(re.search(r"^data-parallel exchange +%d " % start.get("exchange_bytes", -1), text2,
+                    re.M) is not None, f"{what}: plan --ranks 2: no exchange line:\n{text2}")
+    for extra in ((), ("--ranks", "1")):
+        p1, text1 = plan(*args, *extra)
+        check(p1.get("ranks") == 1 and "exchange_bytes" not in p1 and
+              "exchange" not in text1 and p1.get("peak_bytes", 0) + start["exchange_bytes"] <=
+              p2.get("peak_bytes", 0),
+              f"{what}: plan {' '.join(extra)}: one process has no exchange, and 2 ranks' peak "
+              f"{p2.get('peak_bytes')} holds it: {p1}")
+
+
 def test_equal_ranks():
     o1, o2 = os.path.join(TMP, "np1"), os.path.join(TMP, "np2")
     r1, e1 = train(1, *COMMON, *DROPOUT, "--out", o1)
@@ -151,6 +184,8 @@ def test_equal_ranks():
         want = (n + 1) * 2 * (-(-3 // n)) * slot + P * 4
         check(P > 0 and s0.get("exchange_bytes") == want,
               f"-np {n}: exchange_bytes {s0.get('exchange_bytes')}, expected {want} (P {P})")
+    check_plan(by(e2, "start")[0], "lora", "--model", MODEL, "--method", "lora",
+               "--lora-targets", "all")
     for f in ("adapter_model.safetensors", "adapter.gguf", "mlx-lm/adapters.safetensors"):
         a, b = os.path.join(o1, f), os.path.join(o2, f)
         check(os.path.exists(b) and same_file(a, b), f"{f}: -np 2's differs from -np 1's")
@@ -384,6 +419,7 @@ def test_full():
     s2, v2 = series(e2)
     check(len(s1) == 8 and s1 == s2 and v1 == v2,
           f"full: -np 2 vs -np 1 steps / evals differ:\n{s2}\n{s1}\n{v2}\n{v1}")
+    check_plan(by(e2, "start")[0], "full", "--model", MODEL_HF, "--method", "full")
     m1, m2 = os.path.join(o1, "model.safetensors"), os.path.join(o2, "model.safetensors")
     check(os.path.exists(m1) and os.path.exists(m2) and same_file(m1, m2),
           "full: model.safetensors of -np 2 differs from -np 1's")
@@ -410,6 +446,21 @@ def test_refused():
     check(r.returncode != 0 and "batch-size" in r.stderr and "ranks" in r.stderr,
           f"-np 2 --batch-size auto: refused naming the option, got {r.returncode} "
           f"{r.stderr[-600:]}")
+    # a budget the run fits without the exchange but not with it: full fine-tuning, 64
+    # micro-batches of 3 rows, 2 ranks -> 384 row slots of the model's 1 MB gradient a rank
+    p, _ = plan("--model", MODEL_HF, "--method", "full", "--grad-accum", "64", "--ranks", "2")
+    p1, _ = plan("--model", MODEL_HF, "--method", "full", "--grad-accum", "64")
+    check(p.get("exchange_bytes", 0) > 350 << 20 and p1.get("peak_bytes", 1 << 40) < 100 << 20,
+          f"budget case: plan {p.get('exchange_bytes')} exchange bytes, one process "
+          f"{p1.get('peak_bytes')}")
+    i = COMMON.index("--grad-accum")
+    args = COMMON[:i] + ["--grad-accum", "64"] + COMMON[i + 2:]
+    r, evs = train(2, *args, "--model", MODEL_HF, "--method", "full", "--memory-budget", "300M",
+                   "--out", out + "-budget")
+    check(r.returncode != 0 and "memory budget 0.29 GiB" in r.stderr and
+          "data-parallel exchange of 2 ranks" in r.stderr and not by(evs, "step"),
+          f"-np 2 over --memory-budget with the exchange: refused naming it before any step, "
+          f"got {r.returncode} {r.stderr[-800:]}")
 
 
 def main():

@@ -305,7 +305,9 @@ void lt_run_request_stop(lt_run *r);
  * boundary on all ranks together. Needs explicit batch-size and max-seq-len when N > 1 (the
  * automatic sizes would depend on each process's view of memory). Any method: lora / dora /
  * qlora exchange the adapters' gradients, full fine-tuning every parameter's (each rank holds
- * (size + 1) * grad_accum * ceil(batch_size / size) row gradients of the trainable parameters).
+ * (size + 1) * grad_accum * ceil(batch_size / size) row gradients of the trainable parameters
+ * and their sum: lt_train_exchange_size, which the run's memory plan counts; a memory-budget
+ * given with a communicator is checked against that plan, the sizes being given).
  * The library has no MPI: the caller's allgather moves the bytes (apps/ uses MPI_Allgather). */
 typedef struct {
     int rank, size; /* 0 <= rank < size */

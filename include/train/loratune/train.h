@@ -98,6 +98,10 @@ typedef struct {
     float grad_clip;                           /* global-norm clip; <= 0: no clipping */
     int grad_accum;        /* micro-batches per optimizer step (informational for callers and
                               lt_train_plan; accumulate/step do not enforce it) */
+    int ranks;             /* data-parallel ranks (lt_run with a communicator, docs/SCALE_OUT.md)
+                              for lt_train_plan: >= 1 adds each rank's exchange buffers
+                              (lt_train_exchange_size); 0 (default): one process, no exchange.
+                              The trainer ignores it */
     uint64_t seed;         /* LoRA init and dropout masks */
     int keep_logits;       /* 1: also keep the fp32 logits [B][T][V] of the last accumulate/eval
                               (for tests; an extra activation buffer) */
@@ -155,10 +159,11 @@ typedef struct {
     int64_t n_params;       /* base model parameters */
     int n_tensors;          /* trainable tensors */
     int released_base;      /* 1: lt_trainer_create releases the model's fp32 weights */
-    /* steady state (training) = sum of bytes[] + overhead: alloc_total + overhead, plus
-     * model_bytes unless released_base */
+    /* steady state (training) = sum of bytes[] + overhead + exchange_bytes: alloc_total +
+     * overhead + exchange_bytes, plus model_bytes unless released_base */
     int64_t steady_bytes;
-    /* inside lt_trainer_create, before the release (released_base only; else = steady_bytes):
+    /* inside lt_trainer_create, before the release (released_base only; else = steady_bytes
+     * less exchange_bytes, allocated after the trainer):
      * model_bytes + alloc[WEIGHTS] (the copies being made) + create_touched_bytes + overhead.
      * The other blocks are allocated but first written after the release. */
     int64_t create_peak_bytes;
@@ -177,7 +182,30 @@ typedef struct {
      * where the device reads the dtype, else as fp32: lt_train_plan_device). Without a device
      * backend, mapped tensors count as stored. */
     int64_t device_bytes;
+    /* data parallelism (c->ranks >= 1): the rank count and what each rank holds for the
+     * exchange of row gradients (lt_train_exchange_size's total_bytes, host memory), counted in
+     * steady_bytes and peak_bytes (not in bytes[], which is the trainer's; nor device_bytes).
+     * 0 and 0 for one process. */
+    int ranks;
+    int64_t exchange_bytes;
 } lt_train_plan_t;
+
+/* The buffers each of `ranks` data-parallel ranks allocates to exchange row gradients (lt_run
+ * with a communicator allocates exactly these; lt_train_plan counts total_bytes): grad_accum x
+ * ceil(batch_size / ranks) row slots of its own rows (send), `ranks` times that received, and the
+ * summed gradient. A slot is one row's {loss sum, loss tokens} (two doubles) and its gradient of
+ * n_trainable floats, padded to 8 bytes. LT_ERR_ARG for ranks, batch_size or grad_accum < 1;
+ * LT_ERR_NOMEM when the sizes pass half the address space. */
+typedef struct {
+    int rows;          /* ceil(batch_size / ranks): one rank's rows of a micro-batch, at most */
+    size_t slot_bytes; /* one row: 16 + n_trainable floats (padded to an even count) */
+    size_t send_bytes; /* grad_accum x rows x slot_bytes */
+    size_t recv_bytes; /* ranks x send_bytes */
+    size_t sum_bytes;  /* n_trainable floats (at least one) */
+    int64_t total_bytes;
+} lt_train_exchange;
+lt_status lt_train_exchange_size(int64_t n_trainable, int batch_size, int grad_accum, int ranks,
+                                 lt_train_exchange *out);
 
 /* From the configs alone (no weights). Validates like lt_train_config_validate. */
 lt_status lt_train_plan(const lt_model_config *mc, const lt_train_config *c, lt_train_plan_t *out);

@@ -162,10 +162,11 @@ static void usage(FILE *f) {
             "usage: bench_train_step [--shape smollm2-135m|smollm2-360m|llama3.2-1b|small|tiny | --model PATH]\n"
             "  [--method lora|dora|full|qlora] [--targets q,v|all] [--rank R] [--alpha A]\n"
             "  [--batch B] [--seq T] [--accum K] [--grad-checkpoint] [--base-dtype f32|bf16|f16]\n"
-            "  [--compute-dtype f32|bf16] [--attention-f32]\n"
+            "  [--compute-dtype f32|bf16] [--attention-f32] [--ce-chunk-rows R]\n"
             "  [--warmup W] [--steps N] [--threads N] [--seed S] [--plan-only] [--whole]\n"
             "  --whole: load --model whole (fp32) instead of lazily (adapters only)\n"
             "  --attention-f32: the bf16 compute mode without the backend's bf16 attention (A/B)\n"
+            "  --ce-chunk-rows R: rows of logits per LM-head product (default: the trainer's)\n"
             "  LORATUNE_CPU=baseline|avx2|avx512 caps the SIMD kernels' level, as for loratune\n");
 }
 
@@ -180,7 +181,7 @@ int main(int argc, char **argv) {
     const char *shape = "tiny", *model_path = NULL, *method = "lora", *targets = "q,v";
     const char *base = "f32", *compute = "f32", *device = "cpu";
     int rank = 8, batch = 4, seq = 512, accum = 1, ckpt = 0, warmup = 1, steps = 3, threads = 0;
-    int plan_only = 0, whole = 0, attn_f32 = 0;
+    int plan_only = 0, whole = 0, attn_f32 = 0, ce_chunk = 0;
     double alpha = -1;
     uint64_t seed = 1234;
     for (int i = 1; i < argc; i++) {
@@ -203,6 +204,7 @@ int main(int argc, char **argv) {
         else if (OPT("--steps")) steps = atoi(v);
         else if (OPT("--threads")) threads = atoi(v);
         else if (OPT("--seed")) seed = strtoull(v, NULL, 10);
+        else if (OPT("--ce-chunk-rows")) ce_chunk = atoi(v);
         else if (!strcmp(a, "--grad-checkpoint")) ckpt = 1;
         else if (!strcmp(a, "--whole")) whole = 1;
         else if (!strcmp(a, "--attention-f32")) attn_f32 = 1;
@@ -273,6 +275,7 @@ int main(int argc, char **argv) {
     tc.grad_checkpoint = ckpt;
     tc.grad_accum = accum;
     tc.seed = seed;
+    tc.ce_chunk_rows = ce_chunk;
     tc.keep_blas_threads = getenv("LT_TWO_POOLS") != NULL; /* A/B: OpenBLAS's own threads too */
     if (seq > mc.max_seq_len) mc.max_seq_len = seq;
 

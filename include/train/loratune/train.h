@@ -105,7 +105,8 @@ typedef struct {
     uint64_t seed;         /* LoRA init and dropout masks */
     int keep_logits;       /* 1: also keep the fp32 logits [B][T][V] of the last accumulate/eval
                               (for tests; an extra activation buffer) */
-    int ce_chunk_rows;     /* rows of logits computed at once in the LM head + loss; 0 = auto */
+    int ce_chunk_rows;     /* rows of logits computed at once in the LM head + loss; 0 = auto
+                              (256, fewer where 256 rows of logits pass 64 MiB) */
     int release_base_fp32; /* 1 (default): with method LORA / DORA and base_dtype BF16 / F16,
                               lt_trainer_create releases the lt_model's fp32 weights once its
                               16-bit copies are made (lt_model_release_weights): the model can

@@ -296,7 +296,7 @@ def sigkill_resume(tmp, space_path):
 def pruned_not_asked_again(tmp):
     """A pruned trial enters the GP as a liar (at the worst value): the next asks move away. With
     pruned trials left out, the GP's data stayed the same after each pruned trial and it asked
-    the same point (to 1e-4 of lr) trial after trial (the SmolLM2 / WikiSQL benchmark, 6
+    the same point (to 1e-4 of lr) trial after trial (the SmolLM2 / WikiSQL benchmark, 8
     pruned repeats)."""
     d = os.path.join(tmp, "pruned")
     sp = os.path.join(tmp, "space2.json")

@@ -374,12 +374,14 @@ static lt_status suggest_gp(const lt_space *sp, const lt_study_options *opt, con
             if ((st = lt_space_params_to_model(sp, pr, "study", X + (size_t)n * dims))) goto done;
             double v = json_number_value(json_object_get(t, "value"));
             y[n++] = opt->maximize ? -v : v;
-        } else if (s && (!strcmp(s, "running") ||
+        } else if (s && (!strcmp(s, "running") || !strcmp(s, "pruned") ||
                          (!strcmp(s, "failed") && (json_object_get(t, "infeasible") ||
                                                    json_object_get(t, "error"))))) {
-            /* running: a liar so parallel asks spread out; failed with a reason (the memory
-             * plan refused it, or the run failed: lt_study_tell_infeasible / _error): a liar
-             * so the search moves away instead of asking the same point again */
+            /* running: a liar so parallel asks spread out; pruned (it ranked low at a rung) or
+             * failed with a reason (the memory plan refused it, or the run failed:
+             * lt_study_tell_infeasible / _error): a liar so the search moves away instead of
+             * asking the same point again (ignored, a pruned point left the GP as it was, and
+             * it asked that point, to be pruned, trial after trial) */
             if ((st = lt_space_params_to_model(sp, pr, "study", P + (size_t)np * dims))) goto done;
             np++;
         }

@@ -293,6 +293,32 @@ def sigkill_resume(tmp, space_path):
           f"({same}/{n_trials} trials equal)")
 
 
+def pruned_not_asked_again(tmp):
+    """A pruned trial enters the GP as a liar (at the worst value): the next asks move away. With
+    pruned trials left out, the GP's data stayed the same after each pruned trial and it asked
+    the same point (to 1e-4 of lr) trial after trial (the SmolLM2 / WikiSQL benchmark, 8
+    pruned repeats)."""
+    d = os.path.join(tmp, "pruned")
+    sp = os.path.join(tmp, "space2.json")
+    with open(sp, "w") as f:
+        json.dump({"x": {"type": "float", "low": 0.0, "high": 1.0},
+                   "y": {"type": "float", "low": 0.0, "high": 1.0}}, f)
+    check(create(d, sp, "--sampler", "gp", "--seed", "3").returncode == 0, "create pruned study")
+    for _ in range(8):  # Sobol start (5) and GP trials, all told complete
+        o = ask(d)
+        p = o["params"]
+        check(tell(d, o["trial"], "--value", repr((p["x"] - 0.3) ** 2 + (p["y"] - 0.6) ** 2))
+              .returncode == 0, "tell")
+    pts = []
+    for _ in range(4):  # every next one pruned
+        o = ask(d)
+        pts.append((o["params"]["x"], o["params"]["y"]))
+        check(tell(d, o["trial"], "--state", "pruned").returncode == 0, "tell pruned")
+    near = min(math.dist(a, b) for i, a in enumerate(pts) for b in pts[i + 1:])
+    check(near > 0.01, f"asks after pruned trials: nearest two {near:.2e} apart: {pts}")
+    print(f"pruned trials: the next 4 asks at least {near:.3f} apart")
+
+
 def main():
     with tempfile.TemporaryDirectory() as tmp:
         space_path = os.path.join(tmp, "space.json")
@@ -302,6 +328,7 @@ def main():
         bad_input(tmp, space_path)
         maximize_and_parallel(tmp, space_path)
         sigkill_resume(tmp, space_path)
+        pruned_not_asked_again(tmp)
     return finish()
 
 

@@ -1,0 +1,285 @@
+#!/usr/bin/env python3
+"""tune_real_task.py - issue 15's real-task anchor: `loratune tune` against Optuna on LoRA
+fine-tuning of SmolLM2-135M on WikiSQL, equal trial runner, equal search space.
+
+Arms (per seed S, each an independent search):
+  tune    `loratune tune --trials T1 --space SPACE --tune-seed S` (its own sampler, `auto`: Sobol
+          start then GP-BO, and its successive-halving pruning on the training steps);
+  tpe     Optuna TPESampler(seed=S), T2 trials, each one `loratune train` process;
+  random  Optuna RandomSampler(seed=S), T3 trials, each one `loratune train` process.
+Every trial is the same `loratune train` run: the base options below plus the trial's
+parameters (`tune` runs its trials in process, over one mapped model; its docs and tests hold
+that a trial equals `loratune train -c trials/N/run_config.yaml`, and this script checks it
+once per seed: it reruns tune's best trial with `loratune train -c` and prints both losses).
+The objective is the run's final validation loss (`done` event, `final_val_loss`); the compute
+of an arm is the optimizer steps its trials took (a pruned trial stops early).
+
+Printed per seed: best validation loss per arm, steps and wall time per arm, and the issue's
+ratios: tune best / tpe best (goal <= 1), tune best / random best - 1 (goal <= 1%), tune steps
+/ random steps (goal <= 30%). Raw trials go to OUT.json.
+
+Not a test (nothing is asserted): a benchmark for bench/RESULTS.md. Needs optuna (pinned in
+tools/requirements.txt and tools/bench-requirements.txt). The model: an HF folder or GGUF file;
+by default models/SmolLM2-135M-Instruct.Q4_1.gguf (tools/fetch_smollm2.sh) fused once to an
+fp32 HF folder in WORKDIR (as bench/run_wikisql.sh does).
+    nice -n 19 .venv/bin/python bench/tune_real_task.py --seeds 0 --out /tmp/real.json
+Smoke run on the tests' tiny model:
+    .venv/bin/python bench/tune_real_task.py --model tests/fixtures/stories260K-hf \
+        --tune-trials 4 --tpe-trials 3 --random-trials 3 --iters 20 --max-rank 16 --batch-size 4 --eval-batches 8
+"""
+import argparse
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# The search space (loratune study / --space format; names are `loratune train` options).
+SPACE = {
+    "lr": {"type": "float", "low": 1e-5, "high": 1e-2, "log": True},
+    "lora-rank": {"type": "int", "low": 4, "high": 64, "log": True},
+    "lora-targets": {"type": "categorical", "choices": ["attention", "mlp", "all"]},
+    "lora-dropout": {"type": "float", "low": 0.0, "high": 0.1, "log": False},
+}
+
+
+def suggest(trial, space):
+    """The same space through Optuna's suggest API."""
+    p = {}
+    for name, d in space.items():
+        if d["type"] == "float":
+            p[name] = trial.suggest_float(name, d["low"], d["high"], log=d["log"])
+        elif d["type"] == "int":
+            p[name] = trial.suggest_int(name, d["low"], d["high"], log=d["log"])
+        else:
+            p[name] = trial.suggest_categorical(name, d["choices"])
+    return p
+
+
+def base_options(a):
+    return ["--model", a.model, "--data", a.data, "--method", "lora", "--iters", str(a.iters),
+            "--batch-size", str(a.batch_size), "--max-seq-len", str(a.max_seq_len),
+            "--eval-batches", str(a.eval_batches), "--threads", str(a.threads),
+            "--compute-dtype", a.compute_dtype, "--seed", str(a.train_seed), "--no-track"]
+
+
+# `loratune tune` names these target sets; `loratune train --lora-targets` takes the lists.
+TARGET_SETS = {"attention": "q,k,v,o", "mlp": "gate,up,down", "all": "all"}
+
+
+def param_args(p):
+    out = []
+    for k, v in p.items():
+        if k == "lora-targets":
+            v = TARGET_SETS[v]
+        out += ["--" + k, repr(v) if isinstance(v, float) else str(v)]
+    return out
+
+
+def run_train(a, args, workdir):
+    """One `loratune train` run; returns (final_val_loss or None, steps, wall seconds)."""
+    out = tempfile.mkdtemp(prefix="trial-", dir=workdir)
+    cmd = [a.loratune, "train"] + args + ["--out", out, "--json"]
+    t0 = time.monotonic()
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    dt = time.monotonic() - t0
+    shutil.rmtree(out, ignore_errors=True)
+    loss, steps = None, 0
+    for line in r.stdout.splitlines():
+        try:
+            ev = json.loads(line)
+        except ValueError:
+            continue
+        if ev.get("event") == "step":
+            steps = max(steps, int(ev.get("step", 0)))
+        elif ev.get("event") == "done":
+            steps = int(ev.get("step", steps))
+            loss = ev.get("final_val_loss")
+    if r.returncode != 0 or loss is None or not math.isfinite(loss):
+        sys.stderr.write(f"trial failed (exit {r.returncode}): {' '.join(cmd)}\n"
+                         f"{r.stderr[-2000:]}\n")
+        loss = None
+    return loss, steps, dt
+
+
+def arm_optuna(a, kind, n, seed, workdir):
+    import optuna
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    sampler = (optuna.samplers.TPESampler(seed=seed) if kind == "tpe"
+               else optuna.samplers.RandomSampler(seed=seed))
+    study = optuna.create_study(direction="minimize", sampler=sampler)
+    trials = []
+    for i in range(n):
+        t = study.ask()
+        p = suggest(t, SPACE)
+        loss, steps, dt = run_train(a, base_options(a) + param_args(p), workdir)
+        if loss is None:
+            study.tell(t, state=optuna.trial.TrialState.FAIL)
+        else:
+            study.tell(t, loss)
+        trials.append({"params": p, "value": loss, "steps": steps, "time_s": dt,
+                       "state": "complete" if loss is not None else "failed"})
+        print(f"  {kind} seed {seed} trial {i}: {fmt(loss)} ({steps} steps, {dt:.1f} s) {p}",
+              flush=True)
+    return trials
+
+
+def arm_tune(a, n, seed, workdir):
+    sdir = os.path.join(workdir, f"tune-seed{seed}")
+    shutil.rmtree(sdir, ignore_errors=True)
+    space = os.path.join(workdir, "space.json")
+    with open(space, "w") as f:
+        json.dump(SPACE, f)
+    cmd = ([a.loratune, "tune", "--study", sdir, "--trials", str(n), "--space", space,
+            "--tune-seed", str(seed), "--sampler", a.tune_sampler]
+           + (["--min-resource", str(a.min_resource)] if a.min_resource else [])
+           + (["--no-prune"] if a.no_prune else []) + base_options(a))
+    print("  " + " ".join(cmd), flush=True)
+    t0 = time.monotonic()
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    wall = time.monotonic() - t0
+    log = r.stdout + r.stderr
+    with open(os.path.join(workdir, f"tune-seed{seed}.log"), "w") as f:
+        f.write(log)
+    if r.returncode != 0:
+        sys.exit(f"loratune tune failed (exit {r.returncode}):\n{log[-3000:]}")
+    for line in log.splitlines():
+        if "pruning" in line:
+            print("  " + line.strip(), flush=True)
+            break
+    with open(os.path.join(sdir, "study.json")) as f:
+        st = json.load(f)
+    trials = []
+    for t in st["trials"]:
+        tj_path = os.path.join(sdir, "trials", "%04d" % t["trial"], "trial.json")
+        tj = json.load(open(tj_path)) if os.path.exists(tj_path) else {}
+        v = t.get("value") if t["state"] == "complete" else None
+        trials.append({"params": t.get("params"), "value": v, "state": t["state"],
+                       "steps": int(tj.get("steps", 0)), "time_s": float(tj.get("time_s", 0))})
+        print(f"  tune seed {seed} trial {t['trial']}: {t['state']} {fmt(v, '')} "
+              f"({trials[-1]['steps']} steps, {trials[-1]['time_s']:.1f} s) {t.get('params')}",
+              flush=True)
+    check = None
+    best_cfg = os.path.join(sdir, "best_config.yaml")
+    if a.check_best and os.path.exists(best_cfg):
+        # the same runner: tune's best trial again as a plain `loratune train -c` process
+        loss, steps, dt = run_train(a, ["-c", best_cfg, "--no-track"], workdir)
+        best = min(x["value"] for x in trials if x["value"] is not None)
+        check = {"tune_best": best, "train_rerun": loss}
+        print(f"  tune seed {seed}: best trial {best:.6f}, `loratune train -c best_config.yaml`"
+              f" {fmt(loss)}", flush=True)
+    return trials, wall, check
+
+
+def fmt(v, none="failed"):
+    return none if v is None else f"{v:.5f}"
+
+
+def summary(trials):
+    vals = [t["value"] for t in trials if t["value"] is not None]
+    return {"best": min(vals) if vals else None, "steps": sum(t["steps"] for t in trials),
+            "time_s": sum(t["time_s"] for t in trials), "n": len(trials),
+            "complete": sum(t["state"] == "complete" for t in trials),
+            "pruned": sum(t["state"] == "pruned" for t in trials),
+            "failed": sum(t["state"] == "failed" for t in trials)}
+
+
+def table(res):
+    print("\n| seed | arm | trials (complete / pruned / failed) | best val loss | optimizer steps"
+          " | trials' wall time |")
+    print("|---|---|---|---:|---:|---:|")
+    for seed, arms in sorted(res.items(), key=lambda kv: int(kv[0])):
+        for name in ("tune", "tpe", "random"):
+            if name not in arms:
+                continue
+            s = arms[name]["summary"]
+            print(f"| {seed} | {name} | {s['n']} ({s['complete']} / {s['pruned']} / "
+                  f"{s['failed']}) | {fmt(s['best'])} | {s['steps']} | {s['time_s']:.0f} s |")
+    print("\n| seed | tune / tpe best (goal <= 1) | tune / random best - 1 (goal <= 1%) |"
+          " tune steps / random steps (goal <= 30%) |")
+    print("|---|---:|---:|---:|")
+    for seed, arms in sorted(res.items(), key=lambda kv: int(kv[0])):
+        g = {k: arms[k]["summary"] for k in arms if k in ("tune", "tpe", "random")}
+        r1 = r2 = r3 = "-"
+        if "tune" in g and "tpe" in g and g["tune"]["best"] and g["tpe"]["best"]:
+            r1 = f"{g['tune']['best'] / g['tpe']['best']:.4f}"
+        if "tune" in g and "random" in g and g["tune"]["best"] and g["random"]["best"]:
+            r2 = f"{100 * (g['tune']['best'] / g['random']['best'] - 1):+.2f}%"
+            r3 = f"{100 * g['tune']['steps'] / g['random']['steps']:.1f}%"
+        print(f"| {seed} | {r1} | {r2} | {r3} |")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--loratune", default=os.path.join(ROOT, "build", "loratune"))
+    ap.add_argument("--model", default=None,
+                    help="HF folder or GGUF (default: the SmolLM2-135M GGUF fused to fp32)")
+    ap.add_argument("--gguf", default=os.path.join(ROOT, "models",
+                                                   "SmolLM2-135M-Instruct.Q4_1.gguf"))
+    ap.add_argument("--data", default=os.path.join(ROOT, "tests", "fixtures", "datasets",
+                                                   "wikisql-mlx"))
+    ap.add_argument("--workdir", default=os.path.join(tempfile.gettempdir(), "lt-tune-real"))
+    ap.add_argument("--seeds", default="0", help="comma-separated sampler seeds")
+    ap.add_argument("--arms", default="tune,tpe,random")
+    ap.add_argument("--tune-trials", type=int, default=16)
+    ap.add_argument("--tpe-trials", type=int, default=16)
+    ap.add_argument("--random-trials", type=int, default=64)
+    ap.add_argument("--tune-sampler", default="auto")
+    ap.add_argument("--no-prune", action="store_true")
+    ap.add_argument("--min-resource", type=int, default=10)
+    ap.add_argument("--iters", type=int, default=30)
+    ap.add_argument("--batch-size", type=int, default=1)
+    ap.add_argument("--max-seq-len", type=int, default=128)
+    ap.add_argument("--eval-batches", type=int, default=16)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--compute-dtype", default="auto")
+    ap.add_argument("--train-seed", type=int, default=0)
+    ap.add_argument("--no-check-best", dest="check_best", action="store_false")
+    ap.add_argument("--out", default=None, help="JSON of every trial (and --table FILE reads it)")
+    ap.add_argument("--table", default=None)
+    ap.add_argument("--max-rank", type=int, default=64,
+                    help="the rank's upper bound (at most the smallest side of the linears)")
+    a = ap.parse_args()
+    SPACE["lora-rank"]["high"] = a.max_rank
+    if a.table:
+        table(json.load(open(a.table))["results"])
+        return
+    os.makedirs(a.workdir, exist_ok=True)
+    if a.model is None:
+        a.model = os.path.join(a.workdir, "smollm2-135m-instruct-f32")
+        if not os.path.exists(os.path.join(a.model, "model.safetensors")):
+            print(f"fuse {a.gguf} -> {a.model} (f32)", flush=True)
+            subprocess.run([a.loratune, "fuse", "--model", a.gguf, "--out", a.model,
+                            "--dtype", "f32"], check=True)
+    res = {}
+    t_all = time.monotonic()
+    for seed in [int(s) for s in a.seeds.split(",")]:
+        res[str(seed)] = arms = {}
+        for arm in a.arms.split(","):
+            print(f"seed {seed}, arm {arm}", flush=True)
+            t0 = time.monotonic()
+            if arm == "tune":
+                trials, _, check = arm_tune(a, a.tune_trials, seed, a.workdir)
+                arms[arm] = {"trials": trials, "check": check}
+            elif arm in ("tpe", "random"):
+                n = a.tpe_trials if arm == "tpe" else a.random_trials
+                arms[arm] = {"trials": arm_optuna(a, arm, n, seed, a.workdir)}
+            else:
+                sys.exit(f"unknown arm {arm}")
+            arms[arm]["summary"] = summary(arms[arm]["trials"])
+            arms[arm]["wall_s"] = time.monotonic() - t0
+            if a.out:
+                with open(a.out, "w") as f:
+                    json.dump({"args": vars(a), "space": SPACE, "results": res}, f, indent=1)
+    print(f"\ntotal wall {time.monotonic() - t_all:.0f} s; base options: "
+          + " ".join(base_options(a)))
+    table(res)
+
+
+if __name__ == "__main__":
+    main()

@@ -227,21 +227,21 @@ static void lin_bwd(lt_trainer *tr, int l, int t, float *dx, const float *dy, co
                        tr->r, tr->scale, tr->scratch);
 }
 
-/* bf16 compute, LoRA: the adapters as autocast runs them. Targets t0 .. t0 + nt - 1 read the
- * same x (q, k, v; gate, up; o and down alone): the adapters among them share its bf16 copy
- * (the caller's xb) in forward and one rounding of it in backward. Each adapter's products
- * are dense ones of its own -- xa = x A^T, y += scale xa B^T, dxa = scale dy B, dA += dxa^T x,
- * dx += dxa A -- in bf16 with fp32 sums and fp32 results, as PyTorch's autocast runs them;
- * dB = dy^T xa stays fp32 (in bf16 it took the PEFT golden qwen2_lora_bf16's weights after
- * the step to 1.4x autocast's error, over the 1.25x allowed; fp32 keeps every case within
- * autocast's). Dense on purpose: an operand strided inside a wider matrix (xa as a column
- * block of [N][g r], the form of one grouped x [A_q; A_k; A_v]^T product) sends oneDNN's
- * matmul from its brgemm kernels to "gemm:jit", 10-20x slower on these rank-r shapes
- * (measured on Zen 4: 2048x1536x16 23 ms strided vs 1.3 ms dense). Taken for plain LoRA
- * adapters (no DoRA, no dropout, frozen base), on any backend (its ops only: the CUDA
- * backend's cuBLAS bf16 GEMMs too); otherwise each target runs lin_fwd / lin_bwd (fp32
- * adapter products). Returns how many (their indices in idx). */
-static int group_of(lt_trainer *tr, int l, int t0, int nt, float *const *xas, int *idx) {
+/* bf16 compute, LoRA: the adapters as autocast runs them, and grouped. Targets t0 .. t0 + nt - 1
+ * read the same x (q, k, v; gate, up; o and down alone), so the adapters among them multiply x
+ * as one: XA = xb [A_i; A_j; ...]^T, one bf16 GEMM that reads the rounded x once instead of one
+ * rank-r fp32 GEMM each; in backward dA and the adapters' share of dx likewise (dXA^T x and
+ * dXA [A_i; ...]: one pass over x and one over dx for the group). XA lives where the
+ * adapted targets' xa were carved, one after another: xa of the group's k-th adapter is column
+ * block k of an [N][g r] matrix, so the products reading it stride g r. The products run in
+ * bf16 with fp32 sums, as PyTorch's autocast runs them (x A^T, xa B^T, dy B, and the
+ * backward's dA = dxa^T x and dx += dxa A), their results fp32; dB = dy^T xa stays fp32 (in
+ * bf16 it took the PEFT golden qwen2_lora_bf16's weights after the step to 1.4x autocast's
+ * error, over the 1.25x allowed; fp32 keeps every case within autocast's). Taken for
+ * plain LoRA adapters (no DoRA, no dropout, frozen base), on any backend (its ops only: the
+ * CUDA backend's cuBLAS bf16 GEMMs too); otherwise each target runs alone (lin_fwd / lin_bwd:
+ * fp32 adapter products). */
+static int group_of(lt_trainer *tr, int l, int t0, int nt, float *const *xas, int N, int *idx) {
     if (!tr->bf16 || !tr->grp_ab) return 0;
     if (tr->c.lora.dropout > 0 && tr->training) return 0;
     const lt_lin *L0 = &tr->lin[l * LT_N_TARGETS + t0];
@@ -249,36 +249,43 @@ static int group_of(lt_trainer *tr, int l, int t0, int nt, float *const *xas, in
     for (int j = 0; j < nt; j++)
         if (xas[j] && L0[j].A) {
             const lt_lin *li = L0 + j;
-            if (li->mag || li->dW || li->dbias) return 0;
+            if (li->mag || li->dW || li->dbias || li->C != L0->C) return 0;
             idx[g++] = j;
         }
-    return g;
+    if (g < 2) return g;
+    const ptrdiff_t d = xas[idx[1]] - xas[idx[0]];
+    for (int k = 0; k < g; k++)
+        if (xas[idx[k]] != xas[idx[0]] + k * d) return 0;
+    return d >= (ptrdiff_t)N * tr->r ? g : 0;
 }
 
 /* ys[j] = x W_j^T (+ bias) (+ scale (x A_j^T) B_j^T) for the targets t0 .. t0 + nt - 1 */
 static void lin_fwd_group(lt_trainer *tr, int l, int t0, int nt, float *const *ys, const float *x,
                           const uint16_t *xb, float *const *xas, int N) {
     int idx[LT_N_TARGETS] = {0}, in[LT_N_TARGETS] = {0};
-    const int g = group_of(tr, l, t0, nt, xas, idx);
-    for (int k = 0; k < g; k++)
-        in[idx[k]] = 1;
+    const int g = group_of(tr, l, t0, nt, xas, N, idx);
     const lt_lin *L0 = &tr->lin[l * LT_N_TARGETS + t0];
-    const int r = tr->r;
+    const int r = tr->r, C = L0->C, R = g * r;
+    float *XA = g ? xas[idx[0]] : NULL;
+    for (int k = 0; k < g; k++) {
+        in[idx[k]] = k + 1;
+        OP(to_bf16, tr->grp_ab + (int64_t)k * r * C, L0[idx[k]].A, (int64_t)r * C);
+    }
+    if (g) {
+        OP(gemm_bf16, 0, 1, N, R, C, 1.0f, xb, C, tr->grp_ab, C, 0.0f, XA, R);
+        OP(to_bf16, tr->grp_xab, XA, (int64_t)N * R);
+    }
     for (int j = 0; j < nt; j++) {
         const lt_lin *li = L0 + j;
         if (!in[j]) {
             lin_fwd(tr, l, t0 + j, ys[j], x, xb, xas[j], N);
             continue;
         }
-        const int C = li->C;
-        OP(to_bf16, tr->grp_ab, li->A, (int64_t)r * C); /* xa = x A^T, kept fp32 for dB */
-        OP(gemm_bf16, 0, 1, N, r, C, 1.0f, xb, C, tr->grp_ab, C, 0.0f, xas[j], r);
-        OP(to_bf16, tr->grp_xab, xas[j], (int64_t)N * r);
         OP(gemm_bf16, 0, 1, N, li->OC, C, 1.0f, xb, C, weight16(tr, li), C, 0.0f, ys[j], li->OC);
         if (li->bias) OP(add_bias, ys[j], li->bias, N, li->OC);
         OP(to_bf16, tr->grp_bb, li->B, (int64_t)li->OC * r);
-        OP(gemm_bf16, 0, 1, N, li->OC, r, tr->scale, tr->grp_xab, r, tr->grp_bb, r, 1.0f, ys[j],
-           li->OC);
+        OP(gemm_bf16, 0, 1, N, li->OC, r, tr->scale, tr->grp_xab + (in[j] - 1) * r, R, tr->grp_bb,
+           r, 1.0f, ys[j], li->OC);
     }
 }
 
@@ -287,15 +294,16 @@ static void lin_fwd_group(lt_trainer *tr, int l, int t0, int nt, float *const *y
 static void lin_bwd_group(lt_trainer *tr, int l, int t0, int nt, float *dx, float *const *dys,
                           const float *x, float *const *xas, int N) {
     int idx[LT_N_TARGETS] = {0}, in[LT_N_TARGETS] = {0};
-    const int g = group_of(tr, l, t0, nt, xas, idx);
+    const int g = group_of(tr, l, t0, nt, xas, N, idx);
     for (int k = 0; k < g; k++)
         in[idx[k]] = 1;
     for (int j = 0; j < nt; j++)
         if (!in[j]) lin_bwd(tr, l, t0 + j, dx, dys[j], x, xas[j], N);
     if (!g) return;
     const lt_lin *L0 = &tr->lin[l * LT_N_TARGETS + t0];
-    const int r = tr->r, C = L0[idx[0]].C;
-    const int64_t nr = (int64_t)N * r;
+    const int r = tr->r, C = L0->C, R = g * r;
+    const float *XA = xas[idx[0]];
+    float *dXA = tr->grp_dxa; /* [N][R] */
     int any_dA = 0;
     for (int k = 0; k < g; k++) {
         const lt_lin *li = L0 + idx[k];
@@ -303,28 +311,30 @@ static void lin_bwd_group(lt_trainer *tr, int l, int t0, int nt, float *dx, floa
         const int OC = li->OC;
         OP(to_bf16, tr->xb16, dy, (int64_t)N * OC);
         if (dx) OP(gemm_bf16, 0, 0, N, C, OC, 1.0f, tr->xb16, OC, weight16(tr, li), C, 1.0f, dx, C);
-        /* dxa = scale dy B, then in bf16 as the k-th [N][r] block of grp_xab */
+        /* dxa = scale dy B, column block k of dXA */
         OP(to_bf16, tr->grp_bb, li->B, (int64_t)OC * r);
-        OP(gemm_bf16, 0, 0, N, r, OC, tr->scale, tr->xb16, OC, tr->grp_bb, r, 0.0f, tr->grp_dxa, r);
-        OP(to_bf16, tr->grp_xab + k * nr, tr->grp_dxa, nr);
+        OP(gemm_bf16, 0, 0, N, r, OC, tr->scale, tr->xb16, OC, tr->grp_bb, r, 0.0f, dXA + k * r, R);
         if (li->dB) /* dB += scale dy^T xa (fp32: above) */
-            OP(gemm, 1, 0, OC, r, N, tr->scale, dy, OC, xas[idx[k]], r, 1.0f, li->dB, r);
+            OP(gemm, 1, 0, OC, r, N, tr->scale, dy, OC, XA + k * r, R, 1.0f, li->dB, r);
         any_dA |= li->dA != NULL;
     }
-    if (any_dA) { /* dA += dxa^T x, from one rounding of x (dy's bf16 copy is done with) */
-        OP(to_bf16, tr->xb16, x, (int64_t)N * C);
+    /* dxa in bf16 (over xa's, done with): the operand of dA and of dx's share, both bf16
+     * products with fp32 sums as autocast runs them */
+    if (any_dA || dx) OP(to_bf16, tr->grp_xab, dXA, (int64_t)N * R);
+    if (any_dA) { /* dA += dxa^T x: one product for the group, then added per target */
+        OP(to_bf16, tr->xb16, x, (int64_t)N * C); /* dy's bf16 copy is done with */
+        OP(gemm_bf16, 1, 0, R, C, N, 1.0f, tr->grp_xab, R, tr->xb16, C, 0.0f, tr->grp_da, C);
         for (int k = 0; k < g; k++) {
             float *dA = L0[idx[k]].dA;
-            if (dA)
-                OP(gemm_bf16, 1, 0, r, C, N, 1.0f, tr->grp_xab + k * nr, r, tr->xb16, C, 1.0f, dA,
-                   C);
+            if (dA) OP(add, dA, dA, tr->grp_da + (int64_t)k * r * C, (int64_t)r * C);
         }
     }
-    if (dx) /* dx += dxa A */
-        for (int k = 0; k < g; k++) {
-            OP(to_bf16, tr->grp_ab, L0[idx[k]].A, (int64_t)r * C);
-            OP(gemm_bf16, 0, 0, N, C, r, 1.0f, tr->grp_xab + k * nr, r, tr->grp_ab, C, 1.0f, dx, C);
-        }
+    if (dx) { /* dx += dXA [A_i; ...] */
+        const int64_t rc = (int64_t)r * C;
+        for (int k = 0; k < g; k++)
+            OP(to_bf16, tr->grp_ab + k * rc, L0[idx[k]].A, rc);
+        OP(gemm_bf16, 0, 0, N, C, R, 1.0f, tr->grp_xab, R, tr->grp_ab, C, 1.0f, dx, C);
+    }
 }
 
 static lt_layer_acts *acts_of(lt_trainer *tr, int l) {

@@ -119,11 +119,13 @@ struct lt_trainer {
     uint16_t *xb16;  /* [N][max(D, QD, F)]: a linear's input (forward) or dy (backward) */
     uint16_t *wb16;  /* [max OC*C]: a weight not stored as bf16 (NF4, trained fp32, lazy) */
     uint16_t *hb16;  /* [chunk][V]: the head's input rows, then dlogits */
-    /* bf16 compute, LoRA: the adapters' bf16 buffers (lin_fwd_group; NULL otherwise) */
-    uint16_t *grp_ab;  /* [r][max C]: an A in bf16 */
-    uint16_t *grp_xab; /* [3][N][r]: an xa in bf16 (forward); a group's dxa in bf16 (backward) */
+    /* bf16 compute, LoRA: the grouped adapters' buffers (lin_fwd_group; NULL otherwise);
+     * G = the most of g r C over the groups (q,k,v: 3 r D; gate,up: 2 r D; o: r QD; down: r F) */
+    float *grp_da;     /* [G]: the group's dA before it is added per target */
+    uint16_t *grp_ab;  /* [G]: the group's A matrices in bf16, one under the other */
+    uint16_t *grp_xab; /* [N][3 r]: the group's xa in bf16 */
     uint16_t *grp_bb;  /* [max OC][r]: a B in bf16 */
-    float *grp_dxa;    /* [N][r]: an adapter's dxa */
+    float *grp_dxa;    /* [N][3 r]: the group's dxa side by side */
     uint16_t *headb; /* [V][D]: an fp32 head rounded to bf16: once at create when frozen, at
                         every micro-batch when trained (NULL when the head is bf16 already or
                         read per block) */

@@ -633,13 +633,14 @@ lt_status lt_trainer_layout_(lt_trainer *tr, const lt_model_config *mc, const lt
         WS_H(xb16, N * wide);
         WS_H(wb16, ocxc);
         WS_H(hb16, (int64_t)chunk * (V > D ? V : D));
-        if (!full && r > 0) { /* lin_fwd_group's buffers: one A, one B, one dxa, 3 xa / dxa */
-            int64_t G = D, moc = D > F ? D : F;
+        if (!full && r > 0) { /* lin_fwd_group's buffers */
+            int64_t G = 3 * (int64_t)D, moc = D > F ? D : F;
             if (QD > G) G = QD;
             if (F > G) G = F;
             if (QD > moc) moc = QD;
             G *= r;
-            WS_F(grp_dxa, N * r);
+            WS_F(grp_da, G);
+            WS_F(grp_dxa, N * 3 * r);
             WS_H(grp_ab, G);
             WS_H(grp_xab, N * 3 * r);
             WS_H(grp_bb, moc * r);

@@ -433,10 +433,12 @@ int cmd_plan(int argc, char **argv) {
     for (int k = 0; k < LT_MEM_COUNT; k++)
         printf("%-16s %16lld %12.2f  %s\n", lt_mem_category_name((lt_mem_category)k),
                (long long)p.bytes[k], mib(p.bytes[k]), notes[k]);
-    if (p.exchange_bytes) {
+    lt_train_exchange ex; /* the plan's own sizes, for the line's note */
+    if (p.exchange_bytes &&
+        !lt_train_exchange_size(p.n_trainable, c.batch_size, c.grad_accum, p.ranks, &ex)) {
         char xn[96];
         snprintf(xn, sizeof xn, "row gradients: (%d ranks + 1) x %d x %d rows, + the sum",
-                 p.ranks, c.grad_accum, (c.batch_size + p.ranks - 1) / p.ranks);
+                 p.ranks, c.grad_accum, ex.rows);
         printf("%s %10lld %12.2f  %s\n", "data-parallel exchange", (long long)p.exchange_bytes,
                mib(p.exchange_bytes), xn);
     }

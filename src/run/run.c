@@ -535,7 +535,7 @@ static lt_status dp_create(lt_run *r) {
                         "data parallel: out of memory for %d x %d row gradients of %lld floats "
                         "(%d ranks)",
                         r->o.grad_accum, r->dp_rows, (long long)P, N);
-    r->dp_bytes = (int64_t)(ex.send_bytes + ex.recv_bytes + ex.sum_bytes); /* what was allocated */
+    r->dp_bytes = ex.total_bytes; /* what was allocated */
     return LT_OK;
 }
 

@@ -557,8 +557,8 @@ lt_status lt_trainer_layout_(lt_trainer *tr, const lt_model_config *mc, const lt
      * products are M = chunk rows against K or N = V: with SmolLM2's V 49152 on Zen 4, 256 rows
      * ran the bf16 step 6% faster than the 85 of a 16 MiB cap (bench_train_step
      * --ce-chunk-rows, 1 thread, two rounds), for 50 MB more */
-    int chunk = c->ce_chunk_rows > 0 ? c->ce_chunk_rows : (1 << 24) / V;
-    if (c->ce_chunk_rows <= 0 && chunk > 256) chunk = 256;
+    int chunk = c->ce_chunk_rows;
+    if (chunk <= 0) chunk = (1 << 24) / V < 256 ? (1 << 24) / V : 256;
     if (chunk < 1) chunk = 1;
     if (chunk > N) chunk = (int)N;
     /* A head to dequantize costs V*D floats at once, plus chunk*V of logits. When the model is

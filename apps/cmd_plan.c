@@ -35,7 +35,8 @@ static void usage(FILE *f) {
             "  --lora-rank R         LoRA / DoRA rank (default 8)\n"
             "  --lora-targets LIST   q,k,v,o,gate,up,down (comma-separated) or all (default q,v)\n"
             "  --lora-layers A:B     adapt layers [A, B) (default all)\n"
-            "  --base-dtype D        f32|bf16|f16: dtype of the frozen weights (default f32)\n"
+            "  --base-dtype D        auto|f32|bf16|f16: dtype of the frozen weights (default\n"
+            "                        auto: bf16 for LoRA, bf16 products, a bf16 checkpoint)\n"
             "  --compute-dtype D     auto|f32|bf16: precision of the products, as `train` picks it\n"
             "                        (default auto)\n"
             "  --keep-logits         also plan the full [B][T][V] logits buffer\n"
@@ -106,6 +107,7 @@ int cmd_plan(int argc, char **argv) {
     lt_train_config c;
     lt_train_config_default(&c);
     int compute = -1; /* --compute-dtype auto */
+    int base = -1;    /* --base-dtype auto */
     const char *device = "auto";
     if (lt_cli_wants_help(argc, argv)) {
         usage(stdout);
@@ -173,15 +175,18 @@ int cmd_plan(int argc, char **argv) {
             }
             i++;
         } else if (!strcmp(a, "--base-dtype") && v) {
-            if (!strcmp(v, "f32"))
-                c.base_dtype = LT_DTYPE_F32;
+            if (!strcmp(v, "auto"))
+                base = -1;
+            else if (!strcmp(v, "f32"))
+                base = LT_DTYPE_F32;
             else if (!strcmp(v, "bf16"))
-                c.base_dtype = LT_DTYPE_BF16;
+                base = LT_DTYPE_BF16;
             else if (!strcmp(v, "f16"))
-                c.base_dtype = LT_DTYPE_F16;
+                base = LT_DTYPE_F16;
             else {
                 fprintf(stderr,
-                        "loratune plan: --base-dtype: expected f32, bf16 or f16, got '%s'\n", v);
+                        "loratune plan: --base-dtype: expected auto, f32, bf16 or f16, got '%s'\n",
+                        v);
                 return 2;
             }
             i++;
@@ -226,6 +231,7 @@ int cmd_plan(int argc, char **argv) {
     }
     const char *compute_why = "";
     c.compute_dtype = lt_run_pick_compute_dtype(compute, c.method, &compute_why);
+    const lt_dtype cpu_compute = c.compute_dtype; /* the base's pick follows it, as in train */
     if (gpu && compute < 0 && c.method != LT_METHOD_DORA) { /* as train's auto on a GPU */
         const int has = lt_backend_supports(gpu, LT_OP_GEMM_BF16, LT_DTYPE_F32);
         c.compute_dtype = has ? LT_DTYPE_BF16 : LT_DTYPE_F32;
@@ -250,6 +256,7 @@ int cmd_plan(int argc, char **argv) {
         fprintf(stderr, "loratune plan: %s\n", lt_errmsg());
         return 1;
     }
+    c.base_dtype = lt_run_pick_base_dtype(base, c.method, cpu_compute, &mc);
     lt_train_plan_t p;
     lt_status pst = lazy && gpu ? lt_train_plan_device(lazy, &c, gpu, &p)
                     : lazy      ? lt_train_plan_model(lazy, &c, &p)

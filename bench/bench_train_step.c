@@ -3,10 +3,14 @@
  *
  *   bench_train_step [--shape smollm2-135m|smollm2-360m|llama3.2-1b|small|tiny | --model PATH]
  *                    [--method lora|dora|full|qlora] [--targets q,v|all] [--rank R] [--alpha A]
- *                    [--batch B] [--seq T] [--accum K] [--grad-checkpoint] [--base-dtype f32|bf16]
- *                    [--compute-dtype f32|bf16]
+ *                    [--batch B] [--seq T] [--accum K] [--grad-checkpoint]
+ *                    [--base-dtype auto|f32|bf16|f16] [--compute-dtype f32|bf16]
  *                    [--warmup W] [--steps N] [--threads N] [--seed S] [--whole]
  *                    [--device cpu|cuda]
+ *
+ * --base-dtype auto (the default) picks as `loratune train` does (lt_run_pick_base_dtype): bf16
+ * for LoRA with bf16 compute over a bf16 checkpoint, else f32. The named SmolLM2 and Llama-3.2
+ * shapes count as bf16 checkpoints, as their published weights are.
  *
  * --device cuda trains on the CUDA backend (lt_trainer_create_on; each timed step ends with
  * the backend's sync); the memory numbers stay the host's.
@@ -49,6 +53,7 @@
 #include "loratune/core.h"
 #include "loratune/hwinfo.h"
 #include "loratune/model.h"
+#include "loratune/run.h"
 #include "loratune/train.h"
 
 static double now_s(void) {
@@ -117,6 +122,10 @@ static int shape_config(const char *name, lt_model_config *c) {
     c->bos_id = 1;
     c->eos_id = 2;
     c->dtype = LT_DTYPE_F32;
+    if (!strncmp(name, "smollm2-", 8) || !strcmp(name, "llama3.2-1b")) {
+        c->dtype = LT_DTYPE_BF16; /* as their checkpoints are stored (base-dtype auto reads it) */
+        c->dtype_stated = 1;
+    }
     if (!strcmp(name, "smollm2-135m")) {
         c->dim = 576, c->n_layers = 30, c->n_heads = 9, c->n_kv_heads = 3, c->head_dim = 64;
         c->ffn_dim = 1536, c->vocab_size = 49152, c->rope_theta = 100000.0f;
@@ -161,8 +170,9 @@ static void usage(FILE *f) {
     fprintf(f,
             "usage: bench_train_step [--shape smollm2-135m|smollm2-360m|llama3.2-1b|small|tiny | --model PATH]\n"
             "  [--method lora|dora|full|qlora] [--targets q,v|all] [--rank R] [--alpha A]\n"
-            "  [--batch B] [--seq T] [--accum K] [--grad-checkpoint] [--base-dtype f32|bf16|f16]\n"
-            "  [--compute-dtype f32|bf16] [--attention-f32] [--ce-chunk-rows R]\n"
+            "  [--batch B] [--seq T] [--accum K] [--grad-checkpoint]\n"
+            "  [--base-dtype auto|f32|bf16|f16] [--compute-dtype f32|bf16] [--attention-f32]\n"
+            "  [--ce-chunk-rows R]\n"
             "  [--warmup W] [--steps N] [--threads N] [--seed S] [--plan-only] [--whole]\n"
             "  --whole: load --model whole (fp32) instead of lazily (adapters only)\n"
             "  --attention-f32: the bf16 compute mode without the backend's bf16 attention (A/B)\n"
@@ -179,7 +189,7 @@ int main(int argc, char **argv) {
     int64_t rss_start = proc_status_bytes("VmRSS:");
     lt_status st;
     const char *shape = "tiny", *model_path = NULL, *method = "lora", *targets = "q,v";
-    const char *base = "f32", *compute = "f32", *device = "cpu";
+    const char *base = "auto", *compute = "f32", *device = "cpu";
     int rank = 8, batch = 4, seq = 512, accum = 1, ckpt = 0, warmup = 1, steps = 3, threads = 0;
     int plan_only = 0, whole = 0, attn_f32 = 0, ce_chunk = 0;
     double alpha = -1;
@@ -257,19 +267,22 @@ int main(int argc, char **argv) {
         tc.lora.r = rank;
         tc.lora.alpha = alpha > 0 ? (float)alpha : 2.0f * (float)rank;
     }
-    if (!strcmp(base, "f32")) tc.base_dtype = LT_DTYPE_F32;
-    else if (!strcmp(base, "bf16")) tc.base_dtype = LT_DTYPE_BF16;
-    else if (!strcmp(base, "f16")) tc.base_dtype = LT_DTYPE_F16;
-    else {
-        fprintf(stderr, "bench_train_step: --base-dtype: expected f32, bf16 or f16\n");
-        return 2;
-    }
     if (!strcmp(compute, "f32")) tc.compute_dtype = LT_DTYPE_F32;
     else if (!strcmp(compute, "bf16")) tc.compute_dtype = LT_DTYPE_BF16;
     else {
         fprintf(stderr, "bench_train_step: --compute-dtype: expected f32 or bf16\n");
         return 2;
     }
+    if (!strcmp(base, "auto")) /* as `loratune train` picks it (lt_run_pick_base_dtype) */
+        tc.base_dtype = lt_run_pick_base_dtype(-1, tc.method, tc.compute_dtype, &mc);
+    else if (!strcmp(base, "f32")) tc.base_dtype = LT_DTYPE_F32;
+    else if (!strcmp(base, "bf16")) tc.base_dtype = LT_DTYPE_BF16;
+    else if (!strcmp(base, "f16")) tc.base_dtype = LT_DTYPE_F16;
+    else {
+        fprintf(stderr, "bench_train_step: --base-dtype: expected auto, f32, bf16 or f16\n");
+        return 2;
+    }
+    base = tc.base_dtype == LT_DTYPE_BF16 ? "bf16" : tc.base_dtype == LT_DTYPE_F16 ? "f16" : "f32";
     tc.batch_size = batch;
     tc.seq_len = seq;
     tc.grad_checkpoint = ckpt;

@@ -178,6 +178,14 @@ lt_dtype lt_run_pick_compute_dtype(int want, lt_train_method m, const char **why
     return LT_DTYPE_BF16;
 }
 
+lt_dtype lt_run_pick_base_dtype(int want, lt_train_method m, lt_dtype compute,
+                                const lt_model_config *mc) {
+    if (want >= 0) return (lt_dtype)want;
+    const int bf16_file = mc && mc->dtype_stated && mc->dtype == LT_DTYPE_BF16;
+    return m == LT_METHOD_LORA && compute == LT_DTYPE_BF16 && bf16_file ? LT_DTYPE_BF16
+                                                                       : LT_DTYPE_F32;
+}
+
 lt_status lt_run_opts_train_config(const lt_run_opts *o, const lt_model_config *mc,
                                    lt_train_config *c, const char **why) {
     lt_train_config_default(c);
@@ -204,9 +212,9 @@ lt_status lt_run_opts_train_config(const lt_run_opts *o, const lt_model_config *
     c->batch_size = o->batch_size > 0 ? o->batch_size : 1; /* auto: resolve_sizes sets it */
     c->seq_len = o->max_seq_len;
     c->grad_checkpoint = o->grad_checkpoint;
-    c->base_dtype = o->base_dtype;
     const char *w = "";
     c->compute_dtype = lt_run_pick_compute_dtype(o->compute_dtype, c->method, &w);
+    c->base_dtype = lt_run_pick_base_dtype(o->base_dtype, c->method, c->compute_dtype, mc);
     if (why) *why = w;
     c->lr = (float)o->lr;
     c->weight_decay = (float)o->weight_decay;
@@ -233,6 +241,8 @@ static lt_status build_train_config(lt_run *r, const lt_adapter *a) {
         c->lora.layer_end = a->layer_end;
         c->compute_dtype =
             lt_run_pick_compute_dtype(o->compute_dtype, c->method, &r->compute_reason);
+        c->base_dtype = lt_run_pick_base_dtype(o->base_dtype, c->method, c->compute_dtype,
+                                               &r->model->config);
     }
     s = lt_train_config_validate(&r->model->config, c);
     return s ? lt_error_wrap(s, "training configuration") : LT_OK;

@@ -51,8 +51,8 @@ static const char *const k_schedule_names[] = {"constant", "linear", "cosine", N
 static const char *const k_device_names[] = {"auto", "cpu", "cuda", NULL};
 static const int k_device_values[] = {LT_DEVICE_AUTO, LT_DEVICE_CPU, LT_DEVICE_CUDA};
 static const int k_schedule_values[] = {LT_LR_CONSTANT, LT_LR_LINEAR, LT_LR_COSINE};
-static const char *const k_dtype_names[] = {"f32", "bf16", "f16", NULL};
-static const int k_dtype_values[] = {LT_DTYPE_F32, LT_DTYPE_BF16, LT_DTYPE_F16};
+static const char *const k_base_names[] = {"auto", "f32", "bf16", "f16", NULL};
+static const int k_base_values[] = {-1, LT_DTYPE_F32, LT_DTYPE_BF16, LT_DTYPE_F16};
 static const char *const k_compute_names[] = {"auto", "f32", "bf16", NULL};
 static const int k_compute_values[] = {-1, LT_DTYPE_F32, LT_DTYPE_BF16};
 static const char *const k_compute_aliases[] = {"fp32", "f32", "float32", "f32", "bfloat16", "bf16",
@@ -151,10 +151,11 @@ static const opt_row k_rows[] = {
             .def = "false", .tune = LT_TUNE_CHOICE}},
     {.in = {"grad-checkpoint", NULL, "recompute activations in backward (less memory)", LT_OPT_BOOL,
             FIELD(grad_checkpoint), .def = "false"}},
-    {.in = {"base-dtype", "D", "f32|bf16|f16: precision of the frozen base", LT_OPT_ENUM,
-            FIELD(base_dtype), .choices = k_dtype_names, .def = "f32"},
-     .values = k_dtype_values,
-     .aliases = k_dtype_aliases},
+    {.in = {"base-dtype", "D", "auto|f32|bf16|f16: precision of the frozen base", LT_OPT_ENUM,
+            FIELD(base_dtype), .choices = k_base_names, .def = "auto"},
+     .values = k_base_values,
+     .aliases = k_dtype_aliases,
+     .note = "auto = bf16 for LoRA with bf16 products (compute-dtype), else f32"},
     {.in = {"compute-dtype", "D",
             "auto|f32|bf16: precision of the matrix products (bf16: fp32 sums, fp32 LoRA and "
             "optimizer)",

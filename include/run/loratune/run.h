@@ -147,7 +147,9 @@ typedef struct {
     int lora_layer_begin, lora_layer_end; /* [begin, end); end 0 = all */
     int lora_last_layers;                 /* > 0: the last N layers (mlx-lm's num_layers) */
     int rslora, grad_checkpoint;
-    lt_dtype base_dtype; /* F32 / BF16 / F16 */
+    int base_dtype;      /* -1 auto: BF16 for LoRA over a bf16 checkpoint when the products are
+                            bf16 (compute_dtype below, as picked for the CPU), F32 otherwise;
+                            or LT_DTYPE_F32 / BF16 / F16 as asked (lt_run_pick_base_dtype) */
     int compute_dtype;   /* -1 auto: BF16 where the CPU multiplies bf16 natively (AVX512-BF16 or
                             AMX, at the dispatch level in use) and the method is not DoRA, else
                             F32; or LT_DTYPE_F32 / LT_DTYPE_BF16 as asked */
@@ -427,6 +429,13 @@ lt_status lt_checkpoint_load_opts(const char *ckpt_file, lt_run_opts *o);
  * multiplies bf16 natively (avx512_bf16 or amx_bf16) at the dispatch level in use (LORATUNE_CPU
  * =avx2 turns it off) and the method can (DoRA cannot), else F32. *why: the reason (static). */
 lt_dtype lt_run_pick_compute_dtype(int want, lt_train_method m, const char **why);
+/* The frozen base's dtype for --base-dtype want (-1 auto). Auto is BF16 when the method is LoRA,
+ * the products are bf16 and the checkpoint states bf16 weights (mc->dtype, dtype_stated): the
+ * 16-bit copy then holds the stored values exactly, so the run computes the same numbers with
+ * half the base's memory and no rounding per product. F32 otherwise (an fp32 or quantized
+ * checkpoint, whose norms and embeddings a bf16 copy would round; other methods; fp32 products). */
+lt_dtype lt_run_pick_base_dtype(int want, lt_train_method m, lt_dtype compute,
+                                const lt_model_config *mc);
 
 /* The trainer configuration a run of options o gives lt_trainer_create on a model of config mc
  * (what `loratune train` does before it loads an adapter to resume or continue): method, LoRA

@@ -706,6 +706,16 @@ double lt_trainer_grad_norm(const lt_trainer *tr) {
     return sqrt(grad_sumsq(tr));
 }
 
+void lt_trainer_grad_span(lt_trainer *tr, float **buf, int64_t *n) {
+    *buf = NULL;
+    *n = 0;
+    if (tr->n_tt < 1) return;
+    /* add_tensor_ carves the gradients one after another in LT_MEM_GRADS */
+    const lt_tt *last = &tr->tt[tr->n_tt - 1];
+    *buf = tr->tt[0].grad;
+    *n = (int64_t)(last->grad - tr->tt[0].grad) + last->numel;
+}
+
 int lt_trainer_grads_finite(const lt_trainer *tr) {
     for (int i = 0; i < tr->n_tt; i++)
         if (!OP(all_finite, tr->tt[i].grad, tr->tt[i].numel)) return 0;

@@ -370,6 +370,11 @@ lt_status lt_trainer_set(lt_trainer *tr, const char *name, const float *data, in
  * 1 when every gradient element is finite, and the global L2 norm (as lt_trainer_step's). */
 int lt_trainer_grads_finite(const lt_trainer *tr);
 double lt_trainer_grad_norm(const lt_trainer *tr);
+/* The step's gradients of every trainable tensor as one span of the trainer's backend memory
+ * (device memory on a GPU): *n floats from *buf, the tensors in index order, each at a 64-byte
+ * aligned offset (the gaps between them are zero and stay zero). For summing them over ranks
+ * in place (lt_run_comm.allreduce, run.h). NULL and 0 without trainable tensors. */
+void lt_trainer_grad_span(lt_trainer *tr, float **buf, int64_t *n);
 
 /* ---- state for checkpoints ---------------------------------------------------------------- */
 /* AdamW moments: lt_trainer_read / lt_trainer_write with LT_TENSOR_ADAM_M / LT_TENSOR_ADAM_V. */

@@ -25,8 +25,7 @@
  *     draws); 2 and 3 ranks (rows 1 | 1 | 1 of 3) equal it within rounding -- step 1's loss
  *     within 1e-6 relative, every loss and validation loss of 6 steps within 2e-3, gradient
  *     norms within 5e-3 (measured: 4e-4 at most; no dropout: ranks other than 0 draw other
- *     masks) -- and the start
- *     event says "reduce": "allreduce" with no exchange buffers;
+ *     masks) -- and the start event says "reduce": "allreduce" with no exchange buffers;
  *   - refused: automatic sizes with several ranks, a bad rank, set after lt_run_prepare. */
 #include <jansson.h>
 #include <math.h>

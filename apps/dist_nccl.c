@@ -13,8 +13,12 @@
 static int nccl_allgather(void *ctx, const void *send, void *recv, size_t bytes) {
     return lt_nccl_allgather(ctx, send, recv, bytes) != LT_OK;
 }
+/* the pieces of a step's gradients, left in flight while the backward goes on (run.h) */
 static int nccl_allreduce(void *ctx, float *buf, size_t n) {
-    return lt_nccl_allreduce(ctx, buf, (int64_t)n) != LT_OK;
+    return lt_nccl_allreduce_async(ctx, buf, (int64_t)n) != LT_OK;
+}
+static int nccl_wait(void *ctx) {
+    return lt_nccl_join(ctx) != LT_OK;
 }
 
 /* the first of names set in the environment, as a non-negative int: 1, or 0 when none is set;
@@ -99,6 +103,7 @@ int lt_cli_dist_nccl(lt_cli_dist *d, const char *init, double timeout_s, int bf1
                             .allgather = nccl_allgather,
                             .ctx = nc,
                             .allreduce = nccl_allreduce,
+                            .allreduce_wait = nccl_wait,
                             .device = local};
     if (rank == 0)
         fprintf(stderr,

@@ -128,6 +128,7 @@ void lt_run_free(lt_run *r) {
     free(r->dp_send);
     free(r->dp_recv);
     free(r->dp_sum);
+    free(r->dp_pieces);
     lt_dir_lock_close(r->out_lock); /* last: OUT is written until here */
     free(r);
 }
@@ -518,8 +519,12 @@ lt_status lt_run_set_comm(lt_run *r, const lt_run_comm *c) {
  * the sum. */
 static lt_status dp_create(lt_run *r) {
     if (r->comm.allreduce) { /* the batched reduction: the stop flags' and losses' exchange */
+        const int max = lt_trainer_n_tensors(r->tr) + 2;
         r->dp_recv = lt_malloc((size_t)r->comm.size * 2 * sizeof(double));
-        if (!r->dp_recv) return lt_error(LT_ERR_NOMEM, "data parallel: out of memory");
+        r->dp_pieces = lt_malloc((size_t)max * sizeof *r->dp_pieces);
+        if (!r->dp_recv || !r->dp_pieces)
+            return lt_error(LT_ERR_NOMEM, "data parallel: out of memory");
+        r->dp_npieces = lt_trainer_grad_pieces(r->tr, r->dp_pieces, max);
         return LT_OK;
     }
     int64_t P = 0;
@@ -650,38 +655,78 @@ static lt_status dp_accumulate(lt_run *r, int64_t count, int64_t tstep0, uint64_
 
 /* dp_accumulate's batched twin (lt_run_comm.allreduce): this rank's rows of each micro-batch
  * as one batch, the gradients summed over the ranks in place (one allreduce of the trainer's
- * gradient span), the losses and loss tokens through allgather, added in rank order. Dropout:
+ * gradient span; with allreduce_wait, its pieces, each as soon as the backward of the rank's
+ * last micro-batch has finished it), the losses and loss tokens through allgather, added in
+ * rank order. Dropout:
  * rank 0's rows draw as one process's micro-batch does; another rank's draw from a stream keyed
  * by (micro-batch, first row), so the ranks' masks are not the same draws. */
+/* this rank's rows of micro-batch k (B 0 when it has none) */
+static lt_batch dp_part(const lt_run *r, int k, int *b0) {
+    const lt_batch *mb = &r->mbs[k];
+    const int N = r->comm.size, me = r->comm.rank;
+    int b1 = dp_first_row(me + 1, mb->B, N);
+    *b0 = dp_first_row(me, mb->B, N);
+    size_t off = (size_t)*b0 * (size_t)mb->T;
+    lt_batch part = {.B = b1 - *b0,
+                     .T = mb->T,
+                     .tokens = mb->tokens + off,
+                     .targets = mb->targets + off,
+                     .pos = mb->pos ? mb->pos + off : NULL,
+                     .seq = mb->seq ? mb->seq + off : NULL};
+    return part;
+}
+
+/* the trainer's gradient hook (lt_trainer_set_grad_hook): one piece to the communicator */
+static int dp_piece(void *ctx, float *buf, int64_t n) {
+    lt_run *r = ctx;
+    r->dp_emitted++;
+    return r->comm.allreduce(r->comm.ctx, buf, (size_t)n);
+}
+
 static lt_status dp_reduce(lt_run *r, int64_t tstep0, uint64_t micro0, int64_t count,
                            double *loss_sum, int64_t *counted) {
     const int N = r->comm.size, me = r->comm.rank, G = r->o.grad_accum;
+    const int pieces = r->comm.allreduce_wait != NULL; /* reduce while the backward runs */
     double mine[2] = {0, 0};
     char msg[512];
     lt_status s;
-    for (int k = 0; k < G; k++) {
-        const lt_batch *mb = &r->mbs[k];
-        int b0 = dp_first_row(me, mb->B, N), b1 = dp_first_row(me + 1, mb->B, N);
-        size_t off = (size_t)b0 * (size_t)mb->T;
-        lt_batch part = {.B = b1 - b0,
-                         .T = mb->T,
-                         .tokens = mb->tokens + off,
-                         .targets = mb->targets + off,
-                         .pos = mb->pos ? mb->pos + off : NULL,
-                         .seq = mb->seq ? mb->seq + off : NULL};
+    int last = -1; /* this rank's last micro-batch with loss tokens: its backward reduces */
+    for (int k = 0, b0; k < G; k++) {
+        lt_batch part = dp_part(r, k, &b0);
+        if (part.B >= 1 && lt_batch_count(&part) > 0) last = k;
+    }
+    float *g = NULL;
+    int64_t n = 0;
+    lt_trainer_grad_span(r->tr, &g, &n);
+    r->dp_emitted = 0;
+    for (int k = 0, b0; k <= last; k++) {
+        lt_batch part = dp_part(r, k, &b0);
         if (part.B < 1 || lt_batch_count(&part) == 0) continue;
-        uint64_t key = b0 == 0 ? micro0 + (uint64_t)k : ((micro0 + (uint64_t)k) << 20) ^ (uint64_t)b0;
+        uint64_t key = b0 == 0 ? micro0 + (uint64_t)k
+                               : ((micro0 + (uint64_t)k) << 20) ^ (uint64_t)b0;
         lt_trainer_set_counters(r->tr, tstep0, key);
+        if (pieces && k == last)
+            lt_trainer_set_grad_hook(r->tr, r->dp_pieces, r->dp_npieces, dp_piece, r);
         lt_loss_stats ls;
-        if ((s = lt_trainer_accumulate(r->tr, &part, 1.0f / (float)count, &ls))) return s;
+        s = lt_trainer_accumulate(r->tr, &part, 1.0f / (float)count, &ls);
+        lt_trainer_set_grad_hook(r->tr, NULL, 0, NULL, NULL);
+        if (s) return s;
         mine[0] += ls.loss_sum;
         mine[1] += (double)ls.count;
     }
     lt_trainer_set_counters(r->tr, tstep0, micro0 + (uint64_t)G);
-    float *g = NULL;
-    int64_t n = 0;
-    lt_trainer_grad_span(r->tr, &g, &n);
-    if (n > 0 && r->comm.allreduce(r->comm.ctx, g, (size_t)n)) {
+    /* every rank reduces the same pieces in the same order: those the backward did not (a
+     * rank without rows in this step: all of them) go now */
+    int failed = 0;
+    if (pieces) {
+        for (int i = r->dp_emitted; i < r->dp_npieces && !failed; i++)
+            failed = r->comm.allreduce(r->comm.ctx, g + r->dp_pieces[i].offset,
+                                       (size_t)r->dp_pieces[i].n);
+        if (!failed) failed = r->comm.allreduce_wait(r->comm.ctx);
+    } else if (n > 0) {
+        failed = r->comm.allreduce(r->comm.ctx, g, (size_t)n);
+    }
+    if (failed) {
         snprintf(msg, sizeof msg, "%s", lt_errmsg());
         return lt_error(LT_ERR_IO, "data parallel: rank %d of %d: reducing the gradients: %s", me,
                         N, msg);

@@ -26,6 +26,11 @@
  *     within 1e-6 relative, every loss and validation loss of 6 steps within 2e-3, gradient
  *     norms within 5e-3 (measured: 4e-4 at most; no dropout: ranks other than 0 draw other
  *     masks) -- and the start event says "reduce": "allreduce" with no exchange buffers;
+ *     Reduced in pieces as the backward finishes them (allreduce_wait given): the same bits
+ *     as the whole span at once, for 1, 2, 3 ranks and for batch 2 over 3 ranks (rank 0
+ *     without rows reduces every piece after its empty step); the pieces (lt_trainer_grad_
+ *     pieces) tile the gradient span, one per layer from the last down, then the rest
+ *     (LoRA; full fine-tuning: embedding, final norm, head);
  *   - refused: automatic sizes with several ranks, a bad rank, set after lt_run_prepare. */
 #include <jansson.h>
 #include <math.h>
@@ -93,6 +98,39 @@ static int reduce(void *ctx, float *buf, size_t n) {
     if (sum) memcpy(buf, sum, n * sizeof *sum);
     free(sum);
     return sum == NULL;
+}
+
+static int reduce_wait(void *ctx) { /* the thread sums are done when reduce returns */
+    (void)ctx;
+    return 0;
+}
+
+/* lt_trainer_set_grad_hook's calls, recorded */
+typedef struct {
+    const lt_grad_piece *pc;
+    int np, calls, in_order, early;
+    float *span;
+} hook_rec;
+static hook_rec g_hook;
+static double piece_abs(const float *span, const lt_grad_piece *p) {
+    double a = 0;
+    for (int64_t i = 0; i < p->n; i++)
+        a += fabs(span[p->offset + i]);
+    return a;
+}
+static int hook_fn(void *ctx, float *buf, int64_t n) {
+    hook_rec *h = ctx;
+    int k = h->calls++;
+    if (k == 0) h->in_order = 1;
+    if (k >= h->np || buf != h->span + h->pc[k].offset || n != h->pc[k].n) {
+        h->in_order = 0;
+        return 0;
+    }
+    /* the next piece of a layer below: not yet computed when this one comes */
+    if (h->pc[k].layer > 0 && k + 1 < h->np && h->pc[k + 1].layer == h->pc[k].layer - 1 &&
+        piece_abs(h->span, &h->pc[k + 1]) == 0)
+        h->early++;
+    return 0;
 }
 
 /* ---- what a rank reported ---------------------------------------------------------------- */
@@ -218,6 +256,7 @@ static void *run_rank(void *arg) {
     lt_run *r = NULL;
     lt_run_comm comm = {.rank = t->m.rank, .size = t->m.g->size, .allgather = gather, .ctx = &t->m};
     if (t->m.g->use_reduce) comm.allreduce = reduce;
+    if (t->m.g->use_reduce == 2) comm.allreduce_wait = reduce_wait; /* in pieces */
     t->st = lt_run_new(&t->o, &r);
     if (!t->st && t->m.g->size == 0) { /* a plain process: no communicator */
         t->st = lt_run_add_sink(r, sink, &t->c);
@@ -395,8 +434,122 @@ int main(void) {
                   n, w0, wl, wg, wv);
         }
         CHECK(cp.loss[5] < cp.loss[0] - 0.1, "plain: losses %.4g -> %.4g", cp.loss[0], cp.loss[5]);
+        /* in pieces as the backward finishes them (allreduce_wait): the same sums in the same
+         * order, so the same bits as the whole span at once */
+        g_use_reduce = 2;
+        for (int n = 1; n <= MAXR; n++) {
+            collect cq;
+            snprintf(o, sizeof o, "%s/pieces%d", g_dir, n);
+            st = run_group(n, o, -1, &cq, -1, 0);
+            CHECK(st == LT_OK && same_numbers(&cr[n], &cq),
+                  "allreduce in pieces, %d ranks: %s: %s; numbers differ from the whole span "
+                  "(last loss %.17g vs %.17g)",
+                  n, lt_status_name(st), g_msg, cq.loss[5], cr[n].loss[5]);
+        }
+        /* batch 2 over 3 ranks: rank 0 has no rows (it reduces every piece after the step,
+         * the others during their backward), whole span and pieces alike */
+        g_extra[2] = "batch-size";
+        g_extra[3] = "2";
+        collect cp2, cw, cq;
+        g_use_reduce = 0;
+        snprintf(o, sizeof o, "%s/plain_b2", g_dir);
+        st = run_group(0, o, -1, &cp2, -1, 0);
+        CHECK(st == LT_OK && cp2.n_step == 6, "plain, batch 2: %s: %s", lt_status_name(st), g_msg);
+        g_use_reduce = 1;
+        snprintf(o, sizeof o, "%s/whole_b2", g_dir);
+        st = run_group(3, o, -1, &cw, -1, 0);
+        CHECK(st == LT_OK && cw.n_step == 6, "whole span, batch 2, 3 ranks: %s: %s",
+              lt_status_name(st), g_msg);
+        g_use_reduce = 2;
+        snprintf(o, sizeof o, "%s/pieces_b2", g_dir);
+        st = run_group(3, o, -1, &cq, -1, 0);
+        CHECK(st == LT_OK && same_numbers(&cw, &cq),
+              "pieces, batch 2, 3 ranks (rank 0 without rows): %s: %s; differ from the whole "
+              "span (last loss %.17g vs %.17g)",
+              lt_status_name(st), g_msg, cq.loss[5], cw.loss[5]);
+        double w = 0;
+        for (int i = 0; i < 6; i++)
+            w = fmax(w, fabs(cq.loss[i] - cp2.loss[i]) / cp2.loss[i]);
+        CHECK(w < 2e-3, "pieces, batch 2, 3 ranks vs a plain process: losses within %.3g", w);
+        g_extra[2] = NULL;
         g_use_reduce = 0;
         g_extra[0] = NULL;
+    }
+
+    /* the pieces of the gradient span: one per layer from the last down, then the rest, every
+     * float of the span once */
+    {
+        lt_run_opts o;
+        lt_run *r = NULL;
+        char o_out[1100];
+        snprintf(o_out, sizeof o_out, "%s/pieces", g_dir);
+        for (int full = 0; full < 2; full++) {
+            g_full = full;
+            opts(o_out, &o);
+            lt_run_opts_set(&o, "overwrite", "true");
+            CHECK_OK(lt_run_create(&o, &r));
+            if (!r) continue;
+            lt_trainer *tr = lt_run_trainer(r);
+            lt_grad_piece pc[4096];
+            int np = lt_trainer_grad_pieces(tr, pc, 4096);
+            float *span = NULL;
+            int64_t total = 0, at = 0;
+            lt_trainer_grad_span(tr, &span, &total);
+            int layers = 0, order_ok = 1, cover_ok = 1, last_layer = 1 << 30, rest = 0;
+            /* the pieces sorted by offset must tile [0, total) */
+            for (int64_t pos = 0; pos < total && cover_ok;) {
+                int hit = 0, which = -1;
+                for (int i = 0; i < np; i++)
+                    if (pc[i].offset == pos && pc[i].n > 0) {
+                        which = i;
+                        hit++;
+                    }
+                if (hit != 1) cover_ok = 0;
+                if (which >= 0) pos += pc[which].n;
+                at = pos;
+            }
+            for (int i = 0; i < np; i++) {
+                if (pc[i].layer >= 0) {
+                    layers++;
+                    if (rest || pc[i].layer >= last_layer) order_ok = 0;
+                    last_layer = pc[i].layer;
+                } else {
+                    rest++;
+                }
+            }
+            const int L = lt_trainer_model_config(tr)->n_layers;
+            /* the hook: every piece once, in order, each while the layers below it have not
+             * run their backward yet (their pieces still all zero on this first batch) */
+            g_hook = (hook_rec){.pc = pc, .np = np, .span = span};
+            int32_t tok[16], tgt[16];
+            for (int i = 0; i < 16; i++) {
+                tok[i] = 10 + 7 * i;
+                tgt[i] = 10 + 7 * (i + 1);
+            }
+            lt_batch bt = {.B = 1, .T = 16, .tokens = tok, .targets = tgt};
+            lt_trainer_zero_grad(tr);
+            lt_trainer_set_grad_hook(tr, pc, np, hook_fn, &g_hook);
+            CHECK_OK(lt_trainer_accumulate(tr, &bt, 0.0f, NULL));
+            lt_trainer_set_grad_hook(tr, NULL, 0, NULL, NULL);
+            int after_nonzero = 0;
+            for (int i = 0; i < np; i++)
+                after_nonzero += pc[i].layer >= 0 && piece_abs(span, &pc[i]) > 0;
+            CHECK(g_hook.calls == np && g_hook.in_order && g_hook.early == layers - 1 &&
+                      after_nonzero == layers,
+                  "%s: hook: %d calls of %d pieces, in order %d, %d of %d layer pieces came while "
+                  "the next lower layer's was still zero; %d non-zero after",
+                  full ? "full" : "lora", g_hook.calls, np, g_hook.in_order, g_hook.early,
+                  layers - 1, after_nonzero);
+            lt_trainer_zero_grad(tr);
+            CHECK(cover_ok && at == total && layers == L && order_ok && (full ? rest >= 1 : 1),
+                  "%s: %d pieces (%d layers of %d, %d rest) cover %lld of %lld floats, order "
+                  "%s",
+                  full ? "full" : "lora", np, layers, L, rest, (long long)at, (long long)total,
+                  order_ok ? "ok" : "wrong");
+            lt_run_free(r);
+            r = NULL;
+        }
+        g_full = 0;
     }
 
     /* a failed exchange: rank 1 fails, rank 0 must not be left waiting (a size-1 group whose

@@ -48,6 +48,13 @@ lt_status lt_nccl_create(int device, const unsigned char id[LT_NCCL_ID_BYTES], i
 void lt_nccl_free(lt_nccl *c, int abort);
 /* Sums buf[0..n) (device memory of the communicator's GPU) over the ranks, in place. */
 lt_status lt_nccl_allreduce(lt_nccl *c, float *buf, int64_t n);
+/* The same, left in flight: ordered after the default stream's work queued so far, but the
+ * default stream does not wait for it (the backward of the next layers runs meanwhile) until
+ * lt_nccl_join. bf16: the pieces between two joins take consecutive parts of the staging
+ * buffer (it grows, after a wait, when a step's pieces outgrow it). */
+lt_status lt_nccl_allreduce_async(lt_nccl *c, float *buf, int64_t n);
+/* Work queued on the default stream from now on waits for every collective queued so far. */
+lt_status lt_nccl_join(lt_nccl *c);
 /* Host bytes: rank q's `bytes` bytes of send land at recv + q * bytes on every rank (through
  * device buffers the communicator keeps; waits for the result). */
 lt_status lt_nccl_allgather(lt_nccl *c, const void *send, void *recv, size_t bytes);

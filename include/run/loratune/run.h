@@ -327,6 +327,13 @@ typedef struct {
     /* Optional (NULL: the row-exact exchange above). Collective: sums buf[0..n), the trainer's
      * gradients in its backend's memory, over the ranks in place. Non-zero: failed. */
     int (*allreduce)(void *ctx, float *buf, size_t n);
+    /* Optional, with allreduce: the sums may still be in flight when allreduce returns (NCCL
+     * on its own stream). Then the run reduces the gradients in pieces as the backward of a
+     * step's last micro-batch finishes them (lt_trainer_grad_pieces: a layer's while the
+     * layers below it run), every rank the same pieces in the same order, and calls this once
+     * after the last: from then on the sums must be in place for whatever reads the gradients
+     * next (a GPU: work queued after it waits for them). Non-zero: failed. */
+    int (*allreduce_wait)(void *ctx);
     int device; /* the CUDA device this rank trains on (--device cuda / auto); 0 by default */
 } lt_run_comm;
 /* Before lt_run_prepare; comm is copied (its ctx borrowed until lt_run_free). size 1 is the

@@ -140,7 +140,7 @@ struct lt_nccl {
     cudaStream_t stream;
     cudaEvent_t before, after; /* default stream -> ours, ours -> default stream */
     __nv_bfloat16 *b16;        /* [n16] the bf16 all-reduce's staging */
-    int64_t n16;
+    int64_t n16, used16;       /* used16: taken by the pieces since the last join */
     unsigned char *gbuf; /* allgather: [gcap] send, then [size * gcap] receive */
     size_t gcap;
 };
@@ -216,38 +216,62 @@ static unsigned grid(int64_t n) {
     return (unsigned)(b < 65535 * 16 ? (b > 0 ? b : 1) : 65535 * 16);
 }
 
-extern "C" lt_status lt_nccl_allreduce(lt_nccl *c, float *buf, int64_t n) {
-    if (n <= 0) return LT_OK;
+/* queues the sum of buf[0..n) on the communicator's stream after the default stream's work */
+static lt_status enqueue(lt_nccl *c, float *buf, int64_t n) {
     cudaSetDevice(c->device);
-    if (c->bf16 && n > c->n16) {
+    if (c->bf16 && c->used16 + n > c->n16) {
+        /* grow: the pieces in flight use the old buffer, so wait for them first */
+        cudaStreamSynchronize(c->stream);
         if (c->b16) cudaFree(c->b16);
-        c->b16 = NULL, c->n16 = 0;
-        if (cudaMalloc(&c->b16, (size_t)n * sizeof *c->b16) != cudaSuccess)
+        int64_t want = c->used16 + n > 2 * c->n16 ? c->used16 + n : 2 * c->n16;
+        c->b16 = NULL, c->n16 = 0, c->used16 = 0;
+        if (cudaMalloc(&c->b16, (size_t)want * sizeof *c->b16) != cudaSuccess)
             return lt_error(LT_ERR_NOMEM, "nccl: out of device memory for %lld bf16 values",
-                            (long long)n);
-        c->n16 = n;
+                            (long long)want);
+        c->n16 = want;
     }
-    /* after everything the default stream has queued (the backward), before what it queues
-     * next (the optimizer step) */
+    /* after everything the default stream has queued (this piece's backward) */
     cudaEventRecord(c->before, 0);
     cudaStreamWaitEvent(c->stream, c->before, 0);
     ncclResult_t r;
     if (c->bf16) {
-        k_to_bf16<<<grid(n), 256, 0, c->stream>>>(c->b16, buf, n);
-        r = g_nccl.all_reduce(c->b16, c->b16, (size_t)n, ncclBfloat16, ncclSum, c->comm,
-                              c->stream);
-        if (r == ncclSuccess) k_from_bf16<<<grid(n), 256, 0, c->stream>>>(buf, c->b16, n);
+        __nv_bfloat16 *b = c->b16 + c->used16;
+        c->used16 += n;
+        k_to_bf16<<<grid(n), 256, 0, c->stream>>>(b, buf, n);
+        r = g_nccl.all_reduce(b, b, (size_t)n, ncclBfloat16, ncclSum, c->comm, c->stream);
+        if (r == ncclSuccess) k_from_bf16<<<grid(n), 256, 0, c->stream>>>(buf, b, n);
     } else {
         r = g_nccl.all_reduce(buf, buf, (size_t)n, ncclFloat32, ncclSum, c->comm, c->stream);
     }
-    cudaEventRecord(c->after, c->stream);
-    cudaStreamWaitEvent(0, c->after, 0);
     if (r != ncclSuccess) return nccl_err("ncclAllReduce", r);
     cudaError_t e = cudaGetLastError();
     if (e != cudaSuccess)
         return lt_error(LT_ERR_IO, "nccl: all-reduce on device %d: %s", c->device,
                         cudaGetErrorString(e));
     return LT_OK;
+}
+
+extern "C" lt_status lt_nccl_join(lt_nccl *c) {
+    cudaSetDevice(c->device);
+    /* before what the default stream queues next (the optimizer step) */
+    cudaEventRecord(c->after, c->stream);
+    cudaStreamWaitEvent(0, c->after, 0);
+    c->used16 = 0; /* the next pieces queue after these on the same stream */
+    cudaError_t e = cudaGetLastError();
+    if (e != cudaSuccess)
+        return lt_error(LT_ERR_IO, "nccl: device %d: %s", c->device, cudaGetErrorString(e));
+    return LT_OK;
+}
+
+extern "C" lt_status lt_nccl_allreduce_async(lt_nccl *c, float *buf, int64_t n) {
+    return n > 0 ? enqueue(c, buf, n) : LT_OK;
+}
+
+extern "C" lt_status lt_nccl_allreduce(lt_nccl *c, float *buf, int64_t n) {
+    if (n <= 0) return LT_OK;
+    lt_status s = enqueue(c, buf, n);
+    lt_status j = lt_nccl_join(c);
+    return s ? s : j;
 }
 
 extern "C" lt_status lt_nccl_allgather(lt_nccl *c, const void *send, void *recv, size_t bytes) {

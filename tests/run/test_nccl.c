@@ -18,7 +18,10 @@
  *       fp32 all-reduce: losses, gradient norms and validation losses within 1e-4 relative
  *       (the two runs differ only in the GPU's run-to-run rounding: the attention backward's
  *       atomics); bf16 all-reduce: within 2e-2 (the gradients rounded to bf16 once a step);
- *       the start event says "reduce": "allreduce", ranks 1.
+ *       the start event says "reduce": "allreduce", ranks 1. The same with the all-reduce in
+ *       pieces, each queued on NCCL's stream as the backward finishes a layer
+ *       (lt_nccl_allreduce_async, lt_nccl_join: the overlapped path), within the same bounds;
+ *       and three pieces of the known buffer queued then joined give the bf16 rounding.
  *   (c) the command (when $LORATUNE names the loratune binary; CTest sets it): `loratune train
  *       --device cuda --dist-init file:PATH --dist-reduce fp32` with RANK=0 WORLD_SIZE=1 against
  *       the plain command: the same losses within 1e-4, stderr naming NCCL's version; and
@@ -68,6 +71,12 @@ static int gather(void *ctx, const void *send, void *recv, size_t bytes) {
 static int reduce(void *ctx, float *buf, size_t n) {
     return lt_nccl_allreduce(ctx, buf, (int64_t)n) != LT_OK;
 }
+static int reduce_async(void *ctx, float *buf, size_t n) {
+    return lt_nccl_allreduce_async(ctx, buf, (int64_t)n) != LT_OK;
+}
+static int join(void *ctx) {
+    return lt_nccl_join(ctx) != LT_OK;
+}
 
 static char g_dir[512], g_data[1024];
 
@@ -89,8 +98,8 @@ static void opts(const char *out, lt_run_opts *o) {
     lt_run_opts_set(o, "out", out);
 }
 
-/* one run; nc NULL: plain */
-static lt_status run_one(const char *name, lt_nccl *nc, collect *c) {
+/* one run; nc NULL: plain; pieces: the all-reduce in pieces during the backward (async) */
+static lt_status run_one(const char *name, lt_nccl *nc, int pieces, collect *c) {
     char out[1100];
     snprintf(out, sizeof out, "%s/%s", g_dir, name);
     lt_run_opts o;
@@ -99,6 +108,10 @@ static lt_status run_one(const char *name, lt_nccl *nc, collect *c) {
     lt_run *r = NULL;
     lt_run_comm comm = {.rank = 0, .size = 1, .allgather = gather, .ctx = nc,
                         .allreduce = reduce, .device = 0};
+    if (pieces) {
+        comm.allreduce = reduce_async;
+        comm.allreduce_wait = join;
+    }
     lt_status st = lt_run_new(&o, &r);
     if (!st) st = lt_run_add_sink(r, sink, c);
     if (!st && nc) st = lt_run_set_comm(r, &comm);
@@ -241,6 +254,20 @@ int main(void) {
     CHECK(bad16 == 0 && changed > n / 2,
           "bf16 all-reduce of one rank: %lld values are not x rounded to bf16; %lld changed",
           (long long)bad16, (long long)changed);
+    /* in flight: three pieces queued, then joined (the staging grows between them) */
+    cuda->op->set(cuda, d, x, (size_t)n * sizeof *d);
+    const int64_t cut[4] = {0, 1000, 400000, n};
+    for (int i = 0; i < 3; i++)
+        CHECK_OK(lt_nccl_allreduce_async(c16, d + cut[i], cut[i + 1] - cut[i]));
+    CHECK_OK(lt_nccl_join(c16));
+    cuda->op->get(cuda, y, d, (size_t)n * sizeof *d);
+    int64_t bad16p = 0;
+    for (int64_t i = 0; i < n; i++) {
+        float want = lt_bf16_to_f32(lt_f32_to_bf16(x[i]));
+        bad16p += memcmp(&want, &y[i], sizeof want) != 0;
+    }
+    CHECK(bad16p == 0, "bf16 all-reduce in 3 pieces: %lld values are not x rounded to bf16",
+          (long long)bad16p);
     cuda->op->free(cuda, d);
     unsigned char gs[12345], gr[12345];
     for (size_t i = 0; i < sizeof gs; i++)
@@ -261,9 +288,12 @@ int main(void) {
     snprintf(path, sizeof path, "%s/valid.jsonl", g_data);
     lt_head_lines(lt_fixture("datasets/wikisql-mlx/valid.jsonl"), path, 7);
     collect cp, cf, cb;
-    CHECK_OK(run_one("plain", NULL, &cp));
-    CHECK_OK(run_one("nccl_fp32", c32, &cf));
-    CHECK_OK(run_one("nccl_bf16", c16, &cb));
+    collect cfp, cbp;
+    CHECK_OK(run_one("plain", NULL, 0, &cp));
+    CHECK_OK(run_one("nccl_fp32", c32, 0, &cf));
+    CHECK_OK(run_one("nccl_bf16", c16, 0, &cb));
+    CHECK_OK(run_one("nccl_fp32_pieces", c32, 1, &cfp));
+    CHECK_OK(run_one("nccl_bf16_pieces", c16, 1, &cbp));
     CHECK(cp.n_step == 6 && cp.n_eval == 3 && cp.loss[5] < cp.loss[0] - 0.1,
           "plain: %d steps, %d evals, losses %.4g -> %.4g", cp.n_step, cp.n_eval, cp.loss[0],
           cp.loss[5]);
@@ -275,6 +305,11 @@ int main(void) {
            wf, wb, cp.loss[0], cp.loss[5]);
     CHECK(wf < 1e-4, "fp32 all-reduce vs plain: %.3g relative", wf);
     CHECK(wb < 2e-2, "bf16 all-reduce vs plain: %.3g relative", wb);
+    double wfp = worst(&cp, &cfp), wbp = worst(&cp, &cbp);
+    printf("run, all-reduce in pieces during the backward: fp32 within %.3g, bf16 within %.3g\n",
+           wfp, wbp);
+    CHECK(wfp < 1e-4, "fp32 all-reduce in pieces vs plain: %.3g relative", wfp);
+    CHECK(wbp < 2e-2, "bf16 all-reduce in pieces vs plain: %.3g relative", wbp);
 
     /* ---- (c) the command ---- */
     const char *bin = getenv("LORATUNE");

@@ -58,6 +58,11 @@ lt_status lt_nccl_join(lt_nccl *c);
 /* Host bytes: rank q's `bytes` bytes of send land at recv + q * bytes on every rank (through
  * device buffers the communicator keeps; waits for the result). */
 lt_status lt_nccl_allgather(lt_nccl *c, const void *send, void *recv, size_t bytes);
+/* How long lt_nccl_allgather waits for the other ranks (default 1800 s). A rank that fails
+ * aborts its communicator (lt_nccl_free(c, 1)); the others notice in their next allgather --
+ * NCCL's asynchronous error, or this timeout -- abort theirs and fail naming the reason, and
+ * every later call fails at once, rather than waiting for ever. */
+void lt_nccl_set_timeout(lt_nccl *c, double seconds);
 int lt_nccl_rank(const lt_nccl *c);
 int lt_nccl_size(const lt_nccl *c);
 

@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 extern "C" {
 #include "loratune/nccl.h"
@@ -36,6 +37,7 @@ typedef struct {
     ncclResult_t (*all_gather)(const void *, void *, size_t, ncclDataType_t, ncclComm_t,
                                cudaStream_t);
     const char *(*error_string)(ncclResult_t);
+    ncclResult_t (*async_error)(ncclComm_t, ncclResult_t *);
     char tried[2048]; /* where it looked (the error when lib is NULL) */
     int done;
 } nccl_fns;
@@ -89,9 +91,10 @@ static void open_locked(const char *dir) {
     *(void **)&g_nccl.all_reduce = dlsym(L, "ncclAllReduce");
     *(void **)&g_nccl.all_gather = dlsym(L, "ncclAllGather");
     *(void **)&g_nccl.error_string = dlsym(L, "ncclGetErrorString");
+    *(void **)&g_nccl.async_error = dlsym(L, "ncclCommGetAsyncError");
     if (!g_nccl.get_version || !g_nccl.get_unique_id || !g_nccl.comm_init_rank ||
         !g_nccl.comm_destroy || !g_nccl.comm_abort || !g_nccl.all_reduce || !g_nccl.all_gather ||
-        !g_nccl.error_string) {
+        !g_nccl.error_string || !g_nccl.async_error) {
         snprintf(g_nccl.tried, sizeof g_nccl.tried, "a libnccl.so.2 without the NCCL 2 API");
         dlclose(L);
         g_nccl.lib = NULL;
@@ -142,7 +145,10 @@ struct lt_nccl {
     __nv_bfloat16 *b16;        /* [n16] the bf16 all-reduce's staging */
     int64_t n16, used16;       /* used16: taken by the pieces since the last join */
     unsigned char *gbuf; /* allgather: [gcap] send, then [size * gcap] receive */
+    unsigned char *hbuf; /* its pinned host twin: copies that never block the host */
     size_t gcap;
+    double timeout_s; /* lt_nccl_allgather's wait for the other ranks */
+    int broken;       /* aborted after a peer's failure or a timeout: every call fails */
 };
 
 extern "C" lt_status lt_nccl_create(int device, const unsigned char id[LT_NCCL_ID_BYTES],
@@ -162,6 +168,7 @@ extern "C" lt_status lt_nccl_create(int device, const unsigned char id[LT_NCCL_I
     lt_nccl *c = (lt_nccl *)calloc(1, sizeof *c);
     if (!c) return lt_error(LT_ERR_NOMEM, "nccl: out of memory");
     c->rank = rank, c->size = size, c->device = device, c->bf16 = bf16;
+    c->timeout_s = 1800;
     if (cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking) != cudaSuccess ||
         cudaEventCreateWithFlags(&c->before, cudaEventDisableTiming) != cudaSuccess ||
         cudaEventCreateWithFlags(&c->after, cudaEventDisableTiming) != cudaSuccess) {
@@ -191,7 +198,54 @@ extern "C" void lt_nccl_free(lt_nccl *c, int abort) {
     if (c->after) cudaEventDestroy(c->after);
     if (c->b16) cudaFree(c->b16);
     if (c->gbuf) cudaFree(c->gbuf);
+    if (c->hbuf) cudaFreeHost(c->hbuf);
     free(c);
+}
+
+extern "C" void lt_nccl_set_timeout(lt_nccl *c, double seconds) {
+    if (c && seconds > 0) c->timeout_s = seconds;
+}
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* Waits for the communicator's stream as cudaStreamSynchronize would, but watching NCCL's
+ * asynchronous error (a peer that failed) and the timeout: either aborts the communicator
+ * (its collectives return, so the stream drains) and fails with the reason, rather than
+ * waiting for ever for a rank that died. */
+static lt_status wait_stream(lt_nccl *c, const char *what) {
+    const double end = now_s() + c->timeout_s;
+    int us = 50;
+    for (;;) {
+        cudaError_t q = cudaStreamQuery(c->stream);
+        if (q == cudaSuccess) return LT_OK;
+        if (q != cudaErrorNotReady)
+            return lt_error(LT_ERR_IO, "nccl: %s on device %d: %s", what, c->device,
+                            cudaGetErrorString(q));
+        ncclResult_t ar = ncclSuccess;
+        g_nccl.async_error(c->comm, &ar);
+        const int late = now_s() > end;
+        if ((ar != ncclSuccess && ar != ncclInProgress) || late) {
+            g_nccl.comm_abort(c->comm);
+            c->comm = NULL;
+            c->broken = 1;
+            if (late)
+                return lt_error(LT_ERR_IO,
+                                "nccl: rank %d of %d: %s: no answer from the other ranks "
+                                "within %.0f s (one died, or hangs); communicator aborted",
+                                c->rank, c->size, what, c->timeout_s);
+            return lt_error(LT_ERR_IO,
+                            "nccl: rank %d of %d: %s: %s (another rank failed?); communicator "
+                            "aborted",
+                            c->rank, c->size, what, g_nccl.error_string(ar));
+        }
+        struct timespec ts = {0, us * 1000L};
+        nanosleep(&ts, NULL);
+        if (us < 2000) us *= 2;
+    }
 }
 
 extern "C" int lt_nccl_rank(const lt_nccl *c) {
@@ -217,11 +271,19 @@ static unsigned grid(int64_t n) {
 }
 
 /* queues the sum of buf[0..n) on the communicator's stream after the default stream's work */
+#define CHECK_BROKEN(c)                                                                          \
+    if ((c)->broken)                                                                              \
+        return lt_error(LT_ERR_IO, "nccl: rank %d of %d: the communicator was aborted after an "   \
+                                   "earlier failure",                                             \
+                        (c)->rank, (c)->size)
+
 static lt_status enqueue(lt_nccl *c, float *buf, int64_t n) {
+    CHECK_BROKEN(c);
     cudaSetDevice(c->device);
     if (c->bf16 && c->used16 + n > c->n16) {
         /* grow: the pieces in flight use the old buffer, so wait for them first */
-        cudaStreamSynchronize(c->stream);
+        lt_status w = wait_stream(c, "growing the bf16 buffer");
+        if (w) return w;
         if (c->b16) cudaFree(c->b16);
         int64_t want = c->used16 + n > 2 * c->n16 ? c->used16 + n : 2 * c->n16;
         c->b16 = NULL, c->n16 = 0, c->used16 = 0;
@@ -252,6 +314,7 @@ static lt_status enqueue(lt_nccl *c, float *buf, int64_t n) {
 }
 
 extern "C" lt_status lt_nccl_join(lt_nccl *c) {
+    CHECK_BROKEN(c);
     cudaSetDevice(c->device);
     /* before what the default stream queues next (the optimizer step) */
     cudaEventRecord(c->after, c->stream);
@@ -276,28 +339,33 @@ extern "C" lt_status lt_nccl_allreduce(lt_nccl *c, float *buf, int64_t n) {
 
 extern "C" lt_status lt_nccl_allgather(lt_nccl *c, const void *send, void *recv, size_t bytes) {
     if (!bytes) return LT_OK;
+    CHECK_BROKEN(c);
     cudaSetDevice(c->device);
+    const size_t total = bytes * (size_t)(c->size + 1);
     if (bytes > c->gcap) {
         if (c->gbuf) cudaFree(c->gbuf);
-        c->gbuf = NULL, c->gcap = 0;
-        if (cudaMalloc(&c->gbuf, bytes * (size_t)(c->size + 1)) != cudaSuccess)
-            return lt_error(LT_ERR_NOMEM, "nccl: out of device memory for %zu bytes x %d ranks",
-                            bytes, c->size);
+        if (c->hbuf) cudaFreeHost(c->hbuf);
+        c->gbuf = c->hbuf = NULL, c->gcap = 0;
+        if (cudaMalloc(&c->gbuf, total) != cudaSuccess ||
+            cudaMallocHost(&c->hbuf, total) != cudaSuccess)
+            return lt_error(LT_ERR_NOMEM, "nccl: out of memory for %zu bytes x %d ranks", bytes,
+                            c->size);
         c->gcap = bytes;
     }
     unsigned char *dsend = c->gbuf, *drecv = c->gbuf + c->gcap;
-    cudaEventRecord(c->before, 0);
-    cudaStreamWaitEvent(c->stream, c->before, 0);
-    cudaMemcpyAsync(dsend, send, bytes, cudaMemcpyHostToDevice, c->stream);
-    ncclResult_t r =
-        g_nccl.all_gather(dsend, drecv, bytes, ncclUint8, c->comm, c->stream);
+    unsigned char *hsend = c->hbuf, *hrecv = c->hbuf + c->gcap;
+    memcpy(hsend, send, bytes);
+    /* pinned host memory: the copies are queued, never waited for here, so a collective that
+     * cannot finish (a dead peer) is noticed by wait_stream instead of blocking in a copy */
+    cudaMemcpyAsync(dsend, hsend, bytes, cudaMemcpyHostToDevice, c->stream);
+    ncclResult_t r = g_nccl.all_gather(dsend, drecv, bytes, ncclUint8, c->comm, c->stream);
     if (r == ncclSuccess)
-        cudaMemcpyAsync(recv, drecv, bytes * (size_t)c->size, cudaMemcpyDeviceToHost, c->stream);
-    cudaError_t e = cudaStreamSynchronize(c->stream);
+        cudaMemcpyAsync(hrecv, drecv, bytes * (size_t)c->size, cudaMemcpyDeviceToHost, c->stream);
     if (r != ncclSuccess) return nccl_err("ncclAllGather", r);
-    if (e != cudaSuccess)
-        return lt_error(LT_ERR_IO, "nccl: allgather on device %d: %s", c->device,
-                        cudaGetErrorString(e));
+    /* every step's first collective (the stop flags): where a dead rank is noticed */
+    lt_status w = wait_stream(c, "allgather");
+    if (w) return w;
+    memcpy(recv, hrecv, bytes * (size_t)c->size);
     return LT_OK;
 }
 #endif

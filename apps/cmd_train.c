@@ -43,7 +43,8 @@ static void usage(FILE *f) {
     fprintf(f, "\nMulti-GPU over NCCL (one process per GPU, --device cuda; docs/SCALE_OUT.md):\n"
                "  --dist-init SPEC       how ranks started without mpirun share NCCL's id:\n"
                "                         file:PATH or tcp:HOST:PORT (rank 0's host); rank and\n"
-               "                         size from RANK / WORLD_SIZE or SLURM_PROCID / SLURM_NTASKS\n"
+               "                         size from RANK / WORLD_SIZE, or SLURM_PROCID /\n"
+               "                         SLURM_NTASKS\n"
                "  --dist-reduce DTYPE    bf16 or fp32: the gradients' all-reduce (default bf16)\n"
                "  --dist-timeout S       seconds to wait for the other ranks (default 300)\n");
     fprintf(f, "\nFlags also take --no-FLAG (to turn off what a config file turned on).\n"

@@ -9,7 +9,7 @@
 struct lt_nccl;
 
 typedef struct {
-    int active;       /* 1: one rank of several (MPI, or NCCL ranks started otherwise), comm filled */
+    int active;       /* 1: one rank of several (MPI, or NCCL ranks), comm filled */
     int mpi;          /* 1: launched by an MPI launcher, MPI initialised */
     lt_run_comm comm; /* rank, size, MPI_Allgather on MPI_COMM_WORLD; or NCCL's (below) */
     struct lt_nccl *nccl; /* multi-GPU: the communicator (comm.ctx), from lt_cli_dist_nccl */

@@ -45,7 +45,8 @@ if [ -n "$NVCC" ]; then
   cstamp=.venv/.cuda-requirements.sha
   cwant=$(echo "$creq" | sha256sum | cut -d' ' -f1)
   if [ -z "$creq" ]; then
-    echo "setup: nvcc is CUDA ${cmajor}: no NCCL wheel for it in tools/cuda-requirements.txt (multi-GPU training is left out)"
+    echo "setup: nvcc is CUDA ${cmajor}: no NCCL wheel for it in tools/cuda-requirements.txt" \
+         "(multi-GPU training is left out)"
   elif [ "$(cat "$cstamp" 2>/dev/null)" != "$cwant" ]; then
     echo "setup: nvcc found (CUDA ${cmajor}): installing $creq in .venv (multi-GPU training)"
     .venv/bin/uv pip install -q --python .venv/bin/python "$creq"

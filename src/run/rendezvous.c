@@ -238,7 +238,8 @@ static lt_status tcp_root(const char *spec, const char *host, const char *port, 
                          : prank < 1 || prank >= size || seen[prank] ? 2
                                                                       : 0;
         put_head(h, status, size, (uint64_t)n);
-        int sent = io_all(c, h, HEAD, 1, end) == 0 && (status || io_all(c, (void *)buf, n, 1, end) == 0);
+        int sent = io_all(c, h, HEAD, 1, end) == 0 &&
+                   (status || io_all(c, (void *)buf, n, 1, end) == 0);
         close(c);
         if (status == 1) {
             st = lt_error(LT_ERR_IO,

@@ -653,13 +653,6 @@ static lt_status dp_accumulate(lt_run *r, int64_t count, int64_t tstep0, uint64_
     return LT_OK;
 }
 
-/* dp_accumulate's batched twin (lt_run_comm.allreduce): this rank's rows of each micro-batch
- * as one batch, the gradients summed over the ranks in place (one allreduce of the trainer's
- * gradient span; with allreduce_wait, its pieces, each as soon as the backward of the rank's
- * last micro-batch has finished it), the losses and loss tokens through allgather, added in
- * rank order. Dropout:
- * rank 0's rows draw as one process's micro-batch does; another rank's draw from a stream keyed
- * by (micro-batch, first row), so the ranks' masks are not the same draws. */
 /* this rank's rows of micro-batch k (B 0 when it has none) */
 static lt_batch dp_part(const lt_run *r, int k, int *b0) {
     const lt_batch *mb = &r->mbs[k];
@@ -683,6 +676,13 @@ static int dp_piece(void *ctx, float *buf, int64_t n) {
     return r->comm.allreduce(r->comm.ctx, buf, (size_t)n);
 }
 
+/* dp_accumulate's batched twin (lt_run_comm.allreduce): this rank's rows of each micro-batch
+ * as one batch, the gradients summed over the ranks in place (one allreduce of the trainer's
+ * gradient span; with allreduce_wait, its pieces, each as soon as the backward of the rank's
+ * last micro-batch has finished it), the losses and loss tokens through allgather, added in
+ * rank order. Dropout: the rows starting a micro-batch draw as one process's micro-batch does;
+ * another rank's draw from a stream keyed by (micro-batch, first row), so the ranks' masks are
+ * not the same draws. */
 static lt_status dp_reduce(lt_run *r, int64_t tstep0, uint64_t micro0, int64_t count,
                            double *loss_sum, int64_t *counted) {
     const int N = r->comm.size, me = r->comm.rank, G = r->o.grad_accum;

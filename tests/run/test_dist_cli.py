@@ -108,8 +108,12 @@ elif gpus == 0:
         check(not os.path.exists(os.path.join(TMP, "id2")), "file: the id file is removed")
 else:
     r = train(["--device", "cuda", "--dist-init", spec, "--dist-reduce", "fp32"], one, "gpu")
-    check(r.returncode == 0 and "over NCCL" in r.stderr, f"one rank on a GPU: {r.stderr}")
-    steps = [json.loads(x) for x in r.stdout.splitlines() if '"step"' in x]
-    check(len(steps) == 2, f"one rank on a GPU: {len(steps)} step events")
+    if "cannot open libnccl.so.2" in r.stderr:  # a GPU, but no NCCL library to open here
+        print("not checked: one rank on the GPU (no libnccl.so.2 here; set LT_NCCL_LIB):",
+              r.stderr.strip())
+    else:
+        check(r.returncode == 0 and "over NCCL" in r.stderr, f"one rank on a GPU: {r.stderr}")
+        steps = [json.loads(x) for x in r.stdout.splitlines() if '"step"' in x]
+        check(len(steps) == 2, f"one rank on a GPU: {len(steps)} step events")
 
 sys.exit(ltcheck.finish())

@@ -10,11 +10,18 @@
 #include "commands.h"
 #include "dist.h"
 #include "loratune/hwinfo.h"
+#include "loratune/nccl.h"
 #include "loratune/nf4.h"
 #include "loratune/ops.h"
 #include "loratune/quant.h"
 #include "loratune/backend.h"
 #include "loratune/run.h"
+
+/* multi-GPU training (docs/SCALE_OUT.md): whether the NCCL code is in this build */
+static const char *nccl_build(void) {
+    return lt_nccl_compiled() ? "built (libnccl.so.2 opened when a multi-GPU run starts)"
+                              : "not built";
+}
 
 /* the kernel families of the run-time dispatch and the level each runs now */
 typedef struct {
@@ -110,6 +117,7 @@ int cmd_info(int argc, char **argv) {
             json_object_set_new(rt, "kernels", fam);
             json_t *bd = json_object_get(root, "build");
             if (bd) json_object_set_new(bd, "mpi", json_string(lt_cli_dist_build()));
+            if (bd) json_object_set_new(bd, "nccl", json_string(nccl_build()));
             const char *why = "";
             lt_dtype cd = lt_run_pick_compute_dtype(-1, LT_METHOD_LORA, &why);
             json_object_set_new(rt, "compute_dtype_auto",
@@ -165,6 +173,7 @@ int cmd_info(int argc, char **argv) {
     printf("  %-16s %s\n", "git revision", hw.git_rev[0] ? hw.git_rev : "unknown");
     printf("  %-16s %s\n", "sanitizers", hw.sanitizers);
     printf("  %-16s %s\n", "MPI", lt_cli_dist_build());
+    printf("  %-16s %s\n", "NCCL", nccl_build());
     print_features("compiled for", hw.compiled_features, "baseline (SIMD kernels: run-time dispatch)");
     if (hw.openmp_version)
         printf("  %-16s %s (%d), %d threads\n", "OpenMP", omp_name(hw.openmp_version),

@@ -18,6 +18,7 @@
 
 #include "commands.h"
 #include "dist.h"
+#include "loratune/nccl.h"
 #include "train_track.h"
 #include "loratune/model.h"
 #include "loratune/run.h"
@@ -39,6 +40,13 @@ static void usage(FILE *f) {
         else
             fprintf(f, "  %-22s %s\n", head, in->help);
     }
+    fprintf(f, "\nMulti-GPU over NCCL (one process per GPU, --device cuda; docs/SCALE_OUT.md):\n"
+               "  --dist-init SPEC       how ranks started without mpirun share NCCL's id:\n"
+               "                         file:PATH or tcp:HOST:PORT (rank 0's host); rank and\n"
+               "                         size from RANK / WORLD_SIZE, or SLURM_PROCID /\n"
+               "                         SLURM_NTASKS\n"
+               "  --dist-reduce DTYPE    bf16 or fp32: the gradients' all-reduce (default bf16)\n"
+               "  --dist-timeout S       seconds to wait for the other ranks (default 300)\n");
     fprintf(f, "\nFlags also take --no-FLAG (to turn off what a config file turned on).\n"
                "See docs/TRAIN_CLI.md.\n");
     fprintf(f, "\n%s", train_track_help);
@@ -264,6 +272,63 @@ static int apply_args(int argc, char **argv, lt_run_opts *o) {
 
 static int train(int argc, char **argv, lt_cli_dist *dist);
 
+/* The multi-GPU options (dist.h), not run options (not in run_config.yaml: the same run may be
+ * resumed on another number of GPUs): taken out of argv; 2 (printed) for a bad value. */
+typedef struct {
+    const char *init; /* --dist-init, NULL */
+    int bf16;         /* --dist-reduce bf16 (default) | fp32 */
+    double timeout_s; /* --dist-timeout */
+} dist_args;
+static int take_dist_args(int *argc, char **argv, dist_args *da) {
+    *da = (dist_args){NULL, 1, 300};
+    static const char *const names[] = {"--dist-init", "--dist-reduce", "--dist-timeout"};
+    int w = 1;
+    for (int i = 1; i < *argc; i++) {
+        const char *a = argv[i], *v = NULL;
+        int k = 0;
+        for (; k < 3; k++) {
+            size_t l = strlen(names[k]);
+            if (!strncmp(a, names[k], l) && a[l] == '=') {
+                v = a + l + 1;
+                break;
+            }
+            if (!strcmp(a, names[k])) {
+                if (i + 1 >= *argc) {
+                    fprintf(stderr, "loratune train: %s: missing value\n", a);
+                    return 2;
+                }
+                v = argv[++i];
+                break;
+            }
+        }
+        if (k == 3) {
+            argv[w++] = argv[i];
+            continue;
+        }
+        if (k == 0) {
+            da->init = v;
+        } else if (k == 1) {
+            if (strcmp(v, "bf16") && strcmp(v, "fp32")) {
+                fprintf(stderr, "loratune train: --dist-reduce: expected bf16 or fp32, got '%s'\n",
+                        v);
+                return 2;
+            }
+            da->bf16 = !strcmp(v, "bf16");
+        } else {
+            char *end = NULL;
+            da->timeout_s = strtod(v, &end);
+            if (!*v || *end || !(da->timeout_s > 0)) {
+                fprintf(stderr, "loratune train: --dist-timeout: expected seconds > 0, got '%s'\n",
+                        v);
+                return 2;
+            }
+        }
+    }
+    argv[w] = NULL;
+    *argc = w;
+    return 0;
+}
+
 /* Under mpirun / srun (apps/dist.h): one rank of a data-parallel run; rank 0 alone prints events,
  * records to the tracking store and writes OUT (docs/SCALE_OUT.md). */
 int cmd_train(int argc, char **argv) {
@@ -277,12 +342,14 @@ int cmd_train(int argc, char **argv) {
 }
 
 static int train(int argc, char **argv, lt_cli_dist *dist) {
-    const int quiet = dist->active && dist->comm.rank != 0; /* ranks other than 0 */
+    int quiet = dist->active && dist->comm.rank != 0; /* ranks other than 0 */
     if (argc < 2) {
         usage(stderr);
         return 2;
     }
     argc = train_track_take_args(argc, argv); /* --store/--experiment/--run-name/--mlflow/--no-track */
+    dist_args da;
+    if (take_dist_args(&argc, argv, &da)) return 2;
     lt_run_opts o;
     lt_run_opts_default(&o);
     const char *config = NULL, *resume = NULL;
@@ -328,6 +395,28 @@ static int train(int argc, char **argv, lt_cli_dist *dist) {
         usage(stderr);
         return 2;
     }
+
+    /* several GPUs: NCCL, one process per GPU (apps/dist_nccl.c). Under mpirun with --device
+     * cuda it is the way when NCCL is there; --dist-init starts ranks without MPI. */
+    if (da.init && o.device != LT_DEVICE_CUDA) {
+        fprintf(stderr, "loratune train: --dist-init: multi-GPU data parallelism needs --device "
+                        "cuda (NCCL); CPU ranks run under mpirun (docs/SCALE_OUT.md)\n");
+        return 2;
+    }
+    if (o.device == LT_DEVICE_CUDA && (da.init || dist->mpi)) {
+        if (dist->mpi && lt_nccl_open(getenv("LT_NCCL_LIB"), NULL)) {
+            /* MPI alone: the row-exact exchange over MPI, each rank on its own GPU */
+            if (dist->comm.rank == 0)
+                fprintf(stderr, "loratune train: %s; the gradients go through MPI row by row\n",
+                        lt_errmsg());
+            const char *lr = getenv("OMPI_COMM_WORLD_LOCAL_RANK");
+            if (!lr) lr = getenv("SLURM_LOCALID");
+            dist->comm.device = lr ? atoi(lr) : dist->comm.rank;
+        } else if (lt_cli_dist_nccl(dist, da.init, da.timeout_s, da.bf16)) {
+            return 1;
+        }
+    }
+    quiet = dist->active && dist->comm.rank != 0;
 
     if (o.threads > 0) lt_set_num_threads(o.threads); /* OpenBLAS's count is process-wide */
     lt_run *r = NULL;

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "dist.h"
+#include "loratune/nccl.h"
 
 #ifdef LT_HAVE_MPI
 #include <mpi.h>
@@ -53,8 +54,17 @@ static int mpi_allgather(void *ctx, const void *send, void *recv, size_t bytes) 
 }
 #endif
 
+int lt_cli_dist_mpi_bcast(lt_cli_dist *d, void *buf, size_t n) {
+#ifdef LT_HAVE_MPI
+    if (d->mpi && n <= (size_t)INT_MAX)
+        return MPI_Bcast(buf, (int)n, MPI_BYTE, 0, MPI_COMM_WORLD) != MPI_SUCCESS;
+#endif
+    (void)d, (void)buf, (void)n;
+    return 1;
+}
+
 int lt_cli_dist_start(lt_cli_dist *d) {
-    d->active = 0;
+    memset(d, 0, sizeof *d);
     int n = launched_size();
     if (!n) return 0;
 #ifdef LT_HAVE_MPI
@@ -66,6 +76,7 @@ int lt_cli_dist_start(lt_cli_dist *d) {
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
     MPI_Comm_size(MPI_COMM_WORLD, &size);
     d->active = 1;
+    d->mpi = 1;
     d->comm = (lt_run_comm){.rank = rank, .size = size, .allgather = mpi_allgather, .ctx = NULL};
     return 0;
 #else
@@ -82,10 +93,13 @@ int lt_cli_dist_start(lt_cli_dist *d) {
 }
 
 int lt_cli_dist_finish(lt_cli_dist *d, int rc) {
+    /* 130 / 141: a stop request, which all ranks took at the same step boundary */
+    const int failed = rc != 0 && rc != 130 && rc != 141 && d->comm.size > 1;
+    lt_nccl_free(d->nccl, failed); /* abort: the others may wait for this rank in a collective */
+    d->nccl = NULL;
 #ifdef LT_HAVE_MPI
-    if (d->active) {
-        /* 130 / 141: a stop request, which all ranks took at the same step boundary */
-        if (rc != 0 && rc != 130 && rc != 141 && d->comm.size > 1) {
+    if (d->mpi) {
+        if (failed) {
             fprintf(stderr,
                     "loratune train: rank %d of %d failed (exit %d): stopping the other "
                     "ranks\n",
@@ -95,7 +109,7 @@ int lt_cli_dist_finish(lt_cli_dist *d, int rc) {
         MPI_Finalize();
     }
 #endif
-    d->active = 0;
+    d->active = d->mpi = 0;
     return rc;
 }
 

@@ -35,6 +35,24 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   .venv/bin/uv pip install -q --python .venv/bin/python -r tools/requirements.txt
   echo "$want" > "$stamp"
 fi
+# a CUDA build (nvcc found): NCCL's header and library for multi-GPU training, the wheel of
+# nvcc's CUDA major version (tools/cuda-requirements.txt); CPU-only machines skip it
+NVCC=$(command -v nvcc || true)
+[ -n "$NVCC" ] || { [ -x /usr/local/cuda/bin/nvcc ] && NVCC=/usr/local/cuda/bin/nvcc; } || true
+if [ -n "$NVCC" ]; then
+  cmajor=$("$NVCC" --version | sed -n 's/.*release \([0-9]*\)\..*/\1/p')
+  creq=$(grep -E "^nvidia-nccl-cu${cmajor}==" tools/cuda-requirements.txt || true)
+  cstamp=.venv/.cuda-requirements.sha
+  cwant=$(echo "$creq" | sha256sum | cut -d' ' -f1)
+  if [ -z "$creq" ]; then
+    echo "setup: nvcc is CUDA ${cmajor}: no NCCL wheel for it in tools/cuda-requirements.txt" \
+         "(multi-GPU training is left out)"
+  elif [ "$(cat "$cstamp" 2>/dev/null)" != "$cwant" ]; then
+    echo "setup: nvcc found (CUDA ${cmajor}): installing $creq in .venv (multi-GPU training)"
+    .venv/bin/uv pip install -q --python .venv/bin/python "$creq"
+    echo "$cwant" > "$cstamp"
+  fi
+fi
 # the optional Gradio front end (clients/gradio/) and gradio_client, for its test, in their own
 # venv: Gradio's many dependencies stay out of .venv and are never needed by the server
 [ -x .venv-gradio/bin/python ] || "$PY" -m venv .venv-gradio

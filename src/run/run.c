@@ -128,6 +128,7 @@ void lt_run_free(lt_run *r) {
     free(r->dp_send);
     free(r->dp_recv);
     free(r->dp_sum);
+    free(r->dp_pieces);
     lt_dir_lock_close(r->out_lock); /* last: OUT is written until here */
     free(r);
 }
@@ -230,7 +231,9 @@ static lt_status build_train_config(lt_run *r, const lt_adapter *a) {
     lt_train_config *c = &r->tc;
     lt_status s = lt_run_opts_train_config(o, &r->model->config, c, &r->compute_reason);
     if (s) return s;
-    c->ranks = r->comm.size; /* the plan counts each rank's exchange buffers (0: no communicator) */
+    /* the plan counts each rank's exchange buffers (0: no communicator, or the batched
+     * reduction, which has none) */
+    c->ranks = r->comm.allreduce ? 0 : r->comm.size;
     if (a) { /* the adapter decides its own shape */
         c->method = a->method;
         c->lora.r = a->r;
@@ -493,7 +496,7 @@ static lt_status pick_backend(lt_run *r, const lt_backend **be) {
         return LT_OK;
     }
     if (r->o.device == LT_DEVICE_AUTO && !lt_backend_cuda_compiled()) return LT_OK;
-    lt_status s = lt_backend_cuda_create(0, &r->cuda);
+    lt_status s = lt_backend_cuda_create(r->comm.size ? r->comm.device : 0, &r->cuda);
     if (s && r->o.device == LT_DEVICE_AUTO) return LT_OK; /* no GPU: the CPU */
     if (s) return lt_error_wrap(s, "--device cuda");
     *be = r->cuda;
@@ -525,6 +528,15 @@ lt_status lt_run_set_comm(lt_run *r, const lt_run_comm *c) {
  * grad_accum * ceil(batch_size / size) row slots on this rank, size times that received, and
  * the sum. */
 static lt_status dp_create(lt_run *r) {
+    if (r->comm.allreduce) { /* the batched reduction: the stop flags' and losses' exchange */
+        const int max = lt_trainer_n_tensors(r->tr) + 2;
+        r->dp_recv = lt_malloc((size_t)r->comm.size * 2 * sizeof(double));
+        r->dp_pieces = lt_malloc((size_t)max * sizeof *r->dp_pieces);
+        if (!r->dp_recv || !r->dp_pieces)
+            return lt_error(LT_ERR_NOMEM, "data parallel: out of memory");
+        r->dp_npieces = lt_trainer_grad_pieces(r->tr, r->dp_pieces, max);
+        return LT_OK;
+    }
     int64_t P = 0;
     for (int i = 0; i < lt_trainer_n_tensors(r->tr); i++) {
         lt_train_tensor t;
@@ -647,6 +659,98 @@ static lt_status dp_accumulate(lt_run *r, int64_t count, int64_t tstep0, uint64_
         if (lt_trainer_tensor(r->tr, i, &t)) continue;
         if ((s = lt_trainer_write(r->tr, i, LT_TENSOR_GRAD, 0, sum, t.numel))) return s;
         sum += t.numel;
+    }
+    return LT_OK;
+}
+
+/* this rank's rows of micro-batch k (B 0 when it has none) */
+static lt_batch dp_part(const lt_run *r, int k, int *b0) {
+    const lt_batch *mb = &r->mbs[k];
+    const int N = r->comm.size, me = r->comm.rank;
+    int b1 = dp_first_row(me + 1, mb->B, N);
+    *b0 = dp_first_row(me, mb->B, N);
+    size_t off = (size_t)*b0 * (size_t)mb->T;
+    lt_batch part = {.B = b1 - *b0,
+                     .T = mb->T,
+                     .tokens = mb->tokens + off,
+                     .targets = mb->targets + off,
+                     .pos = mb->pos ? mb->pos + off : NULL,
+                     .seq = mb->seq ? mb->seq + off : NULL};
+    return part;
+}
+
+/* the trainer's gradient hook (lt_trainer_set_grad_hook): one piece to the communicator */
+static int dp_piece(void *ctx, float *buf, int64_t n) {
+    lt_run *r = ctx;
+    r->dp_emitted++;
+    return r->comm.allreduce(r->comm.ctx, buf, (size_t)n);
+}
+
+/* dp_accumulate's batched twin (lt_run_comm.allreduce): this rank's rows of each micro-batch
+ * as one batch, the gradients summed over the ranks in place (one allreduce of the trainer's
+ * gradient span; with allreduce_wait, its pieces, each as soon as the backward of the rank's
+ * last micro-batch has finished it), the losses and loss tokens through allgather, added in
+ * rank order. Dropout: the rows starting a micro-batch draw as one process's micro-batch does;
+ * another rank's draw from a stream keyed by (micro-batch, first row), so the ranks' masks are
+ * not the same draws. */
+static lt_status dp_reduce(lt_run *r, int64_t tstep0, uint64_t micro0, int64_t count,
+                           double *loss_sum, int64_t *counted) {
+    const int N = r->comm.size, me = r->comm.rank, G = r->o.grad_accum;
+    const int pieces = r->comm.allreduce_wait != NULL; /* reduce while the backward runs */
+    double mine[2] = {0, 0};
+    char msg[512];
+    lt_status s;
+    int last = -1; /* this rank's last micro-batch with loss tokens: its backward reduces */
+    for (int k = 0, b0; k < G; k++) {
+        lt_batch part = dp_part(r, k, &b0);
+        if (part.B >= 1 && lt_batch_count(&part) > 0) last = k;
+    }
+    float *g = NULL;
+    int64_t n = 0;
+    lt_trainer_grad_span(r->tr, &g, &n);
+    r->dp_emitted = 0;
+    for (int k = 0, b0; k <= last; k++) {
+        lt_batch part = dp_part(r, k, &b0);
+        if (part.B < 1 || lt_batch_count(&part) == 0) continue;
+        uint64_t key = b0 == 0 ? micro0 + (uint64_t)k
+                               : ((micro0 + (uint64_t)k) << 20) ^ (uint64_t)b0;
+        lt_trainer_set_counters(r->tr, tstep0, key);
+        if (pieces && k == last)
+            lt_trainer_set_grad_hook(r->tr, r->dp_pieces, r->dp_npieces, dp_piece, r);
+        lt_loss_stats ls;
+        s = lt_trainer_accumulate(r->tr, &part, 1.0f / (float)count, &ls);
+        lt_trainer_set_grad_hook(r->tr, NULL, 0, NULL, NULL);
+        if (s) return s;
+        mine[0] += ls.loss_sum;
+        mine[1] += (double)ls.count;
+    }
+    lt_trainer_set_counters(r->tr, tstep0, micro0 + (uint64_t)G);
+    /* every rank reduces the same pieces in the same order: those the backward did not (a
+     * rank without rows in this step: all of them) go now */
+    int failed = 0;
+    if (pieces) {
+        for (int i = r->dp_emitted; i < r->dp_npieces && !failed; i++)
+            failed = r->comm.allreduce(r->comm.ctx, g + r->dp_pieces[i].offset,
+                                       (size_t)r->dp_pieces[i].n);
+        if (!failed) failed = r->comm.allreduce_wait(r->comm.ctx);
+    } else if (n > 0) {
+        failed = r->comm.allreduce(r->comm.ctx, g, (size_t)n);
+    }
+    if (failed) {
+        snprintf(msg, sizeof msg, "%s", lt_errmsg());
+        return lt_error(LT_ERR_IO, "data parallel: rank %d of %d: reducing the gradients: %s", me,
+                        N, msg);
+    }
+    if (r->comm.allgather(r->comm.ctx, mine, r->dp_recv, sizeof mine)) {
+        snprintf(msg, sizeof msg, "%s", lt_errmsg());
+        return lt_error(LT_ERR_IO, "data parallel: rank %d of %d: exchanging the losses: %s", me,
+                        N, msg);
+    }
+    for (int q = 0; q < N; q++) {
+        double v[2];
+        memcpy(v, (const char *)r->dp_recv + (size_t)q * sizeof v, sizeof v);
+        *loss_sum += v[0];
+        *counted += (int64_t)v[1];
     }
     return LT_OK;
 }
@@ -1206,6 +1310,8 @@ static lt_status train(lt_run *r, lt_run_outcome *outcome) {
         /* what each rank allocated for the exchange (dp_create; the plan's "data-parallel
          * exchange" line) */
         json_object_set_new(start, "exchange_bytes", json_integer((json_int_t)r->dp_bytes));
+        /* rows: the row-exact allgather; allreduce: the batched in-place sum (run.h) */
+        json_object_set_new(start, "reduce", json_string(r->comm.allreduce ? "allreduce" : "rows"));
     }
     if (start && r->resumed_from >= 0) {
         json_object_set_new(start, "resumed_checkpoint", json_string(r->last_ckpt));
@@ -1256,7 +1362,9 @@ static lt_status train(lt_run *r, lt_run_outcome *outcome) {
         }
         double loss_sum = 0;
         int64_t counted = 0;
-        if (count > 0 && r->comm.size) {
+        if (count > 0 && r->comm.allreduce) {
+            if ((s = dp_reduce(r, tstep0, micro0, count, &loss_sum, &counted))) return s;
+        } else if (count > 0 && r->comm.size) {
             if ((s = dp_accumulate(r, count, tstep0, micro0, &loss_sum, &counted))) return s;
         } else if (count > 0) {
             for (int k = 0; k < r->o.grad_accum; k++) {

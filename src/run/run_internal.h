@@ -104,6 +104,8 @@ struct lt_run {
     unsigned char *dp_recv; /* size times dp_send: every rank's, in rank order */
     float *dp_sum;          /* [dp_params] the rows summed in global order */
     int64_t dp_bytes;       /* dp_send + dp_recv + dp_sum, allocated (the start event) */
+    lt_grad_piece *dp_pieces; /* comm.allreduce_wait: the gradient span's pieces, in order */
+    int dp_npieces, dp_emitted; /* their count; how many the step has reduced so far */
 };
 /* 1 when this process writes OUT (no communicator, or rank 0). */
 static inline int lt_run_writer_(const lt_run *r) {

@@ -496,6 +496,8 @@ static lt_status embed_fwd(lt_trainer *tr, const int32_t *tokens, const int32_t 
 
 /* Forward (all layers, saving for backward unless checkpointing) then, when train, the head,
  * loss and the whole backward. */
+static void emit_pieces(lt_trainer *tr, int l); /* lt_trainer_set_grad_hook */
+
 static lt_status run_step(lt_trainer *tr, const lt_batch *b, float grad_scale,
                           lt_loss_stats *out, int train) {
     const int32_t *pos = NULL;
@@ -655,8 +657,15 @@ static lt_status run_step(lt_trainer *tr, const lt_batch *b, float grad_scale,
     for (int l = L - 1; l >= tr->bwd_stop; l--) {
         if (tr->c.grad_checkpoint) layer_fwd(tr, l, &sr);
         layer_bwd(tr, l, &sr, l > tr->bwd_stop || need_embed);
+        emit_pieces(tr, l); /* layer l's gradients are final: a data-parallel run's hook */
     }
     if (need_embed) OP(embedding_bwd, tr->dembd, tr->dres, tokens, N, D);
+    emit_pieces(tr, -1);
+    if (tr->hook_failed) {
+        char msg[512];
+        snprintf(msg, sizeof msg, "%s", lt_errmsg());
+        return lt_error(LT_ERR_IO, "trainer: the gradient hook failed: %s", msg);
+    }
     return LT_OK;
 }
 
@@ -704,6 +713,100 @@ static double grad_sumsq(const lt_trainer *tr) {
 
 double lt_trainer_grad_norm(const lt_trainer *tr) {
     return sqrt(grad_sumsq(tr));
+}
+
+void lt_trainer_grad_span(lt_trainer *tr, float **buf, int64_t *n) {
+    *buf = NULL;
+    *n = 0;
+    if (tr->n_tt < 1) return;
+    /* add_tensor_ carves the gradients one after another in LT_MEM_GRADS */
+    const lt_tt *last = &tr->tt[tr->n_tt - 1];
+    *buf = tr->tt[0].grad;
+    *n = (int64_t)(last->grad - tr->tt[0].grad) + last->numel;
+}
+
+/* the layer of a trainable tensor from its name ("...layers.<l>."), -1 for the others */
+static int tensor_layer(const char *name) {
+    const char *p = strstr(name, "layers.");
+    return p ? atoi(p + 7) : -1;
+}
+
+int lt_trainer_grad_pieces(const lt_trainer *tr, lt_grad_piece *out, int max) {
+    float *span = NULL;
+    int64_t total = 0;
+    lt_trainer_grad_span((lt_trainer *)tr, &span, &total);
+    if (!span || max < 1) return 0;
+    const int L = tr->mc.n_layers, nt = tr->n_tt;
+    /* the end of tensor i's piece: where the next tensor's gradient starts */
+#define PIECE_END(i) ((i) + 1 < nt ? tr->tt[(i) + 1].grad - span : total)
+    int n = 0, ok = 1;
+    for (int l = L - 1; l >= 0 && ok; l--) {
+        int first = -1, last = -1, count = 0;
+        for (int i = 0; i < nt; i++)
+            if (tensor_layer(tr->tt[i].name) == l) {
+                if (first < 0) first = i;
+                last = i;
+                count++;
+            }
+        if (!count) continue;
+        if (last - first + 1 != count || n >= max) {
+            ok = 0;
+            break;
+        }
+        const int64_t off = tr->tt[first].grad - span;
+        out[n++] = (lt_grad_piece){l, off, PIECE_END(last) - off};
+    }
+    if (!ok) {
+        out[0] = (lt_grad_piece){-1, 0, total};
+        return 1;
+    }
+    /* the rest: the gaps between the layers' pieces, in offset order */
+    int nl = n;
+    int64_t at = 0;
+    while (at < total) {
+        int64_t next = total; /* the start of the first layer piece at or after `at` */
+        int64_t skip_to = -1;
+        for (int k = 0; k < nl; k++) {
+            if (out[k].offset == at) skip_to = at + out[k].n;
+            if (out[k].offset >= at && out[k].offset < next) next = out[k].offset;
+        }
+        if (skip_to >= 0) {
+            at = skip_to;
+            continue;
+        }
+        if (n >= max) {
+            out[0] = (lt_grad_piece){-1, 0, total};
+            return 1;
+        }
+        out[n++] = (lt_grad_piece){-1, at, next - at};
+        at = next;
+    }
+#undef PIECE_END
+    return n;
+}
+
+void lt_trainer_set_grad_hook(lt_trainer *tr, const lt_grad_piece *pieces, int n, lt_grad_hook fn,
+                              void *ctx) {
+    tr->hook = fn;
+    tr->hook_ctx = ctx;
+    tr->hook_pieces = fn ? pieces : NULL;
+    tr->hook_n = fn ? n : 0;
+    tr->hook_next = 0;
+    tr->hook_failed = 0;
+}
+
+/* the hook's pieces finished by the backward of layer l (-1: the end of the backward: all
+ * that are left) */
+static void emit_pieces(lt_trainer *tr, int l) {
+    if (!tr->hook) return;
+    float *span = NULL;
+    int64_t total = 0;
+    lt_trainer_grad_span(tr, &span, &total);
+    while (tr->hook_next < tr->hook_n && !tr->hook_failed &&
+           (l < 0 || tr->hook_pieces[tr->hook_next].layer == l)) {
+        const lt_grad_piece *p = &tr->hook_pieces[tr->hook_next++];
+        if (tr->hook(tr->hook_ctx, span + p->offset, p->n)) tr->hook_failed = 1;
+    }
 }
 
 int lt_trainer_grads_finite(const lt_trainer *tr) {

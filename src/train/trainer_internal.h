@@ -157,6 +157,13 @@ struct lt_trainer {
     void **dev_copy;
     const void **dev_copy_src;
     int n_dev_copy, cap_dev_copy;
+
+    /* lt_trainer_set_grad_hook: the pieces emitted during the backward (borrowed) */
+    const lt_grad_piece *hook_pieces;
+    int hook_n, hook_next;
+    lt_grad_hook hook;
+    void *hook_ctx;
+    int hook_failed;
 };
 
 /* Counting pass when tr == NULL (fills bytes[] only), carving pass otherwise (tr->block must

@@ -101,6 +101,12 @@ def main():
         check(ver in build.get("mpi", ""), f"build.mpi {build.get('mpi')!r} vs mpirun {ver}")
     else:
         check(build.get("mpi") == "not built", f"build.mpi {build.get('mpi')!r}")
+    # NCCL (multi-GPU, docs/SCALE_OUT.md): only in a CUDA build
+    nccl = build.get("nccl", "")
+    if cuda["built"]:
+        check(nccl == "not built" or nccl.startswith("built"), f"build.nccl {nccl!r}")
+    else:
+        check(nccl == "not built", f"build.nccl {nccl!r} in a build without CUDA")
 
     lvl = rt["kernel_level"]
     check(lvl in ("avx512", "avx2", "baseline"), f"kernel level {lvl}")

@@ -19,8 +19,21 @@
  *     the run allocated, from its trainer's tensors) for 1, 2, 3 ranks and full fine-tuning;
  *     one process (ranks 0) has none; a --memory-budget that only the exchange passes is
  *     refused before training, naming the data-parallel exchange;
+ *   - the batched reduction (lt_run_comm.allreduce: what the NCCL ranks use, here a sum over
+ *     the threads' gradient spans in CPU memory, added in rank order): 1 rank gives bit for
+ *     bit a plain process's numbers (its whole micro-batches as one batch, the same dropout
+ *     draws); 2 and 3 ranks (rows 1 | 1 | 1 of 3) equal it within rounding -- step 1's loss
+ *     within 1e-6 relative, every loss and validation loss of 6 steps within 2e-3, gradient
+ *     norms within 5e-3 (measured: 4e-4 at most; no dropout: ranks other than 0 draw other
+ *     masks) -- and the start event says "reduce": "allreduce" with no exchange buffers;
+ *     Reduced in pieces as the backward finishes them (allreduce_wait given): the same bits
+ *     as the whole span at once, for 1, 2, 3 ranks and for batch 2 over 3 ranks (rank 0
+ *     without rows reduces every piece after its empty step); the pieces (lt_trainer_grad_
+ *     pieces) tile the gradient span, one per layer from the last down, then the rest
+ *     (LoRA; full fine-tuning: embedding, final norm, head);
  *   - refused: automatic sizes with several ranks, a bad rank, set after lt_run_prepare. */
 #include <jansson.h>
+#include <math.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -40,6 +53,8 @@ typedef struct {
     int size;
     pthread_barrier_t bar;
     const void *src[MAXR];
+    float *rbuf[MAXR]; /* the batched reduction: each rank's gradient span */
+    int use_reduce;    /* run_group: give the ranks the allreduce function */
     int fail_rank; /* >= 0: that rank's exchanges fail (and it leaves the group) */
     int stop_rank;  /* >= 0: that rank's run is asked to stop right after ... */
     int stop_after; /* ... its stop_after-th stop-flag exchange (the only 4-byte one) */
@@ -66,11 +81,64 @@ static int gather(void *ctx, const void *send, void *recv, size_t bytes) {
     return 0;
 }
 
+/* Sums every rank's buf in rank order (the same order, so the same bits, on every rank). */
+static int reduce(void *ctx, float *buf, size_t n) {
+    member *m = ctx;
+    group *g = m->g;
+    float *sum = malloc(n * sizeof *sum);
+    g->rbuf[m->rank] = buf;
+    pthread_barrier_wait(&g->bar);
+    for (size_t i = 0; sum && i < n; i++) {
+        float v = g->rbuf[0][i];
+        for (int q = 1; q < g->size; q++)
+            v += g->rbuf[q][i];
+        sum[i] = v;
+    }
+    pthread_barrier_wait(&g->bar); /* every rank has read every buffer */
+    if (sum) memcpy(buf, sum, n * sizeof *sum);
+    free(sum);
+    return sum == NULL;
+}
+
+static int reduce_wait(void *ctx) { /* the thread sums are done when reduce returns */
+    (void)ctx;
+    return 0;
+}
+
+/* lt_trainer_set_grad_hook's calls, recorded */
+typedef struct {
+    const lt_grad_piece *pc;
+    int np, calls, in_order, early;
+    float *span;
+} hook_rec;
+static hook_rec g_hook;
+static double piece_abs(const float *span, const lt_grad_piece *p) {
+    double a = 0;
+    for (int64_t i = 0; i < p->n; i++)
+        a += fabs(span[p->offset + i]);
+    return a;
+}
+static int hook_fn(void *ctx, float *buf, int64_t n) {
+    hook_rec *h = ctx;
+    int k = h->calls++;
+    if (k == 0) h->in_order = 1;
+    if (k >= h->np || buf != h->span + h->pc[k].offset || n != h->pc[k].n) {
+        h->in_order = 0;
+        return 0;
+    }
+    /* the next piece of a layer below: not yet computed when this one comes */
+    if (h->pc[k].layer > 0 && k + 1 < h->np && h->pc[k + 1].layer == h->pc[k].layer - 1 &&
+        piece_abs(h->span, &h->pc[k + 1]) == 0)
+        h->early++;
+    return 0;
+}
+
 /* ---- what a rank reported ---------------------------------------------------------------- */
 typedef struct {
     double loss[MAXEV], lr[MAXEV], gn[MAXEV], val[MAXEV];
     int n_step, n_eval, n_events, ranks;
     long long exchange_bytes; /* the start event's: what the run allocated for the exchange */
+    char reduce[16];          /* the start event's "reduce" */
 } collect;
 
 static void sink(void *ctx, const json_t *ev) {
@@ -86,6 +154,8 @@ static void sink(void *ctx, const json_t *ev) {
     } else if (!strcmp(e, "start")) {
         c->ranks = (int)json_integer_value(json_object_get(ev, "ranks"));
         c->exchange_bytes = (long long)json_integer_value(json_object_get(ev, "exchange_bytes"));
+        const char *rd = json_string_value(json_object_get(ev, "reduce"));
+        snprintf(c->reduce, sizeof c->reduce, "%s", rd ? rd : "");
     }
 }
 
@@ -185,7 +255,17 @@ static void *run_rank(void *arg) {
     rank_run *t = arg;
     lt_run *r = NULL;
     lt_run_comm comm = {.rank = t->m.rank, .size = t->m.g->size, .allgather = gather, .ctx = &t->m};
+    if (t->m.g->use_reduce) comm.allreduce = reduce;
+    if (t->m.g->use_reduce == 2) comm.allreduce_wait = reduce_wait; /* in pieces */
     t->st = lt_run_new(&t->o, &r);
+    if (!t->st && t->m.g->size == 0) { /* a plain process: no communicator */
+        t->st = lt_run_add_sink(r, sink, &t->c);
+        if (!t->st) t->st = lt_run_prepare(r);
+        if (!t->st) t->st = lt_run_train(r, &t->oc);
+        if (t->st) snprintf(t->msg, sizeof t->msg, "%s", lt_errmsg());
+        lt_run_free(r);
+        return NULL;
+    }
     t->m.run = r;
     if (!t->st && t->m.rank == 0) t->st = lt_run_add_sink(r, sink, &t->c);
     if (!t->st) t->st = lt_run_set_comm(r, &comm);
@@ -201,11 +281,13 @@ static rank_run g_ranks[MAXR]; /* the last group's ranks */
 
 /* size ranks into one OUT; rank 0's report in *c0; LT_OK when every rank succeeded.
  * stop_rank >= 0: that rank is asked to stop right after its stop_after-th step's exchange. */
+static int g_use_reduce; /* run_group: the batched reduction; size 0: a plain process */
 static lt_status run_group(int size, const char *out, int fail_rank, collect *c0, int stop_rank,
                            int stop_after) {
     group g = {.size = size, .fail_rank = fail_rank, .stop_rank = stop_rank,
-               .stop_after = stop_after};
-    pthread_barrier_init(&g.bar, NULL, (unsigned)size);
+               .stop_after = stop_after, .use_reduce = g_use_reduce};
+    pthread_barrier_init(&g.bar, NULL, (unsigned)(size ? size : 1));
+    if (size == 0) size = 1; /* one thread, no communicator */
     rank_run *t = g_ranks;
     pthread_t th[MAXR];
     memset(g_ranks, 0, sizeof g_ranks);
@@ -306,6 +388,167 @@ int main(void) {
               "budget below the exchange: %s: %s (%d steps)", lt_status_name(st), g_msg,
               cb.n_step);
         g_extra[0] = NULL;
+        g_full = 0;
+    }
+
+    /* the batched reduction (lt_run_comm.allreduce) against a plain process, no dropout */
+    {
+        memset(g_extra, 0, sizeof g_extra); /* none of the budget case's options */
+        g_extra[0] = "lora-dropout";
+        g_extra[1] = "0";
+        collect cp, cr[MAXR + 1];
+        char o[1100];
+        snprintf(o, sizeof o, "%s/plain", g_dir);
+        lt_status st = run_group(0, o, -1, &cp, -1, 0);
+        CHECK(st == LT_OK && cp.n_step == 6 && cp.n_eval == 3 && cp.ranks == 0,
+              "plain process: %s: %s (%d steps)", lt_status_name(st), g_msg, cp.n_step);
+        g_use_reduce = 1;
+        for (int n = 1; n <= MAXR; n++) {
+            snprintf(o, sizeof o, "%s/reduce%d", g_dir, n);
+            st = run_group(n, o, -1, &cr[n], -1, 0);
+            CHECK(st == LT_OK && cr[n].n_step == 6 && cr[n].n_eval == 3 && cr[n].ranks == n,
+                  "allreduce, %d ranks: %s: %s (%d steps)", n, lt_status_name(st), g_msg,
+                  cr[n].n_step);
+            CHECK(!strcmp(cr[n].reduce, "allreduce") && cr[n].exchange_bytes == 0,
+                  "allreduce, %d ranks: start event reduce '%s', exchange_bytes %lld", n,
+                  cr[n].reduce, cr[n].exchange_bytes);
+            if (n == 1) {
+                CHECK(same_numbers(&cp, &cr[1]),
+                      "allreduce, 1 rank vs a plain process: numbers differ (first loss %.17g vs "
+                      "%.17g, last %.17g vs %.17g)",
+                      cr[1].loss[0], cp.loss[0], cr[1].loss[5], cp.loss[5]);
+                continue;
+            }
+            double w0 = fabs(cr[n].loss[0] - cp.loss[0]) / cp.loss[0], wl = 0, wg = 0, wv = 0;
+            for (int i = 0; i < cp.n_step && i < cr[n].n_step; i++) {
+                wl = fmax(wl, fabs(cr[n].loss[i] - cp.loss[i]) / cp.loss[i]);
+                wg = fmax(wg, fabs(cr[n].gn[i] - cp.gn[i]) / cp.gn[i]);
+            }
+            for (int i = 0; i < cp.n_eval && i < cr[n].n_eval; i++)
+                wv = fmax(wv, fabs(cr[n].val[i] - cp.val[i]) / cp.val[i]);
+            printf("allreduce, %d ranks vs a plain process: step 1 loss %.3g, losses %.3g, grad "
+                   "norms %.3g, validation %.3g (relative)\n",
+                   n, w0, wl, wg, wv);
+            CHECK(w0 < 1e-6 && wl < 2e-3 && wg < 5e-3 && wv < 2e-3,
+                  "allreduce, %d ranks vs a plain process: step 1 loss %.3g, losses %.3g, grad "
+                  "norms %.3g, validation %.3g (relative)",
+                  n, w0, wl, wg, wv);
+        }
+        CHECK(cp.loss[5] < cp.loss[0] - 0.1, "plain: losses %.4g -> %.4g", cp.loss[0], cp.loss[5]);
+        /* in pieces as the backward finishes them (allreduce_wait): the same sums in the same
+         * order, so the same bits as the whole span at once */
+        g_use_reduce = 2;
+        for (int n = 1; n <= MAXR; n++) {
+            collect cq;
+            snprintf(o, sizeof o, "%s/pieces%d", g_dir, n);
+            st = run_group(n, o, -1, &cq, -1, 0);
+            CHECK(st == LT_OK && same_numbers(&cr[n], &cq),
+                  "allreduce in pieces, %d ranks: %s: %s; numbers differ from the whole span "
+                  "(last loss %.17g vs %.17g)",
+                  n, lt_status_name(st), g_msg, cq.loss[5], cr[n].loss[5]);
+        }
+        /* batch 2 over 3 ranks: rank 0 has no rows (it reduces every piece after the step,
+         * the others during their backward), whole span and pieces alike */
+        g_extra[2] = "batch-size";
+        g_extra[3] = "2";
+        collect cp2, cw, cq;
+        g_use_reduce = 0;
+        snprintf(o, sizeof o, "%s/plain_b2", g_dir);
+        st = run_group(0, o, -1, &cp2, -1, 0);
+        CHECK(st == LT_OK && cp2.n_step == 6, "plain, batch 2: %s: %s", lt_status_name(st), g_msg);
+        g_use_reduce = 1;
+        snprintf(o, sizeof o, "%s/whole_b2", g_dir);
+        st = run_group(3, o, -1, &cw, -1, 0);
+        CHECK(st == LT_OK && cw.n_step == 6, "whole span, batch 2, 3 ranks: %s: %s",
+              lt_status_name(st), g_msg);
+        g_use_reduce = 2;
+        snprintf(o, sizeof o, "%s/pieces_b2", g_dir);
+        st = run_group(3, o, -1, &cq, -1, 0);
+        CHECK(st == LT_OK && same_numbers(&cw, &cq),
+              "pieces, batch 2, 3 ranks (rank 0 without rows): %s: %s; differ from the whole "
+              "span (last loss %.17g vs %.17g)",
+              lt_status_name(st), g_msg, cq.loss[5], cw.loss[5]);
+        double w = 0;
+        for (int i = 0; i < 6; i++)
+            w = fmax(w, fabs(cq.loss[i] - cp2.loss[i]) / cp2.loss[i]);
+        CHECK(w < 2e-3, "pieces, batch 2, 3 ranks vs a plain process: losses within %.3g", w);
+        g_use_reduce = 0;
+        memset(g_extra, 0, sizeof g_extra);
+    }
+
+    /* the pieces of the gradient span: one per layer from the last down, then the rest, every
+     * float of the span once */
+    {
+        lt_run_opts o;
+        lt_run *r = NULL;
+        char o_out[1100];
+        snprintf(o_out, sizeof o_out, "%s/pieces", g_dir);
+        for (int full = 0; full < 2; full++) {
+            g_full = full;
+            opts(o_out, &o);
+            lt_run_opts_set(&o, "overwrite", "true");
+            CHECK_OK(lt_run_create(&o, &r));
+            if (!r) continue;
+            lt_trainer *tr = lt_run_trainer(r);
+            lt_grad_piece pc[4096];
+            int np = lt_trainer_grad_pieces(tr, pc, 4096);
+            float *span = NULL;
+            int64_t total = 0, at = 0;
+            lt_trainer_grad_span(tr, &span, &total);
+            int layers = 0, order_ok = 1, cover_ok = 1, last_layer = 1 << 30, rest = 0;
+            /* the pieces sorted by offset must tile [0, total) */
+            for (int64_t pos = 0; pos < total && cover_ok;) {
+                int hit = 0, which = -1;
+                for (int i = 0; i < np; i++)
+                    if (pc[i].offset == pos && pc[i].n > 0) {
+                        which = i;
+                        hit++;
+                    }
+                if (hit != 1) cover_ok = 0;
+                if (which >= 0) pos += pc[which].n;
+                at = pos;
+            }
+            for (int i = 0; i < np; i++) {
+                if (pc[i].layer >= 0) {
+                    layers++;
+                    if (rest || pc[i].layer >= last_layer) order_ok = 0;
+                    last_layer = pc[i].layer;
+                } else {
+                    rest++;
+                }
+            }
+            const int L = lt_trainer_model_config(tr)->n_layers;
+            /* the hook: every piece once, in order, each while the layers below it have not
+             * run their backward yet (their pieces still all zero on this first batch) */
+            g_hook = (hook_rec){.pc = pc, .np = np, .span = span};
+            int32_t tok[16], tgt[16];
+            for (int i = 0; i < 16; i++) {
+                tok[i] = 10 + 7 * i;
+                tgt[i] = 10 + 7 * (i + 1);
+            }
+            lt_batch bt = {.B = 1, .T = 16, .tokens = tok, .targets = tgt};
+            lt_trainer_zero_grad(tr);
+            lt_trainer_set_grad_hook(tr, pc, np, hook_fn, &g_hook);
+            CHECK_OK(lt_trainer_accumulate(tr, &bt, 0.0f, NULL));
+            lt_trainer_set_grad_hook(tr, NULL, 0, NULL, NULL);
+            int after_nonzero = 0;
+            for (int i = 0; i < np; i++)
+                after_nonzero += pc[i].layer >= 0 && piece_abs(span, &pc[i]) > 0;
+            CHECK(g_hook.calls == np && g_hook.in_order && g_hook.early == layers - 1 &&
+                      after_nonzero == layers,
+                  "%s: hook: %d calls of %d pieces, in order %d, %d of %d layer pieces came while "
+                  "the next lower layer's was still zero; %d non-zero after",
+                  full ? "full" : "lora", g_hook.calls, np, g_hook.in_order, g_hook.early,
+                  layers - 1, after_nonzero);
+            lt_trainer_zero_grad(tr);
+            CHECK(cover_ok && at == total && layers == L && order_ok && (full ? rest >= 1 : 1),
+                  "%s: %d pieces (%d layers of %d, %d rest) cover %lld of %lld floats, order "
+                  "%s",
+                  full ? "full" : "lora", np, layers, L, rest, (long long)at, (long long)total,
+                  order_ok ? "ok" : "wrong");
+            lt_run_free(r);
+            r = NULL;
+        }
         g_full = 0;
     }
 

@@ -310,14 +310,33 @@ void lt_run_request_stop(lt_run *r);
  * (size + 1) * grad_accum * ceil(batch_size / size) row gradients of the trainable parameters
  * and their sum: lt_train_exchange_size, which the run's memory plan counts; a memory-budget
  * given with a communicator is checked against that plan, the sizes being given).
- * The library has no MPI: the caller's allgather moves the bytes (apps/ uses MPI_Allgather). */
+ * The library has no MPI: the caller's allgather moves the bytes (apps/ uses MPI_Allgather).
+ *
+ * With an allreduce function (multi-GPU over NCCL: apps/dist_nccl.c) the step goes the batched
+ * way instead: each rank runs its rows of each micro-batch as one batch (scaled by 1 / the loss
+ * tokens of the whole global batch), then the ranks' gradients are summed in place in the
+ * trainer's backend memory (lt_trainer_grad_span: one call a step) and the losses and token
+ * counts through allgather. No row buffers (the plan counts no exchange); the sum's order
+ * depends on the rank count, so N ranks equal one process within rounding, not bit for bit
+ * (and LoRA dropout masks of ranks other than 0 are other draws than one process's). */
 typedef struct {
     int rank, size; /* 0 <= rank < size */
     /* Collective, called by every rank in the same order: rank q's `bytes` bytes of send land
      * at recv + q * bytes on every rank (recv holds size * bytes). Non-zero: failed (the run
-     * returns LT_ERR_IO; the caller aborts the other ranks). */
+     * returns LT_ERR_IO with lt_errmsg's message; the caller aborts the other ranks). */
     int (*allgather)(void *ctx, const void *send, void *recv, size_t bytes);
     void *ctx; /* borrowed */
+    /* Optional (NULL: the row-exact exchange above). Collective: sums buf[0..n), the trainer's
+     * gradients in its backend's memory, over the ranks in place. Non-zero: failed. */
+    int (*allreduce)(void *ctx, float *buf, size_t n);
+    /* Optional, with allreduce: the sums may still be in flight when allreduce returns (NCCL
+     * on its own stream). Then the run reduces the gradients in pieces as the backward of a
+     * step's last micro-batch finishes them (lt_trainer_grad_pieces: a layer's while the
+     * layers below it run), every rank the same pieces in the same order, and calls this once
+     * after the last: from then on the sums must be in place for whatever reads the gradients
+     * next (a GPU: work queued after it waits for them). Non-zero: failed. */
+    int (*allreduce_wait)(void *ctx);
+    int device; /* the CUDA device this rank trains on (--device cuda / auto); 0 by default */
 } lt_run_comm;
 /* Before lt_run_prepare; comm is copied (its ctx borrowed until lt_run_free). size 1 is the
  * same arithmetic as size N (what the N-vs-1 comparison needs). */

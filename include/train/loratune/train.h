@@ -370,6 +370,33 @@ lt_status lt_trainer_set(lt_trainer *tr, const char *name, const float *data, in
  * 1 when every gradient element is finite, and the global L2 norm (as lt_trainer_step's). */
 int lt_trainer_grads_finite(const lt_trainer *tr);
 double lt_trainer_grad_norm(const lt_trainer *tr);
+/* The step's gradients of every trainable tensor as one span of the trainer's backend memory
+ * (device memory on a GPU): *n floats from *buf, the tensors in index order, each at a 64-byte
+ * aligned offset (the gaps between them are zero and stay zero). For summing them over ranks
+ * in place (lt_run_comm.allreduce, run.h). NULL and 0 without trainable tensors. */
+void lt_trainer_grad_span(lt_trainer *tr, float **buf, int64_t *n);
+/* The span cut into pieces in the order a backward finishes them: one piece per layer with
+ * trainable tensors (its tensors and the gaps after them), from the last layer down, each
+ * final once that layer's backward is done; then the rest (embedding, final norm, head: final
+ * at the end of the backward), layer -1, in offset order. Together they cover the span once.
+ * When a layer's tensors are not consecutive, one piece, the whole span (layer -1). Writes at
+ * most max pieces (n_tensors + 2 always suffice); returns how many there are. */
+typedef struct {
+    int layer;      /* the layer whose backward finishes it; -1: the end of the backward */
+    int64_t offset; /* floats from the span's start */
+    int64_t n;      /* floats */
+} lt_grad_piece;
+int lt_trainer_grad_pieces(const lt_trainer *tr, lt_grad_piece *out, int max);
+/* While set (fn not NULL), lt_trainer_accumulate calls fn(ctx, span + p.offset, p.n) for each
+ * of pieces[0..n) as soon as its backward has finished it (pieces: lt_trainer_grad_pieces'
+ * list, borrowed until cleared), in the list's order, every piece once: what a data-parallel
+ * run uses to start reducing a layer's gradients while the backward of the layers below
+ * runs. Set it for the last micro-batch of a step only (the pieces are final then) and clear
+ * it after (fn NULL). A non-zero return stops the calls and fails the accumulate
+ * (LT_ERR_IO, with the message lt_errmsg held). */
+typedef int (*lt_grad_hook)(void *ctx, float *buf, int64_t n);
+void lt_trainer_set_grad_hook(lt_trainer *tr, const lt_grad_piece *pieces, int n, lt_grad_hook fn,
+                              void *ctx);
 
 /* ---- state for checkpoints ---------------------------------------------------------------- */
 /* AdamW moments: lt_trainer_read / lt_trainer_write with LT_TENSOR_ADAM_M / LT_TENSOR_ADAM_V. */

@@ -281,11 +281,14 @@ static void lin_fwd_group(lt_trainer *tr, int l, int t0, int nt, float *const *y
             lin_fwd(tr, l, t0 + j, ys[j], x, xb, xas[j], N);
             continue;
         }
-        OP(gemm_bf16, 0, 1, N, li->OC, C, 1.0f, xb, C, weight16(tr, li), C, 0.0f, ys[j], li->OC);
-        if (li->bias) OP(add_bias, ys[j], li->bias, N, li->OC);
+        /* the adapter's term first, written (not added: no read of ys[j]), then the base's
+         * product adds it in its epilogue, where the compute-bound GEMM hides the read: the
+         * same two fp32 numbers summed as the other way round, a pass over ys[j] fewer */
         OP(to_bf16, tr->grp_bb, li->B, (int64_t)li->OC * r);
         OP(gemm_bf16, 0, 1, N, li->OC, r, tr->scale, tr->grp_xab + (in[j] - 1) * r, R, tr->grp_bb,
-           r, 1.0f, ys[j], li->OC);
+           r, 0.0f, ys[j], li->OC);
+        OP(gemm_bf16, 0, 1, N, li->OC, C, 1.0f, xb, C, weight16(tr, li), C, 1.0f, ys[j], li->OC);
+        if (li->bias) OP(add_bias, ys[j], li->bias, N, li->OC);
     }
 }
 

@@ -704,9 +704,9 @@ lt_status lt_run_save_checkpoint_(lt_run *r) {
         lt_train_tensor t;
         if ((s = lt_trainer_tensor(r->tr, i, &t))) break;
         for (int k = 0; k < 3; k++)
-            srcs[3 * i + k] = (part_src){r->tr, i, (lt_tensor_part)(LT_TENSOR_VALUE + (k ? k + 1 : 0)),
-                                         zfull && k ? zfull + (k - 1) * zspan + t.span_offset
-                                                    : NULL};
+            srcs[3 * i + k] =
+                (part_src){r->tr, i, (lt_tensor_part)(LT_TENSOR_VALUE + (k ? k + 1 : 0)),
+                           zfull && k ? zfull + (k - 1) * zspan + t.span_offset : NULL};
         size_t bytes = (size_t)t.numel * sizeof(float);
         size_t ln = strlen(t.name) + 16;
         names[2 * i] = lt_malloc(ln);

@@ -531,7 +531,8 @@ lt_status lt_run_set_comm(lt_run *r, const lt_run_comm *c) {
                         "zero 1: ZeRO-1 needs the batched reduction's communicator (allreduce, "
                         "reduce_scatter and allgather_dev: multi-GPU over NCCL); this one has "
                         "%s%s%s",
-                        c->allreduce ? "" : "no allreduce ", c->reduce_scatter ? "" : "no reduce_scatter ",
+                        c->allreduce ? "" : "no allreduce ",
+                        c->reduce_scatter ? "" : "no reduce_scatter ",
                         c->allgather_dev ? "" : "no allgather_dev");
     r->comm = *c;
     return LT_OK;

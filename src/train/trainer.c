@@ -889,8 +889,19 @@ lt_status lt_trainer_load_span(lt_trainer *tr) {
         return lt_error(LT_ERR_ARG, "trainer: lt_trainer_load_span without ZeRO-1 (zero_ranks 0)");
     if (tr->n_tt < 1) return LT_OK;
     float *span = tr->tt[0].grad;
-    for (int i = 0; i < tr->n_tt; i++)
-        OP(copy, tr->tt[i].value, tr->tt[i].grad, sizeof(float) * (size_t)tr->tt[i].numel);
+    /* adapters' values are carved like their gradients (the same sizes and alignment, one
+     * block): one copy of the span then, gaps included (zero in both); else tensor by tensor */
+    int flat = 1;
+    for (int i = 1; i < tr->n_tt && flat; i++)
+        flat = tr->tt[i].value - tr->tt[0].value == tr->tt[i].grad - span;
+    if (flat) {
+        const lt_tt *last = &tr->tt[tr->n_tt - 1];
+        OP(copy, tr->tt[0].value, span,
+           sizeof(float) * (size_t)(last->grad - span + last->numel));
+    } else {
+        for (int i = 0; i < tr->n_tt; i++)
+            OP(copy, tr->tt[i].value, tr->tt[i].grad, sizeof(float) * (size_t)tr->tt[i].numel);
+    }
     OP(zero, span, sizeof(float) * (size_t)tr->zero_span); /* gradients and gaps: zero again */
     return LT_OK;
 }

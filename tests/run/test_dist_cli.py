@@ -110,7 +110,8 @@ if p1 and p4:
           f"plan --zero 1 over 4 ranks: optimizer {o4} bytes, one process {o1}; peak "
           f"{p4['peak_bytes']} vs {p1['peak_bytes']}")
 r, _ = plan(["--zero", "2"])
-check(r.returncode == 2 and "--zero: expected 0 (off) or 1" in r.stderr, f"plan --zero 2: {r.stderr}")
+check(r.returncode == 2 and "--zero: expected 0 (off) or 1" in r.stderr,
+      f"plan --zero 2: {r.stderr}")
 
 h = subprocess.run([ltcheck.LORATUNE, "train", "--help"], capture_output=True, text=True)
 check(all(o in h.stdout for o in ("--dist-init", "--dist-reduce", "--dist-timeout", "--zero")),

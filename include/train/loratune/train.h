@@ -378,8 +378,9 @@ int lt_trainer_grads_finite(const lt_trainer *tr);
 double lt_trainer_grad_norm(const lt_trainer *tr);
 /* The step's gradients of every trainable tensor as one span of the trainer's backend memory
  * (device memory on a GPU): *n floats from *buf, the tensors in index order, each at a 64-byte
- * aligned offset (the gaps between them are zero and stay zero). For summing them over ranks
- * in place (lt_run_comm.allreduce, run.h). NULL and 0 without trainable tensors. */
+ * aligned offset (the gaps between them are zero and stay zero); under ZeRO-1 (zero_ranks) *n
+ * includes the zero padding to zero_ranks equal shards. For summing them over ranks in place
+ * (lt_run_comm.allreduce, run.h). NULL and 0 without trainable tensors. */
 void lt_trainer_grad_span(lt_trainer *tr, float **buf, int64_t *n);
 /* The span cut into pieces in the order a backward finishes them: one piece per layer with
  * trainable tensors (its tensors and the gaps after them), from the last layer down, each

@@ -31,6 +31,9 @@ static void usage(FILE *f) {
             "  --ranks N             plan one of N data-parallel ranks (`mpirun -np N loratune\n"
             "                        train`): adds each rank's gradient exchange buffers\n"
             "                        (default 1: one process, no exchange)\n"
+            "  --zero N              1: ZeRO-1 over the --ranks GPUs (`train --zero 1`, NCCL):\n"
+            "                        AdamW's state of one rank's 1/N shard, no row exchange;\n"
+            "                        0: off (default)\n"
             "  --grad-checkpoint     keep only each layer's input; recompute in backward\n"
             "  --lora-rank R         LoRA / DoRA rank (default 8)\n"
             "  --lora-targets LIST   q,k,v,o,gate,up,down (comma-separated) or all (default q,v)\n"
@@ -109,6 +112,7 @@ int cmd_plan(int argc, char **argv) {
     int compute = -1; /* --compute-dtype auto */
     int base = -1;    /* --base-dtype auto */
     const char *device = "auto";
+    int zero = 0; /* --zero 1: ZeRO-1 */
     if (lt_cli_wants_help(argc, argv)) {
         usage(stdout);
         return 0;
@@ -157,6 +161,14 @@ int cmd_plan(int argc, char **argv) {
                 return 2;
             }
             c.ranks = n > 1 ? (int)n : 0; /* 1: the plain process (no communicator) */
+            i++;
+        } else if (!strcmp(a, "--zero") && v) {
+            if (strcmp(v, "0") && strcmp(v, "1")) {
+                fprintf(stderr, "loratune plan: --zero: expected 0 (off) or 1 (ZeRO-1), got '%s'\n",
+                        v);
+                return 2;
+            }
+            zero = v[0] == '1';
             i++;
         } else if (!strcmp(a, "--lora-rank") && v) {
             if (lt_cli_parse_int("plan", a, v, &n)) return 2;
@@ -211,6 +223,13 @@ int cmd_plan(int argc, char **argv) {
             usage(stderr);
             return 2;
         }
+    }
+    /* ZeRO-1 runs on the NCCL ranks' batched reduction: no row exchange, 1/N of AdamW */
+    const int ranks = c.ranks > 1 ? c.ranks : 1;
+    if (zero) {
+        c.zero_ranks = ranks;
+        c.zero_rank = 0;
+        c.ranks = 0;
     }
     if (!model || !method) {
         fprintf(stderr, "loratune plan: --model and --method are required\n\n");
@@ -342,7 +361,8 @@ int cmd_plan(int argc, char **argv) {
         json_object_set_new(o, "batch_size", json_integer(c.batch_size));
         json_object_set_new(o, "seq_len", json_integer(c.seq_len));
         json_object_set_new(o, "grad_accum", json_integer(c.grad_accum));
-        json_object_set_new(o, "ranks", json_integer(p.ranks > 1 ? p.ranks : 1));
+        json_object_set_new(o, "ranks", json_integer(ranks));
+        json_object_set_new(o, "zero", json_integer(zero));
         json_object_set_new(o, "grad_checkpoint", json_boolean(c.grad_checkpoint));
         json_object_set_new(o, "base_dtype", json_string(bd));
         json_object_set_new(o, "compute_dtype",
@@ -406,9 +426,9 @@ int cmd_plan(int argc, char **argv) {
         printf("method       %s r=%d on %s (%.3fM trainable params, %d tensors)\n",
                lt_train_method_name(c.method), c.lora.r, tg, (double)p.n_trainable / 1e6,
                p.n_tensors);
-    if (p.ranks > 1)
-        printf("ranks        %d (data parallel: the plan of each rank, whose memory it is)\n",
-               p.ranks);
+    if (ranks > 1 || zero)
+        printf("ranks        %d (data parallel: the plan of each rank, whose memory it is)%s\n",
+               ranks, zero ? "; ZeRO-1: AdamW's state sharded" : "");
     if (c.method == LT_METHOD_QLORA)
         printf("batch        %d x %d tokens, gradient checkpointing %s, frozen linears NF4 "
                "(double-quantized), embedding and norms %s\n\n",
@@ -434,7 +454,7 @@ int cmd_plan(int argc, char **argv) {
                                        : "frozen base: the model's fp32 + 16-bit copies",
         "trainable parameters (fp32)",
         "fp32 gradients",
-        "AdamW m and v (fp32)",
+        zero ? "AdamW m and v (fp32) of this rank's shard (ZeRO-1)" : "AdamW m and v (fp32)",
         "saved for backward",
         "scratch, logits chunk, rope tables"};
     for (int k = 0; k < LT_MEM_COUNT; k++)

@@ -46,7 +46,9 @@ static void usage(FILE *f) {
                "                         size from RANK / WORLD_SIZE, or SLURM_PROCID /\n"
                "                         SLURM_NTASKS\n"
                "  --dist-reduce DTYPE    bf16 or fp32: the gradients' all-reduce (default bf16)\n"
-               "  --dist-timeout S       seconds to wait for the other ranks (default 300)\n");
+               "  --dist-timeout S       seconds to wait for the other ranks (default 300)\n"
+               "  --zero N               1: ZeRO-1, AdamW's state sharded over the GPUs (each\n"
+               "                         keeps 1/N of it); 0: off (default)\n");
     fprintf(f, "\nFlags also take --no-FLAG (to turn off what a config file turned on).\n"
                "See docs/TRAIN_CLI.md.\n");
     fprintf(f, "\n%s", train_track_help);
@@ -278,15 +280,16 @@ typedef struct {
     const char *init; /* --dist-init, NULL */
     int bf16;         /* --dist-reduce bf16 (default) | fp32 */
     double timeout_s; /* --dist-timeout */
+    int zero;         /* --zero 0 (default) | 1: ZeRO-1 */
 } dist_args;
 static int take_dist_args(int *argc, char **argv, dist_args *da) {
-    *da = (dist_args){NULL, 1, 300};
-    static const char *const names[] = {"--dist-init", "--dist-reduce", "--dist-timeout"};
+    *da = (dist_args){NULL, 1, 300, 0};
+    static const char *const names[] = {"--dist-init", "--dist-reduce", "--dist-timeout", "--zero"};
     int w = 1;
     for (int i = 1; i < *argc; i++) {
         const char *a = argv[i], *v = NULL;
         int k = 0;
-        for (; k < 3; k++) {
+        for (; k < 4; k++) {
             size_t l = strlen(names[k]);
             if (!strncmp(a, names[k], l) && a[l] == '=') {
                 v = a + l + 1;
@@ -301,7 +304,7 @@ static int take_dist_args(int *argc, char **argv, dist_args *da) {
                 break;
             }
         }
-        if (k == 3) {
+        if (k == 4) {
             argv[w++] = argv[i];
             continue;
         }
@@ -314,6 +317,15 @@ static int take_dist_args(int *argc, char **argv, dist_args *da) {
                 return 2;
             }
             da->bf16 = !strcmp(v, "bf16");
+        } else if (k == 3) {
+            if (strcmp(v, "0") && strcmp(v, "1")) {
+                fprintf(stderr,
+                        "loratune train: --zero: expected 0 (off) or 1 (ZeRO-1: AdamW's state "
+                        "sharded over the GPUs), got '%s'\n",
+                        v);
+                return 2;
+            }
+            da->zero = v[0] == '1';
         } else {
             char *end = NULL;
             da->timeout_s = strtod(v, &end);
@@ -416,6 +428,13 @@ static int train(int argc, char **argv, lt_cli_dist *dist) {
             return 1;
         }
     }
+    if (da.zero && !(dist->active && dist->comm.allreduce)) {
+        fprintf(stderr, "loratune train: --zero 1: ZeRO-1 shards AdamW's state over the ranks of "
+                        "a multi-GPU run over NCCL: it needs --device cuda with --dist-init or "
+                        "mpirun, and NCCL (docs/SCALE_OUT.md)\n");
+        return 2;
+    }
+    dist->comm.zero = da.zero;
     quiet = dist->active && dist->comm.rank != 0;
 
     if (o.threads > 0) lt_set_num_threads(o.threads); /* OpenBLAS's count is process-wide */

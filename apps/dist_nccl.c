@@ -20,6 +20,13 @@ static int nccl_allreduce(void *ctx, float *buf, size_t n) {
 static int nccl_wait(void *ctx) {
     return lt_nccl_join(ctx) != LT_OK;
 }
+/* ZeRO-1 (--zero 1): the gradient span reduce-scattered, the updated shards all-gathered */
+static int nccl_reduce_scatter(void *ctx, float *buf, size_t n) {
+    return lt_nccl_reduce_scatter(ctx, buf, (int64_t)n) != LT_OK;
+}
+static int nccl_allgather_dev(void *ctx, float *buf, size_t n) {
+    return lt_nccl_allgather_dev(ctx, buf, (int64_t)n) != LT_OK;
+}
 
 /* the first of names set in the environment, as a non-negative int: 1, or 0 when none is set;
  * -1 (printed) when one is set but is not such a number */
@@ -104,6 +111,8 @@ int lt_cli_dist_nccl(lt_cli_dist *d, const char *init, double timeout_s, int bf1
                             .ctx = nc,
                             .allreduce = nccl_allreduce,
                             .allreduce_wait = nccl_wait,
+                            .reduce_scatter = nccl_reduce_scatter,
+                            .allgather_dev = nccl_allgather_dev,
                             .device = local};
     if (rank == 0)
         fprintf(stderr,

@@ -10,7 +10,8 @@
 # Environment (defaults in brackets): NS [1 2 4 8, up to the GPUs present]  STEPS [20]
 #   LT [build-cuda/loratune]  MODEL [tests/fixtures/stories260K/stories260K.gguf: a smoke run;
 #   give a real model for speed]  DATA [tests/fixtures/datasets/wikisql-mlx]  BATCH [16]
-#   SEQ [256]  REDUCE [bf16]  OUTDIR [/tmp/lt-nccl-bench]  EXTRA [more train options]
+#   SEQ [256]  REDUCE [bf16]  OUTDIR [/tmp/lt-nccl-bench]  EXTRA [more train options;
+#   EXTRA='--zero 1': the same with ZeRO-1]
 #   LT_NCCL_LIB: the folder of libnccl.so.2 when the loader and site-packages lack it
 # Usage: bench/run_nccl_scaling.sh     NS="1 2" MODEL=path/to/model bench/run_nccl_scaling.sh
 set -euo pipefail

@@ -624,9 +624,14 @@ typedef struct {
     lt_trainer *tr;
     int index;
     lt_tensor_part part;
+    const float *host; /* ZeRO-1's moments: the gathered state's (lt_run_zero_gather_), else NULL */
 } part_src;
 static lt_status fill_part(void *ctx, size_t offset, void *dst, size_t n) {
     const part_src *ps = ctx;
+    if (ps->host) {
+        memcpy(dst, (const char *)ps->host + offset, n);
+        return LT_OK;
+    }
     return lt_trainer_read(ps->tr, ps->index, ps->part, (int64_t)(offset / sizeof(float)),
                            (float *)dst, (int64_t)(n / sizeof(float)));
 }
@@ -663,7 +668,18 @@ static lt_status tensor_sums(lt_run *r, part_src *srcs, char **names, int n, jso
 }
 
 lt_status lt_run_save_checkpoint_(lt_run *r) {
+    /* ZeRO-1: the whole optimizer state, gathered from every rank's shard (every rank takes
+     * part; the writer gets it), so the checkpoint is the same as without ZeRO-1 */
+    float *zfull = NULL;
+    int64_t zspan = 0;
+    if (r->comm.zero) {
+        lt_status zs;
+        zfull = lt_run_zero_gather_(r, &zs);
+        if (zs) return zs;
+        lt_trainer_zero_shard(r->tr, NULL, NULL, &zspan);
+    }
     if (!lt_run_writer_(r)) { /* rank 0 writes it; the others keep the bookkeeping in step */
+        free(zfull);
         snprintf(r->last_ckpt, sizeof r->last_ckpt, "%s/step-%08lld.safetensors", r->ckpt_dir,
                  (long long)r->step);
         r->last_ckpt_step = r->step;
@@ -680,6 +696,7 @@ lt_status lt_run_save_checkpoint_(lt_run *r) {
     if (!names || !srcs) {
         free(names);
         free(srcs);
+        free(zfull);
         return lt_error(LT_ERR_NOMEM, "checkpoint: out of memory");
     }
     if ((s = lt_st_writer_create(&w))) goto done;
@@ -687,7 +704,9 @@ lt_status lt_run_save_checkpoint_(lt_run *r) {
         lt_train_tensor t;
         if ((s = lt_trainer_tensor(r->tr, i, &t))) break;
         for (int k = 0; k < 3; k++)
-            srcs[3 * i + k] = (part_src){r->tr, i, (lt_tensor_part)(LT_TENSOR_VALUE + (k ? k + 1 : 0))};
+            srcs[3 * i + k] =
+                (part_src){r->tr, i, (lt_tensor_part)(LT_TENSOR_VALUE + (k ? k + 1 : 0)),
+                           zfull && k ? zfull + (k - 1) * zspan + t.span_offset : NULL};
         size_t bytes = (size_t)t.numel * sizeof(float);
         size_t ln = strlen(t.name) + 16;
         names[2 * i] = lt_malloc(ln);
@@ -749,6 +768,7 @@ done:
         free(names[i]);
     free(names);
     free(srcs);
+    free(zfull);
     free(meta);
     json_decref(j);
     lt_st_writer_free(w);

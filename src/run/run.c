@@ -234,6 +234,9 @@ static lt_status build_train_config(lt_run *r, const lt_adapter *a) {
     /* the plan counts each rank's exchange buffers (0: no communicator, or the batched
      * reduction, which has none) */
     c->ranks = r->comm.allreduce ? 0 : r->comm.size;
+    /* ZeRO-1: this rank's shard of AdamW's state (the plan counts 1/size of it) */
+    c->zero_ranks = r->comm.zero ? r->comm.size : 0;
+    c->zero_rank = r->comm.zero ? r->comm.rank : 0;
     if (a) { /* the adapter decides its own shape */
         c->method = a->method;
         c->lora.r = a->r;
@@ -520,6 +523,17 @@ lt_status lt_run_set_comm(lt_run *r, const lt_run_comm *c) {
                         "sizes follow each process's view of the free memory, which the ranks "
                         "would not share",
                         c->size);
+    if (c->zero != 0 && c->zero != 1)
+        return lt_error(LT_ERR_ARG, "zero: expected 0 (off) or 1 (ZeRO-1: AdamW's state sharded "
+                        "over the ranks), got %d", c->zero);
+    if (c->zero && (!c->allreduce || !c->reduce_scatter || !c->allgather_dev))
+        return lt_error(LT_ERR_ARG,
+                        "zero 1: ZeRO-1 needs the batched reduction's communicator (allreduce, "
+                        "reduce_scatter and allgather_dev: multi-GPU over NCCL); this one has "
+                        "%s%s%s",
+                        c->allreduce ? "" : "no allreduce ",
+                        c->reduce_scatter ? "" : "no reduce_scatter ",
+                        c->allgather_dev ? "" : "no allgather_dev");
     r->comm = *c;
     return LT_OK;
 }
@@ -696,7 +710,8 @@ static int dp_piece(void *ctx, float *buf, int64_t n) {
 static lt_status dp_reduce(lt_run *r, int64_t tstep0, uint64_t micro0, int64_t count,
                            double *loss_sum, int64_t *counted) {
     const int N = r->comm.size, me = r->comm.rank, G = r->o.grad_accum;
-    const int pieces = r->comm.allreduce_wait != NULL; /* reduce while the backward runs */
+    /* reduce while the backward runs (ZeRO-1: one reduce-scatter after it) */
+    const int pieces = r->comm.allreduce_wait != NULL && !r->comm.zero;
     double mine[2] = {0, 0};
     char msg[512];
     lt_status s;
@@ -733,6 +748,8 @@ static lt_status dp_reduce(lt_run *r, int64_t tstep0, uint64_t micro0, int64_t c
             failed = r->comm.allreduce(r->comm.ctx, g + r->dp_pieces[i].offset,
                                        (size_t)r->dp_pieces[i].n);
         if (!failed) failed = r->comm.allreduce_wait(r->comm.ctx);
+    } else if (n > 0 && r->comm.zero) { /* each rank gets the sum of its shard */
+        failed = r->comm.reduce_scatter(r->comm.ctx, g, (size_t)(n / N));
     } else if (n > 0) {
         failed = r->comm.allreduce(r->comm.ctx, g, (size_t)n);
     }
@@ -753,6 +770,80 @@ static lt_status dp_reduce(lt_run *r, int64_t tstep0, uint64_t micro0, int64_t c
         *counted += (int64_t)v[1];
     }
     return LT_OK;
+}
+
+/* ZeRO-1 (after dp_reduce's reduce-scatter): the global sum of the gradients' squares, every
+ * rank's shard's added in rank order (the same bits on every rank) */
+static lt_status zero_sumsq(lt_run *r, double *ss) {
+    double mine = lt_trainer_shard_sumsq(r->tr);
+    char msg[512];
+    if (r->comm.allgather(r->comm.ctx, &mine, r->dp_recv, sizeof mine)) {
+        snprintf(msg, sizeof msg, "%s", lt_errmsg());
+        return lt_error(LT_ERR_IO, "data parallel: rank %d of %d: exchanging the gradient norm: %s",
+                        r->comm.rank, r->comm.size, msg);
+    }
+    *ss = 0;
+    for (int q = 0; q < r->comm.size; q++) {
+        double v;
+        memcpy(&v, (const char *)r->dp_recv + (size_t)q * sizeof v, sizeof v);
+        *ss += v;
+    }
+    return LT_OK;
+}
+
+/* ZeRO-1's optimizer step: AdamW on this rank's shard, then the updated shards all-gathered
+ * so that every rank holds every weight (lt_trainer_step_shard, train.h) */
+static lt_status zero_step(lt_run *r, float lr, double norm) {
+    lt_status s = lt_trainer_step_shard(r->tr, lr, norm);
+    if (s) return s;
+    float *g = NULL;
+    int64_t n = 0;
+    lt_trainer_grad_span(r->tr, &g, &n);
+    if (n > 0 && r->comm.allgather_dev(r->comm.ctx, g, (size_t)(n / r->comm.size))) {
+        char msg[512];
+        snprintf(msg, sizeof msg, "%s", lt_errmsg());
+        return lt_error(LT_ERR_IO, "data parallel: rank %d of %d: gathering the weights: %s",
+                        r->comm.rank, r->comm.size, msg);
+    }
+    return lt_trainer_load_span(r->tr);
+}
+
+float *lt_run_zero_gather_(lt_run *r, lt_status *st) {
+    *st = LT_OK;
+    float *g = NULL;
+    int64_t n = 0;
+    lt_trainer_grad_span(r->tr, &g, &n);
+    const int writer = lt_run_writer_(r), nt = lt_trainer_n_tensors(r->tr);
+    float *full = writer ? lt_calloc((size_t)(2 * n + 1), sizeof(float)) : NULL;
+    /* every rank takes part in both gathers, even one that could not allocate (the others
+     * would wait for it); its failure is reported after */
+    int nomem = writer && !full;
+    for (int k = 0; k < 2 && !*st && n > 0; k++) {
+        *st = lt_trainer_shard_to_span(r->tr, k ? LT_TENSOR_ADAM_V : LT_TENSOR_ADAM_M);
+        if (*st) break;
+        if (r->comm.allgather_dev(r->comm.ctx, g, (size_t)(n / r->comm.size))) {
+            char msg[512];
+            snprintf(msg, sizeof msg, "%s", lt_errmsg());
+            *st = lt_error(LT_ERR_IO, "data parallel: rank %d of %d: gathering the optimizer "
+                           "state for the checkpoint: %s", r->comm.rank, r->comm.size, msg);
+            break;
+        }
+        for (int i = 0; i < nt && full && !*st; i++) {
+            lt_train_tensor t;
+            if (!(*st = lt_trainer_tensor(r->tr, i, &t)))
+                *st = lt_trainer_read(r->tr, i, LT_TENSOR_GRAD, 0, full + k * n + t.span_offset,
+                                      t.numel);
+        }
+    }
+    lt_trainer_zero_grad(r->tr);
+    if (!*st && nomem)
+        *st = lt_error(LT_ERR_NOMEM, "checkpoint: out of memory for the gathered optimizer state "
+                       "(%lld floats)", (long long)(2 * n));
+    if (*st) {
+        free(full);
+        return NULL;
+    }
+    return full;
 }
 
 static lt_status create_trainer(lt_run *r, const lt_adapter *a) {
@@ -1312,6 +1403,11 @@ static lt_status train(lt_run *r, lt_run_outcome *outcome) {
         json_object_set_new(start, "exchange_bytes", json_integer((json_int_t)r->dp_bytes));
         /* rows: the row-exact allgather; allreduce: the batched in-place sum (run.h) */
         json_object_set_new(start, "reduce", json_string(r->comm.allreduce ? "allreduce" : "rows"));
+        /* ZeRO-1: AdamW's state of this rank's shard, what it allocated (the plan's optimizer) */
+        json_object_set_new(start, "zero", json_integer(r->comm.zero));
+        int64_t mem[LT_MEM_COUNT];
+        lt_trainer_mem(r->tr, mem, NULL);
+        json_object_set_new(start, "optimizer_bytes", json_integer(mem[LT_MEM_OPTIMIZER]));
     }
     if (start && r->resumed_from >= 0) {
         json_object_set_new(start, "resumed_checkpoint", json_string(r->last_ckpt));
@@ -1391,8 +1487,14 @@ static lt_status train(lt_run *r, lt_run_outcome *outcome) {
             if (!lt_trainer_tensor(r->tr, 0, &t) && t.numel > 0)
                 lt_trainer_write(r->tr, 0, LT_TENSOR_GRAD, 0, &nan, 1);
         }
+        /* ZeRO-1: each rank holds its shard's sums only; the squares' sum of all of them
+         * (exchanged whenever there was a reduce-scatter: count is every rank's) is finite
+         * iff every gradient is */
+        double zss = 0;
+        if (count > 0 && r->comm.zero && (s = zero_sumsq(r, &zss))) return s;
         const char *bad = count == 0             ? "no_loss_tokens"
                           : !isfinite(loss)      ? "nonfinite_loss"
+                          : r->comm.zero ? (isfinite(zss) ? NULL : "nonfinite_grad")
                           : !lt_trainer_grads_finite(r->tr) ? "nonfinite_grad"
                                                  : NULL;
         double lr =
@@ -1429,7 +1531,12 @@ static lt_status train(lt_run *r, lt_run_outcome *outcome) {
             }
         } else {
             float gn = 0;
-            if ((s = lt_trainer_step(r->tr, (float)lr, &gn))) return s;
+            if (r->comm.zero) {
+                gn = (float)sqrt(zss);
+                if ((s = zero_step(r, (float)lr, sqrt(zss)))) return s;
+            } else if ((s = lt_trainer_step(r->tr, (float)lr, &gn))) {
+                return s;
+            }
             r->consecutive_nonfinite = 0;
             r->step = this_step;
             r->tokens_total += counted;

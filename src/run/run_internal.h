@@ -123,6 +123,10 @@ lt_status lt_run_shared_check_(const lt_run_shared *sh, const lt_run_opts *o);
  * incomplete (lt_output_begin / lt_output_end). */
 lt_status lt_run_save_outputs_(lt_run *r);
 lt_status lt_run_save_checkpoint_(lt_run *r);
+/* ZeRO-1 (run.c): every rank's AdamW shards gathered (collective: every rank calls it); on the
+ * writer a new host array [2 x span]: m then v, each tensor's at its span_offset (free it);
+ * NULL on the others, and on failure (*st set) */
+float *lt_run_zero_gather_(lt_run *r, lt_status *st);
 /* file: one lt_checkpoint_pick chose, so verified (lt_checkpoint_verify) just before */
 lt_status lt_run_load_checkpoint_(lt_run *r, const char *file);
 /* Locks OUT (created if missing) for the run's life and removes the temp files that killed

@@ -129,6 +129,12 @@ lt_status lt_train_config_validate(const lt_model_config *mc, const lt_train_con
     if (c->batch_size < 1)
         return lt_error(LT_ERR_ARG, "batch_size: expected >= 1, got %d", c->batch_size);
     if (c->ranks < 0) return lt_error(LT_ERR_ARG, "ranks: expected >= 0, got %d", c->ranks);
+    if (c->zero_ranks < 0 ||
+        (c->zero_ranks > 0 && (c->zero_rank < 0 || c->zero_rank >= c->zero_ranks)))
+        return lt_error(LT_ERR_ARG,
+                        "zero_ranks %d, zero_rank %d: expected 0 (off), or ranks >= 1 and 0 <= "
+                        "rank < ranks",
+                        c->zero_ranks, c->zero_rank);
     if (c->seq_len < 1) return lt_error(LT_ERR_ARG, "seq_len: expected >= 1, got %d", c->seq_len);
     if ((int64_t)c->batch_size * c->seq_len > (1 << 24))
         return lt_error(LT_ERR_ARG, "batch_size * seq_len: expected <= 16777216, got %lld",

@@ -701,6 +701,10 @@ lt_status lt_trainer_eval(lt_trainer *tr, const lt_batch *b, lt_loss_stats *out)
 }
 
 void lt_trainer_zero_grad(lt_trainer *tr) {
+    if (tr->c.zero_ranks > 0 && tr->n_tt > 0) { /* the whole span, gaps and padding too */
+        OP(zero, tr->tt[0].grad, sizeof(float) * (size_t)tr->zero_span);
+        return;
+    }
     for (int i = 0; i < tr->n_tt; i++)
         OP(zero, tr->tt[i].grad, sizeof(float) * (size_t)tr->tt[i].numel);
 }
@@ -726,6 +730,7 @@ void lt_trainer_grad_span(lt_trainer *tr, float **buf, int64_t *n) {
     const lt_tt *last = &tr->tt[tr->n_tt - 1];
     *buf = tr->tt[0].grad;
     *n = (int64_t)(last->grad - tr->tt[0].grad) + last->numel;
+    if (tr->c.zero_ranks > 0) *n = tr->zero_span; /* with the zero padding of the shards */
 }
 
 /* the layer of a trainable tensor from its name ("...layers.<l>."), -1 for the others */
@@ -819,6 +824,9 @@ int lt_trainer_grads_finite(const lt_trainer *tr) {
 }
 
 lt_status lt_trainer_step(lt_trainer *tr, float lr, float *grad_norm) {
+    if (tr->c.zero_ranks > 0)
+        return lt_error(LT_ERR_ARG, "trainer: ZeRO-1 (%d ranks) keeps one shard of the AdamW "
+                        "state: step with lt_trainer_step_shard", tr->c.zero_ranks);
     double norm = sqrt(grad_sumsq(tr));
     if (grad_norm) *grad_norm = (float)norm;
     if (tr->c.grad_clip > 0) {
@@ -834,6 +842,80 @@ lt_status lt_trainer_step(lt_trainer *tr, float lr, float *grad_norm) {
         OP(adamw, tr->tt[i].value, tr->tt[i].grad, tr->tt[i].m, tr->tt[i].v, tr->tt[i].numel, &ac,
            tr->step);
     lt_trainer_zero_grad(tr);
+    return LT_OK;
+}
+
+/* ---- ZeRO-1 ------------------------------------------------------------------------------- */
+void lt_trainer_zero_shard(const lt_trainer *tr, int64_t *offset, int64_t *n, int64_t *span) {
+    const int on = tr->c.zero_ranks > 0 && tr->n_tt > 0;
+    if (offset) *offset = on ? tr->zero_off : 0;
+    if (n) *n = on ? tr->zero_n : 0;
+    if (span) *span = on ? tr->zero_span : 0;
+}
+
+double lt_trainer_shard_sumsq(const lt_trainer *tr) {
+    if (tr->c.zero_ranks < 1 || tr->n_tt < 1) return 0;
+    return OP(sumsq, tr->tt[0].grad + tr->zero_off, tr->zero_n);
+}
+
+lt_status lt_trainer_step_shard(lt_trainer *tr, float lr, double grad_norm) {
+    if (tr->c.zero_ranks < 1)
+        return lt_error(LT_ERR_ARG, "trainer: lt_trainer_step_shard without ZeRO-1 (zero_ranks 0)");
+    if (tr->n_tt < 1) {
+        tr->step++;
+        return LT_OK;
+    }
+    float *span = tr->tt[0].grad;
+    const int64_t lo = tr->zero_off, hi = tr->zero_off + tr->zero_n;
+    if (tr->c.grad_clip > 0) { /* as lt_trainer_step, the norm being every rank's */
+        float coef = lt_op_clip_coef(grad_norm, tr->c.grad_clip);
+        if (coef < 1.0f) OP(scale, span + lo, tr->zero_n, coef);
+    }
+    lt_adamw_cfg ac = {lr < 0 ? tr->c.lr : lr, tr->c.beta1, tr->c.beta2, tr->c.eps,
+                       tr->c.weight_decay};
+    tr->step++;
+    for (int i = 0; i < tr->n_tt; i++) {
+        const lt_tt *t = &tr->tt[i];
+        const int64_t g0 = t->grad - span;
+        const int64_t a = g0 > lo ? g0 : lo, b = g0 + t->numel < hi ? g0 + t->numel : hi;
+        if (a >= b) continue;
+        OP(adamw, t->value + (a - g0), span + a, tr->zero_m + (a - lo), tr->zero_v + (a - lo),
+           b - a, &ac, tr->step);
+        /* the updated values where the gradients were: what the all-gather sends */
+        OP(copy, span + a, t->value + (a - g0), sizeof(float) * (size_t)(b - a));
+    }
+    return LT_OK;
+}
+
+lt_status lt_trainer_load_span(lt_trainer *tr) {
+    if (tr->c.zero_ranks < 1)
+        return lt_error(LT_ERR_ARG, "trainer: lt_trainer_load_span without ZeRO-1 (zero_ranks 0)");
+    if (tr->n_tt < 1) return LT_OK;
+    float *span = tr->tt[0].grad;
+    /* adapters' values are carved like their gradients (the same sizes and alignment, one
+     * block): one copy of the span then, gaps included (zero in both); else tensor by tensor */
+    int flat = 1;
+    for (int i = 1; i < tr->n_tt && flat; i++)
+        flat = tr->tt[i].value - tr->tt[0].value == tr->tt[i].grad - span;
+    if (flat) {
+        const lt_tt *last = &tr->tt[tr->n_tt - 1];
+        OP(copy, tr->tt[0].value, span,
+           sizeof(float) * (size_t)(last->grad - span + last->numel));
+    } else {
+        for (int i = 0; i < tr->n_tt; i++)
+            OP(copy, tr->tt[i].value, tr->tt[i].grad, sizeof(float) * (size_t)tr->tt[i].numel);
+    }
+    OP(zero, span, sizeof(float) * (size_t)tr->zero_span); /* gradients and gaps: zero again */
+    return LT_OK;
+}
+
+lt_status lt_trainer_shard_to_span(lt_trainer *tr, lt_tensor_part part) {
+    if (tr->c.zero_ranks < 1 || (part != LT_TENSOR_ADAM_M && part != LT_TENSOR_ADAM_V))
+        return lt_error(LT_ERR_ARG, "trainer: lt_trainer_shard_to_span: ZeRO-1 and adam_m / "
+                        "adam_v only");
+    if (tr->n_tt < 1) return LT_OK;
+    OP(copy, tr->tt[0].grad + tr->zero_off, part == LT_TENSOR_ADAM_M ? tr->zero_m : tr->zero_v,
+       sizeof(float) * (size_t)tr->zero_n);
     return LT_OK;
 }
 
@@ -881,6 +963,7 @@ lt_status lt_trainer_tensor(const lt_trainer *tr, int i, lt_train_tensor *out) {
     out->shape[0] = t->shape[0];
     out->shape[1] = t->shape[1];
     out->numel = t->numel;
+    out->span_offset = t->grad - tr->tt[0].grad;
     return LT_OK;
 }
 
@@ -923,8 +1006,40 @@ static lt_status part_of(const lt_trainer *tr, int i, lt_tensor_part part, int64
     return LT_OK;
 }
 
+/* ZeRO-1: the moments of tensor i's values [offset, offset + n) that lie in the rank's shard:
+ * *m (zero_m or zero_v at the first of them), *skip values before it, *len of them */
+static lt_status shard_part(const lt_trainer *tr, int i, lt_tensor_part part, int64_t offset,
+                            int64_t n, float **m, int64_t *skip, int64_t *len) {
+    float *whole = NULL;
+    lt_status st = part_of(tr, i, LT_TENSOR_GRAD, offset, n, &whole); /* checks i and range */
+    if (st) return st;
+    const int64_t g0 = tr->tt[i].grad - tr->tt[0].grad + offset;
+    const int64_t lo = tr->zero_off, hi = tr->zero_off + tr->zero_n;
+    const int64_t a = g0 > lo ? g0 : lo, b = g0 + n < hi ? g0 + n : hi;
+    *skip = a - g0;
+    *len = b > a ? b - a : 0;
+    *m = (part == LT_TENSOR_ADAM_M ? tr->zero_m : tr->zero_v) + (a - lo);
+    return LT_OK;
+}
+#define IS_MOMENT(part) ((part) == LT_TENSOR_ADAM_M || (part) == LT_TENSOR_ADAM_V)
+
 lt_status lt_trainer_read(const lt_trainer *tr, int i, lt_tensor_part part, int64_t offset,
                           float *dst, int64_t n) {
+    if (tr->c.zero_ranks > 0 && IS_MOMENT(part)) {
+        float *m = NULL;
+        int64_t skip = 0, len = 0;
+        lt_status st = shard_part(tr, i, part, offset, n, &m, &skip, &len);
+        if (st) return st;
+        if (len != n)
+            return lt_error(LT_ERR_ARG,
+                            "trainer tensor '%s' %s: values [%lld, %lld) are not all in this "
+                            "rank's ZeRO-1 shard (rank %d of %d holds span floats [%lld, %lld))",
+                            tr->tt[i].name, lt_tensor_part_name(part), (long long)offset,
+                            (long long)(offset + n), tr->c.zero_rank, tr->c.zero_ranks,
+                            (long long)tr->zero_off, (long long)(tr->zero_off + tr->zero_n));
+        if (n > 0) OP(get, dst, m, sizeof(float) * (size_t)n);
+        return LT_OK;
+    }
     float *buf = NULL;
     lt_status st = part_of(tr, i, part, offset, n, &buf);
     if (st) return st;
@@ -934,6 +1049,14 @@ lt_status lt_trainer_read(const lt_trainer *tr, int i, lt_tensor_part part, int6
 
 lt_status lt_trainer_write(lt_trainer *tr, int i, lt_tensor_part part, int64_t offset,
                            const float *src, int64_t n) {
+    if (tr->c.zero_ranks > 0 && IS_MOMENT(part)) { /* the shard's part; the rest is dropped */
+        float *m = NULL;
+        int64_t skip = 0, len = 0;
+        lt_status st = shard_part(tr, i, part, offset, n, &m, &skip, &len);
+        if (st) return st;
+        if (len > 0) OP(set, m, src + skip, sizeof(float) * (size_t)len);
+        return LT_OK;
+    }
     float *buf = NULL;
     lt_status st = part_of(tr, i, part, offset, n, &buf);
     if (st) return st;

@@ -97,7 +97,12 @@ struct lt_trainer {
 
     /* trainable tensors */
     int n_tt;
-    lt_tt *tt;
+    lt_tt *tt; /* tt[i].m / .v NULL under ZeRO-1 (zero_m / zero_v below hold the shard's) */
+    /* ZeRO-1 (c.zero_ranks >= 1): the gradient span padded to zero_span floats (zero_ranks
+     * shards of zero_n); this rank's shard is [zero_off, zero_off + zero_n) of it, its AdamW
+     * moments zero_m / zero_v [zero_n] (index j: span float zero_off + j) */
+    int64_t zero_span, zero_off, zero_n;
+    float *zero_m, *zero_v;
 
     /* activations */
     float *xs;           /* [L+1][N][D] layer inputs (xs[L] = last layer output) */

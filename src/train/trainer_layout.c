@@ -17,6 +17,7 @@
 typedef struct {
     lt_trainer *tr;
     int64_t off[LT_MEM_COUNT];
+    int zero_ranks; /* lt_train_config.zero_ranks */
 } carver;
 
 static void *carve(carver *cv, int cat, int64_t bytes) {
@@ -47,8 +48,10 @@ static void add_tensor_(carver *cv, int *idx, int ndim, int64_t s0, int64_t s1, 
     lt_tt *t = cv->tr ? &cv->tr->tt[*idx] : NULL;
     float *val = in_model ? value : CARVE_F(cv, LT_MEM_TRAINABLE, n);
     float *g = CARVE_F(cv, LT_MEM_GRADS, n);
-    float *m = CARVE_F(cv, LT_MEM_OPTIMIZER, n);
-    float *v = CARVE_F(cv, LT_MEM_OPTIMIZER, n);
+    /* ZeRO-1: the moments of the rank's shard are carved once, after every tensor */
+    const int zero = cv->zero_ranks > 0;
+    float *m = zero ? NULL : CARVE_F(cv, LT_MEM_OPTIMIZER, n);
+    float *v = zero ? NULL : CARVE_F(cv, LT_MEM_OPTIMIZER, n);
     size_t len = strlen(name) + 1;
     char *nm = (char *)carve(cv, LT_MEM_WORKSPACE, (int64_t)len);
     if (t) {
@@ -147,6 +150,7 @@ lt_status lt_trainer_layout_(lt_trainer *tr, const lt_model_config *mc, const lt
     carver cv;
     memset(&cv, 0, sizeof cv);
     cv.tr = tr;
+    cv.zero_ranks = c->zero_ranks;
     int64_t mapped = 0, conv_max = 0, mapped_dev = 0;
     if (files && files->lazy && !lt_model_is_lazy(files->lazy)) files = NULL;
     /* src: the lazy model whose mapped tensors the carving pass points into (NULL for assumed
@@ -501,6 +505,25 @@ lt_status lt_trainer_layout_(lt_trainer *tr, const lt_model_config *mc, const lt
     }
     if (idx != n_tt)
         return lt_error(LT_ERR_INTERNAL, "train layout: %d tensors, expected %d", idx, n_tt);
+    if (c->zero_ranks > 0 && n_tt > 0) {
+        /* ZeRO-1: the gradient span (the tensors' gradients end to end, 64-byte aligned) padded
+         * with zeros to zero_ranks equal shards of a multiple of 16 floats (NCCL's reduce-scatter
+         * and all-gather take equal counts; each shard starts 64-byte aligned), then the moments
+         * of one shard: m [S], v [S] */
+        const int64_t g = 16 * (int64_t)c->zero_ranks, have = cv.off[LT_MEM_GRADS] / 4;
+        const int64_t span = (have + g - 1) / g * g, S = span / c->zero_ranks;
+        float *pad = span > have ? CARVE_F(&cv, LT_MEM_GRADS, span - have) : NULL;
+        float *zm = CARVE_F(&cv, LT_MEM_OPTIMIZER, S);
+        float *zv = CARVE_F(&cv, LT_MEM_OPTIMIZER, S);
+        (void)pad;
+        if (tr) {
+            tr->zero_span = span;
+            tr->zero_n = S;
+            tr->zero_off = S * c->zero_rank;
+            tr->zero_m = zm;
+            tr->zero_v = zv;
+        }
+    }
     if (qlora) { /* quantize every frozen matrix (the model's fp32 weights are still there;
                     a lazy model's are quantized tensor by tensor by lt_trainer_create) */
         float *scr = CARVE_F(&cv, LT_MEM_WEIGHTS, nf4_scratch_n);

@@ -2,7 +2,10 @@
 NCCL") as the command sees them, in any build (no GPU needed):
 
 - refusals with exit 2 naming the option: --dist-init without --device cuda, --dist-reduce
-  other than bf16 / fp32, --dist-timeout not > 0, --dist-init without its value;
+  other than bf16 / fp32, --dist-timeout not > 0, --dist-init without its value, --zero
+  other than 0 / 1, --zero 1 without NCCL ranks (a plain CPU run; --device cpu), --zero 0 is
+  the plain run; `plan --zero`: 1 with --ranks 4 plans a quarter of AdamW's bytes (up to the
+  shards' padding) and a peak lower by the rest, a bad value refused;
 - --dist-init without RANK / WORLD_SIZE (or SLURM_PROCID / SLURM_NTASKS): exit 1 naming those
   variables; RANK=abc and RANK >= WORLD_SIZE named too;
 - `train --help` lists the three options; `info --json` build.nccl agrees with the build;
@@ -74,8 +77,44 @@ check(r.returncode == 1 and "expected 0 <= rank < size" in r.stderr, f"RANK=2 of
 r = train(["--device", "cuda", "--dist-init", spec], {"SLURM_PROCID": "3", "SLURM_NTASKS": "2"})
 check(r.returncode == 1 and "SLURM_PROCID=3" in r.stderr, f"SLURM_PROCID=3 of 2: {r.stderr}")
 
+for v in ("2", "x", "-1"):
+    r = train(["--zero", v])
+    check(r.returncode == 2 and f"--zero: expected 0 (off) or 1 (ZeRO-1" in r.stderr
+          and f"got '{v}'" in r.stderr, f"--zero {v}: {r.returncode} {r.stderr}")
+for dev in ("auto", "cpu"):
+    r = train(["--zero", "1", "--device", dev])
+    check(r.returncode == 2 and "--zero 1: ZeRO-1 shards AdamW's state" in r.stderr
+          and "NCCL" in r.stderr, f"--zero 1 --device {dev}, one process: {r.returncode} "
+          f"{r.stderr}")
+r = train(["--zero", "0", "--device", "cpu"], out="zero0")
+check(r.returncode == 0, f"--zero 0 (off): the plain run: {r.returncode} {r.stderr[-400:]}")
+
+
+def plan(extra):
+    r = subprocess.run([ltcheck.LORATUNE, "plan", "--model", MODEL, "--method", "lora",
+                        "--lora-targets", "all", "--device", "cpu", "--json"] + extra,
+                       capture_output=True, text=True)
+    return r, (json.loads(r.stdout) if r.returncode == 0 else None)
+
+
+r1, p1 = plan([])
+r4, p4 = plan(["--ranks", "4", "--zero", "1"])
+check(p1 and p4 and p4["zero"] == 1 and p4["ranks"] == 4 and "exchange_bytes" not in p4,
+      f"plan --ranks 4 --zero 1: {r4.returncode} {r4.stderr} {p4}")
+if p1 and p4:
+    o1, o4 = p1["bytes"]["optimizer"], p4["bytes"]["optimizer"]
+    # the peak drops by what AdamW no longer holds (within 4 KiB: the gradient span's padding
+    # and the overhead estimate move a little)
+    check(o1 / 4 <= o4 <= o1 / 4 + 2 * 4 * 16
+          and abs(p1["peak_bytes"] - p4["peak_bytes"] - (o1 - o4)) < 4096,
+          f"plan --zero 1 over 4 ranks: optimizer {o4} bytes, one process {o1}; peak "
+          f"{p4['peak_bytes']} vs {p1['peak_bytes']}")
+r, _ = plan(["--zero", "2"])
+check(r.returncode == 2 and "--zero: expected 0 (off) or 1" in r.stderr,
+      f"plan --zero 2: {r.stderr}")
+
 h = subprocess.run([ltcheck.LORATUNE, "train", "--help"], capture_output=True, text=True)
-check(all(o in h.stdout for o in ("--dist-init", "--dist-reduce", "--dist-timeout")),
+check(all(o in h.stdout for o in ("--dist-init", "--dist-reduce", "--dist-timeout", "--zero")),
       "train --help lists the --dist-* options")
 
 # ---- the build: NCCL or not, a GPU or not ----

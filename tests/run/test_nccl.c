@@ -22,10 +22,16 @@
  *       pieces, each queued on NCCL's stream as the backward finishes a layer
  *       (lt_nccl_allreduce_async, lt_nccl_join: the overlapped path), within the same bounds;
  *       and three pieces of the known buffer queued then joined give the bf16 rounding.
+ *       ZeRO-1 (lt_run_comm.zero: the span reduce-scattered, AdamW on the rank's shard -- all of
+ *       it with one rank -- and the shards all-gathered): fp32 within 1e-4 of the plain run,
+ *       bf16 within 2e-2; its final checkpoint (the moments gathered through the device)
+ *       verifies and equals the plain run's within 1e-2 of each tensor's largest value. The
+ *       collectives alone: reduce-scatter of one rank leaves the buffer (fp32) or its bf16
+ *       rounding (bf16), the device all-gather leaves it bit for bit.
  *   (c) the command (when $LORATUNE names the loratune binary; CTest sets it): `loratune train
  *       --device cuda --dist-init file:PATH --dist-reduce fp32` with RANK=0 WORLD_SIZE=1 against
- *       the plain command: the same losses within 1e-4, stderr naming NCCL's version; and
- *       --dist-init without --device cuda refused (exit 2). */
+ *       the plain command: the same losses within 1e-4, stderr naming NCCL's version; the same
+ *       with --zero 1; and --dist-init without --device cuda refused (exit 2). */
 #define _GNU_SOURCE
 #include <jansson.h>
 #include <math.h>
@@ -39,13 +45,15 @@
 #include "loratune/backend.h"
 #include "loratune/nccl.h"
 #include "loratune/run.h"
+#include "loratune/safetensors.h"
 #include "lt_test.h"
 
 #define MAXEV 64
 
 typedef struct {
     double loss[MAXEV], gn[MAXEV], val[MAXEV];
-    int n_step, n_eval, ranks;
+    int n_step, n_eval, ranks, zero;
+    long long opt_bytes; /* the start event's optimizer_bytes */
     char reduce[16];
 } collect;
 
@@ -60,6 +68,8 @@ static void sink(void *ctx, const json_t *ev) {
         c->val[c->n_eval++] = json_number_value(json_object_get(ev, "val_loss"));
     } else if (!strcmp(e, "start")) {
         c->ranks = (int)json_integer_value(json_object_get(ev, "ranks"));
+        c->zero = (int)json_integer_value(json_object_get(ev, "zero"));
+        c->opt_bytes = (long long)json_integer_value(json_object_get(ev, "optimizer_bytes"));
         const char *rd = json_string_value(json_object_get(ev, "reduce"));
         snprintf(c->reduce, sizeof c->reduce, "%s", rd ? rd : "");
     }
@@ -76,6 +86,12 @@ static int reduce_async(void *ctx, float *buf, size_t n) {
 }
 static int join(void *ctx) {
     return lt_nccl_join(ctx) != LT_OK;
+}
+static int reduce_scatter(void *ctx, float *buf, size_t n) {
+    return lt_nccl_reduce_scatter(ctx, buf, (int64_t)n) != LT_OK;
+}
+static int allgather_dev(void *ctx, float *buf, size_t n) {
+    return lt_nccl_allgather_dev(ctx, buf, (int64_t)n) != LT_OK;
 }
 
 static char g_dir[512], g_data[1024];
@@ -98,7 +114,8 @@ static void opts(const char *out, lt_run_opts *o) {
     lt_run_opts_set(o, "out", out);
 }
 
-/* one run; nc NULL: plain; pieces: the all-reduce in pieces during the backward (async) */
+/* one run; nc NULL: plain; pieces 1: the all-reduce in pieces during the backward (async);
+ * 2: ZeRO-1 (reduce-scatter, the sharded AdamW step, all-gather) */
 static lt_status run_one(const char *name, lt_nccl *nc, int pieces, collect *c) {
     char out[1100];
     snprintf(out, sizeof out, "%s/%s", g_dir, name);
@@ -108,9 +125,13 @@ static lt_status run_one(const char *name, lt_nccl *nc, int pieces, collect *c) 
     lt_run *r = NULL;
     lt_run_comm comm = {.rank = 0, .size = 1, .allgather = gather, .ctx = nc,
                         .allreduce = reduce, .device = 0};
-    if (pieces) {
+    if (pieces == 1) {
         comm.allreduce = reduce_async;
         comm.allreduce_wait = join;
+    } else if (pieces == 2) {
+        comm.zero = 1;
+        comm.reduce_scatter = reduce_scatter;
+        comm.allgather_dev = allgather_dev;
     }
     lt_status st = lt_run_new(&o, &r);
     if (!st) st = lt_run_add_sink(r, sink, c);
@@ -188,6 +209,19 @@ static void check_cli(const char *bin) {
               strstr(err, "NCCL_NVLS_ENABLE=0"),
           "command: stderr does not name NCCL: %s", err ? err : "(none)");
     free(err);
+    snprintf(cmd, sizeof cmd,
+             "RANK=0 WORLD_SIZE=1 %s --out %s/cli_zero --dist-init file:%s/nccl-id-z "
+             "--dist-reduce fp32 --zero 1 > %s/cli_zero.jsonl 2> %s/cli_zero.err",
+             common, g_dir, g_dir, g_dir, g_dir);
+    rc = system(cmd);
+    CHECK(rc == 0, "--zero 1 command: exit %d (%s/cli_zero.err)", rc, g_dir);
+    snprintf(f, sizeof f, "%s/cli_zero.jsonl", g_dir);
+    nb = read_losses(f, b, MAXEV);
+    w = 0;
+    for (int i = 0; i < na && i < nb; i++)
+        w = fmax(w, fabs(b[i] - a[i]) / fabs(a[i]));
+    printf("command: --zero 1 vs plain: %d / %d steps, losses within %.3g\n", nb, na, w);
+    CHECK(nb == 4 && w < 1e-4, "command --zero 1: %d / %d steps, losses within %.3g", nb, na, w);
     snprintf(cmd, sizeof cmd,
              "RANK=0 WORLD_SIZE=1 %s --out %s/cli_cpu --device cpu --dist-init file:%s/x "
              "> /dev/null 2> %s/cli_cpu.err",
@@ -268,6 +302,29 @@ int main(void) {
     }
     CHECK(bad16p == 0, "bf16 all-reduce in 3 pieces: %lld values are not x rounded to bf16",
           (long long)bad16p);
+    /* ZeRO-1's collectives over one rank: the shard is everything */
+    cuda->op->set(cuda, d, x, (size_t)n * sizeof *d);
+    CHECK_OK(lt_nccl_reduce_scatter(c32, d, n));
+    cuda->op->get(cuda, y, d, (size_t)n * sizeof *d);
+    int64_t badrs = 0, badrs16 = 0, badag = 0;
+    for (int64_t i = 0; i < n; i++)
+        badrs += memcmp(&x[i], &y[i], sizeof x[i]) != 0;
+    cuda->op->set(cuda, d, x, (size_t)n * sizeof *d);
+    CHECK_OK(lt_nccl_reduce_scatter(c16, d, n));
+    cuda->op->get(cuda, y, d, (size_t)n * sizeof *d);
+    for (int64_t i = 0; i < n; i++) {
+        float want = lt_bf16_to_f32(lt_f32_to_bf16(x[i]));
+        badrs16 += memcmp(&want, &y[i], sizeof want) != 0;
+    }
+    cuda->op->set(cuda, d, x, (size_t)n * sizeof *d);
+    CHECK_OK(lt_nccl_allgather_dev(c16, d, n)); /* fp32 even on the bf16 communicator */
+    cuda->op->get(cuda, y, d, (size_t)n * sizeof *d);
+    for (int64_t i = 0; i < n; i++)
+        badag += memcmp(&x[i], &y[i], sizeof x[i]) != 0;
+    CHECK(badrs == 0 && badrs16 == 0 && badag == 0,
+          "one rank: fp32 reduce-scatter changed %lld values, bf16 reduce-scatter left %lld not "
+          "rounded to bf16, all-gather changed %lld",
+          (long long)badrs, (long long)badrs16, (long long)badag);
     cuda->op->free(cuda, d);
     unsigned char gs[12345], gr[12345];
     for (size_t i = 0; i < sizeof gs; i++)
@@ -288,12 +345,14 @@ int main(void) {
     snprintf(path, sizeof path, "%s/valid.jsonl", g_data);
     lt_head_lines(lt_fixture("datasets/wikisql-mlx/valid.jsonl"), path, 7);
     collect cp, cf, cb;
-    collect cfp, cbp;
+    collect cfp, cbp, czf, czb;
     CHECK_OK(run_one("plain", NULL, 0, &cp));
     CHECK_OK(run_one("nccl_fp32", c32, 0, &cf));
     CHECK_OK(run_one("nccl_bf16", c16, 0, &cb));
     CHECK_OK(run_one("nccl_fp32_pieces", c32, 1, &cfp));
     CHECK_OK(run_one("nccl_bf16_pieces", c16, 1, &cbp));
+    CHECK_OK(run_one("nccl_zero_fp32", c32, 2, &czf));
+    CHECK_OK(run_one("nccl_zero_bf16", c16, 2, &czb));
     CHECK(cp.n_step == 6 && cp.n_eval == 3 && cp.loss[5] < cp.loss[0] - 0.1,
           "plain: %d steps, %d evals, losses %.4g -> %.4g", cp.n_step, cp.n_eval, cp.loss[0],
           cp.loss[5]);
@@ -310,6 +369,51 @@ int main(void) {
            wfp, wbp);
     CHECK(wfp < 1e-4, "fp32 all-reduce in pieces vs plain: %.3g relative", wfp);
     CHECK(wbp < 2e-2, "bf16 all-reduce in pieces vs plain: %.3g relative", wbp);
+    /* ZeRO-1 on one rank: the shard is the whole state, so the plain run's numbers (within the
+     * same bounds), and the optimizer bytes of the whole (padded) state */
+    double wzf = worst(&cp, &czf), wzb = worst(&cp, &czb);
+    printf("run, ZeRO-1: fp32 within %.3g, bf16 within %.3g; optimizer %lld bytes (without "
+           "ZeRO-1: the plain run's trainer)\n",
+           wzf, wzb, czf.opt_bytes);
+    CHECK(czf.zero == 1 && czf.opt_bytes > 0 && cf.zero == 0, "ZeRO-1: start zero %d, "
+          "optimizer bytes %lld; without: zero %d", czf.zero, czf.opt_bytes, cf.zero);
+    CHECK(wzf < 1e-4, "ZeRO-1 fp32 vs plain: %.3g relative", wzf);
+    CHECK(wzb < 2e-2, "ZeRO-1 bf16 vs plain: %.3g relative", wzb);
+    { /* its checkpoint (the moments gathered from the device) against the plain run's */
+        char fa[1200], fb[1200];
+        snprintf(fa, sizeof fa, "%s/plain/checkpoints/step-00000006.safetensors", g_dir);
+        snprintf(fb, sizeof fb, "%s/nccl_zero_fp32/checkpoints/step-00000006.safetensors", g_dir);
+        CHECK_OK(lt_checkpoint_verify(fb));
+        lt_safetensors *a = NULL, *b = NULL;
+        double wc = INFINITY;
+        int moments = 0;
+        if (!lt_safetensors_open(fa, &a) && !lt_safetensors_open(fb, &b) &&
+            lt_safetensors_count(a) == lt_safetensors_count(b)) {
+            wc = 0;
+            for (size_t k = 0; k < lt_safetensors_count(a); k++) {
+                const lt_tensor_view *va = lt_safetensors_tensor(a, k);
+                const lt_tensor_view *vb = lt_safetensors_find(b, va->name);
+                if (!vb || lt_tensor_numel(vb) != lt_tensor_numel(va)) {
+                    wc = INFINITY;
+                    break;
+                }
+                const float *p = va->data, *q = vb->data;
+                double dm = 0, mm = 0;
+                for (int64_t i = 0; i < lt_tensor_numel(va); i++) {
+                    dm = fmax(dm, fabs((double)p[i] - q[i]));
+                    mm = fmax(mm, fabs((double)p[i]));
+                }
+                if (!strncmp(va->name, "optimizer.", 10) && mm > 0) moments++;
+                wc = fmax(wc, mm > 0 ? dm / mm : dm);
+            }
+        }
+        lt_safetensors_close(a);
+        lt_safetensors_close(b);
+        printf("run, ZeRO-1's checkpoint vs the plain run's: within %.3g of each tensor's "
+               "largest value (%d moment tensors)\n", wc, moments);
+        CHECK(wc < 1e-2 && moments > 0, "ZeRO-1's checkpoint vs plain: %.3g, %d moment tensors",
+              wc, moments);
+    }
 
     /* ---- (c) the command ---- */
     const char *bin = getenv("LORATUNE");

@@ -55,6 +55,15 @@ lt_status lt_nccl_allreduce(lt_nccl *c, float *buf, int64_t n);
 lt_status lt_nccl_allreduce_async(lt_nccl *c, float *buf, int64_t n);
 /* Work queued on the default stream from now on waits for every collective queued so far. */
 lt_status lt_nccl_join(lt_nccl *c);
+/* ZeRO-1 (docs/SCALE_OUT.md), on buf[0 .. size * n) of device memory, in place; work the
+ * default stream queues after the call waits for them (as lt_nccl_allreduce):
+ * lt_nccl_reduce_scatter sums buf over the ranks, rank q getting its n floats of the sum at
+ * buf + q * n (the rest of buf is left as NCCL leaves it); bf16 1: rounded to bf16 first,
+ * summed in bf16 and widened back, as the all-reduce (a staging buffer of size * n bf16).
+ * lt_nccl_allgather_dev: rank q's n floats at buf + q * n to every rank's buf + q * n, in fp32
+ * (weights and moments, never rounded). */
+lt_status lt_nccl_reduce_scatter(lt_nccl *c, float *buf, int64_t n);
+lt_status lt_nccl_allgather_dev(lt_nccl *c, float *buf, int64_t n);
 /* Host bytes: rank q's `bytes` bytes of send land at recv + q * bytes on every rank (through
  * device buffers the communicator keeps; waits for the result). */
 lt_status lt_nccl_allgather(lt_nccl *c, const void *send, void *recv, size_t bytes);

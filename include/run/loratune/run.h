@@ -337,6 +337,22 @@ typedef struct {
      * next (a GPU: work queued after it waits for them). Non-zero: failed. */
     int (*allreduce_wait)(void *ctx);
     int device; /* the CUDA device this rank trains on (--device cuda / auto); 0 by default */
+    /* ZeRO-1 (docs/SCALE_OUT.md; `loratune train --zero 1`): 1 shards AdamW's state over the
+     * ranks (each keeps the moments of 1/size of the trainable parameters: lt_train_config
+     * .zero_ranks); 0 (default) off. Needs allreduce and the two functions below. A step:
+     * reduce_scatter of the gradient span (after the backward, not in pieces), the squares'
+     * sums exchanged through allgather (clipping and the non-finite check see the global
+     * norm), AdamW on the shard, allgather_dev of the updated shards. Checkpoints hold the
+     * whole state (gathered to rank 0 before it writes), so they resume with any rank count,
+     * with or without ZeRO-1. */
+    int zero;
+    /* Collective, in place: sums buf[0 .. size * n) over the ranks; rank q's n floats of the
+     * sum land at buf + q * n on rank q (the rest of buf is left undefined). Non-zero: failed.
+     * When it returns, whatever reads buf next sees the sums (a GPU: work queued after it). */
+    int (*reduce_scatter)(void *ctx, float *buf, size_t n);
+    /* Collective, in place: rank q's n floats at buf + q * n land at buf + q * n on every rank
+     * (buf holds size * n floats). Non-zero: failed. Ordered as reduce_scatter. */
+    int (*allgather_dev)(void *ctx, float *buf, size_t n);
 } lt_run_comm;
 /* Before lt_run_prepare; comm is copied (its ctx borrowed until lt_run_free). size 1 is the
  * same arithmetic as size N (what the N-vs-1 comparison needs). */

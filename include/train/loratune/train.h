@@ -102,6 +102,11 @@ typedef struct {
                               for lt_train_plan: >= 1 adds each rank's exchange buffers
                               (lt_train_exchange_size); 0 (default): one process, no exchange.
                               The trainer ignores it */
+    int zero_ranks, zero_rank; /* ZeRO-1 (docs/SCALE_OUT.md): >= 1: the trainer keeps AdamW's
+                              moments only for shard zero_rank of zero_ranks equal shards of the
+                              gradient span (lt_trainer_zero_shard), and steps with
+                              lt_trainer_step_shard; the plan counts 1/zero_ranks of the
+                              optimizer state. 0 (default): off, the whole state */
     uint64_t seed;         /* LoRA init and dropout masks */
     int keep_logits;       /* 1: also keep the fp32 logits [B][T][V] of the last accumulate/eval
                               (for tests; an extra activation buffer) */
@@ -340,6 +345,7 @@ typedef struct {
     int ndim;         /* 1 or 2 */
     int64_t shape[2];
     int64_t numel;
+    int64_t span_offset; /* where its gradient starts in lt_trainer_grad_span (floats) */
 } lt_train_tensor;
 /* The values of a trainable tensor live in the trainer's backend (device memory for a GPU
  * backend): they are read and written through these copies, never through pointers. */
@@ -372,8 +378,9 @@ int lt_trainer_grads_finite(const lt_trainer *tr);
 double lt_trainer_grad_norm(const lt_trainer *tr);
 /* The step's gradients of every trainable tensor as one span of the trainer's backend memory
  * (device memory on a GPU): *n floats from *buf, the tensors in index order, each at a 64-byte
- * aligned offset (the gaps between them are zero and stay zero). For summing them over ranks
- * in place (lt_run_comm.allreduce, run.h). NULL and 0 without trainable tensors. */
+ * aligned offset (the gaps between them are zero and stay zero); under ZeRO-1 (zero_ranks) *n
+ * includes the zero padding to zero_ranks equal shards. For summing them over ranks in place
+ * (lt_run_comm.allreduce, run.h). NULL and 0 without trainable tensors. */
 void lt_trainer_grad_span(lt_trainer *tr, float **buf, int64_t *n);
 /* The span cut into pieces in the order a backward finishes them: one piece per layer with
  * trainable tensors (its tensors and the gaps after them), from the last layer down, each
@@ -397,6 +404,30 @@ int lt_trainer_grad_pieces(const lt_trainer *tr, lt_grad_piece *out, int max);
 typedef int (*lt_grad_hook)(void *ctx, float *buf, int64_t n);
 void lt_trainer_set_grad_hook(lt_trainer *tr, const lt_grad_piece *pieces, int n, lt_grad_hook fn,
                               void *ctx);
+
+/* ---- ZeRO-1 (lt_train_config.zero_ranks >= 1; docs/SCALE_OUT.md) ---------------------------
+ * The gradient span (lt_trainer_grad_span, then zero-padded to zero_ranks equal shards of a
+ * multiple of 16 floats) is cut into zero_ranks shards; the trainer keeps AdamW's m and v for
+ * its own shard only (LT_MEM_OPTIMIZER: 2 x the shard, not 2 x the span). A step of N ranks:
+ *   reduce-scatter the span (sum; rank q's shard lands at span + q * n), then on every rank
+ *   ss = lt_trainer_shard_sumsq; exchange ss, norm = sqrt(sum over ranks) (non-finite: a bad
+ *   gradient somewhere, skip the step: lt_trainer_zero_grad);
+ *   lt_trainer_step_shard(lr, norm): clip (as lt_trainer_step, with that norm), AdamW on the
+ *   shard's values, and the updated values written into the span where their gradients were;
+ *   all-gather the span (each rank's shard from span + rank * n), lt_trainer_load_span: every
+ *   tensor's values from the span, the span zeroed.
+ * lt_trainer_step refuses to step a ZeRO-1 trainer. Moments through lt_trainer_read: only
+ * values inside the shard (LT_ERR_ARG naming the shard otherwise); lt_trainer_write: the part
+ * inside the shard is kept, the rest dropped (each rank loads a full checkpoint so).
+ * lt_trainer_shard_to_span(part): the shard's m or v copied into the span at the shard (for an
+ * all-gather of the whole state into the span, which lt_trainer_read of LT_TENSOR_GRAD then
+ * reads tensor by tensor; lt_trainer_zero_grad after). Without ZeRO-1 the functions return
+ * LT_ERR_ARG (sumsq: 0). */
+void lt_trainer_zero_shard(const lt_trainer *tr, int64_t *offset, int64_t *n, int64_t *span);
+double lt_trainer_shard_sumsq(const lt_trainer *tr);
+lt_status lt_trainer_step_shard(lt_trainer *tr, float lr, double grad_norm);
+lt_status lt_trainer_load_span(lt_trainer *tr);
+lt_status lt_trainer_shard_to_span(lt_trainer *tr, lt_tensor_part part);
 
 /* ---- state for checkpoints ---------------------------------------------------------------- */
 /* AdamW moments: lt_trainer_read / lt_trainer_write with LT_TENSOR_ADAM_M / LT_TENSOR_ADAM_V. */

@@ -2,7 +2,8 @@
  * dlopen (as cuBLAS is: nothing linked, so a CUDA build without NCCL installed runs, and one
  * that never trains on several GPUs never maps it), the communicator on its own stream ordered
  * against the default stream by events, the bf16 all-reduce through a device staging buffer of
- * n bf16 values, and an allgather of host bytes through device buffers (the stop flags, the
+ * n bf16 values, ZeRO-1's in-place reduce-scatter and all-gather of the gradient span, and an
+ * allgather of host bytes through device buffers (the stop flags, the
  * losses and the evaluation sums of a run: a few KB).
  * Compiled with LT_NCCL (CMake found nccl.h); the stubs of a build without are in
  * src/backend/nccl_stub.c. */
@@ -36,6 +37,8 @@ typedef struct {
                                ncclComm_t, cudaStream_t);
     ncclResult_t (*all_gather)(const void *, void *, size_t, ncclDataType_t, ncclComm_t,
                                cudaStream_t);
+    ncclResult_t (*reduce_scatter)(const void *, void *, size_t, ncclDataType_t, ncclRedOp_t,
+                                   ncclComm_t, cudaStream_t);
     const char *(*error_string)(ncclResult_t);
     ncclResult_t (*async_error)(ncclComm_t, ncclResult_t *);
     char tried[2048]; /* where it looked (the error when lib is NULL) */
@@ -90,10 +93,12 @@ static void open_locked(const char *dir) {
     *(void **)&g_nccl.comm_abort = dlsym(L, "ncclCommAbort");
     *(void **)&g_nccl.all_reduce = dlsym(L, "ncclAllReduce");
     *(void **)&g_nccl.all_gather = dlsym(L, "ncclAllGather");
+    *(void **)&g_nccl.reduce_scatter = dlsym(L, "ncclReduceScatter");
     *(void **)&g_nccl.error_string = dlsym(L, "ncclGetErrorString");
     *(void **)&g_nccl.async_error = dlsym(L, "ncclCommGetAsyncError");
     if (!g_nccl.get_version || !g_nccl.get_unique_id || !g_nccl.comm_init_rank ||
         !g_nccl.comm_destroy || !g_nccl.comm_abort || !g_nccl.all_reduce || !g_nccl.all_gather ||
+        !g_nccl.reduce_scatter ||
         !g_nccl.error_string || !g_nccl.async_error) {
         snprintf(g_nccl.tried, sizeof g_nccl.tried, "a libnccl.so.2 without the NCCL 2 API");
         dlclose(L);
@@ -335,6 +340,69 @@ extern "C" lt_status lt_nccl_allreduce(lt_nccl *c, float *buf, int64_t n) {
     lt_status s = enqueue(c, buf, n);
     lt_status j = lt_nccl_join(c);
     return s ? s : j;
+}
+
+/* ZeRO-1's collectives on the gradient span (buf: size * n floats of device memory), in place,
+ * after the default stream's work and before what it queues next (lt_nccl_join) */
+static lt_status grow16(lt_nccl *c, int64_t n) { /* the bf16 staging for n values, none in flight */
+    if (n <= c->n16) return LT_OK;
+    lt_status w = wait_stream(c, "growing the bf16 buffer");
+    if (w) return w;
+    if (c->b16) cudaFree(c->b16);
+    c->b16 = NULL, c->n16 = 0, c->used16 = 0;
+    if (cudaMalloc(&c->b16, (size_t)n * sizeof *c->b16) != cudaSuccess)
+        return lt_error(LT_ERR_NOMEM, "nccl: out of device memory for %lld bf16 values",
+                        (long long)n);
+    c->n16 = n;
+    return LT_OK;
+}
+
+extern "C" lt_status lt_nccl_reduce_scatter(lt_nccl *c, float *buf, int64_t n) {
+    if (n <= 0) return LT_OK;
+    CHECK_BROKEN(c);
+    cudaSetDevice(c->device);
+    const int64_t total = n * c->size;
+    float *mine = buf + (size_t)c->rank * (size_t)n;
+    if (c->bf16) {
+        lt_status g = grow16(c, total);
+        if (g) return g;
+    }
+    cudaEventRecord(c->before, 0);
+    cudaStreamWaitEvent(c->stream, c->before, 0);
+    ncclResult_t r;
+    if (c->bf16) { /* the whole span in bf16, the rank's shard of the sum widened back */
+        __nv_bfloat16 *b = c->b16;
+        k_to_bf16<<<grid(total), 256, 0, c->stream>>>(b, buf, total);
+        r = g_nccl.reduce_scatter(b, b + (size_t)c->rank * (size_t)n, (size_t)n, ncclBfloat16,
+                                  ncclSum, c->comm, c->stream);
+        if (r == ncclSuccess)
+            k_from_bf16<<<grid(n), 256, 0, c->stream>>>(mine, b + (size_t)c->rank * (size_t)n, n);
+    } else {
+        r = g_nccl.reduce_scatter(buf, mine, (size_t)n, ncclFloat32, ncclSum, c->comm, c->stream);
+    }
+    if (r != ncclSuccess) return nccl_err("ncclReduceScatter", r);
+    cudaError_t e = cudaGetLastError();
+    if (e != cudaSuccess)
+        return lt_error(LT_ERR_IO, "nccl: reduce-scatter on device %d: %s", c->device,
+                        cudaGetErrorString(e));
+    return lt_nccl_join(c);
+}
+
+extern "C" lt_status lt_nccl_allgather_dev(lt_nccl *c, float *buf, int64_t n) {
+    if (n <= 0) return LT_OK;
+    CHECK_BROKEN(c);
+    cudaSetDevice(c->device);
+    cudaEventRecord(c->before, 0);
+    cudaStreamWaitEvent(c->stream, c->before, 0);
+    /* fp32 always: these are the weights (and, for a checkpoint, AdamW's moments) */
+    ncclResult_t r = g_nccl.all_gather(buf + (size_t)c->rank * (size_t)n, buf, (size_t)n,
+                                       ncclFloat32, c->comm, c->stream);
+    if (r != ncclSuccess) return nccl_err("ncclAllGather", r);
+    cudaError_t e = cudaGetLastError();
+    if (e != cudaSuccess)
+        return lt_error(LT_ERR_IO, "nccl: all-gather on device %d: %s", c->device,
+                        cudaGetErrorString(e));
+    return lt_nccl_join(c);
 }
 
 extern "C" lt_status lt_nccl_allgather(lt_nccl *c, const void *send, void *recv, size_t bytes) {

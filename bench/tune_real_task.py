@@ -81,8 +81,9 @@ def param_args(p):
     return out
 
 
-def run_train(a, args, workdir):
-    """One `loratune train` run; returns (final_val_loss or None, steps, wall seconds)."""
+def run_train(a, args, workdir, info=None):
+    """One `loratune train` run; returns (final_val_loss or None, steps, wall seconds); info
+    (a dict), when given, gets the step-0 validation loss (`step0_val_loss`)."""
     out = tempfile.mkdtemp(prefix="trial-", dir=workdir)
     cmd = [a.loratune, "train"] + args + ["--out", out, "--json"]
     t0 = time.monotonic()
@@ -97,6 +98,8 @@ def run_train(a, args, workdir):
             continue
         if ev.get("event") == "step":
             steps = max(steps, int(ev.get("step", 0)))
+        elif ev.get("event") == "eval" and ev.get("step") == 0 and info is not None:
+            info["step0_val_loss"] = ev.get("val_loss")
         elif ev.get("event") == "done":
             steps = int(ev.get("step", steps))
             loss = ev.get("final_val_loss")
@@ -159,8 +162,11 @@ def arm_tune(a, n, seed, workdir):
         tj_path = os.path.join(sdir, "trials", "%04d" % t["trial"], "trial.json")
         tj = json.load(open(tj_path)) if os.path.exists(tj_path) else {}
         v = t.get("value") if t["state"] == "complete" else None
+        vc = tj.get("val_curve") or [[None, None]]
         trials.append({"params": t.get("params"), "value": v, "state": t["state"],
-                       "steps": int(tj.get("steps", 0)), "time_s": float(tj.get("time_s", 0))})
+                       "steps": int(tj.get("steps", 0)), "time_s": float(tj.get("time_s", 0)),
+                       "step0_val_loss": vc[0][1] if vc[0][0] == 0 else None,
+                       "step0_val_reused": tj.get("step0_val_reused")})
         print(f"  tune seed {seed} trial {t['trial']}: {t['state']} {fmt(v, '')} "
               f"({trials[-1]['steps']} steps, {trials[-1]['time_s']:.1f} s) {t.get('params')}",
               flush=True)
@@ -168,11 +174,17 @@ def arm_tune(a, n, seed, workdir):
     best_cfg = os.path.join(sdir, "best_config.yaml")
     if a.check_best and os.path.exists(best_cfg):
         # the same runner: tune's best trial again as a plain `loratune train -c` process
-        loss, steps, dt = run_train(a, ["-c", best_cfg, "--no-track"], workdir)
-        best = min(x["value"] for x in trials if x["value"] is not None)
-        check = {"tune_best": best, "train_rerun": loss}
+        info = {}
+        loss, steps, dt = run_train(a, ["-c", best_cfg, "--no-track"], workdir, info)
+        bt = min((x for x in trials if x["value"] is not None), key=lambda x: x["value"])
+        best = bt["value"]
+        # tune evaluates step 0 once per study (the other trials reuse it): the rerun's own
+        # step-0 evaluation must match what the best trial reported
+        check = {"tune_best": best, "train_rerun": loss, "tune_best_step0": bt["step0_val_loss"],
+                 "train_rerun_step0": info.get("step0_val_loss")}
         print(f"  tune seed {seed}: best trial {best:.6f}, `loratune train -c best_config.yaml`"
-              f" {fmt(loss)}", flush=True)
+              f" {fmt(loss)}; step 0: {fmt(bt['step0_val_loss'])} (reused: "
+              f"{bt['step0_val_reused']}) vs {fmt(info.get('step0_val_loss'))}", flush=True)
     return trials, wall, check
 
 

@@ -32,6 +32,7 @@ import json
 import math
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -215,15 +216,27 @@ def table(res):
     print("\n| seed | tune / tpe best (goal <= 1) | tune / random best - 1 (goal <= 1%) |"
           " tune steps / random steps (goal <= 30%) |")
     print("|---|---:|---:|---:|")
+    ratios = {"r1": [], "r2": [], "r3": []}
+    goal = {"r1": lambda x: x <= 1, "r2": lambda x: x <= 1, "r3": lambda x: x <= 30}
+    show = {"r1": "{:.4f}", "r2": "{:+.2f}%", "r3": "{:.1f}%"}
+
+    def cell(k, x):
+        return show[k].format(x) + (": met" if goal[k](x) else ": **not met**")
     for seed, arms in sorted(res.items(), key=lambda kv: int(kv[0])):
         g = {k: arms[k]["summary"] for k in arms if k in ("tune", "tpe", "random")}
-        r1 = r2 = r3 = "-"
+        row = {"r1": "-", "r2": "-", "r3": "-"}
         if "tune" in g and "tpe" in g and g["tune"]["best"] and g["tpe"]["best"]:
-            r1 = f"{g['tune']['best'] / g['tpe']['best']:.4f}"
+            ratios["r1"].append(g["tune"]["best"] / g["tpe"]["best"])
+            row["r1"] = cell("r1", ratios["r1"][-1])
         if "tune" in g and "random" in g and g["tune"]["best"] and g["random"]["best"]:
-            r2 = f"{100 * (g['tune']['best'] / g['random']['best'] - 1):+.2f}%"
-            r3 = f"{100 * g['tune']['steps'] / g['random']['steps']:.1f}%"
-        print(f"| {seed} | {r1} | {r2} | {r3} |")
+            ratios["r2"].append(100 * (g["tune"]["best"] / g["random"]["best"] - 1))
+            ratios["r3"].append(100 * g["tune"]["steps"] / g["random"]["steps"])
+            row["r2"], row["r3"] = cell("r2", ratios["r2"][-1]), cell("r3", ratios["r3"][-1])
+        print(f"| {seed} | {row['r1']} | {row['r2']} | {row['r3']} |")
+    if max(len(v) for v in ratios.values()) > 1:
+        for name, f in (("median", statistics.median), ("mean", statistics.mean)):
+            print(f"| {name} | " + " | ".join(cell(k, f(ratios[k])) if ratios[k] else "-"
+                                              for k in ("r1", "r2", "r3")) + " |")
 
 
 def main():
@@ -253,13 +266,17 @@ def main():
     ap.add_argument("--train-seed", type=int, default=0)
     ap.add_argument("--no-check-best", dest="check_best", action="store_false")
     ap.add_argument("--out", default=None, help="JSON of every trial (and --table FILE reads it)")
-    ap.add_argument("--table", default=None)
+    ap.add_argument("--table", default=None, help="FILE[,FILE...]: reprint their tables")
     ap.add_argument("--max-rank", type=int, default=64,
                     help="the rank's upper bound (at most the smallest side of the linears)")
     a = ap.parse_args()
     SPACE["lora-rank"]["high"] = a.max_rank
-    if a.table:
-        table(json.load(open(a.table))["results"])
+    if a.table:  # several files: their seeds and arms merged (a later file's arm wins)
+        res = {}
+        for path in a.table.split(","):
+            for seed, arms in json.load(open(path))["results"].items():
+                res.setdefault(seed, {}).update(arms)
+        table(res)
         return
     os.makedirs(a.workdir, exist_ok=True)
     if a.model is None:

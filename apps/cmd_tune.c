@@ -368,6 +368,7 @@ typedef struct {
     int prune_on;
     int pruned;
     int64_t pruned_at;
+    int step0_reused; /* its step-0 validation was an earlier trial's (g_step0) */
     lt_run *run;
     int json;
     int64_t trainable;
@@ -394,6 +395,7 @@ static void tune_sink(void *ctx, const json_t *ev) {
     double v = json_number_value(json_object_get(ev, "val_loss"));
     if (!isfinite(v)) return;
     if (t->val_curve) json_array_append_new(t->val_curve, json_pack("[I, f]", (json_int_t)step, v));
+    if (step == 0 && json_is_true(json_object_get(ev, "reused"))) t->step0_reused = 1;
     if (g_parallel) pthread_mutex_lock(&g_mu);
     int prune = 0, rung = 0, bad = 0;
     if (lt_study_report(t->st, t->trial, step, v) ||
@@ -661,6 +663,60 @@ static double epoch_s(void) {
     return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
+/* The step-0 validation (the untrained model's) is the same for trials whose options differ
+ * only in the optimizer, the schedule, the length, saving, and (lora / qlora: B = 0, so the
+ * adapter adds exactly zero) the adapter's shape: the first such trial computes it and the
+ * others report it (lt_run_set_step0_eval). The key is the trial's resolved options (after
+ * lt_run_prepare: automatic sizes filled in) without those; DoRA keeps its shape in the key
+ * (its untrained output is W's renormalised, not W's bit for bit). */
+#define STEP0_CACHE 8
+static struct {
+    char *key;
+    lt_eval_result ev;
+} g_step0[STEP0_CACHE];
+static int g_n_step0;
+
+static char *step0_key(const lt_run_opts *o) {
+    static const char *const always[] = {
+        "out",         "iters",      "epochs",           "grad-accum", "lr",
+        "lr-schedule", "warmup",     "weight-decay",     "grad-clip",  "memory-budget",
+        "eval-every",  "save-every", "keep-checkpoints", "early-stop", "max-nonfinite",
+        "json",        "overwrite"};
+    static const char *const shape[] = {"lora-rank",    "lora-alpha",  "lora-dropout",
+                                        "lora-targets", "lora-layers", "rslora"};
+    json_t *j = lt_run_opts_to_json(o);
+    if (!j) return NULL;
+    for (size_t i = 0; i < sizeof always / sizeof *always; i++)
+        json_object_del(j, always[i]);
+    if (o->method == LT_METHOD_LORA || o->method == LT_METHOD_QLORA)
+        for (size_t i = 0; i < sizeof shape / sizeof *shape; i++)
+            json_object_del(j, shape[i]);
+    char *key = json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS);
+    json_decref(j);
+    return key;
+}
+
+/* 1 and *ev when a trial with this key computed its step-0 evaluation (under g_mu) */
+static int step0_find(const char *key, lt_eval_result *ev) {
+    for (int i = 0; key && i < g_n_step0; i++)
+        if (!strcmp(g_step0[i].key, key)) {
+            *ev = g_step0[i].ev;
+            return 1;
+        }
+    return 0;
+}
+
+static void step0_add(const char *key, const lt_eval_result *ev) { /* under g_mu */
+    lt_eval_result old;
+    if (!key || step0_find(key, &old)) return;
+    int i = g_n_step0 < STEP0_CACHE ? g_n_step0++ : STEP0_CACHE - 1; /* full: the last replaced */
+    char *k = strdup(key);
+    if (!k) return;
+    free(g_step0[i].key);
+    g_step0[i].key = k;
+    g_step0[i].ev = *ev;
+}
+
 static void *job_run(void *p) {
     trial_job *j = p;
     lt_status s = j->o.method == LT_METHOD_FULL ? lt_run_new(&j->o, &j->r)
@@ -674,6 +730,15 @@ static void *job_run(void *p) {
         g_runs[j->slot] = j->r;
         if (g_stop) lt_run_request_stop(j->r);
         s = lt_run_prepare(j->r);
+        char *key = s ? NULL : step0_key(lt_run_options(j->r));
+        int reused = 0;
+        lt_eval_result ev0;
+        if (key) {
+            if (g_parallel) pthread_mutex_lock(&g_mu);
+            reused = step0_find(key, &ev0);
+            if (g_parallel) pthread_mutex_unlock(&g_mu);
+            if (reused && lt_run_set_step0_eval(j->r, &ev0)) reused = 0; /* then it evaluates */
+        }
         if (!s) {
             /* one recorder starts at a time: starting versions the data into the store's
              * cache (same files for every trial: concurrent writers of one object collide) */
@@ -683,7 +748,13 @@ static void *job_run(void *p) {
             pthread_mutex_unlock(&rec_mu);
             if (j->rec) lt_run_add_sink(j->r, lt_recorder_sink, j->rec);
             s = lt_run_train(j->r, &j->oc);
+            if (!s && !reused && lt_run_get_step0_eval(j->r, &ev0)) {
+                if (g_parallel) pthread_mutex_lock(&g_mu);
+                step0_add(key, &ev0);
+                if (g_parallel) pthread_mutex_unlock(&g_mu);
+            }
         }
+        free(key);
         g_runs[j->slot] = NULL;
     }
     j->s = s;
@@ -1017,6 +1088,7 @@ static int run_study(tune_args *a, int resume, lt_run_shared **shp, tune_summary
             json_object_set_new(info, "state", json_string(state));
             json_object_set_new(info, "steps", json_integer(res.steps));
             json_object_set_new(info, "time_s", json_real(j->dt));
+            json_object_set_new(info, "step0_val_reused", json_boolean(j->tc.step0_reused));
             if (K > 1) {
                 json_object_set_new(info, "started_at", json_real(j->started));
                 json_object_set_new(info, "ended_at", json_real(j->ended));

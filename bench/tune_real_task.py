@@ -32,6 +32,7 @@ import json
 import math
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -81,8 +82,9 @@ def param_args(p):
     return out
 
 
-def run_train(a, args, workdir):
-    """One `loratune train` run; returns (final_val_loss or None, steps, wall seconds)."""
+def run_train(a, args, workdir, info=None):
+    """One `loratune train` run; returns (final_val_loss or None, steps, wall seconds); info
+    (a dict), when given, gets the step-0 validation loss (`step0_val_loss`)."""
     out = tempfile.mkdtemp(prefix="trial-", dir=workdir)
     cmd = [a.loratune, "train"] + args + ["--out", out, "--json"]
     t0 = time.monotonic()
@@ -97,6 +99,8 @@ def run_train(a, args, workdir):
             continue
         if ev.get("event") == "step":
             steps = max(steps, int(ev.get("step", 0)))
+        elif ev.get("event") == "eval" and ev.get("step") == 0 and info is not None:
+            info["step0_val_loss"] = ev.get("val_loss")
         elif ev.get("event") == "done":
             steps = int(ev.get("step", steps))
             loss = ev.get("final_val_loss")
@@ -159,8 +163,11 @@ def arm_tune(a, n, seed, workdir):
         tj_path = os.path.join(sdir, "trials", "%04d" % t["trial"], "trial.json")
         tj = json.load(open(tj_path)) if os.path.exists(tj_path) else {}
         v = t.get("value") if t["state"] == "complete" else None
+        vc = tj.get("val_curve") or [[None, None]]
         trials.append({"params": t.get("params"), "value": v, "state": t["state"],
-                       "steps": int(tj.get("steps", 0)), "time_s": float(tj.get("time_s", 0))})
+                       "steps": int(tj.get("steps", 0)), "time_s": float(tj.get("time_s", 0)),
+                       "step0_val_loss": vc[0][1] if vc[0][0] == 0 else None,
+                       "step0_val_reused": tj.get("step0_val_reused")})
         print(f"  tune seed {seed} trial {t['trial']}: {t['state']} {fmt(v, '')} "
               f"({trials[-1]['steps']} steps, {trials[-1]['time_s']:.1f} s) {t.get('params')}",
               flush=True)
@@ -168,11 +175,17 @@ def arm_tune(a, n, seed, workdir):
     best_cfg = os.path.join(sdir, "best_config.yaml")
     if a.check_best and os.path.exists(best_cfg):
         # the same runner: tune's best trial again as a plain `loratune train -c` process
-        loss, steps, dt = run_train(a, ["-c", best_cfg, "--no-track"], workdir)
-        best = min(x["value"] for x in trials if x["value"] is not None)
-        check = {"tune_best": best, "train_rerun": loss}
+        info = {}
+        loss, steps, dt = run_train(a, ["-c", best_cfg, "--no-track"], workdir, info)
+        bt = min((x for x in trials if x["value"] is not None), key=lambda x: x["value"])
+        best = bt["value"]
+        # tune evaluates step 0 once per study (the other trials reuse it): the rerun's own
+        # step-0 evaluation must match what the best trial reported
+        check = {"tune_best": best, "train_rerun": loss, "tune_best_step0": bt["step0_val_loss"],
+                 "train_rerun_step0": info.get("step0_val_loss")}
         print(f"  tune seed {seed}: best trial {best:.6f}, `loratune train -c best_config.yaml`"
-              f" {fmt(loss)}", flush=True)
+              f" {fmt(loss)}; step 0: {fmt(bt['step0_val_loss'])} (reused: "
+              f"{bt['step0_val_reused']}) vs {fmt(info.get('step0_val_loss'))}", flush=True)
     return trials, wall, check
 
 
@@ -203,15 +216,27 @@ def table(res):
     print("\n| seed | tune / tpe best (goal <= 1) | tune / random best - 1 (goal <= 1%) |"
           " tune steps / random steps (goal <= 30%) |")
     print("|---|---:|---:|---:|")
+    ratios = {"r1": [], "r2": [], "r3": []}
+    goal = {"r1": lambda x: x <= 1, "r2": lambda x: x <= 1, "r3": lambda x: x <= 30}
+    show = {"r1": "{:.4f}", "r2": "{:+.2f}%", "r3": "{:.1f}%"}
+
+    def cell(k, x):
+        return show[k].format(x) + (": met" if goal[k](x) else ": **not met**")
     for seed, arms in sorted(res.items(), key=lambda kv: int(kv[0])):
         g = {k: arms[k]["summary"] for k in arms if k in ("tune", "tpe", "random")}
-        r1 = r2 = r3 = "-"
+        row = {"r1": "-", "r2": "-", "r3": "-"}
         if "tune" in g and "tpe" in g and g["tune"]["best"] and g["tpe"]["best"]:
-            r1 = f"{g['tune']['best'] / g['tpe']['best']:.4f}"
+            ratios["r1"].append(g["tune"]["best"] / g["tpe"]["best"])
+            row["r1"] = cell("r1", ratios["r1"][-1])
         if "tune" in g and "random" in g and g["tune"]["best"] and g["random"]["best"]:
-            r2 = f"{100 * (g['tune']['best'] / g['random']['best'] - 1):+.2f}%"
-            r3 = f"{100 * g['tune']['steps'] / g['random']['steps']:.1f}%"
-        print(f"| {seed} | {r1} | {r2} | {r3} |")
+            ratios["r2"].append(100 * (g["tune"]["best"] / g["random"]["best"] - 1))
+            ratios["r3"].append(100 * g["tune"]["steps"] / g["random"]["steps"])
+            row["r2"], row["r3"] = cell("r2", ratios["r2"][-1]), cell("r3", ratios["r3"][-1])
+        print(f"| {seed} | {row['r1']} | {row['r2']} | {row['r3']} |")
+    if max(len(v) for v in ratios.values()) > 1:
+        for name, f in (("median", statistics.median), ("mean", statistics.mean)):
+            print(f"| {name} | " + " | ".join(cell(k, f(ratios[k])) if ratios[k] else "-"
+                                              for k in ("r1", "r2", "r3")) + " |")
 
 
 def main():
@@ -241,13 +266,17 @@ def main():
     ap.add_argument("--train-seed", type=int, default=0)
     ap.add_argument("--no-check-best", dest="check_best", action="store_false")
     ap.add_argument("--out", default=None, help="JSON of every trial (and --table FILE reads it)")
-    ap.add_argument("--table", default=None)
+    ap.add_argument("--table", default=None, help="FILE[,FILE...]: reprint their tables")
     ap.add_argument("--max-rank", type=int, default=64,
                     help="the rank's upper bound (at most the smallest side of the linears)")
     a = ap.parse_args()
     SPACE["lora-rank"]["high"] = a.max_rank
-    if a.table:
-        table(json.load(open(a.table))["results"])
+    if a.table:  # several files: their seeds and arms merged (a later file's arm wins)
+        res = {}
+        for path in a.table.split(","):
+            for seed, arms in json.load(open(path))["results"].items():
+                res.setdefault(seed, {}).update(arms)
+        table(res)
         return
     os.makedirs(a.workdir, exist_ok=True)
     if a.model is None:

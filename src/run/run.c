@@ -1241,27 +1241,60 @@ lt_status lt_run_evaluate(lt_run *r, lt_split s, int64_t max_batches, lt_eval_re
     return st;
 }
 
-/* Validation inside the loop: event, early-stop bookkeeping. *aborted on a stop request. */
-static lt_status run_eval(lt_run *r, double t0, int *aborted) {
-    lt_eval_result ev;
-    lt_status s = evaluate(r, LT_SPLIT_VALID, r->o.eval_batches, &ev, aborted);
-    if (s || *aborted) return s;
-    int improved = ev.loss < r->best_val;
+/* An evaluation's result: event, early-stop bookkeeping. reused: the step-0 result given by
+ * lt_run_set_step0_eval (the event says so). */
+static void record_eval(lt_run *r, double t0, const lt_eval_result *ev, int reused) {
+    int improved = ev->loss < r->best_val;
     if (r->step > 0 || r->resumed_from >= 0) { /* the step-0 baseline is not a "failed" eval */
         if (improved)
             r->evals_no_improve = 0;
         else
             r->evals_no_improve++;
     }
-    if (improved) r->best_val = ev.loss;
+    if (improved) r->best_val = ev->loss;
     r->last_eval_step = r->step;
-    r->last_val_loss = ev.loss;
-    lt_run_emit_(r, json_pack("{s:s, s:I, s:f, s:f, s:I, s:I, s:f, s:b, s:f}", "event", "eval",
-                              "step", (json_int_t)r->step, "val_loss", ev.loss, "val_ppl", ev.ppl,
-                              "val_tokens", (json_int_t)ev.tokens, "val_batches",
-                              (json_int_t)ev.batches, "best_val_loss", r->best_val, "improved",
-                              improved, "elapsed_s", now_s() - t0));
+    r->last_val_loss = ev->loss;
+    json_t *e =
+        json_pack("{s:s, s:I, s:f, s:f, s:I, s:I, s:f, s:b, s:f}", "event", "eval", "step",
+                  (json_int_t)r->step, "val_loss", ev->loss, "val_ppl", ev->ppl, "val_tokens",
+                  (json_int_t)ev->tokens, "val_batches", (json_int_t)ev->batches, "best_val_loss",
+                  r->best_val, "improved", improved, "elapsed_s", now_s() - t0);
+    if (e && reused) json_object_set_new(e, "reused", json_true());
+    lt_run_emit_(r, e);
+}
+
+/* Validation inside the loop: event, early-stop bookkeeping. *aborted on a stop request. */
+static lt_status run_eval(lt_run *r, double t0, int *aborted) {
+    lt_eval_result ev;
+    lt_status s = evaluate(r, LT_SPLIT_VALID, r->o.eval_batches, &ev, aborted);
+    if (s || *aborted) return s;
+    if (r->step == 0 && r->resumed_from < 0) {
+        r->step0 = ev;
+        r->step0_known = 1;
+    }
+    record_eval(r, t0, &ev, 0);
     return LT_OK;
+}
+
+lt_status lt_run_set_step0_eval(lt_run *r, const lt_eval_result *ev) {
+    if (!r || !ev) return lt_error(LT_ERR_ARG, "lt_run_set_step0_eval: NULL argument");
+    if (r->finished || r->step > 0)
+        return lt_error(LT_ERR_ARG, "lt_run_set_step0_eval: the run has trained already");
+    if (!isfinite(ev->loss) || ev->tokens <= 0)
+        return lt_error(LT_ERR_ARG,
+                        "lt_run_set_step0_eval: loss %g over %lld tokens: expected "
+                        "a finite loss over at least one token",
+                        ev->loss, (long long)ev->tokens);
+    r->step0 = *ev;
+    r->step0_given = 1;
+    r->step0_known = 1;
+    return LT_OK;
+}
+
+int lt_run_get_step0_eval(const lt_run *r, lt_eval_result *out) {
+    if (!r || !r->step0_known) return 0;
+    if (out) *out = r->step0;
+    return 1;
 }
 
 /* ---- outputs ---------------------------------------------------------------------------- */
@@ -1427,7 +1460,10 @@ static lt_status train(lt_run *r, lt_run_outcome *outcome) {
 
     int aborted = 0;
     if (has_valid && r->resumed_from < 0 && r->step == 0) {
-        if ((s = run_eval(r, t0, &aborted))) return s;
+        if (r->step0_given)
+            record_eval(r, t0, &r->step0, 1);
+        else if ((s = run_eval(r, t0, &aborted)))
+            return s;
     }
     double train_time = 0;
     int64_t steps_this_session = 0;

@@ -83,6 +83,10 @@ struct lt_run {
     int n_own, cap_own;
     int64_t last_eval_step;
     double last_val_loss;
+    /* the step-0 validation: given (lt_run_set_step0_eval: reported, not computed) or computed
+     * by this run (lt_run_get_step0_eval) */
+    int step0_given, step0_known;
+    lt_eval_result step0;
 
     /* lt_run_get_result */
     double last_train_loss; /* of the last applied step of this session (NaN: none) */

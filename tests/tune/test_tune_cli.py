@@ -115,6 +115,48 @@ o = json.loads(r.stdout)
 check(o["status"] == "finished" and o["tags"]["best_trial"] == str(best["trial"]),
       f"parent run: {o['status']} {o['tags']}")
 
+# ---- 1b. the step-0 validation: computed by the first trial, reported by the others -------
+# The untrained model's validation loss is the same for trials that differ only in lr, rank
+# and targets (LoRA's B starts at zero), so tune computes it once. Checked against fresh
+# evaluations: `loratune train -c` of each trial that reused it evaluates step 0 itself, and
+# must give the same step-0 loss (bit for bit) and the same final value as the trial.
+for t in s1["trials"]:
+    tj = trial_json(d1, t["trial"])
+    check(tj["val_curve"][0][0] == 0 and tj["step0_val_reused"] == (t["trial"] > 0),
+          f"trial {t['trial']}: step 0 {tj['val_curve'][:1]}, reused "
+          f"{tj.get('step0_val_reused')} (only trial 0 should evaluate it)")
+    if t["trial"] == 0:
+        continue
+    rr = run("train", "-c", os.path.join(d1, "trials", "%04d" % t["trial"], "run_config.yaml"),
+             "--out", os.path.join(tmp, "step0-%d" % t["trial"]), "--json", "--no-track")
+    check(rr.returncode == 0, f"train -c trial {t['trial']}: {rr.stderr}")
+    evs = [json.loads(x) for x in rr.stdout.splitlines() if x.startswith("{")]
+    e0 = [e for e in evs if e.get("event") == "eval" and e["step"] == 0]
+    done = [e for e in evs if e.get("event") == "done"]
+    check(len(e0) == 1 and "reused" not in e0[0] and e0[0]["val_loss"] == tj["val_curve"][0][1],
+          f"trial {t['trial']} ({t['params']}): reused step-0 loss {tj['val_curve'][0][1]!r}, "
+          f"a fresh run evaluates {e0}")
+    check(len(done) == 1 and done[0].get("final_val_loss") == t["value"],
+          f"trial {t['trial']}: value {t['value']!r}, train -c {done}")
+# options that change the evaluation (here the batch size: 2 batches of 1 or 4 rows) keep
+# their own step-0 loss: one evaluation per batch size, the others reuse their group's
+d1b = os.path.join(tmp, "s1b")
+space_bs = write(os.path.join(tmp, "space_bs.json"),
+                 {"lr": SPACE["lr"], "batch-size": {"type": "categorical", "choices": [1, 4]}})
+r = tune("--study", d1b, "--trials", "6", "--iters", "4", "--space", space_bs, "--no-track")
+check(r.returncode == 0, f"tune (batch-size space): {r.stderr}")
+first, losses = {}, {}
+for t in study_json(d1b)["trials"]:
+    tj = trial_json(d1b, t["trial"])
+    bs = t["params"]["batch-size"]
+    check(tj["step0_val_reused"] == (bs in first),
+          f"trial {t['trial']} (batch-size {bs}): reused {tj['step0_val_reused']}, first of "
+          f"its batch size: {bs not in first}")
+    first.setdefault(bs, t["trial"])
+    losses.setdefault(bs, set()).add(tj["val_curve"][0][1])
+check(len(first) == 2 and all(len(v) == 1 for v in losses.values()) and
+      losses[1] != losses[4], f"step-0 losses per batch size: {losses} (trials {first})")
+
 # ---- 2. pruning against Optuna's SuccessiveHalvingPruner ---------------------------------
 d2 = os.path.join(tmp, "s2")
 r = tune("--study", d2, "--trials", "8", "--iters", "90", "--batch-size", "1", "--space", space,

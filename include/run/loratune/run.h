@@ -431,6 +431,17 @@ typedef struct {
 } lt_eval_result;
 /* Loss over split s (max_batches 0: all of it), batches in file order, no dropout. */
 lt_status lt_run_evaluate(lt_run *r, lt_split s, int64_t max_batches, lt_eval_result *out);
+/* The validation before training (step 0 of a fresh run) of runs that share it: an adapter
+ * starts as the identity (B = 0), so every run over the same model, data, evaluation and
+ * precision options (whatever its rank, targets, lr, ...) evaluates the same untrained model.
+ * lt_run_get_step0_eval: 1 and *out (when out is given) once this run computed (or was given)
+ * it, else 0. lt_run_set_step0_eval, before lt_run_train: the run reports *ev as its step-0
+ * evaluation (the eval event has "reused": true) instead of computing it; the caller vouches
+ * that it is this run's (apps/cmd_tune.c reuses one only between trials whose options differ
+ * only in options that leave the untrained model alone). Training and later evaluations do
+ * not depend on it; only the step-0 event and the early-stop baseline do. */
+int lt_run_get_step0_eval(const lt_run *r, lt_eval_result *out);
+lt_status lt_run_set_step0_eval(lt_run *r, const lt_eval_result *ev);
 
 /* Borrowed views of what the run holds (valid until lt_run_free). */
 lt_trainer *lt_run_trainer(lt_run *r);

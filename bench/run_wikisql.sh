@@ -27,6 +27,9 @@
 #   MLX_PAD_FIX [0] 1: mlx-lm without its extra pad target (see bench/mlx_wikisql.py)
 #   LT_COMPUTE [f32]  loratune's --compute-dtype for training (f32 | bf16 | auto); the common
 #     evaluator always runs in f32, so runs in both dtypes are scored alike
+#   TORCH_ARGS [""]  more bench/torch_wikisql.py options, e.g. "--autocast bf16 --compile"
+#     (PyTorch's best on a CPU with bf16; its JSON then has tokens_per_s_steady: the first 3
+#     steps, which compile, left out)
 #   LT [build/loratune]  PY [.venv-bench/bin/python: tools/setup.sh --bench]  MLXPY [.venv/bin/python]
 #   GGUF [models/SmolLM2-135M-Instruct.Q4_1.gguf]  FIXTURES [$LT_FIXTURES or tests/fixtures]
 #   OUTDIR [/tmp/loratune-wikisql]
@@ -35,7 +38,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 STEPS=${STEPS:-200} SYSTEMS=${SYSTEMS:-loratune torch mlx} THREADS=${THREADS:-2}
 EVAL_BASE=${EVAL_BASE:-1} EVAL_OWN=${EVAL_OWN:-1} MLX_PAD_FIX=${MLX_PAD_FIX:-0}
-EVAL_BATCHES=${EVAL_BATCHES:-0}
+EVAL_BATCHES=${EVAL_BATCHES:-0} TORCH_ARGS=${TORCH_ARGS:-}
 LT=${LT:-build/loratune} PY=${PY:-.venv-bench/bin/python} LT_COMPUTE=${LT_COMPUTE:-f32} MLXPY=${MLXPY:-.venv/bin/python}
 GGUF=${GGUF:-models/SmolLM2-135M-Instruct.Q4_1.gguf}
 FIXTURES=${FIXTURES:-${LT_FIXTURES:-tests/fixtures}}
@@ -102,7 +105,7 @@ for sys in $SYSTEMS; do
       timed torch "$PY" bench/torch_wikisql.py --model "$MODEL" --data "$DATA" \
         --out "$RUN/torch" --steps "$STEPS" --batch $BATCH --seq $SEQ --lr $LR \
         --weight-decay $WD --rank $RANK --alpha $ALPHA --seed $SEED --threads "$THREADS" \
-        --eval "$EVAL_OWN" ;;
+        --eval "$EVAL_OWN" $TORCH_ARGS ;;
     mlx)
       LD_PRELOAD="$OPENBLAS_SO" timed mlx "$MLXPY" bench/mlx_wikisql.py --model "$MODEL" \
         --data "$DATA" --out "$RUN/mlx" --steps "$STEPS" --batch $BATCH --seq $SEQ --lr $LR \

@@ -134,6 +134,13 @@ def main():
     ap.add_argument("--no-pack", action="store_true")
     ap.add_argument("--attn", default="sdpa", choices=["sdpa", "eager"])
     ap.add_argument("--eval", type=int, default=1, help="0: skip the final validation")
+    ap.add_argument("--autocast", default="none", choices=["none", "bf16"],
+                    help="bf16: the forward under torch.autocast('cpu', bfloat16)")
+    ap.add_argument("--compile", action="store_true",
+                    help="torch.compile the model (its first steps compile: tokens_per_s_steady "
+                         "leaves out the first --warm steps)")
+    ap.add_argument("--warm", type=int, default=3,
+                    help="steps left out of tokens_per_s_steady (compilation, first-touch)")
     a = ap.parse_args()
     pack = not a.no_pack
 
@@ -156,6 +163,7 @@ def main():
                     target_modules=["q_proj", "v_proj"], bias="none", task_type="CAUSAL_LM")
     model = get_peft_model(model, lc)
     trainable = [p for p in model.parameters() if p.requires_grad]
+    fmodel = torch.compile(model) if a.compile else model
     opt = torch.optim.AdamW(trainable, lr=a.lr, betas=(0.9, 0.999), eps=1e-8,
                             weight_decay=a.weight_decay)
     V = model.config.vocab_size
@@ -172,14 +180,15 @@ def main():
 
     def forward_loss(ids, tgt, pos, mask4):
         # one path for both: unpacked rows hold one example, so the mask is causal + padding
-        logits = model(input_ids=ids, position_ids=pos, attention_mask=mask4).logits
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=a.autocast == "bf16"):
+            logits = fmodel(input_ids=ids, position_ids=pos, attention_mask=mask4).logits
         return F.cross_entropy(logits.float().reshape(-1, V), tgt.reshape(-1),
                                ignore_index=-100, reduction="sum")
 
     model.train()
     it = batches()
     real_tokens = loss_tokens = 0
-    losses, times = [], []
+    losses, times, reals = [], [], []
     train_s = 0.0
     for step in range(1, a.steps + 1):
         ids, tgt, pos, mask4, real, nl = next(it)
@@ -191,6 +200,7 @@ def main():
         dt = time.perf_counter() - t0
         train_s += dt
         times.append(dt)
+        reals.append(real)
         real_tokens += real
         loss_tokens += nl
         losses.append(loss.item())
@@ -220,6 +230,9 @@ def main():
         "pack": int(pack), "attn": a.attn, "threads": a.threads,
         "real_tokens": real_tokens, "loss_tokens": loss_tokens,
         "train_s": round(train_s, 3), "tokens_per_s": round(real_tokens / train_s, 2),
+        "tokens_per_s_steady": (round(sum(reals[a.warm:]) / sum(times[a.warm:]), 2)
+                                if a.steps > a.warm else None),
+        "autocast": a.autocast, "compile": int(a.compile),
         "s_per_step": round(train_s / a.steps, 4),
         "setup_s": round(t_ready - t_start, 2), "eval_s": round(t_end - t_trained, 2),
         "val_loss_own": val_loss, "loss_first": losses[0], "loss_last": losses[-1],

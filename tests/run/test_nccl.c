@@ -46,6 +46,7 @@
 #include "loratune/nccl.h"
 #include "loratune/run.h"
 #include "loratune/safetensors.h"
+#include "ckpt_diff.h"
 #include "lt_test.h"
 
 #define MAXEV 64
@@ -384,31 +385,8 @@ int main(void) {
         snprintf(fa, sizeof fa, "%s/plain/checkpoints/step-00000006.safetensors", g_dir);
         snprintf(fb, sizeof fb, "%s/nccl_zero_fp32/checkpoints/step-00000006.safetensors", g_dir);
         CHECK_OK(lt_checkpoint_verify(fb));
-        lt_safetensors *a = NULL, *b = NULL;
-        double wc = INFINITY;
         int moments = 0;
-        if (!lt_safetensors_open(fa, &a) && !lt_safetensors_open(fb, &b) &&
-            lt_safetensors_count(a) == lt_safetensors_count(b)) {
-            wc = 0;
-            for (size_t k = 0; k < lt_safetensors_count(a); k++) {
-                const lt_tensor_view *va = lt_safetensors_tensor(a, k);
-                const lt_tensor_view *vb = lt_safetensors_find(b, va->name);
-                if (!vb || lt_tensor_numel(vb) != lt_tensor_numel(va)) {
-                    wc = INFINITY;
-                    break;
-                }
-                const float *p = va->data, *q = vb->data;
-                double dm = 0, mm = 0;
-                for (int64_t i = 0; i < lt_tensor_numel(va); i++) {
-                    dm = fmax(dm, fabs((double)p[i] - q[i]));
-                    mm = fmax(mm, fabs((double)p[i]));
-                }
-                if (!strncmp(va->name, "optimizer.", 10) && mm > 0) moments++;
-                wc = fmax(wc, mm > 0 ? dm / mm : dm);
-            }
-        }
-        lt_safetensors_close(a);
-        lt_safetensors_close(b);
+        const double wc = ckpt_diff(fa, fb, &moments);
         printf("run, ZeRO-1's checkpoint vs the plain run's: within %.3g of each tensor's "
                "largest value (%d moment tensors)\n", wc, moments);
         CHECK(wc < 1e-2 && moments > 0, "ZeRO-1's checkpoint vs plain: %.3g, %d moment tensors",

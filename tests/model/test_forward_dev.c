@@ -14,10 +14,10 @@
  *     untied head); each stories form with no adapter, the PEFT LoRA and the DoRA adapter.
  * (b) On the CUDA backend (skipped with exit 77 and the reason when there is none): the same
  *     runs compared with the CPU's at a tolerance: max |cuda - cpu| / max(1, |cpu|) over every
- *     logit <= TOL_REL. Both sides compute in fp32 from the same weights (the device converts
- *     F16 / BF16 / Q8_0 exactly as the host does); what differs is the order of sums (cuBLAS's
- *     vs OpenBLAS's / the row kernel's blocking, the attention kernel's loop), ~1e-6 relative
- *     per dot product, growing through the layers to ~1e-5 on logits of |1..10|: 1e-4 leaves a
+ *     logit <= TOL_REL (TOL_REL_F16 with fp16 caches: see there). Both sides compute in fp32
+ *     from the same weights (the device converts F16 / BF16 / Q8_0 exactly as the host does);
+ *     what differs is the order of sums (cuBLAS's vs OpenBLAS's / the row kernel's blocking,
+ *     the attention kernel's loop), ~1e-6 relative per dot product, growing through the layers to ~1e-5 on logits of |1..10|: 1e-4 leaves a
  *     margin while a wrong row order, rotary or dequantization moves logits by > 1e-2. Greedy
  *     ids must agree for the first N_GREEDY tokens (a near-tie could legitimately flip later;
  *     the first disagreeing position is printed with both sequences). Every comparison prints
@@ -34,6 +34,12 @@
 #include "lt_test.h"
 
 #define TOL_REL 1e-4
+/* fp16 caches: each side rounds its K and V to fp16 on store, and an element whose two fp32
+ * values (1e-6 apart) straddle an fp16 rounding boundary is stored one fp16 step (4.9e-4
+ * relative) apart: measured on an H100 (2026-12-07) up to 7.6e-3 on the logits (stories260K
+ * Q8_0 + LoRA), greedy ids equal. The f32-cache runs of the same models keep 1e-4 for the rest
+ * of the path (rows, rotary, dequantization); a wrong fp16 conversion moves logits by > 0.1. */
+#define TOL_REL_F16 2e-2
 #define N_TOK 24    /* tokens of the logits comparison: a prefill of N_TOK - 4, 4 decode steps */
 #define N_GEN 32    /* tokens generated */
 #define N_GREEDY 16 /* greedy ids that must agree on a GPU */
@@ -134,6 +140,7 @@ static void compare_one(const char *what, const lt_model *m, const lt_model_delt
                         const lt_backend *be, lt_kv_type t, int exact) {
     const int V = m->config.vocab_size;
     const char *tn = t == LT_KV_F16 ? "f16 cache" : "f32 cache";
+    const double tol = t == LT_KV_F16 ? TOL_REL_F16 : TOL_REL;
     lt_model_dev *dev = NULL;
     lt_model_delta *dd = NULL;
     float *a = malloc(sizeof(float) * N_TOK * V), *b = malloc(sizeof(float) * N_TOK * V);
@@ -155,8 +162,8 @@ static void compare_one(const char *what, const lt_model *m, const lt_model_delt
               "%s, %s: %s logits differ from the host path's (max rel %.3g): expected identical",
               what, tn, be->name, d);
     else
-        CHECK(d <= TOL_REL, "%s, %s: %s logits differ from the cpu's by %.3g relative > %g", what,
-              tn, be->name, d, TOL_REL);
+        CHECK(d <= tol, "%s, %s: %s logits differ from the cpu's by %.3g relative > %g", what, tn,
+              be->name, d, tol);
 
     /* batched step */
     CHECK_OK(batch(host, hd, t, a));
@@ -166,7 +173,7 @@ static void compare_one(const char *what, const lt_model *m, const lt_model_delt
     if (exact)
         CHECK(!memcmp(a, b, sizeof(float) * 2 * V), "%s, %s: batched logits differ", what, tn);
     else
-        CHECK(d <= TOL_REL, "%s, %s: batched logits differ by %.3g", what, tn, d);
+        CHECK(d <= tol, "%s, %s: batched logits differ by %.3g", what, tn, d);
 
     /* greedy, then sampled ids */
     for (int k = 0; k < 2; k++) {

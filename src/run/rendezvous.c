@@ -24,6 +24,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/alloc.h"
+#include "core/io.h"
 #include "loratune/rendezvous.h"
 
 #define MAGIC "LTRDV01\n"
@@ -62,14 +64,15 @@ static lt_status file_root(const char *spec, const char *path, int size, const v
                            size_t n, double timeout_s) {
     char tmp[4200], ack[4200];
     snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    int fd = lt_io_open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0600);
     if (fd < 0)
         return lt_error(LT_ERR_IO, "%s: rank 0: cannot create %s: %s", spec, tmp, strerror(errno));
     unsigned char h[HEAD];
     put_head(h, size, 0, (uint64_t)n);
-    int ok = write(fd, h, HEAD) == HEAD && write(fd, buf, n) == (ssize_t)n && fsync(fd) == 0;
+    int ok = lt_io_write(fd, h, HEAD) == HEAD && lt_io_write(fd, buf, n) == (ssize_t)n &&
+             lt_io_fsync(fd) == 0;
     int err = errno;
-    close(fd);
+    lt_io_close(fd);
     if (!ok) {
         unlink(tmp);
         return lt_error(LT_ERR_IO, "%s: rank 0: writing %s: %s", spec, tmp, strerror(err));
@@ -149,11 +152,11 @@ static lt_status file_peer(const char *spec, const char *path, int rank, int siz
         return lt_error(LT_ERR_IO, "%s: rank %d: %s: %zd of %zu bytes", spec, rank, path, got, n);
     char ack[4200];
     snprintf(ack, sizeof ack, "%s.ack.%d", path, rank);
-    int afd = open(ack, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    int afd = lt_io_open(ack, O_WRONLY | O_CREAT | O_TRUNC, 0600);
     if (afd < 0)
         return lt_error(LT_ERR_IO, "%s: rank %d: cannot create %s: %s", spec, rank, ack,
                         strerror(errno));
-    close(afd);
+    lt_io_close(afd);
     return LT_OK;
 }
 
@@ -205,7 +208,7 @@ static lt_status tcp_root(const char *spec, const char *host, const char *port, 
                         strerror(err));
     }
     freeaddrinfo(ai);
-    unsigned char *seen = calloc((size_t)size, 1);
+    unsigned char *seen = lt_calloc((size_t)size, 1);
     if (!seen) {
         close(ls);
         return lt_error(LT_ERR_NOMEM, "%s: out of memory", spec);
@@ -260,7 +263,7 @@ static lt_status tcp_root(const char *spec, const char *host, const char *port, 
             served++;
         }
     }
-    free(seen);
+    lt_free(seen);
     close(ls);
     return st;
 }

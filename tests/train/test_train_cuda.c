@@ -102,6 +102,7 @@ typedef struct {
     int n;
     float **grad0, **val, **m, **v; /* [n_tensors] */
     int64_t *numel;
+    char (*name)[96]; /* [n_tensors]: where the worst after-step error is, when one fails */
 } trace;
 
 static void free_trace(trace *t) {
@@ -111,7 +112,7 @@ static void free_trace(trace *t) {
         free(t->m[i]);
         free(t->v[i]);
     }
-    free(t->grad0), free(t->val), free(t->m), free(t->v), free(t->numel);
+    free(t->grad0), free(t->val), free(t->m), free(t->v), free(t->numel), free(t->name);
 }
 
 /* The device memory plan against what the trainer allocated on be: lt_train_plan_device's
@@ -217,6 +218,7 @@ static int run_trainer(const tcase *tc, const lt_backend *be, trace *out) {
     out->m = calloc((size_t)out->n, sizeof(float *));
     out->v = calloc((size_t)out->n, sizeof(float *));
     out->numel = calloc((size_t)out->n, sizeof(int64_t));
+    out->name = calloc((size_t)out->n, sizeof *out->name);
     for (int s = 0; s < NSTEP; s++) {
         mbatch mb[NACC];
         int64_t total = 0;
@@ -242,6 +244,7 @@ static int run_trainer(const tcase *tc, const lt_backend *be, trace *out) {
         lt_train_tensor t;
         lt_trainer_tensor(tr, i, &t);
         out->numel[i] = t.numel;
+        if (out->name) snprintf(out->name[i], sizeof out->name[i], "%s", t.name);
         out->val[i] = lt_tt_get(tr, i, LT_TENSOR_VALUE);
         out->m[i] = lt_tt_get(tr, i, LT_TENSOR_ADAM_M);
         out->v[i] = lt_tt_get(tr, i, LT_TENSOR_ADAM_V);
@@ -272,6 +275,7 @@ static void compare_trainer(const tcase *tc, const lt_backend *other, int exact)
         return;
     }
     double wl = 0, wn = 0, wg = 0, wa = 0, wm = 0, wv = 0;
+    const char *wa_name = "";
     const float lr = 1e-2f;
     for (int k = 0; k < NSTEP * NACC; k++) {
         double e = fabs(b.loss[k] - a.loss[k]) / fabs(a.loss[k]);
@@ -288,7 +292,10 @@ static void compare_trainer(const tcase *tc, const lt_backend *other, int exact)
         if (e > wg || e != e) wg = e;
         e = rel_err(b.val[i], a.val[i], n, &mb);
         e = e * mb / (TOL_AFTER * mb + TOL_AFTER_LR * lr);
-        if (e > wa || e != e) wa = e;
+        if (e > wa || e != e) {
+            wa = e;
+            wa_name = a.name ? a.name[i] : "";
+        }
         e = rel_err(b.m[i], a.m[i], n, NULL);
         if (e > wm || e != e) wm = e;
         e = rel_err(b.v[i], a.v[i], n, NULL);
@@ -328,7 +335,7 @@ static void compare_trainer(const tcase *tc, const lt_backend *other, int exact)
     CHECK(wl <= TOL_LOSS, "%s: loss rel err %.3g", tc->name, wl);
     CHECK(wn <= TOL_NORM, "%s: grad norm rel err %.3g", tc->name, wn);
     CHECK(wg <= TOL_GRAD, "%s: grad rel err %.3g", tc->name, wg);
-    CHECK(wa <= 1.0, "%s: after-step err %.3g of the allowed", tc->name, wa);
+    CHECK(wa <= 1.0, "%s: after-step err %.3g of the allowed (%s)", tc->name, wa, wa_name);
     CHECK(wm <= TOL_M, "%s: adam m rel err %.3g", tc->name, wm);
     CHECK(wv <= TOL_V, "%s: adam v rel err %.3g", tc->name, wv);
     free_trace(&a);

@@ -677,6 +677,31 @@ static lt_status dp_accumulate(lt_run *r, int64_t count, int64_t tstep0, uint64_
     return LT_OK;
 }
 
+/* A collective that failed (the communicator set lt_errmsg): the rank and what it was doing */
+static lt_status dp_failed(const lt_run *r, const char *what) {
+    char msg[512];
+    snprintf(msg, sizeof msg, "%s", lt_errmsg());
+    return lt_error(LT_ERR_IO, "data parallel: rank %d of %d: %s: %s", r->comm.rank, r->comm.size,
+                    what, msg);
+}
+
+/* sum[0 .. k) = the ranks' mine[0 .. k), added in rank order (the same bits on every rank);
+ * k <= 2 (dp_recv holds 2 doubles a rank) */
+static lt_status dp_sum_doubles(lt_run *r, const double *mine, int k, double *sum,
+                                const char *what) {
+    if (r->comm.allgather(r->comm.ctx, mine, r->dp_recv, (size_t)k * sizeof(double)))
+        return dp_failed(r, what);
+    for (int i = 0; i < k; i++)
+        sum[i] = 0;
+    for (int q = 0; q < r->comm.size; q++)
+        for (int i = 0; i < k; i++) {
+            double v;
+            memcpy(&v, (const char *)r->dp_recv + ((size_t)q * k + i) * sizeof v, sizeof v);
+            sum[i] += v;
+        }
+    return LT_OK;
+}
+
 /* this rank's rows of micro-batch k (B 0 when it has none) */
 static lt_batch dp_part(const lt_run *r, int k, int *b0) {
     const lt_batch *mb = &r->mbs[k];
@@ -709,11 +734,10 @@ static int dp_piece(void *ctx, float *buf, int64_t n) {
  * not the same draws. */
 static lt_status dp_reduce(lt_run *r, int64_t tstep0, uint64_t micro0, int64_t count,
                            double *loss_sum, int64_t *counted) {
-    const int N = r->comm.size, me = r->comm.rank, G = r->o.grad_accum;
+    const int N = r->comm.size, G = r->o.grad_accum;
     /* reduce while the backward runs (ZeRO-1: one reduce-scatter after it) */
     const int pieces = r->comm.allreduce_wait != NULL && !r->comm.zero;
     double mine[2] = {0, 0};
-    char msg[512];
     lt_status s;
     int last = -1; /* this rank's last micro-batch with loss tokens: its backward reduces */
     for (int k = 0, b0; k < G; k++) {
@@ -753,22 +777,11 @@ static lt_status dp_reduce(lt_run *r, int64_t tstep0, uint64_t micro0, int64_t c
     } else if (n > 0) {
         failed = r->comm.allreduce(r->comm.ctx, g, (size_t)n);
     }
-    if (failed) {
-        snprintf(msg, sizeof msg, "%s", lt_errmsg());
-        return lt_error(LT_ERR_IO, "data parallel: rank %d of %d: reducing the gradients: %s", me,
-                        N, msg);
-    }
-    if (r->comm.allgather(r->comm.ctx, mine, r->dp_recv, sizeof mine)) {
-        snprintf(msg, sizeof msg, "%s", lt_errmsg());
-        return lt_error(LT_ERR_IO, "data parallel: rank %d of %d: exchanging the losses: %s", me,
-                        N, msg);
-    }
-    for (int q = 0; q < N; q++) {
-        double v[2];
-        memcpy(v, (const char *)r->dp_recv + (size_t)q * sizeof v, sizeof v);
-        *loss_sum += v[0];
-        *counted += (int64_t)v[1];
-    }
+    if (failed) return dp_failed(r, "reducing the gradients");
+    double sum[2] = {0, 0};
+    if ((s = dp_sum_doubles(r, mine, 2, sum, "exchanging the losses"))) return s;
+    *loss_sum += sum[0];
+    *counted += (int64_t)sum[1];
     return LT_OK;
 }
 
@@ -776,19 +789,7 @@ static lt_status dp_reduce(lt_run *r, int64_t tstep0, uint64_t micro0, int64_t c
  * rank's shard's added in rank order (the same bits on every rank) */
 static lt_status zero_sumsq(lt_run *r, double *ss) {
     double mine = lt_trainer_shard_sumsq(r->tr);
-    char msg[512];
-    if (r->comm.allgather(r->comm.ctx, &mine, r->dp_recv, sizeof mine)) {
-        snprintf(msg, sizeof msg, "%s", lt_errmsg());
-        return lt_error(LT_ERR_IO, "data parallel: rank %d of %d: exchanging the gradient norm: %s",
-                        r->comm.rank, r->comm.size, msg);
-    }
-    *ss = 0;
-    for (int q = 0; q < r->comm.size; q++) {
-        double v;
-        memcpy(&v, (const char *)r->dp_recv + (size_t)q * sizeof v, sizeof v);
-        *ss += v;
-    }
-    return LT_OK;
+    return dp_sum_doubles(r, &mine, 1, ss, "exchanging the gradient norm");
 }
 
 /* ZeRO-1's optimizer step: AdamW on this rank's shard, then the updated shards all-gathered
@@ -799,12 +800,8 @@ static lt_status zero_step(lt_run *r, float lr, double norm) {
     float *g = NULL;
     int64_t n = 0;
     lt_trainer_grad_span(r->tr, &g, &n);
-    if (n > 0 && r->comm.allgather_dev(r->comm.ctx, g, (size_t)(n / r->comm.size))) {
-        char msg[512];
-        snprintf(msg, sizeof msg, "%s", lt_errmsg());
-        return lt_error(LT_ERR_IO, "data parallel: rank %d of %d: gathering the weights: %s",
-                        r->comm.rank, r->comm.size, msg);
-    }
+    if (n > 0 && r->comm.allgather_dev(r->comm.ctx, g, (size_t)(n / r->comm.size)))
+        return dp_failed(r, "gathering the weights");
     return lt_trainer_load_span(r->tr);
 }
 
@@ -822,10 +819,7 @@ float *lt_run_zero_gather_(lt_run *r, lt_status *st) {
         *st = lt_trainer_shard_to_span(r->tr, k ? LT_TENSOR_ADAM_V : LT_TENSOR_ADAM_M);
         if (*st) break;
         if (r->comm.allgather_dev(r->comm.ctx, g, (size_t)(n / r->comm.size))) {
-            char msg[512];
-            snprintf(msg, sizeof msg, "%s", lt_errmsg());
-            *st = lt_error(LT_ERR_IO, "data parallel: rank %d of %d: gathering the optimizer "
-                           "state for the checkpoint: %s", r->comm.rank, r->comm.size, msg);
+            *st = dp_failed(r, "gathering the optimizer state for the checkpoint");
             break;
         }
         for (int i = 0; i < nt && full && !*st; i++) {

@@ -18,7 +18,6 @@
 #include <cuda_runtime.h>
 #include <dlfcn.h>
 #include <math.h>
-#include <mma.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -958,89 +957,157 @@ static float *attn_scratch(const lt_backend *be, int64_t n) {
 /* ---- bf16 attention on tensor cores (attention_fwd_bf16 / attention_bwd_bf16) ----------------
  * The bf16 compute mode's attention, as autocast's SDPA runs it: q, k, v and dO rounded to bf16,
  * the probabilities P and the score gradients dS rounded to bf16 before their products, every
- * product summed in fp32 on the tensor cores (WMMA 16x16x16), softmax statistics, O and the
+ * product summed in fp32 on the tensor cores (mma.sync m16n8k16), softmax statistics, O and the
  * gradients accumulated in fp32. FlashAttention-2's order of work, no T x T matrix: a block of
  * FW warps owns FQ queries (forward, dq) or FK keys (dk, dv), 16 rows a warp; the other side's
- * tiles are staged in shared memory as bf16. A warp's scores go through shared memory (WMMA's
- * fragment layout is opaque): two lanes per row apply the mask (causal, packed documents,
- * sliding window: `allowed`) and the online softmax, and rescale the warp's fp32 O rows there.
+ * tiles are staged in shared memory as bf16. A warp's scores stay in its registers (the mma c
+ * fragments, whose layout PTX documents): the four lanes of a row apply the mask (causal,
+ * packed documents, sliding window: `allowed`, skipped for tiles wholly below the diagonal) and
+ * the online softmax there, and the probabilities go back into the next product as its a
+ * fragments without leaving the registers; ldmatrix.trans reads the row-major V, K, Q, dO tiles
+ * as the products' transposed operands.
  * Backward without atomics, like the fp32 kernels: k_fa_dq (per query tile) and k_fa_dkv (per
  * key tile, over the group's query heads) both recompute P from lse and D = rowsum(dO * O). */
 #define FW 4  /* warps a block */
-#define FQ 64 /* queries a block (16 a warp) */
+#define FQ 64 /* queries a block (16 a warp) / a tile of the dk, dv kernel */
 #define FK 64 /* keys a tile / a block of the dk, dv kernel (16 a warp) */
 typedef __nv_bfloat16 bf16_t;
 
 template <int HD> struct fa_fwd_sm {
     bf16_t Q[FQ][HD + 8], K[FK][HD + 8], V[FK][HD + 8];
-    float S[FW][16][FK + 4];
-    bf16_t P[FW][16][FK + 8];
-    float O[FW][16][HD + 4];
 };
 template <int HD> struct fa_dq_sm {
     bf16_t Q[FQ][HD + 8], G[FQ][HD + 8], K[FK][HD + 8], V[FK][HD + 8];
-    float S[FW][16][FK + 4], dP[FW][16][FK + 4];
-    bf16_t dS[FW][16][FK + 8];
     float L[FQ], D[FQ];
 };
 template <int HD> struct fa_dkv_sm {
     bf16_t K[FK][HD + 8], V[FK][HD + 8], Q[FQ][HD + 8], G[FQ][HD + 8];
-    float S[FW][16][FQ + 4], dP[FW][16][FQ + 4];
-    bf16_t P[FW][16][FQ + 8], dS[FW][16][FQ + 8];
     float L[FQ], D[FQ];
 };
 
-/* rows [0, n) of x (row j at x + (j * stride) * HD... as given by base + j * rs) into dst as bf16,
- * rows [n, R) zero: every thread of the block takes part */
+/* two floats as a bf16 pair (lo in the low half, as the mma operands hold a row's neighbours) */
+__device__ __forceinline__ uint32_t bf2(float lo, float hi) {
+    __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+    return *reinterpret_cast<uint32_t *>(&v);
+}
+__device__ __forceinline__ uint32_t ld32(const bf16_t *p) {
+    return *reinterpret_cast<const uint32_t *>(p);
+}
+/* c (16x8 fp32) += a (16x16 bf16, row) . b (16x8 bf16, col). Fragments: lane = 4 g + t holds
+ * a's (g, 2t..2t+1), (g+8, 2t..), (g, 8+2t..), (g+8, 8+2t..); b's (k = 2t.., n = g) and
+ * (k = 8+2t.., n = g); c's (g, 2t..2t+1) and (g+8, 2t..2t+1) */
+__device__ __forceinline__ void mma_bf16(float c[4], const uint32_t a[4], uint32_t b0,
+                                         uint32_t b1) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, "
+                 "{%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+/* the b fragments of two 8-column tiles (n0.., n0+8..) over k = k0..k0+15 of a row-major [k][n]
+ * bf16 tile in shared memory: ldmatrix's transposing load, four 8x8 matrices, a lane naming
+ * one row of one of them */
+__device__ __forceinline__ void ldsm_t(uint32_t b[4], const bf16_t *x, int ld, int k0, int n0) {
+    const int l = threadIdx.x & 31, mi = l >> 3;
+    const bf16_t *p = x + (k0 + (mi & 1) * 8 + (l & 7)) * ld + n0 + (mi >> 1) * 8;
+    const uint32_t a = (uint32_t)__cvta_generic_to_shared(p);
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(b[0]), "=r"(b[1]), "=r"(b[2]), "=r"(b[3])
+                 : "r"(a));
+}
+
+/* rows [0, n) of x (row j at base + j * rs) into dst (R rows of HD + 8) as bf16, rows [n, R)
+ * zero: every thread of the block takes part; four floats a load where the rows allow it */
 template <int HD, int R>
 __device__ void fa_load(bf16_t (*dst)[HD + 8], const float *base, int64_t rs, int n) {
+    if ((((uintptr_t)base) & 15) == 0 && (rs & 3) == 0) {
+        for (int e = threadIdx.x; e < R * HD / 4; e += FW * 32) {
+            const int j = e / (HD / 4), i = (e % (HD / 4)) * 4;
+            const float4 x = j < n ? *reinterpret_cast<const float4 *>(base + (int64_t)j * rs + i)
+                                   : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+            *reinterpret_cast<uint2 *>(&dst[j][i]) = make_uint2(bf2(x.x, x.y), bf2(x.z, x.w));
+        }
+        return;
+    }
     for (int e = threadIdx.x; e < R * HD; e += FW * 32) {
         const int j = e / HD, i = e % HD;
         dst[j][i] = __float2bfloat16_rn(j < n ? base[(int64_t)j * rs + i] : 0.0f);
     }
 }
 
-/* acc[16][64] = A[16][HD] (row-major bf16, lda) . B^T where B[64][HD] is row-major bf16 (ldb):
- * the scores of 16 rows against 64 columns, stored row-major into out (ldo floats) */
-template <int HD>
-__device__ void fa_scores(float *out, int ldo, const bf16_t *A, int lda, const bf16_t *B, int ldb) {
-    using namespace nvcuda;
+/* s[16][8 NT] = X[r0..r0+15][0..HD) . Y[0..8 NT)[0..HD)^T, both row-major bf16 (HD + 8 a row)
+ * in shared memory: a warp's 16 rows of scores against 8 NT columns, in mma c fragments */
+template <int HD, int NT>
+__device__ __forceinline__ void fa_scores(float s[NT][4], const bf16_t (*X)[HD + 8], int r0,
+                                          const bf16_t (*Y)[HD + 8]) {
+    const int l = threadIdx.x & 31, g = l >> 2, t = l & 3;
 #pragma unroll
-    for (int n = 0; n < 4; n++) {
-        wmma::fragment<wmma::accumulator, 16, 16, 16, float> c;
-        wmma::fill_fragment(c, 0.0f);
+    for (int j = 0; j < NT; j++)
+        s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.0f;
 #pragma unroll
-        for (int kk = 0; kk < HD / 16; kk++) {
-            wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16_t, wmma::row_major> a;
-            wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16_t, wmma::col_major> b;
-            wmma::load_matrix_sync(a, A + kk * 16, lda);
-            wmma::load_matrix_sync(b, B + n * 16 * ldb + kk * 16, ldb);
-            wmma::mma_sync(c, a, b, c);
-        }
-        wmma::store_matrix_sync(out + n * 16, c, ldo, wmma::mem_row_major);
+    for (int kk = 0; kk < HD / 16; kk++) {
+        uint32_t a[4];
+        a[0] = ld32(&X[r0 + g][kk * 16 + 2 * t]);
+        a[1] = ld32(&X[r0 + g + 8][kk * 16 + 2 * t]);
+        a[2] = ld32(&X[r0 + g][kk * 16 + 8 + 2 * t]);
+        a[3] = ld32(&X[r0 + g + 8][kk * 16 + 8 + 2 * t]);
+#pragma unroll
+        for (int j = 0; j < NT; j++)
+            mma_bf16(s[j], a, ld32(&Y[j * 8 + g][kk * 16 + 2 * t]),
+                     ld32(&Y[j * 8 + g][kk * 16 + 8 + 2 * t]));
     }
 }
+/* o[16][HD] += p[16][8 NT] . Y[0..8 NT)[0..HD) with p in c fragments (rounded to bf16 here: the
+ * c fragments of two neighbouring 8-column tiles are the a fragment of one 16-deep step) and Y
+ * row-major bf16 in shared memory */
+template <int HD, int NT>
+__device__ __forceinline__ void fa_acc(float o[HD / 8][4], const float p[NT][4],
+                                       const bf16_t (*Y)[HD + 8]) {
+#pragma unroll
+    for (int c = 0; c < NT / 2; c++) {
+        const uint32_t a[4] = {bf2(p[2 * c][0], p[2 * c][1]), bf2(p[2 * c][2], p[2 * c][3]),
+                               bf2(p[2 * c + 1][0], p[2 * c + 1][1]),
+                               bf2(p[2 * c + 1][2], p[2 * c + 1][3])};
+#pragma unroll
+        for (int d = 0; d < HD / 8; d += 2) {
+            uint32_t b[4];
+            ldsm_t(b, &Y[0][0], HD + 8, c * 16, d * 8);
+            mma_bf16(o[d], a, b[0], b[1]);
+            mma_bf16(o[d + 1], a, b[2], b[3]);
+        }
+    }
+}
+__device__ __forceinline__ float quad_max(float x) {
+    x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 1));
+    return fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 2));
+}
+__device__ __forceinline__ float quad_sum(float x) {
+    x += __shfl_xor_sync(0xffffffffu, x, 1);
+    return x + __shfl_xor_sync(0xffffffffu, x, 2);
+}
+/* a 16 x 8 NT c-fragment tile's element e of column tile j: its row (0..15), its column */
+#define FA_ROW(g, e) ((g) + ((e) >> 1) * 8)
+#define FA_COL(j, t, e) ((j) * 8 + 2 * (t) + ((e) & 1))
 
+/* one block per (query tile, head, row); the query tiles with the most keys start first */
 template <int HD>
 __global__ void __launch_bounds__(FW * 32) k_fa_fwd(float *out, float *lse, const float *q,
                                                    const float *k, const float *v,
                                                    const int32_t *seq, const int32_t *off,
                                                    int T, int NH, int NKV, int window) {
-    using namespace nvcuda;
     extern __shared__ __align__(128) unsigned char fa_smem[];
     fa_fwd_sm<HD> &sm = *reinterpret_cast<fa_fwd_sm<HD> *>(fa_smem);
-    const int b = blockIdx.z, h = blockIdx.y, t0 = blockIdx.x * FQ;
+    const int b = blockIdx.z, h = blockIdx.y, t0 = (gridDim.x - 1 - blockIdx.x) * FQ;
     int64_t r;
     const int len = row_of(off, b, T, &r);
     if (t0 >= len) return;
     const int kvh = h / (NH / NKV), w = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    const int nq = min(FQ, len - t0), i = lane >> 1, half = lane & 1;
-    const int t = t0 + w * 16 + i; /* this lane's query row (two lanes a row) */
+    const int g = lane >> 2, tl = lane & 3, nq = min(FQ, len - t0);
     const float sc = rsqrtf((float)HD);
     fa_load<HD, FQ>(sm.Q, q + ((r + t0) * NH + h) * HD, (int64_t)NH * HD, nq);
-    for (int c = 0; c < HD / 2; c++)
-        sm.O[w][i][half * (HD / 2) + c] = 0.0f;
-    float m = -INFINITY, l = 0.0f;
+    float o[HD / 8][4], m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
+#pragma unroll
+    for (int d = 0; d < HD / 8; d++)
+        o[d][0] = o[d][1] = o[d][2] = o[d][3] = 0.0f;
     const int tlast = t0 + nq - 1, wfirst = t0 + w * 16, wlast = min(wfirst + 15, tlast);
     const int s_begin = window > 0 ? max(0, t0 - window + 1) / FK * FK : 0;
     for (int s0 = s_begin; s0 <= tlast; s0 += FK) {
@@ -1051,57 +1118,62 @@ __global__ void __launch_bounds__(FW * 32) k_fa_fwd(float *out, float *lse, cons
         __syncthreads();
         if (wfirst > tlast || s0 > wlast) continue; /* no live query of the warp sees these keys */
         if (window > 0 && s0 + ns - 1 + window <= wfirst) continue; /* all before the window */
-        fa_scores<HD>(&sm.S[w][0][0], FK + 4, &sm.Q[w * 16][0], HD + 8, &sm.K[0][0], HD + 8);
-        __syncwarp();
-        float x[32], tmax = -INFINITY;
+        float s[FK / 8][4];
+        fa_scores<HD, FK / 8>(s, sm.Q, w * 16, sm.K);
+        /* every key of the tile before every query of the warp: no mask to apply */
+        const bool full = !seq && window <= 0 && ns == FK && s0 + FK - 1 <= wfirst;
+        float mx[2] = {-INFINITY, -INFINITY};
 #pragma unroll
-        for (int c = 0; c < 32; c++) {
-            const int j = half * 32 + c, s = s0 + j;
-            float y = -INFINITY;
-            if (t <= tlast && j < ns && allowed(seq, r, t, s, window)) y = sm.S[w][i][j] * sc;
-            x[c] = y;
-            tmax = fmaxf(tmax, y);
-        }
-        tmax = fmaxf(tmax, __shfl_xor_sync(0xffffffffu, tmax, 1));
-        const float mn = fmaxf(m, tmax);
-        const float alpha = mn == -INFINITY ? 1.0f : __expf(m - mn);
-        float ps = 0.0f;
+        for (int j = 0; j < FK / 8; j++)
 #pragma unroll
-        for (int c = 0; c < 32; c++) {
-            const bf16_t p = __float2bfloat16_rn(x[c] == -INFINITY ? 0.0f : __expf(x[c] - mn));
-            sm.P[w][i][half * 32 + c] = p;
-            ps += __bfloat162float(p);
-        }
-        ps += __shfl_xor_sync(0xffffffffu, ps, 1);
-        l = l * alpha + ps;
-        m = mn;
-        if (alpha != 1.0f)
-            for (int c = 0; c < HD / 2; c++)
-                sm.O[w][i][half * (HD / 2) + c] *= alpha;
-        __syncwarp();
-#pragma unroll
-        for (int d = 0; d < HD / 16; d++) {
-            wmma::fragment<wmma::accumulator, 16, 16, 16, float> o;
-            wmma::load_matrix_sync(o, &sm.O[w][0][d * 16], HD + 4, wmma::mem_row_major);
-#pragma unroll
-            for (int kk = 0; kk < FK / 16; kk++) {
-                wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16_t, wmma::row_major> a;
-                wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16_t, wmma::row_major> bv;
-                wmma::load_matrix_sync(a, &sm.P[w][0][kk * 16], FK + 8);
-                wmma::load_matrix_sync(bv, &sm.V[kk * 16][d * 16], HD + 8);
-                wmma::mma_sync(o, a, bv, o);
+            for (int e = 0; e < 4; e++) {
+                const int t = wfirst + FA_ROW(g, e), c = FA_COL(j, tl, e);
+                float y = s[j][e] * sc;
+                if (!full && !(t <= tlast && c < ns && allowed(seq, r, t, s0 + c, window)))
+                    y = -INFINITY;
+                s[j][e] = y;
+                mx[e >> 1] = fmaxf(mx[e >> 1], y);
             }
-            wmma::store_matrix_sync(&sm.O[w][0][d * 16], o, HD + 4, wmma::mem_row_major);
+        float mn[2], alpha[2], ps[2] = {0.0f, 0.0f};
+#pragma unroll
+        for (int i = 0; i < 2; i++) {
+            mn[i] = fmaxf(m[i], quad_max(mx[i]));
+            alpha[i] = mn[i] == -INFINITY ? 1.0f : __expf(m[i] - mn[i]);
         }
-        __syncwarp();
+#pragma unroll
+        for (int j = 0; j < FK / 8; j++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                const float x = s[j][e];
+                const float p = x == -INFINITY
+                                    ? 0.0f
+                                    : __bfloat162float(__float2bfloat16_rn(__expf(x - mn[e >> 1])));
+                s[j][e] = p;
+                ps[e >> 1] += p;
+            }
+#pragma unroll
+        for (int i = 0; i < 2; i++) {
+            l[i] = l[i] * alpha[i] + quad_sum(ps[i]);
+            m[i] = mn[i];
+        }
+#pragma unroll
+        for (int d = 0; d < HD / 8; d++) {
+            o[d][0] *= alpha[0], o[d][1] *= alpha[0];
+            o[d][2] *= alpha[1], o[d][3] *= alpha[1];
+        }
+        fa_acc<HD, FK / 8>(o, s, sm.V);
     }
-    __syncwarp();
-    if (t > tlast) return;
-    const float inv = 1.0f / l;
-    float *ot = out + ((r + t) * NH + h) * HD + half * (HD / 2);
-    for (int c = 0; c < HD / 2; c++)
-        ot[c] = sm.O[w][i][half * (HD / 2) + c] * inv;
-    if (!half) lse[r * NH + (int64_t)h * len + t] = m + logf(l);
+#pragma unroll
+    for (int i = 0; i < 2; i++) {
+        const int t = wfirst + g + i * 8;
+        if (t > tlast) continue;
+        const float inv = 1.0f / l[i];
+        float *ot = out + ((r + t) * NH + h) * HD + 2 * tl;
+#pragma unroll
+        for (int d = 0; d < HD / 8; d++)
+            ot[d * 8] = o[d][2 * i] * inv, ot[d * 8 + 1] = o[d][2 * i + 1] * inv;
+        if (tl == 0) lse[r * NH + (int64_t)h * len + t] = m[i] + logf(l[i]);
+    }
 }
 
 /* dq += sc * dS K with dS = P (dO V^T - D), P = exp(sc Q K^T - lse): one block per query tile */
@@ -1111,16 +1183,14 @@ __global__ void __launch_bounds__(FW * 32) k_fa_dq(float *dq, const float *dout,
                                                   const float *lse, const float *Dl,
                                                   const int32_t *seq, const int32_t *off, int T,
                                                   int NH, int NKV, int window) {
-    using namespace nvcuda;
     extern __shared__ __align__(128) unsigned char fa_smem[];
     fa_dq_sm<HD> &sm = *reinterpret_cast<fa_dq_sm<HD> *>(fa_smem);
-    const int b = blockIdx.z, h = blockIdx.y, t0 = blockIdx.x * FQ;
+    const int b = blockIdx.z, h = blockIdx.y, t0 = (gridDim.x - 1 - blockIdx.x) * FQ;
     int64_t r;
     const int len = row_of(off, b, T, &r);
     if (t0 >= len) return;
     const int kvh = h / (NH / NKV), w = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    const int nq = min(FQ, len - t0), i = lane >> 1, half = lane & 1;
-    const int t = t0 + w * 16 + i;
+    const int g = lane >> 2, tl = lane & 3, nq = min(FQ, len - t0);
     const float sc = rsqrtf((float)HD);
     fa_load<HD, FQ>(sm.Q, q + ((r + t0) * NH + h) * HD, (int64_t)NH * HD, nq);
     fa_load<HD, FQ>(sm.G, dout + ((r + t0) * NH + h) * HD, (int64_t)NH * HD, nq);
@@ -1128,10 +1198,13 @@ __global__ void __launch_bounds__(FW * 32) k_fa_dq(float *dq, const float *dout,
         sm.L[j] = j < nq ? lse[r * NH + (int64_t)h * len + t0 + j] : 0.0f;
         sm.D[j] = j < nq ? Dl[r * NH + (int64_t)h * len + t0 + j] : 0.0f;
     }
-    wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[HD / 16];
+    __syncthreads();
+    const float L[2] = {sm.L[w * 16 + g], sm.L[w * 16 + g + 8]};
+    const float Dr[2] = {sm.D[w * 16 + g], sm.D[w * 16 + g + 8]};
+    float acc[HD / 8][4];
 #pragma unroll
-    for (int d = 0; d < HD / 16; d++)
-        wmma::fill_fragment(acc[d], 0.0f);
+    for (int d = 0; d < HD / 8; d++)
+        acc[d][0] = acc[d][1] = acc[d][2] = acc[d][3] = 0.0f;
     const int tlast = t0 + nq - 1, wfirst = t0 + w * 16, wlast = min(wfirst + 15, tlast);
     const int s_begin = window > 0 ? max(0, t0 - window + 1) / FK * FK : 0;
     for (int s0 = s_begin; s0 <= tlast; s0 += FK) {
@@ -1142,55 +1215,41 @@ __global__ void __launch_bounds__(FW * 32) k_fa_dq(float *dq, const float *dout,
         __syncthreads();
         if (wfirst > tlast || s0 > wlast) continue;
         if (window > 0 && s0 + ns - 1 + window <= wfirst) continue;
-        fa_scores<HD>(&sm.S[w][0][0], FK + 4, &sm.Q[w * 16][0], HD + 8, &sm.K[0][0], HD + 8);
-        fa_scores<HD>(&sm.dP[w][0][0], FK + 4, &sm.G[w * 16][0], HD + 8, &sm.V[0][0], HD + 8);
-        __syncwarp();
-        const int ti = w * 16 + i;
-#pragma unroll 8
-        for (int c = 0; c < 32; c++) {
-            const int j = half * 32 + c;
-            float ds = 0.0f;
-            if (t <= tlast && j < ns && allowed(seq, r, t, s0 + j, window)) {
-                const float p = __expf(sm.S[w][i][j] * sc - sm.L[ti]);
-                ds = p * (sm.dP[w][i][j] - sm.D[ti]) * sc;
-            }
-            sm.dS[w][i][j] = __float2bfloat16_rn(ds);
-        }
-        __syncwarp();
+        float s[FK / 8][4], dp[FK / 8][4];
+        fa_scores<HD, FK / 8>(s, sm.Q, w * 16, sm.K);
+        fa_scores<HD, FK / 8>(dp, sm.G, w * 16, sm.V);
+        const bool full = !seq && window <= 0 && ns == FK && s0 + FK - 1 <= wfirst;
 #pragma unroll
-        for (int d = 0; d < HD / 16; d++)
+        for (int j = 0; j < FK / 8; j++)
 #pragma unroll
-            for (int kk = 0; kk < FK / 16; kk++) {
-                wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16_t, wmma::row_major> a;
-                wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16_t, wmma::row_major> bk;
-                wmma::load_matrix_sync(a, &sm.dS[w][0][kk * 16], FK + 8);
-                wmma::load_matrix_sync(bk, &sm.K[kk * 16][d * 16], HD + 8);
-                wmma::mma_sync(acc[d], a, bk, acc[d]);
+            for (int e = 0; e < 4; e++) {
+                const int t = wfirst + FA_ROW(g, e), c = FA_COL(j, tl, e), i = e >> 1;
+                float ds = 0.0f;
+                if (full || (t <= tlast && c < ns && allowed(seq, r, t, s0 + c, window)))
+                    ds = __expf(s[j][e] * sc - L[i]) * (dp[j][e] - Dr[i]) * sc;
+                s[j][e] = ds;
             }
-        __syncwarp();
+        fa_acc<HD, FK / 8>(acc, s, sm.K);
     }
-    /* out through the warp's S rows, 16 columns at a time */
 #pragma unroll
-    for (int d = 0; d < HD / 16; d++) {
-        __syncwarp();
-        wmma::store_matrix_sync(&sm.S[w][0][0], acc[d], FK + 4, wmma::mem_row_major);
-        __syncwarp();
-        if (t <= tlast) {
-            float *g = dq + ((r + t) * NH + h) * HD + d * 16 + half * 8;
-            for (int c = 0; c < 8; c++)
-                g[c] += sm.S[w][i][half * 8 + c];
-        }
+    for (int i = 0; i < 2; i++) {
+        const int t = wfirst + g + i * 8;
+        if (t > tlast) continue;
+        float *gq = dq + ((r + t) * NH + h) * HD + 2 * tl;
+#pragma unroll
+        for (int d = 0; d < HD / 8; d++)
+            gq[d * 8] += acc[d][2 * i], gq[d * 8 + 1] += acc[d][2 * i + 1];
     }
 }
 
-/* dk += sc * dS^T Q, dv += P^T dO over the group's query heads: one block per key tile */
+/* dk += sc * dS^T Q, dv += P^T dO over the group's query heads: one block per key tile, its
+ * warps' rows keys (the scores transposed: S^T = K Q^T) */
 template <int HD>
 __global__ void __launch_bounds__(FW * 32) k_fa_dkv(float *dk, float *dv, const float *dout,
                                                    const float *q, const float *k, const float *v,
                                                    const float *lse, const float *Dl,
                                                    const int32_t *seq, const int32_t *off, int T,
                                                    int NH, int NKV, int window) {
-    using namespace nvcuda;
     extern __shared__ __align__(128) unsigned char fa_smem[];
     fa_dkv_sm<HD> &sm = *reinterpret_cast<fa_dkv_sm<HD> *>(fa_smem);
     const int b = blockIdx.z, kvh = blockIdx.y, s0 = blockIdx.x * FK;
@@ -1198,16 +1257,15 @@ __global__ void __launch_bounds__(FW * 32) k_fa_dkv(float *dk, float *dv, const 
     const int len = row_of(off, b, T, &r);
     if (s0 >= len) return;
     const int G = NH / NKV, w = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    const int nk = min(FK, len - s0), i = lane >> 1, half = lane & 1;
-    const int s = s0 + w * 16 + i; /* this lane's key row */
+    const int g = lane >> 2, tl = lane & 3, nk = min(FK, len - s0);
     const float sc = rsqrtf((float)HD);
     fa_load<HD, FK>(sm.K, k + ((r + s0) * NKV + kvh) * HD, (int64_t)NKV * HD, nk);
     fa_load<HD, FK>(sm.V, v + ((r + s0) * NKV + kvh) * HD, (int64_t)NKV * HD, nk);
-    wmma::fragment<wmma::accumulator, 16, 16, 16, float> ak[HD / 16], av[HD / 16];
+    float ak[HD / 8][4], av[HD / 8][4];
 #pragma unroll
-    for (int d = 0; d < HD / 16; d++) {
-        wmma::fill_fragment(ak[d], 0.0f);
-        wmma::fill_fragment(av[d], 0.0f);
+    for (int d = 0; d < HD / 8; d++) {
+        ak[d][0] = ak[d][1] = ak[d][2] = ak[d][3] = 0.0f;
+        av[d][0] = av[d][1] = av[d][2] = av[d][3] = 0.0f;
     }
     const int slast = s0 + nk - 1, wfirst = s0 + w * 16, wlast = min(wfirst + 15, slast);
     const int tmax = window > 0 ? min(len, slast + window) : len; /* queries < tmax */
@@ -1225,52 +1283,38 @@ __global__ void __launch_bounds__(FW * 32) k_fa_dkv(float *dk, float *dv, const 
             __syncthreads();
             if (wfirst > slast || t0 + nq - 1 < wfirst) continue; /* no query sees the keys */
             if (window > 0 && t0 >= wlast + window) continue;    /* all past the window */
-            fa_scores<HD>(&sm.S[w][0][0], FQ + 4, &sm.K[w * 16][0], HD + 8, &sm.Q[0][0], HD + 8);
-            fa_scores<HD>(&sm.dP[w][0][0], FQ + 4, &sm.V[w * 16][0], HD + 8, &sm.G[0][0], HD + 8);
-            __syncwarp();
-#pragma unroll 8
-            for (int c = 0; c < 32; c++) {
-                const int j = half * 32 + c;
-                float p = 0.0f, ds = 0.0f;
-                if (s <= slast && j < nq && allowed(seq, r, t0 + j, s, window)) {
-                    p = __expf(sm.S[w][i][j] * sc - sm.L[j]);
-                    ds = p * (sm.dP[w][i][j] - sm.D[j]) * sc;
-                }
-                sm.P[w][i][j] = __float2bfloat16_rn(p);
-                sm.dS[w][i][j] = __float2bfloat16_rn(ds);
-            }
-            __syncwarp();
+            float st[FQ / 8][4], dpt[FQ / 8][4];
+            fa_scores<HD, FQ / 8>(st, sm.K, w * 16, sm.Q);
+            fa_scores<HD, FQ / 8>(dpt, sm.V, w * 16, sm.G);
+            /* every query of the tile after every key of the warp: no mask to apply */
+            const bool full = !seq && window <= 0 && nq == FQ && t0 >= wfirst + 15;
 #pragma unroll
-            for (int d = 0; d < HD / 16; d++)
+            for (int j = 0; j < FQ / 8; j++)
 #pragma unroll
-                for (int kk = 0; kk < FQ / 16; kk++) {
-                    wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16_t, wmma::row_major> a;
-                    wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16_t, wmma::row_major> bq;
-                    wmma::load_matrix_sync(bq, &sm.G[kk * 16][d * 16], HD + 8);
-                    wmma::load_matrix_sync(a, &sm.P[w][0][kk * 16], FQ + 8);
-                    wmma::mma_sync(av[d], a, bq, av[d]);
-                    wmma::load_matrix_sync(bq, &sm.Q[kk * 16][d * 16], HD + 8);
-                    wmma::load_matrix_sync(a, &sm.dS[w][0][kk * 16], FQ + 8);
-                    wmma::mma_sync(ak[d], a, bq, ak[d]);
+                for (int e = 0; e < 4; e++) {
+                    const int s = wfirst + FA_ROW(g, e), c = FA_COL(j, tl, e);
+                    float p = 0.0f, ds = 0.0f;
+                    if (full || (s <= slast && c < nq && allowed(seq, r, t0 + c, s, window))) {
+                        p = __expf(st[j][e] * sc - sm.L[c]);
+                        ds = p * (dpt[j][e] - sm.D[c]) * sc;
+                    }
+                    st[j][e] = p;
+                    dpt[j][e] = ds;
                 }
-            __syncwarp();
+            fa_acc<HD, FQ / 8>(av, st, sm.G);
+            fa_acc<HD, FQ / 8>(ak, dpt, sm.Q);
         }
     }
 #pragma unroll
-    for (int d = 0; d < HD / 16; d++) {
-        const int64_t base = ((r + s) * NKV + kvh) * HD + d * 16 + half * 8;
-        __syncwarp();
-        wmma::store_matrix_sync(&sm.S[w][0][0], ak[d], FQ + 4, wmma::mem_row_major);
-        __syncwarp();
-        if (s <= slast)
-            for (int c = 0; c < 8; c++)
-                dk[base + c] += sm.S[w][i][half * 8 + c];
-        __syncwarp();
-        wmma::store_matrix_sync(&sm.S[w][0][0], av[d], FQ + 4, wmma::mem_row_major);
-        __syncwarp();
-        if (s <= slast)
-            for (int c = 0; c < 8; c++)
-                dv[base + c] += sm.S[w][i][half * 8 + c];
+    for (int i = 0; i < 2; i++) {
+        const int s = wfirst + g + i * 8;
+        if (s > slast) continue;
+        const int64_t base = ((r + s) * NKV + kvh) * HD + 2 * tl;
+#pragma unroll
+        for (int d = 0; d < HD / 8; d++) {
+            dk[base + d * 8] += ak[d][2 * i], dk[base + d * 8 + 1] += ak[d][2 * i + 1];
+            dv[base + d * 8] += av[d][2 * i], dv[base + d * 8 + 1] += av[d][2 * i + 1];
+        }
     }
 }
 

@@ -487,6 +487,22 @@ static lt_status embed_fwd(lt_trainer *tr, const int32_t *tokens, const int32_t 
         w.dtype = tr->c.base_dtype == LT_DTYPE_BF16 ? LT_DTYPE_BF16 : LT_DTYPE_F16;
         w.data = tr->embd16;
     }
+    /* a table in device-resident 16-bit or block-quantized rows: the tokens' rows gathered whole
+     * as 32-bit words into tmp ([N][D] floats, free until the first layer), then converted by one
+     * call (a call per token costs a kernel launch each on a GPU). The same bytes converted the
+     * same way as row by row. */
+    const int64_t rb = w.data ? lt_dtype_nbytes(w.dtype, D) : 0;
+    if (w.data && rb % 4 == 0 && rb <= (int64_t)sizeof(float) * D && tr->tmp &&
+        tr->be->op->gather_rows) {
+        OP(gather_rows, tr->tmp, (const float *)w.data, tokens, N, (int)(rb / 4));
+        lt_weight_view g = w;
+        g.rows = N;
+        g.data = tr->tmp;
+        const float *got = NULL;
+        lt_status st = OP(weight_f32, &g, 0, N, tr->xs, &got);
+        if (!st && got != tr->xs) OP(copy, tr->xs, got, sizeof(float) * (size_t)N * D);
+        return st;
+    }
     for (int n = 0; n < N; n++) {
         float *row = tr->xs + (int64_t)n * D;
         const float *got = NULL;

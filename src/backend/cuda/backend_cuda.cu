@@ -144,15 +144,31 @@ static void cu_gemm(const lt_backend *be, int ta, int tb, int M, int N, int K, f
 /* ---- bf16 compute: rounding and the bf16 GEMM (cublasGemmEx, fp32 accumulate) ---------------- */
 /* lt_f32_to_bf16 (core.h) bit for bit: nearest even, a NaN kept a quiet NaN of the same sign and
  * payload's top bits (cuda_bf16.h's __float2bfloat16_rn makes every NaN 0x7fff) */
+__device__ __forceinline__ uint32_t bf16_bits(float f) {
+    const uint32_t x = __float_as_uint(f);
+    return (x & 0x7fffffffu) > 0x7f800000u ? ((x >> 16) | 0x40) & 0xffffu
+                                            : ((x + 0x7fffu + ((x >> 16) & 1)) >> 16) & 0xffffu;
+}
 __global__ void k_to_bf16(uint16_t *dst, const float *src, int64_t n) {
-    GRID_LOOP(i, n) {
-        uint32_t x = __float_as_uint(src[i]);
-        dst[i] = (x & 0x7fffffffu) > 0x7f800000u ? (uint16_t)((x >> 16) | 0x40)
-                                                  : (uint16_t)((x + 0x7fffu + ((x >> 16) & 1)) >> 16);
+    GRID_LOOP(i, n) dst[i] = (uint16_t)bf16_bits(src[i]);
+}
+/* four at a time (k_to_bf16's rounding): 16-byte loads, 8-byte stores */
+__global__ void k_to_bf16_4(uint2 *dst, const float4 *src, int64_t n4) {
+    GRID_LOOP(i, n4) {
+        const float4 x = src[i];
+        dst[i] = make_uint2(bf16_bits(x.x) | bf16_bits(x.y) << 16,
+                            bf16_bits(x.z) | bf16_bits(x.w) << 16);
     }
 }
 static void cu_to_bf16(const lt_backend *be, uint16_t *dst, const float *src, int64_t n) {
-    if (n > 0) k_to_bf16<<<blocks(n, 256), 256>>>(dst, src, n);
+    if (n <= 0) return;
+    int64_t n4 = 0;
+    if ((((uintptr_t)dst) & 7) == 0 && (((uintptr_t)src) & 15) == 0) {
+        n4 = n / 4;
+        if (n4) k_to_bf16_4<<<blocks(n4, 256), 256>>>((uint2 *)dst, (const float4 *)src, n4);
+    }
+    const int64_t rest = n - n4 * 4;
+    if (rest) k_to_bf16<<<blocks(rest, 256), 256>>>(dst + n4 * 4, src + n4 * 4, rest);
 }
 /* C = alpha op(A) op(B) + beta C with A, B bf16 and C fp32, every product and sum in fp32
  * (CUBLAS_COMPUTE_32F: no reduced-precision reductions), row-major as cu_gemm */
@@ -243,10 +259,10 @@ static void cu_lora_bwd(const lt_backend *be, float *dx, float *dA, float *dB, c
         }
     }
 }
-/* The sum of v over the block's threads (blockDim.x a power of two, at most 256), in every
+/* The sum of v over the block's threads (blockDim.x a power of two, at most 1024), in every
  * thread: a tree in shared memory, the same order on every run. */
 __device__ double block_sum(double v) {
-    __shared__ double part[256];
+    __shared__ double part[1024];
     __syncthreads(); /* a previous call's part[0] may still be being read */
     part[threadIdx.x] = v;
     __syncthreads();
@@ -1442,13 +1458,24 @@ static int64_t cu_attention_kv_scratch(const lt_backend *be, int ctx) {
 }
 
 /* ---- cross-entropy: one block per row, per-row loss into the reduction buffer ----------------- */
-__global__ void k_ce(float *dl, double *rowloss, const float *lg, const int32_t *tg, int V,
-                     int ignore, float gs, int *bad) {
+#define CE_THREADS 1024 /* a row's vocabulary is read by many warps at once: rows a call are few */
+/* a logit into this thread's running max m and sum s of exp(z - m) (s rescaled when m grows) */
+__device__ __forceinline__ void ce_add(float x, float &m, double &s) {
+    if (x == -INFINITY) return;
+    if (x > m) {
+        s = s * exp((double)(m - x)) + 1.0;
+        m = x;
+    } else {
+        s += (double)expf(x - m);
+    }
+}
+__global__ void __launch_bounds__(CE_THREADS) k_ce(float *dl, double *rowloss, const float *lg,
+                                                   const int32_t *tg, int V, int ignore, float gs,
+                                                   int *bad) {
     const int n = blockIdx.x;
     const float *z = lg + (int64_t)n * V;
     const int t = tg[n];
-    __shared__ double part[256];
-    __shared__ float smx;
+    __shared__ float smx[CE_THREADS];
     if (t == ignore) {
         if (dl)
             for (int i = threadIdx.x; i < V; i += blockDim.x)
@@ -1460,28 +1487,45 @@ __global__ void k_ce(float *dl, double *rowloss, const float *lg, const int32_t 
         if (threadIdx.x == 0) *bad = n + 1;
         return;
     }
+    /* one pass over the row: four logits a load where the row allows it */
+    const bool v4 = (V & 3) == 0 && (((uintptr_t)z) & 15) == 0;
     float m = -INFINITY;
-    for (int i = threadIdx.x; i < V; i += blockDim.x)
-        m = fmaxf(m, z[i]);
-    part[threadIdx.x] = m;
+    double se = 0;
+    if (v4) {
+        for (int i = threadIdx.x; i < V / 4; i += blockDim.x) {
+            const float4 x = reinterpret_cast<const float4 *>(z)[i];
+            ce_add(x.x, m, se), ce_add(x.y, m, se), ce_add(x.z, m, se), ce_add(x.w, m, se);
+        }
+    } else {
+        for (int i = threadIdx.x; i < V; i += blockDim.x)
+            ce_add(z[i], m, se);
+    }
+    smx[threadIdx.x] = m;
     __syncthreads();
-    for (int s = blockDim.x / 2; s > 0; s >>= 1) {
-        if (threadIdx.x < s) part[threadIdx.x] = fmax(part[threadIdx.x], part[threadIdx.x + s]);
+    for (int k = blockDim.x / 2; k > 0; k >>= 1) {
+        if (threadIdx.x < k) smx[threadIdx.x] = fmaxf(smx[threadIdx.x], smx[threadIdx.x + k]);
         __syncthreads();
     }
-    if (threadIdx.x == 0) smx = (float)part[0];
-    __syncthreads();
-    const float mx = smx;
-    double se = 0;
-    for (int i = threadIdx.x; i < V; i += blockDim.x)
-        se += exp((double)(z[i] - mx));
-    const double sum = block_sum(se);
+    const float mx = smx[0];
+    const double sum = block_sum(m == -INFINITY ? 0.0 : se * exp((double)(m - mx)));
     if (threadIdx.x == 0) rowloss[n] = log(sum) + mx - z[t];
     if (dl) {
         const float lz = (float)(log(sum) + mx);
-        for (int i = threadIdx.x; i < V; i += blockDim.x) {
-            float p = expf(z[i] - lz);
-            dl[(int64_t)n * V + i] = (p - (i == t ? 1.0f : 0.0f)) * gs;
+        float *d = dl + (int64_t)n * V;
+        if (v4 && (((uintptr_t)d) & 15) == 0) {
+            for (int i = threadIdx.x; i < V / 4; i += blockDim.x) {
+                const float4 x = reinterpret_cast<const float4 *>(z)[i];
+                float4 y = make_float4(expf(x.x - lz), expf(x.y - lz), expf(x.z - lz),
+                                       expf(x.w - lz));
+                if (t / 4 == i) (&y.x)[t & 3] -= 1.0f;
+                y.x *= gs, y.y *= gs, y.z *= gs, y.w *= gs;
+                reinterpret_cast<float4 *>(d)[i] = y;
+            }
+        } else {
+            for (int i = threadIdx.x; i < V; i += blockDim.x) {
+                float p = expf(z[i] - lz);
+                d[i] = (p - (i == t ? 1.0f : 0.0f)) * gs;
+            }
         }
     }
 }
@@ -1511,7 +1555,7 @@ static lt_status cu_cross_entropy(const lt_backend *be, float *dlogits, lt_ce_st
         const int nc = N - n0 < RED - 1 ? N - n0 : RED - 1;
         int *bad = (int *)(c->red + RED - 1);
         cudaMemset(bad, 0, sizeof(int));
-        k_ce<<<nc, 256>>>(dlogits ? dlogits + (int64_t)n0 * V : NULL, c->red,
+        k_ce<<<nc, CE_THREADS>>>(dlogits ? dlogits + (int64_t)n0 * V : NULL, c->red,
                           logits + (int64_t)n0 * V, targets + n0, V, ignore_index, gs, bad);
         cudaMemcpy(c->h_red, c->red, sizeof(double) * (size_t)nc, cudaMemcpyDeviceToHost);
         for (int i = 0; i < nc; i++)

@@ -1,7 +1,8 @@
 /* bench_train_step.c - times optimizer steps of the CPU training engine and checks the memory
  * plan against the process's real peak RSS. Prints ONE JSON line on stdout (progress on stderr).
  *
- *   bench_train_step [--shape smollm2-135m|smollm2-360m|llama3.2-1b|small|tiny | --model PATH]
+ *   bench_train_step [--shape smollm2-135m|smollm2-360m|llama3.2-1b|llama3-8b|small|tiny
+ *                     | --model PATH]
  *                    [--method lora|dora|full|qlora] [--targets q,v|all] [--rank R] [--alpha A]
  *                    [--batch B] [--seq T] [--accum K] [--grad-checkpoint]
  *                    [--base-dtype auto|f32|bf16|f16] [--compute-dtype f32|bf16]
@@ -122,7 +123,7 @@ static int shape_config(const char *name, lt_model_config *c) {
     c->bos_id = 1;
     c->eos_id = 2;
     c->dtype = LT_DTYPE_F32;
-    if (!strncmp(name, "smollm2-", 8) || !strcmp(name, "llama3.2-1b")) {
+    if (!strncmp(name, "smollm2-", 8) || !strncmp(name, "llama3", 6)) {
         c->dtype = LT_DTYPE_BF16; /* as their checkpoints are stored (base-dtype auto reads it) */
         c->dtype_stated = 1;
     }
@@ -135,6 +136,10 @@ static int shape_config(const char *name, lt_model_config *c) {
     } else if (!strcmp(name, "llama3.2-1b")) { /* Llama-3.2-1B's shape (the GPU rows) */
         c->dim = 2048, c->n_layers = 16, c->n_heads = 32, c->n_kv_heads = 8, c->head_dim = 64;
         c->ffn_dim = 8192, c->vocab_size = 128256, c->rope_theta = 500000.0f;
+    } else if (!strcmp(name, "llama3-8b")) { /* Llama-3-8B's shape: untied head, head dim 128 */
+        c->dim = 4096, c->n_layers = 32, c->n_heads = 32, c->n_kv_heads = 8, c->head_dim = 128;
+        c->ffn_dim = 14336, c->vocab_size = 128256, c->rope_theta = 500000.0f;
+        c->tied_embeddings = 0;
     } else if (!strcmp(name, "small")) { /* ~10M params: a quick second point for the grid */
         c->dim = 256, c->n_layers = 8, c->n_heads = 8, c->n_kv_heads = 4, c->head_dim = 32;
         c->ffn_dim = 704, c->vocab_size = 8192;
@@ -168,7 +173,8 @@ static int cmp_double(const void *a, const void *b) {
 
 static void usage(FILE *f) {
     fprintf(f,
-            "usage: bench_train_step [--shape smollm2-135m|smollm2-360m|llama3.2-1b|small|tiny | --model PATH]\n"
+            "usage: bench_train_step\n"
+            "  [--shape smollm2-135m|smollm2-360m|llama3.2-1b|llama3-8b|small|tiny | --model PATH]\n"
             "  [--method lora|dora|full|qlora] [--targets q,v|all] [--rank R] [--alpha A]\n"
             "  [--batch B] [--seq T] [--accum K] [--grad-checkpoint]\n"
             "  [--base-dtype auto|f32|bf16|f16] [--compute-dtype f32|bf16] [--attention-f32]\n"

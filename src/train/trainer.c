@@ -185,8 +185,9 @@ static void lin_fwd(lt_trainer *tr, int l, int t, float *y, const float *x, cons
                        tr->scale, tr->scratch);
 }
 
-/* bf16 compute: dx += dy W with dy rounded to bf16 (in xb16), then the fp32 rest: the adapter's
- * gradients and its share of dx, or a trained weight's dW / dbias */
+/* bf16 compute: dx += dy W with dy rounded to bf16 (in xb16), then a trained weight's dW += dy^T x
+ * with x rounded to bf16 too (in xb16b; fp32 sums: autocast's weight gradient), or the fp32
+ * rest: the adapter's gradients and its share of dx, a bias's gradient */
 static void lin_bwd16(lt_trainer *tr, int l, int t, float *dx, const float *dy, const float *x,
                       const float *xa, int N) {
     lt_lin *li = &tr->lin[l * LT_N_TARGETS + t];
@@ -196,8 +197,15 @@ static void lin_bwd16(lt_trainer *tr, int l, int t, float *dx, const float *dy, 
                       1.0f, dx, li->C);
     }
     if (!li->A) {
-        if (li->dW || li->dbias)
-            OP(matmul_bwd, NULL, li->dW, li->dbias, dy, x, NULL, N, li->C, li->OC);
+        float *dW = li->dW;
+        if (dW && tr->xb16b) {
+            if (!dx) OP(to_bf16, tr->xb16, dy, (int64_t)N * li->OC);
+            OP(to_bf16, tr->xb16b, x, (int64_t)N * li->C);
+            OP(gemm_bf16, 1, 0, li->OC, li->C, N, 1.0f, tr->xb16, li->OC, tr->xb16b, li->C, 1.0f,
+                          dW, li->C);
+            dW = NULL;
+        }
+        if (dW || li->dbias) OP(matmul_bwd, NULL, dW, li->dbias, dy, x, NULL, N, li->C, li->OC);
         return;
     }
     OP(lora_bwd, dx, li->dA, li->dB, dy, x, NULL, li->A, li->B, xa,
@@ -651,8 +659,10 @@ static lt_status run_step(lt_trainer *tr, const lt_batch *b, float grad_scale,
             OP(to_bf16, tr->hb16, tr->logits, (int64_t)nc * V);
             OP(gemm_bf16, 0, 0, nc, D, V, 1.0f, tr->hb16, V, Hb, D, 1.0f,
                           dxh + (int64_t)n0 * D, D);
-            if (tr->dhead) /* dH += dlogits^T x in fp32 */
-                OP(matmul_bwd, NULL, tr->dhead, NULL, tr->logits, xf, NULL, nc, D, V);
+            if (tr->dhead) { /* dH += dlogits^T x, both bf16 (xb16 is free here), fp32 sums */
+                OP(to_bf16, tr->xb16, xf, (int64_t)nc * D);
+                OP(gemm_bf16, 1, 0, V, D, nc, 1.0f, tr->hb16, V, tr->xb16, D, 1.0f, tr->dhead, D);
+            }
         } else if (do_bwd)
             OP(matmul_bwd, dxh + (int64_t)n0 * D, tr->dhead, NULL, tr->logits, xf, H, nc, D, V);
     }

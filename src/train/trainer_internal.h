@@ -122,6 +122,7 @@ struct lt_trainer {
     float *logits;              /* [chunk][V] */
     /* bf16 compute (c.compute_dtype BF16): the inputs of the products rounded to bf16 */
     uint16_t *xb16;  /* [N][max(D, QD, F)]: a linear's input (forward) or dy (backward) */
+    uint16_t *xb16b; /* the same size, full FT only: x beside dy for dW += dy^T x */
     uint16_t *wb16;  /* [max OC*C]: a weight not stored as bf16 (NF4, trained fp32, lazy) */
     uint16_t *hb16;  /* [chunk][V]: the head's input rows, then dlogits */
     /* bf16 compute, LoRA: the grouped adapters' buffers (lin_fwd_group; NULL otherwise);

@@ -654,6 +654,7 @@ lt_status lt_trainer_layout_(lt_trainer *tr, const lt_model_config *mc, const lt
         for (int t = 0; t < LT_N_TARGETS; t++)
             if ((int64_t)OCs[t] * Cs[t] > ocxc) ocxc = (int64_t)OCs[t] * Cs[t];
         WS_H(xb16, N * wide);
+        if (full) WS_H(xb16b, N * wide); /* x as bf16 for the trained weights' dW */
         WS_H(wb16, ocxc);
         WS_H(hb16, (int64_t)chunk * (V > D ? V : D));
         if (!full && r > 0) { /* lin_fwd_group's buffers */

@@ -220,7 +220,7 @@ static void bo_step(void) {
     CHECK_OK(lt_space_parse(j, "space", &sp));
     double X[6] = {0.05, 0.2, 0.45, 0.6, 0.8, 0.95}, y[6], theta[3] = {NAN, 0, 0}, x[1];
     for (int i = 0; i < 6; i++) y[i] = (X[i] - 0.3) * (X[i] - 0.3);
-    CHECK_OK(lt_tune_gp_next(&sp, 6, X, y, 0, NULL, 1, theta, x));
+    CHECK_OK(lt_tune_gp_next(&sp, 6, X, y, 0, NULL, NULL, 1, theta, x));
     CHECK(fabs(x[0] - 0.3) < 0.1, "GP-BO step chose x = %g, the minimum is at 0.3", x[0]);
     lt_space_free(&sp);
     json_decref(j);

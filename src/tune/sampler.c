@@ -414,10 +414,9 @@ lt_status lt_tune_pruned_value(const json_t *trials, size_t idx, int maximize, d
     for (size_t j = 0; j < nt; j++) { /* the anchors: complete trials with a rung-k value */
         const json_t *t = json_array_get(trials, j);
         const char *st = json_string_value(json_object_get(t, "state"));
-        double v = sign * rung_value_of(t, k), y = json_number_value(json_object_get(t, "value"));
-        if (!st || strcmp(st, "complete") || !isfinite(v) || !json_is_number(json_object_get(
-                t, "value")) || !isfinite(y))
-            continue;
+        const json_t *jy = json_object_get(t, "value");
+        double v = sign * rung_value_of(t, k), y = json_is_number(jy) ? json_number_value(jy) : NAN;
+        if (!st || strcmp(st, "complete") || !isfinite(v) || !isfinite(y)) continue;
         ra[a] = mid_rank(s, m, v);
         ya[a++] = sign * y;
     }
@@ -474,13 +473,13 @@ static lt_status suggest_gp(const lt_space *sp, const lt_study_options *opt, con
              * again. Pruned (it ranked low at a rung): a liar too (ignored, a pruned point left
              * the GP as it was, and it asked that point, to be pruned, trial after trial), at
              * the value its rank at its last rung maps to on the complete trials' values
-             * (lt_tune_pruned_value; the worst value without rung values). Until 2026-12-07 it
-             * was the worst value, and a trial pruned in the best region (second of four at
-             * the first rung) sent the search away from that region (bench/RESULTS.md, seed
-             * 2 of the real-task benchmark). The mapped value is never better than the best
-             * complete trial's, and each pruned point is data at a finite value: a point
-             * pruned again and again lowers the GP's variance there each time, so EI leaves
-             * it (tests/tune/test_study_cli.py, pruned_not_asked_again). */
+             * (lt_tune_pruned_value; the worst value without rung values). From aeb5670
+             * until 162fcc7 it was the worst value, and a trial pruned in the best region
+             * (second of four at the first rung) sent the search away from that region
+             * (bench/RESULTS.md, seed 2 of the real-task benchmark). The mapped value is
+             * never better than the best complete trial's, and each pruned point is data at a
+             * finite value: a point pruned again and again lowers the GP's variance there each
+             * time, so EI leaves it (tests/tune/test_study_cli.py, pruned_not_asked_again). */
             if ((st = lt_space_params_to_model(sp, pr, "study", P + (size_t)np * dims))) goto done;
             py[np] = NAN;
             if (!strcmp(s, "pruned") &&

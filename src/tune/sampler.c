@@ -2,7 +2,8 @@
  *
  * GP-BO step: values warped (asinh of the robustly scaled values: warp_values) and standardized
  * (mean 0, sd 1), the GP's prior mean one sd above (PRIOR_MEAN_SD); running trials enter
- * as "pessimistic constant liars" (at the worst value seen) so parallel asks spread out; the
+ * as "pessimistic constant liars" (at the worst value seen) so parallel asks spread out,
+ * pruned ones at the value their rank at their last rung maps to (lt_tune_pruned_value); the
  * GP is fitted by marginal likelihood (+ the length-scale prior) from the last fit's
  * hyperparameters and two more starts; log EI is maximised over scrambled Sobol candidates
  * and perturbations of the best trials, then refined by Nelder-Mead from the best candidate
@@ -153,7 +154,7 @@ static int cmp_double(const void *a, const void *b) {
  * corners of Branin or Levy) are pulled in logarithmically, so that they do not flatten the
  * standardized differences among the good trials the search cares about. The order of the
  * values (and so the best trial) is unchanged. tmp has room for n. */
-static void warp_values(int n, double *y, double *tmp) {
+static void warp_values(int n, double *y, double *tmp, double *med_out, double *mad_out) {
     memcpy(tmp, y, sizeof(double) * (size_t)n);
     qsort(tmp, (size_t)n, sizeof(double), cmp_double);
     double med = n % 2 ? tmp[n / 2] : 0.5 * (tmp[n / 2 - 1] + tmp[n / 2]);
@@ -162,10 +163,13 @@ static void warp_values(int n, double *y, double *tmp) {
     double mad = 1.4826 * (n % 2 ? tmp[n / 2] : 0.5 * (tmp[n / 2 - 1] + tmp[n / 2]));
     if (!(mad > 0)) mad = tmp[n - 1] > 0 ? tmp[n - 1] : 1;
     for (int i = 0; i < n; i++) y[i] = asinh((y[i] - med) / mad);
+    *med_out = med;
+    *mad_out = mad;
 }
 
 lt_status lt_tune_gp_next(const lt_space *sp, int n, const double *X, const double *y, int np,
-                          const double *P, uint64_t seed, double *theta, double *x) {
+                          const double *P, const double *py, uint64_t seed, double *theta,
+                          double *x) {
     int dims = sp->dims, N = n + np;
     lt_status st = LT_OK;
     double *Xa = lt_malloc(sizeof(double) * (size_t)N * (size_t)dims);
@@ -191,9 +195,11 @@ lt_status lt_tune_gp_next(const lt_space *sp, int n, const double *X, const doub
         st = lt_error(LT_ERR_NOMEM, "study: out of memory (GP step, %d trials)", N);
         goto done;
     }
-    /* warp (heavy tails tamed, order kept), standardize; liars at the worst value */
+    /* warp (heavy tails tamed, order kept), standardize; liars at the worst value, or at the
+     * value py gives them (through the same warp and standardization) */
     for (int i = 0; i < n; i++) ya[i] = y[i];
-    warp_values(n, ya, tmp);
+    double med, mad;
+    warp_values(n, ya, tmp, &med, &mad);
     double mean = 0, sd = 0, worst = -INFINITY, best = INFINITY;
     for (int i = 0; i < n; i++) mean += ya[i];
     mean /= n;
@@ -208,7 +214,8 @@ lt_status lt_tune_gp_next(const lt_space *sp, int n, const double *X, const doub
     memcpy(Xa, X, sizeof(double) * (size_t)n * (size_t)dims);
     for (int i = 0; i < np; i++) {
         memcpy(Xa + (size_t)(n + i) * dims, P + (size_t)i * dims, sizeof(double) * (size_t)dims);
-        ya[n + i] = worst;
+        double v = py ? py[i] : NAN;
+        ya[n + i] = isfinite(v) ? (asinh((v - med) / mad) - mean) / sd - PRIOR_MEAN_SD : worst;
     }
     for (int i = 0; i < N; i++) lt_space_snap(sp, Xa + (size_t)i * dims);
     if ((st = lt_gp_init(&gp, N, dims, Xa, ya))) goto done;
@@ -352,16 +359,99 @@ done:
     return st;
 }
 
+/* ---- pruned trials ------------------------------------------------------------------------ */
+static double rung_value_of(const json_t *t, size_t k) {
+    const json_t *v = json_array_get(json_object_get(t, "rungs"), k);
+    return json_is_number(v) ? json_number_value(v) : NAN;
+}
+
+/* The number of the m sorted values s below v (or_equal: at most v), by bisection. */
+static int count_below(const double *s, int m, double v, int or_equal) {
+    int lo = 0, hi = m;
+    while (lo < hi) {
+        int mid = lo + (hi - lo) / 2;
+        if (s[mid] < v || (or_equal && s[mid] == v)) lo = mid + 1;
+        else hi = mid;
+    }
+    return lo;
+}
+
+/* The mid-rank of v, one of the m sorted values s: 0 for the best, ties share their mean. */
+static double mid_rank(const double *s, int m, double v) {
+    int lo = count_below(s, m, v, 0), hi = count_below(s, m, v, 1);
+    return hi > lo ? lo + 0.5 * (hi - lo - 1) : lo - 0.5;
+}
+
+/* Why a rank map and not the worst value (sampler.h; docs/TUNE.md): ASHA prunes a trial for
+ * its rank at a rung, on the premise that ranks there predict ranks at the end; the same
+ * premise gives the trial a final value: the complete trials that reached that rung are
+ * anchors (their ranks there, sorted, against their final values, sorted: a monotone map),
+ * and the pruned trial's rank is interpolated between them. A rank better than every
+ * anchor's gets the best anchor's value, never better (the GP's incumbent stays a complete
+ * trial); one worse than every anchor's continues the anchors' line (value per rank), so a
+ * trial last at its rung lies beyond the worst complete one. */
+lt_status lt_tune_pruned_value(const json_t *trials, size_t idx, int maximize, double *value) {
+    *value = NAN;
+    const json_t *tp = json_array_get(trials, idx);
+    size_t nr = json_array_size(json_object_get(tp, "rungs"));
+    double sign = maximize ? -1 : 1;
+    if (nr == 0) return LT_OK;
+    size_t k = nr - 1, nt = json_array_size(trials);
+    double vp = sign * rung_value_of(tp, k);
+    if (!isfinite(vp)) return LT_OK;
+    double *s = lt_malloc(sizeof(double) * (nt + 1)), *ra = lt_malloc(sizeof(double) * (nt + 1));
+    double *ya = lt_malloc(sizeof(double) * (nt + 1));
+    if (!s || !ra || !ya) {
+        lt_free(s), lt_free(ra), lt_free(ya);
+        return lt_error(LT_ERR_NOMEM, "study: out of memory (pruned trials' values)");
+    }
+    int m = 0, a = 0;
+    for (size_t j = 0; j < nt; j++) {
+        double v = sign * rung_value_of(json_array_get(trials, j), k);
+        if (isfinite(v)) s[m++] = v;
+    }
+    qsort(s, (size_t)m, sizeof(double), cmp_double);
+    for (size_t j = 0; j < nt; j++) { /* the anchors: complete trials with a rung-k value */
+        const json_t *t = json_array_get(trials, j);
+        const char *st = json_string_value(json_object_get(t, "state"));
+        const json_t *jy = json_object_get(t, "value");
+        double v = sign * rung_value_of(t, k), y = json_is_number(jy) ? json_number_value(jy) : NAN;
+        if (!st || strcmp(st, "complete") || !isfinite(v) || !isfinite(y)) continue;
+        ra[a] = mid_rank(s, m, v);
+        ya[a++] = sign * y;
+    }
+    if (a >= 2) {
+        qsort(ra, (size_t)a, sizeof(double), cmp_double);
+        qsort(ya, (size_t)a, sizeof(double), cmp_double);
+        double rp = mid_rank(s, m, vp), out;
+        if (rp <= ra[0]) {
+            out = ya[0];
+        } else if (rp >= ra[a - 1]) {
+            double slope = ra[a - 1] > ra[0] ? (ya[a - 1] - ya[0]) / (ra[a - 1] - ra[0]) : 0;
+            out = ya[a - 1] + slope * (rp - ra[a - 1]);
+        } else {
+            int j = 0;
+            while (ra[j + 1] < rp) j++; /* ra[j] < rp <= ra[j + 1] */
+            out = ya[j] + (ya[j + 1] - ya[j]) * (rp - ra[j]) / (ra[j + 1] - ra[j]);
+        }
+        *value = out;
+    }
+    lt_free(s);
+    lt_free(ra);
+    lt_free(ya);
+    return LT_OK;
+}
+
 static lt_status suggest_gp(const lt_space *sp, const lt_study_options *opt, const json_t *trials,
                             int trial, double *theta, int *used_gp, json_t **params) {
     size_t nt = json_array_size(trials);
     int dims = sp->dims, n = 0, np = 0;
     double *X = lt_malloc(sizeof(double) * (nt + 1) * (size_t)dims);
     double *P = lt_malloc(sizeof(double) * (nt + 1) * (size_t)dims);
-    double *y = lt_malloc(sizeof(double) * (nt + 1));
+    double *y = lt_malloc(sizeof(double) * (nt + 1)), *py = lt_malloc(sizeof(double) * (nt + 1));
     double *x = lt_malloc(sizeof(double) * (size_t)dims);
     lt_status st = LT_OK;
-    if (!X || !P || !y || !x) {
+    if (!X || !P || !y || !py || !x) {
         st = lt_error(LT_ERR_NOMEM, "study: out of memory");
         goto done;
     }
@@ -377,12 +467,24 @@ static lt_status suggest_gp(const lt_space *sp, const lt_study_options *opt, con
         } else if (s && (!strcmp(s, "running") || !strcmp(s, "pruned") ||
                          (!strcmp(s, "failed") && (json_object_get(t, "infeasible") ||
                                                    json_object_get(t, "error"))))) {
-            /* running: a liar so parallel asks spread out; pruned (it ranked low at a rung) or
-             * failed with a reason (the memory plan refused it, or the run failed:
-             * lt_study_tell_infeasible / _error): a liar so the search moves away instead of
-             * asking the same point again (ignored, a pruned point left the GP as it was, and
-             * it asked that point, to be pruned, trial after trial) */
+            /* running: a liar so parallel asks spread out; failed with a reason (the memory
+             * plan refused it, or the run failed: lt_study_tell_infeasible / _error): a liar
+             * at the worst value so the search moves away instead of asking the same point
+             * again. Pruned (it ranked low at a rung): a liar too (ignored, a pruned point left
+             * the GP as it was, and it asked that point, to be pruned, trial after trial), at
+             * the value its rank at its last rung maps to on the complete trials' values
+             * (lt_tune_pruned_value; the worst value without rung values). From aeb5670
+             * until 162fcc7 it was the worst value, and a trial pruned in the best region
+             * (second of four at the first rung) sent the search away from that region
+             * (bench/RESULTS.md, seed 2 of the real-task benchmark). The mapped value is
+             * never better than the best complete trial's, and each pruned point is data at a
+             * finite value: a point pruned again and again lowers the GP's variance there each
+             * time, so EI leaves it (tests/tune/test_study_cli.py, pruned_not_asked_again). */
             if ((st = lt_space_params_to_model(sp, pr, "study", P + (size_t)np * dims))) goto done;
+            py[np] = NAN;
+            if (!strcmp(s, "pruned") &&
+                (st = lt_tune_pruned_value(trials, i, opt->maximize, &py[np])))
+                goto done;
             np++;
         }
     }
@@ -391,8 +493,8 @@ static lt_status suggest_gp(const lt_space *sp, const lt_study_options *opt, con
         if ((st = sobol_point(sp->n, opt->seed, trial, u))) goto done;
         *params = lt_space_params_from_unit(sp, u);
     } else {
-        st = lt_tune_gp_next(sp, n, X, y, np, P, lt_tune_stream_seed(opt->seed, (uint64_t)trial),
-                             theta, x);
+        st = lt_tune_gp_next(sp, n, X, y, np, P, py,
+                             lt_tune_stream_seed(opt->seed, (uint64_t)trial), theta, x);
         if (st) goto done;
         *used_gp = 1;
         *params = lt_space_params_from_model(sp, x);
@@ -402,6 +504,7 @@ done:
     lt_free(X);
     lt_free(P);
     lt_free(y);
+    lt_free(py);
     lt_free(x);
     return st;
 }

@@ -20,10 +20,20 @@ lt_status lt_tune_suggest(const lt_space *sp, const lt_study_options *opt, const
                           int trial, double *theta, int *used_gp, json_t **params);
 
 /* The GP-BO step alone (exposed for tests and the benchmark): X (n, dims) snapped inputs of the
- * complete trials, y (n) their values to minimise, P (np, dims) running trials' inputs; writes
- * the chosen point (dims, snapped) into x. */
+ * complete trials, y (n) their values to minimise, P (np, dims) the liars' inputs (running,
+ * pruned, failed with a reason) and py (np; NULL: all NaN) their values on y's scale, NaN for
+ * "at the worst value of y" (the constant liar); writes the chosen point (dims, snapped) into
+ * x. */
 lt_status lt_tune_gp_next(const lt_space *sp, int n, const double *X, const double *y, int np,
-                          const double *P, uint64_t seed, double *theta, double *x);
+                          const double *P, const double *py, uint64_t seed, double *theta,
+                          double *x);
+
+/* The value the GP gives pruned trial number idx of trials (*value, to minimise: negated when
+ * maximize), from its value at the last rung it reached (its "rungs"): its mid-rank among the
+ * values every trial recorded at that rung, mapped onto the complete trials' values by their
+ * own ranks there (docs/TUNE.md, "Pruned trials in the GP"). NaN when it has no rung value or
+ * fewer than two complete trials reached that rung: the caller puts it at the worst value. */
+lt_status lt_tune_pruned_value(const json_t *trials, size_t idx, int maximize, double *value);
 
 /* Parameter importance by a functional ANOVA of the GP mean fitted to the complete trials
  * (importance.c): imp[sp->n] sums to 1; *main_fraction (may be NULL) the share of the mean's

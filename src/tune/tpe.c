@@ -227,6 +227,79 @@ static int by_idx(const void *a, const void *b) {
     return (*x > *y) - (*x < *y);
 }
 
+typedef struct {
+    int idx;
+    double neg_step; /* minus the last step reported; 1 with no reports */
+    double value;    /* that step's value, to minimise; 0 with no reports */
+} pruned_trial;
+
+/* Optuna's order of pruned trials: the furthest first, then the better last value, then the
+ * older (its sort is stable over trials in order) */
+static int by_pruned_score(const void *a, const void *b) {
+    const pruned_trial *x = a, *y = b;
+    if (x->neg_step != y->neg_step) return x->neg_step < y->neg_step ? -1 : 1;
+    if (x->value != y->value) return x->value < y->value ? -1 : 1;
+    return (x->idx > y->idx) - (x->idx < y->idx);
+}
+
+lt_status lt_tpe_split(const json_t *trials, int maximize, int *below, int *n_below,
+                       int *above, int *n_above) {
+    const size_t nt = json_array_size(trials);
+    done_trial *done = lt_malloc(sizeof(done_trial) * (nt + 1));
+    pruned_trial *pr = lt_malloc(sizeof(pruned_trial) * (nt + 1));
+    if (!done || !pr) {
+        lt_free(done), lt_free(pr);
+        return lt_error(LT_ERR_NOMEM, "study: out of memory");
+    }
+    int nd = 0, npr = 0, na = 0, nb = 0, nrun = 0;
+    size_t i;
+    const json_t *t;
+    json_array_foreach((json_t *)trials, i, t) {
+        const char *s = json_string_value(json_object_get(t, "state"));
+        if (!s) continue;
+        if (!strcmp(s, "complete")) {
+            const double v = json_number_value(json_object_get(t, "value"));
+            done[nd++] = (done_trial){(int)i, maximize ? -v : v};
+        } else if (!strcmp(s, "pruned")) {
+            pruned_trial p = {(int)i, 1, 0};
+            size_t k;
+            const json_t *e;
+            json_array_foreach(json_object_get(t, "intermediate"), k, e) {
+                double st = (double)json_integer_value(json_array_get(e, 0));
+                double v = json_number_value(json_array_get(e, 1));
+                if (p.neg_step == 1 || -st < p.neg_step)
+                    p.neg_step = -st, p.value = maximize ? -v : v;
+            }
+            pr[npr++] = p;
+        } else if (!strcmp(s, "failed") && json_object_get(t, "infeasible")) {
+            above[na++] = (int)i;
+        } else if (!strcmp(s, "running")) {
+            above[na++] = (int)i; /* a "constant liar": parallel asks spread out */
+            nrun++;
+        }
+    }
+    const int n = nd + npr + na - nrun;
+    int want = (int)ceil(0.1 * n);
+    if (want > 25) want = 25;
+    qsort(done, (size_t)nd, sizeof *done, by_done_value);
+    qsort(pr, (size_t)npr, sizeof *pr, by_pruned_score);
+    for (int k = 0; k < nd; k++) {
+        if (nb < want) below[nb++] = done[k].idx;
+        else above[na++] = done[k].idx;
+    }
+    for (int k = 0; k < npr; k++) {
+        if (nb < want) below[nb++] = pr[k].idx;
+        else above[na++] = pr[k].idx;
+    }
+    qsort(below, (size_t)nb, sizeof *below, by_idx);
+    qsort(above, (size_t)na, sizeof *above, by_idx);
+    *n_below = nb;
+    *n_above = na;
+    lt_free(done);
+    lt_free(pr);
+    return LT_OK;
+}
+
 /* the internal representation of parameter pi in trial t's params */
 static lt_status internal_value(const lt_space *sp, int pi, const json_t *params, double *x,
                                 double *out) {
@@ -248,47 +321,19 @@ lt_status lt_tune_tpe_suggest(const lt_space *sp, const lt_study_options *opt,
                               const json_t *trials, int trial, json_t **params) {
     *params = NULL;
     const size_t nt = json_array_size(trials);
-    done_trial *done = lt_malloc(sizeof(done_trial) * (nt + 1));
     int *below = lt_malloc(sizeof(int) * (nt + 1)), *above = lt_malloc(sizeof(int) * (nt + 1));
     double *ob = lt_malloc(sizeof(double) * (nt + 1)), *oa = lt_malloc(sizeof(double) * (nt + 1));
     double *x = lt_malloc(sizeof(double) * (size_t)(sp->dims + 1));
     gsl_rng *r = gsl_rng_alloc(gsl_rng_mt19937);
     json_t *out = json_object();
     lt_status st = LT_OK;
-    if (!done || !below || !above || !ob || !oa || !x || !r || !out) {
+    if (!below || !above || !ob || !oa || !x || !r || !out) {
         st = lt_error(LT_ERR_NOMEM, "study: out of memory");
         goto end;
     }
     gsl_rng_set(r, (unsigned long)lt_tune_stream_seed(opt->seed, 0x7e5000000ull + (uint64_t)trial));
-    /* complete trials by value; pruned and infeasible ones are "above" whatever they are */
-    int nd = 0, na = 0, nb = 0, nrun = 0;
-    size_t i;
-    const json_t *t;
-    json_array_foreach((json_t *)trials, i, t) {
-        const char *s = json_string_value(json_object_get(t, "state"));
-        if (!s) continue;
-        if (!strcmp(s, "complete")) {
-            const double v = json_number_value(json_object_get(t, "value"));
-            done[nd++] = (done_trial){(int)i, opt->maximize ? -v : v};
-        } else if (!strcmp(s, "pruned") ||
-                   (!strcmp(s, "failed") && json_object_get(t, "infeasible"))) {
-            above[na++] = (int)i;
-        } else if (!strcmp(s, "running")) {
-            above[na++] = (int)i; /* a "constant liar": parallel asks spread out */
-            nrun++;
-        }
-    }
-    const int n = nd + na - nrun;
-    int n_below = (int)ceil(0.1 * n);
-    if (n_below > 25) n_below = 25;
-    if (n_below > nd) n_below = nd;
-    qsort(done, (size_t)nd, sizeof *done, by_done_value);
-    for (int k = 0; k < nd; k++) {
-        if (k < n_below) below[nb++] = done[k].idx;
-        else above[na++] = done[k].idx;
-    }
-    qsort(below, (size_t)nb, sizeof *below, by_idx);
-    qsort(above, (size_t)na, sizeof *above, by_idx);
+    int nb = 0, na = 0;
+    if ((st = lt_tpe_split(trials, opt->maximize, below, &nb, above, &na))) goto end;
     /* every parameter's estimators over the same trials: kernel j is trial j in both */
     const int np = sp->n;
     lt_tpe_pe *l = lt_calloc((size_t)np, sizeof *l), *g = lt_calloc((size_t)np, sizeof *g);
@@ -339,7 +384,6 @@ lt_status lt_tune_tpe_suggest(const lt_space *sp, const lt_study_options *opt,
 end:
     json_decref(out);
     gsl_rng_free(r);
-    lt_free(done);
     lt_free(below);
     lt_free(above);
     lt_free(ob);

@@ -2,9 +2,11 @@
  * (Bergstra et al. 2011) with the defaults of Optuna 5.1's TPESampler (whose
  * estimator tests/tune/test_tpe.c checks ours against: docs/TUNE.md "TPE").
  *
- * The trials that finished (complete, and pruned ones, which always count as bad) are split
- * into the best gamma(n) = min(ceil(n / 10), 25) complete ones, "below", and the rest, "above"
- * (running trials join "above": Optuna's constant liar); each group gives a Parzen estimator,
+ * The trials that finished (complete and pruned) are split into the best gamma(n) =
+ * min(ceil(n / 10), 25), "below", and the rest, "above" (running trials and those the memory
+ * plan refused join "above"; running ones: Optuna's constant liar): complete trials by value
+ * first, then, when fewer than gamma(n) are complete, pruned ones as Optuna orders them (the
+ * furthest first, then the better last intermediate value); each group gives a Parzen estimator,
  * multivariate as Optuna's default for one objective: a mixture of one product kernel per trial
  * (newest weighted most once there are 25 or more) plus a prior kernel of weight 1, each a
  * product over the parameters. Numerical
@@ -48,6 +50,12 @@ double lt_tpe_pe_log_pdf(const lt_tpe_pe *pe, double x);
 /* The joint density of the np estimators built over the same observations (kernel j = the
  * j-th observation in each, the same weights): log sum_j w_j prod_q kernel_qj(x[q]). */
 double lt_tpe_joint_log_pdf(const lt_tpe_pe *pe, int np, const double *x);
+
+/* The split above of a study's trials (objects with "state", "value", "intermediate"):
+ * below[*n_below] and above[*n_above], each in trial order, get indices into trials; both
+ * arrays have room for json_array_size(trials). */
+lt_status lt_tpe_split(const json_t *trials, int maximize, int *below, int *n_below,
+                       int *above, int *n_above);
 
 /* The TPE suggestion for trial number `trial` (after the startup trials), deterministic in
  * (opt->seed, trial, trials). */

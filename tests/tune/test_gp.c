@@ -220,8 +220,104 @@ static void bo_step(void) {
     CHECK_OK(lt_space_parse(j, "space", &sp));
     double X[6] = {0.05, 0.2, 0.45, 0.6, 0.8, 0.95}, y[6], theta[3] = {NAN, 0, 0}, x[1];
     for (int i = 0; i < 6; i++) y[i] = (X[i] - 0.3) * (X[i] - 0.3);
-    CHECK_OK(lt_tune_gp_next(&sp, 6, X, y, 0, NULL, 1, theta, x));
+    CHECK_OK(lt_tune_gp_next(&sp, 6, X, y, 0, NULL, NULL, 1, theta, x));
     CHECK(fabs(x[0] - 0.3) < 0.1, "GP-BO step chose x = %g, the minimum is at 0.3", x[0]);
+    lt_space_free(&sp);
+    json_decref(j);
+}
+
+/* A pruned trial's value from its rank at its last rung (lt_tune_pruned_value), against values
+ * worked out by hand here. Rung 0's values, sorted: 0.5 (t5), 1.0 (t0), 1.1 (t9), 1.5 (t8),
+ * 2.0 (t1, t6: tied), 3.0 (t3), 4.0 (t2), 5.0 (t4): mid-ranks 0, 1, 2, 3, 4.5, 4.5, 6, 7, 8.
+ * The complete ones (anchors) have ranks 1, 4.5, 7 and values 0.5, 0.7, 0.6: sorted, 0.5 at 1,
+ * 0.6 at 4.5, 0.7 at 7 (a monotone map). t3 (rank 6): 0.6 + 0.1 * 1.5 / 2.5 = 0.66; t4 (rank
+ * 8, beyond every anchor): 0.7 + 1 * 0.2 / 6 (the anchors' value per rank); t5 (rank 0, better
+ * than every anchor): 0.5, the best anchor's; t7 (no rungs): NaN. Rung 1: 0.8 (t9), 0.9 (t0),
+ * 1.2 (t1), 2.0 (t8): t8, pruned there, has rank 3, the anchors 1 and 2 with 0.5 and 0.7:
+ * 0.7 + 1 * 0.2 = 0.9. Rung 2: t0 alone of the complete ones: t9 NaN. Maximizing the same
+ * trials with every number negated gives the same values (to minimise). */
+static void pruned_values(void) {
+    static const char *text =
+        "[{\"state\": \"complete\", \"value\": 0.5, \"rungs\": [1.0, 0.9, 0.8]},"
+        " {\"state\": \"complete\", \"value\": 0.7, \"rungs\": [2.0, 1.2]},"
+        " {\"state\": \"complete\", \"value\": 0.6, \"rungs\": [4.0]},"
+        " {\"state\": \"pruned\", \"rungs\": [3.0]},"
+        " {\"state\": \"pruned\", \"rungs\": [5.0]},"
+        " {\"state\": \"pruned\", \"rungs\": [0.5]},"
+        " {\"state\": \"running\", \"rungs\": [2.0]},"
+        " {\"state\": \"pruned\"},"
+        " {\"state\": \"pruned\", \"rungs\": [1.5, 2.0]},"
+        " {\"state\": \"pruned\", \"rungs\": [1.1, 0.8, 0.7]}]";
+    const double want[10] = {NAN, NAN, NAN, 0.66, 0.7 + 0.2 / 6, 0.5, NAN, NAN, 0.9, NAN};
+    json_t *t = json_loads(text, 0, NULL);
+    CHECK(t != NULL, "pruned_values: bad JSON");
+    if (!t) return;
+    for (int maximize = 0; maximize < 2; maximize++) {
+        if (maximize) { /* every number negated */
+            size_t i, k;
+            json_t *e, *r;
+            json_array_foreach(t, i, e) {
+                json_t *v = json_object_get(e, "value");
+                if (v) json_real_set(v, -json_real_value(v));
+                json_array_foreach(json_object_get(e, "rungs"), k, r)
+                    json_real_set(r, -json_real_value(r));
+            }
+        }
+        for (int i = 3; i < 10; i++) {
+            if (i == 6) continue; /* running: the caller's worst-value liar */
+            double v = -1;
+            CHECK_OK(lt_tune_pruned_value(t, (size_t)i, maximize, &v));
+            CHECK(isnan(want[i]) ? isnan(v) : fabs(v - want[i]) < 1e-12,
+                  "maximize %d: trial %d's value %.15g, worked out by hand %g", maximize, i, v,
+                  want[i]);
+        }
+    }
+    json_decref(t);
+}
+
+/* The GP step with a pruned trial near the minimum of f(x) = (x - 0.3)^2 whose rung value ranks
+ * second of six: with its rung values the GP sees it near the best complete value and asks
+ * closer to it than when it has none (the worst-value liar, the only choice before
+ * 2026-12-07: asked away from it). Trial values are f; the rung values a noisy f + 0.5. */
+static void pruned_pull(void) {
+    json_t *j =
+        json_loads("{\"x\": {\"type\": \"float\", \"low\": 0, \"high\": 1}}", 0, NULL);
+    lt_space sp;
+    CHECK_OK(lt_space_parse(j, "space", &sp));
+    const double xs[6] = {0.05, 0.6, 0.8, 0.95, 0.3, 0.15};
+    const char *states[6] = {"complete", "complete", "complete", "complete", "pruned", "pruned"};
+    const double rung[6] = {0.57, 0.6, 0.75, 0.93, 0.58, 0.9};
+    double dist[2] = {0, 0};
+    int closer = 0, seeds = 8;
+    for (int seed = 0; seed < seeds; seed++)
+        for (int with_rungs = 0; with_rungs < 2; with_rungs++) {
+            json_t *trials = json_array();
+            for (int i = 0; i < 6; i++) {
+                json_t *t = json_pack("{s:s, s:{s:f}}", "state", states[i], "params", "x", xs[i]);
+                if (i < 4)
+                    json_object_set_new(t, "value", json_real((xs[i] - 0.3) * (xs[i] - 0.3)));
+                if (with_rungs) json_object_set_new(t, "rungs", json_pack("[f]", rung[i]));
+                json_array_append_new(trials, t);
+            }
+            lt_study_options opt = {.sampler = LT_SAMPLER_GP, .seed = (uint64_t)seed,
+                                    .n_startup = 1};
+            double theta[3] = {NAN, 0, 0};
+            int used = 0;
+            json_t *p = NULL;
+            CHECK_OK(lt_tune_suggest(&sp, &opt, trials, 6, theta, &used, &p));
+            CHECK(used, "pruned_pull: the GP did not run");
+            double x = json_number_value(json_object_get(p, "x"));
+            dist[with_rungs] = fabs(x - 0.3);
+            json_decref(p);
+            json_decref(trials);
+            if (with_rungs) {
+                closer += dist[1] < dist[0];
+                printf("pruned_pull seed %d: |x - 0.3| %.3f with rung values, %.3f without\n",
+                       seed, dist[1], dist[0]);
+            }
+        }
+    CHECK(closer == seeds, "pruned_pull: asked closer to the good pruned trial with its rung "
+          "value in %d of %d seeds", closer, seeds);
     lt_space_free(&sp);
     json_decref(j);
 }
@@ -265,6 +361,8 @@ int main(void) {
     CHECK_ERR(lt_sobol_points(41, 1, first), LT_ERR_ARG, "1..40");
     snapping();
     bo_step();
+    pruned_values();
+    pruned_pull();
     json_decref(g);
     LT_TEST_END();
 }

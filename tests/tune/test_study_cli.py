@@ -293,30 +293,50 @@ def sigkill_resume(tmp, space_path):
           f"({same}/{n_trials} trials equal)")
 
 
-def pruned_not_asked_again(tmp):
-    """A pruned trial enters the GP as a liar (at the worst value): the next asks move away. With
-    pruned trials left out, the GP's data stayed the same after each pruned trial and it asked
-    the same point (to 1e-4 of lr) trial after trial (the SmolLM2 / WikiSQL benchmark, 8
-    pruned repeats)."""
-    d = os.path.join(tmp, "pruned")
+def pruned_not_asked_again(tmp, with_rungs):
+    """A pruned trial enters the GP as a liar: the next asks move away. With pruned trials left
+    out, the GP's data stayed the same after each pruned trial and it asked the same point (to
+    1e-4 of lr) trial after trial (the SmolLM2 / WikiSQL benchmark, 8 pruned repeats). Without
+    rung values (`tell --state pruned` alone) the liar is at the worst value; with them
+    (with_rungs: every trial reports at step 10 through the pruner, the pruned ones just outside
+    the best third there) it is at the value its rank at the rung maps to, near the best
+    complete ones: the asks must still not repeat a point."""
+    d = os.path.join(tmp, "pruned-rungs" if with_rungs else "pruned")
     sp = os.path.join(tmp, "space2.json")
     with open(sp, "w") as f:
         json.dump({"x": {"type": "float", "low": 0.0, "high": 1.0},
                    "y": {"type": "float", "low": 0.0, "high": 1.0}}, f)
     check(create(d, sp, "--sampler", "gp", "--seed", "3").returncode == 0, "create pruned study")
+    rungs = []
+
+    def report(trial, value):
+        r = run("study", "report", "--study", d, "--trial", str(trial), "--step", "10",
+                "--value", repr(value), "--prune-min-resource", "10")
+        check(r.returncode == 0, f"report: {r.stderr}")
+        rungs.append(value)
+        return r.stdout.strip()
+
     for _ in range(8):  # Sobol start (5) and GP trials, all told complete
         o = ask(d)
         p = o["params"]
-        check(tell(d, o["trial"], "--value", repr((p["x"] - 0.3) ** 2 + (p["y"] - 0.6) ** 2))
-              .returncode == 0, "tell")
+        v = (p["x"] - 0.3) ** 2 + (p["y"] - 0.6) ** 2
+        if with_rungs:
+            report(o["trial"], v + 0.5)
+        check(tell(d, o["trial"], "--value", repr(v)).returncode == 0, "tell")
     pts = []
     for _ in range(4):  # every next one pruned
         o = ask(d)
         pts.append((o["params"]["x"], o["params"]["y"]))
+        if with_rungs:  # between the best third's last value and the next one: pruned
+            srt = sorted(rungs)
+            k = (len(srt) + 1) // 3 - 1
+            said = report(o["trial"], 0.5 * (srt[k] + srt[k + 1]))
+            check(said == "prune", f"report: {said!r}, wanted prune")
         check(tell(d, o["trial"], "--state", "pruned").returncode == 0, "tell pruned")
     near = min(math.dist(a, b) for i, a in enumerate(pts) for b in pts[i + 1:])
     check(near > 0.01, f"asks after pruned trials: nearest two {near:.2e} apart: {pts}")
-    print(f"pruned trials: the next 4 asks at least {near:.3f} apart")
+    print(f"pruned trials ({'with' if with_rungs else 'without'} rung values): the next 4 asks "
+          f"at least {near:.3f} apart")
 
 
 def main():
@@ -328,7 +348,8 @@ def main():
         bad_input(tmp, space_path)
         maximize_and_parallel(tmp, space_path)
         sigkill_resume(tmp, space_path)
-        pruned_not_asked_again(tmp)
+        pruned_not_asked_again(tmp, False)
+        pruned_not_asked_again(tmp, True)
     return finish()
 
 

@@ -2,7 +2,9 @@
  * parameter's Parzen estimator (tests/data/tune/tpe_goldens.json, written by
  * tools/gen_tpe_goldens.py from optuna's _ParzenEstimator with TPESampler's defaults) for a
  * float, a log float, an int, a log int and a categorical with 0, 1, 2, 7 and 40 observations,
- * and of the multivariate (joint) estimator of all five with 0, 3 and 30;
+ * and of the multivariate (joint) estimator of all five with 0, 3 and 30; the split of the
+ * trials into "below" and "above" (tpe_split_goldens.json, tools/gen_tpe_split_goldens.py:
+ * optuna's _split_trials, pruned trials filling "below" when too few are complete);
  * then the sampler itself through a study: deterministic in the seed, every value inside the
  * space, and on (x - 7.3)^2 plus 4 unless a categorical is "b", its best value after 40 trials,
  * over 8 seeds, is less than half random search's and better on at least 6 of them. */
@@ -118,6 +120,31 @@ static double run_study(const char *dir, lt_sampler_kind k, uint64_t seed, int t
     return best;
 }
 
+/* The split into "below" and "above" against Optuna's _split_trials (tpe_split_goldens.json,
+ * from tools/gen_tpe_split_goldens.py): the same trial numbers on each side. */
+static int split_case(const json_t *c) {
+    const json_t *trials = json_object_get(c, "trials");
+    const int maximize = !strcmp(json_string_value(json_object_get(c, "direction")), "maximize");
+    const size_t nt = json_array_size(trials);
+    int below[nt + 1], above[nt + 1], nb = -1, na = -1, pruned_below = 0;
+    CHECK_OK(lt_tpe_split(trials, maximize, below, &nb, above, &na));
+    const json_t *sides[2] = {json_object_get(c, "below"), json_object_get(c, "above")};
+    const int *got[2] = {below, above}, ngot[2] = {nb, na};
+    for (int k = 0; k < 2; k++) {
+        int same = (size_t)ngot[k] == json_array_size(sides[k]);
+        for (int j = 0; same && j < ngot[k]; j++)
+            same = got[k][j] == (int)json_integer_value(json_array_get(sides[k], (size_t)j));
+        CHECK(same, "%zu trials, %s: %s has %d trials, Optuna's %zu (or other ones)", nt,
+              maximize ? "maximize" : "minimize", k ? "above" : "below", ngot[k],
+              json_array_size(sides[k]));
+    }
+    for (int j = 0; j < nb; j++)
+        pruned_below += !strcmp(json_string_value(json_object_get(
+                                    json_array_get(trials, (size_t)below[j]), "state")),
+                                "pruned");
+    return pruned_below;
+}
+
 int main(void) {
     char path[4096];
     snprintf(path, sizeof path, "%s/tests/data/tune/tpe_goldens.json", LT_SOURCE_DIR);
@@ -128,6 +155,16 @@ int main(void) {
     json_t *c;
     json_array_foreach(json_object_get(g, "cases"), i, c) golden_case(c);
     json_array_foreach(json_object_get(g, "joint"), i, c) joint_case(json_object_get(g, "space"), c);
+    json_decref(g);
+    snprintf(path, sizeof path, "%s/tests/data/tune/tpe_split_goldens.json", LT_SOURCE_DIR);
+    g = json_load_file(path, 0, &err);
+    CHECK(g != NULL, "%s: %s", path, err.text);
+    int pruned_below = 0;
+    json_array_foreach(json_object_get(g, "cases"), i, c) pruned_below += split_case(c);
+    CHECK(pruned_below > 0, "no split case puts a pruned trial below");
+    printf("below / above: %zu studies as Optuna %s splits them (%d pruned trials below)\n",
+           json_array_size(json_object_get(g, "cases")),
+           json_string_value(json_object_get(g, "optuna")), pruned_below);
     json_decref(g);
 
     enum { N = 40, SEEDS = 8 };

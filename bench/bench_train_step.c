@@ -174,7 +174,8 @@ static int cmp_double(const void *a, const void *b) {
 static void usage(FILE *f) {
     fprintf(f,
             "usage: bench_train_step\n"
-            "  [--shape smollm2-135m|smollm2-360m|llama3.2-1b|llama3-8b|small|tiny | --model PATH]\n"
+            "  [--shape smollm2-135m|smollm2-360m|llama3.2-1b|llama3-8b|small|tiny\n"
+            "   | --model PATH]\n"
             "  [--method lora|dora|full|qlora] [--targets q,v|all] [--rank R] [--alpha A]\n"
             "  [--batch B] [--seq T] [--accum K] [--grad-checkpoint]\n"
             "  [--base-dtype auto|f32|bf16|f16] [--compute-dtype f32|bf16] [--attention-f32]\n"

@@ -29,7 +29,8 @@ th() { n=$1; shift
     "$@" > "$OUTDIR/th-$n.json" 2> "$OUTDIR/th-$n.err"; summ "$OUTDIR/th-$n.json" "torch $n"; }
 part=${1:-ab}
 if [ "${part#*a}" != "$part" ]; then
-  S="--shape smollm2-135m --batch 4 --seq 512 --method lora --targets q,v --rank 16 --steps 10 --warmup 3"
+  S="--shape smollm2-135m --batch 4 --seq 512 --method lora --targets q,v --rank 16"
+  S="$S --steps 10 --warmup 3"
   lt smol $S; th smol $S; th smol-compile $S --compile
   F="--shape llama3.2-1b --batch 8 --seq 2048 --method full"
   lt full1b $F; th full1b $F; th full1b-compile $F --compile

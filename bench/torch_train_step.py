@@ -82,7 +82,8 @@ def main():
     cfg = LlamaConfig(hidden_size=D, num_hidden_layers=L, num_attention_heads=H,
                       num_key_value_heads=KV, head_dim=HD, intermediate_size=FF, vocab_size=V,
                       rope_theta=theta, max_position_embeddings=max(8192, a.seq),
-                      tie_word_embeddings=a.shape != "llama3-8b", rms_norm_eps=1e-5, attention_bias=False,
+                      tie_word_embeddings=a.shape != "llama3-8b", rms_norm_eps=1e-5,
+                      attention_bias=False,
                       mlp_bias=False, torch_dtype=torch.float32)
     cfg._attn_implementation = a.attn
     wdt = torch.bfloat16 if a.weights_dtype == "bf16" else torch.float32
@@ -162,7 +163,8 @@ def main():
         "bench": "torch", "shape": a.shape, "method": a.method,
         **({"targets": a.targets, "rank": a.rank} if a.method != "full" else {}),
         "batch": a.batch, "seq": a.seq, "grad_checkpoint": int(a.grad_checkpoint),
-        "autocast": a.autocast, "weights_dtype": a.weights_dtype, "compile": int(a.compile), "attn": a.attn, "warmup": a.warmup, "steps": a.steps,
+        "autocast": a.autocast,
+        "weights_dtype": a.weights_dtype, "compile": int(a.compile), "attn": a.attn, "warmup": a.warmup, "steps": a.steps,
         "threads": int(best), "tokens_per_s": round(by_threads[best]["tokens_per_s"], 2),
         "s_per_step": round(by_threads[best]["s_per_step"], 4),
         "cpu_util": round(by_threads[best]["cpu_util"], 2),

@@ -1006,9 +1006,6 @@ __device__ __forceinline__ uint32_t bf2(float lo, float hi) {
     __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
     return *reinterpret_cast<uint32_t *>(&v);
 }
-__device__ __forceinline__ uint32_t ld32(const bf16_t *p) {
-    return *reinterpret_cast<const uint32_t *>(p);
-}
 /* c (16x8 fp32) += a (16x16 bf16, row) . b (16x8 bf16, col). Fragments: lane = 4 g + t holds
  * a's (g, 2t..2t+1), (g+8, 2t..), (g, 8+2t..), (g+8, 8+2t..); b's (k = 2t.., n = g) and
  * (k = 8+2t.., n = g); c's (g, 2t..2t+1) and (g+8, 2t..2t+1) */
@@ -1050,26 +1047,35 @@ __device__ void fa_load(bf16_t (*dst)[HD + 8], const float *base, int64_t rs, in
     }
 }
 
+/* ldmatrix without transposing: four 8x8 matrices, lane l naming row l & 7 of matrix l >> 3
+ * (p: this lane's row address); each lane gets its rows' neighbouring pair, as mma's a and b */
+__device__ __forceinline__ void ldsm(uint32_t x[4], const bf16_t *p) {
+    const uint32_t a = (uint32_t)__cvta_generic_to_shared(p);
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(x[0]), "=r"(x[1]), "=r"(x[2]), "=r"(x[3])
+                 : "r"(a));
+}
 /* s[16][8 NT] = X[r0..r0+15][0..HD) . Y[0..8 NT)[0..HD)^T, both row-major bf16 (HD + 8 a row)
- * in shared memory: a warp's 16 rows of scores against 8 NT columns, in mma c fragments */
+ * in shared memory: a warp's 16 rows of scores against 8 NT columns, in mma c fragments; one
+ * ldmatrix gives the a fragment, one the b fragments of two column tiles */
 template <int HD, int NT>
 __device__ __forceinline__ void fa_scores(float s[NT][4], const bf16_t (*X)[HD + 8], int r0,
                                           const bf16_t (*Y)[HD + 8]) {
-    const int l = threadIdx.x & 31, g = l >> 2, t = l & 3;
+    const int l = threadIdx.x & 31, mi = l >> 3, lr = l & 7;
 #pragma unroll
     for (int j = 0; j < NT; j++)
         s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.0f;
 #pragma unroll
     for (int kk = 0; kk < HD / 16; kk++) {
         uint32_t a[4];
-        a[0] = ld32(&X[r0 + g][kk * 16 + 2 * t]);
-        a[1] = ld32(&X[r0 + g + 8][kk * 16 + 2 * t]);
-        a[2] = ld32(&X[r0 + g][kk * 16 + 8 + 2 * t]);
-        a[3] = ld32(&X[r0 + g + 8][kk * 16 + 8 + 2 * t]);
+        ldsm(a, &X[r0 + (mi & 1) * 8 + lr][kk * 16 + (mi >> 1) * 8]);
 #pragma unroll
-        for (int j = 0; j < NT; j++)
-            mma_bf16(s[j], a, ld32(&Y[j * 8 + g][kk * 16 + 2 * t]),
-                     ld32(&Y[j * 8 + g][kk * 16 + 8 + 2 * t]));
+        for (int j = 0; j < NT; j += 2) {
+            uint32_t b[4];
+            ldsm(b, &Y[j * 8 + (mi >> 1) * 8 + lr][kk * 16 + (mi & 1) * 8]);
+            mma_bf16(s[j], a, b[0], b[1]);
+            mma_bf16(s[j + 1], a, b[2], b[3]);
+        }
     }
 }
 /* o[16][HD] += p[16][8 NT] . Y[0..8 NT)[0..HD) with p in c fragments (rounded to bf16 here: the

@@ -143,6 +143,7 @@ static const char *const op_names[LT_OP_COUNT] = {
     [LT_OP_GEMM_BF16] = "gemm_bf16",
     [LT_OP_ATTENTION_BF16] = "attention_bf16",
     [LT_OP_ATTENTION_KV_F16] = "attention_kv_f16",
+    [LT_OP_WEIGHT_BF16] = "weight_bf16",
 };
 
 const char *lt_op_name(lt_op op) {
@@ -180,6 +181,8 @@ int lt_backend_supports(const lt_backend *be, lt_op op, lt_dtype dt) {
     case LT_OP_ATTENTION_BF16: return o->attention_fwd_bf16 && o->attention_bwd_bf16;
     case LT_OP_ATTENTION_KV_F16:
         return o->attention_kv_f16 && o->to_f16 && o->attention_kv_scratch;
+    case LT_OP_WEIGHT_BF16:
+        return o->weight_bf16 && o->supports_dtype && o->supports_dtype(be, dt);
     default: return 0;
     }
 }

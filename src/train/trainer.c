@@ -151,6 +151,12 @@ static const float *dropout_mask(lt_trainer *tr, int l, int t, int64_t n) {
  * (through fp32: NF4, a trained fp32 weight, rows of a lazy file) into wb16 */
 static const uint16_t *weight16(lt_trainer *tr, const lt_lin *li) {
     if (!li->rsrc && li->W16 && tr->c.base_dtype == LT_DTYPE_BF16) return li->W16;
+    if (tr->be->op->weight_bf16) { /* straight to bf16 where the backend converts the format */
+        lazy_src ls;
+        lt_weight_view v;
+        lin_view(tr, li, &ls, &v);
+        if (OP(weight_bf16, &v, 0, v.rows, tr->wb16) == LT_OK) return tr->wb16;
+    }
     const float *w = weight(tr, li);
     OP(to_bf16, tr->wb16, w, (int64_t)li->OC * li->C);
     return tr->wb16;

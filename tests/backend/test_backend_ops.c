@@ -368,10 +368,24 @@ static void run_weight(const lt_backend *be, const tcase *c, result *r, int is_r
             put(r, is_ref, j, names[j], a_down(&a, y[j], (int64_t)N * rows[j]), (int64_t)N * rows[j]);
     } else {
         const int row0 = c->d[3], nr = c->d[4];
-        float *scr = a_alloc(&a, sizeof(float) * (size_t)nr * C);
+        const int64_t ne = (int64_t)nr * C;
+        float *scr = a_alloc(&a, sizeof(float) * (size_t)ne);
         const float *out = NULL;
-        st = be->op->weight_f32(be, &dv[0], row0, nr, scr, &out);
-        put(r, is_ref, 0, "rows", a_down(&a, st ? scr : out, (int64_t)nr * C), (int64_t)nr * C);
+        if (c->op == LT_OP_WEIGHT_BF16 && !is_ref) { /* straight to bf16 on the backend */
+            st = be->op->weight_bf16(be, &dv[0], row0, nr, (uint16_t *)scr);
+            float *h = a_down(&a, scr, (ne + 1) / 2), *hw = malloc(sizeof(float) * (size_t)ne);
+            for (int64_t i = 0; i < ne; i++)
+                hw[i] = lt_bf16_to_f32(((const uint16_t *)h)[i]);
+            free(h);
+            put(r, is_ref, 0, "rows", hw, ne);
+        } else { /* weight_f32 (for weight_bf16: the oracle, its rows rounded here) */
+            st = be->op->weight_f32(be, &dv[0], row0, nr, scr, &out);
+            float *h = a_down(&a, st ? scr : out, ne);
+            if (c->op == LT_OP_WEIGHT_BF16)
+                for (int64_t i = 0; i < ne; i++)
+                    h[i] = lt_bf16_to_f32(lt_f32_to_bf16(h[i]));
+            put(r, is_ref, 0, "rows", h, ne);
+        }
     }
     if (is_ref) r->st_want = st;
     else r->st_got = st;
@@ -677,7 +691,8 @@ static runner runner_of(lt_op op) {
     case LT_OP_LORA:
     case LT_OP_DORA: return run_linear;
     case LT_OP_MATMUL_W:
-    case LT_OP_WEIGHT_F32: return run_weight;
+    case LT_OP_WEIGHT_F32:
+    case LT_OP_WEIGHT_BF16: return run_weight;
     case LT_OP_RMSNORM: return run_rmsnorm;
     case LT_OP_ROPE: return run_rope;
     case LT_OP_ATTENTION:
@@ -784,6 +799,15 @@ static const tcase k_cases[] = {
     {LT_OP_WEIGHT_F32, {1, 64, 9, 8, 1}, LT_DTYPE_Q8_0, 0, 0},
     {LT_OP_WEIGHT_F32, {1, 128, 9, 3, 4}, LT_DTYPE_F32, 1 /* NF4 */, 0},
     {LT_OP_WEIGHT_F32, {1, 1024, 300, 17, 260}, LT_DTYPE_BF16, 0, 0},
+    /* weight_bf16 {_, C, OC, row0, n}: straight to bf16, bit for bit to_bf16 of weight_f32's
+     * rows (the oracle's, rounded by lt_f32_to_bf16): every stored format, NF4, a row range */
+    {LT_OP_WEIGHT_BF16, {1, 64, 9, 4, 3}, LT_DTYPE_F16, 0, 0},
+    {LT_OP_WEIGHT_BF16, {1, 64, 9, 2, 5}, LT_DTYPE_Q4_1, 0, 0},
+    {LT_OP_WEIGHT_BF16, {1, 64, 9, 3, 6}, LT_DTYPE_Q4_0, 0, 0},
+    {LT_OP_WEIGHT_BF16, {1, 64, 9, 8, 1}, LT_DTYPE_Q8_0, 0, 0},
+    {LT_OP_WEIGHT_BF16, {1, 64, 9, 0, 9}, LT_DTYPE_F32, 0, 0},
+    {LT_OP_WEIGHT_BF16, {1, 128, 9, 3, 4}, LT_DTYPE_F32, 1 /* NF4 */, 0},
+    {LT_OP_WEIGHT_BF16, {1, 1024, 300, 17, 260}, LT_DTYPE_F32, 1 /* NF4 */, 0},
     /* rmsnorm {N, C} */
     {LT_OP_RMSNORM, {1, 1}, LT_DTYPE_F32, 0, TF},
     {LT_OP_RMSNORM, {3, 7}, LT_DTYPE_F32, 0, TF},
@@ -916,9 +940,11 @@ static int run_table(const lt_backend *be, const char *label, int quiet) {
         char shape[96];
         snprintf(shape, sizeof shape, "%d,%d,%d,%d,%d,%d", c->d[0], c->d[1], c->d[2], c->d[3],
                  c->d[4], c->d[5]);
+        const int wop = c->op == LT_OP_MATMUL_W || c->op == LT_OP_WEIGHT_F32 ||
+                        c->op == LT_OP_WEIGHT_BF16;
         if (!quiet || bad)
             printf("  %-6s %-13s %-5s v%-2d [%s] worst %.2e (%s) tol %.0e %s\n", label,
-                   lt_op_name(c->op), c->variant & 1 && (c->op == LT_OP_MATMUL_W || c->op == LT_OP_WEIGHT_F32) ? "NF4" : lt_dtype_name(c->dt),
+                   lt_op_name(c->op), c->variant & 1 && wop ? "NF4" : lt_dtype_name(c->dt),
                    c->variant, shape, worst, wname, tol, bad ? "FAIL" : "ok");
         failed += bad;
         result_free(&r);

@@ -66,6 +66,7 @@ typedef enum {
     LT_OP_GEMM_BF16,
     LT_OP_ATTENTION_BF16,
     LT_OP_ATTENTION_KV_F16, /* attention_kv_f16 and to_f16 */
+    LT_OP_WEIGHT_BF16,      /* weight_bf16 (for the dtype asked, NF4 through F32 + variant) */
     LT_OP_COUNT
 } lt_op;
 const char *lt_op_name(lt_op op); /* "gemm", "matmul", ... */
@@ -248,6 +249,13 @@ typedef struct {
     void (*gemm_bf16)(const lt_backend *be, int ta, int tb, int M, int N, int K, float alpha,
                       const uint16_t *A, int lda, const uint16_t *B, int ldb, float beta, float *C,
                       int ldc);
+    /* Optional (LT_OP_WEIGHT_BF16): rows [row0, row0 + n) of w straight into bf16 dst, bit for
+     * bit what to_bf16 makes of weight_f32's rows, without the fp32 copy (the bf16 mode's
+     * frozen weights in NF4 or a block format, dequantized before each product). A format it
+     * does not convert: LT_ERR_UNSUPPORTED with no error recorded (the trainer then goes
+     * through weight_f32 and to_bf16). */
+    lt_status (*weight_bf16)(const lt_backend *be, const lt_weight_view *w, int64_t row0,
+                             int64_t n, uint16_t *dst);
 
     /* attention_fwd / attention_bwd (same arguments and layouts) as the bf16 compute mode runs
      * it on a device, like autocast's SDPA: q, k, v and dO rounded to bf16, the probabilities

@@ -363,46 +363,58 @@ __device__ float f16_val(const uint8_t *p) {
     uint16_t h = (uint16_t)(p[0] | (p[1] << 8));
     return __half2float(*(const __half *)&h);
 }
-/* element i of n values stored as dt from src (rows of whole blocks for the quant types) */
-__global__ void k_to_f32(float *dst, const uint8_t *src, int dt, int64_t n) {
-    GRID_LOOP(i, n) {
-        float v = 0.0f;
-        if (dt == LT_DTYPE_F32) {
-            v = ((const float *)src)[i];
-        } else if (dt == LT_DTYPE_F16) {
-            v = f16_val(src + 2 * i);
-        } else if (dt == LT_DTYPE_BF16) {
-            uint32_t u = (uint32_t)(src[2 * i] | (src[2 * i + 1] << 8)) << 16;
-            v = __uint_as_float(u);
-        } else {
-            const int64_t b = i / 32, j = i % 32;
-            if (dt == LT_DTYPE_Q8_0) {
-                const uint8_t *q = src + b * 34;
-                v = (float)(int8_t)q[2 + j] * f16_val(q);
-            } else if (dt == LT_DTYPE_Q4_0) {
-                const uint8_t *q = src + b * 18;
-                int x = j < 16 ? (q[2 + j] & 0x0F) : (q[2 + j - 16] >> 4);
-                v = (float)(x - 8) * f16_val(q);
-            } else { /* Q4_1 */
-                const uint8_t *q = src + b * 20;
-                int x = j < 16 ? (q[4 + j] & 0x0F) : (q[4 + j - 16] >> 4);
-                v = (float)x * f16_val(q) + f16_val(q + 2);
-            }
-        }
-        dst[i] = v;
+/* element i of values stored as dt from src (rows of whole blocks for the quant types) */
+__device__ float elem_f32(const uint8_t *src, int dt, int64_t i) {
+    if (dt == LT_DTYPE_F32) return ((const float *)src)[i];
+    if (dt == LT_DTYPE_F16) return f16_val(src + 2 * i);
+    if (dt == LT_DTYPE_BF16) {
+        uint32_t u = (uint32_t)(src[2 * i] | (src[2 * i + 1] << 8)) << 16;
+        return __uint_as_float(u);
     }
+    const int64_t b = i / 32, j = i % 32;
+    if (dt == LT_DTYPE_Q8_0) {
+        const uint8_t *q = src + b * 34;
+        return (float)(int8_t)q[2 + j] * f16_val(q);
+    }
+    if (dt == LT_DTYPE_Q4_0) {
+        const uint8_t *q = src + b * 18;
+        int x = j < 16 ? (q[2 + j] & 0x0F) : (q[2 + j - 16] >> 4);
+        return (float)(x - 8) * f16_val(q);
+    }
+    /* Q4_1 */
+    const uint8_t *q = src + b * 20;
+    int x = j < 16 ? (q[4 + j] & 0x0F) : (q[4 + j - 16] >> 4);
+    return (float)x * f16_val(q) + f16_val(q + 2);
 }
-/* NF4 elements [begin, begin + n): the lt_nf4's arrays are device memory (tab: code, map) */
+__global__ void k_to_f32(float *dst, const uint8_t *src, int dt, int64_t n) {
+    GRID_LOOP(i, n) dst[i] = elem_f32(src, dt, i);
+}
+__global__ void k_to_bf16w(uint16_t *dst, const uint8_t *src, int dt, int64_t n) {
+    GRID_LOOP(i, n) dst[i] = (uint16_t)bf16_bits(elem_f32(src, dt, i));
+}
+/* NF4 element i: the lt_nf4's arrays are device memory (tab: code, map) */
+__device__ float nf4_elem(const uint8_t *codes, const float *absmax, const uint8_t *qabsmax,
+                          const float *absmax2, float offset, int dq, const float *tab,
+                          int64_t i) {
+    const int64_t b = i / LT_NF4_BLOCK;
+    const float a = dq ? tab[16 + qabsmax[b]] * absmax2[b / LT_NF4_ABSMAX_BLOCK] + offset
+                       : absmax[b];
+    const uint8_t byte = codes[i >> 1];
+    return tab[(i & 1) ? (byte & 15) : (byte >> 4)] * a;
+}
+/* NF4 elements [begin, begin + n) as fp32, or (k_nf4_bf16) rounded to bf16 */
 __global__ void k_nf4(float *dst, const uint8_t *codes, const float *absmax, const uint8_t *qabsmax,
                       const float *absmax2, float offset, int dq, const float *tab, int64_t begin,
                       int64_t n) {
-    GRID_LOOP(k, n) {
-        const int64_t i = begin + k, b = i / LT_NF4_BLOCK;
-        const float a = dq ? tab[16 + qabsmax[b]] * absmax2[b / LT_NF4_ABSMAX_BLOCK] + offset
-                           : absmax[b];
-        const uint8_t byte = codes[i >> 1];
-        dst[k] = tab[(i & 1) ? (byte & 15) : (byte >> 4)] * a;
-    }
+    GRID_LOOP(k, n)
+    dst[k] = nf4_elem(codes, absmax, qabsmax, absmax2, offset, dq, tab, begin + k);
+}
+__global__ void k_nf4_bf16(uint16_t *dst, const uint8_t *codes, const float *absmax,
+                           const uint8_t *qabsmax, const float *absmax2, float offset, int dq,
+                           const float *tab, int64_t begin, int64_t n) {
+    GRID_LOOP(k, n)
+    dst[k] = (uint16_t)bf16_bits(nf4_elem(codes, absmax, qabsmax, absmax2, offset, dq, tab,
+                                          begin + k));
 }
 static lt_status cu_weight_f32(const lt_backend *be, const lt_weight_view *w, int64_t row0,
                                int64_t n, float *scratch, const float **out) {
@@ -424,6 +436,25 @@ static lt_status cu_weight_f32(const lt_backend *be, const lt_weight_view *w, in
     const uint8_t *src = (const uint8_t *)w->data + lt_dtype_nbytes(w->dtype, row0 * w->cols);
     k_to_f32<<<blocks(n * w->cols, 256), 256>>>(scratch, src, (int)w->dtype, n * w->cols);
     *out = scratch;
+    return LT_OK;
+}
+static lt_status cu_weight_bf16(const lt_backend *be, const lt_weight_view *w, int64_t row0,
+                                int64_t n, uint16_t *dst) {
+    if (w->nf4) {
+        const lt_nf4 *q = w->nf4;
+        k_nf4_bf16<<<blocks(n * w->cols, 256), 256>>>(dst, q->codes, q->absmax, q->qabsmax,
+                                                      q->absmax2, q->offset, q->double_quant,
+                                                      CX(be)->nf4_tab, row0 * w->cols,
+                                                      n * w->cols);
+        return LT_OK;
+    }
+    if (w->rows_fn || !cu_supports_dtype(be, w->dtype)) return LT_ERR_UNSUPPORTED;
+    if (w->dtype == LT_DTYPE_F32) {
+        cu_to_bf16(be, dst, (const float *)w->data + row0 * w->cols, n * w->cols);
+        return LT_OK;
+    }
+    const uint8_t *src = (const uint8_t *)w->data + lt_dtype_nbytes(w->dtype, row0 * w->cols);
+    k_to_bf16w<<<blocks(n * w->cols, 256), 256>>>(dst, src, (int)w->dtype, n * w->cols);
     return LT_OK;
 }
 static int64_t cu_matmul_w_scratch(const lt_backend *be, int64_t max_cols) {
@@ -1704,6 +1735,7 @@ static const lt_backend_ops cuda_ops = [] {
     o.scale_rows = cu_scale_rows;
     o.to_bf16 = cu_to_bf16;
     o.gemm_bf16 = cu_gemm_bf16;
+    o.weight_bf16 = cu_weight_bf16;
     o.attention_fwd_bf16 = cu_attention_fwd_bf16;
     o.attention_bwd_bf16 = cu_attention_bwd_bf16;
     return o;
@@ -1714,6 +1746,7 @@ static const lt_backend_ops cuda_ops_nobf16 = [] {
     lt_backend_ops o = cuda_ops;
     o.to_bf16 = NULL;
     o.gemm_bf16 = NULL;
+    o.weight_bf16 = NULL;
     o.attention_fwd_bf16 = NULL;
     o.attention_bwd_bf16 = NULL;
     return o;

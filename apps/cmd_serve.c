@@ -23,7 +23,7 @@ static void usage(FILE *f) {
             "                      [--model M [--model-name ID] [--adapter NAME=PATH ...]\n"
             "                       [--slots N] [--ctx N] [--kv-cache f16|f32] [--max-queue N]\n"
             "                       [--threads N] [--compute-dtype f32|bf16|auto]\n"
-            "                       [--quality-every S]]\n\n"
+            "                       [--device cpu|cuda|auto] [--quality-every S]]\n\n"
             "Serves the REST API (OpenAPI 3.1 at /openapi.json; docs/SERVER.md): dataset upload\n"
             "and validation, a persistent queue of train jobs with live events (SSE), runs and\n"
             "metrics, adapter downloads. With --model, also an OpenAI-compatible API (/v1/models,\n"
@@ -67,6 +67,10 @@ static void usage(FILE *f) {
             "                     auto: bf16 on a CPU with AVX512-BF16 / AMX\n"
             "  --threads N        OpenMP / OpenBLAS threads of generation (default: as the\n"
             "                     environment says)\n"
+            "  --device D         where generation runs: cpu (default), cuda (the first GPU: the\n"
+            "                     weights copied there once, the slots' KV caches, the adapters\n"
+            "                     and the batched step there), auto (a GPU when there is one);\n"
+            "                     cpu-as-device: the device code path on the CPU (for checking)\n"
             "  --quality-every S  score each deployed version on its held-out set every S\n"
             "                     seconds (default 3600; 0: never)\n");
 }
@@ -88,6 +92,7 @@ static int serve_main(int argc, char **argv, const char **adapters) {
     o.adapters = adapters;
     long threads = 0;
     int kv_set = 0;
+    const char *device = NULL;
     const char *env_token = getenv("LORATUNE_TOKEN");
     o.token = env_token && *env_token ? env_token : NULL;
     for (int i = 1; i < argc; i++) {
@@ -165,6 +170,17 @@ static int serve_main(int argc, char **argv, const char **adapters) {
             }
             o.kv_f32 = !strcmp(v, "f32");
             kv_set = 1;
+        } else if (!strcmp(a, "--device")) {
+            if (strcmp(v, "cpu") && strcmp(v, "cuda") && strcmp(v, "auto") &&
+                strcmp(v, "cpu-as-device")) {
+                fprintf(stderr,
+                        "loratune serve: --device: expected cpu, cuda, auto or cpu-as-device, "
+                        "got '%s'\n",
+                        v);
+                return 2;
+            }
+            device = v;
+            kv_set = 1;
         } else if (!strcmp(a, "--compute-dtype")) {
             const char *why = NULL;
             if (!strcmp(v, "bf16"))
@@ -205,7 +221,7 @@ static int serve_main(int argc, char **argv, const char **adapters) {
     }
     if ((o.n_adapters || o.slots || o.ctx || o.max_queue || o.model_name || kv_set) && !o.model) {
         fprintf(stderr, "loratune serve: --adapter, --model-name, --slots, --ctx, --kv-cache, "
-                        "--compute-dtype and --max-queue need --model\n");
+                        "--compute-dtype, --device and --max-queue need --model\n");
         return 2;
     }
     if (threads) lt_set_num_threads((int)threads);
@@ -227,9 +243,31 @@ static int serve_main(int argc, char **argv, const char **adapters) {
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     signal(SIGPIPE, SIG_IGN);
 
+    /* the device: a GPU (or, to check the device path, the CPU's ops marked as one) */
+    static lt_backend hostdev;
+    lt_backend *cuda = NULL;
+    if (device && !strcmp(device, "cpu-as-device")) {
+        hostdev = *lt_backend_cpu();
+        hostdev.name = "cpu-as-device";
+        hostdev.device = 1;
+        o.device = &hostdev;
+    } else if (device && strcmp(device, "cpu")) {
+        lt_status st = !strcmp(device, "auto") && !lt_backend_cuda_compiled()
+                           ? LT_ERR_UNSUPPORTED
+                           : lt_backend_cuda_create(0, &cuda);
+        if (st && !strcmp(device, "cuda")) {
+            fprintf(stderr, "loratune serve: --device cuda: %s\n", lt_errmsg());
+            return 1;
+        }
+        o.device = cuda;
+        fprintf(stderr, "[device %s]\n", cuda ? (cuda->desc ? cuda->desc : cuda->name)
+                                               : "auto: no GPU, the CPU");
+    }
+
     lt_server *s = NULL;
     if (lt_serve_start(&o, &s)) {
         fprintf(stderr, "loratune serve: %s\n", lt_errmsg());
+        lt_backend_cuda_free(cuda);
         return 1;
     }
     const char *h = o.host;
@@ -244,6 +282,7 @@ static int serve_main(int argc, char **argv, const char **adapters) {
            sig == SIGINT ? "SIGINT" : "SIGTERM");
     fflush(stdout);
     lt_serve_stop(s);
+    lt_backend_cuda_free(cuda); /* after the server: its device weights and caches use it */
     return 0;
 }
 

@@ -43,6 +43,7 @@ struct lt_served {
     char source[1024]; /* where it was loaded from (scrubbed when shown) */
     lt_adapter *ad;    /* NULL: the base */
     lt_model_delta *delta;
+    lt_model_delta *ddelta; /* delta's copy on the device (lt_serve_opts.device), else NULL */
     int refs;
     double created;
     lt_served *next;
@@ -88,6 +89,8 @@ struct lt_infer {
     int loader_started;
 
     lt_model *m;
+    const lt_backend *dev_be; /* lt_serve_opts.device: NULL, the host */
+    lt_model_dev *dev;        /* the weights on dev_be (made by the loader) */
     lt_tokenizer *tok;
     lt_chat_template *tmpl; /* NULL: the model has none (chat answers 400) */
     int32_t eot[8];         /* end-of-turn ids of chat templates */
@@ -118,6 +121,7 @@ static double mono_now(void) {
 /* ---- registry ---------------------------------------------------------------------------- */
 static void served_free(lt_served *e) {
     if (!e) return;
+    lt_model_delta_backend_free(e->ddelta);
     lt_adapter_delta_free(e->delta); /* before the adapter it borrows from */
     lt_adapter_free(e->ad);
     lt_free(e);
@@ -193,6 +197,7 @@ lt_status lt_infer_adapter_load(lt_server *s, const char *name, const char *path
     e->refs = 1;
     lt_status st = lt_adapter_load(path, &in->m->config, &e->ad);
     if (!st) st = lt_adapter_delta_create(e->ad, in->m, &e->delta);
+    if (!st && in->dev) st = lt_model_delta_to_backend(in->m, e->delta, in->dev_be, &e->ddelta);
     if (st) {
         snprintf(msg, n, "adapter '%s': %s", name, lt_errmsg());
         served_free(e);
@@ -301,16 +306,19 @@ static void *loader_main(void *arg) {
     }
     if (in->ctx <= 0) in->ctx = in->m->config.max_seq_len < 2048 ? in->m->config.max_seq_len : 2048;
     if (in->ctx > in->m->config.max_seq_len) in->ctx = in->m->config.max_seq_len;
+    if (in->dev_be && lt_model_dev_create(in->m, in->dev_be, &in->dev))
+        return fail_load(in, "device weights"), NULL;
     in->slots = lt_calloc((size_t)in->n_slots, sizeof *in->slots);
     if (!in->slots) return lt_error(LT_ERR_NOMEM, "out of memory"), fail_load(in, "slots"), NULL;
     /* the memory plan: every slot's k / v (ctx positions, fp16 unless --kv-cache f32), and one
      * step's activations (STEP_TOKENS rows) in slot 0's cache, the workspace of every step: the
      * other slots' caches are made for one row (their activation buffers are never used). The
      * caches are address space: a page of one costs memory from the step that first writes it
-     * until its request ends (slot_end gives it back: lt_kv_cache_release) */
+     * until its request ends (slot_end gives it back: lt_kv_cache_release). On a device the
+     * caches are the device's memory, whole from the start (no pages) */
     for (int i = 0; i < in->n_slots; i++) {
-        if (lt_kv_cache_create_typed(in->m, in->ctx, i ? 1 : STEP_TOKENS, in->kv_type,
-                                     &in->slots[i].kv))
+        if (lt_kv_cache_create_dev(in->m, in->dev, in->ctx, i ? 1 : STEP_TOKENS, in->kv_type,
+                                   &in->slots[i].kv))
             return fail_load(in, "KV cache"), NULL;
         lt_kv_cache_set_qact(in->slots[i].kv, 1); /* as `loratune generate` (without --exact) */
         lt_kv_cache_set_bf16(in->slots[i].kv, in->bf16);
@@ -384,6 +392,7 @@ lt_status lt_infer_init(lt_server *s, const lt_serve_opts *o) {
     in->ctx = o->ctx;
     in->kv_type = o->kv_f32 ? LT_KV_F32 : LT_KV_F16;
     in->bf16 = o->bf16;
+    in->dev_be = o->device;
     in->max_queue = o->max_queue > 0 ? o->max_queue : 64;
     in->threads = o->threads > 0 ? o->threads : 0;
     if (o->model_name && *o->model_name) {
@@ -459,6 +468,7 @@ void lt_infer_free(lt_server *s) {
     for (int i = 0; in->slots && i < in->n_slots; i++)
         lt_kv_cache_free(in->slots[i].kv);
     lt_free(in->slots);
+    lt_model_dev_free(in->dev); /* after the caches and deltas that use it */
     lt_chat_template_free(in->tmpl);
     lt_tokenizer_free(in->tok);
     lt_model_free(in->m);
@@ -494,6 +504,9 @@ int lt_infer_bf16(const lt_server *s) {
 }
 int lt_infer_kv_f32(const lt_server *s) {
     return s->infer->kv_type == LT_KV_F32;
+}
+const char *lt_infer_device(const lt_server *s) {
+    return s->infer->dev_be ? s->infer->dev_be->name : "cpu";
 }
 int lt_infer_ctx(const lt_server *s) {
     return s->infer->ctx;
@@ -740,6 +753,11 @@ static int g_cancelled(lt_gen *g) {
     return c;
 }
 
+/* the delta the forward reads: its device copy when generation runs on a device */
+static const lt_model_delta *fwd_delta(const lt_served *e) {
+    return e->ddelta ? e->ddelta : e->delta;
+}
+
 /* Rows sorted by adapter (the target entry) so that each adapter's rows are one run. */
 static int row_cmp(const void *a, const void *b) {
     const lt_batch_row *x = a, *y = b;
@@ -821,7 +839,7 @@ static void *engine_main(void *arg) {
             sl->chunk = 0;
             if (!sl->g || sl->prefill < sl->g->n_ids || !sl->more) continue;
             in->rows[n] = (lt_batch_row){
-                .kv = sl->kv, .delta = sl->g->target->delta, .token = sl->next, .pos = sl->pos};
+                .kv = sl->kv, .delta = fwd_delta(sl->g->target), .token = sl->next, .pos = sl->pos};
             in->row_slot[n++] = i;
             T++;
         }
@@ -841,7 +859,7 @@ static void *engine_main(void *arg) {
             if (c > STEP_TOKENS - T) c = STEP_TOKENS - T;
             sl->chunk = c;
             in->rows[n] = (lt_batch_row){.kv = sl->kv,
-                                         .delta = g->target->delta,
+                                         .delta = fwd_delta(g->target),
                                          .token = g->ids[sl->prefill],
                                          .pos = sl->prefill,
                                          .n = c,

@@ -65,9 +65,9 @@ enum MHD_Result lt_oai_ready(lt_server *s, struct MHD_Connection *c) {
     if (st > 0)
         return lt_reply_json(
             c, MHD_HTTP_OK,
-            json_pack("{s:s,s:s,s:s,s:s}", "status", "ready", "model", lt_infer_base_name(s),
+            json_pack("{s:s,s:s,s:s,s:s,s:s}", "status", "ready", "model", lt_infer_base_name(s),
                       "compute_dtype", lt_infer_bf16(s) ? "bf16" : "f32", "kv_cache",
-                      lt_infer_kv_f32(s) ? "f32" : "f16"));
+                      lt_infer_kv_f32(s) ? "f32" : "f16", "device", lt_infer_device(s)));
     char *clean = lt_serve_scrub(s, msg);
     json_t *o = st == 0
                     ? json_pack("{s:s,s:s}", "status", "loading", "model", lt_infer_base_name(s))

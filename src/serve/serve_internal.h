@@ -254,6 +254,7 @@ int lt_infer_state(lt_server *s, char *msg, size_t n);
 const char *lt_infer_base_name(const lt_server *s);
 int lt_infer_bf16(const lt_server *s);   /* 1: --compute-dtype bf16 (or auto picked it) */
 int lt_infer_kv_f32(const lt_server *s); /* 1: --kv-cache f32 */
+const char *lt_infer_device(const lt_server *s); /* "cpu", or the device backend's name */
 int lt_infer_ctx(const lt_server *s);
 /* The served entry named name (the base's id or an adapter's name), held; NULL if none. */
 lt_served *lt_infer_lookup(lt_server *s, const char *name);

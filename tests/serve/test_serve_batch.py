@@ -58,6 +58,12 @@ srv = oaikit.start(os.path.join(TMP, "work"), *os.environ.get("LT_SERVE_ARGS", "
                    "--adapter", f"a={ad_a}", "--adapter", f"b={ad_b}")
 url = srv.url
 client = openai.OpenAI(base_url=url + "/v1", api_key="x", max_retries=0, timeout=300)
+# --device X in LT_SERVE_ARGS (py_test_serve_batch_device: cpu-as-device, the device code path
+# on the CPU; on a GPU machine: cuda): /ready names where generation runs
+_sa = os.environ.get("LT_SERVE_ARGS", "").split()
+want_dev = _sa[_sa.index("--device") + 1] if "--device" in _sa else "cpu"
+ready = requests.get(url + "/ready", timeout=10).json()
+check(ready.get("device") == want_dev, f"/ready device {ready.get('device')!r}, want {want_dev!r}")
 
 try:
     # ---- 1. batched == alone ------------------------------------------------------------

@@ -67,7 +67,7 @@ try:
     r = requests.get(URL + "/health", timeout=10)
     check(r.status_code == 200 and r.json()["status"] == "ok", f"/health: {r.text}")
     r = requests.get(URL + "/ready", timeout=10)
-    check(r.status_code == 200 and r.json() == {"status": "ready", "model": BASE, "compute_dtype": "f32", "kv_cache": "f16"}, f"/ready: {r.text}")
+    check(r.status_code == 200 and r.json() == {"status": "ready", "model": BASE, "compute_dtype": "f32", "kv_cache": "f16", "device": "cpu"}, f"/ready: {r.text}")
     ids = [m.id for m in client.models.list().data]
     check(ids == [BASE, "styled"], f"/v1/models through the client: {ids}")
     servekit.conforms(SPEC, "OAIModelList", requests.get(URL + "/v1/models", timeout=10).json(), "GET /v1/models")
@@ -318,6 +318,11 @@ check(r.returncode == 2 and "--compute-dtype: expected f32, bf16 or auto, got 'f
       f"--compute-dtype fp8: {r.returncode} {r.stderr}")
 r = ltcheck.run("serve", "--port", "0", "--compute-dtype", "bf16", timeout=60)
 check(r.returncode == 2 and "need --model" in r.stderr, f"--compute-dtype without --model: {r.returncode} {r.stderr}")
+r = ltcheck.run("serve", "--port", "0", "--model", oaikit.SMOL, "--device", "gpu", timeout=60)
+check(r.returncode == 2 and "--device: expected cpu, cuda, auto or cpu-as-device, got 'gpu'" in r.stderr,
+      f"--device gpu: {r.returncode} {r.stderr}")
+r = ltcheck.run("serve", "--port", "0", "--device", "cuda", timeout=60)
+check(r.returncode == 2 and "need --model" in r.stderr, f"--device without --model: {r.returncode} {r.stderr}")
 r = ltcheck.run("serve", "--port", "0", "--workdir", os.path.join(TMP, "w2"), "--model", oaikit.SMOL,
                 "--adapter", "noequals", timeout=60)
 check(r.returncode == 1 and "NAME=PATH" in r.stderr, f"--adapter without '=': {r.returncode} {r.stderr}")

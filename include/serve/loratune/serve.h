@@ -39,6 +39,8 @@
 extern "C" {
 #endif
 
+struct lt_backend; /* loratune/backend.h */
+
 typedef struct {
     const char *host;         /* numeric IPv4 / IPv6 address or "localhost"; NULL: 127.0.0.1 */
     int port;                 /* 0: any free port (lt_serve_port tells which) */
@@ -78,6 +80,11 @@ typedef struct {
                                  thread) */
     int quality_every_s;      /* deployed versions scored on their held-out sets every S seconds
                                  (docs/SERVING.md "Monitoring"); 0: 3600, < 0: never */
+    const struct lt_backend *device; /* where /v1's generation runs: NULL the host (the CPU
+                                 path); a device backend (lt_backend_cuda_create's; borrowed,
+                                 outlives the server): the weights copied there once
+                                 (lt_model_dev), every slot's KV cache, every adapter's delta
+                                 and the batched step there */
 } lt_serve_opts;
 
 typedef struct lt_server lt_server;

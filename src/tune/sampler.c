@@ -3,12 +3,13 @@
  * GP-BO step: values warped (asinh of the robustly scaled values: warp_values) and standardized
  * (mean 0, sd 1), the GP's prior mean one sd above (PRIOR_MEAN_SD); running trials enter
  * as "pessimistic constant liars" (at the worst value seen) so parallel asks spread out,
- * pruned ones at the value their rank at their last rung maps to (lt_tune_pruned_value); the
- * GP is fitted by marginal likelihood (+ the length-scale prior) from the last fit's
- * hyperparameters and two more starts; log EI is maximised over scrambled Sobol candidates
- * and perturbations of the best trials, then refined by Nelder-Mead from the best candidate
- * and others drawn by EI over the numeric coordinates (every point snapped before the GP
- * sees it: ints rounded, categoricals exact; a categorical's one-hot block has one length
+ * pruned ones at the value their rank at their last rung maps to (lt_tune_pruned_value); with
+ * fewer than two complete trials it models the values at the highest rung two trials reached
+ * (suggest_gp); the GP is fitted by marginal likelihood (+ the length-scale prior) from the
+ * last fit's hyperparameters and two more starts; log EI is maximised over scrambled Sobol
+ * candidates and perturbations of the best trials, then refined by Nelder-Mead from the best
+ * candidate and others drawn by EI over the numeric coordinates (every point snapped before
+ * the GP sees it: ints rounded, categoricals exact; a categorical's one-hot block has one length
  * scale: Hamming distance), then each categorical's other choices tried one by one. */
 #include "sampler.h"
 

@@ -5,8 +5,8 @@
  * log EI (scipy: the integral definition), and GSL's Sobol points (scipy's Joe-Kuo sequence and
  * GSL's documented 2-d example); the hyperparameter prior against GSL's gamma densities and
  * its gradient against finite differences; a categorical's tied length scale (scikit-learn on
- * scaled one-hot coordinates). Plus the kernel's snapping of ints and categoricals, and one
- * GP-BO step on a 1-d quadratic. */
+ * scaled one-hot coordinates). Plus the kernel's snapping of ints and categoricals, one
+ * GP-BO step on a 1-d quadratic, pruned trials' values, and the GP's start from rung values. */
 #include <gsl/gsl_randist.h>
 #include <jansson.h>
 #include <math.h>

@@ -3,12 +3,13 @@
  * GP-BO step: values warped (asinh of the robustly scaled values: warp_values) and standardized
  * (mean 0, sd 1), the GP's prior mean one sd above (PRIOR_MEAN_SD); running trials enter
  * as "pessimistic constant liars" (at the worst value seen) so parallel asks spread out,
- * pruned ones at the value their rank at their last rung maps to (lt_tune_pruned_value); the
- * GP is fitted by marginal likelihood (+ the length-scale prior) from the last fit's
- * hyperparameters and two more starts; log EI is maximised over scrambled Sobol candidates
- * and perturbations of the best trials, then refined by Nelder-Mead from the best candidate
- * and others drawn by EI over the numeric coordinates (every point snapped before the GP
- * sees it: ints rounded, categoricals exact; a categorical's one-hot block has one length
+ * pruned ones at the value their rank at their last rung maps to (lt_tune_pruned_value); with
+ * fewer than two complete trials it models the values at the highest rung two trials reached
+ * (suggest_gp); the GP is fitted by marginal likelihood (+ the length-scale prior) from the
+ * last fit's hyperparameters and two more starts; log EI is maximised over scrambled Sobol
+ * candidates and perturbations of the best trials, then refined by Nelder-Mead from the best
+ * candidate and others drawn by EI over the numeric coordinates (every point snapped before
+ * the GP sees it: ints rounded, categoricals exact; a categorical's one-hot block has one length
  * scale: Hamming distance), then each categorical's other choices tried one by one. */
 #include "sampler.h"
 
@@ -442,28 +443,44 @@ lt_status lt_tune_pruned_value(const json_t *trials, size_t idx, int maximize, d
     return LT_OK;
 }
 
-static lt_status suggest_gp(const lt_space *sp, const lt_study_options *opt, const json_t *trials,
-                            int trial, double *theta, int *used_gp, json_t **params) {
-    size_t nt = json_array_size(trials);
-    int dims = sp->dims, n = 0, np = 0;
-    double *X = lt_malloc(sizeof(double) * (nt + 1) * (size_t)dims);
-    double *P = lt_malloc(sizeof(double) * (nt + 1) * (size_t)dims);
-    double *y = lt_malloc(sizeof(double) * (nt + 1)), *py = lt_malloc(sizeof(double) * (nt + 1));
-    double *x = lt_malloc(sizeof(double) * (size_t)dims);
-    lt_status st = LT_OK;
-    if (!X || !P || !y || !py || !x) {
-        st = lt_error(LT_ERR_NOMEM, "study: out of memory");
-        goto done;
+/* The highest rung (0, 1, ...) at which at least two trials recorded a value; -1: none. */
+static int rung_with_two(const json_t *trials) {
+    size_t nt = json_array_size(trials), kmax = 0;
+    for (size_t j = 0; j < nt; j++) {
+        size_t nr = json_array_size(json_object_get(json_array_get(trials, j), "rungs"));
+        kmax = nr > kmax ? nr : kmax;
     }
+    for (size_t k = kmax; k-- > 0;) {
+        int m = 0;
+        for (size_t j = 0; j < nt; j++) m += isfinite(rung_value_of(json_array_get(trials, j), k));
+        if (m >= 2) return (int)k;
+    }
+    return -1;
+}
+
+/* The GP's data. rung < 0: the final values of the complete trials (X, y: n of them), liars
+ * (P, py: np) for running, pruned (at their rung rank's value: lt_tune_pruned_value) and failed
+ * trials with a reason. rung >= 0: the values at that rung of every trial that has one (X, y),
+ * liars at the worst value for the others that would be liars above (BOHB's rule: model the
+ * largest budget with enough observations; see suggest_gp). */
+static lt_status gather(const lt_space *sp, const lt_study_options *opt, const json_t *trials,
+                        int rung, double *X, double *y, int *n_out, double *P, double *py,
+                        int *np_out) {
+    int dims = sp->dims, n = 0, np = 0;
+    double sign = opt->maximize ? -1 : 1;
+    lt_status st = LT_OK;
     size_t i;
     const json_t *t;
     json_array_foreach((json_t *)trials, i, t) {
         const char *s = json_string_value(json_object_get(t, "state"));
         const json_t *pr = json_object_get(t, "params");
-        if (s && !strcmp(s, "complete")) {
-            if ((st = lt_space_params_to_model(sp, pr, "study", X + (size_t)n * dims))) goto done;
-            double v = json_number_value(json_object_get(t, "value"));
-            y[n++] = opt->maximize ? -v : v;
+        double rv = rung >= 0 ? rung_value_of(t, (size_t)rung) : NAN;
+        if (rung >= 0 && isfinite(rv)) {
+            if ((st = lt_space_params_to_model(sp, pr, "study", X + (size_t)n * dims))) break;
+            y[n++] = sign * rv;
+        } else if (rung < 0 && s && !strcmp(s, "complete")) {
+            if ((st = lt_space_params_to_model(sp, pr, "study", X + (size_t)n * dims))) break;
+            y[n++] = sign * json_number_value(json_object_get(t, "value"));
         } else if (s && (!strcmp(s, "running") || !strcmp(s, "pruned") ||
                          (!strcmp(s, "failed") && (json_object_get(t, "infeasible") ||
                                                    json_object_get(t, "error"))))) {
@@ -480,14 +497,42 @@ static lt_status suggest_gp(const lt_space *sp, const lt_study_options *opt, con
              * never better than the best complete trial's, and each pruned point is data at a
              * finite value: a point pruned again and again lowers the GP's variance there each
              * time, so EI leaves it (tests/tune/test_study_cli.py, pruned_not_asked_again). */
-            if ((st = lt_space_params_to_model(sp, pr, "study", P + (size_t)np * dims))) goto done;
+            if ((st = lt_space_params_to_model(sp, pr, "study", P + (size_t)np * dims))) break;
             py[np] = NAN;
-            if (!strcmp(s, "pruned") &&
+            if (rung < 0 && !strcmp(s, "pruned") &&
                 (st = lt_tune_pruned_value(trials, i, opt->maximize, &py[np])))
-                goto done;
+                break;
             np++;
         }
     }
+    *n_out = n;
+    *np_out = np;
+    return st;
+}
+
+static lt_status suggest_gp(const lt_space *sp, const lt_study_options *opt, const json_t *trials,
+                            int trial, double *theta, int *used_gp, json_t **params) {
+    size_t nt = json_array_size(trials);
+    int dims = sp->dims, n = 0, np = 0;
+    double *X = lt_malloc(sizeof(double) * (nt + 1) * (size_t)dims);
+    double *P = lt_malloc(sizeof(double) * (nt + 1) * (size_t)dims);
+    double *y = lt_malloc(sizeof(double) * (nt + 1)), *py = lt_malloc(sizeof(double) * (nt + 1));
+    double *x = lt_malloc(sizeof(double) * (size_t)dims);
+    lt_status st = LT_OK;
+    if (!X || !P || !y || !py || !x) {
+        st = lt_error(LT_ERR_NOMEM, "study: out of memory");
+        goto done;
+    }
+    if ((st = gather(sp, opt, trials, -1, X, y, &n, P, py, &np))) goto done;
+    /* Fewer than two complete trials (successive halving pruned nearly all at a rung): the GP
+     * models the values at the highest rung two trials reached instead of waiting for a second
+     * complete trial with quasi-random points (BOHB, Falkner et al. 2018: its model is that of
+     * the largest budget with enough observations). Before 2026-12-07 it waited: on seed 2 of
+     * the real-task benchmark one trial was complete until trial 10, so trials 7-10 were Sobol
+     * points and the GP had 5 asks of 16 (bench/RESULTS.md). Once two trials are complete the
+     * GP models the final values again; a study without rung values waits as before. */
+    int rung = n < 2 ? rung_with_two(trials) : -1;
+    if (rung >= 0 && (st = gather(sp, opt, trials, rung, X, y, &n, P, py, &np))) goto done;
     if (n < 2) { /* nothing to model yet */
         double u[sp->n + 1];
         if ((st = sobol_point(sp->n, opt->seed, trial, u))) goto done;

@@ -15,7 +15,10 @@ uint64_t lt_tune_stream_seed(uint64_t seed, uint64_t stream);
 /* Parameters for trial number `trial` (a new params object in *params). trials is the study's
  * trial array (objects with "state", "params", "value"); the trial being asked is not in it.
  * theta (dims + 2) holds the GP's last hyperparameters (NaN in theta[0]: none) and is updated
- * when the GP runs; *used_gp says whether it did. */
+ * when the GP runs; *used_gp says whether it did. auto / gp: Sobol points before trial
+ * n_startup, then the GP once two trials are complete (their final values) or, before that,
+ * once two trials have a value at one rung (the values at the highest such rung); Sobol
+ * points while neither holds. */
 lt_status lt_tune_suggest(const lt_space *sp, const lt_study_options *opt, const json_t *trials,
                           int trial, double *theta, int *used_gp, json_t **params);
 

@@ -361,7 +361,7 @@ done:
 }
 
 /* ---- pruned trials ------------------------------------------------------------------------ */
-static double rung_value_of(const json_t *t, size_t k) {
+double lt_tune_rung_value(const json_t *t, size_t k) {
     const json_t *v = json_array_get(json_object_get(t, "rungs"), k);
     return json_is_number(v) ? json_number_value(v) : NAN;
 }
@@ -398,7 +398,7 @@ lt_status lt_tune_pruned_value(const json_t *trials, size_t idx, int maximize, d
     double sign = maximize ? -1 : 1;
     if (nr == 0) return LT_OK;
     size_t k = nr - 1, nt = json_array_size(trials);
-    double vp = sign * rung_value_of(tp, k);
+    double vp = sign * lt_tune_rung_value(tp, k);
     if (!isfinite(vp)) return LT_OK;
     double *s = lt_malloc(sizeof(double) * (nt + 1)), *ra = lt_malloc(sizeof(double) * (nt + 1));
     double *ya = lt_malloc(sizeof(double) * (nt + 1));
@@ -408,7 +408,7 @@ lt_status lt_tune_pruned_value(const json_t *trials, size_t idx, int maximize, d
     }
     int m = 0, a = 0;
     for (size_t j = 0; j < nt; j++) {
-        double v = sign * rung_value_of(json_array_get(trials, j), k);
+        double v = sign * lt_tune_rung_value(json_array_get(trials, j), k);
         if (isfinite(v)) s[m++] = v;
     }
     qsort(s, (size_t)m, sizeof(double), cmp_double);
@@ -416,7 +416,8 @@ lt_status lt_tune_pruned_value(const json_t *trials, size_t idx, int maximize, d
         const json_t *t = json_array_get(trials, j);
         const char *st = json_string_value(json_object_get(t, "state"));
         const json_t *jy = json_object_get(t, "value");
-        double v = sign * rung_value_of(t, k), y = json_is_number(jy) ? json_number_value(jy) : NAN;
+        double v = sign * lt_tune_rung_value(t, k);
+        double y = json_is_number(jy) ? json_number_value(jy) : NAN;
         if (!st || strcmp(st, "complete") || !isfinite(v) || !isfinite(y)) continue;
         ra[a] = mid_rank(s, m, v);
         ya[a++] = sign * y;
@@ -452,7 +453,8 @@ static int rung_with_two(const json_t *trials) {
     }
     for (size_t k = kmax; k-- > 0;) {
         int m = 0;
-        for (size_t j = 0; j < nt; j++) m += isfinite(rung_value_of(json_array_get(trials, j), k));
+        for (size_t j = 0; j < nt; j++)
+            m += isfinite(lt_tune_rung_value(json_array_get(trials, j), k));
         if (m >= 2) return (int)k;
     }
     return -1;
@@ -474,7 +476,7 @@ static lt_status gather(const lt_space *sp, const lt_study_options *opt, const j
     json_array_foreach((json_t *)trials, i, t) {
         const char *s = json_string_value(json_object_get(t, "state"));
         const json_t *pr = json_object_get(t, "params");
-        double rv = rung >= 0 ? rung_value_of(t, (size_t)rung) : NAN;
+        double rv = rung >= 0 ? lt_tune_rung_value(t, (size_t)rung) : NAN;
         if (rung >= 0 && isfinite(rv)) {
             if ((st = lt_space_params_to_model(sp, pr, "study", X + (size_t)n * dims))) break;
             y[n++] = sign * rv;

@@ -31,6 +31,9 @@ lt_status lt_tune_gp_next(const lt_space *sp, int n, const double *X, const doub
                           const double *P, const double *py, uint64_t seed, double *theta,
                           double *x);
 
+/* The value trial t recorded when it reached rung k (its "rungs"; NaN: it has not). */
+double lt_tune_rung_value(const json_t *t, size_t k);
+
 /* The value the GP gives pruned trial number idx of trials (*value, to minimise: negated when
  * maximize), from its value at the last rung it reached (its "rungs"): its mid-rank among the
  * values every trial recorded at that rung, mapped onto the complete trials' values by their

@@ -542,12 +542,6 @@ static lt_status study_claim_stale_(lt_study *s, int stale_s, const int *skip, i
 
 /* ---- successive halving ------------------------------------------------------------------ */
 
-/* The value a trial recorded when it reached rung k (NaN: it has not). */
-static double rung_value(json_t *t, int k) {
-    json_t *v = json_array_get(json_object_get(t, "rungs"), (size_t)k);
-    return json_is_number(v) ? json_number_value(v) : NAN;
-}
-
 static int cmp_double(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
     return x < y ? -1 : x > y;
@@ -589,7 +583,9 @@ static lt_status study_should_prune_(lt_study *s, int trial, const lt_prune_opts
         /* the values of every trial that reached this rung, this one's included */
         int m = 0;
         for (int j = 0; j < n; j++) {
-            double v = j == trial ? NAN : rung_value(json_array_get(s->trials, (size_t)j), rung);
+            double v = j == trial ? NAN
+                                  : lt_tune_rung_value(json_array_get(s->trials, (size_t)j),
+                                                       (size_t)rung);
             if (!isnan(v)) comp[m++] = sign * v;
         }
         comp[m++] = sign * value;

@@ -12,11 +12,23 @@
 #include <unistd.h>
 
 #include "commands.h"
+#include "loratune/backend.h"
 #include "loratune/model.h"
 
 int lt_cli_wants_help(int argc, char **argv) {
     for (int i = 1; i < argc; i++)
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) return 1;
+    return 0;
+}
+
+int lt_cli_open_gpu(const char *cmd, int required, lt_backend **gpu) {
+    *gpu = NULL;
+    lt_status st = !required && !lt_backend_cuda_compiled() ? LT_ERR_UNSUPPORTED
+                                                              : lt_backend_cuda_create(0, gpu);
+    if (st && required) {
+        fprintf(stderr, "loratune %s: --device cuda: %s\n", cmd, lt_errmsg());
+        return 1;
+    }
     return 0;
 }
 

@@ -245,13 +245,7 @@ int cmd_generate(int argc, char **argv) {
                     ad->layer_end - ad->layer_begin);
     }
     if (device != LT_DEVICE_CPU) { /* the GPU, or for auto the CPU when there is none */
-        lt_status st = device == LT_DEVICE_AUTO && !lt_backend_cuda_compiled()
-                           ? LT_ERR_UNSUPPORTED
-                           : lt_backend_cuda_create(0, &cuda);
-        if (st && device == LT_DEVICE_CUDA) {
-            fprintf(stderr, "loratune generate: --device cuda: %s\n", lt_errmsg());
-            goto done;
-        }
+        if (lt_cli_open_gpu("generate", device == LT_DEVICE_CUDA, &cuda)) goto done;
         if (cuda) {
             if (lt_model_dev_create(m, cuda, &dev)) goto fail;
             if (delta && lt_model_delta_to_backend(m, delta, cuda, &ddelta)) goto fail;

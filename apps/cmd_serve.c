@@ -252,13 +252,7 @@ static int serve_main(int argc, char **argv, const char **adapters) {
         hostdev.device = 1;
         o.device = &hostdev;
     } else if (device && strcmp(device, "cpu")) {
-        lt_status st = !strcmp(device, "auto") && !lt_backend_cuda_compiled()
-                           ? LT_ERR_UNSUPPORTED
-                           : lt_backend_cuda_create(0, &cuda);
-        if (st && !strcmp(device, "cuda")) {
-            fprintf(stderr, "loratune serve: --device cuda: %s\n", lt_errmsg());
-            return 1;
-        }
+        if (lt_cli_open_gpu("serve", !strcmp(device, "cuda"), &cuda)) return 1;
         o.device = cuda;
         fprintf(stderr, "[device %s]\n", cuda ? (cuda->desc ? cuda->desc : cuda->name)
                                                : "auto: no GPU, the CPU");

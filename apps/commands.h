@@ -29,6 +29,11 @@ int cmd_compare(int argc, char **argv);
 int data_add(int argc, char **argv);
 
 /* Shared option helpers (apps/cli_util.c). */
+struct lt_backend;
+/* The GPU of `--device cuda` (required 1: when it cannot be opened, "loratune CMD: --device
+ * cuda: why" on stderr and 1 returned) or `--device auto` (required 0: *gpu NULL when there is
+ * none, the CPU then). 0 otherwise; free *gpu with lt_backend_cuda_free. */
+int lt_cli_open_gpu(const char *cmd, int required, struct lt_backend **gpu);
 int lt_cli_wants_help(int argc, char **argv);
 /* Parses a number option value; prints "loratune CMD: --opt: expected ..." and returns -1 on error. */
 int lt_cli_parse_int(const char *cmd, const char *opt, const char *val, long *out);

@@ -243,11 +243,7 @@ int cmd_plan(int argc, char **argv) {
     if (c.method == LT_METHOD_FULL) c.full.layer_begin = 0;
     /* the device as `train --device` picks it: cuda fails here when there is none */
     lt_backend *gpu = NULL;
-    if (strcmp(device, "cpu") && (!strcmp(device, "cuda") || lt_backend_cuda_compiled()) &&
-        lt_backend_cuda_create(0, &gpu) && !strcmp(device, "cuda")) {
-        fprintf(stderr, "loratune plan: --device cuda: %s\n", lt_errmsg());
-        return 1;
-    }
+    if (strcmp(device, "cpu") && lt_cli_open_gpu("plan", !strcmp(device, "cuda"), &gpu)) return 1;
     const char *compute_why = "";
     c.compute_dtype = lt_run_pick_compute_dtype(compute, c.method, &compute_why);
     const lt_dtype cpu_compute = c.compute_dtype; /* the base's pick follows it, as in train */

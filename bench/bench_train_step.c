@@ -339,7 +339,11 @@ int main(int argc, char **argv) {
     }
 
     if (plan_only) {
-        printf("{\"plan_only\":true,\"peak_predicted\":%lld}\n", (long long)plan.peak_bytes);
+        printf("{\"plan_only\":true,\"peak_predicted\":%lld", (long long)plan.peak_bytes);
+        for (int k = 0; k < LT_MEM_COUNT; k++)
+            printf(",\"%s\":%lld", lt_mem_category_name((lt_mem_category)k),
+                   (long long)plan.bytes[k]);
+        printf("}\n");
         return 0;
     }
 

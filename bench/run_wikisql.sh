@@ -27,6 +27,8 @@
 #   MLX_PAD_FIX [0] 1: mlx-lm without its extra pad target (see bench/mlx_wikisql.py)
 #   LT_COMPUTE [f32]  loratune's --compute-dtype for training (f32 | bf16 | auto); the common
 #     evaluator always runs in f32, so runs in both dtypes are scored alike
+#   LT_DEVICE [cpu]  loratune's --device for training (cpu | cuda | auto); the common
+#     evaluator runs on the CPU, so runs on both devices are scored alike
 #   TORCH_ARGS [""]  more bench/torch_wikisql.py options, e.g. "--autocast bf16 --compile"
 #     (PyTorch's best on a CPU with bf16; its JSON then has tokens_per_s_steady: the first 3
 #     steps, which compile, left out)
@@ -39,6 +41,8 @@ cd "$(dirname "$0")/.."
 STEPS=${STEPS:-200} SYSTEMS=${SYSTEMS:-loratune torch mlx} THREADS=${THREADS:-2}
 EVAL_BASE=${EVAL_BASE:-1} EVAL_OWN=${EVAL_OWN:-1} MLX_PAD_FIX=${MLX_PAD_FIX:-0}
 EVAL_BATCHES=${EVAL_BATCHES:-0} TORCH_ARGS=${TORCH_ARGS:-}
+# LT_DEVICE: where loratune trains (cpu, cuda, auto); the common evaluator runs on the CPU
+LT_DEVICE=${LT_DEVICE:-cpu}
 LT=${LT:-build/loratune} PY=${PY:-.venv-bench/bin/python} LT_COMPUTE=${LT_COMPUTE:-f32} MLXPY=${MLXPY:-.venv/bin/python}
 GGUF=${GGUF:-models/SmolLM2-135M-Instruct.Q4_1.gguf}
 FIXTURES=${FIXTURES:-${LT_FIXTURES:-tests/fixtures}}
@@ -100,7 +104,8 @@ for sys in $SYSTEMS; do
         --batch-size $BATCH --max-seq-len $SEQ --pack --lr $LR --lr-schedule constant \
         --weight-decay $WD --grad-clip 0 --lora-rank $RANK --lora-alpha $ALPHA \
         --lora-dropout 0 --lora-targets q,v --seed $SEED --threads "$THREADS" --json \
-        --no-track --eval-every 0 --save-every 0 --compute-dtype "$LT_COMPUTE" ;;
+        --no-track --eval-every 0 --save-every 0 --compute-dtype "$LT_COMPUTE" \
+        --device "$LT_DEVICE" ;;
     torch)
       timed torch "$PY" bench/torch_wikisql.py --model "$MODEL" --data "$DATA" \
         --out "$RUN/torch" --steps "$STEPS" --batch $BATCH --seq $SEQ --lr $LR \
@@ -123,7 +128,7 @@ for e in $EVALS; do
   [ "$EVAL_BATCHES" != 0 ] && ad+=(--eval-batches "$EVAL_BATCHES")
   timed "eval-$e" "$LT" eval --model "$MODEL" "${ad[@]}" --data "$DATA" --split valid \
     --batch-size $BATCH --max-seq-len $SEQ --pack --threads "$THREADS" --json \
-    --compute-dtype f32
+    --compute-dtype f32 --device cpu
 done
 # loratune's batches, rebuilt from its own tokenization (data check) with the same code the
 # torch side trains on: real tokens per step (loratune's JSON counts loss tokens only)

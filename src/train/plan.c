@@ -297,7 +297,9 @@ lt_status lt_train_plan_src_(const lt_model_config *mc, const lt_base_files *src
         out->create_peak_bytes = out->steady_bytes - xb + si.convert_max_bytes;
         out->peak_bytes = out->create_peak_bytes > out->steady_bytes ? out->create_peak_bytes
                                                                      : out->steady_bytes;
-        out->device_bytes = out->alloc_total + (src->dev ? si.mapped_dev_bytes : si.mapped_bytes);
+        out->device_bytes = out->alloc_total + (src->dev ? si.mapped_dev_bytes : si.mapped_bytes) -
+                            si.host_embd_bytes;
+        out->device_host_bytes = si.host_embd_bytes;
         return LT_OK;
     }
     out->model_bytes = out->n_params * 4;
@@ -325,5 +327,7 @@ lt_status lt_train_plan_src_(const lt_model_config *mc, const lt_base_files *src
     /* the blocks and, on the device, copies of every host weight the step reads (bytes[]) */
     for (int k = 0; k < LT_MEM_COUNT; k++)
         out->device_bytes += out->bytes[k];
+    out->device_bytes -= si.host_embd_bytes;
+    out->device_host_bytes = si.host_embd_bytes;
     return LT_OK;
 }

@@ -482,9 +482,43 @@ static lt_status check_batch(lt_trainer *tr, const lt_batch *b, const int32_t **
     return LT_OK;
 }
 
+/* A device trainer's embedding in host memory (embd_host): the step's rows gathered on the
+ * host and sent up in one copy. Rows as stored go into tmp ([N][D] floats, free until the first
+ * layer) and the device converts them, as it converts a device-resident table's gathered rows
+ * (embed_fwd below): the same bytes, the same values. fp32 rows (an fp32 tensor, or rows the
+ * model's provider converts) go straight into xs. */
+static lt_status embed_fwd_host(lt_trainer *tr, const int32_t *htok, int N) {
+    const int D = tr->mc.dim;
+    char *rows = tr->embd_rows;
+    if (!tr->embd_host) {
+        for (int n = 0; n < N; n++) {
+            lt_status st = lt_model_weight_rows(tr->embd_host_src, LT_W_TOK_EMBD, 0, htok[n], 1,
+                                                (float *)rows + (int64_t)n * D);
+            if (st) return st;
+        }
+        OP(set, tr->xs, rows, sizeof(float) * (size_t)N * D);
+        return LT_OK;
+    }
+    const size_t rb = (size_t)lt_dtype_nbytes(tr->embd_host_dt, D);
+    const char *tab = tr->embd_host;
+    for (int n = 0; n < N; n++)
+        memcpy(rows + rb * (size_t)n, tab + rb * (size_t)htok[n], rb);
+    if (tr->embd_host_dt == LT_DTYPE_F32) {
+        OP(set, tr->xs, rows, rb * (size_t)N);
+        return LT_OK;
+    }
+    OP(set, tr->tmp, rows, rb * (size_t)N);
+    lt_weight_view g = {.rows = N, .cols = D, .dtype = tr->embd_host_dt, .data = tr->tmp};
+    const float *got = NULL;
+    lt_status st = OP(weight_f32, &g, 0, N, tr->xs, &got);
+    if (!st && got != tr->xs) OP(copy, tr->xs, got, sizeof(float) * (size_t)N * D);
+    return st;
+}
+
 /* tokens: backend memory; htok: the same on the host */
 static lt_status embed_fwd(lt_trainer *tr, const int32_t *tokens, const int32_t *htok, int N) {
     const int D = tr->mc.dim, V = tr->mc.vocab_size;
+    if (tr->embd_rows) return embed_fwd_host(tr, htok, N);
     if (!tr->embd16 && !tr->embd_src && !tr->embdq)
         return OP(embedding_fwd, tr->xs, tokens, tr->embd, N, D, V);
     /* a 16-bit copy, or rows of the mapped file (block-quantized GGUF embeddings): each token's
@@ -1129,7 +1163,8 @@ static lt_status detach_base(lt_trainer *tr) {
  * time, each tensor's pages dropped from the resident set once copied ---- */
 static int own_weight(const lt_trainer *tr, const void *p) {
     const char *b = (const char *)tr->block[LT_MEM_WEIGHTS];
-    return p && b && (const char *)p >= b && (const char *)p < b + tr->mem_bytes[LT_MEM_WEIGHTS];
+    const int64_t n = tr->mem_bytes[LT_MEM_WEIGHTS] + tr->weights_host_tail;
+    return p && b && (const char *)p >= b && (const char *)p < b + n;
 }
 
 /* a vector (norm, bias) copy: fp32, rounded through the 16-bit base when half */
@@ -1341,12 +1376,59 @@ static lt_status lazy_to_dev(lt_trainer *tr, const lt_model *src, lt_weight_id i
 /* Points every weight the step reads at backend memory: the staged WEIGHTS block goes up in
  * one set, host weights outside it (fp32 model weights, the mapped file's tensors used in
  * place) as device copies, NF4 descriptors stay on the host with device arrays. */
-static lt_status move_to_device(lt_trainer *tr, const void *stage, int64_t wbytes) {
+/* The token embedding a device trainer keeps in host memory (lt_train_embd_host_): the 16-bit
+ * copy carved at the end of the staged WEIGHTS block (moved into its own allocation), or the
+ * mapped file's tensor as stored where the device converts its dtype, else the model's rows
+ * converted on the host. */
+static lt_status embd_to_host(lt_trainer *tr, const char *stage, int64_t wbytes) {
+    const lt_backend *be = tr->be;
+    const int64_t D = tr->mc.dim, V = tr->mc.vocab_size;
+    const int64_t NB = (int64_t)tr->c.batch_size * tr->c.seq_len;
+    const lt_dtype d16 = tr->c.base_dtype == LT_DTYPE_BF16 ? LT_DTYPE_BF16 : LT_DTYPE_F16;
+    tr->embd_rows = lt_malloc(sizeof(float) * (size_t)(NB * D));
+    if (!tr->embd_rows) return lt_error(LT_ERR_NOMEM, "trainer: out of host memory");
+    const char *e16 = (const char *)tr->embd16;
+    if (e16 && stage && e16 >= stage && e16 < stage + wbytes) {
+        tr->embd_host_own = lt_malloc((size_t)(V * D * 2));
+        if (!tr->embd_host_own) return lt_error(LT_ERR_NOMEM, "trainer: out of host memory");
+        memcpy(tr->embd_host_own, e16, (size_t)(V * D * 2));
+        tr->embd_host = tr->embd_host_own;
+        tr->embd_host_dt = d16;
+    } else if (e16) {
+        tr->embd_host = e16;
+        tr->embd_host_dt = d16;
+    } else if (tr->embd_src) {
+        const lt_model *src = tr->embd_src;
+        const lt_tensor_view *v = lt_model_weight_view(src, LT_W_TOK_EMBD, 0);
+        if (v && v->data && !lt_model_weight_interleaved(src, LT_W_TOK_EMBD) &&
+            (v->dtype == LT_DTYPE_F32 ||
+             (be->op->supports_dtype && be->op->supports_dtype(be, v->dtype)))) {
+            tr->embd_host = v->data;
+            tr->embd_host_dt = v->dtype;
+        } else {
+            tr->embd_host_src = src;
+        }
+    } else {
+        tr->embd_host = tr->embd; /* fp32 in the mapped file */
+        tr->embd_host_dt = LT_DTYPE_F32;
+    }
+    tr->embd16 = NULL;
+    tr->embd = NULL;
+    tr->embd_src = NULL;
+    return LT_OK;
+}
+
+static lt_status move_to_device(lt_trainer *tr, const void *stage, int64_t wbytes,
+                                int64_t host_tail) {
     const lt_backend *be = tr->be;
     const int L = tr->mc.n_layers, D = tr->mc.dim;
     const int64_t V = tr->mc.vocab_size;
     lt_status st;
-    if (stage && wbytes) be->op->set(be, tr->block[LT_MEM_WEIGHTS], stage, (size_t)wbytes);
+    if (stage && wbytes > host_tail)
+        be->op->set(be, tr->block[LT_MEM_WEIGHTS], stage, (size_t)(wbytes - host_tail));
+    if (lt_train_embd_host_(&tr->mc, &tr->c) &&
+        (st = embd_to_host(tr, (const char *)stage, wbytes)))
+        return st;
     for (int i = 0; i < L * LT_N_TARGETS; i++) {
         lt_lin *li = &tr->lin[i];
         const int64_t n = (int64_t)li->OC * li->C;
@@ -1441,21 +1523,26 @@ lt_status lt_trainer_create_on(lt_model *m, const lt_train_config *cin, const lt
     if (!tr) return lt_error(LT_ERR_NOMEM, "trainer: out of memory");
     memset(tr, 0, sizeof *tr);
     int64_t lay[LT_MEM_COUNT], ws_head = 0;
-    st = lt_trainer_layout_(NULL, &m->config, src, c, lay, NULL, NULL, &ws_head, NULL);
+    lt_layout_src_info si;
+    st = lt_trainer_layout_(NULL, &m->config, src, c, lay, NULL, NULL, &ws_head, &si);
     if (st) {
         host->op->free(host, tr);
         return st;
     }
     tr->be = be;
+    /* a device leaves out the end of WEIGHTS that stays on the host (embd_to_host) */
+    const int64_t host_tail = be->device ? si.host_embd_bytes : 0;
     for (int k = 0; k < LT_MEM_COUNT; k++) {
-        if (!lay[k]) continue;
-        tr->block[k] = rec_alloc(be, bytes, &nalloc, k, lay[k]);
+        const int64_t nb = lay[k] - (k == LT_MEM_WEIGHTS ? host_tail : 0);
+        if (nb <= 0) continue;
+        tr->block[k] = rec_alloc(be, bytes, &nalloc, k, nb);
         if (!tr->block[k]) {
             lt_trainer_free(tr);
             return lt_error(LT_ERR_NOMEM, "trainer: %s: out of memory allocating %lld bytes of %s",
-                            be->name, (long long)lay[k], lt_mem_category_name((lt_mem_category)k));
+                            be->name, (long long)nb, lt_mem_category_name((lt_mem_category)k));
         }
     }
+    tr->weights_host_tail = host_tail;
     tr->m = m;
     tr->mc = m->config;
     tr->c = *c;
@@ -1541,7 +1628,7 @@ lt_status lt_trainer_create_on(lt_model *m, const lt_train_config *cin, const lt
         tr->wdeq = wdeq_be;
         free(wdeq_host);
         tr->block[LT_MEM_WEIGHTS] = dev_weights;
-        if (!st) st = move_to_device(tr, stage, lay[LT_MEM_WEIGHTS]);
+        if (!st) st = move_to_device(tr, stage, lay[LT_MEM_WEIGHTS], host_tail);
         free(stage);
     }
     if (st) {
@@ -1583,5 +1670,7 @@ void lt_trainer_free(lt_trainer *tr) {
     free(tr->ws_host);
     free(tr->h_idx);
     free(tr->q4_host);
+    free(tr->embd_host_own);
+    free(tr->embd_rows);
     lt_free(tr);
 }

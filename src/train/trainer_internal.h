@@ -93,6 +93,17 @@ struct lt_trainer {
     /* device backend: a lazy embedding / head kept in its file's block type (see lt_lin.Wq) */
     const void *embdq, *headq;
     lt_dtype embdq_dt, headq_dt;
+    /* device backend, QLoRA of an untied model (trainer_layout.c's embd_host): the token
+     * embedding stays in host memory. embd_host: its rows as stored (embd_host_dt; the
+     * trainer's 16-bit copy, embd_host_own, or the mapped file's tensor) for the device to
+     * convert, or NULL with embd_host_src: rows the host converts to fp32. embd_rows: host
+     * buffer of a step's rows ([N][D] floats at most). */
+    const void *embd_host;
+    lt_dtype embd_host_dt;
+    void *embd_host_own;
+    const lt_model *embd_host_src;
+    void *embd_rows;
+    int64_t weights_host_tail; /* the staged WEIGHTS' end not in the device's block (embd16) */
     float *nf4_scr; /* QLoRA: quantization scratch (absmax of the largest matrix) */
 
     /* trainable tensors */
@@ -195,7 +206,13 @@ typedef struct {
     /* the device copies move_to_device makes of those tensors: as stored where the device
      * reads the dtype (files->dev's supports_dtype), else converted to fp32 */
     int64_t mapped_dev_bytes;
+    /* the end of the WEIGHTS block that a device trainer keeps in host memory instead (QLoRA's
+     * untied token embedding as a 16-bit copy; trainer_layout.c's embd_host), 0 if none */
+    int64_t host_embd_bytes;
 } lt_layout_src_info;
+/* 1: on a device backend the token embedding stays in host memory (QLoRA, untied embeddings:
+ * the one large frozen table whose rows a step reads only N of) */
+int lt_train_embd_host_(const lt_model_config *mc, const lt_train_config *c);
 lt_status lt_trainer_layout_(lt_trainer *tr, const lt_model_config *mc, const lt_base_files *files,
                              const lt_train_config *c, int64_t bytes[LT_MEM_COUNT], int *n_tensors,
                              int64_t *n_trainable, int64_t *ws_head, lt_layout_src_info *si);

@@ -144,6 +144,10 @@ static int64_t dev_copy_bytes(const lt_base_files *f, const lt_model *src, lt_we
     return 4 * lt_tensor_numel(v);
 }
 
+int lt_train_embd_host_(const lt_model_config *mc, const lt_train_config *c) {
+    return c->method == LT_METHOD_QLORA && !mc->tied_embeddings;
+}
+
 lt_status lt_trainer_layout_(lt_trainer *tr, const lt_model_config *mc, const lt_base_files *files,
                              const lt_train_config *c, int64_t bytes[LT_MEM_COUNT], int *n_tensors,
                              int64_t *n_trainable, int64_t *ws_head, lt_layout_src_info *si) {
@@ -240,12 +244,19 @@ lt_status lt_trainer_layout_(lt_trainer *tr, const lt_model_config *mc, const lt
     }
     int emb_f32 = 1; /* the embedding (and a tied head) is read as fp32 without a copy */
     int emb16 = 0, head16 = 0; /* ... or is a 16-bit copy / in-place 16-bit tensor (embd16) */
+    /* QLoRA of an untied model: a device trainer keeps the token embedding in host memory
+     * (each step's rows are gathered there and sent up). Its 16-bit copy is carved last in
+     * WEIGHTS (emb_tail bytes, si->host_embd_bytes), the part of the block the device's copy
+     * leaves out; an in-place tensor of the file gets no device copy. The CPU reads it as
+     * before. */
+    const int embd_host = lt_train_embd_host_(mc, c);
+    int64_t emb_tail = 0;
     if (lazy) { /* never trained here (full FT refused above) */
         const lt_tensor_view *ev = file_view(files, mc, LT_W_TOK_EMBD, 0, &vtmp);
         if (in_place_ok(ev, c->base_dtype)) {
             mapped += (int64_t)ev->nbytes;
             int dk = direct_kind(src, LT_W_TOK_EMBD, ev, c->base_dtype);
-            mapped_dev += dev_copy_bytes(files, src, LT_W_TOK_EMBD, ev, dk);
+            if (!embd_host) mapped_dev += dev_copy_bytes(files, src, LT_W_TOK_EMBD, ev, dk);
             emb_f32 = dk == 1;
             if (tr) {
                 if (dk == 1) tr->embd = (const float *)ev->data;
@@ -255,8 +266,12 @@ lt_status lt_trainer_layout_(lt_trainer *tr, const lt_model_config *mc, const lt
             emb16 = dk == 2;
         } else if (half) {
             CONVERTS(ev);
-            uint16_t *e16 = (uint16_t *)carve(&cv, LT_MEM_WEIGHTS, (int64_t)V * D * 2);
-            if (tr) tr->embd16 = e16; /* filled from the file by lt_trainer_create */
+            if (embd_host) {
+                emb_tail = ((int64_t)V * D * 2 + 63) & ~(int64_t)63; /* carved at the end */
+            } else {
+                uint16_t *e16 = (uint16_t *)carve(&cv, LT_MEM_WEIGHTS, (int64_t)V * D * 2);
+                if (tr) tr->embd16 = e16; /* filled from the file by lt_trainer_create */
+            }
             emb_f32 = 0;
             emb16 = 1;
         } else {
@@ -266,7 +281,11 @@ lt_status lt_trainer_layout_(lt_trainer *tr, const lt_model_config *mc, const lt
         }
     } else {
         if (tr) tr->embd = w->tok_embd;
-        if (!embed_tr && half) {
+        if (!embed_tr && half && embd_host) {
+            emb_tail = ((int64_t)V * D * 2 + 63) & ~(int64_t)63; /* carved, filled at the end */
+            emb_f32 = 0;
+            emb16 = 1;
+        } else if (!embed_tr && half) {
             uint16_t *e16 = (uint16_t *)carve(&cv, LT_MEM_WEIGHTS, (int64_t)V * D * 2);
             if (tr) {
                 tr->embd16 = e16;
@@ -674,6 +693,13 @@ lt_status lt_trainer_layout_(lt_trainer *tr, const lt_model_config *mc, const lt
         uint16_t *p_ = (uint16_t *)carve(&cv, LT_MEM_WEIGHTS, (int64_t)V * D * 2);
         if (tr) tr->headb = p_; /* filled by lt_trainer_create, a trained head's every step */
     }
+    if (emb_tail) { /* the last of WEIGHTS (embd_host above) */
+        uint16_t *e16 = (uint16_t *)carve(&cv, LT_MEM_WEIGHTS, emb_tail);
+        if (tr) {
+            tr->embd16 = e16; /* a lazy model's: filled from the file by lt_trainer_create */
+            if (!lazy) lt_to16_(e16, w->tok_embd, (int64_t)V * D, c->base_dtype);
+        }
+    }
 #undef WS_H
     WS_F(cos_t, (int64_t)c->seq_len * (HD / 2));
     WS_F(sin_t, (int64_t)c->seq_len * (HD / 2));
@@ -700,6 +726,7 @@ lt_status lt_trainer_layout_(lt_trainer *tr, const lt_model_config *mc, const lt
         si->mapped_bytes = mapped;
         si->convert_max_bytes = conv_max;
         si->mapped_dev_bytes = mapped_dev;
+        si->host_embd_bytes = emb_tail;
     }
 #undef CONVERTS
     if (n_tensors) *n_tensors = n_tt;

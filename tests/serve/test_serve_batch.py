@@ -45,6 +45,14 @@ except ImportError as e:
     sys.exit(77)
 
 oaikit.need_model()
+if "--device cuda" in os.environ.get("LT_SERVE_ARGS", ""):  # py_test_serve_batch_cuda
+    import json
+    import subprocess
+    info = subprocess.run([ltcheck.LORATUNE, "info", "--json"], capture_output=True, text=True)
+    cuda = json.loads(info.stdout).get("cuda", {}) if info.returncode == 0 else {}
+    if not cuda.get("device_count"):
+        print(f"skipped: --device cuda: no GPU here ({cuda.get('status', info.stderr[-300:])})")
+        sys.exit(77)
 TMP = tempfile.mkdtemp(prefix="lt_serve_batch_")
 LOAD_S = float(os.environ.get("LT_LOAD_SECONDS", "15"))
 SLOTS = os.environ.get("LT_LOAD_SLOTS", "8")  # bench/RESULTS.md's runs set both
@@ -62,6 +70,9 @@ client = openai.OpenAI(base_url=url + "/v1", api_key="x", max_retries=0, timeout
 # on the CPU; on a GPU machine: cuda): /ready names where generation runs
 _sa = os.environ.get("LT_SERVE_ARGS", "").split()
 want_dev = _sa[_sa.index("--device") + 1] if "--device" in _sa else "cpu"
+# `loratune generate` on the same device when it is a GPU (its fp32 products are the device's;
+# generate has no cpu-as-device: that one is checked against the host's, bit for bit)
+GEN_DEV = ["--device", want_dev] if want_dev in ("cuda", "auto") else []
 ready = requests.get(url + "/ready", timeout=10).json()
 check(ready.get("device") == want_dev, f"/ready device {ready.get('device')!r}, want {want_dev!r}")
 
@@ -106,7 +117,8 @@ try:
     print(f"1. {len(reqs)} requests at once: {rows:.0f} tokens in {steps:.0f} decode steps "
           f"(mean batch {rows / max(steps, 1):.2f})")
     check(rows / max(steps, 1) >= 3, f"mean batch {rows}/{steps}: the requests were not batched")
-    want = oaikit.generate("--prompt", reqs[2][2], "--max-tokens", str(reqs[2][3]), "--adapter", ad_b)
+    want = oaikit.generate("--prompt", reqs[2][2], "--max-tokens", str(reqs[2][3]), "--adapter", ad_b,
+                           *GEN_DEV)
     check(alone[2][0] == want, f"adapter b alone {alone[2][0]!r} vs loratune generate {want!r}")
 
     # ---- 1b. prompts joining running requests: prefill in the decode steps ---------------------
@@ -152,7 +164,7 @@ try:
     check("".join(run_text) == alone_run[0], f"the running stream: {''.join(run_text)!r} vs alone {alone_run[0]!r}")
     check(ends.get("run", 0) > max(ends.get("long", 1e18), ends.get("short", 1e18)),
           f"the running stream ended before the joiners were answered: {ends}")
-    want = oaikit.generate("--prompt", long_text, "--max-tokens", "16", "--adapter", ad_a)
+    want = oaikit.generate("--prompt", long_text, "--max-tokens", "16", "--adapter", ad_a, *GEN_DEV)
     check(alone_long[0] == want, f"long prompt on adapter a {alone_long[0]!r} vs loratune generate {want!r}")
     print(f"1b. a {len(long_text.split())}-word prompt and a chat joined a running stream: "
           f"the same texts as alone (and as loratune generate)")

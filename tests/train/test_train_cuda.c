@@ -459,6 +459,10 @@ int main(int argc, char **argv) {
          LT_DTYPE_F32, "all", 0, 0, 0},
         {"qwen2_qlora", "src:tests/data/train/random_qwen2", 0, LT_METHOD_QLORA, LT_DTYPE_BF16,
          "all", 0, 1, 0},
+        /* lazy: the untied embedding converted to a 16-bit copy that a device keeps on the
+         * host (the non-lazy QLoRA above: the same from the loaded model) */
+        {"qwen2_qlora_lazy", "src:tests/data/train/random_qwen2", 1, LT_METHOD_QLORA,
+         LT_DTYPE_BF16, "all", 0, 0, 0},
         {"stories_lora_hf", "fix:stories260K-hf", 0, LT_METHOD_LORA, LT_DTYPE_F32, "q,v", 0, 0, 0},
         {"stories_full", "fix:stories260K-hf", 0, LT_METHOD_FULL, LT_DTYPE_F32, NULL, 0, 0, 0},
         {"stories_lora_gguf_lazy", "fix:stories260K/stories260K.gguf", 1, LT_METHOD_LORA,

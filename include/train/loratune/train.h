@@ -186,8 +186,11 @@ typedef struct {
      * every block, plus the device copies of the weights the step reads from outside them (a
      * loaded model's fp32 weights unless released; a lazy model's in-place tensors, as stored
      * where the device reads the dtype, else as fp32: lt_train_plan_device). Without a device
-     * backend, mapped tensors count as stored. */
+     * backend, mapped tensors count as stored. Not in it: device_host_bytes, the WEIGHTS
+     * a device trainer keeps in host memory (QLoRA of an untied model: the token embedding,
+     * whose rows a step gathers on the host; counted in bytes[] and peak_bytes as before). */
     int64_t device_bytes;
+    int64_t device_host_bytes;
     /* data parallelism (c->ranks >= 1): the rank count and what each rank holds for the
      * exchange of row gradients (lt_train_exchange_size's total_bytes, host memory), counted in
      * steady_bytes and peak_bytes (not in bytes[], which is the trainer's; nor device_bytes).

@@ -396,6 +396,7 @@ int cmd_plan(int argc, char **argv) {
         if (gpu) {
             json_object_set_new(o, "device_name", json_string(gpu->desc ? gpu->desc : "cuda"));
             json_object_set_new(o, "device_bytes", json_integer(p.device_bytes));
+            json_object_set_new(o, "device_host_bytes", json_integer(p.device_host_bytes));
             json_object_set_new(o, "device_reserve_bytes", json_integer(dev_reserve));
             json_object_set_new(o, "device_free_bytes", json_integer(dev_free));
             json_object_set_new(o, "device_total_bytes", json_integer(dev_total));
@@ -481,6 +482,9 @@ int cmd_plan(int argc, char **argv) {
         printf("\ndevice       %s\n", gpu->desc ? gpu->desc : "cuda");
         printf("%-16s %16lld %12.2f  %s\n", "on the device", (long long)p.device_bytes,
                mib(p.device_bytes), "every block + device copies of the weights it reads");
+        if (p.device_host_bytes > 0)
+            printf("%-16s %16lld %12.2f  %s\n", "kept on the host", (long long)p.device_host_bytes,
+                   mib(p.device_host_bytes), "the token embedding (QLoRA, untied): rows sent up");
         if (dev_free > 0) {
             printf("%-16s %16lld %12.2f  %s\n", "reserve", (long long)dev_reserve,
                    mib(dev_reserve), "cuBLAS workspaces, attention scratch (256 MiB + 2%)");

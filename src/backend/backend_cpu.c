@@ -181,6 +181,18 @@ static int cpu_all_finite(const lt_backend *be, const float *x, int64_t n) {
     }
     return !bad;
 }
+/* memset over the team for a large buffer (a step's gradient buffers are 1-13 MB: one thread
+ * writing them would keep the other waiting) */
+static void cpu_zero(const lt_backend *be, void *dst, size_t bytes) {
+    const size_t blk = (size_t)1 << 20;
+    if (bytes < 4 * blk) {
+        lt_host_zero_(be, dst, bytes);
+        return;
+    }
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < bytes; i += blk)
+        memset((char *)dst + i, 0, bytes - i < blk ? bytes - i : blk);
+}
 static void cpu_add(const lt_backend *be, float *y, const float *a, const float *b, int64_t n) {
 #pragma omp parallel for schedule(static) if (n > 65536)
     for (int64_t i = 0; i < n; i++)
@@ -203,7 +215,7 @@ static const lt_backend_ops cpu_ops = {
     .set = lt_host_copy_,
     .get = lt_host_copy_,
     .copy = lt_host_copy_,
-    .zero = lt_host_zero_,
+    .zero = cpu_zero,
     .sync = lt_host_sync_,
     .step_begin = cpu_step_begin,
     .step_end = cpu_step_end,

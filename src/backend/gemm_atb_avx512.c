@@ -16,9 +16,10 @@
 #endif
 
 /* t[j][i] = sum_k A[k][i0 + i] B[k][j0 + j] for i < 32 (masks m0, m1), j < nj (<= 8) */
-static inline __attribute__((always_inline)) void
-block(float (*t)[32], const float *A, int lda, const float *B, int ldb, int K, int i0, int j0,
-      __mmask16 m0, __mmask16 m1, const int nj) {
+static inline __attribute__((always_inline)) void block(float (*t)[32], const float *A, int lda,
+                                                        const float *B, int ldb, int K, int i0,
+                                                        int j0, __mmask16 m0, __mmask16 m1,
+                                                        const int nj) {
     __m512 c0[8], c1[8];
     for (int j = 0; j < nj; j++)
         c0[j] = c1[j] = _mm512_setzero_ps();
@@ -37,8 +38,8 @@ block(float (*t)[32], const float *A, int lda, const float *B, int ldb, int K, i
     }
 }
 
-void lt_gemm_atb_avx512_(int M, int N, int K, float alpha, const float *A, int lda,
-                         const float *B, int ldb, float beta, float *C, int ldc) {
+void lt_gemm_atb_avx512_(int M, int N, int K, float alpha, const float *A, int lda, const float *B,
+                         int ldb, float beta, float *C, int ldc) {
     const int nb = (M + 31) / 32;
 #pragma omp parallel for schedule(static) if ((int64_t)M * N * K >= (1 << 20))
     for (int ib = 0; ib < nb; ib++) {
@@ -48,7 +49,8 @@ void lt_gemm_atb_avx512_(int M, int N, int K, float alpha, const float *A, int l
         for (int j0 = 0; j0 < N; j0 += 8) {
             const int nj = N - j0 < 8 ? N - j0 : 8;
             _Alignas(64) float t[8][32];
-            if (nj == 8) block(t, A, lda, B, ldb, K, i0, j0, m0, m1, 8);
+            if (nj == 8)
+                block(t, A, lda, B, ldb, K, i0, j0, m0, m1, 8);
             else
                 for (int j = 0; j < nj; j++) /* a tail column at a time */
                     block(t + j, A, lda, B, ldb, K, i0, j0 + j, m0, m1, 1);

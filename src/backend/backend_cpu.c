@@ -8,6 +8,7 @@
 
 #include "loratune/backend.h"
 #include "backend_internal.h"
+#include "loratune/hwinfo.h"
 #include "ops_fast.h"
 
 /* one thread pool for the step: OpenBLAS single-threaded, lt_gemm splits over OpenMP */
@@ -61,6 +62,14 @@ static lt_status cpu_weight_f32(const lt_backend *be, const lt_weight_view *w, i
 static void cpu_gemm(const lt_backend *be, int ta, int tb, int M, int N, int K, float alpha,
                      const float *A, int lda, const float *B, int ldb, float beta, float *C,
                      int ldc) {
+#if LT_X86_KERNELS
+    /* A^T B with a few columns (the adapters' dB = scale dy^T xa): gemm_atb_avx512.c */
+    if (ta && !tb && N <= 64 && M >= 32 && (int64_t)M * N * K >= (1 << 20) &&
+        lt_cpu_level_active() >= LT_CPU_LEVEL_AVX512) {
+        lt_gemm_atb_avx512_(M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+        return;
+    }
+#endif
     lt_gemm(ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, M, N, K, alpha, A, lda,
             B, ldb, beta, C, ldc);
 }
@@ -181,6 +190,18 @@ static int cpu_all_finite(const lt_backend *be, const float *x, int64_t n) {
     }
     return !bad;
 }
+/* memset over the team for a large buffer (a step's gradient buffers are 1-13 MB: one thread
+ * writing them would keep the other waiting) */
+static void cpu_zero(const lt_backend *be, void *dst, size_t bytes) {
+    const size_t blk = (size_t)1 << 20;
+    if (bytes < 4 * blk) {
+        lt_host_zero_(be, dst, bytes);
+        return;
+    }
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < bytes; i += blk)
+        memset((char *)dst + i, 0, bytes - i < blk ? bytes - i : blk);
+}
 static void cpu_add(const lt_backend *be, float *y, const float *a, const float *b, int64_t n) {
 #pragma omp parallel for schedule(static) if (n > 65536)
     for (int64_t i = 0; i < n; i++)
@@ -203,7 +224,7 @@ static const lt_backend_ops cpu_ops = {
     .set = lt_host_copy_,
     .get = lt_host_copy_,
     .copy = lt_host_copy_,
-    .zero = lt_host_zero_,
+    .zero = cpu_zero,
     .sync = lt_host_sync_,
     .step_begin = cpu_step_begin,
     .step_end = cpu_step_end,

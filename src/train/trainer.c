@@ -191,16 +191,29 @@ static void lin_fwd(lt_trainer *tr, int l, int t, float *y, const float *x, cons
                        tr->scale, tr->scratch);
 }
 
+/* dx's accumulation: *fresh says dx holds nothing yet (its first writer sets it, beta 0, where a
+ * zeroed dx would be read and added to: the same numbers, a pass over dx fewer); the beta of the
+ * next bf16 product into dx, or dx zeroed for a writer that only adds */
+static float dx_beta(int *fresh) {
+    const float beta = *fresh ? 0.0f : 1.0f;
+    *fresh = 0;
+    return beta;
+}
+static void dx_zero(lt_trainer *tr, float *dx, int64_t n, int *fresh) {
+    if (dx && *fresh) OP(zero, dx, sizeof(float) * (size_t)n);
+    *fresh = 0;
+}
+
 /* bf16 compute: dx += dy W with dy rounded to bf16 (in xb16), then a trained weight's dW += dy^T x
  * with x rounded to bf16 too (in xb16b; fp32 sums: autocast's weight gradient), or the fp32
  * rest: the adapter's gradients and its share of dx, a bias's gradient */
 static void lin_bwd16(lt_trainer *tr, int l, int t, float *dx, const float *dy, const float *x,
-                      const float *xa, int N) {
+                      const float *xa, int N, int *fresh) {
     lt_lin *li = &tr->lin[l * LT_N_TARGETS + t];
     if (dx) {
         OP(to_bf16, tr->xb16, dy, (int64_t)N * li->OC);
         OP(gemm_bf16, 0, 0, N, li->C, li->OC, 1.0f, tr->xb16, li->OC, weight16(tr, li), li->C,
-                      1.0f, dx, li->C);
+                      dx_beta(fresh), dx, li->C);
     }
     if (!li->A) {
         float *dW = li->dW;
@@ -220,13 +233,14 @@ static void lin_bwd16(lt_trainer *tr, int l, int t, float *dx, const float *dy, 
 }
 
 static void lin_bwd(lt_trainer *tr, int l, int t, float *dx, const float *dy, const float *x,
-                    const float *xa, int N) {
+                    const float *xa, int N, int *fresh) {
     lt_lin *li = &tr->lin[l * LT_N_TARGETS + t];
     if (!li->A && !dx && !li->dW && !li->dbias) return;
     if (tr->bf16) {
-        lin_bwd16(tr, l, t, dx, dy, x, xa, N);
+        lin_bwd16(tr, l, t, dx, dy, x, xa, N, fresh);
         return;
     }
+    dx_zero(tr, dx, (int64_t)N * li->C, fresh);
     const float *W = weight(tr, li);
     if (!li->A) {
         OP(matmul_bwd, dx, li->dW, li->dbias, dy, x, W, N, li->C, li->OC);
@@ -306,18 +320,22 @@ static void lin_fwd_group(lt_trainer *tr, int l, int t0, int nt, float *const *y
     }
 }
 
-/* dx += sum_j dy_j (W_j + scale B_j A_j) (when dx) and the adapters' gradients, for the
- * targets t0 .. t0 + nt - 1 */
+/* dx = sum_j dy_j (W_j + scale B_j A_j) (when dx: written whole, its contents on entry not
+ * read) and the adapters' gradients, for the targets t0 .. t0 + nt - 1 */
 static void lin_bwd_group(lt_trainer *tr, int l, int t0, int nt, float *dx, float *const *dys,
                           const float *x, float *const *xas, int N) {
     int idx[LT_N_TARGETS] = {0}, in[LT_N_TARGETS] = {0};
     const int g = group_of(tr, l, t0, nt, xas, N, idx);
+    const lt_lin *L0 = &tr->lin[l * LT_N_TARGETS + t0];
+    int fresh = dx != NULL;
     for (int k = 0; k < g; k++)
         in[idx[k]] = 1;
     for (int j = 0; j < nt; j++)
-        if (!in[j]) lin_bwd(tr, l, t0 + j, dx, dys[j], x, xas[j], N);
-    if (!g) return;
-    const lt_lin *L0 = &tr->lin[l * LT_N_TARGETS + t0];
+        if (!in[j]) lin_bwd(tr, l, t0 + j, dx, dys[j], x, xas[j], N, &fresh);
+    if (!g) {
+        dx_zero(tr, dx, (int64_t)N * L0->C, &fresh); /* no product wrote it */
+        return;
+    }
     const int r = tr->r, C = L0->C, R = g * r;
     const float *XA = xas[idx[0]];
     float *dXA = tr->grp_dxa; /* [N][R] */
@@ -327,7 +345,9 @@ static void lin_bwd_group(lt_trainer *tr, int l, int t0, int nt, float *dx, floa
         const float *dy = dys[idx[k]];
         const int OC = li->OC;
         OP(to_bf16, tr->xb16, dy, (int64_t)N * OC);
-        if (dx) OP(gemm_bf16, 0, 0, N, C, OC, 1.0f, tr->xb16, OC, weight16(tr, li), C, 1.0f, dx, C);
+        if (dx)
+            OP(gemm_bf16, 0, 0, N, C, OC, 1.0f, tr->xb16, OC, weight16(tr, li), C,
+                          dx_beta(&fresh), dx, C);
         /* dxa = scale dy B, column block k of dXA */
         OP(to_bf16, tr->grp_bb, li->B, (int64_t)OC * r);
         OP(gemm_bf16, 0, 0, N, r, OC, tr->scale, tr->xb16, OC, tr->grp_bb, r, 0.0f, dXA + k * r, R);
@@ -350,7 +370,8 @@ static void lin_bwd_group(lt_trainer *tr, int l, int t0, int nt, float *dx, floa
         const int64_t rc = (int64_t)r * C;
         for (int k = 0; k < g; k++)
             OP(to_bf16, tr->grp_ab + k * rc, L0[idx[k]].A, rc);
-        OP(gemm_bf16, 0, 0, N, C, R, 1.0f, tr->grp_xab, R, tr->grp_ab, C, 1.0f, dx, C);
+        OP(gemm_bf16, 0, 0, N, C, R, 1.0f, tr->grp_xab, R, tr->grp_ab, C, dx_beta(&fresh), dx,
+                      C);
     }
 }
 
@@ -410,15 +431,12 @@ static void layer_bwd(lt_trainer *tr, int l, const step_rows *sr, int need_dx) {
     lt_layer_acts *a = acts_of(tr, l);
     const float *x = tr->xs + (int64_t)l * N * D;
     /* MLP: xs[l+1] = xmid + down(h) */
-    OP(zero, tr->dh, sizeof(float) * (size_t)N * F);
     lin_bwd_group(tr, l, 6, 1, tr->dh, &tr->dres, a->h, a->xa + 6, N);
     OP(swiglu_bwd, tr->dgate, tr->dup, tr->dh, a->gate, a->up, (int64_t)N * F);
-    OP(zero, tr->dxn, sizeof(float) * (size_t)N * D);
     lin_bwd_group(tr, l, 4, 2, tr->dxn, (float *const[]){tr->dgate, tr->dup}, a->xn2, a->xa + 4, N);
     OP(rmsnorm_bwd, tr->dres, tr->dffn_norm[l], tr->dxn, a->xmid, tr->ffn_norm[l], a->rstd2, N,
                       D);
     /* attention: xmid = x + o(att) */
-    OP(zero, tr->datt, sizeof(float) * (size_t)N * QD);
     lin_bwd_group(tr, l, 3, 1, tr->datt, &tr->dres, a->att, a->xa + 3, N);
     OP(zero, tr->dq, sizeof(float) * (size_t)N * QD);
     OP(zero, tr->dk, sizeof(float) * (size_t)N * KVD);
@@ -431,7 +449,6 @@ static void layer_bwd(lt_trainer *tr, int l, const step_rows *sr, int need_dx) {
     OP(rope_bwd, tr->dk, tr->dk, pos, tr->cos_t, tr->sin_t, N, mc->n_kv_heads, mc->head_dim, 0);
     int want_dxn = need_dx || tr->dattn_norm[l];
     float *dxn = want_dxn ? tr->dxn : NULL;
-    if (dxn) OP(zero, dxn, sizeof(float) * (size_t)N * D);
     lin_bwd_group(tr, l, 0, 3, dxn, (float *const[]){tr->dq, tr->dk, tr->dv}, a->xn1, a->xa, N);
     if (want_dxn)
         OP(rmsnorm_bwd, need_dx ? tr->dres : NULL, tr->dattn_norm[l], tr->dxn, x,
@@ -687,16 +704,23 @@ static lt_status run_step(lt_trainer *tr, const lt_batch *b, float grad_scale,
         }
         if (tr->logits_keep)
             OP(copy, tr->logits_keep + (int64_t)n0 * V, tr->logits, sizeof(float) * (size_t)nc * V);
-        lt_ce_stats cs;
-        /* gs is never 0 here when do_bwd; with !do_bwd dlogits are not wanted */
-        st = OP(cross_entropy, do_bwd ? tr->logits : NULL, &cs, tr->logits, th + n0, nc, V,
+        /* gs is never 0 here when do_bwd; with !do_bwd dlogits are not wanted. The bf16 head
+         * rounds dlogits a few rows at a time, right after the loss wrote them (about 8 MB:
+         * still in the cache, where a whole chunk's would be read back from memory). */
+        const int sc = !(do_bwd && h16) ? nc : V < (1 << 21) ? (1 << 21) / V : 1;
+        for (int s0 = 0; s0 < nc; s0 += sc) {
+            const int ns = nc - s0 < sc ? nc - s0 : sc;
+            float *lg = tr->logits + (int64_t)s0 * V;
+            lt_ce_stats cs;
+            st = OP(cross_entropy, do_bwd ? lg : NULL, &cs, lg, th + n0 + s0, ns, V,
                                    LT_IGNORE_INDEX, do_bwd ? gs : 1.0f);
-        if (st) return st;
-        sum += cs.sum;
+            if (st) return st;
+            sum += cs.sum;
+            if (do_bwd && h16) OP(to_bf16, tr->hb16 + (int64_t)s0 * V, lg, (int64_t)ns * V);
+        }
         if (do_bwd && tr->head_vb) {
             head_dx_blocked(tr, dxh + (int64_t)n0 * D, tr->logits, nc);
         } else if (do_bwd && h16) {
-            OP(to_bf16, tr->hb16, tr->logits, (int64_t)nc * V);
             OP(gemm_bf16, 0, 0, nc, D, V, 1.0f, tr->hb16, V, Hb, D, 1.0f,
                           dxh + (int64_t)n0 * D, D);
             if (tr->dhead) { /* dH += dlogits^T x, both bf16 (xb16 is free here), fp32 sums */

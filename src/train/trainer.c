@@ -518,6 +518,9 @@ static lt_status embed_fwd_host(lt_trainer *tr, const int32_t *htok, int N) {
     }
     const size_t rb = (size_t)lt_dtype_nbytes(tr->embd_host_dt, D);
     const char *tab = tr->embd_host;
+    /* the GPU waits for these rows: every thread gathers (4096 rows of 8 KB from a 1 GB table
+     * at Llama-3-8B's B2 x T2048) */
+#pragma omp parallel for schedule(static) if (N >= 256)
     for (int n = 0; n < N; n++)
         memcpy(rows + rb * (size_t)n, tab + rb * (size_t)htok[n], rb);
     if (tr->embd_host_dt == LT_DTYPE_F32) {

@@ -8,7 +8,6 @@
 
 #include "loratune/backend.h"
 #include "backend_internal.h"
-#include "loratune/hwinfo.h"
 #include "ops_fast.h"
 
 /* one thread pool for the step: OpenBLAS single-threaded, lt_gemm splits over OpenMP */
@@ -62,14 +61,6 @@ static lt_status cpu_weight_f32(const lt_backend *be, const lt_weight_view *w, i
 static void cpu_gemm(const lt_backend *be, int ta, int tb, int M, int N, int K, float alpha,
                      const float *A, int lda, const float *B, int ldb, float beta, float *C,
                      int ldc) {
-#if LT_X86_KERNELS
-    /* A^T B with a few columns (the adapters' dB = scale dy^T xa): gemm_atb_avx512.c */
-    if (ta && !tb && N <= 64 && M >= 32 && (int64_t)M * N * K >= (1 << 20) &&
-        lt_cpu_level_active() >= LT_CPU_LEVEL_AVX512) {
-        lt_gemm_atb_avx512_(M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
-        return;
-    }
-#endif
     lt_gemm(ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, M, N, K, alpha, A, lda,
             B, ldb, beta, C, ldc);
 }

@@ -86,9 +86,6 @@ void lt_host_scale_(const lt_backend *be, float *x, int64_t n, float s);
  * oneDNN cannot run it) and the plain loops (the reference backend) */
 void lt_host_to_bf16_(uint16_t *dst, const float *src, int64_t n);
 void lt_to_bf16_avx512_(uint16_t *dst, const float *src, int64_t n); /* bf16_avx512.c */
-/* C[M][N] = alpha A^T B + beta C, A [K][lda], B [K][ldb], N <= 64 (gemm_atb_avx512.c) */
-void lt_gemm_atb_avx512_(int M, int N, int K, float alpha, const float *A, int lda,
-                         const float *B, int ldb, float beta, float *C, int ldc);
 void lt_host_gemm_bf16_(int ta, int tb, int M, int N, int K, float alpha, const uint16_t *A,
                         int lda, const uint16_t *B, int ldb, float beta, float *C, int ldc);
 void lt_host_gemm_bf16_loops_(int ta, int tb, int M, int N, int K, float alpha, const uint16_t *A,

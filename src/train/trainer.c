@@ -499,6 +499,17 @@ static lt_status check_batch(lt_trainer *tr, const lt_batch *b, const int32_t **
     return LT_OK;
 }
 
+/* The N gathered rows in tmp (stored as dt, end to end) converted into xs by the backend: one
+ * call for a device-resident table's rows and a host-kept table's alike (the same values). */
+static lt_status embed_rows_to_xs(lt_trainer *tr, lt_dtype dt, int N) {
+    const int D = tr->mc.dim;
+    lt_weight_view g = {.rows = N, .cols = D, .dtype = dt, .data = tr->tmp};
+    const float *got = NULL;
+    lt_status st = OP(weight_f32, &g, 0, N, tr->xs, &got);
+    if (!st && got != tr->xs) OP(copy, tr->xs, got, sizeof(float) * (size_t)N * D);
+    return st;
+}
+
 /* A device trainer's embedding in host memory (embd_host): the step's rows gathered on the
  * host and sent up in one copy. Rows as stored go into tmp ([N][D] floats, free until the first
  * layer) and the device converts them, as it converts a device-resident table's gathered rows
@@ -528,11 +539,7 @@ static lt_status embed_fwd_host(lt_trainer *tr, const int32_t *htok, int N) {
         return LT_OK;
     }
     OP(set, tr->tmp, rows, rb * (size_t)N);
-    lt_weight_view g = {.rows = N, .cols = D, .dtype = tr->embd_host_dt, .data = tr->tmp};
-    const float *got = NULL;
-    lt_status st = OP(weight_f32, &g, 0, N, tr->xs, &got);
-    if (!st && got != tr->xs) OP(copy, tr->xs, got, sizeof(float) * (size_t)N * D);
-    return st;
+    return embed_rows_to_xs(tr, tr->embd_host_dt, N);
 }
 
 /* tokens: backend memory; htok: the same on the host */
@@ -563,13 +570,7 @@ static lt_status embed_fwd(lt_trainer *tr, const int32_t *tokens, const int32_t 
     if (w.data && rb % 4 == 0 && rb <= (int64_t)sizeof(float) * D && tr->tmp &&
         tr->be->op->gather_rows) {
         OP(gather_rows, tr->tmp, (const float *)w.data, tokens, N, (int)(rb / 4));
-        lt_weight_view g = w;
-        g.rows = N;
-        g.data = tr->tmp;
-        const float *got = NULL;
-        lt_status st = OP(weight_f32, &g, 0, N, tr->xs, &got);
-        if (!st && got != tr->xs) OP(copy, tr->xs, got, sizeof(float) * (size_t)N * D);
-        return st;
+        return embed_rows_to_xs(tr, w.dtype, N);
     }
     for (int n = 0; n < N; n++) {
         float *row = tr->xs + (int64_t)n * D;

@@ -733,7 +733,7 @@ static const tcase k_cases[] = {
     {LT_OP_GEMM, {17, 9, 33}, LT_DTYPE_F32, 2, TF},
     {LT_OP_GEMM, {70, 300, 64}, LT_DTYPE_F32, 3 | 8, TF},
     {LT_OP_GEMM, {300, 40, 96}, LT_DTYPE_F32, 0, TF},
-    /* A^T B with few columns, big enough for the CPU backend's own kernel (avx512): dB's shape */
+    /* A^T B with few columns: the adapters' dB = scale dy^T xa (a column tail in the second) */
     {LT_OP_GEMM, {300, 16, 600}, LT_DTYPE_F32, 1 | 8, TF},
     {LT_OP_GEMM, {200, 13, 700}, LT_DTYPE_F32, 1 | 4, TF},
     /* gemm_bf16 {M, N, K}: the gemm rows' shapes, special values, and the trainer's shapes

@@ -847,6 +847,10 @@ static const tcase k_cases[] = {
     {LT_OP_ATTENTION_BF16, {3, 90, 4, 1, 32, 0}, LT_DTYPE_F32, 2, TB},
     {LT_OP_ATTENTION_BF16, {2, 300, 8, 2, 64, 0}, LT_DTYPE_F32, 0, TB},
     {LT_OP_ATTENTION_BF16, {1, 257, 4, 1, 128, 100}, LT_DTYPE_F32, 2 | 1, TB},
+    /* a group of 6 heads a kv head (the CPU kernel's tasks take 4 at a time, then 2), and
+     * rows whose D = dO . O no longer fit its per-task buffer (8 x 1100 > 8192) */
+    {LT_OP_ATTENTION_BF16, {2, 160, 12, 2, 64, 0}, LT_DTYPE_F32, 2 | 1, TB},
+    {LT_OP_ATTENTION_BF16, {1, 1100, 8, 1, 32, 0}, LT_DTYPE_F32, 0, TB},
     /* swiglu {n}: below and above the OpenMP threshold */
     {LT_OP_SWIGLU, {1}, LT_DTYPE_F32, 0, 1e-6},
     {LT_OP_SWIGLU, {1001}, LT_DTYPE_F32, 0, 1e-6},

@@ -15,10 +15,13 @@
  *     packed in one row (pos, seq).
  *     Tolerances (fp32 on both; what differs is the order of sums: cuBLAS vs OpenBLAS
  *     blocking, the device's reductions): loss and grad norm 1e-5 relative; gradients 2e-5
- *     of the tensor's max-abs; after-step values 1e-5 of max-abs plus 0.1 lr and moments m
+ *     of the tensor's max-abs; after-step values 1e-5 of max-abs plus 0.2 lr and moments m
  *     1e-4 of max-abs (AdamW divides by sqrt(v) per element, so an element whose gradient is
  *     ~1e-6 of its tensor's max moves by up to a few % of an lr-sized update with fp32 noise:
- *     the same argument as test_trainer_golden's TOL_AFTER_LR); v 2e-4 of max-abs.
+ *     the same argument as test_trainer_golden's TOL_AFTER_LR; worst seen on an H100: 0.131 lr,
+ *     stories_full's tied embedding -- the rows of tokens the batches never show get only the
+ *     head's tiny gradients -- once the CPU's dH = dlogits^T x went back to OpenBLAS's order,
+ *     b2e3bed; loss, grad norm and gradients of that case stay within 1e-5); v 2e-4 of max-abs.
  * (c) Checkpoints: `loratune train`'s run (lt_run) with a constant lr: 2 steps on one device
  *     saving a checkpoint, resumed on the other device for steps 3-4, against 4 steps on the
  *     CPU alone: the losses and gradient norms of steps 3-4 (1e-4 relative) and the final
@@ -45,7 +48,7 @@
 #define TOL_NORM 1e-5
 #define TOL_GRAD 2e-5
 #define TOL_AFTER 1e-5
-#define TOL_AFTER_LR 0.1
+#define TOL_AFTER_LR 0.2
 #define TOL_M 1e-4
 #define TOL_V 2e-4
 #define TOL16_SCALAR 0.0078125 /* bf16 compute, GPU vs CPU, first step: two bf16 steps (2^-7) */

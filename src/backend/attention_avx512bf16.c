@@ -74,30 +74,25 @@ static void cvt_rows(uint16_t *dst, const float *src, int64_t lds, int n, int W)
             _mm512_storeu_si512(dst + (int64_t)i * W + d, cvt32(src + i * lds + d));
 }
 
-/* dst[p][d] = (src[2p][d], src[2p + 1][d]) for p < ceil(n / 2), d < W (W % 16 == 0); the row
- * past an odd n is zero. */
-static void interleave_rows(pair *dst, const float *src, int64_t lds, int n, int W) {
-    static const uint16_t k_idx[32] = {0,  16, 1,  17, 2,  18, 3,  19, 4,  20, 5,
-                                       21, 6,  22, 7,  23, 8,  24, 9,  25, 10, 26,
-                                       11, 27, 12, 28, 13, 29, 14, 30, 15, 31};
-    const __m512i idx = _mm512_loadu_si512(k_idx);
-    for (int p = 0; 2 * p < n; p++) {
-        const float *r0 = src + 2 * p * lds, *r1 = r0 + lds;
-        const int has1 = 2 * p + 1 < n;
-        for (int d = 0; d < W; d += 16) {
-            __m512 b = has1 ? _mm512_loadu_ps(r1 + d) : _mm512_setzero_ps();
-            __m512i t = (__m512i)_mm512_cvtne2ps_pbh(b, _mm512_loadu_ps(r0 + d));
-            _mm512_storeu_si512(dst + (int64_t)p * W + d, _mm512_permutexvar_epi16(idx, t));
-        }
-    }
-}
-
 /* (a[i], b[i]) for i < 16 rounded to bf16: 16 pairs, a's in the low halves */
 static inline __m512i zip_bf16(__m512 a, __m512 b) {
     static const uint16_t k_idx[32] = {0,  16, 1,  17, 2,  18, 3,  19, 4,  20, 5,
                                        21, 6,  22, 7,  23, 8,  24, 9,  25, 10, 26,
                                        11, 27, 12, 28, 13, 29, 14, 30, 15, 31};
     return _mm512_permutexvar_epi16(_mm512_loadu_si512(k_idx), (__m512i)_mm512_cvtne2ps_pbh(b, a));
+}
+
+/* dst[p][d] = (src[2p][d], src[2p + 1][d]) for p < ceil(n / 2), d < W (W % 16 == 0); the row
+ * past an odd n is zero. */
+static void interleave_rows(pair *dst, const float *src, int64_t lds, int n, int W) {
+    for (int p = 0; 2 * p < n; p++) {
+        const float *r0 = src + 2 * p * lds, *r1 = r0 + lds;
+        const int has1 = 2 * p + 1 < n;
+        for (int d = 0; d < W; d += 16)
+            _mm512_storeu_si512(dst + (int64_t)p * W + d,
+                                zip_bf16(_mm512_loadu_ps(r0 + d),
+                                         has1 ? _mm512_loadu_ps(r1 + d) : _mm512_setzero_ps()));
+    }
 }
 
 /* r[k][i] <- r[i][k] for 16 vectors of 16 32-bit words: words within 128-bit lanes (two unpack
@@ -154,7 +149,7 @@ static inline __attribute__((always_inline)) void mm_tile(float *C, int64_t ldc,
                                                           int64_t lda, int64_t aps, const pair *B,
                                                           int64_t ldb, int P, int R, int Z,
                                                           int acc) {
-    __m512 c[8][4];
+    __m512 c[4][4];
     for (int r = 0; r < R; r++)
         for (int z = 0; z < Z; z++)
             c[r][z] = acc ? _mm512_loadu_ps(C + r * ldc + 16 * z) : _mm512_setzero_ps();
@@ -182,15 +177,11 @@ static void mm_pairs(float *C, int64_t ldc, int M, int N, const pair *A, int64_t
         const pair *Bn = B + n0;
         int m = 0;
         if (N - n0 >= 64) {
-            for (; m + 4 <= M; m += 4)
-                mm_tile(Cn + m * ldc, ldc, A + m * lda, lda, aps, Bn, ldb, P, 4, 4, acc);
             for (; m + 2 <= M; m += 2)
                 mm_tile(Cn + m * ldc, ldc, A + m * lda, lda, aps, Bn, ldb, P, 2, 4, acc);
             for (; m < M; m++)
                 mm_tile(Cn + m * ldc, ldc, A + m * lda, lda, aps, Bn, ldb, P, 1, 4, acc);
         } else { /* 32 lanes left */
-            for (; m + 8 <= M; m += 8)
-                mm_tile(Cn + m * ldc, ldc, A + m * lda, lda, aps, Bn, ldb, P, 8, 2, acc);
             for (; m + 4 <= M; m += 4)
                 mm_tile(Cn + m * ldc, ldc, A + m * lda, lda, aps, Bn, ldb, P, 4, 2, acc);
             for (; m < M; m++)

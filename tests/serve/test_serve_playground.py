@@ -11,7 +11,8 @@ real SmolLM2-135M-Instruct Q4_1 GGUF and a random PEFT LoRA served with --adapte
 - the sampling settings reach the server: with temperature 1, top_p 0.9 and seed 7 the page's
   answer equals the /v1/chat/completions answer requested with requests for the same fields;
 - a second turn keeps each pane's conversation (the request holds the first answer);
-- Stop aborts both streams; New chat empties the panes;
+- Stop aborts both streams (greedy answers the API says run to max_tokens; each stopped pane
+  holds a strict prefix of its full answer); New chat empties the panes;
 - a server without --model: the page says how to start one, with no console error;
 - no console errors, no horizontal scroll at 390 px; screenshots to BUILD/web-screenshots/.
 """
@@ -183,16 +184,33 @@ def run(d, u, want_base, want_ad):
         ref = r.json()["choices"][0]["message"]["content"]
         check(texts3[i] == ref, f"sampled {model}: page {texts3[i]!r} != API with the same settings {ref!r}")
 
-    # ---- Stop aborts both streams
+    # ---- Stop aborts both streams. Greedy, so that neither answer can end on its own before
+    # Stop (a sampled one sometimes did: the end-of-text token after a few words); the API
+    # answers first say both greedy answers run to max_tokens, and each stopped pane must hold
+    # a strict prefix of its full answer.
+    story = "Tell me a long story about a dragon."
+    full = []
+    for model in (oaikit.BASE, "styled"):
+        r = requests.post(u + "/v1/chat/completions", timeout=600, json={
+            "model": model, "temperature": 0, "max_tokens": 400,
+            "messages": [{"role": "user", "content": story}]}).json()["choices"][0]
+        check(r["finish_reason"] == "length",
+              f"{model}: the greedy story runs to max_tokens: {r['finish_reason']}")
+        full.append(r["message"]["content"])
+    d.find_element(By.ID, "play-clear").click()  # one message: the API's answers above
+    set_field(d, "play-temperature", 0)
     set_field(d, "play-seed", "")
     set_field(d, "play-max-tokens", 400)
-    set_field(d, "play-input", "Tell me a long story about a dragon.")
+    set_field(d, "play-input", story)
     d.find_element(By.ID, "play-send").click()
     wait(d, lambda: all(p[0] for p in d.execute_script(PANES)), "both answers started")
     d.find_element(By.ID, "play-stop").click()
     wait(d, lambda: all(p[2] for p in d.execute_script(PANES)), "both streams stopped", 30)
     stopped = d.execute_script("return document.querySelectorAll('.chat .msg.assistant .help').length")
     check(stopped == 2, f"both answers marked stopped: {stopped}")
+    for (text, _, _), ref, side in zip(d.execute_script(PANES), full, ("left", "right")):
+        check(ref.startswith(text) and len(text) < len(ref),
+              f"{side}: the stopped answer is a strict prefix of the full one: {text[-40:]!r}")
     check(d.find_element(By.ID, "play-send").is_enabled(), "Send is enabled again after Stop")
     console_errors(d, "playground")
 

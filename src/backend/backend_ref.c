@@ -172,9 +172,12 @@ static void ref_swiglu_fwd(const lt_backend *be, float *out, const float *gate, 
 }
 static void ref_swiglu_bwd(const lt_backend *be, float *dgate, float *dup, const float *dout,
                            const float *gate, const float *up, int64_t n) {
-    memset(dgate, 0, sizeof(float) * (size_t)n); /* the backend op writes */
-    memset(dup, 0, sizeof(float) * (size_t)n);
-    lt_op_swiglu_bwd(dgate, dup, dout, gate, up, n);
+    /* the backend op writes, and dup may be dout: lt_op_swiglu_bwd's sums, written */
+    for (int64_t i = 0; i < n; i++) {
+        const float g = gate[i], sig = 1.0f / (1.0f + expf(-g)), d = dout[i];
+        dgate[i] = d * up[i] * sig * (1.0f + g * (1.0f - sig));
+        dup[i] = d * g * sig;
+    }
 }
 static lt_status ref_cross_entropy(const lt_backend *be, float *dlogits, lt_ce_stats *stats,
                                    const float *logits, const int32_t *targets, int N, int V,

@@ -375,6 +375,16 @@ static void lin_bwd_group(lt_trainer *tr, int l, int t0, int nt, float *dx, floa
     }
 }
 
+/* whether the backward of targets t0 .. t0 + nt - 1 reads their input x (an adapter's or a
+ * trained weight's gradient; dx alone does not) */
+static int reads_x(const lt_trainer *tr, int l, int t0, int nt) {
+    for (int j = 0; j < nt; j++) {
+        const lt_lin *li = &tr->lin[l * LT_N_TARGETS + t0 + j];
+        if (li->A || li->dW || li->dbias) return 1;
+    }
+    return 0;
+}
+
 static lt_layer_acts *acts_of(lt_trainer *tr, int l) {
     return tr->c.grad_checkpoint ? &tr->acts[0] : &tr->acts[l];
 }
@@ -430,10 +440,15 @@ static void layer_bwd(lt_trainer *tr, int l, const step_rows *sr, int need_dx) {
     const int QD = mc->n_heads * mc->head_dim, KVD = mc->n_kv_heads * mc->head_dim;
     lt_layer_acts *a = acts_of(tr, l);
     const float *x = tr->xs + (int64_t)l * N * D;
-    /* MLP: xs[l+1] = xmid + down(h) */
+    /* MLP: xs[l+1] = xmid + down(h). h, xn2 and xn1 are recomputed where a product reads them
+     * (trainer_layout.c: h into dgate, which swiglu_bwd then overwrites; the norms into tmp),
+     * by the forward's ops on the same inputs: the same numbers */
+    if (reads_x(tr, l, 6, 1)) OP(swiglu_fwd, a->h, a->gate, a->up, (int64_t)N * F);
     lin_bwd_group(tr, l, 6, 1, tr->dh, &tr->dres, a->h, a->xa + 6, N);
-    OP(swiglu_bwd, tr->dgate, tr->dup, tr->dh, a->gate, a->up, (int64_t)N * F);
-    lin_bwd_group(tr, l, 4, 2, tr->dxn, (float *const[]){tr->dgate, tr->dup}, a->xn2, a->xa + 4, N);
+    OP(swiglu_bwd, tr->dgate, tr->dh, tr->dh, a->gate, a->up, (int64_t)N * F); /* dup over dh */
+    if (reads_x(tr, l, 4, 2))
+        OP(rmsnorm_fwd, a->xn2, a->rstd2, a->xmid, tr->ffn_norm[l], N, D, mc->norm_eps);
+    lin_bwd_group(tr, l, 4, 2, tr->dxn, (float *const[]){tr->dgate, tr->dh}, a->xn2, a->xa + 4, N);
     OP(rmsnorm_bwd, tr->dres, tr->dffn_norm[l], tr->dxn, a->xmid, tr->ffn_norm[l], a->rstd2, N,
                       D);
     /* attention: xmid = x + o(att) */
@@ -449,6 +464,8 @@ static void layer_bwd(lt_trainer *tr, int l, const step_rows *sr, int need_dx) {
     OP(rope_bwd, tr->dk, tr->dk, pos, tr->cos_t, tr->sin_t, N, mc->n_kv_heads, mc->head_dim, 0);
     int want_dxn = need_dx || tr->dattn_norm[l];
     float *dxn = want_dxn ? tr->dxn : NULL;
+    if (reads_x(tr, l, 0, 3))
+        OP(rmsnorm_fwd, a->xn1, a->rstd1, x, tr->attn_norm[l], N, D, mc->norm_eps);
     lin_bwd_group(tr, l, 0, 3, dxn, (float *const[]){tr->dq, tr->dk, tr->dv}, a->xn1, a->xa, N);
     if (want_dxn)
         OP(rmsnorm_bwd, need_dx ? tr->dres : NULL, tr->dattn_norm[l], tr->dxn, x,

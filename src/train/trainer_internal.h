@@ -35,7 +35,9 @@ typedef struct {
     float *wnorm; /* [OC] DoRA saved norm */
 } lt_lin;
 
-/* What the forward of one layer saves for backward. */
+/* What the forward of one layer saves for backward; xn1, xn2 and h are not saved but point
+ * into the workspace (tmp, dgate), where the forward writes them and the backward recomputes
+ * them (trainer_layout.c). */
 typedef struct {
     float *xn1, *rstd1;      /* [N][D], [N] */
     float *q, *k, *v;        /* [N][QD], [N][KVD], [N][KVD] (q, k after rope) */
@@ -125,7 +127,7 @@ struct lt_trainer {
     float *tmp;                 /* [N][D] */
     float *dres, *dxn;          /* [N][D] */
     float *dq, *dk, *dv, *datt; /* [N][QD], [N][KVD], [N][KVD], [N][QD] */
-    float *dgate, *dup, *dh;    /* [N][F] */
+    float *dgate, *dh;          /* [N][F] (dgate holds h first, dh dup after) */
     float *scratch;             /* LoRA/DoRA scratch: max LT_LORA_SCRATCH */
     float *mask;                /* [N][max C] dropout mask or NULL */
     float *wdeq;                /* dequantized weight [max OC*C] or NULL */

@@ -570,7 +570,7 @@ lt_status lt_trainer_layout_(lt_trainer *tr, const lt_model_config *mc, const lt
         lt_layer_acts tmp;
         if (!ac) ac = &tmp;
         int l = c->grad_checkpoint ? -1 : a;
-        ac->xn1 = CARVE_F(&cv, LT_MEM_ACTIVATIONS, N * D);
+        /* xn1, xn2 and h are not kept: see the workspace below */
         ac->rstd1 = CARVE_F(&cv, LT_MEM_ACTIVATIONS, N);
         ac->q = CARVE_F(&cv, LT_MEM_ACTIVATIONS, N * QD);
         ac->k = CARVE_F(&cv, LT_MEM_ACTIVATIONS, N * KVD);
@@ -578,11 +578,9 @@ lt_status lt_trainer_layout_(lt_trainer *tr, const lt_model_config *mc, const lt
         ac->att = CARVE_F(&cv, LT_MEM_ACTIVATIONS, N * QD);
         ac->lse = CARVE_F(&cv, LT_MEM_ACTIVATIONS, N * NH);
         ac->xmid = CARVE_F(&cv, LT_MEM_ACTIVATIONS, N * D);
-        ac->xn2 = CARVE_F(&cv, LT_MEM_ACTIVATIONS, N * D);
         ac->rstd2 = CARVE_F(&cv, LT_MEM_ACTIVATIONS, N);
         ac->gate = CARVE_F(&cv, LT_MEM_ACTIVATIONS, N * F);
         ac->up = CARVE_F(&cv, LT_MEM_ACTIVATIONS, N * F);
-        ac->h = CARVE_F(&cv, LT_MEM_ACTIVATIONS, N * F);
         for (int t = 0; t < LT_N_TARGETS; t++) {
             ac->xa[t] = NULL;
             int adapted =
@@ -650,14 +648,37 @@ lt_status lt_trainer_layout_(lt_trainer *tr, const lt_model_config *mc, const lt
     WS_F(tmp, N * D);
     WS_F(dres, N * D);
     WS_F(dxn, N * D);
-    WS_F(dq, N * QD);
-    WS_F(datt, N * QD);
-    WS_F(dk, N * KVD);
-    WS_F(dv, N * KVD);
-    WS_F(dgate, N * F);
-    WS_F(dup, N * F);
+    {
+        /* one region for dgate (live from h's recompute to the gate and up products' backward)
+         * and the attention's gradients dq, datt, dk, dv (live from the o product's backward
+         * on): layer_bwd uses them one after the other. Each part starts 64-byte aligned. */
+        const int64_t nq = (N * QD + 15) & ~(int64_t)15, nkv = (N * KVD + 15) & ~(int64_t)15;
+        const int64_t natt = 2 * nq + 2 * nkv, nmlp = N * F;
+        float *u = CARVE_F(&cv, LT_MEM_WORKSPACE, natt > nmlp ? natt : nmlp);
+        if (tr) {
+            tr->dgate = u;
+            tr->dq = u;
+            tr->datt = u + nq;
+            tr->dk = u + 2 * nq;
+            tr->dv = u + 2 * nq + nkv;
+        }
+    }
     WS_F(dh, N * F);
-    if (scr) WS_F(scratch, scr);
+    /* The cheap activations are recomputed, not kept (layer_bwd): the norms' outputs xn1, xn2
+     * (from the kept layer input / xmid and rstd, an [N][D] pass) in tmp and SwiGLU's h =
+     * silu(gate) up (an [N][F] pass) in dgate, both free at those points of the forward and
+     * the backward. 2 D + F floats a position a layer fewer; the same fp32 numbers (the same
+     * ops on the same inputs). SwiGLU's backward writes dup over dh (no dup buffer). */
+    if (tr)
+        for (int a = 0; a < nacts; a++) {
+            acts[a].xn1 = acts[a].xn2 = tr->tmp;
+            acts[a].h = tr->dgate;
+        }
+    /* bf16 plain LoRA (no dropout, no DoRA) runs every adapter through the group products
+     * (group_of in trainer.c): the per-target scratch is never used */
+    const int grouped = c->compute_dtype == LT_DTYPE_BF16 && !full && r > 0 && !dora &&
+                        c->lora.dropout <= 0;
+    if (scr && !grouped) WS_F(scratch, scr);
     if (!full && c->lora.dropout > 0) WS_F(mask, N * maxC);
     if (wmax) WS_F(wdeq, wmax);
     if (tr) tr->wdeq_n = wmax;

@@ -572,6 +572,11 @@ static void run_swiglu(const lt_backend *be, const tcase *c, result *r, int is_r
     put(r, is_ref, 0, "y", a_down(&a, y, n), n);
     put(r, is_ref, 1, "dgate", a_down(&a, eg, n), n);
     put(r, is_ref, 2, "dup", a_down(&a, eu, n), n);
+    /* dup may be dout (the trainer's MLP backward writes it over dh) */
+    float *eg2 = a_up(&a, pre, n), *io = a_up(&a, dy, n);
+    be->op->swiglu_bwd(be, eg2, io, io, dg, du, n);
+    put(r, is_ref, 3, "dgate, dup over dout", a_down(&a, eg2, n), n);
+    put(r, is_ref, 4, "dup over dout", a_down(&a, io, n), n);
     a_free(&a);
     free(g), free(u), free(dy), free(pre);
 }

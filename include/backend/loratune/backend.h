@@ -17,7 +17,7 @@
  * wanted) with these differences, which every backend shares:
  *   - attention takes rows of different lengths laid end to end (off, as
  *     lt_fast_attention_fwd_var in the CPU backend); off NULL is the uniform [B][T] layout;
- *   - swiglu_bwd WRITES dgate and dup (fresh buffers per layer);
+ *   - swiglu_bwd WRITES dgate and dup (fresh buffers per layer); dup may be dout (in place);
  *   - sumsq returns the sum of squares in double (the global norm is its square root, summed
  *     over tensors); all_finite is 1 when no element is NaN or infinite;
  *   - matmul by storage format: weight_f32 gives rows of a weight as fp32 wherever and however

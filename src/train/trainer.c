@@ -269,6 +269,8 @@ static void lin_bwd(lt_trainer *tr, int l, int t, float *dx, const float *dy, co
  * plain LoRA adapters (no DoRA, no dropout, frozen base), on any backend (its ops only: the
  * CUDA backend's cuBLAS bf16 GEMMs too); otherwise each target runs alone (lin_fwd / lin_bwd:
  * fp32 adapter products). */
+/* trainer_layout.c carves no per-target LoRA scratch (tr->scratch NULL) when every adapter is
+ * grouped here: bf16, LoRA (not DoRA, not full), no dropout. Keep the two conditions together. */
 static int group_of(lt_trainer *tr, int l, int t0, int nt, float *const *xas, int N, int *idx) {
     if (!tr->bf16 || !tr->grp_ab) return 0;
     if (tr->c.lora.dropout > 0 && tr->training) return 0;

@@ -675,7 +675,8 @@ lt_status lt_trainer_layout_(lt_trainer *tr, const lt_model_config *mc, const lt
             acts[a].h = tr->dgate;
         }
     /* bf16 plain LoRA (no dropout, no DoRA) runs every adapter through the group products
-     * (group_of in trainer.c): the per-target scratch is never used */
+     * (group_of in trainer.c: its conditions and these go together): the per-target scratch
+     * is never used */
     const int grouped = c->compute_dtype == LT_DTYPE_BF16 && !full && r > 0 && !dora &&
                         c->lora.dropout <= 0;
     if (scr && !grouped) WS_F(scratch, scr);

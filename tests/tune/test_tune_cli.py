@@ -212,11 +212,14 @@ for t in s2["trials"]:
 
 # ---- 3. infeasible configurations never start ---------------------------------------------
 d3 = os.path.join(tmp, "s3")
+# 32 MiB: batch sizes 1-10 fit this model at T 96, 11-16 do not (loratune plan: 15.5 MiB + 1.57
+# a row since the trainer recomputes the cheap activations)
+BUDGET = 32
 sp3 = write(os.path.join(tmp, "space3.json"),
             {"lr": {"type": "float", "low": 1e-4, "high": 3e-3, "log": True},
              "batch-size": {"type": "int", "low": 1, "high": 16}})
 r = tune("--study", d3, "--trials", "5", "--iters", "8", "--space", sp3, "--memory-budget",
-         "40M", "--store", store)
+         f"{BUDGET}M", "--store", store)
 check(r.returncode == 0, f"tune (memory budget): {r.stderr}")
 s3 = study_json(d3)
 inf = [t for t in s3["trials"] if "infeasible" in t]
@@ -227,12 +230,12 @@ for t in inf:
     tj = trial_json(d3, t["trial"])
     tdir = os.path.join(d3, "trials", "%04d" % t["trial"])
     check(t["state"] == "failed" and tj["state"] == "infeasible" and
-          tj["planned_peak_bytes"] > 40 * 2**20, f"infeasible trial {t['trial']}: {tj}")
+          tj["planned_peak_bytes"] > BUDGET * 2**20, f"infeasible trial {t['trial']}: {tj}")
     check(sorted(os.listdir(tdir)) == ["infeasible", "trial.json"],
           f"an infeasible trial started something: {os.listdir(tdir)}")
 for t in ran:
     tj = trial_json(d3, t["trial"])
-    check(tj["planned_peak_bytes"] <= 40 * 2**20, f"trial {t['trial']} ran over the budget: {tj}")
+    check(tj["planned_peak_bytes"] <= BUDGET * 2**20, f"trial {t['trial']} ran over the budget: {tj}")
 r = run("runs", "list", "--store", store, "--json")
 states = [json.loads(run("runs", "show", str(x["id"]), "--store", store, "--json").stdout)
           ["tags"].get("trial_state") for x in json.loads(r.stdout) if x["kind"] == "hpo-trial"]

@@ -185,12 +185,9 @@ def run(d, u, want_base, want_ad):
         check(texts3[i] == ref, f"sampled {model}: page {texts3[i]!r} != API with the same settings {ref!r}")
 
     # ---- Stop aborts both streams. Greedy, so that neither answer can end on its own before
-    # Stop (a sampled one sometimes did: the end-of-text token after a few words); the API
-    # answers first say both greedy answers run to max_tokens, and each stopped pane must hold
-    # a strict prefix of its full answer.
-    # (the first of a few prompts whose two greedy answers both run to max_tokens: greedy text
-    # can differ between CPUs' kernels, and one answer could end early on another machine)
-    ends = []
+    # Stop (a sampled one sometimes did: end-of-text after a few words): the first of a few
+    # prompts whose two greedy API answers both run to max_tokens (greedy text differs between
+    # CPUs' kernels), and each stopped pane must hold a strict prefix of its full answer.
     for story in ("Tell me a long story about a dragon.", "Write a long poem about the sea.",
                   "Describe a day in the life of a medieval farmer, in great detail.",
                   "List as many animals as you can."):

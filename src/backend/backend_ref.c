@@ -172,11 +172,12 @@ static void ref_swiglu_fwd(const lt_backend *be, float *out, const float *gate, 
 }
 static void ref_swiglu_bwd(const lt_backend *be, float *dgate, float *dup, const float *dout,
                            const float *gate, const float *up, int64_t n) {
-    /* the backend op writes, and dup may be dout: lt_op_swiglu_bwd's sums, written */
+    /* the backend op writes, and dup may be dout: lt_op_swiglu_bwd (which adds) one element
+     * at a time into zeros, dout's element read before dup's is written */
     for (int64_t i = 0; i < n; i++) {
-        const float g = gate[i], sig = 1.0f / (1.0f + expf(-g)), d = dout[i];
-        dgate[i] = d * up[i] * sig * (1.0f + g * (1.0f - sig));
-        dup[i] = d * g * sig;
+        float dg = 0, du = 0, d = dout[i];
+        lt_op_swiglu_bwd(&dg, &du, &d, gate + i, up + i, 1);
+        dgate[i] = dg, dup[i] = du;
     }
 }
 static lt_status ref_cross_entropy(const lt_backend *be, float *dlogits, lt_ce_stats *stats,

@@ -18,6 +18,15 @@ Printed per seed: best validation loss per arm, steps and wall time per arm, and
 ratios: tune best / tpe best (goal <= 1), tune best / random best - 1 (goal <= 1%), tune steps
 / random steps (goal <= 30%). Raw trials go to OUT.json.
 
+Like for like: a trial's loss depends on the build and the CPU (`--compute-dtype auto` trains
+in bf16 where the CPU has AVX512-BF16, and kernel changes move fp32 sums too: one configuration
+gave 1.67632 at 9b3dc1e and 1.68142 at ae49649 on the same Zen 4), so arms run by different
+builds or machines are not comparable. Each run first trains REFERENCE once and records its
+loss (and the compute dtype `loratune train` chose) in OUT.json; `--table` merges files only
+when their reference losses agree, and otherwise prints which files differ and does not print
+the ratios (`--allow-mixed` prints them anyway, marked). Files that all predate the reference
+trial merge as before, with a note that nothing checked them.
+
 Not a test (nothing is asserted): a benchmark for bench/RESULTS.md. Needs optuna (pinned in
 tools/requirements.txt and tools/bench-requirements.txt). The model: an HF folder or GGUF file;
 by default models/SmolLM2-135M-Instruct.Q4_1.gguf (tools/fetch_smollm2.sh) fused once to an
@@ -69,6 +78,9 @@ def base_options(a):
             "--compute-dtype", a.compute_dtype, "--seed", str(a.train_seed), "--no-track"]
 
 
+# One fixed configuration trained once per run: its loss fingerprints the build + CPU.
+REFERENCE = {"lr": 1e-3, "lora-rank": 8, "lora-targets": "all", "lora-dropout": 0.0}
+
 # `loratune tune` names these target sets; `loratune train --lora-targets` takes the lists.
 TARGET_SETS = {"attention": "q,k,v,o", "mlp": "gate,up,down", "all": "all"}
 
@@ -101,6 +113,8 @@ def run_train(a, args, workdir, info=None):
             steps = max(steps, int(ev.get("step", 0)))
         elif ev.get("event") == "eval" and ev.get("step") == 0 and info is not None:
             info["step0_val_loss"] = ev.get("val_loss")
+        elif ev.get("event") == "stage" and "compute_dtype" in ev and info is not None:
+            info["compute_dtype"] = ev.get("compute_dtype")
         elif ev.get("event") == "done":
             steps = int(ev.get("step", steps))
             loss = ev.get("final_val_loss")
@@ -202,7 +216,37 @@ def summary(trials):
             "failed": sum(t["state"] == "failed" for t in trials)}
 
 
-def table(res):
+def reference(a):
+    """REFERENCE trained once with the base options: {params, value, compute_dtype}."""
+    info = {}
+    loss, steps, dt = run_train(a, base_options(a) + param_args(REFERENCE), a.workdir, info)
+    print(f"reference {REFERENCE}: {fmt(loss)} ({steps} steps, {dt:.1f} s, compute dtype "
+          f"{info.get('compute_dtype')})", flush=True)
+    return {"params": REFERENCE, "value": loss, "compute_dtype": info.get("compute_dtype")}
+
+
+def same_numerics(paths):
+    """True when every file has a reference loss and they agree; else prints why not."""
+    refs = {}
+    for path in paths:
+        r = json.load(open(path)).get("reference") or {}
+        refs[path] = r.get("value") if r.get("params") == REFERENCE else None
+    vals = set(refs.values())
+    if None not in vals and len(vals) == 1:
+        return True
+    if vals == {None}:  # files from before the reference trial: nothing to check them by
+        print("Note: none of the files has a reference trial (runs before 2026-12-07 22:00 "
+              "UTC); that they share their training numerics is not checked.")
+        return True
+    print("Not like for like: the files' reference trials (the same configuration, "
+          f"{REFERENCE}) do not agree, so their arms ran with different training numerics "
+          "(build, CPU or compute dtype):")
+    for path, v in refs.items():
+        print(f"  {path}: {fmt(v, 'no reference trial')}")
+    return False
+
+
+def table(res, ratios_ok=True):
     print("\n| seed | arm | trials (complete / pruned / failed) | best val loss | optimizer steps"
           " | trials' wall time |")
     print("|---|---|---|---:|---:|---:|")
@@ -213,6 +257,8 @@ def table(res):
             s = arms[name]["summary"]
             print(f"| {seed} | {name} | {s['n']} ({s['complete']} / {s['pruned']} / "
                   f"{s['failed']}) | {fmt(s['best'])} | {s['steps']} | {s['time_s']:.0f} s |")
+    if not ratios_ok:
+        return
     print("\n| seed | tune / tpe best (goal <= 1) | tune / random best - 1 (goal <= 1%) |"
           " tune steps / random steps (goal <= 30%) |")
     print("|---|---:|---:|---:|")
@@ -267,16 +313,26 @@ def main():
     ap.add_argument("--no-check-best", dest="check_best", action="store_false")
     ap.add_argument("--out", default=None, help="JSON of every trial (and --table FILE reads it)")
     ap.add_argument("--table", default=None, help="FILE[,FILE...]: reprint their tables")
+    ap.add_argument("--allow-mixed", action="store_true",
+                    help="with --table: print the ratios even when the files' reference "
+                         "trials differ (marked as not like for like)")
+    ap.add_argument("--no-reference", dest="reference", action="store_false",
+                    help="skip the reference trial (its files then merge only with "
+                         "--allow-mixed)")
     ap.add_argument("--max-rank", type=int, default=64,
                     help="the rank's upper bound (at most the smallest side of the linears)")
     a = ap.parse_args()
     SPACE["lora-rank"]["high"] = a.max_rank
     if a.table:  # several files: their seeds and arms merged (a later file's arm wins)
         res = {}
-        for path in a.table.split(","):
+        paths = a.table.split(",")
+        for path in paths:
             for seed, arms in json.load(open(path))["results"].items():
                 res.setdefault(seed, {}).update(arms)
-        table(res)
+        same = len(paths) == 1 or same_numerics(paths)
+        if not same and a.allow_mixed:
+            print("(ratios printed anyway: --allow-mixed; they mix training numerics)")
+        table(res, same or a.allow_mixed)
         return
     os.makedirs(a.workdir, exist_ok=True)
     if a.model is None:
@@ -286,6 +342,7 @@ def main():
             subprocess.run([a.loratune, "fuse", "--model", a.gguf, "--out", a.model,
                             "--dtype", "f32"], check=True)
     res = {}
+    ref = reference(a) if a.reference else None
     t_all = time.monotonic()
     for seed in [int(s) for s in a.seeds.split(",")]:
         res[str(seed)] = arms = {}
@@ -304,7 +361,8 @@ def main():
             arms[arm]["wall_s"] = time.monotonic() - t0
             if a.out:
                 with open(a.out, "w") as f:
-                    json.dump({"args": vars(a), "space": SPACE, "results": res}, f, indent=1)
+                    json.dump({"args": vars(a), "space": SPACE, "reference": ref,
+                               "results": res}, f, indent=1)
     print(f"\ntotal wall {time.monotonic() - t_all:.0f} s; base options: "
           + " ".join(base_options(a)))
     table(res)

@@ -225,11 +225,12 @@ def reference(a):
     return {"params": REFERENCE, "value": loss, "compute_dtype": info.get("compute_dtype")}
 
 
-def same_numerics(paths):
-    """True when every file has a reference loss and they agree; else prints why not."""
+def same_numerics(files):
+    """files: {path: loaded --out JSON}. True when every file has a reference loss and they
+    agree (or none has one); else prints why not."""
     refs = {}
-    for path in paths:
-        r = json.load(open(path)).get("reference") or {}
+    for path, d in files.items():
+        r = d.get("reference") or {}
         refs[path] = r.get("value") if r.get("params") == REFERENCE else None
     vals = set(refs.values())
     if None not in vals and len(vals) == 1:
@@ -317,19 +318,24 @@ def main():
                     help="with --table: print the ratios even when the files' reference "
                          "trials differ (marked as not like for like)")
     ap.add_argument("--no-reference", dest="reference", action="store_false",
-                    help="skip the reference trial (its files then merge only with "
-                         "--allow-mixed)")
+                    help="skip the reference trial (its file then merges with files that "
+                         "have one only with --allow-mixed)")
     ap.add_argument("--max-rank", type=int, default=64,
                     help="the rank's upper bound (at most the smallest side of the linears)")
     a = ap.parse_args()
     SPACE["lora-rank"]["high"] = a.max_rank
     if a.table:  # several files: their seeds and arms merged (a later file's arm wins)
-        res = {}
-        paths = a.table.split(",")
-        for path in paths:
-            for seed, arms in json.load(open(path))["results"].items():
+        res, files = {}, {}
+        for path in a.table.split(","):
+            try:
+                with open(path) as f:
+                    files[path] = json.load(f)
+                results = files[path]["results"]
+            except (OSError, ValueError, KeyError, TypeError) as e:
+                sys.exit(f"{path}: not an --out file of this script ({e!r})")
+            for seed, arms in results.items():
                 res.setdefault(seed, {}).update(arms)
-        same = len(paths) == 1 or same_numerics(paths)
+        same = len(files) == 1 or same_numerics(files)
         if not same and a.allow_mixed:
             print("(ratios printed anyway: --allow-mixed; they mix training numerics)")
         table(res, same or a.allow_mixed)

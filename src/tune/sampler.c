@@ -3,7 +3,7 @@
  * GP-BO step: values warped (asinh of the robustly scaled values: warp_values) and standardized
  * (mean 0, sd 1), the GP's prior mean one sd above (PRIOR_MEAN_SD); running trials enter
  * as "pessimistic constant liars" (at the worst value seen) so parallel asks spread out,
- * pruned ones at the value their rank at their last rung maps to (lt_tune_pruned_value); with
+ * pruned ones at the value their last rung's value maps to (lt_tune_pruned_value); with
  * fewer than two complete trials it models the values at the highest rung two trials reached
  * (suggest_gp); the GP is fitted by marginal likelihood (+ the length-scale prior) from the
  * last fit's hyperparameters and two more starts; log EI is maximised over scrambled Sobol
@@ -366,31 +366,17 @@ double lt_tune_rung_value(const json_t *t, size_t k) {
     return json_is_number(v) ? json_number_value(v) : NAN;
 }
 
-/* The number of the m sorted values s below v (or_equal: at most v), by bisection. */
-static int count_below(const double *s, int m, double v, int or_equal) {
-    int lo = 0, hi = m;
-    while (lo < hi) {
-        int mid = lo + (hi - lo) / 2;
-        if (s[mid] < v || (or_equal && s[mid] == v)) lo = mid + 1;
-        else hi = mid;
-    }
-    return lo;
-}
-
-/* The mid-rank of v, one of the m sorted values s: 0 for the best, ties share their mean. */
-static double mid_rank(const double *s, int m, double v) {
-    int lo = count_below(s, m, v, 0), hi = count_below(s, m, v, 1);
-    return hi > lo ? lo + 0.5 * (hi - lo - 1) : lo - 0.5;
-}
-
-/* Why a rank map and not the worst value (sampler.h; docs/TUNE.md): ASHA prunes a trial for
- * its rank at a rung, on the premise that ranks there predict ranks at the end; the same
- * premise gives the trial a final value: the complete trials that reached that rung are
- * anchors (their ranks there, sorted, against their final values, sorted: a monotone map),
- * and the pruned trial's rank is interpolated between them. A rank better than every
- * anchor's gets the best anchor's value, never better (the GP's incumbent stays a complete
- * trial); one worse than every anchor's continues the anchors' line (value per rank), so a
- * trial last at its rung lies beyond the worst complete one. */
+/* Why a map of the rung's values and not the worst value (sampler.h; docs/TUNE.md): ASHA
+ * prunes a trial for its place at a rung, on the premise that the order there predicts the
+ * order at the end; the same premise gives the trial a final value: the complete trials that
+ * reached that rung are anchors (their values there, sorted, against their final values,
+ * sorted: a monotone map from the rung's scale to the final one), and the pruned trial's
+ * rung value is interpolated between them. Better than every anchor's: the best anchor's
+ * value, never better (the GP's incumbent stays a complete trial); worse than every anchor's:
+ * the anchors' line (final per rung value, at most 1) continued, so a trial far behind at its
+ * rung lies far beyond the worst complete one. Until 2026-12-08 the map took ranks instead of
+ * values, and a trial twice as far behind as another was only a rank or two worse to the GP
+ * (bench/RESULTS.md, "Pruned trials by their rung values"). */
 lt_status lt_tune_pruned_value(const json_t *trials, size_t idx, int maximize, double *value) {
     *value = NAN;
     const json_t *tp = json_array_get(trials, idx);
@@ -400,18 +386,12 @@ lt_status lt_tune_pruned_value(const json_t *trials, size_t idx, int maximize, d
     size_t k = nr - 1, nt = json_array_size(trials);
     double vp = sign * lt_tune_rung_value(tp, k);
     if (!isfinite(vp)) return LT_OK;
-    double *s = lt_malloc(sizeof(double) * (nt + 1)), *ra = lt_malloc(sizeof(double) * (nt + 1));
-    double *ya = lt_malloc(sizeof(double) * (nt + 1));
-    if (!s || !ra || !ya) {
-        lt_free(s), lt_free(ra), lt_free(ya);
+    double *ra = lt_malloc(sizeof(double) * (nt + 1)), *ya = lt_malloc(sizeof(double) * (nt + 1));
+    if (!ra || !ya) {
+        lt_free(ra), lt_free(ya);
         return lt_error(LT_ERR_NOMEM, "study: out of memory (pruned trials' values)");
     }
-    int m = 0, a = 0;
-    for (size_t j = 0; j < nt; j++) {
-        double v = sign * lt_tune_rung_value(json_array_get(trials, j), k);
-        if (isfinite(v)) s[m++] = v;
-    }
-    qsort(s, (size_t)m, sizeof(double), cmp_double);
+    int a = 0;
     for (size_t j = 0; j < nt; j++) { /* the anchors: complete trials with a rung-k value */
         const json_t *t = json_array_get(trials, j);
         const char *st = json_string_value(json_object_get(t, "state"));
@@ -419,26 +399,26 @@ lt_status lt_tune_pruned_value(const json_t *trials, size_t idx, int maximize, d
         double v = sign * lt_tune_rung_value(t, k);
         double y = json_is_number(jy) ? json_number_value(jy) : NAN;
         if (!st || strcmp(st, "complete") || !isfinite(v) || !isfinite(y)) continue;
-        ra[a] = mid_rank(s, m, v);
+        ra[a] = v;
         ya[a++] = sign * y;
     }
     if (a >= 2) {
         qsort(ra, (size_t)a, sizeof(double), cmp_double);
         qsort(ya, (size_t)a, sizeof(double), cmp_double);
-        double rp = mid_rank(s, m, vp), out;
-        if (rp <= ra[0]) {
+        double out;
+        if (vp <= ra[0]) {
             out = ya[0];
-        } else if (rp >= ra[a - 1]) {
+        } else if (vp >= ra[a - 1]) {
             double slope = ra[a - 1] > ra[0] ? (ya[a - 1] - ya[0]) / (ra[a - 1] - ra[0]) : 0;
-            out = ya[a - 1] + slope * (rp - ra[a - 1]);
+            if (slope > 1) slope = 1; /* anchors nearly tied at the rung: no blow-up */
+            out = ya[a - 1] + slope * (vp - ra[a - 1]);
         } else {
             int j = 0;
-            while (ra[j + 1] < rp) j++; /* ra[j] < rp <= ra[j + 1] */
-            out = ya[j] + (ya[j + 1] - ya[j]) * (rp - ra[j]) / (ra[j + 1] - ra[j]);
+            while (ra[j + 1] < vp) j++; /* ra[j] < vp <= ra[j + 1], so ra[j + 1] > ra[j] */
+            out = ya[j] + (ya[j + 1] - ya[j]) * (vp - ra[j]) / (ra[j + 1] - ra[j]);
         }
         *value = out;
     }
-    lt_free(s);
     lt_free(ra);
     lt_free(ya);
     return LT_OK;
@@ -461,7 +441,7 @@ static int rung_with_two(const json_t *trials) {
 }
 
 /* The GP's data. rung < 0: the final values of the complete trials (X, y: n of them), liars
- * (P, py: np) for running, pruned (at their rung rank's value: lt_tune_pruned_value) and failed
+ * (P, py: np) for running, pruned (at their rung value's map: lt_tune_pruned_value) and failed
  * trials with a reason. rung >= 0: the values at that rung of every trial that has one (X, y),
  * liars at the worst value for the others that would be liars above (BOHB's rule: model the
  * largest budget with enough observations; see suggest_gp). */
@@ -491,7 +471,7 @@ static lt_status gather(const lt_space *sp, const lt_study_options *opt, const j
              * at the worst value so the search moves away instead of asking the same point
              * again. Pruned (it ranked low at a rung): a liar too (ignored, a pruned point left
              * the GP as it was, and it asked that point, to be pruned, trial after trial), at
-             * the value its rank at its last rung maps to on the complete trials' values
+             * the value its last rung's value maps to on the complete trials' values
              * (lt_tune_pruned_value; the worst value without rung values). From aeb5670
              * until 162fcc7 it was the worst value, and a trial pruned in the best region
              * (second of four at the first rung) sent the search away from that region

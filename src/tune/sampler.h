@@ -35,9 +35,10 @@ lt_status lt_tune_gp_next(const lt_space *sp, int n, const double *X, const doub
 double lt_tune_rung_value(const json_t *t, size_t k);
 
 /* The value the GP gives pruned trial number idx of trials (*value, to minimise: negated when
- * maximize), from its value at the last rung it reached (its "rungs"): its mid-rank among the
- * values every trial recorded at that rung, mapped onto the complete trials' values by their
- * own ranks there (docs/TUNE.md, "Pruned trials in the GP"). NaN when it has no rung value or
+ * maximize), from its value at the last rung it reached (its "rungs"), mapped onto the final
+ * values by the complete trials that reached that rung: their rung values sorted against their
+ * final values sorted, interpolated, and beyond the worst of them their line continued with a
+ * slope of at most 1 (docs/TUNE.md, "Pruned trials in the GP"). NaN when it has no rung value or
  * fewer than two complete trials reached that rung: the caller puts it at the worst value. */
 lt_status lt_tune_pruned_value(const json_t *trials, size_t idx, int maximize, double *value);
 

@@ -10,6 +10,7 @@
 #include <gsl/gsl_randist.h>
 #include <jansson.h>
 #include <math.h>
+#include <string.h>
 
 #include "lt_test.h"
 #include "tune/gp.h"
@@ -226,16 +227,48 @@ static void bo_step(void) {
     json_decref(j);
 }
 
-/* A pruned trial's value from its rank at its last rung (lt_tune_pruned_value), against values
- * worked out by hand here. Rung 0's values, sorted: 0.5 (t5), 1.0 (t0), 1.1 (t9), 1.5 (t8),
- * 2.0 (t1, t6: tied), 3.0 (t3), 4.0 (t2), 5.0 (t4): mid-ranks 0, 1, 2, 3, 4.5, 4.5, 6, 7, 8.
- * The complete ones (anchors) have ranks 1, 4.5, 7 and values 0.5, 0.7, 0.6: sorted, 0.5 at 1,
- * 0.6 at 4.5, 0.7 at 7 (a monotone map). t3 (rank 6): 0.6 + 0.1 * 1.5 / 2.5 = 0.66; t4 (rank
- * 8, beyond every anchor): 0.7 + 1 * 0.2 / 6 (the anchors' value per rank); t5 (rank 0, better
- * than every anchor): 0.5, the best anchor's; t7 (no rungs): NaN. Rung 1: 0.8 (t9), 0.9 (t0),
- * 1.2 (t1), 2.0 (t8): t8, pruned there, has rank 3, the anchors 1 and 2 with 0.5 and 0.7:
- * 0.7 + 1 * 0.2 = 0.9. Rung 2: t0 alone of the complete ones: t9 NaN. Maximizing the same
- * trials with every number negated gives the same values (to minimise). */
+/* A pruned trial's value from its value at its last rung (lt_tune_pruned_value), against values
+ * worked out by hand here. The anchors are the complete trials with a value at that rung, their
+ * rung values sorted paired with their final values sorted (a monotone map). Rung 0: t0 (1.0,
+ * final 0.5), t1 (2.0, 0.7), t2 (4.0, 0.6): the map 1.0 -> 0.5, 2.0 -> 0.6, 4.0 -> 0.7. t3 (3.0):
+ * 0.6 + 0.1 * 1.0 / 2.0 = 0.65; t4 (5.0, beyond every anchor): 0.7 + 1.0 * 0.2 / 3.0 (the
+ * anchors' final per rung value); t5 (0.5, better than every anchor): 0.5, the best anchor's;
+ * t7 (no rungs): NaN. Rung 1: t0 (0.9, 0.5), t1 (1.2, 0.7); t8, pruned there at 2.0: 0.7 + 0.8 *
+ * 0.2 / 0.3. Rung 2: t0 alone of the complete ones: t9 NaN. Then the slope's cap and ties: two
+ * anchors 0.1 apart at the rung (2.0 -> 1.0, 2.1 -> 1.5: 5 per unit) put a trial at 3.0 at 1.5
+ * + 1 * 0.9 = 2.4, not 1.5 + 5 * 0.9 = 6.0, and one at 2.05 at 1.25; anchors tied at the rung
+ * (2.0 -> 1.0 and 1.2) give a trial at 2.0 the best anchor's 1.0 and one at 2.5 the worst's
+ * 1.2 (no slope). Maximizing the same trials with every number negated gives the same values
+ * (to minimise). */
+static void pruned_case(const char *name, const char *text, int first, const double *want) {
+    json_t *t = json_loads(text, 0, NULL);
+    CHECK(t != NULL, "pruned_values %s: bad JSON", name);
+    if (!t) return;
+    int nt = (int)json_array_size(t);
+    for (int maximize = 0; maximize < 2; maximize++) {
+        if (maximize) { /* every number negated */
+            size_t i, k;
+            json_t *e, *r;
+            json_array_foreach(t, i, e) {
+                json_t *v = json_object_get(e, "value");
+                if (v) json_real_set(v, -json_real_value(v));
+                json_array_foreach(json_object_get(e, "rungs"), k, r)
+                    json_real_set(r, -json_real_value(r));
+            }
+        }
+        for (int i = first; i < nt; i++) {
+            const char *st = json_string_value(json_object_get(json_array_get(t, i), "state"));
+            if (strcmp(st, "pruned")) continue; /* running: the caller's worst-value liar */
+            double v = -1;
+            CHECK_OK(lt_tune_pruned_value(t, (size_t)i, maximize, &v));
+            CHECK(isnan(want[i]) ? isnan(v) : fabs(v - want[i]) < 1e-12,
+                  "%s, maximize %d: trial %d's value %.15g, worked out by hand %g", name,
+                  maximize, i, v, want[i]);
+        }
+    }
+    json_decref(t);
+}
+
 static void pruned_values(void) {
     static const char *text =
         "[{\"state\": \"complete\", \"value\": 0.5, \"rungs\": [1.0, 0.9, 0.8]},"
@@ -248,31 +281,23 @@ static void pruned_values(void) {
         " {\"state\": \"pruned\"},"
         " {\"state\": \"pruned\", \"rungs\": [1.5, 2.0]},"
         " {\"state\": \"pruned\", \"rungs\": [1.1, 0.8, 0.7]}]";
-    const double want[10] = {NAN, NAN, NAN, 0.66, 0.7 + 0.2 / 6, 0.5, NAN, NAN, 0.9, NAN};
-    json_t *t = json_loads(text, 0, NULL);
-    CHECK(t != NULL, "pruned_values: bad JSON");
-    if (!t) return;
-    for (int maximize = 0; maximize < 2; maximize++) {
-        if (maximize) { /* every number negated */
-            size_t i, k;
-            json_t *e, *r;
-            json_array_foreach(t, i, e) {
-                json_t *v = json_object_get(e, "value");
-                if (v) json_real_set(v, -json_real_value(v));
-                json_array_foreach(json_object_get(e, "rungs"), k, r)
-                    json_real_set(r, -json_real_value(r));
-            }
-        }
-        for (int i = 3; i < 10; i++) {
-            if (i == 6) continue; /* running: the caller's worst-value liar */
-            double v = -1;
-            CHECK_OK(lt_tune_pruned_value(t, (size_t)i, maximize, &v));
-            CHECK(isnan(want[i]) ? isnan(v) : fabs(v - want[i]) < 1e-12,
-                  "maximize %d: trial %d's value %.15g, worked out by hand %g", maximize, i, v,
-                  want[i]);
-        }
-    }
-    json_decref(t);
+    const double want[10] = {NAN, NAN, NAN, 0.65, 0.7 + 0.2 / 3.0, 0.5, NAN, NAN,
+                             0.7 + 0.8 * 0.2 / 0.3, NAN};
+    pruned_case("mixed", text, 3, want);
+    static const char *steep =
+        "[{\"state\": \"complete\", \"value\": 1.5, \"rungs\": [2.1]},"
+        " {\"state\": \"complete\", \"value\": 1.0, \"rungs\": [2.0]},"
+        " {\"state\": \"pruned\", \"rungs\": [3.0]},"
+        " {\"state\": \"pruned\", \"rungs\": [2.05]}]";
+    const double want_steep[4] = {NAN, NAN, 2.4, 1.25};
+    pruned_case("steep", steep, 2, want_steep);
+    static const char *tied =
+        "[{\"state\": \"complete\", \"value\": 1.2, \"rungs\": [2.0]},"
+        " {\"state\": \"complete\", \"value\": 1.0, \"rungs\": [2.0]},"
+        " {\"state\": \"pruned\", \"rungs\": [2.0]},"
+        " {\"state\": \"pruned\", \"rungs\": [2.5]}]";
+    const double want_tied[4] = {NAN, NAN, 1.0, 1.2};
+    pruned_case("tied", tied, 2, want_tied);
 }
 
 /* The GP step with a pruned trial near the minimum of f(x) = (x - 0.3)^2 whose rung value ranks

@@ -284,20 +284,23 @@ static void pruned_values(void) {
     const double want[10] = {NAN, NAN, NAN, 0.65, 0.7 + 0.2 / 3.0, 0.5, NAN, NAN,
                              0.7 + 0.8 * 0.2 / 0.3, NAN};
     pruned_case("mixed", text, 3, want);
-    static const char *steep =
-        "[{\"state\": \"complete\", \"value\": 1.5, \"rungs\": [2.1]},"
-        " {\"state\": \"complete\", \"value\": 1.0, \"rungs\": [2.0]},"
-        " {\"state\": \"pruned\", \"rungs\": [3.0]},"
-        " {\"state\": \"pruned\", \"rungs\": [2.05]}]";
-    const double want_steep[4] = {NAN, NAN, 2.4, 1.25};
-    pruned_case("steep", steep, 2, want_steep);
-    static const char *tied =
-        "[{\"state\": \"complete\", \"value\": 1.2, \"rungs\": [2.0]},"
-        " {\"state\": \"complete\", \"value\": 1.0, \"rungs\": [2.0]},"
-        " {\"state\": \"pruned\", \"rungs\": [2.0]},"
-        " {\"state\": \"pruned\", \"rungs\": [2.5]}]";
-    const double want_tied[4] = {NAN, NAN, 1.0, 1.2};
-    pruned_case("tied", tied, 2, want_tied);
+    /* two complete trials then two pruned ones: the slope's cap, then tied anchors */
+    static const struct {
+        const char *name;
+        double v0, r0, v1, r1, p2, p3, want2, want3;
+    } two[2] = {{"steep", 1.5, 2.1, 1.0, 2.0, 3.0, 2.05, 2.4, 1.25},
+                {"tied", 1.2, 2.0, 1.0, 2.0, 2.0, 2.5, 1.0, 1.2}};
+    for (int c = 0; c < 2; c++) {
+        char buf[512];
+        snprintf(buf, sizeof buf, /* %e: JSON reals (pruned_case negates them) */
+                 "[{\"state\": \"complete\", \"value\": %.17e, \"rungs\": [%.17e]},"
+                 " {\"state\": \"complete\", \"value\": %.17e, \"rungs\": [%.17e]},"
+                 " {\"state\": \"pruned\", \"rungs\": [%.17e]},"
+                 " {\"state\": \"pruned\", \"rungs\": [%.17e]}]",
+                 two[c].v0, two[c].r0, two[c].v1, two[c].r1, two[c].p2, two[c].p3);
+        const double want2[4] = {NAN, NAN, two[c].want2, two[c].want3};
+        pruned_case(two[c].name, buf, 2, want2);
+    }
 }
 
 /* The GP step with a pruned trial near the minimum of f(x) = (x - 0.3)^2 whose rung value ranks
